@@ -1,0 +1,143 @@
+# retnetd -- build, test, benchmark.  `make help` lists the targets.
+#
+# Objects go to build/<flavour>/ (release, asan) so flavours coexist.
+# CUDA is auto-detected: with nvcc on PATH (or in /usr/local/cuda) the .cu
+# files are compiled and linked even on a machine without a GPU.
+
+SAN ?=
+V ?= 0
+PREFIX ?= /usr/local
+
+ifeq ($(V),0)
+Q := @
+endif
+
+ifeq ($(SAN),asan)
+OUT := build/asan
+OPT := -O1 -g -fno-omit-frame-pointer
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all
+# Instrumented CUDA builds are not worth their trouble: the sanitizer build is CPU-only.
+NVCC :=
+else
+OUT := build/release
+OPT := -O2 -g
+SANFLAGS :=
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+endif
+
+CC ?= cc
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+        -Wold-style-definition -Wpointer-arith -Wformat=2 -Wundef -Wvla -Wwrite-strings
+# Lazy (=) so pkg-config runs after `make deps` installed what it queries.
+PKG_CFLAGS = $(shell pkg-config --cflags openblas libcjson)
+PKG_LIBS = $(shell pkg-config --libs openblas libcjson)
+CHECK_CFLAGS = $(shell pkg-config --cflags check)
+CHECK_LIBS = $(shell pkg-config --libs check)
+CPPFLAGS_ALL = -D_GNU_SOURCE -Iengine $(PKG_CFLAGS)
+CFLAGS_ALL = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -MMD -MP $(CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) -lm -pthread
+
+ENGINE_SRC := $(wildcard engine/*.c engine/cpu/*.c)
+CUDA_SRC := $(wildcard engine/cuda/*.cu)
+ifneq ($(NVCC),)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a
+NVFLAGS := -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -Werror all-warnings -Iengine
+CPPFLAGS_ALL += -DRN_HAVE_CUDA
+CUDA_OBJ := $(CUDA_SRC:%.cu=$(OUT)/%.o)
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart
+endif
+
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(OUT)/%.o) $(CUDA_OBJ)
+LIB := $(OUT)/libretnet.a
+RETNET := $(OUT)/retnet
+TOOL_SRC := $(wildcard tools/retnet/*.c)
+TOOL_OBJ := $(TOOL_SRC:%.c=$(OUT)/%.o)
+TEST_SRC := $(wildcard tests/unit/*.c)
+TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o)
+TEST_BIN := $(OUT)/tests/check_unit
+
+.PHONY: all help deps check check-unit check-asan bench format format-check lint clean fixtures info
+
+all: $(RETNET) $(TEST_BIN)
+
+help:
+	@echo "make            build build/release/retnet and the tests"
+	@echo "make deps       install missing Debian/Ubuntu packages (apt-get)"
+	@echo "make check      deps + build + all tests + lint"
+	@echo "make check-asan the same tests under AddressSanitizer + UBSan"
+	@echo "make bench      engine benchmarks next to the PyTorch reference and machine limits"
+	@echo "make fixtures   regenerate tests/fixtures from the reference packages (needs PyPI)"
+	@echo "make format     clang-format the C sources"
+	@echo "make clean      remove build/"
+
+info:
+	@echo "nvcc: $(if $(NVCC),$(NVCC) (CUDA backend compiled),not found (CPU only))"
+
+deps:
+	$(Q)sh tools/deps.sh
+
+$(OUT)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -c $< -o $@
+
+$(OUT)/tests/unit/%.o: tests/unit/%.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS_ALL) $(CHECK_CFLAGS) $(CFLAGS_ALL) -c $< -o $@
+
+$(OUT)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  NVCC    $<")
+	$(Q)$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(LIB): $(ENGINE_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(RETNET): $(TOOL_OBJ) $(LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(TOOL_OBJ) $(LIB) $(CUDA_LIBS) $(LDLIBS_ALL) $(if $(CUDA_OBJ),-lstdc++)
+
+$(TEST_BIN): $(TEST_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(TEST_OBJ) $(LIB) $(CUDA_LIBS) $(CHECK_LIBS) $(LDLIBS_ALL) $(if $(CUDA_OBJ),-lstdc++)
+
+# The whole suite: unit tests (parity against tests/fixtures, malformed models,
+# form equivalences) and the layering lint.
+check: deps
+	$(Q)$(MAKE) --no-print-directory info
+	$(Q)$(MAKE) --no-print-directory check-unit
+	$(Q)$(MAKE) --no-print-directory lint
+
+check-unit: $(TEST_BIN) $(RETNET)
+	$(Q)CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} RN_RETNET=$(RETNET) $(TEST_BIN)
+
+check-asan: deps
+	$(Q)$(MAKE) --no-print-directory SAN=asan check-unit \
+	    ASAN_OPTIONS=detect_leaks=1 CK_TIMEOUT_MULTIPLIER=4
+
+# engine/ must not know HTTP or libuv; server/ must not know CUDA or backend internals.
+lint:
+	$(Q)! grep -rnE '#include *[<"](microhttpd|uv)\.h' engine/ || { echo "lint: engine/ includes server headers"; exit 1; }
+	$(Q)! { test -d server && grep -rnE '#include *[<"](cuda|cublas|.*backend\.h)' server/; } || { echo "lint: server/ includes CUDA or backend headers"; exit 1; }
+	@echo "lint: ok"
+
+bench: deps $(RETNET)
+	$(Q)sh bench/run.sh $(RETNET)
+
+fixtures:
+	$(Q)sh tools/venv.sh >/dev/null && build/venv/bin/python tools/make_fixtures.py --out tests/fixtures
+
+format:
+	$(Q)clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')
+
+format-check:
+	$(Q)clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h' '*.cu')
+
+clean:
+	rm -rf build/release build/asan
+
+-include $(ENGINE_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

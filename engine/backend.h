@@ -1,0 +1,50 @@
+/*
+ * backend.h -- the interface both backends (cpu/, cuda/) implement.
+ * Engine-internal: server/ never includes this; it uses retnet.h.
+ *
+ * A backend owns a fixed pool of per-session recurrent states ("slots"),
+ * allocated once at init, so admission is exact arithmetic.  Every entry is
+ * synchronous and called from one thread at a time (the engine's caller).
+ */
+#ifndef RN_BACKEND_H
+#define RN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "retnet.h"
+#include "status.h"
+
+typedef struct rn_backend_ops {
+    const char *name; /* "cpu", "cuda" */
+    /* RN_OK if the backend can run here (device present, compiled in). */
+    int (*probe)(rn_error *err);
+    /* Creates a context for m (retained, must outlive the context) with
+     * opts->n_slots states.  Returns RN_OK and sets *ctx, owned by the caller
+     * (free with deinit). */
+    int (*init)(void **ctx, const rn_model *m, const rn_engine_opts *opts, rn_error *err);
+    void (*deinit)(void *ctx);
+    /* Bytes of one exported state (state_export's buffer size). */
+    size_t (*state_bytes)(void *ctx);
+    int (*state_reset)(void *ctx, int slot);
+    int (*state_copy)(void *ctx, int dst_slot, int src_slot);
+    int64_t (*state_pos)(void *ctx, int slot);
+    int (*state_export)(void *ctx, int slot, float *host, size_t nbytes);
+    int (*state_import)(void *ctx, int slot, const float *host, size_t nbytes, int64_t pos);
+    /* Runs n tokens of one slot through the model starting from its state
+     * (see rn_prefill_opts), advancing it; writes logits for the last token
+     * (or all n tokens with RN_LOGITS_ALL) when logits is non-NULL. */
+    int (*prefill)(void *ctx, int slot, const int32_t *tokens, int n, const rn_prefill_opts *o,
+                   float *logits);
+    /* One recurrent step for n slots (distinct), token i into slots[i];
+     * logits (n x vocab) when non-NULL. */
+    int (*decode)(void *ctx, const int *slots, const int32_t *tokens, int n, float *logits);
+} rn_backend_ops;
+
+extern const rn_backend_ops rn_cpu_backend;
+#ifdef RN_HAVE_CUDA
+extern const rn_backend_ops rn_cuda_backend;
+#endif
+
+#endif

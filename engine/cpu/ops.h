@@ -1,0 +1,44 @@
+/*
+ * ops.h -- CPU building blocks: linear layers, norms, activations, rotary.
+ * Called only from the CPU backend's thread (kernels may fan out to the pool).
+ */
+#ifndef RN_CPU_OPS_H
+#define RN_CPU_OPS_H
+
+#include <stddef.h>
+
+#include "../model.h"
+#include "pool.h"
+
+typedef struct rn_cpu_ops_ctx {
+    rn_pool *pool;
+    float *wbuf;      /* fp32 scratch for converting one f16/bf16 matrix before sgemm */
+    size_t wbuf_len;  /* floats */
+} rn_cpu_ops_ctx;
+
+/* y (n x out) = x (n x in) W^T + b, W (out x in) of any weight dtype.
+ * Rows are computed independently with a fixed summation order, so a row's
+ * result does not depend on n or on the thread count (batched decode equals
+ * single decode bit for bit). */
+void rn__linear_rows(rn_cpu_ops_ctx *c, float *y, const float *x, int n, const rn_tensor *W,
+                     const rn_tensor *b);
+/* The same product through sgemm (prefill): faster for many rows, not
+ * bit-identical to rn__linear_rows. */
+void rn__linear_gemm(rn_cpu_ops_ctx *c, float *y, const float *x, int n, const rn_tensor *W,
+                     const rn_tensor *b);
+
+/* Row-wise norm of x (n x d) into y: RMS (w) or LayerNorm (w, b). */
+void rn__norm(float *y, const float *x, int n, int d, rn_norm_kind kind, const float *w,
+              const float *b, float eps);
+/* In place: group norm over each head's dv values (n rows of H*dv), optional
+ * shared (dv) weight. */
+void rn__group_norm(float *o, int n, int heads, int dv, rn_norm_kind kind, float eps,
+                    const float *w);
+void rn__act(float *x, size_t n, rn_act a);
+/* y *= act(g), elementwise */
+void rn__gate(float *y, const float *g, size_t n, rn_act a);
+/* Rotates n rows of H heads of dk features by angle(pos_i, freq) in place. */
+void rn__rope(float *x, int n, int heads, int dk, const long long *pos, const float *freq,
+              int interleaved);
+
+#endif

@@ -1,0 +1,175 @@
+/*
+ * engine.c -- rn_engine: a model, one backend and its state slots.
+ *
+ * The only place that knows which backends exist (the registry below), and
+ * the place that checks every argument coming from callers (slot ranges,
+ * token ids, duplicate slots in a batch) so the backends can trust them.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "retnet.h"
+
+struct rn_engine {
+    const rn_backend_ops *ops;
+    void *ctx;
+    const rn_model *model;
+    int n_slots, max_chunk;
+    unsigned char *mark; /* scratch for duplicate-slot checks */
+};
+
+static const rn_backend_ops *pick_backend(rn_device d, rn_error *err)
+{
+#ifdef RN_HAVE_CUDA
+    if (d == RN_DEVICE_CUDA || d == RN_DEVICE_AUTO) {
+        rn_error probe_err = {0};
+        if (rn_cuda_backend.probe(&probe_err) == RN_OK)
+            return &rn_cuda_backend;
+        if (d == RN_DEVICE_CUDA) {
+            rn_error_set(err, RN_ENODEV, "cuda backend unavailable: %s", probe_err.msg);
+            return NULL;
+        }
+    }
+#else
+    if (d == RN_DEVICE_CUDA) {
+        rn_error_set(err, RN_ENODEV, "this build has no CUDA backend (nvcc was not found at build time)");
+        return NULL;
+    }
+#endif
+    return &rn_cpu_backend;
+}
+
+int64_t rn_state_values(const rn_config *c)
+{
+    int64_t per = (int64_t)c->n_heads * c->head_dim_k * c->head_dim_v +
+                  (c->retention_norm == RN_RETNORM_TORCHSCALE ? c->n_heads : 0);
+    return per * c->n_layers;
+}
+
+int rn_engine_new(rn_engine **out, const rn_model *m, const rn_engine_opts *opts, rn_error *err)
+{
+    int rc;
+    rn_engine_opts o = opts ? *opts : (rn_engine_opts){0};
+    *out = NULL;
+    if (o.n_slots < 1)
+        o.n_slots = 1;
+    if (o.max_chunk <= 0)
+        o.max_chunk = 256;
+    if (o.n_slots > (1 << 20) || o.max_chunk > (1 << 16))
+        return rn_error_set(err, RN_EINVAL, "n_slots or max_chunk out of range");
+    rn_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return rn_error_set(err, RN_ENOMEM, "out of memory");
+    e->model = m;
+    e->n_slots = o.n_slots;
+    e->max_chunk = o.max_chunk;
+    e->mark = calloc((size_t)o.n_slots, 1);
+    e->ops = pick_backend(o.device, err);
+    if (!e->mark || !e->ops) {
+        rc = e->mark ? RN_ENODEV : rn_error_set(err, RN_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = e->ops->init(&e->ctx, m, &o, err)) != RN_OK)
+        goto fail;
+    *out = e;
+    return RN_OK;
+fail:
+    rn_engine_free(e);
+    return rc;
+}
+
+void rn_engine_free(rn_engine *e)
+{
+    if (!e)
+        return;
+    if (e->ctx)
+        e->ops->deinit(e->ctx);
+    free(e->mark);
+    free(e);
+}
+
+const char *rn_engine_backend_name(const rn_engine *e)
+{
+    return e->ops->name;
+}
+
+int rn_engine_n_slots(const rn_engine *e)
+{
+    return e->n_slots;
+}
+
+size_t rn_engine_state_bytes(const rn_engine *e)
+{
+    return e->ops->state_bytes(e->ctx);
+}
+
+static int slot_ok(const rn_engine *e, int s)
+{
+    return s >= 0 && s < e->n_slots;
+}
+
+static int tokens_ok(const rn_engine *e, const int32_t *t, int n)
+{
+    int V = rn_model_config(e->model)->vocab_size;
+    for (int i = 0; i < n; i++)
+        if (t[i] < 0 || t[i] >= V)
+            return 0;
+    return 1;
+}
+
+int rn_state_reset(rn_engine *e, int slot)
+{
+    return slot_ok(e, slot) ? e->ops->state_reset(e->ctx, slot) : RN_EINVAL;
+}
+
+int rn_state_copy(rn_engine *e, int dst, int src)
+{
+    return slot_ok(e, dst) && slot_ok(e, src) ? e->ops->state_copy(e->ctx, dst, src) : RN_EINVAL;
+}
+
+int64_t rn_state_pos(rn_engine *e, int slot)
+{
+    return slot_ok(e, slot) ? e->ops->state_pos(e->ctx, slot) : RN_EINVAL;
+}
+
+int rn_state_export(rn_engine *e, int slot, float *host, size_t nbytes)
+{
+    if (!slot_ok(e, slot) || !host || nbytes != rn_engine_state_bytes(e))
+        return RN_EINVAL;
+    return e->ops->state_export(e->ctx, slot, host, nbytes);
+}
+
+int rn_state_import(rn_engine *e, int slot, const float *host, size_t nbytes, int64_t pos)
+{
+    if (!slot_ok(e, slot) || !host || nbytes != rn_engine_state_bytes(e) || pos < 0)
+        return RN_EINVAL;
+    return e->ops->state_import(e->ctx, slot, host, nbytes, pos);
+}
+
+int rn_prefill(rn_engine *e, int slot, const int32_t *tokens, int n, const rn_prefill_opts *opts,
+               float *logits)
+{
+    rn_prefill_opts o = opts ? *opts : (rn_prefill_opts){0};
+    if (!slot_ok(e, slot) || n < 1 || !tokens || !tokens_ok(e, tokens, n) || o.chunk < 0 ||
+        o.chunk > (1 << 16) || (unsigned)o.form > RN_FORM_PARALLEL)
+        return RN_EINVAL;
+    return e->ops->prefill(e->ctx, slot, tokens, n, &o, logits);
+}
+
+int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, float *logits)
+{
+    int rc = RN_OK;
+    if (n < 1 || n > e->n_slots || !slots || !tokens || !tokens_ok(e, tokens, n))
+        return RN_EINVAL;
+    for (int i = 0; i < n && rc == RN_OK; i++) {
+        if (!slot_ok(e, slots[i]) || e->mark[slots[i]])
+            rc = RN_EINVAL; /* out of range or the same slot twice in one step */
+        else
+            e->mark[slots[i]] = 1;
+    }
+    for (int i = 0; i < n; i++)
+        if (slot_ok(e, slots[i]))
+            e->mark[slots[i]] = 0;
+    return rc == RN_OK ? e->ops->decode(e->ctx, slots, tokens, n, logits) : rc;
+}

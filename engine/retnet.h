@@ -1,0 +1,75 @@
+/*
+ * retnet.h -- the public engine API (rn_ prefix).  The only engine header the
+ * server and the command-line tool include (with model.h for the config and
+ * status.h for errors).
+ *
+ * An rn_engine binds a loaded model to one backend (cpu or cuda) and a fixed
+ * pool of recurrent-state slots.  The API is synchronous and not thread-safe:
+ * one thread (the server's scheduler thread) calls it.  The CPU backend runs
+ * a documented pool of worker threads (rn_engine_opts.n_threads, plus
+ * OpenBLAS's own) while a call is in progress; none run between calls.
+ */
+#ifndef RN_RETNET_H
+#define RN_RETNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "status.h"
+
+typedef enum { RN_DEVICE_AUTO = 0, RN_DEVICE_CPU, RN_DEVICE_CUDA } rn_device;
+
+typedef struct rn_engine_opts {
+    rn_device device;
+    int n_slots;   /* recurrent states to preallocate (>= 1) */
+    int n_threads; /* CPU worker threads; 0 = number of online CPUs */
+    int max_chunk; /* largest chunk one prefill step processes; 0 = 256 */
+} rn_engine_opts;
+
+typedef enum {
+    RN_FORM_CHUNKWISE = 0, /* chunks of `chunk` tokens, continuing the state (default) */
+    RN_FORM_RECURRENT,     /* one token at a time */
+    RN_FORM_PARALLEL       /* whole sequence at once; the slot must be empty */
+} rn_form;
+
+enum { RN_LOGITS_LAST = 0, RN_LOGITS_ALL = 1 };
+
+typedef struct rn_prefill_opts {
+    rn_form form;
+    int chunk;       /* chunkwise: tokens per chunk; 0 = max_chunk */
+    int logits;      /* RN_LOGITS_LAST or RN_LOGITS_ALL */
+    int ts_clamp;    /* parallel form: torchscale's |row sum| clamp (for parity tests) */
+} rn_prefill_opts;
+
+typedef struct rn_engine rn_engine;
+
+/* Creates an engine on m (retained: m must outlive the engine).  Returns RN_OK
+ * and sets *out, owned by the caller (rn_engine_free). */
+int rn_engine_new(rn_engine **out, const rn_model *m, const rn_engine_opts *opts, rn_error *err);
+void rn_engine_free(rn_engine *e);
+
+const char *rn_engine_backend_name(const rn_engine *e);
+int rn_engine_n_slots(const rn_engine *e);
+/* fp32 values of one session's state (all layers) and its size in bytes. */
+int64_t rn_state_values(const rn_config *cfg);
+size_t rn_engine_state_bytes(const rn_engine *e);
+
+int rn_state_reset(rn_engine *e, int slot);
+int rn_state_copy(rn_engine *e, int dst_slot, int src_slot);
+int64_t rn_state_pos(rn_engine *e, int slot);
+/* Host copy of a slot's state: per layer, H*dk*dv values of S (key-major,
+ * unnormalised, see docs/model-format.md) then, with torchscale's retention
+ * norm, H values of s.  nbytes must equal rn_engine_state_bytes(). */
+int rn_state_export(rn_engine *e, int slot, float *host, size_t nbytes);
+int rn_state_import(rn_engine *e, int slot, const float *host, size_t nbytes, int64_t pos);
+
+/* Feeds n >= 1 tokens into slot.  logits: vocab floats (RN_LOGITS_LAST) or
+ * n*vocab (RN_LOGITS_ALL), or NULL.  opts NULL = chunkwise, max_chunk. */
+int rn_prefill(rn_engine *e, int slot, const int32_t *tokens, int n, const rn_prefill_opts *opts,
+               float *logits);
+/* One token for each of n distinct slots in one batched step; logits n*vocab
+ * or NULL. */
+int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, float *logits);
+
+#endif

@@ -1,0 +1,85 @@
+/* util.c -- small helpers shared inside the engine. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+
+char *rn__strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+char *rn__strcat3(const char *a, const char *b, const char *c)
+{
+    size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
+    char *d = malloc(la + lb + lc + 1);
+    if (!d)
+        return NULL;
+    memcpy(d, a, la);
+    memcpy(d + la, b, lb);
+    memcpy(d + la + lb, c, lc + 1);
+    return d;
+}
+
+int rn__read_file(const char *path, size_t max, char **out, size_t *len)
+{
+    int rc = 0;
+    char *buf = NULL;
+    struct stat st;
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = -EISDIR;
+        goto out;
+    }
+    if ((uint64_t)st.st_size > max) {
+        rc = -EFBIG;
+        goto out;
+    }
+    size_t n = (size_t)st.st_size, got = 0;
+    buf = malloc(n + 1);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            rc = r < 0 ? -errno : -EIO;
+            goto out;
+        }
+        got += (size_t)r;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    buf = NULL;
+out:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+double rn__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

@@ -1,0 +1,186 @@
+/*
+ * check_forms.c -- properties inside the engine, on every fixture model:
+ *  - recurrent == chunkwise (chunk 1, 3, 16, 64, whole prompt) == parallel,
+ *    to fp32 rounding (1e-4 on logits);
+ *  - prefill(A) then prefill(B) == prefill(A+B);
+ *  - a batched decode of 8 slots at different positions equals 8 single
+ *    decodes bit for bit (logits and states).
+ */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+#include "suites.h"
+
+#define FORM_TOL 1e-4
+
+static float *run_form(const fixture *f, rn_engine *e, rn_form form, int chunk, const int32_t *tok,
+                       int n)
+{
+    float *lg = malloc(sizeof(float) * (size_t)n * (size_t)f->cfg->vocab_size);
+    ck_assert_ptr_nonnull(lg);
+    rn_prefill_opts po = {.form = form, .chunk = chunk, .logits = RN_LOGITS_ALL};
+    ck_assert_int_eq(rn_state_reset(e, 0), RN_OK);
+    ck_assert_int_eq(rn_prefill(e, 0, tok, n, &po, lg), RN_OK);
+    return lg;
+}
+
+static float *export_state(rn_engine *e, int slot)
+{
+    size_t sb = rn_engine_state_bytes(e);
+    float *s = malloc(sb);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(rn_state_export(e, slot, s, sb), RN_OK);
+    return s;
+}
+
+START_TEST(test_forms_agree_for_all_chunk_sizes)
+{
+    fixture f;
+    fixture_load(&f, fixture_names[_i]);
+    rn_engine *e = fixture_engine(&f, 1, 64);
+    int T = f.T, V = f.cfg->vocab_size;
+    size_t n = (size_t)T * (size_t)V, sn = rn_engine_state_bytes(e) / sizeof(float);
+    float *rec = run_form(&f, e, RN_FORM_RECURRENT, 0, f.tokens, T);
+    float *rec_state = export_state(e, 0);
+    const int chunks[] = {1, 3, 16, 64, 0 /* whole prompt */};
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        int chunk = chunks[c] ? chunks[c] : T;
+        float *lg = run_form(&f, e, RN_FORM_CHUNKWISE, chunk, f.tokens, T);
+        float *st = export_state(e, 0);
+        double d = max_abs_diff(lg, rec, n, NULL);
+        ck_assert_msg(d <= FORM_TOL, "%s chunk %d vs recurrent: %.3g", f.dir, chunk, d);
+        double ds = max_abs_diff(st, rec_state, sn, NULL);
+        ck_assert_msg(ds <= FORM_TOL * fmax(1.0, max_abs(rec_state, sn)),
+                      "%s chunk %d state vs recurrent: %.3g", f.dir, chunk, ds);
+        free(lg);
+        free(st);
+    }
+    float *par = run_form(&f, e, RN_FORM_PARALLEL, 0, f.tokens, T);
+    double d = max_abs_diff(par, rec, n, NULL);
+    ck_assert_msg(d <= FORM_TOL, "%s parallel vs recurrent: %.3g", f.dir, d);
+    free(par);
+    free(rec);
+    free(rec_state);
+    rn_engine_free(e);
+    fixture_free(&f);
+}
+END_TEST
+
+START_TEST(test_forms_prefill_continues_state)
+{
+    fixture f;
+    fixture_load(&f, fixture_names[_i]);
+    rn_engine *e = fixture_engine(&f, 2, 64);
+    int T = f.T, V = f.cfg->vocab_size, split = 37;
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 16, .logits = RN_LOGITS_ALL};
+    float *whole = malloc(sizeof(float) * (size_t)T * V), *parts = malloc(sizeof(float) * (size_t)T * V);
+    ck_assert_ptr_nonnull(whole);
+    ck_assert_ptr_nonnull(parts);
+    ck_assert_int_eq(rn_prefill(e, 0, f.tokens, T, &po, whole), RN_OK);
+    ck_assert_int_eq(rn_prefill(e, 1, f.tokens, split, &po, parts), RN_OK);
+    ck_assert_int_eq(rn_state_pos(e, 1), split);
+    ck_assert_int_eq(rn_prefill(e, 1, f.tokens + split, T - split, &po, parts + (size_t)split * V), RN_OK);
+    double d = max_abs_diff(whole, parts, (size_t)T * V, NULL);
+    ck_assert_msg(d <= FORM_TOL, "%s: prefill(A)+prefill(B) vs prefill(A+B): %.3g", f.dir, d);
+    float *s0 = export_state(e, 0), *s1 = export_state(e, 1);
+    size_t sn = rn_engine_state_bytes(e) / sizeof(float);
+    ck_assert(max_abs_diff(s0, s1, sn, NULL) <= FORM_TOL * fmax(1.0, max_abs(s0, sn)));
+    free(s0);
+    free(s1);
+    free(whole);
+    free(parts);
+    rn_engine_free(e);
+    fixture_free(&f);
+}
+END_TEST
+
+START_TEST(test_forms_batched_decode_is_bitwise_single)
+{
+    fixture f;
+    fixture_load(&f, fixture_names[_i]);
+    enum { NB = 8 };
+    rn_engine *batched = fixture_engine(&f, NB, 64), *single = fixture_engine(&f, NB, 64);
+    int V = f.cfg->vocab_size, slots[NB];
+    int32_t next[NB];
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 16};
+    for (int s = 0; s < NB; s++) { /* different prompts and lengths: mixed positions */
+        int len = 5 + 9 * s;
+        slots[s] = NB - 1 - s; /* and a slot order that is not the identity */
+        ck_assert_int_eq(rn_prefill(batched, slots[s], f.tokens + s, len, &po, NULL), RN_OK);
+        ck_assert_int_eq(rn_prefill(single, slots[s], f.tokens + s, len, &po, NULL), RN_OK);
+        next[s] = f.tokens[f.T + s];
+    }
+    float *lb = malloc(sizeof(float) * NB * (size_t)V), *ls = malloc(sizeof(float) * NB * (size_t)V);
+    ck_assert_ptr_nonnull(lb);
+    ck_assert_ptr_nonnull(ls);
+    for (int step = 0; step < 3; step++) {
+        ck_assert_int_eq(rn_decode(batched, slots, next, NB, lb), RN_OK);
+        for (int s = 0; s < NB; s++)
+            ck_assert_int_eq(rn_decode(single, &slots[s], &next[s], 1, ls + (size_t)s * V), RN_OK);
+        ck_assert_msg(memcmp(lb, ls, sizeof(float) * NB * (size_t)V) == 0,
+                      "%s step %d: batched logits differ from single decodes", f.dir, step);
+        for (int s = 0; s < NB; s++)
+            next[s] = (next[s] * 7 + 3) % V;
+    }
+    for (int s = 0; s < NB; s++) {
+        float *a = export_state(batched, s), *b = export_state(single, s);
+        ck_assert_msg(memcmp(a, b, rn_engine_state_bytes(batched)) == 0, "%s: state %d differs", f.dir, s);
+        ck_assert_int_eq(rn_state_pos(batched, s), rn_state_pos(single, s));
+        free(a);
+        free(b);
+    }
+    free(lb);
+    free(ls);
+    rn_engine_free(batched);
+    rn_engine_free(single);
+    fixture_free(&f);
+}
+END_TEST
+
+START_TEST(test_forms_copy_and_reset)
+{
+    fixture f;
+    fixture_load(&f, "fla");
+    rn_engine *e = fixture_engine(&f, 3, 64);
+    int V = f.cfg->vocab_size, s0 = 0, s1 = 1;
+    float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V);
+    ck_assert_int_eq(rn_prefill(e, 0, f.tokens, 20, NULL, NULL), RN_OK);
+    ck_assert_int_eq(rn_state_copy(e, 1, 0), RN_OK); /* fork */
+    ck_assert_int_eq(rn_state_pos(e, 1), 20);
+    int32_t t = 5;
+    ck_assert_int_eq(rn_decode(e, &s0, &t, 1, a), RN_OK);
+    ck_assert_int_eq(rn_decode(e, &s1, &t, 1, b), RN_OK);
+    ck_assert(memcmp(a, b, sizeof(float) * (size_t)V) == 0);
+    ck_assert_int_eq(rn_state_reset(e, 1), RN_OK);
+    ck_assert_int_eq(rn_state_pos(e, 1), 0);
+    /* bad arguments are refused, not run */
+    int dup[2] = {0, 0};
+    int32_t two[2] = {1, 2}, bad = V;
+    ck_assert_int_eq(rn_decode(e, dup, two, 2, NULL), RN_EINVAL);
+    ck_assert_int_eq(rn_decode(e, &s0, &bad, 1, NULL), RN_EINVAL);
+    ck_assert_int_eq(rn_prefill(e, 3, two, 2, NULL, NULL), RN_EINVAL);
+    ck_assert_int_eq(rn_prefill(e, 0, two, 0, NULL, NULL), RN_EINVAL);
+    rn_prefill_opts par = {.form = RN_FORM_PARALLEL};
+    ck_assert_int_eq(rn_prefill(e, 0, two, 2, &par, NULL), RN_EINVAL); /* slot not empty */
+    free(a);
+    free(b);
+    rn_engine_free(e);
+    fixture_free(&f);
+}
+END_TEST
+
+Suite *forms_suite(void)
+{
+    Suite *s = suite_create("forms");
+    TCase *tc = tcase_create("equivalence");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_forms_agree_for_all_chunk_sizes, 0, N_FIXTURES);
+    tcase_add_loop_test(tc, test_forms_prefill_continues_state, 0, N_FIXTURES);
+    tcase_add_loop_test(tc, test_forms_batched_decode_is_bitwise_single, 0, N_FIXTURES);
+    tcase_add_test(tc, test_forms_copy_and_reset);
+    suite_add_tcase(s, tc);
+    return s;
+}

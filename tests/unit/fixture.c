@@ -1,0 +1,90 @@
+/* fixture.c -- see fixture.h. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+
+const char *const fixture_names[N_FIXTURES] = {"ts", "ts_deepnorm", "yar", "yar_postnorm", "fla",
+                                               "fla_bf16"};
+
+static const char *fixture_root(void)
+{
+    const char *r = getenv("RN_FIXTURES");
+    return r ? r : "tests/fixtures";
+}
+
+void fixture_load(fixture *f, const char *name)
+{
+    rn_error err = {0};
+    char path[600];
+    memset(f, 0, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "%s/%s", fixture_root(), name);
+    ck_assert_msg(rn_model_load(&f->model, f->dir, &err) == RN_OK, "load %s: %s", f->dir, err.msg);
+    snprintf(path, sizeof path, "%s/reference.safetensors", f->dir);
+    ck_assert_msg(rn_st_open(&f->ref, path, &err) == RN_OK, "%s", err.msg);
+    f->cfg = rn_model_config(f->model);
+    const rn_st_entry *t = rn_st_find(f->ref, "tokens");
+    ck_assert_msg(t && t->dtype == RN_DT_I32 && t->ndim == 2, "%s: bad tokens", path);
+    f->B = (int)t->shape[0];
+    f->T = (int)t->shape[1];
+    f->tokens = malloc(sizeof(int32_t) * (size_t)t->numel);
+    ck_assert_ptr_nonnull(f->tokens);
+    memcpy(f->tokens, rn_st_data(f->ref, t), sizeof(int32_t) * (size_t)t->numel);
+}
+
+void fixture_free(fixture *f)
+{
+    free(f->tokens);
+    rn_st_close(f->ref);
+    rn_model_free(f->model);
+    memset(f, 0, sizeof *f);
+}
+
+float *fixture_tensor(const fixture *f, const char *name, size_t *numel)
+{
+    const rn_st_entry *e = rn_st_find(f->ref, name);
+    if (!e)
+        return NULL;
+    float *out = malloc(sizeof(float) * ((size_t)e->numel + 1));
+    ck_assert_ptr_nonnull(out);
+    rn_to_f32(out, rn_st_data(f->ref, e), e->dtype, (size_t)e->numel);
+    *numel = (size_t)e->numel;
+    return out;
+}
+
+rn_engine *fixture_engine(const fixture *f, int n_slots, int max_chunk)
+{
+    rn_engine *e = NULL;
+    rn_error err = {0};
+    rn_engine_opts o = {.device = RN_DEVICE_CPU, .n_slots = n_slots, .n_threads = 2,
+                        .max_chunk = max_chunk};
+    ck_assert_msg(rn_engine_new(&e, f->model, &o, &err) == RN_OK, "engine: %s", err.msg);
+    return e;
+}
+
+double max_abs_diff(const float *a, const float *b, size_t n, size_t *worst)
+{
+    double m = 0.0;
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > m || isnan(d)) {
+            m = isnan(d) ? INFINITY : d;
+            w = i;
+        }
+    }
+    if (worst)
+        *worst = w;
+    return m;
+}
+
+double max_abs(const float *a, size_t n)
+{
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++)
+        m = fabs((double)a[i]) > m ? fabs((double)a[i]) : m;
+    return m;
+}

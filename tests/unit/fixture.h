@@ -1,0 +1,41 @@
+/*
+ * fixture.h -- helpers shared by the tests: reference fixtures
+ * (tests/fixtures/<name>/, written by tools/make_fixtures.py) and
+ * comparisons that print the worst element on failure.
+ */
+#ifndef RN_TEST_FIXTURE_H
+#define RN_TEST_FIXTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "retnet.h"
+#include "safetensors.h"
+
+#define N_FIXTURES 6
+extern const char *const fixture_names[N_FIXTURES];
+
+typedef struct fixture {
+    char dir[512];
+    rn_model *model;
+    rn_st_file *ref;
+    const rn_config *cfg;
+    int B, T;
+    int32_t *tokens; /* B x T */
+} fixture;
+
+/* Loads tests/fixtures/<name> (RN_FIXTURES overrides the root); aborts the
+ * test with a message on failure.  Free with fixture_free. */
+void fixture_load(fixture *f, const char *name);
+void fixture_free(fixture *f);
+/* A reference tensor as a new malloc'd fp32 array (caller frees), or NULL if
+ * absent; *numel set. */
+float *fixture_tensor(const fixture *f, const char *name, size_t *numel);
+rn_engine *fixture_engine(const fixture *f, int n_slots, int max_chunk);
+
+/* max |a - b| over n values; *worst = its index */
+double max_abs_diff(const float *a, const float *b, size_t n, size_t *worst);
+double max_abs(const float *a, size_t n);
+
+#endif

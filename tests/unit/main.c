@@ -1,0 +1,18 @@
+/*
+ * main.c -- runs every CPU unit suite in one binary (forked per test, so a
+ * crash fails one test).  CK_RUN_SUITE=parity runs one suite.
+ */
+#include <stdlib.h>
+
+#include "suites.h"
+
+int main(void)
+{
+    SRunner *sr = srunner_create(math_suite());
+    srunner_add_suite(sr, parity_suite());
+    srunner_add_suite(sr, forms_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,14 @@
+/* suites.h -- every Check suite the unit runner aggregates. */
+#ifndef RN_TEST_SUITES_H
+#define RN_TEST_SUITES_H
+
+#include <check.h>
+
+Suite *math_suite(void);
+Suite *safetensors_suite(void);
+Suite *model_suite(void);
+Suite *parity_suite(void);
+Suite *forms_suite(void);
+Suite *cli_suite(void);
+
+#endif

@@ -1,0 +1,239 @@
+/*
+ * bench.c -- `retnet bench`: engine speed next to the machine's limits.
+ *
+ * Measures, in one run: the memory bandwidth of a multi-threaded copy loop
+ * (bytes read + written per second), OpenBLAS sgemm GFLOP/s on 2048^3, then
+ * the model's chunkwise prefill tokens/s and recurrent decode tokens/s at
+ * batch 1 and batch B, each with its roofline ratio:
+ *   decode:  (weight bytes + B x 2 x state bytes) per step / copy bandwidth
+ *   prefill: 2 x matrix parameters FLOP per token / sgemm rate.
+ * Timings are best-of-N wall clock; nothing here asserts on time.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+#include "cli.h"
+#include "model.h"
+#include "retnet.h"
+#include "util.h"
+
+typedef struct {
+    char *dst;
+    const char *src;
+    size_t n;
+} copy_arg;
+
+static void *copy_thread(void *p)
+{
+    copy_arg *a = p;
+    memcpy(a->dst, a->src, a->n);
+    return NULL;
+}
+
+/* Best-of-5 copy bandwidth over a 512 MiB buffer with `threads` threads. */
+static double measure_copy_gbs(int threads)
+{
+    size_t n = (size_t)512 << 20;
+    char *src = malloc(n), *dst = malloc(n);
+    double best = 0.0;
+    if (!src || !dst)
+        goto out;
+    memset(src, 1, n);
+    memset(dst, 2, n);
+    pthread_t th[64];
+    copy_arg args[64];
+    if (threads > 64)
+        threads = 64;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = rn__now();
+        size_t per = n / (size_t)threads;
+        for (int i = 0; i < threads; i++) {
+            args[i] = (copy_arg){dst + per * (size_t)i, src + per * (size_t)i, per};
+            pthread_create(&th[i], NULL, copy_thread, &args[i]);
+        }
+        for (int i = 0; i < threads; i++)
+            pthread_join(th[i], NULL);
+        double gbs = 2.0 * (double)(per * (size_t)threads) / (rn__now() - t0) / 1e9;
+        best = gbs > best ? gbs : best;
+    }
+out:
+    free(src);
+    free(dst);
+    return best;
+}
+
+static double measure_sgemm_gflops(void)
+{
+    int n = 2048;
+    size_t sz = (size_t)n * (size_t)n;
+    float *a = malloc(sz * 4), *b = malloc(sz * 4), *c = malloc(sz * 4);
+    double best = 0.0;
+    if (!a || !b || !c)
+        goto out;
+    for (size_t i = 0; i < sz; i++) {
+        a[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+        b[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
+    }
+    for (int rep = 0; rep < 4; rep++) {
+        double t0 = rn__now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double g = 2.0 * n * (double)n * n / (rn__now() - t0) / 1e9;
+        best = rep > 0 && g > best ? g : best; /* first run warms up */
+    }
+out:
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+typedef struct {
+    const char *dir;
+    int threads, prompt, chunk, decode, batch, json;
+} bench_opts;
+
+static int parse_opts(bench_opts *o, int argc, char **argv)
+{
+    *o = (bench_opts){.prompt = 512, .chunk = 64, .decode = 32, .batch = 16};
+    for (int i = 0; i < argc; i++) {
+        int *dst = NULL;
+        if (!strcmp(argv[i], "--threads"))
+            dst = &o->threads;
+        else if (!strcmp(argv[i], "--prompt"))
+            dst = &o->prompt;
+        else if (!strcmp(argv[i], "--chunk"))
+            dst = &o->chunk;
+        else if (!strcmp(argv[i], "--decode"))
+            dst = &o->decode;
+        else if (!strcmp(argv[i], "--batch"))
+            dst = &o->batch;
+        else if (!strcmp(argv[i], "--json"))
+            o->json = 1;
+        else if (argv[i][0] != '-' && !o->dir)
+            o->dir = argv[i];
+        else
+            return -1;
+        if (dst) {
+            if (i + 1 >= argc)
+                return -1;
+            *dst = atoi(argv[++i]);
+        }
+    }
+    if (o->threads <= 0)
+        o->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    return o->dir && o->prompt > 0 && o->chunk > 0 && o->decode > 0 && o->batch > 0 ? 0 : -1;
+}
+
+/* Prefill tokens/s: best of 3 runs of the whole prompt into slot 0. */
+static double time_prefill(rn_engine *e, const int32_t *tok, const bench_opts *o, float *logits)
+{
+    double best = 0.0;
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = o->chunk};
+    for (int rep = 0; rep < 3; rep++) {
+        rn_state_reset(e, 0);
+        double t0 = rn__now();
+        if (rn_prefill(e, 0, tok, o->prompt, &po, logits) != RN_OK)
+            return -1.0;
+        double r = o->prompt / (rn__now() - t0);
+        best = r > best ? r : best;
+    }
+    return best;
+}
+
+/* Decode steps/s for a batch of `b` slots (best of 2 runs of o->decode steps). */
+static double time_decode(rn_engine *e, int b, const int32_t *tok, const bench_opts *o,
+                          float *logits)
+{
+    int slots[4096];
+    double best = 0.0;
+    for (int i = 0; i < b; i++)
+        slots[i] = i;
+    for (int rep = 0; rep < 2; rep++) {
+        double t0 = rn__now();
+        for (int s = 0; s < o->decode; s++)
+            if (rn_decode(e, slots, tok, b, logits) != RN_OK)
+                return -1.0;
+        double r = o->decode / (rn__now() - t0);
+        best = r > best ? r : best;
+    }
+    return best;
+}
+
+int cli_bench(int argc, char **argv)
+{
+    bench_opts o;
+    if (parse_opts(&o, argc, argv) != 0 || o.batch > 4096)
+        return cli_usage("bench MODEL_DIR [--threads N] [--prompt 512] [--chunk 64] [--decode 32] "
+                         "[--batch 16] [--json]");
+    rn_model *m = NULL;
+    rn_engine *e = NULL;
+    rn_error err;
+    int rc = 1;
+    float *logits = NULL;
+    int32_t *tok = NULL;
+    if (rn_model_load(&m, o.dir, &err) != RN_OK ||
+        rn_engine_new(&e, m,
+                      &(rn_engine_opts){.n_threads = o.threads, .n_slots = o.batch,
+                                        .max_chunk = o.chunk},
+                      &err) != RN_OK) {
+        fprintf(stderr, "retnet: %s\n", err.msg);
+        goto out;
+    }
+    const rn_config *c = rn_model_config(m);
+    int n_tok = o.prompt > o.batch ? o.prompt : o.batch;
+    logits = malloc(sizeof(float) * (size_t)c->vocab_size * (size_t)o.batch);
+    tok = malloc(sizeof(int32_t) * (size_t)n_tok);
+    if (!logits || !tok)
+        goto out;
+    for (int i = 0; i < n_tok; i++)
+        tok[i] = (int32_t)((i * 2654435761u) % (unsigned)c->vocab_size);
+
+    double copy = measure_copy_gbs(o.threads), gflops = measure_sgemm_gflops();
+    double prefill = time_prefill(e, tok, &o, logits);
+    double d1 = time_decode(e, 1, tok, &o, logits);
+    double dB = time_decode(e, o.batch, tok, &o, logits);
+    if (prefill < 0 || d1 < 0 || dB < 0) {
+        fprintf(stderr, "retnet: bench run failed\n");
+        goto out;
+    }
+    double W = (double)rn_model_weight_bytes(m), S = 4.0 * (double)rn_state_values(c);
+    double mat_params = (W - (double)c->vocab_size * c->hidden_size * 2.0) /* no lm_head */;
+    int64_t wb = rn_model_weight_bytes(m);
+    (void)wb;
+    const char *dt = rn_model_dtype_name(m);
+    double bpp = !strcmp(dt, "f32") ? 4.0 : 2.0;
+    double flop_tok = 2.0 * (mat_params / bpp);
+    double roof1 = copy * 1e9 / (W + 2.0 * S), roofB = copy * 1e9 / (W + o.batch * 2.0 * S);
+    double pf_gflops = prefill * flop_tok / 1e9;
+    if (o.json) {
+        printf("{\"model\":\"%s\",\"params\":%lld,\"dtype\":\"%s\",\"threads\":%d,"
+               "\"copy_GBps\":%.2f,\"sgemm_GFLOPs\":%.1f,\"prompt\":%d,\"chunk\":%d,"
+               "\"prefill_tok_s\":%.2f,\"prefill_GFLOPs\":%.1f,\"prefill_vs_sgemm\":%.3f,"
+               "\"decode_b1_tok_s\":%.3f,\"decode_b1_roofline_tok_s\":%.3f,"
+               "\"batch\":%d,\"decode_bB_tok_s\":%.3f,\"decode_bB_roofline_tok_s\":%.3f}\n",
+               o.dir, (long long)rn_model_param_count(m), dt, o.threads, copy, gflops, o.prompt,
+               o.chunk, prefill, pf_gflops, pf_gflops / gflops, d1, roof1, o.batch, dB * o.batch,
+               roofB * o.batch);
+    } else {
+        printf("model %s: %lld params, %s weights, %d threads\n", o.dir,
+               (long long)rn_model_param_count(m), dt, o.threads);
+        printf("machine: copy %.1f GB/s (read+write), sgemm %.1f GFLOP/s\n", copy, gflops);
+        printf("prefill  %7.1f tok/s  (prompt %d, chunk %d) = %.1f GFLOP/s = %.0f%% of sgemm\n",
+               prefill, o.prompt, o.chunk, pf_gflops, 100.0 * pf_gflops / gflops);
+        printf("decode 1 %7.2f tok/s  roofline %.2f tok/s = %.0f%%\n", d1, roof1, 100.0 * d1 / roof1);
+        printf("decode %d %7.2f tok/s  roofline %.2f tok/s = %.0f%%\n", o.batch, dB * o.batch,
+               roofB * o.batch, 100.0 * dB / roofB);
+    }
+    rc = 0;
+out:
+    free(logits);
+    free(tok);
+    rn_engine_free(e);
+    rn_model_free(m);
+    return rc;
+}
