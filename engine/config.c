@@ -141,7 +141,7 @@ static int check_unsupported(cfg_reader *r, const rn_config *c)
     if ((v = field(r, "model_type")) && (!cJSON_IsString(v) || strcmp(v->valuestring, "retnet")))
         return rn_error_set(r->err, RN_EUNSUPPORTED, "%s: model_type must be \"retnet\"", r->path);
     if ((v = field(r, "num_kv_heads")) &&
-        (!cJSON_IsNumber(v) || (int)v->valuedouble != c->n_heads))
+        (!cJSON_IsNumber(v) || v->valuedouble != (double)c->n_heads))
         return rn_error_set(r->err, RN_EUNSUPPORTED,
                             "%s: num_kv_heads (grouped retention) is not supported", r->path);
     if (field(r, "feature_map"))
@@ -174,6 +174,9 @@ static int read_sizes(cfg_reader *r, rn_config *c)
         (rc = get_num(r, "hidden_ratio", 2.0, 1e-3, 64.0, &ratio)) ||
         (rc = get_int(r, "intermediate_size", 0, 1, 4 * MAX_DIM, &c->intermediate_size)))
         return rc;
+    const cJSON *hr = cJSON_GetObjectItemCaseSensitive(r->root, "hidden_ratio");
+    if (hr && cJSON_IsNull(hr))
+        ratio = 4.0; /* FLA's GatedMLP: an explicit null ratio means 4 */
     if (!field(r, "intermediate_size")) { /* FLA modules/mlp.py */
         int inter = (int)(c->hidden_size * ratio * 2.0 / 3.0);
         c->intermediate_size = 256 * ((inter + 255) / 256);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -112,6 +113,12 @@ static int shard_name_ok(const char *s)
     return s[0] && s[0] != '.' && !strchr(s, '/') && strlen(s) < 256;
 }
 
+/* Text for a failed rn__read_file. */
+static const char *read_error(int rc)
+{
+    return rc == -ENXIO ? "not a regular file" : strerror(-rc);
+}
+
 static int open_sharded(rn_model *m, const char *index_path, rn_error *err)
 {
     char *text = NULL, *path = NULL;
@@ -119,7 +126,7 @@ static int open_sharded(rn_model *m, const char *index_path, rn_error *err)
     cJSON *root = NULL;
     int rc = rn__read_file(index_path, MAX_INDEX_BYTES, &text, &len);
     if (rc != 0)
-        return rn_error_set(err, RN_EIO, "%s: %s", index_path, strerror(-rc));
+        return rn_error_set(err, RN_EIO, "%s: %s", index_path, read_error(rc));
     root = cJSON_ParseWithLength(text, len);
     const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
     if (!cJSON_IsObject(wm)) {
@@ -133,8 +140,9 @@ static int open_sharded(rn_model *m, const char *index_path, rn_error *err)
     cJSON_ArrayForEach(it, wm)
     {
         if (!cJSON_IsString(it) || !shard_name_ok(it->valuestring)) {
-            rc = rn_error_set(err, RN_EFORMAT, "%s: tensor '%s' maps to a bad shard name",
-                              index_path, it->string);
+            rc = rn_error_set(err, RN_EFORMAT, "%s: tensor '%s' maps to a bad shard name '%s'",
+                              index_path, it->string,
+                              cJSON_IsString(it) ? it->valuestring : "(not a string)");
             goto out;
         }
         int dup = 0;
@@ -174,9 +182,8 @@ static int open_weights(rn_model *m, rn_error *err)
         rc = rn_error_set(err, RN_ENOMEM, "out of memory");
         goto out;
     }
-    FILE *f = fopen(index, "rb");
-    if (f) {
-        fclose(f);
+    struct stat st;
+    if (lstat(index, &st) == 0) { /* any entry named like the index means sharded */
         rc = open_sharded(m, index, err);
     } else {
         rc = add_file(m, single, err);
@@ -225,16 +232,24 @@ static int mark_used(rn_model *m, int fi, const rn_st_entry *e)
     return again;
 }
 
+/* What bind() does with a tensor: the config does not use it (it is left
+ * unbound, so a file that holds it is refused as unexpected), needs it, or
+ * takes it when present. */
+enum { BIND_UNUSED = 0, BIND_REQUIRED = 1, BIND_OPTIONAL = 2 };
+
 /* Binds tensor `name` with the expected shape (ndim 1 or 2) into *t.
- * required=0: absence leaves t->data NULL.  Vectors become fp32 copies. */
-static int bind(rn_model *m, rn_tensor *t, const char *name, int required, int64_t d0, int64_t d1,
+ * mode is a BIND_ value; a boolean condition selects UNUSED or REQUIRED.
+ * An absent optional tensor leaves t->data NULL.  Vectors become fp32 copies. */
+static int bind(rn_model *m, rn_tensor *t, const char *name, int mode, int64_t d0, int64_t d1,
                 rn_error *err)
 {
     int fi = 0, ndim = d1 > 0 ? 2 : 1;
-    const rn_st_entry *e = find_tensor(m, name, &fi);
     memset(t, 0, sizeof *t);
+    if (mode == BIND_UNUSED)
+        return RN_OK;
+    const rn_st_entry *e = find_tensor(m, name, &fi);
     if (!e) {
-        if (required)
+        if (mode == BIND_REQUIRED)
             return rn_error_set(err, RN_EFORMAT, "%s: missing tensor '%s'", m->dir, name);
         return RN_OK;
     }
@@ -325,7 +340,8 @@ static int bind_layer(binder *b, int l)
          (rc = bindl(b, &lw->gate_b, l, "mlp.gate_proj.bias", mb, F, 0))))
         return rc;
     if (c->group_norm_affine) {
-        if ((rc = bindl(b, &lw->gn_w, l, "attn.g_norm_swish_gate.weight", 0, c->head_dim_v, 0)))
+        if ((rc = bindl(b, &lw->gn_w, l, "attn.g_norm_swish_gate.weight", BIND_OPTIONAL,
+                        c->head_dim_v, 0)))
             return rc;
         if (!lw->gn_w.data &&
             (rc = bindl(b, &lw->gn_w, l, "attn.g_norm.weight", 1, c->head_dim_v, 0)))
@@ -347,7 +363,7 @@ static int bind_globals(binder *b)
         (rc = bind(m, &w->final_norm_w, "model.norm.weight", c->final_norm, D, 0, b->err)) ||
         (rc = bind(m, &w->final_norm_b, "model.norm.bias", c->final_norm && ln, D, 0, b->err)) ||
         (rc = bind(m, &w->lm_head_b, "lm_head.bias", c->lm_head_bias, V, 0, b->err)) ||
-        (rc = bind(m, &w->rope_freq, "model.rope_freq", 0, c->head_dim_k, 0, b->err)))
+        (rc = bind(m, &w->rope_freq, "model.rope_freq", BIND_OPTIONAL, c->head_dim_k, 0, b->err)))
         return rc;
     if (c->tie_word_embeddings)
         w->lm_head_w = w->embed;
@@ -363,10 +379,17 @@ static int check_all_used(rn_model *m, rn_error *err)
 {
     size_t k = 0;
     for (int i = 0; i < m->n_files; i++)
-        for (int j = 0; j < m->files[i]->n_entries; j++, k++)
-            if (!m->used[k])
-                return rn_error_set(err, RN_EFORMAT, "%s: unexpected tensor '%s' (not in the config's architecture)",
-                                    m->files[i]->path, m->files[i]->entries[j].name);
+        for (int j = 0; j < m->files[i]->n_entries; j++, k++) {
+            if (m->used[k])
+                continue;
+            const char *name = m->files[i]->entries[j].name;
+            int first = i;
+            if (find_tensor(m, name, &first) && first != i) /* bound from an earlier shard */
+                return rn_error_set(err, RN_EFORMAT, "%s: tensor '%s' is also in %s",
+                                    m->files[i]->path, name, m->files[first]->path);
+            return rn_error_set(err, RN_EFORMAT, "%s: unexpected tensor '%s' (not in the config's architecture)",
+                                m->files[i]->path, name);
+        }
     return RN_OK;
 }
 
@@ -395,7 +418,7 @@ static int load_config(rn_model *m, rn_error *err)
         return rn_error_set(err, RN_ENOMEM, "out of memory");
     rc = rn__read_file(path, MAX_CONFIG_BYTES, &text, &len);
     if (rc != 0)
-        rc = rn_error_set(err, rc == -EFBIG ? RN_EFORMAT : RN_EIO, "%s: %s", path, strerror(-rc));
+        rc = rn_error_set(err, rc == -EFBIG ? RN_EFORMAT : RN_EIO, "%s: %s", path, read_error(rc));
     else
         rc = rn_config_parse(&m->cfg, text, len, path, err);
     free(text);

@@ -226,7 +226,8 @@ static int map_file(rn_st_file *f, rn_error *err)
 {
     int rc = RN_OK;
     struct stat st;
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below */
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return rn_error_set(err, RN_EIO, "%s: %s", f->path, strerror(errno));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -446,12 +447,13 @@ int rn_st_write(const char *path, const rn_st_out *t, int n, const char *const *
         rn_error_set(err, rc, "%s: writing tensor data: %s", tmp, rn_strerror(rc));
         goto out;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        fd = -1;
-        rc = rn_error_set(err, RN_EIO, "%s: %s", tmp, strerror(errno));
+    int synced = fsync(fd) == 0, sync_errno = errno; /* close even when fsync fails */
+    int closed = close(fd) == 0;
+    fd = -1;
+    if (!synced || !closed) {
+        rc = rn_error_set(err, RN_EIO, "%s: %s", tmp, strerror(synced ? errno : sync_errno));
         goto out;
     }
-    fd = -1;
     if (rename(tmp, path) != 0)
         rc = rn_error_set(err, RN_EIO, "rename %s -> %s: %s", tmp, path, strerror(errno));
 out:

@@ -36,7 +36,8 @@ int rn__read_file(const char *path, size_t max, char **out, size_t *len)
     char *buf = NULL;
     struct stat st;
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO in place of a file must fail, not block the loader */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return -errno;
     if (fstat(fd, &st) != 0) {
@@ -44,7 +45,7 @@ int rn__read_file(const char *path, size_t max, char **out, size_t *len)
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        rc = -EISDIR;
+        rc = S_ISDIR(st.st_mode) ? -EISDIR : -ENXIO; /* FIFO, socket, device */
         goto out;
     }
     if ((uint64_t)st.st_size > max) {

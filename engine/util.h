@@ -13,7 +13,8 @@ char *rn__strdup(const char *s);
 /* Returns malloc'd a+b+c owned by the caller, or NULL. */
 char *rn__strcat3(const char *a, const char *b, const char *c);
 /* Reads a whole file (at most max bytes) into a new NUL-terminated buffer owned
- * by the caller.  Returns 0, or -errno (-EFBIG when larger than max). */
+ * by the caller.  Returns 0, or -errno (-EFBIG when larger than max, -EISDIR
+ * for a directory, -ENXIO for anything else that is not a regular file). */
 int rn__read_file(const char *path, size_t max, char **out, size_t *len);
 /* Monotonic time in seconds. */
 double rn__now(void);

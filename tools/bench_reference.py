@@ -27,6 +27,7 @@ import time
 
 import torch
 
+sys.dont_write_bytecode = True          # keep tools/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import retnet_export as X  # noqa: E402
 from make_fixtures import randomize  # noqa: E402
@@ -60,6 +61,8 @@ def timed(fn, runs=3):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
+    # torch's OpenMP threads degrade badly when the cores are shared: show the spread
+    log('bench_reference:   runs %s s' % ' '.join('%.4f' % t for t in ts))
     return statistics.median(ts)
 
 

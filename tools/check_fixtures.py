@@ -35,6 +35,7 @@ import sys
 
 import numpy as np
 
+sys.dont_write_bytecode = True          # keep tools/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import retnet_export as X  # noqa: E402
 

@@ -25,51 +25,62 @@
 
 #define DOT_LANES 16
 #define ROW_BLOCK 16 /* output rows per task: enough work to amortise a wake-up */
-#define CVT_BLOCK 512
 #define B_TILE 32
 
-/* Sum of a[i]*b[i] in DOT_LANES interleaved partial sums, then a fixed-order
- * reduction: the order depends only on n. */
-RN_CLONES static float dot_f32(const float *restrict a, const float *restrict b, int n)
+/* The helpers below take and return 64-byte vectors; they are always inlined
+ * into the cloned kernels, so the psabi note about passing them in registers
+ * without AVX-512 never applies to a real call. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+/* 16-lane vectors through GCC's vector extensions: native AVX-512 in the v4
+ * clone, two AVX2 registers in v3, four SSE registers in the baseline. */
+typedef float v16f __attribute__((vector_size(64)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+typedef uint16_t v16h __attribute__((vector_size(32)));
+typedef _Float16 v16hf __attribute__((vector_size(32)));
+
+static inline __attribute__((always_inline)) v16f load_f32(const float *p)
 {
-    float acc[DOT_LANES] = {0};
-    int i = 0;
-    for (; i + DOT_LANES <= n; i += DOT_LANES)
-        for (int j = 0; j < DOT_LANES; j++)
-            acc[j] += a[i + j] * b[i + j];
-    for (int j = 0; i < n; i++, j++)
-        acc[j] += a[i] * b[i];
+    v16f f;
+    memcpy(&f, p, sizeof f);
+    return f;
+}
+
+/* 16 weights of any weight dtype as fp32 (bf16 is the top half of an fp32) */
+static inline __attribute__((always_inline)) v16f load_w(const void *row, int i, rn_dtype t)
+{
+    if (t == RN_DT_F32)
+        return load_f32((const float *)row + i);
+    if (t == RN_DT_BF16) {
+        v16h h;
+        memcpy(&h, (const uint16_t *)row + i, sizeof h);
+        v16u u = __builtin_convertvector(h, v16u) << 16;
+        v16f f;
+        memcpy(&f, &u, sizeof f);
+        return f;
+    }
+    v16hf h;
+    memcpy(&h, (const uint16_t *)row + i, sizeof h);
+    return __builtin_convertvector(h, v16f);
+}
+
+static inline float load_w1(const void *row, int i, rn_dtype t)
+{
+    if (t == RN_DT_F32)
+        return ((const float *)row)[i];
+    uint16_t h = ((const uint16_t *)row)[i];
+    return t == RN_DT_BF16 ? rn__bf16_to_f32(h) : rn__f16_to_f32(h);
+}
+
+/* Fixed-order reduction of the 16 lanes. */
+static inline __attribute__((always_inline)) float hsum(v16f a)
+{
+    float l[DOT_LANES];
+    memcpy(l, &a, sizeof l);
     for (int w = DOT_LANES / 2; w > 0; w /= 2)
         for (int j = 0; j < w; j++)
-            acc[j] += acc[j + w];
-    return acc[0];
-}
-
-RN_CLONES static void cvt_bf16(float *restrict dst, const uint16_t *restrict src, int n)
-{
-    for (int i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)src[i] << 16;
-        memcpy(&dst[i], &u, 4);
-    }
-}
-
-RN_CLONES static void cvt_f16(float *restrict dst, const uint16_t *restrict src, int n)
-{
-    for (int i = 0; i < n; i++) {
-        _Float16 h;
-        memcpy(&h, &src[i], 2);
-        dst[i] = (float)h;
-    }
-}
-
-static void cvt_row(float *dst, const void *src, rn_dtype t, int n)
-{
-    if (t == RN_DT_BF16)
-        cvt_bf16(dst, src, n);
-    else if (t == RN_DT_F16)
-        cvt_f16(dst, src, n);
-    else
-        memcpy(dst, src, (size_t)n * 4);
+            l[j] += l[j + w];
+    return l[0];
 }
 
 typedef struct {
@@ -80,59 +91,85 @@ typedef struct {
     const float *bias;
 } rows_job;
 
-/* Rows [r0, r1) of y for all n inputs.  Half-precision rows are expanded
- * CVT_BLOCK columns at a time and each block is used by up to B_TILE inputs;
- * every input's partial sums see the same lane order whatever n is. */
-RN_CLONES static void rows_task_half(const rows_job *j, int r0, int r1)
+/* One (row, input) dot product, 16 lanes then a fixed tree. */
+static inline __attribute__((always_inline)) float dot_1x1(const void *row, const float *x, int in,
+                                                          rn_dtype t)
 {
-    float buf[CVT_BLOCK];
-    float acc[B_TILE][DOT_LANES];
-    for (int r = r0; r < r1; r++) {
-        const char *wrow = (const char *)j->W->data + (size_t)r * (size_t)j->in * 2;
-        for (int b0 = 0; b0 < j->n; b0 += B_TILE) {
-            int nb = j->n - b0 < B_TILE ? j->n - b0 : B_TILE;
-            memset(acc, 0, sizeof acc);
-            for (int c0 = 0; c0 < j->in; c0 += CVT_BLOCK) {
-                int m = j->in - c0 < CVT_BLOCK ? j->in - c0 : CVT_BLOCK;
-                cvt_row(buf, wrow + (size_t)c0 * 2, j->W->dtype, m);
-                for (int bb = 0; bb < nb; bb++) {
-                    const float *x = j->x + (size_t)(b0 + bb) * (size_t)j->in + (size_t)c0;
-                    float *a = acc[bb];
-                    int i = 0;
-                    for (; i + DOT_LANES <= m; i += DOT_LANES)
-                        for (int l = 0; l < DOT_LANES; l++)
-                            a[l] += buf[i + l] * x[i + l];
-                    for (int l = 0; i < m; i++, l++)
-                        a[l] += buf[i] * x[i];
-                }
-            }
-            for (int bb = 0; bb < nb; bb++) {
-                float *a = acc[bb];
-                for (int w = DOT_LANES / 2; w > 0; w /= 2)
-                    for (int l = 0; l < w; l++)
-                        a[l] += a[l + w];
-                j->y[(size_t)(b0 + bb) * (size_t)j->out + (size_t)r] =
-                    a[0] + (j->bias ? j->bias[r] : 0.0f);
-            }
+    int vec_end = in - in % DOT_LANES;
+    v16f acc = {0};
+    for (int i = 0; i < vec_end; i += DOT_LANES)
+        acc += load_w(row, i, t) * load_f32(x + i);
+    for (int i = vec_end; i < in; i++)
+        acc[i - vec_end] += load_w1(row, i, t) * x[i];
+    return hsum(acc);
+}
+
+/* 4 rows x nc (1 or 4, a constant after inlining) inputs at once: 16 accumulators, 8 loads per 16 FMAs.  Each
+ * (row, input) pair sees exactly dot_1x1's operations in dot_1x1's order, so
+ * results do not depend on how rows and inputs were grouped. */
+static inline __attribute__((always_inline)) void dot_4xn(const rows_job *j, int r, int b,
+                                                         size_t esz, const int nc)
+{
+    rn_dtype t = j->W->dtype;
+    int in = j->in, vec_end = in - in % DOT_LANES;
+    const char *w0 = (const char *)j->W->data + (size_t)r * (size_t)in * esz;
+    const float *x0 = j->x + (size_t)b * (size_t)in;
+    v16f acc[4][4];
+    for (int a = 0; a < 4; a++)
+        for (int c = 0; c < nc; c++)
+            acc[a][c] = (v16f){0};
+    for (int i = 0; i < vec_end; i += DOT_LANES) {
+        v16f w[4];
+        for (int a = 0; a < 4; a++)
+            w[a] = load_w(w0 + (size_t)a * (size_t)in * esz, i, t);
+        for (int c = 0; c < nc; c++) {
+            v16f xv = load_f32(x0 + (size_t)c * (size_t)in + i);
+            for (int a = 0; a < 4; a++)
+                acc[a][c] += w[a] * xv;
         }
     }
+    for (int a = 0; a < 4; a++)
+        for (int c = 0; c < nc; c++) {
+            const void *row = w0 + (size_t)a * (size_t)in * esz;
+            const float *x = x0 + (size_t)c * (size_t)in;
+            for (int i = vec_end; i < in; i++)
+                acc[a][c][i - vec_end] += load_w1(row, i, t) * x[i];
+            j->y[(size_t)(b + c) * (size_t)j->out + (size_t)(r + a)] =
+                hsum(acc[a][c]) + (j->bias ? j->bias[r + a] : 0.0f);
+        }
+}
+
+static inline __attribute__((always_inline)) void dot_row_input(const rows_job *j, int r, int b,
+                                                               size_t esz)
+{
+    const void *row = (const char *)j->W->data + (size_t)r * (size_t)j->in * esz;
+    j->y[(size_t)b * (size_t)j->out + (size_t)r] =
+        dot_1x1(row, j->x + (size_t)b * (size_t)j->in, j->in, j->W->dtype) +
+        (j->bias ? j->bias[r] : 0.0f);
+}
+
+/* Rows [r0, r1) of y for all n inputs. */
+RN_CLONES static void rows_range(const rows_job *j, int r0, int r1)
+{
+    size_t esz = rn_dtype_size(j->W->dtype);
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        int b = 0;
+        for (; b + 4 <= j->n; b += 4)
+            dot_4xn(j, r, b, esz, 4);
+        for (; b < j->n; b++)
+            dot_4xn(j, r, b, esz, 1);
+    }
+    for (; r < r1; r++)
+        for (int b = 0; b < j->n; b++)
+            dot_row_input(j, r, b, esz);
 }
 
 static void rows_task(void *ctx, int blk)
 {
     const rows_job *j = ctx;
     int r0 = blk * ROW_BLOCK, r1 = r0 + ROW_BLOCK < j->out ? r0 + ROW_BLOCK : j->out;
-    if (j->W->dtype != RN_DT_F32) {
-        rows_task_half(j, r0, r1);
-        return;
-    }
-    for (int r = r0; r < r1; r++) {
-        const float *wrow = (const float *)j->W->data + (size_t)r * (size_t)j->in;
-        for (int b = 0; b < j->n; b++) {
-            float s = dot_f32(wrow, j->x + (size_t)b * (size_t)j->in, j->in);
-            j->y[(size_t)b * (size_t)j->out + (size_t)r] = s + (j->bias ? j->bias[r] : 0.0f);
-        }
-    }
+    rows_range(j, r0, r1);
 }
 
 void rn__linear_rows(rn_cpu_ops_ctx *c, float *y, const float *x, int n, const rn_tensor *W,
@@ -140,6 +177,18 @@ void rn__linear_rows(rn_cpu_ops_ctx *c, float *y, const float *x, int n, const r
 {
     rows_job j = {y, x, n, (int)W->shape[1], (int)W->shape[0], W, b ? b->data : NULL};
     rn__pool_run(c->pool, (j.out + ROW_BLOCK - 1) / ROW_BLOCK, rows_task, &j);
+}
+
+/* dst[i] = fp32 of n half-precision weights */
+RN_CLONES static void cvt_row(float *dst, const void *src, rn_dtype t, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + DOT_LANES <= n; i += DOT_LANES) {
+        v16f f = load_w((const char *)src + i * 2, 0, t);
+        memcpy(dst + i, &f, sizeof f);
+    }
+    for (; i < n; i++)
+        dst[i] = load_w1(src, (int)i, t);
 }
 
 typedef struct {
@@ -151,9 +200,9 @@ typedef struct {
 static void cvt_task(void *ctx, int i)
 {
     const cvt_job *j = ctx;
-    int64_t per = (j->n + 63) / 64, s = (int64_t)i * per, e = s + per < j->n ? s + per : j->n;
+    int64_t per = ((j->n + 63) / 64 + 15) & ~(int64_t)15, s = (int64_t)i * per, e = s + per < j->n ? s + per : j->n;
     if (s < e)
-        cvt_row(j->dst + s, (const char *)j->W->data + s * 2, j->W->dtype, (int)(e - s));
+        cvt_row(j->dst + s, (const char *)j->W->data + s * 2, j->W->dtype, e - s);
 }
 
 void rn__linear_gemm(rn_cpu_ops_ctx *c, float *y, const float *x, int n, const rn_tensor *W,

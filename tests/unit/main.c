@@ -9,6 +9,8 @@
 int main(void)
 {
     SRunner *sr = srunner_create(math_suite());
+    srunner_add_suite(sr, safetensors_suite());
+    srunner_add_suite(sr, model_suite());
     srunner_add_suite(sr, parity_suite());
     srunner_add_suite(sr, forms_suite());
     srunner_run_all(sr, CK_NORMAL);

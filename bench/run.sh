@@ -1,0 +1,41 @@
+#!/bin/sh
+# `make bench`: engine speed, in one run, next to
+#   1. the PyTorch reference (yet-another-retnet forward_chunkwise /
+#      forward_recurrent on the CPU, same thread count, same ~5M weights), and
+#   2. the machine's measured limits (copy bandwidth, sgemm GFLOP/s) for a
+#      random model in the 1.3B preset's shape.
+# Results: stdout and build/bench/*.json.  Nothing here asserts on time.
+set -eu
+RETNET=${1:-build/release/retnet}
+THREADS=${BENCH_THREADS:-$(nproc)}
+OUT=build/bench
+mkdir -p "$OUT"
+
+echo "== small model (~5M parameters) vs yet-another-retnet 0.5.1 (PyTorch, CPU), $THREADS threads"
+if PY=$(sh tools/venv.sh 2>"$OUT/venv.log" | tail -n 1) && [ -x "$PY" ]; then
+    "$PY" tools/bench_reference.py --threads "$THREADS" --model-out "$OUT/yar5m" \
+        --prompt 512 --chunk 64 --decode 64 >"$OUT/peer.json"
+    "$RETNET" bench "$OUT/yar5m" --threads "$THREADS" --prompt 512 --chunk 64 --decode 64 \
+        --batch 16 --json >"$OUT/small.json"
+    python3 - "$OUT/peer.json" "$OUT/small.json" <<'PY'
+import json, sys
+peer, ours = (json.load(open(p)) for p in sys.argv[1:3])
+rows = [("prefill (chunk 64)", ours["prefill_tok_s"], peer["prefill_tok_s"]),
+        ("decode batch 1", ours["decode_b1_tok_s"], peer["decode_b1_tok_s"]),
+        ("decode batch 16", ours["decode_bB_tok_s"], peer["decode_b16_tok_s"])]
+print("%-20s %14s %14s %8s" % ("", "retnet tok/s", "PyTorch tok/s", "ratio"))
+for name, a, b in rows:
+    print("%-20s %14.1f %14.1f %7.1fx" % (name, a, b, a / b))
+print("peer: %s" % peer["peer"])
+PY
+else
+    echo "bench: skipped the PyTorch peer: tools/venv.sh could not build build/venv (see $OUT/venv.log)"
+fi
+
+echo
+echo "== 1.3B preset shape (random bf16 weights) vs this machine's limits, $THREADS threads"
+if [ ! -f "$OUT/r1.3b-bf16/config.json" ]; then
+    "$RETNET" random --preset 1.3b --dtype bf16 "$OUT/r1.3b-bf16"
+fi
+"$RETNET" bench "$OUT/r1.3b-bf16" --threads "$THREADS" --prompt 256 --chunk 256 --decode 8 \
+    --batch 16 | tee "$OUT/large.txt"
