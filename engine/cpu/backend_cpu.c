@@ -214,10 +214,16 @@ static void retention_block(cpu_ctx *x, run_mode mode, const int *slots, const f
 {
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
-    linear(x, mode, x->q, in, n, &lw->q_w, &lw->q_b);
-    linear(x, mode, x->k, in, n, &lw->k_w, &lw->k_b);
-    linear(x, mode, x->v, in, n, &lw->v_w, &lw->v_b);
-    linear(x, mode, x->g, in, n, &lw->g_w, &lw->g_b);
+    if (mode == RUN_DECODE || n == 1) {
+        rn_linear_out o[4] = {{x->q, &lw->q_w, &lw->q_b}, {x->k, &lw->k_w, &lw->k_b},
+                              {x->v, &lw->v_w, &lw->v_b}, {x->g, &lw->g_w, &lw->g_b}};
+        rn__linear_rows_multi(&x->ops, o, 4, in, n);
+    } else {
+        linear(x, mode, x->q, in, n, &lw->q_w, &lw->q_b);
+        linear(x, mode, x->k, in, n, &lw->k_w, &lw->k_b);
+        linear(x, mode, x->v, in, n, &lw->v_w, &lw->v_b);
+        linear(x, mode, x->g, in, n, &lw->g_w, &lw->g_b);
+    }
     qkv_prepare(x, n);
     retention(x, mode, slots, n, l, ts_clamp);
     rn__group_norm(x->o, n, c->n_heads, c->head_dim_v, c->group_norm_kind, c->group_norm_eps,
@@ -231,9 +237,15 @@ static void ffn_block(cpu_ctx *x, run_mode mode, const float *in, int n, int l)
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
     size_t nf = (size_t)n * (size_t)c->intermediate_size;
-    linear(x, mode, x->f1, in, n, &lw->up_w, &lw->up_b);
+    if (c->ffn_kind == RN_FFN_GLU && (mode == RUN_DECODE || n == 1)) {
+        rn_linear_out o[2] = {{x->f1, &lw->up_w, &lw->up_b}, {x->f2, &lw->gate_w, &lw->gate_b}};
+        rn__linear_rows_multi(&x->ops, o, 2, in, n);
+    } else {
+        linear(x, mode, x->f1, in, n, &lw->up_w, &lw->up_b);
+        if (c->ffn_kind == RN_FFN_GLU)
+            linear(x, mode, x->f2, in, n, &lw->gate_w, &lw->gate_b);
+    }
     if (c->ffn_kind == RN_FFN_GLU) {
-        linear(x, mode, x->f2, in, n, &lw->gate_w, &lw->gate_b);
         rn__gate(x->f1, x->f2, nf, c->hidden_act); /* up * act(gate) */
     } else {
         rn__act(x->f1, nf, c->hidden_act);

@@ -15,8 +15,9 @@
 
 #include "../rn_math.h"
 #include "retention.h"
+#include "simd.h"
 
-void rn__retention_step(const rn_head_io *h)
+RN_CLONES void rn__retention_step(const rn_head_io *h)
 {
     float g = rn_decay_pow(h->log_gamma, 1.0);
     float *o = h->o;
