@@ -9,6 +9,7 @@ Suite *safetensors_suite(void);
 Suite *model_suite(void);
 Suite *parity_suite(void);
 Suite *forms_suite(void);
-Suite *cli_suite(void);
+Suite *sampler_suite(void);
+Suite *tokenizer_suite(void);
 
 #endif

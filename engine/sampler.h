@@ -1,0 +1,85 @@
+/*
+ * sampler.h -- logits to a token: logit bias, repetition / presence /
+ * frequency penalties, temperature, top-k, top-p, min-p, a seeded RNG per
+ * request, and log-probabilities of the chosen token and the top alternatives.
+ *
+ * Order of operations (the order vLLM and HF transformers apply them):
+ *   1. logit bias (added);
+ *   2. repetition penalty over every token seen (prompt and output):
+ *      l > 0 ? l / r : l * r  (HF / CTRL);
+ *   3. presence and frequency penalties over output tokens (OpenAI):
+ *      l -= frequency * count + presence * (count > 0);
+ *   -> log-probabilities are reported from this distribution;
+ *   4. temperature 0: argmax (lowest id on ties); otherwise l / T, then
+ *      top-k, top-p (smallest set whose probability reaches p), min-p
+ *      (p >= min_p * p_max), renormalise and draw.
+ * Pure CPU, no allocation per token after rn_sampler_new.
+ */
+#ifndef RN_SAMPLER_H
+#define RN_SAMPLER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#define RN_MAX_LOGPROBS 20
+
+typedef struct rn_logit_bias {
+    int32_t token;
+    float bias;
+} rn_logit_bias;
+
+typedef struct rn_sample_params {
+    float temperature;        /* 0 = greedy */
+    int top_k;                /* 0 = off */
+    float top_p;              /* 1 = off */
+    float min_p;              /* 0 = off */
+    float repetition_penalty; /* 1 = off */
+    float presence_penalty;   /* 0 = off */
+    float frequency_penalty;  /* 0 = off */
+    const rn_logit_bias *logit_bias;
+    int n_logit_bias;
+    uint64_t seed;
+} rn_sample_params;
+
+typedef struct rn_token_logprob {
+    int32_t token;
+    float logprob;
+} rn_token_logprob;
+
+typedef struct rn_sample_result {
+    int32_t token;
+    float logprob;                           /* of the chosen token */
+    int n_top;                               /* alternatives filled (<= asked) */
+    rn_token_logprob top[RN_MAX_LOGPROBS];   /* most likely first */
+} rn_sample_result;
+
+typedef struct rn_sampler rn_sampler;
+
+/* Checks p (ranges, bias token ids) and creates a sampler for vocab tokens.
+ * Returns RN_OK and sets *out (owned by the caller, rn_sampler_free), or
+ * RN_EINVAL with err->msg naming the parameter. */
+int rn_sampler_new(rn_sampler **out, const rn_sample_params *p, int vocab, rn_error *err);
+void rn_sampler_free(rn_sampler *s);
+
+/* Records tokens the repetition penalty sees (the prompt). */
+void rn_sampler_accept_prompt(rn_sampler *s, const int32_t *tokens, int n);
+/* Picks the next token from logits[vocab] (left unchanged).  n_logprobs
+ * (0..RN_MAX_LOGPROBS) alternatives are reported.  The chosen token is
+ * recorded for the penalties. */
+int rn_sampler_sample(rn_sampler *s, const float *logits, int n_logprobs, rn_sample_result *res);
+
+/* The processed logits (steps 1-3) of the last call, for tests. */
+const float *rn_sampler_last_logits(const rn_sampler *s);
+
+/* xoshiro256** seeded by splitmix64: the per-request generator. */
+typedef struct rn_rng {
+    uint64_t s[4];
+} rn_rng;
+void rn_rng_seed(rn_rng *r, uint64_t seed);
+uint64_t rn_rng_next(rn_rng *r);
+/* uniform in [0, 1) with 53 random bits */
+double rn_rng_uniform(rn_rng *r);
+
+#endif
