@@ -27,7 +27,8 @@ endif
 
 CC ?= cc
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-        -Wold-style-definition -Wpointer-arith -Wformat=2 -Wundef -Wvla -Wwrite-strings
+        -Wold-style-definition -Wpointer-arith -Wformat=2 -Wundef -Wvla -Wwrite-strings \
+        -Wno-psabi
 # Lazy (=) so pkg-config runs after `make deps` installed what it queries.
 PKG_CFLAGS = $(shell pkg-config --cflags openblas libcjson libpcre2-8)
 PKG_LIBS = $(shell pkg-config --libs openblas libcjson libpcre2-8)
@@ -112,8 +113,12 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory check-unit
 	$(Q)$(MAKE) --no-print-directory lint
 
+# The parity and form suites run a second time on the portable kernels
+# (RETNET_NO_AVX512=1), the path CPUs without AVX-512 take.
 check-unit: $(TEST_BIN) $(RETNET)
 	$(Q)CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} RN_RETNET=$(RETNET) $(TEST_BIN)
+	$(Q)RETNET_NO_AVX512=1 CK_RUN_SUITE=forms CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} $(TEST_BIN)
+	$(Q)RETNET_NO_AVX512=1 CK_RUN_SUITE=parity CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} $(TEST_BIN)
 
 # Check forks a child per test; LeakSanitizer runs at each child's exit and a
 # leak makes that test fail.

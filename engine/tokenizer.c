@@ -28,8 +28,13 @@
 #define MAX_TOKENIZER_BYTES (256u << 20)
 #define MAX_STEPS 16
 #define CACHE_WORDS 65536
+/* GPT-2's split regex.  \s is spelled out as the Unicode White_Space set,
+ * which is what `tokenizers` (Oniguruma) matches; PCRE2's \s leaves out
+ * U+0085.  WS_NOT is its complement, for (?!\S). */
+#define WS "\\t\\n\\x{0b}\\f\\r \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
 #define GPT2_SPLIT                                                                                 \
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS "\\p{L}\\p{N}]+|[" WS "]+(?![^" WS  \
+    "])|[" WS "]+"
 
 typedef enum { NORM_PREPEND, NORM_REPLACE } norm_kind;
 typedef enum { PRE_BYTELEVEL, PRE_METASPACE } pre_kind;
@@ -854,6 +859,8 @@ int rn_tokenizer_encode(rn_tokenizer *t, const char *text, size_t len, int32_t *
         }
     }
     free(clean);
+    if (rc == RN_OK && !out && !(out = malloc(sizeof *out))) /* never NULL, even for 0 ids */
+        rc = RN_ENOMEM;
     if (rc != RN_OK) {
         free(out);
         return rc;
@@ -1047,8 +1054,12 @@ static int decode_ids(const rn_tokenizer *t, const int32_t *ids, int n, int skip
     out->n = 0;
     if (rc == RN_OK)
         rc = buf_add(out, "", 0);
-    for (int i = 0; rc == RN_OK && i < l.n; i++)
-        rc = buf_add(out, l.v[i].p, l.v[i].n);
+    for (int i = 0; rc == RN_OK && i < l.n; i++) {
+        if (t->n_dec == 0 && i > 0) /* no decoder: `tokenizers` joins with spaces */
+            rc = buf_add(out, " ", 1);
+        if (rc == RN_OK)
+            rc = buf_add(out, l.v[i].p, l.v[i].n);
+    }
     strlist_free(&l);
     return rc;
 }

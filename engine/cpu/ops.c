@@ -9,6 +9,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -256,10 +257,14 @@ RN_AVX512 static void rows_range_avx512(const rows_job *j, int r0, int r1)
 
 static int have_avx512(void)
 {
+    /* RETNET_NO_AVX512=1 forces the portable kernels (tests run them so the
+     * path machines without AVX-512 take is not left untested). */
     static int cached = -1;
-    if (cached < 0)
-        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl");
+    if (cached < 0) {
+        const char *off = getenv("RETNET_NO_AVX512");
+        cached = !(off && off[0] == '1') && __builtin_cpu_supports("avx512f") &&
+                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    }
     return cached;
 }
 #else

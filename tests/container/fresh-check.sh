@@ -77,6 +77,7 @@ done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fresh-check.XXXXXX")
 CONTAINER=fresh-check-$DISTRO-$$
+# shellcheck disable=SC2317  # called from the trap
 cleanup() {
     "${PODMAN[@]}" rm -f -i "$CONTAINER" >/dev/null 2>&1 || true
     rm -rf "$TMP"
@@ -179,8 +180,11 @@ EOF
 "${PODMAN[@]}" create -q --name "$CONTAINER" --network host "${ULIMITS[@]}" \
     "$IMAGE" sh /src/.fresh-check-inner.sh >/dev/null
 "${PODMAN[@]}" cp "$TMP/src" "$CONTAINER:/src"
+# In the background, so that a signal reaches the trap (and the cleanup that
+# removes the running container) without waiting for make check to end.
+"${PODMAN[@]}" start -a "$CONTAINER" &
 status=0
-"${PODMAN[@]}" start -a "$CONTAINER" || status=$?
+wait $! || status=$?
 
 if [ "$status" -eq 0 ]; then
     echo "fresh-check: PASS ($DISTRO)"

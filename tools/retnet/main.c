@@ -16,8 +16,11 @@
 static const char usage[] =
     "usage: retnet COMMAND ...\n"
     "  info MODEL_DIR                       config, parameters, state bytes per session\n"
-    "  generate MODEL_DIR --ids 1,2,3 [-n 32] [--chunk N] [--threads N]\n"
-    "                                       greedy continuation of token ids\n"
+    "  generate MODEL_DIR \"prompt\" [-n 64] [--temperature T] [--top-k K] [--top-p P]\n"
+    "           [--min-p P] [--repetition-penalty R] [--seed S] [--ignore-eos] [--threads N]\n"
+    "                                       stream a continuation of the prompt\n"
+    "  generate MODEL_DIR --ids 1,2,3 ...   the same from token ids (prints ids)\n"
+    "  tokenize MODEL_DIR \"text\"           ids and pieces of a text\n"
     "  bench MODEL_DIR [--threads N] [--prompt 512] [--chunk 64] [--decode 32] [--batch 16]\n"
     "                                       prefill and decode speed vs the machine's limits\n"
     "  random --preset tiny|1.3b|2.7b|6.7b [--dtype bf16|f16|f32] [--seed S] OUT_DIR\n"
@@ -110,6 +113,8 @@ int main(int argc, char **argv)
         return cli_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate"))
         return cli_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize"))
+        return cli_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return cli_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "random"))
