@@ -33,6 +33,29 @@ else
 fi
 
 echo
+echo "== tokenizer: single-thread encode of tinyshakespeare, one call per line"
+DATA=${RETNETD_DATA:-data/tinyshakespeare.txt}
+[ -f "$DATA" ] || DATA=../shared/data/tinyshakespeare.txt
+if [ -f "$DATA" ]; then
+    for tok in bytelevel spbpe; do
+        ours=$("$RETNET" tokbench "tests/fixtures/tokenizer/$tok.json" "$DATA")
+        if [ -n "${PY:-}" ] && [ -x "$PY" ]; then
+            peer=$("$PY" tools/bench_tokenizer.py "tests/fixtures/tokenizer/$tok.json" "$DATA")
+        else
+            peer='{"MB_s": 0}'
+        fi
+        python3 - "$tok" "$ours" "$peer" <<'PY'
+import json, sys
+name, ours, peer = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+ratio = ours["MB_s"] / peer["MB_s"] if peer["MB_s"] else float("nan")
+print("%-10s retnet %6.1f MB/s   tokenizers %6.1f MB/s   %5.1fx" % (name, ours["MB_s"], peer["MB_s"], ratio))
+PY
+    done
+else
+    echo "bench: tinyshakespeare.txt not found (set RETNETD_DATA)"
+fi
+
+echo
 echo "== 1.3B preset shape (random bf16 weights) vs this machine's limits, $THREADS threads"
 if [ ! -f "$OUT/r1.3b-bf16/config.json" ]; then
     "$RETNET" random --preset 1.3b --dtype bf16 "$OUT/r1.3b-bf16"

@@ -10,6 +10,7 @@ int cli_parse_ids(const char *s, int **out);
 int cli_info(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
+int cli_tokbench(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_random(int argc, char **argv);
 

@@ -21,6 +21,7 @@ static const char usage[] =
     "                                       stream a continuation of the prompt\n"
     "  generate MODEL_DIR --ids 1,2,3 ...   the same from token ids (prints ids)\n"
     "  tokenize MODEL_DIR \"text\"           ids and pieces of a text\n"
+    "  tokbench TOKENIZER_JSON TEXT_FILE    single-thread encode throughput\n"
     "  bench MODEL_DIR [--threads N] [--prompt 512] [--chunk 64] [--decode 32] [--batch 16]\n"
     "                                       prefill and decode speed vs the machine's limits\n"
     "  random --preset tiny|1.3b|2.7b|6.7b [--dtype bf16|f16|f32] [--seed S] OUT_DIR\n"
@@ -113,6 +114,8 @@ int main(int argc, char **argv)
         return cli_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate"))
         return cli_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokbench"))
+        return cli_tokbench(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize"))
         return cli_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
