@@ -35,7 +35,6 @@ fi
 echo
 echo "== tokenizer: single-thread encode of tinyshakespeare, one call per line"
 DATA=${RETNETD_DATA:-data/tinyshakespeare.txt}
-[ -f "$DATA" ] || DATA=../shared/data/tinyshakespeare.txt
 if [ -f "$DATA" ]; then
     for tok in bytelevel spbpe; do
         ours=$("$RETNET" tokbench "tests/fixtures/tokenizer/$tok.json" "$DATA")

@@ -636,7 +636,7 @@ def dumps(obj):
 
 
 def default_data():
-    for p in (os.path.join(ROOT, 'data', 'tinyshakespeare.txt'), '/work/shared/data/tinyshakespeare.txt'):
+    for p in (os.path.join(ROOT, 'data', 'tinyshakespeare.txt'),):
         if os.path.exists(p):
             return p
     return os.path.join(ROOT, 'data', 'tinyshakespeare.txt')
@@ -646,7 +646,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--out', default=os.path.join(ROOT, 'tests', 'fixtures', 'tokenizer'))
     ap.add_argument('--data', default=default_data(),
-                    help='tinyshakespeare.txt (default data/ or /work/shared/data/)')
+                    help='tinyshakespeare.txt (default data/tinyshakespeare.txt)')
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()

@@ -63,7 +63,7 @@ CACHE=$ROOT/build/container
 TARBALL=$CACHE/$DISTRO-minbase.tar
 IMAGE=localhost/retnetd-fresh:$DISTRO
 # crun fails on this cgroup setup and podman refuses the default rlimits
-# (see /work/shared/containers.md): set them explicitly, within what this
+# (podman on hosts without a Docker engine): set them explicitly, within what this
 # host allows (nproc above 32768 is refused here).
 PODMAN=(podman --runtime runc)
 ULIMITS=(--ulimit nofile=4096:4096 --ulimit nproc=16384:16384)
