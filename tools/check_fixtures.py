@@ -30,7 +30,6 @@ import argparse
 import importlib.util
 import json
 import os
-import struct
 import sys
 
 import numpy as np
@@ -39,30 +38,7 @@ sys.dont_write_bytecode = True          # keep tools/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import retnet_export as X  # noqa: E402
 
-DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'I64': np.int64, 'I32': np.int32,
-          'U8': np.uint8, 'I8': np.int8}
-
-
-def read_safetensors(path):
-    """-> (tensors as NumPy arrays, metadata, dtypes).  BF16 is widened to float32 exactly."""
-    with open(path, 'rb') as f:
-        raw = f.read()
-    (n,) = struct.unpack('<Q', raw[:8])
-    header = json.loads(raw[8:8 + n].decode('utf-8'))
-    meta = header.pop('__metadata__', {}) or {}
-    data = raw[8 + n:]
-    out, dtypes = {}, {}
-    for name, h in header.items():
-        a, b = h['data_offsets']
-        buf = data[a:b]
-        shape = tuple(h['shape'])
-        if h['dtype'] == 'BF16':
-            x = (np.frombuffer(buf, '<u2').astype(np.uint32) << 16).view(np.float32)
-        else:
-            x = np.frombuffer(buf, np.dtype(DTYPES[h['dtype']]).newbyteorder('<'))
-        out[name] = x.reshape(shape)
-        dtypes[name] = h['dtype']
-    return out, meta, dtypes
+read_safetensors = X.read_safetensors
 
 
 def load_spec(path):

@@ -24,14 +24,22 @@ as they are and only the leaf kernels are replaced by FLA's own pure-torch refer
 in copies that keep float64.  The reference's __metadata__ "notes" spell out every
 substitution.  tools/check_fixtures.py checks the written files against an independent
 NumPy implementation.
+
+torchscale and yet-another-retnet models are written the way a user converts a checkpoint:
+the state_dict is saved with torch.save and tools/convert.py turns it into the model
+directory, given the constructor arguments as --config-json.  The result is also compared
+with a direct export of the model in memory.  FLA models are written directly (their
+config.json and tensor names are the format's own).
 """
 import argparse
 import copy
 import importlib.metadata as md
+import inspect
 import json
 import math
 import os
 import sys
+import tempfile
 import time
 import warnings
 
@@ -41,6 +49,7 @@ import torch.nn.functional as F
 
 sys.dont_write_bytecode = True          # keep tools/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import convert  # noqa: E402
 import retnet_export as X  # noqa: E402
 
 warnings.filterwarnings('ignore')
@@ -409,29 +418,62 @@ def maxdiff(a, b):
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
+def yar_arguments(kw):
+    """Every RetNet(...) argument the model was built with: the given ones and the signature's defaults."""
+    from yet_another_retnet.retnet import RetNet
+    args = {k: p.default for k, p in inspect.signature(RetNet.__init__).parameters.items()
+            if k not in ('self', 'device', 'dtype') and p.default is not inspect.Parameter.empty}
+    args.update(kw)
+    return args
+
+
+def convert_checkpoint(model, flavour, args, out_dir):
+    """Write the model directory the way a user converts a checkpoint: torch.save the state_dict, then
+    tools/convert.py with the constructor arguments as --config-json.  -> (config, tensors) as written."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pt, arch = os.path.join(tmp, 'model.pt'), os.path.join(tmp, 'arch.json')
+        torch.save(model.state_dict(), pt)
+        with open(arch, 'w') as f:
+            json.dump(args, f)
+        rc = convert.main(['--from', flavour, pt, out_dir, '--config-json', arch, '--dtype', 'f32'])
+        if rc:
+            raise SystemExit('convert.py failed for %s' % out_dir)
+    with open(os.path.join(out_dir, 'config.json')) as f:
+        config = json.load(f)
+    tensors = X.read_safetensors(os.path.join(out_dir, 'model.safetensors'))[0]
+    return config, tensors
+
+
 def make_fixture(name, flavour, seed, kw, opts, out_root, store=np.float32):
     t0 = time.time()
     bf16 = opts.get('bf16', False)
+    out_dir = os.path.join(out_root, name)
     if flavour == 'torchscale':
         model = ts_build(kw, seed)
-        config, tensors = X.export_torchscale(model)
+        config, tensors = convert_checkpoint(model, 'torchscale', vars(model.args), out_dir)
+        direct = X.export_torchscale(model)
         run, notes, pkg = ts_run, TS_NOTES, 'torchscale'
     elif flavour == 'yar':
         model = yar_build(kw, seed)
-        config, tensors = X.export_yar(model)
+        config, tensors = convert_checkpoint(model, 'yar', yar_arguments(kw), out_dir)
+        direct = X.export_yar(model)
         run, notes, pkg = yar_run, YAR_NOTES, 'yet-another-retnet'
     else:
         model = fla_build(kw, seed, bf16=bf16)
         config, tensors = X.export_fla(model, torch_dtype='bfloat16' if bf16 else 'float32')
+        X.save_model(out_dir, config, tensors, dtype='bfloat16' if bf16 else 'float32')
+        direct = None
         run, notes, pkg = fla_run, FLA_NOTES, 'flash-linear-attention'
+    if direct is not None:
+        # the converted checkpoint must be the model the package holds in memory
+        assert direct[0] == config, (direct[0], config)
+        assert sorted(direct[1]) == sorted(tensors)
+        assert all(np.array_equal(direct[1][k], tensors[k]) for k in tensors)
     if bf16:
         notes = ('All weights were rounded to bfloat16 (model.safetensors stores BF16) and the reference computed '
                  'in float64 from the rounded weights. ') + notes
     c = X.resolved(config)
     tokens = np.random.default_rng(seed).integers(0, c['V'], size=(B, T)).astype(np.int32)
-
-    out_dir = os.path.join(out_root, name)
-    X.save_model(out_dir, config, tensors, dtype='bfloat16' if bf16 else 'float32')
 
     ref = run(copy.deepcopy(model).double(), tokens)
     lo32 = run(model, tokens)              # the package's own fp32 run, for the metadata only
