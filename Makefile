@@ -32,6 +32,8 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 # Lazy (=) so pkg-config runs after `make deps` installed what it queries.
 PKG_CFLAGS = $(shell pkg-config --cflags openblas libcjson libpcre2-8)
 PKG_LIBS = $(shell pkg-config --libs openblas libcjson libpcre2-8)
+SERVER_CFLAGS = $(shell pkg-config --cflags libmicrohttpd libuv)
+SERVER_LIBS = $(shell pkg-config --libs libmicrohttpd libuv)
 CHECK_CFLAGS = $(shell pkg-config --cflags check)
 CHECK_LIBS = $(shell pkg-config --libs check)
 CPPFLAGS_ALL = -D_GNU_SOURCE -Iengine $(PKG_CFLAGS)
@@ -54,13 +56,16 @@ LIB := $(OUT)/libretnet.a
 RETNET := $(OUT)/retnet
 TOOL_SRC := $(wildcard tools/retnet/*.c)
 TOOL_OBJ := $(TOOL_SRC:%.c=$(OUT)/%.o)
+SERVER_SRC := $(wildcard server/*.c)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(OUT)/%.o)
+RETNETD := $(OUT)/retnetd
 TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o)
 TEST_BIN := $(OUT)/tests/check_unit
 
 .PHONY: all help deps check check-unit check-asan bench format format-check lint clean fixtures info
 
-all: $(RETNET) $(TEST_BIN)
+all: $(RETNET) $(RETNETD) $(TEST_BIN)
 
 help:
 	@echo "make            build build/release/retnet and the tests"
@@ -88,6 +93,11 @@ $(OUT)/tests/unit/%.o: tests/unit/%.c
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS_ALL) $(CHECK_CFLAGS) $(CFLAGS_ALL) -c $< -o $@
 
+$(OUT)/server/%.o: server/%.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS_ALL) $(SERVER_CFLAGS) $(CFLAGS_ALL) -c $< -o $@
+
 $(OUT)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC    $<")
@@ -100,6 +110,10 @@ $(LIB): $(ENGINE_OBJ)
 $(RETNET): $(TOOL_OBJ) $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(TOOL_OBJ) $(LIB) $(CUDA_LIBS) $(LDLIBS_ALL) $(if $(CUDA_OBJ),-lstdc++)
+
+$(RETNETD): $(SERVER_OBJ) $(LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(SERVER_OBJ) $(LIB) $(CUDA_LIBS) $(SERVER_LIBS) $(LDLIBS_ALL) $(if $(CUDA_OBJ),-lstdc++)
 
 $(TEST_BIN): $(TEST_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
@@ -147,4 +161,4 @@ format-check:
 clean:
 	rm -rf build/release build/asan
 
--include $(ENGINE_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(ENGINE_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(SERVER_OBJ:.o=.d)

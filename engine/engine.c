@@ -99,6 +99,11 @@ int rn_engine_n_slots(const rn_engine *e)
     return e->n_slots;
 }
 
+int rn_engine_vocab(const rn_engine *e)
+{
+    return rn_model_config(e->model)->vocab_size;
+}
+
 size_t rn_engine_state_bytes(const rn_engine *e)
 {
     return e->ops->state_bytes(e->ctx);

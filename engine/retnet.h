@@ -51,6 +51,7 @@ void rn_engine_free(rn_engine *e);
 
 const char *rn_engine_backend_name(const rn_engine *e);
 int rn_engine_n_slots(const rn_engine *e);
+int rn_engine_vocab(const rn_engine *e);
 /* fp32 values of one session's state (all layers) and its size in bytes. */
 int64_t rn_state_values(const rn_config *cfg);
 size_t rn_engine_state_bytes(const rn_engine *e);

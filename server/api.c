@@ -1,0 +1,321 @@
+/*
+ * api.c -- routing, authentication and the small endpoints: /health,
+ * /ready, /v1/models, /tokenize, /detokenize and the session endpoints.
+ * Completions live in api_completions.c.  Loop thread only.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "app.h"
+
+
+/* Constant-time comparison: the time taken does not depend on where the
+ * strings first differ. */
+static int secret_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), n = la > lb ? la : lb;
+    unsigned char d = (unsigned char)(la != lb);
+    for (size_t i = 0; i < n; i++)
+        d |= (unsigned char)((i < la ? a[i] : 0) ^ (i < lb ? b[i] : 0));
+    return d == 0;
+}
+
+static int authorized(rd_app *app, rd_conn *c)
+{
+    if (!app->opt.api_key || !app->opt.api_key[0])
+        return 1;
+    const char *h = rd_conn_header(c, "Authorization");
+    return h && strncmp(h, "Bearer ", 7) == 0 && secret_equal(h + 7, app->opt.api_key);
+}
+
+static int reply_text(rd_conn *c, unsigned status, const char *json)
+{
+    return rd_http_reply(c, status, json, strlen(json), NULL, NULL, NULL);
+}
+
+static int api_models(rd_app *app, rd_conn *c)
+{
+    cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data"), *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON_AddStringToObject(m, "id", app->opt.model_name);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)app->started);
+    cJSON_AddStringToObject(m, "owned_by", "retnetd");
+    cJSON *meta = cJSON_AddObjectToObject(m, "meta");
+    cJSON_AddNumberToObject(meta, "n_vocab", app->cfg->vocab_size);
+    cJSON_AddNumberToObject(meta, "n_params", (double)rn_model_param_count(app->model));
+    cJSON_AddNumberToObject(meta, "state_bytes", (double)rn_engine_state_bytes(app->engine));
+    cJSON_AddNumberToObject(meta, "state_slots", rn_engine_n_slots(app->engine));
+    cJSON_AddStringToObject(meta, "backend", rn_engine_backend_name(app->engine));
+    cJSON_AddItemToArray(data, m);
+    return rd_json_reply(c, 200, o);
+}
+
+static cJSON *parse_body(rd_conn *c)
+{
+    size_t len;
+    const char *body = rd_conn_body(c, &len);
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+static int api_tokenize(rd_app *app, rd_conn *c)
+{
+    cJSON *root = parse_body(c);
+    const cJSON *p = root ? cJSON_GetObjectItemCaseSensitive(root, "prompt") : NULL;
+    if (!p && root)
+        p = cJSON_GetObjectItemCaseSensitive(root, "text");
+    if (!cJSON_IsString(p)) {
+        cJSON_Delete(root);
+        return rd_json_error(c, 400, "invalid_request_error", "prompt", NULL,
+                             "send {\"prompt\": \"text\"}");
+    }
+    int32_t *ids = NULL;
+    int n = 0;
+    if (rn_tokenizer_encode(app->tok, p->valuestring, strlen(p->valuestring), &ids, &n) != RN_OK) {
+        cJSON_Delete(root);
+        return rd_json_error(c, 500, "server_error", NULL, NULL, "tokenizer failed");
+    }
+    cJSON_Delete(root);
+    cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "tokens");
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
+    cJSON_AddNumberToObject(o, "count", n);
+    free(ids);
+    return rd_json_reply(c, 200, o);
+}
+
+static int api_detokenize(rd_app *app, rd_conn *c)
+{
+    cJSON *root = parse_body(c);
+    const cJSON *t = root ? cJSON_GetObjectItemCaseSensitive(root, "tokens") : NULL, *it;
+    int n = cJSON_IsArray(t) ? cJSON_GetArraySize(t) : -1, k = 0;
+    int32_t *ids = n >= 0 ? malloc(sizeof(int32_t) * (size_t)(n + 1)) : NULL;
+    if (ids)
+        cJSON_ArrayForEach(it, t)
+        {
+            if (!cJSON_IsNumber(it) || it->valuedouble < 0 ||
+                it->valuedouble >= rn_tokenizer_vocab_size(app->tok) ||
+                !rn_tokenizer_piece(app->tok, (int32_t)it->valuedouble))
+                break;
+            ids[k++] = (int32_t)it->valuedouble;
+        }
+    cJSON_Delete(root);
+    if (!ids || k != n) {
+        free(ids);
+        return rd_json_error(c, 400, "invalid_request_error", "tokens", NULL,
+                             "send {\"tokens\": [ids]} with ids of this tokenizer");
+    }
+    char *text = NULL;
+    size_t len;
+    int rc = rn_tokenizer_decode(app->tok, ids, n, 0, &text, &len);
+    free(ids);
+    if (rc != RN_OK)
+        return rd_json_error(c, 500, "server_error", NULL, NULL, "decode failed");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "text", text);
+    free(text);
+    return rd_json_reply(c, 200, o);
+}
+
+/* ------------------------------------------------------------- sessions */
+
+static int reply_session(rd_conn *c, unsigned status, const rd_session *s)
+{
+    char *j = rd_session_json(s);
+    int rc = reply_text(c, status, j ? j : "{}");
+    cJSON_free(j);
+    return rc;
+}
+
+static int create_session_or_error(rd_app *app, rd_conn *c, rd_session **out)
+{
+    int rc = rd_session_create(app, out);
+    if (rc == -2)
+        return rd_json_error(c, 429, "rate_limit_error", NULL, "no_free_state",
+                             "no free state slot for a new session; delete sessions or retry later");
+    if (rc != 0)
+        return rd_json_error(c, 500, "server_error", NULL, NULL, "cannot create a session");
+    return 0;
+}
+
+static int api_session_fork(rd_app *app, rd_conn *c, rd_session *src)
+{
+    rd_session *dst = NULL;
+    if (rd_session_busy(src))
+        return rd_json_error(c, 409, "invalid_request_error", NULL, "session_busy",
+                             "the session is in use by another request");
+    int rc = create_session_or_error(app, c, &dst);
+    if (!dst)
+        return rc;
+    rd_session_advance(dst, rd_session_tokens(src));
+    if (rd_session_is_fresh(src)) /* never used: the new session is empty as well */
+        return reply_session(c, 200, dst);
+    rd_job *j = rd_job_new(1);
+    rd_req *r = calloc(1, sizeof *r);
+    if (!j || !r || rd_sched_try_enqueue(app->sched, 1) != 0) {
+        free(r);
+        rd_job_unref(j);
+        rd_session_delete(app, dst);
+        return rd_json_error(c, 429, "rate_limit_error", NULL, "server_is_overloaded",
+                             "the wait queue is full; retry later");
+    }
+    rd_session_take_fresh(dst);
+    j->fork_src = rd_session_slot(src);
+    j->session_slot = rd_session_slot(dst);
+    j->http = r;
+    r->app = app;
+    r->conn = c;
+    r->kind = RD_REQ_FORK;
+    r->jobs = calloc(1, sizeof *r->jobs);
+    r->jobs[0] = j;
+    r->n_jobs = 1;
+    r->session = dst;
+    rd_session_set_busy(src, 1);
+    rd_session_set_busy(dst, 1);
+    r->echo_text = (char *)src; /* the source, to release at the end */
+    rd_conn_set_data(c, r);
+    rd_job_ref(j);
+    rd_queue_submit(app->queue, j);
+    rd_http_wait(c);
+    return 0;
+}
+
+static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char *rest)
+{
+    if (!rest[0] || !strcmp(rest, "/")) {
+        if (!strcmp(method, "POST")) {
+            rd_session *s = NULL;
+            int rc = create_session_or_error(app, c, &s);
+            return s ? reply_session(c, 201, s) : rc;
+        }
+        return rd_json_error(c, 405, "invalid_request_error", NULL, NULL, "use POST /v1/sessions");
+    }
+    char id[64];
+    const char *slash = strchr(rest + 1, '/');
+    size_t idlen = slash ? (size_t)(slash - rest - 1) : strlen(rest + 1);
+    if (idlen >= sizeof id)
+        return rd_json_error(c, 404, "not_found_error", NULL, "not_found", "session not found");
+    memcpy(id, rest + 1, idlen);
+    id[idlen] = '\0';
+    rd_session *s = rd_session_find(app, id);
+    if (!s)
+        return rd_json_error(c, 404, "not_found_error", NULL, "not_found", "session '%s' not found", id);
+    if (slash && !strcmp(slash, "/fork") && !strcmp(method, "POST"))
+        return api_session_fork(app, c, s);
+    if (slash)
+        return rd_json_error(c, 404, "not_found_error", NULL, NULL, "no such endpoint");
+    if (!strcmp(method, "GET"))
+        return reply_session(c, 200, s);
+    if (!strcmp(method, "DELETE")) {
+        if (rd_session_busy(s))
+            return rd_json_error(c, 409, "invalid_request_error", NULL, "session_busy",
+                                 "the session is in use by another request");
+        char body[128];
+        snprintf(body, sizeof body, "{\"id\":\"%s\",\"object\":\"session.deleted\",\"deleted\":true}", id);
+        rd_session_delete(app, s);
+        return reply_text(c, 200, body);
+    }
+    return rd_json_error(c, 405, "invalid_request_error", NULL, NULL, "method not allowed");
+}
+
+/* --------------------------------------------------------------- router */
+
+int rd_api_handle(void *vapp, rd_conn *c)
+{
+    rd_app *app = vapp;
+    const char *m = rd_conn_method(c), *p = rd_conn_path(c);
+    if (!strcmp(p, "/health"))
+        return reply_text(c, 200, "{\"status\":\"ok\"}");
+    if (!strcmp(p, "/ready"))
+        return app->draining ? rd_json_error(c, 503, "service_unavailable_error", NULL, NULL, "draining")
+                             : reply_text(c, 200, "{\"status\":\"ready\"}");
+    if (app->draining)
+        return rd_json_error(c, 503, "service_unavailable_error", NULL, NULL,
+                             "the server is shutting down");
+    if (!authorized(app, c))
+        return rd_json_error(c, 401, "authentication_error", NULL, "invalid_api_key",
+                             "missing or invalid API key (Authorization: Bearer ...)");
+    if (rd_conn_body_too_large(c))
+        return rd_json_error(c, 413, "invalid_request_error", NULL, NULL,
+                             "request body larger than %zu bytes", app->opt.max_body);
+    int get = !strcmp(m, "GET"), post = !strcmp(m, "POST");
+    if (!strcmp(p, "/v1/models") && get)
+        return api_models(app, c);
+    if (!strcmp(p, "/v1/completions") && post)
+        return rd_api_completions(app, c, 0, NULL);
+    if (!strcmp(p, "/v1/chat/completions") && post)
+        return rd_api_completions(app, c, 1, NULL);
+    if (!strcmp(p, "/tokenize") && post)
+        return api_tokenize(app, c);
+    if (!strcmp(p, "/detokenize") && post)
+        return api_detokenize(app, c);
+    if (!strncmp(p, "/v1/sessions", 12) && (p[12] == '\0' || p[12] == '/'))
+        return api_sessions(app, c, m, p + 12);
+    if (!strcmp(p, "/v1/models") || !strcmp(p, "/v1/completions") ||
+        !strcmp(p, "/v1/chat/completions") || !strcmp(p, "/tokenize") || !strcmp(p, "/detokenize"))
+        return rd_json_error(c, 405, "invalid_request_error", NULL, NULL, "method %s not allowed on %s", m, p);
+    return rd_json_error(c, 404, "not_found_error", NULL, NULL, "no endpoint %s %s", m, p);
+}
+
+void rd_api_resume(void *vapp, rd_conn *c)
+{
+    rd_app *app = vapp;
+    rd_req *r = rd_conn_get_data(c);
+    if (!r || rd_conn_gone(c))
+        return;
+    if (r->kind == RD_REQ_FORK) {
+        rd_session *src = (rd_session *)r->echo_text;
+        rd_session_set_busy(src, 0);
+        rd_session_set_busy(r->session, 0);
+        r->echo_text = NULL;
+        reply_session(c, 200, r->session);
+        return;
+    }
+    rd_api_completion_resume(app, c);
+}
+
+void rd_api_done(void *vapp, rd_conn *c)
+{
+    rd_app *app = vapp;
+    rd_req *r = rd_conn_get_data(c);
+    if (!r)
+        return;
+    if (r->kind == RD_REQ_FORK) {
+        if (r->echo_text)
+            rd_session_set_busy((rd_session *)r->echo_text, 0);
+        rd_session_set_busy(r->session, 0);
+        r->jobs[0]->http = NULL;
+        rd_job_unref(r->jobs[0]);
+        free(r->jobs);
+        free(r);
+        rd_conn_set_data(c, NULL);
+        return;
+    }
+    rd_api_completion_done(app, c);
+}
+
+void rd_api_on_ready(void *vapp)
+{
+    rd_app *app = vapp;
+    rd_job *list = rd_queue_take_ready(app->queue);
+    for (rd_job *j = list, *n; j; j = n) {
+        n = j->next_taken;
+        rd_req *r = j->http;
+        if (r && r->kind == RD_REQ_FORK) {
+            if (j->phase == RD_PHASE_DONE)
+                rd_http_wake(r->conn);
+        } else if (r) {
+            rd_api_job_ready(app, j);
+        }
+        rd_job_unref(j);
+    }
+}

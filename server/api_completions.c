@@ -1,0 +1,881 @@
+/*
+ * api_completions.c -- POST /v1/completions and /v1/chat/completions:
+ * request JSON -> jobs (one per prompt, n choices each) -> the engine; the
+ * tokens that come back are decoded here (streaming detokenizer per choice),
+ * checked against stop strings (held back while they could still match) and
+ * sent as one JSON body or as server-sent events.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "app.h"
+#include "utf8.h"
+
+#define MAX_STOPS 4
+#define MAX_STOP_LEN 256
+
+/* ---------------------------------------------------------- request parse */
+
+typedef struct {
+    const char *param; /* NULL or points to param_buf */
+    char param_buf[64];
+    char msg[256];
+} parse_err;
+
+static int perr(parse_err *e, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int perr(parse_err *e, const char *param, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    /* copied: the name may live in the request's JSON tree, freed before the reply */
+    if (param) {
+        snprintf(e->param_buf, sizeof e->param_buf, "%s", param);
+        e->param = e->param_buf;
+    } else {
+        e->param = NULL;
+    }
+    return -1;
+}
+
+static int get_number(const cJSON *root, const char *k, double def, double lo, double hi,
+                      double *out, parse_err *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, k);
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return perr(e, k, "'%s' must be a number", k);
+    if (v->valuedouble < lo || v->valuedouble > hi)
+        return perr(e, k, "'%s' must be between %g and %g", k, lo, hi);
+    *out = v->valuedouble;
+    return 0;
+}
+
+static int get_int(const cJSON *root, const char *k, int def, int lo, int hi, int *out,
+                   parse_err *e)
+{
+    double d;
+    if (get_number(root, k, def, lo, hi, &d, e) != 0)
+        return -1;
+    if (d != floor(d))
+        return perr(e, k, "'%s' must be an integer", k);
+    *out = (int)d;
+    return 0;
+}
+
+static int get_bool(const cJSON *root, const char *k, int def, int *out, parse_err *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, k);
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsBool(v))
+        return perr(e, k, "'%s' must be true or false", k);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static const char *const completion_fields[] = {
+    "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options",
+    "stop", "seed", "logprobs", "echo", "presence_penalty", "frequency_penalty", "logit_bias",
+    "user", "top_k", "min_p", "repetition_penalty", "session", "ignore_eos", "best_of", NULL};
+static const char *const chat_fields[] = {
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
+    "stream", "stream_options", "stop", "seed", "presence_penalty", "frequency_penalty",
+    "logit_bias", "user", "top_k", "min_p", "repetition_penalty", "session", "ignore_eos",
+    "logprobs", "top_logprobs", NULL};
+
+static int check_fields(const cJSON *root, const char *const *allowed, parse_err *e)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, root)
+    {
+        int ok = 0;
+        for (int i = 0; allowed[i] && !ok; i++)
+            ok = strcmp(it->string, allowed[i]) == 0;
+        if (!ok)
+            return perr(e, it->string, "unsupported field '%s'", it->string);
+    }
+    return 0;
+}
+
+/* Tokenizes one prompt element: a string or an array of ids. */
+static int prompt_tokens(rd_app *app, const cJSON *p, int32_t **ids, int *n, char **text,
+                         parse_err *e)
+{
+    *text = NULL;
+    if (cJSON_IsString(p)) {
+        size_t len = strlen(p->valuestring);
+        if (rn_tokenizer_encode(app->tok, p->valuestring, len, ids, n) != RN_OK)
+            return perr(e, "prompt", "cannot tokenize the prompt");
+        *text = strdup(p->valuestring);
+        return 0;
+    }
+    if (!cJSON_IsArray(p))
+        return perr(e, "prompt", "'prompt' must be a string, an array of strings, an array of token ids or an array of such arrays");
+    int k = cJSON_GetArraySize(p);
+    *ids = malloc(sizeof(int32_t) * (size_t)(k + 1));
+    *n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, p)
+    {
+        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
+            it->valuedouble < 0 || it->valuedouble >= app->cfg->vocab_size) {
+            free(*ids);
+            *ids = NULL;
+            return perr(e, "prompt", "token ids must be integers in [0, %d)", app->cfg->vocab_size);
+        }
+        (*ids)[(*n)++] = (int32_t)it->valuedouble;
+    }
+    size_t len;
+    rn_tokenizer_decode(app->tok, *ids, *n, 0, text, &len);
+    return 0;
+}
+
+static int parse_stops(rd_req *r, const cJSON *root, parse_err *e)
+{
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "stop");
+    if (!st || cJSON_IsNull(st))
+        return 0;
+    int k = cJSON_IsString(st) ? 1 : cJSON_IsArray(st) ? cJSON_GetArraySize(st) : -1;
+    if (k < 0 || k > MAX_STOPS)
+        return perr(e, "stop", "'stop' must be a string or an array of at most %d strings", MAX_STOPS);
+    r->stops = calloc((size_t)k + 1, sizeof *r->stops);
+    for (int i = 0; i < k; i++) {
+        const cJSON *s = cJSON_IsString(st) ? st : cJSON_GetArrayItem(st, i);
+        if (!cJSON_IsString(s) || !s->valuestring[0] || strlen(s->valuestring) > MAX_STOP_LEN)
+            return perr(e, "stop", "each stop sequence must be a non-empty string of at most %d bytes", MAX_STOP_LEN);
+        r->stops[r->n_stops++] = strdup(s->valuestring);
+    }
+    return 0;
+}
+
+static int parse_bias(rd_app *app, rd_job *j, const cJSON *root, parse_err *e)
+{
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(root, "logit_bias"), *it;
+    if (!b || cJSON_IsNull(b))
+        return 0;
+    if (!cJSON_IsObject(b) || cJSON_GetArraySize(b) > 1024)
+        return perr(e, "logit_bias", "'logit_bias' must map token ids to numbers (at most 1024 entries)");
+    j->bias = calloc((size_t)cJSON_GetArraySize(b) + 1, sizeof *j->bias);
+    int n = 0;
+    cJSON_ArrayForEach(it, b)
+    {
+        char *end;
+        long id = strtol(it->string, &end, 10);
+        if (*end || end == it->string || id < 0 || id >= app->cfg->vocab_size || !cJSON_IsNumber(it) ||
+            fabs(it->valuedouble) > 100)
+            return perr(e, "logit_bias", "logit_bias: '%s' must be a token id below %d with a bias in [-100, 100]",
+                        it->string, app->cfg->vocab_size);
+        j->bias[n++] = (rn_logit_bias){(int32_t)id, (float)it->valuedouble};
+    }
+    j->sp.logit_bias = j->bias;
+    j->sp.n_logit_bias = n;
+    return 0;
+}
+
+/* Sampling and length fields shared by both endpoints, into a template job. */
+static int parse_sampling(rd_app *app, const cJSON *root, rd_job *t, int chat, parse_err *e)
+{
+    double temp, top_p, min_p, rep, pres, freq, seed;
+    int top_k, max_tokens, lp = 0, want_lp = 0, ignore_eos, def_max = chat ? app->opt.max_tokens_limit : 16;
+    if (get_number(root, "temperature", 1.0, 0.0, 2.0, &temp, e) ||
+        get_number(root, "top_p", 1.0, 0.0, 1.0, &top_p, e) ||
+        get_number(root, "min_p", 0.0, 0.0, 1.0, &min_p, e) ||
+        get_number(root, "repetition_penalty", 1.0, 0.01, 100.0, &rep, e) ||
+        get_number(root, "presence_penalty", 0.0, -2.0, 2.0, &pres, e) ||
+        get_number(root, "frequency_penalty", 0.0, -2.0, 2.0, &freq, e) ||
+        get_number(root, "seed", -1.0, -9007199254740992.0, 9007199254740992.0, &seed, e) ||
+        get_int(root, "top_k", 0, -1, 1 << 24, &top_k, e) ||
+        get_int(root, chat && cJSON_GetObjectItem(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens",
+                def_max, 1, app->opt.max_tokens_limit, &max_tokens, e) ||
+        get_bool(root, "ignore_eos", 0, &ignore_eos, e))
+        return -1;
+    if (top_p == 0.0)
+        return perr(e, "top_p", "'top_p' must be greater than 0");
+    if (chat) {
+        if (get_bool(root, "logprobs", 0, &want_lp, e) || get_int(root, "top_logprobs", 0, 0, 20, &lp, e))
+            return -1;
+    } else {
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
+        want_lp = l && !cJSON_IsNull(l);
+        if (want_lp && get_int(root, "logprobs", 0, 0, 20, &lp, e))
+            return -1;
+    }
+    uint64_t sd;
+    if (seed < 0) {
+        if (getrandom(&sd, sizeof sd, 0) != (ssize_t)sizeof sd)
+            sd = (uint64_t)time(NULL);
+    } else {
+        sd = (uint64_t)seed;
+    }
+    t->sp = (rn_sample_params){.temperature = (float)temp, .top_k = top_k < 0 ? 0 : top_k,
+                               .top_p = (float)top_p, .min_p = (float)min_p,
+                               .repetition_penalty = (float)rep, .presence_penalty = (float)pres,
+                               .frequency_penalty = (float)freq, .seed = sd};
+    t->max_tokens = max_tokens;
+    t->n_logprobs = lp;
+    t->want_logprobs = want_lp;
+    t->ignore_eos = ignore_eos;
+    t->eos = app->cfg->eos_token_id;
+    return parse_bias(app, t, root, e);
+}
+
+/* Chat messages -> one prompt string through the configured template. */
+static char *chat_prompt(rd_app *app, const cJSON *root, parse_err *e)
+{
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages"), *m;
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
+        perr(e, "messages", "'messages' must be a non-empty array");
+        return NULL;
+    }
+    int chatml = strcmp(app->opt.chat_template, "chatml") == 0;
+    size_t cap = 256, len = 0;
+    char *out = malloc(cap);
+    out[0] = '\0';
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!cJSON_IsString(role) || !cJSON_IsString(content) ||
+            (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "user") &&
+             strcmp(role->valuestring, "assistant") && strcmp(role->valuestring, "developer"))) {
+            free(out);
+            perr(e, "messages", "each message needs a role (system, developer, user, assistant) and a string content");
+            return NULL;
+        }
+        size_t need = len + strlen(content->valuestring) + 64;
+        if (need > cap) {
+            while (cap < need)
+                cap *= 2;
+            out = realloc(out, cap);
+        }
+        const char *r = role->valuestring;
+        if (chatml)
+            len += (size_t)sprintf(out + len, "<|im_start|>%s\n%s<|im_end|>\n", r, content->valuestring);
+        else if (!strcmp(r, "system") || !strcmp(r, "developer"))
+            len += (size_t)sprintf(out + len, "%s\n\n", content->valuestring);
+        else
+            len += (size_t)sprintf(out + len, "%s: %s\n", !strcmp(r, "user") ? "User" : "Assistant",
+                                   content->valuestring);
+    }
+    out = realloc(out, len + 32);
+    strcpy(out + len, chatml ? "<|im_start|>assistant\n" : "Assistant:");
+    return out;
+}
+
+/* ------------------------------------------------------------ jobs */
+
+static rd_job *make_job(rd_app *app, const rd_job *t, int n, int32_t *ids, int n_ids,
+                        parse_err *e)
+{
+    rd_job *j = rd_job_new(n);
+    if (!j)
+        return NULL;
+    j->prompt = ids;
+    j->n_prompt = n_ids;
+    j->max_tokens = t->max_tokens;
+    j->n_logprobs = t->n_logprobs;
+    j->want_logprobs = t->want_logprobs;
+    j->ignore_eos = t->ignore_eos;
+    j->eos = t->eos;
+    j->sp = t->sp;
+    if (t->sp.n_logit_bias) {
+        j->bias = malloc(sizeof *j->bias * (size_t)t->sp.n_logit_bias);
+        memcpy(j->bias, t->bias, sizeof *j->bias * (size_t)t->sp.n_logit_bias);
+        j->sp.logit_bias = j->bias;
+    }
+    for (int i = 0; i < n; i++) {
+        rn_error err = {0};
+        rn_sample_params sp = j->sp;
+        sp.seed = j->sp.seed + (uint64_t)i; /* one stream per choice */
+        if (rn_sampler_new(&j->ch[i].sampler, &sp, app->cfg->vocab_size, &err) != RN_OK ||
+            rn_detok_new(&j->ch[i].detok, app->tok, 1) != RN_OK) {
+            perr(e, NULL, "%s", err.msg[0] ? err.msg : "out of memory");
+            rd_job_unref(j);
+            return NULL;
+        }
+        rn_sampler_accept_prompt(j->ch[i].sampler, ids, n_ids);
+    }
+    return j;
+}
+
+static void req_free(rd_req *r)
+{
+    for (int i = 0; i < r->n_jobs; i++) {
+        if (r->jobs[i])
+            rd_job_unref(r->jobs[i]);
+        if (r->prompt_text)
+            free(r->prompt_text[i]);
+    }
+    for (int i = 0; i < r->n_stops; i++)
+        free(r->stops[i]);
+    free(r->stops);
+    free(r->jobs);
+    free(r->prompt_text);
+    free(r);
+}
+
+static void stream_list_remove(rd_app *app, rd_req *r)
+{
+    if (r->prev_stream)
+        r->prev_stream->next_stream = r->next_stream;
+    else if (app->streams == r)
+        app->streams = r->next_stream;
+    if (r->next_stream)
+        r->next_stream->prev_stream = r->prev_stream;
+    r->next_stream = r->prev_stream = NULL;
+}
+
+/* Parses the request into r->jobs; returns 0 or sends the error itself. */
+static int build_jobs(rd_app *app, rd_req *r, const cJSON *root, parse_err *e)
+{
+    rd_job tmpl;
+    memset(&tmpl, 0, sizeof tmpl);
+    int n, stream = 0, echo = 0, best_of;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (check_fields(root, r->chat ? chat_fields : completion_fields, e) ||
+        get_int(root, "n", 1, 1, app->opt.max_n, &n, e) || get_bool(root, "stream", 0, &stream, e) ||
+        (!r->chat && get_bool(root, "echo", 0, &echo, e)) ||
+        (!r->chat && get_int(root, "best_of", 1, 1, 1, &best_of, e)) ||
+        parse_sampling(app, root, &tmpl, r->chat, e) || parse_stops(r, root, e))
+        goto fail;
+    if (model && !cJSON_IsNull(model) && (!cJSON_IsString(model) || strcmp(model->valuestring, app->opt.model_name))) {
+        free(tmpl.bias);
+        perr(e, "model", "model '%.100s' not found; this server serves '%s'",
+             cJSON_IsString(model) ? model->valuestring : "?", app->opt.model_name);
+        return 404;
+    }
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (so && !cJSON_IsNull(so)) {
+        if (!stream) {
+            perr(e, "stream_options", "'stream_options' is only allowed with \"stream\": true");
+            goto fail;
+        }
+        if (get_bool(so, "include_usage", 0, &r->include_usage, e))
+            goto fail;
+    }
+    if (echo && tmpl.want_logprobs) {
+        perr(e, "echo", "'echo' together with 'logprobs' is not supported");
+        goto fail;
+    }
+    r->stream = stream;
+    r->echo = echo;
+    /* prompts */
+    cJSON *single = NULL;
+    const cJSON *prompts;
+    char *chat_text = NULL;
+    if (r->chat) {
+        if (!(chat_text = chat_prompt(app, root, e)))
+            goto fail;
+        single = cJSON_CreateString(chat_text);
+        free(chat_text);
+        prompts = single;
+    } else {
+        prompts = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+        if (!prompts || cJSON_IsNull(prompts)) {
+            perr(e, "prompt", "'prompt' is required");
+            goto fail;
+        }
+    }
+    int multi = cJSON_IsArray(prompts) && cJSON_GetArraySize(prompts) > 0 &&
+                (cJSON_IsString(cJSON_GetArrayItem(prompts, 0)) || cJSON_IsArray(cJSON_GetArrayItem(prompts, 0)));
+    int np = multi ? cJSON_GetArraySize(prompts) : 1;
+    if (np > 64 || np * n > app->opt.max_n * 4) {
+        cJSON_Delete(single);
+        perr(e, "prompt", "too many prompts");
+        goto fail;
+    }
+    r->jobs = calloc((size_t)np, sizeof *r->jobs);
+    r->prompt_text = calloc((size_t)np, sizeof *r->prompt_text);
+    r->n_jobs = np;
+    for (int i = 0; i < np; i++) {
+        int32_t *ids = NULL;
+        int n_ids = 0;
+        const cJSON *p = multi ? cJSON_GetArrayItem(prompts, i) : prompts;
+        if (prompt_tokens(app, p, &ids, &n_ids, &r->prompt_text[i], e) != 0)
+            break;
+        if (n_ids == 0 && app->cfg->bos_token_id >= 0) /* an empty prompt starts from BOS */
+            ids[n_ids++] = app->cfg->bos_token_id;
+        if (n_ids == 0 || n_ids > app->opt.max_prompt_tokens) {
+            free(ids);
+            perr(e, "prompt", n_ids ? "the prompt has more than %d tokens" : "the prompt is empty",
+                 app->opt.max_prompt_tokens);
+            break;
+        }
+        if (!(r->jobs[i] = make_job(app, &tmpl, n, ids, n_ids, e))) {
+            free(ids);
+            break;
+        }
+    }
+    cJSON_Delete(single);
+    free(tmpl.bias);
+    for (int i = 0; i < np; i++)
+        if (!r->jobs[i])
+            return 400;
+    return 0;
+fail:
+    free(tmpl.bias);
+    return 400;
+}
+
+/* ------------------------------------------------------------- output */
+
+static void json_logprobs(rd_app *app, cJSON *choice, const rd_choice *c, int from, int to,
+                          size_t text_offset0, int want, int n_top)
+{
+    if (!want) {
+        cJSON_AddNullToObject(choice, "logprobs");
+        return;
+    }
+    cJSON *lp = cJSON_AddObjectToObject(choice, "logprobs");
+    cJSON *toks = cJSON_AddArrayToObject(lp, "tokens"), *tlp = cJSON_AddArrayToObject(lp, "token_logprobs");
+    cJSON *top = cJSON_AddArrayToObject(lp, "top_logprobs"), *off = cJSON_AddArrayToObject(lp, "text_offset");
+    size_t offset = text_offset0;
+    for (int i = from; i < to; i++) {
+        char *piece = NULL;
+        size_t len = 0;
+        rn_tokenizer_decode(app->tok, &c->tok[i], 1, 0, &piece, &len);
+        cJSON_AddItemToArray(toks, cJSON_CreateString(piece ? piece : ""));
+        cJSON_AddItemToArray(tlp, cJSON_CreateNumber(c->res[i].logprob));
+        cJSON *alt = cJSON_CreateObject();
+        for (int k = 0; k < c->res[i].n_top && k < n_top; k++) {
+            char *ap = NULL;
+            size_t al;
+            rn_tokenizer_decode(app->tok, &c->res[i].top[k].token, 1, 0, &ap, &al);
+            if (ap && !cJSON_GetObjectItemCaseSensitive(alt, ap))
+                cJSON_AddNumberToObject(alt, ap, c->res[i].top[k].logprob);
+            free(ap);
+        }
+        cJSON_AddItemToArray(top, alt);
+        cJSON_AddItemToArray(off, cJSON_CreateNumber((double)offset));
+        offset += len;
+        free(piece);
+    }
+}
+
+static const char *finish_name(rd_finish f)
+{
+    return f == RD_FIN_LENGTH ? "length" : f == RD_FIN_STOP ? "stop" : NULL;
+}
+
+/* Earliest stop-string match in text; returns its offset or -1.  *hold = how
+ * many trailing bytes could still start a stop string. */
+static long find_stop(const rd_req *r, const char *text, size_t len, size_t *hold)
+{
+    long best = -1;
+    *hold = 0;
+    for (int s = 0; s < r->n_stops; s++) {
+        const char *st = r->stops[s];
+        size_t sl = strlen(st);
+        for (size_t i = 0; i + sl <= len; i++)
+            if (memcmp(text + i, st, sl) == 0 && (best < 0 || (long)i < best)) {
+                best = (long)i;
+                break;
+            }
+        for (size_t k = sl - 1; k > 0; k--) /* the longest suffix that is a prefix of st */
+            if (k <= len && memcmp(text + len - k, st, k) == 0) {
+                *hold = k > *hold ? k : *hold;
+                break;
+            }
+    }
+    return best;
+}
+
+static void text_append(rd_choice *c, const char *s, size_t n)
+{
+    if (c->text_len + n + 1 > c->text_cap) {
+        size_t cap = c->text_cap ? c->text_cap : 256;
+        while (cap < c->text_len + n + 1)
+            cap *= 2;
+        c->text = realloc(c->text, cap);
+        c->text_cap = cap;
+    }
+    memcpy(c->text + c->text_len, s, n);
+    c->text_len += n;
+    c->text[c->text_len] = '\0';
+}
+
+/* Moves new tokens of choice c into its text; returns the number of bytes
+ * now safe to send (not part of a possible stop string).  Queue lock held. */
+static size_t advance_choice(rd_req *r, rd_job *j, rd_choice *c, int *finished)
+{
+    *finished = 0;
+    while (!c->stopped && c->n_seen < c->n_tok) {
+        const char *s;
+        size_t n;
+        int32_t t = c->tok[c->n_seen++];
+        if (!(t == j->eos && !j->ignore_eos) && rn_detok_push(c->detok, t, &s, &n) == RN_OK)
+            text_append(c, s, n);
+    }
+    if (!c->stopped && c->finish != RD_FIN_NONE && c->n_seen == c->n_tok) {
+        const char *s;
+        size_t n;
+        if (rn_detok_finish(c->detok, &s, &n) == RN_OK)
+            text_append(c, s, n);
+    }
+    size_t hold = 0;
+    if (!c->stopped && r->n_stops) {
+        long at = find_stop(r, c->text, c->text_len, &hold);
+        if (at >= 0) {
+            c->text_len = (size_t)at; /* the stop string itself is never sent */
+            c->stopped = 1;
+            hold = 0;
+            atomic_store(&c->stop_req, 1);
+        }
+    }
+    *finished = c->stopped || (c->finish != RD_FIN_NONE && c->n_seen == c->n_tok);
+    return *finished ? c->text_len : c->text_len - hold;
+}
+
+/* --------------------------------------------------------------- SSE */
+
+static void sse_send(rd_req *r, cJSON *obj, int end)
+{
+    char *s = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    rd_http_stream_push(r->conn, "data: ", 6, 0);
+    rd_http_stream_push(r->conn, s, strlen(s), 0);
+    rd_http_stream_push(r->conn, "\n\n", 2, end);
+    cJSON_free(s);
+    r->chunks_sent++;
+}
+
+static cJSON *chunk_base(rd_req *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", r->id);
+    cJSON_AddStringToObject(o, "object", r->chat ? "chat.completion.chunk" : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)r->created);
+    cJSON_AddStringToObject(o, "model", r->app->opt.model_name);
+    return o;
+}
+
+static void usage_json(rd_req *r, cJSON *o)
+{
+    int pt = 0, ct = 0;
+    for (int i = 0; i < r->n_jobs; i++) {
+        pt += r->jobs[i]->n_prompt;
+        for (int k = 0; k < r->jobs[i]->n; k++)
+            ct += r->jobs[i]->ch[k].n_tok;
+    }
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", pt);
+    cJSON_AddNumberToObject(u, "completion_tokens", ct);
+    cJSON_AddNumberToObject(u, "total_tokens", pt + ct);
+}
+
+static void stream_piece(rd_req *r, int index, const char *text, size_t len, const char *finish,
+                         rd_job *j, rd_choice *c, int from_tok, int to_tok)
+{
+    cJSON *o = chunk_base(r), *arr = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ch, "index", index);
+    char *t = malloc(len + 1);
+    memcpy(t, text, len);
+    t[len] = '\0';
+    if (r->chat) {
+        cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+        if (!(r->role_sent & (1 << (index & 31))))
+            cJSON_AddStringToObject(d, "role", "assistant");
+        if (len || !finish)
+            cJSON_AddStringToObject(d, "content", t);
+        cJSON_AddNullToObject(ch, "logprobs");
+        r->role_sent |= 1 << (index & 31);
+    } else {
+        cJSON_AddStringToObject(ch, "text", t);
+        json_logprobs(r->app, ch, c, from_tok, to_tok, c->sent_bytes, j->want_logprobs, j->n_logprobs);
+    }
+    free(t);
+    if (finish)
+        cJSON_AddStringToObject(ch, "finish_reason", finish);
+    else
+        cJSON_AddNullToObject(ch, "finish_reason");
+    cJSON_AddItemToArray(arr, ch);
+    if (r->include_usage)
+        cJSON_AddNullToObject(o, "usage");
+    sse_send(r, o, 0);
+}
+
+static int all_finished(rd_req *r)
+{
+    for (int i = 0; i < r->n_jobs; i++)
+        for (int k = 0; k < r->jobs[i]->n; k++)
+            if (!r->jobs[i]->ch[k].finish_sent)
+                return 0;
+    return 1;
+}
+
+static void stream_end(rd_req *r)
+{
+    if (r->include_usage) {
+        cJSON *o = chunk_base(r);
+        cJSON_AddArrayToObject(o, "choices");
+        usage_json(r, o);
+        sse_send(r, o, 0);
+    }
+    rd_http_stream_push(r->conn, "data: [DONE]\n\n", 14, 1);
+    r->done_sent = 1;
+}
+
+static void stream_error(rd_req *r, unsigned status, const char *msg)
+{
+    cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddStringToObject(e, "type", status == 503 ? "service_unavailable_error" : "server_error");
+    cJSON_AddNullToObject(e, "param");
+    cJSON_AddNullToObject(e, "code");
+    sse_send(r, o, 0);
+    rd_http_stream_push(r->conn, "data: [DONE]\n\n", 14, 1);
+    r->done_sent = 1;
+}
+
+/* Streams whatever became ready for all choices of r (queue lock held). */
+static void stream_progress(rd_req *r)
+{
+    for (int ji = 0; ji < r->n_jobs && !r->done_sent; ji++) {
+        rd_job *j = r->jobs[ji];
+        if (j->error_status && j->error_status != 499) {
+            stream_error(r, (unsigned)j->error_status, j->error_msg);
+            return;
+        }
+        for (int k = 0; k < j->n; k++) {
+            rd_choice *c = &j->ch[k];
+            if (c->finish_sent)
+                continue;
+            int first = c->n_seen, fin;
+            size_t safe = advance_choice(r, j, c, &fin);
+            int index = ji * j->n + k;
+            if (safe > c->sent_bytes || fin) {
+                const char *fn = fin ? (c->stopped ? "stop" : finish_name(c->finish)) : NULL;
+                stream_piece(r, index, c->text + c->sent_bytes, safe - c->sent_bytes, fn, j, c,
+                             first, c->n_seen);
+                c->sent_bytes = safe;
+                c->finish_sent = fin;
+            }
+        }
+    }
+    if (!r->done_sent && all_finished(r))
+        stream_end(r);
+}
+
+/* ------------------------------------------------------- full response */
+
+static int reply_full(rd_req *r)
+{
+    rd_app *app = r->app;
+    for (int ji = 0; ji < r->n_jobs; ji++)
+        if (r->jobs[ji]->error_status && r->jobs[ji]->error_status != 499)
+            return rd_json_error(r->conn, (unsigned)r->jobs[ji]->error_status,
+                                 r->jobs[ji]->error_status == 503 ? "service_unavailable_error" : "server_error",
+                                 NULL, NULL, "%s", r->jobs[ji]->error_msg);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", r->id);
+    cJSON_AddStringToObject(o, "object", r->chat ? "chat.completion" : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)r->created);
+    cJSON_AddStringToObject(o, "model", app->opt.model_name);
+    cJSON *arr = cJSON_AddArrayToObject(o, "choices");
+    rd_queue_lock(app->queue);
+    for (int ji = 0; ji < r->n_jobs; ji++) {
+        rd_job *j = r->jobs[ji];
+        for (int k = 0; k < j->n; k++) {
+            rd_choice *c = &j->ch[k];
+            int fin;
+            advance_choice(r, j, c, &fin);
+            cJSON *ch = cJSON_CreateObject();
+            cJSON_AddNumberToObject(ch, "index", ji * j->n + k);
+            size_t plen = r->echo && r->prompt_text[ji] ? strlen(r->prompt_text[ji]) : 0;
+            char *t = malloc(plen + c->text_len + 1);
+            memcpy(t, plen ? r->prompt_text[ji] : "", plen);
+            memcpy(t + plen, c->text ? c->text : "", c->text_len);
+            t[plen + c->text_len] = '\0';
+            if (r->chat) {
+                cJSON *m = cJSON_AddObjectToObject(ch, "message");
+                cJSON_AddStringToObject(m, "role", "assistant");
+                cJSON_AddStringToObject(m, "content", t);
+                cJSON_AddNullToObject(ch, "logprobs");
+            } else {
+                cJSON_AddStringToObject(ch, "text", t);
+                json_logprobs(app, ch, c, 0, c->n_seen, 0, j->want_logprobs, j->n_logprobs);
+            }
+            free(t);
+            cJSON_AddStringToObject(ch, "finish_reason", c->stopped ? "stop" : finish_name(c->finish) ? finish_name(c->finish) : "stop");
+            cJSON_AddItemToArray(arr, ch);
+        }
+    }
+    usage_json(r, o);
+    rd_queue_unlock(app->queue);
+    return rd_json_reply(r->conn, 200, o);
+}
+
+static int jobs_done(rd_req *r)
+{
+    int done = 1;
+    rd_queue_lock(r->app->queue);
+    for (int i = 0; i < r->n_jobs; i++)
+        done &= r->jobs[i]->phase == RD_PHASE_DONE;
+    rd_queue_unlock(r->app->queue);
+    return done;
+}
+
+/* ------------------------------------------------------------ entry */
+
+int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
+{
+    size_t len;
+    const char *body = rd_conn_body(conn, &len);
+    parse_err e = {0};
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return rd_json_error(conn, 400, "invalid_request_error", NULL, NULL, "the body is not a JSON object");
+    }
+    rd_req *r = calloc(1, sizeof *r);
+    r->app = app;
+    r->conn = conn;
+    r->kind = RD_REQ_COMPLETION;
+    r->chat = chat;
+    r->created = (int64_t)time(NULL);
+    unsigned char rnd[12];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        memset(rnd, 0, sizeof rnd);
+    int o = snprintf(r->id, sizeof r->id, chat ? "chatcmpl-" : "cmpl-");
+    for (int i = 0; i < 12; i++)
+        o += snprintf(r->id + o, sizeof r->id - (size_t)o, "%02x", rnd[i]);
+    int status = build_jobs(app, r, root, &e);
+    const cJSON *sj = cJSON_GetObjectItemCaseSensitive(root, "session");
+    if (status == 0 && sj && !cJSON_IsNull(sj)) {
+        if (!cJSON_IsString(sj) || !(sess = rd_session_find(app, sj->valuestring)))
+            status = 404, snprintf(e.msg, sizeof e.msg, "session not found"), e.param = "session";
+        else if (r->n_jobs != 1 || r->jobs[0]->n != 1)
+            status = 400, snprintf(e.msg, sizeof e.msg, "a session continues one prompt with n = 1"), e.param = "session";
+        else if (rd_session_busy(sess))
+            status = 409, snprintf(e.msg, sizeof e.msg, "the session is in use by another request"), e.param = "session";
+    }
+    cJSON_Delete(root);
+    if (status != 0) {
+        req_free(r);
+        return rd_json_error(conn, (unsigned)status, status == 404 ? "not_found_error" : "invalid_request_error",
+                             e.param, status == 404 ? "not_found" : NULL, "%s", e.msg);
+    }
+    int most = 0;
+    for (int i = 0; i < r->n_jobs; i++)
+        most = r->jobs[i]->n > most ? r->jobs[i]->n : most;
+    if (most > rn_engine_n_slots(app->engine)) {
+        req_free(r);
+        return rd_json_error(conn, 400, "invalid_request_error", "n", NULL,
+                             "n = %d needs more state slots than this server has (%d)", most,
+                             rn_engine_n_slots(app->engine));
+    }
+    if (rd_sched_try_enqueue(app->sched, r->n_jobs) != 0) {
+        req_free(r);
+        return rd_json_error(conn, 429, "rate_limit_error", NULL, "server_is_overloaded",
+                             "all state slots are busy and the wait queue is full; retry later");
+    }
+    if (sess) {
+        r->session = sess;
+        r->jobs[0]->session_slot = rd_session_slot(sess);
+        r->jobs[0]->session_fresh = rd_session_take_fresh(sess);
+        rd_session_set_busy(sess, 1);
+    }
+    rd_conn_set_data(conn, r);
+    for (int i = 0; i < r->n_jobs; i++) {
+        r->jobs[i]->http = r;
+        rd_job_ref(r->jobs[i]);
+        rd_queue_submit(app->queue, r->jobs[i]);
+    }
+    if (r->stream) {
+        if (rd_http_stream(conn) != 0)
+            return -1;
+        if (r->echo)
+            for (int i = 0; i < r->n_jobs; i++)
+                for (int k = 0; k < r->jobs[i]->n; k++)
+                    stream_piece(r, i * r->jobs[i]->n + k, r->prompt_text[i],
+                                 strlen(r->prompt_text[i] ? r->prompt_text[i] : ""), NULL, r->jobs[i],
+                                 &r->jobs[i]->ch[k], 0, 0);
+        r->next_stream = app->streams;
+        if (app->streams)
+            app->streams->prev_stream = r;
+        app->streams = r;
+        return 0;
+    }
+    rd_http_wait(conn);
+    return 0;
+}
+
+/* The loop's view of a job that has news. */
+void rd_api_job_ready(rd_app *app, rd_job *j)
+{
+    rd_req *r = j->http;
+    if (!r)
+        return;
+    if (r->stream) {
+        rd_queue_lock(app->queue);
+        stream_progress(r);
+        rd_queue_unlock(app->queue);
+        if (r->done_sent)
+            stream_list_remove(app, r);
+        rd_http_wake(r->conn);
+    } else if (jobs_done(r)) {
+        rd_http_wake(r->conn);
+    }
+}
+
+/* A parked non-streaming request may answer now. */
+int rd_api_completion_resume(rd_app *app, rd_conn *conn)
+{
+    rd_req *r = rd_conn_get_data(conn);
+    (void)app;
+    if (!jobs_done(r)) {
+        rd_http_wait(conn);
+        return 0;
+    }
+    return reply_full(r);
+}
+
+/* The request ended (answered, or the client left): cancel the rest. */
+void rd_api_completion_done(rd_app *app, rd_conn *conn)
+{
+    rd_req *r = rd_conn_get_data(conn);
+    if (!r)
+        return;
+    int64_t advanced = 0;
+    for (int i = 0; i < r->n_jobs; i++) {
+        rd_job *j = r->jobs[i];
+        atomic_store(&j->cancelled, 1);
+        j->http = NULL;
+        rd_queue_lock(app->queue);
+        advanced += j->prefilled + j->ch[0].fed;
+        rd_queue_unlock(app->queue);
+    }
+    rd_queue_poke(app->queue);
+    if (r->session) {
+        rd_session_advance(r->session, advanced);
+        rd_session_set_busy(r->session, 0);
+    }
+    stream_list_remove(app, r);
+    rd_conn_set_data(conn, NULL);
+    req_free(r);
+}
+
+void rd_api_keepalive(rd_app *app)
+{
+    for (rd_req *r = app->streams; r; r = r->next_stream) {
+        if (r->chunks_sent == 0 && !r->done_sent) {
+            rd_http_stream_push(r->conn, ": keep-alive\n\n", 14, 0);
+            rd_http_wake(r->conn);
+        }
+    }
+}

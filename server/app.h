@@ -1,0 +1,120 @@
+/*
+ * app.h -- the daemon's shared state and the handler entry points.  Owned
+ * by main.c; used on the loop thread (the engine thread only sees the queue
+ * and the scheduler).
+ */
+#ifndef RD_APP_H
+#define RD_APP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "http.h"
+#include "model.h"
+#include "queue.h"
+#include "retnet.h"
+#include "scheduler.h"
+#include "tokenizer.h"
+
+typedef struct rd_options {
+    const char *model_dir;
+    const char *model_name;   /* the id clients use; default: the directory's name */
+    const char *host;
+    int port;
+    const char *device;
+    int threads;
+    int slots;                /* 0: from state_memory */
+    size_t state_memory;      /* bytes of states */
+    int chunk;
+    int prefill_budget;
+    int max_waiting;
+    size_t max_body;
+    int max_prompt_tokens;
+    int max_tokens_limit;
+    int max_n;
+    unsigned max_connections;
+    unsigned timeout_s;
+    const char *api_key;
+    const char *chat_template; /* "plain" or "chatml" */
+    int max_sessions;
+} rd_options;
+
+typedef struct rd_session rd_session;
+
+typedef struct rd_app {
+    rd_options opt;
+    uv_loop_t *loop;
+    rn_model *model;
+    const rn_config *cfg;
+    rn_engine *engine;
+    rn_tokenizer *tok;
+    rd_queue *queue;
+    rd_sched *sched;
+    rd_http *http;
+    uv_timer_t keepalive;
+    uv_signal_t sigterm, sigint;
+    int draining;
+    int64_t started;
+    rd_session *sessions;     /* linked list */
+    int n_sessions;
+    struct rd_req *streams;   /* live streaming requests (keep-alive comments) */
+} rd_app;
+
+/* Request context of one HTTP request (rd_conn data). */
+typedef struct rd_req {
+    rd_app *app;
+    rd_conn *conn;
+    int kind;                 /* RD_REQ_* */
+    int stream, include_usage, echo, chat;
+    rd_job **jobs;            /* one per prompt */
+    int n_jobs;
+    char **stops;
+    int n_stops;
+    char id[40];
+    int64_t created;
+    char *echo_text;          /* per job, joined by NUL... (kept simple: one prompt) */
+    char **prompt_text;       /* decoded prompt per job, for echo */
+    rd_session *session;
+    int chunks_sent, role_sent, done_sent;
+    struct rd_req *next_stream, *prev_stream;
+} rd_req;
+
+enum { RD_REQ_COMPLETION = 1, RD_REQ_FORK };
+
+int rd_api_handle(void *app, rd_conn *c);
+void rd_api_resume(void *app, rd_conn *c);
+void rd_api_done(void *app, rd_conn *c);
+/* The queue's ready callback: drains the ready list. */
+void rd_api_on_ready(void *app);
+/* Sends ': keep-alive' to streams still waiting for their first token. */
+void rd_api_keepalive(rd_app *app);
+
+/* api_completions.c */
+int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess);
+void rd_api_job_ready(rd_app *app, rd_job *j);
+int rd_api_completion_resume(rd_app *app, rd_conn *conn);
+void rd_api_completion_done(rd_app *app, rd_conn *conn);
+
+/* sessions.c */
+rd_session *rd_session_find(rd_app *app, const char *id);
+int rd_session_create(rd_app *app, rd_session **out);
+void rd_session_delete(rd_app *app, rd_session *s);
+int rd_session_busy(const rd_session *s);
+void rd_session_set_busy(rd_session *s, int busy);
+int rd_session_slot(const rd_session *s);
+int rd_session_take_fresh(rd_session *s);
+int rd_session_is_fresh(const rd_session *s);
+int64_t rd_session_tokens(const rd_session *s);
+void rd_session_advance(rd_session *s, int64_t tokens);
+char *rd_session_json(const rd_session *s); /* malloc'd JSON object */
+const char *rd_session_id(const rd_session *s);
+void rd_sessions_free(rd_app *app);
+
+/* json.c */
+/* Sends {"error":{...}} with status; param may be NULL; code may be NULL. */
+int rd_json_error(rd_conn *c, unsigned status, const char *type, const char *param,
+                  const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+int rd_json_reply(rd_conn *c, unsigned status, void *cjson_obj); /* takes the object */
+
+#endif

@@ -1,0 +1,480 @@
+/*
+ * http.c -- libmicrohttpd in external-event-loop mode inside the libuv loop.
+ *
+ * Wiring (each rule verified, see docs/architecture.md):
+ *  - MHD's epoll fd is watched by a uv_poll_t; its timeout by a uv_timer_t
+ *    re-armed after every MHD_run.
+ *  - A parked request or an idle stream is suspended inside an MHD callback;
+ *    it is resumed on the loop thread and MHD_run is called right after,
+ *    since MHD has no wake-up channel of its own in this mode.
+ *  - A suspended connection's socket is out of MHD's epoll set, so a client
+ *    that goes away is noticed by our own uv_poll_t (UV_DISCONNECT) on it;
+ *    that poll is stopped before every resume and closed at completion.
+ *  - An rd_conn is reference counted: MHD's per-request pointer, a streaming
+ *    response and the disconnect poll each hold one.
+ */
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "http.h"
+
+enum { RC_READING, RC_HANDLING, RC_PARKED, RC_STREAMING, RC_REPLIED };
+
+struct rd_http {
+    struct MHD_Daemon *d;
+    uv_loop_t *loop;
+    uv_poll_t poll;
+    uv_timer_t timer;
+    rd_http_handler handler;
+    rd_http_resume_fn resume;
+    rd_http_done_fn done;
+    void *app;
+    rd_http_opts o;
+    unsigned in_flight;
+    int port;
+};
+
+struct rd_conn {
+    rd_http *srv;
+    struct MHD_Connection *mc;
+    int refs;
+    int state;
+    int suspended;
+    int gone;
+    int wake_pending;
+    char method[16];
+    char *path;
+    char *body;
+    size_t body_len, body_cap;
+    int too_large;
+    void *data;
+    char *out; /* stream output not yet taken by MHD */
+    size_t out_len, out_off, out_cap;
+    int out_end;
+    uv_poll_t *dpoll;
+    int dpoll_active;
+};
+
+static void rearm(rd_http *h);
+
+/* --------------------------------------------------------------- rd_conn */
+
+static void conn_unref(rd_conn *c)
+{
+    if (--c->refs > 0)
+        return;
+    free(c->path);
+    free(c->body);
+    free(c->out);
+    free(c);
+}
+
+static void dpoll_closed(uv_handle_t *hd)
+{
+    rd_conn *c = hd->data;
+    free(hd);
+    conn_unref(c);
+}
+
+static void stop_dpoll(rd_conn *c)
+{
+    if (c->dpoll && c->dpoll_active) {
+        uv_poll_stop(c->dpoll);
+        c->dpoll_active = 0;
+    }
+}
+
+static void resume_now(rd_conn *c)
+{
+    if (!c->suspended)
+        return;
+    stop_dpoll(c);
+    c->suspended = 0;
+    MHD_resume_connection(c->mc);
+    MHD_run(c->srv->d);
+    rearm(c->srv);
+}
+
+static void dpoll_cb(uv_poll_t *p, int status, int events)
+{
+    rd_conn *c = p->data;
+    if (status >= 0 && !(events & UV_DISCONNECT))
+        return;
+    c->gone = 1;
+    stop_dpoll(c);
+    c->srv->resume(c->srv->app, c);
+    resume_now(c);
+}
+
+/* Suspends c and watches its socket for the client going away. */
+static void suspend(rd_conn *c)
+{
+    if (c->suspended)
+        return;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    MHD_suspend_connection(c->mc);
+    c->suspended = 1;
+    if (!ci)
+        return;
+    if (!c->dpoll) {
+        c->dpoll = malloc(sizeof *c->dpoll);
+        if (!c->dpoll || uv_poll_init(c->srv->loop, c->dpoll, ci->connect_fd) != 0) {
+            free(c->dpoll);
+            c->dpoll = NULL;
+            return;
+        }
+        c->dpoll->data = c;
+        c->refs++;
+    }
+    if (uv_poll_start(c->dpoll, UV_DISCONNECT, dpoll_cb) == 0)
+        c->dpoll_active = 1;
+}
+
+const char *rd_conn_method(const rd_conn *c)
+{
+    return c->method;
+}
+
+const char *rd_conn_path(const rd_conn *c)
+{
+    return c->path;
+}
+
+const char *rd_conn_header(rd_conn *c, const char *name)
+{
+    return MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, name);
+}
+
+const char *rd_conn_body(const rd_conn *c, size_t *len)
+{
+    *len = c->body_len;
+    return c->body ? c->body : "";
+}
+
+int rd_conn_body_too_large(const rd_conn *c)
+{
+    return c->too_large;
+}
+
+void *rd_conn_get_data(const rd_conn *c)
+{
+    return c->data;
+}
+
+void rd_conn_set_data(rd_conn *c, void *data)
+{
+    c->data = data;
+}
+
+int rd_conn_gone(const rd_conn *c)
+{
+    return c->gone;
+}
+
+/* ------------------------------------------------------------- replies */
+
+int rd_http_reply(rd_conn *c, unsigned status, const char *body, size_t len,
+                  const char *content_type, const char *extra_header, const char *extra_value)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return -1;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            content_type ? content_type : "application/json");
+    if (extra_header)
+        MHD_add_response_header(r, extra_header, extra_value);
+    enum MHD_Result ok = MHD_queue_response(c->mc, status, r);
+    MHD_destroy_response(r);
+    c->state = RC_REPLIED;
+    return ok == MHD_YES ? 0 : -1;
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    rd_conn *c = cls;
+    (void)pos;
+    size_t avail = c->out_len - c->out_off;
+    if (avail > 0) {
+        size_t n = avail < max ? avail : max;
+        memcpy(buf, c->out + c->out_off, n);
+        c->out_off += n;
+        if (c->out_off == c->out_len)
+            c->out_off = c->out_len = 0;
+        return (ssize_t)n;
+    }
+    if (c->out_end)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (c->gone)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    suspend(c); /* nothing to send yet: sleep until rd_http_wake */
+    return 0;
+}
+
+static void stream_free(void *cls)
+{
+    conn_unref(cls);
+}
+
+int rd_http_stream(rd_conn *c)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, c, stream_free);
+    if (!r)
+        return -1;
+    c->refs++;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    enum MHD_Result ok = MHD_queue_response(c->mc, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    c->state = RC_STREAMING;
+    return ok == MHD_YES ? 0 : -1;
+}
+
+int rd_http_stream_push(rd_conn *c, const char *data, size_t len, int end)
+{
+    if (c->out_len + len > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap < c->out_len + len)
+            cap *= 2;
+        char *p = realloc(c->out, cap);
+        if (!p)
+            return -1;
+        c->out = p;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, data, len);
+    c->out_len += len;
+    c->out_end |= end;
+    return 0;
+}
+
+void rd_http_wait(rd_conn *c)
+{
+    c->state = RC_PARKED;
+    suspend(c);
+}
+
+void rd_http_wake(rd_conn *c)
+{
+    resume_now(c);
+}
+
+/* -------------------------------------------------------------- MHD glue */
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *mc, const char *url,
+                                 const char *method, const char *version, const char *upload,
+                                 size_t *upload_size, void **con_cls)
+{
+    rd_http *h = cls;
+    rd_conn *c = *con_cls;
+    (void)version;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c)
+            return MHD_NO;
+        c->srv = h;
+        c->mc = mc;
+        c->refs = 1;
+        snprintf(c->method, sizeof c->method, "%s", method);
+        c->path = strdup(url);
+        if (!c->path) {
+            free(c);
+            return MHD_NO;
+        }
+        h->in_flight++;
+        *con_cls = c;
+        return MHD_YES;
+    }
+    if (c->state == RC_READING && *upload_size > 0) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (c->too_large || c->body_len + n > h->o.max_body) {
+            c->too_large = 1; /* keep reading and dropping; answer 413 at the end */
+            return MHD_YES;
+        }
+        if (c->body_len + n + 1 > c->body_cap) {
+            size_t cap = c->body_cap ? c->body_cap : 1024;
+            while (cap < c->body_len + n + 1)
+                cap *= 2;
+            char *b = realloc(c->body, cap);
+            if (!b)
+                return MHD_NO;
+            c->body = b;
+            c->body_cap = cap;
+        }
+        memcpy(c->body + c->body_len, upload, n);
+        c->body_len += n;
+        c->body[c->body_len] = '\0';
+        return MHD_YES;
+    }
+    if (c->state == RC_READING) {
+        c->state = RC_HANDLING;
+        return h->handler(h->app, c) == 0 ? MHD_YES : MHD_NO;
+    }
+    if (c->state == RC_PARKED) {
+        c->state = RC_HANDLING;
+        if (c->gone)
+            return MHD_NO;
+        h->resume(h->app, c);
+        return c->state == RC_HANDLING ? MHD_NO : MHD_YES;
+    }
+    return MHD_YES;
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *mc, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    rd_http *h = cls;
+    rd_conn *c = *con_cls;
+    (void)mc;
+    if (!c)
+        return;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        c->gone = 1;
+    h->done(h->app, c);
+    h->in_flight--;
+    if (c->dpoll) {
+        stop_dpoll(c);
+        uv_close((uv_handle_t *)c->dpoll, dpoll_closed);
+        c->dpoll = NULL;
+    }
+    *con_cls = NULL;
+    conn_unref(c);
+}
+
+static void run_cb(uv_poll_t *p, int status, int events)
+{
+    rd_http *h = p->data;
+    (void)status;
+    (void)events;
+    MHD_run(h->d);
+    rearm(h);
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    rd_http *h = t->data;
+    MHD_run(h->d);
+    rearm(h);
+}
+
+static void rearm(rd_http *h)
+{
+    MHD_UNSIGNED_LONG_LONG ms;
+    if (MHD_get_timeout(h->d, &ms) == MHD_YES)
+        uv_timer_start(&h->timer, timer_cb, ms, 0);
+    else
+        uv_timer_stop(&h->timer);
+}
+
+static void log_cb(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    fprintf(stderr, "level=warn component=http msg=\"");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\"\n");
+}
+
+static struct MHD_Daemon *start_daemon(rd_http *h, struct sockaddr_storage *ss, int v6)
+{
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     (v6 ? MHD_USE_IPv6 : 0);
+    return MHD_start_daemon(flags, (uint16_t)h->o.port, NULL, NULL, access_cb, h,
+                            MHD_OPTION_EXTERNAL_LOGGER, log_cb, NULL,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)ss,
+                            MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+                            MHD_OPTION_CONNECTION_LIMIT, h->o.max_connections,
+                            MHD_OPTION_CONNECTION_TIMEOUT, h->o.timeout_s, MHD_OPTION_END);
+}
+
+int rd_http_start(rd_http **out, uv_loop_t *loop, const rd_http_opts *o, rd_http_handler hd,
+                  rd_http_resume_fn resume, rd_http_done_fn done, void *app, char *err,
+                  size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int v6 = strchr(o->host, ':') != NULL;
+    memset(&ss, 0, sizeof ss);
+    if (v6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)o->port);
+        if (inet_pton(AF_INET6, o->host, &a->sin6_addr) != 1)
+            return snprintf(err, errlen, "bad listen address '%s'", o->host), -1;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)o->port);
+        if (inet_pton(AF_INET, o->host, &a->sin_addr) != 1)
+            return snprintf(err, errlen, "bad listen address '%s' (use an IP address)", o->host), -1;
+    }
+    rd_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return snprintf(err, errlen, "out of memory"), -1;
+    *h = (rd_http){.loop = loop, .handler = hd, .resume = resume, .done = done, .app = app, .o = *o};
+    h->d = start_daemon(h, &ss, v6);
+    if (!h->d) {
+        snprintf(err, errlen, "cannot listen on %s port %d (address in use or not allowed?)",
+                 o->host, o->port);
+        free(h);
+        return -1;
+    }
+    const union MHD_DaemonInfo *ep = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
+    const union MHD_DaemonInfo *pi = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = pi ? pi->port : o->port;
+    uv_timer_init(loop, &h->timer);
+    h->timer.data = h;
+    if (!ep || uv_poll_init(loop, &h->poll, ep->epoll_fd) != 0) {
+        MHD_stop_daemon(h->d);
+        free(h);
+        return snprintf(err, errlen, "cannot watch the HTTP daemon's epoll fd"), -1;
+    }
+    h->poll.data = h;
+    uv_poll_start(&h->poll, UV_READABLE, run_cb);
+    rearm(h);
+    *out = h;
+    return 0;
+}
+
+int rd_http_port(const rd_http *h)
+{
+    return h->port;
+}
+
+unsigned rd_http_in_flight(const rd_http *h)
+{
+    return h->in_flight;
+}
+
+void rd_http_quiesce(rd_http *h)
+{
+    MHD_socket fd = MHD_quiesce_daemon(h->d);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    MHD_run(h->d);
+    rearm(h);
+}
+
+static void handle_closed(uv_handle_t *hd)
+{
+    rd_http *h = hd->data;
+    if (hd == (uv_handle_t *)&h->timer)
+        free(h);
+}
+
+void rd_http_stop(rd_http *h)
+{
+    uv_poll_stop(&h->poll);
+    uv_close((uv_handle_t *)&h->poll, NULL);
+    MHD_stop_daemon(h->d);
+    uv_timer_stop(&h->timer);
+    uv_close((uv_handle_t *)&h->timer, handle_closed);
+}

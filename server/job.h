@@ -1,0 +1,85 @@
+/*
+ * job.h -- one generation request as it travels between the HTTP loop thread
+ * and the engine thread.
+ *
+ * Ownership: reference counted (rd_job_ref / rd_job_unref); the HTTP side
+ * holds one reference for the connection, the engine one while the job is
+ * queued or running, the ready list one while the job sits on it.
+ * Fields under "request" are written by the loop thread before submit and
+ * only read afterwards.  Fields under "progress" are written by the engine
+ * thread and read by the loop thread, both under the queue mutex
+ * (rd_queue_lock).  Fields under "http" belong to the loop thread alone.
+ */
+#ifndef RD_JOB_H
+#define RD_JOB_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sampler.h"
+#include "tokenizer.h"
+
+typedef enum { RD_FIN_NONE = 0, RD_FIN_STOP, RD_FIN_LENGTH, RD_FIN_ERROR } rd_finish;
+typedef enum { RD_PHASE_QUEUED = 0, RD_PHASE_PREFILL, RD_PHASE_RUNNING, RD_PHASE_DONE } rd_phase;
+
+typedef struct rd_choice {
+    /* progress (engine writes, loop reads, under the queue mutex) */
+    int32_t *tok;              /* generated tokens */
+    rn_sample_result *res;     /* per token: logprob and alternatives */
+    int n_tok, cap_tok;
+    rd_finish finish;
+    atomic_int stop_req;       /* loop -> engine: a stop string matched */
+    /* engine only */
+    int slot;
+    rn_sampler *sampler;
+    int fed;                   /* generated tokens already fed into the state */
+    /* http only */
+    rn_detok *detok;
+    int n_seen;                /* tokens already turned into text */
+    char *text;                /* decoded text not yet sent (held for stop strings) */
+    size_t text_len, text_cap;
+    size_t sent_bytes;         /* text offset of what was sent (logprobs text_offset) */
+    int stopped;               /* a stop string matched: ignore later tokens */
+    int finish_sent;
+} rd_choice;
+
+typedef struct rd_job {
+    atomic_int refs;
+    /* request */
+    int32_t *prompt;
+    int n_prompt;
+    int max_tokens;
+    int n_logprobs;            /* alternatives per token, 0 = none asked */
+    int want_logprobs;
+    int ignore_eos;
+    int32_t eos;               /* -1: none */
+    rn_sample_params sp;
+    rn_logit_bias *bias;
+    int n;                     /* choices */
+    rd_choice *ch;
+    int session_slot;          /* -1: a transient request */
+    int session_fresh;         /* the session's slot must be reset first */
+    int fork_src;              /* >= 0: only copy this slot's state into session_slot */
+    /* progress */
+    rd_phase phase;
+    int prefilled;
+    atomic_int cancelled;
+    int error_status;          /* != 0: failed; message below */
+    char error_msg[200];
+    /* queue links (queue mutex) */
+    struct rd_job *next_submit, *next_ready, *next_taken;
+    int on_ready;
+    /* http (loop thread only) */
+    void *http;                /* the connection's request context */
+} rd_job;
+
+/* A new job with n choices, refs = 1 (owned by the caller). NULL on ENOMEM. */
+rd_job *rd_job_new(int n);
+void rd_job_ref(rd_job *j);
+/* Drops a reference; the last one frees the job and everything it owns. */
+void rd_job_unref(rd_job *j);
+/* Appends a sampled token to a choice (engine thread, queue mutex held). */
+int rd_choice_push(rd_choice *c, const rn_sample_result *r);
+
+#endif

@@ -1,0 +1,162 @@
+/* queue.c -- see queue.h. */
+#include <stdlib.h>
+
+#include "queue.h"
+
+struct rd_queue {
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    uv_async_t async;
+    rd_job *sub_head, *sub_tail;
+    rd_job *ready_head;
+    int stop, poked, pending_wake;
+    void (*on_ready)(void *);
+    void *arg;
+};
+
+static void async_cb(uv_async_t *h)
+{
+    rd_queue *q = h->data;
+    q->on_ready(q->arg);
+}
+
+int rd_queue_new(rd_queue **out, uv_loop_t *loop, void (*on_ready)(void *arg), void *arg)
+{
+    rd_queue *q = calloc(1, sizeof *q);
+    *out = NULL;
+    if (!q)
+        return -1;
+    q->on_ready = on_ready;
+    q->arg = arg;
+    if (uv_mutex_init(&q->mu) != 0 || uv_cond_init(&q->cv) != 0 ||
+        uv_async_init(loop, &q->async, async_cb) != 0) {
+        free(q);
+        return -1;
+    }
+    q->async.data = q;
+    *out = q;
+    return 0;
+}
+
+void rd_queue_close(rd_queue *q)
+{
+    uv_close((uv_handle_t *)&q->async, NULL);
+}
+
+void rd_queue_free(rd_queue *q)
+{
+    if (!q)
+        return;
+    for (rd_job *j = q->sub_head, *n; j; j = n) {
+        n = j->next_submit;
+        rd_job_unref(j);
+    }
+    for (rd_job *j = q->ready_head, *n; j; j = n) {
+        n = j->next_ready;
+        rd_job_unref(j);
+    }
+    uv_cond_destroy(&q->cv);
+    uv_mutex_destroy(&q->mu);
+    free(q);
+}
+
+void rd_queue_lock(rd_queue *q)
+{
+    uv_mutex_lock(&q->mu);
+}
+
+void rd_queue_unlock(rd_queue *q)
+{
+    uv_mutex_unlock(&q->mu);
+}
+
+void rd_queue_submit(rd_queue *q, rd_job *j)
+{
+    uv_mutex_lock(&q->mu);
+    j->next_submit = NULL;
+    if (q->sub_tail)
+        q->sub_tail->next_submit = j;
+    else
+        q->sub_head = j;
+    q->sub_tail = j;
+    uv_cond_signal(&q->cv);
+    uv_mutex_unlock(&q->mu);
+}
+
+rd_job *rd_queue_take(rd_queue *q, int wait_ms)
+{
+    uv_mutex_lock(&q->mu);
+    if (!q->sub_head && !q->stop && !q->poked && wait_ms != 0) {
+        if (wait_ms < 0)
+            uv_cond_wait(&q->cv, &q->mu);
+        else
+            uv_cond_timedwait(&q->cv, &q->mu, (uint64_t)wait_ms * 1000000u);
+    }
+    q->poked = 0;
+    rd_job *list = q->stop ? NULL : q->sub_head;
+    if (!q->stop)
+        q->sub_head = q->sub_tail = NULL;
+    uv_mutex_unlock(&q->mu);
+    return list;
+}
+
+void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j)
+{
+    if (j->on_ready)
+        return;
+    rd_job_ref(j);
+    j->on_ready = 1;
+    j->next_ready = q->ready_head;
+    q->ready_head = j;
+    q->pending_wake = 1;
+}
+
+void rd_queue_wake(rd_queue *q)
+{
+    uv_mutex_lock(&q->mu);
+    int wake = q->pending_wake;
+    q->pending_wake = 0;
+    uv_mutex_unlock(&q->mu);
+    if (wake)
+        uv_async_send(&q->async);
+}
+
+rd_job *rd_queue_take_ready(rd_queue *q)
+{
+    uv_mutex_lock(&q->mu);
+    /* relink through next_taken: the engine may put a job back on the ready
+     * list (reusing next_ready) while the loop walks this one */
+    rd_job *list = NULL;
+    for (rd_job *j = q->ready_head; j; j = j->next_ready) {
+        j->on_ready = 0;
+        j->next_taken = list;
+        list = j;
+    }
+    q->ready_head = NULL;
+    uv_mutex_unlock(&q->mu);
+    return list;
+}
+
+void rd_queue_stop(rd_queue *q)
+{
+    uv_mutex_lock(&q->mu);
+    q->stop = 1;
+    uv_cond_broadcast(&q->cv);
+    uv_mutex_unlock(&q->mu);
+}
+
+int rd_queue_stopping(rd_queue *q)
+{
+    uv_mutex_lock(&q->mu);
+    int s = q->stop;
+    uv_mutex_unlock(&q->mu);
+    return s;
+}
+
+void rd_queue_poke(rd_queue *q)
+{
+    uv_mutex_lock(&q->mu);
+    q->poked = 1;
+    uv_cond_signal(&q->cv);
+    uv_mutex_unlock(&q->mu);
+}

@@ -1,0 +1,50 @@
+/*
+ * queue.h -- the only cross-thread code: jobs go from the HTTP loop thread to
+ * the engine thread (submit), and come back as "ready" notifications through
+ * a uv_async_t.  Every mutex, condition variable and uv_async_send of the
+ * server lives in queue.c.
+ *
+ * uv_async_send coalesces: the loop's callback must drain the whole ready
+ * list each time (rd_queue_take_ready).
+ */
+#ifndef RD_QUEUE_H
+#define RD_QUEUE_H
+
+#include <uv.h>
+
+#include "job.h"
+
+typedef struct rd_queue rd_queue;
+
+/* Creates the queue and its async handle on loop; on_ready runs on the loop
+ * thread after the engine marked jobs ready.  Returns 0 and sets *out
+ * (owned by the caller: rd_queue_close then rd_queue_free after the loop
+ * closed the handle). */
+int rd_queue_new(rd_queue **out, uv_loop_t *loop, void (*on_ready)(void *arg), void *arg);
+void rd_queue_close(rd_queue *q); /* uv_close of the async handle (loop thread) */
+void rd_queue_free(rd_queue *q);
+
+void rd_queue_lock(rd_queue *q);
+void rd_queue_unlock(rd_queue *q);
+
+/* Loop thread: hands j (with a reference the queue now owns) to the engine. */
+void rd_queue_submit(rd_queue *q, rd_job *j);
+/* Engine thread: pops every submitted job into a list (next_submit links);
+ * waits up to wait_ms when there is none (wait_ms < 0: until one arrives or
+ * stop).  Returns the list (possibly NULL). */
+rd_job *rd_queue_take(rd_queue *q, int wait_ms);
+/* Engine thread, queue mutex held: puts j on the ready list (once) with a
+ * reference, and arranges a wake-up (sent by rd_queue_wake). */
+void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j);
+/* Engine thread: wakes the loop if anything was marked ready. */
+void rd_queue_wake(rd_queue *q);
+/* Loop thread: takes the ready list (next_taken links); each entry carries
+ * one reference the caller must drop. */
+rd_job *rd_queue_take_ready(rd_queue *q);
+/* Asks the engine thread to stop; rd_queue_take returns NULL from then on. */
+void rd_queue_stop(rd_queue *q);
+int rd_queue_stopping(rd_queue *q);
+/* Wakes a waiting engine thread (after a cancel, say). */
+void rd_queue_poke(rd_queue *q);
+
+#endif

@@ -1,0 +1,419 @@
+/*
+ * scheduler.c -- see scheduler.h.
+ *
+ * Job states: QUEUED (waiting for slots) -> PREFILL (prompt being fed in
+ * chunks) -> RUNNING (one token per iteration per choice) -> DONE.  A job
+ * with n choices prefills once into its first slot, then forks the state
+ * into the others (one copy each).
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler.h"
+
+struct rd_sched {
+    rn_engine *e;
+    rd_queue *q;
+    rd_sched_opts o;
+    int vocab;
+    uv_thread_t thread;
+    uv_mutex_t slot_mu; /* the slot pool is shared with session creation */
+    unsigned char *slot_used;
+    atomic_int waiting, running, slots_used;
+    rd_job *wait_head, *wait_tail; /* engine thread only */
+    rd_job **active;
+    int n_active, cap_active;
+    float *logits;                 /* n_slots x vocab */
+    int *b_slot;
+    int32_t *b_tok;
+    rd_job **b_job;
+    int *b_choice;
+    unsigned char *b_feed_only;
+};
+
+/* ---------------------------------------------------------------- slots */
+
+static int slot_alloc(rd_sched *s)
+{
+    int slot = -1;
+    uv_mutex_lock(&s->slot_mu);
+    for (int i = 0; i < s->o.n_slots && slot < 0; i++)
+        if (!s->slot_used[i]) {
+            s->slot_used[i] = 1;
+            slot = i;
+        }
+    uv_mutex_unlock(&s->slot_mu);
+    if (slot >= 0)
+        atomic_fetch_add(&s->slots_used, 1);
+    return slot;
+}
+
+static int slots_free(rd_sched *s)
+{
+    return s->o.n_slots - atomic_load(&s->slots_used);
+}
+
+int rd_sched_reserve_slot(rd_sched *s)
+{
+    return slot_alloc(s);
+}
+
+void rd_sched_release_slot(rd_sched *s, int slot)
+{
+    if (slot < 0 || slot >= s->o.n_slots)
+        return;
+    uv_mutex_lock(&s->slot_mu);
+    int was = s->slot_used[slot];
+    s->slot_used[slot] = 0;
+    uv_mutex_unlock(&s->slot_mu);
+    if (was)
+        atomic_fetch_sub(&s->slots_used, 1);
+}
+
+int rd_sched_try_enqueue(rd_sched *s, int jobs)
+{
+    if (atomic_fetch_add(&s->waiting, jobs) + jobs > s->o.max_waiting) {
+        atomic_fetch_sub(&s->waiting, jobs);
+        return -1;
+    }
+    return 0;
+}
+
+void rd_sched_get_stats(rd_sched *s, rd_sched_stats *st)
+{
+    st->slots_total = s->o.n_slots;
+    st->slots_used = atomic_load(&s->slots_used);
+    st->waiting = atomic_load(&s->waiting);
+    st->running = atomic_load(&s->running);
+}
+
+/* ------------------------------------------------------------ job ends */
+
+/* Releases a finished or failed job's transient slots and tells the loop. */
+static void finish_job(rd_sched *s, rd_job *j, int status, const char *msg)
+{
+    rd_queue_lock(s->q);
+    if (status && !j->error_status) {
+        j->error_status = status;
+        strncpy(j->error_msg, msg, sizeof j->error_msg - 1);
+    }
+    j->phase = RD_PHASE_DONE;
+    rd_queue_mark_ready_locked(s->q, j);
+    rd_queue_unlock(s->q);
+    for (int i = 0; i < j->n; i++) {
+        if (j->ch[i].slot >= 0 && j->ch[i].slot != j->session_slot)
+            rd_sched_release_slot(s, j->ch[i].slot);
+        j->ch[i].slot = -1;
+    }
+}
+
+static void remove_active(rd_sched *s, int idx)
+{
+    s->active[idx] = s->active[--s->n_active];
+    atomic_fetch_sub(&s->running, 1);
+}
+
+/* ----------------------------------------------------------- admission */
+
+static void take_new(rd_sched *s, int wait)
+{
+    rd_job *list = rd_queue_take(s->q, wait ? -1 : 0);
+    for (rd_job *j = list, *n; j; j = n) {
+        n = j->next_submit;
+        j->next_submit = NULL;
+        if (s->wait_tail)
+            s->wait_tail->next_submit = j;
+        else
+            s->wait_head = j;
+        s->wait_tail = j;
+    }
+}
+
+static int start_job(rd_sched *s, rd_job *j)
+{
+    if (j->fork_src >= 0) { /* a session fork: one state copy, nothing to run */
+        if (j->session_fresh) /* the source was never used: an empty state */
+            rn_state_reset(s->e, j->session_slot);
+        else
+            rn_state_copy(s->e, j->session_slot, j->fork_src);
+        j->ch[0].slot = -1;
+        finish_job(s, j, 0, "");
+        rd_job_unref(j);
+        return 0;
+    }
+    int need = j->n - (j->session_slot >= 0 ? 1 : 0);
+    if (slots_free(s) < need)
+        return -1;
+    for (int i = 0; i < j->n; i++) {
+        int slot = i == 0 && j->session_slot >= 0 ? j->session_slot : slot_alloc(s);
+        j->ch[i].slot = slot;
+        if (slot != j->session_slot || j->session_fresh)
+            rn_state_reset(s->e, slot);
+    }
+    j->session_fresh = 0;
+    if (s->n_active == s->cap_active) {
+        int cap = s->cap_active ? 2 * s->cap_active : 64;
+        rd_job **a = realloc(s->active, sizeof *a * (size_t)cap);
+        if (!a)
+            return -1;
+        s->active = a;
+        s->cap_active = cap;
+    }
+    rd_queue_lock(s->q);
+    j->phase = RD_PHASE_PREFILL;
+    rd_queue_unlock(s->q);
+    s->active[s->n_active++] = j;
+    atomic_fetch_add(&s->running, 1);
+    return 0;
+}
+
+/* FIFO admission: the head waits until it fits, so big jobs are not starved. */
+static void admit(rd_sched *s)
+{
+    while (s->wait_head) {
+        rd_job *j = s->wait_head;
+        if (atomic_load(&j->cancelled)) {
+            s->wait_head = j->next_submit;
+            atomic_fetch_sub(&s->waiting, 1);
+            finish_job(s, j, 499, "cancelled");
+            rd_job_unref(j);
+            continue;
+        }
+        rd_job *next = j->next_submit;
+        if (start_job(s, j) != 0)
+            break;
+        s->wait_head = next;
+        atomic_fetch_sub(&s->waiting, 1);
+    }
+    if (!s->wait_head)
+        s->wait_tail = NULL;
+}
+
+static void drop_cancelled(rd_sched *s)
+{
+    for (int i = 0; i < s->n_active;) {
+        rd_job *j = s->active[i];
+        if (atomic_load(&j->cancelled) || j->phase == RD_PHASE_DONE) {
+            if (j->phase != RD_PHASE_DONE)
+                finish_job(s, j, 499, "cancelled");
+            remove_active(s, i);
+            rd_job_unref(j);
+        } else {
+            i++;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ sampling */
+
+/* Samples one token for choice c from logits; returns 1 if it finished. */
+static int sample_into(rd_sched *s, rd_job *j, rd_choice *c, const float *logits)
+{
+    rn_sample_result r;
+    rn_sampler_sample(c->sampler, logits, j->n_logprobs, &r);
+    rd_queue_lock(s->q);
+    if (rd_choice_push(c, &r) != 0)
+        c->finish = RD_FIN_ERROR;
+    else if (!j->ignore_eos && r.token == j->eos)
+        c->finish = RD_FIN_STOP;
+    else if (c->n_tok >= j->max_tokens)
+        c->finish = RD_FIN_LENGTH;
+    rd_queue_mark_ready_locked(s->q, j);
+    rd_queue_unlock(s->q);
+    return c->finish != RD_FIN_NONE;
+}
+
+/* A job is done when every choice finished and, for a session, its last
+ * token is in the state too. */
+static int job_complete(const rd_job *j)
+{
+    for (int i = 0; i < j->n; i++) {
+        const rd_choice *c = &j->ch[i];
+        if (c->finish == RD_FIN_NONE)
+            return 0;
+        if (j->session_slot >= 0 && c->fed < c->n_tok)
+            return 0;
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------- iteration */
+
+static void decode_step(rd_sched *s)
+{
+    int nb = 0;
+    for (int a = 0; a < s->n_active; a++) {
+        rd_job *j = s->active[a];
+        if (j->phase != RD_PHASE_RUNNING)
+            continue;
+        for (int i = 0; i < j->n; i++) {
+            rd_choice *c = &j->ch[i];
+            if (c->finish == RD_FIN_NONE && atomic_load(&c->stop_req)) {
+                rd_queue_lock(s->q);
+                c->finish = RD_FIN_STOP;
+                rd_queue_unlock(s->q);
+            }
+            int feed_only = c->finish != RD_FIN_NONE;
+            if (feed_only && !(j->session_slot >= 0 && c->fed < c->n_tok))
+                continue;
+            s->b_slot[nb] = c->slot;
+            s->b_tok[nb] = c->tok[c->n_tok - 1];
+            s->b_job[nb] = j;
+            s->b_choice[nb] = i;
+            s->b_feed_only[nb] = (unsigned char)feed_only;
+            nb++;
+        }
+    }
+    if (nb == 0)
+        return;
+    int rc = rn_decode(s->e, s->b_slot, s->b_tok, nb, s->logits);
+    for (int k = 0; k < nb; k++) {
+        rd_job *j = s->b_job[k];
+        rd_choice *c = &j->ch[s->b_choice[k]];
+        if (rc != RN_OK) {
+            if (j->phase != RD_PHASE_DONE)
+                finish_job(s, j, 500, "engine error during decode");
+            continue;
+        }
+        rd_queue_lock(s->q);
+        c->fed = c->n_tok;
+        rd_queue_unlock(s->q);
+        if (!s->b_feed_only[k])
+            sample_into(s, j, c, s->logits + (size_t)k * (size_t)s->vocab);
+    }
+    for (int a = 0; a < s->n_active; a++)
+        if (s->active[a]->phase == RD_PHASE_RUNNING && job_complete(s->active[a]))
+            finish_job(s, s->active[a], 0, "");
+}
+
+/* Prompt done: fork the state into the other choices and sample each one's
+ * first token from the prompt's last logits. */
+static void prompt_done(rd_sched *s, rd_job *j, const float *logits)
+{
+    for (int i = 1; i < j->n; i++)
+        rn_state_copy(s->e, j->ch[i].slot, j->ch[0].slot);
+    for (int i = 0; i < j->n; i++)
+        sample_into(s, j, &j->ch[i], logits);
+    rd_queue_lock(s->q);
+    j->phase = RD_PHASE_RUNNING;
+    rd_queue_unlock(s->q);
+    if (job_complete(j))
+        finish_job(s, j, 0, "");
+}
+
+static void prefill_step(rd_sched *s)
+{
+    int budget = s->o.prefill_budget;
+    for (int a = 0; a < s->n_active && budget > 0; a++) {
+        rd_job *j = s->active[a];
+        if (j->phase != RD_PHASE_PREFILL)
+            continue;
+        while (budget > 0 && j->prefilled < j->n_prompt) {
+            int m = j->n_prompt - j->prefilled;
+            m = m < s->o.chunk ? m : s->o.chunk;
+            m = m < budget ? m : budget;
+            int last = j->prefilled + m == j->n_prompt;
+            rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = m};
+            int rc = rn_prefill(s->e, j->ch[0].slot, j->prompt + j->prefilled, m, &po,
+                                last ? s->logits : NULL);
+            if (rc != RN_OK) {
+                finish_job(s, j, 500, "engine error during prefill");
+                break;
+            }
+            j->prefilled += m;
+            budget -= m;
+            if (last)
+                prompt_done(s, j, s->logits);
+        }
+    }
+}
+
+static void fail_everything(rd_sched *s)
+{
+    for (int i = 0; i < s->n_active; i++) {
+        if (s->active[i]->phase != RD_PHASE_DONE)
+            finish_job(s, s->active[i], 503, "server shutting down");
+        rd_job_unref(s->active[i]);
+    }
+    s->n_active = 0;
+    for (rd_job *j = s->wait_head, *n; j; j = n) {
+        n = j->next_submit;
+        finish_job(s, j, 503, "server shutting down");
+        rd_job_unref(j);
+    }
+    s->wait_head = s->wait_tail = NULL;
+    rd_queue_wake(s->q);
+}
+
+static void engine_main(void *arg)
+{
+    rd_sched *s = arg;
+    for (;;) {
+        int idle = s->n_active == 0 && !s->wait_head;
+        take_new(s, idle);
+        if (rd_queue_stopping(s->q))
+            break;
+        drop_cancelled(s);
+        admit(s);
+        decode_step(s);
+        prefill_step(s);
+        drop_cancelled(s); /* also removes jobs that just finished */
+        rd_queue_wake(s->q);
+    }
+    fail_everything(s);
+}
+
+/* --------------------------------------------------------------- setup */
+
+static void sched_free(rd_sched *s)
+{
+    free(s->slot_used);
+    free(s->active);
+    free(s->logits);
+    free(s->b_slot);
+    free(s->b_tok);
+    free(s->b_job);
+    free(s->b_choice);
+    free(s->b_feed_only);
+    uv_mutex_destroy(&s->slot_mu);
+    free(s);
+}
+
+int rd_sched_start(rd_sched **out, rn_engine *e, rd_queue *q, const rd_sched_opts *o)
+{
+    rd_sched *s = calloc(1, sizeof *s);
+    *out = NULL;
+    if (!s || uv_mutex_init(&s->slot_mu) != 0) {
+        free(s);
+        return -1;
+    }
+    s->e = e;
+    s->q = q;
+    s->o = *o;
+    s->vocab = rn_engine_vocab(e);
+    size_t n = (size_t)o->n_slots;
+    s->slot_used = calloc(n, 1);
+    s->logits = malloc(sizeof(float) * n * (size_t)s->vocab);
+    s->b_slot = malloc(sizeof(int) * n);
+    s->b_tok = malloc(sizeof(int32_t) * n);
+    s->b_job = malloc(sizeof(rd_job *) * n);
+    s->b_choice = malloc(sizeof(int) * n);
+    s->b_feed_only = malloc(n);
+    if (!s->slot_used || !s->logits || !s->b_slot || !s->b_tok || !s->b_job || !s->b_choice ||
+        !s->b_feed_only || uv_thread_create(&s->thread, engine_main, s) != 0) {
+        sched_free(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+void rd_sched_stop(rd_sched *s)
+{
+    if (!s)
+        return;
+    rd_queue_stop(s->q);
+    uv_thread_join(&s->thread);
+    sched_free(s);
+}
