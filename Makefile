@@ -63,7 +63,7 @@ TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o)
 TEST_BIN := $(OUT)/tests/check_unit
 
-.PHONY: all help deps check check-unit check-asan bench format format-check lint clean fixtures info
+.PHONY: all help deps check check-unit check-asan bench fuzz run format format-check lint clean fixtures info
 
 all: $(RETNET) $(RETNETD) $(TEST_BIN)
 
@@ -145,6 +145,21 @@ lint:
 	$(Q)! grep -rnE '#include *[<"](microhttpd|uv)\.h' engine/ || { echo "lint: engine/ includes server headers"; exit 1; }
 	$(Q)! { test -d server && grep -rnE '#include *[<"](cuda|cublas|.*backend\.h)' server/; } || { echo "lint: server/ includes CUDA or backend headers"; exit 1; }
 	@echo "lint: ok"
+
+# libFuzzer targets (clang), each run for FUZZ_TIME seconds from its committed
+# seed corpus; findings land in build/fuzz/<target>/ and become unit tests.
+FUZZ_TIME ?= 600
+FUZZ_TARGETS := tokenizer config
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE
+fuzz: deps
+	$(Q)for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/$$t && \
+	    clang $(FUZZ_FLAGS) -Iengine $(PKG_CFLAGS) -o build/fuzz/fuzz_$$t tests/fuzz/fuzz_$$t.c \
+	        $(ENGINE_SRC) $(PKG_LIBS) -lm -pthread -DRN_NO_CLONES || exit 1; \
+	    echo "fuzz: $$t for $(FUZZ_TIME) s"; \
+	    build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 \
+	        -artifact_prefix=build/fuzz/$$t/ build/fuzz/$$t tests/fuzz/corpus/$$t || exit 1; \
+	done
 
 bench: deps $(RETNET)
 	$(Q)sh bench/run.sh $(RETNET)

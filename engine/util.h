@@ -38,19 +38,49 @@ static inline uint16_t rn__f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
+/* IEEE half <-> float in integer arithmetic (portable: no _Float16). */
 static inline float rn__f16_to_f32(uint16_t h)
 {
-    _Float16 x;
-    memcpy(&x, &h, 2);
-    return (float)x;
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, u;
+    float f;
+    if (exp == 0) {
+        f = (float)mant * 0x1p-24f; /* zero or subnormal */
+        memcpy(&u, &f, 4);
+        u |= sign;
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (mant << 13);
+    } else {
+        u = sign | ((exp + 112u) << 23) | (mant << 13);
+    }
+    memcpy(&f, &u, 4);
+    return f;
 }
 
+/* Round to nearest even; overflow gives infinity, NaN stays NaN. */
 static inline uint16_t rn__f32_to_f16(float f)
 {
-    _Float16 x = (_Float16)f;
-    uint16_t h;
-    memcpy(&h, &x, 2);
-    return h;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000u, mant = u & 0x7fffffu;
+    int32_t e8 = (int32_t)((u >> 23) & 0xffu), exp = e8 - 127 + 15;
+    if (e8 == 0xff)
+        return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0u));
+    if (exp >= 31)
+        return (uint16_t)(sign | 0x7c00u);
+    if (exp <= 0) {
+        if (exp < -10)
+            return (uint16_t)sign;
+        mant |= 0x800000u;
+        int shift = 14 - exp;
+        uint32_t h = mant >> shift, rem = mant & ((1u << shift) - 1u), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1u)))
+            h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((uint32_t)exp << 10) | (mant >> 13), rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
+        h++; /* a carry into the exponent rounds up correctly, to infinity at the top */
+    return (uint16_t)(sign | h);
 }
 
 #endif

@@ -34,7 +34,6 @@
 typedef float v16f __attribute__((vector_size(64)));
 typedef uint32_t v16u __attribute__((vector_size(64)));
 typedef uint16_t v16h __attribute__((vector_size(32)));
-typedef _Float16 v16hf __attribute__((vector_size(32)));
 
 static inline __attribute__((always_inline)) v16f load_f32(const float *p)
 {
@@ -56,9 +55,10 @@ static inline __attribute__((always_inline)) v16f load_w(const void *row, int i,
         memcpy(&f, &u, sizeof f);
         return f;
     }
-    v16hf h;
-    memcpy(&h, (const uint16_t *)row + i, sizeof h);
-    return __builtin_convertvector(h, v16f);
+    v16f f;
+    for (int k = 0; k < DOT_LANES; k++) /* f16 weights: the portable path converts in scalar */
+        f[k] = rn__f16_to_f32(((const uint16_t *)row)[i + k]);
+    return f;
 }
 
 static inline float load_w1(const void *row, int i, rn_dtype t)

@@ -66,6 +66,18 @@ START_TEST(test_math_bf16_roundtrip_and_rounding)
     ck_assert_float_eq(rn__bf16_to_f32(rn__f32_to_bf16(1.0f + 1.0f / 256)), 1.0f);
     ck_assert(isnan(rn__bf16_to_f32(rn__f32_to_bf16(NAN))));
     ck_assert_float_eq(rn__f16_to_f32(rn__f32_to_f16(0.333251953125f)), 0.333251953125f);
+    /* f16: every one of the 65536 values survives f16 -> f32 -> f16 (NaNs stay NaN) */
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = rn__f16_to_f32((uint16_t)h);
+        if (isnan(f))
+            ck_assert(isnan(rn__f16_to_f32(rn__f32_to_f16(f))));
+        else
+            ck_assert_uint_eq(rn__f32_to_f16(f), h);
+    }
+    ck_assert_float_eq(rn__f16_to_f32(rn__f32_to_f16(1e6f)), INFINITY);           /* overflow */
+    ck_assert_float_eq(rn__f16_to_f32(rn__f32_to_f16(0x1p-24f)), 0x1p-24f);        /* smallest subnormal */
+    ck_assert_float_eq(rn__f16_to_f32(rn__f32_to_f16(1.0f + 0x1p-11f)), 1.0f);      /* tie to even */
+    ck_assert_float_eq(rn__f16_to_f32(rn__f32_to_f16(1.0f + 0x1.8p-11f)), 1.0f + 0x1p-10f);
 }
 END_TEST
 
