@@ -68,12 +68,14 @@ TEST_BIN := $(OUT)/tests/check_unit
 all: $(RETNET) $(RETNETD) $(TEST_BIN)
 
 help:
-	@echo "make            build build/release/retnet and the tests"
+	@echo "make            build build/release/{retnetd,retnet} and the tests"
+	@echo "make run        start the server on models/ (http://127.0.0.1:8080)"
 	@echo "make deps       install missing Debian/Ubuntu packages (apt-get)"
 	@echo "make check      deps + build + all tests + lint"
 	@echo "make check-asan the same tests under AddressSanitizer + UBSan"
 	@echo "make bench      engine benchmarks next to the PyTorch reference and machine limits"
 	@echo "make fixtures   regenerate tests/fixtures from the reference packages (needs PyPI)"
+	@echo "make fuzz       libFuzzer targets, FUZZ_TIME seconds each (default 600)"
 	@echo "make format     clang-format the C sources"
 	@echo "make clean      remove build/"
 
@@ -145,6 +147,12 @@ lint:
 	$(Q)! grep -rnE '#include *[<"](microhttpd|uv)\.h' engine/ || { echo "lint: engine/ includes server headers"; exit 1; }
 	$(Q)! { test -d server && grep -rnE '#include *[<"](cuda|cublas|.*backend\.h)' server/; } || { echo "lint: server/ includes CUDA or backend headers"; exit 1; }
 	@echo "lint: ok"
+
+# Start the server on the shipped model (foreground; Ctrl-C drains and stops).
+# RUN_ARGS adds flags, e.g. make run RUN_ARGS="--port 9000 --host 0.0.0.0".
+run: deps
+	$(Q)$(MAKE) --no-print-directory $(RETNETD)
+	$(Q)exec $(RETNETD) --model models $(RUN_ARGS)
 
 # libFuzzer targets (clang), each run for FUZZ_TIME seconds from its committed
 # seed corpus; findings land in build/fuzz/<target>/ and become unit tests.
