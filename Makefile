@@ -129,12 +129,8 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory check-unit
 	$(Q)$(MAKE) --no-print-directory lint
 
-# The parity and form suites run a second time on the portable kernels
-# (RETNET_NO_AVX512=1), the path CPUs without AVX-512 take.
 check-unit: $(TEST_BIN) $(RETNET)
 	$(Q)CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} RN_RETNET=$(RETNET) $(TEST_BIN)
-	$(Q)RETNET_NO_AVX512=1 CK_RUN_SUITE=forms CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} $(TEST_BIN)
-	$(Q)RETNET_NO_AVX512=1 CK_RUN_SUITE=parity CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} $(TEST_BIN)
 
 # Check forks a child per test; LeakSanitizer runs at each child's exit and a
 # leak makes that test fail.

@@ -21,12 +21,18 @@
 #include "../rn_math.h"
 #include "../util.h"
 #include "ops.h"
+#include "packed.h"
 #include "pool.h"
 #include "retention.h"
 
 #define MAX_HEAD_DIM 1024
 
 typedef enum { RUN_DECODE, RUN_CHUNK, RUN_PARALLEL } run_mode;
+
+/* Decode-layout copies of one block's matrices (packed.h). */
+typedef struct {
+    rn_packed q, k, v, g, o, up, gate, down;
+} layer_packed;
 
 typedef struct cpu_ctx {
     const rn_config *c;
@@ -40,6 +46,8 @@ typedef struct cpu_ctx {
     float *freq;       /* (dk) rotary frequency per feature */
     rn_pool *pool;
     rn_cpu_ops_ctx ops;
+    layer_packed *lp;  /* (L) */
+    rn_packed lm_head;
     /* per-row scratch, cap_rows rows each */
     int cap_rows;
     float *x, *hn, *q, *k, *v, *g, *o, *f1, *f2, *y, *ret;
@@ -114,13 +122,16 @@ static float *layer_scale(cpu_ctx *x, int slot, int l)
 
 /* ------------------------------------------------------------- forward */
 
+/* Decode (and single rows) use the packed copy, prefill uses sgemm. */
 static void linear(cpu_ctx *x, run_mode mode, float *y, const float *in, int n, const rn_tensor *W,
-                   const rn_tensor *b)
+                   const rn_tensor *b, const rn_packed *P)
 {
-    if (mode == RUN_DECODE || n == 1)
-        rn__linear_rows(&x->ops, y, in, n, W, b);
-    else
+    if (mode == RUN_DECODE || n == 1) {
+        rn_packed_out o = {y, P, b ? b->data : NULL};
+        rn__linear_packed(x->pool, &o, 1, in, n);
+    } else {
         rn__linear_gemm(&x->ops, y, in, n, W, b);
+    }
 }
 
 static void embed(cpu_ctx *x, const int32_t *tok, int n)
@@ -214,22 +225,23 @@ static void retention_block(cpu_ctx *x, run_mode mode, const int *slots, const f
 {
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
-    if (mode == RUN_DECODE || n == 1) {
-        rn_linear_out o[4] = {{x->q, &lw->q_w, &lw->q_b}, {x->k, &lw->k_w, &lw->k_b},
-                              {x->v, &lw->v_w, &lw->v_b}, {x->g, &lw->g_w, &lw->g_b}};
-        rn__linear_rows_multi(&x->ops, o, 4, in, n);
+    const layer_packed *lp = &x->lp[l];
+    if (mode == RUN_DECODE || n == 1) { /* the four share their input: one parallel run */
+        rn_packed_out o[4] = {{x->q, &lp->q, lw->q_b.data}, {x->k, &lp->k, lw->k_b.data},
+                              {x->v, &lp->v, lw->v_b.data}, {x->g, &lp->g, lw->g_b.data}};
+        rn__linear_packed(x->pool, o, 4, in, n);
     } else {
-        linear(x, mode, x->q, in, n, &lw->q_w, &lw->q_b);
-        linear(x, mode, x->k, in, n, &lw->k_w, &lw->k_b);
-        linear(x, mode, x->v, in, n, &lw->v_w, &lw->v_b);
-        linear(x, mode, x->g, in, n, &lw->g_w, &lw->g_b);
+        linear(x, mode, x->q, in, n, &lw->q_w, &lw->q_b, &lp->q);
+        linear(x, mode, x->k, in, n, &lw->k_w, &lw->k_b, &lp->k);
+        linear(x, mode, x->v, in, n, &lw->v_w, &lw->v_b, &lp->v);
+        linear(x, mode, x->g, in, n, &lw->g_w, &lw->g_b, &lp->g);
     }
     qkv_prepare(x, n);
     retention(x, mode, slots, n, l, ts_clamp);
     rn__group_norm(x->o, n, c->n_heads, c->head_dim_v, c->group_norm_kind, c->group_norm_eps,
                    c->group_norm_affine ? lw->gn_w.data : NULL);
     rn__gate(x->o, x->g, (size_t)n * (size_t)c->value_dim, c->gate_act);
-    linear(x, mode, x->y, x->o, n, &lw->o_w, &lw->o_b);
+    linear(x, mode, x->y, x->o, n, &lw->o_w, &lw->o_b, &lp->o);
 }
 
 static void ffn_block(cpu_ctx *x, run_mode mode, const float *in, int n, int l)
@@ -237,20 +249,21 @@ static void ffn_block(cpu_ctx *x, run_mode mode, const float *in, int n, int l)
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
     size_t nf = (size_t)n * (size_t)c->intermediate_size;
+    const layer_packed *lp = &x->lp[l];
     if (c->ffn_kind == RN_FFN_GLU && (mode == RUN_DECODE || n == 1)) {
-        rn_linear_out o[2] = {{x->f1, &lw->up_w, &lw->up_b}, {x->f2, &lw->gate_w, &lw->gate_b}};
-        rn__linear_rows_multi(&x->ops, o, 2, in, n);
+        rn_packed_out o[2] = {{x->f1, &lp->up, lw->up_b.data}, {x->f2, &lp->gate, lw->gate_b.data}};
+        rn__linear_packed(x->pool, o, 2, in, n);
     } else {
-        linear(x, mode, x->f1, in, n, &lw->up_w, &lw->up_b);
+        linear(x, mode, x->f1, in, n, &lw->up_w, &lw->up_b, &lp->up);
         if (c->ffn_kind == RN_FFN_GLU)
-            linear(x, mode, x->f2, in, n, &lw->gate_w, &lw->gate_b);
+            linear(x, mode, x->f2, in, n, &lw->gate_w, &lw->gate_b, &lp->gate);
     }
     if (c->ffn_kind == RN_FFN_GLU) {
         rn__gate(x->f1, x->f2, nf, c->hidden_act); /* up * act(gate) */
     } else {
         rn__act(x->f1, nf, c->hidden_act);
     }
-    linear(x, mode, x->y, x->f1, n, &lw->down_w, &lw->down_b);
+    linear(x, mode, x->y, x->f1, n, &lw->down_w, &lw->down_b, &lp->down);
 }
 
 /* Adds branch output x->y into the residual stream per the norm position. */
@@ -286,7 +299,7 @@ static void output_logits(cpu_ctx *x, run_mode mode, int n, int all, float *logi
                  w->final_norm_b.data, c->norm_eps);
         h = x->hn;
     }
-    linear(x, mode, logits, h, m, &w->lm_head_w, &w->lm_head_b);
+    linear(x, mode, logits, h, m, &w->lm_head_w, &w->lm_head_b, &x->lm_head);
 }
 
 static void set_positions(cpu_ctx *x, run_mode mode, const int *slots, int n)
@@ -327,11 +340,46 @@ static int cpu_probe(rn_error *err)
     return RN_OK;
 }
 
+static void free_packed(cpu_ctx *x)
+{
+    for (int l = 0; x->lp && l < x->c->n_layers; l++) {
+        rn_packed *m = &x->lp[l].q;
+        for (size_t i = 0; i < sizeof(layer_packed) / sizeof(rn_packed); i++)
+            rn__packed_free(&m[i]);
+    }
+    free(x->lp);
+    x->lp = NULL;
+    rn__packed_free(&x->lm_head);
+}
+
+/* Decode-layout copies of every matrix a decode step reads. */
+static int pack_weights(cpu_ctx *x)
+{
+    const rn_config *c = x->c;
+    x->lp = calloc((size_t)c->n_layers, sizeof *x->lp);
+    if (!x->lp)
+        return RN_ENOMEM;
+    for (int l = 0; l < c->n_layers; l++) {
+        const rn_layer_weights *w = &x->w->layers[l];
+        layer_packed *p = &x->lp[l];
+        int rc = 0;
+        rc |= rn__pack(&p->q, &w->q_w) | rn__pack(&p->k, &w->k_w) | rn__pack(&p->v, &w->v_w);
+        rc |= rn__pack(&p->g, &w->g_w) | rn__pack(&p->o, &w->o_w) | rn__pack(&p->up, &w->up_w);
+        rc |= rn__pack(&p->down, &w->down_w);
+        if (c->ffn_kind == RN_FFN_GLU)
+            rc |= rn__pack(&p->gate, &w->gate_w);
+        if (rc)
+            return RN_ENOMEM;
+    }
+    return rn__pack(&x->lm_head, &x->w->lm_head_w);
+}
+
 static void cpu_deinit(void *ctx)
 {
     cpu_ctx *x = ctx;
     if (!x)
         return;
+    free_packed(x);
     free_rows(x);
     rn__pool_free(x->pool);
     free(x->ops.wbuf);
@@ -409,7 +457,7 @@ static int cpu_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_e
         goto fail;
     }
     int rows = x->max_chunk > x->n_slots ? x->max_chunk : x->n_slots;
-    if ((rc = init_tables(x)) || (rc = ensure_rows(x, rows, 0)) ||
+    if ((rc = init_tables(x)) || (rc = ensure_rows(x, rows, 0)) || (rc = pack_weights(x)) ||
         (rc = rn__pool_new(&x->pool, threads))) {
         rn_error_set(err, rc, "cpu backend: %s", rn_strerror(rc));
         goto fail;

@@ -16,23 +16,9 @@ typedef struct rn_cpu_ops_ctx {
     size_t wbuf_len;  /* floats */
 } rn_cpu_ops_ctx;
 
-/* y (n x out) = x (n x in) W^T + b, W (out x in) of any weight dtype.
- * Rows are computed independently with a fixed summation order, so a row's
- * result does not depend on n or on the thread count (batched decode equals
- * single decode bit for bit). */
-void rn__linear_rows(rn_cpu_ops_ctx *c, float *y, const float *x, int n, const rn_tensor *W,
-                     const rn_tensor *b);
-#define RN_LINEAR_MAX 4
-typedef struct rn_linear_out {
-    float *y;
-    const rn_tensor *W, *b;
-} rn_linear_out;
-/* count (<= RN_LINEAR_MAX) products of the same x in one parallel run, each
- * as rn__linear_rows computes it. */
-void rn__linear_rows_multi(rn_cpu_ops_ctx *c, const rn_linear_out *outs, int count, const float *x,
-                           int n);
-/* The same product through sgemm (prefill): faster for many rows, not
- * bit-identical to rn__linear_rows. */
+/* y (n x out) = x (n x in) W^T + b through sgemm, W (out x in) of any
+ * weight dtype (f16/bf16 expanded into wbuf first).  For prefill; decode uses
+ * the packed kernels (packed.h). */
 void rn__linear_gemm(rn_cpu_ops_ctx *c, float *y, const float *x, int n, const rn_tensor *W,
                      const rn_tensor *b);
 

@@ -12,13 +12,15 @@
  * generation before it waits; no wake-up is lost.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
 #include "../status.h"
 #include "pool.h"
 
-#define SPIN_ROUNDS 20000 /* ~0.1-0.5 ms of pause instructions */
+#define SPIN_ROUNDS 4000 /* ~0.1 ms of pause instructions, then sleep */
+#define YIELD_AFTER 256  /* waiting caller: give the CPU away when others need it */
 
 struct rn_pool {
     int n_threads;
@@ -150,8 +152,14 @@ void rn__pool_run(rn_pool *p, int n, rn_pool_fn fn, void *ctx)
     atomic_fetch_add(&p->generation, 1); /* publishes fn, ctx, n */
     wake_sleepers(p);
     drain(p);
-    while (atomic_load(&p->busy) > 0)
-        cpu_relax();
+    /* A worker still busy may be waiting for a CPU (more runnable threads
+     * than cores): spin briefly, then yield so it can run. */
+    for (int spins = 0; atomic_load(&p->busy) > 0; spins++) {
+        if (spins < YIELD_AFTER)
+            cpu_relax();
+        else
+            sched_yield();
+    }
 }
 
 int rn__pool_threads(const rn_pool *p)
