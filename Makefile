@@ -63,7 +63,7 @@ TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o)
 TEST_BIN := $(OUT)/tests/check_unit
 
-.PHONY: all help deps check check-unit check-asan bench fuzz run format format-check lint clean fixtures info
+.PHONY: all help deps check check-unit check-integration check-asan bench fuzz run format format-check lint clean fixtures info
 
 all: $(RETNET) $(RETNETD) $(TEST_BIN)
 
@@ -72,6 +72,7 @@ help:
 	@echo "make run        start the server on models/ (http://127.0.0.1:8080)"
 	@echo "make deps       install missing Debian/Ubuntu packages (apt-get)"
 	@echo "make check      deps + build + all tests + lint"
+	@echo "make check-integration  the server end to end over loopback (python3, stdlib only)"
 	@echo "make check-asan the same tests under AddressSanitizer + UBSan"
 	@echo "make bench      engine benchmarks next to the PyTorch reference and machine limits"
 	@echo "make fixtures   regenerate tests/fixtures from the reference packages (needs PyPI)"
@@ -123,20 +124,30 @@ $(TEST_BIN): $(TEST_OBJ) $(LIB)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(TEST_OBJ) $(LIB) $(CUDA_LIBS) $(CHECK_LIBS) $(LDLIBS_ALL) $(if $(CUDA_OBJ),-lstdc++)
 
 # The whole suite: unit tests (parity against tests/fixtures, malformed models,
-# form equivalences) and the layering lint.
+# form equivalences), the server's integration tests and the layering lint.
 check: deps
 	$(Q)$(MAKE) --no-print-directory info
 	$(Q)$(MAKE) --no-print-directory check-unit
+	$(Q)$(MAKE) --no-print-directory check-integration
 	$(Q)$(MAKE) --no-print-directory lint
 
 check-unit: $(TEST_BIN) $(RETNET)
 	$(Q)CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} RN_RETNET=$(RETNET) $(TEST_BIN)
 
+# The real retnetd on loopback, on a tiny random model written by $(RETNET):
+# every endpoint, SSE, sessions, overload, disconnects and SIGTERM.  Each
+# server must exit with status 0 and a log free of sanitizer reports.
+check-integration: $(RETNETD) $(RETNET)
+	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_server.py
+
 # Check forks a child per test; LeakSanitizer runs at each child's exit and a
-# leak makes that test fail.
+# leak makes that test fail.  In the integration tests it runs at each
+# server's exit: a leak fails the test class that started the server.
 check-asan: deps
 	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    CK_TIMEOUT_MULTIPLIER=4 $(MAKE) --no-print-directory SAN=asan check-unit
+	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	    $(MAKE) --no-print-directory SAN=asan check-integration
 
 # engine/ must not know HTTP or libuv; server/ must not know CUDA or backend internals.
 lint:

@@ -290,9 +290,15 @@ void rd_api_done(void *vapp, rd_conn *c)
     if (!r)
         return;
     if (r->kind == RD_REQ_FORK) {
-        if (r->echo_text)
+        if (r->echo_text) {
+            /* never answered (the client left): no one knows the new
+             * session, so it goes, with its slot, and the copy is called off */
             rd_session_set_busy((rd_session *)r->echo_text, 0);
-        rd_session_set_busy(r->session, 0);
+            atomic_store(&r->jobs[0]->cancelled, 1);
+            rd_session_delete(app, r->session);
+        } else {
+            rd_session_set_busy(r->session, 0);
+        }
         r->jobs[0]->http = NULL;
         rd_job_unref(r->jobs[0]);
         free(r->jobs);

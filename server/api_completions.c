@@ -472,27 +472,37 @@ static const char *finish_name(rd_finish f)
     return f == RD_FIN_LENGTH ? "length" : f == RD_FIN_STOP ? "stop" : NULL;
 }
 
-/* Earliest stop-string match in text; returns its offset or -1.  *hold = how
- * many trailing bytes could still start a stop string. */
-static long find_stop(const rd_req *r, const char *text, size_t len, size_t *hold)
+/* Earliest stop-string match that ends in text[from, len) (the text before
+ * `from` was searched already); returns its offset or -1. */
+static long find_stop(const rd_req *r, const char *text, size_t len, size_t from)
 {
     long best = -1;
-    *hold = 0;
     for (int s = 0; s < r->n_stops; s++) {
         const char *st = r->stops[s];
         size_t sl = strlen(st);
-        for (size_t i = 0; i + sl <= len; i++)
-            if (memcmp(text + i, st, sl) == 0 && (best < 0 || (long)i < best)) {
-                best = (long)i;
-                break;
-            }
-        for (size_t k = sl - 1; k > 0; k--) /* the longest suffix that is a prefix of st */
-            if (k <= len && memcmp(text + len - k, st, k) == 0) {
-                *hold = k > *hold ? k : *hold;
+        for (size_t i = from >= sl ? from - sl + 1 : 0; i + sl <= len; i++)
+            if (memcmp(text + i, st, sl) == 0) {
+                if (best < 0 || (long)i < best)
+                    best = (long)i;
                 break;
             }
     }
     return best;
+}
+
+/* How many trailing bytes of text could still start a stop string. */
+static size_t stop_hold(const rd_req *r, const char *text, size_t len)
+{
+    size_t hold = 0;
+    for (int s = 0; s < r->n_stops; s++) {
+        const char *st = r->stops[s];
+        for (size_t k = strlen(st) - 1; k > hold; k--) /* the longest suffix that is a prefix of st */
+            if (k <= len && memcmp(text + len - k, st, k) == 0) {
+                hold = k;
+                break;
+            }
+    }
+    return hold;
 }
 
 static void text_append(rd_choice *c, const char *s, size_t n)
@@ -509,36 +519,43 @@ static void text_append(rd_choice *c, const char *s, size_t n)
     c->text[c->text_len] = '\0';
 }
 
+/* Appends the text of one token; a stop string it completes ends the choice
+ * there (the stop string itself is never sent).  Checking token by token
+ * makes the end, and the tokens counted up to it, independent of how the
+ * engine's progress was batched into notifications. */
+static void append_token_text(rd_req *r, rd_choice *c, const char *s, size_t n)
+{
+    size_t from = c->text_len;
+    text_append(c, s, n);
+    long at = r->n_stops ? find_stop(r, c->text, c->text_len, from) : -1;
+    if (at >= 0) {
+        c->text_len = (size_t)at;
+        c->stopped = 1;
+        atomic_store(&c->stop_req, 1);
+    }
+}
+
 /* Moves new tokens of choice c into its text; returns the number of bytes
  * now safe to send (not part of a possible stop string).  Queue lock held. */
 static size_t advance_choice(rd_req *r, rd_job *j, rd_choice *c, int *finished)
 {
-    *finished = 0;
     while (!c->stopped && c->n_seen < c->n_tok) {
         const char *s;
         size_t n;
         int32_t t = c->tok[c->n_seen++];
         if (!(t == j->eos && !j->ignore_eos) && rn_detok_push(c->detok, t, &s, &n) == RN_OK)
-            text_append(c, s, n);
+            append_token_text(r, c, s, n);
     }
     if (!c->stopped && c->finish != RD_FIN_NONE && c->n_seen == c->n_tok) {
         const char *s;
         size_t n;
         if (rn_detok_finish(c->detok, &s, &n) == RN_OK)
-            text_append(c, s, n);
-    }
-    size_t hold = 0;
-    if (!c->stopped && r->n_stops) {
-        long at = find_stop(r, c->text, c->text_len, &hold);
-        if (at >= 0) {
-            c->text_len = (size_t)at; /* the stop string itself is never sent */
-            c->stopped = 1;
-            hold = 0;
-            atomic_store(&c->stop_req, 1);
-        }
+            append_token_text(r, c, s, n);
     }
     *finished = c->stopped || (c->finish != RD_FIN_NONE && c->n_seen == c->n_tok);
-    return *finished ? c->text_len : c->text_len - hold;
+    if (*finished || !r->n_stops)
+        return c->text_len;
+    return c->text_len - stop_hold(r, c->text, c->text_len);
 }
 
 /* --------------------------------------------------------------- SSE */
@@ -569,8 +586,11 @@ static void usage_json(rd_req *r, cJSON *o)
     int pt = 0, ct = 0;
     for (int i = 0; i < r->n_jobs; i++) {
         pt += r->jobs[i]->n_prompt;
-        for (int k = 0; k < r->jobs[i]->n; k++)
-            ct += r->jobs[i]->ch[k].n_tok;
+        for (int k = 0; k < r->jobs[i]->n; k++) {
+            const rd_choice *c = &r->jobs[i]->ch[k];
+            /* tokens generated after a stop string are not returned */
+            ct += c->stopped ? c->n_seen : c->n_tok;
+        }
     }
     cJSON *u = cJSON_AddObjectToObject(o, "usage");
     cJSON_AddNumberToObject(u, "prompt_tokens", pt);
@@ -655,19 +675,25 @@ static void stream_progress(rd_req *r)
             rd_choice *c = &j->ch[k];
             if (c->finish_sent)
                 continue;
-            int first = c->n_seen, fin;
+            int fin;
             size_t safe = advance_choice(r, j, c, &fin);
             int index = ji * j->n + k;
             if (safe > c->sent_bytes || fin) {
                 const char *fn = fin ? (c->stopped ? "stop" : finish_name(c->finish)) : NULL;
+                /* the logprobs of every token since the last chunk, including
+                 * tokens whose text is still held back */
                 stream_piece(r, index, c->text + c->sent_bytes, safe - c->sent_bytes, fn, j, c,
-                             first, c->n_seen);
+                             c->lp_sent, c->n_seen);
+                c->lp_sent = c->n_seen;
                 c->sent_bytes = safe;
                 c->finish_sent = fin;
             }
         }
     }
-    if (!r->done_sent && all_finished(r))
+    /* on a session, the end waits for the job itself: its last token is fed
+     * into the state one step after it was sampled, and the request must not
+     * be cancelled before that */
+    if (!r->done_sent && all_finished(r) && (!r->session || r->jobs[0]->phase == RD_PHASE_DONE))
         stream_end(r);
 }
 
@@ -815,6 +841,22 @@ int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
     return 0;
 }
 
+/* A non-streaming request with stop strings: decodes the new tokens of the
+ * choices still running, so a stop string ends its choice in the engine as
+ * soon as it appears rather than at max_tokens.  Finished choices are left to
+ * reply_full (which flushes their detokenizer). */
+static void scan_stops(rd_req *r, rd_job *j)
+{
+    rd_queue_lock(r->app->queue);
+    for (int k = 0; k < j->n; k++) {
+        rd_choice *c = &j->ch[k];
+        int fin;
+        if (!c->stopped && c->finish == RD_FIN_NONE)
+            advance_choice(r, j, c, &fin);
+    }
+    rd_queue_unlock(r->app->queue);
+}
+
 /* The loop's view of a job that has news. */
 void rd_api_job_ready(rd_app *app, rd_job *j)
 {
@@ -828,8 +870,11 @@ void rd_api_job_ready(rd_app *app, rd_job *j)
         if (r->done_sent)
             stream_list_remove(app, r);
         rd_http_wake(r->conn);
-    } else if (jobs_done(r)) {
-        rd_http_wake(r->conn);
+    } else {
+        if (r->n_stops)
+            scan_stops(r, j);
+        if (jobs_done(r))
+            rd_http_wake(r->conn);
     }
 }
 

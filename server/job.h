@@ -40,6 +40,7 @@ typedef struct rd_choice {
     char *text;                /* decoded text not yet sent (held for stop strings) */
     size_t text_len, text_cap;
     size_t sent_bytes;         /* text offset of what was sent (logprobs text_offset) */
+    int lp_sent;               /* tokens whose logprobs were sent (streaming) */
     int stopped;               /* a stop string matched: ignore later tokens */
     int finish_sent;
 } rd_choice;

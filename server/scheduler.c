@@ -176,6 +176,11 @@ static void admit(rd_sched *s)
         if (atomic_load(&j->cancelled)) {
             s->wait_head = j->next_submit;
             atomic_fetch_sub(&s->waiting, 1);
+            /* a session's first request: the session no longer counts as
+             * fresh, so its slot (someone else's state until now) is emptied
+             * even though the request never runs */
+            if (j->session_fresh)
+                rn_state_reset(s->e, j->session_slot);
             finish_job(s, j, 499, "cancelled");
             rd_job_unref(j);
             continue;
@@ -265,9 +270,9 @@ static void decode_step(rd_sched *s)
             nb++;
         }
     }
-    if (nb == 0)
-        return;
-    int rc = rn_decode(s->e, s->b_slot, s->b_tok, nb, s->logits);
+    /* nb may be 0 when every remaining choice was just stopped: the jobs
+     * still have to be completed below */
+    int rc = nb > 0 ? rn_decode(s->e, s->b_slot, s->b_tok, nb, s->logits) : RN_OK;
     for (int k = 0; k < nb; k++) {
         rd_job *j = s->b_job[k];
         rd_choice *c = &j->ch[s->b_choice[k]];

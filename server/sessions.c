@@ -73,7 +73,8 @@ void rd_session_delete(rd_app *app, rd_session *s)
             *p = s->next;
             break;
         }
-    rd_sched_release_slot(app->sched, s->slot);
+    if (app->sched) /* NULL once the engine stopped (exit): the slot pool is gone */
+        rd_sched_release_slot(app->sched, s->slot);
     app->n_sessions--;
     free(s);
 }
