@@ -7,8 +7,10 @@
 
 #include "fixture.h"
 
-const char *const fixture_names[N_FIXTURES] = {"ts", "ts_deepnorm", "yar", "yar_postnorm", "fla",
-                                               "fla_bf16"};
+/* "demo" is the shipped model (models/, or RN_DEMO_MODEL) against the
+ * reference its training framework computed (tests/fixtures/demo/). */
+const char *const fixture_names[N_FIXTURES] = {"ts",  "ts_deepnorm", "yar", "yar_postnorm",
+                                               "fla", "fla_bf16",    "demo"};
 
 static const char *fixture_root(void)
 {
@@ -22,8 +24,12 @@ void fixture_load(fixture *f, const char *name)
     char path[600];
     memset(f, 0, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "%s/%s", fixture_root(), name);
-    ck_assert_msg(rn_model_load(&f->model, f->dir, &err) == RN_OK, "load %s: %s", f->dir, err.msg);
     snprintf(path, sizeof path, "%s/reference.safetensors", f->dir);
+    const char *model_dir = f->dir;
+    if (strcmp(name, "demo") == 0)
+        model_dir = getenv("RN_DEMO_MODEL") ? getenv("RN_DEMO_MODEL") : "models";
+    ck_assert_msg(rn_model_load(&f->model, model_dir, &err) == RN_OK, "load %s: %s", model_dir,
+                  err.msg);
     ck_assert_msg(rn_st_open(&f->ref, path, &err) == RN_OK, "%s", err.msg);
     f->cfg = rn_model_config(f->model);
     const rn_st_entry *t = rn_st_find(f->ref, "tokens");

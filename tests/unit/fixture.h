@@ -13,7 +13,7 @@
 #include "retnet.h"
 #include "safetensors.h"
 
-#define N_FIXTURES 6
+#define N_FIXTURES 7
 extern const char *const fixture_names[N_FIXTURES];
 
 typedef struct fixture {
