@@ -31,17 +31,25 @@ int rn__pack(rn_packed *p, const rn_tensor *W)
     unsigned char *d = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
     if (!d)
         return RN_ENOMEM;
-    const unsigned char *src = W->data;
-    for (int pn = 0; pn < np; pn++)
-        for (int i = 0; i < in; i++)
-            for (int r = 0; r < RN_PANEL; r++) {
-                int row = pn * RN_PANEL + r;
-                unsigned char *dst = d + (((size_t)pn * (size_t)in + (size_t)i) * RN_PANEL + (size_t)r) * esz;
-                if (row < out)
-                    memcpy(dst, src + ((size_t)row * (size_t)in + (size_t)i) * esz, esz);
-                else
-                    memset(dst, 0, esz);
-            }
+    /* row by row: reads stream through W, writes stride RN_PANEL elements;
+     * the padding rows of the last panel are zero */
+    for (int row = 0; row < np * RN_PANEL; row++) {
+        size_t base = (size_t)(row / RN_PANEL) * (size_t)in * RN_PANEL + (size_t)(row % RN_PANEL);
+        if (row >= out) {
+            for (int i = 0; i < in; i++)
+                memset(d + (base + (size_t)i * RN_PANEL) * esz, 0, esz);
+        } else if (esz == 4) {
+            uint32_t *dst = (uint32_t *)(void *)d + base;
+            const uint32_t *src = (const uint32_t *)W->data + (size_t)row * (size_t)in;
+            for (int i = 0; i < in; i++)
+                dst[(size_t)i * RN_PANEL] = src[i];
+        } else {
+            uint16_t *dst = (uint16_t *)(void *)d + base;
+            const uint16_t *src = (const uint16_t *)W->data + (size_t)row * (size_t)in;
+            for (int i = 0; i < in; i++)
+                dst[(size_t)i * RN_PANEL] = src[i];
+        }
+    }
     *p = (rn_packed){d, W->dtype, out, in, np};
     return RN_OK;
 }
