@@ -642,12 +642,49 @@ def default_data():
     return os.path.join(ROOT, 'data', 'tinyshakespeare.txt')
 
 
+def expectations_for_existing(out, name, path):
+    """Expectations for a tokenizer.json we did not train (the shipped model's),
+    over the committed corpus, in the same formats as the trained ones."""
+    with open(os.path.join(out, 'corpus.jsonl'), encoding='utf-8') as f:
+        corpus = [base64.b64decode(json.loads(line)['b64']) for line in f if line.strip()]
+    texts = [b.decode('utf-8', 'replace') for b in corpus]
+    tok = Tokenizer.from_file(path)
+    all_ids = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+    decoded = tok.decode_batch(all_ids, skip_special_tokens=False)
+    with open(os.path.join(out, name + '.expect.jsonl'), 'w', encoding='utf-8') as f:
+        for line, (text, ids, dec) in enumerate(zip(texts, all_ids, decoded)):
+            rec = {'line': line, 'ids': ids}
+            if dec != text:
+                rec['decoded'] = dec
+            f.write(dumps(rec) + '\n')
+    rng = random.Random(SEED + 1)
+    with open(os.path.join(out, name + '.decode.jsonl'), 'w', encoding='utf-8') as f:
+        for ids in decode_sequences(tok, all_ids, rng):
+            rec = {'ids': ids, 'decoded': tok.decode(ids, skip_special_tokens=False),
+                   'decoded_skip_special': tok.decode(ids, skip_special_tokens=True)}
+            chunks, err = stream_decode(tok, ids, False)
+            rec['stream'] = chunks
+            if err is not None:
+                rec['stream_error'] = err
+            f.write(dumps(rec) + '\n')
+    log('%s: %d lines, %d tokens' % (name, len(all_ids), sum(len(i) for i in all_ids)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--out', default=os.path.join(ROOT, 'tests', 'fixtures', 'tokenizer'))
     ap.add_argument('--data', default=default_data(),
                     help='tinyshakespeare.txt (default data/tinyshakespeare.txt)')
+    ap.add_argument('--existing', metavar='NAME=TOKENIZER_JSON', action='append', default=[],
+                    help='only write NAME.expect.jsonl and NAME.decode.jsonl for an existing '
+                         'tokenizer.json (e.g. demo=models/tokenizer.json) over the corpus '
+                         'already in --out; nothing else is regenerated')
     args = ap.parse_args()
+    if args.existing:
+        for spec in args.existing:
+            name, path = spec.split('=', 1)
+            expectations_for_existing(args.out, name, path)
+        return
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
     version = md.version('tokenizers')

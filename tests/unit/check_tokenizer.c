@@ -20,8 +20,9 @@
 #include "utf8.h"
 #include "util.h"
 
-static const char *const tok_names[] = {"bytelevel", "spbpe", "spbpe_metaspace"};
-#define N_TOK 3
+/* "demo" is the shipped model's tokenizer (models/tokenizer.json). */
+static const char *const tok_names[] = {"bytelevel", "spbpe", "spbpe_metaspace", "demo"};
+#define N_TOK 4
 
 static const char *tok_dir(void)
 {
@@ -36,7 +37,11 @@ static rn_tokenizer *load_tok(const char *name)
     char path[600];
     rn_tokenizer *t = NULL;
     rn_error err = {0};
-    snprintf(path, sizeof path, "%s/%s.json", tok_dir(), name);
+    if (strcmp(name, "demo") == 0)
+        snprintf(path, sizeof path, "%s/tokenizer.json",
+                 getenv("RN_DEMO_MODEL") ? getenv("RN_DEMO_MODEL") : "models");
+    else
+        snprintf(path, sizeof path, "%s/%s.json", tok_dir(), name);
     ck_assert_msg(rn_tokenizer_load(&t, path, &err) == RN_OK, "%s: %s", path, err.msg);
     return t;
 }
