@@ -63,7 +63,7 @@ TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o)
 TEST_BIN := $(OUT)/tests/check_unit
 
-.PHONY: all help deps check check-unit check-integration check-asan bench fuzz run format format-check lint clean fixtures info
+.PHONY: all help deps check check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
 
 all: $(RETNET) $(RETNETD) $(TEST_BIN)
 
@@ -73,8 +73,10 @@ help:
 	@echo "make deps       install missing Debian/Ubuntu packages (apt-get)"
 	@echo "make check      deps + build + all tests + lint"
 	@echo "make check-integration  the server end to end over loopback (python3, stdlib only)"
+	@echo "make check-sdk  the server through the official OpenAI Python SDK (venv from PyPI)"
 	@echo "make check-asan the same tests under AddressSanitizer + UBSan"
 	@echo "make bench      engine benchmarks next to the PyTorch reference and machine limits"
+	@echo "make bench-http HTTP/SSE latency and throughput next to the engine alone; /health with wrk"
 	@echo "make fixtures   regenerate tests/fixtures from the reference packages (needs PyPI)"
 	@echo "make fuzz       libFuzzer targets, FUZZ_TIME seconds each (default 600)"
 	@echo "make format     clang-format the C sources"
@@ -129,6 +131,7 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory info
 	$(Q)$(MAKE) --no-print-directory check-unit
 	$(Q)$(MAKE) --no-print-directory check-integration
+	$(Q)$(MAKE) --no-print-directory check-sdk
 	$(Q)$(MAKE) --no-print-directory lint
 
 check-unit: $(TEST_BIN) $(RETNET)
@@ -139,6 +142,30 @@ check-unit: $(TEST_BIN) $(RETNET)
 # server must exit with status 0 and a log free of sanitizer reports.
 check-integration: $(RETNETD) $(RETNET)
 	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_server.py
+	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_bad_input.py
+
+# The server through the official OpenAI Python SDK, pinned in $(SDK_REQ) and
+# installed from PyPI into $(SDK_VENV) (again only when the pin changes).
+# When that fails (no network) the target fails; with RETNETD_ALLOW_SKIP=1 it
+# prints SKIPPED and exits 0 instead.  A skip never counts as a pass otherwise.
+SDK_VENV := build/sdk-venv
+SDK_REQ := tests/integration/requirements-sdk.txt
+check-sdk: $(RETNETD) $(RETNET)
+	$(Q)if ! cmp -s $(SDK_REQ) $(SDK_VENV)/requirements-sdk.txt; then \
+	    echo "check-sdk: installing $$(grep -v '^#' $(SDK_REQ) | tr '\n' ' ')into $(SDK_VENV)"; \
+	    rm -rf $(SDK_VENV) && mkdir -p $(dir $(SDK_VENV)); \
+	    if python3 -m venv $(SDK_VENV) >$(SDK_VENV).log 2>&1 && \
+	       $(SDK_VENV)/bin/python -m pip install -q --disable-pip-version-check -r $(SDK_REQ) \
+	           >>$(SDK_VENV).log 2>&1; then \
+	        cp $(SDK_REQ) $(SDK_VENV)/requirements-sdk.txt; \
+	    else \
+	        rm -rf $(SDK_VENV); tail -n 5 $(SDK_VENV).log >&2; \
+	        why="cannot create $(SDK_VENV) with $$(grep -v '^#' $(SDK_REQ) | tr '\n' ' ')(no network, or no python3-venv?); log: $(SDK_VENV).log"; \
+	        if [ "$${RETNETD_ALLOW_SKIP:-0}" = 1 ]; then echo "SKIPPED: check-sdk: $$why"; exit 0; fi; \
+	        echo "check-sdk: FAILED: $$why (RETNETD_ALLOW_SKIP=1 turns this into a skip)" >&2; exit 1; \
+	    fi; \
+	fi; \
+	RETNETD=$(RETNETD) RETNET=$(RETNET) $(SDK_VENV)/bin/python tests/integration/test_openai_sdk.py
 
 # Check forks a child per test; LeakSanitizer runs at each child's exit and a
 # leak makes that test fail.  In the integration tests it runs at each
@@ -178,6 +205,13 @@ fuzz: deps
 
 bench: deps $(RETNET)
 	$(Q)sh bench/run.sh $(RETNET)
+
+# HTTP + SSE overhead: retnetd on models/ (the test model when there is none)
+# at 1, 8 and 32 concurrent streams next to `retnet bench` decode speed, and
+# GET /health with wrk (installed by tools/bench-deps.sh).  Not a test.
+bench-http: deps $(RETNETD) $(RETNET)
+	$(Q)sh tools/bench-deps.sh
+	$(Q)python3 bench/http_bench.py --retnetd $(RETNETD) --retnet $(RETNET)
 
 fixtures:
 	$(Q)sh tools/venv.sh >/dev/null && build/venv/bin/python tools/make_fixtures.py --out tests/fixtures

@@ -3,14 +3,17 @@
  * /ready, /v1/models, /tokenize, /detokenize and the session endpoints.
  * Completions live in api_completions.c.  Loop thread only.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
 
 #include "app.h"
+#include "utf8.h"
 
 
 /* Constant-time comparison: the time taken does not depend on where the
@@ -55,23 +58,26 @@ static int api_models(rd_app *app, rd_conn *c)
     return rd_json_reply(c, 200, o);
 }
 
-static cJSON *parse_body(rd_conn *c)
+/* The body as a JSON object, or NULL after answering 400 (*rc set). */
+static cJSON *parse_body(rd_conn *c, int *rc)
 {
     size_t len;
+    char why[128];
     const char *body = rd_conn_body(c, &len);
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return NULL;
-    }
+    cJSON *root = rd_json_parse_object(body, len, why, sizeof why);
+    if (!root)
+        *rc = rd_json_error(c, 400, "invalid_request_error", NULL, NULL, "%s", why);
     return root;
 }
 
 static int api_tokenize(rd_app *app, rd_conn *c)
 {
-    cJSON *root = parse_body(c);
-    const cJSON *p = root ? cJSON_GetObjectItemCaseSensitive(root, "prompt") : NULL;
-    if (!p && root)
+    int rc;
+    cJSON *root = parse_body(c, &rc);
+    if (!root)
+        return rc;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    if (!p)
         p = cJSON_GetObjectItemCaseSensitive(root, "text");
     if (!cJSON_IsString(p)) {
         cJSON_Delete(root);
@@ -95,8 +101,11 @@ static int api_tokenize(rd_app *app, rd_conn *c)
 
 static int api_detokenize(rd_app *app, rd_conn *c)
 {
-    cJSON *root = parse_body(c);
-    const cJSON *t = root ? cJSON_GetObjectItemCaseSensitive(root, "tokens") : NULL, *it;
+    int rc;
+    cJSON *root = parse_body(c, &rc);
+    if (!root)
+        return rc;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "tokens"), *it;
     int n = cJSON_IsArray(t) ? cJSON_GetArraySize(t) : -1, k = 0;
     int32_t *ids = n >= 0 ? malloc(sizeof(int32_t) * (size_t)(n + 1)) : NULL;
     if (ids)
@@ -116,7 +125,7 @@ static int api_detokenize(rd_app *app, rd_conn *c)
     }
     char *text = NULL;
     size_t len;
-    int rc = rn_tokenizer_decode(app->tok, ids, n, 0, &text, &len);
+    rc = rn_tokenizer_decode(app->tok, ids, n, 0, &text, &len);
     free(ids);
     if (rc != RN_OK)
         return rd_json_error(c, 500, "server_error", NULL, NULL, "decode failed");
@@ -197,7 +206,8 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
             int rc = create_session_or_error(app, c, &s);
             return s ? reply_session(c, 201, s) : rc;
         }
-        return rd_json_error(c, 405, "invalid_request_error", NULL, NULL, "use POST /v1/sessions");
+        return rd_json_error(c, 405, "invalid_request_error", NULL, NULL,
+                             "method %s not allowed on /v1/sessions; use POST", method);
     }
     char id[64];
     const char *slash = strchr(rest + 1, '/');
@@ -209,11 +219,15 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
     rd_session *s = rd_session_find(app, id);
     if (!s)
         return rd_json_error(c, 404, "not_found_error", NULL, "not_found", "session '%s' not found", id);
-    if (slash && !strcmp(slash, "/fork") && !strcmp(method, "POST"))
-        return api_session_fork(app, c, s);
+    if (slash && strcmp(slash, "/fork"))
+        return rd_json_error(c, 404, "not_found_error", NULL, NULL, "no endpoint %s %s", method,
+                             rd_conn_path(c));
     if (slash)
-        return rd_json_error(c, 404, "not_found_error", NULL, NULL, "no such endpoint");
-    if (!strcmp(method, "GET"))
+        return strcmp(method, "POST") ? rd_json_error(c, 405, "invalid_request_error", NULL, NULL,
+                                                      "method %s not allowed on %s; use POST", method,
+                                                      rd_conn_path(c))
+                                      : api_session_fork(app, c, s);
+    if (!strcmp(method, "GET") || !strcmp(method, "HEAD"))
         return reply_session(c, 200, s);
     if (!strcmp(method, "DELETE")) {
         if (rd_session_busy(s))
@@ -224,46 +238,119 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
         rd_session_delete(app, s);
         return reply_text(c, 200, body);
     }
-    return rd_json_error(c, 405, "invalid_request_error", NULL, NULL, "method not allowed");
+    return rd_json_error(c, 405, "invalid_request_error", NULL, NULL,
+                         "method %s not allowed on /v1/sessions/{id}; use GET or DELETE", method);
 }
 
 /* --------------------------------------------------------------- router */
+
+/* Media types a request body may be sent as: JSON, and the form type curl's
+ * -d sends by default (its body is still read as JSON). */
+static int content_type_ok(const char *ct)
+{
+    if (!ct)
+        return 1;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, "; \t");
+    return n == 0 || (n == 16 && !strncasecmp(ct, "application/json", 16)) ||
+           (n == 33 && !strncasecmp(ct, "application/x-www-form-urlencoded", 33));
+}
+
+/* A NUL character cannot be carried by the C strings the handlers use: it
+ * would cut a prompt short silently.  A raw 0 byte is never valid JSON; an
+ * escaped one is a backslash run of odd length followed by u0000. */
+static int has_nul(const char *b, size_t len)
+{
+    if (memchr(b, 0, len))
+        return 1;
+    for (const char *p = b; (p = memmem(p, len - (size_t)(p - b), "u0000", 5)) != NULL; p++) {
+        size_t k = 0;
+        while (p - k > b && p[-(ptrdiff_t)k - 1] == '\\')
+            k++;
+        if (k % 2 == 1)
+            return 1;
+    }
+    return 0;
+}
+
+/* Checks every request body before a handler sees it; returns 1 after
+ * answering (*rc set), 0 when the body may go on. */
+static int body_refused(rd_app *app, rd_conn *c, int *rc)
+{
+    size_t len;
+    const char *body = rd_conn_body(c, &len);
+    if (rd_conn_body_too_large(c)) {
+        *rc = rd_json_error(c, 413, "invalid_request_error", NULL, NULL,
+                            "request body larger than %zu bytes", app->opt.max_body);
+        return 1;
+    }
+    if (len == 0)
+        return 0;
+    const char *ct = rd_conn_header(c, "Content-Type");
+    if (!content_type_ok(ct)) {
+        *rc = rd_json_error(c, 415, "invalid_request_error", NULL, "unsupported_media_type",
+                            "Content-Type '%.100s' is not supported; send application/json", ct);
+        return 1;
+    }
+    if (!rn_utf8_valid((const unsigned char *)body, len)) {
+        *rc = rd_json_error(c, 400, "invalid_request_error", NULL, NULL,
+                            "the request body is not valid UTF-8");
+        return 1;
+    }
+    if (has_nul(body, len)) {
+        *rc = rd_json_error(c, 400, "invalid_request_error", NULL, NULL,
+                            "the request body contains a NUL character (U+0000), which is not supported");
+        return 1;
+    }
+    return 0;
+}
 
 int rd_api_handle(void *vapp, rd_conn *c)
 {
     rd_app *app = vapp;
     const char *m = rd_conn_method(c), *p = rd_conn_path(c);
-    if (!strcmp(p, "/health"))
-        return reply_text(c, 200, "{\"status\":\"ok\"}");
-    if (!strcmp(p, "/ready"))
+    int get = !strcmp(m, "GET") || !strcmp(m, "HEAD"), post = !strcmp(m, "POST"), rc;
+    if (!strcmp(p, "/health") || !strcmp(p, "/ready")) {
+        if (!get)
+            return rd_json_error(c, 405, "invalid_request_error", NULL, NULL,
+                                 "method %s not allowed on %s; use GET", m, p);
+        if (!strcmp(p, "/health"))
+            return reply_text(c, 200, "{\"status\":\"ok\"}");
         return app->draining ? rd_json_error(c, 503, "service_unavailable_error", NULL, NULL, "draining")
                              : reply_text(c, 200, "{\"status\":\"ready\"}");
+    }
     if (app->draining)
         return rd_json_error(c, 503, "service_unavailable_error", NULL, NULL,
                              "the server is shutting down");
     if (!authorized(app, c))
         return rd_json_error(c, 401, "authentication_error", NULL, "invalid_api_key",
                              "missing or invalid API key (Authorization: Bearer ...)");
-    if (rd_conn_body_too_large(c))
-        return rd_json_error(c, 413, "invalid_request_error", NULL, NULL,
-                             "request body larger than %zu bytes", app->opt.max_body);
-    int get = !strcmp(m, "GET"), post = !strcmp(m, "POST");
-    if (!strcmp(p, "/v1/models") && get)
-        return api_models(app, c);
-    if (!strcmp(p, "/v1/completions") && post)
-        return rd_api_completions(app, c, 0, NULL);
-    if (!strcmp(p, "/v1/chat/completions") && post)
-        return rd_api_completions(app, c, 1, NULL);
-    if (!strcmp(p, "/tokenize") && post)
-        return api_tokenize(app, c);
-    if (!strcmp(p, "/detokenize") && post)
-        return api_detokenize(app, c);
-    if (!strncmp(p, "/v1/sessions", 12) && (p[12] == '\0' || p[12] == '/'))
+    int sessions = !strncmp(p, "/v1/sessions", 12) && (p[12] == '\0' || p[12] == '/');
+    const char *want = NULL; /* the one method the path takes (sessions: several) */
+    if (!strcmp(p, "/v1/models"))
+        want = "GET";
+    else if (!strcmp(p, "/v1/completions") || !strcmp(p, "/v1/chat/completions") ||
+             !strcmp(p, "/tokenize") || !strcmp(p, "/detokenize"))
+        want = "POST";
+    else if (!sessions)
+        return rd_json_error(c, 404, "not_found_error", NULL, NULL, "no endpoint %s %s", m, p);
+    if (want && !(want[0] == 'G' ? get : post))
+        return rd_json_error(c, 405, "invalid_request_error", NULL, NULL,
+                             "method %s not allowed on %s; use %s", m, p, want);
+    if (body_refused(app, c, &rc))
+        return rc;
+    if (sessions)
         return api_sessions(app, c, m, p + 12);
-    if (!strcmp(p, "/v1/models") || !strcmp(p, "/v1/completions") ||
-        !strcmp(p, "/v1/chat/completions") || !strcmp(p, "/tokenize") || !strcmp(p, "/detokenize"))
-        return rd_json_error(c, 405, "invalid_request_error", NULL, NULL, "method %s not allowed on %s", m, p);
-    return rd_json_error(c, 404, "not_found_error", NULL, NULL, "no endpoint %s %s", m, p);
+    if (!strcmp(p, "/v1/models"))
+        return api_models(app, c);
+    if (!strcmp(p, "/v1/completions"))
+        return rd_api_completions(app, c, 0, NULL);
+    if (!strcmp(p, "/v1/chat/completions"))
+        return rd_api_completions(app, c, 1, NULL);
+    if (!strcmp(p, "/tokenize"))
+        return api_tokenize(app, c);
+    return api_detokenize(app, c);
 }
 
 void rd_api_resume(void *vapp, rd_conn *c)

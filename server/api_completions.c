@@ -204,6 +204,8 @@ static int parse_sampling(rd_app *app, const cJSON *root, rd_job *t, int chat, p
                 def_max, 1, app->opt.max_tokens_limit, &max_tokens, e) ||
         get_bool(root, "ignore_eos", 0, &ignore_eos, e))
         return -1;
+    if (seed != floor(seed))
+        return perr(e, "seed", "'seed' must be an integer");
     if (top_p == 0.0)
         return perr(e, "top_p", "'top_p' must be greater than 0");
     if (chat) {
@@ -234,6 +236,38 @@ static int parse_sampling(rd_app *app, const cJSON *root, rd_job *t, int chat, p
     return parse_bias(app, t, root, e);
 }
 
+/* A message's content: a string, or an array of text parts
+ * ({"type": "text", "text": "..."}) joined in order.  malloc'd, or NULL. */
+static char *message_text(const cJSON *content)
+{
+    if (cJSON_IsString(content))
+        return strdup(content->valuestring);
+    if (!cJSON_IsArray(content))
+        return NULL;
+    size_t len = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, content)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") || !cJSON_IsString(text))
+            return NULL;
+        len += strlen(text->valuestring);
+    }
+    char *out = malloc(len + 1);
+    if (!out)
+        return NULL;
+    len = 0;
+    cJSON_ArrayForEach(part, content)
+    {
+        const char *t = cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring;
+        memcpy(out + len, t, strlen(t));
+        len += strlen(t);
+    }
+    out[len] = '\0';
+    return out;
+}
+
 /* Chat messages -> one prompt string through the configured template. */
 static char *chat_prompt(rd_app *app, const cJSON *root, parse_err *e)
 {
@@ -249,15 +283,17 @@ static char *chat_prompt(rd_app *app, const cJSON *root, parse_err *e)
     cJSON_ArrayForEach(m, msgs)
     {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (!cJSON_IsString(role) || !cJSON_IsString(content) ||
+        char *content = message_text(cJSON_GetObjectItemCaseSensitive(m, "content"));
+        if (!cJSON_IsString(role) || !content ||
             (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "user") &&
              strcmp(role->valuestring, "assistant") && strcmp(role->valuestring, "developer"))) {
+            free(content);
             free(out);
-            perr(e, "messages", "each message needs a role (system, developer, user, assistant) and a string content");
+            perr(e, "messages", "each message needs a role (system, developer, user, assistant) and a "
+                                "content: a string or an array of text parts");
             return NULL;
         }
-        size_t need = len + strlen(content->valuestring) + 64;
+        size_t need = len + strlen(content) + 64;
         if (need > cap) {
             while (cap < need)
                 cap *= 2;
@@ -265,12 +301,12 @@ static char *chat_prompt(rd_app *app, const cJSON *root, parse_err *e)
         }
         const char *r = role->valuestring;
         if (chatml)
-            len += (size_t)sprintf(out + len, "<|im_start|>%s\n%s<|im_end|>\n", r, content->valuestring);
+            len += (size_t)sprintf(out + len, "<|im_start|>%s\n%s<|im_end|>\n", r, content);
         else if (!strcmp(r, "system") || !strcmp(r, "developer"))
-            len += (size_t)sprintf(out + len, "%s\n\n", content->valuestring);
+            len += (size_t)sprintf(out + len, "%s\n\n", content);
         else
-            len += (size_t)sprintf(out + len, "%s: %s\n", !strcmp(r, "user") ? "User" : "Assistant",
-                                   content->valuestring);
+            len += (size_t)sprintf(out + len, "%s: %s\n", !strcmp(r, "user") ? "User" : "Assistant", content);
+        free(content);
     }
     out = realloc(out, len + 32);
     strcpy(out + len, chatml ? "<|im_start|>assistant\n" : "Assistant:");
@@ -353,16 +389,29 @@ static int build_jobs(rd_app *app, rd_req *r, const cJSON *root, parse_err *e)
         (!r->chat && get_int(root, "best_of", 1, 1, 1, &best_of, e)) ||
         parse_sampling(app, root, &tmpl, r->chat, e) || parse_stops(r, root, e))
         goto fail;
-    if (model && !cJSON_IsNull(model) && (!cJSON_IsString(model) || strcmp(model->valuestring, app->opt.model_name))) {
+    if (model && !cJSON_IsNull(model) && !cJSON_IsString(model)) {
+        perr(e, "model", "'model' must be a string");
+        goto fail;
+    }
+    if (cJSON_IsString(model) && strcmp(model->valuestring, app->opt.model_name)) {
         free(tmpl.bias);
-        perr(e, "model", "model '%.100s' not found; this server serves '%s'",
-             cJSON_IsString(model) ? model->valuestring : "?", app->opt.model_name);
+        perr(e, "model", "model '%.100s' not found; this server serves '%s'", model->valuestring,
+             app->opt.model_name);
         return 404;
+    }
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(root, "user");
+    if (user && !cJSON_IsNull(user) && !cJSON_IsString(user)) {
+        perr(e, "user", "'user' must be a string");
+        goto fail;
     }
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (so && !cJSON_IsNull(so)) {
         if (!stream) {
             perr(e, "stream_options", "'stream_options' is only allowed with \"stream\": true");
+            goto fail;
+        }
+        if (!cJSON_IsObject(so)) {
+            perr(e, "stream_options", "'stream_options' must be an object");
             goto fail;
         }
         if (get_bool(so, "include_usage", 0, &r->include_usage, e))
@@ -763,11 +812,9 @@ int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
     size_t len;
     const char *body = rd_conn_body(conn, &len);
     parse_err e = {0};
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return rd_json_error(conn, 400, "invalid_request_error", NULL, NULL, "the body is not a JSON object");
-    }
+    cJSON *root = rd_json_parse_object(body, len, e.msg, sizeof e.msg);
+    if (!root)
+        return rd_json_error(conn, 400, "invalid_request_error", NULL, NULL, "%s", e.msg);
     rd_req *r = calloc(1, sizeof *r);
     r->app = app;
     r->conn = conn;
@@ -783,7 +830,9 @@ int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
     int status = build_jobs(app, r, root, &e);
     const cJSON *sj = cJSON_GetObjectItemCaseSensitive(root, "session");
     if (status == 0 && sj && !cJSON_IsNull(sj)) {
-        if (!cJSON_IsString(sj) || !(sess = rd_session_find(app, sj->valuestring)))
+        if (!cJSON_IsString(sj))
+            status = 400, snprintf(e.msg, sizeof e.msg, "'session' must be a session id (a string)"), e.param = "session";
+        else if (!(sess = rd_session_find(app, sj->valuestring)))
             status = 404, snprintf(e.msg, sizeof e.msg, "session not found"), e.param = "session";
         else if (r->n_jobs != 1 || r->jobs[0]->n != 1)
             status = 400, snprintf(e.msg, sizeof e.msg, "a session continues one prompt with n = 1"), e.param = "session";

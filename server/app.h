@@ -116,5 +116,8 @@ void rd_sessions_free(rd_app *app);
 int rd_json_error(rd_conn *c, unsigned status, const char *type, const char *param,
                   const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 int rd_json_reply(rd_conn *c, unsigned status, void *cjson_obj); /* takes the object */
+/* Parses a request body that must be exactly one JSON object (whitespace
+ * around it allowed): the cJSON object, or NULL with the reason in why. */
+void *rd_json_parse_object(const char *s, size_t len, char *why, size_t whylen);
 
 #endif

@@ -1,0 +1,434 @@
+#!/usr/bin/env python3
+"""`make bench-http`: what HTTP and server-sent events cost on top of the
+engine.  A benchmark, not a test: it asserts nothing about speed.
+
+For each concurrency B in 1, 8, 32, one after the other on the same server:
+
+1. the engine alone: `retnet bench MODEL --threads T --batch B --decode 32
+   --json` (decode tokens/s of B sequences in one batch; the server idles);
+2. retnetd on the same model with --threads T, B concurrent streaming
+   requests (a fixed prompt, max_tokens 64, ignore_eos, temperature 0,
+   stream_options.include_usage); every client sends a few requests one
+   after the other over fresh connections.  Reported: time to first token
+   (request sent -> first chunk with a choice) p50/p99, inter-chunk latency
+   p50/p99 (every SSE chunk is one wake of the stream; usually one token),
+   aggregate tokens/s over the level's wall time (prefill and ramp included),
+   and steady decode tokens/s = B x the median per-stream rate (tokens after
+   the first chunk) / (last chunk - first chunk), the quantity `retnet bench`
+   measures for the engine alone; their ratio is the share of engine
+   throughput that survives sampling, scheduling, HTTP and SSE.
+
+Then:
+
+3. GET /health with wrk (-t2 -c64 -d10s): requests/s.
+
+The model is models/ (the default model) when models/config.json exists,
+otherwise the tiny random model the integration tests use.  The client is
+one thread multiplexing raw sockets with selectors; it only timestamps
+received bytes while measuring and parses afterwards.  On a small machine
+the client, wrk and the server share the cores: read the numbers with that
+in mind.  Every wait is bounded; the server is stopped at the end.
+
+Results: a table on stdout and build/bench/http.json.
+"""
+
+import argparse
+import bisect
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import test_server  # noqa: E402  (the tiny test model)
+
+PROMPT = "ROMEO:"
+MAX_TOKENS = 64
+LEVEL_TIMEOUT = 300   # seconds for one concurrency level, at most
+IO_TIMEOUT = 60       # seconds without progress on a connection
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def pct(xs, p):
+    """The p-th percentile (nearest rank) of xs, or None."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+# ---------------------------------------------------------------- the model
+
+def test_model(retnet, tmp):
+    """The integration tests' model: tiny random weights, 2001-id vocabulary."""
+    d = os.path.join(tmp, "model")
+    subprocess.run([retnet, "random", "--preset", "tiny", "--dtype", "f32", "--seed", "7", d],
+                   check=True, stdout=subprocess.DEVNULL, timeout=120)
+    test_server._shrink_vocab(d, test_server.VOCAB, test_server.EOS)
+    shutil.copy(test_server.TOKENIZER, os.path.join(d, "tokenizer.json"))
+    return d
+
+
+def engine_bench(retnet, model, threads, batch, runs=3):
+    """Decode tokens/s of `batch` sequences, the best of `runs` runs (32 steps
+    are a short measurement).  With --batch 1 both decode_b1_tok_s (measured
+    first, right after the prefill) and decode_bB_tok_s measure batch 1; the
+    better one counts."""
+    best = 0.0
+    for _ in range(runs):
+        out = subprocess.run([retnet, "bench", model, "--threads", str(threads), "--batch", str(batch),
+                              "--decode", "32", "--json"], check=True, capture_output=True, text=True,
+                             timeout=600).stdout
+        js = json.loads(out.strip().splitlines()[-1])
+        v = max(js["decode_b1_tok_s"], js["decode_bB_tok_s"]) if batch == 1 else js["decode_bB_tok_s"]
+        best = max(best, v)
+    return best
+
+
+# --------------------------------------------------------------- the server
+
+class Server:
+    def __init__(self, retnetd, model, threads, slots, log_path):
+        self.args = [retnetd, "--model", model, "--host", "127.0.0.1", "--port", "0",
+                     "--threads", str(threads), "--slots", str(slots), "--max-waiting", "256"]
+        self.log_path = log_path
+        self.proc = None
+        self.port = None
+
+    def start(self, timeout=120):
+        with open(self.log_path, "wb") as f:
+            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=f, stderr=f)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                m = re.search(rb'msg="retnetd ready".*listen=http://127\.0\.0\.1:(\d+)', f.read())
+            if m:
+                self.port = int(m.group(1))
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.kill()
+        with open(self.log_path, "rb") as f:
+            tail = f.read()[-2000:].decode("utf-8", "replace")
+        raise SystemExit("bench-http: retnetd did not start:\n%s" % tail)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode if self.proc else None
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ------------------------------------------------------------------ clients
+
+class Request:
+    """One streaming completion over a fresh connection (Connection: close):
+    raw bytes and the time each recv() ended, parsed after the run."""
+
+    def __init__(self, port, body):
+        data = json.dumps(body).encode()
+        self.wire = (b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (port, len(data), data))
+        self.port = port
+        self.sock = None
+        self.t_send = None
+        self.raw = bytearray()
+        self.marks = []      # (cumulative raw length, time)
+        self.t_end = None
+        self.last_io = None
+
+    def start(self, sel):
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.t_send = time.monotonic()
+        self.sock.sendall(self.wire)
+        self.sock.setblocking(False)
+        self.last_io = self.t_send
+        sel.register(self.sock, selectors.EVENT_READ, self)
+
+    def on_readable(self, sel):
+        try:
+            d = self.sock.recv(262144)
+        except BlockingIOError:
+            return False
+        now = time.monotonic()
+        self.last_io = now
+        if d:
+            self.raw += d
+            self.marks.append((len(self.raw), now))
+            return False
+        self.t_end = now
+        sel.unregister(self.sock)
+        self.sock.close()
+        return True
+
+    def abort(self, sel):
+        try:
+            sel.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self.sock.close()
+
+    def parse(self):
+        """(status, [(time, chunk dict)]) from the recorded bytes."""
+        head_end = self.raw.find(b"\r\n\r\n")
+        if head_end < 0:
+            raise RuntimeError("no response head: %r" % bytes(self.raw[:200]))
+        head = bytes(self.raw[:head_end]).decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        chunked = any(h.lower().startswith("transfer-encoding:") and "chunked" in h.lower() for h in head)
+        pos = head_end + 4
+        body, body_to_raw = bytearray(), []  # body offset -> raw offset, per piece
+        if chunked:
+            while True:
+                eol = self.raw.find(b"\r\n", pos)
+                size = int(bytes(self.raw[pos:eol]).split(b";")[0], 16)
+                pos = eol + 2
+                if size == 0:
+                    break
+                body_to_raw.append((len(body), pos))
+                body += self.raw[pos:pos + size]
+                pos += size + 2
+        else:
+            body_to_raw.append((0, pos))
+            body += self.raw[pos:]
+        starts = [b for b, _ in body_to_raw]
+        mark_ends = [m for m, _ in self.marks]
+
+        def when(body_off):
+            i = bisect.bisect_right(starts, body_off) - 1
+            raw_off = body_to_raw[i][1] + (body_off - body_to_raw[i][0])
+            j = bisect.bisect_left(mark_ends, raw_off + 1)
+            return self.marks[min(j, len(self.marks) - 1)][1]
+
+        events, off = [], 0
+        while True:
+            k = body.find(b"\n\n", off)
+            if k < 0:
+                break
+            ev = bytes(body[off:k])
+            t = when(k + 1)
+            off = k + 2
+            if ev.startswith(b"data: ") and ev != b"data: [DONE]":
+                events.append((t, json.loads(ev[6:])))
+        return status, events
+
+
+def cpu_seconds(pid, tid=None):
+    """User + system CPU seconds of a process (or of its thread tid) so far
+    (Linux), or None."""
+    try:
+        with open("/proc/%d/stat" % pid if tid is None else "/proc/%d/task/%d/stat" % (pid, tid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_level(port, concurrency, per_client, server_pid=None):
+    """Runs `concurrency` clients, each sending `per_client` requests in turn."""
+    body = {"prompt": PROMPT, "max_tokens": MAX_TOKENS, "ignore_eos": True, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    sel = selectors.DefaultSelector()
+    left = [per_client] * concurrency
+    done, active = [], {}
+    # the server's main thread runs the libuv loop: HTTP, SSE, JSON, detokenizing
+    srv0 = cpu_seconds(server_pid) if server_pid else None
+    loop0 = cpu_seconds(server_pid, server_pid) if server_pid else None
+    cpu0 = time.process_time()
+    t0 = time.monotonic()
+    for c in range(concurrency):
+        r = Request(port, body)
+        r.start(sel)
+        active[r] = c
+        left[c] -= 1
+    try:
+        while active:
+            now = time.monotonic()
+            if now - t0 > LEVEL_TIMEOUT:
+                raise RuntimeError("level %d did not finish in %d s" % (concurrency, LEVEL_TIMEOUT))
+            for r in active:
+                if now - r.last_io > IO_TIMEOUT:
+                    raise RuntimeError("a request made no progress for %d s" % IO_TIMEOUT)
+            for key, _ in sel.select(timeout=1.0):
+                r = key.data
+                if r.on_readable(sel):
+                    c = active.pop(r)
+                    done.append(r)
+                    if left[c] > 0:
+                        left[c] -= 1
+                        n = Request(port, body)
+                        n.start(sel)
+                        active[n] = c
+    finally:
+        for r in active:
+            r.abort(sel)
+        sel.close()
+    wall = max(r.t_end for r in done) - t0
+    client_cpu = time.process_time() - cpu0
+    srv1 = cpu_seconds(server_pid) if server_pid else None
+    loop1 = cpu_seconds(server_pid, server_pid) if server_pid else None
+
+    ttft, itl, rates, tokens = [], [], [], 0
+    for r in done:
+        status, events = r.parse()
+        if status != 200:
+            raise RuntimeError("status %d: %r" % (status, bytes(r.raw[:300])))
+        chunks = [(t, e) for t, e in events if e.get("choices")]
+        usage = [e["usage"] for _, e in events if e.get("usage")]
+        if not chunks or not usage:
+            raise RuntimeError("a stream without chunks or usage")
+        n = usage[-1]["completion_tokens"]
+        if n != MAX_TOKENS:
+            raise RuntimeError("%d tokens instead of %d" % (n, MAX_TOKENS))
+        tokens += n
+        times = [t for t, _ in chunks]
+        ttft.append(times[0] - r.t_send)
+        itl += [b - a for a, b in zip(times, times[1:])]
+        # tokens after the first chunk over the time they took; a chunk may
+        # carry more than one token, so the first is taken to hold the mean
+        if times[-1] > times[0]:
+            rates.append((n - n / len(times)) / (times[-1] - times[0]))
+    return {
+        "concurrency": concurrency, "requests": len(done), "tokens": tokens, "wall_s": wall,
+        "ttft_p50_ms": 1e3 * pct(ttft, 50), "ttft_p99_ms": 1e3 * pct(ttft, 99),
+        "itl_p50_ms": 1e3 * pct(itl, 50), "itl_p99_ms": 1e3 * pct(itl, 99),
+        "chunks_per_token": (len(itl) + len(done)) / tokens,
+        "aggregate_tok_s": tokens / wall,
+        "steady_tok_s": concurrency * statistics.median(rates),
+        "client_cpu_cores": client_cpu / wall,
+        "server_cpu_cores": (srv1 - srv0) / wall if srv0 is not None and srv1 is not None else None,
+        "loop_cpu_share": (loop1 - loop0) / (srv1 - srv0) if None not in (srv0, srv1, loop0, loop1)
+        and srv1 > srv0 else None,
+    }
+
+
+# ---------------------------------------------------------------------- wrk
+
+def health_wrk(port, seconds):
+    wrk = shutil.which("wrk")
+    if not wrk:
+        return {"error": "wrk not installed (tools/bench-deps.sh installs it)"}
+    cmd = [wrk, "-t2", "-c64", "-d%ds" % seconds, "http://127.0.0.1:%d/health" % port]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    lat = re.search(r"Latency\s+([\d.]+)(us|ms|s)", out)
+    errs = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    sock = re.search(r"Socket errors:(.*)", out)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    return {"command": " ".join(cmd[:-1] + ["http://127.0.0.1:PORT/health"]),
+            "requests_per_s": float(rps.group(1)) if rps else None,
+            "latency_avg_ms": float(lat.group(1)) * scale[lat.group(2)] if lat else None,
+            "non_2xx": int(errs.group(1)) if errs else 0,
+            "socket_errors": sock.group(1).strip() if sock else None}
+
+
+# --------------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--retnetd", default=os.path.join(ROOT, "build/release/retnetd"))
+    ap.add_argument("--retnet", default=os.path.join(ROOT, "build/release/retnet"))
+    ap.add_argument("--model", default=os.path.join(ROOT, "models"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--wrk-seconds", type=int, default=10)
+    ap.add_argument("--out", default=os.path.join(ROOT, "build/bench/http.json"))
+    a = ap.parse_args()
+    levels = [int(x) for x in a.concurrency.split(",")]
+
+    tmp = tempfile.mkdtemp(prefix="retnetd-bench-")
+    try:
+        if os.path.exists(os.path.join(a.model, "config.json")):
+            model, note = a.model, "default model (%s)" % os.path.relpath(a.model, ROOT)
+        else:
+            model = test_model(a.retnet, tmp)
+            note = "tiny random test model (%s/config.json does not exist)" % os.path.relpath(a.model, ROOT)
+        load = os.getloadavg()
+        log("bench-http: %s, --threads %d, %d cores, load average %.2f %.2f %.2f"
+            % (note, a.threads, os.cpu_count(), *load))
+        if load[0] > 0.5 * (os.cpu_count() or 1):
+            log("bench-http: the machine is busy; expect noise")
+
+        srv = Server(a.retnetd, model, a.threads, max(levels), os.path.join(tmp, "retnetd.log"))
+        srv.start()
+        results, health = [], None
+        try:
+            run_level(srv.port, 1, 2)  # warm-up
+            for c in levels:
+                # the engine alone right before the same load over HTTP (the
+                # server idles meanwhile), so that both see the same machine
+                engine = engine_bench(a.retnet, model, a.threads, c)
+                r = run_level(srv.port, c, max(3, -(-32 // c)), srv.proc.pid)
+                r["engine_tok_s"] = engine
+                r["steady_vs_engine"] = r["steady_tok_s"] / engine
+                r["aggregate_vs_engine"] = r["aggregate_tok_s"] / engine
+                results.append(r)
+                log("batch/streams %-3d engine %8.1f tok/s; http %d requests in %.1f s"
+                    % (c, engine, r["requests"], r["wall_s"]))
+            health = health_wrk(srv.port, a.wrk_seconds)
+        finally:
+            rc = srv.stop()
+            os.makedirs(os.path.dirname(a.out), exist_ok=True)
+            shutil.copy(srv.log_path, os.path.join(os.path.dirname(a.out), "http-retnetd.log"))
+        if rc != 0:
+            log("bench-http: retnetd exited with status %s; its log: %s"
+                % (rc, os.path.relpath(os.path.join(os.path.dirname(a.out), "http-retnetd.log"), ROOT)))
+    finally:
+        if not os.environ.get("BENCH_KEEP_TMP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    log("")
+    log("%-8s %8s %8s %8s %8s %11s %11s %11s %8s" % ("streams", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99",
+                                                    "aggregate", "steady", "engine", "steady/"))
+    log("%-8s %8s %8s %8s %8s %11s %11s %11s %8s" % ("", "ms", "ms", "ms", "ms", "tok/s", "tok/s", "tok/s",
+                                                    "engine"))
+    for r in results:
+        log("%-8d %8.1f %8.1f %8.2f %8.2f %11.1f %11.1f %11.1f %7.1f%%"
+            % (r["concurrency"], r["ttft_p50_ms"], r["ttft_p99_ms"], r["itl_p50_ms"], r["itl_p99_ms"],
+               r["aggregate_tok_s"], r["steady_tok_s"], r["engine_tok_s"], 100 * r["steady_vs_engine"]))
+    def each(key, fmt):
+        return ", ".join(fmt % r[key] if r.get(key) is not None else "?" for r in results)
+    log("target: steady/engine >= 95% (HTTP + SSE overhead <= 5%)")
+    log("share of the server's CPU time in its HTTP loop thread (HTTP, SSE, JSON, detokenizing): %s"
+        % ", ".join("%.1f%%" % (100 * r["loop_cpu_share"]) if r.get("loop_cpu_share") is not None else "?"
+                    for r in results))
+    log("CPU cores used by the server: %s; by this client: %s; SSE chunks per token: %s"
+        % (each("server_cpu_cores", "%.2f"), each("client_cpu_cores", "%.2f"), each("chunks_per_token", "%.2f")))
+    if health and health.get("requests_per_s") is not None:
+        log("GET /health (%s): %.0f requests/s, latency avg %.2f ms, non-2xx %d (target >= 10000/s)"
+            % (health["command"], health["requests_per_s"], health["latency_avg_ms"] or 0, health["non_2xx"]))
+    elif health:
+        log("GET /health: %s" % health.get("error", "wrk output not understood"))
+
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump({"model": note, "threads": a.threads, "cores": os.cpu_count(), "load_average": load,
+                   "prompt": PROMPT, "max_tokens": MAX_TOKENS, "levels": results, "health": health}, f, indent=1)
+    log("wrote %s" % os.path.relpath(a.out, ROOT))
+
+
+if __name__ == "__main__":
+    main()
