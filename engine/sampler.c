@@ -287,13 +287,18 @@ static int32_t sample_filtered(rn_sampler *s)
 
 int rn_sampler_sample(rn_sampler *s, const float *logits, int n_logprobs, rn_sample_result *res)
 {
-    if (n_logprobs < 0 || n_logprobs > RN_MAX_LOGPROBS)
+    if (n_logprobs < RN_NO_LOGPROBS || n_logprobs > RN_MAX_LOGPROBS)
         return RN_EINVAL;
     for (int i = 0; i < s->vocab; i++)
         s->work[i] = isnan(logits[i]) ? -INFINITY : logits[i];
     apply_penalties(s);
     res->token = s->p.temperature == 0.0f ? argmax(s->work, s->vocab) : sample_filtered(s);
-    fill_logprobs(s, n_logprobs, res);
+    if (n_logprobs == RN_NO_LOGPROBS) { /* a log-softmax over the vocabulary nobody reads */
+        res->logprob = NAN;
+        res->n_top = 0;
+    } else {
+        fill_logprobs(s, n_logprobs, res);
+    }
     s->count[res->token]++;
     s->seen[res->token] = 1;
     return RN_OK;

@@ -24,6 +24,7 @@
 #include "status.h"
 
 #define RN_MAX_LOGPROBS 20
+#define RN_NO_LOGPROBS (-1) /* n_logprobs: skip log-probabilities entirely (logprob = NaN) */
 
 typedef struct rn_logit_bias {
     int32_t token;
@@ -66,7 +67,9 @@ void rn_sampler_free(rn_sampler *s);
 /* Records tokens the repetition penalty sees (the prompt). */
 void rn_sampler_accept_prompt(rn_sampler *s, const int32_t *tokens, int n);
 /* Picks the next token from logits[vocab] (left unchanged).  n_logprobs
- * (0..RN_MAX_LOGPROBS) alternatives are reported.  The chosen token is
+ * (0..RN_MAX_LOGPROBS) alternatives are reported, or RN_NO_LOGPROBS for
+ * none and no logprob of the chosen token either (saves a vocabulary-wide
+ * log-softmax per token).  The chosen token is
  * recorded for the penalties. */
 int rn_sampler_sample(rn_sampler *s, const float *logits, int n_logprobs, rn_sample_result *res);
 

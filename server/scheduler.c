@@ -216,7 +216,7 @@ static void drop_cancelled(rd_sched *s)
 static int sample_into(rd_sched *s, rd_job *j, rd_choice *c, const float *logits)
 {
     rn_sample_result r;
-    rn_sampler_sample(c->sampler, logits, j->n_logprobs, &r);
+    rn_sampler_sample(c->sampler, logits, j->want_logprobs ? j->n_logprobs : RN_NO_LOGPROBS, &r);
     rd_queue_lock(s->q);
     if (rd_choice_push(c, &r) != 0)
         c->finish = RD_FIN_ERROR;

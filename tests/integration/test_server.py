@@ -959,35 +959,7 @@ class TestAPI(ServerTestCase):
 
     # ------------------------------------------------------------ concurrency
     def test_concurrent_streams(self):
-        prompts = ["Concurrent request number %d says" % i for i in range(8)]
-        want = [self.greedy(p, 24) for p in prompts]
-        results, errors = [None] * 8, []
-
-        def run(i):
-            try:
-                s = SSEStream(self.port, "/v1/completions",
-                              dict(prompt=prompts[i], max_tokens=24, temperature=0, ignore_eos=True, stream=True))
-                try:
-                    if s.read_head() != 200:
-                        raise AssertionError("status %d: %r" % (s.status, s.read_body()))
-                    chunks, done = parse_events(self, s.read_all())
-                finally:
-                    s.close()
-                if not done:
-                    raise AssertionError("stream %d: no [DONE]" % i)
-                results[i] = stream_texts(chunks)
-            except Exception as e:  # reported below, with the index
-                errors.append((i, repr(e)))
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(HTTP_TIMEOUT)
-        self.assertFalse(any(t.is_alive() for t in threads), "a stream hangs")
-        self.assertEqual(errors, [])
-        for i in range(8):
-            self.assertEqual(results[i], ({0: want[i]}, {0: ["length"]}), i)
+        check_concurrent_streams(self, 8)
 
     def test_concurrent_mixed(self):
         # streams and plain requests of different lengths, more than the slots
@@ -1012,6 +984,48 @@ class TestAPI(ServerTestCase):
             t.join(HTTP_TIMEOUT)
         self.assertEqual(errors, [])
         self.assertEqual(got, want)
+
+
+def check_concurrent_streams(tc, count):
+    """count greedy streams at once must each equal the same request alone."""
+    prompts = ["Concurrent request number %d says" % i for i in range(count)]
+    want = [tc.greedy(p, 24) for p in prompts]
+    results, errors = [None] * count, []
+
+    def run(i):
+        try:
+            s = SSEStream(tc.port, "/v1/completions",
+                          dict(prompt=prompts[i], max_tokens=24, temperature=0, ignore_eos=True, stream=True))
+            try:
+                if s.read_head() != 200:
+                    raise AssertionError("status %d: %r" % (s.status, s.read_body()))
+                chunks, done = parse_events(tc, s.read_all())
+            finally:
+                s.close()
+            if not done:
+                raise AssertionError("stream %d: no [DONE]" % i)
+            results[i] = stream_texts(chunks)
+        except Exception as e:  # reported below, with the index
+            errors.append((i, repr(e)))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HTTP_TIMEOUT)
+    tc.assertFalse(any(t.is_alive() for t in threads), "a stream hangs")
+    tc.assertEqual(errors, [])
+    for i in range(count):
+        tc.assertEqual(results[i], ({0: want[i]}, {0: ["length"]}), i)
+
+
+class TestBatching(ServerTestCase):
+    """32 slots: 32 streams decode in the same batches and still give exactly
+    what each prompt gives alone."""
+    server_args = ("--slots", "32", "--max-waiting", "64")
+
+    def test_32_concurrent_streams(self):
+        check_concurrent_streams(self, 32)
 
 
 class TestAuth(ServerTestCase):

@@ -164,6 +164,9 @@ START_TEST(test_sampler_logprobs)
     ck_assert_int_eq(r.top[2].token, 1);
     ck_assert_double_eq_tol(r.top[2].logprob, 1.0 - z, 1e-6);
     ck_assert_int_eq(rn_sampler_sample(s, l, RN_MAX_LOGPROBS + 1, &r), RN_EINVAL);
+    ck_assert_int_eq(rn_sampler_sample(s, l, RN_NO_LOGPROBS, &r), RN_OK);
+    ck_assert_int_eq(r.token, 3);
+    ck_assert(isnan(r.logprob) && r.n_top == 0);
     rn_sampler_free(s);
 }
 END_TEST

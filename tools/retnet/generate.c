@@ -153,7 +153,7 @@ int cli_generate(int argc, char **argv)
     for (int i = 0; i < o.n_new; i++) {
         rn_sample_result res;
         int slot = 0;
-        rn_sampler_sample(s, logits, 0, &res);
+        rn_sampler_sample(s, logits, RN_NO_LOGPROBS, &res);
         if (!o.ignore_eos && res.token == c->eos_token_id)
             break;
         emit(d, res.token, i == 0);
