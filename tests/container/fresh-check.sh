@@ -177,9 +177,19 @@ make check || status=$?
 echo "fresh-check: make check took $(( $(date +%s) - start )) s, exit status $status"
 exit $status
 EOF
-"${PODMAN[@]}" create -q --name "$CONTAINER" --network host "${ULIMITS[@]}" \
+# PyPI (for the SDK tests) is reached the way this host reaches it: if pip
+# here trusts an extra CA bundle (PIP_CERT), the container gets a copy.
+CERT_ARGS=()
+HOST_CERT=${PIP_CERT:-$(pip config get global.cert 2>/dev/null || true)}
+if [ -n "$HOST_CERT" ] && [ -f "$HOST_CERT" ]; then
+    CERT_ARGS=(-e PIP_CERT=/etc/fresh-check-ca.crt)
+fi
+"${PODMAN[@]}" create -q --name "$CONTAINER" --network host "${ULIMITS[@]}" "${CERT_ARGS[@]}" \
     "$IMAGE" sh /src/.fresh-check-inner.sh >/dev/null
 "${PODMAN[@]}" cp "$TMP/src" "$CONTAINER:/src"
+if [ ${#CERT_ARGS[@]} -gt 0 ]; then
+    "${PODMAN[@]}" cp "$HOST_CERT" "$CONTAINER:/etc/fresh-check-ca.crt"
+fi
 # In the background, so that a signal reaches the trap (and the cleanup that
 # removes the running container) without waiting for make check to end.
 "${PODMAN[@]}" start -a "$CONTAINER" &
