@@ -3,7 +3,9 @@
  * and compiled per ISA level (RN_CLONES): 16 lanes are one AVX-512 register,
  * two AVX2 or four SSE registers.  Tiles of np panels x nb inputs keep up to
  * 16 accumulators in registers; np > 1 for small batches hides the FMA
- * latency without changing any output's order of summation.
+ * latency without changing any output's order of summation.  Built with
+ * -ffp-contract=off (Makefile): every term is a multiply then an add in
+ * every tile shape, whatever the compiler would have fused.
  */
 #include <stdint.h>
 #include <stdlib.h>
