@@ -1019,6 +1019,35 @@ def check_concurrent_streams(tc, count):
         tc.assertEqual(results[i], ({0: want[i]}, {0: ["length"]}), i)
 
 
+class TestCurl(ServerTestCase):
+    """The README's curl commands, run with curl itself."""
+    server_args = ("--slots", "4")
+
+    def curl(self, *args):
+        out = subprocess.run(["curl", "-sS", "--max-time", "20", *args], capture_output=True,
+                             timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout
+
+    def test_curl_completion_and_stream(self):
+        base = "http://127.0.0.1:%d" % self.port
+        body = json.dumps({"prompt": "ROMEO:", "max_tokens": 12, "temperature": 0})
+        plain = json.loads(self.curl(base + "/v1/completions", "-d", body))
+        self.assertEqual(plain["object"], "text_completion")
+        text = plain["choices"][0]["text"]
+        stream_body = json.dumps({"prompt": "ROMEO:", "max_tokens": 12, "temperature": 0,
+                                  "stream": True})
+        raw = self.curl("-N", base + "/v1/completions", "-d", stream_body).decode("utf-8")
+        events = [e for e in raw.split("\n\n") if e]
+        self.assertEqual(events[-1], "data: [DONE]")
+        streamed = "".join(json.loads(e[len("data: "):])["choices"][0]["text"] for e in events[:-1])
+        self.assertEqual(streamed, text)
+        chat = json.loads(self.curl(base + "/v1/chat/completions", "-d", json.dumps(
+            {"messages": [{"role": "user", "content": "Speak, friend."}], "max_tokens": 4})))
+        self.assertEqual(chat["choices"][0]["message"]["role"], "assistant")
+        self.assertEqual(json.loads(self.curl(base + "/health")), {"status": "ok"})
+
+
 class TestBatching(ServerTestCase):
     """32 slots: 32 streams decode in the same batches and still give exactly
     what each prompt gives alone."""
