@@ -192,7 +192,12 @@ static void retention(cpu_ctx *x, run_mode mode, const int *slots, int n, int l,
     const rn_config *c = x->c;
     if (mode == RUN_DECODE) {
         step_job j = {x, slots, l};
-        rn__pool_run(x->pool, n * c->n_heads, step_task, &j);
+        size_t work = (size_t)n * (size_t)c->n_heads * (size_t)c->head_dim_k * (size_t)c->head_dim_v;
+        if (work < ((size_t)1 << 18)) /* small states: waking the pool costs more than the work */
+            for (int i = 0; i < n * c->n_heads; i++)
+                step_task(&j, i);
+        else
+            rn__pool_run(x->pool, n * c->n_heads, step_task, &j);
         return;
     }
     for (int h = 0; h < c->n_heads; h++) {
