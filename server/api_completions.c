@@ -516,6 +516,41 @@ static void json_logprobs(rd_app *app, cJSON *choice, const rd_choice *c, int fr
     }
 }
 
+/* One token as the chat API reports it: text, logprob, UTF-8 bytes. */
+static cJSON *chat_token(rd_app *app, int32_t id, float lp)
+{
+    char *piece = NULL;
+    size_t len = 0;
+    cJSON *o = cJSON_CreateObject(), *bytes = cJSON_CreateArray();
+    rn_tokenizer_decode(app->tok, &id, 1, 0, &piece, &len);
+    cJSON_AddStringToObject(o, "token", piece ? piece : "");
+    cJSON_AddNumberToObject(o, "logprob", lp);
+    for (size_t k = 0; piece && k < len; k++)
+        cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)piece[k]));
+    cJSON_AddItemToObject(o, "bytes", bytes);
+    free(piece);
+    return o;
+}
+
+/* Chat completions' logprobs: {"content": [{token, logprob, bytes,
+ * top_logprobs: [{token, logprob, bytes}]}]} for tokens [from, to). */
+static void json_chat_logprobs(rd_app *app, cJSON *choice, const rd_choice *c, int from, int to,
+                               int want, int n_top)
+{
+    if (!want) {
+        cJSON_AddNullToObject(choice, "logprobs");
+        return;
+    }
+    cJSON *lp = cJSON_AddObjectToObject(choice, "logprobs"), *content = cJSON_AddArrayToObject(lp, "content");
+    for (int i = from; i < to; i++) {
+        cJSON *t = chat_token(app, c->tok[i], c->res[i].logprob), *top = cJSON_CreateArray();
+        for (int k = 0; k < c->res[i].n_top && k < n_top; k++)
+            cJSON_AddItemToArray(top, chat_token(app, c->res[i].top[k].token, c->res[i].top[k].logprob));
+        cJSON_AddItemToObject(t, "top_logprobs", top);
+        cJSON_AddItemToArray(content, t);
+    }
+}
+
 static const char *finish_name(rd_finish f)
 {
     return f == RD_FIN_LENGTH ? "length" : f == RD_FIN_STOP ? "stop" : NULL;
@@ -661,7 +696,7 @@ static void stream_piece(rd_req *r, int index, const char *text, size_t len, con
             cJSON_AddStringToObject(d, "role", "assistant");
         if (len || !finish)
             cJSON_AddStringToObject(d, "content", t);
-        cJSON_AddNullToObject(ch, "logprobs");
+        json_chat_logprobs(r->app, ch, c, from_tok, to_tok, j->want_logprobs, j->n_logprobs);
         r->role_sent |= 1 << (index & 31);
     } else {
         cJSON_AddStringToObject(ch, "text", t);
@@ -780,7 +815,7 @@ static int reply_full(rd_req *r)
                 cJSON *m = cJSON_AddObjectToObject(ch, "message");
                 cJSON_AddStringToObject(m, "role", "assistant");
                 cJSON_AddStringToObject(m, "content", t);
-                cJSON_AddNullToObject(ch, "logprobs");
+                json_chat_logprobs(app, ch, c, 0, c->n_seen, j->want_logprobs, j->n_logprobs);
             } else {
                 cJSON_AddStringToObject(ch, "text", t);
                 json_logprobs(app, ch, c, 0, c->n_seen, 0, j->want_logprobs, j->n_logprobs);

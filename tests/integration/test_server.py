@@ -1019,6 +1019,27 @@ def check_concurrent_streams(tc, count):
         tc.assertEqual(results[i], ({0: want[i]}, {0: ["length"]}), i)
 
 
+class TestChatLogprobs(ServerTestCase):
+    server_args = ("--slots", "2")
+
+    def test_chat_logprobs(self):
+        status, _, js = http_json(self.port, "POST", "/v1/chat/completions", {
+            "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "temperature": 0,
+            "ignore_eos": True, "logprobs": True, "top_logprobs": 3})
+        self.assertEqual(status, 200, js)
+        content = js["choices"][0]["logprobs"]["content"]
+        self.assertEqual(len(content), 5)
+        for t in content:
+            self.assertLessEqual(t["logprob"], 0.0)
+            self.assertEqual(len(t["top_logprobs"]), 3)
+            # greedy: the chosen token is the most likely one
+            self.assertAlmostEqual(t["top_logprobs"][0]["logprob"], t["logprob"], places=5)
+            self.assertEqual(bytes(t["bytes"]).decode("utf-8", "replace"), t["token"])
+        status, _, js = http_json(self.port, "POST", "/v1/chat/completions", {
+            "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        self.assertIsNone(js["choices"][0]["logprobs"])
+
+
 class TestCurl(ServerTestCase):
     """The README's curl commands, run with curl itself."""
     server_args = ("--slots", "4")
