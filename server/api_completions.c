@@ -129,6 +129,8 @@ static int prompt_tokens(rd_app *app, const cJSON *p, int32_t **ids, int *n, cha
     int k = cJSON_GetArraySize(p);
     *ids = malloc(sizeof(int32_t) * (size_t)(k + 1));
     *n = 0;
+    if (!*ids)
+        return perr(e, NULL, "out of memory");
     const cJSON *it;
     cJSON_ArrayForEach(it, p)
     {
@@ -154,6 +156,8 @@ static int parse_stops(rd_req *r, const cJSON *root, parse_err *e)
     if (k < 0 || k > MAX_STOPS)
         return perr(e, "stop", "'stop' must be a string or an array of at most %d strings", MAX_STOPS);
     r->stops = calloc((size_t)k + 1, sizeof *r->stops);
+    if (!r->stops)
+        return perr(e, NULL, "out of memory");
     for (int i = 0; i < k; i++) {
         const cJSON *s = cJSON_IsString(st) ? st : cJSON_GetArrayItem(st, i);
         if (!cJSON_IsString(s) || !s->valuestring[0] || strlen(s->valuestring) > MAX_STOP_LEN)
@@ -171,6 +175,8 @@ static int parse_bias(rd_app *app, rd_job *j, const cJSON *root, parse_err *e)
     if (!cJSON_IsObject(b) || cJSON_GetArraySize(b) > 1024)
         return perr(e, "logit_bias", "'logit_bias' must map token ids to numbers (at most 1024 entries)");
     j->bias = calloc((size_t)cJSON_GetArraySize(b) + 1, sizeof *j->bias);
+    if (!j->bias)
+        return perr(e, NULL, "out of memory");
     int n = 0;
     cJSON_ArrayForEach(it, b)
     {
@@ -331,6 +337,11 @@ static rd_job *make_job(rd_app *app, const rd_job *t, int n, int32_t *ids, int n
     j->sp = t->sp;
     if (t->sp.n_logit_bias) {
         j->bias = malloc(sizeof *j->bias * (size_t)t->sp.n_logit_bias);
+        if (!j->bias) {
+            perr(e, NULL, "out of memory");
+            rd_job_unref(j);
+            return NULL;
+        }
         memcpy(j->bias, t->bias, sizeof *j->bias * (size_t)t->sp.n_logit_bias);
         j->sp.logit_bias = j->bias;
     }
@@ -450,6 +461,11 @@ static int build_jobs(rd_app *app, rd_req *r, const cJSON *root, parse_err *e)
     }
     r->jobs = calloc((size_t)np, sizeof *r->jobs);
     r->prompt_text = calloc((size_t)np, sizeof *r->prompt_text);
+    if (!r->jobs || !r->prompt_text) {
+        cJSON_Delete(single);
+        perr(e, NULL, "out of memory");
+        goto fail;
+    }
     r->n_jobs = np;
     for (int i = 0; i < np; i++) {
         int32_t *ids = NULL;
@@ -595,7 +611,10 @@ static void text_append(rd_choice *c, const char *s, size_t n)
         size_t cap = c->text_cap ? c->text_cap : 256;
         while (cap < c->text_len + n + 1)
             cap *= 2;
-        c->text = realloc(c->text, cap);
+        char *t = realloc(c->text, cap);
+        if (!t)
+            return; /* keeps what it has; the text is cut short, never overrun */
+        c->text = t;
         c->text_cap = cap;
     }
     memcpy(c->text + c->text_len, s, n);
@@ -648,6 +667,8 @@ static void sse_send(rd_req *r, cJSON *obj, int end)
 {
     char *s = cJSON_PrintUnformatted(obj);
     cJSON_Delete(obj);
+    if (!s)
+        return;
     rd_http_stream_push(r->conn, "data: ", 6, 0);
     rd_http_stream_push(r->conn, s, strlen(s), 0);
     rd_http_stream_push(r->conn, "\n\n", 2, end);
@@ -688,16 +709,21 @@ static void stream_piece(rd_req *r, int index, const char *text, size_t len, con
     cJSON *o = chunk_base(r), *arr = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
     cJSON_AddNumberToObject(ch, "index", index);
     char *t = malloc(len + 1);
+    if (!t) {
+        cJSON_Delete(o);
+        cJSON_Delete(ch);
+        return;
+    }
     memcpy(t, text, len);
     t[len] = '\0';
     if (r->chat) {
         cJSON *d = cJSON_AddObjectToObject(ch, "delta");
-        if (!(r->role_sent & (1 << (index & 31))))
+        if (!(r->role_sent & (1u << (index & 31))))
             cJSON_AddStringToObject(d, "role", "assistant");
         if (len || !finish)
             cJSON_AddStringToObject(d, "content", t);
         json_chat_logprobs(r->app, ch, c, from_tok, to_tok, j->want_logprobs, j->n_logprobs);
-        r->role_sent |= 1 << (index & 31);
+        r->role_sent |= 1u << (index & 31);
     } else {
         cJSON_AddStringToObject(ch, "text", t);
         json_logprobs(r->app, ch, c, from_tok, to_tok, c->sent_bytes, j->want_logprobs, j->n_logprobs);
@@ -789,7 +815,9 @@ static int reply_full(rd_req *r)
     for (int ji = 0; ji < r->n_jobs; ji++)
         if (r->jobs[ji]->error_status && r->jobs[ji]->error_status != 499)
             return rd_json_error(r->conn, (unsigned)r->jobs[ji]->error_status,
-                                 r->jobs[ji]->error_status == 503 ? "service_unavailable_error" : "server_error",
+                                 r->jobs[ji]->error_status == 503   ? "service_unavailable_error"
+                                 : r->jobs[ji]->error_status == 429 ? "rate_limit_error"
+                                                                    : "server_error",
                                  NULL, NULL, "%s", r->jobs[ji]->error_msg);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", r->id);
@@ -851,6 +879,10 @@ int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
     if (!root)
         return rd_json_error(conn, 400, "invalid_request_error", NULL, NULL, "%s", e.msg);
     rd_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        cJSON_Delete(root);
+        return rd_json_error(conn, 500, "server_error", NULL, NULL, "out of memory");
+    }
     r->app = app;
     r->conn = conn;
     r->kind = RD_REQ_COMPLETION;
@@ -999,12 +1031,19 @@ void rd_api_completion_done(rd_app *app, rd_conn *conn)
     req_free(r);
 }
 
+/* Resumes without running MHD inside the loop (running it could complete a
+ * connection and free a request this loop is about to visit), then runs it
+ * once. */
 void rd_api_keepalive(rd_app *app)
 {
+    int any = 0;
     for (rd_req *r = app->streams; r; r = r->next_stream) {
         if (r->chunks_sent == 0 && !r->done_sent) {
             rd_http_stream_push(r->conn, ": keep-alive\n\n", 14, 0);
-            rd_http_wake(r->conn);
+            rd_http_resume_later(r->conn);
+            any = 1;
         }
     }
+    if (any)
+        rd_http_run(app->http);
 }

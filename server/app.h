@@ -76,7 +76,8 @@ typedef struct rd_req {
     char *echo_text;          /* per job, joined by NUL... (kept simple: one prompt) */
     char **prompt_text;       /* decoded prompt per job, for echo */
     rd_session *session;
-    int chunks_sent, role_sent, done_sent;
+    int chunks_sent, done_sent;
+    unsigned role_sent;         /* choices whose first chat delta (role) went out */
     struct rd_req *next_stream, *prev_stream;
 } rd_req;
 

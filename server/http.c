@@ -90,13 +90,20 @@ static void stop_dpoll(rd_conn *c)
     }
 }
 
-static void resume_now(rd_conn *c)
+static void resume_only(rd_conn *c)
 {
     if (!c->suspended)
         return;
     stop_dpoll(c);
     c->suspended = 0;
     MHD_resume_connection(c->mc);
+}
+
+static void resume_now(rd_conn *c)
+{
+    if (!c->suspended)
+        return;
+    resume_only(c);
     MHD_run(c->srv->d);
     rearm(c->srv);
 }
@@ -266,6 +273,17 @@ void rd_http_wait(rd_conn *c)
 void rd_http_wake(rd_conn *c)
 {
     resume_now(c);
+}
+
+void rd_http_resume_later(rd_conn *c)
+{
+    resume_only(c);
+}
+
+void rd_http_run(rd_http *h)
+{
+    MHD_run(h->d);
+    rearm(h);
 }
 
 /* -------------------------------------------------------------- MHD glue */

@@ -63,7 +63,12 @@ int rd_http_stream_push(rd_conn *c, const char *data, size_t len, int end);
 /* Parks the request until rd_http_wake (the handler will not be called
  * again; the resume callback will). */
 void rd_http_wait(rd_conn *c);
-/* Lets a parked request or a stream waiting for output continue. */
+/* Lets a parked request or a stream waiting for output continue (runs MHD,
+ * which may complete other connections: do not hold rd_conn or request
+ * pointers across it while walking a list). */
 void rd_http_wake(rd_conn *c);
+/* The same without running MHD; call rd_http_run once afterwards. */
+void rd_http_resume_later(rd_conn *c);
+void rd_http_run(rd_http *h);
 
 #endif

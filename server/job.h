@@ -20,6 +20,8 @@
 #include "sampler.h"
 #include "tokenizer.h"
 
+#define RD_MAX_CHOICES 256 /* choices of one job (the server's --max-n is far lower) */
+
 typedef enum { RD_FIN_NONE = 0, RD_FIN_STOP, RD_FIN_LENGTH, RD_FIN_ERROR } rd_finish;
 typedef enum { RD_PHASE_QUEUED = 0, RD_PHASE_PREFILL, RD_PHASE_RUNNING, RD_PHASE_DONE } rd_phase;
 

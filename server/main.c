@@ -82,7 +82,7 @@ static int parse_args(rd_options *o, int argc, char **argv)
         }
     }
     if (o->port < 0 || o->port > 65535 || o->chunk < 1 || o->prefill_budget < 1 ||
-        o->max_waiting < 1 || o->max_n < 1 || o->max_tokens_limit < 1 || o->max_prompt_tokens < 1 ||
+        o->max_waiting < 1 || o->max_n < 1 || o->max_n > 256 || o->max_tokens_limit < 1 || o->max_prompt_tokens < 1 ||
         (strcmp(o->chat_template, "plain") && strcmp(o->chat_template, "chatml")) ||
         (strcmp(o->device, "auto") && strcmp(o->device, "cpu") && strcmp(o->device, "cuda"))) {
         fprintf(stderr, "retnetd: an option is out of range\n%s", usage);

@@ -49,6 +49,26 @@ static int slot_alloc(rd_sched *s)
     return slot;
 }
 
+/* Takes `need` free slots at once (all or none, under the pool lock, so a
+ * session created meanwhile on the loop thread cannot take one half-way);
+ * returns 0 and fills out[0..need), or -1. */
+static int slots_alloc_all(rd_sched *s, int need, int *out)
+{
+    int got = 0;
+    uv_mutex_lock(&s->slot_mu);
+    for (int i = 0; i < s->o.n_slots && got < need; i++)
+        if (!s->slot_used[i])
+            out[got++] = i;
+    if (got == need)
+        for (int k = 0; k < need; k++)
+            s->slot_used[out[k]] = 1;
+    uv_mutex_unlock(&s->slot_mu);
+    if (got != need)
+        return -1;
+    atomic_fetch_add(&s->slots_used, need);
+    return 0;
+}
+
 static int slots_free(rd_sched *s)
 {
     return s->o.n_slots - atomic_load(&s->slots_used);
@@ -142,16 +162,9 @@ static int start_job(rd_sched *s, rd_job *j)
         rd_job_unref(j);
         return 0;
     }
-    int need = j->n - (j->session_slot >= 0 ? 1 : 0);
-    if (slots_free(s) < need)
+    int need = j->n - (j->session_slot >= 0 ? 1 : 0), got[RD_MAX_CHOICES];
+    if (need > RD_MAX_CHOICES || slots_free(s) < need)
         return -1;
-    for (int i = 0; i < j->n; i++) {
-        int slot = i == 0 && j->session_slot >= 0 ? j->session_slot : slot_alloc(s);
-        j->ch[i].slot = slot;
-        if (slot != j->session_slot || j->session_fresh)
-            rn_state_reset(s->e, slot);
-    }
-    j->session_fresh = 0;
     if (s->n_active == s->cap_active) {
         int cap = s->cap_active ? 2 * s->cap_active : 64;
         rd_job **a = realloc(s->active, sizeof *a * (size_t)cap);
@@ -160,6 +173,15 @@ static int start_job(rd_sched *s, rd_job *j)
         s->active = a;
         s->cap_active = cap;
     }
+    if (slots_alloc_all(s, need, got) != 0)
+        return -1;
+    for (int i = 0, k = 0; i < j->n; i++) {
+        int slot = i == 0 && j->session_slot >= 0 ? j->session_slot : got[k++];
+        j->ch[i].slot = slot;
+        if (slot != j->session_slot || j->session_fresh)
+            rn_state_reset(s->e, slot);
+    }
+    j->session_fresh = 0;
     rd_queue_lock(s->q);
     j->phase = RD_PHASE_PREFILL;
     rd_queue_unlock(s->q);
@@ -186,8 +208,18 @@ static void admit(rd_sched *s)
             continue;
         }
         rd_job *next = j->next_submit;
-        if (start_job(s, j) != 0)
-            break;
+        if (start_job(s, j) != 0) {
+            if (s->n_active > 0)
+                break; /* running jobs will free slots: the head waits its turn */
+            /* Nothing runs, so no slot frees up except by deleting a session:
+             * refuse rather than block every request behind this one. */
+            s->wait_head = next;
+            atomic_fetch_sub(&s->waiting, 1);
+            finish_job(s, j, 429, "not enough free state slots (sessions hold the rest); "
+                                  "delete sessions or retry later");
+            rd_job_unref(j);
+            continue;
+        }
         s->wait_head = next;
         atomic_fetch_sub(&s->waiting, 1);
     }
@@ -326,7 +358,9 @@ static void prefill_step(rd_sched *s)
                 finish_job(s, j, 500, "engine error during prefill");
                 break;
             }
+            rd_queue_lock(s->q);
             j->prefilled += m;
+            rd_queue_unlock(s->q);
             budget -= m;
             if (last)
                 prompt_done(s, j, s->logits);

@@ -1040,6 +1040,34 @@ class TestChatLogprobs(ServerTestCase):
         self.assertIsNone(js["choices"][0]["logprobs"])
 
 
+class TestSessionsHoldAllSlots(ServerTestCase):
+    """When sessions hold every state slot, a request that needs a slot of
+    its own is refused (429) at once instead of blocking all later requests;
+    requests on a session still run."""
+    server_args = ("--slots", "2", "--max-waiting", "8")
+
+    def test_no_slot_left(self):
+        ids = []
+        for _ in range(2):
+            status, _, js = http_json(self.port, "POST", "/v1/sessions")
+            self.assertEqual(status, 201, js)
+            ids.append(js["id"])
+        t0 = time.monotonic()
+        status, headers, js = http_json(self.port, "POST", "/v1/completions",
+                                        {"prompt": "hi", "max_tokens": 2})
+        self.assertEqual(status, 429, js)
+        self.assertLess(time.monotonic() - t0, 5.0)
+        self.assertEqual(js["error"]["type"], "rate_limit_error")
+        status, _, js = http_json(self.port, "POST", "/v1/completions",
+                                  {"prompt": "hi", "max_tokens": 2, "session": ids[0]})
+        self.assertEqual(status, 200, js)
+        status, _, js = http_json(self.port, "DELETE", "/v1/sessions/" + ids[1])
+        self.assertEqual(status, 200, js)
+        status, _, js = http_json(self.port, "POST", "/v1/completions",
+                                  {"prompt": "hi", "max_tokens": 2})
+        self.assertEqual(status, 200, js)
+
+
 class TestCurl(ServerTestCase):
     """The README's curl commands, run with curl itself."""
     server_args = ("--slots", "4")
