@@ -400,15 +400,20 @@ void rd_api_on_ready(void *vapp)
 {
     rd_app *app = vapp;
     rd_job *list = rd_queue_take_ready(app->queue);
+    int any = list != NULL;
+    /* every connection with news is resumed first and MHD runs once after:
+     * one pass over the sockets per engine step, not one per stream */
     for (rd_job *j = list, *n; j; j = n) {
         n = j->next_taken;
         rd_req *r = j->http;
         if (r && r->kind == RD_REQ_FORK) {
             if (j->phase == RD_PHASE_DONE)
-                rd_http_wake(r->conn);
+                rd_http_resume_later(r->conn);
         } else if (r) {
             rd_api_job_ready(app, j);
         }
         rd_job_unref(j);
     }
+    if (any && app->http)
+        rd_http_run(app->http);
 }

@@ -985,12 +985,12 @@ void rd_api_job_ready(rd_app *app, rd_job *j)
         rd_queue_unlock(app->queue);
         if (r->done_sent)
             stream_list_remove(app, r);
-        rd_http_wake(r->conn);
+        rd_http_resume_later(r->conn);
     } else {
         if (r->n_stops)
             scan_stops(r, j);
         if (jobs_done(r))
-            rd_http_wake(r->conn);
+            rd_http_resume_later(r->conn);
     }
 }
 
