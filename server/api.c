@@ -40,10 +40,29 @@ static int reply_text(rd_conn *c, unsigned status, const char *json)
     return rd_http_reply(c, status, json, strlen(json), NULL, NULL, NULL);
 }
 
+static cJSON *model_object(rd_app *app);
+
 static int api_models(rd_app *app, rd_conn *c)
 {
-    cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data"), *m = cJSON_CreateObject();
+    cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
     cJSON_AddStringToObject(o, "object", "list");
+    cJSON_AddItemToArray(data, model_object(app));
+    return rd_json_reply(c, 200, o);
+}
+
+/* GET /v1/models/{id}: the served model, or 404. */
+static int api_model(rd_app *app, rd_conn *c, const char *id)
+{
+    if (strcmp(id, app->opt.model_name) != 0)
+        return rd_json_error(c, 404, "not_found_error", "model", "not_found",
+                             "model '%.100s' not found; this server serves '%s'", id,
+                             app->opt.model_name);
+    return rd_json_reply(c, 200, model_object(app));
+}
+
+static cJSON *model_object(rd_app *app)
+{
+    cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "id", app->opt.model_name);
     cJSON_AddStringToObject(m, "object", "model");
     cJSON_AddNumberToObject(m, "created", (double)app->started);
@@ -54,8 +73,7 @@ static int api_models(rd_app *app, rd_conn *c)
     cJSON_AddNumberToObject(meta, "state_bytes", (double)rn_engine_state_bytes(app->engine));
     cJSON_AddNumberToObject(meta, "state_slots", rn_engine_n_slots(app->engine));
     cJSON_AddStringToObject(meta, "backend", rn_engine_backend_name(app->engine));
-    cJSON_AddItemToArray(data, m);
-    return rd_json_reply(c, 200, o);
+    return m;
 }
 
 /* The body as a JSON object, or NULL after answering 400 (*rc set). */
@@ -328,7 +346,8 @@ int rd_api_handle(void *vapp, rd_conn *c)
                              "missing or invalid API key (Authorization: Bearer ...)");
     int sessions = !strncmp(p, "/v1/sessions", 12) && (p[12] == '\0' || p[12] == '/');
     const char *want = NULL; /* the one method the path takes (sessions: several) */
-    if (!strcmp(p, "/v1/models"))
+    int model_id = !strncmp(p, "/v1/models/", 11) && p[11] && !strchr(p + 11, '/');
+    if (!strcmp(p, "/v1/models") || model_id)
         want = "GET";
     else if (!strcmp(p, "/v1/completions") || !strcmp(p, "/v1/chat/completions") ||
              !strcmp(p, "/tokenize") || !strcmp(p, "/detokenize"))
@@ -344,6 +363,8 @@ int rd_api_handle(void *vapp, rd_conn *c)
         return api_sessions(app, c, m, p + 12);
     if (!strcmp(p, "/v1/models"))
         return api_models(app, c);
+    if (model_id)
+        return api_model(app, c, p + 11);
     if (!strcmp(p, "/v1/completions"))
         return rd_api_completions(app, c, 0, NULL);
     if (!strcmp(p, "/v1/chat/completions"))

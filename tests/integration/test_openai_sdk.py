@@ -81,6 +81,9 @@ class TestCompletions(SDKTestCase):
         models = list(self.client.models.list())
         self.assertEqual([m.id for m in models], [M])
         self.assertEqual(models[0].object, "model")
+        self.assertEqual(self.client.models.retrieve(M).id, M)
+        with self.assertRaises(openai.NotFoundError):
+            self.client.models.retrieve("no-such-model")
         self.assertEqual(models[0].owned_by, "retnetd")
         self.assertIsInstance(models[0].created, int)
 
