@@ -35,6 +35,11 @@ static int authorized(rd_app *app, rd_conn *c)
     return h && strncmp(h, "Bearer ", 7) == 0 && secret_equal(h + 7, app->opt.api_key);
 }
 
+/* 405 with an Allow header listing what the path takes (RFC 9110). */
+#define method_not_allowed(c, allow, ...)                                                          \
+    (rd_conn_set_allow((c), (allow)),                                                             \
+     rd_json_error((c), 405, "invalid_request_error", NULL, NULL, __VA_ARGS__))
+
 static int reply_text(rd_conn *c, unsigned status, const char *json)
 {
     return rd_http_reply(c, status, json, strlen(json), NULL, NULL, NULL);
@@ -224,8 +229,8 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
             int rc = create_session_or_error(app, c, &s);
             return s ? reply_session(c, 201, s) : rc;
         }
-        return rd_json_error(c, 405, "invalid_request_error", NULL, NULL,
-                             "method %s not allowed on /v1/sessions; use POST", method);
+        return method_not_allowed(c, "POST", "method %s not allowed on /v1/sessions; use POST",
+                                  method);
     }
     char id[64];
     const char *slash = strchr(rest + 1, '/');
@@ -241,9 +246,9 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
         return rd_json_error(c, 404, "not_found_error", NULL, NULL, "no endpoint %s %s", method,
                              rd_conn_path(c));
     if (slash)
-        return strcmp(method, "POST") ? rd_json_error(c, 405, "invalid_request_error", NULL, NULL,
-                                                      "method %s not allowed on %s; use POST", method,
-                                                      rd_conn_path(c))
+        return strcmp(method, "POST") ? method_not_allowed(c, "POST",
+                                                           "method %s not allowed on %s; use POST",
+                                                           method, rd_conn_path(c))
                                       : api_session_fork(app, c, s);
     if (!strcmp(method, "GET") || !strcmp(method, "HEAD"))
         return reply_session(c, 200, s);
@@ -256,8 +261,8 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
         rd_session_delete(app, s);
         return reply_text(c, 200, body);
     }
-    return rd_json_error(c, 405, "invalid_request_error", NULL, NULL,
-                         "method %s not allowed on /v1/sessions/{id}; use GET or DELETE", method);
+    return method_not_allowed(c, "GET, HEAD, DELETE",
+                              "method %s not allowed on /v1/sessions/{id}; use GET or DELETE", method);
 }
 
 /* --------------------------------------------------------------- router */
@@ -331,8 +336,7 @@ int rd_api_handle(void *vapp, rd_conn *c)
     int get = !strcmp(m, "GET") || !strcmp(m, "HEAD"), post = !strcmp(m, "POST"), rc;
     if (!strcmp(p, "/health") || !strcmp(p, "/ready")) {
         if (!get)
-            return rd_json_error(c, 405, "invalid_request_error", NULL, NULL,
-                                 "method %s not allowed on %s; use GET", m, p);
+            return method_not_allowed(c, "GET, HEAD", "method %s not allowed on %s; use GET", m, p);
         if (!strcmp(p, "/health"))
             return reply_text(c, 200, "{\"status\":\"ok\"}");
         return app->draining ? rd_json_error(c, 503, "service_unavailable_error", NULL, NULL, "draining")
@@ -355,8 +359,8 @@ int rd_api_handle(void *vapp, rd_conn *c)
     else if (!sessions)
         return rd_json_error(c, 404, "not_found_error", NULL, NULL, "no endpoint %s %s", m, p);
     if (want && !(want[0] == 'G' ? get : post))
-        return rd_json_error(c, 405, "invalid_request_error", NULL, NULL,
-                             "method %s not allowed on %s; use %s", m, p, want);
+        return method_not_allowed(c, want[0] == 'G' ? "GET, HEAD" : "POST",
+                                  "method %s not allowed on %s; use %s", m, p, want);
     if (body_refused(app, c, &rc))
         return rc;
     if (sessions)

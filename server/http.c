@@ -59,6 +59,7 @@ struct rd_conn {
     int out_end;
     uv_poll_t *dpoll;
     int dpoll_active;
+    const char *allow; /* static string for a 405's Allow header */
 };
 
 static void rearm(rd_http *h);
@@ -185,6 +186,11 @@ int rd_conn_gone(const rd_conn *c)
     return c->gone;
 }
 
+void rd_conn_set_allow(rd_conn *c, const char *methods)
+{
+    c->allow = methods;
+}
+
 /* ------------------------------------------------------------- replies */
 
 int rd_http_reply(rd_conn *c, unsigned status, const char *body, size_t len,
@@ -198,6 +204,8 @@ int rd_http_reply(rd_conn *c, unsigned status, const char *body, size_t len,
                             content_type ? content_type : "application/json");
     if (extra_header)
         MHD_add_response_header(r, extra_header, extra_value);
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED && c->allow)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, c->allow);
     enum MHD_Result ok = MHD_queue_response(c->mc, status, r);
     MHD_destroy_response(r);
     c->state = RC_REPLIED;

@@ -52,6 +52,8 @@ int rd_conn_body_too_large(const rd_conn *c);
 void *rd_conn_get_data(const rd_conn *c);
 void rd_conn_set_data(rd_conn *c, void *data);
 int rd_conn_gone(const rd_conn *c);
+/* Methods the path allows (a static string), sent as Allow with a 405. */
+void rd_conn_set_allow(rd_conn *c, const char *methods);
 
 /* Answers with status and a body (copied); content_type NULL = JSON. */
 int rd_http_reply(rd_conn *c, unsigned status, const char *body, size_t len,

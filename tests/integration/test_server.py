@@ -1068,6 +1068,23 @@ class TestSessionsHoldAllSlots(ServerTestCase):
         self.assertEqual(status, 200, js)
 
 
+class TestAllow(ServerTestCase):
+    server_args = ("--slots", "2")
+
+    def test_405_lists_allowed_methods(self):
+        for method, path, allow in (("GET", "/v1/completions", "POST"),
+                                    ("POST", "/v1/models", "GET, HEAD"),
+                                    ("POST", "/health", "GET, HEAD"),
+                                    ("PUT", "/v1/sessions", "POST")):
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            conn.request(method, path, body=b"" if method != "GET" else None)
+            resp = conn.getresponse()
+            resp.read()
+            conn.close()
+            self.assertEqual(resp.status, 405, path)
+            self.assertEqual(resp.getheader("Allow"), allow, path)
+
+
 class TestCurl(ServerTestCase):
     """The README's curl commands, run with curl itself."""
     server_args = ("--slots", "4")
