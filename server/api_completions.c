@@ -513,16 +513,16 @@ static void json_logprobs(rd_app *app, cJSON *choice, const rd_choice *c, int fr
     for (int i = from; i < to; i++) {
         char *piece = NULL;
         size_t len = 0;
-        rn_tokenizer_decode(app->tok, &c->tok[i], 1, 0, &piece, &len);
+        rn_tokenizer_decode(app->tok, &c->mtok[i], 1, 0, &piece, &len);
         cJSON_AddItemToArray(toks, cJSON_CreateString(piece ? piece : ""));
-        cJSON_AddItemToArray(tlp, cJSON_CreateNumber(c->res[i].logprob));
+        cJSON_AddItemToArray(tlp, cJSON_CreateNumber(c->mres[i].logprob));
         cJSON *alt = cJSON_CreateObject();
-        for (int k = 0; k < c->res[i].n_top && k < n_top; k++) {
+        for (int k = 0; k < c->mres[i].n_top && k < n_top; k++) {
             char *ap = NULL;
             size_t al;
-            rn_tokenizer_decode(app->tok, &c->res[i].top[k].token, 1, 0, &ap, &al);
+            rn_tokenizer_decode(app->tok, &c->mres[i].top[k].token, 1, 0, &ap, &al);
             if (ap && !cJSON_GetObjectItemCaseSensitive(alt, ap))
-                cJSON_AddNumberToObject(alt, ap, c->res[i].top[k].logprob);
+                cJSON_AddNumberToObject(alt, ap, c->mres[i].top[k].logprob);
             free(ap);
         }
         cJSON_AddItemToArray(top, alt);
@@ -559,9 +559,9 @@ static void json_chat_logprobs(rd_app *app, cJSON *choice, const rd_choice *c, i
     }
     cJSON *lp = cJSON_AddObjectToObject(choice, "logprobs"), *content = cJSON_AddArrayToObject(lp, "content");
     for (int i = from; i < to; i++) {
-        cJSON *t = chat_token(app, c->tok[i], c->res[i].logprob), *top = cJSON_CreateArray();
-        for (int k = 0; k < c->res[i].n_top && k < n_top; k++)
-            cJSON_AddItemToArray(top, chat_token(app, c->res[i].top[k].token, c->res[i].top[k].logprob));
+        cJSON *t = chat_token(app, c->mtok[i], c->mres[i].logprob), *top = cJSON_CreateArray();
+        for (int k = 0; k < c->mres[i].n_top && k < n_top; k++)
+            cJSON_AddItemToArray(top, chat_token(app, c->mres[i].top[k].token, c->mres[i].top[k].logprob));
         cJSON_AddItemToObject(t, "top_logprobs", top);
         cJSON_AddItemToArray(content, t);
     }
@@ -642,20 +642,20 @@ static void append_token_text(rd_req *r, rd_choice *c, const char *s, size_t n)
  * now safe to send (not part of a possible stop string).  Queue lock held. */
 static size_t advance_choice(rd_req *r, rd_job *j, rd_choice *c, int *finished)
 {
-    while (!c->stopped && c->n_seen < c->n_tok) {
+    while (!c->stopped && c->n_seen < c->m_n) {
         const char *s;
         size_t n;
-        int32_t t = c->tok[c->n_seen++];
+        int32_t t = c->mtok[c->n_seen++];
         if (!(t == j->eos && !j->ignore_eos) && rn_detok_push(c->detok, t, &s, &n) == RN_OK)
             append_token_text(r, c, s, n);
     }
-    if (!c->stopped && c->finish != RD_FIN_NONE && c->n_seen == c->n_tok) {
+    if (!c->stopped && c->m_finish != RD_FIN_NONE && c->n_seen == c->m_n) {
         const char *s;
         size_t n;
         if (rn_detok_finish(c->detok, &s, &n) == RN_OK)
             append_token_text(r, c, s, n);
     }
-    *finished = c->stopped || (c->finish != RD_FIN_NONE && c->n_seen == c->n_tok);
+    *finished = c->stopped || (c->m_finish != RD_FIN_NONE && c->n_seen == c->m_n);
     if (*finished || !r->n_stops)
         return c->text_len;
     return c->text_len - stop_hold(r, c->text, c->text_len);
@@ -694,7 +694,7 @@ static void usage_json(rd_req *r, cJSON *o)
         for (int k = 0; k < r->jobs[i]->n; k++) {
             const rd_choice *c = &r->jobs[i]->ch[k];
             /* tokens generated after a stop string are not returned */
-            ct += c->stopped ? c->n_seen : c->n_tok;
+            ct += c->stopped ? c->n_seen : c->m_n;
         }
     }
     cJSON *u = cJSON_AddObjectToObject(o, "usage");
@@ -772,15 +772,41 @@ static void stream_error(rd_req *r, unsigned status, const char *msg)
     r->done_sent = 1;
 }
 
-/* Streams whatever became ready for all choices of r (queue lock held). */
+/* Queue mutex held: copies every choice's progress into its mirror and the
+ * first failure into r, so the rest of the work (detokenizing, JSON, SSE)
+ * runs without the mutex the engine thread takes for every token. */
+static void sync_req_locked(rd_req *r)
+{
+    for (int i = 0; i < r->n_jobs; i++) {
+        rd_job *j = r->jobs[i];
+        for (int k = 0; k < j->n; k++)
+            if (rd_choice_sync_locked(&j->ch[k]) != 0 && !r->err_status) {
+                r->err_status = 500;
+                snprintf(r->err_msg, sizeof r->err_msg, "out of memory");
+            }
+        if (j->error_status && j->error_status != 499 && !r->err_status) {
+            r->err_status = j->error_status;
+            snprintf(r->err_msg, sizeof r->err_msg, "%s", j->error_msg);
+        }
+    }
+}
+
+static void sync_req(rd_req *r)
+{
+    rd_queue_lock(r->app->queue);
+    sync_req_locked(r);
+    rd_queue_unlock(r->app->queue);
+}
+
+/* Streams whatever became ready for all choices of r (after sync_req). */
 static void stream_progress(rd_req *r)
 {
+    if (r->err_status && !r->done_sent) {
+        stream_error(r, (unsigned)r->err_status, r->err_msg);
+        return;
+    }
     for (int ji = 0; ji < r->n_jobs && !r->done_sent; ji++) {
         rd_job *j = r->jobs[ji];
-        if (j->error_status && j->error_status != 499) {
-            stream_error(r, (unsigned)j->error_status, j->error_msg);
-            return;
-        }
         for (int k = 0; k < j->n; k++) {
             rd_choice *c = &j->ch[k];
             if (c->finish_sent)
@@ -789,7 +815,7 @@ static void stream_progress(rd_req *r)
             size_t safe = advance_choice(r, j, c, &fin);
             int index = ji * j->n + k;
             if (safe > c->sent_bytes || fin) {
-                const char *fn = fin ? (c->stopped ? "stop" : finish_name(c->finish)) : NULL;
+                const char *fn = fin ? (c->stopped ? "stop" : finish_name(c->m_finish)) : NULL;
                 /* the logprobs of every token since the last chunk, including
                  * tokens whose text is still held back */
                 stream_piece(r, index, c->text + c->sent_bytes, safe - c->sent_bytes, fn, j, c,
@@ -812,20 +838,19 @@ static void stream_progress(rd_req *r)
 static int reply_full(rd_req *r)
 {
     rd_app *app = r->app;
-    for (int ji = 0; ji < r->n_jobs; ji++)
-        if (r->jobs[ji]->error_status && r->jobs[ji]->error_status != 499)
-            return rd_json_error(r->conn, (unsigned)r->jobs[ji]->error_status,
-                                 r->jobs[ji]->error_status == 503   ? "service_unavailable_error"
-                                 : r->jobs[ji]->error_status == 429 ? "rate_limit_error"
-                                                                    : "server_error",
-                                 NULL, NULL, "%s", r->jobs[ji]->error_msg);
+    sync_req(r);
+    if (r->err_status)
+        return rd_json_error(r->conn, (unsigned)r->err_status,
+                             r->err_status == 503   ? "service_unavailable_error"
+                             : r->err_status == 429 ? "rate_limit_error"
+                                                    : "server_error",
+                             NULL, NULL, "%s", r->err_msg);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", r->id);
     cJSON_AddStringToObject(o, "object", r->chat ? "chat.completion" : "text_completion");
     cJSON_AddNumberToObject(o, "created", (double)r->created);
     cJSON_AddStringToObject(o, "model", app->opt.model_name);
     cJSON *arr = cJSON_AddArrayToObject(o, "choices");
-    rd_queue_lock(app->queue);
     for (int ji = 0; ji < r->n_jobs; ji++) {
         rd_job *j = r->jobs[ji];
         for (int k = 0; k < j->n; k++) {
@@ -849,12 +874,11 @@ static int reply_full(rd_req *r)
                 json_logprobs(app, ch, c, 0, c->n_seen, 0, j->want_logprobs, j->n_logprobs);
             }
             free(t);
-            cJSON_AddStringToObject(ch, "finish_reason", c->stopped ? "stop" : finish_name(c->finish) ? finish_name(c->finish) : "stop");
+            cJSON_AddStringToObject(ch, "finish_reason", c->stopped ? "stop" : finish_name(c->m_finish) ? finish_name(c->m_finish) : "stop");
             cJSON_AddItemToArray(arr, ch);
         }
     }
     usage_json(r, o);
-    rd_queue_unlock(app->queue);
     return rd_json_reply(r->conn, 200, o);
 }
 
@@ -963,14 +987,13 @@ int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
  * reply_full (which flushes their detokenizer). */
 static void scan_stops(rd_req *r, rd_job *j)
 {
-    rd_queue_lock(r->app->queue);
+    sync_req(r);
     for (int k = 0; k < j->n; k++) {
         rd_choice *c = &j->ch[k];
         int fin;
-        if (!c->stopped && c->finish == RD_FIN_NONE)
+        if (!c->stopped && c->m_finish == RD_FIN_NONE)
             advance_choice(r, j, c, &fin);
     }
-    rd_queue_unlock(r->app->queue);
 }
 
 /* The loop's view of a job that has news. */
@@ -980,9 +1003,8 @@ void rd_api_job_ready(rd_app *app, rd_job *j)
     if (!r)
         return;
     if (r->stream) {
-        rd_queue_lock(app->queue);
+        sync_req(r);
         stream_progress(r);
-        rd_queue_unlock(app->queue);
         if (r->done_sent)
             stream_list_remove(app, r);
         rd_http_resume_later(r->conn);

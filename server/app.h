@@ -77,6 +77,8 @@ typedef struct rd_req {
     char **prompt_text;       /* decoded prompt per job, for echo */
     rd_session *session;
     int chunks_sent, done_sent;
+    int err_status;             /* first job failure seen by sync_req (not 499) */
+    char err_msg[200];
     unsigned role_sent;         /* choices whose first chat delta (role) went out */
     struct rd_req *next_stream, *prev_stream;
 } rd_req;

@@ -38,6 +38,8 @@ void rd_job_unref(rd_job *j)
         rd_choice *c = &j->ch[i];
         free(c->tok);
         free(c->res);
+        free(c->mtok);
+        free(c->mres);
         free(c->text);
         rn_sampler_free(c->sampler);
         rn_detok_free(c->detok);
@@ -65,5 +67,30 @@ int rd_choice_push(rd_choice *c, const rn_sample_result *r)
     c->tok[c->n_tok] = r->token;
     c->res[c->n_tok] = *r;
     c->n_tok++;
+    return 0;
+}
+
+int rd_choice_sync_locked(rd_choice *c)
+{
+    if (c->n_tok > c->m_cap) {
+        int cap = c->m_cap ? c->m_cap : 32;
+        while (cap < c->n_tok)
+            cap *= 2;
+        int32_t *t = realloc(c->mtok, sizeof *t * (size_t)cap);
+        if (!t)
+            return -1;
+        c->mtok = t;
+        rn_sample_result *rs = realloc(c->mres, sizeof *rs * (size_t)cap);
+        if (!rs)
+            return -1;
+        c->mres = rs;
+        c->m_cap = cap;
+    }
+    for (int i = c->m_n; i < c->n_tok; i++) {
+        c->mtok[i] = c->tok[i];
+        c->mres[i] = c->res[i];
+    }
+    c->m_n = c->n_tok;
+    c->m_finish = c->finish;
     return 0;
 }

@@ -36,7 +36,12 @@ typedef struct rd_choice {
     int slot;
     rn_sampler *sampler;
     int fed;                   /* generated tokens already fed into the state */
-    /* http only */
+    /* http only: a copy of the progress, taken under the queue mutex, so
+     * decoding and formatting run without holding it */
+    int32_t *mtok;
+    rn_sample_result *mres;
+    int m_n, m_cap;
+    rd_finish m_finish;
     rn_detok *detok;
     int n_seen;                /* tokens already turned into text */
     char *text;                /* decoded text not yet sent (held for stop strings) */
@@ -82,6 +87,10 @@ rd_job *rd_job_new(int n);
 void rd_job_ref(rd_job *j);
 /* Drops a reference; the last one frees the job and everything it owns. */
 void rd_job_unref(rd_job *j);
+/* Loop thread, queue mutex held: copies the choice's new tokens and its
+ * finish state into the loop's mirror (mtok, mres, m_n, m_finish).
+ * Returns 0 or -1 on ENOMEM. */
+int rd_choice_sync_locked(rd_choice *c);
 /* Appends a sampled token to a choice (engine thread, queue mutex held). */
 int rd_choice_push(rd_choice *c, const rn_sample_result *r);
 
