@@ -213,7 +213,7 @@ static int api_session_fork(rd_app *app, rd_conn *c, rd_session *src)
     r->session = dst;
     rd_session_set_busy(src, 1);
     rd_session_set_busy(dst, 1);
-    r->echo_text = (char *)src; /* the source, to release at the end */
+    r->fork_src = src;
     rd_conn_set_data(c, r);
     rd_job_ref(j);
     rd_queue_submit(app->queue, j);
@@ -385,10 +385,9 @@ void rd_api_resume(void *vapp, rd_conn *c)
     if (!r || rd_conn_gone(c))
         return;
     if (r->kind == RD_REQ_FORK) {
-        rd_session *src = (rd_session *)r->echo_text;
-        rd_session_set_busy(src, 0);
+        rd_session_set_busy(r->fork_src, 0);
         rd_session_set_busy(r->session, 0);
-        r->echo_text = NULL;
+        r->fork_src = NULL;
         reply_session(c, 200, r->session);
         return;
     }
@@ -402,10 +401,10 @@ void rd_api_done(void *vapp, rd_conn *c)
     if (!r)
         return;
     if (r->kind == RD_REQ_FORK) {
-        if (r->echo_text) {
+        if (r->fork_src) {
             /* never answered (the client left): no one knows the new
              * session, so it goes, with its slot, and the copy is called off */
-            rd_session_set_busy((rd_session *)r->echo_text, 0);
+            rd_session_set_busy(r->fork_src, 0);
             atomic_store(&r->jobs[0]->cancelled, 1);
             rd_session_delete(app, r->session);
         } else {

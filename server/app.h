@@ -73,9 +73,9 @@ typedef struct rd_req {
     int n_stops;
     char id[40];
     int64_t created;
-    char *echo_text;          /* per job, joined by NUL... (kept simple: one prompt) */
     char **prompt_text;       /* decoded prompt per job, for echo */
     rd_session *session;
+    rd_session *fork_src;     /* RD_REQ_FORK: the session copied from (busy until done) */
     int chunks_sent, done_sent;
     int err_status;             /* first job failure seen by sync_req (not 499) */
     char err_msg[200];
