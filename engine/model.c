@@ -113,12 +113,6 @@ static int shard_name_ok(const char *s)
     return s[0] && s[0] != '.' && !strchr(s, '/') && strlen(s) < 256;
 }
 
-/* Text for a failed rn__read_file. */
-static const char *read_error(int rc)
-{
-    return rc == -ENXIO ? "not a regular file" : strerror(-rc);
-}
-
 static int open_sharded(rn_model *m, const char *index_path, rn_error *err)
 {
     char *text = NULL, *path = NULL;
@@ -126,7 +120,7 @@ static int open_sharded(rn_model *m, const char *index_path, rn_error *err)
     cJSON *root = NULL;
     int rc = rn__read_file(index_path, MAX_INDEX_BYTES, &text, &len);
     if (rc != 0)
-        return rn_error_set(err, RN_EIO, "%s: %s", index_path, read_error(rc));
+        return rn_error_set(err, RN_EIO, "%s: %s", index_path, rn__read_error(rc));
     root = cJSON_ParseWithLength(text, len);
     const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
     if (!cJSON_IsObject(wm)) {
@@ -418,7 +412,7 @@ static int load_config(rn_model *m, rn_error *err)
         return rn_error_set(err, RN_ENOMEM, "out of memory");
     rc = rn__read_file(path, MAX_CONFIG_BYTES, &text, &len);
     if (rc != 0)
-        rc = rn_error_set(err, rc == -EFBIG ? RN_EFORMAT : RN_EIO, "%s: %s", path, read_error(rc));
+        rc = rn_error_set(err, rc == -EFBIG ? RN_EFORMAT : RN_EIO, "%s: %s", path, rn__read_error(rc));
     else
         rc = rn_config_parse(&m->cfg, text, len, path, err);
     free(text);

@@ -295,7 +295,7 @@ static int initial_symbols(const rn_bpe *b, const char *w, size_t len, sym **s, 
     return RN_OK;
 }
 
-static int out_push(int32_t **out, int *n, int *cap, int32_t id)
+int rn__ids_push(int32_t **out, int *n, int *cap, int32_t id)
 {
     if (*n == *cap) {
         int c = *cap ? 2 * *cap : 64;
@@ -316,7 +316,7 @@ int rn__bpe_word(const rn_bpe *b, const char *word, size_t len, int32_t **out, i
     if (b->ignore_merges) {
         int32_t id = rn__strmap_get(&b->vocab, word, len);
         if (id >= 0)
-            return out_push(out, n, cap, id);
+            return rn__ids_push(out, n, cap, id);
     }
     sym *s = NULL;
     heap h = {0};
@@ -341,7 +341,7 @@ int rn__bpe_word(const rn_bpe *b, const char *word, size_t len, int32_t **out, i
             rc = push_pair(b, &h, s, c.pos);
     }
     for (int i = 0; rc == RN_OK && ns > 0 && i >= 0; i = s[i].next)
-        rc = out_push(out, n, cap, s[i].id);
+        rc = rn__ids_push(out, n, cap, s[i].id);
     free(s);
     free(h.v);
     return rc;

@@ -42,6 +42,10 @@ int rn__bpe_add_merge(rn_bpe *b, int32_t left, int32_t right, int32_t rank, int3
 int rn__bpe_init_merges(rn_bpe *b, size_t n_merges);
 void rn__bpe_deinit(rn_bpe *b);
 
+/* Appends id to the growing array *out (*n used, *cap allocated).
+ * Returns 0 or RN_ENOMEM (then *out is unchanged). */
+int rn__ids_push(int32_t **out, int *n, int *cap, int32_t id);
+
 /* Appends the ids of one pre-tokenized word (UTF-8) to *out (a growing
  * array: *n used, *cap allocated).  Returns 0 or RN_ENOMEM. */
 int rn__bpe_word(const rn_bpe *b, const char *word, size_t len, int32_t **out, int *n, int *cap);

@@ -519,7 +519,7 @@ int rn_tokenizer_load(rn_tokenizer **out, const char *path, rn_error *err)
     init_byte_level(t);
     rc = rn__read_file(path, MAX_TOKENIZER_BYTES, &text, &len);
     if (rc != 0) {
-        rc = rn_error_set(err, RN_EIO, "%s: %s", path, rc == -ENXIO ? "not a regular file" : strerror(-rc));
+        rc = rn_error_set(err, RN_EIO, "%s: %s", path, rn__read_error(rc));
         goto fail;
     }
     root = cJSON_ParseWithLength(text, len);
@@ -772,17 +772,10 @@ static int encode_word(rn_tokenizer *t, const char *w, size_t n, int32_t **out, 
     int32_t ci = rn__strmap_get(&t->cache, w, n);
     if (ci >= 0) {
         const cache_entry *e = &t->cache_entries[ci];
-        for (int i = 0; i < e->n; i++) {
-            if (*no == *cap) {
-                int c = *cap ? 2 * *cap : 64;
-                int32_t *v = realloc(*out, sizeof *v * (size_t)c);
-                if (!v)
-                    return RN_ENOMEM;
-                *out = v, *cap = c;
-            }
-            (*out)[(*no)++] = e->ids[i];
-        }
-        return RN_OK;
+        int rc = RN_OK;
+        for (int i = 0; i < e->n && rc == RN_OK; i++)
+            rc = rn__ids_push(out, no, cap, e->ids[i]);
+        return rc;
     }
     int start = *no, rc = rn__bpe_word(&t->bpe, w, n, out, no, cap);
     if (rc != RN_OK || n > 256)
@@ -847,11 +840,7 @@ int rn_tokenizer_encode(rn_tokenizer *t, const char *text, size_t len, int32_t *
         if (i > seg)
             rc = encode_segment(t, clean + seg, i - seg, seg == 0, &out, &no, &cap);
         if (rc == RN_OK && a) {
-            int32_t *v = no == cap ? realloc(out, sizeof *v * (size_t)(cap = cap ? 2 * cap : 64)) : out;
-            if (!v)
-                rc = RN_ENOMEM;
-            else
-                out = v, out[no++] = a->id;
+            rc = rn__ids_push(&out, &no, &cap, a->id);
             i += a->len;
             seg = i;
         } else {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,6 +77,11 @@ out:
     free(buf);
     close(fd);
     return rc;
+}
+
+const char *rn__read_error(int rc)
+{
+    return rc == -ENXIO ? "not a regular file" : strerror(-rc);
 }
 
 double rn__now(void)

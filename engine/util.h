@@ -16,6 +16,8 @@ char *rn__strcat3(const char *a, const char *b, const char *c);
  * by the caller.  Returns 0, or -errno (-EFBIG when larger than max, -EISDIR
  * for a directory, -ENXIO for anything else that is not a regular file). */
 int rn__read_file(const char *path, size_t max, char **out, size_t *len);
+/* Text for a failed rn__read_file's status. */
+const char *rn__read_error(int rc);
 /* Monotonic time in seconds. */
 double rn__now(void);
 
