@@ -24,32 +24,10 @@
 #include <cjson/cJSON.h>
 
 #include "model.h"
+#include "fixture.h"
 #include "suites.h"
 #include "util.h"
 
-/* ------------------------------------------------------ temporary dirs */
-
-static void dir_create(char *dir, size_t cap)
-{
-    const char *base = getenv("TMPDIR");
-    if (!base || !*base)
-        base = "/tmp";
-    snprintf(dir, cap, "%s/rn-check-model-XXXXXX", base);
-    ck_assert_msg(mkdtemp(dir) != NULL, "mkdtemp %s: %s", dir, strerror(errno));
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void dir_remove(const char *dir)
-{
-    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static void write_file(const char *dir, const char *name, const void *data, size_t n)
 {
@@ -339,7 +317,7 @@ static void valid_spec(stspec *s)
  * not yet written. */
 static void model_dir(char *dir, size_t cap, stspec *s)
 {
-    dir_create(dir, cap);
+    test_dir_create(dir, cap, "model");
     write_text(dir, "config.json", valid_config);
     valid_spec(s);
 }
@@ -367,7 +345,7 @@ static void expect_load_error(const char *dir, int code, ...)
     rn_model *loaded = rc == RN_OK ? m : NULL;
     int m_is_null = m == NULL;
     rn_model_free(loaded);
-    dir_remove(dir);
+    test_dir_remove(dir);
 
     ck_assert_msg(rc == code, "%s: status %d (%s), want %d (%s); message: %s", dir, rc,
                   rn_strerror(rc), code, rn_strerror(code), err.msg);
@@ -390,7 +368,7 @@ static rn_model *expect_load_ok(const char *dir)
     memset(&err, 0, sizeof err);
     int rc = rn_model_load(&m, dir, &err);
     if (rc != RN_OK)
-        dir_remove(dir);
+        test_dir_remove(dir);
     ck_assert_msg(rc == RN_OK, "%s: load failed: %s", dir, err.msg);
     ck_assert_ptr_nonnull(m);
     return m;
@@ -421,7 +399,7 @@ START_TEST(test_model_valid_tiny_model_loads)
     for (int i = 0; i < 80; i++)
         ck_assert_float_eq(e[i], pattern_value(0, (uint64_t)i));
     rn_model_free(m);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
@@ -447,7 +425,7 @@ START_TEST(test_model_mixed_dtypes_load)
         ck_assert_float_eq(fn[i], pattern_value(1, (uint64_t)i));
     ck_assert_int_eq(rn_model_param_count(m), VALID_PARAMS);
     rn_model_free(m);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
@@ -469,7 +447,7 @@ START_TEST(test_model_misaligned_data_loads)
     for (int i = 0; i < 128; i++)
         ck_assert_float_eq(dn[i], pattern_value(11, (uint64_t)i));
     rn_model_free(m);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
@@ -491,7 +469,7 @@ START_TEST(test_model_neutral_fla_fields_accepted)
     ck_assert_int_eq(rn_model_config(m)->bos_token_id, 1);
     ck_assert_int_eq(rn_model_config(m)->pad_token_id, -1);
     rn_model_free(m);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
@@ -900,7 +878,7 @@ START_TEST(test_model_group_norm_weight_names)
             ck_assert_ptr_nonnull(rn_model_weights(m)->layers[0].gn_w.data);
             ck_assert_int_eq(rn_model_param_count(m), VALID_PARAMS + 4);
             rn_model_free(m);
-            dir_remove(dir);
+            test_dir_remove(dir);
         } else if (k == 2) {
             expect_load_error(dir, RN_EFORMAT, "unexpected tensor '" L0 "attn.g_norm.weight'",
                               NULL);
@@ -1118,7 +1096,7 @@ START_TEST(test_model_sharded_loads)
     rn_model *m1 = expect_load_ok(one);
     int64_t single = rn_model_param_count(m1);
     rn_model_free(m1);
-    dir_remove(one);
+    test_dir_remove(one);
 
     stspec a, b;
     sharded_dir(dir, sizeof dir, &a, &b);
@@ -1130,7 +1108,7 @@ START_TEST(test_model_sharded_loads)
     for (int i = 0; i < 128; i++) /* down_proj is tensor 6 of the second shard */
         ck_assert_float_eq(dn[i], pattern_value(6, (uint64_t)i));
     rn_model_free(m);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
@@ -1144,7 +1122,7 @@ START_TEST(test_model_sharded_index_wins_over_single_file)
     rn_model *m = expect_load_ok(dir);
     ck_assert_int_eq(rn_model_param_count(m), VALID_PARAMS);
     rn_model_free(m);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 

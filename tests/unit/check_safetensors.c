@@ -17,30 +17,10 @@
 #include <unistd.h>
 
 #include "safetensors.h"
+#include "fixture.h"
 #include "suites.h"
 #include "util.h"
 
-static void dir_create(char *dir, size_t cap)
-{
-    const char *base = getenv("TMPDIR");
-    if (!base || !*base)
-        base = "/tmp";
-    snprintf(dir, cap, "%s/rn-check-st-XXXXXX", base);
-    ck_assert_msg(mkdtemp(dir) != NULL, "mkdtemp %s: %s", dir, strerror(errno));
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void dir_remove(const char *dir)
-{
-    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* Number of directory entries other than . and .. */
 static int dir_count(const char *dir)
@@ -165,7 +145,7 @@ START_TEST(test_safetensors_roundtrip_all_dtypes)
     static const char *const mk[] = {"format", "seed", "note"};
     static const char *const mv[] = {"pt", "1101", "quotes \" and \\ and unicode \xc3\xa9"};
     char dir[PATH_MAX], path[PATH_MAX + 32];
-    dir_create(dir, sizeof dir);
+    test_dir_create(dir, sizeof dir, "st");
     snprintf(path, sizeof path, "%s/w.safetensors", dir);
     rn_st_out t[N_OUT];
     make_outs(t, 1);
@@ -178,7 +158,7 @@ START_TEST(test_safetensors_roundtrip_all_dtypes)
         ref[i] = t[i].data;
     check_file(path, t, ref, N_OUT, mk, mv, 3);
     ck_assert_int_eq(dir_count(dir), 1);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
@@ -186,7 +166,7 @@ START_TEST(test_safetensors_roundtrip_values_decode)
 {
     /* the stored bits mean what they should once converted */
     char dir[PATH_MAX], path[PATH_MAX + 32];
-    dir_create(dir, sizeof dir);
+    test_dir_create(dir, sizeof dir, "st");
     snprintf(path, sizeof path, "%s/w.safetensors", dir);
     rn_st_out t[N_OUT];
     make_outs(t, 1);
@@ -214,7 +194,7 @@ START_TEST(test_safetensors_roundtrip_values_decode)
     rn_to_f32(v, rn_st_data(f, e), e->dtype, 1);
     ck_assert_float_eq(v[0], 3.0f);
     rn_st_close(f);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
@@ -251,7 +231,7 @@ START_TEST(test_safetensors_write_with_fill_callback)
 {
     /* tensors 0, 2, 4, 6 come from fill(), the others from memory */
     char dir[PATH_MAX], path[PATH_MAX + 32];
-    dir_create(dir, sizeof dir);
+    test_dir_create(dir, sizeof dir, "st");
     snprintf(path, sizeof path, "%s/fill.safetensors", dir);
     rn_st_out t[N_OUT];
     make_outs(t, 1);
@@ -285,14 +265,14 @@ START_TEST(test_safetensors_write_with_fill_callback)
     check_file(path, t, ref, N_OUT, NULL, NULL, 0);
     for (int i = 0; i < N_OUT; i++)
         free(expect[i]);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
 START_TEST(test_safetensors_fill_failure_leaves_nothing)
 {
     char dir[PATH_MAX], path[PATH_MAX + 32];
-    dir_create(dir, sizeof dir);
+    test_dir_create(dir, sizeof dir, "st");
     snprintf(path, sizeof path, "%s/fail.safetensors", dir);
     rn_st_out t[N_OUT];
     make_outs(t, 0);
@@ -307,14 +287,14 @@ START_TEST(test_safetensors_fill_failure_leaves_nothing)
     ck_assert_msg(strstr(err.msg, "fail.safetensors") != NULL, "%s", err.msg);
     ck_assert_int_eq(ctx.calls, 4); /* stopped at the failing tensor */
     ck_assert_int_eq(dir_count(dir), 0);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
 START_TEST(test_safetensors_find_missing_name)
 {
     char dir[PATH_MAX], path[PATH_MAX + 32];
-    dir_create(dir, sizeof dir);
+    test_dir_create(dir, sizeof dir, "st");
     snprintf(path, sizeof path, "%s/w.safetensors", dir);
     rn_st_out t[N_OUT];
     make_outs(t, 1);
@@ -328,14 +308,14 @@ START_TEST(test_safetensors_find_missing_name)
     ck_assert_ptr_null(rn_st_find(f, "__metadata__"));
     ck_assert_ptr_nonnull(rn_st_find(f, "w.f32"));
     rn_st_close(f);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
 START_TEST(test_safetensors_empty_file_roundtrip)
 {
     char dir[PATH_MAX], path[PATH_MAX + 32];
-    dir_create(dir, sizeof dir);
+    test_dir_create(dir, sizeof dir, "st");
     snprintf(path, sizeof path, "%s/empty.safetensors", dir);
     ck_assert_int_eq(rn_st_write(path, NULL, 0, NULL, NULL, 0, NULL, NULL, NULL), RN_OK);
     rn_st_file *f = NULL;
@@ -346,14 +326,14 @@ START_TEST(test_safetensors_empty_file_roundtrip)
     ck_assert_uint_eq(f->data_size, 0);
     ck_assert_ptr_null(rn_st_find(f, "x"));
     rn_st_close(f);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
 START_TEST(test_safetensors_write_replaces_atomically)
 {
     char dir[PATH_MAX], path[PATH_MAX + 32], tmp[PATH_MAX + 48];
-    dir_create(dir, sizeof dir);
+    test_dir_create(dir, sizeof dir, "st");
     snprintf(path, sizeof path, "%s/w.safetensors", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     rn_st_out t[N_OUT];
@@ -380,7 +360,7 @@ START_TEST(test_safetensors_write_replaces_atomically)
     for (int i = 0; i < N_OUT; i++)
         ref[i] = t[i].data;
     check_file(path, t, ref, N_OUT, k1, v2, 1);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
@@ -388,7 +368,7 @@ START_TEST(test_safetensors_write_failure_keeps_old_file)
 {
     /* a stale PATH.tmp is overwritten; a failed write leaves the old file as it was */
     char dir[PATH_MAX], path[PATH_MAX + 32], tmp[PATH_MAX + 48];
-    dir_create(dir, sizeof dir);
+    test_dir_create(dir, sizeof dir, "st");
     snprintf(path, sizeof path, "%s/w.safetensors", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *stale = fopen(tmp, "wb");
@@ -413,14 +393,14 @@ START_TEST(test_safetensors_write_failure_keeps_old_file)
     for (int i = 0; i < N_OUT; i++)
         ref[i] = t[i].data;
     check_file(path, t, ref, N_OUT, NULL, NULL, 0);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
 START_TEST(test_safetensors_write_to_missing_dir)
 {
     char dir[PATH_MAX], path[PATH_MAX + 32];
-    dir_create(dir, sizeof dir);
+    test_dir_create(dir, sizeof dir, "st");
     snprintf(path, sizeof path, "%s/no/such/dir/w.safetensors", dir);
     rn_st_out t[N_OUT];
     make_outs(t, 1);
@@ -428,14 +408,14 @@ START_TEST(test_safetensors_write_to_missing_dir)
     memset(&err, 0, sizeof err);
     ck_assert_int_eq(rn_st_write(path, t, N_OUT, NULL, NULL, 0, NULL, NULL, &err), RN_EIO);
     ck_assert_msg(strstr(err.msg, "w.safetensors.tmp") != NULL, "%s", err.msg);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 
 START_TEST(test_safetensors_open_missing_file)
 {
     char dir[PATH_MAX], path[PATH_MAX + 32];
-    dir_create(dir, sizeof dir);
+    test_dir_create(dir, sizeof dir, "st");
     snprintf(path, sizeof path, "%s/absent.safetensors", dir);
     rn_st_file *f = (rn_st_file *)(void *)dir; /* must be reset to NULL */
     rn_error err;
@@ -443,7 +423,7 @@ START_TEST(test_safetensors_open_missing_file)
     ck_assert_int_eq(rn_st_open(&f, path, &err), RN_EIO);
     ck_assert_ptr_null(f);
     ck_assert_msg(strstr(err.msg, "absent.safetensors") != NULL, "%s", err.msg);
-    dir_remove(dir);
+    test_dir_remove(dir);
 }
 END_TEST
 

@@ -1,5 +1,7 @@
 /* fixture.c -- see fixture.h. */
 #include <check.h>
+#include <errno.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,4 +95,26 @@ double max_abs(const float *a, size_t n)
     for (size_t i = 0; i < n; i++)
         m = fabs((double)a[i]) > m ? fabs((double)a[i]) : m;
     return m;
+}
+
+void test_dir_create(char *dir, size_t cap, const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+    if (!base || !*base)
+        base = "/tmp";
+    snprintf(dir, cap, "%s/rn-check-%s-XXXXXX", base, tag);
+    ck_assert_msg(mkdtemp(dir) != NULL, "mkdtemp %s: %s", dir, strerror(errno));
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void test_dir_remove(const char *dir)
+{
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }

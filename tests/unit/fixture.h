@@ -34,6 +34,11 @@ void fixture_free(fixture *f);
 float *fixture_tensor(const fixture *f, const char *name, size_t *numel);
 rn_engine *fixture_engine(const fixture *f, int n_slots, int max_chunk);
 
+/* A new empty directory $TMPDIR/rn-check-<tag>-XXXXXX (path in dir); aborts
+ * the test on failure.  test_dir_remove deletes it with its contents. */
+void test_dir_create(char *dir, size_t cap, const char *tag);
+void test_dir_remove(const char *dir);
+
 /* max |a - b| over n values; *worst = its index */
 double max_abs_diff(const float *a, const float *b, size_t n, size_t *worst);
 double max_abs(const float *a, size_t n);
