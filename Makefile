@@ -40,7 +40,7 @@ CPPFLAGS_ALL = -D_GNU_SOURCE -Iengine $(PKG_CFLAGS)
 CFLAGS_ALL = -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -pthread -MMD -MP $(CFLAGS)
 LDLIBS_ALL = $(PKG_LIBS) -lm -pthread
 
-ENGINE_SRC := $(wildcard engine/*.c engine/cpu/*.c)
+ENGINE_SRC := $(wildcard engine/*.c engine/cpu/*.c engine/cuda/*.c)
 CUDA_SRC := $(wildcard engine/cuda/*.cu)
 ifneq ($(NVCC),)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))

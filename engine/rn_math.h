@@ -21,7 +21,8 @@
 
 /* ln(gamma_h) as a double holding an fp32 value.
  * pow2 (torchscale, FLA): ln(1 - 2^(-5-h)), each step rounded to fp32.
- * linspace (yar, paper): gamma_h = 1 - exp(x_h), x = linspace(ln 1/32, ln 1/512, H). */
+ * linspace (yar, paper): gamma_h = 1 - exp(x_h), x = linspace(ln 1/32, ln
+ * 1/512, H). */
 RN_HD double rn_log_decay(int decay_linspace, int h, int n_heads)
 {
     if (!decay_linspace) {
@@ -44,7 +45,8 @@ RN_HD float rn_decay_pow(double log_gamma, double d)
 
 /* Rotary frequency of feature i (0 <= i < dk) in the layout's order.
  * half (FLA): j = i mod dk/2, w = theta^(-(fp32)(2j/dk)).
- * interleaved linspace (torchscale, yar): j = i/2, w = theta^(-linspace(0,1,dk/2)_j). */
+ * interleaved linspace (torchscale, yar): j = i/2, w =
+ * theta^(-linspace(0,1,dk/2)_j). */
 RN_HD float rn_rope_frequency(int interleaved, int freq_linspace, double theta, int i, int dk)
 {
     int n = dk / 2;
@@ -77,6 +79,45 @@ RN_HD float rn_act_gelu(float x)
 RN_HD float rn_act_relu(float x)
 {
     return x > 0.0f ? x : 0.0f;
+}
+
+RN_HD float rn_act_apply(int act, float x)
+{
+    /* act: an rn_act value (0 swish, 1 gelu, 2 relu); an int so this header
+   * stays free of model.h */
+    return act == 0 ? rn_act_swish(x) : act == 1 ? rn_act_gelu(x) : rn_act_relu(x);
+}
+
+/* Decay mask of the chunkwise and parallel forms: g^(i-j) on and below the
+ * diagonal (j <= i), 0 above; pw[d] = g^d. */
+RN_HD float rn_decay_mask(const float *pw, int i, int j)
+{
+    return j <= i ? pw[i - j] : 0.0f;
+}
+
+/* One rotary rotation of the feature pair (a, b) whose angles' cosines and
+ * sines are (ca, sa) for a and (cb, sb) for b; the packages form both
+ * products in fp32. */
+RN_HD void rn_rope_rotate(float *a, float *b, float ca, float sa, float cb, float sb)
+{
+    float x = *a, y = *b;
+    *a = x * ca - y * sa;
+    *b = y * cb + x * sb;
+}
+
+/* torchscale's running normaliser after one recurrent step, s' = g s + 1,
+ * and the factor 1/sqrt(s') the step's output is scaled by. */
+RN_HD float rn_ts_norm_step(float *s, float g)
+{
+    *s = g * *s + 1.0f;
+    return 1.0f / sqrtf(*s);
+}
+
+/* Per-row normalisation factor from the row's statistics (sum of squared
+ * deviations ss over d values): 1/sqrt(ss/d + eps). */
+RN_HD float rn_norm_factor(double ss, int d, float eps)
+{
+    return (float)(1.0 / sqrt(ss / d + (double)eps));
 }
 
 #endif

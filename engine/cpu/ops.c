@@ -68,7 +68,8 @@ typedef struct {
 static void cvt_task(void *ctx, int i)
 {
     const cvt_job *j = ctx;
-    int64_t per = ((j->n + 63) / 64 + 15) & ~(int64_t)15, s = (int64_t)i * per, e = s + per < j->n ? s + per : j->n;
+    int64_t per = ((j->n + 63) / 64 + 15) & ~(int64_t)15, s = (int64_t)i * per,
+            e = s + per < j->n ? s + per : j->n;
     if (s < e)
         cvt_row(j->dst + s, (const char *)j->W->data + s * 2, j->W->dtype, e - s);
 }
@@ -107,7 +108,7 @@ void rn__norm(float *y, const float *x, int n, int d, rn_norm_kind kind, const f
         }
         for (int k = 0; k < d; k++)
             ss += ((double)xi[k] - mu) * ((double)xi[k] - mu);
-        float r = (float)(1.0 / sqrt(ss / d + (double)eps));
+        float r = rn_norm_factor(ss, d, eps);
         for (int k = 0; k < d; k++) {
             float v = (float)((double)xi[k] - mu) * r;
             v = w ? v * w[k] : v;
@@ -120,26 +121,19 @@ void rn__group_norm(float *o, int n, int heads, int dv, rn_norm_kind kind, float
                     const float *w)
 {
     for (int i = 0; i < n * heads; i++)
-        rn__norm(o + (size_t)i * (size_t)dv, o + (size_t)i * (size_t)dv, 1, dv, kind, w, NULL,
-                 eps);
-}
-
-static float act1(float v, rn_act a)
-{
-    return a == RN_ACT_SWISH ? rn_act_swish(v) : a == RN_ACT_GELU ? rn_act_gelu(v)
-                                                                  : rn_act_relu(v);
+        rn__norm(o + (size_t)i * (size_t)dv, o + (size_t)i * (size_t)dv, 1, dv, kind, w, NULL, eps);
 }
 
 void rn__act(float *x, size_t n, rn_act a)
 {
     for (size_t i = 0; i < n; i++)
-        x[i] = act1(x[i], a);
+        x[i] = rn_act_apply((int)a, x[i]);
 }
 
 void rn__gate(float *y, const float *g, size_t n, rn_act a)
 {
     for (size_t i = 0; i < n; i++)
-        y[i] *= act1(g[i], a);
+        y[i] *= rn_act_apply((int)a, g[i]);
 }
 
 void rn__rope(float *x, int n, int heads, int dk, const long long *pos, const float *freq,
@@ -156,17 +150,11 @@ void rn__rope(float *x, int n, int heads, int dk, const long long *pos, const fl
         for (int h = 0; h < heads; h++) {
             float *v = x + ((size_t)i * (size_t)heads + (size_t)h) * (size_t)dk;
             if (interleaved) {
-                for (int j = 0; j < dk; j += 2) {
-                    float a = v[j], b = v[j + 1];
-                    v[j] = a * c[j] - b * s[j];
-                    v[j + 1] = b * c[j + 1] + a * s[j + 1];
-                }
+                for (int j = 0; j < dk; j += 2)
+                    rn_rope_rotate(&v[j], &v[j + 1], c[j], s[j], c[j + 1], s[j + 1]);
             } else {
-                for (int j = 0; j < half; j++) {
-                    float a = v[j], b = v[j + half];
-                    v[j] = a * c[j] - b * s[j];
-                    v[j + half] = b * c[j + half] + a * s[j + half];
-                }
+                for (int j = 0; j < half; j++)
+                    rn_rope_rotate(&v[j], &v[j + half], c[j], s[j], c[j + half], s[j + half]);
             }
         }
     }

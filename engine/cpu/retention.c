@@ -3,10 +3,10 @@
  * chunkwise (GEMM-shaped, any chunk length, continuing a state) and parallel.
  *
  * Chunk of length C at absolute start p0, decay g, state S0, sum s0:
- *   o_i = [ sum_{j<=i} g^(i-j) (q_i.k_j) v_j + g^(i+1) q_i S0 ] / sqrt(s_{p0+i})
- *   S'  = g^C S0 + sum_j g^(C-1-j) k_j v_j^T
- *   s_{p0+i} = s0 g^(i+1) + sum_{t<=i} g^t    (torchscale only)
- * which equals C recurrent steps exactly (docs/architecture.md).
+ *   o_i = [ sum_{j<=i} g^(i-j) (q_i.k_j) v_j + g^(i+1) q_i S0 ] /
+ * sqrt(s_{p0+i}) S'  = g^C S0 + sum_j g^(C-1-j) k_j v_j^T s_{p0+i} = s0 g^(i+1)
+ * + sum_{t<=i} g^t    (torchscale only) which equals C recurrent steps exactly
+ * (docs/architecture.md).
  */
 #include <math.h>
 #include <string.h>
@@ -31,8 +31,7 @@ RN_CLONES void rn__retention_step(const rn_head_io *h)
         }
     }
     if (h->s) {
-        *h->s = g * *h->s + 1.0f;
-        float r = 1.0f / sqrtf(*h->s);
+        float r = rn_ts_norm_step(h->s, g);
         for (int e = 0; e < h->dv; e++)
             o[e] *= r;
     }
@@ -57,10 +56,8 @@ static void masked_scores(const rn_head_io *h, int c, float *A, const float *pw)
                 h->k, h->qk_stride, 0.0f, A, c);
     for (int i = 0; i < c; i++) {
         float *r = A + (size_t)i * (size_t)c;
-        for (int j = 0; j <= i; j++)
-            r[j] *= pw[i - j];
-        for (int j = i + 1; j < c; j++)
-            r[j] = 0.0f;
+        for (int j = 0; j < c; j++)
+            r[j] *= rn_decay_mask(pw, i, j);
     }
 }
 
@@ -117,7 +114,8 @@ void rn__retention_parallel(const rn_head_io *h, int t, int ts_clamp, float *scr
     decay_table(pw, t, h->log_gamma);
     masked_scores(h, t, A, pw);
     if (h->s) {
-        /* torchscale: mask rows / sqrt(sum_{t<=n} g^t), then optionally the clamp */
+        /* torchscale: mask rows / sqrt(sum_{t<=n} g^t), then optionally the clamp
+     */
         double cum = 0.0;
         for (int i = 0; i < t; i++) {
             float *r = A + (size_t)i * (size_t)t;

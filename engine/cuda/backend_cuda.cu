@@ -1,19 +1,471 @@
 /*
- * backend_cuda.cu -- the CUDA backend's entry in the backend registry.
+ * backend_cuda.cu -- the CUDA backend (backend.h): weights and every
+ * session's recurrent state resident in device memory.
  *
- * The kernels (chunkwise retention, fused recurrent step, norms, rotary,
- * sampling) and the device state pool are not written yet.  Until they are,
- * probe() reports the device as unusable with a message that says so, so
- * --device auto falls back to the CPU backend and --device cuda fails at start
- * with that message instead of running anything half-done.
+ * Memory is planned once at init (plan.h) and never grows: the weights as
+ * they are in the checkpoint (bf16, fp16 or fp32; vectors fp32), the state
+ * pool (n_slots x state bytes, so admission stays exact arithmetic), the
+ * activation rows, the chunkwise scratch and a cuBLASLt workspace.
+ *
+ * A forward pass mirrors the CPU backend's step for step (backend_cpu.c):
+ *   - projections: decode batches up to RN_CUDA_GEMV_MAX stream each weight
+ *     matrix once through rk_gemv (fp32 activations, fp32 accumulation);
+ *     larger batches and prefill chunks use cuBLASLt with the activations
+ *     rounded to the weights' dtype and fp32 accumulation and output;
+ *   - recurrent step: rk_ret_step reads and writes each state once, gathered
+ *     by slot index, so a batch needs no copies;
+ *   - chunkwise retention: per-head strided-batched fp32 GEMMs (cuBLAS) for
+ *     q k^T, A v, the inter-chunk term q S0 and the state update, plus the
+ *     decay mask and scalings as kernels.
+ * The parallel form is the chunkwise form over the whole prompt from a zero
+ * state (the same sums; torchscale's clamp is not offered here).
+ *
+ * Not here yet: sampling on the device (logits are copied back), CUDA graphs
+ * for the decode step, a bf16 state option.
  */
+#include <cublasLt.h>
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 extern "C" {
 #include "../backend.h"
+#include "plan.h"
+#include "rn_cuda.h"
 }
+#include "../rn_math.h"
+#include "kernels.cuh"
+
+#define LT_CACHE 64
+
+struct lt_entry {
+    int out, in, n, dtype;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+};
+
+/* Device pointers of one block's tensors (NULL when absent). */
+struct dev_layer {
+    const void *q, *k, *v, *g, *o, *up, *gate, *down;
+    const float *q_b, *k_b, *v_b, *g_b, *o_b, *up_b, *gate_b, *down_b;
+    const float *norm1_w, *norm1_b, *norm2_w, *norm2_b, *gn_w;
+};
+
+struct cuda_ctx {
+    const rn_config *c;
+    const rn_weights *w;
+    rn_cuda_plan plan;
+    int n_sms, broken;
+    cudaStream_t st;
+    cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    /* weights: one allocation, tensors at 256-byte offsets */
+    char *wdev;
+    size_t wsize, wused;
+    dev_layer *layers;
+    const void *embed, *lm_head;
+    const float *lm_head_b, *final_norm_w, *final_norm_b, *embed_norm_w;
+    /* state pool and positions (host) */
+    float *states;
+    int64_t *pos;
+    /* activations */
+    float *x, *hn, *y, *q, *k, *v, *g, *o, *f1, *f2, *logits;
+    void *half;
+    float *A, *qd, *kd, *pw, *sums;
+    double *log_gamma;
+    float *gamma, *freq;
+    int32_t *tok;
+    int *slots;
+    int64_t *rowpos;
+    void *ws;
+    lt_entry cache[LT_CACHE];
+    int n_cache;
+    int64_t *host_rowpos;
+};
+
+/* ---------------------------------------------------------------- errors */
+
+static int cuda_fail(rn_error *err, cudaError_t e, const char *what)
+{
+    return rn_error_set(err, RN_EDEVICE, "cuda backend: %s: %s", what, cudaGetErrorString(e));
+}
+
+#define CU(call, what)                                                                             \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            rc = cuda_fail(err, e_, what);                                                         \
+            goto cleanup;                                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* ------------------------------------------------------------- weights */
+
+static size_t tensor_bytes(const rn_tensor *t)
+{
+    return t->data ? (size_t)t->numel * rn_dtype_size(t->dtype) : 0;
+}
+
+static size_t align256(size_t n)
+{
+    return (n + 255) & ~(size_t)255;
+}
+
+/* Copies t into the weight buffer (or only counts its bytes when x->wdev is
+ * NULL); returns its device address, NULL for an absent tensor. */
+static const void *upload(cuda_ctx *x, const rn_tensor *t, int *rc)
+{
+    size_t n = tensor_bytes(t);
+    if (!n)
+        return NULL;
+    char *d = x->wdev ? x->wdev + x->wused : NULL;
+    x->wused += align256(n);
+    if (d && cudaMemcpy(d, t->data, n, cudaMemcpyHostToDevice) != cudaSuccess)
+        *rc = RN_EDEVICE;
+    return d;
+}
+
+static int upload_all(cuda_ctx *x)
+{
+    const rn_weights *w = x->w;
+    int rc = RN_OK;
+    x->wused = 0;
+    x->embed = upload(x, &w->embed, &rc);
+    x->lm_head = w->lm_head_w.data == w->embed.data ? x->embed : upload(x, &w->lm_head_w, &rc);
+    x->lm_head_b = (const float *)upload(x, &w->lm_head_b, &rc);
+    x->final_norm_w = (const float *)upload(x, &w->final_norm_w, &rc);
+    x->final_norm_b = (const float *)upload(x, &w->final_norm_b, &rc);
+    x->embed_norm_w = (const float *)upload(x, &w->embed_norm_w, &rc);
+    for (int l = 0; l < x->c->n_layers; l++) {
+        const rn_layer_weights *s = &w->layers[l];
+        dev_layer *d = &x->layers[l];
+        d->q = upload(x, &s->q_w, &rc), d->k = upload(x, &s->k_w, &rc);
+        d->v = upload(x, &s->v_w, &rc), d->g = upload(x, &s->g_w, &rc);
+        d->o = upload(x, &s->o_w, &rc), d->up = upload(x, &s->up_w, &rc);
+        d->gate = upload(x, &s->gate_w, &rc), d->down = upload(x, &s->down_w, &rc);
+        d->q_b = (const float *)upload(x, &s->q_b, &rc),
+        d->k_b = (const float *)upload(x, &s->k_b, &rc);
+        d->v_b = (const float *)upload(x, &s->v_b, &rc),
+        d->g_b = (const float *)upload(x, &s->g_b, &rc);
+        d->o_b = (const float *)upload(x, &s->o_b, &rc),
+        d->up_b = (const float *)upload(x, &s->up_b, &rc);
+        d->gate_b = (const float *)upload(x, &s->gate_b, &rc);
+        d->down_b = (const float *)upload(x, &s->down_b, &rc);
+        d->norm1_w = (const float *)upload(x, &s->norm1_w, &rc);
+        d->norm1_b = (const float *)upload(x, &s->norm1_b, &rc);
+        d->norm2_w = (const float *)upload(x, &s->norm2_w, &rc);
+        d->norm2_b = (const float *)upload(x, &s->norm2_b, &rc);
+        d->gn_w = (const float *)upload(x, &s->gn_w, &rc);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------ cuBLASLt */
+
+static cudaDataType_t cuda_type(int t)
+{
+    return t == RN_DT_BF16 ? CUDA_R_16BF : t == RN_DT_F16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
+static void lt_entry_free(lt_entry *e)
+{
+    if (e->op)
+        cublasLtMatmulDescDestroy(e->op);
+    if (e->a)
+        cublasLtMatrixLayoutDestroy(e->a);
+    if (e->b)
+        cublasLtMatrixLayoutDestroy(e->b);
+    if (e->c)
+        cublasLtMatrixLayoutDestroy(e->c);
+    memset(e, 0, sizeof *e);
+}
+
+/* Column-major view: y^T (out x n) = W (stored in x out, transposed) . x^T
+ * (in x n); fp32 accumulate and output.  Fills e; RN_EDEVICE if cuBLASLt
+ * offers no algorithm. */
+static int lt_entry_make(cuda_ctx *x, lt_entry *e, int out, int in, int n, int dtype)
+{
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cudaDataType_t dt = cuda_type(dtype);
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0, rc = RN_EDEVICE;
+    size_t ws = RN_CUDA_LT_WORKSPACE;
+    *e = (lt_entry){out, in, n, dtype, NULL, NULL, NULL, NULL, {}};
+    if (cublasLtMatmulDescCreate(&e->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
+        cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
+        cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
+        cublasLtMatrixLayoutCreate(&e->a, dt, (uint64_t)in, (uint64_t)out, in) ||
+        cublasLtMatrixLayoutCreate(&e->b, dt, (uint64_t)in, (uint64_t)n, in) ||
+        cublasLtMatrixLayoutCreate(&e->c, CUDA_R_32F, (uint64_t)out, (uint64_t)n, out) ||
+        cublasLtMatmulPreferenceCreate(&pref) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                             sizeof ws) ||
+        cublasLtMatmulAlgoGetHeuristic(x->lt, e->op, e->a, e->b, e->c, e->c, pref, 1, &res,
+                                       &found) ||
+        found < 1)
+        goto cleanup;
+    e->algo = res.algo;
+    rc = RN_OK;
+cleanup:
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (rc != RN_OK)
+        lt_entry_free(e);
+    return rc;
+}
+
+/* The cached plan for this shape, made on first use.  NULL on failure. */
+static lt_entry *lt_lookup(cuda_ctx *x, int out, int in, int n, int dtype, lt_entry *tmp)
+{
+    for (int i = 0; i < x->n_cache; i++) {
+        lt_entry *e = &x->cache[i];
+        if (e->out == out && e->in == in && e->n == n && e->dtype == dtype)
+            return e;
+    }
+    lt_entry *e = x->n_cache < LT_CACHE ? &x->cache[x->n_cache] : tmp;
+    if (lt_entry_make(x, e, out, in, n, dtype) != RN_OK)
+        return NULL;
+    if (e != tmp)
+        x->n_cache++;
+    return e;
+}
+
+static int lt_matmul(cuda_ctx *x, float *y, const void *W, const void *in_rows, int n, int out,
+                     int in, int dtype)
+{
+    lt_entry tmp = {};
+    lt_entry *e = lt_lookup(x, out, in, n, dtype, &tmp);
+    float one = 1.0f, zero = 0.0f;
+    if (!e)
+        return RN_EDEVICE;
+    cublasStatus_t s = cublasLtMatmul(x->lt, e->op, &one, W, e->a, in_rows, e->b, &zero, y, e->c, y,
+                                      e->c, &e->algo, x->ws, RN_CUDA_LT_WORKSPACE, x->st);
+    if (e == &tmp)
+        lt_entry_free(&tmp);
+    return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
+}
+
+/* y (n x out) = rows (n x in) W^T + b; W is the device copy of Wt. */
+static int linear(cuda_ctx *x, float *y, const float *rows, int n, const void *W,
+                  const rn_tensor *Wt, const float *b)
+{
+    int out = (int)Wt->shape[0], in = (int)Wt->shape[1], t = (int)Wt->dtype;
+    if (n <= RN_CUDA_GEMV_MAX) {
+        rk_gemv(x->st, y, W, t, b, rows, n, out, in);
+        return RN_OK;
+    }
+    const void *src = rows;
+    if (t != RN_DT_F32) {
+        rk_to_half(x->st, x->half, rows, (size_t)n * (size_t)in, t);
+        src = x->half;
+    }
+    int rc = lt_matmul(x, y, W, src, n, out, in, t);
+    if (rc == RN_OK && b)
+        rk_add_bias(x->st, y, b, n, out);
+    return rc;
+}
+
+/* ----------------------------------------------------------- retention */
+
+static rk_states layer_states(const cuda_ctx *x, int l)
+{
+    const rn_config *c = x->c;
+    size_t hkv = (size_t)c->n_heads * (size_t)c->head_dim_k * (size_t)c->head_dim_v;
+    rk_states s = {x->states, x->plan.state_vals, (size_t)l * x->plan.layer_vals,
+                   c->retention_norm == RN_RETNORM_TORCHSCALE ? hkv : 0};
+    return s;
+}
+
+/* C = op(A) op(B), fp32, one matrix per head (batch stride per operand). */
+static int gemm_heads(cuda_ctx *x, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                      const float *A, int lda, long long sa, const float *B, int ldb, long long sb,
+                      float beta, float *C, int ldc, long long sc)
+{
+    float one = 1.0f;
+    cublasStatus_t s = cublasGemmStridedBatchedEx(
+        x->blas, ta, tb, m, n, k, &one, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, &beta, C,
+        CUDA_R_32F, ldc, sc, x->c->n_heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
+}
+
+/* One chunk of C tokens of one slot through layer l's retention (the
+ * column-major views of each product are spelled out in
+ * docs/architecture.md, "CUDA backend"). */
+static int retention_chunk(cuda_ctx *x, int slot, int l, int C)
+{
+    const rn_config *c = x->c;
+    int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, HK = H * dk, HV = H * dv;
+    rk_states S = layer_states(x, l);
+    float *Sl = S.base + (size_t)slot * S.slot_stride + S.layer_off;
+    long long cc = (long long)C * C, hkv = (long long)dk * dv;
+    int rc;
+    /* A^T = K Q^T per head, then the decay mask */
+    if ((rc = gemm_heads(x, CUBLAS_OP_T, CUBLAS_OP_N, C, C, dk, x->k, HK, dk, x->q, HK, dk, 0.0f,
+                         x->A, C, cc)))
+        return rc;
+    rk_decay_mask(x->st, x->A, x->pw, H, C);
+    /* O^T = V^T A^T */
+    if ((rc = gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, C, C, x->v, HV, dv, x->A, C, cc, 0.0f,
+                         x->o, HV, dv)))
+        return rc;
+    /* O^T += S0^T (diag(g^(i+1)) Q)^T */
+    rk_scale_rows(x->st, x->qd, x->q, x->pw, H, C, dk, 1, 1);
+    if ((rc = gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, C, dk, Sl, dv, hkv, x->qd, dk,
+                         (long long)C * dk, 1.0f, x->o, HV, dv)))
+        return rc;
+    if (S.s_off)
+        rk_ts_chunk(x->st, x->o, S, slot, x->pw, x->sums, H, C, dv);
+    /* S = g^C S + (diag(g^(C-1-j)) K)^T V, i.e. S^T += V^T Kd */
+    rk_scale_rows(x->st, x->kd, x->k, x->pw, H, C, dk, -1, C - 1);
+    rk_decay_state(x->st, S, slot, x->pw, H, C, (size_t)H * (size_t)hkv);
+    return gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, C, x->v, HV, dv, x->kd, dk,
+                      (long long)C * dk, 1.0f, Sl, dv, hkv);
+}
+
+/* -------------------------------------------------------------- forward */
+
+typedef enum { FWD_DECODE, FWD_CHUNK } fwd_mode;
+
+static const float *block_input(cuda_ctx *x, int n, const float *w, const float *b)
+{
+    const rn_config *c = x->c;
+    if (c->norm_position != RN_NORMPOS_PRE)
+        return x->x;
+    rk_norm(x->st, x->hn, x->x, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER, w, b, c->norm_eps,
+            NULL, 0);
+    return x->hn;
+}
+
+static void residual(cuda_ctx *x, int n, const float *w, const float *b)
+{
+    const rn_config *c = x->c;
+    int D = c->hidden_size, lk = c->norm_kind == RN_NORM_LAYER;
+    if (c->norm_position == RN_NORMPOS_POST)
+        rk_norm(x->st, x->y, x->y, n, D, lk, w, b, c->norm_eps, NULL, 0);
+    rk_residual(x->st, x->x, x->y, (size_t)n * (size_t)D, c->residual_alpha);
+    if (c->norm_position == RN_NORMPOS_DEEPNORM)
+        rk_norm(x->st, x->x, x->x, n, D, lk, w, b, c->norm_eps, NULL, 0);
+}
+
+static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in, int n, int l)
+{
+    const rn_config *c = x->c;
+    const rn_layer_weights *lw = &x->w->layers[l];
+    const dev_layer *d = &x->layers[l];
+    int rc;
+    if ((rc = linear(x, x->q, in, n, d->q, &lw->q_w, d->q_b)) ||
+        (rc = linear(x, x->k, in, n, d->k, &lw->k_w, d->k_b)) ||
+        (rc = linear(x, x->v, in, n, d->v, &lw->v_w, d->v_b)) ||
+        (rc = linear(x, x->g, in, n, d->g, &lw->g_w, d->g_b)))
+        return rc;
+    rk_qk_prepare(x->st, x->q, x->k, n, c->n_heads, c->head_dim_k, x->rowpos, x->freq,
+                  c->position == RN_POS_ROTARY, c->rope_layout == RN_ROPE_INTERLEAVED,
+                  c->qk_scale == RN_QKSCALE_K, (float)(1.0 / sqrt((double)c->head_dim_k)));
+    if (mode == FWD_DECODE) {
+        rn_cuda_step_shape sh =
+            rn_cuda_step_plan(n, c->n_heads, c->head_dim_k, c->head_dim_v, x->n_sms);
+        rk_ret_step(x->st, x->o, layer_states(x, l), x->slots, x->q, x->k, x->v, x->gamma, n,
+                    c->n_heads, c->head_dim_k, c->head_dim_v, sh.e_tile, sh.d_split, x->n_sms);
+    } else if ((rc = retention_chunk(x, slot, l, n))) {
+        return rc;
+    }
+    rk_norm(x->st, x->o, x->o, n * c->n_heads, c->head_dim_v, c->group_norm_kind == RN_NORM_LAYER,
+            c->group_norm_affine ? d->gn_w : NULL, NULL, c->group_norm_eps, x->g, (int)c->gate_act);
+    return linear(x, x->y, x->o, n, d->o, &lw->o_w, d->o_b);
+}
+
+static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
+{
+    const rn_config *c = x->c;
+    const rn_layer_weights *lw = &x->w->layers[l];
+    const dev_layer *d = &x->layers[l];
+    size_t nf = (size_t)n * (size_t)c->intermediate_size;
+    int rc;
+    if ((rc = linear(x, x->f1, in, n, d->up, &lw->up_w, d->up_b)))
+        return rc;
+    if (c->ffn_kind == RN_FFN_GLU) {
+        if ((rc = linear(x, x->f2, in, n, d->gate, &lw->gate_w, d->gate_b)))
+            return rc;
+        rk_glu(x->st, x->f1, x->f2, nf, (int)c->hidden_act);
+    } else {
+        rk_act(x->st, x->f1, nf, (int)c->hidden_act);
+    }
+    return linear(x, x->y, x->f1, n, d->down, &lw->down_w, d->down_b);
+}
+
+/* Logits of rows [first, n) into the device logits buffer. */
+static int output_logits(cuda_ctx *x, int first, int n)
+{
+    const rn_config *c = x->c;
+    const float *h = x->x + (size_t)first * (size_t)c->hidden_size;
+    if (c->final_norm) {
+        rk_norm(x->st, x->hn, h, n - first, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
+                x->final_norm_w, x->final_norm_b, c->norm_eps, NULL, 0);
+        h = x->hn;
+    }
+    return linear(x, x->logits, h, n - first, x->lm_head, &x->w->lm_head_w, x->lm_head_b);
+}
+
+static int sync_status(cuda_ctx *x)
+{
+    if (cudaStreamSynchronize(x->st) != cudaSuccess || cudaGetLastError() != cudaSuccess) {
+        x->broken = 1;
+        return RN_EDEVICE;
+    }
+    return RN_OK;
+}
+
+/* Runs n rows (a decode batch over x->slots, or one chunk of slot) through
+ * every layer; positions and tokens are already on the device. */
+static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
+{
+    const rn_config *c = x->c;
+    int rc;
+    if (mode == FWD_CHUNK)
+        rk_decay_table(x->st, x->pw, x->log_gamma, c->n_heads, n);
+    rk_embed(x->st, x->x, x->embed, (int)x->w->embed.dtype, x->tok, n, c->hidden_size,
+             c->embed_scale);
+    if (c->embed_norm)
+        rk_norm(x->st, x->x, x->x, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
+                x->embed_norm_w, NULL, c->norm_eps, NULL, 0);
+    for (int l = 0; l < c->n_layers; l++) {
+        const dev_layer *d = &x->layers[l];
+        if ((rc = retention_block(x, mode, slot, block_input(x, n, d->norm1_w, d->norm1_b), n, l)))
+            return rc;
+        residual(x, n, d->norm1_w, d->norm1_b);
+        if ((rc = ffn_block(x, block_input(x, n, d->norm2_w, d->norm2_b), n, l)))
+            return rc;
+        residual(x, n, d->norm2_w, d->norm2_b);
+    }
+    return RN_OK;
+}
+
+static int put_rows(cuda_ctx *x, const int32_t *tok, const int *slots, int n)
+{
+    if (cudaMemcpyAsync(x->tok, tok, sizeof(int32_t) * (size_t)n, cudaMemcpyHostToDevice, x->st) ||
+        cudaMemcpyAsync(x->rowpos, x->host_rowpos, sizeof(int64_t) * (size_t)n,
+                        cudaMemcpyHostToDevice, x->st) ||
+        (slots &&
+         cudaMemcpyAsync(x->slots, slots, sizeof(int) * (size_t)n, cudaMemcpyHostToDevice, x->st)))
+        return RN_EDEVICE;
+    return RN_OK;
+}
+
+static int get_logits(cuda_ctx *x, float *dst, int rows)
+{
+    size_t bytes = sizeof(float) * (size_t)rows * (size_t)x->c->vocab_size;
+    if (cudaMemcpyAsync(dst, x->logits, bytes, cudaMemcpyDeviceToHost, x->st) != cudaSuccess)
+        return RN_EDEVICE;
+    return RN_OK;
+}
+
+/* ------------------------------------------------------------- lifecycle */
 
 static int cuda_probe(rn_error *err)
 {
@@ -22,25 +474,302 @@ static int cuda_probe(rn_error *err)
     if (e != cudaSuccess || n == 0)
         return rn_error_set(err, RN_ENODEV, "no CUDA device (%s)",
                             e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-    return rn_error_set(err, RN_ENODEV,
-                        "%d CUDA device(s) found, but the CUDA kernels are not part of this "
-                        "version yet",
-                        n);
-}
-
-static int cuda_init(void **ctx, const rn_model *m, const rn_engine_opts *o, rn_error *err)
-{
-    (void)m;
-    (void)o;
-    *ctx = NULL;
-    return rn_error_set(err, RN_ENODEV, "the CUDA backend is not implemented in this version");
+    return RN_OK;
 }
 
 static void cuda_deinit(void *ctx)
 {
-    (void)ctx;
+    cuda_ctx *x = (cuda_ctx *)ctx;
+    if (!x)
+        return;
+    for (int i = 0; i < x->n_cache; i++)
+        lt_entry_free(&x->cache[i]);
+    void *bufs[] = {x->wdev, x->states, x->x, x->A, x->log_gamma, x->tok, x->ws};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        cudaFree(bufs[i]);
+    if (x->lt)
+        cublasLtDestroy(x->lt);
+    if (x->blas)
+        cublasDestroy(x->blas);
+    if (x->st)
+        cudaStreamDestroy(x->st);
+    free(x->layers);
+    free(x->pos);
+    free(x->host_rowpos);
+    free(x);
+}
+
+/* Carves the activation, scratch and small-table buffers out of three
+ * allocations sized by the plan. */
+static int alloc_buffers(cuda_ctx *x, rn_error *err)
+{
+    const rn_config *c = x->c;
+    const rn_cuda_plan *p = &x->plan;
+    size_t R = (size_t)p->max_rows, D = (size_t)c->hidden_size, K = (size_t)c->key_dim;
+    size_t V = (size_t)c->value_dim, F = (size_t)c->intermediate_size, H = (size_t)c->n_heads;
+    size_t C = (size_t)p->max_chunk, dk = (size_t)c->head_dim_k;
+    size_t act = p->act_bytes + p->logits_bytes, tables;
+    float *a;
+    int rc = RN_OK;
+    CU(cudaMalloc(&x->x, act), "activations");
+    a = x->x;
+    x->hn = a += R * D, x->y = a += R * D, x->q = a += R * D, x->k = a += R * K;
+    x->v = a += R * K, x->g = a += R * V, x->o = a += R * V, x->f1 = a += R * V;
+    x->f2 = a += R * F, x->half = a += R * F;
+    a = (float *)((char *)x->x + p->act_bytes);
+    x->logits = a;
+    CU(cudaMalloc(&x->A, p->chunk_bytes), "chunk scratch");
+    x->qd = x->A + H * C * C, x->kd = x->qd + H * C * dk, x->pw = x->kd + H * C * dk;
+    x->sums = x->pw + H * (C + 1);
+    tables = H * sizeof(double) + H * 4 + dk * 4 + R * (4 + 4 + 8) + 256;
+    CU(cudaMalloc(&x->log_gamma, tables), "tables");
+    x->gamma = (float *)(x->log_gamma + H), x->freq = x->gamma + H;
+    /* positions (8-byte aligned), then slot indices, then token ids */
+    x->rowpos = (int64_t *)align256((size_t)(x->freq + dk));
+    x->slots = (int *)(x->rowpos + R);
+    x->tok = (int32_t *)(x->slots + R);
+    CU(cudaMalloc(&x->ws, RN_CUDA_LT_WORKSPACE), "cuBLASLt workspace");
+cleanup:
+    return rc;
+}
+
+static int init_tables(cuda_ctx *x, rn_error *err)
+{
+    const rn_config *c = x->c;
+    int H = c->n_heads, dk = c->head_dim_k, rc = RN_OK;
+    double *lg = (double *)malloc(sizeof(double) * (size_t)H);
+    float *g = (float *)malloc(sizeof(float) * (size_t)H),
+          *f = (float *)malloc(sizeof(float) * (size_t)dk);
+    if (!lg || !g || !f) {
+        rc = rn_error_set(err, RN_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    for (int h = 0; h < H; h++) {
+        lg[h] = rn_log_decay(c->decay == RN_DECAY_LINSPACE, h, H);
+        g[h] = rn_decay_pow(lg[h], 1.0);
+    }
+    for (int i = 0; i < dk; i++)
+        f[i] = x->w->rope_freq.data
+                   ? ((const float *)x->w->rope_freq.data)[i]
+                   : rn_rope_frequency(c->rope_layout == RN_ROPE_INTERLEAVED,
+                                       c->rope_freq == RN_FREQ_LINSPACE, c->rope_theta, i, dk);
+    CU(cudaMemcpy(x->log_gamma, lg, sizeof(double) * (size_t)H, cudaMemcpyHostToDevice), "tables");
+    CU(cudaMemcpy(x->gamma, g, sizeof(float) * (size_t)H, cudaMemcpyHostToDevice), "tables");
+    CU(cudaMemcpy(x->freq, f, sizeof(float) * (size_t)dk, cudaMemcpyHostToDevice), "tables");
+cleanup:
+    free(lg);
+    free(g);
+    free(f);
+    return rc;
+}
+
+/* A clear message before any large allocation when the plan cannot fit. */
+static int check_fits(const cuda_ctx *x, rn_error *err)
+{
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess)
+        return rn_error_set(err, RN_EDEVICE, "cuda backend: cannot query device memory");
+    size_t need = x->wsize + x->plan.total_bytes;
+    if (need > free_b)
+        return rn_error_set(err, RN_ENOMEM,
+                            "cuda backend: %zu MiB of weights + %zu MiB of states (%d slots of "
+                            "%zu bytes) + %zu MiB of buffers exceed the %zu MiB free on the device "
+                            "(lower --slots or --gpu-state-memory)",
+                            x->wsize >> 20, x->plan.pool_bytes >> 20, x->plan.n_slots,
+                            x->plan.state_bytes, (x->plan.total_bytes - x->plan.pool_bytes) >> 20,
+                            free_b >> 20);
+    return RN_OK;
+}
+
+static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_error *err)
+{
+    int rc = RN_OK, dev = 0;
+    cuda_ctx *x = (cuda_ctx *)calloc(1, sizeof *x);
+    *out = NULL;
+    if (!x)
+        return rn_error_set(err, RN_ENOMEM, "out of memory");
+    x->c = rn_model_config(m);
+    x->w = rn_model_weights(m);
+    if ((rc = rn_cuda_plan_make(&x->plan, x->c, o->n_slots, o->max_chunk, err)))
+        goto cleanup;
+    CU(cudaGetDevice(&dev), "no device");
+    CU(cudaDeviceGetAttribute(&x->n_sms, cudaDevAttrMultiProcessorCount, dev), "device attributes");
+    CU(cudaStreamCreateWithFlags(&x->st, cudaStreamNonBlocking), "stream");
+    if (cublasCreate(&x->blas) || cublasSetStream(x->blas, x->st) || cublasLtCreate(&x->lt)) {
+        rc = rn_error_set(err, RN_EDEVICE, "cuda backend: cannot create cuBLAS handles");
+        goto cleanup;
+    }
+    x->layers = (dev_layer *)calloc((size_t)x->c->n_layers, sizeof *x->layers);
+    x->pos = (int64_t *)calloc((size_t)x->plan.n_slots, sizeof *x->pos);
+    x->host_rowpos = (int64_t *)calloc((size_t)x->plan.max_rows, sizeof *x->host_rowpos);
+    if (!x->layers || !x->pos || !x->host_rowpos) {
+        rc = rn_error_set(err, RN_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    upload_all(x); /* counting pass: x->wdev is NULL */
+    x->wsize = x->wused;
+    if ((rc = check_fits(x, err)))
+        goto cleanup;
+    CU(cudaMalloc(&x->wdev, x->wsize), "weights");
+    if (upload_all(x) != RN_OK) {
+        rc = rn_error_set(err, RN_EDEVICE, "cuda backend: copying the weights failed");
+        goto cleanup;
+    }
+    CU(cudaMalloc(&x->states, x->plan.pool_bytes), "state pool");
+    CU(cudaMemset(x->states, 0, x->plan.pool_bytes), "state pool");
+    if ((rc = alloc_buffers(x, err)) || (rc = init_tables(x, err)))
+        goto cleanup;
+    *out = x;
+    return RN_OK;
+cleanup:
+    cuda_deinit(x);
+    return rc;
+}
+
+/* --------------------------------------------------------------- states */
+
+static float *slot_base(cuda_ctx *x, int slot)
+{
+    return x->states + (size_t)slot * x->plan.state_vals;
+}
+
+static size_t cuda_state_bytes(void *ctx)
+{
+    return ((cuda_ctx *)ctx)->plan.state_bytes;
+}
+
+static int cuda_state_reset(void *ctx, int slot)
+{
+    cuda_ctx *x = (cuda_ctx *)ctx;
+    x->pos[slot] = 0;
+    if (cudaMemsetAsync(slot_base(x, slot), 0, x->plan.state_bytes, x->st))
+        return RN_EDEVICE;
+    return sync_status(x);
+}
+
+static int cuda_state_copy(void *ctx, int dst, int src)
+{
+    cuda_ctx *x = (cuda_ctx *)ctx;
+    if (dst == src)
+        return RN_OK;
+    x->pos[dst] = x->pos[src];
+    if (cudaMemcpyAsync(slot_base(x, dst), slot_base(x, src), x->plan.state_bytes,
+                        cudaMemcpyDeviceToDevice, x->st))
+        return RN_EDEVICE;
+    return sync_status(x);
+}
+
+static int64_t cuda_state_pos(void *ctx, int slot)
+{
+    return ((cuda_ctx *)ctx)->pos[slot];
+}
+
+static int cuda_state_export(void *ctx, int slot, float *host, size_t nbytes)
+{
+    cuda_ctx *x = (cuda_ctx *)ctx;
+    if (cudaMemcpyAsync(host, slot_base(x, slot), nbytes, cudaMemcpyDeviceToHost, x->st))
+        return RN_EDEVICE;
+    return sync_status(x);
+}
+
+static int cuda_state_import(void *ctx, int slot, const float *host, size_t nbytes, int64_t pos)
+{
+    cuda_ctx *x = (cuda_ctx *)ctx;
+    if (cudaMemcpyAsync(slot_base(x, slot), host, nbytes, cudaMemcpyHostToDevice, x->st))
+        return RN_EDEVICE;
+    int rc = sync_status(x);
+    if (rc == RN_OK)
+        x->pos[slot] = pos;
+    return rc;
+}
+
+/* ------------------------------------------------------------- compute */
+
+/* n tokens of slot as one chunk; logits of the last row or of all rows. */
+static int run_chunk(cuda_ctx *x, int slot, const int32_t *tok, int n, int all, float *logits)
+{
+    int rc;
+    for (int i = 0; i < n; i++)
+        x->host_rowpos[i] = x->pos[slot] + i;
+    if ((rc = put_rows(x, tok, NULL, n)) || (rc = forward(x, FWD_CHUNK, slot, n)))
+        return rc;
+    x->pos[slot] += n;
+    if (logits) {
+        int first = all ? 0 : n - 1;
+        if ((rc = output_logits(x, first, n)) || (rc = get_logits(x, logits, n - first)))
+            return rc;
+    }
+    return sync_status(x);
+}
+
+static int run_decode(cuda_ctx *x, const int *slots, const int32_t *tok, int n, float *logits)
+{
+    int rc;
+    for (int i = 0; i < n; i++)
+        x->host_rowpos[i] = x->pos[slots[i]];
+    if ((rc = put_rows(x, tok, slots, n)) || (rc = forward(x, FWD_DECODE, -1, n)))
+        return rc;
+    for (int i = 0; i < n; i++)
+        x->pos[slots[i]]++;
+    if (logits && ((rc = output_logits(x, 0, n)) || (rc = get_logits(x, logits, n))))
+        return rc;
+    return sync_status(x);
+}
+
+static int cuda_prefill(void *ctx, int slot, const int32_t *tok, int n, const rn_prefill_opts *o,
+                        float *logits)
+{
+    cuda_ctx *x = (cuda_ctx *)ctx;
+    size_t V = (size_t)x->c->vocab_size;
+    int all = o->logits == RN_LOGITS_ALL, rc = RN_OK, chunk;
+    if (x->broken)
+        return RN_EDEVICE;
+    if (o->form == RN_FORM_RECURRENT) {
+        for (int i = 0; i < n && rc == RN_OK; i++) {
+            float *lg = !logits ? NULL
+                        : all   ? logits + (size_t)i * V
+                                : (i == n - 1 ? logits : NULL);
+            rc = run_decode(x, &slot, tok + i, 1, lg);
+        }
+        return rc;
+    }
+    if (o->form == RN_FORM_PARALLEL) {
+        if (x->pos[slot] != 0)
+            return RN_EINVAL;
+        if (o->ts_clamp && x->c->retention_norm == RN_RETNORM_TORCHSCALE)
+            return RN_EUNSUPPORTED; /* the clamp only acts on torchscale's normaliser
+                               */
+        if (n > x->plan.max_chunk)
+            return RN_EUNSUPPORTED;
+        if ((rc = cuda_state_reset(x, slot)))
+            return rc;
+        return run_chunk(x, slot, tok, n, all, logits);
+    }
+    chunk = o->chunk > 0 && o->chunk < x->plan.max_chunk ? o->chunk : x->plan.max_chunk;
+    for (int i0 = 0; i0 < n && rc == RN_OK; i0 += chunk) {
+        int m = n - i0 < chunk ? n - i0 : chunk;
+        float *lg = !logits ? NULL : all ? logits + (size_t)i0 * V : (i0 + m == n ? logits : NULL);
+        rc = run_chunk(x, slot, tok + i0, m, all, lg);
+    }
+    return rc;
+}
+
+static int cuda_decode(void *ctx, const int *slots, const int32_t *tok, int n, float *logits)
+{
+    cuda_ctx *x = (cuda_ctx *)ctx;
+    size_t V = (size_t)x->c->vocab_size;
+    int rc = RN_OK;
+    if (x->broken)
+        return RN_EDEVICE;
+    for (int i0 = 0; i0 < n && rc == RN_OK; i0 += x->plan.max_batch) {
+        int m = n - i0 < x->plan.max_batch ? n - i0 : x->plan.max_batch;
+        rc = run_decode(x, slots + i0, tok + i0, m, logits ? logits + (size_t)i0 * V : NULL);
+    }
+    return rc;
 }
 
 extern "C" const rn_backend_ops rn_cuda_backend = {
-    "cuda", cuda_probe, cuda_init, cuda_deinit, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    "cuda",           cuda_probe,      cuda_init,      cuda_deinit,       cuda_state_bytes,
+    cuda_state_reset, cuda_state_copy, cuda_state_pos, cuda_state_export, cuda_state_import,
+    cuda_prefill,     cuda_decode,
 };

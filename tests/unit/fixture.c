@@ -63,11 +63,19 @@ float *fixture_tensor(const fixture *f, const char *name, size_t *numel)
     return out;
 }
 
+int fixture_on_cuda(void)
+{
+    const char *d = getenv("RN_TEST_DEVICE");
+    return d && !strcmp(d, "cuda");
+}
+
 rn_engine *fixture_engine(const fixture *f, int n_slots, int max_chunk)
 {
     rn_engine *e = NULL;
     rn_error err = {0};
-    rn_engine_opts o = {.device = RN_DEVICE_CPU, .n_slots = n_slots, .n_threads = 2,
+    rn_engine_opts o = {.device = fixture_on_cuda() ? RN_DEVICE_CUDA : RN_DEVICE_CPU,
+                        .n_slots = n_slots,
+                        .n_threads = 2,
                         .max_chunk = max_chunk};
     ck_assert_msg(rn_engine_new(&e, f->model, &o, &err) == RN_OK, "engine: %s", err.msg);
     return e;

@@ -32,7 +32,10 @@ void fixture_free(fixture *f);
 /* A reference tensor as a new malloc'd fp32 array (caller frees), or NULL if
  * absent; *numel set. */
 float *fixture_tensor(const fixture *f, const char *name, size_t *numel);
+/* An engine on the fixture's model: on the CPU backend, or on the CUDA one
+ * when RN_TEST_DEVICE=cuda (make check-cuda runs the suites that way). */
 rn_engine *fixture_engine(const fixture *f, int n_slots, int max_chunk);
+int fixture_on_cuda(void);
 
 /* A new empty directory $TMPDIR/rn-check-<tag>-XXXXXX (path in dir); aborts
  * the test on failure.  test_dir_remove deletes it with its contents. */

@@ -11,5 +11,6 @@ Suite *parity_suite(void);
 Suite *forms_suite(void);
 Suite *sampler_suite(void);
 Suite *tokenizer_suite(void);
+Suite *cuda_plan_suite(void);
 
 #endif

@@ -1,0 +1,83 @@
+/*
+ * kernels.cuh -- launchers of the CUDA backend's own kernels (kernels.cu).
+ * Every launcher enqueues on stream st and returns at once; errors surface at
+ * the backend's next synchronisation (cudaGetLastError / the stream).
+ *
+ * Layouts match the CPU backend's: activations are row-major, one row per
+ * token (or per sequence in a decode batch); q, k are [row][head][dk], v, g,
+ * o are [row][head][dv]; a state slot is, per layer, H blocks of dk x dv
+ * values (key-major) then, for torchscale's retention norm, H values of s.
+ */
+#ifndef RN_CUDA_KERNELS_CUH
+#define RN_CUDA_KERNELS_CUH
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Where one layer's states sit inside the slot pool. */
+struct rk_states {
+    float *base;        /* pool */
+    size_t slot_stride; /* floats per slot */
+    size_t layer_off;   /* floats from a slot's start to this layer */
+    size_t s_off;       /* floats from the layer's start to s (torchscale), 0 if none */
+};
+
+/* x[i] = scale * E[tok[i]] as fp32 (E of dtype t: an rn_dtype value). */
+void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *tok, int n, int D,
+              float scale);
+
+/* y[i] = norm(x[i]) (LayerNorm when layer_kind, else RMSNorm) * w + b, over d
+ * values per row; w, b may be NULL.  With gate non-NULL the result is then
+ * multiplied by act(gate[i]) (the retention output gate).  y may equal x. */
+void rk_norm(cudaStream_t st, float *y, const float *x, int rows, int d, int layer_kind,
+             const float *w, const float *b, float eps, const float *gate, int act);
+
+/* Scales q (scale_k == 0) or k (scale_k != 0) by scale, then rotates both
+ * (rotary != 0) at positions pos[row] with per-feature frequencies freq. */
+void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, const int64_t *pos,
+                   const float *freq, int rotary, int interleaved, int scale_k, float scale);
+
+/* One recurrent step for n sequences: for sequence i, head h, the state of
+ * slot slots[i]: S = g S + k v^T, o = q S (/ sqrt(s) with s = g s + 1 when
+ * the layer has s).  gamma[h] = g (fp32).  e_tile x d_split threads. */
+void rk_ret_step(cudaStream_t st, float *o, rk_states S, const int *slots, const float *q,
+                 const float *k, const float *v, const float *gamma, int n, int H, int dk, int dv,
+                 int e_tile, int d_split, int n_sms);
+
+/* pw[h*(C+1) + d] = g_h^d for d in [0, C] (fp32, from log_gamma in double). */
+void rk_decay_table(cudaStream_t st, float *pw, const double *log_gamma, int H, int C);
+/* A[h] (C x C, row-major) *= decay mask of head h. */
+void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int H, int C);
+/* dst[h][i][:] = src[i][h][:] * pw[h][a*i + b] for i < C (src row stride H*dk). */
+void rk_scale_rows(cudaStream_t st, float *dst, const float *src, const float *pw, int H, int C,
+                   int dk, int a, int b);
+/* The slot's layer state S[h] *= pw[h][C] (before adding the chunk's k v^T). */
+void rk_decay_state(cudaStream_t st, rk_states S, int slot, const float *pw, int H, int C,
+                    size_t hkv);
+/* torchscale: o[i][h] /= sqrt(s_i), s_i = s0 g^(i+1) + sum_{t<=i} g^t; s = s_{C-1}.
+ * sums: scratch of H*C floats. */
+void rk_ts_chunk(cudaStream_t st, float *o, rk_states S, int slot, const float *pw, float *sums,
+                 int H, int C, int dv);
+
+/* x = act(x) over n values. */
+void rk_act(cudaStream_t st, float *x, size_t n, int act);
+/* up = up * act(gate) over n values. */
+void rk_glu(cudaStream_t st, float *up, const float *gate, size_t n, int act);
+/* x = alpha x + y over n values. */
+void rk_residual(cudaStream_t st, float *x, const float *y, size_t n, float alpha);
+/* y[r][c] += b[c] */
+void rk_add_bias(cudaStream_t st, float *y, const float *b, int rows, int cols);
+/* dst (t: bf16 or f16) = src rounded to nearest even */
+void rk_to_half(cudaStream_t st, void *dst, const float *src, size_t n, int t);
+
+/* y[i] = W x[i] (+ bias) for n <= RN_CUDA_GEMV_MAX rows: W (out x in, dtype
+ * t) streamed once for the whole batch, fp32 accumulation. */
+void rk_gemv(cudaStream_t st, float *y, const void *W, int t, const float *bias, const float *x,
+             int n, int out, int in);
+
+/* Device-side measurements for `retnet bench`: a copy kernel over n bytes
+ * (reported as read + write bytes) */
+void rk_copy(cudaStream_t st, void *dst, const void *src, size_t n);
+
+#endif

@@ -1,0 +1,140 @@
+/*
+ * measure.cu -- rn_cuda_measure (rn_cuda.h): the device limits the GPU
+ * benchmark reports its figures against, measured in the same run.
+ */
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <stdio.h>
+#include <string.h>
+
+extern "C" {
+#include "plan.h"
+#include "rn_cuda.h"
+}
+#include "kernels.cuh"
+
+/* Best-of-reps milliseconds of fn() on stream st. */
+template <typename F> static float best_ms(cudaStream_t st, int reps, F fn)
+{
+    cudaEvent_t a, b;
+    float best = 0.0f;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    fn(); /* warm-up */
+    for (int r = 0; r < reps; r++) {
+        float ms = 0.0f;
+        cudaEventRecord(a, st);
+        fn();
+        cudaEventRecord(b, st);
+        cudaEventSynchronize(b);
+        cudaEventElapsedTime(&ms, a, b);
+        best = (r == 0 || ms < best) ? ms : best;
+    }
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    return best;
+}
+
+static int measure_copy(rn_cuda_limits *l, cudaStream_t st, rn_error *err)
+{
+    size_t n = (size_t)1 << 30;
+    void *src = NULL, *dst = NULL;
+    int rc = RN_OK;
+    if (cudaMalloc(&src, n) || cudaMalloc(&dst, n) || cudaMemset(src, 1, n)) {
+        rc = rn_error_set(err, RN_EDEVICE, "measure: cannot allocate 2 GiB for the copy kernel");
+        goto cleanup;
+    }
+    {
+        float ms = best_ms(st, 10, [&] { rk_copy(st, dst, src, n); });
+        l->copy_GBps = 2.0 * (double)n / ((double)ms * 1e-3) / 1e9;
+    }
+    if (cudaGetLastError() != cudaSuccess)
+        rc = rn_error_set(err, RN_EDEVICE, "measure: copy kernel failed");
+cleanup:
+    cudaFree(src);
+    cudaFree(dst);
+    return rc;
+}
+
+static int measure_gemm(rn_cuda_limits *l, cudaStream_t st, int m, int n, int k, rn_error *err)
+{
+    cublasLtHandle_t lt = NULL;
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    size_t wsz = RN_CUDA_LT_WORKSPACE;
+    void *A = NULL, *B = NULL, *C = NULL, *ws = NULL;
+    int found = 0, rc = RN_OK;
+    float one = 1.0f, zero = 0.0f;
+    /* the prefill's shape: weights (k x m, transposed) times activations (k x n) */
+    if (cudaMalloc(&A, (size_t)m * (size_t)k * 2) || cudaMalloc(&B, (size_t)k * (size_t)n * 2) ||
+        cudaMalloc(&C, (size_t)m * (size_t)n * 4) || cudaMalloc(&ws, wsz) ||
+        cudaMemset(A, 0x3c, (size_t)m * (size_t)k * 2) ||
+        cudaMemset(B, 0x3c, (size_t)k * (size_t)n * 2)) {
+        rc = rn_error_set(err, RN_EDEVICE, "measure: cannot allocate the GEMM operands");
+        goto cleanup;
+    }
+    if (cublasLtCreate(&lt) || cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
+        cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, (uint64_t)k, (uint64_t)m, k) ||
+        cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, (uint64_t)k, (uint64_t)n, k) ||
+        cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)m, (uint64_t)n, m) ||
+        cublasLtMatmulPreferenceCreate(&pref) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsz,
+                                             sizeof wsz) ||
+        cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &res, &found) || !found) {
+        rc = rn_error_set(err, RN_EDEVICE, "measure: cuBLASLt has no bf16 GEMM for %dx%dx%d", m, n,
+                          k);
+        goto cleanup;
+    }
+    {
+        float ms = best_ms(st, 10, [&] {
+            cublasLtMatmul(lt, op, &one, A, la, B, lb, &zero, C, lc, C, lc, &res.algo, ws, wsz, st);
+        });
+        l->gemm_TFLOPs = 2.0 * m * (double)n * k / ((double)ms * 1e-3) / 1e12;
+        l->gemm_m = m, l->gemm_n = n, l->gemm_k = k;
+    }
+cleanup:
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (la)
+        cublasLtMatrixLayoutDestroy(la);
+    if (lb)
+        cublasLtMatrixLayoutDestroy(lb);
+    if (lc)
+        cublasLtMatrixLayoutDestroy(lc);
+    if (op)
+        cublasLtMatmulDescDestroy(op);
+    if (lt)
+        cublasLtDestroy(lt);
+    cudaFree(A);
+    cudaFree(B);
+    cudaFree(C);
+    cudaFree(ws);
+    return rc;
+}
+
+extern "C" int rn_cuda_measure(rn_cuda_limits *l, int m, int n, int k, rn_error *err)
+{
+    cudaDeviceProp p;
+    cudaStream_t st = NULL;
+    int rc;
+    memset(l, 0, sizeof *l);
+    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess)
+        return rn_error_set(err, RN_ENODEV, "measure: no CUDA device");
+    snprintf(l->name, sizeof l->name, "%.*s", (int)sizeof l->name - 1, p.name);
+    l->n_sms = p.multiProcessorCount;
+    l->cc_major = p.major, l->cc_minor = p.minor;
+    l->mem_total = p.totalGlobalMem;
+    if (cudaStreamCreate(&st) != cudaSuccess)
+        return rn_error_set(err, RN_EDEVICE, "measure: cannot create a stream");
+    rc = measure_copy(l, st, err);
+    if (rc == RN_OK)
+        rc = measure_gemm(l, st, m, n, k, err);
+    cudaStreamDestroy(st);
+    return rc;
+}

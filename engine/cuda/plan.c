@@ -1,0 +1,102 @@
+/*
+ * plan.c -- see plan.h.  Plain C: compiled into every build, CUDA or not.
+ */
+#include <stdint.h>
+
+#include "plan.h"
+
+/* a * b, or 0 with *ovf set when it does not fit in size_t */
+static size_t mul(size_t a, size_t b, int *ovf)
+{
+    if (a && b > SIZE_MAX / a) {
+        *ovf = 1;
+        return 0;
+    }
+    return a * b;
+}
+
+static size_t add(size_t a, size_t b, int *ovf)
+{
+    if (b > SIZE_MAX - a) {
+        *ovf = 1;
+        return 0;
+    }
+    return a + b;
+}
+
+/* fp32 floats per activation row: x, hn, y (D); q, k (H*dk); v, g, o (H*dv);
+ * f1, f2 (F); plus the half-precision copy of the widest GEMM input. */
+static size_t row_floats(const rn_config *c, int *ovf)
+{
+    size_t D = (size_t)c->hidden_size, K = (size_t)c->key_dim, V = (size_t)c->value_dim;
+    size_t F = (size_t)c->intermediate_size;
+    size_t widest = D > V ? D : V;
+    widest = widest > F ? widest : F;
+    size_t f = add(mul(3, D, ovf), mul(2, K, ovf), ovf);
+    f = add(f, add(mul(3, V, ovf), mul(2, F, ovf), ovf), ovf);
+    return add(f, (widest + 1) / 2, ovf); /* two halves per float */
+}
+
+/* A (H C C) + qd, kd (H C dk) + decay powers (H (C+1)) + running sums (H C) */
+static size_t chunk_floats(const rn_config *c, size_t C, int *ovf)
+{
+    size_t H = (size_t)c->n_heads, dk = (size_t)c->head_dim_k;
+    size_t f = mul(H, mul(C, C, ovf), ovf);
+    f = add(f, mul(2, mul(H, mul(C, dk, ovf), ovf), ovf), ovf);
+    f = add(f, mul(H, C + 1, ovf), ovf);
+    return add(f, mul(H, C, ovf), ovf);
+}
+
+int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_chunk,
+                      rn_error *err)
+{
+    int ovf = 0;
+    if (n_slots < 1 || max_chunk < 1)
+        return rn_error_set(err, RN_EINVAL, "cuda plan: %d slots, chunk %d (both must be >= 1)",
+                            n_slots, max_chunk);
+    *p = (rn_cuda_plan){0};
+    size_t hkv =
+        mul((size_t)c->n_heads, mul((size_t)c->head_dim_k, (size_t)c->head_dim_v, &ovf), &ovf);
+    p->layer_vals =
+        add(hkv, c->retention_norm == RN_RETNORM_TORCHSCALE ? (size_t)c->n_heads : 0, &ovf);
+    p->state_vals = mul(p->layer_vals, (size_t)c->n_layers, &ovf);
+    p->state_bytes = mul(p->state_vals, sizeof(float), &ovf);
+    p->n_slots = n_slots;
+    p->max_chunk = max_chunk;
+    p->max_batch = n_slots < RN_CUDA_MAX_BATCH ? n_slots : RN_CUDA_MAX_BATCH;
+    p->max_rows = max_chunk > p->max_batch ? max_chunk : p->max_batch;
+    p->act_bytes = mul(mul((size_t)p->max_rows, row_floats(c, &ovf), &ovf), sizeof(float), &ovf);
+    p->chunk_bytes = mul(chunk_floats(c, (size_t)max_chunk, &ovf), sizeof(float), &ovf);
+    p->logits_bytes =
+        mul(mul((size_t)p->max_rows, (size_t)c->vocab_size, &ovf), sizeof(float), &ovf);
+    p->pool_bytes = mul((size_t)n_slots, p->state_bytes, &ovf);
+    size_t t = add(p->act_bytes, p->chunk_bytes, &ovf);
+    t = add(t, add(p->logits_bytes, p->pool_bytes, &ovf), &ovf);
+    p->total_bytes = add(t, RN_CUDA_LT_WORKSPACE, &ovf);
+    if (ovf)
+        return rn_error_set(err, RN_EINVAL,
+                            "cuda plan: %d slots with chunk %d overflow the address space", n_slots,
+                            max_chunk);
+    return RN_OK;
+}
+
+int rn_cuda_slots_for_budget(size_t budget, size_t state_bytes)
+{
+    if (state_bytes == 0)
+        return 0;
+    size_t n = budget / state_bytes;
+    return n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
+}
+
+rn_cuda_step_shape rn_cuda_step_plan(int n, int heads, int dk, int dv, int n_sms)
+{
+    rn_cuda_step_shape s = {32, 8, n * heads, (dv + 31) / 32};
+    if ((long)s.grid_x * s.grid_y < 2L * n_sms && dv > 16) {
+        s.e_tile = 16;
+        s.grid_y = (dv + 15) / 16;
+        s.d_split = 16; /* same 256 threads per block */
+    }
+    while (s.d_split > 1 && s.d_split > dk)
+        s.d_split /= 2; /* no idle thread rows for tiny heads */
+    return s;
+}

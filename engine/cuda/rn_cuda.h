@@ -1,0 +1,28 @@
+/*
+ * rn_cuda.h -- what the CUDA build offers besides the backend itself: the
+ * device's measured limits, for `retnet bench --device cuda`.  Only declared
+ * when the build has CUDA (RN_HAVE_CUDA); server/ never includes it.
+ */
+#ifndef RN_CUDA_H
+#define RN_CUDA_H
+
+#include <stddef.h>
+
+#include "../status.h"
+
+typedef struct rn_cuda_limits {
+    char name[128]; /* device name */
+    int n_sms;
+    int cc_major, cc_minor;
+    size_t mem_total;   /* bytes */
+    double copy_GBps;   /* copy kernel, bytes read + written per second */
+    double gemm_TFLOPs; /* cuBLASLt bf16 x bf16 -> fp32, fp32 accumulation */
+    int gemm_m, gemm_n, gemm_k;
+} rn_cuda_limits;
+
+/* Measures device 0's achievable HBM bandwidth (a copy kernel over 2 x 1 GiB,
+ * best of 10) and dense bf16 GEMM rate (cuBLASLt, m x n x k of the given
+ * sizes, best of 10 after a warm-up).  RN_ENODEV without a device. */
+int rn_cuda_measure(rn_cuda_limits *l, int m, int n, int k, rn_error *err);
+
+#endif

@@ -1,0 +1,115 @@
+/*
+ * check_cuda_plan.c -- the CUDA backend's memory plan and launch shapes
+ * (engine/cuda/plan.c), which are plain C and run on every machine.
+ */
+#include <check.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cuda/plan.h"
+#include "model.h"
+#include "suites.h"
+
+/* The 1.3B preset's shape (tools/retnet random --preset 1.3b). */
+static rn_config shape_1_3b(void)
+{
+    rn_config c;
+    memset(&c, 0, sizeof c);
+    c.vocab_size = 32000, c.hidden_size = 2048, c.n_layers = 24, c.n_heads = 8;
+    c.head_dim_k = 256, c.head_dim_v = 256, c.key_dim = 2048, c.value_dim = 2048;
+    c.intermediate_size = 4096;
+    return c;
+}
+
+START_TEST(test_cuda_plan_state_bytes_are_the_state)
+{
+    rn_config c = shape_1_3b();
+    rn_cuda_plan p;
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 16, 256, NULL), RN_OK);
+    /* per session: L x H x dk x dv fp32 values and nothing else */
+    ck_assert_uint_eq(p.state_bytes, (size_t)24 * 8 * 256 * 256 * 4);
+    ck_assert_uint_eq(p.pool_bytes, 16 * p.state_bytes);
+    c.retention_norm = RN_RETNORM_TORCHSCALE; /* plus H values of s per layer */
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 16, 256, NULL), RN_OK);
+    ck_assert_uint_eq(p.layer_vals, (size_t)8 * 256 * 256 + 8);
+    ck_assert_uint_eq(p.state_bytes, p.layer_vals * 24 * 4);
+}
+END_TEST
+
+START_TEST(test_cuda_plan_buffers_cover_chunk_and_batch)
+{
+    rn_config c = shape_1_3b();
+    rn_cuda_plan p;
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 1000, 64, NULL), RN_OK);
+    ck_assert_int_eq(p.max_batch, RN_CUDA_MAX_BATCH); /* bigger batches are split */
+    ck_assert_int_eq(p.max_rows, RN_CUDA_MAX_BATCH);
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, 512, NULL), RN_OK);
+    ck_assert_int_eq(p.max_batch, 4);
+    ck_assert_int_eq(p.max_rows, 512);
+    /* 3D + 2K + 3V + 2F floats per row, plus half a float per element of the widest GEMM input */
+    size_t row = 3 * 2048 + 2 * 2048 + 3 * 2048 + 2 * 4096 + 4096 / 2;
+    ck_assert_uint_eq(p.act_bytes, 512 * row * 4);
+    ck_assert_uint_eq(p.logits_bytes, (size_t)512 * 32000 * 4);
+    /* A (H C C) + qd, kd (H C dk) + powers H (C+1) + sums H C */
+    size_t C = 512, chunk = 8 * C * C + 2 * 8 * C * 256 + 8 * (C + 1) + 8 * C;
+    ck_assert_uint_eq(p.chunk_bytes, chunk * 4);
+    ck_assert_uint_eq(p.total_bytes, p.act_bytes + p.chunk_bytes + p.logits_bytes + p.pool_bytes +
+                                         RN_CUDA_LT_WORKSPACE);
+}
+END_TEST
+
+START_TEST(test_cuda_plan_rejects_bad_sizes)
+{
+    rn_config c = shape_1_3b();
+    rn_cuda_plan p;
+    rn_error err = {0};
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 0, 64, &err), RN_EINVAL);
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, 0, &err), RN_EINVAL);
+    c.head_dim_k = c.head_dim_v = 1 << 30; /* H dk dv overflows on 64 bits */
+    c.n_heads = 1 << 30;
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, 64, &err), RN_EINVAL);
+    ck_assert_msg(strstr(err.msg, "overflow") != NULL, "%s", err.msg);
+}
+END_TEST
+
+START_TEST(test_cuda_plan_slots_for_budget)
+{
+    ck_assert_int_eq(rn_cuda_slots_for_budget((size_t)1 << 30, (size_t)48 << 20), 21);
+    ck_assert_int_eq(rn_cuda_slots_for_budget(100, 101), 0);
+    ck_assert_int_eq(rn_cuda_slots_for_budget(100, 0), 0);
+    ck_assert_int_eq(rn_cuda_slots_for_budget(SIZE_MAX, 1), INT32_MAX);
+}
+END_TEST
+
+START_TEST(test_cuda_step_plan_covers_every_column)
+{
+    const int dvs[] = {8, 16, 33, 64, 128, 256}, ns[] = {1, 7, 64, 256};
+    for (size_t a = 0; a < sizeof dvs / sizeof dvs[0]; a++)
+        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++) {
+            rn_cuda_step_shape s = rn_cuda_step_plan(ns[b], 8, dvs[a], dvs[a], 132);
+            ck_assert_int_eq(s.grid_x, ns[b] * 8);
+            ck_assert_int_ge(s.grid_y * s.e_tile, dvs[a]);       /* every column has a lane */
+            ck_assert_int_lt((s.grid_y - 1) * s.e_tile, dvs[a]); /* no block without one */
+            ck_assert_int_le(s.e_tile * s.d_split, 1024);
+            ck_assert_int_le(s.d_split, dvs[a]);
+        }
+    /* one sequence of the 1.3B shape: 16-lane tiles to give 132 SMs work */
+    rn_cuda_step_shape one = rn_cuda_step_plan(1, 8, 256, 256, 132);
+    ck_assert_int_eq(one.e_tile, 16);
+    rn_cuda_step_shape many = rn_cuda_step_plan(64, 8, 256, 256, 132);
+    ck_assert_int_eq(many.e_tile, 32);
+}
+END_TEST
+
+Suite *cuda_plan_suite(void)
+{
+    Suite *s = suite_create("cuda_plan");
+    TCase *tc = tcase_create("plan");
+    tcase_add_test(tc, test_cuda_plan_state_bytes_are_the_state);
+    tcase_add_test(tc, test_cuda_plan_buffers_cover_chunk_and_batch);
+    tcase_add_test(tc, test_cuda_plan_rejects_bad_sizes);
+    tcase_add_test(tc, test_cuda_plan_slots_for_budget);
+    tcase_add_test(tc, test_cuda_step_plan_covers_every_column);
+    suite_add_tcase(s, tc);
+    return s;
+}
