@@ -63,7 +63,7 @@ TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o)
 TEST_BIN := $(OUT)/tests/check_unit
 
-.PHONY: all help deps check check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
+.PHONY: all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
 
 all: $(RETNET) $(RETNETD) $(TEST_BIN)
 
@@ -76,6 +76,8 @@ help:
 	@echo "make check-sdk  the server through the official OpenAI Python SDK (venv from PyPI)"
 	@echo "make check-asan the same tests under AddressSanitizer + UBSan"
 	@echo "make bench      engine benchmarks next to the PyTorch reference and machine limits"
+	@echo "make check-cuda the CUDA backend's parity suites and memcheck on a GPU (skips without one)"
+	@echo "make bench-cuda GPU benchmark: 1.3B preset vs the device's limits and FLA's RetNet"
 	@echo "make bench-http HTTP/SSE latency and throughput next to the engine alone; /health with wrk"
 	@echo "make fixtures   regenerate tests/fixtures from the reference packages (needs PyPI)"
 	@echo "make fuzz       libFuzzer targets, FUZZ_TIME seconds each (default 600)"
@@ -210,6 +212,18 @@ fuzz: deps
 
 bench: deps $(RETNET)
 	$(Q)sh bench/run.sh $(RETNET)
+
+# The CUDA backend on a device: parity and form suites with
+# RN_TEST_DEVICE=cuda, then compute-sanitizer.  Prints SKIPPED and exits 0
+# without a CUDA build or a device.
+check-cuda: $(TEST_BIN) $(RETNET)
+	$(Q)sh tools/check-cuda.sh $(RETNET) $(TEST_BIN)
+
+# GPU benchmark: the 1.3B preset on the CUDA backend next to the device's
+# copy bandwidth and bf16 GEMM rate and next to flash-linear-attention's
+# RetNet on the same GPU (tools/bench_peer.py).  Results: build/bench/cuda/.
+bench-cuda: $(RETNET)
+	$(Q)sh bench/cuda.sh $(RETNET)
 
 # HTTP + SSE overhead: retnetd on models/ (the test model when there is none)
 # at 1, 8 and 32 concurrent streams next to `retnet bench` decode speed, and

@@ -26,6 +26,7 @@ typedef struct rd_options {
     int threads;
     int slots;                /* 0: from state_memory */
     size_t state_memory;      /* bytes of states */
+    size_t gpu_state_memory; /* 0: use state_memory */
     int chunk;
     int prefill_budget;
     int max_waiting;

@@ -25,6 +25,8 @@ static const char usage[] =
     "  --threads N              CPU threads (default: all cores)\n"
     "  --slots N                recurrent-state slots (default: --state-memory / state size)\n"
     "  --state-memory MIB       memory for states (default 1024)\n"
+    "  --gpu-state-memory MIB   device memory for states with --device cuda (default:\n"
+    "                           --state-memory); slots = this / state size, exactly\n"
     "  --chunk N                prefill chunk tokens (default 64)\n"
     "  --prefill-budget N       prefill tokens per scheduler step (default 256)\n"
     "  --max-waiting N          requests waiting for a slot before 429 (default 64)\n"
@@ -64,6 +66,7 @@ static int parse_args(rd_options *o, int argc, char **argv)
         else if (!strcmp(a, "--threads")) o->threads = (int)n;
         else if (!strcmp(a, "--slots")) o->slots = (int)n;
         else if (!strcmp(a, "--state-memory")) o->state_memory = (size_t)n << 20;
+        else if (!strcmp(a, "--gpu-state-memory")) o->gpu_state_memory = (size_t)n << 20;
         else if (!strcmp(a, "--chunk")) o->chunk = (int)n;
         else if (!strcmp(a, "--prefill-budget")) o->prefill_budget = (int)n;
         else if (!strcmp(a, "--max-waiting")) o->max_waiting = (int)n;
@@ -108,12 +111,15 @@ static int load_everything(rd_app *app)
         return -1;
     }
     size_t state = (size_t)rn_state_values(app->cfg) * sizeof(float);
-    int slots = o->slots > 0 ? o->slots : (int)(o->state_memory / (state ? state : 1));
+    rn_device dev = !strcmp(o->device, "cpu") ? RN_DEVICE_CPU : !strcmp(o->device, "cuda") ? RN_DEVICE_CUDA : RN_DEVICE_AUTO;
+    int gpu = dev == RN_DEVICE_CUDA && o->gpu_state_memory > 0;
+    size_t budget = gpu ? o->gpu_state_memory : o->state_memory;
+    int slots = o->slots > 0 ? o->slots : (int)(budget / (state ? state : 1));
     if (slots < 1) {
-        fprintf(stderr, "retnetd: --state-memory holds no state of %zu bytes\n", state);
+        fprintf(stderr, "retnetd: %s (%zu MiB) holds no state of %zu bytes\n",
+                gpu ? "--gpu-state-memory" : "--state-memory", budget >> 20, state);
         return -1;
     }
-    rn_device dev = !strcmp(o->device, "cpu") ? RN_DEVICE_CPU : !strcmp(o->device, "cuda") ? RN_DEVICE_CUDA : RN_DEVICE_AUTO;
     rn_engine_opts eo = {.device = dev, .n_slots = slots, .n_threads = o->threads, .max_chunk = o->chunk};
     if (rn_engine_new(&app->engine, app->model, &eo, &err) != RN_OK) {
         fprintf(stderr, "retnetd: %s\n", err.msg);

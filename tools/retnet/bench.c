@@ -233,10 +233,11 @@ int cli_bench(int argc, char **argv)
         goto out;
     }
     double W = (double)rn_model_weight_bytes(m), S = 4.0 * (double)rn_state_values(c);
-    double mat_params = (W - (double)c->vocab_size * c->hidden_size * 2.0) /* no lm_head */;
     const char *dt = rn_model_dtype_name(m);
     double bpp = !strcmp(dt, "f32") ? 4.0 : 2.0;
-    double flop_tok = 2.0 * (mat_params / bpp);
+    /* prefill computes logits of the last token only: no lm_head per token */
+    double mat_params = (W - (double)c->vocab_size * c->hidden_size * bpp) / bpp;
+    double flop_tok = 2.0 * mat_params;
     /* roofline: bytes a step must move over the copy-loop rate; the read rate
      * is the tighter ceiling for a step that mostly reads */
     double roof1 = copy * 1e9 / (W + 2.0 * S), roofB = copy * 1e9 / (W + o.batch * 2.0 * S);

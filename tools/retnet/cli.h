@@ -13,5 +13,7 @@ int cli_tokenize(int argc, char **argv);
 int cli_tokbench(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_random(int argc, char **argv);
+int cli_cuda_info(int argc, char **argv);
+int cli_bench_cuda(int argc, char **argv);
 
 #endif

@@ -24,6 +24,9 @@ static const char usage[] =
     "  tokbench TOKENIZER_JSON TEXT_FILE    single-thread encode throughput\n"
     "  bench MODEL_DIR [--threads N] [--prompt 512] [--chunk 64] [--decode 32] [--batch 16]\n"
     "                                       prefill and decode speed vs the machine's limits\n"
+    "  cuda-info                            the CUDA device and its measured limits (exit 3: none)\n"
+    "  bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] [--chunk 256]\n"
+    "           [--decode 32]               CUDA backend vs the device's limits (JSON)\n"
     "  random --preset tiny|1.3b|2.7b|6.7b [--dtype bf16|f16|f32] [--seed S] OUT_DIR\n"
     "                                       random weights in a preset's shape\n";
 
@@ -120,6 +123,10 @@ int main(int argc, char **argv)
         return cli_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return cli_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "cuda-info"))
+        return cli_cuda_info(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench-cuda"))
+        return cli_bench_cuda(argc - 2, argv + 2);
     if (!strcmp(cmd, "random"))
         return cli_random(argc - 2, argv + 2);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {

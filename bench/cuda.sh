@@ -1,0 +1,35 @@
+#!/bin/sh
+# `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
+# weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
+# next to flash-linear-attention's RetNet on the same GPU, in one run.
+# Results: build/bench/cuda/{ours,peer}.json and a summary on stdout; the
+# plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
+# PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
+set -eu
+RETNET=${1:-build/release/retnet}
+OUT=build/bench/cuda
+MODEL=build/bench/r1.3b-bf16
+mkdir -p "$OUT"
+if ! "$RETNET" cuda-info >"$OUT/device.txt" 2>&1; then
+    echo "SKIPPED: bench-cuda: $(cat "$OUT/device.txt")"
+    exit 0
+fi
+cat "$OUT/device.txt"
+[ -f "$MODEL/config.json" ] || "$RETNET" random --preset 1.3b --dtype bf16 "$MODEL"
+
+"$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 512,2048,8192 --chunk 256 \
+    --decode 32 | tee "$OUT/ours.json"
+
+PY=${PYTHON:-python3}
+if [ -n "${PEER_WHEELS:-}" ]; then
+    "$PY" -m pip install -q --no-index --find-links "$PEER_WHEELS" flash-linear-attention \
+        >"$OUT/pip.log" 2>&1 || echo "bench-cuda: installing the peer from $PEER_WHEELS failed"
+fi
+if "$PY" -c "import fla, transformers" 2>/dev/null; then
+    "$PY" tools/bench_peer.py "$MODEL" --batches 1,16,64,256 --prompts 512,2048,8192 \
+        --decode 32 >"$OUT/peer.json" 2>"$OUT/peer.log" || echo "bench-cuda: peer failed (see $OUT/peer.log)"
+else
+    echo "bench-cuda: flash-linear-attention is not importable: peer not run"
+    echo '{}' >"$OUT/peer.json"
+fi
+python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""GPU peer for `make bench-cuda`: flash-linear-attention's RetNetForCausalLM.
+
+    python3 tools/bench_peer.py MODEL_DIR [--batches 1,16,64,256]
+        [--prompts 512,2048,8192] [--decode 32]
+
+MODEL_DIR is a retnetd model directory written by `retnet random --preset 1.3b
+--dtype bf16`; its config.json and tensor names are FLA's, so FLA loads the very
+weights the CUDA backend runs.  Timed on the same GPU, bf16, after a warm-up,
+best of 3 (torch.cuda.synchronize around each):
+
+    decode at batch B   Hugging Face `generate` (greedy, use_cache, FLA's
+                        fused_recurrent kernel per step): B x (N1 - N0) new tokens
+                        over the time difference of N1 = 1 + --decode and N0 = 1
+                        new tokens, so the prompt's prefill cancels out
+    prefill of P tokens one forward pass of a P-token prompt with use_cache
+                        (FLA's chunk kernel)                   -> tokens/s
+
+One JSON object goes to stdout, progress to stderr.
+"""
+import argparse
+import importlib.metadata as md
+import json
+import sys
+import time
+
+sys.dont_write_bytecode = True
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def best_of(fn, runs=3):
+    import torch
+    fn()
+    best = float('inf')
+    for _ in range(runs):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('model_dir')
+    ap.add_argument('--batches', default='1,16,64,256')
+    ap.add_argument('--prompts', default='512,2048,8192')
+    ap.add_argument('--decode', type=int, default=32)
+    args = ap.parse_args()
+
+    import torch
+    from fla.models import RetNetForCausalLM
+
+    torch.manual_seed(0)
+    model = RetNetForCausalLM.from_pretrained(args.model_dir, torch_dtype=torch.bfloat16).cuda().eval()
+    vocab = model.config.vocab_size
+    out = {'peer': 'flash-linear-attention %s RetNetForCausalLM (transformers %s, PyTorch %s, bf16)' % (
+        md.version('flash-linear-attention'), md.version('transformers'), torch.__version__),
+        'device': torch.cuda.get_device_name(0), 'decode': [], 'prefill': []}
+
+    prompt_len = 16
+    for b in [int(x) for x in args.batches.split(',')]:
+        ids = torch.randint(0, vocab, (b, prompt_len), device='cuda')
+
+        def gen(n):
+            with torch.no_grad():
+                model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
+                               pad_token_id=0, eos_token_id=None)
+        try:
+            t1 = best_of(lambda: gen(1 + args.decode))
+            t0 = best_of(lambda: gen(1))
+        except torch.cuda.OutOfMemoryError:
+            log('batch %d: out of memory' % b)
+            torch.cuda.empty_cache()
+            continue
+        rate = b * args.decode / max(t1 - t0, 1e-9)
+        log('decode batch %d: %.1f tok/s' % (b, rate))
+        out['decode'].append({'batch': b, 'tok_s': round(rate, 1)})
+
+    for p in [int(x) for x in args.prompts.split(',')]:
+        ids = torch.randint(0, vocab, (1, p), device='cuda')
+
+        def fwd():
+            with torch.no_grad():
+                model(ids, use_cache=True)
+        try:
+            t = best_of(fwd)
+        except torch.cuda.OutOfMemoryError:
+            log('prefill %d: out of memory' % p)
+            torch.cuda.empty_cache()
+            continue
+        log('prefill %d: %.0f tok/s' % (p, p / t))
+        out['prefill'].append({'prompt': p, 'tok_s': round(p / t, 1)})
+    print(json.dumps(out))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,46 @@
+#!/bin/sh
+# `make check-cuda`: the CUDA backend on a real device.
+#   1. the parity and form suites with RN_TEST_DEVICE=cuda (the same fixtures
+#      and properties the CPU backend passes; tolerances in check_parity.c);
+#   2. compute-sanitizer memcheck over the form suite (every kernel, every
+#      form, batched decode), when compute-sanitizer is on PATH.
+# Without a CUDA build or a device it prints one SKIPPED line and exits 0:
+# that is a skip, never a pass.  Logs: build/cuda/.
+set -u
+RETNET=$1
+TESTS=$2
+OUT=build/cuda
+mkdir -p "$OUT"
+
+if ! info=$("$RETNET" cuda-info 2>&1); then
+    echo "SKIPPED: check-cuda: $info"
+    exit 0
+fi
+echo "check-cuda: $info" | tee "$OUT/device.txt"
+
+fail=0
+for suite in cuda_plan parity forms; do
+    if RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_DEFAULT_TIMEOUT=300 "$TESTS" >"$OUT/$suite.log" 2>&1; then
+        echo "check-cuda: $suite: $(tail -n 1 "$OUT/$suite.log")"
+    else
+        echo "check-cuda: $suite FAILED (log: $OUT/$suite.log)"
+        grep -E "Failure|Error|Assertion" "$OUT/$suite.log" | head -n 20
+        fail=1
+    fi
+done
+
+if command -v compute-sanitizer >/dev/null 2>&1; then
+    # no fork: the sanitizer watches one process through the whole suite
+    if RN_TEST_DEVICE=cuda CK_RUN_SUITE=forms CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
+        compute-sanitizer --tool memcheck --error-exitcode 9 --leak-check full "$TESTS" \
+        >"$OUT/memcheck.log" 2>&1; then
+        echo "check-cuda: memcheck clean ($(grep -c . "$OUT/memcheck.log") log lines)"
+    else
+        echo "check-cuda: memcheck FAILED (log: $OUT/memcheck.log)"
+        grep -E "=========" "$OUT/memcheck.log" | head -n 20
+        fail=1
+    fi
+else
+    echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"
+fi
+exit $fail

@@ -1,0 +1,238 @@
+/*
+ * bench_cuda.c -- `retnet cuda-info` and `retnet bench-cuda`: the CUDA
+ * backend next to the device's measured limits, in one run.
+ *
+ * Limits (rn_cuda_measure): a copy kernel's bandwidth (read + write bytes)
+ * and cuBLASLt's dense bf16 GEMM rate.  Figures, each with its ratio:
+ *   decode at batch B: B tokens per step over (weight bytes + B x 2 x state
+ *     bytes) / copy bandwidth, the step's roofline;
+ *   prefill of P tokens (chunkwise): 2 x matrix parameters FLOP per token
+ *     over the GEMM rate;
+ *   device memory per session (= state bytes) and sessions per GiB.
+ * Timings are best-of-N wall clock around synchronous engine calls; nothing
+ * here asserts on time.  Without CUDA in the build both commands say so and
+ * exit 3, as they do when no device is present.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "model.h"
+#include "retnet.h"
+#include "util.h"
+#ifdef RN_HAVE_CUDA
+#include "cuda/rn_cuda.h"
+#endif
+
+#define EXIT_NO_DEVICE 3
+#define MAX_LIST 8
+
+typedef struct {
+    const char *dir;
+    int batches[MAX_LIST], n_batches;
+    int prompts[MAX_LIST], n_prompts;
+    int chunk, decode, json;
+} cuda_bench_opts;
+
+/* "1,16,64" into v (at most MAX_LIST positive values); 0 on success. */
+static int parse_list(const char *s, int *v, int *n)
+{
+    *n = 0;
+    while (*s && *n < MAX_LIST) {
+        char *end;
+        long x = strtol(s, &end, 10);
+        if (end == s || x < 1 || x > 1 << 20 || (*end && *end != ','))
+            return -1;
+        v[(*n)++] = (int)x;
+        s = *end ? end + 1 : end;
+    }
+    return *s ? -1 : 0;
+}
+
+static int parse_cuda_opts(cuda_bench_opts *o, int argc, char **argv)
+{
+    *o = (cuda_bench_opts){.chunk = 256, .decode = 32};
+    parse_list("1,16,64,256", o->batches, &o->n_batches);
+    parse_list("512,2048,8192", o->prompts, &o->n_prompts);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--json")) {
+            o->json = 1;
+        } else if (!strcmp(a, "--batches") && v) {
+            if (parse_list(v, o->batches, &o->n_batches))
+                return -1;
+            i++;
+        } else if (!strcmp(a, "--prompts") && v) {
+            if (parse_list(v, o->prompts, &o->n_prompts))
+                return -1;
+            i++;
+        } else if ((!strcmp(a, "--chunk") || !strcmp(a, "--decode")) && v) {
+            int x = atoi(v);
+            if (x < 1 || x > 65536)
+                return -1;
+            *(a[2] == 'c' ? &o->chunk : &o->decode) = x;
+            i++;
+        } else if (a[0] != '-' && !o->dir) {
+            o->dir = a;
+        } else {
+            return -1;
+        }
+    }
+    return o->dir ? 0 : -1;
+}
+
+#ifdef RN_HAVE_CUDA
+int cli_cuda_info(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    rn_cuda_limits l;
+    rn_error err = {0};
+    if (rn_cuda_measure(&l, 4096, 4096, 4096, &err) != RN_OK) {
+        printf("no usable CUDA device: %s\n", err.msg);
+        return EXIT_NO_DEVICE;
+    }
+    printf("%s: compute capability %d.%d, %d SMs, %.1f GiB; copy %.0f GB/s, bf16 GEMM %.0f "
+           "TFLOP/s\n",
+           l.name, l.cc_major, l.cc_minor, l.n_sms, (double)l.mem_total / (1 << 30), l.copy_GBps,
+           l.gemm_TFLOPs);
+    return 0;
+}
+
+static int max_of(const int *v, int n)
+{
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+/* Best of 3 prefills of n tokens into slot 0, tokens/s; < 0 on error. */
+static double prefill_rate(rn_engine *e, const int32_t *tok, int n, int chunk, float *logits)
+{
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = chunk};
+    double best = 0.0;
+    for (int rep = 0; rep < 3; rep++) {
+        if (rn_state_reset(e, 0) != RN_OK)
+            return -1.0;
+        double t0 = rn__now();
+        if (rn_prefill(e, 0, tok, n, &po, logits) != RN_OK)
+            return -1.0;
+        double r = n / (rn__now() - t0);
+        best = r > best ? r : best;
+    }
+    return best;
+}
+
+/* Best of 3 runs of `steps` decode steps over slots 0..b-1: steps/s. */
+static double decode_rate(rn_engine *e, int b, const int32_t *tok, int steps, float *logits)
+{
+    int *slots = malloc(sizeof(int) * (size_t)b);
+    double best = 0.0;
+    if (!slots)
+        return -1.0;
+    for (int i = 0; i < b; i++)
+        slots[i] = i;
+    for (int rep = 0; rep < 3 && best >= 0.0; rep++) {
+        double t0 = rn__now();
+        for (int s = 0; s < steps; s++)
+            if (rn_decode(e, slots, tok, b, logits) != RN_OK) {
+                best = -1.0;
+                break;
+            }
+        double r = steps / (rn__now() - t0);
+        best = best >= 0.0 && r > best ? r : best;
+    }
+    free(slots);
+    return best;
+}
+
+int cli_bench_cuda(int argc, char **argv)
+{
+    cuda_bench_opts o;
+    if (parse_cuda_opts(&o, argc, argv))
+        return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
+                         "[--chunk 256] [--decode 32] [--json]");
+    rn_cuda_limits l;
+    rn_model *m = NULL;
+    rn_engine *e = NULL;
+    rn_error err = {0};
+    float *logits = NULL;
+    int32_t *tok = NULL;
+    int rc = 1, B = max_of(o.batches, o.n_batches), P = max_of(o.prompts, o.n_prompts);
+    if (rn_cuda_measure(&l, 8192, 8192, 8192, &err) != RN_OK) {
+        printf("no usable CUDA device: %s\n", err.msg);
+        return EXIT_NO_DEVICE;
+    }
+    if (rn_model_load(&m, o.dir, &err) != RN_OK ||
+        rn_engine_new(
+            &e, m, &(rn_engine_opts){.device = RN_DEVICE_CUDA, .n_slots = B, .max_chunk = o.chunk},
+            &err) != RN_OK) {
+        fprintf(stderr, "retnet: %s\n", err.msg);
+        goto cleanup;
+    }
+    const rn_config *c = rn_model_config(m);
+    int n_tok = P > B ? P : B;
+    logits = malloc(sizeof(float) * (size_t)c->vocab_size * (size_t)B);
+    tok = malloc(sizeof(int32_t) * (size_t)n_tok);
+    if (!logits || !tok)
+        goto cleanup;
+    for (int i = 0; i < n_tok; i++)
+        tok[i] = (int32_t)((i * 2654435761u) % (unsigned)c->vocab_size);
+    double W = (double)rn_model_weight_bytes(m), S = (double)rn_engine_state_bytes(e);
+    double bpp = !strcmp(rn_model_dtype_name(m), "f32") ? 4.0 : 2.0;
+    double flop_tok = 2.0 * (W - (double)c->vocab_size * c->hidden_size * bpp) / bpp;
+    printf("{\"device\":\"%s\",\"sms\":%d,\"copy_GBps\":%.1f,\"gemm_bf16_TFLOPs\":%.1f,"
+           "\"model\":\"%s\",\"dtype\":\"%s\",\"weight_bytes\":%.0f,\"state_bytes\":%.0f,"
+           "\"sessions_per_GiB\":%.2f,\"chunk\":%d,\n \"decode\":[",
+           l.name, l.n_sms, l.copy_GBps, l.gemm_TFLOPs, o.dir, rn_model_dtype_name(m), W, S,
+           (double)(1 << 30) / S, o.chunk);
+    for (int i = 0; i < o.n_batches; i++) {
+        int b = o.batches[i];
+        double steps = decode_rate(e, b, tok, o.decode, logits);
+        if (steps < 0)
+            goto failed;
+        double roof = b * l.copy_GBps * 1e9 / (W + b * 2.0 * S);
+        printf("%s{\"batch\":%d,\"tok_s\":%.1f,\"roofline_tok_s\":%.1f,\"of_roofline\":%.3f}",
+               i ? ",\n  " : "", b, steps * b, roof, steps * b / roof);
+    }
+    printf("],\n \"prefill\":[");
+    for (int i = 0; i < o.n_prompts; i++) {
+        double r = prefill_rate(e, tok, o.prompts[i], o.chunk, logits);
+        if (r < 0)
+            goto failed;
+        double tf = r * flop_tok / 1e12;
+        printf("%s{\"prompt\":%d,\"tok_s\":%.1f,\"TFLOPs\":%.1f,\"of_gemm\":%.3f}",
+               i ? ",\n  " : "", o.prompts[i], r, tf, tf / l.gemm_TFLOPs);
+    }
+    printf("]}\n");
+    rc = 0;
+    goto cleanup;
+failed:
+    fprintf(stderr, "\nretnet: a CUDA engine call failed\n");
+cleanup:
+    free(logits);
+    free(tok);
+    rn_engine_free(e);
+    rn_model_free(m);
+    return rc;
+}
+#else
+int cli_cuda_info(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("this build has no CUDA backend (nvcc was not found at build time)\n");
+    return EXIT_NO_DEVICE;
+}
+
+int cli_bench_cuda(int argc, char **argv)
+{
+    cuda_bench_opts o;
+    if (parse_cuda_opts(&o, argc, argv))
+        return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
+                         "[--chunk 256] [--decode 32] [--json]");
+    return cli_cuda_info(argc, argv);
+}
+#endif
