@@ -84,7 +84,8 @@ struct cuda_ctx {
     int64_t *rowpos;
     void *ws;
     lt_entry cache[LT_CACHE];
-    int n_cache;
+    int n_cache; /* valid entries */
+    long n_made; /* entries ever made: the next one replaces n_made % LT_CACHE */
     int64_t *host_rowpos;
 };
 
@@ -221,33 +222,33 @@ cleanup:
 }
 
 /* The cached plan for this shape, made on first use.  NULL on failure. */
-static lt_entry *lt_lookup(cuda_ctx *x, int out, int in, int n, int dtype, lt_entry *tmp)
+static lt_entry *lt_lookup(cuda_ctx *x, int out, int in, int n, int dtype)
 {
     for (int i = 0; i < x->n_cache; i++) {
         lt_entry *e = &x->cache[i];
         if (e->out == out && e->in == in && e->n == n && e->dtype == dtype)
             return e;
     }
-    lt_entry *e = x->n_cache < LT_CACHE ? &x->cache[x->n_cache] : tmp;
+    /* full: replace entries round-robin (decode batch sizes come and go) */
+    lt_entry *e = &x->cache[x->n_made % LT_CACHE];
+    if (x->n_made >= LT_CACHE)
+        lt_entry_free(e);
     if (lt_entry_make(x, e, out, in, n, dtype) != RN_OK)
         return NULL;
-    if (e != tmp)
-        x->n_cache++;
+    x->n_made++;
+    x->n_cache = x->n_made < LT_CACHE ? x->n_made : LT_CACHE;
     return e;
 }
 
 static int lt_matmul(cuda_ctx *x, float *y, const void *W, const void *in_rows, int n, int out,
                      int in, int dtype)
 {
-    lt_entry tmp = {};
-    lt_entry *e = lt_lookup(x, out, in, n, dtype, &tmp);
+    lt_entry *e = lt_lookup(x, out, in, n, dtype);
     float one = 1.0f, zero = 0.0f;
     if (!e)
         return RN_EDEVICE;
     cublasStatus_t s = cublasLtMatmul(x->lt, e->op, &one, W, e->a, in_rows, e->b, &zero, y, e->c, y,
                                       e->c, &e->algo, x->ws, RN_CUDA_LT_WORKSPACE, x->st);
-    if (e == &tmp)
-        lt_entry_free(&tmp);
     return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
 }
 
@@ -261,6 +262,8 @@ static int linear(cuda_ctx *x, float *y, const float *rows, int n, const void *W
         return RN_OK;
     }
     const void *src = rows;
+    /* fp16 weights: activations beyond 65504 would become inf here; the
+     * models we know of are bf16 or fp32, and the parity suite covers both */
     if (t != RN_DT_F32) {
         rk_to_half(x->st, x->half, rows, (size_t)n * (size_t)in, t);
         src = x->half;
@@ -484,7 +487,7 @@ static void cuda_deinit(void *ctx)
         return;
     for (int i = 0; i < x->n_cache; i++)
         lt_entry_free(&x->cache[i]);
-    void *bufs[] = {x->wdev, x->states, x->x, x->A, x->log_gamma, x->tok, x->ws};
+    void *bufs[] = {x->wdev, x->states, x->x, x->A, x->log_gamma, x->ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         cudaFree(bufs[i]);
     if (x->lt)
@@ -509,15 +512,21 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
     size_t V = (size_t)c->value_dim, F = (size_t)c->intermediate_size, H = (size_t)c->n_heads;
     size_t C = (size_t)p->max_chunk, dk = (size_t)c->head_dim_k;
     size_t act = p->act_bytes + p->logits_bytes, tables;
-    float *a;
     int rc = RN_OK;
     CU(cudaMalloc(&x->x, act), "activations");
-    a = x->x;
-    x->hn = a += R * D, x->y = a += R * D, x->q = a += R * D, x->k = a += R * K;
-    x->v = a += R * K, x->g = a += R * V, x->o = a += R * V, x->f1 = a += R * V;
-    x->f2 = a += R * F, x->half = a += R * F;
-    a = (float *)((char *)x->x + p->act_bytes);
-    x->logits = a;
+    {
+        /* every buffer starts on 256 bytes, as cuBLASLt's kernels assume */
+        char *b = (char *)x->x;
+        float **rows[] = {&x->hn, &x->y, &x->q, &x->k, &x->v, &x->g, &x->o, &x->f1, &x->f2};
+        size_t width[] = {D, D, K, K, V, V, V, F, F};
+        b += align256(R * D * 4);
+        for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+            *rows[i] = (float *)b;
+            b += align256(R * width[i] * 4);
+        }
+        x->half = b;
+        x->logits = (float *)((char *)x->x + p->act_bytes);
+    }
     CU(cudaMalloc(&x->A, p->chunk_bytes), "chunk scratch");
     x->qd = x->A + H * C * C, x->kd = x->qd + H * C * dk, x->pw = x->kd + H * C * dk;
     x->sums = x->pw + H * (C + 1);
@@ -619,6 +628,9 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaMemset(x->states, 0, x->plan.pool_bytes), "state pool");
     if ((rc = alloc_buffers(x, err)) || (rc = init_tables(x, err)))
         goto cleanup;
+    /* the memset and the pageable copies above may still be in flight, and
+     * x->st does not wait for the legacy stream */
+    CU(cudaDeviceSynchronize(), "initialisation");
     *out = x;
     return RN_OK;
 cleanup:
@@ -641,10 +653,12 @@ static size_t cuda_state_bytes(void *ctx)
 static int cuda_state_reset(void *ctx, int slot)
 {
     cuda_ctx *x = (cuda_ctx *)ctx;
-    x->pos[slot] = 0;
-    if (cudaMemsetAsync(slot_base(x, slot), 0, x->plan.state_bytes, x->st))
+    if (x->broken || cudaMemsetAsync(slot_base(x, slot), 0, x->plan.state_bytes, x->st))
         return RN_EDEVICE;
-    return sync_status(x);
+    int rc = sync_status(x);
+    if (rc == RN_OK)
+        x->pos[slot] = 0;
+    return rc;
 }
 
 static int cuda_state_copy(void *ctx, int dst, int src)
@@ -652,11 +666,13 @@ static int cuda_state_copy(void *ctx, int dst, int src)
     cuda_ctx *x = (cuda_ctx *)ctx;
     if (dst == src)
         return RN_OK;
-    x->pos[dst] = x->pos[src];
-    if (cudaMemcpyAsync(slot_base(x, dst), slot_base(x, src), x->plan.state_bytes,
-                        cudaMemcpyDeviceToDevice, x->st))
+    if (x->broken || cudaMemcpyAsync(slot_base(x, dst), slot_base(x, src), x->plan.state_bytes,
+                                     cudaMemcpyDeviceToDevice, x->st))
         return RN_EDEVICE;
-    return sync_status(x);
+    int rc = sync_status(x);
+    if (rc == RN_OK)
+        x->pos[dst] = x->pos[src];
+    return rc;
 }
 
 static int64_t cuda_state_pos(void *ctx, int slot)
@@ -667,7 +683,8 @@ static int64_t cuda_state_pos(void *ctx, int slot)
 static int cuda_state_export(void *ctx, int slot, float *host, size_t nbytes)
 {
     cuda_ctx *x = (cuda_ctx *)ctx;
-    if (cudaMemcpyAsync(host, slot_base(x, slot), nbytes, cudaMemcpyDeviceToHost, x->st))
+    if (x->broken ||
+        cudaMemcpyAsync(host, slot_base(x, slot), nbytes, cudaMemcpyDeviceToHost, x->st))
         return RN_EDEVICE;
     return sync_status(x);
 }
@@ -675,7 +692,8 @@ static int cuda_state_export(void *ctx, int slot, float *host, size_t nbytes)
 static int cuda_state_import(void *ctx, int slot, const float *host, size_t nbytes, int64_t pos)
 {
     cuda_ctx *x = (cuda_ctx *)ctx;
-    if (cudaMemcpyAsync(slot_base(x, slot), host, nbytes, cudaMemcpyHostToDevice, x->st))
+    if (x->broken ||
+        cudaMemcpyAsync(slot_base(x, slot), host, nbytes, cudaMemcpyHostToDevice, x->st))
         return RN_EDEVICE;
     int rc = sync_status(x);
     if (rc == RN_OK)
@@ -686,18 +704,26 @@ static int cuda_state_import(void *ctx, int slot, const float *host, size_t nbyt
 /* ------------------------------------------------------------- compute */
 
 /* n tokens of slot as one chunk; logits of the last row or of all rows. */
+/* A failure part-way through a step leaves states half advanced: the
+ * backend marks itself unusable rather than serve from them. */
+static int fail_step(cuda_ctx *x, int rc)
+{
+    x->broken = 1;
+    return rc;
+}
+
 static int run_chunk(cuda_ctx *x, int slot, const int32_t *tok, int n, int all, float *logits)
 {
     int rc;
     for (int i = 0; i < n; i++)
         x->host_rowpos[i] = x->pos[slot] + i;
     if ((rc = put_rows(x, tok, NULL, n)) || (rc = forward(x, FWD_CHUNK, slot, n)))
-        return rc;
+        return fail_step(x, rc);
     x->pos[slot] += n;
     if (logits) {
         int first = all ? 0 : n - 1;
         if ((rc = output_logits(x, first, n)) || (rc = get_logits(x, logits, n - first)))
-            return rc;
+            return fail_step(x, rc);
     }
     return sync_status(x);
 }
@@ -708,11 +734,11 @@ static int run_decode(cuda_ctx *x, const int *slots, const int32_t *tok, int n, 
     for (int i = 0; i < n; i++)
         x->host_rowpos[i] = x->pos[slots[i]];
     if ((rc = put_rows(x, tok, slots, n)) || (rc = forward(x, FWD_DECODE, -1, n)))
-        return rc;
+        return fail_step(x, rc);
     for (int i = 0; i < n; i++)
         x->pos[slots[i]]++;
     if (logits && ((rc = output_logits(x, 0, n)) || (rc = get_logits(x, logits, n))))
-        return rc;
+        return fail_step(x, rc);
     return sync_status(x);
 }
 
@@ -739,13 +765,14 @@ static int cuda_prefill(void *ctx, int slot, const int32_t *tok, int n, const rn
         if (o->ts_clamp && x->c->retention_norm == RN_RETNORM_TORCHSCALE)
             return RN_EUNSUPPORTED; /* the clamp only acts on torchscale's normaliser
                                */
-        if (n > x->plan.max_chunk)
-            return RN_EUNSUPPORTED;
+        /* the same sums as chunks from a zero state (longer prompts than
+         * max_chunk go through in max_chunk pieces, as the CPU's chunkwise) */
         if ((rc = cuda_state_reset(x, slot)))
             return rc;
-        return run_chunk(x, slot, tok, n, all, logits);
     }
-    chunk = o->chunk > 0 && o->chunk < x->plan.max_chunk ? o->chunk : x->plan.max_chunk;
+    chunk = o->form == RN_FORM_CHUNKWISE && o->chunk > 0 && o->chunk < x->plan.max_chunk
+                ? o->chunk
+                : x->plan.max_chunk;
     for (int i0 = 0; i0 < n && rc == RN_OK; i0 += chunk) {
         int m = n - i0 < chunk ? n - i0 : chunk;
         float *lg = !logits ? NULL : all ? logits + (size_t)i0 * V : (i0 + m == n ? logits : NULL);

@@ -108,9 +108,9 @@ void rk_norm(cudaStream_t st, float *y, const float *x, int rows, int d, int lay
 
 /* --------------------------------------------------------------- rotary */
 
-/* One thread per (row, head, feature pair). */
+/* Rotation: one thread per (row, head, feature pair). */
 __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_t *pos,
-                          const float *freq, int rotary, int interleaved, int scale_k, float scale)
+                          const float *freq, int interleaved)
 {
     int half = dk / 2;
     size_t total = (size_t)n * (size_t)H * (size_t)half;
@@ -121,11 +121,6 @@ __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_
         int row = (int)(rh / (size_t)H);
         int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
         float *qv = q + rh * (size_t)dk, *kv = k + rh * (size_t)dk;
-        float *sv = scale_k ? kv : qv;
-        sv[ia] *= scale;
-        sv[ib] *= scale;
-        if (!rotary)
-            continue;
         double a = (double)rn_rope_angle((long long)pos[row], freq[ia]);
         double b = (double)rn_rope_angle((long long)pos[row], freq[ib]);
         float ca = (float)cos(a), sa = (float)sin(a), cb = (float)cos(b), sb = (float)sin(b);
@@ -135,12 +130,22 @@ __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_
     (void)n;
 }
 
+__global__ void scale_kernel(float *x, size_t n, float scale)
+{
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
+         t += (size_t)gridDim.x * blockDim.x)
+        x[t] *= scale;
+}
+
 void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, const int64_t *pos,
                    const float *freq, int rotary, int interleaved, int scale_k, float scale)
 {
-    size_t total = (size_t)n * (size_t)H * (size_t)(dk / 2);
-    qk_kernel<<<blocks_for(total), BLOCK, 0, st>>>(q, k, n, H, dk, pos, freq, rotary, interleaved,
-                                                   scale_k, scale);
+    size_t all = (size_t)n * (size_t)H * (size_t)dk; /* every feature, odd dk too */
+    scale_kernel<<<blocks_for(all), BLOCK, 0, st>>>(scale_k ? k : q, all, scale);
+    if (!rotary)
+        return;
+    size_t pairs = (size_t)n * (size_t)H * (size_t)(dk / 2);
+    qk_kernel<<<blocks_for(pairs), BLOCK, 0, st>>>(q, k, n, H, dk, pos, freq, interleaved);
 }
 
 /* ----------------------------------------------------- recurrent step */

@@ -24,17 +24,24 @@ static size_t add(size_t a, size_t b, int *ovf)
     return a + b;
 }
 
-/* fp32 floats per activation row: x, hn, y (D); q, k (H*dk); v, g, o (H*dv);
- * f1, f2 (F); plus the half-precision copy of the widest GEMM input. */
-static size_t row_floats(const rn_config *c, int *ovf)
+static size_t align256(size_t n, int *ovf)
+{
+    return add(n, 255, ovf) & ~(size_t)255;
+}
+
+/* Bytes of the activation buffers for R rows, each buffer on 256 bytes (as
+ * cuBLASLt assumes): x, hn, y (D); q, k (H*dk); v, g, o (H*dv); f1, f2 (F);
+ * then the half-precision copy of the widest GEMM input (D, H*dv or F). */
+static size_t act_bytes(const rn_config *c, size_t R, int *ovf)
 {
     size_t D = (size_t)c->hidden_size, K = (size_t)c->key_dim, V = (size_t)c->value_dim;
     size_t F = (size_t)c->intermediate_size;
-    size_t widest = D > V ? D : V;
+    size_t widths[] = {D, D, D, K, K, V, V, V, F, F};
+    size_t widest = D > V ? D : V, total = 0;
     widest = widest > F ? widest : F;
-    size_t f = add(mul(3, D, ovf), mul(2, K, ovf), ovf);
-    f = add(f, add(mul(3, V, ovf), mul(2, F, ovf), ovf), ovf);
-    return add(f, (widest + 1) / 2, ovf); /* two halves per float */
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
+        total = add(total, align256(mul(mul(R, widths[i], ovf), 4, ovf), ovf), ovf);
+    return add(total, align256(mul(mul(R, widest, ovf), 2, ovf), ovf), ovf);
 }
 
 /* A (H C C) + qd, kd (H C dk) + decay powers (H (C+1)) + running sums (H C) */
@@ -65,7 +72,7 @@ int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_
     p->max_chunk = max_chunk;
     p->max_batch = n_slots < RN_CUDA_MAX_BATCH ? n_slots : RN_CUDA_MAX_BATCH;
     p->max_rows = max_chunk > p->max_batch ? max_chunk : p->max_batch;
-    p->act_bytes = mul(mul((size_t)p->max_rows, row_floats(c, &ovf), &ovf), sizeof(float), &ovf);
+    p->act_bytes = act_bytes(c, (size_t)p->max_rows, &ovf);
     p->chunk_bytes = mul(chunk_floats(c, (size_t)max_chunk, &ovf), sizeof(float), &ovf);
     p->logits_bytes =
         mul(mul((size_t)p->max_rows, (size_t)c->vocab_size, &ovf), sizeof(float), &ovf);
@@ -90,8 +97,11 @@ int rn_cuda_slots_for_budget(size_t budget, size_t state_bytes)
 
 rn_cuda_step_shape rn_cuda_step_plan(int n, int heads, int dk, int dv, int n_sms)
 {
+    /* The tile is chosen for a single sequence and kept for every batch size,
+     * so each output's order of summation, and so its bits, do not depend on
+     * how many sessions share the step. */
     rn_cuda_step_shape s = {32, 8, n * heads, (dv + 31) / 32};
-    if ((long)s.grid_x * s.grid_y < 2L * n_sms && dv > 16) {
+    if ((long)heads * s.grid_y < 2L * n_sms && dv > 16) {
         s.e_tile = 16;
         s.grid_y = (dv + 15) / 16;
         s.d_split = 16; /* same 256 threads per block */

@@ -32,7 +32,7 @@ typedef struct rn_cuda_plan {
     int max_chunk;      /* tokens per prefill step */
     int max_batch;      /* sessions per decode step */
     int max_rows;       /* rows of every activation buffer: max(max_chunk, max_batch) */
-    size_t act_bytes;   /* activations: fp32 rows plus one half-precision GEMM input */
+    size_t act_bytes;   /* activations: fp32 rows plus one half-precision GEMM input, 256-aligned */
     size_t chunk_bytes; /* chunkwise retention scratch for max_chunk */
     size_t logits_bytes;
     size_t pool_bytes;  /* n_slots * state_bytes */
@@ -59,8 +59,9 @@ typedef struct rn_cuda_step_shape {
 } rn_cuda_step_shape;
 
 /* Picks the shape for n sequences on a device with n_sms multiprocessors:
- * full 32-lane rows unless that leaves the device under two blocks per SM,
- * then 16 lanes (still 64-byte segments). */
+ * full 32-lane rows unless one sequence would leave the device under two
+ * blocks per SM, then 16 lanes (still 64-byte segments).  The tile does not
+ * depend on n, so a session's output is the same bits in any batch. */
 rn_cuda_step_shape rn_cuda_step_plan(int n, int heads, int dk, int dv, int n_sms);
 
 #endif

@@ -48,13 +48,20 @@ START_TEST(test_cuda_plan_buffers_cover_chunk_and_batch)
     ck_assert_int_eq(p.max_rows, 512);
     /* 3D + 2K + 3V + 2F floats per row, plus half a float per element of the widest GEMM input */
     size_t row = 3 * 2048 + 2 * 2048 + 3 * 2048 + 2 * 4096 + 4096 / 2;
-    ck_assert_uint_eq(p.act_bytes, 512 * row * 4);
+    ck_assert_uint_eq(p.act_bytes, 512 * row * 4); /* all multiples of 256 bytes here */
     ck_assert_uint_eq(p.logits_bytes, (size_t)512 * 32000 * 4);
     /* A (H C C) + qd, kd (H C dk) + powers H (C+1) + sums H C */
     size_t C = 512, chunk = 8 * C * C + 2 * 8 * C * 256 + 8 * (C + 1) + 8 * C;
     ck_assert_uint_eq(p.chunk_bytes, chunk * 4);
     ck_assert_uint_eq(p.total_bytes, p.act_bytes + p.chunk_bytes + p.logits_bytes + p.pool_bytes +
                                          RN_CUDA_LT_WORKSPACE);
+    /* odd sizes: each buffer is rounded up to 256 bytes on its own */
+    rn_config odd = c;
+    odd.hidden_size = 1000, odd.key_dim = odd.value_dim = 1000, odd.intermediate_size = 3000;
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &odd, 3, 3, NULL), RN_OK);
+    size_t a1000 = (3 * 1000 * 4 + 255) / 256 * 256, a3000 = (3 * 3000 * 4 + 255) / 256 * 256;
+    size_t h3000 = (3 * 3000 * 2 + 255) / 256 * 256;
+    ck_assert_uint_eq(p.act_bytes, 8 * a1000 + 2 * a3000 + h3000);
 }
 END_TEST
 
@@ -96,8 +103,14 @@ START_TEST(test_cuda_step_plan_covers_every_column)
     /* one sequence of the 1.3B shape: 16-lane tiles to give 132 SMs work */
     rn_cuda_step_shape one = rn_cuda_step_plan(1, 8, 256, 256, 132);
     ck_assert_int_eq(one.e_tile, 16);
-    rn_cuda_step_shape many = rn_cuda_step_plan(64, 8, 256, 256, 132);
-    ck_assert_int_eq(many.e_tile, 32);
+    /* the same tile at every batch size (bitwise batch invariance) */
+    for (int n = 1; n <= 256; n *= 2) {
+        rn_cuda_step_shape s = rn_cuda_step_plan(n, 8, 256, 256, 132);
+        ck_assert_int_eq(s.e_tile, one.e_tile);
+        ck_assert_int_eq(s.d_split, one.d_split);
+    }
+    /* many heads fill the device on their own: full 32-lane rows */
+    ck_assert_int_eq(rn_cuda_step_plan(1, 32, 256, 256, 100).e_tile, 32);
 }
 END_TEST
 
