@@ -25,6 +25,8 @@ const char *rn_strerror(int status)
         return "no free state slot";
     case RN_EUNSUPPORTED:
         return "unsupported";
+    case RN_ECONFLICT:
+        return "belongs to another model";
     default:
         return "unknown error";
     }

@@ -17,7 +17,8 @@ typedef enum {
     RN_ENODEV = -5,   /* backend not compiled in or no device */
     RN_EDEVICE = -6,  /* device error; the backend is now unusable */
     RN_EBUSY = -7,    /* no free state slot */
-    RN_EUNSUPPORTED = -8 /* valid input describing something we do not implement */
+    RN_EUNSUPPORTED = -8, /* valid input describing something we do not implement */
+    RN_ECONFLICT = -9     /* valid input for another model (a state blob) */
 } rn_status;
 
 #define RN_ERROR_MSG_LEN 512

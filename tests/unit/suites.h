@@ -12,5 +12,6 @@ Suite *forms_suite(void);
 Suite *sampler_suite(void);
 Suite *tokenizer_suite(void);
 Suite *cuda_plan_suite(void);
+Suite *state_blob_suite(void);
 
 #endif
