@@ -82,6 +82,11 @@ static uint64_t get64(const uint8_t *p)
 
 /* ---------------------------------------------------------- fingerprint */
 
+#define SAMPLE 64 /* bytes hashed at the start, middle and end of each tensor */
+
+/* A tensor's dtype and shape, and three samples of its bytes: checkpoints of
+ * the same architecture (other seeds, other training runs) differ there,
+ * while hashing every byte of a large model would cost seconds at start. */
 static uint64_t hash_tensor(uint64_t h, const rn_tensor *t)
 {
     uint8_t rec[8 + 4 * 8];
@@ -90,7 +95,14 @@ static uint64_t hash_tensor(uint64_t h, const rn_tensor *t)
     put32(rec + 4, t->data ? (uint32_t)t->dtype : 0u);
     for (int i = 0; i < 4; i++)
         put64(rec + 8 + 8 * i, t->data && i < t->ndim ? (uint64_t)t->shape[i] : 0u);
-    return fnv(h, rec, sizeof rec);
+    h = fnv(h, rec, sizeof rec);
+    if (!t->data)
+        return h;
+    size_t n = (size_t)t->numel * rn_dtype_size(t->dtype), k = n < SAMPLE ? n : SAMPLE;
+    const uint8_t *d = t->data;
+    h = fnv(h, d, k);
+    h = fnv(h, d + (n - k) / 2, k);
+    return fnv(h, d + n - k, k);
 }
 
 void rn_model_fingerprint(const rn_model *m, rn_fingerprint *out)

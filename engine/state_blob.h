@@ -24,7 +24,8 @@
 #define RN_BLOB_HEADER 96u
 
 /* A model's identity for states: 8 bytes hashing its config, 8 hashing the
- * dtype and shape of every tensor. */
+ * dtype and shape of every tensor with samples of its bytes (so two
+ * checkpoints of one architecture differ too). */
 typedef struct rn_fingerprint {
     uint8_t b[16];
 } rn_fingerprint;

@@ -193,14 +193,14 @@ static int api_session_fork(rd_app *app, rd_conn *c, rd_session *src)
         return reply_session(c, 200, dst);
     rd_job *j = rd_job_new(1);
     rd_req *r = calloc(1, sizeof *r);
-    if (!j || !r || rd_sched_try_enqueue(app->sched, 1) != 0) {
+    if (!j || !r) {
         free(r);
         rd_job_unref(j);
         rd_session_delete(app, dst);
-        return rd_json_error(c, 429, "rate_limit_error", NULL, "server_is_overloaded",
-                             "the wait queue is full; retry later");
+        return rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
     }
     rd_session_take_fresh(dst);
+    j->op = RD_OP_FORK;
     j->fork_src = rd_session_slot(src);
     j->session_slot = rd_session_slot(dst);
     j->http = r;
@@ -240,6 +240,17 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
     memcpy(id, rest + 1, idlen);
     id[idlen] = '\0';
     rd_session *s = rd_session_find(app, id);
+    if (slash && !strcmp(slash, "/state")) {
+        if (!strcmp(method, "PUT"))
+            return rd_api_state_put(app, c, id, s);
+        if (!s)
+            return rd_json_error(c, 404, "not_found_error", NULL, "not_found",
+                                 "session '%s' not found", id);
+        if (!strcmp(method, "GET"))
+            return rd_api_state_get(app, c, s);
+        return method_not_allowed(c, "GET, PUT", "method %s not allowed on %s; use GET or PUT",
+                                  method, rd_conn_path(c));
+    }
     if (!s)
         return rd_json_error(c, 404, "not_found_error", NULL, "not_found", "session '%s' not found", id);
     if (slash && strcmp(slash, "/fork"))
@@ -361,6 +372,9 @@ int rd_api_handle(void *vapp, rd_conn *c)
     if (want && !(want[0] == 'G' ? get : post))
         return method_not_allowed(c, want[0] == 'G' ? "GET, HEAD" : "POST",
                                   "method %s not allowed on %s; use %s", m, p, want);
+    /* a state upload is binary and checked as a blob, not as JSON text */
+    if (sessions && !strcmp(m, "PUT") && strlen(p) > 6 && !strcmp(p + strlen(p) - 6, "/state"))
+        return api_sessions(app, c, m, p + 12);
     if (body_refused(app, c, &rc))
         return rc;
     if (sessions)
@@ -391,6 +405,10 @@ void rd_api_resume(void *vapp, rd_conn *c)
         reply_session(c, 200, r->session);
         return;
     }
+    if (r->kind == RD_REQ_EXPORT || r->kind == RD_REQ_IMPORT) {
+        rd_api_state_resume(app, c);
+        return;
+    }
     rd_api_completion_resume(app, c);
 }
 
@@ -417,6 +435,10 @@ void rd_api_done(void *vapp, rd_conn *c)
         rd_conn_set_data(c, NULL);
         return;
     }
+    if (r->kind == RD_REQ_EXPORT || r->kind == RD_REQ_IMPORT) {
+        rd_api_state_done(app, c);
+        return;
+    }
     rd_api_completion_done(app, c);
 }
 
@@ -430,7 +452,7 @@ void rd_api_on_ready(void *vapp)
     for (rd_job *j = list, *n; j; j = n) {
         n = j->next_taken;
         rd_req *r = j->http;
-        if (r && r->kind == RD_REQ_FORK) {
+        if (r && r->kind != RD_REQ_COMPLETION) {
             if (j->phase == RD_PHASE_DONE)
                 rd_http_resume_later(r->conn);
         } else if (r) {

@@ -79,12 +79,15 @@ typedef struct rd_req {
     rd_session *fork_src;     /* RD_REQ_FORK: the session copied from (busy until done) */
     int chunks_sent, done_sent;
     int err_status;             /* first job failure seen by sync_req (not 499) */
+    int answered;               /* state requests: the reply went out */
+    int made_session;           /* RD_REQ_IMPORT: the session was made for this upload */
+    int64_t import_tokens;
     char err_msg[200];
     unsigned role_sent;         /* choices whose first chat delta (role) went out */
     struct rd_req *next_stream, *prev_stream;
 } rd_req;
 
-enum { RD_REQ_COMPLETION = 1, RD_REQ_FORK };
+enum { RD_REQ_COMPLETION = 1, RD_REQ_FORK, RD_REQ_EXPORT, RD_REQ_IMPORT };
 
 int rd_api_handle(void *app, rd_conn *c);
 void rd_api_resume(void *app, rd_conn *c);
@@ -100,9 +103,20 @@ void rd_api_job_ready(rd_app *app, rd_job *j);
 int rd_api_completion_resume(rd_app *app, rd_conn *conn);
 void rd_api_completion_done(rd_app *app, rd_conn *conn);
 
+/* api_state.c */
+int rd_api_state_get(rd_app *app, rd_conn *c, rd_session *s);
+/* s: the session named id, or NULL to create it */
+int rd_api_state_put(rd_app *app, rd_conn *c, const char *id, rd_session *s);
+void rd_api_state_resume(rd_app *app, rd_conn *c);
+void rd_api_state_done(rd_app *app, rd_conn *c);
+int rd_session_id_valid(const char *id);
+
 /* sessions.c */
 rd_session *rd_session_find(rd_app *app, const char *id);
+/* 0 and *out, -2 when no slot or the session limit is reached, -1 otherwise */
 int rd_session_create(rd_app *app, rd_session **out);
+int rd_session_create_with_id(rd_app *app, const char *id, rd_session **out);
+void rd_session_set_tokens(rd_session *s, int64_t tokens);
 void rd_session_delete(rd_app *app, rd_session *s);
 int rd_session_busy(const rd_session *s);
 void rd_session_set_busy(rd_session *s, int busy);

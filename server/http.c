@@ -51,7 +51,7 @@ struct rd_conn {
     char method[16];
     char *path;
     char *body;
-    size_t body_len, body_cap;
+    size_t body_len, body_cap, body_max;
     int too_large;
     void *data;
     char *out; /* stream output not yet taken by MHD */
@@ -311,6 +311,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *mc, const cha
         c->mc = mc;
         c->refs = 1;
         snprintf(c->method, sizeof c->method, "%s", method);
+        c->body_max = !strcmp(method, "PUT") && h->o.max_upload ? h->o.max_upload : h->o.max_body;
         c->path = strdup(url);
         if (!c->path) {
             free(c);
@@ -323,7 +324,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *mc, const cha
     if (c->state == RC_READING && *upload_size > 0) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (c->too_large || c->body_len + n > h->o.max_body) {
+        if (c->too_large || c->body_len + n > c->body_max) {
             c->too_large = 1; /* keep reading and dropping; answer 413 at the end */
             return MHD_YES;
         }

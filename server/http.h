@@ -30,6 +30,7 @@ typedef struct rd_http_opts {
     const char *host;
     int port;
     size_t max_body;
+    size_t max_upload;  /* body limit of PUT requests (state uploads); 0 = max_body */
     unsigned max_connections;
     unsigned timeout_s;
 } rd_http_opts;

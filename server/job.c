@@ -47,6 +47,7 @@ void rd_job_unref(rd_job *j)
     free(j->ch);
     free(j->prompt);
     free(j->bias);
+    free(j->state);
     free(j);
 }
 

@@ -23,6 +23,7 @@
 #define RD_MAX_CHOICES 256 /* choices of one job (the server's --max-n is far lower) */
 
 typedef enum { RD_FIN_NONE = 0, RD_FIN_STOP, RD_FIN_LENGTH, RD_FIN_ERROR } rd_finish;
+typedef enum { RD_OP_RUN = 0, RD_OP_FORK, RD_OP_EXPORT, RD_OP_IMPORT } rd_op;
 typedef enum { RD_PHASE_QUEUED = 0, RD_PHASE_PREFILL, RD_PHASE_RUNNING, RD_PHASE_DONE } rd_phase;
 
 typedef struct rd_choice {
@@ -68,7 +69,14 @@ typedef struct rd_job {
     rd_choice *ch;
     int session_slot;          /* -1: a transient request */
     int session_fresh;         /* the session's slot must be reset first */
-    int fork_src;              /* >= 0: only copy this slot's state into session_slot */
+    int fork_src;              /* RD_OP_FORK: copy this slot's state into session_slot */
+    rd_op op;                  /* RD_OP_RUN: generate; the others act on session_slot's state
+                                * at once, outside the FIFO, and finish the job */
+    unsigned char *state;      /* EXPORT / IMPORT: owned by the job (the engine may still use
+                                * it after the request left); the state sits at state +
+                                * state_off, state_bytes long */
+    size_t state_off, state_bytes;
+    int64_t state_pos;         /* EXPORT: the slot's position (out); IMPORT: in */
     /* progress */
     rd_phase phase;
     int prefilled;

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "app.h"
+#include "state_blob.h"
 #include "util.h"
 
 #define DRAIN_DEADLINE_MS 30000
@@ -211,6 +212,7 @@ int main(int argc, char **argv)
         goto out;
     }
     rd_http_opts ho = {.host = app.opt.host, .port = app.opt.port, .max_body = app.opt.max_body,
+                       .max_upload = RN_BLOB_HEADER + rn_engine_state_bytes(app.engine),
                        .max_connections = app.opt.max_connections, .timeout_s = app.opt.timeout_s};
     if (rd_http_start(&app.http, app.loop, &ho, rd_api_handle, rd_api_resume, rd_api_done, &app,
                       err, sizeof err) != 0) {

@@ -136,12 +136,48 @@ static void remove_active(rd_sched *s, int idx)
 
 /* ----------------------------------------------------------- admission */
 
+/* A session state operation: done at once (it needs no free slot, so it
+ * never waits behind the FIFO's head), then the job finishes. */
+static void run_state_op(rd_sched *s, rd_job *j)
+{
+    int rc = RN_OK;
+    float *st = (float *)(void *)(j->state + j->state_off);
+    if (atomic_load(&j->cancelled)) { /* the request left: its slot may be someone else's now */
+        finish_job(s, j, 499, "cancelled");
+        rd_job_unref(j);
+        return;
+    }
+    switch (j->op) {
+    case RD_OP_FORK:
+        rc = j->session_fresh ? rn_state_reset(s->e, j->session_slot) /* never-used source */
+                              : rn_state_copy(s->e, j->session_slot, j->fork_src);
+        break;
+    case RD_OP_EXPORT:
+        rc = rn_state_export(s->e, j->session_slot, st, j->state_bytes);
+        j->state_pos = rn_state_pos(s->e, j->session_slot);
+        break;
+    case RD_OP_IMPORT:
+        rc = rn_state_import(s->e, j->session_slot, st, j->state_bytes, j->state_pos);
+        break;
+    default:
+        rc = RN_EINVAL;
+        break;
+    }
+    j->ch[0].slot = -1;
+    finish_job(s, j, rc == RN_OK ? 0 : 500, "engine error in a session state operation");
+    rd_job_unref(j);
+}
+
 static void take_new(rd_sched *s, int wait)
 {
     rd_job *list = rd_queue_take(s->q, wait ? -1 : 0);
     for (rd_job *j = list, *n; j; j = n) {
         n = j->next_submit;
         j->next_submit = NULL;
+        if (j->op != RD_OP_RUN) {
+            run_state_op(s, j);
+            continue;
+        }
         if (s->wait_tail)
             s->wait_tail->next_submit = j;
         else
@@ -152,16 +188,6 @@ static void take_new(rd_sched *s, int wait)
 
 static int start_job(rd_sched *s, rd_job *j)
 {
-    if (j->fork_src >= 0) { /* a session fork: one state copy, nothing to run */
-        if (j->session_fresh) /* the source was never used: an empty state */
-            rn_state_reset(s->e, j->session_slot);
-        else
-            rn_state_copy(s->e, j->session_slot, j->fork_src);
-        j->ch[0].slot = -1;
-        finish_job(s, j, 0, "");
-        rd_job_unref(j);
-        return 0;
-    }
     int need = j->n - (j->session_slot >= 0 ? 1 : 0), got[RD_MAX_CHOICES];
     if (need > RD_MAX_CHOICES || slots_free(s) < need)
         return -1;

@@ -40,10 +40,21 @@ rd_session *rd_session_find(rd_app *app, const char *id)
 int rd_session_create(rd_app *app, rd_session **out)
 {
     unsigned char rnd[16];
+    char id[40];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        return -1;
+    int o = snprintf(id, sizeof id, "sess_");
+    for (int i = 0; i < 16; i++)
+        o += snprintf(id + o, sizeof id - (size_t)o, "%02x", rnd[i]);
+    return rd_session_create_with_id(app, id, out);
+}
+
+int rd_session_create_with_id(rd_app *app, const char *id, rd_session **out)
+{
     *out = NULL;
     if (app->n_sessions >= app->opt.max_sessions)
         return -2;
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+    if (strlen(id) >= sizeof((rd_session *)0)->id || rd_session_find(app, id))
         return -1;
     int slot = rd_sched_reserve_slot(app->sched);
     if (slot < 0)
@@ -53,9 +64,7 @@ int rd_session_create(rd_app *app, rd_session **out)
         rd_sched_release_slot(app->sched, slot);
         return -1;
     }
-    int o = snprintf(s->id, sizeof s->id, "sess_");
-    for (int i = 0; i < 16; i++)
-        o += snprintf(s->id + o, sizeof s->id - (size_t)o, "%02x", rnd[i]);
+    snprintf(s->id, sizeof s->id, "%s", id);
     s->slot = slot;
     s->fresh = 1;
     s->created = s->last_used = now_s();
@@ -110,6 +119,11 @@ int rd_session_take_fresh(rd_session *s)
     int f = s->fresh;
     s->fresh = 0;
     return f;
+}
+
+void rd_session_set_tokens(rd_session *s, int64_t tokens)
+{
+    s->tokens = tokens;
 }
 
 void rd_session_advance(rd_session *s, int64_t tokens)

@@ -1257,36 +1257,36 @@ class TestDisconnect(ServerTestCase):
         self.assertEqual(self._get_session(sid)["tokens"], 0)
         self.assertEqual(self.greedy("a clean start", 8, session=sid), want)
 
-    def test_fork_cancelled_while_queued(self):
-        # a fork whose client leaves before it ran: the new session, which no
-        # one will ever know, must not keep its slot
+    def test_fork_does_not_wait_behind_the_queue(self):
+        # a fork needs no free slot beyond the one its new session takes, so
+        # it is done at once even while the FIFO's head waits for slots
         sid = self._session()
         self.greedy("forked", 2, session=sid)
         holds, waiting = [], None
         try:
-            for _ in range(self.slots - 2):
+            for _ in range(self.slots - 3):
                 holds.append(self._hold())
-            # one slot free; this request needs two and waits at the head
+            # two slots free; this request needs three and waits at the head
             waiting = SSEStream(self.port, "/v1/completions",
-                                dict(prompt="waits", max_tokens=2, ignore_eos=True, stream=True, n=2))
+                                dict(prompt="waits", max_tokens=2, ignore_eos=True, stream=True, n=3))
             time.sleep(0.2)
-            fork = socket.create_connection(("127.0.0.1", self.port), timeout=HTTP_TIMEOUT)
-            fork.sendall(b"POST /v1/sessions/%s/fork HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-                         % sid.encode())
-            time.sleep(0.2)
-            fork.close()
-            time.sleep(0.2)
+            t0 = time.monotonic()
+            status, _, js = http_json(self.port, "POST", "/v1/sessions/%s/fork" % sid, None, timeout=10)
+            self.assertEqual(status, 200, js)
+            self.assertLess(time.monotonic() - t0, 5.0)
+            self.assertEqual(js["tokens"], self._get_session(sid)["tokens"])
+            fork_id = js["id"]
         finally:
             for h in holds:
                 h.close()
             if waiting:
                 waiting.close()
-        deadline = time.monotonic() + 10
-        while self._get_session(sid)["busy"] and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.assertFalse(self._get_session(sid)["busy"])
-        status, _, js = http_json(self.port, "DELETE", "/v1/sessions/" + sid)
-        self.assertEqual(status, 200, js)
+        for s_id in (sid, fork_id):
+            deadline = time.monotonic() + 10
+            while self._get_session(s_id)["busy"] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            status, _, js = http_json(self.port, "DELETE", "/v1/sessions/" + s_id)
+            self.assertEqual(status, 200, js)
         self._all_slots_free()
 
     def test_session_after_disconnect(self):
