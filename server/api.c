@@ -269,6 +269,7 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
                                  "the session is in use by another request");
         char body[128];
         snprintf(body, sizeof body, "{\"id\":\"%s\",\"object\":\"session.deleted\",\"deleted\":true}", id);
+        rd_persist_forget(app, id);
         rd_session_delete(app, s);
         return reply_text(c, 200, body);
     }

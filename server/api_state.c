@@ -128,11 +128,10 @@ static int upload_ok(rd_app *app, rd_conn *c, rn_blob_info *info, int *rc)
         return 1;
     fprintf(stderr, "level=warn msg=\"state import refused\" path=%s reason=\"%s\"\n",
             rd_conn_path(c), err.msg);
-    *rc = prc == RN_ECONFLICT
-              ? rd_json_error(c, 409, "invalid_request_error", NULL, "state_model_mismatch", "%s",
-                              err.msg)
-              : rd_json_error(c, 400, "invalid_request_error", NULL, "invalid_state", "%s",
-                              err.msg);
+    *rc = prc == RN_ECONFLICT ? rd_json_error(c, 409, "invalid_request_error", NULL,
+                                              "state_model_mismatch", "%s", err.msg)
+                              : rd_json_error(c, 400, "invalid_request_error", NULL,
+                                              "invalid_state", "%s", err.msg);
     return 0;
 }
 
@@ -159,12 +158,12 @@ int rd_api_state_put(rd_app *app, rd_conn *c, const char *id, rd_session *s)
         if (crc != 0) {
             rd_job_unref(j);
             free(r);
-            return crc == -2 ? rd_json_error(c, 429, "rate_limit_error", NULL,
-                                             "server_is_overloaded",
-                                             "no free state slot for a new session; delete "
-                                             "sessions or retry later")
-                             : rd_json_error(c, 500, "server_error", NULL, NULL,
-                                             "cannot create a session");
+            return crc == -2
+                       ? rd_json_error(c, 429, "rate_limit_error", NULL, "server_is_overloaded",
+                                       "no free state slot for a new session; delete "
+                                       "sessions or retry later")
+                       : rd_json_error(c, 500, "server_error", NULL, NULL,
+                                       "cannot create a session");
         }
         r->made_session = 1;
     }

@@ -39,6 +39,7 @@ typedef struct rd_options {
     const char *api_key;
     const char *chat_template; /* "plain" or "chatml" */
     int max_sessions;
+    const char *state_dir;     /* sessions persist here across restarts; NULL: not at all */
 } rd_options;
 
 typedef struct rd_session rd_session;
@@ -128,6 +129,12 @@ void rd_session_advance(rd_session *s, int64_t tokens);
 char *rd_session_json(const rd_session *s); /* malloc'd JSON object */
 const char *rd_session_id(const rd_session *s);
 void rd_sessions_free(rd_app *app);
+rd_session *rd_session_next(const rd_session *s); /* the list, for persistence */
+
+/* persist.c */
+int rd_persist_restore(rd_app *app);   /* at start, before HTTP listens */
+int rd_persist_save_all(rd_app *app);  /* at stop, with the engine thread joined */
+void rd_persist_forget(rd_app *app, const char *id);
 
 /* json.c */
 /* Sends {"error":{...}} with status; param may be NULL; code may be NULL. */

@@ -36,6 +36,8 @@ static const char usage[] =
     "  --max-n N                choices per request (default 8)\n"
     "  --max-connections N      (default 1024)    --timeout S  idle connection timeout (default 600)\n"
     "  --max-sessions N         (default 256)\n"
+    "  --state-dir DIR          keep sessions across restarts in DIR (written at stop,\n"
+    "                           restored at start; docs/state-format.md)\n"
     "  --api-key KEY            require Authorization: Bearer KEY (or RETNETD_API_KEY)\n"
     "  --chat-template plain|chatml  (default plain)\n";
 
@@ -80,6 +82,7 @@ static int parse_args(rd_options *o, int argc, char **argv)
         else if (!strcmp(a, "--max-sessions")) o->max_sessions = (int)n;
         else if (!strcmp(a, "--api-key")) o->api_key = v;
         else if (!strcmp(a, "--chat-template")) o->chat_template = v;
+        else if (!strcmp(a, "--state-dir")) o->state_dir = v;
         else {
             fprintf(stderr, "retnetd: unknown option '%s'\n%s", a, usage);
             return -1;
@@ -146,6 +149,7 @@ static void finish_shutdown(rd_app *app)
 {
     rd_sched_stop(app->sched);
     app->sched = NULL;
+    rd_persist_save_all(app); /* the engine thread is gone: its states are still */
     rd_api_on_ready(app); /* deliver the final errors */
     rd_http_stop(app->http);
     uv_walk(app->loop, close_walk, NULL);
@@ -211,6 +215,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "retnetd: cannot start the engine thread\n");
         goto out;
     }
+    /* The engine thread waits for its first job and none can come before
+     * HTTP listens; the queue's mutex orders these imports before it. */
+    if (rd_persist_restore(&app) != 0)
+        goto out;
     rd_http_opts ho = {.host = app.opt.host, .port = app.opt.port, .max_body = app.opt.max_body,
                        .max_upload = RN_BLOB_HEADER + rn_engine_state_bytes(app.engine),
                        .max_connections = app.opt.max_connections, .timeout_s = app.opt.timeout_s};

@@ -150,6 +150,11 @@ char *rd_session_json(const rd_session *s)
     return str;
 }
 
+rd_session *rd_session_next(const rd_session *s)
+{
+    return s->next;
+}
+
 void rd_sessions_free(rd_app *app)
 {
     while (app->sessions)

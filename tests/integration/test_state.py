@@ -8,14 +8,23 @@ GET /v1/sessions/{id}/state exports, PUT imports (docs/state-format.md).
   409; malformed, truncated, oversized or corrupted blobs with 400 / 413,
   and none of them leaves a session behind;
 - PUT replaces the state of an existing session and creates a missing one
-  under the given id.
+  under the given id;
+- with --state-dir, sessions survive a SIGTERM and restart and continue
+  exactly; torn, corrupt or foreign files are skipped with a log line; a
+  kill -9 while sessions are being written leaves each file at its last
+  good version or its new one, never corrupt.
 
 Uses the model, the server wrapper and the environment of test_server.py;
 standard library only.
 """
 
 import os
+import random
+import re
+import signal
 import struct
+import tempfile
+import time
 import subprocess
 import sys
 import unittest
@@ -202,6 +211,117 @@ class TestOtherModels(unittest.TestCase):
                     b.stop()
         finally:
             a.stop()
+
+
+class TestPersistence(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="states-", dir=ts.TMP)
+
+    def server(self):
+        return ts.Server("--state-dir", self.dir).start()
+
+    def turn(self, port, sid, prompt, n=10):
+        status, _, js = ts.http_json(port, "POST", "/v1/completions",
+                                     dict(prompt=prompt, max_tokens=n, temperature=0, ignore_eos=True,
+                                          session=sid))
+        self.assertEqual(status, 200, js)
+        return js["choices"][0]["text"]
+
+    def new_session(self, port):
+        status, _, js = ts.http_json(port, "POST", "/v1/sessions", None)
+        self.assertEqual(status, 201, js)
+        return js["id"]
+
+    def get(self, port, sid):
+        return ts.http_json(port, "GET", "/v1/sessions/" + sid)
+
+    def test_sigterm_and_restart_continue_identically(self):
+        a = self.server()
+        used, fresh, gone = (self.new_session(a.port) for _ in range(3))
+        self.turn(a.port, used, "O Romeo, Romeo!")
+        self.turn(a.port, gone, "deleted later")
+        status, _, twin = ts.http_json(a.port, "POST", "/v1/sessions/%s/fork" % used, None)
+        self.assertEqual(status, 200, twin)
+        want = self.turn(a.port, twin["id"], " wherefore art thou")
+        tokens = self.get(a.port, used)[2]["tokens"]
+        for sid in (twin["id"], gone):
+            self.assertEqual(ts.http_request(a.port, "DELETE", "/v1/sessions/" + sid)[0], 200)
+        a.stop()
+        self.assertIn('msg="sessions persisted"', a.log())
+        self.assertEqual(sorted(os.listdir(self.dir)), sorted([used + ".state", fresh + ".state"]))
+        b = self.server()
+        try:
+            self.assertRegex(b.log(), r'msg="sessions restored".*restored=2 skipped=0')
+            status, _, js = self.get(b.port, used)
+            self.assertEqual((status, js["tokens"]), (200, tokens))
+            self.assertEqual(self.turn(b.port, used, " wherefore art thou"), want)
+            self.assertEqual(self.get(b.port, fresh)[2]["tokens"], 0)
+            for sid in (gone, twin["id"]):
+                self.assertEqual(self.get(b.port, sid)[0], 404)
+        finally:
+            b.stop()
+
+    def test_torn_corrupt_and_foreign_files_are_skipped(self):
+        a = self.server()
+        good = self.new_session(a.port)
+        self.turn(a.port, good, "A good file")
+        a.stop()
+        with open(os.path.join(self.dir, good + ".state"), "rb") as f:
+            blob = f.read()
+        bad = {
+            "sess_%032x" % 1: blob[:len(blob) // 2],                            # torn
+            "sess_%032x" % 2: blob[:HEADER + 7] + bytes([blob[HEADER + 7] ^ 1]) + blob[HEADER + 8:],
+            "sess_%032x" % 3: b"RNSTATE\0" + b"\0" * (len(blob) - 8),            # zeros
+            "sess_%032x" % 4: reseal(blob[:16] + bytes([blob[16] ^ 1]) + blob[17:]),  # another model
+            "not-a-session": blob,
+        }
+        for name, data in bad.items():
+            with open(os.path.join(self.dir, name + ".state"), "wb") as f:
+                f.write(data)
+        leftover = os.path.join(self.dir, good + ".state.tmp.999")
+        with open(leftover, "wb") as f:
+            f.write(blob[:100])
+        b = self.server()
+        try:
+            log = b.log()
+            self.assertRegex(log, r'msg="sessions restored".*restored=1 skipped=5')
+            self.assertEqual(log.count('msg="state file skipped"'), 5)
+            self.assertEqual(self.get(b.port, good)[0], 200)
+            for name in bad:
+                if name.startswith("sess_"):
+                    self.assertEqual(self.get(b.port, name)[0], 404, name)
+            self.assertFalse(os.path.exists(leftover))
+        finally:
+            b.stop()
+
+    def test_kill_during_persistence_never_leaves_a_corrupt_file(self):
+        n, rng = 24, random.Random(11)
+        a = self.server()
+        ids = [self.new_session(a.port) for _ in range(n)]
+        a.stop()
+        allowed = {sid: {0} for sid in ids}    # what each file may hold now
+        for rnd in range(4):
+            srv = self.server()
+            self.assertRegex(srv.log(), r'restored=%d skipped=0' % n)
+            loaded = {}
+            for sid in ids:
+                status, _, js = self.get(srv.port, sid)
+                self.assertEqual(status, 200, js)
+                self.assertIn(js["tokens"], allowed[sid], "round %d: %s" % (rnd, sid))
+                loaded[sid] = js["tokens"]
+                self.turn(srv.port, sid, "round %d" % rnd, 3)
+            now = {sid: self.get(srv.port, sid)[2]["tokens"] for sid in ids}
+            srv.terminate()
+            time.sleep(rng.uniform(0.0, 0.15))  # before, during or after the writes
+            srv.kill()
+            srv.wait_exit()
+            # each file is now the version it had at start or the new one
+            allowed = {sid: {loaded[sid], now[sid]} for sid in ids}
+        final = self.server()
+        try:
+            self.assertRegex(final.log(), r'restored=%d skipped=0' % n)
+        finally:
+            final.stop()
 
 
 if __name__ == "__main__":
