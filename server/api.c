@@ -226,11 +226,21 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
     if (!rest[0] || !strcmp(rest, "/")) {
         if (!strcmp(method, "POST")) {
             rd_session *s = NULL;
+            int t = rd_tier_ready(app, c, NULL, 1);
+            if (t != RD_TIER_GO)
+                return 0;
             int rc = create_session_or_error(app, c, &s);
             return s ? reply_session(c, 201, s) : rc;
         }
-        return method_not_allowed(c, "POST", "method %s not allowed on /v1/sessions; use POST",
-                                  method);
+        if (!strcmp(method, "GET") || !strcmp(method, "HEAD")) {
+            char *list = rd_sessions_list_json(app);
+            int rc = list ? reply_text(c, 200, list)
+                          : rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
+            free(list);
+            return rc;
+        }
+        return method_not_allowed(c, "GET, HEAD, POST",
+                                  "method %s not allowed on /v1/sessions; use GET or POST", method);
     }
     char id[64];
     const char *slash = strchr(rest + 1, '/');
@@ -256,14 +266,22 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
     if (slash && strcmp(slash, "/fork"))
         return rd_json_error(c, 404, "not_found_error", NULL, NULL, "no endpoint %s %s", method,
                              rd_conn_path(c));
-    if (slash)
-        return strcmp(method, "POST") ? method_not_allowed(c, "POST",
-                                                           "method %s not allowed on %s; use POST",
-                                                           method, rd_conn_path(c))
-                                      : api_session_fork(app, c, s);
+    if (slash) {
+        if (strcmp(method, "POST"))
+            return method_not_allowed(c, "POST", "method %s not allowed on %s; use POST", method,
+                                      rd_conn_path(c));
+        if (rd_session_busy(s))
+            return rd_json_error(c, 409, "invalid_request_error", NULL, "session_busy",
+                                 "the session is in use by another request");
+        return rd_tier_ready(app, c, s, 1) == RD_TIER_GO ? api_session_fork(app, c, s) : 0;
+    }
     if (!strcmp(method, "GET") || !strcmp(method, "HEAD"))
         return reply_session(c, 200, s);
     if (!strcmp(method, "DELETE")) {
+        if (rd_tier_moving(s)) { /* being offloaded or restored: wait until it settles */
+            rd_tier_ready(app, c, s, 0);
+            return 0;
+        }
         if (rd_session_busy(s))
             return rd_json_error(c, 409, "invalid_request_error", NULL, "session_busy",
                                  "the session is in use by another request");
@@ -410,6 +428,10 @@ void rd_api_resume(void *vapp, rd_conn *c)
         rd_api_state_resume(app, c);
         return;
     }
+    if (r->kind == RD_REQ_PARKED) {
+        rd_tier_resume(app, c);
+        return;
+    }
     rd_api_completion_resume(app, c);
 }
 
@@ -440,6 +462,10 @@ void rd_api_done(void *vapp, rd_conn *c)
         rd_api_state_done(app, c);
         return;
     }
+    if (r->kind == RD_REQ_PARKED) {
+        rd_tier_done(app, c);
+        return;
+    }
     rd_api_completion_done(app, c);
 }
 
@@ -453,7 +479,10 @@ void rd_api_on_ready(void *vapp)
     for (rd_job *j = list, *n; j; j = n) {
         n = j->next_taken;
         rd_req *r = j->http;
-        if (r && r->kind != RD_REQ_COMPLETION) {
+        if (j->tier_session) {
+            if (j->phase == RD_PHASE_DONE)
+                rd_tier_op_done(app, j);
+        } else if (r && r->kind != RD_REQ_COMPLETION) {
             if (j->phase == RD_PHASE_DONE)
                 rd_http_resume_later(r->conn);
         } else if (r) {

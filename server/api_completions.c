@@ -945,6 +945,13 @@ int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
                              "n = %d needs more state slots than this server has (%d)", most,
                              rn_engine_n_slots(app->engine));
     }
+    int need = 0; /* free slots the request takes (its session's is its own) */
+    for (int i = 0; i < r->n_jobs; i++)
+        need += r->jobs[i]->n - (sess && i == 0 ? 1 : 0);
+    if (rd_tier_ready(app, conn, sess, need) != RD_TIER_GO) {
+        req_free(r); /* parked: handled again from the start; or answered */
+        return 0;
+    }
     if (rd_sched_try_enqueue(app->sched, r->n_jobs) != 0) {
         req_free(r);
         return rd_json_error(conn, 429, "rate_limit_error", NULL, "server_is_overloaded",

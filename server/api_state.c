@@ -93,6 +93,8 @@ int rd_api_state_get(rd_app *app, rd_conn *c, rd_session *s)
 {
     if (rd_session_busy(s))
         return session_busy_error(c);
+    if (rd_tier_ready(app, c, s, 0) != RD_TIER_GO)
+        return 0;
     rd_job *j = state_job(app, RD_OP_EXPORT);
     rd_req *r = calloc(1, sizeof *r);
     if (!j || !r) {
@@ -146,6 +148,8 @@ int rd_api_state_put(rd_app *app, rd_conn *c, const char *id, rd_session *s)
         return session_busy_error(c);
     if (!upload_ok(app, c, &info, &rc))
         return rc;
+    if (rd_tier_ready(app, c, s, s ? 0 : 1) != RD_TIER_GO)
+        return 0;
     rd_job *j = state_job(app, RD_OP_IMPORT);
     rd_req *r = calloc(1, sizeof *r);
     if (!j || !r) {

@@ -40,6 +40,8 @@ typedef struct rd_options {
     const char *chat_template; /* "plain" or "chatml" */
     int max_sessions;
     const char *state_dir;     /* sessions persist here across restarts; NULL: not at all */
+    size_t host_state_memory;  /* bytes of idle sessions' states kept in host memory */
+    unsigned session_ttl_s;    /* idle sessions older than this are deleted; 0: never */
 } rd_options;
 
 typedef struct rd_session rd_session;
@@ -61,6 +63,10 @@ typedef struct rd_app {
     rd_session *sessions;     /* linked list */
     int n_sessions;
     struct rd_req *streams;   /* live streaming requests (keep-alive comments) */
+    size_t host_bytes;        /* state blobs held in the host tier */
+    int offloading;           /* offloads in flight (their slots free up soon) */
+    struct rd_req *parked;    /* requests waiting for an offload or a restore */
+    uv_timer_t ttl_timer;
 } rd_app;
 
 /* Request context of one HTTP request (rd_conn data). */
@@ -88,7 +94,7 @@ typedef struct rd_req {
     struct rd_req *next_stream, *prev_stream;
 } rd_req;
 
-enum { RD_REQ_COMPLETION = 1, RD_REQ_FORK, RD_REQ_EXPORT, RD_REQ_IMPORT };
+enum { RD_REQ_COMPLETION = 1, RD_REQ_FORK, RD_REQ_EXPORT, RD_REQ_IMPORT, RD_REQ_PARKED };
 
 int rd_api_handle(void *app, rd_conn *c);
 void rd_api_resume(void *app, rd_conn *c);
@@ -117,6 +123,8 @@ rd_session *rd_session_find(rd_app *app, const char *id);
 /* 0 and *out, -2 when no slot or the session limit is reached, -1 otherwise */
 int rd_session_create(rd_app *app, rd_session **out);
 int rd_session_create_with_id(rd_app *app, const char *id, rd_session **out);
+/* A session whose state is the file in --state-dir (restored when used). */
+int rd_session_create_on_disk(rd_app *app, const char *id, int64_t tokens, rd_session **out);
 void rd_session_set_tokens(rd_session *s, int64_t tokens);
 void rd_session_delete(rd_app *app, rd_session *s);
 int rd_session_busy(const rd_session *s);
@@ -130,6 +138,23 @@ char *rd_session_json(const rd_session *s); /* malloc'd JSON object */
 const char *rd_session_id(const rd_session *s);
 void rd_sessions_free(rd_app *app);
 rd_session *rd_session_next(const rd_session *s); /* the list, for persistence */
+
+/* tiers.c: where idle sessions' states go when slots are needed */
+enum { RD_TIER_GO = 1, RD_TIER_PARKED = 0, RD_TIER_ANSWERED = 2 };
+/* Before a request on session s (or NULL) that needs `need` free slots
+ * besides s's: GO, or PARKED (the request is handled again from the start
+ * once an offload or restore finished), or ANSWERED (an error went out). */
+int rd_tier_ready(rd_app *app, rd_conn *c, rd_session *s, int need);
+int rd_tier_moving(const rd_session *s);
+void rd_tier_op_done(rd_app *app, rd_job *j); /* a tier job's engine part finished */
+void rd_tier_resume(rd_app *app, rd_conn *c); /* a parked request's turn again */
+void rd_tier_done(rd_app *app, rd_conn *c);   /* a parked request's client left */
+void rd_tier_start_ttl(rd_app *app);
+char *rd_sessions_list_json(rd_app *app);     /* GET /v1/sessions (malloc'd) */
+/* Writes a host-tier session's blob to --state-dir (persist.c). */
+int rd_persist_write_blob(rd_app *app, const char *id, const unsigned char *blob, size_t len);
+/* Reads and checks a session's file: its blob (malloc'd) or NULL (logged). */
+unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, int64_t *tokens);
 
 /* persist.c */
 int rd_persist_restore(rd_app *app);   /* at start, before HTTP listens */

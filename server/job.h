@@ -77,6 +77,8 @@ typedef struct rd_job {
                                 * state_off, state_bytes long */
     size_t state_off, state_bytes;
     int64_t state_pos;         /* EXPORT: the slot's position (out); IMPORT: in */
+    void *tier_session;        /* an offload or restore (tiers.c) for this session, no
+                                * connection (http is NULL) */
     /* progress */
     rd_phase phase;
     int prefilled;

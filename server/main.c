@@ -37,7 +37,10 @@ static const char usage[] =
     "  --max-connections N      (default 1024)    --timeout S  idle connection timeout (default 600)\n"
     "  --max-sessions N         (default 256)\n"
     "  --state-dir DIR          keep sessions across restarts in DIR (written at stop,\n"
-    "                           restored at start; docs/state-format.md)\n"
+    "                           restored at start; docs/state-format.md); also the disk tier\n"
+    "  --host-state-memory MIB  host memory for idle sessions moved out of their slots\n"
+    "                           (default 1024; beyond it they go to --state-dir)\n"
+    "  --session-ttl S          delete sessions idle for S seconds (default 0: never)\n"
     "  --api-key KEY            require Authorization: Bearer KEY (or RETNETD_API_KEY)\n"
     "  --chat-template plain|chatml  (default plain)\n";
 
@@ -47,7 +50,8 @@ static int parse_args(rd_options *o, int argc, char **argv)
                       .state_memory = (size_t)1024 << 20, .chunk = 64, .prefill_budget = 256,
                       .max_waiting = 64, .max_body = 1 << 20, .max_prompt_tokens = 8192,
                       .max_tokens_limit = 4096, .max_n = 8, .max_connections = 1024,
-                      .timeout_s = 600, .chat_template = "plain", .max_sessions = 256};
+                      .timeout_s = 600, .chat_template = "plain", .max_sessions = 256,
+                      .host_state_memory = (size_t)1024 << 20};
     o->api_key = getenv("RETNETD_API_KEY");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -83,6 +87,8 @@ static int parse_args(rd_options *o, int argc, char **argv)
         else if (!strcmp(a, "--api-key")) o->api_key = v;
         else if (!strcmp(a, "--chat-template")) o->chat_template = v;
         else if (!strcmp(a, "--state-dir")) o->state_dir = v;
+        else if (!strcmp(a, "--host-state-memory")) o->host_state_memory = (size_t)n << 20;
+        else if (!strcmp(a, "--session-ttl")) o->session_ttl_s = (unsigned)n;
         else {
             fprintf(stderr, "retnetd: unknown option '%s'\n%s", a, usage);
             return -1;
@@ -232,6 +238,7 @@ int main(int argc, char **argv)
     app.sigterm.data = app.sigint.data = &app;
     uv_signal_start(&app.sigterm, on_signal, SIGTERM);
     uv_signal_start(&app.sigint, on_signal, SIGINT);
+    rd_tier_start_ttl(&app);
     uv_timer_init(app.loop, &app.keepalive);
     app.keepalive.data = &app;
     uv_timer_start(&app.keepalive, keepalive_tick, 5000, 5000);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "session.h"
 #include "state_blob.h"
 
 #define SUFFIX ".state"
@@ -73,8 +74,13 @@ static int restore_one(rd_app *app, const char *path, const char *id)
         goto skip;
     }
     if (rd_session_create_with_id(app, id, &s) != 0) {
-        why = "no free state slot or session limit reached";
-        goto skip;
+        /* no slot left: the session stays in its file until it is used */
+        if (rd_session_create_on_disk(app, id, info.tokens, &s) != 0) {
+            why = "session limit reached";
+            goto skip;
+        }
+        free(blob);
+        return 0;
     }
     if (rn_state_import(app->engine, rd_session_slot(s),
                         (const float *)(void *)(blob + RN_BLOB_HEADER), sb, info.pos) != RN_OK) {
@@ -137,9 +143,53 @@ int rd_persist_restore(rd_app *app)
     return 0;
 }
 
+int rd_persist_write_blob(rd_app *app, const char *id, const unsigned char *blob, size_t len)
+{
+    char path[4096];
+    rn_error err = {0};
+    const void *parts[] = {blob};
+    if (!app->opt.state_dir || state_path(app, id, path, sizeof path) != 0)
+        return -1;
+    if (rn_write_atomic(path, parts, &len, 1, &err) != RN_OK) {
+        fprintf(stderr, "level=error msg=\"cannot write a session's state\" id=%s reason=\"%s\"\n",
+                id, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, int64_t *tokens)
+{
+    char path[4096];
+    const char *why = "path too long";
+    rn_error err = {0};
+    rn_blob_info info;
+    size_t want = RN_BLOB_HEADER + rn_engine_state_bytes(app->engine);
+    unsigned char *blob = NULL;
+    if (app->opt.state_dir && state_path(app, id, path, sizeof path) == 0 &&
+        (blob = read_exact(path, want, &why)) != NULL) {
+        if (rn_blob_parse(blob, want, app->model, &info, &err) == RN_OK) {
+            *len = want;
+            *tokens = info.tokens;
+            return blob;
+        }
+        why = err.msg;
+    }
+    fprintf(stderr,
+            "level=error msg=\"a session's stored state is unreadable\" id=%s "
+            "reason=\"%s\"\n",
+            id, why);
+    free(blob);
+    return NULL;
+}
+
 /* Writes one session; the engine must be idle (its thread stopped). */
 static int save_one(rd_app *app, rd_session *s)
 {
+    if (s->tier == RD_TIER_DISK)
+        return 0; /* its file is its state already */
+    if (s->tier == RD_TIER_HOST && s->blob)
+        return rd_persist_write_blob(app, s->id, s->blob, s->blob_len);
     size_t sb = rn_engine_state_bytes(app->engine);
     unsigned char hdr[RN_BLOB_HEADER];
     float *st = calloc(1, sb);

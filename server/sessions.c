@@ -1,8 +1,9 @@
 /*
- * sessions.c -- the session table (loop thread only): a session owns one
- * state slot from creation to deletion; a completion naming it continues
- * from that state and advances it by its prompt and output.  Ids are 128
- * random bits (getrandom).  One request may use a session at a time.
+ * sessions.c -- the session table (loop thread only): a completion naming a
+ * session continues from its state and advances it by its prompt and
+ * output.  A session's state is in a slot (hot) or, while idle, in the host
+ * or disk tier (tiers.c).  Ids are 128 random bits (getrandom).  One request
+ * may use a session at a time.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,16 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "app.h"
-
-struct rd_session {
-    char id[40];
-    int slot;
-    int busy;
-    int fresh;        /* the slot holds someone else's state until first use */
-    int64_t tokens;   /* tokens in the state */
-    int64_t created, last_used;
-    struct rd_session *next;
-};
+#include "session.h"
 
 static int64_t now_s(void)
 {
@@ -49,6 +41,24 @@ int rd_session_create(rd_app *app, rd_session **out)
     return rd_session_create_with_id(app, id, out);
 }
 
+/* A new record for id holding slot (-1: a cold session, its state on disk). */
+static int session_new(rd_app *app, const char *id, int slot, rd_session **out)
+{
+    rd_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return -1;
+    snprintf(s->id, sizeof s->id, "%s", id);
+    s->slot = slot;
+    s->tier = slot >= 0 ? RD_TIER_HOT : RD_TIER_DISK;
+    s->fresh = 1;
+    s->created = s->last_used = now_s();
+    s->next = app->sessions;
+    app->sessions = s;
+    app->n_sessions++;
+    *out = s;
+    return 0;
+}
+
 int rd_session_create_with_id(rd_app *app, const char *id, rd_session **out)
 {
     *out = NULL;
@@ -59,19 +69,23 @@ int rd_session_create_with_id(rd_app *app, const char *id, rd_session **out)
     int slot = rd_sched_reserve_slot(app->sched);
     if (slot < 0)
         return -2;
-    rd_session *s = calloc(1, sizeof *s);
-    if (!s) {
+    if (session_new(app, id, slot, out) != 0) {
         rd_sched_release_slot(app->sched, slot);
         return -1;
     }
-    snprintf(s->id, sizeof s->id, "%s", id);
-    s->slot = slot;
-    s->fresh = 1;
-    s->created = s->last_used = now_s();
-    s->next = app->sessions;
-    app->sessions = s;
-    app->n_sessions++;
-    *out = s;
+    return 0;
+}
+
+int rd_session_create_on_disk(rd_app *app, const char *id, int64_t tokens, rd_session **out)
+{
+    *out = NULL;
+    if (app->n_sessions >= app->opt.max_sessions)
+        return -2;
+    if (strlen(id) >= sizeof((rd_session *)0)->id || rd_session_find(app, id) ||
+        session_new(app, id, -1, out) != 0)
+        return -1;
+    (*out)->fresh = 0;
+    (*out)->tokens = tokens;
     return 0;
 }
 
@@ -82,9 +96,12 @@ void rd_session_delete(rd_app *app, rd_session *s)
             *p = s->next;
             break;
         }
-    if (app->sched) /* NULL once the engine stopped (exit): the slot pool is gone */
+    if (app->sched && s->slot >= 0) /* sched is NULL once the engine stopped (exit) */
         rd_sched_release_slot(app->sched, s->slot);
+    if (s->blob)
+        app->host_bytes -= s->blob_len;
     app->n_sessions--;
+    free(s->blob);
     free(s);
 }
 
@@ -145,6 +162,8 @@ char *rd_session_json(const rd_session *s)
     cJSON_AddNumberToObject(o, "last_used", (double)s->last_used);
     cJSON_AddNumberToObject(o, "tokens", (double)s->tokens);
     cJSON_AddBoolToObject(o, "busy", s->busy);
+    static const char *const tiers[] = {"hot", "host", "disk"};
+    cJSON_AddStringToObject(o, "tier", tiers[s->tier]);
     char *str = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return str;

@@ -235,7 +235,7 @@ CASES = [
     ("POST /v1/models", "POST", "/v1/models", JSON, b"{}", 405, NULL),
     ("GET /tokenize", "GET", "/tokenize", {}, None, 405, NULL),
     ("GET /detokenize", "GET", "/detokenize", {}, None, 405, NULL),
-    ("GET /v1/sessions", "GET", "/v1/sessions", {}, None, 405, NULL),
+    ("PUT /v1/sessions", "PUT", "/v1/sessions", {}, None, 405, NULL),
     ("PUT /v1/sessions/{id}", "PUT", "/v1/sessions/" + SESSION, {}, None, 405, NULL),
     ("POST /v1/sessions/{id}", "POST", "/v1/sessions/" + SESSION, {}, None, 405, NULL),
     ("GET /v1/sessions/{id}/fork", "GET", "/v1/sessions/%s/fork" % SESSION, {}, None, 405, NULL),

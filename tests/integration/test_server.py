@@ -818,7 +818,7 @@ class TestAPI(ServerTestCase):
         status, _, js = http_json(self.port, "POST", "/v1/nothing", {"a": 1})
         assert_error(self, status, js, 404)
         for method, path in (("GET", "/v1/completions"), ("DELETE", "/v1/chat/completions"),
-                             ("POST", "/v1/models"), ("GET", "/tokenize"), ("GET", "/v1/sessions")):
+                             ("POST", "/v1/models"), ("GET", "/tokenize"), ("PUT", "/v1/sessions")):
             status, _, js = http_json(self.port, method, path)
             assert_error(self, status, js, 405, "invalid_request_error")
 
@@ -1041,10 +1041,12 @@ class TestChatLogprobs(ServerTestCase):
 
 
 class TestSessionsHoldAllSlots(ServerTestCase):
-    """When sessions hold every state slot, a request that needs a slot of
-    its own is refused (429) at once instead of blocking all later requests;
-    requests on a session still run."""
-    server_args = ("--slots", "2", "--max-waiting", "8")
+    """Without a host or disk tier (--host-state-memory 0, no --state-dir),
+    when sessions hold every state slot, a request that needs a slot of its
+    own is refused (429) at once instead of blocking all later requests;
+    requests on a session still run.  (With a tier, idle sessions move out:
+    test_tiers.py.)"""
+    server_args = ("--slots", "2", "--max-waiting", "8", "--host-state-memory", "0")
 
     def test_no_slot_left(self):
         ids = []
@@ -1075,7 +1077,7 @@ class TestAllow(ServerTestCase):
         for method, path, allow in (("GET", "/v1/completions", "POST"),
                                     ("POST", "/v1/models", "GET, HEAD"),
                                     ("POST", "/health", "GET, HEAD"),
-                                    ("PUT", "/v1/sessions", "POST")):
+                                    ("PUT", "/v1/sessions", "GET, HEAD, POST")):
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             conn.request(method, path, body=b"" if method != "GET" else None)
             resp = conn.getresponse()
@@ -1155,7 +1157,7 @@ class TestAuth(ServerTestCase):
 class TestDisconnect(ServerTestCase):
     """Clients that leave (mid-stream, or while queued) free what they held."""
     slots = 3
-    server_args = ("--slots", str(slots), "--max-waiting", "8", "--max-tokens", "100000")
+    server_args = ("--slots", str(slots), "--max-waiting", "8", "--max-tokens", "100000", "--host-state-memory", "0")
 
     def _hold(self, prompt="hold", **kw):
         """A long stream that has started (it holds a slot)."""
@@ -1304,7 +1306,7 @@ class TestDisconnect(ServerTestCase):
 
 
 class TestOverload(ServerTestCase):
-    server_args = ("--slots", "1", "--max-waiting", "1", "--max-tokens", "100000")
+    server_args = ("--slots", "1", "--max-waiting", "1", "--max-tokens", "100000", "--host-state-memory", "0")
 
     def test_429(self):
         running = SSEStream(self.port, "/v1/completions",

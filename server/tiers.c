@@ -1,0 +1,355 @@
+/*
+ * tiers.c -- where an idle session's state lives.
+ *
+ *   hot    in a state slot of the engine (device memory with CUDA)
+ *   host   a state blob in host memory, up to --host-state-memory bytes
+ *   disk   a state blob file in --state-dir
+ *
+ * When a request needs slots that idle sessions hold, the least recently
+ * used idle sessions are offloaded: an export on the engine thread
+ * (RD_OP_EXPORT), then their slots are released and the blob is kept in
+ * host memory; past the host budget the oldest blobs are written to disk.
+ * A request on a cold session first restores it: a free slot (offloading
+ * others if need be) and an import (RD_OP_IMPORT).  Meanwhile the request
+ * is parked; when an offload or restore finishes, every parked request is
+ * handled again from the start, so each handler sees only hot sessions and
+ * free slots.  Loop thread only.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "app.h"
+#include "session.h"
+#include "state_blob.h"
+
+static int free_slots(rd_app *app)
+{
+    rd_sched_stats st;
+    rd_sched_get_stats(app->sched, &st);
+    return st.slots_total - st.slots_used;
+}
+
+int rd_tier_moving(const rd_session *s)
+{
+    return s->moving;
+}
+
+/* --------------------------------------------------------------- parking */
+
+static int park(rd_app *app, rd_conn *c)
+{
+    rd_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory"), RD_TIER_ANSWERED;
+    r->app = app;
+    r->conn = c;
+    r->kind = RD_REQ_PARKED;
+    r->next_stream = app->parked;
+    if (app->parked)
+        app->parked->prev_stream = r;
+    app->parked = r;
+    rd_conn_set_data(c, r);
+    rd_http_wait(c);
+    return RD_TIER_PARKED;
+}
+
+static void unlink_parked(rd_app *app, rd_req *r)
+{
+    if (r->prev_stream)
+        r->prev_stream->next_stream = r->next_stream;
+    else
+        app->parked = r->next_stream;
+    if (r->next_stream)
+        r->next_stream->prev_stream = r->prev_stream;
+}
+
+/* Something moved: every parked request gets another look. */
+static void wake_parked(rd_app *app)
+{
+    for (rd_req *r = app->parked; r; r = r->next_stream)
+        rd_http_resume_later(r->conn);
+}
+
+void rd_tier_resume(rd_app *app, rd_conn *c)
+{
+    rd_req *r = rd_conn_get_data(c);
+    unlink_parked(app, r);
+    free(r);
+    rd_conn_set_data(c, NULL);
+    rd_api_handle(app, c); /* from the top: it answers, waits, or parks again */
+}
+
+void rd_tier_done(rd_app *app, rd_conn *c)
+{
+    rd_req *r = rd_conn_get_data(c);
+    unlink_parked(app, r);
+    free(r);
+    rd_conn_set_data(c, NULL);
+}
+
+/* ------------------------------------------------------------ host / disk */
+
+static rd_session *lru(rd_app *app, rd_tier tier, const rd_session *exclude)
+{
+    rd_session *best = NULL;
+    for (rd_session *s = app->sessions; s; s = s->next)
+        if (s != exclude && s->tier == tier && !s->busy && !s->moving &&
+            (tier != RD_TIER_HOST || s->blob) && (!best || s->last_used < best->last_used))
+            best = s;
+    return best;
+}
+
+/* Keeps the host tier within its budget by writing the oldest blobs to
+ * --state-dir (a blocking write on this thread: it runs only when the
+ * budget is exceeded, once per offloaded session). */
+static void spill_to_disk(rd_app *app)
+{
+    while (app->host_bytes > app->opt.host_state_memory && app->opt.state_dir) {
+        rd_session *s = lru(app, RD_TIER_HOST, NULL);
+        if (!s || rd_persist_write_blob(app, s->id, s->blob, s->blob_len) != 0)
+            break;
+        app->host_bytes -= s->blob_len;
+        free(s->blob);
+        s->blob = NULL;
+        s->blob_len = 0;
+        s->tier = RD_TIER_DISK;
+        fprintf(stderr, "level=info msg=\"session to disk\" id=%s\n", s->id);
+    }
+}
+
+/* May one more blob go to the host tier (directly or by spilling)? */
+static int host_has_room(rd_app *app, size_t blob)
+{
+    return app->host_bytes + blob <= app->opt.host_state_memory || app->opt.state_dir;
+}
+
+/* ---------------------------------------------------------- engine ops */
+
+static rd_job *tier_job(rd_app *app, rd_session *s, rd_op op)
+{
+    rd_job *j = rd_job_new(1);
+    if (!j)
+        return NULL;
+    j->op = op;
+    j->tier_session = s;
+    j->session_slot = s->slot;
+    j->state_off = RN_BLOB_HEADER;
+    j->state_bytes = rn_engine_state_bytes(app->engine);
+    return j;
+}
+
+/* Starts offloading idle hot session s (its slot frees when the export is
+ * done); 0 if started. */
+static int offload(rd_app *app, rd_session *s)
+{
+    size_t len = RN_BLOB_HEADER + rn_engine_state_bytes(app->engine);
+    if (s->fresh) { /* no state of its own: nothing to copy */
+        rd_sched_release_slot(app->sched, s->slot);
+        s->slot = -1;
+        s->tier = RD_TIER_HOST;
+        return 0;
+    }
+    if (!host_has_room(app, len))
+        return -1;
+    rd_job *j = tier_job(app, s, RD_OP_EXPORT);
+    if (!j || !(j->state = malloc(len))) {
+        rd_job_unref(j);
+        return -1;
+    }
+    s->moving = 1;
+    app->offloading++;
+    rd_queue_submit(app->queue, j); /* the queue's reference is the only one */
+    return 0;
+}
+
+/* Offloads up to k idle hot sessions, least recently used first, never
+ * `keep`; returns how many it started (never-used ones free their slot at
+ * once, the others when their export is done). */
+static int make_room(rd_app *app, int k, const rd_session *keep)
+{
+    int started = 0;
+    if (!app->opt.host_state_memory && !app->opt.state_dir)
+        return 0; /* no tier to move to: sessions keep their slots */
+    while (started < k) {
+        rd_session *s = lru(app, RD_TIER_HOT, keep);
+        if (!s || offload(app, s) != 0)
+            break;
+        started++;
+    }
+    return started;
+}
+
+/* Brings cold session s back into a free slot: at once for a never-used
+ * session, else by an import.  RD_TIER_GO, PARKED or ANSWERED. */
+static int restore(rd_app *app, rd_conn *c, rd_session *s)
+{
+    unsigned char *blob = s->blob;
+    size_t len = s->blob_len;
+    int64_t tokens = s->tokens;
+    if (s->tier == RD_TIER_DISK && !(blob = rd_persist_read_blob(app, s->id, &len, &tokens))) {
+        rd_persist_forget(app, s->id); /* logged; the session cannot come back */
+        rd_session_delete(app, s);
+        return rd_json_error(c, 500, "server_error", NULL, NULL,
+                             "the session's stored state is unreadable; it was removed"),
+               RD_TIER_ANSWERED;
+    }
+    int slot = rd_sched_reserve_slot(app->sched);
+    if (slot < 0) { /* taken meanwhile by the engine's admission: try again later */
+        if (s->tier == RD_TIER_DISK)
+            free(blob);
+        return -1;
+    }
+    s->slot = slot;
+    if (s->fresh && !blob) {
+        s->tier = RD_TIER_HOT;
+        return RD_TIER_GO;
+    }
+    rd_job *j = tier_job(app, s, RD_OP_IMPORT);
+    if (!j) {
+        rd_sched_release_slot(app->sched, slot);
+        s->slot = -1;
+        if (s->tier == RD_TIER_DISK)
+            free(blob);
+        return rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory"), RD_TIER_ANSWERED;
+    }
+    if (s->tier == RD_TIER_HOST) { /* the job owns the blob while the import runs */
+        app->host_bytes -= s->blob_len;
+        s->blob = NULL;
+        s->blob_len = 0;
+    }
+    j->state = blob;
+    j->state_pos =
+        (int64_t)((uint64_t)blob[56] | (uint64_t)blob[57] << 8 | (uint64_t)blob[58] << 16 |
+                  (uint64_t)blob[59] << 24 | (uint64_t)blob[60] << 32 | (uint64_t)blob[61] << 40 |
+                  (uint64_t)blob[62] << 48 | (uint64_t)blob[63] << 56);
+    s->tokens = tokens;
+    s->moving = 1;
+    rd_queue_submit(app->queue, j);
+    return park(app, c);
+}
+
+void rd_tier_op_done(rd_app *app, rd_job *j)
+{
+    rd_session *s = j->tier_session;
+    s->moving = 0;
+    if (j->op == RD_OP_EXPORT) {
+        app->offloading--;
+        if (j->error_status) {
+            fprintf(stderr, "level=error msg=\"offload failed\" id=%s\n", s->id);
+        } else {
+            rn_blob_info info;
+            rn_blob_info_for(app->model, j->state_pos, s->tokens, &info);
+            rn_blob_write_header(j->state, &info, j->state + RN_BLOB_HEADER);
+            s->blob = j->state;
+            s->blob_len = RN_BLOB_HEADER + j->state_bytes;
+            j->state = NULL;
+            app->host_bytes += s->blob_len;
+            if (app->sched)
+                rd_sched_release_slot(app->sched, s->slot);
+            s->slot = -1;
+            s->tier = RD_TIER_HOST;
+            spill_to_disk(app);
+        }
+    } else if (j->error_status) { /* restore failed: back to where the blob came from */
+        fprintf(stderr, "level=error msg=\"restore failed\" id=%s\n", s->id);
+        if (app->sched)
+            rd_sched_release_slot(app->sched, s->slot);
+        s->slot = -1;
+        if (s->tier == RD_TIER_HOST) {
+            s->blob = j->state;
+            s->blob_len = RN_BLOB_HEADER + j->state_bytes;
+            app->host_bytes += s->blob_len;
+            j->state = NULL;
+        }
+    } else {
+        s->tier = RD_TIER_HOT;
+        s->fresh = 0;
+    }
+    wake_parked(app);
+}
+
+int rd_tier_ready(rd_app *app, rd_conn *c, rd_session *s, int need)
+{
+    if (s && s->moving)
+        return park(app, c);
+    if (s && s->slot < 0) {
+        if (free_slots(app) == 0)
+            make_room(app, 1, s); /* a never-used session gives its slot back at once */
+        if (free_slots(app) > 0) {
+            int rc = restore(app, c, s);
+            if (rc != -1)
+                return rc;
+        }
+        if (app->offloading > 0)
+            return park(app, c);
+        return rd_json_error(c, 429, "rate_limit_error", NULL, "server_is_overloaded",
+                             "no state slot is free to bring the session back (all are in "
+                             "use); retry later"),
+               RD_TIER_ANSWERED;
+    }
+    int free = free_slots(app);
+    if (need > free + app->offloading)
+        make_room(app, need - free - app->offloading, s);
+    if (need > free_slots(app) && app->offloading > 0)
+        return park(app, c); /* the offloads in flight make the room */
+    return RD_TIER_GO;
+}
+
+/* ------------------------------------------------------------------ TTL */
+
+static void ttl_tick(uv_timer_t *t)
+{
+    rd_app *app = t->data;
+    int64_t now = (int64_t)time(NULL);
+    for (rd_session *s = app->sessions, *n; s; s = n) {
+        n = s->next;
+        if (!s->busy && !s->moving && now - s->last_used >= (int64_t)app->opt.session_ttl_s) {
+            fprintf(stderr, "level=info msg=\"session expired\" id=%s idle_s=%lld\n", s->id,
+                    (long long)(now - s->last_used));
+            rd_persist_forget(app, s->id);
+            rd_session_delete(app, s);
+        }
+    }
+}
+
+void rd_tier_start_ttl(rd_app *app)
+{
+    if (!app->opt.session_ttl_s)
+        return;
+    uint64_t every = app->opt.session_ttl_s < 60 ? app->opt.session_ttl_s : 60;
+    uv_timer_init(app->loop, &app->ttl_timer);
+    app->ttl_timer.data = app;
+    uv_timer_start(&app->ttl_timer, ttl_tick, every * 1000 / 2, every * 1000 / 2);
+}
+
+/* -------------------------------------------------------------- listing */
+
+char *rd_sessions_list_json(rd_app *app)
+{
+    cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
+    int count[3] = {0, 0, 0};
+    cJSON_AddStringToObject(o, "object", "list");
+    for (rd_session *s = app->sessions; s; s = s->next) {
+        char *one = rd_session_json(s);
+        cJSON_AddItemToArray(data, cJSON_Parse(one));
+        free(one);
+        count[s->tier]++;
+    }
+    cJSON *t = cJSON_AddObjectToObject(o, "tiers");
+    cJSON_AddNumberToObject(t, "hot", count[RD_TIER_HOT]);
+    cJSON_AddNumberToObject(t, "host", count[RD_TIER_HOST]);
+    cJSON_AddNumberToObject(t, "disk", count[RD_TIER_DISK]);
+    cJSON_AddNumberToObject(t, "host_bytes", (double)app->host_bytes);
+    cJSON_AddNumberToObject(t, "host_budget_bytes", (double)app->opt.host_state_memory);
+    rd_sched_stats st;
+    rd_sched_get_stats(app->sched, &st);
+    cJSON_AddNumberToObject(t, "slots_total", st.slots_total);
+    cJSON_AddNumberToObject(t, "slots_used", st.slots_used);
+    char *str = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return str;
+}

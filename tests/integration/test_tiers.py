@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Tiered session states against the real retnetd: idle sessions leave their
+slots for host memory (--host-state-memory) and then disk (--state-dir) when
+slots are needed, and come back transparently when used.
+
+- a session offloaded to host memory, or further to disk, continues with
+  exactly the text a never-offloaded session gives;
+- a request that needs slots idle sessions hold runs (instead of a 429);
+- GET /v1/sessions lists each session's tier and the tier totals;
+- --session-ttl deletes idle sessions (and their files);
+- at a restart, sessions beyond the slots stay on disk until used.
+
+Uses the model, the server wrapper and the environment of test_server.py;
+standard library only.
+"""
+
+import os
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_server as ts  # noqa: E402
+
+
+def setUpModule():
+    ts.setUpModule()
+
+
+def tearDownModule():
+    ts.tearDownModule()
+
+
+PROMPTS = ["First Citizen: Before we proceed", " any further, hear me speak.",
+           " All: Speak, speak.", " You are all resolved rather to die"]
+
+
+class TierCase(unittest.TestCase):
+    ref = None
+
+    @classmethod
+    def setUpClass(cls):
+        # the reference: every session stays in its slot
+        cls.ref = ts.Server("--slots", "8", "--host-state-memory", "0").start()
+        cls.want = {}
+        for k in range(3):
+            sid = cls.new(cls.ref.port)
+            cls.want[k] = [cls.turn(cls.ref.port, sid, "%d:%s" % (k, p)) for p in PROMPTS[:2]]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.ref.stop()
+
+    @staticmethod
+    def new(port):
+        status, _, js = ts.http_json(port, "POST", "/v1/sessions", None)
+        assert status == 201, js
+        return js["id"]
+
+    @staticmethod
+    def turn(port, sid, prompt, n=10):
+        status, _, js = ts.http_json(port, "POST", "/v1/completions",
+                                     dict(prompt=prompt, max_tokens=n, temperature=0, ignore_eos=True,
+                                          session=sid))
+        assert status == 200, js
+        return js["choices"][0]["text"]
+
+    def tier(self, port, sid):
+        status, _, js = ts.http_json(port, "GET", "/v1/sessions/" + sid)
+        self.assertEqual(status, 200, js)
+        return js["tier"]
+
+    def three_sessions_on_two_slots(self, srv):
+        """Three sessions take turns on two slots: each second turn finds its
+        session offloaded (by the turns of the others) and must continue it."""
+        ids = [self.new(srv.port) for _ in range(3)]
+        for k in range(3):
+            self.assertEqual(self.turn(srv.port, ids[k], "%d:%s" % (k, PROMPTS[0])), self.want[k][0])
+        tiers = [self.tier(srv.port, sid) for sid in ids]
+        self.assertEqual(tiers.count("hot"), 2, tiers)
+        for k in range(3):
+            self.assertEqual(self.turn(srv.port, ids[k], "%d:%s" % (k, PROMPTS[1])), self.want[k][1])
+        return ids
+
+
+class TestHostTier(TierCase):
+    def test_offload_to_host_continues_identically(self):
+        srv = ts.Server("--slots", "2", "--host-state-memory", "64").start()
+        try:
+            ids = self.three_sessions_on_two_slots(srv)
+            status, _, js = ts.http_json(srv.port, "GET", "/v1/sessions")
+            self.assertEqual(status, 200, js)
+            self.assertEqual(sorted(s["id"] for s in js["data"]), sorted(ids))
+            t = js["tiers"]
+            self.assertEqual((t["hot"], t["host"], t["disk"]), (2, 1, 0), t)
+            self.assertGreater(t["host_bytes"], 0)
+            self.assertTrue(all(s["tier"] in ("hot", "host", "disk") for s in js["data"]))
+        finally:
+            srv.stop()
+
+    def test_transient_request_moves_idle_sessions_out(self):
+        srv = ts.Server("--slots", "2", "--host-state-memory", "64").start()
+        try:
+            a, b = self.new(srv.port), self.new(srv.port)
+            self.turn(srv.port, a, "held")
+            self.turn(srv.port, b, "held too")
+            status, _, js = ts.http_json(srv.port, "POST", "/v1/completions",
+                                         dict(prompt="needs both slots", max_tokens=3, n=2))
+            self.assertEqual(status, 200, js)
+            self.assertEqual({self.tier(srv.port, a), self.tier(srv.port, b)}, {"host"})
+            self.turn(srv.port, a, " again", 3)  # brought back on use
+            self.assertEqual(self.tier(srv.port, a), "hot")
+        finally:
+            srv.stop()
+
+
+class TestDiskTier(TierCase):
+    def test_offload_to_disk_continues_identically(self):
+        d = tempfile.mkdtemp(prefix="tiers-", dir=ts.TMP)
+        # a state is 1 MiB + 96 bytes here: a 1 MiB host budget sends each one on to disk
+        srv = ts.Server("--slots", "2", "--host-state-memory", "1", "--state-dir", d).start()
+        try:
+            ids = self.three_sessions_on_two_slots(srv)
+            self.assertIn('msg="session to disk"', srv.log())
+        finally:
+            srv.stop()
+        self.assertEqual(sorted(os.listdir(d)), sorted(i + ".state" for i in ids))
+
+    def test_restart_keeps_extra_sessions_on_disk(self):
+        d = tempfile.mkdtemp(prefix="tiers-", dir=ts.TMP)
+        srv = ts.Server("--slots", "4", "--state-dir", d).start()
+        ids = [self.new(srv.port) for _ in range(3)]
+        for k in range(3):
+            self.turn(srv.port, ids[k], "%d:%s" % (k, PROMPTS[0]))
+        srv.stop()
+        srv = ts.Server("--slots", "1", "--state-dir", d, "--host-state-memory", "64").start()
+        try:
+            status, _, js = ts.http_json(srv.port, "GET", "/v1/sessions")
+            t = js["tiers"]
+            self.assertEqual((t["hot"], t["disk"]), (1, 2), t)
+            for k in range(3):
+                self.assertEqual(self.turn(srv.port, ids[k], "%d:%s" % (k, PROMPTS[1])), self.want[k][1])
+        finally:
+            srv.stop()
+
+
+class TestTTL(unittest.TestCase):
+    def test_idle_sessions_expire(self):
+        d = tempfile.mkdtemp(prefix="ttl-", dir=ts.TMP)
+        srv = ts.Server("--session-ttl", "1", "--state-dir", d).start()
+        try:
+            sid = TierCase.new(srv.port)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if ts.http_json(srv.port, "GET", "/v1/sessions/" + sid)[0] == 404:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(ts.http_json(srv.port, "GET", "/v1/sessions/" + sid)[0], 404)
+            self.assertIn('msg="session expired"', srv.log())
+        finally:
+            srv.stop()
+        self.assertEqual(os.listdir(d), [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
