@@ -688,9 +688,10 @@ static cJSON *chunk_base(rd_req *r)
 
 static void usage_json(rd_req *r, cJSON *o)
 {
-    int pt = 0, ct = 0;
+    int pt = 0, ct = 0, cached = 0;
     for (int i = 0; i < r->n_jobs; i++) {
         pt += r->jobs[i]->n_prompt;
+        cached += r->jobs[i]->cached;
         for (int k = 0; k < r->jobs[i]->n; k++) {
             const rd_choice *c = &r->jobs[i]->ch[k];
             /* tokens generated after a stop string are not returned */
@@ -701,6 +702,9 @@ static void usage_json(rd_req *r, cJSON *o)
     cJSON_AddNumberToObject(u, "prompt_tokens", pt);
     cJSON_AddNumberToObject(u, "completion_tokens", ct);
     cJSON_AddNumberToObject(u, "total_tokens", pt + ct);
+    /* OpenAI's field for prompt tokens served from a cache (the prefix cache) */
+    cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+    cJSON_AddNumberToObject(d, "cached_tokens", cached);
 }
 
 static void stream_piece(rd_req *r, int index, const char *text, size_t len, const char *finish,

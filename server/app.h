@@ -42,6 +42,7 @@ typedef struct rd_options {
     const char *state_dir;     /* sessions persist here across restarts; NULL: not at all */
     size_t host_state_memory;  /* bytes of idle sessions' states kept in host memory */
     unsigned session_ttl_s;    /* idle sessions older than this are deleted; 0: never */
+    size_t prefix_cache_memory; /* bytes of the prefix-state cache; 0: off */
 } rd_options;
 
 typedef struct rd_session rd_session;

@@ -82,6 +82,8 @@ typedef struct rd_job {
     /* progress */
     rd_phase phase;
     int prefilled;
+    int cached;                /* prompt tokens restored from the prefix cache (written before
+                                * any progress, under the queue mutex) */
     atomic_int cancelled;
     int error_status;          /* != 0: failed; message below */
     char error_msg[200];

@@ -41,6 +41,8 @@ static const char usage[] =
     "  --host-state-memory MIB  host memory for idle sessions moved out of their slots\n"
     "                           (default 1024; beyond it they go to --state-dir)\n"
     "  --session-ttl S          delete sessions idle for S seconds (default 0: never)\n"
+    "  --prefix-cache-memory MIB  states of recent prompts' starts kept for reuse\n"
+    "                           (default 256; 0 turns the prefix cache off)\n"
     "  --api-key KEY            require Authorization: Bearer KEY (or RETNETD_API_KEY)\n"
     "  --chat-template plain|chatml  (default plain)\n";
 
@@ -51,7 +53,8 @@ static int parse_args(rd_options *o, int argc, char **argv)
                       .max_waiting = 64, .max_body = 1 << 20, .max_prompt_tokens = 8192,
                       .max_tokens_limit = 4096, .max_n = 8, .max_connections = 1024,
                       .timeout_s = 600, .chat_template = "plain", .max_sessions = 256,
-                      .host_state_memory = (size_t)1024 << 20};
+                      .host_state_memory = (size_t)1024 << 20,
+                      .prefix_cache_memory = (size_t)256 << 20};
     o->api_key = getenv("RETNETD_API_KEY");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -89,6 +92,7 @@ static int parse_args(rd_options *o, int argc, char **argv)
         else if (!strcmp(a, "--state-dir")) o->state_dir = v;
         else if (!strcmp(a, "--host-state-memory")) o->host_state_memory = (size_t)n << 20;
         else if (!strcmp(a, "--session-ttl")) o->session_ttl_s = (unsigned)n;
+        else if (!strcmp(a, "--prefix-cache-memory")) o->prefix_cache_memory = (size_t)n << 20;
         else {
             fprintf(stderr, "retnetd: unknown option '%s'\n%s", a, usage);
             return -1;
@@ -215,7 +219,8 @@ int main(int argc, char **argv)
     if (load_everything(&app) != 0)
         goto out;
     rd_sched_opts so = {.n_slots = app.opt.slots, .chunk = app.opt.chunk,
-                        .prefill_budget = app.opt.prefill_budget, .max_waiting = app.opt.max_waiting};
+                        .prefill_budget = app.opt.prefill_budget, .max_waiting = app.opt.max_waiting,
+                        .prefix_cache_bytes = app.opt.prefix_cache_memory};
     if (rd_queue_new(&app.queue, app.loop, rd_api_on_ready, &app) != 0 ||
         rd_sched_start(&app.sched, app.engine, app.queue, &so) != 0) {
         fprintf(stderr, "retnetd: cannot start the engine thread\n");

@@ -30,6 +30,12 @@ struct rd_sched {
     rd_job **b_job;
     int *b_choice;
     unsigned char *b_feed_only;
+    /* prefix cache (engine thread only; counters read by the loop) */
+    struct pc_entry *pc;
+    int pc_n, pc_cap;
+    size_t pc_bytes, state_bytes;
+    long pc_clock;
+    atomic_long pc_hits, pc_tokens;
 };
 
 /* ---------------------------------------------------------------- slots */
@@ -106,6 +112,8 @@ void rd_sched_get_stats(rd_sched *s, rd_sched_stats *st)
     st->slots_used = atomic_load(&s->slots_used);
     st->waiting = atomic_load(&s->waiting);
     st->running = atomic_load(&s->running);
+    st->prefix_hits = atomic_load(&s->pc_hits);
+    st->prefix_tokens = atomic_load(&s->pc_tokens);
 }
 
 /* ------------------------------------------------------------ job ends */
@@ -365,6 +373,132 @@ static void prompt_done(rd_sched *s, rd_job *j, const float *logits)
         finish_job(s, j, 0, "");
 }
 
+/* ---------------------------------------------------------- prefix cache */
+
+/* The state after the first len tokens of some prompt (len a multiple of
+ * the chunk), keyed by those tokens. */
+typedef struct pc_entry {
+    uint64_t hash;
+    int len;
+    int32_t *tokens;
+    float *state;
+    long last_used;
+} pc_entry;
+
+static uint64_t pc_hash(uint64_t h, const int32_t *t, int n)
+{
+    const unsigned char *p = (const unsigned char *)t;
+    for (size_t i = 0; i < (size_t)n * sizeof *t; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+#define PC_START 0xcbf29ce484222325ull
+
+static size_t pc_entry_bytes(const rd_sched *s, int len)
+{
+    return s->state_bytes + (size_t)len * sizeof(int32_t);
+}
+
+static pc_entry *pc_find(rd_sched *s, uint64_t h, const int32_t *t, int len)
+{
+    for (int i = 0; i < s->pc_n; i++) {
+        pc_entry *e = &s->pc[i];
+        if (e->hash == h && e->len == len && !memcmp(e->tokens, t, sizeof *t * (size_t)len))
+            return e;
+    }
+    return NULL;
+}
+
+static void pc_drop(rd_sched *s, int i)
+{
+    s->pc_bytes -= pc_entry_bytes(s, s->pc[i].len);
+    free(s->pc[i].tokens);
+    free(s->pc[i].state);
+    s->pc[i] = s->pc[--s->pc_n];
+}
+
+/* Keeps slot's state (after the first len tokens of t) unless present;
+ * evicts least recently used entries to stay within the budget. */
+static void pc_insert(rd_sched *s, int slot, uint64_t h, const int32_t *t, int len)
+{
+    size_t need = pc_entry_bytes(s, len);
+    if (need > s->o.prefix_cache_bytes || pc_find(s, h, t, len))
+        return;
+    while (s->pc_n > 0 && s->pc_bytes + need > s->o.prefix_cache_bytes) {
+        int old = 0;
+        for (int i = 1; i < s->pc_n; i++)
+            if (s->pc[i].last_used < s->pc[old].last_used)
+                old = i;
+        pc_drop(s, old);
+    }
+    if (s->pc_n == s->pc_cap) {
+        int cap = s->pc_cap ? 2 * s->pc_cap : 16;
+        pc_entry *p = realloc(s->pc, sizeof *p * (size_t)cap);
+        if (!p)
+            return;
+        s->pc = p;
+        s->pc_cap = cap;
+    }
+    pc_entry e = {h, len, malloc(sizeof *t * (size_t)len), malloc(s->state_bytes), ++s->pc_clock};
+    if (!e.tokens || !e.state || rn_state_export(s->e, slot, e.state, s->state_bytes) != RN_OK) {
+        free(e.tokens);
+        free(e.state);
+        return;
+    }
+    memcpy(e.tokens, t, sizeof *t * (size_t)len);
+    s->pc[s->pc_n++] = e;
+    s->pc_bytes += need;
+}
+
+/* Which chunk boundaries of a prompt are kept: after 1, 2, 4, 8, ... chunks
+ * and after the last whole chunk before the prompt's end, so a prompt of n
+ * chunks costs at most log2(n) + 1 state copies, and a later prompt sharing
+ * a prefix of p tokens reuses at least half of it (all of it when p is a
+ * power-of-two number of chunks, as a shared header often is not; or when
+ * it is the whole earlier prompt). */
+static int pc_keep_boundary(int done, int n_prompt, int chunk)
+{
+    if (done % chunk != 0 || done >= n_prompt)
+        return 0;
+    int k = done / chunk;
+    return (k & (k - 1)) == 0 || done + chunk >= n_prompt;
+}
+
+/* A transient job about to prefill: continue from the longest cached
+ * prefix that leaves at least one token to run (its logits start the
+ * output).  Sets j->prefilled and j->cached. */
+static void pc_restore(rd_sched *s, rd_job *j)
+{
+    int C = s->o.chunk, best = 0;
+    pc_entry *hit = NULL;
+    uint64_t h = PC_START;
+    for (int len = C; len <= j->n_prompt - 1; len += C) {
+        h = pc_hash(h, j->prompt + len - C, C);
+        pc_entry *e = pc_find(s, h, j->prompt, len);
+        if (e) {
+            hit = e;
+            best = len;
+        }
+    }
+    if (!hit || rn_state_import(s->e, j->ch[0].slot, hit->state, s->state_bytes, best) != RN_OK)
+        return;
+    hit->last_used = ++s->pc_clock;
+    atomic_fetch_add(&s->pc_hits, 1);
+    atomic_fetch_add(&s->pc_tokens, best);
+    rd_queue_lock(s->q);
+    j->prefilled = best;
+    j->cached = best;
+    rd_queue_unlock(s->q);
+}
+
+static void pc_free(rd_sched *s)
+{
+    while (s->pc_n > 0)
+        pc_drop(s, s->pc_n - 1);
+    free(s->pc);
+}
+
 static void prefill_step(rd_sched *s)
 {
     int budget = s->o.prefill_budget;
@@ -372,10 +506,16 @@ static void prefill_step(rd_sched *s)
         rd_job *j = s->active[a];
         if (j->phase != RD_PHASE_PREFILL)
             continue;
-        while (budget > 0 && j->prefilled < j->n_prompt) {
+        int transient = j->session_slot < 0 && s->o.prefix_cache_bytes > 0;
+        if (transient && j->prefilled == 0 && j->cached == 0)
+            pc_restore(s, j);
+        while (j->prefilled < j->n_prompt) {
+            /* whole chunks from the prompt's start (a shorter one only at the
+             * end), so every chunk boundary's state is reproducible */
             int m = j->n_prompt - j->prefilled;
             m = m < s->o.chunk ? m : s->o.chunk;
-            m = m < budget ? m : budget;
+            if (m > budget)
+                break;
             int last = j->prefilled + m == j->n_prompt;
             rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = m};
             int rc = rn_prefill(s->e, j->ch[0].slot, j->prompt + j->prefilled, m, &po,
@@ -388,6 +528,9 @@ static void prefill_step(rd_sched *s)
             j->prefilled += m;
             rd_queue_unlock(s->q);
             budget -= m;
+            if (transient && pc_keep_boundary(j->prefilled, j->n_prompt, s->o.chunk))
+                pc_insert(s, j->ch[0].slot, pc_hash(PC_START, j->prompt, j->prefilled), j->prompt,
+                          j->prefilled);
             if (last)
                 prompt_done(s, j, s->logits);
         }
@@ -433,6 +576,7 @@ static void engine_main(void *arg)
 
 static void sched_free(rd_sched *s)
 {
+    pc_free(s);
     free(s->slot_used);
     free(s->active);
     free(s->logits);
@@ -457,6 +601,9 @@ int rd_sched_start(rd_sched **out, rn_engine *e, rd_queue *q, const rd_sched_opt
     s->q = q;
     s->o = *o;
     s->vocab = rn_engine_vocab(e);
+    s->state_bytes = rn_engine_state_bytes(e);
+    if (s->o.prefill_budget < s->o.chunk)
+        s->o.prefill_budget = s->o.chunk; /* prefill advances in whole chunks */
     size_t n = (size_t)o->n_slots;
     s->slot_used = calloc(n, 1);
     s->logits = malloc(sizeof(float) * n * (size_t)s->vocab);

@@ -7,6 +7,10 @@
  * decode one token for every running sequence in one batched call; then
  * spend a token budget on chunked prefill of admitted prompts, so a long
  * prompt never stalls running streams for more than one budget's worth.
+ * Prefill always advances in whole chunks from the prompt's start, so the
+ * state after k chunks depends only on the first k x chunk tokens: the
+ * prefix cache keeps such states of recent prompts and a later prompt with
+ * the same start continues from the longest one, with identical results.
  * The engine API is called from this thread only.
  */
 #ifndef RD_SCHEDULER_H
@@ -20,6 +24,7 @@ typedef struct rd_sched_opts {
     int chunk;           /* prefill chunk (tokens) */
     int prefill_budget;  /* prefill tokens per iteration */
     int max_waiting;     /* jobs waiting for a slot before new ones get 429 */
+    size_t prefix_cache_bytes; /* states kept at chunk boundaries of recent prompts; 0: none */
 } rd_sched_opts;
 
 typedef struct rd_sched rd_sched;
@@ -40,6 +45,7 @@ void rd_sched_release_slot(rd_sched *s, int slot);
 
 typedef struct rd_sched_stats {
     int slots_total, slots_used, waiting, running;
+    long prefix_hits, prefix_tokens; /* prompts that reused a cached prefix; tokens saved */
 } rd_sched_stats;
 void rd_sched_get_stats(rd_sched *s, rd_sched_stats *st);
 

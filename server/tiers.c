@@ -349,6 +349,9 @@ char *rd_sessions_list_json(rd_app *app)
     rd_sched_get_stats(app->sched, &st);
     cJSON_AddNumberToObject(t, "slots_total", st.slots_total);
     cJSON_AddNumberToObject(t, "slots_used", st.slots_used);
+    cJSON *pc = cJSON_AddObjectToObject(o, "prefix_cache");
+    cJSON_AddNumberToObject(pc, "hits", (double)st.prefix_hits);
+    cJSON_AddNumberToObject(pc, "cached_tokens", (double)st.prefix_tokens);
     char *str = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return str;
