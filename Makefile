@@ -152,6 +152,7 @@ check-integration: $(RETNETD) $(RETNET)
 	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_bad_input.py
 	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_state.py
 	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_tiers.py
+	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_replicas.py
 
 # The server through the official OpenAI Python SDK, pinned in $(SDK_REQ) and
 # installed from PyPI into $(SDK_VENV) (again only when the pin changes).

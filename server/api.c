@@ -168,9 +168,10 @@ static int reply_session(rd_conn *c, unsigned status, const rd_session *s)
     return rc;
 }
 
-static int create_session_or_error(rd_app *app, rd_conn *c, rd_session **out)
+/* A new session, named id (or a random id when NULL). */
+static int create_session_or_error(rd_app *app, rd_conn *c, const char *id, rd_session **out)
 {
-    int rc = rd_session_create(app, out);
+    int rc = id ? rd_session_create_with_id(app, id, out) : rd_session_create(app, out);
     if (rc == -2)
         return rd_json_error(c, 429, "rate_limit_error", NULL, "no_free_state",
                              "no free state slot for a new session; delete sessions or retry later");
@@ -185,7 +186,7 @@ static int api_session_fork(rd_app *app, rd_conn *c, rd_session *src)
     if (rd_session_busy(src))
         return rd_json_error(c, 409, "invalid_request_error", NULL, "session_busy",
                              "the session is in use by another request");
-    int rc = create_session_or_error(app, c, &dst);
+    int rc = create_session_or_error(app, c, NULL, &dst);
     if (!dst)
         return rc;
     rd_session_advance(dst, rd_session_tokens(src));
@@ -221,20 +222,57 @@ static int api_session_fork(rd_app *app, rd_conn *c, rd_session *src)
     return 0;
 }
 
+/* POST /v1/sessions may name the new session: {"id": "sess_<32 hex>"}, so
+ * a client (or a router hashing on the id) knows where it lives before it
+ * exists.  Returns 1 after answering a bad body (rc set), else 0 with the id
+ * or "" in out. */
+static int requested_session_id(rd_conn *c, char *out, size_t cap, int *rc)
+{
+    size_t len;
+    const char *body = rd_conn_body(c, &len);
+    char why[200];
+    out[0] = '\0';
+    if (len == 0)
+        return 0;
+    cJSON *o = rd_json_parse_object(body, len, why, sizeof why);
+    if (!o) {
+        *rc = rd_json_error(c, 400, "invalid_request_error", NULL, NULL, "%s", why);
+        return 1;
+    }
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+    int bad = id && !cJSON_IsNull(id) &&
+              (!cJSON_IsString(id) || !rd_session_id_valid(id->valuestring));
+    if (!bad && cJSON_IsString(id))
+        snprintf(out, cap, "%s", id->valuestring);
+    cJSON_Delete(o);
+    if (bad) {
+        *rc = rd_json_error(c, 400, "invalid_request_error", "id", "invalid_session_id",
+                            "'id' must be \"sess_\" and 32 lowercase hex digits");
+        return 1;
+    }
+    return 0;
+}
+
 static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char *rest)
 {
+    int rc;
     if (!rest[0] || !strcmp(rest, "/")) {
         if (!strcmp(method, "POST")) {
+            char want[64] = "";
             rd_session *s = NULL;
-            int t = rd_tier_ready(app, c, NULL, 1);
-            if (t != RD_TIER_GO)
+            if (requested_session_id(c, want, sizeof want, &rc))
+                return rc;
+            if (want[0] && rd_session_find(app, want))
+                return rd_json_error(c, 409, "invalid_request_error", "id", "session_exists",
+                                     "session '%s' exists already", want);
+            if (rd_tier_ready(app, c, NULL, 1) != RD_TIER_GO)
                 return 0;
-            int rc = create_session_or_error(app, c, &s);
+            rc = create_session_or_error(app, c, want[0] ? want : NULL, &s);
             return s ? reply_session(c, 201, s) : rc;
         }
         if (!strcmp(method, "GET") || !strcmp(method, "HEAD")) {
             char *list = rd_sessions_list_json(app);
-            int rc = list ? reply_text(c, 200, list)
+            rc = list ? reply_text(c, 200, list)
                           : rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
             free(list);
             return rc;
