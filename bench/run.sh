@@ -61,3 +61,11 @@ if [ ! -f "$OUT/r1.3b-bf16/config.json" ]; then
 fi
 "$RETNET" bench "$OUT/r1.3b-bf16" --threads "$THREADS" --prompt 256 --chunk 256 --decode 8 \
     --batch 16 | tee "$OUT/large.txt"
+
+echo
+echo "== sessions: second turn vs resending the conversation, prefix cache, host and disk tiers (default model)"
+if [ -f models/config.json ]; then
+    python3 bench/sessions_bench.py --threads "$THREADS"
+else
+    echo "bench: models/ has no model: sessions benchmark skipped"
+fi

@@ -43,6 +43,7 @@ typedef struct rd_options {
     size_t host_state_memory;  /* bytes of idle sessions' states kept in host memory */
     unsigned session_ttl_s;    /* idle sessions older than this are deleted; 0: never */
     size_t prefix_cache_memory; /* bytes of the prefix-state cache; 0: off */
+    unsigned persist_interval_s; /* write changed sessions to state_dir this often; 0: at stop */
 } rd_options;
 
 typedef struct rd_session rd_session;
@@ -67,7 +68,7 @@ typedef struct rd_app {
     size_t host_bytes;        /* state blobs held in the host tier */
     int offloading;           /* offloads in flight (their slots free up soon) */
     struct rd_req *parked;    /* requests waiting for an offload or a restore */
-    uv_timer_t ttl_timer;
+    uv_timer_t ttl_timer, persist_timer;
 } rd_app;
 
 /* Request context of one HTTP request (rd_conn data). */
@@ -151,6 +152,7 @@ void rd_tier_op_done(rd_app *app, rd_job *j); /* a tier job's engine part finish
 void rd_tier_resume(rd_app *app, rd_conn *c); /* a parked request's turn again */
 void rd_tier_done(rd_app *app, rd_conn *c);   /* a parked request's client left */
 void rd_tier_start_ttl(rd_app *app);
+void rd_tier_start_persist(rd_app *app);
 char *rd_sessions_list_json(rd_app *app);     /* GET /v1/sessions (malloc'd) */
 /* Writes a host-tier session's blob to --state-dir (persist.c). */
 int rd_persist_write_blob(rd_app *app, const char *id, const unsigned char *blob, size_t len);

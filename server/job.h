@@ -77,8 +77,9 @@ typedef struct rd_job {
                                 * state_off, state_bytes long */
     size_t state_off, state_bytes;
     int64_t state_pos;         /* EXPORT: the slot's position (out); IMPORT: in */
-    void *tier_session;        /* an offload or restore (tiers.c) for this session, no
-                                * connection (http is NULL) */
+    void *tier_session;        /* an offload, restore or snapshot (tiers.c) for this
+                                * session, no connection (http is NULL) */
+    int snapshot;              /* EXPORT for --persist-interval: the session keeps its slot */
     /* progress */
     rd_phase phase;
     int prefilled;

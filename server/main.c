@@ -38,6 +38,7 @@ static const char usage[] =
     "  --max-sessions N         (default 256)\n"
     "  --state-dir DIR          keep sessions across restarts in DIR (written at stop,\n"
     "                           restored at start; docs/state-format.md); also the disk tier\n"
+    "  --persist-interval S     also write changed sessions to --state-dir every S seconds\n"
     "  --host-state-memory MIB  host memory for idle sessions moved out of their slots\n"
     "                           (default 1024; beyond it they go to --state-dir)\n"
     "  --session-ttl S          delete sessions idle for S seconds (default 0: never)\n"
@@ -92,6 +93,7 @@ static int parse_args(rd_options *o, int argc, char **argv)
         else if (!strcmp(a, "--state-dir")) o->state_dir = v;
         else if (!strcmp(a, "--host-state-memory")) o->host_state_memory = (size_t)n << 20;
         else if (!strcmp(a, "--session-ttl")) o->session_ttl_s = (unsigned)n;
+        else if (!strcmp(a, "--persist-interval")) o->persist_interval_s = (unsigned)n;
         else if (!strcmp(a, "--prefix-cache-memory")) o->prefix_cache_memory = (size_t)n << 20;
         else {
             fprintf(stderr, "retnetd: unknown option '%s'\n%s", a, usage);
@@ -244,6 +246,7 @@ int main(int argc, char **argv)
     uv_signal_start(&app.sigterm, on_signal, SIGTERM);
     uv_signal_start(&app.sigint, on_signal, SIGINT);
     rd_tier_start_ttl(&app);
+    rd_tier_start_persist(&app);
     uv_timer_init(app.loop, &app.keepalive);
     app.keepalive.data = &app;
     uv_timer_start(&app.keepalive, keepalive_tick, 5000, 5000);

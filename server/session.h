@@ -18,6 +18,7 @@ struct rd_session {
     int moving; /* an offload or a restore is in flight */
     int fresh;  /* never used: no state of its own yet (a hot slot holds someone
                             * else's until first use) */
+    int dirty;             /* changed since --state-dir last got it */
     rd_tier tier;
     unsigned char *blob; /* RD_TIER_HOST: the state blob (header + payload); owned */
     size_t blob_len;

@@ -141,11 +141,13 @@ int rd_session_take_fresh(rd_session *s)
 void rd_session_set_tokens(rd_session *s, int64_t tokens)
 {
     s->tokens = tokens;
+    s->dirty = 1;
 }
 
 void rd_session_advance(rd_session *s, int64_t tokens)
 {
     s->tokens += tokens;
+    s->dirty |= tokens != 0;
 }
 
 const char *rd_session_id(const rd_session *s)

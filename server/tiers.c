@@ -117,6 +117,7 @@ static void spill_to_disk(rd_app *app)
         s->blob = NULL;
         s->blob_len = 0;
         s->tier = RD_TIER_DISK;
+        s->dirty = 0;
         fprintf(stderr, "level=info msg=\"session to disk\" id=%s\n", s->id);
     }
 }
@@ -232,11 +233,25 @@ static int restore(rd_app *app, rd_conn *c, rd_session *s)
     return park(app, c);
 }
 
+/* A snapshot's export is done: the blob goes to --state-dir. */
+static void snapshot_done(rd_app *app, rd_session *s, rd_job *j)
+{
+    rn_blob_info info;
+    if (j->error_status)
+        return;
+    rn_blob_info_for(app->model, j->state_pos, s->tokens, &info);
+    rn_blob_write_header(j->state, &info, j->state + RN_BLOB_HEADER);
+    if (rd_persist_write_blob(app, s->id, j->state, RN_BLOB_HEADER + j->state_bytes) == 0)
+        s->dirty = 0;
+}
+
 void rd_tier_op_done(rd_app *app, rd_job *j)
 {
     rd_session *s = j->tier_session;
     s->moving = 0;
-    if (j->op == RD_OP_EXPORT) {
+    if (j->snapshot) {
+        snapshot_done(app, s, j);
+    } else if (j->op == RD_OP_EXPORT) {
         app->offloading--;
         if (j->error_status) {
             fprintf(stderr, "level=error msg=\"offload failed\" id=%s\n", s->id);
@@ -324,6 +339,47 @@ void rd_tier_start_ttl(rd_app *app)
     uv_timer_init(app->loop, &app->ttl_timer);
     app->ttl_timer.data = app;
     uv_timer_start(&app->ttl_timer, ttl_tick, every * 1000 / 2, every * 1000 / 2);
+}
+
+/* ------------------------------------------------------------ snapshots */
+
+/* --persist-interval: every changed idle session goes to --state-dir, so a
+ * crash loses at most one interval of it.  Hot ones through an export on
+ * the engine thread (the session waits meanwhile, briefly), host ones from
+ * their blob. */
+static void persist_tick(uv_timer_t *t)
+{
+    rd_app *app = t->data;
+    size_t len = RN_BLOB_HEADER + rn_engine_state_bytes(app->engine);
+    for (rd_session *s = app->sessions; s; s = s->next) {
+        if (!s->dirty || s->busy || s->moving || s->fresh)
+            continue;
+        if (s->tier == RD_TIER_HOST && s->blob) {
+            if (rd_persist_write_blob(app, s->id, s->blob, s->blob_len) == 0)
+                s->dirty = 0;
+            continue;
+        }
+        if (s->tier != RD_TIER_HOT)
+            continue;
+        rd_job *j = tier_job(app, s, RD_OP_EXPORT);
+        if (!j || !(j->state = malloc(len))) {
+            rd_job_unref(j);
+            return;
+        }
+        j->snapshot = 1;
+        s->moving = 1;
+        rd_queue_submit(app->queue, j);
+    }
+}
+
+void rd_tier_start_persist(rd_app *app)
+{
+    if (!app->opt.persist_interval_s || !app->opt.state_dir)
+        return;
+    uint64_t ms = (uint64_t)app->opt.persist_interval_s * 1000;
+    uv_timer_init(app->loop, &app->persist_timer);
+    app->persist_timer.data = app;
+    uv_timer_start(&app->persist_timer, persist_tick, ms, ms);
 }
 
 /* -------------------------------------------------------------- listing */

@@ -485,7 +485,9 @@ class TestAPI(ServerTestCase):
         self.assertIsNone(ch["logprobs"])
         self.assertEqual(ch["finish_reason"], "length")
         u = js["usage"]
-        self.assertEqual(set(u), {"prompt_tokens", "completion_tokens", "total_tokens"})
+        self.assertEqual(set(u), {"prompt_tokens", "completion_tokens", "total_tokens",
+                                  "prompt_tokens_details"})
+        self.assertEqual(u["prompt_tokens_details"], {"cached_tokens": 0})
         self.assertEqual(u["prompt_tokens"], len(self.tokenize("Hello world")))
         self.assertEqual(u["completion_tokens"], 5)
         self.assertEqual(u["total_tokens"], u["prompt_tokens"] + 5)
@@ -702,7 +704,8 @@ class TestAPI(ServerTestCase):
         self.assertEqual(last["choices"], [])
         self.assertEqual(last["usage"], {"prompt_tokens": len(self.tokenize("Usage at the end")),
                                          "completion_tokens": 40,
-                                         "total_tokens": len(self.tokenize("Usage at the end")) + 40})
+                                         "total_tokens": len(self.tokenize("Usage at the end")) + 40,
+                                         "prompt_tokens_details": {"cached_tokens": 0}})
         for c in chunks[:-1]:
             self.assertIn("usage", c)
             self.assertIsNone(c["usage"])

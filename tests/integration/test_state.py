@@ -261,6 +261,23 @@ class TestPersistence(unittest.TestCase):
         finally:
             b.stop()
 
+    def test_persist_interval_survives_kill(self):
+        a = ts.Server("--state-dir", self.dir, "--persist-interval", "1").start()
+        sid = self.new_session(a.port)
+        self.turn(a.port, sid, "Written while running")
+        tokens = self.get(a.port, sid)[2]["tokens"]
+        path = os.path.join(self.dir, sid + ".state")
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        a.kill()  # no clean stop: only the periodic write saved it
+        b = self.server()
+        try:
+            status, _, js = self.get(b.port, sid)
+            self.assertEqual((status, js["tokens"]), (200, tokens))
+        finally:
+            b.stop()
+
     def test_torn_corrupt_and_foreign_files_are_skipped(self):
         a = self.server()
         good = self.new_session(a.port)
