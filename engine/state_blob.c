@@ -82,6 +82,7 @@ static uint64_t get64(const uint8_t *p)
 
 /* ---------------------------------------------------------- fingerprint */
 
+#define RN_BLOB_MAX_POS ((int64_t)1 << 48) /* far past any conversation, far from overflow */
 #define SAMPLE 64 /* bytes hashed at the start, middle and end of each tensor */
 
 /* A tensor's dtype and shape, and three samples of its bytes: checkpoints of
@@ -112,8 +113,8 @@ void rn_model_fingerprint(const rn_model *m, rn_fingerprint *out)
     char *json = rn_config_to_json(c);
     uint64_t hc = json ? fnv(FNV_START, json, strlen(json)) : 0, hw = FNV_START;
     free(json);
-    const rn_tensor *top[] = {&w->embed,        &w->embed_norm_w, &w->final_norm_w,
-                              &w->final_norm_b, &w->lm_head_w,    &w->lm_head_b};
+    const rn_tensor *top[] = {&w->embed,     &w->embed_norm_w, &w->final_norm_w, &w->final_norm_b,
+                              &w->lm_head_w, &w->lm_head_b,    &w->rope_freq};
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
         hw = hash_tensor(hw, top[i]);
     for (int l = 0; l < c->n_layers; l++) {
@@ -218,8 +219,8 @@ static int parse_header(const uint8_t *b, size_t len, rn_blob_info *i, rn_error 
     i->pos = (int64_t)get64(b + OFF_POS);
     i->tokens = (int64_t)get64(b + OFF_TOKENS);
     i->payload_bytes = get64(b + OFF_PAYLOAD);
-    if (i->pos < 0 || i->tokens < 0)
-        return rn_error_set(err, RN_EFORMAT, "state blob: negative position or token count");
+    if (i->pos < 0 || i->tokens < 0 || i->pos > RN_BLOB_MAX_POS || i->tokens > RN_BLOB_MAX_POS)
+        return rn_error_set(err, RN_EFORMAT, "state blob: position or token count out of range");
     if (i->payload_bytes != len - RN_BLOB_HEADER)
         return rn_error_set(err, RN_EFORMAT,
                             "state blob: header announces %llu payload bytes, the blob has %zu",
@@ -227,6 +228,11 @@ static int parse_header(const uint8_t *b, size_t len, rn_blob_info *i, rn_error 
     if (rn_crc32c(0, b + RN_BLOB_HEADER, len - RN_BLOB_HEADER) != get32(b + OFF_PCRC))
         return rn_error_set(err, RN_EFORMAT, "state blob: payload checksum mismatch (corrupt)");
     return RN_OK;
+}
+
+int64_t rn_blob_position(const uint8_t *blob)
+{
+    return (int64_t)get64(blob + OFF_POS);
 }
 
 int rn_blob_parse(const uint8_t *buf, size_t len, const rn_model *m, rn_blob_info *info,

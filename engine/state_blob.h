@@ -55,6 +55,9 @@ void rn_blob_write_header(uint8_t hdr[RN_BLOB_HEADER], const rn_blob_info *info,
 int rn_blob_parse(const uint8_t *buf, size_t len, const rn_model *m, rn_blob_info *info,
                   rn_error *err);
 
+/* The position field of a blob already checked by rn_blob_parse. */
+int64_t rn_blob_position(const uint8_t *blob);
+
 /* CRC-32C (Castagnoli), continuing from crc (0 to start). */
 uint32_t rn_crc32c(uint32_t crc, const void *data, size_t n);
 

@@ -209,6 +209,12 @@ static int api_session_fork(rd_app *app, rd_conn *c, rd_session *src)
     r->conn = c;
     r->kind = RD_REQ_FORK;
     r->jobs = calloc(1, sizeof *r->jobs);
+    if (!r->jobs) {
+        free(r);
+        rd_job_unref(j);
+        rd_session_delete(app, dst);
+        return rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
+    }
     r->jobs[0] = j;
     r->n_jobs = 1;
     r->session = dst;
@@ -327,6 +333,7 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
         snprintf(body, sizeof body, "{\"id\":\"%s\",\"object\":\"session.deleted\",\"deleted\":true}", id);
         rd_persist_forget(app, id);
         rd_session_delete(app, s);
+        rd_tier_wake(app);
         return reply_text(c, 200, body);
     }
     return method_not_allowed(c, "GET, HEAD, DELETE",
@@ -397,6 +404,26 @@ static int body_refused(rd_app *app, rd_conn *c, int *rc)
     return 0;
 }
 
+/* A request parked for a tier move and now handled again: it was accepted
+ * before any drain began, so a drain does not turn it away. */
+static int redispatched;
+
+int rd_api_handle_again(rd_app *app, rd_conn *c)
+{
+    if (!app->sched) /* the engine stopped while it waited */
+        return rd_json_error(c, 503, "service_unavailable_error", NULL, NULL,
+                             "the server is shutting down");
+    redispatched = 1;
+    int rc = rd_api_handle(app, c);
+    redispatched = 0;
+    return rc;
+}
+
+int rd_api_may_upload(void *vapp, rd_conn *c)
+{
+    return authorized(vapp, c);
+}
+
 int rd_api_handle(void *vapp, rd_conn *c)
 {
     rd_app *app = vapp;
@@ -410,7 +437,7 @@ int rd_api_handle(void *vapp, rd_conn *c)
         return app->draining ? rd_json_error(c, 503, "service_unavailable_error", NULL, NULL, "draining")
                              : reply_text(c, 200, "{\"status\":\"ready\"}");
     }
-    if (app->draining)
+    if (app->draining && !redispatched)
         return rd_json_error(c, 503, "service_unavailable_error", NULL, NULL,
                              "the server is shutting down");
     if (!authorized(app, c))
@@ -459,6 +486,12 @@ void rd_api_resume(void *vapp, rd_conn *c)
         rd_session_set_busy(r->fork_src, 0);
         rd_session_set_busy(r->session, 0);
         r->fork_src = NULL;
+        if (r->jobs[0]->error_status) { /* the copy failed: the new session is nothing */
+            rd_session_delete(app, r->session);
+            r->session = NULL;
+            rd_json_error(c, 500, "server_error", NULL, NULL, "the state copy failed");
+            return;
+        }
         reply_session(c, 200, r->session);
         return;
     }
@@ -511,13 +544,24 @@ void rd_api_on_ready(void *vapp)
 {
     rd_app *app = vapp;
     rd_job *list = rd_queue_take_ready(app->queue);
-    int any = list != NULL;
+    int any = list != NULL, ended = 0;
     /* every connection with news is resumed first and MHD runs once after:
      * one pass over the sockets per engine step, not one per stream */
     for (rd_job *j = list, *n; j; j = n) {
         n = j->next_taken;
         rd_req *r = j->http;
-        if (j->tier_session) {
+        if (j->release_session && j->phase == RD_PHASE_DONE) {
+            /* a session request whose client left: the engine is done with
+             * the slot only now (the mutex orders these reads) */
+            rd_session *s = j->release_session;
+            j->release_session = NULL;
+            rd_queue_lock(app->queue);
+            int64_t fed = j->prefilled + j->ch[0].fed;
+            rd_queue_unlock(app->queue);
+            rd_session_advance(s, fed);
+            rd_session_set_busy(s, 0);
+            rd_tier_wake(app);
+        } else if (j->tier_session) {
             if (j->phase == RD_PHASE_DONE)
                 rd_tier_op_done(app, j);
         } else if (r && r->kind != RD_REQ_COMPLETION) {
@@ -526,8 +570,11 @@ void rd_api_on_ready(void *vapp)
         } else if (r) {
             rd_api_job_ready(app, j);
         }
+        ended |= j->phase == RD_PHASE_DONE;
         rd_job_unref(j);
     }
+    if (ended)
+        rd_tier_wake(app); /* slots were freed: parked requests retry */
     if (any && app->http)
         rd_http_run(app->http);
 }

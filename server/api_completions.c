@@ -1046,18 +1046,23 @@ void rd_api_completion_done(rd_app *app, rd_conn *conn)
     if (!r)
         return;
     int64_t advanced = 0;
+    int engine_done = 1;
     for (int i = 0; i < r->n_jobs; i++) {
         rd_job *j = r->jobs[i];
         atomic_store(&j->cancelled, 1);
         j->http = NULL;
         rd_queue_lock(app->queue);
         advanced += j->prefilled + j->ch[0].fed;
+        engine_done &= j->phase == RD_PHASE_DONE;
+        if (r->session && j->phase != RD_PHASE_DONE)
+            j->release_session = r->session; /* settled by rd_api_release_session */
         rd_queue_unlock(app->queue);
     }
     rd_queue_poke(app->queue);
-    if (r->session) {
+    if (r->session && engine_done) {
         rd_session_advance(r->session, advanced);
         rd_session_set_busy(r->session, 0);
+        rd_tier_wake(app);
     }
     stream_list_remove(app, r);
     rd_conn_set_data(conn, NULL);

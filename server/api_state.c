@@ -45,6 +45,8 @@ static int submit(rd_app *app, rd_conn *c, rd_req *r, rd_job *j, rd_session *s)
     r->jobs = calloc(1, sizeof *r->jobs);
     if (!r->jobs) {
         rd_job_unref(j);
+        if (r->made_session)
+            rd_session_delete(app, s);
         free(r);
         return rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
     }
@@ -202,7 +204,10 @@ void rd_api_state_resume(rd_app *app, rd_conn *c)
     rd_session_take_fresh(s);
     rd_session_set_tokens(s, r->import_tokens);
     char *json = rd_session_json(s);
-    rd_http_reply(c, r->made_session ? 201 : 200, json, strlen(json), NULL, NULL, NULL);
+    if (json)
+        rd_http_reply(c, r->made_session ? 201 : 200, json, strlen(json), NULL, NULL, NULL);
+    else
+        rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
     free(json);
 }
 

@@ -67,6 +67,8 @@ typedef struct rd_app {
     struct rd_req *streams;   /* live streaming requests (keep-alive comments) */
     size_t host_bytes;        /* state blobs held in the host tier */
     int offloading;           /* offloads in flight (their slots free up soon) */
+    int restoring;            /* restores in flight */
+    int spill_failed;         /* the last write to the disk tier failed */
     struct rd_req *parked;    /* requests waiting for an offload or a restore */
     uv_timer_t ttl_timer, persist_timer;
 } rd_app;
@@ -99,6 +101,8 @@ typedef struct rd_req {
 enum { RD_REQ_COMPLETION = 1, RD_REQ_FORK, RD_REQ_EXPORT, RD_REQ_IMPORT, RD_REQ_PARKED };
 
 int rd_api_handle(void *app, rd_conn *c);
+int rd_api_handle_again(rd_app *app, rd_conn *c); /* a parked request's new turn */
+int rd_api_may_upload(void *app, rd_conn *c);     /* may this PUT send a state-sized body? */
 void rd_api_resume(void *app, rd_conn *c);
 void rd_api_done(void *app, rd_conn *c);
 /* The queue's ready callback: drains the ready list. */
@@ -149,6 +153,7 @@ enum { RD_TIER_GO = 1, RD_TIER_PARKED = 0, RD_TIER_ANSWERED = 2 };
 int rd_tier_ready(rd_app *app, rd_conn *c, rd_session *s, int need);
 int rd_tier_moving(const rd_session *s);
 void rd_tier_op_done(rd_app *app, rd_job *j); /* a tier job's engine part finished */
+void rd_tier_wake(rd_app *app); /* a slot or a session may be free now: parked requests retry */
 void rd_tier_resume(rd_app *app, rd_conn *c); /* a parked request's turn again */
 void rd_tier_done(rd_app *app, rd_conn *c);   /* a parked request's client left */
 void rd_tier_start_ttl(rd_app *app);
@@ -156,8 +161,11 @@ void rd_tier_start_persist(rd_app *app);
 char *rd_sessions_list_json(rd_app *app);     /* GET /v1/sessions (malloc'd) */
 /* Writes a host-tier session's blob to --state-dir (persist.c). */
 int rd_persist_write_blob(rd_app *app, const char *id, const unsigned char *blob, size_t len);
-/* Reads and checks a session's file: its blob (malloc'd) or NULL (logged). */
-unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, int64_t *tokens);
+/* Reads and checks a session's file: its blob (malloc'd), tokens and
+ * position, or NULL (logged) with *corrupt set when the file itself is bad
+ * (not an I/O error). */
+unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, int64_t *tokens,
+                                    int64_t *pos, int *corrupt);
 
 /* persist.c */
 int rd_persist_restore(rd_app *app);   /* at start, before HTTP listens */

@@ -311,7 +311,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *mc, const cha
         c->mc = mc;
         c->refs = 1;
         snprintf(c->method, sizeof c->method, "%s", method);
-        c->body_max = !strcmp(method, "PUT") && h->o.max_upload ? h->o.max_upload : h->o.max_body;
+        c->body_max = h->o.max_body;
         c->path = strdup(url);
         if (!c->path) {
             free(c);
@@ -319,6 +319,12 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *mc, const cha
         }
         h->in_flight++;
         *con_cls = c;
+        /* a state upload may be as large as a state, and only for a client
+         * the app lets in: others cannot make us buffer that much */
+        size_t pl = strlen(c->path);
+        if (!strcmp(method, "PUT") && pl > 6 && !strcmp(c->path + pl - 6, "/state") &&
+            h->o.max_upload && h->o.may_upload && h->o.may_upload(h->app, c))
+            c->body_max = h->o.max_upload;
         return MHD_YES;
     }
     if (c->state == RC_READING && *upload_size > 0) {

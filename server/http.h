@@ -30,7 +30,8 @@ typedef struct rd_http_opts {
     const char *host;
     int port;
     size_t max_body;
-    size_t max_upload;  /* body limit of PUT requests (state uploads); 0 = max_body */
+    size_t max_upload;  /* body limit of PUT .../state uploads that may_upload allows */
+    int (*may_upload)(void *app, rd_conn *c); /* checked before the body is read */
     unsigned max_connections;
     unsigned timeout_s;
 } rd_http_opts;

@@ -80,6 +80,9 @@ typedef struct rd_job {
     void *tier_session;        /* an offload, restore or snapshot (tiers.c) for this
                                 * session, no connection (http is NULL) */
     int snapshot;              /* EXPORT for --persist-interval: the session keeps its slot */
+    void *release_session;     /* the client left a session request before the engine was
+                                * done: the session stays busy (its slot owned) until the
+                                * job is DONE, then advances and is released (loop) */
     /* progress */
     rd_phase phase;
     int prefilled;

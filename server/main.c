@@ -161,7 +161,10 @@ static void finish_shutdown(rd_app *app)
 {
     rd_sched_stop(app->sched);
     app->sched = NULL;
+    rd_api_on_ready(app);     /* every engine result delivered: no session in transit */
     rd_persist_save_all(app); /* the engine thread is gone: its states are still */
+    rd_tier_wake(app);        /* parked requests are answered (503) before HTTP stops */
+    rd_http_run(app->http);
     rd_api_on_ready(app); /* deliver the final errors */
     rd_http_stop(app->http);
     uv_walk(app->loop, close_walk, NULL);
@@ -234,6 +237,7 @@ int main(int argc, char **argv)
         goto out;
     rd_http_opts ho = {.host = app.opt.host, .port = app.opt.port, .max_body = app.opt.max_body,
                        .max_upload = RN_BLOB_HEADER + rn_engine_state_bytes(app.engine),
+                       .may_upload = rd_api_may_upload,
                        .max_connections = app.opt.max_connections, .timeout_s = app.opt.timeout_s};
     if (rd_http_start(&app.http, app.loop, &ho, rd_api_handle, rd_api_resume, rd_api_done, &app,
                       err, sizeof err) != 0) {
@@ -261,6 +265,7 @@ int main(int argc, char **argv)
 out:
     if (app.sched)
         rd_sched_stop(app.sched);
+    app.sched = NULL; /* sessions freed below must not touch the freed slot pool */
     if (app.queue) {
         uv_run(app.loop, UV_RUN_NOWAIT);
         rd_queue_free(app.queue);

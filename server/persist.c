@@ -24,6 +24,7 @@
 #include "state_blob.h"
 
 #define SUFFIX ".state"
+#define WRONG_SIZE "wrong size for this model's state (truncated or foreign)"
 
 static int state_path(const rd_app *app, const char *id, char *out, size_t cap)
 {
@@ -45,7 +46,7 @@ static unsigned char *read_exact(const char *path, size_t want, const char **why
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode))
         *why = "not a regular file";
     else if ((size_t)st.st_size != want)
-        *why = "wrong size for this model's state (truncated or foreign)";
+        *why = WRONG_SIZE;
     else if (!(buf = malloc(want)))
         *why = "out of memory";
     else if (fread(buf, 1, want, f) != want)
@@ -90,6 +91,7 @@ static int restore_one(rd_app *app, const char *path, const char *id)
     }
     rd_session_take_fresh(s);
     rd_session_set_tokens(s, info.tokens);
+    s->dirty = 0; /* its file is its state */
     free(blob);
     return 0;
 skip:
@@ -158,7 +160,8 @@ int rd_persist_write_blob(rd_app *app, const char *id, const unsigned char *blob
     return 0;
 }
 
-unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, int64_t *tokens)
+unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, int64_t *tokens,
+                                    int64_t *pos, int *corrupt)
 {
     char path[4096];
     const char *why = "path too long";
@@ -171,9 +174,13 @@ unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, in
         if (rn_blob_parse(blob, want, app->model, &info, &err) == RN_OK) {
             *len = want;
             *tokens = info.tokens;
+            *pos = info.pos;
             return blob;
         }
         why = err.msg;
+        *corrupt = 1;
+    } else if (why && !strcmp(why, WRONG_SIZE)) {
+        *corrupt = 1;
     }
     fprintf(stderr,
             "level=error msg=\"a session's stored state is unreadable\" id=%s "
@@ -188,6 +195,15 @@ static int save_one(rd_app *app, rd_session *s)
 {
     if (s->tier == RD_TIER_DISK)
         return 0; /* its file is its state already */
+    if (s->moving || (s->tier == RD_TIER_HOST && !s->blob && !s->fresh)) {
+        /* cannot happen once every engine result was delivered; never write
+         * a slot that is not this session's */
+        fprintf(stderr,
+                "level=error msg=\"session not persisted: its state is in transit\" "
+                "id=%s\n",
+                s->id);
+        return -1;
+    }
     if (s->tier == RD_TIER_HOST && s->blob)
         return rd_persist_write_blob(app, s->id, s->blob, s->blob_len);
     size_t sb = rn_engine_state_bytes(app->engine);

@@ -100,6 +100,15 @@ rd_job *rd_queue_take(rd_queue *q, int wait_ms)
     return list;
 }
 
+rd_job *rd_queue_take_rest(rd_queue *q)
+{
+    uv_mutex_lock(&q->mu);
+    rd_job *list = q->sub_head;
+    q->sub_head = q->sub_tail = NULL;
+    uv_mutex_unlock(&q->mu);
+    return list;
+}
+
 void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j)
 {
     if (j->on_ready)

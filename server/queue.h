@@ -33,6 +33,8 @@ void rd_queue_submit(rd_queue *q, rd_job *j);
  * waits up to wait_ms when there is none (wait_ms < 0: until one arrives or
  * stop).  Returns the list (possibly NULL). */
 rd_job *rd_queue_take(rd_queue *q, int wait_ms);
+/* Engine thread, after stop: the jobs submitted but never taken (once). */
+rd_job *rd_queue_take_rest(rd_queue *q);
 /* Engine thread, queue mutex held: puts j on the ready list (once) with a
  * reference, and arranges a wake-up (sent by rd_queue_wake). */
 void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j);

@@ -551,6 +551,18 @@ static void fail_everything(rd_sched *s)
         rd_job_unref(j);
     }
     s->wait_head = s->wait_tail = NULL;
+    /* submitted after the last iteration: state operations still run (the
+     * loop counts on their results to settle its sessions), the rest fail */
+    for (rd_job *j = rd_queue_take_rest(s->q), *n; j; j = n) {
+        n = j->next_submit;
+        j->next_submit = NULL;
+        if (j->op != RD_OP_RUN) {
+            run_state_op(s, j);
+        } else {
+            finish_job(s, j, 503, "server shutting down");
+            rd_job_unref(j);
+        }
+    }
     rd_queue_wake(s->q);
 }
 

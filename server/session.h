@@ -19,6 +19,8 @@ struct rd_session {
     int fresh;  /* never used: no state of its own yet (a hot slot holds someone
                             * else's until first use) */
     int dirty;             /* changed since --state-dir last got it */
+    int pinned;            /* an offload failed: it keeps its slot from now on */
+    int restore_failed;    /* the last restore failed: the next request is told so */
     rd_tier tier;
     unsigned char *blob; /* RD_TIER_HOST: the state blob (header + payload); owned */
     size_t blob_len;

@@ -33,6 +33,20 @@ static int free_slots(rd_app *app)
     return st.slots_total - st.slots_used;
 }
 
+/* Will a slot free up without us: a running request ends, a session in use
+ * becomes idle (then it can be moved out)? */
+static int slots_will_free(rd_app *app)
+{
+    rd_sched_stats st;
+    rd_sched_get_stats(app->sched, &st);
+    if (st.running > 0 || st.waiting > 0)
+        return 1;
+    for (rd_session *s = app->sessions; s; s = s->next)
+        if (s->slot >= 0 && s->busy && !s->pinned)
+            return 1;
+    return 0;
+}
+
 int rd_tier_moving(const rd_session *s)
 {
     return s->moving;
@@ -67,8 +81,8 @@ static void unlink_parked(rd_app *app, rd_req *r)
         r->next_stream->prev_stream = r->prev_stream;
 }
 
-/* Something moved: every parked request gets another look. */
-static void wake_parked(rd_app *app)
+/* Something moved or ended: every parked request gets another look. */
+void rd_tier_wake(rd_app *app)
 {
     for (rd_req *r = app->parked; r; r = r->next_stream)
         rd_http_resume_later(r->conn);
@@ -80,7 +94,7 @@ void rd_tier_resume(rd_app *app, rd_conn *c)
     unlink_parked(app, r);
     free(r);
     rd_conn_set_data(c, NULL);
-    rd_api_handle(app, c); /* from the top: it answers, waits, or parks again */
+    rd_api_handle_again(app, c); /* from the top: it answers, waits, or parks again */
 }
 
 void rd_tier_done(rd_app *app, rd_conn *c)
@@ -97,7 +111,7 @@ static rd_session *lru(rd_app *app, rd_tier tier, const rd_session *exclude)
 {
     rd_session *best = NULL;
     for (rd_session *s = app->sessions; s; s = s->next)
-        if (s != exclude && s->tier == tier && !s->busy && !s->moving &&
+        if (s != exclude && s->tier == tier && !s->busy && !s->moving && !s->pinned &&
             (tier != RD_TIER_HOST || s->blob) && (!best || s->last_used < best->last_used))
             best = s;
     return best;
@@ -110,8 +124,13 @@ static void spill_to_disk(rd_app *app)
 {
     while (app->host_bytes > app->opt.host_state_memory && app->opt.state_dir) {
         rd_session *s = lru(app, RD_TIER_HOST, NULL);
-        if (!s || rd_persist_write_blob(app, s->id, s->blob, s->blob_len) != 0)
+        if (!s)
             break;
+        if (rd_persist_write_blob(app, s->id, s->blob, s->blob_len) != 0) {
+            app->spill_failed = 1; /* logged; retried at the next offload */
+            break;
+        }
+        app->spill_failed = 0;
         app->host_bytes -= s->blob_len;
         free(s->blob);
         s->blob = NULL;
@@ -125,7 +144,10 @@ static void spill_to_disk(rd_app *app)
 /* May one more blob go to the host tier (directly or by spilling)? */
 static int host_has_room(rd_app *app, size_t blob)
 {
-    return app->host_bytes + blob <= app->opt.host_state_memory || app->opt.state_dir;
+    if (app->host_bytes + blob <= app->opt.host_state_memory)
+        return 1;
+    /* beyond the budget only while the disk takes what spills over */
+    return app->opt.state_dir && !app->spill_failed;
 }
 
 /* ---------------------------------------------------------- engine ops */
@@ -190,14 +212,22 @@ static int restore(rd_app *app, rd_conn *c, rd_session *s)
 {
     unsigned char *blob = s->blob;
     size_t len = s->blob_len;
-    int64_t tokens = s->tokens;
-    if (s->tier == RD_TIER_DISK && !(blob = rd_persist_read_blob(app, s->id, &len, &tokens))) {
-        rd_persist_forget(app, s->id); /* logged; the session cannot come back */
+    int64_t tokens = s->tokens, pos = 0;
+    int corrupt = 0;
+    if (s->tier == RD_TIER_DISK &&
+        !(blob = rd_persist_read_blob(app, s->id, &len, &tokens, &pos, &corrupt))) {
+        if (!corrupt) /* an I/O error: the file may be fine next time */
+            return rd_json_error(c, 500, "server_error", NULL, NULL,
+                                 "the session's stored state cannot be read now; retry later"),
+                   RD_TIER_ANSWERED;
+        /* logged with the reason; the file stays for inspection */
         rd_session_delete(app, s);
         return rd_json_error(c, 500, "server_error", NULL, NULL,
-                             "the session's stored state is unreadable; it was removed"),
+                             "the session's stored state is corrupt; the session was removed"),
                RD_TIER_ANSWERED;
     }
+    if (s->tier == RD_TIER_HOST && blob)
+        pos = rn_blob_position(blob);
     int slot = rd_sched_reserve_slot(app->sched);
     if (slot < 0) { /* taken meanwhile by the engine's admission: try again later */
         if (s->tier == RD_TIER_DISK)
@@ -223,12 +253,11 @@ static int restore(rd_app *app, rd_conn *c, rd_session *s)
         s->blob_len = 0;
     }
     j->state = blob;
-    j->state_pos =
-        (int64_t)((uint64_t)blob[56] | (uint64_t)blob[57] << 8 | (uint64_t)blob[58] << 16 |
-                  (uint64_t)blob[59] << 24 | (uint64_t)blob[60] << 32 | (uint64_t)blob[61] << 40 |
-                  (uint64_t)blob[62] << 48 | (uint64_t)blob[63] << 56);
+    j->state_pos = pos;
     s->tokens = tokens;
     s->moving = 1;
+    s->last_used = (int64_t)time(NULL); /* not the next LRU victim before its request runs */
+    app->restoring++;
     rd_queue_submit(app->queue, j);
     return park(app, c);
 }
@@ -254,6 +283,7 @@ void rd_tier_op_done(rd_app *app, rd_job *j)
     } else if (j->op == RD_OP_EXPORT) {
         app->offloading--;
         if (j->error_status) {
+            s->pinned = 1; /* not tried again: it keeps its slot */
             fprintf(stderr, "level=error msg=\"offload failed\" id=%s\n", s->id);
         } else {
             rn_blob_info info;
@@ -270,6 +300,8 @@ void rd_tier_op_done(rd_app *app, rd_job *j)
             spill_to_disk(app);
         }
     } else if (j->error_status) { /* restore failed: back to where the blob came from */
+        app->restoring--;
+        s->restore_failed = 1;
         fprintf(stderr, "level=error msg=\"restore failed\" id=%s\n", s->id);
         if (app->sched)
             rd_sched_release_slot(app->sched, s->slot);
@@ -281,25 +313,33 @@ void rd_tier_op_done(rd_app *app, rd_job *j)
             j->state = NULL;
         }
     } else {
+        app->restoring--;
         s->tier = RD_TIER_HOT;
         s->fresh = 0;
+        s->last_used = (int64_t)time(NULL);
     }
-    wake_parked(app);
+    rd_tier_wake(app);
 }
 
 int rd_tier_ready(rd_app *app, rd_conn *c, rd_session *s, int need)
 {
     if (s && s->moving)
         return park(app, c);
+    if (s && s->restore_failed) {
+        s->restore_failed = 0;
+        return rd_json_error(c, 500, "server_error", NULL, NULL,
+                             "the session's state could not be brought back; retry later"),
+               RD_TIER_ANSWERED;
+    }
     if (s && s->slot < 0) {
-        if (free_slots(app) == 0)
+        if (free_slots(app) == 0 && app->offloading == 0)
             make_room(app, 1, s); /* a never-used session gives its slot back at once */
         if (free_slots(app) > 0) {
             int rc = restore(app, c, s);
             if (rc != -1)
                 return rc;
         }
-        if (app->offloading > 0)
+        if (app->offloading > 0 || app->restoring > 0 || slots_will_free(app))
             return park(app, c);
         return rd_json_error(c, 429, "rate_limit_error", NULL, "server_is_overloaded",
                              "no state slot is free to bring the session back (all are in "

@@ -1251,6 +1251,11 @@ class TestDisconnect(ServerTestCase):
             time.sleep(0.2)
             left.close()
             time.sleep(0.2)
+            # its job still waits in the engine, which owns the slot until it
+            # drops the job: the session stays busy (no export, fork or move)
+            self.assertTrue(self._get_session(sid)["busy"])
+            status, _, js = http_json(self.port, "GET", "/v1/sessions/%s/state" % sid)
+            assert_error(self, status, js, 409)
         finally:
             for h in holds:
                 h.close()
