@@ -12,39 +12,13 @@
 
 #include "http.h"
 #include "model.h"
+#include "options.h"
 #include "queue.h"
 #include "retnet.h"
 #include "scheduler.h"
 #include "tokenizer.h"
 
-typedef struct rd_options {
-    const char *model_dir;
-    const char *model_name;   /* the id clients use; default: the directory's name */
-    const char *host;
-    int port;
-    const char *device;
-    int threads;
-    int slots;                /* 0: from state_memory */
-    size_t state_memory;      /* bytes of states */
-    size_t gpu_state_memory; /* 0: use state_memory */
-    int chunk;
-    int prefill_budget;
-    int max_waiting;
-    size_t max_body;
-    int max_prompt_tokens;
-    int max_tokens_limit;
-    int max_n;
-    unsigned max_connections;
-    unsigned timeout_s;
-    const char *api_key;
-    const char *chat_template; /* "plain" or "chatml" */
-    int max_sessions;
-    const char *state_dir;     /* sessions persist here across restarts; NULL: not at all */
-    size_t host_state_memory;  /* bytes of idle sessions' states kept in host memory */
-    unsigned session_ttl_s;    /* idle sessions older than this are deleted; 0: never */
-    size_t prefix_cache_memory; /* bytes of the prefix-state cache; 0: off */
-    unsigned persist_interval_s; /* write changed sessions to state_dir this often; 0: at stop */
-} rd_options;
+
 
 typedef struct rd_session rd_session;
 

@@ -14,101 +14,6 @@
 #include "state_blob.h"
 #include "util.h"
 
-#define DRAIN_DEADLINE_MS 30000
-
-static const char usage[] =
-    "usage: retnetd [options]\n"
-    "  --model DIR              model directory (default: models)\n"
-    "  --model-name NAME        id clients use (default: the directory name)\n"
-    "  --host ADDR              listen address (default 127.0.0.1; 0.0.0.0 or :: for all)\n"
-    "  --port N                 listen port (default 8080; 0 = any free port)\n"
-    "  --device auto|cpu|cuda   backend (default auto)\n"
-    "  --threads N              CPU threads (default: all cores)\n"
-    "  --slots N                recurrent-state slots (default: --state-memory / state size)\n"
-    "  --state-memory MIB       memory for states (default 1024)\n"
-    "  --gpu-state-memory MIB   device memory for states with --device cuda (default:\n"
-    "                           --state-memory); slots = this / state size, exactly\n"
-    "  --chunk N                prefill chunk tokens (default 64)\n"
-    "  --prefill-budget N       prefill tokens per scheduler step (default 256)\n"
-    "  --max-waiting N          requests waiting for a slot before 429 (default 64)\n"
-    "  --max-body BYTES         request body limit (default 1048576)\n"
-    "  --max-prompt-tokens N    (default 8192)    --max-tokens N  per request cap (default 4096)\n"
-    "  --max-n N                choices per request (default 8)\n"
-    "  --max-connections N      (default 1024)    --timeout S  idle connection timeout (default 600)\n"
-    "  --max-sessions N         (default 256)\n"
-    "  --state-dir DIR          keep sessions across restarts in DIR (written at stop,\n"
-    "                           restored at start; docs/state-format.md); also the disk tier\n"
-    "  --persist-interval S     also write changed sessions to --state-dir every S seconds\n"
-    "  --host-state-memory MIB  host memory for idle sessions moved out of their slots\n"
-    "                           (default 1024; beyond it they go to --state-dir)\n"
-    "  --session-ttl S          delete sessions idle for S seconds (default 0: never)\n"
-    "  --prefix-cache-memory MIB  states of recent prompts' starts kept for reuse\n"
-    "                           (default 256; 0 turns the prefix cache off)\n"
-    "  --api-key KEY            require Authorization: Bearer KEY (or RETNETD_API_KEY)\n"
-    "  --chat-template plain|chatml  (default plain)\n";
-
-static int parse_args(rd_options *o, int argc, char **argv)
-{
-    *o = (rd_options){.model_dir = "models", .host = "127.0.0.1", .port = 8080, .device = "auto",
-                      .state_memory = (size_t)1024 << 20, .chunk = 64, .prefill_budget = 256,
-                      .max_waiting = 64, .max_body = 1 << 20, .max_prompt_tokens = 8192,
-                      .max_tokens_limit = 4096, .max_n = 8, .max_connections = 1024,
-                      .timeout_s = 600, .chat_template = "plain", .max_sessions = 256,
-                      .host_state_memory = (size_t)1024 << 20,
-                      .prefix_cache_memory = (size_t)256 << 20};
-    o->api_key = getenv("RETNETD_API_KEY");
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage, stdout);
-            exit(0);
-        }
-        if (!v || a[0] != '-' || a[1] != '-') {
-            fprintf(stderr, "retnetd: bad argument '%s'\n%s", a, usage);
-            return -1;
-        }
-        i++;
-        long n = strtol(v, NULL, 10);
-        if (!strcmp(a, "--model")) o->model_dir = v;
-        else if (!strcmp(a, "--model-name")) o->model_name = v;
-        else if (!strcmp(a, "--host")) o->host = v;
-        else if (!strcmp(a, "--port")) o->port = (int)n;
-        else if (!strcmp(a, "--device")) o->device = v;
-        else if (!strcmp(a, "--threads")) o->threads = (int)n;
-        else if (!strcmp(a, "--slots")) o->slots = (int)n;
-        else if (!strcmp(a, "--state-memory")) o->state_memory = (size_t)n << 20;
-        else if (!strcmp(a, "--gpu-state-memory")) o->gpu_state_memory = (size_t)n << 20;
-        else if (!strcmp(a, "--chunk")) o->chunk = (int)n;
-        else if (!strcmp(a, "--prefill-budget")) o->prefill_budget = (int)n;
-        else if (!strcmp(a, "--max-waiting")) o->max_waiting = (int)n;
-        else if (!strcmp(a, "--max-body")) o->max_body = (size_t)n;
-        else if (!strcmp(a, "--max-prompt-tokens")) o->max_prompt_tokens = (int)n;
-        else if (!strcmp(a, "--max-tokens")) o->max_tokens_limit = (int)n;
-        else if (!strcmp(a, "--max-n")) o->max_n = (int)n;
-        else if (!strcmp(a, "--max-connections")) o->max_connections = (unsigned)n;
-        else if (!strcmp(a, "--timeout")) o->timeout_s = (unsigned)n;
-        else if (!strcmp(a, "--max-sessions")) o->max_sessions = (int)n;
-        else if (!strcmp(a, "--api-key")) o->api_key = v;
-        else if (!strcmp(a, "--chat-template")) o->chat_template = v;
-        else if (!strcmp(a, "--state-dir")) o->state_dir = v;
-        else if (!strcmp(a, "--host-state-memory")) o->host_state_memory = (size_t)n << 20;
-        else if (!strcmp(a, "--session-ttl")) o->session_ttl_s = (unsigned)n;
-        else if (!strcmp(a, "--persist-interval")) o->persist_interval_s = (unsigned)n;
-        else if (!strcmp(a, "--prefix-cache-memory")) o->prefix_cache_memory = (size_t)n << 20;
-        else {
-            fprintf(stderr, "retnetd: unknown option '%s'\n%s", a, usage);
-            return -1;
-        }
-    }
-    if (o->port < 0 || o->port > 65535 || o->chunk < 1 || o->prefill_budget < 1 ||
-        o->max_waiting < 1 || o->max_n < 1 || o->max_n > 256 || o->max_tokens_limit < 1 || o->max_prompt_tokens < 1 ||
-        (strcmp(o->chat_template, "plain") && strcmp(o->chat_template, "chatml")) ||
-        (strcmp(o->device, "auto") && strcmp(o->device, "cpu") && strcmp(o->device, "cuda"))) {
-        fprintf(stderr, "retnetd: an option is out of range\n%s", usage);
-        return -1;
-    }
-    return 0;
-}
 
 static int load_everything(rd_app *app)
 {
@@ -173,7 +78,7 @@ static void finish_shutdown(rd_app *app)
 static void drain_tick(uv_timer_t *t)
 {
     rd_app *app = t->data;
-    int late = uv_now(app->loop) - drain_started > DRAIN_DEADLINE_MS;
+    int late = uv_now(app->loop) - drain_started > (uint64_t)app->opt.drain_timeout_s * 1000;
     if (rd_http_in_flight(app->http) == 0 || late) {
         if (late)
             fprintf(stderr, "level=warn msg=\"drain deadline reached; cutting %u requests\"\n",
@@ -208,9 +113,19 @@ int main(int argc, char **argv)
     static rd_app app;
     char err[256];
     int status = 1;
-    if (parse_args(&app.opt, argc, argv) != 0)
-        return 2;
-    if (!app.opt.model_name) {
+    int lo = rd_options_load(&app.opt, argc, argv);
+    if (lo != 0) {
+        rd_options_free(&app.opt);
+        return lo > 0 ? 0 : 2;
+    }
+    if (app.opt.check_config) {
+        rd_options_print(&app.opt, stdout);
+        rd_options_free(&app.opt);
+        return 0;
+    }
+    if (!app.opt.state_dir[0])
+        app.opt.state_dir = NULL;
+    if (!app.opt.model_name[0]) {
         static char name[256];
         snprintf(name, sizeof name, "%s", app.opt.model_dir);
         size_t l = strlen(name);
@@ -275,5 +190,6 @@ out:
     rn_tokenizer_free(app.tok);
     rn_engine_free(app.engine);
     rn_model_free(app.model);
+    rd_options_free(&app.opt);
     return status;
 }
