@@ -32,7 +32,8 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 # Lazy (=) so pkg-config runs after `make deps` installed what it queries.
 PKG_CFLAGS = $(shell pkg-config --cflags openblas libcjson libpcre2-8)
 PKG_LIBS = $(shell pkg-config --libs openblas libcjson libpcre2-8)
-SERVER_CFLAGS = $(shell pkg-config --cflags libmicrohttpd libuv inih) \
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+SERVER_CFLAGS = -DRD_VERSION='"$(VERSION)"' $(shell pkg-config --cflags libmicrohttpd libuv inih) \
                 $(shell pkg-config --exists libsystemd && echo -DRD_HAVE_SYSTEMD)
 SERVER_LIBS = $(shell pkg-config --libs libmicrohttpd libuv inih) \
               $(shell pkg-config --exists libsystemd && pkg-config --libs libsystemd)
@@ -156,6 +157,7 @@ check-integration: $(RETNETD) $(RETNET)
 	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_tiers.py
 	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_replicas.py
 	$(Q)RETNETD=$(RETNETD) python3 tests/integration/test_config.py
+	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_metrics.py
 
 # The server through the official OpenAI Python SDK, pinned in $(SDK_REQ) and
 # installed from PyPI into $(SDK_VENV) (again only when the pin changes).

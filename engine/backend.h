@@ -40,6 +40,8 @@ typedef struct rn_backend_ops {
     /* One recurrent step for n slots (distinct), token i into slots[i];
      * logits (n x vocab) when non-NULL. */
     int (*decode)(void *ctx, const int *slots, const int32_t *tokens, int n, float *logits);
+    /* Device memory in use and in total (NULL: the backend has no device). */
+    int (*device_memory)(void *ctx, size_t *used, size_t *total);
 } rn_backend_ops;
 
 extern const rn_backend_ops rn_cpu_backend;

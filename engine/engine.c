@@ -165,6 +165,13 @@ int rn_prefill(rn_engine *e, int slot, const int32_t *tokens, int n, const rn_pr
     return e->ops->prefill(e->ctx, slot, tokens, n, &o, logits);
 }
 
+int rn_engine_device_memory(rn_engine *e, size_t *used, size_t *total)
+{
+    if (!e->ops->device_memory)
+        return RN_ENODEV;
+    return e->ops->device_memory(e->ctx, used, total);
+}
+
 int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, float *logits)
 {
     int rc = RN_OK;

@@ -72,5 +72,7 @@ int rn_prefill(rn_engine *e, int slot, const int32_t *tokens, int n, const rn_pr
 /* One token for each of n distinct slots in one batched step; logits n*vocab
  * or NULL. */
 int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, float *logits);
+/* Bytes of device memory in use and in total; RN_ENODEV for the CPU backend. */
+int rn_engine_device_memory(rn_engine *e, size_t *used, size_t *total);
 
 #endif

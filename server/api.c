@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "app.h"
+#include "metrics.h"
 #include "utf8.h"
 
 
@@ -419,6 +420,12 @@ int rd_api_handle_again(rd_app *app, rd_conn *c)
     return rc;
 }
 
+void rd_api_request_end(void *vapp, rd_conn *c, unsigned status, double seconds)
+{
+    (void)vapp;
+    rd_metrics_request(rd_metrics_endpoint(rd_conn_method(c), rd_conn_path(c)), status, seconds);
+}
+
 int rd_api_may_upload(void *vapp, rd_conn *c)
 {
     return authorized(vapp, c);
@@ -429,6 +436,17 @@ int rd_api_handle(void *vapp, rd_conn *c)
     rd_app *app = vapp;
     const char *m = rd_conn_method(c), *p = rd_conn_path(c);
     int get = !strcmp(m, "GET") || !strcmp(m, "HEAD"), post = !strcmp(m, "POST"), rc;
+    if (!strcmp(p, "/metrics")) { /* public, like /health: for the scraper */
+        if (!get)
+            return method_not_allowed(c, "GET, HEAD", "method %s not allowed on %s; use GET", m, p);
+        size_t len = 0;
+        char *text = rd_metrics_render(app, &len);
+        int mrc = text ? rd_http_reply(c, 200, text, len, "text/plain; version=0.0.4; charset=utf-8",
+                                       NULL, NULL)
+                       : rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
+        free(text);
+        return mrc;
+    }
     if (!strcmp(p, "/health") || !strcmp(p, "/ready")) {
         if (!get)
             return method_not_allowed(c, "GET, HEAD", "method %s not allowed on %s; use GET", m, p);

@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "app.h"
+#include "metrics.h"
 #include "utf8.h"
 
 #define MAX_STOPS 4
@@ -1008,11 +1009,36 @@ static void scan_stops(rd_req *r, rd_job *j)
 }
 
 /* The loop's view of a job that has news. */
+/* Time to first token and inter-token gaps, as tokens reach the loop. */
+static void note_tokens(rd_req *r)
+{
+    long n = 0;
+    rd_queue_lock(r->app->queue);
+    for (int i = 0; i < r->n_jobs; i++)
+        for (int k = 0; k < r->jobs[i]->n; k++)
+            n += r->jobs[i]->ch[k].n_tok;
+    rd_queue_unlock(r->app->queue);
+    if (n <= r->tok_seen)
+        return;
+    double now = rd_conn_age(r->conn);
+    rd_conn_stats *st = rd_conn_stats_of(r->conn);
+    int first = r->tok_seen == 0;
+    if (first) {
+        st->ttft_s = now;
+        rd_metrics_ttft(now);
+    }
+    rd_metrics_tokens_out((int)(n - r->tok_seen), now - r->tok_last, first);
+    st->tokens_out = (int)n;
+    r->tok_seen = n;
+    r->tok_last = now;
+}
+
 void rd_api_job_ready(rd_app *app, rd_job *j)
 {
     rd_req *r = j->http;
     if (!r)
         return;
+    note_tokens(r);
     if (r->stream) {
         sync_req(r);
         stream_progress(r);
@@ -1045,8 +1071,12 @@ void rd_api_completion_done(rd_app *app, rd_conn *conn)
     rd_req *r = rd_conn_get_data(conn);
     if (!r)
         return;
-    int64_t advanced = 0;
+    int64_t advanced = 0, prompt = 0;
     int engine_done = 1;
+    for (int i = 0; i < r->n_jobs; i++)
+        prompt += r->jobs[i]->n_prompt;
+    rd_conn_stats_of(conn)->tokens_in = (int)prompt;
+    rd_metrics_tokens_in((int)prompt);
     for (int i = 0; i < r->n_jobs; i++) {
         rd_job *j = r->jobs[i];
         atomic_store(&j->cancelled, 1);

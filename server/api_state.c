@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "log.h"
 #include "state_blob.h"
 
 static int session_busy_error(rd_conn *c)
@@ -130,7 +131,7 @@ static int upload_ok(rd_app *app, rd_conn *c, rn_blob_info *info, int *rc)
     int prc = rn_blob_parse((const uint8_t *)body, len, app->model, info, &err);
     if (prc == RN_OK)
         return 1;
-    fprintf(stderr, "level=warn msg=\"state import refused\" path=%s reason=\"%s\"\n",
+    rd_log(RD_LOG_WARN, "msg=\"state import refused\" path=%s reason=\"%s\"",
             rd_conn_path(c), err.msg);
     *rc = prc == RN_ECONFLICT ? rd_json_error(c, 409, "invalid_request_error", NULL,
                                               "state_model_mismatch", "%s", err.msg)

@@ -33,7 +33,7 @@ typedef struct rd_app {
     rd_sched *sched;
     rd_http *http;
     uv_timer_t keepalive;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     int draining;
     int64_t started;
     rd_session *sessions;     /* linked list */
@@ -63,6 +63,8 @@ typedef struct rd_req {
     rd_session *session;
     rd_session *fork_src;     /* RD_REQ_FORK: the session copied from (busy until done) */
     int chunks_sent, done_sent;
+    long tok_seen;              /* generated tokens seen so far (metrics, log line) */
+    double tok_last;            /* when the last of them arrived (seconds of request age) */
     int err_status;             /* first job failure seen by sync_req (not 499) */
     int answered;               /* state requests: the reply went out */
     int made_session;           /* RD_REQ_IMPORT: the session was made for this upload */
@@ -77,6 +79,7 @@ enum { RD_REQ_COMPLETION = 1, RD_REQ_FORK, RD_REQ_EXPORT, RD_REQ_IMPORT, RD_REQ_
 int rd_api_handle(void *app, rd_conn *c);
 int rd_api_handle_again(rd_app *app, rd_conn *c); /* a parked request's new turn */
 int rd_api_may_upload(void *app, rd_conn *c);     /* may this PUT send a state-sized body? */
+void rd_api_request_end(void *app, rd_conn *c, unsigned status, double seconds); /* metrics */
 void rd_api_resume(void *app, rd_conn *c);
 void rd_api_done(void *app, rd_conn *c);
 /* The queue's ready callback: drains the ready list. */

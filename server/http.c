@@ -14,15 +14,19 @@
  *    response and the disconnect poll each hold one.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http.h"
+#include "log.h"
 
 enum { RC_READING, RC_HANDLING, RC_PARKED, RC_STREAMING, RC_REPLIED };
 
@@ -60,6 +64,11 @@ struct rd_conn {
     uv_poll_t *dpoll;
     int dpoll_active;
     const char *allow; /* static string for a 405's Allow header */
+    /* the request log line */
+    char request_id[72];
+    unsigned status;
+    double started;            /* seconds, monotonic */
+    rd_conn_stats stats;       /* filled by the app */
 };
 
 static void rearm(rd_http *h);
@@ -191,6 +200,48 @@ void rd_conn_set_allow(rd_conn *c, const char *methods)
     c->allow = methods;
 }
 
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+double rd_conn_age(const rd_conn *c)
+{
+    return now_s() - c->started;
+}
+
+/* X-Request-Id: the client's, when it is a sane token, else 16 random hex
+ * digits; echoed on the response and in the request's log line. */
+static void set_request_id(rd_conn *c)
+{
+    const char *v = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = v ? strlen(v) : 0;
+    int ok = n > 0 && n < sizeof c->request_id;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)v[i]) || strchr("-_.:/+=", v[i]);
+    if (ok) {
+        memcpy(c->request_id, v, n + 1);
+        return;
+    }
+    unsigned char rnd[8];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        memset(rnd, 0, sizeof rnd);
+    for (int i = 0; i < 8; i++)
+        snprintf(c->request_id + 2 * i, 3, "%02x", rnd[i]);
+}
+
+const char *rd_conn_request_id(const rd_conn *c)
+{
+    return c->request_id;
+}
+
+rd_conn_stats *rd_conn_stats_of(rd_conn *c)
+{
+    return &c->stats;
+}
+
 /* ------------------------------------------------------------- replies */
 
 int rd_http_reply(rd_conn *c, unsigned status, const char *body, size_t len,
@@ -202,6 +253,8 @@ int rd_http_reply(rd_conn *c, unsigned status, const char *body, size_t len,
         return -1;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                             content_type ? content_type : "application/json");
+    MHD_add_response_header(r, "X-Request-Id", c->request_id);
+    c->status = status;
     if (extra_header)
         MHD_add_response_header(r, extra_header, extra_value);
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED && c->allow)
@@ -248,6 +301,8 @@ int rd_http_stream(rd_conn *c)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    MHD_add_response_header(r, "X-Request-Id", c->request_id);
+    c->status = MHD_HTTP_OK;
     enum MHD_Result ok = MHD_queue_response(c->mc, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     c->state = RC_STREAMING;
@@ -319,6 +374,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *mc, const cha
         }
         h->in_flight++;
         *con_cls = c;
+        c->started = now_s();
+        set_request_id(c);
         /* a state upload may be as large as a state, and only for a client
          * the app lets in: others cannot make us buffer that much */
         size_t pl = strlen(c->path);
@@ -363,6 +420,43 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *mc, const cha
     return MHD_YES;
 }
 
+/* The client's address as text ("-" when unknown). */
+static const char *client_addr(rd_conn *c, char *buf, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(buf, cap, "-");
+    if (!ci || !ci->client_addr)
+        return buf;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf,
+                  (socklen_t)cap);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
+                  (socklen_t)cap);
+    return buf;
+}
+
+/* One line per request, when it ends (answered, streamed out, or abandoned:
+ * status 499 when the client left first). */
+static void log_request(rd_http *h, rd_conn *c, int completed)
+{
+    if (!h->o.log_requests || !rd_log_enabled(RD_LOG_INFO))
+        return;
+    char path[200], client[64];
+    unsigned status = completed && c->status ? c->status : 499;
+    double dur = now_s() - c->started;
+    rd_log(RD_LOG_INFO,
+           "msg=request request_id=%s method=%s path=\"%s\" status=%u tokens_in=%d tokens_out=%d "
+           "ttft_ms=%.1f duration_ms=%.1f client=%s",
+           c->request_id, c->method, rd_log_clean(path, sizeof path, c->path), status,
+           c->stats.tokens_in, c->stats.tokens_out, c->stats.ttft_s * 1e3, dur * 1e3,
+           client_addr(c, client, sizeof client));
+    if (h->o.on_request_end)
+        h->o.on_request_end(h->app, c, status, dur);
+}
+
 static void completed_cb(void *cls, struct MHD_Connection *mc, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -374,6 +468,7 @@ static void completed_cb(void *cls, struct MHD_Connection *mc, void **con_cls,
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         c->gone = 1;
     h->done(h->app, c);
+    log_request(h, c, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     h->in_flight--;
     if (c->dpoll) {
         stop_dpoll(c);
@@ -411,10 +506,10 @@ static void rearm(rd_http *h)
 
 static void log_cb(void *cls, const char *fmt, va_list ap)
 {
+    char msg[512], clean[512];
     (void)cls;
-    fprintf(stderr, "level=warn component=http msg=\"");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\"\n");
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    rd_log(RD_LOG_WARN, "component=http msg=\"%s\"", rd_log_clean(clean, sizeof clean, msg));
 }
 
 static struct MHD_Daemon *start_daemon(rd_http *h, struct sockaddr_storage *ss, int v6)

@@ -16,6 +16,13 @@
 typedef struct rd_conn rd_conn;
 typedef struct rd_http rd_http;
 
+/* What the app tells the request log line (and metrics) about a request. */
+typedef struct rd_conn_stats {
+    int tokens_in, tokens_out;
+    double ttft_s;       /* request start to first token sent; 0 if none */
+    const char *endpoint; /* metrics label (static string); NULL: from the path */
+} rd_conn_stats;
+
 /* Called for a complete request (body read); returns 0, or -1 to drop the
  * connection.  The handler must answer (reply/stream) or wait. */
 typedef int (*rd_http_handler)(void *app, rd_conn *c);
@@ -32,6 +39,9 @@ typedef struct rd_http_opts {
     size_t max_body;
     size_t max_upload;  /* body limit of PUT .../state uploads that may_upload allows */
     int (*may_upload)(void *app, rd_conn *c); /* checked before the body is read */
+    int log_requests;                         /* one log line per request */
+    /* called once per request as it ends (status 499: the client left) */
+    void (*on_request_end)(void *app, rd_conn *c, unsigned status, double seconds);
     unsigned max_connections;
     unsigned timeout_s;
 } rd_http_opts;
@@ -56,6 +66,9 @@ void rd_conn_set_data(rd_conn *c, void *data);
 int rd_conn_gone(const rd_conn *c);
 /* Methods the path allows (a static string), sent as Allow with a 405. */
 void rd_conn_set_allow(rd_conn *c, const char *methods);
+const char *rd_conn_request_id(const rd_conn *c);
+rd_conn_stats *rd_conn_stats_of(rd_conn *c);
+double rd_conn_age(const rd_conn *c); /* seconds since the request arrived */
 
 /* Answers with status and a body (copied); content_type NULL = JSON. */
 int rd_http_reply(rd_conn *c, unsigned status, const char *body, size_t len,

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "app.h"
+#include "log.h"
 #include "utf8.h"
 
 void *rd_json_parse_object(const char *s, size_t len, char *why, size_t whylen)
@@ -86,7 +87,7 @@ int rd_json_error(rd_conn *c, unsigned status, const char *type, const char *par
     for (char *q = path; *q; q++)
         if ((unsigned char)*q <= 0x20 || *q == '"' || *q == '\\')
             *q = '?';
-    fprintf(stderr, "level=info msg=\"request refused\" method=%s path=%s status=%u error=\"%s\"\n",
+    rd_log(RD_LOG_INFO, "msg=\"request refused\" method=%s path=%s status=%u error=\"%s\"",
             rd_conn_method(c), path, status, msg);
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);

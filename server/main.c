@@ -11,6 +11,11 @@
 #include <time.h>
 
 #include "app.h"
+#include "log.h"
+
+#ifndef RD_VERSION
+#define RD_VERSION "unknown"
+#endif
 #include "state_blob.h"
 #include "util.h"
 
@@ -81,11 +86,62 @@ static void drain_tick(uv_timer_t *t)
     int late = uv_now(app->loop) - drain_started > (uint64_t)app->opt.drain_timeout_s * 1000;
     if (rd_http_in_flight(app->http) == 0 || late) {
         if (late)
-            fprintf(stderr, "level=warn msg=\"drain deadline reached; cutting %u requests\"\n",
+            rd_log(RD_LOG_WARN, "msg=\"drain deadline reached; cutting %u requests\"",
                     rd_http_in_flight(app->http));
         uv_timer_stop(t);
         finish_shutdown(app);
     }
+}
+
+/* ------------------------------------------------------------- systemd */
+
+/* Type=notify: READY=1 once serving, STOPPING=1 when the drain begins, and
+ * WATCHDOG=1 from the loop (a stuck loop stops the pings and systemd
+ * restarts the service).  Without libsystemd at build time these do
+ * nothing; without NOTIFY_SOCKET (not under systemd) neither. */
+#ifdef RD_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+static void notify(const char *state)
+{
+    sd_notify(0, state);
+}
+#else
+static void notify(const char *state)
+{
+    (void)state;
+}
+#endif
+
+static uv_timer_t watchdog_timer;
+
+static void watchdog_tick(uv_timer_t *t)
+{
+    (void)t;
+    notify("WATCHDOG=1");
+}
+
+static void start_watchdog(rd_app *app)
+{
+#ifdef RD_HAVE_SYSTEMD
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+        uv_timer_init(app->loop, &watchdog_timer);
+        uv_timer_start(&watchdog_timer, watchdog_tick, usec / 2000, usec / 2000);
+        rd_log(RD_LOG_INFO, "msg=\"systemd watchdog\" interval_ms=%llu",
+               (unsigned long long)(usec / 2000));
+    }
+#else
+    (void)app;
+    (void)watchdog_timer;
+    (void)watchdog_tick;
+#endif
+}
+
+static void on_hangup(uv_signal_t *s, int signum)
+{
+    (void)s;
+    (void)signum;
+    rd_log_reopen();
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -93,7 +149,8 @@ static void on_signal(uv_signal_t *s, int signum)
     rd_app *app = s->data;
     if (app->draining)
         return;
-    fprintf(stderr, "level=info msg=\"signal %d: draining\" in_flight=%u\n", signum,
+    notify("STOPPING=1");
+    rd_log(RD_LOG_INFO, "msg=\"signal %d: draining\" in_flight=%u", signum,
             rd_http_in_flight(app->http));
     app->draining = 1;
     rd_http_quiesce(app->http);
@@ -134,6 +191,10 @@ int main(int argc, char **argv)
         app.opt.model_name = strdup(basename(name));
     }
     signal(SIGPIPE, SIG_IGN);
+    if (rd_log_open(app.opt.log_level, app.opt.log_format, app.opt.log_file) != 0) {
+        rd_options_free(&app.opt);
+        return 1;
+    }
     app.loop = uv_default_loop();
     app.started = (int64_t)time(NULL);
     if (load_everything(&app) != 0)
@@ -153,6 +214,8 @@ int main(int argc, char **argv)
     rd_http_opts ho = {.host = app.opt.host, .port = app.opt.port, .max_body = app.opt.max_body,
                        .max_upload = RN_BLOB_HEADER + rn_engine_state_bytes(app.engine),
                        .may_upload = rd_api_may_upload,
+                       .log_requests = app.opt.log_requests,
+                       .on_request_end = rd_api_request_end,
                        .max_connections = app.opt.max_connections, .timeout_s = app.opt.timeout_s};
     if (rd_http_start(&app.http, app.loop, &ho, rd_api_handle, rd_api_resume, rd_api_done, &app,
                       err, sizeof err) != 0) {
@@ -164,19 +227,23 @@ int main(int argc, char **argv)
     app.sigterm.data = app.sigint.data = &app;
     uv_signal_start(&app.sigterm, on_signal, SIGTERM);
     uv_signal_start(&app.sigint, on_signal, SIGINT);
+    uv_signal_init(app.loop, &app.sighup);
+    uv_signal_start(&app.sighup, on_hangup, SIGHUP);
     rd_tier_start_ttl(&app);
     rd_tier_start_persist(&app);
     uv_timer_init(app.loop, &app.keepalive);
     app.keepalive.data = &app;
     uv_timer_start(&app.keepalive, keepalive_tick, 5000, 5000);
-    fprintf(stderr,
-            "level=info msg=\"retnetd ready\" model=%s backend=%s slots=%d state_bytes=%zu "
-            "listen=http://%s:%d\n",
-            app.opt.model_name, rn_engine_backend_name(app.engine), app.opt.slots,
-            rn_engine_state_bytes(app.engine), app.opt.host, rd_http_port(app.http));
+    rd_log(RD_LOG_INFO,
+           "msg=\"retnetd ready\" version=%s model=%s backend=%s slots=%d state_bytes=%zu "
+           "listen=http://%s:%d",
+           RD_VERSION, app.opt.model_name, rn_engine_backend_name(app.engine), app.opt.slots,
+           rn_engine_state_bytes(app.engine), app.opt.host, rd_http_port(app.http));
+    notify("READY=1");
+    start_watchdog(&app);
     uv_run(app.loop, UV_RUN_DEFAULT);
     status = 0;
-    fprintf(stderr, "level=info msg=\"stopped\"\n");
+    rd_log(RD_LOG_INFO, "msg=\"stopped\"");
 out:
     if (app.sched)
         rd_sched_stop(app.sched);
@@ -190,6 +257,7 @@ out:
     rn_tokenizer_free(app.tok);
     rn_engine_free(app.engine);
     rn_model_free(app.model);
+    rd_log_close();
     rd_options_free(&app.opt);
     return status;
 }

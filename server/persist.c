@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "log.h"
 #include "session.h"
 #include "state_blob.h"
 
@@ -95,7 +96,7 @@ static int restore_one(rd_app *app, const char *path, const char *id)
     free(blob);
     return 0;
 skip:
-    fprintf(stderr, "level=warn msg=\"state file skipped\" file=%s reason=\"%s\"\n", path, why);
+    rd_log(RD_LOG_WARN, "msg=\"state file skipped\" file=%s reason=\"%s\"", path, why);
     free(blob);
     return -1;
 }
@@ -118,7 +119,7 @@ int rd_persist_restore(rd_app *app)
             continue;
         if (strstr(e->d_name, SUFFIX ".tmp.")) {
             /* a write that never reached its rename: the old file (if any) is intact */
-            fprintf(stderr, "level=warn msg=\"removing an unfinished state file\" file=%s\n", path);
+            rd_log(RD_LOG_WARN, "msg=\"removing an unfinished state file\" file=%s", path);
             unlink(path);
             continue;
         }
@@ -127,8 +128,7 @@ int rd_persist_restore(rd_app *app)
         memcpy(id, e->d_name, n - sl);
         id[n - sl] = '\0';
         if (!rd_session_id_valid(id)) {
-            fprintf(stderr,
-                    "level=warn msg=\"state file skipped\" file=%s reason=\"not a session "
+            rd_log(RD_LOG_WARN, "msg=\"state file skipped\" file=%s reason=\"not a session "
                     "id\"\n",
                     path);
             skipped++;
@@ -140,7 +140,7 @@ int rd_persist_restore(rd_app *app)
             skipped++;
     }
     closedir(d);
-    fprintf(stderr, "level=info msg=\"sessions restored\" dir=%s restored=%d skipped=%d\n",
+    rd_log(RD_LOG_INFO, "msg=\"sessions restored\" dir=%s restored=%d skipped=%d",
             app->opt.state_dir, restored, skipped);
     return 0;
 }
@@ -153,7 +153,7 @@ int rd_persist_write_blob(rd_app *app, const char *id, const unsigned char *blob
     if (!app->opt.state_dir || state_path(app, id, path, sizeof path) != 0)
         return -1;
     if (rn_write_atomic(path, parts, &len, 1, &err) != RN_OK) {
-        fprintf(stderr, "level=error msg=\"cannot write a session's state\" id=%s reason=\"%s\"\n",
+        rd_log(RD_LOG_ERROR, "msg=\"cannot write a session's state\" id=%s reason=\"%s\"",
                 id, err.msg);
         return -1;
     }
@@ -182,8 +182,7 @@ unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, in
     } else if (why && !strcmp(why, WRONG_SIZE)) {
         *corrupt = 1;
     }
-    fprintf(stderr,
-            "level=error msg=\"a session's stored state is unreadable\" id=%s "
+    rd_log(RD_LOG_ERROR, "msg=\"a session's stored state is unreadable\" id=%s "
             "reason=\"%s\"\n",
             id, why);
     free(blob);
@@ -198,8 +197,7 @@ static int save_one(rd_app *app, rd_session *s)
     if (s->moving || (s->tier == RD_TIER_HOST && !s->blob && !s->fresh)) {
         /* cannot happen once every engine result was delivered; never write
          * a slot that is not this session's */
-        fprintf(stderr,
-                "level=error msg=\"session not persisted: its state is in transit\" "
+        rd_log(RD_LOG_ERROR, "msg=\"session not persisted: its state is in transit\" "
                 "id=%s\n",
                 s->id);
         return -1;
@@ -228,7 +226,7 @@ static int save_one(rd_app *app, rd_session *s)
     const void *parts[] = {hdr, st};
     size_t lens[] = {sizeof hdr, sb};
     if (rn_write_atomic(path, parts, lens, 2, &err) != RN_OK) {
-        fprintf(stderr, "level=error msg=\"cannot persist a session\" id=%s reason=\"%s\"\n",
+        rd_log(RD_LOG_ERROR, "msg=\"cannot persist a session\" id=%s reason=\"%s\"",
                 rd_session_id(s), err.msg);
         goto cleanup;
     }
@@ -248,7 +246,7 @@ int rd_persist_save_all(rd_app *app)
             saved++;
         else
             failed++;
-    fprintf(stderr, "level=info msg=\"sessions persisted\" dir=%s saved=%d failed=%d\n",
+    rd_log(RD_LOG_INFO, "msg=\"sessions persisted\" dir=%s saved=%d failed=%d",
             app->opt.state_dir, saved, failed);
     return failed ? -1 : 0;
 }
@@ -258,8 +256,7 @@ void rd_persist_forget(rd_app *app, const char *id)
     char path[4096];
     if (app->opt.state_dir && state_path(app, id, path, sizeof path) == 0 && unlink(path) != 0 &&
         errno != ENOENT)
-        fprintf(stderr,
-                "level=warn msg=\"cannot remove a session's state file\" file=%s "
+        rd_log(RD_LOG_WARN, "msg=\"cannot remove a session's state file\" file=%s "
                 "reason=\"%s\"\n",
                 path, strerror(errno));
 }

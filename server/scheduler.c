@@ -36,6 +36,7 @@ struct rd_sched {
     size_t pc_bytes, state_bytes;
     long pc_clock;
     atomic_long pc_hits, pc_tokens;
+    atomic_int last_batch;
 };
 
 /* ---------------------------------------------------------------- slots */
@@ -114,6 +115,7 @@ void rd_sched_get_stats(rd_sched *s, rd_sched_stats *st)
     st->running = atomic_load(&s->running);
     st->prefix_hits = atomic_load(&s->pc_hits);
     st->prefix_tokens = atomic_load(&s->pc_tokens);
+    st->last_batch = atomic_load(&s->last_batch);
 }
 
 /* ------------------------------------------------------------ job ends */
@@ -339,6 +341,7 @@ static void decode_step(rd_sched *s)
     /* nb may be 0 when every remaining choice was just stopped: the jobs
      * still have to be completed below */
     int rc = nb > 0 ? rn_decode(s->e, s->b_slot, s->b_tok, nb, s->logits) : RN_OK;
+    atomic_store(&s->last_batch, nb);
     for (int k = 0; k < nb; k++) {
         rd_job *j = s->b_job[k];
         rd_choice *c = &j->ch[s->b_choice[k]];

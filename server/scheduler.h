@@ -46,6 +46,7 @@ void rd_sched_release_slot(rd_sched *s, int slot);
 typedef struct rd_sched_stats {
     int slots_total, slots_used, waiting, running;
     long prefix_hits, prefix_tokens; /* prompts that reused a cached prefix; tokens saved */
+    int last_batch;                  /* sequences in the last decode step */
 } rd_sched_stats;
 void rd_sched_get_stats(rd_sched *s, rd_sched_stats *st);
 

@@ -23,6 +23,7 @@
 #include <cjson/cJSON.h>
 
 #include "app.h"
+#include "log.h"
 #include "session.h"
 #include "state_blob.h"
 
@@ -137,7 +138,7 @@ static void spill_to_disk(rd_app *app)
         s->blob_len = 0;
         s->tier = RD_TIER_DISK;
         s->dirty = 0;
-        fprintf(stderr, "level=info msg=\"session to disk\" id=%s\n", s->id);
+        rd_log(RD_LOG_INFO, "msg=\"session to disk\" id=%s", s->id);
     }
 }
 
@@ -284,7 +285,7 @@ void rd_tier_op_done(rd_app *app, rd_job *j)
         app->offloading--;
         if (j->error_status) {
             s->pinned = 1; /* not tried again: it keeps its slot */
-            fprintf(stderr, "level=error msg=\"offload failed\" id=%s\n", s->id);
+            rd_log(RD_LOG_ERROR, "msg=\"offload failed\" id=%s", s->id);
         } else {
             rn_blob_info info;
             rn_blob_info_for(app->model, j->state_pos, s->tokens, &info);
@@ -302,7 +303,7 @@ void rd_tier_op_done(rd_app *app, rd_job *j)
     } else if (j->error_status) { /* restore failed: back to where the blob came from */
         app->restoring--;
         s->restore_failed = 1;
-        fprintf(stderr, "level=error msg=\"restore failed\" id=%s\n", s->id);
+        rd_log(RD_LOG_ERROR, "msg=\"restore failed\" id=%s", s->id);
         if (app->sched)
             rd_sched_release_slot(app->sched, s->slot);
         s->slot = -1;
@@ -363,7 +364,7 @@ static void ttl_tick(uv_timer_t *t)
     for (rd_session *s = app->sessions, *n; s; s = n) {
         n = s->next;
         if (!s->busy && !s->moving && now - s->last_used >= (int64_t)app->opt.session_ttl_s) {
-            fprintf(stderr, "level=info msg=\"session expired\" id=%s idle_s=%lld\n", s->id,
+            rd_log(RD_LOG_INFO, "msg=\"session expired\" id=%s idle_s=%lld", s->id,
                     (long long)(now - s->last_used));
             rd_persist_forget(app, s->id);
             rd_session_delete(app, s);

@@ -795,8 +795,18 @@ static int cuda_decode(void *ctx, const int *slots, const int32_t *tok, int n, f
     return rc;
 }
 
+static int cuda_device_memory(void *ctx, size_t *used, size_t *total)
+{
+    size_t free_b = 0;
+    (void)ctx;
+    if (cudaMemGetInfo(&free_b, total) != cudaSuccess)
+        return RN_EDEVICE;
+    *used = *total - free_b;
+    return RN_OK;
+}
+
 extern "C" const rn_backend_ops rn_cuda_backend = {
-    "cuda",           cuda_probe,      cuda_init,      cuda_deinit,       cuda_state_bytes,
-    cuda_state_reset, cuda_state_copy, cuda_state_pos, cuda_state_export, cuda_state_import,
-    cuda_prefill,     cuda_decode,
+    "cuda",           cuda_probe,        cuda_init,       cuda_deinit,        cuda_state_bytes,
+    cuda_state_reset, cuda_state_copy,   cuda_state_pos,  cuda_state_export, cuda_state_import,
+    cuda_prefill,     cuda_decode,       cuda_device_memory,
 };

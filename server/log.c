@@ -1,0 +1,153 @@
+/*
+ * log.c -- see log.h.  Loop thread and main thread only (the engine thread
+ * does not log).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+static struct {
+    rd_log_level level;
+    int json;
+    FILE *f;
+    char *path;
+} lg = {RD_LOG_INFO, 0, NULL, NULL};
+
+static const char *const names[] = {"debug", "info", "warn", "error"};
+
+static FILE *out(void)
+{
+    return lg.f ? lg.f : stderr;
+}
+
+int rd_log_open(const char *level, const char *format, const char *file)
+{
+    for (int i = 0; i < 4; i++)
+        if (level && !strcmp(level, names[i]))
+            lg.level = (rd_log_level)i;
+    lg.json = format && !strcmp(format, "json");
+    if (file && file[0]) {
+        lg.f = fopen(file, "a");
+        if (!lg.f) {
+            fprintf(stderr, "retnetd: log file %s: %s\n", file, strerror(errno));
+            return -1;
+        }
+        setvbuf(lg.f, NULL, _IOLBF, 0);
+        lg.path = strdup(file);
+    }
+    return 0;
+}
+
+void rd_log_reopen(void)
+{
+    if (!lg.path)
+        return;
+    FILE *f = fopen(lg.path, "a");
+    if (!f) {
+        rd_log(RD_LOG_ERROR, "msg=\"cannot reopen the log file\" file=%s error=\"%s\"", lg.path,
+               strerror(errno));
+        return;
+    }
+    setvbuf(f, NULL, _IOLBF, 0);
+    fclose(lg.f);
+    lg.f = f;
+    rd_log(RD_LOG_INFO, "msg=\"log file reopened\"");
+}
+
+void rd_log_close(void)
+{
+    if (lg.f)
+        fclose(lg.f);
+    free(lg.path);
+    lg.f = NULL;
+    lg.path = NULL;
+}
+
+int rd_log_enabled(rd_log_level lv)
+{
+    return lv >= lg.level;
+}
+
+const char *rd_log_clean(char *o, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; s && *s && n + 1 < cap; s++)
+        o[n++] = ((unsigned char)*s < 0x20 || *s == '"' || *s == '\\') ? '?' : *s;
+    o[n] = '\0';
+    return o;
+}
+
+/* logfmt fields -> the members of a JSON object (values kept as strings,
+ * numbers as numbers). */
+static void write_json_fields(FILE *f, const char *s)
+{
+    while (*s) {
+        while (*s == ' ')
+            s++;
+        const char *k = s;
+        while (*s && *s != '=' && *s != ' ')
+            s++;
+        if (*s != '=')
+            break;
+        fprintf(f, ",\"%.*s\":", (int)(s - k), k);
+        s++;
+        const char *v = s;
+        size_t len;
+        int quoted = *s == '"';
+        if (quoted) {
+            v = ++s;
+            while (*s && *s != '"')
+                s++;
+            len = (size_t)(s - v);
+            if (*s)
+                s++;
+        } else {
+            while (*s && *s != ' ')
+                s++;
+            len = (size_t)(s - v);
+        }
+        char *end;
+        int number = !quoted && len > 0 && len < 32;
+        if (number) {
+            char tmp[32];
+            memcpy(tmp, v, len);
+            tmp[len] = '\0';
+            strtod(tmp, &end);
+            number = *end == '\0';
+        }
+        if (number)
+            fprintf(f, "%.*s", (int)len, v);
+        else
+            fprintf(f, "\"%.*s\"", (int)len, v);
+    }
+}
+
+void rd_log(rd_log_level lv, const char *fmt, ...)
+{
+    if (lv < lg.level)
+        return;
+    char body[2048], ts[40];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(body, sizeof body, fmt, ap);
+    va_end(ap);
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof ts - n, ".%03ldZ", now.tv_nsec / 1000000);
+    FILE *f = out();
+    if (lg.json) {
+        fprintf(f, "{\"time\":\"%s\",\"level\":\"%s\"", ts, names[lv]);
+        write_json_fields(f, body);
+        fputs("}\n", f);
+    } else {
+        fprintf(f, "time=%s level=%s %s\n", ts, names[lv], body);
+    }
+}
