@@ -66,7 +66,7 @@ TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o)
 TEST_BIN := $(OUT)/tests/check_unit
 
-.PHONY: all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
+.PHONY: install uninstall all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
 
 all: $(RETNET) $(RETNETD) $(TEST_BIN)
 
@@ -85,6 +85,7 @@ help:
 	@echo "make fixtures   regenerate tests/fixtures from the reference packages (needs PyPI)"
 	@echo "make fuzz       libFuzzer targets, FUZZ_TIME seconds each (default 600)"
 	@echo "make format     clang-format the C sources"
+	@echo "make install    install (PREFIX=/usr/local, DESTDIR=) binaries, model, config, unit, docs"
 	@echo "make clean      remove build/"
 
 info:
@@ -158,6 +159,8 @@ check-integration: $(RETNETD) $(RETNET)
 	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_replicas.py
 	$(Q)RETNETD=$(RETNETD) python3 tests/integration/test_config.py
 	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_metrics.py
+	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_install.py
+	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_lifecycle.py
 
 # The server through the official OpenAI Python SDK, pinned in $(SDK_REQ) and
 # installed from PyPI into $(SDK_VENV) (again only when the pin changes).
@@ -248,6 +251,38 @@ format:
 
 format-check:
 	$(Q)clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h' '*.cu')
+
+# Installation (FHS): binaries, the default model, the config file (kept if
+# present), the systemd unit and the docs.  DESTDIR for staging/packaging.
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share/retnetd
+DOCDIR ?= $(PREFIX)/share/doc/retnetd
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+STATEDIR ?= /var/lib/retnetd
+install: $(RETNETD) $(RETNET)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/models $(DESTDIR)$(DOCDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/retnetd $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(RETNETD) $(RETNET) $(DESTDIR)$(BINDIR)/
+	install -m 0644 models/config.json models/model.safetensors models/tokenizer.json \
+	    $(DESTDIR)$(DATADIR)/models/
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+	    systemd/retnetd.service.in >$(DESTDIR)$(UNITDIR)/retnetd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/retnetd.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/retnetd/retnetd.conf ]; then \
+	    echo "install: keeping $(DESTDIR)$(SYSCONFDIR)/retnetd/retnetd.conf"; \
+	else \
+	    sed -e 's|^dir = models$$|dir = $(DATADIR)/models|' \
+	        -e 's|^state_dir = $$|state_dir = $(STATEDIR)|' \
+	        config/retnetd.conf >$(DESTDIR)$(SYSCONFDIR)/retnetd/retnetd.conf && \
+	    chmod 0644 $(DESTDIR)$(SYSCONFDIR)/retnetd/retnetd.conf; \
+	fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/retnetd $(DESTDIR)$(BINDIR)/retnet $(DESTDIR)$(UNITDIR)/retnetd.service
+	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
+	@echo "uninstall: $(DESTDIR)$(SYSCONFDIR)/retnetd/retnetd.conf and $(STATEDIR) are left in place"
 
 clean:
 	rm -rf build/release build/asan

@@ -504,10 +504,14 @@ static void rearm(rd_http *h)
         uv_timer_stop(&h->timer);
 }
 
+static int daemon_starting; /* its errors are reported by rd_http_start itself */
+
 static void log_cb(void *cls, const char *fmt, va_list ap)
 {
     char msg[512], clean[512];
     (void)cls;
+    if (daemon_starting)
+        return;
     vsnprintf(msg, sizeof msg, fmt, ap);
     rd_log(RD_LOG_WARN, "component=http msg=\"%s\"", rd_log_clean(clean, sizeof clean, msg));
 }
@@ -548,7 +552,9 @@ int rd_http_start(rd_http **out, uv_loop_t *loop, const rd_http_opts *o, rd_http
     if (!h)
         return snprintf(err, errlen, "out of memory"), -1;
     *h = (rd_http){.loop = loop, .handler = hd, .resume = resume, .done = done, .app = app, .o = *o};
+    daemon_starting = 1;
     h->d = start_daemon(h, &ss, v6);
+    daemon_starting = 0;
     if (!h->d) {
         snprintf(err, errlen, "cannot listen on %s port %d (address in use or not allowed?)",
                  o->host, o->port);

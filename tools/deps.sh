@@ -6,7 +6,7 @@ set -eu
 
 PACKAGES="build-essential pkg-config libopenblas-dev check libsubunit-dev \
 libcjson-dev libmicrohttpd-dev libuv1-dev libpcre2-dev libinih-dev libsystemd-dev python3 \
-python3-venv curl"
+python3-venv curl systemd"
 
 missing=""
 for p in $PACKAGES; do
