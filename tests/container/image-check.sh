@@ -86,7 +86,13 @@ PODMAN=(podman --runtime runc)
 ULIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 BUILD=("${PODMAN[@]}" build --network host "${ULIMITS[@]}" --format docker --pull=never
     --layers=false --ignorefile docker/Dockerfile.dockerignore -f docker/Dockerfile)
-BUILD_TIMEOUT=900
+BUILD_TIMEOUT=600
+# One-off commands in the image (often in $(...), a subshell): named after
+# this run, so that cleanup finds them if `timeout` ends the client.
+oneoff() {
+    timeout 120 "${PODMAN[@]}" run --rm --name "$RUN_ID-oneoff-$RANDOM$RANDOM" "${ULIMITS[@]}" \
+        --network none --no-healthcheck "$@"
+}
 
 RUN_ID=image-check-$$
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/image-check.XXXXXX")
@@ -103,7 +109,9 @@ cleanup() {
     local status=$?
     set +e
     for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for c in "${CONTAINERS[@]}"; do "${PODMAN[@]}" rm -f -v -i -t 0 "$c" >/dev/null 2>&1; done
+    for c in "${CONTAINERS[@]}" $("${PODMAN[@]}" ps -a -q --filter "name=^$RUN_ID-" 2>/dev/null); do
+        "${PODMAN[@]}" rm -f -v -i -t 0 "$c" >/dev/null 2>&1
+    done
     for v in "${VOLUMES[@]}"; do "${PODMAN[@]}" volume rm -f "$v" >/dev/null 2>&1; done
     for i in "${IMAGES[@]}"; do "${PODMAN[@]}" rmi -f "$i" >/dev/null 2>&1; done
     if [ "$CLEAN" = 1 ]; then rm -f "$CACHE"/bookworm-minbase.tar "$CACHE"/noble-minbase.tar; fi
@@ -218,28 +226,45 @@ build() {
 # static_checks LABEL IMAGE
 static_checks() {
     local label=$1 image=$2 size
-    "${PODMAN[@]}" image inspect --format '{{json .Config}}' "$image" >"$TMP/config.json"
+    "${PODMAN[@]}" image inspect "$image" >"$TMP/config.json"
     local problems
     problems=$(python3 - "$TMP/config.json" <<'EOF'
 import json, sys
-c = json.load(open(sys.argv[1]))
+d = json.load(open(sys.argv[1]))[0]
+c = d["Config"]  # podman keeps the healthcheck next to it, not in it
 p = []
 if c.get("User") != "retnetd:retnetd": p.append("User=%r" % c.get("User"))
 if "8080/tcp" not in (c.get("ExposedPorts") or {}): p.append("no EXPOSE 8080")
 if set(c.get("Volumes") or {}) != {"/models", "/var/lib/retnetd"}: p.append("Volumes=%r" % c.get("Volumes"))
 if c.get("StopSignal") not in ("SIGTERM", "15"): p.append("StopSignal=%r" % c.get("StopSignal"))
-hc = " ".join((c.get("Healthcheck") or {}).get("Test") or [])
+hc = " ".join((d.get("Healthcheck") or c.get("Healthcheck") or {}).get("Test") or [])
 if "http://127.0.0.1:8080/health" not in hc: p.append("Healthcheck=%r" % hc)
 ep = (c.get("Entrypoint") or []) + (c.get("Cmd") or [])
-for need in ("retnetd", "0.0.0.0", "8080", "/var/lib/retnetd", "/usr/share/retnetd/models"):
-    if need not in ep: p.append("command lacks %s" % need)
+if ep != ["retnetd", "--config", "/etc/retnetd/retnetd.conf"]: p.append("command %r" % ep)
 print("; ".join(p))
 EOF
     )
     if [ -z "$problems" ]; then
-        pass "$label: metadata (user retnetd, EXPOSE 8080, VOLUME /models /var/lib/retnetd, STOPSIGNAL SIGTERM, HEALTHCHECK, command)"
+        pass "$label: metadata (user retnetd, EXPOSE 8080, VOLUME /models /var/lib/retnetd, STOPSIGNAL SIGTERM, HEALTHCHECK, ENTRYPOINT retnetd --config /etc/retnetd/retnetd.conf)"
     else
         fail "$label: metadata: $problems"
+    fi
+    # The effective settings: the image's file, and a variable over it.
+    local want got
+    want='host = 0.0.0.0 ; config file|port = 8080 ; config file|dir = /usr/share/retnetd/models ; config file|state_dir = /var/lib/retnetd ; config file'
+    got=$(oneoff "$image" --check-config 2>&1 |
+        sed -n 's/  *;/ ;/; /^\(host\|port\|dir\|state_dir\) = /p' | paste -sd '|') || true
+    if [ "$got" = "$want" ]; then
+        pass "$label: retnetd --check-config in the image: $(echo "$got" | sed 's/ ; config file//g; s/|/, /g') (from the config file)"
+    else
+        fail "$label: --check-config: got '$got', want '$want'"
+    fi
+    got=$(oneoff -e RETNETD_MODEL=/models \
+        "$image" --check-config --port 9000 2>&1 | sed -n 's/  *;/ ;/; /^\(port\|dir\) = /p' | paste -sd '|') || true
+    if [ "$got" = 'port = 9000 ; flag|dir = /models ; environment' ]; then
+        pass "$label: RETNETD_MODEL=/models and a flag after the image name override the image's settings"
+    else
+        fail "$label: overrides: got '$got'"
     fi
     size=$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$image")
     say "$label: image size $((size / 1000000)) MB"
@@ -253,7 +278,7 @@ cpu_only_checks() {
     else
         fail "$label: build log lacks 'nvcc: not found (CPU only)'"
     fi
-    out=$("${PODMAN[@]}" run --rm "${ULIMITS[@]}" --network none --entrypoint sh "$image" \
+    out=$(oneoff --entrypoint sh "$image" \
         -c 'id -u; ldd /usr/local/bin/retnetd /usr/local/bin/retnet; retnet info /usr/share/retnetd/models' 2>&1) || true
     if [ "$(printf '%s\n' "$out" | head -n 1)" = 10001 ] &&
         ! printf '%s\n' "$out" | grep -qE 'not found|libcudart|libcublas' &&
@@ -284,13 +309,14 @@ wait_health() {
 }
 
 # start LABEL NAME VOLUME IMAGE [retnetd args...]: runs the image detached with a
-# random loopback port; sets PORT.
+# random loopback port and START_OPTS; sets PORT.
+START_OPTS=()
 start() {
     local label=$1 c=$2 vol=$3 image=$4
     shift 4
     CONTAINERS+=("$c")
     if ! "${PODMAN[@]}" run -d --name "$c" "${ULIMITS[@]}" -p 127.0.0.1::8080 \
-        -v "$vol:/var/lib/retnetd" "$image" "$@" >"$TMP/run.out" 2>"$TMP/run.err"; then
+        -v "$vol:/var/lib/retnetd" "${START_OPTS[@]}" "$image" "$@" >"$TMP/run.out" 2>"$TMP/run.err"; then
         sed 's/^/    /' "$TMP/run.err"
         fail "$label: podman run"
         return 1
@@ -299,19 +325,19 @@ start() {
     [ -n "$PORT" ] || { fail "$label: no published port"; return 1; }
 }
 
-# stop_checked LABEL CONTAINER: podman stop -t 40, exit code 0, time bound.
-STOP_BOUND_S=15
+# stop_checked LABEL CONTAINER BOUND: podman stop -t 40 (SIGTERM, SIGKILL
+# after 40 s), exit code 0 (not 137: killed), within BOUND seconds.
 stop_checked() {
-    local label=$1 c=$2 t elapsed code
+    local label=$1 c=$2 bound=$3 t elapsed code
     t=$(ms)
     timeout 60 "${PODMAN[@]}" stop -t 40 "$c" >/dev/null 2>"$TMP/stop.err" || true
     elapsed=$(secs "$t" "$(ms)")
     code=$("${PODMAN[@]}" inspect -f '{{.State.ExitCode}}' "$c" 2>/dev/null || echo '?')
-    if [ "$code" = 0 ] && awk -v e="$elapsed" -v b="$STOP_BOUND_S" 'BEGIN { exit !(e < b) }'; then
-        pass "$label: podman stop -t 40 (SIGTERM): exit code 0 after $elapsed s (bound $STOP_BOUND_S s; drain deadline 30 s)"
+    if [ "$code" = 0 ] && awk -v e="$elapsed" -v b="$bound" 'BEGIN { exit !(e < b) }'; then
+        pass "$label: podman stop -t 40 (SIGTERM): exit code 0 after $elapsed s (bound $bound s; drain deadline 30 s)"
     else
         "${PODMAN[@]}" logs "$c" 2>&1 | tail -n 10 | sed 's/^/    /'
-        fail "$label: podman stop -t 40: exit code $code after $elapsed s (want 0, under $STOP_BOUND_S s)"
+        fail "$label: podman stop -t 40: exit code $code after $elapsed s (want 0, under $bound s)"
     fi
 }
 
@@ -358,20 +384,21 @@ run_checks() {
         fail "$label: session: $(cat "$TMP/session.json" "$TMP/turn.json" 2>/dev/null | head -c 300)"
     fi
 
-    # Stop while a long stream runs: the stream must end with [DONE].
+    # Stop while a stream runs (1500 tokens: a few seconds): it must end
+    # with [DONE], and the stop must still end well within the 30-s drain.
     curl -sSN --max-time 120 "$base/v1/completions" \
-        -d '{"prompt": "ROMEO:", "max_tokens": 4000, "stream": true, "temperature": 0.8, "seed": 1}' \
+        -d '{"prompt": "ROMEO:", "max_tokens": 1500, "stream": true, "temperature": 0.8, "seed": 1}' \
         >"$TMP/stream" 2>"$TMP/stream.err" &
     stream_pid=$!
     BG_PIDS+=("$stream_pid")
     for _ in $(seq 1 100); do grep -q '^data: {' "$TMP/stream" 2>/dev/null && break; sleep 0.1; done
-    stop_checked "$label" "$c1"
+    stop_checked "$label" "$c1" 20
     rc=0
     wait "$stream_pid" || rc=$?
     local drain
-    drain=$("${PODMAN[@]}" logs "$c1" 2>&1 | grep -o 'signal 15: draining.*' | head -n 1)
+    drain=$("${PODMAN[@]}" logs "$c1" 2>&1 | grep -m1 'signal 15: draining' | grep -o 'in_flight=[0-9]*' || true)
     if [ "$rc" = 0 ] && [ "$(grep '^data: ' "$TMP/stream" | tail -n 1)" = "data: [DONE]" ]; then
-        pass "$label: stream running at SIGTERM finished: $(grep -c '^data: {' "$TMP/stream") chunks then [DONE] (log: ${drain:-no drain line})"
+        pass "$label: stream running at SIGTERM finished: $(grep -c '^data: {' "$TMP/stream") chunks then [DONE] (retnetd: \"signal 15: draining\" ${drain:-no drain line})"
     else
         tail -c 300 "$TMP/stream" | sed 's/^/    /'
         sed 's/^/    /' "$TMP/stream.err"
@@ -379,18 +406,26 @@ run_checks() {
     fi
     case "$drain" in *in_flight=0*) say "$label: note: the stream ended before SIGTERM arrived; the drain of a running stream was not exercised" ;; esac
 
-    # A new container on the same state volume has the session back.
+    # A new container on the same state volume has the session back; this
+    # one serves the same model bind-mounted at /models, as users run theirs.
     if [ -n "$sid" ]; then
-        start "$label" "$c2" "$vol" "$image" || return 0
+        START_OPTS=(-v "$ROOT/models:/models:ro" -e RETNETD_MODEL=/models)
+        start "$label" "$c2" "$vol" "$image" || { START_OPTS=(); return 0; }
+        START_OPTS=()
         if wait_health "$label (restart)" "$c2" "$PORT" &&
-            curl -sS --max-time 10 "http://127.0.0.1:$PORT/v1/sessions/$sid" >"$TMP/session2.json" &&
+            "${PODMAN[@]}" exec "$c2" grep -q ' /models/model.safetensors$' /proc/1/maps; then
+            pass "$label: a model bind-mounted at /models with RETNETD_MODEL=/models is served (its weights are mapped from /models/model.safetensors)"
+        else
+            fail "$label: the model at /models is not the one served"
+        fi
+        if curl -sS --max-time 10 "http://127.0.0.1:$PORT/v1/sessions/$sid" >"$TMP/session2.json" &&
             [ "$(json "$TMP/session2.json" 'j["tokens"]' 2>/dev/null)" = "$tokens" ]; then
             pass "$label: session $sid ($tokens tokens) restored from the state volume by a new container"
         else
             "${PODMAN[@]}" logs "$c2" 2>&1 | tail -n 10 | sed 's/^/    /'
             fail "$label: session not restored: $(head -c 300 "$TMP/session2.json" 2>/dev/null)"
         fi
-        stop_checked "$label (restart)" "$c2"
+        stop_checked "$label (restart, idle)" "$c2" 5
     fi
 }
 
@@ -402,6 +437,25 @@ say "$(git -C "$ROOT" log -1 --format='%h %s' 2>/dev/null | cut -c1-60) (+ worki
 t=$(ms)
 base_image bookworm localhost/debian:bookworm || { fail "base image localhost/debian:bookworm"; exit 1; }
 pass "base image localhost/debian:bookworm ready in $(secs "$t" "$(ms)") s"
+# The build context the ignore file leaves: no .git, no build/ (gigabytes).
+cat >"$TMP/Containerfile.context" <<'EOF'
+FROM localhost/debian:bookworm
+COPY . /context
+RUN cd /context && for p in .git build; do if [ -e "$p" ]; then echo "context has $p"; fi; done; \
+    du -sm . | awk '{ print "context " $1 " MB" }'
+EOF
+IMAGES+=("localhost/retnetd:$RUN_ID-context")
+if timeout 120 "${PODMAN[@]}" build --network none "${ULIMITS[@]}" --pull=never --layers=false \
+    --ignorefile docker/Dockerfile.dockerignore -f "$TMP/Containerfile.context" \
+    -t "localhost/retnetd:$RUN_ID-context" . >"$LOGS/context.log" 2>&1 &&
+    ! grep -q '^context has' "$LOGS/context.log"; then
+    pass "build context with docker/Dockerfile.dockerignore: no .git, no build/ ($(grep -m1 '^context [0-9]* MB' "$LOGS/context.log"))"
+else
+    grep '^context' "$LOGS/context.log" | sed 's/^/    /'
+    fail "build context with docker/Dockerfile.dockerignore"
+fi
+"${PODMAN[@]}" rmi -f "localhost/retnetd:$RUN_ID-context" >/dev/null 2>&1 || true
+
 IMG=localhost/retnetd:$RUN_ID-cpu-bookworm
 LOG=$LOGS/image-cpu-bookworm.log
 if build "bookworm CPU" "$IMG" "$LOG" \
@@ -413,7 +467,8 @@ fi
 
 # The default arguments: NVIDIA's images, stage by stage.  Nothing is pulled
 # (--pull=never), so each build stops at the first FROM it cannot resolve.
-"${BUILD[@]}" -t "localhost/retnetd:$RUN_ID-defaults" --target build . >"$LOGS/defaults-build.log" 2>&1 || true
+timeout "$BUILD_TIMEOUT" "${BUILD[@]}" -t "localhost/retnetd:$RUN_ID-defaults" --target build . \
+    >"$LOGS/defaults-build.log" 2>&1 || true
 IMAGES+=("localhost/retnetd:$RUN_ID-defaults")
 if grep -q 'FROM nvidia/cuda:13.0.1-devel-ubuntu24.04 AS build' "$LOGS/defaults-build.log" &&
     grep -q 'nvidia/cuda:13.0.1-devel-ubuntu24.04: image not known' "$LOGS/defaults-build.log"; then
@@ -503,7 +558,7 @@ EOF
             else
                 fail "CUDA stand-in: the build stage did not compile the CUDA backend"
             fi
-            out=$("${PODMAN[@]}" run --rm "${ULIMITS[@]}" --network none --entrypoint sh "$IMG" \
+            out=$(oneoff --entrypoint sh "$IMG" \
                 -c 'ldd /usr/local/bin/retnetd; retnet cuda-info; echo "cuda-info rc=$?"' 2>&1) || true
             if printf '%s\n' "$out" | grep -q 'libcublasLt.so.13 => /' &&
                 ! printf '%s\n' "$out" | grep -q 'not found'; then
@@ -513,11 +568,13 @@ EOF
                 fail "CUDA stand-in: libraries in the runtime stage"
             fi
             static_checks "CUDA stand-in" "$IMG"
+            size=$("${PODMAN[@]}" image inspect --format '{{.Size}}' "localhost/cuda-standin:$RUN_ID-runtime")
+            say "CUDA stand-in: the runtime stand-in alone: $((size / 1000000)) MB"
             run_checks standin "$IMG"
             # --device cuda without a device: a clean refusal, not a crash.
             CONTAINERS+=("$RUN_ID-standin-cuda")
             rc=0
-            timeout 60 "${PODMAN[@]}" run --name "$RUN_ID-standin-cuda" "${ULIMITS[@]}" --network none \
+            timeout 60 "${PODMAN[@]}" run --name "$RUN_ID-standin-cuda" "${ULIMITS[@]}" --network none --no-healthcheck \
                 "$IMG" --model /usr/share/retnetd/models --device cuda >"$TMP/cuda.out" 2>&1 || rc=$?
             if [ "$rc" = 1 ] && grep -q 'cuda backend unavailable' "$TMP/cuda.out"; then
                 pass "CUDA stand-in: --device cuda without a GPU exits 1: $(grep -m1 'cuda backend unavailable' "$TMP/cuda.out")"
