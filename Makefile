@@ -209,19 +209,21 @@ run: deps
 # libFuzzer targets (clang), each run for FUZZ_TIME seconds from its committed
 # seed corpus; findings land in build/fuzz/<target>/ and become unit tests.
 FUZZ_TIME ?= 600
-FUZZ_TARGETS := tokenizer config blob options
+FUZZ_TARGETS := tokenizer config blob options request
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE
 FUZZ_SRC_tokenizer := $(ENGINE_SRC)
 FUZZ_SRC_config := $(ENGINE_SRC)
 FUZZ_SRC_blob := $(ENGINE_SRC)
 FUZZ_SRC_options := server/options.c
 FUZZ_LIBS_options := $(shell pkg-config --libs inih 2>/dev/null)
+FUZZ_SRC_request := $(ENGINE_SRC) $(filter-out server/main.c,$(SERVER_SRC))
+FUZZ_LIBS_request = $(SERVER_LIBS)
 fuzz: deps
 	$(Q)for t in $(FUZZ_TARGETS); do $(MAKE) --no-print-directory fuzz-$$t || exit 1; done
 
 fuzz-%: deps
 	$(Q)mkdir -p build/fuzz/$*
-	$(Q)clang $(FUZZ_FLAGS) -Iengine -Iserver $(PKG_CFLAGS) -o build/fuzz/fuzz_$* tests/fuzz/fuzz_$*.c \
+	$(Q)clang $(FUZZ_FLAGS) -Iengine -Iserver $(PKG_CFLAGS) $(SERVER_CFLAGS) -o build/fuzz/fuzz_$* tests/fuzz/fuzz_$*.c \
 	    $(FUZZ_SRC_$*) $(PKG_LIBS) $(FUZZ_LIBS_$*) -lm -pthread -DRN_NO_CLONES
 	@echo "fuzz: $* for $(FUZZ_TIME) s"
 	$(Q)build/fuzz/fuzz_$* -max_total_time=$(FUZZ_TIME) -max_len=65536 \

@@ -899,6 +899,26 @@ static int jobs_done(rd_req *r)
 
 /* ------------------------------------------------------------ entry */
 
+int rd_api_completion_check(rd_app *app, const char *body, size_t len, int chat)
+{
+    parse_err e = {0};
+    cJSON *root = rd_json_parse_object(body, len, e.msg, sizeof e.msg);
+    if (!root)
+        return 400;
+    rd_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        cJSON_Delete(root);
+        return 500;
+    }
+    r->app = app;
+    r->kind = RD_REQ_COMPLETION;
+    r->chat = chat;
+    int status = build_jobs(app, r, root, &e);
+    cJSON_Delete(root);
+    req_free(r);
+    return status;
+}
+
 int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
 {
     size_t len;

@@ -89,6 +89,9 @@ void rd_api_keepalive(rd_app *app);
 
 /* api_completions.c */
 int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess);
+/* Parses and validates a request body as the endpoint does, without running
+ * it: 0 when valid, else the HTTP status it would be refused with (fuzzing). */
+int rd_api_completion_check(rd_app *app, const char *body, size_t len, int chat);
 void rd_api_job_ready(rd_app *app, rd_job *j);
 int rd_api_completion_resume(rd_app *app, rd_conn *conn);
 void rd_api_completion_done(rd_app *app, rd_conn *conn);
