@@ -17,23 +17,14 @@
 #include "utf8.h"
 
 
-/* Constant-time comparison: the time taken does not depend on where the
- * strings first differ. */
-static int secret_equal(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b), n = la > lb ? la : lb;
-    unsigned char d = (unsigned char)(la != lb);
-    for (size_t i = 0; i < n; i++)
-        d |= (unsigned char)((i < la ? a[i] : 0) ^ (i < lb ? b[i] : 0));
-    return d == 0;
-}
-
+/* Sets the request's principal; 0 when a key is required and missing or wrong. */
 static int authorized(rd_app *app, rd_conn *c)
 {
-    if (!app->opt.api_key || !app->opt.api_key[0])
+    if (!rd_keys_enabled(app->keys))
         return 1;
-    const char *h = rd_conn_header(c, "Authorization");
-    return h && strncmp(h, "Bearer ", 7) == 0 && secret_equal(h + 7, app->opt.api_key);
+    const char *who = rd_keys_check(app->keys, rd_conn_header(c, "Authorization"));
+    rd_conn_set_principal(c, who);
+    return who != NULL;
 }
 
 /* 405 with an Allow header listing what the path takes (RFC 9110). */
@@ -190,6 +181,7 @@ static int api_session_fork(rd_app *app, rd_conn *c, rd_session *src)
     int rc = create_session_or_error(app, c, NULL, &dst);
     if (!dst)
         return rc;
+    rd_session_set_owner(dst, rd_conn_principal(c));
     rd_session_advance(dst, rd_session_tokens(src));
     if (rd_session_is_fresh(src)) /* never used: the new session is empty as well */
         return reply_session(c, 200, dst);
@@ -275,10 +267,12 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
             if (rd_tier_ready(app, c, NULL, 1) != RD_TIER_GO)
                 return 0;
             rc = create_session_or_error(app, c, want[0] ? want : NULL, &s);
+            if (s)
+                rd_session_set_owner(s, rd_conn_principal(c));
             return s ? reply_session(c, 201, s) : rc;
         }
         if (!strcmp(method, "GET") || !strcmp(method, "HEAD")) {
-            char *list = rd_sessions_list_json(app);
+            char *list = rd_sessions_list_json(app, rd_conn_principal(c));
             rc = list ? reply_text(c, 200, list)
                           : rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
             free(list);
@@ -294,7 +288,7 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
         return rd_json_error(c, 404, "not_found_error", NULL, "not_found", "session not found");
     memcpy(id, rest + 1, idlen);
     id[idlen] = '\0';
-    rd_session *s = rd_session_find(app, id);
+    rd_session *s = rd_session_find_for(app, c, id);
     if (slash && !strcmp(slash, "/state")) {
         if (!strcmp(method, "PUT"))
             return rd_api_state_put(app, c, id, s);

@@ -948,7 +948,7 @@ int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
     if (status == 0 && sj && !cJSON_IsNull(sj)) {
         if (!cJSON_IsString(sj))
             status = 400, snprintf(e.msg, sizeof e.msg, "'session' must be a session id (a string)"), e.param = "session";
-        else if (!(sess = rd_session_find(app, sj->valuestring)))
+        else if (!(sess = rd_session_find_for(app, conn, sj->valuestring)))
             status = 404, snprintf(e.msg, sizeof e.msg, "session not found"), e.param = "session";
         else if (r->n_jobs != 1 || r->jobs[0]->n != 1)
             status = 400, snprintf(e.msg, sizeof e.msg, "a session continues one prompt with n = 1"), e.param = "session";

@@ -160,6 +160,9 @@ int rd_api_state_put(rd_app *app, rd_conn *c, const char *id, rd_session *s)
         free(r);
         return rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
     }
+    if (!s && rd_session_find(app, id)) /* someone else's: not visible, not replaceable */
+        return rd_json_error(c, 409, "invalid_request_error", NULL, "session_exists",
+                             "a session with this id exists");
     if (!s) {
         int crc = rd_session_create_with_id(app, id, &s);
         if (crc != 0) {
@@ -173,6 +176,7 @@ int rd_api_state_put(rd_app *app, rd_conn *c, const char *id, rd_session *s)
                                        "cannot create a session");
         }
         r->made_session = 1;
+        rd_session_set_owner(s, rd_conn_principal(c));
     }
     size_t len;
     const char *body = rd_conn_body(c, &len);

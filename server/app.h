@@ -12,6 +12,7 @@
 
 #include "http.h"
 #include "model.h"
+#include "keys.h"
 #include "options.h"
 #include "queue.h"
 #include "retnet.h"
@@ -36,6 +37,7 @@ typedef struct rd_app {
     uv_signal_t sigterm, sigint, sighup;
     int draining;
     int64_t started;
+    rd_keys *keys;            /* API keys; none: the API is open */
     rd_session *sessions;     /* linked list */
     int n_sessions;
     struct rd_req *streams;   /* live streaming requests (keep-alive comments) */
@@ -106,6 +108,12 @@ int rd_session_id_valid(const char *id);
 
 /* sessions.c */
 rd_session *rd_session_find(rd_app *app, const char *id);
+/* The session if the request's principal may see it (its creator's key, or
+ * any request when no keys are set), else NULL. */
+rd_session *rd_session_find_for(rd_app *app, rd_conn *c, const char *id);
+void rd_session_set_owner(rd_session *s, const char *principal);
+const char *rd_session_owner(const rd_session *s);
+int rd_session_visible(rd_app *app, const rd_session *s, const char *principal);
 /* 0 and *out, -2 when no slot or the session limit is reached, -1 otherwise */
 int rd_session_create(rd_app *app, rd_session **out);
 int rd_session_create_with_id(rd_app *app, const char *id, rd_session **out);
@@ -138,9 +146,11 @@ void rd_tier_resume(rd_app *app, rd_conn *c); /* a parked request's turn again *
 void rd_tier_done(rd_app *app, rd_conn *c);   /* a parked request's client left */
 void rd_tier_start_ttl(rd_app *app);
 void rd_tier_start_persist(rd_app *app);
-char *rd_sessions_list_json(rd_app *app);     /* GET /v1/sessions (malloc'd) */
+/* GET /v1/sessions (malloc'd): the sessions the principal may see */
+char *rd_sessions_list_json(rd_app *app, const char *principal);
 /* Writes a host-tier session's blob to --state-dir (persist.c). */
-int rd_persist_write_blob(rd_app *app, const char *id, const unsigned char *blob, size_t len);
+int rd_persist_write_blob(rd_app *app, const char *id, const char *owner, const unsigned char *blob,
+                          size_t len);
 /* Reads and checks a session's file: its blob (malloc'd), tokens and
  * position, or NULL (logged) with *corrupt set when the file itself is bad
  * (not an I/O error). */

@@ -66,6 +66,7 @@ struct rd_conn {
     const char *allow; /* static string for a 405's Allow header */
     /* the request log line */
     char request_id[72];
+    const char *principal;
     unsigned status;
     double started;            /* seconds, monotonic */
     rd_conn_stats stats;       /* filled by the app */
@@ -230,6 +231,16 @@ static void set_request_id(rd_conn *c)
         memset(rnd, 0, sizeof rnd);
     for (int i = 0; i < 8; i++)
         snprintf(c->request_id + 2 * i, 3, "%02x", rnd[i]);
+}
+
+void rd_conn_set_principal(rd_conn *c, const char *name)
+{
+    c->principal = name;
+}
+
+const char *rd_conn_principal(const rd_conn *c)
+{
+    return c->principal ? c->principal : "";
 }
 
 const char *rd_conn_request_id(const rd_conn *c)

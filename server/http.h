@@ -67,6 +67,9 @@ int rd_conn_gone(const rd_conn *c);
 /* Methods the path allows (a static string), sent as Allow with a 405. */
 void rd_conn_set_allow(rd_conn *c, const char *methods);
 const char *rd_conn_request_id(const rd_conn *c);
+/* The name of the API key the request was authorized with ("" when open). */
+void rd_conn_set_principal(rd_conn *c, const char *name);
+const char *rd_conn_principal(const rd_conn *c);
 rd_conn_stats *rd_conn_stats_of(rd_conn *c);
 double rd_conn_age(const rd_conn *c); /* seconds since the request arrived */
 

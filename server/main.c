@@ -191,7 +191,9 @@ int main(int argc, char **argv)
         app.opt.model_name = strdup(basename(name));
     }
     signal(SIGPIPE, SIG_IGN);
-    if (rd_log_open(app.opt.log_level, app.opt.log_format, app.opt.log_file) != 0) {
+    if (rd_log_open(app.opt.log_level, app.opt.log_format, app.opt.log_file) != 0 ||
+        rd_keys_load(&app.keys, app.opt.api_key, app.opt.api_key_file) != 0) {
+        rd_log_close();
         rd_options_free(&app.opt);
         return 1;
     }
@@ -257,6 +259,7 @@ out:
     rn_tokenizer_free(app.tok);
     rn_engine_free(app.engine);
     rn_model_free(app.model);
+    rd_keys_free(app.keys);
     rd_log_close();
     rd_options_free(&app.opt);
     return status;

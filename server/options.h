@@ -19,6 +19,7 @@ typedef struct rd_options {
     const char *host;
     int port;
     const char *api_key;
+    const char *api_key_file;
     unsigned max_connections;
     unsigned timeout_s;
     size_t max_body;

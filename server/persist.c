@@ -60,6 +60,38 @@ static unsigned char *read_exact(const char *path, size_t want, const char **why
     return buf;
 }
 
+/* DIR/<id>.owner: the key name the session belongs to (a separate file:
+ * the state blob is portable, ownership is this server's business). */
+static int write_owner(rd_app *app, const char *id, const char *owner)
+{
+    char path[4096];
+    rn_error err = {0};
+    size_t len = strlen(owner);
+    const void *parts[] = {owner};
+    if (snprintf(path, sizeof path, "%s/%s.owner", app->opt.state_dir, id) >= (int)sizeof path)
+        return -1;
+    if (rn_write_atomic(path, parts, &len, 1, &err) != RN_OK) {
+        rd_log(RD_LOG_ERROR, "msg=\"cannot write a session's owner\" id=%s reason=\"%s\"", id,
+               err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void read_owner(rd_app *app, rd_session *s)
+{
+    char path[4096], buf[64] = "";
+    if (snprintf(path, sizeof path, "%s/%s.owner", app->opt.state_dir, s->id) >= (int)sizeof path)
+        return;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return; /* none: no key owns it (readable by all only while the API is open) */
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    rd_session_set_owner(s, buf);
+}
+
 /* Imports one file as session id; 0 on success, -1 after logging why not. */
 static int restore_one(rd_app *app, const char *path, const char *id)
 {
@@ -81,6 +113,7 @@ static int restore_one(rd_app *app, const char *path, const char *id)
             why = "session limit reached";
             goto skip;
         }
+        read_owner(app, s);
         free(blob);
         return 0;
     }
@@ -92,6 +125,7 @@ static int restore_one(rd_app *app, const char *path, const char *id)
     }
     rd_session_take_fresh(s);
     rd_session_set_tokens(s, info.tokens);
+    read_owner(app, s);
     s->dirty = 0; /* its file is its state */
     free(blob);
     return 0;
@@ -145,12 +179,14 @@ int rd_persist_restore(rd_app *app)
     return 0;
 }
 
-int rd_persist_write_blob(rd_app *app, const char *id, const unsigned char *blob, size_t len)
+int rd_persist_write_blob(rd_app *app, const char *id, const char *owner, const unsigned char *blob,
+                          size_t len)
 {
     char path[4096];
     rn_error err = {0};
     const void *parts[] = {blob};
-    if (!app->opt.state_dir || state_path(app, id, path, sizeof path) != 0)
+    if (!app->opt.state_dir || state_path(app, id, path, sizeof path) != 0 ||
+        write_owner(app, id, owner) != 0)
         return -1;
     if (rn_write_atomic(path, parts, &len, 1, &err) != RN_OK) {
         rd_log(RD_LOG_ERROR, "msg=\"cannot write a session's state\" id=%s reason=\"%s\"",
@@ -203,7 +239,7 @@ static int save_one(rd_app *app, rd_session *s)
         return -1;
     }
     if (s->tier == RD_TIER_HOST && s->blob)
-        return rd_persist_write_blob(app, s->id, s->blob, s->blob_len);
+        return rd_persist_write_blob(app, s->id, s->owner, s->blob, s->blob_len);
     size_t sb = rn_engine_state_bytes(app->engine);
     unsigned char hdr[RN_BLOB_HEADER];
     float *st = calloc(1, sb);
@@ -225,7 +261,7 @@ static int save_one(rd_app *app, rd_session *s)
     rn_blob_write_header(hdr, &info, st);
     const void *parts[] = {hdr, st};
     size_t lens[] = {sizeof hdr, sb};
-    if (rn_write_atomic(path, parts, lens, 2, &err) != RN_OK) {
+    if (write_owner(app, s->id, s->owner) != 0 || rn_write_atomic(path, parts, lens, 2, &err) != RN_OK) {
         rd_log(RD_LOG_ERROR, "msg=\"cannot persist a session\" id=%s reason=\"%s\"",
                 rd_session_id(s), err.msg);
         goto cleanup;
@@ -253,7 +289,10 @@ int rd_persist_save_all(rd_app *app)
 
 void rd_persist_forget(rd_app *app, const char *id)
 {
-    char path[4096];
+    char path[4096], owner[4096];
+    if (app->opt.state_dir &&
+        snprintf(owner, sizeof owner, "%s/%s.owner", app->opt.state_dir, id) < (int)sizeof owner)
+        unlink(owner);
     if (app->opt.state_dir && state_path(app, id, path, sizeof path) == 0 && unlink(path) != 0 &&
         errno != ENOENT)
         rd_log(RD_LOG_WARN, "msg=\"cannot remove a session's state file\" file=%s "

@@ -13,6 +13,7 @@ typedef enum { RD_TIER_HOT = 0, RD_TIER_HOST, RD_TIER_DISK } rd_tier;
 
 struct rd_session {
     char id[40];
+    char owner[32];        /* the key name that created it ("" when the API is open) */
     int slot;   /* -1 while the state is in the host or disk tier */
     int busy;   /* a request uses it */
     int moving; /* an offload or a restore is in flight */

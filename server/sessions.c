@@ -21,6 +21,27 @@ static int64_t now_s(void)
     return (int64_t)time(NULL);
 }
 
+void rd_session_set_owner(rd_session *s, const char *principal)
+{
+    snprintf(s->owner, sizeof s->owner, "%s", principal ? principal : "");
+}
+
+const char *rd_session_owner(const rd_session *s)
+{
+    return s->owner;
+}
+
+int rd_session_visible(rd_app *app, const rd_session *s, const char *principal)
+{
+    return !rd_keys_enabled(app->keys) || !strcmp(s->owner, principal ? principal : "");
+}
+
+rd_session *rd_session_find_for(rd_app *app, rd_conn *c, const char *id)
+{
+    rd_session *s = rd_session_find(app, id);
+    return s && rd_session_visible(app, s, rd_conn_principal(c)) ? s : NULL;
+}
+
 rd_session *rd_session_find(rd_app *app, const char *id)
 {
     for (rd_session *s = app->sessions; s; s = s->next)

@@ -127,7 +127,7 @@ static void spill_to_disk(rd_app *app)
         rd_session *s = lru(app, RD_TIER_HOST, NULL);
         if (!s)
             break;
-        if (rd_persist_write_blob(app, s->id, s->blob, s->blob_len) != 0) {
+        if (rd_persist_write_blob(app, s->id, s->owner, s->blob, s->blob_len) != 0) {
             app->spill_failed = 1; /* logged; retried at the next offload */
             break;
         }
@@ -271,7 +271,7 @@ static void snapshot_done(rd_app *app, rd_session *s, rd_job *j)
         return;
     rn_blob_info_for(app->model, j->state_pos, s->tokens, &info);
     rn_blob_write_header(j->state, &info, j->state + RN_BLOB_HEADER);
-    if (rd_persist_write_blob(app, s->id, j->state, RN_BLOB_HEADER + j->state_bytes) == 0)
+    if (rd_persist_write_blob(app, s->id, s->owner, j->state, RN_BLOB_HEADER + j->state_bytes) == 0)
         s->dirty = 0;
 }
 
@@ -396,7 +396,7 @@ static void persist_tick(uv_timer_t *t)
         if (!s->dirty || s->busy || s->moving || s->fresh)
             continue;
         if (s->tier == RD_TIER_HOST && s->blob) {
-            if (rd_persist_write_blob(app, s->id, s->blob, s->blob_len) == 0)
+            if (rd_persist_write_blob(app, s->id, s->owner, s->blob, s->blob_len) == 0)
                 s->dirty = 0;
             continue;
         }
@@ -425,12 +425,14 @@ void rd_tier_start_persist(rd_app *app)
 
 /* -------------------------------------------------------------- listing */
 
-char *rd_sessions_list_json(rd_app *app)
+char *rd_sessions_list_json(rd_app *app, const char *principal)
 {
     cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
     int count[3] = {0, 0, 0};
     cJSON_AddStringToObject(o, "object", "list");
     for (rd_session *s = app->sessions; s; s = s->next) {
+        if (!rd_session_visible(app, s, principal))
+            continue;
         char *one = rd_session_json(s);
         cJSON_AddItemToArray(data, cJSON_Parse(one));
         free(one);

@@ -248,7 +248,10 @@ class TestPersistence(unittest.TestCase):
             self.assertEqual(ts.http_request(a.port, "DELETE", "/v1/sessions/" + sid)[0], 200)
         a.stop()
         self.assertIn('msg="sessions persisted"', a.log())
-        self.assertEqual(sorted(os.listdir(self.dir)), sorted([used + ".state", fresh + ".state"]))
+        states = sorted(f for f in os.listdir(self.dir) if f.endswith(".state"))
+        self.assertEqual(states, sorted([used + ".state", fresh + ".state"]))
+        self.assertEqual(sorted(f for f in os.listdir(self.dir) if f.endswith(".owner")),
+                         sorted([used + ".owner", fresh + ".owner"]))
         b = self.server()
         try:
             self.assertRegex(b.log(), r'msg="sessions restored".*restored=2 skipped=0')

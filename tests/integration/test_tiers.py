@@ -128,7 +128,8 @@ class TestDiskTier(TierCase):
             self.assertIn('msg="session to disk"', srv.log())
         finally:
             srv.stop()
-        self.assertEqual(sorted(os.listdir(d)), sorted(i + ".state" for i in ids))
+        self.assertEqual(sorted(f for f in os.listdir(d) if f.endswith(".state")),
+                         sorted(i + ".state" for i in ids))
 
     def test_restart_keeps_extra_sessions_on_disk(self):
         d = tempfile.mkdtemp(prefix="tiers-", dir=ts.TMP)
@@ -163,7 +164,7 @@ class TestTTL(unittest.TestCase):
             self.assertIn('msg="session expired"', srv.log())
         finally:
             srv.stop()
-        self.assertEqual(os.listdir(d), [])
+        self.assertEqual(os.listdir(d), [])  # the state and owner files went with it
 
 
 HEADER = ("You are a helpful assistant who answers in the manner of Shakespeare's players. "
