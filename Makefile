@@ -66,7 +66,7 @@ TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o)
 TEST_BIN := $(OUT)/tests/check_unit
 
-.PHONY: install uninstall all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
+.PHONY: check-image install uninstall all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
 
 all: $(RETNET) $(RETNETD) $(TEST_BIN)
 
@@ -85,6 +85,7 @@ help:
 	@echo "make fixtures   regenerate tests/fixtures from the reference packages (needs PyPI)"
 	@echo "make fuzz       libFuzzer targets, FUZZ_TIME seconds each (default 600)"
 	@echo "make format     clang-format the C sources"
+	@echo "make check-image  build and check the CPU container images with podman (docs/docker.md)"
 	@echo "make install    install (PREFIX=/usr/local, DESTDIR=) binaries, model, config, unit, docs"
 	@echo "make clean      remove build/"
 
@@ -232,6 +233,11 @@ fuzz-%: deps
 
 bench: deps $(RETNET)
 	$(Q)sh bench/run.sh $(RETNET)
+
+# docker/Dockerfile built with podman (CPU image on Debian 12 and Ubuntu 24.04)
+# and checked end to end; IMAGE_CHECK_ARGS=--cuda-standin adds the CUDA build.
+check-image:
+	$(Q)bash tests/container/image-check.sh $(IMAGE_CHECK_ARGS)
 
 # The CUDA backend on a device: parity and form suites with
 # RN_TEST_DEVICE=cuda, then compute-sanitizer.  Prints SKIPPED and exits 0

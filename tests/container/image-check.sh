@@ -100,6 +100,7 @@ CONTAINERS=()
 VOLUMES=()
 IMAGES=()
 BG_PIDS=()
+LONG_PID=""
 FAILS=0
 PASSES=0
 T0=$(date +%s)
@@ -109,18 +110,34 @@ cleanup() {
     local status=$?
     set +e
     for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    if [ -n "$LONG_PID" ]; then kill "$LONG_PID" 2>/dev/null; wait "$LONG_PID" 2>/dev/null; fi
     for c in "${CONTAINERS[@]}" $("${PODMAN[@]}" ps -a -q --filter "name=^$RUN_ID-" 2>/dev/null); do
         "${PODMAN[@]}" rm -f -v -i -t 0 "$c" >/dev/null 2>&1
     done
     for v in "${VOLUMES[@]}"; do "${PODMAN[@]}" volume rm -f "$v" >/dev/null 2>&1; done
     for i in "${IMAGES[@]}"; do "${PODMAN[@]}" rmi -f "$i" >/dev/null 2>&1; done
     if [ "$CLEAN" = 1 ]; then rm -f "$CACHE"/bookworm-minbase.tar "$CACHE"/noble-minbase.tar; fi
+    # An interrupted debootstrap may leave /proc or /sys mounted in its target.
+    awk -v t="$TMP/" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r m; do umount -l "$m"; done
     rm -rf "$TMP"
     exit "$status"
 }
 trap cleanup EXIT
-trap 'echo "image-check: interrupted" >&2; exit 130' INT TERM
+exec 3>&2 # the trap may run inside a command whose output goes to a log
+trap 'echo "image-check: interrupted" >&3; exit 130' INT TERM
 
+# bounded SECONDS COMMAND...: COMMAND under timeout, in the background so
+# that Ctrl-C or SIGTERM reaches the trap at once (cleanup stops COMMAND).
+bounded() {
+    local secs=$1 rc=0
+    shift
+    timeout "$secs" "$@" &
+    LONG_PID=$!
+    wait "$LONG_PID" || rc=$?
+    LONG_PID=""
+    return "$rc"
+}
 say() { printf 'image-check: %s\n' "$*"; }
 pass() { printf 'PASS: %s\n' "$*"; PASSES=$((PASSES + 1)); }
 fail() { printf 'FAIL: %s\n' "$*"; FAILS=$((FAILS + 1)); }
@@ -160,7 +177,7 @@ base_image() {
             dpkg-deb -x "$TMP/keyring.deb" "$TMP/keyring"
             keyring=(--keyring "$TMP/keyring/usr/share/keyrings/ubuntu-archive-keyring.gpg")
         fi
-        timeout 900 debootstrap --variant=minbase "${keyring[@]}" "$distro" "$TMP/rootfs-$distro" \
+        bounded 900 debootstrap --variant=minbase "${keyring[@]}" "$distro" "$TMP/rootfs-$distro" \
             "$mirror" "$script" >"$LOGS/debootstrap-$distro.log" 2>&1 || {
             tail -n 20 "$LOGS/debootstrap-$distro.log" >&2
             echo "image-check: debootstrap $distro failed" >&2
@@ -211,7 +228,7 @@ build() {
     shift 3
     t=$(ms)
     IMAGES+=("$tag")
-    if timeout "$BUILD_TIMEOUT" "${BUILD[@]}" -t "$tag" "$@" . >"$log" 2>&1; then
+    if bounded "$BUILD_TIMEOUT" "${BUILD[@]}" -t "$tag" "$@" . >"$log" 2>&1; then
         pass "$label: image built in $(secs "$t" "$(ms)") s ($(grep -m1 '^runtime packages:' "$log" || true))"
     else
         tail -n 25 "$log" | sed 's/^/    /'
@@ -445,7 +462,7 @@ RUN cd /context && for p in .git build; do if [ -e "$p" ]; then echo "context ha
     du -sm . | awk '{ print "context " $1 " MB" }'
 EOF
 IMAGES+=("localhost/retnetd:$RUN_ID-context")
-if timeout 120 "${PODMAN[@]}" build --network none "${ULIMITS[@]}" --pull=never --layers=false \
+if bounded 120 "${PODMAN[@]}" build --network none "${ULIMITS[@]}" --pull=never --layers=false \
     --ignorefile docker/Dockerfile.dockerignore -f "$TMP/Containerfile.context" \
     -t "localhost/retnetd:$RUN_ID-context" . >"$LOGS/context.log" 2>&1 &&
     ! grep -q '^context has' "$LOGS/context.log"; then
@@ -467,7 +484,7 @@ fi
 
 # The default arguments: NVIDIA's images, stage by stage.  Nothing is pulled
 # (--pull=never), so each build stops at the first FROM it cannot resolve.
-timeout "$BUILD_TIMEOUT" "${BUILD[@]}" -t "localhost/retnetd:$RUN_ID-defaults" --target build . \
+bounded "$BUILD_TIMEOUT" "${BUILD[@]}" -t "localhost/retnetd:$RUN_ID-defaults" --target build . \
     >"$LOGS/defaults-build.log" 2>&1 || true
 IMAGES+=("localhost/retnetd:$RUN_ID-defaults")
 if grep -q 'FROM nvidia/cuda:13.0.1-devel-ubuntu24.04 AS build' "$LOGS/defaults-build.log" &&
@@ -477,7 +494,7 @@ else
     tail -n 5 "$LOGS/defaults-build.log" | sed 's/^/    /'
     fail "default BUILD_IMAGE"
 fi
-timeout "$BUILD_TIMEOUT" "${BUILD[@]}" -t "localhost/retnetd:$RUN_ID-defaults" \
+bounded "$BUILD_TIMEOUT" "${BUILD[@]}" -t "localhost/retnetd:$RUN_ID-defaults" \
     --build-arg BUILD_IMAGE=localhost/debian:bookworm . >"$LOGS/defaults-runtime.log" 2>&1 || true
 if grep -q 'FROM nvidia/cuda:13.0.1-runtime-ubuntu24.04 AS runtime' "$LOGS/defaults-runtime.log" &&
     grep -q 'nvidia/cuda:13.0.1-runtime-ubuntu24.04: image not known' "$LOGS/defaults-runtime.log"; then
@@ -537,7 +554,7 @@ EOF
         for kind in devel runtime; do
             t=$(ms)
             IMAGES+=("localhost/cuda-standin:$RUN_ID-$kind")
-            if timeout "$BUILD_TIMEOUT" "${PODMAN[@]}" build --network none "${ULIMITS[@]}" --pull=never \
+            if bounded "$BUILD_TIMEOUT" "${PODMAN[@]}" build --network none "${ULIMITS[@]}" --pull=never \
                 --layers=false -v "$CUDA_DIR:/mnt/cuda:ro" --build-arg KIND=$kind \
                 -f "$TMP/Containerfile.standin" -t "localhost/cuda-standin:$RUN_ID-$kind" "$TMP" \
                 >"$LOGS/standin-$kind.log" 2>&1; then
