@@ -42,6 +42,7 @@ struct rd_http {
     rd_http_opts o;
     unsigned in_flight;
     int port;
+    int closing; /* handles still to close before h is freed */
 };
 
 struct rd_conn {
@@ -608,17 +609,22 @@ void rd_http_quiesce(rd_http *h)
     rearm(h);
 }
 
+/* h holds both handles: it is freed after the second one is closed (libuv
+ * runs close callbacks in no promised order). */
 static void handle_closed(uv_handle_t *hd)
 {
     rd_http *h = hd->data;
-    if (hd == (uv_handle_t *)&h->timer)
+    if (--h->closing == 0)
         free(h);
 }
 
 void rd_http_stop(rd_http *h)
 {
+    h->closing = 2;
+    h->poll.data = h;
+    h->timer.data = h;
     uv_poll_stop(&h->poll);
-    uv_close((uv_handle_t *)&h->poll, NULL);
+    uv_close((uv_handle_t *)&h->poll, handle_closed);
     MHD_stop_daemon(h->d);
     uv_timer_stop(&h->timer);
     uv_close((uv_handle_t *)&h->timer, handle_closed);

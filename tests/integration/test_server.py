@@ -121,7 +121,8 @@ class Server:
     """One retnetd process; its stdout and stderr go to a log file."""
 
     def __init__(self, *extra):
-        self.args = [RETNETD, "--model", MODEL_DIR, "--model-name", MODEL_NAME, "--host", "127.0.0.1",
+        # RETNETD_WRAP (e.g. "valgrind --error-exitcode=99 ...") runs the server under a tool
+        self.args = os.environ.get("RETNETD_WRAP", "").split() + [RETNETD, "--model", MODEL_DIR, "--model-name", MODEL_NAME, "--host", "127.0.0.1",
                      "--port", "0", "--threads", "1", "--device", DEVICE] + list(extra)
         self.proc = None
         self.port = None
