@@ -66,7 +66,7 @@ TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o)
 TEST_BIN := $(OUT)/tests/check_unit
 
-.PHONY: check-image install uninstall all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
+.PHONY: soak load-wrk check-valgrind check-image install uninstall all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
 
 all: $(RETNET) $(RETNETD) $(TEST_BIN)
 
@@ -85,6 +85,8 @@ help:
 	@echo "make fixtures   regenerate tests/fixtures from the reference packages (needs PyPI)"
 	@echo "make fuzz       libFuzzer targets, FUZZ_TIME seconds each (default 600)"
 	@echo "make format     clang-format the C sources"
+	@echo "make soak       30-minute load and soak test (SOAK_TIME); make check runs 2 minutes"
+	@echo "make check-valgrind  unit suites and server tests under valgrind memcheck"
 	@echo "make check-image  build and check the CPU container images with podman (docs/docker.md)"
 	@echo "make install    install (PREFIX=/usr/local, DESTDIR=) binaries, model, config, unit, docs"
 	@echo "make clean      remove build/"
@@ -143,6 +145,7 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory info
 	$(Q)$(MAKE) --no-print-directory check-unit
 	$(Q)$(MAKE) --no-print-directory check-integration
+	$(Q)$(MAKE) --no-print-directory soak SOAK_TIME=120
 	$(Q)$(MAKE) --no-print-directory check-sdk
 	$(Q)$(MAKE) --no-print-directory lint
 
@@ -233,6 +236,34 @@ fuzz-%: deps
 
 bench: deps $(RETNET)
 	$(Q)sh bench/run.sh $(RETNET)
+
+# valgrind memcheck: the unit suites but the two numerical ones (parity and
+# forms run minutes under valgrind; check-asan covers them), then the server
+# tests with the server under valgrind.  Any error or definite leak fails.
+VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+            --show-leak-kinds=definite
+VALGRIND_SUITES := math safetensors model sampler tokenizer cuda_plan state_blob
+check-valgrind: $(TEST_BIN) $(RETNETD) $(RETNET)
+	$(Q)sh tools/deps.sh valgrind
+	$(Q)for s in $(VALGRIND_SUITES); do \
+	    CK_FORK=no CK_RUN_SUITE=$$s CK_DEFAULT_TIMEOUT=1200 $(VALGRIND) $(TEST_BIN) || exit 1; done
+	$(Q)for t in test_server test_bad_input test_state test_tiers test_security; do \
+	    RETNETD_WRAP="$(VALGRIND)" RETNETD=$(RETNETD) RETNET=$(RETNET) \
+	        python3 tests/integration/$$t.py || exit 1; done
+
+# Load and soak (tests/load/soak.py): bounded, loopback only, self-stopping.
+# `make check` runs 2 minutes of it; `make soak` 30 (SOAK_TIME seconds).
+SOAK_TIME ?= 1800
+soak: $(RETNETD) $(RETNET)
+	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/load/soak.py --duration $(SOAK_TIME)
+
+# wrk with tests/load/sse.lua (streaming requests) against a server on the
+# default model for 30 s; wrk from tools/bench-deps.sh.
+load-wrk: $(RETNETD)
+	$(Q)sh tools/bench-deps.sh
+	$(Q)$(RETNETD) --model models --port 18765 --threads 2 >build/load-wrk.log 2>&1 & pid=$$!; \
+	    sleep 2; wrk -t2 -c16 -d30s -s tests/load/sse.lua http://127.0.0.1:18765; rc=$$?; \
+	    kill -TERM $$pid; wait $$pid; exit $$rc
 
 # docker/Dockerfile built with podman (CPU image on Debian 12 and Ubuntu 24.04)
 # and checked end to end; IMAGE_CHECK_ARGS=--cuda-standin adds the CUDA build.

@@ -2,11 +2,12 @@
 # Installs the Debian/Ubuntu packages the build and the tests need, and nothing
 # when they are all present.  Called by `make deps` (and so by `make check`).
 # Runs apt-get through sudo when not root.  Safe to run repeatedly.
+# Arguments name extra packages a target needs (e.g. valgrind).
 set -eu
 
 PACKAGES="build-essential pkg-config libopenblas-dev check libsubunit-dev \
 libcjson-dev libmicrohttpd-dev libuv1-dev libpcre2-dev libinih-dev libsystemd-dev python3 \
-python3-venv curl systemd"
+python3-venv curl systemd $*"
 
 missing=""
 for p in $PACKAGES; do
