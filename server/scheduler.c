@@ -37,6 +37,7 @@ struct rd_sched {
     long pc_clock;
     atomic_long pc_hits, pc_tokens;
     atomic_int last_batch;
+    long decodes, fail_decode; /* fault injection (RETNETD_FAULT_DECODE): fail call n */
 };
 
 /* ---------------------------------------------------------------- slots */
@@ -341,6 +342,8 @@ static void decode_step(rd_sched *s)
     /* nb may be 0 when every remaining choice was just stopped: the jobs
      * still have to be completed below */
     int rc = nb > 0 ? rn_decode(s->e, s->b_slot, s->b_tok, nb, s->logits) : RN_OK;
+    if (nb > 0 && ++s->decodes == s->fail_decode)
+        rc = RN_EDEVICE; /* the test's injected engine failure */
     atomic_store(&s->last_batch, nb);
     for (int k = 0; k < nb; k++) {
         rd_job *j = s->b_job[k];
@@ -617,6 +620,10 @@ int rd_sched_start(rd_sched **out, rn_engine *e, rd_queue *q, const rd_sched_opt
     s->o = *o;
     s->vocab = rn_engine_vocab(e);
     s->state_bytes = rn_engine_state_bytes(e);
+    /* Fault injection for the fault tests (tests/integration/test_faults.py):
+     * the n-th batched decode call reports an engine error. */
+    const char *fault = getenv("RETNETD_FAULT_DECODE");
+    s->fail_decode = fault ? atol(fault) : 0;
     if (s->o.prefill_budget < s->o.chunk)
         s->o.prefill_budget = s->o.chunk; /* prefill advances in whole chunks */
     size_t n = (size_t)o->n_slots;

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Faults, against the real retnetd, each with the behaviour docs/reliability.md
+records:
+
+- an engine failure in the middle of a batched decode (injected with
+  RETNETD_FAULT_DECODE=n: the n-th decode call fails) ends only the requests
+  in that batch, with a clear error; requests after it are served;
+- a model file truncated or unreadable at start: one clear line, exit != 0;
+- a state directory that is full or read-only (a small tmpfs; needs the
+  right to mount, else this case says SKIPPED): writing sessions at stop
+  fails with a log line per session, the previous files stay intact, the
+  server still exits 0;
+- SIGTERM under load: every running stream finishes with [DONE], exit 0.
+
+Uses test_server.py's model and server wrapper; standard library only.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_server as ts  # noqa: E402
+
+
+def setUpModule():
+    ts.setUpModule()
+
+
+def tearDownModule():
+    ts.tearDownModule()
+
+
+def stream_events(port, body):
+    s = ts.SSEStream(port, "/v1/completions", dict(body, stream=True))
+    try:
+        status = s.read_head()
+        events = [e.decode() if isinstance(e, bytes) else e for e in s.read_all()]
+    finally:
+        s.close()
+    return status, events
+
+
+class TestFaults(unittest.TestCase):
+    def test_engine_failure_mid_batch(self):
+        os.environ["RETNETD_FAULT_DECODE"] = "30"
+        try:
+            srv = ts.Server("--slots", "4").start()
+        finally:
+            del os.environ["RETNETD_FAULT_DECODE"]
+        try:
+            results = {}
+
+            def run(name):
+                results[name] = stream_events(srv.port, dict(prompt=name, max_tokens=200, ignore_eos=True))
+            threads = [threading.Thread(target=run, args=("s%d" % i,)) for i in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            failed = 0
+            for name, (status, events) in results.items():
+                self.assertEqual(status, 200)
+                self.assertEqual(events[-1], "data: [DONE]", name)
+                errs = [json.loads(e[6:]) for e in events if e.startswith('data: {"error"')]
+                if errs:
+                    failed += 1
+                    self.assertEqual(errs[0]["error"]["type"], "server_error")
+                    self.assertIn("engine error", errs[0]["error"]["message"])
+            self.assertGreaterEqual(failed, 1)   # the batch with the failure
+            # later requests are served normally
+            status, _, js = ts.http_json(srv.port, "POST", "/v1/completions",
+                                         {"prompt": "after", "max_tokens": 20, "ignore_eos": True})
+            self.assertEqual(status, 200, js)
+            self.assertEqual(js["usage"]["completion_tokens"], 20)
+        finally:
+            srv.stop()
+
+    def broken_model(self, how):
+        d = tempfile.mkdtemp(prefix="broken-", dir=ts.TMP)
+        for f in os.listdir(ts.MODEL_DIR):
+            shutil.copy(os.path.join(ts.MODEL_DIR, f), d)
+        st = os.path.join(d, "model.safetensors")
+        if how == "truncated":
+            with open(st, "r+b") as f:
+                f.truncate(os.path.getsize(st) // 2)
+        else:  # unreadable: a directory where the file should be
+            os.unlink(st)
+            os.mkdir(st)
+        r = subprocess.run([ts.RETNETD, "--model", d, "--port", "0"], capture_output=True, text=True,
+                           timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        self.assertEqual(len(lines), 1, r.stderr)
+        self.assertIn("model.safetensors", lines[0])
+
+    def test_broken_model_files(self):
+        self.broken_model("truncated")
+        self.broken_model("unreadable")
+
+    def test_state_dir_full(self):
+        d = tempfile.mkdtemp(prefix="full-", dir=ts.TMP)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", d], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            print("SKIPPED: test_state_dir_full: cannot mount a tmpfs here (%s)" % r.stderr.strip(),
+                  file=sys.stderr)
+            return
+        try:
+            srv = ts.Server("--state-dir", d).start()
+            ids = []
+            for _ in range(3):  # 3 states of 1 MiB + 96 bytes: one fits, the rest do not
+                sid = ts.http_json(srv.port, "POST", "/v1/sessions", None)[2]["id"]
+                ts.http_json(srv.port, "POST", "/v1/completions",
+                             dict(prompt="fill", max_tokens=2, session=sid))
+                ids.append(sid)
+            srv.stop()  # exit status 0 is checked there
+            log = srv.log()
+            self.assertIn('msg="sessions persisted"', log)
+            self.assertRegex(log, r"failed=[12]")
+            self.assertIn("No space left on device", log)
+            leftovers = [f for f in os.listdir(d) if ".tmp." in f]
+            self.assertEqual(leftovers, [])  # no half-written file remains
+            # what was written is whole: a restart restores it, skips nothing
+            srv2 = ts.Server("--state-dir", d).start()
+            try:
+                self.assertRegex(srv2.log(), r"restored=[12] skipped=0")
+            finally:
+                srv2.stop()
+        finally:
+            subprocess.run(["umount", d], capture_output=True)
+
+    def test_sigterm_under_load(self):
+        srv = ts.Server("--slots", "8").start()
+        results = {}
+
+        def run(name):
+            results[name] = stream_events(srv.port, dict(prompt=name, max_tokens=1500, ignore_eos=True))
+        threads = [threading.Thread(target=run, args=("l%d" % i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        text = ts.http_request(srv.port, "GET", "/metrics")[2].decode()
+        self.assertRegex(text, r"retnetd_running_requests [1-9]")  # they are running at the signal
+        srv.terminate()
+        for t in threads:
+            t.join(120)
+        srv.check_clean_exit(srv.wait_exit())
+        self.assertEqual(len(results), 8)
+        for name, (status, events) in results.items():
+            self.assertEqual(status, 200, name)
+            self.assertEqual(events[-1], "data: [DONE]", name)
+            self.assertFalse(any(e.startswith('data: {"error"') for e in events), name)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
