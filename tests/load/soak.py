@@ -16,6 +16,8 @@ seconds runs, concurrently:
   hostile   slowloris (headers sent a byte at a time, then abandoned),
             oversized headers and bodies, pipelined requests, malformed
             request lines, a stream consumer that never reads;
+  idle      --idle connections (10,000, or what the descriptor limit allows)
+            opened and held silent during one probe phase;
   probe     one stream at a time whose inter-token gaps are measured alone,
             then with only the hostile clients and droppers running, then
             under the full load: what the hostile clients cost everyone else
@@ -36,6 +38,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import socket
 import statistics
 import sys
@@ -291,9 +294,14 @@ def main():
     ap.add_argument("--duration", type=float, default=120)
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--idle", type=int, default=10000, help="idle connections held in one phase")
     a = ap.parse_args()
     ts.setUpModule()
-    srv = ts.Server("--slots", "16", "--max-waiting", "64", "--max-connections", "256",
+    # room for the idle-connection phase, in this process and the server it starts
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    n_idle = max(0, min(a.idle, (hard - 200) // 2))
+    srv = ts.Server("--slots", "16", "--max-waiting", "64", "--max-connections", str(n_idle + 256),
                     "--timeout", "5", "--max-sessions", "64").start()
     port, pid = srv.port, srv.proc.pid
     stats, stop, rng = Stats(), threading.Event(), random.Random(a.seed)
@@ -301,6 +309,20 @@ def main():
     try:
         phase = min(10.0, a.duration / 6)
         base_gaps = probe_gaps(port, phase, stop)
+        # idle connections up to the limit (connected, sending nothing), kept open
+        # by sending a header byte now and then within the 5 s timeout
+        idle = []
+        for _ in range(n_idle):
+            try:
+                c = socket.create_connection(("127.0.0.1", port), timeout=5)
+                c.sendall(b"G")
+                idle.append(c)
+            except OSError:
+                break
+        idle_gaps = probe_gaps(port, min(phase, 4.0), stop)
+        idle_open = len(idle)
+        for c in idle:
+            c.close()
         # the hostile clients alone, against the probe
         held_slow, held_unread = [], []
         threads = [threading.Thread(target=hostile, args=(port, stats, stop, random.Random(rng.random()),
@@ -343,6 +365,7 @@ def main():
             rss_after_warmup=rss0, rss_end=rss1, fds_under_load=fds0, fds_end=fds1,
             probe_gap_p99_ms_quiet=1e3 * pct(base_gaps, 0.99),
             probe_gap_p99_ms_hostile_only=1e3 * pct(hostile_gaps, 0.99),
+            idle_connections=idle_open, probe_gap_p99_ms_idle_connections=1e3 * pct(idle_gaps, 0.99),
             probe_gap_p99_ms_full_load=1e3 * pct(load_gaps, 0.99),
             server_alive=alive)
     finally:
