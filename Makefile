@@ -239,8 +239,10 @@ bench: deps $(RETNET)
 	$(Q)sh bench/run.sh $(RETNET)
 
 # valgrind memcheck: the unit suites but the two numerical ones (parity and
-# forms run minutes under valgrind; check-asan covers them), then the server
-# tests with the server under valgrind.  Any error or definite leak fails.
+# forms run for hours under valgrind; check-asan covers them), then the bad-
+# input table, the state and the security tests with the server under
+# valgrind (test_server.py's timing-bound cases do not survive a 30x slower
+# server; check-asan runs them instrumented).  Any error or definite leak fails.
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
             --show-leak-kinds=definite
 VALGRIND_SUITES := math safetensors model sampler tokenizer cuda_plan state_blob
@@ -248,7 +250,7 @@ check-valgrind: $(TEST_BIN) $(RETNETD) $(RETNET)
 	$(Q)sh tools/deps.sh valgrind
 	$(Q)for s in $(VALGRIND_SUITES); do \
 	    CK_FORK=no CK_RUN_SUITE=$$s CK_DEFAULT_TIMEOUT=1200 $(VALGRIND) $(TEST_BIN) || exit 1; done
-	$(Q)for t in test_server test_bad_input test_state test_tiers test_security; do \
+	$(Q)for t in test_bad_input test_state test_security; do \
 	    RETNETD_WRAP="$(VALGRIND)" RETNETD=$(RETNETD) RETNET=$(RETNET) \
 	        python3 tests/integration/$$t.py || exit 1; done
 
