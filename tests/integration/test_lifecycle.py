@@ -102,7 +102,7 @@ class TestLifecycle(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0, r.stderr)
         lines = [l for l in r.stderr.splitlines() if l.strip()]
         self.assertEqual(len(lines), 1, r.stderr)
-        self.assertIn(want, lines[0])
+        self.assertIn(want.lower(), lines[0].lower())
         return lines[0]
 
     def test_failed_starts_say_why(self):
