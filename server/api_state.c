@@ -149,6 +149,9 @@ int rd_api_state_put(rd_app *app, rd_conn *c, const char *id, rd_session *s)
                              "a new session's id must be \"sess_\" and 32 lowercase hex digits");
     if (s && rd_session_busy(s))
         return session_busy_error(c);
+    if (!s && rd_session_find(app, id)) /* someone else's: not visible, not replaceable */
+        return rd_json_error(c, 409, "invalid_request_error", NULL, "session_exists",
+                             "a session with this id exists");
     if (!upload_ok(app, c, &info, &rc))
         return rc;
     if (rd_tier_ready(app, c, s, s ? 0 : 1) != RD_TIER_GO)
@@ -160,9 +163,6 @@ int rd_api_state_put(rd_app *app, rd_conn *c, const char *id, rd_session *s)
         free(r);
         return rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
     }
-    if (!s && rd_session_find(app, id)) /* someone else's: not visible, not replaceable */
-        return rd_json_error(c, 409, "invalid_request_error", NULL, "session_exists",
-                             "a session with this id exists");
     if (!s) {
         int crc = rd_session_create_with_id(app, id, &s);
         if (crc != 0) {
