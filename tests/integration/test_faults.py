@@ -141,7 +141,7 @@ class TestFaults(unittest.TestCase):
         results = {}
 
         def run(name):
-            results[name] = stream_events(srv.port, dict(prompt=name, max_tokens=1500, ignore_eos=True))
+            results[name] = stream_events(srv.port, dict(prompt=name, max_tokens=400, ignore_eos=True))
         threads = [threading.Thread(target=run, args=("l%d" % i,)) for i in range(8)]
         for t in threads:
             t.start()
@@ -150,7 +150,7 @@ class TestFaults(unittest.TestCase):
         self.assertRegex(text, r"retnetd_running_requests [1-9]")  # they are running at the signal
         srv.terminate()
         for t in threads:
-            t.join(120)
+            t.join(600)
         srv.check_clean_exit(srv.wait_exit())
         self.assertEqual(len(results), 8)
         for name, (status, events) in results.items():
