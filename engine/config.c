@@ -180,6 +180,13 @@ static int read_sizes(cfg_reader *r, rn_config *c)
     if (!field(r, "intermediate_size")) { /* FLA modules/mlp.py */
         int inter = (int)(c->hidden_size * ratio * 2.0 / 3.0);
         c->intermediate_size = 256 * ((inter + 255) / 256);
+        /* derived, it must obey the limit an explicit value does (else the
+         * config could not be written back and read again) */
+        if (c->intermediate_size > 4 * MAX_DIM)
+            return rn_error_set(r->err, RN_EFORMAT,
+                                "%s: intermediate size %d (hidden_size x hidden_ratio x 2/3) is "
+                                "outside [1, %d]",
+                                r->path, c->intermediate_size, 4 * MAX_DIM);
     }
     long key_dim = (long)(c->hidden_size * ek), value_dim = (long)(c->hidden_size * ev);
     if (key_dim <= 0 || value_dim <= 0 || key_dim % c->n_heads || value_dim % c->n_heads)
@@ -281,10 +288,17 @@ int rn_config_parse(rn_config *cfg, const char *json, size_t len, const char *pa
     int rc;
     rn_config c;
     memset(&c, 0, sizeof c);
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     cfg_reader r = {root, path, err};
     if (!root || !cJSON_IsObject(root)) {
         rc = rn_error_set(err, RN_EFORMAT, "%s: not a JSON object", path);
+        goto out;
+    }
+    while (end && end < json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+        end++;
+    if (end && end < json + len && *end) { /* "{...} junk": refuse rather than ignore */
+        rc = rn_error_set(err, RN_EFORMAT, "%s: text after the JSON object", path);
         goto out;
     }
     if ((rc = check_unknown_fields(&r)) || (rc = read_sizes(&r, &c)) ||

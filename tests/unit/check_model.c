@@ -944,6 +944,24 @@ START_TEST(test_model_config_not_json)
 }
 END_TEST
 
+/* Fuzz findings (make fuzz-config), kept as cases: text after the object was
+ * ignored; an intermediate size derived from hidden_ratio escaped the range
+ * an explicit one must keep, so the config could not be read back. */
+START_TEST(test_model_config_fuzz_findings)
+{
+    rn_config c;
+    rn_error err = {0};
+    const char *trailing = "{\"hidden_ratio\":7,\"hidden_size\":6e4}\":0}";
+    ck_assert_int_eq(rn_config_parse(&c, trailing, strlen(trailing), "f", &err), RN_EFORMAT);
+    ck_assert_msg(strstr(err.msg, "text after the JSON object"), "%s", err.msg);
+    const char *derived = "{\"hidden_ratio\":7,\"hidden_size\":6e4}";
+    ck_assert_int_eq(rn_config_parse(&c, derived, strlen(derived), "f", &err), RN_EFORMAT);
+    ck_assert_msg(strstr(err.msg, "intermediate size 280064"), "%s", err.msg);
+    const char *spaced = "  {\"hidden_size\": 256, \"num_heads\": 4}\n\t ";
+    ck_assert_int_eq(rn_config_parse(&c, spaced, strlen(spaced), "f", &err), RN_OK);
+}
+END_TEST
+
 START_TEST(test_model_config_too_large)
 {
     char dir[PATH_MAX];
@@ -1264,6 +1282,7 @@ Suite *model_suite(void)
     tcase_add_test(cfg, test_model_config_is_directory);
     tcase_add_test(cfg, test_model_config_not_json);
     tcase_add_test(cfg, test_model_config_too_large);
+    tcase_add_test(cfg, test_model_config_fuzz_findings);
     tcase_add_loop_test(cfg, test_model_config_bad_field, 0,
                         (int)(sizeof bad_fields / sizeof bad_fields[0]));
     tcase_add_test(cfg, test_model_config_typo_instead_of_field);
