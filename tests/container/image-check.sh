@@ -10,7 +10,7 @@
 #
 # What it does (docs/docker.md, "How the images are tested"):
 #
-#   1. makes the local base images as /work/shared/containers.md describes
+#   1. makes the local base images (docs/docker.md, "How the images are tested")
 #      (debootstrap --variant=minbase, then podman import) and caches their
 #      tarballs in build/container/ (shared with fresh-check.sh), so a second
 #      run starts at once; the imported tags (localhost/debian:bookworm,
@@ -79,7 +79,7 @@ for tool in podman runc curl python3 timeout; do
 done
 
 # crun fails on this cgroup setup and podman refuses the default rlimits on
-# these hosts (/work/shared/containers.md).  --format docker: an OCI image
+# hosts like the test machines (docs/docker.md).  --format docker: an OCI image
 # cannot carry a HEALTHCHECK.  --pull=never: the base images are local.
 # --layers=false: no intermediate images are left behind.
 PODMAN=(podman --runtime runc)

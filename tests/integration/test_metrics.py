@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """GET /metrics against the real retnetd: the exposition passes `promtool
-check metrics` (Debian's prometheus package; tools/promtool.sh finds or
+check metrics` (Debian's prometheus package; tools/debian-tool.sh finds or
 unpacks it, installing nothing), and the values move exactly as known
 traffic says: requests by endpoint and status, prompt and generated token
 counters, the time-to-first-token and duration histograms' counts, the
@@ -55,7 +55,8 @@ class TestMetrics(ts.ServerTestCase):
     def test_promtool_accepts_the_exposition(self):
         self.complete(prompt="warm up", max_tokens=3)
         text = scrape(self.port)
-        r = subprocess.run(["sh", os.path.join(ts.ROOT, "tools/promtool.sh")], capture_output=True,
+        r = subprocess.run(["sh", os.path.join(ts.ROOT, "tools/debian-tool.sh"), "promtool", "prometheus",
+                            "usr/bin/promtool"], capture_output=True,
                            text=True)
         if r.returncode != 0:
             if os.environ.get("RETNETD_ALLOW_SKIP") == "1":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Two retnetd replicas behind nginx (docs/operations.md), on loopback.
 
-nginx (Debian's package; tools/nginx.sh finds or unpacks it, installing
+nginx (Debian's package; tools/debian-tool.sh finds or unpacks it, installing
 nothing) routes by session id with a consistent hash: the X-Session-Id header,
 or the id in a /v1/sessions/{id} path.  The test:
 
@@ -88,7 +88,7 @@ ROUTING = """
 def setUpModule():
     global NGINX
     ts.setUpModule()
-    r = subprocess.run(["sh", os.path.join(ts.ROOT, "tools/nginx.sh")], capture_output=True, text=True)
+    r = subprocess.run(["sh", os.path.join(ts.ROOT, "tools/debian-tool.sh"), "nginx", "nginx", "usr/sbin/nginx"], capture_output=True, text=True)
     if r.returncode != 0:
         why = "no nginx: %s" % r.stderr.strip()
         if os.environ.get("RETNETD_ALLOW_SKIP") == "1":
