@@ -16,11 +16,13 @@ best of 3 (torch.cuda.synchronize around each):
     prefill of P tokens one forward pass of a P-token prompt with use_cache
                         (FLA's chunk kernel)                   -> tokens/s
 
-One JSON object goes to stdout, progress to stderr.
+One JSON object goes to stdout (and, with --out, to a file rewritten after every
+figure), progress to stderr.
 """
 import argparse
 import importlib.metadata as md
 import json
+import os
 import sys
 import time
 
@@ -29,6 +31,13 @@ sys.dont_write_bytecode = True
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
+
+
+def save(path, out):
+    if path:
+        with open(path + '.tmp', 'w') as f:
+            json.dump(out, f)
+        os.replace(path + '.tmp', path)
 
 
 def best_of(fn, runs=3):
@@ -50,6 +59,8 @@ def main():
     ap.add_argument('--batches', default='1,16,64,256')
     ap.add_argument('--prompts', default='512,2048,8192')
     ap.add_argument('--decode', type=int, default=32)
+    ap.add_argument('--out', help='also rewrite this file after every figure, so a run cut short '
+                    'keeps what it measured')
     args = ap.parse_args()
 
     import torch
@@ -73,13 +84,14 @@ def main():
         try:
             t1 = best_of(lambda: gen(1 + args.decode))
             t0 = best_of(lambda: gen(1))
-        except torch.cuda.OutOfMemoryError:
-            log('batch %d: out of memory' % b)
+        except Exception as e:  # out of memory, or a kernel the peer lacks for this shape
+            log('batch %d: %s: %s' % (b, type(e).__name__, e))
             torch.cuda.empty_cache()
             continue
         rate = b * args.decode / max(t1 - t0, 1e-9)
         log('decode batch %d: %.1f tok/s' % (b, rate))
         out['decode'].append({'batch': b, 'tok_s': round(rate, 1)})
+        save(args.out, out)
 
     for p in [int(x) for x in args.prompts.split(',')]:
         ids = torch.randint(0, vocab, (1, p), device='cuda')
@@ -89,12 +101,13 @@ def main():
                 model(ids, use_cache=True)
         try:
             t = best_of(fwd)
-        except torch.cuda.OutOfMemoryError:
-            log('prefill %d: out of memory' % p)
+        except Exception as e:
+            log('prefill %d: %s: %s' % (p, type(e).__name__, e))
             torch.cuda.empty_cache()
             continue
         log('prefill %d: %.0f tok/s' % (p, p / t))
         out['prefill'].append({'prompt': p, 'tok_s': round(p / t, 1)})
+        save(args.out, out)
     print(json.dumps(out))
 
 

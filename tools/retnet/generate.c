@@ -17,6 +17,7 @@
 typedef struct {
     const char *dir, *prompt, *ids;
     int n_new, chunk, threads, ignore_eos;
+    rn_device device;
     rn_sample_params sp;
 } gen_opts;
 
@@ -35,6 +36,12 @@ static int parse_gen(gen_opts *o, int argc, char **argv)
             o->chunk = atoi(v);
         else if (!strcmp(a, "--threads") && v)
             o->threads = atoi(v);
+        else if (!strcmp(a, "--device") && v && !strcmp(v, "cpu"))
+            o->device = RN_DEVICE_CPU;
+        else if (!strcmp(a, "--device") && v && !strcmp(v, "cuda"))
+            o->device = RN_DEVICE_CUDA;
+        else if (!strcmp(a, "--device") && v && !strcmp(v, "auto"))
+            o->device = RN_DEVICE_AUTO;
         else if (!strcmp(a, "--temperature") && v)
             o->sp.temperature = strtof(v, NULL);
         else if (!strcmp(a, "--top-k") && v)
@@ -114,7 +121,7 @@ int cli_generate(int argc, char **argv)
     if (parse_gen(&o, argc, argv) != 0)
         return cli_usage("generate MODEL_DIR \"prompt\" | --ids 1,2,3 [-n 64] [--temperature T] "
                          "[--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] "
-                         "[--seed S] [--ignore-eos]");
+                         "[--seed S] [--ignore-eos] [--threads N] [--device cpu|cuda|auto]");
     rn_model *m = NULL;
     rn_engine *e = NULL;
     rn_tokenizer *t = NULL;
@@ -125,7 +132,7 @@ int cli_generate(int argc, char **argv)
     rn_error err;
     int n_ids = 0, rc = 1, r;
     if (rn_model_load(&m, o.dir, &err) != RN_OK ||
-        rn_engine_new(&e, m, &(rn_engine_opts){.n_threads = o.threads, .n_slots = 1}, &err) != RN_OK) {
+        rn_engine_new(&e, m, &(rn_engine_opts){.device = o.device, .n_threads = o.threads, .n_slots = 1}, &err) != RN_OK) {
         fprintf(stderr, "retnet: %s\n", err.msg);
         goto out;
     }

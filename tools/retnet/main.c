@@ -18,6 +18,7 @@ static const char usage[] =
     "  info MODEL_DIR                       config, parameters, state bytes per session\n"
     "  generate MODEL_DIR \"prompt\" [-n 64] [--temperature T] [--top-k K] [--top-p P]\n"
     "           [--min-p P] [--repetition-penalty R] [--seed S] [--ignore-eos] [--threads N]\n"
+    "           [--device cpu|cuda|auto]\n"
     "                                       stream a continuation of the prompt\n"
     "  generate MODEL_DIR --ids 1,2,3 ...   the same from token ids (prints ids)\n"
     "  tokenize MODEL_DIR \"text\"           ids and pieces of a text\n"
