@@ -82,6 +82,7 @@ struct cuda_ctx {
     float *x, *hn, *y, *q, *k, *v, *g, *o, *f1, *f2, *logits;
     void *half;
     float *A, *qd, *kd, *pw, *sums;
+    float *part; /* the recurrent step's partial read-outs (plan.step_bytes) */
     double *log_gamma;
     float *gamma, *freq;
     int32_t *tok;
@@ -261,6 +262,29 @@ static int lt_matmul(cuda_ctx *x, float *y, const void *W, const void *in_rows, 
     return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
 }
 
+/* The rows as cuBLASLt reads them: as they are for fp32 weights, else
+ * rounded to the weights' dtype in x->half (valid until the next call).
+ * fp16 weights: activations beyond 65504 would become inf here; the models
+ * we know of are bf16 or fp32, and the parity suite covers both. */
+static const void *lt_input(cuda_ctx *x, const float *rows, int n, int in, int t)
+{
+    if (t == RN_DT_F32)
+        return rows;
+    rk_to_half(x->st, x->half, rows, (size_t)n * (size_t)in, t);
+    return x->half;
+}
+
+/* y (n x out) = src W^T + b through cuBLASLt; src from lt_input. */
+static int linear_lt(cuda_ctx *x, float *y, const void *src, int n, const void *W,
+                     const rn_tensor *Wt, const float *b)
+{
+    int out = (int)Wt->shape[0], in = (int)Wt->shape[1];
+    int rc = lt_matmul(x, y, W, src, n, out, in, (int)Wt->dtype);
+    if (rc == RN_OK && b)
+        rk_add_bias(x->st, y, b, n, out);
+    return rc;
+}
+
 /* y (n x out) = rows (n x in) W^T + b; W is the device copy of Wt. */
 static int linear(cuda_ctx *x, float *y, const float *rows, int n, const void *W,
                   const rn_tensor *Wt, const float *b)
@@ -270,17 +294,7 @@ static int linear(cuda_ctx *x, float *y, const float *rows, int n, const void *W
         rk_gemv(x->st, y, W, t, b, rows, n, out, in);
         return RN_OK;
     }
-    const void *src = rows;
-    /* fp16 weights: activations beyond 65504 would become inf here; the
-     * models we know of are bf16 or fp32, and the parity suite covers both */
-    if (t != RN_DT_F32) {
-        rk_to_half(x->st, x->half, rows, (size_t)n * (size_t)in, t);
-        src = x->half;
-    }
-    int rc = lt_matmul(x, y, W, src, n, out, in, t);
-    if (rc == RN_OK && b)
-        rk_add_bias(x->st, y, b, n, out);
-    return rc;
+    return linear_lt(x, y, lt_input(x, rows, n, in, t), n, W, Wt, b);
 }
 
 /* ----------------------------------------------------------- retention */
@@ -365,30 +379,84 @@ static void residual(cuda_ctx *x, int n, const float *w, const float *b)
         rk_norm(x->st, x->x, x->x, n, D, lk, w, b, c->norm_eps, NULL, 0);
 }
 
+/* The sublayer output x->y joins the residual stream (sublayer norm w, b
+ * for post- and deep-norm); returns the next sublayer's input.  With
+ * pre-norm the add and the next norm (w_next, b_next) are one kernel.  last:
+ * no next sublayer (output_logits applies the final norm). */
+static const float *residual_into(cuda_ctx *x, int n, const float *w, const float *b,
+                                  const float *w_next, const float *b_next, int last)
+{
+    const rn_config *c = x->c;
+    if (c->norm_position == RN_NORMPOS_PRE && !last) {
+        rk_add_norm(x->st, x->hn, x->x, x->y, c->residual_alpha, n, c->hidden_size,
+                    c->norm_kind == RN_NORM_LAYER, w_next, b_next, c->norm_eps);
+        return x->hn;
+    }
+    residual(x, n, w, b);
+    return last ? x->x : block_input(x, n, w_next, b_next);
+}
+
+/* Several projections of the same input rows (the matrices of a block
+ * share dtype and input width): one weight-streaming launch for decode
+ * batches, else one cuBLASLt product each from one rounded copy of the rows. */
+static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *const *ys,
+                      const void *const *Ws, const rn_tensor *const *Wts, const float *const *bs)
+{
+    int same = 1, rc;
+    for (int i = 1; i < count; i++)
+        same &= Wts[i]->dtype == Wts[0]->dtype && Wts[i]->shape[1] == Wts[0]->shape[1];
+    if (n <= RN_CUDA_GEMV_MAX && same && count <= RK_GEMV_JOBS) {
+        rk_gemv_set set = {};
+        for (int i = 0; i < count; i++)
+            set.job[i] = {Ws[i], bs[i], ys[i], (int)Wts[i]->shape[0]};
+        set.count = count;
+        rk_gemv_multi(x->st, &set, (int)Wts[0]->dtype, rows, n, (int)Wts[0]->shape[1]);
+        return RN_OK;
+    }
+    if (!same) {
+        for (int i = 0; i < count; i++)
+            if ((rc = linear(x, ys[i], rows, n, Ws[i], Wts[i], bs[i])))
+                return rc;
+        return RN_OK;
+    }
+    /* the shared input is rounded once for all of them */
+    const void *src = lt_input(x, rows, n, (int)Wts[0]->shape[1], (int)Wts[0]->dtype);
+    for (int i = 0; i < count; i++)
+        if ((rc = linear_lt(x, ys[i], src, n, Ws[i], Wts[i], bs[i])))
+            return rc;
+    return RN_OK;
+}
+
 static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in, int n, int l)
 {
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
     const dev_layer *d = &x->layers[l];
     int rc;
-    if ((rc = linear(x, x->q, in, n, d->q, &lw->q_w, d->q_b)) ||
-        (rc = linear(x, x->k, in, n, d->k, &lw->k_w, d->k_b)) ||
-        (rc = linear(x, x->v, in, n, d->v, &lw->v_w, d->v_b)) ||
-        (rc = linear(x, x->g, in, n, d->g, &lw->g_w, d->g_b)))
+    float *const ys[] = {x->q, x->k, x->v, x->g};
+    const void *const Ws[] = {d->q, d->k, d->v, d->g};
+    const rn_tensor *const Wts[] = {&lw->q_w, &lw->k_w, &lw->v_w, &lw->g_w};
+    const float *const bs[] = {d->q_b, d->k_b, d->v_b, d->g_b};
+    if ((rc = linear_set(x, in, n, 4, ys, Ws, Wts, bs)))
         return rc;
     rk_qk_prepare(x->st, x->q, x->k, n, c->n_heads, c->head_dim_k, x->rowpos, x->freq,
                   c->position == RN_POS_ROTARY, c->rope_layout == RN_ROPE_INTERLEAVED,
                   c->qk_scale == RN_QKSCALE_K, (float)(1.0 / sqrt((double)c->head_dim_k)));
+    const float *ro = x->o; /* the read-out the group norm starts from */
+    int parts = 1;
+    size_t part_stride = (size_t)x->plan.max_batch * (size_t)c->value_dim;
     if (mode == FWD_DECODE) {
-        rn_cuda_step_shape sh =
-            rn_cuda_step_plan(n, c->n_heads, c->head_dim_k, c->head_dim_v, x->n_sms);
-        rk_ret_step(x->st, x->o, layer_states(x, l), x->slots, x->q, x->k, x->v, x->gamma, n,
-                    c->n_heads, c->head_dim_k, c->head_dim_v, sh.e_tile, sh.d_split, x->n_sms);
+        rn_cuda_step_shape sh = rn_cuda_step_plan(c, n, x->n_sms);
+        parts = sh.row_split;
+        ro = parts > 1 ? x->part : x->o;
+        rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->slots, x->q, x->k, x->v,
+                    x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh);
     } else if ((rc = retention_chunk(x, slot, l, n))) {
         return rc;
     }
-    rk_norm(x->st, x->o, x->o, n * c->n_heads, c->head_dim_v, c->group_norm_kind == RN_NORM_LAYER,
-            c->group_norm_affine ? d->gn_w : NULL, NULL, c->group_norm_eps, x->g, (int)c->gate_act);
+    rk_norm_parts(x->st, x->o, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,
+                  c->group_norm_kind == RN_NORM_LAYER, c->group_norm_affine ? d->gn_w : NULL, NULL,
+                  c->group_norm_eps, x->g, (int)c->gate_act);
     return linear(x, x->y, x->o, n, d->o, &lw->o_w, d->o_b);
 }
 
@@ -398,12 +466,14 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
     const rn_layer_weights *lw = &x->w->layers[l];
     const dev_layer *d = &x->layers[l];
     size_t nf = (size_t)n * (size_t)c->intermediate_size;
-    int rc;
-    if ((rc = linear(x, x->f1, in, n, d->up, &lw->up_w, d->up_b)))
+    int rc, glu = c->ffn_kind == RN_FFN_GLU;
+    float *const ys[] = {x->f1, x->f2};
+    const void *const Ws[] = {d->up, d->gate};
+    const rn_tensor *const Wts[] = {&lw->up_w, &lw->gate_w};
+    const float *const bs[] = {d->up_b, d->gate_b};
+    if ((rc = linear_set(x, in, n, glu ? 2 : 1, ys, Ws, Wts, bs)))
         return rc;
-    if (c->ffn_kind == RN_FFN_GLU) {
-        if ((rc = linear(x, x->f2, in, n, d->gate, &lw->gate_w, d->gate_b)))
-            return rc;
+    if (glu) {
         rk_glu(x->st, x->f1, x->f2, nf, (int)c->hidden_act);
     } else {
         rk_act(x->st, x->f1, nf, (int)c->hidden_act);
@@ -446,14 +516,16 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
     if (c->embed_norm)
         rk_norm(x->st, x->x, x->x, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
                 x->embed_norm_w, NULL, c->norm_eps, NULL, 0);
+    const float *in = block_input(x, n, x->layers[0].norm1_w, x->layers[0].norm1_b);
     for (int l = 0; l < c->n_layers; l++) {
-        const dev_layer *d = &x->layers[l];
-        if ((rc = retention_block(x, mode, slot, block_input(x, n, d->norm1_w, d->norm1_b), n, l)))
+        const dev_layer *d = &x->layers[l], *nx = l + 1 < c->n_layers ? d + 1 : NULL;
+        if ((rc = retention_block(x, mode, slot, in, n, l)))
             return rc;
-        residual(x, n, d->norm1_w, d->norm1_b);
-        if ((rc = ffn_block(x, block_input(x, n, d->norm2_w, d->norm2_b), n, l)))
+        in = residual_into(x, n, d->norm1_w, d->norm1_b, d->norm2_w, d->norm2_b, 0);
+        if ((rc = ffn_block(x, in, n, l)))
             return rc;
-        residual(x, n, d->norm2_w, d->norm2_b);
+        in = residual_into(x, n, d->norm2_w, d->norm2_b, nx ? nx->norm1_w : NULL,
+                           nx ? nx->norm1_b : NULL, !nx);
     }
     return RN_OK;
 }
@@ -502,7 +574,7 @@ static void cuda_deinit(void *ctx)
                 cudaGraphExecDestroy(x->graphs[w][n]);
         free(x->graphs[w]);
     }
-    void *bufs[] = {x->wdev, x->states, x->x, x->A, x->log_gamma, x->ws};
+    void *bufs[] = {x->wdev, x->states, x->x, x->A, x->part, x->log_gamma, x->ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         cudaFree(bufs[i]);
     if (x->lt)
@@ -543,6 +615,7 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
         x->logits = (float *)((char *)x->x + p->act_bytes);
     }
     CU(cudaMalloc(&x->A, p->chunk_bytes), "chunk scratch");
+    CU(cudaMalloc(&x->part, p->step_bytes), "step scratch");
     x->qd = x->A + H * C * C, x->kd = x->qd + H * C * dk, x->pw = x->kd + H * C * dk;
     x->sums = x->pw + H * (C + 1);
     tables = H * sizeof(double) + H * 4 + dk * 4 + R * (4 + 4 + 8) + 256;

@@ -51,42 +51,62 @@ void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *to
 
 /* ----------------------------------------------------------------- norms */
 
-/* Sum over the block in double (the CPU backend's norms accumulate in
- * double too); every thread gets the total. */
-__device__ static double block_sum(double v, double *sh)
+/* Sums a and b over the block in double (the CPU backend's norms
+ * accumulate in double too); every thread gets both totals.  Called once per
+ * kernel: sh (64 doubles) is not reused afterwards. */
+__device__ static void block_sum2(double &a, double &b, double *sh)
 {
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = 16; o > 0; o >>= 1) {
+        a += __shfl_xor_sync(0xffffffffu, a, o);
+        b += __shfl_xor_sync(0xffffffffu, b, o);
+    }
     int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
-    __syncthreads(); /* sh may still be read from the previous call */
     if (lane == 0)
-        sh[warp] = v;
+        sh[warp] = a, sh[32 + warp] = b;
     __syncthreads();
-    double t = 0.0;
+    a = 0.0, b = 0.0;
     for (int w = 0; w < (int)blockDim.x / 32; w++)
-        t += sh[w];
-    return t;
+        a += sh[w], b += sh[32 + w];
 }
 
+/* One block per row.  The row's input is x, or, first written to sink:
+ * the sum of parts partial read-outs (x + p * part_stride), or the residual
+ * update alpha x + res.  Sum and sum of squares come from one pass (in
+ * double, so the deviation sum ss - s mu loses nothing that matters for fp32
+ * inputs); each thread later reads back only values it wrote itself. */
 __global__ void norm_kernel(float *y, const float *x, int d, int layer_kind, const float *w,
-                            const float *b, float eps, const float *gate, int act)
+                            const float *b, float eps, const float *gate, int act, int parts,
+                            size_t part_stride, const float *res, float alpha, float *sink)
 {
-    __shared__ double sh[32];
+    __shared__ double sh[64];
     size_t row = blockIdx.x;
     const float *xr = x + row * (size_t)d;
-    double mu = 0.0;
-    if (layer_kind) {
-        double s = 0.0;
-        for (int k = threadIdx.x; k < d; k += blockDim.x)
-            s += xr[k];
-        mu = block_sum(s, sh) / d;
+    if (sink) {
+        float *sr = sink + row * (size_t)d;
+        const float *rr = res ? res + row * (size_t)d : NULL;
+        for (int k = threadIdx.x; k < d; k += blockDim.x) {
+            float t;
+            if (rr) {
+                t = xr[k] * alpha + rr[k];
+            } else {
+                t = 0.0f;
+                for (int p = 0; p < parts; p++)
+                    t += xr[(size_t)p * part_stride + (size_t)k];
+            }
+            sr[k] = t;
+        }
+        xr = sr;
     }
-    double ss = 0.0;
+    double s = 0.0, ss = 0.0;
     for (int k = threadIdx.x; k < d; k += blockDim.x) {
-        double c = (double)xr[k] - mu;
-        ss += c * c;
+        double v = xr[k];
+        s += v;
+        ss += v * v;
     }
-    float r = rn_norm_factor(block_sum(ss, sh), d, eps);
+    block_sum2(s, ss, sh);
+    double mu = layer_kind ? s / d : 0.0;
+    double dev = layer_kind ? fmax(ss - s * mu, 0.0) : ss;
+    float r = rn_norm_factor(dev, d, eps);
     float *yr = y + row * (size_t)d;
     for (int k = threadIdx.x; k < d; k += blockDim.x) {
         float v = (float)((double)xr[k] - mu) * r;
@@ -98,12 +118,32 @@ __global__ void norm_kernel(float *y, const float *x, int d, int layer_kind, con
     }
 }
 
+static unsigned norm_threads(int d)
+{
+    return d >= 2048 ? 256u : d >= 256 ? 128u : 64u; /* 4-8 values per thread */
+}
+
 void rk_norm(cudaStream_t st, float *y, const float *x, int rows, int d, int layer_kind,
              const float *w, const float *b, float eps, const float *gate, int act)
 {
-    int threads = d >= 1024 ? 1024 : d >= 256 ? 256 : 64;
-    norm_kernel<<<(unsigned)rows, (unsigned)threads, 0, st>>>(y, x, d, layer_kind, w, b, eps, gate,
-                                                              act);
+    norm_kernel<<<(unsigned)rows, norm_threads(d), 0, st>>>(y, x, d, layer_kind, w, b, eps, gate,
+                                                            act, 1, 0, NULL, 1.0f, NULL);
+}
+
+void rk_norm_parts(cudaStream_t st, float *y, const float *x, int parts, size_t part_stride,
+                   int rows, int d, int layer_kind, const float *w, const float *b, float eps,
+                   const float *gate, int act)
+{
+    norm_kernel<<<(unsigned)rows, norm_threads(d), 0, st>>>(
+        y, x, d, layer_kind, w, b, eps, gate, act, parts, part_stride, NULL, 1.0f,
+        parts > 1 ? y : NULL);
+}
+
+void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float alpha, int rows,
+                 int d, int layer_kind, const float *w, const float *b, float eps)
+{
+    norm_kernel<<<(unsigned)rows, norm_threads(d), 0, st>>>(y, x, d, layer_kind, w, b, eps, NULL, 0,
+                                                            1, 0, res, alpha, x);
 }
 
 /* --------------------------------------------------------------- rotary */
@@ -150,43 +190,91 @@ void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, co
 
 /* ----------------------------------------------------- recurrent step */
 
-/* Block (sequence i, head h) x (column tile): lane x owns state column e,
- * thread row y walks the state rows d = y, y + d_split, ...  Each row d of a
- * tile is e_tile consecutive floats, so every load and store is coalesced;
- * the state is read and written exactly once. */
-__global__ void ret_step_kernel(float *o, rk_states S, const int *slots, const float *q,
-                                const float *k, const float *v, const float *gamma, int H, int dk,
-                                int dv)
+/* W consecutive floats of a state row: float4 when the plan found every head
+ * block 16-byte aligned, else one float. */
+template <int W> struct svec;
+template <> struct svec<4> {
+    float4 v;
+    __device__ void load(const float *p) { v = *(const float4 *)p; }
+    __device__ void store(float *p) const { *(float4 *)p = v; }
+    __device__ float &operator[](int i) { return (&v.x)[i]; }
+};
+template <> struct svec<1> {
+    float v;
+    __device__ void load(const float *p) { v = *p; }
+    __device__ void store(float *p) const { *p = v; }
+    __device__ float &operator[](int) { return v; }
+};
+
+#define STEP_UNROLL 4
+
+/* Block (sequence i, head h) x (column tile) x (row share p): thread (x, y)
+ * owns columns e .. e+W-1 and walks rows r0 + y, r0 + y + d_split, ... of
+ * the share, STEP_UNROLL rows at a time with every load issued before the
+ * first store, so each thread keeps several 16-byte requests in flight.  The
+ * state is read and written exactly once.  Thread row sums meet in shared
+ * memory (fixed order); the share's read-out goes to o + p * part_stride. */
+template <int W>
+__global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_states S,
+                                const int *__restrict__ slots, const float *__restrict__ q,
+                                const float *__restrict__ k, const float *__restrict__ v,
+                                const float *__restrict__ gamma, int H, int dk, int dv, int rows)
 {
-    extern __shared__ float part[]; /* d_split x e_tile */
+    extern __shared__ float part[]; /* d_split x (lanes * W) */
     int i = (int)blockIdx.x / H, h = (int)blockIdx.x % H;
-    int e = (int)(blockIdx.y * blockDim.x + threadIdx.x);
+    int tile = (int)blockDim.x * W, col = (int)threadIdx.x * W;
+    int e = (int)blockIdx.y * tile + col;
+    int r0 = (int)blockIdx.z * rows, r1 = min(dk, r0 + rows);
     size_t rh = (size_t)i * (size_t)H + (size_t)h;
     float *layer = S.base + (size_t)slots[i] * S.slot_stride + S.layer_off;
-    float *Sh = layer + (size_t)h * (size_t)dk * (size_t)dv;
+    float *Sh = layer + (size_t)h * (size_t)dk * (size_t)dv + (size_t)e;
     const float *qr = q + rh * (size_t)dk, *kr = k + rh * (size_t)dk;
-    float g = gamma[h], ve = e < dv ? v[rh * (size_t)dv + (size_t)e] : 0.0f, acc = 0.0f;
-    if (e < dv)
-        for (int d = (int)threadIdx.y; d < dk; d += (int)blockDim.y) {
-            float *p = Sh + (size_t)d * (size_t)dv + (size_t)e;
-            float sv = g * *p + kr[d] * ve;
-            *p = sv;
-            acc += qr[d] * sv;
+    float g = gamma[h];
+    svec<W> ve, acc;
+    for (int w = 0; w < W; w++)
+        acc[w] = 0.0f, ve[w] = 0.0f;
+    if (e < dv) {
+        ve.load(v + rh * (size_t)dv + (size_t)e);
+        int step = (int)blockDim.y;
+        for (int d0 = r0 + (int)threadIdx.y; d0 < r1; d0 += STEP_UNROLL * step) {
+            svec<W> sv[STEP_UNROLL];
+#pragma unroll
+            for (int u = 0; u < STEP_UNROLL; u++)
+                if (d0 + u * step < r1)
+                    sv[u].load(Sh + (size_t)(d0 + u * step) * (size_t)dv);
+#pragma unroll
+            for (int u = 0; u < STEP_UNROLL; u++) {
+                int d = d0 + u * step;
+                if (d < r1) {
+                    float kd = kr[d], qd = qr[d];
+                    for (int w = 0; w < W; w++) {
+                        sv[u][w] = g * sv[u][w] + kd * ve[w];
+                        acc[w] += qd * sv[u][w];
+                    }
+                    sv[u].store(Sh + (size_t)d * (size_t)dv);
+                }
+            }
         }
-    part[threadIdx.y * blockDim.x + threadIdx.x] = acc;
+    }
+    for (int w = 0; w < W; w++)
+        part[threadIdx.y * (unsigned)tile + (unsigned)(col + w)] = acc[w];
     __syncthreads();
     if (threadIdx.y != 0 || e >= dv)
         return;
-    float sum = 0.0f;
-    for (int y = 0; y < (int)blockDim.y; y++)
-        sum += part[(unsigned)y * blockDim.x + threadIdx.x];
+    float scale = 1.0f;
     if (S.s_off) {
-        /* every column block derives s' from the old s; the block of column 0
-         * stores it once all blocks of this step have read it (next launch) */
+        /* every block derives s' from the old s; ts_step_kernel stores it
+         * once all blocks of this step have read it (next launch) */
         float s = layer[S.s_off + (size_t)h];
-        sum *= rn_ts_norm_step(&s, g);
+        scale = rn_ts_norm_step(&s, g);
     }
-    o[rh * (size_t)dv + (size_t)e] = sum;
+    float *out = o + blockIdx.z * part_stride + rh * (size_t)dv + (size_t)e;
+    for (int w = 0; w < W && e + w < dv; w++) {
+        float sum = 0.0f;
+        for (int y = 0; y < (int)blockDim.y; y++)
+            sum += part[(unsigned)y * (unsigned)tile + (unsigned)(col + w)];
+        out[w] = S.s_off ? sum * scale : sum;
+    }
 }
 
 /* s = g s + 1 for each (sequence, head): after ret_step_kernel read s. */
@@ -200,15 +288,20 @@ __global__ void ts_step_kernel(rk_states S, const int *slots, const float *gamma
     rn_ts_norm_step(s, gamma[h]);
 }
 
-void rk_ret_step(cudaStream_t st, float *o, rk_states S, const int *slots, const float *q,
-                 const float *k, const float *v, const float *gamma, int n, int H, int dk, int dv,
-                 int e_tile, int d_split, int n_sms)
+void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, const int *slots,
+                 const float *q, const float *k, const float *v, const float *gamma, int n, int H,
+                 int dk, int dv, const rn_cuda_step_shape *sh)
 {
-    (void)n_sms;
-    dim3 grid((unsigned)(n * H), (unsigned)((dv + e_tile - 1) / e_tile));
-    dim3 block((unsigned)e_tile, (unsigned)d_split);
-    size_t shm = sizeof(float) * (size_t)e_tile * (size_t)d_split;
-    ret_step_kernel<<<grid, block, shm, st>>>(o, S, slots, q, k, v, gamma, H, dk, dv);
+    dim3 grid((unsigned)(n * H), (unsigned)sh->grid_y, (unsigned)sh->row_split);
+    dim3 block((unsigned)sh->lanes, (unsigned)sh->d_split);
+    int rows = (dk + sh->row_split - 1) / sh->row_split;
+    size_t shm = sizeof(float) * (size_t)sh->lanes * (size_t)sh->vec * (size_t)sh->d_split;
+    if (sh->vec == 4)
+        ret_step_kernel<4><<<grid, block, shm, st>>>(o, part_stride, S, slots, q, k, v, gamma, H,
+                                                     dk, dv, rows);
+    else
+        ret_step_kernel<1><<<grid, block, shm, st>>>(o, part_stride, S, slots, q, k, v, gamma, H,
+                                                     dk, dv, rows);
     if (S.s_off)
         ts_step_kernel<<<blocks_for((size_t)n * (size_t)H), BLOCK, 0, st>>>(S, slots, gamma, n, H);
 }
@@ -231,19 +324,19 @@ void rk_decay_table(cudaStream_t st, float *pw, const double *log_gamma, int H, 
                                                                                   C);
 }
 
-__global__ void decay_mask_kernel(float *A, const float *pw, int H, int C)
+/* Block (row i, head h): no index divisions per element. */
+__global__ void decay_mask_kernel(float *A, const float *pw, int C)
 {
-    size_t cc = (size_t)C * (size_t)C, total = (size_t)H * cc;
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
-         t += (size_t)gridDim.x * blockDim.x) {
-        int h = (int)(t / cc), i = (int)(t % cc / (size_t)C), j = (int)(t % (size_t)C);
-        A[t] *= rn_decay_mask(pw + (size_t)h * (size_t)(C + 1), i, j);
-    }
+    int i = (int)blockIdx.x, h = (int)blockIdx.y;
+    const float *p = pw + (size_t)h * (size_t)(C + 1);
+    float *Ar = A + ((size_t)h * (size_t)C + (size_t)i) * (size_t)C;
+    for (int j = threadIdx.x; j < C; j += blockDim.x)
+        Ar[j] *= rn_decay_mask(p, i, j);
 }
 
 void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int H, int C)
 {
-    decay_mask_kernel<<<blocks_for((size_t)H * (size_t)C * (size_t)C), BLOCK, 0, st>>>(A, pw, H, C);
+    decay_mask_kernel<<<dim3((unsigned)C, (unsigned)H), BLOCK, 0, st>>>(A, pw, C);
 }
 
 __global__ void scale_rows_kernel(float *dst, const float *src, const float *pw, int H, int C,
@@ -428,28 +521,54 @@ __device__ static inline float to_f32(__half v)
     return __half2float(v);
 }
 
-/* One warp per output row: the row is streamed once with 16-byte loads and
- * multiplied into all NB inputs (x rows stay in L1/L2). */
+#define GEMV_UNROLL 8
+
+/* xs[u] = x[i .. i+N) as fp32 (N = 8 or 4, 16-byte aligned). */
+template <int N> __device__ static inline void load_x(const float *x, float *xs)
+{
+    const float4 *p = (const float4 *)x;
+    for (int j = 0; j < N / 4; j++) {
+        float4 t = p[j];
+        xs[4 * j] = t.x, xs[4 * j + 1] = t.y, xs[4 * j + 2] = t.z, xs[4 * j + 3] = t.w;
+    }
+}
+
+/* One warp per output row of one of the set's matrices: the row is streamed
+ * once, GEMV_UNROLL 16-byte loads per lane in flight, and multiplied into all
+ * NB inputs (x rows stay in L1/L2).  Each output's sum runs in the same order
+ * whatever NB is, so a sequence's bits do not depend on its batch. */
 template <typename T, int NB, bool VEC>
-__global__ void gemv_kernel(float *y, const T *W, const float *bias, const float *x, int out,
-                            int in)
+__global__ void gemv_kernel(rk_gemv_set set, const float *__restrict__ x, int in)
 {
     int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = (int)threadIdx.x % 32;
-    if (row >= out)
+    int m = 0;
+    while (m < set.count && row >= set.job[m].out)
+        row -= set.job[m].out, m++;
+    if (m >= set.count)
         return;
-    const T *w = W + (size_t)row * (size_t)in;
+    const T *__restrict__ w = (const T *)set.job[m].W + (size_t)row * (size_t)in;
     float acc[NB];
     for (int b = 0; b < NB; b++)
         acc[b] = 0.0f;
     if (VEC) {
         constexpr int N = wvec<T>::N;
-        for (int i = lane * N; i < in; i += 32 * N) {
-            float f[N];
-            wvec<T>::load(w + i, f);
-            for (int b = 0; b < NB; b++) {
-                const float *xb = x + (size_t)b * (size_t)in + (size_t)i;
-                for (int u = 0; u < N; u++)
-                    acc[b] += f[u] * xb[u];
+        for (int i0 = lane * N; i0 < in; i0 += 32 * N * GEMV_UNROLL) {
+            float f[GEMV_UNROLL][N];
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; u++)
+                if (i0 + u * 32 * N < in)
+                    wvec<T>::load(w + i0 + u * 32 * N, f[u]);
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; u++) {
+                int i = i0 + u * 32 * N;
+                if (i >= in)
+                    break;
+                for (int b = 0; b < NB; b++) {
+                    float xs[N];
+                    load_x<N>(x + (size_t)b * (size_t)in + (size_t)i, xs);
+                    for (int j = 0; j < N; j++)
+                        acc[b] += f[u][j] * xs[j];
+                }
             }
         }
     } else {
@@ -459,6 +578,9 @@ __global__ void gemv_kernel(float *y, const T *W, const float *bias, const float
                 acc[b] += f * x[(size_t)b * (size_t)in + (size_t)i];
         }
     }
+    const float *bias = set.job[m].bias;
+    float *y = set.job[m].y;
+    int out = set.job[m].out;
     for (int b = 0; b < NB; b++) {
         float s = acc[b];
         for (int o = 16; o > 0; o >>= 1)
@@ -469,58 +591,67 @@ __global__ void gemv_kernel(float *y, const T *W, const float *bias, const float
 }
 
 template <typename T, int NB>
-static void gemv_launch(cudaStream_t st, float *y, const void *W, const float *bias, const float *x,
-                        int out, int in)
+static void gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x, int in)
 {
-    unsigned blocks = (unsigned)(((size_t)out * 32 + BLOCK - 1) / BLOCK);
+    size_t rows = 0;
+    for (int m = 0; m < set->count; m++)
+        rows += (size_t)set->job[m].out;
+    unsigned blocks = (unsigned)((rows * 32 + BLOCK - 1) / BLOCK);
     if (in % wvec<T>::N == 0)
-        gemv_kernel<T, NB, true><<<blocks, BLOCK, 0, st>>>(y, (const T *)W, bias, x, out, in);
+        gemv_kernel<T, NB, true><<<blocks, BLOCK, 0, st>>>(*set, x, in);
     else
-        gemv_kernel<T, NB, false><<<blocks, BLOCK, 0, st>>>(y, (const T *)W, bias, x, out, in);
+        gemv_kernel<T, NB, false><<<blocks, BLOCK, 0, st>>>(*set, x, in);
 }
 
 template <typename T>
-static void gemv_dispatch(cudaStream_t st, float *y, const void *W, const float *bias,
-                          const float *x, int n, int out, int in)
+static void gemv_dispatch(cudaStream_t st, const rk_gemv_set *set, const float *x, int n, int in)
 {
     switch (n) {
     case 1:
-        gemv_launch<T, 1>(st, y, W, bias, x, out, in);
+        gemv_launch<T, 1>(st, set, x, in);
         break;
     case 2:
-        gemv_launch<T, 2>(st, y, W, bias, x, out, in);
+        gemv_launch<T, 2>(st, set, x, in);
         break;
     case 3:
-        gemv_launch<T, 3>(st, y, W, bias, x, out, in);
+        gemv_launch<T, 3>(st, set, x, in);
         break;
     case 4:
-        gemv_launch<T, 4>(st, y, W, bias, x, out, in);
+        gemv_launch<T, 4>(st, set, x, in);
         break;
     case 5:
-        gemv_launch<T, 5>(st, y, W, bias, x, out, in);
+        gemv_launch<T, 5>(st, set, x, in);
         break;
     case 6:
-        gemv_launch<T, 6>(st, y, W, bias, x, out, in);
+        gemv_launch<T, 6>(st, set, x, in);
         break;
     case 7:
-        gemv_launch<T, 7>(st, y, W, bias, x, out, in);
+        gemv_launch<T, 7>(st, set, x, in);
         break;
     default:
-        gemv_launch<T, 8>(st, y, W, bias, x, out, in);
+        gemv_launch<T, 8>(st, set, x, in);
         break;
     }
+}
+
+void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in)
+{
+    static_assert(RN_CUDA_GEMV_MAX == 8, "gemv_dispatch instantiates batches 1..8");
+    if (t == RN_DT_BF16)
+        gemv_dispatch<__nv_bfloat16>(st, set, x, n, in);
+    else if (t == RN_DT_F16)
+        gemv_dispatch<__half>(st, set, x, n, in);
+    else
+        gemv_dispatch<float>(st, set, x, n, in);
 }
 
 void rk_gemv(cudaStream_t st, float *y, const void *W, int t, const float *bias, const float *x,
              int n, int out, int in)
 {
-    static_assert(RN_CUDA_GEMV_MAX == 8, "gemv_dispatch instantiates batches 1..8");
-    if (t == RN_DT_BF16)
-        gemv_dispatch<__nv_bfloat16>(st, y, W, bias, x, n, out, in);
-    else if (t == RN_DT_F16)
-        gemv_dispatch<__half>(st, y, W, bias, x, n, out, in);
-    else
-        gemv_dispatch<float>(st, y, W, bias, x, n, out, in);
+    rk_gemv_set set = {};
+    set.job[0] = {W, bias, y, out};
+    set.count = 1;
+    rk_gemv_multi(st, &set, t, x, n, in);
 }
 
 /* ------------------------------------------------------------------ copy */

@@ -33,6 +33,17 @@ void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *to
 void rk_norm(cudaStream_t st, float *y, const float *x, int rows, int d, int layer_kind,
              const float *w, const float *b, float eps, const float *gate, int act);
 
+/* rk_norm over the sum of parts partial inputs x + p * part_stride (the
+ * recurrent step's split read-outs); y must not overlap them. */
+void rk_norm_parts(cudaStream_t st, float *y, const float *x, int parts, size_t part_stride,
+                   int rows, int d, int layer_kind, const float *w, const float *b, float eps,
+                   const float *gate, int act);
+
+/* x = alpha x + res (the residual stream, updated in place), then
+ * y = norm(x) * w + b: the residual add fused into the next block's norm. */
+void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float alpha, int rows,
+                 int d, int layer_kind, const float *w, const float *b, float eps);
+
 /* Scales q (scale_k == 0) or k (scale_k != 0) by scale, then rotates both
  * (rotary != 0) at positions pos[row] with per-feature frequencies freq. */
 void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, const int64_t *pos,
@@ -40,10 +51,11 @@ void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, co
 
 /* One recurrent step for n sequences: for sequence i, head h, the state of
  * slot slots[i]: S = g S + k v^T, o = q S (/ sqrt(s) with s = g s + 1 when
- * the layer has s).  gamma[h] = g (fp32).  e_tile x d_split threads. */
-void rk_ret_step(cudaStream_t st, float *o, rk_states S, const int *slots, const float *q,
-                 const float *k, const float *v, const float *gamma, int n, int H, int dk, int dv,
-                 int e_tile, int d_split, int n_sms);
+ * the layer has s).  gamma[h] = g (fp32).  Launch shape sh (plan.h); with
+ * sh->row_split > 1, share p of the read-out goes to o + p * part_stride. */
+void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, const int *slots,
+                 const float *q, const float *k, const float *v, const float *gamma, int n, int H,
+                 int dk, int dv, const struct rn_cuda_step_shape *sh);
 
 /* pw[h*(C+1) + d] = g_h^d for d in [0, C] (fp32, from log_gamma in double). */
 void rk_decay_table(cudaStream_t st, float *pw, const double *log_gamma, int H, int C);
@@ -70,6 +82,23 @@ void rk_residual(cudaStream_t st, float *x, const float *y, size_t n, float alph
 void rk_add_bias(cudaStream_t st, float *y, const float *b, int rows, int cols);
 /* dst (t: bf16 or f16) = src rounded to nearest even */
 void rk_to_half(cudaStream_t st, void *dst, const float *src, size_t n, int t);
+
+/* Up to RK_GEMV_JOBS matrices of one dtype that read the same input rows
+ * (q, k, v, g; up, gate), streamed by one launch. */
+#define RK_GEMV_JOBS 4
+struct rk_gemv_job {
+    const void *W;     /* out x in */
+    const float *bias; /* or NULL */
+    float *y;          /* n x out */
+    int out;
+};
+struct rk_gemv_set {
+    rk_gemv_job job[RK_GEMV_JOBS];
+    int count;
+};
+
+/* rk_gemv for every job of set over the same n input rows x (n x in). */
+void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in);
 
 /* y[i] = W x[i] (+ bias) for n <= RN_CUDA_GEMV_MAX rows: W (out x in, dtype
  * t) streamed once for the whole batch, fp32 accumulation. */

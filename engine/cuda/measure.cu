@@ -3,6 +3,7 @@
  * benchmark reports its figures against, measured in the same run.
  */
 #include <cublasLt.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <stdio.h>
@@ -137,4 +138,12 @@ extern "C" int rn_cuda_measure(rn_cuda_limits *l, int m, int n, int k, rn_error 
         rc = measure_gemm(l, st, m, n, k, err);
     cudaStreamDestroy(st);
     return rc;
+}
+
+extern "C" void rn_cuda_profile(int on)
+{
+    if (on)
+        cudaProfilerStart();
+    else
+        cudaProfilerStop();
 }

@@ -74,10 +74,12 @@ int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_
     p->max_rows = max_chunk > p->max_batch ? max_chunk : p->max_batch;
     p->act_bytes = act_bytes(c, (size_t)p->max_rows, &ovf);
     p->chunk_bytes = mul(chunk_floats(c, (size_t)max_chunk, &ovf), sizeof(float), &ovf);
+    p->step_bytes = mul(mul((size_t)RN_CUDA_STEP_SPLIT_MAX * 4, (size_t)p->max_batch, &ovf),
+                        (size_t)c->value_dim, &ovf);
     p->logits_bytes =
         mul(mul((size_t)p->max_rows, (size_t)c->vocab_size, &ovf), sizeof(float), &ovf);
     p->pool_bytes = mul((size_t)n_slots, p->state_bytes, &ovf);
-    size_t t = add(p->act_bytes, p->chunk_bytes, &ovf);
+    size_t t = add(add(p->act_bytes, p->chunk_bytes, &ovf), p->step_bytes, &ovf);
     t = add(t, add(p->logits_bytes, p->pool_bytes, &ovf), &ovf);
     p->total_bytes = add(t, RN_CUDA_LT_WORKSPACE, &ovf);
     if (ovf)
@@ -95,18 +97,27 @@ int rn_cuda_slots_for_budget(size_t budget, size_t state_bytes)
     return n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
 }
 
-rn_cuda_step_shape rn_cuda_step_plan(int n, int heads, int dk, int dv, int n_sms)
+rn_cuda_step_shape rn_cuda_step_plan(const rn_config *c, int n, int n_sms)
 {
-    /* The tile is chosen for a single sequence and kept for every batch size,
-     * so each output's order of summation, and so its bits, do not depend on
-     * how many sessions share the step. */
-    rn_cuda_step_shape s = {32, 8, n * heads, (dv + 31) / 32};
-    if ((long)heads * s.grid_y < 2L * n_sms && dv > 16) {
-        s.e_tile = 16;
-        s.grid_y = (dv + 15) / 16;
-        s.d_split = 16; /* same 256 threads per block */
-    }
+    int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v;
+    /* a layer's values (H blocks of dk x dv, then torchscale's H values of s)
+     * and a slot's must keep every block on 16 bytes for float4 */
+    size_t layer = (size_t)H * (size_t)dk * (size_t)dv +
+                   (c->retention_norm == RN_RETNORM_TORCHSCALE ? (size_t)H : 0);
+    rn_cuda_step_shape s = {1, 32, 8, 1, n * H, 0};
+    if (dv % 4 == 0 && layer % 4 == 0)
+        s.vec = 4;
+    int cols = (dv + s.vec - 1) / s.vec; /* threads a full row of a head needs */
+    while (s.lanes > 8 && s.lanes / 2 >= cols)
+        s.lanes /= 2; /* narrow heads: fewer idle lanes */
+    s.d_split = 256 / s.lanes;
     while (s.d_split > 1 && s.d_split > dk)
         s.d_split /= 2; /* no idle thread rows for tiny heads */
+    s.grid_y = (cols + s.lanes - 1) / s.lanes;
+    /* split the rows until one sequence gives every SM a block, keeping at
+     * least two rows per thread */
+    while (s.row_split < RN_CUDA_STEP_SPLIT_MAX && (long)H * s.grid_y * s.row_split < n_sms &&
+           dk / (2 * s.row_split) >= 2 * s.d_split)
+        s.row_split *= 2;
     return s;
 }

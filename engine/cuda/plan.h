@@ -34,6 +34,7 @@ typedef struct rn_cuda_plan {
     int max_rows;       /* rows of every activation buffer: max(max_chunk, max_batch) */
     size_t act_bytes;   /* activations: fp32 rows plus one half-precision GEMM input, 256-aligned */
     size_t chunk_bytes; /* chunkwise retention scratch for max_chunk */
+    size_t step_bytes;  /* partial read-outs of the recurrent step: SPLIT_MAX x max_batch x V */
     size_t logits_bytes;
     size_t pool_bytes;  /* n_slots * state_bytes */
     size_t total_bytes; /* everything but the weights */
@@ -48,20 +49,30 @@ int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_
 /* State slots that fit in budget bytes (0 when not even one does). */
 int rn_cuda_slots_for_budget(size_t budget, size_t state_bytes);
 
-/* Thread blocks of the recurrent step: one block per (sequence, head,
- * e_tile columns of the state), e_tile x d_split threads; the d_split warps
- * share the dk rows and their partial read-outs are summed in shared memory. */
+/* Most blocks one head's dk state rows are split over in the recurrent step;
+ * the step's scratch holds this many partial read-outs per row. */
+#define RN_CUDA_STEP_SPLIT_MAX 8
+
+/* Thread blocks of the recurrent step.  A block covers one (sequence, head),
+ * lanes x vec state columns and a 1/row_split share of the dk state rows;
+ * its d_split thread rows each stream several state rows with all their loads
+ * issued before any store, so enough bytes are in flight to approach the copy
+ * bandwidth.  With row_split > 1 each block writes a partial read-out and the
+ * group norm sums them (in a fixed order). */
 typedef struct rn_cuda_step_shape {
-    int e_tile;  /* state columns per block (lanes per row) */
-    int d_split; /* thread rows splitting the dk state rows */
-    int grid_x;  /* n * heads */
-    int grid_y;  /* ceil(dv / e_tile) */
+    int vec;       /* state columns per thread: 4 (float4) or 1 */
+    int lanes;     /* threads across the columns */
+    int d_split;   /* thread rows of a block */
+    int row_split; /* blocks sharing a head's rows */
+    int grid_x;    /* n * heads */
+    int grid_y;    /* ceil(dv / (lanes * vec)) */
 } rn_cuda_step_shape;
 
-/* Picks the shape for n sequences on a device with n_sms multiprocessors:
- * full 32-lane rows unless one sequence would leave the device under two
- * blocks per SM, then 16 lanes (still 64-byte segments).  The tile does not
- * depend on n, so a session's output is the same bits in any batch. */
-rn_cuda_step_shape rn_cuda_step_plan(int n, int heads, int dk, int dv, int n_sms);
+/* Picks the shape for n sequences of config c on a device with n_sms
+ * multiprocessors.  Only grid_x depends on n: one sequence is enough to spread
+ * the rows over the device, and every session's output is summed in the same
+ * order, so its bits are the same in any batch.  vec is 4 only when every
+ * head's block of state is 16-byte aligned. */
+rn_cuda_step_shape rn_cuda_step_plan(const rn_config *c, int n, int n_sms);
 
 #endif

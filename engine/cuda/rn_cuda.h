@@ -25,4 +25,8 @@ typedef struct rn_cuda_limits {
  * sizes, best of 10 after a warm-up).  RN_ENODEV without a device. */
 int rn_cuda_measure(rn_cuda_limits *l, int m, int n, int k, rn_error *err);
 
+/* Opens (on != 0) or closes the range a profiler started with
+ * `--profile-from-start off` (ncu, nsys) records. */
+void rn_cuda_profile(int on);
+
 #endif

@@ -53,8 +53,10 @@ START_TEST(test_cuda_plan_buffers_cover_chunk_and_batch)
     /* A (H C C) + qd, kd (H C dk) + powers H (C+1) + sums H C */
     size_t C = 512, chunk = 8 * C * C + 2 * 8 * C * 256 + 8 * (C + 1) + 8 * C;
     ck_assert_uint_eq(p.chunk_bytes, chunk * 4);
-    ck_assert_uint_eq(p.total_bytes, p.act_bytes + p.chunk_bytes + p.logits_bytes + p.pool_bytes +
-                                         RN_CUDA_LT_WORKSPACE);
+    /* the step's partial read-outs: SPLIT_MAX per row of V values */
+    ck_assert_uint_eq(p.step_bytes, (size_t)RN_CUDA_STEP_SPLIT_MAX * 4 * 4 * 2048);
+    ck_assert_uint_eq(p.total_bytes, p.act_bytes + p.chunk_bytes + p.step_bytes + p.logits_bytes +
+                                         p.pool_bytes + RN_CUDA_LT_WORKSPACE);
     /* odd sizes: each buffer is rounded up to 256 bytes on its own */
     rn_config odd = c;
     odd.hidden_size = 1000, odd.key_dim = odd.value_dim = 1000, odd.intermediate_size = 3000;
@@ -90,27 +92,45 @@ END_TEST
 
 START_TEST(test_cuda_step_plan_covers_every_column)
 {
-    const int dvs[] = {8, 16, 33, 64, 128, 256}, ns[] = {1, 7, 64, 256};
+    const int dvs[] = {8, 16, 33, 64, 128, 256, 512}, ns[] = {1, 7, 64, 256};
     for (size_t a = 0; a < sizeof dvs / sizeof dvs[0]; a++)
         for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++) {
-            rn_cuda_step_shape s = rn_cuda_step_plan(ns[b], 8, dvs[a], dvs[a], 132);
+            rn_config c = {.n_heads = 8, .head_dim_k = dvs[a], .head_dim_v = dvs[a]};
+            rn_cuda_step_shape s = rn_cuda_step_plan(&c, ns[b], 132);
+            int tile = s.lanes * s.vec, rows = (dvs[a] + s.row_split - 1) / s.row_split;
             ck_assert_int_eq(s.grid_x, ns[b] * 8);
-            ck_assert_int_ge(s.grid_y * s.e_tile, dvs[a]);       /* every column has a lane */
-            ck_assert_int_lt((s.grid_y - 1) * s.e_tile, dvs[a]); /* no block without one */
-            ck_assert_int_le(s.e_tile * s.d_split, 1024);
+            ck_assert_int_ge(s.grid_y * tile, dvs[a]);       /* every column has a lane */
+            ck_assert_int_lt((s.grid_y - 1) * tile, dvs[a]); /* no block without one */
+            ck_assert_int_le(s.lanes * s.d_split, 1024);
             ck_assert_int_le(s.d_split, dvs[a]);
+            ck_assert_int_le(s.row_split, RN_CUDA_STEP_SPLIT_MAX);
+            ck_assert_int_gt(rows, 0); /* every row split has rows */
+            ck_assert_int_eq(s.vec, dvs[a] % 4 == 0 ? 4 : 1);
         }
-    /* one sequence of the 1.3B shape: 16-lane tiles to give 132 SMs work */
-    rn_cuda_step_shape one = rn_cuda_step_plan(1, 8, 256, 256, 132);
-    ck_assert_int_eq(one.e_tile, 16);
+    /* one sequence of the 1.3B shape (8 heads, dk 256, dv 512): 128-column
+     * tiles, the rows split 8 ways so 256 blocks cover 132 SMs */
+    rn_config big = {.n_heads = 8, .head_dim_k = 256, .head_dim_v = 512};
+    rn_cuda_step_shape one = rn_cuda_step_plan(&big, 1, 132);
+    ck_assert_int_eq(one.vec * one.lanes, 128);
+    ck_assert_int_eq(one.row_split, 8);
+    ck_assert_int_eq(one.grid_y, 4);
     /* the same tile at every batch size (bitwise batch invariance) */
     for (int n = 1; n <= 256; n *= 2) {
-        rn_cuda_step_shape s = rn_cuda_step_plan(n, 8, 256, 256, 132);
-        ck_assert_int_eq(s.e_tile, one.e_tile);
+        rn_cuda_step_shape s = rn_cuda_step_plan(&big, n, 132);
+        ck_assert_int_eq(s.lanes, one.lanes);
         ck_assert_int_eq(s.d_split, one.d_split);
+        ck_assert_int_eq(s.row_split, one.row_split);
     }
-    /* many heads fill the device on their own: full 32-lane rows */
-    ck_assert_int_eq(rn_cuda_step_plan(1, 32, 256, 256, 100).e_tile, 32);
+    /* torchscale's s after each layer's blocks: with an odd head count the
+     * blocks of a slot's later layers lose 16-byte alignment: no float4 */
+    rn_config ts = {.n_heads = 3, .head_dim_k = 64, .head_dim_v = 64,
+                    .retention_norm = RN_RETNORM_TORCHSCALE};
+    ck_assert_int_eq(rn_cuda_step_plan(&ts, 1, 132).vec, 1);
+    ts.n_heads = 4;
+    ck_assert_int_eq(rn_cuda_step_plan(&ts, 1, 132).vec, 4);
+    /* many heads fill the device on their own: no split */
+    rn_config wide = {.n_heads = 64, .head_dim_k = 128, .head_dim_v = 256};
+    ck_assert_int_eq(rn_cuda_step_plan(&wide, 1, 100).row_split, 1);
 }
 END_TEST
 

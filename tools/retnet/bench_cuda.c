@@ -32,7 +32,7 @@ typedef struct {
     const char *dir;
     int batches[MAX_LIST], n_batches;
     int prompts[MAX_LIST], n_prompts;
-    int chunk, decode, json;
+    int chunk, decode, json, profile;
 } cuda_bench_opts;
 
 /* "1,16,64" into v (at most MAX_LIST positive values); 0 on success. */
@@ -59,6 +59,8 @@ static int parse_cuda_opts(cuda_bench_opts *o, int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--json")) {
             o->json = 1;
+        } else if (!strcmp(a, "--profile")) {
+            o->profile = 1;
         } else if (!strcmp(a, "--batches") && v) {
             if (parse_list(v, o->batches, &o->n_batches))
                 return -1;
@@ -148,12 +150,34 @@ static double decode_rate(rn_engine *e, int b, const int32_t *tok, int steps, fl
     return best;
 }
 
+/* --profile: one prefill of the first prompt length and one decode step of
+ * the first batch size, after a warm-up of each, inside the profiler range
+ * (for `ncu --profile-from-start off`); nothing is timed here. */
+static int profile_once(rn_engine *e, const cuda_bench_opts *o, const int32_t *tok, float *logits)
+{
+    int b = o->batches[0], *slots = malloc(sizeof(int) * (size_t)b), rc = 0;
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = o->chunk};
+    if (!slots)
+        return -1;
+    for (int i = 0; i < b; i++)
+        slots[i] = i;
+    for (int rep = 0; rep < 2 && rc == 0; rep++) {
+        rn_cuda_profile(rep == 1);
+        rc = rn_state_reset(e, 0) != RN_OK ||
+             rn_prefill(e, 0, tok, o->prompts[0], &po, logits) != RN_OK ||
+             rn_decode(e, slots, tok, b, logits) != RN_OK;
+        rn_cuda_profile(0);
+    }
+    free(slots);
+    return rc ? -1 : 0;
+}
+
 int cli_bench_cuda(int argc, char **argv)
 {
     cuda_bench_opts o;
     if (parse_cuda_opts(&o, argc, argv))
         return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
-                         "[--chunk 256] [--decode 32] [--json]");
+                         "[--chunk 256] [--decode 32] [--profile]");
     rn_cuda_limits l;
     rn_model *m = NULL;
     rn_engine *e = NULL;
@@ -180,6 +204,12 @@ int cli_bench_cuda(int argc, char **argv)
         goto cleanup;
     for (int i = 0; i < n_tok; i++)
         tok[i] = (int32_t)((i * 2654435761u) % (unsigned)c->vocab_size);
+    if (o.profile) {
+        rc = profile_once(e, &o, tok, logits) ? 1 : 0;
+        printf("profiled: prefill of %d tokens (chunk %d), decode step at batch %d: %s\n",
+               o.prompts[0], o.chunk, o.batches[0], rc ? "failed" : "done");
+        goto cleanup;
+    }
     double W = (double)rn_model_weight_bytes(m), S = (double)rn_engine_state_bytes(e);
     double bpp = !strcmp(rn_model_dtype_name(m), "f32") ? 4.0 : 2.0;
     double flop_tok = 2.0 * (W - (double)c->vocab_size * c->hidden_size * bpp) / bpp;
@@ -234,12 +264,34 @@ int cli_cuda_info(int argc, char **argv)
     return EXIT_NO_DEVICE;
 }
 
+/* --profile: one prefill of the first prompt length and one decode step of
+ * the first batch size, after a warm-up of each, inside the profiler range
+ * (for `ncu --profile-from-start off`); nothing is timed here. */
+static int profile_once(rn_engine *e, const cuda_bench_opts *o, const int32_t *tok, float *logits)
+{
+    int b = o->batches[0], *slots = malloc(sizeof(int) * (size_t)b), rc = 0;
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = o->chunk};
+    if (!slots)
+        return -1;
+    for (int i = 0; i < b; i++)
+        slots[i] = i;
+    for (int rep = 0; rep < 2 && rc == 0; rep++) {
+        rn_cuda_profile(rep == 1);
+        rc = rn_state_reset(e, 0) != RN_OK ||
+             rn_prefill(e, 0, tok, o->prompts[0], &po, logits) != RN_OK ||
+             rn_decode(e, slots, tok, b, logits) != RN_OK;
+        rn_cuda_profile(0);
+    }
+    free(slots);
+    return rc ? -1 : 0;
+}
+
 int cli_bench_cuda(int argc, char **argv)
 {
     cuda_bench_opts o;
     if (parse_cuda_opts(&o, argc, argv))
         return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
-                         "[--chunk 256] [--decode 32] [--json]");
+                         "[--chunk 256] [--decode 32] [--profile]");
     return cli_cuda_info(argc, argv);
 }
 #endif
