@@ -93,7 +93,7 @@ static int ensure_rows(cpu_ctx *x, int n, int parallel)
     x->o = malloc(r * V * 4);
     x->f1 = malloc(r * F * 4);
     x->f2 = malloc(r * F * 4);
-    x->ret = malloc((size_t)ret_len * 4);
+    x->ret = malloc((size_t)ret_len * (size_t)c->n_heads * 4); /* one scratch per head */
     x->rowpos = malloc(r * sizeof *x->rowpos);
     if (!x->x || !x->hn || !x->y || !x->q || !x->k || !x->v || !x->g || !x->o || !x->f1 ||
         !x->f2 || !x->ret || !x->rowpos) {
@@ -187,6 +187,26 @@ static void step_task(void *ctx, int i)
     rn__retention_step(&io);
 }
 
+/* One head of a prompt's retention (chunkwise or parallel), in its own
+ * scratch: heads are independent, so the pool runs them side by side with
+ * single-threaded sgemm inside. */
+typedef struct {
+    cpu_ctx *x;
+    run_mode mode;
+    int slot, n, layer, ts_clamp;
+} prefill_job;
+
+static void prefill_task(void *ctx, int h)
+{
+    const prefill_job *j = ctx;
+    rn_head_io io = head_io(j->x, 0, h, j->slot, j->layer);
+    float *scratch = j->x->ret + (size_t)h * (size_t)j->x->ret_len;
+    if (j->mode == RUN_CHUNK)
+        rn__retention_chunk(&io, j->n, scratch);
+    else
+        rn__retention_parallel(&io, j->n, j->ts_clamp, scratch);
+}
+
 static void retention(cpu_ctx *x, run_mode mode, const int *slots, int n, int l, int ts_clamp)
 {
     const rn_config *c = x->c;
@@ -200,13 +220,8 @@ static void retention(cpu_ctx *x, run_mode mode, const int *slots, int n, int l,
             rn__pool_run(x->pool, n * c->n_heads, step_task, &j);
         return;
     }
-    for (int h = 0; h < c->n_heads; h++) {
-        rn_head_io io = head_io(x, 0, h, slots[0], l);
-        if (mode == RUN_CHUNK)
-            rn__retention_chunk(&io, n, x->ret);
-        else
-            rn__retention_parallel(&io, n, ts_clamp, x->ret);
-    }
+    prefill_job j = {x, mode, slots[0], n, l, ts_clamp};
+    rn__pool_run(x->pool, c->n_heads, prefill_task, &j);
 }
 
 static void qkv_prepare(cpu_ctx *x, int n)
@@ -448,7 +463,7 @@ static int cpu_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_e
     x->n_slots = o->n_slots;
     x->max_chunk = o->max_chunk;
     int threads = o->n_threads > 0 ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    openblas_set_num_threads(threads);
+    openblas_set_num_threads(1); /* the pool parallelises around sgemm (ops.c) */
     x->layer_vals = (size_t)c->n_heads * (size_t)c->head_dim_k * (size_t)c->head_dim_v +
                     (c->retention_norm == RN_RETNORM_TORCHSCALE ? (size_t)c->n_heads : 0);
     x->slot_vals = x->layer_vals * (size_t)c->n_layers;

@@ -1,7 +1,8 @@
 /*
  * ops.c -- CPU kernels for the dense parts of a RetNet block other than the
- * decode products (packed.c): rn__linear_gemm for prefill (OpenBLAS sgemm,
- * f16/bf16 weights expanded to fp32 one matrix at a time), norms,
+ * decode products (packed.c): rn__linear_gemm for prefill (OpenBLAS sgemm
+ * on column slices spread over the pool, f16/bf16 weights expanded to fp32
+ * one matrix at a time), norms,
  * activations, gating, rotary.  Hot loops are compiled for x86-64-v4/v3 and
  * a baseline, picked at load time (target_clones).
  */
@@ -74,22 +75,44 @@ static void cvt_task(void *ctx, int i)
         cvt_row(j->dst + s, (const char *)j->W->data + s * 2, j->W->dtype, e - s);
 }
 
+/* One slice of the output columns of y = x W^T (+ b): its own sgemm. */
+typedef struct {
+    float *y;
+    const float *x, *w, *b;
+    int n, out, in, per;
+} gemm_job;
+
+static void gemm_task(void *ctx, int i)
+{
+    const gemm_job *j = ctx;
+    int o0 = i * j->per, o1 = o0 + j->per < j->out ? o0 + j->per : j->out;
+    if (o0 >= o1)
+        return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, o1 - o0, j->in, 1.0f, j->x, j->in,
+                j->w + (size_t)o0 * (size_t)j->in, j->in, 0.0f, j->y + o0, j->out);
+    if (j->b)
+        for (int r = 0; r < j->n; r++)
+            for (int o = o0; o < o1; o++)
+                j->y[(size_t)r * (size_t)j->out + (size_t)o] += j->b[o];
+}
+
+/* OpenBLAS runs single-threaded (backend_cpu.c): its own threads spin in
+ * sched_yield for a long while after each call and then compete with the
+ * pool and the server's threads.  The pool splits the output columns
+ * instead, in multiples of 64 so every slice keeps whole SIMD panels. */
 void rn__linear_gemm(rn_cpu_ops_ctx *c, float *y, const float *x, int n, const rn_tensor *W,
                      const rn_tensor *b)
 {
-    int out = (int)W->shape[0], in = (int)W->shape[1];
+    int out = (int)W->shape[0], in = (int)W->shape[1], parts = rn__pool_threads(c->pool);
     const float *w = W->data;
     if (W->dtype != RN_DT_F32) {
         cvt_job j = {c->wbuf, W, W->numel};
         rn__pool_run(c->pool, 64, cvt_task, &j);
         w = c->wbuf;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 0.0f, y,
-                out);
-    if (b && b->data)
-        for (int i = 0; i < n; i++)
-            for (int o = 0; o < out; o++)
-                y[(size_t)i * (size_t)out + (size_t)o] += ((const float *)b->data)[o];
+    int per = ((out + parts - 1) / parts + 63) & ~63;
+    gemm_job j = {y, x, w, b && b->data ? b->data : NULL, n, out, in, per};
+    rn__pool_run(c->pool, (out + per - 1) / per, gemm_task, &j);
 }
 
 /* ----------------------------------------------------------- elementwise */

@@ -13,5 +13,6 @@ Suite *sampler_suite(void);
 Suite *tokenizer_suite(void);
 Suite *cuda_plan_suite(void);
 Suite *state_blob_suite(void);
+Suite *pool_suite(void);
 
 #endif

@@ -97,7 +97,9 @@ out:
     return best;
 }
 
-static double measure_sgemm_gflops(void)
+/* OpenBLAS's own rate with `threads` threads; the CPU backend itself runs
+ * OpenBLAS single-threaded inside its pool, so the setting is restored. */
+static double measure_sgemm_gflops(int threads)
 {
     int n = 2048;
     size_t sz = (size_t)n * (size_t)n;
@@ -109,12 +111,14 @@ static double measure_sgemm_gflops(void)
         a[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
         b[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
     }
+    openblas_set_num_threads(threads);
     for (int rep = 0; rep < 4; rep++) {
         double t0 = rn__now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         double g = 2.0 * n * (double)n * n / (rn__now() - t0) / 1e9;
         best = rep > 0 && g > best ? g : best; /* first run warms up */
     }
+    openblas_set_num_threads(1);
 out:
     free(a);
     free(b);
@@ -224,7 +228,7 @@ int cli_bench(int argc, char **argv)
         tok[i] = (int32_t)((i * 2654435761u) % (unsigned)c->vocab_size);
 
     double copy = measure_bandwidth_gbs(o.threads, 0), rd = measure_bandwidth_gbs(o.threads, 1);
-    double gflops = measure_sgemm_gflops();
+    double gflops = measure_sgemm_gflops(o.threads);
     double prefill = time_prefill(e, tok, &o, logits);
     double d1 = time_decode(e, 1, tok, &o, logits);
     double dB = time_decode(e, o.batch, tok, &o, logits);
