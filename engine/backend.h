@@ -42,6 +42,10 @@ typedef struct rn_backend_ops {
     int (*decode)(void *ctx, const int *slots, const int32_t *tokens, int n, float *logits);
     /* Device memory in use and in total (NULL: the backend has no device). */
     int (*device_memory)(void *ctx, size_t *used, size_t *total);
+    /* Host memory the backend copies logits into fastest (page-locked for
+     * CUDA), or NULL on failure; NULL ops: plain malloc/free. */
+    void *(*host_alloc)(void *ctx, size_t bytes);
+    void (*host_free)(void *ctx, void *p);
 } rn_backend_ops;
 
 extern const rn_backend_ops rn_cpu_backend;

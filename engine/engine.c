@@ -172,6 +172,21 @@ int rn_engine_device_memory(rn_engine *e, size_t *used, size_t *total)
     return e->ops->device_memory(e->ctx, used, total);
 }
 
+void *rn_engine_host_alloc(rn_engine *e, size_t bytes)
+{
+    return e->ops->host_alloc ? e->ops->host_alloc(e->ctx, bytes) : malloc(bytes);
+}
+
+void rn_engine_host_free(rn_engine *e, void *p)
+{
+    if (!p)
+        return;
+    if (e->ops->host_free)
+        e->ops->host_free(e->ctx, p);
+    else
+        free(p);
+}
+
 int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, float *logits)
 {
     int rc = RN_OK;

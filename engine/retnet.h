@@ -74,5 +74,11 @@ int rn_prefill(rn_engine *e, int slot, const int32_t *tokens, int n, const rn_pr
 int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, float *logits);
 /* Bytes of device memory in use and in total; RN_ENODEV for the CPU backend. */
 int rn_engine_device_memory(rn_engine *e, size_t *used, size_t *total);
+/* A host buffer of bytes for logits that e fills fastest: page-locked on the
+ * GPU (copies then run at the bus's speed), plain memory on the CPU.  NULL
+ * when out of memory.  Owned by the caller; free it with rn_engine_host_free
+ * on the same engine, before rn_engine_free. */
+void *rn_engine_host_alloc(rn_engine *e, size_t bytes);
+void rn_engine_host_free(rn_engine *e, void *p);
 
 #endif

@@ -597,7 +597,7 @@ static void sched_free(rd_sched *s)
     pc_free(s);
     free(s->slot_used);
     free(s->active);
-    free(s->logits);
+    rn_engine_host_free(s->e, s->logits);
     free(s->b_slot);
     free(s->b_tok);
     free(s->b_job);
@@ -628,7 +628,7 @@ int rd_sched_start(rd_sched **out, rn_engine *e, rd_queue *q, const rd_sched_opt
         s->o.prefill_budget = s->o.chunk; /* prefill advances in whole chunks */
     size_t n = (size_t)o->n_slots;
     s->slot_used = calloc(n, 1);
-    s->logits = malloc(sizeof(float) * n * (size_t)s->vocab);
+    s->logits = rn_engine_host_alloc(e, sizeof(float) * n * (size_t)s->vocab);
     s->b_slot = malloc(sizeof(int) * n);
     s->b_tok = malloc(sizeof(int32_t) * n);
     s->b_job = malloc(sizeof(rd_job *) * n);

@@ -941,8 +941,23 @@ static int cuda_device_memory(void *ctx, size_t *used, size_t *total)
     return RN_OK;
 }
 
+/* Page-locked, so the logits' device-to-host copy is a DMA at the bus's
+ * rate instead of a staged copy through a driver buffer. */
+static void *cuda_host_alloc(void *ctx, size_t bytes)
+{
+    void *p = NULL;
+    (void)ctx;
+    return cudaMallocHost(&p, bytes) == cudaSuccess ? p : NULL;
+}
+
+static void cuda_host_free(void *ctx, void *p)
+{
+    (void)ctx;
+    cudaFreeHost(p);
+}
+
 extern "C" const rn_backend_ops rn_cuda_backend = {
     "cuda",           cuda_probe,        cuda_init,       cuda_deinit,        cuda_state_bytes,
     cuda_state_reset, cuda_state_copy,   cuda_state_pos,  cuda_state_export, cuda_state_import,
-    cuda_prefill,     cuda_decode,       cuda_device_memory,
+    cuda_prefill,     cuda_decode,       cuda_device_memory, cuda_host_alloc, cuda_host_free,
 };

@@ -198,7 +198,7 @@ int cli_bench_cuda(int argc, char **argv)
     }
     const rn_config *c = rn_model_config(m);
     int n_tok = P > B ? P : B;
-    logits = malloc(sizeof(float) * (size_t)c->vocab_size * (size_t)B);
+    logits = rn_engine_host_alloc(e, sizeof(float) * (size_t)c->vocab_size * (size_t)B);
     tok = malloc(sizeof(int32_t) * (size_t)n_tok);
     if (!logits || !tok)
         goto cleanup;
@@ -249,7 +249,8 @@ int cli_bench_cuda(int argc, char **argv)
 failed:
     fprintf(stderr, "\nretnet: a CUDA engine call failed\n");
 cleanup:
-    free(logits);
+    if (e)
+        rn_engine_host_free(e, logits);
     free(tok);
     rn_engine_free(e);
     rn_model_free(m);
@@ -262,28 +263,6 @@ int cli_cuda_info(int argc, char **argv)
     (void)argv;
     printf("this build has no CUDA backend (nvcc was not found at build time)\n");
     return EXIT_NO_DEVICE;
-}
-
-/* --profile: one prefill of the first prompt length and one decode step of
- * the first batch size, after a warm-up of each, inside the profiler range
- * (for `ncu --profile-from-start off`); nothing is timed here. */
-static int profile_once(rn_engine *e, const cuda_bench_opts *o, const int32_t *tok, float *logits)
-{
-    int b = o->batches[0], *slots = malloc(sizeof(int) * (size_t)b), rc = 0;
-    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = o->chunk};
-    if (!slots)
-        return -1;
-    for (int i = 0; i < b; i++)
-        slots[i] = i;
-    for (int rep = 0; rep < 2 && rc == 0; rep++) {
-        rn_cuda_profile(rep == 1);
-        rc = rn_state_reset(e, 0) != RN_OK ||
-             rn_prefill(e, 0, tok, o->prompts[0], &po, logits) != RN_OK ||
-             rn_decode(e, slots, tok, b, logits) != RN_OK;
-        rn_cuda_profile(0);
-    }
-    free(slots);
-    return rc ? -1 : 0;
 }
 
 int cli_bench_cuda(int argc, char **argv)
