@@ -92,6 +92,17 @@ void rn_engine_free(rn_engine *e)
     free(e);
 }
 
+rn_device rn_device_resolve(rn_device d)
+{
+    rn_error err = {0};
+    if (d == RN_DEVICE_CUDA)
+        return RN_DEVICE_CUDA;
+    if (d == RN_DEVICE_CPU)
+        return RN_DEVICE_CPU;
+    const rn_backend_ops *ops = pick_backend(RN_DEVICE_AUTO, &err);
+    return ops && ops != &rn_cpu_backend ? RN_DEVICE_CUDA : RN_DEVICE_CPU;
+}
+
 const char *rn_engine_backend_name(const rn_engine *e)
 {
     return e->ops->name;

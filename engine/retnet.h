@@ -50,6 +50,11 @@ int rn_engine_new(rn_engine **out, const rn_model *m, const rn_engine_opts *opts
 void rn_engine_free(rn_engine *e);
 
 const char *rn_engine_backend_name(const rn_engine *e);
+/* The device rn_engine_new would use for d: RN_DEVICE_CUDA for cuda (its
+ * absence is rn_engine_new's error to report) and for auto when a GPU
+ * answers, else RN_DEVICE_CPU.  Lets a caller size slots and chunks for the
+ * device before creating the engine. */
+rn_device rn_device_resolve(rn_device d);
 int rn_engine_n_slots(const rn_engine *e);
 int rn_engine_vocab(const rn_engine *e);
 /* fp32 values of one session's state (all layers) and its size in bytes. */

@@ -38,7 +38,14 @@ static int load_everything(rd_app *app)
     }
     size_t state = (size_t)rn_state_values(app->cfg) * sizeof(float);
     rn_device dev = !strcmp(o->device, "cpu") ? RN_DEVICE_CPU : !strcmp(o->device, "cuda") ? RN_DEVICE_CUDA : RN_DEVICE_AUTO;
+    dev = rn_device_resolve(dev); /* auto: size slots and chunks for what it finds */
     int gpu = dev == RN_DEVICE_CUDA && o->gpu_state_memory > 0;
+    /* a GPU prefills 1024-token chunks ~1.7x faster than 256-token ones
+     * (docs/benchmarks.md); the CPU's chunk matters little beyond 64 */
+    if (o->chunk == 0)
+        o->chunk = dev == RN_DEVICE_CUDA ? 1024 : 64;
+    if (o->prefill_budget == 0)
+        o->prefill_budget = dev == RN_DEVICE_CUDA ? 1024 : 256;
     size_t budget = gpu ? o->gpu_state_memory : o->state_memory;
     int slots = o->slots > 0 ? o->slots : (int)(budget / (state ? state : 1));
     if (slots < 1) {
@@ -238,9 +245,10 @@ int main(int argc, char **argv)
     uv_timer_start(&app.keepalive, keepalive_tick, 5000, 5000);
     rd_log(RD_LOG_INFO,
            "msg=\"retnetd ready\" version=%s model=%s backend=%s slots=%d state_bytes=%zu "
-           "listen=http://%s:%d",
+           "chunk=%d prefill_budget=%d listen=http://%s:%d",
            RD_VERSION, app.opt.model_name, rn_engine_backend_name(app.engine), app.opt.slots,
-           rn_engine_state_bytes(app.engine), app.opt.host, rd_http_port(app.http));
+           rn_engine_state_bytes(app.engine), app.opt.chunk, app.opt.prefill_budget, app.opt.host,
+           rd_http_port(app.http));
     notify("READY=1");
     start_watchdog(&app);
     uv_run(app.loop, UV_RUN_DEFAULT);

@@ -91,7 +91,7 @@ class TestConfig(unittest.TestCase):
         ("set twice", "[server]\nport = 1\nport = 2\n", "%s:3: [server] port is set twice"),
         ("not key = value", "[server]\njust words\n", "%s:2: not a key = value line"),
         ("negative size", "[engine]\nstate_memory = -5\n", "%s:2: [engine] state_memory: -5 is out of range"),
-        ("zero chunk", "[engine]\n\n; comment\nchunk = 0\n", "%s:4: [engine] chunk: 0 is out of range"),
+        ("negative chunk", "[engine]\n\n; comment\nchunk = -1\n", "%s:4: [engine] chunk: -1 is out of range"),
         ("huge number", "[limits]\nmax_n = 99999999999999999999\n", "%s:2: [limits] max_n: '99999999999999999999' is not a whole number"),
     ]
 

@@ -143,8 +143,12 @@ class TestJsonLog(unittest.TestCase):
                         obj = json.loads(l)
                         if obj.get("msg") == "retnetd ready":
                             port = int(obj["listen"].rsplit(":", 1)[1])
+                            ready = obj
                 time.sleep(0.05)
             self.assertIsNotNone(port)
+            # chunk and prefill budget left at 0 resolve by device
+            want = (1024, 1024) if ready["backend"] == "cuda" else (64, 256)
+            self.assertEqual((ready["chunk"], ready["prefill_budget"]), want)
             ts.http_request(port, "GET", "/health", headers={"X-Request-Id": "j1"})
             time.sleep(0.3)
             proc.terminate()
