@@ -69,6 +69,14 @@ static void free_rows(cpu_ctx *x)
     x->cap_rows = 0;
 }
 
+/* Threads that run heads' prefill retention side by side: each owns a
+ * retention scratch (a parallel form's is t^2 floats, so not one per head). */
+static int prefill_lanes(const cpu_ctx *x)
+{
+    int t = x->ops.blas_lanes, h = x->c->n_heads;
+    return t < h ? t : h;
+}
+
 /* Grows the row scratch to hold n rows (and retention scratch for n tokens).
  * Only the parallel form and chunks above max_chunk ever grow it after init. */
 static int ensure_rows(cpu_ctx *x, int n, int parallel)
@@ -93,7 +101,7 @@ static int ensure_rows(cpu_ctx *x, int n, int parallel)
     x->o = malloc(r * V * 4);
     x->f1 = malloc(r * F * 4);
     x->f2 = malloc(r * F * 4);
-    x->ret = malloc((size_t)ret_len * (size_t)c->n_heads * 4); /* one scratch per head */
+    x->ret = malloc((size_t)ret_len * (size_t)prefill_lanes(x) * 4); /* one scratch per lane */
     x->rowpos = malloc(r * sizeof *x->rowpos);
     if (!x->x || !x->hn || !x->y || !x->q || !x->k || !x->v || !x->g || !x->o || !x->f1 ||
         !x->f2 || !x->ret || !x->rowpos) {
@@ -187,24 +195,26 @@ static void step_task(void *ctx, int i)
     rn__retention_step(&io);
 }
 
-/* One head of a prompt's retention (chunkwise or parallel), in its own
- * scratch: heads are independent, so the pool runs them side by side with
- * single-threaded sgemm inside. */
+/* Lane i of a prompt's retention (chunkwise or parallel): heads i, i +
+ * lanes, ... in lane i's scratch.  Heads are independent, so the pool runs
+ * the lanes side by side with single-threaded sgemm inside. */
 typedef struct {
     cpu_ctx *x;
     run_mode mode;
-    int slot, n, layer, ts_clamp;
+    int slot, n, layer, ts_clamp, lanes;
 } prefill_job;
 
-static void prefill_task(void *ctx, int h)
+static void prefill_task(void *ctx, int lane)
 {
     const prefill_job *j = ctx;
-    rn_head_io io = head_io(j->x, 0, h, j->slot, j->layer);
-    float *scratch = j->x->ret + (size_t)h * (size_t)j->x->ret_len;
-    if (j->mode == RUN_CHUNK)
-        rn__retention_chunk(&io, j->n, scratch);
-    else
-        rn__retention_parallel(&io, j->n, j->ts_clamp, scratch);
+    float *scratch = j->x->ret + (size_t)lane * (size_t)j->x->ret_len;
+    for (int h = lane; h < j->x->c->n_heads; h += j->lanes) {
+        rn_head_io io = head_io(j->x, 0, h, j->slot, j->layer);
+        if (j->mode == RUN_CHUNK)
+            rn__retention_chunk(&io, j->n, scratch);
+        else
+            rn__retention_parallel(&io, j->n, j->ts_clamp, scratch);
+    }
 }
 
 static void retention(cpu_ctx *x, run_mode mode, const int *slots, int n, int l, int ts_clamp)
@@ -220,8 +230,8 @@ static void retention(cpu_ctx *x, run_mode mode, const int *slots, int n, int l,
             rn__pool_run(x->pool, n * c->n_heads, step_task, &j);
         return;
     }
-    prefill_job j = {x, mode, slots[0], n, l, ts_clamp};
-    rn__pool_run(x->pool, c->n_heads, prefill_task, &j);
+    prefill_job j = {x, mode, slots[0], n, l, ts_clamp, prefill_lanes(x)};
+    rn__pool_run(x->pool, j.lanes, prefill_task, &j);
 }
 
 static void qkv_prepare(cpu_ctx *x, int n)
@@ -477,12 +487,15 @@ static int cpu_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_e
         goto fail;
     }
     int rows = x->max_chunk > x->n_slots ? x->max_chunk : x->n_slots;
-    if ((rc = init_tables(x)) || (rc = ensure_rows(x, rows, 0)) || (rc = pack_weights(x)) ||
-        (rc = rn__pool_new(&x->pool, threads))) {
+    /* the pool first: the retention scratch is sized by its thread count */
+    if ((rc = rn__pool_new(&x->pool, threads)) == RN_OK) {
+        x->ops.pool = x->pool;
+        x->ops.blas_lanes = openblas_get_parallel() == 2 ? 1 : rn__pool_threads(x->pool);
+    }
+    if (rc || (rc = init_tables(x)) || (rc = ensure_rows(x, rows, 0)) || (rc = pack_weights(x))) {
         rn_error_set(err, rc, "cpu backend: %s", rn_strerror(rc));
         goto fail;
     }
-    x->ops.pool = x->pool;
     *out = x;
     return RN_OK;
 fail:

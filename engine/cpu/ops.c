@@ -103,7 +103,7 @@ static void gemm_task(void *ctx, int i)
 void rn__linear_gemm(rn_cpu_ops_ctx *c, float *y, const float *x, int n, const rn_tensor *W,
                      const rn_tensor *b)
 {
-    int out = (int)W->shape[0], in = (int)W->shape[1], parts = rn__pool_threads(c->pool);
+    int out = (int)W->shape[0], in = (int)W->shape[1], parts = c->blas_lanes;
     const float *w = W->data;
     if (W->dtype != RN_DT_F32) {
         cvt_job j = {c->wbuf, W, W->numel};
