@@ -17,8 +17,8 @@ fi
 cat "$OUT/device.txt"
 [ -f "$MODEL/config.json" ] || "$RETNET" random --preset 1.3b --dtype bf16 "$MODEL"
 
-"$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 512,2048,8192 --chunk 256 \
-    --decode 32 | tee "$OUT/ours.json"
+"$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,64,128,256 --prompts 512,2048,8192 \
+    --chunk 1024 --decode 32 | tee "$OUT/ours.json"
 
 PY=${PYTHON:-python3}
 if [ -n "${PEER_WHEELS:-}" ]; then

@@ -2,8 +2,9 @@
 # `make check-cuda`: the CUDA backend on a real device.
 #   1. the parity and form suites with RN_TEST_DEVICE=cuda (the same fixtures
 #      and properties the CPU backend passes; tolerances in check_parity.c);
-#   2. compute-sanitizer memcheck over the form suite (every kernel, every
-#      form, batched decode), when compute-sanitizer is on PATH.
+#   2. compute-sanitizer memcheck over the form and parity suites (every
+#      kernel, every form, every reference flavour, batched decode), when
+#      compute-sanitizer is on PATH.
 # Without a CUDA build or a device it prints one SKIPPED line and exits 0:
 # that is a skip, never a pass.  Logs: build/cuda/.
 set -u
@@ -36,16 +37,18 @@ done
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
     echo "check-cuda: memcheck not run (CHECK_CUDA_MEMCHECK=0)"
 elif command -v compute-sanitizer >/dev/null 2>&1; then
-    # no fork: the sanitizer watches one process through the whole suite
-    if RN_TEST_DEVICE=cuda CK_RUN_SUITE=forms CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
-        compute-sanitizer --tool memcheck --error-exitcode 9 --leak-check full "$TESTS" \
-        >"$OUT/memcheck.log" 2>&1; then
-        echo "check-cuda: memcheck clean ($(grep -c . "$OUT/memcheck.log") log lines)"
-    else
-        echo "check-cuda: memcheck FAILED (log: $OUT/memcheck.log)"
-        grep -E "=========" "$OUT/memcheck.log" | head -n 20
-        fail=1
-    fi
+    # no fork: the sanitizer watches one process through a whole suite
+    for suite in forms parity; do
+        if RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
+            compute-sanitizer --tool memcheck --error-exitcode 9 --leak-check full "$TESTS" \
+            >"$OUT/memcheck-$suite.log" 2>&1; then
+            echo "check-cuda: memcheck $suite clean ($(grep -c . "$OUT/memcheck-$suite.log") log lines)"
+        else
+            echo "check-cuda: memcheck $suite FAILED (log: $OUT/memcheck-$suite.log)"
+            grep -E "=========" "$OUT/memcheck-$suite.log" | head -n 20
+            fail=1
+        fi
+    done
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"
 fi
