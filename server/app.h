@@ -45,6 +45,9 @@ typedef struct rd_app {
     int offloading;           /* offloads in flight (their slots free up soon) */
     int restoring;            /* restores in flight */
     int spill_failed;         /* the last write to the disk tier failed */
+    int disk_writes;          /* blob writes running on libuv's thread pool */
+    size_t spilling_bytes;    /* host-tier bytes those writes will free */
+    unsigned slow_disk_ms;    /* fault injection (RETNETD_FAULT_SLOW_DISK_MS): each write waits */
     struct rd_req *parked;    /* requests waiting for an offload or a restore */
     uv_timer_t ttl_timer, persist_timer;
 } rd_app;
@@ -148,9 +151,14 @@ void rd_tier_start_ttl(rd_app *app);
 void rd_tier_start_persist(rd_app *app);
 /* GET /v1/sessions (malloc'd): the sessions the principal may see */
 char *rd_sessions_list_json(rd_app *app, const char *principal);
-/* Writes a host-tier session's blob to --state-dir (persist.c). */
+/* Writes a host-tier session's blob to --state-dir (persist.c); a failure
+ * is logged. */
 int rd_persist_write_blob(rd_app *app, const char *id, const char *owner, const unsigned char *blob,
                           size_t len);
+/* The same without logging, for libuv's worker threads: reads only
+ * app->opt; -1 with the reason in why (cap bytes). */
+int rd_persist_write_files(const rd_app *app, const char *id, const char *owner,
+                           const unsigned char *blob, size_t len, char *why, size_t cap);
 /* Reads and checks a session's file: its blob (malloc'd), tokens and
  * position, or NULL (logged) with *corrupt set when the file itself is bad
  * (not an I/O error). */

@@ -62,17 +62,20 @@ static unsigned char *read_exact(const char *path, size_t want, const char **why
 
 /* DIR/<id>.owner: the key name the session belongs to (a separate file:
  * the state blob is portable, ownership is this server's business). */
-static int write_owner(rd_app *app, const char *id, const char *owner)
+/* The owner sidecar file; -1 with the reason in why.  Thread-safe. */
+static int write_owner(const rd_app *app, const char *id, const char *owner, char *why,
+                       size_t cap)
 {
     char path[4096];
     rn_error err = {0};
     size_t len = strlen(owner);
     const void *parts[] = {owner};
-    if (snprintf(path, sizeof path, "%s/%s.owner", app->opt.state_dir, id) >= (int)sizeof path)
+    if (snprintf(path, sizeof path, "%s/%s.owner", app->opt.state_dir, id) >= (int)sizeof path) {
+        snprintf(why, cap, "path too long");
         return -1;
+    }
     if (rn_write_atomic(path, parts, &len, 1, &err) != RN_OK) {
-        rd_log(RD_LOG_ERROR, "msg=\"cannot write a session's owner\" id=%s reason=\"%s\"", id,
-               err.msg);
+        snprintf(why, cap, "owner file: %s", err.msg);
         return -1;
     }
     return 0;
@@ -179,21 +182,33 @@ int rd_persist_restore(rd_app *app)
     return 0;
 }
 
-int rd_persist_write_blob(rd_app *app, const char *id, const char *owner, const unsigned char *blob,
-                          size_t len)
+int rd_persist_write_files(const rd_app *app, const char *id, const char *owner,
+                           const unsigned char *blob, size_t len, char *why, size_t cap)
 {
     char path[4096];
     rn_error err = {0};
     const void *parts[] = {blob};
-    if (!app->opt.state_dir || state_path(app, id, path, sizeof path) != 0 ||
-        write_owner(app, id, owner) != 0)
+    if (!app->opt.state_dir || state_path(app, id, path, sizeof path) != 0) {
+        snprintf(why, cap, "no state directory or path too long");
+        return -1;
+    }
+    if (write_owner(app, id, owner, why, cap) != 0)
         return -1;
     if (rn_write_atomic(path, parts, &len, 1, &err) != RN_OK) {
-        rd_log(RD_LOG_ERROR, "msg=\"cannot write a session's state\" id=%s reason=\"%s\"",
-                id, err.msg);
+        snprintf(why, cap, "%s", err.msg);
         return -1;
     }
     return 0;
+}
+
+int rd_persist_write_blob(rd_app *app, const char *id, const char *owner, const unsigned char *blob,
+                          size_t len)
+{
+    char why[512];
+    if (rd_persist_write_files(app, id, owner, blob, len, why, sizeof why) == 0)
+        return 0;
+    rd_log(RD_LOG_ERROR, "msg=\"cannot write a session's state\" id=%s reason=\"%s\"", id, why);
+    return -1;
 }
 
 unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, int64_t *tokens,
@@ -261,9 +276,11 @@ static int save_one(rd_app *app, rd_session *s)
     rn_blob_write_header(hdr, &info, st);
     const void *parts[] = {hdr, st};
     size_t lens[] = {sizeof hdr, sb};
-    if (write_owner(app, s->id, s->owner) != 0 || rn_write_atomic(path, parts, lens, 2, &err) != RN_OK) {
+    char why[512] = "";
+    if (write_owner(app, s->id, s->owner, why, sizeof why) != 0 ||
+        rn_write_atomic(path, parts, lens, 2, &err) != RN_OK) {
         rd_log(RD_LOG_ERROR, "msg=\"cannot persist a session\" id=%s reason=\"%s\"",
-                rd_session_id(s), err.msg);
+                rd_session_id(s), why[0] ? why : err.msg);
         goto cleanup;
     }
     rc = 0;

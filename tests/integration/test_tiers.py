@@ -149,6 +149,46 @@ class TestDiskTier(TierCase):
             srv.stop()
 
 
+class TestSlowDisk(TierCase):
+    def test_slow_disk_does_not_stall_the_server(self):
+        """Writes to --state-dir run on libuv's thread pool: while a spill to
+        a slow disk is under way (every write waits 1.5 s), a turn that needs
+        a slot, health checks and other sessions answer at once; the session
+        being written waits for it and then continues exactly; a stop waits
+        for the write and persists every session."""
+        d = tempfile.mkdtemp(prefix="slowdisk-", dir=ts.TMP)
+        os.environ["RETNETD_FAULT_SLOW_DISK_MS"] = "1500"
+        try:
+            srv = ts.Server("--slots", "2", "--host-state-memory", "1", "--state-dir", d).start()
+        finally:
+            del os.environ["RETNETD_FAULT_SLOW_DISK_MS"]
+        try:
+            ids = [self.new(srv.port) for _ in range(3)]
+            for k in range(2):
+                self.assertEqual(self.turn(srv.port, ids[k], "%d:%s" % (k, PROMPTS[0])), self.want[k][0])
+                time.sleep(1.1)  # last use is kept in seconds: session 0 is the LRU one
+            t0 = time.monotonic()
+            # needs a slot: session 0 goes to host memory, then on to the slow disk
+            self.assertEqual(self.turn(srv.port, ids[2], "2:" + PROMPTS[0]), self.want[2][0])
+            turn_s = time.monotonic() - t0
+            t1 = time.monotonic()
+            status, _, _ = ts.http_json(srv.port, "GET", "/health")
+            health_s = time.monotonic() - t1
+            self.assertEqual(status, 200)
+            self.assertLess(turn_s, 1.0, "the turn waited for the disk")
+            self.assertLess(health_s, 0.5, "the loop waited for the disk")
+            # session 0 is being written: its turn waits for that, then continues it
+            self.assertEqual(self.tier(srv.port, ids[0]), "host")
+            t2 = time.monotonic()
+            self.assertEqual(self.turn(srv.port, ids[0], "0:" + PROMPTS[1]), self.want[0][1])
+            self.assertGreater(time.monotonic() - t2, 0.5, "session 0 did not wait for its write")
+            self.assertIn('msg="session to disk"', srv.log())
+        finally:
+            srv.stop()
+        self.assertEqual(sorted(f for f in os.listdir(d) if f.endswith(".state")),
+                         sorted(i + ".state" for i in ids))
+
+
 class TestTTL(unittest.TestCase):
     def test_idle_sessions_expire(self):
         d = tempfile.mkdtemp(prefix="ttl-", dir=ts.TMP)
