@@ -274,10 +274,10 @@ check-image:
 	$(Q)bash tests/container/image-check.sh $(IMAGE_CHECK_ARGS)
 
 # The CUDA backend on a device: parity and form suites with
-# RN_TEST_DEVICE=cuda, then compute-sanitizer.  Prints SKIPPED and exits 0
-# without a CUDA build or a device.
-check-cuda: $(TEST_BIN) $(RETNET)
-	$(Q)sh tools/check-cuda.sh $(RETNET) $(TEST_BIN)
+# RN_TEST_DEVICE=cuda, compute-sanitizer, then the daemon's integration test
+# on the GPU.  Prints SKIPPED and exits 0 without a CUDA build or a device.
+check-cuda: $(TEST_BIN) $(RETNET) $(RETNETD)
+	$(Q)sh tools/check-cuda.sh $(RETNET) $(TEST_BIN) $(RETNETD)
 
 # GPU benchmark: the 1.3B preset on the CUDA backend next to the device's
 # copy bandwidth and bf16 GEMM rate and next to flash-linear-attention's

@@ -4,12 +4,16 @@
 #      and properties the CPU backend passes; tolerances in check_parity.c);
 #   2. compute-sanitizer memcheck over the form and parity suites (every
 #      kernel, every form, every reference flavour, batched decode), when
-#      compute-sanitizer is on PATH.
+#      compute-sanitizer is on PATH;
+#   3. with a third argument (retnetd), the daemon's integration test
+#      (tests/integration/test_server.py: batching, sessions, streaming,
+#      disconnects) serving on the GPU (RETNETD_TEST_DEVICE=cuda).
 # Without a CUDA build or a device it prints one SKIPPED line and exits 0:
 # that is a skip, never a pass.  Logs: build/cuda/.
 set -u
 RETNET=$1
 TESTS=$2
+RETNETD=${3:-}
 OUT=build/cuda
 mkdir -p "$OUT"
 
@@ -51,5 +55,15 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
     done
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"
+fi
+if [ -n "$RETNETD" ]; then
+    if RETNETD_TEST_DEVICE=cuda RETNETD="$RETNETD" RETNET="$RETNET" \
+        python3 tests/integration/test_server.py >"$OUT/server.log" 2>&1; then
+        echo "check-cuda: server on the GPU: $(grep -E '^(OK|Ran)' "$OUT/server.log" | tr '\n' ' ')"
+    else
+        echo "check-cuda: server on the GPU FAILED (log: $OUT/server.log)"
+        grep -E "^(FAIL|ERROR):" "$OUT/server.log" | head -n 20
+        fail=1
+    fi
 fi
 exit $fail
