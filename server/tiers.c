@@ -491,6 +491,8 @@ static void persist_tick(uv_timer_t *t)
 {
     rd_app *app = t->data;
     size_t len = RN_BLOB_HEADER + rn_engine_state_bytes(app->engine);
+    if (app->draining)
+        return; /* the stop writes every session; new writes would only delay it */
     for (rd_session *s = app->sessions; s; s = s->next) {
         if (!s->dirty || s->busy || s->moving || s->fresh)
             continue;
