@@ -164,6 +164,10 @@ int rd_persist_write_files(const rd_app *app, const char *id, const char *owner,
  * (not an I/O error). */
 unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, int64_t *tokens,
                                     int64_t *pos, int *corrupt);
+/* The same without logging, for libuv's worker threads: the reason in why. */
+unsigned char *rd_persist_read_files(const rd_app *app, const char *id, size_t *len,
+                                     int64_t *tokens, int64_t *pos, int *corrupt, char *why,
+                                     size_t cap);
 
 /* persist.c */
 int rd_persist_restore(rd_app *app);   /* at start, before HTTP listens */

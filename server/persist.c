@@ -211,33 +211,44 @@ int rd_persist_write_blob(rd_app *app, const char *id, const char *owner, const 
     return -1;
 }
 
-unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, int64_t *tokens,
-                                    int64_t *pos, int *corrupt)
+unsigned char *rd_persist_read_files(const rd_app *app, const char *id, size_t *len,
+                                     int64_t *tokens, int64_t *pos, int *corrupt, char *why,
+                                     size_t cap)
 {
     char path[4096];
-    const char *why = "path too long";
+    const char *reason = "path too long";
     rn_error err = {0};
     rn_blob_info info;
     size_t want = RN_BLOB_HEADER + rn_engine_state_bytes(app->engine);
     unsigned char *blob = NULL;
+    *corrupt = 0;
     if (app->opt.state_dir && state_path(app, id, path, sizeof path) == 0 &&
-        (blob = read_exact(path, want, &why)) != NULL) {
+        (blob = read_exact(path, want, &reason)) != NULL) {
         if (rn_blob_parse(blob, want, app->model, &info, &err) == RN_OK) {
             *len = want;
             *tokens = info.tokens;
             *pos = info.pos;
             return blob;
         }
-        why = err.msg;
+        reason = err.msg;
         *corrupt = 1;
-    } else if (why && !strcmp(why, WRONG_SIZE)) {
+    } else if (reason && !strcmp(reason, WRONG_SIZE)) {
         *corrupt = 1;
     }
-    rd_log(RD_LOG_ERROR, "msg=\"a session's stored state is unreadable\" id=%s "
-            "reason=\"%s\"\n",
-            id, why);
+    snprintf(why, cap, "%s", reason ? reason : "unreadable");
     free(blob);
     return NULL;
+}
+
+unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, int64_t *tokens,
+                                    int64_t *pos, int *corrupt)
+{
+    char why[512];
+    unsigned char *blob = rd_persist_read_files(app, id, len, tokens, pos, corrupt, why, sizeof why);
+    if (!blob)
+        rd_log(RD_LOG_ERROR, "msg=\"a session's stored state is unreadable\" id=%s reason=\"%s\"",
+               id, why);
+    return blob;
 }
 
 /* Writes one session; the engine must be idle (its thread stopped). */

@@ -22,6 +22,7 @@ struct rd_session {
     int dirty;             /* changed since --state-dir last got it */
     int pinned;            /* an offload failed: it keeps its slot from now on */
     int restore_failed;    /* the last restore failed: the next request is told so */
+    int restore_corrupt;   /* its file failed its checks: the next request removes it */
     rd_tier tier;
     unsigned char *blob; /* RD_TIER_HOST: the state blob (header + payload); owned */
     size_t blob_len;

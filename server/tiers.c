@@ -306,6 +306,83 @@ static int make_room(rd_app *app, int k, const rd_session *keep)
     return started;
 }
 
+/* ------------------------------------------------------------- disk reads */
+
+/* A disk-tier session's file read and checked on the thread pool: it comes
+ * back into the host tier (and the parked request then restores it from
+ * there like any host session), so a large state's read never stalls the
+ * loop either. */
+typedef struct {
+    uv_work_t req;
+    rd_app *app;
+    rd_session *s;
+    char id[64];
+    unsigned char *blob;
+    size_t len;
+    int64_t tokens, pos;
+    int corrupt;
+    char why[512];
+} disk_read;
+
+static void dr_work(uv_work_t *req)
+{
+    disk_read *r = req->data;
+    if (r->app->slow_disk_ms)
+        uv_sleep(r->app->slow_disk_ms);
+    r->blob = rd_persist_read_files(r->app, r->id, &r->len, &r->tokens, &r->pos, &r->corrupt,
+                                    r->why, sizeof r->why);
+}
+
+static void dr_after(uv_work_t *req, int status)
+{
+    disk_read *r = req->data;
+    rd_app *app = r->app;
+    rd_session *s = r->s;
+    s->moving = 0;
+    if (status != 0 && r->blob) { /* cancelled after all (not expected) */
+        free(r->blob);
+        r->blob = NULL;
+        snprintf(r->why, sizeof r->why, "%s", uv_strerror(status));
+    }
+    if (r->blob) {
+        s->blob = r->blob;
+        s->blob_len = r->len;
+        s->tokens = r->tokens;
+        s->tier = RD_TIER_HOST; /* its file stays: nothing changed */
+        s->last_used = (int64_t)time(NULL); /* not the next one spilled */
+        app->host_bytes += r->len;
+    } else {
+        rd_log(RD_LOG_ERROR, "msg=\"a session's stored state is unreadable\" id=%s reason=\"%s\"",
+               s->id, r->why);
+        if (r->corrupt)
+            s->restore_corrupt = 1; /* the file stays for inspection */
+        else
+            s->restore_failed = 1; /* an I/O error: the file may be fine next time */
+    }
+    free(r);
+    rd_tier_wake(app);
+    if (app->http)
+        rd_http_run(app->http);
+}
+
+/* Starts reading s's file; 0 if started (s is moving until it is done). */
+static int dr_start(rd_app *app, rd_session *s)
+{
+    disk_read *r = app->sched ? calloc(1, sizeof *r) : NULL;
+    if (!r)
+        return -1;
+    r->app = app;
+    r->s = s;
+    snprintf(r->id, sizeof r->id, "%s", s->id);
+    r->req.data = r;
+    if (uv_queue_work(app->loop, &r->req, dr_work, dr_after) != 0) {
+        free(r);
+        return -1;
+    }
+    s->moving = 1;
+    return 0;
+}
+
 /* Brings cold session s back into a free slot: at once for a never-used
  * session, else by an import.  RD_TIER_GO, PARKED or ANSWERED. */
 static int restore(rd_app *app, rd_conn *c, rd_session *s)
@@ -314,7 +391,9 @@ static int restore(rd_app *app, rd_conn *c, rd_session *s)
     size_t len = s->blob_len;
     int64_t tokens = s->tokens, pos = 0;
     int corrupt = 0;
-    if (s->tier == RD_TIER_DISK &&
+    if (s->tier == RD_TIER_DISK && dr_start(app, s) == 0)
+        return park(app, c); /* back in the host tier when the read is done */
+    if (s->tier == RD_TIER_DISK && /* stopping, or the pool refused: read here */
         !(blob = rd_persist_read_blob(app, s->id, &len, &tokens, &pos, &corrupt))) {
         if (!corrupt) /* an I/O error: the file may be fine next time */
             return rd_json_error(c, 500, "server_error", NULL, NULL,
@@ -425,6 +504,12 @@ int rd_tier_ready(rd_app *app, rd_conn *c, rd_session *s, int need)
 {
     if (s && s->moving)
         return park(app, c);
+    if (s && s->restore_corrupt) { /* logged with the reason when it was read */
+        rd_session_delete(app, s);
+        return rd_json_error(c, 500, "server_error", NULL, NULL,
+                             "the session's stored state is corrupt; the session was removed"),
+               RD_TIER_ANSWERED;
+    }
     if (s && s->restore_failed) {
         s->restore_failed = 0;
         return rd_json_error(c, 500, "server_error", NULL, NULL,

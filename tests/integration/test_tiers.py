@@ -20,6 +20,7 @@ standard library only.
 import os
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -149,13 +150,48 @@ class TestDiskTier(TierCase):
             srv.stop()
 
 
+class TestDiskFaults(TierCase):
+    def test_file_corrupted_on_disk_is_reported_and_removed(self):
+        """A disk-tier session whose file went bad after the start: its next
+        request gets a 500 saying so, the session is gone (404), the file is
+        left for inspection, and the other sessions are unaffected."""
+        d = tempfile.mkdtemp(prefix="tiers-", dir=ts.TMP)
+        srv = ts.Server("--slots", "4", "--state-dir", d).start()
+        ids = [self.new(srv.port) for _ in range(3)]
+        for k in range(3):
+            self.turn(srv.port, ids[k], "%d:%s" % (k, PROMPTS[0]))
+        srv.stop()
+        srv = ts.Server("--slots", "1", "--state-dir", d, "--host-state-memory", "64").start()
+        try:
+            disk = [i for i in ids if self.tier(srv.port, i) == "disk"]
+            self.assertEqual(len(disk), 2)
+            path = os.path.join(d, disk[0] + ".state")
+            with open(path, "r+b") as f:  # one payload byte: the checksum no longer matches
+                f.seek(os.path.getsize(path) - 1)
+                b = f.read(1)
+                f.seek(-1, os.SEEK_CUR)
+                f.write(bytes([b[0] ^ 0x40]))
+            status, _, js = ts.http_json(srv.port, "POST", "/v1/completions",
+                                         dict(prompt="x", max_tokens=2, session=disk[0]))
+            self.assertEqual(status, 500, js)
+            self.assertIn("corrupt", js["error"]["message"])
+            self.assertEqual(ts.http_json(srv.port, "GET", "/v1/sessions/" + disk[0])[0], 404)
+            self.assertTrue(os.path.exists(path))
+            k = ids.index(disk[1])
+            self.assertEqual(self.turn(srv.port, disk[1], "%d:%s" % (k, PROMPTS[1])), self.want[k][1])
+            self.assertIn("stored state is unreadable", srv.log())
+        finally:
+            srv.stop()
+
+
 class TestSlowDisk(TierCase):
     def test_slow_disk_does_not_stall_the_server(self):
-        """Writes to --state-dir run on libuv's thread pool: while a spill to
-        a slow disk is under way (every write waits 1.5 s), a turn that needs
-        a slot, health checks and other sessions answer at once; the session
-        being written waits for it and then continues exactly; a stop waits
-        for the write and persists every session."""
+        """Reads and writes of --state-dir run on libuv's thread pool: while
+        a spill to a slow disk is under way (every read and write waits
+        1.5 s), a turn that needs a slot and health checks answer at once;
+        the session being written waits for its write and its read back, and
+        then continues exactly; a stop waits for running writes and persists
+        every session."""
         d = tempfile.mkdtemp(prefix="slowdisk-", dir=ts.TMP)
         os.environ["RETNETD_FAULT_SLOW_DISK_MS"] = "1500"
         try:
@@ -177,11 +213,24 @@ class TestSlowDisk(TierCase):
             self.assertEqual(status, 200)
             self.assertLess(turn_s, 1.0, "the turn waited for the disk")
             self.assertLess(health_s, 0.5, "the loop waited for the disk")
-            # session 0 is being written: its turn waits for that, then continues it
+            # session 0 is being written: its turn waits for that and for reading
+            # it back (1.5 s each), then continues it; meanwhile the loop answers
             self.assertEqual(self.tier(srv.port, ids[0]), "host")
+            got = {}
             t2 = time.monotonic()
-            self.assertEqual(self.turn(srv.port, ids[0], "0:" + PROMPTS[1]), self.want[0][1])
-            self.assertGreater(time.monotonic() - t2, 0.5, "session 0 did not wait for its write")
+            th = threading.Thread(target=lambda: got.update(
+                text=self.turn(srv.port, ids[0], "0:" + PROMPTS[1]), s=time.monotonic() - t2))
+            th.start()
+            slowest = 0.0
+            while th.is_alive() and time.monotonic() - t2 < 10:
+                t3 = time.monotonic()
+                self.assertEqual(ts.http_json(srv.port, "GET", "/health")[0], 200)
+                slowest = max(slowest, time.monotonic() - t3)
+                time.sleep(0.1)
+            th.join(30)
+            self.assertEqual(got.get("text"), self.want[0][1])
+            self.assertGreater(got["s"], 2.5, "session 0 did not wait for its write and read")
+            self.assertLess(slowest, 0.5, "the loop waited for the disk")
             self.assertIn('msg="session to disk"', srv.log())
         finally:
             srv.stop()
