@@ -45,7 +45,7 @@ typedef struct rd_app {
     int offloading;           /* offloads in flight (their slots free up soon) */
     int restoring;            /* restores in flight */
     int spill_failed;         /* the last write to the disk tier failed */
-    int disk_writes;          /* blob writes running on libuv's thread pool */
+    int disk_io;              /* blob reads and writes running on libuv's thread pool */
     size_t spilling_bytes;    /* host-tier bytes those writes will free */
     unsigned slow_disk_ms;    /* fault injection (RETNETD_FAULT_SLOW_DISK_MS): each write waits */
     struct rd_req *parked;    /* requests waiting for an offload or a restore */

@@ -91,9 +91,10 @@ static void drain_tick(uv_timer_t *t)
 {
     rd_app *app = t->data;
     int late = uv_now(app->loop) - drain_started > (uint64_t)app->opt.drain_timeout_s * 1000;
-    /* blob writes on the thread pool finish first: save_all then sees every
-     * session settled (a stuck disk is the service manager's stop timeout) */
-    if ((rd_http_in_flight(app->http) == 0 || late) && app->disk_writes == 0) {
+    /* blob reads and writes on the thread pool finish first: save_all then
+     * sees every session settled, and no callback of theirs outlives the HTTP
+     * daemon (a stuck disk is the service manager's stop timeout) */
+    if ((rd_http_in_flight(app->http) == 0 || late) && app->disk_io == 0) {
         if (late)
             rd_log(RD_LOG_WARN, "msg=\"drain deadline reached; cutting %u requests\"",
                     rd_http_in_flight(app->http));

@@ -182,7 +182,7 @@ static void dw_after(uv_work_t *req, int status)
         w->rc = -1;
         snprintf(w->why, sizeof w->why, "%s", uv_strerror(status));
     }
-    app->disk_writes--;
+    app->disk_io--;
     if (w->kind == DW_SPILL)
         app->spilling_bytes -= w->len;
     w->s->moving = 0;
@@ -213,7 +213,7 @@ static void dw_start(rd_app *app, rd_session *s, unsigned char *blob, size_t len
         w->req.data = w;
         if (uv_queue_work(app->loop, &w->req, dw_work, dw_after) == 0) {
             s->moving = 1;
-            app->disk_writes++;
+            app->disk_io++;
             if (kind == DW_SPILL)
                 app->spilling_bytes += len;
             return;
@@ -338,6 +338,7 @@ static void dr_after(uv_work_t *req, int status)
     disk_read *r = req->data;
     rd_app *app = r->app;
     rd_session *s = r->s;
+    app->disk_io--;
     s->moving = 0;
     if (status != 0 && r->blob) { /* cancelled after all (not expected) */
         free(r->blob);
@@ -380,6 +381,7 @@ static int dr_start(rd_app *app, rd_session *s)
         return -1;
     }
     s->moving = 1;
+    app->disk_io++;
     return 0;
 }
 
