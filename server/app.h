@@ -47,7 +47,8 @@ typedef struct rd_app {
     int spill_failed;         /* the last write to the disk tier failed */
     int disk_io;              /* blob reads and writes running on libuv's thread pool */
     size_t spilling_bytes;    /* host-tier bytes those writes will free */
-    unsigned slow_disk_ms;    /* fault injection (RETNETD_FAULT_SLOW_DISK_MS): each write waits */
+    unsigned slow_disk_ms;    /* fault injection (RETNETD_FAULT_SLOW_DISK_MS): each read and
+                                 write of --state-dir waits this long (at most 10 s) */
     struct rd_req *parked;    /* requests waiting for an offload or a restore */
     uv_timer_t ttl_timer, persist_timer;
 } rd_app;
@@ -155,6 +156,8 @@ char *rd_sessions_list_json(rd_app *app, const char *principal);
  * is logged. */
 int rd_persist_write_blob(rd_app *app, const char *id, const char *owner, const unsigned char *blob,
                           size_t len);
+/* Does --state-dir hold a file for session id? */
+int rd_persist_has_file(const rd_app *app, const char *id);
 /* The same without logging, for libuv's worker threads: reads only
  * app->opt; -1 with the reason in why (cap bytes). */
 int rd_persist_write_files(const rd_app *app, const char *id, const char *owner,

@@ -208,10 +208,15 @@ int main(int argc, char **argv)
         return 1;
     }
     app.loop = uv_default_loop();
-    /* fault injection for the tests (tests/integration/test_faults.py): every
-     * write to --state-dir first waits this long on its worker thread */
+    /* fault injection for the tests (tests/integration/test_tiers.py): every
+     * read and write of --state-dir first waits this long on its worker
+     * thread; a value that is not 1..10000 is ignored */
     const char *slow = getenv("RETNETD_FAULT_SLOW_DISK_MS");
-    app.slow_disk_ms = slow ? (unsigned)strtoul(slow, NULL, 10) : 0;
+    long slow_ms = slow ? strtol(slow, NULL, 10) : 0;
+    app.slow_disk_ms = slow_ms > 0 && slow_ms <= 10000 ? (unsigned)slow_ms : 0;
+    if (app.slow_disk_ms)
+        rd_log(RD_LOG_WARN, "msg=\"fault injection: every state-dir read and write waits\" ms=%u",
+               app.slow_disk_ms);
     app.started = (int64_t)time(NULL);
     if (load_everything(&app) != 0)
         goto out;

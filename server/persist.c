@@ -182,6 +182,14 @@ int rd_persist_restore(rd_app *app)
     return 0;
 }
 
+int rd_persist_has_file(const rd_app *app, const char *id)
+{
+    char path[4096];
+    struct stat st;
+    return app->opt.state_dir && state_path(app, id, path, sizeof path) == 0 &&
+           stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
 int rd_persist_write_files(const rd_app *app, const char *id, const char *owner,
                            const unsigned char *blob, size_t len, char *why, size_t cap)
 {

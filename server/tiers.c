@@ -235,6 +235,16 @@ static void spill_to_disk(rd_app *app)
         rd_session *s = lru(app, RD_TIER_HOST, NULL);
         if (!s)
             break;
+        if (!s->dirty && rd_persist_has_file(app, s->id)) {
+            /* its file is already this state (read back, or written since
+             * the last change): the blob just goes */
+            app->host_bytes -= s->blob_len;
+            free(s->blob);
+            s->blob = NULL;
+            s->blob_len = 0;
+            s->tier = RD_TIER_DISK;
+            continue;
+        }
         dw_start(app, s, s->blob, s->blob_len, 0, DW_SPILL);
         if (s->tier == RD_TIER_HOST && !s->moving)
             break; /* written at once and failed: retried at the next offload */
@@ -526,7 +536,9 @@ int rd_tier_ready(rd_app *app, rd_conn *c, rd_session *s, int need)
             if (rc != -1)
                 return rc;
         }
-        if (app->offloading > 0 || app->restoring > 0 || slots_will_free(app))
+        /* disk I/O in flight: a session held by a snapshot's write becomes
+         * movable when it is done (each one wakes the parked requests) */
+        if (app->offloading > 0 || app->restoring > 0 || app->disk_io > 0 || slots_will_free(app))
             return park(app, c);
         return rd_json_error(c, 429, "rate_limit_error", NULL, "server_is_overloaded",
                              "no state slot is free to bring the session back (all are in "
@@ -536,7 +548,7 @@ int rd_tier_ready(rd_app *app, rd_conn *c, rd_session *s, int need)
     int free = free_slots(app);
     if (need > free + app->offloading)
         make_room(app, need - free - app->offloading, s);
-    if (need > free_slots(app) && app->offloading > 0)
+    if (need > free_slots(app) && (app->offloading > 0 || app->disk_io > 0))
         return park(app, c); /* the offloads in flight make the room */
     return RD_TIER_GO;
 }
