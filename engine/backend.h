@@ -46,6 +46,10 @@ typedef struct rn_backend_ops {
      * CUDA), or NULL on failure; NULL ops: plain malloc/free. */
     void *(*host_alloc)(void *ctx, size_t bytes);
     void (*host_free)(void *ctx, void *p);
+    /* Slots that fit in fraction of the device's free memory next to m and
+     * the buffers for max_chunk (before any context exists); NULL: the
+     * backend has no device memory of its own. */
+    int (*fit_slots)(const rn_model *m, int max_chunk, double fraction, int *slots, rn_error *err);
 } rn_backend_ops;
 
 extern const rn_backend_ops rn_cpu_backend;

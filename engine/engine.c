@@ -183,6 +183,19 @@ int rn_engine_device_memory(rn_engine *e, size_t *used, size_t *total)
     return e->ops->device_memory(e->ctx, used, total);
 }
 
+int rn_engine_fit_slots(const rn_model *m, rn_device d, int max_chunk, double fraction, int *slots,
+                        rn_error *err)
+{
+    const rn_backend_ops *ops = pick_backend(d, err);
+    *slots = 0;
+    if (!ops)
+        return RN_ENODEV;
+    if (!ops->fit_slots)
+        return rn_error_set(err, RN_EUNSUPPORTED, "%s backend: states live in host memory",
+                            ops->name);
+    return ops->fit_slots(m, max_chunk > 0 ? max_chunk : 256, fraction, slots, err);
+}
+
 void *rn_engine_host_alloc(rn_engine *e, size_t bytes)
 {
     return e->ops->host_alloc ? e->ops->host_alloc(e->ctx, bytes) : malloc(bytes);

@@ -48,7 +48,16 @@ static int load_everything(rd_app *app)
         o->prefill_budget = dev == RN_DEVICE_CUDA ? 1024 : 256;
     size_t budget = gpu ? o->gpu_state_memory : o->state_memory;
     int slots = o->slots > 0 ? o->slots : (int)(budget / (state ? state : 1));
-    if (slots < 1) {
+    if (dev == RN_DEVICE_CUDA && o->slots <= 0 && o->gpu_state_memory == 0) {
+        /* states fill what the GPU has left (--state-memory is host memory);
+         * 10% stays for the CUDA context, cuBLAS, graphs and other tenants */
+        int frc = rn_engine_fit_slots(app->model, dev, o->chunk, 0.9, &slots, &err);
+        if (frc != RN_OK) {
+            fprintf(stderr, "retnetd: %s%s\n", err.msg,
+                    frc == RN_ENOMEM ? " (set --slots or --gpu-state-memory)" : "");
+            return -1;
+        }
+    } else if (slots < 1) {
         fprintf(stderr, "retnetd: %s (%zu MiB) holds no state of %zu bytes\n",
                 gpu ? "--gpu-state-memory" : "--state-memory", budget >> 20, state);
         return -1;

@@ -63,7 +63,8 @@ static const opt table[] = {
      "1024", 1, 1 << 24, NULL, "MiB of state slots"},
     {"engine", "gpu_state_memory", "--gpu-state-memory", "RETNETD_GPU_STATE_MEMORY", T_MIB,
      O(gpu_state_memory), "0", 0, 1 << 24, NULL,
-     "MiB of device memory for state slots when serving on a GPU (0: state_memory)"},
+     "MiB of device memory for state slots when serving on a GPU (0: 90% of what the GPU has "
+     "free after the weights)"},
     {"engine", "chunk", "--chunk", "RETNETD_CHUNK", T_INT, O(chunk), "0", 0, 65536, NULL,
      "prefill chunk in tokens (0: 64 on the CPU, 1024 on a GPU)"},
     {"engine", "prefill_budget", "--prefill-budget", "RETNETD_PREFILL_BUDGET", T_INT,

@@ -941,6 +941,39 @@ static int cuda_device_memory(void *ctx, size_t *used, size_t *total)
     return RN_OK;
 }
 
+/* The weights' device bytes (upload_all's counting pass on a scratch
+ * context), then the plan's buffers at the largest decode batch, then what
+ * the device has free. */
+static int cuda_fit_slots(const rn_model *m, int max_chunk, double fraction, int *slots,
+                          rn_error *err)
+{
+    cuda_ctx t;
+    rn_cuda_plan p;
+    size_t free_b = 0, total_b = 0;
+    int rc;
+    memset(&t, 0, sizeof t);
+    t.c = rn_model_config(m);
+    t.w = rn_model_weights(m);
+    t.layers = (dev_layer *)calloc((size_t)t.c->n_layers, sizeof *t.layers);
+    if (!t.layers)
+        return rn_error_set(err, RN_ENOMEM, "out of memory");
+    upload_all(&t); /* t.wdev is NULL: counts only */
+    free(t.layers);
+    if ((rc = rn_cuda_plan_make(&p, t.c, RN_CUDA_MAX_BATCH, max_chunk, err)))
+        return rc;
+    cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
+    if (e != cudaSuccess)
+        return cuda_fail(err, e, "cannot query device memory");
+    *slots = rn_cuda_slots_for_device(free_b, fraction, t.wused + (p.total_bytes - p.pool_bytes),
+                                      p.state_bytes, sizeof(float) * (size_t)t.c->vocab_size);
+    if (*slots < 1)
+        return rn_error_set(err, RN_ENOMEM,
+                            "cuda backend: no %zu-byte state fits next to %zu MiB of weights in "
+                            "%.0f%% of the %zu MiB free",
+                            p.state_bytes, t.wused >> 20, fraction * 100.0, free_b >> 20);
+    return RN_OK;
+}
+
 /* Page-locked, so the logits' device-to-host copy is a DMA at the bus's
  * rate instead of a staged copy through a driver buffer. */
 static void *cuda_host_alloc(void *ctx, size_t bytes)
@@ -960,4 +993,5 @@ extern "C" const rn_backend_ops rn_cuda_backend = {
     "cuda",           cuda_probe,        cuda_init,       cuda_deinit,        cuda_state_bytes,
     cuda_state_reset, cuda_state_copy,   cuda_state_pos,  cuda_state_export, cuda_state_import,
     cuda_prefill,     cuda_decode,       cuda_device_memory, cuda_host_alloc, cuda_host_free,
+    cuda_fit_slots,
 };

@@ -97,6 +97,18 @@ int rn_cuda_slots_for_budget(size_t budget, size_t state_bytes)
     return n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
 }
 
+int rn_cuda_slots_for_device(size_t free_bytes, double fraction, size_t fixed_bytes,
+                             size_t state_bytes, size_t logits_row_bytes)
+{
+    double usable = (double)free_bytes * fraction - (double)fixed_bytes;
+    if (state_bytes == 0 || usable < (double)state_bytes)
+        return 0;
+    double n = usable / (double)state_bytes;
+    if (logits_row_bytes && n > (double)RN_CUDA_AUTO_LOGITS_BYTES / (double)logits_row_bytes)
+        n = (double)RN_CUDA_AUTO_LOGITS_BYTES / (double)logits_row_bytes;
+    return n > (double)(1 << 20) ? 1 << 20 : (int)n;
+}
+
 rn_cuda_step_shape rn_cuda_step_plan(const rn_config *c, int n, int n_sms)
 {
     int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v;

@@ -49,6 +49,18 @@ int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_
 /* State slots that fit in budget bytes (0 when not even one does). */
 int rn_cuda_slots_for_budget(size_t budget, size_t state_bytes);
 
+/* Sized from the free device memory, slots are never so many that the
+ * host's logits buffer (one row of vocab floats per slot, page-locked)
+ * passes this size. */
+#define RN_CUDA_AUTO_LOGITS_BYTES ((size_t)512 << 20)
+
+/* Slots for a device with free_bytes free: fraction of it, less fixed_bytes
+ * (weights and buffers), in states of state_bytes, capped by
+ * RN_CUDA_AUTO_LOGITS_BYTES / logits_row_bytes (0: no cap) and by 1 << 20.
+ * 0 when not even one fits. */
+int rn_cuda_slots_for_device(size_t free_bytes, double fraction, size_t fixed_bytes,
+                             size_t state_bytes, size_t logits_row_bytes);
+
 /* Most blocks one head's dk state rows are split over in the recurrent step;
  * the step's scratch holds this many partial read-outs per row. */
 #define RN_CUDA_STEP_SPLIT_MAX 8

@@ -90,6 +90,26 @@ START_TEST(test_cuda_plan_slots_for_budget)
 }
 END_TEST
 
+START_TEST(test_cuda_slots_for_device)
+{
+    const size_t GiB = (size_t)1 << 30, MiB = (size_t)1 << 20;
+    /* an H200 with 139 GiB free, the 1.3B preset: 2.4 GiB of weights and
+     * ~1 GiB of buffers, 96 MiB states, 32000 x 4-byte logits rows */
+    int n = rn_cuda_slots_for_device(139 * GiB, 0.9, 3400 * MiB, 96 * MiB, 32000 * 4);
+    ck_assert_int_eq(n, (int)((139.0 * 1024 * 0.9 - 3400) / 96));
+    ck_assert_int_lt((size_t)n * 32000 * 4, RN_CUDA_AUTO_LOGITS_BYTES);
+    /* a tiny model: the host's logits buffer caps it */
+    n = rn_cuda_slots_for_device(139 * GiB, 0.9, 100 * MiB, 256 * 1024, 4096 * 4);
+    ck_assert_int_eq(n, (int)(RN_CUDA_AUTO_LOGITS_BYTES / (4096 * 4)));
+    /* without the cap, the engine's limit */
+    ck_assert_int_eq(rn_cuda_slots_for_device(139 * GiB, 0.9, 0, 1024, 0), 1 << 20);
+    /* nothing left after the weights, or not one state */
+    ck_assert_int_eq(rn_cuda_slots_for_device(10 * GiB, 0.9, 10 * GiB, 96 * MiB, 4), 0);
+    ck_assert_int_eq(rn_cuda_slots_for_device(GiB, 0.9, GiB / 2, GiB, 4), 0);
+    ck_assert_int_eq(rn_cuda_slots_for_device(GiB, 0.9, 0, 0, 4), 0);
+}
+END_TEST
+
 START_TEST(test_cuda_step_plan_covers_every_column)
 {
     const int dvs[] = {8, 16, 33, 64, 128, 256, 512}, ns[] = {1, 7, 64, 256};
@@ -143,6 +163,7 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_plan_rejects_bad_sizes);
     tcase_add_test(tc, test_cuda_plan_slots_for_budget);
     tcase_add_test(tc, test_cuda_step_plan_covers_every_column);
+    tcase_add_test(tc, test_cuda_slots_for_device);
     suite_add_tcase(s, tc);
     return s;
 }
