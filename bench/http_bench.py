@@ -103,7 +103,8 @@ def engine_bench(retnet, model, threads, batch, runs=3):
 class Server:
     def __init__(self, retnetd, model, threads, slots, log_path):
         self.args = [retnetd, "--model", model, "--host", "127.0.0.1", "--port", "0",
-                     "--threads", str(threads), "--slots", str(slots), "--max-waiting", "256"]
+                     "--threads", str(threads), "--slots", str(slots), "--max-waiting", "256",
+                     "--device", "cpu"]  # compared with `retnet bench`, the CPU engine
         self.log_path = log_path
         self.proc = None
         self.port = None

@@ -212,7 +212,7 @@ int cli_bench(int argc, char **argv)
     int32_t *tok = NULL;
     if (rn_model_load(&m, o.dir, &err) != RN_OK ||
         rn_engine_new(&e, m,
-                      &(rn_engine_opts){.n_threads = o.threads, .n_slots = o.batch,
+                      &(rn_engine_opts){.device = RN_DEVICE_CPU, .n_threads = o.threads, .n_slots = o.batch,
                                         .max_chunk = o.chunk},
                       &err) != RN_OK) {
         fprintf(stderr, "retnet: %s\n", err.msg);

@@ -24,7 +24,7 @@ static const char usage[] =
     "  tokenize MODEL_DIR \"text\"           ids and pieces of a text\n"
     "  tokbench TOKENIZER_JSON TEXT_FILE    single-thread encode throughput\n"
     "  bench MODEL_DIR [--threads N] [--prompt 512] [--chunk 64] [--decode 32] [--batch 16]\n"
-    "                                       prefill and decode speed vs the machine's limits\n"
+    "                                       the CPU backend's prefill and decode vs the machine's limits\n"
     "  cuda-info                            the CUDA device and its measured limits (exit 3: none)\n"
     "  bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] [--chunk 256]\n"
     "           [--decode 32] [--profile]    CUDA backend vs the device's limits (JSON)\n"
