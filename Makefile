@@ -261,9 +261,9 @@ soak: $(RETNETD) $(RETNET)
 	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/load/soak.py --duration $(SOAK_TIME)
 
 # wrk with tests/load/sse.lua (streaming requests) against a server on the
-# default model for 30 s; wrk from tools/bench-deps.sh.
+# default model for 30 s; wrk from tools/deps.sh.
 load-wrk: $(RETNETD)
-	$(Q)sh tools/bench-deps.sh
+	$(Q)sh tools/deps.sh wrk
 	$(Q)$(RETNETD) --model models --port 18765 --threads 2 >build/load-wrk.log 2>&1 & pid=$$!; \
 	    sleep 2; wrk -t2 -c16 -d30s -s tests/load/sse.lua http://127.0.0.1:18765; rc=$$?; \
 	    kill -TERM $$pid; wait $$pid; exit $$rc
@@ -287,9 +287,9 @@ bench-cuda: $(RETNET)
 
 # HTTP + SSE overhead: retnetd on models/ (the test model when there is none)
 # at 1, 8 and 32 concurrent streams next to `retnet bench` decode speed, and
-# GET /health with wrk (installed by tools/bench-deps.sh).  Not a test.
+# GET /health with wrk (installed by tools/deps.sh wrk).  Not a test.
 bench-http: deps $(RETNETD) $(RETNET)
-	$(Q)sh tools/bench-deps.sh
+	$(Q)sh tools/deps.sh wrk
 	$(Q)python3 bench/http_bench.py --retnetd $(RETNETD) --retnet $(RETNET)
 
 fixtures:

@@ -331,7 +331,7 @@ def run_level(port, concurrency, per_client, server_pid=None):
 def health_wrk(port, seconds):
     wrk = shutil.which("wrk")
     if not wrk:
-        return {"error": "wrk not installed (tools/bench-deps.sh installs it)"}
+        return {"error": "wrk not installed (`sh tools/deps.sh wrk` installs it)"}
     cmd = [wrk, "-t2", "-c64", "-d%ds" % seconds, "http://127.0.0.1:%d/health" % port]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
