@@ -84,6 +84,7 @@ int rn_engine_device_memory(rn_engine *e, size_t *used, size_t *total);
  * when out of memory.  Owned by the caller; free it with rn_engine_host_free
  * on the same engine, before rn_engine_free. */
 void *rn_engine_host_alloc(rn_engine *e, size_t bytes);
+void rn_engine_host_free(rn_engine *e, void *p);
 /* How many state slots an engine on device d (resolved as rn_engine_new
  * would) can hold in fraction of its free device memory, next to m's weights
  * and the buffers for prefill chunks of max_chunk; capped so that a caller's
@@ -92,6 +93,5 @@ void *rn_engine_host_alloc(rn_engine *e, size_t bytes);
  * RN_ENOMEM when not one fits. */
 int rn_engine_fit_slots(const rn_model *m, rn_device d, int max_chunk, double fraction, int *slots,
                         rn_error *err);
-void rn_engine_host_free(rn_engine *e, void *p);
 
 #endif

@@ -152,30 +152,24 @@ void rd_tier_start_ttl(rd_app *app);
 void rd_tier_start_persist(rd_app *app);
 /* GET /v1/sessions (malloc'd): the sessions the principal may see */
 char *rd_sessions_list_json(rd_app *app, const char *principal);
-/* Writes a host-tier session's blob to --state-dir (persist.c); a failure
- * is logged. */
-int rd_persist_write_blob(rd_app *app, const char *id, const char *owner, const unsigned char *blob,
-                          size_t len);
-/* Does --state-dir hold a file for session id? */
-int rd_persist_has_file(const rd_app *app, const char *id);
-/* The same without logging, for libuv's worker threads: reads only
- * app->opt; -1 with the reason in why (cap bytes). */
-int rd_persist_write_files(const rd_app *app, const char *id, const char *owner,
-                           const unsigned char *blob, size_t len, char *why, size_t cap);
-/* Reads and checks a session's file: its blob (malloc'd), tokens and
- * position, or NULL (logged) with *corrupt set when the file itself is bad
- * (not an I/O error). */
-unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, int64_t *tokens,
-                                    int64_t *pos, int *corrupt);
-/* The same without logging, for libuv's worker threads: the reason in why. */
-unsigned char *rd_persist_read_files(const rd_app *app, const char *id, size_t *len,
-                                     int64_t *tokens, int64_t *pos, int *corrupt, char *why,
-                                     size_t cap);
-
 /* persist.c */
 int rd_persist_restore(rd_app *app);   /* at start, before HTTP listens */
 int rd_persist_save_all(rd_app *app);  /* at stop, with the engine thread joined */
 void rd_persist_forget(rd_app *app, const char *id);
+/* Does --state-dir hold a file for session id? */
+int rd_persist_has_file(const rd_app *app, const char *id);
+/* Writes a session's blob and owner files to --state-dir (atomically); -1
+ * with the reason in why (cap bytes), not logged.  Reads only app->opt: safe
+ * on libuv's worker threads. */
+int rd_persist_write_files(const rd_app *app, const char *id, const char *owner,
+                           const unsigned char *blob, size_t len, char *why, size_t cap);
+/* Reads and checks a session's file: its blob (malloc'd), tokens and
+ * position, or NULL with the reason in why (cap bytes) and *corrupt set when
+ * the file itself is bad (not an I/O error).  Reads only app->opt, the
+ * engine's state size and the model: safe on libuv's worker threads. */
+unsigned char *rd_persist_read_files(const rd_app *app, const char *id, size_t *len,
+                                     int64_t *tokens, int64_t *pos, int *corrupt, char *why,
+                                     size_t cap);
 
 /* json.c */
 /* Sends {"error":{...}} with status; param may be NULL; code may be NULL. */

@@ -39,16 +39,14 @@ static int load_everything(rd_app *app)
     size_t state = (size_t)rn_state_values(app->cfg) * sizeof(float);
     rn_device dev = !strcmp(o->device, "cpu") ? RN_DEVICE_CPU : !strcmp(o->device, "cuda") ? RN_DEVICE_CUDA : RN_DEVICE_AUTO;
     dev = rn_device_resolve(dev); /* auto: size slots and chunks for what it finds */
-    int gpu = dev == RN_DEVICE_CUDA && o->gpu_state_memory > 0;
     /* a GPU prefills 1024-token chunks ~1.7x faster than 256-token ones
      * (docs/benchmarks.md); the CPU's chunk matters little beyond 64 */
     if (o->chunk == 0)
         o->chunk = dev == RN_DEVICE_CUDA ? 1024 : 64;
     if (o->prefill_budget == 0)
         o->prefill_budget = dev == RN_DEVICE_CUDA ? 1024 : 256;
-    size_t budget = gpu ? o->gpu_state_memory : o->state_memory;
-    int slots = o->slots > 0 ? o->slots : (int)(budget / (state ? state : 1));
-    if (dev == RN_DEVICE_CUDA && o->slots <= 0 && o->gpu_state_memory == 0) {
+    int slots = o->slots;
+    if (slots <= 0 && dev == RN_DEVICE_CUDA && o->gpu_state_memory == 0) {
         /* states fill what the GPU has left (--state-memory is host memory);
          * 10% stays for the CUDA context, cuBLAS, graphs and other tenants */
         int frc = rn_engine_fit_slots(app->model, dev, o->chunk, 0.9, &slots, &err);
@@ -57,10 +55,15 @@ static int load_everything(rd_app *app)
                     frc == RN_ENOMEM ? " (set --slots or --gpu-state-memory)" : "");
             return -1;
         }
-    } else if (slots < 1) {
-        fprintf(stderr, "retnetd: %s (%zu MiB) holds no state of %zu bytes\n",
-                gpu ? "--gpu-state-memory" : "--state-memory", budget >> 20, state);
-        return -1;
+    } else if (slots <= 0) {
+        int gpu = dev == RN_DEVICE_CUDA;
+        size_t budget = gpu ? o->gpu_state_memory : o->state_memory;
+        slots = (int)(budget / (state ? state : 1));
+        if (slots < 1) {
+            fprintf(stderr, "retnetd: %s (%zu MiB) holds no state of %zu bytes\n",
+                    gpu ? "--gpu-state-memory" : "--state-memory", budget >> 20, state);
+            return -1;
+        }
     }
     rn_engine_opts eo = {.device = dev, .n_slots = slots, .n_threads = o->threads, .max_chunk = o->chunk};
     if (rn_engine_new(&app->engine, app->model, &eo, &err) != RN_OK) {

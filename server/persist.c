@@ -209,8 +209,9 @@ int rd_persist_write_files(const rd_app *app, const char *id, const char *owner,
     return 0;
 }
 
-int rd_persist_write_blob(rd_app *app, const char *id, const char *owner, const unsigned char *blob,
-                          size_t len)
+/* rd_persist_write_files with a failure logged. */
+static int write_blob(rd_app *app, const char *id, const char *owner, const unsigned char *blob,
+                      size_t len)
 {
     char why[512];
     if (rd_persist_write_files(app, id, owner, blob, len, why, sizeof why) == 0)
@@ -248,17 +249,6 @@ unsigned char *rd_persist_read_files(const rd_app *app, const char *id, size_t *
     return NULL;
 }
 
-unsigned char *rd_persist_read_blob(rd_app *app, const char *id, size_t *len, int64_t *tokens,
-                                    int64_t *pos, int *corrupt)
-{
-    char why[512];
-    unsigned char *blob = rd_persist_read_files(app, id, len, tokens, pos, corrupt, why, sizeof why);
-    if (!blob)
-        rd_log(RD_LOG_ERROR, "msg=\"a session's stored state is unreadable\" id=%s reason=\"%s\"",
-               id, why);
-    return blob;
-}
-
 /* Writes one session; the engine must be idle (its thread stopped). */
 static int save_one(rd_app *app, rd_session *s)
 {
@@ -273,7 +263,7 @@ static int save_one(rd_app *app, rd_session *s)
         return -1;
     }
     if (s->tier == RD_TIER_HOST && s->blob)
-        return rd_persist_write_blob(app, s->id, s->owner, s->blob, s->blob_len);
+        return write_blob(app, s->id, s->owner, s->blob, s->blob_len);
     size_t sb = rn_engine_state_bytes(app->engine);
     unsigned char hdr[RN_BLOB_HEADER];
     float *st = calloc(1, sb);

@@ -118,7 +118,35 @@ static rd_session *lru(rd_app *app, rd_tier tier, const rd_session *exclude)
     return best;
 }
 
-/* ------------------------------------------------------------ disk writes */
+/* ------------------------------------------------------------ disk I/O */
+
+/* Fault injection (RETNETD_FAULT_SLOW_DISK_MS): on the worker thread. */
+static void slow_disk(const rd_app *app)
+{
+    if (app->slow_disk_ms)
+        uv_sleep(app->slow_disk_ms);
+}
+
+/* A read or write finished on the thread pool (loop thread): parked
+ * requests retry, and MHD handles the connections they resumed now. */
+static void disk_io_done(rd_app *app)
+{
+    app->disk_io--;
+    rd_tier_wake(app);
+    if (app->http)
+        rd_http_run(app->http);
+}
+
+/* A host-tier session whose file holds its state gives up its blob. */
+static void to_disk_tier(rd_app *app, rd_session *s)
+{
+    app->host_bytes -= s->blob_len;
+    free(s->blob);
+    s->blob = NULL;
+    s->blob_len = 0;
+    s->tier = RD_TIER_DISK;
+    s->dirty = 0;
+}
 
 /* A blob on its way to --state-dir on libuv's thread pool, so a slow disk
  * never stalls the loop (streams, health checks): a 1.3B model's state is
@@ -143,8 +171,7 @@ typedef struct {
 static void dw_work(uv_work_t *req)
 {
     disk_write *w = req->data;
-    if (w->app->slow_disk_ms)
-        uv_sleep(w->app->slow_disk_ms);
+    slow_disk(w->app);
     w->rc = rd_persist_write_files(w->app, w->id, w->owner, w->blob, w->len, w->why,
                                    sizeof w->why);
 }
@@ -160,12 +187,7 @@ static void dw_settle(rd_app *app, rd_session *s, dw_kind kind, size_t len, int 
                why);
     if (kind == DW_SPILL && rc == 0) {
         app->spill_failed = 0;
-        app->host_bytes -= s->blob_len;
-        free(s->blob);
-        s->blob = NULL;
-        s->blob_len = 0;
-        s->tier = RD_TIER_DISK;
-        s->dirty = 0;
+        to_disk_tier(app, s);
         rd_log(RD_LOG_INFO, "msg=\"session to disk\" id=%s bytes=%zu", s->id, len);
     } else if (kind == DW_SPILL) {
         app->spill_failed = 1; /* retried at the next offload */
@@ -182,7 +204,6 @@ static void dw_after(uv_work_t *req, int status)
         w->rc = -1;
         snprintf(w->why, sizeof w->why, "%s", uv_strerror(status));
     }
-    app->disk_io--;
     if (w->kind == DW_SPILL)
         app->spilling_bytes -= w->len;
     w->s->moving = 0;
@@ -193,9 +214,7 @@ static void dw_after(uv_work_t *req, int status)
     free(w);
     if (again)
         spill_to_disk(app); /* the budget may have been exceeded meanwhile */
-    rd_tier_wake(app);
-    if (app->http)
-        rd_http_run(app->http); /* MHD handles the resumed connections now */
+    disk_io_done(app);
 }
 
 /* Writes blob (len bytes; freed afterwards when owns_blob) as s's file:
@@ -238,11 +257,7 @@ static void spill_to_disk(rd_app *app)
         if (!s->dirty && rd_persist_has_file(app, s->id)) {
             /* its file is already this state (read back, or written since
              * the last change): the blob just goes */
-            app->host_bytes -= s->blob_len;
-            free(s->blob);
-            s->blob = NULL;
-            s->blob_len = 0;
-            s->tier = RD_TIER_DISK;
+            to_disk_tier(app, s);
             continue;
         }
         dw_start(app, s, s->blob, s->blob_len, 0, DW_SPILL);
@@ -337,43 +352,47 @@ typedef struct {
 static void dr_work(uv_work_t *req)
 {
     disk_read *r = req->data;
-    if (r->app->slow_disk_ms)
-        uv_sleep(r->app->slow_disk_ms);
+    slow_disk(r->app);
     r->blob = rd_persist_read_files(r->app, r->id, &r->len, &r->tokens, &r->pos, &r->corrupt,
                                     r->why, sizeof r->why);
+}
+
+/* What reading s's file back gave (loop thread): the blob (taken) joins
+ * the host tier, or the session's next request is told why not
+ * (answer_unreadable). */
+static void read_back_settle(rd_app *app, rd_session *s, unsigned char *blob, size_t len,
+                             int64_t tokens, int corrupt, const char *why)
+{
+    if (blob) {
+        s->blob = blob;
+        s->blob_len = len;
+        s->tokens = tokens;
+        s->tier = RD_TIER_HOST; /* its file stays: nothing changed */
+        s->last_used = (int64_t)time(NULL); /* not the next one spilled */
+        app->host_bytes += len;
+        return;
+    }
+    rd_log(RD_LOG_ERROR, "msg=\"a session's stored state is unreadable\" id=%s reason=\"%s\"",
+           s->id, why);
+    if (corrupt)
+        s->restore_corrupt = 1; /* the file stays for inspection */
+    else
+        s->restore_failed = 1; /* an I/O error: the file may be fine next time */
 }
 
 static void dr_after(uv_work_t *req, int status)
 {
     disk_read *r = req->data;
-    rd_app *app = r->app;
-    rd_session *s = r->s;
-    app->disk_io--;
-    s->moving = 0;
+    r->s->moving = 0;
     if (status != 0 && r->blob) { /* cancelled after all (not expected) */
         free(r->blob);
         r->blob = NULL;
         snprintf(r->why, sizeof r->why, "%s", uv_strerror(status));
     }
-    if (r->blob) {
-        s->blob = r->blob;
-        s->blob_len = r->len;
-        s->tokens = r->tokens;
-        s->tier = RD_TIER_HOST; /* its file stays: nothing changed */
-        s->last_used = (int64_t)time(NULL); /* not the next one spilled */
-        app->host_bytes += r->len;
-    } else {
-        rd_log(RD_LOG_ERROR, "msg=\"a session's stored state is unreadable\" id=%s reason=\"%s\"",
-               s->id, r->why);
-        if (r->corrupt)
-            s->restore_corrupt = 1; /* the file stays for inspection */
-        else
-            s->restore_failed = 1; /* an I/O error: the file may be fine next time */
-    }
+    read_back_settle(r->app, r->s, r->blob, r->len, r->tokens, r->corrupt, r->why);
+    rd_app *app = r->app;
     free(r);
-    rd_tier_wake(app);
-    if (app->http)
-        rd_http_run(app->http);
+    disk_io_done(app);
 }
 
 /* Starts reading s's file; 0 if started (s is moving until it is done). */
@@ -395,36 +414,46 @@ static int dr_start(rd_app *app, rd_session *s)
     return 0;
 }
 
-/* Brings cold session s back into a free slot: at once for a never-used
- * session, else by an import.  RD_TIER_GO, PARKED or ANSWERED. */
-static int restore(rd_app *app, rd_conn *c, rd_session *s)
+/* The answer to a request on a session whose state could not be brought
+ * back (logged when that happened): a corrupt file removes the session, an
+ * I/O error or a failed import is worth a retry.  RD_TIER_ANSWERED. */
+static int answer_unreadable(rd_app *app, rd_conn *c, rd_session *s)
 {
-    unsigned char *blob = s->blob;
-    size_t len = s->blob_len;
-    int64_t tokens = s->tokens, pos = 0;
-    int corrupt = 0;
-    if (s->tier == RD_TIER_DISK && dr_start(app, s) == 0)
-        return park(app, c); /* back in the host tier when the read is done */
-    if (s->tier == RD_TIER_DISK && /* stopping, or the pool refused: read here */
-        !(blob = rd_persist_read_blob(app, s->id, &len, &tokens, &pos, &corrupt))) {
-        if (!corrupt) /* an I/O error: the file may be fine next time */
-            return rd_json_error(c, 500, "server_error", NULL, NULL,
-                                 "the session's stored state cannot be read now; retry later"),
-                   RD_TIER_ANSWERED;
-        /* logged with the reason; the file stays for inspection */
+    if (s->restore_corrupt) {
         rd_session_delete(app, s);
         return rd_json_error(c, 500, "server_error", NULL, NULL,
                              "the session's stored state is corrupt; the session was removed"),
                RD_TIER_ANSWERED;
     }
-    if (s->tier == RD_TIER_HOST && blob)
-        pos = rn_blob_position(blob);
-    int slot = rd_sched_reserve_slot(app->sched);
-    if (slot < 0) { /* taken meanwhile by the engine's admission: try again later */
+    s->restore_failed = 0;
+    return rd_json_error(c, 500, "server_error", NULL, NULL,
+                         "the session's state could not be brought back; retry later"),
+           RD_TIER_ANSWERED;
+}
+
+/* Brings cold session s back into a free slot: at once for a never-used
+ * session, else by an import.  RD_TIER_GO, PARKED or ANSWERED. */
+static int restore(rd_app *app, rd_conn *c, rd_session *s)
+{
+    if (s->tier == RD_TIER_DISK) {
+        if (dr_start(app, s) == 0)
+            return park(app, c); /* back in the host tier when the read is done */
+        /* stopping, or the pool refused: read here, settled the same way */
+        unsigned char *got;
+        size_t len = 0;
+        int64_t tokens = 0, pos = 0;
+        int corrupt = 0;
+        char why[512] = "";
+        got = rd_persist_read_files(app, s->id, &len, &tokens, &pos, &corrupt, why, sizeof why);
+        read_back_settle(app, s, got, len, tokens, corrupt, why);
         if (s->tier == RD_TIER_DISK)
-            free(blob);
-        return -1;
+            return answer_unreadable(app, c, s);
     }
+    unsigned char *blob = s->blob;
+    int64_t pos = blob ? rn_blob_position(blob) : 0;
+    int slot = rd_sched_reserve_slot(app->sched);
+    if (slot < 0) /* taken meanwhile by the engine's admission: try again later */
+        return -1;
     s->slot = slot;
     if (s->fresh && !blob) {
         s->tier = RD_TIER_HOT;
@@ -434,18 +463,14 @@ static int restore(rd_app *app, rd_conn *c, rd_session *s)
     if (!j) {
         rd_sched_release_slot(app->sched, slot);
         s->slot = -1;
-        if (s->tier == RD_TIER_DISK)
-            free(blob);
         return rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory"), RD_TIER_ANSWERED;
     }
-    if (s->tier == RD_TIER_HOST) { /* the job owns the blob while the import runs */
-        app->host_bytes -= s->blob_len;
-        s->blob = NULL;
-        s->blob_len = 0;
-    }
+    /* the job owns the blob while the import runs */
+    app->host_bytes -= s->blob_len;
+    s->blob = NULL;
+    s->blob_len = 0;
     j->state = blob;
     j->state_pos = pos;
-    s->tokens = tokens;
     s->moving = 1;
     s->last_used = (int64_t)time(NULL); /* not the next LRU victim before its request runs */
     app->restoring++;
@@ -516,18 +541,8 @@ int rd_tier_ready(rd_app *app, rd_conn *c, rd_session *s, int need)
 {
     if (s && s->moving)
         return park(app, c);
-    if (s && s->restore_corrupt) { /* logged with the reason when it was read */
-        rd_session_delete(app, s);
-        return rd_json_error(c, 500, "server_error", NULL, NULL,
-                             "the session's stored state is corrupt; the session was removed"),
-               RD_TIER_ANSWERED;
-    }
-    if (s && s->restore_failed) {
-        s->restore_failed = 0;
-        return rd_json_error(c, 500, "server_error", NULL, NULL,
-                             "the session's state could not be brought back; retry later"),
-               RD_TIER_ANSWERED;
-    }
+    if (s && (s->restore_corrupt || s->restore_failed))
+        return answer_unreadable(app, c, s);
     if (s && s->slot < 0) {
         if (free_slots(app) == 0 && app->offloading == 0)
             make_room(app, 1, s); /* a never-used session gives its slot back at once */

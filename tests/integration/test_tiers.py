@@ -75,6 +75,19 @@ class TierCase(unittest.TestCase):
         self.assertEqual(status, 200, js)
         return js["tier"]
 
+    def restart_on_one_slot(self):
+        """Three sessions, one turn each, written to a state directory at a
+        stop; then a server with one slot on that directory (two of them
+        start on disk).  Returns (server, directory, ids)."""
+        d = tempfile.mkdtemp(prefix="tiers-", dir=ts.TMP)
+        srv = ts.Server("--slots", "4", "--state-dir", d).start()
+        ids = [self.new(srv.port) for _ in range(3)]
+        for k in range(3):
+            self.turn(srv.port, ids[k], "%d:%s" % (k, PROMPTS[0]))
+        srv.stop()
+        srv = ts.Server("--slots", "1", "--state-dir", d, "--host-state-memory", "64").start()
+        return srv, d, ids
+
     def three_sessions_on_two_slots(self, srv):
         """Three sessions take turns on two slots: each second turn finds its
         session offloaded (by the turns of the others) and must continue it."""
@@ -133,13 +146,7 @@ class TestDiskTier(TierCase):
                          sorted(i + ".state" for i in ids))
 
     def test_restart_keeps_extra_sessions_on_disk(self):
-        d = tempfile.mkdtemp(prefix="tiers-", dir=ts.TMP)
-        srv = ts.Server("--slots", "4", "--state-dir", d).start()
-        ids = [self.new(srv.port) for _ in range(3)]
-        for k in range(3):
-            self.turn(srv.port, ids[k], "%d:%s" % (k, PROMPTS[0]))
-        srv.stop()
-        srv = ts.Server("--slots", "1", "--state-dir", d, "--host-state-memory", "64").start()
+        srv, _, ids = self.restart_on_one_slot()
         try:
             status, _, js = ts.http_json(srv.port, "GET", "/v1/sessions")
             t = js["tiers"]
@@ -155,13 +162,7 @@ class TestDiskFaults(TierCase):
         """A disk-tier session whose file went bad after the start: its next
         request gets a 500 saying so, the session is gone (404), the file is
         left for inspection, and the other sessions are unaffected."""
-        d = tempfile.mkdtemp(prefix="tiers-", dir=ts.TMP)
-        srv = ts.Server("--slots", "4", "--state-dir", d).start()
-        ids = [self.new(srv.port) for _ in range(3)]
-        for k in range(3):
-            self.turn(srv.port, ids[k], "%d:%s" % (k, PROMPTS[0]))
-        srv.stop()
-        srv = ts.Server("--slots", "1", "--state-dir", d, "--host-state-memory", "64").start()
+        srv, d, ids = self.restart_on_one_slot()
         try:
             disk = [i for i in ids if self.tier(srv.port, i) == "disk"]
             self.assertEqual(len(disk), 2)
