@@ -45,20 +45,14 @@ while [ $# -gt 0 ]; do
 done
 
 case "$DISTRO" in
-    bookworm)
-        MIRROR=${MIRROR:-http://deb.debian.org/debian}
-        SCRIPT=bookworm
-        ;;
-    noble)
-        MIRROR=${MIRROR:-http://archive.ubuntu.com/ubuntu}
-        # debootstrap releases older than noble lack its script; all Ubuntu
-        # releases since gutsy share one.
-        SCRIPT=/usr/share/debootstrap/scripts/gutsy
-        ;;
+    bookworm) MIRROR=${MIRROR:-http://deb.debian.org/debian} ;;
+    noble) MIRROR=${MIRROR:-http://archive.ubuntu.com/ubuntu} ;;
     *) echo "fresh-check: unsupported distro: $DISTRO (bookworm or noble)" >&2; exit 2 ;;
 esac
 
 ROOT=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+# shellcheck source=tests/container/minbase.sh
+. "$ROOT/tests/container/minbase.sh"
 CACHE=$ROOT/build/container
 TARBALL=$CACHE/$DISTRO-minbase.tar
 IMAGE=localhost/retnetd-fresh:$DISTRO
@@ -92,51 +86,10 @@ trap 'exit 130' INT TERM
 # 1. Base image: the cached tarball, or a fresh debootstrap.
 if [ ! -s "$TARBALL" ]; then
     echo "fresh-check: debootstrap $DISTRO from $MIRROR"
-    mkdir -p "$CACHE"
-    KEYRING=()
-    if [ "$DISTRO" = noble ] && [ ! -e /usr/share/keyrings/ubuntu-archive-keyring.gpg ]; then
-        # Debian does not package Ubuntu's keyring: take it from the archive.
-        # (It comes over the same channel as the packages it then checks.)
-        deb=$(curl -fsS "$MIRROR/dists/noble/main/binary-amd64/Packages.gz" | gzip -dc |
-            awk '/^Package: ubuntu-keyring$/ { p = 1 } p && /^Filename:/ { print $2; p = 0 }')
-        curl -fsS -o "$TMP/keyring.deb" "$MIRROR/${deb:?no ubuntu-keyring in the noble index}"
-        dpkg-deb -x "$TMP/keyring.deb" "$TMP/keyring"
-        KEYRING=(--keyring "$TMP/keyring/usr/share/keyrings/ubuntu-archive-keyring.gpg")
-    fi
-    debootstrap --variant=minbase "${KEYRING[@]}" "$DISTRO" "$TMP/rootfs" "$MIRROR" "$SCRIPT" \
-        >"$TMP/debootstrap.log" 2>&1 || {
-        tail -n 30 "$TMP/debootstrap.log" >&2
+    minbase_tarball "$DISTRO" "$MIRROR" "$TARBALL" "$TMP" "$TMP/debootstrap.log" || {
         echo "fresh-check: debootstrap failed" >&2
         exit 1
     }
-    # The archives a stock install has: the release, its updates, security.
-    rm -f "$TMP/rootfs/etc/apt/sources.list"
-    if [ "$DISTRO" = bookworm ]; then
-        cat >"$TMP/rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
-Types: deb
-URIs: $MIRROR
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: ${SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-    else
-        cat >"$TMP/rootfs/etc/apt/sources.list.d/ubuntu.sources" <<EOF
-Types: deb
-URIs: $MIRROR
-Suites: noble noble-updates noble-security
-Components: main restricted universe multiverse
-Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg
-EOF
-    fi
-    rm -rf "$TMP/rootfs/var/cache/apt/archives/"*.deb "$TMP/rootfs/var/lib/apt/lists/"*_* 2>/dev/null || true
-    tar -C "$TMP/rootfs" -cf "$TARBALL.tmp" . && mv "$TARBALL.tmp" "$TARBALL"
-    rm -rf "$TMP/rootfs"
     "${PODMAN[@]}" rmi -f "$IMAGE" >/dev/null 2>&1 || true
 fi
 if ! "${PODMAN[@]}" image exists "$IMAGE"; then

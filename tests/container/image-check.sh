@@ -65,6 +65,8 @@ while [ $# -gt 0 ]; do
 done
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/container/minbase.sh
+. "$ROOT/tests/container/minbase.sh"
 cd "$ROOT"
 test -f docker/Dockerfile || { echo "image-check: no docker/Dockerfile in $ROOT" >&2; exit 2; }
 CACHE=$ROOT/build/container
@@ -151,16 +153,10 @@ json() { python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); v = eva
 
 # base_image DISTRO TAG: make sure TAG exists (imported from the tarball).
 base_image() {
-    local distro=$1 tag=$2 tarball=$CACHE/$1-minbase.tar mirror script
-    local keyring=()
+    local distro=$1 tag=$2 tarball=$CACHE/$1-minbase.tar mirror
     case "$distro" in
-        bookworm) mirror=${MIRROR:-http://deb.debian.org/debian}; script=bookworm ;;
-        noble)
-            mirror=${UBUNTU_MIRROR:-http://archive.ubuntu.com/ubuntu}
-            # debootstrap releases older than noble lack its script; all
-            # Ubuntu releases since gutsy share one.
-            script=/usr/share/debootstrap/scripts/gutsy
-            ;;
+        bookworm) mirror=${MIRROR:-http://deb.debian.org/debian} ;;
+        noble) mirror=${UBUNTU_MIRROR:-http://archive.ubuntu.com/ubuntu} ;;
     esac
     if [ ! -s "$tarball" ]; then
         command -v debootstrap >/dev/null 2>&1 || {
@@ -168,51 +164,11 @@ base_image() {
             return 1
         }
         say "debootstrap --variant=minbase $distro from $mirror (once; cached in $tarball)"
-        if [ "$distro" = noble ] && [ ! -e /usr/share/keyrings/ubuntu-archive-keyring.gpg ]; then
-            # Debian does not package Ubuntu's keyring: take it from the archive.
-            local deb
-            deb=$(curl -fsS "$mirror/dists/noble/main/binary-amd64/Packages.gz" | gzip -dc |
-                awk '/^Package: ubuntu-keyring$/ { p = 1 } p && /^Filename:/ { print $2; p = 0 }')
-            curl -fsS -o "$TMP/keyring.deb" "$mirror/${deb:?no ubuntu-keyring in the noble index}"
-            dpkg-deb -x "$TMP/keyring.deb" "$TMP/keyring"
-            keyring=(--keyring "$TMP/keyring/usr/share/keyrings/ubuntu-archive-keyring.gpg")
-        fi
-        bounded 900 debootstrap --variant=minbase "${keyring[@]}" "$distro" "$TMP/rootfs-$distro" \
-            "$mirror" "$script" >"$LOGS/debootstrap-$distro.log" 2>&1 || {
-            tail -n 20 "$LOGS/debootstrap-$distro.log" >&2
+        minbase_tarball "$distro" "$mirror" "$tarball" "$TMP" "$LOGS/debootstrap-$distro.log" \
+            bounded 900 || {
             echo "image-check: debootstrap $distro failed" >&2
             return 1
         }
-        # The archives a stock install has (as fresh-check.sh writes them).
-        rm -f "$TMP/rootfs-$distro/etc/apt/sources.list"
-        if [ "$distro" = bookworm ]; then
-            cat >"$TMP/rootfs-$distro/etc/apt/sources.list.d/debian.sources" <<EOF
-Types: deb
-URIs: $mirror
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: ${SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-        else
-            cat >"$TMP/rootfs-$distro/etc/apt/sources.list.d/ubuntu.sources" <<EOF
-Types: deb
-URIs: $mirror
-Suites: noble noble-updates noble-security
-Components: main restricted universe multiverse
-Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg
-EOF
-        fi
-        rm -rf "$TMP/rootfs-$distro/var/cache/apt/archives/"*.deb \
-            "$TMP/rootfs-$distro/var/lib/apt/lists/"*_* 2>/dev/null || true
-        mkdir -p "$CACHE"
-        tar -C "$TMP/rootfs-$distro" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-        rm -rf "$TMP/rootfs-$distro"
         # A tag imported from an older tarball is stale now.
         "${PODMAN[@]}" rmi -f "$tag" >/dev/null 2>&1 || true
     fi
