@@ -473,7 +473,6 @@ static int cpu_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_e
     x->n_slots = o->n_slots;
     x->max_chunk = o->max_chunk;
     int threads = o->n_threads > 0 ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    openblas_set_num_threads(1); /* the pool parallelises around sgemm (ops.c) */
     x->layer_vals = (size_t)c->n_heads * (size_t)c->head_dim_k * (size_t)c->head_dim_v +
                     (c->retention_norm == RN_RETNORM_TORCHSCALE ? (size_t)c->n_heads : 0);
     x->slot_vals = x->layer_vals * (size_t)c->n_layers;
@@ -491,6 +490,9 @@ static int cpu_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_e
     if ((rc = rn__pool_new(&x->pool, threads)) == RN_OK) {
         x->ops.pool = x->pool;
         x->ops.blas_lanes = openblas_get_parallel() == 2 ? 1 : rn__pool_threads(x->pool);
+        /* the pool parallelises around single-threaded sgemm calls (ops.c);
+         * an OpenMP build, called from one thread, threads them itself */
+        openblas_set_num_threads(x->ops.blas_lanes == 1 ? threads : 1);
     }
     if (rc || (rc = init_tables(x)) || (rc = ensure_rows(x, rows, 0)) || (rc = pack_weights(x))) {
         rn_error_set(err, rc, "cpu backend: %s", rn_strerror(rc));
