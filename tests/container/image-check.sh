@@ -402,6 +402,34 @@ run_checks() {
     fi
 }
 
+# cpu_image DISTRO BASE: the CPU image on BASE (for both stages), built and
+# put through the static, CPU-only and run checks.
+cpu_image() {
+    local distro=$1 base=$2 img=localhost/retnetd:$RUN_ID-cpu-$1 log=$LOGS/image-cpu-$1.log
+    if build "$distro CPU" "$img" "$log" --build-arg BUILD_IMAGE="$base" \
+        --build-arg RUNTIME_IMAGE="$base"; then
+        static_checks "$distro CPU" "$img"
+        cpu_only_checks "$distro CPU" "$img" "$log"
+        run_checks "$distro" "$img"
+    fi
+}
+
+# default_from ARG FLAVOUR STAGE [podman build args...]: with nothing pulled
+# (--pull=never) the build stops at the first FROM it cannot resolve, which
+# must be stage STAGE on nvidia/cuda:13.0.1-FLAVOUR-ubuntu24.04.
+default_from() {
+    local arg=$1 want=nvidia/cuda:13.0.1-$2-ubuntu24.04 stage=$3 log=$LOGS/defaults-$3.log
+    shift 3
+    bounded "$BUILD_TIMEOUT" "${BUILD[@]}" -t "localhost/retnetd:$RUN_ID-defaults" "$@" . \
+        >"$log" 2>&1 || true
+    if grep -q "FROM $want AS $stage" "$log" && grep -q "$want: image not known" "$log"; then
+        pass "default $arg is $want (not pulled)"
+    else
+        tail -n 5 "$log" | sed 's/^/    /'
+        fail "default $arg"
+    fi
+}
+
 # --------------------------------------------------------------------------
 
 say "$(git -C "$ROOT" log -1 --format='%h %s' 2>/dev/null | cut -c1-60) (+ working tree); podman $(podman --version | awk '{print $3}')"
@@ -429,50 +457,20 @@ else
 fi
 "${PODMAN[@]}" rmi -f "localhost/retnetd:$RUN_ID-context" >/dev/null 2>&1 || true
 
-IMG=localhost/retnetd:$RUN_ID-cpu-bookworm
-LOG=$LOGS/image-cpu-bookworm.log
-if build "bookworm CPU" "$IMG" "$LOG" \
-    --build-arg BUILD_IMAGE=localhost/debian:bookworm --build-arg RUNTIME_IMAGE=localhost/debian:bookworm; then
-    static_checks "bookworm CPU" "$IMG"
-    cpu_only_checks "bookworm CPU" "$IMG" "$LOG"
-    run_checks bookworm "$IMG"
-fi
+cpu_image bookworm localhost/debian:bookworm
 
 # The default arguments: NVIDIA's images, stage by stage.  Nothing is pulled
 # (--pull=never), so each build stops at the first FROM it cannot resolve.
-bounded "$BUILD_TIMEOUT" "${BUILD[@]}" -t "localhost/retnetd:$RUN_ID-defaults" --target build . \
-    >"$LOGS/defaults-build.log" 2>&1 || true
 IMAGES+=("localhost/retnetd:$RUN_ID-defaults")
-if grep -q 'FROM nvidia/cuda:13.0.1-devel-ubuntu24.04 AS build' "$LOGS/defaults-build.log" &&
-    grep -q 'nvidia/cuda:13.0.1-devel-ubuntu24.04: image not known' "$LOGS/defaults-build.log"; then
-    pass "default BUILD_IMAGE is nvidia/cuda:13.0.1-devel-ubuntu24.04 (not pulled)"
-else
-    tail -n 5 "$LOGS/defaults-build.log" | sed 's/^/    /'
-    fail "default BUILD_IMAGE"
-fi
-bounded "$BUILD_TIMEOUT" "${BUILD[@]}" -t "localhost/retnetd:$RUN_ID-defaults" \
-    --build-arg BUILD_IMAGE=localhost/debian:bookworm . >"$LOGS/defaults-runtime.log" 2>&1 || true
-if grep -q 'FROM nvidia/cuda:13.0.1-runtime-ubuntu24.04 AS runtime' "$LOGS/defaults-runtime.log" &&
-    grep -q 'nvidia/cuda:13.0.1-runtime-ubuntu24.04: image not known' "$LOGS/defaults-runtime.log"; then
-    pass "default RUNTIME_IMAGE is nvidia/cuda:13.0.1-runtime-ubuntu24.04 (not pulled)"
-else
-    tail -n 5 "$LOGS/defaults-runtime.log" | sed 's/^/    /'
-    fail "default RUNTIME_IMAGE"
-fi
+default_from BUILD_IMAGE devel build --target build
+default_from RUNTIME_IMAGE runtime runtime --build-arg BUILD_IMAGE=localhost/debian:bookworm
 
 # Ubuntu 24.04: the release NVIDIA's CUDA 13 images are built on.
 if [ "$NOBLE" = 1 ]; then
     t=$(ms)
     if base_image noble localhost/ubuntu:noble; then
         pass "base image localhost/ubuntu:noble ready in $(secs "$t" "$(ms)") s"
-        IMG=localhost/retnetd:$RUN_ID-cpu-noble
-        LOG=$LOGS/image-cpu-noble.log
-        if build "noble CPU" "$IMG" "$LOG" \
-            --build-arg BUILD_IMAGE=localhost/ubuntu:noble --build-arg RUNTIME_IMAGE=localhost/ubuntu:noble; then
-            static_checks "noble CPU" "$IMG"
-            cpu_only_checks "noble CPU" "$IMG" "$LOG"
-            run_checks noble "$IMG"
-        fi
+        cpu_image noble localhost/ubuntu:noble
     else
         fail "base image localhost/ubuntu:noble"
     fi
