@@ -142,7 +142,13 @@ void rd_log(rd_log_level lv, const char *fmt, ...)
     gmtime_r(&now.tv_sec, &tm);
     size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + n, sizeof ts - n, ".%03ldZ", now.tv_nsec / 1000000);
-    FILE *f = out();
+    /* the line is composed first and written with one call: stderr is
+     * unbuffered, and a reader of the file (a log shipper, tail -f) must
+     * never see half a line */
+    char *line = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&line, &len);
+    FILE *f = m ? m : out();
     if (lg.json) {
         fprintf(f, "{\"time\":\"%s\",\"level\":\"%s\"", ts, names[lv]);
         write_json_fields(f, body);
@@ -150,4 +156,7 @@ void rd_log(rd_log_level lv, const char *fmt, ...)
     } else {
         fprintf(f, "time=%s level=%s %s\n", ts, names[lv], body);
     }
+    if (m && fclose(m) == 0)
+        fwrite(line, 1, len, out());
+    free(line);
 }
