@@ -82,6 +82,42 @@ const char *rd_log_clean(char *o, size_t cap, const char *s)
     return o;
 }
 
+/* Is v[0..len) a number as JSON spells it: -?(0|[1-9][0-9]*)(.[0-9]+)?
+ * ([eE][+-]?[0-9]+)?  (strtod also takes "0053964", "inf" or "0x1f", which
+ * would make the line invalid JSON.) */
+static int json_number(const char *v, size_t len)
+{
+    size_t i = 0;
+    int digits = 0;
+    if (i < len && v[i] == '-')
+        i++;
+    if (i < len && v[i] == '0')
+        i++, digits = 1;
+    else
+        while (i < len && v[i] >= '0' && v[i] <= '9')
+            i++, digits++;
+    if (!digits)
+        return 0;
+    if (i < len && v[i] == '.') {
+        size_t f = ++i;
+        while (i < len && v[i] >= '0' && v[i] <= '9')
+            i++;
+        if (i == f)
+            return 0;
+    }
+    if (i < len && (v[i] == 'e' || v[i] == 'E')) {
+        i++;
+        if (i < len && (v[i] == '+' || v[i] == '-'))
+            i++;
+        size_t e = i;
+        while (i < len && v[i] >= '0' && v[i] <= '9')
+            i++;
+        if (i == e)
+            return 0;
+    }
+    return i == len;
+}
+
 /* logfmt fields -> the members of a JSON object (values kept as strings,
  * numbers as numbers). */
 static void write_json_fields(FILE *f, const char *s)
@@ -111,16 +147,7 @@ static void write_json_fields(FILE *f, const char *s)
                 s++;
             len = (size_t)(s - v);
         }
-        char *end;
-        int number = !quoted && len > 0 && len < 32;
-        if (number) {
-            char tmp[32];
-            memcpy(tmp, v, len);
-            tmp[len] = '\0';
-            strtod(tmp, &end);
-            number = *end == '\0';
-        }
-        if (number)
+        if (!quoted && json_number(v, len))
             fprintf(f, "%.*s", (int)len, v);
         else
             fprintf(f, "\"%.*s\"", (int)len, v);

@@ -150,6 +150,10 @@ class TestJsonLog(unittest.TestCase):
             want = (1024, 1024) if ready["backend"] == "cuda" else (64, 256)
             self.assertEqual((ready["chunk"], ready["prefill_budget"]), want)
             ts.http_request(port, "GET", "/health", headers={"X-Request-Id": "j1"})
+            # ids that look like numbers to strtod but are not JSON numbers
+            # stay strings (a bare 0042 or inf would make the line invalid)
+            for rid in ("0042", "inf", "0x1f", "7"):
+                ts.http_request(port, "GET", "/health", headers={"X-Request-Id": rid})
             time.sleep(0.3)
             proc.terminate()
             self.assertEqual(proc.wait(timeout=30), 0)
@@ -158,6 +162,8 @@ class TestJsonLog(unittest.TestCase):
             req = [o for o in lines if o.get("request_id") == "j1"]
             self.assertEqual(len(req), 1)
             self.assertEqual((req[0]["level"], req[0]["status"], req[0]["path"]), ("info", 200, "/health"))
+            ids = [o["request_id"] for o in lines if o.get("path") == "/health"]
+            self.assertEqual(ids, ["j1", "0042", "inf", "0x1f", 7])
         finally:
             if proc.poll() is None:
                 proc.kill()
