@@ -24,35 +24,53 @@ typedef uint16_t v16h __attribute__((vector_size(32)));
 
 #define AI static inline __attribute__((always_inline))
 
+/* Elements of one panel column (one input, or for bf16 one input pair). */
+static size_t pack_span(const rn_packed *p)
+{
+    return p->dtype == RN_DT_BF16 ? (size_t)(p->in + 1) / 2 * 2 : (size_t)p->in;
+}
+
+static void pack_row(unsigned char *d, const rn_packed *p, const rn_tensor *W, int row)
+{
+    size_t esz = rn_dtype_size(p->dtype), span = pack_span(p);
+    size_t panel = (size_t)(row / RN_PANEL) * span * RN_PANEL;
+    int r = row % RN_PANEL, in = p->in;
+    if (row >= p->out)
+        return; /* padding rows stay zero */
+    if (esz == 4) {
+        uint32_t *dst = (uint32_t *)(void *)d + panel + (size_t)r;
+        const uint32_t *src = (const uint32_t *)W->data + (size_t)row * (size_t)in;
+        for (int i = 0; i < in; i++)
+            dst[(size_t)i * RN_PANEL] = src[i];
+    } else if (p->dtype == RN_DT_BF16) {
+        /* input pair (2j, 2j+1) of row r is one 32-bit lane: low half 2j */
+        uint16_t *dst = (uint16_t *)(void *)d + panel + (size_t)r * 2;
+        const uint16_t *src = (const uint16_t *)W->data + (size_t)row * (size_t)in;
+        for (int i = 0; i < in; i++)
+            dst[(size_t)(i / 2) * 2 * RN_PANEL + (size_t)(i % 2)] = src[i];
+    } else {
+        uint16_t *dst = (uint16_t *)(void *)d + panel + (size_t)r;
+        const uint16_t *src = (const uint16_t *)W->data + (size_t)row * (size_t)in;
+        for (int i = 0; i < in; i++)
+            dst[(size_t)i * RN_PANEL] = src[i];
+    }
+}
+
 int rn__pack(rn_packed *p, const rn_tensor *W)
 {
-    size_t esz = rn_dtype_size(W->dtype);
-    int out = (int)W->shape[0], in = (int)W->shape[1];
-    int np = (out + RN_PANEL - 1) / RN_PANEL;
-    size_t bytes = (size_t)np * (size_t)in * RN_PANEL * esz;
-    unsigned char *d = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    rn_packed q = {NULL, W->dtype, (int)W->shape[0], (int)W->shape[1], 0};
+    q.n_panels = (q.out + RN_PANEL - 1) / RN_PANEL;
+    size_t bytes = (size_t)q.n_panels * pack_span(&q) * RN_PANEL * rn_dtype_size(q.dtype);
+    bytes = (bytes + 63) & ~(size_t)63;
+    unsigned char *d = aligned_alloc(64, bytes);
     if (!d)
         return RN_ENOMEM;
-    /* row by row: reads stream through W, writes stride RN_PANEL elements;
-     * the padding rows of the last panel are zero */
-    for (int row = 0; row < np * RN_PANEL; row++) {
-        size_t base = (size_t)(row / RN_PANEL) * (size_t)in * RN_PANEL + (size_t)(row % RN_PANEL);
-        if (row >= out) {
-            for (int i = 0; i < in; i++)
-                memset(d + (base + (size_t)i * RN_PANEL) * esz, 0, esz);
-        } else if (esz == 4) {
-            uint32_t *dst = (uint32_t *)(void *)d + base;
-            const uint32_t *src = (const uint32_t *)W->data + (size_t)row * (size_t)in;
-            for (int i = 0; i < in; i++)
-                dst[(size_t)i * RN_PANEL] = src[i];
-        } else {
-            uint16_t *dst = (uint16_t *)(void *)d + base;
-            const uint16_t *src = (const uint16_t *)W->data + (size_t)row * (size_t)in;
-            for (int i = 0; i < in; i++)
-                dst[(size_t)i * RN_PANEL] = src[i];
-        }
-    }
-    *p = (rn_packed){d, W->dtype, out, in, np};
+    memset(d, 0, bytes);
+    /* row by row: reads stream through W, writes stride a panel column */
+    for (int row = 0; row < q.n_panels * RN_PANEL; row++)
+        pack_row(d, &q, W, row);
+    q.data = d;
+    *p = q;
     return RN_OK;
 }
 
@@ -62,22 +80,39 @@ void rn__packed_free(rn_packed *p)
     p->data = NULL;
 }
 
-AI v16f load16(const void *base, size_t idx, rn_dtype t)
+AI v16f load16(const unsigned char *src, rn_dtype t)
 {
     v16f f;
     if (t == RN_DT_F32) {
-        memcpy(&f, (const float *)base + idx, sizeof f);
-    } else if (t == RN_DT_BF16) {
-        v16h h;
-        memcpy(&h, (const uint16_t *)base + idx, sizeof h);
-        v16u u = __builtin_convertvector(h, v16u) << 16;
-        memcpy(&f, &u, sizeof f);
+        memcpy(&f, src, sizeof f);
     } else {
-        for (int k = 0; k < RN_PANEL; k++)
-            f[k] = rn__f16_to_f32(((const uint16_t *)base)[idx + (size_t)k]);
+        for (int k = 0; k < RN_PANEL; k++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * k, sizeof h);
+            f[k] = rn__f16_to_f32(h);
+        }
     }
     return f;
 }
+
+/* A bf16 panel column pair as two f32 vectors: the shifted low halves and
+ * the masked high halves are the exact f32 values, two integer operations
+ * for 32 weights. */
+AI void load_pair(const unsigned char *src, v16f *lo, v16f *hi)
+{
+    v16u u;
+    memcpy(&u, src, sizeof u);
+    v16u l = u << 16, h = u & 0xffff0000u;
+    memcpy(lo, &l, sizeof l);
+    memcpy(hi, &h, sizeof h);
+}
+
+/* Bytes ahead of each panel stream to prefetch: the hardware prefetchers
+ * alone keep too few lines in flight for one core to reach its share of the
+ * memory bandwidth, and stop at page boundaries.  On the 1.3B shape's decode
+ * (2 cores, DRAM-bound) 2 KB gave +20% over none; 256 B +6%, 4 KB +14%.
+ * A hint: it never faults past the end of the panels. */
+#define PREFETCH_AHEAD 2048
 
 typedef struct {
     const rn_packed *P;
@@ -87,24 +122,58 @@ typedef struct {
     int n;
 } pk_job;
 
+/* acc[a][c] += w[a] * x[c][i] for the np panels and nb inputs of a tile. */
+AI void tile_fma(v16f acc[4][16], const v16f *w, const float *x, size_t in, size_t i, int np,
+                 int nb)
+{
+    for (int c = 0; c < nb; c++) {
+        v16f xv = (v16f){0} + x[(size_t)c * in + i];
+        for (int a = 0; a < np; a++)
+            acc[a][c] += w[a] * xv;
+    }
+}
+
 /* np panels starting at pn, x nb inputs starting at b. */
 AI void tile(const pk_job *j, int pn, const int np, int b, const int nb, rn_dtype t)
 {
     const rn_packed *P = j->P;
-    const int in = P->in;
+    const size_t in = (size_t)P->in;
+    const size_t esz = t == RN_DT_F32 ? 4 : 2;
+    const size_t col = RN_PANEL * esz; /* bytes of one panel column: 64 or 32 */
+    const unsigned char *base[4];
     v16f acc[4][16];
-    for (int a = 0; a < np; a++)
+    for (int a = 0; a < np; a++) {
+        base[a] = (const unsigned char *)P->data + (size_t)(pn + a) * pack_span(P) * col;
         for (int c = 0; c < nb; c++)
             acc[a][c] = (v16f){0};
-    const float *x = j->x + (size_t)b * (size_t)in;
-    for (int i = 0; i < in; i++) {
-        v16f w[4];
-        for (int a = 0; a < np; a++)
-            w[a] = load16(P->data, ((size_t)(pn + a) * (size_t)in + (size_t)i) * RN_PANEL, t);
-        for (int c = 0; c < nb; c++) {
-            v16f xv = (v16f){0} + x[(size_t)c * (size_t)in + (size_t)i];
+    }
+    const float *x = j->x + (size_t)b * in;
+    if (t == RN_DT_BF16) {
+        size_t i = 0;
+        for (; i + 2 <= in; i += 2) {
+            v16f lo[4], hi[4];
+            for (int a = 0; a < np; a++) {
+                __builtin_prefetch(base[a] + i * col + PREFETCH_AHEAD);
+                load_pair(base[a] + i * col, &lo[a], &hi[a]);
+            }
+            tile_fma(acc, lo, x, in, i, np, nb);
+            tile_fma(acc, hi, x, in, i + 1, np, nb);
+        }
+        if (i < in) { /* odd width: the last pair's high half is padding */
+            v16f lo[4], hi[4];
             for (int a = 0; a < np; a++)
-                acc[a][c] += w[a] * xv;
+                load_pair(base[a] + i * col, &lo[a], &hi[a]);
+            tile_fma(acc, lo, x, in, i, np, nb);
+        }
+    } else {
+        for (size_t i = 0; i < in; i++) {
+            v16f w[4];
+            for (int a = 0; a < np; a++) {
+                if (t == RN_DT_F32 || i % 2 == 0)
+                    __builtin_prefetch(base[a] + i * col + PREFETCH_AHEAD);
+                w[a] = load16(base[a] + i * col, t);
+            }
+            tile_fma(acc, w, x, in, i, np, nb);
         }
     }
     for (int a = 0; a < np; a++)

@@ -3,8 +3,12 @@
  * column by column, so one contiguous 16-value load feeds 16 output rows and
  * the whole matrix is read as one sequential stream.
  *
+ * bf16 panels hold input pairs: the 32-bit lane r of column pair j is
+ * W[r][2j] (low half) and W[r][2j+1] (high half), so one 64-byte load and two
+ * integer operations give 32 exact f32 weights.
+ *
  * Each output y[r] = b[r] + sum_i W[r][i] x[i] is accumulated in input order
- * i = 0, 1, ... with one fused multiply-add per term, in its own vector lane,
+ * i = 0, 1, ... as a multiply then an add per term, in its own vector lane,
  * whatever the batch size or the grouping of rows and inputs: a batched
  * decode equals single decodes bit for bit.
  */
@@ -19,7 +23,8 @@
 #define RN_PANEL 16
 
 typedef struct rn_packed {
-    void *data;     /* n_panels x in x RN_PANEL values of dtype; owned */
+    void *data;     /* n_panels x in (bf16: in rounded up to even) x RN_PANEL
+                       values of dtype, zero padded; owned */
     rn_dtype dtype; /* f32, f16 or bf16, as the source */
     int out, in, n_panels;
 } rn_packed;

@@ -14,5 +14,6 @@ Suite *tokenizer_suite(void);
 Suite *cuda_plan_suite(void);
 Suite *state_blob_suite(void);
 Suite *pool_suite(void);
+Suite *packed_suite(void);
 
 #endif
