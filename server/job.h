@@ -63,6 +63,9 @@ typedef struct rd_job {
     int want_logprobs;
     int ignore_eos;
     int32_t eos;               /* -1: none */
+    int every_token;           /* the loop thread wants news of every token (a stream, stop
+                                * strings); otherwise of the first one and of the end only:
+                                * each wake costs the engine a context switch */
     rn_sample_params sp;
     rn_logit_bias *bias;
     int n;                     /* choices */

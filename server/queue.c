@@ -1,4 +1,5 @@
 /* queue.c -- see queue.h. */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "queue.h"
@@ -9,7 +10,8 @@ struct rd_queue {
     uv_async_t async;
     rd_job *sub_head, *sub_tail;
     rd_job *ready_head;
-    int stop, poked, pending_wake;
+    int stop, poked, pending_wake, urgent_wake;
+    uint64_t interval_ns, last_wake_ns; /* rd_queue_wake (engine thread) */
     void (*on_ready)(void *);
     void *arg;
 };
@@ -109,22 +111,34 @@ rd_job *rd_queue_take_rest(rd_queue *q)
     return list;
 }
 
-void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j)
+void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j, int urgent)
 {
+    q->pending_wake = 1;
+    q->urgent_wake |= urgent;
     if (j->on_ready)
         return;
     rd_job_ref(j);
     j->on_ready = 1;
     j->next_ready = q->ready_head;
     q->ready_head = j;
-    q->pending_wake = 1;
 }
 
-void rd_queue_wake(rd_queue *q)
+void rd_queue_set_interval_ms(rd_queue *q, double ms)
 {
+    q->interval_ns = ms > 0 ? (uint64_t)(ms * 1e6) : 0;
+}
+
+void rd_queue_wake(rd_queue *q, int flush)
+{
+    uint64_t now = uv_hrtime();
     uv_mutex_lock(&q->mu);
-    int wake = q->pending_wake;
-    q->pending_wake = 0;
+    int wake = q->pending_wake &&
+               (flush || q->urgent_wake || now - q->last_wake_ns >= q->interval_ns);
+    if (wake) {
+        q->pending_wake = 0;
+        q->urgent_wake = 0;
+        q->last_wake_ns = now;
+    }
     uv_mutex_unlock(&q->mu);
     if (wake)
         uv_async_send(&q->async);

@@ -36,10 +36,18 @@ rd_job *rd_queue_take(rd_queue *q, int wait_ms);
 /* Engine thread, after stop: the jobs submitted but never taken (once). */
 rd_job *rd_queue_take_rest(rd_queue *q);
 /* Engine thread, queue mutex held: puts j on the ready list (once) with a
- * reference, and arranges a wake-up (sent by rd_queue_wake). */
-void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j);
-/* Engine thread: wakes the loop if anything was marked ready. */
-void rd_queue_wake(rd_queue *q);
+ * reference, and arranges a wake-up (sent by rd_queue_wake).  urgent: the
+ * loop must hear of it at the next wake (a first token, an end); otherwise
+ * the news may wait up to the stream interval. */
+void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j, int urgent);
+/* Engine thread: wakes the loop if anything was marked ready and either
+ * something urgent is among it, flush is set (the engine goes idle), or the
+ * last wake is a stream interval old.  Each wake preempts a core the engine
+ * is using, so while tokens come faster than the interval they are sent
+ * together (one SSE chunk) instead of one wake each. */
+void rd_queue_wake(rd_queue *q, int flush);
+/* The stream interval (default 0: every iteration's news at once). */
+void rd_queue_set_interval_ms(rd_queue *q, double ms);
 /* Loop thread: takes the ready list (next_taken links); each entry carries
  * one reference the caller must drop. */
 rd_job *rd_queue_take_ready(rd_queue *q);

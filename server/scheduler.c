@@ -130,7 +130,7 @@ static void finish_job(rd_sched *s, rd_job *j, int status, const char *msg)
         strncpy(j->error_msg, msg, sizeof j->error_msg - 1);
     }
     j->phase = RD_PHASE_DONE;
-    rd_queue_mark_ready_locked(s->q, j);
+    rd_queue_mark_ready_locked(s->q, j, 1);
     rd_queue_unlock(s->q);
     for (int i = 0; i < j->n; i++) {
         if (j->ch[i].slot >= 0 && j->ch[i].slot != j->session_slot)
@@ -293,7 +293,9 @@ static int sample_into(rd_sched *s, rd_job *j, rd_choice *c, const float *logits
         c->finish = RD_FIN_STOP;
     else if (c->n_tok >= j->max_tokens)
         c->finish = RD_FIN_LENGTH;
-    rd_queue_mark_ready_locked(s->q, j);
+    int urgent = c->n_tok == 1 || c->finish != RD_FIN_NONE;
+    if (urgent || j->every_token)
+        rd_queue_mark_ready_locked(s->q, j, urgent);
     rd_queue_unlock(s->q);
     return c->finish != RD_FIN_NONE;
 }
@@ -569,7 +571,7 @@ static void fail_everything(rd_sched *s)
             rd_job_unref(j);
         }
     }
-    rd_queue_wake(s->q);
+    rd_queue_wake(s->q, 1);
 }
 
 static void engine_main(void *arg)
@@ -585,7 +587,7 @@ static void engine_main(void *arg)
         decode_step(s);
         prefill_step(s);
         drop_cancelled(s); /* also removes jobs that just finished */
-        rd_queue_wake(s->q);
+        rd_queue_wake(s->q, s->n_active == 0 && !s->wait_head);
     }
     fail_everything(s);
 }

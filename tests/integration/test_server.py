@@ -1120,6 +1120,50 @@ class TestCurl(ServerTestCase):
         self.assertEqual(json.loads(self.curl(base + "/health")), {"status": "ok"})
 
 
+class TestStreamInterval(ServerTestCase):
+    """--stream-interval-us: tokens that come faster than the interval share
+    one event, but the first token and the end never wait for it."""
+    server_args = ("--slots", "2", "--stream-interval-us", "1000000")
+
+    def test_tokens_share_events_first_and_last_do_not_wait(self):
+        want = self.greedy("ROMEO:", max_tokens=40)
+        t0 = time.monotonic()
+        s = SSEStream(self.port, "/v1/completions",
+                      dict(prompt="ROMEO:", max_tokens=40, temperature=0, ignore_eos=True,
+                           stream=True, stream_options={"include_usage": True}))
+        try:
+            self.assertEqual(s.read_head(), 200)
+            first = s.next_event()
+            t_first = time.monotonic() - t0
+            chunks, done = parse_events(self, [first] + s.read_all())
+            t_end = time.monotonic() - t0
+        finally:
+            s.close()
+        self.assertTrue(done)
+        text, finishes = stream_texts(chunks)
+        self.assertEqual(text[0], want)
+        self.assertEqual(finishes[0], ["length"])
+        self.assertEqual(chunks[-1]["usage"]["completion_tokens"], 40)
+        with_text = [c for c in chunks if c["choices"] and c["choices"][0]["text"]]
+        # 40 tokens of the tiny model take far less than the 1 s interval:
+        # the first token alone, the other 39 together at the end (a third
+        # event only if a slow machine crossed the interval once)
+        self.assertLessEqual(len(with_text), 3, [c["choices"][0]["text"] for c in with_text])
+        self.assertGreaterEqual(len(with_text), 2)
+        self.assertLess(t_first, 0.9, "the first token waited for the interval")
+        self.assertLess(t_end, 0.9 if len(with_text) == 2 else 1.9, "the end waited")
+
+    def test_interval_outside_0_to_1s_is_refused(self):
+        # accepted values get as far as loading the (missing) model: status 1
+        for value, rc in (("-1", 2), ("1000001", 2), ("x", 2), ("0", 1), ("1000000", 1)):
+            out = subprocess.run([RETNETD, "--stream-interval-us", value, "--model",
+                                  os.path.join(ROOT, "no-such-model")],
+                                 capture_output=True, timeout=30)
+            self.assertEqual(out.returncode, rc, (value, out.stderr))
+            if rc == 2:
+                self.assertIn(b"stream-interval-us", out.stderr)
+
+
 class TestBatching(ServerTestCase):
     """32 slots: 32 streams decode in the same batches and still give exactly
     what each prompt gives alone."""
