@@ -101,10 +101,11 @@ def engine_bench(retnet, model, threads, batch, runs=3):
 # --------------------------------------------------------------- the server
 
 class Server:
-    def __init__(self, retnetd, model, threads, slots, log_path):
+    def __init__(self, retnetd, model, threads, slots, log_path, extra=()):
         self.args = [retnetd, "--model", model, "--host", "127.0.0.1", "--port", "0",
                      "--threads", str(threads), "--slots", str(slots), "--max-waiting", "256",
                      "--device", "cpu"]  # compared with `retnet bench`, the CPU engine
+        self.args += list(extra)
         self.log_path = log_path
         self.proc = None
         self.port = None
@@ -357,6 +358,9 @@ def main():
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--wrk-seconds", type=int, default=10)
     ap.add_argument("--out", default=os.path.join(ROOT, "build/bench/http.json"))
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="one more retnetd flag (repeat: --server-arg=--stream-interval-us "
+                         "--server-arg=0)")
     a = ap.parse_args()
     levels = [int(x) for x in a.concurrency.split(",")]
 
@@ -373,7 +377,8 @@ def main():
         if load[0] > 0.5 * (os.cpu_count() or 1):
             log("bench-http: the machine is busy; expect noise")
 
-        srv = Server(a.retnetd, model, a.threads, max(levels), os.path.join(tmp, "retnetd.log"))
+        srv = Server(a.retnetd, model, a.threads, max(levels), os.path.join(tmp, "retnetd.log"),
+                     a.server_arg)
         srv.start()
         results, health = [], None
         try:

@@ -285,10 +285,41 @@ static int32_t sample_filtered(rn_sampler *s)
     return s->order[keep - 1];
 }
 
+/* The first index of the largest logit with NaN read as -inf, 0 when none
+ * is finite or +inf: what argmax over the sanitised copy gives, without the
+ * copy (greedy decoding with nothing to adjust, every token of a batch). */
+static int argmax_raw(const float *l, int n)
+{
+    int best = -1;
+    float bv = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (l[i] > bv) {
+            bv = l[i];
+            best = i;
+        }
+    return best < 0 ? 0 : best;
+}
+
+static int plain_greedy(const rn_sampler *s, int n_logprobs)
+{
+    const rn_sample_params *p = &s->p;
+    return p->temperature == 0.0f && n_logprobs == RN_NO_LOGPROBS && p->n_logit_bias == 0 &&
+           p->repetition_penalty == 1.0f && p->presence_penalty == 0.0f &&
+           p->frequency_penalty == 0.0f;
+}
+
 int rn_sampler_sample(rn_sampler *s, const float *logits, int n_logprobs, rn_sample_result *res)
 {
     if (n_logprobs < RN_NO_LOGPROBS || n_logprobs > RN_MAX_LOGPROBS)
         return RN_EINVAL;
+    if (plain_greedy(s, n_logprobs)) {
+        res->token = argmax_raw(logits, s->vocab);
+        res->logprob = NAN;
+        res->n_top = 0;
+        s->count[res->token]++;
+        s->seen[res->token] = 1;
+        return RN_OK;
+    }
     for (int i = 0; i < s->vocab; i++)
         s->work[i] = isnan(logits[i]) ? -INFINITY : logits[i];
     apply_penalties(s);

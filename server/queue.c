@@ -11,7 +11,7 @@ struct rd_queue {
     rd_job *sub_head, *sub_tail;
     rd_job *ready_head;
     int stop, poked, pending_wake, urgent_wake;
-    uint64_t interval_ns, last_wake_ns; /* rd_queue_wake (engine thread) */
+    uint64_t interval_ns, last_wake_ns, last_call_ns; /* rd_queue_wake (engine thread) */
     void (*on_ready)(void *);
     void *arg;
 };
@@ -131,9 +131,13 @@ void rd_queue_set_interval_ms(rd_queue *q, double ms)
 void rd_queue_wake(rd_queue *q, int flush)
 {
     uint64_t now = uv_hrtime();
+    /* news waits only if the next call (one more iteration like the last)
+     * still comes within the interval of the last wake */
+    uint64_t next = now + (now - q->last_call_ns);
+    q->last_call_ns = now;
     uv_mutex_lock(&q->mu);
     int wake = q->pending_wake &&
-               (flush || q->urgent_wake || now - q->last_wake_ns >= q->interval_ns);
+               (flush || q->urgent_wake || next - q->last_wake_ns > q->interval_ns);
     if (wake) {
         q->pending_wake = 0;
         q->urgent_wake = 0;

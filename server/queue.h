@@ -41,8 +41,9 @@ rd_job *rd_queue_take_rest(rd_queue *q);
  * the news may wait up to the stream interval. */
 void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j, int urgent);
 /* Engine thread: wakes the loop if anything was marked ready and either
- * something urgent is among it, flush is set (the engine goes idle), or the
- * last wake is a stream interval old.  Each wake preempts a core the engine
+ * something urgent is among it, flush is set (the engine goes idle), or
+ * waiting one more iteration (as long as the last) would take the news past
+ * a stream interval after the last wake, so nothing waits longer than that.  Each wake preempts a core the engine
  * is using, so while tokens come faster than the interval they are sent
  * together (one SSE chunk) instead of one wake each. */
 void rd_queue_wake(rd_queue *q, int flush);

@@ -135,7 +135,7 @@ static void linear(cpu_ctx *x, run_mode mode, float *y, const float *in, int n, 
                    const rn_tensor *b, const rn_packed *P)
 {
     if (mode == RUN_DECODE || n == 1) {
-        rn_packed_out o = {y, P, b ? b->data : NULL};
+        rn_packed_out o = {y, P, b ? b->data : NULL, NULL};
         rn__linear_packed(x->pool, &o, 1, in, n);
     } else {
         rn__linear_gemm(&x->ops, y, in, n, W, b);
@@ -257,8 +257,8 @@ static void retention_block(cpu_ctx *x, run_mode mode, const int *slots, const f
     const rn_layer_weights *lw = &x->w->layers[l];
     const layer_packed *lp = &x->lp[l];
     if (mode == RUN_DECODE || n == 1) { /* the four share their input: one parallel run */
-        rn_packed_out o[4] = {{x->q, &lp->q, lw->q_b.data}, {x->k, &lp->k, lw->k_b.data},
-                              {x->v, &lp->v, lw->v_b.data}, {x->g, &lp->g, lw->g_b.data}};
+        rn_packed_out o[4] = {{x->q, &lp->q, lw->q_b.data, NULL}, {x->k, &lp->k, lw->k_b.data, NULL},
+                              {x->v, &lp->v, lw->v_b.data, NULL}, {x->g, &lp->g, lw->g_b.data, NULL}};
         rn__linear_packed(x->pool, o, 4, in, n);
     } else {
         linear(x, mode, x->q, in, n, &lw->q_w, &lw->q_b, &lp->q);
@@ -280,19 +280,23 @@ static void ffn_block(cpu_ctx *x, run_mode mode, const float *in, int n, int l)
     const rn_layer_weights *lw = &x->w->layers[l];
     size_t nf = (size_t)n * (size_t)c->intermediate_size;
     const layer_packed *lp = &x->lp[l];
-    if (c->ffn_kind == RN_FFN_GLU && (mode == RUN_DECODE || n == 1)) {
-        rn_packed_out o[2] = {{x->f1, &lp->up, lw->up_b.data}, {x->f2, &lp->gate, lw->gate_b.data}};
+    int packed = mode == RUN_DECODE || n == 1;
+    if (c->ffn_kind == RN_FFN_GLU && packed) {
+        rn_packed_out o[2] = {{x->f1, &lp->up, lw->up_b.data, NULL},
+                              {x->f2, &lp->gate, lw->gate_b.data, NULL}};
         rn__linear_packed(x->pool, o, 2, in, n);
+    } else if (packed) { /* the activation runs in the workers, per panel */
+        rn_packed_out o = {x->f1, &lp->up, lw->up_b.data, &c->hidden_act};
+        rn__linear_packed(x->pool, &o, 1, in, n);
     } else {
         linear(x, mode, x->f1, in, n, &lw->up_w, &lw->up_b, &lp->up);
         if (c->ffn_kind == RN_FFN_GLU)
             linear(x, mode, x->f2, in, n, &lw->gate_w, &lw->gate_b, &lp->gate);
     }
-    if (c->ffn_kind == RN_FFN_GLU) {
+    if (c->ffn_kind == RN_FFN_GLU)
         rn__gate(x->f1, x->f2, nf, c->hidden_act); /* up * act(gate) */
-    } else {
+    else if (!packed)
         rn__act(x->f1, nf, c->hidden_act);
-    }
     linear(x, mode, x->y, x->f1, n, &lw->down_w, &lw->down_b, &lp->down);
 }
 

@@ -13,6 +13,7 @@
 
 #include "../status.h"
 #include "../util.h"
+#include "ops.h"
 #include "packed.h"
 #include "simd.h"
 
@@ -120,6 +121,7 @@ typedef struct {
     const float *bias;
     const float *x;
     int n;
+    const rn_act *act;
 } pk_job;
 
 /* acc[a][c] += w[a] * x[c][i] for the np panels and nb inputs of a tile. */
@@ -179,11 +181,11 @@ AI void tile(const pk_job *j, int pn, const int np, int b, const int nb, rn_dtyp
     for (int a = 0; a < np; a++)
         for (int c = 0; c < nb; c++) {
             float *yrow = j->y + (size_t)(b + c) * (size_t)P->out;
-            for (int r = 0; r < RN_PANEL; r++) {
-                int row = (pn + a) * RN_PANEL + r;
-                if (row < P->out)
-                    yrow[row] = acc[a][c][r] + (j->bias ? j->bias[row] : 0.0f);
-            }
+            int row0 = (pn + a) * RN_PANEL, rows = P->out - row0 < RN_PANEL ? P->out - row0 : RN_PANEL;
+            for (int r = 0; r < rows; r++)
+                yrow[row0 + r] = acc[a][c][r] + (j->bias ? j->bias[row0 + r] : 0.0f);
+            if (j->act)
+                rn__act(yrow + row0, (size_t)rows, *j->act);
         }
 }
 
@@ -253,7 +255,7 @@ void rn__linear_packed(rn_pool *pool, const rn_packed_out *outs, int count, cons
      * enough pieces to even out the finishing times */
     int pieces = 4 * rn__pool_threads(pool);
     for (int k = 0; k < count && k < MAX_OUTS; k++) {
-        mj.m[k] = (pk_job){outs[k].P, outs[k].y, outs[k].bias, x, n};
+        mj.m[k] = (pk_job){outs[k].P, outs[k].y, outs[k].bias, x, n, outs[k].act};
         int per = (outs[k].P->n_panels + pieces - 1) / pieces;
         mj.per_task[k] = per < 4 ? 4 : (per + 3) & ~3;
         mj.first[k + 1] = mj.first[k] + (outs[k].P->n_panels + mj.per_task[k] - 1) / mj.per_task[k];

@@ -38,6 +38,9 @@ typedef struct rn_packed_out {
     float *y;             /* n x out */
     const rn_packed *P;
     const float *bias;    /* out, or NULL */
+    const rn_act *act;    /* applied to y by rn__act as the unfused path does, or NULL:
+                           * the workers do it while the outputs are in cache, instead of
+                           * one thread after the product */
 } rn_packed_out;
 
 /* count products of the same x (n x in) in one parallel run. */

@@ -3,13 +3,15 @@
  * own: every dtype, widths and heights that are not multiples of the panel
  * or of the bf16 input pair, with and without bias.  Each product must be
  * within fp32 rounding of a double-precision sum, and each row of a batch
- * must equal the same row computed alone, bit for bit.
+ * must equal the same row computed alone, bit for bit, and a fused
+ * activation must equal the activation applied afterwards.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/ops.h"
 #include "cpu/packed.h"
 #include "suites.h"
 #include "util.h"
@@ -78,7 +80,7 @@ static void check_case(rn_pool *pool, rn_dtype dt, int out, int in, int with_bia
     float *batch = malloc((size_t)MAX_BATCH * (size_t)out * sizeof(float));
     ck_assert(alone && batch);
     for (int b = 0; b < MAX_BATCH; b++) {
-        rn_packed_out o = {alone + (size_t)b * (size_t)out, &P, k.bias};
+        rn_packed_out o = {alone + (size_t)b * (size_t)out, &P, k.bias, NULL};
         rn__linear_packed(pool, &o, 1, k.x + (size_t)b * (size_t)in, 1);
         for (int r = 0; r < out; r++) {
             double ref = k.bias ? k.bias[r] : 0.0, mag = fabs(ref);
@@ -96,10 +98,21 @@ static void check_case(rn_pool *pool, rn_dtype dt, int out, int in, int with_bia
         }
     }
     for (int n = 2; n <= MAX_BATCH; n++) {
-        rn_packed_out o = {batch, &P, k.bias};
+        rn_packed_out o = {batch, &P, k.bias, NULL};
         rn__linear_packed(pool, &o, 1, k.x, n);
         ck_assert_msg(!memcmp(batch, alone, (size_t)n * (size_t)out * sizeof(float)),
                       "dtype %d %dx%d: batch of %d differs from single rows", (int)dt, out, in, n);
+    }
+    /* a fused activation equals the product followed by rn__act, bit for bit */
+    for (rn_act act = RN_ACT_SWISH; act <= RN_ACT_RELU; act++) {
+        rn_packed_out o = {batch, &P, k.bias, &act};
+        rn__linear_packed(pool, &o, 1, k.x, MAX_BATCH);
+        rn__act(alone, (size_t)MAX_BATCH * (size_t)out, act);
+        ck_assert_msg(!memcmp(batch, alone, (size_t)MAX_BATCH * (size_t)out * sizeof(float)),
+                      "dtype %d %dx%d: fused activation %d differs", (int)dt, out, in, (int)act);
+        o.act = NULL;
+        rn__linear_packed(pool, &o, 1, k.x, MAX_BATCH);
+        memcpy(alone, batch, (size_t)MAX_BATCH * (size_t)out * sizeof(float));
     }
     free(alone);
     free(batch);

@@ -6,6 +6,7 @@
  */
 #include <check.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,36 @@ START_TEST(test_sampler_greedy_is_argmax)
     l[3] = 5.0f;
     ck_assert_int_eq(draw(s, l), 3);
     rn_sampler_free(s);
+}
+END_TEST
+
+/* Plain greedy (no logprobs asked, nothing to adjust) skips the sanitised
+ * copy: it must pick what the full path picks, NaN, infinities and ties
+ * included. */
+START_TEST(test_sampler_plain_greedy_matches_full_path)
+{
+    enum { V = 37 };
+    float l[V];
+    uint32_t seed = 12345u;
+    rn_sampler *fast = make((rn_sample_params){0}, V), *full = make((rn_sample_params){0}, V);
+    for (int round = 0; round < 400; round++) {
+        for (int i = 0; i < V; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            unsigned kind = (seed >> 24) % 16;
+            l[i] = kind == 0 ? NAN : kind == 1 ? -INFINITY : kind == 2 && round % 7 == 0 ? INFINITY
+                   : (float)((seed >> 8) % 5) - 2.0f; /* few values: many ties */
+        }
+        if (round % 50 == 0) /* nothing finite */
+            for (int i = 0; i < V; i++)
+                l[i] = i % 2 ? NAN : -INFINITY;
+        rn_sample_result a, b;
+        ck_assert_int_eq(rn_sampler_sample(fast, l, RN_NO_LOGPROBS, &a), RN_OK);
+        ck_assert_int_eq(rn_sampler_sample(full, l, 0, &b), RN_OK);
+        ck_assert_msg(a.token == b.token, "round %d: %d vs %d", round, a.token, b.token);
+        ck_assert(isnan(a.logprob) && a.n_top == 0);
+    }
+    rn_sampler_free(fast);
+    rn_sampler_free(full);
 }
 END_TEST
 
@@ -201,6 +232,7 @@ Suite *sampler_suite(void)
     TCase *tc = tcase_create("sampling");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_sampler_greedy_is_argmax);
+    tcase_add_test(tc, test_sampler_plain_greedy_matches_full_path);
     tcase_add_test(tc, test_sampler_truncation_excludes);
     tcase_add_test(tc, test_sampler_seed_reproducible);
     tcase_add_test(tc, test_sampler_distribution_chi_square);
