@@ -279,6 +279,12 @@ check-image:
 check-cuda: $(TEST_BIN) $(RETNET) $(RETNETD)
 	$(Q)sh tools/check-cuda.sh $(RETNET) $(TEST_BIN) $(RETNETD)
 
+# The load client of bench-http (bench/sse_load.c): plain C, no library.
+$(OUT)/bench/sse_load: bench/sse_load.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) -std=gnu11 $(OPT) $(WARN) -Wconversion $(CFLAGS) -o $@ $<
+
 # GPU benchmark: the 1.3B preset on the CUDA backend next to the device's
 # copy bandwidth and bf16 GEMM rate and next to flash-linear-attention's
 # RetNet on the same GPU (tools/bench_peer.py).  Results: build/bench/cuda/.
@@ -288,9 +294,9 @@ bench-cuda: $(RETNET)
 # HTTP + SSE overhead: retnetd on models/ (the test model when there is none)
 # at 1, 8 and 32 concurrent streams next to `retnet bench` decode speed, and
 # GET /health with wrk (installed by tools/deps.sh wrk).  Not a test.
-bench-http: deps $(RETNETD) $(RETNET)
+bench-http: deps $(RETNETD) $(RETNET) $(OUT)/bench/sse_load
 	$(Q)sh tools/deps.sh wrk
-	$(Q)python3 bench/http_bench.py --retnetd $(RETNETD) --retnet $(RETNET)
+	$(Q)python3 bench/http_bench.py --retnetd $(RETNETD) --retnet $(RETNET) --client $(OUT)/bench/sse_load
 
 fixtures:
 	$(Q)sh tools/venv.sh >/dev/null && build/venv/bin/python tools/make_fixtures.py --out tests/fixtures
