@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "app.h"
 #include "log.h"
@@ -45,6 +46,14 @@ static int load_everything(rd_app *app)
         o->chunk = dev == RN_DEVICE_CUDA ? 1024 : 64;
     if (o->prefill_budget == 0)
         o->prefill_budget = dev == RN_DEVICE_CUDA ? 1024 : 256;
+    if (o->stream_interval_us < 0) {
+        /* when the CPU engine's threads take every core, each wake of the
+         * HTTP thread preempts one of them: 4 ms of holding back cost a
+         * 2-core machine's 8 streams 6% less than 1 ms (docs/benchmarks.md) */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        int every_core = dev == RN_DEVICE_CPU && (o->threads <= 0 || o->threads >= cpus);
+        o->stream_interval_us = every_core ? 4000 : 1000;
+    }
     int slots = o->slots;
     if (slots <= 0 && dev == RN_DEVICE_CUDA && o->gpu_state_memory == 0) {
         /* states fill what the GPU has left (--state-memory is host memory);
@@ -271,10 +280,10 @@ int main(int argc, char **argv)
     uv_timer_start(&app.keepalive, keepalive_tick, 5000, 5000);
     rd_log(RD_LOG_INFO,
            "msg=\"retnetd ready\" version=%s model=%s backend=%s slots=%d state_bytes=%zu "
-           "chunk=%d prefill_budget=%d listen=http://%s:%d",
+           "chunk=%d prefill_budget=%d stream_interval_us=%d listen=http://%s:%d",
            RD_VERSION, app.opt.model_name, rn_engine_backend_name(app.engine), app.opt.slots,
-           rn_engine_state_bytes(app.engine), app.opt.chunk, app.opt.prefill_budget, app.opt.host,
-           rd_http_port(app.http));
+           rn_engine_state_bytes(app.engine), app.opt.chunk, app.opt.prefill_budget,
+           app.opt.stream_interval_us, app.opt.host, rd_http_port(app.http));
     notify("READY=1");
     start_watchdog(&app);
     uv_run(app.loop, UV_RUN_DEFAULT);

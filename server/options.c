@@ -71,10 +71,10 @@ static const opt table[] = {
      O(prefill_budget), "0", 0, 1 << 20, NULL,
      "prompt tokens prefilled per scheduler step while other streams decode (0: 256 on the "
      "CPU, 1024 on a GPU)"},
-    {"engine", "stream_interval", "--stream-interval-us", "RETNETD_STREAM_INTERVAL_US", T_UINT,
-     O(stream_interval_us), "1000", 0, 1000000, NULL,
-     "microseconds new stream tokens may wait to share one event (0: never; first tokens and "
-     "ends never wait)"},
+    {"engine", "stream_interval", "--stream-interval-us", "RETNETD_STREAM_INTERVAL_US", T_INT,
+     O(stream_interval_us), "-1", -1, 1000000, NULL,
+     "us new stream tokens may wait to share one event (-1: 4000 if the CPU engine takes "
+     "every core, else 1000)"},
     {"limits", "max_waiting", "--max-waiting", "RETNETD_MAX_WAITING", T_INT, O(max_waiting), "64",
      1, 1 << 20, NULL, "requests waiting for a slot before new ones get 429"},
     {"limits", "max_prompt_tokens", "--max-prompt-tokens", "RETNETD_MAX_PROMPT_TOKENS", T_INT,

@@ -36,7 +36,7 @@ typedef struct rd_options {
     size_t gpu_state_memory; /* bytes; 0: state_memory */
     int chunk;
     int prefill_budget;
-    unsigned stream_interval_us;
+    int stream_interval_us; /* -1: chosen at start (main.c) */
     /* [limits] */
     int max_waiting;
     int max_prompt_tokens;

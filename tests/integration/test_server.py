@@ -1155,13 +1155,37 @@ class TestStreamInterval(ServerTestCase):
 
     def test_interval_outside_0_to_1s_is_refused(self):
         # accepted values get as far as loading the (missing) model: status 1
-        for value, rc in (("-1", 2), ("1000001", 2), ("x", 2), ("0", 1), ("1000000", 1)):
+        for value, rc in (("-2", 2), ("1000001", 2), ("x", 2), ("-1", 1), ("0", 1),
+                          ("1000000", 1)):
             out = subprocess.run([RETNETD, "--stream-interval-us", value, "--model",
                                   os.path.join(ROOT, "no-such-model")],
                                  capture_output=True, timeout=30)
             self.assertEqual(out.returncode, rc, (value, out.stderr))
             if rc == 2:
                 self.assertIn(b"stream-interval-us", out.stderr)
+
+
+class TestStreamIntervalDefault(unittest.TestCase):
+    """-1 (the default) holds tokens back 4 ms when the CPU engine's threads
+    take every core (each wake of the HTTP thread preempts one), 1 ms when
+    the HTTP thread has a core of its own or the engine is a GPU."""
+
+    def chosen(self, *args):
+        srv = Server(*args).start()
+        try:
+            m = re.search(r'msg="retnetd ready".* stream_interval_us=(\d+)', srv.log())
+            self.assertIsNotNone(m, srv.log())
+            return int(m.group(1))
+        finally:
+            srv.stop()
+
+    def test_default_follows_the_cores_the_engine_takes(self):
+        cpus = os.cpu_count()
+        every = DEVICE == "cpu"  # check-cuda runs this file with cuda
+        # Server passes --threads 1; a later --threads wins
+        self.assertEqual(self.chosen("--threads", str(cpus)), 4000 if every else 1000)
+        self.assertEqual(self.chosen(), 4000 if every and cpus <= 1 else 1000)
+        self.assertEqual(self.chosen("--stream-interval-us", "250"), 250)
 
 
 class TestBatching(ServerTestCase):
