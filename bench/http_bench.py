@@ -373,10 +373,11 @@ def run_level(port, concurrency, per_client, server_pid=None, client=None, tmp=N
         times = [t for t, _ in chunks]
         ttft.append(times[0] - r.t_send)
         itl += [b - a for a, b in zip(times, times[1:])]
-        # tokens after the first chunk over the time they took; a chunk may
-        # carry more than one token, so the first is taken to hold the mean
+        # tokens after the first chunk over the time they took: the server
+        # sends a choice's first token alone, at once (later chunks may
+        # carry several, see --stream-interval-us)
         if times[-1] > times[0]:
-            rates.append((n - n / len(times)) / (times[-1] - times[0]))
+            rates.append((n - 1) / (times[-1] - times[0]))
     return {
         "concurrency": concurrency, "requests": len(done), "tokens": tokens, "wall_s": wall,
         "ttft_p50_ms": 1e3 * pct(ttft, 50), "ttft_p99_ms": 1e3 * pct(ttft, 99),

@@ -82,15 +82,19 @@ static int conn_start(conn *c, int ep, int port, int client)
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    c->t_send = c->last_io = now_s();
+    c->last_io = now_s();
     if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS)
         return -1;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
     return epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
 }
 
+/* Sends what the socket takes; the request counts as sent from its first
+ * byte (after the connection is made, as the time to first token starts). */
 static int conn_send(conn *c, int ep, const char *req, size_t n)
 {
+    if (c->sent == 0)
+        c->t_send = now_s();
     while (c->sent < n) {
         ssize_t w = send(c->fd, req + c->sent, n - c->sent, MSG_NOSIGNAL);
         if (w < 0)
@@ -171,14 +175,18 @@ int main(int argc, char **argv)
     }
     int port = atoi(argv[1]), conc = atoi(argv[2]), per = atoi(argv[3]);
     double limit = argc > 6 ? atof(argv[6]) : 300.0, io_limit = 60.0;
+    if (port < 1 || port > 65535 || conc < 1 || conc > 100000 || per < 1) {
+        fprintf(stderr, "sse_load: PORT 1..65535, CONCURRENCY 1..100000, PER_CLIENT >= 1\n");
+        return 2;
+    }
     size_t req_len = 0;
     char *req = read_file(argv[4], &req_len);
-    FILE *out = fopen(argv[5], "wb");
+    FILE *out = req ? fopen(argv[5], "wb") : NULL;
     int ep = epoll_create1(0), rc = 1;
-    conn *cs = calloc((size_t)(conc > 0 ? conc : 1), sizeof *cs);
-    int *left = calloc((size_t)(conc > 0 ? conc : 1), sizeof *left);
-    if (!req || !out || ep < 0 || !cs || !left || conc < 1 || per < 1 || port < 1) {
-        fprintf(stderr, "sse_load: bad arguments or files\n");
+    conn *cs = calloc((size_t)conc, sizeof *cs);
+    int *left = calloc((size_t)conc, sizeof *left);
+    if (!req || !out || ep < 0 || !cs || !left) {
+        fprintf(stderr, "sse_load: cannot read %s or write %s\n", argv[4], argv[5]);
         goto done;
     }
     int active = 0;

@@ -40,6 +40,9 @@ typedef struct rn_backend_ops {
     /* One recurrent step for n slots (distinct), token i into slots[i];
      * logits (n x vocab) when non-NULL. */
     int (*decode)(void *ctx, const int *slots, const int32_t *tokens, int n, float *logits);
+    /* decode, then out[i] = rn_argmax_row of row i's logits, picked where the
+     * logits are; NULL: the engine decodes into host memory and picks there. */
+    int (*decode_argmax)(void *ctx, const int *slots, const int32_t *tokens, int n, int32_t *out);
     /* Device memory in use and in total (NULL: the backend has no device). */
     int (*device_memory)(void *ctx, size_t *used, size_t *total);
     /* Host memory the backend copies logits into fastest (page-locked for

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "rn_math.h"
 #include "retnet.h"
 
 struct rn_engine {
@@ -17,6 +18,9 @@ struct rn_engine {
     const rn_model *model;
     int n_slots, max_chunk;
     unsigned char *mark; /* scratch for duplicate-slot checks */
+    float *pick_logits;  /* rn_decode_argmax without the backend's own: pick_rows x vocab,
+                          * grown to the largest batch seen */
+    int pick_rows;
 };
 
 static const rn_backend_ops *pick_backend(rn_device d, rn_error *err)
@@ -89,6 +93,7 @@ void rn_engine_free(rn_engine *e)
     if (e->ctx)
         e->ops->deinit(e->ctx);
     free(e->mark);
+    rn_engine_host_free(e, e->pick_logits);
     free(e);
 }
 
@@ -211,7 +216,8 @@ void rn_engine_host_free(rn_engine *e, void *p)
         free(p);
 }
 
-int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, float *logits)
+/* RN_OK when slots (n distinct, in range) and tokens can go into one step. */
+static int decode_args_ok(rn_engine *e, const int *slots, const int32_t *tokens, int n)
 {
     int rc = RN_OK;
     if (n < 1 || n > e->n_slots || !slots || !tokens || !tokens_ok(e, tokens, n))
@@ -225,5 +231,33 @@ int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, floa
     for (int i = 0; i < n; i++)
         if (slot_ok(e, slots[i]))
             e->mark[slots[i]] = 0;
+    return rc;
+}
+
+int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, float *logits)
+{
+    int rc = decode_args_ok(e, slots, tokens, n);
     return rc == RN_OK ? e->ops->decode(e->ctx, slots, tokens, n, logits) : rc;
+}
+
+int rn_decode_argmax(rn_engine *e, const int *slots, const int32_t *tokens, int n, int32_t *out)
+{
+    int rc = decode_args_ok(e, slots, tokens, n);
+    if (rc != RN_OK || !out)
+        return rc != RN_OK ? rc : RN_EINVAL;
+    if (e->ops->decode_argmax)
+        return e->ops->decode_argmax(e->ctx, slots, tokens, n, out);
+    int V = rn_model_config(e->model)->vocab_size;
+    if (n > e->pick_rows) {
+        rn_engine_host_free(e, e->pick_logits);
+        e->pick_rows = 0;
+        if (!(e->pick_logits = rn_engine_host_alloc(e, sizeof(float) * (size_t)V * (size_t)n)))
+            return RN_ENOMEM;
+        e->pick_rows = n;
+    }
+    if ((rc = e->ops->decode(e->ctx, slots, tokens, n, e->pick_logits)) != RN_OK)
+        return rc;
+    for (int i = 0; i < n; i++)
+        out[i] = rn_argmax_row(e->pick_logits + (size_t)i * (size_t)V, V);
+    return RN_OK;
 }

@@ -120,4 +120,26 @@ RN_HD float rn_norm_factor(double ss, int d, float eps)
     return (float)(1.0 / sqrt(ss / d + (double)eps));
 }
 
+/* Greedy decoding's choice from one row of logits: the first index of the
+ * largest value with NaN read as -inf, and 0 when nothing is above -inf
+ * (what argmax over the sampler's sanitised copy gives).  The CUDA backend
+ * picks on the device with rn_argmax_beats, so its tokens equal the host
+ * sampler's on the same logits. */
+RN_HD int rn_argmax_beats(float v, int i, float best, int best_i)
+{
+    return v > best || (v == best && i < best_i); /* v and best: never NaN */
+}
+
+RN_HD int rn_argmax_row(const float *l, int n)
+{
+    float best = -INFINITY;
+    int best_i = 0;
+    for (int i = 0; i < n; i++)
+        if (l[i] > best) { /* NaN never compares greater */
+            best = l[i];
+            best_i = i;
+        }
+    return best_i;
+}
+
 #endif

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rn_math.h"
 #include "sampler.h"
 
 struct rn_sampler {
@@ -285,22 +286,16 @@ static int32_t sample_filtered(rn_sampler *s)
     return s->order[keep - 1];
 }
 
-/* The first index of the largest logit with NaN read as -inf, 0 when none
- * is finite or +inf: what argmax over the sanitised copy gives, without the
- * copy (greedy decoding with nothing to adjust, every token of a batch). */
-static int argmax_raw(const float *l, int n)
+void rn_sampler_take(rn_sampler *s, int32_t token, rn_sample_result *res)
 {
-    int best = -1;
-    float bv = -INFINITY;
-    for (int i = 0; i < n; i++)
-        if (l[i] > bv) {
-            bv = l[i];
-            best = i;
-        }
-    return best < 0 ? 0 : best;
+    res->token = token;
+    res->logprob = NAN;
+    res->n_top = 0;
+    s->count[token]++;
+    s->seen[token] = 1;
 }
 
-static int plain_greedy(const rn_sampler *s, int n_logprobs)
+int rn_sampler_plain_greedy(const rn_sampler *s, int n_logprobs)
 {
     const rn_sample_params *p = &s->p;
     return p->temperature == 0.0f && n_logprobs == RN_NO_LOGPROBS && p->n_logit_bias == 0 &&
@@ -312,12 +307,8 @@ int rn_sampler_sample(rn_sampler *s, const float *logits, int n_logprobs, rn_sam
 {
     if (n_logprobs < RN_NO_LOGPROBS || n_logprobs > RN_MAX_LOGPROBS)
         return RN_EINVAL;
-    if (plain_greedy(s, n_logprobs)) {
-        res->token = argmax_raw(logits, s->vocab);
-        res->logprob = NAN;
-        res->n_top = 0;
-        s->count[res->token]++;
-        s->seen[res->token] = 1;
+    if (rn_sampler_plain_greedy(s, n_logprobs)) {
+        rn_sampler_take(s, rn_argmax_row(logits, s->vocab), res);
         return RN_OK;
     }
     for (int i = 0; i < s->vocab; i++)

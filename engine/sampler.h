@@ -73,7 +73,17 @@ void rn_sampler_accept_prompt(rn_sampler *s, const int32_t *tokens, int n);
  * recorded for the penalties. */
 int rn_sampler_sample(rn_sampler *s, const float *logits, int n_logprobs, rn_sample_result *res);
 
-/* The processed logits (steps 1-3) of the last call, for tests. */
+/* Whether rn_sampler_sample(s, logits, n_logprobs, ...) would pick
+ * rn_argmax_row(logits) and nothing else: temperature 0, no logprobs, no
+ * bias or penalties.  Such a pick may be made where the logits are (the
+ * engine's rn_decode_argmax) and handed to rn_sampler_take. */
+int rn_sampler_plain_greedy(const rn_sampler *s, int n_logprobs);
+/* Records token (in [0, vocab)), chosen elsewhere, as rn_sampler_sample
+ * would have (res: the token, no logprob). */
+void rn_sampler_take(rn_sampler *s, int32_t token, rn_sample_result *res);
+
+/* The processed logits (steps 1-3) of the last call that processed them (a
+ * plain greedy call does not), for tests. */
 const float *rn_sampler_last_logits(const rn_sampler *s);
 
 /* xoshiro256** seeded by splitmix64: the per-request generator. */

@@ -335,7 +335,7 @@ static rd_job *make_job(rd_app *app, const rd_job *t, int n, int32_t *ids, int n
     j->want_logprobs = t->want_logprobs;
     j->ignore_eos = t->ignore_eos;
     j->eos = t->eos;
-    j->every_token = t->every_token;
+    j->news = t->news;
     j->sp = t->sp;
     if (t->sp.n_logit_bias) {
         j->bias = malloc(sizeof *j->bias * (size_t)t->sp.n_logit_bias);
@@ -469,7 +469,7 @@ static int build_jobs(rd_app *app, rd_req *r, const cJSON *root, parse_err *e)
         goto fail;
     }
     r->n_jobs = np;
-    tmpl.every_token = r->stream || r->n_stops > 0;
+    tmpl.news = r->n_stops > 0 ? RD_NEWS_EACH : r->stream ? RD_NEWS_STREAM : RD_NEWS_ENDS;
     for (int i = 0; i < np; i++) {
         int32_t *ids = NULL;
         int n_ids = 0;

@@ -24,6 +24,13 @@
 
 typedef enum { RD_FIN_NONE = 0, RD_FIN_STOP, RD_FIN_LENGTH, RD_FIN_ERROR } rd_finish;
 typedef enum { RD_OP_RUN = 0, RD_OP_FORK, RD_OP_EXPORT, RD_OP_IMPORT } rd_op;
+/* What the loop thread needs to hear of a job's tokens.  Each wake costs
+ * the engine a context switch, so: ENDS, the first token and the end only
+ * (a plain non-streamed request); STREAM, every token, held back up to the
+ * stream interval; EACH, every token at the next wake (stop strings: the
+ * engine must learn of a match before it runs far past it, since a
+ * session's state keeps what was generated). */
+typedef enum { RD_NEWS_ENDS = 0, RD_NEWS_STREAM, RD_NEWS_EACH } rd_news;
 typedef enum { RD_PHASE_QUEUED = 0, RD_PHASE_PREFILL, RD_PHASE_RUNNING, RD_PHASE_DONE } rd_phase;
 
 typedef struct rd_choice {
@@ -63,9 +70,7 @@ typedef struct rd_job {
     int want_logprobs;
     int ignore_eos;
     int32_t eos;               /* -1: none */
-    int every_token;           /* the loop thread wants news of every token (a stream, stop
-                                * strings); otherwise of the first one and of the end only:
-                                * each wake costs the engine a context switch */
+    rd_news news;              /* which tokens the loop thread must hear of, and how soon */
     rn_sample_params sp;
     rn_logit_bias *bias;
     int n;                     /* choices */

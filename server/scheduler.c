@@ -30,6 +30,7 @@ struct rd_sched {
     rd_job **b_job;
     int *b_choice;
     unsigned char *b_feed_only;
+    int32_t *b_pick;               /* tokens picked by rn_decode_argmax */
     /* prefix cache (engine thread only; counters read by the loop) */
     struct pc_entry *pc;
     int pc_n, pc_cap;
@@ -282,22 +283,47 @@ static void drop_cancelled(rd_sched *s)
 /* ------------------------------------------------------------ sampling */
 
 /* Samples one token for choice c from logits; returns 1 if it finished. */
-static int sample_into(rd_sched *s, rd_job *j, rd_choice *c, const float *logits)
+static int logprobs_arg(const rd_job *j)
 {
-    rn_sample_result r;
-    rn_sampler_sample(c->sampler, logits, j->want_logprobs ? j->n_logprobs : RN_NO_LOGPROBS, &r);
+    return j->want_logprobs ? j->n_logprobs : RN_NO_LOGPROBS;
+}
+
+/* Appends r to the choice and decides whether it finished; the loop hears of
+ * it as the job's news asks (a first token and an end always at once). */
+static int push_token(rd_sched *s, rd_job *j, rd_choice *c, const rn_sample_result *r)
+{
     rd_queue_lock(s->q);
-    if (rd_choice_push(c, &r) != 0)
+    if (rd_choice_push(c, r) != 0)
         c->finish = RD_FIN_ERROR;
-    else if (!j->ignore_eos && r.token == j->eos)
+    else if (!j->ignore_eos && r->token == j->eos)
         c->finish = RD_FIN_STOP;
     else if (c->n_tok >= j->max_tokens)
         c->finish = RD_FIN_LENGTH;
-    int urgent = c->n_tok == 1 || c->finish != RD_FIN_NONE;
-    if (urgent || j->every_token)
+    int urgent = c->n_tok == 1 || c->finish != RD_FIN_NONE || j->news == RD_NEWS_EACH;
+    if (urgent || j->news == RD_NEWS_STREAM)
         rd_queue_mark_ready_locked(s->q, j, urgent);
     rd_queue_unlock(s->q);
     return c->finish != RD_FIN_NONE;
+}
+
+static int sample_into(rd_sched *s, rd_job *j, rd_choice *c, const float *logits)
+{
+    rn_sample_result r;
+    rn_sampler_sample(c->sampler, logits, logprobs_arg(j), &r);
+    return push_token(s, j, c, &r);
+}
+
+/* Whether every row of the batch that samples is plain greedy, so the engine
+ * may pick the tokens itself (on a GPU: without copying the logits back). */
+static int batch_plain_greedy(const rd_sched *s, int nb)
+{
+    for (int k = 0; k < nb; k++) {
+        const rd_job *j = s->b_job[k];
+        if (!s->b_feed_only[k] &&
+            !rn_sampler_plain_greedy(j->ch[s->b_choice[k]].sampler, logprobs_arg(j)))
+            return 0;
+    }
+    return 1;
 }
 
 /* A job is done when every choice finished and, for a session, its last
@@ -343,7 +369,10 @@ static void decode_step(rd_sched *s)
     }
     /* nb may be 0 when every remaining choice was just stopped: the jobs
      * still have to be completed below */
-    int rc = nb > 0 ? rn_decode(s->e, s->b_slot, s->b_tok, nb, s->logits) : RN_OK;
+    int pick = nb > 0 && batch_plain_greedy(s, nb);
+    int rc = nb == 0 ? RN_OK
+             : pick  ? rn_decode_argmax(s->e, s->b_slot, s->b_tok, nb, s->b_pick)
+                     : rn_decode(s->e, s->b_slot, s->b_tok, nb, s->logits);
     if (nb > 0 && ++s->decodes == s->fail_decode)
         rc = RN_EDEVICE; /* the test's injected engine failure */
     atomic_store(&s->last_batch, nb);
@@ -358,8 +387,15 @@ static void decode_step(rd_sched *s)
         rd_queue_lock(s->q);
         c->fed = c->n_tok;
         rd_queue_unlock(s->q);
-        if (!s->b_feed_only[k])
+        if (s->b_feed_only[k])
+            continue;
+        if (pick) {
+            rn_sample_result r;
+            rn_sampler_take(c->sampler, s->b_pick[k], &r);
+            push_token(s, j, c, &r);
+        } else {
             sample_into(s, j, c, s->logits + (size_t)k * (size_t)s->vocab);
+        }
     }
     for (int a = 0; a < s->n_active; a++)
         if (s->active[a]->phase == RD_PHASE_RUNNING && job_complete(s->active[a]))
@@ -507,6 +543,14 @@ static void pc_free(rd_sched *s)
     free(s->pc);
 }
 
+static int prefill_pending(const rd_sched *s)
+{
+    for (int a = 0; a < s->n_active; a++)
+        if (s->active[a]->phase == RD_PHASE_PREFILL)
+            return 1;
+    return 0;
+}
+
 static void prefill_step(rd_sched *s)
 {
     int budget = s->o.prefill_budget;
@@ -585,6 +629,8 @@ static void engine_main(void *arg)
         drop_cancelled(s);
         admit(s);
         decode_step(s);
+        if (prefill_pending(s)) /* held tokens must not wait through a prefill */
+            rd_queue_wake(s->q, 1);
         prefill_step(s);
         drop_cancelled(s); /* also removes jobs that just finished */
         rd_queue_wake(s->q, s->n_active == 0 && !s->wait_head);
@@ -605,6 +651,7 @@ static void sched_free(rd_sched *s)
     free(s->b_job);
     free(s->b_choice);
     free(s->b_feed_only);
+    free(s->b_pick);
     uv_mutex_destroy(&s->slot_mu);
     free(s);
 }
@@ -636,8 +683,9 @@ int rd_sched_start(rd_sched **out, rn_engine *e, rd_queue *q, const rd_sched_opt
     s->b_job = malloc(sizeof(rd_job *) * n);
     s->b_choice = malloc(sizeof(int) * n);
     s->b_feed_only = malloc(n);
+    s->b_pick = malloc(sizeof(int32_t) * n);
     if (!s->slot_used || !s->logits || !s->b_slot || !s->b_tok || !s->b_job || !s->b_choice ||
-        !s->b_feed_only || uv_thread_create(&s->thread, engine_main, s) != 0) {
+        !s->b_feed_only || !s->b_pick || uv_thread_create(&s->thread, engine_main, s) != 0) {
         sched_free(s);
         return -1;
     }

@@ -25,8 +25,9 @@
  * CPU-side cost would otherwise exceed the step's memory time at batch 1.
  * RETNET_CUDA_GRAPHS=0 turns them off (the parity suite runs both ways).
  *
- * Not here yet: sampling on the device (logits are copied back), a bf16
- * state option.
+ * Greedy tokens can be picked on the device (decode_argmax: n ids come
+ * back, not n x vocab logits).  Not here yet: sampling with temperature on
+ * the device (those logits are copied back), a bf16 state option.
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -931,6 +932,39 @@ static int cuda_decode(void *ctx, const int *slots, const int32_t *tok, int n, f
     return rc;
 }
 
+/* A decode step whose tokens are picked on the device: n ids come back
+ * instead of n x vocab logits.  The picks go to x->tok (max_rows ids), free
+ * once the step's embedding has read it; the next step's put_rows refills
+ * it after the copy below, in stream order. */
+static int run_decode_argmax(cuda_ctx *x, const int *slots, const int32_t *tok, int n, int32_t *out)
+{
+    int rc;
+    for (int i = 0; i < n; i++)
+        x->host_rowpos[i] = x->pos[slots[i]];
+    if ((rc = put_rows(x, tok, slots, n)) || (rc = decode_step(x, n, 1)))
+        return fail_step(x, rc);
+    for (int i = 0; i < n; i++)
+        x->pos[slots[i]]++;
+    rk_argmax_rows(x->st, x->tok, x->logits, n, x->c->vocab_size);
+    if (cudaMemcpyAsync(out, x->tok, sizeof(int32_t) * (size_t)n, cudaMemcpyDeviceToHost, x->st) !=
+        cudaSuccess)
+        return fail_step(x, RN_EDEVICE);
+    return sync_status(x);
+}
+
+static int cuda_decode_argmax(void *ctx, const int *slots, const int32_t *tok, int n, int32_t *out)
+{
+    cuda_ctx *x = (cuda_ctx *)ctx;
+    int rc = RN_OK;
+    if (x->broken)
+        return RN_EDEVICE;
+    for (int i0 = 0; i0 < n && rc == RN_OK; i0 += x->plan.max_batch) {
+        int m = n - i0 < x->plan.max_batch ? n - i0 : x->plan.max_batch;
+        rc = run_decode_argmax(x, slots + i0, tok + i0, m, out + i0);
+    }
+    return rc;
+}
+
 static int cuda_device_memory(void *ctx, size_t *used, size_t *total)
 {
     size_t free_b = 0;
@@ -992,6 +1026,6 @@ static void cuda_host_free(void *ctx, void *p)
 extern "C" const rn_backend_ops rn_cuda_backend = {
     "cuda",           cuda_probe,        cuda_init,       cuda_deinit,        cuda_state_bytes,
     cuda_state_reset, cuda_state_copy,   cuda_state_pos,  cuda_state_export, cuda_state_import,
-    cuda_prefill,     cuda_decode,       cuda_device_memory, cuda_host_alloc, cuda_host_free,
-    cuda_fit_slots,
+    cuda_prefill,     cuda_decode,       cuda_decode_argmax, cuda_device_memory, cuda_host_alloc,
+    cuda_host_free,   cuda_fit_slots,
 };

@@ -418,6 +418,45 @@ void rk_act(cudaStream_t st, float *x, size_t n, int act)
     act_kernel<<<blocks_for(n), BLOCK, 0, st>>>(x, n, act);
 }
 
+/* One block per row: each thread keeps the best (value, index) of its
+ * stride with NaN read as -inf, then the block reduces in shared memory with
+ * rn_argmax_beats, so the pick equals rn_argmax_row's on the host. */
+__global__ void argmax_kernel(int32_t *out, const float *logits, int V)
+{
+    __shared__ float best_v[BLOCK];
+    __shared__ int best_i[BLOCK];
+    const float *row = logits + (size_t)blockIdx.x * (size_t)V;
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = row[i];
+        v = isnan(v) ? -INFINITY : v;
+        if (rn_argmax_beats(v, i, bv, bi)) {
+            bv = v;
+            bi = i;
+        }
+    }
+    best_v[threadIdx.x] = bv;
+    best_i[threadIdx.x] = bi;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half &&
+            rn_argmax_beats(best_v[threadIdx.x + half], best_i[threadIdx.x + half],
+                            best_v[threadIdx.x], best_i[threadIdx.x])) {
+            best_v[threadIdx.x] = best_v[threadIdx.x + half];
+            best_i[threadIdx.x] = best_i[threadIdx.x + half];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) /* nothing above -inf: index 0, as on the host */
+        out[blockIdx.x] = best_v[0] == -INFINITY ? 0 : best_i[0];
+}
+
+void rk_argmax_rows(cudaStream_t st, int32_t *out, const float *logits, int rows, int V)
+{
+    argmax_kernel<<<(unsigned)rows, BLOCK, 0, st>>>(out, logits, V);
+}
+
 __global__ void glu_kernel(float *up, const float *gate, size_t n, int act)
 {
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;

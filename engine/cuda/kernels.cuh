@@ -76,6 +76,8 @@ void rk_ts_chunk(cudaStream_t st, float *o, rk_states S, int slot, const float *
 void rk_act(cudaStream_t st, float *x, size_t n, int act);
 /* up = up * act(gate) over n values. */
 void rk_glu(cudaStream_t st, float *up, const float *gate, size_t n, int act);
+/* out[r] = rn_argmax_row of logits row r (rows x V): greedy's token. */
+void rk_argmax_rows(cudaStream_t st, int32_t *out, const float *logits, int rows, int V);
 /* x = alpha x + y over n values. */
 void rk_residual(cudaStream_t st, float *x, const float *y, size_t n, float alpha);
 /* y[r][c] += b[c] */

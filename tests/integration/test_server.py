@@ -990,16 +990,22 @@ class TestAPI(ServerTestCase):
         self.assertEqual(got, want)
 
 
-def check_concurrent_streams(tc, count):
-    """count greedy streams at once must each equal the same request alone."""
+def check_concurrent_streams(tc, count, logprobs_every=0):
+    """count greedy streams at once must each equal the same request alone.
+    A batch of plain greedy rows has the engine pick the tokens
+    (rn_decode_argmax); with logprobs_every, every such stream asks for
+    logprobs, so batches holding one take the logits to the host sampler,
+    which must choose the same tokens."""
     prompts = ["Concurrent request number %d says" % i for i in range(count)]
     want = [tc.greedy(p, 24) for p in prompts]
     results, errors = [None] * count, []
 
     def run(i):
         try:
-            s = SSEStream(tc.port, "/v1/completions",
-                          dict(prompt=prompts[i], max_tokens=24, temperature=0, ignore_eos=True, stream=True))
+            body = dict(prompt=prompts[i], max_tokens=24, temperature=0, ignore_eos=True, stream=True)
+            if logprobs_every and i % logprobs_every == logprobs_every - 1:
+                body["logprobs"] = 1
+            s = SSEStream(tc.port, "/v1/completions", body)
             try:
                 if s.read_head() != 200:
                     raise AssertionError("status %d: %r" % (s.status, s.read_body()))
@@ -1153,6 +1159,35 @@ class TestStreamInterval(ServerTestCase):
         self.assertLess(t_first, 0.9, "the first token waited for the interval")
         self.assertLess(t_end, 0.9 if len(with_text) == 2 else 1.9, "the end waited")
 
+    def test_stop_strings_are_not_held(self):
+        # the loop must see every token of a request with stop strings at
+        # once, or the engine runs on past a match: a session's state keeps
+        # every token generated, and the 1 s interval would let it run on
+        # for up to a second
+        full = self.greedy("Stop strings are", 48)
+        stop = full[2:5]
+        want = full[:full.find(stop)]
+        for stream in (False, True):
+            sid = self._session()
+            prompt_ids = self.tokenize("Stop strings are")
+            body = dict(prompt=prompt_ids, max_tokens=4000, temperature=0, ignore_eos=True,
+                        stop=[stop], session=sid)
+            if stream:
+                _, chunks, done = self.stream(dict(body, stream_options={"include_usage": True}))
+                text, finishes = stream_texts(chunks)
+                text, used = text[0], chunks[-1]["usage"]["completion_tokens"]
+                self.assertEqual(finishes[0], ["stop"])
+            else:
+                js = self.complete(**body)
+                text, used = js["choices"][0]["text"], js["usage"]["completion_tokens"]
+                self.assertEqual(js["choices"][0]["finish_reason"], "stop")
+            self.assertEqual(text, want, stream)
+            # a match stops the engine as soon as the HTTP thread has seen it
+            # (a few steps on a busy machine); held for the interval, the tiny
+            # model would have run through all 4000
+            self.assertLessEqual(self._get_session(sid)["tokens"], len(prompt_ids) + used + 500,
+                                 stream)
+
     def test_interval_outside_0_to_1s_is_refused(self):
         # accepted values get as far as loading the (missing) model: status 1
         for value, rc in (("-2", 2), ("1000001", 2), ("x", 2), ("-1", 1), ("0", 1),
@@ -1195,6 +1230,9 @@ class TestBatching(ServerTestCase):
 
     def test_32_concurrent_streams(self):
         check_concurrent_streams(self, 32)
+
+    def test_32_concurrent_streams_some_with_logprobs(self):
+        check_concurrent_streams(self, 32, logprobs_every=4)
 
 
 class TestAuth(ServerTestCase):

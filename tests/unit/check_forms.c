@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fixture.h"
+#include "rn_math.h"
 #include "suites.h"
 
 #define FORM_TOL 1e-4
@@ -154,6 +155,64 @@ START_TEST(test_forms_batched_decode_is_bitwise_single)
 }
 END_TEST
 
+/* rn_decode_argmax: the same step as rn_decode (states bit for bit) and
+ * each pick is rn_argmax_row of the logits rn_decode gives, on whatever
+ * backend the suite runs (the CUDA backend picks on the device). */
+START_TEST(test_forms_decode_argmax_picks_what_logits_give)
+{
+    fixture f;
+    fixture_load(&f, fixture_names[_i]);
+    enum { NB = 5 };
+    rn_engine *picker = fixture_engine(&f, NB, 64), *plain = fixture_engine(&f, NB, 64);
+    int V = f.cfg->vocab_size, slots[NB] = {3, 0, 4, 1, 2};
+    int32_t next[NB], pick[NB];
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 16};
+    for (int s = 0; s < NB; s++) {
+        ck_assert_int_eq(rn_prefill(picker, slots[s], f.tokens + s, 4 + 7 * s, &po, NULL), RN_OK);
+        ck_assert_int_eq(rn_prefill(plain, slots[s], f.tokens + s, 4 + 7 * s, &po, NULL), RN_OK);
+        next[s] = f.tokens[f.T + s];
+    }
+    float *lg = malloc(sizeof(float) * NB * (size_t)V);
+    ck_assert_ptr_nonnull(lg);
+    for (int step = 0; step < 4; step++) {
+        int n = step % 2 ? NB : 2; /* the batch size changes between steps */
+        ck_assert_int_eq(rn_decode_argmax(picker, slots, next, n, pick), RN_OK);
+        ck_assert_int_eq(rn_decode(plain, slots, next, n, lg), RN_OK);
+        for (int s = 0; s < n; s++) {
+            int want = rn_argmax_row(lg + (size_t)s * V, V);
+            ck_assert_msg(pick[s] == want, "%s step %d row %d: picked %d, logits say %d", f.dir,
+                          step, s, pick[s], want);
+            next[s] = pick[s]; /* greedy continuation */
+        }
+    }
+    for (int s = 0; s < NB; s++) {
+        float *a = export_state(picker, s), *b = export_state(plain, s);
+        ck_assert_msg(memcmp(a, b, rn_engine_state_bytes(picker)) == 0, "%s: state %d differs",
+                      f.dir, s);
+        free(a);
+        free(b);
+    }
+    ck_assert_int_eq(rn_decode_argmax(picker, slots, next, NB, NULL), RN_EINVAL);
+    free(lg);
+    rn_engine_free(picker);
+    rn_engine_free(plain);
+    fixture_free(&f);
+}
+END_TEST
+
+/* NaN and infinities in the logits: the pick follows rn_argmax_row's rule
+ * (first of the largest, NaN as -inf, 0 when nothing is above -inf). */
+START_TEST(test_forms_argmax_row_rule)
+{
+    const float nan = NAN, inf = INFINITY;
+    float a[] = {1, 3, 3, 2}, b[] = {nan, -inf, nan}, c[] = {nan, 2, inf, inf}, d[] = {-inf, -1};
+    ck_assert_int_eq(rn_argmax_row(a, 4), 1);
+    ck_assert_int_eq(rn_argmax_row(b, 3), 0);
+    ck_assert_int_eq(rn_argmax_row(c, 4), 2);
+    ck_assert_int_eq(rn_argmax_row(d, 2), 1);
+}
+END_TEST
+
 START_TEST(test_forms_copy_and_reset)
 {
     fixture f;
@@ -194,6 +253,8 @@ Suite *forms_suite(void)
     tcase_add_loop_test(tc, test_forms_agree_for_all_chunk_sizes, 0, N_FIXTURES);
     tcase_add_loop_test(tc, test_forms_prefill_continues_state, 0, N_FIXTURES);
     tcase_add_loop_test(tc, test_forms_batched_decode_is_bitwise_single, 0, N_FIXTURES);
+    tcase_add_loop_test(tc, test_forms_decode_argmax_picks_what_logits_give, 0, N_FIXTURES);
+    tcase_add_test(tc, test_forms_argmax_row_rule);
     tcase_add_test(tc, test_forms_copy_and_reset);
     suite_add_tcase(s, tc);
     return s;

@@ -247,6 +247,8 @@ int cli_bench(int argc, char **argv)
     double W = (double)rn_model_weight_bytes(m), S = 4.0 * (double)rn_state_values(c);
     double copy = measure_bandwidth_gbs(o.threads, 0, 0);
     double rd = measure_bandwidth_gbs(o.threads, 1, (size_t)(W + 2.0 * S));
+    /* batch B's step moves B states: its working set may leave the cache */
+    double rdB = o.batch > 1 ? measure_bandwidth_gbs(o.threads, 1, (size_t)(W + o.batch * 2.0 * S)) : rd;
     double gflops = measure_sgemm_gflops(o.threads);
     double prefill = time_prefill(e, tok, &o, logits);
     double d1 = time_decode(e, 1, tok, &o, logits);
@@ -263,16 +265,17 @@ int cli_bench(int argc, char **argv)
     /* roofline: bytes a step must move over the copy-loop rate; the read rate
      * is the tighter ceiling for a step that mostly reads */
     double roof1 = copy * 1e9 / (W + 2.0 * S), roofB = copy * 1e9 / (W + o.batch * 2.0 * S);
-    double rroof1 = rd * 1e9 / (W + 2.0 * S), rroofB = rd * 1e9 / (W + o.batch * 2.0 * S);
+    double rroof1 = rd * 1e9 / (W + 2.0 * S), rroofB = rdB * 1e9 / (W + o.batch * 2.0 * S);
     double pf_gflops = prefill * flop_tok / 1e9;
     if (o.json) {
         printf("{\"model\":\"%s\",\"params\":%lld,\"dtype\":\"%s\",\"threads\":%d,"
-               "\"copy_GBps\":%.2f,\"read_GBps\":%.2f,\"sgemm_GFLOPs\":%.1f,\"prompt\":%d,\"chunk\":%d,"
+               "\"copy_GBps\":%.2f,\"read_GBps\":%.2f,\"read_bB_GBps\":%.2f,\"sgemm_GFLOPs\":%.1f,"
+               "\"prompt\":%d,\"chunk\":%d,"
                "\"prefill_tok_s\":%.2f,\"prefill_GFLOPs\":%.1f,\"prefill_vs_sgemm\":%.3f,"
                "\"decode_b1_tok_s\":%.3f,\"decode_b1_roofline_tok_s\":%.3f,"
                "\"decode_b1_read_roofline_tok_s\":%.3f,"
                "\"batch\":%d,\"decode_bB_tok_s\":%.3f,\"decode_bB_roofline_tok_s\":%.3f}\n",
-               o.dir, (long long)rn_model_param_count(m), dt, o.threads, copy, rd, gflops, o.prompt,
+               o.dir, (long long)rn_model_param_count(m), dt, o.threads, copy, rd, rdB, gflops, o.prompt,
                o.chunk, prefill, pf_gflops, pf_gflops / gflops, d1, roof1, rroof1, o.batch, dB * o.batch,
                roofB * o.batch);
     } else {
