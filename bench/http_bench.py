@@ -343,8 +343,10 @@ def run_clients_py(port, body, concurrency, per_client):
 def run_level(port, concurrency, per_client, server_pid=None, client=None, tmp=None):
     """Runs `concurrency` clients, each sending `per_client` requests in turn,
     from the C client when given (its path), else from this process."""
+    # continuous_usage_stats: every chunk says how many tokens so far, so
+    # the tokens that came with the first chunk are known exactly
     body = {"prompt": PROMPT, "max_tokens": MAX_TOKENS, "ignore_eos": True, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
     # the server's main thread runs the libuv loop: HTTP, SSE, JSON, detokenizing
     srv0 = cpu_seconds(server_pid) if server_pid else None
     loop0 = cpu_seconds(server_pid, server_pid) if server_pid else None
@@ -363,7 +365,7 @@ def run_level(port, concurrency, per_client, server_pid=None, client=None, tmp=N
         if status != 200:
             raise RuntimeError("status %d: %r" % (status, bytes(r.raw[:300])))
         chunks = [(t, e) for t, e in events if e.get("choices")]
-        usage = [e["usage"] for _, e in events if e.get("usage")]
+        usage = [e["usage"] for _, e in events if e.get("usage") and not e.get("choices")]
         if not chunks or not usage:
             raise RuntimeError("a stream without chunks or usage")
         n = usage[-1]["completion_tokens"]
@@ -373,11 +375,11 @@ def run_level(port, concurrency, per_client, server_pid=None, client=None, tmp=N
         times = [t for t, _ in chunks]
         ttft.append(times[0] - r.t_send)
         itl += [b - a for a, b in zip(times, times[1:])]
-        # tokens after the first chunk over the time they took: the server
-        # sends a choice's first token alone, at once (later chunks may
-        # carry several, see --stream-interval-us)
-        if times[-1] > times[0]:
-            rates.append((n - 1) / (times[-1] - times[0]))
+        # tokens after the first chunk over the time they took (a chunk may
+        # carry several tokens: --stream-interval-us)
+        first = chunks[0][1]["usage"]["completion_tokens"]
+        if times[-1] > times[0] and n > first:
+            rates.append((n - first) / (times[-1] - times[0]))
     return {
         "concurrency": concurrency, "requests": len(done), "tokens": tokens, "wall_s": wall,
         "ttft_p50_ms": 1e3 * pct(ttft, 50), "ttft_p99_ms": 1e3 * pct(ttft, 99),

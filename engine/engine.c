@@ -90,10 +90,10 @@ void rn_engine_free(rn_engine *e)
 {
     if (!e)
         return;
+    rn_engine_host_free(e, e->pick_logits); /* the backend's host_free may need its context */
     if (e->ctx)
         e->ops->deinit(e->ctx);
     free(e->mark);
-    rn_engine_host_free(e, e->pick_logits);
     free(e);
 }
 
@@ -240,7 +240,8 @@ int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, floa
     return rc == RN_OK ? e->ops->decode(e->ctx, slots, tokens, n, logits) : rc;
 }
 
-int rn_decode_argmax(rn_engine *e, const int *slots, const int32_t *tokens, int n, int32_t *out)
+int rn_decode_argmax(rn_engine *e, const int *slots, const int32_t *tokens, int n, int32_t *out,
+                     float *scratch)
 {
     int rc = decode_args_ok(e, slots, tokens, n);
     if (rc != RN_OK || !out)
@@ -248,16 +249,17 @@ int rn_decode_argmax(rn_engine *e, const int *slots, const int32_t *tokens, int 
     if (e->ops->decode_argmax)
         return e->ops->decode_argmax(e->ctx, slots, tokens, n, out);
     int V = rn_model_config(e->model)->vocab_size;
-    if (n > e->pick_rows) {
+    if (!scratch && n > e->pick_rows) {
         rn_engine_host_free(e, e->pick_logits);
         e->pick_rows = 0;
         if (!(e->pick_logits = rn_engine_host_alloc(e, sizeof(float) * (size_t)V * (size_t)n)))
             return RN_ENOMEM;
         e->pick_rows = n;
     }
-    if ((rc = e->ops->decode(e->ctx, slots, tokens, n, e->pick_logits)) != RN_OK)
+    float *lg = scratch ? scratch : e->pick_logits;
+    if ((rc = e->ops->decode(e->ctx, slots, tokens, n, lg)) != RN_OK)
         return rc;
     for (int i = 0; i < n; i++)
-        out[i] = rn_argmax_row(e->pick_logits + (size_t)i * (size_t)V, V);
+        out[i] = rn_argmax_row(lg + (size_t)i * (size_t)V, V);
     return RN_OK;
 }

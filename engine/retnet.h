@@ -79,8 +79,11 @@ int rn_prefill(rn_engine *e, int slot, const int32_t *tokens, int n, const rn_pr
 int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, float *logits);
 /* rn_decode, and out[i] = rn_argmax_row of row i's logits (greedy's
  * token, rn_math.h) instead of the logits: the GPU picks on the device and
- * copies back n ids, not n x vocab floats. */
-int rn_decode_argmax(rn_engine *e, const int *slots, const int32_t *tokens, int n, int32_t *out);
+ * copies back n ids, not n x vocab floats.  scratch: n x vocab floats the
+ * engine may use when it picks on the host (the caller's logits buffer), or
+ * NULL for a buffer of its own, kept until rn_engine_free. */
+int rn_decode_argmax(rn_engine *e, const int *slots, const int32_t *tokens, int n, int32_t *out,
+                     float *scratch);
 /* Bytes of device memory in use and in total; RN_ENODEV for the CPU backend. */
 int rn_engine_device_memory(rn_engine *e, size_t *used, size_t *total);
 /* A host buffer of bytes for logits that e fills fastest: page-locked on the

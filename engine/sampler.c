@@ -288,6 +288,8 @@ static int32_t sample_filtered(rn_sampler *s)
 
 void rn_sampler_take(rn_sampler *s, int32_t token, rn_sample_result *res)
 {
+    if (token < 0 || token >= s->vocab)
+        token = 0; /* never from the engine; the counts below must stay in bounds */
     res->token = token;
     res->logprob = NAN;
     res->n_top = 0;

@@ -427,7 +427,8 @@ static int build_jobs(rd_app *app, rd_req *r, const cJSON *root, parse_err *e)
             perr(e, "stream_options", "'stream_options' must be an object");
             goto fail;
         }
-        if (get_bool(so, "include_usage", 0, &r->include_usage, e))
+        if (get_bool(so, "include_usage", 0, &r->include_usage, e) ||
+            get_bool(so, "continuous_usage_stats", 0, &r->continuous_usage, e))
             goto fail;
     }
     if (echo && tmpl.want_logprobs) {
@@ -741,7 +742,9 @@ static void stream_piece(rd_req *r, int index, const char *text, size_t len, con
     else
         cJSON_AddNullToObject(ch, "finish_reason");
     cJSON_AddItemToArray(arr, ch);
-    if (r->include_usage)
+    if (r->continuous_usage) /* vLLM's extension: the counts so far */
+        usage_json(r, o);
+    else if (r->include_usage)
         cJSON_AddNullToObject(o, "usage");
     sse_send(r, o, 0);
 }

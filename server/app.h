@@ -59,6 +59,7 @@ typedef struct rd_req {
     rd_conn *conn;
     int kind;                 /* RD_REQ_* */
     int stream, include_usage, echo, chat;
+    int continuous_usage; /* stream_options.continuous_usage_stats: usage in every chunk */
     rd_job **jobs;            /* one per prompt */
     int n_jobs;
     char **stops;

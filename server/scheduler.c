@@ -371,7 +371,7 @@ static void decode_step(rd_sched *s)
      * still have to be completed below */
     int pick = nb > 0 && batch_plain_greedy(s, nb);
     int rc = nb == 0 ? RN_OK
-             : pick  ? rn_decode_argmax(s->e, s->b_slot, s->b_tok, nb, s->b_pick)
+             : pick  ? rn_decode_argmax(s->e, s->b_slot, s->b_tok, nb, s->b_pick, s->logits)
                      : rn_decode(s->e, s->b_slot, s->b_tok, nb, s->logits);
     if (nb > 0 && ++s->decodes == s->fail_decode)
         rc = RN_EDEVICE; /* the test's injected engine failure */

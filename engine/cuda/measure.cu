@@ -147,3 +147,25 @@ extern "C" void rn_cuda_profile(int on)
     else
         cudaProfilerStop();
 }
+
+extern "C" int rn_cuda_argmax_rows_host(const float *logits, int rows, int V, int32_t *out)
+{
+    float *d_l = NULL;
+    int32_t *d_o = NULL;
+    size_t bytes = sizeof(float) * (size_t)rows * (size_t)V;
+    int rc = RN_EDEVICE;
+    if (rows < 1 || V < 1)
+        return RN_EINVAL;
+    if (cudaMalloc(&d_l, bytes) != cudaSuccess || cudaMalloc(&d_o, sizeof(int32_t) * rows) != cudaSuccess)
+        goto cleanup;
+    if (cudaMemcpy(d_l, logits, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+        goto cleanup;
+    rk_argmax_rows(0, d_o, d_l, rows, V);
+    if (cudaGetLastError() == cudaSuccess &&
+        cudaMemcpy(out, d_o, sizeof(int32_t) * rows, cudaMemcpyDeviceToHost) == cudaSuccess)
+        rc = RN_OK;
+cleanup:
+    cudaFree(d_l);
+    cudaFree(d_o);
+    return rc;
+}

@@ -7,6 +7,7 @@
 #define RN_CUDA_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../status.h"
 
@@ -24,6 +25,11 @@ typedef struct rn_cuda_limits {
  * best of 10) and dense bf16 GEMM rate (cuBLASLt, m x n x k of the given
  * sizes, best of 10 after a warm-up).  RN_ENODEV without a device. */
 int rn_cuda_measure(rn_cuda_limits *l, int m, int n, int k, rn_error *err);
+
+/* The CUDA backend's greedy pick (rk_argmax_rows) over rows x V host
+ * logits, for tests that hand it ties, NaN and infinities; out: rows ids.
+ * RN_OK, RN_EINVAL, or RN_EDEVICE without a device. */
+int rn_cuda_argmax_rows_host(const float *logits, int rows, int V, int32_t *out);
 
 /* Opens (on != 0) or closes the range a profiler started with
  * `--profile-from-start off` (ncu, nsys) records. */

@@ -716,6 +716,28 @@ class TestAPI(ServerTestCase):
         self.assertEqual(texts, {0: want, 1: want})
         self.assertEqual(finishes, {0: ["length"], 1: ["length"]})
 
+    def test_stream_continuous_usage(self):
+        # every chunk carries the counts so far; they never go down and end
+        # at the final usage
+        prompt_len = len(self.tokenize("Usage all along"))
+        _, chunks, done = self.stream(dict(
+            prompt="Usage all along", max_tokens=20, temperature=0, ignore_eos=True,
+            stream_options={"include_usage": True, "continuous_usage_stats": True}))
+        self.assertTrue(done)
+        seen = 0
+        for c in chunks:
+            u = c["usage"]
+            self.assertEqual(u["prompt_tokens"], prompt_len)
+            self.assertEqual(u["total_tokens"], prompt_len + u["completion_tokens"])
+            self.assertGreaterEqual(u["completion_tokens"], seen)
+            seen = u["completion_tokens"]
+        self.assertGreaterEqual(chunks[0]["usage"]["completion_tokens"], 1)
+        self.assertEqual(seen, 20)
+        self.assertEqual(stream_texts(chunks)[0], {0: self.greedy("Usage all along", 20)})
+        status, _, js = self.post("/v1/completions", {
+            "prompt": "x", "stream": True, "stream_options": {"continuous_usage_stats": "yes"}})
+        assert_error(self, status, js, 400, param="continuous_usage_stats")
+
     def test_stream_utf8_and_logprobs(self):
         # long samples of a random model: multi-byte characters, byte tokens
         # that only form a character together, invalid sequences

@@ -13,6 +13,9 @@
 
 #include "fixture.h"
 #include "rn_math.h"
+#ifdef RN_HAVE_CUDA
+#include "cuda/rn_cuda.h"
+#endif
 #include "suites.h"
 
 #define FORM_TOL 1e-4
@@ -172,11 +175,14 @@ START_TEST(test_forms_decode_argmax_picks_what_logits_give)
         ck_assert_int_eq(rn_prefill(plain, slots[s], f.tokens + s, 4 + 7 * s, &po, NULL), RN_OK);
         next[s] = f.tokens[f.T + s];
     }
-    float *lg = malloc(sizeof(float) * NB * (size_t)V);
+    float *lg = malloc(sizeof(float) * NB * (size_t)V), *scratch = malloc(sizeof(float) * NB * (size_t)V);
     ck_assert_ptr_nonnull(lg);
+    ck_assert_ptr_nonnull(scratch);
     for (int step = 0; step < 4; step++) {
         int n = step % 2 ? NB : 2; /* the batch size changes between steps */
-        ck_assert_int_eq(rn_decode_argmax(picker, slots, next, n, pick), RN_OK);
+        /* the engine's own buffer, then the caller's */
+        ck_assert_int_eq(rn_decode_argmax(picker, slots, next, n, pick, step < 2 ? NULL : scratch),
+                         RN_OK);
         ck_assert_int_eq(rn_decode(plain, slots, next, n, lg), RN_OK);
         for (int s = 0; s < n; s++) {
             int want = rn_argmax_row(lg + (size_t)s * V, V);
@@ -192,8 +198,9 @@ START_TEST(test_forms_decode_argmax_picks_what_logits_give)
         free(a);
         free(b);
     }
-    ck_assert_int_eq(rn_decode_argmax(picker, slots, next, NB, NULL), RN_EINVAL);
+    ck_assert_int_eq(rn_decode_argmax(picker, slots, next, NB, NULL, NULL), RN_EINVAL);
     free(lg);
+    free(scratch);
     rn_engine_free(picker);
     rn_engine_free(plain);
     fixture_free(&f);
@@ -201,15 +208,47 @@ START_TEST(test_forms_decode_argmax_picks_what_logits_give)
 END_TEST
 
 /* NaN and infinities in the logits: the pick follows rn_argmax_row's rule
- * (first of the largest, NaN as -inf, 0 when nothing is above -inf). */
+ * (first of the largest, NaN as -inf, 0 when nothing is above -inf), on the
+ * host and, when the suite runs on CUDA, in the device kernel, over rows
+ * wider than its block (ties and infinities 256 apart land in different
+ * threads) and narrower. */
 START_TEST(test_forms_argmax_row_rule)
 {
+    enum { W = 1000, ROWS = 6 };
     const float nan = NAN, inf = INFINITY;
     float a[] = {1, 3, 3, 2}, b[] = {nan, -inf, nan}, c[] = {nan, 2, inf, inf}, d[] = {-inf, -1};
     ck_assert_int_eq(rn_argmax_row(a, 4), 1);
     ck_assert_int_eq(rn_argmax_row(b, 3), 0);
     ck_assert_int_eq(rn_argmax_row(c, 4), 2);
     ck_assert_int_eq(rn_argmax_row(d, 2), 1);
+    float *l = malloc(sizeof(float) * ROWS * W);
+    ck_assert_ptr_nonnull(l);
+    for (int r = 0; r < ROWS; r++)
+        for (int i = 0; i < W; i++)
+            l[r * W + i] = (float)((i * 37 + r) % 101) * 0.01f - 0.5f;
+    l[0 * W + 5] = l[0 * W + 261] = 9.0f;      /* a tie across threads: 5 */
+    l[1 * W + 300] = inf, l[1 * W + 44] = inf; /* +inf twice: 44 */
+    for (int i = 0; i < W; i++)                /* nothing above -inf: 0 */
+        l[2 * W + i] = i % 3 ? -inf : nan;
+    l[3 * W + 999] = 7.0f, l[3 * W + 0] = nan; /* the last index */
+    l[4 * W + 700] = nan, l[4 * W + 600] = 8.0f;
+    l[5 * W + 256] = 6.0f, l[5 * W + 512] = 6.0f;
+    const int want[ROWS] = {5, 44, 0, 999, 600, 256};
+    for (int r = 0; r < ROWS; r++)
+        ck_assert_int_eq(rn_argmax_row(l + r * W, W), want[r]);
+#ifdef RN_HAVE_CUDA
+    if (fixture_on_cuda()) {
+        int32_t got[ROWS], narrow[ROWS];
+        ck_assert_int_eq(rn_cuda_argmax_rows_host(l, ROWS, W, got), RN_OK);
+        for (int r = 0; r < ROWS; r++)
+            ck_assert_msg(got[r] == want[r], "device row %d: %d, want %d", r, got[r], want[r]);
+        /* rows of 100, narrower than the block: the host decides */
+        ck_assert_int_eq(rn_cuda_argmax_rows_host(l, ROWS, 100, narrow), RN_OK);
+        for (int r = 0; r < ROWS; r++)
+            ck_assert_int_eq(narrow[r], rn_argmax_row(l + r * 100, 100));
+    }
+#endif
+    free(l);
 }
 END_TEST
 

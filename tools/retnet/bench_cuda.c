@@ -142,7 +142,7 @@ static double decode_rate(rn_engine *e, int b, const int32_t *tok, int steps, fl
     for (int rep = 0; rep < 3 && best >= 0.0; rep++) {
         double t0 = rn__now();
         for (int s = 0; s < steps; s++)
-            if ((picks ? rn_decode_argmax(e, slots, tok, b, picks)
+            if ((picks ? rn_decode_argmax(e, slots, tok, b, picks, NULL)
                        : rn_decode(e, slots, tok, b, logits)) != RN_OK) {
                 best = -1.0;
                 break;
