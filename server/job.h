@@ -101,7 +101,7 @@ typedef struct rd_job {
     char error_msg[200];
     /* queue links (queue mutex) */
     struct rd_job *next_submit, *next_ready, *next_taken;
-    int on_ready;
+    int on_ready, ready_urgent;
     /* http (loop thread only) */
     void *http;                /* the connection's request context */
 } rd_job;

@@ -10,8 +10,10 @@ struct rd_queue {
     uv_async_t async;
     rd_job *sub_head, *sub_tail;
     rd_job *ready_head;
-    int stop, poked, pending_wake, urgent_wake;
-    uint64_t interval_ns, last_wake_ns, last_call_ns; /* rd_queue_wake (engine thread) */
+    int stop, poked;
+    int urgent_wake; /* an urgent job is on the ready list */
+    int deliver_all; /* the last wake was for everything, not only the urgent */
+    uint64_t interval_ns, last_wake_ns; /* rd_queue_wake (engine thread) */
     void (*on_ready)(void *);
     void *arg;
 };
@@ -113,8 +115,10 @@ rd_job *rd_queue_take_rest(rd_queue *q)
 
 void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j, int urgent)
 {
-    q->pending_wake = 1;
-    q->urgent_wake |= urgent;
+    if (urgent) {
+        j->ready_urgent = 1;
+        q->urgent_wake = 1;
+    }
     if (j->on_ready)
         return;
     rd_job_ref(j);
@@ -128,20 +132,20 @@ void rd_queue_set_interval_ms(rd_queue *q, double ms)
     q->interval_ns = ms > 0 ? (uint64_t)(ms * 1e6) : 0;
 }
 
-void rd_queue_wake(rd_queue *q, int flush)
+void rd_queue_wake(rd_queue *q, int flush, uint64_t ahead_ns)
 {
     uint64_t now = uv_hrtime();
-    /* news waits only if the next call (one more iteration like the last)
-     * still comes within the interval of the last wake */
-    uint64_t next = now + (now - q->last_call_ns);
-    q->last_call_ns = now;
     uv_mutex_lock(&q->mu);
-    int wake = q->pending_wake &&
-               (flush || q->urgent_wake || next - q->last_wake_ns > q->interval_ns);
+    /* held news waits only if the next call still comes within the
+     * interval of the last full wake */
+    int all = flush || now + ahead_ns - q->last_wake_ns > q->interval_ns;
+    int wake = q->ready_head && (all || q->urgent_wake);
     if (wake) {
-        q->pending_wake = 0;
         q->urgent_wake = 0;
-        q->last_wake_ns = now;
+        if (all) {
+            q->deliver_all = 1;
+            q->last_wake_ns = now;
+        }
     }
     uv_mutex_unlock(&q->mu);
     if (wake)
@@ -151,15 +155,26 @@ void rd_queue_wake(rd_queue *q, int flush)
 rd_job *rd_queue_take_ready(rd_queue *q)
 {
     uv_mutex_lock(&q->mu);
+    int all = q->deliver_all;
+    q->deliver_all = 0;
     /* relink through next_taken: the engine may put a job back on the ready
-     * list (reusing next_ready) while the loop walks this one */
-    rd_job *list = NULL;
-    for (rd_job *j = q->ready_head; j; j = j->next_ready) {
+     * list (reusing next_ready) while the loop walks this one.  A wake for
+     * urgent news takes only the urgent jobs: the held ones stay for the
+     * next full wake, so one stream's first token or end does not send
+     * every other stream's chunk early */
+    rd_job *list = NULL, **link = &q->ready_head;
+    while (*link) {
+        rd_job *j = *link;
+        if (!all && !j->ready_urgent) {
+            link = &j->next_ready;
+            continue;
+        }
+        *link = j->next_ready;
         j->on_ready = 0;
+        j->ready_urgent = 0;
         j->next_taken = list;
         list = j;
     }
-    q->ready_head = NULL;
     uv_mutex_unlock(&q->mu);
     return list;
 }

@@ -40,17 +40,20 @@ rd_job *rd_queue_take_rest(rd_queue *q);
  * loop must hear of it at the next wake (a first token, an end); otherwise
  * the news may wait up to the stream interval. */
 void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j, int urgent);
-/* Engine thread: wakes the loop if anything was marked ready and either
- * something urgent is among it, flush is set (the engine goes idle), or
- * waiting one more iteration (as long as the last) would take the news past
- * a stream interval after the last wake, so nothing waits longer than that.  Each wake preempts a core the engine
- * is using, so while tokens come faster than the interval they are sent
- * together (one SSE chunk) instead of one wake each. */
-void rd_queue_wake(rd_queue *q, int flush);
+/* Engine thread: wakes the loop if anything is on the ready list and either
+ * something urgent is among it (then only the urgent entries are handed
+ * over), or flush is set (the engine goes idle), or the engine's next call,
+ * ahead_ns from now by its estimate, would come more than a stream interval
+ * after the last full wake (then everything is), so held news never waits
+ * much longer than that.  Each wake preempts a core the engine is using, so
+ * while tokens come faster than the interval they are sent together (one
+ * SSE chunk) instead of one wake each. */
+void rd_queue_wake(rd_queue *q, int flush, uint64_t ahead_ns);
 /* The stream interval (default 0: every iteration's news at once). */
 void rd_queue_set_interval_ms(rd_queue *q, double ms);
-/* Loop thread: takes the ready list (next_taken links); each entry carries
- * one reference the caller must drop. */
+/* Loop thread: takes the ready list (next_taken links), or after a wake for
+ * urgent news only the urgent entries; each entry carries one reference the
+ * caller must drop. */
 rd_job *rd_queue_take_ready(rd_queue *q);
 /* Asks the engine thread to stop; rd_queue_take returns NULL from then on. */
 void rd_queue_stop(rd_queue *q);

@@ -39,6 +39,8 @@ struct rd_sched {
     atomic_long pc_hits, pc_tokens;
     atomic_int last_batch;
     long decodes, fail_decode; /* fault injection (RETNETD_FAULT_DECODE): fail call n */
+    uint64_t iter_ns;              /* the last iteration's length */
+    double prefill_ns_tok;         /* recent prefill time per prompt token (0: none yet) */
 };
 
 /* ---------------------------------------------------------------- slots */
@@ -543,12 +545,14 @@ static void pc_free(rd_sched *s)
     free(s->pc);
 }
 
+/* Prompt tokens the next prefill step will feed (at most the budget). */
 static int prefill_pending(const rd_sched *s)
 {
-    for (int a = 0; a < s->n_active; a++)
+    int n = 0;
+    for (int a = 0; a < s->n_active && n < s->o.prefill_budget; a++)
         if (s->active[a]->phase == RD_PHASE_PREFILL)
-            return 1;
-    return 0;
+            n += s->active[a]->n_prompt - s->active[a]->prefilled;
+    return n < s->o.prefill_budget ? n : s->o.prefill_budget;
 }
 
 static void prefill_step(rd_sched *s)
@@ -615,7 +619,23 @@ static void fail_everything(rd_sched *s)
             rd_job_unref(j);
         }
     }
-    rd_queue_wake(s->q, 1);
+    rd_queue_wake(s->q, 1, 0);
+}
+
+/* Prefills what the budget allows, and first sends held stream news that
+ * the prefill would keep past the stream interval (its length estimated from
+ * recent prefill steps; a first one counts as long). */
+static void prefill_step_timed(rd_sched *s)
+{
+    int n = prefill_pending(s);
+    if (n == 0)
+        return;
+    double guess = s->prefill_ns_tok > 0 ? s->prefill_ns_tok * n : 1e12;
+    rd_queue_wake(s->q, 0, (uint64_t)guess); /* the next call: right after the prefill */
+    uint64_t t0 = uv_hrtime();
+    prefill_step(s);
+    double per = (double)(uv_hrtime() - t0) / n;
+    s->prefill_ns_tok = s->prefill_ns_tok > 0 ? 0.75 * s->prefill_ns_tok + 0.25 * per : per;
 }
 
 static void engine_main(void *arg)
@@ -626,14 +646,15 @@ static void engine_main(void *arg)
         take_new(s, idle);
         if (rd_queue_stopping(s->q))
             break;
+        uint64_t t0 = uv_hrtime();
         drop_cancelled(s);
         admit(s);
         decode_step(s);
-        if (prefill_pending(s)) /* held tokens must not wait through a prefill */
-            rd_queue_wake(s->q, 1);
-        prefill_step(s);
+        prefill_step_timed(s);
         drop_cancelled(s); /* also removes jobs that just finished */
-        rd_queue_wake(s->q, s->n_active == 0 && !s->wait_head);
+        s->iter_ns = uv_hrtime() - t0;
+        /* the next iteration is taken to be as long as this one */
+        rd_queue_wake(s->q, s->n_active == 0 && !s->wait_head, s->iter_ns);
     }
     fail_everything(s);
 }

@@ -1181,6 +1181,37 @@ class TestStreamInterval(ServerTestCase):
         self.assertLess(t_first, 0.9, "the first token waited for the interval")
         self.assertLess(t_end, 0.9 if len(with_text) == 2 else 1.9, "the end waited")
 
+    def test_urgent_news_of_one_stream_does_not_flush_another(self):
+        # A runs long with its tokens held for the 1 s interval; B's first
+        # token and end go out at once, and must not take A's held tokens
+        # with them (each send takes a core from the engine on a small machine)
+        a = SSEStream(self.port, "/v1/completions",
+                      dict(prompt="A long one", max_tokens=4000, temperature=0, ignore_eos=True,
+                           stream=True))
+        try:
+            self.assertEqual(a.read_head(), 200)
+            self.assertIsNotNone(a.next_event())  # A's first token, sent at once
+            t0 = time.monotonic()
+            _, chunks, done = self.stream(dict(prompt="B", max_tokens=2, temperature=0,
+                                               ignore_eos=True))
+            self.assertTrue(done)
+            quick = time.monotonic() - t0 < 0.5
+            a.sock.setblocking(False)
+            try:
+                got = a.sock.recv(65536)
+            except BlockingIOError:
+                got = b""
+            finally:
+                a.sock.setblocking(True)
+            if quick:  # still inside A's interval: nothing of A may have come
+                self.assertEqual(got, b"", "B's urgent news flushed A's held tokens")
+            # A's tokens still all arrive
+            a.raw += got
+            chunks, done = parse_events(self, a.read_all())
+            self.assertTrue(done)
+        finally:
+            a.close()
+
     def test_stop_strings_are_not_held(self):
         # the loop must see every token of a request with stop strings at
         # once, or the engine runs on past a match: a session's state keeps
