@@ -4,8 +4,10 @@
  * a uv_async_t.  Every mutex, condition variable and uv_async_send of the
  * server lives in queue.c.
  *
- * uv_async_send coalesces: the loop's callback must drain the whole ready
- * list each time (rd_queue_take_ready).
+ * uv_async_send coalesces: the loop's callback must take what the wake
+ * was for each time (rd_queue_take_ready: everything after a full wake, the
+ * urgent jobs after a wake for urgent news; held jobs stay for the next
+ * full wake, which the engine sends within the stream interval).
  */
 #ifndef RD_QUEUE_H
 #define RD_QUEUE_H
