@@ -148,7 +148,7 @@ def client(port, stats, stop, rng):
         try:
             if kind < 0.4:
                 n = rng.randint(4, 24)
-                body = json.dumps(dict(prompt="stream %d" % rng.randint(0, 1e6), max_tokens=n, stream=True,
+                body = json.dumps(dict(prompt="stream %d" % rng.randint(0, 10**6), max_tokens=n, stream=True,
                                        temperature=0.8, seed=rng.randint(0, 1 << 30))).encode()
                 status, data = parse_response(read_all(raw_request(port, "POST", "/v1/completions", body,
                                                                     {"Content-Type": "application/json"})))
@@ -307,7 +307,16 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
 
 
+CRASHED = []  # load threads that died of an exception: a broken load is no load
+
+
+def record_crash(args, default=threading.excepthook):
+    CRASHED.append("%s: %r" % (args.thread.name if args.thread else "?", args.exc_value))
+    default(args)
+
+
 def main():
+    threading.excepthook = record_crash
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=120)
     ap.add_argument("--clients", type=int, default=6)
@@ -431,6 +440,9 @@ def main():
         json.dump(result, f, indent=1)
     print(json.dumps(result, indent=1))
     fail = []
+    result["crashed_threads"] = CRASHED
+    if CRASHED:
+        fail.append("load threads died: %s" % CRASHED[:3])
     if result["five_xx"]:
         fail.append("5xx responses")
     if result["malformed"]:
