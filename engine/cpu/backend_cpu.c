@@ -131,11 +131,23 @@ static float *layer_scale(cpu_ctx *x, int slot, int l)
 
 /* ------------------------------------------------------------- forward */
 
-/* Decode (and single rows) use the packed copy, prefill uses sgemm. */
+/* Prefill chunks of at most this many rows use the decode copy of the
+ * weights too: it is the copy that decode keeps in cache, while sgemm would
+ * stream the checkpoint's layout through the same cache (the short prompts
+ * that arrive while others decode), and at a few rows the panels' kernel
+ * is as fast as sgemm. */
+#define PACKED_MAX_ROWS 16
+
+static int use_packed(run_mode mode, int n)
+{
+    return mode == RUN_DECODE || n <= PACKED_MAX_ROWS;
+}
+
+/* Decode and short chunks use the packed copy, longer prefill chunks sgemm. */
 static void linear(cpu_ctx *x, run_mode mode, float *y, const float *in, int n, const rn_tensor *W,
                    const rn_tensor *b, const rn_packed *P)
 {
-    if (mode == RUN_DECODE || n == 1) {
+    if (use_packed(mode, n)) {
         rn_packed_out o = {y, P, b ? b->data : NULL, NULL};
         rn__linear_packed(x->pool, &o, 1, in, n);
     } else {
@@ -257,7 +269,7 @@ static void retention_block(cpu_ctx *x, run_mode mode, const int *slots, const f
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
     const layer_packed *lp = &x->lp[l];
-    if (mode == RUN_DECODE || n == 1) { /* the four share their input: one parallel run */
+    if (use_packed(mode, n)) { /* the four share their input: one parallel run */
         rn_packed_out o[4] = {{x->q, &lp->q, lw->q_b.data, NULL}, {x->k, &lp->k, lw->k_b.data, NULL},
                               {x->v, &lp->v, lw->v_b.data, NULL}, {x->g, &lp->g, lw->g_b.data, NULL}};
         rn__linear_packed(x->pool, o, 4, in, n);
@@ -281,7 +293,7 @@ static void ffn_block(cpu_ctx *x, run_mode mode, const float *in, int n, int l)
     const rn_layer_weights *lw = &x->w->layers[l];
     size_t nf = (size_t)n * (size_t)c->intermediate_size;
     const layer_packed *lp = &x->lp[l];
-    int packed = mode == RUN_DECODE || n == 1;
+    int packed = use_packed(mode, n);
     if (c->ffn_kind == RN_FFN_GLU && packed) {
         rn_packed_out o[2] = {{x->f1, &lp->up, lw->up_b.data, NULL},
                               {x->f2, &lp->gate, lw->gate_b.data, NULL}};
