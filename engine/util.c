@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -89,4 +90,26 @@ double rn__now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void rn__huge_pages_hint(void *p, size_t n)
+{
+#ifdef MADV_HUGEPAGE
+    uintptr_t a = ((uintptr_t)p + RN_HUGE_PAGE - 1) & ~(uintptr_t)(RN_HUGE_PAGE - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~(uintptr_t)(RN_HUGE_PAGE - 1);
+    if (b > a)
+        (void)madvise((void *)a, b - a, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+void *rn__huge_alloc(size_t n)
+{
+    size_t rounded = (n + RN_HUGE_PAGE - 1) & ~(RN_HUGE_PAGE - 1);
+    void *p = aligned_alloc(RN_HUGE_PAGE, rounded ? rounded : RN_HUGE_PAGE);
+    if (p)
+        rn__huge_pages_hint(p, rounded);
+    return p;
 }

@@ -21,6 +21,17 @@ const char *rn__read_error(int rc);
 /* Monotonic time in seconds. */
 double rn__now(void);
 
+#define RN_HUGE_PAGE ((size_t)2 << 20)
+/* Asks for 2 MiB pages (transparent huge pages, granted on request where the
+ * kernel runs them in "madvise" mode) over the whole 2 MiB blocks inside
+ * [p, p + n): memory streamed every decode step then costs a TLB miss per
+ * 2 MiB instead of per 4 KiB, and the hardware prefetcher does not stop at
+ * every 4 KiB.  A hint: ignored where unsupported. */
+void rn__huge_pages_hint(void *p, size_t n);
+/* n bytes (not zeroed) from 2 MiB-aligned memory with rn__huge_pages_hint
+ * over all of it, or NULL.  Owned by the caller (free). */
+void *rn__huge_alloc(size_t n);
+
 static inline float rn__bf16_to_f32(uint16_t h)
 {
     uint32_t u = (uint32_t)h << 16;

@@ -13,7 +13,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cblas.h>
@@ -473,22 +472,6 @@ static int init_tables(cpu_ctx *x)
     return RN_OK;
 }
 
-/* Asks for 2 MiB pages over the whole 2 MiB blocks inside [p, p + n): every
- * decode step reads and writes each running state once, like the weights.
- * calloc's pages stay untouched (and unbacked) until a slot is used. */
-static void huge_pages_hint(void *p, size_t n)
-{
-#ifdef MADV_HUGEPAGE
-    const uintptr_t huge = (uintptr_t)2 << 20;
-    uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), b = ((uintptr_t)p + n) & ~(huge - 1);
-    if (b > a)
-        (void)madvise((void *)a, b - a, MADV_HUGEPAGE); /* a hint: ignored where unsupported */
-#else
-    (void)p;
-    (void)n;
-#endif
-}
-
 static int cpu_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_error *err)
 {
     int rc;
@@ -510,8 +493,9 @@ static int cpu_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_e
                     (c->retention_norm == RN_RETNORM_TORCHSCALE ? (size_t)c->n_heads : 0);
     x->slot_vals = x->layer_vals * (size_t)c->n_layers;
     x->states = calloc((size_t)x->n_slots * x->slot_vals, sizeof(float));
-    if (x->states)
-        huge_pages_hint(x->states, (size_t)x->n_slots * x->slot_vals * sizeof(float));
+    if (x->states) /* every step reads and writes each running state, like the weights;
+                    * calloc's pages stay unbacked until a slot is used */
+        rn__huge_pages_hint(x->states, (size_t)x->n_slots * x->slot_vals * sizeof(float));
     x->pos = calloc((size_t)x->n_slots, sizeof *x->pos);
     x->ops.wbuf_len = max_matrix(c, x->w);
     x->ops.wbuf = x->ops.wbuf_len ? malloc(x->ops.wbuf_len * sizeof(float)) : NULL;

@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "../status.h"
 #include "../util.h"
@@ -58,23 +57,14 @@ static void pack_row(unsigned char *d, const rn_packed *p, const rn_tensor *W, i
     }
 }
 
-/* Zeroed memory for panels; large ones on 2 MiB pages where the kernel
- * gives them on request (transparent huge pages in "madvise" mode): decode
- * streams every panel once per step, and with 4 KiB pages that is a TLB
- * miss every 4 KiB and a hardware prefetcher that stops at each page. */
+/* Zeroed memory for panels; those of two huge pages or more on 2 MiB pages
+ * (rn__huge_alloc): decode streams every panel once per step. */
 static void *panels_alloc(size_t bytes)
 {
-    const size_t huge = (size_t)2 << 20;
-    size_t align = bytes >= 2 * huge ? huge : 64;
-    bytes = (bytes + align - 1) & ~(align - 1);
-    void *d = aligned_alloc(align, bytes);
-    if (!d)
-        return NULL;
-#ifdef MADV_HUGEPAGE
-    if (align == huge)
-        (void)madvise(d, bytes, MADV_HUGEPAGE); /* a hint: ignored where unsupported */
-#endif
-    memset(d, 0, bytes);
+    void *d = bytes >= 2 * RN_HUGE_PAGE ? rn__huge_alloc(bytes)
+                                        : aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (d)
+        memset(d, 0, bytes);
     return d;
 }
 

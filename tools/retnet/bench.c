@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/mman.h>
 
 #include <cblas.h>
 
@@ -73,20 +72,6 @@ static void *read_thread(void *p)
     return NULL;
 }
 
-/* n bytes on 2 MiB pages where the kernel gives them on request, as the CPU
- * backend's decode panels are, so the ceiling is measured the way decode
- * reads.  Owned by the caller (free). */
-static char *bench_alloc(size_t n)
-{
-    const size_t huge = (size_t)2 << 20;
-    char *p = aligned_alloc(huge, (n + huge - 1) & ~(huge - 1));
-#ifdef MADV_HUGEPAGE
-    if (p)
-        (void)madvise(p, (n + huge - 1) & ~(huge - 1), MADV_HUGEPAGE);
-#endif
-    return p;
-}
-
 /* Best-of-5 bandwidth with `threads` threads: a copy of 512 MiB (bytes read
  * + written, as STREAM counts it), or a read stream over `bytes` (at most
  * 512 MiB) repeated to 512 MiB in all.  Decode reads its weights and states
@@ -98,7 +83,9 @@ static double measure_bandwidth_gbs(int threads, int read_only, size_t bytes)
     size_t n = read_only ? (bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes > full ? full : bytes)
                          : full;
     int passes = read_only ? (int)((full + n - 1) / n) : 1;
-    char *src = bench_alloc(n), *dst = read_only ? NULL : bench_alloc(n);
+    /* on 2 MiB pages, as the CPU backend's panels and states: the ceiling is
+     * measured the way decode reads */
+    char *src = rn__huge_alloc(n), *dst = read_only ? NULL : rn__huge_alloc(n);
     double best = 0.0;
     if (!src || (!read_only && !dst))
         goto out;
