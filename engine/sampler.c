@@ -162,19 +162,10 @@ static void apply_penalties(rn_sampler *s)
     }
 }
 
-static int argmax(const float *l, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (l[i] > l[best])
-            best = i;
-    return best;
-}
-
 /* log-sum-exp of the processed logits (in double: vocab-sized sums) */
 static double log_normaliser(const float *l, int n)
 {
-    float mx = l[argmax(l, n)];
+    float mx = l[rn_argmax_row(l, n)];
     double z = 0.0;
     for (int i = 0; i < n; i++)
         z += exp((double)l[i] - (double)mx);
@@ -286,15 +277,21 @@ static int32_t sample_filtered(rn_sampler *s)
     return s->order[keep - 1];
 }
 
+/* Records a chosen token for the penalties. */
+static void note_token(rn_sampler *s, int32_t token)
+{
+    s->count[token]++;
+    s->seen[token] = 1;
+}
+
 void rn_sampler_take(rn_sampler *s, int32_t token, rn_sample_result *res)
 {
     if (token < 0 || token >= s->vocab)
-        token = 0; /* never from the engine; the counts below must stay in bounds */
+        token = 0; /* never from the engine; the counts must stay in bounds */
     res->token = token;
     res->logprob = NAN;
     res->n_top = 0;
-    s->count[token]++;
-    s->seen[token] = 1;
+    note_token(s, token);
 }
 
 int rn_sampler_plain_greedy(const rn_sampler *s, int n_logprobs)
@@ -316,14 +313,13 @@ int rn_sampler_sample(rn_sampler *s, const float *logits, int n_logprobs, rn_sam
     for (int i = 0; i < s->vocab; i++)
         s->work[i] = isnan(logits[i]) ? -INFINITY : logits[i];
     apply_penalties(s);
-    res->token = s->p.temperature == 0.0f ? argmax(s->work, s->vocab) : sample_filtered(s);
+    res->token = s->p.temperature == 0.0f ? rn_argmax_row(s->work, s->vocab) : sample_filtered(s);
     if (n_logprobs == RN_NO_LOGPROBS) { /* a log-softmax over the vocabulary nobody reads */
         res->logprob = NAN;
         res->n_top = 0;
     } else {
         fill_logprobs(s, n_logprobs, res);
     }
-    s->count[res->token]++;
-    s->seen[res->token] = 1;
+    note_token(s, res->token);
     return RN_OK;
 }
