@@ -865,17 +865,30 @@ static int decode_step(cuda_ctx *x, int n, int with_logits)
     return rc;
 }
 
-static int run_decode(cuda_ctx *x, const int *slots, const int32_t *tok, int n, float *logits)
+/* One decode step for n <= max_batch slots.  With picks, greedy's tokens
+ * are chosen on the device and n ids come back: they go to x->tok (max_rows
+ * ids), free once the step's embedding has read it, and the next step's
+ * put_rows refills it after the copy, in stream order.  Otherwise the
+ * logits come back when logits is non-NULL. */
+static int run_decode(cuda_ctx *x, const int *slots, const int32_t *tok, int n, float *logits,
+                      int32_t *picks)
 {
     int rc;
     for (int i = 0; i < n; i++)
         x->host_rowpos[i] = x->pos[slots[i]];
-    if ((rc = put_rows(x, tok, slots, n)) || (rc = decode_step(x, n, logits != NULL)))
+    if ((rc = put_rows(x, tok, slots, n)) ||
+        (rc = decode_step(x, n, logits != NULL || picks != NULL)))
         return fail_step(x, rc);
     for (int i = 0; i < n; i++)
         x->pos[slots[i]]++;
-    if (logits && (rc = get_logits(x, logits, n)))
+    if (picks) {
+        rk_argmax_rows(x->st, x->tok, x->logits, n, x->c->vocab_size);
+        if (cudaMemcpyAsync(picks, x->tok, sizeof(int32_t) * (size_t)n, cudaMemcpyDeviceToHost,
+                            x->st) != cudaSuccess)
+            return fail_step(x, RN_EDEVICE);
+    } else if (logits && (rc = get_logits(x, logits, n))) {
         return fail_step(x, rc);
+    }
     return sync_status(x);
 }
 
@@ -892,7 +905,7 @@ static int cuda_prefill(void *ctx, int slot, const int32_t *tok, int n, const rn
             float *lg = !logits ? NULL
                         : all   ? logits + (size_t)i * V
                                 : (i == n - 1 ? logits : NULL);
-            rc = run_decode(x, &slot, tok + i, 1, lg);
+            rc = run_decode(x, &slot, tok + i, 1, lg, NULL);
         }
         return rc;
     }
@@ -918,51 +931,31 @@ static int cuda_prefill(void *ctx, int slot, const int32_t *tok, int n, const rn
     return rc;
 }
 
-static int cuda_decode(void *ctx, const int *slots, const int32_t *tok, int n, float *logits)
+/* Decode steps of at most max_batch slots each (logits or picks as
+ * run_decode). */
+static int decode_batches(cuda_ctx *x, const int *slots, const int32_t *tok, int n, float *logits,
+                          int32_t *picks)
 {
-    cuda_ctx *x = (cuda_ctx *)ctx;
     size_t V = (size_t)x->c->vocab_size;
     int rc = RN_OK;
     if (x->broken)
         return RN_EDEVICE;
     for (int i0 = 0; i0 < n && rc == RN_OK; i0 += x->plan.max_batch) {
         int m = n - i0 < x->plan.max_batch ? n - i0 : x->plan.max_batch;
-        rc = run_decode(x, slots + i0, tok + i0, m, logits ? logits + (size_t)i0 * V : NULL);
+        rc = run_decode(x, slots + i0, tok + i0, m, logits ? logits + (size_t)i0 * V : NULL,
+                        picks ? picks + i0 : NULL);
     }
     return rc;
 }
 
-/* A decode step whose tokens are picked on the device: n ids come back
- * instead of n x vocab logits.  The picks go to x->tok (max_rows ids), free
- * once the step's embedding has read it; the next step's put_rows refills
- * it after the copy below, in stream order. */
-static int run_decode_argmax(cuda_ctx *x, const int *slots, const int32_t *tok, int n, int32_t *out)
+static int cuda_decode(void *ctx, const int *slots, const int32_t *tok, int n, float *logits)
 {
-    int rc;
-    for (int i = 0; i < n; i++)
-        x->host_rowpos[i] = x->pos[slots[i]];
-    if ((rc = put_rows(x, tok, slots, n)) || (rc = decode_step(x, n, 1)))
-        return fail_step(x, rc);
-    for (int i = 0; i < n; i++)
-        x->pos[slots[i]]++;
-    rk_argmax_rows(x->st, x->tok, x->logits, n, x->c->vocab_size);
-    if (cudaMemcpyAsync(out, x->tok, sizeof(int32_t) * (size_t)n, cudaMemcpyDeviceToHost, x->st) !=
-        cudaSuccess)
-        return fail_step(x, RN_EDEVICE);
-    return sync_status(x);
+    return decode_batches((cuda_ctx *)ctx, slots, tok, n, logits, NULL);
 }
 
 static int cuda_decode_argmax(void *ctx, const int *slots, const int32_t *tok, int n, int32_t *out)
 {
-    cuda_ctx *x = (cuda_ctx *)ctx;
-    int rc = RN_OK;
-    if (x->broken)
-        return RN_EDEVICE;
-    for (int i0 = 0; i0 < n && rc == RN_OK; i0 += x->plan.max_batch) {
-        int m = n - i0 < x->plan.max_batch ? n - i0 : x->plan.max_batch;
-        rc = run_decode_argmax(x, slots + i0, tok + i0, m, out + i0);
-    }
-    return rc;
+    return decode_batches((cuda_ctx *)ctx, slots, tok, n, NULL, out);
 }
 
 static int cuda_device_memory(void *ctx, size_t *used, size_t *total)
