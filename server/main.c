@@ -245,7 +245,7 @@ int main(int argc, char **argv)
                         .prefill_budget = app.opt.prefill_budget, .max_waiting = app.opt.max_waiting,
                         .prefix_cache_bytes = app.opt.prefix_cache_memory};
     if (rd_queue_new(&app.queue, app.loop, rd_api_on_ready, &app) == 0)
-        rd_queue_set_interval_ms(app.queue, app.opt.stream_interval_us / 1000.0);
+        rd_queue_set_interval_us(app.queue, (unsigned)app.opt.stream_interval_us);
     if (!app.queue ||
         rd_sched_start(&app.sched, app.engine, app.queue, &so) != 0) {
         fprintf(stderr, "retnetd: cannot start the engine thread\n");

@@ -127,9 +127,9 @@ void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j, int urgent)
     q->ready_head = j;
 }
 
-void rd_queue_set_interval_ms(rd_queue *q, double ms)
+void rd_queue_set_interval_us(rd_queue *q, unsigned us)
 {
-    q->interval_ns = ms > 0 ? (uint64_t)(ms * 1e6) : 0;
+    q->interval_ns = (uint64_t)us * 1000u;
 }
 
 void rd_queue_wake(rd_queue *q, int flush, uint64_t ahead_ns)

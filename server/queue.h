@@ -51,8 +51,9 @@ void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j, int urgent);
  * while tokens come faster than the interval they are sent together (one
  * SSE chunk) instead of one wake each. */
 void rd_queue_wake(rd_queue *q, int flush, uint64_t ahead_ns);
-/* The stream interval (default 0: every iteration's news at once). */
-void rd_queue_set_interval_ms(rd_queue *q, double ms);
+/* The stream interval in microseconds (default 0: every iteration's news
+ * at once). */
+void rd_queue_set_interval_us(rd_queue *q, unsigned us);
 /* Loop thread: takes the ready list (next_taken links), or after a wake for
  * urgent news only the urgent entries; each entry carries one reference the
  * caller must drop. */

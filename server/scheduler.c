@@ -39,7 +39,6 @@ struct rd_sched {
     atomic_long pc_hits, pc_tokens;
     atomic_int last_batch;
     long decodes, fail_decode; /* fault injection (RETNETD_FAULT_DECODE): fail call n */
-    uint64_t iter_ns;              /* the last iteration's length */
     double prefill_ns_tok;         /* recent prefill time per prompt token (0: none yet) */
 };
 
@@ -284,7 +283,6 @@ static void drop_cancelled(rd_sched *s)
 
 /* ------------------------------------------------------------ sampling */
 
-/* Samples one token for choice c from logits; returns 1 if it finished. */
 static int logprobs_arg(const rd_job *j)
 {
     return j->want_logprobs ? j->n_logprobs : RN_NO_LOGPROBS;
@@ -308,6 +306,7 @@ static int push_token(rd_sched *s, rd_job *j, rd_choice *c, const rn_sample_resu
     return c->finish != RD_FIN_NONE;
 }
 
+/* Samples one token for choice c from logits; returns 1 if it finished. */
 static int sample_into(rd_sched *s, rd_job *j, rd_choice *c, const float *logits)
 {
     rn_sample_result r;
@@ -652,9 +651,8 @@ static void engine_main(void *arg)
         decode_step(s);
         prefill_step_timed(s);
         drop_cancelled(s); /* also removes jobs that just finished */
-        s->iter_ns = uv_hrtime() - t0;
         /* the next iteration is taken to be as long as this one */
-        rd_queue_wake(s->q, s->n_active == 0 && !s->wait_head, s->iter_ns);
+        rd_queue_wake(s->q, s->n_active == 0 && !s->wait_head, uv_hrtime() - t0);
     }
     fail_everything(s);
 }
