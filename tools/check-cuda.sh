@@ -24,19 +24,29 @@ fi
 echo "check-cuda: $info" | tee "$OUT/device.txt"
 
 fail=0
-# forms-eager: the decode step launched kernel by kernel instead of from a
-# captured graph, so both paths are held to the same properties
-for run in cuda_plan:1 parity:1 forms:1 forms-eager:0; do
-    suite=${run%%:*} suite=${suite%-eager} graphs=${run#*:} log=$OUT/${run%%:*}.log
-    if RETNET_CUDA_GRAPHS=$graphs RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_DEFAULT_TIMEOUT=300 \
+# Each run: name, suite, then the environment it runs under.  The form suite
+# runs again with the decode step launched kernel by kernel (no graph), with
+# dependent launch off, and with the retention products of a prefill chunk in
+# ragged 5-token pieces, so every path is held to the same properties.
+while read -r name suite env; do
+    log=$OUT/$name.log
+    if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_DEFAULT_TIMEOUT=300 \
         "$TESTS" >"$log" 2>&1; then
-        echo "check-cuda: ${run%%:*}: $(tail -n 1 "$log")"
+        echo "check-cuda: $name: $(tail -n 1 "$log")"
     else
-        echo "check-cuda: ${run%%:*} FAILED (log: $log)"
+        echo "check-cuda: $name FAILED (log: $log)"
         grep -E "Failure|Error|Assertion" "$log" | head -n 20
         fail=1
     fi
-done
+done <<RUNS
+cuda_plan cuda_plan RETNET_CUDA_GRAPHS=1
+parity parity RETNET_CUDA_GRAPHS=1
+forms forms RETNET_CUDA_GRAPHS=1
+forms-eager forms RETNET_CUDA_GRAPHS=0
+forms-nopdl forms RETNET_CUDA_PDL=0
+forms-pieces forms RETNET_CUDA_RET_CHUNK=5
+parity-pieces parity RETNET_CUDA_RET_CHUNK=5
+RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
     echo "check-cuda: memcheck not run (CHECK_CUDA_MEMCHECK=0)"

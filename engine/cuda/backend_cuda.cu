@@ -82,7 +82,8 @@ struct cuda_ctx {
     /* activations */
     float *x, *hn, *y, *q, *k, *v, *g, *o, *f1, *f2, *logits;
     void *half;
-    float *A, *qd, *kd, *pw, *sums;
+    float *A, *qd, *kd, *pw, *pw_tail, *sums;
+    int ret_chunk; /* retention piece length in prefill chunks (ret_piece) */
     float *part; /* the recurrent step's partial read-outs (plan.step_bytes) */
     double *log_gamma;
     float *gamma, *freq;
@@ -97,6 +98,8 @@ struct cuda_ctx {
     /* decode graphs: [with_logits][n], n in 1..max_batch; NULL until captured */
     cudaGraphExec_t *graphs[2];
     int use_graphs;
+    int gemv_max; /* largest row count the projections stream through rk_gemv */
+    int pdl; /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
 };
 
@@ -291,7 +294,7 @@ static int linear(cuda_ctx *x, float *y, const float *rows, int n, const void *W
                   const rn_tensor *Wt, const float *b)
 {
     int out = (int)Wt->shape[0], in = (int)Wt->shape[1], t = (int)Wt->dtype;
-    if (n <= RN_CUDA_GEMV_MAX) {
+    if (n <= x->gemv_max) {
         rk_gemv(x->st, y, W, t, b, rows, n, out, in);
         return RN_OK;
     }
@@ -321,38 +324,63 @@ static int gemm_heads(cuda_ctx *x, cublasOperation_t ta, cublasOperation_t tb, i
     return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
 }
 
-/* One chunk of C tokens of one slot through layer l's retention (the
- * column-major views of each product are spelled out in
- * docs/architecture.md, "CUDA backend"). */
-static int retention_chunk(cuda_ctx *x, int slot, int l, int C)
+/* C tokens, rows r0.. of the chunk in x->q, k, v, of one slot through
+ * layer l's retention; o gets those rows' read-outs and the state moves past
+ * them.  pw: the decay table for C (rk_decay_table).  The column-major views
+ * of each product are spelled out in docs/architecture.md, "CUDA backend". */
+static int retention_chunk(cuda_ctx *x, int slot, int l, int r0, int C, const float *pw)
 {
     const rn_config *c = x->c;
     int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, HK = H * dk, HV = H * dv;
     rk_states S = layer_states(x, l);
     float *Sl = S.base + (size_t)slot * S.slot_stride + S.layer_off;
+    const float *q = x->q + (size_t)r0 * HK, *k = x->k + (size_t)r0 * HK;
+    const float *v = x->v + (size_t)r0 * HV;
+    float *o = x->o + (size_t)r0 * HV;
     long long cc = (long long)C * C, hkv = (long long)dk * dv;
     int rc;
     /* A^T = K Q^T per head, then the decay mask */
-    if ((rc = gemm_heads(x, CUBLAS_OP_T, CUBLAS_OP_N, C, C, dk, x->k, HK, dk, x->q, HK, dk, 0.0f,
-                         x->A, C, cc)))
+    if ((rc = gemm_heads(x, CUBLAS_OP_T, CUBLAS_OP_N, C, C, dk, k, HK, dk, q, HK, dk, 0.0f, x->A,
+                         C, cc)))
         return rc;
-    rk_decay_mask(x->st, x->A, x->pw, H, C);
+    rk_decay_mask(x->st, x->A, pw, H, C);
     /* O^T = V^T A^T */
-    if ((rc = gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, C, C, x->v, HV, dv, x->A, C, cc, 0.0f,
-                         x->o, HV, dv)))
+    if ((rc = gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, C, C, v, HV, dv, x->A, C, cc, 0.0f, o,
+                         HV, dv)))
         return rc;
     /* O^T += S0^T (diag(g^(i+1)) Q)^T */
-    rk_scale_rows(x->st, x->qd, x->q, x->pw, H, C, dk, 1, 1);
+    rk_scale_rows(x->st, x->qd, q, pw, H, C, dk, 1, 1);
     if ((rc = gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, C, dk, Sl, dv, hkv, x->qd, dk,
-                         (long long)C * dk, 1.0f, x->o, HV, dv)))
+                         (long long)C * dk, 1.0f, o, HV, dv)))
         return rc;
     if (S.s_off)
-        rk_ts_chunk(x->st, x->o, S, slot, x->pw, x->sums, H, C, dv);
+        rk_ts_chunk(x->st, o, S, slot, pw, x->sums, H, C, dv);
     /* S = g^C S + (diag(g^(C-1-j)) K)^T V, i.e. S^T += V^T Kd */
-    rk_scale_rows(x->st, x->kd, x->k, x->pw, H, C, dk, -1, C - 1);
-    rk_decay_state(x->st, S, slot, x->pw, H, C, (size_t)H * (size_t)hkv);
-    return gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, C, x->v, HV, dv, x->kd, dk,
+    rk_scale_rows(x->st, x->kd, k, pw, H, C, dk, -1, C - 1);
+    rk_decay_state(x->st, S, slot, pw, H, C, (size_t)H * (size_t)hkv);
+    return gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, C, v, HV, dv, x->kd, dk,
                       (long long)C * dk, 1.0f, Sl, dv, hkv);
+}
+
+/* Length of the retention pieces of an n-token chunk: the projections run
+ * over the whole chunk (each weight read once per chunk), the retention
+ * products in pieces of at most x->ret_chunk tokens, whose intra-piece work
+ * grows with the piece's length.  0: one piece. */
+static int ret_piece(const cuda_ctx *x, int n)
+{
+    return x->ret_chunk > 0 && x->ret_chunk < n ? x->ret_chunk : n;
+}
+
+/* The n-token chunk through layer l's retention, piece by piece (the decay
+ * tables for the piece length and the tail are at x->pw, x->pw_tail). */
+static int retention_pieces(cuda_ctx *x, int slot, int l, int n)
+{
+    int P = ret_piece(x, n), rc = RN_OK;
+    for (int r0 = 0; r0 < n && rc == RN_OK; r0 += P) {
+        int m = n - r0 < P ? n - r0 : P;
+        rc = retention_chunk(x, slot, l, r0, m, m == P ? x->pw : x->pw_tail);
+    }
+    return rc;
 }
 
 /* -------------------------------------------------------------- forward */
@@ -406,7 +434,7 @@ static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *c
     int same = 1, rc;
     for (int i = 1; i < count; i++)
         same &= Wts[i]->dtype == Wts[0]->dtype && Wts[i]->shape[1] == Wts[0]->shape[1];
-    if (n <= RN_CUDA_GEMV_MAX && same && count <= RK_GEMV_JOBS) {
+    if (n <= x->gemv_max && same && count <= RK_GEMV_JOBS) {
         rk_gemv_set set = {};
         for (int i = 0; i < count; i++)
             set.job[i] = {Ws[i], bs[i], ys[i], (int)Wts[i]->shape[0]};
@@ -452,7 +480,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         ro = parts > 1 ? x->part : x->o;
         rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->slots, x->q, x->k, x->v,
                     x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh);
-    } else if ((rc = retention_chunk(x, slot, l, n))) {
+    } else if ((rc = retention_pieces(x, slot, l, n))) {
         return rc;
     }
     rk_norm_parts(x->st, x->o, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,
@@ -510,8 +538,13 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
 {
     const rn_config *c = x->c;
     int rc;
-    if (mode == FWD_CHUNK)
-        rk_decay_table(x->st, x->pw, x->log_gamma, c->n_heads, n);
+    if (mode == FWD_CHUNK) {
+        int P = ret_piece(x, n);
+        x->pw_tail = x->pw + (size_t)c->n_heads * (size_t)(P + 1);
+        rk_decay_table(x->st, x->pw, x->log_gamma, c->n_heads, P);
+        if (n % P)
+            rk_decay_table(x->st, x->pw_tail, x->log_gamma, c->n_heads, n % P);
+    }
     rk_embed(x->st, x->x, x->embed, (int)x->w->embed.dtype, x->tok, n, c->hidden_size,
              c->embed_scale);
     if (c->embed_norm)
@@ -618,7 +651,7 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
     CU(cudaMalloc(&x->A, p->chunk_bytes), "chunk scratch");
     CU(cudaMalloc(&x->part, p->step_bytes), "step scratch");
     x->qd = x->A + H * C * C, x->kd = x->qd + H * C * dk, x->pw = x->kd + H * C * dk;
-    x->sums = x->pw + H * (C + 1);
+    x->sums = x->pw + H * (C + 2); /* two tables: pieces and tail */
     tables = H * sizeof(double) + H * 4 + dk * 4 + R * (4 + 4 + 8) + 256;
     CU(cudaMalloc(&x->log_gamma, tables), "tables");
     x->gamma = (float *)(x->log_gamma + H), x->freq = x->gamma + H;
@@ -679,9 +712,18 @@ static int check_fits(const cuda_ctx *x, rn_error *err)
     return RN_OK;
 }
 
+/* Tuning overrides from the environment (documented in docs/operations.md),
+ * clamped to [lo, hi]; def when unset. */
+static int env_int(const char *name, int def, int lo, int hi)
+{
+    const char *v = getenv(name);
+    int n = v && *v ? atoi(v) : def;
+    return n < lo ? lo : n > hi ? hi : n;
+}
+
 static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_error *err)
 {
-    int rc = RN_OK, dev = 0;
+    int rc = RN_OK, dev = 0, major = 0;
     cuda_ctx *x = (cuda_ctx *)calloc(1, sizeof *x);
     *out = NULL;
     if (!x)
@@ -699,6 +741,10 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
         goto cleanup;
     CU(cudaGetDevice(&dev), "no device");
     CU(cudaDeviceGetAttribute(&x->n_sms, cudaDevAttrMultiProcessorCount, dev), "device attributes");
+    CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "device attributes");
+    x->gemv_max = env_int("RETNET_CUDA_GEMV_MAX", RN_CUDA_GEMV_DEFAULT, 0, RN_CUDA_GEMV_MAX);
+    x->ret_chunk = env_int("RETNET_CUDA_RET_CHUNK", RN_CUDA_RET_CHUNK, 0, 1 << 30);
+    x->pdl = major >= 9 && env_int("RETNET_CUDA_PDL", 1, 0, 1);
     CU(cudaStreamCreateWithFlags(&x->st, cudaStreamNonBlocking), "stream");
     if (cublasCreate(&x->blas) || cublasSetStream(x->blas, x->st) || cublasLtCreate(&x->lt)) {
         rc = rn_error_set(err, RN_EDEVICE, "cuda backend: cannot create cuBLAS handles");
@@ -849,8 +895,21 @@ static cudaGraphExec_t decode_graph(cuda_ctx *x, int n, int with_logits)
     return *slot;
 }
 
-/* One decode step's device work: replayed from a graph, or launched. */
+static int decode_launch(cuda_ctx *x, int n, int with_logits);
+
+/* One decode step's device work: replayed from a graph, or launched.  Up
+ * to x->gemv_max rows every kernel after the embedding is one of
+ * kernels.cu's, so they go out with dependent launch (x->pdl); the flag is
+ * read while launching or capturing, so a graph keeps what it was made with. */
 static int decode_step(cuda_ctx *x, int n, int with_logits)
+{
+    rk_set_pdl(x->pdl && n <= x->gemv_max);
+    int rc = decode_launch(x, n, with_logits);
+    rk_set_pdl(0);
+    return rc;
+}
+
+static int decode_launch(cuda_ctx *x, int n, int with_logits)
 {
     if (x->use_graphs) {
         cudaGraphExec_t g = decode_graph(x, n, with_logits);

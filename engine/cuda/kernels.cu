@@ -22,6 +22,61 @@ static unsigned blocks_for(size_t n, unsigned per = BLOCK)
     return (unsigned)(b > 65535u * 32u ? 65535u * 32u : b);
 }
 
+/* Programmatic dependent launch (sm_90 and later; rk_set_pdl).  Launched
+ * this way, a kernel may be scheduled while its predecessor in the stream is
+ * still running.  Every kernel here first lets its own successor be
+ * scheduled (pdl_trigger), then waits until its predecessor has finished and
+ * its writes are visible (pdl_wait), before it touches any activation or
+ * state; so the only work that runs early is work that depends on no earlier
+ * kernel -- launch, scheduling, the GEMV's first weight loads -- and a decode
+ * step's ~300 kernel boundaries stop costing a drain and a ramp each.  The
+ * wait is complete before the kernel ends, so completion stays transitive
+ * down the stream.  Without the launch attribute both are no-ops. */
+static thread_local int pdl_on;
+
+void rk_set_pdl(int on)
+{
+    pdl_on = on;
+}
+
+__device__ static inline void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ static inline void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ static inline void pdl_enter()
+{
+    pdl_trigger();
+    pdl_wait();
+}
+
+/* k<<<grid, block, shm, st>>>(args), with the dependent-launch attribute
+ * while rk_set_pdl is on for this thread. */
+template <typename... P, typename... A>
+static void launch(void (*k)(P...), dim3 grid, dim3 block, size_t shm, cudaStream_t st, A... a)
+{
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = shm;
+    cfg.stream = st;
+    cfg.attrs = &attr;
+    cfg.numAttrs = pdl_on ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, k, ((P)a)...);
+}
+
 __device__ static inline float load_as_f32(const void *p, size_t i, int t)
 {
     if (t == RN_DT_BF16)
@@ -78,6 +133,7 @@ __global__ void norm_kernel(float *y, const float *x, int d, int layer_kind, con
                             const float *b, float eps, const float *gate, int act, int parts,
                             size_t part_stride, const float *res, float alpha, float *sink)
 {
+    pdl_enter();
     __shared__ double sh[64];
     size_t row = blockIdx.x;
     const float *xr = x + row * (size_t)d;
@@ -126,7 +182,7 @@ static unsigned norm_threads(int d)
 void rk_norm(cudaStream_t st, float *y, const float *x, int rows, int d, int layer_kind,
              const float *w, const float *b, float eps, const float *gate, int act)
 {
-    norm_kernel<<<(unsigned)rows, norm_threads(d), 0, st>>>(y, x, d, layer_kind, w, b, eps, gate,
+    launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps, gate,
                                                             act, 1, 0, NULL, 1.0f, NULL);
 }
 
@@ -134,7 +190,7 @@ void rk_norm_parts(cudaStream_t st, float *y, const float *x, int parts, size_t 
                    int rows, int d, int layer_kind, const float *w, const float *b, float eps,
                    const float *gate, int act)
 {
-    norm_kernel<<<(unsigned)rows, norm_threads(d), 0, st>>>(
+    launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, 
         y, x, d, layer_kind, w, b, eps, gate, act, parts, part_stride, NULL, 1.0f,
         parts > 1 ? y : NULL);
 }
@@ -142,16 +198,19 @@ void rk_norm_parts(cudaStream_t st, float *y, const float *x, int parts, size_t 
 void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float alpha, int rows,
                  int d, int layer_kind, const float *w, const float *b, float eps)
 {
-    norm_kernel<<<(unsigned)rows, norm_threads(d), 0, st>>>(y, x, d, layer_kind, w, b, eps, NULL, 0,
+    launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps, NULL, 0,
                                                             1, 0, res, alpha, x);
 }
 
 /* --------------------------------------------------------------- rotary */
 
-/* Rotation: one thread per (row, head, feature pair). */
+/* Rotation: one thread per (row, head, feature pair).  With scale != 1 the
+ * pair of q (scale_k == 0) or k is scaled first, in the same float products
+ * scale_kernel makes, so one pass does both when every feature is in a pair. */
 __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_t *pos,
-                          const float *freq, int interleaved)
+                          const float *freq, int interleaved, int scale_k, float scale)
 {
+    pdl_enter();
     int half = dk / 2;
     size_t total = (size_t)n * (size_t)H * (size_t)half;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
@@ -161,17 +220,22 @@ __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_
         int row = (int)(rh / (size_t)H);
         int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
         float *qv = q + rh * (size_t)dk, *kv = k + rh * (size_t)dk;
+        if (scale != 1.0f) {
+            float *sv = scale_k ? kv : qv;
+            sv[ia] *= scale;
+            sv[ib] *= scale;
+        }
         double a = (double)rn_rope_angle((long long)pos[row], freq[ia]);
         double b = (double)rn_rope_angle((long long)pos[row], freq[ib]);
         float ca = (float)cos(a), sa = (float)sin(a), cb = (float)cos(b), sb = (float)sin(b);
         rn_rope_rotate(&qv[ia], &qv[ib], ca, sa, cb, sb);
         rn_rope_rotate(&kv[ia], &kv[ib], ca, sa, cb, sb);
     }
-    (void)n;
 }
 
 __global__ void scale_kernel(float *x, size_t n, float scale)
 {
+    pdl_enter();
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
          t += (size_t)gridDim.x * blockDim.x)
         x[t] *= scale;
@@ -181,11 +245,14 @@ void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, co
                    const float *freq, int rotary, int interleaved, int scale_k, float scale)
 {
     size_t all = (size_t)n * (size_t)H * (size_t)dk; /* every feature, odd dk too */
-    scale_kernel<<<blocks_for(all), BLOCK, 0, st>>>(scale_k ? k : q, all, scale);
+    int fused = rotary && dk % 2 == 0;
+    if (!fused)
+        launch(scale_kernel, blocks_for(all), BLOCK, 0, st, scale_k ? k : q, all, scale);
     if (!rotary)
         return;
     size_t pairs = (size_t)n * (size_t)H * (size_t)(dk / 2);
-    qk_kernel<<<blocks_for(pairs), BLOCK, 0, st>>>(q, k, n, H, dk, pos, freq, interleaved);
+    launch(qk_kernel, blocks_for(pairs), BLOCK, 0, st, q, k, n, H, dk, pos, freq, interleaved,
+           scale_k, fused ? scale : 1.0f);
 }
 
 /* ----------------------------------------------------- recurrent step */
@@ -220,6 +287,7 @@ __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_st
                                 const float *__restrict__ k, const float *__restrict__ v,
                                 const float *__restrict__ gamma, int H, int dk, int dv, int rows)
 {
+    pdl_enter();
     extern __shared__ float part[]; /* d_split x (lanes * W) */
     int i = (int)blockIdx.x / H, h = (int)blockIdx.x % H;
     int tile = (int)blockDim.x * W, col = (int)threadIdx.x * W;
@@ -280,6 +348,7 @@ __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_st
 /* s = g s + 1 for each (sequence, head): after ret_step_kernel read s. */
 __global__ void ts_step_kernel(rk_states S, const int *slots, const float *gamma, int n, int H)
 {
+    pdl_enter();
     int t = (int)(blockIdx.x * blockDim.x + threadIdx.x);
     if (t >= n * H)
         return;
@@ -297,19 +366,20 @@ void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, con
     int rows = (dk + sh->row_split - 1) / sh->row_split;
     size_t shm = sizeof(float) * (size_t)sh->lanes * (size_t)sh->vec * (size_t)sh->d_split;
     if (sh->vec == 4)
-        ret_step_kernel<4><<<grid, block, shm, st>>>(o, part_stride, S, slots, q, k, v, gamma, H,
+        launch(ret_step_kernel<4>, grid, block, shm, st, o, part_stride, S, slots, q, k, v, gamma, H,
                                                      dk, dv, rows);
     else
-        ret_step_kernel<1><<<grid, block, shm, st>>>(o, part_stride, S, slots, q, k, v, gamma, H,
+        launch(ret_step_kernel<1>, grid, block, shm, st, o, part_stride, S, slots, q, k, v, gamma, H,
                                                      dk, dv, rows);
     if (S.s_off)
-        ts_step_kernel<<<blocks_for((size_t)n * (size_t)H), BLOCK, 0, st>>>(S, slots, gamma, n, H);
+        launch(ts_step_kernel, blocks_for((size_t)n * (size_t)H), BLOCK, 0, st, S, slots, gamma, n, H);
 }
 
 /* --------------------------------------------------- chunkwise helpers */
 
 __global__ void decay_table_kernel(float *pw, const double *log_gamma, int H, int C)
 {
+    pdl_enter();
     size_t total = (size_t)H * (size_t)(C + 1);
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
@@ -320,13 +390,14 @@ __global__ void decay_table_kernel(float *pw, const double *log_gamma, int H, in
 
 void rk_decay_table(cudaStream_t st, float *pw, const double *log_gamma, int H, int C)
 {
-    decay_table_kernel<<<blocks_for((size_t)H * (size_t)(C + 1)), BLOCK, 0, st>>>(pw, log_gamma, H,
+    launch(decay_table_kernel, blocks_for((size_t)H * (size_t)(C + 1)), BLOCK, 0, st, pw, log_gamma, H,
                                                                                   C);
 }
 
 /* Block (row i, head h): no index divisions per element. */
 __global__ void decay_mask_kernel(float *A, const float *pw, int C)
 {
+    pdl_enter();
     int i = (int)blockIdx.x, h = (int)blockIdx.y;
     const float *p = pw + (size_t)h * (size_t)(C + 1);
     float *Ar = A + ((size_t)h * (size_t)C + (size_t)i) * (size_t)C;
@@ -336,12 +407,13 @@ __global__ void decay_mask_kernel(float *A, const float *pw, int C)
 
 void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int H, int C)
 {
-    decay_mask_kernel<<<dim3((unsigned)C, (unsigned)H), BLOCK, 0, st>>>(A, pw, C);
+    launch(decay_mask_kernel, dim3((unsigned)C, (unsigned)H), BLOCK, 0, st, A, pw, C);
 }
 
 __global__ void scale_rows_kernel(float *dst, const float *src, const float *pw, int H, int C,
                                   int dk, int a, int b)
 {
+    pdl_enter();
     size_t total = (size_t)H * (size_t)C * (size_t)dk;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
@@ -355,12 +427,13 @@ __global__ void scale_rows_kernel(float *dst, const float *src, const float *pw,
 void rk_scale_rows(cudaStream_t st, float *dst, const float *src, const float *pw, int H, int C,
                    int dk, int a, int b)
 {
-    scale_rows_kernel<<<blocks_for((size_t)H * (size_t)C * (size_t)dk), BLOCK, 0, st>>>(
+    launch(scale_rows_kernel, blocks_for((size_t)H * (size_t)C * (size_t)dk), BLOCK, 0, st, 
         dst, src, pw, H, C, dk, a, b);
 }
 
 __global__ void decay_state_kernel(float *Sl, const float *pw, int C, size_t hkv, size_t per_head)
 {
+    pdl_enter();
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < hkv;
          t += (size_t)gridDim.x * blockDim.x)
         Sl[t] *= pw[(t / per_head) * (size_t)(C + 1) + (size_t)C];
@@ -370,7 +443,7 @@ void rk_decay_state(cudaStream_t st, rk_states S, int slot, const float *pw, int
                     size_t hkv)
 {
     float *Sl = S.base + (size_t)slot * S.slot_stride + S.layer_off;
-    decay_state_kernel<<<blocks_for(hkv), BLOCK, 0, st>>>(Sl, pw, C, hkv, hkv / (size_t)H);
+    launch(decay_state_kernel, blocks_for(hkv), BLOCK, 0, st, Sl, pw, C, hkv, hkv / (size_t)H);
 }
 
 /* One block per head: the running sums are a sequential recurrence (in
@@ -378,6 +451,7 @@ void rk_decay_state(cudaStream_t st, rk_states S, int slot, const float *pw, int
 __global__ void ts_chunk_kernel(float *o, float *s_layer, const float *pw, float *sums, int H,
                                 int C, int dv)
 {
+    pdl_enter();
     int h = (int)blockIdx.x;
     const float *p = pw + (size_t)h * (size_t)(C + 1);
     float *sh = sums + (size_t)h * (size_t)C;
@@ -401,13 +475,14 @@ void rk_ts_chunk(cudaStream_t st, float *o, rk_states S, int slot, const float *
                  int H, int C, int dv)
 {
     float *s_layer = S.base + (size_t)slot * S.slot_stride + S.layer_off + S.s_off;
-    ts_chunk_kernel<<<(unsigned)H, BLOCK, 0, st>>>(o, s_layer, pw, sums, H, C, dv);
+    launch(ts_chunk_kernel, (unsigned)H, BLOCK, 0, st, o, s_layer, pw, sums, H, C, dv);
 }
 
 /* ---------------------------------------------------------- elementwise */
 
 __global__ void act_kernel(float *x, size_t n, int act)
 {
+    pdl_enter();
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
          t += (size_t)gridDim.x * blockDim.x)
         x[t] = rn_act_apply(act, x[t]);
@@ -415,7 +490,7 @@ __global__ void act_kernel(float *x, size_t n, int act)
 
 void rk_act(cudaStream_t st, float *x, size_t n, int act)
 {
-    act_kernel<<<blocks_for(n), BLOCK, 0, st>>>(x, n, act);
+    launch(act_kernel, blocks_for(n), BLOCK, 0, st, x, n, act);
 }
 
 /* One block per row: each thread keeps the best (value, index) of its
@@ -423,6 +498,7 @@ void rk_act(cudaStream_t st, float *x, size_t n, int act)
  * rn_argmax_beats, so the pick equals rn_argmax_row's on the host. */
 __global__ void argmax_kernel(int32_t *out, const float *logits, int V)
 {
+    pdl_enter();
     __shared__ float best_v[BLOCK];
     __shared__ int best_i[BLOCK];
     const float *row = logits + (size_t)blockIdx.x * (size_t)V;
@@ -454,11 +530,12 @@ __global__ void argmax_kernel(int32_t *out, const float *logits, int V)
 
 void rk_argmax_rows(cudaStream_t st, int32_t *out, const float *logits, int rows, int V)
 {
-    argmax_kernel<<<(unsigned)rows, BLOCK, 0, st>>>(out, logits, V);
+    launch(argmax_kernel, (unsigned)rows, BLOCK, 0, st, out, logits, V);
 }
 
 __global__ void glu_kernel(float *up, const float *gate, size_t n, int act)
 {
+    pdl_enter();
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
          t += (size_t)gridDim.x * blockDim.x)
         up[t] *= rn_act_apply(act, gate[t]);
@@ -466,11 +543,12 @@ __global__ void glu_kernel(float *up, const float *gate, size_t n, int act)
 
 void rk_glu(cudaStream_t st, float *up, const float *gate, size_t n, int act)
 {
-    glu_kernel<<<blocks_for(n), BLOCK, 0, st>>>(up, gate, n, act);
+    launch(glu_kernel, blocks_for(n), BLOCK, 0, st, up, gate, n, act);
 }
 
 __global__ void residual_kernel(float *x, const float *y, size_t n, float alpha)
 {
+    pdl_enter();
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
          t += (size_t)gridDim.x * blockDim.x)
         x[t] = x[t] * alpha + y[t];
@@ -478,11 +556,12 @@ __global__ void residual_kernel(float *x, const float *y, size_t n, float alpha)
 
 void rk_residual(cudaStream_t st, float *x, const float *y, size_t n, float alpha)
 {
-    residual_kernel<<<blocks_for(n), BLOCK, 0, st>>>(x, y, n, alpha);
+    launch(residual_kernel, blocks_for(n), BLOCK, 0, st, x, y, n, alpha);
 }
 
 __global__ void add_bias_kernel(float *y, const float *b, int rows, int cols)
 {
+    pdl_enter();
     size_t total = (size_t)rows * (size_t)cols;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x)
@@ -491,11 +570,12 @@ __global__ void add_bias_kernel(float *y, const float *b, int rows, int cols)
 
 void rk_add_bias(cudaStream_t st, float *y, const float *b, int rows, int cols)
 {
-    add_bias_kernel<<<blocks_for((size_t)rows * (size_t)cols), BLOCK, 0, st>>>(y, b, rows, cols);
+    launch(add_bias_kernel, blocks_for((size_t)rows * (size_t)cols), BLOCK, 0, st, y, b, rows, cols);
 }
 
 __global__ void to_half_kernel(void *dst, const float *src, size_t n, int t)
 {
+    pdl_enter();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         if (t == RN_DT_BF16)
@@ -507,7 +587,7 @@ __global__ void to_half_kernel(void *dst, const float *src, size_t n, int t)
 
 void rk_to_half(cudaStream_t st, void *dst, const float *src, size_t n, int t)
 {
-    to_half_kernel<<<blocks_for(n), BLOCK, 0, st>>>(dst, src, n, t);
+    launch(to_half_kernel, blocks_for(n), BLOCK, 0, st, dst, src, n, t);
 }
 
 /* ------------------------------------------------------------------ GEMV */
@@ -572,13 +652,28 @@ template <int N> __device__ static inline void load_x(const float *x, float *xs)
     }
 }
 
+/* The GEMV_UNROLL 16-byte weight loads of one lane starting at column i0
+ * (those past in are left alone). */
+template <typename T>
+__device__ static inline void gemv_load_weights(float (*f)[wvec<T>::N], const T *w, int i0, int in)
+{
+    constexpr int N = wvec<T>::N;
+#pragma unroll
+    for (int u = 0; u < GEMV_UNROLL; u++)
+        if (i0 + u * 32 * N < in)
+            wvec<T>::load(w + i0 + u * 32 * N, f[u]);
+}
+
 /* One warp per output row of one of the set's matrices: the row is streamed
  * once, GEMV_UNROLL 16-byte loads per lane in flight, and multiplied into all
  * NB inputs (x rows stay in L1/L2).  Each output's sum runs in the same order
- * whatever NB is, so a sequence's bits do not depend on its batch. */
+ * whatever NB is, so a sequence's bits do not depend on its batch.  The
+ * weights depend on no earlier kernel: a row's first loads are issued before
+ * pdl_wait, so under dependent launch they overlap the previous kernel. */
 template <typename T, int NB, bool VEC>
 __global__ void gemv_kernel(rk_gemv_set set, const float *__restrict__ x, int in)
 {
+    pdl_trigger();
     int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = (int)threadIdx.x % 32;
     int m = 0;
     while (m < set.count && row >= set.job[m].out)
@@ -591,12 +686,12 @@ __global__ void gemv_kernel(rk_gemv_set set, const float *__restrict__ x, int in
         acc[b] = 0.0f;
     if (VEC) {
         constexpr int N = wvec<T>::N;
+        float f[GEMV_UNROLL][N];
+        gemv_load_weights<T>(f, w, lane * N, in);
+        pdl_wait();
         for (int i0 = lane * N; i0 < in; i0 += 32 * N * GEMV_UNROLL) {
-            float f[GEMV_UNROLL][N];
-#pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; u++)
-                if (i0 + u * 32 * N < in)
-                    wvec<T>::load(w + i0 + u * 32 * N, f[u]);
+            if (i0 != lane * N)
+                gemv_load_weights<T>(f, w, i0, in);
 #pragma unroll
             for (int u = 0; u < GEMV_UNROLL; u++) {
                 int i = i0 + u * 32 * N;
@@ -611,6 +706,7 @@ __global__ void gemv_kernel(rk_gemv_set set, const float *__restrict__ x, int in
             }
         }
     } else {
+        pdl_wait();
         for (int i = lane; i < in; i += 32) {
             float f = to_f32(w[i]);
             for (int b = 0; b < NB; b++)
@@ -637,9 +733,9 @@ static void gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x,
         rows += (size_t)set->job[m].out;
     unsigned blocks = (unsigned)((rows * 32 + BLOCK - 1) / BLOCK);
     if (in % wvec<T>::N == 0)
-        gemv_kernel<T, NB, true><<<blocks, BLOCK, 0, st>>>(*set, x, in);
+        launch(gemv_kernel<T, NB, true>, blocks, BLOCK, 0, st, *set, x, in);
     else
-        gemv_kernel<T, NB, false><<<blocks, BLOCK, 0, st>>>(*set, x, in);
+        launch(gemv_kernel<T, NB, false>, blocks, BLOCK, 0, st, *set, x, in);
 }
 
 template <typename T>

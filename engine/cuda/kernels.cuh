@@ -23,6 +23,14 @@ struct rk_states {
     size_t s_off;       /* floats from the layer's start to s (torchscale), 0 if none */
 };
 
+/* Launches by the calling thread use programmatic dependent launch while
+ * on != 0 (kernels.cu: each kernel may then be scheduled while its
+ * predecessor finishes).  Only for stretches of the stream made of this
+ * file's kernels: every one of them waits for its predecessor before reading
+ * or writing anything it shares, cuBLAS's do not.  rk_embed is never launched
+ * so: it follows the host's copies. */
+void rk_set_pdl(int on);
+
 /* x[i] = scale * E[tok[i]] as fp32 (E of dtype t: an rn_dtype value). */
 void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *tok, int n, int D,
               float scale);

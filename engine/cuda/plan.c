@@ -44,13 +44,14 @@ static size_t act_bytes(const rn_config *c, size_t R, int *ovf)
     return add(total, align256(mul(mul(R, widest, ovf), 2, ovf), ovf), ovf);
 }
 
-/* A (H C C) + qd, kd (H C dk) + decay powers (H (C+1)) + running sums (H C) */
+/* A (H C C) + qd, kd (H C dk) + two tables of decay powers (H (C+2) in all:
+ * the retention pieces' and the tail's) + running sums (H C) */
 static size_t chunk_floats(const rn_config *c, size_t C, int *ovf)
 {
     size_t H = (size_t)c->n_heads, dk = (size_t)c->head_dim_k;
     size_t f = mul(H, mul(C, C, ovf), ovf);
     f = add(f, mul(2, mul(H, mul(C, dk, ovf), ovf), ovf), ovf);
-    f = add(f, mul(H, C + 1, ovf), ovf);
+    f = add(f, mul(H, C + 2, ovf), ovf);
     return add(f, mul(H, C, ovf), ovf);
 }
 

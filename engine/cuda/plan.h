@@ -16,11 +16,17 @@
 #include "../model.h"
 #include "../status.h"
 
-/* Decode batches up to this size use the weight-streaming GEMV kernel (the
- * weights are read once for the whole batch); larger ones use cuBLASLt. */
+/* Decode batches up to RN_CUDA_GEMV_DEFAULT rows use the weight-streaming
+ * GEMV kernel (the weights are read once for the whole batch); larger ones
+ * use cuBLASLt.  RETNET_CUDA_GEMV_MAX moves the switch, up to
+ * RN_CUDA_GEMV_MAX (the batch sizes the kernel is instantiated for). */
 #define RN_CUDA_GEMV_MAX 8
+#define RN_CUDA_GEMV_DEFAULT 8
 /* Largest decode batch one step processes; bigger batches are split. */
 #define RN_CUDA_MAX_BATCH 256
+/* Prefill chunks run their retention products in pieces of at most this
+ * many tokens (RETNET_CUDA_RET_CHUNK overrides; 0: the whole chunk). */
+#define RN_CUDA_RET_CHUNK 0
 /* cuBLASLt workspace (NVIDIA recommends 32 MiB on Hopper). */
 #define RN_CUDA_LT_WORKSPACE ((size_t)32 << 20)
 

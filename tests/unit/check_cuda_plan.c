@@ -51,7 +51,7 @@ START_TEST(test_cuda_plan_buffers_cover_chunk_and_batch)
     ck_assert_uint_eq(p.act_bytes, 512 * row * 4); /* all multiples of 256 bytes here */
     ck_assert_uint_eq(p.logits_bytes, (size_t)512 * 32000 * 4);
     /* A (H C C) + qd, kd (H C dk) + powers H (C+1) + sums H C */
-    size_t C = 512, chunk = 8 * C * C + 2 * 8 * C * 256 + 8 * (C + 1) + 8 * C;
+    size_t C = 512, chunk = 8 * C * C + 2 * 8 * C * 256 + 8 * (C + 2) + 8 * C;
     ck_assert_uint_eq(p.chunk_bytes, chunk * 4);
     /* the step's partial read-outs: SPLIT_MAX per row of V values */
     ck_assert_uint_eq(p.step_bytes, (size_t)RN_CUDA_STEP_SPLIT_MAX * 4 * 4 * 2048);
