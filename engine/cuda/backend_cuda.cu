@@ -95,9 +95,10 @@ struct cuda_ctx {
     int n_cache; /* valid entries */
     long n_made; /* entries ever made: the next one replaces n_made % LT_CACHE */
     int64_t *host_rowpos;
-    /* decode graphs: [with_logits][n], n in 1..max_batch; NULL until captured */
-    cudaGraphExec_t *graphs[2];
+    /* decode graphs: [step_tail][n], n in 1..max_batch; NULL until captured */
+    cudaGraphExec_t *graphs[3];
     int use_graphs;
+    int fuse;     /* fold the steps after projections into them (folding) */
     int gemv_max; /* largest row count the projections stream through rk_gemv */
     int pdl; /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
@@ -387,6 +388,22 @@ static int retention_pieces(cuda_ctx *x, int slot, int l, int n)
 
 typedef enum { FWD_DECODE, FWD_CHUNK } fwd_mode;
 
+/* Whether this step's projections fold the work that follows them into
+ * their stores (rk_gemv_job kinds): only on the GEMV path (n <= gemv_max)
+ * and unless RETNET_CUDA_FUSE=0.  The folded step computes the same floats
+ * as the separate kernels, so this changes speed, never bits. */
+static int folding(const cuda_ctx *x, int n)
+{
+    return x->fuse && n <= x->gemv_max;
+}
+
+/* The residual add folds into the o and down projections (pre-norm: the
+ * stream is only normalised when read). */
+static int fold_residual(const cuda_ctx *x, int n)
+{
+    return folding(x, n) && x->c->norm_position == RN_NORMPOS_PRE;
+}
+
 static const float *block_input(cuda_ctx *x, int n, const float *w, const float *b)
 {
     const rn_config *c = x->c;
@@ -416,6 +433,8 @@ static const float *residual_into(cuda_ctx *x, int n, const float *w, const floa
                                   const float *w_next, const float *b_next, int last)
 {
     const rn_config *c = x->c;
+    if (fold_residual(x, n)) /* the projection already added y to the stream */
+        return last ? x->x : block_input(x, n, w_next, b_next);
     if (c->norm_position == RN_NORMPOS_PRE && !last) {
         rk_add_norm(x->st, x->hn, x->x, x->y, c->residual_alpha, n, c->hidden_size,
                     c->norm_kind == RN_NORM_LAYER, w_next, b_next, c->norm_eps);
@@ -425,19 +444,34 @@ static const float *residual_into(cuda_ctx *x, int n, const float *w, const floa
     return last ? x->x : block_input(x, n, w_next, b_next);
 }
 
+/* Whether count matrices share dtype and input width (one GEMV launch). */
+static int same_shape(const rn_tensor *const *Wts, int count)
+{
+    int same = 1;
+    for (int i = 1; i < count; i++)
+        same &= Wts[i]->dtype == Wts[0]->dtype && Wts[i]->shape[1] == Wts[0]->shape[1];
+    return same;
+}
+
+/* One job of a GEMV set. */
+static rk_gemv_job gemv_job(const void *W, const rn_tensor *Wt, const float *b, float *y)
+{
+    rk_gemv_job j = {};
+    j.W = W, j.bias = b, j.y = y, j.out = (int)Wt->shape[0];
+    return j;
+}
+
 /* Several projections of the same input rows (the matrices of a block
  * share dtype and input width): one weight-streaming launch for decode
  * batches, else one cuBLASLt product each from one rounded copy of the rows. */
 static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *const *ys,
                       const void *const *Ws, const rn_tensor *const *Wts, const float *const *bs)
 {
-    int same = 1, rc;
-    for (int i = 1; i < count; i++)
-        same &= Wts[i]->dtype == Wts[0]->dtype && Wts[i]->shape[1] == Wts[0]->shape[1];
+    int same = same_shape(Wts, count), rc;
     if (n <= x->gemv_max && same && count <= RK_GEMV_JOBS) {
         rk_gemv_set set = {};
         for (int i = 0; i < count; i++)
-            set.job[i] = {Ws[i], bs[i], ys[i], (int)Wts[i]->shape[0]};
+            set.job[i] = gemv_job(Ws[i], Wts[i], bs[i], ys[i]);
         set.count = count;
         rk_gemv_multi(x->st, &set, (int)Wts[0]->dtype, rows, n, (int)Wts[0]->shape[1]);
         return RN_OK;
@@ -456,6 +490,22 @@ static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *c
     return RN_OK;
 }
 
+/* A sublayer's output projection: into x->y, or, with fold_residual,
+ * added to the residual stream x->x in place. */
+static int sublayer_out(cuda_ctx *x, const float *rows, int n, const void *W, const rn_tensor *Wt,
+                        const float *b)
+{
+    if (!fold_residual(x, n))
+        return linear(x, x->y, rows, n, W, Wt, b);
+    rk_gemv_set set = {};
+    set.job[0] = gemv_job(W, Wt, b, x->x);
+    set.job[0].resid = 1;
+    set.count = 1;
+    set.alpha = x->c->residual_alpha;
+    rk_gemv_multi(x->st, &set, (int)Wt->dtype, rows, n, (int)Wt->shape[1]);
+    return RN_OK;
+}
+
 static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in, int n, int l)
 {
     const rn_config *c = x->c;
@@ -466,11 +516,26 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     const void *const Ws[] = {d->q, d->k, d->v, d->g};
     const rn_tensor *const Wts[] = {&lw->q_w, &lw->k_w, &lw->v_w, &lw->g_w};
     const float *const bs[] = {d->q_b, d->k_b, d->v_b, d->g_b};
-    if ((rc = linear_set(x, in, n, 4, ys, Ws, Wts, bs)))
-        return rc;
-    rk_qk_prepare(x->st, x->q, x->k, n, c->n_heads, c->head_dim_k, x->rowpos, x->freq,
-                  c->position == RN_POS_ROTARY, c->rope_layout == RN_ROPE_INTERLEAVED,
-                  c->qk_scale == RN_QKSCALE_K, (float)(1.0 / sqrt((double)c->head_dim_k)));
+    int rotary = c->position == RN_POS_ROTARY, scale_k = c->qk_scale == RN_QKSCALE_K;
+    float scale = (float)(1.0 / sqrt((double)c->head_dim_k));
+    if (folding(x, n) && same_shape(Wts, 4) && (!rotary || c->head_dim_k % 2 == 0)) {
+        /* the scaling and rotation of q and k happen in the projection's store */
+        rk_gemv_set set = {};
+        for (int i = 0; i < 4; i++)
+            set.job[i] = gemv_job(Ws[i], Wts[i], bs[i], ys[i]);
+        for (int i = 0; i < 2; i++)
+            set.job[i].kind = rotary ? RK_JOB_ROPE : RK_JOB_PLAIN;
+        set.job[scale_k ? 1 : 0].scale = scale;
+        set.count = 4;
+        set.pos = x->rowpos, set.freq = x->freq, set.dk = c->head_dim_k;
+        set.interleaved = c->rope_layout == RN_ROPE_INTERLEAVED;
+        rk_gemv_multi(x->st, &set, (int)lw->q_w.dtype, in, n, (int)lw->q_w.shape[1]);
+    } else {
+        if ((rc = linear_set(x, in, n, 4, ys, Ws, Wts, bs)))
+            return rc;
+        rk_qk_prepare(x->st, x->q, x->k, n, c->n_heads, c->head_dim_k, x->rowpos, x->freq, rotary,
+                      c->rope_layout == RN_ROPE_INTERLEAVED, scale_k, scale);
+    }
     const float *ro = x->o; /* the read-out the group norm starts from */
     int parts = 1;
     size_t part_stride = (size_t)x->plan.max_batch * (size_t)c->value_dim;
@@ -486,7 +551,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     rk_norm_parts(x->st, x->o, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,
                   c->group_norm_kind == RN_NORM_LAYER, c->group_norm_affine ? d->gn_w : NULL, NULL,
                   c->group_norm_eps, x->g, (int)c->gate_act);
-    return linear(x, x->y, x->o, n, d->o, &lw->o_w, d->o_b);
+    return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b);
 }
 
 static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
@@ -500,14 +565,23 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
     const void *const Ws[] = {d->up, d->gate};
     const rn_tensor *const Wts[] = {&lw->up_w, &lw->gate_w};
     const float *const bs[] = {d->up_b, d->gate_b};
-    if ((rc = linear_set(x, in, n, glu ? 2 : 1, ys, Ws, Wts, bs)))
-        return rc;
-    if (glu) {
-        rk_glu(x->st, x->f1, x->f2, nf, (int)c->hidden_act);
+    if (glu && folding(x, n) && same_shape(Wts, 2)) {
+        /* up * act(gate) in the store: a warp streams row j of both */
+        rk_gemv_set set = {};
+        set.job[0] = gemv_job(d->up, &lw->up_w, d->up_b, x->f1);
+        set.job[0].kind = RK_JOB_GLU, set.job[0].W2 = d->gate, set.job[0].bias2 = d->gate_b;
+        set.count = 1;
+        set.act = (int)c->hidden_act;
+        rk_gemv_multi(x->st, &set, (int)lw->up_w.dtype, in, n, (int)lw->up_w.shape[1]);
     } else {
-        rk_act(x->st, x->f1, nf, (int)c->hidden_act);
+        if ((rc = linear_set(x, in, n, glu ? 2 : 1, ys, Ws, Wts, bs)))
+            return rc;
+        if (glu)
+            rk_glu(x->st, x->f1, x->f2, nf, (int)c->hidden_act);
+        else
+            rk_act(x->st, x->f1, nf, (int)c->hidden_act);
     }
-    return linear(x, x->y, x->f1, n, d->down, &lw->down_w, d->down_b);
+    return sublayer_out(x, x->f1, n, d->down, &lw->down_w, d->down_b);
 }
 
 /* Logits of rows [first, n) into the device logits buffer. */
@@ -602,7 +676,7 @@ static void cuda_deinit(void *ctx)
         return;
     for (int i = 0; i < x->n_cache; i++)
         lt_entry_free(&x->cache[i]);
-    for (int w = 0; w < 2; w++) {
+    for (int w = 0; w < 3; w++) {
         for (int n = 0; x->graphs[w] && n <= x->plan.max_batch; n++)
             if (x->graphs[w][n])
                 cudaGraphExecDestroy(x->graphs[w][n]);
@@ -742,6 +816,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaGetDevice(&dev), "no device");
     CU(cudaDeviceGetAttribute(&x->n_sms, cudaDevAttrMultiProcessorCount, dev), "device attributes");
     CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "device attributes");
+    x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
     x->gemv_max = env_int("RETNET_CUDA_GEMV_MAX", RN_CUDA_GEMV_DEFAULT, 0, RN_CUDA_GEMV_MAX);
     x->ret_chunk = env_int("RETNET_CUDA_RET_CHUNK", RN_CUDA_RET_CHUNK, 0, 1 << 30);
     x->pdl = major >= 9 && env_int("RETNET_CUDA_PDL", 1, 0, 1);
@@ -753,9 +828,10 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->layers = (dev_layer *)calloc((size_t)x->c->n_layers, sizeof *x->layers);
     x->pos = (int64_t *)calloc((size_t)x->plan.n_slots, sizeof *x->pos);
     x->host_rowpos = (int64_t *)calloc((size_t)x->plan.max_rows, sizeof *x->host_rowpos);
-    for (int w = 0; w < 2; w++)
+    for (int w = 0; w < 3; w++)
         x->graphs[w] = (cudaGraphExec_t *)calloc((size_t)x->plan.max_batch + 1, sizeof(cudaGraphExec_t));
-    if (!x->layers || !x->pos || !x->host_rowpos || !x->graphs[0] || !x->graphs[1]) {
+    if (!x->layers || !x->pos || !x->host_rowpos || !x->graphs[0] || !x->graphs[1] ||
+        !x->graphs[2]) {
         rc = rn_error_set(err, RN_ENOMEM, "out of memory");
         goto cleanup;
     }
@@ -872,20 +948,32 @@ static int run_chunk(cuda_ctx *x, int slot, const int32_t *tok, int n, int all, 
     return sync_status(x);
 }
 
-/* The decode step of n rows (with or without the LM head) as a graph,
- * captured on first use; NULL when capture fails (the caller then runs the
- * step eagerly and stops trying). */
-static cudaGraphExec_t decode_graph(cuda_ctx *x, int n, int with_logits)
+/* What a decode step ends with: nothing (the layers only), the logits in
+ * x->logits, or also greedy's picks in x->tok. */
+typedef enum { STEP_BARE = 0, STEP_LOGITS, STEP_PICKS } step_tail;
+
+/* The device work of one decode step of n rows, launched in stream order. */
+static int decode_work(cuda_ctx *x, int n, step_tail tail)
 {
-    cudaGraphExec_t *slot = &x->graphs[with_logits][n];
+    int rc = forward(x, FWD_DECODE, -1, n);
+    if (rc == RN_OK && tail != STEP_BARE)
+        rc = output_logits(x, 0, n);
+    if (rc == RN_OK && tail == STEP_PICKS)
+        rk_argmax_rows(x->st, x->tok, x->logits, n, x->c->vocab_size);
+    return rc;
+}
+
+/* decode_work as a graph, captured on first use; NULL when capture fails
+ * (the caller then runs the step eagerly and stops trying). */
+static cudaGraphExec_t decode_graph(cuda_ctx *x, int n, step_tail tail)
+{
+    cudaGraphExec_t *slot = &x->graphs[tail][n];
     cudaGraph_t g = NULL;
     if (*slot)
         return *slot;
     if (cudaStreamBeginCapture(x->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
         return NULL;
-    int rc = forward(x, FWD_DECODE, -1, n);
-    if (rc == RN_OK && with_logits)
-        rc = output_logits(x, 0, n);
+    int rc = decode_work(x, n, tail);
     cudaError_t e = cudaStreamEndCapture(x->st, &g);
     if (rc == RN_OK && e == cudaSuccess && cudaGraphInstantiate(slot, g, 0) != cudaSuccess)
         *slot = NULL;
@@ -895,32 +983,28 @@ static cudaGraphExec_t decode_graph(cuda_ctx *x, int n, int with_logits)
     return *slot;
 }
 
-static int decode_launch(cuda_ctx *x, int n, int with_logits);
-
 /* One decode step's device work: replayed from a graph, or launched.  Up
  * to x->gemv_max rows every kernel after the embedding is one of
  * kernels.cu's, so they go out with dependent launch (x->pdl); the flag is
  * read while launching or capturing, so a graph keeps what it was made with. */
-static int decode_step(cuda_ctx *x, int n, int with_logits)
+static int decode_step(cuda_ctx *x, int n, step_tail tail)
 {
+    int rc = RN_OK, done = 0;
     rk_set_pdl(x->pdl && n <= x->gemv_max);
-    int rc = decode_launch(x, n, with_logits);
-    rk_set_pdl(0);
-    return rc;
-}
-
-static int decode_launch(cuda_ctx *x, int n, int with_logits)
-{
     if (x->use_graphs) {
-        cudaGraphExec_t g = decode_graph(x, n, with_logits);
-        if (g)
-            return cudaGraphLaunch(g, x->st) == cudaSuccess ? RN_OK : RN_EDEVICE;
-        x->use_graphs = 0;
-        fprintf(stderr, "cuda backend: capturing the decode step failed; running it without graphs\n");
+        cudaGraphExec_t g = decode_graph(x, n, tail);
+        if (g) {
+            rc = cudaGraphLaunch(g, x->st) == cudaSuccess ? RN_OK : RN_EDEVICE;
+            done = 1;
+        } else {
+            x->use_graphs = 0;
+            fprintf(stderr,
+                    "cuda backend: capturing the decode step failed; running it without graphs\n");
+        }
     }
-    int rc = forward(x, FWD_DECODE, -1, n);
-    if (rc == RN_OK && with_logits)
-        rc = output_logits(x, 0, n);
+    if (!done)
+        rc = decode_work(x, n, tail);
+    rk_set_pdl(0);
     return rc;
 }
 
@@ -935,13 +1019,12 @@ static int run_decode(cuda_ctx *x, const int *slots, const int32_t *tok, int n, 
     int rc;
     for (int i = 0; i < n; i++)
         x->host_rowpos[i] = x->pos[slots[i]];
-    if ((rc = put_rows(x, tok, slots, n)) ||
-        (rc = decode_step(x, n, logits != NULL || picks != NULL)))
+    step_tail tail = picks ? STEP_PICKS : logits ? STEP_LOGITS : STEP_BARE;
+    if ((rc = put_rows(x, tok, slots, n)) || (rc = decode_step(x, n, tail)))
         return fail_step(x, rc);
     for (int i = 0; i < n; i++)
         x->pos[slots[i]]++;
     if (picks) {
-        rk_argmax_rows(x->st, x->tok, x->logits, n, x->c->vocab_size);
         if (cudaMemcpyAsync(picks, x->tok, sizeof(int32_t) * (size_t)n, cudaMemcpyDeviceToHost,
                             x->st) != cudaSuccess)
             return fail_step(x, RN_EDEVICE);

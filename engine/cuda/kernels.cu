@@ -493,30 +493,42 @@ void rk_act(cudaStream_t st, float *x, size_t n, int act)
     launch(act_kernel, blocks_for(n), BLOCK, 0, st, x, n, act);
 }
 
+#define ARGMAX_THREADS 1024
+#define ARGMAX_LOADS 8
+
 /* One block per row: each thread keeps the best (value, index) of its
- * stride with NaN read as -inf, then the block reduces in shared memory with
+ * stride with NaN read as -inf, ARGMAX_LOADS loads in flight at a time (the
+ * row was just written and sits in L2: one load at a time would pay its
+ * latency ~30 times), then the block reduces in shared memory with
  * rn_argmax_beats, so the pick equals rn_argmax_row's on the host. */
 __global__ void argmax_kernel(int32_t *out, const float *logits, int V)
 {
     pdl_enter();
-    __shared__ float best_v[BLOCK];
-    __shared__ int best_i[BLOCK];
+    __shared__ float best_v[ARGMAX_THREADS];
+    __shared__ int best_i[ARGMAX_THREADS];
     const float *row = logits + (size_t)blockIdx.x * (size_t)V;
     float bv = -INFINITY;
-    int bi = 0x7fffffff;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
-        float v = row[i];
-        v = isnan(v) ? -INFINITY : v;
-        if (rn_argmax_beats(v, i, bv, bi)) {
-            bv = v;
-            bi = i;
+    int bi = 0x7fffffff, T = (int)blockDim.x;
+    for (int i0 = (int)threadIdx.x; i0 < V; i0 += T * ARGMAX_LOADS) {
+        float v[ARGMAX_LOADS];
+#pragma unroll
+        for (int u = 0; u < ARGMAX_LOADS; u++)
+            v[u] = i0 + u * T < V ? row[i0 + u * T] : -INFINITY;
+#pragma unroll
+        for (int u = 0; u < ARGMAX_LOADS; u++) {
+            int i = i0 + u * T;
+            float t = isnan(v[u]) ? -INFINITY : v[u];
+            if (i < V && rn_argmax_beats(t, i, bv, bi)) {
+                bv = t;
+                bi = i;
+            }
         }
     }
     best_v[threadIdx.x] = bv;
     best_i[threadIdx.x] = bi;
     __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
-        if (threadIdx.x < half &&
+    for (int half = T / 2; half > 0; half /= 2) {
+        if ((int)threadIdx.x < half &&
             rn_argmax_beats(best_v[threadIdx.x + half], best_i[threadIdx.x + half],
                             best_v[threadIdx.x], best_i[threadIdx.x])) {
             best_v[threadIdx.x] = best_v[threadIdx.x + half];
@@ -530,7 +542,7 @@ __global__ void argmax_kernel(int32_t *out, const float *logits, int V)
 
 void rk_argmax_rows(cudaStream_t st, int32_t *out, const float *logits, int rows, int V)
 {
-    launch(argmax_kernel, (unsigned)rows, BLOCK, 0, st, out, logits, V);
+    launch(argmax_kernel, (unsigned)rows, ARGMAX_THREADS, 0, st, out, logits, V);
 }
 
 __global__ void glu_kernel(float *up, const float *gate, size_t n, int act)
@@ -640,8 +652,6 @@ __device__ static inline float to_f32(__half v)
     return __half2float(v);
 }
 
-#define GEMV_UNROLL 8
-
 /* xs[u] = x[i .. i+N) as fp32 (N = 8 or 4, 16-byte aligned). */
 template <int N> __device__ static inline void load_x(const float *x, float *xs)
 {
@@ -651,6 +661,15 @@ template <int N> __device__ static inline void load_x(const float *x, float *xs)
         xs[4 * j] = t.x, xs[4 * j + 1] = t.y, xs[4 * j + 2] = t.z, xs[4 * j + 3] = t.w;
     }
 }
+
+/* Rows a warp computes together: two, so every x value loaded serves two
+ * weight rows (at 8 batch rows one per row left the kernel bound by L1
+ * loads, not by the weights), and a pair is what the fused epilogues need:
+ * the two features one rotary angle turns, or an up row and its gate. */
+#define GEMV_ROWS 2
+/* 16-byte weight loads per lane and row in flight: with GEMV_ROWS rows,
+ * 8 x 16 bytes per lane, 4 KiB per warp, before any is used. */
+#define GEMV_UNROLL 4
 
 /* The GEMV_UNROLL 16-byte weight loads of one lane starting at column i0
  * (those past in are left alone). */
@@ -664,34 +683,98 @@ __device__ static inline void gemv_load_weights(float (*f)[wvec<T>::N], const T 
             wvec<T>::load(w + i0 + u * 32 * N, f[u]);
 }
 
-/* One warp per output row of one of the set's matrices: the row is streamed
- * once, GEMV_UNROLL 16-byte loads per lane in flight, and multiplied into all
- * NB inputs (x rows stay in L1/L2).  Each output's sum runs in the same order
- * whatever NB is, so a sequence's bits do not depend on its batch.  The
- * weights depend on no earlier kernel: a row's first loads are issued before
- * pdl_wait, so under dependent launch they overlap the previous kernel. */
+/* Row pairs of a job: plain rows go (0,1), (2,3), ...; rotary rows pair the
+ * two features of each angle; GLU pairs row j of the up matrix with row j
+ * of the gate. */
+__device__ static inline int gemv_pairs(const rk_gemv_job &j)
+{
+    return j.kind == RK_JOB_GLU ? j.out : j.kind == RK_JOB_ROPE ? j.out / 2 : (j.out + 1) / 2;
+}
+
+/* Stores one batch row's results a (row ra) and b (row rb; has_b) of job j:
+ * bias, then what the separate kernels would do next, in their order and
+ * with their float operations (rk_qk_prepare's scale and rotation, rk_glu,
+ * rk_add_norm's residual add), so the fused step's bits equal the unfused
+ * one's. */
+__device__ static void gemv_store(const rk_gemv_set &set, const rk_gemv_job &j, int bi, int ra,
+                                  int rb, int has_b, int ia, int ib, float a, float b)
+{
+    float *y = j.y + (size_t)bi * (size_t)j.out;
+    a += j.bias ? j.bias[ra] : 0.0f;
+    if (j.kind == RK_JOB_GLU) {
+        b += j.bias2 ? j.bias2[rb] : 0.0f;
+        y[ra] = a * rn_act_apply(set.act, b);
+        return;
+    }
+    if (has_b)
+        b += j.bias ? j.bias[rb] : 0.0f;
+    if (j.scale != 0.0f && j.scale != 1.0f) {
+        a *= j.scale;
+        b *= j.scale;
+    }
+    if (j.kind == RK_JOB_ROPE) { /* ia, ib: the pair's features within the head */
+        double aa = (double)rn_rope_angle((long long)set.pos[bi], set.freq[ia]);
+        double ab = (double)rn_rope_angle((long long)set.pos[bi], set.freq[ib]);
+        float ca = (float)cos(aa), sa = (float)sin(aa), cb = (float)cos(ab), sb = (float)sin(ab);
+        rn_rope_rotate(&a, &b, ca, sa, cb, sb);
+    }
+    if (j.resid) {
+        y[ra] = y[ra] * set.alpha + a;
+        if (has_b)
+            y[rb] = y[rb] * set.alpha + b;
+        return;
+    }
+    y[ra] = a;
+    if (has_b)
+        y[rb] = b;
+}
+
+/* One warp per row pair of one of the set's jobs: both rows are streamed
+ * once, GEMV_UNROLL 16-byte loads per lane and row in flight, and multiplied
+ * into all NB inputs (x rows stay in L1/L2).  Each output's sum runs in the
+ * same order whatever NB is (lane l takes columns l*N + 32*N*k, k rising),
+ * so a sequence's bits do not depend on its batch.  The weights depend on no
+ * earlier kernel: the first loads are issued before pdl_wait, so under
+ * dependent launch they overlap the previous kernel. */
 template <typename T, int NB, bool VEC>
 __global__ void gemv_kernel(rk_gemv_set set, const float *__restrict__ x, int in)
 {
     pdl_trigger();
-    int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = (int)threadIdx.x % 32;
+    int pair = (int)((blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = (int)threadIdx.x % 32;
     int m = 0;
-    while (m < set.count && row >= set.job[m].out)
-        row -= set.job[m].out, m++;
+    while (m < set.count && pair >= gemv_pairs(set.job[m]))
+        pair -= gemv_pairs(set.job[m]), m++;
     if (m >= set.count)
         return;
-    const T *__restrict__ w = (const T *)set.job[m].W + (size_t)row * (size_t)in;
-    float acc[NB];
+    const rk_gemv_job &jb = set.job[m];
+    int ra, rb, has_b = 1, ia = 0, ib = 0;
+    if (jb.kind == RK_JOB_ROPE) {
+        int half = set.dk / 2, h = pair / half, jj = pair % half;
+        ia = set.interleaved ? 2 * jj : jj, ib = set.interleaved ? 2 * jj + 1 : jj + half;
+        ra = h * set.dk + ia, rb = h * set.dk + ib;
+    } else if (jb.kind == RK_JOB_GLU) {
+        ra = rb = pair;
+    } else {
+        ra = 2 * pair, rb = ra + 1, has_b = rb < jb.out;
+    }
+    const T *__restrict__ wa = (const T *)jb.W + (size_t)ra * (size_t)in;
+    const T *__restrict__ wb = has_b ? (const T *)(jb.kind == RK_JOB_GLU ? jb.W2 : jb.W) +
+                                           (size_t)rb * (size_t)in
+                                     : wa; /* an odd last row: read twice, stored once */
+    float acc[GEMV_ROWS][NB];
     for (int b = 0; b < NB; b++)
-        acc[b] = 0.0f;
+        acc[0][b] = 0.0f, acc[1][b] = 0.0f;
     if (VEC) {
         constexpr int N = wvec<T>::N;
-        float f[GEMV_UNROLL][N];
-        gemv_load_weights<T>(f, w, lane * N, in);
+        float fa[GEMV_UNROLL][N], fb[GEMV_UNROLL][N];
+        gemv_load_weights<T>(fa, wa, lane * N, in);
+        gemv_load_weights<T>(fb, wb, lane * N, in);
         pdl_wait();
         for (int i0 = lane * N; i0 < in; i0 += 32 * N * GEMV_UNROLL) {
-            if (i0 != lane * N)
-                gemv_load_weights<T>(f, w, i0, in);
+            if (i0 != lane * N) {
+                gemv_load_weights<T>(fa, wa, i0, in);
+                gemv_load_weights<T>(fb, wb, i0, in);
+            }
 #pragma unroll
             for (int u = 0; u < GEMV_UNROLL; u++) {
                 int i = i0 + u * 32 * N;
@@ -700,38 +783,44 @@ __global__ void gemv_kernel(rk_gemv_set set, const float *__restrict__ x, int in
                 for (int b = 0; b < NB; b++) {
                     float xs[N];
                     load_x<N>(x + (size_t)b * (size_t)in + (size_t)i, xs);
-                    for (int j = 0; j < N; j++)
-                        acc[b] += f[u][j] * xs[j];
+                    for (int j = 0; j < N; j++) {
+                        acc[0][b] += fa[u][j] * xs[j];
+                        acc[1][b] += fb[u][j] * xs[j];
+                    }
                 }
             }
         }
     } else {
         pdl_wait();
         for (int i = lane; i < in; i += 32) {
-            float f = to_f32(w[i]);
-            for (int b = 0; b < NB; b++)
-                acc[b] += f * x[(size_t)b * (size_t)in + (size_t)i];
+            float f0 = to_f32(wa[i]), f1 = to_f32(wb[i]);
+            for (int b = 0; b < NB; b++) {
+                float xv = x[(size_t)b * (size_t)in + (size_t)i];
+                acc[0][b] += f0 * xv;
+                acc[1][b] += f1 * xv;
+            }
         }
     }
-    const float *bias = set.job[m].bias;
-    float *y = set.job[m].y;
-    int out = set.job[m].out;
     for (int b = 0; b < NB; b++) {
-        float s = acc[b];
-        for (int o = 16; o > 0; o >>= 1)
-            s += __shfl_xor_sync(0xffffffffu, s, o);
+        float s0 = acc[0][b], s1 = acc[1][b];
+        for (int o = 16; o > 0; o >>= 1) {
+            s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+            s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+        }
         if (lane == 0)
-            y[(size_t)b * (size_t)out + (size_t)row] = s + (bias ? bias[row] : 0.0f);
+            gemv_store(set, jb, b, ra, rb, has_b, ia, ib, s0, s1);
     }
 }
 
 template <typename T, int NB>
 static void gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x, int in)
 {
-    size_t rows = 0;
-    for (int m = 0; m < set->count; m++)
-        rows += (size_t)set->job[m].out;
-    unsigned blocks = (unsigned)((rows * 32 + BLOCK - 1) / BLOCK);
+    size_t pairs = 0;
+    for (int m = 0; m < set->count; m++) {
+        const rk_gemv_job &j = set->job[m];
+        pairs += (size_t)(j.kind == RK_JOB_GLU ? j.out : j.kind == RK_JOB_ROPE ? j.out / 2 : (j.out + 1) / 2);
+    }
+    unsigned blocks = (unsigned)((pairs * 32 + BLOCK - 1) / BLOCK);
     if (in % wvec<T>::N == 0)
         launch(gemv_kernel<T, NB, true>, blocks, BLOCK, 0, st, *set, x, in);
     else
@@ -784,7 +873,7 @@ void rk_gemv(cudaStream_t st, float *y, const void *W, int t, const float *bias,
              int n, int out, int in)
 {
     rk_gemv_set set = {};
-    set.job[0] = {W, bias, y, out};
+    set.job[0].W = W, set.job[0].bias = bias, set.job[0].y = y, set.job[0].out = out;
     set.count = 1;
     rk_gemv_multi(st, &set, t, x, n, in);
 }

@@ -94,17 +94,38 @@ void rk_add_bias(cudaStream_t st, float *y, const float *b, int rows, int cols);
 void rk_to_half(cudaStream_t st, void *dst, const float *src, size_t n, int t);
 
 /* Up to RK_GEMV_JOBS matrices of one dtype that read the same input rows
- * (q, k, v, g; up, gate), streamed by one launch. */
+ * (q, k, v, g; up and gate), streamed by one launch.  A job's kind and
+ * flags fold the step that follows a projection into its store, with the
+ * same float operations as the separate kernel (kernels.cu, gemv_store):
+ *   RK_JOB_PLAIN  y = W x + bias, times scale when scale is neither 0 nor 1
+ *                 (rk_qk_prepare's q or k scaling without rotary);
+ *   RK_JOB_ROPE   the same, then rotated as rk_qk_prepare does, at positions
+ *                 set.pos[row] with set.freq, heads of set.dk features (even);
+ *   RK_JOB_GLU    y = (W x + bias) * act(W2 x + bias2) with act = set.act
+ *                 (rk_glu over the up and gate projections);
+ *   resid != 0    (PLAIN) y = set.alpha y + result: the projection added to
+ *                 the residual stream y in place (rk_add_norm's add). */
 #define RK_GEMV_JOBS 4
+enum { RK_JOB_PLAIN = 0, RK_JOB_ROPE, RK_JOB_GLU };
 struct rk_gemv_job {
     const void *W;     /* out x in */
     const float *bias; /* or NULL */
     float *y;          /* n x out */
     int out;
+    int kind;           /* RK_JOB_* */
+    const void *W2;     /* GLU: the gate matrix (out x in) and its bias */
+    const float *bias2;
+    float scale;        /* 0: none */
+    int resid;
 };
 struct rk_gemv_set {
     rk_gemv_job job[RK_GEMV_JOBS];
     int count;
+    const int64_t *pos; /* ROPE: position of each input row */
+    const float *freq;
+    int dk, interleaved;
+    int act;     /* GLU */
+    float alpha; /* resid */
 };
 
 /* rk_gemv for every job of set over the same n input rows x (n x in). */

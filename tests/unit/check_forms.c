@@ -4,7 +4,9 @@
  *    to fp32 rounding (1e-4 on logits);
  *  - prefill(A) then prefill(B) == prefill(A+B);
  *  - a batched decode of 8 slots at different positions equals 8 single
- *    decodes bit for bit (logits and states).
+ *    decodes bit for bit (logits and states);
+ *  - the CUDA backend's launch settings (folded projections, dependent
+ *    launch, graphs) change no bit.
  */
 #include <check.h>
 #include <math.h>
@@ -252,6 +254,76 @@ START_TEST(test_forms_argmax_row_rule)
 }
 END_TEST
 
+/* Prefill (in 4-token chunks: the decode-size path) and three decode steps
+ * of three slots on e; logits of every step and the states into out. */
+static void run_steps(const fixture *f, rn_engine *e, float *logits, float **states)
+{
+    enum { NB = 3 };
+    int V = f->cfg->vocab_size, slots[NB] = {2, 0, 1};
+    int32_t next[NB];
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 4};
+    for (int s = 0; s < NB; s++) {
+        ck_assert_int_eq(rn_prefill(e, slots[s], f->tokens + s, 6 + 5 * s, &po, NULL), RN_OK);
+        next[s] = f->tokens[f->T + s];
+    }
+    for (int step = 0; step < 3; step++) {
+        float *lg = logits + (size_t)step * NB * (size_t)V;
+        ck_assert_int_eq(rn_decode(e, slots, next, NB, lg), RN_OK);
+        for (int s = 0; s < NB; s++)
+            next[s] = rn_argmax_row(lg + (size_t)s * V, V);
+    }
+    for (int s = 0; s < NB; s++)
+        states[s] = export_state(e, s);
+}
+
+/* Each of the CUDA backend's launch settings, turned off through its
+ * environment variable (read when an engine is made), gives the default's
+ * bits: the folded projections compute the same floats as the separate
+ * kernels, and dependent launch and graphs only change when work starts.
+ * On the CPU backend the variables mean nothing and this checks that two
+ * engines agree. */
+START_TEST(test_forms_launch_settings_keep_bits)
+{
+    static const char *const knobs[] = {"RETNET_CUDA_FUSE", "RETNET_CUDA_PDL",
+                                        "RETNET_CUDA_GRAPHS"};
+    fixture f;
+    fixture_load(&f, fixture_names[_i]);
+    size_t V = (size_t)f.cfg->vocab_size, nl = 3 * 3 * V;
+    float *ref = malloc(sizeof(float) * nl), *alt = malloc(sizeof(float) * nl);
+    float *ref_s[3], *alt_s[3];
+    ck_assert_ptr_nonnull(ref);
+    ck_assert_ptr_nonnull(alt);
+    for (size_t k = 0; k < sizeof knobs / sizeof knobs[0]; k++) {
+        const char *was = getenv(knobs[k]);
+        char *saved = was ? strdup(was) : NULL;
+        unsetenv(knobs[k]);
+        rn_engine *a = fixture_engine(&f, 3, 64);
+        setenv(knobs[k], "0", 1);
+        rn_engine *b = fixture_engine(&f, 3, 64);
+        if (saved)
+            setenv(knobs[k], saved, 1);
+        else
+            unsetenv(knobs[k]);
+        free(saved);
+        run_steps(&f, a, ref, ref_s);
+        run_steps(&f, b, alt, alt_s);
+        ck_assert_msg(memcmp(ref, alt, sizeof(float) * nl) == 0, "%s: %s=0 changes the logits",
+                      f.dir, knobs[k]);
+        for (int s = 0; s < 3; s++) {
+            ck_assert_msg(memcmp(ref_s[s], alt_s[s], rn_engine_state_bytes(a)) == 0,
+                          "%s: %s=0 changes state %d", f.dir, knobs[k], s);
+            free(ref_s[s]);
+            free(alt_s[s]);
+        }
+        rn_engine_free(a);
+        rn_engine_free(b);
+    }
+    free(ref);
+    free(alt);
+    fixture_free(&f);
+}
+END_TEST
+
 START_TEST(test_forms_copy_and_reset)
 {
     fixture f;
@@ -293,6 +365,7 @@ Suite *forms_suite(void)
     tcase_add_loop_test(tc, test_forms_prefill_continues_state, 0, N_FIXTURES);
     tcase_add_loop_test(tc, test_forms_batched_decode_is_bitwise_single, 0, N_FIXTURES);
     tcase_add_loop_test(tc, test_forms_decode_argmax_picks_what_logits_give, 0, N_FIXTURES);
+    tcase_add_loop_test(tc, test_forms_launch_settings_keep_bits, 0, N_FIXTURES);
     tcase_add_test(tc, test_forms_argmax_row_rule);
     tcase_add_test(tc, test_forms_copy_and_reset);
     suite_add_tcase(s, tc);
