@@ -101,8 +101,16 @@ RN_HD float rn_decay_mask(const float *pw, int i, int j)
 RN_HD void rn_rope_rotate(float *a, float *b, float ca, float sa, float cb, float sb)
 {
     float x = *a, y = *b;
+#ifdef __CUDA_ARCH__
+    /* each product rounded before the sum, as on the host: left to itself
+     * nvcc contracts one of the two into an FMA, and which one may differ
+     * from kernel to kernel */
+    *a = __fsub_rn(__fmul_rn(x, ca), __fmul_rn(y, sa));
+    *b = __fadd_rn(__fmul_rn(y, cb), __fmul_rn(x, sb));
+#else
     *a = x * ca - y * sa;
     *b = y * cb + x * sb;
+#endif
 }
 
 /* torchscale's running normaliser after one recurrent step, s' = g s + 1,

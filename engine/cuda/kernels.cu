@@ -143,7 +143,7 @@ __global__ void norm_kernel(float *y, const float *x, int d, int layer_kind, con
         for (int k = threadIdx.x; k < d; k += blockDim.x) {
             float t;
             if (rr) {
-                t = xr[k] * alpha + rr[k];
+                t = __fmaf_rn(xr[k], alpha, rr[k]); /* as gemv_store's */
             } else {
                 t = 0.0f;
                 for (int p = 0; p < parts; p++)
@@ -563,7 +563,7 @@ __global__ void residual_kernel(float *x, const float *y, size_t n, float alpha)
     pdl_enter();
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
          t += (size_t)gridDim.x * blockDim.x)
-        x[t] = x[t] * alpha + y[t];
+        x[t] = __fmaf_rn(x[t], alpha, y[t]);
 }
 
 void rk_residual(cudaStream_t st, float *x, const float *y, size_t n, float alpha)
@@ -604,21 +604,31 @@ void rk_to_half(cudaStream_t st, void *dst, const float *src, size_t n, int t)
 
 /* ------------------------------------------------------------------ GEMV */
 
-/* 16 bytes of weights (8 halves or 4 floats) as fp32. */
+/* 16 bytes of weights (8 halves or 4 floats): fetched raw, with the
+ * streaming hint (each weight is read once per step, and should not push the
+ * reused input rows out of L1), and unpacked to fp32 where used. */
 template <typename T> struct wvec;
 template <> struct wvec<float> {
     static constexpr int N = 4;
-    __device__ static void load(const float *p, float *f)
+    typedef float4 raw;
+    __device__ static raw fetch(const float *p)
     {
-        float4 v = __ldg((const float4 *)p);
+        return __ldcs((const float4 *)p);
+    }
+    __device__ static void unpack(const raw &v, float *f)
+    {
         f[0] = v.x, f[1] = v.y, f[2] = v.z, f[3] = v.w;
     }
 };
 template <> struct wvec<__nv_bfloat16> {
     static constexpr int N = 8;
-    __device__ static void load(const __nv_bfloat16 *p, float *f)
+    typedef uint4 raw;
+    __device__ static raw fetch(const __nv_bfloat16 *p)
     {
-        uint4 v = __ldg((const uint4 *)p);
+        return __ldcs((const uint4 *)p);
+    }
+    __device__ static void unpack(const raw &v, float *f)
+    {
         const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
         for (int i = 0; i < 4; i++) {
             float2 t = __bfloat1622float2(h[i]);
@@ -628,9 +638,13 @@ template <> struct wvec<__nv_bfloat16> {
 };
 template <> struct wvec<__half> {
     static constexpr int N = 8;
-    __device__ static void load(const __half *p, float *f)
+    typedef uint4 raw;
+    __device__ static raw fetch(const __half *p)
     {
-        uint4 v = __ldg((const uint4 *)p);
+        return __ldcs((const uint4 *)p);
+    }
+    __device__ static void unpack(const raw &v, float *f)
+    {
         const __half2 *h = (const __half2 *)&v;
         for (int i = 0; i < 4; i++) {
             float2 t = __half22float2(h[i]);
@@ -662,26 +676,15 @@ template <int N> __device__ static inline void load_x(const float *x, float *xs)
     }
 }
 
-/* Rows a warp computes together: two, so every x value loaded serves two
- * weight rows (at 8 batch rows one per row left the kernel bound by L1
- * loads, not by the weights), and a pair is what the fused epilogues need:
- * the two features one rotary angle turns, or an up row and its gate. */
-#define GEMV_ROWS 2
-/* 16-byte weight loads per lane and row in flight: with GEMV_ROWS rows,
- * 8 x 16 bytes per lane, 4 KiB per warp, before any is used. */
-#define GEMV_UNROLL 4
-
-/* The GEMV_UNROLL 16-byte weight loads of one lane starting at column i0
- * (those past in are left alone). */
-template <typename T>
-__device__ static inline void gemv_load_weights(float (*f)[wvec<T>::N], const T *w, int i0, int in)
-{
-    constexpr int N = wvec<T>::N;
-#pragma unroll
-    for (int u = 0; u < GEMV_UNROLL; u++)
-        if (i0 + u * 32 * N < in)
-            wvec<T>::load(w + i0 + u * 32 * N, f[u]);
-}
+/* A warp computes PW row pairs (gemv_pairs): every x value it loads serves
+ * 2 PW weight rows, and a pair is what the folded stores need (the two
+ * features one rotary angle turns, an up row and its gate).  One pair per
+ * warp up to 2 input rows, two from 3: at 8 input rows and one pair, x's
+ * loads from L1 outnumbered the weights' 8 to 1 and bounded the kernel. */
+#define GEMV_PW(NB) ((NB) >= 3 ? 2 : 1)
+/* 16-byte weight loads in flight per lane (4 KiB per warp), over its rows. */
+#define GEMV_LOADS 8
+#define GEMV_BLOCK 128
 
 /* Row pairs of a job: plain rows go (0,1), (2,3), ...; rotary rows pair the
  * two features of each angle; GLU pairs row j of the up matrix with row j
@@ -691,125 +694,183 @@ __device__ static inline int gemv_pairs(const rk_gemv_job &j)
     return j.kind == RK_JOB_GLU ? j.out : j.kind == RK_JOB_ROPE ? j.out / 2 : (j.out + 1) / 2;
 }
 
-/* Stores one batch row's results a (row ra) and b (row rb; has_b) of job j:
- * bias, then what the separate kernels would do next, in their order and
- * with their float operations (rk_qk_prepare's scale and rotation, rk_glu,
- * rk_add_norm's residual add), so the fused step's bits equal the unfused
- * one's. */
-__device__ static void gemv_store(const rk_gemv_set &set, const rk_gemv_job &j, int bi, int ra,
-                                  int rb, int has_b, int ia, int ib, float a, float b)
-{
-    float *y = j.y + (size_t)bi * (size_t)j.out;
-    a += j.bias ? j.bias[ra] : 0.0f;
-    if (j.kind == RK_JOB_GLU) {
-        b += j.bias2 ? j.bias2[rb] : 0.0f;
-        y[ra] = a * rn_act_apply(set.act, b);
-        return;
-    }
-    if (has_b)
-        b += j.bias ? j.bias[rb] : 0.0f;
-    if (j.scale != 0.0f && j.scale != 1.0f) {
-        a *= j.scale;
-        b *= j.scale;
-    }
-    if (j.kind == RK_JOB_ROPE) { /* ia, ib: the pair's features within the head */
-        double aa = (double)rn_rope_angle((long long)set.pos[bi], set.freq[ia]);
-        double ab = (double)rn_rope_angle((long long)set.pos[bi], set.freq[ib]);
-        float ca = (float)cos(aa), sa = (float)sin(aa), cb = (float)cos(ab), sb = (float)sin(ab);
-        rn_rope_rotate(&a, &b, ca, sa, cb, sb);
-    }
-    if (j.resid) {
-        y[ra] = y[ra] * set.alpha + a;
-        if (has_b)
-            y[rb] = y[rb] * set.alpha + b;
-        return;
-    }
-    y[ra] = a;
-    if (has_b)
-        y[rb] = b;
-}
+/* One row pair: its job, rows ra and rb (rb absent for an odd plain job's
+ * last row), and for rotary the features ia, ib within the head. */
+struct gemv_pair {
+    int m, ra, rb, has_b, ia, ib;
+};
 
-/* One warp per row pair of one of the set's jobs: both rows are streamed
- * once, GEMV_UNROLL 16-byte loads per lane and row in flight, and multiplied
- * into all NB inputs (x rows stay in L1/L2).  Each output's sum runs in the
- * same order whatever NB is (lane l takes columns l*N + 32*N*k, k rising),
- * so a sequence's bits do not depend on its batch.  The weights depend on no
- * earlier kernel: the first loads are issued before pdl_wait, so under
- * dependent launch they overlap the previous kernel. */
-template <typename T, int NB, bool VEC>
-__global__ void gemv_kernel(rk_gemv_set set, const float *__restrict__ x, int in)
+/* The pair with index pair over the set's jobs; false past the last. */
+__device__ static bool gemv_pair_of(const rk_gemv_set &set, int pair, gemv_pair &p)
 {
-    pdl_trigger();
-    int pair = (int)((blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = (int)threadIdx.x % 32;
     int m = 0;
     while (m < set.count && pair >= gemv_pairs(set.job[m]))
         pair -= gemv_pairs(set.job[m]), m++;
     if (m >= set.count)
-        return;
+        return false;
     const rk_gemv_job &jb = set.job[m];
-    int ra, rb, has_b = 1, ia = 0, ib = 0;
+    p.m = m, p.has_b = 1, p.ia = 0, p.ib = 0;
     if (jb.kind == RK_JOB_ROPE) {
         int half = set.dk / 2, h = pair / half, jj = pair % half;
-        ia = set.interleaved ? 2 * jj : jj, ib = set.interleaved ? 2 * jj + 1 : jj + half;
-        ra = h * set.dk + ia, rb = h * set.dk + ib;
+        p.ia = set.interleaved ? 2 * jj : jj, p.ib = set.interleaved ? 2 * jj + 1 : jj + half;
+        p.ra = h * set.dk + p.ia, p.rb = h * set.dk + p.ib;
     } else if (jb.kind == RK_JOB_GLU) {
-        ra = rb = pair;
+        p.ra = p.rb = pair;
     } else {
-        ra = 2 * pair, rb = ra + 1, has_b = rb < jb.out;
+        p.ra = 2 * pair, p.rb = p.ra + 1, p.has_b = p.rb < jb.out;
     }
-    const T *__restrict__ wa = (const T *)jb.W + (size_t)ra * (size_t)in;
-    const T *__restrict__ wb = has_b ? (const T *)(jb.kind == RK_JOB_GLU ? jb.W2 : jb.W) +
-                                           (size_t)rb * (size_t)in
-                                     : wa; /* an odd last row: read twice, stored once */
-    float acc[GEMV_ROWS][NB];
-    for (int b = 0; b < NB; b++)
-        acc[0][b] = 0.0f, acc[1][b] = 0.0f;
-    if (VEC) {
-        constexpr int N = wvec<T>::N;
-        float fa[GEMV_UNROLL][N], fb[GEMV_UNROLL][N];
-        gemv_load_weights<T>(fa, wa, lane * N, in);
-        gemv_load_weights<T>(fb, wb, lane * N, in);
-        pdl_wait();
-        for (int i0 = lane * N; i0 < in; i0 += 32 * N * GEMV_UNROLL) {
-            if (i0 != lane * N) {
-                gemv_load_weights<T>(fa, wa, i0, in);
-                gemv_load_weights<T>(fb, wb, i0, in);
-            }
+    return true;
+}
+
+/* Stores one input row's results a (row ra) and b (row rb) of pair p:
+ * bias, then what the separate kernels would do next, in their order and
+ * with their float operations (rk_qk_prepare's scale and rotation, rk_glu,
+ * rk_add_norm's residual add), so the folded step's bits equal the unfused
+ * one's. */
+__device__ static void gemv_store(const rk_gemv_set &set, const gemv_pair &p, int bi, float a,
+                                  float b)
+{
+    const rk_gemv_job &j = set.job[p.m];
+    float *y = j.y + (size_t)bi * (size_t)j.out;
+    a += j.bias ? j.bias[p.ra] : 0.0f;
+    if (j.kind == RK_JOB_GLU) {
+        b += j.bias2 ? j.bias2[p.rb] : 0.0f;
+        y[p.ra] = a * rn_act_apply(set.act, b);
+        return;
+    }
+    if (p.has_b)
+        b += j.bias ? j.bias[p.rb] : 0.0f;
+    if (j.scale != 0.0f && j.scale != 1.0f) {
+        a *= j.scale;
+        b *= j.scale;
+    }
+    if (j.kind == RK_JOB_ROPE) {
+        double aa = (double)rn_rope_angle((long long)set.pos[bi], set.freq[p.ia]);
+        double ab = (double)rn_rope_angle((long long)set.pos[bi], set.freq[p.ib]);
+        float ca = (float)cos(aa), sa = (float)sin(aa), cb = (float)cos(ab), sb = (float)sin(ab);
+        rn_rope_rotate(&a, &b, ca, sa, cb, sb);
+    }
+    if (j.resid) {
+        y[p.ra] = __fmaf_rn(y[p.ra], set.alpha, a);
+        if (p.has_b)
+            y[p.rb] = __fmaf_rn(y[p.rb], set.alpha, b);
+        return;
+    }
+    y[p.ra] = a;
+    if (p.has_b)
+        y[p.rb] = b;
+}
+
+/* Weight loads of the warp's RW rows for columns i0 + u * 32 * N (those
+ * past in are left alone). */
+template <typename T, int RW, int U>
+__device__ static inline void gemv_fetch(typename wvec<T>::raw (*f)[U], const T *const *w, int i0,
+                                         int in)
+{
+    constexpr int N = wvec<T>::N;
 #pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; u++) {
+    for (int r = 0; r < RW; r++)
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (i0 + u * 32 * N < in)
+                f[r][u] = wvec<T>::fetch(w[r] + i0 + u * 32 * N);
+}
+
+/* One warp per PW row pairs of the set's jobs: the rows are streamed once,
+ * GEMV_LOADS 16-byte loads per lane in flight, and multiplied into all NB
+ * inputs (x rows stay in L1).  Each output's sum runs in the same order
+ * whatever NB and PW are (lane l takes columns l*N + 32*N*k, k rising), so
+ * a sequence's bits do not depend on its batch.  The weights depend on no
+ * earlier kernel: the first loads are issued before pdl_wait, so under
+ * dependent launch they overlap the previous kernel. */
+template <typename T, int NB, bool VEC>
+__global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set,
+                                                          const float *__restrict__ x, int in)
+{
+    constexpr int PW = GEMV_PW(NB), RW = 2 * PW;
+    pdl_trigger();
+    int warp = (int)((blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = (int)threadIdx.x % 32;
+    gemv_pair p[PW];
+    int live[PW];
+    const T *w[RW];
+#pragma unroll
+    for (int t = 0; t < PW; t++) {
+        live[t] = gemv_pair_of(set, warp * PW + t, p[t]);
+        if (!live[t]) { /* past the end: stream pair 0's rows again, store nothing */
+            if (t == 0)
+                return;
+            p[t] = p[0];
+        }
+        const rk_gemv_job &jb = set.job[p[t].m];
+        w[2 * t] = (const T *)jb.W + (size_t)p[t].ra * (size_t)in;
+        w[2 * t + 1] = p[t].has_b ? (const T *)(jb.kind == RK_JOB_GLU ? jb.W2 : jb.W) +
+                                        (size_t)p[t].rb * (size_t)in
+                                  : w[2 * t]; /* an odd last row: read twice, stored once */
+    }
+    float acc[RW][NB];
+#pragma unroll
+    for (int r = 0; r < RW; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+            acc[r][b] = 0.0f;
+    if (VEC) {
+        constexpr int N = wvec<T>::N, U = GEMV_LOADS / RW;
+        typename wvec<T>::raw f[RW][U];
+        gemv_fetch<T, RW, U>(f, w, lane * N, in);
+        pdl_wait();
+        for (int i0 = lane * N; i0 < in; i0 += 32 * N * U) {
+            if (i0 != lane * N)
+                gemv_fetch<T, RW, U>(f, w, i0, in);
+#pragma unroll
+            for (int u = 0; u < U; u++) {
                 int i = i0 + u * 32 * N;
                 if (i >= in)
                     break;
+                float fw[RW][N];
+#pragma unroll
+                for (int r = 0; r < RW; r++)
+                    wvec<T>::unpack(f[r][u], fw[r]);
+#pragma unroll
                 for (int b = 0; b < NB; b++) {
                     float xs[N];
                     load_x<N>(x + (size_t)b * (size_t)in + (size_t)i, xs);
-                    for (int j = 0; j < N; j++) {
-                        acc[0][b] += fa[u][j] * xs[j];
-                        acc[1][b] += fb[u][j] * xs[j];
-                    }
+#pragma unroll
+                    for (int j = 0; j < N; j++)
+#pragma unroll
+                        for (int r = 0; r < RW; r++)
+                            acc[r][b] += fw[r][j] * xs[j];
                 }
             }
         }
     } else {
         pdl_wait();
         for (int i = lane; i < in; i += 32) {
-            float f0 = to_f32(wa[i]), f1 = to_f32(wb[i]);
+            float fw[RW];
+#pragma unroll
+            for (int r = 0; r < RW; r++)
+                fw[r] = to_f32(w[r][i]);
+#pragma unroll
             for (int b = 0; b < NB; b++) {
                 float xv = x[(size_t)b * (size_t)in + (size_t)i];
-                acc[0][b] += f0 * xv;
-                acc[1][b] += f1 * xv;
+#pragma unroll
+                for (int r = 0; r < RW; r++)
+                    acc[r][b] += fw[r] * xv;
             }
         }
     }
-    for (int b = 0; b < NB; b++) {
-        float s0 = acc[0][b], s1 = acc[1][b];
-        for (int o = 16; o > 0; o >>= 1) {
-            s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-            s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+#pragma unroll
+    for (int t = 0; t < PW; t++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            float s0 = acc[2 * t][b], s1 = acc[2 * t + 1][b];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+                s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+            }
+            if (lane == 0 && live[t])
+                gemv_store(set, p[t], b, s0, s1);
         }
-        if (lane == 0)
-            gemv_store(set, jb, b, ra, rb, has_b, ia, ib, s0, s1);
-    }
 }
 
 template <typename T, int NB>
@@ -818,13 +879,16 @@ static void gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x,
     size_t pairs = 0;
     for (int m = 0; m < set->count; m++) {
         const rk_gemv_job &j = set->job[m];
-        pairs += (size_t)(j.kind == RK_JOB_GLU ? j.out : j.kind == RK_JOB_ROPE ? j.out / 2 : (j.out + 1) / 2);
+        pairs += (size_t)(j.kind == RK_JOB_GLU    ? j.out
+                          : j.kind == RK_JOB_ROPE ? j.out / 2
+                                                  : (j.out + 1) / 2);
     }
-    unsigned blocks = (unsigned)((pairs * 32 + BLOCK - 1) / BLOCK);
+    size_t warps = (pairs + GEMV_PW(NB) - 1) / GEMV_PW(NB);
+    unsigned blocks = (unsigned)((warps * 32 + GEMV_BLOCK - 1) / GEMV_BLOCK);
     if (in % wvec<T>::N == 0)
-        launch(gemv_kernel<T, NB, true>, blocks, BLOCK, 0, st, *set, x, in);
+        launch(gemv_kernel<T, NB, true>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
     else
-        launch(gemv_kernel<T, NB, false>, blocks, BLOCK, 0, st, *set, x, in);
+        launch(gemv_kernel<T, NB, false>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
 }
 
 template <typename T>

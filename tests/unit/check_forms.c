@@ -120,7 +120,19 @@ START_TEST(test_forms_batched_decode_is_bitwise_single)
     fixture f;
     fixture_load(&f, fixture_names[_i]);
     enum { NB = 8 };
+    /* On the GPU a sequence's bits are its own while its batch goes through
+     * the weight-streaming GEMV (up to RETNET_CUDA_GEMV_MAX rows; cuBLASLt's
+     * kernels for larger batches sum in an order that depends on the batch):
+     * the property is held at the GEMV's largest batch, whatever the default. */
+    const char *was = getenv("RETNET_CUDA_GEMV_MAX");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("RETNET_CUDA_GEMV_MAX", "8", 1);
     rn_engine *batched = fixture_engine(&f, NB, 64), *single = fixture_engine(&f, NB, 64);
+    if (saved)
+        setenv("RETNET_CUDA_GEMV_MAX", saved, 1);
+    else
+        unsetenv("RETNET_CUDA_GEMV_MAX");
+    free(saved);
     int V = f.cfg->vocab_size, slots[NB];
     int32_t next[NB];
     rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 16};
