@@ -26,8 +26,9 @@ echo "check-cuda: $info" | tee "$OUT/device.txt"
 fail=0
 # Each run: name, suite, then the environment it runs under.  The form suite
 # runs again with the decode step launched kernel by kernel (no graph), with
-# dependent launch off, and with the retention products of a prefill chunk in
-# ragged 5-token pieces, so every path is held to the same properties.
+# dependent launch off, with the retention products of a prefill chunk in
+# ragged 5-token pieces, and with cuBLASLt from 3 rows on instead of the GEMV,
+# so every path is held to the same properties.
 while read -r name suite env; do
     log=$OUT/$name.log
     if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_DEFAULT_TIMEOUT=300 \
@@ -46,6 +47,8 @@ forms-eager forms RETNET_CUDA_GRAPHS=0
 forms-nopdl forms RETNET_CUDA_PDL=0
 forms-pieces forms RETNET_CUDA_RET_CHUNK=5
 parity-pieces parity RETNET_CUDA_RET_CHUNK=5
+forms-gemv2 forms RETNET_CUDA_GEMV_MAX=2
+parity-gemv2 parity RETNET_CUDA_GEMV_MAX=2
 RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
