@@ -8,26 +8,35 @@
  * activation rows, the chunkwise scratch and a cuBLASLt workspace.
  *
  * A forward pass mirrors the CPU backend's step for step (backend_cpu.c):
- *   - projections: decode batches up to RN_CUDA_GEMV_MAX stream each weight
- *     matrix once through rk_gemv (fp32 activations, fp32 accumulation);
+ *   - projections: decode batches up to x->gemv_max rows (RN_CUDA_GEMV_DEFAULT)
+ *     stream each weight matrix once through rk_gemv (fp32 activations,
+ *     fp32 accumulation), which also folds what follows a projection into
+ *     its store (q/k scale and rotary, up * act(gate), the residual add);
  *     larger batches and prefill chunks use cuBLASLt with the activations
  *     rounded to the weights' dtype and fp32 accumulation and output;
  *   - recurrent step: rk_ret_step reads and writes each state once, gathered
  *     by slot index, so a batch needs no copies;
  *   - chunkwise retention: per-head strided-batched fp32 GEMMs (cuBLAS) for
  *     q k^T, A v, the inter-chunk term q S0 and the state update, plus the
- *     decay mask and scalings as kernels.
+ *     decay mask and scalings as kernels; optionally in pieces shorter than
+ *     the chunk (RETNET_CUDA_RET_CHUNK).
  * The parallel form is the chunkwise form over the whole prompt from a zero
  * state (the same sums; torchscale's clamp is not offered here).
  *
- * Decode steps run as CUDA graphs, one per (batch size, with logits or not),
- * captured on first use: a 1.3B-shaped step is ~400 small launches, whose
+ * Decode steps run as CUDA graphs, one per (batch size, step_tail),
+ * captured on first use: a 1.3B-shaped step is ~200 launches, whose
  * CPU-side cost would otherwise exceed the step's memory time at batch 1.
- * RETNET_CUDA_GRAPHS=0 turns them off (the parity suite runs both ways).
+ * On the GEMV path they are also dependent launches (kernels.cu, rk_set_pdl),
+ * so each kernel's start overlaps its predecessor's end.  Environment
+ * switches, each read when an engine is made and each run by `make
+ * check-cuda`: RETNET_CUDA_GRAPHS=0, RETNET_CUDA_PDL=0, RETNET_CUDA_FUSE=0
+ * (none changes a bit: the form suite checks), RETNET_CUDA_GEMV_MAX=n,
+ * RETNET_CUDA_RET_CHUNK=n.
  *
- * Greedy tokens can be picked on the device (decode_argmax: n ids come
- * back, not n x vocab logits).  Not here yet: sampling with temperature on
- * the device (those logits are copied back), a bf16 state option.
+ * Greedy tokens can be picked on the device, inside the graph
+ * (decode_argmax: n ids come back, not n x vocab logits).  Not here yet:
+ * sampling with temperature on the device (those logits are copied back),
+ * a bf16 state option.
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>

@@ -18,10 +18,12 @@
 
 /* Decode batches up to RN_CUDA_GEMV_DEFAULT rows use the weight-streaming
  * GEMV kernel (the weights are read once for the whole batch); larger ones
- * use cuBLASLt.  RETNET_CUDA_GEMV_MAX moves the switch, up to
- * RN_CUDA_GEMV_MAX (the batch sizes the kernel is instantiated for). */
+ * use cuBLASLt.  Measured on an H200 (docs/benchmarks.md): the GEMV is ahead
+ * up to 4 rows (1,701 vs 1,636 tok/s at 4) and well behind at 8 (1,718 vs
+ * 2,888).  RETNET_CUDA_GEMV_MAX moves the switch, up to RN_CUDA_GEMV_MAX
+ * (the batch sizes the kernel is instantiated for). */
 #define RN_CUDA_GEMV_MAX 8
-#define RN_CUDA_GEMV_DEFAULT 8
+#define RN_CUDA_GEMV_DEFAULT 4
 /* Largest decode batch one step processes; bigger batches are split. */
 #define RN_CUDA_MAX_BATCH 256
 /* Prefill chunks run their retention products in pieces of at most this
