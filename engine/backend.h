@@ -27,6 +27,8 @@ typedef struct rn_backend_ops {
     void (*deinit)(void *ctx);
     /* Bytes of one exported state (state_export's buffer size). */
     size_t (*state_bytes)(void *ctx);
+    /* Bytes one slot takes in the backend's pool; NULL: state_bytes. */
+    size_t (*slot_bytes)(void *ctx);
     int (*state_reset)(void *ctx, int slot);
     int (*state_copy)(void *ctx, int dst_slot, int src_slot);
     int64_t (*state_pos)(void *ctx, int slot);
@@ -52,7 +54,8 @@ typedef struct rn_backend_ops {
     /* Slots that fit in fraction of the device's free memory next to m and
      * the buffers for max_chunk (before any context exists); NULL: the
      * backend has no device memory of its own. */
-    int (*fit_slots)(const rn_model *m, int max_chunk, double fraction, int *slots, rn_error *err);
+    int (*fit_slots)(const rn_model *m, int max_chunk, int state_bf16, double fraction, int *slots,
+                     rn_error *err);
 } rn_backend_ops;
 
 extern const rn_backend_ops rn_cpu_backend;

@@ -128,6 +128,11 @@ size_t rn_engine_state_bytes(const rn_engine *e)
     return e->ops->state_bytes(e->ctx);
 }
 
+size_t rn_engine_slot_bytes(const rn_engine *e)
+{
+    return e->ops->slot_bytes ? e->ops->slot_bytes(e->ctx) : e->ops->state_bytes(e->ctx);
+}
+
 static int slot_ok(const rn_engine *e, int s)
 {
     return s >= 0 && s < e->n_slots;
@@ -188,8 +193,8 @@ int rn_engine_device_memory(rn_engine *e, size_t *used, size_t *total)
     return e->ops->device_memory(e->ctx, used, total);
 }
 
-int rn_engine_fit_slots(const rn_model *m, rn_device d, int max_chunk, double fraction, int *slots,
-                        rn_error *err)
+int rn_engine_fit_slots(const rn_model *m, rn_device d, int max_chunk, int state_bf16,
+                        double fraction, int *slots, rn_error *err)
 {
     const rn_backend_ops *ops = pick_backend(d, err);
     *slots = 0;
@@ -198,7 +203,7 @@ int rn_engine_fit_slots(const rn_model *m, rn_device d, int max_chunk, double fr
     if (!ops->fit_slots)
         return rn_error_set(err, RN_EUNSUPPORTED, "%s backend: states live in host memory",
                             ops->name);
-    return ops->fit_slots(m, max_chunk > 0 ? max_chunk : 256, fraction, slots, err);
+    return ops->fit_slots(m, max_chunk > 0 ? max_chunk : 256, state_bf16, fraction, slots, err);
 }
 
 void *rn_engine_host_alloc(rn_engine *e, size_t bytes)

@@ -25,6 +25,9 @@ typedef struct rn_engine_opts {
     int n_slots;   /* recurrent states to preallocate (>= 1) */
     int n_threads; /* CPU worker threads; 0 = number of online CPUs */
     int max_chunk; /* largest chunk one prefill step processes; 0 = 256 */
+    int state_bf16; /* CUDA: keep the states as bf16 on the device (half the memory and
+                     * the decode step's state traffic; computed in fp32, rounded when
+                     * stored; export and import stay fp32).  The CPU backend refuses it. */
 } rn_engine_opts;
 
 typedef enum {
@@ -57,9 +60,13 @@ const char *rn_engine_backend_name(const rn_engine *e);
 rn_device rn_device_resolve(rn_device d);
 int rn_engine_n_slots(const rn_engine *e);
 int rn_engine_vocab(const rn_engine *e);
-/* fp32 values of one session's state (all layers) and its size in bytes. */
+/* fp32 values of one session's state (all layers) and its size in bytes as
+ * rn_state_export writes it. */
 int64_t rn_state_values(const rn_config *cfg);
 size_t rn_engine_state_bytes(const rn_engine *e);
+/* Memory one slot takes where the engine keeps it: rn_engine_state_bytes,
+ * or half of it with rn_engine_opts.state_bf16. */
+size_t rn_engine_slot_bytes(const rn_engine *e);
 
 int rn_state_reset(rn_engine *e, int slot);
 int rn_state_copy(rn_engine *e, int dst_slot, int src_slot);
@@ -94,11 +101,11 @@ void *rn_engine_host_alloc(rn_engine *e, size_t bytes);
 void rn_engine_host_free(rn_engine *e, void *p);
 /* How many state slots an engine on device d (resolved as rn_engine_new
  * would) can hold in fraction of its free device memory, next to m's weights
- * and the buffers for prefill chunks of max_chunk; capped so that a caller's
- * logits buffer of one vocab row per slot stays within 512 MiB.  RN_OK with
- * *slots >= 1; RN_EUNSUPPORTED on the CPU (its states live in host memory);
- * RN_ENOMEM when not one fits. */
-int rn_engine_fit_slots(const rn_model *m, rn_device d, int max_chunk, double fraction, int *slots,
-                        rn_error *err);
+ * and the buffers for prefill chunks of max_chunk, with bf16 states when
+ * state_bf16; capped so that a caller's logits buffer of one vocab row per
+ * slot stays within 512 MiB.  RN_OK with *slots >= 1; RN_EUNSUPPORTED on the
+ * CPU (its states live in host memory); RN_ENOMEM when not one fits. */
+int rn_engine_fit_slots(const rn_model *m, rn_device d, int max_chunk, int state_bf16,
+                        double fraction, int *slots, rn_error *err);
 
 #endif

@@ -37,9 +37,12 @@ static int load_everything(rd_app *app)
         fprintf(stderr, "retnetd: %s\n", err.msg);
         return -1;
     }
-    size_t state = (size_t)rn_state_values(app->cfg) * sizeof(float);
     rn_device dev = !strcmp(o->device, "cpu") ? RN_DEVICE_CPU : !strcmp(o->device, "cuda") ? RN_DEVICE_CUDA : RN_DEVICE_AUTO;
     dev = rn_device_resolve(dev); /* auto: size slots and chunks for what it finds */
+    /* bf16 states are a GPU setting: on the CPU (chosen, or found by auto)
+     * states stay fp32 */
+    int state_bf16 = dev == RN_DEVICE_CUDA && !strcmp(o->gpu_state_dtype, "bf16");
+    size_t state = (size_t)rn_state_values(app->cfg) * (state_bf16 ? 2 : sizeof(float));
     /* a GPU prefills 1024-token chunks ~1.7x faster than 256-token ones
      * (docs/benchmarks.md); the CPU's chunk matters little beyond 64 */
     if (o->chunk == 0)
@@ -58,7 +61,7 @@ static int load_everything(rd_app *app)
     if (slots <= 0 && dev == RN_DEVICE_CUDA && o->gpu_state_memory == 0) {
         /* states fill what the GPU has left (--state-memory is host memory);
          * 10% stays for the CUDA context, cuBLAS, graphs and other tenants */
-        int frc = rn_engine_fit_slots(app->model, dev, o->chunk, 0.9, &slots, &err);
+        int frc = rn_engine_fit_slots(app->model, dev, o->chunk, state_bf16, 0.9, &slots, &err);
         if (frc != RN_OK) {
             fprintf(stderr, "retnetd: %s%s\n", err.msg,
                     frc == RN_ENOMEM ? " (set --slots or --gpu-state-memory)" : "");
@@ -74,7 +77,8 @@ static int load_everything(rd_app *app)
             return -1;
         }
     }
-    rn_engine_opts eo = {.device = dev, .n_slots = slots, .n_threads = o->threads, .max_chunk = o->chunk};
+    rn_engine_opts eo = {.device = dev, .n_slots = slots, .n_threads = o->threads,
+                         .max_chunk = o->chunk, .state_bf16 = state_bf16};
     if (rn_engine_new(&app->engine, app->model, &eo, &err) != RN_OK) {
         fprintf(stderr, "retnetd: %s\n", err.msg);
         return -1;
@@ -280,9 +284,11 @@ int main(int argc, char **argv)
     uv_timer_start(&app.keepalive, keepalive_tick, 5000, 5000);
     rd_log(RD_LOG_INFO,
            "msg=\"retnetd ready\" version=%s model=%s backend=%s slots=%d state_bytes=%zu "
-           "chunk=%d prefill_budget=%d stream_interval_us=%d listen=http://%s:%d",
+           "state_dtype=%s chunk=%d prefill_budget=%d stream_interval_us=%d listen=http://%s:%d",
            RD_VERSION, app.opt.model_name, rn_engine_backend_name(app.engine), app.opt.slots,
-           rn_engine_state_bytes(app.engine), app.opt.chunk, app.opt.prefill_budget,
+           rn_engine_slot_bytes(app.engine),
+           rn_engine_slot_bytes(app.engine) < rn_engine_state_bytes(app.engine) ? "bf16" : "f32",
+           app.opt.chunk, app.opt.prefill_budget,
            app.opt.stream_interval_us, app.opt.host, rd_http_port(app.http));
     notify("READY=1");
     start_watchdog(&app);

@@ -244,7 +244,7 @@ char *rd_metrics_render(rd_app *app, size_t *len)
     put_gauge(&o, "retnetd_state_slots_used", "state slots in use (sessions and running requests)",
               st.slots_used);
     put_gauge(&o, "retnetd_state_bytes_per_slot", "bytes of one session's state",
-              app->engine ? (double)rn_engine_state_bytes(app->engine) : 0);
+              app->engine ? (double)rn_engine_slot_bytes(app->engine) : 0);
     put_tiers(&o, app);
     size_t used = 0, total = 0;
     if (app->engine && rn_engine_device_memory(app->engine, &used, &total) == RN_OK) {

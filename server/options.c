@@ -65,6 +65,9 @@ static const opt table[] = {
      O(gpu_state_memory), "0", 0, 1 << 24, NULL,
      "MiB of device memory for state slots when serving on a GPU (0: 90% of what the GPU has "
      "free after the weights)"},
+    {"engine", "gpu_state_dtype", "--gpu-state-dtype", "RETNETD_GPU_STATE_DTYPE", T_STR,
+     O(gpu_state_dtype), "f32", 0, 0, "f32|bf16",
+     "GPU state values (bf16: half the memory, rounded each step)"},
     {"engine", "chunk", "--chunk", "RETNETD_CHUNK", T_INT, O(chunk), "0", 0, 65536, NULL,
      "prefill chunk in tokens (0: 64 on the CPU, 1024 on a GPU)"},
     {"engine", "prefill_budget", "--prefill-budget", "RETNETD_PREFILL_BUDGET", T_INT,

@@ -49,6 +49,7 @@ forms-pieces forms RETNET_CUDA_RET_CHUNK=5
 parity-pieces parity RETNET_CUDA_RET_CHUNK=5
 forms-gemv2 forms RETNET_CUDA_GEMV_MAX=2
 parity-gemv2 parity RETNET_CUDA_GEMV_MAX=2
+state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
 RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then

@@ -482,6 +482,11 @@ static int cpu_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_e
     x->c = rn_model_config(m);
     x->w = rn_model_weights(m);
     const rn_config *c = x->c;
+    if (o->state_bf16) {
+        rc = rn_error_set(err, RN_EUNSUPPORTED,
+                          "cpu backend: states are fp32 here (bf16 states are a CUDA option)");
+        goto fail;
+    }
     if (c->head_dim_k > MAX_HEAD_DIM || c->head_dim_v > MAX_HEAD_DIM) {
         rc = rn_error_set(err, RN_EUNSUPPORTED, "cpu backend: head dims above %d", MAX_HEAD_DIM);
         goto fail;

@@ -85,8 +85,9 @@ struct cuda_ctx {
     dev_layer *layers;
     const void *embed, *lm_head;
     const float *lm_head_b, *final_norm_w, *final_norm_b, *embed_norm_w;
-    /* state pool and positions (host) */
-    float *states;
+    /* state pool (fp32 or bf16 values, plan.state_bf16) and positions (host) */
+    void *states;
+    float *sscr; /* bf16 pools: one layer's state in fp32 (plan.layer_scratch_bytes) */
     int64_t *pos;
     /* activations */
     float *x, *hn, *y, *q, *k, *v, *g, *o, *f1, *f2, *logits;
@@ -318,8 +319,16 @@ static rk_states layer_states(const cuda_ctx *x, int l)
     const rn_config *c = x->c;
     size_t hkv = (size_t)c->n_heads * (size_t)c->head_dim_k * (size_t)c->head_dim_v;
     rk_states s = {x->states, x->plan.state_vals, (size_t)l * x->plan.layer_vals,
-                   c->retention_norm == RN_RETNORM_TORCHSCALE ? hkv : 0};
+                   c->retention_norm == RN_RETNORM_TORCHSCALE ? hkv : 0, x->plan.state_bf16};
     return s;
+}
+
+/* Layer l's values of slot in the pool (whatever their type). */
+static void *pool_layer(const cuda_ctx *x, int slot, int l)
+{
+    size_t elem = x->plan.state_bf16 ? 2 : 4;
+    return (char *)x->states + (size_t)slot * x->plan.state_bytes +
+           (size_t)l * x->plan.layer_vals * elem;
 }
 
 /* C = op(A) op(B), fp32, one matrix per head (batch stride per operand). */
@@ -334,16 +343,15 @@ static int gemm_heads(cuda_ctx *x, cublasOperation_t ta, cublasOperation_t tb, i
     return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
 }
 
-/* C tokens, rows r0.. of the chunk in x->q, k, v, of one slot through
- * layer l's retention; o gets those rows' read-outs and the state moves past
- * them.  pw: the decay table for C (rk_decay_table).  The column-major views
+/* C tokens, rows r0.. of the chunk in x->q, k, v, through one layer's
+ * retention from slot's fp32 state in S; o gets those rows' read-outs and
+ * the state moves past them.  pw: the decay table for C (rk_decay_table).  The column-major views
  * of each product are spelled out in docs/architecture.md, "CUDA backend". */
-static int retention_chunk(cuda_ctx *x, int slot, int l, int r0, int C, const float *pw)
+static int retention_chunk(cuda_ctx *x, rk_states S, int slot, int r0, int C, const float *pw)
 {
     const rn_config *c = x->c;
     int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, HK = H * dk, HV = H * dv;
-    rk_states S = layer_states(x, l);
-    float *Sl = S.base + (size_t)slot * S.slot_stride + S.layer_off;
+    float *Sl = (float *)S.base + (size_t)slot * S.slot_stride + S.layer_off;
     const float *q = x->q + (size_t)r0 * HK, *k = x->k + (size_t)r0 * HK;
     const float *v = x->v + (size_t)r0 * HV;
     float *o = x->o + (size_t)r0 * HV;
@@ -382,14 +390,26 @@ static int ret_piece(const cuda_ctx *x, int n)
 }
 
 /* The n-token chunk through layer l's retention, piece by piece (the decay
- * tables for the piece length and the tail are at x->pw, x->pw_tail). */
+ * tables for the piece length and the tail are at x->pw, x->pw_tail).  A
+ * bf16 pool's layer state is expanded to fp32 for the chunk's products and
+ * rounded back once after them. */
 static int retention_pieces(cuda_ctx *x, int slot, int l, int n)
 {
-    int P = ret_piece(x, n), rc = RN_OK;
+    rk_states S = layer_states(x, l);
+    int P = ret_piece(x, n), rc = RN_OK, s = slot;
+    void *pooled = NULL;
+    if (S.bf16) {
+        pooled = pool_layer(x, slot, l);
+        rk_state_expand(x->st, x->sscr, pooled, x->plan.layer_vals);
+        S = rk_states{x->sscr, 0, 0, 0, 0}; /* bf16 pools have no s (plan.h) */
+        s = 0;
+    }
     for (int r0 = 0; r0 < n && rc == RN_OK; r0 += P) {
         int m = n - r0 < P ? n - r0 : P;
-        rc = retention_chunk(x, slot, l, r0, m, m == P ? x->pw : x->pw_tail);
+        rc = retention_chunk(x, S, s, r0, m, m == P ? x->pw : x->pw_tail);
     }
+    if (pooled && rc == RN_OK)
+        rk_state_compress(x->st, pooled, x->sscr, x->plan.layer_vals);
     return rc;
 }
 
@@ -691,7 +711,7 @@ static void cuda_deinit(void *ctx)
                 cudaGraphExecDestroy(x->graphs[w][n]);
         free(x->graphs[w]);
     }
-    void *bufs[] = {x->wdev, x->states, x->x, x->A, x->part, x->log_gamma, x->ws};
+    void *bufs[] = {x->wdev, x->states, x->sscr, x->x, x->A, x->part, x->log_gamma, x->ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         cudaFree(bufs[i]);
     if (x->lt)
@@ -732,6 +752,8 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
         x->logits = (float *)((char *)x->x + p->act_bytes);
     }
     CU(cudaMalloc(&x->A, p->chunk_bytes), "chunk scratch");
+    if (p->layer_scratch_bytes)
+        CU(cudaMalloc(&x->sscr, p->layer_scratch_bytes), "state scratch");
     CU(cudaMalloc(&x->part, p->step_bytes), "step scratch");
     x->qd = x->A + H * C * C, x->kd = x->qd + H * C * dk, x->pw = x->kd + H * C * dk;
     x->sums = x->pw + H * (C + 2); /* two tables: pieces and tail */
@@ -820,7 +842,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * keep exact fp32 products (the 1e-4 parity fixtures) */
     x->ret_compute = x->w->embed.dtype == RN_DT_F32 ? CUBLAS_COMPUTE_32F
                                                     : CUBLAS_COMPUTE_32F_FAST_TF32;
-    if ((rc = rn_cuda_plan_make(&x->plan, x->c, o->n_slots, o->max_chunk, err)))
+    if ((rc = rn_cuda_plan_make(&x->plan, x->c, o->n_slots, o->max_chunk, o->state_bf16, err)))
         goto cleanup;
     CU(cudaGetDevice(&dev), "no device");
     CU(cudaDeviceGetAttribute(&x->n_sms, cudaDevAttrMultiProcessorCount, dev), "device attributes");
@@ -869,12 +891,17 @@ cleanup:
 
 /* --------------------------------------------------------------- states */
 
-static float *slot_base(cuda_ctx *x, int slot)
+static void *slot_base(cuda_ctx *x, int slot)
 {
-    return x->states + (size_t)slot * x->plan.state_vals;
+    return pool_layer(x, slot, 0);
 }
 
 static size_t cuda_state_bytes(void *ctx)
+{
+    return ((cuda_ctx *)ctx)->plan.export_bytes;
+}
+
+static size_t cuda_slot_bytes(void *ctx)
 {
     return ((cuda_ctx *)ctx)->plan.state_bytes;
 }
@@ -909,21 +936,45 @@ static int64_t cuda_state_pos(void *ctx, int slot)
     return ((cuda_ctx *)ctx)->pos[slot];
 }
 
+/* fp32 on the host whatever the pool holds: a bf16 pool goes layer by
+ * layer through the fp32 scratch. */
 static int cuda_state_export(void *ctx, int slot, float *host, size_t nbytes)
 {
     cuda_ctx *x = (cuda_ctx *)ctx;
-    if (x->broken ||
-        cudaMemcpyAsync(host, slot_base(x, slot), nbytes, cudaMemcpyDeviceToHost, x->st))
+    size_t lv = x->plan.layer_vals;
+    if (x->broken)
         return RN_EDEVICE;
+    if (!x->plan.state_bf16) {
+        if (cudaMemcpyAsync(host, slot_base(x, slot), nbytes, cudaMemcpyDeviceToHost, x->st))
+            return RN_EDEVICE;
+        return sync_status(x);
+    }
+    for (int l = 0; l < x->c->n_layers; l++) {
+        rk_state_expand(x->st, x->sscr, pool_layer(x, slot, l), lv);
+        if (cudaMemcpyAsync(host + (size_t)l * lv, x->sscr, lv * sizeof(float),
+                            cudaMemcpyDeviceToHost, x->st))
+            return RN_EDEVICE;
+    }
     return sync_status(x);
 }
 
 static int cuda_state_import(void *ctx, int slot, const float *host, size_t nbytes, int64_t pos)
 {
     cuda_ctx *x = (cuda_ctx *)ctx;
-    if (x->broken ||
-        cudaMemcpyAsync(slot_base(x, slot), host, nbytes, cudaMemcpyHostToDevice, x->st))
+    size_t lv = x->plan.layer_vals;
+    if (x->broken)
         return RN_EDEVICE;
+    if (!x->plan.state_bf16) {
+        if (cudaMemcpyAsync(slot_base(x, slot), host, nbytes, cudaMemcpyHostToDevice, x->st))
+            return RN_EDEVICE;
+    } else {
+        for (int l = 0; l < x->c->n_layers; l++) { /* rounded to bf16 on the way in */
+            if (cudaMemcpyAsync(x->sscr, host + (size_t)l * lv, lv * sizeof(float),
+                                cudaMemcpyHostToDevice, x->st))
+                return RN_EDEVICE;
+            rk_state_compress(x->st, pool_layer(x, slot, l), x->sscr, lv);
+        }
+    }
     int rc = sync_status(x);
     if (rc == RN_OK)
         x->pos[slot] = pos;
@@ -1122,8 +1173,8 @@ static int cuda_device_memory(void *ctx, size_t *used, size_t *total)
 /* The weights' device bytes (upload_all's counting pass on a scratch
  * context), then the plan's buffers at the largest decode batch, then what
  * the device has free. */
-static int cuda_fit_slots(const rn_model *m, int max_chunk, double fraction, int *slots,
-                          rn_error *err)
+static int cuda_fit_slots(const rn_model *m, int max_chunk, int state_bf16, double fraction,
+                          int *slots, rn_error *err)
 {
     cuda_ctx t;
     rn_cuda_plan p;
@@ -1137,7 +1188,7 @@ static int cuda_fit_slots(const rn_model *m, int max_chunk, double fraction, int
         return rn_error_set(err, RN_ENOMEM, "out of memory");
     upload_all(&t); /* t.wdev is NULL: counts only */
     free(t.layers);
-    if ((rc = rn_cuda_plan_make(&p, t.c, RN_CUDA_MAX_BATCH, max_chunk, err)))
+    if ((rc = rn_cuda_plan_make(&p, t.c, RN_CUDA_MAX_BATCH, max_chunk, state_bf16, err)))
         return rc;
     cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
     if (e != cudaSuccess)
@@ -1169,6 +1220,7 @@ static void cuda_host_free(void *ctx, void *p)
 
 extern "C" const rn_backend_ops rn_cuda_backend = {
     "cuda",           cuda_probe,        cuda_init,       cuda_deinit,        cuda_state_bytes,
+    cuda_slot_bytes,
     cuda_state_reset, cuda_state_copy,   cuda_state_pos,  cuda_state_export, cuda_state_import,
     cuda_prefill,     cuda_decode,       cuda_decode_argmax, cuda_device_memory, cuda_host_alloc,
     cuda_host_free,   cuda_fit_slots,

@@ -257,19 +257,45 @@ void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, co
 
 /* ----------------------------------------------------- recurrent step */
 
-/* W consecutive floats of a state row: float4 when the plan found every head
- * block 16-byte aligned, else one float. */
-template <int W> struct svec;
-template <> struct svec<4> {
+/* W consecutive values of a row as fp32: of an fp32 row, float4 when the
+ * plan found every head block 16-byte aligned, else one float; of a bf16
+ * state row, 4 values in 8 bytes (the same plan condition aligns them), or
+ * one, rounded to nearest even when stored. */
+template <int W, typename T = float> struct svec;
+template <> struct svec<4, float> {
     float4 v;
     __device__ void load(const float *p) { v = *(const float4 *)p; }
     __device__ void store(float *p) const { *(float4 *)p = v; }
     __device__ float &operator[](int i) { return (&v.x)[i]; }
 };
-template <> struct svec<1> {
+template <> struct svec<1, float> {
     float v;
     __device__ void load(const float *p) { v = *p; }
     __device__ void store(float *p) const { *p = v; }
+    __device__ float &operator[](int) { return v; }
+};
+template <> struct svec<4, __nv_bfloat16> {
+    float f[4];
+    __device__ void load(const __nv_bfloat16 *p)
+    {
+        uint2 u = *(const uint2 *)p;
+        float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&u.x);
+        float2 b = __bfloat1622float2(*(const __nv_bfloat162 *)&u.y);
+        f[0] = a.x, f[1] = a.y, f[2] = b.x, f[3] = b.y;
+    }
+    __device__ void store(__nv_bfloat16 *p) const
+    {
+        __nv_bfloat162 a = __floats2bfloat162_rn(f[0], f[1]), b = __floats2bfloat162_rn(f[2], f[3]);
+        uint2 u;
+        u.x = *(const unsigned *)&a, u.y = *(const unsigned *)&b;
+        *(uint2 *)p = u;
+    }
+    __device__ float &operator[](int i) { return f[i]; }
+};
+template <> struct svec<1, __nv_bfloat16> {
+    float v;
+    __device__ void load(const __nv_bfloat16 *p) { v = __bfloat162float(*p); }
+    __device__ void store(__nv_bfloat16 *p) const { *p = __float2bfloat16_rn(v); }
     __device__ float &operator[](int) { return v; }
 };
 
@@ -281,7 +307,7 @@ template <> struct svec<1> {
  * first store, so each thread keeps several 16-byte requests in flight.  The
  * state is read and written exactly once.  Thread row sums meet in shared
  * memory (fixed order); the share's read-out goes to o + p * part_stride. */
-template <int W>
+template <int W, typename TS>
 __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_states S,
                                 const int *__restrict__ slots, const float *__restrict__ q,
                                 const float *__restrict__ k, const float *__restrict__ v,
@@ -294,8 +320,8 @@ __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_st
     int e = (int)blockIdx.y * tile + col;
     int r0 = (int)blockIdx.z * rows, r1 = min(dk, r0 + rows);
     size_t rh = (size_t)i * (size_t)H + (size_t)h;
-    float *layer = S.base + (size_t)slots[i] * S.slot_stride + S.layer_off;
-    float *Sh = layer + (size_t)h * (size_t)dk * (size_t)dv + (size_t)e;
+    TS *layer = (TS *)S.base + (size_t)slots[i] * S.slot_stride + S.layer_off;
+    TS *Sh = layer + (size_t)h * (size_t)dk * (size_t)dv + (size_t)e;
     const float *qr = q + rh * (size_t)dk, *kr = k + rh * (size_t)dk;
     float g = gamma[h];
     svec<W> ve, acc;
@@ -305,7 +331,7 @@ __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_st
         ve.load(v + rh * (size_t)dv + (size_t)e);
         int step = (int)blockDim.y;
         for (int d0 = r0 + (int)threadIdx.y; d0 < r1; d0 += STEP_UNROLL * step) {
-            svec<W> sv[STEP_UNROLL];
+            svec<W, TS> sv[STEP_UNROLL]; /* updated in fp32, rounded when stored */
 #pragma unroll
             for (int u = 0; u < STEP_UNROLL; u++)
                 if (d0 + u * step < r1)
@@ -333,7 +359,7 @@ __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_st
     if (S.s_off) {
         /* every block derives s' from the old s; ts_step_kernel stores it
          * once all blocks of this step have read it (next launch) */
-        float s = layer[S.s_off + (size_t)h];
+        float s = (float)layer[S.s_off + (size_t)h]; /* fp32 pools only (plan.h) */
         scale = rn_ts_norm_step(&s, g);
     }
     float *out = o + blockIdx.z * part_stride + rh * (size_t)dv + (size_t)e;
@@ -353,7 +379,7 @@ __global__ void ts_step_kernel(rk_states S, const int *slots, const float *gamma
     if (t >= n * H)
         return;
     int i = t / H, h = t % H;
-    float *s = S.base + (size_t)slots[i] * S.slot_stride + S.layer_off + S.s_off + (size_t)h;
+    float *s = (float *)S.base + (size_t)slots[i] * S.slot_stride + S.layer_off + S.s_off + (size_t)h;
     rn_ts_norm_step(s, gamma[h]);
 }
 
@@ -365,12 +391,18 @@ void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, con
     dim3 block((unsigned)sh->lanes, (unsigned)sh->d_split);
     int rows = (dk + sh->row_split - 1) / sh->row_split;
     size_t shm = sizeof(float) * (size_t)sh->lanes * (size_t)sh->vec * (size_t)sh->d_split;
-    if (sh->vec == 4)
-        launch(ret_step_kernel<4>, grid, block, shm, st, o, part_stride, S, slots, q, k, v, gamma, H,
-                                                     dk, dv, rows);
+    if (S.bf16 && sh->vec == 4)
+        launch(ret_step_kernel<4, __nv_bfloat16>, grid, block, shm, st, o, part_stride, S, slots, q,
+               k, v, gamma, H, dk, dv, rows);
+    else if (S.bf16)
+        launch(ret_step_kernel<1, __nv_bfloat16>, grid, block, shm, st, o, part_stride, S, slots, q,
+               k, v, gamma, H, dk, dv, rows);
+    else if (sh->vec == 4)
+        launch(ret_step_kernel<4, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
+               gamma, H, dk, dv, rows);
     else
-        launch(ret_step_kernel<1>, grid, block, shm, st, o, part_stride, S, slots, q, k, v, gamma, H,
-                                                     dk, dv, rows);
+        launch(ret_step_kernel<1, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
+               gamma, H, dk, dv, rows);
     if (S.s_off)
         launch(ts_step_kernel, blocks_for((size_t)n * (size_t)H), BLOCK, 0, st, S, slots, gamma, n, H);
 }
@@ -442,7 +474,7 @@ __global__ void decay_state_kernel(float *Sl, const float *pw, int C, size_t hkv
 void rk_decay_state(cudaStream_t st, rk_states S, int slot, const float *pw, int H, int C,
                     size_t hkv)
 {
-    float *Sl = S.base + (size_t)slot * S.slot_stride + S.layer_off;
+    float *Sl = (float *)S.base + (size_t)slot * S.slot_stride + S.layer_off;
     launch(decay_state_kernel, blocks_for(hkv), BLOCK, 0, st, Sl, pw, C, hkv, hkv / (size_t)H);
 }
 
@@ -474,8 +506,36 @@ __global__ void ts_chunk_kernel(float *o, float *s_layer, const float *pw, float
 void rk_ts_chunk(cudaStream_t st, float *o, rk_states S, int slot, const float *pw, float *sums,
                  int H, int C, int dv)
 {
-    float *s_layer = S.base + (size_t)slot * S.slot_stride + S.layer_off + S.s_off;
+    float *s_layer = (float *)S.base + (size_t)slot * S.slot_stride + S.layer_off + S.s_off;
     launch(ts_chunk_kernel, (unsigned)H, BLOCK, 0, st, o, s_layer, pw, sums, H, C, dv);
+}
+
+/* ---------------------------------------------------------- bf16 states */
+
+__global__ void state_expand_kernel(float *dst, const __nv_bfloat16 *src, size_t n)
+{
+    pdl_enter();
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
+         t += (size_t)gridDim.x * blockDim.x)
+        dst[t] = __bfloat162float(src[t]);
+}
+
+__global__ void state_compress_kernel(__nv_bfloat16 *dst, const float *src, size_t n)
+{
+    pdl_enter();
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
+         t += (size_t)gridDim.x * blockDim.x)
+        dst[t] = __float2bfloat16_rn(src[t]);
+}
+
+void rk_state_expand(cudaStream_t st, float *dst, const void *src, size_t n)
+{
+    launch(state_expand_kernel, blocks_for(n), BLOCK, 0, st, dst, (const __nv_bfloat16 *)src, n);
+}
+
+void rk_state_compress(cudaStream_t st, void *dst, const float *src, size_t n)
+{
+    launch(state_compress_kernel, blocks_for(n), BLOCK, 0, st, (__nv_bfloat16 *)dst, src, n);
 }
 
 /* ---------------------------------------------------------- elementwise */

@@ -15,12 +15,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Where one layer's states sit inside the slot pool. */
+/* Where one layer's states sit inside the slot pool (or a scratch copy). */
 struct rk_states {
-    float *base;        /* pool */
-    size_t slot_stride; /* floats per slot */
-    size_t layer_off;   /* floats from a slot's start to this layer */
-    size_t s_off;       /* floats from the layer's start to s (torchscale), 0 if none */
+    void *base;         /* pool: fp32 values, or bf16 when bf16 */
+    size_t slot_stride; /* values per slot */
+    size_t layer_off;   /* values from a slot's start to this layer */
+    size_t s_off;       /* values from the layer's start to s (torchscale), 0 if none */
+    int bf16;           /* only rk_ret_step takes bf16 states (never with s) */
 };
 
 /* Launches by the calling thread use programmatic dependent launch while
@@ -64,6 +65,11 @@ void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, co
 void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, const int *slots,
                  const float *q, const float *k, const float *v, const float *gamma, int n, int H,
                  int dk, int dv, const struct rn_cuda_step_shape *sh);
+
+/* dst = n bf16 values src as fp32, and back (rounded to nearest even): a
+ * bf16 pool's layer state around the chunkwise products, export, import. */
+void rk_state_expand(cudaStream_t st, float *dst, const void *src, size_t n);
+void rk_state_compress(cudaStream_t st, void *dst, const float *src, size_t n);
 
 /* pw[h*(C+1) + d] = g_h^d for d in [0, C] (fp32, from log_gamma in double). */
 void rk_decay_table(cudaStream_t st, float *pw, const double *log_gamma, int H, int C);

@@ -56,19 +56,26 @@ static size_t chunk_floats(const rn_config *c, size_t C, int *ovf)
 }
 
 int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_chunk,
-                      rn_error *err)
+                      int state_bf16, rn_error *err)
 {
     int ovf = 0;
     if (n_slots < 1 || max_chunk < 1)
         return rn_error_set(err, RN_EINVAL, "cuda plan: %d slots, chunk %d (both must be >= 1)",
                             n_slots, max_chunk);
+    if (state_bf16 && c->retention_norm == RN_RETNORM_TORCHSCALE)
+        return rn_error_set(err, RN_EUNSUPPORTED,
+                            "cuda plan: bf16 states are not offered for torchscale's retention "
+                            "normaliser (its running sums need fp32)");
     *p = (rn_cuda_plan){0};
     size_t hkv =
         mul((size_t)c->n_heads, mul((size_t)c->head_dim_k, (size_t)c->head_dim_v, &ovf), &ovf);
     p->layer_vals =
         add(hkv, c->retention_norm == RN_RETNORM_TORCHSCALE ? (size_t)c->n_heads : 0, &ovf);
     p->state_vals = mul(p->layer_vals, (size_t)c->n_layers, &ovf);
-    p->state_bytes = mul(p->state_vals, sizeof(float), &ovf);
+    p->state_bf16 = state_bf16 != 0;
+    p->export_bytes = mul(p->state_vals, sizeof(float), &ovf);
+    p->state_bytes = mul(p->state_vals, state_bf16 ? 2 : sizeof(float), &ovf);
+    p->layer_scratch_bytes = state_bf16 ? align256(mul(p->layer_vals, 4, &ovf), &ovf) : 0;
     p->n_slots = n_slots;
     p->max_chunk = max_chunk;
     p->max_batch = n_slots < RN_CUDA_MAX_BATCH ? n_slots : RN_CUDA_MAX_BATCH;
@@ -81,6 +88,7 @@ int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_
         mul(mul((size_t)p->max_rows, (size_t)c->vocab_size, &ovf), sizeof(float), &ovf);
     p->pool_bytes = mul((size_t)n_slots, p->state_bytes, &ovf);
     size_t t = add(add(p->act_bytes, p->chunk_bytes, &ovf), p->step_bytes, &ovf);
+    t = add(t, p->layer_scratch_bytes, &ovf);
     t = add(t, add(p->logits_bytes, p->pool_bytes, &ovf), &ovf);
     p->total_bytes = add(t, RN_CUDA_LT_WORKSPACE, &ovf);
     if (ovf)

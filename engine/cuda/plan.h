@@ -35,7 +35,11 @@
 typedef struct rn_cuda_plan {
     size_t layer_vals;  /* fp32 state values of one layer: H*dk*dv (+ H for torchscale's s) */
     size_t state_vals;  /* of one slot, all layers */
-    size_t state_bytes; /* state_vals * 4: device memory per session */
+    int state_bf16;     /* the pool holds bf16 values (else fp32) */
+    size_t state_bytes; /* state_vals * 4 or * 2 (bf16): device memory per session */
+    size_t export_bytes; /* state_vals * 4: a state as export and import move it */
+    size_t layer_scratch_bytes; /* bf16 pools: one layer's state in fp32 (the chunkwise
+                                 * products and export/import go through it), else 0 */
     int n_slots;
     int max_chunk;      /* tokens per prefill step */
     int max_batch;      /* sessions per decode step */
@@ -48,11 +52,13 @@ typedef struct rn_cuda_plan {
     size_t total_bytes; /* everything but the weights */
 } rn_cuda_plan;
 
-/* Fills *p for config c with n_slots (>= 1) state slots and prefill chunks of
- * up to max_chunk (>= 1) tokens.  RN_EINVAL (message in err) when a size
- * overflows or an argument is out of range. */
+/* Fills *p for config c with n_slots (>= 1) state slots (bf16 values when
+ * state_bf16, else fp32) and prefill chunks of up to max_chunk (>= 1)
+ * tokens.  RN_EINVAL (message in err) when a size overflows or an argument
+ * is out of range; RN_EUNSUPPORTED for bf16 states of a model with
+ * torchscale's normaliser (its running sums stay fp32 only). */
 int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_chunk,
-                      rn_error *err);
+                      int state_bf16, rn_error *err);
 
 /* State slots that fit in budget bytes (0 when not even one does). */
 int rn_cuda_slots_for_budget(size_t budget, size_t state_bytes);

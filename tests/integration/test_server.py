@@ -1276,6 +1276,32 @@ class TestStreamIntervalDefault(unittest.TestCase):
         self.assertEqual(self.chosen("--stream-interval-us", "250"), 250)
 
 
+class TestGpuStateDtype(unittest.TestCase):
+    """--gpu-state-dtype bf16 halves a slot on the GPU; the CPU engine keeps
+    fp32 states whatever it says (a GPU setting, like --gpu-state-memory)."""
+
+    def ready(self, *args):
+        srv = Server(*args).start()
+        try:
+            m = re.search(r'msg="retnetd ready".* state_bytes=(\d+) state_dtype=(\w+)', srv.log())
+            self.assertIsNotNone(m, srv.log())
+            return int(m.group(1)), m.group(2)
+        finally:
+            srv.stop()
+
+    def test_bf16_on_the_gpu_only(self):
+        f32_bytes, f32 = self.ready()
+        self.assertEqual(f32, "f32")
+        got = self.ready("--gpu-state-dtype", "bf16")
+        self.assertEqual(got, (f32_bytes // 2, "bf16") if DEVICE == "cuda" else (f32_bytes, "f32"))
+
+    def test_unknown_dtype_is_refused(self):
+        out = subprocess.run([RETNETD, "--gpu-state-dtype", "fp8", "--model",
+                              os.path.join(ROOT, "no-such-model")], capture_output=True, timeout=30)
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertIn(b"f32|bf16", out.stderr)
+
+
 class TestBatching(ServerTestCase):
     """32 slots: 32 streams decode in the same batches and still give exactly
     what each prompt gives alone."""

@@ -25,14 +25,38 @@ START_TEST(test_cuda_plan_state_bytes_are_the_state)
 {
     rn_config c = shape_1_3b();
     rn_cuda_plan p;
-    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 16, 256, NULL), RN_OK);
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 16, 256, 0, NULL), RN_OK);
     /* per session: L x H x dk x dv fp32 values and nothing else */
     ck_assert_uint_eq(p.state_bytes, (size_t)24 * 8 * 256 * 256 * 4);
     ck_assert_uint_eq(p.pool_bytes, 16 * p.state_bytes);
     c.retention_norm = RN_RETNORM_TORCHSCALE; /* plus H values of s per layer */
-    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 16, 256, NULL), RN_OK);
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 16, 256, 0, NULL), RN_OK);
     ck_assert_uint_eq(p.layer_vals, (size_t)8 * 256 * 256 + 8);
     ck_assert_uint_eq(p.state_bytes, p.layer_vals * 24 * 4);
+}
+END_TEST
+
+/* bf16 states: half the pool, the same exported size, one layer of fp32
+ * scratch counted in the total; refused for torchscale's normaliser. */
+START_TEST(test_cuda_plan_bf16_states_halve_the_pool)
+{
+    rn_config c = shape_1_3b();
+    rn_cuda_plan f, h;
+    rn_error err = {0};
+    ck_assert_int_eq(rn_cuda_plan_make(&f, &c, 16, 256, 0, NULL), RN_OK);
+    ck_assert_int_eq(rn_cuda_plan_make(&h, &c, 16, 256, 1, NULL), RN_OK);
+    ck_assert_int_eq(h.state_bf16, 1);
+    ck_assert_uint_eq(h.state_bytes * 2, f.state_bytes);
+    ck_assert_uint_eq(h.pool_bytes * 2, f.pool_bytes);
+    ck_assert_uint_eq(h.export_bytes, f.state_bytes);
+    ck_assert_uint_eq(f.export_bytes, f.state_bytes);
+    ck_assert_uint_eq(f.layer_scratch_bytes, 0);
+    ck_assert_uint_eq(h.layer_scratch_bytes, (size_t)8 * 256 * 256 * 4);
+    ck_assert_uint_eq(h.total_bytes, f.total_bytes - f.pool_bytes + h.pool_bytes +
+                                         h.layer_scratch_bytes);
+    c.retention_norm = RN_RETNORM_TORCHSCALE;
+    ck_assert_int_eq(rn_cuda_plan_make(&h, &c, 16, 256, 1, &err), RN_EUNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(err.msg, "torchscale"));
 }
 END_TEST
 
@@ -40,10 +64,10 @@ START_TEST(test_cuda_plan_buffers_cover_chunk_and_batch)
 {
     rn_config c = shape_1_3b();
     rn_cuda_plan p;
-    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 1000, 64, NULL), RN_OK);
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 1000, 64, 0, NULL), RN_OK);
     ck_assert_int_eq(p.max_batch, RN_CUDA_MAX_BATCH); /* bigger batches are split */
     ck_assert_int_eq(p.max_rows, RN_CUDA_MAX_BATCH);
-    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, 512, NULL), RN_OK);
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, 512, 0, NULL), RN_OK);
     ck_assert_int_eq(p.max_batch, 4);
     ck_assert_int_eq(p.max_rows, 512);
     /* 3D + 2K + 3V + 2F floats per row, plus half a float per element of the widest GEMM input */
@@ -60,7 +84,7 @@ START_TEST(test_cuda_plan_buffers_cover_chunk_and_batch)
     /* odd sizes: each buffer is rounded up to 256 bytes on its own */
     rn_config odd = c;
     odd.hidden_size = 1000, odd.key_dim = odd.value_dim = 1000, odd.intermediate_size = 3000;
-    ck_assert_int_eq(rn_cuda_plan_make(&p, &odd, 3, 3, NULL), RN_OK);
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &odd, 3, 3, 0, NULL), RN_OK);
     size_t a1000 = (3 * 1000 * 4 + 255) / 256 * 256, a3000 = (3 * 3000 * 4 + 255) / 256 * 256;
     size_t h3000 = (3 * 3000 * 2 + 255) / 256 * 256;
     ck_assert_uint_eq(p.act_bytes, 8 * a1000 + 2 * a3000 + h3000);
@@ -72,11 +96,11 @@ START_TEST(test_cuda_plan_rejects_bad_sizes)
     rn_config c = shape_1_3b();
     rn_cuda_plan p;
     rn_error err = {0};
-    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 0, 64, &err), RN_EINVAL);
-    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, 0, &err), RN_EINVAL);
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 0, 64, 0, &err), RN_EINVAL);
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, 0, 0, &err), RN_EINVAL);
     c.head_dim_k = c.head_dim_v = 1 << 30; /* H dk dv overflows on 64 bits */
     c.n_heads = 1 << 30;
-    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, 64, &err), RN_EINVAL);
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, 64, 0, &err), RN_EINVAL);
     ck_assert_msg(strstr(err.msg, "overflow") != NULL, "%s", err.msg);
 }
 END_TEST
@@ -159,6 +183,7 @@ Suite *cuda_plan_suite(void)
     Suite *s = suite_create("cuda_plan");
     TCase *tc = tcase_create("plan");
     tcase_add_test(tc, test_cuda_plan_state_bytes_are_the_state);
+    tcase_add_test(tc, test_cuda_plan_bf16_states_halve_the_pool);
     tcase_add_test(tc, test_cuda_plan_buffers_cover_chunk_and_batch);
     tcase_add_test(tc, test_cuda_plan_rejects_bad_sizes);
     tcase_add_test(tc, test_cuda_plan_slots_for_budget);

@@ -15,5 +15,6 @@ Suite *cuda_plan_suite(void);
 Suite *state_blob_suite(void);
 Suite *pool_suite(void);
 Suite *packed_suite(void);
+Suite *state_bf16_suite(void);
 
 #endif

@@ -32,7 +32,7 @@ typedef struct {
     const char *dir;
     int batches[MAX_LIST], n_batches;
     int prompts[MAX_LIST], n_prompts;
-    int chunk, decode, json, profile;
+    int chunk, decode, json, profile, state_bf16;
 } cuda_bench_opts;
 
 /* "1,16,64" into v (at most MAX_LIST positive values); 0 on success. */
@@ -61,6 +61,8 @@ static int parse_cuda_opts(cuda_bench_opts *o, int argc, char **argv)
             o->json = 1;
         } else if (!strcmp(a, "--profile")) {
             o->profile = 1;
+        } else if (!strcmp(a, "--state-bf16")) {
+            o->state_bf16 = 1;
         } else if (!strcmp(a, "--batches") && v) {
             if (parse_list(v, o->batches, &o->n_batches))
                 return -1;
@@ -181,7 +183,7 @@ int cli_bench_cuda(int argc, char **argv)
     cuda_bench_opts o;
     if (parse_cuda_opts(&o, argc, argv))
         return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
-                         "[--chunk 256] [--decode 32] [--profile]");
+                         "[--chunk 256] [--decode 32] [--profile] [--state-bf16]");
     rn_cuda_limits l;
     rn_model *m = NULL;
     rn_engine *e = NULL;
@@ -195,7 +197,9 @@ int cli_bench_cuda(int argc, char **argv)
     }
     if (rn_model_load(&m, o.dir, &err) != RN_OK ||
         rn_engine_new(
-            &e, m, &(rn_engine_opts){.device = RN_DEVICE_CUDA, .n_slots = B, .max_chunk = o.chunk},
+            &e, m,
+            &(rn_engine_opts){
+                .device = RN_DEVICE_CUDA, .n_slots = B, .max_chunk = o.chunk, .state_bf16 = o.state_bf16},
             &err) != RN_OK) {
         fprintf(stderr, "retnet: %s\n", err.msg);
         goto cleanup;
@@ -215,14 +219,15 @@ int cli_bench_cuda(int argc, char **argv)
                o.prompts[0], o.chunk, o.batches[0], rc ? "failed" : "done");
         goto cleanup;
     }
-    double W = (double)rn_model_weight_bytes(m), S = (double)rn_engine_state_bytes(e);
+    /* the roofline counts the state bytes a step moves: the pool's */
+    double W = (double)rn_model_weight_bytes(m), S = (double)rn_engine_slot_bytes(e);
     double bpp = !strcmp(rn_model_dtype_name(m), "f32") ? 4.0 : 2.0;
     double flop_tok = 2.0 * (W - (double)c->vocab_size * c->hidden_size * bpp) / bpp;
     printf("{\"device\":\"%s\",\"sms\":%d,\"copy_GBps\":%.1f,\"gemm_bf16_TFLOPs\":%.1f,"
            "\"model\":\"%s\",\"dtype\":\"%s\",\"weight_bytes\":%.0f,\"state_bytes\":%.0f,"
-           "\"sessions_per_GiB\":%.2f,\"chunk\":%d,\n \"decode\":[",
+           "\"sessions_per_GiB\":%.2f,\"state_dtype\":\"%s\",\"chunk\":%d,\n \"decode\":[",
            l.name, l.n_sms, l.copy_GBps, l.gemm_TFLOPs, o.dir, rn_model_dtype_name(m), W, S,
-           (double)(1 << 30) / S, o.chunk);
+           (double)(1 << 30) / S, o.state_bf16 ? "bf16" : "f32", o.chunk);
     fflush(stdout);
     for (int i = 0; i < o.n_batches; i++) {
         int b = o.batches[i];
@@ -278,7 +283,7 @@ int cli_bench_cuda(int argc, char **argv)
     cuda_bench_opts o;
     if (parse_cuda_opts(&o, argc, argv))
         return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
-                         "[--chunk 256] [--decode 32] [--profile]");
+                         "[--chunk 256] [--decode 32] [--profile] [--state-bf16]");
     return cli_cuda_info(argc, argv);
 }
 #endif

@@ -27,7 +27,7 @@ static const char usage[] =
     "                                       the CPU backend's prefill and decode vs the machine's limits\n"
     "  cuda-info                            the CUDA device and its measured limits (exit 3: none)\n"
     "  bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] [--chunk 256]\n"
-    "           [--decode 32] [--profile]    CUDA backend vs the device's limits (JSON)\n"
+    "           [--decode 32] [--profile] [--state-bf16]   CUDA backend vs the device's limits (JSON)\n"
     "  random --preset tiny|1.3b|2.7b|6.7b [--dtype bf16|f16|f32] [--seed S] OUT_DIR\n"
     "                                       random weights in a preset's shape\n";
 
