@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,peer}.json and a summary on stdout; the
+# Results: build/bench/cuda/{ours,ours-bf16-states,peer}.json and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
 set -eu
@@ -19,6 +19,9 @@ cat "$OUT/device.txt"
 
 "$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,64,128,256 --prompts 512,2048,8192 \
     --chunk 1024 --decode 32 | tee "$OUT/ours.json"
+# bf16 states (--gpu-state-dtype bf16): half the state bytes per step
+"$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 2048 --chunk 1024 --decode 32 \
+    --state-bf16 | tee "$OUT/ours-bf16-states.json"
 
 PY=${PYTHON:-python3}
 if [ -n "${PEER_WHEELS:-}" ]; then

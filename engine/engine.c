@@ -6,6 +6,7 @@
  * token ids, duplicate slots in a batch) so the backends can trust them.
  */
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "backend.h"
@@ -111,6 +112,12 @@ rn_device rn_device_resolve(rn_device d)
 const char *rn_engine_backend_name(const rn_engine *e)
 {
     return e->ops->name;
+}
+
+int rn_cpu_threads(int requested)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return requested > 0 ? requested : cpus > 0 ? (int)cpus : 1;
 }
 
 int rn_engine_n_slots(const rn_engine *e)

@@ -59,6 +59,9 @@ const char *rn_engine_backend_name(const rn_engine *e);
  * device before creating the engine. */
 rn_device rn_device_resolve(rn_device d);
 int rn_engine_n_slots(const rn_engine *e);
+/* Worker threads the CPU backend runs for rn_engine_opts.n_threads =
+ * requested (0: one per online CPU). */
+int rn_cpu_threads(int requested);
 int rn_engine_vocab(const rn_engine *e);
 /* fp32 values of one session's state (all layers) and its size in bytes as
  * rn_state_export writes it. */

@@ -53,8 +53,7 @@ static int load_everything(rd_app *app)
         /* when the CPU engine's threads take every core, each wake of the
          * HTTP thread preempts one of them: 4 ms of holding back cost a
          * 2-core machine's 8 streams 6% less than 1 ms (docs/benchmarks.md) */
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        int every_core = dev == RN_DEVICE_CPU && (o->threads <= 0 || o->threads >= cpus);
+        int every_core = dev == RN_DEVICE_CPU && rn_cpu_threads(o->threads) >= rn_cpu_threads(0);
         o->stream_interval_us = every_core ? 4000 : 1000;
     }
     int slots = o->slots;

@@ -56,7 +56,7 @@ if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
     echo "check-cuda: memcheck not run (CHECK_CUDA_MEMCHECK=0)"
 elif command -v compute-sanitizer >/dev/null 2>&1; then
     # no fork: the sanitizer watches one process through a whole suite
-    for suite in forms parity; do
+    for suite in forms parity state_bf16; do
         if RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
             compute-sanitizer --tool memcheck --error-exitcode 9 --leak-check full "$TESTS" \
             >"$OUT/memcheck-$suite.log" 2>&1; then

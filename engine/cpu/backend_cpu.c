@@ -493,7 +493,7 @@ static int cpu_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_e
     }
     x->n_slots = o->n_slots;
     x->max_chunk = o->max_chunk;
-    int threads = o->n_threads > 0 ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = rn_cpu_threads(o->n_threads);
     x->layer_vals = (size_t)c->n_heads * (size_t)c->head_dim_k * (size_t)c->head_dim_v +
                     (c->retention_norm == RN_RETNORM_TORCHSCALE ? (size_t)c->n_heads : 0);
     x->slot_vals = x->layer_vals * (size_t)c->n_layers;

@@ -970,8 +970,10 @@ static int cuda_state_import(void *ctx, int slot, const float *host, size_t nbyt
     } else {
         for (int l = 0; l < x->c->n_layers; l++) { /* rounded to bf16 on the way in */
             if (cudaMemcpyAsync(x->sscr, host + (size_t)l * lv, lv * sizeof(float),
-                                cudaMemcpyHostToDevice, x->st))
+                                cudaMemcpyHostToDevice, x->st)) {
+                x->broken = 1; /* the slot holds some layers of each state */
                 return RN_EDEVICE;
+            }
             rk_state_compress(x->st, pool_layer(x, slot, l), x->sscr, lv);
         }
     }

@@ -5,13 +5,17 @@
  * On the CPU backend the option is refused with a message that names the
  * CUDA backend.  With RN_TEST_DEVICE=cuda (make check-cuda), on every
  * fixture whose model has no torchscale normaliser (those are refused too):
- *   - the accuracy cost against fp32 states, printed and held to
- *     BF16_STATE_TOL: a prompt (16-token chunks) then 32 greedy decode steps
- *     fed the same tokens in both engines; logits' max error relative to
- *     max(1, max |logit|) of the step, the exported state's relative to
- *     max(1, max |S|).  A stored value moves by at most 2^-9 of itself per
- *     rounding; decays below 1 keep what accumulates bounded, and 5e-2 is
- *     the bound this suite holds the product of both to;
+ *   - the accuracy cost against fp32 states over a short horizon, printed
+ *     and held to BF16_STATE_TOL: a prompt (16-token chunks) then 32 greedy
+ *     decode steps fed the same tokens in both engines; logits' max error
+ *     relative to max(1, max |logit|) of the step, the exported state's
+ *     relative to max(1, max |S|).  A stored value moves by at most 2^-8 of
+ *     itself per rounding (8 significant bits), so over ~200 steps of these
+ *     small models 5e-2 catches a wrong kernel, not the option's own cost.
+ *     That cost grows with the horizon where a head's decay is closer to 1
+ *     than bf16 resolves (g S rounds back to S, small k v^T are lost): it is
+ *     measured on the 1.3B preset over long decodes by `retnet bench-cuda
+ *     --state-bf16` (docs/benchmarks.md);
  *   - export, import and copy move bf16 values without loss (bf16 -> fp32
  *     -> bf16 is exact), reset empties a slot;
  *   - a batched decode equals single decodes bit for bit, as with fp32.
@@ -124,6 +128,7 @@ START_TEST(test_state_bf16_tracks_fp32)
            "prompt, %.3g at worst decoding; greedy picks agree %d/%d; state rel err %.3g\n",
            f.dir, f.T, STEPS, prefill_err, decode_err, agree, STEPS, state_err);
     ck_assert_uint_eq(rn_engine_slot_bytes(b) * 2, rn_engine_slot_bytes(a));
+    ck_assert_msg(state_err > 0.0, "%s: the bf16 engine's state equals fp32's: not rounded", f.dir);
     ck_assert_uint_eq(rn_engine_state_bytes(b), rn_engine_state_bytes(a));
     ck_assert_msg(prefill_err <= BF16_STATE_TOL && decode_err <= BF16_STATE_TOL &&
                       state_err <= BF16_STATE_TOL,
@@ -178,7 +183,16 @@ START_TEST(test_state_bf16_batched_is_single)
     fixture f;
     fixture_load(&f, "fla");
     enum { NB = 3 };
+    /* the GEMV path, where batching keeps every bit (check_forms.c) */
+    const char *was = getenv("RETNET_CUDA_GEMV_MAX");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("RETNET_CUDA_GEMV_MAX", "8", 1);
     rn_engine *batched = must_engine(&f, 1, NB), *single = must_engine(&f, 1, NB);
+    if (saved)
+        setenv("RETNET_CUDA_GEMV_MAX", saved, 1);
+    else
+        unsetenv("RETNET_CUDA_GEMV_MAX");
+    free(saved);
     size_t V = (size_t)f.cfg->vocab_size;
     int slots[NB] = {2, 0, 1};
     int32_t next[NB];

@@ -13,6 +13,7 @@
  * here asserts on time.  Without CUDA in the build both commands say so and
  * exit 3, as they do when no device is present.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include "cli.h"
 #include "model.h"
 #include "retnet.h"
+#include "rn_math.h"
 #include "util.h"
 #ifdef RN_HAVE_CUDA
 #include "cuda/rn_cuda.h"
@@ -156,6 +158,75 @@ static double decode_rate(rn_engine *e, int b, const int32_t *tok, int steps, fl
     return best;
 }
 
+/* max |a - b| / max(1, max |b|) over n values */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double d = 0.0, m = 1.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - (double)b[i]);
+        d = e > d || e != e ? e : d;
+        m = fabs((double)b[i]) > m ? fabs((double)b[i]) : m;
+    }
+    return d / m;
+}
+
+#define ACC_PROMPT 512
+#define ACC_STEPS 2048
+
+/* The accuracy cost of e's bf16 states: slot 0 of e and of an engine with
+ * fp32 states on the same model take the same ACC_PROMPT-token prompt, then
+ * ACC_STEPS decode steps fed the fp32 engine's greedy picks.  Printed per
+ * window of steps (up to 32, 256, 1024, 2048): the worst logits error
+ * relative to max(1, max |logit|) and how often the two greedy picks agree;
+ * then the states' relative error.  0 on success. */
+static int bf16_accuracy(const rn_model *m, rn_engine *e, const int32_t *tok, int chunk)
+{
+    static const int ends[] = {32, 256, 1024, ACC_STEPS};
+    rn_engine *f = NULL;
+    rn_error err = {0};
+    size_t V = (size_t)rn_model_config(m)->vocab_size, sb = rn_engine_state_bytes(e);
+    float *lf = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+    float *sf = malloc(sb), *sbf = malloc(sb);
+    int rc = -1, slot = 0, w = 0, agree = 0, n = 0;
+    double worst = 0.0;
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = chunk};
+    if (!lf || !lb || !sf || !sbf ||
+        rn_engine_new(&f, m, &(rn_engine_opts){.device = RN_DEVICE_CUDA, .n_slots = 1,
+                                                .max_chunk = chunk}, &err) != RN_OK ||
+        rn_state_reset(e, 0) != RN_OK || rn_prefill(f, 0, tok, ACC_PROMPT, &po, lf) != RN_OK ||
+        rn_prefill(e, 0, tok, ACC_PROMPT, &po, lb) != RN_OK)
+        goto cleanup;
+    printf(",\n \"bf16_accuracy\":{\"prompt\":%d,\"after_prompt_rel_err\":%.3g,\"windows\":[",
+           ACC_PROMPT, rel_err(lb, lf, V));
+    for (int step = 1; step <= ACC_STEPS; step++) {
+        int32_t next = rn_argmax_row(lf, (int)V);
+        agree += rn_argmax_row(lb, (int)V) == next;
+        n++;
+        if (rn_decode(f, &slot, &next, 1, lf) != RN_OK || rn_decode(e, &slot, &next, 1, lb) != RN_OK)
+            goto cleanup;
+        double d = rel_err(lb, lf, V);
+        worst = d > worst ? d : worst;
+        if (step == ends[w]) {
+            printf("%s{\"to_step\":%d,\"logits_rel_err\":%.3g,\"greedy_agree\":%.3f}",
+                   w ? "," : "", step, worst, (double)agree / n);
+            w++, worst = 0.0, agree = 0, n = 0;
+        }
+    }
+    if (rn_state_export(f, 0, sf, sb) != RN_OK || rn_state_export(e, 0, sbf, sb) != RN_OK)
+        goto cleanup;
+    printf("],\"state_rel_err\":%.3g}", rel_err(sbf, sf, sb / sizeof(float)));
+    rc = 0;
+cleanup:
+    if (rc)
+        fprintf(stderr, "retnet: bf16 accuracy run failed%s%s\n", err.msg[0] ? ": " : "", err.msg);
+    rn_engine_free(f);
+    free(lf);
+    free(lb);
+    free(sf);
+    free(sbf);
+    return rc;
+}
+
 /* --profile: one prefill of the first prompt length and one decode step of
  * the first batch size, after a warm-up of each, inside the profiler range
  * (for `ncu --profile-from-start off`); nothing is timed here. */
@@ -206,6 +277,7 @@ int cli_bench_cuda(int argc, char **argv)
     }
     const rn_config *c = rn_model_config(m);
     int n_tok = P > B ? P : B;
+    n_tok = n_tok > ACC_PROMPT ? n_tok : ACC_PROMPT;
     logits = rn_engine_host_alloc(e, sizeof(float) * (size_t)c->vocab_size * (size_t)B);
     tok = malloc(sizeof(int32_t) * (size_t)n_tok);
     picks = malloc(sizeof(int32_t) * (size_t)B);
@@ -255,7 +327,10 @@ int cli_bench_cuda(int argc, char **argv)
                i ? ",\n  " : "", o.prompts[i], r, tf, tf / l.gemm_TFLOPs);
         fflush(stdout);
     }
-    printf("]}\n");
+    printf("]");
+    if (o.state_bf16 && bf16_accuracy(m, e, tok, o.chunk) != 0)
+        goto failed;
+    printf("}\n");
     rc = 0;
     goto cleanup;
 failed:
