@@ -850,7 +850,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
     x->gemv_max = env_int("RETNET_CUDA_GEMV_MAX", RN_CUDA_GEMV_DEFAULT, 0, RN_CUDA_GEMV_MAX);
     x->ret_chunk = env_int("RETNET_CUDA_RET_CHUNK", RN_CUDA_RET_CHUNK, 0, 1 << 30);
-    x->pdl = major >= 9 && env_int("RETNET_CUDA_PDL", 1, 0, 1);
+    x->pdl = major >= 9 && rk_pdl_supported() && env_int("RETNET_CUDA_PDL", 1, 0, 1);
     CU(cudaStreamCreateWithFlags(&x->st, cudaStreamNonBlocking), "stream");
     if (cublasCreate(&x->blas) || cublasSetStream(x->blas, x->st) || cublasLtCreate(&x->lt)) {
         rc = rn_error_set(err, RN_EDEVICE, "cuda backend: cannot create cuBLAS handles");

@@ -309,8 +309,8 @@ template <> struct svec<1, __nv_bfloat16> {
  * memory (fixed order); the share's read-out goes to o + p * part_stride. */
 template <int W, typename TS>
 __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_states S,
-                                const int *__restrict__ slots, const float *__restrict__ q,
-                                const float *__restrict__ k, const float *__restrict__ v,
+                                const int *__restrict__ slots, const float *q, const float *k,
+                                const float *v,
                                 const float *__restrict__ gamma, int H, int dk, int dv, int rows)
 {
     pdl_enter();
@@ -561,7 +561,8 @@ void rk_act(cudaStream_t st, float *x, size_t n, int act)
  * row was just written and sits in L2: one load at a time would pay its
  * latency ~30 times), then the block reduces in shared memory with
  * rn_argmax_beats, so the pick equals rn_argmax_row's on the host. */
-__global__ void argmax_kernel(int32_t *out, const float *logits, int V)
+__global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(int32_t *out, const float *logits,
+                                                                int V)
 {
     pdl_enter();
     __shared__ float best_v[ARGMAX_THREADS];
@@ -598,6 +599,16 @@ __global__ void argmax_kernel(int32_t *out, const float *logits, int V)
     }
     if (threadIdx.x == 0) /* nothing above -inf: index 0, as on the host */
         out[blockIdx.x] = best_v[0] == -INFINITY ? 0 : best_i[0];
+}
+
+/* The kernels carry griddepcontrol only where they were compiled for sm_90
+ * or later (pdl_wait): code JIT-compiled from older PTX must not be launched
+ * as dependent, or it would race its predecessor. */
+int rk_pdl_supported(void)
+{
+    cudaFuncAttributes a;
+    return cudaFuncGetAttributes(&a, (const void *)argmax_kernel) == cudaSuccess &&
+           a.ptxVersion >= 90 && a.binaryVersion >= 90;
 }
 
 void rk_argmax_rows(cudaStream_t st, int32_t *out, const float *logits, int rows, int V)
@@ -842,10 +853,12 @@ __device__ static inline void gemv_fetch(typename wvec<T>::raw (*f)[U], const T 
  * whatever NB and PW are (lane l takes columns l*N + 32*N*k, k rising), so
  * a sequence's bits do not depend on its batch.  The weights depend on no
  * earlier kernel: the first loads are issued before pdl_wait, so under
- * dependent launch they overlap the previous kernel. */
+ * dependent launch they overlap the previous kernel.  x is written by that
+ * kernel, which may still run when this one starts: it is read with plain
+ * (coherent) loads, never the read-only path (no __restrict__). */
 template <typename T, int NB, bool VEC>
 __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set,
-                                                          const float *__restrict__ x, int in)
+                                                          const float *x, int in)
 {
     constexpr int PW = GEMV_PW(NB), RW = 2 * PW;
     pdl_trigger();
@@ -898,7 +911,7 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set,
                     for (int j = 0; j < N; j++)
 #pragma unroll
                         for (int r = 0; r < RW; r++)
-                            acc[r][b] += fw[r][j] * xs[j];
+                            acc[r][b] = __fmaf_rn(fw[r][j], xs[j], acc[r][b]);
                 }
             }
         }
@@ -914,7 +927,7 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set,
                 float xv = x[(size_t)b * (size_t)in + (size_t)i];
 #pragma unroll
                 for (int r = 0; r < RW; r++)
-                    acc[r][b] += fw[r] * xv;
+                    acc[r][b] = __fmaf_rn(fw[r], xv, acc[r][b]);
             }
         }
     }
@@ -928,7 +941,7 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set,
                 s0 += __shfl_xor_sync(0xffffffffu, s0, o);
                 s1 += __shfl_xor_sync(0xffffffffu, s1, o);
             }
-            if (lane == 0 && live[t])
+            if (lane == b && live[t]) /* every lane holds the sums: one store each */
                 gemv_store(set, p[t], b, s0, s1);
         }
 }

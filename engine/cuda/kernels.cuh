@@ -31,6 +31,8 @@ struct rk_states {
  * or writing anything it shares, cuBLAS's do not.  rk_embed is never launched
  * so: it follows the host's copies. */
 void rk_set_pdl(int on);
+/* Whether the loaded kernels can be launched that way (built for sm_90+). */
+int rk_pdl_supported(void);
 
 /* x[i] = scale * E[tok[i]] as fp32 (E of dtype t: an rn_dtype value). */
 void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *tok, int n, int D,
