@@ -42,15 +42,6 @@ static float *run_form(const fixture *f, rn_engine *e, rn_form form, int chunk, 
     return lg;
 }
 
-static float *export_state(rn_engine *e, int slot)
-{
-    size_t sb = rn_engine_state_bytes(e);
-    float *s = malloc(sb);
-    ck_assert_ptr_nonnull(s);
-    ck_assert_int_eq(rn_state_export(e, slot, s, sb), RN_OK);
-    return s;
-}
-
 START_TEST(test_forms_agree_for_all_chunk_sizes)
 {
     fixture f;
@@ -59,12 +50,12 @@ START_TEST(test_forms_agree_for_all_chunk_sizes)
     int T = f.T, V = f.cfg->vocab_size;
     size_t n = (size_t)T * (size_t)V, sn = rn_engine_state_bytes(e) / sizeof(float);
     float *rec = run_form(&f, e, RN_FORM_RECURRENT, 0, f.tokens, T);
-    float *rec_state = export_state(e, 0);
+    float *rec_state = fixture_state(e, 0);
     const int chunks[] = {1, 3, 16, 64, 0 /* whole prompt */};
     for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
         int chunk = chunks[c] ? chunks[c] : T;
         float *lg = run_form(&f, e, RN_FORM_CHUNKWISE, chunk, f.tokens, T);
-        float *st = export_state(e, 0);
+        float *st = fixture_state(e, 0);
         double d = max_abs_diff(lg, rec, n, NULL);
         ck_assert_msg(d <= tol_for(&f, rec, n), "%s chunk %d vs recurrent: %.3g", f.dir, chunk, d);
         double ds = max_abs_diff(st, rec_state, sn, NULL);
@@ -103,7 +94,7 @@ START_TEST(test_forms_prefill_continues_state)
     double d = max_abs_diff(whole, parts, (size_t)T * V, NULL);
     ck_assert_msg(d <= tol_for(&f, whole, (size_t)T * V),
                   "%s: prefill(A)+prefill(B) vs prefill(A+B): %.3g", f.dir, d);
-    float *s0 = export_state(e, 0), *s1 = export_state(e, 1);
+    float *s0 = fixture_state(e, 0), *s1 = fixture_state(e, 1);
     size_t sn = rn_engine_state_bytes(e) / sizeof(float);
     ck_assert(max_abs_diff(s0, s1, sn, NULL) <= fmax(1.0, max_abs(s0, sn)) * tol_for(&f, NULL, 0));
     free(s0);
@@ -119,53 +110,14 @@ START_TEST(test_forms_batched_decode_is_bitwise_single)
 {
     fixture f;
     fixture_load(&f, fixture_names[_i]);
-    enum { NB = 8 };
     /* On the GPU a sequence's bits are its own while its batch goes through
      * the weight-streaming GEMV (up to RETNET_CUDA_GEMV_MAX rows; cuBLASLt's
      * kernels for larger batches sum in an order that depends on the batch):
      * the property is held at the GEMV's largest batch, whatever the default. */
-    const char *was = getenv("RETNET_CUDA_GEMV_MAX");
-    char *saved = was ? strdup(was) : NULL;
-    setenv("RETNET_CUDA_GEMV_MAX", "8", 1);
-    rn_engine *batched = fixture_engine(&f, NB, 64), *single = fixture_engine(&f, NB, 64);
-    if (saved)
-        setenv("RETNET_CUDA_GEMV_MAX", saved, 1);
-    else
-        unsetenv("RETNET_CUDA_GEMV_MAX");
-    free(saved);
-    int V = f.cfg->vocab_size, slots[NB];
-    int32_t next[NB];
-    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 16};
-    for (int s = 0; s < NB; s++) { /* different prompts and lengths: mixed positions */
-        int len = 5 + 9 * s;
-        slots[s] = NB - 1 - s; /* and a slot order that is not the identity */
-        ck_assert_int_eq(rn_prefill(batched, slots[s], f.tokens + s, len, &po, NULL), RN_OK);
-        ck_assert_int_eq(rn_prefill(single, slots[s], f.tokens + s, len, &po, NULL), RN_OK);
-        next[s] = f.tokens[f.T + s];
-    }
-    float *lb = malloc(sizeof(float) * NB * (size_t)V),
-          *ls = malloc(sizeof(float) * NB * (size_t)V);
-    ck_assert_ptr_nonnull(lb);
-    ck_assert_ptr_nonnull(ls);
-    for (int step = 0; step < 3; step++) {
-        ck_assert_int_eq(rn_decode(batched, slots, next, NB, lb), RN_OK);
-        for (int s = 0; s < NB; s++)
-            ck_assert_int_eq(rn_decode(single, &slots[s], &next[s], 1, ls + (size_t)s * V), RN_OK);
-        ck_assert_msg(memcmp(lb, ls, sizeof(float) * NB * (size_t)V) == 0,
-                      "%s step %d: batched logits differ from single decodes", f.dir, step);
-        for (int s = 0; s < NB; s++)
-            next[s] = (next[s] * 7 + 3) % V;
-    }
-    for (int s = 0; s < NB; s++) {
-        float *a = export_state(batched, s), *b = export_state(single, s);
-        ck_assert_msg(memcmp(a, b, rn_engine_state_bytes(batched)) == 0, "%s: state %d differs",
-                      f.dir, s);
-        ck_assert_int_eq(rn_state_pos(batched, s), rn_state_pos(single, s));
-        free(a);
-        free(b);
-    }
-    free(lb);
-    free(ls);
+    char *saved = fixture_env_set("RETNET_CUDA_GEMV_MAX", "8");
+    rn_engine *batched = fixture_engine(&f, 8, 64), *single = fixture_engine(&f, 8, 64);
+    fixture_env_restore("RETNET_CUDA_GEMV_MAX", saved);
+    fixture_check_batched_is_single(&f, batched, single, 8, 3);
     rn_engine_free(batched);
     rn_engine_free(single);
     fixture_free(&f);
@@ -206,7 +158,7 @@ START_TEST(test_forms_decode_argmax_picks_what_logits_give)
         }
     }
     for (int s = 0; s < NB; s++) {
-        float *a = export_state(picker, s), *b = export_state(plain, s);
+        float *a = fixture_state(picker, s), *b = fixture_state(plain, s);
         ck_assert_msg(memcmp(a, b, rn_engine_state_bytes(picker)) == 0, "%s: state %d differs",
                       f.dir, s);
         free(a);
@@ -285,7 +237,7 @@ static void run_steps(const fixture *f, rn_engine *e, float *logits, float **sta
             next[s] = rn_argmax_row(lg + (size_t)s * V, V);
     }
     for (int s = 0; s < NB; s++)
-        states[s] = export_state(e, s);
+        states[s] = fixture_state(e, s);
 }
 
 /* Each of the CUDA backend's launch settings, turned off through its
@@ -306,17 +258,11 @@ START_TEST(test_forms_launch_settings_keep_bits)
     ck_assert_ptr_nonnull(ref);
     ck_assert_ptr_nonnull(alt);
     for (size_t k = 0; k < sizeof knobs / sizeof knobs[0]; k++) {
-        const char *was = getenv(knobs[k]);
-        char *saved = was ? strdup(was) : NULL;
-        unsetenv(knobs[k]);
+        char *saved = fixture_env_set(knobs[k], "1");
         rn_engine *a = fixture_engine(&f, 3, 64);
         setenv(knobs[k], "0", 1);
         rn_engine *b = fixture_engine(&f, 3, 64);
-        if (saved)
-            setenv(knobs[k], saved, 1);
-        else
-            unsetenv(knobs[k]);
-        free(saved);
+        fixture_env_restore(knobs[k], saved);
         run_steps(&f, a, ref, ref_s);
         run_steps(&f, b, alt, alt_s);
         ck_assert_msg(memcmp(ref, alt, sizeof(float) * nl) == 0, "%s: %s=0 changes the logits",

@@ -55,15 +55,6 @@ static rn_engine *must_engine(const fixture *f, int bf16, int n_slots)
     return e;
 }
 
-static float *exported(rn_engine *e, int slot)
-{
-    size_t sb = rn_engine_state_bytes(e);
-    float *s = malloc(sb);
-    ck_assert_ptr_nonnull(s);
-    ck_assert_int_eq(rn_state_export(e, slot, s, sb), RN_OK);
-    return s;
-}
-
 /* max |a - b| / max(1, max |ref|) over n values */
 static double rel_err(const float *a, const float *ref, size_t n)
 {
@@ -121,7 +112,7 @@ START_TEST(test_state_bf16_tracks_fp32)
         ck_assert_int_eq(rn_decode(b, &slot, &next, 1, lb), RN_OK);
         decode_err = fmax(decode_err, rel_err(lb, la, V));
     }
-    float *sa = exported(a, 0), *sb = exported(b, 0);
+    float *sa = fixture_state(a, 0), *sb = fixture_state(b, 0);
     size_t sn = rn_engine_state_bytes(a) / sizeof(float);
     double state_err = rel_err(sb, sa, sn);
     printf("bf16 states, %s: prompt of %d then %d decode steps: logits rel err %.3g after the "
@@ -151,10 +142,10 @@ START_TEST(test_state_bf16_moves_without_loss)
     rn_engine *e = must_engine(&f, 1, 4);
     size_t sb = rn_engine_state_bytes(e), V = (size_t)f.cfg->vocab_size;
     ck_assert_int_eq(rn_prefill(e, 0, f.tokens, f.T, NULL, NULL), RN_OK);
-    float *s0 = exported(e, 0);
+    float *s0 = fixture_state(e, 0);
     ck_assert_int_eq(rn_state_import(e, 1, s0, sb, rn_state_pos(e, 0)), RN_OK);
     ck_assert_int_eq(rn_state_copy(e, 2, 0), RN_OK);
-    float *s1 = exported(e, 1), *s2 = exported(e, 2);
+    float *s1 = fixture_state(e, 1), *s2 = fixture_state(e, 2);
     ck_assert_msg(memcmp(s0, s1, sb) == 0, "export -> import -> export changed the state");
     ck_assert_msg(memcmp(s0, s2, sb) == 0, "a copied slot differs");
     /* the same state decodes to the same logits from every slot */
@@ -166,7 +157,7 @@ START_TEST(test_state_bf16_moves_without_loss)
     ck_assert(memcmp(l, l + V, sizeof(float) * V) == 0);
     ck_assert(memcmp(l, l + 2 * V, sizeof(float) * V) == 0);
     ck_assert_int_eq(rn_state_reset(e, 1), RN_OK);
-    float *z = exported(e, 1);
+    float *z = fixture_state(e, 1);
     ck_assert_double_eq(max_abs(z, sb / sizeof(float)), 0.0);
     free(s0);
     free(s1);
@@ -182,39 +173,11 @@ START_TEST(test_state_bf16_batched_is_single)
 {
     fixture f;
     fixture_load(&f, "fla");
-    enum { NB = 3 };
     /* the GEMV path, where batching keeps every bit (check_forms.c) */
-    const char *was = getenv("RETNET_CUDA_GEMV_MAX");
-    char *saved = was ? strdup(was) : NULL;
-    setenv("RETNET_CUDA_GEMV_MAX", "8", 1);
-    rn_engine *batched = must_engine(&f, 1, NB), *single = must_engine(&f, 1, NB);
-    if (saved)
-        setenv("RETNET_CUDA_GEMV_MAX", saved, 1);
-    else
-        unsetenv("RETNET_CUDA_GEMV_MAX");
-    free(saved);
-    size_t V = (size_t)f.cfg->vocab_size;
-    int slots[NB] = {2, 0, 1};
-    int32_t next[NB];
-    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 16};
-    for (int s = 0; s < NB; s++) {
-        ck_assert_int_eq(rn_prefill(batched, slots[s], f.tokens + s, 5 + 7 * s, &po, NULL), RN_OK);
-        ck_assert_int_eq(rn_prefill(single, slots[s], f.tokens + s, 5 + 7 * s, &po, NULL), RN_OK);
-        next[s] = f.tokens[f.T + s];
-    }
-    float *lb = malloc(sizeof(float) * NB * V), *ls = malloc(sizeof(float) * NB * V);
-    ck_assert_ptr_nonnull(lb);
-    ck_assert_ptr_nonnull(ls);
-    for (int step = 0; step < 3; step++) {
-        ck_assert_int_eq(rn_decode(batched, slots, next, NB, lb), RN_OK);
-        for (int s = 0; s < NB; s++)
-            ck_assert_int_eq(rn_decode(single, &slots[s], &next[s], 1, ls + (size_t)s * V), RN_OK);
-        ck_assert_msg(memcmp(lb, ls, sizeof(float) * NB * V) == 0, "step %d differs", step);
-        for (int s = 0; s < NB; s++)
-            next[s] = rn_argmax_row(lb + (size_t)s * V, (int)V);
-    }
-    free(lb);
-    free(ls);
+    char *saved = fixture_env_set("RETNET_CUDA_GEMV_MAX", "8");
+    rn_engine *batched = must_engine(&f, 1, 8), *single = must_engine(&f, 1, 8);
+    fixture_env_restore("RETNET_CUDA_GEMV_MAX", saved);
+    fixture_check_batched_is_single(&f, batched, single, 8, 3);
     rn_engine_free(batched);
     rn_engine_free(single);
     fixture_free(&f);

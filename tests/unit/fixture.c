@@ -126,3 +126,69 @@ void test_dir_remove(const char *dir)
 {
     nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+float *fixture_state(rn_engine *e, int slot)
+{
+    size_t sb = rn_engine_state_bytes(e);
+    float *s = malloc(sb);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(rn_state_export(e, slot, s, sb), RN_OK);
+    return s;
+}
+
+char *fixture_env_set(const char *name, const char *value)
+{
+    const char *was = getenv(name);
+    char *saved = was ? strdup(was) : NULL;
+    ck_assert(!was || saved);
+    setenv(name, value, 1);
+    return saved;
+}
+
+void fixture_env_restore(const char *name, char *saved)
+{
+    if (saved)
+        setenv(name, saved, 1);
+    else
+        unsetenv(name);
+    free(saved);
+}
+
+void fixture_check_batched_is_single(const fixture *f, rn_engine *batched, rn_engine *single,
+                                     int nb, int steps)
+{
+    int V = f->cfg->vocab_size, *slots = malloc(sizeof(int) * (size_t)nb);
+    int32_t *next = malloc(sizeof(int32_t) * (size_t)nb);
+    float *lb = malloc(sizeof(float) * (size_t)nb * (size_t)V),
+          *ls = malloc(sizeof(float) * (size_t)nb * (size_t)V);
+    ck_assert(slots && next && lb && ls);
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 16};
+    for (int s = 0; s < nb; s++) { /* different prompts and lengths: mixed positions */
+        int len = 5 + 9 * s;
+        slots[s] = nb - 1 - s;
+        ck_assert_int_eq(rn_prefill(batched, slots[s], f->tokens + s, len, &po, NULL), RN_OK);
+        ck_assert_int_eq(rn_prefill(single, slots[s], f->tokens + s, len, &po, NULL), RN_OK);
+        next[s] = f->tokens[f->T + s];
+    }
+    for (int step = 0; step < steps; step++) {
+        ck_assert_int_eq(rn_decode(batched, slots, next, nb, lb), RN_OK);
+        for (int s = 0; s < nb; s++)
+            ck_assert_int_eq(rn_decode(single, &slots[s], &next[s], 1, ls + (size_t)s * V), RN_OK);
+        ck_assert_msg(memcmp(lb, ls, sizeof(float) * (size_t)nb * (size_t)V) == 0,
+                      "%s step %d: batched logits differ from single decodes", f->dir, step);
+        for (int s = 0; s < nb; s++)
+            next[s] = (next[s] * 7 + 3) % V;
+    }
+    for (int s = 0; s < nb; s++) {
+        float *a = fixture_state(batched, s), *b = fixture_state(single, s);
+        ck_assert_msg(memcmp(a, b, rn_engine_state_bytes(batched)) == 0, "%s: state %d differs",
+                      f->dir, s);
+        ck_assert_int_eq(rn_state_pos(batched, s), rn_state_pos(single, s));
+        free(a);
+        free(b);
+    }
+    free(slots);
+    free(next);
+    free(lb);
+    free(ls);
+}

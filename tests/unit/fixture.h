@@ -36,6 +36,20 @@ float *fixture_tensor(const fixture *f, const char *name, size_t *numel);
  * when RN_TEST_DEVICE=cuda (make check-cuda runs the suites that way). */
 rn_engine *fixture_engine(const fixture *f, int n_slots, int max_chunk);
 int fixture_on_cuda(void);
+/* Slot's state as rn_state_export writes it, in a new malloc'd array
+ * (caller frees); aborts the test on failure. */
+float *fixture_state(rn_engine *e, int slot);
+/* Sets name=value in the environment and returns what it was (malloc'd, or
+ * NULL when unset), for fixture_env_restore, which puts it back and frees it. */
+char *fixture_env_set(const char *name, const char *value);
+void fixture_env_restore(const char *name, char *saved);
+/* nb slots of batched and of single (engines on f's model with the same
+ * options) take the same different-length prompts in a slot order that is
+ * not the identity; then `steps` decode steps run as one batch on batched
+ * and slot by slot on single.  Asserts that logits, states and positions
+ * are bit for bit the same. */
+void fixture_check_batched_is_single(const fixture *f, rn_engine *batched, rn_engine *single,
+                                     int nb, int steps);
 
 /* A new empty directory $TMPDIR/rn-check-<tag>-XXXXXX (path in dir); aborts
  * the test on failure.  test_dir_remove deletes it with its contents. */
