@@ -17,7 +17,9 @@ For each concurrency B in 1, 8, 32, one after the other on the same server:
    and steady decode tokens/s = B x the median per-stream rate (tokens after
    the first chunk) / (last chunk - first chunk), the quantity `retnet bench`
    measures for the engine alone; their ratio is the share of engine
-   throughput that survives sampling, scheduling, HTTP and SSE.
+   throughput that survives sampling, scheduling, HTTP and SSE.  Steps 1 and
+   2 run --repeats times (3) in turn, and the pair with the median ratio is
+   reported, next to every pair's ratio.
 
 Then:
 
@@ -425,6 +427,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--wrk-seconds", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="engine / server pairs per level; the median pair is reported")
     ap.add_argument("--out", default=os.path.join(ROOT, "build/bench/http.json"))
     ap.add_argument("--client", default=os.path.join(ROOT, "build/release/bench/sse_load"),
                     help="the C load client; 'python' (or a missing file): this process")
@@ -456,15 +460,23 @@ def main():
             run_level(srv.port, 1, 2, client=client, tmp=tmp)  # warm-up
             for c in levels:
                 # the engine alone right before the same load over HTTP (the
-                # server idles meanwhile), so that both see the same machine
-                engine = engine_bench(a.retnet, model, a.threads, c)
-                r = run_level(srv.port, c, max(3, -(-32 // c)), srv.proc.pid, client, tmp)
-                r["engine_tok_s"] = engine
-                r["steady_vs_engine"] = r["steady_tok_s"] / engine
-                r["aggregate_vs_engine"] = r["aggregate_tok_s"] / engine
+                # server idles meanwhile), so that both see the same machine;
+                # --repeats such pairs, and the pair with the median ratio is
+                # reported (one pair moved by ±5% on a 2-core machine)
+                pairs = []
+                for _ in range(a.repeats):
+                    engine = engine_bench(a.retnet, model, a.threads, c)
+                    r = run_level(srv.port, c, max(3, -(-32 // c)), srv.proc.pid, client, tmp)
+                    r["engine_tok_s"] = engine
+                    r["steady_vs_engine"] = r["steady_tok_s"] / engine
+                    r["aggregate_vs_engine"] = r["aggregate_tok_s"] / engine
+                    pairs.append(r)
+                    log("batch/streams %-3d engine %8.1f tok/s; http %d requests in %.1f s: %.1f%%"
+                        % (c, engine, r["requests"], r["wall_s"], 100 * r["steady_vs_engine"]))
+                pairs.sort(key=lambda p: p["steady_vs_engine"])
+                r = pairs[len(pairs) // 2]
+                r["ratios"] = [p["steady_vs_engine"] for p in pairs]
                 results.append(r)
-                log("batch/streams %-3d engine %8.1f tok/s; http %d requests in %.1f s"
-                    % (c, engine, r["requests"], r["wall_s"]))
             health = health_wrk(srv.port, a.wrk_seconds)
         finally:
             rc = srv.stop()
@@ -488,7 +500,10 @@ def main():
                r["aggregate_tok_s"], r["steady_tok_s"], r["engine_tok_s"], 100 * r["steady_vs_engine"]))
     def each(key, fmt):
         return ", ".join(fmt % r[key] if r.get(key) is not None else "?" for r in results)
-    log("target: steady/engine >= 95% (HTTP + SSE overhead <= 5%)")
+    log("target: steady/engine >= 95%% (HTTP + SSE overhead <= 5%%); the median of %d pairs, all: %s"
+        % (a.repeats, "; ".join("%d streams %s" % (r["concurrency"], " / ".join("%.1f%%" % (100 * x)
+                                                                             for x in r["ratios"]))
+                               for r in results)))
     log("share of the server's CPU time in its HTTP loop thread (HTTP, SSE, JSON, detokenizing): %s"
         % ", ".join("%.1f%%" % (100 * r["loop_cpu_share"]) if r.get("loop_cpu_share") is not None else "?"
                     for r in results))
