@@ -12,6 +12,7 @@
 #include "backend.h"
 #include "rn_math.h"
 #include "retnet.h"
+#include "util.h"
 
 struct rn_engine {
     const rn_backend_ops *ops;
@@ -271,7 +272,6 @@ int rn_decode_argmax(rn_engine *e, const int *slots, const int32_t *tokens, int 
     float *lg = scratch ? scratch : e->pick_logits;
     if ((rc = e->ops->decode(e->ctx, slots, tokens, n, lg)) != RN_OK)
         return rc;
-    for (int i = 0; i < n; i++)
-        out[i] = rn_argmax_row(lg + (size_t)i * (size_t)V, V);
+    rn__argmax_rows(lg, n, V, out);
     return RN_OK;
 }

@@ -1,6 +1,7 @@
 /* util.c -- small helpers shared inside the engine. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cpu/simd.h"
 #include "util.h"
 
 char *rn__strdup(const char *s)
@@ -112,4 +114,47 @@ void *rn__huge_alloc(size_t n)
     if (p)
         rn__huge_pages_hint(p, rounded);
     return p;
+}
+
+typedef float rn_v16f __attribute__((vector_size(64)));
+typedef int32_t rn_v16i __attribute__((vector_size(64)));
+
+/* Lane j keeps the largest value among elements j, j + 16, ... and the first
+ * index where it occurs (a strict >, as the scalar rule, so NaN never enters
+ * and ties keep the earlier index); the lanes are then merged by value, ties
+ * to the smaller index, and the tail follows in order. */
+RN_CLONES static int32_t argmax_row(const float *l, int n)
+{
+    const rn_v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    rn_v16f m;
+    rn_v16i at = {0};
+    for (int j = 0; j < 16; j++)
+        m[j] = -INFINITY;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        rn_v16f v;
+        memcpy(&v, l + i, sizeof v);
+        rn_v16i gt = v > m;
+        m = (rn_v16f)(((rn_v16i)v & gt) | ((rn_v16i)m & ~gt));
+        at = ((lane + i) & gt) | (at & ~gt);
+    }
+    float best = -INFINITY;
+    int32_t best_i = 0;
+    for (int j = 0; j < 16; j++)
+        if (m[j] > best || (m[j] == best && m[j] > -INFINITY && at[j] < best_i)) {
+            best = m[j];
+            best_i = at[j];
+        }
+    for (; i < n; i++)
+        if (l[i] > best) {
+            best = l[i];
+            best_i = i;
+        }
+    return best_i;
+}
+
+void rn__argmax_rows(const float *lg, int rows, int n, int32_t *out)
+{
+    for (int r = 0; r < rows; r++)
+        out[r] = argmax_row(lg + (size_t)r * (size_t)n, n);
 }

@@ -21,6 +21,11 @@ const char *rn__read_error(int rc);
 /* Monotonic time in seconds. */
 double rn__now(void);
 
+/* out[r] = rn_argmax_row (rn_math.h) of row r of lg (rows x n): the same
+ * pick (the first index of the largest value; NaN never picked; 0 when no
+ * value is above -inf), 16 lanes at a time. */
+void rn__argmax_rows(const float *lg, int rows, int n, int32_t *out);
+
 #define RN_HUGE_PAGE ((size_t)2 << 20)
 /* Asks for 2 MiB pages (transparent huge pages, granted on request where the
  * kernel runs them in "madvise" mode) over the whole 2 MiB blocks inside

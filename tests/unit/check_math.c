@@ -2,6 +2,8 @@
  */
 #include <check.h>
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 
 #include "rn_math.h"
 #include "suites.h"
@@ -139,6 +141,61 @@ START_TEST(test_math_norm_factor)
 }
 END_TEST
 
+/* rn__argmax_rows (16 lanes, then merged) picks what the scalar
+ * rn_argmax_row picks, on rows built to stress the rule: every length from 1
+ * to 70 and 4096/4097, repeated maxima in different lanes and in the tail,
+ * NaN, infinities, signed zeros, all -inf, all NaN. */
+START_TEST(test_math_argmax_rows_is_the_scalar_rule)
+{
+    enum { MAXN = 4097 };
+    float *row = malloc(sizeof(float) * MAXN);
+    ck_assert_ptr_nonnull(row);
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    int lens[] = {4096, 4097};
+    for (int trial = 0; trial < 2000; trial++) {
+        int n = trial < 1400 ? 1 + trial % 70 : lens[trial % 2];
+        for (int i = 0; i < n; i++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            unsigned r = (unsigned)(seed >> 33);
+            switch (trial % 7) {
+            case 0: /* few distinct values: many ties */
+                row[i] = (float)(r % 4);
+                break;
+            case 1: /* NaN and infinities sprinkled in */
+                row[i] = r % 11 == 0 ? NAN : r % 13 == 0 ? -INFINITY : r % 97 == 0 ? INFINITY
+                                                                              : (float)(r % 1000);
+                break;
+            case 2: /* signed zeros and negatives */
+                row[i] = r % 3 == 0 ? 0.0f : r % 3 == 1 ? -0.0f : -(float)(r % 50);
+                break;
+            case 3:
+                row[i] = -INFINITY;
+                break;
+            case 4:
+                row[i] = r % 2 ? NAN : -INFINITY;
+                break;
+            default:
+                row[i] = (float)((int)(r % 2001) - 1000) * 0.25f;
+                break;
+            }
+        }
+        int32_t got;
+        rn__argmax_rows(row, 1, n, &got);
+        ck_assert_msg(got == rn_argmax_row(row, n), "trial %d (n %d): %d, scalar %d", trial, n, got,
+                      rn_argmax_row(row, n));
+    }
+    /* several rows at once */
+    float two[2 * 40];
+    for (int i = 0; i < 80; i++)
+        two[i] = (float)((i * 37) % 41);
+    int32_t out[2];
+    rn__argmax_rows(two, 2, 40, out);
+    ck_assert_int_eq(out[0], rn_argmax_row(two, 40));
+    ck_assert_int_eq(out[1], rn_argmax_row(two + 40, 40));
+    free(row);
+}
+END_TEST
+
 Suite *math_suite(void)
 {
     Suite *s = suite_create("math");
@@ -154,6 +211,7 @@ Suite *math_suite(void)
     tcase_add_test(tc, test_math_rope_rotate_is_complex_product);
     tcase_add_test(tc, test_math_ts_norm_step_sums_powers);
     tcase_add_test(tc, test_math_norm_factor);
+    tcase_add_test(tc, test_math_argmax_rows_is_the_scalar_rule);
     suite_add_tcase(s, tc);
     return s;
 }
