@@ -117,20 +117,39 @@ void rn__linear_gemm(rn_cpu_ops_ctx *c, float *y, const float *x, int n, const r
 
 /* ----------------------------------------------------------- elementwise */
 
-void rn__norm(float *y, const float *x, int n, int d, rn_norm_kind kind, const float *w,
-              const float *b, float eps)
+#define NORM_LANES 8
+
+/* Sum of x[k] (sq = 0) or of (x[k] - mu)^2 (sq = 1) over d values, in
+ * double, in NORM_LANES interleaved partial sums added up in a fixed order:
+ * the lanes are independent, so the loop runs in vector registers, and the
+ * order depends on d alone, so a row's bits do not depend on its batch. */
+static inline double norm_sum(const float *x, int d, double mu, int sq)
+{
+    double acc[NORM_LANES] = {0};
+    int k = 0;
+    for (; k + NORM_LANES <= d; k += NORM_LANES)
+        for (int j = 0; j < NORM_LANES; j++) {
+            double v = (double)x[k + j] - mu;
+            acc[j] += sq ? v * v : v;
+        }
+    double t = 0.0;
+    for (int j = 0; j < NORM_LANES; j++)
+        t += acc[j];
+    for (; k < d; k++) {
+        double v = (double)x[k] - mu;
+        t += sq ? v * v : v;
+    }
+    return t;
+}
+
+RN_CLONES void rn__norm(float *y, const float *x, int n, int d, rn_norm_kind kind, const float *w,
+                        const float *b, float eps)
 {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * (size_t)d;
         float *yi = y + (size_t)i * (size_t)d;
-        double mu = 0.0, ss = 0.0;
-        if (kind == RN_NORM_LAYER) {
-            for (int k = 0; k < d; k++)
-                mu += xi[k];
-            mu /= d;
-        }
-        for (int k = 0; k < d; k++)
-            ss += ((double)xi[k] - mu) * ((double)xi[k] - mu);
+        double mu = kind == RN_NORM_LAYER ? norm_sum(xi, d, 0.0, 0) / d : 0.0;
+        double ss = norm_sum(xi, d, mu, 1);
         float r = rn_norm_factor(ss, d, eps);
         for (int k = 0; k < d; k++) {
             float v = (float)((double)xi[k] - mu) * r;
