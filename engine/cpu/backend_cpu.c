@@ -51,6 +51,7 @@ typedef struct cpu_ctx {
     /* per-row scratch, cap_rows rows each */
     int cap_rows;
     float *x, *hn, *q, *k, *v, *g, *o, *f1, *f2, *y, *ret;
+    float *rope; /* rotary cosines and sines per row (rn__rope_table), once per forward */
     long ret_len;
     long long *rowpos;
 } cpu_ctx;
@@ -59,7 +60,8 @@ typedef struct cpu_ctx {
 
 static void free_rows(cpu_ctx *x)
 {
-    float **bufs[] = {&x->x, &x->hn, &x->q, &x->k, &x->v, &x->g, &x->o, &x->f1, &x->f2, &x->y, &x->ret};
+    float **bufs[] = {&x->x,  &x->hn, &x->q, &x->k,   &x->v,   &x->g,
+                      &x->o,  &x->f1, &x->f2, &x->y, &x->ret, &x->rope};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
@@ -103,8 +105,9 @@ static int ensure_rows(cpu_ctx *x, int n, int parallel)
     x->f2 = malloc(r * F * 4);
     x->ret = malloc((size_t)ret_len * (size_t)prefill_lanes(x) * 4); /* one scratch per lane */
     x->rowpos = malloc(r * sizeof *x->rowpos);
+    x->rope = malloc(r * 2 * (size_t)c->head_dim_k * 4);
     if (!x->x || !x->hn || !x->y || !x->q || !x->k || !x->v || !x->g || !x->o || !x->f1 ||
-        !x->f2 || !x->ret || !x->rowpos) {
+        !x->f2 || !x->ret || !x->rowpos || !x->rope) {
         free_rows(x);
         return RN_ENOMEM;
     }
@@ -256,8 +259,8 @@ static void qkv_prepare(cpu_ctx *x, int n)
         scaled[i] *= sc;
     if (c->position == RN_POS_ROTARY) {
         int il = c->rope_layout == RN_ROPE_INTERLEAVED;
-        rn__rope(x->q, n, c->n_heads, c->head_dim_k, x->rowpos, x->freq, il);
-        rn__rope(x->k, n, c->n_heads, c->head_dim_k, x->rowpos, x->freq, il);
+        rn__rope(x->q, n, c->n_heads, c->head_dim_k, x->rope, il);
+        rn__rope(x->k, n, c->n_heads, c->head_dim_k, x->rope, il);
     }
 }
 
@@ -360,6 +363,8 @@ static void forward(cpu_ctx *x, run_mode mode, const int *slots, const int32_t *
 {
     const rn_config *c = x->c;
     set_positions(x, mode, slots, n);
+    if (c->position == RN_POS_ROTARY)
+        rn__rope_table(x->rope, n, c->head_dim_k, x->rowpos, x->freq);
     embed(x, tok, n);
     for (int l = 0; l < c->n_layers; l++) {
         const rn_layer_weights *lw = &x->w->layers[l];

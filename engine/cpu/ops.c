@@ -178,17 +178,23 @@ void rn__gate(float *y, const float *g, size_t n, rn_act a)
         y[i] *= rn_act_apply((int)a, g[i]);
 }
 
-void rn__rope(float *x, int n, int heads, int dk, const long long *pos, const float *freq,
-              int interleaved)
+void rn__rope_table(float *cs, int n, int dk, const long long *pos, const float *freq)
 {
-    float cs[2 * 1024], *c = cs, *s = cs + 1024;
-    int half = dk / 2;
     for (int i = 0; i < n; i++) {
-        for (int f = 0; f < dk && f < 1024; f++) {
+        float *c = cs + (size_t)i * 2 * (size_t)dk, *s = c + dk;
+        for (int f = 0; f < dk; f++) {
             double a = (double)rn_rope_angle(pos[i], freq[f]);
             c[f] = (float)cos(a);
             s[f] = (float)sin(a);
         }
+    }
+}
+
+void rn__rope(float *x, int n, int heads, int dk, const float *cs, int interleaved)
+{
+    int half = dk / 2;
+    for (int i = 0; i < n; i++) {
+        const float *c = cs + (size_t)i * 2 * (size_t)dk, *s = c + dk;
         for (int h = 0; h < heads; h++) {
             float *v = x + ((size_t)i * (size_t)heads + (size_t)h) * (size_t)dk;
             if (interleaved) {

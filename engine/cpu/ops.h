@@ -34,8 +34,11 @@ void rn__group_norm(float *o, int n, int heads, int dv, rn_norm_kind kind, float
 void rn__act(float *x, size_t n, rn_act a);
 /* y *= act(g), elementwise */
 void rn__gate(float *y, const float *g, size_t n, rn_act a);
-/* Rotates n rows of H heads of dk features by angle(pos_i, freq) in place. */
-void rn__rope(float *x, int n, int heads, int dk, const long long *pos, const float *freq,
-              int interleaved);
+/* cs (n x 2dk): for row i, the cosines then the sines of angle(pos_i,
+ * freq[f]) for the dk features, shared by q and k and by every layer. */
+void rn__rope_table(float *cs, int n, int dk, const long long *pos, const float *freq);
+/* Rotates n rows of H heads of dk features in place by row i's angles in cs
+ * (rn__rope_table). */
+void rn__rope(float *x, int n, int heads, int dk, const float *cs, int interleaved);
 
 #endif
