@@ -430,9 +430,12 @@ int rd_api_handle(void *vapp, rd_conn *c)
     rd_app *app = vapp;
     const char *m = rd_conn_method(c), *p = rd_conn_path(c);
     int get = !strcmp(m, "GET") || !strcmp(m, "HEAD"), post = !strcmp(m, "POST"), rc;
-    if (!strcmp(p, "/metrics")) { /* public, like /health: for the scraper */
+    if (!strcmp(p, "/metrics")) { /* public unless --metrics-auth: for the scraper */
         if (!get)
             return method_not_allowed(c, "GET, HEAD", "method %s not allowed on %s; use GET", m, p);
+        if (app->opt.metrics_auth && !authorized(app, c))
+            return rd_json_error(c, 401, "authentication_error", NULL, "invalid_api_key",
+                                 "missing or invalid API key (Authorization: Bearer ...)");
         size_t len = 0;
         char *text = rd_metrics_render(app, &len);
         int mrc = text ? rd_http_reply(c, 200, text, len, "text/plain; version=0.0.4; charset=utf-8",

@@ -38,6 +38,8 @@ static const opt table[] = {
      "require Authorization: Bearer KEY on everything but /health, /ready and /metrics"},
     {"server", "api_key_file", "--api-key-file", "RETNETD_API_KEY_FILE", T_STR, O(api_key_file), "",
      0, 0, NULL, "file of API keys, one per line as name:secret (sessions belong to a key's name)"},
+    {"server", "metrics_auth", "--metrics-auth", "RETNETD_METRICS_AUTH", T_BOOL, O(metrics_auth),
+     "false", 0, 1, NULL, "with API keys, require one on /metrics too"},
     {"server", "max_connections", "--max-connections", "RETNETD_MAX_CONNECTIONS", T_UINT,
      O(max_connections), "1024", 1, 1000000, NULL, "concurrent connections"},
     {"server", "timeout", "--timeout", "RETNETD_TIMEOUT", T_UINT, O(timeout_s), "600", 1, 86400,

@@ -20,6 +20,7 @@ typedef struct rd_options {
     int port;
     const char *api_key;
     const char *api_key_file;
+    int metrics_auth; /* /metrics needs an API key when keys are set */
     unsigned max_connections;
     unsigned timeout_s;
     size_t max_body;

@@ -127,6 +127,22 @@ class TestMetrics(ts.ServerTestCase):
                                r'ttft_ms=[\d.]+ duration_ms=[\d.]+ client=127\.0\.0\.1$')
 
 
+class TestMetricsAuth(ts.ServerTestCase):
+    """--metrics-auth: with an API key set, /metrics wants it too (401 in the
+    OpenAI shape without it); /health stays public."""
+    server_args = ("--api-key", "secret", "--metrics-auth", "true", "--slots", "2")
+
+    def test_metrics_need_the_key(self):
+        status, _, data = ts.http_request(self.port, "GET", "/metrics")
+        self.assertEqual(status, 401, data)
+        self.assertEqual(json.loads(data)["error"]["code"], "invalid_api_key")
+        status, _, data = ts.http_request(self.port, "GET", "/metrics",
+                                          headers={"Authorization": "Bearer secret"})
+        self.assertEqual(status, 200, data)
+        self.assertIn(b"retnetd_state_slots", data)
+        self.assertEqual(ts.http_request(self.port, "GET", "/health")[0], 200)
+
+
 class TestJsonLog(unittest.TestCase):
     def test_json_lines(self):
         # Server.start waits for a logfmt ready line: this one is started by hand
