@@ -66,7 +66,7 @@ TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o)
 TEST_BIN := $(OUT)/tests/check_unit
 
-.PHONY: soak load-wrk check-valgrind check-image install uninstall all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
+.PHONY: FORCE soak load-wrk check-valgrind check-image install uninstall all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
 
 all: $(RETNET) $(RETNETD) $(TEST_BIN)
 
@@ -116,6 +116,16 @@ $(OUT)/server/%.o: server/%.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS_ALL) $(SERVER_CFLAGS) $(CFLAGS_ALL) -c $< -o $@
+
+# The objects that print RD_VERSION are rebuilt when `git describe` changes:
+# the stamp is rewritten only when its text differs, so an unchanged version
+# rebuilds nothing.
+VERSION_STAMP := $(OUT)/version.stamp
+$(VERSION_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@[ "$$(cat $@ 2>/dev/null)" = "$(VERSION)" ] || echo "$(VERSION)" > $@
+$(OUT)/server/main.o $(OUT)/server/metrics.o $(OUT)/server/options.o: $(VERSION_STAMP)
+FORCE:
 
 $(OUT)/%.o: %.cu
 	@mkdir -p $(dir $@)

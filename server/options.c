@@ -13,6 +13,10 @@
 
 #include "options.h"
 
+#ifndef RD_VERSION
+#define RD_VERSION "unknown"
+#endif
+
 typedef enum { T_STR, T_INT, T_UINT, T_MIB, T_BYTES, T_BOOL } opt_type;
 typedef enum { SRC_DEFAULT = 0, SRC_FILE, SRC_ENV, SRC_FLAG } opt_source;
 
@@ -306,6 +310,8 @@ static void usage(FILE *f)
                "  --config FILE             settings from an INI file (config/retnetd.conf)\n"
                "  --check-config            validate, print the effective settings, exit\n"
                "  --print-config-example    every setting with its default, as a config file\n"
+               "  --version, -V             print the version (git describe of the build) and exit\n"
+               "  --help, -h                this text\n"
                "Settings (defaults < config file < RETNETD_* environment < flags):\n");
     const char *section = "";
     for (int i = 0; i < N_OPTS; i++) {
@@ -323,12 +329,17 @@ static void usage(FILE *f)
     }
 }
 
-/* First pass: --config, --check-config and --help; 1 = help printed. */
+/* First pass: --config, --check-config, --help and --version; 1 = help or
+ * version printed. */
 static int scan_flags(rd_options *o, int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
+            return 1;
+        }
+        if (!strcmp(argv[i], "-V") || !strcmp(argv[i], "--version")) {
+            printf("retnetd %s\n", RD_VERSION);
             return 1;
         }
         if (!strcmp(argv[i], "--print-config-example")) {

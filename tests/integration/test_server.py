@@ -1282,6 +1282,25 @@ class TestStreamIntervalDefault(unittest.TestCase):
         self.assertEqual(self.chosen("--stream-interval-us", "250"), 250)
 
 
+class TestVersion(unittest.TestCase):
+    """--version (and -V) print the build's version and exit 0: the one the
+    ready line and /metrics report."""
+
+    def test_version_matches_the_ready_line(self):
+        for flag in ("--version", "-V"):
+            out = subprocess.run([RETNETD, flag], capture_output=True, text=True, timeout=30)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            m = re.fullmatch(r"retnetd (\S+)\n", out.stdout)
+            self.assertIsNotNone(m, out.stdout)
+        srv = Server().start()
+        try:
+            ready = re.search(r'msg="retnetd ready" version=(\S+)', srv.log())
+            self.assertIsNotNone(ready, srv.log())
+            self.assertEqual(ready.group(1), m.group(1))
+        finally:
+            srv.stop()
+
+
 class TestGpuStateDtype(unittest.TestCase):
     """--gpu-state-dtype bf16 halves a slot on the GPU; the CPU engine keeps
     fp32 states whatever it says (a GPU setting, like --gpu-state-memory)."""
