@@ -15,26 +15,70 @@
 
 #include "model.h"
 
-#define MAX_DIM (1 << 16)     /* hidden size, head dims, FFN width / 4 */
+#define MAX_DIM (1 << 16) /* hidden size, head dims, FFN width / 4 */
 #define MAX_LAYERS 1024
 #define MAX_HEADS 1024
 #define MAX_VOCAB (1 << 22)
 
-static const char *const ignored_fields[] = {
-    "attn_mode",  "fuse_norm",         "fuse_swiglu", "fuse_cross_entropy", "fuse_linear_cross_entropy",
-    "use_cache",  "initializer_range", "max_position_embeddings", "architectures",
-    "torch_dtype", "dtype", "transformers_version", "conv_size", "use_l2warp", "_name_or_path",
-    "auto_map", NULL};
+static const char *const ignored_fields[] = {"attn_mode",
+                                             "fuse_norm",
+                                             "fuse_swiglu",
+                                             "fuse_cross_entropy",
+                                             "fuse_linear_cross_entropy",
+                                             "use_cache",
+                                             "initializer_range",
+                                             "max_position_embeddings",
+                                             "architectures",
+                                             "torch_dtype",
+                                             "dtype",
+                                             "transformers_version",
+                                             "conv_size",
+                                             "use_l2warp",
+                                             "_name_or_path",
+                                             "auto_map",
+                                             NULL};
 
-static const char *const known_fields[] = {
-    "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_heads", "expand_k",
-    "expand_v", "hidden_ratio", "intermediate_size", "hidden_act", "norm_eps",
-    "elementwise_affine", "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
-    "num_kv_heads", "feature_map", "use_short_conv", "use_output_gate", "attn", "norm_type",
-    "ffn_type", "gate_act", "attention_bias", "mlp_bias", "lm_head_bias", "position_encoding",
-    "rope_layout", "rope_freq", "rope_theta", "decay", "qk_scale", "retention_norm",
-    "group_norm", "group_norm_eps", "embed_scale", "embed_norm", "final_norm", "norm_position",
-    NULL};
+static const char *const known_fields[] = {"model_type",
+                                           "vocab_size",
+                                           "hidden_size",
+                                           "num_hidden_layers",
+                                           "num_heads",
+                                           "expand_k",
+                                           "expand_v",
+                                           "hidden_ratio",
+                                           "intermediate_size",
+                                           "hidden_act",
+                                           "norm_eps",
+                                           "elementwise_affine",
+                                           "tie_word_embeddings",
+                                           "bos_token_id",
+                                           "eos_token_id",
+                                           "pad_token_id",
+                                           "num_kv_heads",
+                                           "feature_map",
+                                           "use_short_conv",
+                                           "use_output_gate",
+                                           "attn",
+                                           "norm_type",
+                                           "ffn_type",
+                                           "gate_act",
+                                           "attention_bias",
+                                           "mlp_bias",
+                                           "lm_head_bias",
+                                           "position_encoding",
+                                           "rope_layout",
+                                           "rope_freq",
+                                           "rope_theta",
+                                           "decay",
+                                           "qk_scale",
+                                           "retention_norm",
+                                           "group_norm",
+                                           "group_norm_eps",
+                                           "embed_scale",
+                                           "embed_norm",
+                                           "final_norm",
+                                           "norm_position",
+                                           NULL};
 
 static int in_list(const char *s, const char *const *list)
 {
@@ -153,8 +197,8 @@ static int check_unsupported(cfg_reader *r, const rn_config *c)
         return rn_error_set(r->err, RN_EUNSUPPORTED, "%s: use_short_conv is not supported",
                             r->path);
     if ((v = field(r, "use_output_gate")) && !cJSON_IsTrue(v))
-        return rn_error_set(r->err, RN_EUNSUPPORTED,
-                            "%s: use_output_gate=false is not supported", r->path);
+        return rn_error_set(r->err, RN_EUNSUPPORTED, "%s: use_output_gate=false is not supported",
+                            r->path);
     return RN_OK;
 }
 
@@ -176,7 +220,7 @@ static int read_sizes(cfg_reader *r, rn_config *c)
         return rc;
     const cJSON *hr = cJSON_GetObjectItemCaseSensitive(r->root, "hidden_ratio");
     if (hr && cJSON_IsNull(hr))
-        ratio = 4.0; /* FLA's GatedMLP: an explicit null ratio means 4 */
+        ratio = 4.0;                      /* FLA's GatedMLP: an explicit null ratio means 4 */
     if (!field(r, "intermediate_size")) { /* FLA modules/mlp.py */
         int inter = (int)(c->hidden_size * ratio * 2.0 / 3.0);
         c->intermediate_size = 256 * ((inter + 255) / 256);
@@ -339,19 +383,22 @@ char *rn_config_to_json(const rn_config *c)
     cJSON_AddNumberToObject(o, "norm_eps", c->norm_eps);
     cJSON_AddBoolToObject(o, "elementwise_affine", c->group_norm_affine);
     cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tie_word_embeddings);
-    cJSON_AddStringToObject(o, "norm_type", c->norm_kind == RN_NORM_LAYER ? "layernorm" : "rmsnorm");
+    cJSON_AddStringToObject(o, "norm_type",
+                            c->norm_kind == RN_NORM_LAYER ? "layernorm" : "rmsnorm");
     cJSON_AddStringToObject(o, "ffn_type", c->ffn_kind == RN_FFN_MLP ? "mlp" : "glu");
     cJSON_AddStringToObject(o, "gate_act", act_name(c->gate_act));
     cJSON_AddBoolToObject(o, "attention_bias", c->attention_bias);
     cJSON_AddBoolToObject(o, "mlp_bias", c->mlp_bias);
     cJSON_AddBoolToObject(o, "lm_head_bias", c->lm_head_bias);
     cJSON_AddStringToObject(o, "position_encoding", c->position == RN_POS_NONE ? "none" : "rotary");
-    cJSON_AddStringToObject(o, "rope_layout", c->rope_layout == RN_ROPE_INTERLEAVED ? "interleaved" : "half");
+    cJSON_AddStringToObject(o, "rope_layout",
+                            c->rope_layout == RN_ROPE_INTERLEAVED ? "interleaved" : "half");
     cJSON_AddStringToObject(o, "rope_freq", c->rope_freq == RN_FREQ_LINSPACE ? "linspace" : "pow");
     cJSON_AddNumberToObject(o, "rope_theta", c->rope_theta);
     cJSON_AddStringToObject(o, "decay", c->decay == RN_DECAY_LINSPACE ? "linspace" : "pow2");
     cJSON_AddStringToObject(o, "qk_scale", c->qk_scale == RN_QKSCALE_K ? "k" : "q");
-    cJSON_AddStringToObject(o, "retention_norm", c->retention_norm == RN_RETNORM_TORCHSCALE ? "torchscale" : "none");
+    cJSON_AddStringToObject(o, "retention_norm",
+                            c->retention_norm == RN_RETNORM_TORCHSCALE ? "torchscale" : "none");
     cJSON_AddStringToObject(o, "group_norm", c->group_norm_kind == RN_NORM_LAYER ? "layer" : "rms");
     cJSON_AddNumberToObject(o, "group_norm_eps", c->group_norm_eps);
     cJSON_AddNumberToObject(o, "embed_scale", c->embed_scale);

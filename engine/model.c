@@ -28,9 +28,9 @@ struct rn_model {
     rn_weights w;
     int n_files;
     rn_st_file **files;
-    unsigned char *used;   /* per file, per entry: bound to a weight */
+    unsigned char *used; /* per file, per entry: bound to a weight */
     int n_owned;
-    void **owned;          /* fp32 vector copies and realigned matrices */
+    void **owned; /* fp32 vector copies and realigned matrices */
     char *dir;
 };
 
@@ -364,8 +364,8 @@ static int bind_globals(binder *b)
     else if ((rc = bind(m, &w->lm_head_w, "lm_head.weight", 1, V, D, b->err)))
         return rc;
     if (w->rope_freq.data && c->position == RN_POS_NONE)
-        return rn_error_set(b->err, RN_EFORMAT, "%s: model.rope_freq given but position_encoding is none",
-                            m->dir);
+        return rn_error_set(b->err, RN_EFORMAT,
+                            "%s: model.rope_freq given but position_encoding is none", m->dir);
     return RN_OK;
 }
 
@@ -381,7 +381,8 @@ static int check_all_used(rn_model *m, rn_error *err)
             if (find_tensor(m, name, &first) && first != i) /* bound from an earlier shard */
                 return rn_error_set(err, RN_EFORMAT, "%s: tensor '%s' is also in %s",
                                     m->files[i]->path, name, m->files[first]->path);
-            return rn_error_set(err, RN_EFORMAT, "%s: unexpected tensor '%s' (not in the config's architecture)",
+            return rn_error_set(err, RN_EFORMAT,
+                                "%s: unexpected tensor '%s' (not in the config's architecture)",
                                 m->files[i]->path, name);
         }
     return RN_OK;
@@ -412,7 +413,8 @@ static int load_config(rn_model *m, rn_error *err)
         return rn_error_set(err, RN_ENOMEM, "out of memory");
     rc = rn__read_file(path, MAX_CONFIG_BYTES, &text, &len);
     if (rc != 0)
-        rc = rn_error_set(err, rc == -EFBIG ? RN_EFORMAT : RN_EIO, "%s: %s", path, rn__read_error(rc));
+        rc = rn_error_set(err, rc == -EFBIG ? RN_EFORMAT : RN_EIO, "%s: %s", path,
+                          rn__read_error(rc));
     else
         rc = rn_config_parse(&m->cfg, text, len, path, err);
     free(text);

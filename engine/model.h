@@ -33,20 +33,20 @@ typedef enum { RN_NORMPOS_PRE = 0, RN_NORMPOS_POST, RN_NORMPOS_DEEPNORM } rn_nor
 /* The architecture, fully resolved (every derived size filled in). */
 typedef struct rn_config {
     int vocab_size;
-    int hidden_size;      /* D */
-    int n_layers;         /* L */
-    int n_heads;          /* H */
-    int head_dim_k;       /* dk = hidden_size * expand_k / H */
-    int head_dim_v;       /* dv = hidden_size * expand_v / H */
-    int key_dim;          /* H * dk */
-    int value_dim;        /* H * dv */
+    int hidden_size; /* D */
+    int n_layers;    /* L */
+    int n_heads;     /* H */
+    int head_dim_k;  /* dk = hidden_size * expand_k / H */
+    int head_dim_v;  /* dv = hidden_size * expand_v / H */
+    int key_dim;     /* H * dk */
+    int value_dim;   /* H * dv */
     int intermediate_size;
-    rn_act hidden_act;    /* FFN activation */
-    rn_act gate_act;      /* retention output gate activation */
+    rn_act hidden_act; /* FFN activation */
+    rn_act gate_act;   /* retention output gate activation */
     rn_norm_kind norm_kind;
     float norm_eps;
     rn_ffn_kind ffn_kind;
-    int attention_bias;   /* q, k, v, g, o projections carry a bias */
+    int attention_bias; /* q, k, v, g, o projections carry a bias */
     int mlp_bias;
     int lm_head_bias;
     int tie_word_embeddings;
@@ -61,10 +61,10 @@ typedef struct rn_config {
     float group_norm_eps;
     int group_norm_affine; /* FLA: a (dv,) weight shared by all heads */
     float embed_scale;
-    int embed_norm;       /* torchscale layernorm_embedding (an RMSNorm) */
+    int embed_norm; /* torchscale layernorm_embedding (an RMSNorm) */
     int final_norm;
     rn_norm_position norm_position;
-    float residual_alpha; /* deepnorm: (2L)^(1/4), else 1 */
+    float residual_alpha;                         /* deepnorm: (2L)^(1/4), else 1 */
     int bos_token_id, eos_token_id, pad_token_id; /* -1 when absent */
 } rn_config;
 
@@ -79,15 +79,15 @@ typedef struct rn_tensor {
 
 /* Weights of one block.  Optional tensors have data == NULL. */
 typedef struct rn_layer_weights {
-    rn_tensor norm1_w, norm1_b;           /* (D) */
-    rn_tensor q_w, q_b, k_w, k_b;         /* (H*dk, D), (H*dk) */
-    rn_tensor v_w, v_b, g_w, g_b;         /* (H*dv, D), (H*dv) */
-    rn_tensor o_w, o_b;                   /* (D, H*dv), (D) */
-    rn_tensor gn_w;                       /* (dv) */
-    rn_tensor norm2_w, norm2_b;           /* (D) */
-    rn_tensor gate_w, gate_b;             /* GLU: gate_proj (F, D) act'd; MLP: unused */
-    rn_tensor up_w, up_b;                 /* GLU: up_proj (F, D); MLP: the act'd one */
-    rn_tensor down_w, down_b;             /* (D, F) */
+    rn_tensor norm1_w, norm1_b;   /* (D) */
+    rn_tensor q_w, q_b, k_w, k_b; /* (H*dk, D), (H*dk) */
+    rn_tensor v_w, v_b, g_w, g_b; /* (H*dv, D), (H*dv) */
+    rn_tensor o_w, o_b;           /* (D, H*dv), (D) */
+    rn_tensor gn_w;               /* (dv) */
+    rn_tensor norm2_w, norm2_b;   /* (D) */
+    rn_tensor gate_w, gate_b;     /* GLU: gate_proj (F, D) act'd; MLP: unused */
+    rn_tensor up_w, up_b;         /* GLU: up_proj (F, D); MLP: the act'd one */
+    rn_tensor down_w, down_b;     /* (D, F) */
 } rn_layer_weights;
 
 typedef struct rn_weights {

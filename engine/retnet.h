@@ -22,9 +22,9 @@ typedef enum { RN_DEVICE_AUTO = 0, RN_DEVICE_CPU, RN_DEVICE_CUDA } rn_device;
 
 typedef struct rn_engine_opts {
     rn_device device;
-    int n_slots;   /* recurrent states to preallocate (>= 1) */
-    int n_threads; /* CPU worker threads; 0 = number of online CPUs */
-    int max_chunk; /* largest chunk one prefill step processes; 0 = 256 */
+    int n_slots;    /* recurrent states to preallocate (>= 1) */
+    int n_threads;  /* CPU worker threads; 0 = number of online CPUs */
+    int max_chunk;  /* largest chunk one prefill step processes; 0 = 256 */
     int state_bf16; /* CUDA: keep the states as bf16 on the device (half the memory and
                      * the decode step's state traffic; computed in fp32, rounded when
                      * stored; export and import stay fp32).  The CPU backend refuses it. */
@@ -40,9 +40,9 @@ enum { RN_LOGITS_LAST = 0, RN_LOGITS_ALL = 1 };
 
 typedef struct rn_prefill_opts {
     rn_form form;
-    int chunk;       /* chunkwise: tokens per chunk; 0 = max_chunk */
-    int logits;      /* RN_LOGITS_LAST or RN_LOGITS_ALL */
-    int ts_clamp;    /* parallel form: torchscale's |row sum| clamp (for parity tests) */
+    int chunk;    /* chunkwise: tokens per chunk; 0 = max_chunk */
+    int logits;   /* RN_LOGITS_LAST or RN_LOGITS_ALL */
+    int ts_clamp; /* parallel form: torchscale's |row sum| clamp (for parity tests) */
 } rn_prefill_opts;
 
 typedef struct rn_engine rn_engine;

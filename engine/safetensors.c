@@ -77,8 +77,8 @@ static int parse_entry(rn_st_entry *e, const cJSON *item, size_t data_size, cons
                             "%s: tensor '%s': needs string dtype, array shape, array data_offsets",
                             path, name);
     if (rn_dtype_from_name(dt->valuestring, &e->dtype) != RN_OK)
-        return rn_error_set(err, RN_EFORMAT, "%s: tensor '%s': unsupported dtype '%s'", path,
-                            name, dt->valuestring);
+        return rn_error_set(err, RN_EFORMAT, "%s: tensor '%s': unsupported dtype '%s'", path, name,
+                            dt->valuestring);
     int nd = cJSON_GetArraySize(shape);
     if (nd > RN_ST_MAX_DIMS)
         return rn_error_set(err, RN_EFORMAT, "%s: tensor '%s': rank %d > %d", path, name, nd,
@@ -105,9 +105,8 @@ static int parse_entry(rn_st_entry *e, const cJSON *item, size_t data_size, cons
                             "%s: tensor '%s': data_offsets [%llu, %llu] outside the %zu data bytes",
                             path, name, (unsigned long long)b, (unsigned long long)en, data_size);
     if (en - b != numel * rn_dtype_size(e->dtype))
-        return rn_error_set(err, RN_EFORMAT,
-                            "%s: tensor '%s': %llu bytes for %llu elements of %s", path, name,
-                            (unsigned long long)(en - b), (unsigned long long)numel,
+        return rn_error_set(err, RN_EFORMAT, "%s: tensor '%s': %llu bytes for %llu elements of %s",
+                            path, name, (unsigned long long)(en - b), (unsigned long long)numel,
                             dt->valuestring);
     e->numel = (int64_t)numel;
     e->begin = b;
@@ -269,9 +268,8 @@ int rn_st_open(rn_st_file **out, const char *path, rn_error *err)
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | p[i];
     if (hlen > f->map_size - 8 || hlen > RN_ST_MAX_HEADER || hlen < 2) {
-        rc = rn_error_set(err, RN_EFORMAT,
-                          "%s: header length %llu does not fit the %zu-byte file", path,
-                          (unsigned long long)hlen, f->map_size);
+        rc = rn_error_set(err, RN_EFORMAT, "%s: header length %llu does not fit the %zu-byte file",
+                          path, (unsigned long long)hlen, f->map_size);
         goto fail;
     }
     f->data = p + 8 + hlen;
@@ -325,8 +323,8 @@ const char *rn_st_meta(const rn_st_file *f, const char *key)
 
 /* ---------------------------------------------------------------- writer */
 
-static char *build_header(const rn_st_out *t, int n, const char *const *mk,
-                          const char *const *mv, int n_meta, size_t *data_bytes)
+static char *build_header(const rn_st_out *t, int n, const char *const *mk, const char *const *mv,
+                          int n_meta, size_t *data_bytes)
 {
     cJSON *root = cJSON_CreateObject();
     char *s = NULL;

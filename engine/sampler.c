@@ -11,10 +11,10 @@ struct rn_sampler {
     rn_logit_bias *bias;
     int vocab;
     rn_rng rng;
-    int32_t *count;       /* output occurrences per token */
-    unsigned char *seen;  /* prompt or output */
-    float *work;          /* processed logits */
-    int32_t *order;       /* candidate ids */
+    int32_t *count;      /* output occurrences per token */
+    unsigned char *seen; /* prompt or output */
+    float *work;         /* processed logits */
+    int32_t *order;      /* candidate ids */
     double *prob;
 };
 

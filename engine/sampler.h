@@ -51,9 +51,9 @@ typedef struct rn_token_logprob {
 
 typedef struct rn_sample_result {
     int32_t token;
-    float logprob;                           /* of the chosen token */
-    int n_top;                               /* alternatives filled (<= asked) */
-    rn_token_logprob top[RN_MAX_LOGPROBS];   /* most likely first */
+    float logprob;                         /* of the chosen token */
+    int n_top;                             /* alternatives filled (<= asked) */
+    rn_token_logprob top[RN_MAX_LOGPROBS]; /* most likely first */
 } rn_sample_result;
 
 typedef struct rn_sampler rn_sampler;

@@ -10,13 +10,13 @@
 
 typedef enum {
     RN_OK = 0,
-    RN_EINVAL = -1,   /* bad argument or request field */
-    RN_ENOMEM = -2,   /* host allocation failed */
-    RN_EIO = -3,      /* read/write/mmap failed */
-    RN_EFORMAT = -4,  /* malformed checkpoint, tokenizer or state blob */
-    RN_ENODEV = -5,   /* backend not compiled in or no device */
-    RN_EDEVICE = -6,  /* device error; the backend is now unusable */
-    RN_EBUSY = -7,    /* no free state slot */
+    RN_EINVAL = -1,       /* bad argument or request field */
+    RN_ENOMEM = -2,       /* host allocation failed */
+    RN_EIO = -3,          /* read/write/mmap failed */
+    RN_EFORMAT = -4,      /* malformed checkpoint, tokenizer or state blob */
+    RN_ENODEV = -5,       /* backend not compiled in or no device */
+    RN_EDEVICE = -6,      /* device error; the backend is now unusable */
+    RN_EBUSY = -7,        /* no free state slot */
     RN_EUNSUPPORTED = -8, /* valid input describing something we do not implement */
     RN_ECONFLICT = -9     /* valid input for another model (a state blob) */
 } rn_status;

@@ -176,8 +176,8 @@ typedef struct {
 
 typedef struct {
     int32_t rank;
-    int pos;         /* left symbol */
-    int32_t right;   /* right symbol id when queued: stale entries are skipped */
+    int pos;       /* left symbol */
+    int32_t right; /* right symbol id when queued: stale entries are skipped */
     int32_t left;
     int32_t new_id;
 } cand;

@@ -31,7 +31,7 @@ typedef struct rn_bpe {
     size_t mcap;
     uint64_t *mkeys; /* (left << 32 | right) + 1; 0 = empty */
     int32_t *mrank, *mnew;
-    int32_t unk_id;      /* -1 when none */
+    int32_t unk_id; /* -1 when none */
     int fuse_unk;
     int byte_fallback;
     int ignore_merges;

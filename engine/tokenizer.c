@@ -31,19 +31,28 @@
 /* GPT-2's split regex.  \s is spelled out as the Unicode White_Space set,
  * which is what `tokenizers` (Oniguruma) matches; PCRE2's \s leaves out
  * U+0085.  WS_NOT is its complement, for (?!\S). */
-#define WS "\\t\\n\\x{0b}\\f\\r \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
+#define WS                                                                                         \
+    "\\t\\n\\x{0b}\\f\\r "                                                                         \
+    "\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
 #define GPT2_SPLIT                                                                                 \
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS "\\p{L}\\p{N}]+|[" WS "]+(?![^" WS  \
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS "\\p{L}\\p{N}]+|[" WS "]+(?![^" WS       \
     "])|[" WS "]+"
 
 typedef enum { NORM_PREPEND, NORM_REPLACE } norm_kind;
 typedef enum { PRE_BYTELEVEL, PRE_METASPACE } pre_kind;
 typedef enum { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER } prepend_scheme;
-typedef enum { DEC_BYTELEVEL, DEC_METASPACE, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP } dec_kind;
+typedef enum {
+    DEC_BYTELEVEL,
+    DEC_METASPACE,
+    DEC_REPLACE,
+    DEC_BYTEFALLBACK,
+    DEC_FUSE,
+    DEC_STRIP
+} dec_kind;
 
 typedef struct {
     int kind;
-    char *a, *b;            /* prepend / replace pattern, replace content / metaspace char */
+    char *a, *b; /* prepend / replace pattern, replace content / metaspace char */
     size_t alen, blen;
     int add_prefix_space;   /* ByteLevel */
     int use_regex;          /* ByteLevel */
@@ -79,8 +88,8 @@ struct rn_tokenizer {
     pcre2_match_data *md;
     char byte_char[256][3]; /* byte-level alphabet: byte -> UTF-8 of its char */
     unsigned char byte_char_len[256];
-    int16_t char_byte[512];  /* code point (< 512) -> byte, -1 */
-    rn_strmap cache;         /* word -> index in cache_entries */
+    int16_t char_byte[512]; /* code point (< 512) -> byte, -1 */
+    rn_strmap cache;        /* word -> index in cache_entries */
     cache_entry *cache_entries;
     int n_cache;
 };
@@ -238,7 +247,8 @@ static int load_merges(rn_tokenizer *t, const cJSON *model, const char *path, rn
             rc = rn_error_set(err, RN_EFORMAT, "%s: merge %d is malformed", path, rank);
             break;
         }
-        int32_t ia = rn__strmap_get(&t->bpe.vocab, a, la), ib = rn__strmap_get(&t->bpe.vocab, b, lb);
+        int32_t ia = rn__strmap_get(&t->bpe.vocab, a, la),
+                ib = rn__strmap_get(&t->bpe.vocab, b, lb);
         joined.n = 0;
         if (buf_add(&joined, a, la) != RN_OK || buf_add(&joined, b, lb) != RN_OK) {
             rc = rn_error_set(err, RN_ENOMEM, "out of memory");
@@ -349,12 +359,13 @@ static int add_steps(step *steps, int *n, const cJSON *node, const char *section
     if (json_str(node, "type", &type) != 0)
         return rn_error_set(err, RN_EFORMAT, "%s: %s without a type", path, section);
     if (strcmp(type, "Sequence") == 0) {
-        const char *key = strcmp(section, "normalizer") == 0   ? "normalizers"
-                          : strcmp(section, "decoder") == 0    ? "decoders"
-                                                               : "pretokenizers";
+        const char *key = strcmp(section, "normalizer") == 0 ? "normalizers"
+                          : strcmp(section, "decoder") == 0  ? "decoders"
+                                                             : "pretokenizers";
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(node, key), *it;
         if (!cJSON_IsArray(arr))
-            return rn_error_set(err, RN_EFORMAT, "%s: %s Sequence without '%s'", path, section, key);
+            return rn_error_set(err, RN_EFORMAT, "%s: %s Sequence without '%s'", path, section,
+                                key);
         cJSON_ArrayForEach(it, arr)
         {
             int rc = add_steps(steps, n, it, section, path, one, err);
@@ -413,7 +424,7 @@ static int metaspace_fields(step *s, const cJSON *node, const char *path, rn_err
         return rn_error_set(err, RN_ENOMEM, "out of memory");
     s->split = json_bool(node, "split", 1);
     if (json_str(node, "prepend_scheme", &scheme) == 0)
-        s->prepend = !strcmp(scheme, "first") ? PREPEND_FIRST
+        s->prepend = !strcmp(scheme, "first")   ? PREPEND_FIRST
                      : !strcmp(scheme, "never") ? PREPEND_NEVER
                                                 : PREPEND_ALWAYS;
     else /* older files: add_prefix_space */
@@ -479,8 +490,9 @@ static int compile_regex(rn_tokenizer *t, const char *path, rn_error *err)
 {
     int errcode;
     PCRE2_SIZE erroff;
-    t->split_re = pcre2_compile((PCRE2_SPTR)GPT2_SPLIT, PCRE2_ZERO_TERMINATED,
-                                PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &errcode, &erroff, NULL);
+    t->split_re =
+        pcre2_compile((PCRE2_SPTR)GPT2_SPLIT, PCRE2_ZERO_TERMINATED,
+                      PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &errcode, &erroff, NULL);
     if (!t->split_re)
         return rn_error_set(err, RN_EUNSUPPORTED, "%s: cannot compile the ByteLevel regex", path);
     pcre2_jit_compile(t->split_re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter */
@@ -667,7 +679,8 @@ static int regex_split(rn_tokenizer *t, const buf *w, strlist *out)
 {
     size_t off = 0, last = 0;
     while (off < w->n) {
-        int r = pcre2_match(t->split_re, (PCRE2_SPTR)w->p, w->n, off, PCRE2_NO_UTF_CHECK, t->md, NULL);
+        int r =
+            pcre2_match(t->split_re, (PCRE2_SPTR)w->p, w->n, off, PCRE2_NO_UTF_CHECK, t->md, NULL);
         if (r < 0)
             break;
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->md);
@@ -1000,8 +1013,8 @@ static void dec_strip(const step *s, strlist *l)
 
 /* Decodes ids to text; *unstable = 1 if later ids could still change the end
  * of the text (an unfinished character or byte-token run). */
-static int decode_ids(const rn_tokenizer *t, const int32_t *ids, int n, int skip_special,
-                      buf *out, int *unstable)
+static int decode_ids(const rn_tokenizer *t, const int32_t *ids, int n, int skip_special, buf *out,
+                      int *unstable)
 {
     strlist l = {0};
     int rc = RN_OK, pend = 0;
@@ -1111,7 +1124,8 @@ static int detok_emit(rn_detok *d, int force, const char **text, size_t *len)
     int ua, ub, rc;
     *text = "";
     *len = 0;
-    if ((rc = decode_ids(d->t, d->ids + d->prefix, d->read - d->prefix, d->skip_special, &d->a, &ua)) ||
+    if ((rc = decode_ids(d->t, d->ids + d->prefix, d->read - d->prefix, d->skip_special, &d->a,
+                         &ua)) ||
         (rc = decode_ids(d->t, d->ids + d->prefix, d->n - d->prefix, d->skip_special, &d->b, &ub)))
         return rc;
     if (!force && (ub || d->b.n < d->a.n || memcmp(d->a.p, d->b.p, d->a.n) != 0))

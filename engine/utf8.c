@@ -116,7 +116,8 @@ int rn_utf8_valid(const unsigned char *s, size_t n)
     while (i < n) {
         uint32_t cp;
         size_t k = rn_utf8_next(s + i, n - i, &cp);
-        if (cp == RN_UTF8_REPLACEMENT && !(k == 3 && s[i] == 0xEF && s[i + 1] == 0xBF && s[i + 2] == 0xBD))
+        if (cp == RN_UTF8_REPLACEMENT &&
+            !(k == 3 && s[i] == 0xEF && s[i + 1] == 0xBF && s[i + 2] == 0xBD))
             return 0;
         i += k;
     }

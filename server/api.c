@@ -16,7 +16,6 @@
 #include "metrics.h"
 #include "utf8.h"
 
-
 /* Sets the request's principal; 0 when a key is required and missing or wrong. */
 static int authorized(rd_app *app, rd_conn *c)
 {
@@ -29,7 +28,7 @@ static int authorized(rd_app *app, rd_conn *c)
 
 /* 405 with an Allow header listing what the path takes (RFC 9110). */
 #define method_not_allowed(c, allow, ...)                                                          \
-    (rd_conn_set_allow((c), (allow)),                                                             \
+    (rd_conn_set_allow((c), (allow)),                                                              \
      rd_json_error((c), 405, "invalid_request_error", NULL, NULL, __VA_ARGS__))
 
 static int reply_text(rd_conn *c, unsigned status, const char *json)
@@ -165,8 +164,9 @@ static int create_session_or_error(rd_app *app, rd_conn *c, const char *id, rd_s
 {
     int rc = id ? rd_session_create_with_id(app, id, out) : rd_session_create(app, out);
     if (rc == -2)
-        return rd_json_error(c, 429, "rate_limit_error", NULL, "no_free_state",
-                             "no free state slot for a new session; delete sessions or retry later");
+        return rd_json_error(
+            c, 429, "rate_limit_error", NULL, "no_free_state",
+            "no free state slot for a new session; delete sessions or retry later");
     if (rc != 0)
         return rd_json_error(c, 500, "server_error", NULL, NULL, "cannot create a session");
     return 0;
@@ -239,8 +239,8 @@ static int requested_session_id(rd_conn *c, char *out, size_t cap, int *rc)
         return 1;
     }
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
-    int bad = id && !cJSON_IsNull(id) &&
-              (!cJSON_IsString(id) || !rd_session_id_valid(id->valuestring));
+    int bad =
+        id && !cJSON_IsNull(id) && (!cJSON_IsString(id) || !rd_session_id_valid(id->valuestring));
     if (!bad && cJSON_IsString(id))
         snprintf(out, cap, "%s", id->valuestring);
     cJSON_Delete(o);
@@ -274,7 +274,7 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
         if (!strcmp(method, "GET") || !strcmp(method, "HEAD")) {
             char *list = rd_sessions_list_json(app, rd_conn_principal(c));
             rc = list ? reply_text(c, 200, list)
-                          : rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
+                      : rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
             free(list);
             return rc;
         }
@@ -301,7 +301,8 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
                                   method, rd_conn_path(c));
     }
     if (!s)
-        return rd_json_error(c, 404, "not_found_error", NULL, "not_found", "session '%s' not found", id);
+        return rd_json_error(c, 404, "not_found_error", NULL, "not_found", "session '%s' not found",
+                             id);
     if (slash && strcmp(slash, "/fork"))
         return rd_json_error(c, 404, "not_found_error", NULL, NULL, "no endpoint %s %s", method,
                              rd_conn_path(c));
@@ -325,14 +326,16 @@ static int api_sessions(rd_app *app, rd_conn *c, const char *method, const char 
             return rd_json_error(c, 409, "invalid_request_error", NULL, "session_busy",
                                  "the session is in use by another request");
         char body[128];
-        snprintf(body, sizeof body, "{\"id\":\"%s\",\"object\":\"session.deleted\",\"deleted\":true}", id);
+        snprintf(body, sizeof body,
+                 "{\"id\":\"%s\",\"object\":\"session.deleted\",\"deleted\":true}", id);
         rd_persist_forget(app, id);
         rd_session_delete(app, s);
         rd_tier_wake(app);
         return reply_text(c, 200, body);
     }
     return method_not_allowed(c, "GET, HEAD, DELETE",
-                              "method %s not allowed on /v1/sessions/{id}; use GET or DELETE", method);
+                              "method %s not allowed on /v1/sessions/{id}; use GET or DELETE",
+                              method);
 }
 
 /* --------------------------------------------------------------- router */
@@ -392,8 +395,9 @@ static int body_refused(rd_app *app, rd_conn *c, int *rc)
         return 1;
     }
     if (has_nul(body, len)) {
-        *rc = rd_json_error(c, 400, "invalid_request_error", NULL, NULL,
-                            "the request body contains a NUL character (U+0000), which is not supported");
+        *rc = rd_json_error(
+            c, 400, "invalid_request_error", NULL, NULL,
+            "the request body contains a NUL character (U+0000), which is not supported");
         return 1;
     }
     return 0;
@@ -438,8 +442,8 @@ int rd_api_handle(void *vapp, rd_conn *c)
                                  "missing or invalid API key (Authorization: Bearer ...)");
         size_t len = 0;
         char *text = rd_metrics_render(app, &len);
-        int mrc = text ? rd_http_reply(c, 200, text, len, "text/plain; version=0.0.4; charset=utf-8",
-                                       NULL, NULL)
+        int mrc = text ? rd_http_reply(c, 200, text, len,
+                                       "text/plain; version=0.0.4; charset=utf-8", NULL, NULL)
                        : rd_json_error(c, 500, "server_error", NULL, NULL, "out of memory");
         free(text);
         return mrc;
@@ -449,8 +453,9 @@ int rd_api_handle(void *vapp, rd_conn *c)
             return method_not_allowed(c, "GET, HEAD", "method %s not allowed on %s; use GET", m, p);
         if (!strcmp(p, "/health"))
             return reply_text(c, 200, "{\"status\":\"ok\"}");
-        return app->draining ? rd_json_error(c, 503, "service_unavailable_error", NULL, NULL, "draining")
-                             : reply_text(c, 200, "{\"status\":\"ready\"}");
+        return app->draining
+                   ? rd_json_error(c, 503, "service_unavailable_error", NULL, NULL, "draining")
+                   : reply_text(c, 200, "{\"status\":\"ready\"}");
     }
     if (app->draining && !redispatched)
         return rd_json_error(c, 503, "service_unavailable_error", NULL, NULL,

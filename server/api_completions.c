@@ -89,15 +89,52 @@ static int get_bool(const cJSON *root, const char *k, int def, int *out, parse_e
     return 0;
 }
 
-static const char *const completion_fields[] = {
-    "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options",
-    "stop", "seed", "logprobs", "echo", "presence_penalty", "frequency_penalty", "logit_bias",
-    "user", "top_k", "min_p", "repetition_penalty", "session", "ignore_eos", "best_of", NULL};
-static const char *const chat_fields[] = {
-    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
-    "stream", "stream_options", "stop", "seed", "presence_penalty", "frequency_penalty",
-    "logit_bias", "user", "top_k", "min_p", "repetition_penalty", "session", "ignore_eos",
-    "logprobs", "top_logprobs", NULL};
+static const char *const completion_fields[] = {"model",
+                                                "prompt",
+                                                "max_tokens",
+                                                "temperature",
+                                                "top_p",
+                                                "n",
+                                                "stream",
+                                                "stream_options",
+                                                "stop",
+                                                "seed",
+                                                "logprobs",
+                                                "echo",
+                                                "presence_penalty",
+                                                "frequency_penalty",
+                                                "logit_bias",
+                                                "user",
+                                                "top_k",
+                                                "min_p",
+                                                "repetition_penalty",
+                                                "session",
+                                                "ignore_eos",
+                                                "best_of",
+                                                NULL};
+static const char *const chat_fields[] = {"model",
+                                          "messages",
+                                          "max_tokens",
+                                          "max_completion_tokens",
+                                          "temperature",
+                                          "top_p",
+                                          "n",
+                                          "stream",
+                                          "stream_options",
+                                          "stop",
+                                          "seed",
+                                          "presence_penalty",
+                                          "frequency_penalty",
+                                          "logit_bias",
+                                          "user",
+                                          "top_k",
+                                          "min_p",
+                                          "repetition_penalty",
+                                          "session",
+                                          "ignore_eos",
+                                          "logprobs",
+                                          "top_logprobs",
+                                          NULL};
 
 static int check_fields(const cJSON *root, const char *const *allowed, parse_err *e)
 {
@@ -126,7 +163,9 @@ static int prompt_tokens(rd_app *app, const cJSON *p, int32_t **ids, int *n, cha
         return 0;
     }
     if (!cJSON_IsArray(p))
-        return perr(e, "prompt", "'prompt' must be a string, an array of strings, an array of token ids or an array of such arrays");
+        return perr(e, "prompt",
+                    "'prompt' must be a string, an array of strings, an array of token ids or an "
+                    "array of such arrays");
     int k = cJSON_GetArraySize(p);
     *ids = malloc(sizeof(int32_t) * (size_t)(k + 1));
     *n = 0;
@@ -155,14 +194,17 @@ static int parse_stops(rd_req *r, const cJSON *root, parse_err *e)
         return 0;
     int k = cJSON_IsString(st) ? 1 : cJSON_IsArray(st) ? cJSON_GetArraySize(st) : -1;
     if (k < 0 || k > MAX_STOPS)
-        return perr(e, "stop", "'stop' must be a string or an array of at most %d strings", MAX_STOPS);
+        return perr(e, "stop", "'stop' must be a string or an array of at most %d strings",
+                    MAX_STOPS);
     r->stops = calloc((size_t)k + 1, sizeof *r->stops);
     if (!r->stops)
         return perr(e, NULL, "out of memory");
     for (int i = 0; i < k; i++) {
         const cJSON *s = cJSON_IsString(st) ? st : cJSON_GetArrayItem(st, i);
         if (!cJSON_IsString(s) || !s->valuestring[0] || strlen(s->valuestring) > MAX_STOP_LEN)
-            return perr(e, "stop", "each stop sequence must be a non-empty string of at most %d bytes", MAX_STOP_LEN);
+            return perr(e, "stop",
+                        "each stop sequence must be a non-empty string of at most %d bytes",
+                        MAX_STOP_LEN);
         r->stops[r->n_stops++] = strdup(s->valuestring);
     }
     return 0;
@@ -174,7 +216,8 @@ static int parse_bias(rd_app *app, rd_job *j, const cJSON *root, parse_err *e)
     if (!b || cJSON_IsNull(b))
         return 0;
     if (!cJSON_IsObject(b) || cJSON_GetArraySize(b) > 1024)
-        return perr(e, "logit_bias", "'logit_bias' must map token ids to numbers (at most 1024 entries)");
+        return perr(e, "logit_bias",
+                    "'logit_bias' must map token ids to numbers (at most 1024 entries)");
     j->bias = calloc((size_t)cJSON_GetArraySize(b) + 1, sizeof *j->bias);
     if (!j->bias)
         return perr(e, NULL, "out of memory");
@@ -183,9 +226,10 @@ static int parse_bias(rd_app *app, rd_job *j, const cJSON *root, parse_err *e)
     {
         char *end;
         long id = strtol(it->string, &end, 10);
-        if (*end || end == it->string || id < 0 || id >= app->cfg->vocab_size || !cJSON_IsNumber(it) ||
-            fabs(it->valuedouble) > 100)
-            return perr(e, "logit_bias", "logit_bias: '%s' must be a token id below %d with a bias in [-100, 100]",
+        if (*end || end == it->string || id < 0 || id >= app->cfg->vocab_size ||
+            !cJSON_IsNumber(it) || fabs(it->valuedouble) > 100)
+            return perr(e, "logit_bias",
+                        "logit_bias: '%s' must be a token id below %d with a bias in [-100, 100]",
                         it->string, app->cfg->vocab_size);
         j->bias[n++] = (rn_logit_bias){(int32_t)id, (float)it->valuedouble};
     }
@@ -198,7 +242,8 @@ static int parse_bias(rd_app *app, rd_job *j, const cJSON *root, parse_err *e)
 static int parse_sampling(rd_app *app, const cJSON *root, rd_job *t, int chat, parse_err *e)
 {
     double temp, top_p, min_p, rep, pres, freq, seed;
-    int top_k, max_tokens, lp = 0, want_lp = 0, ignore_eos, def_max = chat ? app->opt.max_tokens_limit : 16;
+    int top_k, max_tokens, lp = 0, want_lp = 0, ignore_eos,
+                           def_max = chat ? app->opt.max_tokens_limit : 16;
     if (get_number(root, "temperature", 1.0, 0.0, 2.0, &temp, e) ||
         get_number(root, "top_p", 1.0, 0.0, 1.0, &top_p, e) ||
         get_number(root, "min_p", 0.0, 0.0, 1.0, &min_p, e) ||
@@ -207,7 +252,9 @@ static int parse_sampling(rd_app *app, const cJSON *root, rd_job *t, int chat, p
         get_number(root, "frequency_penalty", 0.0, -2.0, 2.0, &freq, e) ||
         get_number(root, "seed", -1.0, -9007199254740992.0, 9007199254740992.0, &seed, e) ||
         get_int(root, "top_k", 0, -1, 1 << 24, &top_k, e) ||
-        get_int(root, chat && cJSON_GetObjectItem(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens",
+        get_int(root,
+                chat && cJSON_GetObjectItem(root, "max_completion_tokens") ? "max_completion_tokens"
+                                                                           : "max_tokens",
                 def_max, 1, app->opt.max_tokens_limit, &max_tokens, e) ||
         get_bool(root, "ignore_eos", 0, &ignore_eos, e))
         return -1;
@@ -216,7 +263,8 @@ static int parse_sampling(rd_app *app, const cJSON *root, rd_job *t, int chat, p
     if (top_p == 0.0)
         return perr(e, "top_p", "'top_p' must be greater than 0");
     if (chat) {
-        if (get_bool(root, "logprobs", 0, &want_lp, e) || get_int(root, "top_logprobs", 0, 0, 20, &lp, e))
+        if (get_bool(root, "logprobs", 0, &want_lp, e) ||
+            get_int(root, "top_logprobs", 0, 0, 20, &lp, e))
             return -1;
     } else {
         const cJSON *l = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
@@ -231,10 +279,14 @@ static int parse_sampling(rd_app *app, const cJSON *root, rd_job *t, int chat, p
     } else {
         sd = (uint64_t)seed;
     }
-    t->sp = (rn_sample_params){.temperature = (float)temp, .top_k = top_k < 0 ? 0 : top_k,
-                               .top_p = (float)top_p, .min_p = (float)min_p,
-                               .repetition_penalty = (float)rep, .presence_penalty = (float)pres,
-                               .frequency_penalty = (float)freq, .seed = sd};
+    t->sp = (rn_sample_params){.temperature = (float)temp,
+                               .top_k = top_k < 0 ? 0 : top_k,
+                               .top_p = (float)top_p,
+                               .min_p = (float)min_p,
+                               .repetition_penalty = (float)rep,
+                               .presence_penalty = (float)pres,
+                               .frequency_penalty = (float)freq,
+                               .seed = sd};
     t->max_tokens = max_tokens;
     t->n_logprobs = lp;
     t->want_logprobs = want_lp;
@@ -296,8 +348,9 @@ static char *chat_prompt(rd_app *app, const cJSON *root, parse_err *e)
              strcmp(role->valuestring, "assistant") && strcmp(role->valuestring, "developer"))) {
             free(content);
             free(out);
-            perr(e, "messages", "each message needs a role (system, developer, user, assistant) and a "
-                                "content: a string or an array of text parts");
+            perr(e, "messages",
+                 "each message needs a role (system, developer, user, assistant) and a "
+                 "content: a string or an array of text parts");
             return NULL;
         }
         size_t need = len + strlen(content) + 64;
@@ -312,7 +365,8 @@ static char *chat_prompt(rd_app *app, const cJSON *root, parse_err *e)
         else if (!strcmp(r, "system") || !strcmp(r, "developer"))
             len += (size_t)sprintf(out + len, "%s\n\n", content);
         else
-            len += (size_t)sprintf(out + len, "%s: %s\n", !strcmp(r, "user") ? "User" : "Assistant", content);
+            len += (size_t)sprintf(out + len, "%s: %s\n", !strcmp(r, "user") ? "User" : "Assistant",
+                                   content);
         free(content);
     }
     out = realloc(out, len + 32);
@@ -322,8 +376,7 @@ static char *chat_prompt(rd_app *app, const cJSON *root, parse_err *e)
 
 /* ------------------------------------------------------------ jobs */
 
-static rd_job *make_job(rd_app *app, const rd_job *t, int n, int32_t *ids, int n_ids,
-                        parse_err *e)
+static rd_job *make_job(rd_app *app, const rd_job *t, int n, int32_t *ids, int n_ids, parse_err *e)
 {
     rd_job *j = rd_job_new(n);
     if (!j)
@@ -397,7 +450,8 @@ static int build_jobs(rd_app *app, rd_req *r, const cJSON *root, parse_err *e)
     int n, stream = 0, echo = 0, best_of;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (check_fields(root, r->chat ? chat_fields : completion_fields, e) ||
-        get_int(root, "n", 1, 1, app->opt.max_n, &n, e) || get_bool(root, "stream", 0, &stream, e) ||
+        get_int(root, "n", 1, 1, app->opt.max_n, &n, e) ||
+        get_bool(root, "stream", 0, &stream, e) ||
         (!r->chat && get_bool(root, "echo", 0, &echo, e)) ||
         (!r->chat && get_int(root, "best_of", 1, 1, 1, &best_of, e)) ||
         parse_sampling(app, root, &tmpl, r->chat, e) || parse_stops(r, root, e))
@@ -455,7 +509,8 @@ static int build_jobs(rd_app *app, rd_req *r, const cJSON *root, parse_err *e)
         }
     }
     int multi = cJSON_IsArray(prompts) && cJSON_GetArraySize(prompts) > 0 &&
-                (cJSON_IsString(cJSON_GetArrayItem(prompts, 0)) || cJSON_IsArray(cJSON_GetArrayItem(prompts, 0)));
+                (cJSON_IsString(cJSON_GetArrayItem(prompts, 0)) ||
+                 cJSON_IsArray(cJSON_GetArrayItem(prompts, 0)));
     int np = multi ? cJSON_GetArraySize(prompts) : 1;
     if (np > 64 || np * n > app->opt.max_n * 4) {
         cJSON_Delete(single);
@@ -511,8 +566,10 @@ static void json_logprobs(rd_app *app, cJSON *choice, const rd_choice *c, int fr
         return;
     }
     cJSON *lp = cJSON_AddObjectToObject(choice, "logprobs");
-    cJSON *toks = cJSON_AddArrayToObject(lp, "tokens"), *tlp = cJSON_AddArrayToObject(lp, "token_logprobs");
-    cJSON *top = cJSON_AddArrayToObject(lp, "top_logprobs"), *off = cJSON_AddArrayToObject(lp, "text_offset");
+    cJSON *toks = cJSON_AddArrayToObject(lp, "tokens"),
+          *tlp = cJSON_AddArrayToObject(lp, "token_logprobs");
+    cJSON *top = cJSON_AddArrayToObject(lp, "top_logprobs"),
+          *off = cJSON_AddArrayToObject(lp, "text_offset");
     size_t offset = text_offset0;
     for (int i = from; i < to; i++) {
         char *piece = NULL;
@@ -561,11 +618,13 @@ static void json_chat_logprobs(rd_app *app, cJSON *choice, const rd_choice *c, i
         cJSON_AddNullToObject(choice, "logprobs");
         return;
     }
-    cJSON *lp = cJSON_AddObjectToObject(choice, "logprobs"), *content = cJSON_AddArrayToObject(lp, "content");
+    cJSON *lp = cJSON_AddObjectToObject(choice, "logprobs"),
+          *content = cJSON_AddArrayToObject(lp, "content");
     for (int i = from; i < to; i++) {
         cJSON *t = chat_token(app, c->mtok[i], c->mres[i].logprob), *top = cJSON_CreateArray();
         for (int k = 0; k < c->mres[i].n_top && k < n_top; k++)
-            cJSON_AddItemToArray(top, chat_token(app, c->mres[i].top[k].token, c->mres[i].top[k].logprob));
+            cJSON_AddItemToArray(
+                top, chat_token(app, c->mres[i].top[k].token, c->mres[i].top[k].logprob));
         cJSON_AddItemToObject(t, "top_logprobs", top);
         cJSON_AddItemToArray(content, t);
     }
@@ -600,7 +659,8 @@ static size_t stop_hold(const rd_req *r, const char *text, size_t len)
     size_t hold = 0;
     for (int s = 0; s < r->n_stops; s++) {
         const char *st = r->stops[s];
-        for (size_t k = strlen(st) - 1; k > hold; k--) /* the longest suffix that is a prefix of st */
+        for (size_t k = strlen(st) - 1; k > hold;
+             k--) /* the longest suffix that is a prefix of st */
             if (k <= len && memcmp(text + len - k, st, k) == 0) {
                 hold = k;
                 break;
@@ -714,7 +774,8 @@ static void usage_json(rd_req *r, cJSON *o)
 static void stream_piece(rd_req *r, int index, const char *text, size_t len, const char *finish,
                          rd_job *j, rd_choice *c, int from_tok, int to_tok)
 {
-    cJSON *o = chunk_base(r), *arr = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
+    cJSON *o = chunk_base(r), *arr = cJSON_AddArrayToObject(o, "choices"),
+          *ch = cJSON_CreateObject();
     cJSON_AddNumberToObject(ch, "index", index);
     char *t = malloc(len + 1);
     if (!t) {
@@ -734,7 +795,8 @@ static void stream_piece(rd_req *r, int index, const char *text, size_t len, con
         r->role_sent |= 1u << (index & 31);
     } else {
         cJSON_AddStringToObject(ch, "text", t);
-        json_logprobs(r->app, ch, c, from_tok, to_tok, c->sent_bytes, j->want_logprobs, j->n_logprobs);
+        json_logprobs(r->app, ch, c, from_tok, to_tok, c->sent_bytes, j->want_logprobs,
+                      j->n_logprobs);
     }
     free(t);
     if (finish)
@@ -774,7 +836,8 @@ static void stream_error(rd_req *r, unsigned status, const char *msg)
 {
     cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
     cJSON_AddStringToObject(e, "message", msg);
-    cJSON_AddStringToObject(e, "type", status == 503 ? "service_unavailable_error" : "server_error");
+    cJSON_AddStringToObject(e, "type",
+                            status == 503 ? "service_unavailable_error" : "server_error");
     cJSON_AddNullToObject(e, "param");
     cJSON_AddNullToObject(e, "code");
     sse_send(r, o, 0);
@@ -884,7 +947,10 @@ static int reply_full(rd_req *r)
                 json_logprobs(app, ch, c, 0, c->n_seen, 0, j->want_logprobs, j->n_logprobs);
             }
             free(t);
-            cJSON_AddStringToObject(ch, "finish_reason", c->stopped ? "stop" : finish_name(c->m_finish) ? finish_name(c->m_finish) : "stop");
+            cJSON_AddStringToObject(ch, "finish_reason",
+                                    c->stopped                 ? "stop"
+                                    : finish_name(c->m_finish) ? finish_name(c->m_finish)
+                                                               : "stop");
             cJSON_AddItemToArray(arr, ch);
         }
     }
@@ -952,19 +1018,25 @@ int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
     const cJSON *sj = cJSON_GetObjectItemCaseSensitive(root, "session");
     if (status == 0 && sj && !cJSON_IsNull(sj)) {
         if (!cJSON_IsString(sj))
-            status = 400, snprintf(e.msg, sizeof e.msg, "'session' must be a session id (a string)"), e.param = "session";
+            status = 400,
+            snprintf(e.msg, sizeof e.msg, "'session' must be a session id (a string)"),
+            e.param = "session";
         else if (!(sess = rd_session_find_for(app, conn, sj->valuestring)))
             status = 404, snprintf(e.msg, sizeof e.msg, "session not found"), e.param = "session";
         else if (r->n_jobs != 1 || r->jobs[0]->n != 1)
-            status = 400, snprintf(e.msg, sizeof e.msg, "a session continues one prompt with n = 1"), e.param = "session";
+            status = 400,
+            snprintf(e.msg, sizeof e.msg, "a session continues one prompt with n = 1"),
+            e.param = "session";
         else if (rd_session_busy(sess))
-            status = 409, snprintf(e.msg, sizeof e.msg, "the session is in use by another request"), e.param = "session";
+            status = 409, snprintf(e.msg, sizeof e.msg, "the session is in use by another request"),
+            e.param = "session";
     }
     cJSON_Delete(root);
     if (status != 0) {
         req_free(r);
-        return rd_json_error(conn, (unsigned)status, status == 404 ? "not_found_error" : "invalid_request_error",
-                             e.param, status == 404 ? "not_found" : NULL, "%s", e.msg);
+        return rd_json_error(conn, (unsigned)status,
+                             status == 404 ? "not_found_error" : "invalid_request_error", e.param,
+                             status == 404 ? "not_found" : NULL, "%s", e.msg);
     }
     int most = 0;
     for (int i = 0; i < r->n_jobs; i++)
@@ -1006,8 +1078,8 @@ int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
             for (int i = 0; i < r->n_jobs; i++)
                 for (int k = 0; k < r->jobs[i]->n; k++)
                     stream_piece(r, i * r->jobs[i]->n + k, r->prompt_text[i],
-                                 strlen(r->prompt_text[i] ? r->prompt_text[i] : ""), NULL, r->jobs[i],
-                                 &r->jobs[i]->ch[k], 0, 0);
+                                 strlen(r->prompt_text[i] ? r->prompt_text[i] : ""), NULL,
+                                 r->jobs[i], &r->jobs[i]->ch[k], 0, 0);
         r->next_stream = app->streams;
         if (app->streams)
             app->streams->prev_stream = r;

@@ -131,8 +131,8 @@ static int upload_ok(rd_app *app, rd_conn *c, rn_blob_info *info, int *rc)
     int prc = rn_blob_parse((const uint8_t *)body, len, app->model, info, &err);
     if (prc == RN_OK)
         return 1;
-    rd_log(RD_LOG_WARN, "msg=\"state import refused\" path=%s reason=\"%s\"",
-            rd_conn_path(c), err.msg);
+    rd_log(RD_LOG_WARN, "msg=\"state import refused\" path=%s reason=\"%s\"", rd_conn_path(c),
+           err.msg);
     *rc = prc == RN_ECONFLICT ? rd_json_error(c, 409, "invalid_request_error", NULL,
                                               "state_model_mismatch", "%s", err.msg)
                               : rd_json_error(c, 400, "invalid_request_error", NULL,

@@ -19,8 +19,6 @@
 #include "scheduler.h"
 #include "tokenizer.h"
 
-
-
 typedef struct rd_session rd_session;
 
 typedef struct rd_app {
@@ -37,19 +35,19 @@ typedef struct rd_app {
     uv_signal_t sigterm, sigint, sighup;
     int draining;
     int64_t started;
-    rd_keys *keys;            /* API keys; none: the API is open */
-    rd_session *sessions;     /* linked list */
+    rd_keys *keys;        /* API keys; none: the API is open */
+    rd_session *sessions; /* linked list */
     int n_sessions;
-    struct rd_req *streams;   /* live streaming requests (keep-alive comments) */
-    size_t host_bytes;        /* state blobs held in the host tier */
-    int offloading;           /* offloads in flight (their slots free up soon) */
-    int restoring;            /* restores in flight */
-    int spill_failed;         /* the last write to the disk tier failed */
-    int disk_io;              /* blob reads and writes running on libuv's thread pool */
-    size_t spilling_bytes;    /* host-tier bytes those writes will free */
-    unsigned slow_disk_ms;    /* fault injection (RETNETD_FAULT_SLOW_DISK_MS): each read and
+    struct rd_req *streams; /* live streaming requests (keep-alive comments) */
+    size_t host_bytes;      /* state blobs held in the host tier */
+    int offloading;         /* offloads in flight (their slots free up soon) */
+    int restoring;          /* restores in flight */
+    int spill_failed;       /* the last write to the disk tier failed */
+    int disk_io;            /* blob reads and writes running on libuv's thread pool */
+    size_t spilling_bytes;  /* host-tier bytes those writes will free */
+    unsigned slow_disk_ms;  /* fault injection (RETNETD_FAULT_SLOW_DISK_MS): each read and
                                  write of --state-dir waits this long (at most 10 s) */
-    struct rd_req *parked;    /* requests waiting for an offload or a restore */
+    struct rd_req *parked;  /* requests waiting for an offload or a restore */
     uv_timer_t ttl_timer, persist_timer;
 } rd_app;
 
@@ -57,27 +55,27 @@ typedef struct rd_app {
 typedef struct rd_req {
     rd_app *app;
     rd_conn *conn;
-    int kind;                 /* RD_REQ_* */
+    int kind; /* RD_REQ_* */
     int stream, include_usage, echo, chat;
     int continuous_usage; /* stream_options.continuous_usage_stats: usage in every chunk */
-    rd_job **jobs;            /* one per prompt */
+    rd_job **jobs;        /* one per prompt */
     int n_jobs;
     char **stops;
     int n_stops;
     char id[40];
     int64_t created;
-    char **prompt_text;       /* decoded prompt per job, for echo */
+    char **prompt_text; /* decoded prompt per job, for echo */
     rd_session *session;
-    rd_session *fork_src;     /* RD_REQ_FORK: the session copied from (busy until done) */
+    rd_session *fork_src; /* RD_REQ_FORK: the session copied from (busy until done) */
     int chunks_sent, done_sent;
-    long tok_seen;              /* generated tokens seen so far (metrics, log line) */
-    double tok_last;            /* when the last of them arrived (seconds of request age) */
-    int err_status;             /* first job failure seen by sync_req (not 499) */
-    int answered;               /* state requests: the reply went out */
-    int made_session;           /* RD_REQ_IMPORT: the session was made for this upload */
+    long tok_seen;    /* generated tokens seen so far (metrics, log line) */
+    double tok_last;  /* when the last of them arrived (seconds of request age) */
+    int err_status;   /* first job failure seen by sync_req (not 499) */
+    int answered;     /* state requests: the reply went out */
+    int made_session; /* RD_REQ_IMPORT: the session was made for this upload */
     int64_t import_tokens;
     char err_msg[200];
-    unsigned role_sent;         /* choices whose first chat delta (role) went out */
+    unsigned role_sent; /* choices whose first chat delta (role) went out */
     struct rd_req *next_stream, *prev_stream;
 } rd_req;
 
@@ -154,8 +152,8 @@ void rd_tier_start_persist(rd_app *app);
 /* GET /v1/sessions (malloc'd): the sessions the principal may see */
 char *rd_sessions_list_json(rd_app *app, const char *principal);
 /* persist.c */
-int rd_persist_restore(rd_app *app);   /* at start, before HTTP listens */
-int rd_persist_save_all(rd_app *app);  /* at stop, with the engine thread joined */
+int rd_persist_restore(rd_app *app);  /* at start, before HTTP listens */
+int rd_persist_save_all(rd_app *app); /* at stop, with the engine thread joined */
 void rd_persist_forget(rd_app *app, const char *id);
 /* Does --state-dir hold a file for session id? */
 int rd_persist_has_file(const rd_app *app, const char *id);

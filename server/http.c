@@ -69,8 +69,8 @@ struct rd_conn {
     char request_id[72];
     const char *principal;
     unsigned status;
-    double started;            /* seconds, monotonic */
-    rd_conn_stats stats;       /* filled by the app */
+    double started;      /* seconds, monotonic */
+    rd_conn_stats stats; /* filled by the app */
 };
 
 static void rearm(rd_http *h);
@@ -530,12 +530,11 @@ static void log_cb(void *cls, const char *fmt, va_list ap)
 
 static struct MHD_Daemon *start_daemon(rd_http *h, struct sockaddr_storage *ss, int v6)
 {
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                     (v6 ? MHD_USE_IPv6 : 0);
+    unsigned flags =
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
     return MHD_start_daemon(flags, (uint16_t)h->o.port, NULL, NULL, access_cb, h,
-                            MHD_OPTION_EXTERNAL_LOGGER, log_cb, NULL,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)ss,
-                            MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+                            MHD_OPTION_EXTERNAL_LOGGER, log_cb, NULL, MHD_OPTION_SOCK_ADDR,
+                            (struct sockaddr *)ss, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
                             MHD_OPTION_CONNECTION_LIMIT, h->o.max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, h->o.timeout_s, MHD_OPTION_END);
 }
@@ -558,12 +557,14 @@ int rd_http_start(rd_http **out, uv_loop_t *loop, const rd_http_opts *o, rd_http
         a->sin_family = AF_INET;
         a->sin_port = htons((uint16_t)o->port);
         if (inet_pton(AF_INET, o->host, &a->sin_addr) != 1)
-            return snprintf(err, errlen, "bad listen address '%s' (use an IP address)", o->host), -1;
+            return snprintf(err, errlen, "bad listen address '%s' (use an IP address)", o->host),
+                   -1;
     }
     rd_http *h = calloc(1, sizeof *h);
     if (!h)
         return snprintf(err, errlen, "out of memory"), -1;
-    *h = (rd_http){.loop = loop, .handler = hd, .resume = resume, .done = done, .app = app, .o = *o};
+    *h =
+        (rd_http){.loop = loop, .handler = hd, .resume = resume, .done = done, .app = app, .o = *o};
     daemon_starting = 1;
     h->d = start_daemon(h, &ss, v6);
     daemon_starting = 0;

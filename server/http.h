@@ -19,7 +19,7 @@ typedef struct rd_http rd_http;
 /* What the app tells the request log line (and metrics) about a request. */
 typedef struct rd_conn_stats {
     int tokens_in, tokens_out;
-    double ttft_s;       /* request start to first token sent; 0 if none */
+    double ttft_s;        /* request start to first token sent; 0 if none */
     const char *endpoint; /* metrics label (static string); NULL: from the path */
 } rd_conn_stats;
 
@@ -37,7 +37,7 @@ typedef struct rd_http_opts {
     const char *host;
     int port;
     size_t max_body;
-    size_t max_upload;  /* body limit of PUT .../state uploads that may_upload allows */
+    size_t max_upload; /* body limit of PUT .../state uploads that may_upload allows */
     int (*may_upload)(void *app, rd_conn *c); /* checked before the body is read */
     int log_requests;                         /* one log line per request */
     /* called once per request as it ends (status 499: the client left) */

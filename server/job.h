@@ -35,15 +35,15 @@ typedef enum { RD_PHASE_QUEUED = 0, RD_PHASE_PREFILL, RD_PHASE_RUNNING, RD_PHASE
 
 typedef struct rd_choice {
     /* progress (engine writes, loop reads, under the queue mutex) */
-    int32_t *tok;              /* generated tokens */
-    rn_sample_result *res;     /* per token: logprob and alternatives */
+    int32_t *tok;          /* generated tokens */
+    rn_sample_result *res; /* per token: logprob and alternatives */
     int n_tok, cap_tok;
     rd_finish finish;
-    atomic_int stop_req;       /* loop -> engine: a stop string matched */
+    atomic_int stop_req; /* loop -> engine: a stop string matched */
     /* engine only */
     int slot;
     rn_sampler *sampler;
-    int fed;                   /* generated tokens already fed into the state */
+    int fed; /* generated tokens already fed into the state */
     /* http only: a copy of the progress, taken under the queue mutex, so
      * decoding and formatting run without holding it */
     int32_t *mtok;
@@ -51,12 +51,12 @@ typedef struct rd_choice {
     int m_n, m_cap;
     rd_finish m_finish;
     rn_detok *detok;
-    int n_seen;                /* tokens already turned into text */
-    char *text;                /* decoded text not yet sent (held for stop strings) */
+    int n_seen; /* tokens already turned into text */
+    char *text; /* decoded text not yet sent (held for stop strings) */
     size_t text_len, text_cap;
-    size_t sent_bytes;         /* text offset of what was sent (logprobs text_offset) */
-    int lp_sent;               /* tokens whose logprobs were sent (streaming) */
-    int stopped;               /* a stop string matched: ignore later tokens */
+    size_t sent_bytes; /* text offset of what was sent (logprobs text_offset) */
+    int lp_sent;       /* tokens whose logprobs were sent (streaming) */
+    int stopped;       /* a stop string matched: ignore later tokens */
     int finish_sent;
 } rd_choice;
 
@@ -66,44 +66,44 @@ typedef struct rd_job {
     int32_t *prompt;
     int n_prompt;
     int max_tokens;
-    int n_logprobs;            /* alternatives per token, 0 = none asked */
+    int n_logprobs; /* alternatives per token, 0 = none asked */
     int want_logprobs;
     int ignore_eos;
-    int32_t eos;               /* -1: none */
-    rd_news news;              /* which tokens the loop thread must hear of, and how soon */
+    int32_t eos;  /* -1: none */
+    rd_news news; /* which tokens the loop thread must hear of, and how soon */
     rn_sample_params sp;
     rn_logit_bias *bias;
-    int n;                     /* choices */
+    int n; /* choices */
     rd_choice *ch;
-    int session_slot;          /* -1: a transient request */
-    int session_fresh;         /* the session's slot must be reset first */
-    int fork_src;              /* RD_OP_FORK: copy this slot's state into session_slot */
-    rd_op op;                  /* RD_OP_RUN: generate; the others act on session_slot's state
+    int session_slot;     /* -1: a transient request */
+    int session_fresh;    /* the session's slot must be reset first */
+    int fork_src;         /* RD_OP_FORK: copy this slot's state into session_slot */
+    rd_op op;             /* RD_OP_RUN: generate; the others act on session_slot's state
                                 * at once, outside the FIFO, and finish the job */
-    unsigned char *state;      /* EXPORT / IMPORT: owned by the job (the engine may still use
+    unsigned char *state; /* EXPORT / IMPORT: owned by the job (the engine may still use
                                 * it after the request left); the state sits at state +
                                 * state_off, state_bytes long */
     size_t state_off, state_bytes;
-    int64_t state_pos;         /* EXPORT: the slot's position (out); IMPORT: in */
-    void *tier_session;        /* an offload, restore or snapshot (tiers.c) for this
+    int64_t state_pos;     /* EXPORT: the slot's position (out); IMPORT: in */
+    void *tier_session;    /* an offload, restore or snapshot (tiers.c) for this
                                 * session, no connection (http is NULL) */
-    int snapshot;              /* EXPORT for --persist-interval: the session keeps its slot */
-    void *release_session;     /* the client left a session request before the engine was
+    int snapshot;          /* EXPORT for --persist-interval: the session keeps its slot */
+    void *release_session; /* the client left a session request before the engine was
                                 * done: the session stays busy (its slot owned) until the
                                 * job is DONE, then advances and is released (loop) */
     /* progress */
     rd_phase phase;
     int prefilled;
-    int cached;                /* prompt tokens restored from the prefix cache (written before
+    int cached; /* prompt tokens restored from the prefix cache (written before
                                 * any progress, under the queue mutex) */
     atomic_int cancelled;
-    int error_status;          /* != 0: failed; message below */
+    int error_status; /* != 0: failed; message below */
     char error_msg[200];
     /* queue links (queue mutex) */
     struct rd_job *next_submit, *next_ready, *next_taken;
     int on_ready, ready_urgent;
     /* http (loop thread only) */
-    void *http;                /* the connection's request context */
+    void *http; /* the connection's request context */
 } rd_job;
 
 /* A new job with n choices, refs = 1 (owned by the caller). NULL on ENOMEM. */

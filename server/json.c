@@ -27,7 +27,8 @@ void *rd_json_parse_object(const char *s, size_t len, char *why, size_t whylen)
         end++;
     if (end < s + len) {
         cJSON_Delete(root);
-        snprintf(why, whylen, "the body is not valid JSON (unexpected data at byte %zu)", (size_t)(end - s));
+        snprintf(why, whylen, "the body is not valid JSON (unexpected data at byte %zu)",
+                 (size_t)(end - s));
         return NULL;
     }
     if (!cJSON_IsObject(root)) {
@@ -43,7 +44,10 @@ int rd_json_reply(rd_conn *c, unsigned status, void *obj)
     char *s = obj ? cJSON_PrintUnformatted(obj) : NULL;
     cJSON_Delete(obj);
     if (!s)
-        return rd_http_reply(c, 500, "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}", 91, NULL, NULL, NULL);
+        return rd_http_reply(c, 500,
+                             "{\"error\":{\"message\":\"out of "
+                             "memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}",
+                             91, NULL, NULL, NULL);
     int rc = rd_http_reply(c, status, s, strlen(s), NULL, NULL, NULL);
     cJSON_free(s);
     return rc;
@@ -88,7 +92,7 @@ int rd_json_error(rd_conn *c, unsigned status, const char *type, const char *par
         if ((unsigned char)*q <= 0x20 || *q == '"' || *q == '\\')
             *q = '?';
     rd_log(RD_LOG_INFO, "msg=\"request refused\" method=%s path=%s status=%u error=\"%s\"",
-            rd_conn_method(c), path, status, msg);
+           rd_conn_method(c), path, status, msg);
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     const char *hdr = status == 429 || status == 503 ? "Retry-After" : NULL;

@@ -20,7 +20,6 @@
 #include "state_blob.h"
 #include "util.h"
 
-
 static int load_everything(rd_app *app)
 {
     rn_error err = {0};
@@ -37,7 +36,9 @@ static int load_everything(rd_app *app)
         fprintf(stderr, "retnetd: %s\n", err.msg);
         return -1;
     }
-    rn_device dev = !strcmp(o->device, "cpu") ? RN_DEVICE_CPU : !strcmp(o->device, "cuda") ? RN_DEVICE_CUDA : RN_DEVICE_AUTO;
+    rn_device dev = !strcmp(o->device, "cpu")    ? RN_DEVICE_CPU
+                    : !strcmp(o->device, "cuda") ? RN_DEVICE_CUDA
+                                                 : RN_DEVICE_AUTO;
     dev = rn_device_resolve(dev); /* auto: size slots and chunks for what it finds */
     /* bf16 states are a GPU setting: on the CPU (chosen, or found by auto)
      * states stay fp32 */
@@ -76,8 +77,11 @@ static int load_everything(rd_app *app)
             return -1;
         }
     }
-    rn_engine_opts eo = {.device = dev, .n_slots = slots, .n_threads = o->threads,
-                         .max_chunk = o->chunk, .state_bf16 = state_bf16};
+    rn_engine_opts eo = {.device = dev,
+                         .n_slots = slots,
+                         .n_threads = o->threads,
+                         .max_chunk = o->chunk,
+                         .state_bf16 = state_bf16};
     if (rn_engine_new(&app->engine, app->model, &eo, &err) != RN_OK) {
         fprintf(stderr, "retnetd: %s\n", err.msg);
         return -1;
@@ -121,7 +125,7 @@ static void drain_tick(uv_timer_t *t)
     if ((rd_http_in_flight(app->http) == 0 || late) && app->disk_io == 0) {
         if (late)
             rd_log(RD_LOG_WARN, "msg=\"drain deadline reached; cutting %u requests\"",
-                    rd_http_in_flight(app->http));
+                   rd_http_in_flight(app->http));
         uv_timer_stop(t);
         finish_shutdown(app);
     }
@@ -185,7 +189,7 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     notify("STOPPING=1");
     rd_log(RD_LOG_INFO, "msg=\"signal %d: draining\" in_flight=%u", signum,
-            rd_http_in_flight(app->http));
+           rd_http_in_flight(app->http));
     app->draining = 1;
     rd_http_quiesce(app->http);
     drain_started = uv_now(app->loop);
@@ -244,13 +248,14 @@ int main(int argc, char **argv)
     app.started = (int64_t)time(NULL);
     if (load_everything(&app) != 0)
         goto out;
-    rd_sched_opts so = {.n_slots = app.opt.slots, .chunk = app.opt.chunk,
-                        .prefill_budget = app.opt.prefill_budget, .max_waiting = app.opt.max_waiting,
+    rd_sched_opts so = {.n_slots = app.opt.slots,
+                        .chunk = app.opt.chunk,
+                        .prefill_budget = app.opt.prefill_budget,
+                        .max_waiting = app.opt.max_waiting,
                         .prefix_cache_bytes = app.opt.prefix_cache_memory};
     if (rd_queue_new(&app.queue, app.loop, rd_api_on_ready, &app) == 0)
         rd_queue_set_interval_us(app.queue, (unsigned)app.opt.stream_interval_us);
-    if (!app.queue ||
-        rd_sched_start(&app.sched, app.engine, app.queue, &so) != 0) {
+    if (!app.queue || rd_sched_start(&app.sched, app.engine, app.queue, &so) != 0) {
         fprintf(stderr, "retnetd: cannot start the engine thread\n");
         goto out;
     }
@@ -258,12 +263,15 @@ int main(int argc, char **argv)
      * HTTP listens; the queue's mutex orders these imports before it. */
     if (rd_persist_restore(&app) != 0)
         goto out;
-    rd_http_opts ho = {.host = app.opt.host, .port = app.opt.port, .max_body = app.opt.max_body,
+    rd_http_opts ho = {.host = app.opt.host,
+                       .port = app.opt.port,
+                       .max_body = app.opt.max_body,
                        .max_upload = RN_BLOB_HEADER + rn_engine_state_bytes(app.engine),
                        .may_upload = rd_api_may_upload,
                        .log_requests = app.opt.log_requests,
                        .on_request_end = rd_api_request_end,
-                       .max_connections = app.opt.max_connections, .timeout_s = app.opt.timeout_s};
+                       .max_connections = app.opt.max_connections,
+                       .timeout_s = app.opt.timeout_s};
     if (rd_http_start(&app.http, app.loop, &ho, rd_api_handle, rd_api_resume, rd_api_done, &app,
                       err, sizeof err) != 0) {
         fprintf(stderr, "retnetd: %s\n", err);
@@ -287,8 +295,8 @@ int main(int argc, char **argv)
            RD_VERSION, app.opt.model_name, rn_engine_backend_name(app.engine), app.opt.slots,
            rn_engine_slot_bytes(app.engine),
            rn_engine_slot_bytes(app.engine) < rn_engine_state_bytes(app.engine) ? "bf16" : "f32",
-           app.opt.chunk, app.opt.prefill_budget,
-           app.opt.stream_interval_us, app.opt.host, rd_http_port(app.http));
+           app.opt.chunk, app.opt.prefill_budget, app.opt.stream_interval_us, app.opt.host,
+           rd_http_port(app.http));
     notify("READY=1");
     start_watchdog(&app);
     uv_run(app.loop, UV_RUN_DEFAULT);

@@ -306,13 +306,14 @@ static int load_env(loader *l)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: retnetd [--config FILE] [--check-config] [options]\n"
-               "  --config FILE             settings from an INI file (config/retnetd.conf)\n"
-               "  --check-config            validate, print the effective settings, exit\n"
-               "  --print-config-example    every setting with its default, as a config file\n"
-               "  --version, -V             print the version (git describe of the build) and exit\n"
-               "  --help, -h                this text\n"
-               "Settings (defaults < config file < RETNETD_* environment < flags):\n");
+    fprintf(f,
+            "usage: retnetd [--config FILE] [--check-config] [options]\n"
+            "  --config FILE             settings from an INI file (config/retnetd.conf)\n"
+            "  --check-config            validate, print the effective settings, exit\n"
+            "  --print-config-example    every setting with its default, as a config file\n"
+            "  --version, -V             print the version (git describe of the build) and exit\n"
+            "  --help, -h                this text\n"
+            "Settings (defaults < config file < RETNETD_* environment < flags):\n");
     const char *section = "";
     for (int i = 0; i < N_OPTS; i++) {
         const opt *t = &table[i];

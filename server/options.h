@@ -32,9 +32,9 @@ typedef struct rd_options {
     /* [engine] */
     const char *device;
     int threads;
-    int slots;               /* 0: from state_memory */
-    size_t state_memory;     /* bytes */
-    size_t gpu_state_memory; /* bytes; 0: state_memory */
+    int slots;                   /* 0: from state_memory */
+    size_t state_memory;         /* bytes */
+    size_t gpu_state_memory;     /* bytes; 0: state_memory */
     const char *gpu_state_dtype; /* "f32" or "bf16" */
     int chunk;
     int prefill_budget;

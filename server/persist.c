@@ -63,8 +63,7 @@ static unsigned char *read_exact(const char *path, size_t want, const char **why
 /* DIR/<id>.owner: the key name the session belongs to (a separate file:
  * the state blob is portable, ownership is this server's business). */
 /* The owner sidecar file; -1 with the reason in why.  Thread-safe. */
-static int write_owner(const rd_app *app, const char *id, const char *owner, char *why,
-                       size_t cap)
+static int write_owner(const rd_app *app, const char *id, const char *owner, char *why, size_t cap)
 {
     char path[4096];
     rn_error err = {0};
@@ -165,9 +164,10 @@ int rd_persist_restore(rd_app *app)
         memcpy(id, e->d_name, n - sl);
         id[n - sl] = '\0';
         if (!rd_session_id_valid(id)) {
-            rd_log(RD_LOG_WARN, "msg=\"state file skipped\" file=%s reason=\"not a session "
-                    "id\"\n",
-                    path);
+            rd_log(RD_LOG_WARN,
+                   "msg=\"state file skipped\" file=%s reason=\"not a session "
+                   "id\"\n",
+                   path);
             skipped++;
             continue;
         }
@@ -178,7 +178,7 @@ int rd_persist_restore(rd_app *app)
     }
     closedir(d);
     rd_log(RD_LOG_INFO, "msg=\"sessions restored\" dir=%s restored=%d skipped=%d",
-            app->opt.state_dir, restored, skipped);
+           app->opt.state_dir, restored, skipped);
     return 0;
 }
 
@@ -257,9 +257,10 @@ static int save_one(rd_app *app, rd_session *s)
     if (s->moving || (s->tier == RD_TIER_HOST && !s->blob && !s->fresh)) {
         /* cannot happen once every engine result was delivered; never write
          * a slot that is not this session's */
-        rd_log(RD_LOG_ERROR, "msg=\"session not persisted: its state is in transit\" "
-                "id=%s\n",
-                s->id);
+        rd_log(RD_LOG_ERROR,
+               "msg=\"session not persisted: its state is in transit\" "
+               "id=%s\n",
+               s->id);
         return -1;
     }
     if (s->tier == RD_TIER_HOST && s->blob)
@@ -289,7 +290,7 @@ static int save_one(rd_app *app, rd_session *s)
     if (write_owner(app, s->id, s->owner, why, sizeof why) != 0 ||
         rn_write_atomic(path, parts, lens, 2, &err) != RN_OK) {
         rd_log(RD_LOG_ERROR, "msg=\"cannot persist a session\" id=%s reason=\"%s\"",
-                rd_session_id(s), why[0] ? why : err.msg);
+               rd_session_id(s), why[0] ? why : err.msg);
         goto cleanup;
     }
     rc = 0;
@@ -308,8 +309,8 @@ int rd_persist_save_all(rd_app *app)
             saved++;
         else
             failed++;
-    rd_log(RD_LOG_INFO, "msg=\"sessions persisted\" dir=%s saved=%d failed=%d",
-            app->opt.state_dir, saved, failed);
+    rd_log(RD_LOG_INFO, "msg=\"sessions persisted\" dir=%s saved=%d failed=%d", app->opt.state_dir,
+           saved, failed);
     return failed ? -1 : 0;
 }
 
@@ -321,7 +322,8 @@ void rd_persist_forget(rd_app *app, const char *id)
         unlink(owner);
     if (app->opt.state_dir && state_path(app, id, path, sizeof path) == 0 && unlink(path) != 0 &&
         errno != ENOENT)
-        rd_log(RD_LOG_WARN, "msg=\"cannot remove a session's state file\" file=%s "
-                "reason=\"%s\"\n",
-                path, strerror(errno));
+        rd_log(RD_LOG_WARN,
+               "msg=\"cannot remove a session's state file\" file=%s "
+               "reason=\"%s\"\n",
+               path, strerror(errno));
 }

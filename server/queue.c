@@ -11,8 +11,8 @@ struct rd_queue {
     rd_job *sub_head, *sub_tail;
     rd_job *ready_head;
     int stop, poked;
-    int urgent_wake; /* an urgent job is on the ready list */
-    int deliver_all; /* the last wake was for everything, not only the urgent */
+    int urgent_wake;                    /* an urgent job is on the ready list */
+    int deliver_all;                    /* the last wake was for everything, not only the urgent */
     uint64_t interval_ns, last_wake_ns; /* rd_queue_wake (engine thread) */
     void (*on_ready)(void *);
     void *arg;

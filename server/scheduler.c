@@ -24,13 +24,13 @@ struct rd_sched {
     rd_job *wait_head, *wait_tail; /* engine thread only */
     rd_job **active;
     int n_active, cap_active;
-    float *logits;                 /* n_slots x vocab */
+    float *logits; /* n_slots x vocab */
     int *b_slot;
     int32_t *b_tok;
     rd_job **b_job;
     int *b_choice;
     unsigned char *b_feed_only;
-    int32_t *b_pick;               /* tokens picked by rn_decode_argmax */
+    int32_t *b_pick; /* tokens picked by rn_decode_argmax */
     /* prefix cache (engine thread only; counters read by the loop) */
     struct pc_entry *pc;
     int pc_n, pc_cap;
@@ -39,7 +39,7 @@ struct rd_sched {
     atomic_long pc_hits, pc_tokens;
     atomic_int last_batch;
     long decodes, fail_decode; /* fault injection (RETNETD_FAULT_DECODE): fail call n */
-    double prefill_ns_tok;         /* recent prefill time per prompt token (0: none yet) */
+    double prefill_ns_tok;     /* recent prefill time per prompt token (0: none yet) */
 };
 
 /* ---------------------------------------------------------------- slots */
@@ -254,8 +254,9 @@ static void admit(rd_sched *s)
              * refuse rather than block every request behind this one. */
             s->wait_head = next;
             atomic_fetch_sub(&s->waiting, 1);
-            finish_job(s, j, 429, "not enough free state slots (sessions hold the rest); "
-                                  "delete sessions or retry later");
+            finish_job(s, j, 429,
+                       "not enough free state slots (sessions hold the rest); "
+                       "delete sessions or retry later");
             rd_job_unref(j);
             continue;
         }

@@ -20,10 +20,10 @@
 #include "retnet.h"
 
 typedef struct rd_sched_opts {
-    int n_slots;         /* states in the pool (sessions included) */
-    int chunk;           /* prefill chunk (tokens) */
-    int prefill_budget;  /* prefill tokens per iteration */
-    int max_waiting;     /* jobs waiting for a slot before new ones get 429 */
+    int n_slots;               /* states in the pool (sessions included) */
+    int chunk;                 /* prefill chunk (tokens) */
+    int prefill_budget;        /* prefill tokens per iteration */
+    int max_waiting;           /* jobs waiting for a slot before new ones get 429 */
     size_t prefix_cache_bytes; /* states kept at chunk boundaries of recent prompts; 0: none */
 } rd_sched_opts;
 

@@ -13,16 +13,16 @@ typedef enum { RD_TIER_HOT = 0, RD_TIER_HOST, RD_TIER_DISK } rd_tier;
 
 struct rd_session {
     char id[40];
-    char owner[32];        /* the key name that created it ("" when the API is open) */
-    int slot;   /* -1 while the state is in the host or disk tier */
-    int busy;   /* a request uses it */
-    int moving; /* an offload or a restore is in flight */
-    int fresh;  /* never used: no state of its own yet (a hot slot holds someone
+    char owner[32];      /* the key name that created it ("" when the API is open) */
+    int slot;            /* -1 while the state is in the host or disk tier */
+    int busy;            /* a request uses it */
+    int moving;          /* an offload or a restore is in flight */
+    int fresh;           /* never used: no state of its own yet (a hot slot holds someone
                             * else's until first use) */
-    int dirty;             /* changed since --state-dir last got it */
-    int pinned;            /* an offload failed: it keeps its slot from now on */
-    int restore_failed;    /* the last restore failed: the next request is told so */
-    int restore_corrupt;   /* its file failed its checks: the next request removes it */
+    int dirty;           /* changed since --state-dir last got it */
+    int pinned;          /* an offload failed: it keeps its slot from now on */
+    int restore_failed;  /* the last restore failed: the next request is told so */
+    int restore_corrupt; /* its file failed its checks: the next request removes it */
     rd_tier tier;
     unsigned char *blob; /* RD_TIER_HOST: the state blob (header + payload); owned */
     size_t blob_len;

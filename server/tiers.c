@@ -172,15 +172,13 @@ static void dw_work(uv_work_t *req)
 {
     disk_write *w = req->data;
     slow_disk(w->app);
-    w->rc = rd_persist_write_files(w->app, w->id, w->owner, w->blob, w->len, w->why,
-                                   sizeof w->why);
+    w->rc = rd_persist_write_files(w->app, w->id, w->owner, w->blob, w->len, w->why, sizeof w->why);
 }
 
 static void spill_to_disk(rd_app *app);
 
 /* What a finished write means for its session (loop thread). */
-static void dw_settle(rd_app *app, rd_session *s, dw_kind kind, size_t len, int rc,
-                      const char *why)
+static void dw_settle(rd_app *app, rd_session *s, dw_kind kind, size_t len, int rc, const char *why)
 {
     if (rc != 0)
         rd_log(RD_LOG_ERROR, "msg=\"cannot write a session's state\" id=%s reason=\"%s\"", s->id,
@@ -225,8 +223,8 @@ static void dw_start(rd_app *app, rd_session *s, unsigned char *blob, size_t len
 {
     disk_write *w = app->sched ? calloc(1, sizeof *w) : NULL;
     if (w) {
-        *w = (disk_write){.app = app, .s = s, .blob = blob, .len = len, .owns_blob = owns_blob,
-                          .kind = kind};
+        *w = (disk_write){
+            .app = app, .s = s, .blob = blob, .len = len, .owns_blob = owns_blob, .kind = kind};
         snprintf(w->id, sizeof w->id, "%s", s->id);
         snprintf(w->owner, sizeof w->owner, "%s", s->owner);
         w->req.data = w;
@@ -250,7 +248,8 @@ static void dw_start(rd_app *app, rd_session *s, unsigned char *blob, size_t len
  * --state-dir (counting the bytes of writes already running). */
 static void spill_to_disk(rd_app *app)
 {
-    while (app->opt.state_dir && app->host_bytes - app->spilling_bytes > app->opt.host_state_memory) {
+    while (app->opt.state_dir &&
+           app->host_bytes - app->spilling_bytes > app->opt.host_state_memory) {
         rd_session *s = lru(app, RD_TIER_HOST, NULL);
         if (!s)
             break;
@@ -367,7 +366,7 @@ static void read_back_settle(rd_app *app, rd_session *s, unsigned char *blob, si
         s->blob = blob;
         s->blob_len = len;
         s->tokens = tokens;
-        s->tier = RD_TIER_HOST; /* its file stays: nothing changed */
+        s->tier = RD_TIER_HOST;             /* its file stays: nothing changed */
         s->last_used = (int64_t)time(NULL); /* not the next one spilled */
         app->host_bytes += len;
         return;
@@ -578,7 +577,7 @@ static void ttl_tick(uv_timer_t *t)
         n = s->next;
         if (!s->busy && !s->moving && now - s->last_used >= (int64_t)app->opt.session_ttl_s) {
             rd_log(RD_LOG_INFO, "msg=\"session expired\" id=%s idle_s=%lld", s->id,
-                    (long long)(now - s->last_used));
+                   (long long)(now - s->last_used));
             rd_persist_forget(app, s->id);
             rd_session_delete(app, s);
         }

@@ -46,7 +46,7 @@ typedef struct cpu_ctx {
     float *freq;       /* (dk) rotary frequency per feature */
     rn_pool *pool;
     rn_cpu_ops_ctx ops;
-    layer_packed *lp;  /* (L) */
+    layer_packed *lp; /* (L) */
     rn_packed lm_head;
     /* per-row scratch, cap_rows rows each */
     int cap_rows;
@@ -60,8 +60,8 @@ typedef struct cpu_ctx {
 
 static void free_rows(cpu_ctx *x)
 {
-    float **bufs[] = {&x->x,  &x->hn, &x->q, &x->k,   &x->v,   &x->g,
-                      &x->o,  &x->f1, &x->f2, &x->y, &x->ret, &x->rope};
+    float **bufs[] = {&x->x, &x->hn, &x->q,  &x->k, &x->v,   &x->g,
+                      &x->o, &x->f1, &x->f2, &x->y, &x->ret, &x->rope};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
@@ -106,8 +106,8 @@ static int ensure_rows(cpu_ctx *x, int n, int parallel)
     x->ret = malloc((size_t)ret_len * (size_t)prefill_lanes(x) * 4); /* one scratch per lane */
     x->rowpos = malloc(r * sizeof *x->rowpos);
     x->rope = malloc(r * 2 * (size_t)c->head_dim_k * 4);
-    if (!x->x || !x->hn || !x->y || !x->q || !x->k || !x->v || !x->g || !x->o || !x->f1 ||
-        !x->f2 || !x->ret || !x->rowpos || !x->rope) {
+    if (!x->x || !x->hn || !x->y || !x->q || !x->k || !x->v || !x->g || !x->o || !x->f1 || !x->f2 ||
+        !x->ret || !x->rowpos || !x->rope) {
         free_rows(x);
         return RN_ENOMEM;
     }
@@ -128,7 +128,8 @@ static float *layer_scale(cpu_ctx *x, int slot, int l)
     if (x->c->retention_norm != RN_RETNORM_TORCHSCALE)
         return NULL;
     const rn_config *c = x->c;
-    return layer_state(x, slot, l) + (size_t)c->n_heads * (size_t)c->head_dim_k * (size_t)c->head_dim_v;
+    return layer_state(x, slot, l) +
+           (size_t)c->n_heads * (size_t)c->head_dim_k * (size_t)c->head_dim_v;
 }
 
 /* ------------------------------------------------------------- forward */
@@ -237,7 +238,8 @@ static void retention(cpu_ctx *x, run_mode mode, const int *slots, int n, int l,
     const rn_config *c = x->c;
     if (mode == RUN_DECODE) {
         step_job j = {x, slots, l};
-        size_t work = (size_t)n * (size_t)c->n_heads * (size_t)c->head_dim_k * (size_t)c->head_dim_v;
+        size_t work =
+            (size_t)n * (size_t)c->n_heads * (size_t)c->head_dim_k * (size_t)c->head_dim_v;
         if (work < ((size_t)1 << 18)) /* small states: waking the pool costs more than the work */
             for (int i = 0; i < n * c->n_heads; i++)
                 step_task(&j, i);
@@ -272,8 +274,10 @@ static void retention_block(cpu_ctx *x, run_mode mode, const int *slots, const f
     const rn_layer_weights *lw = &x->w->layers[l];
     const layer_packed *lp = &x->lp[l];
     if (use_packed(mode, n)) { /* the four share their input: one parallel run */
-        rn_packed_out o[4] = {{x->q, &lp->q, lw->q_b.data, NULL}, {x->k, &lp->k, lw->k_b.data, NULL},
-                              {x->v, &lp->v, lw->v_b.data, NULL}, {x->g, &lp->g, lw->g_b.data, NULL}};
+        rn_packed_out o[4] = {{x->q, &lp->q, lw->q_b.data, NULL},
+                              {x->k, &lp->k, lw->k_b.data, NULL},
+                              {x->v, &lp->v, lw->v_b.data, NULL},
+                              {x->g, &lp->g, lw->g_b.data, NULL}};
         rn__linear_packed(x->pool, o, 4, in, n);
     } else {
         linear(x, mode, x->q, in, n, &lw->q_w, &lw->q_b, &lp->q);
@@ -354,8 +358,8 @@ static void output_logits(cpu_ctx *x, run_mode mode, int n, int all, float *logi
 static void set_positions(cpu_ctx *x, run_mode mode, const int *slots, int n)
 {
     for (int i = 0; i < n; i++)
-        x->rowpos[i] = mode == RUN_DECODE ? (long long)x->pos[slots[i]]
-                                          : (long long)x->pos[slots[0]] + i;
+        x->rowpos[i] =
+            mode == RUN_DECODE ? (long long)x->pos[slots[i]] : (long long)x->pos[slots[0]] + i;
 }
 
 static void forward(cpu_ctx *x, run_mode mode, const int *slots, const int32_t *tok, int n,
@@ -450,8 +454,8 @@ static size_t max_matrix(const rn_config *c, const rn_weights *w)
             m = (size_t)all[i]->numel;
     for (int l = 0; l < c->n_layers; l++) {
         const rn_layer_weights *lw = &w->layers[l];
-        const rn_tensor *t[] = {&lw->q_w, &lw->k_w, &lw->v_w, &lw->g_w, &lw->o_w,
-                                &lw->up_w, &lw->gate_w, &lw->down_w};
+        const rn_tensor *t[] = {&lw->q_w, &lw->k_w,  &lw->v_w,    &lw->g_w,
+                                &lw->o_w, &lw->up_w, &lw->gate_w, &lw->down_w};
         for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
             if (t[i]->data && t[i]->dtype != RN_DT_F32 && (size_t)t[i]->numel > m)
                 m = (size_t)t[i]->numel;
@@ -469,11 +473,10 @@ static int init_tables(cpu_ctx *x)
     for (int h = 0; h < c->n_heads; h++)
         x->log_gamma[h] = rn_log_decay(c->decay == RN_DECAY_LINSPACE, h, c->n_heads);
     for (int i = 0; i < c->head_dim_k; i++)
-        x->freq[i] = x->w->rope_freq.data
-                         ? ((const float *)x->w->rope_freq.data)[i]
-                         : rn_rope_frequency(c->rope_layout == RN_ROPE_INTERLEAVED,
-                                        c->rope_freq == RN_FREQ_LINSPACE, c->rope_theta, i,
-                                        c->head_dim_k);
+        x->freq[i] = x->w->rope_freq.data ? ((const float *)x->w->rope_freq.data)[i]
+                                          : rn_rope_frequency(c->rope_layout == RN_ROPE_INTERLEAVED,
+                                                              c->rope_freq == RN_FREQ_LINSPACE,
+                                                              c->rope_theta, i, c->head_dim_k);
     return RN_OK;
 }
 
@@ -584,7 +587,9 @@ static int cpu_prefill(void *ctx, int slot, const int32_t *tok, int n, const rn_
     int all = o->logits == RN_LOGITS_ALL, rc;
     if (o->form == RN_FORM_RECURRENT) {
         for (int i = 0; i < n; i++) {
-            float *lg = !logits ? NULL : all ? logits + (size_t)i * V : (i == n - 1 ? logits : NULL);
+            float *lg = !logits ? NULL
+                        : all   ? logits + (size_t)i * V
+                                : (i == n - 1 ? logits : NULL);
             forward(x, RUN_DECODE, &slot, tok + i, 1, 0, 1, lg);
         }
         return RN_OK;

@@ -12,9 +12,9 @@
 
 typedef struct rn_cpu_ops_ctx {
     rn_pool *pool;
-    float *wbuf;      /* fp32 scratch for converting one f16/bf16 matrix before sgemm */
-    size_t wbuf_len;  /* floats */
-    int blas_lanes;   /* threads that may call sgemm at once: the pool's, or 1
+    float *wbuf;     /* fp32 scratch for converting one f16/bf16 matrix before sgemm */
+    size_t wbuf_len; /* floats */
+    int blas_lanes;  /* threads that may call sgemm at once: the pool's, or 1
                          with an OpenMP OpenBLAS (not safe to call concurrently) */
 } rn_cpu_ops_ctx;
 

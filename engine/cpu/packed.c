@@ -190,7 +190,8 @@ AI void tile(const pk_job *j, int pn, const int np, int b, const int nb, rn_dtyp
     for (int a = 0; a < np; a++)
         for (int c = 0; c < nb; c++) {
             float *yrow = j->y + (size_t)(b + c) * (size_t)P->out;
-            int row0 = (pn + a) * RN_PANEL, rows = P->out - row0 < RN_PANEL ? P->out - row0 : RN_PANEL;
+            int row0 = (pn + a) * RN_PANEL,
+                rows = P->out - row0 < RN_PANEL ? P->out - row0 : RN_PANEL;
             for (int r = 0; r < rows; r++)
                 yrow[row0 + r] = acc[a][c][r] + (j->bias ? j->bias[row0 + r] : 0.0f);
             if (j->act)

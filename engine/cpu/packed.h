@@ -35,10 +35,10 @@ int rn__pack(rn_packed *p, const rn_tensor *W);
 void rn__packed_free(rn_packed *p);
 
 typedef struct rn_packed_out {
-    float *y;             /* n x out */
+    float *y; /* n x out */
     const rn_packed *P;
-    const float *bias;    /* out, or NULL */
-    const rn_act *act;    /* applied to y by rn__act as the unfused path does, or NULL:
+    const float *bias; /* out, or NULL */
+    const rn_act *act; /* applied to y by rn__act as the unfused path does, or NULL:
                            * the workers do it while the outputs are in cache, instead of
                            * one thread after the product */
 } rn_packed_out;

@@ -195,7 +195,7 @@ void rn__pool_run(rn_pool *p, int n, rn_pool_fn fn, void *ctx)
         return;
     }
     unsigned long g = atomic_load(&p->generation) + 2; /* only this thread writes it */
-    atomic_store(&p->generation, g - 1);                /* odd: publishing */
+    atomic_store(&p->generation, g - 1);               /* odd: publishing */
     atomic_store(&p->fn, fn);
     atomic_store(&p->ctx, ctx);
     atomic_store(&p->n, n);

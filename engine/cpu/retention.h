@@ -14,8 +14,8 @@ typedef struct rn_head_io {
     const float *q, *k, *v; /* first row of this head */
     float *o;               /* first output row of this head (dv values) */
     int qk_stride, v_stride, o_stride;
-    float *S;               /* dk x dv state, updated in place */
-    float *s;               /* torchscale running sum, or NULL */
+    float *S; /* dk x dv state, updated in place */
+    float *s; /* torchscale running sum, or NULL */
     double log_gamma;
     int dk, dv;
 } rn_head_io;

@@ -94,7 +94,7 @@ struct cuda_ctx {
     void *half;
     float *A, *qd, *kd, *pw, *pw_tail, *sums;
     int ret_chunk; /* retention piece length in prefill chunks (ret_piece) */
-    float *part; /* the recurrent step's partial read-outs (plan.step_bytes) */
+    float *part;   /* the recurrent step's partial read-outs (plan.step_bytes) */
     double *log_gamma;
     float *gamma, *freq;
     int32_t *tok;
@@ -110,7 +110,7 @@ struct cuda_ctx {
     int use_graphs;
     int fuse;     /* fold the steps after projections into them (folding) */
     int gemv_max; /* largest row count the projections stream through rk_gemv */
-    int pdl; /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
+    int pdl;      /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
 };
 
@@ -358,13 +358,13 @@ static int retention_chunk(cuda_ctx *x, rk_states S, int slot, int r0, int C, co
     long long cc = (long long)C * C, hkv = (long long)dk * dv;
     int rc;
     /* A^T = K Q^T per head, then the decay mask */
-    if ((rc = gemm_heads(x, CUBLAS_OP_T, CUBLAS_OP_N, C, C, dk, k, HK, dk, q, HK, dk, 0.0f, x->A,
-                         C, cc)))
+    if ((rc = gemm_heads(x, CUBLAS_OP_T, CUBLAS_OP_N, C, C, dk, k, HK, dk, q, HK, dk, 0.0f, x->A, C,
+                         cc)))
         return rc;
     rk_decay_mask(x->st, x->A, pw, H, C);
     /* O^T = V^T A^T */
-    if ((rc = gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, C, C, v, HV, dv, x->A, C, cc, 0.0f, o,
-                         HV, dv)))
+    if ((rc = gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, C, C, v, HV, dv, x->A, C, cc, 0.0f, o, HV,
+                         dv)))
         return rc;
     /* O^T += S0^T (diag(g^(i+1)) Q)^T */
     rk_scale_rows(x->st, x->qd, q, pw, H, C, dk, 1, 1);
@@ -840,8 +840,8 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * mantissa bits: TF32 tensor cores (10 bits) in the retention products
      * stay inside that error and are ~8x the fp32 rate; fp32 checkpoints
      * keep exact fp32 products (the 1e-4 parity fixtures) */
-    x->ret_compute = x->w->embed.dtype == RN_DT_F32 ? CUBLAS_COMPUTE_32F
-                                                    : CUBLAS_COMPUTE_32F_FAST_TF32;
+    x->ret_compute =
+        x->w->embed.dtype == RN_DT_F32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
     if ((rc = rn_cuda_plan_make(&x->plan, x->c, o->n_slots, o->max_chunk, o->state_bf16, err)))
         goto cleanup;
     CU(cudaGetDevice(&dev), "no device");
@@ -860,7 +860,8 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->pos = (int64_t *)calloc((size_t)x->plan.n_slots, sizeof *x->pos);
     x->host_rowpos = (int64_t *)calloc((size_t)x->plan.max_rows, sizeof *x->host_rowpos);
     for (int w = 0; w < 3; w++)
-        x->graphs[w] = (cudaGraphExec_t *)calloc((size_t)x->plan.max_batch + 1, sizeof(cudaGraphExec_t));
+        x->graphs[w] =
+            (cudaGraphExec_t *)calloc((size_t)x->plan.max_batch + 1, sizeof(cudaGraphExec_t));
     if (!x->layers || !x->pos || !x->host_rowpos || !x->graphs[0] || !x->graphs[1] ||
         !x->graphs[2]) {
         rc = rn_error_set(err, RN_ENOMEM, "out of memory");
@@ -1221,9 +1222,9 @@ static void cuda_host_free(void *ctx, void *p)
 }
 
 extern "C" const rn_backend_ops rn_cuda_backend = {
-    "cuda",           cuda_probe,        cuda_init,       cuda_deinit,        cuda_state_bytes,
-    cuda_slot_bytes,
-    cuda_state_reset, cuda_state_copy,   cuda_state_pos,  cuda_state_export, cuda_state_import,
-    cuda_prefill,     cuda_decode,       cuda_decode_argmax, cuda_device_memory, cuda_host_alloc,
+    "cuda",           cuda_probe,         cuda_init,          cuda_deinit,
+    cuda_state_bytes, cuda_slot_bytes,    cuda_state_reset,   cuda_state_copy,
+    cuda_state_pos,   cuda_state_export,  cuda_state_import,  cuda_prefill,
+    cuda_decode,      cuda_decode_argmax, cuda_device_memory, cuda_host_alloc,
     cuda_host_free,   cuda_fit_slots,
 };

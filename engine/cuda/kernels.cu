@@ -182,24 +182,23 @@ static unsigned norm_threads(int d)
 void rk_norm(cudaStream_t st, float *y, const float *x, int rows, int d, int layer_kind,
              const float *w, const float *b, float eps, const float *gate, int act)
 {
-    launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps, gate,
-                                                            act, 1, 0, NULL, 1.0f, NULL);
+    launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
+           gate, act, 1, 0, NULL, 1.0f, NULL);
 }
 
 void rk_norm_parts(cudaStream_t st, float *y, const float *x, int parts, size_t part_stride,
                    int rows, int d, int layer_kind, const float *w, const float *b, float eps,
                    const float *gate, int act)
 {
-    launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, 
-        y, x, d, layer_kind, w, b, eps, gate, act, parts, part_stride, NULL, 1.0f,
-        parts > 1 ? y : NULL);
+    launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
+           gate, act, parts, part_stride, NULL, 1.0f, parts > 1 ? y : NULL);
 }
 
 void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float alpha, int rows,
                  int d, int layer_kind, const float *w, const float *b, float eps)
 {
-    launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps, NULL, 0,
-                                                            1, 0, res, alpha, x);
+    launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
+           NULL, 0, 1, 0, res, alpha, x);
 }
 
 /* --------------------------------------------------------------- rotary */
@@ -264,15 +263,33 @@ void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, co
 template <int W, typename T = float> struct svec;
 template <> struct svec<4, float> {
     float4 v;
-    __device__ void load(const float *p) { v = *(const float4 *)p; }
-    __device__ void store(float *p) const { *(float4 *)p = v; }
-    __device__ float &operator[](int i) { return (&v.x)[i]; }
+    __device__ void load(const float *p)
+    {
+        v = *(const float4 *)p;
+    }
+    __device__ void store(float *p) const
+    {
+        *(float4 *)p = v;
+    }
+    __device__ float &operator[](int i)
+    {
+        return (&v.x)[i];
+    }
 };
 template <> struct svec<1, float> {
     float v;
-    __device__ void load(const float *p) { v = *p; }
-    __device__ void store(float *p) const { *p = v; }
-    __device__ float &operator[](int) { return v; }
+    __device__ void load(const float *p)
+    {
+        v = *p;
+    }
+    __device__ void store(float *p) const
+    {
+        *p = v;
+    }
+    __device__ float &operator[](int)
+    {
+        return v;
+    }
 };
 template <> struct svec<4, __nv_bfloat16> {
     float f[4];
@@ -290,13 +307,25 @@ template <> struct svec<4, __nv_bfloat16> {
         u.x = *(const unsigned *)&a, u.y = *(const unsigned *)&b;
         *(uint2 *)p = u;
     }
-    __device__ float &operator[](int i) { return f[i]; }
+    __device__ float &operator[](int i)
+    {
+        return f[i];
+    }
 };
 template <> struct svec<1, __nv_bfloat16> {
     float v;
-    __device__ void load(const __nv_bfloat16 *p) { v = __bfloat162float(*p); }
-    __device__ void store(__nv_bfloat16 *p) const { *p = __float2bfloat16_rn(v); }
-    __device__ float &operator[](int) { return v; }
+    __device__ void load(const __nv_bfloat16 *p)
+    {
+        v = __bfloat162float(*p);
+    }
+    __device__ void store(__nv_bfloat16 *p) const
+    {
+        *p = __float2bfloat16_rn(v);
+    }
+    __device__ float &operator[](int)
+    {
+        return v;
+    }
 };
 
 #define STEP_UNROLL 4
@@ -310,8 +339,8 @@ template <> struct svec<1, __nv_bfloat16> {
 template <int W, typename TS>
 __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_states S,
                                 const int *__restrict__ slots, const float *q, const float *k,
-                                const float *v,
-                                const float *__restrict__ gamma, int H, int dk, int dv, int rows)
+                                const float *v, const float *__restrict__ gamma, int H, int dk,
+                                int dv, int rows)
 {
     pdl_enter();
     extern __shared__ float part[]; /* d_split x (lanes * W) */
@@ -379,7 +408,8 @@ __global__ void ts_step_kernel(rk_states S, const int *slots, const float *gamma
     if (t >= n * H)
         return;
     int i = t / H, h = t % H;
-    float *s = (float *)S.base + (size_t)slots[i] * S.slot_stride + S.layer_off + S.s_off + (size_t)h;
+    float *s =
+        (float *)S.base + (size_t)slots[i] * S.slot_stride + S.layer_off + S.s_off + (size_t)h;
     rn_ts_norm_step(s, gamma[h]);
 }
 
@@ -404,7 +434,8 @@ void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, con
         launch(ret_step_kernel<1, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
                gamma, H, dk, dv, rows);
     if (S.s_off)
-        launch(ts_step_kernel, blocks_for((size_t)n * (size_t)H), BLOCK, 0, st, S, slots, gamma, n, H);
+        launch(ts_step_kernel, blocks_for((size_t)n * (size_t)H), BLOCK, 0, st, S, slots, gamma, n,
+               H);
 }
 
 /* --------------------------------------------------- chunkwise helpers */
@@ -422,8 +453,8 @@ __global__ void decay_table_kernel(float *pw, const double *log_gamma, int H, in
 
 void rk_decay_table(cudaStream_t st, float *pw, const double *log_gamma, int H, int C)
 {
-    launch(decay_table_kernel, blocks_for((size_t)H * (size_t)(C + 1)), BLOCK, 0, st, pw, log_gamma, H,
-                                                                                  C);
+    launch(decay_table_kernel, blocks_for((size_t)H * (size_t)(C + 1)), BLOCK, 0, st, pw, log_gamma,
+           H, C);
 }
 
 /* Block (row i, head h): no index divisions per element. */
@@ -459,8 +490,8 @@ __global__ void scale_rows_kernel(float *dst, const float *src, const float *pw,
 void rk_scale_rows(cudaStream_t st, float *dst, const float *src, const float *pw, int H, int C,
                    int dk, int a, int b)
 {
-    launch(scale_rows_kernel, blocks_for((size_t)H * (size_t)C * (size_t)dk), BLOCK, 0, st, 
-        dst, src, pw, H, C, dk, a, b);
+    launch(scale_rows_kernel, blocks_for((size_t)H * (size_t)C * (size_t)dk), BLOCK, 0, st, dst,
+           src, pw, H, C, dk, a, b);
 }
 
 __global__ void decay_state_kernel(float *Sl, const float *pw, int C, size_t hkv, size_t per_head)
@@ -561,8 +592,8 @@ void rk_act(cudaStream_t st, float *x, size_t n, int act)
  * row was just written and sits in L2: one load at a time would pay its
  * latency ~30 times), then the block reduces in shared memory with
  * rn_argmax_beats, so the pick equals rn_argmax_row's on the host. */
-__global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(int32_t *out, const float *logits,
-                                                                int V)
+__global__ void __launch_bounds__(ARGMAX_THREADS)
+    argmax_kernel(int32_t *out, const float *logits, int V)
 {
     pdl_enter();
     __shared__ float best_v[ARGMAX_THREADS];
@@ -653,7 +684,8 @@ __global__ void add_bias_kernel(float *y, const float *b, int rows, int cols)
 
 void rk_add_bias(cudaStream_t st, float *y, const float *b, int rows, int cols)
 {
-    launch(add_bias_kernel, blocks_for((size_t)rows * (size_t)cols), BLOCK, 0, st, y, b, rows, cols);
+    launch(add_bias_kernel, blocks_for((size_t)rows * (size_t)cols), BLOCK, 0, st, y, b, rows,
+           cols);
 }
 
 __global__ void to_half_kernel(void *dst, const float *src, size_t n, int t)
@@ -857,8 +889,7 @@ __device__ static inline void gemv_fetch(typename wvec<T>::raw (*f)[U], const T 
  * kernel, which may still run when this one starts: it is read with plain
  * (coherent) loads, never the read-only path (no __restrict__). */
 template <typename T, int NB, bool VEC>
-__global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set,
-                                                          const float *x, int in)
+__global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const float *x, int in)
 {
     constexpr int PW = GEMV_PW(NB), RW = 2 * PW;
     pdl_trigger();

@@ -156,7 +156,8 @@ extern "C" int rn_cuda_argmax_rows_host(const float *logits, int rows, int V, in
     int rc = RN_EDEVICE;
     if (rows < 1 || V < 1)
         return RN_EINVAL;
-    if (cudaMalloc(&d_l, bytes) != cudaSuccess || cudaMalloc(&d_o, sizeof(int32_t) * rows) != cudaSuccess)
+    if (cudaMalloc(&d_l, bytes) != cudaSuccess ||
+        cudaMalloc(&d_o, sizeof(int32_t) * rows) != cudaSuccess)
         goto cleanup;
     if (cudaMemcpy(d_l, logits, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
         goto cleanup;

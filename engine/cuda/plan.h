@@ -33,10 +33,10 @@
 #define RN_CUDA_LT_WORKSPACE ((size_t)32 << 20)
 
 typedef struct rn_cuda_plan {
-    size_t layer_vals;  /* fp32 state values of one layer: H*dk*dv (+ H for torchscale's s) */
-    size_t state_vals;  /* of one slot, all layers */
-    int state_bf16;     /* the pool holds bf16 values (else fp32) */
-    size_t state_bytes; /* state_vals * 4 or * 2 (bf16): device memory per session */
+    size_t layer_vals;   /* fp32 state values of one layer: H*dk*dv (+ H for torchscale's s) */
+    size_t state_vals;   /* of one slot, all layers */
+    int state_bf16;      /* the pool holds bf16 values (else fp32) */
+    size_t state_bytes;  /* state_vals * 4 or * 2 (bf16): device memory per session */
     size_t export_bytes; /* state_vals * 4: a state as export and import move it */
     size_t layer_scratch_bytes; /* bf16 pools: one layer's state in fp32 (the chunkwise
                                  * products and export/import go through it), else 0 */

@@ -20,7 +20,8 @@ static void load(void)
     const char *root = getenv("RN_FIXTURES");
     char path[512];
     for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/tokenizer/%s.json", root ? root : "tests/fixtures", names[i]);
+        snprintf(path, sizeof path, "%s/tokenizer/%s.json", root ? root : "tests/fixtures",
+                 names[i]);
         if (rn_tokenizer_load(&toks[i], path, NULL) != RN_OK)
             abort();
     }

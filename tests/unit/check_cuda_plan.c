@@ -52,8 +52,8 @@ START_TEST(test_cuda_plan_bf16_states_halve_the_pool)
     ck_assert_uint_eq(f.export_bytes, f.state_bytes);
     ck_assert_uint_eq(f.layer_scratch_bytes, 0);
     ck_assert_uint_eq(h.layer_scratch_bytes, (size_t)8 * 256 * 256 * 4);
-    ck_assert_uint_eq(h.total_bytes, f.total_bytes - f.pool_bytes + h.pool_bytes +
-                                         h.layer_scratch_bytes);
+    ck_assert_uint_eq(h.total_bytes,
+                      f.total_bytes - f.pool_bytes + h.pool_bytes + h.layer_scratch_bytes);
     c.retention_norm = RN_RETNORM_TORCHSCALE;
     ck_assert_int_eq(rn_cuda_plan_make(&h, &c, 16, 256, 1, &err), RN_EUNSUPPORTED);
     ck_assert_ptr_nonnull(strstr(err.msg, "torchscale"));
@@ -167,8 +167,8 @@ START_TEST(test_cuda_step_plan_covers_every_column)
     }
     /* torchscale's s after each layer's blocks: with an odd head count the
      * blocks of a slot's later layers lose 16-byte alignment: no float4 */
-    rn_config ts = {.n_heads = 3, .head_dim_k = 64, .head_dim_v = 64,
-                    .retention_norm = RN_RETNORM_TORCHSCALE};
+    rn_config ts = {
+        .n_heads = 3, .head_dim_k = 64, .head_dim_v = 64, .retention_norm = RN_RETNORM_TORCHSCALE};
     ck_assert_int_eq(rn_cuda_step_plan(&ts, 1, 132).vec, 1);
     ts.n_heads = 4;
     ck_assert_int_eq(rn_cuda_step_plan(&ts, 1, 132).vec, 4);

@@ -141,7 +141,8 @@ START_TEST(test_forms_decode_argmax_picks_what_logits_give)
         ck_assert_int_eq(rn_prefill(plain, slots[s], f.tokens + s, 4 + 7 * s, &po, NULL), RN_OK);
         next[s] = f.tokens[f.T + s];
     }
-    float *lg = malloc(sizeof(float) * NB * (size_t)V), *scratch = malloc(sizeof(float) * NB * (size_t)V);
+    float *lg = malloc(sizeof(float) * NB * (size_t)V),
+          *scratch = malloc(sizeof(float) * NB * (size_t)V);
     ck_assert_ptr_nonnull(lg);
     ck_assert_ptr_nonnull(scratch);
     for (int step = 0; step < 4; step++) {

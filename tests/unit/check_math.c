@@ -162,8 +162,10 @@ START_TEST(test_math_argmax_rows_is_the_scalar_rule)
                 row[i] = (float)(r % 4);
                 break;
             case 1: /* NaN and infinities sprinkled in */
-                row[i] = r % 11 == 0 ? NAN : r % 13 == 0 ? -INFINITY : r % 97 == 0 ? INFINITY
-                                                                              : (float)(r % 1000);
+                row[i] = r % 11 == 0   ? NAN
+                         : r % 13 == 0 ? -INFINITY
+                         : r % 97 == 0 ? INFINITY
+                                       : (float)(r % 1000);
                 break;
             case 2: /* signed zeros and negatives */
                 row[i] = r % 3 == 0 ? 0.0f : r % 3 == 1 ? -0.0f : -(float)(r % 50);

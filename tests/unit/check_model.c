@@ -28,7 +28,6 @@
 #include "suites.h"
 #include "util.h"
 
-
 static void write_file(const char *dir, const char *name, const void *data, size_t n)
 {
     char path[PATH_MAX];
@@ -83,7 +82,7 @@ typedef struct tspec {
     char dtype[8];
     int ndim;
     int64_t shape[MAX_RANK];
-    int fixed;            /* header offsets are begin/end; no data is laid out for it */
+    int fixed; /* header offsets are begin/end; no data is laid out for it */
     uint64_t begin, end;
 } tspec;
 
@@ -240,8 +239,7 @@ static blob spec_build(const stspec *s)
         fprintf(f, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", i ? "," : "", t->name, t->dtype);
         for (int d = 0; d < t->ndim; d++)
             fprintf(f, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-        fprintf(f, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)b,
-                (unsigned long long)e);
+        fprintf(f, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)b, (unsigned long long)e);
     }
     fputc('}', f);
     size_t want = s->misalign ? 1 : 0; /* header length mod 8 */
@@ -353,8 +351,7 @@ static void expect_load_error(const char *dir, int code, ...)
     ck_assert_int_eq(err.code, code);
     va_list ap;
     va_start(ap, code);
-    for (const char *needle = va_arg(ap, const char *); needle;
-         needle = va_arg(ap, const char *))
+    for (const char *needle = va_arg(ap, const char *); needle; needle = va_arg(ap, const char *))
         ck_assert_msg(strstr(err.msg, needle) != NULL, "message does not name '%s': %s", needle,
                       err.msg);
     va_end(ap);
@@ -483,8 +480,8 @@ START_TEST(test_model_truncated_in_data)
     blob b = spec_build(&s);
     write_file(dir, "model.safetensors", b.p, b.n - 100); /* cuts into the last tensor */
     free(b.p);
-    expect_load_error(dir, RN_EFORMAT, "model.safetensors", L0 "mlp.down_proj.weight",
-                      "outside", NULL);
+    expect_load_error(dir, RN_EFORMAT, "model.safetensors", L0 "mlp.down_proj.weight", "outside",
+                      NULL);
 }
 END_TEST
 
@@ -551,12 +548,16 @@ START_TEST(test_model_header_entry_malformed)
         "{\"model.norm.weight\": {\"dtype\": 32, \"shape\": [8], \"data_offsets\": [0, 32]}}",
         "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": 8, \"data_offsets\": [0, 32]}}",
         "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": [8], \"data_offsets\": [0]}}",
-        "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": [8], \"data_offsets\": [0, 32, 64]}}",
+        "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": [8], \"data_offsets\": [0, 32, "
+        "64]}}",
         "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": [8], \"data_offsets\": [-32, 0]}}",
-        "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": [8], \"data_offsets\": [0.5, 32]}}",
+        "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": [8], \"data_offsets\": [0.5, "
+        "32]}}",
         "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": [-8], \"data_offsets\": [0, 32]}}",
-        "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": [\"8\"], \"data_offsets\": [0, 32]}}",
-        "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": [8.5], \"data_offsets\": [0, 32]}}",
+        "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": [\"8\"], \"data_offsets\": [0, "
+        "32]}}",
+        "{\"model.norm.weight\": {\"dtype\": \"F32\", \"shape\": [8.5], \"data_offsets\": [0, "
+        "32]}}",
     };
     for (size_t k = 0; k < sizeof headers / sizeof headers[0]; k++) {
         char dir[PATH_MAX];
@@ -674,8 +675,8 @@ START_TEST(test_model_integer_weight_dtype)
         model_dir(dir, sizeof dir, &s);
         snprintf(spec_find(&s, L0 "attn.q_proj.weight")->dtype, 8, "%s", dtypes[k]);
         spec_write(dir, "model.safetensors", &s);
-        expect_load_error(dir, RN_EFORMAT, "model.safetensors", L0 "attn.q_proj.weight",
-                          dtypes[k], NULL);
+        expect_load_error(dir, RN_EFORMAT, "model.safetensors", L0 "attn.q_proj.weight", dtypes[k],
+                          NULL);
     }
 }
 END_TEST
@@ -700,8 +701,7 @@ START_TEST(test_model_wrong_shape)
         model_dir(dir, sizeof dir, &s);
         spec_set_shape(&s, cases[k].name, cases[k].ndim, cases[k].dims);
         spec_write(dir, "model.safetensors", &s);
-        expect_load_error(dir, RN_EFORMAT, "model.safetensors", cases[k].name, cases[k].got,
-                          NULL);
+        expect_load_error(dir, RN_EFORMAT, "model.safetensors", cases[k].name, cases[k].got, NULL);
     }
 }
 END_TEST
@@ -883,8 +883,7 @@ START_TEST(test_model_group_norm_weight_names)
             expect_load_error(dir, RN_EFORMAT, "unexpected tensor '" L0 "attn.g_norm.weight'",
                               NULL);
         } else {
-            expect_load_error(dir, RN_EFORMAT, "missing tensor '" L0 "attn.g_norm.weight'",
-                              NULL);
+            expect_load_error(dir, RN_EFORMAT, "missing tensor '" L0 "attn.g_norm.weight'", NULL);
         }
     }
 }
@@ -1146,8 +1145,8 @@ END_TEST
 
 START_TEST(test_model_sharded_bad_shard_name)
 {
-    static const char *const names[] = {"../x.safetensors", "/etc/passwd", "sub/x.safetensors",
-                                        ".hidden.safetensors", "..", ""};
+    static const char *const names[] = {"../x.safetensors",    "/etc/passwd", "sub/x.safetensors",
+                                        ".hidden.safetensors", "..",          ""};
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         char dir[PATH_MAX];
         stspec a, b;
@@ -1198,8 +1197,13 @@ END_TEST
 START_TEST(test_model_sharded_bad_index)
 {
     static const char *const texts[] = {
-        "", "{\"weight_map\": ", "[]", "{\"metadata\": {}}", "{\"weight_map\": [\"a\"]}",
-        "{\"weight_map\": {}}", "{\"weight_map\": {\"model.norm.weight\": 1}}",
+        "",
+        "{\"weight_map\": ",
+        "[]",
+        "{\"metadata\": {}}",
+        "{\"weight_map\": [\"a\"]}",
+        "{\"weight_map\": {}}",
+        "{\"weight_map\": {\"model.norm.weight\": 1}}",
     };
     for (size_t k = 0; k < sizeof texts / sizeof texts[0]; k++) {
         char dir[PATH_MAX];

@@ -20,10 +20,10 @@ enum { MAX_BATCH = 21 };
 
 typedef struct {
     rn_tensor W;
-    void *raw;     /* W's storage */
-    float *wf;     /* W as f32 (after rounding to its dtype) */
+    void *raw; /* W's storage */
+    float *wf; /* W as f32 (after rounding to its dtype) */
     float *bias;
-    float *x;      /* MAX_BATCH x in */
+    float *x; /* MAX_BATCH x in */
 } packed_case;
 
 static float det_value(uint32_t *s)

@@ -16,9 +16,9 @@ enum { MAX_ITEMS = 97 };
 
 typedef struct {
     atomic_int hits[MAX_ITEMS];
-    int run;      /* which run the items belong to */
+    int run; /* which run the items belong to */
     int stamp[MAX_ITEMS];
-    int slow;     /* item 0 sleeps, so the caller has to wait for it */
+    int slow; /* item 0 sleeps, so the caller has to wait for it */
 } pool_probe;
 
 static void probe_task(void *ctx, int i)

@@ -21,7 +21,6 @@
 #include "suites.h"
 #include "util.h"
 
-
 /* Number of directory entries other than . and .. */
 static int dir_count(const char *dir)
 {
@@ -71,16 +70,13 @@ static void init_data(void)
 static void make_outs(rn_st_out *t, int with_data)
 {
     static const rn_st_out proto[N_OUT] = {
-        {"w.f32", RN_DT_F32, 2, {2, 3}, NULL},
-        {"w.bf16", RN_DT_BF16, 1, {5}, NULL},
-        {"w.f16", RN_DT_F16, 3, {2, 2, 2}, NULL},
-        {"ids.i32", RN_DT_I32, 1, {3}, NULL},
-        {"step.i64", RN_DT_I64, 1, {1}, NULL},
-        {"w.f64", RN_DT_F64, 4, {1, 2, 1, 2}, NULL},
+        {"w.f32", RN_DT_F32, 2, {2, 3}, NULL},    {"w.bf16", RN_DT_BF16, 1, {5}, NULL},
+        {"w.f16", RN_DT_F16, 3, {2, 2, 2}, NULL}, {"ids.i32", RN_DT_I32, 1, {3}, NULL},
+        {"step.i64", RN_DT_I64, 1, {1}, NULL},    {"w.f64", RN_DT_F64, 4, {1, 2, 1, 2}, NULL},
         {"scale", RN_DT_F32, 0, {0}, NULL},
     };
-    const void *data[N_OUT] = {f32_data, bf16_data, f16_data, i32_data,
-                               i64_data, f64_data, scalar_data};
+    const void *data[N_OUT] = {f32_data, bf16_data, f16_data,   i32_data,
+                               i64_data, f64_data,  scalar_data};
     init_data();
     for (int i = 0; i < N_OUT; i++) {
         t[i] = proto[i];
@@ -303,8 +299,8 @@ START_TEST(test_safetensors_find_missing_name)
     ck_assert_int_eq(rn_st_open(&f, path, NULL), RN_OK);
     ck_assert_ptr_null(rn_st_find(f, "missing"));
     ck_assert_ptr_null(rn_st_find(f, ""));
-    ck_assert_ptr_null(rn_st_find(f, "w.f3"));      /* a prefix */
-    ck_assert_ptr_null(rn_st_find(f, "w.f32.x"));   /* an extension */
+    ck_assert_ptr_null(rn_st_find(f, "w.f3"));    /* a prefix */
+    ck_assert_ptr_null(rn_st_find(f, "w.f32.x")); /* an extension */
     ck_assert_ptr_null(rn_st_find(f, "__metadata__"));
     ck_assert_ptr_nonnull(rn_st_find(f, "w.f32"));
     rn_st_close(f);

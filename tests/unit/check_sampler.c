@@ -56,8 +56,11 @@ START_TEST(test_sampler_plain_greedy_matches_full_path)
         for (int i = 0; i < V; i++) {
             seed = seed * 1664525u + 1013904223u;
             unsigned kind = (seed >> 24) % 16;
-            l[i] = kind == 0 ? NAN : kind == 1 ? -INFINITY : kind == 2 && round % 7 == 0 ? INFINITY
-                   : (float)((seed >> 8) % 5) - 2.0f; /* few values: many ties */
+            l[i] = kind == 0   ? NAN
+                   : kind == 1 ? -INFINITY
+                   : kind == 2 && round % 7 == 0
+                       ? INFINITY
+                       : (float)((seed >> 8) % 5) - 2.0f; /* few values: many ties */
         }
         if (round % 50 == 0) /* nothing finite */
             for (int i = 0; i < V; i++)
@@ -156,18 +159,21 @@ START_TEST(test_sampler_penalties_follow_formulas)
 {
     float l[5] = {2.0f, -1.0f, 0.5f, 3.0f, 1.0f};
     rn_logit_bias bias[1] = {{4, -0.25f}};
-    rn_sample_params p = {.repetition_penalty = 2.0f, .presence_penalty = 0.5f,
-                          .frequency_penalty = 0.25f, .logit_bias = bias, .n_logit_bias = 1};
+    rn_sample_params p = {.repetition_penalty = 2.0f,
+                          .presence_penalty = 0.5f,
+                          .frequency_penalty = 0.25f,
+                          .logit_bias = bias,
+                          .n_logit_bias = 1};
     rn_sampler *s = make(p, 5);
     int32_t prompt[2] = {0, 1};
     rn_sampler_accept_prompt(s, prompt, 2);
     ck_assert_int_eq(draw(s, l), 3); /* greedy picks 3; it is now an output token */
     const float *w = rn_sampler_last_logits(s);
-    ck_assert_float_eq(w[0], 1.0f);   /* seen, positive: / 2 */
-    ck_assert_float_eq(w[1], -2.0f);  /* seen, negative: * 2 */
-    ck_assert_float_eq(w[2], 0.5f);   /* untouched */
-    ck_assert_float_eq(w[3], 3.0f);   /* not yet counted on the first step */
-    ck_assert_float_eq(w[4], 0.75f);  /* bias */
+    ck_assert_float_eq(w[0], 1.0f);  /* seen, positive: / 2 */
+    ck_assert_float_eq(w[1], -2.0f); /* seen, negative: * 2 */
+    ck_assert_float_eq(w[2], 0.5f);  /* untouched */
+    ck_assert_float_eq(w[3], 3.0f);  /* not yet counted on the first step */
+    ck_assert_float_eq(w[4], 0.75f); /* bias */
     ck_assert_int_eq(draw(s, l), 0); /* 3 is now penalised */
     w = rn_sampler_last_logits(s);
     /* token 3, output once: 3 / 2 (repetition) - 0.25 * 1 (frequency) - 0.5 (presence) */

@@ -105,8 +105,10 @@ static int hexval(const char *p)
 {
     int v = 0;
     for (int i = 0; i < 4; i++) {
-        int c = p[i], d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int c = p[i], d = c >= '0' && c <= '9'   ? c - '0'
+                          : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                          : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                 : -1;
         if (d < 0)
             return -1;
         v = v * 16 + d;
@@ -143,8 +145,12 @@ static char *json_string(const char *line, const char *key, size_t *len)
             }
             o += rn_utf8_put(cp, out + o);
         } else {
-            out[o++] = c == 'n' ? '\n' : c == 't' ? '\t' : c == 'r' ? '\r' : c == 'b' ? '\b'
-                       : c == 'f' ? '\f' : c;
+            out[o++] = c == 'n'   ? '\n'
+                       : c == 't' ? '\t'
+                       : c == 'r' ? '\r'
+                       : c == 'b' ? '\b'
+                       : c == 'f' ? '\f'
+                                  : c;
         }
     }
     out[o] = '\0';
@@ -324,12 +330,15 @@ END_TEST
 START_TEST(test_tokenizer_rejects_bad_files)
 {
     static const char *const bad[] = {
-        "", "[]", "{\"model\":{\"type\":\"WordPiece\",\"vocab\":{}}}",
+        "",
+        "[]",
+        "{\"model\":{\"type\":\"WordPiece\",\"vocab\":{}}}",
         "{\"model\":{\"type\":\"BPE\",\"vocab\":[]}}",
         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a b\"]}}",
         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-1}}}",
         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0}},\"normalizer\":{\"type\":\"NFKC\"}}",
-        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0}},\"pre_tokenizer\":{\"type\":\"BertPreTokenizer\"}}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0}},\"pre_tokenizer\":{\"type\":"
+        "\"BertPreTokenizer\"}}",
         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0}},\"decoder\":{\"type\":\"WordPiece\"}}",
         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0}},\"added_tokens\":[{\"id\":1}]}",
     };

@@ -52,7 +52,8 @@ typedef float v16f __attribute__((vector_size(64)));
 #if defined(__x86_64__)
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
-static void *read_thread(void *p)
+static void *
+read_thread(void *p)
 {
     copy_arg *a = p;
     v16f s[4] = {{0}};
@@ -80,7 +81,9 @@ static void *read_thread(void *p)
 static double measure_bandwidth_gbs(int threads, int read_only, size_t bytes)
 {
     size_t full = (size_t)512 << 20;
-    size_t n = read_only ? (bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes > full ? full : bytes)
+    size_t n = read_only ? (bytes < ((size_t)1 << 20) ? (size_t)1 << 20
+                            : bytes > full            ? full
+                                                      : bytes)
                          : full;
     int passes = read_only ? (int)((full + n - 1) / n) : 1;
     /* on 2 MiB pages, as the CPU backend's panels and states: the ceiling is
@@ -231,7 +234,9 @@ int cli_bench(int argc, char **argv)
     int32_t *tok = NULL;
     if (rn_model_load(&m, o.dir, &err) != RN_OK ||
         rn_engine_new(&e, m,
-                      &(rn_engine_opts){.device = RN_DEVICE_CPU, .n_threads = o.threads, .n_slots = o.batch,
+                      &(rn_engine_opts){.device = RN_DEVICE_CPU,
+                                        .n_threads = o.threads,
+                                        .n_slots = o.batch,
                                         .max_chunk = o.chunk},
                       &err) != RN_OK) {
         fprintf(stderr, "retnet: %s\n", err.msg);
@@ -250,7 +255,8 @@ int cli_bench(int argc, char **argv)
     double copy = measure_bandwidth_gbs(o.threads, 0, 0);
     double rd = measure_bandwidth_gbs(o.threads, 1, (size_t)(W + 2.0 * S));
     /* batch B's step moves B states: its working set may leave the cache */
-    double rdB = o.batch > 1 ? measure_bandwidth_gbs(o.threads, 1, (size_t)(W + o.batch * 2.0 * S)) : rd;
+    double rdB =
+        o.batch > 1 ? measure_bandwidth_gbs(o.threads, 1, (size_t)(W + o.batch * 2.0 * S)) : rd;
     double gflops = measure_sgemm_gflops(o.threads);
     double prefill = time_prefill(e, tok, &o, logits);
     double d1 = time_decode(e, 1, tok, &o, logits);
@@ -277,14 +283,15 @@ int cli_bench(int argc, char **argv)
                "\"decode_b1_tok_s\":%.3f,\"decode_b1_roofline_tok_s\":%.3f,"
                "\"decode_b1_read_roofline_tok_s\":%.3f,"
                "\"batch\":%d,\"decode_bB_tok_s\":%.3f,\"decode_bB_roofline_tok_s\":%.3f}\n",
-               o.dir, (long long)rn_model_param_count(m), dt, o.threads, copy, rd, rdB, gflops, o.prompt,
-               o.chunk, prefill, pf_gflops, pf_gflops / gflops, d1, roof1, rroof1, o.batch, dB * o.batch,
-               roofB * o.batch);
+               o.dir, (long long)rn_model_param_count(m), dt, o.threads, copy, rd, rdB, gflops,
+               o.prompt, o.chunk, prefill, pf_gflops, pf_gflops / gflops, d1, roof1, rroof1,
+               o.batch, dB * o.batch, roofB * o.batch);
     } else {
         printf("model %s: %lld params, %s weights, %d threads\n", o.dir,
                (long long)rn_model_param_count(m), dt, o.threads);
         printf("machine: copy %.1f GB/s (read+write), read %.1f GB/s (over %.1f MB, a decode "
-               "step's bytes), sgemm %.1f GFLOP/s\n", copy, rd, (W + 2.0 * S) / 1e6, gflops);
+               "step's bytes), sgemm %.1f GFLOP/s\n",
+               copy, rd, (W + 2.0 * S) / 1e6, gflops);
         printf("prefill  %7.1f tok/s  (prompt %d, chunk %d) = %.1f GFLOP/s = %.0f%% of sgemm\n",
                prefill, o.prompt, o.chunk, pf_gflops, 100.0 * pf_gflops / gflops);
         printf("decode 1 %7.2f tok/s  roofline %.2f tok/s (copy) = %.0f%%, %.2f (read) = %.0f%%\n",

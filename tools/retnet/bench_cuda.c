@@ -191,8 +191,9 @@ static int bf16_accuracy(const rn_model *m, rn_engine *e, const int32_t *tok, in
     double worst = 0.0;
     rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = chunk};
     if (!lf || !lb || !sf || !sbf ||
-        rn_engine_new(&f, m, &(rn_engine_opts){.device = RN_DEVICE_CUDA, .n_slots = 1,
-                                                .max_chunk = chunk}, &err) != RN_OK ||
+        rn_engine_new(&f, m,
+                      &(rn_engine_opts){.device = RN_DEVICE_CUDA, .n_slots = 1, .max_chunk = chunk},
+                      &err) != RN_OK ||
         rn_state_reset(e, 0) != RN_OK || rn_prefill(f, 0, tok, ACC_PROMPT, &po, lf) != RN_OK ||
         rn_prefill(e, 0, tok, ACC_PROMPT, &po, lb) != RN_OK)
         goto cleanup;
@@ -202,13 +203,14 @@ static int bf16_accuracy(const rn_model *m, rn_engine *e, const int32_t *tok, in
         int32_t next = rn_argmax_row(lf, (int)V);
         agree += rn_argmax_row(lb, (int)V) == next;
         n++;
-        if (rn_decode(f, &slot, &next, 1, lf) != RN_OK || rn_decode(e, &slot, &next, 1, lb) != RN_OK)
+        if (rn_decode(f, &slot, &next, 1, lf) != RN_OK ||
+            rn_decode(e, &slot, &next, 1, lb) != RN_OK)
             goto cleanup;
         double d = rel_err(lb, lf, V);
         worst = d > worst ? d : worst;
         if (step == ends[w]) {
-            printf("%s{\"to_step\":%d,\"logits_rel_err\":%.3g,\"greedy_agree\":%.3f}",
-                   w ? "," : "", step, worst, (double)agree / n);
+            printf("%s{\"to_step\":%d,\"logits_rel_err\":%.3g,\"greedy_agree\":%.3f}", w ? "," : "",
+                   step, worst, (double)agree / n);
             w++, worst = 0.0, agree = 0, n = 0;
         }
     }
@@ -267,11 +269,12 @@ int cli_bench_cuda(int argc, char **argv)
         return EXIT_NO_DEVICE;
     }
     if (rn_model_load(&m, o.dir, &err) != RN_OK ||
-        rn_engine_new(
-            &e, m,
-            &(rn_engine_opts){
-                .device = RN_DEVICE_CUDA, .n_slots = B, .max_chunk = o.chunk, .state_bf16 = o.state_bf16},
-            &err) != RN_OK) {
+        rn_engine_new(&e, m,
+                      &(rn_engine_opts){.device = RN_DEVICE_CUDA,
+                                        .n_slots = B,
+                                        .max_chunk = o.chunk,
+                                        .state_bf16 = o.state_bf16},
+                      &err) != RN_OK) {
         fprintf(stderr, "retnet: %s\n", err.msg);
         goto cleanup;
     }

@@ -23,8 +23,9 @@ typedef struct {
 
 static int parse_gen(gen_opts *o, int argc, char **argv)
 {
-    *o = (gen_opts){.n_new = 64, .sp = {.temperature = 0.0f, .top_p = 1.0f,
-                                        .repetition_penalty = 1.0f, .seed = 0}};
+    *o = (gen_opts){
+        .n_new = 64,
+        .sp = {.temperature = 0.0f, .top_p = 1.0f, .repetition_penalty = 1.0f, .seed = 0}};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int used = 1;
@@ -132,7 +133,9 @@ int cli_generate(int argc, char **argv)
     rn_error err;
     int n_ids = 0, rc = 1, r;
     if (rn_model_load(&m, o.dir, &err) != RN_OK ||
-        rn_engine_new(&e, m, &(rn_engine_opts){.device = o.device, .n_threads = o.threads, .n_slots = 1}, &err) != RN_OK) {
+        rn_engine_new(&e, m,
+                      &(rn_engine_opts){.device = o.device, .n_threads = o.threads, .n_slots = 1},
+                      &err) != RN_OK) {
         fprintf(stderr, "retnet: %s\n", err.msg);
         goto out;
     }

@@ -24,10 +24,13 @@ static const char usage[] =
     "  tokenize MODEL_DIR \"text\"           ids and pieces of a text\n"
     "  tokbench TOKENIZER_JSON TEXT_FILE    single-thread encode throughput\n"
     "  bench MODEL_DIR [--threads N] [--prompt 512] [--chunk 64] [--decode 32] [--batch 16]\n"
-    "                                       the CPU backend's prefill and decode vs the machine's limits\n"
-    "  cuda-info                            the CUDA device and its measured limits (exit 3: none)\n"
+    "                                       the CPU backend's prefill and decode vs the machine's "
+    "limits\n"
+    "  cuda-info                            the CUDA device and its measured limits (exit 3: "
+    "none)\n"
     "  bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] [--chunk 256]\n"
-    "           [--decode 32] [--profile] [--state-bf16]   CUDA backend vs the device's limits (JSON)\n"
+    "           [--decode 32] [--profile] [--state-bf16]   CUDA backend vs the device's limits "
+    "(JSON)\n"
     "  random --preset tiny|1.3b|2.7b|6.7b [--dtype bf16|f16|f32] [--seed S] OUT_DIR\n"
     "                                       random weights in a preset's shape\n";
 
@@ -97,7 +100,7 @@ int cli_info(int argc, char **argv)
            c->norm_position == RN_NORMPOS_PRE    ? "pre-norm"
            : c->norm_position == RN_NORMPOS_POST ? "post-norm"
                                                  : "deepnorm");
-    printf("position         %s\n", c->position == RN_POS_NONE ? "none"
+    printf("position         %s\n", c->position == RN_POS_NONE       ? "none"
                                     : c->rope_layout == RN_ROPE_HALF ? "rotary (half split)"
                                                                      : "rotary (interleaved)");
     printf("weights          %s\n", rn_model_dtype_name(m));

@@ -71,8 +71,8 @@ static void add(rn_st_out *t, int *n, char names[][96], const char *name, rn_dty
                 int64_t d1)
 {
     snprintf(names[*n], 96, "%s", name);
-    t[*n] = (rn_st_out){.name = names[*n], .dtype = d1 ? dt : RN_DT_F32, .ndim = d1 ? 2 : 1,
-                        .shape = {d0, d1}};
+    t[*n] = (rn_st_out){
+        .name = names[*n], .dtype = d1 ? dt : RN_DT_F32, .ndim = d1 ? 2 : 1, .shape = {d0, d1}};
     (*n)++;
 }
 
@@ -147,7 +147,8 @@ int cli_random(int argc, char **argv)
     add(t, &n, names, "model.embeddings.weight", dt, c.vocab_size, D);
     char nm[96];
     for (int l = 0; l < c.n_layers; l++) {
-#define L(suffix, d0, d1) (snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix), add(t, &n, names, nm, dt, d0, d1))
+#define L(suffix, d0, d1)                                                                          \
+    (snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix), add(t, &n, names, nm, dt, d0, d1))
         L("attn_norm.weight", D, 0);
         L("attn.q_proj.weight", K, D);
         L("attn.k_proj.weight", K, D);
