@@ -89,62 +89,47 @@ static int get_bool(const cJSON *root, const char *k, int def, int *out, parse_e
     return 0;
 }
 
-static const char *const completion_fields[] = {"model",
-                                                "prompt",
-                                                "max_tokens",
-                                                "temperature",
-                                                "top_p",
-                                                "n",
-                                                "stream",
-                                                "stream_options",
-                                                "stop",
-                                                "seed",
-                                                "logprobs",
-                                                "echo",
-                                                "presence_penalty",
-                                                "frequency_penalty",
-                                                "logit_bias",
-                                                "user",
-                                                "top_k",
-                                                "min_p",
-                                                "repetition_penalty",
-                                                "session",
-                                                "ignore_eos",
-                                                "best_of",
-                                                NULL};
-static const char *const chat_fields[] = {"model",
-                                          "messages",
-                                          "max_tokens",
-                                          "max_completion_tokens",
-                                          "temperature",
-                                          "top_p",
-                                          "n",
-                                          "stream",
-                                          "stream_options",
-                                          "stop",
-                                          "seed",
-                                          "presence_penalty",
-                                          "frequency_penalty",
-                                          "logit_bias",
-                                          "user",
-                                          "top_k",
-                                          "min_p",
-                                          "repetition_penalty",
-                                          "session",
-                                          "ignore_eos",
-                                          "logprobs",
-                                          "top_logprobs",
+/* Request fields, per endpoint: the sampling and session fields both take,
+ * then each one's own. */
+static const char *const shared_fields[] = {"model",
+                                            "max_tokens",
+                                            "temperature",
+                                            "top_p",
+                                            "n",
+                                            "stream",
+                                            "stream_options",
+                                            "stop",
+                                            "seed",
+                                            "logprobs",
+                                            "presence_penalty",
+                                            "frequency_penalty",
+                                            "logit_bias",
+                                            "user",
+                                            "top_k",
+                                            "min_p",
+                                            "repetition_penalty",
+                                            "session",
+                                            "ignore_eos",
+                                            NULL};
+static const char *const completion_fields[] = {"prompt", "echo", "best_of", NULL};
+static const char *const chat_fields[] = {"messages", "max_completion_tokens", "top_logprobs",
                                           NULL};
 
-static int check_fields(const cJSON *root, const char *const *allowed, parse_err *e)
+static int field_in(const char *name, const char *const *list)
+{
+    for (int i = 0; list[i]; i++)
+        if (!strcmp(name, list[i]))
+            return 1;
+    return 0;
+}
+
+/* Every field of root is a shared one or one of own's. */
+static int check_fields(const cJSON *root, const char *const *own, parse_err *e)
 {
     const cJSON *it;
     cJSON_ArrayForEach(it, root)
     {
-        int ok = 0;
-        for (int i = 0; allowed[i] && !ok; i++)
-            ok = strcmp(it->string, allowed[i]) == 0;
-        if (!ok)
+        if (!field_in(it->string, shared_fields) && !field_in(it->string, own))
             return perr(e, it->string, "unsupported field '%s'", it->string);
     }
     return 0;
