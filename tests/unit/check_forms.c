@@ -110,16 +110,8 @@ START_TEST(test_forms_batched_decode_is_bitwise_single)
 {
     fixture f;
     fixture_load(&f, fixture_names[_i]);
-    /* On the GPU a sequence's bits are its own while its batch goes through
-     * the weight-streaming GEMV (up to RETNET_CUDA_GEMV_MAX rows; cuBLASLt's
-     * kernels for larger batches sum in an order that depends on the batch):
-     * the property is held at the GEMV's largest batch, whatever the default. */
-    char *saved = fixture_env_set("RETNET_CUDA_GEMV_MAX", "8");
-    rn_engine *batched = fixture_engine(&f, 8, 64), *single = fixture_engine(&f, 8, 64);
-    fixture_env_restore("RETNET_CUDA_GEMV_MAX", saved);
-    fixture_check_batched_is_single(&f, batched, single, 8, 3);
-    rn_engine_free(batched);
-    rn_engine_free(single);
+    rn_engine_opts o = fixture_opts(8, 64);
+    fixture_check_batched_is_single(&f, &o, 8, 3);
     fixture_free(&f);
 }
 END_TEST

@@ -35,24 +35,24 @@
 
 /* An engine on f's model with bf16 states (bf16 != 0) or fp32 ones, on the
  * backend the suite runs on; the status of rn_engine_new. */
+static rn_engine_opts opts_with(int bf16, int n_slots)
+{
+    rn_engine_opts o = fixture_opts(n_slots, 64);
+    o.state_bf16 = bf16;
+    return o;
+}
+
 static int engine_with(const fixture *f, int bf16, int n_slots, rn_engine **e, rn_error *err)
 {
-    rn_engine_opts o = {.device = fixture_on_cuda() ? RN_DEVICE_CUDA : RN_DEVICE_CPU,
-                        .n_slots = n_slots,
-                        .n_threads = 2,
-                        .max_chunk = 64,
-                        .state_bf16 = bf16};
+    rn_engine_opts o = opts_with(bf16, n_slots);
     *e = NULL;
     return rn_engine_new(e, f->model, &o, err);
 }
 
 static rn_engine *must_engine(const fixture *f, int bf16, int n_slots)
 {
-    rn_engine *e;
-    rn_error err = {0};
-    ck_assert_msg(engine_with(f, bf16, n_slots, &e, &err) == RN_OK, "%s: engine: %s", f->dir,
-                  err.msg);
-    return e;
+    rn_engine_opts o = opts_with(bf16, n_slots);
+    return fixture_engine_opts(f, &o);
 }
 
 /* max |a - b| / max(1, max |ref|) over n values */
@@ -173,13 +173,8 @@ START_TEST(test_state_bf16_batched_is_single)
 {
     fixture f;
     fixture_load(&f, "fla");
-    /* the GEMV path, where batching keeps every bit (check_forms.c) */
-    char *saved = fixture_env_set("RETNET_CUDA_GEMV_MAX", "8");
-    rn_engine *batched = must_engine(&f, 1, 8), *single = must_engine(&f, 1, 8);
-    fixture_env_restore("RETNET_CUDA_GEMV_MAX", saved);
-    fixture_check_batched_is_single(&f, batched, single, 8, 3);
-    rn_engine_free(batched);
-    rn_engine_free(single);
+    rn_engine_opts o = opts_with(1, 8);
+    fixture_check_batched_is_single(&f, &o, 8, 3);
     fixture_free(&f);
 }
 END_TEST

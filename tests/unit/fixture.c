@@ -69,16 +69,27 @@ int fixture_on_cuda(void)
     return d && !strcmp(d, "cuda");
 }
 
-rn_engine *fixture_engine(const fixture *f, int n_slots, int max_chunk)
+rn_engine_opts fixture_opts(int n_slots, int max_chunk)
 {
-    rn_engine *e = NULL;
-    rn_error err = {0};
     rn_engine_opts o = {.device = fixture_on_cuda() ? RN_DEVICE_CUDA : RN_DEVICE_CPU,
                         .n_slots = n_slots,
                         .n_threads = 2,
                         .max_chunk = max_chunk};
-    ck_assert_msg(rn_engine_new(&e, f->model, &o, &err) == RN_OK, "engine: %s", err.msg);
+    return o;
+}
+
+rn_engine *fixture_engine_opts(const fixture *f, const rn_engine_opts *o)
+{
+    rn_engine *e = NULL;
+    rn_error err = {0};
+    ck_assert_msg(rn_engine_new(&e, f->model, o, &err) == RN_OK, "%s: engine: %s", f->dir, err.msg);
     return e;
+}
+
+rn_engine *fixture_engine(const fixture *f, int n_slots, int max_chunk)
+{
+    rn_engine_opts o = fixture_opts(n_slots, max_chunk);
+    return fixture_engine_opts(f, &o);
 }
 
 double max_abs_diff(const float *a, const float *b, size_t n, size_t *worst)
@@ -154,9 +165,11 @@ void fixture_env_restore(const char *name, char *saved)
     free(saved);
 }
 
-void fixture_check_batched_is_single(const fixture *f, rn_engine *batched, rn_engine *single,
-                                     int nb, int steps)
+void fixture_check_batched_is_single(const fixture *f, const rn_engine_opts *o, int nb, int steps)
 {
+    char *saved = fixture_env_set("RETNET_CUDA_GEMV_MAX", "8");
+    rn_engine *batched = fixture_engine_opts(f, o), *single = fixture_engine_opts(f, o);
+    fixture_env_restore("RETNET_CUDA_GEMV_MAX", saved);
     int V = f->cfg->vocab_size, *slots = malloc(sizeof(int) * (size_t)nb);
     int32_t *next = malloc(sizeof(int32_t) * (size_t)nb);
     float *lb = malloc(sizeof(float) * (size_t)nb * (size_t)V),
@@ -191,4 +204,6 @@ void fixture_check_batched_is_single(const fixture *f, rn_engine *batched, rn_en
     free(next);
     free(lb);
     free(ls);
+    rn_engine_free(batched);
+    rn_engine_free(single);
 }

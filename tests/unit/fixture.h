@@ -32,8 +32,12 @@ void fixture_free(fixture *f);
 /* A reference tensor as a new malloc'd fp32 array (caller frees), or NULL if
  * absent; *numel set. */
 float *fixture_tensor(const fixture *f, const char *name, size_t *numel);
-/* An engine on the fixture's model: on the CPU backend, or on the CUDA one
- * when RN_TEST_DEVICE=cuda (make check-cuda runs the suites that way). */
+/* Engine options for the suites: the CPU backend, or the CUDA one when
+ * RN_TEST_DEVICE=cuda (make check-cuda runs the suites that way); 2 threads. */
+rn_engine_opts fixture_opts(int n_slots, int max_chunk);
+/* An engine on the fixture's model with options o; aborts the test on failure. */
+rn_engine *fixture_engine_opts(const fixture *f, const rn_engine_opts *o);
+/* fixture_engine_opts with fixture_opts(n_slots, max_chunk). */
 rn_engine *fixture_engine(const fixture *f, int n_slots, int max_chunk);
 int fixture_on_cuda(void);
 /* Slot's state as rn_state_export writes it, in a new malloc'd array
@@ -43,13 +47,15 @@ float *fixture_state(rn_engine *e, int slot);
  * NULL when unset), for fixture_env_restore, which puts it back and frees it. */
 char *fixture_env_set(const char *name, const char *value);
 void fixture_env_restore(const char *name, char *saved);
-/* nb slots of batched and of single (engines on f's model with the same
- * options) take the same different-length prompts in a slot order that is
- * not the identity; then `steps` decode steps run as one batch on batched
- * and slot by slot on single.  Asserts that logits, states and positions
- * are bit for bit the same. */
-void fixture_check_batched_is_single(const fixture *f, rn_engine *batched, rn_engine *single,
-                                     int nb, int steps);
+/* Two engines on f's model with options o (nb slots): nb slots of each take
+ * the same different-length prompts in a slot order that is not the
+ * identity; then `steps` decode steps run as one batch on one engine and
+ * slot by slot on the other.  Asserts that logits, states and positions are
+ * bit for bit the same.  On the GPU a sequence's bits are its own while its
+ * batch goes through the weight-streaming GEMV (cuBLASLt's kernels for
+ * larger batches sum in an order that depends on the batch), so the engines
+ * are made with RETNET_CUDA_GEMV_MAX=8, whatever the default. */
+void fixture_check_batched_is_single(const fixture *f, const rn_engine_opts *o, int nb, int steps);
 
 /* A new empty directory $TMPDIR/rn-check-<tag>-XXXXXX (path in dir); aborts
  * the test on failure.  test_dir_remove deletes it with its contents. */
