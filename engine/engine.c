@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "backend.h"
-#include "rn_math.h"
 #include "retnet.h"
 #include "util.h"
 

@@ -490,6 +490,25 @@ static rk_gemv_job gemv_job(const void *W, const rn_tensor *Wt, const float *b, 
     return j;
 }
 
+/* count plain projections of the same input rows, as one GEMV set. */
+static rk_gemv_set gemv_set(int count, float *const *ys, const void *const *Ws,
+                            const rn_tensor *const *Wts, const float *const *bs)
+{
+    rk_gemv_set set = {};
+    for (int i = 0; i < count; i++)
+        set.job[i] = gemv_job(Ws[i], Wts[i], bs[i], ys[i]);
+    set.count = count;
+    return set;
+}
+
+/* Streams set over n input rows; Wt (the set's first matrix) gives the
+ * dtype and the input width they all share. */
+static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, const float *rows,
+                     int n)
+{
+    rk_gemv_multi(x->st, set, (int)Wt->dtype, rows, n, (int)Wt->shape[1]);
+}
+
 /* Several projections of the same input rows (the matrices of a block
  * share dtype and input width): one weight-streaming launch for decode
  * batches, else one cuBLASLt product each from one rounded copy of the rows. */
@@ -498,11 +517,8 @@ static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *c
 {
     int same = same_shape(Wts, count), rc;
     if (n <= x->gemv_max && same && count <= RK_GEMV_JOBS) {
-        rk_gemv_set set = {};
-        for (int i = 0; i < count; i++)
-            set.job[i] = gemv_job(Ws[i], Wts[i], bs[i], ys[i]);
-        set.count = count;
-        rk_gemv_multi(x->st, &set, (int)Wts[0]->dtype, rows, n, (int)Wts[0]->shape[1]);
+        rk_gemv_set set = gemv_set(count, ys, Ws, Wts, bs);
+        gemv_run(x, &set, Wts[0], rows, n);
         return RN_OK;
     }
     if (!same) {
@@ -526,12 +542,11 @@ static int sublayer_out(cuda_ctx *x, const float *rows, int n, const void *W, co
 {
     if (!fold_residual(x, n))
         return linear(x, x->y, rows, n, W, Wt, b);
-    rk_gemv_set set = {};
-    set.job[0] = gemv_job(W, Wt, b, x->x);
+    float *const ys[] = {x->x};
+    rk_gemv_set set = gemv_set(1, ys, &W, &Wt, &b);
     set.job[0].resid = 1;
-    set.count = 1;
     set.alpha = x->c->residual_alpha;
-    rk_gemv_multi(x->st, &set, (int)Wt->dtype, rows, n, (int)Wt->shape[1]);
+    gemv_run(x, &set, Wt, rows, n);
     return RN_OK;
 }
 
@@ -549,16 +564,13 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     float scale = (float)(1.0 / sqrt((double)c->head_dim_k));
     if (folding(x, n) && same_shape(Wts, 4) && (!rotary || c->head_dim_k % 2 == 0)) {
         /* the scaling and rotation of q and k happen in the projection's store */
-        rk_gemv_set set = {};
-        for (int i = 0; i < 4; i++)
-            set.job[i] = gemv_job(Ws[i], Wts[i], bs[i], ys[i]);
+        rk_gemv_set set = gemv_set(4, ys, Ws, Wts, bs);
         for (int i = 0; i < 2; i++)
             set.job[i].kind = rotary ? RK_JOB_ROPE : RK_JOB_PLAIN;
         set.job[scale_k ? 1 : 0].scale = scale;
-        set.count = 4;
         set.pos = x->rowpos, set.freq = x->freq, set.dk = c->head_dim_k;
         set.interleaved = c->rope_layout == RN_ROPE_INTERLEAVED;
-        rk_gemv_multi(x->st, &set, (int)lw->q_w.dtype, in, n, (int)lw->q_w.shape[1]);
+        gemv_run(x, &set, &lw->q_w, in, n);
     } else {
         if ((rc = linear_set(x, in, n, 4, ys, Ws, Wts, bs)))
             return rc;
@@ -596,12 +608,10 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
     const float *const bs[] = {d->up_b, d->gate_b};
     if (glu && folding(x, n) && same_shape(Wts, 2)) {
         /* up * act(gate) in the store: a warp streams row j of both */
-        rk_gemv_set set = {};
-        set.job[0] = gemv_job(d->up, &lw->up_w, d->up_b, x->f1);
+        rk_gemv_set set = gemv_set(1, ys, Ws, Wts, bs); /* up, into x->f1 */
         set.job[0].kind = RK_JOB_GLU, set.job[0].W2 = d->gate, set.job[0].bias2 = d->gate_b;
-        set.count = 1;
         set.act = (int)c->hidden_act;
-        rk_gemv_multi(x->st, &set, (int)lw->up_w.dtype, in, n, (int)lw->up_w.shape[1]);
+        gemv_run(x, &set, &lw->up_w, in, n);
     } else {
         if ((rc = linear_set(x, in, n, glu ? 2 : 1, ys, Ws, Wts, bs)))
             return rc;
