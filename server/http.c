@@ -8,8 +8,12 @@
  *    it is resumed on the loop thread and MHD_run is called right after,
  *    since MHD has no wake-up channel of its own in this mode.
  *  - A suspended connection's socket is out of MHD's epoll set, so a client
- *    that goes away is noticed by our own uv_poll_t (UV_DISCONNECT) on it;
- *    that poll is stopped before every resume and closed at completion.
+ *    that goes away is noticed by our own uv_poll_t (UV_DISCONNECT) on it.
+ *    That poll starts at the first suspend and stays armed until MHD reports
+ *    the request complete, which MHD always does before it closes the
+ *    socket: stopping it at every resume and starting it at every suspend
+ *    cost three epoll_ctl calls per streamed chunk (libuv re-registers a
+ *    restarted poll), three times the chunk's own send.
  *  - An rd_conn is reference counted: MHD's per-request pointer, a streaming
  *    response and the disconnect poll each hold one.
  */
@@ -106,7 +110,6 @@ static void resume_only(rd_conn *c)
 {
     if (!c->suspended)
         return;
-    stop_dpoll(c);
     c->suspended = 0;
     MHD_resume_connection(c->mc);
 }
@@ -152,7 +155,7 @@ static void suspend(rd_conn *c)
         c->dpoll->data = c;
         c->refs++;
     }
-    if (uv_poll_start(c->dpoll, UV_DISCONNECT, dpoll_cb) == 0)
+    if (!c->dpoll_active && !c->gone && uv_poll_start(c->dpoll, UV_DISCONNECT, dpoll_cb) == 0)
         c->dpoll_active = 1;
 }
 
