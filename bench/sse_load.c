@@ -12,9 +12,9 @@
  * REQUEST_FILE holds the whole HTTP request (head and body, with
  * "Connection: close": a response ends when the server closes).  OUT_FILE
  * gets, per request in completion order:
- *   "REQ t_send t_end n_marks n_bytes\n", n_marks lines "offset t\n" (the
- *   raw length after each read and its time), then the n_bytes raw bytes
- *   and "\n".  Times are CLOCK_MONOTONIC seconds.  Exit 0, or 1 with a
+ *   "REQ client t_send t_end n_marks n_bytes\n" (client: 0 .. CONCURRENCY-1),
+ *   n_marks lines "offset t\n" (the raw length after each read and its
+ *   time), then the n_bytes raw bytes and "\n".  Times are CLOCK_MONOTONIC seconds.  Exit 0, or 1 with a
  *   message (a failed connect, a stall, the level's time limit).
  */
 #include <errno.h>
@@ -128,7 +128,7 @@ static int conn_read(conn *c)
 
 static void conn_write_record(const conn *c, FILE *out)
 {
-    fprintf(out, "REQ %.9f %.9f %zu %zu\n", c->t_send, c->t_end, c->n_marks, c->len);
+    fprintf(out, "REQ %d %.9f %.9f %zu %zu\n", c->client, c->t_send, c->t_end, c->n_marks, c->len);
     for (size_t i = 0; i < c->n_marks; i++)
         fprintf(out, "%zu %.9f\n", c->marks[i].len, c->marks[i].t);
     fwrite(c->raw, 1, c->len, out);

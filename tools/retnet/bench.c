@@ -23,6 +23,7 @@
 #include "cli.h"
 #include "model.h"
 #include "retnet.h"
+#include "rn_math.h"
 #include "util.h"
 
 /* 64-byte vectors in a cloned function: the psabi note does not apply */
@@ -151,11 +152,13 @@ out:
 typedef struct {
     const char *dir;
     int threads, prompt, chunk, decode, batch, json;
+    int serve_steps, serve_prompt, serve_tokens; /* the serving replay; off at 0 steps */
 } bench_opts;
 
 static int parse_opts(bench_opts *o, int argc, char **argv)
 {
-    *o = (bench_opts){.prompt = 512, .chunk = 64, .decode = 32, .batch = 16};
+    *o = (bench_opts){
+        .prompt = 512, .chunk = 64, .decode = 32, .batch = 16, .serve_prompt = 2, .serve_tokens = 64};
     for (int i = 0; i < argc; i++) {
         int *dst = NULL;
         if (!strcmp(argv[i], "--threads"))
@@ -168,6 +171,12 @@ static int parse_opts(bench_opts *o, int argc, char **argv)
             dst = &o->decode;
         else if (!strcmp(argv[i], "--batch"))
             dst = &o->batch;
+        else if (!strcmp(argv[i], "--serve-steps"))
+            dst = &o->serve_steps;
+        else if (!strcmp(argv[i], "--serve-prompt"))
+            dst = &o->serve_prompt;
+        else if (!strcmp(argv[i], "--serve-tokens"))
+            dst = &o->serve_tokens;
         else if (!strcmp(argv[i], "--json"))
             o->json = 1;
         else if (argv[i][0] != '-' && !o->dir)
@@ -182,7 +191,11 @@ static int parse_opts(bench_opts *o, int argc, char **argv)
     }
     if (o->threads <= 0)
         o->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    return o->dir && o->prompt > 0 && o->chunk > 0 && o->decode > 0 && o->batch > 0 ? 0 : -1;
+    int serve_ok = o->serve_steps >= 0 && o->serve_prompt > 0 && o->serve_prompt <= o->prompt &&
+                   o->serve_tokens > 1;
+    return o->dir && o->prompt > 0 && o->chunk > 0 && o->decode > 0 && o->batch > 0 && serve_ok
+               ? 0
+               : -1;
 }
 
 /* Prefill tokens/s: best of 3 runs of the whole prompt into slot 0. */
@@ -220,12 +233,83 @@ static double time_decode(rn_engine *e, int b, const int32_t *tok, const bench_o
     return best;
 }
 
+/* Feeds a request's prompt into slot as retnetd's scheduler does (whole
+ * chunks from the start) and returns its greedy first token, or -1. */
+static int32_t serve_admit(rn_engine *e, int slot, const int32_t *prompt, const bench_opts *o,
+                           float *logits, int vocab)
+{
+    rn_state_reset(e, slot);
+    for (int at = 0; at < o->serve_prompt;) {
+        int m = o->serve_prompt - at < o->chunk ? o->serve_prompt - at : o->chunk;
+        rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = m};
+        int last = at + m == o->serve_prompt;
+        if (rn_prefill(e, slot, prompt + at, m, &po, last ? logits : NULL) != RN_OK)
+            return -1;
+        at += m;
+    }
+    return (int32_t)rn_argmax_row(logits, vocab);
+}
+
+/* The engine alone doing what retnetd does for `batch` clients that each
+ * stream greedy requests of serve_tokens tokens after a serve_prompt-token
+ * prompt, one after the other: every iteration is one batched decode with
+ * greedy picks over all slots, then the admission of the requests that just
+ * ended (reset, prefill, first token from the prompt's logits), the order of
+ * the server's iterations.  Slots start at evenly spread points of their
+ * requests, as in a steady load, and the next request takes a slot at once.
+ * Returns the tokens generated per second over serve_steps iterations (after
+ * 8 untimed ones), or -1.  What the server adds on top (HTTP, SSE, JSON,
+ * detokenizing, its queue) is what `make bench-http` compares against this. */
+static double time_serve(rn_engine *e, const int32_t *prompt, const bench_opts *o, float *logits,
+                         int vocab)
+{
+    int B = o->batch, T = o->serve_tokens;
+    int *slots = malloc(sizeof(int) * (size_t)B), *made = malloc(sizeof(int) * (size_t)B);
+    int32_t *last = malloc(sizeof(int32_t) * (size_t)B), *pick = malloc(sizeof(int32_t) * (size_t)B);
+    double rate = -1.0, t0 = 0.0;
+    long tokens = 0;
+    if (!slots || !made || !last || !pick)
+        goto out;
+    for (int k = 0; k < B; k++) {
+        slots[k] = k;
+        if ((last[k] = serve_admit(e, k, prompt, o, logits, vocab)) < 0)
+            goto out;
+        made[k] = 1 + (int)((long)k * (T - 1) / B);
+    }
+    for (int step = -8; step < o->serve_steps; step++) {
+        if (step == 0) {
+            t0 = rn__now();
+            tokens = 0;
+        }
+        if (rn_decode_argmax(e, slots, last, B, pick, logits) != RN_OK)
+            goto out;
+        tokens += B;
+        for (int k = 0; k < B; k++) {
+            last[k] = pick[k];
+            if (++made[k] < T)
+                continue;
+            if ((last[k] = serve_admit(e, k, prompt, o, logits, vocab)) < 0)
+                goto out;
+            made[k] = 1;
+            tokens++;
+        }
+    }
+    rate = (double)tokens / (rn__now() - t0);
+out:
+    free(slots);
+    free(made);
+    free(last);
+    free(pick);
+    return rate;
+}
+
 int cli_bench(int argc, char **argv)
 {
     bench_opts o;
     if (parse_opts(&o, argc, argv) != 0 || o.batch > 4096)
         return cli_usage("bench MODEL_DIR [--threads N] [--prompt 512] [--chunk 64] [--decode 32] "
-                         "[--batch 16] [--json]");
+                         "[--batch 16] [--serve-steps 0] [--serve-prompt 2] [--serve-tokens 64] "
+                         "[--json]");
     rn_model *m = NULL;
     rn_engine *e = NULL;
     rn_error err;
@@ -261,7 +345,8 @@ int cli_bench(int argc, char **argv)
     double prefill = time_prefill(e, tok, &o, logits);
     double d1 = time_decode(e, 1, tok, &o, logits);
     double dB = time_decode(e, o.batch, tok, &o, logits);
-    if (prefill < 0 || d1 < 0 || dB < 0) {
+    double serve = o.serve_steps > 0 ? time_serve(e, tok, &o, logits, c->vocab_size) : 0.0;
+    if (prefill < 0 || d1 < 0 || dB < 0 || serve < 0) {
         fprintf(stderr, "retnet: bench run failed\n");
         goto out;
     }
@@ -282,10 +367,14 @@ int cli_bench(int argc, char **argv)
                "\"prefill_tok_s\":%.2f,\"prefill_GFLOPs\":%.1f,\"prefill_vs_sgemm\":%.3f,"
                "\"decode_b1_tok_s\":%.3f,\"decode_b1_roofline_tok_s\":%.3f,"
                "\"decode_b1_read_roofline_tok_s\":%.3f,"
-               "\"batch\":%d,\"decode_bB_tok_s\":%.3f,\"decode_bB_roofline_tok_s\":%.3f}\n",
+               "\"batch\":%d,\"decode_bB_tok_s\":%.3f,\"decode_bB_roofline_tok_s\":%.3f",
                o.dir, (long long)rn_model_param_count(m), dt, o.threads, copy, rd, rdB, gflops,
                o.prompt, o.chunk, prefill, pf_gflops, pf_gflops / gflops, d1, roof1, rroof1,
                o.batch, dB * o.batch, roofB * o.batch);
+        if (o.serve_steps > 0)
+            printf(",\"serve_prompt\":%d,\"serve_tokens\":%d,\"serve_steps\":%d,\"serve_tok_s\":%.3f",
+                   o.serve_prompt, o.serve_tokens, o.serve_steps, serve);
+        printf("}\n");
     } else {
         printf("model %s: %lld params, %s weights, %d threads\n", o.dir,
                (long long)rn_model_param_count(m), dt, o.threads);
@@ -299,6 +388,10 @@ int cli_bench(int argc, char **argv)
         printf("decode %d %7.2f tok/s  roofline %.2f tok/s (copy) = %.0f%%, %.2f (read) = %.0f%%\n",
                o.batch, dB * o.batch, roofB * o.batch, 100.0 * dB / roofB, rroofB * o.batch,
                100.0 * dB / rroofB);
+        if (o.serve_steps > 0)
+            printf("serve %d %7.2f tok/s  (%d greedy streams of %d tokens after %d-token prompts, "
+                   "admissions included; %d iterations)\n",
+                   o.batch, serve, o.batch, o.serve_tokens, o.serve_prompt, o.serve_steps);
     }
     rc = 0;
 out:
