@@ -144,10 +144,12 @@ $(RETNETD): $(SERVER_OBJ) $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(SERVER_OBJ) $(LIB) $(CUDA_LIBS) $(SERVER_LIBS) $(LDLIBS_ALL) $(if $(CUDA_OBJ),-lstdc++)
 
-$(TEST_BIN): $(TEST_OBJ) $(LIB)
+# the unit runner also checks the server's self-contained pieces (TEST_SERVER_OBJ)
+TEST_SERVER_OBJ := $(OUT)/server/jw.o
+$(TEST_BIN): $(TEST_OBJ) $(TEST_SERVER_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(TEST_OBJ) $(LIB) $(CUDA_LIBS) $(CHECK_LIBS) $(LDLIBS_ALL) $(if $(CUDA_OBJ),-lstdc++)
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(TEST_OBJ) $(TEST_SERVER_OBJ) $(LIB) $(CUDA_LIBS) $(CHECK_LIBS) $(LDLIBS_ALL) $(if $(CUDA_OBJ),-lstdc++)
 
 # The whole suite: unit tests (parity against tests/fixtures, malformed models,
 # form equivalences), the server's integration tests and the layering lint.

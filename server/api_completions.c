@@ -413,6 +413,7 @@ static void req_free(rd_req *r)
     free(r->stops);
     free(r->jobs);
     free(r->prompt_text);
+    rd_jw_free(&r->chunk);
     free(r);
 }
 
@@ -725,28 +726,25 @@ static void sse_send(rd_req *r, cJSON *obj, int end)
     r->chunks_sent++;
 }
 
-static cJSON *chunk_base(rd_req *r)
+/* Prompt, completion and cached prompt tokens of r so far. */
+static void usage_counts(const rd_req *r, int *pt, int *ct, int *cached)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", r->id);
-    cJSON_AddStringToObject(o, "object", r->chat ? "chat.completion.chunk" : "text_completion");
-    cJSON_AddNumberToObject(o, "created", (double)r->created);
-    cJSON_AddStringToObject(o, "model", r->app->opt.model_name);
-    return o;
+    *pt = *ct = *cached = 0;
+    for (int i = 0; i < r->n_jobs; i++) {
+        *pt += r->jobs[i]->n_prompt;
+        *cached += r->jobs[i]->cached;
+        for (int k = 0; k < r->jobs[i]->n; k++) {
+            const rd_choice *c = &r->jobs[i]->ch[k];
+            /* tokens generated after a stop string are not returned */
+            *ct += c->stopped ? c->n_seen : c->m_n;
+        }
+    }
 }
 
 static void usage_json(rd_req *r, cJSON *o)
 {
-    int pt = 0, ct = 0, cached = 0;
-    for (int i = 0; i < r->n_jobs; i++) {
-        pt += r->jobs[i]->n_prompt;
-        cached += r->jobs[i]->cached;
-        for (int k = 0; k < r->jobs[i]->n; k++) {
-            const rd_choice *c = &r->jobs[i]->ch[k];
-            /* tokens generated after a stop string are not returned */
-            ct += c->stopped ? c->n_seen : c->m_n;
-        }
-    }
+    int pt, ct, cached;
+    usage_counts(r, &pt, &ct, &cached);
     cJSON *u = cJSON_AddObjectToObject(o, "usage");
     cJSON_AddNumberToObject(u, "prompt_tokens", pt);
     cJSON_AddNumberToObject(u, "completion_tokens", ct);
@@ -756,44 +754,109 @@ static void usage_json(rd_req *r, cJSON *o)
     cJSON_AddNumberToObject(d, "cached_tokens", cached);
 }
 
+/* Stream chunks are written as text (rd_jw), not built as cJSON trees: one
+ * goes out per token and stream, and the tree, its allocations and cJSON's
+ * number printing (printf, then scanf to check) were most of the loop
+ * thread's own work after the sends. */
+
+/* `,"usage":{...}`, the fields of usage_json. */
+static void usage_write(rd_req *r, rd_jw *w)
+{
+    int pt, ct, cached;
+    usage_counts(r, &pt, &ct, &cached);
+    rd_jw_lit(w, ",\"usage\":{\"prompt_tokens\":");
+    rd_jw_int(w, pt);
+    rd_jw_lit(w, ",\"completion_tokens\":");
+    rd_jw_int(w, ct);
+    rd_jw_lit(w, ",\"total_tokens\":");
+    rd_jw_int(w, pt + ct);
+    rd_jw_lit(w, ",\"prompt_tokens_details\":{\"cached_tokens\":");
+    rd_jw_int(w, cached);
+    rd_jw_lit(w, "}}");
+}
+
+/* `data: {"id":..,"object":..,"created":..,"model":..` of every chunk. */
+static void chunk_open(rd_req *r, rd_jw *w)
+{
+    const char *model = r->app->opt.model_name;
+    w->len = 0;
+    w->oom = 0;
+    rd_jw_lit(w, "data: {\"id\":");
+    rd_jw_str(w, r->id, strlen(r->id));
+    rd_jw_lit(w, r->chat ? ",\"object\":\"chat.completion.chunk\",\"created\":"
+                         : ",\"object\":\"text_completion\",\"created\":");
+    rd_jw_int(w, r->created);
+    rd_jw_lit(w, ",\"model\":");
+    rd_jw_str(w, model, strlen(model));
+}
+
+/* Closes the chunk and hands it to the connection; a chunk that ran out of
+ * memory is dropped, as a failed cJSON print was. */
+static void chunk_send(rd_req *r, rd_jw *w)
+{
+    rd_jw_lit(w, "}\n\n");
+    if (w->oom)
+        return;
+    rd_http_stream_push(r->conn, w->p, w->len, 0);
+    r->chunks_sent++;
+}
+
+/* `,"logprobs":...` of a choice: null, or the cJSON the full response uses. */
+static void logprobs_write(rd_req *r, rd_jw *w, rd_job *j, rd_choice *c, int from_tok, int to_tok)
+{
+    if (!j->want_logprobs) {
+        rd_jw_lit(w, ",\"logprobs\":null");
+        return;
+    }
+    cJSON *holder = cJSON_CreateObject();
+    if (!holder) {
+        w->oom = 1;
+        return;
+    }
+    if (r->chat)
+        json_chat_logprobs(r->app, holder, c, from_tok, to_tok, 1, j->n_logprobs);
+    else
+        json_logprobs(r->app, holder, c, from_tok, to_tok, c->sent_bytes, 1, j->n_logprobs);
+    rd_jw_lit(w, ",\"logprobs\":");
+    rd_jw_cjson(w, cJSON_GetObjectItemCaseSensitive(holder, "logprobs"));
+    cJSON_Delete(holder);
+}
+
 static void stream_piece(rd_req *r, int index, const char *text, size_t len, const char *finish,
                          rd_job *j, rd_choice *c, int from_tok, int to_tok)
 {
-    cJSON *o = chunk_base(r), *arr = cJSON_AddArrayToObject(o, "choices"),
-          *ch = cJSON_CreateObject();
-    cJSON_AddNumberToObject(ch, "index", index);
-    char *t = malloc(len + 1);
-    if (!t) {
-        cJSON_Delete(o);
-        cJSON_Delete(ch);
-        return;
-    }
-    memcpy(t, text, len);
-    t[len] = '\0';
+    rd_jw *w = &r->chunk;
+    chunk_open(r, w);
+    rd_jw_lit(w, ",\"choices\":[{\"index\":");
+    rd_jw_int(w, index);
     if (r->chat) {
-        cJSON *d = cJSON_AddObjectToObject(ch, "delta");
-        if (!(r->role_sent & (1u << (index & 31))))
-            cJSON_AddStringToObject(d, "role", "assistant");
-        if (len || !finish)
-            cJSON_AddStringToObject(d, "content", t);
-        json_chat_logprobs(r->app, ch, c, from_tok, to_tok, j->want_logprobs, j->n_logprobs);
+        int role = !(r->role_sent & (1u << (index & 31)));
+        rd_jw_lit(w, ",\"delta\":{");
+        if (role)
+            rd_jw_lit(w, "\"role\":\"assistant\"");
+        if (len || !finish) {
+            rd_jw_lit(w, role ? ",\"content\":" : "\"content\":");
+            rd_jw_str(w, text, len);
+        }
+        rd_jw_lit(w, "}");
         r->role_sent |= 1u << (index & 31);
     } else {
-        cJSON_AddStringToObject(ch, "text", t);
-        json_logprobs(r->app, ch, c, from_tok, to_tok, c->sent_bytes, j->want_logprobs,
-                      j->n_logprobs);
+        rd_jw_lit(w, ",\"text\":");
+        rd_jw_str(w, text, len);
     }
-    free(t);
-    if (finish)
-        cJSON_AddStringToObject(ch, "finish_reason", finish);
-    else
-        cJSON_AddNullToObject(ch, "finish_reason");
-    cJSON_AddItemToArray(arr, ch);
+    logprobs_write(r, w, j, c, from_tok, to_tok);
+    rd_jw_lit(w, ",\"finish_reason\":");
+    if (finish) {
+        rd_jw_str(w, finish, strlen(finish));
+    } else {
+        rd_jw_lit(w, "null");
+    }
+    rd_jw_lit(w, "}]");
     if (r->continuous_usage) /* vLLM's extension: the counts so far */
-        usage_json(r, o);
+        usage_write(r, w);
     else if (r->include_usage)
-        cJSON_AddNullToObject(o, "usage");
-    sse_send(r, o, 0);
+        rd_jw_lit(w, ",\"usage\":null");
+    chunk_send(r, w);
 }
 
 static int all_finished(rd_req *r)
@@ -808,10 +871,10 @@ static int all_finished(rd_req *r)
 static void stream_end(rd_req *r)
 {
     if (r->include_usage) {
-        cJSON *o = chunk_base(r);
-        cJSON_AddArrayToObject(o, "choices");
-        usage_json(r, o);
-        sse_send(r, o, 0);
+        chunk_open(r, &r->chunk);
+        rd_jw_lit(&r->chunk, ",\"choices\":[]");
+        usage_write(r, &r->chunk);
+        chunk_send(r, &r->chunk);
     }
     rd_http_stream_push(r->conn, "data: [DONE]\n\n", 14, 1);
     r->done_sent = 1;

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "http.h"
+#include "jw.h"
 #include "model.h"
 #include "keys.h"
 #include "options.h"
@@ -76,6 +77,7 @@ typedef struct rd_req {
     int64_t import_tokens;
     char err_msg[200];
     unsigned role_sent; /* choices whose first chat delta (role) went out */
+    rd_jw chunk;        /* the stream chunk being written, reused */
     struct rd_req *next_stream, *prev_stream;
 } rd_req;
 

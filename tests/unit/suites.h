@@ -16,5 +16,6 @@ Suite *state_blob_suite(void);
 Suite *pool_suite(void);
 Suite *packed_suite(void);
 Suite *state_bf16_suite(void);
+Suite *jw_suite(void);
 
 #endif
