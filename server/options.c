@@ -84,6 +84,10 @@ static const opt table[] = {
      O(stream_interval_us), "-1", -1, 1000000, NULL,
      "us new stream tokens may wait to share one event (-1: 4000 if the CPU engine takes "
      "every core, else 1000)"},
+    {"engine", "loop_slice", "--loop-slice-us", "RETNETD_LOOP_SLICE_US", T_INT, O(loop_slice_us),
+     "0", 0, 100000, NULL,
+     "scheduler slice (us) for the HTTP thread (Linux 6.12+; 0: the kernel's): short, "
+     "its wake-ups do not wait behind busy engine threads"},
     {"limits", "max_waiting", "--max-waiting", "RETNETD_MAX_WAITING", T_INT, O(max_waiting), "64",
      1, 1 << 20, NULL, "requests waiting for a slot before new ones get 429"},
     {"limits", "max_prompt_tokens", "--max-prompt-tokens", "RETNETD_MAX_PROMPT_TOKENS", T_INT,

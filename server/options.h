@@ -39,6 +39,7 @@ typedef struct rd_options {
     int chunk;
     int prefill_budget;
     int stream_interval_us; /* -1: chosen at start (main.c) */
+    int loop_slice_us;      /* the loop thread's scheduler slice; 0: the kernel's */
     /* [limits] */
     int max_waiting;
     int max_prompt_tokens;
