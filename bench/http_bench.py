@@ -10,7 +10,9 @@ For each concurrency B in 1, 8, 32, one after the other on the same server:
 2. retnetd on the same model with --threads T, B concurrent streaming
    requests (a fixed prompt, max_tokens 64, ignore_eos, temperature 0,
    stream_options.include_usage); every client sends requests one after the
-   other over fresh connections, --level-tokens (16384) tokens in all.
+   other over fresh connections, --level-tokens (16384) tokens in all, its
+   first one shorter by a client-dependent amount so that the clients'
+   requests end, and the next ones arrive, spread over the iterations.
    Reported: time to first token (request sent -> first chunk with a
    choice) p50/p99, inter-chunk latency p50/p99 (every SSE chunk is one wake
    of the stream; usually one token), aggregate tokens/s over the level's
@@ -314,17 +316,26 @@ def read_records(path):
             out.append(Recorded(int(client), float(t_send), float(t_end), marks, raw))
 
 
-def run_clients_c(client, port, body, concurrency, per_client, tmp):
-    """The level's requests through the C client; returns (done, client CPU s)."""
+def wire_request(port, body):
     data = json.dumps(body).encode()
-    wire = (b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+    return (b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (port, len(data), data))
+
+
+def run_clients_c(client, port, body, first_bodies, per_client, tmp):
+    """The level's requests through the C client, client i's first one
+    first_bodies[i]; returns (done, client CPU s)."""
+    concurrency = len(first_bodies)
     req, rec = os.path.join(tmp, "request.http"), os.path.join(tmp, "records.bin")
+    first = os.path.join(tmp, "first.")
     with open(req, "wb") as f:
-        f.write(wire)
+        f.write(wire_request(port, body))
+    for i, b in enumerate(first_bodies):
+        with open(first + str(i), "wb") as f:
+            f.write(wire_request(port, b))
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([client, str(port), str(concurrency), str(per_client), req, rec,
-                          str(LEVEL_TIMEOUT)], capture_output=True, text=True,
+                          str(LEVEL_TIMEOUT), first], capture_output=True, text=True,
                          timeout=LEVEL_TIMEOUT + 30)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
@@ -333,15 +344,17 @@ def run_clients_c(client, port, body, concurrency, per_client, tmp):
     return read_records(rec), cpu
 
 
-def run_clients_py(port, body, concurrency, per_client):
-    """The level's requests from this process; returns (done, client CPU s)."""
+def run_clients_py(port, body, first_bodies, per_client):
+    """The level's requests from this process, client i's first one
+    first_bodies[i]; returns (done, client CPU s)."""
+    concurrency = len(first_bodies)
     sel = selectors.DefaultSelector()
     left = [per_client] * concurrency
     done, active = [], {}
     cpu0 = time.process_time()
     t0 = time.monotonic()
     for c in range(concurrency):
-        r = Request(port, body, c)
+        r = Request(port, first_bodies[c], c)
         r.start(sel)
         active[r] = c
         left[c] -= 1
@@ -377,20 +390,32 @@ def run_level(port, concurrency, per_client, server_pid=None, client=None, tmp=N
     # the tokens that came with the first chunk are known exactly
     body = {"prompt": PROMPT, "max_tokens": MAX_TOKENS, "ignore_eos": True, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    # Client i's first request asks for MAX_TOKENS * (i + 1) / concurrency
+    # tokens, its later ones for MAX_TOKENS: the clients' requests then end,
+    # and the next ones arrive, spread evenly over the engine's iterations,
+    # as independent clients' would (and as `retnet bench --serve-steps`
+    # spreads its admissions).  Started together with equal lengths, every
+    # client's requests would end in the same iteration for the whole level,
+    # and the next iteration would admit all of them at once.
+    first_len = [max(1, MAX_TOKENS * (i + 1) // concurrency) for i in range(concurrency)]
+    first_bodies = [dict(body, max_tokens=n) for n in first_len]
     # the server's main thread runs the libuv loop: HTTP, SSE, JSON, detokenizing
     srv0 = cpu_seconds(server_pid) if server_pid else None
     loop0 = cpu_seconds(server_pid, server_pid) if server_pid else None
     t0 = time.monotonic()
     if client:
-        done, client_cpu = run_clients_c(client, port, body, concurrency, per_client, tmp)
+        done, client_cpu = run_clients_c(client, port, body, first_bodies, per_client, tmp)
     else:
-        done, client_cpu = run_clients_py(port, body, concurrency, per_client)
+        done, client_cpu = run_clients_py(port, body, first_bodies, per_client)
     wall = max(r.t_end for r in done) - t0
     srv1 = cpu_seconds(server_pid) if server_pid else None
     loop1 = cpu_seconds(server_pid, server_pid) if server_pid else None
 
     ttft, itl, rates, tokens, arrivals = [], [], [], 0, []
     first_chunk, last_chunk = {}, {}  # per client: its first request's first chunk, last request's last
+    first_sent = {}
+    for r in done:
+        first_sent[r.client] = min(first_sent.get(r.client, r.t_send), r.t_send)
     for r in done:
         status, events = r.parse()
         if status != 200:
@@ -400,8 +425,9 @@ def run_level(port, concurrency, per_client, server_pid=None, client=None, tmp=N
         if not chunks or not usage:
             raise RuntimeError("a stream without chunks or usage")
         n = usage[-1]["completion_tokens"]
-        if n != MAX_TOKENS:
-            raise RuntimeError("%d tokens instead of %d" % (n, MAX_TOKENS))
+        want = first_len[r.client] if r.t_send == first_sent[r.client] else MAX_TOKENS
+        if n != want:
+            raise RuntimeError("%d tokens instead of %d" % (n, want))
         tokens += n
         times = [t for t, _ in chunks]
         seen = 0
@@ -416,7 +442,7 @@ def run_level(port, concurrency, per_client, server_pid=None, client=None, tmp=N
         # tokens after the first chunk over the time they took (a chunk may
         # carry several tokens: --stream-interval-us)
         first = chunks[0][1]["usage"]["completion_tokens"]
-        if times[-1] > times[0] and n > first:
+        if times[-1] > times[0] and n > first and n == MAX_TOKENS:
             rates.append((n - first) / (times[-1] - times[0]))
     # full load: from the moment every client's first stream is decoding to
     # the moment the first client has had all its answers, every client has

@@ -7,8 +7,12 @@
  * read per arriving piece (a Python client cost the server's 2 cores about
  * 50 us per token, which the measurement then blamed on the server).
  *
- *   sse_load PORT CONCURRENCY PER_CLIENT REQUEST_FILE OUT_FILE [TIMEOUT_S]
+ *   sse_load PORT CONCURRENCY PER_CLIENT REQUEST_FILE OUT_FILE [TIMEOUT_S [FIRST]]
  *
+ * With FIRST, client i's first request is the file FIRST<i> instead
+ * (bench/http_bench.py staggers the clients with it: first requests of
+ * different lengths, so that their later requests do not all end, and
+ * arrive, in the same engine iteration).
  * REQUEST_FILE holds the whole HTTP request (head and body, with
  * "Connection: close": a response ends when the server closes).  OUT_FILE
  * gets, per request in completion order:
@@ -37,6 +41,8 @@ typedef struct {
 
 typedef struct {
     int fd, client;
+    const char *req; /* the request's bytes (not owned) */
+    size_t req_len;
     double t_send, t_end, last_io;
     size_t sent;
     char *raw; /* owned */
@@ -71,10 +77,12 @@ static void *grow(void *p, size_t *cap, size_t need, size_t elem)
 /* Opens a connection and starts sending; the request's bytes go out as the
  * socket takes them (EPOLLOUT).  c owns the socket and buffers until
  * conn_free. */
-static int conn_start(conn *c, int ep, int port, int client)
+static int conn_start(conn *c, int ep, int port, int client, const char *req, size_t req_len)
 {
     memset(c, 0, sizeof *c);
     c->client = client;
+    c->req = req;
+    c->req_len = req_len;
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (c->fd < 0)
         return -1;
@@ -91,12 +99,12 @@ static int conn_start(conn *c, int ep, int port, int client)
 
 /* Sends what the socket takes; the request counts as sent from its first
  * byte (after the connection is made, as the time to first token starts). */
-static int conn_send(conn *c, int ep, const char *req, size_t n)
+static int conn_send(conn *c, int ep)
 {
     if (c->sent == 0)
         c->t_send = now_s();
-    while (c->sent < n) {
-        ssize_t w = send(c->fd, req + c->sent, n - c->sent, MSG_NOSIGNAL);
+    while (c->sent < c->req_len) {
+        ssize_t w = send(c->fd, c->req + c->sent, c->req_len - c->sent, MSG_NOSIGNAL);
         if (w < 0)
             return errno == EAGAIN ? 0 : -1;
         c->sent += (size_t)w;
@@ -170,7 +178,7 @@ int main(int argc, char **argv)
 {
     if (argc < 6) {
         fprintf(stderr, "usage: sse_load PORT CONCURRENCY PER_CLIENT REQUEST_FILE OUT_FILE "
-                        "[TIMEOUT_S]\n");
+                        "[TIMEOUT_S [FIRST]]\n");
         return 2;
     }
     int port = atoi(argv[1]), conc = atoi(argv[2]), per = atoi(argv[3]);
@@ -185,16 +193,27 @@ int main(int argc, char **argv)
     int ep = epoll_create1(0), rc = 1;
     conn *cs = calloc((size_t)conc, sizeof *cs);
     int *left = calloc((size_t)conc, sizeof *left);
-    if (!req || !out || ep < 0 || !cs || !left) {
+    char **first = calloc((size_t)conc, sizeof *first);
+    size_t *first_len = calloc((size_t)conc, sizeof *first_len);
+    if (!req || !out || ep < 0 || !cs || !left || !first || !first_len) {
         fprintf(stderr, "sse_load: cannot read %s or write %s\n", argv[4], argv[5]);
         goto done;
+    }
+    for (int i = 0; argc > 7 && i < conc; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s%d", argv[7], i);
+        if (!(first[i] = read_file(path, &first_len[i]))) {
+            fprintf(stderr, "sse_load: cannot read %s\n", path);
+            goto done;
+        }
     }
     int active = 0;
     for (int i = 0; i < conc; i++)
         cs[i].fd = -1;
     for (int i = 0; i < conc; i++) {
         left[i] = per - 1;
-        if (conn_start(&cs[i], ep, port, i) != 0) {
+        if (conn_start(&cs[i], ep, port, i, first[i] ? first[i] : req,
+                       first[i] ? first_len[i] : req_len) != 0) {
             fprintf(stderr, "sse_load: connect: %s\n", strerror(errno));
             goto done;
         }
@@ -212,8 +231,8 @@ int main(int argc, char **argv)
         for (int i = 0; i < n; i++) {
             conn *c = evs[i].data.ptr;
             int r = 0;
-            if (c->sent < req_len && (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-                r = conn_send(c, ep, req, req_len);
+            if (c->sent < c->req_len && (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+                r = conn_send(c, ep);
             if (r == 0 && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
                 r = conn_read(c);
             if (r < 0) {
@@ -227,7 +246,7 @@ int main(int argc, char **argv)
                 active--;
                 if (left[client] > 0) {
                     left[client]--;
-                    if (conn_start(c, ep, port, client) != 0) {
+                    if (conn_start(c, ep, port, client, req, req_len) != 0) {
                         fprintf(stderr, "sse_load: connect: %s\n", strerror(errno));
                         goto done;
                     }
@@ -250,6 +269,10 @@ done:
         rc = 1;
     if (ep >= 0)
         close(ep);
+    for (int i = 0; first && i < conc; i++)
+        free(first[i]);
+    free(first);
+    free(first_len);
     free(cs);
     free(left);
     free(req);

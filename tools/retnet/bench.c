@@ -157,8 +157,12 @@ typedef struct {
 
 static int parse_opts(bench_opts *o, int argc, char **argv)
 {
-    *o = (bench_opts){
-        .prompt = 512, .chunk = 64, .decode = 32, .batch = 16, .serve_prompt = 2, .serve_tokens = 64};
+    *o = (bench_opts){.prompt = 512,
+                      .chunk = 64,
+                      .decode = 32,
+                      .batch = 16,
+                      .serve_prompt = 2,
+                      .serve_tokens = 64};
     for (int i = 0; i < argc; i++) {
         int *dst = NULL;
         if (!strcmp(argv[i], "--threads"))
@@ -265,7 +269,8 @@ static double time_serve(rn_engine *e, const int32_t *prompt, const bench_opts *
 {
     int B = o->batch, T = o->serve_tokens;
     int *slots = malloc(sizeof(int) * (size_t)B), *made = malloc(sizeof(int) * (size_t)B);
-    int32_t *last = malloc(sizeof(int32_t) * (size_t)B), *pick = malloc(sizeof(int32_t) * (size_t)B);
+    int32_t *last = malloc(sizeof(int32_t) * (size_t)B),
+            *pick = malloc(sizeof(int32_t) * (size_t)B);
     double rate = -1.0, t0 = 0.0;
     long tokens = 0;
     if (!slots || !made || !last || !pick)
@@ -372,8 +377,9 @@ int cli_bench(int argc, char **argv)
                o.prompt, o.chunk, prefill, pf_gflops, pf_gflops / gflops, d1, roof1, rroof1,
                o.batch, dB * o.batch, roofB * o.batch);
         if (o.serve_steps > 0)
-            printf(",\"serve_prompt\":%d,\"serve_tokens\":%d,\"serve_steps\":%d,\"serve_tok_s\":%.3f",
-                   o.serve_prompt, o.serve_tokens, o.serve_steps, serve);
+            printf(
+                ",\"serve_prompt\":%d,\"serve_tokens\":%d,\"serve_steps\":%d,\"serve_tok_s\":%.3f",
+                o.serve_prompt, o.serve_tokens, o.serve_steps, serve);
         printf("}\n");
     } else {
         printf("model %s: %lld params, %s weights, %d threads\n", o.dir,
