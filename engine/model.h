@@ -125,6 +125,15 @@ int rn_config_parse(rn_config *cfg, const char *json, size_t len, const char *pa
  * caller (free()). Returns NULL on allocation failure. */
 char *rn_config_to_json(const rn_config *cfg);
 
+/* Writes into the existing directory dir a model of c's shapes with random
+ * weights: config.json and model.safetensors under FLA's tensor names
+ * (separate q/k/v/g projections, swish-gated group norm, SwiGLU, RMSNorm
+ * weights, an untied lm_head; c's other variants are not written), matrices
+ * in dt, norm weights in f32.  Weights ~ N(0, 0.02) from seed, norms 1.
+ * RN_OK, or an error with err->msg set (engine/random_model.c). */
+int rn_model_write_random(const char *dir, const rn_config *c, rn_dtype dt, uint64_t seed,
+                          rn_error *err);
+
 size_t rn_dtype_size(rn_dtype t);
 const char *rn_dtype_name(rn_dtype t);
 
