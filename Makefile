@@ -257,7 +257,7 @@ bench: deps $(RETNET)
 # server; check-asan runs them instrumented).  Any error or definite leak fails.
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
             --show-leak-kinds=definite
-VALGRIND_SUITES := math safetensors model sampler tokenizer cuda_plan state_blob
+VALGRIND_SUITES := math safetensors model sampler tokenizer cuda_plan state_blob jw
 check-valgrind: $(TEST_BIN) $(RETNETD) $(RETNET)
 	$(Q)sh tools/deps.sh valgrind
 	$(Q)for s in $(VALGRIND_SUITES); do \

@@ -1,7 +1,9 @@
 #!/bin/sh
 # `make check-cuda`: the CUDA backend on a real device.
 #   1. the parity and form suites with RN_TEST_DEVICE=cuda (the same fixtures
-#      and properties the CPU backend passes; tolerances in check_parity.c);
+#      and properties the CPU backend passes; tolerances in check_parity.c),
+#      and the synthetic suite (a width over 512, 65 rotary pairs per head,
+#      an odd vocabulary over 8192: check_synthetic.c) against the CPU;
 #   2. compute-sanitizer memcheck over the form and parity suites (every
 #      kernel, every form, every reference flavour, batched decode), when
 #      compute-sanitizer is on PATH;
@@ -50,13 +52,15 @@ parity-pieces parity RETNET_CUDA_RET_CHUNK=5
 forms-gemv2 forms RETNET_CUDA_GEMV_MAX=2
 parity-gemv2 parity RETNET_CUDA_GEMV_MAX=2
 state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
+synthetic synthetic RETNET_CUDA_GRAPHS=1
+synthetic-gemv2 synthetic RETNET_CUDA_GEMV_MAX=2
 RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
     echo "check-cuda: memcheck not run (CHECK_CUDA_MEMCHECK=0)"
 elif command -v compute-sanitizer >/dev/null 2>&1; then
     # no fork: the sanitizer watches one process through a whole suite
-    for suite in forms parity state_bf16; do
+    for suite in forms parity state_bf16 synthetic; do
         if RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
             compute-sanitizer --tool memcheck --error-exitcode 9 --leak-check full "$TESTS" \
             >"$OUT/memcheck-$suite.log" 2>&1; then

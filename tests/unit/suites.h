@@ -17,5 +17,6 @@ Suite *pool_suite(void);
 Suite *packed_suite(void);
 Suite *state_bf16_suite(void);
 Suite *jw_suite(void);
+Suite *synthetic_suite(void);
 
 #endif

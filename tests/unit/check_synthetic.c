@@ -1,0 +1,166 @@
+/*
+ * check_synthetic.c -- shapes the reference fixtures do not have, on a model
+ * written by rn_model_write_random: a width over 512 (520), an odd number of
+ * rotary pairs per head (key head 130: 65 pairs), a value head of 260, and
+ * an odd vocabulary over 8192 (9001).  These are the shapes where the GPU's
+ * decode kernels change their blocking, so `make check-cuda` runs this
+ * suite with RN_TEST_DEVICE=cuda; on the CPU it checks the same shapes
+ * there.  The engine under test runs chunkwise prefill with a ragged tail,
+ * a prompt continued in two calls and a batched decode at mixed positions;
+ * a separate CPU engine runs the recurrent form one token and one slot at
+ * a time, and every logit and state is compared.  Tolerance: the weights
+ * are f32, so 1e-4 x max(1, max |logit|) and 1e-4 x max(1, max |S|), as in
+ * check_parity.c.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+#include "model.h"
+#include "suites.h"
+
+#define TOL 1e-4
+
+enum { N_TOK = 150, SLOTS = 4, CHUNK = 64, STEPS = 6 };
+
+static const char CONFIG[] =
+    "{\"hidden_size\":520,\"num_hidden_layers\":2,\"num_heads\":4,"
+    "\"vocab_size\":9001,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}";
+
+typedef struct {
+    char dir[256];
+    rn_model *m;
+    rn_engine *e;   /* under test: RN_TEST_DEVICE's device */
+    rn_engine *ref; /* CPU, recurrent form */
+    int vocab;
+    int32_t tok[N_TOK];
+} synth;
+
+static void synth_open(synth *s)
+{
+    rn_config c;
+    rn_error err = {0};
+    memset(s, 0, sizeof *s);
+    ck_assert_int_eq(rn_config_parse(&c, CONFIG, strlen(CONFIG), "synthetic", &err), RN_OK);
+    ck_assert_int_eq(c.head_dim_k, 130);
+    test_dir_create(s->dir, sizeof s->dir, "synth");
+    ck_assert_msg(rn_model_write_random(s->dir, &c, RN_DT_F32, 11, &err) == RN_OK, "%s", err.msg);
+    ck_assert_msg(rn_model_load(&s->m, s->dir, &err) == RN_OK, "%s", err.msg);
+    rn_engine_opts o = fixture_opts(SLOTS, CHUNK);
+    ck_assert_msg(rn_engine_new(&s->e, s->m, &o, &err) == RN_OK, "%s", err.msg);
+    o.device = RN_DEVICE_CPU;
+    ck_assert_msg(rn_engine_new(&s->ref, s->m, &o, &err) == RN_OK, "%s", err.msg);
+    s->vocab = c.vocab_size;
+    uint32_t x = 5;
+    for (int i = 0; i < N_TOK; i++) {
+        x = x * 1664525u + 1013904223u;
+        s->tok[i] = (int32_t)((x >> 8) % (uint32_t)s->vocab);
+    }
+}
+
+static void synth_close(synth *s)
+{
+    rn_engine_free(s->e);
+    rn_engine_free(s->ref);
+    rn_model_free(s->m);
+    test_dir_remove(s->dir);
+}
+
+/* The reference: tokens fed one at a time into slot of the CPU engine. */
+static void ref_feed(synth *s, int slot, const int32_t *tok, int n, float *logits)
+{
+    rn_prefill_opts po = {.form = RN_FORM_RECURRENT};
+    ck_assert_int_eq(rn_prefill(s->ref, slot, tok, n, &po, logits), RN_OK);
+}
+
+static void check_close(const char *what, const float *got, const float *want, size_t n)
+{
+    size_t w = 0;
+    double d = max_abs_diff(got, want, n, &w), tol = TOL * fmax(1.0, max_abs(want, n));
+    ck_assert_msg(d <= tol, "%s: max err %.3g (tol %.3g) at %zu: %.7g vs %.7g", what, d, tol, w,
+                  (double)got[w], (double)want[w]);
+}
+
+static void check_states(synth *s, int slot, const char *what)
+{
+    float *a = fixture_state(s->e, slot), *b = fixture_state(s->ref, slot);
+    check_close(what, a, b, rn_engine_state_bytes(s->e) / sizeof(float));
+    free(a);
+    free(b);
+}
+
+START_TEST(test_synthetic_prefill_ragged_and_continued)
+{
+    synth s;
+    synth_open(&s);
+    float *got = malloc(sizeof(float) * (size_t)s.vocab),
+          *want = malloc(sizeof(float) * (size_t)s.vocab);
+    ck_assert(got && want);
+    ref_feed(&s, 0, s.tok, N_TOK, want);
+    /* whole prompt: two chunks of 64 and a tail of 22 */
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = CHUNK};
+    ck_assert_int_eq(rn_prefill(s.e, 0, s.tok, N_TOK, &po, got), RN_OK);
+    check_close("chunkwise 150 in chunks of 64", got, want, (size_t)s.vocab);
+    check_states(&s, 0, "state after chunkwise 150");
+    /* the same prompt in two calls, 70 then 80: the second starts mid-state */
+    ck_assert_int_eq(rn_prefill(s.e, 1, s.tok, 70, &po, NULL), RN_OK);
+    ck_assert_int_eq(rn_prefill(s.e, 1, s.tok + 70, N_TOK - 70, &po, got), RN_OK);
+    check_close("chunkwise 70 + 80", got, want, (size_t)s.vocab);
+    ref_feed(&s, 1, s.tok, N_TOK, NULL);
+    check_states(&s, 1, "state after 70 + 80");
+    free(got);
+    free(want);
+    synth_close(&s);
+}
+END_TEST
+
+START_TEST(test_synthetic_batched_decode_mixed_positions)
+{
+    static const int len[SLOTS] = {5, 37, 64, 101};
+    synth s;
+    synth_open(&s);
+    size_t V = (size_t)s.vocab;
+    float *got = malloc(sizeof(float) * V * SLOTS), *want = malloc(sizeof(float) * V);
+    ck_assert(got && want);
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = CHUNK};
+    int slots[SLOTS];
+    for (int k = 0; k < SLOTS; k++) {
+        slots[k] = k;
+        ck_assert_int_eq(rn_prefill(s.e, k, s.tok, len[k], &po, NULL), RN_OK);
+        ref_feed(&s, k, s.tok, len[k], NULL);
+    }
+    for (int step = 0; step < STEPS; step++) {
+        int32_t in[SLOTS];
+        for (int k = 0; k < SLOTS; k++)
+            in[k] = s.tok[(len[k] + step * 7 + k) % N_TOK];
+        ck_assert_int_eq(rn_decode(s.e, slots, in, SLOTS, got), RN_OK);
+        for (int k = 0; k < SLOTS; k++) {
+            char what[64];
+            ref_feed(&s, k, &in[k], 1, want);
+            snprintf(what, sizeof what, "decode step %d, slot %d (position %d)", step, k,
+                     len[k] + step);
+            check_close(what, got + (size_t)k * V, want, V);
+        }
+    }
+    for (int k = 0; k < SLOTS; k++)
+        check_states(&s, k, "state after the batched decode");
+    free(got);
+    free(want);
+    synth_close(&s);
+}
+END_TEST
+
+Suite *synthetic_suite(void)
+{
+    Suite *s = suite_create("synthetic");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_synthetic_prefill_ragged_and_continued);
+    tcase_add_test(tc, test_synthetic_batched_decode_mixed_positions);
+    suite_add_tcase(s, tc);
+    return s;
+}
