@@ -1,16 +1,17 @@
 /*
  * check_synthetic.c -- shapes the reference fixtures do not have, on a model
  * written by rn_model_write_random: a width over 512 (520), an odd number of
- * rotary pairs per head (key head 130: 65 pairs), a value head of 260, and
- * an odd vocabulary over 8192 (9001).  These are the shapes where the GPU's
- * decode kernels change their blocking, so `make check-cuda` runs this
- * suite with RN_TEST_DEVICE=cuda; on the CPU it checks the same shapes
- * there.  The engine under test runs chunkwise prefill with a ragged tail,
- * a prompt continued in two calls and a batched decode at mixed positions;
- * a separate CPU engine runs the recurrent form one token and one slot at
- * a time, and every logit and state is compared.  Tolerance: the weights
- * are f32, so 1e-4 x max(1, max |logit|) and 1e-4 x max(1, max |S|), as in
- * check_parity.c.
+ * rotary pairs per head (key head 130: 65 pairs), a value head of 260 and an
+ * odd vocabulary over 8192 (9001); once with rotary positions and the q/k
+ * scale on q, once with no positions and the scale on k.  These are the
+ * shapes where the GPU's decode kernels change their blocking, so `make
+ * check-cuda` runs this suite with RN_TEST_DEVICE=cuda; on the CPU it checks
+ * the same shapes there.  The engine under test runs chunkwise prefill with
+ * a ragged tail, a prompt continued in two calls and a batched decode at
+ * mixed positions; a separate CPU engine runs the recurrent form one token
+ * and one slot at a time, and every logit and state is compared.
+ * Tolerance: the weights are f32, so 1e-4 x max(1, max |logit|) and
+ * 1e-4 x max(1, max |S|), as in check_parity.c.
  */
 #include <check.h>
 #include <math.h>
@@ -27,9 +28,14 @@
 
 enum { N_TOK = 150, SLOTS = 4, CHUNK = 64, STEPS = 6 };
 
-static const char CONFIG[] =
-    "{\"hidden_size\":520,\"num_hidden_layers\":2,\"num_heads\":4,"
-    "\"vocab_size\":9001,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}";
+#define SHAPE                                                                                      \
+    "\"hidden_size\":520,\"num_hidden_layers\":2,\"num_heads\":4,\"vocab_size\":9001,"             \
+    "\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2"
+
+static const char *const configs[] = {
+    "{" SHAPE "}",
+    "{" SHAPE ",\"position_encoding\":\"none\",\"qk_scale\":\"k\"}",
+};
 
 typedef struct {
     char dir[256];
@@ -40,13 +46,17 @@ typedef struct {
     int32_t tok[N_TOK];
 } synth;
 
-static void synth_open(synth *s)
+/* Model configs[which] in a new directory, both engines, the tokens. */
+static void synth_open(synth *s, int which)
 {
     rn_config c;
     rn_error err = {0};
+    const char *json = configs[which];
     memset(s, 0, sizeof *s);
-    ck_assert_int_eq(rn_config_parse(&c, CONFIG, strlen(CONFIG), "synthetic", &err), RN_OK);
+    ck_assert_msg(rn_config_parse(&c, json, strlen(json), "synthetic", &err) == RN_OK, "%s",
+                  err.msg);
     ck_assert_int_eq(c.head_dim_k, 130);
+    ck_assert(which == 0 || (c.position == RN_POS_NONE && c.qk_scale == RN_QKSCALE_K));
     test_dir_create(s->dir, sizeof s->dir, "synth");
     ck_assert_msg(rn_model_write_random(s->dir, &c, RN_DT_F32, 11, &err) == RN_OK, "%s", err.msg);
     ck_assert_msg(rn_model_load(&s->m, s->dir, &err) == RN_OK, "%s", err.msg);
@@ -96,7 +106,7 @@ static void check_states(synth *s, int slot, const char *what)
 START_TEST(test_synthetic_prefill_ragged_and_continued)
 {
     synth s;
-    synth_open(&s);
+    synth_open(&s, _i);
     float *got = malloc(sizeof(float) * (size_t)s.vocab),
           *want = malloc(sizeof(float) * (size_t)s.vocab);
     ck_assert(got && want);
@@ -122,7 +132,7 @@ START_TEST(test_synthetic_batched_decode_mixed_positions)
 {
     static const int len[SLOTS] = {5, 37, 64, 101};
     synth s;
-    synth_open(&s);
+    synth_open(&s, _i);
     size_t V = (size_t)s.vocab;
     float *got = malloc(sizeof(float) * V * SLOTS), *want = malloc(sizeof(float) * V);
     ck_assert(got && want);
@@ -159,8 +169,9 @@ Suite *synthetic_suite(void)
     Suite *s = suite_create("synthetic");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_synthetic_prefill_ragged_and_continued);
-    tcase_add_test(tc, test_synthetic_batched_decode_mixed_positions);
+    int n = (int)(sizeof configs / sizeof configs[0]);
+    tcase_add_loop_test(tc, test_synthetic_prefill_ragged_and_continued, 0, n);
+    tcase_add_loop_test(tc, test_synthetic_batched_decode_mixed_positions, 0, n);
     suite_add_tcase(s, tc);
     return s;
 }
