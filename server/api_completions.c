@@ -713,19 +713,6 @@ static size_t advance_choice(rd_req *r, rd_job *j, rd_choice *c, int *finished)
 
 /* --------------------------------------------------------------- SSE */
 
-static void sse_send(rd_req *r, cJSON *obj, int end)
-{
-    char *s = cJSON_PrintUnformatted(obj);
-    cJSON_Delete(obj);
-    if (!s)
-        return;
-    rd_http_stream_push(r->conn, "data: ", 6, 0);
-    rd_http_stream_push(r->conn, s, strlen(s), 0);
-    rd_http_stream_push(r->conn, "\n\n", 2, end);
-    cJSON_free(s);
-    r->chunks_sent++;
-}
-
 /* Prompt, completion and cached prompt tokens of r so far. */
 static void usage_counts(const rd_req *r, int *pt, int *ct, int *cached)
 {
@@ -741,30 +728,19 @@ static void usage_counts(const rd_req *r, int *pt, int *ct, int *cached)
     }
 }
 
-static void usage_json(rd_req *r, cJSON *o)
-{
-    int pt, ct, cached;
-    usage_counts(r, &pt, &ct, &cached);
-    cJSON *u = cJSON_AddObjectToObject(o, "usage");
-    cJSON_AddNumberToObject(u, "prompt_tokens", pt);
-    cJSON_AddNumberToObject(u, "completion_tokens", ct);
-    cJSON_AddNumberToObject(u, "total_tokens", pt + ct);
-    /* OpenAI's field for prompt tokens served from a cache (the prefix cache) */
-    cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details");
-    cJSON_AddNumberToObject(d, "cached_tokens", cached);
-}
-
 /* Stream chunks are written as text (rd_jw), not built as cJSON trees: one
  * goes out per token and stream, and the tree, its allocations and cJSON's
  * number printing (printf, then scanf to check) were most of the loop
  * thread's own work after the sends. */
 
-/* `,"usage":{...}`, the fields of usage_json. */
+/* The usage object of r, for stream chunks and the full response alike;
+ * prompt_tokens_details.cached_tokens is OpenAI's field for prompt tokens
+ * served from a cache (the prefix cache). */
 static void usage_write(rd_req *r, rd_jw *w)
 {
     int pt, ct, cached;
     usage_counts(r, &pt, &ct, &cached);
-    rd_jw_lit(w, ",\"usage\":{\"prompt_tokens\":");
+    rd_jw_lit(w, "{\"prompt_tokens\":");
     rd_jw_int(w, pt);
     rd_jw_lit(w, ",\"completion_tokens\":");
     rd_jw_int(w, ct);
@@ -779,8 +755,7 @@ static void usage_write(rd_req *r, rd_jw *w)
 static void chunk_open(rd_req *r, rd_jw *w)
 {
     const char *model = r->app->opt.model_name;
-    w->len = 0;
-    w->oom = 0;
+    rd_jw_reset(w);
     rd_jw_lit(w, "data: {\"id\":");
     rd_jw_str(w, r->id, strlen(r->id));
     rd_jw_lit(w, r->chat ? ",\"object\":\"chat.completion.chunk\",\"created\":"
@@ -852,10 +827,12 @@ static void stream_piece(rd_req *r, int index, const char *text, size_t len, con
         rd_jw_lit(w, "null");
     }
     rd_jw_lit(w, "}]");
-    if (r->continuous_usage) /* vLLM's extension: the counts so far */
+    if (r->continuous_usage) { /* vLLM's extension: the counts so far */
+        rd_jw_lit(w, ",\"usage\":");
         usage_write(r, w);
-    else if (r->include_usage)
+    } else if (r->include_usage) {
         rd_jw_lit(w, ",\"usage\":null");
+    }
     chunk_send(r, w);
 }
 
@@ -872,7 +849,7 @@ static void stream_end(rd_req *r)
 {
     if (r->include_usage) {
         chunk_open(r, &r->chunk);
-        rd_jw_lit(&r->chunk, ",\"choices\":[]");
+        rd_jw_lit(&r->chunk, ",\"choices\":[],\"usage\":");
         usage_write(r, &r->chunk);
         chunk_send(r, &r->chunk);
     }
@@ -882,13 +859,14 @@ static void stream_end(rd_req *r)
 
 static void stream_error(rd_req *r, unsigned status, const char *msg)
 {
-    cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
-    cJSON_AddStringToObject(e, "message", msg);
-    cJSON_AddStringToObject(e, "type",
-                            status == 503 ? "service_unavailable_error" : "server_error");
-    cJSON_AddNullToObject(e, "param");
-    cJSON_AddNullToObject(e, "code");
-    sse_send(r, o, 0);
+    rd_jw *w = &r->chunk;
+    rd_jw_reset(w);
+    rd_jw_lit(w, "data: {\"error\":{\"message\":");
+    rd_jw_str(w, msg, strlen(msg));
+    rd_jw_lit(w, status == 503 ? ",\"type\":\"service_unavailable_error\""
+                               : ",\"type\":\"server_error\"");
+    rd_jw_lit(w, ",\"param\":null,\"code\":null}");
+    chunk_send(r, w);
     rd_http_stream_push(r->conn, "data: [DONE]\n\n", 14, 1);
     r->done_sent = 1;
 }
@@ -1002,7 +980,12 @@ static int reply_full(rd_req *r)
             cJSON_AddItemToArray(arr, ch);
         }
     }
-    usage_json(r, o);
+    rd_jw *w = &r->chunk; /* unused by a full response otherwise */
+    rd_jw_reset(w);
+    usage_write(r, w);
+    rd_jw_raw(w, "", 1);
+    if (!w->oom)
+        cJSON_AddRawToObject(o, "usage", w->p);
     return rd_json_reply(r->conn, 200, o);
 }
 

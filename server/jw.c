@@ -29,6 +29,12 @@ static int jw_room(rd_jw *w, size_t n)
     return 0;
 }
 
+void rd_jw_reset(rd_jw *w)
+{
+    w->len = 0;
+    w->oom = 0;
+}
+
 void rd_jw_raw(rd_jw *w, const char *s, size_t n)
 {
     if (jw_room(w, n) != 0)

@@ -16,6 +16,8 @@ typedef struct rd_jw {
     int oom;
 } rd_jw;
 
+/* Empties w for the next text, keeping its buffer. */
+void rd_jw_reset(rd_jw *w);
 void rd_jw_raw(rd_jw *w, const char *s, size_t n);
 void rd_jw_lit(rd_jw *w, const char *s);
 /* s[0..n) as a JSON string, escaped as cJSON escapes; a NUL byte is \u0000 */

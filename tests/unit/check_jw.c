@@ -84,8 +84,10 @@ START_TEST(test_jw_nul_ints_and_pieces)
     ck_assert_str_eq(w.p, "{\"a\":\"x\\u0000y\",\"b\":[-9223372036854775808,9223372036854775807,0],"
                           "\"c\":[0.5,null]}");
     /* the writer is reused chunk after chunk: a reset keeps its buffer */
-    w.len = 0;
+    char *kept = w.p;
+    rd_jw_reset(&w);
     rd_jw_lit(&w, "again");
+    ck_assert_ptr_eq(w.p, kept);
     ck_assert_uint_eq(w.len, 5);
     ck_assert(!memcmp(w.p, "again", 5));
     rd_jw_free(&w);
