@@ -122,17 +122,10 @@ def engine_bench(retnet, model, threads, batch, prompt_tokens, runs=5):
 
 def prompt_token_count(port):
     """How many tokens the server makes of PROMPT (POST /tokenize)."""
-    body = json.dumps({"prompt": PROMPT}).encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as s:
-        s.sendall(b"POST /tokenize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        raw = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            raw += d
-    return int(json.loads(raw.split(b"\r\n\r\n", 1)[1])["count"])
+    status, _, js = test_server.http_json(port, "POST", "/tokenize", {"prompt": PROMPT})
+    if status != 200:
+        raise RuntimeError("POST /tokenize: status %d: %r" % (status, js))
+    return int(js["count"])
 
 
 # --------------------------------------------------------------- the server
@@ -182,15 +175,20 @@ class Server:
 
 # ------------------------------------------------------------------ clients
 
+def wire_request(port, body):
+    """A streaming completion request with body, over a connection it closes."""
+    data = json.dumps(body).encode()
+    return (b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (port, len(data), data))
+
+
 class Request:
     """One streaming completion over a fresh connection (Connection: close):
     raw bytes and the time each recv() ended, parsed after the run."""
 
     def __init__(self, port, body, client=0):
         self.client = client
-        data = json.dumps(body).encode()
-        self.wire = (b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (port, len(data), data))
+        self.wire = wire_request(port, body)
         self.port = port
         self.sock = None
         self.t_send = None
@@ -314,12 +312,6 @@ def read_records(path):
             raw = f.read(int(n_bytes))
             f.read(1)
             out.append(Recorded(int(client), float(t_send), float(t_end), marks, raw))
-
-
-def wire_request(port, body):
-    data = json.dumps(body).encode()
-    return (b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (port, len(data), data))
 
 
 def run_clients_c(client, port, body, first_bodies, per_client, tmp):

@@ -2,7 +2,6 @@
  * random_model.c -- `retnet random`: a model directory with random weights in
  * a real preset's shape (rn_model_write_random), for benchmarks.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +9,6 @@
 
 #include "cli.h"
 #include "model.h"
-#include "safetensors.h"
-#include "util.h"
 
 typedef struct {
     const char *name;
