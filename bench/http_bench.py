@@ -2,7 +2,11 @@
 """`make bench-http`: what HTTP and server-sent events cost on top of the
 engine.  A benchmark, not a test: it asserts nothing about speed.
 
-For each concurrency B in 1, 8, 32, one after the other on the same server:
+For each engine thread count T (--threads; by default one core short of
+all, so that the HTTP thread and the client have a core the engine does not
+use, as beside a GPU engine, and then every core, where each of their wakes
+preempts an engine thread), one server each, and for each concurrency B in
+1, 8, 32, one after the other on that server:
 
 1. the engine alone: `retnet bench MODEL --threads T --batch B --decode 256
    --json`, the median of 5 runs (decode tokens/s of B sequences in one
@@ -483,89 +487,65 @@ def health_wrk(port, seconds):
 
 # --------------------------------------------------------------------- main
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--retnetd", default=os.path.join(ROOT, "build/release/retnetd"))
-    ap.add_argument("--retnet", default=os.path.join(ROOT, "build/release/retnet"))
-    ap.add_argument("--model", default=os.path.join(ROOT, "models"))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--concurrency", default="1,8,32")
-    ap.add_argument("--wrk-seconds", type=int, default=10)
-    ap.add_argument("--level-tokens", type=int, default=16384,
-                    help="tokens streamed per level and pair (each client sends at least 3 requests)")
-    ap.add_argument("--repeats", type=int, default=3,
-                    help="engine / server pairs per level; the median pair is reported")
-    ap.add_argument("--out", default=os.path.join(ROOT, "build/bench/http.json"))
-    ap.add_argument("--client", default=os.path.join(ROOT, "build/release/bench/sse_load"),
-                    help="the C load client; 'python' (or a missing file): this process")
-    ap.add_argument("--server-arg", action="append", default=[],
-                    help="one more retnetd flag (repeat: --server-arg=--stream-interval-us "
-                         "--server-arg=0)")
-    a = ap.parse_args()
-    levels = [int(x) for x in a.concurrency.split(",")]
-    client = a.client if a.client != "python" and os.access(a.client, os.X_OK) else None
-
-    tmp = tempfile.mkdtemp(prefix="retnetd-bench-")
+def measure(a, model, threads, levels, client, tmp):
+    """One configuration: a server with --threads threads, each level's
+    engine / server pairs.  Returns (results, health)."""
+    srv = Server(a.retnetd, model, threads, max(levels), os.path.join(tmp, "retnetd.log"),
+                 a.server_arg)
+    srv.start()
+    results, health = [], None
     try:
-        if os.path.exists(os.path.join(a.model, "config.json")):
-            model, note = a.model, "default model (%s)" % os.path.relpath(a.model, ROOT)
-        else:
-            model = test_model(a.retnet, tmp)
-            note = "tiny random test model (%s/config.json does not exist)" % os.path.relpath(a.model, ROOT)
-        load = os.getloadavg()
-        log("bench-http: %s, --threads %d, %d cores, load average %.2f %.2f %.2f; client: %s"
-            % (note, a.threads, os.cpu_count(), *load, client or "Python (this process)"))
-        if load[0] > 0.5 * (os.cpu_count() or 1):
-            log("bench-http: the machine is busy; expect noise")
-
-        srv = Server(a.retnetd, model, a.threads, max(levels), os.path.join(tmp, "retnetd.log"),
-                     a.server_arg)
-        srv.start()
-        results, health = [], None
-        try:
-            run_level(srv.port, 1, 2, client=client, tmp=tmp)  # warm-up
-            n_prompt = prompt_token_count(srv.port)
-            for c in levels:
-                # the engine alone right before the same load over HTTP (the
-                # server idles meanwhile), so that both see the same machine;
-                # --repeats such pairs, and the pair with the median ratio is
-                # reported (one pair moved by ±5% on a 2-core machine)
-                pairs = []
-                for _ in range(a.repeats):
-                    engine, serve = engine_bench(a.retnet, model, a.threads, c, n_prompt)
-                    per_client = max(3, -(-a.level_tokens // (c * MAX_TOKENS)))
-                    r = run_level(srv.port, c, per_client, srv.proc.pid, client, tmp)
-                    r["engine_tok_s"] = engine
-                    r["engine_serve_tok_s"] = serve
-                    r["prompt_tokens"] = n_prompt
-                    r["steady_vs_engine"] = r["steady_tok_s"] / engine
-                    r["aggregate_vs_engine"] = r["aggregate_tok_s"] / engine
-                    r["full_load_vs_engine"] = (r["full_load_tok_s"] or 0.0) / engine
-                    r["full_load_vs_serve"] = (r["full_load_tok_s"] or 0.0) / serve
-                    pairs.append(r)
-                    log("batch/streams %-3d engine %8.1f tok/s decoding, %8.1f serving; http %d requests in "
-                        "%.1f s, %.1f s at full load: %.1f%% of serving, %.1f%% of decoding"
-                        % (c, engine, serve, r["requests"], r["wall_s"], r["full_load_s"],
-                           100 * r["full_load_vs_serve"], 100 * r["full_load_vs_engine"]))
-                pairs.sort(key=lambda p: p["full_load_vs_serve"])
-                r = pairs[len(pairs) // 2]
-                r["ratios"] = [p["full_load_vs_serve"] for p in pairs]
-                r["decode_ratios"] = [p["full_load_vs_engine"] for p in pairs]
-                r["steady_ratios"] = [p["steady_vs_engine"] for p in pairs]
-                results.append(r)
+        run_level(srv.port, 1, 2, client=client, tmp=tmp)  # warm-up
+        n_prompt = prompt_token_count(srv.port)
+        for c in levels:
+            # the engine alone right before the same load over HTTP (the
+            # server idles meanwhile), so that both see the same machine;
+            # --repeats such pairs, and the pair with the median ratio is
+            # reported (one pair moved by ±5% on a 2-core machine)
+            pairs = []
+            for _ in range(a.repeats):
+                engine, serve = engine_bench(a.retnet, model, threads, c, n_prompt)
+                per_client = max(3, -(-a.level_tokens // (c * MAX_TOKENS)))
+                r = run_level(srv.port, c, per_client, srv.proc.pid, client, tmp)
+                r["engine_tok_s"] = engine
+                r["engine_serve_tok_s"] = serve
+                r["prompt_tokens"] = n_prompt
+                r["steady_vs_engine"] = r["steady_tok_s"] / engine
+                r["aggregate_vs_engine"] = r["aggregate_tok_s"] / engine
+                r["full_load_vs_engine"] = (r["full_load_tok_s"] or 0.0) / engine
+                r["full_load_vs_serve"] = (r["full_load_tok_s"] or 0.0) / serve
+                pairs.append(r)
+                log("threads %d, batch/streams %-3d engine %8.1f tok/s decoding, %8.1f serving; http %d "
+                    "requests in %.1f s, %.1f s at full load: %.1f%% of serving, %.1f%% of decoding"
+                    % (threads, c, engine, serve, r["requests"], r["wall_s"], r["full_load_s"],
+                       100 * r["full_load_vs_serve"], 100 * r["full_load_vs_engine"]))
+            pairs.sort(key=lambda p: p["full_load_vs_serve"])
+            r = pairs[len(pairs) // 2]
+            r["ratios"] = [p["full_load_vs_serve"] for p in pairs]
+            r["decode_ratios"] = [p["full_load_vs_engine"] for p in pairs]
+            r["steady_ratios"] = [p["steady_vs_engine"] for p in pairs]
+            results.append(r)
+        if a.wrk_seconds > 0:
             health = health_wrk(srv.port, a.wrk_seconds)
-        finally:
-            rc = srv.stop()
-            os.makedirs(os.path.dirname(a.out), exist_ok=True)
-            shutil.copy(srv.log_path, os.path.join(os.path.dirname(a.out), "http-retnetd.log"))
-        if rc != 0:
-            log("bench-http: retnetd exited with status %s; its log: %s"
-                % (rc, os.path.relpath(os.path.join(os.path.dirname(a.out), "http-retnetd.log"), ROOT)))
     finally:
-        if not os.environ.get("BENCH_KEEP_TMP"):
-            shutil.rmtree(tmp, ignore_errors=True)
+        rc = srv.stop()
+        os.makedirs(os.path.dirname(a.out), exist_ok=True)
+        shutil.copy(srv.log_path, os.path.join(os.path.dirname(a.out), "http-retnetd.log"))
+    if rc != 0:
+        log("bench-http: retnetd exited with status %s; its log: %s"
+            % (rc, os.path.relpath(os.path.join(os.path.dirname(a.out), "http-retnetd.log"), ROOT)))
+    return results, health
 
+
+def report(threads, cores, results, repeats):
+    """The table and ratio lines of one configuration."""
     log("")
+    if threads < cores:
+        log("--threads %d of %d cores: the HTTP thread and the client have a core the engine does "
+            "not use (as beside a GPU engine)" % (threads, cores))
+    else:
+        log("--threads %d of %d cores: the engine takes every core; each wake of the HTTP thread "
+            "or the client preempts one of its threads" % (threads, cores))
     head = ("streams", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "aggregate", "full load", "engine",
             "engine", "full load/", "full load/")
     unit = ("", "ms", "ms", "ms", "ms", "tok/s", "tok/s", "serving", "decoding", "serving", "decoding")
@@ -583,7 +563,7 @@ def main():
         return "; ".join("%d streams %s" % (r["concurrency"], " / ".join("%.1f%%" % (100 * x) for x in r[key]))
                          for r in results)
     log("target: full load / engine serving >= 95%% (HTTP + SSE overhead <= 5%%); the median of %d pairs, "
-        "all: %s" % (a.repeats, ratios("ratios")))
+        "all: %s" % (repeats, ratios("ratios")))
     log("full load / engine decoding (the prompts' own work charged to the server too), the same pairs: %s"
         % ratios("decode_ratios"))
     log("per-stream median rate x streams / engine decoding (earlier runs' figure): %s" % ratios("steady_ratios"))
@@ -592,6 +572,60 @@ def main():
                     for r in results))
     log("CPU cores used by the server: %s; by the client: %s; SSE chunks per token: %s"
         % (each("server_cpu_cores", "%.2f"), each("client_cpu_cores", "%.2f"), each("chunks_per_token", "%.2f")))
+
+
+def main():
+    cores = os.cpu_count() or 1
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--retnetd", default=os.path.join(ROOT, "build/release/retnetd"))
+    ap.add_argument("--retnet", default=os.path.join(ROOT, "build/release/retnet"))
+    ap.add_argument("--model", default=os.path.join(ROOT, "models"))
+    ap.add_argument("--threads", default=None,
+                    help="engine thread counts to measure, comma-separated (default: one core "
+                         "short of all, then all: %s)" % ",".join(map(str, default_threads(cores))))
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--wrk-seconds", type=int, default=10)
+    ap.add_argument("--level-tokens", type=int, default=16384,
+                    help="tokens streamed per level and pair (each client sends at least 3 requests)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="engine / server pairs per level; the median pair is reported")
+    ap.add_argument("--out", default=os.path.join(ROOT, "build/bench/http.json"))
+    ap.add_argument("--client", default=os.path.join(ROOT, "build/release/bench/sse_load"),
+                    help="the C load client; 'python' (or a missing file): this process")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="one more retnetd flag (repeat: --server-arg=--stream-interval-us "
+                         "--server-arg=0)")
+    a = ap.parse_args()
+    levels = [int(x) for x in a.concurrency.split(",")]
+    thread_counts = ([int(x) for x in a.threads.split(",")] if a.threads else default_threads(cores))
+    client = a.client if a.client != "python" and os.access(a.client, os.X_OK) else None
+
+    tmp = tempfile.mkdtemp(prefix="retnetd-bench-")
+    configs, health = [], None
+    try:
+        if os.path.exists(os.path.join(a.model, "config.json")):
+            model, note = a.model, "default model (%s)" % os.path.relpath(a.model, ROOT)
+        else:
+            model = test_model(a.retnet, tmp)
+            note = "tiny random test model (%s/config.json does not exist)" % os.path.relpath(a.model, ROOT)
+        load = os.getloadavg()
+        log("bench-http: %s, --threads %s, %d cores, load average %.2f %.2f %.2f; client: %s"
+            % (note, ",".join(map(str, thread_counts)), cores, *load, client or "Python (this process)"))
+        if load[0] > 0.5 * cores:
+            log("bench-http: the machine is busy; expect noise")
+        for i, threads in enumerate(thread_counts):
+            wrk = a.wrk_seconds if i == len(thread_counts) - 1 else 0  # /health once, at the end
+            results, h = measure(argparse.Namespace(**dict(vars(a), wrk_seconds=wrk)), model, threads,
+                                 levels, client, tmp)
+            configs.append({"threads": threads, "levels": results})
+            health = h or health
+    finally:
+        if not os.environ.get("BENCH_KEEP_TMP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    for cfg in configs:
+        report(cfg["threads"], cores, cfg["levels"], a.repeats)
+    log("")
     if health and health.get("requests_per_s") is not None:
         log("GET /health (%s): %.0f requests/s, latency avg %.2f ms, non-2xx %d (target >= 10000/s)"
             % (health["command"], health["requests_per_s"], health["latency_avg_ms"] or 0, health["non_2xx"]))
@@ -600,9 +634,16 @@ def main():
 
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
-        json.dump({"model": note, "client": client or "python", "threads": a.threads, "cores": os.cpu_count(), "load_average": load,
-                   "prompt": PROMPT, "max_tokens": MAX_TOKENS, "levels": results, "health": health}, f, indent=1)
+        json.dump({"model": note, "client": client or "python", "cores": cores, "load_average": load,
+                   "prompt": PROMPT, "max_tokens": MAX_TOKENS, "configs": configs, "health": health},
+                  f, indent=1)
     log("wrote %s" % os.path.relpath(a.out, ROOT))
+
+
+def default_threads(cores):
+    """One core short of all (the HTTP thread and the client get one), then
+    all of them; a single core only the latter."""
+    return [cores - 1, cores] if cores > 1 else [1]
 
 
 if __name__ == "__main__":

@@ -426,6 +426,8 @@ static void stream_list_remove(rd_app *app, rd_req *r)
     if (r->next_stream)
         r->next_stream->prev_stream = r->prev_stream;
     r->next_stream = r->prev_stream = NULL;
+    if (!app->streams)
+        rd_queue_poll(app->queue, 0);
 }
 
 /* Parses the request into r->jobs; returns 0 or sends the error itself. */
@@ -1111,6 +1113,8 @@ int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
                     stream_piece(r, i * r->jobs[i]->n + k, r->prompt_text[i],
                                  strlen(r->prompt_text[i] ? r->prompt_text[i] : ""), NULL,
                                  r->jobs[i], &r->jobs[i]->ch[k], 0, 0);
+        if (!app->streams)
+            rd_queue_poll(app->queue, 1); /* held stream tokens: see rd_queue_poll */
         r->next_stream = app->streams;
         if (app->streams)
             app->streams->prev_stream = r;

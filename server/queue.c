@@ -8,9 +8,11 @@ struct rd_queue {
     uv_mutex_t mu;
     uv_cond_t cv;
     uv_async_t async;
+    uv_timer_t poll; /* the loop's own collection of held news (rd_queue_poll) */
     rd_job *sub_head, *sub_tail;
     rd_job *ready_head;
     int stop, poked;
+    int polling;                        /* the loop collects held news on its timer */
     int urgent_wake;                    /* an urgent job is on the ready list */
     int deliver_all;                    /* the last wake was for everything, not only the urgent */
     uint64_t interval_ns, last_wake_ns; /* rd_queue_wake (engine thread) */
@@ -22,6 +24,20 @@ static void async_cb(uv_async_t *h)
 {
     rd_queue *q = h->data;
     q->on_ready(q->arg);
+}
+
+/* The loop's timer: everything on the ready list goes out, as after a full
+ * wake from the engine. */
+static void poll_cb(uv_timer_t *t)
+{
+    rd_queue *q = t->data;
+    uv_mutex_lock(&q->mu);
+    int any = q->ready_head != NULL;
+    if (any)
+        q->deliver_all = 1;
+    uv_mutex_unlock(&q->mu);
+    if (any)
+        q->on_ready(q->arg);
 }
 
 int rd_queue_new(rd_queue **out, uv_loop_t *loop, void (*on_ready)(void *arg), void *arg)
@@ -38,6 +54,8 @@ int rd_queue_new(rd_queue **out, uv_loop_t *loop, void (*on_ready)(void *arg), v
         return -1;
     }
     q->async.data = q;
+    uv_timer_init(loop, &q->poll); /* cannot fail */
+    q->poll.data = q;
     *out = q;
     return 0;
 }
@@ -45,6 +63,7 @@ int rd_queue_new(rd_queue **out, uv_loop_t *loop, void (*on_ready)(void *arg), v
 void rd_queue_close(rd_queue *q)
 {
     uv_close((uv_handle_t *)&q->async, NULL);
+    uv_close((uv_handle_t *)&q->poll, NULL);
 }
 
 void rd_queue_free(rd_queue *q)
@@ -132,13 +151,34 @@ void rd_queue_set_interval_us(rd_queue *q, unsigned us)
     q->interval_ns = (uint64_t)us * 1000u;
 }
 
+void rd_queue_poll(rd_queue *q, int on)
+{
+    uint64_t ms = q->interval_ns / 1000000u;
+    if (on && ms == 0)
+        return; /* libuv's timers count whole milliseconds: the engine wakes */
+    uv_mutex_lock(&q->mu);
+    int was = q->polling;
+    q->polling = on;
+    /* news left over when the polling stops is not stranded */
+    int leftover = was && !on && q->ready_head;
+    if (leftover)
+        q->deliver_all = 1;
+    uv_mutex_unlock(&q->mu);
+    if (on && !was)
+        uv_timer_start(&q->poll, poll_cb, ms, ms);
+    else if (was && !on)
+        uv_timer_stop(&q->poll);
+    if (leftover)
+        uv_async_send(&q->async);
+}
+
 void rd_queue_wake(rd_queue *q, int flush, uint64_t ahead_ns)
 {
     uint64_t now = uv_hrtime();
     uv_mutex_lock(&q->mu);
     /* held news waits only if the next call still comes within the
-     * interval of the last full wake */
-    int all = flush || now + ahead_ns - q->last_wake_ns > q->interval_ns;
+     * interval of the last full wake, or the loop collects it itself */
+    int all = flush || (!q->polling && now + ahead_ns - q->last_wake_ns > q->interval_ns);
     int wake = q->ready_head && (all || q->urgent_wake);
     if (wake) {
         q->urgent_wake = 0;

@@ -7,7 +7,8 @@
  * uv_async_send coalesces: the loop's callback must take what the wake
  * was for each time (rd_queue_take_ready: everything after a full wake, the
  * urgent jobs after a wake for urgent news; held jobs stay for the next
- * full wake, which the engine sends within the stream interval).
+ * full wake, which the engine sends within the stream interval, or for the
+ * loop's own timer while streams are open: rd_queue_poll).
  */
 #ifndef RD_QUEUE_H
 #define RD_QUEUE_H
@@ -18,12 +19,12 @@
 
 typedef struct rd_queue rd_queue;
 
-/* Creates the queue and its async handle on loop; on_ready runs on the loop
- * thread after the engine marked jobs ready.  Returns 0 and sets *out
- * (owned by the caller: rd_queue_close then rd_queue_free after the loop
- * closed the handle). */
+/* Creates the queue and its async and timer handles on loop; on_ready runs
+ * on the loop thread after the engine marked jobs ready.  Returns 0 and sets
+ * *out (owned by the caller: rd_queue_close then rd_queue_free after the
+ * loop closed the handles). */
 int rd_queue_new(rd_queue **out, uv_loop_t *loop, void (*on_ready)(void *arg), void *arg);
-void rd_queue_close(rd_queue *q); /* uv_close of the async handle (loop thread) */
+void rd_queue_close(rd_queue *q); /* uv_close of both handles (loop thread) */
 void rd_queue_free(rd_queue *q);
 
 void rd_queue_lock(rd_queue *q);
@@ -54,6 +55,15 @@ void rd_queue_wake(rd_queue *q, int flush, uint64_t ahead_ns);
 /* The stream interval in microseconds (default 0: every iteration's news
  * at once). */
 void rd_queue_set_interval_us(rd_queue *q, unsigned us);
+/* Loop thread: while on (some stream is open), a loop timer collects the
+ * held news every stream interval and the engine wakes the loop only for
+ * urgent news or when it goes idle: a thread that wakes a sleeping one pays
+ * for it in the system call (15-45 us on the 2-core VM of
+ * docs/benchmarks.md, against 2 us when the sleeper's core is the waker's),
+ * and a timer's wake costs the engine nothing unless every core is its own.
+ * Off: news left on the ready list goes out at once.  Intervals under 1 ms
+ * (libuv's timer resolution) leave the waking to the engine. */
+void rd_queue_poll(rd_queue *q, int on);
 /* Loop thread: takes the ready list (next_taken links), or after a wake for
  * urgent news only the urgent entries; each entry carries one reference the
  * caller must drop. */

@@ -1259,6 +1259,44 @@ class TestStreamInterval(ServerTestCase):
                 self.assertIn(b"stream-interval-us", out.stderr)
 
 
+class TestStreamIntervalPoll(ServerTestCase):
+    """With an interval of 1 ms or more the HTTP thread collects held tokens
+    on its own timer while a stream is open (the engine then wakes it only
+    for first tokens and ends): held tokens must still go out every
+    interval while the stream runs, not at its end."""
+    server_args = ("--slots", "2", "--max-tokens", "1000000", "--stream-interval-us", "100000")
+
+    def test_held_tokens_go_out_every_interval(self):
+        s = SSEStream(self.port, "/v1/completions",
+                      dict(prompt="ROMEO:", max_tokens=1000000, temperature=0, ignore_eos=True,
+                           stream=True))
+        times = []
+        try:
+            self.assertEqual(s.read_head(), 200)
+            s.sock.settimeout(2.0)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 1.2:
+                try:
+                    ev = s.next_event()
+                except socket.timeout:
+                    self.fail("nothing for 2 s after %d events: held tokens were not sent"
+                              % len(times))
+                self.assertIsNotNone(ev, "the stream ended early")
+                self.assertNotIn(b"[DONE]", ev)
+                times.append(time.monotonic())
+        finally:
+            s.close()
+        # the first token at once, then about one event per 100 ms: a timer
+        # that never ran would leave everything after the first token for
+        # the end, one wake per token would send thousands
+        self.assertGreaterEqual(len(times), 5, times)
+        self.assertLessEqual(len(times), 40, "tokens were not held")
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        self.assertLess(max(gaps), 0.6, gaps)
+        # the cancelled stream stops the timer's work and the server serves on
+        self.assertTrue(self.greedy("ROMEO:", max_tokens=4))
+
+
 class TestStreamIntervalDefault(unittest.TestCase):
     """-1 (the default) holds tokens back 4 ms when the CPU engine's threads
     take every core (each wake of the HTTP thread preempts one), 1 ms when
