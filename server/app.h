@@ -32,6 +32,7 @@ typedef struct rd_app {
     rd_queue *queue;
     rd_sched *sched;
     rd_http *http;
+    int engine_every_core; /* the CPU engine's threads take every core */
     uv_timer_t keepalive;
     uv_signal_t sigterm, sigint, sighup;
     int draining;

@@ -81,12 +81,13 @@ static int load_everything(rd_app *app)
         o->chunk = dev == RN_DEVICE_CUDA ? 1024 : 64;
     if (o->prefill_budget == 0)
         o->prefill_budget = dev == RN_DEVICE_CUDA ? 1024 : 256;
+    app->engine_every_core =
+        dev == RN_DEVICE_CPU && rn_cpu_threads(o->threads) >= rn_cpu_threads(0);
     if (o->stream_interval_us < 0) {
         /* when the CPU engine's threads take every core, each wake of the
          * HTTP thread preempts one of them: 4 ms of holding back cost a
          * 2-core machine's 8 streams 6% less than 1 ms (docs/benchmarks.md) */
-        int every_core = dev == RN_DEVICE_CPU && rn_cpu_threads(o->threads) >= rn_cpu_threads(0);
-        o->stream_interval_us = every_core ? 4000 : 1000;
+        o->stream_interval_us = app->engine_every_core ? 4000 : 1000;
     }
     int slots = o->slots;
     if (slots <= 0 && dev == RN_DEVICE_CUDA && o->gpu_state_memory == 0) {
@@ -285,7 +286,8 @@ int main(int argc, char **argv)
                         .max_waiting = app.opt.max_waiting,
                         .prefix_cache_bytes = app.opt.prefix_cache_memory};
     if (rd_queue_new(&app.queue, app.loop, rd_api_on_ready, &app) == 0)
-        rd_queue_set_interval_us(app.queue, (unsigned)app.opt.stream_interval_us);
+        rd_queue_set_interval_us(app.queue, (unsigned)app.opt.stream_interval_us,
+                                 !app.engine_every_core);
     if (!app.queue || rd_sched_start(&app.sched, app.engine, app.queue, &so) != 0) {
         fprintf(stderr, "retnetd: cannot start the engine thread\n");
         goto out;

@@ -12,6 +12,7 @@ struct rd_queue {
     rd_job *sub_head, *sub_tail;
     rd_job *ready_head;
     int stop, poked;
+    int may_poll;                       /* rd_queue_set_interval_us */
     int polling;                        /* the loop collects held news on its timer */
     int urgent_wake;                    /* an urgent job is on the ready list */
     int deliver_all;                    /* the last wake was for everything, not only the urgent */
@@ -146,16 +147,17 @@ void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j, int urgent)
     q->ready_head = j;
 }
 
-void rd_queue_set_interval_us(rd_queue *q, unsigned us)
+void rd_queue_set_interval_us(rd_queue *q, unsigned us, int poll)
 {
     q->interval_ns = (uint64_t)us * 1000u;
+    q->may_poll = poll;
 }
 
 void rd_queue_poll(rd_queue *q, int on)
 {
     uint64_t ms = q->interval_ns / 1000000u;
-    if (on && ms == 0)
-        return; /* libuv's timers count whole milliseconds: the engine wakes */
+    if (on && (ms == 0 || !q->may_poll))
+        return; /* a sub-millisecond interval, or no core of its own: the engine wakes */
     uv_mutex_lock(&q->mu);
     int was = q->polling;
     q->polling = on;

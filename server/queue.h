@@ -53,16 +53,21 @@ void rd_queue_mark_ready_locked(rd_queue *q, rd_job *j, int urgent);
  * SSE chunk) instead of one wake each. */
 void rd_queue_wake(rd_queue *q, int flush, uint64_t ahead_ns);
 /* The stream interval in microseconds (default 0: every iteration's news
- * at once). */
-void rd_queue_set_interval_us(rd_queue *q, unsigned us);
+ * at once).  poll: the loop may collect held news on its own timer
+ * (rd_queue_poll); worth it only when the loop has a core the engine does
+ * not use. */
+void rd_queue_set_interval_us(rd_queue *q, unsigned us, int poll);
 /* Loop thread: while on (some stream is open), a loop timer collects the
  * held news every stream interval and the engine wakes the loop only for
- * urgent news or when it goes idle: a thread that wakes a sleeping one pays
- * for it in the system call (15-45 us on the 2-core VM of
- * docs/benchmarks.md, against 2 us when the sleeper's core is the waker's),
- * and a timer's wake costs the engine nothing unless every core is its own.
- * Off: news left on the ready list goes out at once.  Intervals under 1 ms
- * (libuv's timer resolution) leave the waking to the engine. */
+ * urgent news or when it goes idle.  A thread that wakes a sleeping one pays
+ * for it in the system call: uv_async_send took 39-45 us of the engine
+ * thread on the 2-core VM of docs/benchmarks.md.  The timer's wake costs the
+ * engine nothing when the loop has a core of its own; when the engine takes
+ * every core, each wake of the loop preempts it either way, and the
+ * engine's own wakes, sent between steps, cost it less (measured: 1.5-3%
+ * of a single stream's speed), so there the engine keeps waking.  Off: news
+ * left on the ready list goes out at once.  Intervals under 1 ms (libuv's
+ * timer resolution) leave the waking to the engine too. */
 void rd_queue_poll(rd_queue *q, int on);
 /* Loop thread: takes the ready list (next_taken links), or after a wake for
  * urgent news only the urgent entries; each entry carries one reference the
