@@ -158,6 +158,8 @@ void rd_queue_poll(rd_queue *q, int on)
     uint64_t ms = q->interval_ns / 1000000u;
     if (on && (ms == 0 || !q->may_poll))
         return; /* a sub-millisecond interval, or no core of its own: the engine wakes */
+    if (uv_is_closing((uv_handle_t *)&q->poll))
+        return; /* shutting down: the engine thread is gone, nothing is held */
     uv_mutex_lock(&q->mu);
     int was = q->polling;
     q->polling = on;
