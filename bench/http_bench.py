@@ -530,10 +530,10 @@ def measure(a, model, threads, levels, client, tmp):
     finally:
         rc = srv.stop()
         os.makedirs(os.path.dirname(a.out), exist_ok=True)
-        shutil.copy(srv.log_path, os.path.join(os.path.dirname(a.out), "http-retnetd.log"))
+        kept = os.path.join(os.path.dirname(a.out), "http-retnetd-t%d.log" % threads)
+        shutil.copy(srv.log_path, kept)
     if rc != 0:
-        log("bench-http: retnetd exited with status %s; its log: %s"
-            % (rc, os.path.relpath(os.path.join(os.path.dirname(a.out), "http-retnetd.log"), ROOT)))
+        log("bench-http: retnetd exited with status %s; its log: %s" % (rc, os.path.relpath(kept, ROOT)))
     return results, health
 
 

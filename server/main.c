@@ -341,6 +341,7 @@ out:
         rd_sched_stop(app.sched);
     app.sched = NULL; /* sessions freed below must not touch the freed slot pool */
     if (app.queue) {
+        rd_queue_close(app.queue); /* on an error path nothing has closed them */
         uv_run(app.loop, UV_RUN_NOWAIT);
         rd_queue_free(app.queue);
     }

@@ -34,8 +34,10 @@ static void poll_cb(uv_timer_t *t)
     rd_queue *q = t->data;
     uv_mutex_lock(&q->mu);
     int any = q->ready_head != NULL;
-    if (any)
+    if (any) {
         q->deliver_all = 1;
+        q->urgent_wake = 0; /* taken now: the engine's next wake need not be for it */
+    }
     uv_mutex_unlock(&q->mu);
     if (any)
         q->on_ready(q->arg);
@@ -63,8 +65,11 @@ int rd_queue_new(rd_queue **out, uv_loop_t *loop, void (*on_ready)(void *arg), v
 
 void rd_queue_close(rd_queue *q)
 {
-    uv_close((uv_handle_t *)&q->async, NULL);
-    uv_close((uv_handle_t *)&q->poll, NULL);
+    /* a shutdown's walk over every handle may have closed them already */
+    if (!uv_is_closing((uv_handle_t *)&q->async))
+        uv_close((uv_handle_t *)&q->async, NULL);
+    if (!uv_is_closing((uv_handle_t *)&q->poll))
+        uv_close((uv_handle_t *)&q->poll, NULL);
 }
 
 void rd_queue_free(rd_queue *q)

@@ -24,7 +24,7 @@ typedef struct rd_queue rd_queue;
  * *out (owned by the caller: rd_queue_close then rd_queue_free after the
  * loop closed the handles). */
 int rd_queue_new(rd_queue **out, uv_loop_t *loop, void (*on_ready)(void *arg), void *arg);
-void rd_queue_close(rd_queue *q); /* uv_close of both handles (loop thread) */
+void rd_queue_close(rd_queue *q); /* uv_close of both handles unless closing (loop thread) */
 void rd_queue_free(rd_queue *q);
 
 void rd_queue_lock(rd_queue *q);
@@ -58,7 +58,8 @@ void rd_queue_wake(rd_queue *q, int flush, uint64_t ahead_ns);
  * not use. */
 void rd_queue_set_interval_us(rd_queue *q, unsigned us, int poll);
 /* Loop thread: while on (some stream is open), a loop timer collects the
- * held news every stream interval and the engine wakes the loop only for
+ * held news every stream interval (rounded down to whole milliseconds, so
+ * never later than the interval) and the engine wakes the loop only for
  * urgent news or when it goes idle.  A thread that wakes a sleeping one pays
  * for it in the system call: uv_async_send took 39-45 us of the engine
  * thread on the 2-core VM of docs/benchmarks.md.  The timer's wake costs the
