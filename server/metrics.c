@@ -236,6 +236,14 @@ char *rd_metrics_render(rd_app *app, size_t *len)
     meta(&o, "retnetd_prefix_cache_tokens_total", "counter",
          "prompt tokens not prefilled thanks to the prefix cache");
     put(&o, "retnetd_prefix_cache_tokens_total %ld\n", st.prefix_tokens);
+    if (app->queue) {
+        unsigned long by_engine, by_timer;
+        rd_queue_wake_counts(app->queue, &by_engine, &by_timer);
+        meta(&o, "retnetd_http_wakes_total", "counter",
+             "wakes of the HTTP thread for engine news, by the engine thread or its own timer");
+        put(&o, "retnetd_http_wakes_total{by=\"engine\"} %lu\n", by_engine);
+        put(&o, "retnetd_http_wakes_total{by=\"timer\"} %lu\n", by_timer);
+    }
     put_gauge(&o, "retnetd_queue_depth", "requests waiting for state slots", st.waiting);
     put_gauge(&o, "retnetd_running_requests", "requests the engine is prefilling or decoding",
               st.running);

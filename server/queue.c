@@ -17,6 +17,7 @@ struct rd_queue {
     int urgent_wake;                    /* an urgent job is on the ready list */
     int deliver_all;                    /* the last wake was for everything, not only the urgent */
     uint64_t interval_ns, last_wake_ns; /* rd_queue_wake (engine thread) */
+    unsigned long wakes_engine, wakes_timer; /* rd_queue_wake_counts */
     void (*on_ready)(void *);
     void *arg;
 };
@@ -37,6 +38,7 @@ static void poll_cb(uv_timer_t *t)
     if (any) {
         q->deliver_all = 1;
         q->urgent_wake = 0; /* taken now: the engine's next wake need not be for it */
+        q->wakes_timer++;
     }
     uv_mutex_unlock(&q->mu);
     if (any)
@@ -190,6 +192,7 @@ void rd_queue_wake(rd_queue *q, int flush, uint64_t ahead_ns)
     int all = flush || (!q->polling && now + ahead_ns - q->last_wake_ns > q->interval_ns);
     int wake = q->ready_head && (all || q->urgent_wake);
     if (wake) {
+        q->wakes_engine++;
         q->urgent_wake = 0;
         if (all) {
             q->deliver_all = 1;
@@ -226,6 +229,14 @@ rd_job *rd_queue_take_ready(rd_queue *q)
     }
     uv_mutex_unlock(&q->mu);
     return list;
+}
+
+void rd_queue_wake_counts(rd_queue *q, unsigned long *engine, unsigned long *timer)
+{
+    uv_mutex_lock(&q->mu);
+    *engine = q->wakes_engine;
+    *timer = q->wakes_timer;
+    uv_mutex_unlock(&q->mu);
 }
 
 void rd_queue_stop(rd_queue *q)

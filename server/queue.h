@@ -74,6 +74,9 @@ void rd_queue_poll(rd_queue *q, int on);
  * urgent news only the urgent entries; each entry carries one reference the
  * caller must drop. */
 rd_job *rd_queue_take_ready(rd_queue *q);
+/* How often the loop was woken for news: by the engine (uv_async_send) and
+ * by its own timer (rd_queue_poll), since the start. */
+void rd_queue_wake_counts(rd_queue *q, unsigned long *engine, unsigned long *timer);
 /* Asks the engine thread to stop; rd_queue_take returns NULL from then on. */
 void rd_queue_stop(rd_queue *q);
 int rd_queue_stopping(rd_queue *q);
