@@ -487,9 +487,10 @@ def health_wrk(port, seconds):
 
 # --------------------------------------------------------------------- main
 
-def measure(a, model, threads, levels, client, tmp):
+def measure(a, model, threads, levels, client, tmp, wrk_seconds):
     """One configuration: a server with --threads threads, each level's
-    engine / server pairs.  Returns (results, health)."""
+    engine / server pairs, then /health with wrk if wrk_seconds > 0.
+    Returns (results, health)."""
     srv = Server(a.retnetd, model, threads, max(levels), os.path.join(tmp, "retnetd.log"),
                  a.server_arg)
     srv.start()
@@ -525,8 +526,8 @@ def measure(a, model, threads, levels, client, tmp):
             r["decode_ratios"] = [p["full_load_vs_engine"] for p in pairs]
             r["steady_ratios"] = [p["steady_vs_engine"] for p in pairs]
             results.append(r)
-        if a.wrk_seconds > 0:
-            health = health_wrk(srv.port, a.wrk_seconds)
+        if wrk_seconds > 0:
+            health = health_wrk(srv.port, wrk_seconds)
     finally:
         rc = srv.stop()
         os.makedirs(os.path.dirname(a.out), exist_ok=True)
@@ -615,8 +616,7 @@ def main():
             log("bench-http: the machine is busy; expect noise")
         for i, threads in enumerate(thread_counts):
             wrk = a.wrk_seconds if i == len(thread_counts) - 1 else 0  # /health once, at the end
-            results, h = measure(argparse.Namespace(**dict(vars(a), wrk_seconds=wrk)), model, threads,
-                                 levels, client, tmp)
+            results, h = measure(a, model, threads, levels, client, tmp, wrk)
             configs.append({"threads": threads, "levels": results})
             health = h or health
     finally:

@@ -847,6 +847,13 @@ static int all_finished(rd_req *r)
     return 1;
 }
 
+/* The stream's last event; the connection ends after it. */
+static void stream_done(rd_req *r)
+{
+    rd_http_stream_push(r->conn, "data: [DONE]\n\n", 14, 1);
+    r->done_sent = 1;
+}
+
 static void stream_end(rd_req *r)
 {
     if (r->include_usage) {
@@ -855,8 +862,7 @@ static void stream_end(rd_req *r)
         usage_write(r, &r->chunk);
         chunk_send(r, &r->chunk);
     }
-    rd_http_stream_push(r->conn, "data: [DONE]\n\n", 14, 1);
-    r->done_sent = 1;
+    stream_done(r);
 }
 
 static void stream_error(rd_req *r, unsigned status, const char *msg)
@@ -869,8 +875,7 @@ static void stream_error(rd_req *r, unsigned status, const char *msg)
                                : ",\"type\":\"server_error\"");
     rd_jw_lit(w, ",\"param\":null,\"code\":null}");
     chunk_send(r, w);
-    rd_http_stream_push(r->conn, "data: [DONE]\n\n", 14, 1);
-    r->done_sent = 1;
+    stream_done(r);
 }
 
 /* Queue mutex held: copies every choice's progress into its mirror and the
@@ -985,7 +990,7 @@ static int reply_full(rd_req *r)
     rd_jw *w = &r->chunk; /* unused by a full response otherwise */
     rd_jw_reset(w);
     usage_write(r, w);
-    rd_jw_raw(w, "", 1);
+    rd_jw_raw(w, "", 1); /* its NUL: cJSON takes a C string */
     if (!w->oom)
         cJSON_AddRawToObject(o, "usage", w->p);
     return rd_json_reply(r->conn, 200, o);
