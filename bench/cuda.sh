@@ -2,7 +2,8 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-bf16-states,peer}.json and a summary on stdout; the
+# Results: build/bench/cuda/{ours,ours-tc,ours-tc4,ours-bf16-states,peer}.json and a
+# summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
 set -eu
@@ -19,6 +20,13 @@ cat "$OUT/device.txt"
 
 "$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,64,128,256 --prompts 512,2048,8192 \
     --chunk 1024 --decode 32 | tee "$OUT/ours.json"
+# the tensor-core GEMV (off by default until measured here) for batches up to
+# 16, from batch 1 (RETNET_CUDA_GEMV_MAX=0) and above the GEMV's default 4
+for v in "tc 0" "tc4 4"; do
+    set -- $v
+    RETNET_CUDA_TC_MAX=16 RETNET_CUDA_GEMV_MAX=$2 "$RETNET" bench-cuda "$MODEL" \
+        --batches 1,2,4,8,12,16 --prompts 512 --chunk 1024 --decode 32 | tee "$OUT/ours-$1.json"
+done
 # bf16 states (--gpu-state-dtype bf16): half the state bytes per step
 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 2048 --chunk 1024 --decode 32 \
     --state-bf16 | tee "$OUT/ours-bf16-states.json"

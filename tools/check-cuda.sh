@@ -29,8 +29,9 @@ fail=0
 # Each run: name, suite, then the environment it runs under.  The form suite
 # runs again with the decode step launched kernel by kernel (no graph), with
 # dependent launch off, with the retention products of a prefill chunk in
-# ragged 5-token pieces, and with cuBLASLt from 3 rows on instead of the GEMV,
-# so every path is held to the same properties.
+# ragged 5-token pieces, with cuBLASLt from 3 rows on instead of the GEMV,
+# and with every batch up to 16 rows through the tensor-core GEMV, so every
+# path is held to the same properties.
 while read -r name suite env; do
     log=$OUT/$name.log
     if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_DEFAULT_TIMEOUT=300 \
@@ -54,23 +55,34 @@ parity-gemv2 parity RETNET_CUDA_GEMV_MAX=2
 state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
 synthetic synthetic RETNET_CUDA_GRAPHS=1
 synthetic-gemv2 synthetic RETNET_CUDA_GEMV_MAX=2
+forms-tc forms RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=16
+parity-tc parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=16
+synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=16
 RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
     echo "check-cuda: memcheck not run (CHECK_CUDA_MEMCHECK=0)"
 elif command -v compute-sanitizer >/dev/null 2>&1; then
     # no fork: the sanitizer watches one process through a whole suite
-    for suite in forms parity state_bf16 synthetic; do
-        if RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
+    # (the last run: the synthetic shapes through the tensor-core GEMV)
+    while read -r name suite env; do
+        log=$OUT/memcheck-$name.log
+        if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
             compute-sanitizer --tool memcheck --error-exitcode 9 --leak-check full "$TESTS" \
-            >"$OUT/memcheck-$suite.log" 2>&1; then
-            echo "check-cuda: memcheck $suite clean ($(grep -c . "$OUT/memcheck-$suite.log") log lines)"
+            >"$log" 2>&1; then
+            echo "check-cuda: memcheck $name clean ($(grep -c . "$log") log lines)"
         else
-            echo "check-cuda: memcheck $suite FAILED (log: $OUT/memcheck-$suite.log)"
-            grep -E "=========" "$OUT/memcheck-$suite.log" | head -n 20
+            echo "check-cuda: memcheck $name FAILED (log: $log)"
+            grep -E "=========" "$log" | head -n 20
             fail=1
         fi
-    done
+    done <<MEMCHECK
+forms forms RETNET_CUDA_GRAPHS=1
+parity parity RETNET_CUDA_GRAPHS=1
+state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
+synthetic synthetic RETNET_CUDA_GRAPHS=1
+synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=16
+MEMCHECK
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"
 fi

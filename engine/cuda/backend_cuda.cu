@@ -9,11 +9,14 @@
  *
  * A forward pass mirrors the CPU backend's step for step (backend_cpu.c):
  *   - projections: decode batches up to x->gemv_max rows (RN_CUDA_GEMV_DEFAULT)
- *     stream each weight matrix once through rk_gemv (fp32 activations,
- *     fp32 accumulation), which also folds what follows a projection into
- *     its store (q/k scale and rotary, up * act(gate), the residual add);
- *     larger batches and prefill chunks use cuBLASLt with the activations
- *     rounded to the weights' dtype and fp32 accumulation and output;
+ *     stream each weight matrix once through rk_gemv_multi (fp32
+ *     activations, fp32 accumulation), which also folds what follows a
+ *     projection into its store (q/k scale and rotary, up * act(gate), the
+ *     residual add); with RETNET_CUDA_TC_MAX=n, bf16/fp16 batches up to n
+ *     rows go the same way through rk_gemv_tc (tensor cores, the rows
+ *     rounded to the weights' dtype); larger batches and prefill chunks use
+ *     cuBLASLt with the activations rounded to the weights' dtype and fp32
+ *     accumulation and output;
  *   - recurrent step: rk_ret_step reads and writes each state once, gathered
  *     by slot index, so a batch needs no copies;
  *   - chunkwise retention: per-head strided-batched fp32 GEMMs (cuBLAS) for
@@ -26,17 +29,17 @@
  * Decode steps run as CUDA graphs, one per (batch size, step_tail),
  * captured on first use: a 1.3B-shaped step is ~200 launches, whose
  * CPU-side cost would otherwise exceed the step's memory time at batch 1.
- * On the GEMV path they are also dependent launches (kernels.cu, rk_set_pdl),
- * so each kernel's start overlaps its predecessor's end.  Environment
+ * Where the projections stream they are also dependent launches (kernels.cu,
+ * rk_set_pdl), so each kernel's start overlaps its predecessor's end.
+ * Environment
  * switches, each read when an engine is made and each run by `make
  * check-cuda`: RETNET_CUDA_GRAPHS=0, RETNET_CUDA_PDL=0, RETNET_CUDA_FUSE=0
  * (none changes a bit: the form suite checks), RETNET_CUDA_GEMV_MAX=n,
- * RETNET_CUDA_RET_CHUNK=n.
+ * RETNET_CUDA_TC_MAX=n, RETNET_CUDA_RET_CHUNK=n.
  *
  * Greedy tokens can be picked on the device, inside the graph
  * (decode_argmax: n ids come back, not n x vocab logits).  Not here yet:
- * sampling with temperature on the device (those logits are copied back),
- * a bf16 state option.
+ * sampling with temperature on the device (those logits are copied back).
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -109,7 +112,8 @@ struct cuda_ctx {
     cudaGraphExec_t *graphs[3];
     int use_graphs;
     int fuse;     /* fold the steps after projections into them (folding) */
-    int gemv_max; /* largest row count the projections stream through rk_gemv */
+    int gemv_max; /* largest row count the projections stream through rk_gemv_multi */
+    int tc_max;   /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
     int pdl;      /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
 };
@@ -300,16 +304,12 @@ static int linear_lt(cuda_ctx *x, float *y, const void *src, int n, const void *
     return rc;
 }
 
-/* y (n x out) = rows (n x in) W^T + b; W is the device copy of Wt. */
-static int linear(cuda_ctx *x, float *y, const float *rows, int n, const void *W,
-                  const rn_tensor *Wt, const float *b)
+/* Whether projections of n rows stream their weights through this file's
+ * kernels (rk_gemv_multi up to gemv_max rows, rk_gemv_tc up to tc_max) rather
+ * than cuBLASLt. */
+static int streaming(const cuda_ctx *x, int n)
 {
-    int out = (int)Wt->shape[0], in = (int)Wt->shape[1], t = (int)Wt->dtype;
-    if (n <= x->gemv_max) {
-        rk_gemv(x->st, y, W, t, b, rows, n, out, in);
-        return RN_OK;
-    }
-    return linear_lt(x, y, lt_input(x, rows, n, in, t), n, W, Wt, b);
+    return n <= x->gemv_max || n <= x->tc_max;
 }
 
 /* ----------------------------------------------------------- retention */
@@ -418,12 +418,12 @@ static int retention_pieces(cuda_ctx *x, int slot, int l, int n)
 typedef enum { FWD_DECODE, FWD_CHUNK } fwd_mode;
 
 /* Whether this step's projections fold the work that follows them into
- * their stores (rk_gemv_job kinds): only on the GEMV path (n <= gemv_max)
- * and unless RETNET_CUDA_FUSE=0.  The folded step computes the same floats
- * as the separate kernels, so this changes speed, never bits. */
+ * their stores (rk_gemv_job kinds): only where they stream (streaming) and
+ * unless RETNET_CUDA_FUSE=0.  The folded step computes the same floats as
+ * the separate kernels, so this changes speed, never bits. */
 static int folding(const cuda_ctx *x, int n)
 {
-    return x->fuse && n <= x->gemv_max;
+    return x->fuse && streaming(x, n);
 }
 
 /* The residual add folds into the o and down projections (pre-norm: the
@@ -501,12 +501,31 @@ static rk_gemv_set gemv_set(int count, float *const *ys, const void *const *Ws,
     return set;
 }
 
-/* Streams set over n input rows; Wt (the set's first matrix) gives the
- * dtype and the input width they all share. */
+/* Streams set over n input rows (streaming(x, n)); Wt (the set's first
+ * matrix) gives the dtype and the input width they all share. */
 static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, const float *rows,
                      int n)
 {
-    rk_gemv_multi(x->st, set, (int)Wt->dtype, rows, n, (int)Wt->shape[1]);
+    int in = (int)Wt->shape[1], t = (int)Wt->dtype;
+    if (n <= x->gemv_max) {
+        rk_gemv_multi(x->st, set, t, rows, n, in);
+        return;
+    }
+    rn_cuda_tc_shape sh = rn_cuda_tc_plan(in);
+    rk_gemv_tc(x->st, set, t, rows, n, in, sh.warps, sh.k_per_warp);
+}
+
+/* y (n x out) = rows (n x in) W^T + b; W is the device copy of Wt. */
+static int linear(cuda_ctx *x, float *y, const float *rows, int n, const void *W,
+                  const rn_tensor *Wt, const float *b)
+{
+    int in = (int)Wt->shape[1], t = (int)Wt->dtype;
+    if (streaming(x, n)) {
+        rk_gemv_set set = gemv_set(1, &y, &W, &Wt, &b);
+        gemv_run(x, &set, Wt, rows, n);
+        return RN_OK;
+    }
+    return linear_lt(x, y, lt_input(x, rows, n, in, t), n, W, Wt, b);
 }
 
 /* Several projections of the same input rows (the matrices of a block
@@ -516,7 +535,7 @@ static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *c
                       const void *const *Ws, const rn_tensor *const *Wts, const float *const *bs)
 {
     int same = same_shape(Wts, count), rc;
-    if (n <= x->gemv_max && same && count <= RK_GEMV_JOBS) {
+    if (streaming(x, n) && same && count <= RK_GEMV_JOBS) {
         rk_gemv_set set = gemv_set(count, ys, Ws, Wts, bs);
         gemv_run(x, &set, Wts[0], rows, n);
         return RN_OK;
@@ -829,6 +848,22 @@ static int check_fits(const cuda_ctx *x, rn_error *err)
 
 /* Tuning overrides from the environment (documented in docs/operations.md),
  * clamped to [lo, hi]; def when unset. */
+/* Whether every matrix the projections stream fits the tensor-core GEMV
+ * (rn_cuda_tc_fits); absent ones (the gate without GLU) do not count. */
+static int tc_eligible(const cuda_ctx *x)
+{
+    const rn_weights *w = x->w;
+    int ok = 1;
+    for (int l = 0; l < x->c->n_layers; l++) {
+        const rn_layer_weights *s = &w->layers[l];
+        const rn_tensor *m[] = {&s->q_w,  &s->k_w,    &s->v_w,    &s->g_w,      &s->o_w,
+                                &s->up_w, &s->gate_w, &s->down_w, &w->lm_head_w};
+        for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+            ok &= !m[i]->data || rn_cuda_tc_fits((int)m[i]->dtype, (int)m[i]->shape[1]);
+    }
+    return ok;
+}
+
 static int env_int(const char *name, int def, int lo, int hi)
 {
     const char *v = getenv(name);
@@ -859,6 +894,8 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "device attributes");
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
     x->gemv_max = env_int("RETNET_CUDA_GEMV_MAX", RN_CUDA_GEMV_DEFAULT, 0, RN_CUDA_GEMV_MAX);
+    x->tc_max =
+        tc_eligible(x) ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX) : 0;
     x->ret_chunk = env_int("RETNET_CUDA_RET_CHUNK", RN_CUDA_RET_CHUNK, 0, 1 << 30);
     x->pdl = major >= 9 && rk_pdl_supported() && env_int("RETNET_CUDA_PDL", 1, 0, 1);
     CU(cudaStreamCreateWithFlags(&x->st, cudaStreamNonBlocking), "stream");
@@ -1056,14 +1093,15 @@ static cudaGraphExec_t decode_graph(cuda_ctx *x, int n, step_tail tail)
     return *slot;
 }
 
-/* One decode step's device work: replayed from a graph, or launched.  Up
- * to x->gemv_max rows every kernel after the embedding is one of
- * kernels.cu's, so they go out with dependent launch (x->pdl); the flag is
- * read while launching or capturing, so a graph keeps what it was made with. */
+/* One decode step's device work: replayed from a graph, or launched.
+ * Where the projections stream (streaming) every kernel after the embedding
+ * is one of kernels.cu's, so they go out with dependent launch (x->pdl); the
+ * flag is read while launching or capturing, so a graph keeps what it was
+ * made with. */
 static int decode_step(cuda_ctx *x, int n, step_tail tail)
 {
     int rc = RN_OK, done = 0;
-    rk_set_pdl(x->pdl && n <= x->gemv_max);
+    rk_set_pdl(x->pdl && streaming(x, n));
     if (x->use_graphs) {
         cudaGraphExec_t g = decode_graph(x, n, tail);
         if (g) {

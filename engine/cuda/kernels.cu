@@ -5,9 +5,11 @@
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <string.h>
 
 #include "kernels.cuh"
 #include "plan.h"
+#include "tc_layout.h"
 
 extern "C" {
 #include "../model.h"
@@ -792,7 +794,7 @@ template <int N> __device__ static inline void load_x(const float *x, float *xs)
 /* Row pairs of a job: plain rows go (0,1), (2,3), ...; rotary rows pair the
  * two features of each angle; GLU pairs row j of the up matrix with row j
  * of the gate. */
-__device__ static inline int gemv_pairs(const rk_gemv_job &j)
+__host__ __device__ static inline int gemv_pairs(const rk_gemv_job &j)
 {
     return j.kind == RK_JOB_GLU ? j.out : j.kind == RK_JOB_ROPE ? j.out / 2 : (j.out + 1) / 2;
 }
@@ -977,17 +979,19 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
         }
 }
 
+/* Row pairs over all of set's jobs. */
+static size_t set_pairs(const rk_gemv_set *set)
+{
+    size_t pairs = 0;
+    for (int m = 0; m < set->count; m++)
+        pairs += (size_t)gemv_pairs(set->job[m]);
+    return pairs;
+}
+
 template <typename T, int NB>
 static void gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x, int in)
 {
-    size_t pairs = 0;
-    for (int m = 0; m < set->count; m++) {
-        const rk_gemv_job &j = set->job[m];
-        pairs += (size_t)(j.kind == RK_JOB_GLU    ? j.out
-                          : j.kind == RK_JOB_ROPE ? j.out / 2
-                                                  : (j.out + 1) / 2);
-    }
-    size_t warps = (pairs + GEMV_PW(NB) - 1) / GEMV_PW(NB);
+    size_t warps = (set_pairs(set) + GEMV_PW(NB) - 1) / GEMV_PW(NB);
     unsigned blocks = (unsigned)((warps * 32 + GEMV_BLOCK - 1) / GEMV_BLOCK);
     if (in % wvec<T>::N == 0)
         launch(gemv_kernel<T, NB, true>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
@@ -1037,13 +1041,190 @@ void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *
         gemv_dispatch<float>(st, set, x, n, in);
 }
 
-void rk_gemv(cudaStream_t st, float *y, const void *W, int t, const float *bias, const float *x,
-             int n, int out, int in)
+/* ---------------------------------------------------- tensor-core GEMV */
+
+/* mma.m16n8k16 with fp32 accumulation for the weights' 16-bit type, and two
+ * fp32 values rounded to it and packed (the lower k in the low half, as the
+ * fragments hold them). */
+template <typename T> struct tc_op;
+template <> struct tc_op<__nv_bfloat16> {
+    __device__ static uint32_t pack(float lo, float hi)
+    {
+        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+        uint32_t u;
+        memcpy(&u, &h, sizeof u);
+        return u;
+    }
+    __device__ static void mma(float *d, const uint32_t *a, const uint32_t *b)
+    {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+    }
+};
+template <> struct tc_op<__half> {
+    __device__ static uint32_t pack(float lo, float hi)
+    {
+        __half2 h = __floats2half2_rn(lo, hi);
+        uint32_t u;
+        memcpy(&u, &h, sizeof u);
+        return u;
+    }
+    __device__ static void mma(float *d, const uint32_t *a, const uint32_t *b)
+    {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+    }
+};
+
+/* 32-k blocks of weights in flight per warp: 2 tiles x TC_ROUNDS 16-byte
+ * loads per lane, 4 KiB per warp, as the GEMV above. */
+#define TC_ROUNDS 4
+
+__device__ static inline uint32_t word_of(const uint4 &v, int w)
 {
-    rk_gemv_set set = {};
-    set.job[0].W = W, set.job[0].bias = bias, set.job[0].y = y, set.job[0].out = out;
-    set.count = 1;
-    rk_gemv_multi(st, &set, t, x, n, in);
+    return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w;
+}
+
+/* The lane's 16 bytes of both tiles' weight rows for the TC_ROUNDS blocks
+ * from kb; zero past k1 (the warp's share of k) and for absent rows. */
+template <typename T>
+__device__ static inline void tc_fetch(uint4 (*f)[TC_ROUNDS], const T *const *w, int kb, int k1,
+                                       int lk)
+{
+#pragma unroll
+    for (int tile = 0; tile < 2; tile++)
+#pragma unroll
+        for (int u = 0; u < TC_ROUNDS; u++) {
+            int k = kb + u * RN_TC_KBLOCK + lk;
+            f[tile][u] = w[tile] && k < k1 ? wvec<T>::fetch(w[tile] + k) : make_uint4(0, 0, 0, 0);
+        }
+}
+
+/* xr[h] = the 8 values at k of input row g + 8h (HI: rows 8..15 exist), zero
+ * for rows past n and when !ok. */
+template <bool HI>
+__device__ static inline void tc_load_x(float (*xr)[8], const float *x, int n, int in, int g, int k,
+                                        bool ok)
+{
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int row = g + 8 * h;
+        if (ok && row < n && (h == 0 || HI)) {
+            load_x<8>(x + (size_t)row * (size_t)in + (size_t)k, xr[h]);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                xr[h][j] = 0.0f;
+        }
+    }
+}
+
+/* rk_gemv_multi on the tensor cores for up to 16 input rows.  A block owns
+ * 8 row pairs of the set (tile 0: each pair's row ra, tile 1: its rb, so a
+ * lane's two results of a C position are a pair, as gemv_store takes them);
+ * its warps split the input width (kpw each) and stream their share of the
+ * 16 weight rows once, rounding the input rows to T as cuBLASLt's inputs
+ * are; the parts are summed in warp order, so the bits depend on the input
+ * width, never on n.  Fragment positions: tc_layout.h.  PDL as gemv_kernel:
+ * the first weight loads go out before pdl_wait, x is read after it with
+ * plain loads. */
+template <typename T, bool HI>
+__global__ void __launch_bounds__(32 * RN_CUDA_TC_WARPS_MAX)
+    gemv_tc_kernel(rk_gemv_set set, const float *x, int n, int in, int kpw)
+{
+    extern __shared__ float tc_part[]; /* [warp][tile * 4 + j][lane] */
+    pdl_trigger();
+    int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, g = lane / 4;
+    int warps = (int)blockDim.x / 32, first = (int)blockIdx.x * 8;
+    gemv_pair p;
+    const T *w[2] = {NULL, NULL};
+    if (gemv_pair_of(set, first + g, p)) {
+        const rk_gemv_job &jb = set.job[p.m];
+        w[0] = (const T *)jb.W + (size_t)p.ra * (size_t)in;
+        if (p.has_b)
+            w[1] = (const T *)(jb.kind == RK_JOB_GLU ? jb.W2 : jb.W) + (size_t)p.rb * (size_t)in;
+    }
+    int k0 = warp * kpw, k1 = min(in, k0 + kpw), lk = rn_tc_lane_k(lane);
+    float acc[2][4] = {};
+    uint4 f[2][TC_ROUNDS];
+    tc_fetch<T>(f, w, k0, k1, lk);
+    pdl_wait();
+    for (int kb = k0; kb < k1; kb += RN_TC_KBLOCK * TC_ROUNDS) {
+        if (kb != k0)
+            tc_fetch<T>(f, w, kb, k1, lk);
+#pragma unroll
+        for (int u = 0; u < TC_ROUNDS; u++) {
+            int k = kb + u * RN_TC_KBLOCK + lk;
+            float xr[2][8];
+            tc_load_x<HI>(xr, x, n, in, g, k, k < k1);
+#pragma unroll
+            for (int s = 0; s < 2; s++) {
+                uint32_t a[4];
+#pragma unroll
+                for (int r = 0; r < 4; r++) {
+                    const float *v = xr[rn_tc_a_rowblk(r)] + 2 * rn_tc_word(s, rn_tc_a_half(r));
+                    a[r] = tc_op<T>::pack(v[0], v[1]);
+                }
+#pragma unroll
+                for (int tile = 0; tile < 2; tile++) {
+                    uint32_t b[2] = {word_of(f[tile][u], rn_tc_word(s, 0)),
+                                     word_of(f[tile][u], rn_tc_word(s, 1))};
+                    tc_op<T>::mma(acc[tile], a, b);
+                }
+            }
+        }
+    }
+    if (warps > 1) {
+#pragma unroll
+        for (int v = 0; v < 8; v++)
+            tc_part[((size_t)warp * 8 + (size_t)v) * 32 + (size_t)lane] = acc[v / 4][v % 4];
+        __syncthreads();
+        if (warp != 0)
+            return;
+#pragma unroll
+        for (int v = 0; v < 8; v++) {
+            float sum = tc_part[(size_t)v * 32 + (size_t)lane];
+            for (int o = 1; o < warps; o++)
+                sum += tc_part[((size_t)o * 8 + (size_t)v) * 32 + (size_t)lane];
+            acc[v / 4][v % 4] = sum;
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        int row = rn_tc_c_row(lane, j);
+        gemv_pair q;
+        if (row < n && gemv_pair_of(set, first + rn_tc_c_col(lane, j), q))
+            gemv_store(set, q, row, acc[0][j], acc[1][j]);
+    }
+}
+
+template <typename T>
+static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const float *x, int n, int in,
+                           int warps, int kpw)
+{
+    unsigned blocks = (unsigned)((set_pairs(set) + 7) / 8);
+    size_t shm = warps > 1 ? (size_t)warps * 8 * 32 * sizeof(float) : 0;
+    if (n > 8)
+        launch(gemv_tc_kernel<T, true>, blocks, 32 * warps, shm, st, *set, x, n, in, kpw);
+    else
+        launch(gemv_tc_kernel<T, false>, blocks, 32 * warps, shm, st, *set, x, n, in, kpw);
+}
+
+void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
+                int warps, int k_per_warp)
+{
+    if (t == RN_DT_BF16)
+        gemv_tc_launch<__nv_bfloat16>(st, set, x, n, in, warps, k_per_warp);
+    else if (t == RN_DT_F16)
+        gemv_tc_launch<__half>(st, set, x, n, in, warps, k_per_warp);
 }
 
 /* ------------------------------------------------------------------ copy */

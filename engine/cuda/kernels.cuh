@@ -136,13 +136,18 @@ struct rk_gemv_set {
     float alpha; /* resid */
 };
 
-/* rk_gemv for every job of set over the same n input rows x (n x in). */
+/* Every job of set over the same n <= RN_CUDA_GEMV_MAX input rows x (n x
+ * in): each weight matrix (dtype t) streamed once for the whole batch, fp32
+ * activations and accumulation. */
 void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in);
 
-/* y[i] = W x[i] (+ bias) for n <= RN_CUDA_GEMV_MAX rows: W (out x in, dtype
- * t) streamed once for the whole batch, fp32 accumulation. */
-void rk_gemv(cudaStream_t st, float *y, const void *W, int t, const float *bias, const float *x,
-             int n, int out, int in);
+/* rk_gemv_multi on the tensor cores (kernels.cu, gemv_tc_kernel) for n <=
+ * RN_CUDA_TC_MAX rows of matrices that rn_cuda_tc_fits (bf16 or fp16, in a
+ * multiple of 8): the rows rounded to the weights' dtype as cuBLASLt's
+ * inputs are, fp32 accumulation, the same folded stores.  warps and
+ * k_per_warp: rn_cuda_tc_plan(in). */
+void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
+                int warps, int k_per_warp);
 
 /* Device-side measurements for `retnet bench`: a copy kernel over n bytes
  * (reported as read + write bytes) */

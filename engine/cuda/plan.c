@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "plan.h"
+#include "tc_layout.h"
 
 /* a * b, or 0 with *ovf set when it does not fit in size_t */
 static size_t mul(size_t a, size_t b, int *ovf)
@@ -141,4 +142,21 @@ rn_cuda_step_shape rn_cuda_step_plan(const rn_config *c, int n, int n_sms)
            dk / (2 * s.row_split) >= 2 * s.d_split)
         s.row_split *= 2;
     return s;
+}
+
+rn_cuda_tc_shape rn_cuda_tc_plan(int in)
+{
+    rn_cuda_tc_shape s = {1, RN_CUDA_TC_K_PER_WARP};
+    int blocks = in > 0 ? (in + RN_TC_KBLOCK - 1) / RN_TC_KBLOCK : 1;
+    int per = RN_CUDA_TC_K_PER_WARP / RN_TC_KBLOCK; /* k blocks per warp */
+    if ((blocks + per - 1) / per > RN_CUDA_TC_WARPS_MAX)
+        per = (blocks + RN_CUDA_TC_WARPS_MAX - 1) / RN_CUDA_TC_WARPS_MAX;
+    s.warps = (blocks + per - 1) / per;
+    s.k_per_warp = per * RN_TC_KBLOCK;
+    return s;
+}
+
+int rn_cuda_tc_fits(int t, int in)
+{
+    return (t == RN_DT_BF16 || t == RN_DT_F16) && in > 0 && in % 8 == 0;
 }

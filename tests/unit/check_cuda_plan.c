@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cuda/plan.h"
+#include "cuda/tc_layout.h"
 #include "model.h"
 #include "suites.h"
 
@@ -178,6 +179,97 @@ START_TEST(test_cuda_step_plan_covers_every_column)
 }
 END_TEST
 
+/* The tensor-core GEMV's k split: every k of the input width has one warp,
+ * no warp is empty, warps take whole 32-k blocks, at most the maximum. */
+START_TEST(test_cuda_tc_plan_covers_the_width)
+{
+    static const int widths[] = {8, 64, 256, 264, 520, 2048, 2816, 4096, 8192, 65536};
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) {
+        int in = widths[i];
+        rn_cuda_tc_shape s = rn_cuda_tc_plan(in);
+        ck_assert_int_ge(s.warps, 1);
+        ck_assert_int_le(s.warps, RN_CUDA_TC_WARPS_MAX);
+        ck_assert_int_eq(s.k_per_warp % RN_TC_KBLOCK, 0);
+        ck_assert_msg((long)s.warps * s.k_per_warp >= in, "in %d: %d x %d short", in, s.warps,
+                      s.k_per_warp);
+        ck_assert_msg((long)(s.warps - 1) * s.k_per_warp < in, "in %d: an empty warp", in);
+    }
+    /* the 1.3B preset's widths: 256 k per warp up to 16 warps */
+    ck_assert_int_eq(rn_cuda_tc_plan(2048).warps, 8);
+    ck_assert_int_eq(rn_cuda_tc_plan(2816).warps, 11);
+    ck_assert_int_eq(rn_cuda_tc_plan(4096).warps, 16);
+    ck_assert_int_eq(rn_cuda_tc_plan(8192).k_per_warp, 512);
+    ck_assert(rn_cuda_tc_fits(RN_DT_BF16, 2048) && rn_cuda_tc_fits(RN_DT_F16, 520));
+    ck_assert(!rn_cuda_tc_fits(RN_DT_F32, 2048) && !rn_cuda_tc_fits(RN_DT_BF16, 130));
+}
+END_TEST
+
+/* mma.m16n8k16 as the PTX ISA's fragment tables define it: lane (g, t)'s
+ * A registers r hold a_{2r}, a_{2r+1}; a_i sits at row g (i in 0,1,4,5) or
+ * g + 8, column 2t + (i & 1) (+ 8 for i >= 4); B register r holds b_{2r},
+ * b_{2r+1} at row 2t + (i & 1) (+ 8 for i >= 2), column g.  d += A B. */
+static void ptx_mma(double d[16][8], const float a[32][4][2], const float b[32][2][2])
+{
+    double A[16][16], B[16][8];
+    for (int lane = 0; lane < 32; lane++) {
+        int g = lane / 4, t = lane % 4;
+        for (int i = 0; i < 8; i++) {
+            int row = (i % 4) < 2 ? g : g + 8, col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
+            A[row][col] = a[lane][i / 2][i % 2];
+        }
+        for (int i = 0; i < 4; i++)
+            B[2 * t + (i & 1) + (i >= 2 ? 8 : 0)][g] = b[lane][i / 2][i % 2];
+    }
+    for (int m = 0; m < 16; m++)
+        for (int n = 0; n < 8; n++)
+            for (int k = 0; k < 16; k++)
+                d[m][n] += A[m][k] * B[k][n];
+}
+
+/* The kernel's fragments (tc_layout.h), built the way gemv_tc_kernel builds
+ * them from each lane's 8 contiguous values, fed through the tables' mma
+ * over one 32-k block: every C position a lane stores (rn_tc_c_row/col)
+ * holds the dot product of that input row and that feature's row. */
+START_TEST(test_cuda_tc_fragments_compute_dot_products)
+{
+    float X[16][RN_TC_KBLOCK], W[8][RN_TC_KBLOCK];
+    uint32_t r = 12345;
+    for (int i = 0; i < 16 * RN_TC_KBLOCK; i++) {
+        r = r * 1664525u + 1013904223u;
+        X[i / RN_TC_KBLOCK][i % RN_TC_KBLOCK] = (float)((int)(r >> 24) - 128);
+        if (i < 8 * RN_TC_KBLOCK)
+            W[i / RN_TC_KBLOCK][i % RN_TC_KBLOCK] = (float)((int)((r >> 8) & 255) - 128);
+    }
+    double D[16][8] = {{0}};
+    for (int s = 0; s < 2; s++) {
+        float a[32][4][2], b[32][2][2];
+        for (int lane = 0; lane < 32; lane++) {
+            int g = lane / 4, lk = rn_tc_lane_k(lane);
+            for (int q = 0; q < 4; q++) /* A register q from input row blk */
+                for (int e = 0; e < 2; e++)
+                    a[lane][q][e] =
+                        X[g + 8 * rn_tc_a_rowblk(q)][lk + 2 * rn_tc_word(s, rn_tc_a_half(q)) + e];
+            ck_assert_int_eq(rn_tc_a_row(lane, 1), g + 8);
+            for (int q = 0; q < 2; q++)
+                for (int e = 0; e < 2; e++)
+                    b[lane][q][e] = W[g][lk + 2 * rn_tc_word(s, q) + e];
+        }
+        ptx_mma(D, a, b);
+    }
+    for (int lane = 0; lane < 32; lane++)
+        for (int j = 0; j < 4; j++) {
+            /* the tables' C position of value j, and what the kernel stores it as */
+            int prow = lane / 4 + (j >= 2 ? 8 : 0), pcol = 2 * (lane % 4) + (j & 1);
+            int row = rn_tc_c_row(lane, j), col = rn_tc_c_col(lane, j);
+            double want = 0;
+            for (int k = 0; k < RN_TC_KBLOCK; k++)
+                want += (double)X[row][k] * (double)W[col][k];
+            ck_assert_msg(D[prow][pcol] == want, "lane %d value %d: %g, want %g", lane, j,
+                          D[prow][pcol], want);
+        }
+}
+END_TEST
+
 Suite *cuda_plan_suite(void)
 {
     Suite *s = suite_create("cuda_plan");
@@ -189,6 +281,8 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_plan_slots_for_budget);
     tcase_add_test(tc, test_cuda_step_plan_covers_every_column);
     tcase_add_test(tc, test_cuda_slots_for_device);
+    tcase_add_test(tc, test_cuda_tc_plan_covers_the_width);
+    tcase_add_test(tc, test_cuda_tc_fragments_compute_dot_products);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -3,15 +3,19 @@
  * written by rn_model_write_random: a width over 512 (520), an odd number of
  * rotary pairs per head (key head 130: 65 pairs), a value head of 260 and an
  * odd vocabulary over 8192 (9001); once with rotary positions and the q/k
- * scale on q, once with no positions and the scale on k.  These are the
+ * scale on q, once with no positions and the scale on k, once as the first
+ * with bf16 weights (the tensor-core GEMV takes only 16-bit weights).  The
+ * batched decode has 12 sessions, past the 8 rows one half of that
+ * kernel's fragments holds.  These are the
  * shapes where the GPU's decode kernels change their blocking, so `make
  * check-cuda` runs this suite with RN_TEST_DEVICE=cuda; on the CPU it checks
  * the same shapes there.  The engine under test runs chunkwise prefill with
  * a ragged tail, a prompt continued in two calls and a batched decode at
  * mixed positions; a separate CPU engine runs the recurrent form one token
  * and one slot at a time, and every logit and state is compared.
- * Tolerance: the weights are f32, so 1e-4 x max(1, max |logit|) and
- * 1e-4 x max(1, max |S|), as in check_parity.c.
+ * Tolerance, as in check_parity.c: 1e-4 x max(1, max |logit|) and
+ * 1e-4 x max(1, max |S|); on the GPU with bf16 weights, whose projections
+ * round their inputs to bf16 too, 2e-2 x the same.
  */
 #include <check.h>
 #include <math.h>
@@ -25,16 +29,21 @@
 #include "suites.h"
 
 #define TOL 1e-4
+#define HALF_ACT_TOL 2e-2
 
-enum { N_TOK = 150, SLOTS = 4, CHUNK = 64, STEPS = 6 };
+enum { N_TOK = 150, SLOTS = 12, CHUNK = 64, STEPS = 6 };
 
 #define SHAPE                                                                                      \
     "\"hidden_size\":520,\"num_hidden_layers\":2,\"num_heads\":4,\"vocab_size\":9001,"             \
     "\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2"
 
-static const char *const configs[] = {
-    "{" SHAPE "}",
-    "{" SHAPE ",\"position_encoding\":\"none\",\"qk_scale\":\"k\"}",
+static const struct {
+    const char *json;
+    rn_dtype dtype; /* of the weights */
+} configs[] = {
+    {"{" SHAPE "}", RN_DT_F32},
+    {"{" SHAPE ",\"position_encoding\":\"none\",\"qk_scale\":\"k\"}", RN_DT_F32},
+    {"{" SHAPE "}", RN_DT_BF16},
 };
 
 typedef struct {
@@ -43,6 +52,7 @@ typedef struct {
     rn_engine *e;   /* under test: RN_TEST_DEVICE's device */
     rn_engine *ref; /* CPU, recurrent form */
     int vocab;
+    double tol; /* relative to max(1, max |reference|) */
     int32_t tok[N_TOK];
 } synth;
 
@@ -51,20 +61,22 @@ static void synth_open(synth *s, int which)
 {
     rn_config c;
     rn_error err = {0};
-    const char *json = configs[which];
+    const char *json = configs[which].json;
     memset(s, 0, sizeof *s);
     ck_assert_msg(rn_config_parse(&c, json, strlen(json), "synthetic", &err) == RN_OK, "%s",
                   err.msg);
     ck_assert_int_eq(c.head_dim_k, 130);
-    ck_assert(which == 0 || (c.position == RN_POS_NONE && c.qk_scale == RN_QKSCALE_K));
+    ck_assert(which != 1 || (c.position == RN_POS_NONE && c.qk_scale == RN_QKSCALE_K));
     test_dir_create(s->dir, sizeof s->dir, "synth");
-    ck_assert_msg(rn_model_write_random(s->dir, &c, RN_DT_F32, 11, &err) == RN_OK, "%s", err.msg);
+    ck_assert_msg(rn_model_write_random(s->dir, &c, configs[which].dtype, 11, &err) == RN_OK, "%s",
+                  err.msg);
     ck_assert_msg(rn_model_load(&s->m, s->dir, &err) == RN_OK, "%s", err.msg);
     rn_engine_opts o = fixture_opts(SLOTS, CHUNK);
     ck_assert_msg(rn_engine_new(&s->e, s->m, &o, &err) == RN_OK, "%s", err.msg);
     o.device = RN_DEVICE_CPU;
     ck_assert_msg(rn_engine_new(&s->ref, s->m, &o, &err) == RN_OK, "%s", err.msg);
     s->vocab = c.vocab_size;
+    s->tol = fixture_on_cuda() && configs[which].dtype != RN_DT_F32 ? HALF_ACT_TOL : TOL;
     uint32_t x = 5;
     for (int i = 0; i < N_TOK; i++) {
         x = x * 1664525u + 1013904223u;
@@ -87,10 +99,11 @@ static void ref_feed(synth *s, int slot, const int32_t *tok, int n, float *logit
     ck_assert_int_eq(rn_prefill(s->ref, slot, tok, n, &po, logits), RN_OK);
 }
 
-static void check_close(const char *what, const float *got, const float *want, size_t n)
+static void check_close(const synth *s, const char *what, const float *got, const float *want,
+                        size_t n)
 {
     size_t w = 0;
-    double d = max_abs_diff(got, want, n, &w), tol = TOL * fmax(1.0, max_abs(want, n));
+    double d = max_abs_diff(got, want, n, &w), tol = s->tol * fmax(1.0, max_abs(want, n));
     ck_assert_msg(d <= tol, "%s: max err %.3g (tol %.3g) at %zu: %.7g vs %.7g", what, d, tol, w,
                   (double)got[w], (double)want[w]);
 }
@@ -98,7 +111,7 @@ static void check_close(const char *what, const float *got, const float *want, s
 static void check_states(synth *s, int slot, const char *what)
 {
     float *a = fixture_state(s->e, slot), *b = fixture_state(s->ref, slot);
-    check_close(what, a, b, rn_engine_state_bytes(s->e) / sizeof(float));
+    check_close(s, what, a, b, rn_engine_state_bytes(s->e) / sizeof(float));
     free(a);
     free(b);
 }
@@ -114,12 +127,12 @@ START_TEST(test_synthetic_prefill_ragged_and_continued)
     /* whole prompt: two chunks of 64 and a tail of 22 */
     rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = CHUNK};
     ck_assert_int_eq(rn_prefill(s.e, 0, s.tok, N_TOK, &po, got), RN_OK);
-    check_close("chunkwise 150 in chunks of 64", got, want, (size_t)s.vocab);
+    check_close(&s, "chunkwise 150 in chunks of 64", got, want, (size_t)s.vocab);
     check_states(&s, 0, "state after chunkwise 150");
     /* the same prompt in two calls, 70 then 80: the second starts mid-state */
     ck_assert_int_eq(rn_prefill(s.e, 1, s.tok, 70, &po, NULL), RN_OK);
     ck_assert_int_eq(rn_prefill(s.e, 1, s.tok + 70, N_TOK - 70, &po, got), RN_OK);
-    check_close("chunkwise 70 + 80", got, want, (size_t)s.vocab);
+    check_close(&s, "chunkwise 70 + 80", got, want, (size_t)s.vocab);
     ref_feed(&s, 1, s.tok, N_TOK, NULL);
     check_states(&s, 1, "state after 70 + 80");
     free(got);
@@ -130,16 +143,15 @@ END_TEST
 
 START_TEST(test_synthetic_batched_decode_mixed_positions)
 {
-    static const int len[SLOTS] = {5, 37, 64, 101};
     synth s;
     synth_open(&s, _i);
     size_t V = (size_t)s.vocab;
     float *got = malloc(sizeof(float) * V * SLOTS), *want = malloc(sizeof(float) * V);
     ck_assert(got && want);
     rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = CHUNK};
-    int slots[SLOTS];
+    int slots[SLOTS], len[SLOTS];
     for (int k = 0; k < SLOTS; k++) {
-        slots[k] = k;
+        slots[k] = k, len[k] = 5 + 9 * k; /* mixed positions, up to 104 */
         ck_assert_int_eq(rn_prefill(s.e, k, s.tok, len[k], &po, NULL), RN_OK);
         ref_feed(&s, k, s.tok, len[k], NULL);
     }
@@ -153,7 +165,7 @@ START_TEST(test_synthetic_batched_decode_mixed_positions)
             ref_feed(&s, k, &in[k], 1, want);
             snprintf(what, sizeof what, "decode step %d, slot %d (position %d)", step, k,
                      len[k] + step);
-            check_close(what, got + (size_t)k * V, want, V);
+            check_close(&s, what, got + (size_t)k * V, want, V);
         }
     }
     for (int k = 0; k < SLOTS; k++)

@@ -167,9 +167,12 @@ void fixture_env_restore(const char *name, char *saved)
 
 void fixture_check_batched_is_single(const fixture *f, const rn_engine_opts *o, int nb, int steps)
 {
-    char *saved = fixture_env_set("RETNET_CUDA_GEMV_MAX", "8");
+    const char *tc = getenv("RETNET_CUDA_TC_MAX"), *gm = getenv("RETNET_CUDA_GEMV_MAX");
+    int keep = tc && atoi(tc) >= nb && gm && atoi(gm) == 0;
+    char *saved = keep ? NULL : fixture_env_set("RETNET_CUDA_GEMV_MAX", "8");
     rn_engine *batched = fixture_engine_opts(f, o), *single = fixture_engine_opts(f, o);
-    fixture_env_restore("RETNET_CUDA_GEMV_MAX", saved);
+    if (!keep)
+        fixture_env_restore("RETNET_CUDA_GEMV_MAX", saved);
     int V = f->cfg->vocab_size, *slots = malloc(sizeof(int) * (size_t)nb);
     int32_t *next = malloc(sizeof(int32_t) * (size_t)nb);
     float *lb = malloc(sizeof(float) * (size_t)nb * (size_t)V),
