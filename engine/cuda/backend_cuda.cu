@@ -111,10 +111,12 @@ struct cuda_ctx {
     /* decode graphs: [step_tail][n], n in 1..max_batch; NULL until captured */
     cudaGraphExec_t *graphs[3];
     int use_graphs;
-    int fuse;     /* fold the steps after projections into them (folding) */
-    int gemv_max; /* largest row count the projections stream through rk_gemv_multi */
-    int tc_max;   /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
-    int pdl;      /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
+    int fuse;             /* fold the steps after projections into them (folding) */
+    int gemv_max;         /* largest row count the projections stream through rk_gemv_multi */
+    int tc_max;           /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
+    int half_t;           /* common_half: the dtype producers may round their output to, or -1 */
+    const float *rounded; /* rows a producer wrote only rounded, into half (half_out) */
+    int pdl;              /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
 };
 
@@ -282,13 +284,16 @@ static int lt_matmul(cuda_ctx *x, float *y, const void *W, const void *in_rows, 
 }
 
 /* The rows as cuBLASLt reads them: as they are for fp32 weights, else
- * rounded to the weights' dtype in x->half (valid until the next call).
+ * rounded to the weights' dtype in x->half (valid until the next call), or
+ * already there when their producer wrote them that way (half_out).
  * fp16 weights: activations beyond 65504 would become inf here; the models
  * we know of are bf16 or fp32, and the parity suite covers both. */
 static const void *lt_input(cuda_ctx *x, const float *rows, int n, int in, int t)
 {
-    if (t == RN_DT_F32)
-        return rows;
+    int ready = rows == x->rounded && t == x->half_t;
+    x->rounded = NULL; /* x->half is used now, or overwritten */
+    if (t == RN_DT_F32 || ready)
+        return t == RN_DT_F32 ? rows : x->half;
     rk_to_half(x->st, x->half, rows, (size_t)n * (size_t)in, t);
     return x->half;
 }
@@ -310,6 +315,22 @@ static int linear_lt(cuda_ctx *x, float *y, const void *src, int n, const void *
 static int streaming(const cuda_ctx *x, int n)
 {
     return n <= x->gemv_max || n <= x->tc_max;
+}
+
+/* Where a kernel writes rows (n of them) that only a projection reads
+ * next: on the cuBLASLt path, with one 16-bit dtype for every matrix and
+ * folding on (x->fuse), straight into x->half, rounded as lt_input would
+ * round them, and never in fp32 (lt_input finds them through x->rounded);
+ * else to rows as usual.  Same bits either way, one pass less. */
+static rk_half half_out(cuda_ctx *x, const float *rows, int n)
+{
+    rk_half h = {};
+    x->rounded = NULL;
+    if (x->fuse && !streaming(x, n) && x->half_t >= 0) {
+        h.p = x->half, h.t = x->half_t;
+        x->rounded = rows;
+    }
+    return h;
 }
 
 /* ----------------------------------------------------------- retention */
@@ -439,7 +460,7 @@ static const float *block_input(cuda_ctx *x, int n, const float *w, const float 
     if (c->norm_position != RN_NORMPOS_PRE)
         return x->x;
     rk_norm(x->st, x->hn, x->x, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER, w, b, c->norm_eps,
-            NULL, 0);
+            NULL, 0, half_out(x, x->hn, n));
     return x->hn;
 }
 
@@ -466,7 +487,8 @@ static const float *residual_into(cuda_ctx *x, int n, const float *w, const floa
         return last ? x->x : block_input(x, n, w_next, b_next);
     if (c->norm_position == RN_NORMPOS_PRE && !last) {
         rk_add_norm(x->st, x->hn, x->x, x->y, c->residual_alpha, n, c->hidden_size,
-                    c->norm_kind == RN_NORM_LAYER, w_next, b_next, c->norm_eps);
+                    c->norm_kind == RN_NORM_LAYER, w_next, b_next, c->norm_eps,
+                    half_out(x, x->hn, n));
         return x->hn;
     }
     residual(x, n, w, b);
@@ -610,7 +632,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     }
     rk_norm_parts(x->st, x->o, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,
                   c->group_norm_kind == RN_NORM_LAYER, c->group_norm_affine ? d->gn_w : NULL, NULL,
-                  c->group_norm_eps, x->g, (int)c->gate_act);
+                  c->group_norm_eps, x->g, (int)c->gate_act, half_out(x, x->o, n));
     return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b);
 }
 
@@ -635,9 +657,9 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
         if ((rc = linear_set(x, in, n, glu ? 2 : 1, ys, Ws, Wts, bs)))
             return rc;
         if (glu)
-            rk_glu(x->st, x->f1, x->f2, nf, (int)c->hidden_act);
+            rk_glu(x->st, x->f1, x->f2, nf, (int)c->hidden_act, half_out(x, x->f1, n));
         else
-            rk_act(x->st, x->f1, nf, (int)c->hidden_act);
+            rk_act(x->st, x->f1, nf, (int)c->hidden_act, half_out(x, x->f1, n));
     }
     return sublayer_out(x, x->f1, n, d->down, &lw->down_w, d->down_b);
 }
@@ -649,7 +671,8 @@ static int output_logits(cuda_ctx *x, int first, int n)
     const float *h = x->x + (size_t)first * (size_t)c->hidden_size;
     if (c->final_norm) {
         rk_norm(x->st, x->hn, h, n - first, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
-                x->final_norm_w, x->final_norm_b, c->norm_eps, NULL, 0);
+                x->final_norm_w, x->final_norm_b, c->norm_eps, NULL, 0,
+                half_out(x, x->hn, n - first));
         h = x->hn;
     }
     return linear(x, x->logits, h, n - first, x->lm_head, &x->w->lm_head_w, x->lm_head_b);
@@ -846,24 +869,51 @@ static int check_fits(const cuda_ctx *x, rn_error *err)
     return RN_OK;
 }
 
-/* Tuning overrides from the environment (documented in docs/operations.md),
- * clamped to [lo, hi]; def when unset. */
+/* The matrices the projections read: layer l's eight (absent ones have no
+ * data) and the LM head. */
+enum { N_MATRICES = 9 };
+static void layer_matrices(const cuda_ctx *x, int l, const rn_tensor *m[N_MATRICES])
+{
+    const rn_layer_weights *s = &x->w->layers[l];
+    m[0] = &s->q_w, m[1] = &s->k_w, m[2] = &s->v_w, m[3] = &s->g_w, m[4] = &s->o_w;
+    m[5] = &s->up_w, m[6] = &s->gate_w, m[7] = &s->down_w, m[8] = &x->w->lm_head_w;
+}
+
 /* Whether every matrix the projections stream fits the tensor-core GEMV
- * (rn_cuda_tc_fits); absent ones (the gate without GLU) do not count. */
+ * (rn_cuda_tc_fits). */
 static int tc_eligible(const cuda_ctx *x)
 {
-    const rn_weights *w = x->w;
     int ok = 1;
     for (int l = 0; l < x->c->n_layers; l++) {
-        const rn_layer_weights *s = &w->layers[l];
-        const rn_tensor *m[] = {&s->q_w,  &s->k_w,    &s->v_w,    &s->g_w,      &s->o_w,
-                                &s->up_w, &s->gate_w, &s->down_w, &w->lm_head_w};
-        for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        const rn_tensor *m[N_MATRICES];
+        layer_matrices(x, l, m);
+        for (int i = 0; i < N_MATRICES; i++)
             ok &= !m[i]->data || rn_cuda_tc_fits((int)m[i]->dtype, (int)m[i]->shape[1]);
     }
     return ok;
 }
 
+/* The one 16-bit dtype of every matrix (what half_out rounds to), or -1
+ * when they are fp32 or mixed. */
+static int common_half(const cuda_ctx *x)
+{
+    int t = -1;
+    for (int l = 0; l < x->c->n_layers; l++) {
+        const rn_tensor *m[N_MATRICES];
+        layer_matrices(x, l, m);
+        for (int i = 0; i < N_MATRICES; i++) {
+            if (!m[i]->data)
+                continue;
+            if (m[i]->dtype == RN_DT_F32 || (t >= 0 && (int)m[i]->dtype != t))
+                return -1;
+            t = (int)m[i]->dtype;
+        }
+    }
+    return t;
+}
+
+/* Tuning overrides from the environment (documented in docs/operations.md),
+ * clamped to [lo, hi]; def when unset. */
 static int env_int(const char *name, int def, int lo, int hi)
 {
     const char *v = getenv(name);
@@ -896,6 +946,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->gemv_max = env_int("RETNET_CUDA_GEMV_MAX", RN_CUDA_GEMV_DEFAULT, 0, RN_CUDA_GEMV_MAX);
     x->tc_max =
         tc_eligible(x) ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX) : 0;
+    x->half_t = common_half(x);
     x->ret_chunk = env_int("RETNET_CUDA_RET_CHUNK", RN_CUDA_RET_CHUNK, 0, 1 << 30);
     x->pdl = major >= 9 && rk_pdl_supported() && env_int("RETNET_CUDA_PDL", 1, 0, 1);
     CU(cudaStreamCreateWithFlags(&x->st, cudaStreamNonBlocking), "stream");

@@ -106,6 +106,18 @@ void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *to
     embed_kernel<<<(unsigned)n, BLOCK, 0, st>>>(x, E, t, tok, D, scale);
 }
 
+/* Stores v at out[i]: in fp32, or rounded to nearest even into h when
+ * h.p is set (rk_half). */
+__device__ static inline void store_out(float *out, rk_half h, size_t i, float v)
+{
+    if (!h.p)
+        out[i] = v;
+    else if (h.t == RN_DT_BF16)
+        ((__nv_bfloat16 *)h.p)[i] = __float2bfloat16_rn(v);
+    else
+        ((__half *)h.p)[i] = __float2half_rn(v);
+}
+
 /* ----------------------------------------------------------------- norms */
 
 /* Sums a and b over the block in double (the CPU backend's norms
@@ -133,7 +145,8 @@ __device__ static void block_sum2(double &a, double &b, double *sh)
  * inputs); each thread later reads back only values it wrote itself. */
 __global__ void norm_kernel(float *y, const float *x, int d, int layer_kind, const float *w,
                             const float *b, float eps, const float *gate, int act, int parts,
-                            size_t part_stride, const float *res, float alpha, float *sink)
+                            size_t part_stride, const float *res, float alpha, float *sink,
+                            rk_half h)
 {
     pdl_enter();
     __shared__ double sh[64];
@@ -165,14 +178,13 @@ __global__ void norm_kernel(float *y, const float *x, int d, int layer_kind, con
     double mu = layer_kind ? s / d : 0.0;
     double dev = layer_kind ? fmax(ss - s * mu, 0.0) : ss;
     float r = rn_norm_factor(dev, d, eps);
-    float *yr = y + row * (size_t)d;
     for (int k = threadIdx.x; k < d; k += blockDim.x) {
         float v = (float)((double)xr[k] - mu) * r;
         v = w ? v * w[k] : v;
         v = b ? v + b[k] : v;
         if (gate)
             v *= rn_act_apply(act, gate[row * (size_t)d + (size_t)k]);
-        yr[k] = v;
+        store_out(y, h, row * (size_t)d + (size_t)k, v);
     }
 }
 
@@ -182,25 +194,25 @@ static unsigned norm_threads(int d)
 }
 
 void rk_norm(cudaStream_t st, float *y, const float *x, int rows, int d, int layer_kind,
-             const float *w, const float *b, float eps, const float *gate, int act)
+             const float *w, const float *b, float eps, const float *gate, int act, rk_half h)
 {
     launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
-           gate, act, 1, 0, NULL, 1.0f, NULL);
+           gate, act, 1, 0, NULL, 1.0f, NULL, h);
 }
 
 void rk_norm_parts(cudaStream_t st, float *y, const float *x, int parts, size_t part_stride,
                    int rows, int d, int layer_kind, const float *w, const float *b, float eps,
-                   const float *gate, int act)
+                   const float *gate, int act, rk_half h)
 {
     launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
-           gate, act, parts, part_stride, NULL, 1.0f, parts > 1 ? y : NULL);
+           gate, act, parts, part_stride, NULL, 1.0f, parts > 1 ? y : NULL, h);
 }
 
 void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float alpha, int rows,
-                 int d, int layer_kind, const float *w, const float *b, float eps)
+                 int d, int layer_kind, const float *w, const float *b, float eps, rk_half h)
 {
     launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
-           NULL, 0, 1, 0, res, alpha, x);
+           NULL, 0, 1, 0, res, alpha, x, h);
 }
 
 /* --------------------------------------------------------------- rotary */
@@ -573,17 +585,17 @@ void rk_state_compress(cudaStream_t st, void *dst, const float *src, size_t n)
 
 /* ---------------------------------------------------------- elementwise */
 
-__global__ void act_kernel(float *x, size_t n, int act)
+__global__ void act_kernel(float *x, size_t n, int act, rk_half h)
 {
     pdl_enter();
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
          t += (size_t)gridDim.x * blockDim.x)
-        x[t] = rn_act_apply(act, x[t]);
+        store_out(x, h, t, rn_act_apply(act, x[t]));
 }
 
-void rk_act(cudaStream_t st, float *x, size_t n, int act)
+void rk_act(cudaStream_t st, float *x, size_t n, int act, rk_half h)
 {
-    launch(act_kernel, blocks_for(n), BLOCK, 0, st, x, n, act);
+    launch(act_kernel, blocks_for(n), BLOCK, 0, st, x, n, act, h);
 }
 
 #define ARGMAX_THREADS 1024
@@ -649,17 +661,17 @@ void rk_argmax_rows(cudaStream_t st, int32_t *out, const float *logits, int rows
     launch(argmax_kernel, (unsigned)rows, ARGMAX_THREADS, 0, st, out, logits, V);
 }
 
-__global__ void glu_kernel(float *up, const float *gate, size_t n, int act)
+__global__ void glu_kernel(float *up, const float *gate, size_t n, int act, rk_half h)
 {
     pdl_enter();
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
          t += (size_t)gridDim.x * blockDim.x)
-        up[t] *= rn_act_apply(act, gate[t]);
+        store_out(up, h, t, up[t] * rn_act_apply(act, gate[t]));
 }
 
-void rk_glu(cudaStream_t st, float *up, const float *gate, size_t n, int act)
+void rk_glu(cudaStream_t st, float *up, const float *gate, size_t n, int act, rk_half h)
 {
-    launch(glu_kernel, blocks_for(n), BLOCK, 0, st, up, gate, n, act);
+    launch(glu_kernel, blocks_for(n), BLOCK, 0, st, up, gate, n, act, h);
 }
 
 __global__ void residual_kernel(float *x, const float *y, size_t n, float alpha)
@@ -690,21 +702,18 @@ void rk_add_bias(cudaStream_t st, float *y, const float *b, int rows, int cols)
            cols);
 }
 
-__global__ void to_half_kernel(void *dst, const float *src, size_t n, int t)
+__global__ void to_half_kernel(rk_half h, const float *src, size_t n)
 {
     pdl_enter();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        if (t == RN_DT_BF16)
-            ((__nv_bfloat16 *)dst)[i] = __float2bfloat16_rn(src[i]);
-        else
-            ((__half *)dst)[i] = __float2half_rn(src[i]);
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        store_out(NULL, h, i, src[i]);
 }
 
 void rk_to_half(cudaStream_t st, void *dst, const float *src, size_t n, int t)
 {
-    launch(to_half_kernel, blocks_for(n), BLOCK, 0, st, dst, src, n, t);
+    rk_half h = {dst, t};
+    launch(to_half_kernel, blocks_for(n), BLOCK, 0, st, h, src, n);
 }
 
 /* ------------------------------------------------------------------ GEMV */

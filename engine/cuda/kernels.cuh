@@ -24,6 +24,14 @@ struct rk_states {
     int bf16;           /* only rk_ret_step takes bf16 states (never with s) */
 };
 
+/* Where a kernel that feeds a cuBLASLt projection may write instead of its
+ * fp32 output: the same values rounded to the projection's dtype t (bf16 or
+ * fp16), what rk_to_half would make of them.  p NULL: the fp32 output. */
+struct rk_half {
+    void *p;
+    int t;
+};
+
 /* Launches by the calling thread use programmatic dependent launch while
  * on != 0 (kernels.cu: each kernel may then be scheduled while its
  * predecessor finishes).  Only for stretches of the stream made of this
@@ -40,20 +48,23 @@ void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *to
 
 /* y[i] = norm(x[i]) (LayerNorm when layer_kind, else RMSNorm) * w + b, over d
  * values per row; w, b may be NULL.  With gate non-NULL the result is then
- * multiplied by act(gate[i]) (the retention output gate).  y may equal x. */
+ * multiplied by act(gate[i]) (the retention output gate).  y may equal x.
+ * With h.p the result goes to h instead of y (all the norms below too). */
 void rk_norm(cudaStream_t st, float *y, const float *x, int rows, int d, int layer_kind,
-             const float *w, const float *b, float eps, const float *gate, int act);
+             const float *w, const float *b, float eps, const float *gate, int act,
+             rk_half h = rk_half());
 
 /* rk_norm over the sum of parts partial inputs x + p * part_stride (the
  * recurrent step's split read-outs); y must not overlap them. */
 void rk_norm_parts(cudaStream_t st, float *y, const float *x, int parts, size_t part_stride,
                    int rows, int d, int layer_kind, const float *w, const float *b, float eps,
-                   const float *gate, int act);
+                   const float *gate, int act, rk_half h = rk_half());
 
 /* x = alpha x + res (the residual stream, updated in place), then
  * y = norm(x) * w + b: the residual add fused into the next block's norm. */
 void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float alpha, int rows,
-                 int d, int layer_kind, const float *w, const float *b, float eps);
+                 int d, int layer_kind, const float *w, const float *b, float eps,
+                 rk_half h = rk_half());
 
 /* Scales q (scale_k == 0) or k (scale_k != 0) by scale, then rotates both
  * (rotary != 0) at positions pos[row] with per-feature frequencies freq. */
@@ -88,10 +99,11 @@ void rk_decay_state(cudaStream_t st, rk_states S, int slot, const float *pw, int
 void rk_ts_chunk(cudaStream_t st, float *o, rk_states S, int slot, const float *pw, float *sums,
                  int H, int C, int dv);
 
-/* x = act(x) over n values. */
-void rk_act(cudaStream_t st, float *x, size_t n, int act);
-/* up = up * act(gate) over n values. */
-void rk_glu(cudaStream_t st, float *up, const float *gate, size_t n, int act);
+/* x = act(x) over n values (with h.p: into h instead). */
+void rk_act(cudaStream_t st, float *x, size_t n, int act, rk_half h = rk_half());
+/* up = up * act(gate) over n values (with h.p: into h instead). */
+void rk_glu(cudaStream_t st, float *up, const float *gate, size_t n, int act,
+            rk_half h = rk_half());
 /* out[r] = rn_argmax_row of logits row r (rows x V): greedy's token. */
 void rk_argmax_rows(cudaStream_t st, int32_t *out, const float *logits, int rows, int V);
 /* x = alpha x + y over n values. */
