@@ -30,7 +30,7 @@ fail=0
 # runs again with the decode step launched kernel by kernel (no graph), with
 # dependent launch off, with the retention products of a prefill chunk in
 # ragged 5-token pieces, with cuBLASLt from 3 rows on instead of the GEMV,
-# and with every batch up to 16 rows through the tensor-core GEMV, so every
+# and with every batch up to 64 rows through the tensor-core GEMV, so every
 # path is held to the same properties.
 while read -r name suite env; do
     log=$OUT/$name.log
@@ -55,9 +55,9 @@ parity-gemv2 parity RETNET_CUDA_GEMV_MAX=2
 state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
 synthetic synthetic RETNET_CUDA_GRAPHS=1
 synthetic-gemv2 synthetic RETNET_CUDA_GEMV_MAX=2
-forms-tc forms RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=16
-parity-tc parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=16
-synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=16
+forms-tc forms RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
+parity-tc parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
+synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
@@ -81,7 +81,7 @@ forms forms RETNET_CUDA_GRAPHS=1
 parity parity RETNET_CUDA_GRAPHS=1
 state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
 synthetic synthetic RETNET_CUDA_GRAPHS=1
-synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=16
+synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 MEMCHECK
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"

@@ -94,7 +94,7 @@ struct cuda_ctx {
     int64_t *pos;
     /* activations */
     float *x, *hn, *y, *q, *k, *v, *g, *o, *f1, *f2, *logits;
-    void *half;
+    void *half[2]; /* cuBLASLt / tensor-core inputs in the weights' dtype; [1]: F wide */
     float *A, *qd, *kd, *pw, *pw_tail, *sums;
     int ret_chunk; /* retention piece length in prefill chunks (ret_piece) */
     float *part;   /* the recurrent step's partial read-outs (plan.step_bytes) */
@@ -111,12 +111,12 @@ struct cuda_ctx {
     /* decode graphs: [step_tail][n], n in 1..max_batch; NULL until captured */
     cudaGraphExec_t *graphs[3];
     int use_graphs;
-    int fuse;             /* fold the steps after projections into them (folding) */
-    int gemv_max;         /* largest row count the projections stream through rk_gemv_multi */
-    int tc_max;           /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
-    int half_t;           /* common_half: the dtype producers may round their output to, or -1 */
-    const float *rounded; /* rows a producer wrote only rounded, into half (half_out) */
-    int pdl;              /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
+    int fuse;                /* fold the steps after projections into them (folding) */
+    int gemv_max;            /* largest row count the projections stream through rk_gemv_multi */
+    int tc_max;              /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
+    int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
+    const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
+    int pdl;                 /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
 };
 
@@ -283,19 +283,24 @@ static int lt_matmul(cuda_ctx *x, float *y, const void *W, const void *in_rows, 
     return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
 }
 
-/* The rows as cuBLASLt reads them: as they are for fp32 weights, else
- * rounded to the weights' dtype in x->half (valid until the next call), or
- * already there when their producer wrote them that way (half_out).
- * fp16 weights: activations beyond 65504 would become inf here; the models
- * we know of are bf16 or fp32, and the parity suite covers both. */
+/* The rows as cuBLASLt and the tensor-core GEMV read them: as they are for
+ * fp32 weights, else rounded to the weights' dtype in x->half[0] (valid
+ * until the next call), or already in x->half[i] when their producer wrote
+ * them that way (half_out).  fp16 weights: activations beyond 65504 would
+ * become inf here; the models we know of are bf16 or fp32, and the parity
+ * suite covers both. */
 static const void *lt_input(cuda_ctx *x, const float *rows, int n, int in, int t)
 {
-    int ready = rows == x->rounded && t == x->half_t;
-    x->rounded = NULL; /* x->half is used now, or overwritten */
-    if (t == RN_DT_F32 || ready)
-        return t == RN_DT_F32 ? rows : x->half;
-    rk_to_half(x->st, x->half, rows, (size_t)n * (size_t)in, t);
-    return x->half;
+    if (t == RN_DT_F32)
+        return rows;
+    for (int i = 0; i < 2; i++)
+        if (rows == x->rounded[i] && t == x->half_t) {
+            x->rounded[i] = NULL; /* read once: the next producer of rows says again */
+            return x->half[i];
+        }
+    x->rounded[0] = NULL; /* overwritten */
+    rk_to_half(x->st, x->half[0], rows, (size_t)n * (size_t)in, t);
+    return x->half[0];
 }
 
 /* y (n x out) = src W^T + b through cuBLASLt; src from lt_input. */
@@ -318,17 +323,23 @@ static int streaming(const cuda_ctx *x, int n)
 }
 
 /* Where a kernel writes rows (n of them) that only a projection reads
- * next: on the cuBLASLt path, with one 16-bit dtype for every matrix and
- * folding on (x->fuse), straight into x->half, rounded as lt_input would
- * round them, and never in fp32 (lt_input finds them through x->rounded);
- * else to rows as usual.  Same bits either way, one pass less. */
+ * next: when that projection reads rounded inputs (cuBLASLt or the
+ * tensor-core GEMV: n > gemv_max), every matrix has one 16-bit dtype and
+ * folding is on (x->fuse), straight into x->half (the F-wide half[1] for
+ * f1, which the folded GLU writes while half[0] holds its input), rounded
+ * as lt_input would round them, and never in fp32 (lt_input finds them
+ * through x->rounded); else to rows as usual.  Same bits either way, one
+ * pass less. */
 static rk_half half_out(cuda_ctx *x, const float *rows, int n)
 {
     rk_half h = {};
-    x->rounded = NULL;
-    if (x->fuse && !streaming(x, n) && x->half_t >= 0) {
-        h.p = x->half, h.t = x->half_t;
-        x->rounded = rows;
+    int i = rows == x->f1 ? 1 : 0;
+    for (int b = 0; b < 2; b++)
+        if (x->rounded[b] == rows)
+            x->rounded[b] = NULL; /* rows are about to change */
+    if (x->fuse && n > x->gemv_max && x->half_t >= 0) {
+        h.p = x->half[i], h.t = x->half_t;
+        x->rounded[i] = rows;
     }
     return h;
 }
@@ -529,12 +540,10 @@ static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, c
                      int n)
 {
     int in = (int)Wt->shape[1], t = (int)Wt->dtype;
-    if (n <= x->gemv_max) {
+    if (n <= x->gemv_max)
         rk_gemv_multi(x->st, set, t, rows, n, in);
-        return;
-    }
-    rn_cuda_tc_shape sh = rn_cuda_tc_plan(in);
-    rk_gemv_tc(x->st, set, t, rows, n, in, sh.warps, sh.k_per_warp);
+    else
+        rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms);
 }
 
 /* y (n x out) = rows (n x in) W^T + b; W is the device copy of Wt. */
@@ -651,6 +660,7 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
         /* up * act(gate) in the store: a warp streams row j of both */
         rk_gemv_set set = gemv_set(1, ys, Ws, Wts, bs); /* up, into x->f1 */
         set.job[0].kind = RK_JOB_GLU, set.job[0].W2 = d->gate, set.job[0].bias2 = d->gate_b;
+        set.job[0].h = half_out(x, x->f1, n); /* read next by the down projection */
         set.act = (int)c->hidden_act;
         gemv_run(x, &set, &lw->up_w, in, n);
     } else {
@@ -800,7 +810,8 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
             *rows[i] = (float *)b;
             b += align256(R * width[i] * 4);
         }
-        x->half = b;
+        x->half[0] = b;
+        x->half[1] = b + align256(R * (D > V ? (D > F ? D : F) : (V > F ? V : F)) * 2);
         x->logits = (float *)((char *)x->x + p->act_bytes);
     }
     CU(cudaMalloc(&x->A, p->chunk_bytes), "chunk scratch");

@@ -8,11 +8,11 @@
 #include <string.h>
 
 #include "kernels.cuh"
-#include "plan.h"
 #include "tc_layout.h"
 
 extern "C" {
 #include "../model.h"
+#include "plan.h"
 }
 #include "../rn_math.h"
 
@@ -849,7 +849,8 @@ __device__ static void gemv_store(const rk_gemv_set &set, const gemv_pair &p, in
     a += j.bias ? j.bias[p.ra] : 0.0f;
     if (j.kind == RK_JOB_GLU) {
         b += j.bias2 ? j.bias2[p.rb] : 0.0f;
-        y[p.ra] = a * rn_act_apply(set.act, b);
+        store_out(j.y, j.h, (size_t)bi * (size_t)j.out + (size_t)p.ra,
+                  a * rn_act_apply(set.act, b));
         return;
     }
     if (p.has_b)
@@ -1052,18 +1053,11 @@ void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *
 
 /* ---------------------------------------------------- tensor-core GEMV */
 
-/* mma.m16n8k16 with fp32 accumulation for the weights' 16-bit type, and two
- * fp32 values rounded to it and packed (the lower k in the low half, as the
- * fragments hold them). */
+/* mma.m16n8k16 with fp32 accumulation for the weights' 16-bit type T (the
+ * input rows come in T too: the same two values per 32-bit word, the lower
+ * k in the low half, as the fragments hold them). */
 template <typename T> struct tc_op;
 template <> struct tc_op<__nv_bfloat16> {
-    __device__ static uint32_t pack(float lo, float hi)
-    {
-        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-        uint32_t u;
-        memcpy(&u, &h, sizeof u);
-        return u;
-    }
     __device__ static void mma(float *d, const uint32_t *a, const uint32_t *b)
     {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -1071,17 +1065,12 @@ template <> struct tc_op<__nv_bfloat16> {
                      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+        __trap(); /* never launched: the backend needs sm_80 for this path */
 #endif
     }
 };
 template <> struct tc_op<__half> {
-    __device__ static uint32_t pack(float lo, float hi)
-    {
-        __half2 h = __floats2half2_rn(lo, hi);
-        uint32_t u;
-        memcpy(&u, &h, sizeof u);
-        return u;
-    }
     __device__ static void mma(float *d, const uint32_t *a, const uint32_t *b)
     {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -1089,151 +1078,186 @@ template <> struct tc_op<__half> {
                      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+        __trap();
 #endif
     }
 };
 
-/* 32-k blocks of weights in flight per warp: 2 tiles x TC_ROUNDS 16-byte
- * loads per lane, 4 KiB per warp, as the GEMV above. */
-#define TC_ROUNDS 4
+/* 16-byte weight loads in flight per lane, over its 2 NT weight rows: a
+ * warp keeps 4 KiB in flight, as the GEMV above. */
+#define TC_LOADS 8
+
+/* Most warps a block of MT m-tiles and NT pair groups has: the reduction's
+ * shared memory (MT NT KiB a warp) held to 32 KiB. */
+__host__ __device__ constexpr int tc_max_warps(int mt, int nt)
+{
+    return 32 / (mt * nt) < RN_CUDA_TC_WARPS_MAX ? 32 / (mt * nt) : RN_CUDA_TC_WARPS_MAX;
+}
 
 __device__ static inline uint32_t word_of(const uint4 &v, int w)
 {
     return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w;
 }
 
-/* The lane's 16 bytes of both tiles' weight rows for the TC_ROUNDS blocks
- * from kb; zero past k1 (the warp's share of k) and for absent rows. */
-template <typename T>
-__device__ static inline void tc_fetch(uint4 (*f)[TC_ROUNDS], const T *const *w, int kb, int k1,
+/* The lane's 16 bytes of each of its weight rows (w[nt][tile]) for the R
+ * blocks from kb; zero past k1 (the warp's share of k) and for absent rows. */
+template <typename T, int NT, int R>
+__device__ static inline void tc_fetch(uint4 (*f)[2][R], const T *const (*w)[2], int kb, int k1,
                                        int lk)
 {
 #pragma unroll
-    for (int tile = 0; tile < 2; tile++)
+    for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-        for (int u = 0; u < TC_ROUNDS; u++) {
-            int k = kb + u * RN_TC_KBLOCK + lk;
-            f[tile][u] = w[tile] && k < k1 ? wvec<T>::fetch(w[tile] + k) : make_uint4(0, 0, 0, 0);
-        }
+        for (int tile = 0; tile < 2; tile++)
+#pragma unroll
+            for (int u = 0; u < R; u++) {
+                int k = kb + u * RN_TC_KBLOCK + lk;
+                f[nt][tile][u] = w[nt][tile] && k < k1 ? wvec<T>::fetch(w[nt][tile] + k)
+                                                       : make_uint4(0, 0, 0, 0);
+            }
 }
 
-/* xr[h] = the 8 values at k of input row g + 8h (HI: rows 8..15 exist), zero
- * for rows past n and when !ok. */
-template <bool HI>
-__device__ static inline void tc_load_x(float (*xr)[8], const float *x, int n, int in, int g, int k,
-                                        bool ok)
+/* rk_gemv_multi on the tensor cores.  A block owns 8 NT row pairs of the
+ * set, in NT groups of 8: tile 0 holds each pair's row ra, tile 1 its rb,
+ * so a lane's two results at one C position are a pair, as gemv_store
+ * takes them.  Its warps split the input width (kpw each) and stream their
+ * share of those weight rows once; the input rows (T, 16 per m-tile, MT
+ * m-tiles) are read in the same 16-byte pieces and serve every tile.  The
+ * warps' parts are summed in warp order, so the bits depend on the input
+ * width and the launch shape, never on n within one MT.  Fragment positions:
+ * tc_layout.h.  PDL as gemv_kernel: the first weight loads go out before
+ * pdl_wait; the input rows are read after it, with plain loads. */
+template <typename T, int MT, int NT>
+__global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
+    gemv_tc_kernel(rk_gemv_set set, const T *xh, int n, int in, int kpw)
 {
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        int row = g + 8 * h;
-        if (ok && row < n && (h == 0 || HI)) {
-            load_x<8>(x + (size_t)row * (size_t)in + (size_t)k, xr[h]);
-        } else {
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-                xr[h][j] = 0.0f;
-        }
-    }
-}
-
-/* rk_gemv_multi on the tensor cores for up to 16 input rows.  A block owns
- * 8 row pairs of the set (tile 0: each pair's row ra, tile 1: its rb, so a
- * lane's two results of a C position are a pair, as gemv_store takes them);
- * its warps split the input width (kpw each) and stream their share of the
- * 16 weight rows once, rounding the input rows to T as cuBLASLt's inputs
- * are; the parts are summed in warp order, so the bits depend on the input
- * width, never on n.  Fragment positions: tc_layout.h.  PDL as gemv_kernel:
- * the first weight loads go out before pdl_wait, x is read after it with
- * plain loads. */
-template <typename T, bool HI>
-__global__ void __launch_bounds__(32 * RN_CUDA_TC_WARPS_MAX)
-    gemv_tc_kernel(rk_gemv_set set, const float *x, int n, int in, int kpw)
-{
-    extern __shared__ float tc_part[]; /* [warp][tile * 4 + j][lane] */
+    constexpr int R = TC_LOADS / (2 * NT); /* 32-k blocks per round */
+    constexpr int V = MT * NT * 8;         /* accumulators per lane */
+    extern __shared__ float tc_part[];     /* [warp][value][lane] */
     pdl_trigger();
     int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, g = lane / 4;
-    int warps = (int)blockDim.x / 32, first = (int)blockIdx.x * 8;
-    gemv_pair p;
-    const T *w[2] = {NULL, NULL};
-    if (gemv_pair_of(set, first + g, p)) {
-        const rk_gemv_job &jb = set.job[p.m];
-        w[0] = (const T *)jb.W + (size_t)p.ra * (size_t)in;
-        if (p.has_b)
-            w[1] = (const T *)(jb.kind == RK_JOB_GLU ? jb.W2 : jb.W) + (size_t)p.rb * (size_t)in;
-    }
-    int k0 = warp * kpw, k1 = min(in, k0 + kpw), lk = rn_tc_lane_k(lane);
-    float acc[2][4] = {};
-    uint4 f[2][TC_ROUNDS];
-    tc_fetch<T>(f, w, k0, k1, lk);
-    pdl_wait();
-    for (int kb = k0; kb < k1; kb += RN_TC_KBLOCK * TC_ROUNDS) {
-        if (kb != k0)
-            tc_fetch<T>(f, w, kb, k1, lk);
+    int warps = (int)blockDim.x / 32, first = (int)blockIdx.x * 8 * NT;
+    const T *w[NT][2];
 #pragma unroll
-        for (int u = 0; u < TC_ROUNDS; u++) {
-            int k = kb + u * RN_TC_KBLOCK + lk;
-            float xr[2][8];
-            tc_load_x<HI>(xr, x, n, in, g, k, k < k1);
-#pragma unroll
-            for (int s = 0; s < 2; s++) {
-                uint32_t a[4];
-#pragma unroll
-                for (int r = 0; r < 4; r++) {
-                    const float *v = xr[rn_tc_a_rowblk(r)] + 2 * rn_tc_word(s, rn_tc_a_half(r));
-                    a[r] = tc_op<T>::pack(v[0], v[1]);
-                }
-#pragma unroll
-                for (int tile = 0; tile < 2; tile++) {
-                    uint32_t b[2] = {word_of(f[tile][u], rn_tc_word(s, 0)),
-                                     word_of(f[tile][u], rn_tc_word(s, 1))};
-                    tc_op<T>::mma(acc[tile], a, b);
-                }
-            }
+    for (int nt = 0; nt < NT; nt++) {
+        gemv_pair p;
+        w[nt][0] = w[nt][1] = NULL;
+        if (gemv_pair_of(set, first + nt * 8 + g, p)) {
+            const rk_gemv_job &jb = set.job[p.m];
+            w[nt][0] = (const T *)jb.W + (size_t)p.ra * (size_t)in;
+            if (p.has_b)
+                w[nt][1] =
+                    (const T *)(jb.kind == RK_JOB_GLU ? jb.W2 : jb.W) + (size_t)p.rb * (size_t)in;
         }
     }
+    int k0 = warp * kpw, k1 = min(in, k0 + kpw), lk = rn_tc_lane_k(lane);
+    float acc[MT][NT][2][4] = {};
+    uint4 f[NT][2][R];
+    tc_fetch<T, NT, R>(f, w, k0, k1, lk);
+    pdl_wait();
+    for (int kb = k0; kb < k1; kb += RN_TC_KBLOCK * R) {
+        if (kb != k0)
+            tc_fetch<T, NT, R>(f, w, kb, k1, lk);
+#pragma unroll
+        for (int u = 0; u < R; u++) {
+            int k = kb + u * RN_TC_KBLOCK + lk;
+            uint4 xw[2 * MT]; /* input rows g + 8 h, 8 values at k */
+#pragma unroll
+            for (int h = 0; h < 2 * MT; h++) {
+                int row = g + 8 * h;
+                xw[h] = k < k1 && row < n
+                            ? *(const uint4 *)(xh + (size_t)row * (size_t)in + (size_t)k)
+                            : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int s = 0; s < 2; s++)
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    uint32_t a[4];
+#pragma unroll
+                    for (int r = 0; r < 4; r++)
+                        a[r] =
+                            word_of(xw[2 * mt + rn_tc_a_rowblk(r)], rn_tc_word(s, rn_tc_a_half(r)));
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int tile = 0; tile < 2; tile++) {
+                            uint32_t b[2] = {word_of(f[nt][tile][u], rn_tc_word(s, 0)),
+                                             word_of(f[nt][tile][u], rn_tc_word(s, 1))};
+                            tc_op<T>::mma(acc[mt][nt][tile], a, b);
+                        }
+                }
+        }
+    }
+    float *flat = &acc[0][0][0][0];
     if (warps > 1) {
 #pragma unroll
-        for (int v = 0; v < 8; v++)
-            tc_part[((size_t)warp * 8 + (size_t)v) * 32 + (size_t)lane] = acc[v / 4][v % 4];
+        for (int v = 0; v < V; v++)
+            tc_part[((size_t)warp * V + (size_t)v) * 32 + (size_t)lane] = flat[v];
         __syncthreads();
         if (warp != 0)
             return;
 #pragma unroll
-        for (int v = 0; v < 8; v++) {
+        for (int v = 0; v < V; v++) {
             float sum = tc_part[(size_t)v * 32 + (size_t)lane];
             for (int o = 1; o < warps; o++)
-                sum += tc_part[((size_t)o * 8 + (size_t)v) * 32 + (size_t)lane];
-            acc[v / 4][v % 4] = sum;
+                sum += tc_part[((size_t)o * V + (size_t)v) * 32 + (size_t)lane];
+            flat[v] = sum;
         }
     }
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-        int row = rn_tc_c_row(lane, j);
-        gemv_pair q;
-        if (row < n && gemv_pair_of(set, first + rn_tc_c_col(lane, j), q))
-            gemv_store(set, q, row, acc[0][j], acc[1][j]);
-    }
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int row = 16 * mt + rn_tc_c_row(lane, j);
+                gemv_pair q;
+                if (row < n && gemv_pair_of(set, first + nt * 8 + rn_tc_c_col(lane, j), q))
+                    gemv_store(set, q, row, acc[mt][nt][0][j], acc[mt][nt][1][j]);
+            }
 }
 
-template <typename T>
-static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const float *x, int n, int in,
-                           int warps, int kpw)
+/* Launch shape for MT, NT: blocks of 8 NT pairs, the k split from
+ * rn_cuda_tc_plan within tc_max_warps. */
+template <typename T, int MT, int NT>
+static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh, int n, int in,
+                           int n_sms)
 {
-    unsigned blocks = (unsigned)((set_pairs(set) + 7) / 8);
-    size_t shm = warps > 1 ? (size_t)warps * 8 * 32 * sizeof(float) : 0;
-    if (n > 8)
-        launch(gemv_tc_kernel<T, true>, blocks, 32 * warps, shm, st, *set, x, n, in, kpw);
-    else
-        launch(gemv_tc_kernel<T, false>, blocks, 32 * warps, shm, st, *set, x, n, in, kpw);
+    long blocks = (long)((set_pairs(set) + 8 * NT - 1) / (8 * NT));
+    rn_cuda_tc_shape sh = rn_cuda_tc_plan(in, blocks, n_sms, tc_max_warps(MT, NT));
+    size_t shm = sh.warps > 1 ? (size_t)sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
+    launch(gemv_tc_kernel<T, MT, NT>, (unsigned)blocks, 32 * sh.warps, shm, st, *set, xh, n, in,
+           sh.k_per_warp);
 }
 
-void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
-                int warps, int k_per_warp)
+/* MT from n (16 rows an m-tile); NT = 2 (two groups of 8 pairs a block,
+ * each input piece loaded serving twice the weights) while that still gives
+ * every SM two blocks. */
+template <typename T>
+static void gemv_tc_dispatch(cudaStream_t st, const rk_gemv_set *set, const void *xh, int n, int in,
+                             int n_sms)
+{
+    const T *x = (const T *)xh;
+    int wide = set_pairs(set) >= (size_t)16 * 2 * (size_t)n_sms;
+    if (n > 32)
+        gemv_tc_launch<T, 4, 1>(st, set, x, n, in, n_sms);
+    else if (n > 16)
+        wide ? gemv_tc_launch<T, 2, 2>(st, set, x, n, in, n_sms)
+             : gemv_tc_launch<T, 2, 1>(st, set, x, n, in, n_sms);
+    else
+        wide ? gemv_tc_launch<T, 1, 2>(st, set, x, n, in, n_sms)
+             : gemv_tc_launch<T, 1, 1>(st, set, x, n, in, n_sms);
+}
+
+void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
+                int n_sms)
 {
     if (t == RN_DT_BF16)
-        gemv_tc_launch<__nv_bfloat16>(st, set, x, n, in, warps, k_per_warp);
-    else if (t == RN_DT_F16)
-        gemv_tc_launch<__half>(st, set, x, n, in, warps, k_per_warp);
+        gemv_tc_dispatch<__nv_bfloat16>(st, set, xh, n, in, n_sms);
+    else
+        gemv_tc_dispatch<__half>(st, set, xh, n, in, n_sms);
 }
 
 /* ------------------------------------------------------------------ copy */

@@ -137,6 +137,7 @@ struct rk_gemv_job {
     const float *bias2;
     float scale;        /* 0: none */
     int resid;
+    rk_half h; /* GLU: the result rounded into h instead of y (rk_half) */
 };
 struct rk_gemv_set {
     rk_gemv_job job[RK_GEMV_JOBS];
@@ -155,11 +156,11 @@ void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *
 
 /* rk_gemv_multi on the tensor cores (kernels.cu, gemv_tc_kernel) for n <=
  * RN_CUDA_TC_MAX rows of matrices that rn_cuda_tc_fits (bf16 or fp16, in a
- * multiple of 8): the rows rounded to the weights' dtype as cuBLASLt's
- * inputs are, fp32 accumulation, the same folded stores.  warps and
- * k_per_warp: rn_cuda_tc_plan(in). */
-void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
-                int warps, int k_per_warp);
+ * multiple of 8), all of dtype t: the input rows xh are in t too (rounded
+ * as cuBLASLt's inputs are), fp32 accumulation, the same folded stores.
+ * n_sms: the device's multiprocessors (the launch shape). */
+void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
+                int n_sms);
 
 /* Device-side measurements for `retnet bench`: a copy kernel over n bytes
  * (reported as read + write bytes) */

@@ -32,7 +32,9 @@ static size_t align256(size_t n, int *ovf)
 
 /* Bytes of the activation buffers for R rows, each buffer on 256 bytes (as
  * cuBLASLt assumes): x, hn, y (D); q, k (H*dk); v, g, o (H*dv); f1, f2 (F);
- * then the half-precision copy of the widest GEMM input (D, H*dv or F). */
+ * then the half-precision copy of the widest GEMM input (D, H*dv or F) and
+ * one of F (the folded GLU writes its output rounded there while the first
+ * holds its input). */
 static size_t act_bytes(const rn_config *c, size_t R, int *ovf)
 {
     size_t D = (size_t)c->hidden_size, K = (size_t)c->key_dim, V = (size_t)c->value_dim;
@@ -42,7 +44,8 @@ static size_t act_bytes(const rn_config *c, size_t R, int *ovf)
     widest = widest > F ? widest : F;
     for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
         total = add(total, align256(mul(mul(R, widths[i], ovf), 4, ovf), ovf), ovf);
-    return add(total, align256(mul(mul(R, widest, ovf), 2, ovf), ovf), ovf);
+    total = add(total, align256(mul(mul(R, widest, ovf), 2, ovf), ovf), ovf);
+    return add(total, align256(mul(mul(R, F, ovf), 2, ovf), ovf), ovf);
 }
 
 /* A (H C C) + qd, kd (H C dk) + two tables of decay powers (H (C+2) in all:
@@ -144,15 +147,25 @@ rn_cuda_step_shape rn_cuda_step_plan(const rn_config *c, int n, int n_sms)
     return s;
 }
 
-rn_cuda_tc_shape rn_cuda_tc_plan(int in)
+/* Warps that cover kb blocks of k, per blocks each. */
+static int tc_warps(int kb, int per)
 {
-    rn_cuda_tc_shape s = {1, RN_CUDA_TC_K_PER_WARP};
-    int blocks = in > 0 ? (in + RN_TC_KBLOCK - 1) / RN_TC_KBLOCK : 1;
-    int per = RN_CUDA_TC_K_PER_WARP / RN_TC_KBLOCK; /* k blocks per warp */
-    if ((blocks + per - 1) / per > RN_CUDA_TC_WARPS_MAX)
-        per = (blocks + RN_CUDA_TC_WARPS_MAX - 1) / RN_CUDA_TC_WARPS_MAX;
-    s.warps = (blocks + per - 1) / per;
-    s.k_per_warp = per * RN_TC_KBLOCK;
+    return (kb + per - 1) / per;
+}
+
+rn_cuda_tc_shape rn_cuda_tc_plan(int in, long blocks, int n_sms, int max_warps)
+{
+    int kb = in > 0 ? (in + RN_TC_KBLOCK - 1) / RN_TC_KBLOCK : 1; /* k blocks */
+    int per = RN_CUDA_TC_K_PER_WARP / RN_TC_KBLOCK;               /* k blocks per warp */
+    int cap = max_warps < 1                      ? 1
+              : max_warps > RN_CUDA_TC_WARPS_MAX ? RN_CUDA_TC_WARPS_MAX
+                                                 : max_warps;
+    long want = (long)RN_CUDA_TC_WARPS_PER_SM * (n_sms > 0 ? n_sms : 1);
+    if (tc_warps(kb, per) > cap)
+        per = (kb + cap - 1) / cap;
+    while (per > 2 && blocks * tc_warps(kb, per) < want && tc_warps(kb, per / 2) <= cap)
+        per /= 2;
+    rn_cuda_tc_shape s = {tc_warps(kb, per), per * RN_TC_KBLOCK};
     return s;
 }
 

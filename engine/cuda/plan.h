@@ -27,10 +27,11 @@
 /* Decode batches of more than the GEMV's rows and at most RN_CUDA_TC_MAX
  * may stream bf16/fp16 weights through the tensor-core GEMV instead of
  * cuBLASLt (kernels.cu, gemv_tc_kernel): the folded stores and dependent
- * launch of the GEMV path, with mma.m16n8k16 doing the arithmetic.  Off by
- * default (RN_CUDA_TC_DEFAULT 0) until it is measured against cuBLASLt on a
- * device; RETNET_CUDA_TC_MAX=n turns it on up to n rows. */
-#define RN_CUDA_TC_MAX 16
+ * launch of the GEMV path, with mma.m16n8k16 doing the arithmetic, 16 rows
+ * an m-tile.  Off by default (RN_CUDA_TC_DEFAULT 0) until it is measured
+ * against cuBLASLt on a device; RETNET_CUDA_TC_MAX=n turns it on up to n
+ * rows. */
+#define RN_CUDA_TC_MAX 64
 #define RN_CUDA_TC_DEFAULT 0
 /* Largest decode batch one step processes; bigger batches are split. */
 #define RN_CUDA_MAX_BATCH 256
@@ -109,19 +110,22 @@ typedef struct rn_cuda_step_shape {
  * head's block of state is 16-byte aligned. */
 rn_cuda_step_shape rn_cuda_step_plan(const rn_config *c, int n, int n_sms);
 
-/* The tensor-core GEMV's blocks: one per 16 output features (8 row pairs),
- * whose warps split the input width, k_per_warp each (a multiple of
- * RN_TC_KBLOCK), and sum their parts in a fixed order.  Sized so a block's
- * warps keep RN_CUDA_TC_K_PER_WARP of k each (two rounds of loads in
- * flight), at most RN_CUDA_TC_WARPS_MAX of them; no warp is left empty. */
+/* The tensor-core GEMV's split of the input width among a block's warps:
+ * k_per_warp each (whole RN_TC_KBLOCK blocks), no warp left empty, at most
+ * max_warps (<= RN_CUDA_TC_WARPS_MAX) warps.  It starts from
+ * RN_CUDA_TC_K_PER_WARP and halves the share (down to 64) while the grid of
+ * blocks blocks gives fewer than RN_CUDA_TC_WARPS_PER_SM warps per SM: a
+ * warp keeps a fixed number of bytes in flight, so the warps are the
+ * memory parallelism. */
 #define RN_CUDA_TC_WARPS_MAX 16
 #define RN_CUDA_TC_K_PER_WARP 256
+#define RN_CUDA_TC_WARPS_PER_SM 8
 typedef struct rn_cuda_tc_shape {
     int warps;
     int k_per_warp;
 } rn_cuda_tc_shape;
 
-rn_cuda_tc_shape rn_cuda_tc_plan(int in);
+rn_cuda_tc_shape rn_cuda_tc_plan(int in, long blocks, int n_sms, int max_warps);
 
 /* Whether a matrix of dtype t and input width in can go through the
  * tensor-core GEMV: bf16 or fp16, rows on 16 bytes (in % 8 == 0). */

@@ -71,8 +71,9 @@ START_TEST(test_cuda_plan_buffers_cover_chunk_and_batch)
     ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, 512, 0, NULL), RN_OK);
     ck_assert_int_eq(p.max_batch, 4);
     ck_assert_int_eq(p.max_rows, 512);
-    /* 3D + 2K + 3V + 2F floats per row, plus half a float per element of the widest GEMM input */
-    size_t row = 3 * 2048 + 2 * 2048 + 3 * 2048 + 2 * 4096 + 4096 / 2;
+    /* 3D + 2K + 3V + 2F floats per row, plus half a float per element of the widest GEMM
+     * input and of F */
+    size_t row = 3 * 2048 + 2 * 2048 + 3 * 2048 + 2 * 4096 + 4096 / 2 + 4096 / 2;
     ck_assert_uint_eq(p.act_bytes, 512 * row * 4); /* all multiples of 256 bytes here */
     ck_assert_uint_eq(p.logits_bytes, (size_t)512 * 32000 * 4);
     /* A (H C C) + qd, kd (H C dk) + powers H (C+1) + sums H C */
@@ -88,7 +89,7 @@ START_TEST(test_cuda_plan_buffers_cover_chunk_and_batch)
     ck_assert_int_eq(rn_cuda_plan_make(&p, &odd, 3, 3, 0, NULL), RN_OK);
     size_t a1000 = (3 * 1000 * 4 + 255) / 256 * 256, a3000 = (3 * 3000 * 4 + 255) / 256 * 256;
     size_t h3000 = (3 * 3000 * 2 + 255) / 256 * 256;
-    ck_assert_uint_eq(p.act_bytes, 8 * a1000 + 2 * a3000 + h3000);
+    ck_assert_uint_eq(p.act_bytes, 8 * a1000 + 2 * a3000 + 2 * h3000);
 }
 END_TEST
 
@@ -180,25 +181,43 @@ START_TEST(test_cuda_step_plan_covers_every_column)
 END_TEST
 
 /* The tensor-core GEMV's k split: every k of the input width has one warp,
- * no warp is empty, warps take whole 32-k blocks, at most the maximum. */
+ * no warp is empty, warps take whole 32-k blocks, at most the cap; the
+ * share shrinks only while the grid has too few warps, and not below 64. */
 START_TEST(test_cuda_tc_plan_covers_the_width)
 {
     static const int widths[] = {8, 64, 256, 264, 520, 2048, 2816, 4096, 8192, 65536};
-    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) {
-        int in = widths[i];
-        rn_cuda_tc_shape s = rn_cuda_tc_plan(in);
-        ck_assert_int_ge(s.warps, 1);
-        ck_assert_int_le(s.warps, RN_CUDA_TC_WARPS_MAX);
-        ck_assert_int_eq(s.k_per_warp % RN_TC_KBLOCK, 0);
-        ck_assert_msg((long)s.warps * s.k_per_warp >= in, "in %d: %d x %d short", in, s.warps,
-                      s.k_per_warp);
-        ck_assert_msg((long)(s.warps - 1) * s.k_per_warp < in, "in %d: an empty warp", in);
-    }
-    /* the 1.3B preset's widths: 256 k per warp up to 16 warps */
-    ck_assert_int_eq(rn_cuda_tc_plan(2048).warps, 8);
-    ck_assert_int_eq(rn_cuda_tc_plan(2816).warps, 11);
-    ck_assert_int_eq(rn_cuda_tc_plan(4096).warps, 16);
-    ck_assert_int_eq(rn_cuda_tc_plan(8192).k_per_warp, 512);
+    static const long grids[] = {1, 16, 128, 384, 4000};
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
+        for (size_t b = 0; b < sizeof grids / sizeof grids[0]; b++)
+            for (int cap = 1; cap <= RN_CUDA_TC_WARPS_MAX; cap *= 2) {
+                int in = widths[i];
+                rn_cuda_tc_shape s = rn_cuda_tc_plan(in, grids[b], 132, cap);
+                ck_assert_int_ge(s.warps, 1);
+                ck_assert_int_le(s.warps, cap);
+                ck_assert_int_eq(s.k_per_warp % RN_TC_KBLOCK, 0);
+                ck_assert_msg((long)s.warps * s.k_per_warp >= in, "in %d: %d x %d short", in,
+                              s.warps, s.k_per_warp);
+                ck_assert_msg((long)(s.warps - 1) * s.k_per_warp < in, "in %d: an empty warp", in);
+                int fit = ((in + cap - 1) / cap + RN_TC_KBLOCK - 1) / RN_TC_KBLOCK * RN_TC_KBLOCK;
+                ck_assert_int_le(s.k_per_warp,
+                                 fit > RN_CUDA_TC_K_PER_WARP ? fit : RN_CUDA_TC_K_PER_WARP);
+                if (grids[b] * s.warps < RN_CUDA_TC_WARPS_PER_SM * 132 && s.k_per_warp > 64 &&
+                    s.warps < cap)
+                    ck_assert_msg((in + s.k_per_warp / 2 - 1) / (s.k_per_warp / 2) > cap,
+                                  "in %d, %ld blocks, cap %d: %d warps of %d k, room for more", in,
+                                  grids[b], cap, s.warps, s.k_per_warp);
+            }
+    /* the 1.3B preset on 132 SMs: q/k/v/g at 16 rows, o, down, o at 64 rows */
+    rn_cuda_tc_shape q = rn_cuda_tc_plan(2048, 384, 132, 16);
+    ck_assert(q.warps == 8 && q.k_per_warp == 256);
+    rn_cuda_tc_shape o = rn_cuda_tc_plan(4096, 128, 132, 16);
+    ck_assert(o.warps == 16 && o.k_per_warp == 256);
+    ck_assert_int_eq(rn_cuda_tc_plan(2816, 128, 132, 16).warps, 11);
+    rn_cuda_tc_shape o64 = rn_cuda_tc_plan(4096, 128, 132, 8);
+    ck_assert(o64.warps == 8 && o64.k_per_warp == 512);
+    /* a small grid takes more, shorter warps */
+    rn_cuda_tc_shape small = rn_cuda_tc_plan(2048, 16, 132, 16);
+    ck_assert(small.warps == 16 && small.k_per_warp == 128);
     ck_assert(rn_cuda_tc_fits(RN_DT_BF16, 2048) && rn_cuda_tc_fits(RN_DT_F16, 520));
     ck_assert(!rn_cuda_tc_fits(RN_DT_F32, 2048) && !rn_cuda_tc_fits(RN_DT_BF16, 130));
 }

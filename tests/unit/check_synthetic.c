@@ -5,8 +5,9 @@
  * odd vocabulary over 8192 (9001); once with rotary positions and the q/k
  * scale on q, once with no positions and the scale on k, once as the first
  * with bf16 weights (the tensor-core GEMV takes only 16-bit weights).  The
- * batched decode has 12 sessions, past the 8 rows one half of that
- * kernel's fragments holds.  These are the
+ * batched decode has 40 sessions (through that kernel: four 16-row tiles,
+ * the last partly empty), and the prefill chunks of 64 and their tails
+ * give it its one- and two-tile shapes.  These are the
  * shapes where the GPU's decode kernels change their blocking, so `make
  * check-cuda` runs this suite with RN_TEST_DEVICE=cuda; on the CPU it checks
  * the same shapes there.  The engine under test runs chunkwise prefill with
@@ -31,7 +32,7 @@
 #define TOL 1e-4
 #define HALF_ACT_TOL 2e-2
 
-enum { N_TOK = 150, SLOTS = 12, CHUNK = 64, STEPS = 6 };
+enum { N_TOK = 150, SLOTS = 40, CHUNK = 64, STEPS = 4 };
 
 #define SHAPE                                                                                      \
     "\"hidden_size\":520,\"num_hidden_layers\":2,\"num_heads\":4,\"vocab_size\":9001,"             \
@@ -151,7 +152,7 @@ START_TEST(test_synthetic_batched_decode_mixed_positions)
     rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = CHUNK};
     int slots[SLOTS], len[SLOTS];
     for (int k = 0; k < SLOTS; k++) {
-        slots[k] = k, len[k] = 5 + 9 * k; /* mixed positions, up to 104 */
+        slots[k] = k, len[k] = 5 + (k * 37) % 140; /* mixed positions, up to 144 */
         ck_assert_int_eq(rn_prefill(s.e, k, s.tok, len[k], &po, NULL), RN_OK);
         ref_feed(&s, k, s.tok, len[k], NULL);
     }
