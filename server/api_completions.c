@@ -417,6 +417,20 @@ static void req_free(rd_req *r)
     free(r);
 }
 
+/* The loop collects held stream tokens on its own timer (rd_queue_poll)
+ * while some stream is decoding: from a stream's first token, which the
+ * engine sends at once, to its end.  A stream still queued or prefilling
+ * has nothing held, so it keeps no timer ticking. */
+static void stream_set_decoding(rd_app *app, rd_req *r, int on)
+{
+    if (r->decoding == on)
+        return;
+    r->decoding = on;
+    app->streams_decoding += on ? 1 : -1;
+    if (app->streams_decoding == (on ? 1 : 0))
+        rd_queue_poll(app->queue, on);
+}
+
 static void stream_list_remove(rd_app *app, rd_req *r)
 {
     if (r->prev_stream)
@@ -426,8 +440,7 @@ static void stream_list_remove(rd_app *app, rd_req *r)
     if (r->next_stream)
         r->next_stream->prev_stream = r->prev_stream;
     r->next_stream = r->prev_stream = NULL;
-    if (!app->streams)
-        rd_queue_poll(app->queue, 0);
+    stream_set_decoding(app, r, 0);
 }
 
 /* Parses the request into r->jobs; returns 0 or sends the error itself. */
@@ -1118,8 +1131,6 @@ int rd_api_completions(rd_app *app, rd_conn *conn, int chat, rd_session *sess)
                     stream_piece(r, i * r->jobs[i]->n + k, r->prompt_text[i],
                                  strlen(r->prompt_text[i] ? r->prompt_text[i] : ""), NULL,
                                  r->jobs[i], &r->jobs[i]->ch[k], 0, 0);
-        if (!app->streams)
-            rd_queue_poll(app->queue, 1); /* held stream tokens: see rd_queue_poll */
         r->next_stream = app->streams;
         if (app->streams)
             app->streams->prev_stream = r;
@@ -1181,6 +1192,8 @@ void rd_api_job_ready(rd_app *app, rd_job *j)
         stream_progress(r);
         if (r->done_sent)
             stream_list_remove(app, r);
+        else if (r->tok_seen > 0)
+            stream_set_decoding(app, r, 1);
         rd_http_resume_later(r->conn);
     } else {
         if (r->n_stops)

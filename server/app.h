@@ -41,6 +41,7 @@ typedef struct rd_app {
     rd_session *sessions; /* linked list */
     int n_sessions;
     struct rd_req *streams; /* live streaming requests (keep-alive comments) */
+    int streams_decoding;   /* of those, the ones past their first token (rd_queue_poll) */
     size_t host_bytes;      /* state blobs held in the host tier */
     int offloading;         /* offloads in flight (their slots free up soon) */
     int restoring;          /* restores in flight */
@@ -80,6 +81,7 @@ typedef struct rd_req {
     unsigned role_sent; /* choices whose first chat delta (role) went out */
     rd_jw chunk;        /* the stream chunk being written, reused */
     struct rd_req *next_stream, *prev_stream;
+    int decoding; /* a stream past its first token: counted in app->streams_decoding */
 } rd_req;
 
 enum { RD_REQ_COMPLETION = 1, RD_REQ_FORK, RD_REQ_EXPORT, RD_REQ_IMPORT, RD_REQ_PARKED };

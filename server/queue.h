@@ -8,7 +8,7 @@
  * was for each time (rd_queue_take_ready: everything after a full wake, the
  * urgent jobs after a wake for urgent news; held jobs stay for the next
  * full wake, which the engine sends within the stream interval, or for the
- * loop's own timer while streams are open: rd_queue_poll).
+ * loop's own timer while streams are decoding: rd_queue_poll).
  */
 #ifndef RD_QUEUE_H
 #define RD_QUEUE_H
@@ -57,7 +57,7 @@ void rd_queue_wake(rd_queue *q, int flush, uint64_t ahead_ns);
  * (rd_queue_poll); worth it only when the loop has a core the engine does
  * not use. */
 void rd_queue_set_interval_us(rd_queue *q, unsigned us, int poll);
-/* Loop thread: while on (some stream is open), a loop timer collects the
+/* Loop thread: while on (some stream is decoding), a loop timer collects the
  * held news every stream interval (rounded down to whole milliseconds, so
  * never later than the interval) and the engine wakes the loop only for
  * urgent news or when it goes idle.  A thread that wakes a sleeping one pays

@@ -1262,8 +1262,9 @@ class TestStreamInterval(ServerTestCase):
 class TestStreamIntervalPoll(ServerTestCase):
     """With an interval of 1 ms or more and a core the engine does not use
     (the tests' --threads 1 on a machine with more cores), the HTTP thread
-    collects held tokens on its own timer while a stream is open, and the
-    engine wakes it only for first tokens and ends: held tokens must still go
+    collects held tokens on its own timer while a stream is decoding (from
+    its first token on), and the engine wakes it only for first tokens and
+    ends: held tokens must still go
     out every interval while the stream runs, not at its end.  (On one core
     the engine's own wakes do it, and the same holds.)"""
     server_args = ("--slots", "2", "--max-tokens", "1000000", "--stream-interval-us", "100000")
