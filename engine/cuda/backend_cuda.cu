@@ -571,7 +571,8 @@ static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *c
         gemv_run(x, &set, Wts[0], rows, n);
         return RN_OK;
     }
-    if (!same) {
+    if (!same) { /* never with a half_out tag: common_half needs one dtype, and the sets
+                  * share their input width, so the rows are not read twice */
         for (int i = 0; i < count; i++)
             if ((rc = linear(x, ys[i], rows, n, Ws[i], Wts[i], bs[i])))
                 return rc;
@@ -955,8 +956,9 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "device attributes");
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
     x->gemv_max = env_int("RETNET_CUDA_GEMV_MAX", RN_CUDA_GEMV_DEFAULT, 0, RN_CUDA_GEMV_MAX);
-    x->tc_max =
-        tc_eligible(x) ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX) : 0;
+    x->tc_max = major >= 8 && tc_eligible(x) /* mma.m16n8k16 with bf16 */
+                    ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX)
+                    : 0;
     x->half_t = common_half(x);
     x->ret_chunk = env_int("RETNET_CUDA_RET_CHUNK", RN_CUDA_RET_CHUNK, 0, 1 << 30);
     x->pdl = major >= 9 && rk_pdl_supported() && env_int("RETNET_CUDA_PDL", 1, 0, 1);

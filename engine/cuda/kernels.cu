@@ -1190,11 +1190,11 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
                 }
         }
     }
-    float *flat = &acc[0][0][0][0];
-    if (warps > 1) {
+    if (warps > 1) { /* value v: acc[v / (8 NT)][v / 8 % NT][v / 4 % 2][v % 4] */
 #pragma unroll
         for (int v = 0; v < V; v++)
-            tc_part[((size_t)warp * V + (size_t)v) * 32 + (size_t)lane] = flat[v];
+            tc_part[((size_t)warp * V + (size_t)v) * 32 + (size_t)lane] =
+                acc[v / (8 * NT)][v / 8 % NT][v / 4 % 2][v % 4];
         __syncthreads();
         if (warp != 0)
             return;
@@ -1203,7 +1203,7 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
             float sum = tc_part[(size_t)v * 32 + (size_t)lane];
             for (int o = 1; o < warps; o++)
                 sum += tc_part[((size_t)o * V + (size_t)v) * 32 + (size_t)lane];
-            flat[v] = sum;
+            acc[v / (8 * NT)][v / 8 % NT][v / 4 % 2][v % 4] = sum;
         }
     }
 #pragma unroll

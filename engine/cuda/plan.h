@@ -24,11 +24,11 @@
  * (the batch sizes the kernel is instantiated for). */
 #define RN_CUDA_GEMV_MAX 8
 #define RN_CUDA_GEMV_DEFAULT 4
-/* Decode batches of more than the GEMV's rows and at most RN_CUDA_TC_MAX
- * may stream bf16/fp16 weights through the tensor-core GEMV instead of
- * cuBLASLt (kernels.cu, gemv_tc_kernel): the folded stores and dependent
- * launch of the GEMV path, with mma.m16n8k16 doing the arithmetic, 16 rows
- * an m-tile.  Off by default (RN_CUDA_TC_DEFAULT 0) until it is measured
+/* Decode batches (and prefill chunks) of more than the GEMV's rows and at
+ * most RN_CUDA_TC_MAX may stream bf16/fp16 weights through the tensor-core
+ * GEMV instead of cuBLASLt (kernels.cu, gemv_tc_kernel): the folded stores
+ * and dependent launch of the GEMV path, with mma.m16n8k16 doing the
+ * arithmetic, 16 rows an m-tile.  Off by default (RN_CUDA_TC_DEFAULT 0) until it is measured
  * against cuBLASLt on a device; RETNET_CUDA_TC_MAX=n turns it on up to n
  * rows. */
 #define RN_CUDA_TC_MAX 64

@@ -56,8 +56,9 @@ void fixture_env_restore(const char *name, char *saved);
  * larger batches sum in an order that depends on the batch), so the engines
  * are made with RETNET_CUDA_GEMV_MAX=8, whatever the default; except when
  * the environment sends single rows and batches of nb alike through the
- * tensor-core GEMV (RETNET_CUDA_GEMV_MAX=0, RETNET_CUDA_TC_MAX >= nb, a
- * 16-bit model), whose sums do not depend on the batch either. */
+ * tensor-core GEMV (RETNET_CUDA_GEMV_MAX=0, RETNET_CUDA_TC_MAX >= nb, nb
+ * <= 16, a model it takes), whose sums do not depend on the batch within
+ * one 16-row tile either. */
 void fixture_check_batched_is_single(const fixture *f, const rn_engine_opts *o, int nb, int steps);
 
 /* A new empty directory $TMPDIR/rn-check-<tag>-XXXXXX (path in dir); aborts
