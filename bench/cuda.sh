@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-tc,ours-tc4,ours-bf16-states,peer}.json and a
+# Results: build/bench/cuda/{ours,ours-tc,ours-tc4,ours-pieces128-c*,ours-bf16-states,peer}.json and a
 # summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
@@ -26,6 +26,11 @@ for v in "tc 0" "tc4 4"; do
     set -- $v
     RETNET_CUDA_TC_MAX=64 RETNET_CUDA_GEMV_MAX=$2 "$RETNET" bench-cuda "$MODEL" \
         --batches 1,2,4,8,16,32,64 --prompts 512 --chunk 1024 --decode 32 | tee "$OUT/ours-$1.json"
+done
+# prefill retention in 128-token pieces, run together (RETNET_CUDA_RET_CHUNK)
+for c in 1024 4096; do
+    RETNET_CUDA_RET_CHUNK=128 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
+        --chunk $c --decode 4 | tee "$OUT/ours-pieces128-c$c.json"
 done
 # bf16 states (--gpu-state-dtype bf16): half the state bytes per step
 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 2048 --chunk 1024 --decode 32 \

@@ -29,7 +29,8 @@ fail=0
 # Each run: name, suite, then the environment it runs under.  The form suite
 # runs again with the decode step launched kernel by kernel (no graph), with
 # dependent launch off, with the retention products of a prefill chunk in
-# ragged 5-token pieces, with cuBLASLt from 3 rows on instead of the GEMV,
+# 5-token pieces (the full ones batched, then a ragged tail; the synthetic
+# shapes in 16-token pieces), with cuBLASLt from 3 rows on instead of the GEMV,
 # and with every batch up to 64 rows through the tensor-core GEMV, so every
 # path is held to the same properties.
 while read -r name suite env; do
@@ -58,13 +59,15 @@ synthetic-gemv2 synthetic RETNET_CUDA_GEMV_MAX=2
 forms-tc forms RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 parity-tc parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
+synthetic-pieces synthetic RETNET_CUDA_RET_CHUNK=16
 RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
     echo "check-cuda: memcheck not run (CHECK_CUDA_MEMCHECK=0)"
 elif command -v compute-sanitizer >/dev/null 2>&1; then
     # no fork: the sanitizer watches one process through a whole suite
-    # (the last run: the synthetic shapes through the tensor-core GEMV)
+    # (the last two: the synthetic shapes through the tensor-core GEMV, and
+    # prefill retention in batched pieces)
     while read -r name suite env; do
         log=$OUT/memcheck-$name.log
         if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
@@ -82,6 +85,7 @@ parity parity RETNET_CUDA_GRAPHS=1
 state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
 synthetic synthetic RETNET_CUDA_GRAPHS=1
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
+forms-pieces forms RETNET_CUDA_RET_CHUNK=5
 MEMCHECK
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"

@@ -74,6 +74,10 @@ struct dev_layer {
     const float *norm1_w, *norm1_b, *norm2_w, *norm2_b, *gn_w;
 };
 
+/* The operands of one (piece, head) product of retention_batched, each a
+ * device array of pieces x H addresses (b = piece * H + head). */
+enum { PP_K, PP_Q, PP_V, PP_O, PP_A, PP_KD, PP_QD, PP_U, PP_COUNT };
+
 struct cuda_ctx {
     const rn_config *c;
     const rn_weights *w;
@@ -97,7 +101,11 @@ struct cuda_ctx {
     void *half[2]; /* cuBLASLt / tensor-core inputs in the weights' dtype; [1]: F wide */
     float *A, *qd, *kd, *pw, *pw_tail, *sums;
     int ret_chunk; /* retention piece length in prefill chunks (ret_piece) */
-    float *part;   /* the recurrent step's partial read-outs (plan.step_bytes) */
+    /* full pieces run together (retention_batched): each (piece, head)'s
+     * entering state, and device arrays of its operands' addresses */
+    float *U;
+    void **pp[PP_COUNT];
+    float *part; /* the recurrent step's partial read-outs (plan.step_bytes) */
     double *log_gamma;
     float *gamma, *freq;
     int32_t *tok;
@@ -393,7 +401,7 @@ static int retention_chunk(cuda_ctx *x, rk_states S, int slot, int r0, int C, co
     if ((rc = gemm_heads(x, CUBLAS_OP_T, CUBLAS_OP_N, C, C, dk, k, HK, dk, q, HK, dk, 0.0f, x->A, C,
                          cc)))
         return rc;
-    rk_decay_mask(x->st, x->A, pw, H, C);
+    rk_decay_mask(x->st, x->A, pw, H, H, C);
     /* O^T = V^T A^T */
     if ((rc = gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, C, C, v, HV, dv, x->A, C, cc, 0.0f, o, HV,
                          dv)))
@@ -412,6 +420,56 @@ static int retention_chunk(cuda_ctx *x, rk_states S, int slot, int r0, int C, co
                       (long long)C * dk, 1.0f, Sl, dv, hkv);
 }
 
+/* C_b = op(A_b) op(B_b) (+ C_b with beta 1) for count (piece, head) pairs
+ * whose operands' addresses are the device arrays A, B, C (x->pp). */
+static int gemm_pieces(cuda_ctx *x, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                       void **A, int lda, void **B, int ldb, float beta, void **C, int ldc,
+                       int count)
+{
+    float one = 1.0f;
+    cublasStatus_t s =
+        cublasGemmBatchedEx(x->blas, ta, tb, m, n, k, &one, (const void *const *)A, CUDA_R_32F, lda,
+                            (const void *const *)B, CUDA_R_32F, ldb, &beta, (void *const *)C,
+                            CUDA_R_32F, ldc, count, x->ret_compute, CUBLAS_GEMM_DEFAULT);
+    return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
+}
+
+/* The first pieces full pieces of P tokens of the chunk in x->q, k, v
+ * through one layer's retention from slot's fp32 state in S (no
+ * torchscale s), as one batch of (piece, head) products instead of a
+ * piece at a time: the intra-piece products of every piece, each piece's
+ * own k^T v, then a scan that turns those into the state entering each
+ * piece and moves S past all of them, then every piece's inter-piece term.
+ * The same sums as retention_chunk piece after piece (the state update's
+ * add is rounded apart from the product here), in 8 launches per layer
+ * whatever the number of pieces.  pw: the decay table for P. */
+static int retention_batched(cuda_ctx *x, rk_states S, int slot, int pieces, int P, const float *pw)
+{
+    const rn_config *c = x->c;
+    int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, HK = H * dk, HV = H * dv;
+    int count = pieces * H, rc;
+    float *Sl = (float *)S.base + (size_t)slot * S.slot_stride + S.layer_off;
+    void **const *pp = x->pp;
+    /* A_b^T = K_b Q_b^T, then the decay mask; O_b^T = V_b^T A_b^T */
+    if ((rc = gemm_pieces(x, CUBLAS_OP_T, CUBLAS_OP_N, P, P, dk, pp[PP_K], HK, pp[PP_Q], HK, 0.0f,
+                          pp[PP_A], P, count)))
+        return rc;
+    rk_decay_mask(x->st, x->A, pw, count, H, P);
+    if ((rc = gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, P, P, pp[PP_V], HV, pp[PP_A], P, 0.0f,
+                          pp[PP_O], HV, count)))
+        return rc;
+    /* U_b^T = V_b^T (diag(g^(P-1-j)) K_b): the piece's own part of the state */
+    rk_scale_pieces(x->st, x->kd, x->k, pw, H, P, pieces, dk, 1);
+    if ((rc = gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, P, pp[PP_V], HV, pp[PP_KD], dk, 0.0f,
+                          pp[PP_U], dv, count)))
+        return rc;
+    rk_scan_pieces(x->st, Sl, x->U, pw, H, P, pieces, (size_t)H * (size_t)dk * (size_t)dv);
+    /* O_b^T += S_b^T (diag(g^(i+1)) Q_b)^T, S_b the state entering piece b */
+    rk_scale_pieces(x->st, x->qd, x->q, pw, H, P, pieces, dk, 0);
+    return gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, P, dk, pp[PP_U], dv, pp[PP_QD], dk, 1.0f,
+                       pp[PP_O], HV, count);
+}
+
 /* Length of the retention pieces of an n-token chunk: the projections run
  * over the whole chunk (each weight read once per chunk), the retention
  * products in pieces of at most x->ret_chunk tokens, whose intra-piece work
@@ -422,7 +480,9 @@ static int ret_piece(const cuda_ctx *x, int n)
 }
 
 /* The n-token chunk through layer l's retention, piece by piece (the decay
- * tables for the piece length and the tail are at x->pw, x->pw_tail).  A
+ * tables for the piece length and the tail are at x->pw, x->pw_tail); two
+ * or more full pieces go together (retention_batched) unless the layer has
+ * torchscale's s.  A
  * bf16 pool's layer state is expanded to fp32 for the chunk's products and
  * rounded back once after them. */
 static int retention_pieces(cuda_ctx *x, int slot, int l, int n)
@@ -436,7 +496,12 @@ static int retention_pieces(cuda_ctx *x, int slot, int l, int n)
         S = rk_states{x->sscr, 0, 0, 0, 0}; /* bf16 pools have no s (plan.h) */
         s = 0;
     }
-    for (int r0 = 0; r0 < n && rc == RN_OK; r0 += P) {
+    int r0 = 0, full = P < n ? n / P : 0;
+    if (full >= 2 && full <= x->plan.pieces && !S.s_off) {
+        rc = retention_batched(x, S, s, full, P, x->pw);
+        r0 = full * P; /* the tail, if any, continues from their state */
+    }
+    for (; r0 < n && rc == RN_OK; r0 += P) {
         int m = n - r0 < P ? n - r0 : P;
         rc = retention_chunk(x, S, s, r0, m, m == P ? x->pw : x->pw_tail);
     }
@@ -774,7 +839,7 @@ static void cuda_deinit(void *ctx)
                 cudaGraphExecDestroy(x->graphs[w][n]);
         free(x->graphs[w]);
     }
-    void *bufs[] = {x->wdev, x->states, x->sscr, x->x, x->A, x->part, x->log_gamma, x->ws};
+    void *bufs[] = {x->wdev, x->states, x->sscr, x->x, x->A, x->part, x->log_gamma, x->ws, x->U};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         cudaFree(bufs[i]);
     if (x->lt)
@@ -791,6 +856,42 @@ static void cuda_deinit(void *ctx)
 
 /* Carves the activation, scratch and small-table buffers out of three
  * allocations sized by the plan. */
+/* The entering states and pointer arrays of retention_batched
+ * (plan.pieces_bytes): the address of every (piece, head) operand in the
+ * chunk buffers, which stay where they are, so the arrays are made once. */
+static int alloc_pieces(cuda_ctx *x, rn_error *err)
+{
+    const rn_config *c = x->c;
+    size_t H = (size_t)c->n_heads, dk = (size_t)c->head_dim_k, dv = (size_t)c->head_dim_v;
+    size_t P = (size_t)x->plan.ret_piece, count = (size_t)x->plan.pieces * H;
+    size_t HK = H * dk, HV = H * dv, states = align256(count * dk * dv * sizeof(float));
+    size_t arr = align256(count * sizeof(void *));
+    void **host = (void **)malloc(arr * PP_COUNT);
+    int rc = RN_OK;
+    if (!host)
+        return rn_error_set(err, RN_ENOMEM, "out of memory");
+    CU(cudaMalloc(&x->U, x->plan.pieces_bytes), "retention pieces");
+    for (size_t b = 0; b < count; b++) {
+        size_t p = b / H, h = b % H;
+        void **e = host + b; /* entry b of array a is at e + a * (arr / 8) */
+        size_t stride = arr / sizeof(void *);
+        e[PP_K * stride] = x->k + p * P * HK + h * dk;
+        e[PP_Q * stride] = x->q + p * P * HK + h * dk;
+        e[PP_V * stride] = x->v + p * P * HV + h * dv;
+        e[PP_O * stride] = x->o + p * P * HV + h * dv;
+        e[PP_A * stride] = x->A + b * P * P;
+        e[PP_KD * stride] = x->kd + b * P * dk;
+        e[PP_QD * stride] = x->qd + b * P * dk;
+        e[PP_U * stride] = x->U + b * dk * dv;
+    }
+    for (int a = 0; a < PP_COUNT; a++)
+        x->pp[a] = (void **)((char *)x->U + states + (size_t)a * arr);
+    CU(cudaMemcpy(x->pp[0], host, arr * PP_COUNT, cudaMemcpyHostToDevice), "retention pieces");
+cleanup:
+    free(host);
+    return rc;
+}
+
 static int alloc_buffers(cuda_ctx *x, rn_error *err)
 {
     const rn_config *c = x->c;
@@ -829,6 +930,8 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
     x->slots = (int *)(x->rowpos + R);
     x->tok = (int32_t *)(x->slots + R);
     CU(cudaMalloc(&x->ws, RN_CUDA_LT_WORKSPACE), "cuBLASLt workspace");
+    if (p->pieces)
+        rc = alloc_pieces(x, err);
 cleanup:
     return rc;
 }
@@ -961,6 +1064,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
                     : 0;
     x->half_t = common_half(x);
     x->ret_chunk = env_int("RETNET_CUDA_RET_CHUNK", RN_CUDA_RET_CHUNK, 0, 1 << 30);
+    rn_cuda_plan_pieces(&x->plan, x->c, x->ret_chunk);
     x->pdl = major >= 9 && rk_pdl_supported() && env_int("RETNET_CUDA_PDL", 1, 0, 1);
     CU(cudaStreamCreateWithFlags(&x->st, cudaStreamNonBlocking), "stream");
     if (cublasCreate(&x->blas) || cublasSetStream(x->blas, x->st) || cublasLtCreate(&x->lt)) {
@@ -1305,6 +1409,7 @@ static int cuda_fit_slots(const rn_model *m, int max_chunk, int state_bf16, doub
     free(t.layers);
     if ((rc = rn_cuda_plan_make(&p, t.c, RN_CUDA_MAX_BATCH, max_chunk, state_bf16, err)))
         return rc;
+    rn_cuda_plan_pieces(&p, t.c, env_int("RETNET_CUDA_RET_CHUNK", RN_CUDA_RET_CHUNK, 0, 1 << 30));
     cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
     if (e != cudaSuccess)
         return cuda_fail(err, e, "cannot query device memory");

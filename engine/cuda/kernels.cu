@@ -471,20 +471,20 @@ void rk_decay_table(cudaStream_t st, float *pw, const double *log_gamma, int H, 
            H, C);
 }
 
-/* Block (row i, head h): no index divisions per element. */
-__global__ void decay_mask_kernel(float *A, const float *pw, int C)
+/* Block (row i, matrix b of head b % H): no index divisions per element. */
+__global__ void decay_mask_kernel(float *A, const float *pw, int H, int C)
 {
     pdl_enter();
-    int i = (int)blockIdx.x, h = (int)blockIdx.y;
-    const float *p = pw + (size_t)h * (size_t)(C + 1);
-    float *Ar = A + ((size_t)h * (size_t)C + (size_t)i) * (size_t)C;
+    int i = (int)blockIdx.x, b = (int)blockIdx.y;
+    const float *p = pw + (size_t)(b % H) * (size_t)(C + 1);
+    float *Ar = A + ((size_t)b * (size_t)C + (size_t)i) * (size_t)C;
     for (int j = threadIdx.x; j < C; j += blockDim.x)
         Ar[j] *= rn_decay_mask(p, i, j);
 }
 
-void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int H, int C)
+void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int count, int H, int C)
 {
-    launch(decay_mask_kernel, dim3((unsigned)C, (unsigned)H), BLOCK, 0, st, A, pw, C);
+    launch(decay_mask_kernel, dim3((unsigned)C, (unsigned)count), BLOCK, 0, st, A, pw, H, C);
 }
 
 __global__ void scale_rows_kernel(float *dst, const float *src, const float *pw, int H, int C,
@@ -506,6 +506,58 @@ void rk_scale_rows(cudaStream_t st, float *dst, const float *src, const float *p
 {
     launch(scale_rows_kernel, blocks_for((size_t)H * (size_t)C * (size_t)dk), BLOCK, 0, st, dst,
            src, pw, H, C, dk, a, b);
+}
+
+/* As scale_rows_kernel over pieces full pieces of P rows, each piece's rows
+ * scaled as a chunk of its own (key: g^(P-1-i), else g^(i+1)) into its
+ * block dst[piece][h] (P x dk). */
+__global__ void scale_pieces_kernel(float *dst, const float *src, const float *pw, int H, int P,
+                                    int pieces, int dk, int key)
+{
+    pdl_enter();
+    size_t total = (size_t)pieces * (size_t)H * (size_t)P * (size_t)dk;
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
+         t += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(t % (size_t)dk), i = (int)(t / (size_t)dk % (size_t)P);
+        size_t b = t / ((size_t)dk * (size_t)P); /* piece * H + head */
+        int h = (int)(b % (size_t)H);
+        size_t row = b / (size_t)H * (size_t)P + (size_t)i;
+        float f = pw[(size_t)h * (size_t)(P + 1) + (size_t)(key ? P - 1 - i : i + 1)];
+        dst[t] = src[(row * (size_t)H + (size_t)h) * (size_t)dk + (size_t)d] * f;
+    }
+}
+
+void rk_scale_pieces(cudaStream_t st, float *dst, const float *src, const float *pw, int H, int P,
+                     int pieces, int dk, int key)
+{
+    launch(scale_pieces_kernel, blocks_for((size_t)pieces * (size_t)H * (size_t)P * (size_t)dk),
+           BLOCK, 0, st, dst, src, pw, H, P, pieces, dk, key);
+}
+
+/* Element e of the layer state walks the pieces in order: U[p] (piece p's
+ * own k^T v) is swapped for the state entering piece p, and the state moves
+ * on to g^P S + U[p]. */
+__global__ void scan_pieces_kernel(float *Sl, float *U, const float *pw, int P, int pieces,
+                                   size_t hkv, size_t per_head)
+{
+    pdl_enter();
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < hkv;
+         e += (size_t)gridDim.x * blockDim.x) {
+        float g = pw[(e / per_head) * (size_t)(P + 1) + (size_t)P], s = Sl[e];
+        for (int p = 0; p < pieces; p++) {
+            float *u = U + (size_t)p * hkv + e, own = *u;
+            *u = s;
+            s = g * s + own;
+        }
+        Sl[e] = s;
+    }
+}
+
+void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, const float *pw, int H, int P, int pieces,
+                    size_t hkv)
+{
+    launch(scan_pieces_kernel, blocks_for(hkv), BLOCK, 0, st, Sl, U, pw, P, pieces, hkv,
+           hkv / (size_t)H);
 }
 
 __global__ void decay_state_kernel(float *Sl, const float *pw, int C, size_t hkv, size_t per_head)

@@ -102,6 +102,23 @@ int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_
     return RN_OK;
 }
 
+void rn_cuda_plan_pieces(rn_cuda_plan *p, const rn_config *c, int piece)
+{
+    int ovf = 0, P = piece > 0 && piece < p->max_chunk ? piece : 0;
+    int n = P && p->max_chunk / P >= 2 ? p->max_chunk / P : 0;
+    size_t pairs = mul((size_t)n, (size_t)c->n_heads, &ovf);
+    size_t hkv = mul((size_t)c->head_dim_k, (size_t)c->head_dim_v, &ovf);
+    size_t bytes = 0;
+    if (n) {
+        bytes = align256(mul(mul(pairs, hkv, &ovf), sizeof(float), &ovf), &ovf);
+        bytes = add(bytes, mul(8, align256(mul(pairs, sizeof(void *), &ovf), &ovf), &ovf), &ovf);
+    }
+    size_t total = add(p->total_bytes - p->pieces_bytes, bytes, &ovf);
+    if (ovf)
+        return; /* not for any plan rn_cuda_plan_make accepts: the pieces fit in a chunk */
+    p->ret_piece = P, p->pieces = n, p->pieces_bytes = bytes, p->total_bytes = total;
+}
+
 int rn_cuda_slots_for_budget(size_t budget, size_t state_bytes)
 {
     if (state_bytes == 0)

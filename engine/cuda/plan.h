@@ -55,7 +55,10 @@ typedef struct rn_cuda_plan {
     int max_rows;       /* rows of every activation buffer: max(max_chunk, max_batch) */
     size_t act_bytes;   /* activations: fp32 rows plus one half-precision GEMM input, 256-aligned */
     size_t chunk_bytes; /* chunkwise retention scratch for max_chunk */
-    size_t step_bytes;  /* partial read-outs of the recurrent step: SPLIT_MAX x max_batch x V */
+    int ret_piece;      /* retention piece length (rn_cuda_plan_pieces), 0: whole chunks */
+    int pieces;         /* full pieces of a max_chunk chunk run together (0: none) */
+    size_t pieces_bytes; /* their states (H dk dv floats each) and pointer arrays */
+    size_t step_bytes;   /* partial read-outs of the recurrent step: SPLIT_MAX x max_batch x V */
     size_t logits_bytes;
     size_t pool_bytes;  /* n_slots * state_bytes */
     size_t total_bytes; /* everything but the weights */
@@ -68,6 +71,14 @@ typedef struct rn_cuda_plan {
  * torchscale's normaliser (its running sums stay fp32 only). */
 int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_chunk,
                       int state_bf16, rn_error *err);
+
+/* Retention in pieces of piece tokens (RETNET_CUDA_RET_CHUNK): when a
+ * max_chunk chunk holds at least two full pieces, the full pieces of a chunk
+ * run as one batch of (piece, head) products, which needs each piece's
+ * entering state (H x dk x dv floats) and eight device arrays of pointers
+ * (pieces x H each); adds them to *p (pieces_bytes, total_bytes).  piece 0
+ * or >= max_chunk: one piece, nothing added. */
+void rn_cuda_plan_pieces(rn_cuda_plan *p, const rn_config *c, int piece);
 
 /* State slots that fit in budget bytes (0 when not even one does). */
 int rn_cuda_slots_for_budget(size_t budget, size_t state_bytes);

@@ -180,6 +180,35 @@ START_TEST(test_cuda_step_plan_covers_every_column)
 }
 END_TEST
 
+/* Retention pieces: a chunk of at least two full pieces gets their
+ * entering states and eight pointer arrays, counted in the total; one
+ * piece gets nothing; a second call replaces the first. */
+START_TEST(test_cuda_plan_pieces_hold_their_states)
+{
+    rn_config c = shape_1_3b();
+    rn_cuda_plan p;
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 16, 1024, 0, NULL), RN_OK);
+    size_t base = p.total_bytes;
+    rn_cuda_plan_pieces(&p, &c, 128);
+    ck_assert_int_eq(p.ret_piece, 128);
+    ck_assert_int_eq(p.pieces, 8);
+    size_t states = (size_t)8 * 8 * 256 * 256 * 4,
+           arrays = 8 * (((size_t)64 * 8 + 255) / 256 * 256);
+    ck_assert_uint_eq(p.pieces_bytes, states + arrays);
+    ck_assert_uint_eq(p.total_bytes, base + p.pieces_bytes);
+    rn_cuda_plan_pieces(&p, &c, 300); /* 3 full pieces and a tail of 124 */
+    ck_assert_int_eq(p.pieces, 3);
+    ck_assert_uint_eq(p.total_bytes, base + p.pieces_bytes);
+    static const int one[] = {0, 600, 1024, 5000}; /* one piece, or a single full one */
+    for (size_t i = 0; i < sizeof one / sizeof one[0]; i++) {
+        rn_cuda_plan_pieces(&p, &c, one[i]);
+        ck_assert_int_eq(p.pieces, 0);
+        ck_assert_uint_eq(p.pieces_bytes, 0);
+        ck_assert_uint_eq(p.total_bytes, base);
+    }
+}
+END_TEST
+
 /* The tensor-core GEMV's k split: every k of the input width has one warp,
  * no warp is empty, warps take whole 32-k blocks, at most the cap; the
  * share shrinks only while the grid has too few warps, and not below 64. */
@@ -300,6 +329,7 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_plan_slots_for_budget);
     tcase_add_test(tc, test_cuda_step_plan_covers_every_column);
     tcase_add_test(tc, test_cuda_slots_for_device);
+    tcase_add_test(tc, test_cuda_plan_pieces_hold_their_states);
     tcase_add_test(tc, test_cuda_tc_plan_covers_the_width);
     tcase_add_test(tc, test_cuda_tc_fragments_compute_dot_products);
     suite_add_tcase(s, tc);
