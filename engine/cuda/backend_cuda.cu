@@ -866,7 +866,7 @@ static int alloc_pieces(cuda_ctx *x, rn_error *err)
     size_t P = (size_t)x->plan.ret_piece, count = (size_t)x->plan.pieces * H;
     size_t HK = H * dk, HV = H * dv, states = align256(count * dk * dv * sizeof(float));
     size_t arr = align256(count * sizeof(void *));
-    void **host = (void **)malloc(arr * PP_COUNT);
+    void **host = (void **)calloc(PP_COUNT, arr);
     int rc = RN_OK;
     if (!host)
         return rn_error_set(err, RN_ENOMEM, "out of memory");

@@ -471,11 +471,13 @@ void rk_decay_table(cudaStream_t st, float *pw, const double *log_gamma, int H, 
            H, C);
 }
 
-/* Block (row i, matrix b of head b % H): no index divisions per element. */
+/* Block b C + i: row i of matrix b (head b % H); a 1-D grid, since both
+ * the matrices (pieces x heads) and the rows may pass a y dimension's
+ * 65,535; no index divisions per element. */
 __global__ void decay_mask_kernel(float *A, const float *pw, int H, int C)
 {
     pdl_enter();
-    int i = (int)blockIdx.x, b = (int)blockIdx.y;
+    int i = (int)(blockIdx.x % (unsigned)C), b = (int)(blockIdx.x / (unsigned)C);
     const float *p = pw + (size_t)(b % H) * (size_t)(C + 1);
     float *Ar = A + ((size_t)b * (size_t)C + (size_t)i) * (size_t)C;
     for (int j = threadIdx.x; j < C; j += blockDim.x)
@@ -484,7 +486,7 @@ __global__ void decay_mask_kernel(float *A, const float *pw, int H, int C)
 
 void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int count, int H, int C)
 {
-    launch(decay_mask_kernel, dim3((unsigned)C, (unsigned)count), BLOCK, 0, st, A, pw, H, C);
+    launch(decay_mask_kernel, (unsigned)count * (unsigned)C, BLOCK, 0, st, A, pw, H, C);
 }
 
 __global__ void scale_rows_kernel(float *dst, const float *src, const float *pw, int H, int C,
