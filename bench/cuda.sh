@@ -2,7 +2,8 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-tc,ours-tc4,ours-pieces128-c*,ours-bf16-states,peer}.json and a
+# Results: build/bench/cuda/{ours,ours-tc,ours-tc4,ours-foldnorm,ours-pieces128-c*,
+# ours-bf16-states,peer}.json and a
 # summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
@@ -27,6 +28,9 @@ for v in "tc 0" "tc4 4"; do
     RETNET_CUDA_TC_MAX=64 RETNET_CUDA_GEMV_MAX=$2 "$RETNET" bench-cuda "$MODEL" \
         --batches 1,2,4,8,16,32,64 --prompts 512 --chunk 1024 --decode 32 | tee "$OUT/ours-$1.json"
 done
+# the pre-norms folded into the GEMV (RETNET_CUDA_FOLD_NORM, off by default)
+RETNET_CUDA_FOLD_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,2,4 --prompts 512 --chunk 1024 \
+    --decode 32 | tee "$OUT/ours-foldnorm.json"
 # prefill retention in 128-token pieces, run together (RETNET_CUDA_RET_CHUNK)
 for c in 1024 4096; do
     RETNET_CUDA_RET_CHUNK=128 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \

@@ -31,7 +31,8 @@ fail=0
 # dependent launch off, with the retention products of a prefill chunk in
 # 5-token pieces (the full ones batched, then a ragged tail; the synthetic
 # shapes in 16-token pieces), with cuBLASLt from 3 rows on instead of the GEMV,
-# and with every batch up to 64 rows through the tensor-core GEMV, so every
+# with every batch up to 64 rows through the tensor-core GEMV, and with the
+# pre-norms folded into the GEMV (its default-off switch on), so every
 # path is held to the same properties.
 while read -r name suite env; do
     log=$OUT/$name.log
@@ -60,6 +61,8 @@ forms-tc forms RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 parity-tc parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-pieces synthetic RETNET_CUDA_RET_CHUNK=16
+forms-foldnorm forms RETNET_CUDA_FOLD_NORM=1
+parity-foldnorm parity RETNET_CUDA_FOLD_NORM=1
 RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then

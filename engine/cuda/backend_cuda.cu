@@ -120,6 +120,7 @@ struct cuda_ctx {
     cudaGraphExec_t *graphs[3];
     int use_graphs;
     int fuse;                /* fold the steps after projections into them (folding) */
+    int fold_norm;           /* and the pre-norm before them (fold_norm, RETNET_CUDA_FOLD_NORM) */
     int gemv_max;            /* largest row count the projections stream through rk_gemv_multi */
     int tc_max;              /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
@@ -530,14 +531,43 @@ static int fold_residual(const cuda_ctx *x, int n)
     return folding(x, n) && x->c->norm_position == RN_NORMPOS_PRE;
 }
 
-static const float *block_input(cuda_ctx *x, int n, const float *w, const float *b)
+/* A projection's input rows, and whether the projection normalises them
+ * itself on the way in (norm; weights w, b, may be NULL): fold_norm. */
+typedef struct {
+    const float *rows;
+    int norm;
+    const float *w, *b;
+} proj_in;
+
+static proj_in plain_in(const float *rows)
+{
+    proj_in p = {rows, 0, NULL, NULL};
+    return p;
+}
+
+/* Whether the pre-norm before a projection of n rows goes into the GEMV
+ * that reads it (the GEMV path with folding, RETNET_CUDA_FOLD_NORM): one
+ * kernel boundary fewer, the same bits (gemv_norm_stats). */
+static int fold_norm(const cuda_ctx *x, int n)
+{
+    return x->fold_norm && folding(x, n) && n <= x->gemv_max &&
+           x->c->norm_position == RN_NORMPOS_PRE && x->c->hidden_size % 8 == 0; /* vector loads */
+}
+
+/* The input of the next block: the stream, normalised for pre-norm (by
+ * rk_norm into x->hn, or by the projection itself: fold_norm). */
+static proj_in block_input(cuda_ctx *x, int n, const float *w, const float *b)
 {
     const rn_config *c = x->c;
     if (c->norm_position != RN_NORMPOS_PRE)
-        return x->x;
+        return plain_in(x->x);
+    if (fold_norm(x, n)) {
+        proj_in p = {x->x, 1, w, b};
+        return p;
+    }
     rk_norm(x->st, x->hn, x->x, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER, w, b, c->norm_eps,
             NULL, 0, half_out(x, x->hn, n));
-    return x->hn;
+    return plain_in(x->hn);
 }
 
 static void residual(cuda_ctx *x, int n, const float *w, const float *b)
@@ -555,20 +585,20 @@ static void residual(cuda_ctx *x, int n, const float *w, const float *b)
  * for post- and deep-norm); returns the next sublayer's input.  With
  * pre-norm the add and the next norm (w_next, b_next) are one kernel.  last:
  * no next sublayer (output_logits applies the final norm). */
-static const float *residual_into(cuda_ctx *x, int n, const float *w, const float *b,
-                                  const float *w_next, const float *b_next, int last)
+static proj_in residual_into(cuda_ctx *x, int n, const float *w, const float *b,
+                             const float *w_next, const float *b_next, int last)
 {
     const rn_config *c = x->c;
     if (fold_residual(x, n)) /* the projection already added y to the stream */
-        return last ? x->x : block_input(x, n, w_next, b_next);
+        return last ? plain_in(x->x) : block_input(x, n, w_next, b_next);
     if (c->norm_position == RN_NORMPOS_PRE && !last) {
         rk_add_norm(x->st, x->hn, x->x, x->y, c->residual_alpha, n, c->hidden_size,
                     c->norm_kind == RN_NORM_LAYER, w_next, b_next, c->norm_eps,
                     half_out(x, x->hn, n));
-        return x->hn;
+        return plain_in(x->hn);
     }
     residual(x, n, w, b);
-    return last ? x->x : block_input(x, n, w_next, b_next);
+    return last ? plain_in(x->x) : block_input(x, n, w_next, b_next);
 }
 
 /* Whether count matrices share dtype and input width (one GEMV launch). */
@@ -599,52 +629,59 @@ static rk_gemv_set gemv_set(int count, float *const *ys, const void *const *Ws,
     return set;
 }
 
-/* Streams set over n input rows (streaming(x, n)); Wt (the set's first
- * matrix) gives the dtype and the input width they all share. */
-static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, const float *rows,
-                     int n)
+/* Streams set over n input rows (streaming(x, n); a norm on the way in
+ * only on rk_gemv_multi's path, fold_norm); Wt (the set's first matrix)
+ * gives the dtype and the input width they all share. */
+static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, proj_in in, int n)
 {
-    int in = (int)Wt->shape[1], t = (int)Wt->dtype;
-    if (n <= x->gemv_max)
-        rk_gemv_multi(x->st, set, t, rows, n, in);
-    else
-        rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms);
+    const rn_config *c = x->c;
+    int width = (int)Wt->shape[1], t = (int)Wt->dtype;
+    if (n > x->gemv_max) {
+        rk_gemv_tc(x->st, set, t, lt_input(x, in.rows, n, width, t), n, width, x->n_sms);
+        return;
+    }
+    rk_gemv_set s = *set;
+    if (in.norm) {
+        s.norm_w = in.w, s.norm_b = in.b, s.norm_eps = c->norm_eps;
+        s.norm_threads = (int)rk_norm_threads(width), s.norm_layer = c->norm_kind == RN_NORM_LAYER;
+    }
+    rk_gemv_multi(x->st, &s, t, in.rows, n, width);
 }
 
 /* y (n x out) = rows (n x in) W^T + b; W is the device copy of Wt. */
-static int linear(cuda_ctx *x, float *y, const float *rows, int n, const void *W,
-                  const rn_tensor *Wt, const float *b)
+static int linear(cuda_ctx *x, float *y, proj_in in, int n, const void *W, const rn_tensor *Wt,
+                  const float *b)
 {
-    int in = (int)Wt->shape[1], t = (int)Wt->dtype;
+    int width = (int)Wt->shape[1], t = (int)Wt->dtype;
     if (streaming(x, n)) {
         rk_gemv_set set = gemv_set(1, &y, &W, &Wt, &b);
-        gemv_run(x, &set, Wt, rows, n);
+        gemv_run(x, &set, Wt, in, n);
         return RN_OK;
     }
-    return linear_lt(x, y, lt_input(x, rows, n, in, t), n, W, Wt, b);
+    return linear_lt(x, y, lt_input(x, in.rows, n, width, t), n, W, Wt, b);
 }
 
 /* Several projections of the same input rows (the matrices of a block
  * share dtype and input width): one weight-streaming launch for decode
  * batches, else one cuBLASLt product each from one rounded copy of the rows. */
-static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *const *ys,
+static int linear_set(cuda_ctx *x, proj_in in, int n, int count, float *const *ys,
                       const void *const *Ws, const rn_tensor *const *Wts, const float *const *bs)
 {
     int same = same_shape(Wts, count), rc;
     if (streaming(x, n) && same && count <= RK_GEMV_JOBS) {
         rk_gemv_set set = gemv_set(count, ys, Ws, Wts, bs);
-        gemv_run(x, &set, Wts[0], rows, n);
+        gemv_run(x, &set, Wts[0], in, n);
         return RN_OK;
     }
     if (!same) { /* never with a half_out tag: common_half needs one dtype, and the sets
                   * share their input width, so the rows are not read twice */
         for (int i = 0; i < count; i++)
-            if ((rc = linear(x, ys[i], rows, n, Ws[i], Wts[i], bs[i])))
+            if ((rc = linear(x, ys[i], in, n, Ws[i], Wts[i], bs[i])))
                 return rc;
         return RN_OK;
     }
     /* the shared input is rounded once for all of them */
-    const void *src = lt_input(x, rows, n, (int)Wts[0]->shape[1], (int)Wts[0]->dtype);
+    const void *src = lt_input(x, in.rows, n, (int)Wts[0]->shape[1], (int)Wts[0]->dtype);
     for (int i = 0; i < count; i++)
         if ((rc = linear_lt(x, ys[i], src, n, Ws[i], Wts[i], bs[i])))
             return rc;
@@ -657,16 +694,16 @@ static int sublayer_out(cuda_ctx *x, const float *rows, int n, const void *W, co
                         const float *b)
 {
     if (!fold_residual(x, n))
-        return linear(x, x->y, rows, n, W, Wt, b);
+        return linear(x, x->y, plain_in(rows), n, W, Wt, b);
     float *const ys[] = {x->x};
     rk_gemv_set set = gemv_set(1, ys, &W, &Wt, &b);
     set.job[0].resid = 1;
     set.alpha = x->c->residual_alpha;
-    gemv_run(x, &set, Wt, rows, n);
+    gemv_run(x, &set, Wt, plain_in(rows), n);
     return RN_OK;
 }
 
-static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in, int n, int l)
+static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, proj_in in, int n, int l)
 {
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
@@ -711,7 +748,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b);
 }
 
-static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
+static int ffn_block(cuda_ctx *x, proj_in in, int n, int l)
 {
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
@@ -744,12 +781,14 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
 static int output_logits(cuda_ctx *x, int first, int n)
 {
     const rn_config *c = x->c;
-    const float *h = x->x + (size_t)first * (size_t)c->hidden_size;
-    if (c->final_norm) {
-        rk_norm(x->st, x->hn, h, n - first, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
+    proj_in h = plain_in(x->x + (size_t)first * (size_t)c->hidden_size);
+    if (c->final_norm && fold_norm(x, n - first)) {
+        h.norm = 1, h.w = x->final_norm_w, h.b = x->final_norm_b;
+    } else if (c->final_norm) {
+        rk_norm(x->st, x->hn, h.rows, n - first, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
                 x->final_norm_w, x->final_norm_b, c->norm_eps, NULL, 0,
                 half_out(x, x->hn, n - first));
-        h = x->hn;
+        h = plain_in(x->hn);
     }
     return linear(x, x->logits, h, n - first, x->lm_head, &x->w->lm_head_w, x->lm_head_b);
 }
@@ -781,7 +820,7 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
     if (c->embed_norm)
         rk_norm(x->st, x->x, x->x, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
                 x->embed_norm_w, NULL, c->norm_eps, NULL, 0);
-    const float *in = block_input(x, n, x->layers[0].norm1_w, x->layers[0].norm1_b);
+    proj_in in = block_input(x, n, x->layers[0].norm1_w, x->layers[0].norm1_b);
     for (int l = 0; l < c->n_layers; l++) {
         const dev_layer *d = &x->layers[l], *nx = l + 1 < c->n_layers ? d + 1 : NULL;
         if ((rc = retention_block(x, mode, slot, in, n, l)))
@@ -1058,6 +1097,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaDeviceGetAttribute(&x->n_sms, cudaDevAttrMultiProcessorCount, dev), "device attributes");
     CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "device attributes");
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
+    x->fold_norm = env_int("RETNET_CUDA_FOLD_NORM", 0, 0, 1);
     x->gemv_max = env_int("RETNET_CUDA_GEMV_MAX", RN_CUDA_GEMV_DEFAULT, 0, RN_CUDA_GEMV_MAX);
     x->tc_max = major >= 8 && tc_eligible(x) /* mma.m16n8k16 with bf16 */
                     ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX)
