@@ -122,7 +122,10 @@ __device__ static inline void store_out(float *out, rk_half h, size_t i, float v
 
 /* The pieces of a norm, shared by norm_kernel and the GEMV that folds a
  * norm into its input (gemv_norm_stats): both run the same operations in
- * the same order, so a folded norm gives the bits rk_norm would. */
+ * the same order, so a folded norm gives the bits rk_norm would.  Each
+ * operation is spelled with its rounding intrinsic, so ptxas cannot fuse
+ * (or not fuse) a multiply and an add in one kernel and not the other; the
+ * choices are the ones it made when they were plain operators. */
 
 /* Thread t of T's share of a row's sum and sum of squares, in double (the
  * CPU backend's norms accumulate in double too). */
@@ -132,8 +135,8 @@ __device__ static inline void norm_partial(const float *xr, int d, int t, int T,
     s = 0.0, ss = 0.0;
     for (int k = t; k < d; k += T) {
         double v = xr[k];
-        s += v;
-        ss += v * v;
+        s = __dadd_rn(s, v);
+        ss = __fma_rn(v, v, ss);
     }
 }
 
@@ -141,8 +144,8 @@ __device__ static inline void norm_partial(const float *xr, int d, int t, int T,
 __device__ static inline void warp_sum2(double &a, double &b)
 {
     for (int o = 16; o > 0; o >>= 1) {
-        a += __shfl_xor_sync(0xffffffffu, a, o);
-        b += __shfl_xor_sync(0xffffffffu, b, o);
+        a = __dadd_rn(a, __shfl_xor_sync(0xffffffffu, a, o));
+        b = __dadd_rn(b, __shfl_xor_sync(0xffffffffu, b, o));
     }
 }
 
@@ -152,7 +155,7 @@ __device__ static inline void warps_sum2(const double *sh, int warps, double &a,
 {
     a = 0.0, b = 0.0;
     for (int w = 0; w < warps; w++)
-        a += sh[w], b += sh[32 + w];
+        a = __dadd_rn(a, sh[w]), b = __dadd_rn(b, sh[32 + w]);
 }
 
 /* The mean (LayerNorm; 0 for RMSNorm) and the factor of a row of d values
@@ -160,8 +163,8 @@ __device__ static inline void warps_sum2(const double *sh, int warps, double &a,
 __device__ static inline void norm_stats(double s, double ss, int d, int layer_kind, float eps,
                                          double &mu, float &r)
 {
-    mu = layer_kind ? s / d : 0.0;
-    double dev = layer_kind ? fmax(ss - s * mu, 0.0) : ss;
+    mu = layer_kind ? __ddiv_rn(s, (double)d) : 0.0;
+    double dev = layer_kind ? fmax(__fma_rn(-s, mu, ss), 0.0) : ss;
     r = rn_norm_factor(dev, d, eps);
 }
 
@@ -169,9 +172,9 @@ __device__ static inline void norm_stats(double s, double ss, int d, int layer_k
 __device__ static inline float norm_value(float x, double mu, float r, const float *w,
                                           const float *b, int k)
 {
-    float v = (float)((double)x - mu) * r;
-    v = w ? v * w[k] : v;
-    return b ? v + b[k] : v;
+    float v = __fmul_rn((float)__dsub_rn((double)x, mu), r);
+    v = w ? __fmul_rn(v, w[k]) : v;
+    return b ? __fadd_rn(v, b[k]) : v;
 }
 
 /* Sums a and b over the block; every thread gets both totals.  Called once
@@ -1043,6 +1046,8 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
     for (int t = 0; t < PW; t++) {
         live[t] = gemv_pair_of(set, warp * PW + t, p[t]);
         if (!live[t]) { /* past the end: stream pair 0's rows again, store nothing */
+            if (t == 0 && !NORM)
+                return;
             if (t == 0) {
                 dead = 1; /* stays for the block's norm, then leaves */
                 break;
