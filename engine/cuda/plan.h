@@ -28,9 +28,9 @@
  * most RN_CUDA_TC_MAX may stream bf16/fp16 weights through the tensor-core
  * GEMV instead of cuBLASLt (kernels.cu, gemv_tc_kernel): the folded stores
  * and dependent launch of the GEMV path, with mma.m16n8k16 doing the
- * arithmetic, 16 rows an m-tile.  Off by default (RN_CUDA_TC_DEFAULT 0) until it is measured
- * against cuBLASLt on a device; RETNET_CUDA_TC_MAX=n turns it on up to n
- * rows. */
+ * arithmetic, 16 rows an m-tile.  Off by default (RN_CUDA_TC_DEFAULT 0)
+ * until it is measured against cuBLASLt on a device; RETNET_CUDA_TC_MAX=n
+ * turns it on up to n rows. */
 #define RN_CUDA_TC_MAX 64
 #define RN_CUDA_TC_DEFAULT 0
 /* Largest decode batch one step processes; bigger batches are split. */
@@ -50,13 +50,13 @@ typedef struct rn_cuda_plan {
     size_t layer_scratch_bytes; /* bf16 pools: one layer's state in fp32 (the chunkwise
                                  * products and export/import go through it), else 0 */
     int n_slots;
-    int max_chunk;      /* tokens per prefill step */
-    int max_batch;      /* sessions per decode step */
-    int max_rows;       /* rows of every activation buffer: max(max_chunk, max_batch) */
-    size_t act_bytes;   /* activations: fp32 rows plus one half-precision GEMM input, 256-aligned */
-    size_t chunk_bytes; /* chunkwise retention scratch for max_chunk */
-    int ret_piece;      /* retention piece length (rn_cuda_plan_pieces), 0: whole chunks */
-    int pieces;         /* full pieces of a max_chunk chunk run together (0: none) */
+    int max_chunk;    /* tokens per prefill step */
+    int max_batch;    /* sessions per decode step */
+    int max_rows;     /* rows of every activation buffer: max(max_chunk, max_batch) */
+    size_t act_bytes; /* activations: fp32 rows plus two half-precision GEMM inputs, 256-aligned */
+    size_t chunk_bytes;  /* chunkwise retention scratch for max_chunk */
+    int ret_piece;       /* retention piece length (rn_cuda_plan_pieces), 0: whole chunks */
+    int pieces;          /* full pieces of a max_chunk chunk run together (0: none) */
     size_t pieces_bytes; /* their states (H dk dv floats each) and pointer arrays */
     size_t step_bytes;   /* partial read-outs of the recurrent step: SPLIT_MAX x max_batch x V */
     size_t logits_bytes;
