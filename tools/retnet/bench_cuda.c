@@ -251,6 +251,24 @@ static int profile_once(rn_engine *e, const cuda_bench_opts *o, const int32_t *t
     return rc ? -1 : 0;
 }
 
+/* The CUDA backend's tuning variables (docs/operations.md) that are set,
+ * as JSON members, so a result file says which paths it measured. */
+static void print_tuning(void)
+{
+    static const char *const names[] = {"RETNET_CUDA_GEMV_MAX", "RETNET_CUDA_TC_MAX",
+                                        "RETNET_CUDA_FUSE",     "RETNET_CUDA_FOLD_NORM",
+                                        "RETNET_CUDA_PDL",      "RETNET_CUDA_GRAPHS",
+                                        "RETNET_CUDA_RET_CHUNK"};
+    int first = 1;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *v = getenv(names[i]);
+        if (!v || strspn(v, "0123456789") != strlen(v)) /* numbers only: no escaping */
+            continue;
+        printf("%s\"%s\":\"%s\"", first ? "" : ",", names[i], v);
+        first = 0;
+    }
+}
+
 int cli_bench_cuda(int argc, char **argv)
 {
     cuda_bench_opts o;
@@ -298,7 +316,9 @@ int cli_bench_cuda(int argc, char **argv)
     double W = (double)rn_model_weight_bytes(m), S = (double)rn_engine_slot_bytes(e);
     double bpp = !strcmp(rn_model_dtype_name(m), "f32") ? 4.0 : 2.0;
     double flop_tok = 2.0 * (W - (double)c->vocab_size * c->hidden_size * bpp) / bpp;
-    printf("{\"device\":\"%s\",\"sms\":%d,\"copy_GBps\":%.1f,\"gemm_bf16_TFLOPs\":%.1f,"
+    printf("{\"tuning\":{");
+    print_tuning();
+    printf("},\n \"device\":\"%s\",\"sms\":%d,\"copy_GBps\":%.1f,\"gemm_bf16_TFLOPs\":%.1f,"
            "\"model\":\"%s\",\"dtype\":\"%s\",\"weight_bytes\":%.0f,\"state_bytes\":%.0f,"
            "\"sessions_per_GiB\":%.2f,\"state_dtype\":\"%s\",\"chunk\":%d,\n \"decode\":[",
            l.name, l.n_sms, l.copy_GBps, l.gemm_TFLOPs, o.dir, rn_model_dtype_name(m), W, S,
