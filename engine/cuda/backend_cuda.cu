@@ -16,13 +16,16 @@
  *     rows go the same way through rk_gemv_tc (tensor cores, the rows
  *     rounded to the weights' dtype); larger batches and prefill chunks use
  *     cuBLASLt with the activations rounded to the weights' dtype and fp32
- *     accumulation and output;
+ *     accumulation and output; the kernels producing those rounded inputs
+ *     write them rounded (half_out); with RETNET_CUDA_FOLD_NORM=1 the GEMV
+ *     path also normalises its input itself (fold_norm);
  *   - recurrent step: rk_ret_step reads and writes each state once, gathered
  *     by slot index, so a batch needs no copies;
  *   - chunkwise retention: per-head strided-batched fp32 GEMMs (cuBLAS) for
  *     q k^T, A v, the inter-chunk term q S0 and the state update, plus the
  *     decay mask and scalings as kernels; optionally in pieces shorter than
- *     the chunk (RETNET_CUDA_RET_CHUNK).
+ *     the chunk (RETNET_CUDA_RET_CHUNK), the full ones batched
+ *     (retention_batched).
  * The parallel form is the chunkwise form over the whole prompt from a zero
  * state (the same sums; torchscale's clamp is not offered here).
  *
@@ -31,11 +34,11 @@
  * CPU-side cost would otherwise exceed the step's memory time at batch 1.
  * Where the projections stream they are also dependent launches (kernels.cu,
  * rk_set_pdl), so each kernel's start overlaps its predecessor's end.
- * Environment
- * switches, each read when an engine is made and each run by `make
- * check-cuda`: RETNET_CUDA_GRAPHS=0, RETNET_CUDA_PDL=0, RETNET_CUDA_FUSE=0
- * (none changes a bit: the form suite checks), RETNET_CUDA_GEMV_MAX=n,
- * RETNET_CUDA_TC_MAX=n, RETNET_CUDA_RET_CHUNK=n.
+ * Environment switches, each read when an engine is made and each run by
+ * `make check-cuda`: RETNET_CUDA_GRAPHS=0, RETNET_CUDA_PDL=0,
+ * RETNET_CUDA_FUSE=0, RETNET_CUDA_FOLD_NORM=1 (none changes a bit: the form
+ * suite checks), RETNET_CUDA_GEMV_MAX=n, RETNET_CUDA_TC_MAX=n,
+ * RETNET_CUDA_RET_CHUNK=n.
  *
  * Greedy tokens can be picked on the device, inside the graph
  * (decode_argmax: n ids come back, not n x vocab logits).  Not here yet:
