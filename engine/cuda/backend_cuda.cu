@@ -411,14 +411,14 @@ static int retention_chunk(cuda_ctx *x, rk_states S, int slot, int r0, int C, co
                          dv)))
         return rc;
     /* O^T += S0^T (diag(g^(i+1)) Q)^T */
-    rk_scale_rows(x->st, x->qd, q, pw, H, C, dk, 1, 1);
+    rk_scale_pieces(x->st, x->qd, q, pw, H, C, 1, dk, 0);
     if ((rc = gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, C, dk, Sl, dv, hkv, x->qd, dk,
                          (long long)C * dk, 1.0f, o, HV, dv)))
         return rc;
     if (S.s_off)
         rk_ts_chunk(x->st, o, S, slot, pw, x->sums, H, C, dv);
     /* S = g^C S + (diag(g^(C-1-j)) K)^T V, i.e. S^T += V^T Kd */
-    rk_scale_rows(x->st, x->kd, k, pw, H, C, dk, -1, C - 1);
+    rk_scale_pieces(x->st, x->kd, k, pw, H, C, 1, dk, 1);
     rk_decay_state(x->st, S, slot, pw, H, C, (size_t)H * (size_t)hkv);
     return gemm_heads(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, C, v, HV, dv, x->kd, dk,
                       (long long)C * dk, 1.0f, Sl, dv, hkv);

@@ -533,30 +533,9 @@ void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int count, int H,
     launch(decay_mask_kernel, (unsigned)count * (unsigned)C, BLOCK, 0, st, A, pw, H, C);
 }
 
-__global__ void scale_rows_kernel(float *dst, const float *src, const float *pw, int H, int C,
-                                  int dk, int a, int b)
-{
-    pdl_enter();
-    size_t total = (size_t)H * (size_t)C * (size_t)dk;
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
-         t += (size_t)gridDim.x * blockDim.x) {
-        int d = (int)(t % (size_t)dk), i = (int)(t / (size_t)dk % (size_t)C);
-        int h = (int)(t / ((size_t)dk * (size_t)C));
-        float f = pw[(size_t)h * (size_t)(C + 1) + (size_t)(a * i + b)];
-        dst[t] = src[((size_t)i * (size_t)H + (size_t)h) * (size_t)dk + (size_t)d] * f;
-    }
-}
-
-void rk_scale_rows(cudaStream_t st, float *dst, const float *src, const float *pw, int H, int C,
-                   int dk, int a, int b)
-{
-    launch(scale_rows_kernel, blocks_for((size_t)H * (size_t)C * (size_t)dk), BLOCK, 0, st, dst,
-           src, pw, H, C, dk, a, b);
-}
-
-/* As scale_rows_kernel over pieces full pieces of P rows, each piece's rows
- * scaled as a chunk of its own (key: g^(P-1-i), else g^(i+1)) into its
- * block dst[piece][h] (P x dk). */
+/* pieces full pieces of P rows, each piece's rows scaled as a chunk of its
+ * own (key: g^(P-1-i), else g^(i+1)) into its block dst[piece][h] (P x dk);
+ * one piece is a whole chunk. */
 __global__ void scale_pieces_kernel(float *dst, const float *src, const float *pw, int H, int P,
                                     int pieces, int dk, int key)
 {

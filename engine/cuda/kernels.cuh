@@ -91,12 +91,9 @@ void rk_state_compress(cudaStream_t st, void *dst, const float *src, size_t n);
 void rk_decay_table(cudaStream_t st, float *pw, const double *log_gamma, int H, int C);
 /* A[b] (C x C, row-major) *= decay mask of head b % H, for b < count. */
 void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int count, int H, int C);
-/* dst[h][i][:] = src[i][h][:] * pw[h][a*i + b] for i < C (src row stride H*dk). */
-void rk_scale_rows(cudaStream_t st, float *dst, const float *src, const float *pw, int H, int C,
-                   int dk, int a, int b);
 /* pieces full pieces of P rows (src row stride H*dk) as chunks of their own:
  * dst[p][h][i][:] = src[p P + i][h][:] * pw[h][key ? P-1-i : i+1] (pw the
- * table for P). */
+ * table for P); pieces = 1, P = C: one chunk, dst[h][i][:]. */
 void rk_scale_pieces(cudaStream_t st, float *dst, const float *src, const float *pw, int H, int P,
                      int pieces, int dk, int key);
 /* The layer state Sl (hkv fp32 values, H heads) through pieces pieces of P
