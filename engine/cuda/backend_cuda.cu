@@ -1026,39 +1026,15 @@ static int check_fits(const cuda_ctx *x, rn_error *err)
     return RN_OK;
 }
 
-/* The matrices the projections read: layer l's eight (absent ones have no
- * data) and the LM head. */
-enum { N_MATRICES = 9 };
-static void layer_matrices(const cuda_ctx *x, int l, const rn_tensor *m[N_MATRICES])
-{
-    const rn_layer_weights *s = &x->w->layers[l];
-    m[0] = &s->q_w, m[1] = &s->k_w, m[2] = &s->v_w, m[3] = &s->g_w, m[4] = &s->o_w;
-    m[5] = &s->up_w, m[6] = &s->gate_w, m[7] = &s->down_w, m[8] = &x->w->lm_head_w;
-}
-
-/* Whether every matrix the projections stream fits the tensor-core GEMV
- * (rn_cuda_tc_fits). */
-static int tc_eligible(const cuda_ctx *x)
-{
-    int ok = 1;
-    for (int l = 0; l < x->c->n_layers; l++) {
-        const rn_tensor *m[N_MATRICES];
-        layer_matrices(x, l, m);
-        for (int i = 0; i < N_MATRICES; i++)
-            ok &= !m[i]->data || rn_cuda_tc_fits((int)m[i]->dtype, (int)m[i]->shape[1]);
-    }
-    return ok;
-}
-
 /* The one 16-bit dtype of every matrix (what half_out rounds to), or -1
  * when they are fp32 or mixed. */
 static int common_half(const cuda_ctx *x)
 {
     int t = -1;
     for (int l = 0; l < x->c->n_layers; l++) {
-        const rn_tensor *m[N_MATRICES];
-        layer_matrices(x, l, m);
-        for (int i = 0; i < N_MATRICES; i++) {
+        const rn_tensor *m[RN_CUDA_MATRICES];
+        rn_cuda_layer_matrices(x->w, l, m);
+        for (int i = 0; i < RN_CUDA_MATRICES; i++) {
             if (!m[i]->data)
                 continue;
             if (m[i]->dtype == RN_DT_F32 || (t >= 0 && (int)m[i]->dtype != t))
@@ -1102,7 +1078,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
     x->fold_norm = env_int("RETNET_CUDA_FOLD_NORM", 0, 0, 1);
     x->gemv_max = env_int("RETNET_CUDA_GEMV_MAX", RN_CUDA_GEMV_DEFAULT, 0, RN_CUDA_GEMV_MAX);
-    x->tc_max = major >= 8 && tc_eligible(x) /* mma.m16n8k16 with bf16 */
+    x->tc_max = major >= 8 && rn_cuda_tc_weights_fit(x->w, x->c->n_layers) /* mma, bf16 */
                     ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX)
                     : 0;
     x->half_t = common_half(x);

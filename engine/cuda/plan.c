@@ -190,3 +190,22 @@ int rn_cuda_tc_fits(int t, int in)
 {
     return (t == RN_DT_BF16 || t == RN_DT_F16) && in > 0 && in % 8 == 0;
 }
+
+void rn_cuda_layer_matrices(const rn_weights *w, int l, const rn_tensor *m[RN_CUDA_MATRICES])
+{
+    const rn_layer_weights *s = &w->layers[l];
+    m[0] = &s->q_w, m[1] = &s->k_w, m[2] = &s->v_w, m[3] = &s->g_w, m[4] = &s->o_w;
+    m[5] = &s->up_w, m[6] = &s->gate_w, m[7] = &s->down_w, m[8] = &w->lm_head_w;
+}
+
+int rn_cuda_tc_weights_fit(const rn_weights *w, int n_layers)
+{
+    int ok = 1;
+    for (int l = 0; l < n_layers; l++) {
+        const rn_tensor *m[RN_CUDA_MATRICES];
+        rn_cuda_layer_matrices(w, l, m);
+        for (int i = 0; i < RN_CUDA_MATRICES; i++)
+            ok &= !m[i]->data || rn_cuda_tc_fits((int)m[i]->dtype, (int)m[i]->shape[1]);
+    }
+    return ok;
+}

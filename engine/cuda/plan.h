@@ -142,4 +142,13 @@ rn_cuda_tc_shape rn_cuda_tc_plan(int in, long blocks, int n_sms, int max_warps);
  * tensor-core GEMV: bf16 or fp16, rows on 16 bytes (in % 8 == 0). */
 int rn_cuda_tc_fits(int t, int in);
 
+/* The matrices the projections read: layer l's eight (absent ones have no
+ * data) and the LM head, into m. */
+#define RN_CUDA_MATRICES 9
+void rn_cuda_layer_matrices(const rn_weights *w, int l, const rn_tensor *m[RN_CUDA_MATRICES]);
+
+/* Whether every matrix of n_layers layers fits the tensor-core GEMV
+ * (rn_cuda_tc_fits): the backend takes that path only then. */
+int rn_cuda_tc_weights_fit(const rn_weights *w, int n_layers);
+
 #endif

@@ -252,6 +252,38 @@ START_TEST(test_cuda_tc_plan_covers_the_width)
 }
 END_TEST
 
+/* The tensor-core path takes a model only when every matrix it would read
+ * fits, the LM head included; absent ones (no gate without GLU) do not
+ * count. */
+START_TEST(test_cuda_tc_weights_fit_every_matrix)
+{
+    static const char byte = 0;
+    rn_layer_weights layer;
+    rn_weights w;
+    memset(&layer, 0, sizeof layer);
+    memset(&w, 0, sizeof w);
+    w.layers = &layer;
+    rn_tensor *mats[] = {&layer.q_w, &layer.k_w,  &layer.v_w,    &layer.g_w,
+                         &layer.o_w, &layer.up_w, &layer.down_w, &w.lm_head_w};
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+        mats[i]->data = &byte, mats[i]->dtype = RN_DT_BF16, mats[i]->ndim = 2;
+        mats[i]->shape[0] = 16, mats[i]->shape[1] = 64;
+    }
+    ck_assert(rn_cuda_tc_weights_fit(&w, 1)); /* the gate is absent */
+    const rn_tensor *m[RN_CUDA_MATRICES];
+    rn_cuda_layer_matrices(&w, 0, m);
+    ck_assert_ptr_eq(m[0], &layer.q_w);
+    ck_assert_ptr_eq(m[8], &w.lm_head_w);
+    w.lm_head_w.dtype = RN_DT_F32;
+    ck_assert(!rn_cuda_tc_weights_fit(&w, 1));
+    w.lm_head_w.dtype = RN_DT_F16;
+    ck_assert(rn_cuda_tc_weights_fit(&w, 1));
+    layer.down_w.shape[1] = 60; /* rows not on 16 bytes */
+    ck_assert(!rn_cuda_tc_weights_fit(&w, 1));
+    ck_assert(rn_cuda_tc_weights_fit(&w, 0));
+}
+END_TEST
+
 /* mma.m16n8k16 as the PTX ISA's fragment tables define it: lane (g, t)'s
  * A registers r hold a_{2r}, a_{2r+1}; a_i sits at row g (i in 0,1,4,5) or
  * g + 8, column 2t + (i & 1) (+ 8 for i >= 4); B register r holds b_{2r},
@@ -331,6 +363,7 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_slots_for_device);
     tcase_add_test(tc, test_cuda_plan_pieces_hold_their_states);
     tcase_add_test(tc, test_cuda_tc_plan_covers_the_width);
+    tcase_add_test(tc, test_cuda_tc_weights_fit_every_matrix);
     tcase_add_test(tc, test_cuda_tc_fragments_compute_dot_products);
     suite_add_tcase(s, tc);
     return s;

@@ -166,26 +166,11 @@ void fixture_env_restore(const char *name, char *saved)
     free(saved);
 }
 
-/* Whether the CUDA backend's tensor-core GEMV takes the model's matrices
- * (backend_cuda.cu, tc_eligible: every one rn_cuda_tc_fits). */
-static int tc_takes(const rn_model *m)
-{
-    const rn_weights *w = rn_model_weights(m);
-    int ok = 1;
-    for (int l = 0; l < rn_model_config(m)->n_layers; l++) {
-        const rn_layer_weights *s = &w->layers[l];
-        const rn_tensor *t[] = {&s->q_w,  &s->k_w,    &s->v_w,    &s->g_w,      &s->o_w,
-                                &s->up_w, &s->gate_w, &s->down_w, &w->lm_head_w};
-        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
-            ok &= !t[i]->data || rn_cuda_tc_fits((int)t[i]->dtype, (int)t[i]->shape[1]);
-    }
-    return ok;
-}
-
 void fixture_check_batched_is_single(const fixture *f, const rn_engine_opts *o, int nb, int steps)
 {
     const char *tc = getenv("RETNET_CUDA_TC_MAX"), *gm = getenv("RETNET_CUDA_GEMV_MAX");
-    int keep = tc && atoi(tc) >= nb && nb <= 16 && gm && atoi(gm) == 0 && tc_takes(f->model);
+    int keep = tc && atoi(tc) >= nb && nb <= 16 && gm && atoi(gm) == 0 &&
+               rn_cuda_tc_weights_fit(rn_model_weights(f->model), f->cfg->n_layers);
     char *saved = keep ? NULL : fixture_env_set("RETNET_CUDA_GEMV_MAX", "8");
     rn_engine *batched = fixture_engine_opts(f, o), *single = fixture_engine_opts(f, o);
     if (!keep)
