@@ -896,8 +896,6 @@ static void cuda_deinit(void *ctx)
     free(x);
 }
 
-/* Carves the activation, scratch and small-table buffers out of three
- * allocations sized by the plan. */
 /* The entering states and pointer arrays of retention_batched
  * (plan.pieces_bytes): the address of every (piece, head) operand in the
  * chunk buffers, which stay where they are, so the arrays are made once. */
@@ -907,7 +905,7 @@ static int alloc_pieces(cuda_ctx *x, rn_error *err)
     size_t H = (size_t)c->n_heads, dk = (size_t)c->head_dim_k, dv = (size_t)c->head_dim_v;
     size_t P = (size_t)x->plan.ret_piece, count = (size_t)x->plan.pieces * H;
     size_t HK = H * dk, HV = H * dv, states = align256(count * dk * dv * sizeof(float));
-    size_t arr = align256(count * sizeof(void *));
+    size_t arr = align256(count * sizeof(void *)), stride = arr / sizeof(void *);
     void **host = (void **)calloc(PP_COUNT, arr);
     int rc = RN_OK;
     if (!host)
@@ -915,8 +913,7 @@ static int alloc_pieces(cuda_ctx *x, rn_error *err)
     CU(cudaMalloc(&x->U, x->plan.pieces_bytes), "retention pieces");
     for (size_t b = 0; b < count; b++) {
         size_t p = b / H, h = b % H;
-        void **e = host + b; /* entry b of array a is at e + a * (arr / 8) */
-        size_t stride = arr / sizeof(void *);
+        void **e = host + b; /* entry b of array a is at e + a * stride */
         e[PP_K * stride] = x->k + p * P * HK + h * dk;
         e[PP_Q * stride] = x->q + p * P * HK + h * dk;
         e[PP_V * stride] = x->v + p * P * HV + h * dv;
@@ -934,6 +931,8 @@ cleanup:
     return rc;
 }
 
+/* Carves the activation, scratch and small-table buffers out of three
+ * allocations sized by the plan. */
 static int alloc_buffers(cuda_ctx *x, rn_error *err)
 {
     const rn_config *c = x->c;
@@ -955,7 +954,7 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
             b += align256(R * width[i] * 4);
         }
         x->half[0] = b;
-        x->half[1] = b + align256(R * (D > V ? (D > F ? D : F) : (V > F ? V : F)) * 2);
+        x->half[1] = b + align256(R * rn_cuda_widest_input(c) * 2);
         x->logits = (float *)((char *)x->x + p->act_bytes);
     }
     CU(cudaMalloc(&x->A, p->chunk_bytes), "chunk scratch");

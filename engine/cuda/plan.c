@@ -30,6 +30,13 @@ static size_t align256(size_t n, int *ovf)
     return add(n, 255, ovf) & ~(size_t)255;
 }
 
+size_t rn_cuda_widest_input(const rn_config *c)
+{
+    size_t D = (size_t)c->hidden_size, V = (size_t)c->value_dim, F = (size_t)c->intermediate_size;
+    size_t w = D > V ? D : V;
+    return w > F ? w : F;
+}
+
 /* Bytes of the activation buffers for R rows, each buffer on 256 bytes (as
  * cuBLASLt assumes): x, hn, y (D); q, k (H*dk); v, g, o (H*dv); f1, f2 (F);
  * then the half-precision copy of the widest GEMM input (D, H*dv or F) and
@@ -40,8 +47,7 @@ static size_t act_bytes(const rn_config *c, size_t R, int *ovf)
     size_t D = (size_t)c->hidden_size, K = (size_t)c->key_dim, V = (size_t)c->value_dim;
     size_t F = (size_t)c->intermediate_size;
     size_t widths[] = {D, D, D, K, K, V, V, V, F, F};
-    size_t widest = D > V ? D : V, total = 0;
-    widest = widest > F ? widest : F;
+    size_t widest = rn_cuda_widest_input(c), total = 0;
     for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
         total = add(total, align256(mul(mul(R, widths[i], ovf), 4, ovf), ovf), ovf);
     total = add(total, align256(mul(mul(R, widest, ovf), 2, ovf), ovf), ovf);

@@ -64,6 +64,10 @@ typedef struct rn_cuda_plan {
     size_t total_bytes; /* everything but the weights */
 } rn_cuda_plan;
 
+/* The widest input a projection reads: max(hidden, value dim, FFN width);
+ * the first half-precision input buffer holds that many values a row. */
+size_t rn_cuda_widest_input(const rn_config *c);
+
 /* Fills *p for config c with n_slots (>= 1) state slots (bf16 values when
  * state_bf16, else fp32) and prefill chunks of up to max_chunk (>= 1)
  * tokens.  RN_EINVAL (message in err) when a size overflows or an argument
