@@ -2,9 +2,8 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-tc,ours-tc4,ours-foldnorm,ours-pieces128-c*,
-# ours-bf16-states,peer}.json and a
-# summary on stdout; the
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-pieces*-c*,ours-bf16-states,peer}.json
+# and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
 set -eu
@@ -19,25 +18,24 @@ fi
 cat "$OUT/device.txt"
 [ -f "$MODEL/config.json" ] || "$RETNET" random --preset 1.3b --dtype bf16 "$MODEL"
 
-"$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,64,128,256 --prompts 512,2048,8192 \
-    --chunk 1024 --decode 32 | tee "$OUT/ours.json"
-# the tensor-core GEMV (off by default until measured here) for batches up to
-# 64, from batch 1 (RETNET_CUDA_GEMV_MAX=0) and above the GEMV's default 4
-for v in "tc 0" "tc4 4"; do
-    set -- $v
-    RETNET_CUDA_TC_MAX=64 RETNET_CUDA_GEMV_MAX=$2 "$RETNET" bench-cuda "$MODEL" \
-        --batches 1,2,4,8,16,32,64 --prompts 512 --chunk 1024 --decode 32 | tee "$OUT/ours-$1.json"
-done
-# the pre-norms folded into the GEMV (RETNET_CUDA_FOLD_NORM, off by default)
-RETNET_CUDA_FOLD_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,2,4 --prompts 512 --chunk 1024 \
-    --decode 32 | tee "$OUT/ours-foldnorm.json"
-# prefill retention in 128-token pieces, run together (RETNET_CUDA_RET_CHUNK)
+"$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,32,64,128,256 --prompts 512,2048,8192 \
+    --chunk 2048 --decode 32 | tee "$OUT/ours.json"
+# the decode paths the default chose between: without the tensor-core GEMV
+# (the GEMV up to 4 rows, then cuBLASLt) and with it from one row
+RETNET_CUDA_TC_MAX=0 "$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,32 --prompts 512 \
+    --chunk 2048 --decode 32 | tee "$OUT/ours-notc.json"
+RETNET_CUDA_TC_MAX=64 RETNET_CUDA_GEMV_MAX=0 "$RETNET" bench-cuda "$MODEL" \
+    --batches 1,2,4,8,16,32,64 --prompts 512 --chunk 2048 --decode 32 | tee "$OUT/ours-tc0.json"
+# prefill retention pieces (RETNET_CUDA_RET_CHUNK; 512 by default, 0: whole
+# chunks) in 1024- and 4096-token chunks
 for c in 1024 4096; do
-    RETNET_CUDA_RET_CHUNK=128 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
-        --chunk $c --decode 4 | tee "$OUT/ours-pieces128-c$c.json"
+    for p in 0 256 1024; do
+        RETNET_CUDA_RET_CHUNK=$p "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
+            --chunk $c --decode 4 | tee "$OUT/ours-pieces$p-c$c.json"
+    done
 done
 # bf16 states (--gpu-state-dtype bf16): half the state bytes per step
-"$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 2048 --chunk 1024 --decode 32 \
+"$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 2048 --chunk 2048 --decode 32 \
     --state-bf16 | tee "$OUT/ours-bf16-states.json"
 
 PY=${PYTHON:-python3}

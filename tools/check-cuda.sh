@@ -26,13 +26,14 @@ fi
 echo "check-cuda: $info" | tee "$OUT/device.txt"
 
 fail=0
-# Each run: name, suite, then the environment it runs under.  The form suite
-# runs again with the decode step launched kernel by kernel (no graph), with
-# dependent launch off, with the retention products of a prefill chunk in
-# 5-token pieces (the full ones batched, then a ragged tail; the synthetic
-# shapes in 16-token pieces), with cuBLASLt from 3 rows on instead of the GEMV,
-# with every batch up to 64 rows through the tensor-core GEMV, and with the
-# pre-norms folded into the GEMV (its default-off switch on), so every
+# Each run: name, suite, then the environment it runs under.  The default
+# decode path is the GEMV up to 2 rows, the tensor-core GEMV up to 16 (bf16
+# and fp16 models), cuBLASLt above.  The form suite runs again with the
+# decode step launched kernel by kernel (no graph), with dependent launch
+# off, with the retention products of a prefill chunk in 5-token pieces (the
+# full ones batched, then a ragged tail; the synthetic shapes in 16-token
+# pieces), with cuBLASLt from 3 rows on instead of the tensor-core GEMV,
+# and with every batch up to 64 rows through the tensor-core GEMV, so every
 # path is held to the same properties.
 while read -r name suite env; do
     log=$OUT/$name.log
@@ -52,17 +53,15 @@ forms-eager forms RETNET_CUDA_GRAPHS=0
 forms-nopdl forms RETNET_CUDA_PDL=0
 forms-pieces forms RETNET_CUDA_RET_CHUNK=5
 parity-pieces parity RETNET_CUDA_RET_CHUNK=5
-forms-gemv2 forms RETNET_CUDA_GEMV_MAX=2
-parity-gemv2 parity RETNET_CUDA_GEMV_MAX=2
+forms-lt forms RETNET_CUDA_GEMV_MAX=2 RETNET_CUDA_TC_MAX=0
+parity-lt parity RETNET_CUDA_GEMV_MAX=2 RETNET_CUDA_TC_MAX=0
 state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
 synthetic synthetic RETNET_CUDA_GRAPHS=1
-synthetic-gemv2 synthetic RETNET_CUDA_GEMV_MAX=2
+synthetic-lt synthetic RETNET_CUDA_GEMV_MAX=2 RETNET_CUDA_TC_MAX=0
 forms-tc forms RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 parity-tc parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-pieces synthetic RETNET_CUDA_RET_CHUNK=16
-forms-foldnorm forms RETNET_CUDA_FOLD_NORM=1
-parity-foldnorm parity RETNET_CUDA_FOLD_NORM=1
 RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then

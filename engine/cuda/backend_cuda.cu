@@ -12,20 +12,19 @@
  *     stream each weight matrix once through rk_gemv_multi (fp32
  *     activations, fp32 accumulation), which also folds what follows a
  *     projection into its store (q/k scale and rotary, up * act(gate), the
- *     residual add); with RETNET_CUDA_TC_MAX=n, bf16/fp16 batches up to n
- *     rows go the same way through rk_gemv_tc (tensor cores, the rows
- *     rounded to the weights' dtype); larger batches and prefill chunks use
- *     cuBLASLt with the activations rounded to the weights' dtype and fp32
- *     accumulation and output; the kernels producing those rounded inputs
- *     write them rounded (half_out); with RETNET_CUDA_FOLD_NORM=1 the GEMV
- *     path also normalises its input itself (fold_norm);
+ *     residual add); bf16/fp16 batches above that and up to x->tc_max rows
+ *     (RN_CUDA_TC_DEFAULT) go the same way through rk_gemv_tc (tensor cores,
+ *     the rows rounded to the weights' dtype); larger batches and prefill
+ *     chunks use cuBLASLt with the activations rounded to the weights' dtype
+ *     and fp32 accumulation and output; the kernels producing those rounded
+ *     inputs write them rounded (half_out);
  *   - recurrent step: rk_ret_step reads and writes each state once, gathered
  *     by slot index, so a batch needs no copies;
  *   - chunkwise retention: per-head strided-batched fp32 GEMMs (cuBLAS) for
  *     q k^T, A v, the inter-chunk term q S0 and the state update, plus the
- *     decay mask and scalings as kernels; optionally in pieces shorter than
- *     the chunk (RETNET_CUDA_RET_CHUNK), the full ones batched
- *     (retention_batched).
+ *     decay mask and scalings as kernels, in pieces of 256 or 512 tokens
+ *     (rn_cuda_ret_piece_default, RETNET_CUDA_RET_CHUNK), the full ones
+ *     batched (retention_batched).
  * The parallel form is the chunkwise form over the whole prompt from a zero
  * state (the same sums; torchscale's clamp is not offered here).
  *
@@ -36,9 +35,8 @@
  * rk_set_pdl), so each kernel's start overlaps its predecessor's end.
  * Environment switches, each read when an engine is made and each run by
  * `make check-cuda`: RETNET_CUDA_GRAPHS=0, RETNET_CUDA_PDL=0,
- * RETNET_CUDA_FUSE=0, RETNET_CUDA_FOLD_NORM=1 (none changes a bit: the form
- * suite checks), RETNET_CUDA_GEMV_MAX=n, RETNET_CUDA_TC_MAX=n,
- * RETNET_CUDA_RET_CHUNK=n.
+ * RETNET_CUDA_FUSE=0 (none changes a bit: the form suite checks),
+ * RETNET_CUDA_GEMV_MAX=n, RETNET_CUDA_TC_MAX=n, RETNET_CUDA_RET_CHUNK=n.
  *
  * Greedy tokens can be picked on the device, inside the graph
  * (decode_argmax: n ids come back, not n x vocab logits).  Not here yet:
@@ -123,7 +121,6 @@ struct cuda_ctx {
     cudaGraphExec_t *graphs[3];
     int use_graphs;
     int fuse;                /* fold the steps after projections into them (folding) */
-    int fold_norm;           /* and the pre-norm before them (fold_norm, RETNET_CUDA_FOLD_NORM) */
     int gemv_max;            /* largest row count the projections stream through rk_gemv_multi */
     int tc_max;              /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
@@ -534,43 +531,14 @@ static int fold_residual(const cuda_ctx *x, int n)
     return folding(x, n) && x->c->norm_position == RN_NORMPOS_PRE;
 }
 
-/* A projection's input rows, and whether the projection normalises them
- * itself on the way in (norm; weights w, b, may be NULL): fold_norm. */
-typedef struct {
-    const float *rows;
-    int norm;
-    const float *w, *b;
-} proj_in;
-
-static proj_in plain_in(const float *rows)
-{
-    proj_in p = {rows, 0, NULL, NULL};
-    return p;
-}
-
-/* Whether the pre-norm before a projection of n rows goes into the GEMV
- * that reads it (the GEMV path with folding, RETNET_CUDA_FOLD_NORM): one
- * kernel boundary fewer, the same bits (gemv_norm_stats). */
-static int fold_norm(const cuda_ctx *x, int n)
-{
-    return x->fold_norm && folding(x, n) && n <= x->gemv_max &&
-           x->c->norm_position == RN_NORMPOS_PRE && x->c->hidden_size % 8 == 0; /* vector loads */
-}
-
-/* The input of the next block: the stream, normalised for pre-norm (by
- * rk_norm into x->hn, or by the projection itself: fold_norm). */
-static proj_in block_input(cuda_ctx *x, int n, const float *w, const float *b)
+static const float *block_input(cuda_ctx *x, int n, const float *w, const float *b)
 {
     const rn_config *c = x->c;
     if (c->norm_position != RN_NORMPOS_PRE)
-        return plain_in(x->x);
-    if (fold_norm(x, n)) {
-        proj_in p = {x->x, 1, w, b};
-        return p;
-    }
+        return x->x;
     rk_norm(x->st, x->hn, x->x, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER, w, b, c->norm_eps,
             NULL, 0, half_out(x, x->hn, n));
-    return plain_in(x->hn);
+    return x->hn;
 }
 
 static void residual(cuda_ctx *x, int n, const float *w, const float *b)
@@ -588,20 +556,20 @@ static void residual(cuda_ctx *x, int n, const float *w, const float *b)
  * for post- and deep-norm); returns the next sublayer's input.  With
  * pre-norm the add and the next norm (w_next, b_next) are one kernel.  last:
  * no next sublayer (output_logits applies the final norm). */
-static proj_in residual_into(cuda_ctx *x, int n, const float *w, const float *b,
-                             const float *w_next, const float *b_next, int last)
+static const float *residual_into(cuda_ctx *x, int n, const float *w, const float *b,
+                                  const float *w_next, const float *b_next, int last)
 {
     const rn_config *c = x->c;
     if (fold_residual(x, n)) /* the projection already added y to the stream */
-        return last ? plain_in(x->x) : block_input(x, n, w_next, b_next);
+        return last ? x->x : block_input(x, n, w_next, b_next);
     if (c->norm_position == RN_NORMPOS_PRE && !last) {
         rk_add_norm(x->st, x->hn, x->x, x->y, c->residual_alpha, n, c->hidden_size,
                     c->norm_kind == RN_NORM_LAYER, w_next, b_next, c->norm_eps,
                     half_out(x, x->hn, n));
-        return plain_in(x->hn);
+        return x->hn;
     }
     residual(x, n, w, b);
-    return last ? plain_in(x->x) : block_input(x, n, w_next, b_next);
+    return last ? x->x : block_input(x, n, w_next, b_next);
 }
 
 /* Whether count matrices share dtype and input width (one GEMV launch). */
@@ -632,59 +600,52 @@ static rk_gemv_set gemv_set(int count, float *const *ys, const void *const *Ws,
     return set;
 }
 
-/* Streams set over n input rows (streaming(x, n); a norm on the way in
- * only on rk_gemv_multi's path, fold_norm); Wt (the set's first matrix)
- * gives the dtype and the input width they all share. */
-static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, proj_in in, int n)
+/* Streams set over n input rows (streaming(x, n)); Wt (the set's first
+ * matrix) gives the dtype and the input width they all share. */
+static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, const float *rows,
+                     int n)
 {
-    const rn_config *c = x->c;
-    int width = (int)Wt->shape[1], t = (int)Wt->dtype;
-    if (n > x->gemv_max) {
-        rk_gemv_tc(x->st, set, t, lt_input(x, in.rows, n, width, t), n, width, x->n_sms);
-        return;
-    }
-    rk_gemv_set s = *set;
-    if (in.norm) {
-        s.norm_w = in.w, s.norm_b = in.b, s.norm_eps = c->norm_eps;
-        s.norm_threads = (int)rk_norm_threads(width), s.norm_layer = c->norm_kind == RN_NORM_LAYER;
-    }
-    rk_gemv_multi(x->st, &s, t, in.rows, n, width);
+    int in = (int)Wt->shape[1], t = (int)Wt->dtype;
+    if (n <= x->gemv_max)
+        rk_gemv_multi(x->st, set, t, rows, n, in);
+    else
+        rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms);
 }
 
 /* y (n x out) = rows (n x in) W^T + b; W is the device copy of Wt. */
-static int linear(cuda_ctx *x, float *y, proj_in in, int n, const void *W, const rn_tensor *Wt,
-                  const float *b)
+static int linear(cuda_ctx *x, float *y, const float *rows, int n, const void *W,
+                  const rn_tensor *Wt, const float *b)
 {
-    int width = (int)Wt->shape[1], t = (int)Wt->dtype;
+    int in = (int)Wt->shape[1], t = (int)Wt->dtype;
     if (streaming(x, n)) {
         rk_gemv_set set = gemv_set(1, &y, &W, &Wt, &b);
-        gemv_run(x, &set, Wt, in, n);
+        gemv_run(x, &set, Wt, rows, n);
         return RN_OK;
     }
-    return linear_lt(x, y, lt_input(x, in.rows, n, width, t), n, W, Wt, b);
+    return linear_lt(x, y, lt_input(x, rows, n, in, t), n, W, Wt, b);
 }
 
 /* Several projections of the same input rows (the matrices of a block
  * share dtype and input width): one weight-streaming launch for decode
  * batches, else one cuBLASLt product each from one rounded copy of the rows. */
-static int linear_set(cuda_ctx *x, proj_in in, int n, int count, float *const *ys,
+static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *const *ys,
                       const void *const *Ws, const rn_tensor *const *Wts, const float *const *bs)
 {
     int same = same_shape(Wts, count), rc;
     if (streaming(x, n) && same && count <= RK_GEMV_JOBS) {
         rk_gemv_set set = gemv_set(count, ys, Ws, Wts, bs);
-        gemv_run(x, &set, Wts[0], in, n);
+        gemv_run(x, &set, Wts[0], rows, n);
         return RN_OK;
     }
     if (!same) { /* never with a half_out tag: common_half needs one dtype, and the sets
                   * share their input width, so the rows are not read twice */
         for (int i = 0; i < count; i++)
-            if ((rc = linear(x, ys[i], in, n, Ws[i], Wts[i], bs[i])))
+            if ((rc = linear(x, ys[i], rows, n, Ws[i], Wts[i], bs[i])))
                 return rc;
         return RN_OK;
     }
     /* the shared input is rounded once for all of them */
-    const void *src = lt_input(x, in.rows, n, (int)Wts[0]->shape[1], (int)Wts[0]->dtype);
+    const void *src = lt_input(x, rows, n, (int)Wts[0]->shape[1], (int)Wts[0]->dtype);
     for (int i = 0; i < count; i++)
         if ((rc = linear_lt(x, ys[i], src, n, Ws[i], Wts[i], bs[i])))
             return rc;
@@ -697,16 +658,16 @@ static int sublayer_out(cuda_ctx *x, const float *rows, int n, const void *W, co
                         const float *b)
 {
     if (!fold_residual(x, n))
-        return linear(x, x->y, plain_in(rows), n, W, Wt, b);
+        return linear(x, x->y, rows, n, W, Wt, b);
     float *const ys[] = {x->x};
     rk_gemv_set set = gemv_set(1, ys, &W, &Wt, &b);
     set.job[0].resid = 1;
     set.alpha = x->c->residual_alpha;
-    gemv_run(x, &set, Wt, plain_in(rows), n);
+    gemv_run(x, &set, Wt, rows, n);
     return RN_OK;
 }
 
-static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, proj_in in, int n, int l)
+static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in, int n, int l)
 {
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
@@ -751,7 +712,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, proj_in in, int
     return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b);
 }
 
-static int ffn_block(cuda_ctx *x, proj_in in, int n, int l)
+static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
 {
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
@@ -784,14 +745,12 @@ static int ffn_block(cuda_ctx *x, proj_in in, int n, int l)
 static int output_logits(cuda_ctx *x, int first, int n)
 {
     const rn_config *c = x->c;
-    proj_in h = plain_in(x->x + (size_t)first * (size_t)c->hidden_size);
-    if (c->final_norm && fold_norm(x, n - first)) {
-        h.norm = 1, h.w = x->final_norm_w, h.b = x->final_norm_b;
-    } else if (c->final_norm) {
-        rk_norm(x->st, x->hn, h.rows, n - first, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
+    const float *h = x->x + (size_t)first * (size_t)c->hidden_size;
+    if (c->final_norm) {
+        rk_norm(x->st, x->hn, h, n - first, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
                 x->final_norm_w, x->final_norm_b, c->norm_eps, NULL, 0,
                 half_out(x, x->hn, n - first));
-        h = plain_in(x->hn);
+        h = x->hn;
     }
     return linear(x, x->logits, h, n - first, x->lm_head, &x->w->lm_head_w, x->lm_head_b);
 }
@@ -823,7 +782,7 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
     if (c->embed_norm)
         rk_norm(x->st, x->x, x->x, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
                 x->embed_norm_w, NULL, c->norm_eps, NULL, 0);
-    proj_in in = block_input(x, n, x->layers[0].norm1_w, x->layers[0].norm1_b);
+    const float *in = block_input(x, n, x->layers[0].norm1_w, x->layers[0].norm1_b);
     for (int l = 0; l < c->n_layers; l++) {
         const dev_layer *d = &x->layers[l], *nx = l + 1 < c->n_layers ? d + 1 : NULL;
         if ((rc = retention_block(x, mode, slot, in, n, l)))
@@ -1075,13 +1034,15 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaDeviceGetAttribute(&x->n_sms, cudaDevAttrMultiProcessorCount, dev), "device attributes");
     CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "device attributes");
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
-    x->fold_norm = env_int("RETNET_CUDA_FOLD_NORM", 0, 0, 1);
-    x->gemv_max = env_int("RETNET_CUDA_GEMV_MAX", RN_CUDA_GEMV_DEFAULT, 0, RN_CUDA_GEMV_MAX);
     x->tc_max = major >= 8 && rn_cuda_tc_weights_fit(x->w, x->c->n_layers) /* mma, bf16 */
                     ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX)
                     : 0;
+    x->gemv_max =
+        env_int("RETNET_CUDA_GEMV_MAX", x->tc_max ? RN_CUDA_GEMV_DEFAULT : RN_CUDA_GEMV_NO_TC, 0,
+                RN_CUDA_GEMV_MAX);
     x->half_t = common_half(x);
-    x->ret_chunk = env_int("RETNET_CUDA_RET_CHUNK", RN_CUDA_RET_CHUNK, 0, 1 << 30);
+    x->ret_chunk =
+        env_int("RETNET_CUDA_RET_CHUNK", rn_cuda_ret_piece_default(x->plan.max_chunk), 0, 1 << 30);
     rn_cuda_plan_pieces(&x->plan, x->c, x->ret_chunk);
     x->pdl = major >= 9 && rk_pdl_supported() && env_int("RETNET_CUDA_PDL", 1, 0, 1);
     CU(cudaStreamCreateWithFlags(&x->st, cudaStreamNonBlocking), "stream");
@@ -1427,7 +1388,9 @@ static int cuda_fit_slots(const rn_model *m, int max_chunk, int state_bf16, doub
     free(t.layers);
     if ((rc = rn_cuda_plan_make(&p, t.c, RN_CUDA_MAX_BATCH, max_chunk, state_bf16, err)))
         return rc;
-    rn_cuda_plan_pieces(&p, t.c, env_int("RETNET_CUDA_RET_CHUNK", RN_CUDA_RET_CHUNK, 0, 1 << 30));
+    rn_cuda_plan_pieces(
+        &p, t.c,
+        env_int("RETNET_CUDA_RET_CHUNK", rn_cuda_ret_piece_default(p.max_chunk), 0, 1 << 30));
     cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
     if (e != cudaSuccess)
         return cuda_fail(err, e, "cannot query device memory");

@@ -120,73 +120,22 @@ __device__ static inline void store_out(float *out, rk_half h, size_t i, float v
 
 /* ----------------------------------------------------------------- norms */
 
-/* The pieces of a norm, shared by norm_kernel and the GEMV that folds a
- * norm into its input (gemv_norm_stats): both run the same operations in
- * the same order, so a folded norm gives the bits rk_norm would.  Each
- * operation is spelled with its rounding intrinsic, so ptxas cannot fuse
- * (or not fuse) a multiply and an add in one kernel and not the other; the
- * choices are the ones it made when they were plain operators. */
-
-/* Thread t of T's share of a row's sum and sum of squares, in double (the
- * CPU backend's norms accumulate in double too). */
-__device__ static inline void norm_partial(const float *xr, int d, int t, int T, double &s,
-                                           double &ss)
-{
-    s = 0.0, ss = 0.0;
-    for (int k = t; k < d; k += T) {
-        double v = xr[k];
-        s = __dadd_rn(s, v);
-        ss = __fma_rn(v, v, ss);
-    }
-}
-
-/* A warp's totals of a and b, in every lane (xor tree). */
-__device__ static inline void warp_sum2(double &a, double &b)
-{
-    for (int o = 16; o > 0; o >>= 1) {
-        a = __dadd_rn(a, __shfl_xor_sync(0xffffffffu, a, o));
-        b = __dadd_rn(b, __shfl_xor_sync(0xffffffffu, b, o));
-    }
-}
-
-/* The block's totals from its warps' (sh[w], sh[32 + w], w < warps), in
- * warp order. */
-__device__ static inline void warps_sum2(const double *sh, int warps, double &a, double &b)
-{
-    a = 0.0, b = 0.0;
-    for (int w = 0; w < warps; w++)
-        a = __dadd_rn(a, sh[w]), b = __dadd_rn(b, sh[32 + w]);
-}
-
-/* The mean (LayerNorm; 0 for RMSNorm) and the factor of a row of d values
- * with sum s and sum of squares ss. */
-__device__ static inline void norm_stats(double s, double ss, int d, int layer_kind, float eps,
-                                         double &mu, float &r)
-{
-    mu = layer_kind ? __ddiv_rn(s, (double)d) : 0.0;
-    double dev = layer_kind ? fmax(__fma_rn(-s, mu, ss), 0.0) : ss;
-    r = rn_norm_factor(dev, d, eps);
-}
-
-/* Feature k of a row normalised: (x - mu) r, times w[k], plus b[k]. */
-__device__ static inline float norm_value(float x, double mu, float r, const float *w,
-                                          const float *b, int k)
-{
-    float v = __fmul_rn((float)__dsub_rn((double)x, mu), r);
-    v = w ? __fmul_rn(v, w[k]) : v;
-    return b ? __fadd_rn(v, b[k]) : v;
-}
-
-/* Sums a and b over the block; every thread gets both totals.  Called once
- * per kernel: sh (64 doubles) is not reused afterwards. */
+/* Sums a and b over the block in double (the CPU backend's norms
+ * accumulate in double too); every thread gets both totals.  Called once per
+ * kernel: sh (64 doubles) is not reused afterwards. */
 __device__ static void block_sum2(double &a, double &b, double *sh)
 {
-    warp_sum2(a, b);
+    for (int o = 16; o > 0; o >>= 1) {
+        a += __shfl_xor_sync(0xffffffffu, a, o);
+        b += __shfl_xor_sync(0xffffffffu, b, o);
+    }
     int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     if (lane == 0)
         sh[warp] = a, sh[32 + warp] = b;
     __syncthreads();
-    warps_sum2(sh, (int)blockDim.x / 32, a, b);
+    a = 0.0, b = 0.0;
+    for (int w = 0; w < (int)blockDim.x / 32; w++)
+        a += sh[w], b += sh[32 + w];
 }
 
 /* One block per row.  The row's input is x, or, first written to sink:
@@ -219,20 +168,27 @@ __global__ void norm_kernel(float *y, const float *x, int d, int layer_kind, con
         }
         xr = sr;
     }
-    double s, ss, mu;
-    float r;
-    norm_partial(xr, d, (int)threadIdx.x, (int)blockDim.x, s, ss);
-    block_sum2(s, ss, sh);
-    norm_stats(s, ss, d, layer_kind, eps, mu, r);
+    double s = 0.0, ss = 0.0;
     for (int k = threadIdx.x; k < d; k += blockDim.x) {
-        float v = norm_value(xr[k], mu, r, w, b, k);
+        double v = xr[k];
+        s += v;
+        ss += v * v;
+    }
+    block_sum2(s, ss, sh);
+    double mu = layer_kind ? s / d : 0.0;
+    double dev = layer_kind ? fmax(ss - s * mu, 0.0) : ss;
+    float r = rn_norm_factor(dev, d, eps);
+    for (int k = threadIdx.x; k < d; k += blockDim.x) {
+        float v = (float)((double)xr[k] - mu) * r;
+        v = w ? v * w[k] : v;
+        v = b ? v + b[k] : v;
         if (gate)
             v *= rn_act_apply(act, gate[row * (size_t)d + (size_t)k]);
         store_out(y, h, row * (size_t)d + (size_t)k, v);
     }
 }
 
-unsigned rk_norm_threads(int d)
+static unsigned norm_threads(int d)
 {
     return d >= 2048 ? 256u : d >= 256 ? 128u : 64u; /* 4-8 values per thread */
 }
@@ -240,7 +196,7 @@ unsigned rk_norm_threads(int d)
 void rk_norm(cudaStream_t st, float *y, const float *x, int rows, int d, int layer_kind,
              const float *w, const float *b, float eps, const float *gate, int act, rk_half h)
 {
-    launch(norm_kernel, (unsigned)rows, rk_norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
+    launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
            gate, act, 1, 0, NULL, 1.0f, NULL, h);
 }
 
@@ -248,14 +204,14 @@ void rk_norm_parts(cudaStream_t st, float *y, const float *x, int parts, size_t 
                    int rows, int d, int layer_kind, const float *w, const float *b, float eps,
                    const float *gate, int act, rk_half h)
 {
-    launch(norm_kernel, (unsigned)rows, rk_norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
+    launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
            gate, act, parts, part_stride, NULL, 1.0f, parts > 1 ? y : NULL, h);
 }
 
 void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float alpha, int rows,
                  int d, int layer_kind, const float *w, const float *b, float eps, rk_half h)
 {
-    launch(norm_kernel, (unsigned)rows, rk_norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
+    launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
            NULL, 0, 1, 0, res, alpha, x, h);
 }
 
@@ -968,35 +924,6 @@ __device__ static inline void gemv_fetch(typename wvec<T>::raw (*f)[U], const T 
                 f[r][u] = wvec<T>::fetch(w[r] + i0 + u * 32 * N);
 }
 
-/* Block-wide (every thread calls it): the mean and factor of each of the
- * NB input rows (x, in wide) as norm_kernel with set.norm_threads threads
- * computes them, so the folded norm has rk_norm's bits: logical thread t
- * runs on thread t % GEMV_BLOCK, a logical warp's tree is over the same
- * lanes, and the warps' totals are summed in the same order. */
-template <int NB>
-__device__ static void gemv_norm_stats(const rk_gemv_set &set, const float *x, int in, double *mu,
-                                       float *r)
-{
-    __shared__ double sh[NB][64];
-    int T = set.norm_threads, lane = (int)threadIdx.x % 32;
-    for (int b = 0; b < NB; b++)
-        for (int t = (int)threadIdx.x; t - (int)threadIdx.x < T; t += GEMV_BLOCK) {
-            double s = 0.0, ss = 0.0;
-            if (t < T)
-                norm_partial(x + (size_t)b * (size_t)in, in, t, T, s, ss);
-            warp_sum2(s, ss); /* T is a multiple of 32: whole warps are in or out */
-            if (lane == 0 && t < T)
-                sh[b][t / 32] = s, sh[b][32 + t / 32] = ss;
-        }
-    __syncthreads();
-    if (threadIdx.x < NB) {
-        double s, ss;
-        warps_sum2(sh[threadIdx.x], T / 32, s, ss);
-        norm_stats(s, ss, in, set.norm_layer, set.norm_eps, mu[threadIdx.x], r[threadIdx.x]);
-    }
-    __syncthreads();
-}
-
 /* One warp per PW row pairs of the set's jobs: the rows are streamed once,
  * GEMV_LOADS 16-byte loads per lane in flight, and multiplied into all NB
  * inputs (x rows stay in L1).  Each output's sum runs in the same order
@@ -1005,32 +932,22 @@ __device__ static void gemv_norm_stats(const rk_gemv_set &set, const float *x, i
  * earlier kernel: the first loads are issued before pdl_wait, so under
  * dependent launch they overlap the previous kernel.  x is written by that
  * kernel, which may still run when this one starts: it is read with plain
- * (coherent) loads, never the read-only path (no __restrict__).  NORM
- * (set.norm_threads, vector loads only): x is the raw rows and each value
- * is normalised as it is read (gemv_norm_stats, norm_value), the norm
- * kernel before the GEMV folded into it; a separate instance, so the
- * registers it takes cost the plain GEMV nothing. */
-template <typename T, int NB, bool VEC, bool NORM>
+ * (coherent) loads, never the read-only path (no __restrict__). */
+template <typename T, int NB, bool VEC>
 __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const float *x, int in)
 {
-    constexpr int PW = GEMV_PW(NB), RW = 2 * PW, N = wvec<T>::N, U = GEMV_LOADS / RW;
-    __shared__ double nmu[NB];
-    __shared__ float nr[NB];
+    constexpr int PW = GEMV_PW(NB), RW = 2 * PW;
     pdl_trigger();
     int warp = (int)((blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = (int)threadIdx.x % 32;
     gemv_pair p[PW];
-    int live[PW] = {}, dead = 0;
+    int live[PW];
     const T *w[RW];
 #pragma unroll
     for (int t = 0; t < PW; t++) {
         live[t] = gemv_pair_of(set, warp * PW + t, p[t]);
         if (!live[t]) { /* past the end: stream pair 0's rows again, store nothing */
-            if (t == 0 && !NORM)
+            if (t == 0)
                 return;
-            if (t == 0) {
-                dead = 1; /* stays for the block's norm, then leaves */
-                break;
-            }
             p[t] = p[0];
         }
         const rk_gemv_job &jb = set.job[p[t].m];
@@ -1039,14 +956,6 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
                                         (size_t)p[t].rb * (size_t)in
                                   : w[2 * t]; /* an odd last row: read twice, stored once */
     }
-    typename wvec<T>::raw f[RW][U];
-    if (VEC && !dead)
-        gemv_fetch<T, RW, U>(f, w, lane * N, in);
-    pdl_wait();
-    if (NORM)
-        gemv_norm_stats<NB>(set, x, in, nmu, nr);
-    if (dead)
-        return;
     float acc[RW][NB];
 #pragma unroll
     for (int r = 0; r < RW; r++)
@@ -1054,6 +963,10 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
         for (int b = 0; b < NB; b++)
             acc[r][b] = 0.0f;
     if (VEC) {
+        constexpr int N = wvec<T>::N, U = GEMV_LOADS / RW;
+        typename wvec<T>::raw f[RW][U];
+        gemv_fetch<T, RW, U>(f, w, lane * N, in);
+        pdl_wait();
         for (int i0 = lane * N; i0 < in; i0 += 32 * N * U) {
             if (i0 != lane * N)
                 gemv_fetch<T, RW, U>(f, w, i0, in);
@@ -1070,10 +983,6 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
                 for (int b = 0; b < NB; b++) {
                     float xs[N];
                     load_x<N>(x + (size_t)b * (size_t)in + (size_t)i, xs);
-                    if (NORM)
-#pragma unroll
-                        for (int j = 0; j < N; j++)
-                            xs[j] = norm_value(xs[j], nmu[b], nr[b], set.norm_w, set.norm_b, i + j);
 #pragma unroll
                     for (int j = 0; j < N; j++)
 #pragma unroll
@@ -1083,6 +992,7 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
             }
         }
     } else {
+        pdl_wait();
         for (int i = lane; i < in; i += 32) {
             float fw[RW];
 #pragma unroll
@@ -1126,12 +1036,10 @@ static void gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x,
 {
     size_t warps = (set_pairs(set) + GEMV_PW(NB) - 1) / GEMV_PW(NB);
     unsigned blocks = (unsigned)((warps * 32 + GEMV_BLOCK - 1) / GEMV_BLOCK);
-    if (in % wvec<T>::N == 0 && set->norm_threads)
-        launch(gemv_kernel<T, NB, true, true>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
-    else if (in % wvec<T>::N == 0)
-        launch(gemv_kernel<T, NB, true, false>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
-    else /* a norm needs the vector path: rk_gemv_multi's callers ask only then */
-        launch(gemv_kernel<T, NB, false, false>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
+    if (in % wvec<T>::N == 0)
+        launch(gemv_kernel<T, NB, true>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
+    else
+        launch(gemv_kernel<T, NB, false>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
 }
 
 template <typename T>

@@ -54,9 +54,6 @@ void rk_norm(cudaStream_t st, float *y, const float *x, int rows, int d, int lay
              const float *w, const float *b, float eps, const float *gate, int act,
              rk_half h = rk_half());
 
-/* Threads of rk_norm's block for rows of d values. */
-unsigned rk_norm_threads(int d);
-
 /* rk_norm over the sum of parts partial inputs x + p * part_stride (the
  * recurrent step's split read-outs); y must not overlap them. */
 void rk_norm_parts(cudaStream_t st, float *y, const float *x, int parts, size_t part_stride,
@@ -157,13 +154,6 @@ struct rk_gemv_set {
     int dk, interleaved;
     int act;     /* GLU */
     float alpha; /* resid */
-    /* rk_gemv_multi only, in a multiple of 8: with norm_threads
-     * (rk_norm_threads(in)), the input rows are normalised on the way in,
-     * with rk_norm's bits (weights norm_w, norm_b, may be NULL; LayerNorm
-     * when norm_layer, else RMSNorm) */
-    const float *norm_w, *norm_b;
-    float norm_eps;
-    int norm_threads, norm_layer;
 };
 
 /* Every job of set over the same n <= RN_CUDA_GEMV_MAX input rows x (n x

@@ -7,7 +7,6 @@
 #include <cuda_runtime.h>
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 extern "C" {
@@ -169,73 +168,5 @@ extern "C" int rn_cuda_argmax_rows_host(const float *logits, int rows, int V, in
 cleanup:
     cudaFree(d_l);
     cudaFree(d_o);
-    return rc;
-}
-
-/* Deterministic values in [lo, lo + span) from a 32-bit LCG. */
-static void fill(float *v, size_t n, uint32_t *seed, float lo, float span)
-{
-    for (size_t i = 0; i < n; i++) {
-        *seed = *seed * 1664525u + 1013904223u;
-        v[i] = lo + span * (float)(*seed >> 8) / 16777216.0f;
-    }
-}
-
-extern "C" int rn_cuda_fold_norm_check(int d, int n, int out, int t, int layer_kind, int affine,
-                                       uint32_t seed, long *differ)
-{
-    size_t nx = (size_t)n * (size_t)d, nw = (size_t)out * (size_t)d, ny = (size_t)n * (size_t)out;
-    size_t hbytes = sizeof(float) * (nx + nw + 2 * (size_t)d + 2 * ny);
-    /* device: x, hn, the fp32 matrix, norm weight and bias, the 16-bit
-     * matrix (nw halves: nw is a multiple of 8, so what follows stays on 16
-     * bytes), the two outputs */
-    size_t dbytes = sizeof(float) * (2 * nx + nw + 2 * (size_t)d + 2 * ny) + 2 * nw;
-    float *host = NULL, *dev = NULL;
-    int rc = RN_EDEVICE;
-    *differ = -1;
-    if (n < 1 || n > RN_CUDA_GEMV_MAX || d < 8 || d % 8 || out < 1 ||
-        (t != RN_DT_F32 && t != RN_DT_F16 && t != RN_DT_BF16))
-        return RN_EINVAL;
-    if (!(host = (float *)malloc(hbytes)))
-        return RN_ENOMEM;
-    float *x = host, *wf = x + nx, *nwt = wf + nw, *nb = nwt + d, *ya = nb + d, *yb = ya + ny;
-    fill(x, nx, &seed, -1.5f, 4.0f); /* off-centre: the mean matters for LayerNorm */
-    fill(wf, nw, &seed, -0.5f, 1.0f);
-    fill(nwt, (size_t)d, &seed, 0.5f, 1.0f);
-    fill(nb, (size_t)d, &seed, -0.25f, 0.5f);
-    if (cudaMalloc(&dev, dbytes) != cudaSuccess)
-        goto cleanup;
-    {
-        float *dx = dev, *dhn = dx + nx, *dwf = dhn + nx, *dnw = dwf + nw, *dnb = dnw + d;
-        void *wh = dnb + d;
-        float *dya = (float *)((char *)wh + 2 * nw), *dyb = dya + ny;
-        void *W = t == RN_DT_F32 ? (void *)dwf : wh;
-        if (cudaMemcpy(dx, x, sizeof(float) * nx, cudaMemcpyHostToDevice) != cudaSuccess ||
-            cudaMemcpy(dwf, wf, sizeof(float) * (nw + 2 * (size_t)d), cudaMemcpyHostToDevice) !=
-                cudaSuccess)
-            goto cleanup;
-        if (t != RN_DT_F32)
-            rk_to_half(0, wh, dwf, nw, t);
-        rk_gemv_set set = {};
-        set.job[0].W = W, set.job[0].y = dya, set.job[0].out = out, set.count = 1;
-        const float *w = affine ? dnw : NULL, *b = affine && layer_kind ? dnb : NULL;
-        /* rk_norm into hn, then the GEMV; and the GEMV normalising x itself */
-        rk_norm(0, dhn, dx, n, d, layer_kind, w, b, 1e-5f, NULL, 0);
-        rk_gemv_multi(0, &set, t, dhn, n, d);
-        set.job[0].y = dyb;
-        set.norm_w = w, set.norm_b = b, set.norm_eps = 1e-5f;
-        set.norm_threads = (int)rk_norm_threads(d), set.norm_layer = layer_kind;
-        rk_gemv_multi(0, &set, t, dx, n, d);
-        if (cudaDeviceSynchronize() != cudaSuccess || cudaGetLastError() != cudaSuccess ||
-            cudaMemcpy(ya, dya, sizeof(float) * ny * 2, cudaMemcpyDeviceToHost) != cudaSuccess)
-            goto cleanup;
-    }
-    *differ = 0;
-    for (size_t i = 0; i < ny; i++)
-        *differ += memcmp(&ya[i], &yb[i], sizeof(float)) != 0;
-    rc = RN_OK;
-cleanup:
-    cudaFree(dev);
-    free(host);
     return rc;
 }

@@ -108,6 +108,11 @@ int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_
     return RN_OK;
 }
 
+int rn_cuda_ret_piece_default(int max_chunk)
+{
+    return max_chunk >= 2048 ? 512 : 256;
+}
+
 void rn_cuda_plan_pieces(rn_cuda_plan *p, const rn_config *c, int piece)
 {
     int ovf = 0, P = piece > 0 && piece < p->max_chunk ? piece : 0;

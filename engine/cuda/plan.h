@@ -17,27 +17,28 @@
 #include "../status.h"
 
 /* Decode batches up to RN_CUDA_GEMV_DEFAULT rows use the weight-streaming
- * GEMV kernel (the weights are read once for the whole batch); larger ones
- * use cuBLASLt.  Measured on an H200 (docs/benchmarks.md): the GEMV is ahead
- * up to 4 rows (1,701 vs 1,636 tok/s at 4) and well behind at 8 (1,718 vs
- * 2,888).  RETNET_CUDA_GEMV_MAX moves the switch, up to RN_CUDA_GEMV_MAX
- * (the batch sizes the kernel is instantiated for). */
+ * GEMV kernel (the weights are read once for the whole batch, fp32
+ * arithmetic); larger ones use the tensor-core GEMV up to
+ * RN_CUDA_TC_DEFAULT rows, then cuBLASLt.  Measured on an H100
+ * (docs/benchmarks.md, 1.3B bf16, tok/s): the GEMV leads at 1 and 2 rows
+ * (581 vs 474, 1,000 vs 929), the tensor-core GEMV from 3 to 16 (1,725 vs
+ * 1,613 at 4, 2,976 vs 2,668 at 8, 4,489 vs 4,378 at 16) and cuBLASLt from
+ * 32 (6,636 vs 4,924).  Without the tensor-core kernel (fp32 weights, or a
+ * device before sm_80) the GEMV keeps batches up to RN_CUDA_GEMV_NO_TC:
+ * on an H200 it led cuBLASLt up to 4 rows (1,701 vs 1,636 tok/s at 4) and
+ * fell well behind at 8 (1,718 vs 2,888).  RETNET_CUDA_GEMV_MAX and
+ * RETNET_CUDA_TC_MAX move the switches, up to RN_CUDA_GEMV_MAX and
+ * RN_CUDA_TC_MAX (the batch sizes the kernels are instantiated for). */
 #define RN_CUDA_GEMV_MAX 8
-#define RN_CUDA_GEMV_DEFAULT 4
-/* Decode batches (and prefill chunks) of more than the GEMV's rows and at
- * most RN_CUDA_TC_MAX may stream bf16/fp16 weights through the tensor-core
- * GEMV instead of cuBLASLt (kernels.cu, gemv_tc_kernel): the folded stores
- * and dependent launch of the GEMV path, with mma.m16n8k16 doing the
- * arithmetic, 16 rows an m-tile.  Off by default (RN_CUDA_TC_DEFAULT 0)
- * until it is measured against cuBLASLt on a device; RETNET_CUDA_TC_MAX=n
- * turns it on up to n rows. */
+#define RN_CUDA_GEMV_DEFAULT 2
+#define RN_CUDA_GEMV_NO_TC 4
+/* The tensor-core GEMV (kernels.cu, gemv_tc_kernel): the folded stores and
+ * dependent launch of the GEMV path, with mma.m16n8k16 doing the
+ * arithmetic (bf16/fp16 in, fp32 sums), 16 rows an m-tile. */
 #define RN_CUDA_TC_MAX 64
-#define RN_CUDA_TC_DEFAULT 0
+#define RN_CUDA_TC_DEFAULT 16
 /* Largest decode batch one step processes; bigger batches are split. */
 #define RN_CUDA_MAX_BATCH 256
-/* Prefill chunks run their retention products in pieces of at most this
- * many tokens (RETNET_CUDA_RET_CHUNK overrides; 0: the whole chunk). */
-#define RN_CUDA_RET_CHUNK 0
 /* cuBLASLt workspace (NVIDIA recommends 32 MiB on Hopper). */
 #define RN_CUDA_LT_WORKSPACE ((size_t)32 << 20)
 
@@ -75,6 +76,16 @@ size_t rn_cuda_widest_input(const rn_config *c);
  * torchscale's normaliser (its running sums stay fp32 only). */
 int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_chunk,
                       int state_bf16, rn_error *err);
+
+/* The retention piece length for prefill chunks of up to max_chunk tokens
+ * (RETNET_CUDA_RET_CHUNK overrides; 0: whole chunks).  The decay mask and
+ * the masked products grow with the square of the piece, the states
+ * carried between pieces with their number.  On an H100 (1.3B bf16, tok/s
+ * at 2k and 8k prompts, docs/benchmarks.md): 1024-token chunks 95k in
+ * pieces of 256, 92k of 512, 89k whole; 2048- to 8192-token chunks
+ * 104-108k in pieces of 512, 96-101k of 256, 97-106k of 1024, 68-93k
+ * whole. */
+int rn_cuda_ret_piece_default(int max_chunk);
 
 /* Retention in pieces of piece tokens (RETNET_CUDA_RET_CHUNK): when a
  * max_chunk chunk holds at least two full pieces, the full pieces of a chunk

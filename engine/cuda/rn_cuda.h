@@ -31,15 +31,6 @@ int rn_cuda_measure(rn_cuda_limits *l, int m, int n, int k, rn_error *err);
  * RN_OK, RN_EINVAL, or RN_EDEVICE without a device. */
 int rn_cuda_argmax_rows_host(const float *logits, int rows, int V, int32_t *out);
 
-/* The pre-norm folded into the GEMV (RETNET_CUDA_FOLD_NORM) against rk_norm
- * then the GEMV, on the device: n (<= 8) rows of d (a multiple of 8) values
- * through an out x d matrix of dtype t (an rn_dtype: f32, f16 or bf16),
- * LayerNorm when layer_kind, else RMSNorm, with a weight (and for LayerNorm a
- * bias) when affine; values from seed.  *differ: outputs whose bits differ.
- * RN_OK, RN_EINVAL, RN_ENOMEM, or RN_EDEVICE without a device. */
-int rn_cuda_fold_norm_check(int d, int n, int out, int t, int layer_kind, int affine, uint32_t seed,
-                            long *differ);
-
 /* Opens (on != 0) or closes the range a profiler started with
  * `--profile-from-start off` (ncu, nsys) records. */
 void rn_cuda_profile(int on);

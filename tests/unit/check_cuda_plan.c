@@ -209,6 +209,22 @@ START_TEST(test_cuda_plan_pieces_hold_their_states)
 }
 END_TEST
 
+/* The default piece length batches every chunk of 512 tokens or more
+ * (at least two full pieces) and keeps each piece's mask at most 512
+ * tokens square, whatever the chunk. */
+START_TEST(test_cuda_plan_default_pieces_batch_long_chunks)
+{
+    rn_config c = shape_1_3b();
+    for (int chunk = 512; chunk <= 65536; chunk += chunk / 2) {
+        rn_cuda_plan p;
+        ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, chunk, 0, NULL), RN_OK);
+        rn_cuda_plan_pieces(&p, &c, rn_cuda_ret_piece_default(p.max_chunk));
+        ck_assert_msg(p.pieces >= 2 && p.ret_piece > 0 && p.ret_piece <= 512,
+                      "chunk %d: %d pieces of %d", chunk, p.pieces, p.ret_piece);
+    }
+}
+END_TEST
+
 /* The tensor-core GEMV's k split: every k of the input width has one warp,
  * no warp is empty, warps take whole 32-k blocks, at most the cap; the
  * share shrinks only while the grid has too few warps, and not below 64. */
@@ -362,6 +378,7 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_step_plan_covers_every_column);
     tcase_add_test(tc, test_cuda_slots_for_device);
     tcase_add_test(tc, test_cuda_plan_pieces_hold_their_states);
+    tcase_add_test(tc, test_cuda_plan_default_pieces_batch_long_chunks);
     tcase_add_test(tc, test_cuda_tc_plan_covers_the_width);
     tcase_add_test(tc, test_cuda_tc_weights_fit_every_matrix);
     tcase_add_test(tc, test_cuda_tc_fragments_compute_dot_products);
