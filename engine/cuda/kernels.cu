@@ -491,44 +491,58 @@ void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int count, int H,
 
 /* pieces full pieces of P rows, each piece's rows scaled as a chunk of its
  * own (key: g^(P-1-i), else g^(i+1)) into its block dst[piece][h] (P x dk);
- * one piece is a whole chunk. */
-__global__ void scale_pieces_kernel(float *dst, const float *src, const float *pw, int H, int P,
-                                    int pieces, int dk, int key)
+ * one piece is a whole chunk.  Block r writes destination row r, so the
+ * index arithmetic is a few 32-bit divisions per row rather than 64-bit
+ * ones per value (those held the kernel at a fifth of the copy rate). */
+__global__ void scale_pieces_kernel(float *__restrict__ dst, const float *__restrict__ src,
+                                    const float *pw, int H, int P, int dk, int key)
 {
     pdl_enter();
-    size_t total = (size_t)pieces * (size_t)H * (size_t)P * (size_t)dk;
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
-         t += (size_t)gridDim.x * blockDim.x) {
-        int d = (int)(t % (size_t)dk), i = (int)(t / (size_t)dk % (size_t)P);
-        size_t b = t / ((size_t)dk * (size_t)P); /* piece * H + head */
-        int h = (int)(b % (size_t)H);
-        size_t row = b / (size_t)H * (size_t)P + (size_t)i;
-        float f = pw[(size_t)h * (size_t)(P + 1) + (size_t)(key ? P - 1 - i : i + 1)];
-        dst[t] = src[(row * (size_t)H + (size_t)h) * (size_t)dk + (size_t)d] * f;
-    }
+    unsigned r = blockIdx.x, b = r / (unsigned)P; /* b: piece * H + head */
+    int i = (int)(r % (unsigned)P), h = (int)(b % (unsigned)H);
+    size_t row = (size_t)(b / (unsigned)H) * (size_t)P + (size_t)i;
+    float f = pw[(size_t)h * (size_t)(P + 1) + (size_t)(key ? P - 1 - i : i + 1)];
+    const float *sr = src + (row * (size_t)H + (size_t)h) * (size_t)dk;
+    float *dr = dst + (size_t)r * (size_t)dk;
+    for (int d = threadIdx.x; d < dk; d += blockDim.x)
+        dr[d] = sr[d] * f;
 }
 
 void rk_scale_pieces(cudaStream_t st, float *dst, const float *src, const float *pw, int H, int P,
                      int pieces, int dk, int key)
 {
-    launch(scale_pieces_kernel, blocks_for((size_t)pieces * (size_t)H * (size_t)P * (size_t)dk),
-           BLOCK, 0, st, dst, src, pw, H, P, pieces, dk, key);
+    unsigned threads = dk >= 256 ? 256u : (unsigned)(dk + 31) / 32u * 32u;
+    launch(scale_pieces_kernel, (unsigned)pieces * (unsigned)H * (unsigned)P, threads, 0, st, dst,
+           src, pw, H, P, dk, key);
 }
+
+/* Pieces whose U values a thread loads before storing any: the loads of a
+ * group are all in flight at once, instead of one load's latency per piece. */
+#define SCAN_GROUP 8
 
 /* Element e of the layer state walks the pieces in order: U[p] (piece p's
  * own k^T v) is swapped for the state entering piece p, and the state moves
- * on to g^P S + U[p]. */
-__global__ void scan_pieces_kernel(float *Sl, float *U, const float *pw, int P, int pieces,
-                                   size_t hkv, size_t per_head)
+ * on to g^P S + U[p].  Sl and U do not overlap (__restrict__), so a group's
+ * loads may go out ahead of the previous pieces' stores. */
+__global__ void scan_pieces_kernel(float *__restrict__ Sl, float *__restrict__ U, const float *pw,
+                                   int P, int pieces, size_t hkv, size_t per_head)
 {
     pdl_enter();
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < hkv;
          e += (size_t)gridDim.x * blockDim.x) {
         float g = pw[(e / per_head) * (size_t)(P + 1) + (size_t)P], s = Sl[e];
-        for (int p = 0; p < pieces; p++) {
-            float *u = U + (size_t)p * hkv + e, own = *u;
-            *u = s;
-            s = g * s + own;
+        for (int p0 = 0; p0 < pieces; p0 += SCAN_GROUP) {
+            float own[SCAN_GROUP];
+#pragma unroll
+            for (int j = 0; j < SCAN_GROUP; j++)
+                if (p0 + j < pieces)
+                    own[j] = U[(size_t)(p0 + j) * hkv + e];
+#pragma unroll
+            for (int j = 0; j < SCAN_GROUP; j++)
+                if (p0 + j < pieces) {
+                    U[(size_t)(p0 + j) * hkv + e] = s;
+                    s = g * s + own[j];
+                }
         }
         Sl[e] = s;
     }
