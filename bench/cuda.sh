@@ -18,24 +18,25 @@ fi
 cat "$OUT/device.txt"
 [ -f "$MODEL/config.json" ] || "$RETNET" random --preset 1.3b --dtype bf16 "$MODEL"
 
+# the server's defaults (1024-token chunks on a GPU)
 "$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,32,64,128,256 --prompts 512,2048,8192 \
-    --chunk 2048 --decode 32 | tee "$OUT/ours.json"
+    --chunk 1024 --decode 32 | tee "$OUT/ours.json"
 # the decode paths the default chose between: without the tensor-core GEMV
 # (the GEMV up to 4 rows, then cuBLASLt) and with it from one row
 RETNET_CUDA_TC_MAX=0 "$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,32 --prompts 512 \
-    --chunk 2048 --decode 32 | tee "$OUT/ours-notc.json"
+    --chunk 1024 --decode 32 | tee "$OUT/ours-notc.json"
 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_GEMV_MAX=0 "$RETNET" bench-cuda "$MODEL" \
-    --batches 1,2,4,8,16,32,64 --prompts 512 --chunk 2048 --decode 32 | tee "$OUT/ours-tc0.json"
-# prefill retention pieces (RETNET_CUDA_RET_CHUNK; 512 by default, 0: whole
-# chunks) in 1024- and 4096-token chunks
-for c in 1024 4096; do
-    for p in 0 256 1024; do
+    --batches 1,2,4,8,16,32,64 --prompts 512 --chunk 1024 --decode 32 | tee "$OUT/ours-tc0.json"
+# prefill retention pieces (RETNET_CUDA_RET_CHUNK; by default 256 below
+# 2048-token chunks, 512 from there; 0: whole chunks) by chunk length
+for c in 1024 2048 4096 8192; do
+    for p in 0 256 512 1024; do
         RETNET_CUDA_RET_CHUNK=$p "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
             --chunk $c --decode 4 | tee "$OUT/ours-pieces$p-c$c.json"
     done
 done
 # bf16 states (--gpu-state-dtype bf16): half the state bytes per step
-"$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 2048 --chunk 2048 --decode 32 \
+"$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 2048 --chunk 1024 --decode 32 \
     --state-bf16 | tee "$OUT/ours-bf16-states.json"
 
 PY=${PYTHON:-python3}

@@ -26,15 +26,17 @@ fi
 echo "check-cuda: $info" | tee "$OUT/device.txt"
 
 fail=0
-# Each run: name, suite, then the environment it runs under.  The default
-# decode path is the GEMV up to 2 rows, the tensor-core GEMV up to 16 (bf16
-# and fp16 models), cuBLASLt above.  The form suite runs again with the
+# Each run: name, suite, then the environment it runs under.  By default
+# bf16 and fp16 models decode 1-2 rows through the GEMV, 3-16 through the
+# tensor-core GEMV and more through cuBLASLt; fp32 models (most fixtures)
+# 1-4 through the GEMV, then cuBLASLt.  The form suite runs again with the
 # decode step launched kernel by kernel (no graph), with dependent launch
 # off, with the retention products of a prefill chunk in 5-token pieces (the
 # full ones batched, then a ragged tail; the synthetic shapes in 16-token
-# pieces), with cuBLASLt from 3 rows on instead of the tensor-core GEMV,
-# and with every batch up to 64 rows through the tensor-core GEMV, so every
-# path is held to the same properties.
+# pieces; the fixtures' chunks are shorter than the default pieces), with
+# the tensor-core GEMV off (the GEMV to 4 rows, as before sm_80), with
+# cuBLASLt from 3 rows, and with every batch up to 64 rows through the
+# tensor-core GEMV, so every path is held to the same properties.
 while read -r name suite env; do
     log=$OUT/$name.log
     if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_DEFAULT_TIMEOUT=300 \
@@ -53,6 +55,7 @@ forms-eager forms RETNET_CUDA_GRAPHS=0
 forms-nopdl forms RETNET_CUDA_PDL=0
 forms-pieces forms RETNET_CUDA_RET_CHUNK=5
 parity-pieces parity RETNET_CUDA_RET_CHUNK=5
+forms-notc forms RETNET_CUDA_TC_MAX=0
 forms-lt forms RETNET_CUDA_GEMV_MAX=2 RETNET_CUDA_TC_MAX=0
 parity-lt parity RETNET_CUDA_GEMV_MAX=2 RETNET_CUDA_TC_MAX=0
 state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1

@@ -8,7 +8,8 @@
  * activation rows, the chunkwise scratch and a cuBLASLt workspace.
  *
  * A forward pass mirrors the CPU backend's step for step (backend_cpu.c):
- *   - projections: decode batches up to x->gemv_max rows (RN_CUDA_GEMV_DEFAULT)
+ *   - projections: decode batches up to x->gemv_max rows (RN_CUDA_GEMV_DEFAULT,
+ *     or RN_CUDA_GEMV_NO_TC where the tensor-core GEMV does not run)
  *     stream each weight matrix once through rk_gemv_multi (fp32
  *     activations, fp32 accumulation), which also folds what follows a
  *     projection into its store (q/k scale and rotary, up * act(gate), the
@@ -24,7 +25,8 @@
  *     q k^T, A v, the inter-chunk term q S0 and the state update, plus the
  *     decay mask and scalings as kernels, in pieces of 256 or 512 tokens
  *     (rn_cuda_ret_piece_default, RETNET_CUDA_RET_CHUNK), the full ones
- *     batched (retention_batched).
+ *     batched (retention_batched; torchscale's normaliser keeps whole
+ *     chunks by default).
  * The parallel form is the chunkwise form over the whole prompt from a zero
  * state (the same sums; torchscale's clamp is not offered here).
  *
@@ -1037,12 +1039,14 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->tc_max = major >= 8 && rn_cuda_tc_weights_fit(x->w, x->c->n_layers) /* mma, bf16 */
                     ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX)
                     : 0;
+    /* the GEMV gives up rows 3 and 4 only to a tensor-core GEMV that takes them */
     x->gemv_max =
-        env_int("RETNET_CUDA_GEMV_MAX", x->tc_max ? RN_CUDA_GEMV_DEFAULT : RN_CUDA_GEMV_NO_TC, 0,
+        env_int("RETNET_CUDA_GEMV_MAX",
+                x->tc_max > RN_CUDA_GEMV_DEFAULT ? RN_CUDA_GEMV_DEFAULT : RN_CUDA_GEMV_NO_TC, 0,
                 RN_CUDA_GEMV_MAX);
     x->half_t = common_half(x);
-    x->ret_chunk =
-        env_int("RETNET_CUDA_RET_CHUNK", rn_cuda_ret_piece_default(x->plan.max_chunk), 0, 1 << 30);
+    x->ret_chunk = env_int("RETNET_CUDA_RET_CHUNK",
+                           rn_cuda_ret_piece_default(x->c, x->plan.max_chunk), 0, 1 << 30);
     rn_cuda_plan_pieces(&x->plan, x->c, x->ret_chunk);
     x->pdl = major >= 9 && rk_pdl_supported() && env_int("RETNET_CUDA_PDL", 1, 0, 1);
     CU(cudaStreamCreateWithFlags(&x->st, cudaStreamNonBlocking), "stream");
@@ -1390,7 +1394,7 @@ static int cuda_fit_slots(const rn_model *m, int max_chunk, int state_bf16, doub
         return rc;
     rn_cuda_plan_pieces(
         &p, t.c,
-        env_int("RETNET_CUDA_RET_CHUNK", rn_cuda_ret_piece_default(p.max_chunk), 0, 1 << 30));
+        env_int("RETNET_CUDA_RET_CHUNK", rn_cuda_ret_piece_default(t.c, p.max_chunk), 0, 1 << 30));
     cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
     if (e != cudaSuccess)
         return cuda_fail(err, e, "cannot query device memory");

@@ -108,8 +108,10 @@ int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_
     return RN_OK;
 }
 
-int rn_cuda_ret_piece_default(int max_chunk)
+int rn_cuda_ret_piece_default(const rn_config *c, int max_chunk)
 {
+    if (c->retention_norm == RN_RETNORM_TORCHSCALE)
+        return 0; /* its pieces run one after another, which did not pay */
     return max_chunk >= 2048 ? 512 : 256;
 }
 

@@ -211,17 +211,28 @@ END_TEST
 
 /* The default piece length batches every chunk of 512 tokens or more
  * (at least two full pieces) and keeps each piece's mask at most 512
- * tokens square, whatever the chunk. */
+ * tokens square, whatever the chunk; the server's 1024-token chunks get
+ * 256-token pieces, the measured best there.  A model with torchscale's
+ * normaliser, whose pieces cannot be batched, keeps whole chunks and no
+ * pieces scratch. */
 START_TEST(test_cuda_plan_default_pieces_batch_long_chunks)
 {
     rn_config c = shape_1_3b();
     for (int chunk = 512; chunk <= 65536; chunk += chunk / 2) {
         rn_cuda_plan p;
         ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, chunk, 0, NULL), RN_OK);
-        rn_cuda_plan_pieces(&p, &c, rn_cuda_ret_piece_default(p.max_chunk));
+        rn_cuda_plan_pieces(&p, &c, rn_cuda_ret_piece_default(&c, p.max_chunk));
         ck_assert_msg(p.pieces >= 2 && p.ret_piece > 0 && p.ret_piece <= 512,
                       "chunk %d: %d pieces of %d", chunk, p.pieces, p.ret_piece);
     }
+    ck_assert_int_eq(rn_cuda_ret_piece_default(&c, 1024), 256);
+    c.retention_norm = RN_RETNORM_TORCHSCALE;
+    rn_cuda_plan p;
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 4, 4096, 0, NULL), RN_OK);
+    size_t total = p.total_bytes;
+    rn_cuda_plan_pieces(&p, &c, rn_cuda_ret_piece_default(&c, p.max_chunk));
+    ck_assert_int_eq(p.pieces, 0);
+    ck_assert_uint_eq(p.total_bytes, total);
 }
 END_TEST
 

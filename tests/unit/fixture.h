@@ -52,9 +52,11 @@ void fixture_env_restore(const char *name, char *saved);
  * identity; then `steps` decode steps run as one batch on one engine and
  * slot by slot on the other.  Asserts that logits, states and positions are
  * bit for bit the same.  On the GPU a sequence's bits are its own while its
- * batch goes through the weight-streaming GEMV (cuBLASLt's kernels for
- * larger batches sum in an order that depends on the batch), so the engines
- * are made with RETNET_CUDA_GEMV_MAX=8, whatever the default; except when
+ * batch stays on one decode path (the GEMV, by default 1-2 rows, and the
+ * tensor-core GEMV, 3-16, round and sum differently; cuBLASLt's kernels
+ * sum in an order that depends on the batch), so the engines are made with
+ * RETNET_CUDA_GEMV_MAX=8, which sends 1 and nb <= 8 rows alike through the
+ * GEMV, whatever the defaults; except when
  * the environment sends single rows and batches of nb alike through the
  * tensor-core GEMV (RETNET_CUDA_GEMV_MAX=0, RETNET_CUDA_TC_MAX >= nb, nb
  * <= 16, a model it takes), whose sums do not depend on the batch within
