@@ -36,7 +36,9 @@ fail=0
 # pieces; the fixtures' chunks are shorter than the default pieces), with
 # the tensor-core GEMV off (the GEMV to 4 rows, as before sm_80), with
 # cuBLASLt from 3 rows, and with every batch up to 64 rows through the
-# tensor-core GEMV, so every path is held to the same properties.
+# tensor-core GEMV, so every path is held to the same properties (the form
+# suite itself checks that the persistent GEMV, RETNET_CUDA_GEMV_STREAM,
+# changes no bit; the synthetic shapes run through it up to 8 rows).
 while read -r name suite env; do
     log=$OUT/$name.log
     if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_DEFAULT_TIMEOUT=300 \
@@ -65,14 +67,15 @@ forms-tc forms RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 parity-tc parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-pieces synthetic RETNET_CUDA_RET_CHUNK=16
+synthetic-stream synthetic RETNET_CUDA_GEMV_STREAM=1 RETNET_CUDA_GEMV_MAX=8
 RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
     echo "check-cuda: memcheck not run (CHECK_CUDA_MEMCHECK=0)"
 elif command -v compute-sanitizer >/dev/null 2>&1; then
     # no fork: the sanitizer watches one process through a whole suite
-    # (the last two: the synthetic shapes through the tensor-core GEMV, and
-    # prefill retention in batched pieces)
+    # (the last three: the synthetic shapes through the tensor-core GEMV,
+    # prefill retention in batched pieces, and the persistent GEMV)
     while read -r name suite env; do
         log=$OUT/memcheck-$name.log
         if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
@@ -91,6 +94,7 @@ state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
 synthetic synthetic RETNET_CUDA_GRAPHS=1
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 forms-pieces forms RETNET_CUDA_RET_CHUNK=5
+forms-stream forms RETNET_CUDA_GEMV_STREAM=1 RETNET_CUDA_GEMV_MAX=8
 MEMCHECK
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"

@@ -5,8 +5,8 @@
  *  - prefill(A) then prefill(B) == prefill(A+B);
  *  - a batched decode of 8 slots at different positions equals 8 single
  *    decodes bit for bit (logits and states);
- *  - the CUDA backend's launch settings (folded projections, dependent
- *    launch, graphs) change no bit.
+ *  - the CUDA backend's launch settings (folded projections, the persistent
+ *    GEMV, dependent launch, graphs) change no bit.
  */
 #include <check.h>
 #include <math.h>
@@ -236,13 +236,14 @@ static void run_steps(const fixture *f, rn_engine *e, float *logits, float **sta
 /* Each of the CUDA backend's launch settings, turned off through its
  * environment variable (read when an engine is made), gives the default's
  * bits: the folded projections compute the same floats as the separate
- * kernels, and dependent launch and graphs only change when work starts.
+ * kernels, the persistent GEMV runs each lane's sums in the plain GEMV's
+ * order, and dependent launch and graphs only change when work starts.
  * On the CPU backend the variables mean nothing and this checks that two
  * engines agree. */
 START_TEST(test_forms_launch_settings_keep_bits)
 {
-    static const char *const knobs[] = {"RETNET_CUDA_FUSE", "RETNET_CUDA_PDL",
-                                        "RETNET_CUDA_GRAPHS"};
+    static const char *const knobs[] = {"RETNET_CUDA_FUSE", "RETNET_CUDA_PDL", "RETNET_CUDA_GRAPHS",
+                                        "RETNET_CUDA_GEMV_STREAM"};
     fixture f;
     fixture_load(&f, fixture_names[_i]);
     size_t V = (size_t)f.cfg->vocab_size, nl = 3 * 3 * V;
