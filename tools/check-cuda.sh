@@ -38,7 +38,8 @@ fail=0
 # cuBLASLt from 3 rows, and with every batch up to 64 rows through the
 # tensor-core GEMV, so every path is held to the same properties (the form
 # suite itself checks that the persistent GEMV, RETNET_CUDA_GEMV_STREAM,
-# changes no bit; the synthetic shapes run through it up to 8 rows).
+# and the tensor-core GEMV's deeper loads, RETNET_CUDA_TC_LOADS, change no
+# bit; the synthetic shapes run through each).
 while read -r name suite env; do
     log=$OUT/$name.log
     if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_DEFAULT_TIMEOUT=300 \
@@ -68,6 +69,7 @@ parity-tc parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-pieces synthetic RETNET_CUDA_RET_CHUNK=16
 synthetic-stream synthetic RETNET_CUDA_GEMV_STREAM=1 RETNET_CUDA_GEMV_MAX=8
+synthetic-tcl16 synthetic RETNET_CUDA_TC_LOADS=16
 RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then

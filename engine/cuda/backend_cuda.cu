@@ -126,6 +126,7 @@ struct cuda_ctx {
     int gemv_max;            /* largest row count the projections stream through rk_gemv_multi */
     int tc_max;              /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
     int gemv_stream;         /* rk_gemv_multi as a persistent grid (RETNET_CUDA_GEMV_STREAM) */
+    int tc_loads;            /* rk_gemv_tc's loads in flight per lane (RETNET_CUDA_TC_LOADS) */
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
     int pdl;                 /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
@@ -612,7 +613,7 @@ static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, c
     if (n <= x->gemv_max)
         rk_gemv_multi(x->st, set, t, rows, n, in, x->gemv_stream ? x->n_sms : 0);
     else
-        rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms);
+        rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms, x->tc_loads);
 }
 
 /* y (n x out) = rows (n x in) W^T + b; W is the device copy of Wt. */
@@ -1038,6 +1039,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "device attributes");
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
     x->gemv_stream = env_int("RETNET_CUDA_GEMV_STREAM", 0, 0, 1);
+    x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
     if (x->gemv_stream)
         rk_gemv_stream_init();
     x->tc_max = major >= 8 && rn_cuda_tc_weights_fit(x->w, x->c->n_layers) /* mma, bf16 */

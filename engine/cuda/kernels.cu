@@ -1272,7 +1272,8 @@ template <> struct tc_op<__half> {
 };
 
 /* 16-byte weight loads in flight per lane, over its 2 NT weight rows: a
- * warp keeps 4 KiB in flight, as the GEMV above. */
+ * warp keeps 4 KiB in flight, as the GEMV above (the kernel's L); up to 16
+ * rows RETNET_CUDA_TC_LOADS=16 doubles that (rk_gemv_tc's loads). */
 #define TC_LOADS 8
 
 /* Most warps a block of MT m-tiles and NT pair groups has: the reduction's
@@ -1315,13 +1316,13 @@ __device__ static inline void tc_fetch(uint4 (*f)[2][R], const T *const (*w)[2],
  * width and the launch shape, never on n within one MT.  Fragment positions:
  * tc_layout.h.  PDL as gemv_kernel: the first weight loads go out before
  * pdl_wait; the input rows are read after it, with plain loads. */
-template <typename T, int MT, int NT>
+template <typename T, int MT, int NT, int L>
 __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
     gemv_tc_kernel(rk_gemv_set set, const T *xh, int n, int in, int kpw)
 {
-    constexpr int R = TC_LOADS / (2 * NT); /* 32-k blocks per round */
-    constexpr int V = MT * NT * 8;         /* accumulators per lane */
-    extern __shared__ float tc_part[];     /* [warp][value][lane] */
+    constexpr int R = L / (2 * NT);    /* 32-k blocks per round */
+    constexpr int V = MT * NT * 8;     /* accumulators per lane */
+    extern __shared__ float tc_part[]; /* [warp][value][lane] */
     pdl_trigger();
     int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, g = lane / 4;
     int warps = (int)blockDim.x / 32, first = (int)blockIdx.x * 8 * NT;
@@ -1407,24 +1408,25 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
 }
 
 /* Launch shape for MT, NT: blocks of 8 NT pairs, the k split from
- * rn_cuda_tc_plan within tc_max_warps. */
-template <typename T, int MT, int NT>
+ * rn_cuda_tc_plan within tc_max_warps; L loads in flight per lane. */
+template <typename T, int MT, int NT, int L = TC_LOADS>
 static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh, int n, int in,
                            int n_sms)
 {
     long blocks = (long)((set_pairs(set) + 8 * NT - 1) / (8 * NT));
     rn_cuda_tc_shape sh = rn_cuda_tc_plan(in, blocks, n_sms, tc_max_warps(MT, NT));
     size_t shm = sh.warps > 1 ? (size_t)sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
-    launch(gemv_tc_kernel<T, MT, NT>, (unsigned)blocks, 32 * sh.warps, shm, st, *set, xh, n, in,
+    launch(gemv_tc_kernel<T, MT, NT, L>, (unsigned)blocks, 32 * sh.warps, shm, st, *set, xh, n, in,
            sh.k_per_warp);
 }
 
 /* MT from n (16 rows an m-tile); NT = 2 (two groups of 8 pairs a block,
  * each input piece loaded serving twice the weights) while that still gives
- * every SM two blocks. */
+ * every SM two blocks.  loads 16: twice the loads in flight up to 16 rows
+ * (the same sums in the same order). */
 template <typename T>
 static void gemv_tc_dispatch(cudaStream_t st, const rk_gemv_set *set, const void *xh, int n, int in,
-                             int n_sms)
+                             int n_sms, int loads)
 {
     const T *x = (const T *)xh;
     int wide = set_pairs(set) >= (size_t)16 * 2 * (size_t)n_sms;
@@ -1433,18 +1435,21 @@ static void gemv_tc_dispatch(cudaStream_t st, const rk_gemv_set *set, const void
     else if (n > 16)
         wide ? gemv_tc_launch<T, 2, 2>(st, set, x, n, in, n_sms)
              : gemv_tc_launch<T, 2, 1>(st, set, x, n, in, n_sms);
+    else if (loads == 16)
+        wide ? gemv_tc_launch<T, 1, 2, 16>(st, set, x, n, in, n_sms)
+             : gemv_tc_launch<T, 1, 1, 16>(st, set, x, n, in, n_sms);
     else
         wide ? gemv_tc_launch<T, 1, 2>(st, set, x, n, in, n_sms)
              : gemv_tc_launch<T, 1, 1>(st, set, x, n, in, n_sms);
 }
 
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
-                int n_sms)
+                int n_sms, int loads)
 {
     if (t == RN_DT_BF16)
-        gemv_tc_dispatch<__nv_bfloat16>(st, set, xh, n, in, n_sms);
+        gemv_tc_dispatch<__nv_bfloat16>(st, set, xh, n, in, n_sms, loads);
     else
-        gemv_tc_dispatch<__half>(st, set, xh, n, in, n_sms);
+        gemv_tc_dispatch<__half>(st, set, xh, n, in, n_sms, loads);
 }
 
 /* ------------------------------------------------------------------ copy */

@@ -171,9 +171,10 @@ void rk_gemv_stream_init(void);
  * RN_CUDA_TC_MAX rows of matrices that rn_cuda_tc_fits (bf16 or fp16, in a
  * multiple of 8), all of dtype t: the input rows xh are in t too (rounded
  * as cuBLASLt's inputs are), fp32 accumulation, the same folded stores.
- * n_sms: the device's multiprocessors (the launch shape). */
+ * n_sms: the device's multiprocessors (the launch shape); loads: 16-byte
+ * weight loads in flight per lane up to 16 rows, 8 or 16 (the same bits). */
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
-                int n_sms);
+                int n_sms, int loads);
 
 /* Device-side measurements for `retnet bench`: a copy kernel over n bytes
  * (reported as read + write bytes) */

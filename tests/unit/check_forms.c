@@ -233,17 +233,22 @@ static void run_steps(const fixture *f, rn_engine *e, float *logits, float **sta
         states[s] = fixture_state(e, s);
 }
 
-/* Each of the CUDA backend's launch settings, turned off through its
+/* Each of the CUDA backend's launch settings, switched through its
  * environment variable (read when an engine is made), gives the default's
  * bits: the folded projections compute the same floats as the separate
  * kernels, the persistent GEMV runs each lane's sums in the plain GEMV's
- * order, and dependent launch and graphs only change when work starts.
+ * order, the tensor-core GEMV's deeper loads only regroup the same k
+ * blocks, and dependent launch and graphs only change when work starts.
  * On the CPU backend the variables mean nothing and this checks that two
  * engines agree. */
 START_TEST(test_forms_launch_settings_keep_bits)
 {
-    static const char *const knobs[] = {"RETNET_CUDA_FUSE", "RETNET_CUDA_PDL", "RETNET_CUDA_GRAPHS",
-                                        "RETNET_CUDA_GEMV_STREAM"};
+    /* each variable at two values, the default one of them */
+    static const char *const knobs[][3] = {{"RETNET_CUDA_FUSE", "1", "0"},
+                                           {"RETNET_CUDA_PDL", "1", "0"},
+                                           {"RETNET_CUDA_GRAPHS", "1", "0"},
+                                           {"RETNET_CUDA_GEMV_STREAM", "0", "1"},
+                                           {"RETNET_CUDA_TC_LOADS", "8", "16"}};
     fixture f;
     fixture_load(&f, fixture_names[_i]);
     size_t V = (size_t)f.cfg->vocab_size, nl = 3 * 3 * V;
@@ -252,18 +257,18 @@ START_TEST(test_forms_launch_settings_keep_bits)
     ck_assert_ptr_nonnull(ref);
     ck_assert_ptr_nonnull(alt);
     for (size_t k = 0; k < sizeof knobs / sizeof knobs[0]; k++) {
-        char *saved = fixture_env_set(knobs[k], "1");
+        char *saved = fixture_env_set(knobs[k][0], knobs[k][1]);
         rn_engine *a = fixture_engine(&f, 3, 64);
-        setenv(knobs[k], "0", 1);
+        setenv(knobs[k][0], knobs[k][2], 1);
         rn_engine *b = fixture_engine(&f, 3, 64);
-        fixture_env_restore(knobs[k], saved);
+        fixture_env_restore(knobs[k][0], saved);
         run_steps(&f, a, ref, ref_s);
         run_steps(&f, b, alt, alt_s);
-        ck_assert_msg(memcmp(ref, alt, sizeof(float) * nl) == 0, "%s: %s=0 changes the logits",
-                      f.dir, knobs[k]);
+        ck_assert_msg(memcmp(ref, alt, sizeof(float) * nl) == 0, "%s: %s=%s changes the logits",
+                      f.dir, knobs[k][0], knobs[k][2]);
         for (int s = 0; s < 3; s++) {
             ck_assert_msg(memcmp(ref_s[s], alt_s[s], rn_engine_state_bytes(a)) == 0,
-                          "%s: %s=0 changes state %d", f.dir, knobs[k], s);
+                          "%s: %s=%s changes state %d", f.dir, knobs[k][0], knobs[k][2], s);
             free(ref_s[s]);
             free(alt_s[s]);
         }
