@@ -36,10 +36,12 @@ fail=0
 # pieces; the fixtures' chunks are shorter than the default pieces), with
 # the tensor-core GEMV off (the GEMV to 4 rows, as before sm_80), with
 # cuBLASLt from 3 rows, and with every batch up to 64 rows through the
-# tensor-core GEMV, so every path is held to the same properties (the form
-# suite itself checks that the persistent GEMV, RETNET_CUDA_GEMV_STREAM,
-# and the tensor-core GEMV's deeper loads, RETNET_CUDA_TC_LOADS, change no
-# bit; the synthetic shapes run through each).
+# tensor-core GEMV, and with the GEMV's input split over warps in 64-column
+# shares (256 for the synthetic shapes; the fixtures are 64 to 256 wide) for
+# every batch up to 8, so every path is held to the same properties (the
+# form suite itself checks that the tensor-core GEMV's deeper loads,
+# RETNET_CUDA_TC_LOADS, change no bit; the synthetic shapes run through
+# them too).
 while read -r name suite env; do
     log=$OUT/$name.log
     if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_DEFAULT_TIMEOUT=300 \
@@ -68,7 +70,9 @@ forms-tc forms RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 parity-tc parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-pieces synthetic RETNET_CUDA_RET_CHUNK=16
-synthetic-stream synthetic RETNET_CUDA_GEMV_STREAM=1 RETNET_CUDA_GEMV_MAX=8
+forms-split forms RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
+parity-split parity RETNET_CUDA_GEMV_SPLIT=64
+synthetic-split synthetic RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 synthetic-tcl16 synthetic RETNET_CUDA_TC_LOADS=16
 RUNS
 
@@ -77,7 +81,7 @@ if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
 elif command -v compute-sanitizer >/dev/null 2>&1; then
     # no fork: the sanitizer watches one process through a whole suite
     # (the last three: the synthetic shapes through the tensor-core GEMV,
-    # prefill retention in batched pieces, and the persistent GEMV)
+    # prefill retention in batched pieces, and the split GEMV)
     while read -r name suite env; do
         log=$OUT/memcheck-$name.log
         if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
@@ -96,7 +100,7 @@ state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
 synthetic synthetic RETNET_CUDA_GRAPHS=1
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 forms-pieces forms RETNET_CUDA_RET_CHUNK=5
-forms-stream forms RETNET_CUDA_GEMV_STREAM=1 RETNET_CUDA_GEMV_MAX=8
+forms-split forms RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
 MEMCHECK
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"

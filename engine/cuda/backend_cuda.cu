@@ -125,7 +125,7 @@ struct cuda_ctx {
     int fuse;                /* fold the steps after projections into them (folding) */
     int gemv_max;            /* largest row count the projections stream through rk_gemv_multi */
     int tc_max;              /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
-    int gemv_stream;         /* rk_gemv_multi as a persistent grid (RETNET_CUDA_GEMV_STREAM) */
+    int gemv_split;          /* columns a warp of rk_gemv_multi takes, 0: whole rows */
     int tc_loads;            /* rk_gemv_tc's loads in flight per lane (RETNET_CUDA_TC_LOADS) */
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
@@ -611,7 +611,7 @@ static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, c
 {
     int in = (int)Wt->shape[1], t = (int)Wt->dtype;
     if (n <= x->gemv_max)
-        rk_gemv_multi(x->st, set, t, rows, n, in, x->gemv_stream ? x->n_sms : 0);
+        rk_gemv_multi(x->st, set, t, rows, n, in, x->gemv_split);
     else
         rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms, x->tc_loads);
 }
@@ -1038,10 +1038,8 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaDeviceGetAttribute(&x->n_sms, cudaDevAttrMultiProcessorCount, dev), "device attributes");
     CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "device attributes");
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
-    x->gemv_stream = env_int("RETNET_CUDA_GEMV_STREAM", 0, 0, 1);
+    x->gemv_split = env_int("RETNET_CUDA_GEMV_SPLIT", 0, 0, 1 << 20);
     x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
-    if (x->gemv_stream)
-        rk_gemv_stream_init();
     x->tc_max = major >= 8 && rn_cuda_tc_weights_fit(x->w, x->c->n_layers) /* mma, bf16 */
                     ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX)
                     : 0;

@@ -939,7 +939,7 @@ __device__ static inline void gemv_fetch(typename wvec<T>::raw (*f)[U], const T 
 }
 
 /* The rows of work item `item` (PW row pairs: gemv_kernel's warp, or a
- * turn of gemv_stream_kernel's): the pairs p, whether each exists (live;
+ * block of gemv_split_kernel's): the pairs p, whether each exists (live;
  * one past the end streams pair 0's rows again and stores nothing) and
  * their RW weight rows w.  False when the item's first pair is past the end. */
 template <typename T, int PW>
@@ -964,16 +964,17 @@ __device__ static inline bool gemv_rows(const rk_gemv_set &set, int item, int in
 }
 
 /* acc[r][b] += the weights f (RW rows, U 16-byte pieces from column i0,
- * 32 N apart) times input row b, in column order. */
+ * 32 N apart, those before column end) times input row b (x rows in
+ * wide), in column order. */
 template <typename T, int NB, int RW, int U>
 __device__ static inline void gemv_accumulate(float (*acc)[NB], const typename wvec<T>::raw (*f)[U],
-                                              const float *x, int i0, int in)
+                                              const float *x, int i0, int end, int in)
 {
     constexpr int N = wvec<T>::N;
 #pragma unroll
     for (int u = 0; u < U; u++) {
         int i = i0 + u * 32 * N;
-        if (i >= in)
+        if (i >= end)
             break;
         float fw[RW][N];
 #pragma unroll
@@ -1047,7 +1048,7 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
         for (int i0 = lane * N; i0 < in; i0 += 32 * N * U) {
             if (i0 != lane * N)
                 gemv_fetch<T, RW, U>(f, w, i0, in);
-            gemv_accumulate<T, NB, RW, U>(acc, f, x, i0, in);
+            gemv_accumulate<T, NB, RW, U>(acc, f, x, i0, in, in);
         }
     } else {
         pdl_wait();
@@ -1068,75 +1069,76 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
     gemv_finish<PW, NB>(set, p, live, acc, lane);
 }
 
-/* gemv_kernel as a persistent grid (RETNET_CUDA_GEMV_STREAM=1, vector
- * loads only): as many blocks as fit on the device at once, each warp
- * taking work items (gemv_kernel's PW row pairs) a grid's warps apart, and
- * issuing the loads of its next round (the next U pieces of its rows, or
- * the first of its next item's) before it multiplies the current one, so
- * its loads stay in flight across rounds and items instead of draining at
- * each.  On an H100 gemv_kernel moved a step's narrow matrices (2048
- * outputs: about 8 warps an SM) at 1.0-1.1 TB/s and its wide ones at
- * 2.0-2.6.  Each lane's rounds run in gemv_kernel's order into the same
- * reduction and store, so the bits are gemv_kernel's. */
+/* Most warps (column shares) a block of gemv_split_kernel has. */
+#define GEMV_SPLIT_WARPS 8
+
+/* gemv_kernel with the input width split over a block's warps
+ * (RETNET_CUDA_GEMV_SPLIT=cols, vector loads, widths of 2 to
+ * GEMV_SPLIT_WARPS shares): a block per work item (gemv_kernel's PW row
+ * pairs), warp s taking columns [s cols, (s + 1) cols), so each warp issues
+ * its whole share of the rows at once instead of draining one round before
+ * the next (at 1024 columns a share is one round of 16-byte loads per row
+ * in bf16/fp16 at one row pair a warp, two in fp32).  On an H100 gemv_kernel moved a step's matrices at a
+ * rate that followed the loads in flight per SM: 1.0-1.1 TB/s for the
+ * 2048-output ones (about 8 warps an SM, 4 rounds each at 4096 inputs), 2.6
+ * for the LM head (28 warps an SM).  The warps' sums are added in warp
+ * order, so the bits depend on the width and cols, not on the batch; they
+ * are not gemv_kernel's (a different order of sums).  cols is a multiple
+ * of 32, so every share starts 16-byte aligned. */
 template <typename T, int NB>
-__global__ void __launch_bounds__(GEMV_BLOCK)
-    gemv_stream_kernel(rk_gemv_set set, const float *x, int in, int items)
+__global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
+    gemv_split_kernel(rk_gemv_set set, const float *x, int in, int cols)
 {
     constexpr int PW = GEMV_PW(NB), RW = 2 * PW, N = wvec<T>::N, U = GEMV_LOADS / RW;
-    constexpr int STEP = 32 * N * U; /* columns a round covers */
+    __shared__ float part[GEMV_SPLIT_WARPS][PW][NB][2];
     pdl_trigger();
-    int item = (int)((blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = (int)threadIdx.x % 32;
-    int stride = (int)(gridDim.x * (blockDim.x / 32)), rounds = (in + STEP - 1) / STEP;
-    gemv_pair p[PW], np[PW];
-    int live[PW], nlive[PW];
-    const T *w[RW], *nw[RW];
-    if (item >= items || !gemv_rows<T, PW>(set, item, in, p, live, w))
+    int share = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, shares = (int)blockDim.x / 32;
+    gemv_pair p[PW];
+    int live[PW];
+    const T *w[RW];
+    if (!gemv_rows<T, PW>(set, (int)blockIdx.x, in, p, live, w)) /* the whole block */
         return;
-    typename wvec<T>::raw f[RW][U], g[RW][U];
+    int k0 = share * cols, k1 = min(in, k0 + cols);
     float acc[RW][NB];
 #pragma unroll
     for (int r = 0; r < RW; r++)
 #pragma unroll
         for (int b = 0; b < NB; b++)
             acc[r][b] = 0.0f;
-    gemv_fetch<T, RW, U>(f, w, lane * N, in);
+    typename wvec<T>::raw f[RW][U];
+    gemv_fetch<T, RW, U>(f, w, k0 + lane * N, k1);
     pdl_wait();
-    for (int r = 0;;) {
-        int nr = r + 1 < rounds ? r + 1 : 0, next = nr ? item : item + stride;
-        bool more = nr || (next < items && gemv_rows<T, PW>(set, next, in, np, nlive, nw));
-        if (more) {
-            const T *src[RW]; /* chosen row by row: a pointer to either array would put both
-                                 in local memory */
-#pragma unroll
-            for (int q = 0; q < RW; q++)
-                src[q] = nr ? w[q] : nw[q];
-            gemv_fetch<T, RW, U>(g, src, lane * N + nr * STEP, in);
-        }
-        gemv_accumulate<T, NB, RW, U>(acc, f, x, lane * N + r * STEP, in);
-        if (!nr) {
-            gemv_finish<PW, NB>(set, p, live, acc, lane);
-            if (!more)
-                return;
-#pragma unroll
-            for (int t = 0; t < PW; t++)
-                p[t] = np[t], live[t] = nlive[t];
-#pragma unroll
-            for (int q = 0; q < RW; q++)
-                w[q] = nw[q];
-#pragma unroll
-            for (int q = 0; q < RW; q++)
-#pragma unroll
-                for (int b = 0; b < NB; b++)
-                    acc[q][b] = 0.0f;
-            item = next;
-        }
-#pragma unroll
-        for (int q = 0; q < RW; q++)
-#pragma unroll
-            for (int u = 0; u < U; u++)
-                f[q][u] = g[q][u];
-        r = nr;
+    for (int i0 = k0 + lane * N; i0 < k1; i0 += 32 * N * U) {
+        if (i0 != k0 + lane * N)
+            gemv_fetch<T, RW, U>(f, w, i0, k1);
+        gemv_accumulate<T, NB, RW, U>(acc, f, x, i0, k1, in);
     }
+#pragma unroll
+    for (int t = 0; t < PW; t++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            float s0 = acc[2 * t][b], s1 = acc[2 * t + 1][b];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+                s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+            }
+            if (lane == 0)
+                part[share][t][b][0] = s0, part[share][t][b][1] = s1;
+        }
+    __syncthreads();
+    if (share != 0)
+        return;
+#pragma unroll
+    for (int t = 0; t < PW; t++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            float s0 = part[0][t][b][0], s1 = part[0][t][b][1];
+            for (int o = 1; o < shares; o++)
+                s0 += part[o][t][b][0], s1 += part[o][t][b][1];
+            if (lane == b && live[t])
+                gemv_store(set, p[t], b, s0, s1);
+        }
 }
 
 /* Row pairs over all of set's jobs. */
@@ -1148,94 +1150,65 @@ static size_t set_pairs(const rk_gemv_set *set)
     return pairs;
 }
 
-/* Blocks of gemv_stream_kernel<T, NB> resident on one SM at once, asked
- * once per instance (1 if the runtime cannot say); rk_gemv_stream_init asks
- * for every instance before any graph is captured, since the query may load
- * the kernel, which a capture must not do. */
-template <typename T, int NB> static int gemv_stream_occupancy(void)
-{
-    static int blocks = 0;
-    if (blocks == 0 && cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                           &blocks, gemv_stream_kernel<T, NB>, GEMV_BLOCK, 0) != cudaSuccess)
-        blocks = 0;
-    return blocks > 0 ? blocks : 1;
-}
-
-template <typename T> static void gemv_stream_occupancies(void)
-{
-    gemv_stream_occupancy<T, 1>(), gemv_stream_occupancy<T, 2>(), gemv_stream_occupancy<T, 3>();
-    gemv_stream_occupancy<T, 4>(), gemv_stream_occupancy<T, 5>(), gemv_stream_occupancy<T, 6>();
-    gemv_stream_occupancy<T, 7>(), gemv_stream_occupancy<T, 8>();
-}
-
-void rk_gemv_stream_init(void)
-{
-    gemv_stream_occupancies<float>();
-    gemv_stream_occupancies<__nv_bfloat16>();
-    gemv_stream_occupancies<__half>();
-}
-
-/* stream_sms > 0 (and vector loads): the persistent grid over that many
- * SMs, never more blocks than items need. */
+/* split > 0 columns a share (and vector loads, and a width of 2 to
+ * GEMV_SPLIT_WARPS shares): gemv_split_kernel, a block per item. */
 template <typename T, int NB>
-static void gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x, int in,
-                        int stream_sms)
+static void gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x, int in, int split)
 {
     size_t warps = (set_pairs(set) + GEMV_PW(NB) - 1) / GEMV_PW(NB);
     unsigned blocks = (unsigned)((warps * 32 + GEMV_BLOCK - 1) / GEMV_BLOCK);
-    if (in % wvec<T>::N == 0 && stream_sms > 0) {
-        size_t fit = (size_t)stream_sms * (size_t)gemv_stream_occupancy<T, NB>();
-        launch(gemv_stream_kernel<T, NB>, blocks < fit ? blocks : (unsigned)fit, GEMV_BLOCK, 0, st,
-               *set, x, in, (int)warps);
-    } else if (in % wvec<T>::N == 0) {
+    int cols = (split + 31) / 32 * 32, shares = cols > 0 ? (in + cols - 1) / cols : 0;
+    if (in % wvec<T>::N == 0 && shares > 1 && shares <= GEMV_SPLIT_WARPS)
+        launch(gemv_split_kernel<T, NB>, (unsigned)warps, 32u * (unsigned)shares, 0, st, *set, x,
+               in, cols);
+    else if (in % wvec<T>::N == 0)
         launch(gemv_kernel<T, NB, true>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
-    } else {
+    else
         launch(gemv_kernel<T, NB, false>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
-    }
 }
 
 template <typename T>
 static void gemv_dispatch(cudaStream_t st, const rk_gemv_set *set, const float *x, int n, int in,
-                          int stream_sms)
+                          int split)
 {
     switch (n) {
     case 1:
-        gemv_launch<T, 1>(st, set, x, in, stream_sms);
+        gemv_launch<T, 1>(st, set, x, in, split);
         break;
     case 2:
-        gemv_launch<T, 2>(st, set, x, in, stream_sms);
+        gemv_launch<T, 2>(st, set, x, in, split);
         break;
     case 3:
-        gemv_launch<T, 3>(st, set, x, in, stream_sms);
+        gemv_launch<T, 3>(st, set, x, in, split);
         break;
     case 4:
-        gemv_launch<T, 4>(st, set, x, in, stream_sms);
+        gemv_launch<T, 4>(st, set, x, in, split);
         break;
     case 5:
-        gemv_launch<T, 5>(st, set, x, in, stream_sms);
+        gemv_launch<T, 5>(st, set, x, in, split);
         break;
     case 6:
-        gemv_launch<T, 6>(st, set, x, in, stream_sms);
+        gemv_launch<T, 6>(st, set, x, in, split);
         break;
     case 7:
-        gemv_launch<T, 7>(st, set, x, in, stream_sms);
+        gemv_launch<T, 7>(st, set, x, in, split);
         break;
     default:
-        gemv_launch<T, 8>(st, set, x, in, stream_sms);
+        gemv_launch<T, 8>(st, set, x, in, split);
         break;
     }
 }
 
 void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
-                   int stream_sms)
+                   int split)
 {
     static_assert(RN_CUDA_GEMV_MAX == 8, "gemv_dispatch instantiates batches 1..8");
     if (t == RN_DT_BF16)
-        gemv_dispatch<__nv_bfloat16>(st, set, x, n, in, stream_sms);
+        gemv_dispatch<__nv_bfloat16>(st, set, x, n, in, split);
     else if (t == RN_DT_F16)
-        gemv_dispatch<__half>(st, set, x, n, in, stream_sms);
+        gemv_dispatch<__half>(st, set, x, n, in, split);
     else
-        gemv_dispatch<float>(st, set, x, n, in, stream_sms);
+        gemv_dispatch<float>(st, set, x, n, in, split);
 }
 
 /* ---------------------------------------------------- tensor-core GEMV */

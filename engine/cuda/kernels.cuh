@@ -158,14 +158,12 @@ struct rk_gemv_set {
 
 /* Every job of set over the same n <= RN_CUDA_GEMV_MAX input rows x (n x
  * in): each weight matrix (dtype t) streamed once for the whole batch, fp32
- * activations and accumulation.  stream_sms > 0: as a persistent grid over
- * that many SMs (gemv_stream_kernel; the same bits), else a warp per row
- * pair (gemv_kernel). */
+ * activations and accumulation.  split > 0: the input width split over a
+ * block's warps in shares of split columns (rounded up to 32) where it
+ * spans 2 to 8 of them (gemv_split_kernel: other bits, the same for every
+ * batch), else a warp per row pair (gemv_kernel). */
 void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
-                   int stream_sms);
-/* Before rk_gemv_multi's first persistent launch (and outside any graph
- * capture): sizes its grids from the device's occupancy. */
-void rk_gemv_stream_init(void);
+                   int split);
 
 /* rk_gemv_multi on the tensor cores (kernels.cu, gemv_tc_kernel) for n <=
  * RN_CUDA_TC_MAX rows of matrices that rn_cuda_tc_fits (bf16 or fp16, in a

@@ -5,8 +5,8 @@
  *  - prefill(A) then prefill(B) == prefill(A+B);
  *  - a batched decode of 8 slots at different positions equals 8 single
  *    decodes bit for bit (logits and states);
- *  - the CUDA backend's launch settings (folded projections, the persistent
- *    GEMV, dependent launch, graphs) change no bit.
+ *  - the CUDA backend's launch settings (folded projections, the
+ *    tensor-core GEMV's load depth, dependent launch, graphs) change no bit.
  */
 #include <check.h>
 #include <math.h>
@@ -236,8 +236,7 @@ static void run_steps(const fixture *f, rn_engine *e, float *logits, float **sta
 /* Each of the CUDA backend's launch settings, switched through its
  * environment variable (read when an engine is made), gives the default's
  * bits: the folded projections compute the same floats as the separate
- * kernels, the persistent GEMV runs each lane's sums in the plain GEMV's
- * order, the tensor-core GEMV's deeper loads only regroup the same k
+ * kernels, the tensor-core GEMV's deeper loads only regroup the same k
  * blocks, and dependent launch and graphs only change when work starts.
  * On the CPU backend the variables mean nothing and this checks that two
  * engines agree. */
@@ -247,7 +246,6 @@ START_TEST(test_forms_launch_settings_keep_bits)
     static const char *const knobs[][3] = {{"RETNET_CUDA_FUSE", "1", "0"},
                                            {"RETNET_CUDA_PDL", "1", "0"},
                                            {"RETNET_CUDA_GRAPHS", "1", "0"},
-                                           {"RETNET_CUDA_GEMV_STREAM", "0", "1"},
                                            {"RETNET_CUDA_TC_LOADS", "8", "16"}};
     fixture f;
     fixture_load(&f, fixture_names[_i]);
