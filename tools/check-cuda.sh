@@ -36,10 +36,12 @@ fail=0
 # pieces; the fixtures' chunks are shorter than the default pieces), with
 # the tensor-core GEMV off (the GEMV to 4 rows, as before sm_80), with
 # cuBLASLt from 3 rows, and with every batch up to 64 rows through the
-# tensor-core GEMV, and with the GEMV's input split over warps in 64-column
-# shares (256 for the synthetic shapes; the fixtures are 64 to 256 wide) for
-# every batch up to 8, so every path is held to the same properties (the
-# form suite itself checks that the tensor-core GEMV's deeper loads,
+# tensor-core GEMV, and with the GEMV's input split over warps for every
+# batch up to 8: in 64-column shares (most fixture matrices are 64 to 256
+# wide: one round of loads a share), in 512 (the demo model's 1024-wide down
+# projection: two rounds a share from 3 rows) and in 256 for the synthetic
+# shapes; so every path is held to the same properties (on a GPU the form
+# suite itself checks that the tensor-core GEMV's deeper loads,
 # RETNET_CUDA_TC_LOADS, change no bit; the synthetic shapes run through
 # them too).
 while read -r name suite env; do
@@ -71,6 +73,7 @@ parity-tc parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-pieces synthetic RETNET_CUDA_RET_CHUNK=16
 forms-split forms RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
+forms-split512 forms RETNET_CUDA_GEMV_SPLIT=512 RETNET_CUDA_GEMV_MAX=8
 parity-split parity RETNET_CUDA_GEMV_SPLIT=64
 synthetic-split synthetic RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 synthetic-tcl16 synthetic RETNET_CUDA_TC_LOADS=16

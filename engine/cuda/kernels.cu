@@ -1245,8 +1245,9 @@ template <> struct tc_op<__half> {
 };
 
 /* 16-byte weight loads in flight per lane, over its 2 NT weight rows: a
- * warp keeps 4 KiB in flight, as the GEMV above (the kernel's L); up to 16
- * rows RETNET_CUDA_TC_LOADS=16 doubles that (rk_gemv_tc's loads). */
+ * warp keeps 4 KiB in flight, as the GEMV above (the kernel's L);
+ * RETNET_CUDA_TC_LOADS=16 doubles that for one m-tile and one pair group
+ * (rk_gemv_tc's loads, gemv_tc_launch). */
 #define TC_LOADS 8
 
 /* Most warps a block of MT m-tiles and NT pair groups has: the reduction's
@@ -1381,22 +1382,32 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
 }
 
 /* Launch shape for MT, NT: blocks of 8 NT pairs, the k split from
- * rn_cuda_tc_plan within tc_max_warps; L loads in flight per lane. */
-template <typename T, int MT, int NT, int L = TC_LOADS>
+ * rn_cuda_tc_plan within tc_max_warps; TC_LOADS loads in flight per lane,
+ * or twice that (loads 16) for one m-tile and one pair group when a warp's
+ * share of k fills such a round (below that the extra loads would only be
+ * zeros, at 128 registers instead of 78). */
+template <typename T, int MT, int NT>
 static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh, int n, int in,
-                           int n_sms)
+                           int n_sms, int loads)
 {
     long blocks = (long)((set_pairs(set) + 8 * NT - 1) / (8 * NT));
     rn_cuda_tc_shape sh = rn_cuda_tc_plan(in, blocks, n_sms, tc_max_warps(MT, NT));
     size_t shm = sh.warps > 1 ? (size_t)sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
-    launch(gemv_tc_kernel<T, MT, NT, L>, (unsigned)blocks, 32 * sh.warps, shm, st, *set, xh, n, in,
-           sh.k_per_warp);
+    if constexpr (MT == 1 && NT == 1) {
+        if (loads == 2 * TC_LOADS && sh.k_per_warp >= RN_TC_KBLOCK * TC_LOADS) {
+            launch(gemv_tc_kernel<T, 1, 1, 2 * TC_LOADS>, (unsigned)blocks, 32 * sh.warps, shm, st,
+                   *set, xh, n, in, sh.k_per_warp);
+            return;
+        }
+    }
+    launch(gemv_tc_kernel<T, MT, NT, TC_LOADS>, (unsigned)blocks, 32 * sh.warps, shm, st, *set, xh,
+           n, in, sh.k_per_warp);
 }
 
 /* MT from n (16 rows an m-tile); NT = 2 (two groups of 8 pairs a block,
  * each input piece loaded serving twice the weights) while that still gives
- * every SM two blocks.  loads 16: twice the loads in flight up to 16 rows
- * (the same sums in the same order). */
+ * every SM two blocks.  loads (gemv_tc_launch) never changes the shape, so
+ * never the bits. */
 template <typename T>
 static void gemv_tc_dispatch(cudaStream_t st, const rk_gemv_set *set, const void *xh, int n, int in,
                              int n_sms, int loads)
@@ -1404,16 +1415,13 @@ static void gemv_tc_dispatch(cudaStream_t st, const rk_gemv_set *set, const void
     const T *x = (const T *)xh;
     int wide = set_pairs(set) >= (size_t)16 * 2 * (size_t)n_sms;
     if (n > 32)
-        gemv_tc_launch<T, 4, 1>(st, set, x, n, in, n_sms);
+        gemv_tc_launch<T, 4, 1>(st, set, x, n, in, n_sms, loads);
     else if (n > 16)
-        wide ? gemv_tc_launch<T, 2, 2>(st, set, x, n, in, n_sms)
-             : gemv_tc_launch<T, 2, 1>(st, set, x, n, in, n_sms);
-    else if (loads == 16)
-        wide ? gemv_tc_launch<T, 1, 2, 16>(st, set, x, n, in, n_sms)
-             : gemv_tc_launch<T, 1, 1, 16>(st, set, x, n, in, n_sms);
+        wide ? gemv_tc_launch<T, 2, 2>(st, set, x, n, in, n_sms, loads)
+             : gemv_tc_launch<T, 2, 1>(st, set, x, n, in, n_sms, loads);
     else
-        wide ? gemv_tc_launch<T, 1, 2>(st, set, x, n, in, n_sms)
-             : gemv_tc_launch<T, 1, 1>(st, set, x, n, in, n_sms);
+        wide ? gemv_tc_launch<T, 1, 2>(st, set, x, n, in, n_sms, loads)
+             : gemv_tc_launch<T, 1, 1>(st, set, x, n, in, n_sms, loads);
 }
 
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,

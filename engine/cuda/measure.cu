@@ -7,9 +7,12 @@
 #include <cuda_runtime.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 extern "C" {
+#include "../model.h"
+#include "../util.h"
 #include "plan.h"
 #include "rn_cuda.h"
 }
@@ -168,5 +171,72 @@ extern "C" int rn_cuda_argmax_rows_host(const float *logits, int rows, int V, in
 cleanup:
     cudaFree(d_l);
     cudaFree(d_o);
+    return rc;
+}
+
+/* out random rows of in 16-bit weights (dtype t) and n input rows, from
+ * seed: small integers times a power of two, so the values are exact in
+ * either dtype. */
+static void tc_check_values(uint16_t *h, size_t count, int t, uint32_t *seed)
+{
+    for (size_t i = 0; i < count; i++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        float v = (float)((int)(*seed >> 24) - 128) * 0x1p-7f;
+        h[i] = t == RN_DT_BF16 ? rn__f32_to_bf16(v) : rn__f32_to_f16(v);
+    }
+}
+
+extern "C" int rn_cuda_tc_loads_check(int in, int out, int n, int t, uint32_t seed, long *differ)
+{
+    size_t wn = (size_t)out * (size_t)in, xn = (size_t)n * (size_t)in, yn = (size_t)n * out;
+    uint16_t *hw = (uint16_t *)malloc(wn * 2), *hx = (uint16_t *)malloc(xn * 2);
+    float *hy[2] = {(float *)malloc(yn * sizeof(float)), (float *)malloc(yn * sizeof(float))};
+    void *dw = NULL, *dx = NULL;
+    float *dy = NULL;
+    int rc = RN_EDEVICE, major = 0;
+    *differ = -1;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess)
+        goto cleanup;
+    if (major < 8) { /* mma.m16n8k16 */
+        rc = RN_EUNSUPPORTED;
+        goto cleanup;
+    }
+    if (in < 8 || in % 8 || out < 2 || n < 1 || n > 16 || (t != RN_DT_BF16 && t != RN_DT_F16))
+        rc = RN_EINVAL;
+    if (rc == RN_EINVAL || !hw || !hx || !hy[0] || !hy[1]) {
+        rc = rc == RN_EINVAL ? rc : RN_ENOMEM;
+        goto cleanup;
+    }
+    tc_check_values(hw, wn, t, &seed);
+    tc_check_values(hx, xn, t, &seed);
+    if (cudaMalloc(&dw, wn * 2) != cudaSuccess || cudaMalloc(&dx, xn * 2) != cudaSuccess ||
+        cudaMalloc((void **)&dy, yn * sizeof(float)) != cudaSuccess ||
+        cudaMemcpy(dw, hw, wn * 2, cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaMemcpy(dx, hx, xn * 2, cudaMemcpyHostToDevice) != cudaSuccess)
+        goto cleanup;
+    for (int v = 0; v < 2; v++) {
+        rk_gemv_set set;
+        memset(&set, 0, sizeof set);
+        set.count = 1;
+        set.job[0].W = dw, set.job[0].y = dy, set.job[0].out = out, set.job[0].kind = RK_JOB_PLAIN;
+        /* one SM: the plan keeps each warp's whole share of k, so loads 16
+         * takes one round where 8 takes two or more */
+        rk_gemv_tc(0, &set, t, dx, n, in, 1, v ? 16 : 8);
+        if (cudaGetLastError() != cudaSuccess ||
+            cudaMemcpy(hy[v], dy, yn * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
+            goto cleanup;
+    }
+    *differ = 0;
+    for (size_t i = 0; i < yn; i++)
+        *differ += memcmp(&hy[0][i], &hy[1][i], sizeof(float)) != 0;
+    rc = RN_OK;
+cleanup:
+    cudaFree(dw);
+    cudaFree(dx);
+    cudaFree(dy);
+    free(hw);
+    free(hx);
+    free(hy[0]);
+    free(hy[1]);
     return rc;
 }

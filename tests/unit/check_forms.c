@@ -233,6 +233,30 @@ static void run_steps(const fixture *f, rn_engine *e, float *logits, float **sta
         states[s] = fixture_state(e, s);
 }
 
+#ifdef RN_HAVE_CUDA
+/* The tensor-core GEMV with 16 loads in flight gives the bits of 8 where it
+ * changes something: warps whose share of k takes 8 two rounds or more
+ * (the fixtures' small grids give every warp 64 k, one round either way),
+ * in bf16 and fp16, at batch sizes from 1 to 16.  The shapes keep under 32
+ * row pairs (one pair group a block, the only shape with 16 loads) and,
+ * planned for one SM, 256 k a warp. */
+START_TEST(test_forms_tc_loads_keep_bits)
+{
+    static const int shapes[][3] = {{1024, 62, 16}, {2048, 48, 5}, {520, 34, 3}, {4096, 16, 1}};
+    static const int dtypes[] = {RN_DT_BF16, RN_DT_F16};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (size_t d = 0; d < 2; d++) {
+            long differ = -1;
+            int rc = rn_cuda_tc_loads_check(shapes[i][0], shapes[i][1], shapes[i][2], dtypes[d],
+                                            (uint32_t)(17 * i + d), &differ);
+            ck_assert_msg(rc == RN_OK, "in %d: rn_cuda_tc_loads_check: %d", shapes[i][0], rc);
+            ck_assert_msg(differ == 0, "in %d, out %d, %d rows, dtype %d: %ld outputs differ",
+                          shapes[i][0], shapes[i][1], shapes[i][2], dtypes[d], differ);
+        }
+}
+END_TEST
+#endif
+
 /* Each of the CUDA backend's launch settings, switched through its
  * environment variable (read when an engine is made), gives the default's
  * bits: the folded projections compute the same floats as the separate
@@ -323,6 +347,10 @@ Suite *forms_suite(void)
     tcase_add_loop_test(tc, test_forms_launch_settings_keep_bits, 0, N_FIXTURES);
     tcase_add_test(tc, test_forms_argmax_row_rule);
     tcase_add_test(tc, test_forms_copy_and_reset);
+#ifdef RN_HAVE_CUDA
+    if (fixture_on_cuda()) /* a kernel of the CUDA backend only: not counted elsewhere */
+        tcase_add_test(tc, test_forms_tc_loads_keep_bits);
+#endif
     suite_add_tcase(s, tc);
     return s;
 }
