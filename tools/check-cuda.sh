@@ -13,10 +13,27 @@
 # Without a CUDA build or a device it prints one SKIPPED line and exits 0:
 # that is a skip, never a pass.  Logs: build/cuda/.
 set -u
+OUT=build/cuda
+
+# One run (called by the script itself, CHECK_CUDA_JOBS at a time):
+# --run TESTS NAME SUITE ENV...; its result line, and exit 1 on failure.
+if [ "${1:-}" = --run ]; then
+    tests=$2 name=$3 suite=$4
+    shift 4
+    log=$OUT/$name.log
+    if env "$@" RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_DEFAULT_TIMEOUT=300 \
+        "$tests" >"$log" 2>&1; then
+        echo "check-cuda: $name: $(tail -n 1 "$log")"
+        exit 0
+    fi
+    echo "check-cuda: $name FAILED (log: $log)"
+    grep -E "Failure|Error|Assertion" "$log" | head -n 20
+    exit 1
+fi
+
 RETNET=$1
 TESTS=$2
 RETNETD=${3:-}
-OUT=build/cuda
 mkdir -p "$OUT"
 
 if ! info=$("$RETNET" cuda-info 2>&1); then
@@ -44,17 +61,9 @@ fail=0
 # suite itself checks that the tensor-core GEMV's deeper loads,
 # RETNET_CUDA_TC_LOADS, change no bit; the synthetic shapes run through
 # them too).
-while read -r name suite env; do
-    log=$OUT/$name.log
-    if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_DEFAULT_TIMEOUT=300 \
-        "$TESTS" >"$log" 2>&1; then
-        echo "check-cuda: $name: $(tail -n 1 "$log")"
-    else
-        echo "check-cuda: $name FAILED (log: $log)"
-        grep -E "Failure|Error|Assertion" "$log" | head -n 20
-        fail=1
-    fi
-done <<RUNS
+# The runs are small next to a device: CHECK_CUDA_JOBS (4) go at once, each
+# its own process; their lines come in the order they finish.
+xargs -L 1 -P "${CHECK_CUDA_JOBS:-4}" sh "$0" --run "$TESTS" <<RUNS || fail=1
 cuda_plan cuda_plan RETNET_CUDA_GRAPHS=1
 parity parity RETNET_CUDA_GRAPHS=1
 forms forms RETNET_CUDA_GRAPHS=1
