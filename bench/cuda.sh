@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-split,ours-gemv8,ours-split8,ours-tcloads16,ours-pieces*-c*,ours-bf16-states,peer}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-split,ours-gemv8,ours-split8,ours-tcloads16,ours-normvec,ours-pieces*-c*,ours-bf16-states,peer}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
@@ -40,6 +40,9 @@ done
 # the tensor-core GEMV with twice the loads in flight (RETNET_CUDA_TC_LOADS=16)
 RETNET_CUDA_TC_LOADS=16 "$RETNET" bench-cuda "$MODEL" --batches 4,8,16 --prompts 512 --chunk 1024 \
     --decode 32 | tee "$OUT/ours-tcloads16.json"
+# the norms holding their rows in registers (RETNET_CUDA_NORM_VEC=1)
+RETNET_CUDA_NORM_VEC=1 "$RETNET" bench-cuda "$MODEL" --batches 1,16 --prompts 2048,8192 \
+    --chunk 1024 --decode 32 | tee "$OUT/ours-normvec.json"
 # prefill retention pieces (RETNET_CUDA_RET_CHUNK; by default 256 below
 # 2048-token chunks, 512 from there; 0: whole chunks) by chunk length
 for c in 1024 2048 4096 8192; do

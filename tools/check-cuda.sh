@@ -57,7 +57,8 @@ fail=0
 # batch up to 8: in 64-column shares (most fixture matrices are 64 to 256
 # wide: one round of loads a share), in 512 (the demo model's 1024-wide down
 # projection: two rounds a share from 3 rows) and in 256 for the synthetic
-# shapes; so every path is held to the same properties (on a GPU the form
+# shapes; with the norms holding their rows in registers; so every path is
+# held to the same properties (on a GPU the form
 # suite itself checks that the tensor-core GEMV's deeper loads,
 # RETNET_CUDA_TC_LOADS, change no bit; the synthetic shapes run through
 # them too).
@@ -86,6 +87,9 @@ forms-split512 forms RETNET_CUDA_GEMV_SPLIT=512 RETNET_CUDA_GEMV_MAX=8
 parity-split parity RETNET_CUDA_GEMV_SPLIT=64
 synthetic-split synthetic RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 synthetic-tcl16 synthetic RETNET_CUDA_TC_LOADS=16
+forms-normvec forms RETNET_CUDA_NORM_VEC=1
+parity-normvec parity RETNET_CUDA_NORM_VEC=1
+synthetic-normvec synthetic RETNET_CUDA_NORM_VEC=1
 RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then

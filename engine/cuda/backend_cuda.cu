@@ -127,6 +127,7 @@ struct cuda_ctx {
     int tc_max;              /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
     int gemv_split;          /* columns a warp of rk_gemv_multi takes, 0: whole rows */
     int tc_loads;            /* rk_gemv_tc's loads in flight per lane (RETNET_CUDA_TC_LOADS) */
+    int norm_vec;            /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
     int pdl;                 /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
@@ -774,6 +775,7 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
 {
     const rn_config *c = x->c;
     int rc;
+    rk_set_norm_vec(x->norm_vec); /* this engine's, whatever another set on this thread */
     if (mode == FWD_CHUNK) {
         int P = ret_piece(x, n);
         x->pw_tail = x->pw + (size_t)c->n_heads * (size_t)(P + 1);
@@ -1040,6 +1042,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
     x->gemv_split = env_int("RETNET_CUDA_GEMV_SPLIT", 0, 0, 1 << 20);
     x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
+    x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 0, 0, 1);
     x->tc_max = major >= 8 && rn_cuda_tc_weights_fit(x->w, x->c->n_layers) /* mma, bf16 */
                     ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX)
                     : 0;

@@ -54,6 +54,11 @@ void rk_norm(cudaStream_t st, float *y, const float *x, int rows, int d, int lay
              const float *w, const float *b, float eps, const float *gate, int act,
              rk_half h = rk_half());
 
+/* The norms this thread launches next hold each row in registers
+ * (norm_vec_kernel: one read of the row, other bits) where on, else
+ * norm_kernel; read while launching or capturing. */
+void rk_set_norm_vec(int on);
+
 /* rk_norm over the sum of parts partial inputs x + p * part_stride (the
  * recurrent step's split read-outs); y must not overlap them. */
 void rk_norm_parts(cudaStream_t st, float *y, const float *x, int parts, size_t part_stride,
