@@ -96,8 +96,9 @@ if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
     echo "check-cuda: memcheck not run (CHECK_CUDA_MEMCHECK=0)"
 elif command -v compute-sanitizer >/dev/null 2>&1; then
     # no fork: the sanitizer watches one process through a whole suite
-    # (the last three: the synthetic shapes through the tensor-core GEMV,
-    # prefill retention in batched pieces, and the split GEMV)
+    # (the last four: the synthetic shapes through the tensor-core GEMV,
+    # prefill retention in batched pieces, the split GEMV, and the norms
+    # holding their rows in registers)
     while read -r name suite env; do
         log=$OUT/memcheck-$name.log
         if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
@@ -117,6 +118,7 @@ synthetic synthetic RETNET_CUDA_GRAPHS=1
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 forms-pieces forms RETNET_CUDA_RET_CHUNK=5
 forms-split forms RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
+synthetic-normvec synthetic RETNET_CUDA_NORM_VEC=1
 MEMCHECK
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"

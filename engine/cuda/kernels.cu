@@ -228,43 +228,53 @@ __device__ static inline void store4(float *out, rk_half h, size_t i, const floa
  * chunk's kernel time.  Each value is computed with norm_kernel's
  * operations; the sums run in another order (a thread's adjacent values,
  * then the same tree), so the bits are not norm_kernel's. */
-__global__ void norm_vec_kernel(float *y, const float *x, int d, int layer_kind, const float *w,
-                                const float *b, float eps, const float *gate, int act, int parts,
-                                size_t part_stride, const float *res, float alpha, float *sink,
-                                rk_half h)
+__global__ void __launch_bounds__(1024)
+    norm_vec_kernel(float *y, const float *x, int d, int layer_kind, const float *w, const float *b,
+                    float eps, const float *gate, int act, int parts, size_t part_stride,
+                    const float *res, float alpha, float *sink, rk_half h)
 {
     pdl_enter();
     __shared__ double sh[64];
     size_t row = blockIdx.x, base = row * (size_t)d;
-    int k0 = (int)threadIdx.x * NORM_VEC;
-    float v[NORM_VEC];
+    int k0 = (int)threadIdx.x * NORM_VEC, m = d - k0 < NORM_VEC ? d - k0 : NORM_VEC;
+    float v[NORM_VEC] = {};
+    /* every read before the sink's write (sink may be x): one trip to memory */
+    if (sink && res) {
+        float a[NORM_VEC] = {}, r[NORM_VEC] = {};
 #pragma unroll
-    for (int q = 0; q < NORM_VEC; q += 4) {
-        int k = k0 + q;
-        if (k >= d)
-            break;
-        if (!sink) {
-            load4(x + base + (size_t)k, v + q);
-            continue;
-        }
-        if (res) {
-            float a[4], r[4];
-            load4(x + base + (size_t)k, a);
-            load4(res + base + (size_t)k, r);
-            for (int j = 0; j < 4; j++)
-                v[q + j] = __fmaf_rn(a[j], alpha, r[j]); /* as gemv_store's */
-        } else {
-            for (int j = 0; j < 4; j++)
-                v[q + j] = 0.0f;
-            for (int p = 0; p < parts; p++) {
-                float a[4];
-                load4(x + (size_t)p * part_stride + base + (size_t)k, a);
-                for (int j = 0; j < 4; j++)
-                    v[q + j] += a[j];
+        for (int q = 0; q < NORM_VEC; q += 4)
+            if (q < m) {
+                load4(x + base + (size_t)(k0 + q), a + q);
+                load4(res + base + (size_t)(k0 + q), r + q);
             }
+#pragma unroll
+        for (int j = 0; j < NORM_VEC; j++)
+            v[j] = __fmaf_rn(a[j], alpha, r[j]); /* as gemv_store's */
+    } else if (sink) {
+#pragma unroll
+        for (int j = 0; j < NORM_VEC; j++)
+            v[j] = 0.0f;
+        for (int p = 0; p < parts; p++) {
+            float a[NORM_VEC] = {};
+#pragma unroll
+            for (int q = 0; q < NORM_VEC; q += 4)
+                if (q < m)
+                    load4(x + (size_t)p * part_stride + base + (size_t)(k0 + q), a + q);
+#pragma unroll
+            for (int j = 0; j < NORM_VEC; j++)
+                v[j] += a[j];
         }
-        store4(sink, rk_half(), base + (size_t)k, v + q);
+    } else {
+#pragma unroll
+        for (int q = 0; q < NORM_VEC; q += 4)
+            if (q < m)
+                load4(x + base + (size_t)(k0 + q), v + q);
     }
+    if (sink)
+#pragma unroll
+        for (int q = 0; q < NORM_VEC; q += 4)
+            if (q < m)
+                store4(sink, rk_half(), base + (size_t)(k0 + q), v + q);
     double s = 0.0, ss = 0.0;
 #pragma unroll
     for (int j = 0; j < NORM_VEC; j++)
@@ -295,7 +305,10 @@ __global__ void norm_vec_kernel(float *y, const float *x, int d, int layer_kind,
     }
 }
 
-/* Whether this thread's norms launch norm_vec_kernel (rk_set_norm_vec). */
+/* Whether this thread's norms launch norm_vec_kernel (rk_set_norm_vec):
+ * set by the backend at the start of every forward pass, the only place
+ * norms are launched from, so one engine's choice never leaks into
+ * another's on the same thread. */
 static thread_local int norm_vec_on;
 
 void rk_set_norm_vec(int on)
@@ -311,7 +324,9 @@ static void norm_launch(cudaStream_t st, float *y, const float *x, int rows, int
 {
     int threads = (d + NORM_VEC - 1) / NORM_VEC;
     threads = (threads + 31) / 32 * 32;
-    if (norm_vec_on && d % 4 == 0 && part_stride % 4 == 0 && threads <= 1024)
+    uintptr_t rows16 = (uintptr_t)y | (uintptr_t)x | (uintptr_t)res | (uintptr_t)sink;
+    if (norm_vec_on && d % 4 == 0 && part_stride % 4 == 0 && threads <= 1024 && rows16 % 16 == 0 &&
+        (uintptr_t)h.p % 8 == 0)
         launch(norm_vec_kernel, (unsigned)rows, (unsigned)threads, 0, st, y, x, d, layer_kind, w, b,
                eps, gate, act, parts, part_stride, res, alpha, sink, h);
     else
