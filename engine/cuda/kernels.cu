@@ -1132,8 +1132,21 @@ __device__ static inline void gemv_accumulate(float (*acc)[NB], const typename w
     }
 }
 
-/* The warp's sums of acc (xor tree: every lane gets them), stored by lane b
- * for input row b of each live pair. */
+/* The warp's sums of pair t's rows for input row b (xor tree: every lane
+ * gets them). */
+template <int NB>
+__device__ static inline void gemv_warp_sums(float (*acc)[NB], int t, int b, float &s0, float &s1)
+{
+    s0 = acc[2 * t][b], s1 = acc[2 * t + 1][b];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+        s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+    }
+}
+
+/* The warp's sums of acc, stored by lane b for input row b of each live
+ * pair. */
 template <int PW, int NB>
 __device__ static inline void gemv_finish(const rk_gemv_set &set, const gemv_pair *p,
                                           const int *live, float (*acc)[NB], int lane)
@@ -1142,12 +1155,8 @@ __device__ static inline void gemv_finish(const rk_gemv_set &set, const gemv_pai
     for (int t = 0; t < PW; t++)
 #pragma unroll
         for (int b = 0; b < NB; b++) {
-            float s0 = acc[2 * t][b], s1 = acc[2 * t + 1][b];
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-                s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-            }
+            float s0, s1;
+            gemv_warp_sums<NB>(acc, t, b, s0, s1);
             if (lane == b && live[t]) /* every lane holds the sums: one store each */
                 gemv_store(set, p[t], b, s0, s1);
         }
@@ -1256,12 +1265,8 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
     for (int t = 0; t < PW; t++)
 #pragma unroll
         for (int b = 0; b < NB; b++) {
-            float s0 = acc[2 * t][b], s1 = acc[2 * t + 1][b];
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-                s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-            }
+            float s0, s1;
+            gemv_warp_sums<NB>(acc, t, b, s0, s1);
             if (lane == 0)
                 part[share][t][b][0] = s0, part[share][t][b][1] = s1;
         }
