@@ -138,6 +138,38 @@ __device__ static void block_sum2(double &a, double &b, double *sh)
         a += sh[w], b += sh[32 + w];
 }
 
+/* v into a running sum s and sum of squares ss, in double (the CPU
+ * backend's norms accumulate in double too). */
+__device__ static inline void sum2_add(double &s, double &ss, float v)
+{
+    double t = v;
+    s += t;
+    ss += t * t;
+}
+
+/* The mean (LayerNorm; 0 for RMSNorm) and the factor of a row of d values
+ * from each thread's share of its sum s and sum of squares ss (block-wide:
+ * every thread calls it, once per kernel, sh as block_sum2's). */
+__device__ static inline void norm_stats(double s, double ss, double *sh, int d, int layer_kind,
+                                         float eps, double &mu, float &r)
+{
+    block_sum2(s, ss, sh);
+    mu = layer_kind ? s / d : 0.0;
+    double dev = layer_kind ? fmax(ss - s * mu, 0.0) : ss;
+    r = rn_norm_factor(dev, d, eps);
+}
+
+/* Value k of a row normalised: (x - mu) r, times w[k], plus b[k], times
+ * act(g) when gated (g: the gate's value at k). */
+__device__ static inline float norm_value(float x, double mu, float r, const float *w,
+                                          const float *b, int k, const float *g, int act)
+{
+    float v = (float)((double)x - mu) * r;
+    v = w ? v * w[k] : v;
+    v = b ? v + b[k] : v;
+    return g ? v * rn_act_apply(act, *g) : v;
+}
+
 /* One block per row.  The row's input is x, or, first written to sink:
  * the sum of parts partial read-outs (x + p * part_stride), or the residual
  * update alpha x + res.  Sum and sum of squares come from one pass (in
@@ -169,22 +201,14 @@ __global__ void norm_kernel(float *y, const float *x, int d, int layer_kind, con
         xr = sr;
     }
     double s = 0.0, ss = 0.0;
+    for (int k = threadIdx.x; k < d; k += blockDim.x)
+        sum2_add(s, ss, xr[k]);
+    double mu;
+    float r;
+    norm_stats(s, ss, sh, d, layer_kind, eps, mu, r);
     for (int k = threadIdx.x; k < d; k += blockDim.x) {
-        double v = xr[k];
-        s += v;
-        ss += v * v;
-    }
-    block_sum2(s, ss, sh);
-    double mu = layer_kind ? s / d : 0.0;
-    double dev = layer_kind ? fmax(ss - s * mu, 0.0) : ss;
-    float r = rn_norm_factor(dev, d, eps);
-    for (int k = threadIdx.x; k < d; k += blockDim.x) {
-        float v = (float)((double)xr[k] - mu) * r;
-        v = w ? v * w[k] : v;
-        v = b ? v + b[k] : v;
-        if (gate)
-            v *= rn_act_apply(act, gate[row * (size_t)d + (size_t)k]);
-        store_out(y, h, row * (size_t)d + (size_t)k, v);
+        size_t i = row * (size_t)d + (size_t)k;
+        store_out(y, h, i, norm_value(xr[k], mu, r, w, b, k, gate ? gate + i : NULL, act));
     }
 }
 
@@ -278,15 +302,11 @@ __global__ void __launch_bounds__(1024)
     double s = 0.0, ss = 0.0;
 #pragma unroll
     for (int j = 0; j < NORM_VEC; j++)
-        if (k0 + j < d) {
-            double t = v[j];
-            s += t;
-            ss += t * t;
-        }
-    block_sum2(s, ss, sh);
-    double mu = layer_kind ? s / d : 0.0;
-    double dev = layer_kind ? fmax(ss - s * mu, 0.0) : ss;
-    float r = rn_norm_factor(dev, d, eps);
+        if (k0 + j < d)
+            sum2_add(s, ss, v[j]);
+    double mu;
+    float r;
+    norm_stats(s, ss, sh, d, layer_kind, eps, mu, r);
 #pragma unroll
     for (int q = 0; q < NORM_VEC; q += 4) {
         int k = k0 + q;
@@ -294,12 +314,8 @@ __global__ void __launch_bounds__(1024)
             break;
         float o[4];
         for (int j = 0; j < 4; j++) {
-            float t = (float)((double)v[q + j] - mu) * r;
-            t = w ? t * w[k + j] : t;
-            t = b ? t + b[k + j] : t;
-            if (gate)
-                t *= rn_act_apply(act, gate[base + (size_t)(k + j)]);
-            o[j] = t;
+            size_t i = base + (size_t)(k + j);
+            o[j] = norm_value(v[q + j], mu, r, w, b, k + j, gate ? gate + i : NULL, act);
         }
         store4(y, h, base + (size_t)k, o);
     }
