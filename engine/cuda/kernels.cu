@@ -1553,8 +1553,9 @@ static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh,
     long blocks = (long)((set_pairs(set) + 8 * NT - 1) / (8 * NT));
     rn_cuda_tc_shape sh = rn_cuda_tc_plan(in, blocks, n_sms, tc_max_warps(MT, NT));
     size_t shm = sh.warps > 1 ? (size_t)sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
+    static_assert(TC_LOADS == 8, "rn_cuda_tc_loads picks 8 or 16");
     if constexpr (MT == 1 && NT == 1) {
-        if (loads == 2 * TC_LOADS && sh.k_per_warp >= RN_TC_KBLOCK * TC_LOADS) {
+        if (rn_cuda_tc_loads(loads, MT, NT, sh.k_per_warp) == 2 * TC_LOADS) {
             launch(gemv_tc_kernel<T, 1, 1, 2 * TC_LOADS>, (unsigned)blocks, 32 * sh.warps, shm, st,
                    *set, xh, n, in, sh.k_per_warp);
             return;
@@ -1573,7 +1574,7 @@ static void gemv_tc_dispatch(cudaStream_t st, const rk_gemv_set *set, const void
                              int n_sms, int loads)
 {
     const T *x = (const T *)xh;
-    int wide = set_pairs(set) >= (size_t)16 * 2 * (size_t)n_sms;
+    int wide = rn_cuda_tc_groups(set_pairs(set), n_sms) == 2;
     if (n > 32)
         gemv_tc_launch<T, 4, 1>(st, set, x, n, in, n_sms, loads);
     else if (n > 16)

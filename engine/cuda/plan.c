@@ -199,6 +199,17 @@ rn_cuda_tc_shape rn_cuda_tc_plan(int in, long blocks, int n_sms, int max_warps)
     return s;
 }
 
+int rn_cuda_tc_groups(size_t pairs, int n_sms)
+{
+    return pairs >= (size_t)16 * 2 * (size_t)(n_sms > 0 ? n_sms : 1) ? 2 : 1;
+}
+
+int rn_cuda_tc_loads(int want, int mtiles, int groups, int k_per_warp)
+{
+    int deep = want == 16 && mtiles == 1 && groups == 1 && k_per_warp >= RN_TC_KBLOCK * 8;
+    return deep ? 16 : 8;
+}
+
 int rn_cuda_tc_fits(int t, int in)
 {
     return (t == RN_DT_BF16 || t == RN_DT_F16) && in > 0 && in % 8 == 0;

@@ -157,6 +157,17 @@ typedef struct rn_cuda_tc_shape {
 
 rn_cuda_tc_shape rn_cuda_tc_plan(int in, long blocks, int n_sms, int max_warps);
 
+/* Groups of 8 row pairs a block of the tensor-core GEMV takes for pairs row
+ * pairs at up to 32 rows: 2 (each input piece loaded serves twice the
+ * weights) while that still gives every SM two blocks, else 1. */
+int rn_cuda_tc_groups(size_t pairs, int n_sms);
+
+/* 16-byte weight loads in flight per lane for a launch of mtiles m-tiles,
+ * groups pair groups and k_per_warp: want (RETNET_CUDA_TC_LOADS) when it is
+ * 16 and one m-tile and one group take a whole 16-load round (256 k), else
+ * 8.  The loads only regroup the same k blocks, so never change a bit. */
+int rn_cuda_tc_loads(int want, int mtiles, int groups, int k_per_warp);
+
 /* Whether a matrix of dtype t and input width in can go through the
  * tensor-core GEMV: bf16 or fp16, rows on 16 bytes (in % 8 == 0). */
 int rn_cuda_tc_fits(int t, int in);

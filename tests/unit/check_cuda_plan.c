@@ -8,6 +8,7 @@
 
 #include "cuda/plan.h"
 #include "cuda/tc_layout.h"
+#include "fixture.h"
 #include "model.h"
 #include "suites.h"
 
@@ -236,6 +237,28 @@ START_TEST(test_cuda_plan_default_pieces_batch_long_chunks)
 }
 END_TEST
 
+/* 16 loads in flight only for one m-tile and one pair group whose warps
+ * take a whole 16-load round, and the form suite's device comparison of 8
+ * and 16 loads runs on shapes that take them (planned as rk_gemv_tc plans
+ * them for one SM), so it cannot pass by comparing 8 with 8. */
+START_TEST(test_cuda_tc_loads_apply)
+{
+    ck_assert_int_eq(rn_cuda_tc_loads(16, 1, 1, 256), 16);
+    ck_assert_int_eq(rn_cuda_tc_loads(16, 1, 1, 128), 8);
+    ck_assert_int_eq(rn_cuda_tc_loads(16, 1, 2, 256), 8);
+    ck_assert_int_eq(rn_cuda_tc_loads(16, 2, 1, 256), 8);
+    ck_assert_int_eq(rn_cuda_tc_loads(8, 1, 1, 256), 8);
+    for (int i = 0; i < FIXTURE_TC_LOADS_SHAPES; i++) {
+        int in = fixture_tc_loads_shapes[i][0], pairs = (fixture_tc_loads_shapes[i][1] + 1) / 2;
+        int groups = rn_cuda_tc_groups((size_t)pairs, 1);
+        long blocks = (pairs + 8 * groups - 1) / (8 * groups);
+        rn_cuda_tc_shape sh = rn_cuda_tc_plan(in, blocks, 1, RN_CUDA_TC_WARPS_MAX);
+        ck_assert_msg(rn_cuda_tc_loads(16, 1, groups, sh.k_per_warp) == 16,
+                      "in %d, %d pairs: %d groups, %d k a warp", in, pairs, groups, sh.k_per_warp);
+    }
+}
+END_TEST
+
 /* The tensor-core GEMV's k split: every k of the input width has one warp,
  * no warp is empty, warps take whole 32-k blocks, at most the cap; the
  * share shrinks only while the grid has too few warps, and not below 64. */
@@ -391,6 +414,7 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_plan_pieces_hold_their_states);
     tcase_add_test(tc, test_cuda_plan_default_pieces_batch_long_chunks);
     tcase_add_test(tc, test_cuda_tc_plan_covers_the_width);
+    tcase_add_test(tc, test_cuda_tc_loads_apply);
     tcase_add_test(tc, test_cuda_tc_weights_fit_every_matrix);
     tcase_add_test(tc, test_cuda_tc_fragments_compute_dot_products);
     suite_add_tcase(s, tc);

@@ -237,14 +237,14 @@ static void run_steps(const fixture *f, rn_engine *e, float *logits, float **sta
 /* The tensor-core GEMV with 16 loads in flight gives the bits of 8 where it
  * changes something: warps whose share of k takes 8 two rounds or more
  * (the fixtures' small grids give every warp 64 k, one round either way),
- * in bf16 and fp16, at batch sizes from 1 to 16.  The shapes keep under 32
- * row pairs (one pair group a block, the only shape with 16 loads) and,
- * planned for one SM, 256 k a warp. */
+ * in bf16 and fp16, at batch sizes from 1 to 16.  That the shapes do take
+ * 16 loads (one pair group a block, 256 k a warp, planned for one SM) is
+ * checked by the plan suite (test_cuda_tc_loads_apply). */
 START_TEST(test_forms_tc_loads_keep_bits)
 {
-    static const int shapes[][3] = {{1024, 62, 16}, {2048, 48, 5}, {520, 34, 3}, {4096, 16, 1}};
+    const int(*shapes)[3] = fixture_tc_loads_shapes;
     static const int dtypes[] = {RN_DT_BF16, RN_DT_F16};
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+    for (size_t i = 0; i < FIXTURE_TC_LOADS_SHAPES; i++)
         for (size_t d = 0; d < 2; d++) {
             long differ = -1;
             int rc = rn_cuda_tc_loads_check(shapes[i][0], shapes[i][1], shapes[i][2], dtypes[d],

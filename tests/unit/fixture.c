@@ -148,6 +148,9 @@ float *fixture_state(rn_engine *e, int slot)
     return s;
 }
 
+const int fixture_tc_loads_shapes[FIXTURE_TC_LOADS_SHAPES][3] = {
+    {1024, 62, 16}, {2048, 48, 5}, {520, 34, 3}, {4096, 16, 1}};
+
 char *fixture_env_set(const char *name, const char *value)
 {
     const char *was = getenv(name);

@@ -63,6 +63,12 @@ void fixture_env_restore(const char *name, char *saved);
  * one 16-row tile either. */
 void fixture_check_batched_is_single(const fixture *f, const rn_engine_opts *o, int nb, int steps);
 
+/* The tensor-core GEMV shapes (input width, outputs, rows) on which the
+ * form suite compares 8 and 16 loads in flight on a GPU; the plan suite
+ * checks, on any machine, that planned for one SM they do take 16. */
+#define FIXTURE_TC_LOADS_SHAPES 4
+extern const int fixture_tc_loads_shapes[FIXTURE_TC_LOADS_SHAPES][3];
+
 /* A new empty directory $TMPDIR/rn-check-<tag>-XXXXXX (path in dir); aborts
  * the test on failure.  test_dir_remove deletes it with its contents. */
 void test_dir_create(char *dir, size_t cap, const char *tag);
