@@ -80,6 +80,7 @@ struct dev_layer {
 /* The operands of one (piece, head) product of retention_batched, each a
  * device array of pieces x H addresses (b = piece * H + head). */
 enum { PP_K, PP_Q, PP_V, PP_O, PP_A, PP_KD, PP_QD, PP_U, PP_COUNT };
+static_assert(PP_COUNT == RN_CUDA_PIECE_ARRAYS, "the plan counts the arrays alloc_pieces makes");
 
 struct cuda_ctx {
     const rn_config *c;

@@ -1242,10 +1242,11 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
  * pairs), warp s taking columns [s cols, (s + 1) cols), so each warp issues
  * its whole share of the rows at once instead of draining one round before
  * the next (at 1024 columns a share is one round of 16-byte loads per row
- * in bf16/fp16 at one row pair a warp, two in fp32).  On an H100 gemv_kernel moved a step's matrices at a
- * rate that followed the loads in flight per SM: 1.0-1.1 TB/s for the
- * 2048-output ones (about 8 warps an SM, 4 rounds each at 4096 inputs), 2.6
- * for the LM head (28 warps an SM).  The warps' sums are added in warp
+ * in bf16/fp16 at one row pair a warp, two in fp32).  On an H100
+ * gemv_kernel moved a step's matrices at a rate that followed the loads in
+ * flight per SM: 1.0-1.1 TB/s for the 2048-output ones (about 8 warps an
+ * SM, 4 rounds each at 4096 inputs), 2.6 for the LM head (28 warps an
+ * SM).  The warps' sums are added in warp
  * order, so the bits depend on the width and cols, not on the batch; they
  * are not gemv_kernel's (a different order of sums).  cols is a multiple
  * of 32, so every share starts 16-byte aligned. */

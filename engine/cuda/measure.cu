@@ -174,9 +174,8 @@ cleanup:
     return rc;
 }
 
-/* out random rows of in 16-bit weights (dtype t) and n input rows, from
- * seed: small integers times a power of two, so the values are exact in
- * either dtype. */
+/* count random 16-bit values of dtype t into h, from *seed (advanced):
+ * small integers times a power of two, exact in bf16 and fp16 alike. */
 static void tc_check_values(uint16_t *h, size_t count, int t, uint32_t *seed)
 {
     for (size_t i = 0; i < count; i++) {

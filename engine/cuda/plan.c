@@ -123,8 +123,9 @@ void rn_cuda_plan_pieces(rn_cuda_plan *p, const rn_config *c, int piece)
     size_t hkv = mul((size_t)c->head_dim_k, (size_t)c->head_dim_v, &ovf);
     size_t bytes = 0;
     if (n) {
+        size_t array = align256(mul(pairs, sizeof(void *), &ovf), &ovf);
         bytes = align256(mul(mul(pairs, hkv, &ovf), sizeof(float), &ovf), &ovf);
-        bytes = add(bytes, mul(8, align256(mul(pairs, sizeof(void *), &ovf), &ovf), &ovf), &ovf);
+        bytes = add(bytes, mul(RN_CUDA_PIECE_ARRAYS, array, &ovf), &ovf);
     }
     size_t total = add(p->total_bytes - p->pieces_bytes, bytes, &ovf);
     if (ovf)

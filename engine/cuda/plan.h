@@ -22,9 +22,8 @@
  * RN_CUDA_TC_DEFAULT rows, then cuBLASLt.  Measured on an H100
  * (docs/benchmarks.md, 1.3B bf16, tok/s): the GEMV leads at 1 and 2 rows
  * (581 vs 474, 1,000 vs 929), ties at 3, the tensor-core GEMV leads from 4
- * to 16 (1,725 vs
- * 1,613 at 4, 2,976 vs 2,668 at 8, 4,489 vs 4,378 at 16) and cuBLASLt from
- * 32 (6,636 vs 4,924).  Without the tensor-core kernel (fp32 weights, or a
+ * to 16 (1,725 vs 1,613 at 4, 2,976 vs 2,668 at 8, 4,489 vs 4,378 at 16)
+ * and cuBLASLt from 32 (6,636 vs 4,924).  Without the tensor-core kernel (fp32 weights, or a
  * device before sm_80) the GEMV keeps batches up to RN_CUDA_GEMV_NO_TC:
  * on an H200 it led cuBLASLt up to 4 rows (1,701 vs 1,636 tok/s at 4) and
  * fell well behind at 8 (1,718 vs 2,888).  RETNET_CUDA_GEMV_MAX and
@@ -85,18 +84,21 @@ int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_
  * at 2k and 8k prompts, docs/benchmarks.md): 1024-token chunks 95k in
  * pieces of 256, 92k of 512, 89k whole; 2048- to 8192-token chunks
  * 104-108k in pieces of 512, 96-101k of 256, 97-106k of 1024, 46-87k
- * whole (4096 and 8192).  Models with torchscale's retention normaliser keep whole chunks:
- * their pieces cannot be batched (the normaliser's running sums pass from
- * piece to piece), and one piece after another was slower (72k vs 78k
- * tok/s at 256-token pieces of 1024-token chunks, docs/architecture.md). */
+ * whole (4096 and 8192).  Models with torchscale's retention normaliser
+ * keep whole chunks: their pieces cannot be batched (the normaliser's
+ * running sums pass from piece to piece), and one piece after another was
+ * slower (72k vs 78k tok/s at 256-token pieces of 1024-token chunks,
+ * docs/architecture.md). */
 int rn_cuda_ret_piece_default(const rn_config *c, int max_chunk);
 
 /* Retention in pieces of piece tokens (RETNET_CUDA_RET_CHUNK): when a
  * max_chunk chunk holds at least two full pieces, the full pieces of a chunk
  * run as one batch of (piece, head) products, which needs each piece's
- * entering state (H x dk x dv floats) and eight device arrays of pointers
- * (pieces x H each); adds them to *p (pieces_bytes, total_bytes).  piece 0
- * or >= max_chunk: one piece, nothing added. */
+ * entering state (H x dk x dv floats) and RN_CUDA_PIECE_ARRAYS device
+ * arrays of operand addresses (pieces x H each); adds them to *p
+ * (pieces_bytes, total_bytes).  piece 0 or >= max_chunk: one piece, nothing
+ * added. */
+#define RN_CUDA_PIECE_ARRAYS 8
 void rn_cuda_plan_pieces(rn_cuda_plan *p, const rn_config *c, int piece);
 
 /* State slots that fit in budget bytes (0 when not even one does). */
