@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-split,ours-gemv8,ours-split8,ours-tcloads16,ours-normvec,ours-pieces*-c*,ours-bf16-states,peer}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-normrow,ours-pieces*-c*,ours-bf16-states,peer}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
@@ -27,11 +27,11 @@ RETNET_CUDA_TC_MAX=0 "$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,32 --pro
     --chunk 1024 --decode 32 | tee "$OUT/ours-notc.json"
 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_GEMV_MAX=0 "$RETNET" bench-cuda "$MODEL" \
     --batches 1,2,4,8,16,32,64 --prompts 512 --chunk 1024 --decode 32 | tee "$OUT/ours-tc0.json"
-# the GEMV's input split over warps in 1024-column shares
-# (RETNET_CUDA_GEMV_SPLIT, off by default until measured here), at the
-# default GEMV batches, then with the GEMV taking up to 8 rows, split or not
-RETNET_CUDA_GEMV_SPLIT=1024 "$RETNET" bench-cuda "$MODEL" --batches 1,2 --prompts 512 \
-    --chunk 1024 --decode 32 | tee "$OUT/ours-split.json"
+# the GEMV with whole rows a warp instead of 1024-column shares
+# (RETNET_CUDA_GEMV_SPLIT=0) at the default GEMV batches, then with the GEMV
+# taking up to 8 rows, split or not
+RETNET_CUDA_GEMV_SPLIT=0 "$RETNET" bench-cuda "$MODEL" --batches 1,2 --prompts 512 \
+    --chunk 1024 --decode 32 | tee "$OUT/ours-nosplit.json"
 for v in "gemv8 0" "split8 1024"; do
     set -- $v
     RETNET_CUDA_GEMV_SPLIT=$2 RETNET_CUDA_GEMV_MAX=8 "$RETNET" bench-cuda "$MODEL" --batches 1,4,8 \
@@ -40,9 +40,10 @@ done
 # the tensor-core GEMV with twice the loads in flight (RETNET_CUDA_TC_LOADS=16)
 RETNET_CUDA_TC_LOADS=16 "$RETNET" bench-cuda "$MODEL" --batches 4,8,16 --prompts 512 --chunk 1024 \
     --decode 32 | tee "$OUT/ours-tcloads16.json"
-# the norms holding their rows in registers (RETNET_CUDA_NORM_VEC=1)
-RETNET_CUDA_NORM_VEC=1 "$RETNET" bench-cuda "$MODEL" --batches 1,16 --prompts 2048,8192 \
-    --chunk 1024 --decode 32 | tee "$OUT/ours-normvec.json"
+# the norms reading each row twice instead of holding it in registers
+# (RETNET_CUDA_NORM_VEC=0)
+RETNET_CUDA_NORM_VEC=0 "$RETNET" bench-cuda "$MODEL" --batches 1,16 --prompts 2048,8192 \
+    --chunk 1024 --decode 32 | tee "$OUT/ours-normrow.json"
 # prefill retention pieces (RETNET_CUDA_RET_CHUNK; by default 256 below
 # 2048-token chunks, 512 from there; 0: whole chunks) by chunk length
 for c in 1024 2048 4096 8192; do

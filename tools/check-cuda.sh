@@ -57,9 +57,10 @@ fail=0
 # batch up to 8: in 64-column shares (most fixture matrices are 64 to 256
 # wide: one round of loads a share), in 512 (the demo model's 1024-wide down
 # projection: two rounds a share from 3 rows) and in 256 for the synthetic
-# shapes; with the norms holding their rows in registers; so every path is
-# held to the same properties (on a GPU the form
-# suite itself checks that the tensor-core GEMV's deeper loads,
+# shapes (the default 1024-column shares split only matrices 2048 or more
+# wide); with the norms reading their rows from memory twice instead of
+# holding them in registers (the default); so every path is held to the
+# same properties (on a GPU the form suite itself checks that the tensor-core GEMV's deeper loads,
 # RETNET_CUDA_TC_LOADS, change no bit; the synthetic shapes run through
 # them too).
 # The runs are small next to a device: CHECK_CUDA_JOBS (4) go at once, each
@@ -87,9 +88,9 @@ forms-split512 forms RETNET_CUDA_GEMV_SPLIT=512 RETNET_CUDA_GEMV_MAX=8
 parity-split parity RETNET_CUDA_GEMV_SPLIT=64
 synthetic-split synthetic RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 synthetic-tcl16 synthetic RETNET_CUDA_TC_LOADS=16
-forms-normvec forms RETNET_CUDA_NORM_VEC=1
-parity-normvec parity RETNET_CUDA_NORM_VEC=1
-synthetic-normvec synthetic RETNET_CUDA_NORM_VEC=1
+forms-normrow forms RETNET_CUDA_NORM_VEC=0
+parity-normrow parity RETNET_CUDA_NORM_VEC=0
+synthetic-normrow synthetic RETNET_CUDA_NORM_VEC=0
 RUNS
 
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
@@ -98,7 +99,7 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
     # no fork: the sanitizer watches one process through a whole suite
     # (the last four: the synthetic shapes through the tensor-core GEMV,
     # prefill retention in batched pieces, the split GEMV, and the norms
-    # holding their rows in registers)
+    # reading their rows twice)
     while read -r name suite env; do
         log=$OUT/memcheck-$name.log
         if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
@@ -118,7 +119,7 @@ synthetic synthetic RETNET_CUDA_GRAPHS=1
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 forms-pieces forms RETNET_CUDA_RET_CHUNK=5
 forms-split forms RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
-synthetic-normvec synthetic RETNET_CUDA_NORM_VEC=1
+synthetic-normrow synthetic RETNET_CUDA_NORM_VEC=0
 MEMCHECK
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"

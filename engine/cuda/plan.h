@@ -37,6 +37,12 @@
  * arithmetic (bf16/fp16 in, fp32 sums), 16 rows an m-tile. */
 #define RN_CUDA_TC_MAX 64
 #define RN_CUDA_TC_DEFAULT 16
+/* Columns of an input row one warp of the GEMV takes (RETNET_CUDA_GEMV_SPLIT;
+ * 0: a warp takes whole rows).  With 1024 a warp issues its whole share of
+ * a bf16 row at once, and the 2048-output matrices get two to four times
+ * the warps: on an H100 (docs/benchmarks.md, with the register-resident
+ * norms) 680 vs 651 tok/s at batch 1, 1,110 vs 1,096 at 2. */
+#define RN_CUDA_GEMV_SPLIT_DEFAULT 1024
 /* Largest decode batch one step processes; bigger batches are split. */
 #define RN_CUDA_MAX_BATCH 256
 /* cuBLASLt workspace (NVIDIA recommends 32 MiB on Hopper). */
