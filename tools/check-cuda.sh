@@ -60,9 +60,10 @@ fail=0
 # shapes (the default 1024-column shares split only matrices 2048 or more
 # wide); with the norms reading their rows from memory twice instead of
 # holding them in registers (the default); so every path is held to the
-# same properties (on a GPU the form suite itself checks that the tensor-core GEMV's deeper loads,
-# RETNET_CUDA_TC_LOADS, change no bit; the synthetic shapes run through
-# them too).
+# same properties (on a GPU the form suite itself checks that the
+# tensor-core GEMV's deeper loads, RETNET_CUDA_TC_LOADS, and
+# double-buffered rounds, RETNET_CUDA_TC_PIPE, change no bit; the synthetic
+# shapes run through both too).
 # The runs are small next to a device: CHECK_CUDA_JOBS (4) go at once, each
 # its own process; their lines come in the order they finish.
 xargs -L 1 -P "${CHECK_CUDA_JOBS:-4}" sh "$0" --run "$TESTS" <<RUNS || fail=1
@@ -88,6 +89,7 @@ forms-split512 forms RETNET_CUDA_GEMV_SPLIT=512 RETNET_CUDA_GEMV_MAX=8
 parity-split parity RETNET_CUDA_GEMV_SPLIT=64
 synthetic-split synthetic RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 synthetic-tcl16 synthetic RETNET_CUDA_TC_LOADS=16
+synthetic-tcpipe synthetic RETNET_CUDA_TC_PIPE=1
 forms-normrow forms RETNET_CUDA_NORM_VEC=0
 parity-normrow parity RETNET_CUDA_NORM_VEC=0
 synthetic-normrow synthetic RETNET_CUDA_NORM_VEC=0

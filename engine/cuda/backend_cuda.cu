@@ -128,6 +128,7 @@ struct cuda_ctx {
     int tc_max;              /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
     int gemv_split;          /* columns a warp of rk_gemv_multi takes, 0: whole rows */
     int tc_loads;            /* rk_gemv_tc's loads in flight per lane (RETNET_CUDA_TC_LOADS) */
+    int tc_pipe;             /* rk_gemv_tc's double-buffered rounds (RETNET_CUDA_TC_PIPE) */
     int norm_vec;            /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
@@ -615,7 +616,8 @@ static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, c
     if (n <= x->gemv_max)
         rk_gemv_multi(x->st, set, t, rows, n, in, x->gemv_split);
     else
-        rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms, x->tc_loads);
+        rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms, x->tc_loads,
+                   x->tc_pipe);
 }
 
 /* y (n x out) = rows (n x in) W^T + b; W is the device copy of Wt. */
@@ -1043,6 +1045,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
     x->gemv_split = env_int("RETNET_CUDA_GEMV_SPLIT", RN_CUDA_GEMV_SPLIT_DEFAULT, 0, 1 << 20);
     x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
+    x->tc_pipe = env_int("RETNET_CUDA_TC_PIPE", 0, 0, 1);
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);

@@ -1441,6 +1441,43 @@ __device__ static inline void tc_fetch(uint4 (*f)[2][R], const T *const (*w)[2],
             }
 }
 
+/* One round of the tensor-core GEMV's main loop: the R 32-k blocks from kb
+ * of the weights f (tc_fetch) times the input rows, into acc.  The input
+ * rows (g + 8 h) are read here, 16 bytes per row and block. */
+template <typename T, int MT, int NT, int R>
+__device__ static inline void tc_round(float (*acc)[NT][2][4], uint4 (*f)[2][R], const T *xh, int n,
+                                       int in, int kb, int k1, int lk, int g)
+{
+#pragma unroll
+    for (int u = 0; u < R; u++) {
+        int k = kb + u * RN_TC_KBLOCK + lk;
+        uint4 xw[2 * MT]; /* input rows g + 8 h, 8 values at k */
+#pragma unroll
+        for (int h = 0; h < 2 * MT; h++) {
+            int row = g + 8 * h;
+            xw[h] = k < k1 && row < n ? *(const uint4 *)(xh + (size_t)row * (size_t)in + (size_t)k)
+                                      : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int s = 0; s < 2; s++)
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                uint32_t a[4];
+#pragma unroll
+                for (int r = 0; r < 4; r++)
+                    a[r] = word_of(xw[2 * mt + rn_tc_a_rowblk(r)], rn_tc_word(s, rn_tc_a_half(r)));
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int tile = 0; tile < 2; tile++) {
+                        uint32_t b[2] = {word_of(f[nt][tile][u], rn_tc_word(s, 0)),
+                                         word_of(f[nt][tile][u], rn_tc_word(s, 1))};
+                        tc_op<T>::mma(acc[mt][nt][tile], a, b);
+                    }
+            }
+    }
+}
+
 /* rk_gemv_multi on the tensor cores.  A block owns 8 NT row pairs of the
  * set, in NT groups of 8: tile 0 holds each pair's row ra, tile 1 its rb,
  * so a lane's two results at one C position are a pair, as gemv_store
@@ -1450,14 +1487,18 @@ __device__ static inline void tc_fetch(uint4 (*f)[2][R], const T *const (*w)[2],
  * warps' parts are summed in warp order, so the bits depend on the input
  * width and the launch shape, never on n within one MT.  Fragment positions:
  * tc_layout.h.  PDL as gemv_kernel: the first weight loads go out before
- * pdl_wait; the input rows are read after it, with plain loads. */
-template <typename T, int MT, int NT, int L>
+ * pdl_wait; the input rows are read after it, with plain loads.  PIPE
+ * (RETNET_CUDA_TC_PIPE): two weight buffers, the next round's loads issued
+ * before the current round's products, so a warp's loads stay in flight
+ * while it computes; the same rounds in the same order, so the same bits. */
+template <typename T, int MT, int NT, int L, bool PIPE>
 __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
     gemv_tc_kernel(rk_gemv_set set, const T *xh, int n, int in, int kpw)
 {
-    constexpr int R = L / (2 * NT);    /* 32-k blocks per round */
-    constexpr int V = MT * NT * 8;     /* accumulators per lane */
-    extern __shared__ float tc_part[]; /* [warp][value][lane] */
+    constexpr int R = L / (2 * NT);     /* 32-k blocks per round */
+    constexpr int S = RN_TC_KBLOCK * R; /* k per round */
+    constexpr int V = MT * NT * 8;      /* accumulators per lane */
+    extern __shared__ float tc_part[];  /* [warp][value][lane] */
     pdl_trigger();
     int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, g = lane / 4;
     int warps = (int)blockDim.x / 32, first = (int)blockIdx.x * 8 * NT;
@@ -1479,38 +1520,23 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
     uint4 f[NT][2][R];
     tc_fetch<T, NT, R>(f, w, k0, k1, lk);
     pdl_wait();
-    for (int kb = k0; kb < k1; kb += RN_TC_KBLOCK * R) {
-        if (kb != k0)
-            tc_fetch<T, NT, R>(f, w, kb, k1, lk);
-#pragma unroll
-        for (int u = 0; u < R; u++) {
-            int k = kb + u * RN_TC_KBLOCK + lk;
-            uint4 xw[2 * MT]; /* input rows g + 8 h, 8 values at k */
-#pragma unroll
-            for (int h = 0; h < 2 * MT; h++) {
-                int row = g + 8 * h;
-                xw[h] = k < k1 && row < n
-                            ? *(const uint4 *)(xh + (size_t)row * (size_t)in + (size_t)k)
-                            : make_uint4(0, 0, 0, 0);
-            }
-#pragma unroll
-            for (int s = 0; s < 2; s++)
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    uint32_t a[4];
-#pragma unroll
-                    for (int r = 0; r < 4; r++)
-                        a[r] =
-                            word_of(xw[2 * mt + rn_tc_a_rowblk(r)], rn_tc_word(s, rn_tc_a_half(r)));
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                        for (int tile = 0; tile < 2; tile++) {
-                            uint32_t b[2] = {word_of(f[nt][tile][u], rn_tc_word(s, 0)),
-                                             word_of(f[nt][tile][u], rn_tc_word(s, 1))};
-                            tc_op<T>::mma(acc[mt][nt][tile], a, b);
-                        }
-                }
+    if constexpr (PIPE) {
+        uint4 fn[NT][2][R];
+        for (int kb = k0; kb < k1; kb += 2 * S) {
+            if (kb + S < k1)
+                tc_fetch<T, NT, R>(fn, w, kb + S, k1, lk);
+            tc_round<T, MT, NT, R>(acc, f, xh, n, in, kb, k1, lk, g);
+            if (kb + S >= k1)
+                break;
+            if (kb + 2 * S < k1)
+                tc_fetch<T, NT, R>(f, w, kb + 2 * S, k1, lk);
+            tc_round<T, MT, NT, R>(acc, fn, xh, n, in, kb + S, k1, lk, g);
+        }
+    } else {
+        for (int kb = k0; kb < k1; kb += S) {
+            if (kb != k0)
+                tc_fetch<T, NT, R>(f, w, kb, k1, lk);
+            tc_round<T, MT, NT, R>(acc, f, xh, n, in, kb, k1, lk, g);
         }
     }
     if (warps > 1) { /* value v: acc[v / (8 NT)][v / 8 % NT][v / 4 % 2][v % 4] */
@@ -1546,53 +1572,59 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
  * rn_cuda_tc_plan within tc_max_warps; TC_LOADS loads in flight per lane,
  * or twice that (loads 16) for one m-tile and one pair group when a warp's
  * share of k fills such a round (below that the extra loads would only be
- * zeros, at 128 registers instead of 78). */
+ * zeros, at 128 registers instead of 78); pipe: the double-buffered rounds
+ * of TC_LOADS / 2 loads each (so about the registers of TC_LOADS). */
 template <typename T, int MT, int NT>
 static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh, int n, int in,
-                           int n_sms, int loads)
+                           int n_sms, int loads, int pipe)
 {
     long blocks = (long)((set_pairs(set) + 8 * NT - 1) / (8 * NT));
     rn_cuda_tc_shape sh = rn_cuda_tc_plan(in, blocks, n_sms, tc_max_warps(MT, NT));
     size_t shm = sh.warps > 1 ? (size_t)sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
     static_assert(TC_LOADS == 8, "rn_cuda_tc_loads picks 8 or 16");
+    if (pipe) { /* half the loads a round, two rounds in flight: the registers of 8 */
+        launch(gemv_tc_kernel<T, MT, NT, TC_LOADS / 2, true>, (unsigned)blocks, 32 * sh.warps, shm,
+               st, *set, xh, n, in, sh.k_per_warp);
+        return;
+    }
     if constexpr (MT == 1 && NT == 1) {
         if (rn_cuda_tc_loads(loads, MT, NT, sh.k_per_warp) == 2 * TC_LOADS) {
-            launch(gemv_tc_kernel<T, 1, 1, 2 * TC_LOADS>, (unsigned)blocks, 32 * sh.warps, shm, st,
-                   *set, xh, n, in, sh.k_per_warp);
+            launch(gemv_tc_kernel<T, 1, 1, 2 * TC_LOADS, false>, (unsigned)blocks, 32 * sh.warps,
+                   shm, st, *set, xh, n, in, sh.k_per_warp);
             return;
         }
     }
-    launch(gemv_tc_kernel<T, MT, NT, TC_LOADS>, (unsigned)blocks, 32 * sh.warps, shm, st, *set, xh,
-           n, in, sh.k_per_warp);
+    launch(gemv_tc_kernel<T, MT, NT, TC_LOADS, false>, (unsigned)blocks, 32 * sh.warps, shm, st,
+           *set, xh, n, in, sh.k_per_warp);
 }
 
 /* MT from n (16 rows an m-tile); NT = 2 (two groups of 8 pairs a block,
  * each input piece loaded serving twice the weights) while that still gives
- * every SM two blocks.  loads (gemv_tc_launch) never changes the shape, so
- * never the bits. */
+ * every SM two blocks.  loads and pipe (gemv_tc_launch) never change the
+ * shape, so never the bits. */
 template <typename T>
 static void gemv_tc_dispatch(cudaStream_t st, const rk_gemv_set *set, const void *xh, int n, int in,
-                             int n_sms, int loads)
+                             int n_sms, int loads, int pipe)
 {
     const T *x = (const T *)xh;
     int wide = rn_cuda_tc_groups(set_pairs(set), n_sms) == 2;
     if (n > 32)
-        gemv_tc_launch<T, 4, 1>(st, set, x, n, in, n_sms, loads);
+        gemv_tc_launch<T, 4, 1>(st, set, x, n, in, n_sms, loads, pipe);
     else if (n > 16)
-        wide ? gemv_tc_launch<T, 2, 2>(st, set, x, n, in, n_sms, loads)
-             : gemv_tc_launch<T, 2, 1>(st, set, x, n, in, n_sms, loads);
+        wide ? gemv_tc_launch<T, 2, 2>(st, set, x, n, in, n_sms, loads, pipe)
+             : gemv_tc_launch<T, 2, 1>(st, set, x, n, in, n_sms, loads, pipe);
     else
-        wide ? gemv_tc_launch<T, 1, 2>(st, set, x, n, in, n_sms, loads)
-             : gemv_tc_launch<T, 1, 1>(st, set, x, n, in, n_sms, loads);
+        wide ? gemv_tc_launch<T, 1, 2>(st, set, x, n, in, n_sms, loads, pipe)
+             : gemv_tc_launch<T, 1, 1>(st, set, x, n, in, n_sms, loads, pipe);
 }
 
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
-                int n_sms, int loads)
+                int n_sms, int loads, int pipe)
 {
     if (t == RN_DT_BF16)
-        gemv_tc_dispatch<__nv_bfloat16>(st, set, xh, n, in, n_sms, loads);
+        gemv_tc_dispatch<__nv_bfloat16>(st, set, xh, n, in, n_sms, loads, pipe);
     else
-        gemv_tc_dispatch<__half>(st, set, xh, n, in, n_sms, loads);
+        gemv_tc_dispatch<__half>(st, set, xh, n, in, n_sms, loads, pipe);
 }
 
 /* ------------------------------------------------------------------ copy */

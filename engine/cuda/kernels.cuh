@@ -144,10 +144,10 @@ struct rk_gemv_job {
     const float *bias; /* or NULL */
     float *y;          /* n x out */
     int out;
-    int kind;           /* RK_JOB_* */
-    const void *W2;     /* GLU: the gate matrix (out x in) and its bias */
+    int kind;       /* RK_JOB_* */
+    const void *W2; /* GLU: the gate matrix (out x in) and its bias */
     const float *bias2;
-    float scale;        /* 0: none */
+    float scale; /* 0: none */
     int resid;
     rk_half h; /* GLU: the result rounded into h instead of y (rk_half) */
 };
@@ -175,9 +175,11 @@ void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *
  * multiple of 8), all of dtype t: the input rows xh are in t too (rounded
  * as cuBLASLt's inputs are), fp32 accumulation, the same folded stores.
  * n_sms: the device's multiprocessors (the launch shape); loads: 16-byte
- * weight loads in flight per lane up to 16 rows, 8 or 16 (the same bits). */
+ * weight loads in flight per lane up to 16 rows, 8 or 16; pipe != 0: rounds
+ * of 4 loads, the next one issued before the current one's products.
+ * Neither changes a bit. */
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
-                int n_sms, int loads);
+                int n_sms, int loads, int pipe = 0);
 
 /* Device-side measurements for `retnet bench`: a copy kernel over n bytes
  * (reported as read + write bytes) */

@@ -185,7 +185,8 @@ static void tc_check_values(uint16_t *h, size_t count, int t, uint32_t *seed)
     }
 }
 
-extern "C" int rn_cuda_tc_loads_check(int in, int out, int n, int t, uint32_t seed, long *differ)
+extern "C" int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads,
+                                        int pipe, long *differ)
 {
     size_t wn = (size_t)out * (size_t)in, xn = (size_t)n * (size_t)in, yn = (size_t)n * out;
     uint16_t *hw = (uint16_t *)malloc(wn * 2), *hx = (uint16_t *)malloc(xn * 2);
@@ -219,8 +220,8 @@ extern "C" int rn_cuda_tc_loads_check(int in, int out, int n, int t, uint32_t se
         set.count = 1;
         set.job[0].W = dw, set.job[0].y = dy, set.job[0].out = out, set.job[0].kind = RK_JOB_PLAIN;
         /* one SM: the plan keeps each warp's whole share of k, so loads 16
-         * takes one round where 8 takes two or more */
-        rk_gemv_tc(0, &set, t, dx, n, in, 1, v ? 16 : 8);
+         * takes one round where 8 takes two or more, and pipe overlaps them */
+        rk_gemv_tc(0, &set, t, dx, n, in, 1, v ? loads : 8, v ? pipe : 0);
         if (cudaGetLastError() != cudaSuccess ||
             cudaMemcpy(hy[v], dy, yn * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
             goto cleanup;

@@ -33,11 +33,12 @@ int rn_cuda_argmax_rows_host(const float *logits, int rows, int V, int32_t *out)
 
 /* The tensor-core GEMV (rk_gemv_tc) over n <= 16 rows of in (a multiple of
  * 8) random inputs and out random 16-bit weights of dtype t, planned for
- * one SM (each warp's whole share of k, up to 256), with 8 and with 16
- * loads in flight; *differ: the outputs whose bits differ (-1 on error).
- * RN_OK, RN_EINVAL, RN_ENOMEM, RN_EUNSUPPORTED before sm_80, or RN_EDEVICE
- * without a device. */
-int rn_cuda_tc_loads_check(int in, int out, int n, int t, uint32_t seed, long *differ);
+ * one SM (each warp's whole share of k, up to 256), with 8 loads in flight
+ * and again with loads (8 or 16) and pipe (0 or 1); *differ: the outputs
+ * whose bits differ (-1 on error).  RN_OK, RN_EINVAL, RN_ENOMEM,
+ * RN_EUNSUPPORTED before sm_80, or RN_EDEVICE without a device. */
+int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads, int pipe,
+                             long *differ);
 
 /* Opens (on != 0) or closes the range a profiler started with
  * `--profile-from-start off` (ncu, nsys) records. */
