@@ -59,8 +59,10 @@ fail=0
 # projection: two rounds a share from 3 rows) and in 256 for the synthetic
 # shapes (the default 1024-column shares split only matrices 2048 or more
 # wide); with the norms reading their rows from memory twice instead of
-# holding them in registers (the default); so every path is held to the
-# same properties (on a GPU the form suite itself checks that the
+# holding them in registers (the default); with the retention products of
+# 16-bit models on bf16 tensor cores instead of TF32 (the synthetic
+# suite's bf16 model and parity's bf16 fixture); so every path is held
+# to the same properties (on a GPU the form suite itself checks that the
 # tensor-core GEMV's deeper loads, RETNET_CUDA_TC_LOADS, and
 # double-buffered rounds, RETNET_CUDA_TC_PIPE, change no bit; the synthetic
 # shapes run through both too).
@@ -90,6 +92,8 @@ parity-split parity RETNET_CUDA_GEMV_SPLIT=64
 synthetic-split synthetic RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 synthetic-tcl16 synthetic RETNET_CUDA_TC_LOADS=16
 synthetic-tcpipe synthetic RETNET_CUDA_TC_PIPE=1
+synthetic-retbf16 synthetic RETNET_CUDA_RET_BF16=1
+parity-retbf16 parity RETNET_CUDA_RET_BF16=1
 forms-normrow forms RETNET_CUDA_NORM_VEC=0
 parity-normrow parity RETNET_CUDA_NORM_VEC=0
 synthetic-normrow synthetic RETNET_CUDA_NORM_VEC=0

@@ -1037,6 +1037,10 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * keep exact fp32 products (the 1e-4 parity fixtures) */
     x->ret_compute =
         x->w->embed.dtype == RN_DT_F32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+    /* RETNET_CUDA_RET_BF16=1: bf16 tensor cores (8 bits, as bf16 weights
+     * round the projections; the range of fp32) at twice the TF32 rate */
+    if (x->ret_compute != CUBLAS_COMPUTE_32F && env_int("RETNET_CUDA_RET_BF16", 0, 0, 1))
+        x->ret_compute = CUBLAS_COMPUTE_32F_FAST_16BF;
     if ((rc = rn_cuda_plan_make(&x->plan, x->c, o->n_slots, o->max_chunk, o->state_bf16, err)))
         goto cleanup;
     CU(cudaGetDevice(&dev), "no device");
