@@ -129,6 +129,7 @@ struct cuda_ctx {
     int gemv_split;          /* columns a warp of rk_gemv_multi takes, 0: whole rows */
     int tc_loads;            /* rk_gemv_tc's loads in flight per lane (RETNET_CUDA_TC_LOADS) */
     int tc_pipe;             /* rk_gemv_tc's double-buffered rounds (RETNET_CUDA_TC_PIPE) */
+    int step_early;          /* rk_ret_step's early state loads (RETNET_CUDA_STEP_EARLY) */
     int norm_vec;            /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
@@ -710,7 +711,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         parts = sh.row_split;
         ro = parts > 1 ? x->part : x->o;
         rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->slots, x->q, x->k, x->v,
-                    x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh);
+                    x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh, x->step_early);
     } else if ((rc = retention_pieces(x, slot, l, n))) {
         return rc;
     }
@@ -1050,6 +1051,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->gemv_split = env_int("RETNET_CUDA_GEMV_SPLIT", RN_CUDA_GEMV_SPLIT_DEFAULT, 0, 1 << 20);
     x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
     x->tc_pipe = env_int("RETNET_CUDA_TC_PIPE", 0, 0, 1);
+    x->step_early = env_int("RETNET_CUDA_STEP_EARLY", 0, 0, 1);
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);

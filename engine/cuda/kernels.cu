@@ -505,21 +505,43 @@ template <> struct svec<1, __nv_bfloat16> {
  * first store, so each thread keeps several 16-byte requests in flight.  The
  * state is read and written exactly once.  Thread row sums meet in shared
  * memory (fixed order); the share's read-out goes to o + p * part_stride. */
+/* The STEP_UNROLL state rows of a ret_step_kernel thread from d0 (rows
+ * d0, d0 + step, ...; none at or past r1). */
+template <int W, typename TS>
+__device__ static inline void step_load(svec<W, TS> *sv, const TS *Sh, int d0, int step, int r1,
+                                        int dv)
+{
+#pragma unroll
+    for (int u = 0; u < STEP_UNROLL; u++)
+        if (d0 + u * step < r1)
+            sv[u].load(Sh + (size_t)(d0 + u * step) * (size_t)dv);
+}
+
+/* early (RETNET_CUDA_STEP_EARLY): a thread's first STEP_UNROLL state rows
+ * are loaded before pdl_wait, under the q/k/v projection's tail.  Within a
+ * decode step only this kernel's launch for this layer touches the layer's
+ * states, and the slot indices come from the host before the step, so
+ * nothing the predecessors write is read early; the same loads and sums. */
 template <int W, typename TS>
 __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_states S,
                                 const int *__restrict__ slots, const float *q, const float *k,
                                 const float *v, const float *__restrict__ gamma, int H, int dk,
-                                int dv, int rows)
+                                int dv, int rows, int early)
 {
-    pdl_enter();
+    pdl_trigger();
     extern __shared__ float part[]; /* d_split x (lanes * W) */
     int i = (int)blockIdx.x / H, h = (int)blockIdx.x % H;
     int tile = (int)blockDim.x * W, col = (int)threadIdx.x * W;
     int e = (int)blockIdx.y * tile + col;
     int r0 = (int)blockIdx.z * rows, r1 = min(dk, r0 + rows);
+    int step = (int)blockDim.y, first = r0 + (int)threadIdx.y;
     size_t rh = (size_t)i * (size_t)H + (size_t)h;
     TS *layer = (TS *)S.base + (size_t)slots[i] * S.slot_stride + S.layer_off;
     TS *Sh = layer + (size_t)h * (size_t)dk * (size_t)dv + (size_t)e;
+    svec<W, TS> sv[STEP_UNROLL]; /* updated in fp32, rounded when stored */
+    if (early && e < dv)
+        step_load<W, TS>(sv, Sh, first, step, r1, dv);
+    pdl_wait();
     const float *qr = q + rh * (size_t)dk, *kr = k + rh * (size_t)dk;
     float g = gamma[h];
     svec<W> ve, acc;
@@ -527,13 +549,9 @@ __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_st
         acc[w] = 0.0f, ve[w] = 0.0f;
     if (e < dv) {
         ve.load(v + rh * (size_t)dv + (size_t)e);
-        int step = (int)blockDim.y;
-        for (int d0 = r0 + (int)threadIdx.y; d0 < r1; d0 += STEP_UNROLL * step) {
-            svec<W, TS> sv[STEP_UNROLL]; /* updated in fp32, rounded when stored */
-#pragma unroll
-            for (int u = 0; u < STEP_UNROLL; u++)
-                if (d0 + u * step < r1)
-                    sv[u].load(Sh + (size_t)(d0 + u * step) * (size_t)dv);
+        for (int d0 = first; d0 < r1; d0 += STEP_UNROLL * step) {
+            if (!early || d0 != first)
+                step_load<W, TS>(sv, Sh, d0, step, r1, dv);
 #pragma unroll
             for (int u = 0; u < STEP_UNROLL; u++) {
                 int d = d0 + u * step;
@@ -584,7 +602,7 @@ __global__ void ts_step_kernel(rk_states S, const int *slots, const float *gamma
 
 void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, const int *slots,
                  const float *q, const float *k, const float *v, const float *gamma, int n, int H,
-                 int dk, int dv, const rn_cuda_step_shape *sh)
+                 int dk, int dv, const rn_cuda_step_shape *sh, int early)
 {
     dim3 grid((unsigned)(n * H), (unsigned)sh->grid_y, (unsigned)sh->row_split);
     dim3 block((unsigned)sh->lanes, (unsigned)sh->d_split);
@@ -592,16 +610,16 @@ void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, con
     size_t shm = sizeof(float) * (size_t)sh->lanes * (size_t)sh->vec * (size_t)sh->d_split;
     if (S.bf16 && sh->vec == 4)
         launch(ret_step_kernel<4, __nv_bfloat16>, grid, block, shm, st, o, part_stride, S, slots, q,
-               k, v, gamma, H, dk, dv, rows);
+               k, v, gamma, H, dk, dv, rows, early);
     else if (S.bf16)
         launch(ret_step_kernel<1, __nv_bfloat16>, grid, block, shm, st, o, part_stride, S, slots, q,
-               k, v, gamma, H, dk, dv, rows);
+               k, v, gamma, H, dk, dv, rows, early);
     else if (sh->vec == 4)
         launch(ret_step_kernel<4, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
-               gamma, H, dk, dv, rows);
+               gamma, H, dk, dv, rows, early);
     else
         launch(ret_step_kernel<1, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
-               gamma, H, dk, dv, rows);
+               gamma, H, dk, dv, rows, early);
     if (S.s_off)
         launch(ts_step_kernel, blocks_for((size_t)n * (size_t)H), BLOCK, 0, st, S, slots, gamma, n,
                H);
@@ -1490,7 +1508,10 @@ __device__ static inline void tc_round(float (*acc)[NT][2][4], uint4 (*f)[2][R],
  * pdl_wait; the input rows are read after it, with plain loads.  PIPE
  * (RETNET_CUDA_TC_PIPE): two weight buffers, the next round's loads issued
  * before the current round's products, so a warp's loads stay in flight
- * while it computes; the same rounds in the same order, so the same bits. */
+ * while it computes (the first two rounds before pdl_wait).  The same 32-k
+ * blocks in the same order as without; where the plain rounds run past k1
+ * their last blocks are all zeros (+0 added to sums that are never -0: they
+ * start at +0), so the same bits. */
 template <typename T, int MT, int NT, int L, bool PIPE>
 __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
     gemv_tc_kernel(rk_gemv_set set, const T *xh, int n, int in, int kpw)
@@ -1517,13 +1538,14 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
     }
     int k0 = warp * kpw, k1 = min(in, k0 + kpw), lk = rn_tc_lane_k(lane);
     float acc[MT][NT][2][4] = {};
-    uint4 f[NT][2][R];
+    uint4 f[NT][2][R], fn[NT][2][R]; /* fn: PIPE's second buffer */
     tc_fetch<T, NT, R>(f, w, k0, k1, lk);
+    if (PIPE && k0 + S < k1)
+        tc_fetch<T, NT, R>(fn, w, k0 + S, k1, lk);
     pdl_wait();
     if constexpr (PIPE) {
-        uint4 fn[NT][2][R];
         for (int kb = k0; kb < k1; kb += 2 * S) {
-            if (kb + S < k1)
+            if (kb != k0 && kb + S < k1)
                 tc_fetch<T, NT, R>(fn, w, kb + S, k1, lk);
             tc_round<T, MT, NT, R>(acc, f, xh, n, in, kb, k1, lk, g);
             if (kb + S >= k1)

@@ -79,10 +79,13 @@ void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, co
 /* One recurrent step for n sequences: for sequence i, head h, the state of
  * slot slots[i]: S = g S + k v^T, o = q S (/ sqrt(s) with s = g s + 1 when
  * the layer has s).  gamma[h] = g (fp32).  Launch shape sh (plan.h); with
- * sh->row_split > 1, share p of the read-out goes to o + p * part_stride. */
+ * sh->row_split > 1, share p of the read-out goes to o + p * part_stride.
+ * early != 0: the first state rows are loaded before the dependent-launch
+ * wait (only where no earlier kernel of the stream may still write the
+ * states or the slot indices: a decode step after the host's copies). */
 void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, const int *slots,
                  const float *q, const float *k, const float *v, const float *gamma, int n, int H,
-                 int dk, int dv, const struct rn_cuda_step_shape *sh);
+                 int dk, int dv, const struct rn_cuda_step_shape *sh, int early = 0);
 
 /* dst = n bf16 values src as fp32, and back (rounded to nearest even): a
  * bf16 pool's layer state around the chunkwise products, export, import. */
@@ -176,8 +179,8 @@ void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *
  * as cuBLASLt's inputs are), fp32 accumulation, the same folded stores.
  * n_sms: the device's multiprocessors (the launch shape); loads: 16-byte
  * weight loads in flight per lane up to 16 rows, 8 or 16; pipe != 0: rounds
- * of 4 loads, the next one issued before the current one's products.
- * Neither changes a bit. */
+ * of 4 loads, the next one issued before the current one's products (loads
+ * is then not used).  Neither changes a bit. */
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
                 int n_sms, int loads, int pipe = 0);
 

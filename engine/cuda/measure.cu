@@ -201,7 +201,8 @@ extern "C" int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t 
         rc = RN_EUNSUPPORTED;
         goto cleanup;
     }
-    if (in < 8 || in % 8 || out < 2 || n < 1 || n > 16 || (t != RN_DT_BF16 && t != RN_DT_F16))
+    if (in < 8 || in % 8 || out < 2 || n < 1 || n > RN_CUDA_TC_MAX ||
+        (t != RN_DT_BF16 && t != RN_DT_F16))
         rc = RN_EINVAL;
     if (rc == RN_EINVAL || !hw || !hx || !hy[0] || !hy[1]) {
         rc = rc == RN_EINVAL ? rc : RN_ENOMEM;
@@ -220,7 +221,11 @@ extern "C" int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t 
         set.count = 1;
         set.job[0].W = dw, set.job[0].y = dy, set.job[0].out = out, set.job[0].kind = RK_JOB_PLAIN;
         /* one SM: the plan keeps each warp's whole share of k, so loads 16
-         * takes one round where 8 takes two or more, and pipe overlaps them */
+         * takes one round where 8 takes two or more, and pipe overlaps them;
+         * the output starts as NaN each time, so a launch that stores
+         * nothing cannot match */
+        if (cudaMemset(dy, 0xff, yn * sizeof(float)) != cudaSuccess)
+            goto cleanup;
         rk_gemv_tc(0, &set, t, dx, n, in, 1, v ? loads : 8, v ? pipe : 0);
         if (cudaGetLastError() != cudaSuccess ||
             cudaMemcpy(hy[v], dy, yn * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)

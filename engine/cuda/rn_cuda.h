@@ -31,12 +31,13 @@ int rn_cuda_measure(rn_cuda_limits *l, int m, int n, int k, rn_error *err);
  * RN_OK, RN_EINVAL, or RN_EDEVICE without a device. */
 int rn_cuda_argmax_rows_host(const float *logits, int rows, int V, int32_t *out);
 
-/* The tensor-core GEMV (rk_gemv_tc) over n <= 16 rows of in (a multiple of
+/* The tensor-core GEMV (rk_gemv_tc) over n <= 64 rows of in (a multiple of
  * 8) random inputs and out random 16-bit weights of dtype t, planned for
  * one SM (each warp's whole share of k, up to 256), with 8 loads in flight
- * and again with loads (8 or 16) and pipe (0 or 1); *differ: the outputs
- * whose bits differ (-1 on error).  RN_OK, RN_EINVAL, RN_ENOMEM,
- * RN_EUNSUPPORTED before sm_80, or RN_EDEVICE without a device. */
+ * and again with loads (8 or 16) or, when pipe != 0, the double-buffered
+ * rounds; *differ: the outputs whose bits differ (-1 on error).  RN_OK,
+ * RN_EINVAL, RN_ENOMEM, RN_EUNSUPPORTED before sm_80, or RN_EDEVICE
+ * without a device. */
 int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads, int pipe,
                              long *differ);
 

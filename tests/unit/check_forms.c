@@ -234,32 +234,45 @@ static void run_steps(const fixture *f, rn_engine *e, float *logits, float **sta
 }
 
 #ifdef RN_HAVE_CUDA
-/* The tensor-core GEMV with 16 loads in flight, and with its rounds
- * double-buffered, gives the bits of 8 loads a round where it changes
- * something: warps whose share of k takes 8 two rounds or more (the
- * fixtures' small grids give every warp 64 k, one round either way), in
- * bf16 and fp16, at batch sizes from 1 to 16.  That the shapes do take 16
- * loads (one pair group a block, 256 k a warp, planned for one SM) is
- * checked by the plan suite (test_cuda_tc_loads_apply). */
+/* The tensor-core GEMV with 16 loads in flight gives the bits of 8 where it
+ * changes something: warps whose share of k takes 8 two rounds or more
+ * (the fixtures' small grids give every warp 64 k, one round either way),
+ * in bf16 and fp16, at batch sizes from 1 to 16.  That the shapes do take
+ * 16 loads (one pair group a block, 256 k a warp, planned for one SM) is
+ * checked by the plan suite (test_cuda_tc_loads_apply).  The
+ * double-buffered rounds (RETNET_CUDA_TC_PIPE) are compared on those
+ * shapes and on pipe_shapes, which reach its other kernels. */
+static const int pipe_shapes[][3] = {
+    {672, 62, 16},  /* the last warp's 160 k: an odd number of 64-k rounds */
+    {1024, 80, 9},  /* 40 pairs: two pair groups a block, 32-k rounds */
+    {2048, 96, 24}, /* two m-tiles, two pair groups */
+    {1024, 40, 40}, /* four m-tiles */
+};
+
+/* That the variant (loads, pipe) gives the bits of 8 loads a round on
+ * shape sh (input width, outputs, rows), in both 16-bit dtypes. */
+static void check_tc_variant(const int sh[3], int loads, int pipe, uint32_t seed)
+{
+    static const int dtypes[] = {RN_DT_BF16, RN_DT_F16};
+    for (size_t d = 0; d < 2; d++) {
+        long differ = -1;
+        int rc = rn_cuda_tc_variant_check(sh[0], sh[1], sh[2], dtypes[d], seed + (uint32_t)d, loads,
+                                          pipe, &differ);
+        ck_assert_msg(rc == RN_OK, "in %d: rn_cuda_tc_variant_check: %d", sh[0], rc);
+        ck_assert_msg(differ == 0,
+                      "in %d, out %d, %d rows, dtype %d, loads %d, pipe %d: %ld outputs differ",
+                      sh[0], sh[1], sh[2], dtypes[d], loads, pipe, differ);
+    }
+}
+
 START_TEST(test_forms_tc_variants_keep_bits)
 {
-    const int(*shapes)[3] = fixture_tc_loads_shapes;
-    static const int dtypes[] = {RN_DT_BF16, RN_DT_F16};
-    static const int variants[][2] = {{16, 0}, {8, 1}}; /* loads, pipe */
-    for (size_t i = 0; i < FIXTURE_TC_LOADS_SHAPES; i++)
-        for (size_t d = 0; d < 2; d++)
-            for (size_t v = 0; v < 2; v++) {
-                long differ = -1;
-                int rc = rn_cuda_tc_variant_check(shapes[i][0], shapes[i][1], shapes[i][2],
-                                                  dtypes[d], (uint32_t)(17 * i + d), variants[v][0],
-                                                  variants[v][1], &differ);
-                ck_assert_msg(rc == RN_OK, "in %d: rn_cuda_tc_variant_check: %d", shapes[i][0], rc);
-                ck_assert_msg(differ == 0,
-                              "in %d, out %d, %d rows, dtype %d, loads %d, pipe %d: %ld outputs "
-                              "differ",
-                              shapes[i][0], shapes[i][1], shapes[i][2], dtypes[d], variants[v][0],
-                              variants[v][1], differ);
-            }
+    for (size_t i = 0; i < FIXTURE_TC_LOADS_SHAPES; i++) {
+        check_tc_variant(fixture_tc_loads_shapes[i], 16, 0, (uint32_t)(17 * i));
+        check_tc_variant(fixture_tc_loads_shapes[i], 8, 1, (uint32_t)(17 * i));
+    }
+    for (size_t i = 0; i < sizeof pipe_shapes / sizeof pipe_shapes[0]; i++)
+        check_tc_variant(pipe_shapes[i], 8, 1, (uint32_t)(31 * i + 5));
 }
 END_TEST
 #endif
@@ -268,18 +281,18 @@ END_TEST
  * environment variable (read when an engine is made), gives the default's
  * bits: the folded projections compute the same floats as the separate
  * kernels, the tensor-core GEMV's deeper or double-buffered loads only
- * regroup when the same k blocks arrive, and dependent launch and graphs
- * only change when work starts.
+ * regroup when the same k blocks arrive, and dependent launch, the
+ * recurrent step's early state loads and graphs only change when work
+ * starts.
  * On the CPU backend the variables mean nothing and this checks that two
  * engines agree. */
 START_TEST(test_forms_launch_settings_keep_bits)
 {
     /* each variable at two values, the default one of them */
-    static const char *const knobs[][3] = {{"RETNET_CUDA_FUSE", "1", "0"},
-                                           {"RETNET_CUDA_PDL", "1", "0"},
-                                           {"RETNET_CUDA_GRAPHS", "1", "0"},
-                                           {"RETNET_CUDA_TC_LOADS", "8", "16"},
-                                           {"RETNET_CUDA_TC_PIPE", "0", "1"}};
+    static const char *const knobs[][3] = {
+        {"RETNET_CUDA_FUSE", "1", "0"},    {"RETNET_CUDA_PDL", "1", "0"},
+        {"RETNET_CUDA_GRAPHS", "1", "0"},  {"RETNET_CUDA_TC_LOADS", "8", "16"},
+        {"RETNET_CUDA_TC_PIPE", "0", "1"}, {"RETNET_CUDA_STEP_EARLY", "0", "1"}};
     fixture f;
     fixture_load(&f, fixture_names[_i]);
     size_t V = (size_t)f.cfg->vocab_size, nl = 3 * 3 * V;
