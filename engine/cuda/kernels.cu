@@ -372,32 +372,38 @@ void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float al
 
 /* --------------------------------------------------------------- rotary */
 
-/* Rotation: one thread per (row, head, feature pair).  With scale != 1 the
- * pair of q (scale_k == 0) or k is scaled first, in the same float products
- * scale_kernel makes, so one pass does both when every feature is in a pair. */
+/* Rotation: one thread per (row, feature pair), over every head: the
+ * pair's angles (double-precision cos and sin, the costly part) are the
+ * same for all heads of a row, so they are worked out once, not H times.
+ * With scale != 1 the pair of q (scale_k == 0) or k is scaled first, in the
+ * same float products scale_kernel makes, so one pass does both when every
+ * feature is in a pair.  Each value gets the same operations as one thread
+ * per (row, head, pair) gave it, so the same bits. */
 __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_t *pos,
                           const float *freq, int interleaved, int scale_k, float scale)
 {
     pdl_enter();
     int half = dk / 2;
-    size_t total = (size_t)n * (size_t)H * (size_t)half;
+    size_t total = (size_t)n * (size_t)half;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
         int j = (int)(t % (size_t)half);
-        size_t rh = t / (size_t)half;
-        int row = (int)(rh / (size_t)H);
+        size_t row = t / (size_t)half;
         int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
-        float *qv = q + rh * (size_t)dk, *kv = k + rh * (size_t)dk;
-        if (scale != 1.0f) {
-            float *sv = scale_k ? kv : qv;
-            sv[ia] *= scale;
-            sv[ib] *= scale;
-        }
         double a = (double)rn_rope_angle((long long)pos[row], freq[ia]);
         double b = (double)rn_rope_angle((long long)pos[row], freq[ib]);
         float ca = (float)cos(a), sa = (float)sin(a), cb = (float)cos(b), sb = (float)sin(b);
-        rn_rope_rotate(&qv[ia], &qv[ib], ca, sa, cb, sb);
-        rn_rope_rotate(&kv[ia], &kv[ib], ca, sa, cb, sb);
+        for (int h = 0; h < H; h++) {
+            size_t rh = row * (size_t)H + (size_t)h;
+            float *qv = q + rh * (size_t)dk, *kv = k + rh * (size_t)dk;
+            if (scale != 1.0f) {
+                float *sv = scale_k ? kv : qv;
+                sv[ia] *= scale;
+                sv[ib] *= scale;
+            }
+            rn_rope_rotate(&qv[ia], &qv[ib], ca, sa, cb, sb);
+            rn_rope_rotate(&kv[ia], &kv[ib], ca, sa, cb, sb);
+        }
     }
 }
 
@@ -418,7 +424,7 @@ void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, co
         launch(scale_kernel, blocks_for(all), BLOCK, 0, st, scale_k ? k : q, all, scale);
     if (!rotary)
         return;
-    size_t pairs = (size_t)n * (size_t)H * (size_t)(dk / 2);
+    size_t pairs = (size_t)n * (size_t)(dk / 2); /* a thread's pair in every head */
     launch(qk_kernel, blocks_for(pairs), BLOCK, 0, st, q, k, n, H, dk, pos, freq, interleaved,
            scale_k, fused ? scale : 1.0f);
 }
@@ -666,7 +672,11 @@ void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int count, int H,
  * own (key: g^(P-1-i), else g^(i+1)) into its block dst[piece][h] (P x dk);
  * one piece is a whole chunk.  Block r writes destination row r, so the
  * index arithmetic is a few 32-bit divisions per row rather than 64-bit
- * ones per value (those held the kernel at a fifth of the copy rate). */
+ * ones per value (those held the kernel at a fifth of the copy rate).  N:
+ * values a thread moves at once, 4 (float4) when dk is a multiple of 4, so
+ * a block of dk / 4 threads has four times the bytes in flight of dk
+ * threads; each value gets the same one product either way. */
+template <int N>
 __global__ void scale_pieces_kernel(float *__restrict__ dst, const float *__restrict__ src,
                                     const float *pw, int H, int P, int dk, int key)
 {
@@ -677,16 +687,28 @@ __global__ void scale_pieces_kernel(float *__restrict__ dst, const float *__rest
     float f = pw[(size_t)h * (size_t)(P + 1) + (size_t)(key ? P - 1 - i : i + 1)];
     const float *sr = src + (row * (size_t)H + (size_t)h) * (size_t)dk;
     float *dr = dst + (size_t)r * (size_t)dk;
-    for (int d = threadIdx.x; d < dk; d += blockDim.x)
-        dr[d] = sr[d] * f;
+    if constexpr (N == 4) {
+        for (int d = 4 * (int)threadIdx.x; d < dk; d += 4 * (int)blockDim.x) {
+            float4 v = *(const float4 *)(sr + d);
+            *(float4 *)(dr + d) = make_float4(v.x * f, v.y * f, v.z * f, v.w * f);
+        }
+    } else {
+        for (int d = threadIdx.x; d < dk; d += blockDim.x)
+            dr[d] = sr[d] * f;
+    }
 }
 
 void rk_scale_pieces(cudaStream_t st, float *dst, const float *src, const float *pw, int H, int P,
                      int pieces, int dk, int key)
 {
-    unsigned threads = dk >= 256 ? 256u : (unsigned)(dk + 31) / 32u * 32u;
-    launch(scale_pieces_kernel, (unsigned)pieces * (unsigned)H * (unsigned)P, threads, 0, st, dst,
-           src, pw, H, P, dk, key);
+    unsigned rows = (unsigned)pieces * (unsigned)H * (unsigned)P;
+    /* float4 where every row starts on 16 bytes (the scratch's split need not) */
+    int n = dk % 4 == 0 && ((uintptr_t)dst | (uintptr_t)src) % 16 == 0 ? 4 : 1;
+    unsigned per = (unsigned)(dk / n), threads = per >= 256 ? 256u : (per + 31) / 32u * 32u;
+    if (n == 4)
+        launch(scale_pieces_kernel<4>, rows, threads, 0, st, dst, src, pw, H, P, dk, key);
+    else
+        launch(scale_pieces_kernel<1>, rows, threads, 0, st, dst, src, pw, H, P, dk, key);
 }
 
 /* Pieces whose U values a thread loads before storing any: the loads of a
