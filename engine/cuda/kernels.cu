@@ -30,8 +30,11 @@ static unsigned blocks_for(size_t n, unsigned per = BLOCK)
  * scheduled (pdl_trigger), then waits until its predecessor has finished and
  * its writes are visible (pdl_wait), before it touches any activation or
  * state; so the only work that runs early is work that depends on no earlier
- * kernel -- launch, scheduling, the GEMV's first weight loads -- and a decode
- * step's ~300 kernel boundaries stop costing a drain and a ramp each.  The
+ * kernel -- launch, scheduling, the GEMVs' first weight loads (two rounds
+ * for the double-buffered tensor-core GEMV), and with
+ * RETNET_CUDA_STEP_EARLY the recurrent step's first state rows, which no
+ * other kernel of a decode step touches -- and a decode step's ~200 kernel
+ * boundaries stop costing a drain and a ramp each.  The
  * wait is complete before the kernel ends, so completion stays transitive
  * down the stream.  Without the launch attribute both are no-ops. */
 static thread_local int pdl_on;
@@ -505,12 +508,6 @@ template <> struct svec<1, __nv_bfloat16> {
 
 #define STEP_UNROLL 4
 
-/* Block (sequence i, head h) x (column tile) x (row share p): thread (x, y)
- * owns columns e .. e+W-1 and walks rows r0 + y, r0 + y + d_split, ... of
- * the share, STEP_UNROLL rows at a time with every load issued before the
- * first store, so each thread keeps several 16-byte requests in flight.  The
- * state is read and written exactly once.  Thread row sums meet in shared
- * memory (fixed order); the share's read-out goes to o + p * part_stride. */
 /* The STEP_UNROLL state rows of a ret_step_kernel thread from d0 (rows
  * d0, d0 + step, ...; none at or past r1). */
 template <int W, typename TS>
@@ -523,11 +520,18 @@ __device__ static inline void step_load(svec<W, TS> *sv, const TS *Sh, int d0, i
             sv[u].load(Sh + (size_t)(d0 + u * step) * (size_t)dv);
 }
 
-/* early (RETNET_CUDA_STEP_EARLY): a thread's first STEP_UNROLL state rows
- * are loaded before pdl_wait, under the q/k/v projection's tail.  Within a
- * decode step only this kernel's launch for this layer touches the layer's
- * states, and the slot indices come from the host before the step, so
- * nothing the predecessors write is read early; the same loads and sums. */
+/* Block (sequence i, head h) x (column tile) x (row share p): thread (x, y)
+ * owns columns e .. e+W-1 and walks rows r0 + y, r0 + y + d_split, ... of
+ * the share, STEP_UNROLL rows at a time with every load issued before the
+ * first store, so each thread keeps several 16-byte requests in flight.  The
+ * state is read and written exactly once.  Thread row sums meet in shared
+ * memory (fixed order); the share's read-out goes to o + p * part_stride.
+ * early (RETNET_CUDA_STEP_EARLY): the slot index and a thread's first
+ * STEP_UNROLL state rows are read before pdl_wait, under the q/k/v
+ * projection's tail.  Within a decode step only this kernel's launch for
+ * this layer touches the layer's states, and the slot indices come from the
+ * host before the step, so nothing the predecessors write is read early;
+ * the same loads and sums.  Without early nothing is read before the wait. */
 template <int W, typename TS>
 __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_states S,
                                 const int *__restrict__ slots, const float *q, const float *k,
@@ -541,13 +545,20 @@ __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_st
     int e = (int)blockIdx.y * tile + col;
     int r0 = (int)blockIdx.z * rows, r1 = min(dk, r0 + rows);
     int step = (int)blockDim.y, first = r0 + (int)threadIdx.y;
-    size_t rh = (size_t)i * (size_t)H + (size_t)h;
-    TS *layer = (TS *)S.base + (size_t)slots[i] * S.slot_stride + S.layer_off;
-    TS *Sh = layer + (size_t)h * (size_t)dk * (size_t)dv + (size_t)e;
+    size_t rh = (size_t)i * (size_t)H + (size_t)h, head = (size_t)h * (size_t)dk * (size_t)dv;
+    TS *layer = NULL, *Sh = NULL;
     svec<W, TS> sv[STEP_UNROLL]; /* updated in fp32, rounded when stored */
-    if (early && e < dv)
-        step_load<W, TS>(sv, Sh, first, step, r1, dv);
+    if (early) {
+        layer = (TS *)S.base + (size_t)slots[i] * S.slot_stride + S.layer_off;
+        Sh = layer + head + (size_t)e;
+        if (e < dv)
+            step_load<W, TS>(sv, Sh, first, step, r1, dv);
+    }
     pdl_wait();
+    if (!early) {
+        layer = (TS *)S.base + (size_t)slots[i] * S.slot_stride + S.layer_off;
+        Sh = layer + head + (size_t)e;
+    }
     const float *qr = q + rh * (size_t)dk, *kr = k + rh * (size_t)dk;
     float g = gamma[h];
     svec<W> ve, acc;

@@ -80,9 +80,10 @@ void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, co
  * slot slots[i]: S = g S + k v^T, o = q S (/ sqrt(s) with s = g s + 1 when
  * the layer has s).  gamma[h] = g (fp32).  Launch shape sh (plan.h); with
  * sh->row_split > 1, share p of the read-out goes to o + p * part_stride.
- * early != 0: the first state rows are loaded before the dependent-launch
- * wait (only where no earlier kernel of the stream may still write the
- * states or the slot indices: a decode step after the host's copies). */
+ * early != 0: the slot indices and the first state rows are read before
+ * the dependent-launch wait (only where no earlier kernel of the stream may
+ * still write the states or the slot indices: a decode step after the
+ * host's copies); early 0 reads nothing before it. */
 void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, const int *slots,
                  const float *q, const float *k, const float *v, const float *gamma, int n, int H,
                  int dk, int dv, const struct rn_cuda_step_shape *sh, int early = 0);

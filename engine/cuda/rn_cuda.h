@@ -35,9 +35,9 @@ int rn_cuda_argmax_rows_host(const float *logits, int rows, int V, int32_t *out)
  * 8) random inputs and out random 16-bit weights of dtype t, planned for
  * one SM (each warp's whole share of k, up to 256), with 8 loads in flight
  * and again with loads (8 or 16) or, when pipe != 0, the double-buffered
- * rounds; *differ: the outputs whose bits differ (-1 on error).  RN_OK,
- * RN_EINVAL, RN_ENOMEM, RN_EUNSUPPORTED before sm_80, or RN_EDEVICE
- * without a device. */
+ * rounds; *differ: the outputs whose bits differ, or that the first run
+ * left unwritten (NaN; -1 on error).  RN_OK, RN_EINVAL, RN_ENOMEM,
+ * RN_EUNSUPPORTED before sm_80, or RN_EDEVICE without a device. */
 int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads, int pipe,
                              long *differ);
 
