@@ -375,28 +375,28 @@ void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float al
 
 /* --------------------------------------------------------------- rotary */
 
-/* Rotation: one thread per (row, feature pair), over every head: the
+/* Rotation: one thread per (row, feature pair, group of hpt heads): the
  * pair's angles (double-precision cos and sin, the costly part) are the
- * same for all heads of a row, so they are worked out once, not H times.
- * With scale != 1 the pair of q (scale_k == 0) or k is scaled first, in the
- * same float products scale_kernel makes, so one pass does both when every
- * feature is in a pair.  Each value gets the same operations as one thread
- * per (row, head, pair) gave it, so the same bits. */
+ * same for all heads of a row, so a thread works them out once for its hpt
+ * heads.  With scale != 1 the pair of q (scale_k == 0) or k is scaled
+ * first, in the same float products scale_kernel makes, so one pass does
+ * both when every feature is in a pair.  Each value gets the same
+ * operations whatever hpt is, so the same bits. */
 __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_t *pos,
-                          const float *freq, int interleaved, int scale_k, float scale)
+                          const float *freq, int interleaved, int scale_k, float scale, int hpt)
 {
     pdl_enter();
-    int half = dk / 2;
-    size_t total = (size_t)n * (size_t)half;
+    int half = dk / 2, groups = (H + hpt - 1) / hpt;
+    size_t total = (size_t)n * (size_t)half * (size_t)groups;
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
-        int j = (int)(t % (size_t)half);
-        size_t row = t / (size_t)half;
+        int j = (int)(t % (size_t)half), grp = (int)(t / (size_t)half % (size_t)groups);
+        size_t row = t / (size_t)half / (size_t)groups;
         int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
         double a = (double)rn_rope_angle((long long)pos[row], freq[ia]);
         double b = (double)rn_rope_angle((long long)pos[row], freq[ib]);
         float ca = (float)cos(a), sa = (float)sin(a), cb = (float)cos(b), sb = (float)sin(b);
-        for (int h = 0; h < H; h++) {
+        for (int h = grp * hpt; h < H && h < (grp + 1) * hpt; h++) {
             size_t rh = row * (size_t)H + (size_t)h;
             float *qv = q + rh * (size_t)dk, *kv = k + rh * (size_t)dk;
             if (scale != 1.0f) {
@@ -409,6 +409,10 @@ __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_
         }
     }
 }
+
+/* (row, feature pair)s from which qk_kernel gives a thread every head:
+ * 64 Ki threads, a few hundred blocks, enough to keep the memory busy. */
+#define QK_ALL_HEADS_PAIRS ((size_t)1 << 16)
 
 __global__ void scale_kernel(float *x, size_t n, float scale)
 {
@@ -427,9 +431,14 @@ void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, co
         launch(scale_kernel, blocks_for(all), BLOCK, 0, st, scale_k ? k : q, all, scale);
     if (!rotary)
         return;
-    size_t pairs = (size_t)n * (size_t)(dk / 2); /* a thread's pair in every head */
-    launch(qk_kernel, blocks_for(pairs), BLOCK, 0, st, q, k, n, H, dk, pos, freq, interleaved,
-           scale_k, fused ? scale : 1.0f);
+    /* all heads a thread where the (row, pair)s alone fill the device (a
+     * prefill chunk), else one head a thread (decode rows), so the loads
+     * of one head after another do not become the kernel's latency */
+    size_t pairs = (size_t)n * (size_t)(dk / 2);
+    int hpt = pairs >= QK_ALL_HEADS_PAIRS ? H : 1;
+    size_t threads = pairs * (size_t)((H + hpt - 1) / hpt);
+    launch(qk_kernel, blocks_for(threads), BLOCK, 0, st, q, k, n, H, dk, pos, freq, interleaved,
+           scale_k, fused ? scale : 1.0f, hpt);
 }
 
 /* ----------------------------------------------------- recurrent step */
