@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-tcpipe,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-bf16-states,peer}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-tcpipe,ours-stepearly,ours-stepnorm,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-bf16-states,peer}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
@@ -47,6 +47,9 @@ RETNET_CUDA_TC_PIPE=1 "$RETNET" bench-cuda "$MODEL" --batches 4,8,16 --prompts 5
 # wait (RETNET_CUDA_STEP_EARLY=1)
 RETNET_CUDA_STEP_EARLY=1 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 512 \
     --chunk 1024 --decode 32 | tee "$OUT/ours-stepearly.json"
+# the recurrent step doing the group norm itself (RETNET_CUDA_STEP_NORM=1)
+RETNET_CUDA_STEP_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 512 \
+    --chunk 1024 --decode 32 | tee "$OUT/ours-stepnorm.json"
 # the norms reading each row twice instead of holding it in registers
 # (RETNET_CUDA_NORM_VEC=0)
 RETNET_CUDA_NORM_VEC=0 "$RETNET" bench-cuda "$MODEL" --batches 1,16 --prompts 2048,8192 \

@@ -64,9 +64,10 @@ fail=0
 # suite's bf16 model and parity's bf16 fixture); so every path is held
 # to the same properties (on a GPU the form suite itself checks that the
 # tensor-core GEMV's deeper loads, RETNET_CUDA_TC_LOADS, and
-# double-buffered rounds, RETNET_CUDA_TC_PIPE, and the recurrent step's
-# early state loads, RETNET_CUDA_STEP_EARLY, change no bit; the synthetic
-# shapes run through all three too).
+# double-buffered rounds, RETNET_CUDA_TC_PIPE, the recurrent step's early
+# state loads, RETNET_CUDA_STEP_EARLY, and its group norm,
+# RETNET_CUDA_STEP_NORM, change no bit; the synthetic shapes run through
+# all four too).
 # The runs are small next to a device: CHECK_CUDA_JOBS (4) go at once, each
 # its own process; their lines come in the order they finish.
 xargs -L 1 -P "${CHECK_CUDA_JOBS:-4}" sh "$0" --run "$TESTS" <<RUNS || fail=1
@@ -95,6 +96,7 @@ synthetic-tcl16 synthetic RETNET_CUDA_TC_LOADS=16
 synthetic-tcpipe synthetic RETNET_CUDA_TC_PIPE=1
 synthetic-retbf16 synthetic RETNET_CUDA_RET_BF16=1
 synthetic-early synthetic RETNET_CUDA_STEP_EARLY=1
+synthetic-stepnorm synthetic RETNET_CUDA_STEP_NORM=1
 parity-retbf16 parity RETNET_CUDA_RET_BF16=1
 forms-normrow forms RETNET_CUDA_NORM_VEC=0
 parity-normrow parity RETNET_CUDA_NORM_VEC=0

@@ -130,6 +130,8 @@ struct cuda_ctx {
     int tc_loads;            /* rk_gemv_tc's loads in flight per lane (RETNET_CUDA_TC_LOADS) */
     int tc_pipe;             /* rk_gemv_tc's double-buffered rounds (RETNET_CUDA_TC_PIPE) */
     int step_early;          /* rk_ret_step's early state loads (RETNET_CUDA_STEP_EARLY) */
+    int step_norm;           /* rk_ret_step does the group norm (RETNET_CUDA_STEP_NORM) */
+    unsigned *step_count;    /* its tickets: max_batch x heads, zero between launches */
     int norm_vec;            /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
@@ -706,18 +708,30 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     const float *ro = x->o; /* the read-out the group norm starts from */
     int parts = 1;
     size_t part_stride = (size_t)x->plan.max_batch * (size_t)c->value_dim;
+    rk_step_norm nm = {x->o,
+                       c->group_norm_kind == RN_NORM_LAYER,
+                       c->group_norm_affine ? d->gn_w : NULL,
+                       c->group_norm_eps,
+                       x->g,
+                       (int)c->gate_act,
+                       half_out(x, x->o, n),
+                       x->step_count};
+    int normed = 0; /* the group norm done by the step */
     if (mode == FWD_DECODE) {
         rn_cuda_step_shape sh = rn_cuda_step_plan(c, n, x->n_sms);
         parts = sh.row_split;
         ro = parts > 1 ? x->part : x->o;
+        normed = x->step_norm && x->norm_vec &&
+                 rk_step_norm_fits(&sh, &nm, ro, part_stride, c->head_dim_v);
         rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->slots, x->q, x->k, x->v,
-                    x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh, x->step_early);
+                    x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh, x->step_early,
+                    normed ? nm : rk_step_norm());
     } else if ((rc = retention_pieces(x, slot, l, n))) {
         return rc;
     }
-    rk_norm_parts(x->st, x->o, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,
-                  c->group_norm_kind == RN_NORM_LAYER, c->group_norm_affine ? d->gn_w : NULL, NULL,
-                  c->group_norm_eps, x->g, (int)c->gate_act, half_out(x, x->o, n));
+    if (!normed)
+        rk_norm_parts(x->st, nm.y, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,
+                      nm.layer_kind, nm.w, NULL, nm.eps, nm.gate, nm.act, nm.h);
     return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b);
 }
 
@@ -850,7 +864,8 @@ static void cuda_deinit(void *ctx)
                 cudaGraphExecDestroy(x->graphs[w][n]);
         free(x->graphs[w]);
     }
-    void *bufs[] = {x->wdev, x->states, x->sscr, x->x, x->A, x->part, x->log_gamma, x->ws, x->U};
+    void *bufs[] = {x->wdev, x->states,    x->sscr, x->x, x->A,
+                    x->part, x->log_gamma, x->ws,   x->U, x->step_count};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         cudaFree(bufs[i]);
     if (x->lt)
@@ -1052,6 +1067,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
     x->tc_pipe = env_int("RETNET_CUDA_TC_PIPE", 0, 0, 1);
     x->step_early = env_int("RETNET_CUDA_STEP_EARLY", 0, 0, 1);
+    x->step_norm = env_int("RETNET_CUDA_STEP_NORM", 0, 0, 1);
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);
@@ -1097,6 +1113,11 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaMemset(x->states, 0, x->plan.pool_bytes), "state pool");
     if ((rc = alloc_buffers(x, err)) || (rc = init_tables(x, err)))
         goto cleanup;
+    if (x->step_norm) { /* a few KiB, outside the plan's budget */
+        size_t tickets = sizeof(unsigned) * (size_t)x->plan.max_batch * (size_t)x->c->n_heads;
+        CU(cudaMalloc((void **)&x->step_count, tickets), "step tickets");
+        CU(cudaMemset(x->step_count, 0, tickets), "step tickets");
+    }
     /* the memset and the pageable copies above may still be in flight, and
      * x->st does not wait for the legacy stream */
     CU(cudaDeviceSynchronize(), "initialisation");

@@ -123,21 +123,23 @@ __device__ static inline void store_out(float *out, rk_half h, size_t i, float v
 
 /* ----------------------------------------------------------------- norms */
 
-/* Sums a and b over the block in double (the CPU backend's norms
- * accumulate in double too); every thread gets both totals.  Called once per
- * kernel: sh (64 doubles) is not reused afterwards. */
-__device__ static void block_sum2(double &a, double &b, double *sh)
+/* Sums a and b over the first nthr threads of the block (a multiple of 32,
+ * tid the thread's linear index) in double (the CPU backend's norms
+ * accumulate in double too); every thread gets both totals.  Every thread
+ * of the block calls it (a barrier), those past nthr with zeros.  Called
+ * once per kernel: sh (64 doubles) is not reused afterwards. */
+__device__ static void block_sum2(double &a, double &b, double *sh, int tid, int nthr)
 {
     for (int o = 16; o > 0; o >>= 1) {
         a += __shfl_xor_sync(0xffffffffu, a, o);
         b += __shfl_xor_sync(0xffffffffu, b, o);
     }
-    int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
-    if (lane == 0)
+    int warp = tid / 32, lane = tid % 32;
+    if (lane == 0 && warp < 32)
         sh[warp] = a, sh[32 + warp] = b;
     __syncthreads();
     a = 0.0, b = 0.0;
-    for (int w = 0; w < (int)blockDim.x / 32; w++)
+    for (int w = 0; w < nthr / 32; w++)
         a += sh[w], b += sh[32 + w];
 }
 
@@ -152,11 +154,11 @@ __device__ static inline void sum2_add(double &s, double &ss, float v)
 
 /* The mean (LayerNorm; 0 for RMSNorm) and the factor of a row of d values
  * from each thread's share of its sum s and sum of squares ss (block-wide:
- * every thread calls it, once per kernel, sh as block_sum2's). */
+ * every thread calls it, once per kernel; sh, tid, nthr as block_sum2's). */
 __device__ static inline void norm_stats(double s, double ss, double *sh, int d, int layer_kind,
-                                         float eps, double &mu, float &r)
+                                         float eps, double &mu, float &r, int tid, int nthr)
 {
-    block_sum2(s, ss, sh);
+    block_sum2(s, ss, sh, tid, nthr);
     mu = layer_kind ? s / d : 0.0;
     double dev = layer_kind ? fmax(ss - s * mu, 0.0) : ss;
     r = rn_norm_factor(dev, d, eps);
@@ -208,7 +210,7 @@ __global__ void norm_kernel(float *y, const float *x, int d, int layer_kind, con
         sum2_add(s, ss, xr[k]);
     double mu;
     float r;
-    norm_stats(s, ss, sh, d, layer_kind, eps, mu, r);
+    norm_stats(s, ss, sh, d, layer_kind, eps, mu, r, (int)threadIdx.x, (int)blockDim.x);
     for (int k = threadIdx.x; k < d; k += blockDim.x) {
         size_t i = row * (size_t)d + (size_t)k;
         store_out(y, h, i, norm_value(xr[k], mu, r, w, b, k, gate ? gate + i : NULL, act));
@@ -246,6 +248,91 @@ __device__ static inline void store4(float *out, rk_half h, size_t i, const floa
     }
 }
 
+/* The four values at x (16-byte aligned) as fp32, through the L2 (CG: the
+ * values other blocks of the running kernel wrote) or plainly. */
+template <bool CG> __device__ static inline void load4_from(const float *x, float *v)
+{
+    if constexpr (CG) {
+        float4 t = __ldcg((const float4 *)x);
+        v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+    } else {
+        load4(x, v);
+    }
+}
+
+/* norm_kernel's row `row` with each thread's NORM_VEC adjacent values held
+ * in registers from their one read to their write, by the block's first
+ * nthr threads (tid: the thread's linear index; every thread of the block
+ * calls it): norm_vec_kernel's body, and the recurrent step's group norm
+ * when it runs in the step (ret_step_kernel, CG loads). */
+template <bool CG>
+__device__ static inline void
+norm_vec_row(size_t row, int tid, int nthr, float *y, const float *x, int d, int layer_kind,
+             const float *w, const float *b, float eps, const float *gate, int act, int parts,
+             size_t part_stride, const float *res, float alpha, float *sink, rk_half h, double *sh)
+{
+    size_t base = row * (size_t)d;
+    int k0 = tid * NORM_VEC, m = d - k0 < NORM_VEC ? d - k0 : NORM_VEC;
+    float v[NORM_VEC] = {};
+    /* every read before the sink's write (sink may be x): one trip to memory */
+    if (sink && res) {
+        float a[NORM_VEC] = {}, r[NORM_VEC] = {};
+#pragma unroll
+        for (int q = 0; q < NORM_VEC; q += 4)
+            if (q < m) {
+                load4_from<CG>(x + base + (size_t)(k0 + q), a + q);
+                load4_from<CG>(res + base + (size_t)(k0 + q), r + q);
+            }
+#pragma unroll
+        for (int j = 0; j < NORM_VEC; j++)
+            v[j] = __fmaf_rn(a[j], alpha, r[j]); /* as gemv_store's */
+    } else if (sink) {
+#pragma unroll
+        for (int j = 0; j < NORM_VEC; j++)
+            v[j] = 0.0f;
+        for (int p = 0; p < parts; p++) {
+            float a[NORM_VEC] = {};
+#pragma unroll
+            for (int q = 0; q < NORM_VEC; q += 4)
+                if (q < m)
+                    load4_from<CG>(x + (size_t)p * part_stride + base + (size_t)(k0 + q), a + q);
+#pragma unroll
+            for (int j = 0; j < NORM_VEC; j++)
+                v[j] += a[j];
+        }
+    } else {
+#pragma unroll
+        for (int q = 0; q < NORM_VEC; q += 4)
+            if (q < m)
+                load4_from<CG>(x + base + (size_t)(k0 + q), v + q);
+    }
+    if (sink)
+#pragma unroll
+        for (int q = 0; q < NORM_VEC; q += 4)
+            if (q < m)
+                store4(sink, rk_half(), base + (size_t)(k0 + q), v + q);
+    double s = 0.0, ss = 0.0;
+#pragma unroll
+    for (int j = 0; j < NORM_VEC; j++)
+        if (k0 + j < d)
+            sum2_add(s, ss, v[j]);
+    double mu;
+    float r;
+    norm_stats(s, ss, sh, d, layer_kind, eps, mu, r, tid, nthr);
+#pragma unroll
+    for (int q = 0; q < NORM_VEC; q += 4) {
+        int k = k0 + q;
+        if (k >= d)
+            break;
+        float o[4];
+        for (int j = 0; j < 4; j++) {
+            size_t i = base + (size_t)(k + j);
+            o[j] = norm_value(v[q + j], mu, r, w, b, k + j, gate ? gate + i : NULL, act);
+        }
+        store4(y, h, base + (size_t)k, o);
+    }
+}
+
 /* norm_kernel with each thread's NORM_VEC adjacent values held in registers
  * from their one read to their write (RETNET_CUDA_NORM_VEC=1; d a multiple
  * of 4, the parts' stride too, at most 1024 threads of NORM_VEC): the row
@@ -262,66 +349,8 @@ __global__ void __launch_bounds__(1024)
 {
     pdl_enter();
     __shared__ double sh[64];
-    size_t row = blockIdx.x, base = row * (size_t)d;
-    int k0 = (int)threadIdx.x * NORM_VEC, m = d - k0 < NORM_VEC ? d - k0 : NORM_VEC;
-    float v[NORM_VEC] = {};
-    /* every read before the sink's write (sink may be x): one trip to memory */
-    if (sink && res) {
-        float a[NORM_VEC] = {}, r[NORM_VEC] = {};
-#pragma unroll
-        for (int q = 0; q < NORM_VEC; q += 4)
-            if (q < m) {
-                load4(x + base + (size_t)(k0 + q), a + q);
-                load4(res + base + (size_t)(k0 + q), r + q);
-            }
-#pragma unroll
-        for (int j = 0; j < NORM_VEC; j++)
-            v[j] = __fmaf_rn(a[j], alpha, r[j]); /* as gemv_store's */
-    } else if (sink) {
-#pragma unroll
-        for (int j = 0; j < NORM_VEC; j++)
-            v[j] = 0.0f;
-        for (int p = 0; p < parts; p++) {
-            float a[NORM_VEC] = {};
-#pragma unroll
-            for (int q = 0; q < NORM_VEC; q += 4)
-                if (q < m)
-                    load4(x + (size_t)p * part_stride + base + (size_t)(k0 + q), a + q);
-#pragma unroll
-            for (int j = 0; j < NORM_VEC; j++)
-                v[j] += a[j];
-        }
-    } else {
-#pragma unroll
-        for (int q = 0; q < NORM_VEC; q += 4)
-            if (q < m)
-                load4(x + base + (size_t)(k0 + q), v + q);
-    }
-    if (sink)
-#pragma unroll
-        for (int q = 0; q < NORM_VEC; q += 4)
-            if (q < m)
-                store4(sink, rk_half(), base + (size_t)(k0 + q), v + q);
-    double s = 0.0, ss = 0.0;
-#pragma unroll
-    for (int j = 0; j < NORM_VEC; j++)
-        if (k0 + j < d)
-            sum2_add(s, ss, v[j]);
-    double mu;
-    float r;
-    norm_stats(s, ss, sh, d, layer_kind, eps, mu, r);
-#pragma unroll
-    for (int q = 0; q < NORM_VEC; q += 4) {
-        int k = k0 + q;
-        if (k >= d)
-            break;
-        float o[4];
-        for (int j = 0; j < 4; j++) {
-            size_t i = base + (size_t)(k + j);
-            o[j] = norm_value(v[q + j], mu, r, w, b, k + j, gate ? gate + i : NULL, act);
-        }
-        store4(y, h, base + (size_t)k, o);
-    }
+    norm_vec_row<false>(blockIdx.x, (int)threadIdx.x, (int)blockDim.x, y, x, d, layer_kind, w, b,
+                        eps, gate, act, parts, part_stride, res, alpha, sink, h, sh);
 }
 
 /* Whether this thread's norms launch norm_vec_kernel (rk_set_norm_vec):
@@ -517,6 +546,45 @@ template <> struct svec<1, __nv_bfloat16> {
 
 #define STEP_UNROLL 4
 
+/* rk_step_norm's tail of ret_step_kernel, called by every thread of every
+ * block after its read-out is stored: the block takes a ticket for its
+ * (sequence, head), blockIdx.x; the last of its gridDim.y x gridDim.z
+ * blocks, which then sees all their stores (fences, then loads through the
+ * L2), normalises that row as norm_vec_kernel's block would (the same
+ * function, the same number of threads, so the same bits). */
+__device__ static void step_group_norm(const rk_step_norm &nm, const float *o, size_t part_stride,
+                                       int dv)
+{
+    __shared__ int last;
+    __shared__ double sh[64];
+    int tid = (int)(threadIdx.y * blockDim.x + threadIdx.x);
+    __threadfence(); /* this block's read-out, before its ticket */
+    __syncthreads();
+    if (tid == 0) {
+        unsigned total = gridDim.y * gridDim.z;
+        last = atomicAdd(nm.count + blockIdx.x, 1u) == total - 1;
+        if (last)
+            nm.count[blockIdx.x] = 0; /* for the next launch, which follows this one's end */
+    }
+    __syncthreads();
+    if (!last)
+        return;
+    __threadfence();
+    int parts = (int)gridDim.z, nthr = ((dv + NORM_VEC - 1) / NORM_VEC + 31) / 32 * 32;
+    norm_vec_row<true>(blockIdx.x, tid, nthr, nm.y, o, dv, nm.layer_kind, nm.w, NULL, nm.eps,
+                       nm.gate, nm.act, parts, part_stride, NULL, 1.0f, parts > 1 ? nm.y : NULL,
+                       nm.h, sh);
+}
+
+int rk_step_norm_fits(const rn_cuda_step_shape *sh, const rk_step_norm *nm, const float *o,
+                      size_t part_stride, int dv)
+{
+    int nthr = ((dv + NORM_VEC - 1) / NORM_VEC + 31) / 32 * 32;
+    uintptr_t rows16 = (uintptr_t)nm->y | (uintptr_t)o;
+    return dv % 4 == 0 && part_stride % 4 == 0 && rows16 % 16 == 0 && (uintptr_t)nm->h.p % 8 == 0 &&
+           nthr <= sh->lanes * sh->d_split && nm->count;
+}
+
 /* The STEP_UNROLL state rows of a ret_step_kernel thread from d0 (rows
  * d0, d0 + step, ...; none at or past r1). */
 template <int W, typename TS>
@@ -545,7 +613,7 @@ template <int W, typename TS>
 __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_states S,
                                 const int *__restrict__ slots, const float *q, const float *k,
                                 const float *v, const float *__restrict__ gamma, int H, int dk,
-                                int dv, int rows, int early)
+                                int dv, int rows, int early, rk_step_norm nm)
 {
     pdl_trigger();
     extern __shared__ float part[]; /* d_split x (lanes * W) */
@@ -595,22 +663,24 @@ __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_st
     for (int w = 0; w < W; w++)
         part[threadIdx.y * (unsigned)tile + (unsigned)(col + w)] = acc[w];
     __syncthreads();
-    if (threadIdx.y != 0 || e >= dv)
-        return;
-    float scale = 1.0f;
-    if (S.s_off) {
-        /* every block derives s' from the old s; ts_step_kernel stores it
-         * once all blocks of this step have read it (next launch) */
-        float s = (float)layer[S.s_off + (size_t)h]; /* fp32 pools only (plan.h) */
-        scale = rn_ts_norm_step(&s, g);
+    if (threadIdx.y == 0 && e < dv) {
+        float scale = 1.0f;
+        if (S.s_off) {
+            /* every block derives s' from the old s; ts_step_kernel stores it
+             * once all blocks of this step have read it (next launch) */
+            float s = (float)layer[S.s_off + (size_t)h]; /* fp32 pools only (plan.h) */
+            scale = rn_ts_norm_step(&s, g);
+        }
+        float *out = o + blockIdx.z * part_stride + rh * (size_t)dv + (size_t)e;
+        for (int w = 0; w < W && e + w < dv; w++) {
+            float sum = 0.0f;
+            for (int y = 0; y < (int)blockDim.y; y++)
+                sum += part[(unsigned)y * (unsigned)tile + (unsigned)(col + w)];
+            out[w] = S.s_off ? sum * scale : sum;
+        }
     }
-    float *out = o + blockIdx.z * part_stride + rh * (size_t)dv + (size_t)e;
-    for (int w = 0; w < W && e + w < dv; w++) {
-        float sum = 0.0f;
-        for (int y = 0; y < (int)blockDim.y; y++)
-            sum += part[(unsigned)y * (unsigned)tile + (unsigned)(col + w)];
-        out[w] = S.s_off ? sum * scale : sum;
-    }
+    if (nm.y)
+        step_group_norm(nm, o, part_stride, dv);
 }
 
 /* s = g s + 1 for each (sequence, head): after ret_step_kernel read s. */
@@ -628,7 +698,7 @@ __global__ void ts_step_kernel(rk_states S, const int *slots, const float *gamma
 
 void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, const int *slots,
                  const float *q, const float *k, const float *v, const float *gamma, int n, int H,
-                 int dk, int dv, const rn_cuda_step_shape *sh, int early)
+                 int dk, int dv, const rn_cuda_step_shape *sh, int early, rk_step_norm nm)
 {
     dim3 grid((unsigned)(n * H), (unsigned)sh->grid_y, (unsigned)sh->row_split);
     dim3 block((unsigned)sh->lanes, (unsigned)sh->d_split);
@@ -636,16 +706,16 @@ void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, con
     size_t shm = sizeof(float) * (size_t)sh->lanes * (size_t)sh->vec * (size_t)sh->d_split;
     if (S.bf16 && sh->vec == 4)
         launch(ret_step_kernel<4, __nv_bfloat16>, grid, block, shm, st, o, part_stride, S, slots, q,
-               k, v, gamma, H, dk, dv, rows, early);
+               k, v, gamma, H, dk, dv, rows, early, nm);
     else if (S.bf16)
         launch(ret_step_kernel<1, __nv_bfloat16>, grid, block, shm, st, o, part_stride, S, slots, q,
-               k, v, gamma, H, dk, dv, rows, early);
+               k, v, gamma, H, dk, dv, rows, early, nm);
     else if (sh->vec == 4)
         launch(ret_step_kernel<4, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
-               gamma, H, dk, dv, rows, early);
+               gamma, H, dk, dv, rows, early, nm);
     else
         launch(ret_step_kernel<1, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
-               gamma, H, dk, dv, rows, early);
+               gamma, H, dk, dv, rows, early, nm);
     if (S.s_off)
         launch(ts_step_kernel, blocks_for((size_t)n * (size_t)H), BLOCK, 0, st, S, slots, gamma, n,
                H);

@@ -76,6 +76,30 @@ void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float al
 void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, const int64_t *pos,
                    const float *freq, int rotary, int interleaved, int scale_k, float scale);
 
+/* The group norm and gate that follow the recurrent step, done by the step
+ * itself (RETNET_CUDA_STEP_NORM): the last of a (sequence, head)'s blocks to
+ * finish sums the parts of its read-out and normalises it exactly as
+ * rk_norm_parts does with the register-resident norm (the caller checks
+ * that it would: rk_step_norm_fits), with the same arguments; count: n x H
+ * counters, zero, that the blocks take tickets from (the last puts its back
+ * to zero).  y NULL: the step leaves the norm to rk_norm_parts. */
+struct rk_step_norm {
+    float *y;
+    int layer_kind;
+    const float *w;
+    float eps;
+    const float *gate;
+    int act;
+    rk_half h;
+    unsigned *count;
+};
+
+/* Whether rk_ret_step can do nm's norm for shape sh, the read-out at o
+ * (parts of part_stride): what norm_vec_kernel needs (d a multiple of 4,
+ * rows on 16 bytes, h on 8), its threads (dv / 8) within a step block. */
+int rk_step_norm_fits(const struct rn_cuda_step_shape *sh, const rk_step_norm *nm, const float *o,
+                      size_t part_stride, int dv);
+
 /* One recurrent step for n sequences: for sequence i, head h, the state of
  * slot slots[i]: S = g S + k v^T, o = q S (/ sqrt(s) with s = g s + 1 when
  * the layer has s).  gamma[h] = g (fp32).  Launch shape sh (plan.h); with
@@ -86,7 +110,8 @@ void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, co
  * host's copies); early 0 reads nothing before it. */
 void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, const int *slots,
                  const float *q, const float *k, const float *v, const float *gamma, int n, int H,
-                 int dk, int dv, const struct rn_cuda_step_shape *sh, int early = 0);
+                 int dk, int dv, const struct rn_cuda_step_shape *sh, int early = 0,
+                 struct rk_step_norm nm = rk_step_norm());
 
 /* dst = n bf16 values src as fp32, and back (rounded to nearest even): a
  * bf16 pool's layer state around the chunkwise products, export, import. */

@@ -281,18 +281,19 @@ END_TEST
  * environment variable (read when an engine is made), gives the default's
  * bits: the folded projections compute the same floats as the separate
  * kernels, the tensor-core GEMV's deeper or double-buffered loads only
- * regroup when the same k blocks arrive, and dependent launch, the
- * recurrent step's early state loads and graphs only change when work
- * starts.
+ * regroup when the same k blocks arrive, the recurrent step's group norm
+ * is norm_vec_kernel's code on the same threads, and dependent launch, the
+ * step's early state loads and graphs only change when work starts.
  * On the CPU backend the variables mean nothing and this checks that two
  * engines agree. */
 START_TEST(test_forms_launch_settings_keep_bits)
 {
     /* each variable at two values, the default one of them */
     static const char *const knobs[][3] = {
-        {"RETNET_CUDA_FUSE", "1", "0"},    {"RETNET_CUDA_PDL", "1", "0"},
-        {"RETNET_CUDA_GRAPHS", "1", "0"},  {"RETNET_CUDA_TC_LOADS", "8", "16"},
-        {"RETNET_CUDA_TC_PIPE", "0", "1"}, {"RETNET_CUDA_STEP_EARLY", "0", "1"}};
+        {"RETNET_CUDA_FUSE", "1", "0"},     {"RETNET_CUDA_PDL", "1", "0"},
+        {"RETNET_CUDA_GRAPHS", "1", "0"},   {"RETNET_CUDA_TC_LOADS", "8", "16"},
+        {"RETNET_CUDA_TC_PIPE", "0", "1"},  {"RETNET_CUDA_STEP_EARLY", "0", "1"},
+        {"RETNET_CUDA_STEP_NORM", "0", "1"}};
     fixture f;
     fixture_load(&f, fixture_names[_i]);
     size_t V = (size_t)f.cfg->vocab_size, nl = 3 * 3 * V;
