@@ -708,19 +708,16 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     const float *ro = x->o; /* the read-out the group norm starts from */
     int parts = 1;
     size_t part_stride = (size_t)x->plan.max_batch * (size_t)c->value_dim;
-    rk_step_norm nm = {x->o,
-                       c->group_norm_kind == RN_NORM_LAYER,
-                       c->group_norm_affine ? d->gn_w : NULL,
-                       c->group_norm_eps,
-                       x->g,
-                       (int)c->gate_act,
-                       half_out(x, x->o, n),
-                       x->step_count};
+    rk_step_norm nm = {};
+    nm.y = x->o, nm.layer_kind = c->group_norm_kind == RN_NORM_LAYER;
+    nm.w = c->group_norm_affine ? d->gn_w : NULL, nm.eps = c->group_norm_eps;
+    nm.gate = x->g, nm.act = (int)c->gate_act, nm.count = x->step_count;
     int normed = 0; /* the group norm done by the step */
     if (mode == FWD_DECODE) {
         rn_cuda_step_shape sh = rn_cuda_step_plan(c, n, x->n_sms);
         parts = sh.row_split;
         ro = parts > 1 ? x->part : x->o;
+        nm.h = half_out(x, x->o, n); /* the step reads and writes no half[] before the norm */
         normed = x->step_norm && x->norm_vec &&
                  rk_step_norm_fits(&sh, &nm, ro, part_stride, c->head_dim_v);
         rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->slots, x->q, x->k, x->v,
@@ -728,6 +725,8 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
                     normed ? nm : rk_step_norm());
     } else if ((rc = retention_pieces(x, slot, l, n))) {
         return rc;
+    } else {
+        nm.h = half_out(x, x->o, n);
     }
     if (!normed)
         rk_norm_parts(x->st, nm.y, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,

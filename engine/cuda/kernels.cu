@@ -609,8 +609,8 @@ __device__ static inline void step_load(svec<W, TS> *sv, const TS *Sh, int d0, i
  * this layer touches the layer's states, and the slot indices come from the
  * host before the step, so nothing the predecessors write is read early;
  * the same loads and sums.  Without early nothing is read before the wait. */
-template <int W, typename TS>
-__global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_states S,
+template <int W, typename TS, bool NORM>
+__global__ void ret_step_kernel(float *o, size_t part_stride, rk_states S,
                                 const int *__restrict__ slots, const float *q, const float *k,
                                 const float *v, const float *__restrict__ gamma, int H, int dk,
                                 int dv, int rows, int early, rk_step_norm nm)
@@ -679,7 +679,7 @@ __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_st
             out[w] = S.s_off ? sum * scale : sum;
         }
     }
-    if (nm.y)
+    if constexpr (NORM) /* an instance of its own: the plain step keeps its registers */
         step_group_norm(nm, o, part_stride, dv);
 }
 
@@ -696,6 +696,21 @@ __global__ void ts_step_kernel(rk_states S, const int *slots, const float *gamma
     rn_ts_norm_step(s, gamma[h]);
 }
 
+/* ret_step_kernel<W, TS> with the group norm (nm.y set) or without. */
+template <int W, typename TS>
+static void step_launch(dim3 grid, dim3 block, size_t shm, cudaStream_t st, float *o,
+                        size_t part_stride, rk_states S, const int *slots, const float *q,
+                        const float *k, const float *v, const float *gamma, int H, int dk, int dv,
+                        int rows, int early, rk_step_norm nm)
+{
+    if (nm.y)
+        launch(ret_step_kernel<W, TS, true>, grid, block, shm, st, o, part_stride, S, slots, q, k,
+               v, gamma, H, dk, dv, rows, early, nm);
+    else
+        launch(ret_step_kernel<W, TS, false>, grid, block, shm, st, o, part_stride, S, slots, q, k,
+               v, gamma, H, dk, dv, rows, early, nm);
+}
+
 void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, const int *slots,
                  const float *q, const float *k, const float *v, const float *gamma, int n, int H,
                  int dk, int dv, const rn_cuda_step_shape *sh, int early, rk_step_norm nm)
@@ -705,17 +720,17 @@ void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, con
     int rows = (dk + sh->row_split - 1) / sh->row_split;
     size_t shm = sizeof(float) * (size_t)sh->lanes * (size_t)sh->vec * (size_t)sh->d_split;
     if (S.bf16 && sh->vec == 4)
-        launch(ret_step_kernel<4, __nv_bfloat16>, grid, block, shm, st, o, part_stride, S, slots, q,
-               k, v, gamma, H, dk, dv, rows, early, nm);
+        step_launch<4, __nv_bfloat16>(grid, block, shm, st, o, part_stride, S, slots, q, k, v,
+                                      gamma, H, dk, dv, rows, early, nm);
     else if (S.bf16)
-        launch(ret_step_kernel<1, __nv_bfloat16>, grid, block, shm, st, o, part_stride, S, slots, q,
-               k, v, gamma, H, dk, dv, rows, early, nm);
+        step_launch<1, __nv_bfloat16>(grid, block, shm, st, o, part_stride, S, slots, q, k, v,
+                                      gamma, H, dk, dv, rows, early, nm);
     else if (sh->vec == 4)
-        launch(ret_step_kernel<4, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
-               gamma, H, dk, dv, rows, early, nm);
+        step_launch<4, float>(grid, block, shm, st, o, part_stride, S, slots, q, k, v, gamma, H, dk,
+                              dv, rows, early, nm);
     else
-        launch(ret_step_kernel<1, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
-               gamma, H, dk, dv, rows, early, nm);
+        step_launch<1, float>(grid, block, shm, st, o, part_stride, S, slots, q, k, v, gamma, H, dk,
+                              dv, rows, early, nm);
     if (S.s_off)
         launch(ts_step_kernel, blocks_for((size_t)n * (size_t)H), BLOCK, 0, st, S, slots, gamma, n,
                H);
