@@ -718,8 +718,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         parts = sh.row_split;
         ro = parts > 1 ? x->part : x->o;
         nm.h = half_out(x, x->o, n); /* the step reads and writes no half[] before the norm */
-        normed = x->step_norm && x->norm_vec &&
-                 rk_step_norm_fits(&sh, &nm, ro, part_stride, c->head_dim_v);
+        normed = x->step_norm && rk_step_norm_fits(&sh, &nm, ro, part_stride, c->head_dim_v);
         rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->slots, x->q, x->k, x->v,
                     x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh, x->step_early,
                     normed ? nm : rk_step_norm());

@@ -24,6 +24,13 @@ static unsigned blocks_for(size_t n, unsigned per = BLOCK)
     return (unsigned)(b > 65535u * 32u ? 65535u * 32u : b);
 }
 
+/* Threads of a block that gives each of per items of a row one thread:
+ * per rounded up to whole warps, at most BLOCK. */
+static unsigned row_threads(unsigned per)
+{
+    return per >= BLOCK ? BLOCK : (per + 31) / 32u * 32u;
+}
+
 /* Programmatic dependent launch (sm_90 and later; rk_set_pdl).  Launched
  * this way, a kernel may be scheduled while its predecessor in the stream is
  * still running.  Every kernel here first lets its own successor be
@@ -225,6 +232,13 @@ static unsigned norm_threads(int d)
 /* Values a thread of norm_vec_kernel holds: two adjacent 16-byte pieces. */
 #define NORM_VEC 8
 
+/* Threads of norm_vec_kernel's block for rows of d values (NORM_VEC each,
+ * whole warps); the recurrent step's group norm uses as many, for its bits. */
+__host__ __device__ static inline int norm_vec_threads(int d)
+{
+    return ((d + NORM_VEC - 1) / NORM_VEC + 31) / 32 * 32;
+}
+
 /* The four values from x (16-byte aligned), as fp32. */
 __device__ static inline void load4(const float *x, float *v)
 {
@@ -364,19 +378,27 @@ void rk_set_norm_vec(int on)
     norm_vec_on = on;
 }
 
+/* Whether this thread's norms of rows of d values with these operands run
+ * norm_vec_kernel's code: it is on (rk_set_norm_vec), d and the parts'
+ * stride are multiples of 4, the rows start on 16 bytes and h on 8, and
+ * the threads fit a block. */
+static int norm_vec_fits(int d, size_t part_stride, const float *y, const float *x,
+                         const float *res, const float *sink, rk_half h)
+{
+    uintptr_t rows16 = (uintptr_t)y | (uintptr_t)x | (uintptr_t)res | (uintptr_t)sink;
+    return norm_vec_on && d % 4 == 0 && part_stride % 4 == 0 && norm_vec_threads(d) <= 1024 &&
+           rows16 % 16 == 0 && (uintptr_t)h.p % 8 == 0;
+}
+
 /* One norm launch: norm_vec_kernel where it is on and the shapes allow it. */
 static void norm_launch(cudaStream_t st, float *y, const float *x, int rows, int d, int layer_kind,
                         const float *w, const float *b, float eps, const float *gate, int act,
                         int parts, size_t part_stride, const float *res, float alpha, float *sink,
                         rk_half h)
 {
-    int threads = (d + NORM_VEC - 1) / NORM_VEC;
-    threads = (threads + 31) / 32 * 32;
-    uintptr_t rows16 = (uintptr_t)y | (uintptr_t)x | (uintptr_t)res | (uintptr_t)sink;
-    if (norm_vec_on && d % 4 == 0 && part_stride % 4 == 0 && threads <= 1024 && rows16 % 16 == 0 &&
-        (uintptr_t)h.p % 8 == 0)
-        launch(norm_vec_kernel, (unsigned)rows, (unsigned)threads, 0, st, y, x, d, layer_kind, w, b,
-               eps, gate, act, parts, part_stride, res, alpha, sink, h);
+    if (norm_vec_fits(d, part_stride, y, x, res, sink, h))
+        launch(norm_vec_kernel, (unsigned)rows, (unsigned)norm_vec_threads(d), 0, st, y, x, d,
+               layer_kind, w, b, eps, gate, act, parts, part_stride, res, alpha, sink, h);
     else
         launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
                gate, act, parts, part_stride, res, alpha, sink, h);
@@ -570,19 +592,18 @@ __device__ static void step_group_norm(const rk_step_norm &nm, const float *o, s
     if (!last)
         return;
     __threadfence();
-    int parts = (int)gridDim.z, nthr = ((dv + NORM_VEC - 1) / NORM_VEC + 31) / 32 * 32;
-    norm_vec_row<true>(blockIdx.x, tid, nthr, nm.y, o, dv, nm.layer_kind, nm.w, NULL, nm.eps,
-                       nm.gate, nm.act, parts, part_stride, NULL, 1.0f, parts > 1 ? nm.y : NULL,
-                       nm.h, sh);
+    int parts = (int)gridDim.z;
+    norm_vec_row<true>(blockIdx.x, tid, norm_vec_threads(dv), nm.y, o, dv, nm.layer_kind, nm.w,
+                       NULL, nm.eps, nm.gate, nm.act, parts, part_stride, NULL, 1.0f,
+                       parts > 1 ? nm.y : NULL, nm.h, sh);
 }
 
 int rk_step_norm_fits(const rn_cuda_step_shape *sh, const rk_step_norm *nm, const float *o,
                       size_t part_stride, int dv)
 {
-    int nthr = ((dv + NORM_VEC - 1) / NORM_VEC + 31) / 32 * 32;
-    uintptr_t rows16 = (uintptr_t)nm->y | (uintptr_t)o;
-    return dv % 4 == 0 && part_stride % 4 == 0 && rows16 % 16 == 0 && (uintptr_t)nm->h.p % 8 == 0 &&
-           nthr <= sh->lanes * sh->d_split && nm->count;
+    /* the sink, when there are parts, is nm->y */
+    return norm_vec_fits(dv, part_stride, nm->y, o, NULL, nm->y, nm->h) &&
+           norm_vec_threads(dv) <= sh->lanes * sh->d_split && nm->count;
 }
 
 /* The STEP_UNROLL state rows of a ret_step_kernel thread from d0 (rows
@@ -789,12 +810,10 @@ __global__ void decay_mask4_kernel(float *A, const float *pw, int H, int C)
 void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int count, int H, int C)
 {
     unsigned rows = (unsigned)count * (unsigned)C;
-    if (C % 4 == 0 && (uintptr_t)A % 16 == 0) {
-        unsigned per = (unsigned)C / 4u, threads = per >= BLOCK ? BLOCK : (per + 31) / 32u * 32u;
-        launch(decay_mask4_kernel, rows, threads, 0, st, A, pw, H, C);
-    } else {
+    if (C % 4 == 0 && (uintptr_t)A % 16 == 0)
+        launch(decay_mask4_kernel, rows, row_threads((unsigned)C / 4u), 0, st, A, pw, H, C);
+    else
         launch(decay_mask_kernel, rows, BLOCK, 0, st, A, pw, H, C);
-    }
 }
 
 /* pieces full pieces of P rows, each piece's rows scaled as a chunk of its
@@ -833,7 +852,7 @@ void rk_scale_pieces(cudaStream_t st, float *dst, const float *src, const float 
     unsigned rows = (unsigned)pieces * (unsigned)H * (unsigned)P;
     /* float4 where every row starts on 16 bytes (the scratch's split need not) */
     int n = dk % 4 == 0 && ((uintptr_t)dst | (uintptr_t)src) % 16 == 0 ? 4 : 1;
-    unsigned per = (unsigned)(dk / n), threads = per >= 256 ? 256u : (per + 31) / 32u * 32u;
+    unsigned threads = row_threads((unsigned)(dk / n));
     if (n == 4)
         launch(scale_pieces_kernel<4>, rows, threads, 0, st, dst, src, pw, H, P, dk, key);
     else

@@ -95,8 +95,9 @@ struct rk_step_norm {
 };
 
 /* Whether rk_ret_step can do nm's norm for shape sh, the read-out at o
- * (parts of part_stride): what norm_vec_kernel needs (d a multiple of 4,
- * rows on 16 bytes, h on 8), its threads (dv / 8) within a step block. */
+ * (parts of part_stride): the norms launched by this thread would take
+ * norm_vec_kernel for it (on, d a multiple of 4, rows on 16 bytes, h on 8),
+ * and its threads (dv / 8) fit a step block. */
 int rk_step_norm_fits(const struct rn_cuda_step_shape *sh, const rk_step_norm *nm, const float *o,
                       size_t part_stride, int dv);
 
