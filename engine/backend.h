@@ -14,6 +14,7 @@
 
 #include "model.h"
 #include "retnet.h"
+#include "sampler.h"
 #include "status.h"
 
 typedef struct rn_backend_ops {
@@ -45,6 +46,16 @@ typedef struct rn_backend_ops {
     /* decode, then out[i] = rn_argmax_row of row i's logits, picked where the
      * logits are; NULL: the engine decodes into host memory and picks there. */
     int (*decode_argmax)(void *ctx, const int *slots, const int32_t *tokens, int n, int32_t *out);
+    /* decode, then out[i] = row i's logits reduced as rn_row_top_fill does at
+     * temperature[i] (out[i].n = 0 where temperature[i] < 0), where the
+     * logits are; n <= top_batch.  The logits stay where they are for
+     * decode_rows until the next call that runs the model.  NULL: the engine
+     * decodes into host memory and reduces there. */
+    int (*decode_top)(void *ctx, const int *slots, const int32_t *tokens, int n,
+                      const float *temperature, rn_row_top *out);
+    int (*top_batch)(void *ctx);
+    /* The last decode_top's logits of rows[0..nrows) to logits + rows[i] * vocab. */
+    int (*decode_rows)(void *ctx, const int *rows, int nrows, float *logits);
     /* Device memory in use and in total (NULL: the backend has no device). */
     int (*device_memory)(void *ctx, size_t *used, size_t *total);
     /* Host memory the backend copies logits into fastest (page-locked for

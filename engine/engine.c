@@ -22,6 +22,10 @@ struct rn_engine {
     float *pick_logits;  /* rn_decode_argmax without the backend's own: pick_rows x vocab,
                           * grown to the largest batch seen */
     int pick_rows;
+    /* the last rn_decode_top, for rn_decode_rows: its rows, and where their
+     * logits are when the engine reduced them (NULL: with the backend) */
+    int top_rows;
+    const float *top_logits;
 };
 
 static const rn_backend_ops *pick_backend(rn_device d, rn_error *err)
@@ -190,6 +194,7 @@ int rn_prefill(rn_engine *e, int slot, const int32_t *tokens, int n, const rn_pr
     if (!slot_ok(e, slot) || n < 1 || !tokens || !tokens_ok(e, tokens, n) || o.chunk < 0 ||
         o.chunk > (1 << 16) || (unsigned)o.form > RN_FORM_PARALLEL)
         return RN_EINVAL;
+    e->top_rows = 0;
     return e->ops->prefill(e->ctx, slot, tokens, n, &o, logits);
 }
 
@@ -249,28 +254,96 @@ static int decode_args_ok(rn_engine *e, const int *slots, const int32_t *tokens,
 int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, float *logits)
 {
     int rc = decode_args_ok(e, slots, tokens, n);
+    e->top_rows = 0;
     return rc == RN_OK ? e->ops->decode(e->ctx, slots, tokens, n, logits) : rc;
+}
+
+/* Where rn_decode_argmax / rn_decode_top put the logits when they pick or
+ * reduce on the host: the caller's scratch, or the engine's buffer grown to
+ * n rows.  NULL when out of memory. */
+static float *host_logits(rn_engine *e, int n, float *scratch)
+{
+    int V = rn_model_config(e->model)->vocab_size;
+    if (scratch)
+        return scratch;
+    if (n > e->pick_rows) {
+        rn_engine_host_free(e, e->pick_logits);
+        e->pick_rows = 0;
+        if (!(e->pick_logits = rn_engine_host_alloc(e, sizeof(float) * (size_t)V * (size_t)n)))
+            return NULL;
+        e->pick_rows = n;
+    }
+    return e->pick_logits;
 }
 
 int rn_decode_argmax(rn_engine *e, const int *slots, const int32_t *tokens, int n, int32_t *out,
                      float *scratch)
 {
     int rc = decode_args_ok(e, slots, tokens, n);
+    e->top_rows = 0;
     if (rc != RN_OK || !out)
         return rc != RN_OK ? rc : RN_EINVAL;
     if (e->ops->decode_argmax)
         return e->ops->decode_argmax(e->ctx, slots, tokens, n, out);
-    int V = rn_model_config(e->model)->vocab_size;
-    if (!scratch && n > e->pick_rows) {
-        rn_engine_host_free(e, e->pick_logits);
-        e->pick_rows = 0;
-        if (!(e->pick_logits = rn_engine_host_alloc(e, sizeof(float) * (size_t)V * (size_t)n)))
-            return RN_ENOMEM;
-        e->pick_rows = n;
-    }
-    float *lg = scratch ? scratch : e->pick_logits;
+    float *lg = host_logits(e, n, scratch);
+    if (!lg)
+        return RN_ENOMEM;
     if ((rc = e->ops->decode(e->ctx, slots, tokens, n, lg)) != RN_OK)
         return rc;
-    rn__argmax_rows(lg, n, V, out);
+    rn__argmax_rows(lg, n, rn_model_config(e->model)->vocab_size, out);
+    return RN_OK;
+}
+
+int rn_engine_top_batch(const rn_engine *e)
+{
+    return e->ops->top_batch ? e->ops->top_batch(e->ctx) : e->n_slots;
+}
+
+int rn_decode_top(rn_engine *e, const int *slots, const int32_t *tokens, int n,
+                  const float *temperature, rn_row_top *out, float *scratch)
+{
+    int rc = decode_args_ok(e, slots, tokens, n), V = rn_model_config(e->model)->vocab_size;
+    e->top_rows = 0;
+    if (rc != RN_OK || !out || !temperature || n > rn_engine_top_batch(e))
+        return rc != RN_OK ? rc : RN_EINVAL;
+    for (int i = 0; i < n; i++)
+        if (!(temperature[i] <= 100.0f)) /* the sampler's range; NaN refused */
+            return RN_EINVAL;
+    if (e->ops->decode_top) {
+        rc = e->ops->decode_top(e->ctx, slots, tokens, n, temperature, out);
+        e->top_logits = NULL;
+    } else {
+        float *lg = host_logits(e, n, scratch);
+        if (!lg)
+            return RN_ENOMEM;
+        if ((rc = e->ops->decode(e->ctx, slots, tokens, n, lg)) == RN_OK)
+            for (int i = 0; i < n; i++) {
+                if (temperature[i] < 0.0f)
+                    out[i].n = 0;
+                else
+                    rn_row_top_fill(lg + (size_t)i * (size_t)V, V, temperature[i], &out[i]);
+            }
+        e->top_logits = lg;
+    }
+    if (rc == RN_OK)
+        e->top_rows = n;
+    return rc;
+}
+
+int rn_decode_rows(rn_engine *e, const int *rows, int nrows, float *logits)
+{
+    size_t V = (size_t)rn_model_config(e->model)->vocab_size;
+    if (nrows < 0 || (nrows > 0 && (!rows || !logits)))
+        return RN_EINVAL;
+    for (int i = 0; i < nrows; i++)
+        if (rows[i] < 0 || rows[i] >= e->top_rows)
+            return RN_EINVAL; /* also: no rn_decode_top since the model last ran */
+    if (!e->top_logits)
+        return e->ops->decode_rows(e->ctx, rows, nrows, logits);
+    for (int i = 0; i < nrows; i++) {
+        size_t at = (size_t)rows[i] * V;
+        if (logits != e->top_logits)
+            memcpy(logits + at, e->top_logits + at, sizeof(float) * V);
+    }
     return RN_OK;
 }

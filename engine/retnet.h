@@ -1,7 +1,7 @@
 /*
  * retnet.h -- the public engine API (rn_ prefix).  The only engine header the
- * server and the command-line tool include (with model.h for the config and
- * status.h for errors).
+ * server and the command-line tool include (with model.h for the config,
+ * sampler.h for sampling and status.h for errors).
  *
  * An rn_engine binds a loaded model to one backend (cpu or cuda) and a fixed
  * pool of recurrent-state slots.  The API is synchronous and not thread-safe:
@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "sampler.h"
 #include "status.h"
 
 typedef enum { RN_DEVICE_AUTO = 0, RN_DEVICE_CPU, RN_DEVICE_CUDA } rn_device;
@@ -94,6 +95,22 @@ int rn_decode(rn_engine *e, const int *slots, const int32_t *tokens, int n, floa
  * NULL for a buffer of its own, kept until rn_engine_free. */
 int rn_decode_argmax(rn_engine *e, const int *slots, const int32_t *tokens, int n, int32_t *out,
                      float *scratch);
+/* Rows one rn_decode_top may take (the logits of all of them stay where
+ * the step left them, for rn_decode_rows). */
+int rn_engine_top_batch(const rn_engine *e);
+/* rn_decode of n <= rn_engine_top_batch(e) rows, and out[i] = row i's
+ * logits reduced to their candidates and sums at temperature[i]
+ * (rn_row_top, sampler.h: what rn_sampler_sample_top draws from), or
+ * out[i].n = 0 where temperature[i] < 0.  The GPU reduces on the device and
+ * copies back n reduced rows, not n x vocab floats.  scratch: as
+ * rn_decode_argmax's, left alone until the rows are fetched. */
+int rn_decode_top(rn_engine *e, const int *slots, const int32_t *tokens, int n,
+                  const float *temperature, rn_row_top *out, float *scratch);
+/* Right after rn_decode_top, before any other call that runs the model:
+ * the logits of that step's rows rows[0..nrows) (indices into its batch,
+ * distinct) to logits + rows[i] * vocab, for the rows the sampler cannot
+ * decide from their reduction.  RN_EINVAL when there is no such step. */
+int rn_decode_rows(rn_engine *e, const int *rows, int nrows, float *logits);
 /* Bytes of device memory in use and in total; RN_ENODEV for the CPU backend. */
 int rn_engine_device_memory(rn_engine *e, size_t *used, size_t *total);
 /* A host buffer of bytes for logits that e fills fastest: page-locked on the

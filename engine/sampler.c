@@ -197,28 +197,34 @@ static void fill_logprobs(rn_sampler *s, int n_top, rn_sample_result *res)
         res->top[i].logprob = (float)((double)l[res->top[i].token] - lz);
 }
 
-static int cmp_desc(const void *a, const void *b, void *ctx)
+/* The sampler's order of candidates: larger logit first, lower id first
+ * among equals -- a total order, so the set a top-k cut keeps does not depend
+ * on how it is found (the device's reduction keeps the same set). */
+static int before(const float *l, int32_t a, int32_t b)
 {
-    const float *l = ctx;
-    float x = l[*(const int32_t *)a], y = l[*(const int32_t *)b];
-    if (x != y)
-        return x > y ? -1 : 1;
-    return *(const int32_t *)a - *(const int32_t *)b;
+    return l[a] > l[b] || (l[a] == l[b] && a < b);
 }
 
-/* Partially orders s->order[0..n) so its first k are the k largest, sorted. */
+static int cmp_desc(const void *a, const void *b, void *ctx)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return x == y ? 0 : before(ctx, x, y) ? -1 : 1;
+}
+
+/* Partially orders s->order[0..n) so its first k are the k first in
+ * `before` order, sorted. */
 static void top_k_sorted(rn_sampler *s, int n, int k)
 {
     int32_t *o = s->order;
     const float *l = s->work;
     int lo = 0, hi = n - 1;
-    while (k < n && lo < hi) { /* quickselect around the k-th largest */
-        float pivot = l[o[(lo + hi) / 2]];
+    while (k < n && lo < hi) { /* quickselect around the k-th */
+        int32_t pivot = o[(lo + hi) / 2];
         int i = lo, j = hi;
         while (i <= j) {
-            while (l[o[i]] > pivot)
+            while (before(l, o[i], pivot))
                 i++;
-            while (l[o[j]] < pivot)
+            while (before(l, pivot, o[j]))
                 j--;
             if (i <= j) {
                 int32_t t = o[i];
@@ -236,6 +242,57 @@ static void top_k_sorted(rn_sampler *s, int n, int k)
     qsort_r(o, (size_t)k, sizeof *o, cmp_desc, (void *)(uintptr_t)l);
 }
 
+/* How many of the first k candidates in sampling order top-p and min-p
+ * keep, from prob (their weights at the temperature, relative to the
+ * first) and z (the weights' sum over all k).  Only prob[0..m) is known
+ * (m <= k): -1 when the answer depends on the rest. */
+static int kept_candidates(const rn_sample_params *p, const double *prob, int m, int k, double z)
+{
+    int keep = k;
+    if (p->top_p < 1.0f) {
+        double cum = 0.0;
+        int i = 0;
+        while (i < m && (cum += prob[i] / z) < (double)p->top_p)
+            i++;
+        if (i < m)
+            keep = i + 1; /* the smallest set reaching top_p */
+        else if (m < k)
+            return -1;
+    }
+    if (p->min_p > 0.0f) {
+        double floor_p = (double)p->min_p * prob[0];
+        if (keep > m) { /* the weights fall along the order: the cut is inside prob or past it */
+            if (prob[m - 1] >= floor_p)
+                return -1;
+            keep = m;
+        }
+        while (keep > 1 && prob[keep - 1] < floor_p)
+            keep--;
+    }
+    return keep;
+}
+
+static double weight_sum(const double *prob, int n)
+{
+    double z = 0.0;
+    for (int i = 0; i < n; i++)
+        z += prob[i];
+    return z;
+}
+
+/* The index whose cumulative weight first exceeds u, among prob[0..n); -1
+ * when u is past them all. */
+static int draw_index(const double *prob, int n, double u)
+{
+    double acc = 0.0;
+    for (int i = 0; i < n; i++) {
+        acc += prob[i];
+        if (u < acc)
+            return i;
+    }
+    return -1;
+}
+
 static int32_t sample_filtered(rn_sampler *s)
 {
     const rn_sample_params *p = &s->p;
@@ -249,32 +306,10 @@ static int32_t sample_filtered(rn_sampler *s)
         s->prob[i] = exp(((double)s->work[s->order[i]] - mx) * inv_t);
         z += s->prob[i];
     }
-    int keep = k;
-    if (p->top_p < 1.0f) {
-        double cum = 0.0;
-        for (int i = 0; i < k; i++) {
-            cum += s->prob[i] / z;
-            if (cum >= (double)p->top_p) {
-                keep = i + 1;
-                break;
-            }
-        }
-    }
-    if (p->min_p > 0.0f) {
-        double floor_p = (double)p->min_p * s->prob[0];
-        while (keep > 1 && s->prob[keep - 1] < floor_p)
-            keep--;
-    }
-    double zk = 0.0;
-    for (int i = 0; i < keep; i++)
-        zk += s->prob[i];
-    double u = rn_rng_uniform(&s->rng) * zk, acc = 0.0;
-    for (int i = 0; i < keep; i++) {
-        acc += s->prob[i];
-        if (u < acc)
-            return s->order[i];
-    }
-    return s->order[keep - 1];
+    int keep = kept_candidates(p, s->prob, k, k, z);
+    double u = rn_rng_uniform(&s->rng) * weight_sum(s->prob, keep);
+    int i = draw_index(s->prob, keep, u);
+    return s->order[i < 0 ? keep - 1 : i]; /* past the sum: rounding */
 }
 
 /* Records a chosen token for the penalties. */
@@ -322,4 +357,156 @@ int rn_sampler_sample(rn_sampler *s, const float *logits, int n_logprobs, rn_sam
     }
     note_token(s, res->token);
     return RN_OK;
+}
+
+/* ------------------------------------------------ drawing from candidates */
+
+int rn_sampler_top_ok(const rn_sampler *s)
+{
+    const rn_sample_params *p = &s->p;
+    return p->n_logit_bias == 0 && p->repetition_penalty == 1.0f && p->presence_penalty == 0.0f &&
+           p->frequency_penalty == 0.0f;
+}
+
+float rn_sampler_temperature(const rn_sampler *s)
+{
+    return s->p.temperature;
+}
+
+/* sample_filtered's draw from t's candidates with rng: the candidate's
+ * index, or -1 when the row is needed.  The kept set's weight is summed
+ * from the candidates as sample_filtered sums it, or is t->zt when the set
+ * is the whole row. */
+static int top_draw(rn_sampler *s, const rn_row_top *t, rn_rng *rng)
+{
+    const rn_sample_params *p = &s->p;
+    int V = s->vocab, k = p->top_k > 0 && p->top_k < V ? p->top_k : V, m = t->n < k ? t->n : k;
+    if (m < k && k < V)
+        return -1; /* the top-k's weight reaches past the candidates */
+    double inv_t = 1.0 / (double)p->temperature, mx = (double)t->logit[0], z = 0.0;
+    for (int i = 0; i < m; i++) {
+        s->prob[i] = exp(((double)t->logit[i] - mx) * inv_t);
+        z += s->prob[i];
+    }
+    int keep = kept_candidates(p, s->prob, m, k, m < k ? t->zt : z);
+    if (keep < 0)
+        return -1;
+    double zk = keep <= m ? weight_sum(s->prob, keep) : t->zt;
+    int i = draw_index(s->prob, keep <= m ? keep : m, rn_rng_uniform(rng) * zk);
+    if (i < 0 && keep <= m)
+        i = keep - 1; /* past the sum: rounding, as sample_filtered */
+    return i;
+}
+
+/* fill_logprobs from t: its sums give the normaliser, and the alternatives
+ * are its first candidates (the same order as fill_logprobs's list). */
+static void top_logprobs(const rn_row_top *t, int idx, int n_top, rn_sample_result *res)
+{
+    double lz = (double)t->logit[0] + log(t->z1);
+    res->logprob = (float)((double)t->logit[idx] - lz);
+    res->n_top = n_top < t->n ? n_top : t->n;
+    for (int i = 0; i < res->n_top; i++) {
+        res->top[i].token = t->id[i];
+        res->top[i].logprob = (float)((double)t->logit[i] - lz);
+    }
+}
+
+int rn_sampler_sample_top(rn_sampler *s, const rn_row_top *t, int n_logprobs, rn_sample_result *res)
+{
+    if (n_logprobs < RN_NO_LOGPROBS || n_logprobs > RN_MAX_LOGPROBS || !rn_sampler_top_ok(s) ||
+        t->n < 1 || t->n > RN_TOP_CANDIDATES)
+        return RN_EINVAL;
+    rn_rng rng = s->rng; /* kept only when the draw is decided here */
+    int idx = s->p.temperature == 0.0f ? 0 : top_draw(s, t, &rng);
+    if (idx < 0)
+        return RN_SAMPLE_NEED_ROW;
+    s->rng = rng;
+    res->token = t->id[idx];
+    if (n_logprobs == RN_NO_LOGPROBS) {
+        res->logprob = NAN;
+        res->n_top = 0;
+    } else {
+        top_logprobs(t, idx, n_logprobs, res);
+    }
+    note_token(s, res->token);
+    return RN_OK;
+}
+
+/* rn_row_top_fill's candidates: a heap of the best so far with the worst
+ * at its root (`before` order over (value, id) pairs). */
+typedef struct top_heap {
+    int n;
+    float v[RN_TOP_CANDIDATES];
+    int32_t id[RN_TOP_CANDIDATES];
+} top_heap;
+
+static int pair_before(float va, int32_t a, float vb, int32_t b)
+{
+    return va > vb || (va == vb && a < b);
+}
+
+static void heap_swap(top_heap *h, int a, int b)
+{
+    float v = h->v[a];
+    int32_t id = h->id[a];
+    h->v[a] = h->v[b];
+    h->id[a] = h->id[b];
+    h->v[b] = v;
+    h->id[b] = id;
+}
+
+/* Restores the heap below i: a parent comes after its children. */
+static void heap_sift_down(top_heap *h, int i)
+{
+    for (;;) {
+        int c = 2 * i + 1, w = i;
+        if (c < h->n && pair_before(h->v[w], h->id[w], h->v[c], h->id[c]))
+            w = c;
+        if (c + 1 < h->n && pair_before(h->v[w], h->id[w], h->v[c + 1], h->id[c + 1]))
+            w = c + 1;
+        if (w == i)
+            return;
+        heap_swap(h, i, w);
+        i = w;
+    }
+}
+
+static void heap_offer(top_heap *h, float v, int32_t id)
+{
+    if (h->n < RN_TOP_CANDIDATES) {
+        int i = h->n++;
+        h->v[i] = v;
+        h->id[i] = id;
+        while (i > 0 && pair_before(h->v[(i - 1) / 2], h->id[(i - 1) / 2], v, id)) {
+            heap_swap(h, i, (i - 1) / 2);
+            i = (i - 1) / 2;
+        }
+    } else if (pair_before(v, id, h->v[0], h->id[0])) {
+        h->v[0] = v;
+        h->id[0] = id;
+        heap_sift_down(h, 0);
+    }
+}
+
+void rn_row_top_fill(const float *logits, int vocab, float temperature, rn_row_top *t)
+{
+    top_heap h;
+    h.n = 0;
+    for (int i = 0; i < vocab; i++)
+        heap_offer(&h, isnan(logits[i]) ? -INFINITY : logits[i], i);
+    memset(t, 0, sizeof *t);
+    t->n = h.n;
+    for (int i = h.n - 1; i >= 0; i--) { /* the worst leaves the root first */
+        t->id[i] = h.id[0];
+        t->logit[i] = h.v[0];
+        heap_swap(&h, 0, --h.n);
+        heap_sift_down(&h, 0);
+    }
+    double mx = (double)t->logit[0], inv_t = temperature > 0.0f ? 1.0 / (double)temperature : 0.0;
+    for (int i = 0; i < vocab; i++) {
+        double d = (isnan(logits[i]) ? -INFINITY : (double)logits[i]) - mx;
+        t->z1 += exp(d);
+        if (inv_t > 0.0)
+            t->zt += exp(d * inv_t);
+    }
 }

@@ -82,6 +82,45 @@ int rn_sampler_plain_greedy(const rn_sampler *s, int n_logprobs);
  * would have (res: the token, no logprob). */
 void rn_sampler_take(rn_sampler *s, int32_t token, rn_sample_result *res);
 
+/* ------------------------------------------------ drawing from candidates
+ * A GPU need not copy a row's vocab logits back for the sampler: it can
+ * reduce the row to its RN_TOP_CANDIDATES largest logits and two sums, and
+ * the sampler completes the draw from those whenever what it draws from
+ * lies within them -- top-k <= RN_TOP_CANDIDATES, a top-p nucleus or min-p
+ * set inside them, or a draw that lands in them.  Otherwise it says so, and
+ * the caller fetches the row for rn_sampler_sample, which then draws the
+ * same random number.  Rows whose logits the sampler adjusts (bias,
+ * penalties) always take the row. */
+#define RN_TOP_CANDIDATES 128
+#define RN_SAMPLE_NEED_ROW 1 /* rn_sampler_sample_top: decide from the whole row */
+
+/* One row reduced (the same layout on the host and the device).  With
+ * m = logit[0], the row's largest value: */
+typedef struct rn_row_top {
+    int32_t n; /* candidates: min(RN_TOP_CANDIDATES, vocab); 0: not reduced */
+    int32_t reserved;
+    double z1; /* sum over the row of exp(l - m), NaN read as -inf */
+    double zt; /* sum over the row of exp((l - m) / T) at the row's temperature; 0 if T = 0 */
+    int32_t id[RN_TOP_CANDIDATES];  /* largest first, lowest id on ties */
+    float logit[RN_TOP_CANDIDATES]; /* their values, NaN read as -inf */
+} rn_row_top;
+
+/* Reduces logits[vocab] at temperature (what a device computes, on the
+ * host: the sums in index order, in double). */
+void rn_row_top_fill(const float *logits, int vocab, float temperature, rn_row_top *t);
+
+/* Whether rn_sampler_sample_top may be used: nothing adjusts the logits. */
+int rn_sampler_top_ok(const rn_sampler *s);
+float rn_sampler_temperature(const rn_sampler *s);
+/* rn_sampler_sample from the reduced row t (t->n > 0): RN_OK with the result
+ * and the token recorded, the same token rn_sampler_sample picks from the
+ * row up to the rounding of t's sums (bit for bit where it sums the kept
+ * candidates itself: top-k <= RN_TOP_CANDIDATES, or a nucleus inside them);
+ * RN_SAMPLE_NEED_ROW, with s untouched, when the row is needed; RN_EINVAL
+ * for bad n_logprobs, !rn_sampler_top_ok or t->n == 0. */
+int rn_sampler_sample_top(rn_sampler *s, const rn_row_top *t, int n_logprobs,
+                          rn_sample_result *res);
+
 /* The processed logits (steps 1-3) of the last call that processed them (a
  * plain greedy call does not), for tests. */
 const float *rn_sampler_last_logits(const rn_sampler *s);

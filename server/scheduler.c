@@ -30,7 +30,10 @@ struct rd_sched {
     rd_job **b_job;
     int *b_choice;
     unsigned char *b_feed_only;
-    int32_t *b_pick; /* tokens picked by rn_decode_argmax */
+    int32_t *b_pick;   /* tokens picked by rn_decode_argmax */
+    float *b_temp;     /* rn_decode_top's temperatures (-1: the row is not reduced) */
+    rn_row_top *b_top; /* its reduced rows */
+    int *b_need;       /* rows of a group that need their logits (rn_decode_rows) */
     /* prefix cache (engine thread only; counters read by the loop) */
     struct pc_entry *pc;
     int pc_n, pc_cap;
@@ -316,17 +319,84 @@ static int sample_into(rd_sched *s, rd_job *j, rd_choice *c, const float *logits
     return push_token(s, j, c, &r);
 }
 
-/* Whether every row of the batch that samples is plain greedy, so the engine
- * may pick the tokens itself (on a GPU: without copying the logits back). */
-static int batch_plain_greedy(const rd_sched *s, int nb)
+/* How a decode step's rows get their tokens: picked by the engine (every
+ * sampling row plain greedy), drawn from rows the engine reduced
+ * (rn_decode_top; on a GPU the logits stay on the device unless a row needs
+ * them), or drawn from every row's logits (no sampling row can use a
+ * reduced row: each has a bias or penalties). */
+typedef enum { STEP_PICK, STEP_TOP, STEP_LOGITS } step_kind;
+
+static rn_sampler *row_sampler(const rd_sched *s, int k)
 {
+    return s->b_job[k]->ch[s->b_choice[k]].sampler;
+}
+
+static step_kind batch_kind(const rd_sched *s, int nb)
+{
+    int greedy = 1, top = 0;
     for (int k = 0; k < nb; k++) {
-        const rd_job *j = s->b_job[k];
-        if (!s->b_feed_only[k] &&
-            !rn_sampler_plain_greedy(j->ch[s->b_choice[k]].sampler, logprobs_arg(j)))
-            return 0;
+        if (s->b_feed_only[k])
+            continue;
+        greedy &= rn_sampler_plain_greedy(row_sampler(s, k), logprobs_arg(s->b_job[k]));
+        top |= rn_sampler_top_ok(row_sampler(s, k));
     }
-    return 1;
+    return greedy ? STEP_PICK : top ? STEP_TOP : STEP_LOGITS;
+}
+
+/* Runs batch rows [g0, g0 + m) through the engine in one call, as kind
+ * says. */
+static int run_rows(rd_sched *s, int g0, int m, step_kind kind)
+{
+    float *lg = s->logits + (size_t)g0 * (size_t)s->vocab;
+    if (kind == STEP_PICK)
+        return rn_decode_argmax(s->e, s->b_slot + g0, s->b_tok + g0, m, s->b_pick + g0, lg);
+    if (kind == STEP_LOGITS)
+        return rn_decode(s->e, s->b_slot + g0, s->b_tok + g0, m, lg);
+    for (int k = g0; k < g0 + m; k++)
+        s->b_temp[k] = !s->b_feed_only[k] && rn_sampler_top_ok(row_sampler(s, k))
+                           ? rn_sampler_temperature(row_sampler(s, k))
+                           : -1.0f;
+    return rn_decode_top(s->e, s->b_slot + g0, s->b_tok + g0, m, s->b_temp + g0, s->b_top + g0, lg);
+}
+
+/* Samples the tokens of batch rows [g0, g0 + m) after run_rows: from the
+ * picks, the reduced rows, or the logits, fetching those the reduced rows
+ * cannot decide.  Returns the fetch's status; rows it failed to serve end
+ * their jobs. */
+static int sample_rows(rd_sched *s, int g0, int m, step_kind kind)
+{
+    int n_need = 0, rc = RN_OK;
+    for (int k = g0; k < g0 + m; k++) {
+        rd_job *j = s->b_job[k];
+        rd_choice *c = &j->ch[s->b_choice[k]];
+        rn_sample_result r;
+        if (s->b_feed_only[k])
+            continue;
+        if (kind == STEP_PICK) {
+            rn_sampler_take(c->sampler, s->b_pick[k], &r);
+            push_token(s, j, c, &r);
+        } else if (kind == STEP_TOP && s->b_temp[k] >= 0.0f &&
+                   rn_sampler_sample_top(c->sampler, &s->b_top[k], logprobs_arg(j), &r) == RN_OK) {
+            push_token(s, j, c, &r);
+        } else if (kind == STEP_TOP) {
+            s->b_need[n_need++] = k - g0;
+        } else {
+            sample_into(s, j, c, s->logits + (size_t)k * (size_t)s->vocab);
+        }
+    }
+    if (n_need > 0)
+        rc = rn_decode_rows(s->e, s->b_need, n_need, s->logits + (size_t)g0 * (size_t)s->vocab);
+    for (int i = 0; i < n_need; i++) {
+        int k = g0 + s->b_need[i];
+        rd_job *j = s->b_job[k];
+        if (rc != RN_OK) {
+            if (j->phase != RD_PHASE_DONE)
+                finish_job(s, j, 500, "engine error during decode");
+            continue;
+        }
+        sample_into(s, j, &j->ch[s->b_choice[k]], s->logits + (size_t)k * (size_t)s->vocab);
+    }
+    return rc;
 }
 
 /* A job is done when every choice finished and, for a session, its last
@@ -371,34 +441,29 @@ static void decode_step(rd_sched *s)
         }
     }
     /* nb may be 0 when every remaining choice was just stopped: the jobs
-     * still have to be completed below */
-    int pick = nb > 0 && batch_plain_greedy(s, nb);
-    int rc = nb == 0 ? RN_OK
-             : pick  ? rn_decode_argmax(s->e, s->b_slot, s->b_tok, nb, s->b_pick, s->logits)
-                     : rn_decode(s->e, s->b_slot, s->b_tok, nb, s->logits);
-    if (nb > 0 && ++s->decodes == s->fail_decode)
-        rc = RN_EDEVICE; /* the test's injected engine failure */
+     * still have to be completed below.  Reduced rows go through the engine
+     * in groups whose logits it keeps for rn_decode_rows. */
+    step_kind kind = nb > 0 ? batch_kind(s, nb) : STEP_LOGITS;
+    int group = kind == STEP_TOP ? rn_engine_top_batch(s->e) : nb, rc = RN_OK;
+    int fault = nb > 0 && ++s->decodes == s->fail_decode;
     atomic_store(&s->last_batch, nb);
-    for (int k = 0; k < nb; k++) {
-        rd_job *j = s->b_job[k];
-        rd_choice *c = &j->ch[s->b_choice[k]];
-        if (rc != RN_OK) {
-            if (j->phase != RD_PHASE_DONE)
-                finish_job(s, j, 500, "engine error during decode");
-            continue;
+    for (int g0 = 0; g0 < nb; g0 += group) {
+        int m = nb - g0 < group ? nb - g0 : group;
+        if (rc == RN_OK && (rc = run_rows(s, g0, m, kind)) == RN_OK && fault)
+            rc = RN_EDEVICE; /* the test's injected engine failure */
+        for (int k = g0; k < g0 + m; k++) {
+            rd_job *j = s->b_job[k];
+            if (rc != RN_OK) {
+                if (j->phase != RD_PHASE_DONE)
+                    finish_job(s, j, 500, "engine error during decode");
+                continue;
+            }
+            rd_queue_lock(s->q);
+            j->ch[s->b_choice[k]].fed = j->ch[s->b_choice[k]].n_tok;
+            rd_queue_unlock(s->q);
         }
-        rd_queue_lock(s->q);
-        c->fed = c->n_tok;
-        rd_queue_unlock(s->q);
-        if (s->b_feed_only[k])
-            continue;
-        if (pick) {
-            rn_sample_result r;
-            rn_sampler_take(c->sampler, s->b_pick[k], &r);
-            push_token(s, j, c, &r);
-        } else {
-            sample_into(s, j, c, s->logits + (size_t)k * (size_t)s->vocab);
-        }
+        if (rc == RN_OK)
+            rc = sample_rows(s, g0, m, kind);
     }
     for (int a = 0; a < s->n_active; a++)
         if (s->active[a]->phase == RD_PHASE_RUNNING && job_complete(s->active[a]))
@@ -680,6 +745,9 @@ static void sched_free(rd_sched *s)
     free(s->b_choice);
     free(s->b_feed_only);
     free(s->b_pick);
+    free(s->b_temp);
+    rn_engine_host_free(s->e, s->b_top);
+    free(s->b_need);
     uv_mutex_destroy(&s->slot_mu);
     free(s);
 }
@@ -712,8 +780,12 @@ int rd_sched_start(rd_sched **out, rn_engine *e, rd_queue *q, const rd_sched_opt
     s->b_choice = malloc(sizeof(int) * n);
     s->b_feed_only = malloc(n);
     s->b_pick = malloc(sizeof(int32_t) * n);
+    s->b_temp = malloc(sizeof(float) * n);
+    s->b_top = rn_engine_host_alloc(e, sizeof(rn_row_top) * n);
+    s->b_need = malloc(sizeof(int) * n);
     if (!s->slot_used || !s->logits || !s->b_slot || !s->b_tok || !s->b_job || !s->b_choice ||
-        !s->b_feed_only || !s->b_pick || uv_thread_create(&s->thread, engine_main, s) != 0) {
+        !s->b_feed_only || !s->b_pick || !s->b_temp || !s->b_top || !s->b_need ||
+        uv_thread_create(&s->thread, engine_main, s) != 0) {
         sched_free(s);
         return -1;
     }

@@ -41,8 +41,10 @@
  * RETNET_CUDA_GEMV_MAX=n, RETNET_CUDA_TC_MAX=n, RETNET_CUDA_RET_CHUNK=n.
  *
  * Greedy tokens can be picked on the device, inside the graph
- * (decode_argmax: n ids come back, not n x vocab logits).  Not here yet:
- * sampling with temperature on the device (those logits are copied back).
+ * (decode_argmax: n ids come back, not n x vocab logits), and rows to be
+ * sampled reduced there to their candidates and sums (decode_top: n
+ * rn_row_top come back, and only the rows the sampler cannot decide from
+ * those, decode_rows).
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -62,6 +64,11 @@ extern "C" {
 #include "kernels.cuh"
 
 #define LT_CACHE 64
+
+/* What a decode step ends with: nothing (the layers only), the logits in
+ * x->logits, also greedy's picks in x->tok, or also the rows reduced for
+ * sampling in x->top. */
+typedef enum { STEP_BARE = 0, STEP_LOGITS, STEP_PICKS, STEP_TOP, STEP_TAILS } step_tail;
 
 struct lt_entry {
     int out, in, n, dtype;
@@ -104,7 +111,9 @@ struct cuda_ctx {
     float *x, *hn, *y, *q, *k, *v, *g, *o, *f1, *f2, *logits;
     void *half[2]; /* cuBLASLt / tensor-core inputs in the weights' dtype; [1]: F wide */
     float *A, *qd, *kd, *pw, *pw_tail, *sums;
-    int ret_chunk; /* retention piece length in prefill chunks (ret_piece) */
+    rn_row_top *top; /* decode_top's reduced rows (max_batch) */
+    float *top_temp; /* and their temperatures, copied in before the step */
+    int ret_chunk;   /* retention piece length in prefill chunks (ret_piece) */
     /* full pieces run together (retention_batched): each (piece, head)'s
      * entering state, and device arrays of its operands' addresses */
     float *U;
@@ -121,7 +130,7 @@ struct cuda_ctx {
     long n_made; /* entries ever made: the next one replaces n_made % LT_CACHE */
     int64_t *host_rowpos;
     /* decode graphs: [step_tail][n], n in 1..max_batch; NULL until captured */
-    cudaGraphExec_t *graphs[3];
+    cudaGraphExec_t *graphs[STEP_TAILS];
     int use_graphs;
     int fuse;                /* fold the steps after projections into them (folding) */
     int gemv_max;            /* largest row count the projections stream through rk_gemv_multi */
@@ -856,14 +865,14 @@ static void cuda_deinit(void *ctx)
         return;
     for (int i = 0; i < x->n_cache; i++)
         lt_entry_free(&x->cache[i]);
-    for (int w = 0; w < 3; w++) {
+    for (int w = 0; w < STEP_TAILS; w++) {
         for (int n = 0; x->graphs[w] && n <= x->plan.max_batch; n++)
             if (x->graphs[w][n])
                 cudaGraphExecDestroy(x->graphs[w][n]);
         free(x->graphs[w]);
     }
-    void *bufs[] = {x->wdev, x->states,    x->sscr, x->x, x->A,
-                    x->part, x->log_gamma, x->ws,   x->U, x->step_count};
+    void *bufs[] = {x->wdev, x->states,    x->sscr, x->x, x->A,         x->part,
+                    x->top,  x->log_gamma, x->ws,   x->U, x->step_count};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         cudaFree(bufs[i]);
     if (x->lt)
@@ -913,6 +922,19 @@ cleanup:
     return rc;
 }
 
+/* The decode graphs' table, NULL entries for each step tail and batch
+ * size (freed by cuda_deinit); 0 when out of memory. */
+static int alloc_graph_slots(cuda_ctx *x)
+{
+    int ok = 1;
+    for (int w = 0; w < STEP_TAILS; w++) {
+        x->graphs[w] =
+            (cudaGraphExec_t *)calloc((size_t)x->plan.max_batch + 1, sizeof(cudaGraphExec_t));
+        ok &= x->graphs[w] != NULL;
+    }
+    return ok;
+}
+
 /* Carves the activation, scratch and small-table buffers out of three
  * allocations sized by the plan. */
 static int alloc_buffers(cuda_ctx *x, rn_error *err)
@@ -943,6 +965,8 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
     if (p->layer_scratch_bytes)
         CU(cudaMalloc(&x->sscr, p->layer_scratch_bytes), "state scratch");
     CU(cudaMalloc(&x->part, p->step_bytes), "step scratch");
+    CU(cudaMalloc(&x->top, p->top_bytes), "sampling rows");
+    x->top_temp = (float *)(x->top + p->max_batch);
     x->qd = x->A + H * C * C, x->kd = x->qd + H * C * dk, x->pw = x->kd + H * C * dk;
     x->sums = x->pw + H * (C + 2); /* two tables: pieces and tail */
     tables = H * sizeof(double) + H * 4 + dk * 4 + R * (4 + 4 + 8) + 256;
@@ -1090,11 +1114,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->layers = (dev_layer *)calloc((size_t)x->c->n_layers, sizeof *x->layers);
     x->pos = (int64_t *)calloc((size_t)x->plan.n_slots, sizeof *x->pos);
     x->host_rowpos = (int64_t *)calloc((size_t)x->plan.max_rows, sizeof *x->host_rowpos);
-    for (int w = 0; w < 3; w++)
-        x->graphs[w] =
-            (cudaGraphExec_t *)calloc((size_t)x->plan.max_batch + 1, sizeof(cudaGraphExec_t));
-    if (!x->layers || !x->pos || !x->host_rowpos || !x->graphs[0] || !x->graphs[1] ||
-        !x->graphs[2]) {
+    if (!x->layers || !x->pos || !x->host_rowpos || !alloc_graph_slots(x)) {
         rc = rn_error_set(err, RN_ENOMEM, "out of memory");
         goto cleanup;
     }
@@ -1247,10 +1267,6 @@ static int run_chunk(cuda_ctx *x, int slot, const int32_t *tok, int n, int all, 
     return sync_status(x);
 }
 
-/* What a decode step ends with: nothing (the layers only), the logits in
- * x->logits, or also greedy's picks in x->tok. */
-typedef enum { STEP_BARE = 0, STEP_LOGITS, STEP_PICKS } step_tail;
-
 /* The device work of one decode step of n rows, launched in stream order. */
 static int decode_work(cuda_ctx *x, int n, step_tail tail)
 {
@@ -1259,6 +1275,8 @@ static int decode_work(cuda_ctx *x, int n, step_tail tail)
         rc = output_logits(x, 0, n);
     if (rc == RN_OK && tail == STEP_PICKS)
         rk_argmax_rows(x->st, x->tok, x->logits, n, x->c->vocab_size);
+    if (rc == RN_OK && tail == STEP_TOP)
+        rk_top_rows(x->st, x->top, x->logits, x->top_temp, n, x->c->vocab_size);
     return rc;
 }
 
@@ -1308,29 +1326,56 @@ static int decode_step(cuda_ctx *x, int n, step_tail tail)
     return rc;
 }
 
-/* One decode step for n <= max_batch slots.  With picks, greedy's tokens
- * are chosen on the device and n ids come back: they go to x->tok (max_rows
- * ids), free once the step's embedding has read it, and the next step's
- * put_rows refills it after the copy, in stream order.  Otherwise the
- * logits come back when logits is non-NULL. */
-static int run_decode(cuda_ctx *x, const int *slots, const int32_t *tok, int n, float *logits,
-                      int32_t *picks)
+/* What a decode step hands back: the logits (n x vocab), greedy's picks,
+ * or the rows reduced at temperatures (n each); all NULL: nothing. */
+typedef struct step_out {
+    float *logits;
+    int32_t *picks;
+    const float *temps;
+    rn_row_top *tops;
+} step_out;
+
+static step_tail step_out_tail(const step_out *o)
+{
+    return o->tops ? STEP_TOP : o->picks ? STEP_PICKS : o->logits ? STEP_LOGITS : STEP_BARE;
+}
+
+/* Copies what o asks for of an n-row step to the host, in stream order. */
+static int step_out_copy(cuda_ctx *x, const step_out *o, int n)
+{
+    cudaError_t e = cudaSuccess;
+    if (o->tops)
+        e = cudaMemcpyAsync(o->tops, x->top, sizeof(rn_row_top) * (size_t)n, cudaMemcpyDeviceToHost,
+                            x->st);
+    else if (o->picks)
+        e = cudaMemcpyAsync(o->picks, x->tok, sizeof(int32_t) * (size_t)n, cudaMemcpyDeviceToHost,
+                            x->st);
+    else if (o->logits)
+        return get_logits(x, o->logits, n);
+    return e == cudaSuccess ? RN_OK : RN_EDEVICE;
+}
+
+/* One decode step for n <= max_batch slots, handing back what o asks for.
+ * Greedy's picks go to x->tok (max_rows ids), free once the step's
+ * embedding has read it, and the next step's put_rows refills it after the
+ * copy, in stream order; the temperatures go in before the step (the
+ * graph reads them from x->top_temp). */
+static int run_decode(cuda_ctx *x, const int *slots, const int32_t *tok, int n, const step_out *o)
 {
     int rc;
     for (int i = 0; i < n; i++)
         x->host_rowpos[i] = x->pos[slots[i]];
-    step_tail tail = picks ? STEP_PICKS : logits ? STEP_LOGITS : STEP_BARE;
-    if ((rc = put_rows(x, tok, slots, n)) || (rc = decode_step(x, n, tail)))
+    if ((rc = put_rows(x, tok, slots, n)))
+        return fail_step(x, rc);
+    if (o->tops && cudaMemcpyAsync(x->top_temp, o->temps, sizeof(float) * (size_t)n,
+                                   cudaMemcpyHostToDevice, x->st) != cudaSuccess)
+        return fail_step(x, RN_EDEVICE);
+    if ((rc = decode_step(x, n, step_out_tail(o))))
         return fail_step(x, rc);
     for (int i = 0; i < n; i++)
         x->pos[slots[i]]++;
-    if (picks) {
-        if (cudaMemcpyAsync(picks, x->tok, sizeof(int32_t) * (size_t)n, cudaMemcpyDeviceToHost,
-                            x->st) != cudaSuccess)
-            return fail_step(x, RN_EDEVICE);
-    } else if (logits && (rc = get_logits(x, logits, n))) {
+    if ((rc = step_out_copy(x, o, n)))
         return fail_step(x, rc);
-    }
     return sync_status(x);
 }
 
@@ -1347,7 +1392,8 @@ static int cuda_prefill(void *ctx, int slot, const int32_t *tok, int n, const rn
             float *lg = !logits ? NULL
                         : all   ? logits + (size_t)i * V
                                 : (i == n - 1 ? logits : NULL);
-            rc = run_decode(x, &slot, tok + i, 1, lg, NULL);
+            step_out so = {lg, NULL, NULL, NULL};
+            rc = run_decode(x, &slot, tok + i, 1, &so);
         }
         return rc;
     }
@@ -1374,7 +1420,7 @@ static int cuda_prefill(void *ctx, int slot, const int32_t *tok, int n, const rn
 }
 
 /* Decode steps of at most max_batch slots each (logits or picks as
- * run_decode). */
+ * run_decode's step_out). */
 static int decode_batches(cuda_ctx *x, const int *slots, const int32_t *tok, int n, float *logits,
                           int32_t *picks)
 {
@@ -1384,8 +1430,9 @@ static int decode_batches(cuda_ctx *x, const int *slots, const int32_t *tok, int
         return RN_EDEVICE;
     for (int i0 = 0; i0 < n && rc == RN_OK; i0 += x->plan.max_batch) {
         int m = n - i0 < x->plan.max_batch ? n - i0 : x->plan.max_batch;
-        rc = run_decode(x, slots + i0, tok + i0, m, logits ? logits + (size_t)i0 * V : NULL,
-                        picks ? picks + i0 : NULL);
+        step_out so = {logits ? logits + (size_t)i0 * V : NULL, picks ? picks + i0 : NULL, NULL,
+                       NULL};
+        rc = run_decode(x, slots + i0, tok + i0, m, &so);
     }
     return rc;
 }
@@ -1398,6 +1445,40 @@ static int cuda_decode(void *ctx, const int *slots, const int32_t *tok, int n, f
 static int cuda_decode_argmax(void *ctx, const int *slots, const int32_t *tok, int n, int32_t *out)
 {
     return decode_batches((cuda_ctx *)ctx, slots, tok, n, NULL, out);
+}
+
+/* One step (the engine keeps n <= cuda_top_batch), so the logits of every
+ * row stay in x->logits for cuda_decode_rows. */
+static int cuda_decode_top(void *ctx, const int *slots, const int32_t *tok, int n,
+                           const float *temperature, rn_row_top *out)
+{
+    cuda_ctx *x = (cuda_ctx *)ctx;
+    if (x->broken)
+        return RN_EDEVICE;
+    if (n > x->plan.max_batch)
+        return RN_EINVAL;
+    step_out so = {NULL, NULL, temperature, out};
+    return run_decode(x, slots, tok, n, &so);
+}
+
+static int cuda_top_batch(void *ctx)
+{
+    return ((cuda_ctx *)ctx)->plan.max_batch;
+}
+
+static int cuda_decode_rows(void *ctx, const int *rows, int nrows, float *logits)
+{
+    cuda_ctx *x = (cuda_ctx *)ctx;
+    size_t V = (size_t)x->c->vocab_size;
+    if (x->broken)
+        return RN_EDEVICE;
+    for (int i = 0; i < nrows; i++) {
+        size_t at = (size_t)rows[i] * V;
+        if (cudaMemcpyAsync(logits + at, x->logits + at, sizeof(float) * V, cudaMemcpyDeviceToHost,
+                            x->st) != cudaSuccess)
+            return fail_step(x, RN_EDEVICE);
+    }
+    return sync_status(x);
 }
 
 static int cuda_device_memory(void *ctx, size_t *used, size_t *total)
@@ -1462,9 +1543,10 @@ static void cuda_host_free(void *ctx, void *p)
 }
 
 extern "C" const rn_backend_ops rn_cuda_backend = {
-    "cuda",           cuda_probe,         cuda_init,          cuda_deinit,
-    cuda_state_bytes, cuda_slot_bytes,    cuda_state_reset,   cuda_state_copy,
-    cuda_state_pos,   cuda_state_export,  cuda_state_import,  cuda_prefill,
-    cuda_decode,      cuda_decode_argmax, cuda_device_memory, cuda_host_alloc,
-    cuda_host_free,   cuda_fit_slots,
+    "cuda",           cuda_probe,         cuda_init,         cuda_deinit,
+    cuda_state_bytes, cuda_slot_bytes,    cuda_state_reset,  cuda_state_copy,
+    cuda_state_pos,   cuda_state_export,  cuda_state_import, cuda_prefill,
+    cuda_decode,      cuda_decode_argmax, cuda_decode_top,   cuda_top_batch,
+    cuda_decode_rows, cuda_device_memory, cuda_host_alloc,   cuda_host_free,
+    cuda_fit_slots,
 };

@@ -148,6 +148,12 @@ void rk_glu(cudaStream_t st, float *up, const float *gate, size_t n, int act,
             rk_half h = rk_half());
 /* out[r] = rn_argmax_row of logits row r (rows x V): greedy's token. */
 void rk_argmax_rows(cudaStream_t st, int32_t *out, const float *logits, int rows, int V);
+/* out[r] = logits row r (rows x V) reduced as rn_row_top_fill reduces it
+ * at temperature[r] (sampler.h): its RN_TOP_CANDIDATES first ids in the
+ * sampler's order, the same set bit for bit, and its sums in double (their
+ * order of addition differs); out[r].n = 0 where temperature[r] < 0. */
+void rk_top_rows(cudaStream_t st, struct rn_row_top *out, const float *logits,
+                 const float *temperature, int rows, int V);
 /* x = alpha x + y over n values. */
 void rk_residual(cudaStream_t st, float *x, const float *y, size_t n, float alpha);
 /* y[r][c] += b[c] */

@@ -3,6 +3,7 @@
  */
 #include <stdint.h>
 
+#include "../sampler.h"
 #include "plan.h"
 #include "tc_layout.h"
 
@@ -96,9 +97,11 @@ int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_
                         (size_t)c->value_dim, &ovf);
     p->logits_bytes =
         mul(mul((size_t)p->max_rows, (size_t)c->vocab_size, &ovf), sizeof(float), &ovf);
+    p->top_bytes =
+        align256(mul((size_t)p->max_batch, sizeof(rn_row_top) + sizeof(float), &ovf), &ovf);
     p->pool_bytes = mul((size_t)n_slots, p->state_bytes, &ovf);
     size_t t = add(add(p->act_bytes, p->chunk_bytes, &ovf), p->step_bytes, &ovf);
-    t = add(t, p->layer_scratch_bytes, &ovf);
+    t = add(t, add(p->layer_scratch_bytes, p->top_bytes, &ovf), &ovf);
     t = add(t, add(p->logits_bytes, p->pool_bytes, &ovf), &ovf);
     p->total_bytes = add(t, RN_CUDA_LT_WORKSPACE, &ovf);
     if (ovf)

@@ -67,6 +67,7 @@ typedef struct rn_cuda_plan {
     size_t pieces_bytes; /* their states (H dk dv floats each) and pointer arrays */
     size_t step_bytes;   /* partial read-outs of the recurrent step: SPLIT_MAX x max_batch x V */
     size_t logits_bytes;
+    size_t top_bytes;   /* a decode step's rows reduced for sampling, and their temperatures */
     size_t pool_bytes;  /* n_slots * state_bytes */
     size_t total_bytes; /* everything but the weights */
 } rn_cuda_plan;

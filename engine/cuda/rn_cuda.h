@@ -31,6 +31,14 @@ int rn_cuda_measure(rn_cuda_limits *l, int m, int n, int k, rn_error *err);
  * RN_OK, RN_EINVAL, or RN_EDEVICE without a device. */
 int rn_cuda_argmax_rows_host(const float *logits, int rows, int V, int32_t *out);
 
+/* The CUDA backend's reduction of rows for sampling (rk_top_rows) over
+ * rows x V host logits at temps[rows], for tests that hand it ties, NaN,
+ * zeros of both signs and infinities; out: rows reduced rows (sampler.h).
+ * RN_OK, RN_EINVAL, or RN_EDEVICE without a device. */
+struct rn_row_top;
+int rn_cuda_top_rows_host(const float *logits, int rows, int V, const float *temps,
+                          struct rn_row_top *out);
+
 /* The tensor-core GEMV (rk_gemv_tc) over n <= 64 rows of in (a multiple of
  * 8) random inputs and out random 16-bit weights of dtype t, planned for
  * one SM (each warp's whole share of k, up to 256), with 8 loads in flight

@@ -1387,6 +1387,54 @@ class TestBatching(ServerTestCase):
     def test_32_concurrent_streams_some_with_logprobs(self):
         check_concurrent_streams(self, CONCURRENT, logprobs_every=4)
 
+    def test_sampled_streams_draw_what_the_whole_row_draws(self):
+        # Sampling rows in a shared batch are drawn from the rows the engine
+        # reduced to their candidates (a GPU keeps the logits on the device),
+        # fetching a row only when the draw lands past its candidates or the
+        # sampler adjusts logits.  Each request must still give exactly what
+        # `retnet generate` draws from whole rows with the same seed.
+        cases = [dict(temperature=0.8, top_p=0.9, seed=11),
+                 dict(temperature=1.6, seed=12),  # flat: draws past the candidates
+                 dict(temperature=1.0, top_k=40, seed=13),
+                 dict(temperature=1.2, top_k=200, min_p=0.01, seed=14),
+                 dict(temperature=0.7, repetition_penalty=1.3, seed=15),  # the whole row
+                 dict(temperature=0.0)]
+        prompt = "Sampling with a seed, case"
+
+        def cli(i, params):
+            args = [RETNET, "generate", MODEL_DIR, "%s %d" % (prompt, i), "-n", "20", "--ignore-eos",
+                    "--threads", "1", "--device", DEVICE]
+            for k, v in params.items():
+                args += ["--" + k.replace("_", "-"), str(v)]
+            out = subprocess.run(args, check=True, stdout=subprocess.PIPE, timeout=120).stdout.decode()
+            self.assertTrue(out.startswith("%s %d" % (prompt, i)) and out.endswith("\n"), out)
+            return out[len("%s %d" % (prompt, i)):-1]
+
+        want = [cli(i, c) for i, c in enumerate(cases)]
+        got, errors = [None] * len(cases), []
+
+        def run(i):
+            try:
+                body = dict(prompt="%s %d" % (prompt, i), max_tokens=20, ignore_eos=True, **cases[i])
+                if i % 2:
+                    body["logprobs"] = 2
+                got[i] = self.complete(**body)["choices"][0]["text"]
+            except Exception as e:  # reported below, with the index
+                errors.append((i, repr(e)))
+
+        for i in range(len(cases)):  # alone
+            run(i)
+        self.assertEqual(errors, [])
+        self.assertEqual(got, want)
+        got = [None] * len(cases)
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cases))]
+        for t in threads:  # together, in shared batches
+            t.start()
+        for t in threads:
+            t.join(HTTP_TIMEOUT)
+        self.assertEqual(errors, [])
+        self.assertEqual(got, want)
+
 
 class TestAuth(ServerTestCase):
     server_args = ("--api-key", "secret", "--slots", "2")

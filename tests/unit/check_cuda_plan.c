@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cuda/plan.h"
+#include "sampler.h"
 #include "cuda/tc_layout.h"
 #include "fixture.h"
 #include "model.h"
@@ -82,8 +83,10 @@ START_TEST(test_cuda_plan_buffers_cover_chunk_and_batch)
     ck_assert_uint_eq(p.chunk_bytes, chunk * 4);
     /* the step's partial read-outs: SPLIT_MAX per row of V values */
     ck_assert_uint_eq(p.step_bytes, (size_t)RN_CUDA_STEP_SPLIT_MAX * 4 * 4 * 2048);
+    /* four reduced rows and their temperatures */
+    ck_assert_uint_eq(p.top_bytes, (4 * (sizeof(rn_row_top) + 4) + 255) / 256 * 256);
     ck_assert_uint_eq(p.total_bytes, p.act_bytes + p.chunk_bytes + p.step_bytes + p.logits_bytes +
-                                         p.pool_bytes + RN_CUDA_LT_WORKSPACE);
+                                         p.top_bytes + p.pool_bytes + RN_CUDA_LT_WORKSPACE);
     /* odd sizes: each buffer is rounded up to 256 bytes on its own */
     rn_config odd = c;
     odd.hidden_size = 1000, odd.key_dim = odd.value_dim = 1000, odd.intermediate_size = 3000;

@@ -10,6 +10,7 @@
  */
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -163,6 +164,162 @@ START_TEST(test_forms_decode_argmax_picks_what_logits_give)
     rn_engine_free(picker);
     rn_engine_free(plain);
     fixture_free(&f);
+}
+END_TEST
+
+/* Two reductions of a row agree: the same candidates bit for bit, and sums
+ * within 1e-12 relative (both NaN where the row's largest value is
+ * infinite). */
+static void check_same_top(const rn_row_top *got, const rn_row_top *want, const char *what)
+{
+    ck_assert_msg(got->n == want->n, "%s: %d candidates, want %d", what, got->n, want->n);
+    ck_assert_msg(!memcmp(got->id, want->id, sizeof(int32_t) * (size_t)want->n) &&
+                      !memcmp(got->logit, want->logit, sizeof(float) * (size_t)want->n),
+                  "%s: other candidates (first: %d vs %d)", what, got->id[0], want->id[0]);
+    const double g[2] = {got->z1, got->zt}, w[2] = {want->z1, want->zt};
+    for (int i = 0; i < 2; i++)
+        ck_assert_msg((isnan(g[i]) && isnan(w[i])) || fabs(g[i] - w[i]) <= 1e-12 * fabs(w[i]),
+                      "%s: sum %d is %.17g, want %.17g", what, i, g[i], w[i]);
+}
+
+/* rn_decode_top: the same step as rn_decode (states bit for bit), each
+ * reduced row what rn_row_top_fill makes of the logits rn_decode gives (the
+ * candidates exactly, the sums up to their order of addition: 1e-12
+ * relative, in double), on whatever backend the suite runs (the CUDA backend
+ * reduces on the device); rn_decode_rows then gives those logits bit for
+ * bit, and refuses when the step is gone. */
+START_TEST(test_forms_decode_top_reduces_what_logits_give)
+{
+    fixture f;
+    fixture_load(&f, fixture_names[_i]);
+    enum { NB = 5 };
+    rn_engine *reducer = fixture_engine(&f, NB, 64), *plain = fixture_engine(&f, NB, 64);
+    int V = f.cfg->vocab_size, slots[NB] = {2, 4, 0, 3, 1}, rows[2] = {3, 1};
+    int32_t next[NB];
+    float temps[NB] = {0.7f, 0.0f, -1.0f, 1.3f, 0.25f};
+    rn_row_top top[NB], want;
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 16};
+    ck_assert_int_ge(rn_engine_top_batch(reducer), NB);
+    for (int s = 0; s < NB; s++) {
+        ck_assert_int_eq(rn_prefill(reducer, slots[s], f.tokens + s, 3 + 5 * s, &po, NULL), RN_OK);
+        ck_assert_int_eq(rn_prefill(plain, slots[s], f.tokens + s, 3 + 5 * s, &po, NULL), RN_OK);
+        next[s] = f.tokens[f.T + s];
+    }
+    float *lg = malloc(sizeof(float) * NB * (size_t)V),
+          *got = malloc(sizeof(float) * NB * (size_t)V);
+    ck_assert_ptr_nonnull(lg);
+    ck_assert_ptr_nonnull(got);
+    /* no step to fetch rows from yet */
+    ck_assert_int_eq(rn_decode_rows(reducer, rows, 2, got), RN_EINVAL);
+    for (int step = 0; step < 4; step++) {
+        int n = step % 2 ? NB : 3;
+        ck_assert_int_eq(rn_decode_top(reducer, slots, next, n, temps, top, NULL), RN_OK);
+        ck_assert_int_eq(rn_decode(plain, slots, next, n, lg), RN_OK);
+        for (int s = 0; s < n; s++) {
+            if (temps[s] < 0.0f) {
+                ck_assert_int_eq(top[s].n, 0);
+                continue;
+            }
+            char what[600];
+            snprintf(what, sizeof what, "%s step %d row %d", f.dir, step, s);
+            rn_row_top_fill(lg + (size_t)s * V, V, temps[s], &want);
+            check_same_top(&top[s], &want, what);
+        }
+        memset(got, 0xff, sizeof(float) * NB * (size_t)V); /* NaN where nothing lands */
+        const int *fetch = n == NB ? rows : rows + 1;      /* rows 3 and 1, or row 1 */
+        int n_fetch = n == NB ? 2 : 1;
+        ck_assert_int_eq(rn_decode_rows(reducer, fetch, n_fetch, got), RN_OK);
+        for (int r = 0; r < n_fetch; r++)
+            ck_assert_msg(!memcmp(got + (size_t)fetch[r] * V, lg + (size_t)fetch[r] * V,
+                                  sizeof(float) * (size_t)V),
+                          "%s step %d: row %d's logits differ", f.dir, step, fetch[r]);
+        ck_assert_int_eq(rn_decode_rows(reducer, (int[]){n}, 1, got), RN_EINVAL);
+        for (int s = 0; s < n; s++)
+            next[s] = top[s].n ? top[s].id[0] : 0;
+    }
+    for (int s = 0; s < NB; s++) {
+        float *a = fixture_state(reducer, s), *b = fixture_state(plain, s);
+        ck_assert_msg(memcmp(a, b, rn_engine_state_bytes(reducer)) == 0, "%s: state %d differs",
+                      f.dir, s);
+        free(a);
+        free(b);
+    }
+    /* a step that ran since: the rows are gone */
+    ck_assert_int_eq(rn_decode(reducer, slots, next, 1, NULL), RN_OK);
+    ck_assert_int_eq(rn_decode_rows(reducer, rows, 1, got), RN_EINVAL);
+    temps[0] = NAN;
+    ck_assert_int_eq(rn_decode_top(reducer, slots, next, NB, temps, top, NULL), RN_EINVAL);
+    free(lg);
+    free(got);
+    rn_engine_free(reducer);
+    rn_engine_free(plain);
+    fixture_free(&f);
+}
+END_TEST
+
+/* Rows that test the reduction's rule: ties across the cut (the lowest ids
+ * among equals), NaN as -inf, -0 equal to +0, infinities, a row of
+ * nothing above -inf, a cut that falls exactly between values; rows wider
+ * than one pass of the device's block and narrower than the candidates.
+ * On the host the rule holds by construction (check_sampler); here the
+ * device kernel must give the host's reduction. */
+START_TEST(test_forms_top_row_rule)
+{
+    enum { W = 20000, ROWS = 8 };
+    const float inf = INFINITY;
+    float *l = malloc(sizeof(float) * ROWS * W);
+    ck_assert_ptr_nonnull(l);
+    uint32_t seed = 5u;
+    for (int i = 0; i < W; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        l[0 * W + i] = (float)(seed >> 8) * 0x1p-20f - 8.0f;           /* spread */
+        l[1 * W + i] = (float)(i % 7);                                 /* 2857 ties at the top */
+        l[2 * W + i] = i % 3 ? -inf : NAN;                             /* nothing above -inf */
+        l[3 * W + i] = i % 3 == 0 ? 0.0f : i % 3 == 1 ? -0.0f : -1.0f; /* zeros of both signs */
+        l[4 * W + i] = (float)(i % 100) * 0.01f;
+        l[5 * W + i] = 1.0f;                        /* the cut falls between values: */
+        l[6 * W + i] = i % 150 == 0 ? 3.0f : -2.0f; /* 134 ties for 128 places */
+        l[7 * W + i] = -(float)i * 1e-3f;           /* falling */
+    }
+    for (int i = 0; i < RN_TOP_CANDIDATES; i++)
+        l[5 * W + 1000 + 7 * i] = 5.0f + (float)i * 0x1p-10f; /* exactly the candidates */
+    l[4 * W + 17] = inf, l[4 * W + 19000] = inf, l[4 * W + 5] = NAN;
+    const float temps[ROWS] = {1.0f, 0.7f, 1.0f, 0.0f, 1.0f, 1.3f, 0.5f, 2.0f};
+    rn_row_top want[ROWS];
+    for (int r = 0; r < ROWS; r++)
+        rn_row_top_fill(l + (size_t)r * W, W, temps[r], &want[r]);
+    ck_assert_int_eq(want[1].id[RN_TOP_CANDIDATES - 1], 6 + 7 * (RN_TOP_CANDIDATES - 1));
+    ck_assert_int_eq(want[2].id[RN_TOP_CANDIDATES - 1], RN_TOP_CANDIDATES - 1);
+    ck_assert_int_eq(want[3].id[1], 1); /* -0 ties with +0: by id */
+    ck_assert_int_eq(want[4].id[0], 17);
+    ck_assert_int_eq(want[5].id[0], 1000 + 7 * (RN_TOP_CANDIDATES - 1));
+    ck_assert_int_eq(want[6].id[RN_TOP_CANDIDATES - 1], 150 * (RN_TOP_CANDIDATES - 1));
+#ifdef RN_HAVE_CUDA
+    if (fixture_on_cuda()) {
+        rn_row_top got[ROWS];
+        char what[64];
+        ck_assert_int_eq(rn_cuda_top_rows_host(l, ROWS, W, temps, got), RN_OK);
+        for (int r = 0; r < ROWS; r++) {
+            snprintf(what, sizeof what, "device row %d", r);
+            check_same_top(&got[r], &want[r], what);
+        }
+        /* rows of 100, fewer than the candidates; one row not wanted */
+        float skip[ROWS];
+        memcpy(skip, temps, sizeof skip);
+        skip[3] = -1.0f;
+        ck_assert_int_eq(rn_cuda_top_rows_host(l, ROWS, 100, skip, got), RN_OK);
+        for (int r = 0; r < ROWS; r++) {
+            snprintf(what, sizeof what, "device row %d of 100", r);
+            if (r == 3) {
+                ck_assert_int_eq(got[r].n, 0);
+                continue;
+            }
+            rn_row_top_fill(l + (size_t)r * 100, 100, skip[r], &want[r]);
+            check_same_top(&got[r], &want[r], what);
+        }
+    }
+#endif
+    free(l);
 }
 END_TEST
 
@@ -367,6 +524,8 @@ Suite *forms_suite(void)
     tcase_add_loop_test(tc, test_forms_prefill_continues_state, 0, N_FIXTURES);
     tcase_add_loop_test(tc, test_forms_batched_decode_is_bitwise_single, 0, N_FIXTURES);
     tcase_add_loop_test(tc, test_forms_decode_argmax_picks_what_logits_give, 0, N_FIXTURES);
+    tcase_add_loop_test(tc, test_forms_decode_top_reduces_what_logits_give, 0, N_FIXTURES);
+    tcase_add_test(tc, test_forms_top_row_rule);
     tcase_add_loop_test(tc, test_forms_launch_settings_keep_bits, 0, N_FIXTURES);
     tcase_add_test(tc, test_forms_argmax_row_rule);
     tcase_add_test(tc, test_forms_copy_and_reset);

@@ -232,6 +232,158 @@ START_TEST(test_sampler_rejects_bad_params)
 }
 END_TEST
 
+/* A row of V logits from a seeded generator: kind 0 spread (a few tokens
+ * hold most of the mass), 1 flat (the mass far past the candidates), 2 few
+ * distinct values (ties everywhere), with NaN and -inf sprinkled in. */
+static void random_row(float *l, int V, int kind, uint32_t *seed)
+{
+    for (int i = 0; i < V; i++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        float u = (float)(*seed >> 8) / 16777216.0f;
+        l[i] = kind == 0 ? 12.0f * u * u * u : kind == 1 ? 0.5f * u : (float)((*seed >> 8) % 4);
+        if ((*seed >> 4) % 97 == 0)
+            l[i] = (*seed >> 12) % 2 ? NAN : -INFINITY;
+    }
+}
+
+/* rn_row_top_fill against its definition: the first n ids in (larger
+ * value, lower id) order with NaN as -inf, and the two sums. */
+START_TEST(test_sampler_row_top_fill)
+{
+    enum { V = 700 };
+    static const int widths[] = {1, 5, RN_TOP_CANDIDATES, RN_TOP_CANDIDATES + 1, V};
+    float l[V];
+    uint32_t seed = 99u;
+    rn_row_top t;
+    for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++) {
+        for (int kind = 0; kind < 3; kind++) {
+            int n = widths[w];
+            random_row(l, n, kind, &seed);
+            rn_row_top_fill(l, n, 0.7f, &t);
+            ck_assert_int_eq(t.n, n < RN_TOP_CANDIDATES ? n : RN_TOP_CANDIDATES);
+            /* every candidate comes before every other id, and in order */
+            for (int i = 0; i < t.n; i++) {
+                float v = isnan(l[t.id[i]]) ? -INFINITY : l[t.id[i]];
+                ck_assert(v == t.logit[i] || (isinf(v) && isinf(t.logit[i])));
+                if (i > 0)
+                    ck_assert(t.logit[i - 1] > v || (t.logit[i - 1] == v && t.id[i - 1] < t.id[i]));
+            }
+            for (int j = 0; j < n; j++) {
+                float v = isnan(l[j]) ? -INFINITY : l[j];
+                int in = 0;
+                for (int i = 0; i < t.n; i++)
+                    in |= t.id[i] == j;
+                if (!in) {
+                    float last = t.logit[t.n - 1];
+                    ck_assert_msg(v < last || (v == last && j > t.id[t.n - 1]),
+                                  "width %d kind %d: id %d left out", n, kind, j);
+                }
+            }
+            double z1 = 0, zt = 0;
+            for (int j = 0; j < n; j++) {
+                double d = (isnan(l[j]) ? -INFINITY : (double)l[j]) - (double)t.logit[0];
+                z1 += exp(d);
+                zt += exp(d * (1.0 / (double)0.7f));
+            }
+            ck_assert_double_eq_tol(t.z1, z1, 1e-12 * z1);
+            ck_assert_double_eq_tol(t.zt, zt, 1e-9 * zt);
+        }
+    }
+    rn_row_top_fill(l, 10, 0.0f, &t);
+    ck_assert(t.zt == 0.0 && t.z1 >= 1.0);
+}
+END_TEST
+
+/* Drawing from the reduced row picks what drawing from the row picks, with
+ * the same logprobs, over a grid of temperatures, top-k around the
+ * candidate count, top-p and min-p: a twin sampler with the same seed takes
+ * the row each time the reduced one asks for it, and the two must stay in
+ * step (a refusal that moved the generator would desynchronise them). */
+START_TEST(test_sampler_top_matches_row)
+{
+    enum { V = 1000 };
+    static const float temps[] = {0.0f, 0.3f, 1.0f, 1.7f};
+    static const int top_ks[] = {0, 7, RN_TOP_CANDIDATES, RN_TOP_CANDIDATES + 1};
+    static const float top_ps[] = {1.0f, 0.9f, 0.3f};
+    static const float min_ps[] = {0.0f, 0.05f};
+    static const int logprobs[] = {RN_NO_LOGPROBS, 0, 5, RN_MAX_LOGPROBS};
+    float l[V];
+    uint32_t seed = 7u;
+    long decided = 0, refused = 0;
+    rn_row_top t;
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++)
+            for (int c = 0; c < 3; c++)
+                for (int d = 0; d < 2; d++) {
+                    rn_sample_params p = {.temperature = temps[a],
+                                          .top_k = top_ks[b],
+                                          .top_p = top_ps[c],
+                                          .min_p = min_ps[d],
+                                          .seed = (uint64_t)(a * 100 + b * 10 + c * 2 + d)};
+                    rn_sampler *row = make(p, V), *top = make(p, V);
+                    ck_assert(rn_sampler_top_ok(top));
+                    for (int step = 0; step < 24; step++) {
+                        int n_lp = logprobs[step % 4];
+                        random_row(l, V, step % 3, &seed);
+                        rn_row_top_fill(l, V, p.temperature, &t);
+                        rn_sample_result x, y;
+                        ck_assert_int_eq(rn_sampler_sample(row, l, n_lp, &x), RN_OK);
+                        int rc = rn_sampler_sample_top(top, &t, n_lp, &y);
+                        if (rc == RN_SAMPLE_NEED_ROW) {
+                            refused++;
+                            ck_assert_int_eq(rn_sampler_sample(top, l, n_lp, &y), RN_OK);
+                        } else {
+                            ck_assert_int_eq(rc, RN_OK);
+                            decided++;
+                        }
+                        ck_assert_msg(x.token == y.token,
+                                      "T %g k %d p %g min_p %g step %d: %d vs %d", p.temperature,
+                                      p.top_k, p.top_p, p.min_p, step, x.token, y.token);
+                        ck_assert_int_eq(x.n_top, y.n_top);
+                        ck_assert(memcmp(&x.logprob, &y.logprob, sizeof x.logprob) == 0);
+                        for (int i = 0; i < x.n_top; i++) {
+                            ck_assert_int_eq(x.top[i].token, y.top[i].token);
+                            ck_assert_float_eq(x.top[i].logprob, y.top[i].logprob);
+                        }
+                    }
+                    rn_sampler_free(row);
+                    rn_sampler_free(top);
+                }
+    /* both ways were taken: flat rows at top-p 1 draw past the candidates */
+    ck_assert_int_gt(decided, 1000);
+    ck_assert_int_gt(refused, 50);
+}
+END_TEST
+
+/* Adjusted logits are never drawn from a reduced row, and an empty one is
+ * refused. */
+START_TEST(test_sampler_top_refuses)
+{
+    float l[4] = {0.0f, 1.0f, 2.0f, 3.0f};
+    rn_row_top t;
+    rn_sample_result r;
+    rn_row_top_fill(l, 4, 1.0f, &t);
+    rn_logit_bias bias = {1, 1.0f};
+    rn_sample_params adjusted[] = {
+        {.temperature = 1.0f, .logit_bias = &bias, .n_logit_bias = 1},
+        {.temperature = 1.0f, .repetition_penalty = 1.1f},
+        {.temperature = 1.0f, .presence_penalty = 0.5f},
+        {.temperature = 1.0f, .frequency_penalty = -0.5f},
+    };
+    for (size_t i = 0; i < sizeof adjusted / sizeof adjusted[0]; i++) {
+        rn_sampler *s = make(adjusted[i], 4);
+        ck_assert(!rn_sampler_top_ok(s));
+        ck_assert_int_eq(rn_sampler_sample_top(s, &t, 0, &r), RN_EINVAL);
+        rn_sampler_free(s);
+    }
+    rn_sampler *s = make((rn_sample_params){.temperature = 1.0f}, 4);
+    ck_assert_int_eq(rn_sampler_sample_top(s, &t, RN_MAX_LOGPROBS + 1, &r), RN_EINVAL);
+    t.n = 0;
+    ck_assert_int_eq(rn_sampler_sample_top(s, &t, 0, &r), RN_EINVAL);
+    rn_sampler_free(s);
+}
+END_TEST
+
 Suite *sampler_suite(void)
 {
     Suite *s = suite_create("sampler");
@@ -245,6 +397,9 @@ Suite *sampler_suite(void)
     tcase_add_test(tc, test_sampler_penalties_follow_formulas);
     tcase_add_test(tc, test_sampler_logprobs);
     tcase_add_test(tc, test_sampler_rejects_bad_params);
+    tcase_add_test(tc, test_sampler_row_top_fill);
+    tcase_add_test(tc, test_sampler_top_matches_row);
+    tcase_add_test(tc, test_sampler_top_refuses);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -131,11 +131,40 @@ static double prefill_rate(rn_engine *e, const int32_t *tok, int n, int chunk, f
     return best;
 }
 
-/* Best of 3 runs of `steps` decode steps over slots 0..b-1: steps/s.  With
- * picks, the greedy tokens are picked on the device (rn_decode_argmax) and
- * logits is not used. */
-static double decode_rate(rn_engine *e, int b, const int32_t *tok, int steps, float *logits,
-                          int32_t *picks)
+/* What a measured decode step hands back to the host. */
+typedef enum {
+    STEP_LOGITS, /* every row's logits */
+    STEP_BARE,   /* nothing: the layers alone, without the LM head */
+    STEP_PICKS,  /* greedy's ids, picked on the device (rn_decode_argmax) */
+    STEP_TOP     /* every row reduced for sampling at temperature 1 (rn_decode_top) */
+} step_kind;
+
+/* Buffers for b rows of each kind of step. */
+typedef struct step_bufs {
+    float *logits;
+    int32_t *picks;
+    float *temps;
+    rn_row_top *tops;
+} step_bufs;
+
+static int one_step(rn_engine *e, const int *slots, const int32_t *tok, int b, step_kind k,
+                    const step_bufs *sb)
+{
+    switch (k) {
+    case STEP_LOGITS:
+        return rn_decode(e, slots, tok, b, sb->logits);
+    case STEP_BARE:
+        return rn_decode(e, slots, tok, b, NULL);
+    case STEP_PICKS:
+        return rn_decode_argmax(e, slots, tok, b, sb->picks, NULL);
+    default:
+        return rn_decode_top(e, slots, tok, b, sb->temps, sb->tops, NULL);
+    }
+}
+
+/* Best of 3 runs of `steps` decode steps over slots 0..b-1: steps/s. */
+static double decode_rate(rn_engine *e, int b, const int32_t *tok, int steps, step_kind k,
+                          const step_bufs *sb)
 {
     int *slots = malloc(sizeof(int) * (size_t)b);
     double best = 0.0;
@@ -146,8 +175,7 @@ static double decode_rate(rn_engine *e, int b, const int32_t *tok, int steps, fl
     for (int rep = 0; rep < 3 && best >= 0.0; rep++) {
         double t0 = rn__now();
         for (int s = 0; s < steps; s++)
-            if ((picks ? rn_decode_argmax(e, slots, tok, b, picks, NULL)
-                       : rn_decode(e, slots, tok, b, logits)) != RN_OK) {
+            if (one_step(e, slots, tok, b, k, sb) != RN_OK) {
                 best = -1.0;
                 break;
             }
@@ -281,8 +309,8 @@ int cli_bench_cuda(int argc, char **argv)
     rn_model *m = NULL;
     rn_engine *e = NULL;
     rn_error err = {0};
-    float *logits = NULL;
-    int32_t *tok = NULL, *picks = NULL;
+    step_bufs sb = {0};
+    int32_t *tok = NULL;
     int rc = 1, B = max_of(o.batches, o.n_batches), P = max_of(o.prompts, o.n_prompts);
     if (rn_cuda_measure(&l, 8192, 8192, 8192, &err) != RN_OK) {
         printf("no usable CUDA device: %s\n", err.msg);
@@ -301,15 +329,19 @@ int cli_bench_cuda(int argc, char **argv)
     const rn_config *c = rn_model_config(m);
     int n_tok = P > B ? P : B;
     n_tok = n_tok > ACC_PROMPT ? n_tok : ACC_PROMPT;
-    logits = rn_engine_host_alloc(e, sizeof(float) * (size_t)c->vocab_size * (size_t)B);
+    sb.logits = rn_engine_host_alloc(e, sizeof(float) * (size_t)c->vocab_size * (size_t)B);
+    sb.tops = rn_engine_host_alloc(e, sizeof(rn_row_top) * (size_t)B);
     tok = malloc(sizeof(int32_t) * (size_t)n_tok);
-    picks = malloc(sizeof(int32_t) * (size_t)B);
-    if (!logits || !tok || !picks)
+    sb.picks = malloc(sizeof(int32_t) * (size_t)B);
+    sb.temps = malloc(sizeof(float) * (size_t)B);
+    if (!sb.logits || !sb.tops || !tok || !sb.picks || !sb.temps)
         goto cleanup;
+    for (int i = 0; i < B; i++)
+        sb.temps[i] = 1.0f;
     for (int i = 0; i < n_tok; i++)
         tok[i] = (int32_t)((i * 2654435761u) % (unsigned)c->vocab_size);
     if (o.profile) {
-        rc = profile_once(e, &o, tok, logits) ? 1 : 0;
+        rc = profile_once(e, &o, tok, sb.logits) ? 1 : 0;
         printf("profiled: prefill of %d tokens (chunk %d), decode step at batch %d: %s\n",
                o.prompts[0], o.chunk, o.batches[0], rc ? "failed" : "done");
         goto cleanup;
@@ -328,23 +360,27 @@ int cli_bench_cuda(int argc, char **argv)
     fflush(stdout);
     for (int i = 0; i < o.n_batches; i++) {
         int b = o.batches[i];
-        double steps = decode_rate(e, b, tok, o.decode, logits, NULL);
+        double steps = decode_rate(e, b, tok, o.decode, STEP_LOGITS, &sb);
         /* without the LM head and the logits' copy to the host: what the
          * layers alone cost, to tell the two apart */
-        double bare = decode_rate(e, b, tok, o.decode, NULL, NULL);
+        double bare = decode_rate(e, b, tok, o.decode, STEP_BARE, &sb);
         /* greedy tokens picked on the device: b ids cross the bus */
-        double greedy = decode_rate(e, b, tok, o.decode, NULL, picks);
-        if (steps < 0 || bare < 0 || greedy < 0)
+        double greedy = decode_rate(e, b, tok, o.decode, STEP_PICKS, &sb);
+        /* rows reduced for sampling on the device: b rn_row_top cross it */
+        double sampled = decode_rate(e, b, tok, o.decode, STEP_TOP, &sb);
+        if (steps < 0 || bare < 0 || greedy < 0 || sampled < 0)
             goto failed;
         double roof = b * l.copy_GBps * 1e9 / (W + b * 2.0 * S);
         printf("%s{\"batch\":%d,\"tok_s\":%.1f,\"roofline_tok_s\":%.1f,\"of_roofline\":%.3f,"
-               "\"tok_s_no_head\":%.1f,\"tok_s_greedy_on_device\":%.1f}",
-               i ? ",\n  " : "", b, steps * b, roof, steps * b / roof, bare * b, greedy * b);
+               "\"tok_s_no_head\":%.1f,\"tok_s_greedy_on_device\":%.1f,"
+               "\"tok_s_sampled_on_device\":%.1f}",
+               i ? ",\n  " : "", b, steps * b, roof, steps * b / roof, bare * b, greedy * b,
+               sampled * b);
         fflush(stdout);
     }
     printf("],\n \"prefill\":[");
     for (int i = 0; i < o.n_prompts; i++) {
-        double r = prefill_rate(e, tok, o.prompts[i], o.chunk, logits);
+        double r = prefill_rate(e, tok, o.prompts[i], o.chunk, sb.logits);
         if (r < 0)
             goto failed;
         double tf = r * flop_tok / 1e12;
@@ -361,10 +397,13 @@ int cli_bench_cuda(int argc, char **argv)
 failed:
     fprintf(stderr, "\nretnet: a CUDA engine call failed\n");
 cleanup:
-    if (e)
-        rn_engine_host_free(e, logits);
+    if (e) {
+        rn_engine_host_free(e, sb.logits);
+        rn_engine_host_free(e, sb.tops);
+    }
     free(tok);
-    free(picks);
+    free(sb.picks);
+    free(sb.temps);
     rn_engine_free(e);
     rn_model_free(m);
     return rc;
