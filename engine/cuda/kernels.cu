@@ -1103,6 +1103,8 @@ __device__ static void top_count(unsigned *hist, const float *row, int V, unsign
             int i = i0 + u * TOP_THREADS + (int)threadIdx.x;
             unsigned k = top_key(v[u]);
             unsigned d = i < V && (k & mask) == prefix ? (k >> shift) & 0xffu : TOP_NONE;
+            if (!__any_sync(0xffffffffu, d != TOP_NONE))
+                continue; /* after the first pass most warps hold none still running */
             unsigned peers = __match_any_sync(0xffffffffu, d);
             if (d != TOP_NONE && lane == __ffs(peers) - 1)
                 atomicAdd(&hist[d], (unsigned)__popc(peers));
@@ -1285,7 +1287,7 @@ __global__ void __launch_bounds__(TOP_THREADS)
     rn_row_top *o = out + blockIdx.x;
     const float *row = logits + (size_t)blockIdx.x * (size_t)V;
     float temp = temperature[blockIdx.x];
-    if (temp < 0.0f) { /* not wanted: the host reads n only */
+    if (temp < 0.0f || V < 1) { /* not wanted: the host reads n only */
         if (threadIdx.x == 0)
             o->n = 0;
         return;

@@ -355,6 +355,108 @@ START_TEST(test_sampler_top_matches_row)
 }
 END_TEST
 
+/* The sampler's order over l: larger first, lower id first among equals,
+ * NaN as -inf. */
+static int cmp_rank(const void *a, const void *b, void *ctx)
+{
+    const float *l = ctx;
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    float vx = isnan(l[x]) ? -INFINITY : l[x], vy = isnan(l[y]) ? -INFINITY : l[y];
+    if (vx != vy)
+        return vx > vy ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* The definition the sampler's draw must meet, written out plainly: the
+ * whole row in the sampler's order (rank: all V ids sorted by cmp_rank),
+ * weights at the temperature relative to the largest, the row's weight
+ * summed in index order (the kept set's along the order when the cut keeps
+ * less than the row), then top-p, min-p and one uniform number u. */
+static int32_t reference_draw(const float *l, int V, const rn_sample_params *p, double u,
+                              const int32_t *rank, double *prob)
+{
+    int k = p->top_k > 0 && p->top_k < V ? p->top_k : V;
+    double inv_t = 1.0 / (double)p->temperature, z = 0.0;
+    double mx = isnan(l[rank[0]]) ? -INFINITY : (double)l[rank[0]];
+    for (int i = 0; i < k; i++)
+        prob[i] = exp(((isnan(l[rank[i]]) ? -INFINITY : (double)l[rank[i]]) - mx) * inv_t);
+    if (k < V) {
+        for (int i = 0; i < k; i++)
+            z += prob[i];
+    } else {
+        for (int i = 0; i < V; i++)
+            z += exp(((isnan(l[i]) ? -INFINITY : (double)l[i]) - mx) * inv_t);
+    }
+    int keep = k;
+    double cum = 0.0;
+    for (int i = 0; i < k && p->top_p < 1.0f; i++)
+        if ((cum += prob[i] / z) >= (double)p->top_p) {
+            keep = i + 1;
+            break;
+        }
+    while (p->min_p > 0.0f && keep > 1 && prob[keep - 1] < (double)p->min_p * prob[0])
+        keep--;
+    double zk = 0.0, acc = 0.0;
+    for (int i = 0; i < keep; i++)
+        zk += prob[i];
+    zk = keep < V ? zk : z;
+    for (int i = 0; i < keep; i++)
+        if (u * zk < (acc += prob[i]))
+            return rank[i];
+    return rank[keep - 1];
+}
+
+/* Without a top-k cut the sampler sorts only as far as the truncation and
+ * the draw reach (128 candidates, then 1024, 8192, the row): it must draw
+ * what sorting the whole row draws, on rows where the draws reach each of
+ * those depths (flat rows over 20,000 ids at high temperature). */
+START_TEST(test_sampler_matches_whole_sort)
+{
+    enum { V = 20000, DRAWS = 4 };
+    static const float temps[] = {0.5f, 2.0f};
+    static const int top_ks[] = {0, 50, 5000};
+    static const float top_ps[] = {1.0f, 0.95f, 0.5f};
+    static const float min_ps[] = {0.0f, 0.001f};
+    float *l = malloc(sizeof(float) * V);
+    int32_t *rank = malloc(sizeof(int32_t) * V);
+    double *prob = malloc(sizeof(double) * V);
+    ck_assert(l && rank && prob);
+    uint32_t seed = 21u;
+    for (int kind = 0; kind < 3; kind++) {
+        random_row(l, V, kind, &seed);
+        for (int i = 0; i < V; i++)
+            rank[i] = i;
+        qsort_r(rank, V, sizeof *rank, cmp_rank, l);
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < 3; b++)
+                for (int c = 0; c < 3; c++)
+                    for (int d = 0; d < 2; d++) {
+                        rn_sample_params p = {
+                            .temperature = temps[a],
+                            .top_k = top_ks[b],
+                            .top_p = top_ps[c],
+                            .min_p = min_ps[d],
+                            .seed = (uint64_t)(kind * 1000 + a * 100 + b * 10 + c * 2 + d)};
+                        rn_sampler *s = make(p, V);
+                        rn_rng rng;
+                        rn_rng_seed(&rng, p.seed);
+                        for (int i = 0; i < DRAWS; i++) {
+                            int32_t want =
+                                reference_draw(l, V, &p, rn_rng_uniform(&rng), rank, prob);
+                            int32_t got = draw(s, l);
+                            ck_assert_msg(got == want, "kind %d T %g k %d p %g min_p %g: %d vs %d",
+                                          kind, p.temperature, p.top_k, p.top_p, p.min_p, got,
+                                          want);
+                        }
+                        rn_sampler_free(s);
+                    }
+    }
+    free(l);
+    free(rank);
+    free(prob);
+}
+END_TEST
+
 /* Adjusted logits are never drawn from a reduced row, and an empty one is
  * refused. */
 START_TEST(test_sampler_top_refuses)
@@ -400,6 +502,7 @@ Suite *sampler_suite(void)
     tcase_add_test(tc, test_sampler_row_top_fill);
     tcase_add_test(tc, test_sampler_top_matches_row);
     tcase_add_test(tc, test_sampler_top_refuses);
+    tcase_add_test(tc, test_sampler_matches_whole_sort);
     suite_add_tcase(s, tc);
     return s;
 }
