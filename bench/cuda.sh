@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-tcpipe,ours-stepearly,ours-stepnorm,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-bf16-states,peer}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-tcpipe,ours-stepearly,ours-stepnorm,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-bf16-states,peer}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
@@ -66,6 +66,11 @@ done
 for c in 1024 4096; do
     RETNET_CUDA_RET_BF16=1 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
         --chunk $c --decode 4 | tee "$OUT/ours-retbf16-c$c.json"
+done
+# the batched pieces' read-outs in one fused tensor-core kernel (RETNET_CUDA_RET_FUSED=1)
+for c in 1024 4096; do
+    RETNET_CUDA_RET_FUSED=1 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
+        --chunk $c --decode 4 | tee "$OUT/ours-retfused-c$c.json"
 done
 # bf16 states (--gpu-state-dtype bf16): half the state bytes per step
 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 2048 --chunk 1024 --decode 32 \

@@ -67,7 +67,10 @@ fail=0
 # double-buffered rounds, RETNET_CUDA_TC_PIPE, the recurrent step's early
 # state loads, RETNET_CUDA_STEP_EARLY, and its group norm,
 # RETNET_CUDA_STEP_NORM, change no bit; the synthetic shapes run through
-# all four too).
+# all four too; the form suite checks the fused retention kernel,
+# RETNET_CUDA_RET_FUSED, against a double-precision reference, and the
+# synthetic suite runs it inside the engine on a model whose heads fit it,
+# with the switch set by the test itself).
 # The runs are small next to a device: CHECK_CUDA_JOBS (4) go at once, each
 # its own process; their lines come in the order they finish.
 xargs -L 1 -P "${CHECK_CUDA_JOBS:-4}" sh "$0" --run "$TESTS" <<RUNS || fail=1

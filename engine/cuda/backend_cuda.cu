@@ -146,6 +146,8 @@ struct cuda_ctx {
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
     int pdl;                 /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
+    int ret_fused;     /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
+    size_t smem_optin; /* shared memory a block may opt in to */
 };
 
 /* ---------------------------------------------------------------- errors */
@@ -463,6 +465,26 @@ static int gemm_pieces(cuda_ctx *x, cublasOperation_t ta, cublasOperation_t tb, 
  * The same sums as retention_chunk piece after piece (the state update's
  * add is rounded apart from the product here), in 8 launches per layer
  * whatever the number of pieces.  pw: the decay table for P. */
+/* retention_batched through rk_ret_fused: each piece's own part of the
+ * state and the scan first, then the read-outs in one launch. */
+static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const float *pw)
+{
+    const rn_config *c = x->c;
+    int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, HV = H * dv;
+    int count = pieces * H, rc;
+    void **const *pp = x->pp;
+    rk_scale_pieces(x->st, x->kd, x->k, pw, H, P, pieces, dk, 1);
+    if ((rc = gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, P, pp[PP_V], HV, pp[PP_KD], dk, 0.0f,
+                          pp[PP_U], dv, count)))
+        return rc;
+    rk_scan_pieces(x->st, Sl, x->U, pw, H, P, pieces, (size_t)H * (size_t)dk * (size_t)dv);
+    return rk_ret_fused(x->st, (float *const *)pp[PP_O], (const float *const *)pp[PP_Q],
+                        (const float *const *)pp[PP_K], (const float *const *)pp[PP_V],
+                        (const float *const *)pp[PP_U], pw, count, H, P, dk, dv)
+               ? RN_EDEVICE
+               : RN_OK;
+}
+
 static int retention_batched(cuda_ctx *x, rk_states S, int slot, int pieces, int P, const float *pw)
 {
     const rn_config *c = x->c;
@@ -470,6 +492,8 @@ static int retention_batched(cuda_ctx *x, rk_states S, int slot, int pieces, int
     int count = pieces * H, rc;
     float *Sl = (float *)S.base + (size_t)slot * S.slot_stride + S.layer_off;
     void **const *pp = x->pp;
+    if (x->ret_fused && rk_ret_fused_fits(P, dk, dv, x->smem_optin))
+        return retention_fused(x, Sl, pieces, P, pw);
     /* A_b^T = K_b Q_b^T, then the decay mask; O_b^T = V_b^T A_b^T */
     if ((rc = gemm_pieces(x, CUBLAS_OP_T, CUBLAS_OP_N, P, P, dk, pp[PP_K], HK, pp[PP_Q], HK, 0.0f,
                           pp[PP_A], P, count)))
@@ -1093,6 +1117,16 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);
+    /* RETNET_CUDA_RET_FUSED=1: 16-bit models' batched pieces in one
+     * tensor-core kernel a layer (bf16 operands, as RETNET_CUDA_RET_BF16) */
+    x->ret_fused = major >= 8 && x->ret_compute != CUBLAS_COMPUTE_32F &&
+                   env_int("RETNET_CUDA_RET_FUSED", 0, 0, 1);
+    {
+        int optin = 0;
+        CU(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+           "device attributes");
+        x->smem_optin = (size_t)optin;
+    }
     x->tc_max = major >= 8 && rn_cuda_tc_weights_fit(x->w, x->c->n_layers) /* mma, bf16 */
                     ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX)
                     : 0;

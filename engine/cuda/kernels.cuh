@@ -133,6 +133,19 @@ void rk_scale_pieces(cudaStream_t st, float *dst, const float *src, const float 
  * the state entering piece p, and Sl the state after the last one. */
 void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, const float *pw, int H, int P, int pieces,
                     size_t hkv);
+/* Fused chunkwise retention on bf16 tensor cores (sm_80 or later, 16-bit
+ * models): for each of count (piece, head)s of P rows, op[b] (row stride
+ * H*dv) = its masked intra-piece read-out plus (q_i g^(i+1)) sp[b], sp[b]
+ * the dk x dv state entering the piece (row-major), with qp, kp (row
+ * stride H*dk) and vp (H*dv) its rows and pw the decay table for P -- what
+ * retention_batched's products give with RETNET_CUDA_RET_BF16, in one
+ * launch.  Only where rk_ret_fused_fits(P, dk, dv, the device's opt-in
+ * shared memory per block); returns -1 when the launch could not be set up. */
+int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max);
+size_t rk_ret_fused_smem(int dk, int dv);
+int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, const float *const *kp,
+                 const float *const *vp, const float *const *sp, const float *pw, int count, int H,
+                 int P, int dk, int dv);
 /* The slot's layer state S[h] *= pw[h][C] (before adding the chunk's k v^T). */
 void rk_decay_state(cudaStream_t st, rk_states S, int slot, const float *pw, int H, int C,
                     size_t hkv);

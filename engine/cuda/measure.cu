@@ -6,6 +6,7 @@
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +200,146 @@ cleanup:
     cudaFree(d_l);
     cudaFree(d_t);
     cudaFree(d_o);
+    return rc;
+}
+
+/* A uniform value in [lo, hi) from *seed (advanced). */
+static float rf_uniform(uint32_t *seed, float lo, float hi)
+{
+    *seed = *seed * 1664525u + 1013904223u;
+    return lo + (hi - lo) * (float)(*seed >> 8) * 0x1p-24f;
+}
+
+/* The fused retention check's reference for one (piece, head): in double,
+ * from the same fp32 values and decay table, o[i][c] and the sum of the
+ * absolute values of every term it adds (what bf16 operands may move it
+ * by is a small fraction of that).  sc, sa: scratch of P x P. */
+static void rf_reference(double *o, double *mag, double *sc, double *sa, const float *q,
+                         const float *k, const float *v, const float *S, const float *pw, int P,
+                         int dk, int dv, int ldk, int ldv)
+{
+    for (int i = 0; i < P; i++)
+        for (int j = 0; j <= i; j++) {
+            double s = 0.0, a = 0.0;
+            for (int m = 0; m < dk; m++) {
+                double t = (double)q[(size_t)i * ldk + m] * k[(size_t)j * ldk + m];
+                s += t;
+                a += fabs(t);
+            }
+            sc[(size_t)i * P + j] = (double)pw[i - j] * s;
+            sa[(size_t)i * P + j] = (double)pw[i - j] * a;
+        }
+    for (int i = 0; i < P; i++)
+        for (int c = 0; c < dv; c++) {
+            double sum = 0.0, abs_sum = 0.0;
+            for (int j = 0; j <= i; j++) {
+                sum += sc[(size_t)i * P + j] * v[(size_t)j * ldv + c];
+                abs_sum += sa[(size_t)i * P + j] * fabs((double)v[(size_t)j * ldv + c]);
+            }
+            for (int m = 0; m < dk; m++) {
+                double t = (double)pw[i + 1] * q[(size_t)i * ldk + m] * S[(size_t)m * dv + c];
+                sum += t;
+                abs_sum += fabs(t);
+            }
+            o[(size_t)i * dv + c] = sum;
+            mag[(size_t)i * dv + c] = abs_sum;
+        }
+}
+
+extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, uint32_t seed,
+                                       double *worst)
+{
+    int dev = 0, major = 0, optin = 0, count = pieces * H, HK = H * dk, HV = H * dv;
+    size_t rows = (size_t)pieces * (size_t)P, nq = rows * HK, nv = rows * HV;
+    size_t ns = (size_t)count * dk * dv, npw = (size_t)H * (P + 1);
+    float *h = NULL, *d = NULL;
+    void **hp = NULL, **dp = NULL;
+    double *ref = NULL, *mag = NULL, *sc = NULL, *sa = NULL;
+    int rc = RN_EDEVICE;
+    *worst = -1.0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        return RN_EDEVICE;
+    if (major < 8)
+        return RN_EUNSUPPORTED;
+    if (pieces < 1 || H < 1 || !rk_ret_fused_fits(P, dk, dv, (size_t)optin))
+        return RN_EINVAL;
+    /* host and device alike: q, k | v, o | states | decay table */
+    size_t total = 2 * nq + 2 * nv + ns + npw;
+    h = (float *)malloc(sizeof(float) * total);
+    hp = (void **)malloc(sizeof(void *) * 5 * (size_t)count);
+    ref = (double *)malloc(sizeof(double) * (size_t)P * dv);
+    mag = (double *)malloc(sizeof(double) * (size_t)P * dv);
+    sc = (double *)malloc(sizeof(double) * (size_t)P * P);
+    sa = (double *)malloc(sizeof(double) * (size_t)P * P);
+    if (!h || !hp || !ref || !mag || !sc || !sa) {
+        rc = RN_ENOMEM;
+        goto cleanup;
+    }
+    {
+        float *q = h, *k = q + nq, *v = k + nq, *o = v + nv, *S = o + nv, *pw = S + ns;
+        for (size_t i = 0; i < 2 * nq + nv; i++)
+            h[i] = rf_uniform(&seed, -1.0f, 1.0f);
+        for (size_t i = 0; i < nv; i++)
+            o[i] = NAN; /* a row the kernel does not write fails the comparison */
+        for (size_t i = 0; i < ns; i++)
+            S[i] = rf_uniform(&seed, -2.0f, 2.0f);
+        for (int hh = 0; hh < H; hh++) { /* fast decays: an exponent off by one shows */
+            double g = 0.55 + 0.4 * hh / (H > 1 ? H - 1 : 1);
+            for (int t = 0; t <= P; t++)
+                pw[(size_t)hh * (P + 1) + t] = (float)pow(g, t);
+        }
+        if (cudaMalloc(&d, sizeof(float) * total) != cudaSuccess ||
+            cudaMalloc(&dp, sizeof(void *) * 5 * (size_t)count) != cudaSuccess)
+            goto cleanup;
+        float *dq = d, *dk_ = dq + nq, *dv_ = dk_ + nq, *do_ = dv_ + nv, *dS = do_ + nv;
+        for (int b = 0; b < count; b++) {
+            size_t p = (size_t)(b / H), hh = (size_t)(b % H);
+            hp[0 * count + b] = do_ + p * P * HV + hh * dv;
+            hp[1 * count + b] = dq + p * P * HK + hh * dk;
+            hp[2 * count + b] = dk_ + p * P * HK + hh * dk;
+            hp[3 * count + b] = dv_ + p * P * HV + hh * dv;
+            hp[4 * count + b] = dS + (size_t)b * dk * dv;
+        }
+        if (cudaMemcpy(d, h, sizeof(float) * total, cudaMemcpyHostToDevice) != cudaSuccess ||
+            cudaMemcpy(dp, hp, sizeof(void *) * 5 * (size_t)count, cudaMemcpyHostToDevice) !=
+                cudaSuccess)
+            goto cleanup;
+        if (rk_ret_fused(0, (float *const *)dp, (const float *const *)(dp + count),
+                         (const float *const *)(dp + 2 * count),
+                         (const float *const *)(dp + 3 * count),
+                         (const float *const *)(dp + 4 * count), d + 2 * nq + 2 * nv + ns, count, H,
+                         P, dk, dv) != 0 ||
+            cudaDeviceSynchronize() != cudaSuccess ||
+            cudaMemcpy(o, do_, sizeof(float) * nv, cudaMemcpyDeviceToHost) != cudaSuccess)
+            goto cleanup;
+        double w = 0.0;
+        for (int b = 0; b < count; b++) {
+            size_t p = (size_t)(b / H), hh = (size_t)(b % H);
+            rf_reference(ref, mag, sc, sa, q + p * P * HK + hh * dk, k + p * P * HK + hh * dk,
+                         v + p * P * HV + hh * dv, S + (size_t)b * dk * dv, pw + hh * (P + 1), P,
+                         dk, dv, HK, HV);
+            for (int i = 0; i < P; i++)
+                for (int c = 0; c < dv; c++) {
+                    double got = o[(p * P + (size_t)i) * HV + hh * dv + (size_t)c];
+                    double e =
+                        fabs(got - ref[(size_t)i * dv + c]) / (mag[(size_t)i * dv + c] + 1e-30);
+                    w = e > w || e != e ? e : w; /* NaN stays */
+                }
+        }
+        *worst = w;
+        rc = RN_OK;
+    }
+cleanup:
+    cudaFree(d);
+    cudaFree(dp);
+    free(h);
+    free(hp);
+    free(ref);
+    free(mag);
+    free(sc);
+    free(sa);
     return rc;
 }
 

@@ -49,6 +49,15 @@ int rn_cuda_top_rows_host(const float *logits, int rows, int V, const float *tem
 int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads, int pipe,
                              long *differ);
 
+/* The fused chunkwise retention kernel (rk_ret_fused) on pieces pieces of
+ * P rows and H heads of dk, dv random values, random entering states and
+ * fast decays, against a double-precision reference from the same values:
+ * *worst = the largest |error| over the sum of the absolute values of the
+ * terms an output adds (bf16 operands move it by under 1%; NaN when an
+ * output was left unwritten).  RN_OK; RN_EINVAL when the shape does not
+ * fit the kernel; RN_EUNSUPPORTED before sm_80; RN_ENOMEM; RN_EDEVICE. */
+int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, uint32_t seed, double *worst);
+
 /* Opens (on != 0) or closes the range a profiler started with
  * `--profile-from-start off` (ncu, nsys) records. */
 void rn_cuda_profile(int on);

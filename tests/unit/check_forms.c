@@ -425,6 +425,35 @@ static void check_tc_variant(const int sh[3], int loads, int pipe, uint32_t seed
     }
 }
 
+/* The fused chunkwise retention kernel against a double-precision
+ * reference from the same values (rn_cuda_ret_fused_check): one and
+ * several 64-row query tiles, 128- and 64-column value tiles, one to three
+ * heads, entering states of their own per piece.  bf16 operands move an
+ * output by under 0.8% of the sum of its terms' absolute values (q, k, the
+ * masked score and v each rounded once, 2^-9 relative; the inter-piece
+ * term's q g^(i+1) and state alike): 1% is the bound, and a wrong mask, a
+ * decay power off by one (decays of 0.55 to 0.95 here) or a missing tile
+ * moves them by far more. */
+START_TEST(test_forms_ret_fused_matches_reference)
+{
+    static const int shapes[][5] = {
+        /* P, pieces, H, dk, dv */
+        {256, 2, 2, 128, 256},
+        {128, 3, 1, 256, 192},
+        {64, 2, 3, 64, 64},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *sh = shapes[i];
+        double worst = -1.0;
+        int rc =
+            rn_cuda_ret_fused_check(sh[0], sh[1], sh[2], sh[3], sh[4], (uint32_t)(7 + i), &worst);
+        ck_assert_msg(rc == RN_OK, "shape %zu: rn_cuda_ret_fused_check: %d", i, rc);
+        ck_assert_msg(worst <= 1e-2, "P %d, %d pieces, %d heads, dk %d, dv %d: error %.3g", sh[0],
+                      sh[1], sh[2], sh[3], sh[4], worst);
+    }
+}
+END_TEST
+
 START_TEST(test_forms_tc_variants_keep_bits)
 {
     for (size_t i = 0; i < FIXTURE_TC_LOADS_SHAPES; i++) {
@@ -535,6 +564,8 @@ Suite *forms_suite(void)
 #ifdef RN_HAVE_CUDA
     if (fixture_on_cuda()) /* a kernel of the CUDA backend only: not counted elsewhere */
         tcase_add_test(tc, test_forms_tc_variants_keep_bits);
+    if (fixture_on_cuda())
+        tcase_add_test(tc, test_forms_ret_fused_matches_reference);
 #endif
     suite_add_tcase(s, tc);
     return s;

@@ -57,32 +57,39 @@ typedef struct {
     int32_t tok[N_TOK];
 } synth;
 
-/* Model configs[which] in a new directory, both engines, the tokens. */
-static void synth_open(synth *s, int which)
+/* A model of json with dtype weights in a new directory, the engine under
+ * test (prefill chunks of up to max_chunk) and the CPU reference, the
+ * tokens, and the tolerance for the weights' dtype on the test's device. */
+static void synth_open_json(synth *s, const char *json, rn_dtype dtype, int max_chunk)
 {
     rn_config c;
     rn_error err = {0};
-    const char *json = configs[which].json;
     memset(s, 0, sizeof *s);
     ck_assert_msg(rn_config_parse(&c, json, strlen(json), "synthetic", &err) == RN_OK, "%s",
                   err.msg);
-    ck_assert_int_eq(c.head_dim_k, 130);
-    ck_assert(which != 1 || (c.position == RN_POS_NONE && c.qk_scale == RN_QKSCALE_K));
     test_dir_create(s->dir, sizeof s->dir, "synth");
-    ck_assert_msg(rn_model_write_random(s->dir, &c, configs[which].dtype, 11, &err) == RN_OK, "%s",
-                  err.msg);
+    ck_assert_msg(rn_model_write_random(s->dir, &c, dtype, 11, &err) == RN_OK, "%s", err.msg);
     ck_assert_msg(rn_model_load(&s->m, s->dir, &err) == RN_OK, "%s", err.msg);
-    rn_engine_opts o = fixture_opts(SLOTS, CHUNK);
+    rn_engine_opts o = fixture_opts(SLOTS, max_chunk);
     ck_assert_msg(rn_engine_new(&s->e, s->m, &o, &err) == RN_OK, "%s", err.msg);
     o.device = RN_DEVICE_CPU;
     ck_assert_msg(rn_engine_new(&s->ref, s->m, &o, &err) == RN_OK, "%s", err.msg);
     s->vocab = c.vocab_size;
-    s->tol = fixture_on_cuda() && configs[which].dtype != RN_DT_F32 ? HALF_ACT_TOL : TOL;
+    s->tol = fixture_on_cuda() && dtype != RN_DT_F32 ? HALF_ACT_TOL : TOL;
     uint32_t x = 5;
     for (int i = 0; i < N_TOK; i++) {
         x = x * 1664525u + 1013904223u;
         s->tok[i] = (int32_t)((x >> 8) % (uint32_t)s->vocab);
     }
+}
+
+/* Model configs[which], both engines, the tokens. */
+static void synth_open(synth *s, int which)
+{
+    synth_open_json(s, configs[which].json, configs[which].dtype, CHUNK);
+    const rn_config *c = rn_model_config(s->m);
+    ck_assert_int_eq(c->head_dim_k, 130);
+    ck_assert(which != 1 || (c->position == RN_POS_NONE && c->qk_scale == RN_QKSCALE_K));
 }
 
 static void synth_close(synth *s)
@@ -177,6 +184,48 @@ START_TEST(test_synthetic_batched_decode_mixed_positions)
 }
 END_TEST
 
+#ifdef RN_HAVE_CUDA
+/* The fused chunkwise retention kernel (RETNET_CUDA_RET_FUSED) inside the
+ * engine: a bf16 model whose heads fit it (dk 128, dv 256), prefill chunks
+ * of up to 256 tokens in 64-token pieces, so a chunk's full pieces go
+ * through the kernel -- from an empty state and, in the second call, from
+ * the state the first left -- and the ragged tails through the products
+ * as before; logits and states against the CPU's recurrent form at the
+ * 16-bit tolerance. */
+START_TEST(test_synthetic_fused_retention_prefill)
+{
+    synth s;
+    setenv("RETNET_CUDA_RET_CHUNK", "64", 1);
+    setenv("RETNET_CUDA_RET_FUSED", "1", 1);
+    synth_open_json(&s,
+                    "{\"hidden_size\":256,\"num_hidden_layers\":2,\"num_heads\":2,"
+                    "\"vocab_size\":1000,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}",
+                    RN_DT_BF16, 256);
+    unsetenv("RETNET_CUDA_RET_CHUNK");
+    unsetenv("RETNET_CUDA_RET_FUSED");
+    ck_assert_int_eq(rn_model_config(s.m)->head_dim_k, 128);
+    float *got = malloc(sizeof(float) * (size_t)s.vocab),
+          *want = malloc(sizeof(float) * (size_t)s.vocab);
+    ck_assert(got && want);
+    ref_feed(&s, 0, s.tok, N_TOK, want);
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 256};
+    /* 150 tokens: two full pieces and a tail of 22 */
+    ck_assert_int_eq(rn_prefill(s.e, 0, s.tok, N_TOK, &po, got), RN_OK);
+    check_close(&s, "fused prefill of 150", got, want, (size_t)s.vocab);
+    check_states(&s, 0, "state after the fused prefill of 150");
+    /* 20, then 130: two full pieces entering with the first call's state */
+    ck_assert_int_eq(rn_prefill(s.e, 1, s.tok, 20, &po, NULL), RN_OK);
+    ck_assert_int_eq(rn_prefill(s.e, 1, s.tok + 20, N_TOK - 20, &po, got), RN_OK);
+    check_close(&s, "fused prefill of 20 + 130", got, want, (size_t)s.vocab);
+    ref_feed(&s, 1, s.tok, N_TOK, NULL);
+    check_states(&s, 1, "state after 20 + 130");
+    free(got);
+    free(want);
+    synth_close(&s);
+}
+END_TEST
+#endif
+
 Suite *synthetic_suite(void)
 {
     Suite *s = suite_create("synthetic");
@@ -185,6 +234,10 @@ Suite *synthetic_suite(void)
     int n = (int)(sizeof configs / sizeof configs[0]);
     tcase_add_loop_test(tc, test_synthetic_prefill_ragged_and_continued, 0, n);
     tcase_add_loop_test(tc, test_synthetic_batched_decode_mixed_positions, 0, n);
+#ifdef RN_HAVE_CUDA
+    if (fixture_on_cuda()) /* on the CPU the switch means nothing */
+        tcase_add_test(tc, test_synthetic_fused_retention_prefill);
+#endif
     suite_add_tcase(s, tc);
     return s;
 }
