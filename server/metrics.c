@@ -233,6 +233,12 @@ char *rd_metrics_render(rd_app *app, size_t *len)
     meta(&o, "retnetd_prefix_cache_hits_total", "counter",
          "prompts that reused a cached prefix state");
     put(&o, "retnetd_prefix_cache_hits_total %ld\n", st.prefix_hits);
+    meta(&o, "retnetd_sampled_tokens_total", "counter",
+         "tokens chosen, by where: picked by the engine (greedy), drawn from a row reduced to "
+         "its candidates, drawn from a whole row of logits");
+    put(&o, "retnetd_sampled_tokens_total{from=\"picks\"} %ld\n", st.tok_picked);
+    put(&o, "retnetd_sampled_tokens_total{from=\"reduced\"} %ld\n", st.tok_reduced);
+    put(&o, "retnetd_sampled_tokens_total{from=\"logits\"} %ld\n", st.tok_row);
     meta(&o, "retnetd_prefix_cache_tokens_total", "counter",
          "prompt tokens not prefilled thanks to the prefix cache");
     put(&o, "retnetd_prefix_cache_tokens_total %ld\n", st.prefix_tokens);

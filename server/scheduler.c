@@ -40,6 +40,7 @@ struct rd_sched {
     size_t pc_bytes, state_bytes;
     long pc_clock;
     atomic_long pc_hits, pc_tokens;
+    atomic_long tok_picked, tok_reduced, tok_row; /* rd_sched_stats */
     atomic_int last_batch;
     long decodes, fail_decode; /* fault injection (RETNETD_FAULT_DECODE): fail call n */
     double prefill_ns_tok;     /* recent prefill time per prompt token (0: none yet) */
@@ -122,6 +123,9 @@ void rd_sched_get_stats(rd_sched *s, rd_sched_stats *st)
     st->running = atomic_load(&s->running);
     st->prefix_hits = atomic_load(&s->pc_hits);
     st->prefix_tokens = atomic_load(&s->pc_tokens);
+    st->tok_picked = atomic_load(&s->tok_picked);
+    st->tok_reduced = atomic_load(&s->tok_reduced);
+    st->tok_row = atomic_load(&s->tok_row);
     st->last_batch = atomic_load(&s->last_batch);
 }
 
@@ -316,6 +320,7 @@ static int sample_into(rd_sched *s, rd_job *j, rd_choice *c, const float *logits
 {
     rn_sample_result r;
     rn_sampler_sample(c->sampler, logits, logprobs_arg(j), &r);
+    atomic_fetch_add(&s->tok_row, 1);
     return push_token(s, j, c, &r);
 }
 
@@ -374,9 +379,11 @@ static int sample_rows(rd_sched *s, int g0, int m, step_kind kind)
             continue;
         if (kind == STEP_PICK) {
             rn_sampler_take(c->sampler, s->b_pick[k], &r);
+            atomic_fetch_add(&s->tok_picked, 1);
             push_token(s, j, c, &r);
         } else if (kind == STEP_TOP && s->b_temp[k] >= 0.0f &&
                    rn_sampler_sample_top(c->sampler, &s->b_top[k], logprobs_arg(j), &r) == RN_OK) {
+            atomic_fetch_add(&s->tok_reduced, 1);
             push_token(s, j, c, &r);
         } else if (kind == STEP_TOP) {
             s->b_need[n_need++] = k - g0;

@@ -46,7 +46,10 @@ void rd_sched_release_slot(rd_sched *s, int slot);
 typedef struct rd_sched_stats {
     int slots_total, slots_used, waiting, running;
     long prefix_hits, prefix_tokens; /* prompts that reused a cached prefix; tokens saved */
-    int last_batch;                  /* sequences in the last decode step */
+    /* tokens by where they were chosen: picked by the engine (greedy), drawn
+     * from a reduced row (rn_decode_top), drawn from a whole row of logits */
+    long tok_picked, tok_reduced, tok_row;
+    int last_batch; /* sequences in the last decode step */
 } rd_sched_stats;
 void rd_sched_get_stats(rd_sched *s, rd_sched_stats *st);
 

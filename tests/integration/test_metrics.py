@@ -108,6 +108,30 @@ class TestMetrics(ts.ServerTestCase):
                                    ts.MODEL_NAME)), 1)
         self.assertIn(sid, json.dumps(ts.http_json(self.port, "GET", "/v1/sessions")[2]))
 
+    def test_sampled_tokens_by_where(self):
+        # one request at a time: greedy decode steps are picked by the engine,
+        # sampled ones drawn from reduced rows or, past their candidates, from
+        # the row; a bias sends every row to the logits, and each request's
+        # first token comes from its prompt's logits
+        def count(text):
+            return {w: value(text, "retnetd_sampled_tokens_total", 'from="%s"' % w)
+                    for w in ("picks", "reduced", "logits")}
+
+        def delta(**body):
+            before = count(scrape(self.port))
+            self.complete(prompt="where from", max_tokens=6, ignore_eos=True, **body)
+            after = count(scrape(self.port))
+            return {w: after[w] - before[w] for w in after}
+
+        self.assertEqual(delta(temperature=0), {"picks": 5, "reduced": 0, "logits": 1})
+        d = delta(temperature=0.8, seed=3)
+        self.assertEqual((d["picks"], d["reduced"] + d["logits"]), (0, 6))
+        self.assertGreaterEqual(d["logits"], 1)
+        d = delta(temperature=0.2, top_k=5, seed=4)  # inside the candidates: never the row
+        self.assertEqual(d, {"picks": 0, "reduced": 5, "logits": 1})
+        d = delta(temperature=0.8, logit_bias={"5": 1.0}, seed=5)
+        self.assertEqual(d, {"picks": 0, "reduced": 0, "logits": 6})
+
     def test_request_log_line_and_request_id(self):
         status, hdrs, _ = ts.http_request(self.port, "POST", "/v1/completions",
                                           {"prompt": "logged", "max_tokens": 3},
