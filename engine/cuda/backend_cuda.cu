@@ -1127,6 +1127,14 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
            "device attributes");
         x->smem_optin = (size_t)optin;
     }
+    /* the kernel's shared memory is allowed per device: here, for this one;
+     * where it is refused the products run as before */
+    if (x->ret_fused &&
+        (!rk_ret_fused_fits(64, x->c->head_dim_k, x->c->head_dim_v, x->smem_optin) ||
+         rk_ret_fused_prepare(x->c->head_dim_k, x->c->head_dim_v) != 0)) {
+        x->ret_fused = 0;
+        cudaGetLastError();
+    }
     x->tc_max = major >= 8 && rn_cuda_tc_weights_fit(x->w, x->c->n_layers) /* mma, bf16 */
                     ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX)
                     : 0;

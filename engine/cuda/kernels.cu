@@ -3,6 +3,8 @@
  * formulas come from rn_math.h, which the CPU backend and its unit tests use
  * too; what is here is how work is spread over threads.
  */
+#include <atomic>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -992,6 +994,9 @@ __device__ static void rf_masked_scores(__nv_bfloat16 *ss, float *sf, const __nv
 {
     using namespace nvcuda;
     int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    /* on the diagonal tile the keys past the warp's rows are masked out:
+     * their scores stay 0 */
+    int n_end = j0 == i0 ? warp + 1 : RF_ROWS / 16;
     rf_acc s[RF_ROWS / 16];
 #pragma unroll
     for (int n = 0; n < RF_ROWS / 16; n++)
@@ -1001,6 +1006,8 @@ __device__ static void rf_masked_scores(__nv_bfloat16 *ss, float *sf, const __nv
         wmma::load_matrix_sync(a, sq + (size_t)warp * 16 * L.ldq + kk, (unsigned)L.ldq);
 #pragma unroll
         for (int n = 0; n < RF_ROWS / 16; n++) {
+            if (n >= n_end)
+                continue;
             rf_b_col b; /* k^T: key rows stored row-major are its columns */
             wmma::load_matrix_sync(b, sk + (size_t)n * 16 * L.ldq + kk, (unsigned)L.ldq);
             wmma::mma_sync(s[n], a, b, s[n]);
@@ -1058,7 +1065,8 @@ __global__ void __launch_bounds__(RF_THREADS)
     __nv_bfloat16 *sq = (__nv_bfloat16 *)(rf_smem + L.q), *sk = (__nv_bfloat16 *)(rf_smem + L.k);
     __nv_bfloat16 *ss = (__nv_bfloat16 *)(rf_smem + L.s), *sv = (__nv_bfloat16 *)(rf_smem + L.v);
     float *sf = (float *)(rf_smem + L.f);
-    int b = (int)blockIdx.x, qt = (int)blockIdx.y, c0 = (int)blockIdx.z * DT;
+    /* the last query tiles have the most key tiles: they start first */
+    int b = (int)blockIdx.x, qt = (int)(gridDim.y - 1 - blockIdx.y), c0 = (int)blockIdx.z * DT;
     int i0 = qt * RF_ROWS, warp = (int)threadIdx.x / 32;
     const float *p = pw + (size_t)(b % H) * (size_t)(P + 1);
     rf_acc acc[DT / 16];
@@ -1071,7 +1079,8 @@ __global__ void __launch_bounds__(RF_THREADS)
         rf_load(sv, L.ldv, vp[b] + (size_t)j0 * (size_t)HV + c0, (size_t)HV, DT, NULL);
         __syncthreads();
         rf_masked_scores(ss, sf, sq, sk, L, dk, p, i0, j0);
-        rf_accumulate<DT>(acc, ss, L.lds, sv, L.ldv, RF_ROWS);
+        /* on the diagonal tile a warp's masked scores end at its last row */
+        rf_accumulate<DT>(acc, ss, L.lds, sv, L.ldv, j0 == i0 ? 16 * (warp + 1) : RF_ROWS);
         __syncthreads(); /* before the next tile replaces sk and sv */
     }
     /* q_i g^(i+1) against the entering state, 64 of its dk rows at a time */
@@ -1112,18 +1121,17 @@ int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max)
     return P % RF_ROWS == 0 && dk % RF_ROWS == 0 && rf_tile(dv) != 0 && need && need <= smem_max;
 }
 
-/* Lets the kernel for tile dt take smem bytes of shared memory: once per
- * size that grows it (the attribute is per function, for the process). */
-template <int DT> static int rf_allow(size_t smem)
+static std::atomic<long> rf_launches;
+
+int rk_ret_fused_prepare(int dk, int dv)
 {
-    static size_t allowed;
-    if (smem <= allowed)
-        return 1;
-    if (cudaFuncSetAttribute((const void *)ret_fused_kernel<DT>,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess)
-        return 0;
-    allowed = smem;
-    return 1;
+    size_t smem = rk_ret_fused_smem(dk, dv);
+    const void *k = rf_tile(dv) == 128 ? (const void *)ret_fused_kernel<128>
+                                       : (const void *)ret_fused_kernel<64>;
+    return smem && cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem) == cudaSuccess
+               ? 0
+               : -1;
 }
 
 int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, const float *const *kp,
@@ -1133,15 +1141,23 @@ int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, cons
     int dt = rf_tile(dv);
     size_t smem = rk_ret_fused_smem(dk, dv);
     dim3 grid((unsigned)count, (unsigned)(P / RF_ROWS), (unsigned)(dt ? dv / dt : 0));
-    if (dt == 128 && rf_allow<128>(smem))
+    if (dt == 128)
         launch(ret_fused_kernel<128>, grid, RF_THREADS, smem, st, op, qp, kp, vp, sp, pw, H, P, dk,
                dv, H * dk, H * dv);
-    else if (dt == 64 && rf_allow<64>(smem))
+    else if (dt == 64)
         launch(ret_fused_kernel<64>, grid, RF_THREADS, smem, st, op, qp, kp, vp, sp, pw, H, P, dk,
                dv, H * dk, H * dv);
     else
         return -1;
+    if (cudaGetLastError() != cudaSuccess)
+        return -1; /* e.g. the shared memory was not allowed: rk_ret_fused_prepare */
+    rf_launches++;
     return 0;
+}
+
+long rk_ret_fused_launches(void)
+{
+    return rf_launches.load();
 }
 
 __global__ void decay_state_kernel(float *Sl, const float *pw, int C, size_t hkv, size_t per_head)

@@ -143,6 +143,12 @@ void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, const float *pw, int H
  * shared memory per block); returns -1 when the launch could not be set up. */
 int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max);
 size_t rk_ret_fused_smem(int dk, int dv);
+/* Lets the kernel for these head widths take its shared memory on the
+ * current device (a setting of the device's context: once per engine);
+ * 0, or -1 when the device refuses. */
+int rk_ret_fused_prepare(int dk, int dv);
+/* Launches of rk_ret_fused so far in this process, for tests. */
+long rk_ret_fused_launches(void);
 int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, const float *const *kp,
                  const float *const *vp, const float *const *sp, const float *pw, int count, int H,
                  int P, int dk, int dv);

@@ -246,8 +246,13 @@ static void rf_reference(double *o, double *mag, double *sc, double *sa, const f
         }
 }
 
-extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, uint32_t seed,
-                                       double *worst)
+extern "C" long rn_cuda_ret_fused_launches(void)
+{
+    return rk_ret_fused_launches();
+}
+
+extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v,
+                                       uint32_t seed, double *worst)
 {
     int dev = 0, major = 0, optin = 0, count = pieces * H, HK = H * dk, HV = H * dv;
     size_t rows = (size_t)pieces * (size_t)P, nq = rows * HK, nv = rows * HV;
@@ -265,6 +270,8 @@ extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv,
         return RN_EUNSUPPORTED;
     if (pieces < 1 || H < 1 || !rk_ret_fused_fits(P, dk, dv, (size_t)optin))
         return RN_EINVAL;
+    if (rk_ret_fused_prepare(dk, dv) != 0)
+        return RN_EDEVICE;
     /* host and device alike: q, k | v, o | states | decay table */
     size_t total = 2 * nq + 2 * nv + ns + npw;
     h = (float *)malloc(sizeof(float) * total);
@@ -281,12 +288,15 @@ extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv,
         float *q = h, *k = q + nq, *v = k + nq, *o = v + nv, *S = o + nv, *pw = S + ns;
         for (size_t i = 0; i < 2 * nq + nv; i++)
             h[i] = rf_uniform(&seed, -1.0f, 1.0f);
+        if (zero_v) /* the inter-piece term alone */
+            for (size_t i = 0; i < nv; i++)
+                v[i] = 0.0f;
         for (size_t i = 0; i < nv; i++)
             o[i] = NAN; /* a row the kernel does not write fails the comparison */
         for (size_t i = 0; i < ns; i++)
             S[i] = rf_uniform(&seed, -2.0f, 2.0f);
         for (int hh = 0; hh < H; hh++) { /* fast decays: an exponent off by one shows */
-            double g = 0.55 + 0.4 * hh / (H > 1 ? H - 1 : 1);
+            double g = 0.9 - 0.35 * hh / (H > 1 ? H - 1 : 1);
             for (int t = 0; t <= P; t++)
                 pw[(size_t)hh * (P + 1) + t] = (float)pow(g, t);
         }

@@ -50,13 +50,18 @@ int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int l
                              long *differ);
 
 /* The fused chunkwise retention kernel (rk_ret_fused) on pieces pieces of
- * P rows and H heads of dk, dv random values, random entering states and
- * fast decays, against a double-precision reference from the same values:
+ * P rows and H heads of dk, dv random values (v all zero with zero_v: the
+ * inter-piece term alone, which the decays make small next to the rest in
+ * later rows), random entering states and decays of 0.9 down to 0.55,
+ * against a double-precision reference from the same values:
  * *worst = the largest |error| over the sum of the absolute values of the
  * terms an output adds (bf16 operands move it by under 1%; NaN when an
  * output was left unwritten).  RN_OK; RN_EINVAL when the shape does not
  * fit the kernel; RN_EUNSUPPORTED before sm_80; RN_ENOMEM; RN_EDEVICE. */
-int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, uint32_t seed, double *worst);
+int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v, uint32_t seed,
+                            double *worst);
+/* Launches of the fused retention kernel so far in this process. */
+long rn_cuda_ret_fused_launches(void);
 
 /* Opens (on != 0) or closes the range a profiler started with
  * `--profile-from-start off` (ncu, nsys) records. */

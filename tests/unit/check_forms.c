@@ -428,7 +428,9 @@ static void check_tc_variant(const int sh[3], int loads, int pipe, uint32_t seed
 /* The fused chunkwise retention kernel against a double-precision
  * reference from the same values (rn_cuda_ret_fused_check): one and
  * several 64-row query tiles, 128- and 64-column value tiles, one to three
- * heads, entering states of their own per piece.  bf16 operands move an
+ * heads, entering states of their own per piece, and each shape again
+ * with v = 0, where only the inter-piece term remains (next to the rest
+ * it fades along a piece and an error in it could hide).  bf16 operands move an
  * output by under 0.8% of the sum of its terms' absolute values (q, k, the
  * masked score and v each rounded once, 2^-9 relative; the inter-piece
  * term's q g^(i+1) and state alike): 1% is the bound, and a wrong mask, a
@@ -442,14 +444,15 @@ START_TEST(test_forms_ret_fused_matches_reference)
         {128, 3, 1, 256, 192},
         {64, 2, 3, 64, 64},
     };
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        const int *sh = shapes[i];
+    for (size_t i = 0; i < 2 * sizeof shapes / sizeof shapes[0]; i++) {
+        const int *sh = shapes[i / 2];
+        int zero_v = (int)(i % 2); /* then the inter-piece term alone */
         double worst = -1.0;
-        int rc =
-            rn_cuda_ret_fused_check(sh[0], sh[1], sh[2], sh[3], sh[4], (uint32_t)(7 + i), &worst);
-        ck_assert_msg(rc == RN_OK, "shape %zu: rn_cuda_ret_fused_check: %d", i, rc);
-        ck_assert_msg(worst <= 1e-2, "P %d, %d pieces, %d heads, dk %d, dv %d: error %.3g", sh[0],
-                      sh[1], sh[2], sh[3], sh[4], worst);
+        int rc = rn_cuda_ret_fused_check(sh[0], sh[1], sh[2], sh[3], sh[4], zero_v,
+                                         (uint32_t)(7 + i), &worst);
+        ck_assert_msg(rc == RN_OK, "shape %zu: rn_cuda_ret_fused_check: %d", i / 2, rc);
+        ck_assert_msg(worst <= 1e-2, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", sh[0],
+                      sh[1], sh[2], sh[3], sh[4], zero_v ? ", v = 0" : "", worst);
     }
 }
 END_TEST

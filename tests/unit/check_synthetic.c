@@ -26,6 +26,9 @@
 #include <string.h>
 
 #include "fixture.h"
+#ifdef RN_HAVE_CUDA
+#include "cuda/rn_cuda.h"
+#endif
 #include "model.h"
 #include "suites.h"
 
@@ -204,6 +207,7 @@ START_TEST(test_synthetic_fused_retention_prefill)
     unsetenv("RETNET_CUDA_RET_CHUNK");
     unsetenv("RETNET_CUDA_RET_FUSED");
     ck_assert_int_eq(rn_model_config(s.m)->head_dim_k, 128);
+    long launches = rn_cuda_ret_fused_launches();
     float *got = malloc(sizeof(float) * (size_t)s.vocab),
           *want = malloc(sizeof(float) * (size_t)s.vocab);
     ck_assert(got && want);
@@ -219,6 +223,8 @@ START_TEST(test_synthetic_fused_retention_prefill)
     check_close(&s, "fused prefill of 20 + 130", got, want, (size_t)s.vocab);
     ref_feed(&s, 1, s.tok, N_TOK, NULL);
     check_states(&s, 1, "state after 20 + 130");
+    /* two prefills with full pieces, one launch a layer each */
+    ck_assert_int_eq(rn_cuda_ret_fused_launches() - launches, 2 * 2);
     free(got);
     free(want);
     synth_close(&s);
