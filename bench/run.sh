@@ -3,7 +3,9 @@
 #   1. the PyTorch reference (yet-another-retnet forward_chunkwise /
 #      forward_recurrent on the CPU, same thread count, same ~5M weights), and
 #   2. the machine's measured limits (copy bandwidth, sgemm GFLOP/s) for a
-#      random model in the 1.3B preset's shape.
+#      random model in the 1.3B preset's shape;
+# and the tokenizer next to Hugging Face `tokenizers`, the sampler next to
+# PyTorch's softmax and multinomial (transformers' top-p), on the same input.
 # Results: stdout and build/bench/*.json.  Nothing here asserts on time.
 set -eu
 RETNET=${1:-build/release/retnet}
@@ -52,6 +54,29 @@ PY
     done
 else
     echo "bench: tinyshakespeare.txt not found (set RETNETD_DATA)"
+fi
+
+echo
+echo "== sampler: time per token at a 32,000-id vocabulary, temperature 1, one thread"
+if [ -n "${PY:-}" ] && [ -x "$PY" ]; then
+    "$PY" tools/bench_sampler.py "$OUT/sampler-rows.f32" --vocab 32000 >"$OUT/sampler-peer.json"
+    "$RETNET" sampbench "$OUT/sampler-rows.f32" 32000 >"$OUT/sampler.json"
+    python3 - "$OUT/sampler-peer.json" "$OUT/sampler.json" <<'PY'
+import json, sys
+peer, ours = (json.load(open(p)) for p in sys.argv[1:3])
+print("half the rows peaked, half flat; us per token (lower is better)")
+print("%-10s %12s %12s %12s %12s %9s" % ("", "whole row", "from reduced", "reduced+row", "PyTorch",
+                                         "row ratio"))
+for p in ("1", "0.9"):
+    row, red, host = (ours["%s_p%s_us" % (w, p)] for w in ("row", "reduced", "host"))
+    print("%-10s %12.1f %12.2f %12.1f %12.1f %8.1fx" % ("top-p " + p, row, red, host,
+                                                      peer["p%s_us" % p], peer["p%s_us" % p] / row))
+    print("%-10s %d of %d reduced rows needed the whole row" % ("", ours["refused_p%s" % p],
+                                                               ours["rows"]))
+print("peer: %s (softmax and multinomial; top-p as transformers' TopPLogitsWarper)" % peer["peer"])
+PY
+else
+    echo "bench: skipped the sampler: no build/venv (tools/venv.sh)"
 fi
 
 echo

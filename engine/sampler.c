@@ -17,6 +17,7 @@ struct rn_sampler {
     int32_t *order;      /* candidate ids, the first ones in sampling order */
     float *sorted;       /* their values, as far as they are sorted */
     double *prob;
+    double *weight; /* the row's weights at the temperature, by id (row_weight) */
 };
 
 /* ------------------------------------------------------------------ rng */
@@ -105,8 +106,9 @@ int rn_sampler_new(rn_sampler **out, const rn_sample_params *p, int vocab, rn_er
     s->order = malloc(sizeof(int32_t) * (size_t)vocab);
     s->sorted = malloc(sizeof(float) * (size_t)vocab);
     s->prob = malloc(sizeof(double) * (size_t)vocab);
+    s->weight = malloc(sizeof(double) * (size_t)vocab);
     s->bias = p->n_logit_bias ? malloc(sizeof *s->bias * (size_t)p->n_logit_bias) : NULL;
-    if (!s->count || !s->seen || !s->work || !s->order || !s->sorted || !s->prob ||
+    if (!s->count || !s->seen || !s->work || !s->order || !s->sorted || !s->prob || !s->weight ||
         (p->n_logit_bias && !s->bias)) {
         rn_sampler_free(s);
         return rn_error_set(err, RN_ENOMEM, "out of memory");
@@ -129,6 +131,7 @@ void rn_sampler_free(rn_sampler *s)
     free(s->order);
     free(s->sorted);
     free(s->prob);
+    free(s->weight);
     free(s->bias);
     free(s);
 }
@@ -325,30 +328,56 @@ static int draw_from(rn_sampler *s, const float *logit, int m, int k, double z_a
 }
 
 /* The sum over the row of exp((l - max) / T), in index order: what
- * rn_row_top_fill's zt sums. */
-static double row_weight(const rn_sampler *s)
+ * rn_row_top_fill's zt sums; each id's term goes to s->weight. */
+static double row_weight(rn_sampler *s)
 {
     double inv_t = 1.0 / (double)s->p.temperature, z = 0.0;
     double mx = (double)s->work[rn_argmax_row(s->work, s->vocab)];
     for (int i = 0; i < s->vocab; i++)
-        z += exp(((double)s->work[i] - mx) * inv_t);
+        z += s->weight[i] = exp(((double)s->work[i] - mx) * inv_t);
     return z;
 }
 
+/* A draw with nothing cut (no top-k, top-p or min-p) that passed the m
+ * candidates, whose weights add up to acc: it walks the rest of the row in
+ * index order (no sort: the order is part of the draw's definition, and
+ * any order gives the same distribution) to where u, the draw's point,
+ * falls; the last of them when rounding leaves u past the end. */
+static int32_t draw_rest(const rn_sampler *s, int m, double u, double acc)
+{
+    int32_t last = s->order[m - 1], got = last;
+    for (int32_t t = 0; t < s->vocab; t++) {
+        if (!before(s->work, last, t))
+            continue; /* a candidate */
+        got = t;
+        if (u < (acc += s->weight[t]))
+            break;
+    }
+    return got;
+}
+
 /* Temperature, top-k, top-p, min-p and the draw.  Without a top-k cut only
- * as many candidates are sorted as the truncation and the draw reach: 128,
- * then eight times more each time, the row's weight summed once -- the
- * same candidates and weights as sorting the whole row, at a fraction of
- * the cost (a sort of a 32,000-token row took milliseconds). */
+ * as many candidates are sorted as the truncation reaches: 128, then eight
+ * times more each time, the row's weight summed once -- the same
+ * candidates and weights as sorting the whole row, at a fraction of the
+ * cost (a sort of a 32,000-token row took milliseconds).  With nothing cut
+ * a draw past the first 128 walks the rest unsorted (draw_rest). */
 static int32_t sample_filtered(rn_sampler *s)
 {
     const rn_sample_params *p = &s->p;
     int n = s->vocab, k = p->top_k > 0 && p->top_k < n ? p->top_k : n, m = 0, i = -1;
+    int uncut = k == n && p->top_p >= 1.0f && p->min_p <= 0.0f;
     double z_all = k < n ? 0.0 : row_weight(s);
     rn_rng rng = s->rng;
     for (int t = 0; t < n; t++)
         s->order[t] = t;
     while (i < 0) { /* ends: with m == k every draw is decided */
+        if (uncut && m > 0) {
+            rng = s->rng;
+            double u = rn_rng_uniform(&rng) * z_all;
+            s->rng = rng;
+            return draw_rest(s, m, u, weight_sum(s->prob, m));
+        }
         int next = k < n ? k : m == 0 ? RN_TOP_CANDIDATES : 8 * m;
         next = next < k ? next : k;
         sort_next(s, m, next);

@@ -12,7 +12,10 @@
  *   -> log-probabilities are reported from this distribution;
  *   4. temperature 0: argmax (lowest id on ties); otherwise l / T, then
  *      top-k, top-p (smallest set whose probability reaches p), min-p
- *      (p >= min_p * p_max), renormalise and draw.
+ *      (p >= min_p * p_max), renormalise and draw: one uniform number
+ *      walked along the kept ids in sampling order (larger logit first,
+ *      lower id among equals) -- except that with nothing cut the ids past
+ *      the first RN_TOP_CANDIDATES follow in index order.
  * Pure CPU, no allocation per token after rn_sampler_new.
  */
 #ifndef RN_SAMPLER_H

@@ -371,7 +371,9 @@ static int cmp_rank(const void *a, const void *b, void *ctx)
  * whole row in the sampler's order (rank: all V ids sorted by cmp_rank),
  * weights at the temperature relative to the largest, the row's weight
  * summed in index order (the kept set's along the order when the cut keeps
- * less than the row), then top-p, min-p and one uniform number u. */
+ * less than the row), then top-p, min-p and one uniform number u walked
+ * along the kept ids (with nothing cut: the first RN_TOP_CANDIDATES in
+ * order, then the others by id). */
 static int32_t reference_draw(const float *l, int V, const rn_sample_params *p, double u,
                               const int32_t *rank, double *prob)
 {
@@ -400,10 +402,26 @@ static int32_t reference_draw(const float *l, int V, const rn_sample_params *p, 
     for (int i = 0; i < keep; i++)
         zk += prob[i];
     zk = keep < V ? zk : z;
-    for (int i = 0; i < keep; i++)
+    /* with nothing cut, the ids past the first RN_TOP_CANDIDATES follow in
+     * index order */
+    int sorted = keep == V && V > RN_TOP_CANDIDATES ? RN_TOP_CANDIDATES : keep;
+    for (int i = 0; i < sorted; i++)
         if (u * zk < (acc += prob[i]))
             return rank[i];
-    return rank[keep - 1];
+    if (sorted == keep)
+        return rank[keep - 1];
+    int32_t got = rank[sorted - 1];
+    for (int32_t t = 0; t < V; t++) {
+        int r = 0;
+        while (rank[r] != t) /* its place in the order: a candidate or not */
+            r++;
+        if (r < sorted)
+            continue;
+        got = t;
+        if (u * zk < (acc += exp(((isnan(l[t]) ? -INFINITY : (double)l[t]) - mx) * inv_t)))
+            break;
+    }
+    return got;
 }
 
 /* Without a top-k cut the sampler sorts only as far as the truncation and

@@ -11,6 +11,7 @@ int cli_info(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_tokbench(int argc, char **argv);
+int cli_sampbench(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_random(int argc, char **argv);
 int cli_cuda_info(int argc, char **argv);

@@ -23,6 +23,7 @@ static const char usage[] =
     "  generate MODEL_DIR --ids 1,2,3 ...   the same from token ids (prints ids)\n"
     "  tokenize MODEL_DIR \"text\"           ids and pieces of a text\n"
     "  tokbench TOKENIZER_JSON TEXT_FILE    single-thread encode throughput\n"
+    "  sampbench ROWS_FILE VOCAB            the sampler's time per token (JSON)\n"
     "  bench MODEL_DIR [--threads N] [--prompt 512] [--chunk 64] [--decode 32] [--batch 16]\n"
     "                                       the CPU backend's prefill and decode vs the machine's "
     "limits\n"
@@ -123,6 +124,8 @@ int main(int argc, char **argv)
         return cli_generate(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokbench"))
         return cli_tokbench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "sampbench"))
+        return cli_sampbench(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize"))
         return cli_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
