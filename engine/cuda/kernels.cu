@@ -1344,6 +1344,17 @@ __device__ static inline unsigned top_key(float v)
     return (b & 0x80000000u) ? ~b : b | 0x80000000u;
 }
 
+/* The TOP_LOADS entries of the row a thread takes from i0 on (0 past the
+ * row's end), all loads issued before any value is used. */
+__device__ static inline void top_load(float *v, const float *row, int i0, int V)
+{
+#pragma unroll
+    for (int u = 0; u < TOP_LOADS; u++) {
+        int i = i0 + u * TOP_THREADS + (int)threadIdx.x;
+        v[u] = i < V ? row[i] : 0.0f;
+    }
+}
+
 /* Counts, into hist, the digit at shift of every entry of the row whose key
  * matches prefix under mask.  Lanes with the same digit add once
  * (__match_any_sync): logits crowd into few leading digits, and a shared
@@ -1354,11 +1365,7 @@ __device__ static void top_count(unsigned *hist, const float *row, int V, unsign
     int lane = (int)threadIdx.x & 31;
     for (int i0 = 0; i0 < V; i0 += TOP_THREADS * TOP_LOADS) {
         float v[TOP_LOADS];
-#pragma unroll
-        for (int u = 0; u < TOP_LOADS; u++) {
-            int i = i0 + u * TOP_THREADS + (int)threadIdx.x;
-            v[u] = i < V ? row[i] : 0.0f;
-        }
+        top_load(v, row, i0, V);
 #pragma unroll
         for (int u = 0; u < TOP_LOADS; u++) {
             int i = i0 + u * TOP_THREADS + (int)threadIdx.x;
@@ -1413,11 +1420,7 @@ __device__ static void top_take_above(unsigned *ckey, int *cid, unsigned *count,
 {
     for (int i0 = 0; i0 < V; i0 += TOP_THREADS * TOP_LOADS) {
         float v[TOP_LOADS];
-#pragma unroll
-        for (int u = 0; u < TOP_LOADS; u++) {
-            int i = i0 + u * TOP_THREADS + (int)threadIdx.x;
-            v[u] = i < V ? row[i] : 0.0f;
-        }
+        top_load(v, row, i0, V);
 #pragma unroll
         for (int u = 0; u < TOP_LOADS; u++) {
             int i = i0 + u * TOP_THREADS + (int)threadIdx.x;
@@ -1501,15 +1504,11 @@ __device__ static void top_sums(double *z1, double *zt, const float *row, int V,
     double s1 = 0.0, st = 0.0;
     for (int i0 = 0; i0 < V; i0 += TOP_THREADS * TOP_LOADS) {
         float v[TOP_LOADS];
-#pragma unroll
-        for (int u = 0; u < TOP_LOADS; u++) {
-            int i = i0 + u * TOP_THREADS + (int)threadIdx.x;
-            v[u] = i < V ? top_value(row[i]) : -INFINITY;
-        }
+        top_load(v, row, i0, V);
 #pragma unroll
         for (int u = 0; u < TOP_LOADS; u++) {
             if (i0 + u * TOP_THREADS + (int)threadIdx.x < V) {
-                double d = (double)v[u] - mx;
+                double d = (double)top_value(v[u]) - mx;
                 s1 += exp(d);
                 if (inv_t > 0.0)
                     st += exp(d * inv_t);

@@ -118,6 +118,31 @@ START_TEST(test_forms_batched_decode_is_bitwise_single)
 }
 END_TEST
 
+/* Prompts of 4 + 7 s tokens (from token s) into slots[s] of both engines,
+ * s < n, in chunks of 16; next[s]: the token that follows each. */
+static void prefill_both(const fixture *f, rn_engine *a, rn_engine *b, const int *slots, int n,
+                         int32_t *next)
+{
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 16};
+    for (int s = 0; s < n; s++) {
+        ck_assert_int_eq(rn_prefill(a, slots[s], f->tokens + s, 4 + 7 * s, &po, NULL), RN_OK);
+        ck_assert_int_eq(rn_prefill(b, slots[s], f->tokens + s, 4 + 7 * s, &po, NULL), RN_OK);
+        next[s] = f->tokens[f->T + s];
+    }
+}
+
+/* Slots 0..n-1 hold the same states, bit for bit, in both engines. */
+static void check_same_states(const fixture *f, rn_engine *a, rn_engine *b, int n)
+{
+    for (int s = 0; s < n; s++) {
+        float *x = fixture_state(a, s), *y = fixture_state(b, s);
+        ck_assert_msg(memcmp(x, y, rn_engine_state_bytes(a)) == 0, "%s: state %d differs", f->dir,
+                      s);
+        free(x);
+        free(y);
+    }
+}
+
 /* rn_decode_argmax: the same step as rn_decode (states bit for bit) and
  * each pick is rn_argmax_row of the logits rn_decode gives, on whatever
  * backend the suite runs (the CUDA backend picks on the device). */
@@ -129,12 +154,7 @@ START_TEST(test_forms_decode_argmax_picks_what_logits_give)
     rn_engine *picker = fixture_engine(&f, NB, 64), *plain = fixture_engine(&f, NB, 64);
     int V = f.cfg->vocab_size, slots[NB] = {3, 0, 4, 1, 2};
     int32_t next[NB], pick[NB];
-    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 16};
-    for (int s = 0; s < NB; s++) {
-        ck_assert_int_eq(rn_prefill(picker, slots[s], f.tokens + s, 4 + 7 * s, &po, NULL), RN_OK);
-        ck_assert_int_eq(rn_prefill(plain, slots[s], f.tokens + s, 4 + 7 * s, &po, NULL), RN_OK);
-        next[s] = f.tokens[f.T + s];
-    }
+    prefill_both(&f, picker, plain, slots, NB, next);
     float *lg = malloc(sizeof(float) * NB * (size_t)V),
           *scratch = malloc(sizeof(float) * NB * (size_t)V);
     ck_assert_ptr_nonnull(lg);
@@ -152,13 +172,7 @@ START_TEST(test_forms_decode_argmax_picks_what_logits_give)
             next[s] = pick[s]; /* greedy continuation */
         }
     }
-    for (int s = 0; s < NB; s++) {
-        float *a = fixture_state(picker, s), *b = fixture_state(plain, s);
-        ck_assert_msg(memcmp(a, b, rn_engine_state_bytes(picker)) == 0, "%s: state %d differs",
-                      f.dir, s);
-        free(a);
-        free(b);
-    }
+    check_same_states(&f, picker, plain, NB);
     ck_assert_int_eq(rn_decode_argmax(picker, slots, next, NB, NULL, NULL), RN_EINVAL);
     free(lg);
     free(scratch);
@@ -201,13 +215,8 @@ START_TEST(test_forms_decode_top_reduces_what_logits_give)
     int32_t next[NB];
     float temps[NB] = {0.7f, 0.0f, -1.0f, 1.3f, 0.25f};
     rn_row_top top[NB], want;
-    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 16};
     ck_assert_int_ge(rn_engine_top_batch(reducer), NB);
-    for (int s = 0; s < NB; s++) {
-        ck_assert_int_eq(rn_prefill(reducer, slots[s], f.tokens + s, 3 + 5 * s, &po, NULL), RN_OK);
-        ck_assert_int_eq(rn_prefill(plain, slots[s], f.tokens + s, 3 + 5 * s, &po, NULL), RN_OK);
-        next[s] = f.tokens[f.T + s];
-    }
+    prefill_both(&f, reducer, plain, slots, NB, next);
     float *lg = malloc(sizeof(float) * NB * (size_t)V),
           *got = malloc(sizeof(float) * NB * (size_t)V);
     ck_assert_ptr_nonnull(lg);
@@ -240,13 +249,7 @@ START_TEST(test_forms_decode_top_reduces_what_logits_give)
         for (int s = 0; s < n; s++)
             next[s] = top[s].n ? top[s].id[0] : 0;
     }
-    for (int s = 0; s < NB; s++) {
-        float *a = fixture_state(reducer, s), *b = fixture_state(plain, s);
-        ck_assert_msg(memcmp(a, b, rn_engine_state_bytes(reducer)) == 0, "%s: state %d differs",
-                      f.dir, s);
-        free(a);
-        free(b);
-    }
+    check_same_states(&f, reducer, plain, NB);
     /* a step that ran since: the rows are gone */
     ck_assert_int_eq(rn_decode(reducer, slots, next, 1, NULL), RN_OK);
     ck_assert_int_eq(rn_decode_rows(reducer, rows, 1, got), RN_EINVAL);

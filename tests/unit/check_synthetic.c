@@ -127,27 +127,37 @@ static void check_states(synth *s, int slot, const char *what)
     free(b);
 }
 
+/* The prompt into slot 0 in chunks of chunk, then into slot 1 in two
+ * calls (split tokens, then the rest: the second starts mid-state); each
+ * call's last logits and the states against the reference. */
+static void check_prefill_whole_and_split(synth *s, int chunk, int split)
+{
+    char what[96];
+    float *got = malloc(sizeof(float) * (size_t)s->vocab),
+          *want = malloc(sizeof(float) * (size_t)s->vocab);
+    ck_assert(got && want);
+    ref_feed(s, 0, s->tok, N_TOK, want);
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = chunk};
+    ck_assert_int_eq(rn_prefill(s->e, 0, s->tok, N_TOK, &po, got), RN_OK);
+    snprintf(what, sizeof what, "chunkwise %d in chunks of %d", N_TOK, chunk);
+    check_close(s, what, got, want, (size_t)s->vocab);
+    check_states(s, 0, what);
+    ck_assert_int_eq(rn_prefill(s->e, 1, s->tok, split, &po, NULL), RN_OK);
+    ck_assert_int_eq(rn_prefill(s->e, 1, s->tok + split, N_TOK - split, &po, got), RN_OK);
+    snprintf(what, sizeof what, "chunkwise %d + %d in chunks of %d", split, N_TOK - split, chunk);
+    check_close(s, what, got, want, (size_t)s->vocab);
+    ref_feed(s, 1, s->tok, N_TOK, NULL);
+    check_states(s, 1, what);
+    free(got);
+    free(want);
+}
+
+/* 150 tokens: two chunks of 64 and a tail of 22; then 70 + 80. */
 START_TEST(test_synthetic_prefill_ragged_and_continued)
 {
     synth s;
     synth_open(&s, _i);
-    float *got = malloc(sizeof(float) * (size_t)s.vocab),
-          *want = malloc(sizeof(float) * (size_t)s.vocab);
-    ck_assert(got && want);
-    ref_feed(&s, 0, s.tok, N_TOK, want);
-    /* whole prompt: two chunks of 64 and a tail of 22 */
-    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = CHUNK};
-    ck_assert_int_eq(rn_prefill(s.e, 0, s.tok, N_TOK, &po, got), RN_OK);
-    check_close(&s, "chunkwise 150 in chunks of 64", got, want, (size_t)s.vocab);
-    check_states(&s, 0, "state after chunkwise 150");
-    /* the same prompt in two calls, 70 then 80: the second starts mid-state */
-    ck_assert_int_eq(rn_prefill(s.e, 1, s.tok, 70, &po, NULL), RN_OK);
-    ck_assert_int_eq(rn_prefill(s.e, 1, s.tok + 70, N_TOK - 70, &po, got), RN_OK);
-    check_close(&s, "chunkwise 70 + 80", got, want, (size_t)s.vocab);
-    ref_feed(&s, 1, s.tok, N_TOK, NULL);
-    check_states(&s, 1, "state after 70 + 80");
-    free(got);
-    free(want);
+    check_prefill_whole_and_split(&s, CHUNK, 70);
     synth_close(&s);
 }
 END_TEST
@@ -208,25 +218,11 @@ START_TEST(test_synthetic_fused_retention_prefill)
     unsetenv("RETNET_CUDA_RET_FUSED");
     ck_assert_int_eq(rn_model_config(s.m)->head_dim_k, 128);
     long launches = rn_cuda_ret_fused_launches();
-    float *got = malloc(sizeof(float) * (size_t)s.vocab),
-          *want = malloc(sizeof(float) * (size_t)s.vocab);
-    ck_assert(got && want);
-    ref_feed(&s, 0, s.tok, N_TOK, want);
-    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 256};
-    /* 150 tokens: two full pieces and a tail of 22 */
-    ck_assert_int_eq(rn_prefill(s.e, 0, s.tok, N_TOK, &po, got), RN_OK);
-    check_close(&s, "fused prefill of 150", got, want, (size_t)s.vocab);
-    check_states(&s, 0, "state after the fused prefill of 150");
-    /* 20, then 130: two full pieces entering with the first call's state */
-    ck_assert_int_eq(rn_prefill(s.e, 1, s.tok, 20, &po, NULL), RN_OK);
-    ck_assert_int_eq(rn_prefill(s.e, 1, s.tok + 20, N_TOK - 20, &po, got), RN_OK);
-    check_close(&s, "fused prefill of 20 + 130", got, want, (size_t)s.vocab);
-    ref_feed(&s, 1, s.tok, N_TOK, NULL);
-    check_states(&s, 1, "state after 20 + 130");
+    /* 150 tokens: two full pieces and a tail of 22; then 20 (no full piece)
+     * and 130: two full pieces entering with the first call's state */
+    check_prefill_whole_and_split(&s, 256, 20);
     /* two prefills with full pieces, one launch a layer each */
     ck_assert_int_eq(rn_cuda_ret_fused_launches() - launches, 2 * 2);
-    free(got);
-    free(want);
     synth_close(&s);
 }
 END_TEST
