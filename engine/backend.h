@@ -53,6 +53,8 @@ typedef struct rn_backend_ops {
      * decodes into host memory and reduces there. */
     int (*decode_top)(void *ctx, const int *slots, const int32_t *tokens, int n,
                       const float *temperature, rn_row_top *out);
+    /* Rows one decode_top may take (its logits stay whole for decode_rows);
+     * NULL: every slot. */
     int (*top_batch)(void *ctx);
     /* The last decode_top's logits of rows[0..nrows) to logits + rows[i] * vocab. */
     int (*decode_rows)(void *ctx, const int *rows, int nrows, float *logits);

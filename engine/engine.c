@@ -333,11 +333,13 @@ int rn_decode_top(rn_engine *e, const int *slots, const int32_t *tokens, int n,
 int rn_decode_rows(rn_engine *e, const int *rows, int nrows, float *logits)
 {
     size_t V = (size_t)rn_model_config(e->model)->vocab_size;
-    if (nrows < 0 || (nrows > 0 && (!rows || !logits)))
-        return RN_EINVAL;
+    if (e->top_rows == 0 || nrows < 0 || (nrows > 0 && (!rows || !logits)))
+        return RN_EINVAL; /* also: no rn_decode_top since the model last ran */
     for (int i = 0; i < nrows; i++)
         if (rows[i] < 0 || rows[i] >= e->top_rows)
-            return RN_EINVAL; /* also: no rn_decode_top since the model last ran */
+            return RN_EINVAL;
+    if (nrows == 0)
+        return RN_OK;
     if (!e->top_logits)
         return e->ops->decode_rows(e->ctx, rows, nrows, logits);
     for (int i = 0; i < nrows; i++) {

@@ -103,7 +103,9 @@ int rn_engine_top_batch(const rn_engine *e);
  * (rn_row_top, sampler.h: what rn_sampler_sample_top draws from), or
  * out[i].n = 0 where temperature[i] < 0.  The GPU reduces on the device and
  * copies back n reduced rows, not n x vocab floats.  scratch: as
- * rn_decode_argmax's, left alone until the rows are fetched. */
+ * rn_decode_argmax's; the engine keeps the pointer (not the memory, which
+ * stays the caller's) until the next call that runs the model, for
+ * rn_decode_rows, so the caller leaves it alone until then. */
 int rn_decode_top(rn_engine *e, const int *slots, const int32_t *tokens, int n,
                   const float *temperature, rn_row_top *out, float *scratch);
 /* Right after rn_decode_top, before any other call that runs the model:

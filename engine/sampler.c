@@ -15,7 +15,8 @@ struct rn_sampler {
     unsigned char *seen; /* prompt or output */
     float *work;         /* processed logits */
     int32_t *order;      /* candidate ids, the first ones in sampling order */
-    float *sorted;       /* their values, as far as they are sorted */
+    float *sorted;       /* their values, as far as they are sorted (contiguous for draw_from,
+                          * which reads a reduced row's values the same way) */
     double *prob;
     double *weight; /* the row's weights at the temperature, by id (row_weight) */
 };
@@ -445,6 +446,8 @@ int rn_sampler_top_ok(const rn_sampler *s)
            p->frequency_penalty == 0.0f;
 }
 
+/* The temperature the sampler draws at: what a reduction of its rows is
+ * made for (rn_decode_top). */
 float rn_sampler_temperature(const rn_sampler *s)
 {
     return s->p.temperature;
@@ -473,12 +476,25 @@ static void top_logprobs(const rn_row_top *t, int idx, int n_top, rn_sample_resu
     }
 }
 
+/* Whether t's candidates are ids of the vocabulary: a reduction made
+ * elsewhere (on a device) is checked before its ids index the counts. */
+static int top_ids_ok(const rn_sampler *s, const rn_row_top *t)
+{
+    for (int i = 0; i < t->n; i++)
+        if (t->id[i] < 0 || t->id[i] >= s->vocab)
+            return 0;
+    return 1;
+}
+
 int rn_sampler_sample_top(rn_sampler *s, const rn_row_top *t, int n_logprobs, rn_sample_result *res)
 {
+    int most = s->vocab < RN_TOP_CANDIDATES ? s->vocab : RN_TOP_CANDIDATES;
     if (n_logprobs < RN_NO_LOGPROBS || n_logprobs > RN_MAX_LOGPROBS || !rn_sampler_top_ok(s) ||
-        t->n < 1 || t->n > RN_TOP_CANDIDATES)
+        t->n < 1 || t->n > most)
         return RN_EINVAL;
-    rn_rng rng = s->rng; /* kept only when the draw is decided here */
+    if (!top_ids_ok(s, t))
+        return RN_SAMPLE_NEED_ROW; /* never from a sound reduction: the row decides */
+    rn_rng rng = s->rng;           /* kept only when the draw is decided here */
     int idx = s->p.temperature == 0.0f ? 0 : top_draw(s, t, &rng);
     if (idx < 0)
         return RN_SAMPLE_NEED_ROW;

@@ -100,9 +100,9 @@ void rn_sampler_take(rn_sampler *s, int32_t token, rn_sample_result *res);
 /* One row reduced (the same layout on the host and the device).  With
  * m = logit[0], the row's largest value: */
 typedef struct rn_row_top {
-    int32_t n; /* candidates: min(RN_TOP_CANDIDATES, vocab); 0: not reduced */
-    int32_t reserved;
-    double z1; /* sum over the row of exp(l - m), NaN read as -inf */
+    int32_t n;        /* candidates: min(RN_TOP_CANDIDATES, vocab); 0: not reduced */
+    int32_t reserved; /* 0; keeps the sums 8-byte aligned on host and device alike */
+    double z1;        /* sum over the row of exp(l - m), NaN read as -inf */
     double zt; /* sum over the row of exp((l - m) / T) at the row's temperature; 0 if T = 0 */
     int32_t id[RN_TOP_CANDIDATES];  /* largest first, lowest id on ties */
     float logit[RN_TOP_CANDIDATES]; /* their values, NaN read as -inf */
@@ -115,12 +115,15 @@ void rn_row_top_fill(const float *logits, int vocab, float temperature, rn_row_t
 /* Whether rn_sampler_sample_top may be used: nothing adjusts the logits. */
 int rn_sampler_top_ok(const rn_sampler *s);
 float rn_sampler_temperature(const rn_sampler *s);
-/* rn_sampler_sample from the reduced row t (t->n > 0): RN_OK with the result
- * and the token recorded, the same token rn_sampler_sample picks from the
- * row up to the rounding of t's sums (bit for bit where it sums the kept
- * candidates itself: top-k <= RN_TOP_CANDIDATES, or a nucleus inside them);
- * RN_SAMPLE_NEED_ROW, with s untouched, when the row is needed; RN_EINVAL
- * for bad n_logprobs, !rn_sampler_top_ok or t->n == 0. */
+/* rn_sampler_sample from the reduced row t: RN_OK with the result and the
+ * token recorded, the same token rn_sampler_sample picks from the row up to
+ * the rounding of t's sums (bit for bit with top-k <= RN_TOP_CANDIDATES,
+ * where it sums the kept candidates itself; elsewhere the row's sum decides
+ * a top-p cut and the draw's scale, and the full sampler adds the same
+ * terms in index order while a device adds them in its own order);
+ * RN_SAMPLE_NEED_ROW, with s untouched, when the row is needed (or t holds
+ * an id outside the vocabulary); RN_EINVAL for bad n_logprobs,
+ * !rn_sampler_top_ok, or t->n not in 1..min(RN_TOP_CANDIDATES, vocab). */
 int rn_sampler_sample_top(rn_sampler *s, const rn_row_top *t, int n_logprobs,
                           rn_sample_result *res);
 

@@ -42,7 +42,7 @@ struct rd_sched {
     atomic_long pc_hits, pc_tokens;
     atomic_long tok_picked, tok_reduced, tok_row; /* rd_sched_stats */
     atomic_int last_batch;
-    long decodes, fail_decode; /* fault injection (RETNETD_FAULT_DECODE): fail call n */
+    long decodes, fail_decode; /* fault injection (RETNETD_FAULT_DECODE): fail decode step n */
     double prefill_ns_tok;     /* recent prefill time per prompt token (0: none yet) */
     uint64_t iter_ns;          /* the last iteration's length: the next one's estimate */
 };
@@ -329,14 +329,14 @@ static int sample_into(rd_sched *s, rd_job *j, rd_choice *c, const float *logits
  * (rn_decode_top; on a GPU the logits stay on the device unless a row needs
  * them), or drawn from every row's logits (no sampling row can use a
  * reduced row: each has a bias or penalties). */
-typedef enum { STEP_PICK, STEP_TOP, STEP_LOGITS } step_kind;
+typedef enum { RD_STEP_PICK, RD_STEP_TOP, RD_STEP_LOGITS } rd_step_kind;
 
 static rn_sampler *row_sampler(const rd_sched *s, int k)
 {
     return s->b_job[k]->ch[s->b_choice[k]].sampler;
 }
 
-static step_kind batch_kind(const rd_sched *s, int nb)
+static rd_step_kind batch_kind(const rd_sched *s, int nb)
 {
     int greedy = 1, top = 0;
     for (int k = 0; k < nb; k++) {
@@ -345,17 +345,17 @@ static step_kind batch_kind(const rd_sched *s, int nb)
         greedy &= rn_sampler_plain_greedy(row_sampler(s, k), logprobs_arg(s->b_job[k]));
         top |= rn_sampler_top_ok(row_sampler(s, k));
     }
-    return greedy ? STEP_PICK : top ? STEP_TOP : STEP_LOGITS;
+    return greedy ? RD_STEP_PICK : top ? RD_STEP_TOP : RD_STEP_LOGITS;
 }
 
 /* Runs batch rows [g0, g0 + m) through the engine in one call, as kind
  * says. */
-static int run_rows(rd_sched *s, int g0, int m, step_kind kind)
+static int run_rows(rd_sched *s, int g0, int m, rd_step_kind kind)
 {
     float *lg = s->logits + (size_t)g0 * (size_t)s->vocab;
-    if (kind == STEP_PICK)
+    if (kind == RD_STEP_PICK)
         return rn_decode_argmax(s->e, s->b_slot + g0, s->b_tok + g0, m, s->b_pick + g0, lg);
-    if (kind == STEP_LOGITS)
+    if (kind == RD_STEP_LOGITS)
         return rn_decode(s->e, s->b_slot + g0, s->b_tok + g0, m, lg);
     for (int k = g0; k < g0 + m; k++)
         s->b_temp[k] = !s->b_feed_only[k] && rn_sampler_top_ok(row_sampler(s, k))
@@ -364,35 +364,12 @@ static int run_rows(rd_sched *s, int g0, int m, step_kind kind)
     return rn_decode_top(s->e, s->b_slot + g0, s->b_tok + g0, m, s->b_temp + g0, s->b_top + g0, lg);
 }
 
-/* Samples the tokens of batch rows [g0, g0 + m) after run_rows: from the
- * picks, the reduced rows, or the logits, fetching those the reduced rows
- * cannot decide.  Returns the fetch's status; rows it failed to serve end
- * their jobs. */
-static int sample_rows(rd_sched *s, int g0, int m, step_kind kind)
+/* Fetches the logits of the n_need rows s->b_need (indices into batch
+ * rows from g0) that the sampler could not decide from their reductions,
+ * and samples them; a failed fetch ends their jobs.  Returns its status. */
+static int fetch_rows(rd_sched *s, int g0, int n_need)
 {
-    int n_need = 0, rc = RN_OK;
-    for (int k = g0; k < g0 + m; k++) {
-        rd_job *j = s->b_job[k];
-        rd_choice *c = &j->ch[s->b_choice[k]];
-        rn_sample_result r;
-        if (s->b_feed_only[k])
-            continue;
-        if (kind == STEP_PICK) {
-            rn_sampler_take(c->sampler, s->b_pick[k], &r);
-            atomic_fetch_add(&s->tok_picked, 1);
-            push_token(s, j, c, &r);
-        } else if (kind == STEP_TOP && s->b_temp[k] >= 0.0f &&
-                   rn_sampler_sample_top(c->sampler, &s->b_top[k], logprobs_arg(j), &r) == RN_OK) {
-            atomic_fetch_add(&s->tok_reduced, 1);
-            push_token(s, j, c, &r);
-        } else if (kind == STEP_TOP) {
-            s->b_need[n_need++] = k - g0;
-        } else {
-            sample_into(s, j, c, s->logits + (size_t)k * (size_t)s->vocab);
-        }
-    }
-    if (n_need > 0)
-        rc = rn_decode_rows(s->e, s->b_need, n_need, s->logits + (size_t)g0 * (size_t)s->vocab);
+    int rc = rn_decode_rows(s->e, s->b_need, n_need, s->logits + (size_t)g0 * (size_t)s->vocab);
     for (int i = 0; i < n_need; i++) {
         int k = g0 + s->b_need[i];
         rd_job *j = s->b_job[k];
@@ -404,6 +381,35 @@ static int sample_rows(rd_sched *s, int g0, int m, step_kind kind)
         sample_into(s, j, &j->ch[s->b_choice[k]], s->logits + (size_t)k * (size_t)s->vocab);
     }
     return rc;
+}
+
+/* Samples the tokens of batch rows [g0, g0 + m) after run_rows: from the
+ * picks, the reduced rows, or the logits, fetching the rows the reductions
+ * cannot decide (fetch_rows).  Returns the fetch's status. */
+static int sample_rows(rd_sched *s, int g0, int m, rd_step_kind kind)
+{
+    int n_need = 0;
+    for (int k = g0; k < g0 + m; k++) {
+        rd_job *j = s->b_job[k];
+        rd_choice *c = &j->ch[s->b_choice[k]];
+        rn_sample_result r;
+        if (s->b_feed_only[k])
+            continue;
+        if (kind == RD_STEP_PICK) {
+            rn_sampler_take(c->sampler, s->b_pick[k], &r);
+            atomic_fetch_add(&s->tok_picked, 1);
+            push_token(s, j, c, &r);
+        } else if (kind == RD_STEP_TOP && s->b_temp[k] >= 0.0f &&
+                   rn_sampler_sample_top(c->sampler, &s->b_top[k], logprobs_arg(j), &r) == RN_OK) {
+            atomic_fetch_add(&s->tok_reduced, 1);
+            push_token(s, j, c, &r);
+        } else if (kind == RD_STEP_TOP) {
+            s->b_need[n_need++] = k - g0;
+        } else {
+            sample_into(s, j, c, s->logits + (size_t)k * (size_t)s->vocab);
+        }
+    }
+    return n_need > 0 ? fetch_rows(s, g0, n_need) : RN_OK;
 }
 
 /* A job is done when every choice finished and, for a session, its last
@@ -450,8 +456,9 @@ static void decode_step(rd_sched *s)
     /* nb may be 0 when every remaining choice was just stopped: the jobs
      * still have to be completed below.  Reduced rows go through the engine
      * in groups whose logits it keeps for rn_decode_rows. */
-    step_kind kind = nb > 0 ? batch_kind(s, nb) : STEP_LOGITS;
-    int group = kind == STEP_TOP ? rn_engine_top_batch(s->e) : nb, rc = RN_OK;
+    rd_step_kind kind = nb > 0 ? batch_kind(s, nb) : RD_STEP_LOGITS;
+    int group = kind == RD_STEP_TOP ? rn_engine_top_batch(s->e) : nb, rc = RN_OK;
+    group = group < 1 ? 1 : group; /* a backend's answer; never 0, or the loop would stall */
     int fault = nb > 0 && ++s->decodes == s->fail_decode;
     atomic_store(&s->last_batch, nb);
     for (int g0 = 0; g0 < nb; g0 += group) {
@@ -469,7 +476,9 @@ static void decode_step(rd_sched *s)
             j->ch[s->b_choice[k]].fed = j->ch[s->b_choice[k]].n_tok;
             rd_queue_unlock(s->q);
         }
-        if (rc == RN_OK)
+        if (rc == RN_OK) /* a failed fetch ends the later groups' jobs too: the
+                          * engine reports device faults, after which it
+                          * serves nothing (rn_engine's RN_EDEVICE) */
             rc = sample_rows(s, g0, m, kind);
     }
     for (int a = 0; a < s->n_active; a++)
@@ -773,7 +782,8 @@ int rd_sched_start(rd_sched **out, rn_engine *e, rd_queue *q, const rd_sched_opt
     s->vocab = rn_engine_vocab(e);
     s->state_bytes = rn_engine_state_bytes(e);
     /* Fault injection for the fault tests (tests/integration/test_faults.py):
-     * the n-th batched decode call reports an engine error. */
+     * the n-th batched decode step (all its engine calls) reports an engine
+     * error. */
     const char *fault = getenv("RETNETD_FAULT_DECODE");
     s->fail_decode = fault ? atol(fault) : 0;
     if (s->o.prefill_budget < s->o.chunk)

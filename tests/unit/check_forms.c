@@ -221,8 +221,9 @@ START_TEST(test_forms_decode_top_reduces_what_logits_give)
           *got = malloc(sizeof(float) * NB * (size_t)V);
     ck_assert_ptr_nonnull(lg);
     ck_assert_ptr_nonnull(got);
-    /* no step to fetch rows from yet */
+    /* no step to fetch rows from yet, even for no rows */
     ck_assert_int_eq(rn_decode_rows(reducer, rows, 2, got), RN_EINVAL);
+    ck_assert_int_eq(rn_decode_rows(reducer, NULL, 0, NULL), RN_EINVAL);
     for (int step = 0; step < 4; step++) {
         int n = step % 2 ? NB : 3;
         ck_assert_int_eq(rn_decode_top(reducer, slots, next, n, temps, top, NULL), RN_OK);

@@ -498,8 +498,23 @@ START_TEST(test_sampler_top_refuses)
     }
     rn_sampler *s = make((rn_sample_params){.temperature = 1.0f}, 4);
     ck_assert_int_eq(rn_sampler_sample_top(s, &t, RN_MAX_LOGPROBS + 1, &r), RN_EINVAL);
+    t.n = 5; /* more candidates than the vocabulary has */
+    ck_assert_int_eq(rn_sampler_sample_top(s, &t, 0, &r), RN_EINVAL);
     t.n = 0;
     ck_assert_int_eq(rn_sampler_sample_top(s, &t, 0, &r), RN_EINVAL);
+    /* an id outside the vocabulary (a broken reduction) never indexes the
+     * counts: the row decides, and the sampler is as it was */
+    rn_row_top_fill(l, 4, 1.0f, &t);
+    t.id[2] = 4;
+    ck_assert_int_eq(rn_sampler_sample_top(s, &t, 0, &r), RN_SAMPLE_NEED_ROW);
+    rn_sampler *twin = make((rn_sample_params){.temperature = 1.0f}, 4);
+    rn_sample_result a, b;
+    for (int i = 0; i < 20; i++) {
+        ck_assert_int_eq(rn_sampler_sample(s, l, 0, &a), RN_OK);
+        ck_assert_int_eq(rn_sampler_sample(twin, l, 0, &b), RN_OK);
+        ck_assert_int_eq(a.token, b.token);
+    }
+    rn_sampler_free(twin);
     rn_sampler_free(s);
 }
 END_TEST

@@ -5,7 +5,8 @@
  * times.  Three ways, each at temperature 1 with top-p 1 and 0.9:
  *   row:     rn_sampler_sample on the whole row (what a CPU server does);
  *   reduced: rn_sampler_sample_top on the row already reduced (what a GPU
- *            server's host does when the draw stays in the candidates);
+ *            server's host does when the draw stays in the candidates),
+ *            per token it decided;
  *   host:    rn_row_top_fill then rn_sampler_sample_top, taking the row
  *            when it must (the CPU engine's reduced path, all of it).
  * One JSON object on stdout; best of 3 passes over the rows.
@@ -74,7 +75,8 @@ static double sb_time(const float *rows, int count, int vocab, float top_p, sb_w
                     rn_sampler_sample(s, l, RN_NO_LOGPROBS, &r);
             }
         }
-        double us = (rn__now() - t0) * 1e6 / count;
+        int tokens = way == SB_REDUCED ? count - *refused : count;
+        double us = (rn__now() - t0) * 1e6 / (tokens > 0 ? tokens : 1);
         best = best < 0.0 || us < best ? us : best;
         rn_sampler_free(s);
     }
