@@ -1,5 +1,6 @@
 /* sampler.c -- see sampler.h. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,13 +14,85 @@ struct rn_sampler {
     rn_rng rng;
     int32_t *count;      /* output occurrences per token */
     unsigned char *seen; /* prompt or output */
-    float *work;         /* processed logits */
-    int32_t *order;      /* candidate ids, the first ones in sampling order */
-    float *sorted;       /* their values, as far as they are sorted (contiguous for draw_from,
-                          * which reads a reduced row's values the same way) */
-    double *prob;
-    double *weight; /* the row's weights at the temperature, by id (row_weight) */
 };
+
+/* What one sampling call works in.  Every choice of every running request
+ * has a sampler, and a vocabulary-sized copy of all this for each would
+ * cost 28 bytes an entry (about 1 MB a choice at 32,000 ids), while a
+ * thread samples one row at a time.  So each thread has one, grown to the
+ * largest vocabulary it has sampled and freed when the thread ends
+ * (scratch_for). */
+typedef struct sample_scratch {
+    int vocab;
+    float *work;    /* processed logits */
+    int32_t *order; /* candidate ids, the first ones in sampling order */
+    float *sorted;  /* their values, as far as they are sorted (contiguous for draw_from,
+                     * which reads a reduced row's values the same way) */
+    double *prob;   /* the sorted candidates' weights at the temperature */
+    double *weight; /* the row's weights at the temperature, by id (row_weight) */
+} sample_scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_made;
+
+static void scratch_free(void *p)
+{
+    sample_scratch *w = p;
+    if (!w)
+        return;
+    free(w->work);
+    free(w->order);
+    free(w->sorted);
+    free(w->prob);
+    free(w->weight);
+    free(w);
+}
+
+static void scratch_key_make(void)
+{
+    scratch_key_made = pthread_key_create(&scratch_key, scratch_free) == 0;
+}
+
+/* A new scratch for vocab entries (owned by the caller: scratch_free), or
+ * NULL when out of memory. */
+static sample_scratch *scratch_new(int vocab)
+{
+    sample_scratch *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    size_t n = (size_t)vocab;
+    w->vocab = vocab;
+    w->work = malloc(sizeof(float) * n);
+    w->order = malloc(sizeof(int32_t) * n);
+    w->sorted = malloc(sizeof(float) * n);
+    w->prob = malloc(sizeof(double) * n);
+    w->weight = malloc(sizeof(double) * n);
+    if (!w->work || !w->order || !w->sorted || !w->prob || !w->weight) {
+        scratch_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+/* The calling thread's scratch, holding at least vocab entries (owned by
+ * the thread, freed as it exits), or NULL when out of memory. */
+static sample_scratch *scratch_for(int vocab)
+{
+    pthread_once(&scratch_once, scratch_key_make);
+    if (!scratch_key_made)
+        return NULL;
+    sample_scratch *w = pthread_getspecific(scratch_key);
+    if (w && w->vocab >= vocab)
+        return w;
+    sample_scratch *grown = scratch_new(vocab);
+    if (!grown || pthread_setspecific(scratch_key, grown) != 0) {
+        scratch_free(grown);
+        return NULL;
+    }
+    scratch_free(w);
+    return grown;
+}
 
 /* ------------------------------------------------------------------ rng */
 
@@ -103,14 +176,8 @@ int rn_sampler_new(rn_sampler **out, const rn_sample_params *p, int vocab, rn_er
     s->vocab = vocab;
     s->count = calloc((size_t)vocab, sizeof *s->count);
     s->seen = calloc((size_t)vocab, 1);
-    s->work = malloc(sizeof(float) * (size_t)vocab);
-    s->order = malloc(sizeof(int32_t) * (size_t)vocab);
-    s->sorted = malloc(sizeof(float) * (size_t)vocab);
-    s->prob = malloc(sizeof(double) * (size_t)vocab);
-    s->weight = malloc(sizeof(double) * (size_t)vocab);
     s->bias = p->n_logit_bias ? malloc(sizeof *s->bias * (size_t)p->n_logit_bias) : NULL;
-    if (!s->count || !s->seen || !s->work || !s->order || !s->sorted || !s->prob || !s->weight ||
-        (p->n_logit_bias && !s->bias)) {
+    if (!s->count || !s->seen || (p->n_logit_bias && !s->bias)) {
         rn_sampler_free(s);
         return rn_error_set(err, RN_ENOMEM, "out of memory");
     }
@@ -128,11 +195,6 @@ void rn_sampler_free(rn_sampler *s)
         return;
     free(s->count);
     free(s->seen);
-    free(s->work);
-    free(s->order);
-    free(s->sorted);
-    free(s->prob);
-    free(s->weight);
     free(s->bias);
     free(s);
 }
@@ -146,15 +208,16 @@ void rn_sampler_accept_prompt(rn_sampler *s, const int32_t *tokens, int n)
 
 const float *rn_sampler_last_logits(const rn_sampler *s)
 {
-    return s->work;
+    sample_scratch *w = scratch_for(s->vocab);
+    return w ? w->work : NULL;
 }
 
 /* ------------------------------------------------------------ process */
 
-static void apply_penalties(rn_sampler *s)
+static void apply_penalties(rn_sampler *s, sample_scratch *w)
 {
     const rn_sample_params *p = &s->p;
-    float *l = s->work;
+    float *l = w->work;
     for (int i = 0; i < p->n_logit_bias; i++)
         l[p->logit_bias[i].token] += p->logit_bias[i].bias;
     int rep = p->repetition_penalty != 1.0f;
@@ -179,9 +242,9 @@ static double log_normaliser(const float *l, int n)
     return (double)mx + log(z);
 }
 
-static void fill_logprobs(rn_sampler *s, int n_top, rn_sample_result *res)
+static void fill_logprobs(rn_sampler *s, int n_top, rn_sample_result *res, sample_scratch *w)
 {
-    const float *l = s->work;
+    const float *l = w->work;
     double lz = log_normaliser(l, s->vocab);
     res->logprob = (float)((double)l[res->token] - lz);
     res->n_top = 0;
@@ -218,13 +281,13 @@ static int cmp_desc(const void *a, const void *b, void *ctx)
     return x == y ? 0 : before(ctx, x, y) ? -1 : 1;
 }
 
-/* With s->order[0..from) the first `from` ids in `before` order, makes
- * s->order[from..to) the next ones, sorted (a quickselect over the rest,
- * then a sort of the part taken), and s->sorted[from..to) their values. */
-static void sort_next(rn_sampler *s, int from, int to)
+/* With w->order[0..from) the first `from` ids in `before` order, makes
+ * w->order[from..to) the next ones, sorted (a quickselect over the rest,
+ * then a sort of the part taken), and w->sorted[from..to) their values. */
+static void sort_next(rn_sampler *s, int from, int to, sample_scratch *w)
 {
-    int32_t *o = s->order;
-    const float *l = s->work;
+    int32_t *o = w->order;
+    const float *l = w->work;
     int lo = from, hi = s->vocab - 1;
     while (to < s->vocab && lo < hi) { /* quickselect around the to-th */
         int32_t pivot = o[(lo + hi) / 2];
@@ -249,7 +312,7 @@ static void sort_next(rn_sampler *s, int from, int to)
     }
     qsort_r(o + from, (size_t)(to - from), sizeof *o, cmp_desc, (void *)(uintptr_t)l);
     for (int i = from; i < to; i++)
-        s->sorted[i] = l[o[i]];
+        w->sorted[i] = l[o[i]];
 }
 
 /* How many of the first k candidates in sampling order top-p and min-p
@@ -307,35 +370,36 @@ static int draw_index(const double *prob, int n, double u)
  * sampling order (logit: their values), with rng: the candidate's index,
  * or -1 when it needs candidates past m.  The weight of all k is z_all
  * where m < k; with m == k it is summed here, along the order.  The
- * weights go to s->prob. */
-static int draw_from(rn_sampler *s, const float *logit, int m, int k, double z_all, rn_rng *rng)
+ * weights go to w->prob. */
+static int draw_from(rn_sampler *s, const float *logit, int m, int k, double z_all, rn_rng *rng,
+                     sample_scratch *w)
 {
     const rn_sample_params *p = &s->p;
     double inv_t = 1.0 / (double)p->temperature, mx = (double)logit[0], z = 0.0;
     for (int i = 0; i < m; i++) {
-        s->prob[i] = exp(((double)logit[i] - mx) * inv_t);
-        z += s->prob[i];
+        w->prob[i] = exp(((double)logit[i] - mx) * inv_t);
+        z += w->prob[i];
     }
     if (m < k)
         z = z_all;
-    int keep = kept_candidates(p, s->prob, m, k, z);
+    int keep = kept_candidates(p, w->prob, m, k, z);
     if (keep < 0)
         return -1;
-    double zk = keep <= m ? weight_sum(s->prob, keep) : z;
-    int i = draw_index(s->prob, keep <= m ? keep : m, rn_rng_uniform(rng) * zk);
+    double zk = keep <= m ? weight_sum(w->prob, keep) : z;
+    int i = draw_index(w->prob, keep <= m ? keep : m, rn_rng_uniform(rng) * zk);
     if (i < 0 && keep <= m)
         i = keep - 1; /* past the sum: rounding */
     return i;
 }
 
 /* The sum over the row of exp((l - max) / T), in index order: what
- * rn_row_top_fill's zt sums; each id's term goes to s->weight. */
-static double row_weight(rn_sampler *s)
+ * rn_row_top_fill's zt sums; each id's term goes to w->weight. */
+static double row_weight(rn_sampler *s, sample_scratch *w)
 {
     double inv_t = 1.0 / (double)s->p.temperature, z = 0.0;
-    double mx = (double)s->work[rn_argmax_row(s->work, s->vocab)];
+    double mx = (double)w->work[rn_argmax_row(w->work, s->vocab)];
     for (int i = 0; i < s->vocab; i++)
-        z += s->weight[i] = exp(((double)s->work[i] - mx) * inv_t);
+        z += w->weight[i] = exp(((double)w->work[i] - mx) * inv_t);
     return z;
 }
 
@@ -344,14 +408,14 @@ static double row_weight(rn_sampler *s)
  * index order (no sort: the order is part of the draw's definition, and
  * any order gives the same distribution) to where u, the draw's point,
  * falls; the last of them when rounding leaves u past the end. */
-static int32_t draw_rest(const rn_sampler *s, int m, double u, double acc)
+static int32_t draw_rest(const rn_sampler *s, int m, double u, double acc, sample_scratch *w)
 {
-    int32_t last = s->order[m - 1], got = last;
+    int32_t last = w->order[m - 1], got = last;
     for (int32_t t = 0; t < s->vocab; t++) {
-        if (!before(s->work, last, t))
+        if (!before(w->work, last, t))
             continue; /* a candidate */
         got = t;
-        if (u < (acc += s->weight[t]))
+        if (u < (acc += w->weight[t]))
             break;
     }
     return got;
@@ -363,31 +427,31 @@ static int32_t draw_rest(const rn_sampler *s, int m, double u, double acc)
  * candidates and weights as sorting the whole row, at a fraction of the
  * cost (a sort of a 32,000-token row took milliseconds).  With nothing cut
  * a draw past the first 128 walks the rest unsorted (draw_rest). */
-static int32_t sample_filtered(rn_sampler *s)
+static int32_t sample_filtered(rn_sampler *s, sample_scratch *w)
 {
     const rn_sample_params *p = &s->p;
     int n = s->vocab, k = p->top_k > 0 && p->top_k < n ? p->top_k : n, m = 0, i = -1;
     int uncut = k == n && p->top_p >= 1.0f && p->min_p <= 0.0f;
-    double z_all = k < n ? 0.0 : row_weight(s);
+    double z_all = k < n ? 0.0 : row_weight(s, w);
     rn_rng rng = s->rng;
     for (int t = 0; t < n; t++)
-        s->order[t] = t;
+        w->order[t] = t;
     while (i < 0) { /* ends: with m == k every draw is decided */
         if (uncut && m > 0) {
             rng = s->rng;
             double u = rn_rng_uniform(&rng) * z_all;
             s->rng = rng;
-            return draw_rest(s, m, u, weight_sum(s->prob, m));
+            return draw_rest(s, m, u, weight_sum(w->prob, m), w);
         }
         int next = k < n ? k : m == 0 ? RN_TOP_CANDIDATES : 8 * m;
         next = next < k ? next : k;
-        sort_next(s, m, next);
+        sort_next(s, m, next, w);
         m = next;
         rng = s->rng; /* the same number for every try */
-        i = draw_from(s, s->sorted, m, k, z_all, &rng);
+        i = draw_from(s, w->sorted, m, k, z_all, &rng, w);
     }
     s->rng = rng;
-    return s->order[i];
+    return w->order[i];
 }
 
 /* Records a chosen token for the penalties. */
@@ -423,15 +487,19 @@ int rn_sampler_sample(rn_sampler *s, const float *logits, int n_logprobs, rn_sam
         rn_sampler_take(s, rn_argmax_row(logits, s->vocab), res);
         return RN_OK;
     }
+    sample_scratch *w = scratch_for(s->vocab);
+    if (!w)
+        return RN_ENOMEM;
     for (int i = 0; i < s->vocab; i++)
-        s->work[i] = isnan(logits[i]) ? -INFINITY : logits[i];
-    apply_penalties(s);
-    res->token = s->p.temperature == 0.0f ? rn_argmax_row(s->work, s->vocab) : sample_filtered(s);
+        w->work[i] = isnan(logits[i]) ? -INFINITY : logits[i];
+    apply_penalties(s, w);
+    res->token =
+        s->p.temperature == 0.0f ? rn_argmax_row(w->work, s->vocab) : sample_filtered(s, w);
     if (n_logprobs == RN_NO_LOGPROBS) { /* a log-softmax over the vocabulary nobody reads */
         res->logprob = NAN;
         res->n_top = 0;
     } else {
-        fill_logprobs(s, n_logprobs, res);
+        fill_logprobs(s, n_logprobs, res, w);
     }
     note_token(s, res->token);
     return RN_OK;
@@ -454,13 +522,13 @@ float rn_sampler_temperature(const rn_sampler *s)
 }
 
 /* draw_from over t's candidates: -1 when the row is needed. */
-static int top_draw(rn_sampler *s, const rn_row_top *t, rn_rng *rng)
+static int top_draw(rn_sampler *s, const rn_row_top *t, rn_rng *rng, sample_scratch *w)
 {
     const rn_sample_params *p = &s->p;
     int V = s->vocab, k = p->top_k > 0 && p->top_k < V ? p->top_k : V, m = t->n < k ? t->n : k;
     if (m < k && k < V)
         return -1; /* the top-k's weight reaches past the candidates */
-    return draw_from(s, t->logit, m, k, t->zt, rng);
+    return draw_from(s, t->logit, m, k, t->zt, rng, w);
 }
 
 /* fill_logprobs from t: its sums give the normaliser, and the alternatives
@@ -494,8 +562,11 @@ int rn_sampler_sample_top(rn_sampler *s, const rn_row_top *t, int n_logprobs, rn
         return RN_EINVAL;
     if (!top_ids_ok(s, t))
         return RN_SAMPLE_NEED_ROW; /* never from a sound reduction: the row decides */
-    rn_rng rng = s->rng;           /* kept only when the draw is decided here */
-    int idx = s->p.temperature == 0.0f ? 0 : top_draw(s, t, &rng);
+    sample_scratch *w = s->p.temperature == 0.0f ? NULL : scratch_for(s->vocab);
+    if (s->p.temperature != 0.0f && !w)
+        return RN_ENOMEM;
+    rn_rng rng = s->rng; /* kept only when the draw is decided here */
+    int idx = s->p.temperature == 0.0f ? 0 : top_draw(s, t, &rng, w);
     if (idx < 0)
         return RN_SAMPLE_NEED_ROW;
     s->rng = rng;

@@ -16,7 +16,10 @@
  *      walked along the kept ids in sampling order (larger logit first,
  *      lower id among equals) -- except that with nothing cut the ids past
  *      the first RN_TOP_CANDIDATES follow in index order.
- * Pure CPU, no allocation per token after rn_sampler_new.
+ * Pure CPU.  A sampler holds 5 bytes a vocabulary entry (the counts the
+ * penalties need); what a call works in is the calling thread's, allocated
+ * on its first call (and again when a larger vocabulary comes) and freed
+ * when the thread ends, so samplers used from one thread share it.
  */
 #ifndef RN_SAMPLER_H
 #define RN_SAMPLER_H
@@ -69,7 +72,8 @@ void rn_sampler_free(rn_sampler *s);
 
 /* Records tokens the repetition penalty sees (the prompt). */
 void rn_sampler_accept_prompt(rn_sampler *s, const int32_t *tokens, int n);
-/* Picks the next token from logits[vocab] (left unchanged).  n_logprobs
+/* Picks the next token from logits[vocab] (left unchanged); RN_ENOMEM when
+ * the thread's working memory cannot be had (then nothing is recorded).  n_logprobs
  * (0..RN_MAX_LOGPROBS) alternatives are reported, or RN_NO_LOGPROBS for
  * none and no logprob of the chosen token either (saves a vocabulary-wide
  * log-softmax per token).  The chosen token is
@@ -123,12 +127,13 @@ float rn_sampler_temperature(const rn_sampler *s);
  * terms in index order while a device adds them in its own order);
  * RN_SAMPLE_NEED_ROW, with s untouched, when the row is needed (or t holds
  * an id outside the vocabulary); RN_EINVAL for bad n_logprobs,
- * !rn_sampler_top_ok, or t->n not in 1..min(RN_TOP_CANDIDATES, vocab). */
+ * !rn_sampler_top_ok, or t->n not in 1..min(RN_TOP_CANDIDATES, vocab);
+ * RN_ENOMEM as rn_sampler_sample. */
 int rn_sampler_sample_top(rn_sampler *s, const rn_row_top *t, int n_logprobs,
                           rn_sample_result *res);
 
-/* The processed logits (steps 1-3) of the last call that processed them (a
- * plain greedy call does not), for tests. */
+/* The processed logits (steps 1-3) of the last call on this thread that
+ * processed them (a plain greedy call does not), for tests. */
 const float *rn_sampler_last_logits(const rn_sampler *s);
 
 /* xoshiro256** seeded by splitmix64: the per-request generator. */

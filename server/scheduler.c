@@ -315,11 +315,17 @@ static int push_token(rd_sched *s, rd_job *j, rd_choice *c, const rn_sample_resu
     return c->finish != RD_FIN_NONE;
 }
 
-/* Samples one token for choice c from logits; returns 1 if it finished. */
+/* Samples one token for choice c from logits; returns 1 if it finished
+ * (or the job did: the sampler's working memory could not be had). */
 static int sample_into(rd_sched *s, rd_job *j, rd_choice *c, const float *logits)
 {
     rn_sample_result r;
-    rn_sampler_sample(c->sampler, logits, logprobs_arg(j), &r);
+    if (j->phase == RD_PHASE_DONE)
+        return 1;
+    if (rn_sampler_sample(c->sampler, logits, logprobs_arg(j), &r) != RN_OK) {
+        finish_job(s, j, 500, "out of memory while sampling");
+        return 1;
+    }
     atomic_fetch_add(&s->tok_row, 1);
     return push_token(s, j, c, &r);
 }
@@ -393,8 +399,8 @@ static int sample_rows(rd_sched *s, int g0, int m, rd_step_kind kind)
         rd_job *j = s->b_job[k];
         rd_choice *c = &j->ch[s->b_choice[k]];
         rn_sample_result r;
-        if (s->b_feed_only[k])
-            continue;
+        if (s->b_feed_only[k] || j->phase == RD_PHASE_DONE)
+            continue; /* done: a sampling failure ended it in this step */
         if (kind == RD_STEP_PICK) {
             rn_sampler_take(c->sampler, s->b_pick[k], &r);
             atomic_fetch_add(&s->tok_picked, 1);
@@ -494,6 +500,8 @@ static void prompt_done(rd_sched *s, rd_job *j, const float *logits)
         rn_state_copy(s->e, j->ch[i].slot, j->ch[0].slot);
     for (int i = 0; i < j->n; i++)
         sample_into(s, j, &j->ch[i], logits);
+    if (j->phase == RD_PHASE_DONE)
+        return; /* sampling failed and ended it */
     rd_queue_lock(s->q);
     j->phase = RD_PHASE_RUNNING;
     rd_queue_unlock(s->q);

@@ -6,6 +6,7 @@
  */
 #include <check.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -475,6 +476,64 @@ START_TEST(test_sampler_matches_whole_sort)
 }
 END_TEST
 
+/* A thread's draws: DRAWS tokens from rows of vocab at temperature 1.3 and
+ * top-p 0.95 with a seeded sampler (fresh rows every draw, so the working
+ * memory is rewritten each time). */
+enum { THREAD_DRAWS = 150 };
+typedef struct thread_run {
+    int vocab;
+    uint32_t seed;
+    int32_t got[THREAD_DRAWS];
+} thread_run;
+
+static void *thread_draws(void *arg)
+{
+    thread_run *t = arg;
+    rn_sampler *s = NULL;
+    rn_error err;
+    rn_sample_params p = {
+        .temperature = 1.3f, .top_p = 0.95f, .repetition_penalty = 1.0f, .seed = t->seed};
+    float *l = malloc(sizeof(float) * (size_t)t->vocab);
+    uint32_t seed = t->seed;
+    if (!l || rn_sampler_new(&s, &p, t->vocab, &err) != RN_OK) {
+        free(l);
+        return NULL;
+    }
+    for (int i = 0; i < THREAD_DRAWS; i++) {
+        rn_sample_result r;
+        random_row(l, t->vocab, i % 3, &seed);
+        t->got[i] = rn_sampler_sample(s, l, 3, &r) == RN_OK ? r.token : -1;
+    }
+    rn_sampler_free(s);
+    free(l);
+    return t;
+}
+
+/* The working memory is each thread's own: two threads sampling at once
+ * (vocabularies of different sizes) draw what the same runs draw one
+ * after the other on this thread, where the smaller vocabulary then runs
+ * in memory grown for the larger. */
+START_TEST(test_sampler_threads_share_nothing)
+{
+    thread_run a = {.vocab = 5000, .seed = 1}, b = {.vocab = 700, .seed = 2};
+    thread_run a1 = a, b1 = b;
+    pthread_t ta, tb;
+    ck_assert_int_eq(pthread_create(&ta, NULL, thread_draws, &a), 0);
+    ck_assert_int_eq(pthread_create(&tb, NULL, thread_draws, &b), 0);
+    void *ra, *rb;
+    ck_assert_int_eq(pthread_join(ta, &ra), 0);
+    ck_assert_int_eq(pthread_join(tb, &rb), 0);
+    ck_assert(ra && rb);
+    ck_assert_ptr_nonnull(thread_draws(&a1));
+    ck_assert_ptr_nonnull(thread_draws(&b1));
+    for (int i = 0; i < THREAD_DRAWS; i++) {
+        ck_assert_int_ge(a.got[i], 0);
+        ck_assert_int_eq(a.got[i], a1.got[i]);
+        ck_assert_int_eq(b.got[i], b1.got[i]);
+    }
+}
+END_TEST
+
 /* Adjusted logits are never drawn from a reduced row, and an empty one is
  * refused. */
 START_TEST(test_sampler_top_refuses)
@@ -536,6 +595,7 @@ Suite *sampler_suite(void)
     tcase_add_test(tc, test_sampler_top_matches_row);
     tcase_add_test(tc, test_sampler_top_refuses);
     tcase_add_test(tc, test_sampler_matches_whole_sort);
+    tcase_add_test(tc, test_sampler_threads_share_nothing);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -163,7 +163,10 @@ int cli_generate(int argc, char **argv)
     for (int i = 0; i < o.n_new; i++) {
         rn_sample_result res;
         int slot = 0;
-        rn_sampler_sample(s, logits, RN_NO_LOGPROBS, &res);
+        if ((r = rn_sampler_sample(s, logits, RN_NO_LOGPROBS, &res)) != RN_OK) {
+            fprintf(stderr, "retnet: sampling: %s\n", rn_strerror(r));
+            goto out;
+        }
         if (!o.ignore_eos && res.token == c->eos_token_id)
             break;
         emit(d, res.token, i == 0);

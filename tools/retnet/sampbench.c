@@ -62,17 +62,18 @@ static double sb_time(const float *rows, int count, int vocab, float top_p, sb_w
         double t0 = rn__now();
         for (int i = 0; i < count; i++) {
             const float *l = rows + (size_t)i * (size_t)vocab;
-            if (way == SB_ROW) {
-                rn_sampler_sample(s, l, RN_NO_LOGPROBS, &r);
-                continue;
-            }
+            int rc = RN_OK;
             if (way == SB_HOST)
                 rn_row_top_fill(l, vocab, p.temperature, &t);
-            if (rn_sampler_sample_top(s, way == SB_HOST ? &t : &tops[i], RN_NO_LOGPROBS, &r) !=
-                RN_OK) {
+            if (way != SB_ROW)
+                rc = rn_sampler_sample_top(s, way == SB_HOST ? &t : &tops[i], RN_NO_LOGPROBS, &r);
+            if (rc == RN_SAMPLE_NEED_ROW)
                 ++*refused;
-                if (way == SB_HOST)
-                    rn_sampler_sample(s, l, RN_NO_LOGPROBS, &r);
+            if (way == SB_ROW || (way == SB_HOST && rc == RN_SAMPLE_NEED_ROW))
+                rc = rn_sampler_sample(s, l, RN_NO_LOGPROBS, &r);
+            if (rc != RN_OK && rc != RN_SAMPLE_NEED_ROW) {
+                rn_sampler_free(s);
+                return -1.0;
             }
         }
         int tokens = way == SB_REDUCED ? count - *refused : count;
