@@ -32,12 +32,16 @@ def summary(ours, peer):
     print('device %s: copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s; state %.1f MiB/session = %.1f sessions/GiB'
           % (ours['device'], ours['copy_GBps'], ours['gemm_bf16_TFLOPs'], ours['state_bytes'] / 2**20,
              ours['sessions_per_GiB']))
-    print('%-14s %12s %12s %9s %12s %8s' % ('decode batch', 'tok/s', 'roofline', 'of roof', 'peer tok/s', 'vs peer'))
+    print('%-14s %12s %12s %9s %12s %8s %12s %12s' % ('decode batch', 'tok/s', 'roofline', 'of roof',
+                                                    'peer tok/s', 'vs peer', 'greedy dev', 'sampled dev'))
     for r in ours['decode']:
         p = pd.get(r['batch'])
-        print('%-14d %12.1f %12.1f %8.0f%% %12s %8s' % (
+        # the steps with the tokens chosen on the device (greedy picks, rows reduced for
+        # sampling; absent from results of older builds)
+        dev = ['%.1f' % r[k] if k in r else '-' for k in ('tok_s_greedy_on_device', 'tok_s_sampled_on_device')]
+        print('%-14d %12.1f %12.1f %8.0f%% %12s %8s %12s %12s' % (
             r['batch'], r['tok_s'], r['roofline_tok_s'], 100 * r['of_roofline'],
-            '%.1f' % p if p else '-', '%.2fx' % (r['tok_s'] / p) if p else '-'))
+            '%.1f' % p if p else '-', '%.2fx' % (r['tok_s'] / p) if p else '-', dev[0], dev[1]))
     print('%-14s %12s %12s %9s %12s %8s' % ('prefill', 'tok/s', 'TFLOP/s', 'of GEMM', 'peer tok/s', 'vs peer'))
     for r in ours['prefill']:
         p = pp.get(r['prompt'])
@@ -57,7 +61,10 @@ def plot(ours, peer, png):
     grid = [b for b in range(1, max(bs) + 1)]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     ax.plot(grid, [b * bw / (W + 2 * b * S) for b in grid], 'k--', label='roofline (copy %.0f GB/s)' % (bw / 1e9))
-    ax.plot(bs, [r['tok_s'] for r in ours['decode']], 'o-', label='retnetd (CUDA)')
+    ax.plot(bs, [r['tok_s'] for r in ours['decode']], 'o-', label='retnetd (CUDA), logits to the host')
+    if all('tok_s_sampled_on_device' in r for r in ours['decode']):
+        ax.plot(bs, [r['tok_s_sampled_on_device'] for r in ours['decode']], '^-',
+                label='retnetd (CUDA), sampled on the device')
     if peer.get('decode'):
         ax.plot([r['batch'] for r in peer['decode']], [r['tok_s'] for r in peer['decode']], 's-',
                 label='flash-linear-attention')
