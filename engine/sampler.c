@@ -24,12 +24,14 @@ struct rn_sampler {
  * (scratch_for). */
 typedef struct sample_scratch {
     int vocab;
-    float *work;    /* processed logits */
-    int32_t *order; /* candidate ids, the first ones in sampling order */
-    float *sorted;  /* their values, as far as they are sorted (contiguous for draw_from,
+    float *work;          /* processed logits */
+    int32_t *order;       /* candidate ids, the first ones in sampling order */
+    float *sorted;        /* their values, as far as they are sorted (contiguous for draw_from,
                      * which reads a reduced row's values the same way) */
-    double *prob;   /* the sorted candidates' weights at the temperature */
-    double *weight; /* the row's weights at the temperature, by id (row_weight) */
+    double *prob;         /* the sorted candidates' weights at the temperature */
+    double *weight;       /* the row's weights at the temperature, by id (row_weight) */
+    uint32_t *key, *key2; /* sort_rest's keys and */
+    int32_t *id2;         /* ids, ping-pong */
 } sample_scratch;
 
 static pthread_key_t scratch_key;
@@ -46,6 +48,9 @@ static void scratch_free(void *p)
     free(w->sorted);
     free(w->prob);
     free(w->weight);
+    free(w->key);
+    free(w->key2);
+    free(w->id2);
     free(w);
 }
 
@@ -68,7 +73,11 @@ static sample_scratch *scratch_new(int vocab)
     w->sorted = malloc(sizeof(float) * n);
     w->prob = malloc(sizeof(double) * n);
     w->weight = malloc(sizeof(double) * n);
-    if (!w->work || !w->order || !w->sorted || !w->prob || !w->weight) {
+    w->key = malloc(sizeof(uint32_t) * n);
+    w->key2 = malloc(sizeof(uint32_t) * n);
+    w->id2 = malloc(sizeof(int32_t) * n);
+    if (!w->work || !w->order || !w->sorted || !w->prob || !w->weight || !w->key || !w->key2 ||
+        !w->id2) {
         scratch_free(w);
         return NULL;
     }
@@ -315,6 +324,58 @@ static void sort_next(rn_sampler *s, int from, int to, sample_scratch *w)
         w->sorted[i] = l[o[i]];
 }
 
+/* Sorting more than this many candidates at once sorts the whole rest of
+ * the row instead (sort_rest): a radix sort is linear in the row, a
+ * comparison sort of a few thousand ids already costs more. */
+#define SORT_REST_FROM 2048
+
+/* The sampling order as an unsigned key: smaller key, earlier (larger
+ * value); -0 and +0 one key, as `before` compares them.  v is never NaN. */
+static uint32_t order_key(float v)
+{
+    uint32_t b;
+    v = v == 0.0f ? 0.0f : v;
+    memcpy(&b, &v, sizeof b);
+    b = (b & 0x80000000u) ? ~b : b | 0x80000000u; /* larger value, larger key */
+    return ~b;
+}
+
+/* With w->order[0..from) the first `from` ids in sampling order, makes
+ * w->order[from..vocab) all the others in sampling order and
+ * w->sorted[from..vocab) their values: the others gathered by id, then a
+ * stable radix sort by order_key, 8 bits a pass, so equal values keep the
+ * lower id first. */
+static void sort_rest(rn_sampler *s, int from, sample_scratch *w)
+{
+    const float *l = w->work;
+    int32_t last = from > 0 ? w->order[from - 1] : -1, *ids = w->order + from, *ids2 = w->id2;
+    uint32_t *keys = w->key, *keys2 = w->key2;
+    int n = 0;
+    for (int32_t t = 0; t < s->vocab; t++)
+        if (last < 0 || before(l, last, t)) { /* not among the first `from` */
+            ids[n] = t;
+            keys[n] = order_key(l[t]);
+            n++;
+        }
+    for (int shift = 0; shift < 32; shift += 8) { /* an even number of passes: back in ids */
+        size_t at[257] = {0};
+        for (int i = 0; i < n; i++)
+            at[((keys[i] >> shift) & 255u) + 1]++;
+        for (int d = 0; d < 256; d++)
+            at[d + 1] += at[d];
+        for (int i = 0; i < n; i++) {
+            size_t j = at[(keys[i] >> shift) & 255u]++;
+            keys2[j] = keys[i];
+            ids2[j] = ids[i];
+        }
+        uint32_t *tk = keys;
+        int32_t *ti = ids;
+        keys = keys2, ids = ids2, keys2 = tk, ids2 = ti;
+    }
+    for (int i = from; i < s->vocab; i++)
+        w->sorted[i] = l[w->order[i]];
+}
+
 /* How many of the first k candidates in sampling order top-p and min-p
  * keep, from prob (their weights at the temperature, relative to the
  * first) and z (the weights' sum over all k).  Only prob[0..m) is known
@@ -434,6 +495,7 @@ static int32_t sample_filtered(rn_sampler *s, sample_scratch *w)
     int uncut = k == n && p->top_p >= 1.0f && p->min_p <= 0.0f;
     double z_all = k < n ? 0.0 : row_weight(s, w);
     rn_rng rng = s->rng;
+    int all = 0; /* the whole row sorted (sort_rest) */
     for (int t = 0; t < n; t++)
         w->order[t] = t;
     while (i < 0) { /* ends: with m == k every draw is decided */
@@ -445,7 +507,10 @@ static int32_t sample_filtered(rn_sampler *s, sample_scratch *w)
         }
         int next = k < n ? k : m == 0 ? RN_TOP_CANDIDATES : 8 * m;
         next = next < k ? next : k;
-        sort_next(s, m, next, w);
+        if (!all && next - m > SORT_REST_FROM)
+            all = (sort_rest(s, m, w), 1);
+        else if (!all)
+            sort_next(s, m, next, w);
         m = next;
         rng = s->rng; /* the same number for every try */
         i = draw_from(s, w->sorted, m, k, z_all, &rng, w);
