@@ -217,8 +217,9 @@ void rn_sampler_accept_prompt(rn_sampler *s, const int32_t *tokens, int n)
 
 const float *rn_sampler_last_logits(const rn_sampler *s)
 {
-    sample_scratch *w = scratch_for(s->vocab);
-    return w ? w->work : NULL;
+    pthread_once(&scratch_once, scratch_key_make);
+    sample_scratch *w = scratch_key_made ? pthread_getspecific(scratch_key) : NULL;
+    return w && w->vocab >= s->vocab ? w->work : NULL; /* never allocates: nothing to show */
 }
 
 /* ------------------------------------------------------------ process */
@@ -429,25 +430,26 @@ static int draw_index(const double *prob, int n, double u)
 
 /* The draw from the first m of the k candidates the top-k cut keeps, in
  * sampling order (logit: their values), with rng: the candidate's index,
- * or -1 when it needs candidates past m.  The weight of all k is z_all
- * where m < k; with m == k it is summed here, along the order.  The
- * weights go to w->prob. */
-static int draw_from(rn_sampler *s, const float *logit, int m, int k, double z_all, rn_rng *rng,
-                     sample_scratch *w)
+ * or -1 when it needs candidates past m.  Where k is the whole row, its
+ * weight is z_row (summed in index order) for the top-p cut and for a
+ * draw over all of it; a top-k cut's weight is summed here, along the
+ * order (then m == k).  The candidates' weights go to prob (m values). */
+static int draw_from(rn_sampler *s, const float *logit, int m, int k, double z_row, rn_rng *rng,
+                     double *prob)
 {
     const rn_sample_params *p = &s->p;
     double inv_t = 1.0 / (double)p->temperature, mx = (double)logit[0], z = 0.0;
     for (int i = 0; i < m; i++) {
-        w->prob[i] = exp(((double)logit[i] - mx) * inv_t);
-        z += w->prob[i];
+        prob[i] = exp(((double)logit[i] - mx) * inv_t);
+        z += prob[i];
     }
-    if (m < k)
-        z = z_all;
-    int keep = kept_candidates(p, w->prob, m, k, z);
+    if (k == s->vocab)
+        z = z_row; /* the whole row's weight, however far it is sorted */
+    int keep = kept_candidates(p, prob, m, k, z);
     if (keep < 0)
         return -1;
-    double zk = keep <= m ? weight_sum(w->prob, keep) : z;
-    int i = draw_index(w->prob, keep <= m ? keep : m, rn_rng_uniform(rng) * zk);
+    double zk = keep == s->vocab ? z_row : weight_sum(prob, keep);
+    int i = draw_index(prob, keep <= m ? keep : m, rn_rng_uniform(rng) * zk);
     if (i < 0 && keep <= m)
         i = keep - 1; /* past the sum: rounding */
     return i;
@@ -484,7 +486,8 @@ static int32_t draw_rest(const rn_sampler *s, int m, double u, double acc, sampl
 
 /* Temperature, top-k, top-p, min-p and the draw.  Without a top-k cut only
  * as many candidates are sorted as the truncation reaches: 128, then 1024,
- * then the whole rest by radix (sort_rest), the row's weight summed once --
+ * then the whole rest by radix (sort_rest; rows of up to 3,072 ids stay with
+ * the comparison sort), the row's weight summed once --
  * the same candidates and weights as sorting the whole row, at a fraction
  * of the cost (a comparison sort of a 32,000-token row took milliseconds).
  * With nothing cut a draw past the first 128 walks the rest unsorted
@@ -514,7 +517,7 @@ static int32_t sample_filtered(rn_sampler *s, sample_scratch *w)
             sort_next(s, m, next, w);
         m = next;
         rng = s->rng; /* the same number for every try */
-        i = draw_from(s, w->sorted, m, k, z_all, &rng, w);
+        i = draw_from(s, w->sorted, m, k, z_all, &rng, w->prob);
     }
     s->rng = rng;
     return w->order[i];
@@ -588,13 +591,14 @@ float rn_sampler_temperature(const rn_sampler *s)
 }
 
 /* draw_from over t's candidates: -1 when the row is needed. */
-static int top_draw(rn_sampler *s, const rn_row_top *t, rn_rng *rng, sample_scratch *w)
+static int top_draw(rn_sampler *s, const rn_row_top *t, rn_rng *rng)
 {
     const rn_sample_params *p = &s->p;
     int V = s->vocab, k = p->top_k > 0 && p->top_k < V ? p->top_k : V, m = t->n < k ? t->n : k;
+    double prob[RN_TOP_CANDIDATES];
     if (m < k && k < V)
         return -1; /* the top-k's weight reaches past the candidates */
-    return draw_from(s, t->logit, m, k, t->zt, rng, w);
+    return draw_from(s, t->logit, m, k, t->zt, rng, prob);
 }
 
 /* fill_logprobs from t: its sums give the normaliser, and the alternatives
@@ -628,11 +632,8 @@ int rn_sampler_sample_top(rn_sampler *s, const rn_row_top *t, int n_logprobs, rn
         return RN_EINVAL;
     if (!top_ids_ok(s, t))
         return RN_SAMPLE_NEED_ROW; /* never from a sound reduction: the row decides */
-    sample_scratch *w = s->p.temperature == 0.0f ? NULL : scratch_for(s->vocab);
-    if (s->p.temperature != 0.0f && !w)
-        return RN_ENOMEM;
-    rn_rng rng = s->rng; /* kept only when the draw is decided here */
-    int idx = s->p.temperature == 0.0f ? 0 : top_draw(s, t, &rng, w);
+    rn_rng rng = s->rng;           /* kept only when the draw is decided here */
+    int idx = s->p.temperature == 0.0f ? 0 : top_draw(s, t, &rng);
     if (idx < 0)
         return RN_SAMPLE_NEED_ROW;
     s->rng = rng;

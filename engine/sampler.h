@@ -14,8 +14,10 @@
  *      top-k, top-p (smallest set whose probability reaches p), min-p
  *      (p >= min_p * p_max), renormalise and draw: one uniform number
  *      walked along the kept ids in sampling order (larger logit first,
- *      lower id among equals) -- except that with nothing cut the ids past
- *      the first RN_TOP_CANDIDATES follow in index order.
+ *      lower id among equals) -- except that with top-k, top-p and min-p
+ *      all off the ids past the first RN_TOP_CANDIDATES follow in index
+ *      order.  Without a top-k cut the row's weight (for the top-p cut, and
+ *      for a draw when everything is kept) is summed in index order.
  * Pure CPU.  A sampler holds 5 bytes a vocabulary entry (the counts the
  * penalties need); what a call works in is the calling thread's, allocated
  * on its first call (and again when a larger vocabulary comes) and freed
@@ -127,13 +129,14 @@ float rn_sampler_temperature(const rn_sampler *s);
  * terms in index order while a device adds them in its own order);
  * RN_SAMPLE_NEED_ROW, with s untouched, when the row is needed (or t holds
  * an id outside the vocabulary); RN_EINVAL for bad n_logprobs,
- * !rn_sampler_top_ok, or t->n not in 1..min(RN_TOP_CANDIDATES, vocab);
- * RN_ENOMEM as rn_sampler_sample. */
+ * !rn_sampler_top_ok, or t->n not in 1..min(RN_TOP_CANDIDATES, vocab).
+ * It needs no working memory of the thread's. */
 int rn_sampler_sample_top(rn_sampler *s, const rn_row_top *t, int n_logprobs,
                           rn_sample_result *res);
 
 /* The processed logits (steps 1-3) of the last call on this thread that
- * processed them (a plain greedy call does not), for tests. */
+ * processed them (a plain greedy call does not), for tests; NULL when this
+ * thread has not processed a row of s's size. */
 const float *rn_sampler_last_logits(const rn_sampler *s);
 
 /* xoshiro256** seeded by splitmix64: the per-request generator. */

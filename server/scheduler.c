@@ -315,15 +315,31 @@ static int push_token(rd_sched *s, rd_job *j, rd_choice *c, const rn_sample_resu
     return c->finish != RD_FIN_NONE;
 }
 
-/* Samples one token for choice c from logits; returns 1 if it finished
- * (or the job did: the sampler's working memory could not be had). */
+/* A token of j could not be sampled (the thread's working memory could not
+ * be had): every choice ends and the job answers 500 when the step
+ * completes it -- not at once, since rows of the job may still be in this
+ * step's later groups, decoding into slots it must hold until then. */
+static void sampling_failed(rd_sched *s, rd_job *j)
+{
+    rd_queue_lock(s->q);
+    if (!j->error_status) {
+        j->error_status = 500;
+        strncpy(j->error_msg, "out of memory while sampling", sizeof j->error_msg - 1);
+    }
+    for (int i = 0; i < j->n; i++)
+        if (j->ch[i].finish == RD_FIN_NONE)
+            j->ch[i].finish = RD_FIN_ERROR;
+    rd_queue_unlock(s->q);
+}
+
+/* Samples one token for choice c from logits; returns 1 if it finished. */
 static int sample_into(rd_sched *s, rd_job *j, rd_choice *c, const float *logits)
 {
     rn_sample_result r;
-    if (j->phase == RD_PHASE_DONE)
+    if (j->phase == RD_PHASE_DONE || c->finish != RD_FIN_NONE)
         return 1;
     if (rn_sampler_sample(c->sampler, logits, logprobs_arg(j), &r) != RN_OK) {
-        finish_job(s, j, 500, "out of memory while sampling");
+        sampling_failed(s, j);
         return 1;
     }
     atomic_fetch_add(&s->tok_row, 1);
@@ -399,8 +415,8 @@ static int sample_rows(rd_sched *s, int g0, int m, rd_step_kind kind)
         rd_job *j = s->b_job[k];
         rd_choice *c = &j->ch[s->b_choice[k]];
         rn_sample_result r;
-        if (s->b_feed_only[k] || j->phase == RD_PHASE_DONE)
-            continue; /* done: a sampling failure ended it in this step */
+        if (s->b_feed_only[k] || j->phase == RD_PHASE_DONE || c->finish != RD_FIN_NONE)
+            continue; /* ended in this step: a failed fetch or sampling */
         if (kind == RD_STEP_PICK) {
             rn_sampler_take(c->sampler, s->b_pick[k], &r);
             atomic_fetch_add(&s->tok_picked, 1);
@@ -500,8 +516,6 @@ static void prompt_done(rd_sched *s, rd_job *j, const float *logits)
         rn_state_copy(s->e, j->ch[i].slot, j->ch[0].slot);
     for (int i = 0; i < j->n; i++)
         sample_into(s, j, &j->ch[i], logits);
-    if (j->phase == RD_PHASE_DONE)
-        return; /* sampling failed and ended it */
     rd_queue_lock(s->q);
     j->phase = RD_PHASE_RUNNING;
     rd_queue_unlock(s->q);

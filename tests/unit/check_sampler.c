@@ -403,9 +403,10 @@ static int32_t reference_draw(const float *l, int V, const rn_sample_params *p, 
     for (int i = 0; i < keep; i++)
         zk += prob[i];
     zk = keep < V ? zk : z;
-    /* with nothing cut, the ids past the first RN_TOP_CANDIDATES follow in
-     * index order */
-    int sorted = keep == V && V > RN_TOP_CANDIDATES ? RN_TOP_CANDIDATES : keep;
+    /* with top-k, top-p and min-p all off, the ids past the first
+     * RN_TOP_CANDIDATES follow in index order */
+    int uncut = k == V && p->top_p >= 1.0f && p->min_p <= 0.0f;
+    int sorted = uncut && V > RN_TOP_CANDIDATES ? RN_TOP_CANDIDATES : keep;
     for (int i = 0; i < sorted; i++)
         if (u * zk < (acc += prob[i]))
             return rank[i];
@@ -431,17 +432,20 @@ static int32_t reference_draw(const float *l, int V, const rn_sample_params *p, 
  * those depths (flat rows over 20,000 ids at high temperature). */
 START_TEST(test_sampler_matches_whole_sort)
 {
-    enum { V = 20000, DRAWS = 4 };
+    enum { V_MAX = 20000, DRAWS = 4 };
+    /* under the candidates, the comparison sorts only, every depth */
+    static const int vocabs[] = {100, 3000, V_MAX};
     static const float temps[] = {0.5f, 2.0f};
     static const int top_ks[] = {0, 50, 5000};
     static const float top_ps[] = {1.0f, 0.95f, 0.5f};
     static const float min_ps[] = {0.0f, 0.001f};
-    float *l = malloc(sizeof(float) * V);
-    int32_t *rank = malloc(sizeof(int32_t) * V);
-    double *prob = malloc(sizeof(double) * V);
+    float *l = malloc(sizeof(float) * V_MAX);
+    int32_t *rank = malloc(sizeof(int32_t) * V_MAX);
+    double *prob = malloc(sizeof(double) * V_MAX);
     ck_assert(l && rank && prob);
     uint32_t seed = 21u;
-    for (int kind = 0; kind < 3; kind++) {
+    for (int row = 0; row < 9; row++) {
+        int kind = row % 3, V = vocabs[row / 3];
         random_row(l, V, kind, &seed);
         for (int i = 0; i < V; i++)
             rank[i] = i;
@@ -455,7 +459,7 @@ START_TEST(test_sampler_matches_whole_sort)
                             .top_k = top_ks[b],
                             .top_p = top_ps[c],
                             .min_p = min_ps[d],
-                            .seed = (uint64_t)(kind * 1000 + a * 100 + b * 10 + c * 2 + d)};
+                            .seed = (uint64_t)(row * 1000 + a * 100 + b * 10 + c * 2 + d)};
                         rn_sampler *s = make(p, V);
                         rn_rng rng;
                         rn_rng_seed(&rng, p.seed);
@@ -463,9 +467,9 @@ START_TEST(test_sampler_matches_whole_sort)
                             int32_t want =
                                 reference_draw(l, V, &p, rn_rng_uniform(&rng), rank, prob);
                             int32_t got = draw(s, l);
-                            ck_assert_msg(got == want, "kind %d T %g k %d p %g min_p %g: %d vs %d",
-                                          kind, p.temperature, p.top_k, p.top_p, p.min_p, got,
-                                          want);
+                            ck_assert_msg(got == want,
+                                          "V %d kind %d T %g k %d p %g min_p %g: %d vs %d", V, kind,
+                                          p.temperature, p.top_k, p.top_p, p.min_p, got, want);
                         }
                         rn_sampler_free(s);
                     }
@@ -528,6 +532,7 @@ START_TEST(test_sampler_threads_share_nothing)
     ck_assert_ptr_nonnull(thread_draws(&b1));
     for (int i = 0; i < THREAD_DRAWS; i++) {
         ck_assert_int_ge(a.got[i], 0);
+        ck_assert_int_ge(b.got[i], 0);
         ck_assert_int_eq(a.got[i], a1.got[i]);
         ck_assert_int_eq(b.got[i], b1.got[i]);
     }
