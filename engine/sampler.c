@@ -18,7 +18,7 @@ struct rn_sampler {
 
 /* What one sampling call works in.  Every choice of every running request
  * has a sampler, and a vocabulary-sized copy of all this for each would
- * cost 40 bytes an entry (1.3 MB a choice at 32,000 ids), while a
+ * cost 36 bytes an entry (1.2 MB a choice at 32,000 ids), while a
  * thread samples one row at a time.  So each thread has one, grown to the
  * largest vocabulary it has sampled and freed when the thread ends
  * (scratch_for). */
@@ -26,8 +26,6 @@ typedef struct sample_scratch {
     int vocab;
     float *work;          /* processed logits */
     int32_t *order;       /* candidate ids, the first ones in sampling order */
-    float *sorted;        /* their values, as far as they are sorted (contiguous for draw_from,
-                     * which reads a reduced row's values the same way) */
     double *prob;         /* the sorted candidates' weights at the temperature */
     double *weight;       /* the row's weights at the temperature, by id (row_weight) */
     uint32_t *key, *key2; /* sort_rest's keys and */
@@ -45,7 +43,6 @@ static void scratch_free(void *p)
         return;
     free(w->work);
     free(w->order);
-    free(w->sorted);
     free(w->prob);
     free(w->weight);
     free(w->key);
@@ -70,14 +67,12 @@ static sample_scratch *scratch_new(int vocab)
     w->vocab = vocab;
     w->work = malloc(sizeof(float) * n);
     w->order = malloc(sizeof(int32_t) * n);
-    w->sorted = malloc(sizeof(float) * n);
     w->prob = malloc(sizeof(double) * n);
     w->weight = malloc(sizeof(double) * n);
     w->key = malloc(sizeof(uint32_t) * n);
     w->key2 = malloc(sizeof(uint32_t) * n);
     w->id2 = malloc(sizeof(int32_t) * n);
-    if (!w->work || !w->order || !w->sorted || !w->prob || !w->weight || !w->key || !w->key2 ||
-        !w->id2) {
+    if (!w->work || !w->order || !w->prob || !w->weight || !w->key || !w->key2 || !w->id2) {
         scratch_free(w);
         return NULL;
     }
@@ -280,9 +275,15 @@ static void fill_logprobs(rn_sampler *s, int n_top, rn_sample_result *res, sampl
 /* The sampler's order of candidates: larger logit first, lower id first
  * among equals -- a total order, so the set a top-k cut keeps does not depend
  * on how it is found (the device's reduction keeps the same set). */
+static int pair_before(float va, int32_t a, float vb, int32_t b)
+{
+    return va > vb || (va == vb && a < b);
+}
+
+/* pair_before for ids a and b of the row l. */
 static int before(const float *l, int32_t a, int32_t b)
 {
-    return l[a] > l[b] || (l[a] == l[b] && a < b);
+    return pair_before(l[a], a, l[b], b);
 }
 
 static int cmp_desc(const void *a, const void *b, void *ctx)
@@ -293,7 +294,7 @@ static int cmp_desc(const void *a, const void *b, void *ctx)
 
 /* With w->order[0..from) the first `from` ids in `before` order, makes
  * w->order[from..to) the next ones, sorted (a quickselect over the rest,
- * then a sort of the part taken), and w->sorted[from..to) their values. */
+ * then a sort of the part taken). */
 static void sort_next(rn_sampler *s, int from, int to, sample_scratch *w)
 {
     int32_t *o = w->order;
@@ -321,8 +322,6 @@ static void sort_next(rn_sampler *s, int from, int to, sample_scratch *w)
             break;
     }
     qsort_r(o + from, (size_t)(to - from), sizeof *o, cmp_desc, (void *)(uintptr_t)l);
-    for (int i = from; i < to; i++)
-        w->sorted[i] = l[o[i]];
 }
 
 /* Sorting more than this many candidates at once sorts the whole rest of
@@ -342,10 +341,9 @@ static uint32_t order_key(float v)
 }
 
 /* With w->order[0..from) the first `from` ids in sampling order, makes
- * w->order[from..vocab) all the others in sampling order and
- * w->sorted[from..vocab) their values: the others gathered by id, then a
- * stable radix sort by order_key, 8 bits a pass, so equal values keep the
- * lower id first. */
+ * w->order[from..vocab) all the others in sampling order: gathered by id,
+ * then a stable radix sort by order_key, 8 bits a pass, so equal values
+ * keep the lower id first. */
 static void sort_rest(rn_sampler *s, int from, sample_scratch *w)
 {
     const float *l = w->work;
@@ -373,8 +371,14 @@ static void sort_rest(rn_sampler *s, int from, sample_scratch *w)
         int32_t *ti = ids;
         keys = keys2, ids = ids2, keys2 = tk, ids2 = ti;
     }
-    for (int i = from; i < s->vocab; i++)
-        w->sorted[i] = l[w->order[i]];
+}
+
+/* A logit's weight at the temperature (inv_t = 1 / T), relative to the
+ * row's largest logit mx: the one formula every weight, sum and draw uses,
+ * here and on the device. */
+static double weight_of(float l, double mx, double inv_t)
+{
+    return exp(((double)l - mx) * inv_t);
 }
 
 /* How many of the first k candidates in sampling order top-p and min-p
@@ -429,23 +433,16 @@ static int draw_index(const double *prob, int n, double u)
 }
 
 /* The draw from the first m of the k candidates the top-k cut keeps, in
- * sampling order (logit: their values), with rng: the candidate's index,
- * or -1 when it needs candidates past m.  Where k is the whole row, its
- * weight is z_row (summed in index order) for the top-p cut and for a
+ * sampling order, whose weights are prob[0..m), with rng: the candidate's
+ * index, or -1 when it needs candidates past m.  Where k is the whole row,
+ * its weight is z_row (summed in index order) for the top-p cut and for a
  * draw over all of it; a top-k cut's weight is summed here, along the
- * order (then m == k).  The candidates' weights go to prob (m values). */
-static int draw_from(rn_sampler *s, const float *logit, int m, int k, double z_row, rn_rng *rng,
-                     double *prob)
+ * order (then m == k). */
+static int draw_from(const rn_sampler *s, const double *prob, int m, int k, double z_row,
+                     rn_rng *rng)
 {
-    const rn_sample_params *p = &s->p;
-    double inv_t = 1.0 / (double)p->temperature, mx = (double)logit[0], z = 0.0;
-    for (int i = 0; i < m; i++) {
-        prob[i] = exp(((double)logit[i] - mx) * inv_t);
-        z += prob[i];
-    }
-    if (k == s->vocab)
-        z = z_row; /* the whole row's weight, however far it is sorted */
-    int keep = kept_candidates(p, prob, m, k, z);
+    double z = k == s->vocab ? z_row : weight_sum(prob, m);
+    int keep = kept_candidates(&s->p, prob, m, k, z);
     if (keep < 0)
         return -1;
     double zk = keep == s->vocab ? z_row : weight_sum(prob, keep);
@@ -462,7 +459,7 @@ static double row_weight(rn_sampler *s, sample_scratch *w)
     double inv_t = 1.0 / (double)s->p.temperature, z = 0.0;
     double mx = (double)w->work[rn_argmax_row(w->work, s->vocab)];
     for (int i = 0; i < s->vocab; i++)
-        z += w->weight[i] = exp(((double)w->work[i] - mx) * inv_t);
+        z += w->weight[i] = weight_of(w->work[i], mx, inv_t);
     return z;
 }
 
@@ -482,6 +479,18 @@ static int32_t draw_rest(const rn_sampler *s, int m, double u, double acc, sampl
             break;
     }
     return got;
+}
+
+/* The weights of the candidates w->order[from..to) into w->prob: the
+ * row's, computed once by row_weight, without a top-k cut; else from their
+ * logits, relative to the first (the largest). */
+static void candidate_weights(const rn_sampler *s, sample_scratch *w, int from, int to)
+{
+    const rn_sample_params *p = &s->p;
+    int cut = p->top_k > 0 && p->top_k < s->vocab;
+    double inv_t = 1.0 / (double)p->temperature, mx = (double)w->work[w->order[0]];
+    for (int i = from; i < to; i++)
+        w->prob[i] = cut ? weight_of(w->work[w->order[i]], mx, inv_t) : w->weight[w->order[i]];
 }
 
 /* Temperature, top-k, top-p, min-p and the draw.  Without a top-k cut only
@@ -515,12 +524,20 @@ static int32_t sample_filtered(rn_sampler *s, sample_scratch *w)
             all = (sort_rest(s, m, w), 1);
         else if (!all)
             sort_next(s, m, next, w);
+        candidate_weights(s, w, m, next);
         m = next;
         rng = s->rng; /* the same number for every try */
-        i = draw_from(s, w->sorted, m, k, z_all, &rng, w->prob);
+        i = draw_from(s, w->prob, m, k, z_all, &rng);
     }
     s->rng = rng;
     return w->order[i];
+}
+
+/* A result without log-probabilities (none asked, or none computed). */
+static void no_logprobs(rn_sample_result *res)
+{
+    res->logprob = NAN;
+    res->n_top = 0;
 }
 
 /* Records a chosen token for the penalties. */
@@ -535,8 +552,7 @@ void rn_sampler_take(rn_sampler *s, int32_t token, rn_sample_result *res)
     if (token < 0 || token >= s->vocab)
         token = 0; /* never from the engine; the counts must stay in bounds */
     res->token = token;
-    res->logprob = NAN;
-    res->n_top = 0;
+    no_logprobs(res);
     note_token(s, token);
 }
 
@@ -564,12 +580,10 @@ int rn_sampler_sample(rn_sampler *s, const float *logits, int n_logprobs, rn_sam
     apply_penalties(s, w);
     res->token =
         s->p.temperature == 0.0f ? rn_argmax_row(w->work, s->vocab) : sample_filtered(s, w);
-    if (n_logprobs == RN_NO_LOGPROBS) { /* a log-softmax over the vocabulary nobody reads */
-        res->logprob = NAN;
-        res->n_top = 0;
-    } else {
+    if (n_logprobs == RN_NO_LOGPROBS)
+        no_logprobs(res); /* skips a log-softmax over the vocabulary nobody reads */
+    else
         fill_logprobs(s, n_logprobs, res, w);
-    }
     note_token(s, res->token);
     return RN_OK;
 }
@@ -595,10 +609,12 @@ static int top_draw(rn_sampler *s, const rn_row_top *t, rn_rng *rng)
 {
     const rn_sample_params *p = &s->p;
     int V = s->vocab, k = p->top_k > 0 && p->top_k < V ? p->top_k : V, m = t->n < k ? t->n : k;
-    double prob[RN_TOP_CANDIDATES];
+    double prob[RN_TOP_CANDIDATES], inv_t = 1.0 / (double)p->temperature;
     if (m < k && k < V)
         return -1; /* the top-k's weight reaches past the candidates */
-    return draw_from(s, t->logit, m, k, t->zt, rng, prob);
+    for (int i = 0; i < m; i++)
+        prob[i] = weight_of(t->logit[i], (double)t->logit[0], inv_t);
+    return draw_from(s, prob, m, k, t->zt, rng);
 }
 
 /* fill_logprobs from t: its sums give the normaliser, and the alternatives
@@ -638,12 +654,10 @@ int rn_sampler_sample_top(rn_sampler *s, const rn_row_top *t, int n_logprobs, rn
         return RN_SAMPLE_NEED_ROW;
     s->rng = rng;
     res->token = t->id[idx];
-    if (n_logprobs == RN_NO_LOGPROBS) {
-        res->logprob = NAN;
-        res->n_top = 0;
-    } else {
+    if (n_logprobs == RN_NO_LOGPROBS)
+        no_logprobs(res);
+    else
         top_logprobs(t, idx, n_logprobs, res);
-    }
     note_token(s, res->token);
     return RN_OK;
 }
@@ -655,11 +669,6 @@ typedef struct top_heap {
     float v[RN_TOP_CANDIDATES];
     int32_t id[RN_TOP_CANDIDATES];
 } top_heap;
-
-static int pair_before(float va, int32_t a, float vb, int32_t b)
-{
-    return va > vb || (va == vb && a < b);
-}
 
 static void heap_swap(top_heap *h, int a, int b)
 {
@@ -720,9 +729,9 @@ void rn_row_top_fill(const float *logits, int vocab, float temperature, rn_row_t
     }
     double mx = (double)t->logit[0], inv_t = temperature > 0.0f ? 1.0 / (double)temperature : 0.0;
     for (int i = 0; i < vocab; i++) {
-        double d = (isnan(logits[i]) ? -INFINITY : (double)logits[i]) - mx;
-        t->z1 += exp(d);
+        float l = isnan(logits[i]) ? -INFINITY : logits[i];
+        t->z1 += weight_of(l, mx, 1.0);
         if (inv_t > 0.0)
-            t->zt += exp(d * inv_t);
+            t->zt += weight_of(l, mx, inv_t);
     }
 }
