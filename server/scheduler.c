@@ -132,13 +132,20 @@ void rd_sched_get_stats(rd_sched *s, rd_sched_stats *st)
 /* ------------------------------------------------------------ job ends */
 
 /* Releases a finished or failed job's transient slots and tells the loop. */
-static void finish_job(rd_sched *s, rd_job *j, int status, const char *msg)
+/* The job's answer becomes status with msg, unless an error came first
+ * (the queue lock held). */
+static void set_error_locked(rd_job *j, int status, const char *msg)
 {
-    rd_queue_lock(s->q);
     if (status && !j->error_status) {
         j->error_status = status;
         strncpy(j->error_msg, msg, sizeof j->error_msg - 1);
     }
+}
+
+static void finish_job(rd_sched *s, rd_job *j, int status, const char *msg)
+{
+    rd_queue_lock(s->q);
+    set_error_locked(j, status, msg);
     j->phase = RD_PHASE_DONE;
     rd_queue_mark_ready_locked(s->q, j, 1);
     rd_queue_unlock(s->q);
@@ -315,6 +322,13 @@ static int push_token(rd_sched *s, rd_job *j, rd_choice *c, const rn_sample_resu
     return c->finish != RD_FIN_NONE;
 }
 
+/* The engine failed a step j had rows in: it ends with a 500 (once). */
+static void engine_failed(rd_sched *s, rd_job *j)
+{
+    if (j->phase != RD_PHASE_DONE)
+        finish_job(s, j, 500, "engine error during decode");
+}
+
 /* A token of j could not be sampled (the thread's working memory could not
  * be had): every choice ends and the job answers 500 when the step
  * completes it -- not at once, since rows of the job may still be in this
@@ -322,10 +336,7 @@ static int push_token(rd_sched *s, rd_job *j, rd_choice *c, const rn_sample_resu
 static void sampling_failed(rd_sched *s, rd_job *j)
 {
     rd_queue_lock(s->q);
-    if (!j->error_status) {
-        j->error_status = 500;
-        strncpy(j->error_msg, "out of memory while sampling", sizeof j->error_msg - 1);
-    }
+    set_error_locked(j, 500, "out of memory while sampling");
     for (int i = 0; i < j->n; i++)
         if (j->ch[i].finish == RD_FIN_NONE)
             j->ch[i].finish = RD_FIN_ERROR;
@@ -396,8 +407,7 @@ static int fetch_rows(rd_sched *s, int g0, int n_need)
         int k = g0 + s->b_need[i];
         rd_job *j = s->b_job[k];
         if (rc != RN_OK) {
-            if (j->phase != RD_PHASE_DONE)
-                finish_job(s, j, 500, "engine error during decode");
+            engine_failed(s, j);
             continue;
         }
         sample_into(s, j, &j->ch[s->b_choice[k]], s->logits + (size_t)k * (size_t)s->vocab);
@@ -490,8 +500,7 @@ static void decode_step(rd_sched *s)
         for (int k = g0; k < g0 + m; k++) {
             rd_job *j = s->b_job[k];
             if (rc != RN_OK) {
-                if (j->phase != RD_PHASE_DONE)
-                    finish_job(s, j, 500, "engine error during decode");
+                engine_failed(s, j);
                 continue;
             }
             rd_queue_lock(s->q);
