@@ -927,7 +927,7 @@ struct rf_layout {
     size_t q, k, f, s, v, total;
 };
 
-__host__ __device__ static inline size_t rf_round(size_t n)
+__host__ __device__ static constexpr size_t rf_round(size_t n)
 {
     return (n + 127) & ~(size_t)127;
 }
@@ -948,17 +948,17 @@ __host__ __device__ static inline rf_layout rf_layout_for(int dk, int dt)
 
 /* RF_ROWS rows of cols fp32 values (cols a multiple of 4, rows 16-byte
  * aligned) from src (row stride ld) into bf16 dst (row stride ldd), each
- * row times scale[row] first when scale is non-NULL (the fp32 product,
- * then the rounding), by the whole block. */
+ * row times scale[row * step] first when scale is non-NULL (the fp32
+ * product, then the rounding), by the whole block. */
 __device__ static void rf_load(__nv_bfloat16 *dst, int ldd, const float *src, size_t ld, int cols,
-                               const float *scale)
+                               const float *scale, int step = 1)
 {
     int per_row = cols / 4;
     for (int t = (int)threadIdx.x; t < RF_ROWS * per_row; t += RF_THREADS) {
         int r = t / per_row, c = t % per_row * 4;
         float4 x = *(const float4 *)(src + (size_t)r * ld + (size_t)c);
         if (scale) {
-            float s = scale[r];
+            float s = scale[r * step];
             x.x *= s, x.y *= s, x.z *= s, x.w *= s;
         }
         __nv_bfloat162 *d = (__nv_bfloat162 *)(dst + (size_t)r * (size_t)ldd + (size_t)c);
@@ -978,6 +978,9 @@ typedef nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> rf_
 typedef nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16,
                                nvcuda::wmma::row_major>
     rf_a;
+typedef nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16,
+                               nvcuda::wmma::col_major>
+    rf_a_col;
 typedef nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16,
                                nvcuda::wmma::row_major>
     rf_b_row;
@@ -1158,6 +1161,83 @@ int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, cons
 long rk_ret_fused_launches(void)
 {
     return rf_launches.load();
+}
+
+/* Shared memory of the pieces' own-state kernel: a key tile (64 tokens of
+ * 64 key columns) and a value tile (64 tokens of DT columns), bf16. */
+#define RU_LDK (RF_ROWS + RF_PAD)
+
+__host__ __device__ static constexpr size_t ru_smem(int dt)
+{
+    return rf_round((size_t)RF_ROWS * RU_LDK * 2) + (size_t)RF_ROWS * (size_t)(dt + RF_PAD) * 2;
+}
+
+/* Grid: (pieces x H, dk / 64 key-column tiles, dv / DT value tiles); up[b]
+ * (dk x dv, row-major) = sum over the piece's tokens j of
+ * (k_j g^(P-1-j))^T v_j, k_j scaled in fp32 then rounded to bf16 as
+ * rk_scale_pieces and cuBLAS's FAST_16BF round it.  Each warp owns 16 key
+ * columns (rows of U) and the block's DT value columns. */
+template <int DT>
+__global__ void __launch_bounds__(RF_THREADS)
+    ret_own_kernel(float *const *up, const float *const *kp, const float *const *vp,
+                   const float *pw, int H, int P, int dv, int HK, int HV)
+{
+    pdl_enter();
+#if RF_WMMA
+    using namespace nvcuda;
+    __shared__ __align__(128) unsigned char ru_mem[ru_smem(DT)];
+    __nv_bfloat16 *sk = (__nv_bfloat16 *)ru_mem;
+    __nv_bfloat16 *sv = (__nv_bfloat16 *)(ru_mem + rf_round((size_t)RF_ROWS * RU_LDK * 2));
+    int b = (int)blockIdx.x, m0 = (int)blockIdx.y * RF_ROWS, c0 = (int)blockIdx.z * DT;
+    int warp = (int)threadIdx.x / 32;
+    const float *p = pw + (size_t)(b % H) * (size_t)(P + 1);
+    rf_acc acc[DT / 16];
+#pragma unroll
+    for (int n = 0; n < DT / 16; n++)
+        wmma::fill_fragment(acc[n], 0.0f);
+    for (int j0 = 0; j0 < P; j0 += RF_ROWS) {
+        /* token j0 + r scaled by g^(P-1-j0-r) */
+        rf_load(sk, RU_LDK, kp[b] + (size_t)j0 * (size_t)HK + m0, (size_t)HK, RF_ROWS,
+                p + (P - 1 - j0), -1);
+        rf_load(sv, DT + RF_PAD, vp[b] + (size_t)j0 * (size_t)HV + c0, (size_t)HV, DT, NULL);
+        __syncthreads();
+        for (int kk = 0; kk < RF_ROWS; kk += 16) {
+            rf_a_col a; /* (k g)^T: the tile's token rows are its columns */
+            wmma::load_matrix_sync(a, sk + (size_t)kk * RU_LDK + warp * 16, (unsigned)RU_LDK);
+#pragma unroll
+            for (int n = 0; n < DT / 16; n++) {
+                rf_b_row bv;
+                wmma::load_matrix_sync(bv, sv + (size_t)kk * (DT + RF_PAD) + n * 16,
+                                       (unsigned)(DT + RF_PAD));
+                wmma::mma_sync(acc[n], a, bv, acc[n]);
+            }
+        }
+        __syncthreads(); /* before the next tile replaces sk and sv */
+    }
+    float *u = up[b] + (size_t)(m0 + warp * 16) * (size_t)dv + c0;
+#pragma unroll
+    for (int n = 0; n < DT / 16; n++)
+        wmma::store_matrix_sync(u + n * 16, acc[n], (unsigned)dv, wmma::mem_row_major);
+#else
+    (void)up, (void)kp, (void)vp, (void)pw, (void)H, (void)P, (void)dv, (void)HK, (void)HV;
+    __trap();
+#endif
+}
+
+int rk_ret_own(cudaStream_t st, float *const *up, const float *const *kp, const float *const *vp,
+               const float *pw, int count, int H, int P, int dk, int dv)
+{
+    int dt = rf_tile(dv);
+    if (P % RF_ROWS || dk % RF_ROWS || !dt)
+        return -1;
+    dim3 grid((unsigned)count, (unsigned)(dk / RF_ROWS), (unsigned)(dv / dt));
+    if (dt == 128)
+        launch(ret_own_kernel<128>, grid, RF_THREADS, 0, st, up, kp, vp, pw, H, P, dv, H * dk,
+               H * dv);
+    else
+        launch(ret_own_kernel<64>, grid, RF_THREADS, 0, st, up, kp, vp, pw, H, P, dv, H * dk,
+               H * dv);
+    return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 
 __global__ void decay_state_kernel(float *Sl, const float *pw, int C, size_t hkv, size_t per_head)

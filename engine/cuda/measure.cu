@@ -210,6 +210,17 @@ static float rf_uniform(uint32_t *seed, float lo, float hi)
     return lo + (hi - lo) * (float)(*seed >> 8) * 0x1p-24f;
 }
 
+/* pw[h][t] = g_h^t for t in [0, P], decays from 0.9 down to 0.55 over the
+ * H heads: fast, so an exponent off by one shows. */
+static void rf_decays(float *pw, int H, int P)
+{
+    for (int hh = 0; hh < H; hh++) {
+        double g = 0.9 - 0.35 * hh / (H > 1 ? H - 1 : 1);
+        for (int t = 0; t <= P; t++)
+            pw[(size_t)hh * (P + 1) + t] = (float)pow(g, t);
+    }
+}
+
 /* The fused retention check's reference for one (piece, head): in double,
  * from the same fp32 values and decay table, o[i][c] and the sum of the
  * absolute values of every term it adds (what bf16 operands may move it
@@ -295,11 +306,7 @@ extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv,
             o[i] = NAN; /* a row the kernel does not write fails the comparison */
         for (size_t i = 0; i < ns; i++)
             S[i] = rf_uniform(&seed, -2.0f, 2.0f);
-        for (int hh = 0; hh < H; hh++) { /* fast decays: an exponent off by one shows */
-            double g = 0.9 - 0.35 * hh / (H > 1 ? H - 1 : 1);
-            for (int t = 0; t <= P; t++)
-                pw[(size_t)hh * (P + 1) + t] = (float)pow(g, t);
-        }
+        rf_decays(pw, H, P);
         if (cudaMalloc(&d, sizeof(float) * total) != cudaSuccess ||
             cudaMalloc(&dp, sizeof(void *) * 5 * (size_t)count) != cudaSuccess)
             goto cleanup;
@@ -350,6 +357,94 @@ cleanup:
     free(mag);
     free(sc);
     free(sa);
+    return rc;
+}
+
+/* The largest error of one (piece, head)'s own state part u (dk x dv) against
+ * the double-precision sum of g^(P-1-j) k_j^T v_j over its P rows (k row
+ * stride ldk, v ldv), over the sum of the terms' absolute values. */
+static double ro_worst(const float *u, const float *k, const float *v, const float *pw, int P,
+                       int dk, int dv, int ldk, int ldv)
+{
+    double w = 0.0;
+    for (int m = 0; m < dk; m++)
+        for (int c = 0; c < dv; c++) {
+            double sum = 0.0, mag = 0.0;
+            for (int j = 0; j < P; j++) {
+                double t = (double)pw[P - 1 - j] * k[(size_t)j * ldk + m] * v[(size_t)j * ldv + c];
+                sum += t;
+                mag += fabs(t);
+            }
+            double e = fabs(u[(size_t)m * dv + c] - sum) / (mag + 1e-30);
+            w = e > w || e != e ? e : w; /* NaN stays */
+        }
+    return w;
+}
+
+extern "C" int rn_cuda_ret_own_check(int P, int pieces, int H, int dk, int dv, uint32_t seed,
+                                     double *worst)
+{
+    int major = 0, count = pieces * H, HK = H * dk, HV = H * dv;
+    size_t rows = (size_t)pieces * (size_t)P, nk = rows * HK, nv = rows * HV;
+    size_t nu = (size_t)count * dk * dv, npw = (size_t)H * (P + 1);
+    size_t total = nk + nv + nu + npw; /* k | v | u | decay table */
+    float *h = NULL, *d = NULL;
+    void **hp = NULL, **dp = NULL;
+    int rc = RN_EDEVICE;
+    *worst = -1.0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess)
+        return RN_EDEVICE;
+    if (major < 8)
+        return RN_EUNSUPPORTED;
+    if (pieces < 1 || H < 1 || P % 64 || dk % 64 || dv % 64)
+        return RN_EINVAL;
+    h = (float *)malloc(sizeof(float) * total);
+    hp = (void **)malloc(sizeof(void *) * 3 * (size_t)count);
+    if (!h || !hp) {
+        rc = RN_ENOMEM;
+        goto cleanup;
+    }
+    {
+        float *k = h, *v = k + nk, *u = v + nv, *pw = u + nu;
+        for (size_t i = 0; i < nk + nv; i++)
+            h[i] = rf_uniform(&seed, -1.0f, 1.0f);
+        for (size_t i = 0; i < nu; i++)
+            u[i] = NAN; /* an output the kernel does not write fails the comparison */
+        rf_decays(pw, H, P);
+        if (cudaMalloc(&d, sizeof(float) * total) != cudaSuccess ||
+            cudaMalloc(&dp, sizeof(void *) * 3 * (size_t)count) != cudaSuccess)
+            goto cleanup;
+        for (int b = 0; b < count; b++) {
+            size_t p = (size_t)(b / H), hh = (size_t)(b % H);
+            hp[0 * count + b] = d + nk + nv + (size_t)b * dk * dv;
+            hp[1 * count + b] = d + p * P * HK + hh * dk;
+            hp[2 * count + b] = d + nk + p * P * HV + hh * dv;
+        }
+        if (cudaMemcpy(d, h, sizeof(float) * total, cudaMemcpyHostToDevice) != cudaSuccess ||
+            cudaMemcpy(dp, hp, sizeof(void *) * 3 * (size_t)count, cudaMemcpyHostToDevice) !=
+                cudaSuccess)
+            goto cleanup;
+        if (rk_ret_own(0, (float *const *)dp, (const float *const *)(dp + count),
+                       (const float *const *)(dp + 2 * count), d + nk + nv + nu, count, H, P, dk,
+                       dv) != 0 ||
+            cudaDeviceSynchronize() != cudaSuccess ||
+            cudaMemcpy(u, d + nk + nv, sizeof(float) * nu, cudaMemcpyDeviceToHost) != cudaSuccess)
+            goto cleanup;
+        double w = 0.0;
+        for (int b = 0; b < count; b++) {
+            size_t p = (size_t)(b / H), hh = (size_t)(b % H);
+            double e = ro_worst(u + (size_t)b * dk * dv, k + p * P * HK + hh * dk,
+                                v + p * P * HV + hh * dv, pw + hh * (P + 1), P, dk, dv, HK, HV);
+            w = e > w || e != e ? e : w;
+        }
+        *worst = w;
+        rc = RN_OK;
+    }
+cleanup:
+    cudaFree(d);
+    cudaFree(dp);
+    free(h);
+    free(hp);
     return rc;
 }
 

@@ -60,6 +60,13 @@ int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int l
  * fit the kernel; RN_EUNSUPPORTED before sm_80; RN_ENOMEM; RN_EDEVICE. */
 int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v, uint32_t seed,
                             double *worst);
+/* The pieces' own-state kernel (rk_ret_own) on pieces pieces of P rows and
+ * H heads of dk, dv random values and the same decays, against a
+ * double-precision reference: *worst as above (k g^(P-1-j) and v each
+ * rounded to bf16 once: under 0.4%).  RN_OK; RN_EINVAL when P, dk or dv
+ * is not a multiple of 64; RN_EUNSUPPORTED before sm_80; RN_ENOMEM;
+ * RN_EDEVICE. */
+int rn_cuda_ret_own_check(int P, int pieces, int H, int dk, int dv, uint32_t seed, double *worst);
 /* Launches of the fused retention kernel so far in this process. */
 long rn_cuda_ret_fused_launches(void);
 

@@ -461,6 +461,33 @@ START_TEST(test_forms_ret_fused_matches_reference)
 }
 END_TEST
 
+/* The pieces' own parts of the state on tensor cores (rk_ret_own, the
+ * fused path's first launch) against a double-precision reference: k g^(P-1-j)
+ * and v rounded to bf16 once each move a sum by under 0.4% of its terms'
+ * absolute values; 1% is the bound, as above, and a decay power read the
+ * wrong way along the piece, a transposed tile or a missing token tile
+ * moves the sums by far more.  Shapes: 64- and 128-column value tiles,
+ * one to four key-column tiles, one to four token tiles. */
+START_TEST(test_forms_ret_own_matches_reference)
+{
+    static const int shapes[][5] = {
+        /* P, pieces, H, dk, dv */
+        {256, 2, 2, 128, 256},
+        {128, 3, 1, 256, 192},
+        {64, 2, 3, 64, 64},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *sh = shapes[i];
+        double worst = -1.0;
+        int rc =
+            rn_cuda_ret_own_check(sh[0], sh[1], sh[2], sh[3], sh[4], (uint32_t)(31 + i), &worst);
+        ck_assert_msg(rc == RN_OK, "shape %zu: rn_cuda_ret_own_check: %d", i, rc);
+        ck_assert_msg(worst <= 1e-2, "P %d, %d pieces, %d heads, dk %d, dv %d: error %.3g", sh[0],
+                      sh[1], sh[2], sh[3], sh[4], worst);
+    }
+}
+END_TEST
+
 START_TEST(test_forms_tc_variants_keep_bits)
 {
     for (size_t i = 0; i < FIXTURE_TC_LOADS_SHAPES; i++) {
@@ -571,8 +598,10 @@ Suite *forms_suite(void)
 #ifdef RN_HAVE_CUDA
     if (fixture_on_cuda()) /* a kernel of the CUDA backend only: not counted elsewhere */
         tcase_add_test(tc, test_forms_tc_variants_keep_bits);
-    if (fixture_on_cuda())
+    if (fixture_on_cuda()) {
         tcase_add_test(tc, test_forms_ret_fused_matches_reference);
+        tcase_add_test(tc, test_forms_ret_own_matches_reference);
+    }
 #endif
     suite_add_tcase(s, tc);
     return s;

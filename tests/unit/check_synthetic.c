@@ -201,7 +201,8 @@ END_TEST
 /* The fused chunkwise retention kernel (RETNET_CUDA_RET_FUSED) inside the
  * engine: a bf16 model whose heads fit it (dk 128, dv 256), prefill chunks
  * of up to 256 tokens in 64-token pieces, so a chunk's full pieces go
- * through the kernel -- from an empty state and, in the second call, from
+ * through the kernels (the pieces' own state parts, rk_ret_own, and the
+ * read-outs) -- from an empty state and, in the second call, from
  * the state the first left -- and the ragged tails through the products
  * as before; logits and states against the CPU's recurrent form at the
  * 16-bit tolerance. */
