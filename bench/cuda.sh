@@ -6,6 +6,10 @@
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
+# BENCH_CUDA=quick: the main table, prefill in 4096-token chunks, the
+# switches that are off until measured (TC_PIPE, STEP_EARLY, STEP_NORM,
+# RET_BF16, RET_FUSED) and the peer at batches 1 and 16: a few minutes
+# instead of the whole sweep.
 set -eu
 RETNET=${1:-build/release/retnet}
 OUT=build/bench/cuda
@@ -21,6 +25,24 @@ cat "$OUT/device.txt"
 # the server's defaults (1024-token chunks on a GPU)
 "$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,32,64,128,256 --prompts 512,2048,8192 \
     --chunk 1024 --decode 32 | tee "$OUT/ours.json"
+if [ "${BENCH_CUDA:-full}" = quick ]; then
+    "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 8192 --chunk 4096 --decode 4 |
+        tee "$OUT/ours-c4096.json"
+    RETNET_CUDA_TC_PIPE=1 "$RETNET" bench-cuda "$MODEL" --batches 4,8,16 --prompts 512 \
+        --chunk 1024 --decode 32 | tee "$OUT/ours-tcpipe.json"
+    for v in EARLY NORM; do
+        env RETNET_CUDA_STEP_$v=1 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64 --prompts 512 \
+            --chunk 1024 --decode 32 | tee "$OUT/ours-step$(echo $v | tr A-Z a-z).json"
+    done
+    for v in BF16 FUSED; do
+        for c in 1024 4096; do
+            env RETNET_CUDA_RET_$v=1 "$RETNET" bench-cuda "$MODEL" --batches 1 \
+                --prompts 2048,8192 --chunk $c --decode 4 |
+                tee "$OUT/ours-ret$(echo $v | tr A-Z a-z)-c$c.json"
+        done
+    done
+    PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
+else
 # the decode paths the default chose between: without the tensor-core GEMV
 # (the GEMV up to 4 rows, then cuBLASLt) and with it from one row
 RETNET_CUDA_TC_MAX=0 "$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,32 --prompts 512 \
@@ -75,6 +97,8 @@ done
 # bf16 states (--gpu-state-dtype bf16): half the state bytes per step
 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 2048 --chunk 1024 --decode 32 \
     --state-bf16 | tee "$OUT/ours-bf16-states.json"
+PEER_BATCHES=1,16,64,256 PEER_PROMPTS=512,2048,8192
+fi
 
 PY=${PYTHON:-python3}
 if [ -n "${PEER_WHEELS:-}" ]; then
@@ -82,7 +106,7 @@ if [ -n "${PEER_WHEELS:-}" ]; then
         >"$OUT/pip.log" 2>&1 || echo "bench-cuda: installing the peer from $PEER_WHEELS failed"
 fi
 if "$PY" -c "import fla, transformers" 2>/dev/null; then
-    "$PY" tools/bench_peer.py "$MODEL" --batches 1,16,64,256 --prompts 512,2048,8192 \
+    "$PY" tools/bench_peer.py "$MODEL" --batches "$PEER_BATCHES" --prompts "$PEER_PROMPTS" \
         --decode 32 >"$OUT/peer.json" 2>"$OUT/peer.log" || echo "bench-cuda: peer failed (see $OUT/peer.log)"
 else
     echo "bench-cuda: flash-linear-attention is not importable: peer not run"

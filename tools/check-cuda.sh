@@ -12,6 +12,10 @@
 #      disconnects) serving on the GPU (RETNETD_TEST_DEVICE=cuda).
 # Without a CUDA build or a device it prints one SKIPPED line and exits 0:
 # that is a skip, never a pass.  Logs: build/cuda/.
+# CHECK_CUDA_ONLY=REGEX keeps the runs, memcheck runs and the server test
+# ("server") whose names match (an awk regular expression), e.g.
+# '^(forms|parity|synthetic)$' for a short check; the line "check-cuda: N of
+# M runs" says how many suite runs were left out.
 set -u
 OUT=build/cuda
 
@@ -41,6 +45,15 @@ if ! info=$("$RETNET" cuda-info 2>&1); then
     exit 0
 fi
 echo "check-cuda: $info" | tee "$OUT/device.txt"
+
+# The lines of stdin whose first field matches CHECK_CUDA_ONLY (all without it).
+select_runs() {
+    if [ -n "${CHECK_CUDA_ONLY:-}" ]; then
+        awk -v re="$CHECK_CUDA_ONLY" '$1 ~ re'
+    else
+        cat
+    fi
+}
 
 fail=0
 # Each run: name, suite, then the environment it runs under.  By default
@@ -73,7 +86,7 @@ fail=0
 # with the switch set by the test itself).
 # The runs are small next to a device: CHECK_CUDA_JOBS (4) go at once, each
 # its own process; their lines come in the order they finish.
-xargs -L 1 -P "${CHECK_CUDA_JOBS:-4}" sh "$0" --run "$TESTS" <<RUNS || fail=1
+cat >"$OUT/runs.txt" <<RUNS
 cuda_plan cuda_plan RETNET_CUDA_GRAPHS=1
 parity parity RETNET_CUDA_GRAPHS=1
 forms forms RETNET_CUDA_GRAPHS=1
@@ -105,14 +118,27 @@ forms-normrow forms RETNET_CUDA_NORM_VEC=0
 parity-normrow parity RETNET_CUDA_NORM_VEC=0
 synthetic-normrow synthetic RETNET_CUDA_NORM_VEC=0
 RUNS
+select_runs <"$OUT/runs.txt" >"$OUT/runs-selected.txt"
+echo "check-cuda: $(grep -c . "$OUT/runs-selected.txt") of $(grep -c . "$OUT/runs.txt") runs"
+xargs -r -L 1 -P "${CHECK_CUDA_JOBS:-4}" sh "$0" --run "$TESTS" <"$OUT/runs-selected.txt" || fail=1
 
+# memcheck: no fork, the sanitizer watches one process through a whole
+# suite (the last four: the synthetic shapes through the tensor-core GEMV,
+# prefill retention in batched pieces, the split GEMV, and the norms
+# reading their rows twice)
+select_runs >"$OUT/memcheck.txt" <<MEMCHECK
+forms forms RETNET_CUDA_GRAPHS=1
+parity parity RETNET_CUDA_GRAPHS=1
+state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
+synthetic synthetic RETNET_CUDA_GRAPHS=1
+synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
+forms-pieces forms RETNET_CUDA_RET_CHUNK=5
+forms-split forms RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
+synthetic-normrow synthetic RETNET_CUDA_NORM_VEC=0
+MEMCHECK
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
     echo "check-cuda: memcheck not run (CHECK_CUDA_MEMCHECK=0)"
 elif command -v compute-sanitizer >/dev/null 2>&1; then
-    # no fork: the sanitizer watches one process through a whole suite
-    # (the last four: the synthetic shapes through the tensor-core GEMV,
-    # prefill retention in batched pieces, the split GEMV, and the norms
-    # reading their rows twice)
     while read -r name suite env; do
         log=$OUT/memcheck-$name.log
         if env $env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_FORK=no CK_DEFAULT_TIMEOUT=1200 \
@@ -124,20 +150,11 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
             grep -E "=========" "$log" | head -n 20
             fail=1
         fi
-    done <<MEMCHECK
-forms forms RETNET_CUDA_GRAPHS=1
-parity parity RETNET_CUDA_GRAPHS=1
-state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
-synthetic synthetic RETNET_CUDA_GRAPHS=1
-synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
-forms-pieces forms RETNET_CUDA_RET_CHUNK=5
-forms-split forms RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
-synthetic-normrow synthetic RETNET_CUDA_NORM_VEC=0
-MEMCHECK
+    done <"$OUT/memcheck.txt"
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"
 fi
-if [ -n "$RETNETD" ]; then
+if [ -n "$RETNETD" ] && echo server | select_runs | grep -q .; then
     if RETNETD_TEST_DEVICE=cuda RETNETD="$RETNETD" RETNET="$RETNET" \
         python3 tests/integration/test_server.py >"$OUT/server.log" 2>&1; then
         echo "check-cuda: server on the GPU: $(grep -E '^(OK|Ran)' "$OUT/server.log" | tr '\n' ' ')"
