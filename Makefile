@@ -29,6 +29,9 @@ CC ?= cc
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wold-style-definition -Wpointer-arith -Wformat=2 -Wundef -Wvla -Wwrite-strings \
         -Wno-psabi
+# C++ (the unit tests' CUDA emulation): the same warnings that apply to it.
+CXXWARN := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wformat=2 -Wundef -Wvla -Wno-psabi \
+           -Wno-unknown-pragmas # the kernels' #pragma unroll
 # Lazy (=) so pkg-config runs after `make deps` installed what it queries.
 PKG_CFLAGS = $(shell pkg-config --cflags openblas libcjson libpcre2-8)
 PKG_LIBS = $(shell pkg-config --libs openblas libcjson libpcre2-8)
@@ -63,7 +66,8 @@ SERVER_SRC := $(wildcard server/*.c)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(OUT)/%.o)
 RETNETD := $(OUT)/retnetd
 TEST_SRC := $(wildcard tests/unit/*.c)
-TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o)
+TEST_CXX_SRC := $(wildcard tests/unit/*.cc)
+TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o) $(TEST_CXX_SRC:%.cc=$(OUT)/%.o)
 TEST_BIN := $(OUT)/tests/check_unit
 
 .PHONY: FORCE soak load-wrk check-valgrind check-image install uninstall all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
@@ -112,6 +116,13 @@ $(OUT)/tests/unit/%.o: tests/unit/%.c
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS_ALL) $(CHECK_CFLAGS) $(CFLAGS_ALL) -c $< -o $@
 
+# The CUDA emulation that runs engine/cuda/ret_fused.cuh's kernels on the
+# CPU (tests/unit/cuda_emu.h): host C++, built with or without nvcc.
+$(OUT)/tests/unit/%.o: tests/unit/%.cc
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CXX     $<")
+	$(Q)$(CXX) -std=c++17 $(CPPFLAGS_ALL) $(OPT) $(CXXWARN) $(SANFLAGS) -pthread -MMD -MP $(CXXFLAGS) -c $< -o $@
+
 $(OUT)/server/%.o: server/%.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
@@ -149,7 +160,7 @@ TEST_SERVER_OBJ := $(OUT)/server/jw.o
 $(TEST_BIN): $(TEST_OBJ) $(TEST_SERVER_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(TEST_OBJ) $(TEST_SERVER_OBJ) $(LIB) $(CUDA_LIBS) $(CHECK_LIBS) $(LDLIBS_ALL) $(if $(CUDA_OBJ),-lstdc++)
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(TEST_OBJ) $(TEST_SERVER_OBJ) $(LIB) $(CUDA_LIBS) $(CHECK_LIBS) $(LDLIBS_ALL) -lstdc++
 
 # The whole suite: unit tests (parity against tests/fixtures, malformed models,
 # form equivalences), the server's integration tests and the layering lint.
@@ -314,10 +325,10 @@ fixtures:
 	$(Q)sh tools/venv.sh >/dev/null && build/venv/bin/python tools/make_fixtures.py --out tests/fixtures
 
 format:
-	$(Q)clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')
+	$(Q)clang-format -i $$(git ls-files '*.c' '*.h' '*.cu' '*.cuh' '*.cc')
 
 format-check:
-	$(Q)clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h' '*.cu')
+	$(Q)clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h' '*.cu' '*.cuh' '*.cc')
 
 # Installation (FHS): binaries, the default model, the config file (kept if
 # present), the systemd unit and the docs.  DESTDIR for staging/packaging.

@@ -19,6 +19,7 @@ extern "C" {
 #include "rn_cuda.h"
 }
 #include "kernels.cuh"
+#include "ret_ref.h"
 
 /* Best-of-reps milliseconds of fn() on stream st. */
 template <typename F> static float best_ms(cudaStream_t st, int reps, F fn)
@@ -203,249 +204,95 @@ cleanup:
     return rc;
 }
 
-/* A uniform value in [lo, hi) from *seed (advanced). */
-static float rf_uniform(uint32_t *seed, float lo, float hi)
-{
-    *seed = *seed * 1664525u + 1013904223u;
-    return lo + (hi - lo) * (float)(*seed >> 8) * 0x1p-24f;
-}
-
-/* pw[h][t] = g_h^t for t in [0, P], decays from 0.9 down to 0.55 over the
- * H heads: fast, so an exponent off by one shows. */
-static void rf_decays(float *pw, int H, int P)
-{
-    for (int hh = 0; hh < H; hh++) {
-        double g = 0.9 - 0.35 * hh / (H > 1 ? H - 1 : 1);
-        for (int t = 0; t <= P; t++)
-            pw[(size_t)hh * (P + 1) + t] = (float)pow(g, t);
-    }
-}
-
-/* The fused retention check's reference for one (piece, head): in double,
- * from the same fp32 values and decay table, o[i][c] and the sum of the
- * absolute values of every term it adds (what bf16 operands may move it
- * by is a small fraction of that).  sc, sa: scratch of P x P. */
-static void rf_reference(double *o, double *mag, double *sc, double *sa, const float *q,
-                         const float *k, const float *v, const float *S, const float *pw, int P,
-                         int dk, int dv, int ldk, int ldv)
-{
-    for (int i = 0; i < P; i++)
-        for (int j = 0; j <= i; j++) {
-            double s = 0.0, a = 0.0;
-            for (int m = 0; m < dk; m++) {
-                double t = (double)q[(size_t)i * ldk + m] * k[(size_t)j * ldk + m];
-                s += t;
-                a += fabs(t);
-            }
-            sc[(size_t)i * P + j] = (double)pw[i - j] * s;
-            sa[(size_t)i * P + j] = (double)pw[i - j] * a;
-        }
-    for (int i = 0; i < P; i++)
-        for (int c = 0; c < dv; c++) {
-            double sum = 0.0, abs_sum = 0.0;
-            for (int j = 0; j <= i; j++) {
-                sum += sc[(size_t)i * P + j] * v[(size_t)j * ldv + c];
-                abs_sum += sa[(size_t)i * P + j] * fabs((double)v[(size_t)j * ldv + c]);
-            }
-            for (int m = 0; m < dk; m++) {
-                double t = (double)pw[i + 1] * q[(size_t)i * ldk + m] * S[(size_t)m * dv + c];
-                sum += t;
-                abs_sum += fabs(t);
-            }
-            o[(size_t)i * dv + c] = sum;
-            mag[(size_t)i * dv + c] = abs_sum;
-        }
-}
-
 extern "C" long rn_cuda_ret_fused_launches(void)
 {
     return rk_ret_fused_launches();
 }
 
-extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v,
-                                       uint32_t seed, double *worst)
+/* Runs the fused read-out (own == 0) or the own-state kernel on problem p
+ * filled from seed, and returns the worst error of its outputs
+ * (rf_fused_worst, rf_own_worst) in *worst. */
+static int rf_device_check(const rf_problem *p, int own, int zero_v, uint32_t seed, double *worst)
 {
-    int dev = 0, major = 0, optin = 0, count = pieces * H, HK = H * dk, HV = H * dv;
-    size_t rows = (size_t)pieces * (size_t)P, nq = rows * HK, nv = rows * HV;
-    size_t ns = (size_t)count * dk * dv, npw = (size_t)H * (P + 1);
-    float *h = NULL, *d = NULL;
-    void **hp = NULL, **dp = NULL;
-    double *ref = NULL, *mag = NULL, *sc = NULL, *sa = NULL;
-    int rc = RN_EDEVICE;
-    *worst = -1.0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-        return RN_EDEVICE;
-    if (major < 8)
-        return RN_EUNSUPPORTED;
-    if (pieces < 1 || H < 1 || !rk_ret_fused_fits(P, dk, dv, (size_t)optin))
-        return RN_EINVAL;
-    if (rk_ret_fused_prepare(dk, dv) != 0)
-        return RN_EDEVICE;
-    /* host and device alike: q, k | v, o | states | decay table */
-    size_t total = 2 * nq + 2 * nv + ns + npw;
-    h = (float *)malloc(sizeof(float) * total);
-    hp = (void **)malloc(sizeof(void *) * 5 * (size_t)count);
-    ref = (double *)malloc(sizeof(double) * (size_t)P * dv);
-    mag = (double *)malloc(sizeof(double) * (size_t)P * dv);
-    sc = (double *)malloc(sizeof(double) * (size_t)P * P);
-    sa = (double *)malloc(sizeof(double) * (size_t)P * P);
-    if (!h || !hp || !ref || !mag || !sc || !sa) {
+    float *h = (float *)malloc(sizeof(float) * p->total), *d = NULL;
+    void **hp = (void **)malloc(sizeof(void *) * 5 * (size_t)p->count), **dp = NULL;
+    int rc = RN_EDEVICE, n = p->count;
+    if (!h || !hp) {
         rc = RN_ENOMEM;
         goto cleanup;
     }
+    rf_problem_fill(p, h, zero_v, seed);
+    if (own) /* the states' place takes the output */
+        for (size_t i = p->S; i < p->pw; i++)
+            h[i] = NAN;
+    if (cudaMalloc(&d, sizeof(float) * p->total) != cudaSuccess ||
+        cudaMalloc(&dp, sizeof(void *) * 5 * (size_t)n) != cudaSuccess)
+        goto cleanup;
+    rf_problem_ptrs(p, d, hp);
+    if (cudaMemcpy(d, h, sizeof(float) * p->total, cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaMemcpy(dp, hp, sizeof(void *) * 5 * (size_t)n, cudaMemcpyHostToDevice) != cudaSuccess)
+        goto cleanup;
     {
-        float *q = h, *k = q + nq, *v = k + nq, *o = v + nv, *S = o + nv, *pw = S + ns;
-        for (size_t i = 0; i < 2 * nq + nv; i++)
-            h[i] = rf_uniform(&seed, -1.0f, 1.0f);
-        if (zero_v) /* the inter-piece term alone */
-            for (size_t i = 0; i < nv; i++)
-                v[i] = 0.0f;
-        for (size_t i = 0; i < nv; i++)
-            o[i] = NAN; /* a row the kernel does not write fails the comparison */
-        for (size_t i = 0; i < ns; i++)
-            S[i] = rf_uniform(&seed, -2.0f, 2.0f);
-        rf_decays(pw, H, P);
-        if (cudaMalloc(&d, sizeof(float) * total) != cudaSuccess ||
-            cudaMalloc(&dp, sizeof(void *) * 5 * (size_t)count) != cudaSuccess)
-            goto cleanup;
-        float *dq = d, *dk_ = dq + nq, *dv_ = dk_ + nq, *do_ = dv_ + nv, *dS = do_ + nv;
-        for (int b = 0; b < count; b++) {
-            size_t p = (size_t)(b / H), hh = (size_t)(b % H);
-            hp[0 * count + b] = do_ + p * P * HV + hh * dv;
-            hp[1 * count + b] = dq + p * P * HK + hh * dk;
-            hp[2 * count + b] = dk_ + p * P * HK + hh * dk;
-            hp[3 * count + b] = dv_ + p * P * HV + hh * dv;
-            hp[4 * count + b] = dS + (size_t)b * dk * dv;
-        }
-        if (cudaMemcpy(d, h, sizeof(float) * total, cudaMemcpyHostToDevice) != cudaSuccess ||
-            cudaMemcpy(dp, hp, sizeof(void *) * 5 * (size_t)count, cudaMemcpyHostToDevice) !=
+        float *const *out = (float *const *)(own ? dp + 4 * n : dp);
+        const float *const *in = (const float *const *)dp;
+        int bad =
+            own ? rk_ret_own(0, out, in + 2 * n, in + 3 * n, d + p->pw, n, p->H, p->P, p->dk, p->dv)
+                : rk_ret_fused(0, out, in + n, in + 2 * n, in + 3 * n, in + 4 * n, d + p->pw, n,
+                               p->H, p->P, p->dk, p->dv);
+        size_t from = own ? p->S : p->o, to = own ? p->pw : p->S;
+        if (bad || cudaDeviceSynchronize() != cudaSuccess ||
+            cudaMemcpy(h + from, d + from, sizeof(float) * (to - from), cudaMemcpyDeviceToHost) !=
                 cudaSuccess)
             goto cleanup;
-        if (rk_ret_fused(0, (float *const *)dp, (const float *const *)(dp + count),
-                         (const float *const *)(dp + 2 * count),
-                         (const float *const *)(dp + 3 * count),
-                         (const float *const *)(dp + 4 * count), d + 2 * nq + 2 * nv + ns, count, H,
-                         P, dk, dv) != 0 ||
-            cudaDeviceSynchronize() != cudaSuccess ||
-            cudaMemcpy(o, do_, sizeof(float) * nv, cudaMemcpyDeviceToHost) != cudaSuccess)
-            goto cleanup;
-        double w = 0.0;
-        for (int b = 0; b < count; b++) {
-            size_t p = (size_t)(b / H), hh = (size_t)(b % H);
-            rf_reference(ref, mag, sc, sa, q + p * P * HK + hh * dk, k + p * P * HK + hh * dk,
-                         v + p * P * HV + hh * dv, S + (size_t)b * dk * dv, pw + hh * (P + 1), P,
-                         dk, dv, HK, HV);
-            for (int i = 0; i < P; i++)
-                for (int c = 0; c < dv; c++) {
-                    double got = o[(p * P + (size_t)i) * HV + hh * dv + (size_t)c];
-                    double e =
-                        fabs(got - ref[(size_t)i * dv + c]) / (mag[(size_t)i * dv + c] + 1e-30);
-                    w = e > w || e != e ? e : w; /* NaN stays */
-                }
-        }
-        *worst = w;
-        rc = RN_OK;
     }
+    *worst = own ? rf_own_worst(p, h) : rf_fused_worst(p, h);
+    rc = *worst < 0.0 ? RN_ENOMEM : RN_OK;
 cleanup:
     cudaFree(d);
     cudaFree(dp);
     free(h);
     free(hp);
-    free(ref);
-    free(mag);
-    free(sc);
-    free(sa);
     return rc;
 }
 
-/* The largest error of one (piece, head)'s own state part u (dk x dv) against
- * the double-precision sum of g^(P-1-j) k_j^T v_j over its P rows (k row
- * stride ldk, v ldv), over the sum of the terms' absolute values. */
-static double ro_worst(const float *u, const float *k, const float *v, const float *pw, int P,
-                       int dk, int dv, int ldk, int ldv)
+/* Whether this device runs the tensor-core retention kernels (sm_80 on):
+ * RN_OK, RN_EUNSUPPORTED or RN_EDEVICE; *optin: its opt-in shared memory. */
+static int rf_device_ok(int *optin)
 {
-    double w = 0.0;
-    for (int m = 0; m < dk; m++)
-        for (int c = 0; c < dv; c++) {
-            double sum = 0.0, mag = 0.0;
-            for (int j = 0; j < P; j++) {
-                double t = (double)pw[P - 1 - j] * k[(size_t)j * ldk + m] * v[(size_t)j * ldv + c];
-                sum += t;
-                mag += fabs(t);
-            }
-            double e = fabs(u[(size_t)m * dv + c] - sum) / (mag + 1e-30);
-            w = e > w || e != e ? e : w; /* NaN stays */
-        }
-    return w;
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        return RN_EDEVICE;
+    return major < 8 ? RN_EUNSUPPORTED : RN_OK;
+}
+
+extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v,
+                                       uint32_t seed, double *worst)
+{
+    int optin = 0, rc;
+    *worst = -1.0;
+    if ((rc = rf_device_ok(&optin)))
+        return rc;
+    if (pieces < 1 || H < 1 || !rk_ret_fused_fits(P, dk, dv, (size_t)optin))
+        return RN_EINVAL;
+    if (rk_ret_fused_prepare(dk, dv) != 0)
+        return RN_EDEVICE;
+    rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
+    return rf_device_check(&p, 0, zero_v, seed, worst);
 }
 
 extern "C" int rn_cuda_ret_own_check(int P, int pieces, int H, int dk, int dv, uint32_t seed,
                                      double *worst)
 {
-    int major = 0, count = pieces * H, HK = H * dk, HV = H * dv;
-    size_t rows = (size_t)pieces * (size_t)P, nk = rows * HK, nv = rows * HV;
-    size_t nu = (size_t)count * dk * dv, npw = (size_t)H * (P + 1);
-    size_t total = nk + nv + nu + npw; /* k | v | u | decay table */
-    float *h = NULL, *d = NULL;
-    void **hp = NULL, **dp = NULL;
-    int rc = RN_EDEVICE;
+    int optin = 0, rc;
     *worst = -1.0;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess)
-        return RN_EDEVICE;
-    if (major < 8)
-        return RN_EUNSUPPORTED;
+    if ((rc = rf_device_ok(&optin)))
+        return rc;
     if (pieces < 1 || H < 1 || P % 64 || dk % 64 || dv % 64)
         return RN_EINVAL;
-    h = (float *)malloc(sizeof(float) * total);
-    hp = (void **)malloc(sizeof(void *) * 3 * (size_t)count);
-    if (!h || !hp) {
-        rc = RN_ENOMEM;
-        goto cleanup;
-    }
-    {
-        float *k = h, *v = k + nk, *u = v + nv, *pw = u + nu;
-        for (size_t i = 0; i < nk + nv; i++)
-            h[i] = rf_uniform(&seed, -1.0f, 1.0f);
-        for (size_t i = 0; i < nu; i++)
-            u[i] = NAN; /* an output the kernel does not write fails the comparison */
-        rf_decays(pw, H, P);
-        if (cudaMalloc(&d, sizeof(float) * total) != cudaSuccess ||
-            cudaMalloc(&dp, sizeof(void *) * 3 * (size_t)count) != cudaSuccess)
-            goto cleanup;
-        for (int b = 0; b < count; b++) {
-            size_t p = (size_t)(b / H), hh = (size_t)(b % H);
-            hp[0 * count + b] = d + nk + nv + (size_t)b * dk * dv;
-            hp[1 * count + b] = d + p * P * HK + hh * dk;
-            hp[2 * count + b] = d + nk + p * P * HV + hh * dv;
-        }
-        if (cudaMemcpy(d, h, sizeof(float) * total, cudaMemcpyHostToDevice) != cudaSuccess ||
-            cudaMemcpy(dp, hp, sizeof(void *) * 3 * (size_t)count, cudaMemcpyHostToDevice) !=
-                cudaSuccess)
-            goto cleanup;
-        if (rk_ret_own(0, (float *const *)dp, (const float *const *)(dp + count),
-                       (const float *const *)(dp + 2 * count), d + nk + nv + nu, count, H, P, dk,
-                       dv) != 0 ||
-            cudaDeviceSynchronize() != cudaSuccess ||
-            cudaMemcpy(u, d + nk + nv, sizeof(float) * nu, cudaMemcpyDeviceToHost) != cudaSuccess)
-            goto cleanup;
-        double w = 0.0;
-        for (int b = 0; b < count; b++) {
-            size_t p = (size_t)(b / H), hh = (size_t)(b % H);
-            double e = ro_worst(u + (size_t)b * dk * dv, k + p * P * HK + hh * dk,
-                                v + p * P * HV + hh * dv, pw + hh * (P + 1), P, dk, dv, HK, HV);
-            w = e > w || e != e ? e : w;
-        }
-        *worst = w;
-        rc = RN_OK;
-    }
-cleanup:
-    cudaFree(d);
-    cudaFree(dp);
-    free(h);
-    free(hp);
-    return rc;
+    rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
+    return rf_device_check(&p, 1, 0, seed, worst);
 }
 
 /* count random 16-bit values of dtype t into h, from *seed (advanced):

@@ -434,12 +434,16 @@ static void check_tc_variant(const int sh[3], int loads, int pipe, uint32_t seed
  * several 64-row query tiles, 128- and 64-column value tiles, one to three
  * heads, entering states of their own per piece, and each shape again
  * with v = 0, where only the inter-piece term remains (next to the rest
- * it fades along a piece and an error in it could hide).  bf16 operands move an
- * output by under 0.8% of the sum of its terms' absolute values (q, k, the
- * masked score and v each rounded once, 2^-9 relative; the inter-piece
- * term's q g^(i+1) and state alike): 1% is the bound, and a wrong mask, a
- * decay power off by one (decays of 0.55 to 0.95 here) or a missing tile
- * moves them by far more. */
+ * it fades along a piece and an error in it could hide).  Each bf16
+ * rounding moves a value by at most 2^-8 (0.39%); an intra-piece term
+ * goes through four (q, k, the masked score, v), an inter-piece one
+ * through two (q g^(i+1), the state), so 1.6% of the sum of the terms'
+ * absolute values is the worst case, reached only if one term outweighed
+ * the rest and every rounding went the same way.  The scores are sums of
+ * dk products, whose roundings mostly cancel: the emulation of the same
+ * kernel on these shapes and seeds (check_ret_emu.c) errs by 0.05-0.17%.
+ * 1% is the bound; a wrong mask, a decay power off by one (decays of 0.55
+ * to 0.9 here) or a missing tile moves them by far more. */
 START_TEST(test_forms_ret_fused_matches_reference)
 {
     static const int shapes[][5] = {
@@ -463,10 +467,12 @@ END_TEST
 
 /* The pieces' own parts of the state on tensor cores (rk_ret_own, the
  * fused path's first launch) against a double-precision reference: k g^(P-1-j)
- * and v rounded to bf16 once each move a sum by under 0.4% of its terms'
- * absolute values; 1% is the bound, as above, and a decay power read the
- * wrong way along the piece, a transposed tile or a missing token tile
- * moves the sums by far more.  Shapes: 64- and 128-column value tiles,
+ * and v rounded to bf16 once each move a term by at most 0.78% (two
+ * roundings of 2^-8), so a sum by at most that share of its terms'
+ * absolute values (the emulation: 0.28-0.57%, the decays putting most of
+ * the weight on a few rows); 1% is the bound, as above, and a decay power
+ * read the wrong way along the piece, a transposed tile or a missing
+ * token tile moves the sums by far more.  Shapes: 64- and 128-column value tiles,
  * one to four key-column tiles, one to four token tiles. */
 START_TEST(test_forms_ret_own_matches_reference)
 {

@@ -18,5 +18,6 @@ Suite *packed_suite(void);
 Suite *state_bf16_suite(void);
 Suite *jw_suite(void);
 Suite *synthetic_suite(void);
+Suite *ret_emu_suite(void);
 
 #endif

@@ -1,0 +1,283 @@
+/* Chunkwise retention on bf16 tensor cores: the fused read-out kernel
+ * (ret_fused_kernel) and the pieces' own state parts (ret_own_kernel),
+ * launched by rk_ret_fused and rk_ret_own (kernels.cu).
+ *
+ * Included by kernels.cu, after the CUDA headers, rn_math.h and
+ * pdl_enter, and by the unit tests' emulation of the CUDA features these
+ * kernels use (tests/unit/cuda_emu.h, RN_CUDA_EMU defined), which runs
+ * the same source on the CPU: each thread a host thread, the barriers
+ * real, a warp's WMMA operations done once on whole 16x16 tiles.  So the
+ * kernels' indexing, tiling, masking and decay exponents are checked
+ * against a double-precision reference in every CI run, without a GPU. */
+#ifndef RN_CUDA_RET_FUSED_CUH
+#define RN_CUDA_RET_FUSED_CUH
+
+/* A piece's read-out in one kernel on bf16 tensor cores (WMMA 16x16x16,
+ * fp32 accumulation), for 16-bit models: a block owns 64 query rows of one
+ * (piece, head) and a tile of dt value columns, and for every 64-row key
+ * tile at or before its rows forms the scores q k^T, scales them by the
+ * decay mask, rounds them to bf16 and adds their product with the values;
+ * then it adds the inter-piece term (q_i g^(i+1)) S_b with S_b the state
+ * entering the piece.  The operands are rounded to bf16 as cuBLAS's
+ * FAST_16BF rounds them (RETNET_CUDA_RET_BF16), and the mask is applied to
+ * the fp32 scores as rk_decay_mask applies it, but the scores, the masked
+ * matrix and qd never go through memory.  Each warp owns 16 query rows, so
+ * the mask and the rounding need no barrier. */
+#define RF_ROWS 64 /* query rows of a block, key rows of a step */
+#define RF_WARPS (RF_ROWS / 16)
+#define RF_THREADS (RF_WARPS * 32)
+#define RF_PAD 8 /* bf16 values of padding a row: 16 bytes, rows on other banks */
+
+/* The kernel's shared memory: byte offsets and row strides (elements).  The
+ * key buffer also holds the entering state's rows, 64 at a time. */
+struct rf_layout {
+    int ldq, ldv, ldf, lds;
+    size_t q, k, f, s, v, total;
+};
+
+__host__ __device__ static constexpr size_t rf_round(size_t n)
+{
+    return (n + 127) & ~(size_t)127;
+}
+
+__host__ __device__ static inline rf_layout rf_layout_for(int dk, int dt)
+{
+    rf_layout L;
+    L.ldq = dk + RF_PAD, L.ldv = dt + RF_PAD, L.ldf = RF_ROWS + 4, L.lds = RF_ROWS + RF_PAD;
+    int ldk = L.ldq > L.ldv ? L.ldq : L.ldv;
+    L.q = 0;
+    L.k = L.q + rf_round((size_t)RF_ROWS * (size_t)L.ldq * 2);
+    L.f = L.k + rf_round((size_t)RF_ROWS * (size_t)ldk * 2);
+    L.s = L.f + rf_round((size_t)RF_ROWS * (size_t)L.ldf * 4);
+    L.v = L.s + rf_round((size_t)RF_ROWS * (size_t)L.lds * 2);
+    L.total = L.v + rf_round((size_t)RF_ROWS * (size_t)L.ldv * 2);
+    return L;
+}
+
+/* RF_ROWS rows of cols fp32 values (cols a multiple of 4, rows 16-byte
+ * aligned) from src (row stride ld) into bf16 dst (row stride ldd), each
+ * row times scale[row * step] first when scale is non-NULL (the fp32
+ * product, then the rounding), by the whole block. */
+__device__ static void rf_load(__nv_bfloat16 *dst, int ldd, const float *src, size_t ld, int cols,
+                               const float *scale, int step = 1)
+{
+    int per_row = cols / 4;
+    for (int t = (int)threadIdx.x; t < RF_ROWS * per_row; t += RF_THREADS) {
+        int r = t / per_row, c = t % per_row * 4;
+        float4 x = *(const float4 *)(src + (size_t)r * ld + (size_t)c);
+        if (scale) {
+            float s = scale[r * step];
+            x.x *= s, x.y *= s, x.z *= s, x.w *= s;
+        }
+        __nv_bfloat162 *d = (__nv_bfloat162 *)(dst + (size_t)r * (size_t)ldd + (size_t)c);
+        d[0] = __floats2bfloat162_rn(x.x, x.y);
+        d[1] = __floats2bfloat162_rn(x.z, x.w);
+    }
+}
+
+#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800) || defined(RN_CUDA_EMU)
+#define RF_WMMA 1
+#else
+#define RF_WMMA 0 /* the backend takes this path on sm_80 and later only */
+#endif
+
+#ifdef RN_CUDA_EMU
+#define RF_DYNAMIC_SMEM(name) unsigned char *name = rn_emu_dynamic_smem()
+#else
+#define RF_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
+
+#if RF_WMMA
+typedef nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> rf_acc;
+typedef nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16,
+                               nvcuda::wmma::row_major>
+    rf_a;
+typedef nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16,
+                               nvcuda::wmma::col_major>
+    rf_a_col;
+typedef nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16,
+                               nvcuda::wmma::row_major>
+    rf_b_row;
+typedef nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16,
+                               nvcuda::wmma::col_major>
+    rf_b_col;
+
+/* The warp's 16 query rows' scores against the 64 keys in sk, times the
+ * decay mask (positions i0 + row, j0 + key in the piece), rounded to bf16
+ * into its rows of ss (through its rows of sf). */
+__device__ static void rf_masked_scores(__nv_bfloat16 *ss, float *sf, const __nv_bfloat16 *sq,
+                                        const __nv_bfloat16 *sk, const rf_layout &L, int dk,
+                                        const float *pw, int i0, int j0)
+{
+    using namespace nvcuda;
+    int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    /* on the diagonal tile the keys past the warp's rows are masked out:
+     * their scores stay 0 */
+    int n_end = j0 == i0 ? warp + 1 : RF_ROWS / 16;
+    rf_acc s[RF_ROWS / 16];
+#pragma unroll
+    for (int n = 0; n < RF_ROWS / 16; n++)
+        wmma::fill_fragment(s[n], 0.0f);
+    for (int kk = 0; kk < dk; kk += 16) {
+        rf_a a;
+        wmma::load_matrix_sync(a, sq + (size_t)warp * 16 * L.ldq + kk, (unsigned)L.ldq);
+#pragma unroll
+        for (int n = 0; n < RF_ROWS / 16; n++) {
+            if (n >= n_end)
+                continue;
+            rf_b_col b; /* k^T: key rows stored row-major are its columns */
+            wmma::load_matrix_sync(b, sk + (size_t)n * 16 * L.ldq + kk, (unsigned)L.ldq);
+            wmma::mma_sync(s[n], a, b, s[n]);
+        }
+    }
+    float *f = sf + (size_t)warp * 16 * L.ldf;
+#pragma unroll
+    for (int n = 0; n < RF_ROWS / 16; n++)
+        wmma::store_matrix_sync(f + n * 16, s[n], (unsigned)L.ldf, wmma::mem_row_major);
+    __syncwarp();
+    __nv_bfloat16 *o = ss + (size_t)warp * 16 * L.lds;
+    for (int e = lane; e < 16 * RF_ROWS; e += 32) {
+        int r = e / RF_ROWS, c = e % RF_ROWS;
+        float m = rn_decay_mask(pw, i0 + warp * 16 + r, j0 + c);
+        o[r * L.lds + c] = __float2bfloat16_rn(f[r * L.ldf + c] * m);
+    }
+    __syncwarp();
+}
+
+/* acc (the warp's 16 rows x DT columns) += a (its 16 rows of sa, k wide,
+ * row stride lda) times b (k rows of DT columns, row stride ldb). */
+template <int DT>
+__device__ static void rf_accumulate(rf_acc *acc, const __nv_bfloat16 *sa, int lda,
+                                     const __nv_bfloat16 *sb, int ldb, int k)
+{
+    using namespace nvcuda;
+    int warp = (int)threadIdx.x / 32;
+    for (int kk = 0; kk < k; kk += 16) {
+        rf_a a;
+        wmma::load_matrix_sync(a, sa + (size_t)warp * 16 * lda + kk, (unsigned)lda);
+#pragma unroll
+        for (int n = 0; n < DT / 16; n++) {
+            rf_b_row b;
+            wmma::load_matrix_sync(b, sb + (size_t)kk * ldb + n * 16, (unsigned)ldb);
+            wmma::mma_sync(acc[n], a, b, acc[n]);
+        }
+    }
+}
+#endif
+
+/* Grid: (pieces x H, P / 64 query tiles, dv / DT column tiles); op, qp,
+ * kp, vp, sp: the (piece, head)s' read-out, q, k, v and entering state
+ * (retention_batched's pointer arrays); pw: the decay table for P. */
+template <int DT>
+__global__ void __launch_bounds__(RF_THREADS)
+    ret_fused_kernel(float *const *op, const float *const *qp, const float *const *kp,
+                     const float *const *vp, const float *const *sp, const float *pw, int H, int P,
+                     int dk, int dv, int HK, int HV)
+{
+    pdl_enter();
+#if RF_WMMA
+    using namespace nvcuda;
+    RF_DYNAMIC_SMEM(rf_smem);
+    const rf_layout L = rf_layout_for(dk, DT);
+    __nv_bfloat16 *sq = (__nv_bfloat16 *)(rf_smem + L.q), *sk = (__nv_bfloat16 *)(rf_smem + L.k);
+    __nv_bfloat16 *ss = (__nv_bfloat16 *)(rf_smem + L.s), *sv = (__nv_bfloat16 *)(rf_smem + L.v);
+    float *sf = (float *)(rf_smem + L.f);
+    /* the last query tiles have the most key tiles: they start first */
+    int b = (int)blockIdx.x, qt = (int)(gridDim.y - 1 - blockIdx.y), c0 = (int)blockIdx.z * DT;
+    int i0 = qt * RF_ROWS, warp = (int)threadIdx.x / 32;
+    const float *p = pw + (size_t)(b % H) * (size_t)(P + 1);
+    rf_acc acc[DT / 16];
+#pragma unroll
+    for (int n = 0; n < DT / 16; n++)
+        wmma::fill_fragment(acc[n], 0.0f);
+    rf_load(sq, L.ldq, qp[b] + (size_t)i0 * (size_t)HK, (size_t)HK, dk, NULL);
+    for (int j0 = 0; j0 <= i0; j0 += RF_ROWS) { /* the key tiles at or before the rows */
+        rf_load(sk, L.ldq, kp[b] + (size_t)j0 * (size_t)HK, (size_t)HK, dk, NULL);
+        rf_load(sv, L.ldv, vp[b] + (size_t)j0 * (size_t)HV + c0, (size_t)HV, DT, NULL);
+        __syncthreads();
+        rf_masked_scores(ss, sf, sq, sk, L, dk, p, i0, j0);
+        /* on the diagonal tile a warp's masked scores end at its last row */
+        rf_accumulate<DT>(acc, ss, L.lds, sv, L.ldv, j0 == i0 ? 16 * (warp + 1) : RF_ROWS);
+        __syncthreads(); /* before the next tile replaces sk and sv */
+    }
+    /* q_i g^(i+1) against the entering state, 64 of its dk rows at a time */
+    rf_load(sq, L.ldq, qp[b] + (size_t)i0 * (size_t)HK, (size_t)HK, dk, p + i0 + 1);
+    for (int k0 = 0; k0 < dk; k0 += RF_ROWS) {
+        rf_load(sk, L.ldv, sp[b] + (size_t)k0 * (size_t)dv + c0, (size_t)dv, DT, NULL);
+        __syncthreads();
+        rf_accumulate<DT>(acc, sq + k0, L.ldq, sk, L.ldv, RF_ROWS);
+        __syncthreads();
+    }
+    float *o = op[b] + (size_t)(i0 + warp * 16) * (size_t)HV + c0;
+#pragma unroll
+    for (int n = 0; n < DT / 16; n++)
+        wmma::store_matrix_sync(o + n * 16, acc[n], (unsigned)HV, wmma::mem_row_major);
+#else
+    (void)op, (void)qp, (void)kp, (void)vp, (void)sp, (void)pw, (void)H, (void)P, (void)dk;
+    (void)dv, (void)HK, (void)HV;
+    __trap();
+#endif
+}
+
+/* Shared memory of the pieces' own-state kernel: a key tile (64 tokens of
+ * 64 key columns) and a value tile (64 tokens of DT columns), bf16. */
+#define RU_LDK (RF_ROWS + RF_PAD)
+
+__host__ __device__ static constexpr size_t ru_smem(int dt)
+{
+    return rf_round((size_t)RF_ROWS * RU_LDK * 2) + (size_t)RF_ROWS * (size_t)(dt + RF_PAD) * 2;
+}
+
+/* Grid: (pieces x H, dk / 64 key-column tiles, dv / DT value tiles); up[b]
+ * (dk x dv, row-major) = sum over the piece's tokens j of
+ * (k_j g^(P-1-j))^T v_j, k_j scaled in fp32 then rounded to bf16 as
+ * rk_scale_pieces and cuBLAS's FAST_16BF round it.  Each warp owns 16 key
+ * columns (rows of U) and the block's DT value columns. */
+template <int DT>
+__global__ void __launch_bounds__(RF_THREADS)
+    ret_own_kernel(float *const *up, const float *const *kp, const float *const *vp,
+                   const float *pw, int H, int P, int dv, int HK, int HV)
+{
+    pdl_enter();
+#if RF_WMMA
+    using namespace nvcuda;
+    __shared__ __align__(128) unsigned char ru_mem[ru_smem(DT)];
+    __nv_bfloat16 *sk = (__nv_bfloat16 *)ru_mem;
+    __nv_bfloat16 *sv = (__nv_bfloat16 *)(ru_mem + rf_round((size_t)RF_ROWS * RU_LDK * 2));
+    int b = (int)blockIdx.x, m0 = (int)blockIdx.y * RF_ROWS, c0 = (int)blockIdx.z * DT;
+    int warp = (int)threadIdx.x / 32;
+    const float *p = pw + (size_t)(b % H) * (size_t)(P + 1);
+    rf_acc acc[DT / 16];
+#pragma unroll
+    for (int n = 0; n < DT / 16; n++)
+        wmma::fill_fragment(acc[n], 0.0f);
+    for (int j0 = 0; j0 < P; j0 += RF_ROWS) {
+        /* token j0 + r scaled by g^(P-1-j0-r) */
+        rf_load(sk, RU_LDK, kp[b] + (size_t)j0 * (size_t)HK + m0, (size_t)HK, RF_ROWS,
+                p + (P - 1 - j0), -1);
+        rf_load(sv, DT + RF_PAD, vp[b] + (size_t)j0 * (size_t)HV + c0, (size_t)HV, DT, NULL);
+        __syncthreads();
+        for (int kk = 0; kk < RF_ROWS; kk += 16) {
+            rf_a_col a; /* (k g)^T: the tile's token rows are its columns */
+            wmma::load_matrix_sync(a, sk + (size_t)kk * RU_LDK + warp * 16, (unsigned)RU_LDK);
+#pragma unroll
+            for (int n = 0; n < DT / 16; n++) {
+                rf_b_row bv;
+                wmma::load_matrix_sync(bv, sv + (size_t)kk * (DT + RF_PAD) + n * 16,
+                                       (unsigned)(DT + RF_PAD));
+                wmma::mma_sync(acc[n], a, bv, acc[n]);
+            }
+        }
+        __syncthreads(); /* before the next tile replaces sk and sv */
+    }
+    float *u = up[b] + (size_t)(m0 + warp * 16) * (size_t)dv + c0;
+#pragma unroll
+    for (int n = 0; n < DT / 16; n++)
+        wmma::store_matrix_sync(u + n * 16, acc[n], (unsigned)dv, wmma::mem_row_major);
+#else
+    (void)up, (void)kp, (void)vp, (void)pw, (void)H, (void)P, (void)dv, (void)HK, (void)HV;
+    __trap();
+#endif
+}
+
+#endif

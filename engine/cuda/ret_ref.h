@@ -1,0 +1,172 @@
+/* The problems and double-precision references that check the tensor-core
+ * retention kernels (ret_fused.cuh): on a device (measure.cu,
+ * rn_cuda_ret_fused_check and rn_cuda_ret_own_check) and on the CPU
+ * through the unit tests' emulation (tests/unit/ret_emu.cc), from the same
+ * values.  Plain C, no CUDA. */
+#ifndef RN_CUDA_RET_REF_H
+#define RN_CUDA_RET_REF_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* pieces pieces of P rows and H heads of dk, dv values, in one buffer of
+ * total floats: q, k (rows x H dk, rows = pieces P) | v, o (rows x H dv) |
+ * S (count = pieces H states of dk x dv, row-major; the entering states
+ * of the read-out kernel, the output of the own-state kernel) | pw (H x
+ * (P+1) decay powers).  Offsets in floats. */
+typedef struct {
+    int P, pieces, H, dk, dv, count;
+    size_t q, k, v, o, S, pw, total;
+} rf_problem;
+
+static inline rf_problem rf_problem_make(int P, int pieces, int H, int dk, int dv)
+{
+    rf_problem p;
+    size_t rows = (size_t)pieces * (size_t)P;
+    p.P = P, p.pieces = pieces, p.H = H, p.dk = dk, p.dv = dv, p.count = pieces * H;
+    p.q = 0;
+    p.k = p.q + rows * (size_t)H * (size_t)dk;
+    p.v = p.k + rows * (size_t)H * (size_t)dk;
+    p.o = p.v + rows * (size_t)H * (size_t)dv;
+    p.S = p.o + rows * (size_t)H * (size_t)dv;
+    p.pw = p.S + (size_t)p.count * (size_t)dk * (size_t)dv;
+    p.total = p.pw + (size_t)H * (size_t)(P + 1);
+    return p;
+}
+
+/* A uniform value in [lo, hi) from *seed (advanced). */
+static inline float rf_uniform(uint32_t *seed, float lo, float hi)
+{
+    *seed = *seed * 1664525u + 1013904223u;
+    return lo + (hi - lo) * (float)(*seed >> 8) * 0x1p-24f;
+}
+
+/* q, k, v uniform in [-1, 1) (v all 0 with zero_v: the inter-piece term
+ * alone, which the decays make small next to the rest in later rows), o
+ * NaN (an output a kernel leaves unwritten fails the comparison), states
+ * uniform in [-2, 2), and decays from 0.9 down to 0.55 over the heads:
+ * fast, so an exponent off by one shows. */
+static inline void rf_problem_fill(const rf_problem *p, float *h, int zero_v, uint32_t seed)
+{
+    for (size_t i = p->q; i < p->o; i++)
+        h[i] = rf_uniform(&seed, -1.0f, 1.0f);
+    if (zero_v)
+        for (size_t i = p->v; i < p->o; i++)
+            h[i] = 0.0f;
+    for (size_t i = p->o; i < p->S; i++)
+        h[i] = NAN;
+    for (size_t i = p->S; i < p->pw; i++)
+        h[i] = rf_uniform(&seed, -2.0f, 2.0f);
+    for (int hh = 0; hh < p->H; hh++) {
+        double g = 0.9 - 0.35 * hh / (p->H > 1 ? p->H - 1 : 1);
+        for (int t = 0; t <= p->P; t++)
+            h[p->pw + (size_t)hh * (size_t)(p->P + 1) + (size_t)t] = (float)pow(g, t);
+    }
+}
+
+/* The kernels' pointer arrays for the buffer at base (host or device):
+ * ptrs[a * count + b] for (piece, head) b = piece H + head, a = 0..4: o,
+ * q, k, v, S. */
+static inline void rf_problem_ptrs(const rf_problem *p, float *base, void **ptrs)
+{
+    int HK = p->H * p->dk, HV = p->H * p->dv;
+    for (int b = 0; b < p->count; b++) {
+        size_t piece = (size_t)(b / p->H), hh = (size_t)(b % p->H);
+        size_t rq = piece * (size_t)p->P * (size_t)HK + hh * (size_t)p->dk;
+        size_t rv = piece * (size_t)p->P * (size_t)HV + hh * (size_t)p->dv;
+        ptrs[0 * p->count + b] = base + p->o + rv;
+        ptrs[1 * p->count + b] = base + p->q + rq;
+        ptrs[2 * p->count + b] = base + p->k + rq;
+        ptrs[3 * p->count + b] = base + p->v + rv;
+        ptrs[4 * p->count + b] = base + p->S + (size_t)b * (size_t)p->dk * (size_t)p->dv;
+    }
+}
+
+/* |got - want| over mag, folded into the worst so far (NaN stays). */
+static inline double rf_worse(double worst, double got, double want, double mag)
+{
+    double e = fabs(got - want) / (mag + 1e-30);
+    return e > worst || e != e ? e : worst;
+}
+
+/* The largest error of the read-outs in h's o (the entering states in S)
+ * against the double-precision sum, over the sum of the absolute values of
+ * the terms an output adds (check_forms.c argues the bound); -1 when
+ * out of memory. */
+static inline double rf_fused_worst(const rf_problem *p, const float *h)
+{
+    int P = p->P, dk = p->dk, dv = p->dv, HK = p->H * dk, HV = p->H * dv;
+    double *sc = (double *)malloc(sizeof(double) * 2 * (size_t)P * (size_t)P), *sa;
+    double w = 0.0;
+    if (!sc)
+        return -1.0;
+    sa = sc + (size_t)P * (size_t)P;
+    for (int b = 0; b < p->count; b++) {
+        size_t piece = (size_t)(b / p->H), hh = (size_t)(b % p->H);
+        const float *q = h + p->q + piece * (size_t)P * HK + hh * dk;
+        const float *k = h + p->k + piece * (size_t)P * HK + hh * dk;
+        const float *v = h + p->v + piece * (size_t)P * HV + hh * dv;
+        const float *o = h + p->o + piece * (size_t)P * HV + hh * dv;
+        const float *S = h + p->S + (size_t)b * dk * dv;
+        const float *pw = h + p->pw + hh * (size_t)(P + 1);
+        for (int i = 0; i < P; i++)
+            for (int j = 0; j <= i; j++) {
+                double s = 0.0, a = 0.0;
+                for (int m = 0; m < dk; m++) {
+                    double t = (double)q[(size_t)i * HK + m] * k[(size_t)j * HK + m];
+                    s += t;
+                    a += fabs(t);
+                }
+                sc[(size_t)i * P + j] = (double)pw[i - j] * s;
+                sa[(size_t)i * P + j] = (double)pw[i - j] * a;
+            }
+        for (int i = 0; i < P; i++)
+            for (int c = 0; c < dv; c++) {
+                double sum = 0.0, mag = 0.0;
+                for (int j = 0; j <= i; j++) {
+                    sum += sc[(size_t)i * P + j] * v[(size_t)j * HV + c];
+                    mag += sa[(size_t)i * P + j] * fabs((double)v[(size_t)j * HV + c]);
+                }
+                for (int m = 0; m < dk; m++) {
+                    double t = (double)pw[i + 1] * q[(size_t)i * HK + m] * S[(size_t)m * dv + c];
+                    sum += t;
+                    mag += fabs(t);
+                }
+                w = rf_worse(w, o[(size_t)i * HV + c], sum, mag);
+            }
+    }
+    free(sc);
+    return w;
+}
+
+/* The largest error of the pieces' own state parts in h's S against the
+ * double-precision sum of g^(P-1-j) k_j^T v_j over each piece's rows, over
+ * the sum of the terms' absolute values. */
+static inline double rf_own_worst(const rf_problem *p, const float *h)
+{
+    int P = p->P, dk = p->dk, dv = p->dv, HK = p->H * dk, HV = p->H * dv;
+    double w = 0.0;
+    for (int b = 0; b < p->count; b++) {
+        size_t piece = (size_t)(b / p->H), hh = (size_t)(b % p->H);
+        const float *k = h + p->k + piece * (size_t)P * HK + hh * dk;
+        const float *v = h + p->v + piece * (size_t)P * HV + hh * dv;
+        const float *u = h + p->S + (size_t)b * dk * dv;
+        const float *pw = h + p->pw + hh * (size_t)(P + 1);
+        for (int m = 0; m < dk; m++)
+            for (int c = 0; c < dv; c++) {
+                double sum = 0.0, mag = 0.0;
+                for (int j = 0; j < P; j++) {
+                    double t =
+                        (double)pw[P - 1 - j] * k[(size_t)j * HK + m] * v[(size_t)j * HV + c];
+                    sum += t;
+                    mag += fabs(t);
+                }
+                w = rf_worse(w, u[(size_t)m * dv + c], sum, mag);
+            }
+    }
+    return w;
+}
+
+#endif

@@ -1,0 +1,68 @@
+/* The tensor-core retention kernels (engine/cuda/ret_fused.cuh: the fused
+ * prefill read-out and the pieces' own state parts, RETNET_CUDA_RET_FUSED)
+ * run on the CPU through an emulation of the CUDA features they use
+ * (cuda_emu.h), against the double-precision references the device checks
+ * use (engine/cuda/ret_ref.h), within the same 1% of the sum of each
+ * output's terms' magnitudes.  Every build runs them, with or without
+ * nvcc, so a tile, mask or decay exponent gone wrong fails here before it
+ * reaches a device; the device's own sums, timing and memory ordering
+ * stay for check-cuda (rn_cuda_ret_fused_check, rn_cuda_ret_own_check). */
+#include <check.h>
+#include <stdint.h>
+
+#include "suites.h"
+
+double rn_emu_ret_check(int own, int P, int pieces, int H, int dk, int dv, int zero_v,
+                        uint32_t seed);
+
+/* P, pieces, H, dk, dv: one to four 64-row query tiles (the last tiles
+ * see the most key tiles and the diagonal one), 128- and 64-column value
+ * tiles, one to three heads with their own decays, pieces with their own
+ * entering states, dk of 64 to 256. */
+static const int shapes[][5] = {
+    {256, 2, 2, 128, 256},
+    {128, 3, 1, 256, 192},
+    {64, 2, 3, 64, 64},
+};
+#define N_SHAPES (int)(sizeof shapes / sizeof shapes[0])
+
+/* The bound of check_forms.c's device checks, argued there: bf16 operands
+ * move a read-out by 0.05-0.17% and an own-state sum by 0.28-0.57% of its
+ * terms' absolute values on these shapes and seeds (0.78% at most for the
+ * latter); a wrong mask, an off decay power or a missing tile by far more
+ * (each of those, planted, fails these tests). */
+#define EMU_BOUND 1e-2
+
+/* The read-outs, and with v = 0 (the loop's second half) the inter-piece
+ * term alone. */
+START_TEST(test_ret_emu_fused_matches_reference)
+{
+    const int *s = shapes[_i % N_SHAPES];
+    int zero_v = _i >= N_SHAPES;
+    double worst = rn_emu_ret_check(0, s[0], s[1], s[2], s[3], s[4], zero_v, (uint32_t)(7 + _i));
+    ck_assert_msg(worst >= 0.0, "the emulated launch failed");
+    ck_assert_msg(worst <= EMU_BOUND, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", s[0],
+                  s[1], s[2], s[3], s[4], zero_v ? ", v = 0" : "", worst);
+}
+END_TEST
+
+START_TEST(test_ret_emu_own_matches_reference)
+{
+    const int *s = shapes[_i];
+    double worst = rn_emu_ret_check(1, s[0], s[1], s[2], s[3], s[4], 0, (uint32_t)(31 + _i));
+    ck_assert_msg(worst >= 0.0, "the emulated launch failed");
+    ck_assert_msg(worst <= EMU_BOUND, "P %d, %d pieces, %d heads, dk %d, dv %d: error %.3g", s[0],
+                  s[1], s[2], s[3], s[4], worst);
+}
+END_TEST
+
+Suite *ret_emu_suite(void)
+{
+    Suite *s = suite_create("ret_emu");
+    TCase *tc = tcase_create("kernels");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_ret_emu_fused_matches_reference, 0, 2 * N_SHAPES);
+    tcase_add_loop_test(tc, test_ret_emu_own_matches_reference, 0, N_SHAPES);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,153 @@
+/* The tensor-core retention kernels of engine/cuda/ret_fused.cuh run on
+ * the CPU through cuda_emu.h, against the double-precision references the
+ * device checks use (engine/cuda/ret_ref.h); check_ret_emu.c drives it. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_emu.h"
+
+#include "rn_math.h"
+#include "cuda/ret_fused.cuh"
+#include "cuda/ret_ref.h"
+
+thread_local dim3 threadIdx;
+dim3 blockIdx, gridDim, blockDim;
+
+#define EMU_WARPS 32 /* 1024 threads */
+static pthread_barrier_t emu_block_barrier, emu_warp_barrier[EMU_WARPS];
+static unsigned char *emu_smem;
+
+static unsigned emu_linear(const dim3 &t)
+{
+    return t.x + blockDim.x * (t.y + blockDim.y * t.z);
+}
+
+void __syncthreads(void)
+{
+    pthread_barrier_wait(&emu_block_barrier);
+}
+
+void __syncwarp(void)
+{
+    pthread_barrier_wait(&emu_warp_barrier[emu_linear(threadIdx) / 32]);
+}
+
+unsigned char *rn_emu_dynamic_smem(void)
+{
+    return emu_smem;
+}
+
+struct emu_thread {
+    dim3 tid;
+    void (*body)(void *);
+    void *ctx;
+};
+
+static void *emu_thread_main(void *arg)
+{
+    emu_thread *t = (emu_thread *)arg;
+    threadIdx = t->tid;
+    t->body(t->ctx);
+    return NULL;
+}
+
+/* One block: its barriers, then a host thread per CUDA thread, joined.  A
+ * thread that cannot be started aborts the test: the started ones would
+ * wait at a barrier forever. */
+static void emu_block(unsigned n, emu_thread *ts, pthread_t *ids, const pthread_attr_t *attr)
+{
+    pthread_barrier_init(&emu_block_barrier, NULL, n);
+    for (unsigned w = 0; w * 32 < n; w++)
+        pthread_barrier_init(&emu_warp_barrier[w], NULL, n - w * 32 < 32 ? n - w * 32 : 32);
+    for (unsigned i = 0; i < n; i++)
+        if (pthread_create(&ids[i], attr, emu_thread_main, &ts[i]) != 0)
+            abort();
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(ids[i], NULL);
+    pthread_barrier_destroy(&emu_block_barrier);
+    for (unsigned w = 0; w * 32 < n; w++)
+        pthread_barrier_destroy(&emu_warp_barrier[w]);
+}
+
+int rn_emu_launch_impl(dim3 grid, dim3 block, size_t smem, void (*body)(void *), void *ctx)
+{
+    unsigned n = block.x * block.y * block.z;
+    emu_thread *ts = (emu_thread *)calloc(n ? n : 1, sizeof(emu_thread));
+    pthread_t *ids = (pthread_t *)calloc(n ? n : 1, sizeof(pthread_t));
+    pthread_attr_t attr;
+    int rc = -1;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, (size_t)1 << 20);
+    emu_smem = smem ? (unsigned char *)aligned_alloc(128, (smem + 127) / 128 * 128) : NULL;
+    if (!ts || !ids || n == 0 || n > 32 * EMU_WARPS || (smem && !emu_smem))
+        goto cleanup;
+    gridDim = grid, blockDim = block;
+    for (unsigned i = 0; i < n; i++) {
+        ts[i].tid = dim3(i % block.x, i / block.x % block.y, i / (block.x * block.y));
+        ts[i].body = body, ts[i].ctx = ctx;
+    }
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                blockIdx = dim3(x, y, z);
+                if (emu_smem) /* all ones: bf16 NaN, so a read before a write shows */
+                    memset(emu_smem, 0xff, smem);
+                emu_block(n, ts, ids, &attr);
+            }
+    rc = 0;
+cleanup:
+    pthread_attr_destroy(&attr);
+    free(emu_smem);
+    emu_smem = NULL;
+    free(ts);
+    free(ids);
+    return rc;
+}
+
+/* rk_ret_fused's and rk_ret_own's launches (kernels.cu), emulated. */
+static int emu_ret_launch(const rf_problem *p, int own, float *h, void **ptrs)
+{
+    int n = p->count, dt = p->dv % 128 == 0 ? 128 : 64;
+    float *const *out = (float *const *)(own ? ptrs + 4 * n : ptrs);
+    const float *const *in = (const float *const *)ptrs;
+    int HK = p->H * p->dk, HV = p->H * p->dv;
+    const float *pw = h + p->pw;
+    if (own) {
+        dim3 grid((unsigned)n, (unsigned)(p->dk / RF_ROWS), (unsigned)(p->dv / dt));
+        return dt == 128 ? rn_emu_launch(ret_own_kernel<128>, grid, dim3(RF_THREADS), 0, out,
+                                         in + 2 * n, in + 3 * n, pw, p->H, p->P, p->dv, HK, HV)
+                         : rn_emu_launch(ret_own_kernel<64>, grid, dim3(RF_THREADS), 0, out,
+                                         in + 2 * n, in + 3 * n, pw, p->H, p->P, p->dv, HK, HV);
+    }
+    dim3 grid((unsigned)n, (unsigned)(p->P / RF_ROWS), (unsigned)(p->dv / dt));
+    size_t smem = rf_layout_for(p->dk, dt).total;
+    return dt == 128 ? rn_emu_launch(ret_fused_kernel<128>, grid, dim3(RF_THREADS), smem, out,
+                                     in + n, in + 2 * n, in + 3 * n, in + 4 * n, pw, p->H, p->P,
+                                     p->dk, p->dv, HK, HV)
+                     : rn_emu_launch(ret_fused_kernel<64>, grid, dim3(RF_THREADS), smem, out,
+                                     in + n, in + 2 * n, in + 3 * n, in + 4 * n, pw, p->H, p->P,
+                                     p->dk, p->dv, HK, HV);
+}
+
+extern "C" double rn_emu_ret_check(int own, int P, int pieces, int H, int dk, int dv, int zero_v,
+                                   uint32_t seed)
+{
+    rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
+    float *h = (float *)malloc(sizeof(float) * p.total);
+    void **ptrs = (void **)malloc(sizeof(void *) * 5 * (size_t)p.count);
+    double worst = -1.0;
+    if (!h || !ptrs || P % RF_ROWS || dk % RF_ROWS || dv % 64)
+        goto cleanup;
+    rf_problem_fill(&p, h, zero_v, seed);
+    if (own) /* the states' place takes the output */
+        for (size_t i = p.S; i < p.pw; i++)
+            h[i] = NAN;
+    rf_problem_ptrs(&p, h, ptrs);
+    if (emu_ret_launch(&p, own, h, ptrs) == 0)
+        worst = own ? rf_own_worst(&p, h) : rf_fused_worst(&p, h);
+cleanup:
+    free(h);
+    free(ptrs);
+    return worst;
+}
