@@ -2,14 +2,14 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-tcpipe,ours-stepearly,ours-stepnorm,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-bf16-states,peer}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-tcpipe,ours-stepearly,ours-stepnorm,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-halfact-c*,ours-bf16-states,peer}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
 # BENCH_CUDA=quick: the main table, prefill in 4096-token chunks, the
 # switches that are off until measured (TC_PIPE, STEP_EARLY, STEP_NORM,
-# RET_BF16, RET_FUSED) and the peer at batches 1 and 16: a few minutes
-# instead of the whole sweep.
+# RET_BF16, RET_FUSED, HALF_ACT) and the peer at batches 1 and 16: a few
+# minutes instead of the whole sweep.
 set -eu
 RETNET=${1:-build/release/retnet}
 OUT=build/bench/cuda
@@ -34,13 +34,16 @@ if [ "${BENCH_CUDA:-full}" = quick ]; then
         env RETNET_CUDA_STEP_$v=1 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64 --prompts 512 \
             --chunk 1024 --decode 32 | tee "$OUT/ours-step$(echo $v | tr A-Z a-z).json"
     done
-    for v in BF16 FUSED; do
+    for v in RET_BF16 RET_FUSED HALF_ACT; do
         for c in 1024 4096; do
-            env RETNET_CUDA_RET_$v=1 "$RETNET" bench-cuda "$MODEL" --batches 1 \
+            env RETNET_CUDA_$v=1 "$RETNET" bench-cuda "$MODEL" --batches 1 \
                 --prompts 2048,8192 --chunk $c --decode 4 |
-                tee "$OUT/ours-ret$(echo $v | tr A-Z a-z)-c$c.json"
+                tee "$OUT/ours-$(echo $v | tr -d _ | tr A-Z a-z)-c$c.json"
         done
     done
+    # the two prefill candidates together, and HALF_ACT on cuBLASLt's decode batches
+    RETNET_CUDA_RET_FUSED=1 RETNET_CUDA_HALF_ACT=1 "$RETNET" bench-cuda "$MODEL" --batches 64,256 \
+        --prompts 2048,8192 --chunk 4096 --decode 32 | tee "$OUT/ours-retfused-halfact-c4096.json"
     PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
 else
 # the decode paths the default chose between: without the tensor-core GEMV
@@ -93,6 +96,11 @@ done
 for c in 1024 4096; do
     RETNET_CUDA_RET_FUSED=1 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
         --chunk $c --decode 4 | tee "$OUT/ours-retfused-c$c.json"
+done
+# GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
+for c in 1024 4096; do
+    RETNET_CUDA_HALF_ACT=1 "$RETNET" bench-cuda "$MODEL" --batches 64,256 --prompts 2048,8192 \
+        --chunk $c --decode 32 | tee "$OUT/ours-halfact-c$c.json"
 done
 # bf16 states (--gpu-state-dtype bf16): half the state bytes per step
 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 2048 --chunk 1024 --decode 32 \

@@ -71,7 +71,7 @@ extern "C" {
 typedef enum { STEP_BARE = 0, STEP_LOGITS, STEP_PICKS, STEP_TOP, STEP_TAILS } step_tail;
 
 struct lt_entry {
-    int out, in, n, dtype;
+    int out, in, n, dtype, otype; /* otype: the output's (fp32, or the weights' with half_act) */
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
@@ -147,6 +147,7 @@ struct cuda_ctx {
     int pdl;                 /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
     int ret_fused;     /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
+    int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
     size_t smem_optin; /* shared memory a block may opt in to */
 };
 
@@ -248,9 +249,10 @@ static void lt_entry_free(lt_entry *e)
 }
 
 /* Column-major view: y^T (out x n) = W (stored in x out, transposed) . x^T
- * (in x n); fp32 accumulate and output.  Fills e; RN_EDEVICE if cuBLASLt
- * offers no algorithm. */
-static int lt_entry_make(cuda_ctx *x, lt_entry *e, int out, int in, int n, int dtype)
+ * (in x n); fp32 accumulate, output in otype (fp32, or rounded to the
+ * weights' 16-bit dtype).  Fills e; RN_EDEVICE if cuBLASLt offers no
+ * algorithm. */
+static int lt_entry_make(cuda_ctx *x, lt_entry *e, int out, int in, int n, int dtype, int otype)
 {
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cudaDataType_t dt = cuda_type(dtype);
@@ -258,13 +260,13 @@ static int lt_entry_make(cuda_ctx *x, lt_entry *e, int out, int in, int n, int d
     cublasLtMatmulHeuristicResult_t res;
     int found = 0, rc = RN_EDEVICE;
     size_t ws = RN_CUDA_LT_WORKSPACE;
-    *e = (lt_entry){out, in, n, dtype, NULL, NULL, NULL, NULL, {}};
+    *e = (lt_entry){out, in, n, dtype, otype, NULL, NULL, NULL, NULL, {}};
     if (cublasLtMatmulDescCreate(&e->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
         cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
         cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
         cublasLtMatrixLayoutCreate(&e->a, dt, (uint64_t)in, (uint64_t)out, in) ||
         cublasLtMatrixLayoutCreate(&e->b, dt, (uint64_t)in, (uint64_t)n, in) ||
-        cublasLtMatrixLayoutCreate(&e->c, CUDA_R_32F, (uint64_t)out, (uint64_t)n, out) ||
+        cublasLtMatrixLayoutCreate(&e->c, cuda_type(otype), (uint64_t)out, (uint64_t)n, out) ||
         cublasLtMatmulPreferenceCreate(&pref) ||
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                              sizeof ws) ||
@@ -283,28 +285,29 @@ cleanup:
 }
 
 /* The cached plan for this shape, made on first use.  NULL on failure. */
-static lt_entry *lt_lookup(cuda_ctx *x, int out, int in, int n, int dtype)
+static lt_entry *lt_lookup(cuda_ctx *x, int out, int in, int n, int dtype, int otype)
 {
     for (int i = 0; i < x->n_cache; i++) {
         lt_entry *e = &x->cache[i];
-        if (e->out == out && e->in == in && e->n == n && e->dtype == dtype)
+        if (e->out == out && e->in == in && e->n == n && e->dtype == dtype && e->otype == otype)
             return e;
     }
     /* full: replace entries round-robin (decode batch sizes come and go) */
     lt_entry *e = &x->cache[x->n_made % LT_CACHE];
     if (x->n_made >= LT_CACHE)
         lt_entry_free(e);
-    if (lt_entry_make(x, e, out, in, n, dtype) != RN_OK)
+    if (lt_entry_make(x, e, out, in, n, dtype, otype) != RN_OK)
         return NULL;
     x->n_made++;
     x->n_cache = x->n_made < LT_CACHE ? x->n_made : LT_CACHE;
     return e;
 }
 
-static int lt_matmul(cuda_ctx *x, float *y, const void *W, const void *in_rows, int n, int out,
-                     int in, int dtype)
+/* y = in_rows W^T (n x out) in otype (RN_DT_F32, or dtype when 16-bit). */
+static int lt_matmul(cuda_ctx *x, void *y, const void *W, const void *in_rows, int n, int out,
+                     int in, int dtype, int otype)
 {
-    lt_entry *e = lt_lookup(x, out, in, n, dtype);
+    lt_entry *e = lt_lookup(x, out, in, n, dtype, otype);
     float one = 1.0f, zero = 0.0f;
     if (!e)
         return RN_EDEVICE;
@@ -338,7 +341,7 @@ static int linear_lt(cuda_ctx *x, float *y, const void *src, int n, const void *
                      const rn_tensor *Wt, const float *b)
 {
     int out = (int)Wt->shape[0], in = (int)Wt->shape[1];
-    int rc = lt_matmul(x, y, W, src, n, out, in, (int)Wt->dtype);
+    int rc = lt_matmul(x, y, W, src, n, out, in, (int)Wt->dtype, RN_DT_F32);
     if (rc == RN_OK && b)
         rk_add_bias(x->st, y, b, n, out);
     return rc;
@@ -766,6 +769,33 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b);
 }
 
+/* GLU's up and gate projections on the cuBLASLt path written by cuBLASLt
+ * already rounded to the weights' 16-bit dtype (into the f1 and f2
+ * buffers' memory), and up * act(gate) formed from those into the down
+ * projection's rounded input: half the bytes written and read between the
+ * GEMMs and the GLU, and up and gate rounded once more than before (as a
+ * bf16 framework's own GEMMs round them).  Only with x->half_act, off the
+ * folded path, where the product goes to a half buffer (half_out) and
+ * there are no biases.
+ * RN_EUNSUPPORTED when it does not apply: the caller takes the fp32 path. */
+static int glu_half(cuda_ctx *x, const float *in, int n, int l)
+{
+    const rn_config *c = x->c;
+    const rn_layer_weights *lw = &x->w->layers[l];
+    const dev_layer *d = &x->layers[l];
+    int D = c->hidden_size, F = c->intermediate_size, t = (int)lw->up_w.dtype, rc;
+    if (!x->half_act || d->up_b || d->gate_b || t != x->half_t ||
+        lw->gate_w.dtype != lw->up_w.dtype || !x->fuse || n <= x->gemv_max)
+        return RN_EUNSUPPORTED;
+    const void *src = lt_input(x, in, n, D, t);
+    if ((rc = lt_matmul(x, x->f1, d->up, src, n, F, D, t, t)) ||
+        (rc = lt_matmul(x, x->f2, d->gate, src, n, F, D, t, t)))
+        return rc;
+    rk_glu_halves(x->st, half_out(x, x->f1, n), x->f1, x->f2, (size_t)n * (size_t)F,
+                  (int)c->hidden_act);
+    return RN_OK;
+}
+
 static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
 {
     const rn_config *c = x->c;
@@ -784,6 +814,9 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
         set.job[0].h = half_out(x, x->f1, n); /* read next by the down projection */
         set.act = (int)c->hidden_act;
         gemv_run(x, &set, &lw->up_w, in, n);
+    } else if (glu && (rc = glu_half(x, in, n, l)) != RN_EUNSUPPORTED) {
+        if (rc)
+            return rc;
     } else {
         if ((rc = linear_set(x, in, n, glu ? 2 : 1, ys, Ws, Wts, bs)))
             return rc;
@@ -1109,6 +1142,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaDeviceGetAttribute(&x->n_sms, cudaDevAttrMultiProcessorCount, dev), "device attributes");
     CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "device attributes");
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
+    x->half_act = env_int("RETNET_CUDA_HALF_ACT", 0, 0, 1);
     x->gemv_split = env_int("RETNET_CUDA_GEMV_SPLIT", RN_CUDA_GEMV_SPLIT_DEFAULT, 0, 1 << 20);
     x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
     x->tc_pipe = env_int("RETNET_CUDA_TC_PIPE", 0, 0, 1);

@@ -907,8 +907,8 @@ void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, const float *pw, int H
  * through an emulation of the CUDA features they use) */
 #include "ret_fused.cuh"
 
-/* The column tile a fused launch takes for dv values a head: 128 where it
- * divides dv, else 64; 0 when neither does. */
+/* The column tile the own-state kernel takes for dv values a head: 128
+ * where it divides dv, else 64; 0 when neither does. */
 static int rf_tile(int dv)
 {
     return dv % 128 == 0 ? 128 : dv % 64 == 0 ? 64 : 0;
@@ -916,43 +916,43 @@ static int rf_tile(int dv)
 
 size_t rk_ret_fused_smem(int dk, int dv)
 {
-    int dt = rf_tile(dv);
-    return dt ? rf_layout_for(dk, dt).total : 0;
+    return dv % 64 == 0 && dv / 64 <= RF_MAX_NC ? rf_layout_for(dk, dv).total : 0;
 }
 
 int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max)
 {
     size_t need = rk_ret_fused_smem(dk, dv);
-    return P % RF_ROWS == 0 && dk % RF_ROWS == 0 && rf_tile(dv) != 0 && need && need <= smem_max;
+    return P % RF_ROWS == 0 && dk % RF_ROWS == 0 && need && need <= smem_max;
 }
 
 static std::atomic<long> rf_launches;
 
 int rk_ret_fused_prepare(int dk, int dv)
 {
-    size_t smem = rk_ret_fused_smem(dk, dv);
-    const void *k = rf_tile(dv) == 128 ? (const void *)ret_fused_kernel<128>
-                                       : (const void *)ret_fused_kernel<64>;
-    return smem && cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)smem) == cudaSuccess
-               ? 0
-               : -1;
+    int smem = (int)rk_ret_fused_smem(dk, dv);
+    return smem ? rf_with_nc(dv,
+                             [&](auto nc) {
+                                 return cudaFuncSetAttribute(
+                                            ret_fused_kernel<decltype(nc)::value>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            smem) == cudaSuccess
+                                            ? 0
+                                            : -1;
+                             })
+                : -1;
 }
 
 int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, const float *const *kp,
                  const float *const *vp, const float *const *sp, const float *pw, int count, int H,
                  int P, int dk, int dv)
 {
-    int dt = rf_tile(dv);
     size_t smem = rk_ret_fused_smem(dk, dv);
-    dim3 grid((unsigned)count, (unsigned)(P / RF_ROWS), (unsigned)(dt ? dv / dt : 0));
-    if (dt == 128)
-        launch(ret_fused_kernel<128>, grid, RF_THREADS, smem, st, op, qp, kp, vp, sp, pw, H, P, dk,
-               dv, H * dk, H * dv);
-    else if (dt == 64)
-        launch(ret_fused_kernel<64>, grid, RF_THREADS, smem, st, op, qp, kp, vp, sp, pw, H, P, dk,
-               dv, H * dk, H * dv);
-    else
+    dim3 grid((unsigned)count, (unsigned)(P / RF_ROWS));
+    if (!smem || rf_with_nc(dv, [&](auto nc) {
+            launch(ret_fused_kernel<decltype(nc)::value>, grid, RF_THREADS, smem, st, op, qp, kp,
+                   vp, sp, pw, H, P, dk, H * dk, H * dv);
+            return 0;
+        }))
         return -1;
     if (cudaGetLastError() != cudaSuccess)
         return -1; /* e.g. the shared memory was not allowed: rk_ret_fused_prepare */
@@ -973,10 +973,10 @@ int rk_ret_own(cudaStream_t st, float *const *up, const float *const *kp, const 
         return -1;
     dim3 grid((unsigned)count, (unsigned)(dk / RF_ROWS), (unsigned)(dv / dt));
     if (dt == 128)
-        launch(ret_own_kernel<128>, grid, RF_THREADS, 0, st, up, kp, vp, pw, H, P, dv, H * dk,
+        launch(ret_own_kernel<128>, grid, RU_THREADS, 0, st, up, kp, vp, pw, H, P, dv, H * dk,
                H * dv);
     else
-        launch(ret_own_kernel<64>, grid, RF_THREADS, 0, st, up, kp, vp, pw, H, P, dv, H * dk,
+        launch(ret_own_kernel<64>, grid, RU_THREADS, 0, st, up, kp, vp, pw, H, P, dv, H * dk,
                H * dv);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
@@ -1454,6 +1454,41 @@ void rk_glu(cudaStream_t st, float *up, const float *gate, size_t n, int act, rk
         launch(glu4_kernel, blocks_for(n / 4), BLOCK, 0, st, up, gate, n / 4, act, h);
     else
         launch(glu_kernel, blocks_for(n), BLOCK, 0, st, up, gate, n, act, h);
+}
+
+/* The 16-bit value i of p (bf16 or fp16, t) as fp32. */
+__device__ static inline float half_at(const void *p, int t, size_t i)
+{
+    return t == RN_DT_BF16 ? __bfloat162float(((const __nv_bfloat16 *)p)[i])
+                           : __half2float(((const __half *)p)[i]);
+}
+
+/* rk_glu_halves, four values a thread (n4 groups) while n is a multiple of
+ * 4 and the buffers are 8-byte aligned, else one (n4 = n, one = 1). */
+__global__ void glu_halves_kernel(rk_half h, const void *up, const void *gate, size_t n, int act,
+                                  int one)
+{
+    pdl_enter();
+    int w = one ? 1 : 4;
+    size_t groups = n / (size_t)w;
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < groups;
+         t += (size_t)gridDim.x * blockDim.x) {
+        float u[4];
+        for (int q = 0; q < w; q++) {
+            size_t i = t * (size_t)w + (size_t)q;
+            u[q] = half_at(up, h.t, i) * rn_act_apply(act, half_at(gate, h.t, i));
+        }
+        if (one)
+            store_out(NULL, h, t, u[0]);
+        else
+            store4(NULL, h, 4 * t, u);
+    }
+}
+
+void rk_glu_halves(cudaStream_t st, rk_half h, const void *up, const void *gate, size_t n, int act)
+{
+    int one = n % 4 != 0 || ((uintptr_t)up | (uintptr_t)gate | (uintptr_t)h.p) % 8 != 0;
+    launch(glu_halves_kernel, blocks_for(one ? n : n / 4), BLOCK, 0, st, h, up, gate, n, act, one);
 }
 
 __global__ void residual_kernel(float *x, const float *y, size_t n, float alpha)

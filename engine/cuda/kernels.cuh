@@ -174,6 +174,9 @@ void rk_act(cudaStream_t st, float *x, size_t n, int act, rk_half h = rk_half())
 /* up = up * act(gate) over n values (with h.p: into h instead). */
 void rk_glu(cudaStream_t st, float *up, const float *gate, size_t n, int act,
             rk_half h = rk_half());
+/* h = up * act(gate) over n values, up and gate in h.t (bf16 or fp16), the
+ * product formed in fp32 and rounded into h.p. */
+void rk_glu_halves(cudaStream_t st, rk_half h, const void *up, const void *gate, size_t n, int act);
 /* out[r] = rn_argmax_row of logits row r (rows x V): greedy's token. */
 void rk_argmax_rows(cudaStream_t st, int32_t *out, const float *logits, int rows, int V);
 /* out[r] = logits row r (rows x V) reduced as rn_row_top_fill reduces it

@@ -12,27 +12,37 @@
 #ifndef RN_CUDA_RET_FUSED_CUH
 #define RN_CUDA_RET_FUSED_CUH
 
+#include <type_traits>
+
 /* A piece's read-out in one kernel on bf16 tensor cores (WMMA 16x16x16,
  * fp32 accumulation), for 16-bit models: a block owns 64 query rows of one
- * (piece, head) and a tile of dt value columns, and for every 64-row key
- * tile at or before its rows forms the scores q k^T, scales them by the
- * decay mask, rounds them to bf16 and adds their product with the values;
- * then it adds the inter-piece term (q_i g^(i+1)) S_b with S_b the state
- * entering the piece.  The operands are rounded to bf16 as cuBLAS's
- * FAST_16BF rounds them (RETNET_CUDA_RET_BF16), and the mask is applied to
- * the fp32 scores as rk_decay_mask applies it, but the scores, the masked
- * matrix and qd never go through memory.  Each warp owns 16 query rows, so
- * the mask and the rounding need no barrier. */
-#define RF_ROWS 64 /* query rows of a block, key rows of a step */
-#define RF_WARPS (RF_ROWS / 16)
-#define RF_THREADS (RF_WARPS * 32)
-#define RF_PAD 8 /* bf16 values of padding a row: 16 bytes, rows on other banks */
+ * (piece, head) and all dv value columns.  For every 64-row key tile at or
+ * before its rows it forms the scores q k^T once, scales them by the decay
+ * mask, rounds them to bf16 and adds their product with the values; then
+ * it adds the inter-piece term (q_i g^(i+1)) S_b, S_b the state entering
+ * the piece.  The operands are rounded to bf16 as cuBLAS's FAST_16BF
+ * rounds them (RETNET_CUDA_RET_BF16), and the mask is applied to the fp32
+ * scores as rk_decay_mask applies it, but the scores, the masked matrix
+ * and qd never go through memory.
+ *
+ * 16 warps: warp (g, c) owns the 16 query rows of row group g and the
+ * value columns of column group c (dv / 4 of them, NC fragments), and
+ * forms the scores of its rows against the keys of key group c, so each
+ * score is computed once for all of dv (a block per column tile would
+ * compute it dv / 128 times); a barrier then lets every warp of a row
+ * group read the group's masked scores. */
+#define RF_ROWS 64               /* query rows of a block, key rows of a step */
+#define RF_GROUPS (RF_ROWS / 16) /* row groups; also column groups, key groups */
+#define RF_THREADS (RF_GROUPS * RF_GROUPS * 32)
+#define RF_MAX_NC 8 /* fragments of a warp's value columns: dv up to 512 */
+#define RF_PAD 8    /* bf16 values of padding a row: 16 bytes, rows on other banks */
 
-/* The kernel's shared memory: byte offsets and row strides (elements).  The
- * key buffer also holds the entering state's rows, 64 at a time. */
+/* The read-out kernel's shared memory: byte offsets and row strides
+ * (elements).  The value buffer also holds the entering state's rows, 64
+ * at a time, and the query buffer the queries times g^(i+1). */
 struct rf_layout {
     int ldq, ldv, ldf, lds;
-    size_t q, k, f, s, v, total;
+    size_t q, k, v, f, s, total;
 };
 
 __host__ __device__ static constexpr size_t rf_round(size_t n)
@@ -40,29 +50,29 @@ __host__ __device__ static constexpr size_t rf_round(size_t n)
     return (n + 127) & ~(size_t)127;
 }
 
-__host__ __device__ static inline rf_layout rf_layout_for(int dk, int dt)
+__host__ __device__ static inline rf_layout rf_layout_for(int dk, int dv)
 {
     rf_layout L;
-    L.ldq = dk + RF_PAD, L.ldv = dt + RF_PAD, L.ldf = RF_ROWS + 4, L.lds = RF_ROWS + RF_PAD;
-    int ldk = L.ldq > L.ldv ? L.ldq : L.ldv;
+    L.ldq = dk + RF_PAD, L.ldv = dv + RF_PAD, L.ldf = RF_ROWS + 4, L.lds = RF_ROWS + RF_PAD;
     L.q = 0;
     L.k = L.q + rf_round((size_t)RF_ROWS * (size_t)L.ldq * 2);
-    L.f = L.k + rf_round((size_t)RF_ROWS * (size_t)ldk * 2);
+    L.v = L.k + rf_round((size_t)RF_ROWS * (size_t)L.ldq * 2);
+    L.f = L.v + rf_round((size_t)RF_ROWS * (size_t)L.ldv * 2);
     L.s = L.f + rf_round((size_t)RF_ROWS * (size_t)L.ldf * 4);
-    L.v = L.s + rf_round((size_t)RF_ROWS * (size_t)L.lds * 2);
-    L.total = L.v + rf_round((size_t)RF_ROWS * (size_t)L.ldv * 2);
+    L.total = L.s + rf_round((size_t)RF_ROWS * (size_t)L.lds * 2);
     return L;
 }
 
 /* RF_ROWS rows of cols fp32 values (cols a multiple of 4, rows 16-byte
  * aligned) from src (row stride ld) into bf16 dst (row stride ldd), each
  * row times scale[row * step] first when scale is non-NULL (the fp32
- * product, then the rounding), by the whole block. */
+ * product, then the rounding), by a block of NT threads. */
+template <int NT>
 __device__ static void rf_load(__nv_bfloat16 *dst, int ldd, const float *src, size_t ld, int cols,
                                const float *scale, int step = 1)
 {
     int per_row = cols / 4;
-    for (int t = (int)threadIdx.x; t < RF_ROWS * per_row; t += RF_THREADS) {
+    for (int t = (int)threadIdx.x; t < RF_ROWS * per_row; t += NT) {
         int r = t / per_row, c = t % per_row * 4;
         float4 x = *(const float4 *)(src + (size_t)r * ld + (size_t)c);
         if (scale) {
@@ -102,61 +112,48 @@ typedef nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16
                                nvcuda::wmma::col_major>
     rf_b_col;
 
-/* The warp's 16 query rows' scores against the 64 keys in sk, times the
- * decay mask (positions i0 + row, j0 + key in the piece), rounded to bf16
- * into its rows of ss (through its rows of sf). */
-__device__ static void rf_masked_scores(__nv_bfloat16 *ss, float *sf, const __nv_bfloat16 *sq,
-                                        const __nv_bfloat16 *sk, const rf_layout &L, int dk,
-                                        const float *pw, int i0, int j0)
+/* The 16x16 piece of the masked scores of row group g against key group c
+ * (query rows i0 + 16 g .., keys j0 + 16 c .. of the piece), by warp (g, c):
+ * q k^T over dk from sq and sk, times the decay mask, rounded to bf16 into
+ * ss (through the warp's own part of sf). */
+__device__ static void rf_score_piece(__nv_bfloat16 *ss, float *sf, const __nv_bfloat16 *sq,
+                                      const __nv_bfloat16 *sk, const rf_layout &L, int dk,
+                                      const float *pw, int i0, int j0, int g, int c)
 {
     using namespace nvcuda;
-    int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
-    /* on the diagonal tile the keys past the warp's rows are masked out:
-     * their scores stay 0 */
-    int n_end = j0 == i0 ? warp + 1 : RF_ROWS / 16;
-    rf_acc s[RF_ROWS / 16];
-#pragma unroll
-    for (int n = 0; n < RF_ROWS / 16; n++)
-        wmma::fill_fragment(s[n], 0.0f);
+    int lane = (int)threadIdx.x % 32;
+    rf_acc s;
+    wmma::fill_fragment(s, 0.0f);
     for (int kk = 0; kk < dk; kk += 16) {
         rf_a a;
-        wmma::load_matrix_sync(a, sq + (size_t)warp * 16 * L.ldq + kk, (unsigned)L.ldq);
-#pragma unroll
-        for (int n = 0; n < RF_ROWS / 16; n++) {
-            if (n >= n_end)
-                continue;
-            rf_b_col b; /* k^T: key rows stored row-major are its columns */
-            wmma::load_matrix_sync(b, sk + (size_t)n * 16 * L.ldq + kk, (unsigned)L.ldq);
-            wmma::mma_sync(s[n], a, b, s[n]);
-        }
+        rf_b_col b; /* k^T: key rows stored row-major are its columns */
+        wmma::load_matrix_sync(a, sq + (size_t)g * 16 * L.ldq + kk, (unsigned)L.ldq);
+        wmma::load_matrix_sync(b, sk + (size_t)c * 16 * L.ldq + kk, (unsigned)L.ldq);
+        wmma::mma_sync(s, a, b, s);
     }
-    float *f = sf + (size_t)warp * 16 * L.ldf;
-#pragma unroll
-    for (int n = 0; n < RF_ROWS / 16; n++)
-        wmma::store_matrix_sync(f + n * 16, s[n], (unsigned)L.ldf, wmma::mem_row_major);
+    float *f = sf + (size_t)g * 16 * L.ldf + c * 16;
+    wmma::store_matrix_sync(f, s, (unsigned)L.ldf, wmma::mem_row_major);
     __syncwarp();
-    __nv_bfloat16 *o = ss + (size_t)warp * 16 * L.lds;
-    for (int e = lane; e < 16 * RF_ROWS; e += 32) {
-        int r = e / RF_ROWS, c = e % RF_ROWS;
-        float m = rn_decay_mask(pw, i0 + warp * 16 + r, j0 + c);
-        o[r * L.lds + c] = __float2bfloat16_rn(f[r * L.ldf + c] * m);
+    __nv_bfloat16 *o = ss + (size_t)g * 16 * L.lds + c * 16;
+    for (int e = lane; e < 16 * 16; e += 32) {
+        int r = e / 16, col = e % 16;
+        float m = rn_decay_mask(pw, i0 + g * 16 + r, j0 + c * 16 + col);
+        o[r * L.lds + col] = __float2bfloat16_rn(f[r * L.ldf + col] * m);
     }
-    __syncwarp();
 }
 
-/* acc (the warp's 16 rows x DT columns) += a (its 16 rows of sa, k wide,
- * row stride lda) times b (k rows of DT columns, row stride ldb). */
-template <int DT>
+/* acc (16 rows x NC 16-column fragments) += a (16 rows of sa, k wide, row
+ * stride lda) times b (k rows of sb, 16 NC columns, row stride ldb). */
+template <int NC>
 __device__ static void rf_accumulate(rf_acc *acc, const __nv_bfloat16 *sa, int lda,
                                      const __nv_bfloat16 *sb, int ldb, int k)
 {
     using namespace nvcuda;
-    int warp = (int)threadIdx.x / 32;
     for (int kk = 0; kk < k; kk += 16) {
         rf_a a;
-        wmma::load_matrix_sync(a, sa + (size_t)warp * 16 * lda + kk, (unsigned)lda);
+        wmma::load_matrix_sync(a, sa + kk, (unsigned)lda);
 #pragma unroll
-        for (int n = 0; n < DT / 16; n++) {
+        for (int n = 0; n < NC; n++) {
             rf_b_row b;
             wmma::load_matrix_sync(b, sb + (size_t)kk * ldb + n * 16, (unsigned)ldb);
             wmma::mma_sync(acc[n], a, b, acc[n]);
@@ -165,63 +162,97 @@ __device__ static void rf_accumulate(rf_acc *acc, const __nv_bfloat16 *sa, int l
 }
 #endif
 
-/* Grid: (pieces x H, P / 64 query tiles, dv / DT column tiles); op, qp,
- * kp, vp, sp: the (piece, head)s' read-out, q, k, v and entering state
- * (retention_batched's pointer arrays); pw: the decay table for P. */
-template <int DT>
-__global__ void __launch_bounds__(RF_THREADS)
+/* Grid: (pieces x H, P / 64 query tiles), RF_THREADS threads, dv = 64 NC;
+ * op, qp, kp, vp, sp: the (piece, head)s' read-out, q, k, v and entering
+ * state (retention_batched's pointer arrays); pw: the decay table for P. */
+template <int NC>
+__global__ void __launch_bounds__(RF_THREADS, 1)
     ret_fused_kernel(float *const *op, const float *const *qp, const float *const *kp,
                      const float *const *vp, const float *const *sp, const float *pw, int H, int P,
-                     int dk, int dv, int HK, int HV)
+                     int dk, int HK, int HV)
 {
     pdl_enter();
 #if RF_WMMA
     using namespace nvcuda;
     RF_DYNAMIC_SMEM(rf_smem);
-    const rf_layout L = rf_layout_for(dk, DT);
+    const int dv = 64 * NC, cw = 16 * NC; /* a column group's width */
+    const rf_layout L = rf_layout_for(dk, dv);
     __nv_bfloat16 *sq = (__nv_bfloat16 *)(rf_smem + L.q), *sk = (__nv_bfloat16 *)(rf_smem + L.k);
-    __nv_bfloat16 *ss = (__nv_bfloat16 *)(rf_smem + L.s), *sv = (__nv_bfloat16 *)(rf_smem + L.v);
+    __nv_bfloat16 *sv = (__nv_bfloat16 *)(rf_smem + L.v), *ss = (__nv_bfloat16 *)(rf_smem + L.s);
     float *sf = (float *)(rf_smem + L.f);
     /* the last query tiles have the most key tiles: they start first */
-    int b = (int)blockIdx.x, qt = (int)(gridDim.y - 1 - blockIdx.y), c0 = (int)blockIdx.z * DT;
-    int i0 = qt * RF_ROWS, warp = (int)threadIdx.x / 32;
+    int b = (int)blockIdx.x, qt = (int)(gridDim.y - 1 - blockIdx.y), i0 = qt * RF_ROWS;
+    int warp = (int)threadIdx.x / 32, g = warp % RF_GROUPS, c = warp / RF_GROUPS;
     const float *p = pw + (size_t)(b % H) * (size_t)(P + 1);
-    rf_acc acc[DT / 16];
+    const __nv_bfloat16 *my_s = ss + (size_t)g * 16 * L.lds, *my_q = sq + (size_t)g * 16 * L.ldq;
+    rf_acc acc[NC];
 #pragma unroll
-    for (int n = 0; n < DT / 16; n++)
+    for (int n = 0; n < NC; n++)
         wmma::fill_fragment(acc[n], 0.0f);
-    rf_load(sq, L.ldq, qp[b] + (size_t)i0 * (size_t)HK, (size_t)HK, dk, NULL);
+    rf_load<RF_THREADS>(sq, L.ldq, qp[b] + (size_t)i0 * (size_t)HK, (size_t)HK, dk, NULL);
     for (int j0 = 0; j0 <= i0; j0 += RF_ROWS) { /* the key tiles at or before the rows */
-        rf_load(sk, L.ldq, kp[b] + (size_t)j0 * (size_t)HK, (size_t)HK, dk, NULL);
-        rf_load(sv, L.ldv, vp[b] + (size_t)j0 * (size_t)HV + c0, (size_t)HV, DT, NULL);
+        int diag = j0 == i0;
+        rf_load<RF_THREADS>(sk, L.ldq, kp[b] + (size_t)j0 * (size_t)HK, (size_t)HK, dk, NULL);
+        rf_load<RF_THREADS>(sv, L.ldv, vp[b] + (size_t)j0 * (size_t)HV, (size_t)HV, dv, NULL);
         __syncthreads();
-        rf_masked_scores(ss, sf, sq, sk, L, dk, p, i0, j0);
-        /* on the diagonal tile a warp's masked scores end at its last row */
-        rf_accumulate<DT>(acc, ss, L.lds, sv, L.ldv, j0 == i0 ? 16 * (warp + 1) : RF_ROWS);
-        __syncthreads(); /* before the next tile replaces sk and sv */
+        /* on the diagonal tile the key groups past a row group are masked
+         * out entirely: never formed, never read */
+        if (!diag || c <= g)
+            rf_score_piece(ss, sf, sq, sk, L, dk, p, i0, j0, g, c);
+        __syncthreads(); /* the row group's scores, from all four of its warps */
+        rf_accumulate<NC>(acc, my_s, L.lds, sv + c * cw, L.ldv, diag ? 16 * (g + 1) : RF_ROWS);
+        __syncthreads(); /* before the next tile replaces sk, sv and ss */
     }
     /* q_i g^(i+1) against the entering state, 64 of its dk rows at a time */
-    rf_load(sq, L.ldq, qp[b] + (size_t)i0 * (size_t)HK, (size_t)HK, dk, p + i0 + 1);
+    rf_load<RF_THREADS>(sq, L.ldq, qp[b] + (size_t)i0 * (size_t)HK, (size_t)HK, dk, p + i0 + 1);
     for (int k0 = 0; k0 < dk; k0 += RF_ROWS) {
-        rf_load(sk, L.ldv, sp[b] + (size_t)k0 * (size_t)dv + c0, (size_t)dv, DT, NULL);
+        rf_load<RF_THREADS>(sv, L.ldv, sp[b] + (size_t)k0 * (size_t)dv, (size_t)dv, dv, NULL);
         __syncthreads();
-        rf_accumulate<DT>(acc, sq + k0, L.ldq, sk, L.ldv, RF_ROWS);
+        rf_accumulate<NC>(acc, my_q + k0, L.ldq, sv + c * cw, L.ldv, RF_ROWS);
         __syncthreads();
     }
-    float *o = op[b] + (size_t)(i0 + warp * 16) * (size_t)HV + c0;
+    float *o = op[b] + (size_t)(i0 + g * 16) * (size_t)HV + c * cw;
 #pragma unroll
-    for (int n = 0; n < DT / 16; n++)
+    for (int n = 0; n < NC; n++)
         wmma::store_matrix_sync(o + n * 16, acc[n], (unsigned)HV, wmma::mem_row_major);
 #else
     (void)op, (void)qp, (void)kp, (void)vp, (void)sp, (void)pw, (void)H, (void)P, (void)dk;
-    (void)dv, (void)HK, (void)HV;
+    (void)HK, (void)HV;
     __trap();
 #endif
+}
+
+/* f(std::integral_constant<int, dv / 64>()) for dv a multiple of 64 up to
+ * 64 RF_MAX_NC: the read-out kernel's instance for these heads; -1 for
+ * other widths. */
+template <typename F> static int rf_with_nc(int dv, F f)
+{
+    switch (dv % 64 ? 0 : dv / 64) {
+    case 1:
+        return f(std::integral_constant<int, 1>());
+    case 2:
+        return f(std::integral_constant<int, 2>());
+    case 3:
+        return f(std::integral_constant<int, 3>());
+    case 4:
+        return f(std::integral_constant<int, 4>());
+    case 5:
+        return f(std::integral_constant<int, 5>());
+    case 6:
+        return f(std::integral_constant<int, 6>());
+    case 7:
+        return f(std::integral_constant<int, 7>());
+    case 8:
+        return f(std::integral_constant<int, 8>());
+    default:
+        return -1;
+    }
 }
 
 /* Shared memory of the pieces' own-state kernel: a key tile (64 tokens of
  * 64 key columns) and a value tile (64 tokens of DT columns), bf16. */
 #define RU_LDK (RF_ROWS + RF_PAD)
+#define RU_THREADS 128 /* 4 warps, 16 key columns each */
 
 __host__ __device__ static constexpr size_t ru_smem(int dt)
 {
@@ -234,7 +265,7 @@ __host__ __device__ static constexpr size_t ru_smem(int dt)
  * rk_scale_pieces and cuBLAS's FAST_16BF round it.  Each warp owns 16 key
  * columns (rows of U) and the block's DT value columns. */
 template <int DT>
-__global__ void __launch_bounds__(RF_THREADS)
+__global__ void __launch_bounds__(RU_THREADS)
     ret_own_kernel(float *const *up, const float *const *kp, const float *const *vp,
                    const float *pw, int H, int P, int dv, int HK, int HV)
 {
@@ -253,9 +284,10 @@ __global__ void __launch_bounds__(RF_THREADS)
         wmma::fill_fragment(acc[n], 0.0f);
     for (int j0 = 0; j0 < P; j0 += RF_ROWS) {
         /* token j0 + r scaled by g^(P-1-j0-r) */
-        rf_load(sk, RU_LDK, kp[b] + (size_t)j0 * (size_t)HK + m0, (size_t)HK, RF_ROWS,
-                p + (P - 1 - j0), -1);
-        rf_load(sv, DT + RF_PAD, vp[b] + (size_t)j0 * (size_t)HV + c0, (size_t)HV, DT, NULL);
+        rf_load<RU_THREADS>(sk, RU_LDK, kp[b] + (size_t)j0 * (size_t)HK + m0, (size_t)HK, RF_ROWS,
+                            p + (P - 1 - j0), -1);
+        rf_load<RU_THREADS>(sv, DT + RF_PAD, vp[b] + (size_t)j0 * (size_t)HV + c0, (size_t)HV, DT,
+                            NULL);
         __syncthreads();
         for (int kk = 0; kk < RF_ROWS; kk += 16) {
             rf_a_col a; /* (k g)^T: the tile's token rows are its columns */

@@ -40,6 +40,8 @@ START_TEST(test_ret_emu_fused_matches_reference)
     const int *s = shapes[_i % N_SHAPES];
     int zero_v = _i >= N_SHAPES;
     double worst = rn_emu_ret_check(0, s[0], s[1], s[2], s[3], s[4], zero_v, (uint32_t)(7 + _i));
+    ck_assert_msg(worst == worst, "an output is NaN: left unwritten, or formed from shared "
+                                  "memory read before it was written");
     ck_assert_msg(worst >= 0.0, "the emulated launch failed");
     ck_assert_msg(worst <= EMU_BOUND, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", s[0],
                   s[1], s[2], s[3], s[4], zero_v ? ", v = 0" : "", worst);
@@ -50,6 +52,8 @@ START_TEST(test_ret_emu_own_matches_reference)
 {
     const int *s = shapes[_i];
     double worst = rn_emu_ret_check(1, s[0], s[1], s[2], s[3], s[4], 0, (uint32_t)(31 + _i));
+    ck_assert_msg(worst == worst, "an output is NaN: left unwritten, or formed from shared "
+                                  "memory read before it was written");
     ck_assert_msg(worst >= 0.0, "the emulated launch failed");
     ck_assert_msg(worst <= EMU_BOUND, "P %d, %d pieces, %d heads, dk %d, dv %d: error %.3g", s[0],
                   s[1], s[2], s[3], s[4], worst);

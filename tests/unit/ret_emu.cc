@@ -108,26 +108,25 @@ cleanup:
 /* rk_ret_fused's and rk_ret_own's launches (kernels.cu), emulated. */
 static int emu_ret_launch(const rf_problem *p, int own, float *h, void **ptrs)
 {
-    int n = p->count, dt = p->dv % 128 == 0 ? 128 : 64;
+    int n = p->count, HK = p->H * p->dk, HV = p->H * p->dv;
     float *const *out = (float *const *)(own ? ptrs + 4 * n : ptrs);
     const float *const *in = (const float *const *)ptrs;
-    int HK = p->H * p->dk, HV = p->H * p->dv;
     const float *pw = h + p->pw;
     if (own) {
+        int dt = p->dv % 128 == 0 ? 128 : 64;
         dim3 grid((unsigned)n, (unsigned)(p->dk / RF_ROWS), (unsigned)(p->dv / dt));
-        return dt == 128 ? rn_emu_launch(ret_own_kernel<128>, grid, dim3(RF_THREADS), 0, out,
+        return dt == 128 ? rn_emu_launch(ret_own_kernel<128>, grid, dim3(RU_THREADS), 0, out,
                                          in + 2 * n, in + 3 * n, pw, p->H, p->P, p->dv, HK, HV)
-                         : rn_emu_launch(ret_own_kernel<64>, grid, dim3(RF_THREADS), 0, out,
+                         : rn_emu_launch(ret_own_kernel<64>, grid, dim3(RU_THREADS), 0, out,
                                          in + 2 * n, in + 3 * n, pw, p->H, p->P, p->dv, HK, HV);
     }
-    dim3 grid((unsigned)n, (unsigned)(p->P / RF_ROWS), (unsigned)(p->dv / dt));
-    size_t smem = rf_layout_for(p->dk, dt).total;
-    return dt == 128 ? rn_emu_launch(ret_fused_kernel<128>, grid, dim3(RF_THREADS), smem, out,
-                                     in + n, in + 2 * n, in + 3 * n, in + 4 * n, pw, p->H, p->P,
-                                     p->dk, p->dv, HK, HV)
-                     : rn_emu_launch(ret_fused_kernel<64>, grid, dim3(RF_THREADS), smem, out,
-                                     in + n, in + 2 * n, in + 3 * n, in + 4 * n, pw, p->H, p->P,
-                                     p->dk, p->dv, HK, HV);
+    dim3 grid((unsigned)n, (unsigned)(p->P / RF_ROWS));
+    size_t smem = rf_layout_for(p->dk, p->dv).total;
+    return rf_with_nc(p->dv, [&](auto nc) {
+        return rn_emu_launch(ret_fused_kernel<decltype(nc)::value>, grid, dim3(RF_THREADS), smem,
+                             out, in + n, in + 2 * n, in + 3 * n, in + 4 * n, pw, p->H, p->P, p->dk,
+                             HK, HV);
+    });
 }
 
 extern "C" double rn_emu_ret_check(int own, int P, int pieces, int H, int dk, int dv, int zero_v,
@@ -137,7 +136,7 @@ extern "C" double rn_emu_ret_check(int own, int P, int pieces, int H, int dk, in
     float *h = (float *)malloc(sizeof(float) * p.total);
     void **ptrs = (void **)malloc(sizeof(void *) * 5 * (size_t)p.count);
     double worst = -1.0;
-    if (!h || !ptrs || P % RF_ROWS || dk % RF_ROWS || dv % 64)
+    if (!h || !ptrs || P % RF_ROWS || dk % RF_ROWS || dv % 64 || dv / 64 > RF_MAX_NC)
         goto cleanup;
     rf_problem_fill(&p, h, zero_v, seed);
     if (own) /* the states' place takes the output */
