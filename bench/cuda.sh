@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-tcpipe,ours-stepearly,ours-stepnorm,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-halfact-c*,ours-bf16-states,peer}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-tcpipe,ours-stepearly,ours-stepnorm,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-retfused2-c*,ours-halfact-c*,ours-bf16-states,peer}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
@@ -40,6 +40,11 @@ if [ "${BENCH_CUDA:-full}" = quick ]; then
                 --prompts 2048,8192 --chunk $c --decode 4 |
                 tee "$OUT/ours-$(echo $v | tr -d _ | tr A-Z a-z)-c$c.json"
         done
+    done
+    # the fused read-out's column-tile variant (RETNET_CUDA_RET_FUSED=2)
+    for c in 1024 4096; do
+        RETNET_CUDA_RET_FUSED=2 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
+            --chunk $c --decode 4 | tee "$OUT/ours-retfused2-c$c.json"
     done
     # the two prefill candidates together, and HALF_ACT on cuBLASLt's decode batches
     RETNET_CUDA_RET_FUSED=1 RETNET_CUDA_HALF_ACT=1 "$RETNET" bench-cuda "$MODEL" --batches 64,256 \
@@ -92,10 +97,13 @@ for c in 1024 4096; do
     RETNET_CUDA_RET_BF16=1 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
         --chunk $c --decode 4 | tee "$OUT/ours-retbf16-c$c.json"
 done
-# the batched pieces' read-outs in one fused tensor-core kernel (RETNET_CUDA_RET_FUSED=1)
+# the batched pieces through the tensor-core kernels (RETNET_CUDA_RET_FUSED=1:
+# read-out blocks of all of dv; 2: of a column tile)
 for c in 1024 4096; do
     RETNET_CUDA_RET_FUSED=1 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
         --chunk $c --decode 4 | tee "$OUT/ours-retfused-c$c.json"
+    RETNET_CUDA_RET_FUSED=2 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
+        --chunk $c --decode 4 | tee "$OUT/ours-retfused2-c$c.json"
 done
 # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
 for c in 1024 4096; do

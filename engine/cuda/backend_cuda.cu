@@ -146,7 +146,7 @@ struct cuda_ctx {
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
     int pdl;                 /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
-    int ret_fused;     /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
+    int ret_fused; /* batched pieces through rk_ret_fused: its variant, or 0 (RETNET_CUDA_RET_FUSED) */
     int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
     size_t smem_optin; /* shared memory a block may opt in to */
 };
@@ -483,7 +483,7 @@ static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const floa
         return RN_EDEVICE;
     rk_scan_pieces(x->st, Sl, x->U, pw, H, P, pieces, (size_t)H * (size_t)dk * (size_t)dv);
     return rk_ret_fused(x->st, (float *const *)x->pp[PP_O], (const float *const *)x->pp[PP_Q], K, V,
-                        (const float *const *)U, pw, count, H, P, dk, dv)
+                        (const float *const *)U, pw, count, H, P, dk, dv, x->ret_fused)
                ? RN_EDEVICE
                : RN_OK;
 }
@@ -495,7 +495,7 @@ static int retention_batched(cuda_ctx *x, rk_states S, int slot, int pieces, int
     int count = pieces * H, rc;
     float *Sl = (float *)S.base + (size_t)slot * S.slot_stride + S.layer_off;
     void **const *pp = x->pp;
-    if (x->ret_fused && rk_ret_fused_fits(P, dk, dv, x->smem_optin))
+    if (x->ret_fused && rk_ret_fused_fits(P, dk, dv, x->smem_optin, x->ret_fused))
         return retention_fused(x, Sl, pieces, P, pw);
     /* A_b^T = K_b Q_b^T, then the decay mask; O_b^T = V_b^T A_b^T */
     if ((rc = gemm_pieces(x, CUBLAS_OP_T, CUBLAS_OP_N, P, P, dk, pp[PP_K], HK, pp[PP_Q], HK, 0.0f,
@@ -1151,10 +1151,12 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);
-    /* RETNET_CUDA_RET_FUSED=1: 16-bit models' batched pieces in one
-     * tensor-core kernel a layer (bf16 operands, as RETNET_CUDA_RET_BF16) */
-    x->ret_fused = major >= 8 && x->ret_compute != CUBLAS_COMPUTE_32F &&
-                   env_int("RETNET_CUDA_RET_FUSED", 0, 0, 1);
+    /* RETNET_CUDA_RET_FUSED=1 (blocks of all of dv) or 2 (of a column
+     * tile): 16-bit models' batched pieces through the tensor-core kernels
+     * (bf16 operands, as RETNET_CUDA_RET_BF16) */
+    x->ret_fused = major >= 8 && x->ret_compute != CUBLAS_COMPUTE_32F
+                       ? env_int("RETNET_CUDA_RET_FUSED", 0, 0, RK_RET_FUSED_COLS)
+                       : 0;
     {
         int optin = 0;
         CU(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
@@ -1164,8 +1166,8 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     /* the kernel's shared memory is allowed per device: here, for this one;
      * where it is refused the products run as before */
     if (x->ret_fused &&
-        (!rk_ret_fused_fits(64, x->c->head_dim_k, x->c->head_dim_v, x->smem_optin) ||
-         rk_ret_fused_prepare(x->c->head_dim_k, x->c->head_dim_v) != 0)) {
+        (!rk_ret_fused_fits(64, x->c->head_dim_k, x->c->head_dim_v, x->smem_optin, x->ret_fused) ||
+         rk_ret_fused_prepare(x->c->head_dim_k, x->c->head_dim_v, x->ret_fused) != 0)) {
         x->ret_fused = 0;
         cudaGetLastError();
     }

@@ -907,53 +907,70 @@ void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, const float *pw, int H
  * through an emulation of the CUDA features they use) */
 #include "ret_fused.cuh"
 
-/* The column tile the own-state kernel takes for dv values a head: 128
- * where it divides dv, else 64; 0 when neither does. */
-static int rf_tile(int dv)
+size_t rk_ret_fused_smem(int dk, int dv, int variant)
 {
-    return dv % 128 == 0 ? 128 : dv % 64 == 0 ? 64 : 0;
-}
-
-size_t rk_ret_fused_smem(int dk, int dv)
-{
+    if (variant == RK_RET_FUSED_COLS)
+        return rf_tile(dv) ? rf_layout_for(dk, rf_tile(dv)).total : 0;
     return dv % 64 == 0 && dv / 64 <= RF_MAX_NC ? rf_layout_for(dk, dv).total : 0;
 }
 
-int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max)
+int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max, int variant)
 {
-    size_t need = rk_ret_fused_smem(dk, dv);
+    size_t need = rk_ret_fused_smem(dk, dv, variant);
     return P % RF_ROWS == 0 && dk % RF_ROWS == 0 && need && need <= smem_max;
 }
 
 static std::atomic<long> rf_launches;
 
-int rk_ret_fused_prepare(int dk, int dv)
+/* The kernel of a variant for these heads: whole dv, or one column tile. */
+static int rf_kernel(int dv, int variant, const void **k)
 {
-    int smem = (int)rk_ret_fused_smem(dk, dv);
-    return smem ? rf_with_nc(dv,
-                             [&](auto nc) {
-                                 return cudaFuncSetAttribute(
-                                            ret_fused_kernel<decltype(nc)::value>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            smem) == cudaSuccess
-                                            ? 0
-                                            : -1;
-                             })
-                : -1;
+    if (variant == RK_RET_FUSED_COLS) {
+        *k = rf_tile(dv) == 128 ? (const void *)ret_fused_cols_kernel<8>
+                                : (const void *)ret_fused_cols_kernel<4>;
+        return rf_tile(dv) ? 0 : -1;
+    }
+    return rf_with_nc(dv, [&](auto nc) {
+        *k = (const void *)ret_fused_kernel<decltype(nc)::value>;
+        return 0;
+    });
+}
+
+int rk_ret_fused_prepare(int dk, int dv, int variant)
+{
+    int smem = (int)rk_ret_fused_smem(dk, dv, variant);
+    const void *k = NULL;
+    return smem && rf_kernel(dv, variant, &k) == 0 &&
+                   cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) ==
+                       cudaSuccess
+               ? 0
+               : -1;
 }
 
 int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, const float *const *kp,
                  const float *const *vp, const float *const *sp, const float *pw, int count, int H,
-                 int P, int dk, int dv)
+                 int P, int dk, int dv, int variant)
 {
-    size_t smem = rk_ret_fused_smem(dk, dv);
-    dim3 grid((unsigned)count, (unsigned)(P / RF_ROWS));
-    if (!smem || rf_with_nc(dv, [&](auto nc) {
-            launch(ret_fused_kernel<decltype(nc)::value>, grid, RF_THREADS, smem, st, op, qp, kp,
-                   vp, sp, pw, H, P, dk, H * dk, H * dv);
-            return 0;
-        }))
+    size_t smem = rk_ret_fused_smem(dk, dv, variant);
+    int dt = rf_tile(dv), HK = H * dk, HV = H * dv;
+    if (!smem)
         return -1;
+    if (variant == RK_RET_FUSED_COLS) {
+        dim3 grid((unsigned)count, (unsigned)(P / RF_ROWS), (unsigned)(dv / dt));
+        if (dt == 128)
+            launch(ret_fused_cols_kernel<8>, grid, RF_COL_THREADS, smem, st, op, qp, kp, vp, sp, pw,
+                   H, P, dk, dv, HK, HV);
+        else
+            launch(ret_fused_cols_kernel<4>, grid, RF_COL_THREADS, smem, st, op, qp, kp, vp, sp, pw,
+                   H, P, dk, dv, HK, HV);
+    } else if (rf_with_nc(dv, [&](auto nc) {
+                   launch(ret_fused_kernel<decltype(nc)::value>,
+                          dim3((unsigned)count, (unsigned)(P / RF_ROWS)), RF_THREADS, smem, st, op,
+                          qp, kp, vp, sp, pw, H, P, dk, HK, HV);
+                   return 0;
+               })) {
+        return -1;
+    }
     if (cudaGetLastError() != cudaSuccess)
         return -1; /* e.g. the shared memory was not allowed: rk_ret_fused_prepare */
     rf_launches++;

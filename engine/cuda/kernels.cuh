@@ -139,19 +139,23 @@ void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, const float *pw, int H
  * the dk x dv state entering the piece (row-major), with qp, kp (row
  * stride H*dk) and vp (H*dv) its rows and pw the decay table for P -- what
  * retention_batched's products give with RETNET_CUDA_RET_BF16, in one
- * launch.  Only where rk_ret_fused_fits(P, dk, dv, the device's opt-in
- * shared memory per block); returns -1 when the launch could not be set up. */
-int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max);
-size_t rk_ret_fused_smem(int dk, int dv);
+ * launch.  variant: RK_RET_FUSED_WHOLE (a block owns 64 rows and all of
+ * dv, up to 512) or RK_RET_FUSED_COLS (64 rows and a 64- or 128-column
+ * tile; ret_fused.cuh).  Only where rk_ret_fused_fits(P, dk, dv, the
+ * device's opt-in shared memory per block, variant); returns -1 when the
+ * launch could not be set up. */
+enum { RK_RET_FUSED_WHOLE = 1, RK_RET_FUSED_COLS = 2 };
+int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max, int variant);
+size_t rk_ret_fused_smem(int dk, int dv, int variant);
 /* Lets the kernel for these head widths take its shared memory on the
  * current device (a setting of the device's context: once per engine);
  * 0, or -1 when the device refuses. */
-int rk_ret_fused_prepare(int dk, int dv);
+int rk_ret_fused_prepare(int dk, int dv, int variant);
 /* Launches of rk_ret_fused so far in this process, for tests. */
 long rk_ret_fused_launches(void);
 int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, const float *const *kp,
                  const float *const *vp, const float *const *sp, const float *pw, int count, int H,
-                 int P, int dk, int dv);
+                 int P, int dk, int dv, int variant);
 /* The pieces' own parts of the state on bf16 tensor cores, for the same
  * (piece, head)s and shapes as rk_ret_fused (whose fit implies this one's):
  * up[b] (dk x dv, row-major) = sum_j (k_j g^(P-1-j))^T v_j over the

@@ -212,7 +212,8 @@ extern "C" long rn_cuda_ret_fused_launches(void)
 /* Runs the fused read-out (own == 0) or the own-state kernel on problem p
  * filled from seed, and returns the worst error of its outputs
  * (rf_fused_worst, rf_own_worst) in *worst. */
-static int rf_device_check(const rf_problem *p, int own, int zero_v, uint32_t seed, double *worst)
+static int rf_device_check(const rf_problem *p, int own, int variant, int zero_v, uint32_t seed,
+                           double *worst)
 {
     float *h = (float *)malloc(sizeof(float) * p->total), *d = NULL;
     void **hp = (void **)malloc(sizeof(void *) * 5 * (size_t)p->count), **dp = NULL;
@@ -238,7 +239,7 @@ static int rf_device_check(const rf_problem *p, int own, int zero_v, uint32_t se
         int bad =
             own ? rk_ret_own(0, out, in + 2 * n, in + 3 * n, d + p->pw, n, p->H, p->P, p->dk, p->dv)
                 : rk_ret_fused(0, out, in + n, in + 2 * n, in + 3 * n, in + 4 * n, d + p->pw, n,
-                               p->H, p->P, p->dk, p->dv);
+                               p->H, p->P, p->dk, p->dv, variant);
         size_t from = own ? p->S : p->o, to = own ? p->pw : p->S;
         if (bad || cudaDeviceSynchronize() != cudaSuccess ||
             cudaMemcpy(h + from, d + from, sizeof(float) * (to - from), cudaMemcpyDeviceToHost) !=
@@ -267,19 +268,20 @@ static int rf_device_ok(int *optin)
     return major < 8 ? RN_EUNSUPPORTED : RN_OK;
 }
 
-extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v,
-                                       uint32_t seed, double *worst)
+extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int variant,
+                                       int zero_v, uint32_t seed, double *worst)
 {
     int optin = 0, rc;
     *worst = -1.0;
     if ((rc = rf_device_ok(&optin)))
         return rc;
-    if (pieces < 1 || H < 1 || !rk_ret_fused_fits(P, dk, dv, (size_t)optin))
+    if (pieces < 1 || H < 1 || (variant != RK_RET_FUSED_WHOLE && variant != RK_RET_FUSED_COLS) ||
+        !rk_ret_fused_fits(P, dk, dv, (size_t)optin, variant))
         return RN_EINVAL;
-    if (rk_ret_fused_prepare(dk, dv) != 0)
+    if (rk_ret_fused_prepare(dk, dv, variant) != 0)
         return RN_EDEVICE;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
-    return rf_device_check(&p, 0, zero_v, seed, worst);
+    return rf_device_check(&p, 0, variant, zero_v, seed, worst);
 }
 
 extern "C" int rn_cuda_ret_own_check(int P, int pieces, int H, int dk, int dv, uint32_t seed,
@@ -292,7 +294,7 @@ extern "C" int rn_cuda_ret_own_check(int P, int pieces, int H, int dk, int dv, u
     if (pieces < 1 || H < 1 || P % 64 || dk % 64 || dv % 64)
         return RN_EINVAL;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
-    return rf_device_check(&p, 1, 0, seed, worst);
+    return rf_device_check(&p, 1, 0, 0, seed, worst);
 }
 
 /* count random 16-bit values of dtype t into h, from *seed (advanced):

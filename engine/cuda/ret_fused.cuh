@@ -222,6 +222,77 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
 #endif
 }
 
+/* The column-tile variant (RETNET_CUDA_RET_FUSED=2), kept to be measured
+ * against the kernel above: a block of 4 warps owns 64 query rows and one
+ * tile of 16 NC value columns (rf_tile), warp g all 64 keys of row group g,
+ * so a block needs 4 barriers' fewer and less shared memory (two blocks an
+ * SM at dk 256, one's loads under the other's products) but forms every
+ * score once per column tile.  Grid: (pieces x H, P / 64, dv / (16 NC)). */
+#define RF_COL_THREADS (RF_GROUPS * 32)
+
+template <int NC>
+__global__ void __launch_bounds__(RF_COL_THREADS)
+    ret_fused_cols_kernel(float *const *op, const float *const *qp, const float *const *kp,
+                          const float *const *vp, const float *const *sp, const float *pw, int H,
+                          int P, int dk, int dv, int HK, int HV)
+{
+    pdl_enter();
+#if RF_WMMA
+    using namespace nvcuda;
+    RF_DYNAMIC_SMEM(rf_smem);
+    const int dt = 16 * NC;
+    const rf_layout L = rf_layout_for(dk, dt);
+    __nv_bfloat16 *sq = (__nv_bfloat16 *)(rf_smem + L.q), *sk = (__nv_bfloat16 *)(rf_smem + L.k);
+    __nv_bfloat16 *sv = (__nv_bfloat16 *)(rf_smem + L.v), *ss = (__nv_bfloat16 *)(rf_smem + L.s);
+    float *sf = (float *)(rf_smem + L.f);
+    int b = (int)blockIdx.x, qt = (int)(gridDim.y - 1 - blockIdx.y), i0 = qt * RF_ROWS;
+    int c0 = (int)blockIdx.z * dt, g = (int)threadIdx.x / 32;
+    const float *p = pw + (size_t)(b % H) * (size_t)(P + 1);
+    const __nv_bfloat16 *my_s = ss + (size_t)g * 16 * L.lds, *my_q = sq + (size_t)g * 16 * L.ldq;
+    rf_acc acc[NC];
+#pragma unroll
+    for (int n = 0; n < NC; n++)
+        wmma::fill_fragment(acc[n], 0.0f);
+    rf_load<RF_COL_THREADS>(sq, L.ldq, qp[b] + (size_t)i0 * (size_t)HK, (size_t)HK, dk, NULL);
+    for (int j0 = 0; j0 <= i0; j0 += RF_ROWS) {
+        int diag = j0 == i0;
+        rf_load<RF_COL_THREADS>(sk, L.ldq, kp[b] + (size_t)j0 * (size_t)HK, (size_t)HK, dk, NULL);
+        rf_load<RF_COL_THREADS>(sv, L.ldv, vp[b] + (size_t)j0 * (size_t)HV + c0, (size_t)HV, dt,
+                                NULL);
+        __syncthreads();
+        for (int c = 0; c <= (diag ? g : RF_GROUPS - 1); c++)
+            rf_score_piece(ss, sf, sq, sk, L, dk, p, i0, j0, g, c);
+        __syncwarp(); /* the warp's rows of ss, from all its lanes */
+        rf_accumulate<NC>(acc, my_s, L.lds, sv, L.ldv, diag ? 16 * (g + 1) : RF_ROWS);
+        __syncthreads(); /* before the next tile replaces sk and sv */
+    }
+    rf_load<RF_COL_THREADS>(sq, L.ldq, qp[b] + (size_t)i0 * (size_t)HK, (size_t)HK, dk, p + i0 + 1);
+    for (int k0 = 0; k0 < dk; k0 += RF_ROWS) {
+        rf_load<RF_COL_THREADS>(sv, L.ldv, sp[b] + (size_t)k0 * (size_t)dv + c0, (size_t)dv, dt,
+                                NULL);
+        __syncthreads();
+        rf_accumulate<NC>(acc, my_q + k0, L.ldq, sv, L.ldv, RF_ROWS);
+        __syncthreads();
+    }
+    float *o = op[b] + (size_t)(i0 + g * 16) * (size_t)HV + c0;
+#pragma unroll
+    for (int n = 0; n < NC; n++)
+        wmma::store_matrix_sync(o + n * 16, acc[n], (unsigned)HV, wmma::mem_row_major);
+#else
+    (void)op, (void)qp, (void)kp, (void)vp, (void)sp, (void)pw, (void)H, (void)P, (void)dk;
+    (void)dv, (void)HK, (void)HV;
+    __trap();
+#endif
+}
+
+/* The value tile of the column-tile kernels (ret_fused_cols_kernel and
+ * ret_own_kernel) for dv values a head: 128 where it divides dv, else 64;
+ * 0 when neither does. */
+__host__ __device__ static inline int rf_tile(int dv)
+{
+    return dv % 128 == 0 ? 128 : dv % 64 == 0 ? 64 : 0;
+}
+
 /* f(std::integral_constant<int, dv / 64>()) for dv a multiple of 64 up to
  * 64 RF_MAX_NC: the read-out kernel's instance for these heads; -1 for
  * other widths. */

@@ -49,7 +49,8 @@ int rn_cuda_top_rows_host(const float *logits, int rows, int V, const float *tem
 int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads, int pipe,
                              long *differ);
 
-/* The fused chunkwise retention kernel (rk_ret_fused) on pieces pieces of
+/* The fused chunkwise retention kernel (rk_ret_fused, variant 1: blocks of
+ * all of dv, 2: of a column tile) on pieces pieces of
  * P rows and H heads of dk, dv random values (v all zero with zero_v: the
  * inter-piece term alone, which the decays make small next to the rest in
  * later rows), random entering states and decays of 0.9 down to 0.55,
@@ -58,8 +59,8 @@ int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int l
  * terms an output adds (bf16 operands: 0.05-0.2% seen; NaN when an
  * output was left unwritten).  RN_OK; RN_EINVAL when the shape does not
  * fit the kernel; RN_EUNSUPPORTED before sm_80; RN_ENOMEM; RN_EDEVICE. */
-int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v, uint32_t seed,
-                            double *worst);
+int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int variant, int zero_v,
+                            uint32_t seed, double *worst);
 /* The pieces' own-state kernel (rk_ret_own) on pieces pieces of P rows and
  * H heads of dk, dv random values and the same decays, against a
  * double-precision reference: *worst as above (k g^(P-1-j) and v each

@@ -452,15 +452,18 @@ START_TEST(test_forms_ret_fused_matches_reference)
         {128, 3, 1, 256, 192},
         {64, 2, 3, 64, 64},
     };
-    for (size_t i = 0; i < 2 * sizeof shapes / sizeof shapes[0]; i++) {
-        const int *sh = shapes[i / 2];
-        int zero_v = (int)(i % 2); /* then the inter-piece term alone */
+    for (size_t i = 0; i < 4 * sizeof shapes / sizeof shapes[0]; i++) {
+        const int *sh = shapes[i / 4];
+        int zero_v = (int)(i % 2);          /* then the inter-piece term alone */
+        int variant = (int)(i / 2 % 2) + 1; /* blocks of all of dv, then of a column tile */
         double worst = -1.0;
-        int rc = rn_cuda_ret_fused_check(sh[0], sh[1], sh[2], sh[3], sh[4], zero_v,
+        int rc = rn_cuda_ret_fused_check(sh[0], sh[1], sh[2], sh[3], sh[4], variant, zero_v,
                                          (uint32_t)(7 + i), &worst);
-        ck_assert_msg(rc == RN_OK, "shape %zu: rn_cuda_ret_fused_check: %d", i / 2, rc);
-        ck_assert_msg(worst <= 1e-2, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", sh[0],
-                      sh[1], sh[2], sh[3], sh[4], zero_v ? ", v = 0" : "", worst);
+        ck_assert_msg(rc == RN_OK, "shape %zu, variant %d: rn_cuda_ret_fused_check: %d", i / 4,
+                      variant, rc);
+        ck_assert_msg(worst <= 1e-2,
+                      "variant %d, P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", variant,
+                      sh[0], sh[1], sh[2], sh[3], sh[4], zero_v ? ", v = 0" : "", worst);
     }
 }
 END_TEST

@@ -12,7 +12,9 @@
 
 #include "suites.h"
 
-double rn_emu_ret_check(int own, int P, int pieces, int H, int dk, int dv, int zero_v,
+/* own: the own-state kernel, else the read-out kernel of variant 1 (blocks
+ * of all of dv) or 2 (of a column tile); the worst error, or -1. */
+double rn_emu_ret_check(int own, int variant, int P, int pieces, int H, int dk, int dv, int zero_v,
                         uint32_t seed);
 
 /* P, pieces, H, dk, dv: one to four 64-row query tiles (the last tiles
@@ -33,25 +35,28 @@ static const int shapes[][5] = {
  * (each of those, planted, fails these tests). */
 #define EMU_BOUND 1e-2
 
-/* The read-outs, and with v = 0 (the loop's second half) the inter-piece
+/* The read-outs of both variants (blocks of all of dv, then of a column
+ * tile: the loop's halves), each shape also with v = 0, the inter-piece
  * term alone. */
 START_TEST(test_ret_emu_fused_matches_reference)
 {
     const int *s = shapes[_i % N_SHAPES];
-    int zero_v = _i >= N_SHAPES;
-    double worst = rn_emu_ret_check(0, s[0], s[1], s[2], s[3], s[4], zero_v, (uint32_t)(7 + _i));
+    int zero_v = _i / N_SHAPES % 2, variant = _i / (2 * N_SHAPES) + 1;
+    double worst =
+        rn_emu_ret_check(0, variant, s[0], s[1], s[2], s[3], s[4], zero_v, (uint32_t)(7 + _i));
     ck_assert_msg(worst == worst, "an output is NaN: left unwritten, or formed from shared "
                                   "memory read before it was written");
     ck_assert_msg(worst >= 0.0, "the emulated launch failed");
-    ck_assert_msg(worst <= EMU_BOUND, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", s[0],
-                  s[1], s[2], s[3], s[4], zero_v ? ", v = 0" : "", worst);
+    ck_assert_msg(worst <= EMU_BOUND,
+                  "variant %d, P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", variant,
+                  s[0], s[1], s[2], s[3], s[4], zero_v ? ", v = 0" : "", worst);
 }
 END_TEST
 
 START_TEST(test_ret_emu_own_matches_reference)
 {
     const int *s = shapes[_i];
-    double worst = rn_emu_ret_check(1, s[0], s[1], s[2], s[3], s[4], 0, (uint32_t)(31 + _i));
+    double worst = rn_emu_ret_check(1, 0, s[0], s[1], s[2], s[3], s[4], 0, (uint32_t)(31 + _i));
     ck_assert_msg(worst == worst, "an output is NaN: left unwritten, or formed from shared "
                                   "memory read before it was written");
     ck_assert_msg(worst >= 0.0, "the emulated launch failed");
@@ -65,7 +70,7 @@ Suite *ret_emu_suite(void)
     Suite *s = suite_create("ret_emu");
     TCase *tc = tcase_create("kernels");
     tcase_set_timeout(tc, 120);
-    tcase_add_loop_test(tc, test_ret_emu_fused_matches_reference, 0, 2 * N_SHAPES);
+    tcase_add_loop_test(tc, test_ret_emu_fused_matches_reference, 0, 4 * N_SHAPES);
     tcase_add_loop_test(tc, test_ret_emu_own_matches_reference, 0, N_SHAPES);
     suite_add_tcase(s, tc);
     return s;

@@ -106,7 +106,7 @@ cleanup:
 }
 
 /* rk_ret_fused's and rk_ret_own's launches (kernels.cu), emulated. */
-static int emu_ret_launch(const rf_problem *p, int own, float *h, void **ptrs)
+static int emu_ret_launch(const rf_problem *p, int own, int variant, float *h, void **ptrs)
 {
     int n = p->count, HK = p->H * p->dk, HV = p->H * p->dv;
     float *const *out = (float *const *)(own ? ptrs + 4 * n : ptrs);
@@ -120,6 +120,17 @@ static int emu_ret_launch(const rf_problem *p, int own, float *h, void **ptrs)
                          : rn_emu_launch(ret_own_kernel<64>, grid, dim3(RU_THREADS), 0, out,
                                          in + 2 * n, in + 3 * n, pw, p->H, p->P, p->dv, HK, HV);
     }
+    if (variant == 2) { /* the column-tile kernel */
+        int dt = rf_tile(p->dv);
+        dim3 grid((unsigned)n, (unsigned)(p->P / RF_ROWS), (unsigned)(p->dv / dt));
+        size_t smem = rf_layout_for(p->dk, dt).total;
+        return dt == 128 ? rn_emu_launch(ret_fused_cols_kernel<8>, grid, dim3(RF_COL_THREADS), smem,
+                                         out, in + n, in + 2 * n, in + 3 * n, in + 4 * n, pw, p->H,
+                                         p->P, p->dk, p->dv, HK, HV)
+                         : rn_emu_launch(ret_fused_cols_kernel<4>, grid, dim3(RF_COL_THREADS), smem,
+                                         out, in + n, in + 2 * n, in + 3 * n, in + 4 * n, pw, p->H,
+                                         p->P, p->dk, p->dv, HK, HV);
+    }
     dim3 grid((unsigned)n, (unsigned)(p->P / RF_ROWS));
     size_t smem = rf_layout_for(p->dk, p->dv).total;
     return rf_with_nc(p->dv, [&](auto nc) {
@@ -129,8 +140,8 @@ static int emu_ret_launch(const rf_problem *p, int own, float *h, void **ptrs)
     });
 }
 
-extern "C" double rn_emu_ret_check(int own, int P, int pieces, int H, int dk, int dv, int zero_v,
-                                   uint32_t seed)
+extern "C" double rn_emu_ret_check(int own, int variant, int P, int pieces, int H, int dk, int dv,
+                                   int zero_v, uint32_t seed)
 {
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
     float *h = (float *)malloc(sizeof(float) * p.total);
@@ -143,7 +154,7 @@ extern "C" double rn_emu_ret_check(int own, int P, int pieces, int H, int dk, in
         for (size_t i = p.S; i < p.pw; i++)
             h[i] = NAN;
     rf_problem_ptrs(&p, h, ptrs);
-    if (emu_ret_launch(&p, own, h, ptrs) == 0)
+    if (emu_ret_launch(&p, own, variant, h, ptrs) == 0)
         worst = own ? rf_own_worst(&p, h) : rf_fused_worst(&p, h);
 cleanup:
     free(h);
