@@ -2,14 +2,14 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-tcpipe,ours-stepearly,ours-stepnorm,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-retfused2-c*,ours-halfact-c*,ours-bf16-states,peer}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-tcpipe,ours-stepearly,ours-stepnorm,ours-gemvnorm,ours-gemvnorm-stepnorm,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-retfused2-c*,ours-halfact-c*,ours-bf16-states,peer}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
 # BENCH_CUDA=quick: the main table, prefill in 4096-token chunks, the
 # switches that are off until measured (TC_PIPE, STEP_EARLY, STEP_NORM,
-# RET_BF16, RET_FUSED, HALF_ACT) and the peer at batches 1 and 16: a few
-# minutes instead of the whole sweep.
+# GEMV_NORM, RET_BF16, RET_FUSED, HALF_ACT) and the peer at batches 1 and
+# 16: a few minutes instead of the whole sweep.
 set -eu
 RETNET=${1:-build/release/retnet}
 OUT=build/bench/cuda
@@ -34,6 +34,11 @@ if [ "${BENCH_CUDA:-full}" = quick ]; then
         env RETNET_CUDA_STEP_$v=1 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64 --prompts 512 \
             --chunk 1024 --decode 32 | tee "$OUT/ours-step$(echo $v | tr A-Z a-z).json"
     done
+    # the folded GEMV ending with the next pre-norm, alone and with the step's group norm
+    RETNET_CUDA_GEMV_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,2 --prompts 512 \
+        --chunk 1024 --decode 32 | tee "$OUT/ours-gemvnorm.json"
+    RETNET_CUDA_GEMV_NORM=1 RETNET_CUDA_STEP_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,2,16 \
+        --prompts 512 --chunk 1024 --decode 32 | tee "$OUT/ours-gemvnorm-stepnorm.json"
     for v in RET_BF16 RET_FUSED HALF_ACT; do
         for c in 1024 4096; do
             env RETNET_CUDA_$v=1 "$RETNET" bench-cuda "$MODEL" --batches 1 \
@@ -80,6 +85,12 @@ RETNET_CUDA_STEP_EARLY=1 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --p
 # the recurrent step doing the group norm itself (RETNET_CUDA_STEP_NORM=1)
 RETNET_CUDA_STEP_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 512 \
     --chunk 1024 --decode 32 | tee "$OUT/ours-stepnorm.json"
+# the folded GEMV ending with the next pre-norm (RETNET_CUDA_GEMV_NORM=1),
+# alone and with the step's group norm
+RETNET_CUDA_GEMV_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,2 --prompts 512 --chunk 1024 \
+    --decode 32 | tee "$OUT/ours-gemvnorm.json"
+RETNET_CUDA_GEMV_NORM=1 RETNET_CUDA_STEP_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,2,16 \
+    --prompts 512 --chunk 1024 --decode 32 | tee "$OUT/ours-gemvnorm-stepnorm.json"
 # the norms reading each row twice instead of holding it in registers
 # (RETNET_CUDA_NORM_VEC=0)
 RETNET_CUDA_NORM_VEC=0 "$RETNET" bench-cuda "$MODEL" --batches 1,16 --prompts 2048,8192 \

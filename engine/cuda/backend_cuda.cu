@@ -141,6 +141,9 @@ struct cuda_ctx {
     int step_early;          /* rk_ret_step's early state loads (RETNET_CUDA_STEP_EARLY) */
     int step_norm;           /* rk_ret_step does the group norm (RETNET_CUDA_STEP_NORM) */
     unsigned *step_count;    /* its tickets: max_batch x heads, zero between launches */
+    int gemv_norm;           /* the folded GEMV does the next pre-norm (RETNET_CUDA_GEMV_NORM) */
+    unsigned *gemv_count;    /* its ticket, zero between launches */
+    int tail_normed;         /* the last sublayer_out did the next pre-norm */
     int norm_vec;            /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
@@ -606,8 +609,13 @@ static const float *residual_into(cuda_ctx *x, int n, const float *w, const floa
                                   const float *w_next, const float *b_next, int last)
 {
     const rn_config *c = x->c;
-    if (fold_residual(x, n)) /* the projection already added y to the stream */
+    if (fold_residual(x, n)) { /* the projection already added y to the stream */
+        if (x->tail_normed) {  /* and normalised it (sublayer_out) */
+            x->tail_normed = 0;
+            return x->hn;
+        }
         return last ? x->x : block_input(x, n, w_next, b_next);
+    }
     if (c->norm_position == RN_NORMPOS_PRE && !last) {
         rk_add_norm(x->st, x->hn, x->x, x->y, c->residual_alpha, n, c->hidden_size,
                     c->norm_kind == RN_NORM_LAYER, w_next, b_next, c->norm_eps,
@@ -647,16 +655,17 @@ static rk_gemv_set gemv_set(int count, float *const *ys, const void *const *Ws,
 }
 
 /* Streams set over n input rows (streaming(x, n)); Wt (the set's first
- * matrix) gives the dtype and the input width they all share. */
-static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, const float *rows,
-                     int n)
+ * matrix) gives the dtype and the input width they all share.  1 when the
+ * launch also did set->norm (rk_gemv_multi), else 0. */
+static int gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, const float *rows,
+                    int n)
 {
     int in = (int)Wt->shape[1], t = (int)Wt->dtype;
     if (n <= x->gemv_max)
-        rk_gemv_multi(x->st, set, t, rows, n, in, x->gemv_split);
-    else
-        rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms, x->tc_loads,
-                   x->tc_pipe);
+        return rk_gemv_multi(x->st, set, t, rows, n, in, x->gemv_split);
+    rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms, x->tc_loads,
+               x->tc_pipe);
+    return 0;
 }
 
 /* y (n x out) = rows (n x in) W^T + b; W is the device copy of Wt. */
@@ -699,22 +708,48 @@ static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *c
     return RN_OK;
 }
 
-/* A sublayer's output projection: into x->y, or, with fold_residual,
- * added to the residual stream x->x in place. */
-static int sublayer_out(cuda_ctx *x, const float *rows, int n, const void *W, const rn_tensor *Wt,
-                        const float *b)
+/* The pre-norm that follows a sublayer: the next sublayer's input norm
+ * (w, b), or none after the last one (output_logits has its own). */
+struct next_norm {
+    const float *w, *b;
+    int last;
+};
+
+/* Whether the residual-folding projection of n rows may end with the next
+ * pre-norm itself (RETNET_CUDA_GEMV_NORM: the GEMV's last block, into
+ * x->hn in fp32, which is what block_input writes at these batches). */
+static int gemv_norms(const cuda_ctx *x, int n, const next_norm *nn)
 {
+    return x->gemv_norm && x->gemv_count && !nn->last && n <= x->gemv_max && x->gemv_split > 0;
+}
+
+/* A sublayer's output projection: into x->y, or, with fold_residual,
+ * added to the residual stream x->x in place, and there, where gemv_norms,
+ * followed by the next pre-norm (x->tail_normed says whether it was). */
+static int sublayer_out(cuda_ctx *x, const float *rows, int n, const void *W, const rn_tensor *Wt,
+                        const float *b, const next_norm *nn)
+{
+    const rn_config *c = x->c;
+    x->tail_normed = 0;
     if (!fold_residual(x, n))
         return linear(x, x->y, rows, n, W, Wt, b);
     float *const ys[] = {x->x};
     rk_gemv_set set = gemv_set(1, ys, &W, &Wt, &b);
     set.job[0].resid = 1;
-    set.alpha = x->c->residual_alpha;
-    gemv_run(x, &set, Wt, rows, n);
+    set.alpha = c->residual_alpha;
+    if (gemv_norms(x, n, nn)) {
+        rk_gemv_norm nm = {x->hn,        nn->w, nn->b, c->norm_eps, c->norm_kind == RN_NORM_LAYER,
+                           x->gemv_count};
+        set.norm = nm;
+    }
+    x->tail_normed = gemv_run(x, &set, Wt, rows, n);
+    if (x->tail_normed)
+        (void)half_out(x, x->hn, n); /* x->hn changed: no rounded copy of it stays valid */
     return RN_OK;
 }
 
-static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in, int n, int l)
+static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in, int n, int l,
+                           const next_norm *nn)
 {
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
@@ -766,7 +801,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     if (!normed)
         rk_norm_parts(x->st, nm.y, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,
                       nm.layer_kind, nm.w, NULL, nm.eps, nm.gate, nm.act, nm.h);
-    return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b);
+    return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b, nn);
 }
 
 /* GLU's up and gate projections on the cuBLASLt path written by cuBLASLt
@@ -796,7 +831,7 @@ static int glu_half(cuda_ctx *x, const float *in, int n, int l)
     return RN_OK;
 }
 
-static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
+static int ffn_block(cuda_ctx *x, const float *in, int n, int l, const next_norm *nn)
 {
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
@@ -825,7 +860,7 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
         else
             rk_act(x->st, x->f1, nf, (int)c->hidden_act, half_out(x, x->f1, n));
     }
-    return sublayer_out(x, x->f1, n, d->down, &lw->down_w, d->down_b);
+    return sublayer_out(x, x->f1, n, d->down, &lw->down_w, d->down_b, nn);
 }
 
 /* Logits of rows [first, n) into the device logits buffer. */
@@ -873,10 +908,12 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
     const float *in = block_input(x, n, x->layers[0].norm1_w, x->layers[0].norm1_b);
     for (int l = 0; l < c->n_layers; l++) {
         const dev_layer *d = &x->layers[l], *nx = l + 1 < c->n_layers ? d + 1 : NULL;
-        if ((rc = retention_block(x, mode, slot, in, n, l)))
+        const next_norm to_ffn = {d->norm2_w, d->norm2_b, 0};
+        const next_norm to_next = {nx ? nx->norm1_w : NULL, nx ? nx->norm1_b : NULL, !nx};
+        if ((rc = retention_block(x, mode, slot, in, n, l, &to_ffn)))
             return rc;
         in = residual_into(x, n, d->norm1_w, d->norm1_b, d->norm2_w, d->norm2_b, 0);
-        if ((rc = ffn_block(x, in, n, l)))
+        if ((rc = ffn_block(x, in, n, l, &to_next)))
             return rc;
         in = residual_into(x, n, d->norm2_w, d->norm2_b, nx ? nx->norm1_w : NULL,
                            nx ? nx->norm1_b : NULL, !nx);
@@ -928,8 +965,8 @@ static void cuda_deinit(void *ctx)
                 cudaGraphExecDestroy(x->graphs[w][n]);
         free(x->graphs[w]);
     }
-    void *bufs[] = {x->wdev, x->states,    x->sscr, x->x, x->A,         x->part,
-                    x->top,  x->log_gamma, x->ws,   x->U, x->step_count};
+    void *bufs[] = {x->wdev, x->states,    x->sscr, x->x, x->A,          x->part,
+                    x->top,  x->log_gamma, x->ws,   x->U, x->step_count, x->gemv_count};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         cudaFree(bufs[i]);
     if (x->lt)
@@ -1148,6 +1185,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->tc_pipe = env_int("RETNET_CUDA_TC_PIPE", 0, 0, 1);
     x->step_early = env_int("RETNET_CUDA_STEP_EARLY", 0, 0, 1);
     x->step_norm = env_int("RETNET_CUDA_STEP_NORM", 0, 0, 1);
+    x->gemv_norm = env_int("RETNET_CUDA_GEMV_NORM", 0, 0, 1);
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);
@@ -1213,6 +1251,10 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
         size_t tickets = sizeof(unsigned) * (size_t)x->plan.max_batch * (size_t)x->c->n_heads;
         CU(cudaMalloc((void **)&x->step_count, tickets), "step tickets");
         CU(cudaMemset(x->step_count, 0, tickets), "step tickets");
+    }
+    if (x->gemv_norm && x->c->norm_position == RN_NORMPOS_PRE) {
+        CU(cudaMalloc((void **)&x->gemv_count, sizeof(unsigned)), "GEMV ticket");
+        CU(cudaMemset(x->gemv_count, 0, sizeof(unsigned)), "GEMV ticket");
     }
     /* the memset and the pageable copies above may still be in flight, and
      * x->st does not wait for the legacy stream */

@@ -1865,6 +1865,46 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
     gemv_finish<PW, NB>(set, p, live, acc, lane);
 }
 
+/* The tail of a gemv_split_kernel launch with a norm (rk_gemv_norm), called
+ * by every thread of every block after its stores: the block takes a
+ * ticket; the last of the grid, which then sees all their stores (fences,
+ * then loads through the L2), normalises the NB rows of job[0].y into
+ * norm.y as norm_kernel would with this block's threads (the same
+ * operations per value; the sums in the order of this many threads, so
+ * other bits than a norm kernel's).  The rows' statistics take one pass,
+ * as norm_kernel's do. */
+template <int NB> __device__ static void gemv_norm_tail(const rk_gemv_set &set)
+{
+    __shared__ int last;
+    __shared__ double sh[64];
+    const rk_gemv_norm &nm = set.norm;
+    int tid = (int)threadIdx.x, nthr = (int)blockDim.x, d = set.job[0].out;
+    __threadfence(); /* this block's stores, before its ticket */
+    __syncthreads();
+    if (tid == 0) {
+        last = atomicAdd(nm.count, 1u) == gridDim.x - 1;
+        if (last)
+            *nm.count = 0; /* for the next launch, which follows this one's end */
+    }
+    __syncthreads();
+    if (!last)
+        return;
+    __threadfence();
+    for (int bi = 0; bi < NB; bi++) {
+        const float *xr = set.job[0].y + (size_t)bi * (size_t)d;
+        double s = 0.0, ss = 0.0;
+        for (int k = tid; k < d; k += nthr)
+            sum2_add(s, ss, __ldcg(xr + k));
+        double mu;
+        float r;
+        norm_stats(s, ss, sh, d, nm.layer_kind, nm.eps, mu, r, tid, nthr);
+        for (int k = tid; k < d; k += nthr)
+            nm.y[(size_t)bi * (size_t)d + (size_t)k] =
+                norm_value(__ldcg(xr + k), mu, r, nm.w, nm.b, k, NULL, 0);
+        __syncthreads(); /* sh: every thread has read this row's totals */
+    }
+}
+
 /* Most warps (column shares) a block of gemv_split_kernel has. */
 #define GEMV_SPLIT_WARPS 8
 
@@ -1881,8 +1921,9 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
  * SM).  The warps' sums are added in warp
  * order, so the bits depend on the width and cols, not on the batch; they
  * are not gemv_kernel's (a different order of sums).  cols is a multiple
- * of 32, so every share starts 16-byte aligned. */
-template <typename T, int NB>
+ * of 32, so every share starts 16-byte aligned.  TAIL: the launch ends
+ * with set.norm (gemv_norm_tail), so no thread leaves early. */
+template <typename T, int NB, bool TAIL>
 __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
     gemv_split_kernel(rk_gemv_set set, const float *x, int in, int cols)
 {
@@ -1893,8 +1934,11 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
     gemv_pair p[PW];
     int live[PW];
     const T *w[RW];
-    if (!gemv_rows<T, PW>(set, (int)blockIdx.x, in, p, live, w)) /* the whole block */
+    if (!gemv_rows<T, PW>(set, (int)blockIdx.x, in, p, live, w)) { /* the whole block */
+        if constexpr (TAIL)
+            gemv_norm_tail<NB>(set);
         return;
+    }
     int k0 = share * cols, k1 = min(in, k0 + cols);
     float acc[RW][NB];
 #pragma unroll
@@ -1920,18 +1964,20 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
                 part[share][t][b][0] = s0, part[share][t][b][1] = s1;
         }
     __syncthreads();
-    if (share != 0)
-        return;
+    if (share == 0) {
 #pragma unroll
-    for (int t = 0; t < PW; t++)
+        for (int t = 0; t < PW; t++)
 #pragma unroll
-        for (int b = 0; b < NB; b++) {
-            float s0 = part[0][t][b][0], s1 = part[0][t][b][1];
-            for (int o = 1; o < shares; o++)
-                s0 += part[o][t][b][0], s1 += part[o][t][b][1];
-            if (lane == b && live[t])
-                gemv_store(set, p[t], b, s0, s1);
-        }
+            for (int b = 0; b < NB; b++) {
+                float s0 = part[0][t][b][0], s1 = part[0][t][b][1];
+                for (int o = 1; o < shares; o++)
+                    s0 += part[o][t][b][0], s1 += part[o][t][b][1];
+                if (lane == b && live[t])
+                    gemv_store(set, p[t], b, s0, s1);
+            }
+    }
+    if constexpr (TAIL)
+        gemv_norm_tail<NB>(set);
 }
 
 /* Row pairs over all of set's jobs. */
@@ -1943,65 +1989,69 @@ static size_t set_pairs(const rk_gemv_set *set)
     return pairs;
 }
 
+/* Batches up to which the split kernel has a norm-tail instance: the
+ * default GEMV batches (more would only lengthen the build). */
+#define GEMV_TAIL_ROWS 2
+
 /* split > 0 columns a share (and vector loads, and a width of 2 to
- * GEMV_SPLIT_WARPS shares): gemv_split_kernel, a block per item. */
+ * GEMV_SPLIT_WARPS shares): gemv_split_kernel, a block per item; 1 when
+ * that launch also did set->norm. */
 template <typename T, int NB>
-static void gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x, int in, int split)
+static int gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x, int in, int split)
 {
     size_t warps = (set_pairs(set) + GEMV_PW(NB) - 1) / GEMV_PW(NB);
     unsigned blocks = (unsigned)((warps * 32 + GEMV_BLOCK - 1) / GEMV_BLOCK);
     int cols = (split + 31) / 32 * 32, shares = cols > 0 ? (in + cols - 1) / cols : 0;
-    if (in % wvec<T>::N == 0 && shares > 1 && shares <= GEMV_SPLIT_WARPS)
-        launch(gemv_split_kernel<T, NB>, (unsigned)warps, 32u * (unsigned)shares, 0, st, *set, x,
-               in, cols);
-    else if (in % wvec<T>::N == 0)
+    if (in % wvec<T>::N == 0 && shares > 1 && shares <= GEMV_SPLIT_WARPS) {
+        if constexpr (NB <= GEMV_TAIL_ROWS)
+            if (set->norm.y) {
+                launch(gemv_split_kernel<T, NB, true>, (unsigned)warps, 32u * (unsigned)shares, 0,
+                       st, *set, x, in, cols);
+                return 1;
+            }
+        launch(gemv_split_kernel<T, NB, false>, (unsigned)warps, 32u * (unsigned)shares, 0, st,
+               *set, x, in, cols);
+    } else if (in % wvec<T>::N == 0) {
         launch(gemv_kernel<T, NB, true>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
-    else
+    } else {
         launch(gemv_kernel<T, NB, false>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
+    }
+    return 0;
 }
 
 template <typename T>
-static void gemv_dispatch(cudaStream_t st, const rk_gemv_set *set, const float *x, int n, int in,
-                          int split)
+static int gemv_dispatch(cudaStream_t st, const rk_gemv_set *set, const float *x, int n, int in,
+                         int split)
 {
     switch (n) {
     case 1:
-        gemv_launch<T, 1>(st, set, x, in, split);
-        break;
+        return gemv_launch<T, 1>(st, set, x, in, split);
     case 2:
-        gemv_launch<T, 2>(st, set, x, in, split);
-        break;
+        return gemv_launch<T, 2>(st, set, x, in, split);
     case 3:
-        gemv_launch<T, 3>(st, set, x, in, split);
-        break;
+        return gemv_launch<T, 3>(st, set, x, in, split);
     case 4:
-        gemv_launch<T, 4>(st, set, x, in, split);
-        break;
+        return gemv_launch<T, 4>(st, set, x, in, split);
     case 5:
-        gemv_launch<T, 5>(st, set, x, in, split);
-        break;
+        return gemv_launch<T, 5>(st, set, x, in, split);
     case 6:
-        gemv_launch<T, 6>(st, set, x, in, split);
-        break;
+        return gemv_launch<T, 6>(st, set, x, in, split);
     case 7:
-        gemv_launch<T, 7>(st, set, x, in, split);
-        break;
+        return gemv_launch<T, 7>(st, set, x, in, split);
     default:
-        gemv_launch<T, 8>(st, set, x, in, split);
-        break;
+        return gemv_launch<T, 8>(st, set, x, in, split);
     }
 }
 
-void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
-                   int split)
+int rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
+                  int split)
 {
     static_assert(RN_CUDA_GEMV_MAX == 8, "gemv_dispatch instantiates batches 1..8");
     if (t == RN_DT_BF16)
-        gemv_dispatch<__nv_bfloat16>(st, set, x, n, in, split);
-    else if (t == RN_DT_F16)
-        gemv_dispatch<__half>(st, set, x, n, in, split);
-    else
-        gemv_dispatch<float>(st, set, x, n, in, split);
+        return gemv_dispatch<__nv_bfloat16>(st, set, x, n, in, split);
+    if (t == RN_DT_F16)
+        return gemv_dispatch<__half>(st, set, x, n, in, split);
+    return gemv_dispatch<float>(st, set, x, n, in, split);
 }
 
 /* ---------------------------------------------------- tensor-core GEMV */

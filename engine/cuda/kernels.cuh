@@ -222,9 +222,22 @@ struct rk_gemv_job {
     int resid;
     rk_half h; /* GLU: the result rounded into h instead of y (rk_half) */
 };
+/* The pre-norm a residual-folding GEMV may end with (RETNET_CUDA_GEMV_NORM):
+ * the last block to finish (count: its ticket, zero between launches)
+ * normalises each input row's new residual, job[0].y (job[0].out wide),
+ * into y (fp32).  y NULL: none. */
+struct rk_gemv_norm {
+    float *y;
+    const float *w, *b;
+    float eps;
+    int layer_kind;
+    unsigned *count;
+};
+
 struct rk_gemv_set {
     rk_gemv_job job[RK_GEMV_JOBS];
     int count;
+    rk_gemv_norm norm;
     const int64_t *pos; /* ROPE: position of each input row */
     const float *freq;
     int dk, interleaved;
@@ -237,9 +250,11 @@ struct rk_gemv_set {
  * activations and accumulation.  split > 0: the input width split over a
  * block's warps in shares of split columns (rounded up to 32) where it
  * spans 2 to 8 of them (gemv_split_kernel: other bits, the same for every
- * batch), else a warp per row pair (gemv_kernel). */
-void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
-                   int split);
+ * batch), else a warp per row pair (gemv_kernel).  With set->norm.y, the
+ * split kernel also does the norm (rk_gemv_norm): returns 1 when it did,
+ * 0 when the caller must (the plain kernel has no such tail). */
+int rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
+                  int split);
 
 /* rk_gemv_multi on the tensor cores (kernels.cu, gemv_tc_kernel) for n <=
  * RN_CUDA_TC_MAX rows of matrices that rn_cuda_tc_fits (bf16 or fp16, in a
