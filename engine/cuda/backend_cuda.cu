@@ -805,7 +805,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
 }
 
 /* GLU's up and gate projections on the cuBLASLt path written by cuBLASLt
- * already rounded to the weights' 16-bit dtype (into the f1 and f2
+ * already rounded to the weights' dtype, bf16 (into the f1 and f2
  * buffers' memory), and up * act(gate) formed from those into the down
  * projection's rounded input: half the bytes written and read between the
  * GEMMs and the GLU, and up and gate rounded once more than before (as a
@@ -819,15 +819,20 @@ static int glu_half(cuda_ctx *x, const float *in, int n, int l)
     const rn_layer_weights *lw = &x->w->layers[l];
     const dev_layer *d = &x->layers[l];
     int D = c->hidden_size, F = c->intermediate_size, t = (int)lw->up_w.dtype, rc;
-    if (!x->half_act || d->up_b || d->gate_b || t != x->half_t ||
-        lw->gate_w.dtype != lw->up_w.dtype || !x->fuse || n <= x->gemv_max)
+    /* bf16 only: fp16 would turn |up| or |gate| past 65504 into inf, and
+     * swish(-inf) into NaN where the fp32 path gives 0 */
+    if (!x->half_act || d->up_b || d->gate_b || t != RN_DT_BF16 || t != x->half_t ||
+        lw->gate_w.dtype != lw->up_w.dtype || !x->fuse || n <= x->gemv_max ||
+        !lt_lookup(x, F, D, n, t, t)) /* cuBLASLt offers a 16-bit output here */
         return RN_EUNSUPPORTED;
     const void *src = lt_input(x, in, n, D, t);
     if ((rc = lt_matmul(x, x->f1, d->up, src, n, F, D, t, t)) ||
         (rc = lt_matmul(x, x->f2, d->gate, src, n, F, D, t, t)))
         return rc;
-    rk_glu_halves(x->st, half_out(x, x->f1, n), x->f1, x->f2, (size_t)n * (size_t)F,
-                  (int)c->hidden_act);
+    rk_half h = half_out(x, x->f1, n); /* set: the conditions above are half_out's */
+    if (!h.p)
+        return RN_EDEVICE;
+    rk_glu_halves(x->st, h, x->f1, x->f2, (size_t)n * (size_t)F, (int)c->hidden_act);
     return RN_OK;
 }
 

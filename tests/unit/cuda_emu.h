@@ -10,7 +10,12 @@
  *   on whole 16x16 tiles (fp32 sums of exact bf16 products, k in order) and
  *   the other lanes skip them, which the kernels cannot tell apart, since
  *   every lane of a warp passes the same operands;
- * - bf16 conversions round to nearest even, as the device's _rn ones do.
+ * - bf16 conversions round to nearest even, as the device's _rn ones do;
+ * - a WMMA operand must be aligned as the device needs (else abort).
+ *
+ * Static shared memory keeps the previous block's values (the dynamic
+ * buffer is filled with bf16 NaN before each block), so a read before a
+ * write there would not show.
  *
  * What the device does differently -- the order of the tensor cores' sums,
  * timing, memory ordering without barriers -- is out of its reach: this
@@ -152,10 +157,20 @@ template <> struct emu_layout<col_major> {
     typedef emu_col t;
 };
 
+/* What the device requires of a WMMA operand: a 256-bit aligned pointer
+ * and a stride of a multiple of 16 bytes; a kernel that breaks either
+ * aborts the emulation (the test fails) instead of passing here. */
+static inline void emu_wmma_operand(const void *p, unsigned ldm, unsigned elem)
+{
+    if ((uintptr_t)p % 32 != 0 || (ldm * elem) % 16 != 0)
+        abort();
+}
+
 template <typename Use, typename L>
 static inline void load_matrix_sync(fragment<Use, 16, 16, 16, __nv_bfloat16, L> &f,
                                     const __nv_bfloat16 *p, unsigned ldm)
 {
+    emu_wmma_operand(p, ldm, 2);
     if (!rn_emu_lane0())
         return;
     for (int r = 0; r < 16; r++)
@@ -186,6 +201,7 @@ static inline void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
 static inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 16, float> &f,
                                      unsigned ldm, layout_t layout)
 {
+    emu_wmma_operand(p, ldm, 4);
     if (!rn_emu_lane0())
         return;
     for (int r = 0; r < 16; r++)

@@ -105,13 +105,50 @@ cleanup:
     return rc;
 }
 
+/* The problem's six arrays (q, k, v, o, S, pw) each in an allocation of
+ * its own, 256-byte aligned as cudaMalloc's, so the outputs' WMMA stores
+ * are aligned as on the device and a read past an array's end is one the
+ * sanitizer build sees (in h they would run into the next array). */
+struct emu_arrays {
+    size_t from[6], to[6];
+    float *buf[6];
+};
+
+static int emu_arrays_make(emu_arrays *a, const rf_problem *p, const float *h)
+{
+    size_t bounds[7] = {p->q, p->k, p->v, p->o, p->S, p->pw, p->total};
+    for (int r = 0; r < 6; r++) {
+        size_t n = bounds[r + 1] - bounds[r];
+        a->from[r] = bounds[r], a->to[r] = bounds[r + 1];
+        a->buf[r] = (float *)aligned_alloc(256, (n * sizeof(float) + 255) / 256 * 256);
+        if (!a->buf[r])
+            return -1;
+        memcpy(a->buf[r], h + bounds[r], n * sizeof(float));
+    }
+    return 0;
+}
+
+/* The address in a of h + offset. */
+static float *emu_arrays_at(const emu_arrays *a, size_t offset)
+{
+    for (int r = 0; r < 6; r++)
+        if (offset >= a->from[r] && offset < a->to[r])
+            return a->buf[r] + (offset - a->from[r]);
+    abort();
+}
+
+static void emu_arrays_free(emu_arrays *a)
+{
+    for (int r = 0; r < 6; r++)
+        free(a->buf[r]);
+}
+
 /* rk_ret_fused's and rk_ret_own's launches (kernels.cu), emulated. */
-static int emu_ret_launch(const rf_problem *p, int own, int variant, float *h, void **ptrs)
+static int emu_ret_launch(const rf_problem *p, int own, int variant, const float *pw, void **ptrs)
 {
     int n = p->count, HK = p->H * p->dk, HV = p->H * p->dv;
     float *const *out = (float *const *)(own ? ptrs + 4 * n : ptrs);
     const float *const *in = (const float *const *)ptrs;
-    const float *pw = h + p->pw;
     if (own) {
         int dt = p->dv % 128 == 0 ? 128 : 64;
         dim3 grid((unsigned)n, (unsigned)(p->dk / RF_ROWS), (unsigned)(p->dv / dt));
@@ -146,6 +183,7 @@ extern "C" double rn_emu_ret_check(int own, int variant, int P, int pieces, int 
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
     float *h = (float *)malloc(sizeof(float) * p.total);
     void **ptrs = (void **)malloc(sizeof(void *) * 5 * (size_t)p.count);
+    emu_arrays a = {};
     double worst = -1.0;
     if (!h || !ptrs || P % RF_ROWS || dk % RF_ROWS || dv % 64 || dv / 64 > RF_MAX_NC)
         goto cleanup;
@@ -153,10 +191,18 @@ extern "C" double rn_emu_ret_check(int own, int variant, int P, int pieces, int 
     if (own) /* the states' place takes the output */
         for (size_t i = p.S; i < p.pw; i++)
             h[i] = NAN;
+    if (emu_arrays_make(&a, &p, h))
+        goto cleanup;
     rf_problem_ptrs(&p, h, ptrs);
-    if (emu_ret_launch(&p, own, variant, h, ptrs) == 0)
-        worst = own ? rf_own_worst(&p, h) : rf_fused_worst(&p, h);
+    for (int i = 0; i < 5 * p.count; i++) /* into the arrays of their own */
+        ptrs[i] = emu_arrays_at(&a, (size_t)((float *)ptrs[i] - h));
+    if (emu_ret_launch(&p, own, variant, emu_arrays_at(&a, p.pw), ptrs) != 0)
+        goto cleanup;
+    memcpy(h + p.o, emu_arrays_at(&a, p.o), sizeof(float) * (p.S - p.o)); /* the outputs */
+    memcpy(h + p.S, emu_arrays_at(&a, p.S), sizeof(float) * (p.pw - p.S));
+    worst = own ? rf_own_worst(&p, h) : rf_fused_worst(&p, h);
 cleanup:
+    emu_arrays_free(&a);
     free(h);
     free(ptrs);
     return worst;
