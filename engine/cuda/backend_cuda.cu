@@ -471,22 +471,29 @@ static int gemm_pieces(cuda_ctx *x, cublasOperation_t ta, cublasOperation_t tb, 
  * The same sums as retention_chunk piece after piece (the state update's
  * add is rounded apart from the product here), in 8 launches per layer
  * whatever the number of pieces.  pw: the decay table for P. */
-/* retention_batched through the fused kernels, three launches a layer:
- * each piece's own part of the state (rk_ret_own), the scan, then the
- * read-outs (rk_ret_fused). */
+/* retention_batched through the tensor-core kernels: the pieces' own
+ * parts of the state and the scan over them in one launch (rk_ret_own;
+ * where the state is not 32-byte aligned, the scaled keys' product and the
+ * scan as before), then the read-outs (rk_ret_fused). */
 static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const float *pw)
 {
     const rn_config *c = x->c;
-    int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v;
-    int count = pieces * H;
-    float *const *U = (float *const *)x->pp[PP_U];
-    const float *const *K = (const float *const *)x->pp[PP_K];
-    const float *const *V = (const float *const *)x->pp[PP_V];
-    if (rk_ret_own(x->st, U, K, V, pw, count, H, P, dk, dv))
-        return RN_EDEVICE;
-    rk_scan_pieces(x->st, Sl, x->U, pw, H, P, pieces, (size_t)H * (size_t)dk * (size_t)dv);
-    return rk_ret_fused(x->st, (float *const *)x->pp[PP_O], (const float *const *)x->pp[PP_Q], K, V,
-                        (const float *const *)U, pw, count, H, P, dk, dv, x->ret_fused)
+    int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, HV = H * dv;
+    int count = pieces * H, rc;
+    void **const *pp = x->pp;
+    if (rk_ret_own_fits(P, dk, dv, Sl)) {
+        if (rk_ret_own(x->st, Sl, x->U, x->k, x->v, pw, pieces, H, P, dk, dv))
+            return RN_EDEVICE;
+    } else {
+        rk_scale_pieces(x->st, x->kd, x->k, pw, H, P, pieces, dk, 1);
+        if ((rc = gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, P, pp[PP_V], HV, pp[PP_KD], dk,
+                              0.0f, pp[PP_U], dv, count)))
+            return rc;
+        rk_scan_pieces(x->st, Sl, x->U, pw, H, P, pieces, (size_t)H * (size_t)dk * (size_t)dv);
+    }
+    return rk_ret_fused(x->st, (float *const *)pp[PP_O], (const float *const *)pp[PP_Q],
+                        (const float *const *)pp[PP_K], (const float *const *)pp[PP_V],
+                        (const float *const *)pp[PP_U], pw, count, H, P, dk, dv, x->ret_fused)
                ? RN_EDEVICE
                : RN_OK;
 }

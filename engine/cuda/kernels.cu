@@ -982,19 +982,19 @@ long rk_ret_fused_launches(void)
     return rf_launches.load();
 }
 
-int rk_ret_own(cudaStream_t st, float *const *up, const float *const *kp, const float *const *vp,
-               const float *pw, int count, int H, int P, int dk, int dv)
+int rk_ret_own_fits(int P, int dk, int dv, const float *Sl)
 {
-    int dt = rf_tile(dv);
-    if (P % RF_ROWS || dk % RF_ROWS || !dt)
+    return P % RF_ROWS == 0 && dk % RF_ROWS == 0 && dv % RU_COLS == 0 && (uintptr_t)Sl % 32 == 0;
+}
+
+int rk_ret_own(cudaStream_t st, float *Sl, float *U, const float *k, const float *v,
+               const float *pw, int pieces, int H, int P, int dk, int dv)
+{
+    if (!rk_ret_own_fits(P, dk, dv, Sl) || (uintptr_t)U % 32 != 0)
         return -1;
-    dim3 grid((unsigned)count, (unsigned)(dk / RF_ROWS), (unsigned)(dv / dt));
-    if (dt == 128)
-        launch(ret_own_kernel<128>, grid, RU_THREADS, 0, st, up, kp, vp, pw, H, P, dv, H * dk,
-               H * dv);
-    else
-        launch(ret_own_kernel<64>, grid, RU_THREADS, 0, st, up, kp, vp, pw, H, P, dv, H * dk,
-               H * dv);
+    dim3 grid((unsigned)H, (unsigned)(dk / RF_ROWS), (unsigned)(dv / RU_COLS));
+    launch(ret_own_kernel<RU_COLS>, grid, RU_THREADS, 0, st, Sl, U, k, v, pw, pieces, P, dk, dv,
+           H * dk, H * dv);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 

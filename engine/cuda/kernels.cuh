@@ -156,15 +156,20 @@ long rk_ret_fused_launches(void);
 int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, const float *const *kp,
                  const float *const *vp, const float *const *sp, const float *pw, int count, int H,
                  int P, int dk, int dv, int variant);
-/* The pieces' own parts of the state on bf16 tensor cores, for the same
- * (piece, head)s and shapes as rk_ret_fused (whose fit implies this one's):
- * up[b] (dk x dv, row-major) = sum_j (k_j g^(P-1-j))^T v_j over the
- * piece's rows -- what rk_scale_pieces and retention_batched's k^T v
- * product give with RETNET_CUDA_RET_BF16, in one launch and without the
- * scaled keys going through memory.  Static shared memory (26 KiB at most).
- * 0, or -1 when the shapes do not fit or the launch failed. */
-int rk_ret_own(cudaStream_t st, float *const *up, const float *const *kp, const float *const *vp,
-               const float *pw, int count, int H, int P, int dk, int dv);
+/* The pieces' own parts of the state on bf16 tensor cores and the scan over
+ * them, in one launch, for pieces pieces of P rows of the chunk's k and v
+ * (row strides H dk, H dv): U + p H dk dv (dk x dv a head, row-major) gets
+ * the state entering piece p and Sl (H heads of dk x dv) moves past the
+ * last one -- what rk_scale_pieces, retention_batched's k^T v product
+ * with RETNET_CUDA_RET_BF16 and rk_scan_pieces give, without the scaled
+ * keys or the pieces' own parts going through memory.  A block per head
+ * and 64 x 64 state tile walks the pieces in order.  Static shared memory
+ * (18 KiB).  Only where rk_ret_own_fits (P, dk and dv multiples of 64, Sl
+ * 32-byte aligned); 0, or -1 when the shapes do not fit or the launch
+ * failed. */
+int rk_ret_own_fits(int P, int dk, int dv, const float *Sl);
+int rk_ret_own(cudaStream_t st, float *Sl, float *U, const float *k, const float *v,
+               const float *pw, int pieces, int H, int P, int dk, int dv);
 /* The slot's layer state S[h] *= pw[h][C] (before adding the chunk's k v^T). */
 void rk_decay_state(cudaStream_t st, rk_states S, int slot, const float *pw, int H, int C,
                     size_t hkv);

@@ -215,10 +215,12 @@ extern "C" long rn_cuda_ret_fused_launches(void)
 static int rf_device_check(const rf_problem *p, int own, int variant, int zero_v, uint32_t seed,
                            double *worst)
 {
+    size_t ns0 = p->total - p->s0; /* the state past the chunk comes back into fin */
     float *h = (float *)malloc(sizeof(float) * p->total), *d = NULL;
+    float *fin = (float *)malloc(sizeof(float) * ns0);
     void **hp = (void **)malloc(sizeof(void *) * 5 * (size_t)p->count), **dp = NULL;
     int rc = RN_EDEVICE, n = p->count;
-    if (!h || !hp) {
+    if (!h || !fin || !hp) {
         rc = RN_ENOMEM;
         goto cleanup;
     }
@@ -236,22 +238,25 @@ static int rf_device_check(const rf_problem *p, int own, int variant, int zero_v
     {
         float *const *out = (float *const *)(own ? dp + 4 * n : dp);
         const float *const *in = (const float *const *)dp;
-        int bad =
-            own ? rk_ret_own(0, out, in + 2 * n, in + 3 * n, d + p->pw, n, p->H, p->P, p->dk, p->dv)
-                : rk_ret_fused(0, out, in + n, in + 2 * n, in + 3 * n, in + 4 * n, d + p->pw, n,
-                               p->H, p->P, p->dk, p->dv, variant);
+        int bad = own ? rk_ret_own(0, d + p->s0, d + p->S, d + p->k, d + p->v, d + p->pw, p->pieces,
+                                   p->H, p->P, p->dk, p->dv)
+                      : rk_ret_fused(0, out, in + n, in + 2 * n, in + 3 * n, in + 4 * n, d + p->pw,
+                                     n, p->H, p->P, p->dk, p->dv, variant);
         size_t from = own ? p->S : p->o, to = own ? p->pw : p->S;
         if (bad || cudaDeviceSynchronize() != cudaSuccess ||
             cudaMemcpy(h + from, d + from, sizeof(float) * (to - from), cudaMemcpyDeviceToHost) !=
-                cudaSuccess)
+                cudaSuccess ||
+            (own && cudaMemcpy(fin, d + p->s0, sizeof(float) * ns0, cudaMemcpyDeviceToHost) !=
+                        cudaSuccess))
             goto cleanup;
     }
-    *worst = own ? rf_own_worst(p, h) : rf_fused_worst(p, h);
+    *worst = own ? rf_own_worst(p, h, fin) : rf_fused_worst(p, h);
     rc = *worst < 0.0 ? RN_ENOMEM : RN_OK;
 cleanup:
     cudaFree(d);
     cudaFree(dp);
     free(h);
+    free(fin);
     free(hp);
     return rc;
 }
@@ -284,8 +289,8 @@ extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv,
     return rf_device_check(&p, 0, variant, zero_v, seed, worst);
 }
 
-extern "C" int rn_cuda_ret_own_check(int P, int pieces, int H, int dk, int dv, uint32_t seed,
-                                     double *worst)
+extern "C" int rn_cuda_ret_own_check(int P, int pieces, int H, int dk, int dv, int zero_v,
+                                     uint32_t seed, double *worst)
 {
     int optin = 0, rc;
     *worst = -1.0;
@@ -294,7 +299,7 @@ extern "C" int rn_cuda_ret_own_check(int P, int pieces, int H, int dk, int dv, u
     if (pieces < 1 || H < 1 || P % 64 || dk % 64 || dv % 64)
         return RN_EINVAL;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
-    return rf_device_check(&p, 1, 0, 0, seed, worst);
+    return rf_device_check(&p, 1, 0, zero_v, seed, worst);
 }
 
 /* count random 16-bit values of dtype t into h, from *seed (advanced):

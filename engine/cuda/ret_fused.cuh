@@ -285,9 +285,8 @@ __global__ void __launch_bounds__(RF_COL_THREADS)
 #endif
 }
 
-/* The value tile of the column-tile kernels (ret_fused_cols_kernel and
- * ret_own_kernel) for dv values a head: 128 where it divides dv, else 64;
- * 0 when neither does. */
+/* The value tile of the column-tile read-out (ret_fused_cols_kernel) for
+ * dv values a head: 128 where it divides dv, else 64; 0 when neither does. */
 __host__ __device__ static inline int rf_tile(int dv)
 {
     return dv % 128 == 0 ? 128 : dv % 64 == 0 ? 64 : 0;
@@ -324,21 +323,34 @@ template <typename F> static int rf_with_nc(int dv, F f)
  * 64 key columns) and a value tile (64 tokens of DT columns), bf16. */
 #define RU_LDK (RF_ROWS + RF_PAD)
 #define RU_THREADS 128 /* 4 warps, 16 key columns each */
+/* Value columns a block of the own-state kernel owns: 64, so the 1.3B
+ * shape's grid is 256 blocks (8 heads x 4 x 8 tiles), two an SM, where
+ * 128-column tiles would leave one block of 4 warps an SM walking the
+ * pieces alone. */
+#define RU_COLS 64
 
 __host__ __device__ static constexpr size_t ru_smem(int dt)
 {
     return rf_round((size_t)RF_ROWS * RU_LDK * 2) + (size_t)RF_ROWS * (size_t)(dt + RF_PAD) * 2;
 }
 
-/* Grid: (pieces x H, dk / 64 key-column tiles, dv / DT value tiles); up[b]
- * (dk x dv, row-major) = sum over the piece's tokens j of
- * (k_j g^(P-1-j))^T v_j, k_j scaled in fp32 then rounded to bf16 as
- * rk_scale_pieces and cuBLAS's FAST_16BF round it.  Each warp owns 16 key
- * columns (rows of U) and the block's DT value columns. */
+/* The pieces' own state parts and the scan over them in one kernel, for
+ * a chunk's pieces pieces of P rows: a block owns one head's 64 key
+ * columns m0.. and DT value columns c0.. of the state and walks the pieces
+ * in order, forming each piece's own part U_p = sum_j (k_j g^(P-1-j))^T
+ * v_j on the tensor cores (k_j scaled in fp32, then rounded to bf16 as
+ * rk_scale_pieces and cuBLAS's FAST_16BF round it) while the running state
+ * S stays in accumulator fragments: it stores S as the state entering piece
+ * p into U + p hkv (what rk_scan_pieces leaves there), then S = g^P S + U_p,
+ * and after the last piece S into Sl.  S and U_p are fragments of one type,
+ * so their elements pair up whatever the fragment layout.  Grid: (H, dk /
+ * 64, dv / DT), DT = RU_COLS; k, v: the chunk's
+ * rows (row strides H dk, H dv); Sl, U: the layer's state and the pieces'
+ * entering states, head h's dk x dv row-major at h dk dv. */
 template <int DT>
-__global__ void __launch_bounds__(RU_THREADS)
-    ret_own_kernel(float *const *up, const float *const *kp, const float *const *vp,
-                   const float *pw, int H, int P, int dv, int HK, int HV)
+__global__ void __launch_bounds__(RU_THREADS, 1)
+    ret_own_kernel(float *Sl, float *U, const float *k, const float *v, const float *pw, int pieces,
+                   int P, int dk, int dv, int HK, int HV)
 {
     pdl_enter();
 #if RF_WMMA
@@ -346,39 +358,56 @@ __global__ void __launch_bounds__(RU_THREADS)
     __shared__ __align__(128) unsigned char ru_mem[ru_smem(DT)];
     __nv_bfloat16 *sk = (__nv_bfloat16 *)ru_mem;
     __nv_bfloat16 *sv = (__nv_bfloat16 *)(ru_mem + rf_round((size_t)RF_ROWS * RU_LDK * 2));
-    int b = (int)blockIdx.x, m0 = (int)blockIdx.y * RF_ROWS, c0 = (int)blockIdx.z * DT;
+    int h = (int)blockIdx.x, m0 = (int)blockIdx.y * RF_ROWS, c0 = (int)blockIdx.z * DT;
     int warp = (int)threadIdx.x / 32;
-    const float *p = pw + (size_t)(b % H) * (size_t)(P + 1);
-    rf_acc acc[DT / 16];
+    size_t hkv = (size_t)gridDim.x * (size_t)dk * (size_t)dv;
+    size_t tile = (size_t)h * (size_t)dk * (size_t)dv + (size_t)(m0 + warp * 16) * (size_t)dv + c0;
+    const float *p = pw + (size_t)h * (size_t)(P + 1);
+    const float gP = p[P];
+    rf_acc S[DT / 16], acc[DT / 16];
 #pragma unroll
     for (int n = 0; n < DT / 16; n++)
-        wmma::fill_fragment(acc[n], 0.0f);
-    for (int j0 = 0; j0 < P; j0 += RF_ROWS) {
-        /* token j0 + r scaled by g^(P-1-j0-r) */
-        rf_load<RU_THREADS>(sk, RU_LDK, kp[b] + (size_t)j0 * (size_t)HK + m0, (size_t)HK, RF_ROWS,
-                            p + (P - 1 - j0), -1);
-        rf_load<RU_THREADS>(sv, DT + RF_PAD, vp[b] + (size_t)j0 * (size_t)HV + c0, (size_t)HV, DT,
-                            NULL);
-        __syncthreads();
-        for (int kk = 0; kk < RF_ROWS; kk += 16) {
-            rf_a_col a; /* (k g)^T: the tile's token rows are its columns */
-            wmma::load_matrix_sync(a, sk + (size_t)kk * RU_LDK + warp * 16, (unsigned)RU_LDK);
+        wmma::load_matrix_sync(S[n], Sl + tile + n * 16, (unsigned)dv, wmma::mem_row_major);
+    for (int b = 0; b < pieces; b++) {
+        const float *kb = k + (size_t)b * (size_t)P * (size_t)HK + (size_t)h * (size_t)dk + m0;
+        const float *vb = v + (size_t)b * (size_t)P * (size_t)HV + (size_t)h * (size_t)dv + c0;
 #pragma unroll
-            for (int n = 0; n < DT / 16; n++) {
-                rf_b_row bv;
-                wmma::load_matrix_sync(bv, sv + (size_t)kk * (DT + RF_PAD) + n * 16,
-                                       (unsigned)(DT + RF_PAD));
-                wmma::mma_sync(acc[n], a, bv, acc[n]);
-            }
+        for (int n = 0; n < DT / 16; n++) {
+            wmma::store_matrix_sync(U + (size_t)b * hkv + tile + n * 16, S[n], (unsigned)dv,
+                                    wmma::mem_row_major);
+            wmma::fill_fragment(acc[n], 0.0f);
         }
-        __syncthreads(); /* before the next tile replaces sk and sv */
+        for (int j0 = 0; j0 < P; j0 += RF_ROWS) {
+            /* token j0 + r scaled by g^(P-1-j0-r) */
+            rf_load<RU_THREADS>(sk, RU_LDK, kb + (size_t)j0 * (size_t)HK, (size_t)HK, RF_ROWS,
+                                p + (P - 1 - j0), -1);
+            rf_load<RU_THREADS>(sv, DT + RF_PAD, vb + (size_t)j0 * (size_t)HV, (size_t)HV, DT,
+                                NULL);
+            __syncthreads();
+            for (int kk = 0; kk < RF_ROWS; kk += 16) {
+                rf_a_col a; /* (k g)^T: the tile's token rows are its columns */
+                wmma::load_matrix_sync(a, sk + (size_t)kk * RU_LDK + warp * 16, (unsigned)RU_LDK);
+#pragma unroll
+                for (int n = 0; n < DT / 16; n++) {
+                    rf_b_row bv;
+                    wmma::load_matrix_sync(bv, sv + (size_t)kk * (DT + RF_PAD) + n * 16,
+                                           (unsigned)(DT + RF_PAD));
+                    wmma::mma_sync(acc[n], a, bv, acc[n]);
+                }
+            }
+            __syncthreads(); /* before the next tile replaces sk and sv */
+        }
+#pragma unroll
+        for (int n = 0; n < DT / 16; n++)
+            for (int i = 0; i < S[n].num_elements; i++)
+                S[n].x[i] = gP * S[n].x[i] + acc[n].x[i]; /* as rk_scan_pieces */
     }
-    float *u = up[b] + (size_t)(m0 + warp * 16) * (size_t)dv + c0;
 #pragma unroll
     for (int n = 0; n < DT / 16; n++)
-        wmma::store_matrix_sync(u + n * 16, acc[n], (unsigned)dv, wmma::mem_row_major);
+        wmma::store_matrix_sync(Sl + tile + n * 16, S[n], (unsigned)dv, wmma::mem_row_major);
 #else
-    (void)up, (void)kp, (void)vp, (void)pw, (void)H, (void)P, (void)dv, (void)HK, (void)HV;
+    (void)Sl, (void)U, (void)k, (void)v, (void)pw, (void)pieces, (void)P, (void)dk, (void)dv;
+    (void)HK, (void)HV;
     __trap();
 #endif
 }

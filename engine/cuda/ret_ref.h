@@ -15,10 +15,11 @@
  * total floats: q, k (rows x H dk, rows = pieces P) | v, o (rows x H dv) |
  * S (count = pieces H states of dk x dv, row-major; the entering states
  * of the read-out kernel, the output of the own-state kernel) | pw (H x
- * (P+1) decay powers).  Offsets in floats. */
+ * (P+1) decay powers) | s0 (H states: the layer's state entering the
+ * chunk, which the own-state kernel moves past it).  Offsets in floats. */
 typedef struct {
     int P, pieces, H, dk, dv, count;
-    size_t q, k, v, o, S, pw, total;
+    size_t q, k, v, o, S, pw, s0, total;
 } rf_problem;
 
 static inline rf_problem rf_problem_make(int P, int pieces, int H, int dk, int dv)
@@ -32,7 +33,8 @@ static inline rf_problem rf_problem_make(int P, int pieces, int H, int dk, int d
     p.o = p.v + rows * (size_t)H * (size_t)dv;
     p.S = p.o + rows * (size_t)H * (size_t)dv;
     p.pw = p.S + (size_t)p.count * (size_t)dk * (size_t)dv;
-    p.total = p.pw + (size_t)H * (size_t)(P + 1);
+    p.s0 = p.pw + (size_t)H * (size_t)(P + 1);
+    p.total = p.s0 + (size_t)H * (size_t)dk * (size_t)dv;
     return p;
 }
 
@@ -58,6 +60,8 @@ static inline void rf_problem_fill(const rf_problem *p, float *h, int zero_v, ui
     for (size_t i = p->o; i < p->S; i++)
         h[i] = NAN;
     for (size_t i = p->S; i < p->pw; i++)
+        h[i] = rf_uniform(&seed, -2.0f, 2.0f);
+    for (size_t i = p->s0; i < p->total; i++)
         h[i] = rf_uniform(&seed, -2.0f, 2.0f);
     for (int hh = 0; hh < p->H; hh++) {
         double g = 0.9 - 0.35 * hh / (p->H > 1 ? p->H - 1 : 1);
@@ -141,31 +145,52 @@ static inline double rf_fused_worst(const rf_problem *p, const float *h)
     return w;
 }
 
-/* The largest error of the pieces' own state parts in h's S against the
- * double-precision sum of g^(P-1-j) k_j^T v_j over each piece's rows, over
- * the sum of the terms' absolute values. */
-static inline double rf_own_worst(const rf_problem *p, const float *h)
+/* The largest error of the own-state kernel's outputs -- the states
+ * entering each piece, in h's S, and the state past the last one, fin (H
+ * states) -- against the double-precision recurrence from h's s0: S_0 =
+ * s0, S_(b+1) = g^P S_b + sum_j g^(P-1-j) k_j^T v_j over piece b's rows,
+ * each over the same recurrence of the terms' absolute values; -1 when
+ * out of memory. */
+static inline double rf_own_worst(const rf_problem *p, const float *h, const float *fin)
 {
     int P = p->P, dk = p->dk, dv = p->dv, HK = p->H * dk, HV = p->H * dv;
-    double w = 0.0;
-    for (int b = 0; b < p->count; b++) {
-        size_t piece = (size_t)(b / p->H), hh = (size_t)(b % p->H);
-        const float *k = h + p->k + piece * (size_t)P * HK + hh * dk;
-        const float *v = h + p->v + piece * (size_t)P * HV + hh * dv;
-        const float *u = h + p->S + (size_t)b * dk * dv;
-        const float *pw = h + p->pw + hh * (size_t)(P + 1);
-        for (int m = 0; m < dk; m++)
-            for (int c = 0; c < dv; c++) {
-                double sum = 0.0, mag = 0.0;
-                for (int j = 0; j < P; j++) {
-                    double t =
-                        (double)pw[P - 1 - j] * k[(size_t)j * HK + m] * v[(size_t)j * HV + c];
-                    sum += t;
-                    mag += fabs(t);
+    size_t hkv = (size_t)dk * (size_t)dv;
+    double *st = (double *)malloc(sizeof(double) * 2 * hkv), *mag, w = 0.0;
+    if (!st)
+        return -1.0;
+    mag = st + hkv;
+    for (int hh = 0; hh < p->H; hh++) {
+        const float *pw = h + p->pw + (size_t)hh * (size_t)(P + 1);
+        for (size_t e = 0; e < hkv; e++) {
+            st[e] = h[p->s0 + (size_t)hh * hkv + e];
+            mag[e] = fabs(st[e]);
+        }
+        for (int b = 0; b <= p->pieces; b++) {
+            const float *got = b < p->pieces
+                                   ? h + p->S + ((size_t)b * (size_t)p->H + (size_t)hh) * hkv
+                                   : fin + (size_t)hh * hkv;
+            for (size_t e = 0; e < hkv; e++)
+                w = rf_worse(w, got[e], st[e], mag[e]);
+            if (b == p->pieces)
+                break;
+            const float *k = h + p->k + (size_t)b * (size_t)P * HK + (size_t)hh * dk;
+            const float *v = h + p->v + (size_t)b * (size_t)P * HV + (size_t)hh * dv;
+            for (int m = 0; m < dk; m++)
+                for (int c = 0; c < dv; c++) {
+                    double sum = 0.0, am = 0.0;
+                    for (int j = 0; j < P; j++) {
+                        double t =
+                            (double)pw[P - 1 - j] * k[(size_t)j * HK + m] * v[(size_t)j * HV + c];
+                        sum += t;
+                        am += fabs(t);
+                    }
+                    size_t e = (size_t)m * dv + (size_t)c;
+                    st[e] = (double)pw[P] * st[e] + sum;
+                    mag[e] = (double)pw[P] * mag[e] + am;
                 }
-                w = rf_worse(w, u[(size_t)m * dv + c], sum, mag);
-            }
+        }
     }
+    free(st);
     return w;
 }
 

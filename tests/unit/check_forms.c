@@ -468,15 +468,18 @@ START_TEST(test_forms_ret_fused_matches_reference)
 }
 END_TEST
 
-/* The pieces' own parts of the state on tensor cores (rk_ret_own, the
- * fused path's first launch) against a double-precision reference: k g^(P-1-j)
- * and v rounded to bf16 once each move a term by at most 0.78% (two
- * roundings of 2^-8), so a sum by at most that share of its terms'
- * absolute values (the emulation: 0.28-0.57%, the decays putting most of
- * the weight on a few rows); 1% is the bound, as above, and a decay power
- * read the wrong way along the piece, a transposed tile or a missing
- * token tile moves the sums by far more.  Shapes: 64- and 128-column value tiles,
- * one to four key-column tiles, one to four token tiles. */
+/* The pieces' own parts of the state and the scan over them on tensor
+ * cores (rk_ret_own, the fused path's first launch: the state entering
+ * each piece and the one past the last) against a double-precision
+ * recurrence: k g^(P-1-j) and v rounded to bf16 once each move a term by
+ * at most 0.78% (two roundings of 2^-8), so a state by at most that share
+ * of its terms' absolute values (the emulation: 0.28-0.57%, the decays
+ * putting most of the weight on a few rows); 1% is the bound, as above,
+ * and a decay power read the wrong way along the piece, a transposed tile
+ * or a missing token tile moves them by far more.  Each shape again with
+ * v = 0, where the states are the entering one's decay alone, so a
+ * piece's decay that is off shows too.  Shapes: 64- and 128-column value
+ * tiles, one to four key-column tiles, one to four token tiles. */
 START_TEST(test_forms_ret_own_matches_reference)
 {
     static const int shapes[][5] = {
@@ -485,14 +488,15 @@ START_TEST(test_forms_ret_own_matches_reference)
         {128, 3, 1, 256, 192},
         {64, 2, 3, 64, 64},
     };
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        const int *sh = shapes[i];
+    for (size_t i = 0; i < 2 * sizeof shapes / sizeof shapes[0]; i++) {
+        const int *sh = shapes[i / 2];
+        int zero_v = (int)(i % 2); /* then the entering state's decay alone */
         double worst = -1.0;
-        int rc =
-            rn_cuda_ret_own_check(sh[0], sh[1], sh[2], sh[3], sh[4], (uint32_t)(31 + i), &worst);
-        ck_assert_msg(rc == RN_OK, "shape %zu: rn_cuda_ret_own_check: %d", i, rc);
-        ck_assert_msg(worst <= 1e-2, "P %d, %d pieces, %d heads, dk %d, dv %d: error %.3g", sh[0],
-                      sh[1], sh[2], sh[3], sh[4], worst);
+        int rc = rn_cuda_ret_own_check(sh[0], sh[1], sh[2], sh[3], sh[4], zero_v,
+                                       (uint32_t)(31 + i), &worst);
+        ck_assert_msg(rc == RN_OK, "shape %zu: rn_cuda_ret_own_check: %d", i / 2, rc);
+        ck_assert_msg(worst <= 1e-2, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", sh[0],
+                      sh[1], sh[2], sh[3], sh[4], zero_v ? ", v = 0" : "", worst);
     }
 }
 END_TEST

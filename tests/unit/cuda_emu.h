@@ -123,9 +123,13 @@ struct col_major {
 enum layout_t { mem_row_major, mem_col_major };
 
 /* A whole M x N tile (rows of the product for accumulators, the operand
- * as A (M x K) or B (K x N) otherwise), as float: bf16 values are exact. */
+ * as A (M x K) or B (K x N) otherwise), as float: bf16 values are exact.
+ * Lane 0's x holds all of it (num_elements of them, row-major), so a
+ * kernel's element-wise loop over two fragments of one type pairs the
+ * same elements as on the device, where each lane holds a few. */
 template <typename Use, int M, int N, int K, typename T, typename Layout = void> struct fragment {
-    float v[16 * 16];
+    static const int num_elements = 16 * 16;
+    float x[16 * 16] = {};
 };
 
 template <typename Use, int M, int N, int K, typename T, typename L>
@@ -133,7 +137,7 @@ static inline void fill_fragment(fragment<Use, M, N, K, T, L> &f, float x)
 {
     if (rn_emu_lane0())
         for (int i = 0; i < 256; i++)
-            f.v[i] = x;
+            f.x[i] = x;
 }
 
 /* Element (r, c) of a 16x16 operand at p, row- or column-major with ldm. */
@@ -175,7 +179,7 @@ static inline void load_matrix_sync(fragment<Use, 16, 16, 16, __nv_bfloat16, L> 
         return;
     for (int r = 0; r < 16; r++)
         for (int c = 0; c < 16; c++)
-            f.v[r * 16 + c] = emu_at<typename emu_layout<L>::t>(p, ldm, r, c);
+            f.x[r * 16 + c] = emu_at<typename emu_layout<L>::t>(p, ldm, r, c);
 }
 
 template <typename LA, typename LB>
@@ -189,13 +193,25 @@ static inline void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
     float out[256];
     for (int i = 0; i < 16; i++)
         for (int j = 0; j < 16; j++) {
-            float s = c.v[i * 16 + j];
+            float s = c.x[i * 16 + j];
             for (int k = 0; k < 16; k++)
-                s += a.v[i * 16 + k] * b.v[k * 16 + j];
+                s += a.x[i * 16 + k] * b.x[k * 16 + j];
             out[i * 16 + j] = s;
         }
     for (int i = 0; i < 256; i++)
-        d.v[i] = out[i];
+        d.x[i] = out[i];
+}
+
+static inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float> &f, const float *p,
+                                    unsigned ldm, layout_t layout)
+{
+    emu_wmma_operand(p, ldm, 4);
+    if (!rn_emu_lane0())
+        return;
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 16; c++)
+            f.x[r * 16 + c] = p[layout == mem_row_major ? (size_t)r * ldm + (size_t)c
+                                                        : (size_t)r + (size_t)c * ldm];
 }
 
 static inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 16, float> &f,
@@ -208,7 +224,7 @@ static inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 1
         for (int c = 0; c < 16; c++) {
             size_t i =
                 layout == mem_row_major ? (size_t)r * ldm + (size_t)c : (size_t)r + (size_t)c * ldm;
-            p[i] = f.v[r * 16 + c];
+            p[i] = f.x[r * 16 + c];
         }
 }
 } // namespace wmma

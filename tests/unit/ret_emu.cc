@@ -105,19 +105,19 @@ cleanup:
     return rc;
 }
 
-/* The problem's six arrays (q, k, v, o, S, pw) each in an allocation of
+/* The problem's seven arrays (q, k, v, o, S, pw, s0) each in an allocation of
  * its own, 256-byte aligned as cudaMalloc's, so the outputs' WMMA stores
  * are aligned as on the device and a read past an array's end is one the
  * sanitizer build sees (in h they would run into the next array). */
 struct emu_arrays {
-    size_t from[6], to[6];
-    float *buf[6];
+    size_t from[7], to[7];
+    float *buf[7];
 };
 
 static int emu_arrays_make(emu_arrays *a, const rf_problem *p, const float *h)
 {
-    size_t bounds[7] = {p->q, p->k, p->v, p->o, p->S, p->pw, p->total};
-    for (int r = 0; r < 6; r++) {
+    size_t bounds[8] = {p->q, p->k, p->v, p->o, p->S, p->pw, p->s0, p->total};
+    for (int r = 0; r < 7; r++) {
         size_t n = bounds[r + 1] - bounds[r];
         a->from[r] = bounds[r], a->to[r] = bounds[r + 1];
         a->buf[r] = (float *)aligned_alloc(256, (n * sizeof(float) + 255) / 256 * 256);
@@ -131,7 +131,7 @@ static int emu_arrays_make(emu_arrays *a, const rf_problem *p, const float *h)
 /* The address in a of h + offset. */
 static float *emu_arrays_at(const emu_arrays *a, size_t offset)
 {
-    for (int r = 0; r < 6; r++)
+    for (int r = 0; r < 7; r++)
         if (offset >= a->from[r] && offset < a->to[r])
             return a->buf[r] + (offset - a->from[r]);
     abort();
@@ -139,23 +139,24 @@ static float *emu_arrays_at(const emu_arrays *a, size_t offset)
 
 static void emu_arrays_free(emu_arrays *a)
 {
-    for (int r = 0; r < 6; r++)
+    for (int r = 0; r < 7; r++)
         free(a->buf[r]);
 }
 
 /* rk_ret_fused's and rk_ret_own's launches (kernels.cu), emulated. */
-static int emu_ret_launch(const rf_problem *p, int own, int variant, const float *pw, void **ptrs)
+static int emu_ret_launch(const rf_problem *p, int own, int variant, const emu_arrays *a,
+                          void **ptrs)
 {
     int n = p->count, HK = p->H * p->dk, HV = p->H * p->dv;
-    float *const *out = (float *const *)(own ? ptrs + 4 * n : ptrs);
+    float *const *out = (float *const *)ptrs;
     const float *const *in = (const float *const *)ptrs;
+    const float *pw = emu_arrays_at(a, p->pw);
     if (own) {
-        int dt = p->dv % 128 == 0 ? 128 : 64;
-        dim3 grid((unsigned)n, (unsigned)(p->dk / RF_ROWS), (unsigned)(p->dv / dt));
-        return dt == 128 ? rn_emu_launch(ret_own_kernel<128>, grid, dim3(RU_THREADS), 0, out,
-                                         in + 2 * n, in + 3 * n, pw, p->H, p->P, p->dv, HK, HV)
-                         : rn_emu_launch(ret_own_kernel<64>, grid, dim3(RU_THREADS), 0, out,
-                                         in + 2 * n, in + 3 * n, pw, p->H, p->P, p->dv, HK, HV);
+        float *Sl = emu_arrays_at(a, p->s0), *U = emu_arrays_at(a, p->S);
+        const float *k = emu_arrays_at(a, p->k), *v = emu_arrays_at(a, p->v);
+        dim3 grid((unsigned)p->H, (unsigned)(p->dk / RF_ROWS), (unsigned)(p->dv / RU_COLS));
+        return rn_emu_launch(ret_own_kernel<RU_COLS>, grid, dim3(RU_THREADS), 0, Sl, U, k, v, pw,
+                             p->pieces, p->P, p->dk, p->dv, HK, HV);
     }
     if (variant == 2) { /* the column-tile kernel */
         int dt = rf_tile(p->dv);
@@ -196,11 +197,12 @@ extern "C" double rn_emu_ret_check(int own, int variant, int P, int pieces, int 
     rf_problem_ptrs(&p, h, ptrs);
     for (int i = 0; i < 5 * p.count; i++) /* into the arrays of their own */
         ptrs[i] = emu_arrays_at(&a, (size_t)((float *)ptrs[i] - h));
-    if (emu_ret_launch(&p, own, variant, emu_arrays_at(&a, p.pw), ptrs) != 0)
+    if (emu_ret_launch(&p, own, variant, &a, ptrs) != 0)
         goto cleanup;
     memcpy(h + p.o, emu_arrays_at(&a, p.o), sizeof(float) * (p.S - p.o)); /* the outputs */
     memcpy(h + p.S, emu_arrays_at(&a, p.S), sizeof(float) * (p.pw - p.S));
-    worst = own ? rf_own_worst(&p, h) : rf_fused_worst(&p, h);
+    /* the state past the chunk stays in the arrays; h keeps the one entering */
+    worst = own ? rf_own_worst(&p, h, emu_arrays_at(&a, p.s0)) : rf_fused_worst(&p, h);
 cleanup:
     emu_arrays_free(&a);
     free(h);
