@@ -115,9 +115,9 @@ synthetic-early synthetic RETNET_CUDA_STEP_EARLY=1
 synthetic-stepnorm synthetic RETNET_CUDA_STEP_NORM=1
 parity-retbf16 parity RETNET_CUDA_RET_BF16=1
 synthetic-halfact synthetic RETNET_CUDA_HALF_ACT=1
-forms-gemvnorm forms RETNET_CUDA_GEMV_NORM=1
-parity-gemvnorm parity RETNET_CUDA_GEMV_NORM=1
-synthetic-gemvnorm synthetic RETNET_CUDA_GEMV_NORM=1 RETNET_CUDA_STEP_NORM=1
+forms-gemvnorm forms RETNET_CUDA_GEMV_NORM=1 RETNET_CUDA_GEMV_SPLIT=64
+parity-gemvnorm parity RETNET_CUDA_GEMV_NORM=1 RETNET_CUDA_GEMV_SPLIT=64
+synthetic-gemvnorm synthetic RETNET_CUDA_GEMV_NORM=1 RETNET_CUDA_STEP_NORM=1 RETNET_CUDA_GEMV_SPLIT=256
 parity-halfact parity RETNET_CUDA_HALF_ACT=1
 forms-normrow forms RETNET_CUDA_NORM_VEC=0
 parity-normrow parity RETNET_CUDA_NORM_VEC=0

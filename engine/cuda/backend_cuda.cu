@@ -462,19 +462,11 @@ static int gemm_pieces(cuda_ctx *x, cublasOperation_t ta, cublasOperation_t tb, 
     return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
 }
 
-/* The first pieces full pieces of P tokens of the chunk in x->q, k, v
- * through one layer's retention from slot's fp32 state in S (no
- * torchscale s), as one batch of (piece, head) products instead of a
- * piece at a time: the intra-piece products of every piece, each piece's
- * own k^T v, then a scan that turns those into the state entering each
- * piece and moves S past all of them, then every piece's inter-piece term.
- * The same sums as retention_chunk piece after piece (the state update's
- * add is rounded apart from the product here), in 8 launches per layer
- * whatever the number of pieces.  pw: the decay table for P. */
 /* retention_batched through the tensor-core kernels: the pieces' own
  * parts of the state and the scan over them in one launch (rk_ret_own;
- * where the state is not 32-byte aligned, the scaled keys' product and the
- * scan as before), then the read-outs (rk_ret_fused). */
+ * where the state is not 32-byte aligned, which the pools and the bf16
+ * pools' scratch never are, the scaled keys' product at x->ret_compute and
+ * the scan as before), then the read-outs (rk_ret_fused). */
 static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const float *pw)
 {
     const rn_config *c = x->c;
@@ -498,6 +490,15 @@ static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const floa
                : RN_OK;
 }
 
+/* The first pieces full pieces of P tokens of the chunk in x->q, k, v
+ * through one layer's retention from slot's fp32 state in S (no
+ * torchscale s), as one batch of (piece, head) products instead of a
+ * piece at a time: the intra-piece products of every piece, each piece's
+ * own k^T v, then a scan that turns those into the state entering each
+ * piece and moves S past all of them, then every piece's inter-piece term.
+ * The same sums as retention_chunk piece after piece (the state update's
+ * add is rounded apart from the product here), in 8 launches per layer
+ * whatever the number of pieces.  pw: the decay table for P. */
 static int retention_batched(cuda_ctx *x, rk_states S, int slot, int pieces, int P, const float *pw)
 {
     const rn_config *c = x->c;
@@ -1197,7 +1198,6 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->tc_pipe = env_int("RETNET_CUDA_TC_PIPE", 0, 0, 1);
     x->step_early = env_int("RETNET_CUDA_STEP_EARLY", 0, 0, 1);
     x->step_norm = env_int("RETNET_CUDA_STEP_NORM", 0, 0, 1);
-    x->gemv_norm = env_int("RETNET_CUDA_GEMV_NORM", 0, 0, 1);
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);
@@ -1229,6 +1229,9 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
         env_int("RETNET_CUDA_GEMV_MAX",
                 x->tc_max > RN_CUDA_GEMV_DEFAULT ? RN_CUDA_GEMV_DEFAULT : RN_CUDA_GEMV_NO_TC, 0,
                 RN_CUDA_GEMV_MAX);
+    /* only while the GEMV takes no batch the tail has no instance for
+     * (GEMV_TAIL_ROWS, 2): a row's bits would then depend on its batch */
+    x->gemv_norm = env_int("RETNET_CUDA_GEMV_NORM", 0, 0, 1) && x->gemv_max <= 2;
     x->half_t = common_half(x);
     x->ret_chunk = env_int("RETNET_CUDA_RET_CHUNK",
                            rn_cuda_ret_piece_default(x->c, x->plan.max_chunk), 0, 1 << 30);

@@ -1879,6 +1879,9 @@ template <int NB> __device__ static void gemv_norm_tail(const rk_gemv_set &set)
     __shared__ double sh[64];
     const rk_gemv_norm &nm = set.norm;
     int tid = (int)threadIdx.x, nthr = (int)blockDim.x, d = set.job[0].out;
+    /* the ticket only once the launch before has ended (a block with no
+     * rows skips the GEMV's own wait): that launch's last block resets it */
+    pdl_wait();
     __threadfence(); /* this block's stores, before its ticket */
     __syncthreads();
     if (tid == 0) {

@@ -33,7 +33,8 @@ static inline rf_problem rf_problem_make(int P, int pieces, int H, int dk, int d
     p.o = p.v + rows * (size_t)H * (size_t)dv;
     p.S = p.o + rows * (size_t)H * (size_t)dv;
     p.pw = p.S + (size_t)p.count * (size_t)dk * (size_t)dv;
-    p.s0 = p.pw + (size_t)H * (size_t)(P + 1);
+    /* 64 floats on, as the state pool's tiles are aligned (rk_ret_own) */
+    p.s0 = (p.pw + (size_t)H * (size_t)(P + 1) + 63) / 64 * 64;
     p.total = p.s0 + (size_t)H * (size_t)dk * (size_t)dv;
     return p;
 }
