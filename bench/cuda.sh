@@ -51,6 +51,11 @@ if [ "${BENCH_CUDA:-full}" = quick ]; then
         RETNET_CUDA_RET_FUSED=2 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
             --chunk $c --decode 4 | tee "$OUT/ours-retfused2-c$c.json"
     done
+    # the fused path's piece length (512 by default at 4096-token chunks)
+    for p in 256 1024; do
+        RETNET_CUDA_RET_FUSED=1 RETNET_CUDA_RET_CHUNK=$p "$RETNET" bench-cuda "$MODEL" --batches 1 \
+            --prompts 8192 --chunk 4096 --decode 4 | tee "$OUT/ours-retfused-pieces$p-c4096.json"
+    done
     # the two prefill candidates together, and HALF_ACT on cuBLASLt's decode batches
     RETNET_CUDA_RET_FUSED=1 RETNET_CUDA_HALF_ACT=1 "$RETNET" bench-cuda "$MODEL" --batches 64,256 \
         --prompts 2048,8192 --chunk 4096 --decode 32 | tee "$OUT/ours-retfused-halfact-c4096.json"

@@ -292,31 +292,22 @@ __host__ __device__ static inline int rf_tile(int dv)
     return dv % 128 == 0 ? 128 : dv % 64 == 0 ? 64 : 0;
 }
 
+/* f(std::integral_constant<int, nc>()) for the first NC from which nc is
+ * reached, up to RF_MAX_NC; -1 past it. */
+template <int NC, typename F> static int rf_with_nc_from(int nc, F f)
+{
+    if constexpr (NC > RF_MAX_NC)
+        return -1;
+    else
+        return nc == NC ? f(std::integral_constant<int, NC>()) : rf_with_nc_from<NC + 1>(nc, f);
+}
+
 /* f(std::integral_constant<int, dv / 64>()) for dv a multiple of 64 up to
  * 64 RF_MAX_NC: the read-out kernel's instance for these heads; -1 for
  * other widths. */
 template <typename F> static int rf_with_nc(int dv, F f)
 {
-    switch (dv % 64 ? 0 : dv / 64) {
-    case 1:
-        return f(std::integral_constant<int, 1>());
-    case 2:
-        return f(std::integral_constant<int, 2>());
-    case 3:
-        return f(std::integral_constant<int, 3>());
-    case 4:
-        return f(std::integral_constant<int, 4>());
-    case 5:
-        return f(std::integral_constant<int, 5>());
-    case 6:
-        return f(std::integral_constant<int, 6>());
-    case 7:
-        return f(std::integral_constant<int, 7>());
-    case 8:
-        return f(std::integral_constant<int, 8>());
-    default:
-        return -1;
-    }
+    return dv % 64 || dv < 64 ? -1 : rf_with_nc_from<1>(dv / 64, f);
 }
 
 /* Shared memory of the pieces' own-state kernel: a key tile (64 tokens of
