@@ -1,5 +1,6 @@
 /* Enough of CUDA, on the CPU, to run the tensor-core retention kernels of
- * engine/cuda/ret_fused.cuh as they are written (RN_CUDA_EMU):
+ * engine/cuda/ret_fused.cuh and the norm tail of engine/cuda/norm_dev.cuh
+ * as they are written (RN_CUDA_EMU; the runtime is cuda_emu.cc):
  *
  * - a launch runs the grid's blocks one after another; a block's threads
  *   are host threads, so a thread's own loops run as written and
@@ -11,7 +12,9 @@
  *   the other lanes skip them, which the kernels cannot tell apart, since
  *   every lane of a warp passes the same operands;
  * - bf16 conversions round to nearest even, as the device's _rn ones do;
- * - a WMMA operand must be aligned as the device needs (else abort).
+ * - a WMMA operand must be aligned as the device needs (else abort);
+ * - __shfl_xor_sync exchanges through the warp's slots between barriers,
+ *   atomics and fences are the compiler's sequentially consistent ones.
  *
  * Static shared memory keeps the previous block's values (the dynamic
  * buffer is filled with bf16 NaN before each block), so a read before a
@@ -82,6 +85,49 @@ unsigned char *rn_emu_dynamic_smem(void);
 
 static inline void pdl_enter(void)
 {
+}
+static inline void pdl_wait(void)
+{
+}
+static inline void pdl_trigger(void)
+{
+}
+
+/* Memory order: the barriers order the block's threads; across blocks,
+ * which run one after another here, the fence and the atomic are
+ * sequentially consistent. */
+static inline void __threadfence(void)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+static inline unsigned atomicAdd(unsigned *p, unsigned v)
+{
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
+
+static inline float __ldcg(const float *p)
+{
+    float v;
+    __atomic_load(p, &v, __ATOMIC_RELAXED);
+    return v;
+}
+
+unsigned rn_emu_lane_id(void);
+double *rn_emu_exchange(void); /* the calling thread's warp's 32 slots */
+
+/* Every lane of the warp (all 32 call it) gets lane ^ o's value: each
+ * writes its own into the warp's slots, and after a barrier reads its
+ * partner's; a second barrier before the slots are used again. */
+template <typename T> static inline T __shfl_xor_sync(unsigned, T v, int o)
+{
+    double *slot = rn_emu_exchange();
+    unsigned lane = rn_emu_lane_id();
+    slot[lane] = (double)v;
+    __syncwarp();
+    T r = (T)slot[lane ^ (unsigned)o];
+    __syncwarp();
+    return r;
 }
 
 /* Runs body(ctx) as the kernel of a grid x block launch with smem bytes of

@@ -19,5 +19,6 @@ Suite *state_bf16_suite(void);
 Suite *jw_suite(void);
 Suite *synthetic_suite(void);
 Suite *ret_emu_suite(void);
+Suite *norm_emu_suite(void);
 
 #endif
