@@ -146,6 +146,77 @@ static inline double rf_fused_worst(const rf_problem *p, const float *h)
     return w;
 }
 
+/* The largest error of a whole chunk's read-outs in h's o -- the pieces
+ * with the states entering them as the own-state kernel leaves them --
+ * against the double-precision chunkwise form from h's q, k, v and s0:
+ * each piece's rows from its own keys and values plus q_i g^(i+1) S_b, the
+ * state carried in double (S_0 = s0, S_(b+1) = g^P S_b + the piece's own
+ * part), over the sums of the terms' absolute values (the state's carried
+ * alike); -1 when out of memory. */
+static inline double rf_chunk_worst(const rf_problem *p, const float *h)
+{
+    int P = p->P, dk = p->dk, dv = p->dv, HK = p->H * dk, HV = p->H * dv;
+    size_t hkv = (size_t)dk * (size_t)dv, pp = (size_t)P * (size_t)P;
+    double *st = (double *)malloc(sizeof(double) * (2 * hkv + 2 * pp)), w = 0.0;
+    if (!st)
+        return -1.0;
+    double *sm = st + hkv, *sc = sm + hkv, *sa = sc + pp;
+    for (int hh = 0; hh < p->H; hh++) {
+        const float *pw = h + p->pw + (size_t)hh * (size_t)(P + 1);
+        for (size_t e = 0; e < hkv; e++) {
+            st[e] = h[p->s0 + (size_t)hh * hkv + e];
+            sm[e] = fabs(st[e]);
+        }
+        for (int b = 0; b < p->pieces; b++) {
+            size_t row0 = (size_t)b * (size_t)P;
+            const float *q = h + p->q + row0 * HK + (size_t)hh * dk;
+            const float *k = h + p->k + row0 * HK + (size_t)hh * dk;
+            const float *v = h + p->v + row0 * HV + (size_t)hh * dv;
+            const float *o = h + p->o + row0 * HV + (size_t)hh * dv;
+            for (int i = 0; i < P; i++)
+                for (int j = 0; j <= i; j++) {
+                    double s = 0.0, a = 0.0;
+                    for (int m = 0; m < dk; m++) {
+                        double t = (double)q[(size_t)i * HK + m] * k[(size_t)j * HK + m];
+                        s += t;
+                        a += fabs(t);
+                    }
+                    sc[(size_t)i * P + j] = (double)pw[i - j] * s;
+                    sa[(size_t)i * P + j] = (double)pw[i - j] * a;
+                }
+            for (int i = 0; i < P; i++)
+                for (int c = 0; c < dv; c++) {
+                    double sum = 0.0, mag = 0.0;
+                    for (int j = 0; j <= i; j++) {
+                        sum += sc[(size_t)i * P + j] * v[(size_t)j * HV + c];
+                        mag += sa[(size_t)i * P + j] * fabs((double)v[(size_t)j * HV + c]);
+                    }
+                    for (int m = 0; m < dk; m++) {
+                        double qg = (double)pw[i + 1] * q[(size_t)i * HK + m];
+                        sum += qg * st[(size_t)m * dv + c];
+                        mag += fabs(qg) * sm[(size_t)m * dv + c];
+                    }
+                    w = rf_worse(w, o[(size_t)i * HV + c], sum, mag);
+                }
+            for (int m = 0; m < dk; m++)
+                for (int c = 0; c < dv; c++) {
+                    double u = 0.0, a = 0.0;
+                    for (int j = 0; j < P; j++) {
+                        double t =
+                            (double)pw[P - 1 - j] * k[(size_t)j * HK + m] * v[(size_t)j * HV + c];
+                        u += t;
+                        a += fabs(t);
+                    }
+                    size_t e = (size_t)m * dv + (size_t)c;
+                    st[e] = (double)pw[P] * st[e] + u;
+                    sm[e] = (double)pw[P] * sm[e] + a;
+                }
+        }
+    }
+    free(st);
+    return w;
+}
+
 /* The largest error of the own-state kernel's outputs -- the states
  * entering each piece, in h's S, and the state past the last one, fin (H
  * states) -- against the double-precision recurrence from h's s0: S_0 =

@@ -12,9 +12,10 @@
 
 #include "suites.h"
 
-/* own: the own-state kernel, else the read-out kernel of variant 1 (blocks
- * of all of dv) or 2 (of a column tile); the worst error, or -1. */
-double rn_emu_ret_check(int own, int variant, int P, int pieces, int H, int dk, int dv, int zero_v,
+/* what: 0 the read-out kernel of variant 1 (blocks of all of dv) or 2 (of
+ * a column tile), 1 the own-state kernel, 2 both on a chunk as the fused
+ * path runs them; the worst error, or -1. */
+double rn_emu_ret_check(int what, int variant, int P, int pieces, int H, int dk, int dv, int zero_v,
                         uint32_t seed);
 
 /* P, pieces, H, dk, dv: one to four 64-row query tiles (the last tiles
@@ -71,6 +72,26 @@ START_TEST(test_ret_emu_own_matches_reference)
 }
 END_TEST
 
+/* A chunk as the fused path runs it (the own-state kernel, then the
+ * read-out of each variant from the entering states it left) against the
+ * chunkwise form carried in double across the pieces: so the two kernels
+ * agree on where the entering states live, not only each with its own
+ * reference. */
+START_TEST(test_ret_emu_chunk_matches_reference)
+{
+    const int *s = shapes[_i % N_SHAPES];
+    int variant = _i / N_SHAPES + 1;
+    double worst =
+        rn_emu_ret_check(2, variant, s[0], s[1], s[2], s[3], s[4], 0, (uint32_t)(53 + _i));
+    ck_assert_msg(worst == worst, "an output is NaN: left unwritten, or formed from shared "
+                                  "memory read before it was written");
+    ck_assert_msg(worst >= 0.0, "the emulated launch failed");
+    ck_assert_msg(worst <= EMU_BOUND,
+                  "variant %d, P %d, %d pieces, %d heads, dk %d, dv %d: error %.3g", variant, s[0],
+                  s[1], s[2], s[3], s[4], worst);
+}
+END_TEST
+
 Suite *ret_emu_suite(void)
 {
     Suite *s = suite_create("ret_emu");
@@ -78,6 +99,7 @@ Suite *ret_emu_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_ret_emu_fused_matches_reference, 0, 4 * N_SHAPES);
     tcase_add_loop_test(tc, test_ret_emu_own_matches_reference, 0, 2 * N_SHAPES);
+    tcase_add_loop_test(tc, test_ret_emu_chunk_matches_reference, 0, 2 * N_SHAPES);
     suite_add_tcase(s, tc);
     return s;
 }

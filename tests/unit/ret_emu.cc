@@ -83,9 +83,13 @@ static int emu_ret_launch(const rf_problem *p, int own, int variant, const emu_a
     });
 }
 
-extern "C" double rn_emu_ret_check(int own, int variant, int P, int pieces, int H, int dk, int dv,
+/* what: 0 the read-out kernel of variant (from random entering states), 1
+ * the own-state kernel, 2 both as the fused path runs them on a chunk (the
+ * own-state kernel's entering states feed the read-out). */
+extern "C" double rn_emu_ret_check(int what, int variant, int P, int pieces, int H, int dk, int dv,
                                    int zero_v, uint32_t seed)
 {
+    int own = what != 0;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
     float *h = (float *)malloc(sizeof(float) * p.total);
     void **ptrs = (void **)malloc(sizeof(void *) * 5 * (size_t)p.count);
@@ -102,12 +106,15 @@ extern "C" double rn_emu_ret_check(int own, int variant, int P, int pieces, int 
     rf_problem_ptrs(&p, h, ptrs);
     for (int i = 0; i < 5 * p.count; i++) /* into the arrays of their own */
         ptrs[i] = emu_arrays_at(&a, (size_t)((float *)ptrs[i] - h));
-    if (emu_ret_launch(&p, own, variant, &a, ptrs) != 0)
+    if (emu_ret_launch(&p, own, variant, &a, ptrs) != 0 ||
+        (what == 2 && emu_ret_launch(&p, 0, variant, &a, ptrs) != 0))
         goto cleanup;
     memcpy(h + p.o, emu_arrays_at(&a, p.o), sizeof(float) * (p.S - p.o)); /* the outputs */
     memcpy(h + p.S, emu_arrays_at(&a, p.S), sizeof(float) * (p.pw - p.S));
     /* the state past the chunk stays in the arrays; h keeps the one entering */
-    worst = own ? rf_own_worst(&p, h, emu_arrays_at(&a, p.s0)) : rf_fused_worst(&p, h);
+    worst = what == 2 ? rf_chunk_worst(&p, h)
+            : own     ? rf_own_worst(&p, h, emu_arrays_at(&a, p.s0))
+                      : rf_fused_worst(&p, h);
 cleanup:
     emu_arrays_free(&a);
     free(h);
