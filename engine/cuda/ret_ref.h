@@ -96,51 +96,108 @@ static inline double rf_worse(double worst, double got, double want, double mag)
     return e > worst || e != e ? e : worst;
 }
 
+/* One (piece, head)'s masked scores in double: sc[i][j] = g^(i-j) q_i.k_j
+ * for j <= i, sa the same over the products' absolute values (P x P
+ * each); q, k: its rows (row stride ld). */
+static inline void rf_scores(double *sc, double *sa, const float *q, const float *k,
+                             const float *pw, int P, int dk, int ld)
+{
+    for (int i = 0; i < P; i++)
+        for (int j = 0; j <= i; j++) {
+            double s = 0.0, a = 0.0;
+            for (int m = 0; m < dk; m++) {
+                double t = (double)q[(size_t)i * ld + m] * k[(size_t)j * ld + m];
+                s += t;
+                a += fabs(t);
+            }
+            sc[(size_t)i * P + j] = (double)pw[i - j] * s;
+            sa[(size_t)i * P + j] = (double)pw[i - j] * a;
+        }
+}
+
+/* One (piece, head)'s read-outs o (row stride ldv) against the
+ * double-precision sums -- the masked scores (rf_scores) times v, plus
+ * q_i g^(i+1) against the entering state st (dk x dv), whose terms'
+ * absolute values sum to sm -- each over the sum of its terms' absolute
+ * values, folded into the worst so far. */
+static inline double rf_readout_worse(double w, const float *o, const double *sc, const double *sa,
+                                      const float *q, const float *v, const double *st,
+                                      const double *sm, const float *pw, int P, int dk, int dv,
+                                      int ldk, int ldv)
+{
+    for (int i = 0; i < P; i++)
+        for (int c = 0; c < dv; c++) {
+            double sum = 0.0, mag = 0.0;
+            for (int j = 0; j <= i; j++) {
+                sum += sc[(size_t)i * P + j] * v[(size_t)j * ldv + c];
+                mag += sa[(size_t)i * P + j] * fabs((double)v[(size_t)j * ldv + c]);
+            }
+            for (int m = 0; m < dk; m++) {
+                double qg = (double)pw[i + 1] * q[(size_t)i * ldk + m];
+                sum += qg * st[(size_t)m * dv + c];
+                mag += fabs(qg) * sm[(size_t)m * dv + c];
+            }
+            w = rf_worse(w, o[(size_t)i * ldv + c], sum, mag);
+        }
+    return w;
+}
+
+/* The n values of a state at s into st, their absolute values into sm. */
+static inline void rf_state_load(double *st, double *sm, const float *s, size_t n)
+{
+    for (size_t e = 0; e < n; e++) {
+        st[e] = s[e];
+        sm[e] = fabs(st[e]);
+    }
+}
+
+/* The state st (dk x dv) past one piece of P rows k, v (row strides ldk,
+ * ldv): g^P st + sum_j g^(P-1-j) k_j^T v_j, and sm alike over the terms'
+ * absolute values. */
+static inline void rf_state_step(double *st, double *sm, const float *k, const float *v,
+                                 const float *pw, int P, int dk, int dv, int ldk, int ldv)
+{
+    for (int m = 0; m < dk; m++)
+        for (int c = 0; c < dv; c++) {
+            double u = 0.0, a = 0.0;
+            for (int j = 0; j < P; j++) {
+                double t = (double)pw[P - 1 - j] * k[(size_t)j * ldk + m] * v[(size_t)j * ldv + c];
+                u += t;
+                a += fabs(t);
+            }
+            size_t e = (size_t)m * dv + (size_t)c;
+            st[e] = (double)pw[P] * st[e] + u;
+            sm[e] = (double)pw[P] * sm[e] + a;
+        }
+}
+
+/* Scratch of the references: the scores (2 P x P) and a state (2 dk x dv),
+ * in double; NULL when out of memory. */
+static inline double *rf_scratch(const rf_problem *p)
+{
+    return (double *)malloc(sizeof(double) * 2 *
+                            ((size_t)p->P * (size_t)p->P + (size_t)p->dk * (size_t)p->dv));
+}
+
 /* The largest error of the read-outs in h's o (the entering states in S)
- * against the double-precision sum, over the sum of the absolute values of
- * the terms an output adds (check_forms.c argues the bound); -1 when
- * out of memory. */
+ * against the double-precision sums (rf_readout_worse; check_forms.c
+ * argues the bound); -1 when out of memory. */
 static inline double rf_fused_worst(const rf_problem *p, const float *h)
 {
     int P = p->P, dk = p->dk, dv = p->dv, HK = p->H * dk, HV = p->H * dv;
-    double *sc = (double *)malloc(sizeof(double) * 2 * (size_t)P * (size_t)P), *sa;
-    double w = 0.0;
+    size_t hkv = (size_t)dk * (size_t)dv, pp = (size_t)P * (size_t)P;
+    double *sc = rf_scratch(p), w = 0.0;
     if (!sc)
         return -1.0;
-    sa = sc + (size_t)P * (size_t)P;
+    double *sa = sc + pp, *st = sa + pp, *sm = st + hkv;
     for (int b = 0; b < p->count; b++) {
         size_t piece = (size_t)(b / p->H), hh = (size_t)(b % p->H);
-        const float *q = h + p->q + piece * (size_t)P * HK + hh * dk;
-        const float *k = h + p->k + piece * (size_t)P * HK + hh * dk;
-        const float *v = h + p->v + piece * (size_t)P * HV + hh * dv;
-        const float *o = h + p->o + piece * (size_t)P * HV + hh * dv;
-        const float *S = h + p->S + (size_t)b * dk * dv;
+        size_t rk = piece * (size_t)P * HK + hh * dk, rv = piece * (size_t)P * HV + hh * dv;
         const float *pw = h + p->pw + hh * (size_t)(P + 1);
-        for (int i = 0; i < P; i++)
-            for (int j = 0; j <= i; j++) {
-                double s = 0.0, a = 0.0;
-                for (int m = 0; m < dk; m++) {
-                    double t = (double)q[(size_t)i * HK + m] * k[(size_t)j * HK + m];
-                    s += t;
-                    a += fabs(t);
-                }
-                sc[(size_t)i * P + j] = (double)pw[i - j] * s;
-                sa[(size_t)i * P + j] = (double)pw[i - j] * a;
-            }
-        for (int i = 0; i < P; i++)
-            for (int c = 0; c < dv; c++) {
-                double sum = 0.0, mag = 0.0;
-                for (int j = 0; j <= i; j++) {
-                    sum += sc[(size_t)i * P + j] * v[(size_t)j * HV + c];
-                    mag += sa[(size_t)i * P + j] * fabs((double)v[(size_t)j * HV + c]);
-                }
-                for (int m = 0; m < dk; m++) {
-                    double t = (double)pw[i + 1] * q[(size_t)i * HK + m] * S[(size_t)m * dv + c];
-                    sum += t;
-                    mag += fabs(t);
-                }
-                w = rf_worse(w, o[(size_t)i * HV + c], sum, mag);
-            }
+        rf_scores(sc, sa, h + p->q + rk, h + p->k + rk, pw, P, dk, HK);
+        rf_state_load(st, sm, h + p->S + (size_t)b * hkv, hkv);
+        w = rf_readout_worse(w, h + p->o + rv, sc, sa, h + p->q + rk, h + p->v + rv, st, sm, pw, P,
+                             dk, dv, HK, HV);
     }
     free(sc);
     return w;
@@ -157,63 +214,23 @@ static inline double rf_chunk_worst(const rf_problem *p, const float *h)
 {
     int P = p->P, dk = p->dk, dv = p->dv, HK = p->H * dk, HV = p->H * dv;
     size_t hkv = (size_t)dk * (size_t)dv, pp = (size_t)P * (size_t)P;
-    double *st = (double *)malloc(sizeof(double) * (2 * hkv + 2 * pp)), w = 0.0;
-    if (!st)
+    double *sc = rf_scratch(p), w = 0.0;
+    if (!sc)
         return -1.0;
-    double *sm = st + hkv, *sc = sm + hkv, *sa = sc + pp;
+    double *sa = sc + pp, *st = sa + pp, *sm = st + hkv;
     for (int hh = 0; hh < p->H; hh++) {
         const float *pw = h + p->pw + (size_t)hh * (size_t)(P + 1);
-        for (size_t e = 0; e < hkv; e++) {
-            st[e] = h[p->s0 + (size_t)hh * hkv + e];
-            sm[e] = fabs(st[e]);
-        }
+        rf_state_load(st, sm, h + p->s0 + (size_t)hh * hkv, hkv);
         for (int b = 0; b < p->pieces; b++) {
             size_t row0 = (size_t)b * (size_t)P;
-            const float *q = h + p->q + row0 * HK + (size_t)hh * dk;
-            const float *k = h + p->k + row0 * HK + (size_t)hh * dk;
-            const float *v = h + p->v + row0 * HV + (size_t)hh * dv;
-            const float *o = h + p->o + row0 * HV + (size_t)hh * dv;
-            for (int i = 0; i < P; i++)
-                for (int j = 0; j <= i; j++) {
-                    double s = 0.0, a = 0.0;
-                    for (int m = 0; m < dk; m++) {
-                        double t = (double)q[(size_t)i * HK + m] * k[(size_t)j * HK + m];
-                        s += t;
-                        a += fabs(t);
-                    }
-                    sc[(size_t)i * P + j] = (double)pw[i - j] * s;
-                    sa[(size_t)i * P + j] = (double)pw[i - j] * a;
-                }
-            for (int i = 0; i < P; i++)
-                for (int c = 0; c < dv; c++) {
-                    double sum = 0.0, mag = 0.0;
-                    for (int j = 0; j <= i; j++) {
-                        sum += sc[(size_t)i * P + j] * v[(size_t)j * HV + c];
-                        mag += sa[(size_t)i * P + j] * fabs((double)v[(size_t)j * HV + c]);
-                    }
-                    for (int m = 0; m < dk; m++) {
-                        double qg = (double)pw[i + 1] * q[(size_t)i * HK + m];
-                        sum += qg * st[(size_t)m * dv + c];
-                        mag += fabs(qg) * sm[(size_t)m * dv + c];
-                    }
-                    w = rf_worse(w, o[(size_t)i * HV + c], sum, mag);
-                }
-            for (int m = 0; m < dk; m++)
-                for (int c = 0; c < dv; c++) {
-                    double u = 0.0, a = 0.0;
-                    for (int j = 0; j < P; j++) {
-                        double t =
-                            (double)pw[P - 1 - j] * k[(size_t)j * HK + m] * v[(size_t)j * HV + c];
-                        u += t;
-                        a += fabs(t);
-                    }
-                    size_t e = (size_t)m * dv + (size_t)c;
-                    st[e] = (double)pw[P] * st[e] + u;
-                    sm[e] = (double)pw[P] * sm[e] + a;
-                }
+            size_t rk = row0 * HK + (size_t)hh * dk, rv = row0 * HV + (size_t)hh * dv;
+            rf_scores(sc, sa, h + p->q + rk, h + p->k + rk, pw, P, dk, HK);
+            w = rf_readout_worse(w, h + p->o + rv, sc, sa, h + p->q + rk, h + p->v + rv, st, sm, pw,
+                                 P, dk, dv, HK, HV);
+            rf_state_step(st, sm, h + p->k + rk, h + p->v + rv, pw, P, dk, dv, HK, HV);
         }
     }
-    free(st);
+    free(sc);
     return w;
 }
 
@@ -227,39 +244,24 @@ static inline double rf_own_worst(const rf_problem *p, const float *h, const flo
 {
     int P = p->P, dk = p->dk, dv = p->dv, HK = p->H * dk, HV = p->H * dv;
     size_t hkv = (size_t)dk * (size_t)dv;
-    double *st = (double *)malloc(sizeof(double) * 2 * hkv), *mag, w = 0.0;
+    double *st = (double *)malloc(sizeof(double) * 2 * hkv), *sm, w = 0.0;
     if (!st)
         return -1.0;
-    mag = st + hkv;
+    sm = st + hkv;
     for (int hh = 0; hh < p->H; hh++) {
         const float *pw = h + p->pw + (size_t)hh * (size_t)(P + 1);
-        for (size_t e = 0; e < hkv; e++) {
-            st[e] = h[p->s0 + (size_t)hh * hkv + e];
-            mag[e] = fabs(st[e]);
-        }
+        rf_state_load(st, sm, h + p->s0 + (size_t)hh * hkv, hkv);
         for (int b = 0; b <= p->pieces; b++) {
             const float *got = b < p->pieces
                                    ? h + p->S + ((size_t)b * (size_t)p->H + (size_t)hh) * hkv
                                    : fin + (size_t)hh * hkv;
             for (size_t e = 0; e < hkv; e++)
-                w = rf_worse(w, got[e], st[e], mag[e]);
+                w = rf_worse(w, got[e], st[e], sm[e]);
             if (b == p->pieces)
                 break;
-            const float *k = h + p->k + (size_t)b * (size_t)P * HK + (size_t)hh * dk;
-            const float *v = h + p->v + (size_t)b * (size_t)P * HV + (size_t)hh * dv;
-            for (int m = 0; m < dk; m++)
-                for (int c = 0; c < dv; c++) {
-                    double sum = 0.0, am = 0.0;
-                    for (int j = 0; j < P; j++) {
-                        double t =
-                            (double)pw[P - 1 - j] * k[(size_t)j * HK + m] * v[(size_t)j * HV + c];
-                        sum += t;
-                        am += fabs(t);
-                    }
-                    size_t e = (size_t)m * dv + (size_t)c;
-                    st[e] = (double)pw[P] * st[e] + sum;
-                    mag[e] = (double)pw[P] * mag[e] + am;
-                }
+            size_t row0 = (size_t)b * (size_t)P;
+            rf_state_step(st, sm, h + p->k + row0 * HK + (size_t)hh * dk,
+                          h + p->v + row0 * HV + (size_t)hh * dv, pw, P, dk, dv, HK, HV);
         }
     }
     free(st);

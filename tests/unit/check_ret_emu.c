@@ -36,6 +36,16 @@ static const int shapes[][5] = {
  * (each of those, planted, fails these tests). */
 #define EMU_BOUND 1e-2
 
+/* That an emulated check produced a worst error at all: no output left
+ * NaN (unwritten, or formed from shared memory read before it was
+ * written) and the launch ran. */
+static void assert_ran(double worst)
+{
+    ck_assert_msg(worst == worst, "an output is NaN: left unwritten, or formed from shared "
+                                  "memory read before it was written");
+    ck_assert_msg(worst >= 0.0, "the emulated launch failed");
+}
+
 /* The read-outs of both variants (blocks of all of dv, then of a column
  * tile: the loop's halves), each shape also with v = 0, the inter-piece
  * term alone. */
@@ -45,9 +55,7 @@ START_TEST(test_ret_emu_fused_matches_reference)
     int zero_v = _i / N_SHAPES % 2, variant = _i / (2 * N_SHAPES) + 1;
     double worst =
         rn_emu_ret_check(0, variant, s[0], s[1], s[2], s[3], s[4], zero_v, (uint32_t)(7 + _i));
-    ck_assert_msg(worst == worst, "an output is NaN: left unwritten, or formed from shared "
-                                  "memory read before it was written");
-    ck_assert_msg(worst >= 0.0, "the emulated launch failed");
+    assert_ran(worst);
     ck_assert_msg(worst <= EMU_BOUND,
                   "variant %d, P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", variant,
                   s[0], s[1], s[2], s[3], s[4], zero_v ? ", v = 0" : "", worst);
@@ -64,9 +72,7 @@ START_TEST(test_ret_emu_own_matches_reference)
     int zero_v = _i >= N_SHAPES;
     double worst =
         rn_emu_ret_check(1, 0, s[0], s[1], s[2], s[3], s[4], zero_v, (uint32_t)(31 + _i));
-    ck_assert_msg(worst == worst, "an output is NaN: left unwritten, or formed from shared "
-                                  "memory read before it was written");
-    ck_assert_msg(worst >= 0.0, "the emulated launch failed");
+    assert_ran(worst);
     ck_assert_msg(worst <= EMU_BOUND, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", s[0],
                   s[1], s[2], s[3], s[4], zero_v ? ", v = 0" : "", worst);
 }
@@ -83,9 +89,7 @@ START_TEST(test_ret_emu_chunk_matches_reference)
     int variant = _i / N_SHAPES + 1;
     double worst =
         rn_emu_ret_check(2, variant, s[0], s[1], s[2], s[3], s[4], 0, (uint32_t)(53 + _i));
-    ck_assert_msg(worst == worst, "an output is NaN: left unwritten, or formed from shared "
-                                  "memory read before it was written");
-    ck_assert_msg(worst >= 0.0, "the emulated launch failed");
+    assert_ran(worst);
     ck_assert_msg(worst <= EMU_BOUND,
                   "variant %d, P %d, %d pieces, %d heads, dk %d, dv %d: error %.3g", variant, s[0],
                   s[1], s[2], s[3], s[4], worst);

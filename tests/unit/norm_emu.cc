@@ -9,6 +9,7 @@
 
 #include "rn_math.h"
 #include "cuda/norm_dev.cuh"
+#include "cuda/ret_ref.h" /* rf_uniform */
 
 /* What the GEMV does before its tail: block b writes its share of the NB
  * rows' d columns (src into x), then every block runs the tail. */
@@ -47,12 +48,6 @@ static double norm_worst(const float *y, const float *src, int nb, int d, const 
     return worst;
 }
 
-static float emu_uniform(uint32_t *seed, float lo, float hi)
-{
-    *seed = *seed * 1664525u + 1013904223u;
-    return lo + (hi - lo) * (float)(*seed >> 8) * 0x1p-24f;
-}
-
 extern "C" double rn_emu_norm_tail_check(int nb, int d, int threads, int blocks, int layer_kind,
                                          int affine, uint32_t seed, unsigned *count_after)
 {
@@ -66,13 +61,13 @@ extern "C" double rn_emu_norm_tail_check(int nb, int d, int threads, int blocks,
     if (!x || !src || !y || !w || !b || !count || nb < 1 || nb > 2)
         goto cleanup;
     for (int k = 0; k < d; k++) {
-        w[k] = emu_uniform(&seed, 0.5f, 1.5f);
-        b[k] = emu_uniform(&seed, -0.5f, 0.5f);
+        w[k] = rf_uniform(&seed, 0.5f, 1.5f);
+        b[k] = rf_uniform(&seed, -0.5f, 0.5f);
     }
     worst = 0.0;
     for (int launch = 0; launch < 2 && worst >= 0.0; launch++) { /* the ticket comes back to 0 */
         for (size_t i = 0; i < n; i++)
-            src[i] = emu_uniform(&seed, -3.0f, 5.0f); /* a mean away from 0 */
+            src[i] = rf_uniform(&seed, -3.0f, 5.0f); /* a mean away from 0 */
         for (size_t i = 0; i < n; i++)
             y[i] = NAN;
         const float *wa = affine ? w : NULL, *ba = affine ? b : NULL;
