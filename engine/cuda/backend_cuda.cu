@@ -359,13 +359,18 @@ static int streaming(const cuda_ctx *x, int n)
 }
 
 /* Where a kernel writes rows (n of them) that only a projection reads
- * next: when that projection reads rounded inputs (cuBLASLt or the
+ * next (half_out; rounds_out says when): when that projection reads rounded inputs (cuBLASLt or the
  * tensor-core GEMV: n > gemv_max), every matrix has one 16-bit dtype and
  * folding is on (x->fuse), straight into x->half (the F-wide half[1] for
  * f1, which the folded GLU writes while half[0] holds its input), rounded
  * as lt_input would round them, and never in fp32 (lt_input finds them
  * through x->rounded); else to rows as usual.  Same bits either way, one
  * pass less. */
+static int rounds_out(const cuda_ctx *x, int n)
+{
+    return x->fuse && n > x->gemv_max && x->half_t >= 0;
+}
+
 static rk_half half_out(cuda_ctx *x, const float *rows, int n)
 {
     rk_half h = {};
@@ -373,7 +378,7 @@ static rk_half half_out(cuda_ctx *x, const float *rows, int n)
     for (int b = 0; b < 2; b++)
         if (x->rounded[b] == rows)
             x->rounded[b] = NULL; /* rows are about to change */
-    if (x->fuse && n > x->gemv_max && x->half_t >= 0) {
+    if (rounds_out(x, n)) {
         h.p = x->half[i], h.t = x->half_t;
         x->rounded[i] = rows;
     }
@@ -462,6 +467,22 @@ static int gemm_pieces(cuda_ctx *x, cublasOperation_t ta, cublasOperation_t tb, 
     return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
 }
 
+/* U_b^T = V_b^T (diag(g^(P-1-j)) K_b), each piece's own part of the state,
+ * by cuBLAS; then the scan that turns those into the state entering each
+ * piece (in x->U) and moves the layer's state Sl past all of them. */
+static int own_parts_scan(cuda_ctx *x, float *Sl, int pieces, int P, const float *pw)
+{
+    const rn_config *c = x->c;
+    int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, rc;
+    void **const *pp = x->pp;
+    rk_scale_pieces(x->st, x->kd, x->k, pw, H, P, pieces, dk, 1);
+    if ((rc = gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, P, pp[PP_V], H * dv, pp[PP_KD], dk,
+                          0.0f, pp[PP_U], dv, pieces * H)))
+        return rc;
+    rk_scan_pieces(x->st, Sl, x->U, pw, H, P, pieces, (size_t)H * (size_t)dk * (size_t)dv);
+    return RN_OK;
+}
+
 /* retention_batched through the tensor-core kernels: the pieces' own
  * parts of the state and the scan over them in one launch (rk_ret_own;
  * where the state is not 32-byte aligned, which the pools and the bf16
@@ -470,18 +491,14 @@ static int gemm_pieces(cuda_ctx *x, cublasOperation_t ta, cublasOperation_t tb, 
 static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const float *pw)
 {
     const rn_config *c = x->c;
-    int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, HV = H * dv;
+    int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v;
     int count = pieces * H, rc;
     void **const *pp = x->pp;
     if (rk_ret_own_fits(P, dk, dv, Sl)) {
         if (rk_ret_own(x->st, Sl, x->U, x->k, x->v, pw, pieces, H, P, dk, dv))
             return RN_EDEVICE;
-    } else {
-        rk_scale_pieces(x->st, x->kd, x->k, pw, H, P, pieces, dk, 1);
-        if ((rc = gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, P, pp[PP_V], HV, pp[PP_KD], dk,
-                              0.0f, pp[PP_U], dv, count)))
-            return rc;
-        rk_scan_pieces(x->st, Sl, x->U, pw, H, P, pieces, (size_t)H * (size_t)dk * (size_t)dv);
+    } else if ((rc = own_parts_scan(x, Sl, pieces, P, pw))) {
+        return rc;
     }
     return rk_ret_fused(x->st, (float *const *)pp[PP_O], (const float *const *)pp[PP_Q],
                         (const float *const *)pp[PP_K], (const float *const *)pp[PP_V],
@@ -516,12 +533,8 @@ static int retention_batched(cuda_ctx *x, rk_states S, int slot, int pieces, int
     if ((rc = gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, P, P, pp[PP_V], HV, pp[PP_A], P, 0.0f,
                           pp[PP_O], HV, count)))
         return rc;
-    /* U_b^T = V_b^T (diag(g^(P-1-j)) K_b): the piece's own part of the state */
-    rk_scale_pieces(x->st, x->kd, x->k, pw, H, P, pieces, dk, 1);
-    if ((rc = gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, P, pp[PP_V], HV, pp[PP_KD], dk, 0.0f,
-                          pp[PP_U], dv, count)))
+    if ((rc = own_parts_scan(x, Sl, pieces, P, pw)))
         return rc;
-    rk_scan_pieces(x->st, Sl, x->U, pw, H, P, pieces, (size_t)H * (size_t)dk * (size_t)dv);
     /* O_b^T += S_b^T (diag(g^(i+1)) Q_b)^T, S_b the state entering piece b */
     rk_scale_pieces(x->st, x->qd, x->q, pw, H, P, pieces, dk, 0);
     return gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, P, dk, pp[PP_U], dv, pp[PP_QD], dk, 1.0f,
@@ -830,17 +843,15 @@ static int glu_half(cuda_ctx *x, const float *in, int n, int l)
     /* bf16 only: fp16 would turn |up| or |gate| past 65504 into inf, and
      * swish(-inf) into NaN where the fp32 path gives 0 */
     if (!x->half_act || d->up_b || d->gate_b || t != RN_DT_BF16 || t != x->half_t ||
-        lw->gate_w.dtype != lw->up_w.dtype || !x->fuse || n <= x->gemv_max ||
+        lw->gate_w.dtype != lw->up_w.dtype || !rounds_out(x, n) ||
         !lt_lookup(x, F, D, n, t, t)) /* cuBLASLt offers a 16-bit output here */
         return RN_EUNSUPPORTED;
     const void *src = lt_input(x, in, n, D, t);
     if ((rc = lt_matmul(x, x->f1, d->up, src, n, F, D, t, t)) ||
         (rc = lt_matmul(x, x->f2, d->gate, src, n, F, D, t, t)))
         return rc;
-    rk_half h = half_out(x, x->f1, n); /* set: the conditions above are half_out's */
-    if (!h.p)
-        return RN_EDEVICE;
-    rk_glu_halves(x->st, h, x->f1, x->f2, (size_t)n * (size_t)F, (int)c->hidden_act);
+    rk_glu_halves(x->st, half_out(x, x->f1, n), x->f1, x->f2, (size_t)n * (size_t)F,
+                  (int)c->hidden_act); /* rounds_out: half_out gives a half buffer */
     return RN_OK;
 }
 

@@ -878,8 +878,7 @@ static std::atomic<long> rf_launches;
 static int rf_kernel(int dv, int variant, const void **k)
 {
     if (variant == RK_RET_FUSED_COLS) {
-        *k = rf_tile(dv) == 128 ? (const void *)ret_fused_cols_kernel<8>
-                                : (const void *)ret_fused_cols_kernel<4>;
+        *k = (const void *)rf_cols_kernel(dv);
         return rf_tile(dv) ? 0 : -1;
     }
     return rf_with_nc(dv, [&](auto nc) {
@@ -909,12 +908,8 @@ int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, cons
         return -1;
     if (variant == RK_RET_FUSED_COLS) {
         dim3 grid((unsigned)count, (unsigned)(P / RF_ROWS), (unsigned)(dv / dt));
-        if (dt == 128)
-            launch(ret_fused_cols_kernel<8>, grid, RF_COL_THREADS, smem, st, op, qp, kp, vp, sp, pw,
-                   H, P, dk, dv, HK, HV);
-        else
-            launch(ret_fused_cols_kernel<4>, grid, RF_COL_THREADS, smem, st, op, qp, kp, vp, sp, pw,
-                   H, P, dk, dv, HK, HV);
+        launch(rf_cols_kernel(dv), grid, RF_COL_THREADS, smem, st, op, qp, kp, vp, sp, pw, H, P, dk,
+               dv, HK, HV);
     } else if (rf_with_nc(dv, [&](auto nc) {
                    launch(ret_fused_kernel<decltype(nc)::value>,
                           dim3((unsigned)count, (unsigned)(P / RF_ROWS)), RF_THREADS, smem, st, op,

@@ -236,7 +236,7 @@ static int rf_device_check(const rf_problem *p, int own, int variant, int zero_v
         cudaMemcpy(dp, hp, sizeof(void *) * 5 * (size_t)n, cudaMemcpyHostToDevice) != cudaSuccess)
         goto cleanup;
     {
-        float *const *out = (float *const *)(own ? dp + 4 * n : dp);
+        float *const *out = (float *const *)dp;
         const float *const *in = (const float *const *)dp;
         int bad = own ? rk_ret_own(0, d + p->s0, d + p->S, d + p->k, d + p->v, d + p->pw, p->pieces,
                                    p->H, p->P, p->dk, p->dv)

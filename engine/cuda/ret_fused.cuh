@@ -160,6 +160,32 @@ __device__ static void rf_accumulate(rf_acc *acc, const __nv_bfloat16 *sa, int l
         }
     }
 }
+
+/* The end of a read-out block, by every one of its NT threads: acc (the
+ * warp's 16 rows of row group g, NC fragments from column col of sv) +=
+ * (q_i g^(i+1)) S -- the block's query rows q (row stride HK, dk wide)
+ * reloaded into sq times qscale[row], the entering state's rows s (row
+ * stride dv, cols wide) brought into sv 64 at a time -- then the warp's
+ * tile stored at o (row stride HV). */
+template <int NT, int NC>
+__device__ static void rf_inter_and_store(rf_acc *acc, __nv_bfloat16 *sq, __nv_bfloat16 *sv,
+                                          const rf_layout &L, const float *q, int HK, int dk,
+                                          const float *qscale, const float *s, int dv, int cols,
+                                          int g, int col, float *o, int HV)
+{
+    using namespace nvcuda;
+    const __nv_bfloat16 *my_q = sq + (size_t)g * 16 * L.ldq;
+    rf_load<NT>(sq, L.ldq, q, (size_t)HK, dk, qscale);
+    for (int k0 = 0; k0 < dk; k0 += RF_ROWS) {
+        rf_load<NT>(sv, L.ldv, s + (size_t)k0 * (size_t)dv, (size_t)dv, cols, NULL);
+        __syncthreads();
+        rf_accumulate<NC>(acc, my_q + k0, L.ldq, sv + col, L.ldv, RF_ROWS);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int n = 0; n < NC; n++)
+        wmma::store_matrix_sync(o + n * 16, acc[n], (unsigned)HV, wmma::mem_row_major);
+}
 #endif
 
 /* Grid: (pieces x H, P / 64 query tiles), RF_THREADS threads, dv = 64 NC;
@@ -184,7 +210,7 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
     int b = (int)blockIdx.x, qt = (int)(gridDim.y - 1 - blockIdx.y), i0 = qt * RF_ROWS;
     int warp = (int)threadIdx.x / 32, g = warp % RF_GROUPS, c = warp / RF_GROUPS;
     const float *p = pw + (size_t)(b % H) * (size_t)(P + 1);
-    const __nv_bfloat16 *my_s = ss + (size_t)g * 16 * L.lds, *my_q = sq + (size_t)g * 16 * L.ldq;
+    const __nv_bfloat16 *my_s = ss + (size_t)g * 16 * L.lds;
     rf_acc acc[NC];
 #pragma unroll
     for (int n = 0; n < NC; n++)
@@ -203,18 +229,9 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
         rf_accumulate<NC>(acc, my_s, L.lds, sv + c * cw, L.ldv, diag ? 16 * (g + 1) : RF_ROWS);
         __syncthreads(); /* before the next tile replaces sk, sv and ss */
     }
-    /* q_i g^(i+1) against the entering state, 64 of its dk rows at a time */
-    rf_load<RF_THREADS>(sq, L.ldq, qp[b] + (size_t)i0 * (size_t)HK, (size_t)HK, dk, p + i0 + 1);
-    for (int k0 = 0; k0 < dk; k0 += RF_ROWS) {
-        rf_load<RF_THREADS>(sv, L.ldv, sp[b] + (size_t)k0 * (size_t)dv, (size_t)dv, dv, NULL);
-        __syncthreads();
-        rf_accumulate<NC>(acc, my_q + k0, L.ldq, sv + c * cw, L.ldv, RF_ROWS);
-        __syncthreads();
-    }
-    float *o = op[b] + (size_t)(i0 + g * 16) * (size_t)HV + c * cw;
-#pragma unroll
-    for (int n = 0; n < NC; n++)
-        wmma::store_matrix_sync(o + n * 16, acc[n], (unsigned)HV, wmma::mem_row_major);
+    rf_inter_and_store<RF_THREADS, NC>(acc, sq, sv, L, qp[b] + (size_t)i0 * (size_t)HK, HK, dk,
+                                       p + i0 + 1, sp[b], dv, dv, g, c * cw,
+                                       op[b] + (size_t)(i0 + g * 16) * (size_t)HV + c * cw, HV);
 #else
     (void)op, (void)qp, (void)kp, (void)vp, (void)sp, (void)pw, (void)H, (void)P, (void)dk;
     (void)HK, (void)HV;
@@ -248,7 +265,7 @@ __global__ void __launch_bounds__(RF_COL_THREADS)
     int b = (int)blockIdx.x, qt = (int)(gridDim.y - 1 - blockIdx.y), i0 = qt * RF_ROWS;
     int c0 = (int)blockIdx.z * dt, g = (int)threadIdx.x / 32;
     const float *p = pw + (size_t)(b % H) * (size_t)(P + 1);
-    const __nv_bfloat16 *my_s = ss + (size_t)g * 16 * L.lds, *my_q = sq + (size_t)g * 16 * L.ldq;
+    const __nv_bfloat16 *my_s = ss + (size_t)g * 16 * L.lds;
     rf_acc acc[NC];
 #pragma unroll
     for (int n = 0; n < NC; n++)
@@ -266,18 +283,9 @@ __global__ void __launch_bounds__(RF_COL_THREADS)
         rf_accumulate<NC>(acc, my_s, L.lds, sv, L.ldv, diag ? 16 * (g + 1) : RF_ROWS);
         __syncthreads(); /* before the next tile replaces sk and sv */
     }
-    rf_load<RF_COL_THREADS>(sq, L.ldq, qp[b] + (size_t)i0 * (size_t)HK, (size_t)HK, dk, p + i0 + 1);
-    for (int k0 = 0; k0 < dk; k0 += RF_ROWS) {
-        rf_load<RF_COL_THREADS>(sv, L.ldv, sp[b] + (size_t)k0 * (size_t)dv + c0, (size_t)dv, dt,
-                                NULL);
-        __syncthreads();
-        rf_accumulate<NC>(acc, my_q + k0, L.ldq, sv, L.ldv, RF_ROWS);
-        __syncthreads();
-    }
-    float *o = op[b] + (size_t)(i0 + g * 16) * (size_t)HV + c0;
-#pragma unroll
-    for (int n = 0; n < NC; n++)
-        wmma::store_matrix_sync(o + n * 16, acc[n], (unsigned)HV, wmma::mem_row_major);
+    rf_inter_and_store<RF_COL_THREADS, NC>(acc, sq, sv, L, qp[b] + (size_t)i0 * (size_t)HK, HK, dk,
+                                           p + i0 + 1, sp[b] + c0, dv, dt, g, 0,
+                                           op[b] + (size_t)(i0 + g * 16) * (size_t)HV + c0, HV);
 #else
     (void)op, (void)qp, (void)kp, (void)vp, (void)sp, (void)pw, (void)H, (void)P, (void)dk;
     (void)dv, (void)HK, (void)HV;
@@ -290,6 +298,12 @@ __global__ void __launch_bounds__(RF_COL_THREADS)
 __host__ __device__ static inline int rf_tile(int dv)
 {
     return dv % 128 == 0 ? 128 : dv % 64 == 0 ? 64 : 0;
+}
+
+/* The column-tile kernel's instance for rf_tile(dv) columns a block. */
+static inline decltype(&ret_fused_cols_kernel<4>) rf_cols_kernel(int dv)
+{
+    return rf_tile(dv) == 128 ? ret_fused_cols_kernel<8> : ret_fused_cols_kernel<4>;
 }
 
 /* f(std::integral_constant<int, nc>()) for the first NC from which nc is

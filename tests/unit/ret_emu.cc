@@ -67,12 +67,9 @@ static int emu_ret_launch(const rf_problem *p, int own, int variant, const emu_a
         int dt = rf_tile(p->dv);
         dim3 grid((unsigned)n, (unsigned)(p->P / RF_ROWS), (unsigned)(p->dv / dt));
         size_t smem = rf_layout_for(p->dk, dt).total;
-        return dt == 128 ? rn_emu_launch(ret_fused_cols_kernel<8>, grid, dim3(RF_COL_THREADS), smem,
-                                         out, in + n, in + 2 * n, in + 3 * n, in + 4 * n, pw, p->H,
-                                         p->P, p->dk, p->dv, HK, HV)
-                         : rn_emu_launch(ret_fused_cols_kernel<4>, grid, dim3(RF_COL_THREADS), smem,
-                                         out, in + n, in + 2 * n, in + 3 * n, in + 4 * n, pw, p->H,
-                                         p->P, p->dk, p->dv, HK, HV);
+        return rn_emu_launch(rf_cols_kernel(p->dv), grid, dim3(RF_COL_THREADS), smem, out, in + n,
+                             in + 2 * n, in + 3 * n, in + 4 * n, pw, p->H, p->P, p->dk, p->dv, HK,
+                             HV);
     }
     dim3 grid((unsigned)n, (unsigned)(p->P / RF_ROWS));
     size_t smem = rf_layout_for(p->dk, p->dv).total;
