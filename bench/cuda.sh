@@ -22,114 +22,115 @@ fi
 cat "$OUT/device.txt"
 [ -f "$MODEL/config.json" ] || "$RETNET" random --preset 1.3b --dtype bf16 "$MODEL"
 
+# One measurement: run NAME [VAR=VALUE...] -- BENCH-CUDA-ARGUMENTS, with
+# those RETNET_CUDA_* settings, its JSON into $OUT/NAME.json.
+run() {
+    name=$1 vars=
+    shift
+    while [ "$1" != -- ]; do
+        vars="$vars $1"
+        shift
+    done
+    shift
+    env $vars "$RETNET" bench-cuda "$MODEL" "$@" | tee "$OUT/$name.json"
+}
+# prefill of 2k and 8k prompts in 1024- and 4096-token chunks: prefill NAME VAR=VALUE
+prefill() {
+    for c in 1024 4096; do
+        run "$1-c$c" "$2" -- --batches 1 --prompts 2048,8192 --chunk $c --decode 4
+    done
+}
+
 # the server's defaults (1024-token chunks on a GPU)
-"$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,32,64,128,256 --prompts 512,2048,8192 \
-    --chunk 1024 --decode 32 | tee "$OUT/ours.json"
+run ours -- --batches 1,2,4,8,16,32,64,128,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
 if [ "${BENCH_CUDA:-full}" = quick ]; then
-    "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 8192 --chunk 4096 --decode 4 |
-        tee "$OUT/ours-c4096.json"
-    RETNET_CUDA_TC_PIPE=1 "$RETNET" bench-cuda "$MODEL" --batches 4,8,16 --prompts 512 \
-        --chunk 1024 --decode 32 | tee "$OUT/ours-tcpipe.json"
+    run ours-c4096 -- --batches 1 --prompts 8192 --chunk 4096 --decode 4
+    run ours-tcpipe RETNET_CUDA_TC_PIPE=1 -- --batches 4,8,16 --prompts 512 --chunk 1024 --decode 32
     for v in EARLY NORM; do
-        env RETNET_CUDA_STEP_$v=1 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64 --prompts 512 \
-            --chunk 1024 --decode 32 | tee "$OUT/ours-step$(echo $v | tr A-Z a-z).json"
+        run "ours-step$(echo $v | tr A-Z a-z)" RETNET_CUDA_STEP_$v=1 -- --batches 1,16,64 \
+            --prompts 512 --chunk 1024 --decode 32
     done
     # the folded GEMV ending with the next pre-norm, alone and with the step's group norm
-    RETNET_CUDA_GEMV_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,2 --prompts 512 \
-        --chunk 1024 --decode 32 | tee "$OUT/ours-gemvnorm.json"
-    RETNET_CUDA_GEMV_NORM=1 RETNET_CUDA_STEP_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,2,16 \
-        --prompts 512 --chunk 1024 --decode 32 | tee "$OUT/ours-gemvnorm-stepnorm.json"
-    for v in RET_BF16 RET_FUSED HALF_ACT; do
-        for c in 1024 4096; do
-            env RETNET_CUDA_$v=1 "$RETNET" bench-cuda "$MODEL" --batches 1 \
-                --prompts 2048,8192 --chunk $c --decode 4 |
-                tee "$OUT/ours-$(echo $v | tr -d _ | tr A-Z a-z)-c$c.json"
-        done
-    done
+    run ours-gemvnorm RETNET_CUDA_GEMV_NORM=1 -- --batches 1,2 --prompts 512 --chunk 1024 \
+        --decode 32
+    run ours-gemvnorm-stepnorm RETNET_CUDA_GEMV_NORM=1 RETNET_CUDA_STEP_NORM=1 -- \
+        --batches 1,2,16 --prompts 512 --chunk 1024 --decode 32
+    prefill ours-retbf16 RETNET_CUDA_RET_BF16=1
+    prefill ours-retfused RETNET_CUDA_RET_FUSED=1
+    prefill ours-halfact RETNET_CUDA_HALF_ACT=1
     # the fused read-out's column-tile variant (RETNET_CUDA_RET_FUSED=2)
-    for c in 1024 4096; do
-        RETNET_CUDA_RET_FUSED=2 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
-            --chunk $c --decode 4 | tee "$OUT/ours-retfused2-c$c.json"
-    done
+    prefill ours-retfused2 RETNET_CUDA_RET_FUSED=2
     # the fused path's piece length (512 by default at 4096-token chunks)
     for p in 256 1024; do
-        RETNET_CUDA_RET_FUSED=1 RETNET_CUDA_RET_CHUNK=$p "$RETNET" bench-cuda "$MODEL" --batches 1 \
-            --prompts 8192 --chunk 4096 --decode 4 | tee "$OUT/ours-retfused-pieces$p-c4096.json"
+        run "ours-retfused-pieces$p-c4096" RETNET_CUDA_RET_FUSED=1 RETNET_CUDA_RET_CHUNK=$p -- \
+            --batches 1 --prompts 8192 --chunk 4096 --decode 4
     done
     # the two prefill candidates together, and HALF_ACT on cuBLASLt's decode batches
-    RETNET_CUDA_RET_FUSED=1 RETNET_CUDA_HALF_ACT=1 "$RETNET" bench-cuda "$MODEL" --batches 64,256 \
-        --prompts 2048,8192 --chunk 4096 --decode 32 | tee "$OUT/ours-retfused-halfact-c4096.json"
+    run ours-retfused-halfact-c4096 RETNET_CUDA_RET_FUSED=1 RETNET_CUDA_HALF_ACT=1 -- \
+        --batches 64,256 --prompts 2048,8192 --chunk 4096 --decode 32
     PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
 else
-# the decode paths the default chose between: without the tensor-core GEMV
-# (the GEMV up to 4 rows, then cuBLASLt) and with it from one row
-RETNET_CUDA_TC_MAX=0 "$RETNET" bench-cuda "$MODEL" --batches 1,2,4,8,16,32 --prompts 512 \
-    --chunk 1024 --decode 32 | tee "$OUT/ours-notc.json"
-RETNET_CUDA_TC_MAX=64 RETNET_CUDA_GEMV_MAX=0 "$RETNET" bench-cuda "$MODEL" \
-    --batches 1,2,4,8,16,32,64 --prompts 512 --chunk 1024 --decode 32 | tee "$OUT/ours-tc0.json"
-# the GEMV with whole rows a warp instead of 1024-column shares
-# (RETNET_CUDA_GEMV_SPLIT=0) at the default GEMV batches, then with the GEMV
-# taking up to 8 rows, split or not
-RETNET_CUDA_GEMV_SPLIT=0 "$RETNET" bench-cuda "$MODEL" --batches 1,2 --prompts 512 \
-    --chunk 1024 --decode 32 | tee "$OUT/ours-nosplit.json"
-for v in "gemv8 0" "split8 1024"; do
-    set -- $v
-    RETNET_CUDA_GEMV_SPLIT=$2 RETNET_CUDA_GEMV_MAX=8 "$RETNET" bench-cuda "$MODEL" --batches 1,4,8 \
-        --prompts 512 --chunk 1024 --decode 32 | tee "$OUT/ours-$1.json"
-done
-# the tensor-core GEMV with twice the loads in flight (RETNET_CUDA_TC_LOADS=16),
-# and with its rounds double-buffered (RETNET_CUDA_TC_PIPE=1)
-RETNET_CUDA_TC_LOADS=16 "$RETNET" bench-cuda "$MODEL" --batches 4,8,16 --prompts 512 --chunk 1024 \
-    --decode 32 | tee "$OUT/ours-tcloads16.json"
-RETNET_CUDA_TC_PIPE=1 "$RETNET" bench-cuda "$MODEL" --batches 4,8,16 --prompts 512 --chunk 1024 \
-    --decode 32 | tee "$OUT/ours-tcpipe.json"
-# the recurrent step's first state rows loaded before its dependent-launch
-# wait (RETNET_CUDA_STEP_EARLY=1)
-RETNET_CUDA_STEP_EARLY=1 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 512 \
-    --chunk 1024 --decode 32 | tee "$OUT/ours-stepearly.json"
-# the recurrent step doing the group norm itself (RETNET_CUDA_STEP_NORM=1)
-RETNET_CUDA_STEP_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 512 \
-    --chunk 1024 --decode 32 | tee "$OUT/ours-stepnorm.json"
-# the folded GEMV ending with the next pre-norm (RETNET_CUDA_GEMV_NORM=1),
-# alone and with the step's group norm
-RETNET_CUDA_GEMV_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,2 --prompts 512 --chunk 1024 \
-    --decode 32 | tee "$OUT/ours-gemvnorm.json"
-RETNET_CUDA_GEMV_NORM=1 RETNET_CUDA_STEP_NORM=1 "$RETNET" bench-cuda "$MODEL" --batches 1,2,16 \
-    --prompts 512 --chunk 1024 --decode 32 | tee "$OUT/ours-gemvnorm-stepnorm.json"
-# the norms reading each row twice instead of holding it in registers
-# (RETNET_CUDA_NORM_VEC=0)
-RETNET_CUDA_NORM_VEC=0 "$RETNET" bench-cuda "$MODEL" --batches 1,16 --prompts 2048,8192 \
-    --chunk 1024 --decode 32 | tee "$OUT/ours-normrow.json"
-# prefill retention pieces (RETNET_CUDA_RET_CHUNK; by default 256 below
-# 2048-token chunks, 512 from there; 0: whole chunks) by chunk length
-for c in 1024 2048 4096 8192; do
-    for p in 0 256 512 1024; do
-        RETNET_CUDA_RET_CHUNK=$p "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
-            --chunk $c --decode 4 | tee "$OUT/ours-pieces$p-c$c.json"
+    # the decode paths the default chose between: without the tensor-core GEMV
+    # (the GEMV up to 4 rows, then cuBLASLt) and with it from one row
+    run ours-notc RETNET_CUDA_TC_MAX=0 -- --batches 1,2,4,8,16,32 --prompts 512 --chunk 1024 \
+        --decode 32
+    run ours-tc0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_GEMV_MAX=0 -- --batches 1,2,4,8,16,32,64 \
+        --prompts 512 --chunk 1024 --decode 32
+    # the GEMV with whole rows a warp instead of 1024-column shares
+    # (RETNET_CUDA_GEMV_SPLIT=0) at the default GEMV batches, then with the GEMV
+    # taking up to 8 rows, split or not
+    run ours-nosplit RETNET_CUDA_GEMV_SPLIT=0 -- --batches 1,2 --prompts 512 --chunk 1024 \
+        --decode 32
+    for v in "gemv8 0" "split8 1024"; do
+        set -- $v
+        run "ours-$1" RETNET_CUDA_GEMV_SPLIT=$2 RETNET_CUDA_GEMV_MAX=8 -- --batches 1,4,8 \
+            --prompts 512 --chunk 1024 --decode 32
     done
-done
-# the retention products on bf16 tensor cores instead of TF32 (RETNET_CUDA_RET_BF16=1)
-for c in 1024 4096; do
-    RETNET_CUDA_RET_BF16=1 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
-        --chunk $c --decode 4 | tee "$OUT/ours-retbf16-c$c.json"
-done
-# the batched pieces through the tensor-core kernels (RETNET_CUDA_RET_FUSED=1:
-# read-out blocks of all of dv; 2: of a column tile)
-for c in 1024 4096; do
-    RETNET_CUDA_RET_FUSED=1 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
-        --chunk $c --decode 4 | tee "$OUT/ours-retfused-c$c.json"
-    RETNET_CUDA_RET_FUSED=2 "$RETNET" bench-cuda "$MODEL" --batches 1 --prompts 2048,8192 \
-        --chunk $c --decode 4 | tee "$OUT/ours-retfused2-c$c.json"
-done
-# GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
-for c in 1024 4096; do
-    RETNET_CUDA_HALF_ACT=1 "$RETNET" bench-cuda "$MODEL" --batches 64,256 --prompts 2048,8192 \
-        --chunk $c --decode 32 | tee "$OUT/ours-halfact-c$c.json"
-done
-# bf16 states (--gpu-state-dtype bf16): half the state bytes per step
-"$RETNET" bench-cuda "$MODEL" --batches 1,16,64,256 --prompts 2048 --chunk 1024 --decode 32 \
-    --state-bf16 | tee "$OUT/ours-bf16-states.json"
-PEER_BATCHES=1,16,64,256 PEER_PROMPTS=512,2048,8192
+    # the tensor-core GEMV with twice the loads in flight (RETNET_CUDA_TC_LOADS=16),
+    # and with its rounds double-buffered (RETNET_CUDA_TC_PIPE=1)
+    run ours-tcloads16 RETNET_CUDA_TC_LOADS=16 -- --batches 4,8,16 --prompts 512 --chunk 1024 \
+        --decode 32
+    run ours-tcpipe RETNET_CUDA_TC_PIPE=1 -- --batches 4,8,16 --prompts 512 --chunk 1024 --decode 32
+    # the recurrent step's first state rows loaded before its dependent-launch
+    # wait (RETNET_CUDA_STEP_EARLY=1), and the step doing the group norm itself
+    # (RETNET_CUDA_STEP_NORM=1)
+    for v in EARLY NORM; do
+        run "ours-step$(echo $v | tr A-Z a-z)" RETNET_CUDA_STEP_$v=1 -- --batches 1,16,64,256 \
+            --prompts 512 --chunk 1024 --decode 32
+    done
+    # the folded GEMV ending with the next pre-norm (RETNET_CUDA_GEMV_NORM=1),
+    # alone and with the step's group norm
+    run ours-gemvnorm RETNET_CUDA_GEMV_NORM=1 -- --batches 1,2 --prompts 512 --chunk 1024 \
+        --decode 32
+    run ours-gemvnorm-stepnorm RETNET_CUDA_GEMV_NORM=1 RETNET_CUDA_STEP_NORM=1 -- \
+        --batches 1,2,16 --prompts 512 --chunk 1024 --decode 32
+    # the norms reading each row twice instead of holding it in registers
+    # (RETNET_CUDA_NORM_VEC=0)
+    run ours-normrow RETNET_CUDA_NORM_VEC=0 -- --batches 1,16 --prompts 2048,8192 --chunk 1024 \
+        --decode 32
+    # prefill retention pieces (RETNET_CUDA_RET_CHUNK; by default 256 below
+    # 2048-token chunks, 512 from there; 0: whole chunks) by chunk length
+    for c in 1024 2048 4096 8192; do
+        for p in 0 256 512 1024; do
+            run "ours-pieces$p-c$c" RETNET_CUDA_RET_CHUNK=$p -- --batches 1 --prompts 2048,8192 \
+                --chunk $c --decode 4
+        done
+    done
+    # the retention products on bf16 tensor cores instead of TF32 (RETNET_CUDA_RET_BF16=1)
+    prefill ours-retbf16 RETNET_CUDA_RET_BF16=1
+    # the batched pieces through the tensor-core kernels (RETNET_CUDA_RET_FUSED=1:
+    # read-out blocks of all of dv; 2: of a column tile)
+    prefill ours-retfused RETNET_CUDA_RET_FUSED=1
+    prefill ours-retfused2 RETNET_CUDA_RET_FUSED=2
+    # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
+    for c in 1024 4096; do
+        run "ours-halfact-c$c" RETNET_CUDA_HALF_ACT=1 -- --batches 64,256 --prompts 2048,8192 \
+            --chunk $c --decode 32
+    done
+    # bf16 states (--gpu-state-dtype bf16): half the state bytes per step
+    run ours-bf16-states -- --batches 1,16,64,256 --prompts 2048 --chunk 1024 --decode 32 \
+        --state-bf16
+    PEER_BATCHES=1,16,64,256 PEER_PROMPTS=512,2048,8192
 fi
 
 PY=${PYTHON:-python3}
