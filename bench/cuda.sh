@@ -32,6 +32,7 @@ run() {
         shift
     done
     shift
+    echo "bench-cuda: $name ($(date +%T))" >&2
     env $vars "$RETNET" bench-cuda "$MODEL" "$@" | tee "$OUT/$name.json"
 }
 # prefill of 2k and 8k prompts in 1024- and 4096-token chunks: prefill NAME VAR=VALUE

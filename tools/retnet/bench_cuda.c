@@ -28,7 +28,7 @@
 #endif
 
 #define EXIT_NO_DEVICE 3
-#define MAX_LIST 8
+#define MAX_LIST 16
 
 typedef struct {
     const char *dir;
@@ -288,7 +288,8 @@ static void print_tuning(void)
         "RETNET_CUDA_PDL",        "RETNET_CUDA_GRAPHS",   "RETNET_CUDA_RET_CHUNK",
         "RETNET_CUDA_GEMV_SPLIT", "RETNET_CUDA_TC_LOADS", "RETNET_CUDA_NORM_VEC",
         "RETNET_CUDA_TC_PIPE",    "RETNET_CUDA_RET_BF16", "RETNET_CUDA_STEP_EARLY",
-        "RETNET_CUDA_STEP_NORM",  "RETNET_CUDA_RET_FUSED"};
+        "RETNET_CUDA_STEP_NORM",  "RETNET_CUDA_RET_FUSED", "RETNET_CUDA_GEMV_NORM",
+        "RETNET_CUDA_HALF_ACT"};
     int first = 1;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const char *v = getenv(names[i]);
