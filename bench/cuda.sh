@@ -33,8 +33,14 @@ run() {
     done
     shift
     echo "bench-cuda: $name ($(date +%T))" >&2
-    env $vars "$RETNET" bench-cuda "$MODEL" "$@" | tee "$OUT/$name.json"
+    if env $vars "$RETNET" bench-cuda "$MODEL" "$@" >"$OUT/$name.json"; then
+        cat "$OUT/$name.json"
+    else
+        echo "bench-cuda: $name FAILED (its error above)"
+        failed="$failed $name"
+    fi
 }
+failed=
 # prefill of 2k and 8k prompts in 1024- and 4096-token chunks: prefill NAME VAR=VALUE
 prefill() {
     for c in 1024 4096; do
@@ -147,3 +153,7 @@ else
     echo '{}' >"$OUT/peer.json"
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
+if [ -n "$failed" ]; then
+    echo "bench-cuda: failed:$failed"
+    exit 1
+fi
