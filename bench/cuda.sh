@@ -2,14 +2,13 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-tcpipe,ours-stepearly,ours-stepnorm,ours-gemvnorm,ours-gemvnorm-stepnorm,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-retfused2-c*,ours-halfact-c*,ours-bf16-states,peer}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-halfact-c*,ours-bf16-states,peer}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
 # BENCH_CUDA=quick: the main table, prefill in 4096-token chunks, the
-# switches that are off until measured (TC_PIPE, STEP_EARLY, STEP_NORM,
-# GEMV_NORM, RET_BF16, RET_FUSED, HALF_ACT) and the peer at batches 1 and
-# 16: a few minutes instead of the whole sweep.
+# switches that are off (STEP_EARLY, RET_BF16, RET_FUSED, HALF_ACT) and the
+# peer at batches 1 and 16: a few minutes instead of the whole sweep.
 set -eu
 RETNET=${1:-build/release/retnet}
 OUT=build/bench/cuda
@@ -51,30 +50,12 @@ prefill() {
 # the server's defaults (1024-token chunks on a GPU)
 run ours -- --batches 1,2,4,8,16,32,64,128,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
 if [ "${BENCH_CUDA:-full}" = quick ]; then
-    run ours-c4096 -- --batches 1 --prompts 8192 --chunk 4096 --decode 4
-    run ours-tcpipe RETNET_CUDA_TC_PIPE=1 -- --batches 4,8,16 --prompts 512 --chunk 1024 --decode 32
-    for v in EARLY NORM; do
-        run "ours-step$(echo $v | tr A-Z a-z)" RETNET_CUDA_STEP_$v=1 -- --batches 1,16,64 \
-            --prompts 512 --chunk 1024 --decode 32
-    done
-    # the folded GEMV ending with the next pre-norm, alone and with the step's group norm
-    run ours-gemvnorm RETNET_CUDA_GEMV_NORM=1 -- --batches 1,2 --prompts 512 --chunk 1024 \
+    run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
+    run ours-stepearly RETNET_CUDA_STEP_EARLY=1 -- --batches 1,16,64 --prompts 512 --chunk 1024 \
         --decode 32
-    run ours-gemvnorm-stepnorm RETNET_CUDA_GEMV_NORM=1 RETNET_CUDA_STEP_NORM=1 -- \
-        --batches 1,2,16 --prompts 512 --chunk 1024 --decode 32
     prefill ours-retbf16 RETNET_CUDA_RET_BF16=1
     prefill ours-retfused RETNET_CUDA_RET_FUSED=1
     prefill ours-halfact RETNET_CUDA_HALF_ACT=1
-    # the fused read-out's column-tile variant (RETNET_CUDA_RET_FUSED=2)
-    prefill ours-retfused2 RETNET_CUDA_RET_FUSED=2
-    # the fused path's piece length (512 by default at 4096-token chunks)
-    for p in 256 1024; do
-        run "ours-retfused-pieces$p-c4096" RETNET_CUDA_RET_FUSED=1 RETNET_CUDA_RET_CHUNK=$p -- \
-            --batches 1 --prompts 8192 --chunk 4096 --decode 4
-    done
-    # the two prefill candidates together, and HALF_ACT on cuBLASLt's decode batches
-    run ours-retfused-halfact-c4096 RETNET_CUDA_RET_FUSED=1 RETNET_CUDA_HALF_ACT=1 -- \
-        --batches 64,256 --prompts 2048,8192 --chunk 4096 --decode 32
     PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
 else
     # the decode paths the default chose between: without the tensor-core GEMV
@@ -93,24 +74,13 @@ else
         run "ours-$1" RETNET_CUDA_GEMV_SPLIT=$2 RETNET_CUDA_GEMV_MAX=8 -- --batches 1,4,8 \
             --prompts 512 --chunk 1024 --decode 32
     done
-    # the tensor-core GEMV with twice the loads in flight (RETNET_CUDA_TC_LOADS=16),
-    # and with its rounds double-buffered (RETNET_CUDA_TC_PIPE=1)
+    # the tensor-core GEMV with twice the loads in flight (RETNET_CUDA_TC_LOADS=16)
     run ours-tcloads16 RETNET_CUDA_TC_LOADS=16 -- --batches 4,8,16 --prompts 512 --chunk 1024 \
         --decode 32
-    run ours-tcpipe RETNET_CUDA_TC_PIPE=1 -- --batches 4,8,16 --prompts 512 --chunk 1024 --decode 32
     # the recurrent step's first state rows loaded before its dependent-launch
-    # wait (RETNET_CUDA_STEP_EARLY=1), and the step doing the group norm itself
-    # (RETNET_CUDA_STEP_NORM=1)
-    for v in EARLY NORM; do
-        run "ours-step$(echo $v | tr A-Z a-z)" RETNET_CUDA_STEP_$v=1 -- --batches 1,16,64,256 \
-            --prompts 512 --chunk 1024 --decode 32
-    done
-    # the folded GEMV ending with the next pre-norm (RETNET_CUDA_GEMV_NORM=1),
-    # alone and with the step's group norm
-    run ours-gemvnorm RETNET_CUDA_GEMV_NORM=1 -- --batches 1,2 --prompts 512 --chunk 1024 \
-        --decode 32
-    run ours-gemvnorm-stepnorm RETNET_CUDA_GEMV_NORM=1 RETNET_CUDA_STEP_NORM=1 -- \
-        --batches 1,2,16 --prompts 512 --chunk 1024 --decode 32
+    # wait (RETNET_CUDA_STEP_EARLY=1)
+    run ours-stepearly RETNET_CUDA_STEP_EARLY=1 -- --batches 1,16,64,256 --prompts 512 \
+        --chunk 1024 --decode 32
     # the norms reading each row twice instead of holding it in registers
     # (RETNET_CUDA_NORM_VEC=0)
     run ours-normrow RETNET_CUDA_NORM_VEC=0 -- --batches 1,16 --prompts 2048,8192 --chunk 1024 \
@@ -125,10 +95,8 @@ else
     done
     # the retention products on bf16 tensor cores instead of TF32 (RETNET_CUDA_RET_BF16=1)
     prefill ours-retbf16 RETNET_CUDA_RET_BF16=1
-    # the batched pieces through the tensor-core kernels (RETNET_CUDA_RET_FUSED=1:
-    # read-out blocks of all of dv; 2: of a column tile)
+    # the batched pieces through the tensor-core kernels (RETNET_CUDA_RET_FUSED=1)
     prefill ours-retfused RETNET_CUDA_RET_FUSED=1
-    prefill ours-retfused2 RETNET_CUDA_RET_FUSED=2
     # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
     for c in 1024 4096; do
         run "ours-halfact-c$c" RETNET_CUDA_HALF_ACT=1 -- --batches 64,256 --prompts 2048,8192 \

@@ -137,19 +137,13 @@ struct cuda_ctx {
     int tc_max;              /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
     int gemv_split;          /* columns a warp of rk_gemv_multi takes, 0: whole rows */
     int tc_loads;            /* rk_gemv_tc's loads in flight per lane (RETNET_CUDA_TC_LOADS) */
-    int tc_pipe;             /* rk_gemv_tc's double-buffered rounds (RETNET_CUDA_TC_PIPE) */
     int step_early;          /* rk_ret_step's early state loads (RETNET_CUDA_STEP_EARLY) */
-    int step_norm;           /* rk_ret_step does the group norm (RETNET_CUDA_STEP_NORM) */
-    unsigned *step_count;    /* its tickets: max_batch x heads, zero between launches */
-    int gemv_norm;           /* the folded GEMV does the next pre-norm (RETNET_CUDA_GEMV_NORM) */
-    unsigned *gemv_count;    /* its ticket, zero between launches */
-    int tail_normed;         /* the last sublayer_out did the next pre-norm */
     int norm_vec;            /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
     int pdl;                 /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
-    int ret_fused; /* batched pieces through rk_ret_fused: its variant, or 0 (RETNET_CUDA_RET_FUSED) */
+    int ret_fused;     /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
     int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
     size_t smem_optin; /* shared memory a block may opt in to */
 };
@@ -502,7 +496,7 @@ static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const floa
     }
     return rk_ret_fused(x->st, (float *const *)pp[PP_O], (const float *const *)pp[PP_Q],
                         (const float *const *)pp[PP_K], (const float *const *)pp[PP_V],
-                        (const float *const *)pp[PP_U], pw, count, H, P, dk, dv, x->ret_fused)
+                        (const float *const *)pp[PP_U], pw, count, H, P, dk, dv)
                ? RN_EDEVICE
                : RN_OK;
 }
@@ -523,7 +517,7 @@ static int retention_batched(cuda_ctx *x, rk_states S, int slot, int pieces, int
     int count = pieces * H, rc;
     float *Sl = (float *)S.base + (size_t)slot * S.slot_stride + S.layer_off;
     void **const *pp = x->pp;
-    if (x->ret_fused && rk_ret_fused_fits(P, dk, dv, x->smem_optin, x->ret_fused))
+    if (x->ret_fused && rk_ret_fused_fits(P, dk, dv, x->smem_optin))
         return retention_fused(x, Sl, pieces, P, pw);
     /* A_b^T = K_b Q_b^T, then the decay mask; O_b^T = V_b^T A_b^T */
     if ((rc = gemm_pieces(x, CUBLAS_OP_T, CUBLAS_OP_N, P, P, dk, pp[PP_K], HK, pp[PP_Q], HK, 0.0f,
@@ -630,13 +624,8 @@ static const float *residual_into(cuda_ctx *x, int n, const float *w, const floa
                                   const float *w_next, const float *b_next, int last)
 {
     const rn_config *c = x->c;
-    if (fold_residual(x, n)) { /* the projection already added y to the stream */
-        if (x->tail_normed) {  /* and normalised it (sublayer_out) */
-            x->tail_normed = 0;
-            return x->hn;
-        }
+    if (fold_residual(x, n)) /* the projection already added y to the stream */
         return last ? x->x : block_input(x, n, w_next, b_next);
-    }
     if (c->norm_position == RN_NORMPOS_PRE && !last) {
         rk_add_norm(x->st, x->hn, x->x, x->y, c->residual_alpha, n, c->hidden_size,
                     c->norm_kind == RN_NORM_LAYER, w_next, b_next, c->norm_eps,
@@ -676,17 +665,15 @@ static rk_gemv_set gemv_set(int count, float *const *ys, const void *const *Ws,
 }
 
 /* Streams set over n input rows (streaming(x, n)); Wt (the set's first
- * matrix) gives the dtype and the input width they all share.  1 when the
- * launch also did set->norm (rk_gemv_multi), else 0. */
-static int gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, const float *rows,
-                    int n)
+ * matrix) gives the dtype and the input width they all share. */
+static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, const float *rows,
+                     int n)
 {
     int in = (int)Wt->shape[1], t = (int)Wt->dtype;
     if (n <= x->gemv_max)
-        return rk_gemv_multi(x->st, set, t, rows, n, in, x->gemv_split);
-    rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms, x->tc_loads,
-               x->tc_pipe);
-    return 0;
+        rk_gemv_multi(x->st, set, t, rows, n, in, x->gemv_split);
+    else
+        rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms, x->tc_loads);
 }
 
 /* y (n x out) = rows (n x in) W^T + b; W is the device copy of Wt. */
@@ -729,48 +716,22 @@ static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *c
     return RN_OK;
 }
 
-/* The pre-norm that follows a sublayer: the next sublayer's input norm
- * (w, b), or none after the last one (output_logits has its own). */
-struct next_norm {
-    const float *w, *b;
-    int last;
-};
-
-/* Whether the residual-folding projection of n rows may end with the next
- * pre-norm itself (RETNET_CUDA_GEMV_NORM: the GEMV's last block, into
- * x->hn in fp32, which is what block_input writes at these batches). */
-static int gemv_norms(const cuda_ctx *x, int n, const next_norm *nn)
-{
-    return x->gemv_norm && x->gemv_count && !nn->last && n <= x->gemv_max && x->gemv_split > 0;
-}
-
 /* A sublayer's output projection: into x->y, or, with fold_residual,
- * added to the residual stream x->x in place, and there, where gemv_norms,
- * followed by the next pre-norm (x->tail_normed says whether it was). */
+ * added to the residual stream x->x in place. */
 static int sublayer_out(cuda_ctx *x, const float *rows, int n, const void *W, const rn_tensor *Wt,
-                        const float *b, const next_norm *nn)
+                        const float *b)
 {
-    const rn_config *c = x->c;
-    x->tail_normed = 0;
     if (!fold_residual(x, n))
         return linear(x, x->y, rows, n, W, Wt, b);
     float *const ys[] = {x->x};
     rk_gemv_set set = gemv_set(1, ys, &W, &Wt, &b);
     set.job[0].resid = 1;
-    set.alpha = c->residual_alpha;
-    if (gemv_norms(x, n, nn)) {
-        rk_gemv_norm nm = {x->hn,        nn->w, nn->b, c->norm_eps, c->norm_kind == RN_NORM_LAYER,
-                           x->gemv_count};
-        set.norm = nm;
-    }
-    x->tail_normed = gemv_run(x, &set, Wt, rows, n);
-    if (x->tail_normed)
-        (void)half_out(x, x->hn, n); /* x->hn changed: no rounded copy of it stays valid */
+    set.alpha = x->c->residual_alpha;
+    gemv_run(x, &set, Wt, rows, n);
     return RN_OK;
 }
 
-static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in, int n, int l,
-                           const next_norm *nn)
+static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in, int n, int l)
 {
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
@@ -800,29 +761,19 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     const float *ro = x->o; /* the read-out the group norm starts from */
     int parts = 1;
     size_t part_stride = (size_t)x->plan.max_batch * (size_t)c->value_dim;
-    rk_step_norm nm = {};
-    nm.y = x->o, nm.layer_kind = c->group_norm_kind == RN_NORM_LAYER;
-    nm.w = c->group_norm_affine ? d->gn_w : NULL, nm.eps = c->group_norm_eps;
-    nm.gate = x->g, nm.act = (int)c->gate_act, nm.count = x->step_count;
-    int normed = 0; /* the group norm done by the step */
     if (mode == FWD_DECODE) {
         rn_cuda_step_shape sh = rn_cuda_step_plan(c, n, x->n_sms);
         parts = sh.row_split;
         ro = parts > 1 ? x->part : x->o;
-        nm.h = half_out(x, x->o, n); /* the step reads and writes no half[] before the norm */
-        normed = x->step_norm && rk_step_norm_fits(&sh, &nm, ro, part_stride, c->head_dim_v);
         rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->slots, x->q, x->k, x->v,
-                    x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh, x->step_early,
-                    normed ? nm : rk_step_norm());
+                    x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh, x->step_early);
     } else if ((rc = retention_pieces(x, slot, l, n))) {
         return rc;
-    } else {
-        nm.h = half_out(x, x->o, n);
     }
-    if (!normed)
-        rk_norm_parts(x->st, nm.y, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,
-                      nm.layer_kind, nm.w, NULL, nm.eps, nm.gate, nm.act, nm.h);
-    return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b, nn);
+    rk_norm_parts(x->st, x->o, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,
+                  c->group_norm_kind == RN_NORM_LAYER, c->group_norm_affine ? d->gn_w : NULL, NULL,
+                  c->group_norm_eps, x->g, (int)c->gate_act, half_out(x, x->o, n));
+    return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b);
 }
 
 /* GLU's up and gate projections on the cuBLASLt path written by cuBLASLt
@@ -855,7 +806,7 @@ static int glu_half(cuda_ctx *x, const float *in, int n, int l)
     return RN_OK;
 }
 
-static int ffn_block(cuda_ctx *x, const float *in, int n, int l, const next_norm *nn)
+static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
 {
     const rn_config *c = x->c;
     const rn_layer_weights *lw = &x->w->layers[l];
@@ -884,7 +835,7 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l, const next_norm
         else
             rk_act(x->st, x->f1, nf, (int)c->hidden_act, half_out(x, x->f1, n));
     }
-    return sublayer_out(x, x->f1, n, d->down, &lw->down_w, d->down_b, nn);
+    return sublayer_out(x, x->f1, n, d->down, &lw->down_w, d->down_b);
 }
 
 /* Logits of rows [first, n) into the device logits buffer. */
@@ -932,12 +883,10 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
     const float *in = block_input(x, n, x->layers[0].norm1_w, x->layers[0].norm1_b);
     for (int l = 0; l < c->n_layers; l++) {
         const dev_layer *d = &x->layers[l], *nx = l + 1 < c->n_layers ? d + 1 : NULL;
-        const next_norm to_ffn = {d->norm2_w, d->norm2_b, 0};
-        const next_norm to_next = {nx ? nx->norm1_w : NULL, nx ? nx->norm1_b : NULL, !nx};
-        if ((rc = retention_block(x, mode, slot, in, n, l, &to_ffn)))
+        if ((rc = retention_block(x, mode, slot, in, n, l)))
             return rc;
         in = residual_into(x, n, d->norm1_w, d->norm1_b, d->norm2_w, d->norm2_b, 0);
-        if ((rc = ffn_block(x, in, n, l, &to_next)))
+        if ((rc = ffn_block(x, in, n, l)))
             return rc;
         in = residual_into(x, n, d->norm2_w, d->norm2_b, nx ? nx->norm1_w : NULL,
                            nx ? nx->norm1_b : NULL, !nx);
@@ -989,8 +938,8 @@ static void cuda_deinit(void *ctx)
                 cudaGraphExecDestroy(x->graphs[w][n]);
         free(x->graphs[w]);
     }
-    void *bufs[] = {x->wdev, x->states,    x->sscr, x->x, x->A,          x->part,
-                    x->top,  x->log_gamma, x->ws,   x->U, x->step_count, x->gemv_count};
+    void *bufs[] = {x->wdev, x->states, x->sscr,      x->x,  x->A,
+                    x->part, x->top,    x->log_gamma, x->ws, x->U};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         cudaFree(bufs[i]);
     if (x->lt)
@@ -1206,17 +1155,15 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->half_act = env_int("RETNET_CUDA_HALF_ACT", 0, 0, 1);
     x->gemv_split = env_int("RETNET_CUDA_GEMV_SPLIT", RN_CUDA_GEMV_SPLIT_DEFAULT, 0, 1 << 20);
     x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
-    x->tc_pipe = env_int("RETNET_CUDA_TC_PIPE", 0, 0, 1);
     x->step_early = env_int("RETNET_CUDA_STEP_EARLY", 0, 0, 1);
-    x->step_norm = env_int("RETNET_CUDA_STEP_NORM", 0, 0, 1);
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);
-    /* RETNET_CUDA_RET_FUSED=1 (blocks of all of dv) or 2 (of a column
-     * tile): 16-bit models' batched pieces through the tensor-core kernels
-     * (bf16 operands, as RETNET_CUDA_RET_BF16) */
+    /* RETNET_CUDA_RET_FUSED=1: 16-bit models' batched pieces through the
+     * tensor-core kernels (bf16 operands, as RETNET_CUDA_RET_BF16); 15%
+     * slower than the cuBLAS products on an H100 (docs/benchmarks.md) */
     x->ret_fused = major >= 8 && x->ret_compute != CUBLAS_COMPUTE_32F
-                       ? env_int("RETNET_CUDA_RET_FUSED", 0, 0, RK_RET_FUSED_COLS)
+                       ? env_int("RETNET_CUDA_RET_FUSED", 0, 0, 1)
                        : 0;
     {
         int optin = 0;
@@ -1227,8 +1174,8 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     /* the kernel's shared memory is allowed per device: here, for this one;
      * where it is refused the products run as before */
     if (x->ret_fused &&
-        (!rk_ret_fused_fits(64, x->c->head_dim_k, x->c->head_dim_v, x->smem_optin, x->ret_fused) ||
-         rk_ret_fused_prepare(x->c->head_dim_k, x->c->head_dim_v, x->ret_fused) != 0)) {
+        (!rk_ret_fused_fits(64, x->c->head_dim_k, x->c->head_dim_v, x->smem_optin) ||
+         rk_ret_fused_prepare(x->c->head_dim_k, x->c->head_dim_v) != 0)) {
         x->ret_fused = 0;
         cudaGetLastError();
     }
@@ -1240,9 +1187,6 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
         env_int("RETNET_CUDA_GEMV_MAX",
                 x->tc_max > RN_CUDA_GEMV_DEFAULT ? RN_CUDA_GEMV_DEFAULT : RN_CUDA_GEMV_NO_TC, 0,
                 RN_CUDA_GEMV_MAX);
-    /* only while the GEMV takes no batch the tail has no instance for
-     * (GEMV_TAIL_ROWS, 2): a row's bits would then depend on its batch */
-    x->gemv_norm = env_int("RETNET_CUDA_GEMV_NORM", 0, 0, 1) && x->gemv_max <= 2;
     x->half_t = common_half(x);
     x->ret_chunk = env_int("RETNET_CUDA_RET_CHUNK",
                            rn_cuda_ret_piece_default(x->c, x->plan.max_chunk), 0, 1 << 30);
@@ -1273,15 +1217,6 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaMemset(x->states, 0, x->plan.pool_bytes), "state pool");
     if ((rc = alloc_buffers(x, err)) || (rc = init_tables(x, err)))
         goto cleanup;
-    if (x->step_norm) { /* a few KiB, outside the plan's budget */
-        size_t tickets = sizeof(unsigned) * (size_t)x->plan.max_batch * (size_t)x->c->n_heads;
-        CU(cudaMalloc((void **)&x->step_count, tickets), "step tickets");
-        CU(cudaMemset(x->step_count, 0, tickets), "step tickets");
-    }
-    if (x->gemv_norm && x->c->norm_position == RN_NORMPOS_PRE) {
-        CU(cudaMalloc((void **)&x->gemv_count, sizeof(unsigned)), "GEMV ticket");
-        CU(cudaMemset(x->gemv_count, 0, sizeof(unsigned)), "GEMV ticket");
-    }
     /* the memset and the pageable copies above may still be in flight, and
      * x->st does not wait for the legacy stream */
     CU(cudaDeviceSynchronize(), "initialisation");

@@ -134,7 +134,7 @@ __device__ static inline void store_out(float *out, rk_half h, size_t i, float v
 
 /* ----------------------------------------------------------------- norms */
 
-/* block_sum2, sum2_add, norm_stats, norm_value and norm_tail_rows are in
+/* block_sum2, sum2_add, norm_stats, norm_row_stats and norm_value are in
  * norm_dev.cuh, which the CPU unit tests also run (tests/unit/cuda_emu.h) */
 #include "norm_dev.cuh"
 
@@ -168,12 +168,9 @@ __global__ void norm_kernel(float *y, const float *x, int d, int layer_kind, con
         }
         xr = sr;
     }
-    double s = 0.0, ss = 0.0;
-    for (int k = threadIdx.x; k < d; k += blockDim.x)
-        sum2_add(s, ss, xr[k]);
     double mu;
     float r;
-    norm_stats(s, ss, sh, d, layer_kind, eps, mu, r, (int)threadIdx.x, (int)blockDim.x);
+    norm_row_stats(xr, d, layer_kind, eps, sh, mu, r);
     for (int k = threadIdx.x; k < d; k += blockDim.x) {
         size_t i = row * (size_t)d + (size_t)k;
         store_out(y, h, i, norm_value(xr[k], mu, r, w, b, k, gate ? gate + i : NULL, act));
@@ -218,28 +215,15 @@ __device__ static inline void store4(float *out, rk_half h, size_t i, const floa
     }
 }
 
-/* The four values at x (16-byte aligned) as fp32, through the L2 (CG: the
- * values other blocks of the running kernel wrote) or plainly. */
-template <bool CG> __device__ static inline void load4_from(const float *x, float *v)
-{
-    if constexpr (CG) {
-        float4 t = __ldcg((const float4 *)x);
-        v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-    } else {
-        load4(x, v);
-    }
-}
-
 /* norm_kernel's row `row` with each thread's NORM_VEC adjacent values held
  * in registers from their one read to their write, by the block's first
  * nthr threads (tid: the thread's linear index; every thread of the block
- * calls it): norm_vec_kernel's body, and the recurrent step's group norm
- * when it runs in the step (ret_step_kernel, CG loads). */
-template <bool CG>
-__device__ static inline void
-norm_vec_row(size_t row, int tid, int nthr, float *y, const float *x, int d, int layer_kind,
-             const float *w, const float *b, float eps, const float *gate, int act, int parts,
-             size_t part_stride, const float *res, float alpha, float *sink, rk_half h, double *sh)
+ * calls it): norm_vec_kernel's body. */
+__device__ static inline void norm_vec_row(size_t row, int tid, int nthr, float *y, const float *x,
+                                           int d, int layer_kind, const float *w, const float *b,
+                                           float eps, const float *gate, int act, int parts,
+                                           size_t part_stride, const float *res, float alpha,
+                                           float *sink, rk_half h, double *sh)
 {
     size_t base = row * (size_t)d;
     int k0 = tid * NORM_VEC, m = d - k0 < NORM_VEC ? d - k0 : NORM_VEC;
@@ -250,8 +234,8 @@ norm_vec_row(size_t row, int tid, int nthr, float *y, const float *x, int d, int
 #pragma unroll
         for (int q = 0; q < NORM_VEC; q += 4)
             if (q < m) {
-                load4_from<CG>(x + base + (size_t)(k0 + q), a + q);
-                load4_from<CG>(res + base + (size_t)(k0 + q), r + q);
+                load4(x + base + (size_t)(k0 + q), a + q);
+                load4(res + base + (size_t)(k0 + q), r + q);
             }
 #pragma unroll
         for (int j = 0; j < NORM_VEC; j++)
@@ -265,7 +249,7 @@ norm_vec_row(size_t row, int tid, int nthr, float *y, const float *x, int d, int
 #pragma unroll
             for (int q = 0; q < NORM_VEC; q += 4)
                 if (q < m)
-                    load4_from<CG>(x + (size_t)p * part_stride + base + (size_t)(k0 + q), a + q);
+                    load4(x + (size_t)p * part_stride + base + (size_t)(k0 + q), a + q);
 #pragma unroll
             for (int j = 0; j < NORM_VEC; j++)
                 v[j] += a[j];
@@ -274,7 +258,7 @@ norm_vec_row(size_t row, int tid, int nthr, float *y, const float *x, int d, int
 #pragma unroll
         for (int q = 0; q < NORM_VEC; q += 4)
             if (q < m)
-                load4_from<CG>(x + base + (size_t)(k0 + q), v + q);
+                load4(x + base + (size_t)(k0 + q), v + q);
     }
     if (sink)
 #pragma unroll
@@ -319,8 +303,8 @@ __global__ void __launch_bounds__(1024)
 {
     pdl_enter();
     __shared__ double sh[64];
-    norm_vec_row<false>(blockIdx.x, (int)threadIdx.x, (int)blockDim.x, y, x, d, layer_kind, w, b,
-                        eps, gate, act, parts, part_stride, res, alpha, sink, h, sh);
+    norm_vec_row(blockIdx.x, (int)threadIdx.x, (int)blockDim.x, y, x, d, layer_kind, w, b, eps,
+                 gate, act, parts, part_stride, res, alpha, sink, h, sh);
 }
 
 /* Whether this thread's norms launch norm_vec_kernel (rk_set_norm_vec):
@@ -524,44 +508,6 @@ template <> struct svec<1, __nv_bfloat16> {
 
 #define STEP_UNROLL 4
 
-/* rk_step_norm's tail of ret_step_kernel, called by every thread of every
- * block after its read-out is stored: the block takes a ticket for its
- * (sequence, head), blockIdx.x; the last of its gridDim.y x gridDim.z
- * blocks, which then sees all their stores (fences, then loads through the
- * L2), normalises that row as norm_vec_kernel's block would (the same
- * function, the same number of threads, so the same bits). */
-__device__ static void step_group_norm(const rk_step_norm &nm, const float *o, size_t part_stride,
-                                       int dv)
-{
-    __shared__ int last;
-    __shared__ double sh[64];
-    int tid = (int)(threadIdx.y * blockDim.x + threadIdx.x);
-    __threadfence(); /* this block's read-out, before its ticket */
-    __syncthreads();
-    if (tid == 0) {
-        unsigned total = gridDim.y * gridDim.z;
-        last = atomicAdd(nm.count + blockIdx.x, 1u) == total - 1;
-        if (last)
-            nm.count[blockIdx.x] = 0; /* for the next launch, which follows this one's end */
-    }
-    __syncthreads();
-    if (!last)
-        return;
-    __threadfence();
-    int parts = (int)gridDim.z;
-    norm_vec_row<true>(blockIdx.x, tid, norm_vec_threads(dv), nm.y, o, dv, nm.layer_kind, nm.w,
-                       NULL, nm.eps, nm.gate, nm.act, parts, part_stride, NULL, 1.0f,
-                       parts > 1 ? nm.y : NULL, nm.h, sh);
-}
-
-int rk_step_norm_fits(const rn_cuda_step_shape *sh, const rk_step_norm *nm, const float *o,
-                      size_t part_stride, int dv)
-{
-    /* the sink, when there are parts, is nm->y */
-    return norm_vec_fits(dv, part_stride, nm->y, o, NULL, nm->y, nm->h) &&
-           norm_vec_threads(dv) <= sh->lanes * sh->d_split && nm->count;
-}
-
 /* The STEP_UNROLL state rows of a ret_step_kernel thread from d0 (rows
  * d0, d0 + step, ...; none at or past r1). */
 template <int W, typename TS>
@@ -586,11 +532,11 @@ __device__ static inline void step_load(svec<W, TS> *sv, const TS *Sh, int d0, i
  * this layer touches the layer's states, and the slot indices come from the
  * host before the step, so nothing the predecessors write is read early;
  * the same loads and sums.  Without early nothing is read before the wait. */
-template <int W, typename TS, bool NORM>
-__global__ void ret_step_kernel(float *o, size_t part_stride, rk_states S,
+template <int W, typename TS>
+__global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_states S,
                                 const int *__restrict__ slots, const float *q, const float *k,
                                 const float *v, const float *__restrict__ gamma, int H, int dk,
-                                int dv, int rows, int early, rk_step_norm nm)
+                                int dv, int rows, int early)
 {
     pdl_trigger();
     extern __shared__ float part[]; /* d_split x (lanes * W) */
@@ -640,24 +586,22 @@ __global__ void ret_step_kernel(float *o, size_t part_stride, rk_states S,
     for (int w = 0; w < W; w++)
         part[threadIdx.y * (unsigned)tile + (unsigned)(col + w)] = acc[w];
     __syncthreads();
-    if (threadIdx.y == 0 && e < dv) {
-        float scale = 1.0f;
-        if (S.s_off) {
-            /* every block derives s' from the old s; ts_step_kernel stores it
-             * once all blocks of this step have read it (next launch) */
-            float s = (float)layer[S.s_off + (size_t)h]; /* fp32 pools only (plan.h) */
-            scale = rn_ts_norm_step(&s, g);
-        }
-        float *out = o + blockIdx.z * part_stride + rh * (size_t)dv + (size_t)e;
-        for (int w = 0; w < W && e + w < dv; w++) {
-            float sum = 0.0f;
-            for (int y = 0; y < (int)blockDim.y; y++)
-                sum += part[(unsigned)y * (unsigned)tile + (unsigned)(col + w)];
-            out[w] = S.s_off ? sum * scale : sum;
-        }
+    if (threadIdx.y != 0 || e >= dv)
+        return;
+    float scale = 1.0f;
+    if (S.s_off) {
+        /* every block derives s' from the old s; ts_step_kernel stores it
+         * once all blocks of this step have read it (next launch) */
+        float s = (float)layer[S.s_off + (size_t)h]; /* fp32 pools only (plan.h) */
+        scale = rn_ts_norm_step(&s, g);
     }
-    if constexpr (NORM) /* an instance of its own: the plain step keeps its registers */
-        step_group_norm(nm, o, part_stride, dv);
+    float *out = o + blockIdx.z * part_stride + rh * (size_t)dv + (size_t)e;
+    for (int w = 0; w < W && e + w < dv; w++) {
+        float sum = 0.0f;
+        for (int y = 0; y < (int)blockDim.y; y++)
+            sum += part[(unsigned)y * (unsigned)tile + (unsigned)(col + w)];
+        out[w] = S.s_off ? sum * scale : sum;
+    }
 }
 
 /* s = g s + 1 for each (sequence, head): after ret_step_kernel read s. */
@@ -673,41 +617,26 @@ __global__ void ts_step_kernel(rk_states S, const int *slots, const float *gamma
     rn_ts_norm_step(s, gamma[h]);
 }
 
-/* ret_step_kernel<W, TS> with the group norm (nm.y set) or without. */
-template <int W, typename TS>
-static void step_launch(dim3 grid, dim3 block, size_t shm, cudaStream_t st, float *o,
-                        size_t part_stride, rk_states S, const int *slots, const float *q,
-                        const float *k, const float *v, const float *gamma, int H, int dk, int dv,
-                        int rows, int early, rk_step_norm nm)
-{
-    if (nm.y)
-        launch(ret_step_kernel<W, TS, true>, grid, block, shm, st, o, part_stride, S, slots, q, k,
-               v, gamma, H, dk, dv, rows, early, nm);
-    else
-        launch(ret_step_kernel<W, TS, false>, grid, block, shm, st, o, part_stride, S, slots, q, k,
-               v, gamma, H, dk, dv, rows, early, nm);
-}
-
 void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, const int *slots,
                  const float *q, const float *k, const float *v, const float *gamma, int n, int H,
-                 int dk, int dv, const rn_cuda_step_shape *sh, int early, rk_step_norm nm)
+                 int dk, int dv, const rn_cuda_step_shape *sh, int early)
 {
     dim3 grid((unsigned)(n * H), (unsigned)sh->grid_y, (unsigned)sh->row_split);
     dim3 block((unsigned)sh->lanes, (unsigned)sh->d_split);
     int rows = (dk + sh->row_split - 1) / sh->row_split;
     size_t shm = sizeof(float) * (size_t)sh->lanes * (size_t)sh->vec * (size_t)sh->d_split;
     if (S.bf16 && sh->vec == 4)
-        step_launch<4, __nv_bfloat16>(grid, block, shm, st, o, part_stride, S, slots, q, k, v,
-                                      gamma, H, dk, dv, rows, early, nm);
+        launch(ret_step_kernel<4, __nv_bfloat16>, grid, block, shm, st, o, part_stride, S, slots, q,
+               k, v, gamma, H, dk, dv, rows, early);
     else if (S.bf16)
-        step_launch<1, __nv_bfloat16>(grid, block, shm, st, o, part_stride, S, slots, q, k, v,
-                                      gamma, H, dk, dv, rows, early, nm);
+        launch(ret_step_kernel<1, __nv_bfloat16>, grid, block, shm, st, o, part_stride, S, slots, q,
+               k, v, gamma, H, dk, dv, rows, early);
     else if (sh->vec == 4)
-        step_launch<4, float>(grid, block, shm, st, o, part_stride, S, slots, q, k, v, gamma, H, dk,
-                              dv, rows, early, nm);
+        launch(ret_step_kernel<4, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
+               gamma, H, dk, dv, rows, early);
     else
-        step_launch<1, float>(grid, block, shm, st, o, part_stride, S, slots, q, k, v, gamma, H, dk,
-                              dv, rows, early, nm);
+        launch(ret_step_kernel<1, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
+               gamma, H, dk, dv, rows, early);
     if (S.s_off)
         launch(ts_step_kernel, blocks_for((size_t)n * (size_t)H), BLOCK, 0, st, S, slots, gamma, n,
                H);
@@ -859,39 +788,33 @@ void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, const float *pw, int H
  * through an emulation of the CUDA features they use) */
 #include "ret_fused.cuh"
 
-size_t rk_ret_fused_smem(int dk, int dv, int variant)
+size_t rk_ret_fused_smem(int dk, int dv)
 {
-    if (variant == RK_RET_FUSED_COLS)
-        return rf_tile(dv) ? rf_layout_for(dk, rf_tile(dv)).total : 0;
     return dv % 64 == 0 && dv / 64 <= RF_MAX_NC ? rf_layout_for(dk, dv).total : 0;
 }
 
-int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max, int variant)
+int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max)
 {
-    size_t need = rk_ret_fused_smem(dk, dv, variant);
+    size_t need = rk_ret_fused_smem(dk, dv);
     return P % RF_ROWS == 0 && dk % RF_ROWS == 0 && need && need <= smem_max;
 }
 
 static std::atomic<long> rf_launches;
 
-/* The kernel of a variant for these heads: whole dv, or one column tile. */
-static int rf_kernel(int dv, int variant, const void **k)
+/* The read-out kernel's instance for dv values a head. */
+static int rf_kernel(int dv, const void **k)
 {
-    if (variant == RK_RET_FUSED_COLS) {
-        *k = (const void *)rf_cols_kernel(dv);
-        return rf_tile(dv) ? 0 : -1;
-    }
     return rf_with_nc(dv, [&](auto nc) {
         *k = (const void *)ret_fused_kernel<decltype(nc)::value>;
         return 0;
     });
 }
 
-int rk_ret_fused_prepare(int dk, int dv, int variant)
+int rk_ret_fused_prepare(int dk, int dv)
 {
-    int smem = (int)rk_ret_fused_smem(dk, dv, variant);
+    int smem = (int)rk_ret_fused_smem(dk, dv);
     const void *k = NULL;
-    return smem && rf_kernel(dv, variant, &k) == 0 &&
+    return smem && rf_kernel(dv, &k) == 0 &&
                    cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) ==
                        cudaSuccess
                ? 0
@@ -900,24 +823,17 @@ int rk_ret_fused_prepare(int dk, int dv, int variant)
 
 int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, const float *const *kp,
                  const float *const *vp, const float *const *sp, const float *pw, int count, int H,
-                 int P, int dk, int dv, int variant)
+                 int P, int dk, int dv)
 {
-    size_t smem = rk_ret_fused_smem(dk, dv, variant);
-    int dt = rf_tile(dv), HK = H * dk, HV = H * dv;
-    if (!smem)
+    size_t smem = rk_ret_fused_smem(dk, dv);
+    int HK = H * dk, HV = H * dv;
+    if (!smem || rf_with_nc(dv, [&](auto nc) {
+            launch(ret_fused_kernel<decltype(nc)::value>,
+                   dim3((unsigned)count, (unsigned)(P / RF_ROWS)), RF_THREADS, smem, st, op, qp, kp,
+                   vp, sp, pw, H, P, dk, HK, HV);
+            return 0;
+        }))
         return -1;
-    if (variant == RK_RET_FUSED_COLS) {
-        dim3 grid((unsigned)count, (unsigned)(P / RF_ROWS), (unsigned)(dv / dt));
-        launch(rf_cols_kernel(dv), grid, RF_COL_THREADS, smem, st, op, qp, kp, vp, sp, pw, H, P, dk,
-               dv, HK, HV);
-    } else if (rf_with_nc(dv, [&](auto nc) {
-                   launch(ret_fused_kernel<decltype(nc)::value>,
-                          dim3((unsigned)count, (unsigned)(P / RF_ROWS)), RF_THREADS, smem, st, op,
-                          qp, kp, vp, sp, pw, H, P, dk, HK, HV);
-                   return 0;
-               })) {
-        return -1;
-    }
     if (cudaGetLastError() != cudaSuccess)
         return -1; /* e.g. the shared memory was not allowed: rk_ret_fused_prepare */
     rf_launches++;
@@ -1812,15 +1728,6 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
     gemv_finish<PW, NB>(set, p, live, acc, lane);
 }
 
-/* The tail of a gemv_split_kernel launch with a norm (rk_gemv_norm):
- * norm_tail_rows over the NB rows of job[0].y. */
-template <int NB> __device__ static void gemv_norm_tail(const rk_gemv_set &set)
-{
-    const rk_gemv_norm &nm = set.norm;
-    norm_tail_rows<NB>(set.job[0].y, set.job[0].out, nm.y, nm.w, nm.b, nm.eps, nm.layer_kind,
-                       nm.count);
-}
-
 /* Most warps (column shares) a block of gemv_split_kernel has. */
 #define GEMV_SPLIT_WARPS 8
 
@@ -1837,9 +1744,8 @@ template <int NB> __device__ static void gemv_norm_tail(const rk_gemv_set &set)
  * SM).  The warps' sums are added in warp
  * order, so the bits depend on the width and cols, not on the batch; they
  * are not gemv_kernel's (a different order of sums).  cols is a multiple
- * of 32, so every share starts 16-byte aligned.  TAIL: the launch ends
- * with set.norm (gemv_norm_tail), so no thread leaves early. */
-template <typename T, int NB, bool TAIL>
+ * of 32, so every share starts 16-byte aligned. */
+template <typename T, int NB>
 __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
     gemv_split_kernel(rk_gemv_set set, const float *x, int in, int cols)
 {
@@ -1850,11 +1756,8 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
     gemv_pair p[PW];
     int live[PW];
     const T *w[RW];
-    if (!gemv_rows<T, PW>(set, (int)blockIdx.x, in, p, live, w)) { /* the whole block */
-        if constexpr (TAIL)
-            gemv_norm_tail<NB>(set);
+    if (!gemv_rows<T, PW>(set, (int)blockIdx.x, in, p, live, w)) /* the whole block */
         return;
-    }
     int k0 = share * cols, k1 = min(in, k0 + cols);
     float acc[RW][NB];
 #pragma unroll
@@ -1880,20 +1783,18 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
                 part[share][t][b][0] = s0, part[share][t][b][1] = s1;
         }
     __syncthreads();
-    if (share == 0) {
+    if (share != 0)
+        return;
 #pragma unroll
-        for (int t = 0; t < PW; t++)
+    for (int t = 0; t < PW; t++)
 #pragma unroll
-            for (int b = 0; b < NB; b++) {
-                float s0 = part[0][t][b][0], s1 = part[0][t][b][1];
-                for (int o = 1; o < shares; o++)
-                    s0 += part[o][t][b][0], s1 += part[o][t][b][1];
-                if (lane == b && live[t])
-                    gemv_store(set, p[t], b, s0, s1);
-            }
-    }
-    if constexpr (TAIL)
-        gemv_norm_tail<NB>(set);
+        for (int b = 0; b < NB; b++) {
+            float s0 = part[0][t][b][0], s1 = part[0][t][b][1];
+            for (int o = 1; o < shares; o++)
+                s0 += part[o][t][b][0], s1 += part[o][t][b][1];
+            if (lane == b && live[t])
+                gemv_store(set, p[t], b, s0, s1);
+        }
 }
 
 /* Row pairs over all of set's jobs. */
@@ -1905,69 +1806,64 @@ static size_t set_pairs(const rk_gemv_set *set)
     return pairs;
 }
 
-/* Batches up to which the split kernel has a norm-tail instance: the
- * default GEMV batches (more would only lengthen the build). */
-#define GEMV_TAIL_ROWS 2
-
 /* split > 0 columns a share (and vector loads, and a width of 2 to
- * GEMV_SPLIT_WARPS shares): gemv_split_kernel, a block per item; 1 when
- * that launch also did set->norm. */
+ * GEMV_SPLIT_WARPS shares): gemv_split_kernel, a block per item. */
 template <typename T, int NB>
-static int gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x, int in, int split)
+static void gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x, int in, int split)
 {
     size_t warps = (set_pairs(set) + GEMV_PW(NB) - 1) / GEMV_PW(NB);
     unsigned blocks = (unsigned)((warps * 32 + GEMV_BLOCK - 1) / GEMV_BLOCK);
     int cols = (split + 31) / 32 * 32, shares = cols > 0 ? (in + cols - 1) / cols : 0;
-    if (in % wvec<T>::N == 0 && shares > 1 && shares <= GEMV_SPLIT_WARPS) {
-        if constexpr (NB <= GEMV_TAIL_ROWS)
-            if (set->norm.y) {
-                launch(gemv_split_kernel<T, NB, true>, (unsigned)warps, 32u * (unsigned)shares, 0,
-                       st, *set, x, in, cols);
-                return 1;
-            }
-        launch(gemv_split_kernel<T, NB, false>, (unsigned)warps, 32u * (unsigned)shares, 0, st,
-               *set, x, in, cols);
-    } else if (in % wvec<T>::N == 0) {
+    if (in % wvec<T>::N == 0 && shares > 1 && shares <= GEMV_SPLIT_WARPS)
+        launch(gemv_split_kernel<T, NB>, (unsigned)warps, 32u * (unsigned)shares, 0, st, *set, x,
+               in, cols);
+    else if (in % wvec<T>::N == 0)
         launch(gemv_kernel<T, NB, true>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
-    } else {
+    else
         launch(gemv_kernel<T, NB, false>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
-    }
-    return 0;
 }
 
 template <typename T>
-static int gemv_dispatch(cudaStream_t st, const rk_gemv_set *set, const float *x, int n, int in,
-                         int split)
+static void gemv_dispatch(cudaStream_t st, const rk_gemv_set *set, const float *x, int n, int in,
+                          int split)
 {
     switch (n) {
     case 1:
-        return gemv_launch<T, 1>(st, set, x, in, split);
+        gemv_launch<T, 1>(st, set, x, in, split);
+        break;
     case 2:
-        return gemv_launch<T, 2>(st, set, x, in, split);
+        gemv_launch<T, 2>(st, set, x, in, split);
+        break;
     case 3:
-        return gemv_launch<T, 3>(st, set, x, in, split);
+        gemv_launch<T, 3>(st, set, x, in, split);
+        break;
     case 4:
-        return gemv_launch<T, 4>(st, set, x, in, split);
+        gemv_launch<T, 4>(st, set, x, in, split);
+        break;
     case 5:
-        return gemv_launch<T, 5>(st, set, x, in, split);
+        gemv_launch<T, 5>(st, set, x, in, split);
+        break;
     case 6:
-        return gemv_launch<T, 6>(st, set, x, in, split);
+        gemv_launch<T, 6>(st, set, x, in, split);
+        break;
     case 7:
-        return gemv_launch<T, 7>(st, set, x, in, split);
+        gemv_launch<T, 7>(st, set, x, in, split);
+        break;
     default:
-        return gemv_launch<T, 8>(st, set, x, in, split);
+        gemv_launch<T, 8>(st, set, x, in, split);
     }
 }
 
-int rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
-                  int split)
+void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
+                   int split)
 {
     static_assert(RN_CUDA_GEMV_MAX == 8, "gemv_dispatch instantiates batches 1..8");
     if (t == RN_DT_BF16)
-        return gemv_dispatch<__nv_bfloat16>(st, set, x, n, in, split);
-    if (t == RN_DT_F16)
-        return gemv_dispatch<__half>(st, set, x, n, in, split);
-    return gemv_dispatch<float>(st, set, x, n, in, split);
+        gemv_dispatch<__nv_bfloat16>(st, set, x, n, in, split);
+    else if (t == RN_DT_F16)
+        gemv_dispatch<__half>(st, set, x, n, in, split);
+    else
+        gemv_dispatch<float>(st, set, x, n, in, split);
 }
 
 /* ---------------------------------------------------- tensor-core GEMV */
@@ -2085,14 +1981,8 @@ __device__ static inline void tc_round(float (*acc)[NT][2][4], uint4 (*f)[2][R],
  * warps' parts are summed in warp order, so the bits depend on the input
  * width and the launch shape, never on n within one MT.  Fragment positions:
  * tc_layout.h.  PDL as gemv_kernel: the first weight loads go out before
- * pdl_wait; the input rows are read after it, with plain loads.  PIPE
- * (RETNET_CUDA_TC_PIPE): two weight buffers, the next round's loads issued
- * before the current round's products, so a warp's loads stay in flight
- * while it computes (the first two rounds before pdl_wait).  The same 32-k
- * blocks in the same order as without; where the plain rounds run past k1
- * their last blocks are all zeros (+0 added to sums that are never -0: they
- * start at +0), so the same bits. */
-template <typename T, int MT, int NT, int L, bool PIPE>
+ * pdl_wait; the input rows are read after it, with plain loads. */
+template <typename T, int MT, int NT, int L>
 __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
     gemv_tc_kernel(rk_gemv_set set, const T *xh, int n, int in, int kpw)
 {
@@ -2118,28 +2008,13 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
     }
     int k0 = warp * kpw, k1 = min(in, k0 + kpw), lk = rn_tc_lane_k(lane);
     float acc[MT][NT][2][4] = {};
-    uint4 f[NT][2][R], fn[NT][2][R]; /* fn: PIPE's second buffer */
+    uint4 f[NT][2][R];
     tc_fetch<T, NT, R>(f, w, k0, k1, lk);
-    if (PIPE && k0 + S < k1)
-        tc_fetch<T, NT, R>(fn, w, k0 + S, k1, lk);
     pdl_wait();
-    if constexpr (PIPE) {
-        for (int kb = k0; kb < k1; kb += 2 * S) {
-            if (kb != k0 && kb + S < k1)
-                tc_fetch<T, NT, R>(fn, w, kb + S, k1, lk);
-            tc_round<T, MT, NT, R>(acc, f, xh, n, in, kb, k1, lk, g);
-            if (kb + S >= k1)
-                break;
-            if (kb + 2 * S < k1)
-                tc_fetch<T, NT, R>(f, w, kb + 2 * S, k1, lk);
-            tc_round<T, MT, NT, R>(acc, fn, xh, n, in, kb + S, k1, lk, g);
-        }
-    } else {
-        for (int kb = k0; kb < k1; kb += S) {
-            if (kb != k0)
-                tc_fetch<T, NT, R>(f, w, kb, k1, lk);
-            tc_round<T, MT, NT, R>(acc, f, xh, n, in, kb, k1, lk, g);
-        }
+    for (int kb = k0; kb < k1; kb += S) {
+        if (kb != k0)
+            tc_fetch<T, NT, R>(f, w, kb, k1, lk);
+        tc_round<T, MT, NT, R>(acc, f, xh, n, in, kb, k1, lk, g);
     }
     if (warps > 1) { /* value v: acc[v / (8 NT)][v / 8 % NT][v / 4 % 2][v % 4] */
 #pragma unroll
@@ -2174,59 +2049,53 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
  * rn_cuda_tc_plan within tc_max_warps; TC_LOADS loads in flight per lane,
  * or twice that (loads 16) for one m-tile and one pair group when a warp's
  * share of k fills such a round (below that the extra loads would only be
- * zeros, at 128 registers instead of 78); pipe: the double-buffered rounds
- * of TC_LOADS / 2 loads each (so about the registers of TC_LOADS). */
+ * zeros, at 128 registers instead of 78). */
 template <typename T, int MT, int NT>
 static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh, int n, int in,
-                           int n_sms, int loads, int pipe)
+                           int n_sms, int loads)
 {
     long blocks = (long)((set_pairs(set) + 8 * NT - 1) / (8 * NT));
     rn_cuda_tc_shape sh = rn_cuda_tc_plan(in, blocks, n_sms, tc_max_warps(MT, NT));
     size_t shm = sh.warps > 1 ? (size_t)sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
     static_assert(TC_LOADS == 8, "rn_cuda_tc_loads picks 8 or 16");
-    if (pipe) { /* half the loads a round, two rounds in flight: the registers of 8 */
-        launch(gemv_tc_kernel<T, MT, NT, TC_LOADS / 2, true>, (unsigned)blocks, 32 * sh.warps, shm,
-               st, *set, xh, n, in, sh.k_per_warp);
-        return;
-    }
     if constexpr (MT == 1 && NT == 1) {
         if (rn_cuda_tc_loads(loads, MT, NT, sh.k_per_warp) == 2 * TC_LOADS) {
-            launch(gemv_tc_kernel<T, 1, 1, 2 * TC_LOADS, false>, (unsigned)blocks, 32 * sh.warps,
-                   shm, st, *set, xh, n, in, sh.k_per_warp);
+            launch(gemv_tc_kernel<T, 1, 1, 2 * TC_LOADS>, (unsigned)blocks, 32 * sh.warps, shm, st,
+                   *set, xh, n, in, sh.k_per_warp);
             return;
         }
     }
-    launch(gemv_tc_kernel<T, MT, NT, TC_LOADS, false>, (unsigned)blocks, 32 * sh.warps, shm, st,
-           *set, xh, n, in, sh.k_per_warp);
+    launch(gemv_tc_kernel<T, MT, NT, TC_LOADS>, (unsigned)blocks, 32 * sh.warps, shm, st, *set, xh,
+           n, in, sh.k_per_warp);
 }
 
 /* MT from n (16 rows an m-tile); NT = 2 (two groups of 8 pairs a block,
  * each input piece loaded serving twice the weights) while that still gives
- * every SM two blocks.  loads and pipe (gemv_tc_launch) never change the
- * shape, so never the bits. */
+ * every SM two blocks.  loads (gemv_tc_launch) never changes the shape,
+ * so never the bits. */
 template <typename T>
 static void gemv_tc_dispatch(cudaStream_t st, const rk_gemv_set *set, const void *xh, int n, int in,
-                             int n_sms, int loads, int pipe)
+                             int n_sms, int loads)
 {
     const T *x = (const T *)xh;
     int wide = rn_cuda_tc_groups(set_pairs(set), n_sms) == 2;
     if (n > 32)
-        gemv_tc_launch<T, 4, 1>(st, set, x, n, in, n_sms, loads, pipe);
+        gemv_tc_launch<T, 4, 1>(st, set, x, n, in, n_sms, loads);
     else if (n > 16)
-        wide ? gemv_tc_launch<T, 2, 2>(st, set, x, n, in, n_sms, loads, pipe)
-             : gemv_tc_launch<T, 2, 1>(st, set, x, n, in, n_sms, loads, pipe);
+        wide ? gemv_tc_launch<T, 2, 2>(st, set, x, n, in, n_sms, loads)
+             : gemv_tc_launch<T, 2, 1>(st, set, x, n, in, n_sms, loads);
     else
-        wide ? gemv_tc_launch<T, 1, 2>(st, set, x, n, in, n_sms, loads, pipe)
-             : gemv_tc_launch<T, 1, 1>(st, set, x, n, in, n_sms, loads, pipe);
+        wide ? gemv_tc_launch<T, 1, 2>(st, set, x, n, in, n_sms, loads)
+             : gemv_tc_launch<T, 1, 1>(st, set, x, n, in, n_sms, loads);
 }
 
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
-                int n_sms, int loads, int pipe)
+                int n_sms, int loads)
 {
     if (t == RN_DT_BF16)
-        gemv_tc_dispatch<__nv_bfloat16>(st, set, xh, n, in, n_sms, loads, pipe);
+        gemv_tc_dispatch<__nv_bfloat16>(st, set, xh, n, in, n_sms, loads);
     else
-        gemv_tc_dispatch<__half>(st, set, xh, n, in, n_sms, loads, pipe);
+        gemv_tc_dispatch<__half>(st, set, xh, n, in, n_sms, loads);
 }
 
 /* ------------------------------------------------------------------ copy */

@@ -76,31 +76,6 @@ void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float al
 void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, const int64_t *pos,
                    const float *freq, int rotary, int interleaved, int scale_k, float scale);
 
-/* The group norm and gate that follow the recurrent step, done by the step
- * itself (RETNET_CUDA_STEP_NORM): the last of a (sequence, head)'s blocks to
- * finish sums the parts of its read-out and normalises it exactly as
- * rk_norm_parts does with the register-resident norm (the caller checks
- * that it would: rk_step_norm_fits), with the same arguments; count: n x H
- * counters, zero, that the blocks take tickets from (the last puts its back
- * to zero).  y NULL: the step leaves the norm to rk_norm_parts. */
-struct rk_step_norm {
-    float *y;
-    int layer_kind;
-    const float *w;
-    float eps;
-    const float *gate;
-    int act;
-    rk_half h;
-    unsigned *count;
-};
-
-/* Whether rk_ret_step can do nm's norm for shape sh, the read-out at o
- * (parts of part_stride): the norms launched by this thread would take
- * norm_vec_kernel for it (on, d a multiple of 4, rows on 16 bytes, h on 8),
- * and its threads (dv / 8) fit a step block. */
-int rk_step_norm_fits(const struct rn_cuda_step_shape *sh, const rk_step_norm *nm, const float *o,
-                      size_t part_stride, int dv);
-
 /* One recurrent step for n sequences: for sequence i, head h, the state of
  * slot slots[i]: S = g S + k v^T, o = q S (/ sqrt(s) with s = g s + 1 when
  * the layer has s).  gamma[h] = g (fp32).  Launch shape sh (plan.h); with
@@ -111,8 +86,7 @@ int rk_step_norm_fits(const struct rn_cuda_step_shape *sh, const rk_step_norm *n
  * host's copies); early 0 reads nothing before it. */
 void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, const int *slots,
                  const float *q, const float *k, const float *v, const float *gamma, int n, int H,
-                 int dk, int dv, const struct rn_cuda_step_shape *sh, int early = 0,
-                 struct rk_step_norm nm = rk_step_norm());
+                 int dk, int dv, const struct rn_cuda_step_shape *sh, int early = 0);
 
 /* dst = n bf16 values src as fp32, and back (rounded to nearest even): a
  * bf16 pool's layer state around the chunkwise products, export, import. */
@@ -139,23 +113,20 @@ void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, const float *pw, int H
  * the dk x dv state entering the piece (row-major), with qp, kp (row
  * stride H*dk) and vp (H*dv) its rows and pw the decay table for P -- what
  * retention_batched's products give with RETNET_CUDA_RET_BF16, in one
- * launch.  variant: RK_RET_FUSED_WHOLE (a block owns 64 rows and all of
- * dv, up to 512) or RK_RET_FUSED_COLS (64 rows and a 64- or 128-column
- * tile; ret_fused.cuh).  Only where rk_ret_fused_fits(P, dk, dv, the
- * device's opt-in shared memory per block, variant); returns -1 when the
- * launch could not be set up. */
-enum { RK_RET_FUSED_WHOLE = 1, RK_RET_FUSED_COLS = 2 };
-int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max, int variant);
-size_t rk_ret_fused_smem(int dk, int dv, int variant);
+ * launch: a block owns 64 rows and all of dv, up to 512 (ret_fused.cuh).
+ * Only where rk_ret_fused_fits(P, dk, dv, the device's opt-in shared
+ * memory per block); returns -1 when the launch could not be set up. */
+int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max);
+size_t rk_ret_fused_smem(int dk, int dv);
 /* Lets the kernel for these head widths take its shared memory on the
  * current device (a setting of the device's context: once per engine);
  * 0, or -1 when the device refuses. */
-int rk_ret_fused_prepare(int dk, int dv, int variant);
+int rk_ret_fused_prepare(int dk, int dv);
 /* Launches of rk_ret_fused so far in this process, for tests. */
 long rk_ret_fused_launches(void);
 int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, const float *const *kp,
                  const float *const *vp, const float *const *sp, const float *pw, int count, int H,
-                 int P, int dk, int dv, int variant);
+                 int P, int dk, int dv);
 /* The pieces' own parts of the state on bf16 tensor cores and the scan over
  * them, in one launch, for pieces pieces of P rows of the chunk's k and v
  * (row strides H dk, H dv): U + p H dk dv (dk x dv a head, row-major) gets
@@ -227,22 +198,9 @@ struct rk_gemv_job {
     int resid;
     rk_half h; /* GLU: the result rounded into h instead of y (rk_half) */
 };
-/* The pre-norm a residual-folding GEMV may end with (RETNET_CUDA_GEMV_NORM):
- * the last block to finish (count: its ticket, zero between launches)
- * normalises each input row's new residual, job[0].y (job[0].out wide),
- * into y (fp32).  y NULL: none. */
-struct rk_gemv_norm {
-    float *y;
-    const float *w, *b;
-    float eps;
-    int layer_kind;
-    unsigned *count;
-};
-
 struct rk_gemv_set {
     rk_gemv_job job[RK_GEMV_JOBS];
     int count;
-    rk_gemv_norm norm;
     const int64_t *pos; /* ROPE: position of each input row */
     const float *freq;
     int dk, interleaved;
@@ -255,22 +213,18 @@ struct rk_gemv_set {
  * activations and accumulation.  split > 0: the input width split over a
  * block's warps in shares of split columns (rounded up to 32) where it
  * spans 2 to 8 of them (gemv_split_kernel: other bits, the same for every
- * batch), else a warp per row pair (gemv_kernel).  With set->norm.y, the
- * split kernel also does the norm (rk_gemv_norm): returns 1 when it did,
- * 0 when the caller must (the plain kernel has no such tail). */
-int rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
-                  int split);
+ * batch), else a warp per row pair (gemv_kernel). */
+void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
+                   int split);
 
 /* rk_gemv_multi on the tensor cores (kernels.cu, gemv_tc_kernel) for n <=
  * RN_CUDA_TC_MAX rows of matrices that rn_cuda_tc_fits (bf16 or fp16, in a
  * multiple of 8), all of dtype t: the input rows xh are in t too (rounded
  * as cuBLASLt's inputs are), fp32 accumulation, the same folded stores.
  * n_sms: the device's multiprocessors (the launch shape); loads: 16-byte
- * weight loads in flight per lane up to 16 rows, 8 or 16; pipe != 0: rounds
- * of 4 loads, the next one issued before the current one's products (loads
- * is then not used).  Neither changes a bit. */
+ * weight loads in flight per lane up to 16 rows, 8 or 16 (the same bits). */
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
-                int n_sms, int loads, int pipe = 0);
+                int n_sms, int loads);
 
 /* Device-side measurements for `retnet bench`: a copy kernel over n bytes
  * (reported as read + write bytes) */

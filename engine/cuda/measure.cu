@@ -212,8 +212,7 @@ extern "C" long rn_cuda_ret_fused_launches(void)
 /* Runs the fused read-out (own == 0) or the own-state kernel on problem p
  * filled from seed, and returns the worst error of its outputs
  * (rf_fused_worst, rf_own_worst) in *worst. */
-static int rf_device_check(const rf_problem *p, int own, int variant, int zero_v, uint32_t seed,
-                           double *worst)
+static int rf_device_check(const rf_problem *p, int own, int zero_v, uint32_t seed, double *worst)
 {
     size_t ns0 = p->total - p->s0; /* the state past the chunk comes back into fin */
     float *h = (float *)malloc(sizeof(float) * p->total), *d = NULL;
@@ -241,7 +240,7 @@ static int rf_device_check(const rf_problem *p, int own, int variant, int zero_v
         int bad = own ? rk_ret_own(0, d + p->s0, d + p->S, d + p->k, d + p->v, d + p->pw, p->pieces,
                                    p->H, p->P, p->dk, p->dv)
                       : rk_ret_fused(0, out, in + n, in + 2 * n, in + 3 * n, in + 4 * n, d + p->pw,
-                                     n, p->H, p->P, p->dk, p->dv, variant);
+                                     n, p->H, p->P, p->dk, p->dv);
         size_t from = own ? p->S : p->o, to = own ? p->pw : p->S;
         if (bad || cudaDeviceSynchronize() != cudaSuccess ||
             cudaMemcpy(h + from, d + from, sizeof(float) * (to - from), cudaMemcpyDeviceToHost) !=
@@ -273,20 +272,19 @@ static int rf_device_ok(int *optin)
     return major < 8 ? RN_EUNSUPPORTED : RN_OK;
 }
 
-extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int variant,
-                                       int zero_v, uint32_t seed, double *worst)
+extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v,
+                                       uint32_t seed, double *worst)
 {
     int optin = 0, rc;
     *worst = -1.0;
     if ((rc = rf_device_ok(&optin)))
         return rc;
-    if (pieces < 1 || H < 1 || (variant != RK_RET_FUSED_WHOLE && variant != RK_RET_FUSED_COLS) ||
-        !rk_ret_fused_fits(P, dk, dv, (size_t)optin, variant))
+    if (pieces < 1 || H < 1 || !rk_ret_fused_fits(P, dk, dv, (size_t)optin))
         return RN_EINVAL;
-    if (rk_ret_fused_prepare(dk, dv, variant) != 0)
+    if (rk_ret_fused_prepare(dk, dv) != 0)
         return RN_EDEVICE;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
-    return rf_device_check(&p, 0, variant, zero_v, seed, worst);
+    return rf_device_check(&p, 0, zero_v, seed, worst);
 }
 
 extern "C" int rn_cuda_ret_own_check(int P, int pieces, int H, int dk, int dv, int zero_v,
@@ -299,7 +297,7 @@ extern "C" int rn_cuda_ret_own_check(int P, int pieces, int H, int dk, int dv, i
     if (pieces < 1 || H < 1 || P % 64 || dk % 64 || dv % 64)
         return RN_EINVAL;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
-    return rf_device_check(&p, 1, 0, zero_v, seed, worst);
+    return rf_device_check(&p, 1, zero_v, seed, worst);
 }
 
 /* count random 16-bit values of dtype t into h, from *seed (advanced):
@@ -314,7 +312,7 @@ static void tc_check_values(uint16_t *h, size_t count, int t, uint32_t *seed)
 }
 
 extern "C" int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads,
-                                        int pipe, long *differ)
+                                        long *differ)
 {
     size_t wn = (size_t)out * (size_t)in, xn = (size_t)n * (size_t)in, yn = (size_t)n * out;
     uint16_t *hw = (uint16_t *)malloc(wn * 2), *hx = (uint16_t *)malloc(xn * 2);
@@ -349,12 +347,12 @@ extern "C" int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t 
         set.count = 1;
         set.job[0].W = dw, set.job[0].y = dy, set.job[0].out = out, set.job[0].kind = RK_JOB_PLAIN;
         /* one SM: the plan keeps each warp's whole share of k, so loads 16
-         * takes one round where 8 takes two or more, and pipe overlaps them;
+         * takes one round where 8 takes two or more;
          * the output starts as NaN each time, so a launch that stores
          * nothing cannot match (nor pass as the reference) */
         if (cudaMemset(dy, 0xff, yn * sizeof(float)) != cudaSuccess)
             goto cleanup;
-        rk_gemv_tc(0, &set, t, dx, n, in, 1, v ? loads : 8, v ? pipe : 0);
+        rk_gemv_tc(0, &set, t, dx, n, in, 1, v ? loads : 8);
         if (cudaGetLastError() != cudaSuccess ||
             cudaMemcpy(hy[v], dy, yn * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
             goto cleanup;

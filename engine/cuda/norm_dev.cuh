@@ -1,11 +1,11 @@
-/* The norms' block-wide arithmetic, shared by the norm kernels, the
- * recurrent step's group norm and the folded GEMV's norm tail (kernels.cu).
+/* The norms' block-wide arithmetic, shared by the norm kernels
+ * (kernels.cu).
  *
- * Included by kernels.cu after the CUDA headers, rn_math.h and the
- * dependent-launch helpers, and by the unit tests' emulation of CUDA
- * (tests/unit/cuda_emu.h, RN_CUDA_EMU), which runs norm_tail_rows -- its
- * ticket, its fences and its block reductions -- on the CPU in every
- * build (tests/unit/norm_emu.cc). */
+ * Included by kernels.cu after the CUDA headers and rn_math.h, and by the
+ * unit tests' emulation of CUDA (tests/unit/cuda_emu.h, RN_CUDA_EMU),
+ * which runs a row's statistics and normalised values -- the block
+ * reductions, their shuffles and barriers -- on the CPU in every build
+ * (tests/unit/norm_emu.cc). */
 #ifndef RN_CUDA_NORM_DEV_CUH
 #define RN_CUDA_NORM_DEV_CUH
 
@@ -61,49 +61,16 @@ __device__ static inline float norm_value(float x, double mu, float r, const flo
     return g ? v * rn_act_apply(act, *g) : v;
 }
 
-/* The tail of a launch whose blocks each wrote part of NB rows of d values
- * at x (row-major): called by every thread of every block after its
- * stores, it has each block take a ticket from *count; the last of the
- * grid, which then sees all their stores (fences, then loads through the
- * L2), normalises the rows into y (fp32) as norm_kernel would with this
- * block's threads (the same operations per value; the sums in the order of
- * this many threads, a multiple of 32, so other bits than a norm kernel's)
- * and sets *count back to 0 for the next launch.  The rows' statistics
- * take one pass, as norm_kernel's do. */
-template <int NB>
-__device__ static void norm_tail_rows(const float *x, int d, float *y, const float *w,
-                                      const float *b, float eps, int layer_kind, unsigned *count)
+/* The mean and factor (norm_stats) of the row of d values at xr, each
+ * thread of the block summing its strided share (block-wide: every thread
+ * calls it, once per kernel; sh as block_sum2's). */
+__device__ static inline void norm_row_stats(const float *xr, int d, int layer_kind, float eps,
+                                             double *sh, double &mu, float &r)
 {
-    __shared__ int last;
-    __shared__ double sh[64];
-    int tid = (int)threadIdx.x, nthr = (int)blockDim.x;
-    /* the ticket only once the launch before has ended (a block with no
-     * rows skips the GEMV's own wait): that launch's last block resets it */
-    pdl_wait();
-    __threadfence(); /* this block's stores, before its ticket */
-    __syncthreads();
-    if (tid == 0) {
-        last = atomicAdd(count, 1u) == gridDim.x - 1;
-        if (last)
-            *count = 0; /* for the next launch, which follows this one's end */
-    }
-    __syncthreads();
-    if (!last)
-        return;
-    __threadfence();
-    for (int bi = 0; bi < NB; bi++) {
-        const float *xr = x + (size_t)bi * (size_t)d;
-        double s = 0.0, ss = 0.0;
-        for (int k = tid; k < d; k += nthr)
-            sum2_add(s, ss, __ldcg(xr + k));
-        double mu;
-        float r;
-        norm_stats(s, ss, sh, d, layer_kind, eps, mu, r, tid, nthr);
-        for (int k = tid; k < d; k += nthr)
-            y[(size_t)bi * (size_t)d + (size_t)k] =
-                norm_value(__ldcg(xr + k), mu, r, w, b, k, NULL, 0);
-        __syncthreads(); /* sh: every thread has read this row's totals */
-    }
+    double s = 0.0, ss = 0.0;
+    for (int k = (int)threadIdx.x; k < d; k += (int)blockDim.x)
+        sum2_add(s, ss, xr[k]);
+    norm_stats(s, ss, sh, d, layer_kind, eps, mu, r, (int)threadIdx.x, (int)blockDim.x);
 }
 
 #endif

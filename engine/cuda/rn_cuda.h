@@ -42,15 +42,13 @@ int rn_cuda_top_rows_host(const float *logits, int rows, int V, const float *tem
 /* The tensor-core GEMV (rk_gemv_tc) over n <= 64 rows of in (a multiple of
  * 8) random inputs and out random 16-bit weights of dtype t, planned for
  * one SM (each warp's whole share of k, up to 256), with 8 loads in flight
- * and again with loads (8 or 16) or, when pipe != 0, the double-buffered
- * rounds; *differ: the outputs whose bits differ, or that the first run
- * left unwritten (NaN; -1 on error).  RN_OK, RN_EINVAL, RN_ENOMEM,
- * RN_EUNSUPPORTED before sm_80, or RN_EDEVICE without a device. */
-int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads, int pipe,
-                             long *differ);
+ * and again with loads (8 or 16); *differ: the outputs whose bits differ,
+ * or that the first run left unwritten (NaN; -1 on error).  RN_OK,
+ * RN_EINVAL, RN_ENOMEM, RN_EUNSUPPORTED before sm_80, or RN_EDEVICE
+ * without a device. */
+int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads, long *differ);
 
-/* The fused chunkwise retention kernel (rk_ret_fused, variant 1: blocks of
- * all of dv, 2: of a column tile) on pieces pieces of
+/* The fused chunkwise retention kernel (rk_ret_fused) on pieces pieces of
  * P rows and H heads of dk, dv random values (v all zero with zero_v: the
  * inter-piece term alone, which the decays make small next to the rest in
  * later rows), random entering states and decays of 0.9 down to 0.55,
@@ -59,8 +57,8 @@ int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int l
  * terms an output adds (bf16 operands: 0.05-0.2% seen; NaN when an
  * output was left unwritten).  RN_OK; RN_EINVAL when the shape does not
  * fit the kernel; RN_EUNSUPPORTED before sm_80; RN_ENOMEM; RN_EDEVICE. */
-int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int variant, int zero_v,
-                            uint32_t seed, double *worst);
+int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v, uint32_t seed,
+                            double *worst);
 /* The pieces' own-state and scan kernel (rk_ret_own) on pieces pieces of P
  * rows and H heads of dk, dv random values (v all zero with zero_v: the
  * entering state's decay alone), a random entering state and the same

@@ -403,35 +403,26 @@ static void run_steps(const fixture *f, rn_engine *e, float *logits, float **sta
  * (the fixtures' small grids give every warp 64 k, one round either way),
  * in bf16 and fp16, at batch sizes from 1 to 16.  That the shapes do take
  * 16 loads (one pair group a block, 256 k a warp, planned for one SM) is
- * checked by the plan suite (test_cuda_tc_loads_apply).  The
- * double-buffered rounds (RETNET_CUDA_TC_PIPE) are compared on those
- * shapes and on pipe_shapes, which reach its other kernels. */
-static const int pipe_shapes[][3] = {
-    {672, 62, 16},  /* the last warp's 160 k: an odd number of 64-k rounds */
-    {1024, 80, 9},  /* 40 pairs: two pair groups a block, 32-k rounds */
-    {2048, 96, 24}, /* two m-tiles, two pair groups */
-    {1024, 40, 40}, /* four m-tiles */
-};
+ * checked by the plan suite (test_cuda_tc_loads_apply). */
 
-/* That the variant (loads, pipe) gives the bits of 8 loads a round on
- * shape sh (input width, outputs, rows), in both 16-bit dtypes. */
-static void check_tc_variant(const int sh[3], int loads, int pipe, uint32_t seed)
+/* That `loads` loads a round give the bits of 8 on shape sh (input width,
+ * outputs, rows), in both 16-bit dtypes. */
+static void check_tc_variant(const int sh[3], int loads, uint32_t seed)
 {
     static const int dtypes[] = {RN_DT_BF16, RN_DT_F16};
     for (size_t d = 0; d < 2; d++) {
         long differ = -1;
         int rc = rn_cuda_tc_variant_check(sh[0], sh[1], sh[2], dtypes[d], seed + (uint32_t)d, loads,
-                                          pipe, &differ);
+                                          &differ);
         ck_assert_msg(rc == RN_OK, "in %d: rn_cuda_tc_variant_check: %d", sh[0], rc);
-        ck_assert_msg(differ == 0,
-                      "in %d, out %d, %d rows, dtype %d, loads %d, pipe %d: %ld outputs differ",
-                      sh[0], sh[1], sh[2], dtypes[d], loads, pipe, differ);
+        ck_assert_msg(differ == 0, "in %d, out %d, %d rows, dtype %d, loads %d: %ld outputs differ",
+                      sh[0], sh[1], sh[2], dtypes[d], loads, differ);
     }
 }
 
 /* The fused chunkwise retention kernel against a double-precision
  * reference from the same values (rn_cuda_ret_fused_check): one and
- * several 64-row query tiles, 128- and 64-column value tiles, one to three
+ * several 64-row query tiles, value heads of 256, 192 and 64, one to three
  * heads, entering states of their own per piece, and each shape again
  * with v = 0, where only the inter-piece term remains (next to the rest
  * it fades along a piece and an error in it could hide).  Each bf16
@@ -452,18 +443,15 @@ START_TEST(test_forms_ret_fused_matches_reference)
         {128, 3, 1, 256, 192},
         {64, 2, 3, 64, 64},
     };
-    for (size_t i = 0; i < 4 * sizeof shapes / sizeof shapes[0]; i++) {
-        const int *sh = shapes[i / 4];
-        int zero_v = (int)(i % 2);          /* then the inter-piece term alone */
-        int variant = (int)(i / 2 % 2) + 1; /* blocks of all of dv, then of a column tile */
+    for (size_t i = 0; i < 2 * sizeof shapes / sizeof shapes[0]; i++) {
+        const int *sh = shapes[i / 2];
+        int zero_v = (int)(i % 2); /* then the inter-piece term alone */
         double worst = -1.0;
-        int rc = rn_cuda_ret_fused_check(sh[0], sh[1], sh[2], sh[3], sh[4], variant, zero_v,
+        int rc = rn_cuda_ret_fused_check(sh[0], sh[1], sh[2], sh[3], sh[4], zero_v,
                                          (uint32_t)(7 + i), &worst);
-        ck_assert_msg(rc == RN_OK, "shape %zu, variant %d: rn_cuda_ret_fused_check: %d", i / 4,
-                      variant, rc);
-        ck_assert_msg(worst <= 1e-2,
-                      "variant %d, P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", variant,
-                      sh[0], sh[1], sh[2], sh[3], sh[4], zero_v ? ", v = 0" : "", worst);
+        ck_assert_msg(rc == RN_OK, "shape %zu: rn_cuda_ret_fused_check: %d", i / 2, rc);
+        ck_assert_msg(worst <= 1e-2, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", sh[0],
+                      sh[1], sh[2], sh[3], sh[4], zero_v ? ", v = 0" : "", worst);
     }
 }
 END_TEST
@@ -503,12 +491,8 @@ END_TEST
 
 START_TEST(test_forms_tc_variants_keep_bits)
 {
-    for (size_t i = 0; i < FIXTURE_TC_LOADS_SHAPES; i++) {
-        check_tc_variant(fixture_tc_loads_shapes[i], 16, 0, (uint32_t)(17 * i));
-        check_tc_variant(fixture_tc_loads_shapes[i], 8, 1, (uint32_t)(17 * i));
-    }
-    for (size_t i = 0; i < sizeof pipe_shapes / sizeof pipe_shapes[0]; i++)
-        check_tc_variant(pipe_shapes[i], 8, 1, (uint32_t)(31 * i + 5));
+    for (size_t i = 0; i < FIXTURE_TC_LOADS_SHAPES; i++)
+        check_tc_variant(fixture_tc_loads_shapes[i], 16, (uint32_t)(17 * i));
 }
 END_TEST
 #endif
@@ -516,20 +500,19 @@ END_TEST
 /* Each of the CUDA backend's launch settings, switched through its
  * environment variable (read when an engine is made), gives the default's
  * bits: the folded projections compute the same floats as the separate
- * kernels, the tensor-core GEMV's deeper or double-buffered loads only
- * regroup when the same k blocks arrive, the recurrent step's group norm
- * is norm_vec_kernel's code on the same threads, and dependent launch, the
- * step's early state loads and graphs only change when work starts.
+ * kernels, the tensor-core GEMV's deeper loads only regroup when the same
+ * k blocks arrive, and dependent launch, the step's early state loads and
+ * graphs only change when work starts.
  * On the CPU backend the variables mean nothing and this checks that two
  * engines agree. */
 START_TEST(test_forms_launch_settings_keep_bits)
 {
     /* each variable at two values, the default one of them */
-    static const char *const knobs[][3] = {
-        {"RETNET_CUDA_FUSE", "1", "0"},     {"RETNET_CUDA_PDL", "1", "0"},
-        {"RETNET_CUDA_GRAPHS", "1", "0"},   {"RETNET_CUDA_TC_LOADS", "8", "16"},
-        {"RETNET_CUDA_TC_PIPE", "0", "1"},  {"RETNET_CUDA_STEP_EARLY", "0", "1"},
-        {"RETNET_CUDA_STEP_NORM", "0", "1"}};
+    static const char *const knobs[][3] = {{"RETNET_CUDA_FUSE", "1", "0"},
+                                           {"RETNET_CUDA_PDL", "1", "0"},
+                                           {"RETNET_CUDA_GRAPHS", "1", "0"},
+                                           {"RETNET_CUDA_TC_LOADS", "8", "16"},
+                                           {"RETNET_CUDA_STEP_EARLY", "0", "1"}};
     fixture f;
     fixture_load(&f, fixture_names[_i]);
     size_t V = (size_t)f.cfg->vocab_size, nl = 3 * 3 * V;

@@ -1,6 +1,6 @@
 /* Enough of CUDA, on the CPU, to run the tensor-core retention kernels of
- * engine/cuda/ret_fused.cuh and the norm tail of engine/cuda/norm_dev.cuh
- * as they are written (RN_CUDA_EMU; the runtime is cuda_emu.cc):
+ * engine/cuda/ret_fused.cuh and the norms' block arithmetic of
+ * engine/cuda/norm_dev.cuh as they are written (RN_CUDA_EMU; the runtime is cuda_emu.cc):
  *
  * - a launch runs the grid's blocks one after another; a block's threads
  *   are host threads, so a thread's own loops run as written and
@@ -13,8 +13,7 @@
  *   every lane of a warp passes the same operands;
  * - bf16 conversions round to nearest even, as the device's _rn ones do;
  * - a WMMA operand must be aligned as the device needs (else abort);
- * - __shfl_xor_sync exchanges through the warp's slots between barriers,
- *   atomics and fences are the compiler's sequentially consistent ones.
+ * - __shfl_xor_sync exchanges through the warp's slots between barriers.
  *
  * Static shared memory keeps the previous block's values (the dynamic
  * buffer is filled with bf16 NaN before each block), so a read before a
@@ -91,26 +90,6 @@ static inline void pdl_wait(void)
 }
 static inline void pdl_trigger(void)
 {
-}
-
-/* Memory order: the barriers order the block's threads; across blocks,
- * which run one after another here, the fence and the atomic are
- * sequentially consistent. */
-static inline void __threadfence(void)
-{
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-}
-
-static inline unsigned atomicAdd(unsigned *p, unsigned v)
-{
-    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
-}
-
-static inline float __ldcg(const float *p)
-{
-    float v;
-    __atomic_load(p, &v, __ATOMIC_RELAXED);
-    return v;
 }
 
 unsigned rn_emu_lane_id(void);

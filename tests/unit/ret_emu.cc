@@ -49,8 +49,7 @@ static void emu_arrays_free(emu_arrays *a)
 }
 
 /* rk_ret_fused's and rk_ret_own's launches (kernels.cu), emulated. */
-static int emu_ret_launch(const rf_problem *p, int own, int variant, const emu_arrays *a,
-                          void **ptrs)
+static int emu_ret_launch(const rf_problem *p, int own, const emu_arrays *a, void **ptrs)
 {
     int n = p->count, HK = p->H * p->dk, HV = p->H * p->dv;
     float *const *out = (float *const *)ptrs;
@@ -63,14 +62,6 @@ static int emu_ret_launch(const rf_problem *p, int own, int variant, const emu_a
         return rn_emu_launch(ret_own_kernel<RU_COLS>, grid, dim3(RU_THREADS), 0, Sl, U, k, v, pw,
                              p->pieces, p->P, p->dk, p->dv, HK, HV);
     }
-    if (variant == 2) { /* the column-tile kernel */
-        int dt = rf_tile(p->dv);
-        dim3 grid((unsigned)n, (unsigned)(p->P / RF_ROWS), (unsigned)(p->dv / dt));
-        size_t smem = rf_layout_for(p->dk, dt).total;
-        return rn_emu_launch(rf_cols_kernel(p->dv), grid, dim3(RF_COL_THREADS), smem, out, in + n,
-                             in + 2 * n, in + 3 * n, in + 4 * n, pw, p->H, p->P, p->dk, p->dv, HK,
-                             HV);
-    }
     dim3 grid((unsigned)n, (unsigned)(p->P / RF_ROWS));
     size_t smem = rf_layout_for(p->dk, p->dv).total;
     return rf_with_nc(p->dv, [&](auto nc) {
@@ -80,11 +71,11 @@ static int emu_ret_launch(const rf_problem *p, int own, int variant, const emu_a
     });
 }
 
-/* what: 0 the read-out kernel of variant (from random entering states), 1
+/* what: 0 the read-out kernel (from random entering states), 1
  * the own-state kernel, 2 both as the fused path runs them on a chunk (the
  * own-state kernel's entering states feed the read-out). */
-extern "C" double rn_emu_ret_check(int what, int variant, int P, int pieces, int H, int dk, int dv,
-                                   int zero_v, uint32_t seed)
+extern "C" double rn_emu_ret_check(int what, int P, int pieces, int H, int dk, int dv, int zero_v,
+                                   uint32_t seed)
 {
     int own = what != 0;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
@@ -103,8 +94,8 @@ extern "C" double rn_emu_ret_check(int what, int variant, int P, int pieces, int
     rf_problem_ptrs(&p, h, ptrs);
     for (int i = 0; i < 5 * p.count; i++) /* into the arrays of their own */
         ptrs[i] = emu_arrays_at(&a, (size_t)((float *)ptrs[i] - h));
-    if (emu_ret_launch(&p, own, variant, &a, ptrs) != 0 ||
-        (what == 2 && emu_ret_launch(&p, 0, variant, &a, ptrs) != 0))
+    if (emu_ret_launch(&p, own, &a, ptrs) != 0 ||
+        (what == 2 && emu_ret_launch(&p, 0, &a, ptrs) != 0))
         goto cleanup;
     memcpy(h + p.o, emu_arrays_at(&a, p.o), sizeof(float) * (p.S - p.o)); /* the outputs */
     memcpy(h + p.S, emu_arrays_at(&a, p.S), sizeof(float) * (p.pw - p.S));

@@ -284,11 +284,10 @@ static int profile_once(rn_engine *e, const cuda_bench_opts *o, const int32_t *t
 static void print_tuning(void)
 {
     static const char *const names[] = {
-        "RETNET_CUDA_GEMV_MAX",   "RETNET_CUDA_TC_MAX",   "RETNET_CUDA_FUSE",
-        "RETNET_CUDA_PDL",        "RETNET_CUDA_GRAPHS",   "RETNET_CUDA_RET_CHUNK",
-        "RETNET_CUDA_GEMV_SPLIT", "RETNET_CUDA_TC_LOADS", "RETNET_CUDA_NORM_VEC",
-        "RETNET_CUDA_TC_PIPE",    "RETNET_CUDA_RET_BF16", "RETNET_CUDA_STEP_EARLY",
-        "RETNET_CUDA_STEP_NORM",  "RETNET_CUDA_RET_FUSED", "RETNET_CUDA_GEMV_NORM",
+        "RETNET_CUDA_GEMV_MAX",   "RETNET_CUDA_TC_MAX",     "RETNET_CUDA_FUSE",
+        "RETNET_CUDA_PDL",        "RETNET_CUDA_GRAPHS",     "RETNET_CUDA_RET_CHUNK",
+        "RETNET_CUDA_GEMV_SPLIT", "RETNET_CUDA_TC_LOADS",   "RETNET_CUDA_NORM_VEC",
+        "RETNET_CUDA_RET_BF16",   "RETNET_CUDA_STEP_EARLY", "RETNET_CUDA_RET_FUSED",
         "RETNET_CUDA_HALF_ACT"};
     int first = 1;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
