@@ -5,7 +5,8 @@
 # Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-halfact-c*,ours-bf16-states,peer}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
-# PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed).
+# PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed);
+# BENCH_CUDA_NCU=1 adds a per-kernel profile (ncu, tools/ncu_summary.py).
 # BENCH_CUDA=quick: the main table, prefill in 4096-token chunks, the
 # switches that are off (STEP_EARLY, RET_BF16, RET_FUSED, HALF_ACT) and the
 # peer at batches 1 and 16: a few minutes instead of the whole sweep.
@@ -119,6 +120,19 @@ if "$PY" -c "import fla, transformers" 2>/dev/null; then
 else
     echo "bench-cuda: flash-linear-attention is not importable: peer not run"
     echo '{}' >"$OUT/peer.json"
+fi
+# BENCH_CUDA_NCU=1: where a 4096-token prefill chunk and a batch-1 decode
+# step spend their time, per kernel (ncu; summary in $OUT/ncu.txt)
+if [ "${BENCH_CUDA_NCU:-0}" = 1 ]; then
+    if command -v ncu >/dev/null 2>&1 &&
+        ncu --profile-from-start off --metrics gpu__time_duration.sum --csv "$RETNET" bench-cuda \
+            "$MODEL" --profile --batches 1 --prompts 4096 --chunk 4096 >"$OUT/ncu.csv" \
+            2>"$OUT/ncu.log"; then
+        "$PY" tools/ncu_summary.py "$OUT/ncu.csv" --launches | tee "$OUT/ncu.txt"
+    else
+        echo "bench-cuda: ncu did not run (see $OUT/ncu.log)"
+        failed="$failed ncu"
+    fi
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
 if [ -n "$failed" ]; then
