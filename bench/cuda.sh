@@ -124,13 +124,16 @@ fi
 # BENCH_CUDA_NCU=1: where a 4096-token prefill chunk and a batch-1 decode
 # step spend their time, per kernel (ncu; summary in $OUT/ncu.txt)
 if [ "${BENCH_CUDA_NCU:-0}" = 1 ]; then
-    if command -v ncu >/dev/null 2>&1 &&
-        ncu --profile-from-start off --metrics gpu__time_duration.sum --csv "$RETNET" bench-cuda \
-            "$MODEL" --profile --batches 1 --prompts 4096 --chunk 4096 >"$OUT/ncu.csv" \
-            2>"$OUT/ncu.log"; then
-        "$PY" tools/ncu_summary.py "$OUT/ncu.csv" --launches | tee "$OUT/ncu.txt"
+    if ! command -v ncu >/dev/null 2>&1; then
+        echo "bench-cuda: ncu is not on PATH: no profile"
+        failed="$failed ncu"
+    elif ncu --profile-from-start off --metrics gpu__time_duration.sum --print-units base --csv \
+        "$RETNET" bench-cuda "$MODEL" --profile --batches 1 --prompts 4096 --chunk 4096 \
+        >"$OUT/ncu.csv" 2>"$OUT/ncu.log" &&
+        "$PY" tools/ncu_summary.py "$OUT/ncu.csv" --launches >"$OUT/ncu.txt"; then
+        cat "$OUT/ncu.txt"
     else
-        echo "bench-cuda: ncu did not run (see $OUT/ncu.log)"
+        echo "bench-cuda: the profile failed (see $OUT/ncu.log, $OUT/ncu.txt)"
         failed="$failed ncu"
     fi
 fi

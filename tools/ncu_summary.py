@@ -6,8 +6,8 @@
     python3 tools/ncu_summary.py ncu.csv [--top 16] [--launches]
 
 `retnet bench-cuda --profile` runs one prefill and then one decode step
-inside the profiler range; both start with the embedding kernel, so the
-second embedding launch is where the decode step begins.  For each part
+inside the profiler range; each prefill chunk and the step start with the
+embedding kernel, so the last embedding launch is where the step begins.  For each part
 the kernels are grouped by name (cuBLAS and cuBLASLt GEMMs under "GEMM"),
 largest total first: total ms, launches, mean us.  --launches also lists
 every launch of the prefill's first layer (the first stretch of launches
@@ -21,6 +21,11 @@ import re
 import sys
 
 
+# microseconds per unit, as ncu spells them (older versions the long way)
+US_PER = {'ns': 1e-3, 'nsecond': 1e-3, 'us': 1.0, 'usecond': 1.0, 'ms': 1e3, 'msecond': 1e3,
+          's': 1e6, 'second': 1e6}
+
+
 def load(path):
     """(kernel name, microseconds, grid, block) of every launch, in order."""
     with open(path, newline='') as f:
@@ -29,10 +34,14 @@ def load(path):
     for r in csv.DictReader(lines):
         if r.get('Metric Name') != 'gpu__time_duration.sum':
             continue
-        ns = float(r['Metric Value'].replace(',', ''))
-        unit = r.get('Metric Unit', 'ns')
-        us = ns / 1e3 if unit == 'ns' else ns * 1e3 if unit == 'msecond' else ns
-        rows.append((r['Kernel Name'], us, r['Grid Size'], r['Block Size']))
+        unit = r.get('Metric Unit', '')
+        if unit not in US_PER:
+            sys.exit('ncu_summary: unknown time unit %r in %s' % (unit, path))
+        try:
+            value = float(r['Metric Value'].replace(',', ''))
+        except ValueError:
+            sys.exit('ncu_summary: %r is not a duration (%s)' % (r['Metric Value'], r['Kernel Name']))
+        rows.append((r['Kernel Name'], value * US_PER[unit], r['Grid Size'], r['Block Size']))
     return rows
 
 
@@ -46,9 +55,10 @@ def short_name(name):
 
 
 def split_parts(rows):
-    """The prefill's launches and the decode step's (at the second embedding)."""
+    """The prefill's launches (one embedding a chunk) and the decode step's
+    (from the last embedding)."""
     embeds = [i for i, r in enumerate(rows) if short_name(r[0]).startswith('embed')]
-    cut = embeds[1] if len(embeds) > 1 else len(rows)
+    cut = embeds[-1] if len(embeds) > 1 else len(rows)
     return [('prefill', rows[:cut]), ('decode step', rows[cut:])]
 
 

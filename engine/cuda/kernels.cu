@@ -186,8 +186,8 @@ static unsigned norm_threads(int d)
 #define NORM_VEC 8
 
 /* Threads of norm_vec_kernel's block for rows of d values (NORM_VEC each,
- * whole warps); the recurrent step's group norm uses as many, for its bits. */
-__host__ __device__ static inline int norm_vec_threads(int d)
+ * whole warps). */
+static inline int norm_vec_threads(int d)
 {
     return ((d + NORM_VEC - 1) / NORM_VEC + 31) / 32 * 32;
 }
@@ -216,9 +216,8 @@ __device__ static inline void store4(float *out, rk_half h, size_t i, const floa
 }
 
 /* norm_kernel's row `row` with each thread's NORM_VEC adjacent values held
- * in registers from their one read to their write, by the block's first
- * nthr threads (tid: the thread's linear index; every thread of the block
- * calls it): norm_vec_kernel's body. */
+ * in registers from their one read to their write (tid: the thread's index,
+ * nthr the block's threads): norm_vec_kernel's body. */
 __device__ static inline void norm_vec_row(size_t row, int tid, int nthr, float *y, const float *x,
                                            int d, int layer_kind, const float *w, const float *b,
                                            float eps, const float *gate, int act, int parts,

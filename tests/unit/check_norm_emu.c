@@ -26,7 +26,8 @@ START_TEST(test_norm_emu_matches_reference)
     const int *s = shapes[_i % N_SHAPES];
     int layer_kind = _i / N_SHAPES % 2, affine = _i / (2 * N_SHAPES);
     double worst = rn_emu_norm_check(s[0], s[1], s[2], layer_kind, affine, (uint32_t)(11 + _i));
-    ck_assert_msg(worst == worst, "a value is NaN: a row left unnormalised");
+    ck_assert_msg(worst == worst, "a value is NaN: a row left unnormalised, or a shared slot "
+                                  "read that no warp wrote");
     ck_assert_msg(worst >= 0.0, "the emulated launch failed");
     ck_assert_msg(worst <= 1e-5, "%d rows of %d, %d threads, %s%s: error %.3g", s[0], s[1], s[2],
                   layer_kind ? "LayerNorm" : "RMSNorm", affine ? " with weights" : "", worst);

@@ -18,8 +18,8 @@ double rn_emu_ret_check(int what, int P, int pieces, int H, int dk, int dv, int 
                         uint32_t seed);
 
 /* P, pieces, H, dk, dv: one to four 64-row query tiles (the last tiles
- * see the most key tiles and the diagonal one), 128- and 64-column value
- * tiles, one to three heads with their own decays, pieces with their own
+ * see the most key tiles and the diagonal one), value heads of 256, 192
+ * and 64, one to three heads with their own decays, pieces with their own
  * entering states, dk of 64 to 256. */
 static const int shapes[][5] = {
     {256, 2, 2, 128, 256},

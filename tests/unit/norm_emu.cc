@@ -21,6 +21,10 @@ static void row_norm_kernel(float *y, const float *x, int d, const float *w, con
     const float *xr = x + row * (size_t)d;
     double mu;
     float r;
+    if (threadIdx.x == 0) /* a slot the sums read but no warp wrote shows as NaN */
+        for (int i = 0; i < 64; i++)
+            sh[i] = NAN;
+    __syncthreads();
     norm_row_stats(xr, d, layer_kind, eps, sh, mu, r);
     for (int k = (int)threadIdx.x; k < d; k += (int)blockDim.x)
         y[row * (size_t)d + (size_t)k] = norm_value(xr[k], mu, r, w, b, k, NULL, 0);
