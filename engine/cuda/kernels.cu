@@ -700,47 +700,23 @@ void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int count, int H,
         launch(decay_mask_kernel, rows, BLOCK, 0, st, A, pw, H, C);
 }
 
-/* pieces full pieces of P rows, each piece's rows scaled as a chunk of its
- * own (key: g^(P-1-i), else g^(i+1)) into its block dst[piece][h] (P x dk);
- * one piece is a whole chunk.  Block r writes destination row r, so the
- * index arithmetic is a few 32-bit divisions per row rather than 64-bit
- * ones per value (those held the kernel at a fifth of the copy rate).  N:
- * values a thread moves at once, 4 (float4) when dk is a multiple of 4, so
- * a block of dk / 4 threads has four times the bytes in flight of dk
- * threads; each value gets the same one product either way. */
-template <int N>
-__global__ void scale_pieces_kernel(float *__restrict__ dst, const float *__restrict__ src,
-                                    const float *pw, int H, int P, int dk, int key)
-{
-    pdl_enter();
-    unsigned r = blockIdx.x, b = r / (unsigned)P; /* b: piece * H + head */
-    int i = (int)(r % (unsigned)P), h = (int)(b % (unsigned)H);
-    size_t row = (size_t)(b / (unsigned)H) * (size_t)P + (size_t)i;
-    float f = pw[(size_t)h * (size_t)(P + 1) + (size_t)(key ? P - 1 - i : i + 1)];
-    const float *sr = src + (row * (size_t)H + (size_t)h) * (size_t)dk;
-    float *dr = dst + (size_t)r * (size_t)dk;
-    if constexpr (N == 4) {
-        for (int d = 4 * (int)threadIdx.x; d < dk; d += 4 * (int)blockDim.x) {
-            float4 v = *(const float4 *)(sr + d);
-            *(float4 *)(dr + d) = make_float4(v.x * f, v.y * f, v.z * f, v.w * f);
-        }
-    } else {
-        for (int d = threadIdx.x; d < dk; d += blockDim.x)
-            dr[d] = sr[d] * f;
-    }
-}
+/* scale_pieces_kernel is in pieces_dev.cuh, which the CPU unit tests also
+ * run (tests/unit/cuda_emu.h) */
+#include "pieces_dev.cuh"
 
 void rk_scale_pieces(cudaStream_t st, float *dst, const float *src, const float *pw, int H, int P,
                      int pieces, int dk, int key)
 {
-    unsigned rows = (unsigned)pieces * (unsigned)H * (unsigned)P;
+    unsigned rows = (unsigned)pieces * (unsigned)H * (unsigned)P, bx, by, grid;
     /* float4 where every row starts on 16 bytes (the scratch's split need not) */
     int n = dk % 4 == 0 && ((uintptr_t)dst | (uintptr_t)src) % 16 == 0 ? 4 : 1;
-    unsigned threads = row_threads((unsigned)(dk / n));
+    scale_pieces_shape(dk, n, rows, &bx, &by, &grid);
     if (n == 4)
-        launch(scale_pieces_kernel<4>, rows, threads, 0, st, dst, src, pw, H, P, dk, key);
+        launch(scale_pieces_kernel<4>, grid, dim3(bx, by), 0, st, dst, src, pw, H, P, dk, key,
+               rows);
     else
-        launch(scale_pieces_kernel<1>, rows, threads, 0, st, dst, src, pw, H, P, dk, key);
+        launch(scale_pieces_kernel<1>, grid, dim3(bx, by), 0, st, dst, src, pw, H, P, dk, key,
+               rows);
 }
 
 /* Pieces whose U values a thread loads before storing any: the loads of a

@@ -16,6 +16,7 @@
  * as the fused path runs them; the worst error, or -1. */
 double rn_emu_ret_check(int what, int P, int pieces, int H, int dk, int dv, int zero_v,
                         uint32_t seed);
+long rn_emu_scale_check(int n, int P, int pieces, int H, int dk, int key, uint32_t seed);
 
 /* P, pieces, H, dk, dv: one to four 64-row query tiles (the last tiles
  * see the most key tiles and the diagonal one), value heads of 256, 192
@@ -88,6 +89,29 @@ START_TEST(test_ret_emu_chunk_matches_reference)
 }
 END_TEST
 
+/* The piece scaling (scale_pieces_kernel): every destination value is its
+ * source value times the one decay its row takes, bit for bit.  n, P,
+ * pieces, H, dk: float4 and scalar loads; widths of one, several and a
+ * part of a warp of values, and past 256 threads' worth (a thread's second
+ * round); row counts that leave a block's last rows empty; one and several
+ * pieces and heads. */
+static const int scale_shapes[][5] = {
+    {4, 64, 3, 2, 256}, {4, 5, 2, 3, 64}, {1, 7, 1, 2, 100},
+    {4, 9, 2, 1, 1040}, {1, 3, 2, 2, 33}, {4, 1, 1, 1, 4},
+};
+#define N_SCALE (int)(sizeof scale_shapes / sizeof scale_shapes[0])
+
+START_TEST(test_ret_emu_scale_pieces)
+{
+    const int *s = scale_shapes[_i % N_SCALE];
+    int key = _i >= N_SCALE;
+    long differ = rn_emu_scale_check(s[0], s[1], s[2], s[3], s[4], key, (uint32_t)(71 + _i));
+    ck_assert_msg(differ >= 0, "the emulated launch failed");
+    ck_assert_msg(differ == 0, "N %d, P %d, %d pieces, %d heads, dk %d, %s: %ld values differ",
+                  s[0], s[1], s[2], s[3], s[4], key ? "keys" : "queries", differ);
+}
+END_TEST
+
 Suite *ret_emu_suite(void)
 {
     Suite *s = suite_create("ret_emu");
@@ -96,6 +120,7 @@ Suite *ret_emu_suite(void)
     tcase_add_loop_test(tc, test_ret_emu_fused_matches_reference, 0, 2 * N_SHAPES);
     tcase_add_loop_test(tc, test_ret_emu_own_matches_reference, 0, 2 * N_SHAPES);
     tcase_add_loop_test(tc, test_ret_emu_chunk_matches_reference, 0, N_SHAPES);
+    tcase_add_loop_test(tc, test_ret_emu_scale_pieces, 0, 2 * N_SCALE);
     suite_add_tcase(s, tc);
     return s;
 }

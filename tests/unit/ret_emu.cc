@@ -1,12 +1,15 @@
 /* The tensor-core retention kernels of engine/cuda/ret_fused.cuh run on
  * the CPU through cuda_emu.h, against the double-precision references the
- * device checks use (engine/cuda/ret_ref.h); check_ret_emu.c drives it. */
+ * device checks use (engine/cuda/ret_ref.h), and the piece scaling of
+ * engine/cuda/pieces_dev.cuh against its definition; check_ret_emu.c
+ * drives them. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda_emu.h"
 
 #include "rn_math.h"
+#include "cuda/pieces_dev.cuh"
 #include "cuda/ret_fused.cuh"
 #include "cuda/ret_ref.h"
 
@@ -108,4 +111,50 @@ cleanup:
     free(h);
     free(ptrs);
     return worst;
+}
+
+/* scale_pieces_kernel<N> (as rk_scale_pieces launches it) on pieces pieces
+ * of P rows, H heads of dk values, key or query scaling, from random
+ * values and a random decay table: the destination values whose bits are
+ * not the one product the definition gives (NaN: left unwritten), or -1. */
+extern "C" long rn_emu_scale_check(int n, int P, int pieces, int H, int dk, int key, uint32_t seed)
+{
+    size_t rows = (size_t)pieces * (size_t)H * (size_t)P, vals = rows * (size_t)dk;
+    size_t npw = (size_t)H * (size_t)(P + 1);
+    float *src = (float *)aligned_alloc(256, (vals * sizeof(float) + 255) / 256 * 256);
+    float *dst = (float *)aligned_alloc(256, (vals * sizeof(float) + 255) / 256 * 256);
+    float *pw = (float *)malloc(sizeof(float) * npw);
+    long differ = -1;
+    unsigned bx, by, grid;
+    if (!src || !dst || !pw || (n == 4 && dk % 4) || (n != 1 && n != 4))
+        goto cleanup;
+    for (size_t i = 0; i < vals; i++)
+        src[i] = rf_uniform(&seed, -2.0f, 2.0f), dst[i] = NAN;
+    for (size_t i = 0; i < npw; i++)
+        pw[i] = rf_uniform(&seed, 0.1f, 1.0f);
+    scale_pieces_shape(dk, n, (unsigned)rows, &bx, &by, &grid);
+    if ((n == 4
+             ? rn_emu_launch(scale_pieces_kernel<4>, dim3(grid), dim3(bx, by), 0, dst,
+                             (const float *)src, (const float *)pw, H, P, dk, key, (unsigned)rows)
+             : rn_emu_launch(scale_pieces_kernel<1>, dim3(grid), dim3(bx, by), 0, dst,
+                             (const float *)src, (const float *)pw, H, P, dk, key,
+                             (unsigned)rows)) != 0)
+        goto cleanup;
+    differ = 0;
+    for (int p = 0; p < pieces; p++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < P; i++) {
+                float f = pw[(size_t)h * (size_t)(P + 1) + (size_t)(key ? P - 1 - i : i + 1)];
+                const float *s = src + (((size_t)p * P + (size_t)i) * H + (size_t)h) * (size_t)dk;
+                const float *d = dst + (((size_t)p * H + (size_t)h) * P + (size_t)i) * (size_t)dk;
+                for (int c = 0; c < dk; c++) {
+                    float want = s[c] * f;
+                    differ += memcmp(&want, &d[c], sizeof want) != 0;
+                }
+            }
+cleanup:
+    free(src);
+    free(dst);
+    free(pw);
+    return differ;
 }
