@@ -182,130 +182,6 @@ static unsigned norm_threads(int d)
     return d >= 2048 ? 256u : d >= 256 ? 128u : 64u; /* 4-8 values per thread */
 }
 
-/* Values a thread of norm_vec_kernel holds: two adjacent 16-byte pieces. */
-#define NORM_VEC 8
-
-/* Threads of norm_vec_kernel's block for rows of d values (NORM_VEC each,
- * whole warps). */
-static inline int norm_vec_threads(int d)
-{
-    return ((d + NORM_VEC - 1) / NORM_VEC + 31) / 32 * 32;
-}
-
-/* The four values from x (16-byte aligned), as fp32. */
-__device__ static inline void load4(const float *x, float *v)
-{
-    float4 t = *(const float4 *)x;
-    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-}
-
-/* Four results at out[i] (i a multiple of 4): fp32, or rounded into h. */
-__device__ static inline void store4(float *out, rk_half h, size_t i, const float *v)
-{
-    if (!h.p) {
-        *(float4 *)(out + i) = make_float4(v[0], v[1], v[2], v[3]);
-    } else if (h.t == RN_DT_BF16) {
-        __nv_bfloat162 a = __floats2bfloat162_rn(v[0], v[1]), b = __floats2bfloat162_rn(v[2], v[3]);
-        uint2 u = {*(uint32_t *)&a, *(uint32_t *)&b};
-        *(uint2 *)((__nv_bfloat16 *)h.p + i) = u;
-    } else {
-        __half2 a = __floats2half2_rn(v[0], v[1]), b = __floats2half2_rn(v[2], v[3]);
-        uint2 u = {*(uint32_t *)&a, *(uint32_t *)&b};
-        *(uint2 *)((__half *)h.p + i) = u;
-    }
-}
-
-/* norm_kernel's row `row` with each thread's NORM_VEC adjacent values held
- * in registers from their one read to their write (tid: the thread's index,
- * nthr the block's threads): norm_vec_kernel's body. */
-__device__ static inline void norm_vec_row(size_t row, int tid, int nthr, float *y, const float *x,
-                                           int d, int layer_kind, const float *w, const float *b,
-                                           float eps, const float *gate, int act, int parts,
-                                           size_t part_stride, const float *res, float alpha,
-                                           float *sink, rk_half h, double *sh)
-{
-    size_t base = row * (size_t)d;
-    int k0 = tid * NORM_VEC, m = d - k0 < NORM_VEC ? d - k0 : NORM_VEC;
-    float v[NORM_VEC] = {};
-    /* every read before the sink's write (sink may be x): one trip to memory */
-    if (sink && res) {
-        float a[NORM_VEC] = {}, r[NORM_VEC] = {};
-#pragma unroll
-        for (int q = 0; q < NORM_VEC; q += 4)
-            if (q < m) {
-                load4(x + base + (size_t)(k0 + q), a + q);
-                load4(res + base + (size_t)(k0 + q), r + q);
-            }
-#pragma unroll
-        for (int j = 0; j < NORM_VEC; j++)
-            v[j] = __fmaf_rn(a[j], alpha, r[j]); /* as gemv_store's */
-    } else if (sink) {
-#pragma unroll
-        for (int j = 0; j < NORM_VEC; j++)
-            v[j] = 0.0f;
-        for (int p = 0; p < parts; p++) {
-            float a[NORM_VEC] = {};
-#pragma unroll
-            for (int q = 0; q < NORM_VEC; q += 4)
-                if (q < m)
-                    load4(x + (size_t)p * part_stride + base + (size_t)(k0 + q), a + q);
-#pragma unroll
-            for (int j = 0; j < NORM_VEC; j++)
-                v[j] += a[j];
-        }
-    } else {
-#pragma unroll
-        for (int q = 0; q < NORM_VEC; q += 4)
-            if (q < m)
-                load4(x + base + (size_t)(k0 + q), v + q);
-    }
-    if (sink)
-#pragma unroll
-        for (int q = 0; q < NORM_VEC; q += 4)
-            if (q < m)
-                store4(sink, rk_half(), base + (size_t)(k0 + q), v + q);
-    double s = 0.0, ss = 0.0;
-#pragma unroll
-    for (int j = 0; j < NORM_VEC; j++)
-        if (k0 + j < d)
-            sum2_add(s, ss, v[j]);
-    double mu;
-    float r;
-    norm_stats(s, ss, sh, d, layer_kind, eps, mu, r, tid, nthr);
-#pragma unroll
-    for (int q = 0; q < NORM_VEC; q += 4) {
-        int k = k0 + q;
-        if (k >= d)
-            break;
-        float o[4];
-        for (int j = 0; j < 4; j++) {
-            size_t i = base + (size_t)(k + j);
-            o[j] = norm_value(v[q + j], mu, r, w, b, k + j, gate ? gate + i : NULL, act);
-        }
-        store4(y, h, base + (size_t)k, o);
-    }
-}
-
-/* norm_kernel with each thread's NORM_VEC adjacent values held in registers
- * from their one read to their write (RETNET_CUDA_NORM_VEC=1; d a multiple
- * of 4, the parts' stride too, at most 1024 threads of NORM_VEC): the row
- * is read once with 16-byte loads, where norm_kernel reads it again to
- * normalise (and the residual update a third time).  Under ncu on an H100,
- * norm_kernel moved 4096-row prefill chunks at about 1.4 TB/s, 12% of the
- * chunk's kernel time.  Each value is computed with norm_kernel's
- * operations; the sums run in another order (a thread's adjacent values,
- * then the same tree), so the bits are not norm_kernel's. */
-__global__ void __launch_bounds__(1024)
-    norm_vec_kernel(float *y, const float *x, int d, int layer_kind, const float *w, const float *b,
-                    float eps, const float *gate, int act, int parts, size_t part_stride,
-                    const float *res, float alpha, float *sink, rk_half h)
-{
-    pdl_enter();
-    __shared__ double sh[64];
-    norm_vec_row(blockIdx.x, (int)threadIdx.x, (int)blockDim.x, y, x, d, layer_kind, w, b, eps,
-                 gate, act, parts, part_stride, res, alpha, sink, h, sh);
-}
-
 /* Whether this thread's norms launch norm_vec_kernel (rk_set_norm_vec):
  * set by the backend at the start of every forward pass, the only place
  * norms are launched from, so one engine's choice never leaks into
@@ -319,12 +195,13 @@ void rk_set_norm_vec(int on)
 
 /* Whether this thread's norms of rows of d values with these operands run
  * norm_vec_kernel's code: it is on (rk_set_norm_vec), d and the parts'
- * stride are multiples of 4, the rows start on 16 bytes and h on 8, and
- * the threads fit a block. */
+ * stride are multiples of 4, the rows (the gate's too) start on 16 bytes
+ * and h on 8, and the threads fit a block. */
 static int norm_vec_fits(int d, size_t part_stride, const float *y, const float *x,
-                         const float *res, const float *sink, rk_half h)
+                         const float *res, const float *sink, const float *gate, rk_half h)
 {
-    uintptr_t rows16 = (uintptr_t)y | (uintptr_t)x | (uintptr_t)res | (uintptr_t)sink;
+    uintptr_t rows16 =
+        (uintptr_t)y | (uintptr_t)x | (uintptr_t)res | (uintptr_t)sink | (uintptr_t)gate;
     return norm_vec_on && d % 4 == 0 && part_stride % 4 == 0 && norm_vec_threads(d) <= 1024 &&
            rows16 % 16 == 0 && (uintptr_t)h.p % 8 == 0;
 }
@@ -335,10 +212,12 @@ static void norm_launch(cudaStream_t st, float *y, const float *x, int rows, int
                         int parts, size_t part_stride, const float *res, float alpha, float *sink,
                         rk_half h)
 {
-    if (norm_vec_fits(d, part_stride, y, x, res, sink, h))
-        launch(norm_vec_kernel, (unsigned)rows, (unsigned)norm_vec_threads(d), 0, st, y, x, d,
-               layer_kind, w, b, eps, gate, act, parts, part_stride, res, alpha, sink, h);
-    else
+    if (norm_vec_fits(d, part_stride, y, x, res, sink, gate, h)) {
+        unsigned per = (unsigned)norm_vec_rows(d);
+        launch(norm_vec_kernel, ((unsigned)rows + per - 1) / per,
+               dim3((unsigned)norm_vec_threads(d), per), 0, st, y, x, d, layer_kind, w, b, eps,
+               gate, act, parts, part_stride, res, alpha, sink, h, rows);
+    } else
         launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
                gate, act, parts, part_stride, res, alpha, sink, h);
 }

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rk_half.h"
+
 /* Where one layer's states sit inside the slot pool (or a scratch copy). */
 struct rk_states {
     void *base;         /* pool: fp32 values, or bf16 when bf16 */
@@ -22,14 +24,6 @@ struct rk_states {
     size_t layer_off;   /* values from a slot's start to this layer */
     size_t s_off;       /* values from the layer's start to s (torchscale), 0 if none */
     int bf16;           /* only rk_ret_step takes bf16 states (never with s) */
-};
-
-/* Where a kernel that feeds a cuBLASLt projection may write instead of its
- * fp32 output: the same values rounded to the projection's dtype t (bf16 or
- * fp16), what rk_to_half would make of them.  p NULL: the fp32 output. */
-struct rk_half {
-    void *p;
-    int t;
 };
 
 /* Launches by the calling thread use programmatic dependent launch while

@@ -80,9 +80,8 @@ __global__ void __launch_bounds__(SP_THREADS)
 
 /* The launch shape of scale_pieces_kernel<N> for rows of dk values:
  * block (x, y) and the grid's blocks for `rows` destination rows. */
-__host__ __device__ static inline void scale_pieces_shape(int dk, int n, unsigned rows,
-                                                          unsigned *bx, unsigned *by,
-                                                          unsigned *grid)
+__host__ __device__ static inline void
+scale_pieces_shape(int dk, int n, unsigned rows, unsigned *bx, unsigned *by, unsigned *grid)
 {
     unsigned per = (unsigned)((dk + n - 1) / n);
     *bx = per >= SP_THREADS ? SP_THREADS : (per + 31) / 32 * 32;

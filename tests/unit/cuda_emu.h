@@ -53,6 +53,21 @@ struct alignas(16) float4 {
     float x, y, z, w;
 };
 
+static inline float4 make_float4(float x, float y, float z, float w)
+{
+    return float4{x, y, z, w};
+}
+
+struct alignas(8) uint2 {
+    uint32_t x, y;
+};
+
+/* a * b + c rounded once, as the device's */
+static inline float __fmaf_rn(float a, float b, float c)
+{
+    return __builtin_fmaf(a, b, c);
+}
+
 struct __nv_bfloat16 {
     uint16_t bits;
 };
@@ -73,6 +88,18 @@ static inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b)
 static inline float rn_emu_float(__nv_bfloat16 h)
 {
     return rn__bf16_to_f32(h.bits);
+}
+
+struct __half {
+    uint16_t bits;
+};
+struct __half2 {
+    __half x, y;
+};
+
+static inline __half2 __floats2half2_rn(float a, float b)
+{
+    return __half2{__half{rn__f32_to_f16(a)}, __half{rn__f32_to_f16(b)}};
 }
 
 extern thread_local dim3 threadIdx;      /* each thread's own */
