@@ -244,40 +244,9 @@ void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float al
 
 /* --------------------------------------------------------------- rotary */
 
-/* Rotation: one thread per (row, feature pair, group of hpt heads): the
- * pair's angles (double-precision cos and sin, the costly part) are the
- * same for all heads of a row, so a thread works them out once for its hpt
- * heads.  With scale != 1 the pair of q (scale_k == 0) or k is scaled
- * first, in the same float products scale_kernel makes, so one pass does
- * both when every feature is in a pair.  Each value gets the same
- * operations whatever hpt is, so the same bits. */
-__global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_t *pos,
-                          const float *freq, int interleaved, int scale_k, float scale, int hpt)
-{
-    pdl_enter();
-    int half = dk / 2, groups = (H + hpt - 1) / hpt;
-    size_t total = (size_t)n * (size_t)half * (size_t)groups;
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
-         t += (size_t)gridDim.x * blockDim.x) {
-        int j = (int)(t % (size_t)half), grp = (int)(t / (size_t)half % (size_t)groups);
-        size_t row = t / (size_t)half / (size_t)groups;
-        int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
-        double a = (double)rn_rope_angle((long long)pos[row], freq[ia]);
-        double b = (double)rn_rope_angle((long long)pos[row], freq[ib]);
-        float ca = (float)cos(a), sa = (float)sin(a), cb = (float)cos(b), sb = (float)sin(b);
-        for (int h = grp * hpt; h < H && h < (grp + 1) * hpt; h++) {
-            size_t rh = row * (size_t)H + (size_t)h;
-            float *qv = q + rh * (size_t)dk, *kv = k + rh * (size_t)dk;
-            if (scale != 1.0f) {
-                float *sv = scale_k ? kv : qv;
-                sv[ia] *= scale;
-                sv[ib] *= scale;
-            }
-            rn_rope_rotate(&qv[ia], &qv[ib], ca, sa, cb, sb);
-            rn_rope_rotate(&kv[ia], &kv[ib], ca, sa, cb, sb);
-        }
-    }
-}
+/* qk_kernel is in rope_dev.cuh, which the CPU unit tests also run
+ * (tests/unit/cuda_emu.h) */
+#include "rope_dev.cuh"
 
 /* (row, feature pair)s from which qk_kernel gives a thread every head:
  * 64 Ki threads, a few hundred blocks, enough to keep the memory busy. */

@@ -17,6 +17,8 @@
 double rn_emu_ret_check(int what, int P, int pieces, int H, int dk, int dv, int zero_v,
                         uint32_t seed);
 long rn_emu_scale_check(int n, int P, int pieces, int H, int dk, int key, uint32_t seed);
+long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved, int scale_k, float scale,
+                       uint32_t seed);
 
 /* P, pieces, H, dk, dv: one to four 64-row query tiles (the last tiles
  * see the most key tiles and the diagonal one), value heads of 256, 192
@@ -112,6 +114,32 @@ START_TEST(test_ret_emu_scale_pieces)
 }
 END_TEST
 
+/* The rotary kernel (qk_kernel): every value of q and k as the rotation a
+ * pair and a head at a time gives it, bit for bit.  rows, heads, dk, all
+ * heads a thread (1) or one: fewer heads than a thread's load round, more
+ * (10: a round of 8 and one of 2), one head; each half-split and
+ * interleaved, with q scaled, k scaled and neither. */
+static const int rope_shapes[][4] = {{3, 8, 64, 1}, {2, 10, 32, 1}, {5, 3, 16, 0}, {1, 1, 8, 1}};
+#define N_ROPE (int)(sizeof rope_shapes / sizeof rope_shapes[0])
+
+START_TEST(test_ret_emu_rope)
+{
+    const int *s = rope_shapes[_i % N_ROPE];
+    int interleaved = _i / N_ROPE % 2, how = _i / (2 * N_ROPE); /* no scale, q, k */
+    int hpt = s[3] ? s[1] : 1;
+    long differ = rn_emu_rope_check(s[0], s[1], s[2], hpt, interleaved, how == 2,
+                                    how ? 0.125f : 1.0f, (uint32_t)(5 + _i));
+    ck_assert_msg(differ >= 0, "the emulated launch failed");
+    ck_assert_msg(differ == 0,
+                  "%d rows, %d heads, dk %d, %d heads a thread, %s, scale %s: %ld values differ",
+                  s[0], s[1], s[2], hpt, interleaved ? "interleaved" : "half-split",
+                  how == 0   ? "none"
+                  : how == 1 ? "q"
+                             : "k",
+                  differ);
+}
+END_TEST
+
 Suite *ret_emu_suite(void)
 {
     Suite *s = suite_create("ret_emu");
@@ -121,6 +149,7 @@ Suite *ret_emu_suite(void)
     tcase_add_loop_test(tc, test_ret_emu_own_matches_reference, 0, 2 * N_SHAPES);
     tcase_add_loop_test(tc, test_ret_emu_chunk_matches_reference, 0, N_SHAPES);
     tcase_add_loop_test(tc, test_ret_emu_scale_pieces, 0, 2 * N_SCALE);
+    tcase_add_loop_test(tc, test_ret_emu_rope, 0, 6 * N_ROPE);
     suite_add_tcase(s, tc);
     return s;
 }

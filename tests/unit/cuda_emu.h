@@ -62,6 +62,11 @@ struct alignas(8) uint2 {
     uint32_t x, y;
 };
 
+static inline int min(int a, int b)
+{
+    return a < b ? a : b;
+}
+
 /* a * b + c rounded once, as the device's */
 static inline float __fmaf_rn(float a, float b, float c)
 {

@@ -2,7 +2,8 @@
  * the CPU through cuda_emu.h, against the double-precision references the
  * device checks use (engine/cuda/ret_ref.h), and the piece scaling of
  * engine/cuda/pieces_dev.cuh against its definition; check_ret_emu.c
- * drives them. */
+ * drives them, and the rotary kernel of engine/cuda/rope_dev.cuh against
+ * a pair at a time. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,7 @@
 
 #include "rn_math.h"
 #include "cuda/pieces_dev.cuh"
+#include "cuda/rope_dev.cuh"
 #include "cuda/ret_fused.cuh"
 #include "cuda/ret_ref.h"
 
@@ -156,5 +158,66 @@ cleanup:
     free(src);
     free(dst);
     free(pw);
+    return differ;
+}
+
+/* qk_kernel (as rk_qk_prepare launches it, hpt 1 or H) on n rows of H heads
+ * of dk values at random positions and frequencies, q or k scaled first
+ * (scale != 1), half-split or interleaved pairs, against the rotation a
+ * pair and a head at a time with the same operations: the values whose
+ * bits differ, or -1. */
+extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved, int scale_k,
+                                  float scale, uint32_t seed)
+{
+    size_t vals = (size_t)n * (size_t)H * (size_t)dk;
+    float *q = (float *)malloc(sizeof(float) * vals), *k = (float *)malloc(sizeof(float) * vals);
+    float *wq = (float *)malloc(sizeof(float) * vals), *wk = (float *)malloc(sizeof(float) * vals);
+    float *freq = (float *)malloc(sizeof(float) * (size_t)dk);
+    int64_t *pos = (int64_t *)malloc(sizeof(int64_t) * (size_t)n);
+    long differ = -1;
+    int half = dk / 2;
+    size_t threads = (size_t)n * (size_t)half * (size_t)((H + hpt - 1) / hpt);
+    if (!q || !k || !wq || !wk || !freq || !pos || dk % 2)
+        goto cleanup;
+    for (size_t i = 0; i < vals; i++)
+        q[i] = wq[i] = rf_uniform(&seed, -2.0f, 2.0f),
+        k[i] = wk[i] = rf_uniform(&seed, -2.0f, 2.0f);
+    for (int i = 0; i < dk; i++)
+        freq[i] = rf_uniform(&seed, 0.0f, 1.0f);
+    for (int r = 0; r < n; r++)
+        pos[r] = (int64_t)(seed = seed * 1664525u + 1013904223u) % 5000;
+    if (rn_emu_launch(qk_kernel, dim3((unsigned)((threads + 63) / 64)), dim3(64), 0, q, k, n, H, dk,
+                      (const int64_t *)pos, (const float *)freq, interleaved, scale_k, scale,
+                      hpt) != 0)
+        goto cleanup;
+    differ = 0;
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < half; j++) {
+            int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
+            double a = (double)rn_rope_angle((long long)pos[r], freq[ia]);
+            double b = (double)rn_rope_angle((long long)pos[r], freq[ib]);
+            float ca = (float)cos(a), sa = (float)sin(a), cb = (float)cos(b), sb = (float)sin(b);
+            for (int h = 0; h < H; h++) {
+                float *qv = wq + ((size_t)r * H + (size_t)h) * dk,
+                      *kv = wk + ((size_t)r * H + h) * dk;
+                if (scale != 1.0f) {
+                    float *sv = scale_k ? kv : qv;
+                    sv[ia] *= scale;
+                    sv[ib] *= scale;
+                }
+                rn_rope_rotate(&qv[ia], &qv[ib], ca, sa, cb, sb);
+                rn_rope_rotate(&kv[ia], &kv[ib], ca, sa, cb, sb);
+            }
+        }
+    for (size_t i = 0; i < vals; i++)
+        differ +=
+            memcmp(&q[i], &wq[i], sizeof(float)) != 0 || memcmp(&k[i], &wk[i], sizeof(float)) != 0;
+cleanup:
+    free(q);
+    free(k);
+    free(wq);
+    free(wk);
+    free(freq);
+    free(pos);
     return differ;
 }

@@ -1,0 +1,70 @@
+/* Rotary position embedding of q and k (rk_qk_prepare, kernels.cu).
+ *
+ * Included by kernels.cu after the CUDA headers, rn_math.h and the
+ * dependent-launch helpers, and by the unit tests' emulation of CUDA
+ * (tests/unit/cuda_emu.h, RN_CUDA_EMU), which runs the kernel on the CPU in
+ * every build (tests/unit/ret_emu.cc). */
+#ifndef RN_CUDA_ROPE_DEV_CUH
+#define RN_CUDA_ROPE_DEV_CUH
+
+/* Heads whose pair a qk_kernel thread loads before it rotates and stores
+ * any of them. */
+#define QK_HEADS 8
+
+/* Rotation: one thread per (row, feature pair, group of hpt heads): the
+ * pair's angles (double-precision cos and sin, the costly part) are the
+ * same for all heads of a row, so a thread works them out once for its hpt
+ * heads.  It loads QK_HEADS heads' pairs of q and k before it rotates and
+ * stores them (one head at a time, each head's stores ahead of the next
+ * head's loads, kept a prefill chunk's rotary at about twice its memory
+ * time).  With scale != 1 the pair of q (scale_k == 0) or k is scaled
+ * first, in the same float products scale_kernel makes, so one pass does
+ * both when every feature is in a pair.  Each value gets the same
+ * operations whatever hpt is, so the same bits. */
+static __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_t *pos,
+                          const float *freq, int interleaved, int scale_k, float scale, int hpt)
+{
+    pdl_enter();
+    int half = dk / 2, groups = (H + hpt - 1) / hpt;
+    size_t total = (size_t)n * (size_t)half * (size_t)groups;
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
+         t += (size_t)gridDim.x * blockDim.x) {
+        int j = (int)(t % (size_t)half), grp = (int)(t / (size_t)half % (size_t)groups);
+        size_t row = t / (size_t)half / (size_t)groups;
+        int ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
+        double a = (double)rn_rope_angle((long long)pos[row], freq[ia]);
+        double b = (double)rn_rope_angle((long long)pos[row], freq[ib]);
+        float ca = (float)cos(a), sa = (float)sin(a), cb = (float)cos(b), sb = (float)sin(b);
+        int h1 = min(H, (grp + 1) * hpt);
+        for (int h0 = grp * hpt; h0 < h1; h0 += QK_HEADS) {
+            int m = min(QK_HEADS, h1 - h0);
+            float v[QK_HEADS][4] = {}; /* q's pair, then k's */
+            size_t rh0 = row * (size_t)H + (size_t)h0;
+#pragma unroll
+            for (int u = 0; u < QK_HEADS; u++)
+                if (u < m) {
+                    const float *qv = q + (rh0 + (size_t)u) * (size_t)dk;
+                    const float *kv = k + (rh0 + (size_t)u) * (size_t)dk;
+                    v[u][0] = qv[ia], v[u][1] = qv[ib], v[u][2] = kv[ia], v[u][3] = kv[ib];
+                }
+#pragma unroll
+            for (int u = 0; u < QK_HEADS; u++)
+                if (u < m) {
+                    if (scale != 1.0f && scale_k) {
+                        v[u][2] *= scale;
+                        v[u][3] *= scale;
+                    } else if (scale != 1.0f) {
+                        v[u][0] *= scale;
+                        v[u][1] *= scale;
+                    }
+                    rn_rope_rotate(&v[u][0], &v[u][1], ca, sa, cb, sb);
+                    rn_rope_rotate(&v[u][2], &v[u][3], ca, sa, cb, sb);
+                    float *qv = q + (rh0 + (size_t)u) * (size_t)dk;
+                    float *kv = k + (rh0 + (size_t)u) * (size_t)dk;
+                    qv[ia] = v[u][0], qv[ib] = v[u][1], kv[ia] = v[u][2], kv[ib] = v[u][3];
+                }
+        }
+    }
+}
+
+#endif
