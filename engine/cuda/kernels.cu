@@ -134,8 +134,9 @@ __device__ static inline void store_out(float *out, rk_half h, size_t i, float v
 
 /* ----------------------------------------------------------------- norms */
 
-/* block_sum2, sum2_add, norm_stats, norm_row_stats and norm_value are in
- * norm_dev.cuh, which the CPU unit tests also run (tests/unit/cuda_emu.h) */
+/* block_sum2, sum2_add, norm_stats, norm_row_stats, norm_value, load4,
+ * store4 and norm_vec_kernel are in norm_dev.cuh, which the CPU unit tests
+ * also run (tests/unit/cuda_emu.h) */
 #include "norm_dev.cuh"
 
 /* One block per row.  The row's input is x, or, first written to sink:

@@ -15,11 +15,12 @@
 #include "../model.h" /* RN_DT_BF16 */
 #include "rk_half.h"
 
-/* Sums a and b over the first nthr threads of the block (a multiple of 32,
- * tid the thread's linear index) in double (the CPU backend's norms
- * accumulate in double too); every thread gets both totals.  Every thread
- * of the block calls it (a barrier), those past nthr with zeros.  Called
- * once per kernel: sh (64 doubles) is not reused afterwards. */
+/* Sums a and b over a row's group of nthr threads (whole warps, tid the
+ * thread's index within the group; norm_vec_kernel puts several groups in
+ * a block, each with its own sh) in double (the CPU backend's norms
+ * accumulate in double too); every thread of the group gets both totals.
+ * Every thread of the block calls it (a barrier).  Called once per kernel:
+ * sh (64 doubles) is not reused afterwards. */
 __device__ static void block_sum2(double &a, double &b, double *sh, int tid, int nthr)
 {
     for (int o = 16; o > 0; o >>= 1) {

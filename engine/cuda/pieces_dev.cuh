@@ -50,7 +50,10 @@ __global__ void __launch_bounds__(SP_THREADS)
         dr[u] = dst + (size_t)r * (size_t)dk;
     }
     for (int d = N * (int)threadIdx.x; d < dk; d += N * (int)blockDim.x) {
-        float v[SP_UNROLL][N] = {};
+        /* uninitialised: a row's values are read only where they were
+         * loaded (dr[u] set exactly when sr[u] is), and zeroing them let
+         * ptxas interleave the loads with the stores two by two */
+        float v[SP_UNROLL][N];
 #pragma unroll
         for (int u = 0; u < SP_UNROLL; u++) {
             if (!sr[u])

@@ -22,7 +22,8 @@
  * both when every feature is in a pair.  Each value gets the same
  * operations whatever hpt is, so the same bits. */
 static __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_t *pos,
-                          const float *freq, int interleaved, int scale_k, float scale, int hpt)
+                                 const float *freq, int interleaved, int scale_k, float scale,
+                                 int hpt)
 {
     pdl_enter();
     int half = dk / 2, groups = (H + hpt - 1) / hpt;

@@ -34,28 +34,34 @@ START_TEST(test_norm_emu_matches_reference)
 }
 END_TEST
 
-double rn_emu_norm_vec_check(int rows, int d, int mode, int half, uint32_t seed);
+double rn_emu_norm_vec_check(int rows, int d, int mode, int out, uint32_t seed);
 
 /* norm_vec_kernel, the norms' default kernel, launched as kernels.cu does:
- * rows and widths that put 1, 4 and 8 rows in a block (1040: 130 threads,
- * one row; 64: a warp of which 8 threads hold values), row counts that
- * leave a block's last rows empty; each plain, gated, after the residual
- * update and over partial rows, to fp32 and rounded to bf16. */
-static const int vec_shapes[][2] = {{5, 512}, {9, 2048}, {33, 256}, {3, 64}, {2, 1040}, {1, 512}};
+ * rows and widths that put 1, 2, 4 and 8 rows in a block (1040: 160
+ * threads, 130 of them holding values, one row; 768: rows of 3 warps, two
+ * a block; 64: a warp of which 8 threads hold values), widths where a
+ * thread holds only 4 values (100, 1036), row counts that leave a block's
+ * last rows empty; each plain, gated, after the residual update and over
+ * partial rows, to fp32, bf16 and fp16; and each against the launch with
+ * one row a block, bit for bit. */
+static const int vec_shapes[][2] = {{5, 512}, {9, 2048}, {33, 256}, {3, 64}, {2, 1040},
+                                    {1, 512}, {5, 100},  {3, 1036}, {3, 768}};
 #define N_VEC (int)(sizeof vec_shapes / sizeof vec_shapes[0])
 
-/* _i: shape, then mode (plain, gated, residual, parts), then fp32 or bf16 */
+/* _i: shape, then mode (plain, gated, residual, parts), then the output */
 START_TEST(test_norm_emu_vec_matches_reference)
 {
     const int *s = vec_shapes[_i % N_VEC];
-    int mode = _i / N_VEC % 4, half = _i / (4 * N_VEC);
+    int mode = _i / N_VEC % 4, out = _i / (4 * N_VEC);
     static const char *const modes[] = {"plain", "gated", "residual", "3 parts"};
-    double worst = rn_emu_norm_vec_check(s[0], s[1], mode, half, (uint32_t)(97 + _i));
+    static const char *const outs[] = {"fp32", "bf16", "fp16"};
+    double worst = rn_emu_norm_vec_check(s[0], s[1], mode, out, (uint32_t)(97 + _i));
     ck_assert_msg(worst == worst, "a value is NaN: left unwritten");
     ck_assert_msg(worst >= 0.0, "the emulated launch failed");
     ck_assert_msg(worst <= 1e-5,
-                  "%d rows of %d, %s, %s: error %.3g (1: a sink value or a write past the rows)",
-                  s[0], s[1], modes[mode], half ? "bf16" : "fp32", worst);
+                  "%d rows of %d, %s, %s: error %.3g (1: a sink value, a write past the rows, or "
+                  "other bits than one row a block)",
+                  s[0], s[1], modes[mode], outs[out], worst);
 }
 END_TEST
 
@@ -65,7 +71,7 @@ Suite *norm_emu_suite(void)
     TCase *tc = tcase_create("rows");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_norm_emu_matches_reference, 0, 4 * N_SHAPES);
-    tcase_add_loop_test(tc, test_norm_emu_vec_matches_reference, 0, 8 * N_VEC);
+    tcase_add_loop_test(tc, test_norm_emu_vec_matches_reference, 0, 12 * N_VEC);
     suite_add_tcase(s, tc);
     return s;
 }

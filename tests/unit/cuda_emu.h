@@ -1,6 +1,7 @@
 /* Enough of CUDA, on the CPU, to run the tensor-core retention kernels of
- * engine/cuda/ret_fused.cuh and the norms' block arithmetic of
- * engine/cuda/norm_dev.cuh as they are written (RN_CUDA_EMU; the runtime is cuda_emu.cc):
+ * engine/cuda/ret_fused.cuh, the piece scaling and rotary of
+ * pieces_dev.cuh and rope_dev.cuh, and the norms of norm_dev.cuh (their
+ * block arithmetic and norm_vec_kernel) as they are written (RN_CUDA_EMU; the runtime is cuda_emu.cc):
  *
  * - a launch runs the grid's blocks one after another; a block's threads
  *   are host threads, so a thread's own loops run as written and

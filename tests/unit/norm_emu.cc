@@ -1,6 +1,7 @@
-/* The norms' block arithmetic (engine/cuda/norm_dev.cuh: norm_row_stats,
- * norm_stats, block_sum2, norm_value) run on the CPU through cuda_emu.h,
- * against a double-precision norm; check_norm_emu.c drives it. */
+/* The norms of engine/cuda/norm_dev.cuh -- their block arithmetic
+ * (norm_row_stats, norm_stats, block_sum2, norm_value) and norm_vec_kernel
+ * whole -- run on the CPU through cuda_emu.h, against a double-precision
+ * norm; check_norm_emu.c drives them. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,103 +86,155 @@ cleanup:
     return worst;
 }
 
-/* norm_vec_kernel as rk_norm, rk_norm_parts and rk_add_norm launch it
- * (kernels.cu: norm_launch), on rows x d values.  mode 0: a plain norm; 1:
- * gated by act (act 0, swish) of a gate; 2: the residual update x = alpha x
- * + res first (into x, the sink); 3: the sum of 3 partial rows first (into
- * y, the sink).  half: the output rounded to bf16.  Against the
- * definition: the input row as the kernel forms it (fp32), then the norm
- * in double: returns the largest error over 1 + |value| (1e-5 is the
- * bound for fp32, a bf16 rounding for half), with any sink value not the
- * bits the definition gives, any output left NaN, or a write past the
- * rows made to count as 1.  -1 on error. */
-extern "C" double rn_emu_norm_vec_check(int rows, int d, int mode, int half, uint32_t seed)
+/* 64-byte aligned memory for n values of size bytes (aligned_alloc wants
+ * a multiple of the alignment). */
+static void *nv_alloc(size_t n, size_t size)
 {
-    const int parts = mode == 3 ? 3 : 1, layer_kind = (int)(seed & 1);
-    size_t n = (size_t)rows * (size_t)d, pad = (size_t)d; /* a row past the end */
-    size_t stride = n + pad;                              /* between partial rows */
-    float *x = (float *)aligned_alloc(64, sizeof(float) * stride * (size_t)parts);
-    float *res = (float *)aligned_alloc(64, sizeof(float) * (n + pad));
-    float *gate = (float *)aligned_alloc(64, sizeof(float) * (n + pad));
-    float *y = (float *)aligned_alloc(64, sizeof(float) * (n + pad));
-    float *want_in = (float *)malloc(sizeof(float) * n),
-          *x_pad = (float *)malloc(sizeof(float) * d);
-    uint16_t *yh = (uint16_t *)aligned_alloc(64, sizeof(uint16_t) * (n + pad));
-    float *w = (float *)malloc(sizeof(float) * d), *b = (float *)malloc(sizeof(float) * d);
+    return aligned_alloc(64, (n * size + 63) / 64 * 64);
+}
+
+/* One norm_vec_kernel case: rows x d values, its mode (0: a plain norm; 1:
+ * gated by swish of a gate; 2: the residual update x = alpha x + res first,
+ * into x, the sink; 3: the sum of 3 partial rows first, into y, the sink)
+ * and its output (0: fp32; 1: rounded to bf16; 2: to fp16).  The inputs
+ * carry a row past the last, which nothing may write. */
+struct nv_case {
+    int rows, d, mode, out, layer_kind, parts;
+    size_t n, stride; /* values in the rows; between partial rows */
+    float *x, *res, *gate, *w, *b;
+};
+
+/* What a launch left: y (fp32) and yh (16-bit), each a row longer than
+ * the case's rows, and x (the residual stream after mode 2). */
+struct nv_out {
+    float *y, *x;
+    uint16_t *yh;
+};
+
+static void nv_out_free(nv_out *o)
+{
+    free(o->y);
+    free(o->x);
+    free(o->yh);
+}
+
+/* c through norm_vec_kernel as norm_launch (kernels.cu) launches it, per
+ * rows a block (norm_vec_rows(d), or 1), into o; 0, or -1. */
+static int nv_run(const nv_case *c, unsigned per, nv_out *o)
+{
+    size_t xn = c->stride * (size_t)c->parts, yn = c->n + (size_t)c->d;
+    o->y = (float *)nv_alloc(yn, sizeof(float));
+    o->x = (float *)nv_alloc(xn, sizeof(float));
+    o->yh = (uint16_t *)nv_alloc(yn, sizeof(uint16_t));
+    if (!o->y || !o->x || !o->yh)
+        return -1;
+    memcpy(o->x, c->x, sizeof(float) * xn);
+    for (size_t i = 0; i < yn; i++)
+        o->y[i] = NAN, o->yh[i] = 0x7fc0; /* NaN in bf16 and fp16 alike */
+    rk_half h = {c->out ? (void *)o->yh : NULL, c->out == 2 ? RN_DT_F16 : RN_DT_BF16};
+    float *sink = c->mode == 2 ? o->x : c->mode == 3 ? o->y : NULL;
+    return rn_emu_launch(norm_vec_kernel, dim3(((unsigned)c->rows + per - 1) / per),
+                         dim3((unsigned)norm_vec_threads(c->d), per), 0, o->y, (const float *)o->x,
+                         c->d, c->layer_kind, (const float *)c->w, (const float *)c->b, 1e-5f,
+                         (const float *)(c->mode == 1 ? c->gate : NULL), 0, c->parts, c->stride,
+                         (const float *)(c->mode == 2 ? c->res : NULL), 0.75f, sink, h, c->rows);
+}
+
+/* The input row i as the kernel forms it (fp32). */
+static float nv_input(const nv_case *c, size_t i)
+{
+    if (c->mode == 2)
+        return __fmaf_rn(c->x[i], 0.75f, c->res[i]);
+    if (c->mode != 3)
+        return c->x[i];
+    float t = 0.0f;
+    for (int p = 0; p < c->parts; p++)
+        t += c->x[(size_t)p * c->stride + i];
+    return t;
+}
+
+/* The largest error of o's output over 1 + |value| against the definition
+ * (the input row, then the norm in double), less the output's rounding
+ * (one bf16 or fp16 step); 1 for a sink value that is not the input row's
+ * bits or any write past the rows. */
+static double nv_worst(const nv_case *c, const nv_out *o)
+{
+    double worst = 0.0;
+    for (int r = 0; r < c->rows; r++) {
+        size_t r0 = (size_t)r * (size_t)c->d;
+        double s = 0.0, ss = 0.0;
+        for (int k = 0; k < c->d; k++) {
+            double v = nv_input(c, r0 + (size_t)k);
+            s += v, ss += v * v;
+        }
+        double mu = c->layer_kind ? s / c->d : 0.0, dev = c->layer_kind ? ss - s * mu : ss;
+        double f = 1.0 / sqrt(dev / c->d + 1e-5f);
+        for (int k = 0; k < c->d; k++) {
+            size_t i = r0 + (size_t)k;
+            float in = nv_input(c, i);
+            double want = (in - mu) * f * c->w[k] + c->b[k];
+            if (c->mode == 1)
+                want *= rn_act_apply(0, c->gate[i]);
+            double got = c->out == 0   ? o->y[i]
+                         : c->out == 1 ? rn__bf16_to_f32(o->yh[i])
+                                       : rn__f16_to_f32(o->yh[i]);
+            double step = c->out == 1 ? 1.0 / 128 : c->out == 2 ? 1.0 / 1024 : 0.0;
+            double e = fabs(got - want) / (1.0 + fabs(want)) - step;
+            worst = e > worst || e != e ? e : worst;
+            const float *sink = c->mode == 2 ? o->x : c->mode == 3 && c->out ? o->y : NULL;
+            if (sink && memcmp(&sink[i], &in, sizeof in) != 0)
+                worst = 1.0;
+        }
+    }
+    for (size_t i = c->n; i < c->n + (size_t)c->d; i++) /* the row past the last */
+        if ((c->out ? o->yh[i] != 0x7fc0 : o->y[i] == o->y[i]) ||
+            memcmp(&o->x[i], &c->x[i], sizeof(float)) != 0)
+            worst = 1.0;
+    return worst;
+}
+
+/* norm_vec_kernel as rk_norm, rk_norm_parts and rk_add_norm launch it
+ * (kernels.cu: norm_launch) on rows x d values in mode, to out (see
+ * nv_case): the worst error against the definition (nv_worst; 1e-5 is the
+ * bound), or 1 when the launch with one row a block gives other bits (a
+ * row's bits must not depend on the rows beside it).  -1 on error. */
+extern "C" double rn_emu_norm_vec_check(int rows, int d, int mode, int out, uint32_t seed)
+{
+    nv_case c = {};
+    nv_out multi = {}, single = {};
     double worst = -1.0;
-    const float eps = 1e-5f, alpha = 0.75f;
-    if (!x || !res || !gate || !y || !want_in || !x_pad || !yh || !w || !b || d % 4)
+    c.rows = rows, c.d = d, c.mode = mode, c.out = out, c.layer_kind = (int)(seed & 1);
+    c.parts = mode == 3 ? 3 : 1;
+    c.n = (size_t)rows * (size_t)d, c.stride = c.n + (size_t)d;
+    c.x = (float *)nv_alloc(c.stride * (size_t)c.parts, sizeof(float));
+    c.res = (float *)nv_alloc(c.stride, sizeof(float));
+    c.gate = (float *)nv_alloc(c.stride, sizeof(float));
+    c.w = (float *)malloc(sizeof(float) * d), c.b = (float *)malloc(sizeof(float) * d);
+    if (!c.x || !c.res || !c.gate || !c.w || !c.b || d % 4)
         goto cleanup;
     for (int k = 0; k < d; k++)
-        w[k] = rf_uniform(&seed, 0.5f, 1.5f), b[k] = rf_uniform(&seed, -0.5f, 0.5f);
-    for (size_t i = 0; i < stride * (size_t)parts; i++)
-        x[i] = rf_uniform(&seed, -3.0f, 5.0f);
-    memcpy(x_pad, x + n, sizeof(float) * pad);
-    for (size_t i = 0; i < n + pad; i++) {
-        res[i] = rf_uniform(&seed, -1.0f, 1.0f), gate[i] = rf_uniform(&seed, -4.0f, 4.0f);
-        y[i] = NAN, yh[i] = 0x7fc0; /* bf16 NaN */
-    }
-    for (size_t i = 0; i < n; i++) { /* the row as the kernel forms it */
-        if (mode == 2) {
-            want_in[i] = __fmaf_rn(x[i], alpha, res[i]);
-        } else if (mode == 3) {
-            float t = 0.0f;
-            for (int p = 0; p < parts; p++)
-                t += x[(size_t)p * stride + i];
-            want_in[i] = t;
-        } else {
-            want_in[i] = x[i];
-        }
-    }
+        c.w[k] = rf_uniform(&seed, 0.5f, 1.5f), c.b[k] = rf_uniform(&seed, -0.5f, 0.5f);
+    for (size_t i = 0; i < c.stride * (size_t)c.parts; i++)
+        c.x[i] = rf_uniform(&seed, -3.0f, 5.0f);
+    for (size_t i = 0; i < c.stride; i++)
+        c.res[i] = rf_uniform(&seed, -1.0f, 1.0f), c.gate[i] = rf_uniform(&seed, -4.0f, 4.0f);
+    if (nv_run(&c, (unsigned)norm_vec_rows(d), &multi) || nv_run(&c, 1, &single))
+        goto cleanup;
+    worst = nv_worst(&c, &multi);
     {
-        rk_half h = {half ? (void *)yh : NULL, RN_DT_BF16};
-        float *sink = mode == 2 ? x : mode == 3 ? y : NULL;
-        unsigned per = (unsigned)norm_vec_rows(d);
-        if (rn_emu_launch(norm_vec_kernel, dim3(((unsigned)rows + per - 1) / per),
-                          dim3((unsigned)norm_vec_threads(d), per), 0, y, (const float *)x, d,
-                          layer_kind, (const float *)w, (const float *)b, eps,
-                          (const float *)(mode == 1 ? gate : NULL), 0, parts, stride,
-                          (const float *)(mode == 2 ? res : NULL), alpha, sink, h, rows) != 0)
-            goto cleanup;
-        /* the sink holds the fp32 row (x: the residual stream; y: unless
-         * the output went there too) */
-        if (mode == 2 || (mode == 3 && half))
-            for (size_t i = 0; i < n; i++)
-                if (memcmp(&sink[i], &want_in[i], sizeof(float)) != 0)
-                    worst = 1.0;
-    }
-    if (worst < 0.0)
-        worst = 0.0;
-    for (int r = 0; r < rows; r++) {
-        const float *v = want_in + (size_t)r * d;
-        double s = 0.0, ss = 0.0;
-        for (int k = 0; k < d; k++)
-            s += v[k], ss += (double)v[k] * v[k];
-        double mu = layer_kind ? s / d : 0.0, dev = layer_kind ? ss - s * mu : ss;
-        double f = 1.0 / sqrt(dev / d + eps);
-        for (int k = 0; k < d; k++) {
-            size_t i = (size_t)r * d + (size_t)k;
-            double want = (v[k] - mu) * f * w[k] + b[k];
-            if (mode == 1)
-                want *= rn_act_apply(0, gate[i]);
-            double got = half ? rn__bf16_to_f32(yh[i]) : y[i];
-            double bound = half ? 1.0 / 128 : 0.0; /* one bf16 rounding */
-            double e = fabs(got - want) / (1.0 + fabs(want)) - bound;
-            worst = e > worst || e != e ? e : worst;
-        }
-    }
-    for (size_t i = n; i < n + pad; i++) /* nothing past the rows */
-        if ((half ? yh[i] != 0x7fc0 : y[i] == y[i]) || memcmp(&x[i], &x_pad[i - n], sizeof(float)))
+        size_t yn = c.n + (size_t)d, xn = c.stride * (size_t)c.parts;
+        if (memcmp(multi.y, single.y, sizeof(float) * yn) ||
+            memcmp(multi.yh, single.yh, sizeof(uint16_t) * yn) ||
+            memcmp(multi.x, single.x, sizeof(float) * xn))
             worst = 1.0;
+    }
 cleanup:
-    free(x);
-    free(res);
-    free(gate);
-    free(y);
-    free(want_in);
-    free(x_pad);
-    free(yh);
-    free(w);
-    free(b);
+    nv_out_free(&multi);
+    nv_out_free(&single);
+    free(c.x);
+    free(c.res);
+    free(c.gate);
+    free(c.w);
+    free(c.b);
     return worst;
 }
