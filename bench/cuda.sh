@@ -52,6 +52,9 @@ prefill() {
 run ours -- --batches 1,2,4,8,16,32,64,128,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
 if [ "${BENCH_CUDA:-full}" = quick ]; then
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
+    # the server's chunk is the prefix cache's grain and bounds how long a
+    # chunk holds the decode steps: 2048 is the next candidate for its default
+    run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4
     run ours-stepearly RETNET_CUDA_STEP_EARLY=1 -- --batches 1,16,64 --prompts 512 --chunk 1024 \
         --decode 32
     prefill ours-retbf16 RETNET_CUDA_RET_BF16=1
