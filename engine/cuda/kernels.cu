@@ -214,7 +214,7 @@ static void norm_launch(cudaStream_t st, float *y, const float *x, int rows, int
                         rk_half h)
 {
     if (norm_vec_fits(d, part_stride, y, x, res, sink, gate, h)) {
-        unsigned per = (unsigned)norm_vec_rows(d);
+        unsigned per = (unsigned)norm_vec_block_rows(d, rows);
         launch(norm_vec_kernel, ((unsigned)rows + per - 1) / per,
                dim3((unsigned)norm_vec_threads(d), per), 0, st, y, x, d, layer_kind, w, b, eps,
                gate, act, parts, part_stride, res, alpha, sink, h, rows);

@@ -93,13 +93,24 @@ static inline int norm_vec_threads(int d)
     return ((d + NORM_VEC - 1) / NORM_VEC + 31) / 32 * 32;
 }
 
-/* Rows a norm_vec_kernel block takes side by side: up to 256 threads in
- * all (at most NORM_VEC_ROWS rows), so rows of 512 values (64 threads) go
- * four to a block instead of living a block each. */
+/* Rows a norm_vec_kernel block can take side by side: up to 256 threads
+ * in all (at most NORM_VEC_ROWS rows), so rows of 512 values (64 threads)
+ * go four to a block instead of living a block each. */
 static inline int norm_vec_rows(int d)
 {
     int t = norm_vec_threads(d), r = 256 / t;
     return r < 1 ? 1 : r > NORM_VEC_ROWS ? NORM_VEC_ROWS : r;
+}
+
+/* Rows a block of a launch over `rows` rows takes: norm_vec_rows(d), but
+ * no more than leaves 64 blocks, so a decode step's few rows keep a block
+ * each (as measured before rows shared blocks) and only long launches --
+ * a prefill chunk's 32 Ki rows of the group norm -- fill their blocks.  A
+ * row's bits do not depend on it. */
+static inline int norm_vec_block_rows(int d, int rows)
+{
+    int r = norm_vec_rows(d), cap = rows / 64;
+    return r < cap ? r : cap < 1 ? 1 : cap;
 }
 
 /* The four values from x (16-byte aligned), as fp32. */

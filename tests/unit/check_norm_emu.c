@@ -65,6 +65,33 @@ START_TEST(test_norm_emu_vec_matches_reference)
 }
 END_TEST
 
+void rn_emu_norm_vec_rows(int d, int rows, int *block_rows, int *most);
+
+/* How many rows a launch puts in a block: at least 1, at most what the
+ * block can hold (norm_vec_rows), one while that leaves fewer than 64
+ * blocks (a decode step's rows keep a block each), and as many as a block
+ * holds for a prefill chunk's group norm, 4096 tokens x 8 heads of 512. */
+START_TEST(test_norm_emu_block_rows)
+{
+    static const int widths[] = {64, 256, 512, 768, 1024, 2048, 8192};
+    static const int counts[] = {1, 2, 8, 63, 64, 127, 128, 512, 4096, 32768};
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
+        for (size_t j = 0; j < sizeof counts / sizeof counts[0]; j++) {
+            int r, most;
+            rn_emu_norm_vec_rows(widths[i], counts[j], &r, &most);
+            ck_assert_msg(r >= 1 && r <= most, "d %d, %d rows: %d a block of at most %d", widths[i],
+                          counts[j], r, most);
+            ck_assert_msg((counts[j] + r - 1) / r >= (counts[j] < 64 ? counts[j] : 64),
+                          "d %d, %d rows: %d a block leaves too few blocks", widths[i], counts[j],
+                          r);
+        }
+    int r, most;
+    rn_emu_norm_vec_rows(512, 4096 * 8, &r, &most);
+    ck_assert_int_eq(most, 4);
+    ck_assert_int_eq(r, most);
+}
+END_TEST
+
 Suite *norm_emu_suite(void)
 {
     Suite *s = suite_create("norm_emu");
@@ -72,6 +99,7 @@ Suite *norm_emu_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_norm_emu_matches_reference, 0, 4 * N_SHAPES);
     tcase_add_loop_test(tc, test_norm_emu_vec_matches_reference, 0, 12 * N_VEC);
+    tcase_add_test(tc, test_norm_emu_block_rows);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -238,3 +238,11 @@ cleanup:
     free(c.b);
     return worst;
 }
+
+/* norm_vec_block_rows(d, rows) and norm_vec_rows(d), for the launch rule's
+ * test. */
+extern "C" void rn_emu_norm_vec_rows(int d, int rows, int *block_rows, int *most)
+{
+    *block_rows = norm_vec_block_rows(d, rows);
+    *most = norm_vec_rows(d);
+}
