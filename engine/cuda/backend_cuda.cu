@@ -1160,8 +1160,9 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);
     /* RETNET_CUDA_RET_FUSED=1: 16-bit models' batched pieces through the
-     * tensor-core kernels (bf16 operands, as RETNET_CUDA_RET_BF16); 15%
-     * slower than the cuBLAS products on an H100 (docs/benchmarks.md) */
+     * tensor-core kernels (bf16 operands, as RETNET_CUDA_RET_BF16); prefill
+     * is 15% slower with them than with the cuBLAS products on an H100
+     * (docs/benchmarks.md) */
     x->ret_fused = major >= 8 && x->ret_compute != CUBLAS_COMPUTE_32F
                        ? env_int("RETNET_CUDA_RET_FUSED", 0, 0, 1)
                        : 0;

@@ -48,16 +48,23 @@ static void assert_ran(double worst)
     ck_assert_msg(worst >= 0.0, "the emulated launch failed");
 }
 
+/* rn_emu_ret_check(what) on shape i % N_SHAPES, with v = 0 from i =
+ * N_SHAPES on, within EMU_BOUND. */
+static void check_ret_case(int what, int i, uint32_t seed)
+{
+    const int *s = shapes[i % N_SHAPES];
+    int zero_v = i >= N_SHAPES;
+    double worst = rn_emu_ret_check(what, s[0], s[1], s[2], s[3], s[4], zero_v, seed);
+    assert_ran(worst);
+    ck_assert_msg(worst <= EMU_BOUND, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", s[0],
+                  s[1], s[2], s[3], s[4], zero_v ? ", v = 0" : "", worst);
+}
+
 /* The read-out on each shape, then (the loop's second half) with v = 0,
  * the inter-piece term alone. */
 START_TEST(test_ret_emu_fused_matches_reference)
 {
-    const int *s = shapes[_i % N_SHAPES];
-    int zero_v = _i >= N_SHAPES;
-    double worst = rn_emu_ret_check(0, s[0], s[1], s[2], s[3], s[4], zero_v, (uint32_t)(7 + _i));
-    assert_ran(worst);
-    ck_assert_msg(worst <= EMU_BOUND, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", s[0],
-                  s[1], s[2], s[3], s[4], zero_v ? ", v = 0" : "", worst);
+    check_ret_case(0, _i, (uint32_t)(7 + _i));
 }
 END_TEST
 
@@ -67,12 +74,7 @@ END_TEST
  * off shows (next to the pieces' own parts it fades below the bound). */
 START_TEST(test_ret_emu_own_matches_reference)
 {
-    const int *s = shapes[_i % N_SHAPES];
-    int zero_v = _i >= N_SHAPES;
-    double worst = rn_emu_ret_check(1, s[0], s[1], s[2], s[3], s[4], zero_v, (uint32_t)(31 + _i));
-    assert_ran(worst);
-    ck_assert_msg(worst <= EMU_BOUND, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", s[0],
-                  s[1], s[2], s[3], s[4], zero_v ? ", v = 0" : "", worst);
+    check_ret_case(1, _i, (uint32_t)(31 + _i));
 }
 END_TEST
 
@@ -80,14 +82,10 @@ END_TEST
  * read-out from the entering states it left) against the
  * chunkwise form carried in double across the pieces: so the two kernels
  * agree on where the entering states live, not only each with its own
- * reference. */
+ * reference.  Each shape once, with its values. */
 START_TEST(test_ret_emu_chunk_matches_reference)
 {
-    const int *s = shapes[_i];
-    double worst = rn_emu_ret_check(2, s[0], s[1], s[2], s[3], s[4], 0, (uint32_t)(53 + _i));
-    assert_ran(worst);
-    ck_assert_msg(worst <= EMU_BOUND, "P %d, %d pieces, %d heads, dk %d, dv %d: error %.3g", s[0],
-                  s[1], s[2], s[3], s[4], worst);
+    check_ret_case(2, _i, (uint32_t)(53 + _i));
 }
 END_TEST
 

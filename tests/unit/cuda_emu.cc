@@ -87,7 +87,7 @@ int rn_emu_launch_impl(dim3 grid, dim3 block, size_t smem, void (*body)(void *),
     int rc = -1;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, (size_t)1 << 20);
-    emu_smem = smem ? (unsigned char *)aligned_alloc(128, (smem + 127) / 128 * 128) : NULL;
+    emu_smem = smem ? (unsigned char *)rn_emu_alloc(smem, 1) : NULL;
     if (!ts || !ids || n == 0 || n > 32 * EMU_WARPS || (smem && !emu_smem))
         goto cleanup;
     gridDim = grid, blockDim = block;

@@ -115,6 +115,14 @@ void __syncthreads(void);
 void __syncwarp(void);
 unsigned char *rn_emu_dynamic_smem(void);
 
+/* n values of size bytes on 256 bytes, as cudaMalloc places them, so a
+ * kernel's vector and WMMA accesses are aligned as on the device (the size
+ * rounded up, as aligned_alloc wants); free() releases it. */
+static inline void *rn_emu_alloc(size_t n, size_t size)
+{
+    return aligned_alloc(256, (n * size + 255) / 256 * 256);
+}
+
 static inline void pdl_enter(void)
 {
 }

@@ -31,24 +31,41 @@ static void row_norm_kernel(float *y, const float *x, int d, const float *w, con
         y[row * (size_t)d + (size_t)k] = norm_value(xr[k], mu, r, w, b, k, NULL, 0);
 }
 
+/* The norms' epsilon in every case here. */
+static const float EMU_EPS = 1e-5f;
+
+/* The worse of two errors, NaN the worst. */
+static double worse(double w, double e)
+{
+    return e > w || e != e ? e : w;
+}
+
+/* The double-precision norm of the row v of d values: its mean (0 for
+ * RMSNorm) and factor 1 / sqrt(deviation / d + eps), the deviations summed
+ * in a second pass. */
+static void ref_norm(const float *v, int d, int layer_kind, double *mu, double *f)
+{
+    double s = 0.0, dev = 0.0;
+    for (int k = 0; k < d; k++)
+        s += v[k];
+    *mu = layer_kind ? s / d : 0.0;
+    for (int k = 0; k < d; k++)
+        dev += (v[k] - *mu) * (v[k] - *mu);
+    *f = 1.0 / sqrt(dev / d + EMU_EPS);
+}
+
 /* The largest |y - norm(src)| over 1 + |norm(src)| of nb rows of d values. */
 static double norm_worst(const float *y, const float *src, int nb, int d, const float *w,
-                         const float *b, float eps, int layer_kind)
+                         const float *b, int layer_kind)
 {
     double worst = 0.0;
     for (int bi = 0; bi < nb; bi++) {
         const float *x = src + (size_t)bi * d;
-        double mu = 0.0, dev = 0.0;
-        for (int k = 0; k < d; k++)
-            mu += x[k];
-        mu = layer_kind ? mu / d : 0.0;
-        for (int k = 0; k < d; k++)
-            dev += (x[k] - mu) * (x[k] - mu);
-        double r = 1.0 / sqrt(dev / d + eps);
+        double mu, r;
+        ref_norm(x, d, layer_kind, &mu, &r);
         for (int k = 0; k < d; k++) {
             double want = (x[k] - mu) * r * (w ? w[k] : 1.0) + (b ? b[k] : 0.0);
-            double e = fabs(y[(size_t)bi * d + k] - want) / (1.0 + fabs(want));
-            worst = e > worst || e != e ? e : worst;
+            worst = worse(worst, fabs(y[(size_t)bi * d + k] - want) / (1.0 + fabs(want)));
         }
     }
     return worst;
@@ -61,7 +78,6 @@ extern "C" double rn_emu_norm_check(int nb, int d, int threads, int layer_kind, 
     float *x = (float *)malloc(sizeof(float) * n), *y = (float *)malloc(sizeof(float) * n);
     float *w = (float *)malloc(sizeof(float) * d), *b = (float *)malloc(sizeof(float) * d);
     double worst = -1.0;
-    const float eps = 1e-5f;
     if (!x || !y || !w || !b || nb < 1)
         goto cleanup;
     for (int k = 0; k < d; k++) {
@@ -75,8 +91,8 @@ extern "C" double rn_emu_norm_check(int nb, int d, int threads, int layer_kind, 
     {
         const float *wa = affine ? w : NULL, *ba = affine ? b : NULL;
         if (rn_emu_launch(row_norm_kernel, dim3((unsigned)nb), dim3((unsigned)threads), 0, y,
-                          (const float *)x, d, wa, ba, eps, layer_kind) == 0)
-            worst = norm_worst(y, x, nb, d, wa, ba, eps, layer_kind);
+                          (const float *)x, d, wa, ba, EMU_EPS, layer_kind) == 0)
+            worst = norm_worst(y, x, nb, d, wa, ba, layer_kind);
     }
 cleanup:
     free(x);
@@ -84,13 +100,6 @@ cleanup:
     free(w);
     free(b);
     return worst;
-}
-
-/* 64-byte aligned memory for n values of size bytes (aligned_alloc wants
- * a multiple of the alignment). */
-static void *nv_alloc(size_t n, size_t size)
-{
-    return aligned_alloc(64, (n * size + 63) / 64 * 64);
 }
 
 /* One norm_vec_kernel case: rows x d values, its mode (0: a plain norm; 1:
@@ -123,9 +132,9 @@ static void nv_out_free(nv_out *o)
 static int nv_run(const nv_case *c, unsigned per, nv_out *o)
 {
     size_t xn = c->stride * (size_t)c->parts, yn = c->n + (size_t)c->d;
-    o->y = (float *)nv_alloc(yn, sizeof(float));
-    o->x = (float *)nv_alloc(xn, sizeof(float));
-    o->yh = (uint16_t *)nv_alloc(yn, sizeof(uint16_t));
+    o->y = (float *)rn_emu_alloc(yn, sizeof(float));
+    o->x = (float *)rn_emu_alloc(xn, sizeof(float));
+    o->yh = (uint16_t *)rn_emu_alloc(yn, sizeof(uint16_t));
     if (!o->y || !o->x || !o->yh)
         return -1;
     memcpy(o->x, c->x, sizeof(float) * xn);
@@ -135,7 +144,7 @@ static int nv_run(const nv_case *c, unsigned per, nv_out *o)
     float *sink = c->mode == 2 ? o->x : c->mode == 3 ? o->y : NULL;
     return rn_emu_launch(norm_vec_kernel, dim3(((unsigned)c->rows + per - 1) / per),
                          dim3((unsigned)norm_vec_threads(c->d), per), 0, o->y, (const float *)o->x,
-                         c->d, c->layer_kind, (const float *)c->w, (const float *)c->b, 1e-5f,
+                         c->d, c->layer_kind, (const float *)c->w, (const float *)c->b, EMU_EPS,
                          (const float *)(c->mode == 1 ? c->gate : NULL), 0, c->parts, c->stride,
                          (const float *)(c->mode == 2 ? c->res : NULL), 0.75f, sink, h, c->rows);
 }
@@ -159,30 +168,28 @@ static float nv_input(const nv_case *c, size_t i)
  * bits or any write past the rows. */
 static double nv_worst(const nv_case *c, const nv_out *o)
 {
+    float *in = (float *)malloc(sizeof(float) * (size_t)c->d);
     double worst = 0.0;
+    if (!in)
+        return -1.0;
     for (int r = 0; r < c->rows; r++) {
         size_t r0 = (size_t)r * (size_t)c->d;
-        double s = 0.0, ss = 0.0;
-        for (int k = 0; k < c->d; k++) {
-            double v = nv_input(c, r0 + (size_t)k);
-            s += v, ss += v * v;
-        }
-        double mu = c->layer_kind ? s / c->d : 0.0, dev = c->layer_kind ? ss - s * mu : ss;
-        double f = 1.0 / sqrt(dev / c->d + 1e-5f);
+        for (int k = 0; k < c->d; k++)
+            in[k] = nv_input(c, r0 + (size_t)k);
+        double mu, f;
+        ref_norm(in, c->d, c->layer_kind, &mu, &f);
         for (int k = 0; k < c->d; k++) {
             size_t i = r0 + (size_t)k;
-            float in = nv_input(c, i);
-            double want = (in - mu) * f * c->w[k] + c->b[k];
+            double want = (in[k] - mu) * f * c->w[k] + c->b[k];
             if (c->mode == 1)
                 want *= rn_act_apply(0, c->gate[i]);
             double got = c->out == 0   ? o->y[i]
                          : c->out == 1 ? rn__bf16_to_f32(o->yh[i])
                                        : rn__f16_to_f32(o->yh[i]);
             double step = c->out == 1 ? 1.0 / 128 : c->out == 2 ? 1.0 / 1024 : 0.0;
-            double e = fabs(got - want) / (1.0 + fabs(want)) - step;
-            worst = e > worst || e != e ? e : worst;
+            worst = worse(worst, fabs(got - want) / (1.0 + fabs(want)) - step);
             const float *sink = c->mode == 2 ? o->x : c->mode == 3 && c->out ? o->y : NULL;
-            if (sink && memcmp(&sink[i], &in, sizeof in) != 0)
+            if (sink && memcmp(&sink[i], &in[k], sizeof(float)) != 0)
                 worst = 1.0;
         }
     }
@@ -190,6 +197,7 @@ static double nv_worst(const nv_case *c, const nv_out *o)
         if ((c->out ? o->yh[i] != 0x7fc0 : o->y[i] == o->y[i]) ||
             memcmp(&o->x[i], &c->x[i], sizeof(float)) != 0)
             worst = 1.0;
+    free(in);
     return worst;
 }
 
@@ -206,9 +214,9 @@ extern "C" double rn_emu_norm_vec_check(int rows, int d, int mode, int out, uint
     c.rows = rows, c.d = d, c.mode = mode, c.out = out, c.layer_kind = (int)(seed & 1);
     c.parts = mode == 3 ? 3 : 1;
     c.n = (size_t)rows * (size_t)d, c.stride = c.n + (size_t)d;
-    c.x = (float *)nv_alloc(c.stride * (size_t)c.parts, sizeof(float));
-    c.res = (float *)nv_alloc(c.stride, sizeof(float));
-    c.gate = (float *)nv_alloc(c.stride, sizeof(float));
+    c.x = (float *)rn_emu_alloc(c.stride * (size_t)c.parts, sizeof(float));
+    c.res = (float *)rn_emu_alloc(c.stride, sizeof(float));
+    c.gate = (float *)rn_emu_alloc(c.stride, sizeof(float));
     c.w = (float *)malloc(sizeof(float) * d), c.b = (float *)malloc(sizeof(float) * d);
     if (!c.x || !c.res || !c.gate || !c.w || !c.b || d % 4)
         goto cleanup;

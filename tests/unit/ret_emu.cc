@@ -30,7 +30,7 @@ static int emu_arrays_make(emu_arrays *a, const rf_problem *p, const float *h)
     for (int r = 0; r < 7; r++) {
         size_t n = bounds[r + 1] - bounds[r];
         a->from[r] = bounds[r], a->to[r] = bounds[r + 1];
-        a->buf[r] = (float *)aligned_alloc(256, (n * sizeof(float) + 255) / 256 * 256);
+        a->buf[r] = (float *)rn_emu_alloc(n, sizeof(float));
         if (!a->buf[r])
             return -1;
         memcpy(a->buf[r], h + bounds[r], n * sizeof(float));
@@ -123,8 +123,8 @@ extern "C" long rn_emu_scale_check(int n, int P, int pieces, int H, int dk, int 
 {
     size_t rows = (size_t)pieces * (size_t)H * (size_t)P, vals = rows * (size_t)dk;
     size_t npw = (size_t)H * (size_t)(P + 1);
-    float *src = (float *)aligned_alloc(256, (vals * sizeof(float) + 255) / 256 * 256);
-    float *dst = (float *)aligned_alloc(256, (vals * sizeof(float) + 255) / 256 * 256);
+    float *src = (float *)rn_emu_alloc(vals, sizeof(float));
+    float *dst = (float *)rn_emu_alloc(vals, sizeof(float));
     float *pw = (float *)malloc(sizeof(float) * npw);
     long differ = -1;
     unsigned bx, by, grid;
