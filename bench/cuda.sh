@@ -125,19 +125,29 @@ else
     echo '{}' >"$OUT/peer.json"
 fi
 # BENCH_CUDA_NCU=1: where a 4096-token prefill chunk and a batch-1 decode
-# step spend their time, per kernel (ncu; summary in $OUT/ncu.txt)
+# step spend their time, per kernel (ncu; summary in $OUT/ncu.txt), and
+# the same with the fused retention read-out (ncu-fused.txt)
+ncu_profile() { # name [VAR=value ...]
+    name=$1
+    shift
+    if env "$@" ncu --profile-from-start off --metrics gpu__time_duration.sum --print-units base \
+        --csv "$RETNET" bench-cuda "$MODEL" --profile --batches 1 --prompts 4096 --chunk 4096 \
+        >"$OUT/$name.csv" 2>"$OUT/$name.log" &&
+        "$PY" tools/ncu_summary.py "$OUT/$name.csv" --launches >"$OUT/$name.txt"; then
+        echo "== $name $*"
+        cat "$OUT/$name.txt"
+    else
+        echo "bench-cuda: the profile $name failed (see $OUT/$name.log, $OUT/$name.txt)"
+        failed="$failed $name"
+    fi
+}
 if [ "${BENCH_CUDA_NCU:-0}" = 1 ]; then
     if ! command -v ncu >/dev/null 2>&1; then
         echo "bench-cuda: ncu is not on PATH: no profile"
         failed="$failed ncu"
-    elif ncu --profile-from-start off --metrics gpu__time_duration.sum --print-units base --csv \
-        "$RETNET" bench-cuda "$MODEL" --profile --batches 1 --prompts 4096 --chunk 4096 \
-        >"$OUT/ncu.csv" 2>"$OUT/ncu.log" &&
-        "$PY" tools/ncu_summary.py "$OUT/ncu.csv" --launches >"$OUT/ncu.txt"; then
-        cat "$OUT/ncu.txt"
     else
-        echo "bench-cuda: the profile failed (see $OUT/ncu.log, $OUT/ncu.txt)"
-        failed="$failed ncu"
+        ncu_profile ncu
+        ncu_profile ncu-fused RETNET_CUDA_RET_FUSED=1
     fi
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"

@@ -477,28 +477,46 @@ static int own_parts_scan(cuda_ctx *x, float *Sl, int pieces, int P, const float
     return RN_OK;
 }
 
-/* retention_batched through the tensor-core kernels: the pieces' own
- * parts of the state and the scan over them in one launch (rk_ret_own;
- * where the state is not 32-byte aligned, which the pools and the bf16
- * pools' scratch never are, the scaled keys' product at x->ret_compute and
- * the scan as before), then the read-outs (rk_ret_fused). */
-static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const float *pw)
+/* Where retention_fused puts the bf16 copies of the chunk's first pieces
+ * P rows of q, k and v and of the pieces' entering states, each on 256
+ * bytes: in the score matrix's place (x->A, H C C floats for the plan's
+ * largest chunk C), which the fused path leaves unused.  Returns 0 when
+ * they do not fit there (short chunks of wide heads), 1 with dst[4]. */
+static int fused_copies(cuda_ctx *x, int pieces, int P, void **dst)
 {
     const rn_config *c = x->c;
-    int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v;
-    int count = pieces * H, rc;
-    void **const *pp = x->pp;
-    if (rk_ret_own_fits(P, dk, dv, Sl)) {
-        if (rk_ret_own(x->st, Sl, x->U, x->k, x->v, pw, pieces, H, P, dk, dv))
-            return RN_EDEVICE;
-    } else if ((rc = own_parts_scan(x, Sl, pieces, P, pw))) {
-        return rc;
+    size_t H = (size_t)c->n_heads, C = (size_t)x->plan.max_chunk, rows = (size_t)pieces * P;
+    size_t n[4] = {rows * (size_t)c->key_dim, rows * (size_t)c->key_dim,
+                   rows * (size_t)c->value_dim,
+                   (size_t)pieces * H * (size_t)c->head_dim_k * (size_t)c->head_dim_v};
+    size_t at = 0;
+    for (int i = 0; i < 4; i++) {
+        dst[i] = (char *)x->A + at;
+        at += (n[i] * 2 + 255) & ~(size_t)255;
     }
-    return rk_ret_fused(x->st, (float *const *)pp[PP_O], (const float *const *)pp[PP_Q],
-                        (const float *const *)pp[PP_K], (const float *const *)pp[PP_V],
-                        (const float *const *)pp[PP_U], pw, count, H, P, dk, dv)
-               ? RN_EDEVICE
-               : RN_OK;
+    return at <= H * C * C * sizeof(float);
+}
+
+/* retention_batched with the read-outs in one tensor-core launch
+ * (rk_ret_fused): the pieces' own parts of the state and the scan over
+ * them as the cuBLAS path forms them, then q, k, v and the entering
+ * states rounded to bf16 once (fused_copies) and the read-outs -- in place
+ * of the two score products, the decay mask, the query scaling and the
+ * inter-piece product. */
+static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const float *pw,
+                           void *const *h)
+{
+    const rn_config *c = x->c;
+    int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, rc;
+    size_t rows = (size_t)pieces * (size_t)P;
+    if ((rc = own_parts_scan(x, Sl, pieces, P, pw)))
+        return rc;
+    rk_to_half(x->st, h[0], x->q, rows * (size_t)c->key_dim, RN_DT_BF16);
+    rk_to_half(x->st, h[1], x->k, rows * (size_t)c->key_dim, RN_DT_BF16);
+    rk_to_half(x->st, h[2], x->v, rows * (size_t)c->value_dim, RN_DT_BF16);
+    rk_to_half(x->st, h[3], x->U, (size_t)pieces * (size_t)H * (size_t)dk * (size_t)dv, RN_DT_BF16);
+    return rk_ret_fused(x->st, x->o, h[0], h[1], h[2], h[3], pw, pieces, H, P, dk, dv) ? RN_EDEVICE
+                                                                                       : RN_OK;
 }
 
 /* The first pieces full pieces of P tokens of the chunk in x->q, k, v
@@ -517,8 +535,10 @@ static int retention_batched(cuda_ctx *x, rk_states S, int slot, int pieces, int
     int count = pieces * H, rc;
     float *Sl = (float *)S.base + (size_t)slot * S.slot_stride + S.layer_off;
     void **const *pp = x->pp;
-    if (x->ret_fused && rk_ret_fused_fits(P, dk, dv, x->smem_optin))
-        return retention_fused(x, Sl, pieces, P, pw);
+    void *h[4];
+    if (x->ret_fused && rk_ret_fused_fits(P, dk, dv, x->smem_optin) &&
+        fused_copies(x, pieces, P, h))
+        return retention_fused(x, Sl, pieces, P, pw, h);
     /* A_b^T = K_b Q_b^T, then the decay mask; O_b^T = V_b^T A_b^T */
     if ((rc = gemm_pieces(x, CUBLAS_OP_T, CUBLAS_OP_N, P, P, dk, pp[PP_K], HK, pp[PP_Q], HK, 0.0f,
                           pp[PP_A], P, count)))

@@ -608,8 +608,8 @@ void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, const float *pw, int H
 }
 
 /* ------------------------------------------- fused chunkwise retention
- * (the kernels are in ret_fused.cuh, which the CPU unit tests also run
- * through an emulation of the CUDA features they use) */
+ * (the kernel is in ret_fused.cuh, which the CPU unit tests also run
+ * through an emulation of the CUDA features it uses) */
 #include "ret_fused.cuh"
 
 size_t rk_ret_fused_smem(int dk, int dv)
@@ -625,7 +625,7 @@ int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max)
 
 static std::atomic<long> rf_launches;
 
-/* The read-out kernel's instance for dv values a head. */
+/* The kernel's instance for dv values a head. */
 static int rf_kernel(int dv, const void **k)
 {
     return rf_with_nc(dv, [&](auto nc) {
@@ -645,16 +645,15 @@ int rk_ret_fused_prepare(int dk, int dv)
                : -1;
 }
 
-int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, const float *const *kp,
-                 const float *const *vp, const float *const *sp, const float *pw, int count, int H,
-                 int P, int dk, int dv)
+int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const void *v,
+                 const void *U, const float *pw, int pieces, int H, int P, int dk, int dv)
 {
     size_t smem = rk_ret_fused_smem(dk, dv);
-    int HK = H * dk, HV = H * dv;
-    if (!smem || rf_with_nc(dv, [&](auto nc) {
+    typedef const __nv_bfloat16 *bp;
+    if (!smem || P % RF_ROWS || dk % RF_ROWS || pieces < 1 || rf_with_nc(dv, [&](auto nc) {
             launch(ret_fused_kernel<decltype(nc)::value>,
-                   dim3((unsigned)count, (unsigned)(P / RF_ROWS)), RF_THREADS, smem, st, op, qp, kp,
-                   vp, sp, pw, H, P, dk, HK, HV);
+                   dim3((unsigned)(pieces * H), (unsigned)(P / RF_ROWS)), RF_THREADS, smem, st, o,
+                   (bp)q, (bp)k, (bp)v, (bp)U, pw, H, P, dk);
             return 0;
         }))
         return -1;
@@ -667,22 +666,6 @@ int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, cons
 long rk_ret_fused_launches(void)
 {
     return rf_launches.load();
-}
-
-int rk_ret_own_fits(int P, int dk, int dv, const float *Sl)
-{
-    return P % RF_ROWS == 0 && dk % RF_ROWS == 0 && dv % RU_COLS == 0 && (uintptr_t)Sl % 32 == 0;
-}
-
-int rk_ret_own(cudaStream_t st, float *Sl, float *U, const float *k, const float *v,
-               const float *pw, int pieces, int H, int P, int dk, int dv)
-{
-    if (!rk_ret_own_fits(P, dk, dv, Sl) || (uintptr_t)U % 32 != 0)
-        return -1;
-    dim3 grid((unsigned)H, (unsigned)(dk / RF_ROWS), (unsigned)(dv / RU_COLS));
-    launch(ret_own_kernel<RU_COLS>, grid, RU_THREADS, 0, st, Sl, U, k, v, pw, pieces, P, dk, dv,
-           H * dk, H * dv);
-    return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 
 __global__ void decay_state_kernel(float *Sl, const float *pw, int C, size_t hkv, size_t per_head)

@@ -101,15 +101,16 @@ void rk_scale_pieces(cudaStream_t st, float *dst, const float *src, const float 
  * the state entering piece p, and Sl the state after the last one. */
 void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, const float *pw, int H, int P, int pieces,
                     size_t hkv);
-/* Fused chunkwise retention on bf16 tensor cores (sm_80 or later, 16-bit
- * models): for each of count (piece, head)s of P rows, op[b] (row stride
- * H*dv) = its masked intra-piece read-out plus (q_i g^(i+1)) sp[b], sp[b]
- * the dk x dv state entering the piece (row-major), with qp, kp (row
- * stride H*dk) and vp (H*dv) its rows and pw the decay table for P -- what
- * retention_batched's products give with RETNET_CUDA_RET_BF16, in one
- * launch: a block owns 64 rows and all of dv, up to 512 (ret_fused.cuh).
- * Only where rk_ret_fused_fits(P, dk, dv, the device's opt-in shared
- * memory per block); returns -1 when the launch could not be set up. */
+/* Chunkwise retention's read-out on bf16 tensor cores in one launch
+ * (sm_80 or later): for pieces full pieces of P rows and H heads, o (fp32,
+ * row stride H dv) = each row's masked intra-piece read-out plus g^(i+1)
+ * q_i U_b, U_b the dk x dv state entering (piece, head) b (row-major at
+ * b dk dv) -- what retention_batched's products, decay mask and query
+ * scaling give -- from q, k (row stride H dk), v (H dv) and U in bf16
+ * (16-byte aligned), pw the decay table for P.  A block owns 64 rows of
+ * a (piece, head) and all of dv, up to 512 (ret_fused.cuh).  Only where
+ * rk_ret_fused_fits(P, dk, dv, the device's opt-in shared memory per
+ * block); returns -1 when the launch could not be set up. */
 int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max);
 size_t rk_ret_fused_smem(int dk, int dv);
 /* Lets the kernel for these head widths take its shared memory on the
@@ -118,23 +119,8 @@ size_t rk_ret_fused_smem(int dk, int dv);
 int rk_ret_fused_prepare(int dk, int dv);
 /* Launches of rk_ret_fused so far in this process, for tests. */
 long rk_ret_fused_launches(void);
-int rk_ret_fused(cudaStream_t st, float *const *op, const float *const *qp, const float *const *kp,
-                 const float *const *vp, const float *const *sp, const float *pw, int count, int H,
-                 int P, int dk, int dv);
-/* The pieces' own parts of the state on bf16 tensor cores and the scan over
- * them, in one launch, for pieces pieces of P rows of the chunk's k and v
- * (row strides H dk, H dv): U + p H dk dv (dk x dv a head, row-major) gets
- * the state entering piece p and Sl (H heads of dk x dv) moves past the
- * last one -- what rk_scale_pieces, retention_batched's k^T v product
- * with RETNET_CUDA_RET_BF16 and rk_scan_pieces give, without the scaled
- * keys or the pieces' own parts going through memory.  A block per head
- * and 64 x 64 state tile walks the pieces in order.  Static shared memory
- * (18 KiB).  Only where rk_ret_own_fits (P, dk and dv multiples of 64, Sl
- * 32-byte aligned); 0, or -1 when the shapes do not fit or the launch
- * failed. */
-int rk_ret_own_fits(int P, int dk, int dv, const float *Sl);
-int rk_ret_own(cudaStream_t st, float *Sl, float *U, const float *k, const float *v,
-               const float *pw, int pieces, int H, int P, int dk, int dv);
+int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const void *v,
+                 const void *U, const float *pw, int pieces, int H, int P, int dk, int dv);
 /* The slot's layer state S[h] *= pw[h][C] (before adding the chunk's k v^T). */
 void rk_decay_state(cudaStream_t st, rk_states S, int slot, const float *pw, int H, int C,
                     size_t hkv);

@@ -209,58 +209,62 @@ extern "C" long rn_cuda_ret_fused_launches(void)
     return rk_ret_fused_launches();
 }
 
-/* Runs the fused read-out (own == 0) or the own-state kernel on problem p
- * filled from seed, and returns the worst error of its outputs
- * (rf_fused_worst, rf_own_worst) in *worst. */
-static int rf_device_check(const rf_problem *p, int own, int zero_v, uint32_t seed, double *worst)
+/* The bf16 copies (rk_to_half's rounding) of problem p's q, k, v and
+ * entering states in h, packed in that order into one host buffer of
+ * p->o + (p->pw - p->S) values (q, k at their offsets, v at p->v, the
+ * states at p->o); NULL when out of memory.  Caller frees. */
+static uint16_t *rf_bf16_inputs(const rf_problem *p, const float *h)
 {
-    size_t ns0 = p->total - p->s0; /* the state past the chunk comes back into fin */
+    size_t ns = p->pw - p->S;
+    uint16_t *b = (uint16_t *)malloc(sizeof(uint16_t) * (p->o + ns));
+    if (!b)
+        return NULL;
+    for (size_t i = 0; i < p->o; i++)
+        b[i] = rn__f32_to_bf16(h[i]);
+    for (size_t i = 0; i < ns; i++)
+        b[p->o + i] = rn__f32_to_bf16(h[p->S + i]);
+    return b;
+}
+
+/* Runs the fused read-out on problem p filled from seed and returns the
+ * worst error of its outputs (rf_fused_worst) in *worst. */
+static int rf_device_check(const rf_problem *p, int zero_v, uint32_t seed, double *worst)
+{
+    size_t ns = p->pw - p->S, nb = p->o + ns;
     float *h = (float *)malloc(sizeof(float) * p->total), *d = NULL;
-    float *fin = (float *)malloc(sizeof(float) * ns0);
-    void **hp = (void **)malloc(sizeof(void *) * 5 * (size_t)p->count), **dp = NULL;
-    int rc = RN_EDEVICE, n = p->count;
-    if (!h || !fin || !hp) {
+    uint16_t *hb = NULL, *db = NULL;
+    int rc = RN_EDEVICE;
+    if (!h) {
         rc = RN_ENOMEM;
         goto cleanup;
     }
     rf_problem_fill(p, h, zero_v, seed);
-    if (own) /* the states' place takes the output */
-        for (size_t i = p->S; i < p->pw; i++)
-            h[i] = NAN;
-    if (cudaMalloc(&d, sizeof(float) * p->total) != cudaSuccess ||
-        cudaMalloc(&dp, sizeof(void *) * 5 * (size_t)n) != cudaSuccess)
+    if (!(hb = rf_bf16_inputs(p, h))) {
+        rc = RN_ENOMEM;
         goto cleanup;
-    rf_problem_ptrs(p, d, hp);
-    if (cudaMemcpy(d, h, sizeof(float) * p->total, cudaMemcpyHostToDevice) != cudaSuccess ||
-        cudaMemcpy(dp, hp, sizeof(void *) * 5 * (size_t)n, cudaMemcpyHostToDevice) != cudaSuccess)
-        goto cleanup;
-    {
-        float *const *out = (float *const *)dp;
-        const float *const *in = (const float *const *)dp;
-        int bad = own ? rk_ret_own(0, d + p->s0, d + p->S, d + p->k, d + p->v, d + p->pw, p->pieces,
-                                   p->H, p->P, p->dk, p->dv)
-                      : rk_ret_fused(0, out, in + n, in + 2 * n, in + 3 * n, in + 4 * n, d + p->pw,
-                                     n, p->H, p->P, p->dk, p->dv);
-        size_t from = own ? p->S : p->o, to = own ? p->pw : p->S;
-        if (bad || cudaDeviceSynchronize() != cudaSuccess ||
-            cudaMemcpy(h + from, d + from, sizeof(float) * (to - from), cudaMemcpyDeviceToHost) !=
-                cudaSuccess ||
-            (own && cudaMemcpy(fin, d + p->s0, sizeof(float) * ns0, cudaMemcpyDeviceToHost) !=
-                        cudaSuccess))
-            goto cleanup;
     }
-    *worst = own ? rf_own_worst(p, h, fin) : rf_fused_worst(p, h);
+    if (cudaMalloc(&d, sizeof(float) * p->total) != cudaSuccess ||
+        cudaMalloc(&db, sizeof(uint16_t) * nb) != cudaSuccess ||
+        cudaMemcpy(d, h, sizeof(float) * p->total, cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaMemcpy(db, hb, sizeof(uint16_t) * nb, cudaMemcpyHostToDevice) != cudaSuccess)
+        goto cleanup;
+    if (rk_ret_fused(0, d + p->o, db + p->q, db + p->k, db + p->v, db + p->o, d + p->pw, p->pieces,
+                     p->H, p->P, p->dk, p->dv) ||
+        cudaDeviceSynchronize() != cudaSuccess ||
+        cudaMemcpy(h + p->o, d + p->o, sizeof(float) * (p->S - p->o), cudaMemcpyDeviceToHost) !=
+            cudaSuccess)
+        goto cleanup;
+    *worst = rf_fused_worst(p, h);
     rc = *worst < 0.0 ? RN_ENOMEM : RN_OK;
 cleanup:
     cudaFree(d);
-    cudaFree(dp);
+    cudaFree(db);
     free(h);
-    free(fin);
-    free(hp);
+    free(hb);
     return rc;
 }
 
-/* Whether this device runs the tensor-core retention kernels (sm_80 on):
+/* Whether this device runs the tensor-core retention kernel (sm_80 on):
  * RN_OK, RN_EUNSUPPORTED or RN_EDEVICE; *optin: its opt-in shared memory. */
 static int rf_device_ok(int *optin)
 {
@@ -284,20 +288,7 @@ extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv,
     if (rk_ret_fused_prepare(dk, dv) != 0)
         return RN_EDEVICE;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
-    return rf_device_check(&p, 0, zero_v, seed, worst);
-}
-
-extern "C" int rn_cuda_ret_own_check(int P, int pieces, int H, int dk, int dv, int zero_v,
-                                     uint32_t seed, double *worst)
-{
-    int optin = 0, rc;
-    *worst = -1.0;
-    if ((rc = rf_device_ok(&optin)))
-        return rc;
-    if (pieces < 1 || H < 1 || P % 64 || dk % 64 || dv % 64)
-        return RN_EINVAL;
-    rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
-    return rf_device_check(&p, 1, zero_v, seed, worst);
+    return rf_device_check(&p, zero_v, seed, worst);
 }
 
 /* count random 16-bit values of dtype t into h, from *seed (advanced):

@@ -1,8 +1,8 @@
-/* The problems and double-precision references that check the tensor-core
- * retention kernels (ret_fused.cuh): on a device (measure.cu,
- * rn_cuda_ret_fused_check and rn_cuda_ret_own_check) and on the CPU
- * through the unit tests' emulation (tests/unit/ret_emu.cc), from the same
- * values.  Plain C, no CUDA. */
+/* The problems and double-precision reference that check the tensor-core
+ * retention read-out (ret_fused.cuh): on a device (measure.cu,
+ * rn_cuda_ret_fused_check) and on the CPU through the unit tests'
+ * emulation (tests/unit/ret_emu.cc), from the same values.  Plain C, no
+ * CUDA. */
 #ifndef RN_CUDA_RET_REF_H
 #define RN_CUDA_RET_REF_H
 
@@ -13,13 +13,12 @@
 
 /* pieces pieces of P rows and H heads of dk, dv values, in one buffer of
  * total floats: q, k (rows x H dk, rows = pieces P) | v, o (rows x H dv) |
- * S (count = pieces H states of dk x dv, row-major; the entering states
- * of the read-out kernel, the output of the own-state kernel) | pw (H x
- * (P+1) decay powers) | s0 (H states: the layer's state entering the
- * chunk, which the own-state kernel moves past it).  Offsets in floats. */
+ * S (count = pieces H states of dk x dv, row-major at (piece H + head) dk
+ * dv: the states entering the pieces) | pw (H x (P+1) decay powers).
+ * Offsets in floats. */
 typedef struct {
     int P, pieces, H, dk, dv, count;
-    size_t q, k, v, o, S, pw, s0, total;
+    size_t q, k, v, o, S, pw, total;
 } rf_problem;
 
 static inline rf_problem rf_problem_make(int P, int pieces, int H, int dk, int dv)
@@ -33,9 +32,7 @@ static inline rf_problem rf_problem_make(int P, int pieces, int H, int dk, int d
     p.o = p.v + rows * (size_t)H * (size_t)dv;
     p.S = p.o + rows * (size_t)H * (size_t)dv;
     p.pw = p.S + (size_t)p.count * (size_t)dk * (size_t)dv;
-    /* 64 floats on, as the state pool's tiles are aligned (rk_ret_own) */
-    p.s0 = (p.pw + (size_t)H * (size_t)(P + 1) + 63) / 64 * 64;
-    p.total = p.s0 + (size_t)H * (size_t)dk * (size_t)dv;
+    p.total = p.pw + (size_t)H * (size_t)(P + 1);
     return p;
 }
 
@@ -62,30 +59,10 @@ static inline void rf_problem_fill(const rf_problem *p, float *h, int zero_v, ui
         h[i] = NAN;
     for (size_t i = p->S; i < p->pw; i++)
         h[i] = rf_uniform(&seed, -2.0f, 2.0f);
-    for (size_t i = p->s0; i < p->total; i++)
-        h[i] = rf_uniform(&seed, -2.0f, 2.0f);
     for (int hh = 0; hh < p->H; hh++) {
         double g = 0.9 - 0.35 * hh / (p->H > 1 ? p->H - 1 : 1);
         for (int t = 0; t <= p->P; t++)
             h[p->pw + (size_t)hh * (size_t)(p->P + 1) + (size_t)t] = (float)pow(g, t);
-    }
-}
-
-/* The kernels' pointer arrays for the buffer at base (host or device):
- * ptrs[a * count + b] for (piece, head) b = piece H + head, a = 0..4: o,
- * q, k, v, S. */
-static inline void rf_problem_ptrs(const rf_problem *p, float *base, void **ptrs)
-{
-    int HK = p->H * p->dk, HV = p->H * p->dv;
-    for (int b = 0; b < p->count; b++) {
-        size_t piece = (size_t)(b / p->H), hh = (size_t)(b % p->H);
-        size_t rq = piece * (size_t)p->P * (size_t)HK + hh * (size_t)p->dk;
-        size_t rv = piece * (size_t)p->P * (size_t)HV + hh * (size_t)p->dv;
-        ptrs[0 * p->count + b] = base + p->o + rv;
-        ptrs[1 * p->count + b] = base + p->q + rq;
-        ptrs[2 * p->count + b] = base + p->k + rq;
-        ptrs[3 * p->count + b] = base + p->v + rv;
-        ptrs[4 * p->count + b] = base + p->S + (size_t)b * (size_t)p->dk * (size_t)p->dv;
     }
 }
 
@@ -151,26 +128,6 @@ static inline void rf_state_load(double *st, double *sm, const float *s, size_t 
     }
 }
 
-/* The state st (dk x dv) past one piece of P rows k, v (row strides ldk,
- * ldv): g^P st + sum_j g^(P-1-j) k_j^T v_j, and sm alike over the terms'
- * absolute values. */
-static inline void rf_state_step(double *st, double *sm, const float *k, const float *v,
-                                 const float *pw, int P, int dk, int dv, int ldk, int ldv)
-{
-    for (int m = 0; m < dk; m++)
-        for (int c = 0; c < dv; c++) {
-            double u = 0.0, a = 0.0;
-            for (int j = 0; j < P; j++) {
-                double t = (double)pw[P - 1 - j] * k[(size_t)j * ldk + m] * v[(size_t)j * ldv + c];
-                u += t;
-                a += fabs(t);
-            }
-            size_t e = (size_t)m * dv + (size_t)c;
-            st[e] = (double)pw[P] * st[e] + u;
-            sm[e] = (double)pw[P] * sm[e] + a;
-        }
-}
-
 /* Scratch of the references: the scores (2 P x P) and a state (2 dk x dv),
  * in double; NULL when out of memory. */
 static inline double *rf_scratch(const rf_problem *p)
@@ -200,71 +157,6 @@ static inline double rf_fused_worst(const rf_problem *p, const float *h)
                              dk, dv, HK, HV);
     }
     free(sc);
-    return w;
-}
-
-/* The largest error of a whole chunk's read-outs in h's o -- the pieces
- * with the states entering them as the own-state kernel leaves them --
- * against the double-precision chunkwise form from h's q, k, v and s0:
- * each piece's rows from its own keys and values plus q_i g^(i+1) S_b, the
- * state carried in double (S_0 = s0, S_(b+1) = g^P S_b + the piece's own
- * part), over the sums of the terms' absolute values (the state's carried
- * alike); -1 when out of memory. */
-static inline double rf_chunk_worst(const rf_problem *p, const float *h)
-{
-    int P = p->P, dk = p->dk, dv = p->dv, HK = p->H * dk, HV = p->H * dv;
-    size_t hkv = (size_t)dk * (size_t)dv, pp = (size_t)P * (size_t)P;
-    double *sc = rf_scratch(p), w = 0.0;
-    if (!sc)
-        return -1.0;
-    double *sa = sc + pp, *st = sa + pp, *sm = st + hkv;
-    for (int hh = 0; hh < p->H; hh++) {
-        const float *pw = h + p->pw + (size_t)hh * (size_t)(P + 1);
-        rf_state_load(st, sm, h + p->s0 + (size_t)hh * hkv, hkv);
-        for (int b = 0; b < p->pieces; b++) {
-            size_t row0 = (size_t)b * (size_t)P;
-            size_t rk = row0 * HK + (size_t)hh * dk, rv = row0 * HV + (size_t)hh * dv;
-            rf_scores(sc, sa, h + p->q + rk, h + p->k + rk, pw, P, dk, HK);
-            w = rf_readout_worse(w, h + p->o + rv, sc, sa, h + p->q + rk, h + p->v + rv, st, sm, pw,
-                                 P, dk, dv, HK, HV);
-            rf_state_step(st, sm, h + p->k + rk, h + p->v + rv, pw, P, dk, dv, HK, HV);
-        }
-    }
-    free(sc);
-    return w;
-}
-
-/* The largest error of the own-state kernel's outputs -- the states
- * entering each piece, in h's S, and the state past the last one, fin (H
- * states) -- against the double-precision recurrence from h's s0: S_0 =
- * s0, S_(b+1) = g^P S_b + sum_j g^(P-1-j) k_j^T v_j over piece b's rows,
- * each over the same recurrence of the terms' absolute values; -1 when
- * out of memory. */
-static inline double rf_own_worst(const rf_problem *p, const float *h, const float *fin)
-{
-    int P = p->P, dk = p->dk, dv = p->dv, HK = p->H * dk, HV = p->H * dv;
-    size_t hkv = (size_t)dk * (size_t)dv;
-    double *st = (double *)malloc(sizeof(double) * 2 * hkv), *sm, w = 0.0;
-    if (!st)
-        return -1.0;
-    sm = st + hkv;
-    for (int hh = 0; hh < p->H; hh++) {
-        const float *pw = h + p->pw + (size_t)hh * (size_t)(P + 1);
-        rf_state_load(st, sm, h + p->s0 + (size_t)hh * hkv, hkv);
-        for (int b = 0; b <= p->pieces; b++) {
-            const float *got = b < p->pieces
-                                   ? h + p->S + ((size_t)b * (size_t)p->H + (size_t)hh) * hkv
-                                   : fin + (size_t)hh * hkv;
-            for (size_t e = 0; e < hkv; e++)
-                w = rf_worse(w, got[e], st[e], sm[e]);
-            if (b == p->pieces)
-                break;
-            size_t row0 = (size_t)b * (size_t)P;
-            rf_state_step(st, sm, h + p->k + row0 * HK + (size_t)hh * dk,
-                          h + p->v + row0 * HV + (size_t)hh * dv, pw, P, dk, dv, HK, HV);
-        }
-    }
-    free(st);
     return w;
 }
 

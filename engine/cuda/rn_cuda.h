@@ -48,8 +48,9 @@ int rn_cuda_top_rows_host(const float *logits, int rows, int V, const float *tem
  * without a device. */
 int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads, long *differ);
 
-/* The fused chunkwise retention kernel (rk_ret_fused) on pieces pieces of
- * P rows and H heads of dk, dv random values (v all zero with zero_v: the
+/* The fused chunkwise retention read-out (rk_ret_fused, its operands
+ * rounded to bf16 first) on pieces pieces of P rows and H heads of dk, dv
+ * random values (v all zero with zero_v: the
  * inter-piece term alone, which the decays make small next to the rest in
  * later rows), random entering states and decays of 0.9 down to 0.55,
  * against a double-precision reference from the same values:
@@ -59,16 +60,6 @@ int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int l
  * fit the kernel; RN_EUNSUPPORTED before sm_80; RN_ENOMEM; RN_EDEVICE. */
 int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v, uint32_t seed,
                             double *worst);
-/* The pieces' own-state and scan kernel (rk_ret_own) on pieces pieces of P
- * rows and H heads of dk, dv random values (v all zero with zero_v: the
- * entering state's decay alone), a random entering state and the same
- * decays, against a double-precision recurrence: *worst as above over the
- * states entering each piece and the one past the last (k g^(P-1-j) and v
- * each rounded to bf16 once: at most 0.78%).  RN_OK; RN_EINVAL when P, dk or dv
- * is not a multiple of 64; RN_EUNSUPPORTED before sm_80; RN_ENOMEM;
- * RN_EDEVICE. */
-int rn_cuda_ret_own_check(int P, int pieces, int H, int dk, int dv, int zero_v, uint32_t seed,
-                          double *worst);
 /* Launches of the fused retention kernel so far in this process. */
 long rn_cuda_ret_fused_launches(void);
 

@@ -198,14 +198,15 @@ START_TEST(test_synthetic_batched_decode_mixed_positions)
 END_TEST
 
 #ifdef RN_HAVE_CUDA
-/* The fused chunkwise retention kernel (RETNET_CUDA_RET_FUSED) inside the
- * engine: a bf16 model whose heads fit it (dk 128, dv 256), prefill chunks
- * of up to 256 tokens in 64-token pieces, so a chunk's full pieces go
- * through the kernels (the pieces' own state parts, rk_ret_own, and the
- * read-outs) -- from an empty state and, in the second call, from
- * the state the first left -- and the ragged tails through the products
- * as before; logits and states against the CPU's recurrent form at the
- * 16-bit tolerance. */
+/* The fused chunkwise retention read-out (RETNET_CUDA_RET_FUSED) inside
+ * the engine: a bf16 model whose heads fit it (dk 128, dv 256), prefill
+ * chunks of up to 256 tokens in 64-token pieces, so a chunk's full pieces'
+ * read-outs go through the kernel (the pieces' own state parts and the
+ * scan through cuBLAS as before, their bf16 copies in the score matrix's
+ * place, which these shapes fill exactly) -- from an empty state and, in
+ * the second call, from the state the first left -- and the ragged tails
+ * through the products as before; logits and states against the CPU's
+ * recurrent form at the 16-bit tolerance. */
 START_TEST(test_synthetic_fused_retention_prefill)
 {
     synth s;

@@ -1,5 +1,6 @@
 /* The CUDA emulation's runtime (cuda_emu.h): launches, barriers, the
- * dynamic shared memory and the warps' shuffle slots. */
+ * dynamic shared memory, the warps' exchange slots and each thread's
+ * copies in flight. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,55 @@ double *rn_emu_exchange(void)
     return emu_exchange[emu_linear(threadIdx) / 32];
 }
 
+/* A warp's lanes' operands of a warp-wide instruction (mma_dev.cuh). */
+static unsigned char emu_xbytes[EMU_WARPS][32][64];
+
+unsigned char *rn_emu_xbytes(void)
+{
+    return &emu_xbytes[emu_linear(threadIdx) / 32][0][0];
+}
+
+/* The calling thread's cp.async copies not yet landed: their bytes (taken
+ * at the issue), destination and group (committed groups count from 0;
+ * the open one is emu_groups). */
+#define EMU_COPIES 256
+struct emu_copy {
+    unsigned char bytes[16];
+    void *dst;
+    long group;
+};
+static thread_local emu_copy emu_copies[EMU_COPIES];
+static thread_local int emu_n_copies;
+static thread_local long emu_groups;
+
+void rn_cp_async16(void *dst, const void *src)
+{
+    if ((uintptr_t)dst % 16 || (uintptr_t)src % 16 || emu_n_copies == EMU_COPIES)
+        abort(); /* the device's alignment; a kernel that never waits */
+    emu_copy *c = &emu_copies[emu_n_copies++];
+    memcpy(c->bytes, src, 16);
+    c->dst = dst, c->group = emu_groups;
+}
+
+void rn_cp_async_commit(void)
+{
+    emu_groups++;
+}
+
+/* Lands the copies of every committed group but the newest n, in order. */
+void rn_emu_cp_async_wait(int n)
+{
+    int kept = 0;
+    for (int i = 0; i < emu_n_copies; i++) {
+        emu_copy *c = &emu_copies[i];
+        if (c->group < emu_groups - n)
+            memcpy(c->dst, c->bytes, 16);
+        else
+            emu_copies[kept++] = *c;
+    }
+    emu_n_copies = kept;
+}
+
 struct emu_thread {
     dim3 tid;
     void (*body)(void *);
@@ -56,7 +106,10 @@ static void *emu_thread_main(void *arg)
 {
     emu_thread *t = (emu_thread *)arg;
     threadIdx = t->tid;
+    emu_n_copies = 0, emu_groups = 0;
     t->body(t->ctx);
+    if (emu_n_copies) /* copies issued and never waited for: lost on the device too */
+        abort();
     return NULL;
 }
 

@@ -1,4 +1,4 @@
-/* Enough of CUDA, on the CPU, to run the tensor-core retention kernels of
+/* Enough of CUDA, on the CPU, to run the tensor-core retention kernel of
  * engine/cuda/ret_fused.cuh, the piece scaling and rotary of
  * pieces_dev.cuh and rope_dev.cuh, and the norms of norm_dev.cuh (their
  * block arithmetic and norm_vec_kernel) as they are written (RN_CUDA_EMU; the runtime is cuda_emu.cc):
@@ -8,12 +8,13 @@
  *   __syncthreads / __syncwarp are real barriers (of the block, of the warp);
  * - __shared__ becomes static storage, which the threads of the one block
  *   running share; the dynamic shared memory is a buffer the launch gives;
- * - the WMMA operations are warp-wide: lane 0 of each warp carries them out
- *   on whole 16x16 tiles (fp32 sums of exact bf16 products, k in order) and
- *   the other lanes skip them, which the kernels cannot tell apart, since
- *   every lane of a warp passes the same operands;
+ * - the warp-wide instructions of mma_dev.cuh (mma.m16n8k16, ldmatrix)
+ *   exchange every lane's operands through the warp's slots and give each
+ *   lane its part as the PTX ISA's fragment tables say; cp.async lands its
+ *   bytes only at the wait that covers its group;
  * - bf16 conversions round to nearest even, as the device's _rn ones do;
- * - a WMMA operand must be aligned as the device needs (else abort);
+ * - an ldmatrix row or cp.async operand must be aligned as the device
+ *   needs (else abort);
  * - __shfl_xor_sync exchanges through the warp's slots between barriers.
  *
  * Static shared memory keeps the previous block's values (the dynamic
@@ -29,6 +30,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 extern "C" {
 #include "util.h"
@@ -57,6 +59,15 @@ struct alignas(16) float4 {
 static inline float4 make_float4(float x, float y, float z, float w)
 {
     return float4{x, y, z, w};
+}
+
+struct alignas(8) float2 {
+    float x, y;
+};
+
+static inline float2 make_float2(float x, float y)
+{
+    return float2{x, y};
 }
 
 struct alignas(8) uint2 {
@@ -116,7 +127,7 @@ void __syncwarp(void);
 unsigned char *rn_emu_dynamic_smem(void);
 
 /* n values of size bytes on 256 bytes, as cudaMalloc places them, so a
- * kernel's vector and WMMA accesses are aligned as on the device (the size
+ * kernel's vector and 16-byte accesses are aligned as on the device (the size
  * rounded up, as aligned_alloc wants); free() releases it. */
 static inline void *rn_emu_alloc(size_t n, size_t size)
 {
@@ -172,128 +183,93 @@ static inline int rn_emu_lane0(void)
     return threadIdx.x % 32 == 0;
 }
 
-namespace nvcuda
-{
-namespace wmma
-{
-struct matrix_a {
-};
-struct matrix_b {
-};
-struct accumulator {
-};
-struct row_major {
-};
-struct col_major {
-};
-enum layout_t { mem_row_major, mem_col_major };
+/* ------------------------------------------------------------ mma_dev.cuh
+ * The warp-wide instructions, from the PTX ISA's tables (mma_dev.cuh): each
+ * lane puts its operands in the warp's slots, and after a barrier works out
+ * its own result from all 32 lanes' -- so a kernel whose lanes disagree on
+ * where a row or column lives gets the wrong numbers here as on the device.
+ * The products of bf16 values are exact in fp32; they are summed in fp32, k
+ * in order, onto the accumulator. */
 
-/* A whole M x N tile (rows of the product for accumulators, the operand
- * as A (M x K) or B (K x N) otherwise), as float: bf16 values are exact.
- * Lane 0's x holds all of it (num_elements of them, row-major), so a
- * kernel's element-wise loop over two fragments of one type pairs the
- * same elements as on the device, where each lane holds a few. */
-template <typename Use, int M, int N, int K, typename T, typename Layout = void> struct fragment {
-    static const int num_elements = 16 * 16;
-    float x[16 * 16] = {};
-};
+unsigned char *rn_emu_xbytes(void); /* the calling thread's warp's 32 slots of 64 bytes */
 
-template <typename Use, int M, int N, int K, typename T, typename L>
-static inline void fill_fragment(fragment<Use, M, N, K, T, L> &f, float x)
+static inline float emu_bf16_half(uint32_t u, int hi)
 {
-    if (rn_emu_lane0())
-        for (int i = 0; i < 256; i++)
-            f.x[i] = x;
+    return rn__bf16_to_f32((uint16_t)(hi ? u >> 16 : u & 0xffffu));
 }
 
-/* Element (r, c) of a 16x16 operand at p, row- or column-major with ldm. */
-template <typename L> static inline float emu_at(const __nv_bfloat16 *p, unsigned ldm, int r, int c)
+static inline void rn_mma_bf16(float *d, const uint32_t *a, const uint32_t *b)
 {
-    size_t i = L::row ? (size_t)r * ldm + (size_t)c : (size_t)r + (size_t)c * ldm;
-    return rn_emu_float(p[i]);
+    uint32_t(*x)[16] = (uint32_t(*)[16])rn_emu_xbytes();
+    unsigned lane = rn_emu_lane_id();
+    for (int i = 0; i < 4; i++)
+        x[lane][i] = a[i];
+    x[lane][4] = b[0], x[lane][5] = b[1];
+    __syncwarp();
+    float out[4];
+    for (int j = 0; j < 4; j++) {
+        int row = (int)lane / 4 + 8 * (j >> 1), col = 2 * ((int)lane % 4) + (j & 1);
+        float s = d[j];
+        for (int k = 0; k < 16; k++) {
+            /* A (row, k): lane 4 (row % 8) + (k % 8) / 2, register row / 8
+             * + 2 (k / 8); B (k, col): lane 4 col + (k % 8) / 2, register
+             * k / 8; the half k % 2 */
+            uint32_t ra = x[4 * (row % 8) + (k % 8) / 2][row / 8 + 2 * (k / 8)];
+            uint32_t rb = x[4 * col + (k % 8) / 2][4 + k / 8];
+            s += emu_bf16_half(ra, k % 2) * emu_bf16_half(rb, k % 2);
+        }
+        out[j] = s;
+    }
+    __syncwarp();
+    for (int j = 0; j < 4; j++)
+        d[j] = out[j];
 }
 
-struct emu_row {
-    static const bool row = true;
-};
-struct emu_col {
-    static const bool row = false;
-};
-template <typename L> struct emu_layout;
-template <> struct emu_layout<row_major> {
-    typedef emu_row t;
-};
-template <> struct emu_layout<col_major> {
-    typedef emu_col t;
-};
-
-/* What the device requires of a WMMA operand: a 256-bit aligned pointer
- * and a stride of a multiple of 16 bytes; a kernel that breaks either
- * aborts the emulation (the test fails) instead of passing here. */
-static inline void emu_wmma_operand(const void *p, unsigned ldm, unsigned elem)
+/* ldmatrix.x4, transposed or not; a row address the device would refuse
+ * (not 16-byte aligned) aborts. */
+static inline void emu_ldsm_x4(uint32_t *r, const void *p, int trans)
 {
-    if ((uintptr_t)p % 32 != 0 || (ldm * elem) % 16 != 0)
+    const uint16_t **x = (const uint16_t **)rn_emu_xbytes();
+    unsigned lane = rn_emu_lane_id();
+    if ((uintptr_t)p % 16 != 0)
         abort();
-}
-
-template <typename Use, typename L>
-static inline void load_matrix_sync(fragment<Use, 16, 16, 16, __nv_bfloat16, L> &f,
-                                    const __nv_bfloat16 *p, unsigned ldm)
-{
-    emu_wmma_operand(p, ldm, 2);
-    if (!rn_emu_lane0())
-        return;
-    for (int r = 0; r < 16; r++)
-        for (int c = 0; c < 16; c++)
-            f.x[r * 16 + c] = emu_at<typename emu_layout<L>::t>(p, ldm, r, c);
-}
-
-template <typename LA, typename LB>
-static inline void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
-                            const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, LA> &a,
-                            const fragment<matrix_b, 16, 16, 16, __nv_bfloat16, LB> &b,
-                            const fragment<accumulator, 16, 16, 16, float> &c)
-{
-    if (!rn_emu_lane0())
-        return;
-    float out[256];
-    for (int i = 0; i < 16; i++)
-        for (int j = 0; j < 16; j++) {
-            float s = c.x[i * 16 + j];
-            for (int k = 0; k < 16; k++)
-                s += a.x[i * 16 + k] * b.x[k * 16 + j];
-            out[i * 16 + j] = s;
+    x[lane * 8] = (const uint16_t *)p; /* a slot each: 64 bytes apart */
+    __syncwarp();
+    int g = (int)lane / 4, t = (int)lane % 4;
+    uint32_t out[4];
+    for (int m = 0; m < 4; m++) {
+        uint16_t lo, hi;
+        if (trans) { /* rows 2t, 2t+1 of column g */
+            lo = x[(8 * m + 2 * t) * 8][g], hi = x[(8 * m + 2 * t + 1) * 8][g];
+        } else { /* row g, columns 2t, 2t+1 */
+            lo = x[(8 * m + g) * 8][2 * t], hi = x[(8 * m + g) * 8][2 * t + 1];
         }
-    for (int i = 0; i < 256; i++)
-        d.x[i] = out[i];
+        out[m] = (uint32_t)lo | (uint32_t)hi << 16;
+    }
+    __syncwarp();
+    for (int m = 0; m < 4; m++)
+        r[m] = out[m];
 }
 
-static inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float> &f, const float *p,
-                                    unsigned ldm, layout_t layout)
+static inline void rn_ldsm_x4(uint32_t *r, const void *p)
 {
-    emu_wmma_operand(p, ldm, 4);
-    if (!rn_emu_lane0())
-        return;
-    for (int r = 0; r < 16; r++)
-        for (int c = 0; c < 16; c++)
-            f.x[r * 16 + c] = p[layout == mem_row_major ? (size_t)r * ldm + (size_t)c
-                                                        : (size_t)r + (size_t)c * ldm];
+    emu_ldsm_x4(r, p, 0);
 }
 
-static inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 16, float> &f,
-                                     unsigned ldm, layout_t layout)
+static inline void rn_ldsm_x4_t(uint32_t *r, const void *p)
 {
-    emu_wmma_operand(p, ldm, 4);
-    if (!rn_emu_lane0())
-        return;
-    for (int r = 0; r < 16; r++)
-        for (int c = 0; c < 16; c++) {
-            size_t i =
-                layout == mem_row_major ? (size_t)r * ldm + (size_t)c : (size_t)r + (size_t)c * ldm;
-            p[i] = f.x[r * 16 + c];
-        }
+    emu_ldsm_x4(r, p, 1);
 }
-} // namespace wmma
-} // namespace nvcuda
+
+/* cp.async: the source's 16 bytes are taken at the issue and reach the
+ * destination only when a wait covers their group, so a kernel that reads
+ * its tile before waiting for it reads the NaN the launch filled in. */
+void rn_cp_async16(void *dst, const void *src);
+void rn_cp_async_commit(void);
+void rn_emu_cp_async_wait(int n);
+template <int N> static inline void rn_cp_async_wait(void)
+{
+    rn_emu_cp_async_wait(N);
+}
 
 #endif

@@ -1,6 +1,6 @@
-/* The tensor-core retention kernels of engine/cuda/ret_fused.cuh run on
- * the CPU through cuda_emu.h, against the double-precision references the
- * device checks use (engine/cuda/ret_ref.h), and the piece scaling of
+/* The tensor-core retention read-out of engine/cuda/ret_fused.cuh runs on
+ * the CPU through cuda_emu.h, against the double-precision reference the
+ * device check uses (engine/cuda/ret_ref.h), and the piece scaling of
  * engine/cuda/pieces_dev.cuh against its definition; check_ret_emu.c
  * drives them, and the rotary kernel of engine/cuda/rope_dev.cuh against
  * a pair at a time. */
@@ -15,103 +15,72 @@
 #include "cuda/ret_fused.cuh"
 #include "cuda/ret_ref.h"
 
-/* The problem's seven arrays (q, k, v, o, S, pw, s0) each in an allocation of
- * its own, 256-byte aligned as cudaMalloc's, so the outputs' WMMA stores
- * are aligned as on the device and a read past an array's end is one the
- * sanitizer build sees (in h they would run into the next array). */
-struct emu_arrays {
-    size_t from[7], to[7];
-    float *buf[7];
-};
-
-static int emu_arrays_make(emu_arrays *a, const rf_problem *p, const float *h)
+/* One array of n values of size bytes, 256-byte aligned as cudaMalloc's,
+ * so the kernel's 16-byte copies and stores are aligned as on the device
+ * and a read past an array's end is one the sanitizer build sees. */
+static void *emu_array(const void *src, size_t n, size_t size)
 {
-    size_t bounds[8] = {p->q, p->k, p->v, p->o, p->S, p->pw, p->s0, p->total};
-    for (int r = 0; r < 7; r++) {
-        size_t n = bounds[r + 1] - bounds[r];
-        a->from[r] = bounds[r], a->to[r] = bounds[r + 1];
-        a->buf[r] = (float *)rn_emu_alloc(n, sizeof(float));
-        if (!a->buf[r])
-            return -1;
-        memcpy(a->buf[r], h + bounds[r], n * sizeof(float));
-    }
-    return 0;
+    void *a = rn_emu_alloc(n, size);
+    if (a)
+        memcpy(a, src, n * size);
+    return a;
 }
 
-/* The address in a of h + offset. */
-static float *emu_arrays_at(const emu_arrays *a, size_t offset)
+/* n values of h rounded to bf16 (rk_to_half's rounding) in an array of
+ * their own; NULL when out of memory. */
+static __nv_bfloat16 *emu_bf16(const float *h, size_t n)
 {
-    for (int r = 0; r < 7; r++)
-        if (offset >= a->from[r] && offset < a->to[r])
-            return a->buf[r] + (offset - a->from[r]);
-    abort();
+    __nv_bfloat16 *b = (__nv_bfloat16 *)rn_emu_alloc(n, sizeof *b);
+    for (size_t i = 0; b && i < n; i++)
+        b[i] = __float2bfloat16_rn(h[i]);
+    return b;
 }
 
-static void emu_arrays_free(emu_arrays *a)
+/* rk_ret_fused's launch (kernels.cu) on problem p's values in h,
+ * emulated; the read-outs come back into h's o.  0, or -1. */
+static int emu_ret_fused(const rf_problem *p, float *h)
 {
-    for (int r = 0; r < 7; r++)
-        free(a->buf[r]);
-}
-
-/* rk_ret_fused's and rk_ret_own's launches (kernels.cu), emulated. */
-static int emu_ret_launch(const rf_problem *p, int own, const emu_arrays *a, void **ptrs)
-{
-    int n = p->count, HK = p->H * p->dk, HV = p->H * p->dv;
-    float *const *out = (float *const *)ptrs;
-    const float *const *in = (const float *const *)ptrs;
-    const float *pw = emu_arrays_at(a, p->pw);
-    if (own) {
-        float *Sl = emu_arrays_at(a, p->s0), *U = emu_arrays_at(a, p->S);
-        const float *k = emu_arrays_at(a, p->k), *v = emu_arrays_at(a, p->v);
-        dim3 grid((unsigned)p->H, (unsigned)(p->dk / RF_ROWS), (unsigned)(p->dv / RU_COLS));
-        return rn_emu_launch(ret_own_kernel<RU_COLS>, grid, dim3(RU_THREADS), 0, Sl, U, k, v, pw,
-                             p->pieces, p->P, p->dk, p->dv, HK, HV);
-    }
-    dim3 grid((unsigned)n, (unsigned)(p->P / RF_ROWS));
+    __nv_bfloat16 *q = emu_bf16(h + p->q, p->k - p->q), *k = emu_bf16(h + p->k, p->v - p->k);
+    __nv_bfloat16 *v = emu_bf16(h + p->v, p->o - p->v), *S = emu_bf16(h + p->S, p->pw - p->S);
+    float *o = (float *)emu_array(h + p->o, p->S - p->o, sizeof(float));
+    float *pw = (float *)emu_array(h + p->pw, p->total - p->pw, sizeof(float));
+    dim3 grid((unsigned)p->count, (unsigned)(p->P / RF_ROWS));
     size_t smem = rf_layout_for(p->dk, p->dv).total;
-    return rf_with_nc(p->dv, [&](auto nc) {
-        return rn_emu_launch(ret_fused_kernel<decltype(nc)::value>, grid, dim3(RF_THREADS), smem,
-                             out, in + n, in + 2 * n, in + 3 * n, in + 4 * n, pw, p->H, p->P, p->dk,
-                             HK, HV);
-    });
+    int rc = -1;
+    if (q && k && v && S && o && pw &&
+        rf_with_nc(p->dv, [&](auto nc) {
+            return rn_emu_launch(ret_fused_kernel<decltype(nc)::value>, grid, dim3(RF_THREADS),
+                                 smem, o, (const __nv_bfloat16 *)q, (const __nv_bfloat16 *)k,
+                                 (const __nv_bfloat16 *)v, (const __nv_bfloat16 *)S,
+                                 (const float *)pw, p->H, p->P, p->dk);
+        }) == 0) {
+        memcpy(h + p->o, o, sizeof(float) * (p->S - p->o));
+        rc = 0;
+    }
+    free(q);
+    free(k);
+    free(v);
+    free(S);
+    free(o);
+    free(pw);
+    return rc;
 }
 
-/* what: 0 the read-out kernel (from random entering states), 1
- * the own-state kernel, 2 both as the fused path runs them on a chunk (the
- * own-state kernel's entering states feed the read-out). */
-extern "C" double rn_emu_ret_check(int what, int P, int pieces, int H, int dk, int dv, int zero_v,
+/* The fused read-out on pieces pieces of P rows and H heads of dk, dv
+ * values (v zero with zero_v) from seed: its worst error against the
+ * double-precision reference (rf_fused_worst), or -1. */
+extern "C" double rn_emu_ret_check(int P, int pieces, int H, int dk, int dv, int zero_v,
                                    uint32_t seed)
 {
-    int own = what != 0;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
     float *h = (float *)malloc(sizeof(float) * p.total);
-    void **ptrs = (void **)malloc(sizeof(void *) * 5 * (size_t)p.count);
-    emu_arrays a = {};
     double worst = -1.0;
-    if (!h || !ptrs || P % RF_ROWS || dk % RF_ROWS || dv % 64 || dv / 64 > RF_MAX_NC)
-        goto cleanup;
-    rf_problem_fill(&p, h, zero_v, seed);
-    if (own) /* the states' place takes the output */
-        for (size_t i = p.S; i < p.pw; i++)
-            h[i] = NAN;
-    if (emu_arrays_make(&a, &p, h))
-        goto cleanup;
-    rf_problem_ptrs(&p, h, ptrs);
-    for (int i = 0; i < 5 * p.count; i++) /* into the arrays of their own */
-        ptrs[i] = emu_arrays_at(&a, (size_t)((float *)ptrs[i] - h));
-    if (emu_ret_launch(&p, own, &a, ptrs) != 0 ||
-        (what == 2 && emu_ret_launch(&p, 0, &a, ptrs) != 0))
-        goto cleanup;
-    memcpy(h + p.o, emu_arrays_at(&a, p.o), sizeof(float) * (p.S - p.o)); /* the outputs */
-    memcpy(h + p.S, emu_arrays_at(&a, p.S), sizeof(float) * (p.pw - p.S));
-    /* the state past the chunk stays in the arrays; h keeps the one entering */
-    worst = what == 2 ? rf_chunk_worst(&p, h)
-            : own     ? rf_own_worst(&p, h, emu_arrays_at(&a, p.s0))
-                      : rf_fused_worst(&p, h);
-cleanup:
-    emu_arrays_free(&a);
+    if (h && P % RF_ROWS == 0 && dk % RF_ROWS == 0 && dv % 64 == 0 && dv / 64 <= RF_MAX_NC) {
+        rf_problem_fill(&p, h, zero_v, seed);
+        if (emu_ret_fused(&p, h) == 0)
+            worst = rf_fused_worst(&p, h);
+    }
     free(h);
-    free(ptrs);
     return worst;
 }
 
