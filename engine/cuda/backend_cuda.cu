@@ -463,8 +463,9 @@ static int gemm_pieces(cuda_ctx *x, cublasOperation_t ta, cublasOperation_t tb, 
 
 /* U_b^T = V_b^T (diag(g^(P-1-j)) K_b), each piece's own part of the state,
  * by cuBLAS; then the scan that turns those into the state entering each
- * piece (in x->U) and moves the layer's state Sl past all of them. */
-static int own_parts_scan(cuda_ctx *x, float *Sl, int pieces, int P, const float *pw)
+ * piece (in x->U, or rounded to bf16 in Uh when non-NULL) and moves the
+ * layer's state Sl past all of them. */
+static int own_parts_scan(cuda_ctx *x, float *Sl, int pieces, int P, const float *pw, void *Uh)
 {
     const rn_config *c = x->c;
     int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, rc;
@@ -473,7 +474,7 @@ static int own_parts_scan(cuda_ctx *x, float *Sl, int pieces, int P, const float
     if ((rc = gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, P, pp[PP_V], H * dv, pp[PP_KD], dk,
                           0.0f, pp[PP_U], dv, pieces * H)))
         return rc;
-    rk_scan_pieces(x->st, Sl, x->U, pw, H, P, pieces, (size_t)H * (size_t)dk * (size_t)dv);
+    rk_scan_pieces(x->st, Sl, x->U, Uh, pw, H, P, pieces, (size_t)H * (size_t)dk * (size_t)dv);
     return RN_OK;
 }
 
@@ -499,22 +500,21 @@ static int fused_copies(cuda_ctx *x, int pieces, int P, void **dst)
 
 /* retention_batched with the read-outs in one tensor-core launch
  * (rk_ret_fused): the pieces' own parts of the state and the scan over
- * them as the cuBLAS path forms them, then q, k, v and the entering
- * states rounded to bf16 once (fused_copies) and the read-outs -- in place
- * of the two score products, the decay mask, the query scaling and the
- * inter-piece product. */
+ * them as the cuBLAS path forms them (the scan writing the entering states
+ * rounded to bf16), then q, k and v rounded to bf16 once (fused_copies)
+ * and the read-outs -- in place of the two score products, the decay
+ * mask, the query scaling and the inter-piece product. */
 static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const float *pw,
                            void *const *h)
 {
     const rn_config *c = x->c;
     int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, rc;
     size_t rows = (size_t)pieces * (size_t)P;
-    if ((rc = own_parts_scan(x, Sl, pieces, P, pw)))
+    if ((rc = own_parts_scan(x, Sl, pieces, P, pw, h[3])))
         return rc;
     rk_to_half(x->st, h[0], x->q, rows * (size_t)c->key_dim, RN_DT_BF16);
     rk_to_half(x->st, h[1], x->k, rows * (size_t)c->key_dim, RN_DT_BF16);
     rk_to_half(x->st, h[2], x->v, rows * (size_t)c->value_dim, RN_DT_BF16);
-    rk_to_half(x->st, h[3], x->U, (size_t)pieces * (size_t)H * (size_t)dk * (size_t)dv, RN_DT_BF16);
     return rk_ret_fused(x->st, x->o, h[0], h[1], h[2], h[3], pw, pieces, H, P, dk, dv) ? RN_EDEVICE
                                                                                        : RN_OK;
 }
@@ -547,7 +547,7 @@ static int retention_batched(cuda_ctx *x, rk_states S, int slot, int pieces, int
     if ((rc = gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_N, dv, P, P, pp[PP_V], HV, pp[PP_A], P, 0.0f,
                           pp[PP_O], HV, count)))
         return rc;
-    if ((rc = own_parts_scan(x, Sl, pieces, P, pw)))
+    if ((rc = own_parts_scan(x, Sl, pieces, P, pw, NULL)))
         return rc;
     /* O_b^T += S_b^T (diag(g^(i+1)) Q_b)^T, S_b the state entering piece b */
     rk_scale_pieces(x->st, x->qd, x->q, pw, H, P, pieces, dk, 0);

@@ -573,11 +573,14 @@ void rk_scale_pieces(cudaStream_t st, float *dst, const float *src, const float 
 #define SCAN_GROUP 8
 
 /* Element e of the layer state walks the pieces in order: U[p] (piece p's
- * own k^T v) is swapped for the state entering piece p, and the state moves
- * on to g^P S + U[p].  Sl and U do not overlap (__restrict__), so a group's
- * loads may go out ahead of the previous pieces' stores. */
-__global__ void scan_pieces_kernel(float *__restrict__ Sl, float *__restrict__ U, const float *pw,
-                                   int P, int pieces, size_t hkv, size_t per_head)
+ * own k^T v) is swapped for the state entering piece p -- or, with Uh, that
+ * state goes rounded to bf16 into Uh[p] (the fused read-out's operand) and
+ * U keeps the own parts -- and the state moves on to g^P S + U[p].  Sl, U
+ * and Uh do not overlap (__restrict__), so a group's loads may go out
+ * ahead of the previous pieces' stores. */
+__global__ void scan_pieces_kernel(float *__restrict__ Sl, float *__restrict__ U,
+                                   __nv_bfloat16 *__restrict__ Uh, const float *pw, int P,
+                                   int pieces, size_t hkv, size_t per_head)
 {
     pdl_enter();
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < hkv;
@@ -592,7 +595,10 @@ __global__ void scan_pieces_kernel(float *__restrict__ Sl, float *__restrict__ U
 #pragma unroll
             for (int j = 0; j < SCAN_GROUP; j++)
                 if (p0 + j < pieces) {
-                    U[(size_t)(p0 + j) * hkv + e] = s;
+                    if (Uh)
+                        Uh[(size_t)(p0 + j) * hkv + e] = __float2bfloat16_rn(s);
+                    else
+                        U[(size_t)(p0 + j) * hkv + e] = s;
                     s = g * s + own[j];
                 }
         }
@@ -600,11 +606,11 @@ __global__ void scan_pieces_kernel(float *__restrict__ Sl, float *__restrict__ U
     }
 }
 
-void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, const float *pw, int H, int P, int pieces,
-                    size_t hkv)
+void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, void *Uh, const float *pw, int H, int P,
+                    int pieces, size_t hkv)
 {
-    launch(scan_pieces_kernel, blocks_for(hkv), BLOCK, 0, st, Sl, U, pw, P, pieces, hkv,
-           hkv / (size_t)H);
+    launch(scan_pieces_kernel, blocks_for(hkv), BLOCK, 0, st, Sl, U, (__nv_bfloat16 *)Uh, pw, P,
+           pieces, hkv, hkv / (size_t)H);
 }
 
 /* ------------------------------------------- fused chunkwise retention

@@ -98,9 +98,11 @@ void rk_scale_pieces(cudaStream_t st, float *dst, const float *src, const float 
                      int pieces, int dk, int key);
 /* The layer state Sl (hkv fp32 values, H heads) through pieces pieces of P
  * tokens: U[p] (hkv values: the piece's sum of g^(P-1-j) k_j^T v_j) becomes
- * the state entering piece p, and Sl the state after the last one. */
-void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, const float *pw, int H, int P, int pieces,
-                    size_t hkv);
+ * the state entering piece p -- or with Uh non-NULL, that state goes
+ * rounded to bf16 into Uh[p] instead (rk_ret_fused's operand) -- and Sl
+ * the state after the last one. */
+void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, void *Uh, const float *pw, int H, int P,
+                    int pieces, size_t hkv);
 /* Chunkwise retention's read-out on bf16 tensor cores in one launch
  * (sm_80 or later): for pieces full pieces of P rows and H heads, o (fp32,
  * row stride H dv) = each row's masked intra-piece read-out plus g^(i+1)
