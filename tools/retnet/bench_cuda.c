@@ -3,7 +3,9 @@
  * backend next to the device's measured limits, in one run.
  *
  * Limits (rn_cuda_measure): a copy kernel's bandwidth (read + write bytes)
- * and cuBLASLt's dense bf16 GEMM rate.  Figures, each with its ratio:
+ * and cuBLASLt's dense bf16 GEMM rate on random operands, as a model's
+ * (the rate on operands of one value, which draw less power and keep the
+ * clocks higher, is printed beside it).  Figures, each with its ratio:
  *   decode at batch B: B tokens per step over (weight bytes + B x 2 x state
  *     bytes) / copy bandwidth, the step's roofline;
  *   prefill of P tokens (chunkwise): 2 x matrix parameters FLOP per token
@@ -100,9 +102,9 @@ int cli_cuda_info(int argc, char **argv)
         return EXIT_NO_DEVICE;
     }
     printf("%s: compute capability %d.%d, %d SMs, %.1f GiB; copy %.0f GB/s, bf16 GEMM %.0f "
-           "TFLOP/s\n",
+           "TFLOP/s (%.0f on operands of one value)\n",
            l.name, l.cc_major, l.cc_minor, l.n_sms, (double)l.mem_total / (1 << 30), l.copy_GBps,
-           l.gemm_TFLOPs);
+           l.gemm_TFLOPs, l.gemm_const_TFLOPs);
     return 0;
 }
 
@@ -353,10 +355,12 @@ int cli_bench_cuda(int argc, char **argv)
     printf("{\"tuning\":{");
     print_tuning();
     printf("},\n \"device\":\"%s\",\"sms\":%d,\"copy_GBps\":%.1f,\"gemm_bf16_TFLOPs\":%.1f,"
+           "\"gemm_bf16_const_TFLOPs\":%.1f,"
            "\"model\":\"%s\",\"dtype\":\"%s\",\"weight_bytes\":%.0f,\"state_bytes\":%.0f,"
            "\"sessions_per_GiB\":%.2f,\"state_dtype\":\"%s\",\"chunk\":%d,\n \"decode\":[",
-           l.name, l.n_sms, l.copy_GBps, l.gemm_TFLOPs, o.dir, rn_model_dtype_name(m), W, S,
-           (double)(1 << 30) / S, o.state_bf16 ? "bf16" : "f32", o.chunk);
+           l.name, l.n_sms, l.copy_GBps, l.gemm_TFLOPs, l.gemm_const_TFLOPs, o.dir,
+           rn_model_dtype_name(m), W, S, (double)(1 << 30) / S, o.state_bf16 ? "bf16" : "f32",
+           o.chunk);
     fflush(stdout);
     for (int i = 0; i < o.n_batches; i++) {
         int b = o.batches[i];
