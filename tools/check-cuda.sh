@@ -151,6 +151,23 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
             fail=1
         fi
     done <"$OUT/memcheck.txt"
+    # the fused retention kernel's shared memory (cp.async copies, ldmatrix
+    # reads, the scores' stores) and barriers, watched alone: racecheck and
+    # synccheck over the form suite's ret_fused case; one that does not
+    # finish in its time proves nothing and fails the run
+    for tool in racecheck synccheck; do
+        echo "forms-$tool" | select_runs | grep -q . || continue
+        log=$OUT/$tool-ret_fused.log
+        if env RN_TEST_DEVICE=cuda CK_RUN_SUITE=forms CK_RUN_CASE=ret_fused CK_FORK=no \
+            CK_DEFAULT_TIMEOUT=1200 timeout "${CHECK_CUDA_RACE_TIME:-120}" \
+            compute-sanitizer --tool $tool --error-exitcode 9 "$TESTS" >"$log" 2>&1; then
+            echo "check-cuda: $tool ret_fused clean ($(grep -c . "$log") log lines)"
+        else
+            echo "check-cuda: $tool ret_fused FAILED or did not finish (log: $log)"
+            grep -E "=========" "$log" | head -n 20
+            fail=1
+        fi
+    done
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"
 fi

@@ -563,10 +563,17 @@ Suite *forms_suite(void)
 #ifdef RN_HAVE_CUDA
     if (fixture_on_cuda()) /* a kernel of the CUDA backend only: not counted elsewhere */
         tcase_add_test(tc, test_forms_tc_variants_keep_bits);
-    if (fixture_on_cuda()) {
-        tcase_add_test(tc, test_forms_ret_fused_matches_reference);
-    }
 #endif
     suite_add_tcase(s, tc);
+#ifdef RN_HAVE_CUDA
+    /* a case of its own, so compute-sanitizer's racecheck and synccheck can
+     * watch the fused kernel alone (tools/check-cuda.sh) */
+    if (fixture_on_cuda()) {
+        TCase *rf = tcase_create("ret_fused");
+        tcase_set_timeout(rf, 60);
+        tcase_add_test(rf, test_forms_ret_fused_matches_reference);
+        suite_add_tcase(s, rf);
+    }
+#endif
     return s;
 }
