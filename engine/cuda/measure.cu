@@ -316,8 +316,10 @@ extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv,
     *worst = -1.0;
     if ((rc = rf_device_ok(&optin)))
         return rc;
-    if (pieces < 1 || H < 1 || !rk_ret_fused_fits(P, dk, dv, (size_t)optin))
+    if (pieces < 1 || H < 1 || !rk_ret_fused_fits(P, dk, dv, (size_t)-1))
         return RN_EINVAL;
+    if (!rk_ret_fused_fits(P, dk, dv, (size_t)optin))
+        return RN_EUNSUPPORTED; /* more shared memory than a block may have here */
     if (rk_ret_fused_prepare(dk, dv) != 0)
         return RN_EDEVICE;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);

@@ -58,7 +58,9 @@ int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int l
  * *worst = the largest |error| over the sum of the absolute values of the
  * terms an output adds (bf16 operands: 0.05-0.2% seen; NaN when an
  * output was left unwritten).  RN_OK; RN_EINVAL when the shape does not
- * fit the kernel; RN_EUNSUPPORTED before sm_80; RN_ENOMEM; RN_EDEVICE. */
+ * fit the kernel; RN_EUNSUPPORTED before sm_80 or where it needs more
+ * shared memory than the device lets a block have (sm_86 and sm_89: 99
+ * KiB); RN_ENOMEM; RN_EDEVICE. */
 int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v, uint32_t seed,
                             double *worst);
 /* Launches of the fused retention kernel so far in this process. */

@@ -441,20 +441,30 @@ START_TEST(test_forms_ret_fused_matches_reference)
     static const int shapes[][5] = {
         /* P, pieces, H, dk, dv */
         {256, 2, 2, 128, 256},
-        {128, 3, 1, 256, 192},
+        {128, 3, 2, 256, 192},
         {64, 2, 3, 64, 64},
         {128, 1, 2, 256, 512},
     };
+    int ran = 0;
     for (size_t i = 0; i < 2 * sizeof shapes / sizeof shapes[0]; i++) {
         const int *sh = shapes[i / 2];
         int zero_v = (int)(i % 2); /* then the inter-piece term alone */
         double worst = -1.0;
         int rc = rn_cuda_ret_fused_check(sh[0], sh[1], sh[2], sh[3], sh[4], zero_v,
                                          (uint32_t)(7 + i), &worst);
+        /* more shared memory than this device gives a block: the engine
+         * takes the cuBLAS products there */
+        if (rc == RN_EUNSUPPORTED) {
+            printf("forms: fused retention, dk %d, dv %d: not on this device\n", sh[3], sh[4]);
+            continue;
+        }
+        ran++;
         ck_assert_msg(rc == RN_OK, "shape %zu: rn_cuda_ret_fused_check: %d", i / 2, rc);
         ck_assert_msg(worst <= 1e-2, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", sh[0],
                       sh[1], sh[2], sh[3], sh[4], zero_v ? ", v = 0" : "", worst);
     }
+    /* the two smaller shapes (76 and 36 KiB) fit every device from sm_80 */
+    ck_assert_msg(ran >= 4, "only %d of the shapes ran", ran);
 }
 END_TEST
 

@@ -68,10 +68,14 @@ static thread_local emu_copy emu_copies[EMU_COPIES];
 static thread_local int emu_n_copies;
 static thread_local long emu_groups;
 
+int rn_emu_cp_async_at_issue;
+
 void rn_cp_async16(void *dst, const void *src)
 {
     if ((uintptr_t)dst % 16 || (uintptr_t)src % 16 || emu_n_copies == EMU_COPIES)
         abort(); /* the device's alignment; a kernel that never waits */
+    if (rn_emu_cp_async_at_issue)
+        memcpy(dst, src, 16);
     emu_copy *c = &emu_copies[emu_n_copies++];
     memcpy(c->bytes, src, 16);
     c->dst = dst, c->group = emu_groups;
@@ -82,16 +86,19 @@ void rn_cp_async_commit(void)
     emu_groups++;
 }
 
-/* Lands the copies of every committed group but the newest n, in order. */
+/* Lands the copies of every committed group but the newest n, in order
+ * (those that landed at their issue are only forgotten). */
 void rn_emu_cp_async_wait(int n)
 {
     int kept = 0;
     for (int i = 0; i < emu_n_copies; i++) {
         emu_copy *c = &emu_copies[i];
-        if (c->group < emu_groups - n)
-            memcpy(c->dst, c->bytes, 16);
-        else
+        if (c->group < emu_groups - n) {
+            if (!rn_emu_cp_async_at_issue)
+                memcpy(c->dst, c->bytes, 16);
+        } else {
             emu_copies[kept++] = *c;
+        }
     }
     emu_n_copies = kept;
 }

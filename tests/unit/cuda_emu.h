@@ -11,7 +11,8 @@
  * - the warp-wide instructions of mma_dev.cuh (mma.m16n8k16, ldmatrix)
  *   exchange every lane's operands through the warp's slots and give each
  *   lane its part as the PTX ISA's fragment tables say; cp.async lands its
- *   bytes only at the wait that covers its group;
+ *   bytes only at the wait that covers its group, or (a second mode) at
+ *   its issue, the two ends of the device's window;
  * - bf16 conversions round to nearest even, as the device's _rn ones do;
  * - an ldmatrix row or cp.async operand must be aligned as the device
  *   needs (else abort);
@@ -263,7 +264,12 @@ static inline void rn_ldsm_x4_t(uint32_t *r, const void *p)
 
 /* cp.async: the source's 16 bytes are taken at the issue and reach the
  * destination only when a wait covers their group, so a kernel that reads
- * its tile before waiting for it reads the NaN the launch filled in. */
+ * its tile before waiting for it reads the NaN the launch filled in (or an
+ * older tile).  With rn_emu_cp_async_at_issue set they land at the issue
+ * instead -- the device may land them any time between -- so a kernel
+ * that copies over a tile before every warp has passed the barrier after
+ * its last read of it gets the new values in that read. */
+extern int rn_emu_cp_async_at_issue;
 void rn_cp_async16(void *dst, const void *src);
 void rn_cp_async_commit(void);
 void rn_emu_cp_async_wait(int n);

@@ -67,18 +67,21 @@ static int emu_ret_fused(const rf_problem *p, float *h)
 }
 
 /* The fused read-out on pieces pieces of P rows and H heads of dk, dv
- * values (v zero with zero_v) from seed: its worst error against the
+ * values (v zero with zero_v) from seed, its copies landing at their
+ * waits (at_issue 0) or at their issue (1): its worst error against the
  * double-precision reference (rf_fused_worst), or -1. */
 extern "C" double rn_emu_ret_check(int P, int pieces, int H, int dk, int dv, int zero_v,
-                                   uint32_t seed)
+                                   int at_issue, uint32_t seed)
 {
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
     float *h = (float *)malloc(sizeof(float) * p.total);
     double worst = -1.0;
     if (h && P % RF_ROWS == 0 && dk % RF_ROWS == 0 && dv % 64 == 0 && dv / 64 <= RF_MAX_NC) {
         rf_problem_fill(&p, h, zero_v, seed);
+        rn_emu_cp_async_at_issue = at_issue;
         if (emu_ret_fused(&p, h) == 0)
             worst = rf_fused_worst(&p, h);
+        rn_emu_cp_async_at_issue = 0;
     }
     free(h);
     return worst;
