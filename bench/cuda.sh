@@ -2,14 +2,14 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-halfact-c*,ours-bf16-states,peer}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-lttune-c*,ours-halfact-c*,ours-bf16-states,peer}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed);
 # BENCH_CUDA_NCU=1 adds a per-kernel profile (ncu, tools/ncu_summary.py).
-# BENCH_CUDA=quick: the main table, prefill in 4096-token chunks, the
-# switches that are off (STEP_EARLY, RET_BF16, RET_FUSED, HALF_ACT) and the
-# peer at batches 1 and 16: a few minutes instead of the whole sweep.
+# BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
+# the switches that are off and not yet measured (RET_FUSED, LT_TUNE) and
+# the peer at batches 1 and 16: a few minutes instead of the whole sweep.
 set -eu
 RETNET=${1:-build/release/retnet}
 OUT=build/bench/cuda
@@ -55,11 +55,8 @@ if [ "${BENCH_CUDA:-full}" = quick ]; then
     # the server's chunk is the prefix cache's grain and bounds how long a
     # chunk holds the decode steps: 2048 is the next candidate for its default
     run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4
-    run ours-stepearly RETNET_CUDA_STEP_EARLY=1 -- --batches 1,16,64 --prompts 512 --chunk 1024 \
-        --decode 32
-    prefill ours-retbf16 RETNET_CUDA_RET_BF16=1
     prefill ours-retfused RETNET_CUDA_RET_FUSED=1
-    prefill ours-halfact RETNET_CUDA_HALF_ACT=1
+    prefill ours-lttune RETNET_CUDA_LT_TUNE=1
     PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
 else
     # the decode paths the default chose between: without the tensor-core GEMV
@@ -101,6 +98,9 @@ else
     prefill ours-retbf16 RETNET_CUDA_RET_BF16=1
     # the batched pieces through the tensor-core kernels (RETNET_CUDA_RET_FUSED=1)
     prefill ours-retfused RETNET_CUDA_RET_FUSED=1
+    # cuBLASLt's algorithms timed per shape instead of its heuristic's first
+    # (RETNET_CUDA_LT_TUNE=1; its choices on stderr)
+    prefill ours-lttune RETNET_CUDA_LT_TUNE=1
     # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
     for c in 1024 4096; do
         run "ours-halfact-c$c" RETNET_CUDA_HALF_ACT=1 -- --batches 64,256 --prompts 2048,8192 \

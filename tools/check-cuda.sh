@@ -83,7 +83,9 @@ fail=0
 # fused retention kernel,
 # RETNET_CUDA_RET_FUSED, against a double-precision reference, and the
 # synthetic suite runs it inside the engine on a model whose heads fit it,
-# with the switch set by the test itself).
+# with the switch set by the test itself; parity and synthetic run again
+# with cuBLASLt's algorithms timed per shape, RETNET_CUDA_LT_TUNE, whose
+# picks may sum in another order).
 # The runs are small next to a device: CHECK_CUDA_JOBS (4) go at once, each
 # its own process; their lines come in the order they finish.
 cat >"$OUT/runs.txt" <<RUNS
@@ -113,6 +115,8 @@ synthetic-retbf16 synthetic RETNET_CUDA_RET_BF16=1
 synthetic-early synthetic RETNET_CUDA_STEP_EARLY=1
 parity-retbf16 parity RETNET_CUDA_RET_BF16=1
 synthetic-halfact synthetic RETNET_CUDA_HALF_ACT=1
+parity-lttune parity RETNET_CUDA_LT_TUNE=1
+synthetic-lttune synthetic RETNET_CUDA_LT_TUNE=1
 parity-halfact parity RETNET_CUDA_HALF_ACT=1
 forms-normrow forms RETNET_CUDA_NORM_VEC=0
 parity-normrow parity RETNET_CUDA_NORM_VEC=0

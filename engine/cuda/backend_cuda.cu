@@ -64,6 +64,7 @@ extern "C" {
 #include "kernels.cuh"
 
 #define LT_CACHE 64
+#define LT_CANDIDATES 8 /* the heuristic's algorithms RETNET_CUDA_LT_TUNE times */
 
 /* What a decode step ends with: nothing (the layers only), the logits in
  * x->logits, also greedy's picks in x->tok, or also the rows reduced for
@@ -75,6 +76,10 @@ struct lt_entry {
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
+    /* RETNET_CUDA_LT_TUNE: the heuristic's candidates, timed on the first
+     * call outside a graph capture (lt_tune); 0 once timed, or untuned */
+    cublasLtMatmulAlgo_t cand[LT_CANDIDATES];
+    int n_cand;
 };
 
 /* Device pointers of one block's tensors (NULL when absent). */
@@ -145,6 +150,7 @@ struct cuda_ctx {
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
     int ret_fused;     /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
     int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
+    int lt_tune;       /* cuBLASLt's algorithm timed per shape, not taken (RETNET_CUDA_LT_TUNE) */
     size_t smem_optin; /* shared memory a block may opt in to */
 };
 
@@ -254,10 +260,10 @@ static int lt_entry_make(cuda_ctx *x, lt_entry *e, int out, int in, int n, int d
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cudaDataType_t dt = cuda_type(dtype);
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res;
-    int found = 0, rc = RN_EDEVICE;
+    cublasLtMatmulHeuristicResult_t res[LT_CANDIDATES];
+    int found = 0, rc = RN_EDEVICE, want = x->lt_tune ? LT_CANDIDATES : 1;
     size_t ws = RN_CUDA_LT_WORKSPACE;
-    *e = (lt_entry){out, in, n, dtype, otype, NULL, NULL, NULL, NULL, {}};
+    *e = (lt_entry){out, in, n, dtype, otype, NULL, NULL, NULL, NULL, {}, {}, 0};
     if (cublasLtMatmulDescCreate(&e->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
         cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
         cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
@@ -267,11 +273,13 @@ static int lt_entry_make(cuda_ctx *x, lt_entry *e, int out, int in, int n, int d
         cublasLtMatmulPreferenceCreate(&pref) ||
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                              sizeof ws) ||
-        cublasLtMatmulAlgoGetHeuristic(x->lt, e->op, e->a, e->b, e->c, e->c, pref, 1, &res,
+        cublasLtMatmulAlgoGetHeuristic(x->lt, e->op, e->a, e->b, e->c, e->c, pref, want, res,
                                        &found) ||
         found < 1)
         goto cleanup;
-    e->algo = res.algo;
+    e->algo = res[0].algo;
+    for (int i = 0; found > 1 && i < found; i++)
+        e->cand[e->n_cand++] = res[i].algo;
     rc = RN_OK;
 cleanup:
     if (pref)
@@ -300,13 +308,75 @@ static lt_entry *lt_lookup(cuda_ctx *x, int out, int in, int n, int dtype, int o
     return e;
 }
 
+/* Milliseconds of e's product with algorithm a on these operands: the
+ * best of 3 runs after one to warm up; -1 where cuBLASLt refuses it. */
+static float lt_time(cuda_ctx *x, lt_entry *e, const cublasLtMatmulAlgo_t *a, void *y,
+                     const void *W, const void *in_rows, cudaEvent_t t0, cudaEvent_t t1)
+{
+    float one = 1.0f, zero = 0.0f, best = -1.0f;
+    for (int r = 0; r < 4; r++) {
+        float ms = 0.0f;
+        if (cudaEventRecord(t0, x->st) != cudaSuccess ||
+            cublasLtMatmul(x->lt, e->op, &one, W, e->a, in_rows, e->b, &zero, y, e->c, y, e->c, a,
+                           x->ws, RN_CUDA_LT_WORKSPACE, x->st) != CUBLAS_STATUS_SUCCESS ||
+            cudaEventRecord(t1, x->st) != cudaSuccess || cudaEventSynchronize(t1) != cudaSuccess ||
+            cudaEventElapsedTime(&ms, t0, t1) != cudaSuccess)
+            return -1.0f;
+        if (r > 0 && (best < 0.0f || ms < best))
+            best = ms;
+    }
+    return best;
+}
+
+/* RETNET_CUDA_LT_TUNE: e's heuristic candidates timed on the operands of
+ * its first call (the output written each time; the caller's product
+ * writes it again), and the fastest kept, with a line on stderr.  Not
+ * while the stream is captured into a graph (a decode step's): the entry
+ * keeps the heuristic's first choice there and waits for an eager call. */
+static int lt_tune(cuda_ctx *x, lt_entry *e, void *y, const void *W, const void *in_rows)
+{
+    cudaStreamCaptureStatus cs;
+    cudaEvent_t t0 = NULL, t1 = NULL;
+    float first = -1.0f, best = -1.0f;
+    int pick = 0, rc = RN_EDEVICE;
+    if (cudaStreamIsCapturing(x->st, &cs) != cudaSuccess)
+        return RN_EDEVICE;
+    if (cs != cudaStreamCaptureStatusNone)
+        return RN_OK;
+    if (cudaEventCreate(&t0) != cudaSuccess || cudaEventCreate(&t1) != cudaSuccess)
+        goto cleanup;
+    for (int i = 0; i < e->n_cand; i++) {
+        float ms = lt_time(x, e, &e->cand[i], y, W, in_rows, t0, t1);
+        cudaGetLastError(); /* a refused candidate is only skipped */
+        if (i == 0)
+            first = ms;
+        if (ms >= 0.0f && (best < 0.0f || ms < best))
+            best = ms, pick = i;
+    }
+    if (best < 0.0f)
+        goto cleanup; /* not even the heuristic's choice ran */
+    fprintf(stderr,
+            "cuda backend: GEMM %d x %d x %d: candidate %d of %d, %.4f ms (the heuristic's "
+            "first: %.4f ms)\n",
+            e->n, e->out, e->in, pick + 1, e->n_cand, (double)best, (double)first);
+    e->algo = e->cand[pick];
+    e->n_cand = 0;
+    rc = RN_OK;
+cleanup:
+    if (t0)
+        cudaEventDestroy(t0);
+    if (t1)
+        cudaEventDestroy(t1);
+    return rc;
+}
+
 /* y = in_rows W^T (n x out) in otype (RN_DT_F32, or dtype when 16-bit). */
 static int lt_matmul(cuda_ctx *x, void *y, const void *W, const void *in_rows, int n, int out,
                      int in, int dtype, int otype)
 {
     lt_entry *e = lt_lookup(x, out, in, n, dtype, otype);
     float one = 1.0f, zero = 0.0f;
-    if (!e)
+    if (!e || (e->n_cand && lt_tune(x, e, y, W, in_rows) != RN_OK))
         return RN_EDEVICE;
     cublasStatus_t s = cublasLtMatmul(x->lt, e->op, &one, W, e->a, in_rows, e->b, &zero, y, e->c, y,
                                       e->c, &e->algo, x->ws, RN_CUDA_LT_WORKSPACE, x->st);
@@ -1173,6 +1243,9 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "device attributes");
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
     x->half_act = env_int("RETNET_CUDA_HALF_ACT", 0, 0, 1);
+    /* cuBLASLt's heuristic takes the first algorithm it lists for a shape;
+     * RETNET_CUDA_LT_TUNE=1 times up to 8 of them once instead (lt_tune) */
+    x->lt_tune = env_int("RETNET_CUDA_LT_TUNE", 0, 0, 1);
     x->gemv_split = env_int("RETNET_CUDA_GEMV_SPLIT", RN_CUDA_GEMV_SPLIT_DEFAULT, 0, 1 << 20);
     x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
     x->step_early = env_int("RETNET_CUDA_STEP_EARLY", 0, 0, 1);
