@@ -56,7 +56,7 @@ if [ "${BENCH_CUDA:-full}" = quick ]; then
     # chunk holds the decode steps: 2048 is the next candidate for its default
     run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4
     prefill ours-retfused RETNET_CUDA_RET_FUSED=1
-    prefill ours-lttune RETNET_CUDA_LT_TUNE=1
+    prefill ours-lttune RETNET_CUDA_LT_TUNE=512
     PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
 else
     # the decode paths the default chose between: without the tensor-core GEMV
@@ -99,8 +99,8 @@ else
     # the batched pieces through the tensor-core kernels (RETNET_CUDA_RET_FUSED=1)
     prefill ours-retfused RETNET_CUDA_RET_FUSED=1
     # cuBLASLt's algorithms timed per shape instead of its heuristic's first
-    # (RETNET_CUDA_LT_TUNE=1; its choices on stderr)
-    prefill ours-lttune RETNET_CUDA_LT_TUNE=1
+    # (RETNET_CUDA_LT_TUNE=512: the chunks' shapes; its choices on stderr)
+    prefill ours-lttune RETNET_CUDA_LT_TUNE=512
     # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
     for c in 1024 4096; do
         run "ours-halfact-c$c" RETNET_CUDA_HALF_ACT=1 -- --batches 64,256 --prompts 2048,8192 \

@@ -84,8 +84,8 @@ fail=0
 # RETNET_CUDA_RET_FUSED, against a double-precision reference, and the
 # synthetic suite runs it inside the engine on a model whose heads fit it,
 # with the switch set by the test itself; parity and synthetic run again
-# with cuBLASLt's algorithms timed per shape, RETNET_CUDA_LT_TUNE, whose
-# picks may sum in another order).
+# with cuBLASLt's algorithms timed for every shape outside a decode
+# graph, RETNET_CUDA_LT_TUNE=1, whose picks may sum in another order).
 # The runs are small next to a device: CHECK_CUDA_JOBS (4) go at once, each
 # its own process; their lines come in the order they finish.
 cat >"$OUT/runs.txt" <<RUNS

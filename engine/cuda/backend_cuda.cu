@@ -150,7 +150,8 @@ struct cuda_ctx {
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
     int ret_fused;     /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
     int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
-    int lt_tune;       /* cuBLASLt's algorithm timed per shape, not taken (RETNET_CUDA_LT_TUNE) */
+    int lt_tune;       /* rows from which cuBLASLt's algorithm is timed per shape, 0: never
+                          (RETNET_CUDA_LT_TUNE) */
     size_t smem_optin; /* shared memory a block may opt in to */
 };
 
@@ -261,7 +262,7 @@ static int lt_entry_make(cuda_ctx *x, lt_entry *e, int out, int in, int n, int d
     cudaDataType_t dt = cuda_type(dtype);
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res[LT_CANDIDATES];
-    int found = 0, rc = RN_EDEVICE, want = x->lt_tune ? LT_CANDIDATES : 1;
+    int found = 0, rc = RN_EDEVICE, want = x->lt_tune && n >= x->lt_tune ? LT_CANDIDATES : 1;
     size_t ws = RN_CUDA_LT_WORKSPACE;
     *e = (lt_entry){out, in, n, dtype, otype, NULL, NULL, NULL, NULL, {}, {}, 0};
     if (cublasLtMatmulDescCreate(&e->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
@@ -1244,8 +1245,10 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
     x->half_act = env_int("RETNET_CUDA_HALF_ACT", 0, 0, 1);
     /* cuBLASLt's heuristic takes the first algorithm it lists for a shape;
-     * RETNET_CUDA_LT_TUNE=1 times up to 8 of them once instead (lt_tune) */
-    x->lt_tune = env_int("RETNET_CUDA_LT_TUNE", 0, 0, 1);
+     * RETNET_CUDA_LT_TUNE=N times up to 8 of them once for shapes of N rows
+     * or more instead (lt_tune): 512 takes prefill chunks, not their short
+     * tails, each new row count of which stalls the stream once */
+    x->lt_tune = env_int("RETNET_CUDA_LT_TUNE", 0, 0, 1 << 30);
     x->gemv_split = env_int("RETNET_CUDA_GEMV_SPLIT", RN_CUDA_GEMV_SPLIT_DEFAULT, 0, 1 << 20);
     x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
     x->step_early = env_int("RETNET_CUDA_STEP_EARLY", 0, 0, 1);
