@@ -90,8 +90,9 @@ struct dev_layer {
 };
 
 /* The operands of one (piece, head) product of retention_batched, each a
- * device array of pieces x H addresses (b = piece * H + head). */
-enum { PP_K, PP_Q, PP_V, PP_O, PP_A, PP_KD, PP_QD, PP_U, PP_COUNT };
+ * device array of pieces x H addresses (b = piece * H + head); PP_VH and
+ * PP_KDH: the fused path's bf16 copies of v (fused_copies) and scaled k. */
+enum { PP_K, PP_Q, PP_V, PP_O, PP_A, PP_KD, PP_QD, PP_U, PP_VH, PP_KDH, PP_COUNT };
 static_assert(PP_COUNT == RN_CUDA_PIECE_ARRAYS, "the plan counts the arrays alloc_pieces makes");
 
 struct cuda_ctx {
@@ -532,25 +533,46 @@ static int gemm_pieces(cuda_ctx *x, cublasOperation_t ta, cublasOperation_t tb, 
     return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
 }
 
+/* gemm_pieces with A and B in bf16 (fp32 sums and output): the fused
+ * path's own parts, from its bf16 copies. */
+static int gemm_pieces_bf16(cuda_ctx *x, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                            int k, void **A, int lda, void **B, int ldb, void **C, int ldc,
+                            int count)
+{
+    float one = 1.0f, zero = 0.0f;
+    cublasStatus_t s =
+        cublasGemmBatchedEx(x->blas, ta, tb, m, n, k, &one, (const void *const *)A, CUDA_R_16BF,
+                            lda, (const void *const *)B, CUDA_R_16BF, ldb, &zero, (void *const *)C,
+                            CUDA_R_32F, ldc, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
+}
+
 /* U_b^T = V_b^T (diag(g^(P-1-j)) K_b), each piece's own part of the state,
  * by cuBLAS; then the scan that turns those into the state entering each
- * piece (in x->U, or rounded to bf16 in Uh when non-NULL) and moves the
- * layer's state Sl past all of them. */
+ * piece (in x->U) and moves the layer's state Sl past all of them.  With
+ * Uh (the fused path, its bf16 copy of v made): the scaled keys rounded to
+ * bf16 and the products on the bf16 copies, and the entering states
+ * rounded to bf16 into Uh. */
 static int own_parts_scan(cuda_ctx *x, float *Sl, int pieces, int P, const float *pw, void *Uh)
 {
     const rn_config *c = x->c;
     int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, rc;
     void **const *pp = x->pp;
-    rk_scale_pieces(x->st, x->kd, x->k, pw, H, P, pieces, dk, 1);
-    if ((rc = gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, P, pp[PP_V], H * dv, pp[PP_KD], dk,
-                          0.0f, pp[PP_U], dv, pieces * H)))
+    rk_scale_pieces(x->st, x->kd, x->k, pw, H, P, pieces, dk, 1, Uh != NULL);
+    if (Uh)
+        rc = gemm_pieces_bf16(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, P, pp[PP_VH], H * dv, pp[PP_KDH],
+                              dk, pp[PP_U], dv, pieces * H);
+    else
+        rc = gemm_pieces(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, P, pp[PP_V], H * dv, pp[PP_KD], dk,
+                         0.0f, pp[PP_U], dv, pieces * H);
+    if (rc)
         return rc;
     rk_scan_pieces(x->st, Sl, x->U, Uh, pw, H, P, pieces, (size_t)H * (size_t)dk * (size_t)dv);
     return RN_OK;
 }
 
 /* Where retention_fused puts the bf16 copies of the chunk's first pieces
- * P rows of q, k and v and of the pieces' entering states, each on 256
+ * P rows of v, q and k and of the pieces' entering states, each on 256
  * bytes: in the score matrix's place (x->A, H C C floats for the plan's
  * largest chunk C), which the fused path leaves unused.  Returns 0 when
  * they do not fit there (short chunks of wide heads), 1 with dst[4]. */
@@ -558,8 +580,9 @@ static int fused_copies(cuda_ctx *x, int pieces, int P, void **dst)
 {
     const rn_config *c = x->c;
     size_t H = (size_t)c->n_heads, C = (size_t)x->plan.max_chunk, rows = (size_t)pieces * P;
-    size_t n[4] = {rows * (size_t)c->key_dim, rows * (size_t)c->key_dim,
-                   rows * (size_t)c->value_dim,
+    /* v first: at the start of x->A, where PP_VH points (alloc_pieces) */
+    size_t n[4] = {rows * (size_t)c->value_dim, rows * (size_t)c->key_dim,
+                   rows * (size_t)c->key_dim,
                    (size_t)pieces * H * (size_t)c->head_dim_k * (size_t)c->head_dim_v};
     size_t at = 0;
     for (int i = 0; i < 4; i++) {
@@ -571,22 +594,22 @@ static int fused_copies(cuda_ctx *x, int pieces, int P, void **dst)
 
 /* retention_batched with the read-outs in one tensor-core launch
  * (rk_ret_fused): the pieces' own parts of the state and the scan over
- * them as the cuBLAS path forms them (the scan writing the entering states
- * rounded to bf16), then q, k and v rounded to bf16 once (fused_copies)
- * and the read-outs -- in place of the two score products, the decay
- * mask, the query scaling and the inter-piece product. */
+ * them from bf16 copies of v and the scaled keys (the scan writing the
+ * entering states rounded to bf16), then q and k rounded to bf16 once
+ * (fused_copies) and the read-outs -- in place of the two score products,
+ * the decay mask, the query scaling and the inter-piece product. */
 static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const float *pw,
                            void *const *h)
 {
     const rn_config *c = x->c;
     int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, rc;
     size_t rows = (size_t)pieces * (size_t)P;
+    rk_to_half(x->st, h[0], x->v, rows * (size_t)c->value_dim, RN_DT_BF16);
     if ((rc = own_parts_scan(x, Sl, pieces, P, pw, h[3])))
         return rc;
-    rk_to_half(x->st, h[0], x->q, rows * (size_t)c->key_dim, RN_DT_BF16);
-    rk_to_half(x->st, h[1], x->k, rows * (size_t)c->key_dim, RN_DT_BF16);
-    rk_to_half(x->st, h[2], x->v, rows * (size_t)c->value_dim, RN_DT_BF16);
-    return rk_ret_fused(x->st, x->o, h[0], h[1], h[2], h[3], pw, pieces, H, P, dk, dv) ? RN_EDEVICE
+    rk_to_half(x->st, h[1], x->q, rows * (size_t)c->key_dim, RN_DT_BF16);
+    rk_to_half(x->st, h[2], x->k, rows * (size_t)c->key_dim, RN_DT_BF16);
+    return rk_ret_fused(x->st, x->o, h[1], h[2], h[0], h[3], pw, pieces, H, P, dk, dv) ? RN_EDEVICE
                                                                                        : RN_OK;
 }
 
@@ -1071,6 +1094,8 @@ static int alloc_pieces(cuda_ctx *x, rn_error *err)
         e[PP_KD * stride] = x->kd + b * P * dk;
         e[PP_QD * stride] = x->qd + b * P * dk;
         e[PP_U * stride] = x->U + b * dk * dv;
+        e[PP_VH * stride] = (char *)x->A + (p * P * HV + h * dv) * 2; /* first in fused_copies */
+        e[PP_KDH * stride] = (char *)x->kd + b * P * dk * 2;
     }
     for (int a = 0; a < PP_COUNT; a++)
         x->pp[a] = (void **)((char *)x->U + states + (size_t)a * arr);

@@ -553,19 +553,32 @@ void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int count, int H,
  * run (tests/unit/cuda_emu.h) */
 #include "pieces_dev.cuh"
 
-void rk_scale_pieces(cudaStream_t st, float *dst, const float *src, const float *pw, int H, int P,
-                     int pieces, int dk, int key)
+/* scale_pieces_kernel<N, T> for rows of dk values into dst. */
+template <typename T>
+static void scale_pieces_launch(cudaStream_t st, T *dst, const float *src, const float *pw, int H,
+                                int P, int dk, int key, unsigned rows)
 {
-    unsigned rows = (unsigned)pieces * (unsigned)H * (unsigned)P, bx, by, grid;
-    /* float4 where every row starts on 16 bytes (the scratch's split need not) */
+    unsigned bx, by, grid;
+    /* 4 values a thread where every row starts on 16 bytes (the scratch's
+     * split need not) */
     int n = dk % 4 == 0 && ((uintptr_t)dst | (uintptr_t)src) % 16 == 0 ? 4 : 1;
     scale_pieces_shape(dk, n, rows, &bx, &by, &grid);
     if (n == 4)
-        launch(scale_pieces_kernel<4>, grid, dim3(bx, by), 0, st, dst, src, pw, H, P, dk, key,
+        launch(scale_pieces_kernel<4, T>, grid, dim3(bx, by), 0, st, dst, src, pw, H, P, dk, key,
                rows);
     else
-        launch(scale_pieces_kernel<1>, grid, dim3(bx, by), 0, st, dst, src, pw, H, P, dk, key,
+        launch(scale_pieces_kernel<1, T>, grid, dim3(bx, by), 0, st, dst, src, pw, H, P, dk, key,
                rows);
+}
+
+void rk_scale_pieces(cudaStream_t st, void *dst, const float *src, const float *pw, int H, int P,
+                     int pieces, int dk, int key, int bf16)
+{
+    unsigned rows = (unsigned)pieces * (unsigned)H * (unsigned)P;
+    if (bf16)
+        scale_pieces_launch(st, (__nv_bfloat16 *)dst, src, pw, H, P, dk, key, rows);
+    else
+        scale_pieces_launch(st, (float *)dst, src, pw, H, P, dk, key, rows);
 }
 
 /* Pieces whose U values a thread loads before storing any: the loads of a

@@ -93,9 +93,10 @@ void rk_decay_table(cudaStream_t st, float *pw, const double *log_gamma, int H, 
 void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int count, int H, int C);
 /* pieces full pieces of P rows (src row stride H*dk) as chunks of their own:
  * dst[p][h][i][:] = src[p P + i][h][:] * pw[h][key ? P-1-i : i+1] (pw the
- * table for P); pieces = 1, P = C: one chunk, dst[h][i][:]. */
-void rk_scale_pieces(cudaStream_t st, float *dst, const float *src, const float *pw, int H, int P,
-                     int pieces, int dk, int key);
+ * table for P); pieces = 1, P = C: one chunk, dst[h][i][:].  dst: fp32, or
+ * with bf16 the products rounded to bf16. */
+void rk_scale_pieces(cudaStream_t st, void *dst, const float *src, const float *pw, int H, int P,
+                     int pieces, int dk, int key, int bf16 = 0);
 /* The layer state Sl (hkv fp32 values, H heads) through pieces pieces of P
  * tokens: U[p] (hkv values: the piece's sum of g^(P-1-j) k_j^T v_j) becomes
  * the state entering piece p -- or with Uh non-NULL, that state goes

@@ -8,6 +8,8 @@
 #ifndef RN_CUDA_PIECES_DEV_CUH
 #define RN_CUDA_PIECES_DEV_CUH
 
+#include <type_traits>
+
 /* Destination rows a thread row of scale_pieces_kernel moves, all their
  * loads issued before the first store. */
 #define SP_UNROLL 4
@@ -26,15 +28,17 @@
  * on an H200).  The index arithmetic is a few 32-bit divisions per row,
  * not per value.  N: 4 (float4) when dk is a multiple of 4 and the rows
  * start on 16 bytes, else 1; each value gets the same one product either
- * way. */
-template <int N>
+ * way.  T: float, or __nv_bfloat16 for the fused path's own-part
+ * products (the product rounded to nearest even once, as cuBLAS's
+ * FAST_16BF rounds an fp32 operand). */
+template <int N, typename T = float>
 __global__ void __launch_bounds__(SP_THREADS)
-    scale_pieces_kernel(float *__restrict__ dst, const float *__restrict__ src, const float *pw,
-                        int H, int P, int dk, int key, unsigned rows)
+    scale_pieces_kernel(T *__restrict__ dst, const float *__restrict__ src, const float *pw, int H,
+                        int P, int dk, int key, unsigned rows)
 {
     pdl_enter();
     const float *sr[SP_UNROLL];
-    float *dr[SP_UNROLL];
+    T *dr[SP_UNROLL];
     float f[SP_UNROLL];
 #pragma unroll
     for (int u = 0; u < SP_UNROLL; u++) {
@@ -69,13 +73,19 @@ __global__ void __launch_bounds__(SP_THREADS)
         for (int u = 0; u < SP_UNROLL; u++) {
             if (!dr[u])
                 continue;
-            if constexpr (N == 4) {
+            if constexpr (N == 4 && std::is_same<T, float>::value) {
                 float4 t;
                 t.x = v[u][0] * f[u], t.y = v[u][1] * f[u], t.z = v[u][2] * f[u];
                 t.w = v[u][3] * f[u];
                 *(float4 *)(dr[u] + d) = t;
-            } else {
+            } else if constexpr (N == 4) { /* d a multiple of 4: 4-byte aligned pairs */
+                __nv_bfloat162 *t = (__nv_bfloat162 *)(dr[u] + d);
+                t[0] = __floats2bfloat162_rn(v[u][0] * f[u], v[u][1] * f[u]);
+                t[1] = __floats2bfloat162_rn(v[u][2] * f[u], v[u][3] * f[u]);
+            } else if constexpr (std::is_same<T, float>::value) {
                 dr[u][d] = v[u][0] * f[u];
+            } else {
+                dr[u][d] = __float2bfloat16_rn(v[u][0] * f[u]);
             }
         }
     }

@@ -105,7 +105,7 @@ int rn_cuda_ret_piece_default(const rn_config *c, int max_chunk);
  * arrays of operand addresses (pieces x H each); adds them to *p
  * (pieces_bytes, total_bytes).  piece 0 or >= max_chunk: one piece, nothing
  * added. */
-#define RN_CUDA_PIECE_ARRAYS 8
+#define RN_CUDA_PIECE_ARRAYS 10
 void rn_cuda_plan_pieces(rn_cuda_plan *p, const rn_config *c, int piece);
 
 /* State slots that fit in budget bytes (0 when not even one does). */

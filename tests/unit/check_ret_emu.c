@@ -17,7 +17,7 @@
  * (at_issue 0) or at their issue (1). */
 double rn_emu_ret_check(int P, int pieces, int H, int dk, int dv, int zero_v, int at_issue,
                         uint32_t seed);
-long rn_emu_scale_check(int n, int P, int pieces, int H, int dk, int key, uint32_t seed);
+long rn_emu_scale_check(int n, int P, int pieces, int H, int dk, int key, int bf16, uint32_t seed);
 long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved, int scale_k, float scale,
                        uint32_t seed);
 
@@ -82,7 +82,9 @@ START_TEST(test_ret_emu_fused_matches_reference)
 END_TEST
 
 /* The piece scaling (scale_pieces_kernel): every destination value is its
- * source value times the one decay its row takes, bit for bit.  n, P,
+ * source value times the one decay its row takes, bit for bit (fp32 out,
+ * then -- the loop's second half -- rounded once to bf16, the fused
+ * path's keys).  n, P,
  * pieces, H, dk: float4 and scalar loads; widths of one, several and a
  * part of a warp of values, and past 256 threads' worth (a thread's second
  * round); row counts that leave a block's last rows empty; one and several
@@ -96,11 +98,12 @@ static const int scale_shapes[][5] = {
 START_TEST(test_ret_emu_scale_pieces)
 {
     const int *s = scale_shapes[_i % N_SCALE];
-    int key = _i >= N_SCALE;
-    long differ = rn_emu_scale_check(s[0], s[1], s[2], s[3], s[4], key, (uint32_t)(71 + _i));
+    int key = _i / N_SCALE % 2, bf16 = _i >= 2 * N_SCALE;
+    long differ = rn_emu_scale_check(s[0], s[1], s[2], s[3], s[4], key, bf16, (uint32_t)(71 + _i));
     ck_assert_msg(differ >= 0, "the emulated launch failed");
-    ck_assert_msg(differ == 0, "N %d, P %d, %d pieces, %d heads, dk %d, %s: %ld values differ",
-                  s[0], s[1], s[2], s[3], s[4], key ? "keys" : "queries", differ);
+    ck_assert_msg(differ == 0,
+                  "N %d, P %d, %d pieces, %d heads, dk %d, %s, %s out: %ld values differ", s[0],
+                  s[1], s[2], s[3], s[4], key ? "keys" : "queries", bf16 ? "bf16" : "fp32", differ);
 }
 END_TEST
 
@@ -136,7 +139,7 @@ Suite *ret_emu_suite(void)
     TCase *tc = tcase_create("kernels");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_ret_emu_fused_matches_reference, 0, 2 * N_SHAPES);
-    tcase_add_loop_test(tc, test_ret_emu_scale_pieces, 0, 2 * N_SCALE);
+    tcase_add_loop_test(tc, test_ret_emu_scale_pieces, 0, 4 * N_SCALE);
     tcase_add_loop_test(tc, test_ret_emu_rope, 0, 6 * N_ROPE);
     suite_add_tcase(s, tc);
     return s;

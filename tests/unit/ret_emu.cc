@@ -87,32 +87,45 @@ extern "C" double rn_emu_ret_check(int P, int pieces, int H, int dk, int dv, int
     return worst;
 }
 
-/* scale_pieces_kernel<N> (as rk_scale_pieces launches it) on pieces pieces
- * of P rows, H heads of dk values, key or query scaling, from random
- * values and a random decay table: the destination values whose bits are
- * not the one product the definition gives (NaN: left unwritten), or -1. */
-extern "C" long rn_emu_scale_check(int n, int P, int pieces, int H, int dk, int key, uint32_t seed)
+/* scale_pieces_kernel<N, T> (as rk_scale_pieces launches it) on pieces
+ * pieces of P rows, H heads of dk values, key or query scaling, fp32 out or
+ * (bf16) rounded to bf16, from random values and a random decay table:
+ * the destination values whose bits are not the one product the
+ * definition gives, rounded once for bf16 (NaN: left unwritten), or -1. */
+extern "C" long rn_emu_scale_check(int n, int P, int pieces, int H, int dk, int key, int bf16,
+                                   uint32_t seed)
 {
     size_t rows = (size_t)pieces * (size_t)H * (size_t)P, vals = rows * (size_t)dk;
     size_t npw = (size_t)H * (size_t)(P + 1);
     float *src = (float *)rn_emu_alloc(vals, sizeof(float));
     float *dst = (float *)rn_emu_alloc(vals, sizeof(float));
+    __nv_bfloat16 *dsth = (__nv_bfloat16 *)rn_emu_alloc(vals, sizeof(__nv_bfloat16));
     float *pw = (float *)malloc(sizeof(float) * npw);
     long differ = -1;
     unsigned bx, by, grid;
-    if (!src || !dst || !pw || (n == 4 && dk % 4) || (n != 1 && n != 4))
+    int rc;
+    if (!src || !dst || !dsth || !pw || (n == 4 && dk % 4) || (n != 1 && n != 4))
         goto cleanup;
     for (size_t i = 0; i < vals; i++)
-        src[i] = rf_uniform(&seed, -2.0f, 2.0f), dst[i] = NAN;
+        src[i] = rf_uniform(&seed, -2.0f, 2.0f), dst[i] = NAN, dsth[i] = __float2bfloat16_rn(NAN);
     for (size_t i = 0; i < npw; i++)
         pw[i] = rf_uniform(&seed, 0.1f, 1.0f);
     scale_pieces_shape(dk, n, (unsigned)rows, &bx, &by, &grid);
-    if ((n == 4
-             ? rn_emu_launch(scale_pieces_kernel<4>, dim3(grid), dim3(bx, by), 0, dst,
-                             (const float *)src, (const float *)pw, H, P, dk, key, (unsigned)rows)
-             : rn_emu_launch(scale_pieces_kernel<1>, dim3(grid), dim3(bx, by), 0, dst,
-                             (const float *)src, (const float *)pw, H, P, dk, key,
-                             (unsigned)rows)) != 0)
+    {
+        const float *s = src, *w = pw;
+        dim3 g(grid), b(bx, by);
+        unsigned r = (unsigned)rows;
+        if (bf16)
+            rc = n == 4 ? rn_emu_launch(scale_pieces_kernel<4, __nv_bfloat16>, g, b, 0, dsth, s, w,
+                                        H, P, dk, key, r)
+                        : rn_emu_launch(scale_pieces_kernel<1, __nv_bfloat16>, g, b, 0, dsth, s, w,
+                                        H, P, dk, key, r);
+        else
+            rc = n == 4
+                     ? rn_emu_launch(scale_pieces_kernel<4>, g, b, 0, dst, s, w, H, P, dk, key, r)
+                     : rn_emu_launch(scale_pieces_kernel<1>, g, b, 0, dst, s, w, H, P, dk, key, r);
+    }
+    if (rc != 0)
         goto cleanup;
     differ = 0;
     for (int p = 0; p < pieces; p++)
@@ -120,15 +133,19 @@ extern "C" long rn_emu_scale_check(int n, int P, int pieces, int H, int dk, int 
             for (int i = 0; i < P; i++) {
                 float f = pw[(size_t)h * (size_t)(P + 1) + (size_t)(key ? P - 1 - i : i + 1)];
                 const float *s = src + (((size_t)p * P + (size_t)i) * H + (size_t)h) * (size_t)dk;
-                const float *d = dst + (((size_t)p * H + (size_t)h) * P + (size_t)i) * (size_t)dk;
+                size_t d = (((size_t)p * H + (size_t)h) * P + (size_t)i) * (size_t)dk;
                 for (int c = 0; c < dk; c++) {
                     float want = s[c] * f;
-                    differ += memcmp(&want, &d[c], sizeof want) != 0;
+                    if (bf16)
+                        differ += __float2bfloat16_rn(want).bits != dsth[d + (size_t)c].bits;
+                    else
+                        differ += memcmp(&want, &dst[d + (size_t)c], sizeof want) != 0;
                 }
             }
 cleanup:
     free(src);
     free(dst);
+    free(dsth);
     free(pw);
     return differ;
 }
