@@ -1150,8 +1150,12 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
     CU(cudaMalloc(&x->part, p->step_bytes), "step scratch");
     CU(cudaMalloc(&x->top, p->top_bytes), "sampling rows");
     x->top_temp = (float *)(x->top + p->max_batch);
-    x->qd = x->A + H * C * C, x->kd = x->qd + H * C * dk, x->pw = x->kd + H * C * dk;
-    x->sums = x->pw + H * (C + 2); /* two tables: pieces and tail */
+    {
+        size_t off[5];
+        rn_cuda_chunk_offsets(x->c, C, off);
+        x->qd = x->A + off[0], x->kd = x->A + off[1], x->pw = x->A + off[2];
+        x->sums = x->A + off[3]; /* the tables: pieces and tail */
+    }
     tables = H * sizeof(double) + H * 4 + dk * 4 + R * (4 + 4 + 8) + 256;
     CU(cudaMalloc(&x->log_gamma, tables), "tables");
     x->gamma = (float *)(x->log_gamma + H), x->freq = x->gamma + H;

@@ -55,15 +55,39 @@ static size_t act_bytes(const rn_config *c, size_t R, int *ovf)
     return add(total, align256(mul(mul(R, F, ovf), 2, ovf), ovf), ovf);
 }
 
-/* A (H C C) + qd, kd (H C dk) + two tables of decay powers (H (C+2) in all:
- * the retention pieces' and the tail's) + running sums (H C) */
-static size_t chunk_floats(const rn_config *c, size_t C, int *ovf)
+/* n floats rounded up to 256 bytes */
+static size_t round_floats(size_t n, int *ovf)
+{
+    return add(n, 63, ovf) / 64 * 64;
+}
+
+/* rn_cuda_chunk_offsets, *ovf set when a size does not fit in size_t. */
+static void chunk_offsets(const rn_config *c, size_t C, size_t off[5], int *ovf)
 {
     size_t H = (size_t)c->n_heads, dk = (size_t)c->head_dim_k;
-    size_t f = mul(H, mul(C, C, ovf), ovf);
-    f = add(f, mul(2, mul(H, mul(C, dk, ovf), ovf), ovf), ovf);
-    f = add(f, mul(H, C + 2, ovf), ovf);
-    return add(f, mul(H, C, ovf), ovf);
+    size_t parts[5] = {mul(H, mul(C, C, ovf), ovf), mul(H, mul(C, dk, ovf), ovf),
+                       mul(H, mul(C, dk, ovf), ovf), mul(H, C + 2, ovf), mul(H, C, ovf)};
+    size_t at = 0;
+    for (int i = 0; i < 5; i++) {
+        at = add(at, round_floats(parts[i], ovf), ovf);
+        off[i] = at;
+    }
+}
+
+void rn_cuda_chunk_offsets(const rn_config *c, size_t C, size_t off[5])
+{
+    int ovf = 0;
+    chunk_offsets(c, C, off, &ovf);
+}
+
+/* A (H C C) + qd, kd (H C dk) + two tables of decay powers (H (C+2) in all:
+ * the retention pieces' and the tail's) + running sums (H C), each part on
+ * 256 bytes */
+static size_t chunk_floats(const rn_config *c, size_t C, int *ovf)
+{
+    size_t off[5];
+    chunk_offsets(c, C, off, ovf);
+    return off[4];
 }
 
 int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_chunk,

@@ -76,6 +76,14 @@ typedef struct rn_cuda_plan {
  * the first half-precision input buffer holds that many values a row. */
 size_t rn_cuda_widest_input(const rn_config *c);
 
+/* Where the chunk scratch (chunk_bytes) puts its parts, in floats from its
+ * start, for chunks of up to C tokens: the score matrix A at 0 (H C C),
+ * then qd and kd (H C dk each), the two decay tables (H (C + 2) in all) and
+ * the running sums (H C).  Each part starts on 256 bytes, as the vector
+ * loads and cuBLAS's fast paths on the batched pieces' addresses need
+ * whatever C is.  off: qd, kd, the tables, the sums, the end. */
+void rn_cuda_chunk_offsets(const rn_config *c, size_t C, size_t off[5]);
+
 /* Fills *p for config c with n_slots (>= 1) state slots (bf16 values when
  * state_bf16, else fp32) and prefill chunks of up to max_chunk (>= 1)
  * tokens.  RN_EINVAL (message in err) when a size overflows or an argument
