@@ -46,6 +46,8 @@
  * rn_row_top come back, and only the rows the sampler cannot decide from
  * those, decode_rows).
  */
+#include <atomic>
+
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -330,6 +332,14 @@ static float lt_time(cuda_ctx *x, lt_entry *e, const cublasLtMatmulAlgo_t *a, vo
     return best;
 }
 
+/* Shapes lt_tune has timed in this process, for tests. */
+static std::atomic<long> lt_tuned;
+
+extern "C" long rn_cuda_lt_tuned(void)
+{
+    return lt_tuned.load();
+}
+
 /* RETNET_CUDA_LT_TUNE: e's heuristic candidates timed on the operands of
  * its first call (the output written each time; the caller's product
  * writes it again), and the fastest kept, with a line on stderr.  Not
@@ -345,11 +355,14 @@ static int lt_tune(cuda_ctx *x, lt_entry *e, void *y, const void *W, const void 
         return RN_EDEVICE;
     if (cs != cudaStreamCaptureStatusNone)
         return RN_OK;
+    if (cudaPeekAtLastError() != cudaSuccess)
+        return RN_EDEVICE; /* an earlier launch's error: the forward reports it, not cleared here */
     if (cudaEventCreate(&t0) != cudaSuccess || cudaEventCreate(&t1) != cudaSuccess)
         goto cleanup;
     for (int i = 0; i < e->n_cand; i++) {
         float ms = lt_time(x, e, &e->cand[i], y, W, in_rows, t0, t1);
-        cudaGetLastError(); /* a refused candidate is only skipped */
+        if (ms < 0.0f)
+            cudaGetLastError(); /* a refused candidate is only skipped (none was pending) */
         if (i == 0)
             first = ms;
         if (ms >= 0.0f && (best < 0.0f || ms < best))
@@ -363,6 +376,7 @@ static int lt_tune(cuda_ctx *x, lt_entry *e, void *y, const void *W, const void 
             e->n, e->out, e->in, pick + 1, e->n_cand, (double)best, (double)first);
     e->algo = e->cand[pick];
     e->n_cand = 0;
+    lt_tuned++;
     rc = RN_OK;
 cleanup:
     if (t0)

@@ -65,6 +65,9 @@ int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v
                             double *worst);
 /* Launches of the fused retention kernel so far in this process. */
 long rn_cuda_ret_fused_launches(void);
+/* GEMM shapes whose cuBLASLt algorithm was timed (RETNET_CUDA_LT_TUNE) so
+ * far in this process. */
+long rn_cuda_lt_tuned(void);
 
 /* Opens (on != 0) or closes the range a profiler started with
  * `--profile-from-start off` (ncu, nsys) records. */

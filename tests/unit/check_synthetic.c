@@ -198,6 +198,27 @@ START_TEST(test_synthetic_batched_decode_mixed_positions)
 END_TEST
 
 #ifdef RN_HAVE_CUDA
+/* cuBLASLt's algorithms timed per shape (RETNET_CUDA_LT_TUNE=1: every
+ * shape outside a decode graph) inside the engine: the prefills of
+ * check_prefill_whole_and_split through whichever candidate was fastest,
+ * against the CPU's recurrent form at the 16-bit tolerance, and at least
+ * one shape timed (the counter), so the path is known to run. */
+START_TEST(test_synthetic_lt_tune_prefill)
+{
+    synth s;
+    setenv("RETNET_CUDA_LT_TUNE", "1", 1);
+    synth_open_json(&s,
+                    "{\"hidden_size\":256,\"num_hidden_layers\":2,\"num_heads\":2,"
+                    "\"vocab_size\":1000,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}",
+                    RN_DT_BF16, 256);
+    unsetenv("RETNET_CUDA_LT_TUNE");
+    long tuned = rn_cuda_lt_tuned();
+    check_prefill_whole_and_split(&s, 256, 20);
+    ck_assert_int_gt(rn_cuda_lt_tuned() - tuned, 0);
+    synth_close(&s);
+}
+END_TEST
+
 /* The fused chunkwise retention read-out (RETNET_CUDA_RET_FUSED) inside
  * the engine: a bf16 model whose heads fit it (dk 128, dv 256), prefill
  * chunks of up to 256 tokens in 64-token pieces, so a chunk's full pieces'
@@ -239,8 +260,10 @@ Suite *synthetic_suite(void)
     tcase_add_loop_test(tc, test_synthetic_prefill_ragged_and_continued, 0, n);
     tcase_add_loop_test(tc, test_synthetic_batched_decode_mixed_positions, 0, n);
 #ifdef RN_HAVE_CUDA
-    if (fixture_on_cuda()) /* on the CPU the switch means nothing */
+    if (fixture_on_cuda()) { /* on the CPU the switches mean nothing */
         tcase_add_test(tc, test_synthetic_fused_retention_prefill);
+        tcase_add_test(tc, test_synthetic_lt_tune_prefill);
+    }
 #endif
     suite_add_tcase(s, tc);
     return s;
