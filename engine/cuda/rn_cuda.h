@@ -15,9 +15,11 @@ typedef struct rn_cuda_limits {
     char name[128]; /* device name */
     int n_sms;
     int cc_major, cc_minor;
-    size_t mem_total;         /* bytes */
-    double copy_GBps;         /* copy kernel, bytes read + written per second */
-    double gemm_TFLOPs;       /* cuBLASLt bf16 x bf16 -> fp32, fp32 accumulation, random operands */
+    size_t mem_total; /* bytes */
+    double copy_GBps; /* copy kernel, bytes read + written per second */
+    /* cuBLASLt bf16 x bf16 -> fp32, fp32 accumulation, on random operands
+     * after 300 ms of the same products (clocks and power settled) */
+    double gemm_TFLOPs;
     double gemm_const_TFLOPs; /* the same on operands of one value (lower power, faster clocks) */
     int gemm_m, gemm_n, gemm_k;
 } rn_cuda_limits;
