@@ -126,13 +126,14 @@ else
 fi
 # BENCH_CUDA_NCU=1: where a 4096-token prefill chunk and a batch-1 decode
 # step spend their time, per kernel (ncu; summary in $OUT/ncu.txt), and
-# the same with the fused retention read-out (ncu-fused.txt)
-ncu_profile() { # name [VAR=value ...]
-    name=$1
-    shift
+# the same with the fused retention read-out (ncu-fused.txt);
+# BENCH_CUDA_NCU_BATCH=B adds a decode step of B sessions (ncu-bB.txt)
+ncu_profile() { # name batch prompt [VAR=value ...]
+    name=$1 batch=$2 prompt=$3
+    shift 3
     if env "$@" ncu --profile-from-start off --metrics gpu__time_duration.sum --print-units base \
-        --csv "$RETNET" bench-cuda "$MODEL" --profile --batches 1 --prompts 4096 --chunk 4096 \
-        >"$OUT/$name.csv" 2>"$OUT/$name.log" &&
+        --csv "$RETNET" bench-cuda "$MODEL" --profile --batches "$batch" --prompts "$prompt" \
+        --chunk 4096 >"$OUT/$name.csv" 2>"$OUT/$name.log" &&
         "$PY" tools/ncu_summary.py "$OUT/$name.csv" --launches >"$OUT/$name.txt"; then
         echo "== $name $*"
         cat "$OUT/$name.txt"
@@ -146,8 +147,11 @@ if [ "${BENCH_CUDA_NCU:-0}" = 1 ]; then
         echo "bench-cuda: ncu is not on PATH: no profile"
         failed="$failed ncu"
     else
-        ncu_profile ncu
-        ncu_profile ncu-fused RETNET_CUDA_RET_FUSED=1
+        ncu_profile ncu 1 4096
+        ncu_profile ncu-fused 1 4096 RETNET_CUDA_RET_FUSED=1
+        if [ -n "${BENCH_CUDA_NCU_BATCH:-}" ]; then
+            ncu_profile "ncu-b$BENCH_CUDA_NCU_BATCH" "$BENCH_CUDA_NCU_BATCH" 64
+        fi
     fi
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
