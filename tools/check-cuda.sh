@@ -158,9 +158,13 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
     # the fused retention kernel's shared memory (cp.async copies, ldmatrix
     # reads, the scores' stores) and barriers, watched alone: racecheck and
     # synccheck over the form suite's ret_fused case; one that does not
-    # finish in its time proves nothing and fails the run
+    # finish in its time proves nothing and fails the run (0: not run, said)
     for tool in racecheck synccheck; do
         echo "forms-$tool" | select_runs | grep -q . || continue
+        if [ "${CHECK_CUDA_RACE_TIME:-120}" = 0 ]; then
+            echo "check-cuda: $tool ret_fused not run (CHECK_CUDA_RACE_TIME=0)"
+            continue
+        fi
         log=$OUT/$tool-ret_fused.log
         if env RN_TEST_DEVICE=cuda CK_RUN_SUITE=forms CK_RUN_CASE=ret_fused CK_FORK=no \
             CK_DEFAULT_TIMEOUT=1200 timeout "${CHECK_CUDA_RACE_TIME:-120}" \
