@@ -7,8 +7,8 @@
  * through memory.
  *
  * Written in mma.m16n8k16, ldmatrix and cp.async (mma_dev.cuh): the
- * operands come in bf16 (q, k, v and the entering states rounded once,
- * by rk_to_half), 16-byte copies land in shared memory behind the
+ * operands come in bf16 (q, k and v rounded once by rk_to_half, the
+ * entering states by the scan), 16-byte copies land in shared memory behind the
  * tensor-core work, and the scores are masked in the registers the
  * product leaves them in.  Included by kernels.cu, after the CUDA
  * headers, rn_math.h and pdl_enter, and by the unit tests' emulation
