@@ -47,12 +47,17 @@ double *rn_emu_exchange(void)
     return emu_exchange[emu_linear(threadIdx) / 32];
 }
 
-/* A warp's lanes' operands of a warp-wide instruction (mma_dev.cuh). */
-static unsigned char emu_xbytes[EMU_WARPS][32][64];
+/* A warp's lanes' operands of a warp-wide instruction (mma_dev.cuh), in
+ * two sets that the warp's instructions take in turn: every lane of a warp
+ * runs the same instructions, so a lane writes a set again only after the
+ * barrier of the instruction between, which every lane reaches after it
+ * has read that set -- one barrier an instruction, not two. */
+static unsigned char emu_xbytes[EMU_WARPS][2][32][64];
+static thread_local unsigned emu_xturn; /* the calling thread's instructions so far */
 
 unsigned char *rn_emu_xbytes(void)
 {
-    return &emu_xbytes[emu_linear(threadIdx) / 32][0][0];
+    return &emu_xbytes[emu_linear(threadIdx) / 32][emu_xturn++ & 1][0][0];
 }
 
 /* The calling thread's cp.async copies not yet landed: their bytes (taken
@@ -113,7 +118,7 @@ static void *emu_thread_main(void *arg)
 {
     emu_thread *t = (emu_thread *)arg;
     threadIdx = t->tid;
-    emu_n_copies = 0, emu_groups = 0;
+    emu_n_copies = 0, emu_groups = 0, emu_xturn = 0;
     t->body(t->ctx);
     if (emu_n_copies) /* copies issued and never waited for: lost on the device too */
         abort();

@@ -192,7 +192,9 @@ static inline int rn_emu_lane0(void)
  * The products of bf16 values are exact in fp32; they are summed in fp32, k
  * in order, onto the accumulator. */
 
-unsigned char *rn_emu_xbytes(void); /* the calling thread's warp's 32 slots of 64 bytes */
+/* The calling thread's warp's 32 slots of 64 bytes for its next warp-wide
+ * instruction (the set it did not use last). */
+unsigned char *rn_emu_xbytes(void);
 
 static inline float emu_bf16_half(uint32_t u, int hi)
 {
@@ -221,7 +223,6 @@ static inline void rn_mma_bf16(float *d, const uint32_t *a, const uint32_t *b)
         }
         out[j] = s;
     }
-    __syncwarp();
     for (int j = 0; j < 4; j++)
         d[j] = out[j];
 }
@@ -247,7 +248,6 @@ static inline void emu_ldsm_x4(uint32_t *r, const void *p, int trans)
         }
         out[m] = (uint32_t)lo | (uint32_t)hi << 16;
     }
-    __syncwarp();
     for (int m = 0; m < 4; m++)
         r[m] = out[m];
 }
