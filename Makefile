@@ -138,10 +138,12 @@ $(VERSION_STAMP): FORCE
 $(OUT)/server/main.o $(OUT)/server/metrics.o $(OUT)/server/options.o: $(VERSION_STAMP)
 FORCE:
 
+# -MMD -MP as for the C sources: a kernel header (engine/cuda/*.cuh, *.h)
+# changed rebuilds the .cu files that include it.
 $(OUT)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC    $<")
-	$(Q)$(NVCC) $(NVFLAGS) -c $< -o $@
+	$(Q)$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB): $(ENGINE_OBJ)
 	@$(if $(Q),echo "  AR      $@")
