@@ -601,7 +601,7 @@ static int fused_copies(cuda_ctx *x, int pieces, int P, void **dst)
     size_t at = 0;
     for (int i = 0; i < 4; i++) {
         dst[i] = (char *)x->A + at;
-        at += (n[i] * 2 + 255) & ~(size_t)255;
+        at += align256(n[i] * 2);
     }
     return at <= H * C * C * sizeof(float);
 }
@@ -1298,10 +1298,10 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);
-    /* RETNET_CUDA_RET_FUSED=1: 16-bit models' batched pieces through the
-     * tensor-core kernels (bf16 operands, as RETNET_CUDA_RET_BF16); prefill
-     * is 15% slower with them than with the cuBLAS products on an H100
-     * (docs/benchmarks.md) */
+    /* RETNET_CUDA_RET_FUSED=1: 16-bit models' batched pieces read out by one
+     * tensor-core kernel (bf16 operands, as RETNET_CUDA_RET_BF16); off until
+     * measured: its first (WMMA) version made prefill 15% slower than the
+     * cuBLAS products on an H100 (docs/benchmarks.md) */
     x->ret_fused = major >= 8 && x->ret_compute != CUBLAS_COMPUTE_32F
                        ? env_int("RETNET_CUDA_RET_FUSED", 0, 0, 1)
                        : 0;

@@ -55,12 +55,6 @@ static size_t act_bytes(const rn_config *c, size_t R, int *ovf)
     return add(total, align256(mul(mul(R, F, ovf), 2, ovf), ovf), ovf);
 }
 
-/* n floats rounded up to 256 bytes */
-static size_t round_floats(size_t n, int *ovf)
-{
-    return add(n, 63, ovf) / 64 * 64;
-}
-
 /* rn_cuda_chunk_offsets, *ovf set when a size does not fit in size_t. */
 static void chunk_offsets(const rn_config *c, size_t C, size_t off[5], int *ovf)
 {
@@ -69,7 +63,7 @@ static void chunk_offsets(const rn_config *c, size_t C, size_t off[5], int *ovf)
                        mul(H, mul(C, dk, ovf), ovf), mul(H, C + 2, ovf), mul(H, C, ovf)};
     size_t at = 0;
     for (int i = 0; i < 5; i++) {
-        at = add(at, round_floats(parts[i], ovf), ovf);
+        at = add(at, align256(mul(parts[i], sizeof(float), ovf), ovf) / sizeof(float), ovf);
         off[i] = at;
     }
 }

@@ -103,11 +103,6 @@ static inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b)
     return __nv_bfloat162{__float2bfloat16_rn(a), __float2bfloat16_rn(b)};
 }
 
-static inline float rn_emu_float(__nv_bfloat16 h)
-{
-    return rn__bf16_to_f32(h.bits);
-}
-
 struct __half {
     uint16_t bits;
 };
@@ -177,11 +172,6 @@ static int rn_emu_launch(K kernel, dim3 grid, dim3 block, size_t smem, A... args
 {
     auto call = [&]() { kernel(args...); };
     return rn_emu_launch_impl(grid, block, smem, rn_emu_trampoline<decltype(call)>, &call);
-}
-
-static inline int rn_emu_lane0(void)
-{
-    return threadIdx.x % 32 == 0;
 }
 
 /* ------------------------------------------------------------ mma_dev.cuh
