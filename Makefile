@@ -51,7 +51,8 @@ CUDA_SRC := $(wildcard engine/cuda/*.cu)
 ifneq ($(NVCC),)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a
-NVFLAGS := -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -Werror all-warnings -Iengine
+NVFLAGS := -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -Werror all-warnings -Iengine \
+           $(addprefix -I,$(wildcard $(CUDA_HOME)/extras/CUPTI/include))
 CPPFLAGS_ALL += -DRN_HAVE_CUDA
 CUDA_OBJ := $(CUDA_SRC:%.cu=$(OUT)/%.o)
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart
@@ -192,6 +193,7 @@ check-integration: $(RETNETD) $(RETNET)
 	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_lifecycle.py
 	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_security.py
 	$(Q)RETNETD=$(RETNETD) RETNET=$(RETNET) python3 tests/integration/test_faults.py
+	$(Q)python3 tests/tools/test_timeline_summary.py
 
 # The server through the official OpenAI Python SDK, pinned in $(SDK_REQ) and
 # installed from PyPI into $(SDK_VENV) (again only when the pin changes).

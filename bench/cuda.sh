@@ -6,7 +6,9 @@
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed);
-# BENCH_CUDA_NCU=1 adds a per-kernel profile (ncu, tools/ncu_summary.py).
+# BENCH_CUDA_NCU=1 adds a per-kernel profile (ncu, tools/ncu_summary.py);
+# the kernels' timeline as they run in service (CUPTI) comes with every run
+# (BENCH_CUDA_TIMELINE=0: not).
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
 # the switches that are off and not yet measured (RET_FUSED, LT_TUNE) and
 # the peer at batches 1 and 16: a few minutes instead of the whole sweep.
@@ -153,6 +155,38 @@ if [ "${BENCH_CUDA_NCU:-0}" = 1 ]; then
             ncu_profile "ncu-b$BENCH_CUDA_NCU_BATCH" "$BENCH_CUDA_NCU_BATCH" 64
         fi
     fi
+fi
+# The kernels' timeline (CUPTI, in graphs with dependent launches, as they
+# run in service) of decode steps at batches 1, 16 and 64 and of one
+# 4096-token chunk: timeline.csv, summed per kernel in timeline.txt
+# (tools/timeline_summary.py).  BENCH_CUDA_TIMELINE=0 leaves it out;
+# RETNET_CUPTI names libcupti when it is not where the loader looks.
+cupti_lib() {
+    for d in "${CUDA_HOME:-/usr/local/cuda}/extras/CUPTI/lib64" "${CUDA_HOME:-/usr/local/cuda}/lib64" \
+        $("$PY" -c 'import nvidia, os; [print(os.path.join(p, d, "lib")) for p in nvidia.__path__ for d in os.listdir(p)]' 2>/dev/null); do
+        for f in "$d"/libcupti.so "$d"/libcupti.so.*; do
+            [ -f "$f" ] && { echo "$f"; return; }
+        done
+    done
+}
+timeline() { # name [VAR=value ...]
+    name=$1
+    shift
+    cupti=${RETNET_CUPTI:-$(cupti_lib)}
+    echo "bench-cuda: $name $* ($(date +%T))" >&2
+    if env RETNET_CUPTI="$cupti" "$@" "$RETNET" bench-cuda "$MODEL" --timeline "$OUT/$name.csv" \
+        --batches 1,16,64 --prompts 4096 --chunk 4096 --decode 8 >"$OUT/$name.json" \
+        2>"$OUT/$name.log" &&
+        "$PY" tools/timeline_summary.py "$OUT/$name.csv" --json "$OUT/$name.json" >"$OUT/$name.txt"; then
+        echo "== $name $*"
+        cat "$OUT/$name.json" "$OUT/$name.txt"
+    else
+        echo "bench-cuda: the timeline $name failed (see $OUT/$name.log)"
+        failed="$failed $name"
+    fi
+}
+if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
+    timeline timeline
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
 if [ -n "$failed" ]; then

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../status.h"
 
@@ -74,5 +75,20 @@ long rn_cuda_lt_tuned(void);
 /* Opens (on != 0) or closes the range a profiler started with
  * `--profile-from-start off` (ncu, nsys) records. */
 void rn_cuda_profile(int on);
+
+/* Kernel timeline (timeline.cu): each kernel's start and end on the
+ * device's clock as CUPTI records them, graph nodes and dependent launches
+ * included -- what a systems profiler shows, where ncu replays kernels one
+ * at a time.  libcupti is loaded at run time (RETNET_CUPTI names it).
+ * start: enables the records (RN_EUNSUPPORTED without libcupti or its
+ * headers at build time, with where it looked); mark: waits for the device
+ * and drops what was recorded so far; write: waits for the device and
+ * appends the kernels since the mark to out as CSV rows tagged tag (times
+ * in ns from the earliest start; header: the column names first), then
+ * drops them; stop: ends the recording. */
+int rn_cuda_timeline_start(rn_error *err);
+void rn_cuda_timeline_mark(void);
+int rn_cuda_timeline_write(FILE *out, const char *tag, int header, rn_error *err);
+void rn_cuda_timeline_stop(void);
 
 #endif

@@ -37,6 +37,7 @@ typedef struct {
     int batches[MAX_LIST], n_batches;
     int prompts[MAX_LIST], n_prompts;
     int chunk, decode, json, profile, state_bf16;
+    const char *timeline; /* --timeline FILE: the kernels' CUPTI timeline instead of the figures */
 } cuda_bench_opts;
 
 /* "1,16,64" into v (at most MAX_LIST positive values); 0 on success. */
@@ -67,6 +68,9 @@ static int parse_cuda_opts(cuda_bench_opts *o, int argc, char **argv)
             o->profile = 1;
         } else if (!strcmp(a, "--state-bf16")) {
             o->state_bf16 = 1;
+        } else if (!strcmp(a, "--timeline") && v) {
+            o->timeline = v;
+            i++;
         } else if (!strcmp(a, "--batches") && v) {
             if (parse_list(v, o->batches, &o->n_batches))
                 return -1;
@@ -281,6 +285,72 @@ static int profile_once(rn_engine *e, const cuda_bench_opts *o, const int32_t *t
     return rc ? -1 : 0;
 }
 
+/* --timeline: the kernels of `decode` decode steps at each batch size
+ * and of one prefill of the first prompt length, each after a warm-up (the
+ * graphs captured, the caches warm), as CUPTI recorded them on the device
+ * (rn_cuda_timeline_write) into the CSV file path, tagged decode-bB-sN and
+ * prefill-P-cC; tools/timeline_summary.py reads it.  Prints each run's
+ * wall time per step or prompt, as JSON.  0 on success. */
+static int timeline_run(rn_engine *e, const rn_model *m, const rn_cuda_limits *l,
+                        const cuda_bench_opts *o, const int32_t *tok, const step_bufs *sb)
+{
+    int B = max_of(o->batches, o->n_batches), *slots = malloc(sizeof(int) * (size_t)B), rc = -1;
+    FILE *f = fopen(o->timeline, "w");
+    rn_error err = {0};
+    char tag[64];
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = o->chunk};
+    if (!slots || !f) {
+        fprintf(stderr, "retnet: cannot write %s\n", o->timeline);
+        goto cleanup;
+    }
+    for (int i = 0; i < B; i++)
+        slots[i] = i;
+    printf("{\"timeline\":\"%s\",\"device\":\"%s\",\"copy_GBps\":%.1f,\"weight_bytes\":%.0f,"
+           "\"state_bytes\":%.0f,\"decode\":[",
+           o->timeline, l->name, l->copy_GBps, (double)rn_model_weight_bytes(m),
+           (double)rn_engine_slot_bytes(e));
+    for (int i = 0; i < o->n_batches; i++) {
+        int b = o->batches[i];
+        for (int s = 0; s < 3; s++) /* the graph for b captured, then run warm */
+            if (one_step(e, slots, tok, b, STEP_LOGITS, sb) != RN_OK)
+                goto cleanup;
+        rn_cuda_timeline_mark();
+        double t0 = rn__now();
+        for (int s = 0; s < o->decode; s++)
+            if (one_step(e, slots, tok, b, STEP_LOGITS, sb) != RN_OK)
+                goto cleanup;
+        double us = (rn__now() - t0) / o->decode * 1e6;
+        snprintf(tag, sizeof tag, "decode-b%d-s%d", b, o->decode);
+        if (rn_cuda_timeline_write(f, tag, i == 0, &err) != RN_OK)
+            goto cleanup;
+        printf("%s{\"batch\":%d,\"steps\":%d,\"us_per_step\":%.1f}", i ? "," : "", b, o->decode,
+               us);
+    }
+    int P = o->prompts[0];
+    if (rn_state_reset(e, 0) != RN_OK || rn_prefill(e, 0, tok, P, &po, sb->logits) != RN_OK ||
+        rn_state_reset(e, 0) != RN_OK)
+        goto cleanup;
+    rn_cuda_timeline_mark();
+    double t0 = rn__now();
+    if (rn_prefill(e, 0, tok, P, &po, sb->logits) != RN_OK)
+        goto cleanup;
+    double ms = (rn__now() - t0) * 1e3;
+    snprintf(tag, sizeof tag, "prefill-%d-c%d", P, o->chunk);
+    if (rn_cuda_timeline_write(f, tag, 0, &err) != RN_OK)
+        goto cleanup;
+    printf("],\"prefill\":{\"prompt\":%d,\"chunk\":%d,\"ms\":%.2f}}\n", P, o->chunk, ms);
+    rc = 0;
+cleanup:
+    if (err.msg[0])
+        fprintf(stderr, "retnet: %s\n", err.msg);
+    if (f && fclose(f) != 0 && rc == 0) {
+        fprintf(stderr, "retnet: cannot write %s\n", o->timeline);
+        rc = -1;
+    }
+    free(slots);
+    return rc;
+}
+
 /* The CUDA backend's tuning variables (docs/operations.md) that are set,
  * as JSON members, so a result file says which paths it measured. */
 static void print_tuning(void)
@@ -306,7 +376,7 @@ int cli_bench_cuda(int argc, char **argv)
     cuda_bench_opts o;
     if (parse_cuda_opts(&o, argc, argv))
         return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
-                         "[--chunk 256] [--decode 32] [--profile] [--state-bf16]");
+                         "[--chunk 256] [--decode 32] [--profile] [--state-bf16] [--timeline FILE]");
     rn_cuda_limits l;
     rn_model *m = NULL;
     rn_engine *e = NULL;
@@ -317,6 +387,11 @@ int cli_bench_cuda(int argc, char **argv)
     if (rn_cuda_measure(&l, 8192, 8192, 8192, &err) != RN_OK) {
         printf("no usable CUDA device: %s\n", err.msg);
         return EXIT_NO_DEVICE;
+    }
+    /* before the engine exists, so CUPTI sees its graphs from their capture */
+    if (o.timeline && rn_cuda_timeline_start(&err) != RN_OK) {
+        fprintf(stderr, "retnet: %s\n", err.msg);
+        return 1;
     }
     if (rn_model_load(&m, o.dir, &err) != RN_OK ||
         rn_engine_new(&e, m,
@@ -342,6 +417,10 @@ int cli_bench_cuda(int argc, char **argv)
         sb.temps[i] = 1.0f;
     for (int i = 0; i < n_tok; i++)
         tok[i] = (int32_t)((i * 2654435761u) % (unsigned)c->vocab_size);
+    if (o.timeline) {
+        rc = timeline_run(e, m, &l, &o, tok, &sb) ? 1 : 0;
+        goto cleanup;
+    }
     if (o.profile) {
         rc = profile_once(e, &o, tok, sb.logits) ? 1 : 0;
         printf("profiled: prefill of %d tokens (chunk %d), decode step at batch %d: %s\n",
@@ -410,6 +489,7 @@ cleanup:
     free(sb.temps);
     rn_engine_free(e);
     rn_model_free(m);
+    rn_cuda_timeline_stop();
     return rc;
 }
 #else
@@ -426,7 +506,7 @@ int cli_bench_cuda(int argc, char **argv)
     cuda_bench_opts o;
     if (parse_cuda_opts(&o, argc, argv))
         return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
-                         "[--chunk 256] [--decode 32] [--profile] [--state-bf16]");
+                         "[--chunk 256] [--decode 32] [--profile] [--state-bf16] [--timeline FILE]");
     return cli_cuda_info(argc, argv);
 }
 #endif

@@ -32,6 +32,8 @@ static const char usage[] =
     "  bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] [--chunk 256]\n"
     "           [--decode 32] [--profile] [--state-bf16]   CUDA backend vs the device's limits "
     "(JSON)\n"
+    "           [--timeline FILE]            instead: each kernel's start and end (CUPTI), "
+    "CSV\n"
     "  random --preset tiny|1.3b|2.7b|6.7b [--dtype bf16|f16|f32] [--seed S] OUT_DIR\n"
     "                                       random weights in a preset's shape\n";
 

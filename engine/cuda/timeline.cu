@@ -1,0 +1,255 @@
+/*
+ * timeline.cu -- rn_cuda_timeline_* (rn_cuda.h): when each kernel really
+ * ran, as CUPTI's activity records give it, for `retnet bench-cuda
+ * --timeline`.
+ *
+ * ncu replays kernels one at a time with the caches flushed, so its
+ * durations leave out what decides a decode step inside a CUDA graph with
+ * dependent launches: how far each kernel overlaps its neighbours and how
+ * long the device sits between them.  CUPTI's concurrent-kernel records
+ * carry each kernel's start and end on the device's clock, graph nodes
+ * included, which is what a systems profiler draws.
+ *
+ * libcupti is loaded at run time (dlopen): the engine and the server never
+ * link it, and a machine without it gets RN_EUNSUPPORTED and a sentence
+ * saying where it looked.  RETNET_CUPTI names the library's path.
+ */
+#if __has_include(<cupti_activity.h>)
+#include <cupti_activity.h>
+#include <cupti_version.h>
+#define TL_HAVE_CUPTI 1
+#else
+#define TL_HAVE_CUPTI 0
+#endif
+#include <cuda_runtime.h>
+#include <cxxabi.h>
+#include <dlfcn.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "rn_cuda.h"
+}
+
+#if TL_HAVE_CUPTI
+
+#define TL_BUFFER (8u << 20) /* bytes of one activity buffer CUPTI fills */
+#define TL_ALIGN 8           /* CUPTI's alignment for activity buffers */
+/* CUPTI numbers its API major * 10000 + update from CUDA 13 on (12.x: 19-28) */
+#define TL_MIN_VERSION (CUPTI_API_VERSION >= 130000 ? CUPTI_API_VERSION / 10000 * 10000 : CUPTI_API_VERSION)
+
+/* One kernel's run as kept from its record. */
+struct tl_kernel {
+    uint64_t start, end, graph_node;
+    int grid[3], block[3], regs;
+    char name[96]; /* demangled, without its parameters */
+};
+
+/* The CUPTI entry points this file uses, from the dlopen'ed library. */
+struct tl_api {
+    void *lib;
+    CUptiResult (*register_callbacks)(CUpti_BuffersCallbackRequestFunc,
+                                      CUpti_BuffersCallbackCompleteFunc);
+    CUptiResult (*enable)(CUpti_ActivityKind);
+    CUptiResult (*disable)(CUpti_ActivityKind);
+    CUptiResult (*flush_all)(uint32_t);
+    CUptiResult (*next_record)(uint8_t *, size_t, CUpti_Activity **);
+    CUptiResult (*get_version)(uint32_t *);
+};
+
+static tl_api tl;
+static tl_kernel *tl_rows; /* records kept since the last mark */
+static size_t tl_n, tl_cap;
+static int tl_failed; /* a record could not be kept (out of memory) */
+static int tl_on;     /* the records are enabled (rn_cuda_timeline_start succeeded) */
+
+/* The kernel's name without namespaces' noise: demangled when it is C++,
+ * cut before its parameter list, into out. */
+static void tl_name(const char *mangled, char *out, size_t cap)
+{
+    int status = -1;
+    char *d = mangled ? abi::__cxa_demangle(mangled, NULL, NULL, &status) : NULL;
+    const char *s = status == 0 && d ? d : mangled ? mangled : "?";
+    size_t n = strcspn(s, "(");
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    free(d);
+}
+
+static void tl_keep(const CUpti_ActivityKernel10 *k)
+{
+    if (tl_n == tl_cap) {
+        size_t cap = tl_cap ? 2 * tl_cap : 4096;
+        tl_kernel *p = (tl_kernel *)realloc(tl_rows, cap * sizeof *p);
+        if (!p) {
+            tl_failed = 1;
+            return;
+        }
+        tl_rows = p, tl_cap = cap;
+    }
+    tl_kernel *r = &tl_rows[tl_n++];
+    r->start = k->start, r->end = k->end, r->graph_node = k->graphNodeId;
+    r->grid[0] = k->gridX, r->grid[1] = k->gridY, r->grid[2] = k->gridZ;
+    r->block[0] = k->blockX, r->block[1] = k->blockY, r->block[2] = k->blockZ;
+    r->regs = k->registersPerThread;
+    tl_name(k->name, r->name, sizeof r->name);
+}
+
+/* CUPTI's callbacks: a buffer to fill, and a filled one to read (owned
+ * here: allocated in the first, freed in the second). */
+static void CUPTIAPI tl_buffer_requested(uint8_t **buffer, size_t *size, size_t *max_records)
+{
+    *buffer = (uint8_t *)aligned_alloc(TL_ALIGN, TL_BUFFER);
+    *size = *buffer ? TL_BUFFER : 0;
+    *max_records = 0;
+}
+
+static void CUPTIAPI tl_buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *buffer,
+                                         size_t size, size_t valid)
+{
+    (void)ctx, (void)stream, (void)size;
+    CUpti_Activity *rec = NULL;
+    while (buffer && tl.next_record(buffer, valid, &rec) == CUPTI_SUCCESS)
+        if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL)
+            tl_keep((const CUpti_ActivityKernel10 *)rec);
+    free(buffer);
+}
+
+/* Opens libcupti (RETNET_CUPTI, else the loader's path, else the toolkit's
+ * usual places) and finds its entry points; 0 on success. */
+static int tl_open(rn_error *err)
+{
+    const char *env = getenv("RETNET_CUPTI");
+    const char *const paths[] = {env,
+                                 "libcupti.so",
+                                 "libcupti.so.13",
+                                 "libcupti.so.12",
+                                 "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so",
+                                 "/usr/local/cuda/lib64/libcupti.so",
+                                 "/usr/local/cuda/targets/x86_64-linux/lib/libcupti.so"};
+    if (tl.lib)
+        return 0;
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0] && !tl.lib; i++)
+        if (paths[i] && *paths[i])
+            tl.lib = dlopen(paths[i], RTLD_NOW | RTLD_LOCAL);
+    if (!tl.lib)
+        return rn_error_set(err, RN_EUNSUPPORTED,
+                            "timeline: libcupti not found (set RETNET_CUPTI to its path; looked "
+                            "for libcupti.so on the loader's path and under /usr/local/cuda)");
+    *(void **)&tl.register_callbacks = dlsym(tl.lib, "cuptiActivityRegisterCallbacks");
+    *(void **)&tl.enable = dlsym(tl.lib, "cuptiActivityEnable");
+    *(void **)&tl.disable = dlsym(tl.lib, "cuptiActivityDisable");
+    *(void **)&tl.flush_all = dlsym(tl.lib, "cuptiActivityFlushAll");
+    *(void **)&tl.next_record = dlsym(tl.lib, "cuptiActivityGetNextRecord");
+    *(void **)&tl.get_version = dlsym(tl.lib, "cuptiGetVersion");
+    if (!tl.register_callbacks || !tl.enable || !tl.disable || !tl.flush_all || !tl.next_record ||
+        !tl.get_version)
+        return rn_error_set(err, RN_EUNSUPPORTED, "timeline: libcupti lacks the activity API");
+    return 0;
+}
+
+/* The CUPTI library opened and its kernel records enabled; 0 on success. */
+static int tl_enable(rn_error *err)
+{
+    uint32_t version = 0;
+    if (tl_open(err))
+        return err->code;
+    /* the kernel record's layout is this header's: an older major
+     * version writes an older one (a newer one, or another update of the
+     * same major, keeps the fields read here) */
+    if (tl.get_version(&version) != CUPTI_SUCCESS || version < TL_MIN_VERSION)
+        return rn_error_set(err, RN_EUNSUPPORTED,
+                            "timeline: libcupti's API version %u is older than the %u built for",
+                            version, (unsigned)TL_MIN_VERSION);
+    if (tl.register_callbacks(tl_buffer_requested, tl_buffer_completed) != CUPTI_SUCCESS ||
+        tl.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS)
+        return rn_error_set(err, RN_EDEVICE, "timeline: CUPTI refused the kernel records");
+    return RN_OK;
+}
+
+extern "C" int rn_cuda_timeline_start(rn_error *err)
+{
+    if (tl_on)
+        return rn_error_set(err, RN_EINVAL, "timeline: already started");
+    /* after a failure the library stays loaded: its callbacks may be registered */
+    int rc = tl_enable(err);
+    tl_on = rc == RN_OK;
+    return rc;
+}
+
+extern "C" void rn_cuda_timeline_mark(void)
+{
+    cudaDeviceSynchronize();
+    if (tl_on)
+        tl.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+    tl_n = 0;
+}
+
+extern "C" int rn_cuda_timeline_write(FILE *out, const char *tag, int header, rn_error *err)
+{
+    if (!tl_on)
+        return rn_error_set(err, RN_EINVAL, "timeline: not started");
+    cudaDeviceSynchronize();
+    tl.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+    if (tl_failed)
+        return rn_error_set(err, RN_ENOMEM, "timeline: out of memory keeping the records");
+    if (header)
+        fprintf(out, "tag,kernel,start_ns,end_ns,grid,block,regs,graph_node\n");
+    uint64_t t0 = tl_n ? tl_rows[0].start : 0;
+    for (size_t i = 0; i < tl_n; i++)
+        t0 = tl_rows[i].start < t0 ? tl_rows[i].start : t0;
+    for (size_t i = 0; i < tl_n; i++) {
+        const tl_kernel *r = &tl_rows[i];
+        /* the name's commas would split the field: quoted, quotes doubled away */
+        fprintf(out, "%s,\"", tag);
+        for (const char *c = r->name; *c; c++)
+            fputc(*c == '"' ? '\'' : *c, out);
+        fprintf(out, "\",%llu,%llu,%dx%dx%d,%dx%dx%d,%d,%llu\n",
+                (unsigned long long)(r->start - t0), (unsigned long long)(r->end - t0), r->grid[0],
+                r->grid[1], r->grid[2], r->block[0], r->block[1], r->block[2], r->regs,
+                (unsigned long long)r->graph_node);
+    }
+    tl_n = 0;
+    return ferror(out) ? rn_error_set(err, RN_EIO, "timeline: cannot write the records")
+                       : RN_OK;
+}
+
+extern "C" void rn_cuda_timeline_stop(void)
+{
+    if (!tl_on)
+        return;
+    tl_on = 0;
+    cudaDeviceSynchronize();
+    tl.disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    tl.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+    free(tl_rows);
+    tl_rows = NULL, tl_n = tl_cap = 0, tl_failed = 0;
+    /* the library stays loaded: CUPTI may still hold its callbacks */
+}
+
+#else /* no CUPTI headers in this toolkit */
+
+extern "C" int rn_cuda_timeline_start(rn_error *err)
+{
+    return rn_error_set(err, RN_EUNSUPPORTED, "timeline: built without CUPTI's headers");
+}
+
+extern "C" void rn_cuda_timeline_mark(void)
+{
+}
+
+extern "C" int rn_cuda_timeline_write(FILE *out, const char *tag, int header, rn_error *err)
+{
+    (void)out, (void)tag, (void)header;
+    return rn_error_set(err, RN_EUNSUPPORTED, "timeline: built without CUPTI's headers");
+}
+
+extern "C" void rn_cuda_timeline_stop(void)
+{
+}
+
+#endif

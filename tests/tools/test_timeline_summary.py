@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""tools/timeline_summary.py on timelines whose answer is known: the
+attribution of overlapping kernels, idle gaps, per-step division and the
+CSV as `retnet bench-cuda --timeline` writes it (quoted names with commas)."""
+import os
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
+import timeline_summary as ts  # noqa: E402
+
+
+class Attribute(unittest.TestCase):
+    def test_oldest_running_kernel_owns_the_time(self):
+        # B starts under A (a dependent launch) and outlives it; C lies
+        # wholly under B; then a 5 ns gap before D
+        ks = [(0, 10, "A"), (2, 15, "B"), (3, 12, "C"), (20, 30, "D")]
+        owned, idle, gaps, span = ts.attribute(ks)
+        self.assertEqual(owned, {"A": 10, "B": 5, "C": 0, "D": 10})
+        self.assertEqual((idle, gaps, span), (5, 1, 30))
+        self.assertEqual(sum(owned.values()) + idle, span)
+
+    def test_order_of_records_does_not_matter(self):
+        ks = [(20, 30, "D"), (3, 12, "C"), (0, 10, "A"), (2, 15, "B")]
+        self.assertEqual(ts.attribute(ks)[0], {"A": 10, "B": 5, "C": 0, "D": 10})
+
+    def test_same_start_goes_to_the_first_listed(self):
+        owned, idle, _, span = ts.attribute([(0, 4, "X"), (0, 6, "Y")])
+        self.assertEqual(owned, {"X": 4, "Y": 2})
+        self.assertEqual((idle, span), (0, 6))
+
+    def test_empty(self):
+        self.assertEqual(ts.attribute([]), ({}, 0, 0, 0))
+
+
+class Csv(unittest.TestCase):
+    def test_reads_the_bench_format_and_divides_by_steps(self):
+        rows = ["tag,kernel,start_ns,end_ns,grid,block,regs,graph_node",
+                'decode-b1-s2,"void gemv_split_kernel<__nv_bfloat16, 1>",0,4000,64x1x1,64x1x1,40,7',
+                'decode-b1-s2,"void norm_vec_kernel",5000,6000,1x1x1,256x1x1,30,8',
+                'decode-b1-s2,"void gemv_split_kernel<__nv_bfloat16, 1>",6000,10000,64x1x1,64x1x1,40,9',
+                'prefill-512-c512,"void norm_vec_kernel",0,100,1x1x1,256x1x1,30,0']
+        with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+            f.write("\n".join(rows) + "\n")
+        try:
+            runs = ts.load(f.name)
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(sorted(runs), ["decode-b1-s2", "prefill-512-c512"])
+        self.assertEqual(runs["decode-b1-s2"][0][2], "gemv_split_kernel<__nv_bfloat16, 1>")
+        self.assertEqual(ts.steps_of("decode-b1-s2"), 2)
+        self.assertEqual(ts.steps_of("prefill-512-c512"), 1)
+        bench = {"weight_bytes": 8e6, "copy_GBps": 4000.0}
+        text = "\n".join(ts.summarize("decode-b1-s2", runs["decode-b1-s2"], 12, bench))
+        # 10 us over 2 steps; 1 us idle in 1 gap; GEMVs own 8 us, 4 a step
+        self.assertIn("decode-b1-s2: 5.0 us a step", text)
+        self.assertIn("idle 0.5 us in 0.5 gaps (1.00 us each)", text)
+        # 8 MB a step in 4 us: 2,000 GB/s, half the copy rate
+        self.assertIn("the weights at 2,000 GB/s, 50%", text)
+
+
+if __name__ == "__main__":
+    unittest.main()

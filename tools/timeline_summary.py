@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Where a decode step's or a prefill's time goes on the device, from the
+kernel timeline `retnet bench-cuda --timeline FILE` writes (CUPTI's start
+and end of every kernel, graph nodes included).
+
+Kernels overlap: under dependent launch the next kernel starts while its
+predecessor runs and waits at its dependency point.  So each moment of a
+run is given to one kernel, the *oldest* one running then (the one the
+others wait on), and moments when none runs are idle.  Per kernel name:
+launches, owned time and the kernels' own durations (which count the
+waiting), per step for decode runs (tags decode-bB-sN), per run otherwise.
+
+    python3 tools/timeline_summary.py build/bench/cuda/timeline.csv \
+        [--json build/bench/cuda/timeline.json] [--top 12]
+
+--json reads the bench's JSON (its copy_GBps and weight_bytes) to say at
+what rate the GEMVs' owned time moves the weights.
+"""
+import argparse
+import csv
+import json
+import re
+import sys
+
+
+def load(path):
+    """{tag: [(start, end, name), ...]} from the bench's CSV."""
+    runs = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            name = re.sub(r"^void ", "", row["kernel"])
+            runs.setdefault(row["tag"], []).append(
+                (int(row["start_ns"]), int(row["end_ns"]), name))
+    return runs
+
+
+def attribute(kernels):
+    """(owned ns by name, idle ns, idle gaps, span ns): each moment goes to
+    the earliest-started kernel running then (ties: the earlier listed)."""
+    ks = sorted(enumerate(kernels), key=lambda e: (e[1][0], e[0]))
+    owned, idle, gaps = {}, 0, 0
+    if not ks:
+        return owned, 0, 0, 0
+    t0 = ks[0][1][0]
+    span_end = max(k[1] for _, k in ks)
+    # the owner runs from max(t, its start) to its end; a later kernel owns
+    # only what outlasts every earlier one
+    t = t0
+    for _, (start, end, name) in ks:
+        if start > t:
+            idle += start - t
+            gaps += 1
+            t = start
+        if end > t:
+            owned[name] = owned.get(name, 0) + (end - t)
+            t = end
+        else:
+            owned.setdefault(name, 0)
+    return owned, idle, gaps, span_end - t0
+
+
+def steps_of(tag):
+    m = re.match(r"decode-b\d+-s(\d+)$", tag)
+    return int(m.group(1)) if m else 1
+
+
+def summarize(tag, kernels, top, bench=None):
+    """The run's lines of text."""
+    owned, idle, gaps, span = attribute(kernels)
+    per = steps_of(tag)
+    unit = "a step" if tag.startswith("decode") else "the run"
+    count, dur = {}, {}
+    for start, end, name in kernels:
+        count[name] = count.get(name, 0) + 1
+        dur[name] = dur.get(name, 0) + (end - start)
+    us = 1e-3 / per
+    out = [
+        f"{tag}: {span * us:,.1f} us {unit} on the device, {len(kernels) / per:,.0f} kernels, "
+        f"idle {idle * us:,.1f} us in {gaps / per:,.1f} gaps"
+        f" ({(idle / gaps if gaps else 0) * 1e-3:,.2f} us each)"
+    ]
+    out.append(f"  {'kernel':<58} {'n':>5} {'owned us':>10} {'share':>6} {'own dur us':>10}")
+    names = sorted(owned, key=lambda n: -owned[n])
+    for name in names[:top]:
+        out.append(
+            f"  {name[:58]:<58} {count[name] / per:>5.0f} {owned[name] * us:>10,.1f} "
+            f"{owned[name] / span if span else 0:>6.1%} {dur[name] * us:>10,.1f}")
+    rest = names[top:]
+    if rest:
+        o = sum(owned[n] for n in rest)
+        out.append(f"  {'(' + str(len(rest)) + ' more)':<58} {sum(count[n] for n in rest) / per:>5.0f} "
+                   f"{o * us:>10,.1f} {o / span if span else 0:>6.1%}")
+    gemv = sum(v for n, v in owned.items() if "gemv" in n)
+    if bench and tag.startswith("decode") and gemv:
+        rate = bench["weight_bytes"] / (gemv * 1e-9 / per) / 1e9
+        out.append(f"  GEMVs own {gemv * us:,.1f} us: the weights at {rate:,.0f} GB/s, "
+                   f"{rate / bench['copy_GBps']:.0%} of the copy kernel's "
+                   f"{bench['copy_GBps']:,.0f} (the LM head counted if a GEMV ran it)")
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("csv")
+    ap.add_argument("--json", help="the bench's JSON output (copy rate, weight bytes)")
+    ap.add_argument("--top", type=int, default=12, help="kernel names listed per run")
+    a = ap.parse_args(argv)
+    bench = None
+    if a.json:
+        with open(a.json) as f:
+            bench = json.load(f)
+    runs = load(a.csv)
+    if not runs:
+        print(f"{a.csv}: no kernels recorded", file=sys.stderr)
+        return 1
+    for tag, kernels in runs.items():
+        print("\n".join(summarize(tag, kernels, a.top, bench)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
