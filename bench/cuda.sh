@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-lttune-c*,ours-halfact-c*,ours-bf16-states,peer}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-lttune-c*,ours-l2pf*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed);
@@ -50,6 +50,15 @@ prefill() {
     done
 }
 
+# each decode kernel asking L2 for the next GEMV's first weights as it
+# starts (RETNET_CUDA_L2_PREFETCH=MiB), at the batches the GEMVs stream
+l2_prefetch() {
+    for m in 4 16; do
+        run "ours-l2pf$m" RETNET_CUDA_L2_PREFETCH=$m -- --batches 1,2,8,16 --prompts 512 \
+            --chunk 1024 --decode 32
+    done
+}
+
 # the server's defaults (1024-token chunks on a GPU)
 run ours -- --batches 1,2,4,8,16,32,64,128,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
 if [ "${BENCH_CUDA:-full}" = quick ]; then
@@ -59,6 +68,7 @@ if [ "${BENCH_CUDA:-full}" = quick ]; then
     run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4
     prefill ours-retfused RETNET_CUDA_RET_FUSED=1
     prefill ours-lttune RETNET_CUDA_LT_TUNE=512
+    l2_prefetch
     PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
 else
     # the decode paths the default chose between: without the tensor-core GEMV
@@ -103,6 +113,7 @@ else
     # cuBLASLt's algorithms timed per shape instead of its heuristic's first
     # (RETNET_CUDA_LT_TUNE=512: the chunks' shapes; its choices on stderr)
     prefill ours-lttune RETNET_CUDA_LT_TUNE=512
+    l2_prefetch
     # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
     for c in 1024 4096; do
         run "ours-halfact-c$c" RETNET_CUDA_HALF_ACT=1 -- --batches 64,256 --prompts 2048,8192 \

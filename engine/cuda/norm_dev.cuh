@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../model.h" /* RN_DT_BF16 */
+#include "prefetch_dev.cuh"
 #include "rk_half.h"
 
 /* Sums a and b over a row's group of nthr threads (whole warps, tid the
@@ -227,9 +228,11 @@ __device__ static inline void norm_vec_row(size_t row, int live, int tid, int nt
 static __global__ void __launch_bounds__(1024)
     norm_vec_kernel(float *y, const float *x, int d, int layer_kind, const float *w, const float *b,
                     float eps, const float *gate, int act, int parts, size_t part_stride,
-                    const float *res, float alpha, float *sink, rk_half h, int rows)
+                    const float *res, float alpha, float *sink, rk_half h, int rows, rk_pf pf)
 {
-    pdl_enter();
+    pdl_trigger();
+    pf_issue(pf);
+    pdl_wait();
     __shared__ double sh[NORM_VEC_ROWS][64];
     size_t row = (size_t)blockIdx.x * blockDim.y + threadIdx.y;
     norm_vec_row(row, row < (size_t)rows, (int)threadIdx.x, (int)blockDim.x, y, x, d, layer_kind, w,

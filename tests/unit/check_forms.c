@@ -480,8 +480,8 @@ END_TEST
  * environment variable (read when an engine is made), gives the default's
  * bits: the folded projections compute the same floats as the separate
  * kernels, the tensor-core GEMV's deeper loads only regroup when the same
- * k blocks arrive, and dependent launch, the step's early state loads and
- * graphs only change when work starts.
+ * k blocks arrive, and dependent launch, the step's early state loads,
+ * the weights asked of L2 ahead and graphs only change when work starts.
  * On the CPU backend the variables mean nothing and this checks that two
  * engines agree. */
 START_TEST(test_forms_launch_settings_keep_bits)
@@ -491,7 +491,8 @@ START_TEST(test_forms_launch_settings_keep_bits)
                                            {"RETNET_CUDA_PDL", "1", "0"},
                                            {"RETNET_CUDA_GRAPHS", "1", "0"},
                                            {"RETNET_CUDA_TC_LOADS", "8", "16"},
-                                           {"RETNET_CUDA_STEP_EARLY", "0", "1"}};
+                                           {"RETNET_CUDA_STEP_EARLY", "0", "1"},
+                                           {"RETNET_CUDA_L2_PREFETCH", "0", "4"}};
     fixture f;
     fixture_load(&f, fixture_names[_i]);
     size_t V = (size_t)f.cfg->vocab_size, nl = 3 * 3 * V;
