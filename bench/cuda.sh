@@ -10,8 +10,11 @@
 # the kernels' timeline as they run in service (CUPTI) comes with every run
 # (BENCH_CUDA_TIMELINE=0: not).
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
-# the switches that are off and not yet measured (RET_FUSED, LT_TUNE) and
-# the peer at batches 1 and 16: a few minutes instead of the whole sweep.
+# the switches that are off and not yet measured (RET_FUSED, LT_TUNE,
+# L2_PREFETCH) and the peer at batches 1 and 16: a few minutes instead of
+# the whole sweep.  BENCH_CUDA=fast: less again (decode at 1, 16, 64 and
+# 256, prefill of 2k and 8k, those switches, the peer at 1 and 16 on 8k)
+# for a device lent for a quarter of an hour.
 set -eu
 RETNET=${1:-build/release/retnet}
 OUT=build/bench/cuda
@@ -59,70 +62,87 @@ l2_prefetch() {
     done
 }
 
-# the server's defaults (1024-token chunks on a GPU)
-run ours -- --batches 1,2,4,8,16,32,64,128,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
-if [ "${BENCH_CUDA:-full}" = quick ]; then
+if [ "${BENCH_CUDA:-full}" = fast ]; then
+    # the targets' batches and prompts, the switches not yet measured and
+    # the timeline, for a device lent for minutes
+    run ours -- --batches 1,16,64,256 --prompts 2048,8192 --chunk 1024 --decode 32
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
-    # the server's chunk is the prefix cache's grain and bounds how long a
-    # chunk holds the decode steps: 2048 is the next candidate for its default
-    run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4
-    prefill ours-retfused RETNET_CUDA_RET_FUSED=1
-    prefill ours-lttune RETNET_CUDA_LT_TUNE=512
-    l2_prefetch
-    PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
+    run ours-retfused-c4096 RETNET_CUDA_RET_FUSED=1 -- --batches 1 --prompts 2048,8192 \
+        --chunk 4096 --decode 4
+    run ours-lttune-c4096 RETNET_CUDA_LT_TUNE=512 -- --batches 1 --prompts 2048,8192 --chunk 4096 \
+        --decode 4
+    for m in 4 16; do
+        run "ours-l2pf$m" RETNET_CUDA_L2_PREFETCH=$m -- --batches 1,16 --prompts 512 \
+            --chunk 1024 --decode 32
+    done
+    PEER_BATCHES=1,16 PEER_PROMPTS=8192
 else
-    # the decode paths the default chose between: without the tensor-core GEMV
-    # (the GEMV up to 4 rows, then cuBLASLt) and with it from one row
-    run ours-notc RETNET_CUDA_TC_MAX=0 -- --batches 1,2,4,8,16,32 --prompts 512 --chunk 1024 \
+    # the server's defaults (1024-token chunks on a GPU)
+    run ours -- --batches 1,2,4,8,16,32,64,128,256 --prompts 512,2048,8192 --chunk 1024 \
         --decode 32
-    run ours-tc0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_GEMV_MAX=0 -- --batches 1,2,4,8,16,32,64 \
-        --prompts 512 --chunk 1024 --decode 32
-    # the GEMV with whole rows a warp instead of 1024-column shares
-    # (RETNET_CUDA_GEMV_SPLIT=0) at the default GEMV batches, then with the GEMV
-    # taking up to 8 rows, split or not
-    run ours-nosplit RETNET_CUDA_GEMV_SPLIT=0 -- --batches 1,2 --prompts 512 --chunk 1024 \
-        --decode 32
-    for v in "gemv8 0" "split8 1024"; do
-        set -- $v
-        run "ours-$1" RETNET_CUDA_GEMV_SPLIT=$2 RETNET_CUDA_GEMV_MAX=8 -- --batches 1,4,8 \
+    if [ "${BENCH_CUDA:-full}" = quick ]; then
+        run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
+        # the server's chunk is the prefix cache's grain and bounds how long a
+        # chunk holds the decode steps: 2048 is the next candidate for its default
+        run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4
+        prefill ours-retfused RETNET_CUDA_RET_FUSED=1
+        prefill ours-lttune RETNET_CUDA_LT_TUNE=512
+        l2_prefetch
+        PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
+    else
+        # the decode paths the default chose between: without the tensor-core GEMV
+        # (the GEMV up to 4 rows, then cuBLASLt) and with it from one row
+        run ours-notc RETNET_CUDA_TC_MAX=0 -- --batches 1,2,4,8,16,32 --prompts 512 --chunk 1024 \
+            --decode 32
+        run ours-tc0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_GEMV_MAX=0 -- --batches 1,2,4,8,16,32,64 \
             --prompts 512 --chunk 1024 --decode 32
-    done
-    # the tensor-core GEMV with twice the loads in flight (RETNET_CUDA_TC_LOADS=16)
-    run ours-tcloads16 RETNET_CUDA_TC_LOADS=16 -- --batches 4,8,16 --prompts 512 --chunk 1024 \
-        --decode 32
-    # the recurrent step's first state rows loaded before its dependent-launch
-    # wait (RETNET_CUDA_STEP_EARLY=1)
-    run ours-stepearly RETNET_CUDA_STEP_EARLY=1 -- --batches 1,16,64,256 --prompts 512 \
-        --chunk 1024 --decode 32
-    # the norms reading each row twice instead of holding it in registers
-    # (RETNET_CUDA_NORM_VEC=0)
-    run ours-normrow RETNET_CUDA_NORM_VEC=0 -- --batches 1,16 --prompts 2048,8192 --chunk 1024 \
-        --decode 32
-    # prefill retention pieces (RETNET_CUDA_RET_CHUNK; by default 256 below
-    # 2048-token chunks, 512 from there; 0: whole chunks) by chunk length
-    for c in 1024 2048 4096 8192; do
-        for p in 0 256 512 1024; do
-            run "ours-pieces$p-c$c" RETNET_CUDA_RET_CHUNK=$p -- --batches 1 --prompts 2048,8192 \
-                --chunk $c --decode 4
+        # the GEMV with whole rows a warp instead of 1024-column shares
+        # (RETNET_CUDA_GEMV_SPLIT=0) at the default GEMV batches, then with the GEMV
+        # taking up to 8 rows, split or not
+        run ours-nosplit RETNET_CUDA_GEMV_SPLIT=0 -- --batches 1,2 --prompts 512 --chunk 1024 \
+            --decode 32
+        for v in "gemv8 0" "split8 1024"; do
+            set -- $v
+            run "ours-$1" RETNET_CUDA_GEMV_SPLIT=$2 RETNET_CUDA_GEMV_MAX=8 -- --batches 1,4,8 \
+                --prompts 512 --chunk 1024 --decode 32
         done
-    done
-    # the retention products on bf16 tensor cores instead of TF32 (RETNET_CUDA_RET_BF16=1)
-    prefill ours-retbf16 RETNET_CUDA_RET_BF16=1
-    # the batched pieces through the tensor-core kernels (RETNET_CUDA_RET_FUSED=1)
-    prefill ours-retfused RETNET_CUDA_RET_FUSED=1
-    # cuBLASLt's algorithms timed per shape instead of its heuristic's first
-    # (RETNET_CUDA_LT_TUNE=512: the chunks' shapes; its choices on stderr)
-    prefill ours-lttune RETNET_CUDA_LT_TUNE=512
-    l2_prefetch
-    # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
-    for c in 1024 4096; do
-        run "ours-halfact-c$c" RETNET_CUDA_HALF_ACT=1 -- --batches 64,256 --prompts 2048,8192 \
-            --chunk $c --decode 32
-    done
-    # bf16 states (--gpu-state-dtype bf16): half the state bytes per step
-    run ours-bf16-states -- --batches 1,16,64,256 --prompts 2048 --chunk 1024 --decode 32 \
-        --state-bf16
-    PEER_BATCHES=1,16,64,256 PEER_PROMPTS=512,2048,8192
+        # the tensor-core GEMV with twice the loads in flight (RETNET_CUDA_TC_LOADS=16)
+        run ours-tcloads16 RETNET_CUDA_TC_LOADS=16 -- --batches 4,8,16 --prompts 512 --chunk 1024 \
+            --decode 32
+        # the recurrent step's first state rows loaded before its dependent-launch
+        # wait (RETNET_CUDA_STEP_EARLY=1)
+        run ours-stepearly RETNET_CUDA_STEP_EARLY=1 -- --batches 1,16,64,256 --prompts 512 \
+            --chunk 1024 --decode 32
+        # the norms reading each row twice instead of holding it in registers
+        # (RETNET_CUDA_NORM_VEC=0)
+        run ours-normrow RETNET_CUDA_NORM_VEC=0 -- --batches 1,16 --prompts 2048,8192 --chunk 1024 \
+            --decode 32
+        # prefill retention pieces (RETNET_CUDA_RET_CHUNK; by default 256 below
+        # 2048-token chunks, 512 from there; 0: whole chunks) by chunk length
+        for c in 1024 2048 4096 8192; do
+            for p in 0 256 512 1024; do
+                run "ours-pieces$p-c$c" RETNET_CUDA_RET_CHUNK=$p -- --batches 1 --prompts 2048,8192 \
+                    --chunk $c --decode 4
+            done
+        done
+        # the retention products on bf16 tensor cores instead of TF32 (RETNET_CUDA_RET_BF16=1)
+        prefill ours-retbf16 RETNET_CUDA_RET_BF16=1
+        # the batched pieces through the tensor-core kernels (RETNET_CUDA_RET_FUSED=1)
+        prefill ours-retfused RETNET_CUDA_RET_FUSED=1
+        # cuBLASLt's algorithms timed per shape instead of its heuristic's first
+        # (RETNET_CUDA_LT_TUNE=512: the chunks' shapes; its choices on stderr)
+        prefill ours-lttune RETNET_CUDA_LT_TUNE=512
+        l2_prefetch
+        # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
+        for c in 1024 4096; do
+            run "ours-halfact-c$c" RETNET_CUDA_HALF_ACT=1 -- --batches 64,256 --prompts 2048,8192 \
+                --chunk $c --decode 32
+        done
+        # bf16 states (--gpu-state-dtype bf16): half the state bytes per step
+        run ours-bf16-states -- --batches 1,16,64,256 --prompts 2048 --chunk 1024 --decode 32 \
+            --state-bf16
+        PEER_BATCHES=1,16,64,256 PEER_PROMPTS=512,2048,8192
+    fi
 fi
 
 PY=${PYTHON:-python3}
