@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-lttune-c*,ours-l2pf*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-lttune-c*,ours-l2pf*,ours-prenorm*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed);
@@ -11,7 +11,7 @@
 # (BENCH_CUDA_TIMELINE=0: not).
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
 # the switches that are off and not yet measured (RET_FUSED, LT_TUNE,
-# L2_PREFETCH) and the peer at batches 1 and 16: a few minutes instead of
+# L2_PREFETCH, GEMV_PRENORM) and the peer at batches 1 and 16: a few minutes instead of
 # the whole sweep.  BENCH_CUDA=fast: less again (decode at 1, 16, 64 and
 # 256, prefill of 2k and 8k, those switches, the peer at 1 and 16 on 8k)
 # for a device lent for a quarter of an hour.
@@ -54,12 +54,18 @@ prefill() {
 }
 
 # each decode kernel asking L2 for the next GEMV's first weights as it
-# starts (RETNET_CUDA_L2_PREFETCH=MiB), at the batches the GEMVs stream
-l2_prefetch() {
+# starts (RETNET_CUDA_L2_PREFETCH=MiB), at the batches the GEMVs stream;
+# the GEMVs forming their pre-norm themselves (RETNET_CUDA_GEMV_PRENORM, at
+# the fp32 GEMV's batches), alone and with 16 MiB of prefetch
+decode_switches() {
     for m in 4 16; do
         run "ours-l2pf$m" RETNET_CUDA_L2_PREFETCH=$m -- --batches 1,2,8,16 --prompts 512 \
             --chunk 1024 --decode 32
     done
+    run ours-prenorm RETNET_CUDA_GEMV_PRENORM=1 -- --batches 1,2 --prompts 512 --chunk 1024 \
+        --decode 32
+    run ours-prenorm-l2pf16 RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_L2_PREFETCH=16 -- \
+        --batches 1,2,16 --prompts 512 --chunk 1024 --decode 32
 }
 
 if [ "${BENCH_CUDA:-full}" = fast ]; then
@@ -75,6 +81,10 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
         run "ours-l2pf$m" RETNET_CUDA_L2_PREFETCH=$m -- --batches 1,16 --prompts 512 \
             --chunk 1024 --decode 32
     done
+    run ours-prenorm RETNET_CUDA_GEMV_PRENORM=1 -- --batches 1,2 --prompts 512 --chunk 1024 \
+        --decode 32
+    run ours-prenorm-l2pf16 RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_L2_PREFETCH=16 -- \
+        --batches 1,16 --prompts 512 --chunk 1024 --decode 32
     PEER_BATCHES=1,16 PEER_PROMPTS=8192
 else
     # the server's defaults (1024-token chunks on a GPU)
@@ -87,7 +97,7 @@ else
         run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4
         prefill ours-retfused RETNET_CUDA_RET_FUSED=1
         prefill ours-lttune RETNET_CUDA_LT_TUNE=512
-        l2_prefetch
+        decode_switches
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
     else
         # the decode paths the default chose between: without the tensor-core GEMV
@@ -132,7 +142,7 @@ else
         # cuBLASLt's algorithms timed per shape instead of its heuristic's first
         # (RETNET_CUDA_LT_TUNE=512: the chunks' shapes; its choices on stderr)
         prefill ours-lttune RETNET_CUDA_LT_TUNE=512
-        l2_prefetch
+        decode_switches
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
         for c in 1024 4096; do
             run "ours-halfact-c$c" RETNET_CUDA_HALF_ACT=1 -- --batches 64,256 --prompts 2048,8192 \
@@ -196,9 +206,10 @@ cupti_lib() {
     for d in "${CUDA_HOME:-/usr/local/cuda}/extras/CUPTI/lib64" "${CUDA_HOME:-/usr/local/cuda}/lib64" \
         $("$PY" -c 'import nvidia, os; [print(os.path.join(p, d, "lib")) for p in nvidia.__path__ for d in os.listdir(p)]' 2>/dev/null); do
         for f in "$d"/libcupti.so "$d"/libcupti.so.*; do
-            [ -f "$f" ] && { echo "$f"; return; }
+            [ -f "$f" ] && { echo "$f"; return 0; }
         done
     done
+    return 0 # none found: the loader's path is tried (set -e must not stop here)
 }
 timeline() { # name [VAR=value ...]
     name=$1
@@ -218,6 +229,8 @@ timeline() { # name [VAR=value ...]
 }
 if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline
+    # the two decode candidates together, to see which gaps they close
+    timeline timeline-prenorm-l2pf16 RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_L2_PREFETCH=16
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
 if [ -n "$failed" ]; then

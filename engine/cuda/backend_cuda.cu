@@ -163,6 +163,14 @@ struct cuda_ctx {
      * sm_90: none); pf_on: this forward pass does (prefetch_next) */
     unsigned l2_pf;
     int pf_on;
+    /* RETNET_CUDA_GEMV_PRENORM: a pre-norm whose only reader is one
+     * streaming GEMV is formed by that GEMV (rk_gemv_multi_norm) instead of
+     * a norm launch; pend: such a norm of the raw rows pend_rows, not yet
+     * launched (block_input sets it, gemv_run or settle_rows takes it) */
+    int prenorm;
+    int pend;
+    const float *pend_rows;
+    rk_gemv_norm pend_nm;
 };
 
 /* ---------------------------------------------------------------- errors */
@@ -730,14 +738,81 @@ static int fold_residual(const cuda_ctx *x, int n)
     return folding(x, n) && x->c->norm_position == RN_NORMPOS_PRE;
 }
 
-static const float *block_input(cuda_ctx *x, int n, const float *w, const float *b)
+/* Whether count matrices share dtype and input width (one GEMV launch). */
+static int same_shape(const rn_tensor *const *Wts, int count)
+{
+    int same = 1;
+    for (int i = 1; i < count; i++)
+        same &= Wts[i]->dtype == Wts[0]->dtype && Wts[i]->shape[1] == Wts[0]->shape[1];
+    return same;
+}
+
+/* The projection that reads a pre-norm's rows (prenorm_fold). */
+typedef enum { NEXT_QKVG, NEXT_FFN, NEXT_HEAD } norm_reader;
+
+/* Whether the pre-norm of n rows, read next by `next` of layer l (the LM
+ * head past the last layer), is left to that projection's GEMV
+ * (RETNET_CUDA_GEMV_PRENORM): where the projection is one streaming GEMV
+ * launch on rk_gemv_multi's split path -- the conditions retention_block's
+ * and ffn_block's folded branches and linear's streaming one take -- and
+ * rk_gemv_norm_fits. */
+static int prenorm_fold(const cuda_ctx *x, int n, norm_reader next, int l)
 {
     const rn_config *c = x->c;
-    if (c->norm_position != RN_NORMPOS_PRE)
-        return x->x;
-    rk_norm(x->st, x->hn, x->x, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER, w, b, c->norm_eps,
-            NULL, 0, half_out(x, x->hn, n));
+    if (!x->prenorm || !folding(x, n) || n > x->gemv_max || c->norm_position != RN_NORMPOS_PRE)
+        return 0;
+    const rn_tensor *t0 = &x->w->lm_head_w;
+    if (next != NEXT_HEAD && l < c->n_layers) {
+        const rn_layer_weights *lw = &x->w->layers[l];
+        const rn_tensor *qkvg[] = {&lw->q_w, &lw->k_w, &lw->v_w, &lw->g_w};
+        const rn_tensor *glu[] = {&lw->up_w, &lw->gate_w};
+        if (next == NEXT_QKVG &&
+            (!same_shape(qkvg, 4) || (c->position == RN_POS_ROTARY && c->head_dim_k % 2)))
+            return 0;
+        if (next == NEXT_FFN && c->ffn_kind == RN_FFN_GLU && !same_shape(glu, 2))
+            return 0;
+        t0 = next == NEXT_QKVG ? &lw->q_w : &lw->up_w;
+    }
+    return rk_gemv_norm_fits((int)t0->dtype, n, c->hidden_size, x->gemv_split);
+}
+
+/* The pre-norm of the n rows at rows (w, b) into x->hn, or, with
+ * prenorm_fold, left pending for the GEMV that reads them (rows returned
+ * raw). */
+static const float *pre_norm(cuda_ctx *x, int n, const float *rows, const float *w,
+                             const float *b, norm_reader next, int l)
+{
+    const rn_config *c = x->c;
+    if (prenorm_fold(x, n, next, l)) {
+        x->pend = 1, x->pend_rows = rows;
+        x->pend_nm = rk_gemv_norm{w, b, c->norm_eps, c->norm_kind == RN_NORM_LAYER};
+        return rows;
+    }
+    rk_norm(x->st, x->hn, rows, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER, w, b,
+            c->norm_eps, NULL, 0, half_out(x, x->hn, n));
     return x->hn;
+}
+
+/* rows, or, where a pre-norm of them is pending (pre_norm) and their
+ * reader is not the GEMV that forms it, that norm launched now into x->hn. */
+static const float *settle_rows(cuda_ctx *x, const float *rows, int n)
+{
+    if (!x->pend || rows != x->pend_rows)
+        return rows;
+    x->pend = 0;
+    rk_norm(x->st, x->hn, rows, n, x->c->hidden_size, x->pend_nm.layer_kind, x->pend_nm.w,
+            x->pend_nm.b, x->pend_nm.eps, NULL, 0, half_out(x, x->hn, n));
+    return x->hn;
+}
+
+/* A block's input: the residual stream, pre-normalised (w, b) for `next`
+ * of layer l with pre-norm. */
+static const float *block_input(cuda_ctx *x, int n, const float *w, const float *b,
+                                norm_reader next, int l)
+{
+    if (x->c->norm_position != RN_NORMPOS_PRE)
+        return x->x;
+    return pre_norm(x, n, x->x, w, b, next, l);
 }
 
 static void residual(cuda_ctx *x, int n, const float *w, const float *b)
@@ -756,11 +831,12 @@ static void residual(cuda_ctx *x, int n, const float *w, const float *b)
  * pre-norm the add and the next norm (w_next, b_next) are one kernel.  last:
  * no next sublayer (output_logits applies the final norm). */
 static const float *residual_into(cuda_ctx *x, int n, const float *w, const float *b,
-                                  const float *w_next, const float *b_next, int last)
+                                  const float *w_next, const float *b_next, int last,
+                                  norm_reader next, int l_next)
 {
     const rn_config *c = x->c;
     if (fold_residual(x, n)) /* the projection already added y to the stream */
-        return last ? x->x : block_input(x, n, w_next, b_next);
+        return last ? x->x : block_input(x, n, w_next, b_next, next, l_next);
     if (c->norm_position == RN_NORMPOS_PRE && !last) {
         rk_add_norm(x->st, x->hn, x->x, x->y, c->residual_alpha, n, c->hidden_size,
                     c->norm_kind == RN_NORM_LAYER, w_next, b_next, c->norm_eps,
@@ -768,16 +844,7 @@ static const float *residual_into(cuda_ctx *x, int n, const float *w, const floa
         return x->hn;
     }
     residual(x, n, w, b);
-    return last ? x->x : block_input(x, n, w_next, b_next);
-}
-
-/* Whether count matrices share dtype and input width (one GEMV launch). */
-static int same_shape(const rn_tensor *const *Wts, int count)
-{
-    int same = 1;
-    for (int i = 1; i < count; i++)
-        same &= Wts[i]->dtype == Wts[0]->dtype && Wts[i]->shape[1] == Wts[0]->shape[1];
-    return same;
+    return last ? x->x : block_input(x, n, w_next, b_next, next, l_next);
 }
 
 /* One job of a GEMV set. */
@@ -805,6 +872,13 @@ static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, c
                      int n)
 {
     int in = (int)Wt->shape[1], t = (int)Wt->dtype;
+    if (x->pend && rows == x->pend_rows && n <= x->gemv_max &&
+        rk_gemv_norm_fits(t, n, in, x->gemv_split)) {
+        x->pend = 0;
+        rk_gemv_multi_norm(x->st, set, t, rows, n, in, x->gemv_split, &x->pend_nm, x->n_sms);
+        return;
+    }
+    rows = settle_rows(x, rows, n);
     if (n <= x->gemv_max)
         rk_gemv_multi(x->st, set, t, rows, n, in, x->gemv_split);
     else
@@ -821,6 +895,7 @@ static int linear(cuda_ctx *x, float *y, const float *rows, int n, const void *W
         gemv_run(x, &set, Wt, rows, n);
         return RN_OK;
     }
+    rows = settle_rows(x, rows, n);
     return linear_lt(x, y, lt_input(x, rows, n, in, t), n, W, Wt, b);
 }
 
@@ -836,6 +911,7 @@ static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *c
         gemv_run(x, &set, Wts[0], rows, n);
         return RN_OK;
     }
+    rows = settle_rows(x, rows, n); /* several readers: the norm itself */
     if (!same) { /* never with a half_out tag: common_half needs one dtype, and the sets
                   * share their input width, so the rows are not read twice */
         for (int i = 0; i < count; i++)
@@ -1031,12 +1107,8 @@ static int output_logits(cuda_ctx *x, int first, int n)
 {
     const rn_config *c = x->c;
     const float *h = x->x + (size_t)first * (size_t)c->hidden_size;
-    if (c->final_norm) {
-        rk_norm(x->st, x->hn, h, n - first, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
-                x->final_norm_w, x->final_norm_b, c->norm_eps, NULL, 0,
-                half_out(x, x->hn, n - first));
-        h = x->hn;
-    }
+    if (c->final_norm)
+        h = pre_norm(x, n - first, h, x->final_norm_w, x->final_norm_b, NEXT_HEAD, c->n_layers);
     return linear(x, x->logits, h, n - first, x->lm_head, &x->w->lm_head_w, x->lm_head_b);
 }
 
@@ -1057,6 +1129,7 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
     int rc = RN_OK;
     rk_set_norm_vec(x->norm_vec); /* this engine's, whatever another set on this thread */
     rk_prefetch_next(NULL);       /* nothing another pass left pending */
+    x->pend = 0;
     if (mode == FWD_CHUNK) {
         int P = ret_piece(x, n);
         x->pw_tail = x->pw + (size_t)c->n_heads * (size_t)(P + 1);
@@ -1072,18 +1145,18 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
     /* only the steps whose kernels are the GEMVs and their neighbours */
     x->pf_on = x->l2_pf && mode == FWD_DECODE && folding(x, n);
     prefetch_next(x, 0, PF_QKVG);
-    const float *in = block_input(x, n, x->layers[0].norm1_w, x->layers[0].norm1_b);
+    const float *in = block_input(x, n, x->layers[0].norm1_w, x->layers[0].norm1_b, NEXT_QKVG, 0);
     for (int l = 0; l < c->n_layers; l++) {
         const dev_layer *d = &x->layers[l], *nx = l + 1 < c->n_layers ? d + 1 : NULL;
         if ((rc = retention_block(x, mode, slot, in, n, l)))
             break;
         prefetch_next(x, l, PF_FFN_IN);
-        in = residual_into(x, n, d->norm1_w, d->norm1_b, d->norm2_w, d->norm2_b, 0);
+        in = residual_into(x, n, d->norm1_w, d->norm1_b, d->norm2_w, d->norm2_b, 0, NEXT_FFN, l);
         if ((rc = ffn_block(x, in, n, l)))
             break;
         prefetch_next(x, l + 1, PF_QKVG); /* the LM head after the last */
         in = residual_into(x, n, d->norm2_w, d->norm2_b, nx ? nx->norm1_w : NULL,
-                           nx ? nx->norm1_b : NULL, !nx);
+                           nx ? nx->norm1_b : NULL, !nx, NEXT_QKVG, l + 1);
     }
     /* the last layer's, for the LM head, is taken by the final norm */
     return rc;
@@ -1364,6 +1437,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->step_early = env_int("RETNET_CUDA_STEP_EARLY", 0, 0, 1);
     /* MiB; off until measured: the prefetch instruction is sm_90's */
     x->l2_pf = major >= 9 ? (unsigned)env_int("RETNET_CUDA_L2_PREFETCH", 0, 0, 256) << 20 : 0;
+    x->prenorm = env_int("RETNET_CUDA_GEMV_PRENORM", 0, 0, 1); /* off until measured */
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);
@@ -1567,6 +1641,8 @@ static int decode_work(cuda_ctx *x, int n, step_tail tail)
         rk_argmax_rows(x->st, x->tok, x->logits, n, x->c->vocab_size);
     if (rc == RN_OK && tail == STEP_TOP)
         rk_top_rows(x->st, x->top, x->logits, x->top_temp, n, x->c->vocab_size);
+    rk_prefetch_next(NULL); /* a bare step's LM-head target: no later launch takes it */
+    x->pend = 0;            /* taken by its GEMV in every path that sets it */
     return rc;
 }
 

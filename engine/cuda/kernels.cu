@@ -135,18 +135,6 @@ void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *to
     embed_kernel<<<(unsigned)n, BLOCK, 0, st>>>(x, E, t, tok, D, scale);
 }
 
-/* Stores v at out[i]: in fp32, or rounded to nearest even into h when
- * h.p is set (rk_half). */
-__device__ static inline void store_out(float *out, rk_half h, size_t i, float v)
-{
-    if (!h.p)
-        out[i] = v;
-    else if (h.t == RN_DT_BF16)
-        ((__nv_bfloat16 *)h.p)[i] = __float2bfloat16_rn(v);
-    else
-        ((__half *)h.p)[i] = __float2half_rn(v);
-}
-
 /* ----------------------------------------------------------------- norms */
 
 /* block_sum2, sum2_add, norm_stats, norm_row_stats, norm_value, load4,
@@ -1259,389 +1247,9 @@ void rk_to_half(cudaStream_t st, void *dst, const float *src, size_t n, int t)
 
 /* ------------------------------------------------------------------ GEMV */
 
-/* 16 bytes of weights (8 halves or 4 floats): fetched raw, with the
- * streaming hint (each weight is read once per step, and should not push the
- * reused input rows out of L1), and unpacked to fp32 where used. */
-template <typename T> struct wvec;
-template <> struct wvec<float> {
-    static constexpr int N = 4;
-    typedef float4 raw;
-    __device__ static raw fetch(const float *p)
-    {
-        return __ldcs((const float4 *)p);
-    }
-    __device__ static void unpack(const raw &v, float *f)
-    {
-        f[0] = v.x, f[1] = v.y, f[2] = v.z, f[3] = v.w;
-    }
-};
-template <> struct wvec<__nv_bfloat16> {
-    static constexpr int N = 8;
-    typedef uint4 raw;
-    __device__ static raw fetch(const __nv_bfloat16 *p)
-    {
-        return __ldcs((const uint4 *)p);
-    }
-    __device__ static void unpack(const raw &v, float *f)
-    {
-        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
-        for (int i = 0; i < 4; i++) {
-            float2 t = __bfloat1622float2(h[i]);
-            f[2 * i] = t.x, f[2 * i + 1] = t.y;
-        }
-    }
-};
-template <> struct wvec<__half> {
-    static constexpr int N = 8;
-    typedef uint4 raw;
-    __device__ static raw fetch(const __half *p)
-    {
-        return __ldcs((const uint4 *)p);
-    }
-    __device__ static void unpack(const raw &v, float *f)
-    {
-        const __half2 *h = (const __half2 *)&v;
-        for (int i = 0; i < 4; i++) {
-            float2 t = __half22float2(h[i]);
-            f[2 * i] = t.x, f[2 * i + 1] = t.y;
-        }
-    }
-};
-
-__device__ static inline float to_f32(float v)
-{
-    return v;
-}
-__device__ static inline float to_f32(__nv_bfloat16 v)
-{
-    return __bfloat162float(v);
-}
-__device__ static inline float to_f32(__half v)
-{
-    return __half2float(v);
-}
-
-/* xs[u] = x[i .. i+N) as fp32 (N = 8 or 4, 16-byte aligned). */
-template <int N> __device__ static inline void load_x(const float *x, float *xs)
-{
-    const float4 *p = (const float4 *)x;
-    for (int j = 0; j < N / 4; j++) {
-        float4 t = p[j];
-        xs[4 * j] = t.x, xs[4 * j + 1] = t.y, xs[4 * j + 2] = t.z, xs[4 * j + 3] = t.w;
-    }
-}
-
-/* A warp computes PW row pairs (gemv_pairs): every x value it loads serves
- * 2 PW weight rows, and a pair is what the folded stores need (the two
- * features one rotary angle turns, an up row and its gate).  One pair per
- * warp up to 2 input rows, two from 3: at 8 input rows and one pair, x's
- * loads from L1 outnumbered the weights' 8 to 1 and bounded the kernel. */
-#define GEMV_PW(NB) ((NB) >= 3 ? 2 : 1)
-/* 16-byte weight loads in flight per lane (4 KiB per warp), over its rows. */
-#define GEMV_LOADS 8
-#define GEMV_BLOCK 128
-
-/* Row pairs of a job: plain rows go (0,1), (2,3), ...; rotary rows pair the
- * two features of each angle; GLU pairs row j of the up matrix with row j
- * of the gate. */
-__host__ __device__ static inline int gemv_pairs(const rk_gemv_job &j)
-{
-    return j.kind == RK_JOB_GLU ? j.out : j.kind == RK_JOB_ROPE ? j.out / 2 : (j.out + 1) / 2;
-}
-
-/* One row pair: its job, rows ra and rb (rb absent for an odd plain job's
- * last row), and for rotary the features ia, ib within the head. */
-struct gemv_pair {
-    int m, ra, rb, has_b, ia, ib;
-};
-
-/* The pair with index pair over the set's jobs; false past the last. */
-__device__ static bool gemv_pair_of(const rk_gemv_set &set, int pair, gemv_pair &p)
-{
-    int m = 0;
-    while (m < set.count && pair >= gemv_pairs(set.job[m]))
-        pair -= gemv_pairs(set.job[m]), m++;
-    if (m >= set.count)
-        return false;
-    const rk_gemv_job &jb = set.job[m];
-    p.m = m, p.has_b = 1, p.ia = 0, p.ib = 0;
-    if (jb.kind == RK_JOB_ROPE) {
-        int half = set.dk / 2, h = pair / half, jj = pair % half;
-        p.ia = set.interleaved ? 2 * jj : jj, p.ib = set.interleaved ? 2 * jj + 1 : jj + half;
-        p.ra = h * set.dk + p.ia, p.rb = h * set.dk + p.ib;
-    } else if (jb.kind == RK_JOB_GLU) {
-        p.ra = p.rb = pair;
-    } else {
-        p.ra = 2 * pair, p.rb = p.ra + 1, p.has_b = p.rb < jb.out;
-    }
-    return true;
-}
-
-/* Stores one input row's results a (row ra) and b (row rb) of pair p:
- * bias, then what the separate kernels would do next, in their order and
- * with their float operations (rk_qk_prepare's scale and rotation, rk_glu,
- * rk_add_norm's residual add), so the folded step's bits equal the unfused
- * one's. */
-__device__ static void gemv_store(const rk_gemv_set &set, const gemv_pair &p, int bi, float a,
-                                  float b)
-{
-    const rk_gemv_job &j = set.job[p.m];
-    float *y = j.y + (size_t)bi * (size_t)j.out;
-    a += j.bias ? j.bias[p.ra] : 0.0f;
-    if (j.kind == RK_JOB_GLU) {
-        b += j.bias2 ? j.bias2[p.rb] : 0.0f;
-        store_out(j.y, j.h, (size_t)bi * (size_t)j.out + (size_t)p.ra,
-                  a * rn_act_apply(set.act, b));
-        return;
-    }
-    if (p.has_b)
-        b += j.bias ? j.bias[p.rb] : 0.0f;
-    if (j.scale != 0.0f && j.scale != 1.0f) {
-        a *= j.scale;
-        b *= j.scale;
-    }
-    if (j.kind == RK_JOB_ROPE) {
-        double aa = (double)rn_rope_angle((long long)set.pos[bi], set.freq[p.ia]);
-        double ab = (double)rn_rope_angle((long long)set.pos[bi], set.freq[p.ib]);
-        float ca = (float)cos(aa), sa = (float)sin(aa), cb = (float)cos(ab), sb = (float)sin(ab);
-        rn_rope_rotate(&a, &b, ca, sa, cb, sb);
-    }
-    if (j.resid) {
-        y[p.ra] = __fmaf_rn(y[p.ra], set.alpha, a);
-        if (p.has_b)
-            y[p.rb] = __fmaf_rn(y[p.rb], set.alpha, b);
-        return;
-    }
-    y[p.ra] = a;
-    if (p.has_b)
-        y[p.rb] = b;
-}
-
-/* Weight loads of the warp's RW rows for columns i0 + u * 32 * N (those
- * past in are left alone). */
-template <typename T, int RW, int U>
-__device__ static inline void gemv_fetch(typename wvec<T>::raw (*f)[U], const T *const *w, int i0,
-                                         int in)
-{
-    constexpr int N = wvec<T>::N;
-#pragma unroll
-    for (int r = 0; r < RW; r++)
-#pragma unroll
-        for (int u = 0; u < U; u++)
-            if (i0 + u * 32 * N < in)
-                f[r][u] = wvec<T>::fetch(w[r] + i0 + u * 32 * N);
-}
-
-/* The rows of work item `item` (PW row pairs: gemv_kernel's warp, or a
- * block of gemv_split_kernel's): the pairs p, whether each exists (live;
- * one past the end streams pair 0's rows again and stores nothing) and
- * their RW weight rows w.  False when the item's first pair is past the end. */
-template <typename T, int PW>
-__device__ static inline bool gemv_rows(const rk_gemv_set &set, int item, int in, gemv_pair *p,
-                                        int *live, const T **w)
-{
-#pragma unroll
-    for (int t = 0; t < PW; t++) {
-        live[t] = gemv_pair_of(set, item * PW + t, p[t]);
-        if (!live[t]) {
-            if (t == 0)
-                return false;
-            p[t] = p[0];
-        }
-        const rk_gemv_job &jb = set.job[p[t].m];
-        w[2 * t] = (const T *)jb.W + (size_t)p[t].ra * (size_t)in;
-        w[2 * t + 1] = p[t].has_b ? (const T *)(jb.kind == RK_JOB_GLU ? jb.W2 : jb.W) +
-                                        (size_t)p[t].rb * (size_t)in
-                                  : w[2 * t]; /* an odd last row: read twice, stored once */
-    }
-    return true;
-}
-
-/* acc[r][b] += the weights f (RW rows, U 16-byte pieces from column i0,
- * 32 N apart, those before column end) times input row b (x rows in
- * wide), in column order. */
-template <typename T, int NB, int RW, int U>
-__device__ static inline void gemv_accumulate(float (*acc)[NB], const typename wvec<T>::raw (*f)[U],
-                                              const float *x, int i0, int end, int in)
-{
-    constexpr int N = wvec<T>::N;
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-        int i = i0 + u * 32 * N;
-        if (i >= end)
-            break;
-        float fw[RW][N];
-#pragma unroll
-        for (int r = 0; r < RW; r++)
-            wvec<T>::unpack(f[r][u], fw[r]);
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            float xs[N];
-            load_x<N>(x + (size_t)b * (size_t)in + (size_t)i, xs);
-#pragma unroll
-            for (int j = 0; j < N; j++)
-#pragma unroll
-                for (int r = 0; r < RW; r++)
-                    acc[r][b] = __fmaf_rn(fw[r][j], xs[j], acc[r][b]);
-        }
-    }
-}
-
-/* The warp's sums of pair t's rows for input row b (xor tree: every lane
- * gets them). */
-template <int NB>
-__device__ static inline void gemv_warp_sums(float (*acc)[NB], int t, int b, float &s0, float &s1)
-{
-    s0 = acc[2 * t][b], s1 = acc[2 * t + 1][b];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-        s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-    }
-}
-
-/* The warp's sums of acc, stored by lane b for input row b of each live
- * pair. */
-template <int PW, int NB>
-__device__ static inline void gemv_finish(const rk_gemv_set &set, const gemv_pair *p,
-                                          const int *live, float (*acc)[NB], int lane)
-{
-#pragma unroll
-    for (int t = 0; t < PW; t++)
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            float s0, s1;
-            gemv_warp_sums<NB>(acc, t, b, s0, s1);
-            if (lane == b && live[t]) /* every lane holds the sums: one store each */
-                gemv_store(set, p[t], b, s0, s1);
-        }
-}
-
-/* One warp per PW row pairs of the set's jobs: the rows are streamed once,
- * GEMV_LOADS 16-byte loads per lane in flight, and multiplied into all NB
- * inputs (x rows stay in L1).  Each output's sum runs in the same order
- * whatever NB and PW are (lane l takes columns l*N + 32*N*k, k rising), so
- * a sequence's bits do not depend on its batch.  The weights depend on no
- * earlier kernel: the first loads are issued before pdl_wait, so under
- * dependent launch they overlap the previous kernel.  x is written by that
- * kernel, which may still run when this one starts: it is read with plain
- * (coherent) loads, never the read-only path (no __restrict__). */
-template <typename T, int NB, bool VEC>
-__global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const float *x, int in)
-{
-    constexpr int PW = GEMV_PW(NB), RW = 2 * PW;
-    pdl_trigger();
-    pf_issue(set.pf);
-    int warp = (int)((blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = (int)threadIdx.x % 32;
-    gemv_pair p[PW];
-    int live[PW];
-    const T *w[RW];
-    if (!gemv_rows<T, PW>(set, warp, in, p, live, w))
-        return;
-    float acc[RW][NB];
-#pragma unroll
-    for (int r = 0; r < RW; r++)
-#pragma unroll
-        for (int b = 0; b < NB; b++)
-            acc[r][b] = 0.0f;
-    if (VEC) {
-        constexpr int N = wvec<T>::N, U = GEMV_LOADS / RW;
-        typename wvec<T>::raw f[RW][U];
-        gemv_fetch<T, RW, U>(f, w, lane * N, in);
-        pdl_wait();
-        for (int i0 = lane * N; i0 < in; i0 += 32 * N * U) {
-            if (i0 != lane * N)
-                gemv_fetch<T, RW, U>(f, w, i0, in);
-            gemv_accumulate<T, NB, RW, U>(acc, f, x, i0, in, in);
-        }
-    } else {
-        pdl_wait();
-        for (int i = lane; i < in; i += 32) {
-            float fw[RW];
-#pragma unroll
-            for (int r = 0; r < RW; r++)
-                fw[r] = to_f32(w[r][i]);
-#pragma unroll
-            for (int b = 0; b < NB; b++) {
-                float xv = x[(size_t)b * (size_t)in + (size_t)i];
-#pragma unroll
-                for (int r = 0; r < RW; r++)
-                    acc[r][b] = __fmaf_rn(fw[r], xv, acc[r][b]);
-            }
-        }
-    }
-    gemv_finish<PW, NB>(set, p, live, acc, lane);
-}
-
-/* Most warps (column shares) a block of gemv_split_kernel has. */
-#define GEMV_SPLIT_WARPS 8
-
-/* gemv_kernel with the input width split over a block's warps
- * (RETNET_CUDA_GEMV_SPLIT=cols, vector loads, widths of 2 to
- * GEMV_SPLIT_WARPS shares): a block per work item (gemv_kernel's PW row
- * pairs), warp s taking columns [s cols, (s + 1) cols), so each warp issues
- * its whole share of the rows at once instead of draining one round before
- * the next (at 1024 columns a share is one round of 16-byte loads per row
- * in bf16/fp16 at one row pair a warp, two in fp32).  On an H100
- * gemv_kernel moved a step's matrices at a rate that followed the loads in
- * flight per SM: 1.0-1.1 TB/s for the 2048-output ones (about 8 warps an
- * SM, 4 rounds each at 4096 inputs), 2.6 for the LM head (28 warps an
- * SM).  The warps' sums are added in warp
- * order, so the bits depend on the width and cols, not on the batch; they
- * are not gemv_kernel's (a different order of sums).  cols is a multiple
- * of 32, so every share starts 16-byte aligned. */
-template <typename T, int NB>
-__global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
-    gemv_split_kernel(rk_gemv_set set, const float *x, int in, int cols)
-{
-    constexpr int PW = GEMV_PW(NB), RW = 2 * PW, N = wvec<T>::N, U = GEMV_LOADS / RW;
-    __shared__ float part[GEMV_SPLIT_WARPS][PW][NB][2];
-    pdl_trigger();
-    pf_issue(set.pf);
-    int share = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, shares = (int)blockDim.x / 32;
-    gemv_pair p[PW];
-    int live[PW];
-    const T *w[RW];
-    if (!gemv_rows<T, PW>(set, (int)blockIdx.x, in, p, live, w)) /* the whole block */
-        return;
-    int k0 = share * cols, k1 = min(in, k0 + cols);
-    float acc[RW][NB];
-#pragma unroll
-    for (int r = 0; r < RW; r++)
-#pragma unroll
-        for (int b = 0; b < NB; b++)
-            acc[r][b] = 0.0f;
-    typename wvec<T>::raw f[RW][U];
-    gemv_fetch<T, RW, U>(f, w, k0 + lane * N, k1);
-    pdl_wait();
-    for (int i0 = k0 + lane * N; i0 < k1; i0 += 32 * N * U) {
-        if (i0 != k0 + lane * N)
-            gemv_fetch<T, RW, U>(f, w, i0, k1);
-        gemv_accumulate<T, NB, RW, U>(acc, f, x, i0, k1, in);
-    }
-#pragma unroll
-    for (int t = 0; t < PW; t++)
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            float s0, s1;
-            gemv_warp_sums<NB>(acc, t, b, s0, s1);
-            if (lane == 0)
-                part[share][t][b][0] = s0, part[share][t][b][1] = s1;
-        }
-    __syncthreads();
-    if (share != 0)
-        return;
-#pragma unroll
-    for (int t = 0; t < PW; t++)
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            float s0 = part[0][t][b][0], s1 = part[0][t][b][1];
-            for (int o = 1; o < shares; o++)
-                s0 += part[o][t][b][0], s1 += part[o][t][b][1];
-            if (lane == b && live[t])
-                gemv_store(set, p[t], b, s0, s1);
-        }
-}
+/* wvec, the row pairs, gemv_store, gemv_kernel and gemv_split_kernel are in
+ * gemv_dev.cuh, which the CPU unit tests also run (tests/unit/cuda_emu.h) */
+#include "gemv_dev.cuh"
 
 /* Row pairs over all of set's jobs. */
 static size_t set_pairs(const rk_gemv_set *set)
@@ -1698,6 +1306,83 @@ static void gemv_dispatch(cudaStream_t st, const rk_gemv_set *set, const float *
     default:
         gemv_launch<T, 8>(st, set, x, in, split);
     }
+}
+
+/* The column shares of a row of in values at split columns a share
+ * (rounded up to 32), as gemv_launch cuts them; 0 when split is 0. */
+static int gemv_shares(int in, int split)
+{
+    int cols = (split + 31) / 32 * 32;
+    return cols > 0 ? (in + cols - 1) / cols : 0;
+}
+
+int rk_gemv_norm_fits(int t, int n, int in, int split)
+{
+    int vec = t == RN_DT_F32 ? 4 : 8, shares = gemv_shares(in, split);
+    return norm_vec_on && n >= 1 && n <= RN_CUDA_GEMV_MAX && in % vec == 0 && shares > 1 &&
+           shares <= GEMV_SPLIT_WARPS && gemv_norm_threads(in) <= GEMV_NORM_MAX_THREADS &&
+           (size_t)n * (size_t)in * sizeof(float) <= RK_GEMV_NORM_SMEM;
+}
+
+template <typename T, int NB>
+static void gemv_norm_launch(cudaStream_t st, const rk_gemv_set *set, const float *xraw, int in,
+                             int split, const rk_gemv_norm *nm, int n_sms)
+{
+    int cols = (split + 31) / 32 * 32, shares = gemv_shares(in, split);
+    int threads = gemv_norm_threads(in), slots = gemv_norm_slots(threads, shares);
+    int items = (int)((set_pairs(set) + GEMV_PW(NB) - 1) / GEMV_PW(NB)), per_sm = 0;
+    size_t shm = sizeof(float) * (size_t)NB * (size_t)in;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_norm_kernel<T, NB>, threads,
+                                                      shm) != cudaSuccess ||
+        per_sm < 1)
+        per_sm = 1;
+    long blocks = ((long)items + slots - 1) / slots, cap = (long)per_sm * (n_sms > 0 ? n_sms : 1);
+    launch(gemv_norm_kernel<T, NB>, (unsigned)(blocks < cap ? blocks : cap), (unsigned)threads,
+           shm, st, *set, xraw, in, cols, *nm, items);
+}
+
+template <typename T>
+static void gemv_norm_dispatch(cudaStream_t st, const rk_gemv_set *set, const float *xraw, int n,
+                               int in, int split, const rk_gemv_norm *nm, int n_sms)
+{
+    switch (n) {
+    case 1:
+        gemv_norm_launch<T, 1>(st, set, xraw, in, split, nm, n_sms);
+        break;
+    case 2:
+        gemv_norm_launch<T, 2>(st, set, xraw, in, split, nm, n_sms);
+        break;
+    case 3:
+        gemv_norm_launch<T, 3>(st, set, xraw, in, split, nm, n_sms);
+        break;
+    case 4:
+        gemv_norm_launch<T, 4>(st, set, xraw, in, split, nm, n_sms);
+        break;
+    case 5:
+        gemv_norm_launch<T, 5>(st, set, xraw, in, split, nm, n_sms);
+        break;
+    case 6:
+        gemv_norm_launch<T, 6>(st, set, xraw, in, split, nm, n_sms);
+        break;
+    case 7:
+        gemv_norm_launch<T, 7>(st, set, xraw, in, split, nm, n_sms);
+        break;
+    default:
+        gemv_norm_launch<T, 8>(st, set, xraw, in, split, nm, n_sms);
+    }
+}
+
+void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const float *xraw, int n,
+                        int in, int split, const rk_gemv_norm *nm, int n_sms)
+{
+    rk_gemv_set s = *set;
+    s.pf = pf_take();
+    if (t == RN_DT_BF16)
+        gemv_norm_dispatch<__nv_bfloat16>(st, &s, xraw, n, in, split, nm, n_sms);
+    else if (t == RN_DT_F16)
+        gemv_norm_dispatch<__half>(st, &s, xraw, n, in, split, nm, n_sms);
+    else
+        gemv_norm_dispatch<float>(st, &s, xraw, n, in, split, nm, n_sms);
 }
 
 void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,

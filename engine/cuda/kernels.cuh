@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rk_gemv.h"
 #include "rk_half.h"
 #include "rk_pf.h"
 
@@ -163,43 +164,6 @@ void rk_add_bias(cudaStream_t st, float *y, const float *b, int rows, int cols);
 /* dst (t: bf16 or f16) = src rounded to nearest even */
 void rk_to_half(cudaStream_t st, void *dst, const float *src, size_t n, int t);
 
-/* Up to RK_GEMV_JOBS matrices of one dtype that read the same input rows
- * (q, k, v, g; up and gate), streamed by one launch.  A job's kind and
- * flags fold the step that follows a projection into its store, with the
- * same float operations as the separate kernel (kernels.cu, gemv_store):
- *   RK_JOB_PLAIN  y = W x + bias, times scale when scale is neither 0 nor 1
- *                 (rk_qk_prepare's q or k scaling without rotary);
- *   RK_JOB_ROPE   the same, then rotated as rk_qk_prepare does, at positions
- *                 set.pos[row] with set.freq, heads of set.dk features (even);
- *   RK_JOB_GLU    y = (W x + bias) * act(W2 x + bias2) with act = set.act
- *                 (rk_glu over the up and gate projections);
- *   resid != 0    (PLAIN) y = set.alpha y + result: the projection added to
- *                 the residual stream y in place (rk_add_norm's add). */
-#define RK_GEMV_JOBS 4
-enum { RK_JOB_PLAIN = 0, RK_JOB_ROPE, RK_JOB_GLU };
-struct rk_gemv_job {
-    const void *W;     /* out x in */
-    const float *bias; /* or NULL */
-    float *y;          /* n x out */
-    int out;
-    int kind;       /* RK_JOB_* */
-    const void *W2; /* GLU: the gate matrix (out x in) and its bias */
-    const float *bias2;
-    float scale; /* 0: none */
-    int resid;
-    rk_half h; /* GLU: the result rounded into h instead of y (rk_half) */
-};
-struct rk_gemv_set {
-    rk_gemv_job job[RK_GEMV_JOBS];
-    int count;
-    const int64_t *pos; /* ROPE: position of each input row */
-    const float *freq;
-    int dk, interleaved;
-    int act;     /* GLU */
-    float alpha; /* resid */
-    rk_pf pf;    /* asked of L2 as the launch starts (rk_prefetch_next's, set by the launcher) */
-};
-
 /* Every job of set over the same n <= RN_CUDA_GEMV_MAX input rows x (n x
  * in): each weight matrix (dtype t) streamed once for the whole batch, fp32
  * activations and accumulation.  split > 0: the input width split over a
@@ -208,6 +172,23 @@ struct rk_gemv_set {
  * batch), else a warp per row pair (gemv_kernel). */
 void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
                    int split);
+
+/* Bytes of shared memory gemv_norm_kernel may hold its normalised rows in
+ * (n x in floats): no opt-in needed. */
+#define RK_GEMV_NORM_SMEM (48u << 10)
+/* Whether rk_gemv_multi_norm takes n rows of in values of weights of dtype
+ * t in shares of split columns: the shape rk_gemv_multi gives
+ * gemv_split_kernel (2 to 8 shares, vector loads), this thread's norms on
+ * norm_vec_kernel's path (rk_set_norm_vec), the rows within
+ * RK_GEMV_NORM_SMEM. */
+int rk_gemv_norm_fits(int t, int n, int in, int split);
+/* rk_gemv_multi on the pre-norm of the raw rows xraw (n x in), formed by
+ * the GEMV's blocks themselves with nm's operands (gemv_norm_kernel): the
+ * bits of rk_norm into a buffer, then rk_gemv_multi on it, without the norm
+ * launch.  Only where rk_gemv_norm_fits; n_sms: the device's
+ * multiprocessors (the blocks stay resident). */
+void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const float *xraw, int n,
+                        int in, int split, const struct rk_gemv_norm *nm, int n_sms);
 
 /* rk_gemv_multi on the tensor cores (kernels.cu, gemv_tc_kernel) for n <=
  * RN_CUDA_TC_MAX rows of matrices that rn_cuda_tc_fits (bf16 or fp16, in a

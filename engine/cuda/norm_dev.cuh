@@ -2,7 +2,8 @@
  * (norm_vec_kernel), shared by the norm launches (kernels.cu).
  *
  * Included by kernels.cu after the CUDA headers, rn_math.h and the
- * dependent-launch helpers, and by the unit tests' emulation of CUDA
+ * dependent-launch helpers (store_out, which the other kernels share too,
+ * lives here for the same reason), and by the unit tests' emulation of CUDA
  * (tests/unit/cuda_emu.h, RN_CUDA_EMU), which runs a row's statistics and
  * normalised values -- the block reductions, their shuffles and barriers --
  * and norm_vec_kernel itself on the CPU in every build
@@ -15,6 +16,18 @@
 #include "../model.h" /* RN_DT_BF16 */
 #include "prefetch_dev.cuh"
 #include "rk_half.h"
+
+/* Stores v at out[i]: in fp32, or rounded to nearest even into h when
+ * h.p is set (rk_half). */
+__device__ static inline void store_out(float *out, rk_half h, size_t i, float v)
+{
+    if (!h.p)
+        out[i] = v;
+    else if (h.t == RN_DT_BF16)
+        ((__nv_bfloat16 *)h.p)[i] = __float2bfloat16_rn(v);
+    else
+        ((__half *)h.p)[i] = __float2half_rn(v);
+}
 
 /* Sums a and b over a row's group of nthr threads (whole warps, tid the
  * thread's index within the group; norm_vec_kernel puts several groups in
@@ -89,7 +102,7 @@ __device__ static inline void norm_row_stats(const float *xr, int d, int layer_k
 
 /* Threads of norm_vec_kernel's block for a row of d values (NORM_VEC each,
  * whole warps). */
-static inline int norm_vec_threads(int d)
+__host__ __device__ static inline int norm_vec_threads(int d)
 {
     return ((d + NORM_VEC - 1) / NORM_VEC + 31) / 32 * 32;
 }

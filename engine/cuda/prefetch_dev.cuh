@@ -17,15 +17,18 @@
  * L2's slices instead of one long run */
 #define RK_PF_CHUNK (64u << 10)
 
-/* The ranges of pf asked for by the first warp of block (0, 0, 0); every
- * other thread returns at once. */
+/* The ranges of pf asked for by the first 32 threads of block (0, 0, 0)
+ * (fewer in a smaller block), whatever the block's shape; every other
+ * thread returns at once. */
 __device__ static inline void pf_issue(const rk_pf &pf)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (blockIdx.x | blockIdx.y | blockIdx.z | threadIdx.y | threadIdx.z || threadIdx.x >= 32)
+    unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    unsigned size = blockDim.x * blockDim.y * blockDim.z, k = size < 32 ? size : 32;
+    if (blockIdx.x | blockIdx.y | blockIdx.z || t >= k)
         return;
     for (int r = 0; r < RK_PF_RANGES; r++)
-        for (unsigned off = threadIdx.x * RK_PF_CHUNK; off < pf.bytes[r]; off += 32 * RK_PF_CHUNK) {
+        for (unsigned off = t * RK_PF_CHUNK; off < pf.bytes[r]; off += k * RK_PF_CHUNK) {
             unsigned n = pf.bytes[r] - off < RK_PF_CHUNK ? pf.bytes[r] - off : RK_PF_CHUNK;
             asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(
                              (const char *)pf.p[r] + off),

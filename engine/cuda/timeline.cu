@@ -17,6 +17,9 @@
 #if __has_include(<cupti_activity.h>)
 #include <cupti_activity.h>
 #include <cupti_version.h>
+#endif
+/* the kernel record read here is CUDA 13's (CUpti_ActivityKernel10) */
+#if defined(CUPTI_API_VERSION) && CUPTI_API_VERSION >= 130000
 #define TL_HAVE_CUPTI 1
 #else
 #define TL_HAVE_CUPTI 0
@@ -24,6 +27,7 @@
 #include <cuda_runtime.h>
 #include <cxxabi.h>
 #include <dlfcn.h>
+#include <pthread.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,8 +41,9 @@ extern "C" {
 
 #define TL_BUFFER (8u << 20) /* bytes of one activity buffer CUPTI fills */
 #define TL_ALIGN 8           /* CUPTI's alignment for activity buffers */
-/* CUPTI numbers its API major * 10000 + update from CUDA 13 on (12.x: 19-28) */
-#define TL_MIN_VERSION (CUPTI_API_VERSION >= 130000 ? CUPTI_API_VERSION / 10000 * 10000 : CUPTI_API_VERSION)
+/* CUPTI numbers its API major * 10000 + update from CUDA 13 on (12.x:
+ * 19-28): any 13.x library writes the record layout read here */
+#define TL_MIN_VERSION (CUPTI_API_VERSION / 10000 * 10000)
 
 /* One kernel's run as kept from its record. */
 struct tl_kernel {
@@ -60,9 +65,12 @@ struct tl_api {
 };
 
 static tl_api tl;
+/* what the buffer callback (possibly on CUPTI's own thread) and the caller
+ * share, under tl_lock */
+static pthread_mutex_t tl_lock = PTHREAD_MUTEX_INITIALIZER;
 static tl_kernel *tl_rows; /* records kept since the last mark */
 static size_t tl_n, tl_cap;
-static int tl_failed; /* a record could not be kept (out of memory) */
+static int tl_failed; /* a record or a buffer was lost (out of memory, a malformed buffer) */
 static int tl_on;     /* the records are enabled (rn_cuda_timeline_start succeeded) */
 
 /* The kernel's name without namespaces' noise: demangled when it is C++,
@@ -106,6 +114,11 @@ static void CUPTIAPI tl_buffer_requested(uint8_t **buffer, size_t *size, size_t 
     *buffer = (uint8_t *)aligned_alloc(TL_ALIGN, TL_BUFFER);
     *size = *buffer ? TL_BUFFER : 0;
     *max_records = 0;
+    if (!*buffer) { /* CUPTI drops what it cannot store: say so at the write */
+        pthread_mutex_lock(&tl_lock);
+        tl_failed = 1;
+        pthread_mutex_unlock(&tl_lock);
+    }
 }
 
 static void CUPTIAPI tl_buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *buffer,
@@ -113,58 +126,75 @@ static void CUPTIAPI tl_buffer_completed(CUcontext ctx, uint32_t stream, uint8_t
 {
     (void)ctx, (void)stream, (void)size;
     CUpti_Activity *rec = NULL;
-    while (buffer && tl.next_record(buffer, valid, &rec) == CUPTI_SUCCESS)
+    CUptiResult r = CUPTI_ERROR_MAX_LIMIT_REACHED;
+    pthread_mutex_lock(&tl_lock);
+    while (buffer && (r = tl.next_record(buffer, valid, &rec)) == CUPTI_SUCCESS)
         if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL)
             tl_keep((const CUpti_ActivityKernel10 *)rec);
+    if (r != CUPTI_ERROR_MAX_LIMIT_REACHED) /* the end of the buffer; anything else lost some */
+        tl_failed = 1;
+    pthread_mutex_unlock(&tl_lock);
     free(buffer);
 }
 
-/* Opens libcupti (RETNET_CUPTI, else the loader's path, else the toolkit's
- * usual places) and finds its entry points; 0 on success. */
+/* The entry points of the library at path, into *api, if it opens, has
+ * them and writes this header's kernel records (API version TL_MIN_VERSION
+ * or later: an older major writes an older layout); else closed again and
+ * why in why. */
+static int tl_try(const char *path, tl_api *api, char *why, size_t cap)
+{
+    uint32_t version = 0;
+    tl_api a = {};
+    if (!(a.lib = dlopen(path, RTLD_NOW | RTLD_LOCAL)))
+        return 0;
+    *(void **)&a.register_callbacks = dlsym(a.lib, "cuptiActivityRegisterCallbacks");
+    *(void **)&a.enable = dlsym(a.lib, "cuptiActivityEnable");
+    *(void **)&a.disable = dlsym(a.lib, "cuptiActivityDisable");
+    *(void **)&a.flush_all = dlsym(a.lib, "cuptiActivityFlushAll");
+    *(void **)&a.next_record = dlsym(a.lib, "cuptiActivityGetNextRecord");
+    *(void **)&a.get_version = dlsym(a.lib, "cuptiGetVersion");
+    if (!a.register_callbacks || !a.enable || !a.disable || !a.flush_all || !a.next_record ||
+        !a.get_version)
+        snprintf(why, cap, "%s lacks the activity API", path);
+    else if (a.get_version(&version) != CUPTI_SUCCESS || version < TL_MIN_VERSION)
+        snprintf(why, cap, "%s has API version %u, older than the %u built for", path, version,
+                 (unsigned)TL_MIN_VERSION);
+    else {
+        *api = a;
+        return 1;
+    }
+    dlclose(a.lib);
+    return 0;
+}
+
+/* Opens the first usable libcupti of RETNET_CUPTI, the loader's path and
+ * the toolkit's usual places; 0 on success. */
 static int tl_open(rn_error *err)
 {
     const char *env = getenv("RETNET_CUPTI");
     const char *const paths[] = {env,
                                  "libcupti.so",
                                  "libcupti.so.13",
-                                 "libcupti.so.12",
                                  "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so",
                                  "/usr/local/cuda/lib64/libcupti.so",
                                  "/usr/local/cuda/targets/x86_64-linux/lib/libcupti.so"};
+    char why[256] = "";
     if (tl.lib)
         return 0;
-    for (size_t i = 0; i < sizeof paths / sizeof paths[0] && !tl.lib; i++)
-        if (paths[i] && *paths[i])
-            tl.lib = dlopen(paths[i], RTLD_NOW | RTLD_LOCAL);
-    if (!tl.lib)
-        return rn_error_set(err, RN_EUNSUPPORTED,
-                            "timeline: libcupti not found (set RETNET_CUPTI to its path; looked "
-                            "for libcupti.so on the loader's path and under /usr/local/cuda)");
-    *(void **)&tl.register_callbacks = dlsym(tl.lib, "cuptiActivityRegisterCallbacks");
-    *(void **)&tl.enable = dlsym(tl.lib, "cuptiActivityEnable");
-    *(void **)&tl.disable = dlsym(tl.lib, "cuptiActivityDisable");
-    *(void **)&tl.flush_all = dlsym(tl.lib, "cuptiActivityFlushAll");
-    *(void **)&tl.next_record = dlsym(tl.lib, "cuptiActivityGetNextRecord");
-    *(void **)&tl.get_version = dlsym(tl.lib, "cuptiGetVersion");
-    if (!tl.register_callbacks || !tl.enable || !tl.disable || !tl.flush_all || !tl.next_record ||
-        !tl.get_version)
-        return rn_error_set(err, RN_EUNSUPPORTED, "timeline: libcupti lacks the activity API");
-    return 0;
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (paths[i] && *paths[i] && tl_try(paths[i], &tl, why, sizeof why))
+            return 0;
+    return rn_error_set(err, RN_EUNSUPPORTED,
+                        "timeline: no usable libcupti (%s; set RETNET_CUPTI to its path; looked "
+                        "on the loader's path and under /usr/local/cuda)",
+                        why[0] ? why : "none found");
 }
 
 /* The CUPTI library opened and its kernel records enabled; 0 on success. */
 static int tl_enable(rn_error *err)
 {
-    uint32_t version = 0;
     if (tl_open(err))
         return err->code;
-    /* the kernel record's layout is this header's: an older major
-     * version writes an older one (a newer one, or another update of the
-     * same major, keeps the fields read here) */
-    if (tl.get_version(&version) != CUPTI_SUCCESS || version < TL_MIN_VERSION)
-        return rn_error_set(err, RN_EUNSUPPORTED,
-                            "timeline: libcupti's API version %u is older than the %u built for",
-                            version, (unsigned)TL_MIN_VERSION);
     if (tl.register_callbacks(tl_buffer_requested, tl_buffer_completed) != CUPTI_SUCCESS ||
         tl.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS)
         return rn_error_set(err, RN_EDEVICE, "timeline: CUPTI refused the kernel records");
@@ -186,25 +216,21 @@ extern "C" void rn_cuda_timeline_mark(void)
     cudaDeviceSynchronize();
     if (tl_on)
         tl.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+    pthread_mutex_lock(&tl_lock);
     tl_n = 0;
+    pthread_mutex_unlock(&tl_lock);
 }
 
-extern "C" int rn_cuda_timeline_write(FILE *out, const char *tag, int header, rn_error *err)
+/* The kept records as CSV rows tagged tag, times from the earliest start
+ * (called under tl_lock). */
+static void tl_print(FILE *out, const char *tag)
 {
-    if (!tl_on)
-        return rn_error_set(err, RN_EINVAL, "timeline: not started");
-    cudaDeviceSynchronize();
-    tl.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
-    if (tl_failed)
-        return rn_error_set(err, RN_ENOMEM, "timeline: out of memory keeping the records");
-    if (header)
-        fprintf(out, "tag,kernel,start_ns,end_ns,grid,block,regs,graph_node\n");
     uint64_t t0 = tl_n ? tl_rows[0].start : 0;
     for (size_t i = 0; i < tl_n; i++)
         t0 = tl_rows[i].start < t0 ? tl_rows[i].start : t0;
     for (size_t i = 0; i < tl_n; i++) {
         const tl_kernel *r = &tl_rows[i];
-        /* the name's commas would split the field: quoted, quotes doubled away */
+        /* the name's commas would split the field: quoted, its quotes made single */
         fprintf(out, "%s,\"", tag);
         for (const char *c = r->name; *c; c++)
             fputc(*c == '"' ? '\'' : *c, out);
@@ -213,9 +239,27 @@ extern "C" int rn_cuda_timeline_write(FILE *out, const char *tag, int header, rn
                 r->grid[1], r->grid[2], r->block[0], r->block[1], r->block[2], r->regs,
                 (unsigned long long)r->graph_node);
     }
+}
+
+extern "C" int rn_cuda_timeline_write(FILE *out, const char *tag, int header, rn_error *err)
+{
+    if (!tl_on)
+        return rn_error_set(err, RN_EINVAL, "timeline: not started");
+    cudaDeviceSynchronize();
+    tl.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+    pthread_mutex_lock(&tl_lock);
+    int failed = tl_failed;
+    if (!failed) {
+        if (header)
+            fprintf(out, "tag,kernel,start_ns,end_ns,grid,block,regs,graph_node\n");
+        tl_print(out, tag);
+    }
     tl_n = 0;
-    return ferror(out) ? rn_error_set(err, RN_EIO, "timeline: cannot write the records")
-                       : RN_OK;
+    pthread_mutex_unlock(&tl_lock);
+    if (failed)
+        return rn_error_set(err, RN_ENOMEM, "timeline: records were lost (out of memory, or a "
+                                            "buffer CUPTI could not complete)");
+    return ferror(out) ? rn_error_set(err, RN_EIO, "timeline: cannot write the records") : RN_OK;
 }
 
 extern "C" void rn_cuda_timeline_stop(void)
@@ -226,8 +270,10 @@ extern "C" void rn_cuda_timeline_stop(void)
     cudaDeviceSynchronize();
     tl.disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
     tl.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+    pthread_mutex_lock(&tl_lock);
     free(tl_rows);
     tl_rows = NULL, tl_n = tl_cap = 0, tl_failed = 0;
+    pthread_mutex_unlock(&tl_lock);
     /* the library stays loaded: CUPTI may still hold its callbacks */
 }
 

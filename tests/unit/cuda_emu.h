@@ -1,7 +1,8 @@
 /* Enough of CUDA, on the CPU, to run the tensor-core retention kernel of
  * engine/cuda/ret_fused.cuh, the piece scaling and rotary of
- * pieces_dev.cuh and rope_dev.cuh, and the norms of norm_dev.cuh (their
- * block arithmetic and norm_vec_kernel) as they are written (RN_CUDA_EMU; the runtime is cuda_emu.cc):
+ * pieces_dev.cuh and rope_dev.cuh, the norms of norm_dev.cuh (their
+ * block arithmetic and norm_vec_kernel) and the GEMVs of gemv_dev.cuh as
+ * they are written (RN_CUDA_EMU; the runtime is cuda_emu.cc):
  *
  * - a launch runs the grid's blocks one after another; a block's threads
  *   are host threads, so a thread's own loops run as written and
@@ -16,7 +17,9 @@
  * - bf16 conversions round to nearest even, as the device's _rn ones do;
  * - an ldmatrix row or cp.async operand must be aligned as the device
  *   needs (else abort);
- * - __shfl_xor_sync exchanges through the warp's slots between barriers.
+ * - __shfl_xor_sync exchanges through the warp's slots between barriers;
+ * - the weight-streaming GEMVs of gemv_dev.cuh: their 16-byte streaming
+ *   loads (__ldcs, alignment enforced) and 16-bit widenings.
  *
  * Static shared memory keeps the previous block's values (the dynamic
  * buffer is filled with bf16 NaN before each block), so a read before a
@@ -113,6 +116,47 @@ struct __half2 {
 static inline __half2 __floats2half2_rn(float a, float b)
 {
     return __half2{__half{rn__f32_to_f16(a)}, __half{rn__f32_to_f16(b)}};
+}
+
+static inline __half __float2half_rn(float f)
+{
+    return __half{rn__f32_to_f16(f)};
+}
+
+/* 16-bit values widened, exactly as the device's conversions do */
+static inline float __bfloat162float(__nv_bfloat16 h)
+{
+    return rn__bf16_to_f32(h.bits);
+}
+static inline float __half2float(__half h)
+{
+    return rn__f16_to_f32(h.bits);
+}
+static inline float2 __bfloat1622float2(__nv_bfloat162 h)
+{
+    return float2{rn__bf16_to_f32(h.x.bits), rn__bf16_to_f32(h.y.bits)};
+}
+static inline float2 __half22float2(__half2 h)
+{
+    return float2{rn__f16_to_f32(h.x.bits), rn__f16_to_f32(h.y.bits)};
+}
+
+struct alignas(16) uint4 {
+    uint32_t x, y, z, w;
+};
+
+/* the streaming loads (cache hints only): plain loads, alignment enforced */
+static inline float4 __ldcs(const float4 *p)
+{
+    if ((uintptr_t)p % 16 != 0)
+        abort();
+    return *p;
+}
+static inline uint4 __ldcs(const uint4 *p)
+{
+    if ((uintptr_t)p % 16 != 0)
+        abort();
+    return *p;
 }
 
 extern thread_local dim3 threadIdx;      /* each thread's own */

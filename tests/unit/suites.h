@@ -20,5 +20,6 @@ Suite *jw_suite(void);
 Suite *synthetic_suite(void);
 Suite *ret_emu_suite(void);
 Suite *norm_emu_suite(void);
+Suite *gemv_emu_suite(void);
 
 #endif

@@ -1,0 +1,58 @@
+/* gemv_norm_kernel (engine/cuda/gemv_dev.cuh), which forms its rows'
+ * pre-norm itself so a decode step needs no norm launch before a
+ * projection (RETNET_CUDA_GEMV_PRENORM), on the CPU through the CUDA
+ * emulation (cuda_emu.h): bit for bit what norm_vec_kernel then
+ * gemv_split_kernel give, for every kind of job (rotary q and k with k
+ * scaled, a bias, GLU's rounded product, the residual add), one to three
+ * rows (three: two row pairs a warp), bf16 and fp32 weights, LayerNorm and
+ * RMSNorm with and without weights, and grids that leave the blocks one
+ * item or several rounds of items. */
+#include <check.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "suites.h"
+
+long rn_emu_gemv_norm_check(int t, int nb, int in, int cols, int grid, int kinds, int layer_kind,
+                            int affine, uint32_t seed, long *unset);
+
+/* rows, width, columns a share, blocks: 2 and 4 shares (and a last share
+ * that is short), one round or several, a width whose norm takes more
+ * threads than the GEMV's warps (2560: 320) */
+static const int shapes[][4] = {
+    {1, 256, 128, 64}, {2, 512, 128, 3}, {3, 320, 128, 2}, {1, 2560, 1024, 5}, {2, 256, 64, 1},
+};
+#define N_SHAPES (int)(sizeof shapes / sizeof shapes[0])
+
+/* _i: a shape, a set of jobs' kinds (3) and a variant (dtype, norm: 4)
+ * each, turning at different rates so that 20 cases meet every shape with
+ * every kind and every variant */
+#define N_CASES 20
+START_TEST(test_gemv_norm_emu_keeps_bits)
+{
+    const int *s = shapes[_i % N_SHAPES];
+    int kinds = _i % 3, v = _i % 4;
+    int t = v % 2 ? RN_DT_F32 : RN_DT_BF16, layer_kind = v / 2 % 2, affine = v / 2 != 1;
+    long unset = -1;
+    long differ = rn_emu_gemv_norm_check(t, s[0], s[1], s[2], s[3], kinds, layer_kind, affine,
+                                         (uint32_t)(31 + _i), &unset);
+    ck_assert_msg(differ >= 0, "the emulated launches failed");
+    ck_assert_msg(unset == 0, "%d rows of %d, kinds %d: %ld outputs left unwritten", s[0], s[1],
+                  kinds, unset);
+    ck_assert_msg(differ == 0,
+                  "%d rows of %d in %d-column shares on %d blocks, kinds %d, %s, %s%s: %ld "
+                  "outputs differ from the norm then the split GEMV",
+                  s[0], s[1], s[2], s[3], kinds, t == RN_DT_F32 ? "f32" : "bf16",
+                  layer_kind ? "LayerNorm" : "RMSNorm", affine ? " with weights" : "", differ);
+}
+END_TEST
+
+Suite *gemv_emu_suite(void)
+{
+    Suite *s = suite_create("gemv_emu");
+    TCase *tc = tcase_create("gemv_norm");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, test_gemv_norm_emu_keeps_bits, 0, N_CASES);
+    suite_add_tcase(s, tc);
+    return s;
+}
