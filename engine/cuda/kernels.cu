@@ -1324,19 +1324,69 @@ int rk_gemv_norm_fits(int t, int n, int in, int split)
            (size_t)n * (size_t)in * sizeof(float) <= RK_GEMV_NORM_SMEM;
 }
 
+/* Blocks of gemv_norm_kernel<T, NB> an SM holds at once with rows of in
+ * values, as rk_gemv_norm_prepare found it: the width asked for and the
+ * answer in one word (0: not asked, or for another width).  Asked at engine
+ * init, outside any graph capture, where the occupancy query would be
+ * refused and spoil the capture. */
+template <typename T, int NB> static std::atomic<long> &gemv_norm_occ()
+{
+    static std::atomic<long> v{0};
+    return v;
+}
+
+template <typename T, int NB> static int gemv_norm_per_sm(int in)
+{
+    long v = gemv_norm_occ<T, NB>().load(std::memory_order_relaxed);
+    return v >> 16 == in ? (int)(v & 0xffff) : 0;
+}
+
+template <typename T, int NB> static void gemv_norm_occupancy(int in)
+{
+    int per_sm = 0;
+    size_t shm = sizeof(float) * (size_t)NB * (size_t)in;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_norm_kernel<T, NB>,
+                                                      gemv_norm_threads(in), shm) != cudaSuccess ||
+        per_sm < 0 || per_sm > 0xffff) {
+        per_sm = 0;
+        cudaGetLastError();
+    }
+    gemv_norm_occ<T, NB>().store((long)in << 16 | per_sm, std::memory_order_relaxed);
+}
+
+template <typename T> static void gemv_norm_prepare_t(int max_n, int in)
+{
+    static_assert(RN_CUDA_GEMV_MAX == 8, "gemv_norm_prepare_t asks for batches 1..8");
+    void (*const f[])(int) = {gemv_norm_occupancy<T, 1>, gemv_norm_occupancy<T, 2>,
+                              gemv_norm_occupancy<T, 3>, gemv_norm_occupancy<T, 4>,
+                              gemv_norm_occupancy<T, 5>, gemv_norm_occupancy<T, 6>,
+                              gemv_norm_occupancy<T, 7>, gemv_norm_occupancy<T, 8>};
+    for (int n = 1; n <= max_n && n <= RN_CUDA_GEMV_MAX; n++)
+        f[n - 1](in);
+}
+
+void rk_gemv_norm_prepare(int t, int max_n, int in)
+{
+    if (t == RN_DT_BF16)
+        gemv_norm_prepare_t<__nv_bfloat16>(max_n, in);
+    else if (t == RN_DT_F16)
+        gemv_norm_prepare_t<__half>(max_n, in);
+    else
+        gemv_norm_prepare_t<float>(max_n, in);
+}
+
 template <typename T, int NB>
 static void gemv_norm_launch(cudaStream_t st, const rk_gemv_set *set, const float *xraw, int in,
                              int split, const rk_gemv_norm *nm, int n_sms)
 {
     int cols = (split + 31) / 32 * 32, shares = gemv_shares(in, split);
     int threads = gemv_norm_threads(in), slots = gemv_norm_slots(threads, shares);
-    int items = (int)((set_pairs(set) + GEMV_PW(NB) - 1) / GEMV_PW(NB)), per_sm = 0;
+    int items = (int)((set_pairs(set) + GEMV_PW(NB) - 1) / GEMV_PW(NB));
+    int per_sm = gemv_norm_per_sm<T, NB>(in);
     size_t shm = sizeof(float) * (size_t)NB * (size_t)in;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_norm_kernel<T, NB>, threads,
-                                                      shm) != cudaSuccess ||
-        per_sm < 1)
-        per_sm = 1;
-    long blocks = ((long)items + slots - 1) / slots, cap = (long)per_sm * (n_sms > 0 ? n_sms : 1);
+    /* one wave; unasked, one block an SM (more would only queue) */
+    long blocks = ((long)items + slots - 1) / slots;
+    long cap = (long)(per_sm > 0 ? per_sm : 1) * (n_sms > 0 ? n_sms : 1);
     launch(gemv_norm_kernel<T, NB>, (unsigned)(blocks < cap ? blocks : cap), (unsigned)threads,
            shm, st, *set, xraw, in, cols, *nm, items);
 }

@@ -189,6 +189,11 @@ int rk_gemv_norm_fits(int t, int n, int in, int split);
  * multiprocessors (the blocks stay resident). */
 void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const float *xraw, int n,
                         int in, int split, const struct rk_gemv_norm *nm, int n_sms);
+/* Asks, outside any graph capture, how many blocks of
+ * rk_gemv_multi_norm's kernels for dtype t, 1..max_n rows of in values, an
+ * SM holds, so that its launches (inside a capture too) fill the device in
+ * one wave; unasked, they take one block an SM. */
+void rk_gemv_norm_prepare(int t, int max_n, int in);
 
 /* rk_gemv_multi on the tensor cores (kernels.cu, gemv_tc_kernel) for n <=
  * RN_CUDA_TC_MAX rows of matrices that rn_cuda_tc_fits (bf16 or fp16, in a
