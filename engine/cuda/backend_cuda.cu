@@ -1438,8 +1438,12 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     /* MiB; off until measured: the prefetch instruction is sm_90's */
     x->l2_pf = major >= 9 ? (unsigned)env_int("RETNET_CUDA_L2_PREFETCH", 0, 0, 256) << 20 : 0;
     x->prenorm = env_int("RETNET_CUDA_GEMV_PRENORM", 0, 0, 1); /* off until measured */
-    if (x->prenorm) /* here, never inside a decode graph's capture */
-        rk_gemv_norm_prepare((int)x->w->layers[0].q_w.dtype, RN_CUDA_GEMV_MAX, x->c->hidden_size);
+    if (x->prenorm) { /* here, never inside a decode graph's capture */
+        int t = (int)x->w->layers[0].q_w.dtype, th = (int)x->w->lm_head_w.dtype;
+        rk_gemv_norm_prepare(t, RN_CUDA_GEMV_MAX, x->c->hidden_size);
+        if (th != t) /* an LM head of its own dtype */
+            rk_gemv_norm_prepare(th, RN_CUDA_GEMV_MAX, x->c->hidden_size);
+    }
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);

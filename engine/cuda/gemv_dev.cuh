@@ -409,6 +409,14 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
  * needs (capped at 64 for 1024 threads, it spilled). */
 #define GEMV_NORM_MAX_THREADS 512
 
+/* Bytes of gemv_norm_kernel<*, NB>'s static shared memory (gn_sh, part),
+ * which count with the dynamic rows against a block's limit. */
+__host__ __device__ static inline unsigned gemv_norm_static_smem(int nb)
+{
+    return (unsigned)(nb * 64 * sizeof(double) +
+                      GEMV_NORM_SLOTS * GEMV_SPLIT_WARPS * GEMV_PW(nb) * nb * 2 * sizeof(float));
+}
+
 /* gemv_norm_kernel's threads for rows of in values: GEMV_NORM_WARPS warps,
  * or the threads norm_vec_kernel gives such a row (norm_vec_threads). */
 static inline int gemv_norm_threads(int in)
@@ -450,7 +458,7 @@ __global__ void __launch_bounds__(GEMV_NORM_MAX_THREADS)
 #else
     extern __shared__ float gn_rows[]; /* NB x in, normalised */
 #endif
-    __shared__ double gn_sh[NB][64];
+    __shared__ double gn_sh[NB][64]; /* gemv_norm_static_smem(NB) bytes with part */
     __shared__ float part[GEMV_NORM_SLOTS][GEMV_SPLIT_WARPS][PW][NB][2];
     pdl_trigger();
     pf_issue(set.pf);

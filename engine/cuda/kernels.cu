@@ -1321,7 +1321,7 @@ int rk_gemv_norm_fits(int t, int n, int in, int split)
     int vec = t == RN_DT_F32 ? 4 : 8, shares = gemv_shares(in, split);
     return norm_vec_on && n >= 1 && n <= RN_CUDA_GEMV_MAX && in % vec == 0 && shares > 1 &&
            shares <= GEMV_SPLIT_WARPS && gemv_norm_threads(in) <= GEMV_NORM_MAX_THREADS &&
-           (size_t)n * (size_t)in * sizeof(float) <= RK_GEMV_NORM_SMEM;
+           (size_t)n * (size_t)in * sizeof(float) + gemv_norm_static_smem(n) <= RK_GEMV_NORM_SMEM;
 }
 
 /* Blocks of gemv_norm_kernel<T, NB> an SM holds at once with rows of in

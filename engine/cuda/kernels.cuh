@@ -173,14 +173,14 @@ void rk_to_half(cudaStream_t st, void *dst, const float *src, size_t n, int t);
 void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
                    int split);
 
-/* Bytes of shared memory gemv_norm_kernel may hold its normalised rows in
- * (n x in floats): no opt-in needed. */
+/* Bytes of shared memory gemv_norm_kernel may use, its normalised rows (n x
+ * in floats) and its static sums together: no opt-in needed. */
 #define RK_GEMV_NORM_SMEM (48u << 10)
 /* Whether rk_gemv_multi_norm takes n rows of in values of weights of dtype
  * t in shares of split columns: the shape rk_gemv_multi gives
  * gemv_split_kernel (2 to 8 shares, vector loads), this thread's norms on
- * norm_vec_kernel's path (rk_set_norm_vec), the rows within
- * RK_GEMV_NORM_SMEM. */
+ * norm_vec_kernel's path (rk_set_norm_vec), the rows and the kernel's own
+ * shared memory within RK_GEMV_NORM_SMEM. */
 int rk_gemv_norm_fits(int t, int n, int in, int split);
 /* rk_gemv_multi on the pre-norm of the raw rows xraw (n x in), formed by
  * the GEMV's blocks themselves with nm's operands (gemv_norm_kernel): the

@@ -72,14 +72,18 @@ __device__ static inline void norm_stats(double s, double ss, double *sh, int d,
 }
 
 /* Value k of a row normalised: (x - mu) r, times w[k], plus b[k], times
- * act(g) when gated (g: the gate's value at k). */
+ * act(g) when gated (g: the gate's value at k).  Each operation rounded on
+ * its own (_rn): left to the compiler, a multiply and the add after it may
+ * become one fused operation in one kernel and not in another, and the
+ * kernels that form a norm (norm_vec_kernel, gemv_norm_kernel) must agree
+ * to the bit. */
 __device__ static inline float norm_value(float x, double mu, float r, const float *w,
                                           const float *b, int k, const float *g, int act)
 {
-    float v = (float)((double)x - mu) * r;
-    v = w ? v * w[k] : v;
-    v = b ? v + b[k] : v;
-    return g ? v * rn_act_apply(act, *g) : v;
+    float v = __fmul_rn((float)((double)x - mu), r);
+    v = w ? __fmul_rn(v, w[k]) : v;
+    v = b ? __fadd_rn(v, b[k]) : v;
+    return g ? __fmul_rn(v, rn_act_apply(act, *g)) : v;
 }
 
 /* The mean and factor (norm_stats) of the row of d values at xr, each

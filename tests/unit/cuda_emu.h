@@ -89,6 +89,17 @@ static inline float __fmaf_rn(float a, float b, float c)
     return __builtin_fmaf(a, b, c);
 }
 
+/* each rounded on its own (the build targets no FMA instruction, so the
+ * compiler cannot fuse them) */
+static inline float __fmul_rn(float a, float b)
+{
+    return a * b;
+}
+static inline float __fadd_rn(float a, float b)
+{
+    return a + b;
+}
+
 struct __nv_bfloat16 {
     uint16_t bits;
 };
