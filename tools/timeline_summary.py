@@ -59,6 +59,26 @@ def attribute(kernels):
     return owned, idle, gaps, span_end - t0
 
 
+# Kernel classes for the per-step breakdown: the first pattern a name
+# matches (the order matters: the fused GEMV's name has "norm" in it).
+CLASSES = [
+    ("GEMV", r"gemv"),
+    ("norm", r"norm"),
+    ("recurrent step", r"ret_step|ts_step"),
+    ("cuBLAS GEMM", r"gemm|nvjet|xmma|cutlass|cublas|sm\d+_"),
+    ("retention (chunk)", r"ret_fused|scale_pieces|scan_pieces|decay|ts_chunk|state_"),
+    ("rotary", r"qk_kernel|rope"),
+    ("sampling", r"argmax|top_rows|top_kernel"),
+]
+
+
+def class_of(name):
+    for label, pattern in CLASSES:
+        if re.search(pattern, name):
+            return label
+    return "other"
+
+
 def steps_of(tag):
     m = re.match(r"decode-b\d+-s(\d+)$", tag)
     return int(m.group(1)) if m else 1
@@ -83,13 +103,22 @@ def summarize(tag, kernels, top, bench=None):
     names = sorted(owned, key=lambda n: -owned[n])
     for name in names[:top]:
         out.append(
-            f"  {name[:58]:<58} {count[name] / per:>5.0f} {owned[name] * us:>10,.1f} "
+            f"  {name[:58]:<58} {count[name] / per:>5g} {owned[name] * us:>10,.1f} "
             f"{owned[name] / span if span else 0:>6.1%} {dur[name] * us:>10,.1f}")
     rest = names[top:]
     if rest:
         o = sum(owned[n] for n in rest)
         out.append(f"  {'(' + str(len(rest)) + ' more)':<58} {sum(count[n] for n in rest) / per:>5.0f} "
                    f"{o * us:>10,.1f} {o / span if span else 0:>6.1%}")
+    by_class = {}
+    for name, v in owned.items():
+        c = by_class.setdefault(class_of(name), [0, 0])
+        c[0] += v
+        c[1] += count[name]
+    out.append("  by class: " + ", ".join(
+        f"{label} {v[0] * us:,.1f} us ({v[1] / per:g})"
+        for label, v in sorted(by_class.items(), key=lambda e: -e[1][0]))
+        + f", idle {idle * us:,.1f} us")
     gemv = sum(v for n, v in owned.items() if "gemv" in n)
     if bench and tag.startswith("decode") and gemv:
         rate = bench["weight_bytes"] / (gemv * 1e-9 / per) / 1e9

@@ -58,6 +58,17 @@ class Csv(unittest.TestCase):
         self.assertIn("idle 0.5 us in 0.5 gaps (1.00 us each)", text)
         # 8 MB a step in 4 us: 2,000 GB/s, half the copy rate
         self.assertIn("the weights at 2,000 GB/s, 50%", text)
+        # a step: 4 us of GEMV (one launch), 0.5 us of norm (half a launch:
+        # one in the two steps), 0.5 us idle
+        self.assertIn("by class: GEMV 4.0 us (1), norm 0.5 us (0.5), idle 0.5 us", text)
+
+    def test_classes(self):
+        self.assertEqual(ts.class_of("gemv_norm_kernel<__nv_bfloat16, 1>"), "GEMV")
+        self.assertEqual(ts.class_of("norm_vec_kernel"), "norm")
+        self.assertEqual(ts.class_of("ret_step_kernel<4, float>"), "recurrent step")
+        self.assertEqual(ts.class_of("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64"),
+                         "cuBLAS GEMM")
+        self.assertEqual(ts.class_of("embed_kernel"), "other")
 
 
 if __name__ == "__main__":
