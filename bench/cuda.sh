@@ -73,6 +73,7 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     # the timeline, for a device lent for minutes
     run ours -- --batches 1,16,64,256 --prompts 2048,8192 --chunk 1024 --decode 32
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
+    run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4 # the server's next default?
     run ours-retfused-c4096 RETNET_CUDA_RET_FUSED=1 -- --batches 1 --prompts 2048,8192 \
         --chunk 4096 --decode 4
     run ours-lttune-c4096 RETNET_CUDA_LT_TUNE=512 -- --batches 1 --prompts 2048,8192 --chunk 4096 \
