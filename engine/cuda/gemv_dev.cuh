@@ -31,38 +31,35 @@ template <> struct wvec<float> {
         f[0] = v.x, f[1] = v.y, f[2] = v.z, f[3] = v.w;
     }
 };
-template <> struct wvec<__nv_bfloat16> {
+/* A pair of 16-bit values widened to fp32. */
+__device__ static inline float2 pair_f32(__nv_bfloat162 h)
+{
+    return __bfloat1622float2(h);
+}
+__device__ static inline float2 pair_f32(__half2 h)
+{
+    return __half22float2(h);
+}
+
+/* wvec for a 16-bit type T whose pairs are T2. */
+template <typename T, typename T2> struct wvec16 {
     static constexpr int N = 8;
     typedef uint4 raw;
-    __device__ static raw fetch(const __nv_bfloat16 *p)
+    __device__ static raw fetch(const T *p)
     {
         return __ldcs((const uint4 *)p);
     }
     __device__ static void unpack(const raw &v, float *f)
     {
-        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
+        const T2 *h = (const T2 *)&v;
         for (int i = 0; i < 4; i++) {
-            float2 t = __bfloat1622float2(h[i]);
+            float2 t = pair_f32(h[i]);
             f[2 * i] = t.x, f[2 * i + 1] = t.y;
         }
     }
 };
-template <> struct wvec<__half> {
-    static constexpr int N = 8;
-    typedef uint4 raw;
-    __device__ static raw fetch(const __half *p)
-    {
-        return __ldcs((const uint4 *)p);
-    }
-    __device__ static void unpack(const raw &v, float *f)
-    {
-        const __half2 *h = (const __half2 *)&v;
-        for (int i = 0; i < 4; i++) {
-            float2 t = __half22float2(h[i]);
-            f[2 * i] = t.x, f[2 * i + 1] = t.y;
-        }
-    }
-};
+template <> struct wvec<__nv_bfloat16> : wvec16<__nv_bfloat16, __nv_bfloat162> {};
+template <> struct wvec<__half> : wvec16<__half, __half2> {};
 
 __device__ static inline float to_f32(float v)
 {
@@ -332,6 +329,44 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
 /* Most warps (column shares) a block of gemv_split_kernel has. */
 #define GEMV_SPLIT_WARPS 8
 
+/* The warp's sums of acc (xor tree) for each pair and input row into
+ * slots[share] (lane 0 writes, where put): the partial sums of one share
+ * of an item's columns. */
+template <int PW, int NB>
+__device__ static inline void gemv_share_put(float (*slots)[PW][NB][2], int share,
+                                             float (*acc)[NB], int lane, int put)
+{
+#pragma unroll
+    for (int t = 0; t < PW; t++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            float s0, s1;
+            gemv_warp_sums<NB>(acc, t, b, s0, s1);
+            if (put && lane == 0)
+                slots[share][t][b][0] = s0, slots[share][t][b][1] = s1;
+        }
+}
+
+/* An item's outputs from the partial sums of its `shares` shares in
+ * slots, added in share order (the split GEMV's bits), stored by lane b
+ * for input row b of each live pair. */
+template <int PW, int NB>
+__device__ static inline void gemv_share_store(const rk_gemv_set &set, const gemv_pair *p,
+                                               const int *live, float (*slots)[PW][NB][2],
+                                               int shares, int lane)
+{
+#pragma unroll
+    for (int t = 0; t < PW; t++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            float s0 = slots[0][t][b][0], s1 = slots[0][t][b][1];
+            for (int o = 1; o < shares; o++)
+                s0 += slots[o][t][b][0], s1 += slots[o][t][b][1];
+            if (lane == b && live[t])
+                gemv_store(set, p[t], b, s0, s1);
+        }
+}
+
 /* gemv_kernel with the input width split over a block's warps
  * (RETNET_CUDA_GEMV_SPLIT=cols, vector loads, widths of 2 to
  * GEMV_SPLIT_WARPS shares): a block per work item (gemv_kernel's PW row
@@ -375,28 +410,10 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
             gemv_fetch<T, RW, U>(f, w, i0, k1);
         gemv_accumulate<T, NB, RW, U>(acc, f, x, i0, k1, in);
     }
-#pragma unroll
-    for (int t = 0; t < PW; t++)
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            float s0, s1;
-            gemv_warp_sums<NB>(acc, t, b, s0, s1);
-            if (lane == 0)
-                part[share][t][b][0] = s0, part[share][t][b][1] = s1;
-        }
+    gemv_share_put<PW, NB>(part, share, acc, lane, 1);
     __syncthreads();
-    if (share != 0)
-        return;
-#pragma unroll
-    for (int t = 0; t < PW; t++)
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            float s0 = part[0][t][b][0], s1 = part[0][t][b][1];
-            for (int o = 1; o < shares; o++)
-                s0 += part[o][t][b][0], s1 += part[o][t][b][1];
-            if (lane == b && live[t])
-                gemv_store(set, p[t], b, s0, s1);
-        }
+    if (share == 0)
+        gemv_share_store<PW, NB>(set, p, live, part, shares, lane);
 }
 
 
@@ -499,27 +516,10 @@ __global__ void __launch_bounds__(GEMV_NORM_MAX_THREADS)
         int have_next = busy && r + 1 < rounds && gemv_rows<T, PW>(set, next, in, pn, liven, w);
         if (have_next)
             gemv_fetch<T, RW, U>(f, w, k0 + lane * N, k1);
-#pragma unroll
-        for (int t = 0; t < PW; t++)
-#pragma unroll
-            for (int b = 0; b < NB; b++) {
-                float s0, s1;
-                gemv_warp_sums<NB>(acc, t, b, s0, s1);
-                if (have && lane == 0)
-                    part[slot][share][t][b][0] = s0, part[slot][share][t][b][1] = s1;
-            }
+        gemv_share_put<PW, NB>(part[slot], share, acc, lane, have);
         __syncthreads();
         if (have && share == 0)
-#pragma unroll
-            for (int t = 0; t < PW; t++)
-#pragma unroll
-                for (int b = 0; b < NB; b++) {
-                    float s0 = part[slot][0][t][b][0], s1 = part[slot][0][t][b][1];
-                    for (int o = 1; o < shares; o++)
-                        s0 += part[slot][o][t][b][0], s1 += part[slot][o][t][b][1];
-                    if (lane == b && live[t])
-                        gemv_store(set, p[t], b, s0, s1);
-                }
+            gemv_share_store<PW, NB>(set, p, live, part[slot], shares, lane);
         __syncthreads(); /* part is written again next round */
         item = next, have = have_next;
 #pragma unroll

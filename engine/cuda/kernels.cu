@@ -4,6 +4,7 @@
  * too; what is here is how work is spread over threads.
  */
 #include <atomic>
+#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -1260,67 +1261,94 @@ static size_t set_pairs(const rk_gemv_set *set)
     return pairs;
 }
 
-/* split > 0 columns a share (and vector loads, and a width of 2 to
- * GEMV_SPLIT_WARPS shares): gemv_split_kernel, a block per item. */
+/* The work items of set for nb input rows: GEMV_PW(nb) row pairs each
+ * (gemv_kernel's warps, gemv_split_kernel's blocks). */
+static size_t set_items(const rk_gemv_set *set, int nb)
+{
+    return (set_pairs(set) + GEMV_PW(nb) - 1) / GEMV_PW(nb);
+}
+
+/* Columns a share of gemv_split_kernel takes at split (rounded up to 32,
+ * so every share starts 16-byte aligned); 0 when split is 0. */
+static int gemv_cols(int split)
+{
+    return (split + 31) / 32 * 32;
+}
+
+/* Whether rows of in values of weights loaded vec at a time go through
+ * gemv_split_kernel at split: vector loads, 2 to GEMV_SPLIT_WARPS shares.
+ * The split GEMV's bits, which gemv_norm_kernel also keeps. */
+static int gemv_splits(int vec, int in, int split)
+{
+    int cols = gemv_cols(split), shares = cols > 0 ? (in + cols - 1) / cols : 0;
+    return in % vec == 0 && shares > 1 && shares <= GEMV_SPLIT_WARPS;
+}
+
+/* f(std::integral_constant<int, n>()) for a batch of n rows (the GEMV
+ * kernels are instantiated per row count; 8 for anything above 7). */
+template <typename F> static void with_rows(int n, F f)
+{
+    static_assert(RN_CUDA_GEMV_MAX == 8, "with_rows instantiates batches 1..8");
+    switch (n) {
+    case 1:
+        f(std::integral_constant<int, 1>());
+        break;
+    case 2:
+        f(std::integral_constant<int, 2>());
+        break;
+    case 3:
+        f(std::integral_constant<int, 3>());
+        break;
+    case 4:
+        f(std::integral_constant<int, 4>());
+        break;
+    case 5:
+        f(std::integral_constant<int, 5>());
+        break;
+    case 6:
+        f(std::integral_constant<int, 6>());
+        break;
+    case 7:
+        f(std::integral_constant<int, 7>());
+        break;
+    default:
+        f(std::integral_constant<int, 8>());
+    }
+}
+
+/* f((T *)NULL) for the weights' dtype t: bf16, fp16, else fp32. */
+template <typename F> static void with_dtype(int t, F f)
+{
+    if (t == RN_DT_BF16)
+        f((__nv_bfloat16 *)NULL);
+    else if (t == RN_DT_F16)
+        f((__half *)NULL);
+    else
+        f((float *)NULL);
+}
+
+/* split > 0 columns a share (where gemv_splits): gemv_split_kernel, a
+ * block per item; else gemv_kernel, a warp per item. */
 template <typename T, int NB>
 static void gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x, int in, int split)
 {
-    size_t warps = (set_pairs(set) + GEMV_PW(NB) - 1) / GEMV_PW(NB);
+    size_t warps = set_items(set, NB);
     unsigned blocks = (unsigned)((warps * 32 + GEMV_BLOCK - 1) / GEMV_BLOCK);
-    int cols = (split + 31) / 32 * 32, shares = cols > 0 ? (in + cols - 1) / cols : 0;
-    if (in % wvec<T>::N == 0 && shares > 1 && shares <= GEMV_SPLIT_WARPS)
-        launch(gemv_split_kernel<T, NB>, (unsigned)warps, 32u * (unsigned)shares, 0, st, *set, x,
-               in, cols);
+    int cols = gemv_cols(split);
+    if (gemv_splits(wvec<T>::N, in, split))
+        launch(gemv_split_kernel<T, NB>, (unsigned)warps, 32u * (unsigned)((in + cols - 1) / cols),
+               0, st, *set, x, in, cols);
     else if (in % wvec<T>::N == 0)
         launch(gemv_kernel<T, NB, true>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
     else
         launch(gemv_kernel<T, NB, false>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
 }
 
-template <typename T>
-static void gemv_dispatch(cudaStream_t st, const rk_gemv_set *set, const float *x, int n, int in,
-                          int split)
-{
-    switch (n) {
-    case 1:
-        gemv_launch<T, 1>(st, set, x, in, split);
-        break;
-    case 2:
-        gemv_launch<T, 2>(st, set, x, in, split);
-        break;
-    case 3:
-        gemv_launch<T, 3>(st, set, x, in, split);
-        break;
-    case 4:
-        gemv_launch<T, 4>(st, set, x, in, split);
-        break;
-    case 5:
-        gemv_launch<T, 5>(st, set, x, in, split);
-        break;
-    case 6:
-        gemv_launch<T, 6>(st, set, x, in, split);
-        break;
-    case 7:
-        gemv_launch<T, 7>(st, set, x, in, split);
-        break;
-    default:
-        gemv_launch<T, 8>(st, set, x, in, split);
-    }
-}
-
-/* The column shares of a row of in values at split columns a share
- * (rounded up to 32), as gemv_launch cuts them; 0 when split is 0. */
-static int gemv_shares(int in, int split)
-{
-    int cols = (split + 31) / 32 * 32;
-    return cols > 0 ? (in + cols - 1) / cols : 0;
-}
-
 int rk_gemv_norm_fits(int t, int n, int in, int split)
 {
-    int vec = t == RN_DT_F32 ? 4 : 8, shares = gemv_shares(in, split);
-    return norm_vec_on && n >= 1 && n <= RN_CUDA_GEMV_MAX && in % vec == 0 && shares > 1 &&
-           shares <= GEMV_SPLIT_WARPS && gemv_norm_threads(in) <= GEMV_NORM_MAX_THREADS &&
+    return norm_vec_on && n >= 1 && n <= RN_CUDA_GEMV_MAX &&
+           gemv_splits(t == RN_DT_F32 ? 4 : 8, in, split) &&
+           gemv_norm_threads(in) <= GEMV_NORM_MAX_THREADS &&
            (size_t)n * (size_t)in * sizeof(float) + gemv_norm_static_smem(n) <= RK_GEMV_NORM_SMEM;
 }
 
@@ -1354,35 +1382,22 @@ template <typename T, int NB> static void gemv_norm_occupancy(int in)
     gemv_norm_occ<T, NB>().store((long)in << 16 | per_sm, std::memory_order_relaxed);
 }
 
-template <typename T> static void gemv_norm_prepare_t(int max_n, int in)
-{
-    static_assert(RN_CUDA_GEMV_MAX == 8, "gemv_norm_prepare_t asks for batches 1..8");
-    void (*const f[])(int) = {gemv_norm_occupancy<T, 1>, gemv_norm_occupancy<T, 2>,
-                              gemv_norm_occupancy<T, 3>, gemv_norm_occupancy<T, 4>,
-                              gemv_norm_occupancy<T, 5>, gemv_norm_occupancy<T, 6>,
-                              gemv_norm_occupancy<T, 7>, gemv_norm_occupancy<T, 8>};
-    for (int n = 1; n <= max_n && n <= RN_CUDA_GEMV_MAX; n++)
-        f[n - 1](in);
-}
-
 void rk_gemv_norm_prepare(int t, int max_n, int in)
 {
-    if (t == RN_DT_BF16)
-        gemv_norm_prepare_t<__nv_bfloat16>(max_n, in);
-    else if (t == RN_DT_F16)
-        gemv_norm_prepare_t<__half>(max_n, in);
-    else
-        gemv_norm_prepare_t<float>(max_n, in);
+    with_dtype(t, [&](auto tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        for (int n = 1; n <= max_n && n <= RN_CUDA_GEMV_MAX; n++)
+            with_rows(n, [&](auto nb) { gemv_norm_occupancy<T, decltype(nb)::value>(in); });
+    });
 }
 
 template <typename T, int NB>
 static void gemv_norm_launch(cudaStream_t st, const rk_gemv_set *set, const float *xraw, int in,
                              int split, const rk_gemv_norm *nm, int n_sms)
 {
-    int cols = (split + 31) / 32 * 32, shares = gemv_shares(in, split);
+    int cols = gemv_cols(split), shares = (in + cols - 1) / cols;
     int threads = gemv_norm_threads(in), slots = gemv_norm_slots(threads, shares);
-    int items = (int)((set_pairs(set) + GEMV_PW(NB) - 1) / GEMV_PW(NB));
-    int per_sm = gemv_norm_per_sm<T, NB>(in);
+    int items = (int)set_items(set, NB), per_sm = gemv_norm_per_sm<T, NB>(in);
     size_t shm = sizeof(float) * (size_t)NB * (size_t)in;
     /* one wave; unasked, one block an SM (more would only queue) */
     long blocks = ((long)items + slots - 1) / slots;
@@ -1391,62 +1406,28 @@ static void gemv_norm_launch(cudaStream_t st, const rk_gemv_set *set, const floa
            shm, st, *set, xraw, in, cols, *nm, items);
 }
 
-template <typename T>
-static void gemv_norm_dispatch(cudaStream_t st, const rk_gemv_set *set, const float *xraw, int n,
-                               int in, int split, const rk_gemv_norm *nm, int n_sms)
-{
-    switch (n) {
-    case 1:
-        gemv_norm_launch<T, 1>(st, set, xraw, in, split, nm, n_sms);
-        break;
-    case 2:
-        gemv_norm_launch<T, 2>(st, set, xraw, in, split, nm, n_sms);
-        break;
-    case 3:
-        gemv_norm_launch<T, 3>(st, set, xraw, in, split, nm, n_sms);
-        break;
-    case 4:
-        gemv_norm_launch<T, 4>(st, set, xraw, in, split, nm, n_sms);
-        break;
-    case 5:
-        gemv_norm_launch<T, 5>(st, set, xraw, in, split, nm, n_sms);
-        break;
-    case 6:
-        gemv_norm_launch<T, 6>(st, set, xraw, in, split, nm, n_sms);
-        break;
-    case 7:
-        gemv_norm_launch<T, 7>(st, set, xraw, in, split, nm, n_sms);
-        break;
-    default:
-        gemv_norm_launch<T, 8>(st, set, xraw, in, split, nm, n_sms);
-    }
-}
-
 void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const float *xraw, int n,
                         int in, int split, const rk_gemv_norm *nm, int n_sms)
 {
     rk_gemv_set s = *set;
     s.pf = pf_take();
-    if (t == RN_DT_BF16)
-        gemv_norm_dispatch<__nv_bfloat16>(st, &s, xraw, n, in, split, nm, n_sms);
-    else if (t == RN_DT_F16)
-        gemv_norm_dispatch<__half>(st, &s, xraw, n, in, split, nm, n_sms);
-    else
-        gemv_norm_dispatch<float>(st, &s, xraw, n, in, split, nm, n_sms);
+    with_dtype(t, [&](auto tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        with_rows(n, [&](auto nb) {
+            gemv_norm_launch<T, decltype(nb)::value>(st, &s, xraw, in, split, nm, n_sms);
+        });
+    });
 }
 
 void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
                    int split)
 {
-    static_assert(RN_CUDA_GEMV_MAX == 8, "gemv_dispatch instantiates batches 1..8");
     rk_gemv_set s = *set;
     s.pf = pf_take();
-    if (t == RN_DT_BF16)
-        gemv_dispatch<__nv_bfloat16>(st, &s, x, n, in, split);
-    else if (t == RN_DT_F16)
-        gemv_dispatch<__half>(st, &s, x, n, in, split);
-    else
-        gemv_dispatch<float>(st, &s, x, n, in, split);
+    with_dtype(t, [&](auto tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        with_rows(n, [&](auto nb) { gemv_launch<T, decltype(nb)::value>(st, &s, x, in, split); });
+    });
 }
 
 /* ---------------------------------------------------- tensor-core GEMV */
