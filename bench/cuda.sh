@@ -54,18 +54,19 @@ prefill() {
 }
 
 # each decode kernel asking L2 for the next GEMV's first weights as it
-# starts (RETNET_CUDA_L2_PREFETCH=MiB), at the batches the GEMVs stream;
-# the GEMVs forming their pre-norm themselves (RETNET_CUDA_GEMV_PRENORM, at
-# the fp32 GEMV's batches), alone and with 16 MiB of prefetch
+# starts (RETNET_CUDA_L2_PREFETCH=MiB) at the batches the GEMVs stream
+# (BATCHES), and the GEMVs forming their pre-norm themselves
+# (RETNET_CUDA_GEMV_PRENORM, at the fp32 GEMV's batches 1 and 2) alone and
+# with 16 MiB of prefetch (at BOTH): decode_switches BATCHES BOTH
 decode_switches() {
     for m in 4 16; do
-        run "ours-l2pf$m" RETNET_CUDA_L2_PREFETCH=$m -- --batches 1,2,8,16 --prompts 512 \
+        run "ours-l2pf$m" RETNET_CUDA_L2_PREFETCH=$m -- --batches "$1" --prompts 512 \
             --chunk 1024 --decode 32
     done
     run ours-prenorm RETNET_CUDA_GEMV_PRENORM=1 -- --batches 1,2 --prompts 512 --chunk 1024 \
         --decode 32
     run ours-prenorm-l2pf16 RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_L2_PREFETCH=16 -- \
-        --batches 1,2,16 --prompts 512 --chunk 1024 --decode 32
+        --batches "$2" --prompts 512 --chunk 1024 --decode 32
 }
 
 if [ "${BENCH_CUDA:-full}" = fast ]; then
@@ -78,14 +79,7 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
         --chunk 4096 --decode 4
     run ours-lttune-c4096 RETNET_CUDA_LT_TUNE=512 -- --batches 1 --prompts 2048,8192 --chunk 4096 \
         --decode 4
-    for m in 4 16; do
-        run "ours-l2pf$m" RETNET_CUDA_L2_PREFETCH=$m -- --batches 1,16 --prompts 512 \
-            --chunk 1024 --decode 32
-    done
-    run ours-prenorm RETNET_CUDA_GEMV_PRENORM=1 -- --batches 1,2 --prompts 512 --chunk 1024 \
-        --decode 32
-    run ours-prenorm-l2pf16 RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_L2_PREFETCH=16 -- \
-        --batches 1,16 --prompts 512 --chunk 1024 --decode 32
+    decode_switches 1,16 1,16
     PEER_BATCHES=1,16 PEER_PROMPTS=8192
 else
     # the server's defaults (1024-token chunks on a GPU)
@@ -98,7 +92,7 @@ else
         run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4
         prefill ours-retfused RETNET_CUDA_RET_FUSED=1
         prefill ours-lttune RETNET_CUDA_LT_TUNE=512
-        decode_switches
+        decode_switches 1,2,8,16 1,2,16
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
     else
         # the decode paths the default chose between: without the tensor-core GEMV
@@ -143,7 +137,7 @@ else
         # cuBLASLt's algorithms timed per shape instead of its heuristic's first
         # (RETNET_CUDA_LT_TUNE=512: the chunks' shapes; its choices on stderr)
         prefill ours-lttune RETNET_CUDA_LT_TUNE=512
-        decode_switches
+        decode_switches 1,2,8,16 1,2,16
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
         for c in 1024 4096; do
             run "ours-halfact-c$c" RETNET_CUDA_HALF_ACT=1 -- --batches 64,256 --prompts 2048,8192 \

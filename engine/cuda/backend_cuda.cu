@@ -747,6 +747,26 @@ static int same_shape(const rn_tensor *const *Wts, int count)
     return same;
 }
 
+/* Whether layer l's q, k, v and g projections of n rows are one folded GEMV
+ * launch, q and k scaled and rotated in its store (retention_block). */
+static int qkvg_folds(const cuda_ctx *x, int n, int l)
+{
+    const rn_config *c = x->c;
+    const rn_layer_weights *lw = &x->w->layers[l];
+    const rn_tensor *Wts[] = {&lw->q_w, &lw->k_w, &lw->v_w, &lw->g_w};
+    return folding(x, n) && same_shape(Wts, 4) &&
+           (c->position != RN_POS_ROTARY || c->head_dim_k % 2 == 0);
+}
+
+/* Whether layer l's GLU up and gate projections of n rows are one folded
+ * GEMV launch, up * act(gate) in its store (ffn_block). */
+static int glu_folds(const cuda_ctx *x, int n, int l)
+{
+    const rn_layer_weights *lw = &x->w->layers[l];
+    const rn_tensor *Wts[] = {&lw->up_w, &lw->gate_w};
+    return x->c->ffn_kind == RN_FFN_GLU && folding(x, n) && same_shape(Wts, 2);
+}
+
 /* The projection that reads a pre-norm's rows (prenorm_fold). */
 typedef enum { NEXT_QKVG, NEXT_FFN, NEXT_HEAD } norm_reader;
 
@@ -763,15 +783,13 @@ static int prenorm_fold(const cuda_ctx *x, int n, norm_reader next, int l)
         return 0;
     const rn_tensor *t0 = &x->w->lm_head_w;
     if (next != NEXT_HEAD && l < c->n_layers) {
-        const rn_layer_weights *lw = &x->w->layers[l];
-        const rn_tensor *qkvg[] = {&lw->q_w, &lw->k_w, &lw->v_w, &lw->g_w};
-        const rn_tensor *glu[] = {&lw->up_w, &lw->gate_w};
-        if (next == NEXT_QKVG &&
-            (!same_shape(qkvg, 4) || (c->position == RN_POS_ROTARY && c->head_dim_k % 2)))
+        if (next == NEXT_QKVG && !qkvg_folds(x, n, l))
             return 0;
-        if (next == NEXT_FFN && c->ffn_kind == RN_FFN_GLU && !same_shape(glu, 2))
+        /* a GLU that does not fold reads its input twice; a plain FFN's
+         * one projection streams (linear_set) */
+        if (next == NEXT_FFN && c->ffn_kind == RN_FFN_GLU && !glu_folds(x, n, l))
             return 0;
-        t0 = next == NEXT_QKVG ? &lw->q_w : &lw->up_w;
+        t0 = next == NEXT_QKVG ? &x->w->layers[l].q_w : &x->w->layers[l].up_w;
     }
     return rk_gemv_norm_fits((int)t0->dtype, n, c->hidden_size, x->gemv_split);
 }
@@ -1001,7 +1019,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     const float *const bs[] = {d->q_b, d->k_b, d->v_b, d->g_b};
     int rotary = c->position == RN_POS_ROTARY, scale_k = c->qk_scale == RN_QKSCALE_K;
     float scale = (float)(1.0 / sqrt((double)c->head_dim_k));
-    if (folding(x, n) && same_shape(Wts, 4) && (!rotary || c->head_dim_k % 2 == 0)) {
+    if (qkvg_folds(x, n, l)) {
         /* the scaling and rotation of q and k happen in the projection's store */
         rk_gemv_set set = gemv_set(4, ys, Ws, Wts, bs);
         for (int i = 0; i < 2; i++)
@@ -1079,7 +1097,7 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
     const void *const Ws[] = {d->up, d->gate};
     const rn_tensor *const Wts[] = {&lw->up_w, &lw->gate_w};
     const float *const bs[] = {d->up_b, d->gate_b};
-    if (glu && folding(x, n) && same_shape(Wts, 2)) {
+    if (glu_folds(x, n, l)) {
         /* up * act(gate) in the store: a warp streams row j of both */
         rk_gemv_set set = gemv_set(1, ys, Ws, Wts, bs); /* up, into x->f1 */
         set.job[0].kind = RK_JOB_GLU, set.job[0].W2 = d->gate, set.job[0].bias2 = d->gate_b;

@@ -91,6 +91,15 @@ static rk_pf pf_take(void)
     return p;
 }
 
+/* A copy of set that asks L2 for the pending ranges (pf_take): what the
+ * GEMV launchers launch. */
+static rk_gemv_set set_taking_pf(const rk_gemv_set *set)
+{
+    rk_gemv_set s = *set;
+    s.pf = pf_take();
+    return s;
+}
+
 /* k<<<grid, block, shm, st>>>(args), with the dependent-launch attribute
  * while rk_set_pdl is on for this thread. */
 template <typename... P, typename... A>
@@ -1409,8 +1418,7 @@ static void gemv_norm_launch(cudaStream_t st, const rk_gemv_set *set, const floa
 void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const float *xraw, int n,
                         int in, int split, const rk_gemv_norm *nm, int n_sms)
 {
-    rk_gemv_set s = *set;
-    s.pf = pf_take();
+    rk_gemv_set s = set_taking_pf(set);
     with_dtype(t, [&](auto tag) {
         using T = std::remove_pointer_t<decltype(tag)>;
         with_rows(n, [&](auto nb) {
@@ -1422,8 +1430,7 @@ void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const fl
 void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
                    int split)
 {
-    rk_gemv_set s = *set;
-    s.pf = pf_take();
+    rk_gemv_set s = set_taking_pf(set);
     with_dtype(t, [&](auto tag) {
         using T = std::remove_pointer_t<decltype(tag)>;
         with_rows(n, [&](auto nb) { gemv_launch<T, decltype(nb)::value>(st, &s, x, in, split); });
@@ -1657,8 +1664,7 @@ static void gemv_tc_dispatch(cudaStream_t st, const rk_gemv_set *set, const void
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
                 int n_sms, int loads)
 {
-    rk_gemv_set s = *set;
-    s.pf = pf_take();
+    rk_gemv_set s = set_taking_pf(set);
     if (t == RN_DT_BF16)
         gemv_tc_dispatch<__nv_bfloat16>(st, &s, xh, n, in, n_sms, loads);
     else
