@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retfused-c*,ours-lttune-c*,ours-l2pf*,ours-prenorm*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-stepearly12,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed);
@@ -10,11 +10,12 @@
 # the kernels' timeline as they run in service (CUPTI) comes with every run
 # (BENCH_CUDA_TIMELINE=0: not).
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
-# the switches that are off and not yet measured (RET_FUSED, LT_TUNE,
-# L2_PREFETCH, GEMV_PRENORM) and the peer at batches 1 and 16: a few minutes instead of
-# the whole sweep.  BENCH_CUDA=fast: less again (decode at 1, 16, 64 and
-# 256, prefill of 2k and 8k, those switches, the peer at 1 and 16 on 8k)
-# for a device lent for a quarter of an hour.
+# the defaults against the paths they replaced (RET_FUSED=0,
+# GEMV_PRENORM=0), LT_TUNE, STEP_EARLY at batches 1-2 and the peer at
+# batches 1 and 16: a few minutes instead of the whole sweep.
+# BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
+# 2k and 8k, those switches but LT_TUNE, the peer at 1 and 16 on 8k) for a
+# device lent for a quarter of an hour.
 set -eu
 RETNET=${1:-build/release/retnet}
 OUT=build/bench/cuda
@@ -53,33 +54,26 @@ prefill() {
     done
 }
 
-# each decode kernel asking L2 for the next GEMV's first weights as it
-# starts (RETNET_CUDA_L2_PREFETCH=MiB) at the batches the GEMVs stream
-# (BATCHES), and the GEMVs forming their pre-norm themselves
-# (RETNET_CUDA_GEMV_PRENORM, at the fp32 GEMV's batches 1 and 2) alone and
-# with 16 MiB of prefetch (at BOTH): decode_switches BATCHES BOTH
+# the GEMVs at batches 1 and 2 with their pre-norm launched as a kernel of
+# its own (RETNET_CUDA_GEMV_PRENORM=0, the default before 2026-11-27) and
+# the recurrent step's early state loads (RETNET_CUDA_STEP_EARLY=1) where
+# the step is the shortest: decode_switches
 decode_switches() {
-    for m in 4 16; do
-        run "ours-l2pf$m" RETNET_CUDA_L2_PREFETCH=$m -- --batches "$1" --prompts 512 \
-            --chunk 1024 --decode 32
-    done
-    run ours-prenorm RETNET_CUDA_GEMV_PRENORM=1 -- --batches 1,2 --prompts 512 --chunk 1024 \
+    run ours-noprenorm RETNET_CUDA_GEMV_PRENORM=0 -- --batches 1,2 --prompts 512 --chunk 1024 \
         --decode 32
-    run ours-prenorm-l2pf16 RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_L2_PREFETCH=16 -- \
-        --batches "$2" --prompts 512 --chunk 1024 --decode 32
+    run ours-stepearly12 RETNET_CUDA_STEP_EARLY=1 -- --batches 1,2 --prompts 512 --chunk 1024 \
+        --decode 32
 }
 
 if [ "${BENCH_CUDA:-full}" = fast ]; then
-    # the targets' batches and prompts, the switches not yet measured and
-    # the timeline, for a device lent for minutes
-    run ours -- --batches 1,16,64,256 --prompts 2048,8192 --chunk 1024 --decode 32
+    # the targets' batches and prompts, the defaults against what they
+    # replaced, and the timeline, for a device lent for minutes
+    run ours -- --batches 1,2,16,64,256 --prompts 2048,8192 --chunk 1024 --decode 32
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
     run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4 # the server's next default?
-    run ours-retfused-c4096 RETNET_CUDA_RET_FUSED=1 -- --batches 1 --prompts 2048,8192 \
+    run ours-retcublas-c4096 RETNET_CUDA_RET_FUSED=0 -- --batches 1 --prompts 2048,8192 \
         --chunk 4096 --decode 4
-    run ours-lttune-c4096 RETNET_CUDA_LT_TUNE=512 -- --batches 1 --prompts 2048,8192 --chunk 4096 \
-        --decode 4
-    decode_switches 1,16 1,16
+    decode_switches
     PEER_BATCHES=1,16 PEER_PROMPTS=8192
 else
     # the server's defaults (1024-token chunks on a GPU)
@@ -90,9 +84,9 @@ else
         # the server's chunk is the prefix cache's grain and bounds how long a
         # chunk holds the decode steps: 2048 is the next candidate for its default
         run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4
-        prefill ours-retfused RETNET_CUDA_RET_FUSED=1
+        prefill ours-retcublas RETNET_CUDA_RET_FUSED=0
         prefill ours-lttune RETNET_CUDA_LT_TUNE=512
-        decode_switches 1,2,8,16 1,2,16
+        decode_switches
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
     else
         # the decode paths the default chose between: without the tensor-core GEMV
@@ -132,12 +126,13 @@ else
         done
         # the retention products on bf16 tensor cores instead of TF32 (RETNET_CUDA_RET_BF16=1)
         prefill ours-retbf16 RETNET_CUDA_RET_BF16=1
-        # the batched pieces through the tensor-core kernels (RETNET_CUDA_RET_FUSED=1)
-        prefill ours-retfused RETNET_CUDA_RET_FUSED=1
+        # the batched pieces through the cuBLAS products instead of the
+        # tensor-core kernel (RETNET_CUDA_RET_FUSED=0)
+        prefill ours-retcublas RETNET_CUDA_RET_FUSED=0
         # cuBLASLt's algorithms timed per shape instead of its heuristic's first
         # (RETNET_CUDA_LT_TUNE=512: the chunks' shapes; its choices on stderr)
         prefill ours-lttune RETNET_CUDA_LT_TUNE=512
-        decode_switches 1,2,8,16 1,2,16
+        decode_switches
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
         for c in 1024 4096; do
             run "ours-halfact-c$c" RETNET_CUDA_HALF_ACT=1 -- --batches 64,256 --prompts 2048,8192 \
@@ -224,8 +219,6 @@ timeline() { # name [VAR=value ...]
 }
 if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline
-    # the two decode candidates together, to see which gaps they close
-    timeline timeline-prenorm-l2pf16 RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_L2_PREFETCH=16
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
 if [ -n "$failed" ]; then

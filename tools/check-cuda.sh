@@ -77,16 +77,16 @@ fail=0
 # suite's bf16 model and parity's bf16 fixture); so every path is held
 # to the same properties (on a GPU the form suite itself checks that the
 # tensor-core GEMV's deeper loads, RETNET_CUDA_TC_LOADS, and the recurrent
-# step's early state loads, RETNET_CUDA_STEP_EARLY, the weights asked
-# of L2 ahead, RETNET_CUDA_L2_PREFETCH, and the GEMVs forming their
-# pre-norm themselves, RETNET_CUDA_GEMV_PRENORM (in 64-column shares, so
-# the fixtures' widths take it), change no bit; the synthetic shapes run
-# through all four too, and through GLU's rounded up and
-# gate, RETNET_CUDA_HALF_ACT, as parity does; the form suite checks the
-# fused retention kernel,
-# RETNET_CUDA_RET_FUSED, against a double-precision reference, and the
-# synthetic suite runs it inside the engine on a model whose heads fit it,
-# with the switch set by the test itself; parity and synthetic run again
+# step's early state loads, RETNET_CUDA_STEP_EARLY, and the GEMVs forming
+# their pre-norm themselves, RETNET_CUDA_GEMV_PRENORM (on by default; in
+# 64-column shares, so the fixtures' widths take it), change no bit; the
+# synthetic shapes run through all three too, and through GLU's rounded up
+# and gate, RETNET_CUDA_HALF_ACT, as parity does; the form suite checks the
+# fused retention kernel, RETNET_CUDA_RET_FUSED (on by default for 16-bit
+# models), against a double-precision reference, and the synthetic suite
+# runs it inside the engine on a model whose heads fit it, with the switch
+# set by the test itself; parity and synthetic run again without it, on
+# the cuBLAS products it replaced, and again
 # with cuBLASLt's algorithms timed for every shape outside a decode
 # graph, RETNET_CUDA_LT_TUNE=1, whose picks may sum in another order).
 # The runs are small next to a device: CHECK_CUDA_JOBS (4) go at once, each
@@ -116,7 +116,9 @@ synthetic-split synthetic RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 synthetic-tcl16 synthetic RETNET_CUDA_TC_LOADS=16
 synthetic-retbf16 synthetic RETNET_CUDA_RET_BF16=1
 synthetic-early synthetic RETNET_CUDA_STEP_EARLY=1
-synthetic-l2pf synthetic RETNET_CUDA_L2_PREFETCH=8
+parity-retcublas parity RETNET_CUDA_RET_FUSED=0
+synthetic-retcublas synthetic RETNET_CUDA_RET_FUSED=0
+synthetic-noprenorm synthetic RETNET_CUDA_GEMV_PRENORM=0
 forms-prenorm forms RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
 synthetic-prenorm synthetic RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 parity-retbf16 parity RETNET_CUDA_RET_BF16=1

@@ -38,9 +38,7 @@
  * Environment switches, each read when an engine is made and each run by
  * `make check-cuda`: RETNET_CUDA_GRAPHS=0, RETNET_CUDA_PDL=0,
  * RETNET_CUDA_FUSE=0 (none changes a bit: the form suite checks),
- * RETNET_CUDA_GEMV_MAX=n, RETNET_CUDA_TC_MAX=n, RETNET_CUDA_RET_CHUNK=n;
- * RETNET_CUDA_L2_PREFETCH=MiB has each kernel of a streaming decode step
- * ask L2 for the next projection's first weights (prefetch_next).
+ * RETNET_CUDA_GEMV_MAX=n, RETNET_CUDA_TC_MAX=n, RETNET_CUDA_RET_CHUNK=n.
  *
  * Greedy tokens can be picked on the device, inside the graph
  * (decode_argmax: n ids come back, not n x vocab logits), and rows to be
@@ -158,11 +156,6 @@ struct cuda_ctx {
     int lt_tune;       /* rows from which cuBLASLt's algorithm is timed per shape, 0: never
                           (RETNET_CUDA_LT_TUNE) */
     size_t smem_optin; /* shared memory a block may opt in to */
-    /* RETNET_CUDA_L2_PREFETCH: bytes of the next weight matrices each kernel
-     * of a folded decode step asks L2 for as it starts (0: none, before
-     * sm_90: none); pf_on: this forward pass does (prefetch_next) */
-    unsigned l2_pf;
-    int pf_on;
     /* RETNET_CUDA_GEMV_PRENORM: a pre-norm whose only reader is one
      * streaming GEMV is formed by that GEMV (rk_gemv_multi_norm) instead of
      * a norm launch; pend: such a norm of the raw rows pend_rows, not yet
@@ -960,53 +953,6 @@ static int sublayer_out(cuda_ctx *x, const float *rows, int n, const void *W, co
     return RN_OK;
 }
 
-/* Which weights a kernel of a folded decode step asks L2 for
- * (RETNET_CUDA_L2_PREFETCH): those of the GEMV that follows it. */
-typedef enum { PF_QKVG, PF_O, PF_FFN_IN, PF_DOWN } pf_target;
-
-/* The next launch (rk_prefetch_next) asks L2 for the first x->l2_pf bytes
- * of target's matrices of layer l (the LM head past the last layer), in
- * the order the GEMV reads them: a set's matrices one after another, GLU's
- * up and gate side by side (a warp streams row j of both).  Only where
- * this pass prefetches (x->pf_on). */
-static void prefetch_next(cuda_ctx *x, int l, pf_target target)
-{
-    if (!x->pf_on)
-        return;
-    const rn_config *c = x->c;
-    const void *p[RK_PF_RANGES] = {};
-    const rn_tensor *t[RK_PF_RANGES] = {};
-    int m = 0, side_by_side = 0;
-    if (l >= c->n_layers) {
-        p[0] = x->lm_head, t[0] = &x->w->lm_head_w, m = 1;
-    } else {
-        const rn_layer_weights *lw = &x->w->layers[l];
-        const dev_layer *d = &x->layers[l];
-        if (target == PF_QKVG) {
-            const void *dp[] = {d->q, d->k, d->v, d->g};
-            const rn_tensor *tp[] = {&lw->q_w, &lw->k_w, &lw->v_w, &lw->g_w};
-            for (m = 0; m < 4; m++)
-                p[m] = dp[m], t[m] = tp[m];
-        } else if (target == PF_O) {
-            p[0] = d->o, t[0] = &lw->o_w, m = 1;
-        } else if (target == PF_FFN_IN) {
-            p[0] = d->up, t[0] = &lw->up_w, m = 1;
-            if (c->ffn_kind == RN_FFN_GLU)
-                p[1] = d->gate, t[1] = &lw->gate_w, m = 2, side_by_side = 1;
-        } else {
-            p[0] = d->down, t[0] = &lw->down_w, m = 1;
-        }
-    }
-    rk_pf pf = {};
-    size_t sizes[RK_PF_RANGES] = {};
-    for (int i = 0; i < m; i++)
-        sizes[i] = p[i] ? tensor_bytes(t[i]) : 0;
-    rn_cuda_prefetch_split(x->l2_pf, m, sizes, side_by_side, pf.bytes);
-    for (int i = 0; i < m; i++)
-        pf.p[i] = p[i];
-    rk_prefetch_next(&pf);
-}
-
 static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in, int n, int l)
 {
     const rn_config *c = x->c;
@@ -1027,7 +973,6 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         set.job[scale_k ? 1 : 0].scale = scale;
         set.pos = x->rowpos, set.freq = x->freq, set.dk = c->head_dim_k;
         set.interleaved = c->rope_layout == RN_ROPE_INTERLEAVED;
-        prefetch_next(x, l, PF_O);
         gemv_run(x, &set, &lw->q_w, in, n);
     } else {
         if ((rc = linear_set(x, in, n, 4, ys, Ws, Wts, bs)))
@@ -1042,17 +987,14 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         rn_cuda_step_shape sh = rn_cuda_step_plan(c, n, x->n_sms);
         parts = sh.row_split;
         ro = parts > 1 ? x->part : x->o;
-        prefetch_next(x, l, PF_O);
         rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->slots, x->q, x->k, x->v,
                     x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh, x->step_early);
     } else if ((rc = retention_pieces(x, slot, l, n))) {
         return rc;
     }
-    prefetch_next(x, l, PF_O);
     rk_norm_parts(x->st, x->o, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,
                   c->group_norm_kind == RN_NORM_LAYER, c->group_norm_affine ? d->gn_w : NULL, NULL,
                   c->group_norm_eps, x->g, (int)c->gate_act, half_out(x, x->o, n));
-    prefetch_next(x, l, PF_FFN_IN);
     return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b);
 }
 
@@ -1103,7 +1045,6 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
         set.job[0].kind = RK_JOB_GLU, set.job[0].W2 = d->gate, set.job[0].bias2 = d->gate_b;
         set.job[0].h = half_out(x, x->f1, n); /* read next by the down projection */
         set.act = (int)c->hidden_act;
-        prefetch_next(x, l, PF_DOWN);
         gemv_run(x, &set, &lw->up_w, in, n);
     } else if (glu && (rc = glu_half(x, in, n, l)) != RN_EUNSUPPORTED) {
         if (rc)
@@ -1116,7 +1057,6 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
         else
             rk_act(x->st, x->f1, nf, (int)c->hidden_act, half_out(x, x->f1, n));
     }
-    prefetch_next(x, l + 1, PF_QKVG);
     return sublayer_out(x, x->f1, n, d->down, &lw->down_w, d->down_b);
 }
 
@@ -1146,7 +1086,6 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
     const rn_config *c = x->c;
     int rc = RN_OK;
     rk_set_norm_vec(x->norm_vec); /* this engine's, whatever another set on this thread */
-    rk_prefetch_next(NULL);       /* nothing another pass left pending */
     x->pend = 0;
     if (mode == FWD_CHUNK) {
         int P = ret_piece(x, n);
@@ -1160,19 +1099,14 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
     if (c->embed_norm)
         rk_norm(x->st, x->x, x->x, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
                 x->embed_norm_w, NULL, c->norm_eps, NULL, 0);
-    /* only the steps whose kernels are the GEMVs and their neighbours */
-    x->pf_on = x->l2_pf && mode == FWD_DECODE && folding(x, n);
-    prefetch_next(x, 0, PF_QKVG);
     const float *in = block_input(x, n, x->layers[0].norm1_w, x->layers[0].norm1_b, NEXT_QKVG, 0);
     for (int l = 0; l < c->n_layers; l++) {
         const dev_layer *d = &x->layers[l], *nx = l + 1 < c->n_layers ? d + 1 : NULL;
         if ((rc = retention_block(x, mode, slot, in, n, l)))
             break;
-        prefetch_next(x, l, PF_FFN_IN);
         in = residual_into(x, n, d->norm1_w, d->norm1_b, d->norm2_w, d->norm2_b, 0, NEXT_FFN, l);
         if ((rc = ffn_block(x, in, n, l)))
             break;
-        prefetch_next(x, l + 1, PF_QKVG); /* the LM head after the last */
         in = residual_into(x, n, d->norm2_w, d->norm2_b, nx ? nx->norm1_w : NULL,
                            nx ? nx->norm1_b : NULL, !nx, NEXT_QKVG, l + 1);
     }
@@ -1453,9 +1387,9 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->gemv_split = env_int("RETNET_CUDA_GEMV_SPLIT", RN_CUDA_GEMV_SPLIT_DEFAULT, 0, 1 << 20);
     x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
     x->step_early = env_int("RETNET_CUDA_STEP_EARLY", 0, 0, 1);
-    /* MiB; off until measured: the prefetch instruction is sm_90's */
-    x->l2_pf = major >= 9 ? (unsigned)env_int("RETNET_CUDA_L2_PREFETCH", 0, 0, 256) << 20 : 0;
-    x->prenorm = env_int("RETNET_CUDA_GEMV_PRENORM", 0, 0, 1); /* off until measured */
+    /* on an H100, batch 1: 721 tok/s against 689 with the norms launched
+     * (docs/benchmarks.md) */
+    x->prenorm = env_int("RETNET_CUDA_GEMV_PRENORM", 1, 0, 1);
     if (x->prenorm) { /* here, never inside a decode graph's capture */
         int t = (int)x->w->layers[0].q_w.dtype, th = (int)x->w->lm_head_w.dtype;
         rk_gemv_norm_prepare(t, RN_CUDA_GEMV_MAX, x->c->hidden_size);
@@ -1465,12 +1399,13 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);
-    /* RETNET_CUDA_RET_FUSED=1: 16-bit models' batched pieces read out by one
-     * tensor-core kernel (bf16 operands, as RETNET_CUDA_RET_BF16); off until
-     * measured: its first (WMMA) version made prefill 15% slower than the
-     * cuBLAS products on an H100 (docs/benchmarks.md) */
+    /* 16-bit models' batched pieces read out by one tensor-core kernel
+     * (bf16 operands, as RETNET_CUDA_RET_BF16): on an H100 8k prompts in
+     * 4096-token chunks prefill at 136k tok/s against 131k through the
+     * cuBLAS products (docs/benchmarks.md); RETNET_CUDA_RET_FUSED=0 keeps
+     * the products */
     x->ret_fused = major >= 8 && x->ret_compute != CUBLAS_COMPUTE_32F
-                       ? env_int("RETNET_CUDA_RET_FUSED", 0, 0, 1)
+                       ? env_int("RETNET_CUDA_RET_FUSED", 1, 0, 1)
                        : 0;
     {
         int optin = 0;
@@ -1665,8 +1600,7 @@ static int decode_work(cuda_ctx *x, int n, step_tail tail)
         rk_argmax_rows(x->st, x->tok, x->logits, n, x->c->vocab_size);
     if (rc == RN_OK && tail == STEP_TOP)
         rk_top_rows(x->st, x->top, x->logits, x->top_temp, n, x->c->vocab_size);
-    rk_prefetch_next(NULL); /* a bare step's LM-head target: no later launch takes it */
-    x->pend = 0;            /* taken by its GEMV in every path that sets it */
+    x->pend = 0; /* taken by its GEMV in every path that sets it */
     return rc;
 }
 

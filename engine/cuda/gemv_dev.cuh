@@ -12,7 +12,6 @@
 #define RN_CUDA_GEMV_DEV_CUH
 
 #include "norm_dev.cuh"
-#include "prefetch_dev.cuh"
 #include "rk_gemv.h"
 
 /* 16 bytes of weights (8 halves or 4 floats): fetched raw, with the
@@ -284,7 +283,6 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
 {
     constexpr int PW = GEMV_PW(NB), RW = 2 * PW;
     pdl_trigger();
-    pf_issue(set.pf);
     int warp = (int)((blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = (int)threadIdx.x % 32;
     gemv_pair p[PW];
     int live[PW];
@@ -388,7 +386,6 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
     constexpr int PW = GEMV_PW(NB), RW = 2 * PW, N = wvec<T>::N, U = GEMV_LOADS / RW;
     __shared__ float part[GEMV_SPLIT_WARPS][PW][NB][2];
     pdl_trigger();
-    pf_issue(set.pf);
     int share = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, shares = (int)blockDim.x / 32;
     gemv_pair p[PW];
     int live[PW];
@@ -478,7 +475,6 @@ __global__ void __launch_bounds__(GEMV_NORM_MAX_THREADS)
     __shared__ double gn_sh[NB][64]; /* gemv_norm_static_smem(NB) bytes with part */
     __shared__ float part[GEMV_NORM_SLOTS][GEMV_SPLIT_WARPS][PW][NB][2];
     pdl_trigger();
-    pf_issue(set.pf);
     int tid = (int)threadIdx.x, lane = tid % 32, warp = tid / 32;
     int shares = (in + cols - 1) / cols, slots = gemv_norm_slots((int)blockDim.x, shares);
     int slot = warp / shares, share = warp % shares, busy = slot < slots;

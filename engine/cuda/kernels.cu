@@ -75,31 +75,6 @@ __device__ static inline void pdl_enter()
     pdl_wait();
 }
 
-/* What the next launch that takes it asks of L2 (rk_prefetch_next). */
-static thread_local rk_pf pf_pending;
-
-void rk_prefetch_next(const rk_pf *pf)
-{
-    pf_pending = pf ? *pf : rk_pf{};
-}
-
-/* The pending ranges, now no longer pending. */
-static rk_pf pf_take(void)
-{
-    rk_pf p = pf_pending;
-    pf_pending = rk_pf{};
-    return p;
-}
-
-/* A copy of set that asks L2 for the pending ranges (pf_take): what the
- * GEMV launchers launch. */
-static rk_gemv_set set_taking_pf(const rk_gemv_set *set)
-{
-    rk_gemv_set s = *set;
-    s.pf = pf_take();
-    return s;
-}
-
 /* k<<<grid, block, shm, st>>>(args), with the dependent-launch attribute
  * while rk_set_pdl is on for this thread. */
 template <typename... P, typename... A>
@@ -150,7 +125,7 @@ void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *to
 /* block_sum2, sum2_add, norm_stats, norm_row_stats, norm_value, load4,
  * store4 and norm_vec_kernel are in norm_dev.cuh, which the CPU unit tests
  * also run (tests/unit/cuda_emu.h) */
-#include "norm_dev.cuh" /* and prefetch_dev.cuh */
+#include "norm_dev.cuh"
 
 /* One block per row.  The row's input is x, or, first written to sink:
  * the sum of parts partial read-outs (x + p * part_stride), or the residual
@@ -226,12 +201,11 @@ static void norm_launch(cudaStream_t st, float *y, const float *x, int rows, int
                         int parts, size_t part_stride, const float *res, float alpha, float *sink,
                         rk_half h)
 {
-    rk_pf pf = pf_take(); /* norm_kernel leaves it: the switch's path has norm_vec_kernel */
     if (norm_vec_fits(d, part_stride, y, x, res, sink, gate, h)) {
         unsigned per = (unsigned)norm_vec_block_rows(d, rows);
         launch(norm_vec_kernel, ((unsigned)rows + per - 1) / per,
                dim3((unsigned)norm_vec_threads(d), per), 0, st, y, x, d, layer_kind, w, b, eps,
-               gate, act, parts, part_stride, res, alpha, sink, h, rows, pf);
+               gate, act, parts, part_stride, res, alpha, sink, h, rows);
     } else
         launch(norm_kernel, (unsigned)rows, norm_threads(d), 0, st, y, x, d, layer_kind, w, b, eps,
                gate, act, parts, part_stride, res, alpha, sink, h);
@@ -398,10 +372,9 @@ template <int W, typename TS>
 __global__ void ret_step_kernel(float *__restrict__ o, size_t part_stride, rk_states S,
                                 const int *__restrict__ slots, const float *q, const float *k,
                                 const float *v, const float *__restrict__ gamma, int H, int dk,
-                                int dv, int rows, int early, rk_pf pf)
+                                int dv, int rows, int early)
 {
     pdl_trigger();
-    pf_issue(pf);
     extern __shared__ float part[]; /* d_split x (lanes * W) */
     int i = (int)blockIdx.x / H, h = (int)blockIdx.x % H;
     int tile = (int)blockDim.x * W, col = (int)threadIdx.x * W;
@@ -488,19 +461,18 @@ void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, con
     dim3 block((unsigned)sh->lanes, (unsigned)sh->d_split);
     int rows = (dk + sh->row_split - 1) / sh->row_split;
     size_t shm = sizeof(float) * (size_t)sh->lanes * (size_t)sh->vec * (size_t)sh->d_split;
-    rk_pf pf = pf_take();
     if (S.bf16 && sh->vec == 4)
         launch(ret_step_kernel<4, __nv_bfloat16>, grid, block, shm, st, o, part_stride, S, slots, q,
-               k, v, gamma, H, dk, dv, rows, early, pf);
+               k, v, gamma, H, dk, dv, rows, early);
     else if (S.bf16)
         launch(ret_step_kernel<1, __nv_bfloat16>, grid, block, shm, st, o, part_stride, S, slots, q,
-               k, v, gamma, H, dk, dv, rows, early, pf);
+               k, v, gamma, H, dk, dv, rows, early);
     else if (sh->vec == 4)
         launch(ret_step_kernel<4, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
-               gamma, H, dk, dv, rows, early, pf);
+               gamma, H, dk, dv, rows, early);
     else
         launch(ret_step_kernel<1, float>, grid, block, shm, st, o, part_stride, S, slots, q, k, v,
-               gamma, H, dk, dv, rows, early, pf);
+               gamma, H, dk, dv, rows, early);
     if (S.s_off)
         launch(ts_step_kernel, blocks_for((size_t)n * (size_t)H), BLOCK, 0, st, S, slots, gamma, n,
                H);
@@ -1418,11 +1390,10 @@ static void gemv_norm_launch(cudaStream_t st, const rk_gemv_set *set, const floa
 void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const float *xraw, int n,
                         int in, int split, const rk_gemv_norm *nm, int n_sms)
 {
-    rk_gemv_set s = set_taking_pf(set);
     with_dtype(t, [&](auto tag) {
         using T = std::remove_pointer_t<decltype(tag)>;
         with_rows(n, [&](auto nb) {
-            gemv_norm_launch<T, decltype(nb)::value>(st, &s, xraw, in, split, nm, n_sms);
+            gemv_norm_launch<T, decltype(nb)::value>(st, set, xraw, in, split, nm, n_sms);
         });
     });
 }
@@ -1430,10 +1401,9 @@ void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const fl
 void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *x, int n, int in,
                    int split)
 {
-    rk_gemv_set s = set_taking_pf(set);
     with_dtype(t, [&](auto tag) {
         using T = std::remove_pointer_t<decltype(tag)>;
-        with_rows(n, [&](auto nb) { gemv_launch<T, decltype(nb)::value>(st, &s, x, in, split); });
+        with_rows(n, [&](auto nb) { gemv_launch<T, decltype(nb)::value>(st, set, x, in, split); });
     });
 }
 
@@ -1562,7 +1532,6 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
     constexpr int V = MT * NT * 8;      /* accumulators per lane */
     extern __shared__ float tc_part[];  /* [warp][value][lane] */
     pdl_trigger();
-    pf_issue(set.pf);
     int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, g = lane / 4;
     int warps = (int)blockDim.x / 32, first = (int)blockIdx.x * 8 * NT;
     const T *w[NT][2];
@@ -1664,11 +1633,10 @@ static void gemv_tc_dispatch(cudaStream_t st, const rk_gemv_set *set, const void
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
                 int n_sms, int loads)
 {
-    rk_gemv_set s = set_taking_pf(set);
     if (t == RN_DT_BF16)
-        gemv_tc_dispatch<__nv_bfloat16>(st, &s, xh, n, in, n_sms, loads);
+        gemv_tc_dispatch<__nv_bfloat16>(st, set, xh, n, in, n_sms, loads);
     else
-        gemv_tc_dispatch<__half>(st, &s, xh, n, in, n_sms, loads);
+        gemv_tc_dispatch<__half>(st, set, xh, n, in, n_sms, loads);
 }
 
 /* ------------------------------------------------------------------ copy */

@@ -17,7 +17,6 @@
 
 #include "rk_gemv.h"
 #include "rk_half.h"
-#include "rk_pf.h"
 
 /* Where one layer's states sit inside the slot pool (or a scratch copy). */
 struct rk_states {
@@ -37,13 +36,6 @@ struct rk_states {
 void rk_set_pdl(int on);
 /* Whether the loaded kernels can be launched that way (built for sm_90+). */
 int rk_pdl_supported(void);
-
-/* The calling thread's next launch of a norm (rk_norm, rk_norm_parts,
- * rk_add_norm), the recurrent step (rk_ret_step) or a streaming GEMV
- * (rk_gemv_multi, rk_gemv_tc) asks L2 for pf's ranges as it starts
- * (prefetch_dev.cuh); that launch takes them, NULL forgets them.  A hint:
- * no result changes. */
-void rk_prefetch_next(const struct rk_pf *pf);
 
 /* x[i] = scale * E[tok[i]] as fp32 (E of dtype t: an rn_dtype value). */
 void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *tok, int n, int D,

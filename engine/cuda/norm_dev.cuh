@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "../model.h" /* RN_DT_BF16 */
-#include "prefetch_dev.cuh"
 #include "rk_half.h"
 
 /* Stores v at out[i]: in fp32, or rounded to nearest even into h when
@@ -245,10 +244,9 @@ __device__ static inline void norm_vec_row(size_t row, int live, int tid, int nt
 static __global__ void __launch_bounds__(1024)
     norm_vec_kernel(float *y, const float *x, int d, int layer_kind, const float *w, const float *b,
                     float eps, const float *gate, int act, int parts, size_t part_stride,
-                    const float *res, float alpha, float *sink, rk_half h, int rows, rk_pf pf)
+                    const float *res, float alpha, float *sink, rk_half h, int rows)
 {
     pdl_trigger();
-    pf_issue(pf);
     pdl_wait();
     __shared__ double sh[NORM_VEC_ROWS][64];
     size_t row = (size_t)blockIdx.x * blockDim.y + threadIdx.y;

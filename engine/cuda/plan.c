@@ -255,15 +255,3 @@ int rn_cuda_tc_weights_fit(const rn_weights *w, int n_layers)
     }
     return ok;
 }
-
-void rn_cuda_prefetch_split(size_t budget, int m, const size_t *sizes, int side_by_side,
-                            unsigned *out)
-{
-    size_t left = budget & ~(size_t)15, share = side_by_side && m > 0 ? left / (size_t)m : left;
-    for (int i = 0; i < m; i++) {
-        size_t b = sizes[i] < share ? sizes[i] : share;
-        b = (b < left ? b : left) & ~(size_t)15;
-        out[i] = (unsigned)b;
-        left -= b;
-    }
-}

@@ -84,15 +84,6 @@ size_t rn_cuda_widest_input(const rn_config *c);
  * whatever C is.  off: qd, kd, the tables, the sums, the end. */
 void rn_cuda_chunk_offsets(const rn_config *c, size_t C, size_t off[5]);
 
-/* How many of the first bytes of each of m matrices of sizes[i] bytes a
- * kernel asks L2 for ahead of the GEMV that reads them, out of budget
- * (RETNET_CUDA_L2_PREFETCH): in order, each up to what is left, or, side
- * by side (GLU's up and gate, whose rows a warp streams together), up to
- * budget / m each.  Every amount is a multiple of 16 (the prefetch
- * instruction's unit), and they add up to at most budget. */
-void rn_cuda_prefetch_split(size_t budget, int m, const size_t *sizes, int side_by_side,
-                            unsigned *out);
-
 /* Fills *p for config c with n_slots (>= 1) state slots (bf16 values when
  * state_bf16, else fp32) and prefill chunks of up to max_chunk (>= 1)
  * tokens.  RN_EINVAL (message in err) when a size overflows or an argument

@@ -8,7 +8,6 @@
 #include <stdint.h>
 
 #include "rk_half.h"
-#include "rk_pf.h"
 
 /* Up to RK_GEMV_JOBS matrices of one dtype that read the same input rows
  * (q, k, v, g; up and gate), streamed by one launch.  A job's kind and
@@ -44,7 +43,6 @@ struct rk_gemv_set {
     int dk, interleaved;
     int act;     /* GLU */
     float alpha; /* resid */
-    rk_pf pf;    /* asked of L2 as the launch starts (rk_prefetch_next's, set by the launcher) */
 };
 
 /* The pre-norm gemv_norm_kernel forms of its input rows (rk_norm's

@@ -405,42 +405,6 @@ START_TEST(test_cuda_tc_fragments_compute_dot_products)
 }
 END_TEST
 
-/* The L2 prefetch budget: matrices in order until it runs out, GLU's pair
- * side by side, every amount a multiple of 16 within its matrix, the total
- * within the budget. */
-START_TEST(test_cuda_prefetch_split_keeps_budget_and_order)
-{
-    unsigned out[4];
-    size_t qkvg[4] = {8u << 20, 8u << 20, 16u << 20, 16u << 20};
-    rn_cuda_prefetch_split(12u << 20, 4, qkvg, 0, out); /* all of q, half of k */
-    ck_assert_uint_eq(out[0], 8u << 20);
-    ck_assert_uint_eq(out[1], 4u << 20);
-    ck_assert_uint_eq(out[2], 0);
-    ck_assert_uint_eq(out[3], 0);
-    size_t glu[2] = {16u << 20, 16u << 20};
-    rn_cuda_prefetch_split(8u << 20, 2, glu, 1, out); /* up and gate alike */
-    ck_assert_uint_eq(out[0], 4u << 20);
-    ck_assert_uint_eq(out[1], 4u << 20);
-    size_t small[2] = {1000, 40}; /* smaller than the budget: whole, rounded down */
-    rn_cuda_prefetch_split(1u << 20, 2, small, 0, out);
-    ck_assert_uint_eq(out[0], 992);
-    ck_assert_uint_eq(out[1], 32);
-    size_t odd[3] = {100, 1000, 1000}; /* an odd budget: the sum stays under it */
-    for (size_t budget = 0; budget < 2200; budget += 37) {
-        for (int side = 0; side < 2; side++) {
-            rn_cuda_prefetch_split(budget, 3, odd, side, out);
-            size_t sum = 0;
-            for (int k = 0; k < 3; k++) {
-                ck_assert_uint_eq(out[k] % 16, 0);
-                ck_assert_uint_le(out[k], odd[k]);
-                sum += out[k];
-            }
-            ck_assert_uint_le(sum, budget);
-        }
-    }
-}
-END_TEST
-
 Suite *cuda_plan_suite(void)
 {
     Suite *s = suite_create("cuda_plan");
@@ -458,7 +422,6 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_tc_loads_apply);
     tcase_add_test(tc, test_cuda_tc_weights_fit_every_matrix);
     tcase_add_test(tc, test_cuda_tc_fragments_compute_dot_products);
-    tcase_add_test(tc, test_cuda_prefetch_split_keeps_budget_and_order);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -481,7 +481,7 @@ END_TEST
  * bits: the folded projections compute the same floats as the separate
  * kernels, the tensor-core GEMV's deeper loads only regroup when the same
  * k blocks arrive, and dependent launch, the step's early state loads,
- * the weights asked of L2 ahead and graphs only change when work starts;
+ * and graphs only change when work starts;
  * the GEMVs that form their pre-norm themselves compute the norm's values
  * with its operations (under RETNET_CUDA_GEMV_SPLIT=64, check-cuda's
  * forms-prenorm, the fixtures' widths take that path).
@@ -495,8 +495,7 @@ START_TEST(test_forms_launch_settings_keep_bits)
                                            {"RETNET_CUDA_GRAPHS", "1", "0"},
                                            {"RETNET_CUDA_TC_LOADS", "8", "16"},
                                            {"RETNET_CUDA_STEP_EARLY", "0", "1"},
-                                           {"RETNET_CUDA_L2_PREFETCH", "0", "4"},
-                                           {"RETNET_CUDA_GEMV_PRENORM", "0", "1"}};
+                                           {"RETNET_CUDA_GEMV_PRENORM", "1", "0"}};
     fixture f;
     fixture_load(&f, fixture_names[_i]);
     size_t V = (size_t)f.cfg->vocab_size, nl = 3 * 3 * V;

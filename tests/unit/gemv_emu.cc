@@ -111,7 +111,7 @@ static int ge_run(const ge_bufs *g, int kinds, int out, int in, int cols, int gr
     if (rn_emu_launch(norm_vec_kernel, dim3(NB), dim3((unsigned)norm_vec_threads(in), 1), 0,
                       g->hn, (const float *)g->xraw, in, nm->layer_kind, nm->w, nm->b, nm->eps,
                       (const float *)NULL, 0, 1, (size_t)0, (const float *)NULL, 1.0f,
-                      (float *)NULL, rk_half(), NB, rk_pf{}) ||
+                      (float *)NULL, rk_half(), NB) ||
         rn_emu_launch(gemv_split_kernel<T, NB>, dim3((unsigned)items), dim3(32u * shares), 0, ref,
                       (const float *)g->hn, in, cols))
         return -1;

@@ -146,8 +146,7 @@ static int nv_run(const nv_case *c, unsigned per, nv_out *o)
                          dim3((unsigned)norm_vec_threads(c->d), per), 0, o->y, (const float *)o->x,
                          c->d, c->layer_kind, (const float *)c->w, (const float *)c->b, EMU_EPS,
                          (const float *)(c->mode == 1 ? c->gate : NULL), 0, c->parts, c->stride,
-                         (const float *)(c->mode == 2 ? c->res : NULL), 0.75f, sink, h, c->rows,
-                         rk_pf{});
+                         (const float *)(c->mode == 2 ? c->res : NULL), 0.75f, sink, h, c->rows);
 }
 
 /* The input row i as the kernel forms it (fp32). */
