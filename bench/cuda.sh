@@ -159,7 +159,8 @@ else
 fi
 # BENCH_CUDA_NCU=1: where a 4096-token prefill chunk and a batch-1 decode
 # step spend their time, per kernel (ncu; summary in $OUT/ncu.txt), and
-# the same with the fused retention read-out (ncu-fused.txt);
+# the same with the retention read-outs through the cuBLAS products
+# instead of the fused kernel (ncu-cublas.txt);
 # BENCH_CUDA_NCU_BATCH=B adds a decode step of B sessions (ncu-bB.txt)
 ncu_profile() { # name batch prompt [VAR=value ...]
     name=$1 batch=$2 prompt=$3
@@ -181,7 +182,7 @@ if [ "${BENCH_CUDA_NCU:-0}" = 1 ]; then
         failed="$failed ncu"
     else
         ncu_profile ncu 1 4096
-        ncu_profile ncu-fused 1 4096 RETNET_CUDA_RET_FUSED=1
+        ncu_profile ncu-cublas 1 4096 RETNET_CUDA_RET_FUSED=0
         if [ -n "${BENCH_CUDA_NCU_BATCH:-}" ]; then
             ncu_profile "ncu-b$BENCH_CUDA_NCU_BATCH" "$BENCH_CUDA_NCU_BATCH" 64
         fi

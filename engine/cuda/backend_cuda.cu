@@ -52,6 +52,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,7 +146,7 @@ struct cuda_ctx {
     int tc_max;              /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
     int gemv_split;          /* columns a warp of rk_gemv_multi takes, 0: whole rows */
     int tc_loads;            /* rk_gemv_tc's loads in flight per lane (RETNET_CUDA_TC_LOADS) */
-    int step_early;          /* rk_ret_step's early state loads (RETNET_CUDA_STEP_EARLY) */
+    int step_early; /* rk_ret_step's early state loads up to this many rows (RETNET_CUDA_STEP_EARLY) */
     int norm_vec;            /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
@@ -988,7 +989,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         parts = sh.row_split;
         ro = parts > 1 ? x->part : x->o;
         rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->slots, x->q, x->k, x->v,
-                    x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh, x->step_early);
+                    x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh, n <= x->step_early);
     } else if ((rc = retention_pieces(x, slot, l, n))) {
         return rc;
     }
@@ -1386,7 +1387,14 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->lt_tune = env_int("RETNET_CUDA_LT_TUNE", 0, 0, 1 << 30);
     x->gemv_split = env_int("RETNET_CUDA_GEMV_SPLIT", RN_CUDA_GEMV_SPLIT_DEFAULT, 0, 1 << 20);
     x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
-    x->step_early = env_int("RETNET_CUDA_STEP_EARLY", 0, 0, 1);
+    /* the state loads ahead of the wait pay where the step is shortest: on
+     * an H100 batch 1 / 2 at 727 / 1,149 tok/s against 714 / 1,112; on an
+     * H200 batch 1 +2.5% but 16 and 64 1-3% slower (docs/benchmarks.md).
+     * RETNET_CUDA_STEP_EARLY=0: never, 1: at every batch */
+    {
+        int e = env_int("RETNET_CUDA_STEP_EARLY", -1, -1, 1);
+        x->step_early = e < 0 ? RN_CUDA_STEP_EARLY_ROWS : e ? INT_MAX : 0;
+    }
     /* on an H100, batch 1: 721 tok/s against 689 with the norms launched
      * (docs/benchmarks.md) */
     x->prenorm = env_int("RETNET_CUDA_GEMV_PRENORM", 1, 0, 1);

@@ -1213,18 +1213,14 @@ void rk_add_bias(cudaStream_t st, float *y, const float *b, int rows, int cols)
            cols);
 }
 
-__global__ void to_half_kernel(rk_half h, const float *src, size_t n)
-{
-    pdl_enter();
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        store_out(NULL, h, i, src[i]);
-}
-
+/* to_half_kernel is in norm_dev.cuh, beside the stores it shares, which
+ * the CPU unit tests also run (tests/unit/cuda_emu.h) */
 void rk_to_half(cudaStream_t st, void *dst, const float *src, size_t n, int t)
 {
     rk_half h = {dst, t};
-    launch(to_half_kernel, blocks_for(n), BLOCK, 0, st, h, src, n);
+    int vec = to_half_vec_fits(src, h);
+    size_t threads = vec ? (n + TO_HALF_VEC - 1) / TO_HALF_VEC : n;
+    launch(to_half_kernel, blocks_for(threads), BLOCK, 0, st, h, src, n, vec);
 }
 
 /* ------------------------------------------------------------------ GEMV */

@@ -11,6 +11,7 @@
 #ifndef RN_CUDA_NORM_DEV_CUH
 #define RN_CUDA_NORM_DEV_CUH
 
+#include <stdint.h>
 #include <string.h>
 
 #include "../model.h" /* RN_DT_BF16 */
@@ -153,6 +154,42 @@ __device__ static inline void store4(float *out, rk_half h, size_t i, const floa
         memcpy(&u.x, &a, 4), memcpy(&u.y, &b, 4);
         *(uint2 *)((__half *)h.p + i) = u;
     }
+}
+
+/* Values a to_half_kernel thread converts per round: two 16-byte loads. */
+#define TO_HALF_VEC 8
+
+/* Whether to_half_kernel can take src and h 8 values at a time: float4
+ * loads need src on 16 bytes, store4's 8-byte stores h on 8. */
+__host__ __device__ static inline int to_half_vec_fits(const float *src, rk_half h)
+{
+    return (uintptr_t)src % 16 == 0 && (uintptr_t)h.p % 8 == 0;
+}
+
+/* src's n fp32 values rounded to nearest even into h (rk_half): a prefill
+ * chunk's q, k and v for the fused retention read-out, 8 adjacent values a
+ * thread through load4 and store4 where vec (to_half_vec_fits), then the
+ * last n % 8 (all n without vec) one at a time through store_out.  Both
+ * round each value on its own, so vec changes no bit.  With one 4-byte load
+ * and one 2-byte store per thread, the H100 moved these at about 1.2 TB/s,
+ * 13% of a 4096-token chunk (docs/benchmarks.md). */
+[[maybe_unused]] static __global__ void to_half_kernel(rk_half h, const float *src, size_t n, int vec)
+{
+    pdl_trigger();
+    pdl_wait();
+    size_t t0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    size_t groups = vec ? n / TO_HALF_VEC : 0;
+    for (size_t g = t0; g < groups; g += stride) {
+        size_t i = g * TO_HALF_VEC;
+        float v[TO_HALF_VEC];
+        load4(src + i, v);
+        load4(src + i + 4, v + 4);
+        store4(NULL, h, i, v);
+        store4(NULL, h, i + 4, v + 4);
+    }
+    for (size_t i = groups * TO_HALF_VEC + t0; i < n; i += stride)
+        store_out(NULL, h, i, src[i]);
 }
 
 /* norm_kernel's row `row` with each thread's NORM_VEC adjacent values held

@@ -43,6 +43,11 @@
  * the warps: on an H100 (docs/benchmarks.md, with the register-resident
  * norms) 680 vs 651 tok/s at batch 1, 1,110 vs 1,096 at 2. */
 #define RN_CUDA_GEMV_SPLIT_DEFAULT 1024
+/* Decode batches up to this many rows load their first state rows in the
+ * recurrent step ahead of its dependent-launch wait (RETNET_CUDA_STEP_EARLY):
+ * on an H100 +1.7% / +3.3% at 1 / 2 rows, on an H200 +2.5% at 1 row and
+ * 1-3% slower at 16 and 64 (docs/benchmarks.md). */
+#define RN_CUDA_STEP_EARLY_ROWS 2
 /* Largest decode batch one step processes; bigger batches are split. */
 #define RN_CUDA_MAX_BATCH 256
 /* cuBLASLt workspace (NVIDIA recommends 32 MiB on Hopper). */

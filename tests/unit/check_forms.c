@@ -489,7 +489,8 @@ END_TEST
  * engines agree. */
 START_TEST(test_forms_launch_settings_keep_bits)
 {
-    /* each variable at two values, the default one of them */
+    /* each variable at two values, the default one of them (STEP_EARLY:
+     * never and always, between which its default picks by batch) */
     static const char *const knobs[][3] = {{"RETNET_CUDA_FUSE", "1", "0"},
                                            {"RETNET_CUDA_PDL", "1", "0"},
                                            {"RETNET_CUDA_GRAPHS", "1", "0"},

@@ -9,6 +9,7 @@
 #include <check.h>
 #include <stdint.h>
 
+#include "model.h" /* RN_DT_BF16 */
 #include "suites.h"
 
 double rn_emu_norm_check(int nb, int d, int threads, int layer_kind, int affine, uint32_t seed);
@@ -92,6 +93,36 @@ START_TEST(test_norm_emu_block_rows)
 }
 END_TEST
 
+long rn_emu_to_half_check(size_t n, int skew, int skew_h, int t, unsigned grid, unsigned block,
+                          uint32_t seed, int *vec);
+
+/* The fp32 -> bf16/fp16 copy the fused retention read-out takes its q, k
+ * and v from (to_half_kernel): counts that leave a tail of 1-7 values
+ * after the 8-value groups and none; a source 4 bytes and a destination 2
+ * bytes off the vector alignment (the value-at-a-time path, which must
+ * then be taken); grids that cover the work and grids of 64 threads that
+ * wrap around it.  Every value must be its own rounding, and nothing
+ * beside the destination written.  _i: count, then alignment, then dtype,
+ * then grid. */
+static const size_t half_counts[] = {0, 1, 7, 8, 9, 64, 1000, 4099};
+#define N_HALF_COUNTS (int)(sizeof half_counts / sizeof half_counts[0])
+
+START_TEST(test_norm_emu_to_half_copies_every_value)
+{
+    size_t n = half_counts[_i % N_HALF_COUNTS];
+    int align = _i / N_HALF_COUNTS % 3, t = _i / (3 * N_HALF_COUNTS) % 2 ? RN_DT_F16 : RN_DT_BF16;
+    int wrap = _i / (6 * N_HALF_COUNTS);
+    int skew = align == 1, skew_h = align == 2, vec = -1;
+    unsigned block = wrap ? 32u : 256u, grid = wrap ? 2u : (unsigned)(n / 8 + 8) / 256u + 1u;
+    long bad =
+        rn_emu_to_half_check(n, skew, skew_h, t, grid, block, (uint32_t)(501 + _i), &vec);
+    ck_assert_msg(bad >= 0, "the emulated launch failed");
+    ck_assert_int_eq(vec, align == 0);
+    ck_assert_msg(bad == 0, "%zu values, skew %d/%d, %s, %u x %u threads: %ld wrong or stray",
+                  n, skew, skew_h, t == RN_DT_BF16 ? "bf16" : "fp16", grid, block, bad);
+}
+END_TEST
+
 Suite *norm_emu_suite(void)
 {
     Suite *s = suite_create("norm_emu");
@@ -100,6 +131,7 @@ Suite *norm_emu_suite(void)
     tcase_add_loop_test(tc, test_norm_emu_matches_reference, 0, 4 * N_SHAPES);
     tcase_add_loop_test(tc, test_norm_emu_vec_matches_reference, 0, 12 * N_VEC);
     tcase_add_test(tc, test_norm_emu_block_rows);
+    tcase_add_loop_test(tc, test_norm_emu_to_half_copies_every_value, 0, 12 * N_HALF_COUNTS);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -254,3 +254,49 @@ extern "C" void rn_emu_norm_vec_rows(int d, int rows, int *block_rows, int *most
     *block_rows = norm_vec_block_rows(d, rows);
     *most = norm_vec_rows(d);
 }
+
+/* to_half_kernel (norm_dev.cuh) over n values of src taken skew floats past
+ * a 16-byte boundary, into h skew_h values past an 8-byte one, in a grid
+ * of grid x block threads (few enough for the grid-stride rounds to wrap):
+ * how many of the n values differ from their own rounding, plus how many
+ * of the 8 values after them (and the skew_h before them) were written.
+ * *vec: whether the launch took 8 values a thread.  -1 on error. */
+extern "C" long rn_emu_to_half_check(size_t n, int skew, int skew_h, int t, unsigned grid,
+                                     unsigned block, uint32_t seed, int *vec)
+{
+    const uint16_t guard = 0xabcd;
+    long bad = -1;
+    size_t total = n + 16;
+    float *src = (float *)rn_emu_alloc(total, sizeof(float));
+    uint16_t *dst = (uint16_t *)rn_emu_alloc(total, sizeof(uint16_t));
+    if (!src || !dst)
+        goto cleanup;
+    {
+        /* every kind of value a rounding can meet: ties, specials, subnormals */
+        static const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, 1e-40f, -3e-39f,
+                                        1.00390625f, 65520.0f, 3.4e38f, 1.0f + 0x1p-8f};
+        for (size_t i = 0; i < total; i++)
+            src[i] = i % 7 == 3 ? special[(i / 7) % (sizeof special / sizeof special[0])]
+                                : rf_uniform(&seed, -300.0f, 300.0f);
+        for (size_t i = 0; i < total; i++)
+            dst[i] = guard;
+        const float *s = src + skew;
+        rk_half h = {dst + skew_h, t};
+        *vec = to_half_vec_fits(s, h);
+        if (rn_emu_launch(to_half_kernel, dim3(grid), dim3(block), 0, h, s, n, *vec))
+            goto cleanup;
+        bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t want = t == RN_DT_BF16 ? rn__f32_to_bf16(s[i]) : rn__f32_to_f16(s[i]);
+            bad += dst[(size_t)skew_h + i] != want;
+        }
+        for (size_t i = 0; i < (size_t)skew_h; i++)
+            bad += dst[i] != guard;
+        for (size_t i = (size_t)skew_h + n; i < total; i++)
+            bad += dst[i] != guard;
+    }
+cleanup:
+    free(src);
+    free(dst);
+    return bad;
+}
