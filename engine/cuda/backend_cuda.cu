@@ -146,7 +146,7 @@ struct cuda_ctx {
     int tc_max;              /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
     int gemv_split;          /* columns a warp of rk_gemv_multi takes, 0: whole rows */
     int tc_loads;            /* rk_gemv_tc's loads in flight per lane (RETNET_CUDA_TC_LOADS) */
-    int step_early; /* rk_ret_step's early state loads up to this many rows (RETNET_CUDA_STEP_EARLY) */
+    int step_early;          /* rk_ret_step loads early up to these rows (RETNET_CUDA_STEP_EARLY) */
     int norm_vec;            /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
@@ -791,8 +791,8 @@ static int prenorm_fold(const cuda_ctx *x, int n, norm_reader next, int l)
 /* The pre-norm of the n rows at rows (w, b) into x->hn, or, with
  * prenorm_fold, left pending for the GEMV that reads them (rows returned
  * raw). */
-static const float *pre_norm(cuda_ctx *x, int n, const float *rows, const float *w,
-                             const float *b, norm_reader next, int l)
+static const float *pre_norm(cuda_ctx *x, int n, const float *rows, const float *w, const float *b,
+                             norm_reader next, int l)
 {
     const rn_config *c = x->c;
     if (prenorm_fold(x, n, next, l)) {
@@ -800,8 +800,8 @@ static const float *pre_norm(cuda_ctx *x, int n, const float *rows, const float 
         x->pend_nm = rk_gemv_norm{w, b, c->norm_eps, c->norm_kind == RN_NORM_LAYER};
         return rows;
     }
-    rk_norm(x->st, x->hn, rows, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER, w, b,
-            c->norm_eps, NULL, 0, half_out(x, x->hn, n));
+    rk_norm(x->st, x->hn, rows, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER, w, b, c->norm_eps,
+            NULL, 0, half_out(x, x->hn, n));
     return x->hn;
 }
 

@@ -57,8 +57,10 @@ template <typename T, typename T2> struct wvec16 {
         }
     }
 };
-template <> struct wvec<__nv_bfloat16> : wvec16<__nv_bfloat16, __nv_bfloat162> {};
-template <> struct wvec<__half> : wvec16<__half, __half2> {};
+template <> struct wvec<__nv_bfloat16> : wvec16<__nv_bfloat16, __nv_bfloat162> {
+};
+template <> struct wvec<__half> : wvec16<__half, __half2> {
+};
 
 __device__ static inline float to_f32(float v)
 {
@@ -331,8 +333,8 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
  * slots[share] (lane 0 writes, where put): the partial sums of one share
  * of an item's columns. */
 template <int PW, int NB>
-__device__ static inline void gemv_share_put(float (*slots)[PW][NB][2], int share,
-                                             float (*acc)[NB], int lane, int put)
+__device__ static inline void gemv_share_put(float (*slots)[PW][NB][2], int share, float (*acc)[NB],
+                                             int lane, int put)
 {
 #pragma unroll
     for (int t = 0; t < PW; t++)
@@ -413,7 +415,6 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
         gemv_share_store<PW, NB>(set, p, live, part, shares, lane);
 }
 
-
 /* Most row-pair items a block of gemv_norm_kernel streams side by side. */
 #define GEMV_NORM_SLOTS 8
 /* Warps of gemv_norm_kernel's block, unless the norm's row needs more. */
@@ -491,8 +492,8 @@ __global__ void __launch_bounds__(GEMV_NORM_MAX_THREADS)
     pdl_wait();
     int nthr = norm_vec_threads(in);
     for (int b = 0; b < NB; b++)
-        norm_vec_row((size_t)b, tid < nthr, tid, nthr, gn_rows, xraw, in, nm.layer_kind, nm.w,
-                     nm.b, nm.eps, NULL, 0, 1, 0, NULL, 1.0f, NULL, rk_half(), gn_sh[b]);
+        norm_vec_row((size_t)b, tid < nthr, tid, nthr, gn_rows, xraw, in, nm.layer_kind, nm.w, nm.b,
+                     nm.eps, NULL, 0, 1, 0, NULL, 1.0f, NULL, rk_half(), gn_sh[b]);
     __syncthreads();
     for (int r = 0; r < rounds; r++) {
         float acc[RW][NB];

@@ -1379,8 +1379,8 @@ static void gemv_norm_launch(cudaStream_t st, const rk_gemv_set *set, const floa
     /* one wave; unasked, one block an SM (more would only queue) */
     long blocks = ((long)items + slots - 1) / slots;
     long cap = (long)(per_sm > 0 ? per_sm : 1) * (n_sms > 0 ? n_sms : 1);
-    launch(gemv_norm_kernel<T, NB>, (unsigned)(blocks < cap ? blocks : cap), (unsigned)threads,
-           shm, st, *set, xraw, in, cols, *nm, items);
+    launch(gemv_norm_kernel<T, NB>, (unsigned)(blocks < cap ? blocks : cap), (unsigned)threads, shm,
+           st, *set, xraw, in, cols, *nm, items);
 }
 
 void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const float *xraw, int n,

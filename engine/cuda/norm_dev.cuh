@@ -173,7 +173,8 @@ __host__ __device__ static inline int to_half_vec_fits(const float *src, rk_half
  * round each value on its own, so vec changes no bit.  With one 4-byte load
  * and one 2-byte store per thread, the H100 moved these at about 1.2 TB/s,
  * 13% of a 4096-token chunk (docs/benchmarks.md). */
-[[maybe_unused]] static __global__ void to_half_kernel(rk_half h, const float *src, size_t n, int vec)
+[[maybe_unused]] static __global__ void to_half_kernel(rk_half h, const float *src, size_t n,
+                                                       int vec)
 {
     pdl_trigger();
     pdl_wait();

@@ -257,8 +257,9 @@ extern "C" int rn_cuda_timeline_write(FILE *out, const char *tag, int header, rn
     tl_n = 0;
     pthread_mutex_unlock(&tl_lock);
     if (failed)
-        return rn_error_set(err, RN_ENOMEM, "timeline: records were lost (out of memory, or a "
-                                            "buffer CUPTI could not complete)");
+        return rn_error_set(err, RN_ENOMEM,
+                            "timeline: records were lost (out of memory, or a "
+                            "buffer CUPTI could not complete)");
     return ferror(out) ? rn_error_set(err, RN_EIO, "timeline: cannot write the records") : RN_OK;
 }
 

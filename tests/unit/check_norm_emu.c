@@ -114,12 +114,11 @@ START_TEST(test_norm_emu_to_half_copies_every_value)
     int wrap = _i / (6 * N_HALF_COUNTS);
     int skew = align == 1, skew_h = align == 2, vec = -1;
     unsigned block = wrap ? 32u : 256u, grid = wrap ? 2u : (unsigned)(n / 8 + 8) / 256u + 1u;
-    long bad =
-        rn_emu_to_half_check(n, skew, skew_h, t, grid, block, (uint32_t)(501 + _i), &vec);
+    long bad = rn_emu_to_half_check(n, skew, skew_h, t, grid, block, (uint32_t)(501 + _i), &vec);
     ck_assert_msg(bad >= 0, "the emulated launch failed");
     ck_assert_int_eq(vec, align == 0);
-    ck_assert_msg(bad == 0, "%zu values, skew %d/%d, %s, %u x %u threads: %ld wrong or stray",
-                  n, skew, skew_h, t == RN_DT_BF16 ? "bf16" : "fp16", grid, block, bad);
+    ck_assert_msg(bad == 0, "%zu values, skew %d/%d, %s, %u x %u threads: %ld wrong or stray", n,
+                  skew, skew_h, t == RN_DT_BF16 ? "bf16" : "fp16", grid, block, bad);
 }
 END_TEST
 

@@ -108,16 +108,16 @@ static int ge_run(const ge_bufs *g, int kinds, int out, int in, int cols, int gr
     unsigned threads = (unsigned)gemv_norm_threads(in);
     /* what the step launches without the fold: the norm (norm_launch), then
      * the split GEMV on its output (gemv_launch) */
-    if (rn_emu_launch(norm_vec_kernel, dim3(NB), dim3((unsigned)norm_vec_threads(in), 1), 0,
-                      g->hn, (const float *)g->xraw, in, nm->layer_kind, nm->w, nm->b, nm->eps,
+    if (rn_emu_launch(norm_vec_kernel, dim3(NB), dim3((unsigned)norm_vec_threads(in), 1), 0, g->hn,
+                      (const float *)g->xraw, in, nm->layer_kind, nm->w, nm->b, nm->eps,
                       (const float *)NULL, 0, 1, (size_t)0, (const float *)NULL, 1.0f,
                       (float *)NULL, rk_half(), NB) ||
         rn_emu_launch(gemv_split_kernel<T, NB>, dim3((unsigned)items), dim3(32u * shares), 0, ref,
                       (const float *)g->hn, in, cols))
         return -1;
     return rn_emu_launch(gemv_norm_kernel<T, NB>, dim3((unsigned)grid), dim3(threads),
-                         sizeof(float) * (size_t)NB * (size_t)in, fused, (const float *)g->xraw,
-                         in, cols, *nm, items);
+                         sizeof(float) * (size_t)NB * (size_t)in, fused, (const float *)g->xraw, in,
+                         cols, *nm, items);
 }
 
 template <typename T>
@@ -185,8 +185,9 @@ extern "C" long rn_emu_gemv_norm_check(int t, int nb, int in, int cols, int grid
         float *nw = affine ? ge_floats((size_t)in, 0.5f, 1.5f, &seed) : NULL;
         float *nbias = affine ? ge_floats((size_t)in, -0.2f, 0.2f, &seed) : NULL;
         rk_gemv_norm nm = {nw, nbias, 1e-5f, layer_kind};
-        int rc = t == RN_DT_F32 ? ge_dispatch<float>(&g, nb, kinds, out, in, cols, grid, &nm)
-                                : ge_dispatch<__nv_bfloat16>(&g, nb, kinds, out, in, cols, grid, &nm);
+        int rc = t == RN_DT_F32
+                     ? ge_dispatch<float>(&g, nb, kinds, out, in, cols, grid, &nm)
+                     : ge_dispatch<__nv_bfloat16>(&g, nb, kinds, out, in, cols, grid, &nm);
         free(nw);
         free(nbias);
         if (rc)

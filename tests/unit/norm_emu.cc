@@ -273,8 +273,8 @@ extern "C" long rn_emu_to_half_check(size_t n, int skew, int skew_h, int t, unsi
         goto cleanup;
     {
         /* every kind of value a rounding can meet: ties, specials, subnormals */
-        static const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, 1e-40f, -3e-39f,
-                                        1.00390625f, 65520.0f, 3.4e38f, 1.0f + 0x1p-8f};
+        static const float special[] = {0.0f,    -0.0f,       INFINITY, -INFINITY, 1e-40f,
+                                        -3e-39f, 1.00390625f, 65520.0f, 3.4e38f,   1.0f + 0x1p-8f};
         for (size_t i = 0; i < total; i++)
             src[i] = i % 7 == 3 ? special[(i / 7) % (sizeof special / sizeof special[0])]
                                 : rf_uniform(&seed, -300.0f, 300.0f);

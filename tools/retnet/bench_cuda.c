@@ -375,8 +375,9 @@ int cli_bench_cuda(int argc, char **argv)
 {
     cuda_bench_opts o;
     if (parse_cuda_opts(&o, argc, argv))
-        return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
-                         "[--chunk 256] [--decode 32] [--profile] [--state-bf16] [--timeline FILE]");
+        return cli_usage(
+            "bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
+            "[--chunk 256] [--decode 32] [--profile] [--state-bf16] [--timeline FILE]");
     rn_cuda_limits l;
     rn_model *m = NULL;
     rn_engine *e = NULL;
@@ -505,8 +506,9 @@ int cli_bench_cuda(int argc, char **argv)
 {
     cuda_bench_opts o;
     if (parse_cuda_opts(&o, argc, argv))
-        return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
-                         "[--chunk 256] [--decode 32] [--profile] [--state-bf16] [--timeline FILE]");
+        return cli_usage(
+            "bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
+            "[--chunk 256] [--decode 32] [--profile] [--state-bf16] [--timeline FILE]");
     return cli_cuda_info(argc, argv);
 }
 #endif
