@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-stepearly12,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-stepearly12,ours-prefillpdl*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed);
@@ -11,10 +11,10 @@
 # (BENCH_CUDA_TIMELINE=0: not).
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
 # the defaults against the paths they replaced (RET_FUSED=0,
-# GEMV_PRENORM=0), LT_TUNE, STEP_EARLY at batches 1-2 and the peer at
+# GEMV_PRENORM=0), LT_TUNE, PREFILL_PDL, STEP_EARLY at batches 1-2 and the peer at
 # batches 1 and 16: a few minutes instead of the whole sweep.
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
-# 2k and 8k, those switches but LT_TUNE, the peer at 1 and 16 on 8k) for a
+# 512, 2k and 8k, those switches but LT_TUNE, the peer at 1 and 16 on 8k) for a
 # device lent for a quarter of an hour.
 set -eu
 RETNET=${1:-build/release/retnet}
@@ -68,8 +68,12 @@ decode_switches() {
 if [ "${BENCH_CUDA:-full}" = fast ]; then
     # the targets' batches and prompts, the defaults against what they
     # replaced, and the timeline, for a device lent for minutes
-    run ours -- --batches 1,2,16,64,256 --prompts 2048,8192 --chunk 1024 --decode 32
+    run ours -- --batches 1,2,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
+    run ours-prefillpdl RETNET_CUDA_PREFILL_PDL=1 -- --batches 1 --prompts 512,2048,8192 \
+        --chunk 1024 --decode 4
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
+    run ours-prefillpdl-c4096 RETNET_CUDA_PREFILL_PDL=1 -- --batches 1 --prompts 2048,8192 \
+        --chunk 4096 --decode 4
     run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4 # the server's next default?
     run ours-retcublas-c4096 RETNET_CUDA_RET_FUSED=0 -- --batches 1 --prompts 2048,8192 \
         --chunk 4096 --decode 4
@@ -86,6 +90,7 @@ else
         run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4
         prefill ours-retcublas RETNET_CUDA_RET_FUSED=0
         prefill ours-lttune RETNET_CUDA_LT_TUNE=512
+        prefill ours-prefillpdl RETNET_CUDA_PREFILL_PDL=1
         decode_switches
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
     else
@@ -132,6 +137,8 @@ else
         # cuBLASLt's algorithms timed per shape instead of its heuristic's first
         # (RETNET_CUDA_LT_TUNE=512: the chunks' shapes; its choices on stderr)
         prefill ours-lttune RETNET_CUDA_LT_TUNE=512
+        # prefill's own kernels with dependent launch (RETNET_CUDA_PREFILL_PDL=1)
+        prefill ours-prefillpdl RETNET_CUDA_PREFILL_PDL=1
         decode_switches
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
         for c in 1024 4096; do
@@ -220,6 +227,8 @@ timeline() { # name [VAR=value ...]
 }
 if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline
+    # the prefill chunk's gaps between kernels with its own kernels launched dependent
+    timeline timeline-prefillpdl RETNET_CUDA_PREFILL_PDL=1
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
 if [ -n "$failed" ]; then

@@ -77,10 +77,12 @@ fail=0
 # suite's bf16 model and parity's bf16 fixture); so every path is held
 # to the same properties (on a GPU the form suite itself checks that the
 # tensor-core GEMV's deeper loads, RETNET_CUDA_TC_LOADS, and the recurrent
-# step's early state loads, RETNET_CUDA_STEP_EARLY, and the GEMVs forming
+# step's early state loads, RETNET_CUDA_STEP_EARLY, the GEMVs forming
 # their pre-norm themselves, RETNET_CUDA_GEMV_PRENORM (on by default; in
-# 64-column shares, so the fixtures' widths take it), change no bit; the
-# synthetic shapes run through all three too, and through GLU's rounded up
+# 64-column shares, so the fixtures' widths take it), and prefill's
+# dependent launches, RETNET_CUDA_PREFILL_PDL, change no bit; the
+# synthetic shapes and parity's fixtures run through the last too, the
+# synthetic shapes through the first three, and through GLU's rounded up
 # and gate, RETNET_CUDA_HALF_ACT, as parity does; the form suite checks the
 # fused retention kernel, RETNET_CUDA_RET_FUSED (on by default for 16-bit
 # models), against a double-precision reference, and the synthetic suite
@@ -119,6 +121,8 @@ synthetic-early synthetic RETNET_CUDA_STEP_EARLY=1
 parity-retcublas parity RETNET_CUDA_RET_FUSED=0
 synthetic-retcublas synthetic RETNET_CUDA_RET_FUSED=0
 synthetic-noprenorm synthetic RETNET_CUDA_GEMV_PRENORM=0
+parity-prefillpdl parity RETNET_CUDA_PREFILL_PDL=1
+synthetic-prefillpdl synthetic RETNET_CUDA_PREFILL_PDL=1
 forms-prenorm forms RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
 synthetic-prenorm synthetic RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 parity-retbf16 parity RETNET_CUDA_RET_BF16=1

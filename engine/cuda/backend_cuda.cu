@@ -151,6 +151,7 @@ struct cuda_ctx {
     int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
     int pdl;                 /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
+    int prefill_pdl;         /* and for prefill chunks' own kernels (RETNET_CUDA_PREFILL_PDL) */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
     int ret_fused;     /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
     int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
@@ -1442,6 +1443,9 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
                            rn_cuda_ret_piece_default(x->c, x->plan.max_chunk), 0, 1 << 30);
     rn_cuda_plan_pieces(&x->plan, x->c, x->ret_chunk);
     x->pdl = major >= 9 && rk_pdl_supported() && env_int("RETNET_CUDA_PDL", 1, 0, 1);
+    /* off until measured: a 4096-token chunk on an H100 spent 1.8 of its
+     * 30.7 ms between kernels (docs/benchmarks.md) */
+    x->prefill_pdl = x->pdl && env_int("RETNET_CUDA_PREFILL_PDL", 0, 0, 1);
     CU(cudaStreamCreateWithFlags(&x->st, cudaStreamNonBlocking), "stream");
     if (cublasCreate(&x->blas) || cublasSetStream(x->blas, x->st) || cublasLtCreate(&x->lt)) {
         rc = rn_error_set(err, RN_EDEVICE, "cuda backend: cannot create cuBLAS handles");
@@ -1582,19 +1586,32 @@ static int fail_step(cuda_ctx *x, int rc)
     return rc;
 }
 
+/* The chunk's device work after its rows are on the device: the layers,
+ * then the logits asked for (rows from first on; first = n: none).  With
+ * x->prefill_pdl the kernels of kernels.cu go out with dependent launch
+ * here too: each waits for its predecessor before it touches memory
+ * (pdl_wait), whether that is one of them or a cuBLAS product, and
+ * cuBLAS's own launches and the copies keep the stream's plain order. */
+static int chunk_work(cuda_ctx *x, int slot, int n, int first)
+{
+    rk_set_pdl(x->prefill_pdl);
+    int rc = forward(x, FWD_CHUNK, slot, n);
+    if (rc == RN_OK && first < n)
+        rc = output_logits(x, first, n);
+    rk_set_pdl(0);
+    return rc;
+}
+
 static int run_chunk(cuda_ctx *x, int slot, const int32_t *tok, int n, int all, float *logits)
 {
-    int rc;
+    int rc, first = !logits ? n : all ? 0 : n - 1;
     for (int i = 0; i < n; i++)
         x->host_rowpos[i] = x->pos[slot] + i;
-    if ((rc = put_rows(x, tok, NULL, n)) || (rc = forward(x, FWD_CHUNK, slot, n)))
+    if ((rc = put_rows(x, tok, NULL, n)) || (rc = chunk_work(x, slot, n, first)))
         return fail_step(x, rc);
     x->pos[slot] += n;
-    if (logits) {
-        int first = all ? 0 : n - 1;
-        if ((rc = output_logits(x, first, n)) || (rc = get_logits(x, logits, n - first)))
-            return fail_step(x, rc);
-    }
+    if (logits && (rc = get_logits(x, logits, n - first)))
+        return fail_step(x, rc);
     return sync_status(x);
 }
 
