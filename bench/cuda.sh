@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-stepearly12,ours-prefillpdl*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-stepearly12,ours-prefillpdl*,ours-residgemm*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed);
@@ -11,7 +11,7 @@
 # (BENCH_CUDA_TIMELINE=0: not).
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
 # the defaults against the paths they replaced (RET_FUSED=0,
-# GEMV_PRENORM=0), LT_TUNE, PREFILL_PDL, STEP_EARLY at batches 1-2 and the peer at
+# GEMV_PRENORM=0), LT_TUNE, PREFILL_PDL, RESID_GEMM, STEP_EARLY at batches 1-2 and the peer at
 # batches 1 and 16: a few minutes instead of the whole sweep.
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
 # 512, 2k and 8k, those switches but LT_TUNE, the peer at 1 and 16 on 8k) for a
@@ -74,6 +74,8 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
     run ours-prefillpdl-c4096 RETNET_CUDA_PREFILL_PDL=1 -- --batches 1 --prompts 2048,8192 \
         --chunk 4096 --decode 4
+    run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64,256 --prompts 2048,8192 \
+        --chunk 4096 --decode 32
     run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4 # the server's next default?
     run ours-retcublas-c4096 RETNET_CUDA_RET_FUSED=0 -- --batches 1 --prompts 2048,8192 \
         --chunk 4096 --decode 4
@@ -91,6 +93,9 @@ else
         prefill ours-retcublas RETNET_CUDA_RET_FUSED=0
         prefill ours-lttune RETNET_CUDA_LT_TUNE=512
         prefill ours-prefillpdl RETNET_CUDA_PREFILL_PDL=1
+        # the output projections adding themselves to the stream in cuBLASLt's
+        # epilogue (RETNET_CUDA_RESID_GEMM=1)
+        prefill ours-residgemm RETNET_CUDA_RESID_GEMM=1
         decode_switches
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
     else
@@ -139,6 +144,9 @@ else
         prefill ours-lttune RETNET_CUDA_LT_TUNE=512
         # prefill's own kernels with dependent launch (RETNET_CUDA_PREFILL_PDL=1)
         prefill ours-prefillpdl RETNET_CUDA_PREFILL_PDL=1
+        # the output projections adding themselves to the stream in cuBLASLt's
+        # epilogue (RETNET_CUDA_RESID_GEMM=1)
+        prefill ours-residgemm RETNET_CUDA_RESID_GEMM=1
         decode_switches
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
         for c in 1024 4096; do

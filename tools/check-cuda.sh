@@ -82,7 +82,10 @@ fail=0
 # 64-column shares, so the fixtures' widths take it), and prefill's
 # dependent launches, RETNET_CUDA_PREFILL_PDL, change no bit; the
 # synthetic shapes and parity's fixtures run through the last too, the
-# synthetic shapes through the first three, and through GLU's rounded up
+# synthetic shapes through the first three; parity, synthetic and the
+# form suite run with the output projections adding themselves to the
+# residual stream in cuBLASLt's epilogue, RETNET_CUDA_RESID_GEMM, whose
+# rounding may differ from the norm's; and through GLU's rounded up
 # and gate, RETNET_CUDA_HALF_ACT, as parity does; the form suite checks the
 # fused retention kernel, RETNET_CUDA_RET_FUSED (on by default for 16-bit
 # models), against a double-precision reference, and the synthetic suite
@@ -123,6 +126,9 @@ synthetic-retcublas synthetic RETNET_CUDA_RET_FUSED=0
 synthetic-noprenorm synthetic RETNET_CUDA_GEMV_PRENORM=0
 parity-prefillpdl parity RETNET_CUDA_PREFILL_PDL=1
 synthetic-prefillpdl synthetic RETNET_CUDA_PREFILL_PDL=1
+parity-residgemm parity RETNET_CUDA_RESID_GEMM=1
+synthetic-residgemm synthetic RETNET_CUDA_RESID_GEMM=1
+forms-residgemm forms RETNET_CUDA_RESID_GEMM=1
 forms-prenorm forms RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
 synthetic-prenorm synthetic RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 parity-retbf16 parity RETNET_CUDA_RET_BF16=1

@@ -152,6 +152,8 @@ struct cuda_ctx {
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
     int pdl;                 /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     int prefill_pdl;         /* and for prefill chunks' own kernels (RETNET_CUDA_PREFILL_PDL) */
+    int resid_gemm;  /* cuBLASLt adds the output projections to x (RETNET_CUDA_RESID_GEMM) */
+    int resid_added; /* it just did: the next residual_into only normalises */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
     int ret_fused;     /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
     int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
@@ -396,17 +398,28 @@ cleanup:
     return rc;
 }
 
+/* y = in_rows W^T + beta y (n x out) in otype (RN_DT_F32, or dtype when
+ * 16-bit; beta 0: y is only written).  cuBLASLt reads and writes y in
+ * place (C and D one buffer of one layout).  probe: where LT_TUNE's
+ * candidates may write (lt_tune), an n x out buffer of otype other than y
+ * when y's values are read (beta != 0); NULL: y. */
+static int lt_matmul_beta(cuda_ctx *x, void *y, void *probe, const void *W, const void *in_rows,
+                          int n, int out, int in, int dtype, int otype, float beta)
+{
+    lt_entry *e = lt_lookup(x, out, in, n, dtype, otype);
+    float one = 1.0f;
+    if (!e || (e->n_cand && lt_tune(x, e, probe ? probe : y, W, in_rows) != RN_OK))
+        return RN_EDEVICE;
+    cublasStatus_t s = cublasLtMatmul(x->lt, e->op, &one, W, e->a, in_rows, e->b, &beta, y, e->c, y,
+                                      e->c, &e->algo, x->ws, RN_CUDA_LT_WORKSPACE, x->st);
+    return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
+}
+
 /* y = in_rows W^T (n x out) in otype (RN_DT_F32, or dtype when 16-bit). */
 static int lt_matmul(cuda_ctx *x, void *y, const void *W, const void *in_rows, int n, int out,
                      int in, int dtype, int otype)
 {
-    lt_entry *e = lt_lookup(x, out, in, n, dtype, otype);
-    float one = 1.0f, zero = 0.0f;
-    if (!e || (e->n_cand && lt_tune(x, e, y, W, in_rows) != RN_OK))
-        return RN_EDEVICE;
-    cublasStatus_t s = cublasLtMatmul(x->lt, e->op, &one, W, e->a, in_rows, e->b, &zero, y, e->c, y,
-                                      e->c, &e->algo, x->ws, RN_CUDA_LT_WORKSPACE, x->st);
-    return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
+    return lt_matmul_beta(x, y, NULL, W, in_rows, n, out, in, dtype, otype, 0.0f);
 }
 
 /* The rows as cuBLASLt and the tensor-core GEMV read them: as they are for
@@ -733,6 +746,16 @@ static int fold_residual(const cuda_ctx *x, int n)
     return folding(x, n) && x->c->norm_position == RN_NORMPOS_PRE;
 }
 
+/* Whether a sublayer's output projection of n rows without a bias, on
+ * cuBLASLt, adds itself to the residual stream in the product's epilogue
+ * (RETNET_CUDA_RESID_GEMM: x = y + alpha x with x read and written in
+ * place), so the pre-norm after it reads the stream once instead of the
+ * stream and y, and writes no updated stream (sublayer_out). */
+static int resid_in_gemm(const cuda_ctx *x, int n, const float *b)
+{
+    return x->resid_gemm && !b && !streaming(x, n) && x->c->norm_position == RN_NORMPOS_PRE;
+}
+
 /* Whether count matrices share dtype and input width (one GEMV launch). */
 static int same_shape(const rn_tensor *const *Wts, int count)
 {
@@ -848,7 +871,9 @@ static const float *residual_into(cuda_ctx *x, int n, const float *w, const floa
                                   norm_reader next, int l_next)
 {
     const rn_config *c = x->c;
-    if (fold_residual(x, n)) /* the projection already added y to the stream */
+    int added = x->resid_added; /* by the product's epilogue (resid_in_gemm) */
+    x->resid_added = 0;
+    if (fold_residual(x, n) || added) /* the projection already added y to the stream */
         return last ? x->x : block_input(x, n, w_next, b_next, next, l_next);
     if (c->norm_position == RN_NORMPOS_PRE && !last) {
         rk_add_norm(x->st, x->hn, x->x, x->y, c->residual_alpha, n, c->hidden_size,
@@ -945,6 +970,13 @@ static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *c
 static int sublayer_out(cuda_ctx *x, const float *rows, int n, const void *W, const rn_tensor *Wt,
                         const float *b)
 {
+    if (resid_in_gemm(x, n, b)) {
+        int out = (int)Wt->shape[0], in = (int)Wt->shape[1], t = (int)Wt->dtype;
+        rows = settle_rows(x, rows, n);
+        x->resid_added = 1; /* x->y (n x hidden) takes LT_TUNE's trial products */
+        return lt_matmul_beta(x, x->x, x->y, W, lt_input(x, rows, n, in, t), n, out, in, t,
+                              RN_DT_F32, x->c->residual_alpha);
+    }
     if (!fold_residual(x, n))
         return linear(x, x->y, rows, n, W, Wt, b);
     float *const ys[] = {x->x};
@@ -1087,8 +1119,8 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
 {
     const rn_config *c = x->c;
     int rc = RN_OK;
-    rk_set_norm_vec(x->norm_vec); /* this engine's, whatever another set on this thread */
-    x->pend = 0;
+    rk_set_norm_vec(x->norm_vec);    /* this engine's, whatever another set on this thread */
+    x->pend = 0, x->resid_added = 0; /* nothing a failed pass left */
     if (mode == FWD_CHUNK) {
         int P = ret_piece(x, n);
         x->pw_tail = x->pw + (size_t)c->n_heads * (size_t)(P + 1);
@@ -1446,6 +1478,11 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     /* off until measured: a 4096-token chunk on an H100 spent 1.8 of its
      * 30.7 ms between kernels (docs/benchmarks.md) */
     x->prefill_pdl = x->pdl && env_int("RETNET_CUDA_PREFILL_PDL", 0, 0, 1);
+    /* off until measured: the add-norms after the output and down
+     * projections read the stream and y and write the stream (112 MiB a
+     * 4096-token chunk of the 1.3B shape each, where the norm alone moves
+     * 48), 3.6 of 30.7 ms of norms on an H100 (docs/benchmarks.md) */
+    x->resid_gemm = env_int("RETNET_CUDA_RESID_GEMM", 0, 0, 1);
     CU(cudaStreamCreateWithFlags(&x->st, cudaStreamNonBlocking), "stream");
     if (cublasCreate(&x->blas) || cublasSetStream(x->blas, x->st) || cublasLtCreate(&x->lt)) {
         rc = rn_error_set(err, RN_EDEVICE, "cuda backend: cannot create cuBLAS handles");
