@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-stepearly12,ours-prefillpdl*,ours-residgemm*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-prefillpdl*,ours-residgemm*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed);
@@ -11,7 +11,8 @@
 # (BENCH_CUDA_TIMELINE=0: not).
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
 # the defaults against the paths they replaced (RET_FUSED=0,
-# GEMV_PRENORM=0), LT_TUNE, PREFILL_PDL, RESID_GEMM, STEP_EARLY at batches 1-2 and the peer at
+# GEMV_PRENORM=0, STEP_EARLY=0 at 1-2), STEP_EARLY=1 at 16 and 64, LT_TUNE,
+# PREFILL_PDL, RESID_GEMM and the peer at
 # batches 1 and 16: a few minutes instead of the whole sweep.
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
 # 512, 2k and 8k, those switches but LT_TUNE, the peer at 1 and 16 on 8k) for a
@@ -55,13 +56,16 @@ prefill() {
 }
 
 # the GEMVs at batches 1 and 2 with their pre-norm launched as a kernel of
-# its own (RETNET_CUDA_GEMV_PRENORM=0, the default before 2026-11-27) and
-# the recurrent step's early state loads (RETNET_CUDA_STEP_EARLY=1) where
-# the step is the shortest: decode_switches
+# its own (RETNET_CUDA_GEMV_PRENORM=0, the default before 2026-11-27), the
+# recurrent step without its early state loads where they are on by
+# default (RETNET_CUDA_STEP_EARLY=0 at batches 1 and 2) and with them where
+# they are off (=1 at 16 and 64): decode_switches
 decode_switches() {
     run ours-noprenorm RETNET_CUDA_GEMV_PRENORM=0 -- --batches 1,2 --prompts 512 --chunk 1024 \
         --decode 32
-    run ours-stepearly12 RETNET_CUDA_STEP_EARLY=1 -- --batches 1,2 --prompts 512 --chunk 1024 \
+    run ours-nostepearly RETNET_CUDA_STEP_EARLY=0 -- --batches 1,2 --prompts 512 --chunk 1024 \
+        --decode 32
+    run ours-stepearly RETNET_CUDA_STEP_EARLY=1 -- --batches 16,64 --prompts 512 --chunk 1024 \
         --decode 32
 }
 
@@ -118,10 +122,6 @@ else
         # the tensor-core GEMV with twice the loads in flight (RETNET_CUDA_TC_LOADS=16)
         run ours-tcloads16 RETNET_CUDA_TC_LOADS=16 -- --batches 4,8,16 --prompts 512 --chunk 1024 \
             --decode 32
-        # the recurrent step's first state rows loaded before its dependent-launch
-        # wait (RETNET_CUDA_STEP_EARLY=1)
-        run ours-stepearly RETNET_CUDA_STEP_EARLY=1 -- --batches 1,16,64,256 --prompts 512 \
-            --chunk 1024 --decode 32
         # the norms reading each row twice instead of holding it in registers
         # (RETNET_CUDA_NORM_VEC=0)
         run ours-normrow RETNET_CUDA_NORM_VEC=0 -- --batches 1,16 --prompts 2048,8192 --chunk 1024 \
