@@ -30,11 +30,14 @@
  * start on 16 bytes, else 1; each value gets the same one product either
  * way.  T: float, or __nv_bfloat16 for the fused path's own-part
  * products (the product rounded to nearest even once, as cuBLAS's
- * FAST_16BF rounds an fp32 operand). */
+ * FAST_16BF rounds an fp32 operand).  src is written by an earlier kernel
+ * that may still be running when this one starts (RETNET_CUDA_PREFILL_PDL):
+ * plain loads after the wait, not the read-only path (so no __restrict__),
+ * as the GEMVs read their input. */
 template <int N, typename T = float>
 __global__ void __launch_bounds__(SP_THREADS)
-    scale_pieces_kernel(T *__restrict__ dst, const float *__restrict__ src, const float *pw, int H,
-                        int P, int dk, int key, unsigned rows)
+    scale_pieces_kernel(T *__restrict__ dst, const float *src, const float *pw, int H, int P,
+                        int dk, int key, unsigned rows)
 {
     pdl_enter();
     const float *sr[SP_UNROLL];
