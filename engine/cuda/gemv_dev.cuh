@@ -241,6 +241,25 @@ __device__ static inline void gemv_accumulate(float (*acc)[NB], const typename w
     }
 }
 
+/* acc (zeroed by the caller) += the weights w (RW rows) times the NB input
+ * rows x (in wide) over this lane's columns from first (its first piece
+ * already in f, fetched by the caller, which may have waited since)
+ * before end, 32 N U apart: one share's sums, in column order.  The one
+ * streaming loop of gemv_kernel, gemv_split_kernel and gemv_norm_kernel,
+ * whose bits must agree. */
+template <typename T, int NB, int RW, int U>
+__device__ static inline void gemv_stream(float (*acc)[NB], typename wvec<T>::raw (*f)[U],
+                                          const T *const *w, const float *x, int first, int end,
+                                          int in)
+{
+    constexpr int N = wvec<T>::N;
+    for (int i0 = first; i0 < end; i0 += 32 * N * U) {
+        if (i0 != first)
+            gemv_fetch<T, RW, U>(f, w, i0, end);
+        gemv_accumulate<T, NB, RW, U>(acc, f, x, i0, end, in);
+    }
+}
+
 /* The warp's sums of pair t's rows for input row b (xor tree: every lane
  * gets them). */
 template <int NB>
@@ -291,22 +310,13 @@ __global__ void __launch_bounds__(GEMV_BLOCK) gemv_kernel(rk_gemv_set set, const
     const T *w[RW];
     if (!gemv_rows<T, PW>(set, warp, in, p, live, w))
         return;
-    float acc[RW][NB];
-#pragma unroll
-    for (int r = 0; r < RW; r++)
-#pragma unroll
-        for (int b = 0; b < NB; b++)
-            acc[r][b] = 0.0f;
+    float acc[RW][NB] = {};
     if (VEC) {
         constexpr int N = wvec<T>::N, U = GEMV_LOADS / RW;
         typename wvec<T>::raw f[RW][U];
         gemv_fetch<T, RW, U>(f, w, lane * N, in);
         pdl_wait();
-        for (int i0 = lane * N; i0 < in; i0 += 32 * N * U) {
-            if (i0 != lane * N)
-                gemv_fetch<T, RW, U>(f, w, i0, in);
-            gemv_accumulate<T, NB, RW, U>(acc, f, x, i0, in, in);
-        }
+        gemv_stream<T, NB, RW, U>(acc, f, w, x, lane * N, in, in);
     } else {
         pdl_wait();
         for (int i = lane; i < in; i += 32) {
@@ -395,20 +405,11 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
     if (!gemv_rows<T, PW>(set, (int)blockIdx.x, in, p, live, w)) /* the whole block */
         return;
     int k0 = share * cols, k1 = min(in, k0 + cols);
-    float acc[RW][NB];
-#pragma unroll
-    for (int r = 0; r < RW; r++)
-#pragma unroll
-        for (int b = 0; b < NB; b++)
-            acc[r][b] = 0.0f;
+    float acc[RW][NB] = {};
     typename wvec<T>::raw f[RW][U];
     gemv_fetch<T, RW, U>(f, w, k0 + lane * N, k1);
     pdl_wait();
-    for (int i0 = k0 + lane * N; i0 < k1; i0 += 32 * N * U) {
-        if (i0 != k0 + lane * N)
-            gemv_fetch<T, RW, U>(f, w, i0, k1);
-        gemv_accumulate<T, NB, RW, U>(acc, f, x, i0, k1, in);
-    }
+    gemv_stream<T, NB, RW, U>(acc, f, w, x, k0 + lane * N, k1, in);
     gemv_share_put<PW, NB>(part, share, acc, lane, 1);
     __syncthreads();
     if (share == 0)
@@ -496,18 +497,9 @@ __global__ void __launch_bounds__(GEMV_NORM_MAX_THREADS)
                      nm.eps, NULL, 0, 1, 0, NULL, 1.0f, NULL, rk_half(), gn_sh[b]);
     __syncthreads();
     for (int r = 0; r < rounds; r++) {
-        float acc[RW][NB];
-#pragma unroll
-        for (int q = 0; q < RW; q++)
-#pragma unroll
-            for (int b = 0; b < NB; b++)
-                acc[q][b] = 0.0f;
+        float acc[RW][NB] = {};
         if (have)
-            for (int i0 = k0 + lane * N; i0 < k1; i0 += 32 * N * U) {
-                if (i0 != k0 + lane * N)
-                    gemv_fetch<T, RW, U>(f, w, i0, k1);
-                gemv_accumulate<T, NB, RW, U>(acc, f, gn_rows, i0, k1, in);
-            }
+            gemv_stream<T, NB, RW, U>(acc, f, w, gn_rows, k0 + lane * N, k1, in);
         /* the next item's first weights, in flight while these sums meet */
         int next = item + stride;
         int have_next = busy && r + 1 < rounds && gemv_rows<T, PW>(set, next, in, pn, liven, w);
