@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-prefillpdl*,ours-residgemm*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-prefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout; the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed);
@@ -12,7 +12,7 @@
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
 # the defaults against the paths they replaced (RET_FUSED=0,
 # GEMV_PRENORM=0, STEP_EARLY=0 at 1-2), STEP_EARLY=1 at 16 and 64, LT_TUNE,
-# PREFILL_PDL, RESID_GEMM and the peer at
+# PREFILL_PDL, RESID_GEMM, TC_ASYNC and the peer at
 # batches 1 and 16: a few minutes instead of the whole sweep.
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
 # 512, 2k and 8k, those switches but LT_TUNE, the peer at 1 and 16 on 8k) for a
@@ -69,6 +69,19 @@ decode_switches() {
         --decode 32
 }
 
+# the tensor-core GEMV's weights through its cp.async ring
+# (RETNET_CUDA_TC_ASYNC=1: the stages the plan gives; =2: two) at 16 rows,
+# and with that GEMV taking 32 and 64 rows (RETNET_CUDA_TC_MAX=64; cuBLASLt
+# by default), with and without the ring: tc_switches
+tc_switches() {
+    run ours-tcasync RETNET_CUDA_TC_ASYNC=1 -- --batches 8,16 --prompts 512 --chunk 1024 \
+        --decode 32
+    run ours-tcasync2 RETNET_CUDA_TC_ASYNC=2 -- --batches 16 --prompts 512 --chunk 1024 --decode 32
+    run ours-tc64 RETNET_CUDA_TC_MAX=64 -- --batches 32,64 --prompts 512 --chunk 1024 --decode 32
+    run ours-tc64async RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_ASYNC=1 -- --batches 32,64 \
+        --prompts 512 --chunk 1024 --decode 32
+}
+
 if [ "${BENCH_CUDA:-full}" = fast ]; then
     # the targets' batches and prompts, the defaults against what they
     # replaced, and the timeline, for a device lent for minutes
@@ -84,6 +97,7 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     run ours-retcublas-c4096 RETNET_CUDA_RET_FUSED=0 -- --batches 1 --prompts 2048,8192 \
         --chunk 4096 --decode 4
     decode_switches
+    tc_switches
     PEER_BATCHES=1,16 PEER_PROMPTS=8192
 else
     # the server's defaults (1024-token chunks on a GPU)
@@ -101,6 +115,7 @@ else
         # epilogue (RETNET_CUDA_RESID_GEMM=1)
         prefill ours-residgemm RETNET_CUDA_RESID_GEMM=1
         decode_switches
+        tc_switches
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
     else
         # the decode paths the default chose between: without the tensor-core GEMV
@@ -148,6 +163,7 @@ else
         # epilogue (RETNET_CUDA_RESID_GEMM=1)
         prefill ours-residgemm RETNET_CUDA_RESID_GEMM=1
         decode_switches
+        tc_switches
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
         for c in 1024 4096; do
             run "ours-halfact-c$c" RETNET_CUDA_HALF_ACT=1 -- --batches 64,256 --prompts 2048,8192 \
@@ -237,6 +253,8 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline
     # the prefill chunk's gaps between kernels with its own kernels launched dependent
     timeline timeline-prefillpdl RETNET_CUDA_PREFILL_PDL=1
+    # the tensor-core GEMV's rate at 16 rows through its cp.async ring
+    timeline timeline-tcasync RETNET_CUDA_TC_ASYNC=1
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
 if [ -n "$failed" ]; then

@@ -82,7 +82,12 @@ fail=0
 # 64-column shares, so the fixtures' widths take it), and prefill's
 # dependent launches, RETNET_CUDA_PREFILL_PDL, change no bit; the
 # synthetic shapes and parity's fixtures run through the last too, the
-# synthetic shapes through the first three; parity, synthetic and the
+# synthetic shapes through the first three; the tensor-core GEMV's
+# weights through its cp.async ring, RETNET_CUDA_TC_ASYNC (off by
+# default), run the form suite (which checks it keeps every bit, and
+# compares rings of 2 to 4 stages with the registers on shapes of its own),
+# parity (at most 2 stages: the ring wraps) and synthetic with every batch
+# up to 64 rows through that GEMV; parity, synthetic and the
 # form suite run with the output projections adding themselves to the
 # residual stream in cuBLASLt's epilogue, RETNET_CUDA_RESID_GEMM, whose
 # rounding may differ from the norm's; and through GLU's rounded up
@@ -119,6 +124,9 @@ forms-split512 forms RETNET_CUDA_GEMV_SPLIT=512 RETNET_CUDA_GEMV_MAX=8
 parity-split parity RETNET_CUDA_GEMV_SPLIT=64
 synthetic-split synthetic RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 synthetic-tcl16 synthetic RETNET_CUDA_TC_LOADS=16
+forms-tcasync forms RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_ASYNC=1
+parity-tcasync parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_ASYNC=2
+synthetic-tcasync synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_ASYNC=1
 synthetic-retbf16 synthetic RETNET_CUDA_RET_BF16=1
 synthetic-early synthetic RETNET_CUDA_STEP_EARLY=1
 synthetic-noearly synthetic RETNET_CUDA_STEP_EARLY=0
@@ -146,15 +154,16 @@ echo "check-cuda: $(grep -c . "$OUT/runs-selected.txt") of $(grep -c . "$OUT/run
 xargs -r -L 1 -P "${CHECK_CUDA_JOBS:-4}" sh "$0" --run "$TESTS" <"$OUT/runs-selected.txt" || fail=1
 
 # memcheck: no fork, the sanitizer watches one process through a whole
-# suite (the last four: the synthetic shapes through the tensor-core GEMV,
-# prefill retention in batched pieces, the split GEMV, and the norms
-# reading their rows twice)
+# suite (the last five: the synthetic shapes through the tensor-core GEMV,
+# in registers and through its cp.async ring, prefill retention in batched
+# pieces, the split GEMV, and the norms reading their rows twice)
 select_runs >"$OUT/memcheck.txt" <<MEMCHECK
 forms forms RETNET_CUDA_GRAPHS=1
 parity parity RETNET_CUDA_GRAPHS=1
 state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
 synthetic synthetic RETNET_CUDA_GRAPHS=1
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
+synthetic-tcasync synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_ASYNC=1
 forms-pieces forms RETNET_CUDA_RET_CHUNK=5
 forms-split forms RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
 synthetic-normrow synthetic RETNET_CUDA_NORM_VEC=0

@@ -141,14 +141,14 @@ struct cuda_ctx {
     /* decode graphs: [step_tail][n], n in 1..max_batch; NULL until captured */
     cudaGraphExec_t *graphs[STEP_TAILS];
     int use_graphs;
-    int fuse;                /* fold the steps after projections into them (folding) */
-    int gemv_max;            /* largest row count the projections stream through rk_gemv_multi */
-    int tc_max;              /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
-    int gemv_split;          /* columns a warp of rk_gemv_multi takes, 0: whole rows */
-    int tc_loads;            /* rk_gemv_tc's loads in flight per lane (RETNET_CUDA_TC_LOADS) */
-    int step_early;          /* rk_ret_step loads early up to these rows (RETNET_CUDA_STEP_EARLY) */
-    int norm_vec;            /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
-    int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
+    int fuse;       /* fold the steps after projections into them (folding) */
+    int gemv_max;   /* largest row count the projections stream through rk_gemv_multi */
+    int tc_max;     /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
+    int gemv_split; /* columns a warp of rk_gemv_multi takes, 0: whole rows */
+    rk_tc_opts tc;  /* how rk_gemv_tc streams (RETNET_CUDA_TC_LOADS, RETNET_CUDA_TC_ASYNC) */
+    int step_early; /* rk_ret_step loads early up to these rows (RETNET_CUDA_STEP_EARLY) */
+    int norm_vec;   /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
+    int half_t;     /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
     int pdl;                 /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     int prefill_pdl;         /* and for prefill chunks' own kernels (RETNET_CUDA_PREFILL_PDL) */
@@ -920,7 +920,7 @@ static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, c
     if (n <= x->gemv_max)
         rk_gemv_multi(x->st, set, t, rows, n, in, x->gemv_split);
     else
-        rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, x->n_sms, x->tc_loads);
+        rk_gemv_tc(x->st, set, t, lt_input(x, rows, n, in, t), n, in, &x->tc);
 }
 
 /* y (n x out) = rows (n x in) W^T + b; W is the device copy of Wt. */
@@ -1410,6 +1410,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
         goto cleanup;
     CU(cudaGetDevice(&dev), "no device");
     CU(cudaDeviceGetAttribute(&x->n_sms, cudaDevAttrMultiProcessorCount, dev), "device attributes");
+    x->tc.n_sms = x->n_sms;
     CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "device attributes");
     x->fuse = env_int("RETNET_CUDA_FUSE", 1, 0, 1);
     x->half_act = env_int("RETNET_CUDA_HALF_ACT", 0, 0, 1);
@@ -1419,7 +1420,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * tails, each new row count of which stalls the stream once */
     x->lt_tune = env_int("RETNET_CUDA_LT_TUNE", 0, 0, 1 << 30);
     x->gemv_split = env_int("RETNET_CUDA_GEMV_SPLIT", RN_CUDA_GEMV_SPLIT_DEFAULT, 0, 1 << 20);
-    x->tc_loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
+    x->tc.loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
     /* the state loads ahead of the wait pay where the step is shortest: on
      * an H100 batch 1 / 2 at 727 / 1,149 tok/s against 714 / 1,112; on an
      * H200 batch 1 +2.5% but 16 and 64 1-3% slower (docs/benchmarks.md).
@@ -1449,10 +1450,26 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
                        ? env_int("RETNET_CUDA_RET_FUSED", 1, 0, 1)
                        : 0;
     {
-        int optin = 0;
+        int optin = 0, per_sm = 0;
         CU(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
            "device attributes");
+        CU(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev),
+           "device attributes");
         x->smem_optin = (size_t)optin;
+        x->tc.smem_block = (size_t)optin, x->tc.smem_sm = (size_t)per_sm;
+    }
+    /* off until measured: the tensor-core GEMV's weights through a ring of
+     * cp.async stages (1: up to RN_CUDA_TC_STAGES_MAX, 2-4: at most that
+     * many), more bytes in flight than registers hold; at batch 16 on an
+     * H100 the register kernel moved 1.43 TB/s, 49% of the copy kernel
+     * (docs/benchmarks.md) */
+    {
+        int a = env_int("RETNET_CUDA_TC_ASYNC", 0, 0, RN_CUDA_TC_STAGES_MAX);
+        x->tc.stages = a == 1 ? RN_CUDA_TC_STAGES_MAX : a;
+        if (x->tc.stages && (major < 8 || rk_gemv_tc_prepare(x->tc.smem_block) != 0)) {
+            x->tc.stages = 0;
+            cudaGetLastError();
+        }
     }
     /* the kernel's shared memory is allowed per device: here, for this one;
      * where it is refused the products run as before */

@@ -1405,234 +1405,83 @@ void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *
 
 /* ---------------------------------------------------- tensor-core GEMV */
 
-/* mma.m16n8k16 with fp32 accumulation for the weights' 16-bit type T (the
- * input rows come in T too: the same two values per 32-bit word, the lower
- * k in the low half, as the fragments hold them). */
-template <typename T> struct tc_op;
-template <> struct tc_op<__nv_bfloat16> {
-    __device__ static void mma(float *d, const uint32_t *a, const uint32_t *b)
-    {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-        __trap(); /* never launched: the backend needs sm_80 for this path */
-#endif
-    }
-};
-template <> struct tc_op<__half> {
-    __device__ static void mma(float *d, const uint32_t *a, const uint32_t *b)
-    {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-        __trap();
-#endif
-    }
-};
+/* gemv_tc_kernel and gemv_tc_async_kernel are in gemv_tc_dev.cuh, which the
+ * CPU unit tests also run (tests/unit/cuda_emu.h) */
+#include "gemv_tc_dev.cuh"
 
-/* 16-byte weight loads in flight per lane, over its 2 NT weight rows: a
- * warp keeps 4 KiB in flight, as the GEMV above (the kernel's L);
- * RETNET_CUDA_TC_LOADS=16 doubles that for one m-tile and one pair group
- * (rk_gemv_tc's loads, gemv_tc_launch). */
-#define TC_LOADS 8
-
-/* Most warps a block of MT m-tiles and NT pair groups has: the reduction's
- * shared memory (MT NT KiB a warp) held to 32 KiB. */
-__host__ __device__ constexpr int tc_max_warps(int mt, int nt)
-{
-    return 32 / (mt * nt) < RN_CUDA_TC_WARPS_MAX ? 32 / (mt * nt) : RN_CUDA_TC_WARPS_MAX;
-}
-
-__device__ static inline uint32_t word_of(const uint4 &v, int w)
-{
-    return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w;
-}
-
-/* The lane's 16 bytes of each of its weight rows (w[nt][tile]) for the R
- * blocks from kb; zero past k1 (the warp's share of k) and for absent rows. */
-template <typename T, int NT, int R>
-__device__ static inline void tc_fetch(uint4 (*f)[2][R], const T *const (*w)[2], int kb, int k1,
-                                       int lk)
-{
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-        for (int tile = 0; tile < 2; tile++)
-#pragma unroll
-            for (int u = 0; u < R; u++) {
-                int k = kb + u * RN_TC_KBLOCK + lk;
-                f[nt][tile][u] = w[nt][tile] && k < k1 ? wvec<T>::fetch(w[nt][tile] + k)
-                                                       : make_uint4(0, 0, 0, 0);
-            }
-}
-
-/* One round of the tensor-core GEMV's main loop: the R 32-k blocks from kb
- * of the weights f (tc_fetch) times the input rows, into acc.  The input
- * rows (g + 8 h) are read here, 16 bytes per row and block. */
-template <typename T, int MT, int NT, int R>
-__device__ static inline void tc_round(float (*acc)[NT][2][4], uint4 (*f)[2][R], const T *xh, int n,
-                                       int in, int kb, int k1, int lk, int g)
-{
-#pragma unroll
-    for (int u = 0; u < R; u++) {
-        int k = kb + u * RN_TC_KBLOCK + lk;
-        uint4 xw[2 * MT]; /* input rows g + 8 h, 8 values at k */
-#pragma unroll
-        for (int h = 0; h < 2 * MT; h++) {
-            int row = g + 8 * h;
-            xw[h] = k < k1 && row < n ? *(const uint4 *)(xh + (size_t)row * (size_t)in + (size_t)k)
-                                      : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int s = 0; s < 2; s++)
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                uint32_t a[4];
-#pragma unroll
-                for (int r = 0; r < 4; r++)
-                    a[r] = word_of(xw[2 * mt + rn_tc_a_rowblk(r)], rn_tc_word(s, rn_tc_a_half(r)));
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                    for (int tile = 0; tile < 2; tile++) {
-                        uint32_t b[2] = {word_of(f[nt][tile][u], rn_tc_word(s, 0)),
-                                         word_of(f[nt][tile][u], rn_tc_word(s, 1))};
-                        tc_op<T>::mma(acc[mt][nt][tile], a, b);
-                    }
-            }
-    }
-}
-
-/* rk_gemv_multi on the tensor cores.  A block owns 8 NT row pairs of the
- * set, in NT groups of 8: tile 0 holds each pair's row ra, tile 1 its rb,
- * so a lane's two results at one C position are a pair, as gemv_store
- * takes them.  Its warps split the input width (kpw each) and stream their
- * share of those weight rows once; the input rows (T, 16 per m-tile, MT
- * m-tiles) are read in the same 16-byte pieces and serve every tile.  The
- * warps' parts are summed in warp order, so the bits depend on the input
- * width and the launch shape, never on n within one MT.  Fragment positions:
- * tc_layout.h.  PDL as gemv_kernel: the first weight loads go out before
- * pdl_wait; the input rows are read after it, with plain loads. */
-template <typename T, int MT, int NT, int L>
-__global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
-    gemv_tc_kernel(rk_gemv_set set, const T *xh, int n, int in, int kpw)
-{
-    constexpr int R = L / (2 * NT);     /* 32-k blocks per round */
-    constexpr int S = RN_TC_KBLOCK * R; /* k per round */
-    constexpr int V = MT * NT * 8;      /* accumulators per lane */
-    extern __shared__ float tc_part[];  /* [warp][value][lane] */
-    pdl_trigger();
-    int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, g = lane / 4;
-    int warps = (int)blockDim.x / 32, first = (int)blockIdx.x * 8 * NT;
-    const T *w[NT][2];
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++) {
-        gemv_pair p;
-        w[nt][0] = w[nt][1] = NULL;
-        if (gemv_pair_of(set, first + nt * 8 + g, p)) {
-            const rk_gemv_job &jb = set.job[p.m];
-            w[nt][0] = (const T *)jb.W + (size_t)p.ra * (size_t)in;
-            if (p.has_b)
-                w[nt][1] =
-                    (const T *)(jb.kind == RK_JOB_GLU ? jb.W2 : jb.W) + (size_t)p.rb * (size_t)in;
-        }
-    }
-    int k0 = warp * kpw, k1 = min(in, k0 + kpw), lk = rn_tc_lane_k(lane);
-    float acc[MT][NT][2][4] = {};
-    uint4 f[NT][2][R];
-    tc_fetch<T, NT, R>(f, w, k0, k1, lk);
-    pdl_wait();
-    for (int kb = k0; kb < k1; kb += S) {
-        if (kb != k0)
-            tc_fetch<T, NT, R>(f, w, kb, k1, lk);
-        tc_round<T, MT, NT, R>(acc, f, xh, n, in, kb, k1, lk, g);
-    }
-    if (warps > 1) { /* value v: acc[v / (8 NT)][v / 8 % NT][v / 4 % 2][v % 4] */
-#pragma unroll
-        for (int v = 0; v < V; v++)
-            tc_part[((size_t)warp * V + (size_t)v) * 32 + (size_t)lane] =
-                acc[v / (8 * NT)][v / 8 % NT][v / 4 % 2][v % 4];
-        __syncthreads();
-        if (warp != 0)
-            return;
-#pragma unroll
-        for (int v = 0; v < V; v++) {
-            float sum = tc_part[(size_t)v * 32 + (size_t)lane];
-            for (int o = 1; o < warps; o++)
-                sum += tc_part[((size_t)o * V + (size_t)v) * 32 + (size_t)lane];
-            acc[v / (8 * NT)][v / 8 % NT][v / 4 % 2][v % 4] = sum;
-        }
-    }
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                int row = 16 * mt + rn_tc_c_row(lane, j);
-                gemv_pair q;
-                if (row < n && gemv_pair_of(set, first + nt * 8 + rn_tc_c_col(lane, j), q))
-                    gemv_store(set, q, row, acc[mt][nt][0][j], acc[mt][nt][1][j]);
-            }
-}
-
-/* Launch shape for MT, NT: blocks of 8 NT pairs, the k split from
- * rn_cuda_tc_plan within tc_max_warps; TC_LOADS loads in flight per lane,
- * or twice that (loads 16) for one m-tile and one pair group when a warp's
- * share of k fills such a round (below that the extra loads would only be
- * zeros, at 128 registers instead of 78). */
+/* MT, NT's launch (tc_shape_for): through the cp.async ring where
+ * o->stages asks for it and it finds room, else TC_LOADS loads in flight
+ * per lane in registers, or twice that (loads 16) for one m-tile and one
+ * pair group when a warp's share of k fills such a round (below that the
+ * extra loads would only be zeros, at 128 registers instead of 78). */
 template <typename T, int MT, int NT>
 static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh, int n, int in,
-                           int n_sms, int loads)
+                           const rk_tc_opts *o)
 {
-    long blocks = (long)((set_pairs(set) + 8 * NT - 1) / (8 * NT));
-    rn_cuda_tc_shape sh = rn_cuda_tc_plan(in, blocks, n_sms, tc_max_warps(MT, NT));
-    size_t shm = sh.warps > 1 ? (size_t)sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
+    tc_shape s =
+        tc_shape_for<MT, NT>(set_pairs(set), in, o->n_sms, o->stages, o->smem_block, o->smem_sm);
+    unsigned blocks = (unsigned)s.blocks, threads = 32u * (unsigned)s.sh.warps;
+    size_t shm = s.sh.warps > 1 ? (size_t)s.sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
     static_assert(TC_LOADS == 8, "rn_cuda_tc_loads picks 8 or 16");
+    static_assert(TC_STAGE_BYTES == RN_CUDA_TC_STAGE_BYTES, "the plan sizes the ring");
+    static_assert(MT * NT * 8 * 32 * sizeof(float) <= 2 * TC_STAGE_BYTES,
+                  "tc_finish's part fits in the ring it overlays");
+    if (s.stages) {
+        tc_with_stages(s.stages, [&](auto pc) {
+            constexpr int PC = decltype(pc)::value;
+            launch(gemv_tc_async_kernel<T, MT, NT, PC>, blocks, threads,
+                   (size_t)s.sh.warps * PC * TC_STAGE_BYTES, st, *set, xh, n, in, s.sh.k_per_warp);
+        });
+        return;
+    }
     if constexpr (MT == 1 && NT == 1) {
-        if (rn_cuda_tc_loads(loads, MT, NT, sh.k_per_warp) == 2 * TC_LOADS) {
-            launch(gemv_tc_kernel<T, 1, 1, 2 * TC_LOADS>, (unsigned)blocks, 32 * sh.warps, shm, st,
-                   *set, xh, n, in, sh.k_per_warp);
+        if (rn_cuda_tc_loads(o->loads, MT, NT, s.sh.k_per_warp) == 2 * TC_LOADS) {
+            launch(gemv_tc_kernel<T, 1, 1, 2 * TC_LOADS>, blocks, threads, shm, st, *set, xh, n, in,
+                   s.sh.k_per_warp);
             return;
         }
     }
-    launch(gemv_tc_kernel<T, MT, NT, TC_LOADS>, (unsigned)blocks, 32 * sh.warps, shm, st, *set, xh,
-           n, in, sh.k_per_warp);
-}
-
-/* MT from n (16 rows an m-tile); NT = 2 (two groups of 8 pairs a block,
- * each input piece loaded serving twice the weights) while that still gives
- * every SM two blocks.  loads (gemv_tc_launch) never changes the shape,
- * so never the bits. */
-template <typename T>
-static void gemv_tc_dispatch(cudaStream_t st, const rk_gemv_set *set, const void *xh, int n, int in,
-                             int n_sms, int loads)
-{
-    const T *x = (const T *)xh;
-    int wide = rn_cuda_tc_groups(set_pairs(set), n_sms) == 2;
-    if (n > 32)
-        gemv_tc_launch<T, 4, 1>(st, set, x, n, in, n_sms, loads);
-    else if (n > 16)
-        wide ? gemv_tc_launch<T, 2, 2>(st, set, x, n, in, n_sms, loads)
-             : gemv_tc_launch<T, 2, 1>(st, set, x, n, in, n_sms, loads);
-    else
-        wide ? gemv_tc_launch<T, 1, 2>(st, set, x, n, in, n_sms, loads)
-             : gemv_tc_launch<T, 1, 1>(st, set, x, n, in, n_sms, loads);
+    launch(gemv_tc_kernel<T, MT, NT, TC_LOADS>, blocks, threads, shm, st, *set, xh, n, in,
+           s.sh.k_per_warp);
 }
 
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
-                int n_sms, int loads)
+                const rk_tc_opts *o)
 {
-    if (t == RN_DT_BF16)
-        gemv_tc_dispatch<__nv_bfloat16>(st, set, xh, n, in, n_sms, loads);
-    else
-        gemv_tc_dispatch<__half>(st, set, xh, n, in, n_sms, loads);
+    int wide = rn_cuda_tc_groups(set_pairs(set), o->n_sms) == 2;
+    tc_with_shape(n, wide, [&](auto mt, auto nt) {
+        constexpr int MT = decltype(mt)::value, NT = decltype(nt)::value;
+        if (t == RN_DT_BF16)
+            gemv_tc_launch<__nv_bfloat16, MT, NT>(st, set, (const __nv_bfloat16 *)xh, n, in, o);
+        else
+            gemv_tc_launch<__half, MT, NT>(st, set, (const __half *)xh, n, in, o);
+    });
+}
+
+/* The async kernel's instance for dtype T, MT, NT and every ring depth
+ * allowed up to smem bytes of dynamic shared memory. */
+template <typename T> static int tc_prepare_dtype(int smem)
+{
+    int bad = 0;
+    for (int wide = 0; wide < 2; wide++)
+        for (int n = 1; n <= 33; n += 16)
+            tc_with_shape(n, wide, [&](auto mt, auto nt) {
+                constexpr int MT = decltype(mt)::value, NT = decltype(nt)::value;
+                for (int p = 2; p <= RN_CUDA_TC_STAGES_MAX; p++)
+                    tc_with_stages(p, [&](auto pc) {
+                        const void *k =
+                            (const void *)gemv_tc_async_kernel<T, MT, NT, decltype(pc)::value>;
+                        bad |= cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                    smem) != cudaSuccess;
+                    });
+            });
+    return bad ? -1 : 0;
+}
+
+int rk_gemv_tc_prepare(size_t smem_block)
+{
+    int smem = (int)smem_block;
+    return tc_prepare_dtype<__nv_bfloat16>(smem) | tc_prepare_dtype<__half>(smem) ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------ copy */

@@ -187,14 +187,27 @@ void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const fl
  * one wave; unasked, they take one block an SM. */
 void rk_gemv_norm_prepare(int t, int max_n, int in);
 
-/* rk_gemv_multi on the tensor cores (kernels.cu, gemv_tc_kernel) for n <=
+/* How rk_gemv_tc streams the weights (never its bits): n_sms, the
+ * device's multiprocessors (the launch shape); loads, 16-byte weight loads
+ * in flight per lane up to 16 rows, 8 or 16; stages, the most cp.async
+ * stages of gemv_tc_async_kernel's ring (0: the register kernel), placed
+ * within smem_block bytes of shared memory a block may have (after
+ * rk_gemv_tc_prepare) and smem_sm an SM has (rn_cuda_tc_stages). */
+typedef struct rk_tc_opts {
+    int n_sms, loads, stages;
+    size_t smem_block, smem_sm;
+} rk_tc_opts;
+
+/* rk_gemv_multi on the tensor cores (gemv_tc_dev.cuh) for n <=
  * RN_CUDA_TC_MAX rows of matrices that rn_cuda_tc_fits (bf16 or fp16, in a
  * multiple of 8), all of dtype t: the input rows xh are in t too (rounded
- * as cuBLASLt's inputs are), fp32 accumulation, the same folded stores.
- * n_sms: the device's multiprocessors (the launch shape); loads: 16-byte
- * weight loads in flight per lane up to 16 rows, 8 or 16 (the same bits). */
+ * as cuBLASLt's inputs are), fp32 accumulation, the same folded stores. */
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
-                int n_sms, int loads);
+                const rk_tc_opts *o);
+/* Lets every instance of gemv_tc_async_kernel take up to smem_block bytes
+ * of dynamic shared memory (once, outside any graph capture); 0, or -1
+ * when the device refuses (then leave rk_tc_opts.stages 0). */
+int rk_gemv_tc_prepare(size_t smem_block);
 
 /* Device-side measurements for `retnet bench`: a copy kernel over n bytes
  * (reported as read + write bytes) */

@@ -368,16 +368,20 @@ static void tc_check_values(uint16_t *h, size_t count, int t, uint32_t *seed)
 }
 
 extern "C" int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads,
-                                        long *differ)
+                                        int stages, long *differ)
 {
     size_t wn = (size_t)out * (size_t)in, xn = (size_t)n * (size_t)in, yn = (size_t)n * out;
     uint16_t *hw = (uint16_t *)malloc(wn * 2), *hx = (uint16_t *)malloc(xn * 2);
     float *hy[2] = {(float *)malloc(yn * sizeof(float)), (float *)malloc(yn * sizeof(float))};
     void *dw = NULL, *dx = NULL;
     float *dy = NULL;
-    int rc = RN_EDEVICE, major = 0;
+    int rc = RN_EDEVICE, major = 0, optin = 0, per_sm = 0;
+    rk_tc_opts o[2] = {};
     *differ = -1;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess)
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) != cudaSuccess ||
+        cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, 0) !=
+            cudaSuccess)
         goto cleanup;
     if (major < 8) { /* mma.m16n8k16 */
         rc = RN_EUNSUPPORTED;
@@ -390,6 +394,15 @@ extern "C" int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t 
         rc = rc == RN_EINVAL ? rc : RN_ENOMEM;
         goto cleanup;
     }
+    /* one SM: the plan keeps each warp's whole share of k, so loads 16
+     * takes one round where 8 takes two or more, and the ring's stages
+     * (2 to 4, each a round) wrap where a warp has more rounds */
+    for (int v = 0; v < 2; v++) {
+        o[v].n_sms = 1, o[v].smem_block = (size_t)optin, o[v].smem_sm = (size_t)per_sm;
+        o[v].loads = v ? loads : 8, o[v].stages = v ? stages : 0;
+    }
+    if (stages && rk_gemv_tc_prepare((size_t)optin) != 0)
+        goto cleanup;
     tc_check_values(hw, wn, t, &seed);
     tc_check_values(hx, xn, t, &seed);
     if (cudaMalloc(&dw, wn * 2) != cudaSuccess || cudaMalloc(&dx, xn * 2) != cudaSuccess ||
@@ -402,13 +415,11 @@ extern "C" int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t 
         memset(&set, 0, sizeof set);
         set.count = 1;
         set.job[0].W = dw, set.job[0].y = dy, set.job[0].out = out, set.job[0].kind = RK_JOB_PLAIN;
-        /* one SM: the plan keeps each warp's whole share of k, so loads 16
-         * takes one round where 8 takes two or more;
-         * the output starts as NaN each time, so a launch that stores
+        /* the output starts as NaN each time, so a launch that stores
          * nothing cannot match (nor pass as the reference) */
         if (cudaMemset(dy, 0xff, yn * sizeof(float)) != cudaSuccess)
             goto cleanup;
-        rk_gemv_tc(0, &set, t, dx, n, in, 1, v ? loads : 8);
+        rk_gemv_tc(0, &set, t, dx, n, in, &o[v]);
         if (cudaGetLastError() != cudaSuccess ||
             cudaMemcpy(hy[v], dy, yn * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
             goto cleanup;

@@ -1,7 +1,9 @@
 /* The warp-level tensor-core and asynchronous-copy instructions the fused
- * retention kernel (ret_fused.cuh) is written in, one inline function
- * each: mma.m16n8k16 on bf16 with fp32 accumulation, ldmatrix (x4, plain
- * and transposed) and cp.async of 16 bytes with its group commit and wait.
+ * retention kernel (ret_fused.cuh) and the tensor-core GEMV
+ * (gemv_tc_dev.cuh) are written in, one inline function each:
+ * mma.m16n8k16 on bf16 and on fp16 with fp32 accumulation, ldmatrix (x4,
+ * plain and transposed) and cp.async of 16 bytes (zero-filled in part or
+ * whole where the source is shorter) with its group commit and wait.
  *
  * The unit tests' emulation (tests/unit/cuda_emu.h, RN_CUDA_EMU) defines
  * the same functions from the PTX ISA's fragment tables instead, so the
@@ -36,6 +38,20 @@ __device__ static inline void rn_mma_bf16(float *d, const uint32_t *a, const uin
 {
 #if RN_MMA_ASM
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    (void)d, (void)a, (void)b;
+    __trap();
+#endif
+}
+
+/* The same on fp16 operands. */
+__device__ static inline void rn_mma_f16(float *d, const uint32_t *a, const uint32_t *b)
+{
+#if RN_MMA_ASM
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
@@ -85,6 +101,21 @@ __device__ static inline void rn_cp_async16(void *dst, const void *src)
                  : "memory");
 #else
     (void)dst, (void)src;
+    __trap();
+#endif
+}
+
+/* The same for the first n (0 or 16) of the 16 bytes, zeros after them:
+ * with n 0 nothing is read, but src must still be an address the device
+ * accepts (16-byte aligned, global). */
+__device__ static inline void rn_cp_async16_zfill(void *dst, const void *src, int n)
+{
+#if RN_MMA_ASM
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(rn_smem_addr(dst)), "l"(src),
+                 "r"(n)
+                 : "memory");
+#else
+    (void)dst, (void)src, (void)n;
     __trap();
 #endif
 }

@@ -221,6 +221,20 @@ rn_cuda_tc_shape rn_cuda_tc_plan(int in, long blocks, int n_sms, int max_warps)
     return s;
 }
 
+int rn_cuda_tc_stages(int want, int rounds, int warps, size_t smem_block, size_t smem_sm)
+{
+    if (want <= 0 || warps < 1)
+        return 0;
+    int p = rounds > 2 ? rounds : 2;
+    p = p < want ? p : want;
+    p = p < RN_CUDA_TC_STAGES_MAX ? p : RN_CUDA_TC_STAGES_MAX;
+    p = p > 2 ? p : 2;
+    size_t per = (size_t)warps * RN_CUDA_TC_STAGE_BYTES; /* one stage of every warp */
+    while (p > 2 && 2 * ((size_t)p * per + RN_CUDA_SMEM_RESERVED) > smem_sm)
+        p--;
+    return (size_t)p * per <= smem_block ? p : 0;
+}
+
 int rn_cuda_tc_groups(size_t pairs, int n_sms)
 {
     return pairs >= (size_t)16 * 2 * (size_t)(n_sms > 0 ? n_sms : 1) ? 2 : 1;

@@ -179,6 +179,21 @@ typedef struct rn_cuda_tc_shape {
 
 rn_cuda_tc_shape rn_cuda_tc_plan(int in, long blocks, int n_sms, int max_warps);
 
+/* The ring of cp.async stages that gemv_tc_async_kernel streams the
+ * weights through (RETNET_CUDA_TC_ASYNC): a stage is one round of a warp's
+ * loads (8 pieces of 16 bytes a lane), and a warp has 2 to
+ * RN_CUDA_TC_STAGES_MAX of them.  rn_cuda_tc_stages gives the stages for
+ * a launch of warps warps a block whose warps take rounds rounds of k
+ * each: as many as the rounds (the warp's whole share in flight at once),
+ * at most want (0: none, the register kernel) and RN_CUDA_TC_STAGES_MAX, at
+ * least 2, fewer while two blocks' rings (and the RN_CUDA_SMEM_RESERVED
+ * the device keeps a block) would not fit in smem_sm bytes an SM has; 0
+ * when even 2 stages exceed smem_block, the most a block may have. */
+#define RN_CUDA_TC_STAGES_MAX 4
+#define RN_CUDA_TC_STAGE_BYTES 4096
+#define RN_CUDA_SMEM_RESERVED 1024
+int rn_cuda_tc_stages(int want, int rounds, int warps, size_t smem_block, size_t smem_sm);
+
 /* Groups of 8 row pairs a block of the tensor-core GEMV takes for pairs row
  * pairs at up to 32 rows: 2 (each input piece loaded serves twice the
  * weights) while that still gives every SM two blocks, else 1. */

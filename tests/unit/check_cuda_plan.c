@@ -264,6 +264,43 @@ START_TEST(test_cuda_tc_loads_apply)
 }
 END_TEST
 
+/* The cp.async ring's stages: none unless asked; 2 to 4, no more than
+ * asked or than the warps' rounds need (2 at least); more than 2 only
+ * where two blocks' rings fit an SM, any only where one fits a block; and
+ * the 1.3B preset's launches on an H100 (227 KiB a block, 228 an SM) and
+ * on an sm_86 part (99 and 100 KiB). */
+START_TEST(test_cuda_tc_stages_fit)
+{
+    const size_t h100_block = 227 << 10, h100_sm = 228 << 10;
+    ck_assert_int_eq(rn_cuda_tc_stages(0, 4, 8, h100_block, h100_sm), 0);
+    ck_assert_int_eq(rn_cuda_tc_stages(4, 1, 4, h100_block, h100_sm), 2);
+    ck_assert_int_eq(rn_cuda_tc_stages(4, 4, 4, h100_block, h100_sm), 4);
+    ck_assert_int_eq(rn_cuda_tc_stages(2, 4, 4, h100_block, h100_sm), 2);
+    /* q/k/v/g at 16 rows: 8 warps of 4 rounds; o: 16 warps of 2 */
+    ck_assert_int_eq(rn_cuda_tc_stages(4, 4, 8, h100_block, h100_sm), 3);
+    ck_assert_int_eq(rn_cuda_tc_stages(4, 2, 16, h100_block, h100_sm), 2);
+    ck_assert_int_eq(rn_cuda_tc_stages(4, 2, 16, 99 << 10, 100 << 10), 0);
+    ck_assert_int_eq(rn_cuda_tc_stages(4, 4, 8, 99 << 10, 100 << 10), 2);
+    for (int want = 0; want <= 6; want++)
+        for (int rounds = 0; rounds <= 9; rounds++)
+            for (int warps = 1; warps <= RN_CUDA_TC_WARPS_MAX; warps++) {
+                int p = rn_cuda_tc_stages(want, rounds, warps, h100_block, h100_sm);
+                size_t per = (size_t)warps * RN_CUDA_TC_STAGE_BYTES;
+                if (want == 0) {
+                    ck_assert_int_eq(p, 0);
+                    continue;
+                }
+                ck_assert_msg(p == 0 || (p >= 2 && p <= RN_CUDA_TC_STAGES_MAX), "%d stages", p);
+                ck_assert_int_eq(p == 0, 2 * per > h100_block);
+                if (p > 2) {
+                    ck_assert_int_le(p, want);
+                    ck_assert_int_le(p, rounds);
+                    ck_assert_uint_le(2 * ((size_t)p * per + RN_CUDA_SMEM_RESERVED), h100_sm);
+                }
+            }
+}
+END_TEST
+
 /* The tensor-core GEMV's k split: every k of the input width has one warp,
  * no warp is empty, warps take whole 32-k blocks, at most the cap; the
  * share shrinks only while the grid has too few warps, and not below 64. */
@@ -420,6 +457,7 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_plan_default_pieces_batch_long_chunks);
     tcase_add_test(tc, test_cuda_tc_plan_covers_the_width);
     tcase_add_test(tc, test_cuda_tc_loads_apply);
+    tcase_add_test(tc, test_cuda_tc_stages_fit);
     tcase_add_test(tc, test_cuda_tc_weights_fit_every_matrix);
     tcase_add_test(tc, test_cuda_tc_fragments_compute_dot_products);
     suite_add_tcase(s, tc);

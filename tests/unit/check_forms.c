@@ -403,20 +403,26 @@ static void run_steps(const fixture *f, rn_engine *e, float *logits, float **sta
  * (the fixtures' small grids give every warp 64 k, one round either way),
  * in bf16 and fp16, at batch sizes from 1 to 16.  That the shapes do take
  * 16 loads (one pair group a block, 256 k a warp, planned for one SM) is
- * checked by the plan suite (test_cuda_tc_loads_apply). */
+ * checked by the plan suite (test_cuda_tc_loads_apply).  So does the
+ * cp.async ring of 2, 3 and 4 stages (RETNET_CUDA_TC_ASYNC), on shapes of
+ * one and two pair groups a block and one, two and four m-tiles whose
+ * warps take more rounds than the ring has stages, a short last round
+ * among them. */
 
-/* That `loads` loads a round give the bits of 8 on shape sh (input width,
- * outputs, rows), in both 16-bit dtypes. */
-static void check_tc_variant(const int sh[3], int loads, uint32_t seed)
+/* That `loads` loads a round (and `stages` stages of the ring, 0: none)
+ * give the bits of 8 loads in registers on shape sh (input width, outputs,
+ * rows), in both 16-bit dtypes. */
+static void check_tc_variant(const int sh[3], int loads, int stages, uint32_t seed)
 {
     static const int dtypes[] = {RN_DT_BF16, RN_DT_F16};
     for (size_t d = 0; d < 2; d++) {
         long differ = -1;
         int rc = rn_cuda_tc_variant_check(sh[0], sh[1], sh[2], dtypes[d], seed + (uint32_t)d, loads,
-                                          &differ);
+                                          stages, &differ);
         ck_assert_msg(rc == RN_OK, "in %d: rn_cuda_tc_variant_check: %d", sh[0], rc);
-        ck_assert_msg(differ == 0, "in %d, out %d, %d rows, dtype %d, loads %d: %ld outputs differ",
-                      sh[0], sh[1], sh[2], dtypes[d], loads, differ);
+        ck_assert_msg(differ == 0,
+                      "in %d, out %d, %d rows, dtype %d, loads %d, stages %d: %ld outputs differ",
+                      sh[0], sh[1], sh[2], dtypes[d], loads, stages, differ);
     }
 }
 
@@ -470,8 +476,17 @@ END_TEST
 
 START_TEST(test_forms_tc_variants_keep_bits)
 {
+    /* input width, outputs, rows: planned for one SM, the first takes one
+     * pair group a block and 2 rounds a warp, the second two groups and 4
+     * rounds, the third four m-tiles and 4 rounds, the last two m-tiles,
+     * two groups and 6 rounds, the last of them half full */
+    static const int ring_shapes[][3] = {
+        {1024, 62, 16}, {2048, 128, 16}, {4096, 96, 40}, {520, 34, 3}, {2816, 70, 20}};
     for (size_t i = 0; i < FIXTURE_TC_LOADS_SHAPES; i++)
-        check_tc_variant(fixture_tc_loads_shapes[i], 16, (uint32_t)(17 * i));
+        check_tc_variant(fixture_tc_loads_shapes[i], 16, 0, (uint32_t)(17 * i));
+    for (int stages = 2; stages <= 4; stages++)
+        for (size_t i = 0; i < sizeof ring_shapes / sizeof ring_shapes[0]; i++)
+            check_tc_variant(ring_shapes[i], 8, stages, (uint32_t)(29 * i + (size_t)stages));
 }
 END_TEST
 #endif
@@ -479,8 +494,8 @@ END_TEST
 /* Each of the CUDA backend's launch settings, switched through its
  * environment variable (read when an engine is made), gives the default's
  * bits: the folded projections compute the same floats as the separate
- * kernels, the tensor-core GEMV's deeper loads only regroup when the same
- * k blocks arrive, and dependent launch, the step's early state loads,
+ * kernels, the tensor-core GEMV's deeper loads and its cp.async ring only
+ * change when the same k blocks arrive, and dependent launch, the step's early state loads,
  * and graphs only change when work starts;
  * the GEMVs that form their pre-norm themselves compute the norm's values
  * with its operations (under RETNET_CUDA_GEMV_SPLIT=64, check-cuda's
@@ -492,10 +507,10 @@ START_TEST(test_forms_launch_settings_keep_bits)
     /* each variable at two values, the default one of them (STEP_EARLY:
      * never and always, between which its default picks by batch) */
     static const char *const knobs[][3] = {
-        {"RETNET_CUDA_FUSE", "1", "0"},       {"RETNET_CUDA_PDL", "1", "0"},
-        {"RETNET_CUDA_GRAPHS", "1", "0"},     {"RETNET_CUDA_TC_LOADS", "8", "16"},
-        {"RETNET_CUDA_STEP_EARLY", "0", "1"}, {"RETNET_CUDA_GEMV_PRENORM", "1", "0"},
-        {"RETNET_CUDA_PREFILL_PDL", "0", "1"}};
+        {"RETNET_CUDA_FUSE", "1", "0"},        {"RETNET_CUDA_PDL", "1", "0"},
+        {"RETNET_CUDA_GRAPHS", "1", "0"},      {"RETNET_CUDA_TC_LOADS", "8", "16"},
+        {"RETNET_CUDA_STEP_EARLY", "0", "1"},  {"RETNET_CUDA_GEMV_PRENORM", "1", "0"},
+        {"RETNET_CUDA_PREFILL_PDL", "0", "1"}, {"RETNET_CUDA_TC_ASYNC", "0", "1"}};
     /* RETNET_CUDA_RESID_GEMM is not among them: cuBLASLt's epilogue may
      * round y + alpha x otherwise than the norm's fma (parity runs it) */
     fixture f;

@@ -75,15 +75,22 @@ static thread_local long emu_groups;
 
 int rn_emu_cp_async_at_issue;
 
+void rn_cp_async16_zfill(void *dst, const void *src, int n)
+{
+    if ((uintptr_t)dst % 16 || (uintptr_t)src % 16 || emu_n_copies == EMU_COPIES ||
+        (n != 0 && n != 16))
+        abort(); /* the device's alignment; a kernel that never waits */
+    emu_copy *c = &emu_copies[emu_n_copies++];
+    memset(c->bytes, 0, 16);
+    memcpy(c->bytes, src, (size_t)n);
+    c->dst = dst, c->group = emu_groups;
+    if (rn_emu_cp_async_at_issue)
+        memcpy(dst, c->bytes, 16);
+}
+
 void rn_cp_async16(void *dst, const void *src)
 {
-    if ((uintptr_t)dst % 16 || (uintptr_t)src % 16 || emu_n_copies == EMU_COPIES)
-        abort(); /* the device's alignment; a kernel that never waits */
-    if (rn_emu_cp_async_at_issue)
-        memcpy(dst, src, 16);
-    emu_copy *c = &emu_copies[emu_n_copies++];
-    memcpy(c->bytes, src, 16);
-    c->dst = dst, c->group = emu_groups;
+    rn_cp_async16_zfill(dst, src, 16);
 }
 
 void rn_cp_async_commit(void)

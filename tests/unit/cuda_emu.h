@@ -1,15 +1,17 @@
 /* Enough of CUDA, on the CPU, to run the tensor-core retention kernel of
  * engine/cuda/ret_fused.cuh, the piece scaling and rotary of
  * pieces_dev.cuh and rope_dev.cuh, the norms of norm_dev.cuh (their
- * block arithmetic and norm_vec_kernel) and the GEMVs of gemv_dev.cuh as
- * they are written (RN_CUDA_EMU; the runtime is cuda_emu.cc):
+ * block arithmetic and norm_vec_kernel), the GEMVs of gemv_dev.cuh and the
+ * tensor-core GEMVs of gemv_tc_dev.cuh as they are written (RN_CUDA_EMU;
+ * the runtime is cuda_emu.cc):
  *
  * - a launch runs the grid's blocks one after another; a block's threads
  *   are host threads, so a thread's own loops run as written and
  *   __syncthreads / __syncwarp are real barriers (of the block, of the warp);
  * - __shared__ becomes static storage, which the threads of the one block
  *   running share; the dynamic shared memory is a buffer the launch gives;
- * - the warp-wide instructions of mma_dev.cuh (mma.m16n8k16, ldmatrix)
+ * - the warp-wide instructions of mma_dev.cuh (mma.m16n8k16 on bf16 and
+ *   fp16, ldmatrix)
  *   exchange every lane's operands through the warp's slots and give each
  *   lane its part as the PTX ISA's fragment tables say; cp.async lands its
  *   bytes only at the wait that covers its group, or (a second mode) at
@@ -41,7 +43,7 @@ extern "C" {
 }
 
 #define RN_CUDA_EMU 1
-#define __global__
+#define __global__ __attribute__((unused)) /* a test may launch only some */
 #define __device__
 #define __host__
 #define __launch_bounds__(...)
@@ -156,6 +158,11 @@ struct alignas(16) uint4 {
     uint32_t x, y, z, w;
 };
 
+static inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w)
+{
+    return uint4{x, y, z, w};
+}
+
 /* the streaming loads (cache hints only): plain loads, alignment enforced */
 static inline float4 __ldcs(const float4 *p)
 {
@@ -246,7 +253,14 @@ static inline float emu_bf16_half(uint32_t u, int hi)
     return rn__bf16_to_f32((uint16_t)(hi ? u >> 16 : u & 0xffffu));
 }
 
-static inline void rn_mma_bf16(float *d, const uint32_t *a, const uint32_t *b)
+static inline float emu_f16_half(uint32_t u, int hi)
+{
+    return rn__f16_to_f32((uint16_t)(hi ? u >> 16 : u & 0xffffu));
+}
+
+/* mma.m16n8k16 with the operands' halves widened by half(u, hi). */
+static inline void emu_mma(float *d, const uint32_t *a, const uint32_t *b,
+                           float (*half)(uint32_t, int))
 {
     uint32_t(*x)[16] = (uint32_t(*)[16])rn_emu_xbytes();
     unsigned lane = rn_emu_lane_id();
@@ -264,12 +278,23 @@ static inline void rn_mma_bf16(float *d, const uint32_t *a, const uint32_t *b)
              * k / 8; the half k % 2 */
             uint32_t ra = x[4 * (row % 8) + (k % 8) / 2][row / 8 + 2 * (k / 8)];
             uint32_t rb = x[4 * col + (k % 8) / 2][4 + k / 8];
-            s += emu_bf16_half(ra, k % 2) * emu_bf16_half(rb, k % 2);
+            s += half(ra, k % 2) * half(rb, k % 2);
         }
         out[j] = s;
     }
     for (int j = 0; j < 4; j++)
         d[j] = out[j];
+}
+
+static inline void rn_mma_bf16(float *d, const uint32_t *a, const uint32_t *b)
+{
+    emu_mma(d, a, b, emu_bf16_half);
+}
+
+/* The products of fp16 values are exact in fp32 too. */
+static inline void rn_mma_f16(float *d, const uint32_t *a, const uint32_t *b)
+{
+    emu_mma(d, a, b, emu_f16_half);
 }
 
 /* ldmatrix.x4, transposed or not; a row address the device would refuse
@@ -316,6 +341,8 @@ static inline void rn_ldsm_x4_t(uint32_t *r, const void *p)
  * its last read of it gets the new values in that read. */
 extern int rn_emu_cp_async_at_issue;
 void rn_cp_async16(void *dst, const void *src);
+/* The first n bytes (0 or 16; else abort) of src, zeros after them. */
+void rn_cp_async16_zfill(void *dst, const void *src, int n);
 void rn_cp_async_commit(void);
 void rn_emu_cp_async_wait(int n);
 template <int N> static inline void rn_cp_async_wait(void)

@@ -1,0 +1,174 @@
+/* The tensor-core GEMV of engine/cuda/gemv_tc_dev.cuh on the CPU through
+ * cuda_emu.h: gemv_tc_kernel (the weights through registers) and
+ * gemv_tc_async_kernel (through the cp.async ring), each launched as
+ * kernels.cu launches them (tc_with_shape, tc_shape_for), on weights and
+ * inputs that are small integers times powers of two, whose products and
+ * sums fp32 holds exactly in any order; check_gemv_emu.c drives it. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_emu.h"
+
+#include "rn_math.h"
+#include "cuda/gemv_tc_dev.cuh"
+
+/* The H100's shared memory: a block may have 227 KiB, an SM 228. */
+#define TE_SMEM_BLOCK ((size_t)227 << 10)
+#define TE_SMEM_SM ((size_t)228 << 10)
+
+/* One case's device-side buffers (rn_emu_alloc: aligned as cudaMalloc's):
+ * job 0 plain (W0), job 1 GLU (W1 up, W2 gate). */
+struct te_bufs {
+    uint16_t *W[3], *x;
+    float *y[2][2]; /* [kernel][job] */
+};
+
+static void te_free(te_bufs *b)
+{
+    for (int i = 0; i < 3; i++)
+        free(b->W[i]);
+    free(b->x);
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 2; j++)
+            free(b->y[k][j]);
+}
+
+/* n 16-bit values of dtype t: integers in [-8, 8) times 2^-3, exact in bf16
+ * and fp16; *ref gets them as doubles. */
+static uint16_t *te_values(int t, size_t n, double **ref, uint32_t *seed)
+{
+    uint16_t *p = (uint16_t *)rn_emu_alloc(n, 2);
+    *ref = (double *)malloc(n * sizeof(double));
+    if (!p || !*ref)
+        return p;
+    for (size_t i = 0; i < n; i++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        float v = (float)((int)(*seed >> 28) - 8) * 0.125f;
+        p[i] = t == RN_DT_BF16 ? rn__f32_to_bf16(v) : rn__f32_to_f16(v);
+        (*ref)[i] = (double)v;
+    }
+    return p;
+}
+
+/* Row r of W times input row i (in values), exactly. */
+static double te_dot(const double *W, const double *x, int r, int i, int in)
+{
+    double s = 0.0;
+    for (int k = 0; k < in; k++)
+        s += W[(size_t)r * (size_t)in + (size_t)k] * x[(size_t)i * (size_t)in + (size_t)k];
+    return s;
+}
+
+/* The set's two jobs over the buffers of kernel kk. */
+static rk_gemv_set te_set(const te_bufs *b, int kk, const int *outs, int act)
+{
+    rk_gemv_set set;
+    memset(&set, 0, sizeof set);
+    set.count = 2, set.act = act;
+    set.job[0].W = b->W[0], set.job[0].y = b->y[kk][0], set.job[0].out = outs[0];
+    set.job[0].kind = RK_JOB_PLAIN;
+    set.job[1].W = b->W[1], set.job[1].W2 = b->W[2], set.job[1].y = b->y[kk][1];
+    set.job[1].out = outs[1], set.job[1].kind = RK_JOB_GLU;
+    return set;
+}
+
+/* Both kernels of dtype T, MT, NT on set (kernel 0: registers, 1: the
+ * ring of `want` stages at most); *stages: what the plan gave the ring. */
+template <typename T, int MT, int NT>
+static int te_launch(const te_bufs *b, const int *outs, int act, int n, int in, int n_sms,
+                     int want, int *stages)
+{
+    size_t pairs = (size_t)(outs[0] + 1) / 2 + (size_t)outs[1];
+    tc_shape s = tc_shape_for<MT, NT>(pairs, in, n_sms, want, TE_SMEM_BLOCK, TE_SMEM_SM);
+    dim3 grid((unsigned)s.blocks), block(32u * (unsigned)s.sh.warps);
+    size_t part = s.sh.warps > 1 ? (size_t)s.sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
+    const T *x = (const T *)b->x;
+    *stages = s.stages;
+    if (!s.stages)
+        return -1; /* the case asked for a ring */
+    int rc = rn_emu_launch(gemv_tc_kernel<T, MT, NT, TC_LOADS>, grid, block, part,
+                           te_set(b, 0, outs, act), x, n, in, s.sh.k_per_warp);
+    tc_with_stages(s.stages, [&](auto pc) {
+        constexpr int P = decltype(pc)::value;
+        rc |= rn_emu_launch(gemv_tc_async_kernel<T, MT, NT, P>, grid, block,
+                            (size_t)s.sh.warps * P * TC_STAGE_BYTES, te_set(b, 1, outs, act), x,
+                            n, in, s.sh.k_per_warp);
+    });
+    return rc;
+}
+
+/* The expected output of job j, row i, feature r: the plain job's exact
+ * sum, or GLU's up times act(gate) of the exact sums in fp32 (gemv_store's
+ * operations). */
+static float te_expect(double *const *ref, const double *x, int j, int i, int r, int in, int act)
+{
+    if (j == 0)
+        return (float)te_dot(ref[0], x, r, i, in);
+    float up = (float)te_dot(ref[1], x, r, i, in), gate = (float)te_dot(ref[2], x, r, i, in);
+    return up * rn_act_apply(act, gate);
+}
+
+/* See check_gemv_emu.c: the register kernel against the exact outputs
+ * (*wrong, NaN: never stored, in *unset) and the ring against the
+ * register kernel bit for bit (returned); -1 when the launches fail or the
+ * plan gives no ring. */
+extern "C" long rn_emu_gemv_tc_check(int t, int n, int in, const int *outs, int n_sms, int want,
+                                     int at_issue, uint32_t seed, int *stages, long *unset,
+                                     long *wrong)
+{
+    te_bufs b;
+    memset(&b, 0, sizeof b);
+    double *ref[3] = {NULL, NULL, NULL}, *xr = NULL;
+    long differ = -1;
+    int rows[3] = {outs[0], outs[1], outs[1]}, act = RN_ACT_SWISH;
+    *unset = *wrong = -1;
+    int ok = 1;
+    for (int i = 0; i < 3; i++) {
+        b.W[i] = te_values(t, (size_t)rows[i] * (size_t)in, &ref[i], &seed);
+        ok &= b.W[i] && ref[i];
+    }
+    b.x = te_values(t, (size_t)n * (size_t)in, &xr, &seed);
+    ok &= b.x && xr;
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 2; j++) {
+            size_t yn = (size_t)n * (size_t)outs[j];
+            b.y[k][j] = (float *)rn_emu_alloc(yn, sizeof(float));
+            ok &= b.y[k][j] != NULL;
+            if (b.y[k][j])
+                memset(b.y[k][j], 0xff, yn * sizeof(float)); /* NaN: a store that never came */
+        }
+    if (!ok)
+        goto cleanup;
+    rn_emu_cp_async_at_issue = at_issue;
+    {
+        int wide = rn_cuda_tc_groups((size_t)(outs[0] + 1) / 2 + (size_t)outs[1], n_sms) == 2;
+        int rc = 0;
+        tc_with_shape(n, wide, [&](auto mt, auto nt) {
+            constexpr int MT = decltype(mt)::value, NT = decltype(nt)::value;
+            rc = t == RN_DT_BF16
+                     ? te_launch<__nv_bfloat16, MT, NT>(&b, outs, act, n, in, n_sms, want, stages)
+                     : te_launch<__half, MT, NT>(&b, outs, act, n, in, n_sms, want, stages);
+        });
+        if (rc)
+            goto cleanup;
+    }
+    differ = *unset = *wrong = 0;
+    for (int j = 0; j < 2; j++)
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < outs[j]; r++) {
+                size_t at = (size_t)i * (size_t)outs[j] + (size_t)r;
+                float reg = b.y[0][j][at], ring = b.y[1][j][at];
+                float want_v = te_expect(ref, xr, j, i, r, in, act);
+                *unset += reg != reg || ring != ring;
+                *wrong += memcmp(&reg, &want_v, sizeof reg) != 0;
+                differ += memcmp(&reg, &ring, sizeof reg) != 0;
+            }
+cleanup:
+    rn_emu_cp_async_at_issue = 0;
+    te_free(&b);
+    for (int i = 0; i < 3; i++)
+        free(ref[i]);
+    free(xr);
+    return differ;
+}
