@@ -156,6 +156,8 @@ struct cuda_ctx {
     int resid_added; /* it just did: the next residual_into only normalises */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
     int ret_fused;     /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
+    int qk_half;       /* the rotary pass writes rk_ret_fused's q, k copies (RETNET_CUDA_QK_HALF) */
+    int qk_rounded;    /* it just did, for this layer's retention_fused */
     int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
     int lt_tune;       /* rows from which cuBLASLt's algorithm is timed per shape, 0: never
                           (RETNET_CUDA_LT_TUNE) */
@@ -644,8 +646,10 @@ static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const floa
     rk_to_half(x->st, h[0], x->v, rows * (size_t)c->value_dim, RN_DT_BF16);
     if ((rc = own_parts_scan(x, Sl, pieces, P, pw, h[3])))
         return rc;
-    rk_to_half(x->st, h[1], x->q, rows * (size_t)c->key_dim, RN_DT_BF16);
-    rk_to_half(x->st, h[2], x->k, rows * (size_t)c->key_dim, RN_DT_BF16);
+    if (!x->qk_rounded) { /* else the rotary pass wrote them (retention_block) */
+        rk_to_half(x->st, h[1], x->q, rows * (size_t)c->key_dim, RN_DT_BF16);
+        rk_to_half(x->st, h[2], x->k, rows * (size_t)c->key_dim, RN_DT_BF16);
+    }
     return rk_ret_fused(x->st, x->o, h[1], h[2], h[0], h[3], pw, pieces, H, P, dk, dv) ? RN_EDEVICE
                                                                                        : RN_OK;
 }
@@ -659,6 +663,15 @@ static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const floa
  * The same sums as retention_chunk piece after piece (the state update's
  * add is rounded apart from the product here), in 8 launches per layer
  * whatever the number of pieces.  pw: the decay table for P. */
+/* Whether retention_batched reads pieces pieces of P tokens out through
+ * retention_fused, and then where its bf16 copies go (fused_copies). */
+static int fused_path(cuda_ctx *x, int pieces, int P, void **h)
+{
+    const rn_config *c = x->c;
+    return x->ret_fused && rk_ret_fused_fits(P, c->head_dim_k, c->head_dim_v, x->smem_optin) &&
+           fused_copies(x, pieces, P, h);
+}
+
 static int retention_batched(cuda_ctx *x, rk_states S, int slot, int pieces, int P, const float *pw)
 {
     const rn_config *c = x->c;
@@ -667,8 +680,7 @@ static int retention_batched(cuda_ctx *x, rk_states S, int slot, int pieces, int
     float *Sl = (float *)S.base + (size_t)slot * S.slot_stride + S.layer_off;
     void **const *pp = x->pp;
     void *h[4];
-    if (x->ret_fused && rk_ret_fused_fits(P, dk, dv, x->smem_optin) &&
-        fused_copies(x, pieces, P, h))
+    if (fused_path(x, pieces, P, h))
         return retention_fused(x, Sl, pieces, P, pw, h);
     /* A_b^T = K_b Q_b^T, then the decay mask; O_b^T = V_b^T A_b^T */
     if ((rc = gemm_pieces(x, CUBLAS_OP_T, CUBLAS_OP_N, P, P, dk, pp[PP_K], HK, pp[PP_Q], HK, 0.0f,
@@ -701,10 +713,20 @@ static int ret_piece(const cuda_ctx *x, int n)
  * torchscale's s.  A
  * bf16 pool's layer state is expanded to fp32 for the chunk's products and
  * rounded back once after them. */
+/* The full pieces of an n-token chunk that retention_pieces runs through
+ * layer l together (retention_batched), of *P tokens each; 0: none. */
+static int batched_pieces(const cuda_ctx *x, int l, int n, int *P)
+{
+    int p = ret_piece(x, n), full = p < n ? n / p : 0;
+    *P = p;
+    /* a bf16 pool has no torchscale s (plan.h) */
+    return full >= 2 && full <= x->plan.pieces && !layer_states(x, l).s_off ? full : 0;
+}
+
 static int retention_pieces(cuda_ctx *x, int slot, int l, int n)
 {
     rk_states S = layer_states(x, l);
-    int P = ret_piece(x, n), rc = RN_OK, s = slot;
+    int P = 0, full = batched_pieces(x, l, n, &P), rc = RN_OK, s = slot;
     void *pooled = NULL;
     if (S.bf16) {
         pooled = pool_layer(x, slot, l);
@@ -712,8 +734,8 @@ static int retention_pieces(cuda_ctx *x, int slot, int l, int n)
         S = rk_states{x->sscr, 0, 0, 0, 0}; /* bf16 pools have no s (plan.h) */
         s = 0;
     }
-    int r0 = 0, full = P < n ? n / P : 0;
-    if (full >= 2 && full <= x->plan.pieces && !S.s_off) {
+    int r0 = 0;
+    if (full) {
         rc = retention_batched(x, S, s, full, P, x->pw);
         r0 = full * P; /* the tail, if any, continues from their state */
     }
@@ -1011,8 +1033,14 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     } else {
         if ((rc = linear_set(x, in, n, 4, ys, Ws, Wts, bs)))
             return rc;
-        rk_qk_prepare(x->st, x->q, x->k, n, c->n_heads, c->head_dim_k, x->rowpos, x->freq, rotary,
-                      c->rope_layout == RN_ROPE_INTERLEAVED, scale_k, scale);
+        /* RETNET_CUDA_QK_HALF: the chunk's fused read-out takes q and k
+         * rounded to bf16, written by this pass rather than by two more */
+        void *h[4] = {};
+        int P = 0, full = mode == FWD_CHUNK && x->qk_half ? batched_pieces(x, l, n, &P) : 0;
+        int rows_h = full && fused_path(x, full, P, h) ? full * P : 0;
+        x->qk_rounded = rk_qk_prepare(x->st, x->q, x->k, n, c->n_heads, c->head_dim_k, x->rowpos,
+                                      x->freq, rotary, c->rope_layout == RN_ROPE_INTERLEAVED,
+                                      scale_k, scale, h[1], h[2], rows_h);
     }
     const float *ro = x->o; /* the read-out the group norm starts from */
     int parts = 1;
@@ -1023,8 +1051,11 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         ro = parts > 1 ? x->part : x->o;
         rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->slots, x->q, x->k, x->v,
                     x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh, n <= x->step_early);
-    } else if ((rc = retention_pieces(x, slot, l, n))) {
-        return rc;
+    } else {
+        rc = retention_pieces(x, slot, l, n);
+        x->qk_rounded = 0; /* the copies were this layer's */
+        if (rc)
+            return rc;
     }
     rk_norm_parts(x->st, x->o, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,
                   c->group_norm_kind == RN_NORM_LAYER, c->group_norm_affine ? d->gn_w : NULL, NULL,
@@ -1449,6 +1480,10 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->ret_fused = major >= 8 && x->ret_compute != CUBLAS_COMPUTE_32F
                        ? env_int("RETNET_CUDA_RET_FUSED", 1, 0, 1)
                        : 0;
+    /* off until measured: the bf16 copies of q and k cost two passes that
+     * read 64 MiB a layer at a 4096-token chunk of the 1.3B shape, part of
+     * the 3.9 of 30.7 ms of copies on an H100 (docs/benchmarks.md) */
+    x->qk_half = env_int("RETNET_CUDA_QK_HALF", 0, 0, 1);
     {
         int optin = 0, per_sm = 0;
         CU(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),

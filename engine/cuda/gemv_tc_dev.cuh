@@ -107,8 +107,7 @@ __device__ static inline void tc_fetch(uint4 (*f)[2][R], const T *const (*w)[2],
 /* Where the lane's piece u of row (nt, tile) sits in a stage of the async
  * kernel's ring: [piece][lane] 16-byte slots, so a warp's 32 pieces of one
  * row and block are 512 contiguous bytes (no bank conflicts). */
-template <int R>
-__host__ __device__ static inline int tc_slot(int nt, int tile, int u, int lane)
+template <int R> __host__ __device__ static inline int tc_slot(int nt, int tile, int u, int lane)
 {
     return ((nt * 2 + tile) * R + u) * 32 + lane;
 }
@@ -119,8 +118,8 @@ __host__ __device__ static inline int tc_slot(int nt, int tile, int u, int lane)
  * The lane reads back only its own slots, so its own cp.async wait is all
  * the ordering it needs. */
 template <typename T, int NT, int R>
-__device__ static inline void tc_issue(uint4 *stage, const T *const (*w)[2], int kb, int k1,
-                                       int lk, int lane, const void *any)
+__device__ static inline void tc_issue(uint4 *stage, const T *const (*w)[2], int kb, int k1, int lk,
+                                       int lane, const void *any)
 {
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
@@ -165,7 +164,8 @@ __device__ static inline void tc_round(float (*acc)[NT][2][4], WF wf, const T *x
 #pragma unroll
                     for (int tile = 0; tile < 2; tile++) {
                         uint4 f = wf(nt, tile, u);
-                        uint32_t b[2] = {word_of(f, rn_tc_word(s, 0)), word_of(f, rn_tc_word(s, 1))};
+                        uint32_t b[2] = {word_of(f, rn_tc_word(s, 0)),
+                                         word_of(f, rn_tc_word(s, 1))};
                         tc_op<T>::mma(acc[mt][nt][tile], a, b);
                     }
             }
@@ -180,7 +180,7 @@ __device__ static inline void tc_finish(const rk_gemv_set &set, float (*acc)[NT]
                                         int warp, int warps, int lane, int n, int first)
 {
     constexpr int V = MT * NT * 8; /* accumulators per lane */
-    if (warps > 1) { /* value v: acc[v / (8 NT)][v / 8 % NT][v / 4 % 2][v % 4] */
+    if (warps > 1) {               /* value v: acc[v / (8 NT)][v / 8 % NT][v / 4 % 2][v % 4] */
 #pragma unroll
         for (int v = 0; v < V; v++)
             part[((size_t)warp * V + (size_t)v) * 32 + (size_t)lane] =
@@ -241,8 +241,7 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
         if (kb != k0)
             tc_fetch<T, NT, R>(f, w, kb, k1, lk);
         tc_round<T, MT, NT, R>(
-            acc, [&](int nt, int tile, int u) { return f[nt][tile][u]; }, xh, n, in, kb, k1, lk,
-            g);
+            acc, [&](int nt, int tile, int u) { return f[nt][tile][u]; }, xh, n, in, kb, k1, lk, g);
     }
     tc_finish<T, MT, NT>(set, acc, (float *)tc_part, warp, warps, lane, n, first);
 }
@@ -295,8 +294,8 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
         rn_cp_async_wait<P - 1>(); /* round r's group */
         const uint4 *stage = ring + (size_t)(r % P) * SLOTS;
         tc_round<T, MT, NT, R>(
-            acc, [&](int nt, int tile, int u) { return stage[tc_slot<R>(nt, tile, u, lane)]; },
-            xh, n, in, k0 + r * S, k1, lk, g);
+            acc, [&](int nt, int tile, int u) { return stage[tc_slot<R>(nt, tile, u, lane)]; }, xh,
+            n, in, k0 + r * S, k1, lk, g);
     }
     rn_cp_async_wait<0>(); /* only empty groups are left; none outlives the kernel */
     if (warps > 1)
@@ -351,8 +350,8 @@ static tc_shape tc_shape_for(size_t pairs, int in, int n_sms, int want, size_t s
     tc_shape s;
     s.blocks = (long)((pairs + 8 * NT - 1) / (8 * NT));
     s.sh = rn_cuda_tc_plan(in, s.blocks, n_sms, tc_max_warps(MT, NT));
-    s.stages = rn_cuda_tc_stages(want, (s.sh.k_per_warp + S - 1) / S, s.sh.warps, smem_block,
-                                 smem_sm);
+    s.stages =
+        rn_cuda_tc_stages(want, (s.sh.k_per_warp + S - 1) / S, s.sh.warps, smem_block, smem_sm);
     return s;
 }
 

@@ -249,23 +249,36 @@ __global__ void scale_kernel(float *x, size_t n, float scale)
         x[t] *= scale;
 }
 
-void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, const int64_t *pos,
-                   const float *freq, int rotary, int interleaved, int scale_k, float scale)
+static std::atomic<long> qk_half_passes;
+
+long rk_qk_half_passes(void)
+{
+    return qk_half_passes.load();
+}
+
+int rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, const int64_t *pos,
+                  const float *freq, int rotary, int interleaved, int scale_k, float scale,
+                  void *qh, void *kh, int rows_h)
 {
     size_t all = (size_t)n * (size_t)H * (size_t)dk; /* every feature, odd dk too */
     int fused = rotary && dk % 2 == 0;
     if (!fused)
         launch(scale_kernel, blocks_for(all), BLOCK, 0, st, scale_k ? k : q, all, scale);
     if (!rotary)
-        return;
+        return 0;
     /* all heads a thread where the (row, pair)s alone fill the device (a
      * prefill chunk), else one head a thread (decode rows), so the loads
      * of one head after another do not become the kernel's latency */
     size_t pairs = (size_t)n * (size_t)(dk / 2);
-    int hpt = pairs >= QK_ALL_HEADS_PAIRS ? H : 1;
+    int hpt = pairs >= QK_ALL_HEADS_PAIRS ? H : 1, copies = fused && qh && kh && rows_h > 0;
     size_t threads = pairs * (size_t)((H + hpt - 1) / hpt);
-    launch(qk_kernel, blocks_for(threads), BLOCK, 0, st, q, k, n, H, dk, pos, freq, interleaved,
-           scale_k, fused ? scale : 1.0f, hpt);
+    launch(copies ? qk_kernel<1> : qk_kernel<0>, blocks_for(threads), BLOCK, 0, st, q, k, n, H, dk,
+           pos, freq, interleaved, scale_k, fused ? scale : 1.0f, hpt,
+           (__nv_bfloat16 *)(copies ? qh : NULL), (__nv_bfloat16 *)(copies ? kh : NULL),
+           (size_t)(copies ? rows_h : 0));
+    if (copies)
+        qk_half_passes++;
+    return copies;
 }
 
 /* ----------------------------------------------------- recurrent step */

@@ -67,9 +67,16 @@ void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float al
                  rk_half h = rk_half());
 
 /* Scales q (scale_k == 0) or k (scale_k != 0) by scale, then rotates both
- * (rotary != 0) at positions pos[row] with per-feature frequencies freq. */
-void rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, const int64_t *pos,
-                   const float *freq, int rotary, int interleaved, int scale_k, float scale);
+ * (rotary != 0) at positions pos[row] with per-feature frequencies freq.
+ * qh, kh (or NULL): where the first rows_h rows' results go rounded to
+ * bf16 too, in the same pass; returns 1 when it wrote them there (rotary
+ * with an even dk: one kernel does the scaling and the rotation), else 0
+ * (the caller rounds them itself). */
+int rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, const int64_t *pos,
+                  const float *freq, int rotary, int interleaved, int scale_k, float scale,
+                  void *qh = NULL, void *kh = NULL, int rows_h = 0);
+/* rk_qk_prepare calls so far in this process that wrote the copies. */
+long rk_qk_half_passes(void);
 
 /* One recurrent step for n sequences: for sequence i, head h, the state of
  * slot slots[i]: S = g S + k v^T, o = q S (/ sqrt(s) with s = g s + 1 when

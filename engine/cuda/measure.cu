@@ -267,6 +267,11 @@ cleanup:
     return rc;
 }
 
+extern "C" long rn_cuda_qk_half_passes(void)
+{
+    return rk_qk_half_passes();
+}
+
 extern "C" long rn_cuda_ret_fused_launches(void)
 {
     return rk_ret_fused_launches();

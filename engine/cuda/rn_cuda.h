@@ -70,6 +70,9 @@ int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v
                             double *worst);
 /* Launches of the fused retention kernel so far in this process. */
 long rn_cuda_ret_fused_launches(void);
+/* Rotary passes so far in this process that also wrote the fused
+ * read-out's bf16 copies of q and k (RETNET_CUDA_QK_HALF). */
+long rn_cuda_qk_half_passes(void);
 /* GEMM shapes whose cuBLASLt algorithm was timed (RETNET_CUDA_LT_TUNE) so
  * far in this process. */
 long rn_cuda_lt_tuned(void);

@@ -20,10 +20,18 @@
  * time).  With scale != 1 the pair of q (scale_k == 0) or k is scaled
  * first, in the same float products scale_kernel makes, so one pass does
  * both when every feature is in a pair.  Each value gets the same
- * operations whatever hpt is, so the same bits. */
+ * operations whatever hpt is, so the same bits.  With COPY, the first
+ * rows_h rows' results are also stored rounded to bf16 in qh and kh, as
+ * rk_to_half would round them from q and k: the copies the fused
+ * retention read-out takes, without a pass that reads q and k again (its
+ * own instance, with half the heads' loads ahead of the stores: with
+ * QK_HEADS of them the stores took it from the plain kernel's 106
+ * registers to 170, one block of 256 threads an SM instead of two; with
+ * QK_HEADS / 2, 96). */
+template <int COPY>
 static __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_t *pos,
                                  const float *freq, int interleaved, int scale_k, float scale,
-                                 int hpt)
+                                 int hpt, __nv_bfloat16 *qh, __nv_bfloat16 *kh, size_t rows_h)
 {
     pdl_enter();
     int half = dk / 2, groups = (H + hpt - 1) / hpt;
@@ -37,19 +45,20 @@ static __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const
         double b = (double)rn_rope_angle((long long)pos[row], freq[ib]);
         float ca = (float)cos(a), sa = (float)sin(a), cb = (float)cos(b), sb = (float)sin(b);
         int h1 = min(H, (grp + 1) * hpt);
-        for (int h0 = grp * hpt; h0 < h1; h0 += QK_HEADS) {
-            int m = min(QK_HEADS, h1 - h0);
-            float v[QK_HEADS][4] = {}; /* q's pair, then k's */
+        constexpr int HL = COPY ? QK_HEADS / 2 : QK_HEADS; /* heads loaded at once */
+        for (int h0 = grp * hpt; h0 < h1; h0 += HL) {
+            int m = min(HL, h1 - h0);
+            float v[HL][4] = {}; /* q's pair, then k's */
             size_t rh0 = row * (size_t)H + (size_t)h0;
 #pragma unroll
-            for (int u = 0; u < QK_HEADS; u++)
+            for (int u = 0; u < HL; u++)
                 if (u < m) {
                     const float *qv = q + (rh0 + (size_t)u) * (size_t)dk;
                     const float *kv = k + (rh0 + (size_t)u) * (size_t)dk;
                     v[u][0] = qv[ia], v[u][1] = qv[ib], v[u][2] = kv[ia], v[u][3] = kv[ib];
                 }
 #pragma unroll
-            for (int u = 0; u < QK_HEADS; u++)
+            for (int u = 0; u < HL; u++)
                 if (u < m) {
                     if (scale != 1.0f && scale_k) {
                         v[u][2] *= scale;
@@ -63,6 +72,13 @@ static __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const
                     float *qv = q + (rh0 + (size_t)u) * (size_t)dk;
                     float *kv = k + (rh0 + (size_t)u) * (size_t)dk;
                     qv[ia] = v[u][0], qv[ib] = v[u][1], kv[ia] = v[u][2], kv[ib] = v[u][3];
+                    if (COPY && row < rows_h) {
+                        size_t at = (rh0 + (size_t)u) * (size_t)dk;
+                        qh[at + (size_t)ia] = __float2bfloat16_rn(v[u][0]);
+                        qh[at + (size_t)ib] = __float2bfloat16_rn(v[u][1]);
+                        kh[at + (size_t)ia] = __float2bfloat16_rn(v[u][2]);
+                        kh[at + (size_t)ib] = __float2bfloat16_rn(v[u][3]);
+                    }
                 }
         }
     }

@@ -249,6 +249,55 @@ START_TEST(test_synthetic_fused_retention_prefill)
     synth_close(&s);
 }
 END_TEST
+
+/* The rotary pass writing the fused read-out's bf16 copies of q and k
+ * (RETNET_CUDA_QK_HALF=1) instead of two passes after it: the same model
+ * and shapes as test_synthetic_fused_retention_prefill, an engine with it
+ * against one without, bit for bit (the copies round the same floats the
+ * same way), with the pass known to have run (the counter: one a layer
+ * for each prefill with full pieces). */
+START_TEST(test_synthetic_qk_half_keeps_bits)
+{
+    synth s;
+    rn_engine *half = NULL;
+    rn_error err = {0};
+    setenv("RETNET_CUDA_RET_CHUNK", "64", 1);
+    setenv("RETNET_CUDA_RET_FUSED", "1", 1);
+    synth_open_json(&s,
+                    "{\"hidden_size\":256,\"num_hidden_layers\":2,\"num_heads\":2,"
+                    "\"vocab_size\":1000,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}",
+                    RN_DT_BF16, 256);
+    setenv("RETNET_CUDA_QK_HALF", "1", 1);
+    rn_engine_opts o = fixture_opts(SLOTS, 256);
+    ck_assert_msg(rn_engine_new(&half, s.m, &o, &err) == RN_OK, "%s", err.msg);
+    unsetenv("RETNET_CUDA_QK_HALF");
+    unsetenv("RETNET_CUDA_RET_CHUNK");
+    unsetenv("RETNET_CUDA_RET_FUSED");
+    size_t V = (size_t)s.vocab, sb = rn_engine_state_bytes(s.e);
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+    ck_assert(a && b);
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 256};
+    long passes = rn_cuda_qk_half_passes();
+    /* 150 tokens (two full pieces and a tail), then 130 more from that
+     * state (two full pieces and a tail of 2) */
+    for (int call = 0; call < 2; call++) {
+        const int32_t *tok = s.tok + (call ? 20 : 0);
+        int n = call ? 130 : N_TOK;
+        ck_assert_int_eq(rn_prefill(s.e, 0, tok, n, &po, a), RN_OK);
+        ck_assert_int_eq(rn_prefill(half, 0, tok, n, &po, b), RN_OK);
+        ck_assert_msg(memcmp(a, b, sizeof(float) * V) == 0, "call %d: the logits differ", call);
+        float *sa = fixture_state(s.e, 0), *sh = fixture_state(half, 0);
+        ck_assert_msg(memcmp(sa, sh, sb) == 0, "call %d: the states differ", call);
+        free(sa);
+        free(sh);
+    }
+    ck_assert_int_eq(rn_cuda_qk_half_passes() - passes, 2 * 2);
+    free(a);
+    free(b);
+    rn_engine_free(half);
+    synth_close(&s);
+}
+END_TEST
 #endif
 
 Suite *synthetic_suite(void)
@@ -262,6 +311,7 @@ Suite *synthetic_suite(void)
 #ifdef RN_HAVE_CUDA
     if (fixture_on_cuda()) { /* on the CPU the switches mean nothing */
         tcase_add_test(tc, test_synthetic_fused_retention_prefill);
+        tcase_add_test(tc, test_synthetic_qk_half_keeps_bits);
         tcase_add_test(tc, test_synthetic_lt_tune_prefill);
     }
 #endif

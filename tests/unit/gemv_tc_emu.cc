@@ -76,8 +76,8 @@ static rk_gemv_set te_set(const te_bufs *b, int kk, const int *outs, int act)
 /* Both kernels of dtype T, MT, NT on set (kernel 0: registers, 1: the
  * ring of `want` stages at most); *stages: what the plan gave the ring. */
 template <typename T, int MT, int NT>
-static int te_launch(const te_bufs *b, const int *outs, int act, int n, int in, int n_sms,
-                     int want, int *stages)
+static int te_launch(const te_bufs *b, const int *outs, int act, int n, int in, int n_sms, int want,
+                     int *stages)
 {
     size_t pairs = (size_t)(outs[0] + 1) / 2 + (size_t)outs[1];
     tc_shape s = tc_shape_for<MT, NT>(pairs, in, n_sms, want, TE_SMEM_BLOCK, TE_SMEM_SM);
@@ -92,8 +92,8 @@ static int te_launch(const te_bufs *b, const int *outs, int act, int n, int in, 
     tc_with_stages(s.stages, [&](auto pc) {
         constexpr int P = decltype(pc)::value;
         rc |= rn_emu_launch(gemv_tc_async_kernel<T, MT, NT, P>, grid, block,
-                            (size_t)s.sh.warps * P * TC_STAGE_BYTES, te_set(b, 1, outs, act), x,
-                            n, in, s.sh.k_per_warp);
+                            (size_t)s.sh.warps * P * TC_STAGE_BYTES, te_set(b, 1, outs, act), x, n,
+                            in, s.sh.k_per_warp);
     });
     return rc;
 }

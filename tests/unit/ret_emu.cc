@@ -153,8 +153,10 @@ cleanup:
 /* qk_kernel (as rk_qk_prepare launches it, hpt 1 or H) on n rows of H heads
  * of dk values at random positions and frequencies, q or k scaled first
  * (scale != 1), half-split or interleaved pairs, against the rotation a
- * pair and a head at a time with the same operations: the values whose
- * bits differ, or -1. */
+ * pair and a head at a time with the same operations, and its bf16 copies
+ * of all rows but the last (RETNET_CUDA_QK_HALF) against those results
+ * rounded, the last row's left alone: the values whose bits differ, or
+ * -1. */
 extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved, int scale_k,
                                   float scale, uint32_t seed)
 {
@@ -163,11 +165,16 @@ extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved
     float *wq = (float *)malloc(sizeof(float) * vals), *wk = (float *)malloc(sizeof(float) * vals);
     float *freq = (float *)malloc(sizeof(float) * (size_t)dk);
     int64_t *pos = (int64_t *)malloc(sizeof(int64_t) * (size_t)n);
+    __nv_bfloat16 *qh = (__nv_bfloat16 *)rn_emu_alloc(vals, sizeof(__nv_bfloat16));
+    __nv_bfloat16 *kh = (__nv_bfloat16 *)rn_emu_alloc(vals, sizeof(__nv_bfloat16));
+    size_t rows_h = (size_t)n - 1, copied = rows_h * (size_t)H * (size_t)dk;
     long differ = -1;
     int half = dk / 2;
     size_t threads = (size_t)n * (size_t)half * (size_t)((H + hpt - 1) / hpt);
-    if (!q || !k || !wq || !wk || !freq || !pos || dk % 2)
+    if (!q || !k || !wq || !wk || !freq || !pos || !qh || !kh || dk % 2)
         goto cleanup;
+    memset(qh, 0xff, vals * sizeof *qh); /* NaN: a copy never written */
+    memset(kh, 0xff, vals * sizeof *kh);
     for (size_t i = 0; i < vals; i++)
         q[i] = wq[i] = rf_uniform(&seed, -2.0f, 2.0f),
         k[i] = wk[i] = rf_uniform(&seed, -2.0f, 2.0f);
@@ -175,9 +182,9 @@ extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved
         freq[i] = rf_uniform(&seed, 0.0f, 1.0f);
     for (int r = 0; r < n; r++)
         pos[r] = (int64_t)(seed = seed * 1664525u + 1013904223u) % 5000;
-    if (rn_emu_launch(qk_kernel, dim3((unsigned)((threads + 63) / 64)), dim3(64), 0, q, k, n, H, dk,
-                      (const int64_t *)pos, (const float *)freq, interleaved, scale_k, scale,
-                      hpt) != 0)
+    if (rn_emu_launch(qk_kernel<1>, dim3((unsigned)((threads + 63) / 64)), dim3(64), 0, q, k, n, H,
+                      dk, (const int64_t *)pos, (const float *)freq, interleaved, scale_k, scale,
+                      hpt, qh, kh, rows_h) != 0)
         goto cleanup;
     differ = 0;
     for (int r = 0; r < n; r++)
@@ -198,10 +205,16 @@ extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved
                 rn_rope_rotate(&kv[ia], &kv[ib], ca, sa, cb, sb);
             }
         }
-    for (size_t i = 0; i < vals; i++)
+    for (size_t i = 0; i < vals; i++) {
+        uint16_t cq = i < copied ? rn__f32_to_bf16(wq[i]) : 0xffff;
+        uint16_t ck = i < copied ? rn__f32_to_bf16(wk[i]) : 0xffff;
         differ +=
             memcmp(&q[i], &wq[i], sizeof(float)) != 0 || memcmp(&k[i], &wk[i], sizeof(float)) != 0;
+        differ += memcmp(&qh[i], &cq, 2) != 0 || memcmp(&kh[i], &ck, 2) != 0;
+    }
 cleanup:
+    free(qh);
+    free(kh);
     free(q);
     free(k);
     free(wq);
