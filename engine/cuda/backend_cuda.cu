@@ -778,6 +778,39 @@ static int resid_in_gemm(const cuda_ctx *x, int n, const float *b)
     return x->resid_gemm && !b && !streaming(x, n) && x->c->norm_position == RN_NORMPOS_PRE;
 }
 
+/* A block's projections of one input, in order: their outputs, device
+ * weights, tensors (dtype and shape) and biases, as linear_set and
+ * gemv_set take them. */
+typedef struct {
+    float *ys[RK_GEMV_JOBS];
+    const void *Ws[RK_GEMV_JOBS];
+    const rn_tensor *Wts[RK_GEMV_JOBS];
+    const float *bs[RK_GEMV_JOBS];
+} proj_list;
+
+/* Layer l's q, k, v and g projections, into x->q, k, v and g. */
+static proj_list qkvg_projs(const cuda_ctx *x, int l)
+{
+    const rn_layer_weights *lw = &x->w->layers[l];
+    const dev_layer *d = &x->layers[l];
+    proj_list p = {{x->q, x->k, x->v, x->g},
+                   {d->q, d->k, d->v, d->g},
+                   {&lw->q_w, &lw->k_w, &lw->v_w, &lw->g_w},
+                   {d->q_b, d->k_b, d->v_b, d->g_b}};
+    return p;
+}
+
+/* Layer l's FFN up projection, into x->f1, then GLU's gate, into x->f2
+ * (listed for any FFN; only a GLU has it). */
+static proj_list ffn_projs(const cuda_ctx *x, int l)
+{
+    const rn_layer_weights *lw = &x->w->layers[l];
+    const dev_layer *d = &x->layers[l];
+    proj_list p = {
+        {x->f1, x->f2}, {d->up, d->gate}, {&lw->up_w, &lw->gate_w}, {d->up_b, d->gate_b}};
+    return p;
+}
+
 /* Whether count matrices share dtype and input width (one GEMV launch). */
 static int same_shape(const rn_tensor *const *Wts, int count)
 {
@@ -792,9 +825,7 @@ static int same_shape(const rn_tensor *const *Wts, int count)
 static int qkvg_folds(const cuda_ctx *x, int n, int l)
 {
     const rn_config *c = x->c;
-    const rn_layer_weights *lw = &x->w->layers[l];
-    const rn_tensor *Wts[] = {&lw->q_w, &lw->k_w, &lw->v_w, &lw->g_w};
-    return folding(x, n) && same_shape(Wts, 4) &&
+    return folding(x, n) && same_shape(qkvg_projs(x, l).Wts, 4) &&
            (c->position != RN_POS_ROTARY || c->head_dim_k % 2 == 0);
 }
 
@@ -802,9 +833,7 @@ static int qkvg_folds(const cuda_ctx *x, int n, int l)
  * GEMV launch, up * act(gate) in its store (ffn_block). */
 static int glu_folds(const cuda_ctx *x, int n, int l)
 {
-    const rn_layer_weights *lw = &x->w->layers[l];
-    const rn_tensor *Wts[] = {&lw->up_w, &lw->gate_w};
-    return x->c->ffn_kind == RN_FFN_GLU && folding(x, n) && same_shape(Wts, 2);
+    return x->c->ffn_kind == RN_FFN_GLU && folding(x, n) && same_shape(ffn_projs(x, l).Wts, 2);
 }
 
 /* The projection that reads a pre-norm's rows (prenorm_fold). */
@@ -1015,15 +1044,12 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     const rn_layer_weights *lw = &x->w->layers[l];
     const dev_layer *d = &x->layers[l];
     int rc;
-    float *const ys[] = {x->q, x->k, x->v, x->g};
-    const void *const Ws[] = {d->q, d->k, d->v, d->g};
-    const rn_tensor *const Wts[] = {&lw->q_w, &lw->k_w, &lw->v_w, &lw->g_w};
-    const float *const bs[] = {d->q_b, d->k_b, d->v_b, d->g_b};
+    proj_list p = qkvg_projs(x, l);
     int rotary = c->position == RN_POS_ROTARY, scale_k = c->qk_scale == RN_QKSCALE_K;
     float scale = (float)(1.0 / sqrt((double)c->head_dim_k));
     if (qkvg_folds(x, n, l)) {
         /* the scaling and rotation of q and k happen in the projection's store */
-        rk_gemv_set set = gemv_set(4, ys, Ws, Wts, bs);
+        rk_gemv_set set = gemv_set(4, p.ys, p.Ws, p.Wts, p.bs);
         for (int i = 0; i < 2; i++)
             set.job[i].kind = rotary ? RK_JOB_ROPE : RK_JOB_PLAIN;
         set.job[scale_k ? 1 : 0].scale = scale;
@@ -1031,7 +1057,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         set.interleaved = c->rope_layout == RN_ROPE_INTERLEAVED;
         gemv_run(x, &set, &lw->q_w, in, n);
     } else {
-        if ((rc = linear_set(x, in, n, 4, ys, Ws, Wts, bs)))
+        if ((rc = linear_set(x, in, n, 4, p.ys, p.Ws, p.Wts, p.bs)))
             return rc;
         /* RETNET_CUDA_QK_HALF: the chunk's fused read-out takes q and k
          * rounded to bf16, written by this pass rather than by two more */
@@ -1100,13 +1126,10 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
     const dev_layer *d = &x->layers[l];
     size_t nf = (size_t)n * (size_t)c->intermediate_size;
     int rc, glu = c->ffn_kind == RN_FFN_GLU;
-    float *const ys[] = {x->f1, x->f2};
-    const void *const Ws[] = {d->up, d->gate};
-    const rn_tensor *const Wts[] = {&lw->up_w, &lw->gate_w};
-    const float *const bs[] = {d->up_b, d->gate_b};
+    proj_list p = ffn_projs(x, l);
     if (glu_folds(x, n, l)) {
         /* up * act(gate) in the store: a warp streams row j of both */
-        rk_gemv_set set = gemv_set(1, ys, Ws, Wts, bs); /* up, into x->f1 */
+        rk_gemv_set set = gemv_set(1, p.ys, p.Ws, p.Wts, p.bs); /* up, into x->f1 */
         set.job[0].kind = RK_JOB_GLU, set.job[0].W2 = d->gate, set.job[0].bias2 = d->gate_b;
         set.job[0].h = half_out(x, x->f1, n); /* read next by the down projection */
         set.act = (int)c->hidden_act;
@@ -1115,7 +1138,7 @@ static int ffn_block(cuda_ctx *x, const float *in, int n, int l)
         if (rc)
             return rc;
     } else {
-        if ((rc = linear_set(x, in, n, glu ? 2 : 1, ys, Ws, Wts, bs)))
+        if ((rc = linear_set(x, in, n, glu ? 2 : 1, p.ys, p.Ws, p.Wts, p.bs)))
             return rc;
         if (glu)
             rk_glu(x->st, x->f1, x->f2, nf, (int)c->hidden_act, half_out(x, x->f1, n));

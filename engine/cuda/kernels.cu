@@ -1422,6 +1422,14 @@ void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *
  * CPU unit tests also run (tests/unit/cuda_emu.h) */
 #include "gemv_tc_dev.cuh"
 
+/* Launches through the ring of p stages so far in this process. */
+static std::atomic<long> tc_ring_launches[RN_CUDA_TC_STAGES_MAX + 1];
+
+long rk_gemv_tc_ring_launches(int p)
+{
+    return p >= 2 && p <= RN_CUDA_TC_STAGES_MAX ? tc_ring_launches[p].load() : 0;
+}
+
 /* MT, NT's launch (tc_shape_for): through the cp.async ring where
  * o->stages asks for it and it finds room, else TC_LOADS loads in flight
  * per lane in registers, or twice that (loads 16) for one m-tile and one
@@ -1445,6 +1453,7 @@ static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh,
             launch(gemv_tc_async_kernel<T, MT, NT, PC>, blocks, threads,
                    (size_t)s.sh.warps * PC * TC_STAGE_BYTES, st, *set, xh, n, in, s.sh.k_per_warp);
         });
+        tc_ring_launches[s.stages]++;
         return;
     }
     if constexpr (MT == 1 && NT == 1) {

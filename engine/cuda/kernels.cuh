@@ -215,6 +215,8 @@ void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, 
  * of dynamic shared memory (once, outside any graph capture); 0, or -1
  * when the device refuses (then leave rk_tc_opts.stages 0). */
 int rk_gemv_tc_prepare(size_t smem_block);
+/* rk_gemv_tc launches through a ring of p stages so far in this process. */
+long rk_gemv_tc_ring_launches(int p);
 
 /* Device-side measurements for `retnet bench`: a copy kernel over n bytes
  * (reported as read + write bytes) */

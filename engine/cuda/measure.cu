@@ -373,8 +373,12 @@ static void tc_check_values(uint16_t *h, size_t count, int t, uint32_t *seed)
 }
 
 extern "C" int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads,
-                                        int stages, long *differ)
+                                        int stages, int *ran, long *differ)
 {
+    long before[RN_CUDA_TC_STAGES_MAX + 1];
+    for (int p = 0; p <= RN_CUDA_TC_STAGES_MAX; p++)
+        before[p] = rk_gemv_tc_ring_launches(p);
+    *ran = 0;
     size_t wn = (size_t)out * (size_t)in, xn = (size_t)n * (size_t)in, yn = (size_t)n * out;
     uint16_t *hw = (uint16_t *)malloc(wn * 2), *hx = (uint16_t *)malloc(xn * 2);
     float *hy[2] = {(float *)malloc(yn * sizeof(float)), (float *)malloc(yn * sizeof(float))};
@@ -429,6 +433,9 @@ extern "C" int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t 
             cudaMemcpy(hy[v], dy, yn * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
             goto cleanup;
     }
+    for (int p = 2; p <= RN_CUDA_TC_STAGES_MAX; p++)
+        if (rk_gemv_tc_ring_launches(p) != before[p])
+            *ran = p;
     *differ = 0; /* the inputs are small and finite: a NaN is an output never stored */
     for (size_t i = 0; i < yn; i++)
         *differ += memcmp(&hy[0][i], &hy[1][i], sizeof(float)) != 0 || hy[0][i] != hy[0][i];

@@ -47,12 +47,13 @@ int rn_cuda_top_rows_host(const float *logits, int rows, int V, const float *tem
  * 8) random inputs and out random 16-bit weights of dtype t, planned for
  * one SM (each warp's whole share of k, up to 256), with 8 loads in flight
  * in registers and again with loads (8 or 16) and stages (0: registers;
- * 2-4: at most that many stages of the cp.async ring); *differ: the
+ * 2-4: at most that many stages of the cp.async ring); *ran: the stages
+ * the second run's ring had (0: it ran in registers); *differ: the
  * outputs whose bits differ, or that the first run left unwritten (NaN; -1
  * on error).  RN_OK, RN_EINVAL, RN_ENOMEM, RN_EUNSUPPORTED before sm_80,
  * or RN_EDEVICE without a device. */
 int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads, int stages,
-                             long *differ);
+                             int *ran, long *differ);
 
 /* The fused chunkwise retention read-out (rk_ret_fused, its operands
  * rounded to bf16 first) on pieces pieces of P rows and H heads of dk, dv

@@ -13,9 +13,9 @@
 #include "rn_math.h"
 #include "cuda/gemv_tc_dev.cuh"
 
-/* The H100's shared memory: a block may have 227 KiB, an SM 228. */
+/* The H100's shared memory: a block may have 227 KiB (an SM 228: the
+ * case says). */
 #define TE_SMEM_BLOCK ((size_t)227 << 10)
-#define TE_SMEM_SM ((size_t)228 << 10)
 
 /* One case's device-side buffers (rn_emu_alloc: aligned as cudaMalloc's):
  * job 0 plain (W0), job 1 GLU (W1 up, W2 gate). */
@@ -74,13 +74,14 @@ static rk_gemv_set te_set(const te_bufs *b, int kk, const int *outs, int act)
 }
 
 /* Both kernels of dtype T, MT, NT on set (kernel 0: registers, 1: the
- * ring of `want` stages at most); *stages: what the plan gave the ring. */
+ * ring of `want` stages at most, for SMs of smem_sm bytes); *stages: what
+ * the plan gave the ring. */
 template <typename T, int MT, int NT>
 static int te_launch(const te_bufs *b, const int *outs, int act, int n, int in, int n_sms, int want,
-                     int *stages)
+                     size_t smem_sm, int *stages)
 {
     size_t pairs = (size_t)(outs[0] + 1) / 2 + (size_t)outs[1];
-    tc_shape s = tc_shape_for<MT, NT>(pairs, in, n_sms, want, TE_SMEM_BLOCK, TE_SMEM_SM);
+    tc_shape s = tc_shape_for<MT, NT>(pairs, in, n_sms, want, TE_SMEM_BLOCK, smem_sm);
     dim3 grid((unsigned)s.blocks), block(32u * (unsigned)s.sh.warps);
     size_t part = s.sh.warps > 1 ? (size_t)s.sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
     const T *x = (const T *)b->x;
@@ -110,12 +111,12 @@ static float te_expect(double *const *ref, const double *x, int j, int i, int r,
 }
 
 /* See check_gemv_emu.c: the register kernel against the exact outputs
- * (*wrong, NaN: never stored, in *unset) and the ring against the
- * register kernel bit for bit (returned); -1 when the launches fail or the
- * plan gives no ring. */
+ * (*wrong, NaN: never stored, in *unset) and the ring, planned for SMs of
+ * smem_sm bytes of shared memory, against the register kernel bit for bit
+ * (returned); -1 when the launches fail or the plan gives no ring. */
 extern "C" long rn_emu_gemv_tc_check(int t, int n, int in, const int *outs, int n_sms, int want,
-                                     int at_issue, uint32_t seed, int *stages, long *unset,
-                                     long *wrong)
+                                     size_t smem_sm, int at_issue, uint32_t seed, int *stages,
+                                     long *unset, long *wrong)
 {
     te_bufs b;
     memset(&b, 0, sizeof b);
@@ -146,9 +147,10 @@ extern "C" long rn_emu_gemv_tc_check(int t, int n, int in, const int *outs, int 
         int rc = 0;
         tc_with_shape(n, wide, [&](auto mt, auto nt) {
             constexpr int MT = decltype(mt)::value, NT = decltype(nt)::value;
-            rc = t == RN_DT_BF16
-                     ? te_launch<__nv_bfloat16, MT, NT>(&b, outs, act, n, in, n_sms, want, stages)
-                     : te_launch<__half, MT, NT>(&b, outs, act, n, in, n_sms, want, stages);
+            rc = t == RN_DT_BF16 ? te_launch<__nv_bfloat16, MT, NT>(&b, outs, act, n, in, n_sms,
+                                                                    want, smem_sm, stages)
+                                 : te_launch<__half, MT, NT>(&b, outs, act, n, in, n_sms, want,
+                                                             smem_sm, stages);
         });
         if (rc)
             goto cleanup;
