@@ -74,7 +74,10 @@ fail=0
 # wide); with the norms reading their rows from memory twice instead of
 # holding them in registers (the default); with the retention products of
 # 16-bit models on bf16 tensor cores instead of TF32 (the synthetic
-# suite's bf16 model and parity's bf16 fixture); so every path is held
+# suite's bf16 model and parity's bf16 fixture; the synthetic suite
+# itself runs the fused read-out's copies written by the rotary pass and
+# by v's product, RETNET_CUDA_QK_HALF and RETNET_CUDA_V_HALF); so every
+# path is held
 # to the same properties (on a GPU the form suite itself checks that the
 # tensor-core GEMV's deeper loads, RETNET_CUDA_TC_LOADS, and the recurrent
 # step's early state loads, RETNET_CUDA_STEP_EARLY, the GEMVs forming

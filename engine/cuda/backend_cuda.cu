@@ -158,6 +158,8 @@ struct cuda_ctx {
     int ret_fused;     /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
     int qk_half;       /* the rotary pass writes rk_ret_fused's q, k copies (RETNET_CUDA_QK_HALF) */
     int qk_rounded;    /* it just did, for this layer's retention_fused */
+    int v_half;        /* v's product writes rk_ret_fused's v copy (RETNET_CUDA_V_HALF) */
+    int v_rounded;     /* it just did, for this layer's retention_fused */
     int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
     int lt_tune;       /* rows from which cuBLASLt's algorithm is timed per shape, 0: never
                           (RETNET_CUDA_LT_TUNE) */
@@ -352,6 +354,15 @@ static std::atomic<long> lt_tuned;
 extern "C" long rn_cuda_lt_tuned(void)
 {
     return lt_tuned.load();
+}
+
+/* Chunks whose v product wrote the fused read-out's bf16 copy
+ * (qkvg_products), for tests. */
+static std::atomic<long> v_half_products;
+
+extern "C" long rn_cuda_v_half_products(void)
+{
+    return v_half_products.load();
 }
 
 /* RETNET_CUDA_LT_TUNE: e's heuristic candidates timed on the operands of
@@ -643,7 +654,8 @@ static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const floa
     const rn_config *c = x->c;
     int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, rc;
     size_t rows = (size_t)pieces * (size_t)P;
-    rk_to_half(x->st, h[0], x->v, rows * (size_t)c->value_dim, RN_DT_BF16);
+    if (!x->v_rounded) /* else v's product wrote it (qkvg_products) */
+        rk_to_half(x->st, h[0], x->v, rows * (size_t)c->value_dim, RN_DT_BF16);
     if ((rc = own_parts_scan(x, Sl, pieces, P, pw, h[3])))
         return rc;
     if (!x->qk_rounded) { /* else the rotary pass wrote them (retention_block) */
@@ -1038,6 +1050,48 @@ static int sublayer_out(cuda_ctx *x, const float *rows, int n, const void *W, co
     return RN_OK;
 }
 
+/* Whether v's product of an n-row chunk can write its first rows rows
+ * rounded to bf16 for the fused read-out (RETNET_CUDA_V_HALF): the four
+ * products of p on cuBLASLt from one rounded input (one dtype and width,
+ * bf16), v without a bias (it would be added to the fp32 sums), and
+ * cuBLASLt offering a bf16 output for that shape. */
+static int v_half_fits(cuda_ctx *x, const proj_list *p, int n, int rows)
+{
+    const rn_tensor *v = p->Wts[2];
+    return !streaming(x, n) && same_shape(p->Wts, 4) && v->dtype == RN_DT_BF16 && !p->bs[2] &&
+           lt_lookup(x, (int)v->shape[0], (int)v->shape[1], rows, RN_DT_BF16, RN_DT_BF16);
+}
+
+/* p's four products of the n rows at in (linear_set), with v's first
+ * v_rows rows (v_half_fits; 0: none) written by cuBLASLt rounded to bf16
+ * into vh, the fused read-out's copy, instead of in fp32 into x->v, and
+ * its other rows in fp32 as usual: no fp32 v of those rows is read after
+ * (the read-out and the pieces' own state parts take the copy, the tail
+ * its own rows), and the copy comes from the same fp32 sums, rounded
+ * once, though cuBLASLt may pick another algorithm, so another order of
+ * the sums, for a bf16 output. */
+static int qkvg_products(cuda_ctx *x, const float *in, int n, const proj_list *p, int v_rows,
+                         void *vh)
+{
+    if (!v_rows)
+        return linear_set(x, in, n, 4, p->ys, p->Ws, p->Wts, p->bs);
+    int out = (int)p->Wts[2]->shape[0], w = (int)p->Wts[2]->shape[1], rc = RN_OK;
+    const float *rows = settle_rows(x, in, n);
+    const char *src = (const char *)lt_input(x, rows, n, w, RN_DT_BF16); /* read by all four */
+    for (int i = 0; i < 4 && rc == RN_OK; i++)
+        if (i != 2)
+            rc = linear_lt(x, p->ys[i], src, n, p->Ws[i], p->Wts[i], p->bs[i]);
+    if (rc == RN_OK)
+        rc = lt_matmul(x, vh, p->Ws[2], src, v_rows, out, w, RN_DT_BF16, RN_DT_BF16);
+    if (rc == RN_OK && n > v_rows)
+        rc = lt_matmul(x, x->v + (size_t)v_rows * (size_t)out, p->Ws[2],
+                       src + (size_t)v_rows * (size_t)w * 2, n - v_rows, out, w, RN_DT_BF16,
+                       RN_DT_F32);
+    if (rc == RN_OK)
+        v_half_products++;
+    return rc;
+}
+
 static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in, int n, int l)
 {
     const rn_config *c = x->c;
@@ -1057,16 +1111,20 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         set.interleaved = c->rope_layout == RN_ROPE_INTERLEAVED;
         gemv_run(x, &set, &lw->q_w, in, n);
     } else {
-        if ((rc = linear_set(x, in, n, 4, p.ys, p.Ws, p.Wts, p.bs)))
-            return rc;
-        /* RETNET_CUDA_QK_HALF: the chunk's fused read-out takes q and k
-         * rounded to bf16, written by this pass rather than by two more */
+        /* RETNET_CUDA_QK_HALF, RETNET_CUDA_V_HALF: the chunk's fused
+         * read-out takes q, k and v rounded to bf16, written by the rotary
+         * pass and by v's product rather than by three passes more */
         void *h[4] = {};
-        int P = 0, full = mode == FWD_CHUNK && x->qk_half ? batched_pieces(x, l, n, &P) : 0;
+        int P = 0,
+            full = mode == FWD_CHUNK && (x->qk_half || x->v_half) ? batched_pieces(x, l, n, &P) : 0;
         int rows_h = full && fused_path(x, full, P, h) ? full * P : 0;
+        int v_rows = x->v_half && rows_h && v_half_fits(x, &p, n, rows_h) ? rows_h : 0;
+        if ((rc = qkvg_products(x, in, n, &p, v_rows, h[0])))
+            return rc;
+        x->v_rounded = v_rows > 0;
         x->qk_rounded = rk_qk_prepare(x->st, x->q, x->k, n, c->n_heads, c->head_dim_k, x->rowpos,
                                       x->freq, rotary, c->rope_layout == RN_ROPE_INTERLEAVED,
-                                      scale_k, scale, h[1], h[2], rows_h);
+                                      scale_k, scale, h[1], h[2], x->qk_half ? rows_h : 0);
     }
     const float *ro = x->o; /* the read-out the group norm starts from */
     int parts = 1;
@@ -1079,7 +1137,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
                     x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh, n <= x->step_early);
     } else {
         rc = retention_pieces(x, slot, l, n);
-        x->qk_rounded = 0; /* the copies were this layer's */
+        x->qk_rounded = x->v_rounded = 0; /* the copies were this layer's */
         if (rc)
             return rc;
     }
@@ -1507,6 +1565,10 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * read 64 MiB a layer at a 4096-token chunk of the 1.3B shape, part of
      * the 3.9 of 30.7 ms of copies on an H100 (docs/benchmarks.md) */
     x->qk_half = env_int("RETNET_CUDA_QK_HALF", 0, 0, 1);
+    /* off until measured: v's copy is the largest of the three (a 4096-token
+     * chunk of the 1.3B shape writes v in fp32, 64 MiB, reads it back and
+     * writes 32 MiB of copy, a layer); with it the product writes 32 */
+    x->v_half = env_int("RETNET_CUDA_V_HALF", 0, 0, 1);
     {
         int optin = 0, per_sm = 0;
         CU(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),

@@ -250,6 +250,37 @@ START_TEST(test_synthetic_fused_retention_prefill)
 }
 END_TEST
 
+/* v's product writing the fused read-out's bf16 copy of v itself
+ * (RETNET_CUDA_V_HALF=1; with RETNET_CUDA_QK_HALF=1, so none of the three
+ * copies takes a pass of its own): on the shapes of
+ * test_synthetic_fused_retention_prefill, logits and states against the
+ * CPU's recurrent form at the 16-bit tolerance (cuBLASLt may sum a bf16
+ * output in another order, so not bit for bit), the tails' fp32 rows from
+ * a product of their own, and the product known to have run (one a layer
+ * for each prefill with full pieces). */
+START_TEST(test_synthetic_v_half_prefill)
+{
+    synth s;
+    setenv("RETNET_CUDA_RET_CHUNK", "64", 1);
+    setenv("RETNET_CUDA_RET_FUSED", "1", 1);
+    setenv("RETNET_CUDA_QK_HALF", "1", 1);
+    setenv("RETNET_CUDA_V_HALF", "1", 1);
+    synth_open_json(&s,
+                    "{\"hidden_size\":256,\"num_hidden_layers\":2,\"num_heads\":2,"
+                    "\"vocab_size\":1000,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}",
+                    RN_DT_BF16, 256);
+    unsetenv("RETNET_CUDA_RET_CHUNK");
+    unsetenv("RETNET_CUDA_RET_FUSED");
+    unsetenv("RETNET_CUDA_QK_HALF");
+    unsetenv("RETNET_CUDA_V_HALF");
+    long products = rn_cuda_v_half_products(), passes = rn_cuda_qk_half_passes();
+    check_prefill_whole_and_split(&s, 256, 20);
+    ck_assert_int_eq(rn_cuda_v_half_products() - products, 2 * 2);
+    ck_assert_int_eq(rn_cuda_qk_half_passes() - passes, 2 * 2);
+    synth_close(&s);
+}
+END_TEST
+
 /* The rotary pass writing the fused read-out's bf16 copies of q and k
  * (RETNET_CUDA_QK_HALF=1) instead of two passes after it: the same model
  * and shapes as test_synthetic_fused_retention_prefill, an engine with it
@@ -312,6 +343,7 @@ Suite *synthetic_suite(void)
     if (fixture_on_cuda()) { /* on the CPU the switches mean nothing */
         tcase_add_test(tc, test_synthetic_fused_retention_prefill);
         tcase_add_test(tc, test_synthetic_qk_half_keeps_bits);
+        tcase_add_test(tc, test_synthetic_v_half_prefill);
         tcase_add_test(tc, test_synthetic_lt_tune_prefill);
     }
 #endif
