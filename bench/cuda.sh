@@ -15,8 +15,8 @@
 # PREFILL_PDL, RESID_GEMM, QK_HALF, V_HALF, TC_ASYNC and the peer at
 # batches 1 and 16: a few minutes instead of the whole sweep.
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
-# 512, 2k and 8k, those switches but LT_TUNE, the peer at 1 and 16 on 8k) for a
-# device lent for a quarter of an hour.
+# 512, 2k and 8k, the switches not yet measured, STEP_EARLY=1 at 16 and 64,
+# the peer at 1 and 16 on 8k) for a device lent for a quarter of an hour.
 set -eu
 RETNET=${1:-build/release/retnet}
 OUT=build/bench/cuda
@@ -83,8 +83,9 @@ tc_switches() {
 }
 
 if [ "${BENCH_CUDA:-full}" = fast ]; then
-    # the targets' batches and prompts, the defaults against what they
-    # replaced, and the timeline, for a device lent for minutes
+    # the targets' batches and prompts, the switches not yet measured, the
+    # early state loads at 16 and 64, and the timeline, for a device lent
+    # for minutes (the defaults against what they replaced: quick)
     run ours -- --batches 1,2,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
     run ours-prefillpdl RETNET_CUDA_PREFILL_PDL=1 -- --batches 1 --prompts 512,2048,8192 \
         --chunk 1024 --decode 4
@@ -93,9 +94,6 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
         --chunk 4096 --decode 4
     run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64,256 --prompts 2048,8192 \
         --chunk 4096 --decode 32
-    run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4 # the server's next default?
-    run ours-retcublas-c4096 RETNET_CUDA_RET_FUSED=0 -- --batches 1 --prompts 2048,8192 \
-        --chunk 4096 --decode 4
     # the rotary pass writing the fused read-out's bf16 q and k (RETNET_CUDA_QK_HALF=1),
     # and v's product its v (RETNET_CUDA_V_HALF=1) with it
     run ours-qkhalf RETNET_CUDA_QK_HALF=1 -- --batches 1 --prompts 512,2048,8192 --chunk 1024 \
@@ -104,7 +102,8 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
         --prompts 512,2048,8192 --chunk 1024 --decode 4
     run ours-halfcopies-c4096 RETNET_CUDA_QK_HALF=1 RETNET_CUDA_V_HALF=1 -- --batches 1 \
         --prompts 2048,8192 --chunk 4096 --decode 4
-    decode_switches
+    run ours-stepearly RETNET_CUDA_STEP_EARLY=1 -- --batches 16,64 --prompts 512 --chunk 1024 \
+        --decode 32
     tc_switches
     PEER_BATCHES=1,16 PEER_PROMPTS=8192
 else
