@@ -3,7 +3,8 @@
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
 # Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-prefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-qkhalf*,ours-halfcopies*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
-# and a summary on stdout; the
+# and a summary on stdout (each switch against the defaults of the same
+# run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
 # PEER_WHEELS=DIR installs the peer's wheels from DIR (no network needed);
 # BENCH_CUDA_NCU=1 adds a per-kernel profile (ncu, tools/ncu_summary.py);
@@ -270,6 +271,8 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline-tcasync RETNET_CUDA_TC_ASYNC=1
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
+# every switch against the defaults of this run (also in compare.txt)
+python3 tools/bench_compare.py "$OUT" | tee "$OUT/compare.txt"
 if [ -n "$failed" ]; then
     echo "bench-cuda: failed:$failed"
     exit 1
