@@ -608,7 +608,8 @@ static int own_parts_scan(cuda_ctx *x, float *Sl, int pieces, int P, const float
     const rn_config *c = x->c;
     int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v, rc;
     void **const *pp = x->pp;
-    rk_scale_pieces(x->st, x->kd, x->k, pw, H, P, pieces, dk, 1, Uh != NULL);
+    if (!Uh || !x->qk_rounded) /* else the rotary pass wrote them (retention_block) */
+        rk_scale_pieces(x->st, x->kd, x->k, pw, H, P, pieces, dk, 1, Uh != NULL);
     if (Uh)
         rc = gemm_pieces_bf16(x, CUBLAS_OP_N, CUBLAS_OP_T, dv, dk, P, pp[PP_VH], H * dv, pp[PP_KDH],
                               dk, pp[PP_U], dv, pieces * H);
@@ -1122,9 +1123,10 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         if ((rc = qkvg_products(x, in, n, &p, v_rows, h[0])))
             return rc;
         x->v_rounded = v_rows > 0;
-        x->qk_rounded = rk_qk_prepare(x->st, x->q, x->k, n, c->n_heads, c->head_dim_k, x->rowpos,
-                                      x->freq, rotary, c->rope_layout == RN_ROPE_INTERLEAVED,
-                                      scale_k, scale, h[1], h[2], x->qk_half ? rows_h : 0);
+        rk_qk_copies cp = {h[1], h[2], x->kd, x->pw, P, x->qk_half ? rows_h : 0};
+        x->qk_rounded =
+            rk_qk_prepare(x->st, x->q, x->k, n, c->n_heads, c->head_dim_k, x->rowpos, x->freq,
+                          rotary, c->rope_layout == RN_ROPE_INTERLEAVED, scale_k, scale, &cp);
     }
     const float *ro = x->o; /* the read-out the group norm starts from */
     int parts = 1;

@@ -258,7 +258,7 @@ long rk_qk_half_passes(void)
 
 int rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, const int64_t *pos,
                   const float *freq, int rotary, int interleaved, int scale_k, float scale,
-                  void *qh, void *kh, int rows_h)
+                  const rk_qk_copies *cp)
 {
     size_t all = (size_t)n * (size_t)H * (size_t)dk; /* every feature, odd dk too */
     int fused = rotary && dk % 2 == 0;
@@ -270,12 +270,11 @@ int rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, con
      * prefill chunk), else one head a thread (decode rows), so the loads
      * of one head after another do not become the kernel's latency */
     size_t pairs = (size_t)n * (size_t)(dk / 2);
-    int hpt = pairs >= QK_ALL_HEADS_PAIRS ? H : 1, copies = fused && qh && kh && rows_h > 0;
+    int hpt = pairs >= QK_ALL_HEADS_PAIRS ? H : 1, copies = fused && cp && cp->rows > 0;
     size_t threads = pairs * (size_t)((H + hpt - 1) / hpt);
+    rk_qk_copies none = {};
     launch(copies ? qk_kernel<1> : qk_kernel<0>, blocks_for(threads), BLOCK, 0, st, q, k, n, H, dk,
-           pos, freq, interleaved, scale_k, fused ? scale : 1.0f, hpt,
-           (__nv_bfloat16 *)(copies ? qh : NULL), (__nv_bfloat16 *)(copies ? kh : NULL),
-           (size_t)(copies ? rows_h : 0));
+           pos, freq, interleaved, scale_k, fused ? scale : 1.0f, hpt, copies ? *cp : none);
     if (copies)
         qk_half_passes++;
     return copies;

@@ -68,13 +68,13 @@ void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float al
 
 /* Scales q (scale_k == 0) or k (scale_k != 0) by scale, then rotates both
  * (rotary != 0) at positions pos[row] with per-feature frequencies freq.
- * qh, kh (or NULL): where the first rows_h rows' results go rounded to
- * bf16 too, in the same pass; returns 1 when it wrote them there (rotary
- * with an even dk: one kernel does the scaling and the rotation), else 0
- * (the caller rounds them itself). */
+ * cp (or NULL): the fused read-out's bf16 operands this pass writes too
+ * (rk_qk_copies); returns 1 when it wrote them (rotary with an even dk:
+ * one kernel does the scaling and the rotation), else 0 (the caller makes
+ * them itself). */
 int rk_qk_prepare(cudaStream_t st, float *q, float *k, int n, int H, int dk, const int64_t *pos,
                   const float *freq, int rotary, int interleaved, int scale_k, float scale,
-                  void *qh = NULL, void *kh = NULL, int rows_h = 0);
+                  const rk_qk_copies *cp = NULL);
 /* rk_qk_prepare calls so far in this process that wrote the copies. */
 long rk_qk_half_passes(void);
 

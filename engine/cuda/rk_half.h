@@ -12,4 +12,16 @@ struct rk_half {
     int t;
 };
 
+/* Where the rotary pass (rk_qk_prepare, qk_kernel<1>) writes the fused
+ * retention read-out's bf16 operands for the first rows rows of a chunk
+ * (whole pieces of P): q and k as rotated (qh, kh, rows of the chunk's
+ * layout), and k scaled for the pieces' own state parts (kd: (piece, head)
+ * blocks of P rows, row i times g^(P-1-i) from the decay table pw, as
+ * rk_scale_pieces writes them).  rows 0: none. */
+struct rk_qk_copies {
+    void *qh, *kh, *kd;
+    const float *pw;
+    int P, rows;
+};
+
 #endif

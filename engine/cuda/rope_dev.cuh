@@ -7,6 +7,8 @@
 #ifndef RN_CUDA_ROPE_DEV_CUH
 #define RN_CUDA_ROPE_DEV_CUH
 
+#include "rk_half.h" /* rk_qk_copies */
+
 /* Heads whose pair a qk_kernel thread loads before it rotates and stores
  * any of them. */
 #define QK_HEADS 8
@@ -21,17 +23,18 @@
  * first, in the same float products scale_kernel makes, so one pass does
  * both when every feature is in a pair.  Each value gets the same
  * operations whatever hpt is, so the same bits.  With COPY, the first
- * rows_h rows' results are also stored rounded to bf16 in qh and kh, as
- * rk_to_half would round them from q and k: the copies the fused
- * retention read-out takes, without a pass that reads q and k again (its
- * own instance, with half the heads' loads ahead of the stores: with
- * QK_HEADS of them the stores took it from the plain kernel's 106
- * registers to 170, one block of 256 threads an SM instead of two; with
- * QK_HEADS / 2, 96). */
+ * cp.rows rows' results also go rounded to bf16 where cp says
+ * (rk_qk_copies): q and k as rk_to_half would round them, and k times its
+ * piece's decay as scale_pieces_kernel's bf16 instance would (the same
+ * fp32 product, rounded once) -- the fused retention read-out's operands,
+ * without the passes that read q and k again (its own instance, with half
+ * the heads' loads ahead of the stores: with QK_HEADS of them the stores
+ * took it from the plain kernel's 106 registers to 170, one block of 256
+ * threads an SM instead of two). */
 template <int COPY>
 static __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const int64_t *pos,
                                  const float *freq, int interleaved, int scale_k, float scale,
-                                 int hpt, __nv_bfloat16 *qh, __nv_bfloat16 *kh, size_t rows_h)
+                                 int hpt, rk_qk_copies cp)
 {
     pdl_enter();
     int half = dk / 2, groups = (H + hpt - 1) / hpt;
@@ -72,12 +75,23 @@ static __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const
                     float *qv = q + (rh0 + (size_t)u) * (size_t)dk;
                     float *kv = k + (rh0 + (size_t)u) * (size_t)dk;
                     qv[ia] = v[u][0], qv[ib] = v[u][1], kv[ia] = v[u][2], kv[ib] = v[u][3];
-                    if (COPY && row < rows_h) {
+                    if (COPY && row < (size_t)cp.rows) {
+                        __nv_bfloat16 *qh = (__nv_bfloat16 *)cp.qh, *kh = (__nv_bfloat16 *)cp.kh;
                         size_t at = (rh0 + (size_t)u) * (size_t)dk;
                         qh[at + (size_t)ia] = __float2bfloat16_rn(v[u][0]);
                         qh[at + (size_t)ib] = __float2bfloat16_rn(v[u][1]);
                         kh[at + (size_t)ia] = __float2bfloat16_rn(v[u][2]);
                         kh[at + (size_t)ib] = __float2bfloat16_rn(v[u][3]);
+                        /* row i of a piece: block (piece H + h), times g^(P-1-i) */
+                        int h = h0 + u, i = (int)(row % (size_t)cp.P);
+                        size_t piece = row / (size_t)cp.P;
+                        float f = cp.pw[(size_t)h * (size_t)(cp.P + 1) + (size_t)(cp.P - 1 - i)];
+                        __nv_bfloat16 *kd =
+                            (__nv_bfloat16 *)cp.kd +
+                            ((piece * (size_t)H + (size_t)h) * (size_t)cp.P + (size_t)i) *
+                                (size_t)dk;
+                        kd[ia] = __float2bfloat16_rn(v[u][2] * f);
+                        kd[ib] = __float2bfloat16_rn(v[u][3] * f);
                     }
                 }
         }

@@ -281,8 +281,9 @@ START_TEST(test_synthetic_v_half_prefill)
 }
 END_TEST
 
-/* The rotary pass writing the fused read-out's bf16 copies of q and k
- * (RETNET_CUDA_QK_HALF=1) instead of two passes after it: the same model
+/* The rotary pass writing the fused read-out's bf16 copies of q and k and
+ * the decay-scaled keys (RETNET_CUDA_QK_HALF=1) instead of three passes
+ * after it: the same model
  * and shapes as test_synthetic_fused_retention_prefill, an engine with it
  * against one without, bit for bit (the copies round the same floats the
  * same way), with the pass known to have run (the counter: one a layer

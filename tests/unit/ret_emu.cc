@@ -155,8 +155,8 @@ cleanup:
  * (scale != 1), half-split or interleaved pairs, against the rotation a
  * pair and a head at a time with the same operations, and its bf16 copies
  * of all rows but the last (RETNET_CUDA_QK_HALF) against those results
- * rounded, the last row's left alone: the values whose bits differ, or
- * -1. */
+ * rounded and its scaled keys against scale_pieces_kernel's from its k,
+ * the last row's left alone: the values whose bits differ, or -1. */
 extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved, int scale_k,
                                   float scale, uint32_t seed)
 {
@@ -167,14 +167,24 @@ extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved
     int64_t *pos = (int64_t *)malloc(sizeof(int64_t) * (size_t)n);
     __nv_bfloat16 *qh = (__nv_bfloat16 *)rn_emu_alloc(vals, sizeof(__nv_bfloat16));
     __nv_bfloat16 *kh = (__nv_bfloat16 *)rn_emu_alloc(vals, sizeof(__nv_bfloat16));
-    size_t rows_h = (size_t)n - 1, copied = rows_h * (size_t)H * (size_t)dk;
+    __nv_bfloat16 *kd = (__nv_bfloat16 *)rn_emu_alloc(vals, sizeof(__nv_bfloat16));
+    __nv_bfloat16 *kd_want = (__nv_bfloat16 *)rn_emu_alloc(vals, sizeof(__nv_bfloat16));
+    /* the copies of all rows but the last: two pieces where that count is
+     * even, else one (or none: one row) */
+    int rows_h = n - 1, P = rows_h >= 2 && rows_h % 2 == 0 ? rows_h / 2 : rows_h > 0 ? rows_h : 1;
+    size_t copied = (size_t)rows_h * (size_t)H * (size_t)dk;
+    float *pw = (float *)rn_emu_alloc((size_t)H * (size_t)(P + 1), sizeof(float));
     long differ = -1;
     int half = dk / 2;
     size_t threads = (size_t)n * (size_t)half * (size_t)((H + hpt - 1) / hpt);
-    if (!q || !k || !wq || !wk || !freq || !pos || !qh || !kh || dk % 2)
+    if (!q || !k || !wq || !wk || !freq || !pos || !qh || !kh || !kd || !kd_want || !pw || dk % 2)
         goto cleanup;
     memset(qh, 0xff, vals * sizeof *qh); /* NaN: a copy never written */
     memset(kh, 0xff, vals * sizeof *kh);
+    memset(kd, 0xff, vals * sizeof *kd);
+    memset(kd_want, 0xff, vals * sizeof *kd_want);
+    for (int i = 0; i < H * (P + 1); i++)
+        pw[i] = rf_uniform(&seed, 0.5f, 1.0f);
     for (size_t i = 0; i < vals; i++)
         q[i] = wq[i] = rf_uniform(&seed, -2.0f, 2.0f),
         k[i] = wk[i] = rf_uniform(&seed, -2.0f, 2.0f);
@@ -182,10 +192,21 @@ extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved
         freq[i] = rf_uniform(&seed, 0.0f, 1.0f);
     for (int r = 0; r < n; r++)
         pos[r] = (int64_t)(seed = seed * 1664525u + 1013904223u) % 5000;
-    if (rn_emu_launch(qk_kernel<1>, dim3((unsigned)((threads + 63) / 64)), dim3(64), 0, q, k, n, H,
-                      dk, (const int64_t *)pos, (const float *)freq, interleaved, scale_k, scale,
-                      hpt, qh, kh, rows_h) != 0)
-        goto cleanup;
+    {
+        rk_qk_copies cp = {qh, kh, kd, pw, P, rows_h};
+        if (rn_emu_launch(qk_kernel<1>, dim3((unsigned)((threads + 63) / 64)), dim3(64), 0, q, k, n,
+                          H, dk, (const int64_t *)pos, (const float *)freq, interleaved, scale_k,
+                          scale, hpt, cp) != 0)
+            goto cleanup;
+    }
+    if (rows_h > 0) { /* the scaled keys as the piece scaling makes them from this k */
+        unsigned rows = (unsigned)(rows_h * H), bx, by, grid;
+        scale_pieces_shape(dk, 4, rows, &bx, &by, &grid);
+        if (dk % 4 ||
+            rn_emu_launch(scale_pieces_kernel<4, __nv_bfloat16>, dim3(grid), dim3(bx, by), 0,
+                          kd_want, (const float *)k, (const float *)pw, H, P, dk, 1, rows) != 0)
+            goto cleanup;
+    }
     differ = 0;
     for (int r = 0; r < n; r++)
         for (int j = 0; j < half; j++) {
@@ -211,10 +232,14 @@ extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved
         differ +=
             memcmp(&q[i], &wq[i], sizeof(float)) != 0 || memcmp(&k[i], &wk[i], sizeof(float)) != 0;
         differ += memcmp(&qh[i], &cq, 2) != 0 || memcmp(&kh[i], &ck, 2) != 0;
+        differ += memcmp(&kd[i], &kd_want[i], 2) != 0; /* past the copies: both unwritten */
     }
 cleanup:
     free(qh);
     free(kh);
+    free(kd);
+    free(kd_want);
+    free(pw);
     free(q);
     free(k);
     free(wq);
