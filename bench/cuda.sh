@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-prefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-qkhalf*,ours-halfcopies*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-prefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-qkhalf*,ours-halfcopies*,ours-ltpairs*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -13,7 +13,7 @@
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
 # the defaults against the paths they replaced (RET_FUSED=0,
 # GEMV_PRENORM=0, STEP_EARLY=0 at 1-2), STEP_EARLY=1 at 16 and 64, LT_TUNE,
-# PREFILL_PDL, RESID_GEMM, QK_HALF, V_HALF, TC_ASYNC and the peer at
+# PREFILL_PDL, RESID_GEMM, QK_HALF, V_HALF, LT_PAIRS, TC_ASYNC and the peer at
 # batches 1 and 16: a few minutes instead of the whole sweep.
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
 # 512, 2k and 8k, the switches not yet measured, STEP_EARLY=1 at 16 and 64,
@@ -103,6 +103,11 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
         --prompts 512,2048,8192 --chunk 1024 --decode 4
     run ours-halfcopies-c4096 RETNET_CUDA_QK_HALF=1 RETNET_CUDA_V_HALF=1 -- --batches 1 \
         --prompts 2048,8192 --chunk 4096 --decode 4
+    # q and k, v and g, up and gate as one cuBLASLt product each (RETNET_CUDA_LT_PAIRS=1)
+    run ours-ltpairs RETNET_CUDA_LT_PAIRS=1 -- --batches 64,256 --prompts 512,2048,8192 \
+        --chunk 1024 --decode 32
+    run ours-ltpairs-c4096 RETNET_CUDA_LT_PAIRS=1 -- --batches 1 --prompts 2048,8192 \
+        --chunk 4096 --decode 4
     run ours-stepearly RETNET_CUDA_STEP_EARLY=1 -- --batches 16,64 --prompts 512 --chunk 1024 \
         --decode 32
     tc_switches
@@ -124,6 +129,7 @@ else
         prefill ours-residgemm RETNET_CUDA_RESID_GEMM=1
         prefill ours-qkhalf RETNET_CUDA_QK_HALF=1
         prefill ours-halfcopies "RETNET_CUDA_QK_HALF=1 RETNET_CUDA_V_HALF=1"
+        prefill ours-ltpairs RETNET_CUDA_LT_PAIRS=1
         decode_switches
         tc_switches
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
@@ -176,6 +182,8 @@ else
         # and v's product its v (RETNET_CUDA_V_HALF=1) with it
         prefill ours-qkhalf RETNET_CUDA_QK_HALF=1
         prefill ours-halfcopies "RETNET_CUDA_QK_HALF=1 RETNET_CUDA_V_HALF=1"
+        # q and k, v and g, up and gate as one cuBLASLt product each (RETNET_CUDA_LT_PAIRS=1)
+        prefill ours-ltpairs RETNET_CUDA_LT_PAIRS=1
         decode_switches
         tc_switches
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)

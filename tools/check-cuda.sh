@@ -76,8 +76,9 @@ fail=0
 # 16-bit models on bf16 tensor cores instead of TF32 (the synthetic
 # suite's bf16 model and parity's bf16 fixture; the synthetic suite
 # itself runs the fused read-out's copies written by the rotary pass and
-# by v's product, RETNET_CUDA_QK_HALF and RETNET_CUDA_V_HALF); so every
-# path is held
+# by v's product, RETNET_CUDA_QK_HALF and RETNET_CUDA_V_HALF, and the
+# paired cuBLASLt products, RETNET_CUDA_LT_PAIRS, which parity runs too);
+# so every path is held
 # to the same properties (on a GPU the form suite itself checks that the
 # tensor-core GEMV's deeper loads, RETNET_CUDA_TC_LOADS, and the recurrent
 # step's early state loads, RETNET_CUDA_STEP_EARLY, the GEMVs forming
@@ -139,6 +140,7 @@ synthetic-noprenorm synthetic RETNET_CUDA_GEMV_PRENORM=0
 parity-prefillpdl parity RETNET_CUDA_PREFILL_PDL=1
 synthetic-prefillpdl synthetic RETNET_CUDA_PREFILL_PDL=1
 parity-residgemm parity RETNET_CUDA_RESID_GEMM=1
+parity-ltpairs parity RETNET_CUDA_LT_PAIRS=1
 synthetic-residgemm synthetic RETNET_CUDA_RESID_GEMM=1
 forms-residgemm forms RETNET_CUDA_RESID_GEMM=1
 forms-prenorm forms RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8

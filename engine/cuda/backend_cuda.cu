@@ -76,6 +76,11 @@ typedef enum { STEP_BARE = 0, STEP_LOGITS, STEP_PICKS, STEP_TOP, STEP_TAILS } st
 
 struct lt_entry {
     int out, in, n, dtype, otype; /* otype: the output's (fp32, or the weights' with half_act) */
+    /* strided batch (lt_pair): products of the one input, the k-th weights
+     * and output stride_w and stride_y elements after the first; batch 1:
+     * one product */
+    int batch;
+    int64_t stride_w, stride_y;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
@@ -159,6 +164,7 @@ struct cuda_ctx {
     int qk_half;       /* the rotary pass writes rk_ret_fused's q, k copies (RETNET_CUDA_QK_HALF) */
     int qk_rounded;    /* it just did, for this layer's retention_fused */
     int v_half;        /* v's product writes rk_ret_fused's v copy (RETNET_CUDA_V_HALF) */
+    int lt_pairs;      /* q and k, v and g, up and gate as one cuBLASLt product (lt_pair) */
     int v_rounded;     /* it just did, for this layer's retention_fused */
     int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
     int lt_tune;       /* rows from which cuBLASLt's algorithm is timed per shape, 0: never
@@ -275,7 +281,28 @@ static void lt_entry_free(lt_entry *e)
  * (in x n); fp32 accumulate, output in otype (fp32, or rounded to the
  * weights' 16-bit dtype).  Fills e; RN_EDEVICE if cuBLASLt offers no
  * algorithm. */
-static int lt_entry_make(cuda_ctx *x, lt_entry *e, int out, int in, int n, int dtype, int otype)
+/* The batch of e's layouts (lt_entry: the input shared, stride 0). */
+static int lt_entry_batch(lt_entry *e)
+{
+    int32_t b = e->batch;
+    int64_t zero = 0;
+    return e->batch > 1 &&
+           (cublasLtMatrixLayoutSetAttribute(e->a, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b,
+                                             sizeof b) ||
+            cublasLtMatrixLayoutSetAttribute(e->a, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                             &e->stride_w, sizeof e->stride_w) ||
+            cublasLtMatrixLayoutSetAttribute(e->b, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b,
+                                             sizeof b) ||
+            cublasLtMatrixLayoutSetAttribute(e->b, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                             &zero, sizeof zero) ||
+            cublasLtMatrixLayoutSetAttribute(e->c, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b,
+                                             sizeof b) ||
+            cublasLtMatrixLayoutSetAttribute(e->c, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                             &e->stride_y, sizeof e->stride_y));
+}
+
+static int lt_entry_make(cuda_ctx *x, lt_entry *e, int out, int in, int n, int dtype, int otype,
+                         int batch, int64_t stride_w, int64_t stride_y)
 {
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cudaDataType_t dt = cuda_type(dtype);
@@ -283,14 +310,15 @@ static int lt_entry_make(cuda_ctx *x, lt_entry *e, int out, int in, int n, int d
     cublasLtMatmulHeuristicResult_t res[LT_CANDIDATES];
     int found = 0, rc = RN_EDEVICE, want = x->lt_tune && n >= x->lt_tune ? LT_CANDIDATES : 1;
     size_t ws = RN_CUDA_LT_WORKSPACE;
-    *e = (lt_entry){out, in, n, dtype, otype, NULL, NULL, NULL, NULL, {}, {}, 0};
+    *e = (lt_entry){out,  in,   n,    dtype, otype, batch, stride_w, stride_y,
+                    NULL, NULL, NULL, NULL,  {},    {},    0};
     if (cublasLtMatmulDescCreate(&e->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
         cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
         cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
         cublasLtMatrixLayoutCreate(&e->a, dt, (uint64_t)in, (uint64_t)out, in) ||
         cublasLtMatrixLayoutCreate(&e->b, dt, (uint64_t)in, (uint64_t)n, in) ||
         cublasLtMatrixLayoutCreate(&e->c, cuda_type(otype), (uint64_t)out, (uint64_t)n, out) ||
-        cublasLtMatmulPreferenceCreate(&pref) ||
+        lt_entry_batch(e) || cublasLtMatmulPreferenceCreate(&pref) ||
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                              sizeof ws) ||
         cublasLtMatmulAlgoGetHeuristic(x->lt, e->op, e->a, e->b, e->c, e->c, pref, want, res,
@@ -310,22 +338,29 @@ cleanup:
 }
 
 /* The cached plan for this shape, made on first use.  NULL on failure. */
-static lt_entry *lt_lookup(cuda_ctx *x, int out, int in, int n, int dtype, int otype)
+static lt_entry *lt_lookup_batch(cuda_ctx *x, int out, int in, int n, int dtype, int otype,
+                                 int batch, int64_t stride_w, int64_t stride_y)
 {
     for (int i = 0; i < x->n_cache; i++) {
         lt_entry *e = &x->cache[i];
-        if (e->out == out && e->in == in && e->n == n && e->dtype == dtype && e->otype == otype)
+        if (e->out == out && e->in == in && e->n == n && e->dtype == dtype && e->otype == otype &&
+            e->batch == batch && e->stride_w == stride_w && e->stride_y == stride_y)
             return e;
     }
     /* full: replace entries round-robin (decode batch sizes come and go) */
     lt_entry *e = &x->cache[x->n_made % LT_CACHE];
     if (x->n_made >= LT_CACHE)
         lt_entry_free(e);
-    if (lt_entry_make(x, e, out, in, n, dtype, otype) != RN_OK)
+    if (lt_entry_make(x, e, out, in, n, dtype, otype, batch, stride_w, stride_y) != RN_OK)
         return NULL;
     x->n_made++;
     x->n_cache = x->n_made < LT_CACHE ? x->n_made : LT_CACHE;
     return e;
+}
+
+static lt_entry *lt_lookup(cuda_ctx *x, int out, int in, int n, int dtype, int otype)
+{
+    return lt_lookup_batch(x, out, in, n, dtype, otype, 1, 0, 0);
 }
 
 /* Milliseconds of e's product with algorithm a on these operands: the
@@ -354,6 +389,14 @@ static std::atomic<long> lt_tuned;
 extern "C" long rn_cuda_lt_tuned(void)
 {
     return lt_tuned.load();
+}
+
+/* Pairs of projections lt_pair ran as one product, for tests. */
+static std::atomic<long> lt_pair_products;
+
+extern "C" long rn_cuda_lt_pair_products(void)
+{
+    return lt_pair_products.load();
 }
 
 /* Chunks whose v product wrote the fused read-out's bf16 copy
@@ -765,6 +808,66 @@ static int retention_pieces(cuda_ctx *x, int slot, int l, int n)
 
 typedef enum { FWD_DECODE, FWD_CHUNK } fwd_mode;
 
+/* Products i and i + 1 of a list (ys, Ws, Wts, bs) of the same n input
+ * rows src (lt_input) as one strided-batched cuBLASLt product
+ * (RETNET_CUDA_LT_PAIRS), into fp32: where the two share shape and dtype,
+ * have no bias, and the second's weights and output lie a fixed distance
+ * after the first's (upload_all and alloc_buffers place q and k, v and g,
+ * up and gate so), one launch where there were two.  RN_EUNSUPPORTED where
+ * that does not hold, or where cuBLASLt offers no algorithm (then the
+ * switch is dropped, with a line): the caller takes them one by one. */
+static int lt_pair(cuda_ctx *x, const void *src, int n, float *const *ys, const void *const *Ws,
+                   const rn_tensor *const *Wts, const float *const *bs, int i)
+{
+    const rn_tensor *a = Wts[i], *b = Wts[i + 1];
+    int t = (int)a->dtype, out = (int)a->shape[0], in = (int)a->shape[1];
+    ptrdiff_t esz = t == RN_DT_F32 ? 4 : 2;
+    ptrdiff_t dw = (const char *)Ws[i + 1] - (const char *)Ws[i], dy = ys[i + 1] - ys[i];
+    if (!x->lt_pairs || bs[i] || bs[i + 1] || b->dtype != a->dtype || b->shape[0] != a->shape[0] ||
+        b->shape[1] != a->shape[1] || dw <= 0 || dw % esz || dy < (ptrdiff_t)n * out)
+        return RN_EUNSUPPORTED;
+    lt_entry *e = lt_lookup_batch(x, out, in, n, t, RN_DT_F32, 2, dw / esz, dy);
+    if (!e) {
+        fprintf(stderr,
+                "cuda backend: cuBLASLt offers no paired product for %d x %d x %d; "
+                "RETNET_CUDA_LT_PAIRS off\n",
+                n, out, in);
+        x->lt_pairs = 0;
+        return RN_EUNSUPPORTED;
+    }
+    float one = 1.0f, zero = 0.0f;
+    if (e->n_cand && lt_tune(x, e, ys[i], Ws[i], src) != RN_OK)
+        return RN_EDEVICE;
+    if (cublasLtMatmul(x->lt, e->op, &one, Ws[i], e->a, src, e->b, &zero, ys[i], e->c, ys[i], e->c,
+                       &e->algo, x->ws, RN_CUDA_LT_WORKSPACE, x->st) != CUBLAS_STATUS_SUCCESS)
+        return RN_EDEVICE;
+    lt_pair_products++;
+    return RN_OK;
+}
+
+/* The count products of a list from src: in pairs where lt_pair takes
+ * them, else one by one (linear_lt).  skip: a product left out (-1: none). */
+static int lt_products(cuda_ctx *x, const void *src, int n, int count, float *const *ys,
+                       const void *const *Ws, const rn_tensor *const *Wts, const float *const *bs,
+                       int skip)
+{
+    for (int i = 0; i < count;) {
+        int rc = i + 1 < count && i != skip && i + 1 != skip
+                     ? lt_pair(x, src, n, ys, Ws, Wts, bs, i)
+                     : RN_EUNSUPPORTED;
+        if (rc == RN_OK) {
+            i += 2;
+            continue;
+        }
+        if (rc != RN_EUNSUPPORTED)
+            return rc;
+        if (i != skip && (rc = linear_lt(x, ys[i], src, n, Ws[i], Wts[i], bs[i])))
+            return rc;
+        i++;
+    }
+    return RN_OK;
+}
+
 /* Whether this step's projections fold the work that follows them into
  * their stores (rk_gemv_job kinds): only where they stream (streaming) and
  * unless RETNET_CUDA_FUSE=0.  The folded step computes the same floats as
@@ -1023,10 +1126,7 @@ static int linear_set(cuda_ctx *x, const float *rows, int n, int count, float *c
     }
     /* the shared input is rounded once for all of them */
     const void *src = lt_input(x, rows, n, (int)Wts[0]->shape[1], (int)Wts[0]->dtype);
-    for (int i = 0; i < count; i++)
-        if ((rc = linear_lt(x, ys[i], src, n, Ws[i], Wts[i], bs[i])))
-            return rc;
-    return RN_OK;
+    return lt_products(x, src, n, count, ys, Ws, Wts, bs, -1);
 }
 
 /* A sublayer's output projection: into x->y, or, with fold_residual,
@@ -1079,9 +1179,7 @@ static int qkvg_products(cuda_ctx *x, const float *in, int n, const proj_list *p
     int out = (int)p->Wts[2]->shape[0], w = (int)p->Wts[2]->shape[1], rc = RN_OK;
     const float *rows = settle_rows(x, in, n);
     const char *src = (const char *)lt_input(x, rows, n, w, RN_DT_BF16); /* read by all four */
-    for (int i = 0; i < 4 && rc == RN_OK; i++)
-        if (i != 2)
-            rc = linear_lt(x, p->ys[i], src, n, p->Ws[i], p->Wts[i], p->bs[i]);
+    rc = lt_products(x, src, n, 4, p->ys, p->Ws, p->Wts, p->bs, 2);
     if (rc == RN_OK)
         rc = lt_matmul(x, vh, p->Ws[2], src, v_rows, out, w, RN_DT_BF16, RN_DT_BF16);
     if (rc == RN_OK && n > v_rows)
@@ -1571,6 +1669,10 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * chunk of the 1.3B shape writes v in fp32, 64 MiB, reads it back and
      * writes 32 MiB of copy, a layer); with it the product writes 32 */
     x->v_half = env_int("RETNET_CUDA_V_HALF", 0, 0, 1);
+    /* off until measured: a prefill chunk launches 20 kernels a layer, and
+     * a 4096-token chunk on an H100 spent 1.8 of its 30.7 ms between them
+     * (docs/benchmarks.md); pairs take 3 of the 7 products' launches */
+    x->lt_pairs = env_int("RETNET_CUDA_LT_PAIRS", 0, 0, 1);
     {
         int optin = 0, per_sm = 0;
         CU(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),

@@ -77,6 +77,9 @@ long rn_cuda_qk_half_passes(void);
 /* Chunks so far in this process whose v product wrote the fused
  * read-out's bf16 copy of v (RETNET_CUDA_V_HALF). */
 long rn_cuda_v_half_products(void);
+/* Pairs of projections so far in this process that ran as one
+ * strided-batched cuBLASLt product (RETNET_CUDA_LT_PAIRS). */
+long rn_cuda_lt_pair_products(void);
 /* GEMM shapes whose cuBLASLt algorithm was timed (RETNET_CUDA_LT_TUNE) so
  * far in this process. */
 long rn_cuda_lt_tuned(void);

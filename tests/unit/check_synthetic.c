@@ -281,6 +281,29 @@ START_TEST(test_synthetic_v_half_prefill)
 }
 END_TEST
 
+/* Pairs of projections as one strided-batched cuBLASLt product
+ * (RETNET_CUDA_LT_PAIRS=1): q and k, v and g, up and gate of every prefill
+ * chunk (bf16 weights, so decode batches of up to 16 stream instead), the
+ * prefills of check_prefill_whole_and_split against the CPU's recurrent
+ * form at the 16-bit tolerance (a batched product may sum in another
+ * order), and the pairs known to have run: three a layer for each chunk
+ * (three chunks: 150 tokens in one, then 20 and 130). */
+START_TEST(test_synthetic_lt_pairs_prefill)
+{
+    synth s;
+    setenv("RETNET_CUDA_LT_PAIRS", "1", 1);
+    synth_open_json(&s,
+                    "{\"hidden_size\":256,\"num_hidden_layers\":2,\"num_heads\":2,"
+                    "\"vocab_size\":1000,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}",
+                    RN_DT_BF16, 256);
+    unsetenv("RETNET_CUDA_LT_PAIRS");
+    long pairs = rn_cuda_lt_pair_products();
+    check_prefill_whole_and_split(&s, 256, 20);
+    ck_assert_int_eq(rn_cuda_lt_pair_products() - pairs, 3 * 2 * 3);
+    synth_close(&s);
+}
+END_TEST
+
 /* The rotary pass writing the fused read-out's bf16 copies of q and k and
  * the decay-scaled keys (RETNET_CUDA_QK_HALF=1) instead of three passes
  * after it: the same model
@@ -345,6 +368,7 @@ Suite *synthetic_suite(void)
         tcase_add_test(tc, test_synthetic_fused_retention_prefill);
         tcase_add_test(tc, test_synthetic_qk_half_keeps_bits);
         tcase_add_test(tc, test_synthetic_v_half_prefill);
+        tcase_add_test(tc, test_synthetic_lt_pairs_prefill);
         tcase_add_test(tc, test_synthetic_lt_tune_prefill);
     }
 #endif

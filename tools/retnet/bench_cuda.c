@@ -362,7 +362,7 @@ static void print_tuning(void)
         "RETNET_CUDA_RET_BF16",    "RETNET_CUDA_STEP_EARLY", "RETNET_CUDA_RET_FUSED",
         "RETNET_CUDA_HALF_ACT",    "RETNET_CUDA_LT_TUNE",    "RETNET_CUDA_GEMV_PRENORM",
         "RETNET_CUDA_PREFILL_PDL", "RETNET_CUDA_RESID_GEMM", "RETNET_CUDA_TC_ASYNC",
-        "RETNET_CUDA_QK_HALF",     "RETNET_CUDA_V_HALF"};
+        "RETNET_CUDA_QK_HALF",     "RETNET_CUDA_V_HALF",     "RETNET_CUDA_LT_PAIRS"};
     int first = 1;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const char *v = getenv(names[i]);
