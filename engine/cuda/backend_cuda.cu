@@ -165,6 +165,7 @@ struct cuda_ctx {
     int qk_rounded;    /* it just did, for this layer's retention_fused */
     int v_half;        /* v's product writes rk_ret_fused's v copy (RETNET_CUDA_V_HALF) */
     int lt_pairs;      /* q and k, v and g, up and gate as one cuBLASLt product (lt_pair) */
+    int lt_paired;     /* a paired product has run: a later failure is the device's */
     int v_rounded;     /* it just did, for this layer's retention_fused */
     int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
     int lt_tune;       /* rows from which cuBLASLt's algorithm is timed per shape, 0: never
@@ -277,10 +278,6 @@ static void lt_entry_free(lt_entry *e)
     memset(e, 0, sizeof *e);
 }
 
-/* Column-major view: y^T (out x n) = W (stored in x out, transposed) . x^T
- * (in x n); fp32 accumulate, output in otype (fp32, or rounded to the
- * weights' 16-bit dtype).  Fills e; RN_EDEVICE if cuBLASLt offers no
- * algorithm. */
 /* The batch of e's layouts (lt_entry: the input shared, stride 0). */
 static int lt_entry_batch(lt_entry *e)
 {
@@ -301,6 +298,10 @@ static int lt_entry_batch(lt_entry *e)
                                              &e->stride_y, sizeof e->stride_y));
 }
 
+/* Column-major view: y^T (out x n) = W (stored in x out, transposed) . x^T
+ * (in x n); fp32 accumulate, output in otype (fp32, or rounded to the
+ * weights' 16-bit dtype); batch products as lt_entry says.  Fills e;
+ * RN_EDEVICE if cuBLASLt offers no algorithm. */
 static int lt_entry_make(cuda_ctx *x, lt_entry *e, int out, int in, int n, int dtype, int otype,
                          int batch, int64_t stride_w, int64_t stride_y)
 {
@@ -826,21 +827,26 @@ static int lt_pair(cuda_ctx *x, const void *src, int n, float *const *ys, const 
     if (!x->lt_pairs || bs[i] || bs[i + 1] || b->dtype != a->dtype || b->shape[0] != a->shape[0] ||
         b->shape[1] != a->shape[1] || dw <= 0 || dw % esz || dy < (ptrdiff_t)n * out)
         return RN_EUNSUPPORTED;
+    if (cudaPeekAtLastError() != cudaSuccess)
+        return RN_EDEVICE; /* an earlier launch's error: the forward reports it */
     lt_entry *e = lt_lookup_batch(x, out, in, n, t, RN_DT_F32, 2, dw / esz, dy);
-    if (!e) {
+    float one = 1.0f, zero = 0.0f;
+    int ok =
+        e && (!e->n_cand || lt_tune(x, e, ys[i], Ws[i], src) == RN_OK) &&
+        cublasLtMatmul(x->lt, e->op, &one, Ws[i], e->a, src, e->b, &zero, ys[i], e->c, ys[i], e->c,
+                       &e->algo, x->ws, RN_CUDA_LT_WORKSPACE, x->st) == CUBLAS_STATUS_SUCCESS;
+    if (!ok && x->lt_paired)
+        return RN_EDEVICE; /* paired products ran before: not the pairing's fault */
+    if (!ok) {             /* refused from the first: the pairs are not for this cuBLASLt */
         fprintf(stderr,
-                "cuda backend: cuBLASLt offers no paired product for %d x %d x %d; "
+                "cuda backend: cuBLASLt %s the paired product %d x %d x %d; "
                 "RETNET_CUDA_LT_PAIRS off\n",
-                n, out, in);
+                e ? "refuses" : "offers no algorithm for", n, out, in);
         x->lt_pairs = 0;
+        cudaGetLastError(); /* this attempt's own, if any: nothing of it ran */
         return RN_EUNSUPPORTED;
     }
-    float one = 1.0f, zero = 0.0f;
-    if (e->n_cand && lt_tune(x, e, ys[i], Ws[i], src) != RN_OK)
-        return RN_EDEVICE;
-    if (cublasLtMatmul(x->lt, e->op, &one, Ws[i], e->a, src, e->b, &zero, ys[i], e->c, ys[i], e->c,
-                       &e->algo, x->ws, RN_CUDA_LT_WORKSPACE, x->st) != CUBLAS_STATUS_SUCCESS)
-        return RN_EDEVICE;
+    x->lt_paired = 1;
     lt_pair_products++;
     return RN_OK;
 }
@@ -1159,8 +1165,17 @@ static int sublayer_out(cuda_ctx *x, const float *rows, int n, const void *W, co
 static int v_half_fits(cuda_ctx *x, const proj_list *p, int n, int rows)
 {
     const rn_tensor *v = p->Wts[2];
-    return !streaming(x, n) && same_shape(p->Wts, 4) && v->dtype == RN_DT_BF16 && !p->bs[2] &&
-           lt_lookup(x, (int)v->shape[0], (int)v->shape[1], rows, RN_DT_BF16, RN_DT_BF16);
+    if (streaming(x, n) || !same_shape(p->Wts, 4) || v->dtype != RN_DT_BF16 || p->bs[2])
+        return 0;
+    if (lt_lookup(x, (int)v->shape[0], (int)v->shape[1], rows, RN_DT_BF16, RN_DT_BF16))
+        return 1;
+    /* once: each refused lookup would evict a cached shape */
+    fprintf(stderr,
+            "cuda backend: cuBLASLt offers no bf16 output for v (%d x %d x %d); "
+            "RETNET_CUDA_V_HALF off\n",
+            rows, (int)v->shape[0], (int)v->shape[1]);
+    x->v_half = 0;
+    return 0;
 }
 
 /* p's four products of the n rows at in (linear_set), with v's first
