@@ -273,10 +273,13 @@ timeline() { # name [VAR=value ...]
 }
 if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline
-    # the prefill chunk's gaps between kernels with its own kernels launched dependent
-    timeline timeline-prefillpdl RETNET_CUDA_PREFILL_PDL=1
     # the tensor-core GEMV's rate at 16 rows through its cp.async ring
     timeline timeline-tcasync RETNET_CUDA_TC_ASYNC=1
+    # the prefill chunk's gaps between kernels with its own kernels launched
+    # dependent (the fast bench measures its speed, not its timeline)
+    if [ "${BENCH_CUDA:-full}" != fast ]; then
+        timeline timeline-prefillpdl RETNET_CUDA_PREFILL_PDL=1
+    fi
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
 # every switch against the defaults of this run (also in compare.txt)
