@@ -88,6 +88,7 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     # early state loads at 16 and 64, and the timeline, for a device lent
     # for minutes (the defaults against what they replaced: quick)
     run ours -- --batches 1,2,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
+    tc_switches
     run ours-prefillpdl RETNET_CUDA_PREFILL_PDL=1 -- --batches 1 --prompts 512,2048,8192 \
         --chunk 1024 --decode 4
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
@@ -110,7 +111,6 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
         --chunk 4096 --decode 4
     run ours-stepearly RETNET_CUDA_STEP_EARLY=1 -- --batches 16,64 --prompts 512 --chunk 1024 \
         --decode 32
-    tc_switches
     PEER_BATCHES=1,16 PEER_PROMPTS=8192
 else
     # the server's defaults (1024-token chunks on a GPU)
