@@ -72,12 +72,16 @@ decode_switches() {
 
 # the tensor-core GEMV's weights through its cp.async ring
 # (RETNET_CUDA_TC_ASYNC=1: the stages the plan gives; =2: two) at 16 rows,
-# and with that GEMV taking 32 and 64 rows (RETNET_CUDA_TC_MAX=64; cuBLASLt
-# by default), with and without the ring: tc_switches
+# at 1 and 2 rows in place of the GEMV, and with that GEMV taking 32 and 64
+# rows (RETNET_CUDA_TC_MAX=64; cuBLASLt by default), with and without the
+# ring: tc_switches
 tc_switches() {
     run ours-tcasync RETNET_CUDA_TC_ASYNC=1 -- --batches 8,16 --prompts 512 --chunk 1024 \
         --decode 32
     run ours-tcasync2 RETNET_CUDA_TC_ASYNC=2 -- --batches 16 --prompts 512 --chunk 1024 --decode 32
+    # and from one row (RETNET_CUDA_GEMV_MAX=0: without the GEMV's pre-norm fold)
+    run ours-tcasync-b1 RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_ASYNC=1 -- --batches 1,2 \
+        --prompts 512 --chunk 1024 --decode 32
     run ours-tc64 RETNET_CUDA_TC_MAX=64 -- --batches 32,64 --prompts 512 --chunk 1024 --decode 32
     run ours-tc64async RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_ASYNC=1 -- --batches 32,64 \
         --prompts 512 --chunk 1024 --decode 32
