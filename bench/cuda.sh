@@ -259,14 +259,15 @@ cupti_lib() {
     done
     return 0 # none found: the loader's path is tried (set -e must not stop here)
 }
-timeline() { # name [VAR=value ...]
-    name=$1
-    shift
+TL_ARGS="--batches 1,16,64 --prompts 4096 --chunk 4096 --decode 8"
+timeline() { # name bench-cuda-arguments [VAR=value ...]
+    name=$1 args=$2
+    shift 2
     cupti=${RETNET_CUPTI:-$(cupti_lib)}
     echo "bench-cuda: $name $* ($(date +%T))" >&2
+    # shellcheck disable=SC2086 # args: several words
     if env RETNET_CUPTI="$cupti" "$@" "$RETNET" bench-cuda "$MODEL" --timeline "$OUT/$name.csv" \
-        --batches 1,16,64 --prompts 4096 --chunk 4096 --decode 8 >"$OUT/$name.json" \
-        2>"$OUT/$name.log" &&
+        $args >"$OUT/$name.json" 2>"$OUT/$name.log" &&
         "$PY" tools/timeline_summary.py "$OUT/$name.csv" --json "$OUT/$name.json" >"$OUT/$name.txt"; then
         echo "== $name $*"
         cat "$OUT/$name.json" "$OUT/$name.txt"
@@ -276,13 +277,17 @@ timeline() { # name [VAR=value ...]
     fi
 }
 if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
-    timeline timeline
+    timeline timeline "$TL_ARGS"
     # the tensor-core GEMV's rate at 16 rows through its cp.async ring
-    timeline timeline-tcasync RETNET_CUDA_TC_ASYNC=1
+    timeline timeline-tcasync "$TL_ARGS" RETNET_CUDA_TC_ASYNC=1
+    # a 512-token prompt in one chunk: how much of its time lies between
+    # kernels (the target's shortest prompt, where a chunk's 480 launches
+    # weigh most)
+    timeline timeline-p512 "--batches 1 --prompts 512 --chunk 1024 --decode 2"
     # the prefill chunk's gaps between kernels with its own kernels launched
     # dependent (the fast bench measures its speed, not its timeline)
     if [ "${BENCH_CUDA:-full}" != fast ]; then
-        timeline timeline-prefillpdl RETNET_CUDA_PREFILL_PDL=1
+        timeline timeline-prefillpdl "$TL_ARGS" RETNET_CUDA_PREFILL_PDL=1
     fi
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
