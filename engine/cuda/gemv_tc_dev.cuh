@@ -41,10 +41,10 @@ template <> struct tc_op<__half> {
 };
 
 /* 16-byte weight loads in flight per lane, over its 2 NT weight rows: a
- * warp keeps 4 KiB in flight, as the GEMV above (the kernel's L);
- * RETNET_CUDA_TC_LOADS=16 doubles that for one m-tile and one pair group
- * (rk_gemv_tc's loads, gemv_tc_launch).  A stage of the async kernel's
- * ring holds one round of TC_LOADS pieces a lane. */
+ * warp keeps 4 KiB in flight, as gemv_dev.cuh's GEMVs do (the register
+ * kernel's L); RETNET_CUDA_TC_LOADS=16 doubles that for one m-tile and one
+ * pair group (rk_tc_opts.loads, gemv_tc_launch).  A stage of the async
+ * kernel's ring holds one round of TC_LOADS pieces a lane. */
 #define TC_LOADS 8
 
 /* Most warps a block of MT m-tiles and NT pair groups has: the reduction's

@@ -41,8 +41,8 @@ static unsigned row_threads(unsigned per)
  * scheduled (pdl_trigger), then waits until its predecessor has finished and
  * its writes are visible (pdl_wait), before it touches any activation or
  * state; so the only work that runs early is work that depends on no earlier
- * kernel -- launch, scheduling, the GEMVs' first weight loads (two rounds
- * for the double-buffered tensor-core GEMV), and with
+ * kernel -- launch, scheduling, the GEMVs' first weight loads (P - 1
+ * rounds for the tensor-core GEMV's cp.async ring), and with
  * RETNET_CUDA_STEP_EARLY the recurrent step's first state rows, which no
  * other kernel of a decode step touches -- and a decode step's ~200 kernel
  * boundaries stop costing a drain and a ramp each.  The

@@ -32,7 +32,7 @@
 #define RN_CUDA_GEMV_MAX 8
 #define RN_CUDA_GEMV_DEFAULT 2
 #define RN_CUDA_GEMV_NO_TC 4
-/* The tensor-core GEMV (kernels.cu, gemv_tc_kernel): the folded stores and
+/* The tensor-core GEMV (gemv_tc_dev.cuh, gemv_tc_kernel): the folded stores and
  * dependent launch of the GEMV path, with mma.m16n8k16 doing the
  * arithmetic (bf16/fp16 in, fp32 sums), 16 rows an m-tile. */
 #define RN_CUDA_TC_MAX 64

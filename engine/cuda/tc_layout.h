@@ -1,5 +1,5 @@
 /*
- * tc_layout.h -- where the tensor-core GEMV (kernels.cu, gemv_tc_kernel)
+ * tc_layout.h -- where the tensor-core GEMV (gemv_tc_dev.cuh, gemv_tc_kernel)
  * puts each value in the fragments of mma.m16n8k16, as plain arithmetic the
  * CPU unit tests check against the PTX ISA's fragment tables
  * (tests/unit/check_cuda_plan.c emulates the instruction from them).
