@@ -198,6 +198,34 @@ START_TEST(test_synthetic_batched_decode_mixed_positions)
 END_TEST
 
 #ifdef RN_HAVE_CUDA
+/* RETNET_CUDA_* settings: name and value pairs, set while an engine is
+ * made and unset after (the backend reads them when it starts). */
+typedef const char *const cuda_env[2];
+#define ENV_COUNT(e) (sizeof(e) / sizeof((e)[0]))
+
+static void env_apply(cuda_env *env, size_t n, int on)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (on)
+            setenv(env[i][0], env[i][1], 1);
+        else
+            unsetenv(env[i][0]);
+    }
+}
+
+/* The small bf16 model of the switches' tests below (2 heads of dk 128 and
+ * dv 256, shapes the fused read-out takes; prefill chunks of up to 256),
+ * its engine made under env. */
+static void synth_open_small(synth *s, cuda_env *env, size_t n)
+{
+    env_apply(env, n, 1);
+    synth_open_json(s,
+                    "{\"hidden_size\":256,\"num_hidden_layers\":2,\"num_heads\":2,"
+                    "\"vocab_size\":1000,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}",
+                    RN_DT_BF16, 256);
+    env_apply(env, n, 0);
+}
+
 /* cuBLASLt's algorithms timed per shape (RETNET_CUDA_LT_TUNE=1: every
  * shape outside a decode graph) inside the engine: the prefills of
  * check_prefill_whole_and_split through whichever candidate was fastest,
@@ -206,12 +234,8 @@ END_TEST
 START_TEST(test_synthetic_lt_tune_prefill)
 {
     synth s;
-    setenv("RETNET_CUDA_LT_TUNE", "1", 1);
-    synth_open_json(&s,
-                    "{\"hidden_size\":256,\"num_hidden_layers\":2,\"num_heads\":2,"
-                    "\"vocab_size\":1000,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}",
-                    RN_DT_BF16, 256);
-    unsetenv("RETNET_CUDA_LT_TUNE");
+    static cuda_env env[] = {{"RETNET_CUDA_LT_TUNE", "1"}};
+    synth_open_small(&s, env, ENV_COUNT(env));
     long tuned = rn_cuda_lt_tuned();
     check_prefill_whole_and_split(&s, 256, 20);
     ck_assert_int_gt(rn_cuda_lt_tuned() - tuned, 0);
@@ -231,14 +255,8 @@ END_TEST
 START_TEST(test_synthetic_fused_retention_prefill)
 {
     synth s;
-    setenv("RETNET_CUDA_RET_CHUNK", "64", 1);
-    setenv("RETNET_CUDA_RET_FUSED", "1", 1);
-    synth_open_json(&s,
-                    "{\"hidden_size\":256,\"num_hidden_layers\":2,\"num_heads\":2,"
-                    "\"vocab_size\":1000,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}",
-                    RN_DT_BF16, 256);
-    unsetenv("RETNET_CUDA_RET_CHUNK");
-    unsetenv("RETNET_CUDA_RET_FUSED");
+    static cuda_env env[] = {{"RETNET_CUDA_RET_CHUNK", "64"}, {"RETNET_CUDA_RET_FUSED", "1"}};
+    synth_open_small(&s, env, ENV_COUNT(env));
     ck_assert_int_eq(rn_model_config(s.m)->head_dim_k, 128);
     long launches = rn_cuda_ret_fused_launches();
     /* 150 tokens: two full pieces and a tail of 22; then 20 (no full piece)
@@ -261,18 +279,11 @@ END_TEST
 START_TEST(test_synthetic_v_half_prefill)
 {
     synth s;
-    setenv("RETNET_CUDA_RET_CHUNK", "64", 1);
-    setenv("RETNET_CUDA_RET_FUSED", "1", 1);
-    setenv("RETNET_CUDA_QK_HALF", "1", 1);
-    setenv("RETNET_CUDA_V_HALF", "1", 1);
-    synth_open_json(&s,
-                    "{\"hidden_size\":256,\"num_hidden_layers\":2,\"num_heads\":2,"
-                    "\"vocab_size\":1000,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}",
-                    RN_DT_BF16, 256);
-    unsetenv("RETNET_CUDA_RET_CHUNK");
-    unsetenv("RETNET_CUDA_RET_FUSED");
-    unsetenv("RETNET_CUDA_QK_HALF");
-    unsetenv("RETNET_CUDA_V_HALF");
+    static cuda_env env[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
+                             {"RETNET_CUDA_RET_FUSED", "1"},
+                             {"RETNET_CUDA_QK_HALF", "1"},
+                             {"RETNET_CUDA_V_HALF", "1"}};
+    synth_open_small(&s, env, ENV_COUNT(env));
     long products = rn_cuda_v_half_products(), passes = rn_cuda_qk_half_passes();
     check_prefill_whole_and_split(&s, 256, 20);
     ck_assert_int_eq(rn_cuda_v_half_products() - products, 2 * 2);
@@ -291,12 +302,8 @@ END_TEST
 START_TEST(test_synthetic_lt_pairs_prefill)
 {
     synth s;
-    setenv("RETNET_CUDA_LT_PAIRS", "1", 1);
-    synth_open_json(&s,
-                    "{\"hidden_size\":256,\"num_hidden_layers\":2,\"num_heads\":2,"
-                    "\"vocab_size\":1000,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}",
-                    RN_DT_BF16, 256);
-    unsetenv("RETNET_CUDA_LT_PAIRS");
+    static cuda_env env[] = {{"RETNET_CUDA_LT_PAIRS", "1"}};
+    synth_open_small(&s, env, ENV_COUNT(env));
     long pairs = rn_cuda_lt_pair_products();
     check_prefill_whole_and_split(&s, 256, 20);
     ck_assert_int_eq(rn_cuda_lt_pair_products() - pairs, 3 * 2 * 3);
@@ -316,18 +323,14 @@ START_TEST(test_synthetic_qk_half_keeps_bits)
     synth s;
     rn_engine *half = NULL;
     rn_error err = {0};
-    setenv("RETNET_CUDA_RET_CHUNK", "64", 1);
-    setenv("RETNET_CUDA_RET_FUSED", "1", 1);
-    synth_open_json(&s,
-                    "{\"hidden_size\":256,\"num_hidden_layers\":2,\"num_heads\":2,"
-                    "\"vocab_size\":1000,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}",
-                    RN_DT_BF16, 256);
-    setenv("RETNET_CUDA_QK_HALF", "1", 1);
+    static cuda_env env[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
+                             {"RETNET_CUDA_RET_FUSED", "1"},
+                             {"RETNET_CUDA_QK_HALF", "1"}};
+    synth_open_small(&s, env, ENV_COUNT(env) - 1); /* without QK_HALF */
+    env_apply(env, ENV_COUNT(env), 1);
     rn_engine_opts o = fixture_opts(SLOTS, 256);
     ck_assert_msg(rn_engine_new(&half, s.m, &o, &err) == RN_OK, "%s", err.msg);
-    unsetenv("RETNET_CUDA_QK_HALF");
-    unsetenv("RETNET_CUDA_RET_CHUNK");
-    unsetenv("RETNET_CUDA_RET_FUSED");
+    env_apply(env, ENV_COUNT(env), 0);
     size_t V = (size_t)s.vocab, sb = rn_engine_state_bytes(s.e);
     float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
     ck_assert(a && b);
