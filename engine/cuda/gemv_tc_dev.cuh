@@ -86,11 +86,12 @@ __device__ static inline void tc_rows(const T *(*w)[2], const rk_gemv_set &set, 
     }
 }
 
-/* The lane's 16 bytes of each of its weight rows (w[nt][tile]) for the R
- * blocks from kb; zero past k1 (the warp's share of k) and for absent rows. */
-template <typename T, int NT, int R>
-__device__ static inline void tc_fetch(uint4 (*f)[2][R], const T *const (*w)[2], int kb, int k1,
-                                       int lk)
+/* piece(nt, tile, u, k, live) for each of the lane's 16-byte pieces of its
+ * weight rows (w[nt][tile]) for the R blocks from kb: the piece starts at
+ * w[nt][tile] + k, and is live unless past k1 (the warp's share of k) or
+ * of an absent row. */
+template <typename T, int NT, int R, typename F>
+__device__ static inline void tc_pieces(const T *const (*w)[2], int kb, int k1, int lk, F piece)
 {
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
@@ -99,9 +100,19 @@ __device__ static inline void tc_fetch(uint4 (*f)[2][R], const T *const (*w)[2],
 #pragma unroll
             for (int u = 0; u < R; u++) {
                 int k = kb + u * RN_TC_KBLOCK + lk;
-                f[nt][tile][u] = w[nt][tile] && k < k1 ? wvec<T>::fetch(w[nt][tile] + k)
-                                                       : make_uint4(0, 0, 0, 0);
+                piece(nt, tile, u, k, w[nt][tile] && k < k1);
             }
+}
+
+/* The lane's pieces (tc_pieces) for the R blocks from kb, zeros where
+ * they are not live. */
+template <typename T, int NT, int R>
+__device__ static inline void tc_fetch(uint4 (*f)[2][R], const T *const (*w)[2], int kb, int k1,
+                                       int lk)
+{
+    tc_pieces<T, NT, R>(w, kb, k1, lk, [&](int nt, int tile, int u, int k, bool live) {
+        f[nt][tile][u] = live ? wvec<T>::fetch(w[nt][tile] + k) : make_uint4(0, 0, 0, 0);
+    });
 }
 
 /* Where the lane's piece u of row (nt, tile) sits in a stage of the async
@@ -113,24 +124,18 @@ template <int R> __host__ __device__ static inline int tc_slot(int nt, int tile,
 }
 
 /* tc_fetch's pieces for the R blocks from kb, started as cp.async copies
- * into the stage (TC_LOADS slots a lane): absent rows and k past k1 are
- * zero-filled, reading nothing (src then points at any valid address, any).
+ * into the stage (TC_LOADS slots a lane): a slot whose piece is not live
+ * is zero-filled, reading nothing (src then points at any valid address, any).
  * The lane reads back only its own slots, so its own cp.async wait is all
  * the ordering it needs. */
 template <typename T, int NT, int R>
 __device__ static inline void tc_issue(uint4 *stage, const T *const (*w)[2], int kb, int k1, int lk,
                                        int lane, const void *any)
 {
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-        for (int tile = 0; tile < 2; tile++)
-#pragma unroll
-            for (int u = 0; u < R; u++) {
-                int k = kb + u * RN_TC_KBLOCK + lk, live = w[nt][tile] && k < k1;
-                rn_cp_async16_zfill(&stage[tc_slot<R>(nt, tile, u, lane)],
-                                    live ? (const void *)(w[nt][tile] + k) : any, live ? 16 : 0);
-            }
+    tc_pieces<T, NT, R>(w, kb, k1, lk, [&](int nt, int tile, int u, int k, bool live) {
+        rn_cp_async16_zfill(&stage[tc_slot<R>(nt, tile, u, lane)],
+                            live ? (const void *)(w[nt][tile] + k) : any, live ? 16 : 0);
+    });
 }
 
 /* One round of the tensor-core GEMV's main loop: the R 32-k blocks from kb
