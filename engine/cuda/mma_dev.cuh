@@ -33,32 +33,28 @@
 #define RN_MMA_ASM 0 /* never launched there: the backend takes these paths on sm_80 on */
 #endif
 
+/* d += a b in mma.m16n8k16 on operands of PTX type TY (a string literal:
+ * "bf16", "f16"), fp32 accumulation, the warp together. */
+#if RN_MMA_ASM
+#define RN_MMA_M16N8K16(TY, d, a, b)                                                               \
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 "                        \
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"                           \
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                  \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]))
+#else
+#define RN_MMA_M16N8K16(TY, d, a, b) ((void)(d), (void)(a), (void)(b), __trap())
+#endif
+
 /* d += a b (16 x 8 fp32 += 16 x 16 bf16 times 16 x 8 bf16), the warp together. */
 __device__ static inline void rn_mma_bf16(float *d, const uint32_t *a, const uint32_t *b)
 {
-#if RN_MMA_ASM
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-    (void)d, (void)a, (void)b;
-    __trap();
-#endif
+    RN_MMA_M16N8K16("bf16", d, a, b);
 }
 
 /* The same on fp16 operands. */
 __device__ static inline void rn_mma_f16(float *d, const uint32_t *a, const uint32_t *b)
 {
-#if RN_MMA_ASM
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-    (void)d, (void)a, (void)b;
-    __trap();
-#endif
+    RN_MMA_M16N8K16("f16", d, a, b);
 }
 
 __device__ static inline uint32_t rn_smem_addr(const void *p)
