@@ -456,20 +456,28 @@ cleanup:
 }
 
 /* y = in_rows W^T + beta y (n x out) in otype (RN_DT_F32, or dtype when
- * 16-bit; beta 0: y is only written).  cuBLASLt reads and writes y in
- * place (C and D one buffer of one layout).  probe: where LT_TUNE's
- * candidates may write (lt_tune), an n x out buffer of otype other than y
- * when y's values are read (beta != 0); NULL: y. */
-static int lt_matmul_beta(cuda_ctx *x, void *y, void *probe, const void *W, const void *in_rows,
-                          int n, int out, int in, int dtype, int otype, float beta)
+ * 16-bit; beta 0: y is only written), through e (its first call times
+ * LT_TUNE's candidates).  cuBLASLt reads and writes y in place (C and D
+ * one buffer of one layout).  probe: where LT_TUNE's candidates may write
+ * (lt_tune), an n x out buffer of otype other than y when y's values are
+ * read (beta != 0); NULL: y.  lt_matmul_beta: the same through the cached
+ * entry of that shape (lt_lookup). */
+static int lt_run(cuda_ctx *x, lt_entry *e, void *y, void *probe, const void *W,
+                  const void *in_rows, float beta)
 {
-    lt_entry *e = lt_lookup(x, out, in, n, dtype, otype);
     float one = 1.0f;
-    if (!e || (e->n_cand && lt_tune(x, e, probe ? probe : y, W, in_rows) != RN_OK))
+    if (e->n_cand && lt_tune(x, e, probe ? probe : y, W, in_rows) != RN_OK)
         return RN_EDEVICE;
     cublasStatus_t s = cublasLtMatmul(x->lt, e->op, &one, W, e->a, in_rows, e->b, &beta, y, e->c, y,
                                       e->c, &e->algo, x->ws, RN_CUDA_LT_WORKSPACE, x->st);
     return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
+}
+
+static int lt_matmul_beta(cuda_ctx *x, void *y, void *probe, const void *W, const void *in_rows,
+                          int n, int out, int in, int dtype, int otype, float beta)
+{
+    lt_entry *e = lt_lookup(x, out, in, n, dtype, otype);
+    return e ? lt_run(x, e, y, probe, W, in_rows, beta) : RN_EDEVICE;
 }
 
 /* y = in_rows W^T (n x out) in otype (RN_DT_F32, or dtype when 16-bit). */
@@ -711,15 +719,6 @@ static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const floa
                                                                                        : RN_OK;
 }
 
-/* The first pieces full pieces of P tokens of the chunk in x->q, k, v
- * through one layer's retention from slot's fp32 state in S (no
- * torchscale s), as one batch of (piece, head) products instead of a
- * piece at a time: the intra-piece products of every piece, each piece's
- * own k^T v, then a scan that turns those into the state entering each
- * piece and moves S past all of them, then every piece's inter-piece term.
- * The same sums as retention_chunk piece after piece (the state update's
- * add is rounded apart from the product here), in 8 launches per layer
- * whatever the number of pieces.  pw: the decay table for P. */
 /* Whether retention_batched reads pieces pieces of P tokens out through
  * retention_fused, and then where its bf16 copies go (fused_copies). */
 static int fused_path(cuda_ctx *x, int pieces, int P, void **h)
@@ -729,6 +728,15 @@ static int fused_path(cuda_ctx *x, int pieces, int P, void **h)
            fused_copies(x, pieces, P, h);
 }
 
+/* The first pieces full pieces of P tokens of the chunk in x->q, k, v
+ * through one layer's retention from slot's fp32 state in S (no
+ * torchscale s), as one batch of (piece, head) products instead of a
+ * piece at a time: the intra-piece products of every piece, each piece's
+ * own k^T v, then a scan that turns those into the state entering each
+ * piece and moves S past all of them, then every piece's inter-piece term.
+ * The same sums as retention_chunk piece after piece (the state update's
+ * add is rounded apart from the product here), in 8 launches per layer
+ * whatever the number of pieces.  pw: the decay table for P. */
 static int retention_batched(cuda_ctx *x, rk_states S, int slot, int pieces, int P, const float *pw)
 {
     const rn_config *c = x->c;
@@ -764,12 +772,6 @@ static int ret_piece(const cuda_ctx *x, int n)
     return x->ret_chunk > 0 && x->ret_chunk < n ? x->ret_chunk : n;
 }
 
-/* The n-token chunk through layer l's retention, piece by piece (the decay
- * tables for the piece length and the tail are at x->pw, x->pw_tail); two
- * or more full pieces go together (retention_batched) unless the layer has
- * torchscale's s.  A
- * bf16 pool's layer state is expanded to fp32 for the chunk's products and
- * rounded back once after them. */
 /* The full pieces of an n-token chunk that retention_pieces runs through
  * layer l together (retention_batched), of *P tokens each; 0: none. */
 static int batched_pieces(const cuda_ctx *x, int l, int n, int *P)
@@ -780,6 +782,12 @@ static int batched_pieces(const cuda_ctx *x, int l, int n, int *P)
     return full >= 2 && full <= x->plan.pieces && !layer_states(x, l).s_off ? full : 0;
 }
 
+/* The n-token chunk through layer l's retention, piece by piece (the decay
+ * tables for the piece length and the tail are at x->pw, x->pw_tail); two
+ * or more full pieces go together (retention_batched) unless the layer has
+ * torchscale's s.  A
+ * bf16 pool's layer state is expanded to fp32 for the chunk's products and
+ * rounded back once after them. */
 static int retention_pieces(cuda_ctx *x, int slot, int l, int n)
 {
     rk_states S = layer_states(x, l);
@@ -830,11 +838,7 @@ static int lt_pair(cuda_ctx *x, const void *src, int n, float *const *ys, const 
     if (cudaPeekAtLastError() != cudaSuccess)
         return RN_EDEVICE; /* an earlier launch's error: the forward reports it */
     lt_entry *e = lt_lookup_batch(x, out, in, n, t, RN_DT_F32, 2, dw / esz, dy);
-    float one = 1.0f, zero = 0.0f;
-    int ok =
-        e && (!e->n_cand || lt_tune(x, e, ys[i], Ws[i], src) == RN_OK) &&
-        cublasLtMatmul(x->lt, e->op, &one, Ws[i], e->a, src, e->b, &zero, ys[i], e->c, ys[i], e->c,
-                       &e->algo, x->ws, RN_CUDA_LT_WORKSPACE, x->st) == CUBLAS_STATUS_SUCCESS;
+    int ok = e && lt_run(x, e, ys[i], NULL, Ws[i], src, 0.0f) == RN_OK;
     if (!ok && x->lt_paired)
         return RN_EDEVICE; /* paired products ran before: not the pairing's fault */
     if (!ok) {             /* refused from the first: the pairs are not for this cuBLASLt */
