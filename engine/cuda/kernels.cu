@@ -1441,28 +1441,24 @@ static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh,
     tc_shape s =
         tc_shape_for<MT, NT>(set_pairs(set), in, o->n_sms, o->stages, o->smem_block, o->smem_sm);
     unsigned blocks = (unsigned)s.blocks, threads = 32u * (unsigned)s.sh.warps;
-    size_t shm = s.sh.warps > 1 ? (size_t)s.sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
     static_assert(TC_LOADS == 8, "rn_cuda_tc_loads picks 8 or 16");
     static_assert(TC_STAGE_BYTES == RN_CUDA_TC_STAGE_BYTES, "the plan sizes the ring");
-    static_assert(MT * NT * 8 * 32 * sizeof(float) <= 2 * TC_STAGE_BYTES,
-                  "tc_finish's part fits in the ring it overlays");
     if (s.stages) {
         tc_with_stages(s.stages, [&](auto pc) {
-            constexpr int PC = decltype(pc)::value;
-            launch(gemv_tc_async_kernel<T, MT, NT, PC>, blocks, threads,
-                   (size_t)s.sh.warps * PC * TC_STAGE_BYTES, st, *set, xh, n, in, s.sh.k_per_warp);
+            launch(gemv_tc_async_kernel<T, MT, NT, decltype(pc)::value>, blocks, threads,
+                   s.ring_bytes, st, *set, xh, n, in, s.sh.k_per_warp);
         });
         tc_ring_launches[s.stages]++;
         return;
     }
     if constexpr (MT == 1 && NT == 1) {
         if (rn_cuda_tc_loads(o->loads, MT, NT, s.sh.k_per_warp) == 2 * TC_LOADS) {
-            launch(gemv_tc_kernel<T, 1, 1, 2 * TC_LOADS>, blocks, threads, shm, st, *set, xh, n, in,
-                   s.sh.k_per_warp);
+            launch(gemv_tc_kernel<T, 1, 1, 2 * TC_LOADS>, blocks, threads, s.part_bytes, st, *set,
+                   xh, n, in, s.sh.k_per_warp);
             return;
         }
     }
-    launch(gemv_tc_kernel<T, MT, NT, TC_LOADS>, blocks, threads, shm, st, *set, xh, n, in,
+    launch(gemv_tc_kernel<T, MT, NT, TC_LOADS>, blocks, threads, s.part_bytes, st, *set, xh, n, in,
            s.sh.k_per_warp);
 }
 

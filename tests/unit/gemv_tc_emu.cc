@@ -83,18 +83,15 @@ static int te_launch(const te_bufs *b, const int *outs, int act, int n, int in, 
     size_t pairs = (size_t)(outs[0] + 1) / 2 + (size_t)outs[1];
     tc_shape s = tc_shape_for<MT, NT>(pairs, in, n_sms, want, TE_SMEM_BLOCK, smem_sm);
     dim3 grid((unsigned)s.blocks), block(32u * (unsigned)s.sh.warps);
-    size_t part = s.sh.warps > 1 ? (size_t)s.sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
     const T *x = (const T *)b->x;
     *stages = s.stages;
     if (!s.stages)
         return -1; /* the case asked for a ring */
-    int rc = rn_emu_launch(gemv_tc_kernel<T, MT, NT, TC_LOADS>, grid, block, part,
+    int rc = rn_emu_launch(gemv_tc_kernel<T, MT, NT, TC_LOADS>, grid, block, s.part_bytes,
                            te_set(b, 0, outs, act), x, n, in, s.sh.k_per_warp);
     tc_with_stages(s.stages, [&](auto pc) {
-        constexpr int P = decltype(pc)::value;
-        rc |= rn_emu_launch(gemv_tc_async_kernel<T, MT, NT, P>, grid, block,
-                            (size_t)s.sh.warps * P * TC_STAGE_BYTES, te_set(b, 1, outs, act), x, n,
-                            in, s.sh.k_per_warp);
+        rc |= rn_emu_launch(gemv_tc_async_kernel<T, MT, NT, decltype(pc)::value>, grid, block,
+                            s.ring_bytes, te_set(b, 1, outs, act), x, n, in, s.sh.k_per_warp);
     });
     return rc;
 }
