@@ -173,11 +173,9 @@ __host__ __device__ static inline int to_half_vec_fits(const float *src, rk_half
  * round each value on its own, so vec changes no bit.  With one 4-byte load
  * and one 2-byte store per thread, the H100 moved these at about 1.2 TB/s,
  * 13% of a 4096-token chunk (docs/benchmarks.md). */
-[[maybe_unused]] static __global__ void to_half_kernel(rk_half h, const float *src, size_t n,
-                                                       int vec)
+static __global__ void to_half_kernel(rk_half h, const float *src, size_t n, int vec)
 {
-    pdl_trigger();
-    pdl_wait();
+    pdl_enter();
     size_t t0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t stride = (size_t)gridDim.x * blockDim.x;
     size_t groups = vec ? n / TO_HALF_VEC : 0;
@@ -284,8 +282,7 @@ static __global__ void __launch_bounds__(1024)
                     float eps, const float *gate, int act, int parts, size_t part_stride,
                     const float *res, float alpha, float *sink, rk_half h, int rows)
 {
-    pdl_trigger();
-    pdl_wait();
+    pdl_enter();
     __shared__ double sh[NORM_VEC_ROWS][64];
     size_t row = (size_t)blockIdx.x * blockDim.y + threadIdx.y;
     norm_vec_row(row, row < (size_t)rows, (int)threadIdx.x, (int)blockDim.x, y, x, d, layer_kind, w,
