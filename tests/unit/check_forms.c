@@ -415,8 +415,9 @@ static void run_steps(const fixture *f, rn_engine *e, float *logits, float **sta
 
 /* That `loads` loads a round (and `stages` stages of the ring, 0: none)
  * give the bits of 8 loads in registers on shape sh (input width, outputs,
- * rows), in both 16-bit dtypes. */
-static void check_tc_variant(const int sh[3], int loads, int stages, uint32_t seed)
+ * rows), in both 16-bit dtypes; with exact (else 0), that the ring had
+ * exactly that many stages. */
+static void check_tc_variant(const int sh[3], int loads, int stages, int exact, uint32_t seed)
 {
     int ran = -1;
     static const int dtypes[] = {RN_DT_BF16, RN_DT_F16};
@@ -431,6 +432,7 @@ static void check_tc_variant(const int sh[3], int loads, int stages, uint32_t se
         /* the ring ran (the plan may give fewer stages than asked), or not */
         ck_assert_msg(stages ? ran >= 2 && ran <= stages : ran == 0, "stages %d asked, %d ran",
                       stages, ran);
+        ck_assert_msg(!exact || ran == exact, "in %d: %d stages ran, not %d", sh[0], ran, exact);
     }
 }
 
@@ -486,21 +488,18 @@ START_TEST(test_forms_tc_variants_keep_bits)
 {
     /* input width, outputs, rows: planned for one SM, the first takes one
      * pair group a block and 2 rounds a warp, the second two groups and 4
-     * rounds, the third four m-tiles and 4 rounds, the last two m-tiles,
-     * two groups and 6 rounds, the last of them half full */
+     * rounds, the third four m-tiles and 4 rounds, the fifth two m-tiles,
+     * two groups and 6 rounds, the last of them half full, and the last 6
+     * warps of 4 rounds, whose rings of 4 stages fit two blocks an SM */
     static const int ring_shapes[][3] = {{1024, 62, 16}, {2048, 128, 16}, {4096, 96, 40},
                                          {520, 34, 3},   {2816, 70, 20},  {1536, 64, 16}};
+    const size_t last = sizeof ring_shapes / sizeof ring_shapes[0] - 1;
     for (size_t i = 0; i < FIXTURE_TC_LOADS_SHAPES; i++)
-        check_tc_variant(fixture_tc_loads_shapes[i], 16, 0, (uint32_t)(17 * i));
+        check_tc_variant(fixture_tc_loads_shapes[i], 16, 0, 0, (uint32_t)(17 * i));
     for (int stages = 2; stages <= 4; stages++)
-        for (size_t i = 0; i < sizeof ring_shapes / sizeof ring_shapes[0]; i++)
-            check_tc_variant(ring_shapes[i], 8, stages, (uint32_t)(29 * i + (size_t)stages));
-    int ran = 0;
-    long differ = -1;
-    ck_assert_int_eq(rn_cuda_tc_variant_check(1536, 64, 16, RN_DT_BF16, 5, 8, 4, &ran, &differ),
-                     RN_OK);
-    ck_assert_int_eq(differ, 0);
-    ck_assert_int_eq(ran, 4);
+        for (size_t i = 0; i <= last; i++)
+            check_tc_variant(ring_shapes[i], 8, stages, i == last && stages == 4 ? 4 : 0,
+                             (uint32_t)(29 * i + (size_t)stages));
 }
 END_TEST
 #endif
