@@ -225,10 +225,8 @@ int rn_cuda_tc_stages(int want, int rounds, int warps, size_t smem_block, size_t
 {
     if (want <= 0 || warps < 1)
         return 0;
-    int p = rounds > 2 ? rounds : 2;
-    p = p < want ? p : want;
-    p = p < RN_CUDA_TC_STAGES_MAX ? p : RN_CUDA_TC_STAGES_MAX;
-    p = p > 2 ? p : 2;
+    int p = rounds < want ? rounds : want; /* then within 2..RN_CUDA_TC_STAGES_MAX */
+    p = p < 2 ? 2 : p > RN_CUDA_TC_STAGES_MAX ? RN_CUDA_TC_STAGES_MAX : p;
     size_t per = (size_t)warps * RN_CUDA_TC_STAGE_BYTES; /* one stage of every warp */
     while (p > 2 && 2 * ((size_t)p * per + RN_CUDA_SMEM_RESERVED) > smem_sm)
         p--;
