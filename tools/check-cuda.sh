@@ -74,18 +74,20 @@ fail=0
 # wide); with the norms reading their rows from memory twice instead of
 # holding them in registers (the default); with the retention products of
 # 16-bit models on bf16 tensor cores instead of TF32 (the synthetic
-# suite's bf16 model and parity's bf16 fixture; the synthetic suite
-# itself runs the fused read-out's copies written by the rotary pass and
-# by v's product, RETNET_CUDA_QK_HALF and RETNET_CUDA_V_HALF, and the
-# paired cuBLASLt products, RETNET_CUDA_LT_PAIRS, which parity runs too);
+# suite's bf16 model and parity's bf16 fixture; the fused read-out's
+# copies written by the rotary pass and by v's product, RETNET_CUDA_QK_HALF
+# and RETNET_CUDA_V_HALF, and the paired cuBLASLt products,
+# RETNET_CUDA_LT_PAIRS, are defaults the synthetic suite tests against
+# engines without them, and parity and synthetic run again with them off);
 # so every path is held
 # to the same properties (on a GPU the form suite itself checks that the
 # tensor-core GEMV's deeper loads, RETNET_CUDA_TC_LOADS, and the recurrent
 # step's early state loads, RETNET_CUDA_STEP_EARLY, the GEMVs forming
 # their pre-norm themselves, RETNET_CUDA_GEMV_PRENORM (on by default; in
 # 64-column shares, so the fixtures' widths take it), and prefill's
-# dependent launches, RETNET_CUDA_PREFILL_PDL, change no bit; the
-# synthetic shapes and parity's fixtures run through the last too, the
+# dependent launches, RETNET_CUDA_PREFILL_PDL (on by default), change no
+# bit; the synthetic shapes and parity's fixtures run without the last
+# too, the
 # synthetic shapes through the first three; the tensor-core GEMV's
 # weights through its cp.async ring, RETNET_CUDA_TC_ASYNC (off by
 # default), run the form suite (which checks it keeps every bit, and
@@ -137,10 +139,13 @@ synthetic-noearly synthetic RETNET_CUDA_STEP_EARLY=0
 parity-retcublas parity RETNET_CUDA_RET_FUSED=0
 synthetic-retcublas synthetic RETNET_CUDA_RET_FUSED=0
 synthetic-noprenorm synthetic RETNET_CUDA_GEMV_PRENORM=0
-parity-prefillpdl parity RETNET_CUDA_PREFILL_PDL=1
-synthetic-prefillpdl synthetic RETNET_CUDA_PREFILL_PDL=1
+parity-noprefillpdl parity RETNET_CUDA_PREFILL_PDL=0
+synthetic-noprefillpdl synthetic RETNET_CUDA_PREFILL_PDL=0
 parity-residgemm parity RETNET_CUDA_RESID_GEMM=1
-parity-ltpairs parity RETNET_CUDA_LT_PAIRS=1
+parity-noltpairs parity RETNET_CUDA_LT_PAIRS=0
+synthetic-noltpairs synthetic RETNET_CUDA_LT_PAIRS=0
+parity-nohalf parity RETNET_CUDA_QK_HALF=0 RETNET_CUDA_V_HALF=0
+synthetic-nohalf synthetic RETNET_CUDA_QK_HALF=0 RETNET_CUDA_V_HALF=0
 synthetic-residgemm synthetic RETNET_CUDA_RESID_GEMM=1
 forms-residgemm forms RETNET_CUDA_RESID_GEMM=1
 forms-prenorm forms RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8

@@ -1680,18 +1680,17 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->ret_fused = major >= 8 && x->ret_compute != CUBLAS_COMPUTE_32F
                        ? env_int("RETNET_CUDA_RET_FUSED", 1, 0, 1)
                        : 0;
-    /* off until measured: the bf16 copies of q and k cost two passes that
-     * read 64 MiB a layer at a 4096-token chunk of the 1.3B shape, part of
-     * the 3.9 of 30.7 ms of copies on an H100 (docs/benchmarks.md) */
-    x->qk_half = env_int("RETNET_CUDA_QK_HALF", 0, 0, 1);
-    /* off until measured: v's copy is the largest of the three (a 4096-token
-     * chunk of the 1.3B shape writes v in fp32, 64 MiB, reads it back and
-     * writes 32 MiB of copy, a layer); with it the product writes 32 */
-    x->v_half = env_int("RETNET_CUDA_V_HALF", 0, 0, 1);
-    /* off until measured: a prefill chunk launches 20 kernels a layer, and
-     * a 4096-token chunk on an H100 spent 1.8 of its 30.7 ms between them
-     * (docs/benchmarks.md); pairs take 3 of the 7 products' launches */
-    x->lt_pairs = env_int("RETNET_CUDA_LT_PAIRS", 0, 0, 1);
+    /* the fused read-out's bf16 copies written by the passes that already
+     * hold the values (the rotary pass: q, k and the scaled keys; v's
+     * product: v) instead of three passes of their own: on an H100 8k
+     * prompts prefill 9.5% faster in 1024-token chunks and 7.4% in 4096
+     * (docs/benchmarks.md); =0 keeps the passes */
+    x->qk_half = env_int("RETNET_CUDA_QK_HALF", 1, 0, 1);
+    x->v_half = env_int("RETNET_CUDA_V_HALF", 1, 0, 1);
+    /* q and k, v and g, up and gate as one strided-batched cuBLASLt product
+     * each, three launches fewer a layer: on an H100 prefill 4-7% faster in
+     * 1024-token chunks and decode at 64 rows 3.4% (docs/benchmarks.md) */
+    x->lt_pairs = env_int("RETNET_CUDA_LT_PAIRS", 1, 0, 1);
     {
         int optin = 0, per_sm = 0;
         CU(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
@@ -1735,9 +1734,10 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
                            rn_cuda_ret_piece_default(x->c, x->plan.max_chunk), 0, 1 << 30);
     rn_cuda_plan_pieces(&x->plan, x->c, x->ret_chunk);
     x->pdl = major >= 9 && rk_pdl_supported() && env_int("RETNET_CUDA_PDL", 1, 0, 1);
-    /* off until measured: a 4096-token chunk on an H100 spent 1.8 of its
-     * 30.7 ms between kernels (docs/benchmarks.md) */
-    x->prefill_pdl = x->pdl && env_int("RETNET_CUDA_PREFILL_PDL", 0, 0, 1);
+    /* prefill's own kernels with dependent launch, each one's start
+     * overlapping the last one's tail: on an H100 8k prompts prefill 5.2%
+     * faster in 1024-token chunks and 1.3% in 4096 (docs/benchmarks.md) */
+    x->prefill_pdl = x->pdl && env_int("RETNET_CUDA_PREFILL_PDL", 1, 0, 1);
     /* off until measured: the add-norms after the output and down
      * projections read the stream and y and write the stream (112 MiB a
      * 4096-token chunk of the 1.3B shape each, where the norm alone moves

@@ -199,17 +199,34 @@ END_TEST
 
 #ifdef RN_HAVE_CUDA
 /* RETNET_CUDA_* settings: name and value pairs, set while an engine is
- * made and unset after (the backend reads them when it starts). */
+ * made and put back after (the backend reads them when it starts; a
+ * check-cuda run may have set some of them for the whole suite). */
 typedef const char *const cuda_env[2];
 #define ENV_COUNT(e) (sizeof(e) / sizeof((e)[0]))
+#define ENV_MAX 8
 
-static void env_apply(cuda_env *env, size_t n, int on)
+/* Sets env's n settings, first saving their old values in saved (copies,
+ * NULL where unset; env_restore frees them). */
+static void env_set(cuda_env *env, size_t n, char *saved[ENV_MAX])
+{
+    ck_assert_uint_le(n, ENV_MAX);
+    for (size_t i = 0; i < n; i++) {
+        const char *old = getenv(env[i][0]);
+        saved[i] = old ? strdup(old) : NULL;
+        ck_assert(!old || saved[i]);
+        setenv(env[i][0], env[i][1], 1);
+    }
+}
+
+static void env_restore(cuda_env *env, size_t n, char *saved[ENV_MAX])
 {
     for (size_t i = 0; i < n; i++) {
-        if (on)
-            setenv(env[i][0], env[i][1], 1);
+        if (saved[i])
+            setenv(env[i][0], saved[i], 1);
         else
             unsetenv(env[i][0]);
+        free(saved[i]);
+        saved[i] = NULL;
     }
 }
 
@@ -218,12 +235,13 @@ static void env_apply(cuda_env *env, size_t n, int on)
  * its engine made under env. */
 static void synth_open_small(synth *s, cuda_env *env, size_t n)
 {
-    env_apply(env, n, 1);
+    char *saved[ENV_MAX];
+    env_set(env, n, saved);
     synth_open_json(s,
                     "{\"hidden_size\":256,\"num_hidden_layers\":2,\"num_heads\":2,"
                     "\"vocab_size\":1000,\"expand_k\":1,\"expand_v\":2,\"hidden_ratio\":2}",
                     RN_DT_BF16, 256);
-    env_apply(env, n, 0);
+    env_restore(env, n, saved);
 }
 
 /* cuBLASLt's algorithms timed per shape (RETNET_CUDA_LT_TUNE=1: every
@@ -293,16 +311,18 @@ START_TEST(test_synthetic_v_half_prefill)
 END_TEST
 
 /* Pairs of projections as one strided-batched cuBLASLt product
- * (RETNET_CUDA_LT_PAIRS=1): q and k, v and g, up and gate of every prefill
- * chunk (bf16 weights, so decode batches of up to 16 stream instead), the
- * prefills of check_prefill_whole_and_split against the CPU's recurrent
- * form at the 16-bit tolerance (a batched product may sum in another
- * order), and the pairs known to have run: three a layer for each chunk
- * (three chunks: 150 tokens in one, then 20 and 130). */
+ * (RETNET_CUDA_LT_PAIRS, on by default): q and k, v and g, up and gate of
+ * every prefill chunk, the prefills of check_prefill_whole_and_split
+ * against the CPU's recurrent form at the 16-bit tolerance (a batched
+ * product may sum in another order), and the pairs known to have run:
+ * three a layer for each chunk (three chunks: 150 tokens in one, then 20
+ * and 130; the GEMVs' default bounds set, since a run that sends every
+ * batch up to 64 rows through the tensor-core GEMV streams the 20). */
 START_TEST(test_synthetic_lt_pairs_prefill)
 {
     synth s;
-    static cuda_env env[] = {{"RETNET_CUDA_LT_PAIRS", "1"}};
+    static cuda_env env[] = {
+        {"RETNET_CUDA_LT_PAIRS", "1"}, {"RETNET_CUDA_TC_MAX", "16"}, {"RETNET_CUDA_GEMV_MAX", "2"}};
     synth_open_small(&s, env, ENV_COUNT(env));
     long pairs = rn_cuda_lt_pair_products();
     check_prefill_whole_and_split(&s, 256, 20);
@@ -312,25 +332,29 @@ START_TEST(test_synthetic_lt_pairs_prefill)
 END_TEST
 
 /* The rotary pass writing the fused read-out's bf16 copies of q and k and
- * the decay-scaled keys (RETNET_CUDA_QK_HALF=1) instead of three passes
- * after it: the same model
- * and shapes as test_synthetic_fused_retention_prefill, an engine with it
- * against one without, bit for bit (the copies round the same floats the
- * same way), with the pass known to have run (the counter: one a layer
- * for each prefill with full pieces). */
+ * the decay-scaled keys (RETNET_CUDA_QK_HALF, on by default) instead of
+ * three passes after it: the same model and shapes as
+ * test_synthetic_fused_retention_prefill, an engine with it against one
+ * with RETNET_CUDA_QK_HALF=0, bit for bit (the copies round the same
+ * floats the same way), with the pass known to have run in the one alone
+ * (the counter: one a layer for each prefill with full pieces). */
 START_TEST(test_synthetic_qk_half_keeps_bits)
 {
     synth s;
     rn_engine *half = NULL;
     rn_error err = {0};
+    char *saved[ENV_MAX];
     static cuda_env env[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
                              {"RETNET_CUDA_RET_FUSED", "1"},
-                             {"RETNET_CUDA_QK_HALF", "1"}};
-    synth_open_small(&s, env, ENV_COUNT(env) - 1); /* without QK_HALF */
-    env_apply(env, ENV_COUNT(env), 1);
+                             {"RETNET_CUDA_QK_HALF", "0"}};
+    static cuda_env env_half[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
+                                  {"RETNET_CUDA_RET_FUSED", "1"},
+                                  {"RETNET_CUDA_QK_HALF", "1"}};
+    synth_open_small(&s, env, ENV_COUNT(env));
+    env_set(env_half, ENV_COUNT(env_half), saved);
     rn_engine_opts o = fixture_opts(SLOTS, 256);
     ck_assert_msg(rn_engine_new(&half, s.m, &o, &err) == RN_OK, "%s", err.msg);
-    env_apply(env, ENV_COUNT(env), 0);
+    env_restore(env_half, ENV_COUNT(env_half), saved);
     size_t V = (size_t)s.vocab, sb = rn_engine_state_bytes(s.e);
     float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
     ck_assert(a && b);
