@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-prefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-qkhalf*,ours-halfcopies*,ours-ltpairs*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-retsplit*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -12,12 +12,14 @@
 # (BENCH_CUDA_TIMELINE=0: not).
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
 # the defaults against the paths they replaced (RET_FUSED=0,
-# GEMV_PRENORM=0, STEP_EARLY=0 at 1-2), STEP_EARLY=1 at 16 and 64, LT_TUNE,
-# PREFILL_PDL, RESID_GEMM, QK_HALF, V_HALF, LT_PAIRS, TC_ASYNC and the peer at
-# batches 1 and 16: a few minutes instead of the whole sweep.
+# GEMV_PRENORM=0, STEP_EARLY=0 at 1-2, PREFILL_PDL=0, QK_HALF=0 and V_HALF=0,
+# LT_PAIRS=0), STEP_EARLY=1 at 16 and 64, LT_TUNE, RESID_GEMM, RET_SPLIT,
+# TC_ASYNC and the peer at batches 1 and 16: a few minutes instead of the
+# whole sweep.
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
-# 512, 2k and 8k, the switches not yet measured, STEP_EARLY=1 at 16 and 64,
-# the peer at 1 and 16 on 8k) for a device lent for a quarter of an hour.
+# 512, 2k and 8k, the switches not yet measured, the defaults of 27 Nov
+# against what they replaced, the peer at 1 and 16 on 8k) for a device
+# lent for a quarter of an hour.
 set -eu
 RETNET=${1:-build/release/retnet}
 OUT=build/bench/cuda
@@ -87,35 +89,41 @@ tc_switches() {
         --prompts 512 --chunk 1024 --decode 32
 }
 
+# the fused read-out's value columns split over blocks where a chunk
+# leaves SMs idle (RETNET_CUDA_RET_SPLIT=1; =2: always in two) on the short
+# prompts, where a chunk has few (piece, head)s: ret_split
+ret_split() {
+    run ours-retsplit RETNET_CUDA_RET_SPLIT=1 -- --batches 1 --prompts 512,2048,8192 --chunk 1024 \
+        --decode 4
+    run ours-retsplit2 RETNET_CUDA_RET_SPLIT=2 -- --batches 1 --prompts 512,2048 --chunk 1024 \
+        --decode 4
+}
+
+# the prefill defaults of 27 Nov against what they replaced: without
+# dependent launch for prefill's own kernels (RETNET_CUDA_PREFILL_PDL=0),
+# with the fused read-out's bf16 copies in passes of their own
+# (RETNET_CUDA_QK_HALF=0 RETNET_CUDA_V_HALF=0), and the paired projections
+# as two products each (RETNET_CUDA_LT_PAIRS=0, at 64 rows too): prefill_defaults
+prefill_defaults() {
+    run ours-noprefillpdl RETNET_CUDA_PREFILL_PDL=0 -- --batches 1 --prompts 512,8192 \
+        --chunk 1024 --decode 4
+    run ours-nohalfcopies RETNET_CUDA_QK_HALF=0 RETNET_CUDA_V_HALF=0 -- --batches 1 \
+        --prompts 512,8192 --chunk 1024 --decode 4
+    run ours-noltpairs RETNET_CUDA_LT_PAIRS=0 -- --batches 64 --prompts 512,8192 --chunk 1024 \
+        --decode 32
+}
+
 if [ "${BENCH_CUDA:-full}" = fast ]; then
     # the targets' batches and prompts, the switches not yet measured, the
-    # early state loads at 16 and 64, and the timeline, for a device lent
-    # for minutes (the defaults against what they replaced: quick)
+    # defaults of 27 Nov against what they replaced, and the timeline, for
+    # a device lent for minutes
     run ours -- --batches 1,2,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
-    tc_switches
-    run ours-prefillpdl RETNET_CUDA_PREFILL_PDL=1 -- --batches 1 --prompts 512,2048,8192 \
-        --chunk 1024 --decode 4
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
-    run ours-prefillpdl-c4096 RETNET_CUDA_PREFILL_PDL=1 -- --batches 1 --prompts 2048,8192 \
-        --chunk 4096 --decode 4
-    run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64,256 --prompts 2048,8192 \
+    ret_split
+    prefill_defaults
+    run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64 --prompts 2048,8192 \
         --chunk 4096 --decode 32
-    # the rotary pass writing the fused read-out's bf16 q and k (RETNET_CUDA_QK_HALF=1),
-    # and v's product its v (RETNET_CUDA_V_HALF=1) with it
-    run ours-qkhalf RETNET_CUDA_QK_HALF=1 -- --batches 1 --prompts 512,2048,8192 --chunk 1024 \
-        --decode 4
-    run ours-halfcopies RETNET_CUDA_QK_HALF=1 RETNET_CUDA_V_HALF=1 -- --batches 1 \
-        --prompts 512,2048,8192 --chunk 1024 --decode 4
-    run ours-halfcopies-c4096 RETNET_CUDA_QK_HALF=1 RETNET_CUDA_V_HALF=1 -- --batches 1 \
-        --prompts 2048,8192 --chunk 4096 --decode 4
-    # q and k, v and g, up and gate as one cuBLASLt product each (RETNET_CUDA_LT_PAIRS=1)
-    run ours-ltpairs RETNET_CUDA_LT_PAIRS=1 -- --batches 64,256 --prompts 512,2048,8192 \
-        --chunk 1024 --decode 32
-    run ours-ltpairs-c4096 RETNET_CUDA_LT_PAIRS=1 -- --batches 1 --prompts 2048,8192 \
-        --chunk 4096 --decode 4
-    run ours-stepearly RETNET_CUDA_STEP_EARLY=1 -- --batches 16,64 --prompts 512 --chunk 1024 \
-        --decode 32
-    PEER_BATCHES=1,16 PEER_PROMPTS=8192
+    PEER_BATCHES=1,16 PEER_PROMPTS=512,8192
 else
     # the server's defaults (1024-token chunks on a GPU)
     run ours -- --batches 1,2,4,8,16,32,64,128,256 --prompts 512,2048,8192 --chunk 1024 \
@@ -127,13 +135,11 @@ else
         run ours-c2048 -- --batches 1 --prompts 2048,8192 --chunk 2048 --decode 4
         prefill ours-retcublas RETNET_CUDA_RET_FUSED=0
         prefill ours-lttune RETNET_CUDA_LT_TUNE=512
-        prefill ours-prefillpdl RETNET_CUDA_PREFILL_PDL=1
         # the output projections adding themselves to the stream in cuBLASLt's
         # epilogue (RETNET_CUDA_RESID_GEMM=1)
         prefill ours-residgemm RETNET_CUDA_RESID_GEMM=1
-        prefill ours-qkhalf RETNET_CUDA_QK_HALF=1
-        prefill ours-halfcopies "RETNET_CUDA_QK_HALF=1 RETNET_CUDA_V_HALF=1"
-        prefill ours-ltpairs RETNET_CUDA_LT_PAIRS=1
+        prefill_defaults
+        ret_split
         decode_switches
         tc_switches
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
@@ -177,17 +183,14 @@ else
         # cuBLASLt's algorithms timed per shape instead of its heuristic's first
         # (RETNET_CUDA_LT_TUNE=512: the chunks' shapes; its choices on stderr)
         prefill ours-lttune RETNET_CUDA_LT_TUNE=512
-        # prefill's own kernels with dependent launch (RETNET_CUDA_PREFILL_PDL=1)
-        prefill ours-prefillpdl RETNET_CUDA_PREFILL_PDL=1
         # the output projections adding themselves to the stream in cuBLASLt's
         # epilogue (RETNET_CUDA_RESID_GEMM=1)
         prefill ours-residgemm RETNET_CUDA_RESID_GEMM=1
-        # the rotary pass writing the fused read-out's bf16 q and k (RETNET_CUDA_QK_HALF=1),
-        # and v's product its v (RETNET_CUDA_V_HALF=1) with it
-        prefill ours-qkhalf RETNET_CUDA_QK_HALF=1
-        prefill ours-halfcopies "RETNET_CUDA_QK_HALF=1 RETNET_CUDA_V_HALF=1"
-        # q and k, v and g, up and gate as one cuBLASLt product each (RETNET_CUDA_LT_PAIRS=1)
-        prefill ours-ltpairs RETNET_CUDA_LT_PAIRS=1
+        prefill_defaults
+        # the rotary pass's copies without v's (RETNET_CUDA_V_HALF=0), in
+        # 1024- and 4096-token chunks
+        prefill ours-nohalfv RETNET_CUDA_V_HALF=0
+        ret_split
         decode_switches
         tc_switches
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
@@ -278,16 +281,15 @@ timeline() { # name bench-cuda-arguments [VAR=value ...]
 }
 if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline "$TL_ARGS"
-    # the tensor-core GEMV's rate at 16 rows through its cp.async ring
-    timeline timeline-tcasync "$TL_ARGS" RETNET_CUDA_TC_ASYNC=1
     # a 512-token prompt in one chunk: how much of its time lies between
     # kernels (the target's shortest prompt, where a chunk's 480 launches
-    # weigh most)
+    # weigh most), and with the fused read-out split over more blocks
     timeline timeline-p512 "--batches 1 --prompts 512 --chunk 1024 --decode 2"
-    # the prefill chunk's gaps between kernels with its own kernels launched
-    # dependent (the fast bench measures its speed, not its timeline)
+    timeline timeline-p512-retsplit "--batches 1 --prompts 512 --chunk 1024 --decode 2" \
+        RETNET_CUDA_RET_SPLIT=1
+    # the tensor-core GEMV's rate at 16 rows through its cp.async ring
     if [ "${BENCH_CUDA:-full}" != fast ]; then
-        timeline timeline-prefillpdl "$TL_ARGS" RETNET_CUDA_PREFILL_PDL=1
+        timeline timeline-tcasync "$TL_ARGS" RETNET_CUDA_TC_ASYNC=1
     fi
 fi
 python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"

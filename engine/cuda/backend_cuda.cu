@@ -160,15 +160,16 @@ struct cuda_ctx {
     int resid_gemm;  /* cuBLASLt adds the output projections to x (RETNET_CUDA_RESID_GEMM) */
     int resid_added; /* it just did: the next residual_into only normalises */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
-    int ret_fused;     /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
-    int qk_half;       /* the rotary pass writes rk_ret_fused's q, k copies (RETNET_CUDA_QK_HALF) */
-    int qk_rounded;    /* it just did, for this layer's retention_fused */
-    int v_half;        /* v's product writes rk_ret_fused's v copy (RETNET_CUDA_V_HALF) */
-    int lt_pairs;      /* q and k, v and g, up and gate as one cuBLASLt product (lt_pair) */
-    int lt_paired;     /* a paired product has run: a later failure is the device's */
-    int v_rounded;     /* it just did, for this layer's retention_fused */
-    int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
-    int lt_tune;       /* rows from which cuBLASLt's algorithm is timed per shape, 0: never
+    int ret_fused;  /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
+    int ret_split;  /* rk_ret_fused's dv shares: rn_cuda_ret_parts's want (RETNET_CUDA_RET_SPLIT) */
+    int qk_half;    /* the rotary pass writes rk_ret_fused's q, k copies (RETNET_CUDA_QK_HALF) */
+    int qk_rounded; /* it just did, for this layer's retention_fused */
+    int v_half;     /* v's product writes rk_ret_fused's v copy (RETNET_CUDA_V_HALF) */
+    int lt_pairs;   /* q and k, v and g, up and gate as one cuBLASLt product (lt_pair) */
+    int lt_paired;  /* a paired product has run: a later failure is the device's */
+    int v_rounded;  /* it just did, for this layer's retention_fused */
+    int half_act;   /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
+    int lt_tune;    /* rows from which cuBLASLt's algorithm is timed per shape, 0: never
                           (RETNET_CUDA_LT_TUNE) */
     size_t smem_optin; /* shared memory a block may opt in to */
     /* RETNET_CUDA_GEMV_PRENORM: a pre-norm whose only reader is one
@@ -715,8 +716,11 @@ static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const floa
         rk_to_half(x->st, h[1], x->q, rows * (size_t)c->key_dim, RN_DT_BF16);
         rk_to_half(x->st, h[2], x->k, rows * (size_t)c->key_dim, RN_DT_BF16);
     }
-    return rk_ret_fused(x->st, x->o, h[1], h[2], h[0], h[3], pw, pieces, H, P, dk, dv) ? RN_EDEVICE
-                                                                                       : RN_OK;
+    long blocks = (long)pieces * H * (P / RK_RET_FUSED_ROWS);
+    int parts = rn_cuda_ret_parts(blocks, dv, x->n_sms, x->ret_split);
+    return rk_ret_fused(x->st, x->o, h[1], h[2], h[0], h[3], pw, pieces, H, P, dk, dv, parts)
+               ? RN_EDEVICE
+               : RN_OK;
 }
 
 /* Whether retention_batched reads pieces pieces of P tokens out through
@@ -1680,6 +1684,14 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->ret_fused = major >= 8 && x->ret_compute != CUBLAS_COMPUTE_32F
                        ? env_int("RETNET_CUDA_RET_FUSED", 1, 0, 1)
                        : 0;
+    /* off until measured: a short prompt's chunk gives the fused read-out
+     * few blocks (512 tokens of the 1.3B shape: 64 on an H100's 132 SMs,
+     * 0.84 of its 6.7 ms); 1 splits each head's value columns while the
+     * grid stays within one block an SM, 2 or 4 always (where dv allows) */
+    {
+        int s = env_int("RETNET_CUDA_RET_SPLIT", 0, 0, RN_CUDA_RET_SPLIT_MAX);
+        x->ret_split = s == 1 ? RN_CUDA_RET_SPLIT_AUTO : s;
+    }
     /* the fused read-out's bf16 copies written by the passes that already
      * hold the values (the rotary pass: q, k and the scaled keys; v's
      * product: v) instead of three passes of their own: on an H100 8k

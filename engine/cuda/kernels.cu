@@ -642,49 +642,63 @@ int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max)
     return P % RF_ROWS == 0 && dk % RF_ROWS == 0 && need && need <= smem_max;
 }
 
-static std::atomic<long> rf_launches;
-
-/* The kernel's instance for dv values a head. */
-static int rf_kernel(int dv, const void **k)
-{
-    return rf_with_nc(dv, [&](auto nc) {
-        *k = (const void *)ret_fused_kernel<decltype(nc)::value>;
-        return 0;
-    });
-}
+static_assert(RF_ROWS == RK_RET_FUSED_ROWS, "the query tiles the host plans for");
+static_assert(RF_SPLIT_MIN_NC * 64 == RN_CUDA_RET_SPLIT_MIN_DV &&
+                  RF_SPLIT_MAX_NC * RN_CUDA_RET_SPLIT_MAX >= RF_MAX_NC,
+              "an instance for every share rn_cuda_ret_parts gives");
+static std::atomic<long> rf_launches, rf_split_launches;
 
 int rk_ret_fused_prepare(int dk, int dv)
 {
-    int smem = (int)rk_ret_fused_smem(dk, dv);
-    const void *k = NULL;
-    return smem && rf_kernel(dv, &k) == 0 &&
-                   cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) ==
-                       cudaSuccess
-               ? 0
-               : -1;
+    int rc = -1;
+    /* each instance a split may launch (rn_cuda_ret_parts) too; the whole
+     * head's decides, the shares only ever need less */
+    for (int parts = 1; parts <= RN_CUDA_RET_SPLIT_MAX; parts *= 2) {
+        int share = dv / parts, smem = (int)rk_ret_fused_smem(dk, share);
+        int ok = dv % parts == 0 && smem &&
+                 rf_with_kernel(share, parts > 1, [&](auto kern) {
+                     return cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 smem) == cudaSuccess
+                                ? 0
+                                : -1;
+                 }) == 0;
+        if (parts == 1)
+            rc = ok ? 0 : -1;
+        if (!ok)
+            cudaGetLastError(); /* a share that cannot be launched is never asked for */
+    }
+    return rc;
 }
 
 int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const void *v,
-                 const void *U, const float *pw, int pieces, int H, int P, int dk, int dv)
+                 const void *U, const float *pw, int pieces, int H, int P, int dk, int dv,
+                 int parts)
 {
-    size_t smem = rk_ret_fused_smem(dk, dv);
+    int share = parts >= 1 && dv % parts == 0 ? dv / parts : 0;
+    size_t smem = share ? rk_ret_fused_smem(dk, share) : 0;
     typedef const __nv_bfloat16 *bp;
-    if (!smem || P % RF_ROWS || dk % RF_ROWS || pieces < 1 || rf_with_nc(dv, [&](auto nc) {
-            launch(ret_fused_kernel<decltype(nc)::value>,
-                   dim3((unsigned)(pieces * H), (unsigned)(P / RF_ROWS)), RF_THREADS, smem, st, o,
-                   (bp)q, (bp)k, (bp)v, (bp)U, pw, H, P, dk);
+    if (!smem || P % RF_ROWS || dk % RF_ROWS || pieces < 1 ||
+        rf_with_kernel(share, parts > 1, [&](auto kern) {
+            launch(kern, dim3((unsigned)(pieces * H * parts), (unsigned)(P / RF_ROWS)), RF_THREADS,
+                   smem, st, o, (bp)q, (bp)k, (bp)v, (bp)U, pw, H, P, dk, dv);
             return 0;
         }))
         return -1;
     if (cudaGetLastError() != cudaSuccess)
         return -1; /* e.g. the shared memory was not allowed: rk_ret_fused_prepare */
     rf_launches++;
+    rf_split_launches += parts > 1;
     return 0;
 }
 
 long rk_ret_fused_launches(void)
 {
     return rf_launches.load();
+}
+
+long rk_ret_fused_split_launches(void)
+{
+    return rf_split_launches.load();
 }
 
 __global__ void decay_state_kernel(float *Sl, const float *pw, int C, size_t hkv, size_t per_head)

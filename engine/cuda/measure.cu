@@ -277,6 +277,11 @@ extern "C" long rn_cuda_ret_fused_launches(void)
     return rk_ret_fused_launches();
 }
 
+extern "C" long rn_cuda_ret_split_launches(void)
+{
+    return rk_ret_fused_split_launches();
+}
+
 /* The bf16 copies (rk_to_half's rounding) of problem p's q, k, v and
  * entering states in h, packed in that order into one host buffer of
  * p->o + (p->pw - p->S) values (q, k at their offsets, v at p->v, the
@@ -294,9 +299,10 @@ static uint16_t *rf_bf16_inputs(const rf_problem *p, const float *h)
     return b;
 }
 
-/* Runs the fused read-out on problem p filled from seed and returns the
- * worst error of its outputs (rf_fused_worst) in *worst. */
-static int rf_device_check(const rf_problem *p, int zero_v, uint32_t seed, double *worst)
+/* Runs the fused read-out on problem p filled from seed, dv in parts
+ * shares, and returns the worst error of its outputs (rf_fused_worst) in
+ * *worst. */
+static int rf_device_check(const rf_problem *p, int zero_v, int parts, uint32_t seed, double *worst)
 {
     size_t ns = p->pw - p->S, nb = p->o + ns;
     float *h = (float *)malloc(sizeof(float) * p->total), *d = NULL;
@@ -317,7 +323,7 @@ static int rf_device_check(const rf_problem *p, int zero_v, uint32_t seed, doubl
         cudaMemcpy(db, hb, sizeof(uint16_t) * nb, cudaMemcpyHostToDevice) != cudaSuccess)
         goto cleanup;
     if (rk_ret_fused(0, d + p->o, db + p->q, db + p->k, db + p->v, db + p->o, d + p->pw, p->pieces,
-                     p->H, p->P, p->dk, p->dv) ||
+                     p->H, p->P, p->dk, p->dv, parts) ||
         cudaDeviceSynchronize() != cudaSuccess ||
         cudaMemcpy(h + p->o, d + p->o, sizeof(float) * (p->S - p->o), cudaMemcpyDeviceToHost) !=
             cudaSuccess)
@@ -345,20 +351,21 @@ static int rf_device_ok(int *optin)
 }
 
 extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v,
-                                       uint32_t seed, double *worst)
+                                       int parts, uint32_t seed, double *worst)
 {
     int optin = 0, rc;
     *worst = -1.0;
     if ((rc = rf_device_ok(&optin)))
         return rc;
-    if (pieces < 1 || H < 1 || !rk_ret_fused_fits(P, dk, dv, (size_t)-1))
+    if (pieces < 1 || H < 1 || !rk_ret_fused_fits(P, dk, dv, (size_t)-1) ||
+        rn_cuda_ret_parts(1, dv, 1, parts) != parts)
         return RN_EINVAL;
     if (!rk_ret_fused_fits(P, dk, dv, (size_t)optin))
         return RN_EUNSUPPORTED; /* more shared memory than a block may have here */
     if (rk_ret_fused_prepare(dk, dv) != 0)
         return RN_EDEVICE;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
-    return rf_device_check(&p, zero_v, seed, worst);
+    return rf_device_check(&p, zero_v, parts, seed, worst);
 }
 
 /* count random 16-bit values of dtype t into h, from *seed (advanced):

@@ -233,6 +233,28 @@ int rn_cuda_tc_stages(int want, int rounds, int warps, size_t smem_block, size_t
     return (size_t)p * per <= smem_block ? p : 0;
 }
 
+/* Whether dv splits into twice `parts` shares of whole 64-column
+ * multiples, each at least RN_CUDA_RET_SPLIT_MIN_DV wide. */
+static int ret_can_double(int dv, int parts)
+{
+    int share = dv / (2 * parts);
+    return 2 * parts <= RN_CUDA_RET_SPLIT_MAX && dv % (2 * parts) == 0 && share % 64 == 0 &&
+           share >= RN_CUDA_RET_SPLIT_MIN_DV;
+}
+
+int rn_cuda_ret_parts(long blocks, int dv, int n_sms, int want)
+{
+    int parts = 1;
+    if (want == RN_CUDA_RET_SPLIT_AUTO) {
+        while (ret_can_double(dv, parts) && blocks * 2 * parts <= (long)n_sms)
+            parts *= 2;
+    } else {
+        while (2 * parts <= want && ret_can_double(dv, parts))
+            parts *= 2;
+    }
+    return parts;
+}
+
 int rn_cuda_tc_groups(size_t pairs, int n_sms)
 {
     return pairs >= (size_t)16 * 2 * (size_t)(n_sms > 0 ? n_sms : 1) ? 2 : 1;

@@ -205,6 +205,21 @@ int rn_cuda_tc_groups(size_t pairs, int n_sms);
  * 8.  The loads only regroup the same k blocks, so never change a bit. */
 int rn_cuda_tc_loads(int want, int mtiles, int groups, int k_per_warp);
 
+/* The shares of a head's dv value columns the fused retention read-out
+ * (ret_fused_kernel) gives a block each, for a launch of blocks blocks
+ * with one share on n_sms SMs (RETNET_CUDA_RET_SPLIT as want: 0 or 1
+ * share: one; RN_CUDA_RET_SPLIT_AUTO: doubled while the doubled grid
+ * still fits one block an SM, the kernel's occupancy; 2 or 4: that many).
+ * Each share forms the scores again (dk a key) for its dv / shares
+ * columns, so shares stay at least RN_CUDA_RET_SPLIT_MIN_DV wide and
+ * whole 64-column multiples: fewer where dv does not allow want.  A short
+ * prompt's chunk has few (piece, head)s -- 512 tokens of the 1.3B shape
+ * give 64 blocks on an H100's 132 SMs -- so half the SMs would idle. */
+#define RN_CUDA_RET_SPLIT_AUTO (-1)
+#define RN_CUDA_RET_SPLIT_MAX 4
+#define RN_CUDA_RET_SPLIT_MIN_DV 128
+int rn_cuda_ret_parts(long blocks, int dv, int n_sms, int want);
+
 /* Whether a matrix of dtype t and input width in can go through the
  * tensor-core GEMV: bf16 or fp16, rows on 16 bytes (in % 8 == 0). */
 int rn_cuda_tc_fits(int t, int in);

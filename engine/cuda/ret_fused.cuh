@@ -147,33 +147,44 @@ __device__ static void rf_score_tile(__nv_bfloat16 *ss, const __nv_bfloat16 *sq,
         }
 }
 
-/* Grid: (pieces x H, P / 64 query tiles), RF_THREADS threads, dv = 64 NC.
- * o (fp32, row stride H dv): the chunk's read-outs; q, k (row stride H dk)
- * and v (H dv): its rows in bf16; U: the (piece, head)s' entering states
- * in bf16, dk x dv row-major at (piece H + head) dk dv; pw: the decay
- * table for P, a row of P + 1 a head. */
-template <int NC>
+/* Grid: (pieces x H x parts, P / 64 query tiles), RF_THREADS threads.
+ * With SPLIT, a head's dvf value columns go in `parts` (gridDim.x /
+ * (pieces H)) shares of dv = 64 NC, a block each, so a short chunk's few
+ * (piece, head)s can still fill the SMs; each share forms the scores
+ * again, and each output sums the same products in the same order as
+ * with one share, so the split changes no bit.  Without, dvf is dv and
+ * the block takes the head's every column (an instance of its own, so the
+ * whole heads' code keeps its registers).  o (fp32, row stride H dvf):
+ * the chunk's read-outs; q, k (row stride H dk) and v (H dvf): its rows
+ * in bf16; U: the (piece, head)s' entering states in bf16, dk x dvf
+ * row-major at (piece H + head) dk dvf; pw: the decay table for P, a row
+ * of P + 1 a head. */
+template <int NC, int SPLIT>
 __global__ void __launch_bounds__(RF_THREADS, 1)
     ret_fused_kernel(float *o, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                      const __nv_bfloat16 *v, const __nv_bfloat16 *U, const float *pw, int H, int P,
-                     int dk)
+                     int dk, int dv_head)
 {
     pdl_enter();
     RF_DYNAMIC_SMEM(rf_smem);
-    const int dv = 64 * NC, cw = 16 * NC; /* a column group's width */
-    const int HK = H * dk, HV = H * dv;
+    const int dv = 64 * NC, cw = 16 * NC; /* the block's share; a column group's width */
+    const int dvf = SPLIT ? dv_head : dv, parts = SPLIT ? dvf / dv : 1;
+    const int HK = H * dk, HV = H * dvf;
     const rf_layout L = rf_layout_for(dk, dv);
     __nv_bfloat16 *sq = (__nv_bfloat16 *)(rf_smem + L.q), *sk = (__nv_bfloat16 *)(rf_smem + L.k);
     __nv_bfloat16 *sv = (__nv_bfloat16 *)(rf_smem + L.v), *ss = (__nv_bfloat16 *)(rf_smem + L.s);
-    /* the last query tiles have the most key tiles: they start first */
-    int b = (int)blockIdx.x, qt = (int)(gridDim.y - 1 - blockIdx.y), i0 = qt * RF_ROWS;
+    /* the last query tiles have the most key tiles: they start first (the
+     * shares of a (piece, head) are adjacent in x, so they start together) */
+    int b = SPLIT ? (int)blockIdx.x / parts : (int)blockIdx.x;
+    int col0 = SPLIT ? (int)blockIdx.x % parts * dv : 0;
+    int qt = (int)(gridDim.y - 1 - blockIdx.y), i0 = qt * RF_ROWS;
     int head = b % H, lane = (int)threadIdx.x % 32;
     int warp = (int)threadIdx.x / 32, g = warp % RF_GROUPS, c = warp / RF_GROUPS;
     size_t row0 = (size_t)(b / H) * (size_t)P; /* the piece's first row in the chunk */
     const __nv_bfloat16 *qb = q + row0 * (size_t)HK + (size_t)head * (size_t)dk;
     const __nv_bfloat16 *kb = k + row0 * (size_t)HK + (size_t)head * (size_t)dk;
-    const __nv_bfloat16 *vb = v + row0 * (size_t)HV + (size_t)head * (size_t)dv;
-    const __nv_bfloat16 *Sb = U + (size_t)b * (size_t)dk * (size_t)dv;
+    const __nv_bfloat16 *vb = v + row0 * (size_t)HV + (size_t)head * (size_t)dvf + col0;
+    const __nv_bfloat16 *Sb = U + (size_t)b * (size_t)dk * (size_t)dvf + col0;
     const float *p = pw + (size_t)head * (size_t)(P + 1);
     float acc[2 * NC][4] = {};
 
@@ -183,9 +194,9 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
      * last round is done */
     const int SR = RF_ROWS / 2;
     rf_copy_rows(sq, L.ldq, qb + (size_t)i0 * (size_t)HK, (size_t)HK, RF_ROWS, dk);
-    rf_copy_rows(sv, L.ldv, Sb, (size_t)dv, SR, dv);
+    rf_copy_rows(sv, L.ldv, Sb, (size_t)dvf, SR, dv);
     rn_cp_async_commit();
-    rf_copy_rows(sv + (size_t)SR * L.ldv, L.ldv, Sb + (size_t)SR * dv, (size_t)dv, SR, dv);
+    rf_copy_rows(sv + (size_t)SR * L.ldv, L.ldv, Sb + (size_t)SR * dvf, (size_t)dvf, SR, dv);
     rn_cp_async_commit();
     rf_copy_rows(sk, L.ldq, kb, (size_t)HK, RF_ROWS, dk);
     rn_cp_async_commit();
@@ -199,7 +210,7 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
         rf_mma_rows<2 * NC>(acc, sq + (size_t)g * 16 * L.ldq + m0, L.ldq, half + c * cw, L.ldv, SR);
         __syncthreads(); /* before the half takes the rows two rounds on */
         if (m0 + 2 * SR < dk)
-            rf_copy_rows(half, L.ldv, Sb + (size_t)(m0 + 2 * SR) * dv, (size_t)dv, SR, dv);
+            rf_copy_rows(half, L.ldv, Sb + (size_t)(m0 + 2 * SR) * dvf, (size_t)dvf, SR, dv);
         else if (m0 + SR == dk) /* the last round: both halves are free */
             rf_copy_rows(sv, L.ldv, vb, (size_t)HV, RF_ROWS, dv);
         rn_cp_async_commit();
@@ -235,8 +246,8 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
         rn_cp_async_commit();
     }
     rn_cp_async_wait<0>(); /* the diagonal's empty groups */
-    float *ob = o + (row0 + (size_t)(i0 + g * 16 + lane / 4)) * (size_t)HV + (size_t)head * dv +
-                (size_t)(c * cw + 2 * (lane % 4));
+    float *ob = o + (row0 + (size_t)(i0 + g * 16 + lane / 4)) * (size_t)HV + (size_t)head * dvf +
+                (size_t)(col0 + c * cw + 2 * (lane % 4));
 #pragma unroll
     for (int n = 0; n < 2 * NC; n++) {
         *(float2 *)(ob + n * 8) = make_float2(acc[n][0], acc[n][1]);
@@ -260,6 +271,27 @@ template <int NC, typename F> static int rf_with_nc_from(int nc, F f)
 template <typename F> static int rf_with_nc(int dv, F f)
 {
     return dv % 64 || dv < 64 ? -1 : rf_with_nc_from<1>(dv / 64, f);
+}
+
+/* Narrowest and widest shares a split launch gives a block, in 64
+ * columns: 128 columns (rn_cuda_ret_parts's least), and half the widest
+ * head. */
+#define RF_SPLIT_MIN_NC 2
+#define RF_SPLIT_MAX_NC (RF_MAX_NC / 2)
+
+/* f(kernel) with ret_fused_kernel's instance for blocks of share value
+ * columns, a share of a split head's (split) or a whole head's; -1 where
+ * there is none (a share outside RF_SPLIT_MIN_NC..RF_SPLIT_MAX_NC 64
+ * columns). */
+template <typename F> static int rf_with_kernel(int share, int split, F f)
+{
+    return rf_with_nc(share, [&](auto nc) {
+        constexpr int NC = decltype(nc)::value;
+        if constexpr (NC >= RF_SPLIT_MIN_NC && NC <= RF_SPLIT_MAX_NC)
+            return split ? f(ret_fused_kernel<NC, 1>) : f(ret_fused_kernel<NC, 0>);
+        else
+            return split ? -1 : f(ret_fused_kernel<NC, 0>);
+    });
 }
 
 #endif

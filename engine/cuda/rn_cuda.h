@@ -56,8 +56,10 @@ int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int l
                              int *ran, long *differ);
 
 /* The fused chunkwise retention read-out (rk_ret_fused, its operands
- * rounded to bf16 first) on pieces pieces of P rows and H heads of dk, dv
- * random values (v all zero with zero_v: the
+ * rounded to bf16 first, each head's dv columns in parts shares of a block
+ * each: 1, or 2 or 4 where rn_cuda_ret_parts allows that many) on pieces
+ * pieces of P rows and H heads of dk, dv random values (v all zero with
+ * zero_v: the
  * inter-piece term alone, which the decays make small next to the rest in
  * later rows), random entering states and decays of 0.9 down to 0.55,
  * against a double-precision reference from the same values:
@@ -67,10 +69,13 @@ int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int l
  * fit the kernel; RN_EUNSUPPORTED before sm_80 or where it needs more
  * shared memory than the device lets a block have (sm_86 and sm_89: 99
  * KiB); RN_ENOMEM; RN_EDEVICE. */
-int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v, uint32_t seed,
-                            double *worst);
+int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v, int parts,
+                            uint32_t seed, double *worst);
 /* Launches of the fused retention kernel so far in this process. */
 long rn_cuda_ret_fused_launches(void);
+/* Those of them that split each head's value columns over several blocks
+ * (RETNET_CUDA_RET_SPLIT). */
+long rn_cuda_ret_split_launches(void);
 /* Rotary passes so far in this process that also wrote the fused
  * read-out's bf16 copies of q and k (RETNET_CUDA_QK_HALF). */
 long rn_cuda_qk_half_passes(void);

@@ -264,6 +264,40 @@ START_TEST(test_cuda_tc_loads_apply)
 }
 END_TEST
 
+/* The fused read-out's value-column shares: one unless asked; asked for
+ * (RN_CUDA_RET_SPLIT_AUTO), doubled only while the doubled grid stays
+ * within one block an SM, and never into shares narrower than
+ * RN_CUDA_RET_SPLIT_MIN_DV or off 64-column multiples; a count asked for
+ * outright, as far as dv allows.  The 1.3B preset on an H100 (dv 512, 132
+ * SMs): a 512-token prompt's chunk (two 256-token pieces, 8 heads, 4 query
+ * tiles each: 64 blocks) splits in two, a 2k prompt's 1024-token chunks
+ * (128 blocks) do not. */
+START_TEST(test_cuda_ret_parts_fill_one_wave)
+{
+    ck_assert_int_eq(rn_cuda_ret_parts(8, 512, 132, 0), 1);
+    ck_assert_int_eq(rn_cuda_ret_parts(8, 512, 132, 1), 1);
+    ck_assert_int_eq(rn_cuda_ret_parts(64, 512, 132, RN_CUDA_RET_SPLIT_AUTO), 2);
+    ck_assert_int_eq(rn_cuda_ret_parts(128, 512, 132, RN_CUDA_RET_SPLIT_AUTO), 1);
+    ck_assert_int_eq(rn_cuda_ret_parts(32, 512, 132, RN_CUDA_RET_SPLIT_AUTO), 4);
+    ck_assert_int_eq(rn_cuda_ret_parts(8, 512, 132, RN_CUDA_RET_SPLIT_AUTO), 4); /* the most */
+    ck_assert_int_eq(rn_cuda_ret_parts(34, 512, 132, RN_CUDA_RET_SPLIT_AUTO), 2);
+    ck_assert_int_eq(rn_cuda_ret_parts(8, 256, 132, RN_CUDA_RET_SPLIT_AUTO), 2);
+    ck_assert_int_eq(rn_cuda_ret_parts(8, 192, 132, RN_CUDA_RET_SPLIT_AUTO), 1); /* 96: off 64 */
+    ck_assert_int_eq(rn_cuda_ret_parts(8, 128, 132, RN_CUDA_RET_SPLIT_AUTO), 1); /* 64: narrow */
+    ck_assert_int_eq(rn_cuda_ret_parts(1000, 512, 132, 4), 4);
+    ck_assert_int_eq(rn_cuda_ret_parts(1000, 512, 132, 2), 2);
+    ck_assert_int_eq(rn_cuda_ret_parts(1000, 256, 132, 4), 2);
+    ck_assert_int_eq(rn_cuda_ret_parts(1000, 320, 132, 2), 1); /* 160: off 64 */
+    for (int dv = 64; dv <= 512; dv += 64)
+        for (long blocks = 1; blocks <= 300; blocks += 7) {
+            int p = rn_cuda_ret_parts(blocks, dv, 132, RN_CUDA_RET_SPLIT_AUTO);
+            ck_assert(p == 1 || p == 2 || p == 4);
+            ck_assert(dv % (64 * p) == 0 && (p == 1 || dv / p >= RN_CUDA_RET_SPLIT_MIN_DV));
+            ck_assert(p == 1 || blocks * p <= 132);
+        }
+}
+END_TEST
+
 /* The cp.async ring's stages: none unless asked; 2 to 4, no more than
  * asked or than the warps' rounds need (2 at least); more than 2 only
  * where two blocks' rings fit an SM, any only where one fits a block; and
@@ -458,6 +492,7 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_tc_plan_covers_the_width);
     tcase_add_test(tc, test_cuda_tc_loads_apply);
     tcase_add_test(tc, test_cuda_tc_stages_fit);
+    tcase_add_test(tc, test_cuda_ret_parts_fill_one_wave);
     tcase_add_test(tc, test_cuda_tc_weights_fit_every_matrix);
     tcase_add_test(tc, test_cuda_tc_fragments_compute_dot_products);
     suite_add_tcase(s, tc);

@@ -18,6 +18,7 @@
 #include "fixture.h"
 #include "rn_math.h"
 #ifdef RN_HAVE_CUDA
+#include "cuda/plan.h"
 #include "cuda/rn_cuda.h"
 #endif
 #include "suites.h"
@@ -451,7 +452,11 @@ static void check_tc_variant(const int sh[3], int loads, int stages, int exact, 
  * roundings mostly cancel: the emulation of the same kernel on these
  * shapes and seeds (check_ret_emu.c) errs by 0.05-0.2%.  1% is the bound;
  * a wrong mask, a decay power off by one (decays of 0.55 to 0.9 here), a
- * fragment out of place or a missing tile moves them by far more. */
+ * fragment out of place or a missing tile moves them by far more.  Value
+ * heads of 256 and 512 run again in the shares of 128 or more a block
+ * that a short chunk's launch may split them into: the same sums in the
+ * same order, so exactly the same worst error (the emulation compares
+ * every bit). */
 START_TEST(test_forms_ret_fused_matches_reference)
 {
     static const int shapes[][5] = {
@@ -461,26 +466,42 @@ START_TEST(test_forms_ret_fused_matches_reference)
         {64, 2, 3, 64, 64},
         {128, 1, 2, 256, 512},
     };
-    int ran = 0;
+    int ran = 0, split = 0;
     for (size_t i = 0; i < 2 * sizeof shapes / sizeof shapes[0]; i++) {
         const int *sh = shapes[i / 2];
         int zero_v = (int)(i % 2); /* then the inter-piece term alone */
-        double worst = -1.0;
-        int rc = rn_cuda_ret_fused_check(sh[0], sh[1], sh[2], sh[3], sh[4], zero_v,
-                                         (uint32_t)(7 + i), &worst);
-        /* more shared memory than this device gives a block: the engine
-         * takes the cuBLAS products there */
-        if (rc == RN_EUNSUPPORTED) {
-            printf("forms: fused retention, dk %d, dv %d: not on this device\n", sh[3], sh[4]);
-            continue;
+        double whole = -1.0;
+        /* dv whole, then in the shares a short chunk's split gives
+         * (RETNET_CUDA_RET_SPLIT): the same sums, so the same worst error */
+        for (int parts = 1; parts <= RN_CUDA_RET_SPLIT_MAX; parts *= 2) {
+            double worst = -1.0;
+            if (rn_cuda_ret_parts(1, sh[4], 1, parts) != parts)
+                break; /* dv has no such shares */
+            int rc = rn_cuda_ret_fused_check(sh[0], sh[1], sh[2], sh[3], sh[4], zero_v, parts,
+                                             (uint32_t)(7 + i), &worst);
+            /* more shared memory than this device gives a block: the
+             * engine takes the cuBLAS products there */
+            if (rc == RN_EUNSUPPORTED) {
+                printf("forms: fused retention, dk %d, dv %d: not on this device\n", sh[3], sh[4]);
+                break;
+            }
+            ck_assert_msg(rc == RN_OK, "shape %zu, %d parts: rn_cuda_ret_fused_check: %d", i / 2,
+                          parts, rc);
+            ck_assert_msg(worst <= 1e-2,
+                          "P %d, %d pieces, %d heads, dk %d, dv %d in %d parts%s: error %.3g",
+                          sh[0], sh[1], sh[2], sh[3], sh[4], parts, zero_v ? ", v = 0" : "", worst);
+            if (parts == 1) {
+                whole = worst, ran++;
+            } else {
+                ck_assert_msg(worst == whole, "dv %d in %d parts: error %.17g, whole %.17g", sh[4],
+                              parts, worst, whole);
+                split++;
+            }
         }
-        ran++;
-        ck_assert_msg(rc == RN_OK, "shape %zu: rn_cuda_ret_fused_check: %d", i / 2, rc);
-        ck_assert_msg(worst <= 1e-2, "P %d, %d pieces, %d heads, dk %d, dv %d%s: error %.3g", sh[0],
-                      sh[1], sh[2], sh[3], sh[4], zero_v ? ", v = 0" : "", worst);
     }
-    /* the two smaller shapes (76 and 36 KiB) fit every device from sm_80 */
-    ck_assert_msg(ran >= 4, "only %d of the shapes ran", ran);
+    /* the two smaller shapes (76 and 36 KiB) fit every device from sm_80,
+     * and the first splits in two */
+    ck_assert_msg(ran >= 4 && split >= 2, "only %d of the shapes ran, %d split", ran, split);
 }
 END_TEST
 

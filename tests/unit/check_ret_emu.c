@@ -17,6 +17,7 @@
  * (at_issue 0) or at their issue (1). */
 double rn_emu_ret_check(int P, int pieces, int H, int dk, int dv, int zero_v, int at_issue,
                         uint32_t seed);
+long rn_emu_ret_split_check(int P, int pieces, int H, int dk, int dv, int parts, uint32_t seed);
 long rn_emu_scale_check(int n, int P, int pieces, int H, int dk, int key, int bf16, uint32_t seed);
 long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved, int scale_k, float scale,
                        uint32_t seed);
@@ -81,6 +82,26 @@ START_TEST(test_ret_emu_fused_matches_reference)
 }
 END_TEST
 
+/* Each head's value columns in shares of a block each (a short chunk's
+ * launch, RETNET_CUDA_RET_SPLIT): the same bits as whole -- each share
+ * forms the same scores and sums its columns in the same order -- for
+ * the shapes whose dv splits (256 in two; 512 in two and four), where an
+ * offset share column, state row stride or output column moves values. */
+START_TEST(test_ret_emu_fused_split_keeps_bits)
+{
+    static const int split[][6] = {
+        /* P, pieces, H, dk, dv, parts */
+        {256, 1, 2, 128, 256, 2},
+        {128, 1, 2, 256, 512, 2},
+        {128, 1, 2, 256, 512, 4},
+    };
+    const int *s = split[_i];
+    long differ = rn_emu_ret_split_check(s[0], s[1], s[2], s[3], s[4], s[5], (uint32_t)(11 + _i));
+    ck_assert_msg(differ == 0, "dv %d in %d parts: %ld outputs differ from dv whole", s[4], s[5],
+                  differ);
+}
+END_TEST
+
 /* The piece scaling (scale_pieces_kernel): every destination value is its
  * source value times the one decay its row takes, bit for bit (fp32 out,
  * then -- the loop's second half -- rounded once to bf16, the fused
@@ -141,6 +162,7 @@ Suite *ret_emu_suite(void)
     TCase *tc = tcase_create("kernels");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_ret_emu_fused_matches_reference, 0, 2 * N_SHAPES);
+    tcase_add_loop_test(tc, test_ret_emu_fused_split_keeps_bits, 0, 3);
     tcase_add_loop_test(tc, test_ret_emu_scale_pieces, 0, 4 * N_SCALE);
     tcase_add_loop_test(tc, test_ret_emu_rope, 0, 6 * N_ROPE);
     suite_add_tcase(s, tc);

@@ -331,53 +331,79 @@ START_TEST(test_synthetic_lt_pairs_prefill)
 }
 END_TEST
 
-/* The rotary pass writing the fused read-out's bf16 copies of q and k and
- * the decay-scaled keys (RETNET_CUDA_QK_HALF, on by default) instead of
- * three passes after it: the same model and shapes as
- * test_synthetic_fused_retention_prefill, an engine with it against one
- * with RETNET_CUDA_QK_HALF=0, bit for bit (the copies round the same
- * floats the same way), with the pass known to have run in the one alone
- * (the counter: one a layer for each prefill with full pieces). */
-START_TEST(test_synthetic_qk_half_keeps_bits)
+/* Two engines of the small model, one made under env_a and one under
+ * env_b (n settings each), prefilling the shapes of
+ * test_synthetic_fused_retention_prefill -- 150 tokens (two full pieces
+ * and a tail), then 130 more from that state (two full pieces and a tail
+ * of 2) -- to the same logits and states, bit for bit; and counter()
+ * advanced by want over the four prefills (the path known to have run). */
+static void check_engines_keep_bits(cuda_env *env_a, cuda_env *env_b, size_t n,
+                                    long (*counter)(void), long want)
 {
     synth s;
-    rn_engine *half = NULL;
+    rn_engine *e2 = NULL;
     rn_error err = {0};
     char *saved[ENV_MAX];
-    static cuda_env env[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
-                             {"RETNET_CUDA_RET_FUSED", "1"},
-                             {"RETNET_CUDA_QK_HALF", "0"}};
-    static cuda_env env_half[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
-                                  {"RETNET_CUDA_RET_FUSED", "1"},
-                                  {"RETNET_CUDA_QK_HALF", "1"}};
-    synth_open_small(&s, env, ENV_COUNT(env));
-    env_set(env_half, ENV_COUNT(env_half), saved);
+    synth_open_small(&s, env_a, n);
+    env_set(env_b, n, saved);
     rn_engine_opts o = fixture_opts(SLOTS, 256);
-    ck_assert_msg(rn_engine_new(&half, s.m, &o, &err) == RN_OK, "%s", err.msg);
-    env_restore(env_half, ENV_COUNT(env_half), saved);
+    ck_assert_msg(rn_engine_new(&e2, s.m, &o, &err) == RN_OK, "%s", err.msg);
+    env_restore(env_b, n, saved);
     size_t V = (size_t)s.vocab, sb = rn_engine_state_bytes(s.e);
     float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
     ck_assert(a && b);
     rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 256};
-    long passes = rn_cuda_qk_half_passes();
-    /* 150 tokens (two full pieces and a tail), then 130 more from that
-     * state (two full pieces and a tail of 2) */
+    long before = counter();
     for (int call = 0; call < 2; call++) {
         const int32_t *tok = s.tok + (call ? 20 : 0);
-        int n = call ? 130 : N_TOK;
-        ck_assert_int_eq(rn_prefill(s.e, 0, tok, n, &po, a), RN_OK);
-        ck_assert_int_eq(rn_prefill(half, 0, tok, n, &po, b), RN_OK);
+        int len = call ? 130 : N_TOK;
+        ck_assert_int_eq(rn_prefill(s.e, 0, tok, len, &po, a), RN_OK);
+        ck_assert_int_eq(rn_prefill(e2, 0, tok, len, &po, b), RN_OK);
         ck_assert_msg(memcmp(a, b, sizeof(float) * V) == 0, "call %d: the logits differ", call);
-        float *sa = fixture_state(s.e, 0), *sh = fixture_state(half, 0);
-        ck_assert_msg(memcmp(sa, sh, sb) == 0, "call %d: the states differ", call);
+        float *sa = fixture_state(s.e, 0), *s2 = fixture_state(e2, 0);
+        ck_assert_msg(memcmp(sa, s2, sb) == 0, "call %d: the states differ", call);
         free(sa);
-        free(sh);
+        free(s2);
     }
-    ck_assert_int_eq(rn_cuda_qk_half_passes() - passes, 2 * 2);
+    ck_assert_int_eq(counter() - before, want);
     free(a);
     free(b);
-    rn_engine_free(half);
+    rn_engine_free(e2);
     synth_close(&s);
+}
+
+/* The rotary pass writing the fused read-out's bf16 copies of q and k and
+ * the decay-scaled keys (RETNET_CUDA_QK_HALF, on by default) instead of
+ * three passes after it: an engine with it against one with
+ * RETNET_CUDA_QK_HALF=0, bit for bit (the copies round the same floats
+ * the same way), the pass known to have run in the one alone (one a layer
+ * for each prefill with full pieces). */
+START_TEST(test_synthetic_qk_half_keeps_bits)
+{
+    static cuda_env off[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
+                             {"RETNET_CUDA_RET_FUSED", "1"},
+                             {"RETNET_CUDA_QK_HALF", "0"}};
+    static cuda_env on[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
+                            {"RETNET_CUDA_RET_FUSED", "1"},
+                            {"RETNET_CUDA_QK_HALF", "1"}};
+    check_engines_keep_bits(off, on, ENV_COUNT(on), rn_cuda_qk_half_passes, 2 * 2);
+}
+END_TEST
+
+/* The fused read-out with each head's value columns split over two
+ * blocks (RETNET_CUDA_RET_SPLIT=2; the small model's dv of 256 allows it)
+ * against one without, bit for bit (each share forms the same scores and
+ * sums its columns in the same order), the split known to have run (one
+ * launch a layer for each prefill with full pieces). */
+START_TEST(test_synthetic_ret_split_keeps_bits)
+{
+    static cuda_env off[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
+                             {"RETNET_CUDA_RET_FUSED", "1"},
+                             {"RETNET_CUDA_RET_SPLIT", "0"}};
+    static cuda_env on[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
+                            {"RETNET_CUDA_RET_FUSED", "1"},
+                            {"RETNET_CUDA_RET_SPLIT", "2"}};
+    check_engines_keep_bits(off, on, ENV_COUNT(on), rn_cuda_ret_split_launches, 2 * 2);
 }
 END_TEST
 #endif
@@ -394,6 +420,7 @@ Suite *synthetic_suite(void)
     if (fixture_on_cuda()) { /* on the CPU the switches mean nothing */
         tcase_add_test(tc, test_synthetic_fused_retention_prefill);
         tcase_add_test(tc, test_synthetic_qk_half_keeps_bits);
+        tcase_add_test(tc, test_synthetic_ret_split_keeps_bits);
         tcase_add_test(tc, test_synthetic_v_half_prefill);
         tcase_add_test(tc, test_synthetic_lt_pairs_prefill);
         tcase_add_test(tc, test_synthetic_lt_tune_prefill);

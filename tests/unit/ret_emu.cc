@@ -36,23 +36,25 @@ static __nv_bfloat16 *emu_bf16(const float *h, size_t n)
     return b;
 }
 
-/* rk_ret_fused's launch (kernels.cu) on problem p's values in h,
- * emulated; the read-outs come back into h's o.  0, or -1. */
-static int emu_ret_fused(const rf_problem *p, float *h)
+/* rk_ret_fused's launch (kernels.cu) on problem p's values in h, each
+ * head's dv columns in parts shares, emulated; the read-outs come back
+ * into h's o.  0, or -1. */
+static int emu_ret_fused(const rf_problem *p, float *h, int parts)
 {
     __nv_bfloat16 *q = emu_bf16(h + p->q, p->k - p->q), *k = emu_bf16(h + p->k, p->v - p->k);
     __nv_bfloat16 *v = emu_bf16(h + p->v, p->o - p->v), *S = emu_bf16(h + p->S, p->pw - p->S);
     float *o = (float *)emu_array(h + p->o, p->S - p->o, sizeof(float));
     float *pw = (float *)emu_array(h + p->pw, p->total - p->pw, sizeof(float));
-    dim3 grid((unsigned)p->count, (unsigned)(p->P / RF_ROWS));
-    size_t smem = rf_layout_for(p->dk, p->dv).total;
+    int share = p->dv / parts;
+    dim3 grid((unsigned)(p->count * parts), (unsigned)(p->P / RF_ROWS));
+    size_t smem = rf_layout_for(p->dk, share).total;
     int rc = -1;
-    if (q && k && v && S && o && pw &&
-        rf_with_nc(p->dv, [&](auto nc) {
-            return rn_emu_launch(ret_fused_kernel<decltype(nc)::value>, grid, dim3(RF_THREADS),
-                                 smem, o, (const __nv_bfloat16 *)q, (const __nv_bfloat16 *)k,
-                                 (const __nv_bfloat16 *)v, (const __nv_bfloat16 *)S,
-                                 (const float *)pw, p->H, p->P, p->dk);
+    if (q && k && v && S && o && pw && p->dv % parts == 0 &&
+        rf_with_kernel(share, parts > 1, [&](auto kern) {
+            return rn_emu_launch(kern, grid, dim3(RF_THREADS), smem, o, (const __nv_bfloat16 *)q,
+                                 (const __nv_bfloat16 *)k, (const __nv_bfloat16 *)v,
+                                 (const __nv_bfloat16 *)S, (const float *)pw, p->H, p->P, p->dk,
+                                 p->dv);
         }) == 0) {
         memcpy(h + p->o, o, sizeof(float) * (p->S - p->o));
         rc = 0;
@@ -79,12 +81,37 @@ extern "C" double rn_emu_ret_check(int P, int pieces, int H, int dk, int dv, int
     if (h && P % RF_ROWS == 0 && dk % RF_ROWS == 0 && dv % 64 == 0 && dv / 64 <= RF_MAX_NC) {
         rf_problem_fill(&p, h, zero_v, seed);
         rn_emu_cp_async_at_issue = at_issue;
-        if (emu_ret_fused(&p, h) == 0)
+        if (emu_ret_fused(&p, h, 1) == 0)
             worst = rf_fused_worst(&p, h);
         rn_emu_cp_async_at_issue = 0;
     }
     free(h);
     return worst;
+}
+
+/* The fused read-out on the same problem as rn_emu_ret_check (v random)
+ * with each head's dv columns whole and in parts shares: the outputs
+ * whose bits differ between the two, or -1. */
+extern "C" long rn_emu_ret_split_check(int P, int pieces, int H, int dk, int dv, int parts,
+                                       uint32_t seed)
+{
+    rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
+    float *a = (float *)malloc(sizeof(float) * p.total);
+    float *b = (float *)malloc(sizeof(float) * p.total);
+    long differ = -1;
+    if (a && b && P % RF_ROWS == 0 && dk % RF_ROWS == 0 && dv % (64 * parts) == 0 &&
+        dv / 64 <= RF_MAX_NC) {
+        rf_problem_fill(&p, a, 0, seed);
+        memcpy(b, a, sizeof(float) * p.total);
+        if (emu_ret_fused(&p, a, 1) == 0 && emu_ret_fused(&p, b, parts) == 0) {
+            differ = 0;
+            for (size_t i = p.o; i < p.S; i++)
+                differ += memcmp(a + i, b + i, sizeof(float)) != 0;
+        }
+    }
+    free(a);
+    free(b);
+    return differ;
 }
 
 /* scale_pieces_kernel<N, T> (as rk_scale_pieces launches it) on pieces

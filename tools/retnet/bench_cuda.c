@@ -351,24 +351,34 @@ cleanup:
     return rc;
 }
 
+extern char **environ;
+
+/* Whether the environment entry kv ("NAME=value") is a RETNET_CUDA_*
+ * setting whose name and value print in JSON as they are: a name of
+ * capitals, digits and underscores, a value of digits. */
+static int tuning_entry(const char *kv, size_t *name_len)
+{
+    static const char prefix[] = "RETNET_CUDA_";
+    const char *eq = strchr(kv, '=');
+    if (!eq || strncmp(kv, prefix, sizeof prefix - 1) != 0)
+        return 0;
+    *name_len = (size_t)(eq - kv);
+    return strspn(kv, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == *name_len && eq[1] != '\0' &&
+           strspn(eq + 1, "0123456789") == strlen(eq + 1);
+}
+
 /* The CUDA backend's tuning variables (docs/operations.md) that are set,
- * as JSON members, so a result file says which paths it measured. */
+ * as JSON members, so a result file says which paths it measured: every
+ * RETNET_CUDA_* setting with a number for its value (the switches are
+ * numbers; RETNET_CUPTI, a path, is not one of them). */
 static void print_tuning(void)
 {
-    static const char *const names[] = {
-        "RETNET_CUDA_GEMV_MAX",    "RETNET_CUDA_TC_MAX",     "RETNET_CUDA_FUSE",
-        "RETNET_CUDA_PDL",         "RETNET_CUDA_GRAPHS",     "RETNET_CUDA_RET_CHUNK",
-        "RETNET_CUDA_GEMV_SPLIT",  "RETNET_CUDA_TC_LOADS",   "RETNET_CUDA_NORM_VEC",
-        "RETNET_CUDA_RET_BF16",    "RETNET_CUDA_STEP_EARLY", "RETNET_CUDA_RET_FUSED",
-        "RETNET_CUDA_HALF_ACT",    "RETNET_CUDA_LT_TUNE",    "RETNET_CUDA_GEMV_PRENORM",
-        "RETNET_CUDA_PREFILL_PDL", "RETNET_CUDA_RESID_GEMM", "RETNET_CUDA_TC_ASYNC",
-        "RETNET_CUDA_QK_HALF",     "RETNET_CUDA_V_HALF",     "RETNET_CUDA_LT_PAIRS"};
     int first = 1;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        const char *v = getenv(names[i]);
-        if (!v || strspn(v, "0123456789") != strlen(v)) /* numbers only: no escaping */
+    for (char **e = environ; e && *e; e++) {
+        size_t n;
+        if (!tuning_entry(*e, &n))
             continue;
-        printf("%s\"%s\":\"%s\"", first ? "" : ",", names[i], v);
+        printf("%s\"%.*s\":\"%s\"", first ? "" : ",", (int)n, *e, *e + n + 1);
         first = 0;
     }
 }
