@@ -15,6 +15,12 @@ waiting), per step for decode runs (tags decode-bB-sN), per run otherwise.
 
 --json reads the bench's JSON (its copy_GBps and weight_bytes) to say at
 what rate the GEMVs' owned time moves the weights.
+
+Copies (rows of kind "copy") are device work like kernels.  The runtime
+API's calls (kind "api", on the host, on the same clock) say what the host
+was doing while the device sat idle: each idle moment goes to the call
+that began last among those running then, or to the host's own code
+between calls.
 """
 import argparse
 import csv
@@ -23,15 +29,47 @@ import re
 import sys
 
 
-def load(path):
-    """{tag: [(start, end, name), ...]} from the bench's CSV."""
+def load(path, kinds=("kernel", "copy")):
+    """{tag: [(start, end, name), ...]} of the rows of those kinds from the
+    bench's CSV (files written before the kind column hold kernels only)."""
     runs = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
+            if (row.get("kind") or "kernel") not in kinds:
+                continue
             name = re.sub(r"^void ", "", row["kernel"])
             runs.setdefault(row["tag"], []).append(
                 (int(row["start_ns"]), int(row["end_ns"]), name))
     return runs
+
+
+def load_calls(path):
+    """{tag: [(start, end, name), ...]}: the runtime API's calls."""
+    return load(path, kinds=("api",))
+
+
+def idle_gaps(kernels):
+    """[(start, end), ...]: the moments inside the run when no kernel runs."""
+    gaps, t = [], None
+    for start, end, _ in sorted(kernels):
+        if t is not None and start > t:
+            gaps.append((t, start))
+        t = end if t is None else max(t, end)
+    return gaps
+
+
+def idle_by_call(gaps, calls):
+    """{call name or None: ns}: each idle moment to the call that began
+    last among those running then (None: no call, the host's own code)."""
+    out = {}
+    for a, b in gaps:
+        # the calls' edges cut the gap into pieces with one owner each
+        cuts = sorted({a, b} | {t for s, e, _ in calls for t in (s, e) if a < t < b})
+        for lo, hi in zip(cuts, cuts[1:]):
+            running = [(s, n) for s, e, n in calls if s <= lo and e >= hi]
+            owner = max(running)[1] if running else None
+            out[owner] = out.get(owner, 0) + (hi - lo)
+    return out
 
 
 def attribute(kernels):
@@ -62,6 +100,7 @@ def attribute(kernels):
 # Kernel classes for the per-step breakdown: the first pattern a name
 # matches (the order matters: the fused GEMV's name has "norm" in it).
 CLASSES = [
+    ("copy", r"^memcpy"),
     ("GEMV", r"gemv"),
     ("norm", r"norm"),
     ("recurrent step", r"ret_step|ts_step"),
@@ -84,8 +123,8 @@ def steps_of(tag):
     return int(m.group(1)) if m else 1
 
 
-def summarize(tag, kernels, top, bench=None):
-    """The run's lines of text."""
+def summarize(tag, kernels, top, bench=None, calls=None):
+    """The run's lines of text (calls: the runtime API's, if recorded)."""
     owned, idle, gaps, span = attribute(kernels)
     per = steps_of(tag)
     unit = "a step" if tag.startswith("decode") else "the run"
@@ -94,8 +133,11 @@ def summarize(tag, kernels, top, bench=None):
         count[name] = count.get(name, 0) + 1
         dur[name] = dur.get(name, 0) + (end - start)
     us = 1e-3 / per
+    copies = sum(1 for k in kernels if class_of(k[2]) == "copy")
     out = [
-        f"{tag}: {span * us:,.1f} us {unit} on the device, {len(kernels) / per:,.0f} kernels, "
+        f"{tag}: {span * us:,.1f} us {unit} on the device, "
+        f"{(len(kernels) - copies) / per:,.0f} kernels"
+        + (f" and {copies / per:,.0f} copies" if copies else "") + ", "
         f"idle {idle * us:,.1f} us in {gaps / per:,.1f} gaps"
         f" ({(idle / gaps if gaps else 0) * 1e-3:,.2f} us each)"
     ]
@@ -119,6 +161,15 @@ def summarize(tag, kernels, top, bench=None):
         f"{label} {v[0] * us:,.1f} us ({v[1] / per:g})"
         for label, v in sorted(by_class.items(), key=lambda e: -e[1][0]))
         + f", idle {idle * us:,.1f} us")
+    if calls:
+        by_call = idle_by_call(idle_gaps(kernels), calls)
+        parts = sorted(((n, v) for n, v in by_call.items() if n), key=lambda e: (-e[1], e[0]))
+        text = ", ".join(f"{n} {v * us:,.1f}" for n, v in parts[:6])
+        if len(parts) > 6:
+            text += f", {len(parts) - 6} more {sum(v for _, v in parts[6:]) * us:,.1f}"
+        host = by_call.get(None, 0)
+        out.append(f"  idle {idle * us:,.1f} us against the host's calls: "
+                   + (text + ", " if text else "") + f"outside any call {host * us:,.1f}")
     gemv = sum(v for n, v in owned.items() if "gemv" in n)
     if bench and tag.startswith("decode") and gemv:
         rate = bench["weight_bytes"] / (gemv * 1e-9 / per) / 1e9
@@ -138,12 +189,12 @@ def main(argv=None):
     if a.json:
         with open(a.json) as f:
             bench = json.load(f)
-    runs = load(a.csv)
+    runs, calls = load(a.csv), load_calls(a.csv)
     if not runs:
         print(f"{a.csv}: no kernels recorded", file=sys.stderr)
         return 1
     for tag, kernels in runs.items():
-        print("\n".join(summarize(tag, kernels, a.top, bench)))
+        print("\n".join(summarize(tag, kernels, a.top, bench, calls.get(tag))))
     return 0
 
 

@@ -100,9 +100,10 @@ void rn_cuda_profile(int on);
  * start: enables the records (RN_EUNSUPPORTED without libcupti or its
  * headers at build time, with where it looked); mark: waits for the device
  * and drops what was recorded so far; write: waits for the device and
- * appends the kernels since the mark to out as CSV rows tagged tag (times
- * in ns from the earliest start; header: the column names first), then
- * drops them; stop: ends the recording. */
+ * appends the kernels, copies and runtime API calls since the mark to out
+ * as CSV rows tagged tag (kind: kernel, copy or api; times in ns from the
+ * earliest start, host calls on the device records' clock; header: the
+ * column names first), then drops them; stop: ends the recording. */
 int rn_cuda_timeline_start(rn_error *err);
 void rn_cuda_timeline_mark(void);
 int rn_cuda_timeline_write(FILE *out, const char *tag, int header, rn_error *err);

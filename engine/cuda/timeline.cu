@@ -8,7 +8,10 @@
  * dependent launches: how far each kernel overlaps its neighbours and how
  * long the device sits between them.  CUPTI's concurrent-kernel records
  * carry each kernel's start and end on the device's clock, graph nodes
- * included, which is what a systems profiler draws.
+ * included, which is what a systems profiler draws.  The copies' records
+ * and the runtime API's calls (on the host, on the same clock) come too,
+ * so the time a decode step's device sits idle can be laid against what
+ * the host was doing then (tools/timeline_summary.py).
  *
  * libcupti is loaded at run time (dlopen): the engine and the server never
  * link it, and a machine without it gets RN_EUNSUPPORTED and a sentence
@@ -45,11 +48,17 @@ extern "C" {
  * 19-28): any 13.x library writes the record layout read here */
 #define TL_MIN_VERSION (CUPTI_API_VERSION / 10000 * 10000)
 
-/* One kernel's run as kept from its record. */
+/* What a kept record was. */
+enum tl_kind { TL_KERNEL, TL_COPY, TL_CALL };
+static const char *const tl_kind_names[] = {"kernel", "copy", "api"};
+
+/* One kernel's run, one copy or one runtime API call, as kept from its
+ * record (grid, block, regs and graph_node: a kernel's; bytes: a copy's). */
 struct tl_kernel {
-    uint64_t start, end, graph_node;
+    uint64_t start, end, graph_node, bytes;
     int grid[3], block[3], regs;
-    char name[96]; /* demangled, without its parameters */
+    tl_kind kind;
+    char name[96]; /* a kernel's demangled, without its parameters */
 };
 
 /* The CUPTI entry points this file uses, from the dlopen'ed library. */
@@ -62,6 +71,7 @@ struct tl_api {
     CUptiResult (*flush_all)(uint32_t);
     CUptiResult (*next_record)(uint8_t *, size_t, CUpti_Activity **);
     CUptiResult (*get_version)(uint32_t *);
+    CUptiResult (*callback_name)(CUpti_CallbackDomain, uint32_t, const char **); /* may be NULL */
 };
 
 static tl_api tl;
@@ -88,23 +98,63 @@ static void tl_name(const char *mangled, char *out, size_t cap)
     free(d);
 }
 
-static void tl_keep(const CUpti_ActivityKernel10 *k)
+/* A new row at the end of tl_rows (zeroed), or NULL when out of memory
+ * (then tl_failed; called under tl_lock). */
+static tl_kernel *tl_row(void)
 {
     if (tl_n == tl_cap) {
         size_t cap = tl_cap ? 2 * tl_cap : 4096;
         tl_kernel *p = (tl_kernel *)realloc(tl_rows, cap * sizeof *p);
         if (!p) {
             tl_failed = 1;
-            return;
+            return NULL;
         }
         tl_rows = p, tl_cap = cap;
     }
     tl_kernel *r = &tl_rows[tl_n++];
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+static void tl_keep(const CUpti_ActivityKernel10 *k)
+{
+    tl_kernel *r = tl_row();
+    if (!r)
+        return;
+    r->kind = TL_KERNEL;
     r->start = k->start, r->end = k->end, r->graph_node = k->graphNodeId;
     r->grid[0] = k->gridX, r->grid[1] = k->gridY, r->grid[2] = k->gridZ;
     r->block[0] = k->blockX, r->block[1] = k->blockY, r->block[2] = k->blockZ;
     r->regs = k->registersPerThread;
     tl_name(k->name, r->name, sizeof r->name);
+}
+
+static void tl_keep_copy(const CUpti_ActivityMemcpy6 *m)
+{
+    static const char *const dir[] = {"?",    "HtoD", "DtoH", "HtoA", "AtoH", "AtoA",
+                                      "AtoD", "DtoA", "DtoD", "HtoH", "PtoP"};
+    tl_kernel *r = tl_row();
+    if (!r)
+        return;
+    r->kind = TL_COPY;
+    r->start = m->start, r->end = m->end, r->graph_node = m->graphNodeId, r->bytes = m->bytes;
+    snprintf(r->name, sizeof r->name, "memcpy %s",
+             m->copyKind < sizeof dir / sizeof dir[0] ? dir[m->copyKind] : "?");
+}
+
+static void tl_keep_call(const CUpti_ActivityAPI *a)
+{
+    const char *name = NULL;
+    tl_kernel *r = tl_row();
+    if (!r)
+        return;
+    r->kind = TL_CALL;
+    r->start = a->start, r->end = a->end;
+    if (tl.callback_name &&
+        tl.callback_name(CUPTI_CB_DOMAIN_RUNTIME_API, a->cbid, &name) == CUPTI_SUCCESS && name)
+        snprintf(r->name, sizeof r->name, "%s", name);
+    else
+        snprintf(r->name, sizeof r->name, "runtime call %u", (unsigned)a->cbid);
 }
 
 /* CUPTI's callbacks: a buffer to fill, and a filled one to read (owned
@@ -128,9 +178,14 @@ static void CUPTIAPI tl_buffer_completed(CUcontext ctx, uint32_t stream, uint8_t
     CUpti_Activity *rec = NULL;
     CUptiResult r = CUPTI_ERROR_MAX_LIMIT_REACHED;
     pthread_mutex_lock(&tl_lock);
-    while (buffer && (r = tl.next_record(buffer, valid, &rec)) == CUPTI_SUCCESS)
+    while (buffer && (r = tl.next_record(buffer, valid, &rec)) == CUPTI_SUCCESS) {
         if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL)
             tl_keep((const CUpti_ActivityKernel10 *)rec);
+        else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY)
+            tl_keep_copy((const CUpti_ActivityMemcpy6 *)rec);
+        else if (rec->kind == CUPTI_ACTIVITY_KIND_RUNTIME)
+            tl_keep_call((const CUpti_ActivityAPI *)rec);
+    }
     if (r != CUPTI_ERROR_MAX_LIMIT_REACHED) /* the end of the buffer; anything else lost some */
         tl_failed = 1;
     pthread_mutex_unlock(&tl_lock);
@@ -153,6 +208,7 @@ static int tl_try(const char *path, tl_api *api, char *why, size_t cap)
     *(void **)&a.flush_all = dlsym(a.lib, "cuptiActivityFlushAll");
     *(void **)&a.next_record = dlsym(a.lib, "cuptiActivityGetNextRecord");
     *(void **)&a.get_version = dlsym(a.lib, "cuptiGetVersion");
+    *(void **)&a.callback_name = dlsym(a.lib, "cuptiGetCallbackName");
     if (!a.register_callbacks || !a.enable || !a.disable || !a.flush_all || !a.next_record ||
         !a.get_version)
         snprintf(why, cap, "%s lacks the activity API", path);
@@ -190,14 +246,25 @@ static int tl_open(rn_error *err)
                         why[0] ? why : "none found");
 }
 
-/* The CUPTI library opened and its kernel records enabled; 0 on success. */
+/* The record kinds kept: the kernels (without which there is no
+ * timeline), then the copies and the runtime API's calls. */
+static const CUpti_ActivityKind tl_kinds[] = {
+    CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_RUNTIME};
+
+/* The CUPTI library opened and its records enabled; 0 on success.  A
+ * library that refuses the copies' or the calls' records still gives the
+ * kernels' (a line on stderr says what is missing). */
 static int tl_enable(rn_error *err)
 {
     if (tl_open(err))
         return err->code;
     if (tl.register_callbacks(tl_buffer_requested, tl_buffer_completed) != CUPTI_SUCCESS ||
-        tl.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS)
+        tl.enable(tl_kinds[0]) != CUPTI_SUCCESS)
         return rn_error_set(err, RN_EDEVICE, "timeline: CUPTI refused the kernel records");
+    for (size_t i = 1; i < sizeof tl_kinds / sizeof tl_kinds[0]; i++)
+        if (tl.enable(tl_kinds[i]) != CUPTI_SUCCESS)
+            fprintf(stderr, "timeline: CUPTI refused the %s records; the kernels' only\n",
+                    i == 1 ? "copies'" : "runtime calls'");
     return RN_OK;
 }
 
@@ -234,10 +301,11 @@ static void tl_print(FILE *out, const char *tag)
         fprintf(out, "%s,\"", tag);
         for (const char *c = r->name; *c; c++)
             fputc(*c == '"' ? '\'' : *c, out);
-        fprintf(out, "\",%llu,%llu,%dx%dx%d,%dx%dx%d,%d,%llu\n",
+        fprintf(out, "\",%llu,%llu,%dx%dx%d,%dx%dx%d,%d,%llu,%s,%llu\n",
                 (unsigned long long)(r->start - t0), (unsigned long long)(r->end - t0), r->grid[0],
                 r->grid[1], r->grid[2], r->block[0], r->block[1], r->block[2], r->regs,
-                (unsigned long long)r->graph_node);
+                (unsigned long long)r->graph_node, tl_kind_names[r->kind],
+                (unsigned long long)r->bytes);
     }
 }
 
@@ -251,7 +319,7 @@ extern "C" int rn_cuda_timeline_write(FILE *out, const char *tag, int header, rn
     int failed = tl_failed;
     if (!failed) {
         if (header)
-            fprintf(out, "tag,kernel,start_ns,end_ns,grid,block,regs,graph_node\n");
+            fprintf(out, "tag,kernel,start_ns,end_ns,grid,block,regs,graph_node,kind,bytes\n");
         tl_print(out, tag);
     }
     tl_n = 0;
@@ -269,7 +337,8 @@ extern "C" void rn_cuda_timeline_stop(void)
         return;
     tl_on = 0;
     cudaDeviceSynchronize();
-    tl.disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    for (size_t i = 0; i < sizeof tl_kinds / sizeof tl_kinds[0]; i++)
+        tl.disable(tl_kinds[i]);
     tl.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
     pthread_mutex_lock(&tl_lock);
     free(tl_rows);

@@ -62,6 +62,38 @@ class Csv(unittest.TestCase):
         # one in the two steps), 0.5 us idle
         self.assertIn("by class: GEMV 4.0 us (1), norm 0.5 us (0.5), idle 0.5 us", text)
 
+    def test_copies_are_device_work_and_calls_explain_the_gaps(self):
+        # a step: a kernel, a 1 us copy back, then 4 us idle during which
+        # the host synchronises (1 us), runs its own code (1 us) and
+        # launches the next graph (2 us, a copy call nested in it for the
+        # last 1 us); the calls before the run are not in a gap
+        rows = ["tag,kernel,start_ns,end_ns,grid,block,regs,graph_node,kind,bytes",
+                'decode-b1-s1,"cudaGraphLaunch",0,500,0x0x0,0x0x0,0,0,api,0',
+                'decode-b1-s1,"void gemv_kernel",1000,5000,1x1x1,32x1x1,40,1,kernel,0',
+                'decode-b1-s1,"memcpy DtoH",5000,6000,0x0x0,0x0x0,0,0,copy,4096',
+                'decode-b1-s1,"cudaStreamSynchronize",4000,7000,0x0x0,0x0x0,0,0,api,0',
+                'decode-b1-s1,"cudaGraphLaunch",8000,10500,0x0x0,0x0x0,0,0,api,0',
+                'decode-b1-s1,"cudaMemcpyAsync",9000,10000,0x0x0,0x0x0,0,0,api,0',
+                'decode-b1-s1,"void gemv_kernel",10000,12000,1x1x1,32x1x1,40,1,kernel,0']
+        with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+            f.write("\n".join(rows) + "\n")
+        try:
+            runs, calls = ts.load(f.name), ts.load_calls(f.name)
+        finally:
+            os.unlink(f.name)
+        self.assertEqual([r[2] for r in runs["decode-b1-s1"]],
+                         ["gemv_kernel", "memcpy DtoH", "gemv_kernel"])
+        self.assertEqual(len(calls["decode-b1-s1"]), 4)
+        self.assertEqual(ts.idle_gaps(runs["decode-b1-s1"]), [(6000, 10000)])
+        by = ts.idle_by_call(ts.idle_gaps(runs["decode-b1-s1"]), calls["decode-b1-s1"])
+        self.assertEqual(by, {"cudaStreamSynchronize": 1000, None: 1000, "cudaGraphLaunch": 1000,
+                              "cudaMemcpyAsync": 1000})
+        text = "\n".join(ts.summarize("decode-b1-s1", runs["decode-b1-s1"], 12, None,
+                                       calls["decode-b1-s1"]))
+        self.assertIn("by class: GEMV 6.0 us (2), copy 1.0 us (1), idle 4.0 us", text)
+        self.assertIn("idle 4.0 us against the host's calls: cudaGraphLaunch 1.0, "
+                      "cudaMemcpyAsync 1.0, cudaStreamSynchronize 1.0, outside any call 1.0", text)
+
     def test_classes(self):
         self.assertEqual(ts.class_of("gemv_norm_kernel<__nv_bfloat16, 1>"), "GEMV")
         self.assertEqual(ts.class_of("norm_vec_kernel"), "norm")
