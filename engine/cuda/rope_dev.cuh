@@ -23,11 +23,12 @@
  * first, in the same float products scale_kernel makes, so one pass does
  * both when every feature is in a pair.  Each value gets the same
  * operations whatever hpt is, so the same bits.  With COPY, the first
- * cp.rows rows' results also go rounded to bf16 where cp says
- * (rk_qk_copies): q and k as rk_to_half would round them, and k times its
- * piece's decay as scale_pieces_kernel's bf16 instance would (the same
- * fp32 product, rounded once) -- the fused retention read-out's operands,
- * without the passes that read q and k again (its own instance, with half
+ * cp.rows rows' results go rounded to bf16 where cp says (rk_qk_copies)
+ * instead of back in fp32: q and k as rk_to_half would round them, and k
+ * times its piece's decay as scale_pieces_kernel's bf16 instance would
+ * (the same fp32 product, rounded once) -- the fused retention read-out's
+ * operands, the only readers of those rows, without the passes that read
+ * q and k again, nor the fp32 stores nobody reads (its own instance, with half
  * the heads' loads ahead of the stores: with QK_HEADS of them the stores
  * took it from the plain kernel's 106 registers to 170, one block of 256
  * threads an SM instead of two). */
@@ -72,10 +73,11 @@ static __global__ void qk_kernel(float *q, float *k, int n, int H, int dk, const
                     }
                     rn_rope_rotate(&v[u][0], &v[u][1], ca, sa, cb, sb);
                     rn_rope_rotate(&v[u][2], &v[u][3], ca, sa, cb, sb);
-                    float *qv = q + (rh0 + (size_t)u) * (size_t)dk;
-                    float *kv = k + (rh0 + (size_t)u) * (size_t)dk;
-                    qv[ia] = v[u][0], qv[ib] = v[u][1], kv[ia] = v[u][2], kv[ib] = v[u][3];
-                    if (COPY && row < (size_t)cp.rows) {
+                    if (!COPY || row >= (size_t)cp.rows) {
+                        float *qv = q + (rh0 + (size_t)u) * (size_t)dk;
+                        float *kv = k + (rh0 + (size_t)u) * (size_t)dk;
+                        qv[ia] = v[u][0], qv[ib] = v[u][1], kv[ia] = v[u][2], kv[ib] = v[u][3];
+                    } else {
                         __nv_bfloat16 *qh = (__nv_bfloat16 *)cp.qh, *kh = (__nv_bfloat16 *)cp.kh;
                         size_t at = (rh0 + (size_t)u) * (size_t)dk;
                         qh[at + (size_t)ia] = __float2bfloat16_rn(v[u][0]);

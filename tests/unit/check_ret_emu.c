@@ -129,9 +129,10 @@ START_TEST(test_ret_emu_scale_pieces)
 END_TEST
 
 /* The rotary kernel (qk_kernel): every value of q and k as the rotation a
- * pair and a head at a time gives it, bit for bit, and its bf16 copies of
- * every row but the last (RETNET_CUDA_QK_HALF) as those values rounded,
- * the last row's never written.  rows, heads, dk, all
+ * pair and a head at a time gives it, bit for bit -- for every row but the
+ * last (RETNET_CUDA_QK_HALF's) as bf16 copies of those values and keys
+ * scaled by their piece's decays, with their fp32 values left alone, and
+ * the last row's copies never written.  rows, heads, dk, all
  * heads a thread (1) or one: fewer heads than a thread's load round, more
  * (10: a round of 8 and one of 2), one head; each half-split and
  * interleaved, with q scaled, k scaled and neither. */

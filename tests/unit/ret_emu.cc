@@ -179,17 +179,19 @@ cleanup:
 
 /* qk_kernel (as rk_qk_prepare launches it, hpt 1 or H) on n rows of H heads
  * of dk values at random positions and frequencies, q or k scaled first
- * (scale != 1), half-split or interleaved pairs, against the rotation a
- * pair and a head at a time with the same operations, and its bf16 copies
- * of all rows but the last (RETNET_CUDA_QK_HALF) against those results
- * rounded and its scaled keys against scale_pieces_kernel's from its k,
- * the last row's left alone: the values whose bits differ, or -1. */
+ * (scale != 1), half-split or interleaved pairs: the last row against the
+ * rotation a pair and a head at a time with the same operations, the
+ * others (RETNET_CUDA_QK_HALF's rows) as bf16 copies of those results and
+ * keys scaled as scale_pieces_kernel scales those keys, their fp32 q and
+ * k left as they were (nothing reads them), and the last row's copies
+ * left alone: the values whose bits differ, or -1. */
 extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved, int scale_k,
                                   float scale, uint32_t seed)
 {
     size_t vals = (size_t)n * (size_t)H * (size_t)dk;
     float *q = (float *)malloc(sizeof(float) * vals), *k = (float *)malloc(sizeof(float) * vals);
     float *wq = (float *)malloc(sizeof(float) * vals), *wk = (float *)malloc(sizeof(float) * vals);
+    float *q0 = (float *)malloc(sizeof(float) * vals), *k0 = (float *)malloc(sizeof(float) * vals);
     float *freq = (float *)malloc(sizeof(float) * (size_t)dk);
     int64_t *pos = (int64_t *)malloc(sizeof(int64_t) * (size_t)n);
     __nv_bfloat16 *qh = (__nv_bfloat16 *)rn_emu_alloc(vals, sizeof(__nv_bfloat16));
@@ -204,7 +206,8 @@ extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved
     long differ = -1;
     int half = dk / 2;
     size_t threads = (size_t)n * (size_t)half * (size_t)((H + hpt - 1) / hpt);
-    if (!q || !k || !wq || !wk || !freq || !pos || !qh || !kh || !kd || !kd_want || !pw || dk % 2)
+    if (!q || !k || !wq || !wk || !q0 || !k0 || !freq || !pos || !qh || !kh || !kd || !kd_want ||
+        !pw || dk % 2 || dk % 4)
         goto cleanup;
     memset(qh, 0xff, vals * sizeof *qh); /* NaN: a copy never written */
     memset(kh, 0xff, vals * sizeof *kh);
@@ -213,8 +216,8 @@ extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved
     for (int i = 0; i < H * (P + 1); i++)
         pw[i] = rf_uniform(&seed, 0.5f, 1.0f);
     for (size_t i = 0; i < vals; i++)
-        q[i] = wq[i] = rf_uniform(&seed, -2.0f, 2.0f),
-        k[i] = wk[i] = rf_uniform(&seed, -2.0f, 2.0f);
+        q[i] = wq[i] = q0[i] = rf_uniform(&seed, -2.0f, 2.0f),
+        k[i] = wk[i] = k0[i] = rf_uniform(&seed, -2.0f, 2.0f);
     for (int i = 0; i < dk; i++)
         freq[i] = rf_uniform(&seed, 0.0f, 1.0f);
     for (int r = 0; r < n; r++)
@@ -224,14 +227,6 @@ extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved
         if (rn_emu_launch(qk_kernel<1>, dim3((unsigned)((threads + 63) / 64)), dim3(64), 0, q, k, n,
                           H, dk, (const int64_t *)pos, (const float *)freq, interleaved, scale_k,
                           scale, hpt, cp) != 0)
-            goto cleanup;
-    }
-    if (rows_h > 0) { /* the scaled keys as the piece scaling makes them from this k */
-        unsigned rows = (unsigned)(rows_h * H), bx, by, grid;
-        scale_pieces_shape(dk, 4, rows, &bx, &by, &grid);
-        if (dk % 4 ||
-            rn_emu_launch(scale_pieces_kernel<4, __nv_bfloat16>, dim3(grid), dim3(bx, by), 0,
-                          kd_want, (const float *)k, (const float *)pw, H, P, dk, 1, rows) != 0)
             goto cleanup;
     }
     differ = 0;
@@ -253,11 +248,21 @@ extern "C" long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved
                 rn_rope_rotate(&kv[ia], &kv[ib], ca, sa, cb, sb);
             }
         }
+    if (rows_h > 0) { /* the scaled keys as the piece scaling makes them from those keys */
+        unsigned rows = (unsigned)(rows_h * H), bx, by, grid;
+        scale_pieces_shape(dk, 4, rows, &bx, &by, &grid);
+        if (rn_emu_launch(scale_pieces_kernel<4, __nv_bfloat16>, dim3(grid), dim3(bx, by), 0,
+                          kd_want, (const float *)wk, (const float *)pw, H, P, dk, 1, rows) != 0) {
+            differ = -1;
+            goto cleanup;
+        }
+    }
     for (size_t i = 0; i < vals; i++) {
         uint16_t cq = i < copied ? rn__f32_to_bf16(wq[i]) : 0xffff;
         uint16_t ck = i < copied ? rn__f32_to_bf16(wk[i]) : 0xffff;
+        const float *eq = i < copied ? q0 : wq, *ek = i < copied ? k0 : wk;
         differ +=
-            memcmp(&q[i], &wq[i], sizeof(float)) != 0 || memcmp(&k[i], &wk[i], sizeof(float)) != 0;
+            memcmp(&q[i], &eq[i], sizeof(float)) != 0 || memcmp(&k[i], &ek[i], sizeof(float)) != 0;
         differ += memcmp(&qh[i], &cq, 2) != 0 || memcmp(&kh[i], &ck, 2) != 0;
         differ += memcmp(&kd[i], &kd_want[i], 2) != 0; /* past the copies: both unwritten */
     }
@@ -271,6 +276,8 @@ cleanup:
     free(k);
     free(wq);
     free(wk);
+    free(q0);
+    free(k0);
     free(freq);
     free(pos);
     return differ;
