@@ -63,10 +63,11 @@ def idle_by_call(gaps, calls):
     last among those running then (None: no call, the host's own code)."""
     out = {}
     for a, b in gaps:
-        # the calls' edges cut the gap into pieces with one owner each
-        cuts = sorted({a, b} | {t for s, e, _ in calls for t in (s, e) if a < t < b})
+        near = [c for c in calls if c[0] < b and c[1] > a]  # the calls inside the gap
+        # their edges cut the gap into pieces with one owner each
+        cuts = sorted({a, b} | {t for s, e, _ in near for t in (s, e) if a < t < b})
         for lo, hi in zip(cuts, cuts[1:]):
-            running = [(s, n) for s, e, n in calls if s <= lo and e >= hi]
+            running = [(s, n) for s, e, n in near if s <= lo and e >= hi]
             owner = max(running)[1] if running else None
             out[owner] = out.get(owner, 0) + (hi - lo)
     return out

@@ -643,22 +643,27 @@ int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max)
 }
 
 static_assert(RF_ROWS == RK_RET_FUSED_ROWS, "the query tiles the host plans for");
-static_assert(RF_SPLIT_MIN_NC * 64 == RN_CUDA_RET_SPLIT_MIN_DV &&
-                  RF_SPLIT_MAX_NC * RN_CUDA_RET_SPLIT_MAX >= RF_MAX_NC,
+static_assert(RF_SPLIT_MIN_NC * 64 == RN_CUDA_RET_SPLIT_MIN_DV && 2 * RF_SPLIT_MAX_NC >= RF_MAX_NC,
               "an instance for every share rn_cuda_ret_parts gives");
 static std::atomic<long> rf_launches, rf_split_launches;
 
 int rk_ret_fused_prepare(int dk, int dv)
 {
-    int rc = -1;
+    int dev = 0, optin = 0, rc = -1;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        return -1;
     /* each instance a split may launch (rn_cuda_ret_parts) too; the whole
-     * head's decides, the shares only ever need less */
+     * head's decides, the shares only ever need less.  The limit set is
+     * the device's whole allowance, not this shape's need: it holds per
+     * instance for the process, and an engine of other heads sharing an
+     * instance must not lower it under one already running. */
     for (int parts = 1; parts <= RN_CUDA_RET_SPLIT_MAX; parts *= 2) {
         int share = dv / parts, smem = (int)rk_ret_fused_smem(dk, share);
-        int ok = dv % parts == 0 && smem &&
+        int ok = dv % parts == 0 && smem && smem <= optin &&
                  rf_with_kernel(share, parts > 1, [&](auto kern) {
                      return cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 smem) == cudaSuccess
+                                                 optin) == cudaSuccess
                                 ? 0
                                 : -1;
                  }) == 0;

@@ -53,7 +53,8 @@ enum tl_kind { TL_KERNEL, TL_COPY, TL_CALL };
 static const char *const tl_kind_names[] = {"kernel", "copy", "api"};
 
 /* One kernel's run, one copy or one runtime API call, as kept from its
- * record (grid, block, regs and graph_node: a kernel's; bytes: a copy's). */
+ * record (grid, block, regs and graph_node: a kernel's; bytes: a copy's or
+ * a memset's, both of kind TL_COPY: device work that is not a kernel). */
 struct tl_kernel {
     uint64_t start, end, graph_node, bytes;
     int grid[3], block[3], regs;
@@ -142,6 +143,27 @@ static void tl_keep_copy(const CUpti_ActivityMemcpy6 *m)
              m->copyKind < sizeof dir / sizeof dir[0] ? dir[m->copyKind] : "?");
 }
 
+static void tl_keep_set(const CUpti_ActivityMemset4 *m)
+{
+    tl_kernel *r = tl_row();
+    if (!r)
+        return;
+    r->kind = TL_COPY;
+    r->start = m->start, r->end = m->end, r->graph_node = m->graphNodeId, r->bytes = m->bytes;
+    snprintf(r->name, sizeof r->name, "memset");
+}
+
+/* name without CUPTI's version suffix (cudaGraphLaunch_v10000), into out. */
+static void tl_call_name(const char *name, char *out, size_t cap)
+{
+    size_t n = strlen(name), d = n;
+    while (d > 0 && name[d - 1] >= '0' && name[d - 1] <= '9')
+        d--;
+    if (d >= 2 && d < n && name[d - 1] == 'v' && name[d - 2] == '_')
+        n = d - 2;
+    snprintf(out, cap, "%.*s", (int)n, name);
+}
+
 static void tl_keep_call(const CUpti_ActivityAPI *a)
 {
     const char *name = NULL;
@@ -152,7 +174,7 @@ static void tl_keep_call(const CUpti_ActivityAPI *a)
     r->start = a->start, r->end = a->end;
     if (tl.callback_name &&
         tl.callback_name(CUPTI_CB_DOMAIN_RUNTIME_API, a->cbid, &name) == CUPTI_SUCCESS && name)
-        snprintf(r->name, sizeof r->name, "%s", name);
+        tl_call_name(name, r->name, sizeof r->name);
     else
         snprintf(r->name, sizeof r->name, "runtime call %u", (unsigned)a->cbid);
 }
@@ -183,6 +205,8 @@ static void CUPTIAPI tl_buffer_completed(CUcontext ctx, uint32_t stream, uint8_t
             tl_keep((const CUpti_ActivityKernel10 *)rec);
         else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY)
             tl_keep_copy((const CUpti_ActivityMemcpy6 *)rec);
+        else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMSET)
+            tl_keep_set((const CUpti_ActivityMemset4 *)rec);
         else if (rec->kind == CUPTI_ACTIVITY_KIND_RUNTIME)
             tl_keep_call((const CUpti_ActivityAPI *)rec);
     }
@@ -247,9 +271,11 @@ static int tl_open(rn_error *err)
 }
 
 /* The record kinds kept: the kernels (without which there is no
- * timeline), then the copies and the runtime API's calls. */
+ * timeline), then the copies, the memsets and the runtime API's calls. */
 static const CUpti_ActivityKind tl_kinds[] = {
-    CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_RUNTIME};
+    CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET,
+    CUPTI_ACTIVITY_KIND_RUNTIME};
+static const char *const tl_kind_what[] = {"kernels'", "copies'", "memsets'", "runtime calls'"};
 
 /* The CUPTI library opened and its records enabled; 0 on success.  A
  * library that refuses the copies' or the calls' records still gives the
@@ -263,8 +289,8 @@ static int tl_enable(rn_error *err)
         return rn_error_set(err, RN_EDEVICE, "timeline: CUPTI refused the kernel records");
     for (size_t i = 1; i < sizeof tl_kinds / sizeof tl_kinds[0]; i++)
         if (tl.enable(tl_kinds[i]) != CUPTI_SUCCESS)
-            fprintf(stderr, "timeline: CUPTI refused the %s records; the kernels' only\n",
-                    i == 1 ? "copies'" : "runtime calls'");
+            fprintf(stderr, "timeline: CUPTI refused the %s records; the others only\n",
+                    tl_kind_what[i]);
     return RN_OK;
 }
 

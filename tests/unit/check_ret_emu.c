@@ -85,7 +85,8 @@ END_TEST
 /* Each head's value columns in shares of a block each (a short chunk's
  * launch, RETNET_CUDA_RET_SPLIT): the same bits as whole -- each share
  * forms the same scores and sums its columns in the same order -- for
- * the shapes whose dv splits (256 in two; 512 in two and four), where an
+ * the shapes whose dv splits (256 in two, one piece and three heads in
+ * two pieces; 512 in two and four), where an
  * offset share column, state row stride or output column moves values. */
 START_TEST(test_ret_emu_fused_split_keeps_bits)
 {
@@ -94,6 +95,7 @@ START_TEST(test_ret_emu_fused_split_keeps_bits)
         {256, 1, 2, 128, 256, 2},
         {128, 1, 2, 256, 512, 2},
         {128, 1, 2, 256, 512, 4},
+        {64, 2, 3, 64, 256, 2}, /* several pieces: their rows and states apart */
     };
     const int *s = split[_i];
     long differ = rn_emu_ret_split_check(s[0], s[1], s[2], s[3], s[4], s[5], (uint32_t)(11 + _i));
@@ -163,7 +165,7 @@ Suite *ret_emu_suite(void)
     TCase *tc = tcase_create("kernels");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_ret_emu_fused_matches_reference, 0, 2 * N_SHAPES);
-    tcase_add_loop_test(tc, test_ret_emu_fused_split_keeps_bits, 0, 3);
+    tcase_add_loop_test(tc, test_ret_emu_fused_split_keeps_bits, 0, 4);
     tcase_add_loop_test(tc, test_ret_emu_scale_pieces, 0, 4 * N_SCALE);
     tcase_add_loop_test(tc, test_ret_emu_rope, 0, 6 * N_ROPE);
     suite_add_tcase(s, tc);
