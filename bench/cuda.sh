@@ -210,9 +210,23 @@ if [ -n "${PEER_WHEELS:-}" ]; then
     "$PY" -m pip install -q --no-index --find-links "$PEER_WHEELS" flash-linear-attention \
         >"$OUT/pip.log" 2>&1 || echo "bench-cuda: installing the peer from $PEER_WHEELS failed"
 fi
+# the peer's prefill moves by up to a third between processes (its kernels'
+# autotuning), so it runs PEER_RUNS times (2; the later runs prefill only)
+# and peer.json keeps each point's best, with every run's (tools/bench_peer.py --merge)
 if "$PY" -c "import fla, transformers" 2>/dev/null; then
-    "$PY" tools/bench_peer.py "$MODEL" --batches "$PEER_BATCHES" --prompts "$PEER_PROMPTS" \
-        --decode 32 >"$OUT/peer.json" 2>"$OUT/peer.log" || echo "bench-cuda: peer failed (see $OUT/peer.log)"
+    runs=
+    for i in $(seq 1 "${PEER_RUNS:-2}"); do
+        b=$([ "$i" = 1 ] && echo "$PEER_BATCHES" || echo "")
+        if "$PY" tools/bench_peer.py "$MODEL" --batches "$b" --prompts "$PEER_PROMPTS" \
+            --decode 32 >"$OUT/peer-$i.json" 2>"$OUT/peer-$i.log"; then
+            runs="$runs $OUT/peer-$i.json"
+        else
+            echo "bench-cuda: peer run $i failed (see $OUT/peer-$i.log)"
+        fi
+    done
+    # shellcheck disable=SC2086 # runs: several files
+    [ -n "$runs" ] && "$PY" tools/bench_peer.py --merge $runs >"$OUT/peer.json" ||
+        echo '{}' >"$OUT/peer.json"
 else
     echo "bench-cuda: flash-linear-attention is not importable: peer not run"
     echo '{}' >"$OUT/peer.json"

@@ -17,7 +17,15 @@ best of 3 (torch.cuda.synchronize around each):
                         (FLA's chunk kernel)                   -> tokens/s
 
 One JSON object goes to stdout (and, with --out, to a file rewritten after every
-figure), progress to stderr.
+figure), progress to stderr.  --batches '' leaves decode out.
+
+    python3 tools/bench_peer.py --merge RUN.json RUN.json...
+
+merges runs of separate processes, point by point: each figure the best of
+the runs (tok_s) with every run's (tok_s_runs).  The peer's prefill has moved
+by a third between processes on the same machine (its kernels' autotuning
+picks per process), more than between the best-of-3 passes of one process,
+so the bench runs it twice and judges against its best.
 """
 import argparse
 import importlib.metadata as md
@@ -40,6 +48,26 @@ def save(path, out):
         os.replace(path + '.tmp', path)
 
 
+def merge(outs):
+    """The runs outs (bench_peer outputs, the first's peer and device
+    strings kept) as one: per decode batch and prefill prompt, the best
+    tok_s and every run's in tok_s_runs (null where a run lacks it)."""
+    merged = {k: v for k, v in (outs[0] if outs else {}).items() if k not in ('decode', 'prefill')}
+    for part, key in (('decode', 'batch'), ('prefill', 'prompt')):
+        points = []
+        for o in outs:
+            for r in o.get(part, []):
+                if r[key] not in points:
+                    points.append(r[key])
+        rows = []
+        for pt in points:
+            runs = [next((r['tok_s'] for r in o.get(part, []) if r[key] == pt), None) for o in outs]
+            rows.append({key: pt, 'tok_s': max(t for t in runs if t is not None), 'tok_s_runs': runs})
+        merged[part] = rows
+    merged['runs'] = len(outs)
+    return merged
+
+
 def best_of(fn, runs=3):
     import torch
     fn()
@@ -55,13 +83,24 @@ def best_of(fn, runs=3):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('model_dir')
+    ap.add_argument('model_dir', nargs='?')
     ap.add_argument('--batches', default='1,16,64,256')
     ap.add_argument('--prompts', default='512,2048,8192')
     ap.add_argument('--decode', type=int, default=32)
     ap.add_argument('--out', help='also rewrite this file after every figure, so a run cut short '
                     'keeps what it measured')
+    ap.add_argument('--merge', nargs='+', metavar='RUN_JSON',
+                    help='merge these runs\' outputs (best of each point) instead of measuring')
     args = ap.parse_args()
+    if args.merge:
+        outs = []
+        for path in args.merge:
+            with open(path) as f:
+                outs.append(json.load(f))
+        print(json.dumps(merge(outs)))
+        return
+    if not args.model_dir:
+        ap.error('MODEL_DIR is needed unless --merge')
 
     import torch
     from fla.models import RetNetForCausalLM
@@ -74,7 +113,7 @@ def main():
         'device': torch.cuda.get_device_name(0), 'decode': [], 'prefill': []}
 
     prompt_len = 16
-    for b in [int(x) for x in args.batches.split(',')]:
+    for b in [int(x) for x in args.batches.split(',') if x]:
         ids = torch.randint(0, vocab, (b, prompt_len), device='cuda')
 
         def gen(n):
@@ -93,7 +132,7 @@ def main():
         out['decode'].append({'batch': b, 'tok_s': round(rate, 1)})
         save(args.out, out)
 
-    for p in [int(x) for x in args.prompts.split(',')]:
+    for p in [int(x) for x in args.prompts.split(',') if x]:
         ids = torch.randint(0, vocab, (1, p), device='cuda')
 
         def fwd():

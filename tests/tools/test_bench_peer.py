@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""tools/bench_peer.py's merge of runs from separate processes (no GPU or
+peer needed): each point's best and every run's figure, points that only
+some runs have, and the command line's --merge."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
+sys.path.insert(0, TOOLS)
+import bench_peer  # noqa: E402
+
+RUN1 = {"peer": "fla", "device": "H100", "decode": [{"batch": 1, "tok_s": 14.2}],
+        "prefill": [{"prompt": 512, "tok_s": 90000.0}, {"prompt": 8192, "tok_s": 179071.0}]}
+RUN2 = {"peer": "fla", "device": "H100", "decode": [],
+        "prefill": [{"prompt": 8192, "tok_s": 128569.0}, {"prompt": 2048, "tok_s": 150000.0}]}
+
+
+class Merge(unittest.TestCase):
+    def test_best_of_each_point_with_every_run(self):
+        m = bench_peer.merge([RUN2, RUN1])
+        self.assertEqual(m["peer"], "fla")
+        self.assertEqual(m["runs"], 2)
+        self.assertEqual(m["decode"], [{"batch": 1, "tok_s": 14.2, "tok_s_runs": [None, 14.2]}])
+        pre = {r["prompt"]: r for r in m["prefill"]}
+        self.assertEqual(pre[8192]["tok_s"], 179071.0)
+        self.assertEqual(pre[8192]["tok_s_runs"], [128569.0, 179071.0])
+        self.assertEqual(pre[2048]["tok_s_runs"], [150000.0, None])
+        self.assertEqual(pre[512]["tok_s"], 90000.0)
+
+    def test_one_run_is_itself(self):
+        m = bench_peer.merge([RUN1])
+        self.assertEqual([r["tok_s"] for r in m["prefill"]], [90000.0, 179071.0])
+
+    def test_command_line(self):
+        paths = []
+        try:
+            for run in (RUN1, RUN2):
+                with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                    json.dump(run, f)
+                    paths.append(f.name)
+            out = subprocess.run([sys.executable, os.path.join(TOOLS, "bench_peer.py"), "--merge"]
+                                 + paths, capture_output=True, text=True, check=True).stdout
+        finally:
+            for p in paths:
+                os.unlink(p)
+        m = json.loads(out)
+        self.assertEqual({r["prompt"]: r["tok_s"] for r in m["prefill"]},
+                         {512: 90000.0, 8192: 179071.0, 2048: 150000.0})
+
+
+if __name__ == "__main__":
+    unittest.main()
