@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-retsplit*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-retsplit*,ours-gnblocks*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -113,12 +113,23 @@ prefill_defaults() {
         --decode 32
 }
 
+# the pre-norm GEMV's instances held to the registers of 3 and 4 blocks an
+# SM (RETNET_CUDA_GEMV_NORM_BLOCKS; the kernel as it is holds 2) at 1 and 2
+# rows: gemv_norm_blocks
+gemv_norm_blocks() {
+    for g in 3 4; do
+        run "ours-gnblocks$g" RETNET_CUDA_GEMV_NORM_BLOCKS=$g -- --batches 1,2 --prompts 512 \
+            --chunk 1024 --decode 32
+    done
+}
+
 if [ "${BENCH_CUDA:-full}" = fast ]; then
     # the targets' batches and prompts, the switches not yet measured, the
     # defaults of 27 Nov against what they replaced, and the timeline, for
     # a device lent for minutes
     run ours -- --batches 1,2,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
+    gemv_norm_blocks
     ret_split
     prefill_defaults
     run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64 --prompts 2048,8192 \
@@ -141,6 +152,7 @@ else
         prefill_defaults
         ret_split
         decode_switches
+        gemv_norm_blocks
         tc_switches
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
     else
@@ -192,6 +204,7 @@ else
         prefill ours-nohalfv RETNET_CUDA_V_HALF=0
         ret_split
         decode_switches
+        gemv_norm_blocks
         tc_switches
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
         for c in 1024 4096; do
