@@ -1042,7 +1042,9 @@ __device__ static void top_sort(unsigned *ckey, int *cid)
 
 /* The row's sums of exp(l - mx) and exp((l - mx) inv_t) (inv_t 0: the
  * second is 0), in double, reduced in a fixed order so a row gives the same
- * sums every time. */
+ * sums every time.  At inv_t 1 the second sum's terms are the first's
+ * (d * 1.0 is d), so it is the first, without a second pass of double
+ * exponentials on the block's one SM (temperature 1 is the API's default). */
 __device__ static void top_sums(double *z1, double *zt, const float *row, int V, double mx,
                                 double inv_t)
 {
@@ -1056,7 +1058,7 @@ __device__ static void top_sums(double *z1, double *zt, const float *row, int V,
             if (i0 + u * TOP_THREADS + (int)threadIdx.x < V) {
                 double d = (double)top_value(v[u]) - mx;
                 s1 += exp(d);
-                if (inv_t > 0.0)
+                if (inv_t > 0.0 && inv_t != 1.0)
                     st += exp(d * inv_t);
             }
         }
@@ -1079,7 +1081,7 @@ __device__ static void top_sums(double *z1, double *zt, const float *row, int V,
         }
         if (threadIdx.x == 0) {
             *z1 = s1;
-            *zt = st;
+            *zt = inv_t == 1.0 ? s1 : st;
         }
     }
 }

@@ -214,7 +214,7 @@ START_TEST(test_forms_decode_top_reduces_what_logits_give)
     rn_engine *reducer = fixture_engine(&f, NB, 64), *plain = fixture_engine(&f, NB, 64);
     int V = f.cfg->vocab_size, slots[NB] = {2, 4, 0, 3, 1}, rows[2] = {3, 1};
     int32_t next[NB];
-    float temps[NB] = {0.7f, 0.0f, -1.0f, 1.3f, 0.25f};
+    float temps[NB] = {1.0f, 0.0f, -1.0f, 1.3f, 0.25f}; /* 1: the second sum is the first */
     rn_row_top top[NB], want;
     ck_assert_int_ge(rn_engine_top_batch(reducer), NB);
     prefill_both(&f, reducer, plain, slots, NB, next);
