@@ -1669,7 +1669,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * (docs/benchmarks.md) */
     x->prenorm = env_int("RETNET_CUDA_GEMV_PRENORM", 1, 0, 1);
     /* off until measured: the pre-norm GEMV at one bf16 row holds two
-     * blocks of 8 warps an SM (99 registers), and under the timeline on an
+     * blocks of 8 warps an SM (101 registers), and under the timeline on an
      * H100 its q/k/v/g and up/gate launches moved the weights at 72% and
      * 61% of the copy kernel, where the LM head's, with 15 rounds to the
      * others' 3-6, reached 93%; 3 or 4 launch an instance held to the

@@ -421,7 +421,7 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
 /* Warps of gemv_norm_kernel's block, unless the norm's row needs more. */
 #define GEMV_NORM_WARPS 8
 /* Blocks an SM holds of the register-capped instances (MINB, for blocks
- * of GEMV_NORM_WARPS warps): the kernel as it is takes 99 registers for one
+ * of GEMV_NORM_WARPS warps): the kernel as it is takes 101 registers for one
  * bf16 row, two blocks an SM, 16 warps of 4 KiB in flight each, where the
  * split GEMV's small blocks reach 64 warps. */
 #define GEMV_NORM_MINB_LO 3
