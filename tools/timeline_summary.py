@@ -77,7 +77,7 @@ def attribute(kernels):
     """(owned ns by name, idle ns, idle gaps, span ns): each moment goes to
     the earliest-started kernel running then (ties: the earlier listed)."""
     ks = sorted(enumerate(kernels), key=lambda e: (e[1][0], e[0]))
-    owned, idle, gaps = {}, 0, 0
+    owned = {}
     if not ks:
         return owned, 0, 0, 0
     t0 = ks[0][1][0]
@@ -86,22 +86,20 @@ def attribute(kernels):
     # only what outlasts every earlier one
     t = t0
     for _, (start, end, name) in ks:
-        if start > t:
-            idle += start - t
-            gaps += 1
-            t = start
+        t = max(t, start)
         if end > t:
             owned[name] = owned.get(name, 0) + (end - t)
             t = end
         else:
             owned.setdefault(name, 0)
-    return owned, idle, gaps, span_end - t0
+    gaps = idle_gaps(kernels)
+    return owned, sum(b - a for a, b in gaps), len(gaps), span_end - t0
 
 
 # Kernel classes for the per-step breakdown: the first pattern a name
 # matches (the order matters: the fused GEMV's name has "norm" in it).
 CLASSES = [
-    ("copy", r"^memcpy"),
+    ("copy", r"^mem(cpy|set)\b"),
     ("GEMV", r"gemv"),
     ("norm", r"norm"),
     ("recurrent step", r"ret_step|ts_step"),

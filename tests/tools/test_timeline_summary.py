@@ -11,6 +11,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
 import timeline_summary as ts  # noqa: E402
 
 
+def load_rows(rows, *loaders):
+    """rows written as the bench's CSV, read back by each loader (one
+    result, or a tuple of them)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+        f.write("\n".join(rows) + "\n")
+    try:
+        out = tuple(load(f.name) for load in loaders)
+    finally:
+        os.unlink(f.name)
+    return out[0] if len(out) == 1 else out
+
+
 class Attribute(unittest.TestCase):
     def test_oldest_running_kernel_owns_the_time(self):
         # B starts under A (a dependent launch) and outlives it; C lies
@@ -41,12 +53,7 @@ class Csv(unittest.TestCase):
                 'decode-b1-s2,"void norm_vec_kernel",5000,6000,1x1x1,256x1x1,30,8',
                 'decode-b1-s2,"void gemv_split_kernel<__nv_bfloat16, 1>",6000,10000,64x1x1,64x1x1,40,9',
                 'prefill-512-c512,"void norm_vec_kernel",0,100,1x1x1,256x1x1,30,0']
-        with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
-            f.write("\n".join(rows) + "\n")
-        try:
-            runs = ts.load(f.name)
-        finally:
-            os.unlink(f.name)
+        runs = load_rows(rows, ts.load)
         self.assertEqual(sorted(runs), ["decode-b1-s2", "prefill-512-c512"])
         self.assertEqual(runs["decode-b1-s2"][0][2], "gemv_split_kernel<__nv_bfloat16, 1>")
         self.assertEqual(ts.steps_of("decode-b1-s2"), 2)
@@ -75,12 +82,7 @@ class Csv(unittest.TestCase):
                 'decode-b1-s1,"cudaGraphLaunch",8000,10500,0x0x0,0x0x0,0,0,api,0',
                 'decode-b1-s1,"cudaMemcpyAsync",9000,10000,0x0x0,0x0x0,0,0,api,0',
                 'decode-b1-s1,"void gemv_kernel",10000,12000,1x1x1,32x1x1,40,1,kernel,0']
-        with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
-            f.write("\n".join(rows) + "\n")
-        try:
-            runs, calls = ts.load(f.name), ts.load_calls(f.name)
-        finally:
-            os.unlink(f.name)
+        runs, calls = load_rows(rows, ts.load, ts.load_calls)
         self.assertEqual([r[2] for r in runs["decode-b1-s1"]],
                          ["gemv_kernel", "memcpy DtoH", "gemv_kernel"])
         self.assertEqual(len(calls["decode-b1-s1"]), 4)
@@ -101,6 +103,8 @@ class Csv(unittest.TestCase):
         self.assertEqual(ts.class_of("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64"),
                          "cuBLAS GEMM")
         self.assertEqual(ts.class_of("embed_kernel"), "other")
+        self.assertEqual(ts.class_of("memcpy HtoD"), "copy")
+        self.assertEqual(ts.class_of("memset"), "copy")
 
 
 if __name__ == "__main__":
