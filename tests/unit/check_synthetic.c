@@ -331,19 +331,25 @@ START_TEST(test_synthetic_lt_pairs_prefill)
 }
 END_TEST
 
-/* Two engines of the small model, one made under env_a and one under
- * env_b (n settings each), prefilling the shapes of
+/* Two engines of the small model, both with the fused read-out in 64-row
+ * pieces (RETNET_CUDA_RET_CHUNK=64, RETNET_CUDA_RET_FUSED=1), one with
+ * the switch `name` at off and one at on, prefilling the shapes of
  * test_synthetic_fused_retention_prefill -- 150 tokens (two full pieces
  * and a tail), then 130 more from that state (two full pieces and a tail
  * of 2) -- to the same logits and states, bit for bit; and counter()
  * advanced by want over the four prefills (the path known to have run). */
-static void check_engines_keep_bits(cuda_env *env_a, cuda_env *env_b, size_t n,
+static void check_switch_keeps_bits(const char *name, const char *off, const char *on,
                                     long (*counter)(void), long want)
 {
     synth s;
     rn_engine *e2 = NULL;
     rn_error err = {0};
     char *saved[ENV_MAX];
+    cuda_env env_a[] = {
+        {"RETNET_CUDA_RET_CHUNK", "64"}, {"RETNET_CUDA_RET_FUSED", "1"}, {name, off}};
+    cuda_env env_b[] = {
+        {"RETNET_CUDA_RET_CHUNK", "64"}, {"RETNET_CUDA_RET_FUSED", "1"}, {name, on}};
+    size_t n = ENV_COUNT(env_a);
     synth_open_small(&s, env_a, n);
     env_set(env_b, n, saved);
     rn_engine_opts o = fixture_opts(SLOTS, 256);
@@ -381,13 +387,7 @@ static void check_engines_keep_bits(cuda_env *env_a, cuda_env *env_b, size_t n,
  * for each prefill with full pieces). */
 START_TEST(test_synthetic_qk_half_keeps_bits)
 {
-    static cuda_env off[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
-                             {"RETNET_CUDA_RET_FUSED", "1"},
-                             {"RETNET_CUDA_QK_HALF", "0"}};
-    static cuda_env on[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
-                            {"RETNET_CUDA_RET_FUSED", "1"},
-                            {"RETNET_CUDA_QK_HALF", "1"}};
-    check_engines_keep_bits(off, on, ENV_COUNT(on), rn_cuda_qk_half_passes, 2 * 2);
+    check_switch_keeps_bits("RETNET_CUDA_QK_HALF", "0", "1", rn_cuda_qk_half_passes, 2 * 2);
 }
 END_TEST
 
@@ -398,13 +398,7 @@ END_TEST
  * launch a layer for each prefill with full pieces). */
 START_TEST(test_synthetic_ret_split_keeps_bits)
 {
-    static cuda_env off[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
-                             {"RETNET_CUDA_RET_FUSED", "1"},
-                             {"RETNET_CUDA_RET_SPLIT", "0"}};
-    static cuda_env on[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
-                            {"RETNET_CUDA_RET_FUSED", "1"},
-                            {"RETNET_CUDA_RET_SPLIT", "2"}};
-    check_engines_keep_bits(off, on, ENV_COUNT(on), rn_cuda_ret_split_launches, 2 * 2);
+    check_switch_keeps_bits("RETNET_CUDA_RET_SPLIT", "0", "2", rn_cuda_ret_split_launches, 2 * 2);
 }
 END_TEST
 #endif
