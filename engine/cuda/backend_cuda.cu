@@ -1740,7 +1740,7 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * where it is refused the products run as before */
     if (x->ret_fused &&
         (!rk_ret_fused_fits(64, x->c->head_dim_k, x->c->head_dim_v, x->smem_optin) ||
-         rk_ret_fused_prepare(x->c->head_dim_k, x->c->head_dim_v) != 0)) {
+         rk_ret_fused_prepare(x->c->head_dim_k, x->c->head_dim_v, x->smem_optin) != 0)) {
         x->ret_fused = 0;
         cudaGetLastError();
     }

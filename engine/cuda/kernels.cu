@@ -8,6 +8,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <limits.h>
 #include <string.h>
 
 #include "kernels.cuh"
@@ -647,12 +648,9 @@ static_assert(RF_SPLIT_MIN_NC * 64 == RN_CUDA_RET_SPLIT_MIN_DV && 2 * RF_SPLIT_M
               "an instance for every share rn_cuda_ret_parts gives");
 static std::atomic<long> rf_launches, rf_split_launches;
 
-int rk_ret_fused_prepare(int dk, int dv)
+int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin)
 {
-    int dev = 0, optin = 0, rc = -1;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-        return -1;
+    int optin = smem_optin > (size_t)INT_MAX ? INT_MAX : (int)smem_optin, rc = -1;
     /* each instance a split may launch (rn_cuda_ret_parts) too; the whole
      * head's decides, the shares only ever need less.  The limit set is
      * the device's whole allowance, not this shape's need: it holds per
@@ -1408,10 +1406,12 @@ static int gemv_norm_capped(int nb, int in)
 template <int NB, typename F> static void with_minb(int per_sm, int in, F f)
 {
     if constexpr (NB <= 2) {
-        if (gemv_norm_capped(NB, in) && per_sm == GEMV_NORM_MINB_LO)
-            return f(std::integral_constant<int, GEMV_NORM_MINB_LO>());
-        if (gemv_norm_capped(NB, in) && per_sm == GEMV_NORM_MINB_HI)
-            return f(std::integral_constant<int, GEMV_NORM_MINB_HI>());
+        if (gemv_norm_capped(NB, in)) {
+            if (per_sm == GEMV_NORM_MINB_LO)
+                return f(std::integral_constant<int, GEMV_NORM_MINB_LO>());
+            if (per_sm == GEMV_NORM_MINB_HI)
+                return f(std::integral_constant<int, GEMV_NORM_MINB_HI>());
+        }
     }
     f(std::integral_constant<int, 1>());
 }

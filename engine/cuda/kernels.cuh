@@ -125,9 +125,10 @@ void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, void *Uh, const float 
 int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max);
 size_t rk_ret_fused_smem(int dk, int dv);
 /* Lets the kernel for these head widths take its shared memory on the
- * current device (a setting of the device's context: once per engine);
- * 0, or -1 when the device refuses. */
-int rk_ret_fused_prepare(int dk, int dv);
+ * current device, whose opt-in allowance a block is smem_optin (a setting
+ * of the device's context: once per engine); 0, or -1 when the device
+ * refuses. */
+int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin);
 /* Launches of rk_ret_fused so far in this process, for tests. */
 long rk_ret_fused_launches(void);
 /* Those of them with dv in more than one share. */

@@ -362,7 +362,7 @@ extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv,
         return RN_EINVAL;
     if (!rk_ret_fused_fits(P, dk, dv, (size_t)optin))
         return RN_EUNSUPPORTED; /* more shared memory than a block may have here */
-    if (rk_ret_fused_prepare(dk, dv) != 0)
+    if (rk_ret_fused_prepare(dk, dv, (size_t)optin) != 0)
         return RN_EDEVICE;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
     return rf_device_check(&p, zero_v, parts, seed, worst);

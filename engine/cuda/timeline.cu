@@ -130,27 +130,24 @@ static void tl_keep(const CUpti_ActivityKernel10 *k)
     tl_name(k->name, r->name, sizeof r->name);
 }
 
-static void tl_keep_copy(const CUpti_ActivityMemcpy6 *m)
+/* A copy or a memset (m: its record, either of CUPTI's two kinds, which
+ * share these fields) as a row of kind TL_COPY named name. */
+template <typename M> static void tl_keep_transfer(const M *m, const char *name)
 {
-    static const char *const dir[] = {"?",    "HtoD", "DtoH", "HtoA", "AtoH", "AtoA",
-                                      "AtoD", "DtoA", "DtoD", "HtoH", "PtoP"};
     tl_kernel *r = tl_row();
     if (!r)
         return;
     r->kind = TL_COPY;
     r->start = m->start, r->end = m->end, r->graph_node = m->graphNodeId, r->bytes = m->bytes;
-    snprintf(r->name, sizeof r->name, "memcpy %s",
-             m->copyKind < sizeof dir / sizeof dir[0] ? dir[m->copyKind] : "?");
+    snprintf(r->name, sizeof r->name, "%s", name);
 }
 
-static void tl_keep_set(const CUpti_ActivityMemset4 *m)
+static void tl_keep_copy(const CUpti_ActivityMemcpy6 *m)
 {
-    tl_kernel *r = tl_row();
-    if (!r)
-        return;
-    r->kind = TL_COPY;
-    r->start = m->start, r->end = m->end, r->graph_node = m->graphNodeId, r->bytes = m->bytes;
-    snprintf(r->name, sizeof r->name, "memset");
+    static const char *const names[] = {"memcpy ?",    "memcpy HtoD", "memcpy DtoH", "memcpy HtoA",
+                                        "memcpy AtoH", "memcpy AtoA", "memcpy AtoD", "memcpy DtoA",
+                                        "memcpy DtoD", "memcpy HtoH", "memcpy PtoP"};
+    tl_keep_transfer(m, names[m->copyKind < sizeof names / sizeof names[0] ? m->copyKind : 0]);
 }
 
 /* name without CUPTI's version suffix (cudaGraphLaunch_v10000), into out. */
@@ -206,7 +203,7 @@ static void CUPTIAPI tl_buffer_completed(CUcontext ctx, uint32_t stream, uint8_t
         else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY)
             tl_keep_copy((const CUpti_ActivityMemcpy6 *)rec);
         else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMSET)
-            tl_keep_set((const CUpti_ActivityMemset4 *)rec);
+            tl_keep_transfer((const CUpti_ActivityMemset4 *)rec, "memset");
         else if (rec->kind == CUPTI_ACTIVITY_KIND_RUNTIME)
             tl_keep_call((const CUpti_ActivityAPI *)rec);
     }
