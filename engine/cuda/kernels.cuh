@@ -17,15 +17,7 @@
 
 #include "rk_gemv.h"
 #include "rk_half.h"
-
-/* Where one layer's states sit inside the slot pool (or a scratch copy). */
-struct rk_states {
-    void *base;         /* pool: fp32 values, or bf16 when bf16 */
-    size_t slot_stride; /* values per slot */
-    size_t layer_off;   /* values from a slot's start to this layer */
-    size_t s_off;       /* values from the layer's start to s (torchscale), 0 if none */
-    int bf16;           /* only rk_ret_step takes bf16 states (never with s) */
-};
+#include "rk_step.h"
 
 /* Launches by the calling thread use programmatic dependent launch while
  * on != 0 (kernels.cu: each kernel may then be scheduled while its

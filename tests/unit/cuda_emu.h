@@ -2,7 +2,8 @@
  * engine/cuda/ret_fused.cuh, the piece scaling and rotary of
  * pieces_dev.cuh and rope_dev.cuh, the norms of norm_dev.cuh (their
  * block arithmetic and norm_vec_kernel), the GEMVs of gemv_dev.cuh and the
- * tensor-core GEMVs of gemv_tc_dev.cuh as they are written (RN_CUDA_EMU;
+ * tensor-core GEMVs of gemv_tc_dev.cuh and the recurrent decode step of
+ * step_dev.cuh as they are written (RN_CUDA_EMU;
  * the runtime is cuda_emu.cc):
  *
  * - a launch runs the grid's blocks one after another; a block's threads

@@ -21,5 +21,6 @@ Suite *synthetic_suite(void);
 Suite *ret_emu_suite(void);
 Suite *norm_emu_suite(void);
 Suite *gemv_emu_suite(void);
+Suite *step_emu_suite(void);
 
 #endif
