@@ -42,19 +42,22 @@ double rn_emu_norm_vec_check(int rows, int d, int mode, int out, uint32_t seed);
  * threads, 130 of them holding values, one row; 768: rows of 3 warps, two
  * a block; 64: a warp of which 8 threads hold values), widths where a
  * thread holds only 4 values (100, 1036), row counts that leave a block's
- * last rows empty; each plain, gated, after the residual update and over
- * partial rows, to fp32, bf16 and fp16; and each against the launch with
- * one row a block, bit for bit. */
+ * last rows empty; each plain, gated, after the residual update, over 3
+ * partial rows and over 6 gated (the decode step's group norm, its parts
+ * loaded several at a time, summed in their order: the sink must hold
+ * exactly that sum), to fp32, bf16 and fp16; and each against the launch
+ * with one row a block, bit for bit. */
 static const int vec_shapes[][2] = {{5, 512}, {9, 2048}, {33, 256}, {3, 64}, {2, 1040},
                                     {1, 512}, {5, 100},  {3, 1036}, {3, 768}};
 #define N_VEC (int)(sizeof vec_shapes / sizeof vec_shapes[0])
 
-/* _i: shape, then mode (plain, gated, residual, parts), then the output */
+/* _i: shape, then mode (plain, gated, residual, 3 parts, 6 gated parts),
+ * then the output */
 START_TEST(test_norm_emu_vec_matches_reference)
 {
     const int *s = vec_shapes[_i % N_VEC];
-    int mode = _i / N_VEC % 4, out = _i / (4 * N_VEC);
-    static const char *const modes[] = {"plain", "gated", "residual", "3 parts"};
+    int mode = _i / N_VEC % 5, out = _i / (5 * N_VEC);
+    static const char *const modes[] = {"plain", "gated", "residual", "3 parts", "6 parts, gated"};
     static const char *const outs[] = {"fp32", "bf16", "fp16"};
     double worst = rn_emu_norm_vec_check(s[0], s[1], mode, out, (uint32_t)(97 + _i));
     ck_assert_msg(worst == worst, "a value is NaN: left unwritten");
@@ -128,7 +131,7 @@ Suite *norm_emu_suite(void)
     TCase *tc = tcase_create("rows");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_norm_emu_matches_reference, 0, 4 * N_SHAPES);
-    tcase_add_loop_test(tc, test_norm_emu_vec_matches_reference, 0, 12 * N_VEC);
+    tcase_add_loop_test(tc, test_norm_emu_vec_matches_reference, 0, 15 * N_VEC);
     tcase_add_test(tc, test_norm_emu_block_rows);
     tcase_add_loop_test(tc, test_norm_emu_to_half_copies_every_value, 0, 12 * N_HALF_COUNTS);
     suite_add_tcase(s, tc);

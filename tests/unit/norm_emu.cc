@@ -104,8 +104,9 @@ cleanup:
 
 /* One norm_vec_kernel case: rows x d values, its mode (0: a plain norm; 1:
  * gated by swish of a gate; 2: the residual update x = alpha x + res first,
- * into x, the sink; 3: the sum of 3 partial rows first, into y, the sink)
- * and its output (0: fp32; 1: rounded to bf16; 2: to fp16).  The inputs
+ * into x, the sink; 3: the sum of 3 partial rows first, into y, the sink;
+ * 4: the sum of 6 partial rows, gated, as the decode step's group norm --
+ * one batch of NORM_PARTS_AT_ONCE loads and part of another) and its output (0: fp32; 1: rounded to bf16; 2: to fp16).  The inputs
  * carry a row past the last, which nothing may write. */
 struct nv_case {
     int rows, d, mode, out, layer_kind, parts;
@@ -141,12 +142,13 @@ static int nv_run(const nv_case *c, unsigned per, nv_out *o)
     for (size_t i = 0; i < yn; i++)
         o->y[i] = NAN, o->yh[i] = 0x7fc0; /* NaN in bf16 and fp16 alike */
     rk_half h = {c->out ? (void *)o->yh : NULL, c->out == 2 ? RN_DT_F16 : RN_DT_BF16};
-    float *sink = c->mode == 2 ? o->x : c->mode == 3 ? o->y : NULL;
+    float *sink = c->mode == 2 ? o->x : c->mode >= 3 ? o->y : NULL;
     return rn_emu_launch(norm_vec_kernel, dim3(((unsigned)c->rows + per - 1) / per),
                          dim3((unsigned)norm_vec_threads(c->d), per), 0, o->y, (const float *)o->x,
                          c->d, c->layer_kind, (const float *)c->w, (const float *)c->b, EMU_EPS,
-                         (const float *)(c->mode == 1 ? c->gate : NULL), 0, c->parts, c->stride,
-                         (const float *)(c->mode == 2 ? c->res : NULL), 0.75f, sink, h, c->rows);
+                         (const float *)(c->mode == 1 || c->mode == 4 ? c->gate : NULL), 0,
+                         c->parts, c->stride, (const float *)(c->mode == 2 ? c->res : NULL), 0.75f,
+                         sink, h, c->rows);
 }
 
 /* The input row i as the kernel forms it (fp32). */
@@ -154,7 +156,7 @@ static float nv_input(const nv_case *c, size_t i)
 {
     if (c->mode == 2)
         return __fmaf_rn(c->x[i], 0.75f, c->res[i]);
-    if (c->mode != 3)
+    if (c->mode < 3)
         return c->x[i];
     float t = 0.0f;
     for (int p = 0; p < c->parts; p++)
@@ -181,14 +183,14 @@ static double nv_worst(const nv_case *c, const nv_out *o)
         for (int k = 0; k < c->d; k++) {
             size_t i = r0 + (size_t)k;
             double want = (in[k] - mu) * f * c->w[k] + c->b[k];
-            if (c->mode == 1)
+            if (c->mode == 1 || c->mode == 4)
                 want *= rn_act_apply(0, c->gate[i]);
             double got = c->out == 0   ? o->y[i]
                          : c->out == 1 ? rn__bf16_to_f32(o->yh[i])
                                        : rn__f16_to_f32(o->yh[i]);
             double step = c->out == 1 ? 1.0 / 128 : c->out == 2 ? 1.0 / 1024 : 0.0;
             worst = worse(worst, fabs(got - want) / (1.0 + fabs(want)) - step);
-            const float *sink = c->mode == 2 ? o->x : c->mode == 3 && c->out ? o->y : NULL;
+            const float *sink = c->mode == 2 ? o->x : c->mode >= 3 && c->out ? o->y : NULL;
             if (sink && memcmp(&sink[i], &in[k], sizeof(float)) != 0)
                 worst = 1.0;
         }
@@ -212,7 +214,7 @@ extern "C" double rn_emu_norm_vec_check(int rows, int d, int mode, int out, uint
     nv_out multi = {}, single = {};
     double worst = -1.0;
     c.rows = rows, c.d = d, c.mode = mode, c.out = out, c.layer_kind = (int)(seed & 1);
-    c.parts = mode == 3 ? 3 : 1;
+    c.parts = mode == 3 ? 3 : mode == 4 ? 6 : 1;
     c.n = (size_t)rows * (size_t)d, c.stride = c.n + (size_t)d;
     c.x = (float *)rn_emu_alloc(c.stride * (size_t)c.parts, sizeof(float));
     c.res = (float *)rn_emu_alloc(c.stride, sizeof(float));
