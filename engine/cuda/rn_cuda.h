@@ -37,10 +37,12 @@ int rn_cuda_argmax_rows_host(const float *logits, int rows, int V, int32_t *out)
 
 /* The CUDA backend's reduction of rows for sampling (rk_top_rows) over
  * rows x V host logits at temps[rows], for tests that hand it ties, NaN,
- * zeros of both signs and infinities; out: rows reduced rows (sampler.h).
- * RN_OK, RN_EINVAL, or RN_EDEVICE without a device. */
+ * zeros of both signs and infinities; each row in slices slices then
+ * merged where slices > 1 (and V / slices >= RN_TOP_CANDIDATES), else one
+ * block a row; out: rows reduced rows (sampler.h).  RN_OK, RN_EINVAL, or
+ * RN_EDEVICE without a device. */
 struct rn_row_top;
-int rn_cuda_top_rows_host(const float *logits, int rows, int V, const float *temps,
+int rn_cuda_top_rows_host(const float *logits, int rows, int V, const float *temps, int slices,
                           struct rn_row_top *out);
 
 /* The tensor-core GEMV (rk_gemv_tc) over n <= 64 rows of in (a multiple of

@@ -183,27 +183,10 @@ START_TEST(test_forms_decode_argmax_picks_what_logits_give)
 }
 END_TEST
 
-/* Two reductions of a row of V agree: the same candidates bit for bit,
- * and sums within what adding V terms in another order may move them, 4 V
- * double epsilons relative, at least 1e-12 (both NaN where the row's
- * largest value is infinite). */
-static void check_same_top(const rn_row_top *got, const rn_row_top *want, int V, const char *what)
-{
-    double tol = 4.0 * V * DBL_EPSILON > 1e-12 ? 4.0 * V * DBL_EPSILON : 1e-12;
-    ck_assert_msg(got->n == want->n, "%s: %d candidates, want %d", what, got->n, want->n);
-    ck_assert_msg(!memcmp(got->id, want->id, sizeof(int32_t) * (size_t)want->n) &&
-                      !memcmp(got->logit, want->logit, sizeof(float) * (size_t)want->n),
-                  "%s: other candidates (first: %d vs %d)", what, got->id[0], want->id[0]);
-    const double g[2] = {got->z1, got->zt}, w[2] = {want->z1, want->zt};
-    for (int i = 0; i < 2; i++)
-        ck_assert_msg((isnan(g[i]) && isnan(w[i])) || fabs(g[i] - w[i]) <= tol * fabs(w[i]),
-                      "%s: sum %d is %.17g, want %.17g", what, i, g[i], w[i]);
-}
-
 /* rn_decode_top: the same step as rn_decode (states bit for bit), each
  * reduced row what rn_row_top_fill makes of the logits rn_decode gives (the
  * candidates exactly, the sums up to their order of addition:
- * check_same_top), on whatever backend the suite runs (the CUDA backend
+ * fixture_check_same_top), on whatever backend the suite runs (the CUDA backend
  * reduces on the device); rn_decode_rows then gives those logits bit for
  * bit, and refuses when the step is gone. */
 START_TEST(test_forms_decode_top_reduces_what_logits_give)
@@ -237,7 +220,7 @@ START_TEST(test_forms_decode_top_reduces_what_logits_give)
             char what[600];
             snprintf(what, sizeof what, "%s step %d row %d", f.dir, step, s);
             rn_row_top_fill(lg + (size_t)s * V, V, temps[s], &want);
-            check_same_top(&top[s], &want, V, what);
+            fixture_check_same_top(&top[s], &want, V, what);
         }
         memset(got, 0xff, sizeof(float) * NB * (size_t)V); /* NaN where nothing lands */
         const int *fetch = n == NB ? rows : rows + 1;      /* rows 3 and 1, or row 1 */
@@ -270,7 +253,8 @@ END_TEST
  * nothing above -inf, a cut that falls exactly between values; rows wider
  * than one pass of the device's block and narrower than the candidates.
  * On the host the rule holds by construction (check_sampler); here the
- * device kernel must give the host's reduction. */
+ * device kernels must give the host's reduction, one block a row and in
+ * slices merged (ties across slices too: rows 1 and 6 tie throughout). */
 START_TEST(test_forms_top_row_rule)
 {
     enum { W = 20000, ROWS = 8 };
@@ -306,16 +290,20 @@ START_TEST(test_forms_top_row_rule)
     if (fixture_on_cuda()) {
         rn_row_top got[ROWS];
         char what[64];
-        ck_assert_int_eq(rn_cuda_top_rows_host(l, ROWS, W, temps, got), RN_OK);
-        for (int r = 0; r < ROWS; r++) {
-            snprintf(what, sizeof what, "device row %d", r);
-            check_same_top(&got[r], &want[r], W, what);
+        /* one block a row, and in 4 and 16 slices merged */
+        static const int slices[] = {1, 4, 16};
+        for (size_t k = 0; k < sizeof slices / sizeof slices[0]; k++) {
+            ck_assert_int_eq(rn_cuda_top_rows_host(l, ROWS, W, temps, slices[k], got), RN_OK);
+            for (int r = 0; r < ROWS; r++) {
+                snprintf(what, sizeof what, "device row %d, %d slices", r, slices[k]);
+                fixture_check_same_top(&got[r], &want[r], W, what);
+            }
         }
         /* rows of 100, fewer than the candidates; one row not wanted */
         float skip[ROWS];
         memcpy(skip, temps, sizeof skip);
         skip[3] = -1.0f;
-        ck_assert_int_eq(rn_cuda_top_rows_host(l, ROWS, 100, skip, got), RN_OK);
+        ck_assert_int_eq(rn_cuda_top_rows_host(l, ROWS, 100, skip, 1, got), RN_OK);
         for (int r = 0; r < ROWS; r++) {
             snprintf(what, sizeof what, "device row %d of 100", r);
             if (r == 3) {
@@ -323,7 +311,7 @@ START_TEST(test_forms_top_row_rule)
                 continue;
             }
             rn_row_top_fill(l + (size_t)r * 100, 100, skip[r], &want[r]);
-            check_same_top(&got[r], &want[r], 100, what);
+            fixture_check_same_top(&got[r], &want[r], 100, what);
         }
     }
 #endif

@@ -2,8 +2,9 @@
  * engine/cuda/ret_fused.cuh, the piece scaling and rotary of
  * pieces_dev.cuh and rope_dev.cuh, the norms of norm_dev.cuh (their
  * block arithmetic and norm_vec_kernel), the GEMVs of gemv_dev.cuh and the
- * tensor-core GEMVs of gemv_tc_dev.cuh and the recurrent decode step of
- * step_dev.cuh as they are written (RN_CUDA_EMU;
+ * tensor-core GEMVs of gemv_tc_dev.cuh, the recurrent decode step of
+ * step_dev.cuh and the sampling reduction of top_dev.cuh as they are
+ * written (RN_CUDA_EMU;
  * the runtime is cuda_emu.cc):
  *
  * - a launch runs the grid's blocks one after another; a block's threads
@@ -20,7 +21,9 @@
  * - bf16 conversions round to nearest even, as the device's _rn ones do;
  * - an ldmatrix row or cp.async operand must be aligned as the device
  *   needs (else abort);
- * - __shfl_xor_sync exchanges through the warp's slots between barriers;
+ * - __shfl_xor_sync, __shfl_up_sync, __shfl_down_sync, __ballot_sync,
+ *   __any_sync and __match_any_sync exchange through the warp's slots
+ *   between barriers; atomicAdd on unsigned is a host atomic;
  * - the weight-streaming GEMVs of gemv_dev.cuh: their 16-byte streaming
  *   loads (__ldcs, alignment enforced) and 16-bit widenings.
  *
@@ -218,6 +221,76 @@ template <typename T> static inline T __shfl_xor_sync(unsigned, T v, int o)
     T r = (T)slot[lane ^ (unsigned)o];
     __syncwarp();
     return r;
+}
+
+/* The other warp-wide exchanges, the same way: each lane's value into the
+ * warp's slots, a barrier, the answer from all 32, a barrier. */
+template <typename T> static inline T __shfl_up_sync(unsigned, T v, int o)
+{
+    double *slot = rn_emu_exchange();
+    unsigned lane = rn_emu_lane_id();
+    slot[lane] = (double)v;
+    __syncwarp();
+    T r = lane >= (unsigned)o ? (T)slot[lane - (unsigned)o] : v;
+    __syncwarp();
+    return r;
+}
+template <typename T> static inline T __shfl_down_sync(unsigned, T v, int o)
+{
+    double *slot = rn_emu_exchange();
+    unsigned lane = rn_emu_lane_id();
+    slot[lane] = (double)v;
+    __syncwarp();
+    T r = lane + (unsigned)o < 32u ? (T)slot[lane + (unsigned)o] : v;
+    __syncwarp();
+    return r;
+}
+static inline unsigned __ballot_sync(unsigned, int pred)
+{
+    double *slot = rn_emu_exchange();
+    slot[rn_emu_lane_id()] = pred ? 1.0 : 0.0;
+    __syncwarp();
+    unsigned r = 0;
+    for (unsigned l = 0; l < 32; l++)
+        r |= slot[l] != 0.0 ? 1u << l : 0u;
+    __syncwarp();
+    return r;
+}
+static inline int __any_sync(unsigned m, int pred)
+{
+    return __ballot_sync(m, pred) != 0;
+}
+/* The lanes whose value equals this lane's (unsigned values are exact in
+ * the slots' doubles). */
+static inline unsigned __match_any_sync(unsigned, unsigned v)
+{
+    double *slot = rn_emu_exchange();
+    slot[rn_emu_lane_id()] = (double)v;
+    __syncwarp();
+    unsigned r = 0;
+    for (unsigned l = 0; l < 32; l++)
+        r |= slot[l] == (double)v ? 1u << l : 0u;
+    __syncwarp();
+    return r;
+}
+static inline int __popc(unsigned v)
+{
+    return __builtin_popcount(v);
+}
+static inline int __ffs(unsigned v)
+{
+    return __builtin_ffs((int)v);
+}
+static inline unsigned __float_as_uint(float f)
+{
+    unsigned u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+/* A block's threads are host threads: the atomic is a real one. */
+static inline unsigned atomicAdd(unsigned *p, unsigned v)
+{
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
 }
 
 /* Runs body(ctx) as the kernel of a grid x block launch with smem bytes of

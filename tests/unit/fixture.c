@@ -1,6 +1,7 @@
 /* fixture.c -- see fixture.h. */
 #include <check.h>
 #include <errno.h>
+#include <float.h>
 #include <ftw.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 
 #include "fixture.h"
 #include "cuda/plan.h"
+#include "sampler.h"
 
 /* "demo" is the shipped model (models/, or RN_DEMO_MODEL) against the
  * reference its training framework computed (tests/fixtures/demo/). */
@@ -214,4 +216,17 @@ void fixture_check_batched_is_single(const fixture *f, const rn_engine_opts *o, 
     free(ls);
     rn_engine_free(batched);
     rn_engine_free(single);
+}
+
+void fixture_check_same_top(const rn_row_top *got, const rn_row_top *want, int V, const char *what)
+{
+    double tol = 4.0 * V * DBL_EPSILON > 1e-12 ? 4.0 * V * DBL_EPSILON : 1e-12;
+    ck_assert_msg(got->n == want->n, "%s: %d candidates, want %d", what, got->n, want->n);
+    ck_assert_msg(!memcmp(got->id, want->id, sizeof(int32_t) * (size_t)want->n) &&
+                      !memcmp(got->logit, want->logit, sizeof(float) * (size_t)want->n),
+                  "%s: other candidates (first: %d vs %d)", what, got->id[0], want->id[0]);
+    const double g[2] = {got->z1, got->zt}, w[2] = {want->z1, want->zt};
+    for (int i = 0; i < 2; i++)
+        ck_assert_msg((isnan(g[i]) && isnan(w[i])) || fabs(g[i] - w[i]) <= tol * fabs(w[i]),
+                      "%s: sum %d is %.17g, want %.17g", what, i, g[i], w[i]);
 }

@@ -74,6 +74,14 @@ extern const int fixture_tc_loads_shapes[FIXTURE_TC_LOADS_SHAPES][3];
 void test_dir_create(char *dir, size_t cap, const char *tag);
 void test_dir_remove(const char *dir);
 
+/* Two reductions of a row of V agree: the same candidates bit for bit,
+ * and sums within what adding V terms in another order may move them, 4 V
+ * double epsilons relative, at least 1e-12 (both NaN where the row's
+ * largest value is infinite); what names the row in a failure. */
+struct rn_row_top;
+void fixture_check_same_top(const struct rn_row_top *got, const struct rn_row_top *want, int V,
+                            const char *what);
+
 /* max |a - b| over n values; *worst = its index */
 double max_abs_diff(const float *a, const float *b, size_t n, size_t *worst);
 double max_abs(const float *a, size_t n);

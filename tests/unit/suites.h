@@ -22,5 +22,6 @@ Suite *ret_emu_suite(void);
 Suite *norm_emu_suite(void);
 Suite *gemv_emu_suite(void);
 Suite *step_emu_suite(void);
+Suite *top_emu_suite(void);
 
 #endif
