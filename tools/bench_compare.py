@@ -39,9 +39,20 @@ def key_of(result):
     return (result.get("chunk"), result.get("state_dtype", "f32"))
 
 
+# A decode entry's rates besides its logits-to-host tok_s: greedy's picks
+# and the rows reduced for sampling, both made on the device (switches
+# such as RETNET_CUDA_TOP_SLICES change only these).
+DEVICE_RATES = (("greedy", "tok_s_greedy_on_device"), ("sampled", "tok_s_sampled_on_device"))
+
+
 def points(result):
-    """(what, tokens/s) of a result's decode batches and prefill prompts."""
-    out = [("decode %d" % r["batch"], r["tok_s"]) for r in result.get("decode", [])]
+    """(what, tokens/s) of a result's decode batches (their on-device
+    greedy and sampled rates too, where measured) and prefill prompts."""
+    out = []
+    for r in result.get("decode", []):
+        out.append(("decode %d" % r["batch"], r["tok_s"]))
+        out += [("decode %d %s" % (r["batch"], name), r[key])
+                for name, key in DEVICE_RATES if key in r]
     out += [("prefill %d" % r["prompt"], r["tok_s"]) for r in result.get("prefill", [])]
     return out
 
@@ -88,10 +99,10 @@ def main():
     if not runs:
         print("bench_compare: no results in %s" % a.directory)
         return 1
-    print("%-24s %-40s %-13s %11s %11s %8s" % ("run", "settings", "point", "default", "this",
+    print("%-24s %-40s %-20s %11s %11s %8s" % ("run", "settings", "point", "default", "this",
                                                 "change"))
     for name, s, what, b, tok, ch in compare(runs):
-        print("%-24s %-40s %-13s %11s %11.1f %8s" % (name, s, what, "%.1f" % b if b else "-", tok,
+        print("%-24s %-40s %-20s %11s %11.1f %8s" % (name, s, what, "%.1f" % b if b else "-", tok,
                                                       "%+.1f%%" % (100 * ch) if ch is not None
                                                       else "no base"))
     return 0

@@ -55,6 +55,19 @@ class Compare(unittest.TestCase):
         self.assertEqual(copies[1], "QK_HALF=1 V_HALF=1")
         self.assertAlmostEqual(copies[5], 0.05)
 
+    def test_on_device_rates_compare_too(self):
+        ours = result(1024, decode=[(1, 100.0)])
+        ours["decode"][0]["tok_s_sampled_on_device"] = 90.0
+        top = result(1024, {"RETNET_CUDA_TOP_SLICES": "16"}, decode=[(1, 101.0)])
+        top["decode"][0]["tok_s_sampled_on_device"] = 99.0
+        top["decode"][0]["tok_s_greedy_on_device"] = 102.0
+        rows = bc.compare({"ours": ours, "ours-topslices": top})
+        by = {r[2]: r for r in rows}
+        self.assertAlmostEqual(by["decode 1"][5], 0.01)
+        self.assertAlmostEqual(by["decode 1 sampled"][5], 0.10)
+        # the baseline did not measure greedy on the device: listed, no change
+        self.assertEqual(by["decode 1 greedy"][3], None)
+
     def test_state_dtype_keeps_its_own_baseline(self):
         base = bc.baselines(bc.load_runs(self.dir))
         self.assertEqual(base[(1024, "f32")]["decode 16"], 400.0)
