@@ -1528,7 +1528,7 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
     CU(cudaMalloc(&x->part, p->step_bytes), "step scratch");
     CU(cudaMalloc(&x->top, p->top_bytes), "sampling rows");
     if (x->top_slices >= 2)
-        CU(cudaMalloc(&x->top_parts, rk_top_scratch_bytes(x->n_sms)), "sampling rows");
+        CU(cudaMalloc(&x->top_parts, rk_top_scratch_bytes(x->n_sms)), "sampling scratch");
     x->top_temp = (float *)(x->top + p->max_batch);
     {
         size_t off[5];

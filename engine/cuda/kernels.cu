@@ -683,6 +683,13 @@ void rk_argmax_rows(cudaStream_t st, int32_t *out, const float *logits, int rows
 #include "top_dev.cuh"
 static_assert(RN_CUDA_TOP_SLICES_MAX <= TOP_SLICES_MAX, "the merge's shared candidates");
 
+static std::atomic<long> top_slice_launches;
+
+long rk_top_slice_launches(void)
+{
+    return top_slice_launches.load();
+}
+
 size_t rk_top_scratch_bytes(int slices)
 {
     return sizeof(top_part) * (size_t)(slices > 0 ? slices : 0);
@@ -696,6 +703,7 @@ void rk_top_rows(cudaStream_t st, rn_row_top *out, const float *logits, const fl
                (top_part *)scratch, logits, temperature, V, slices);
         launch(top_merge_kernel, (unsigned)rows, TOP_THREADS, 0, st, out, (const top_part *)scratch,
                temperature, slices);
+        top_slice_launches++;
     } else
         launch(top_kernel, (unsigned)rows, TOP_THREADS, 0, st, out, logits, temperature, V);
 }

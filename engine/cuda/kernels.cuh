@@ -162,6 +162,8 @@ void rk_top_rows(cudaStream_t st, struct rn_row_top *out, const float *logits,
                  const float *temperature, int rows, int V, void *scratch = NULL, int slices = 1);
 /* Bytes of rk_top_rows's scratch for slices slices in all (rows x slices). */
 size_t rk_top_scratch_bytes(int slices);
+/* rk_top_rows calls that reduced in slices, in this process. */
+long rk_top_slice_launches(void);
 /* x = alpha x + y over n values. */
 void rk_residual(cudaStream_t st, float *x, const float *y, size_t n, float alpha);
 /* y[r][c] += b[c] */

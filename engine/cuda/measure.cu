@@ -270,6 +270,11 @@ cleanup:
     return rc;
 }
 
+extern "C" long rn_cuda_top_slice_launches(void)
+{
+    return rk_top_slice_launches();
+}
+
 extern "C" long rn_cuda_qk_half_passes(void)
 {
     return rk_qk_half_passes();

@@ -78,6 +78,9 @@ long rn_cuda_ret_fused_launches(void);
 /* Those of them that split each head's value columns over several blocks
  * (RETNET_CUDA_RET_SPLIT). */
 long rn_cuda_ret_split_launches(void);
+/* Reductions for sampling so far in this process that ran in slices
+ * (RETNET_CUDA_TOP_SLICES; a decode graph's counts once, when captured). */
+long rn_cuda_top_slice_launches(void);
 /* Rotary passes so far in this process that also wrote the fused
  * read-out's bf16 copies of q and k (RETNET_CUDA_QK_HALF). */
 long rn_cuda_qk_half_passes(void);

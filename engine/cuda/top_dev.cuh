@@ -327,7 +327,7 @@ struct top_part {
 };
 
 /* Slice blockIdx.x of S of row blockIdx.y -- entries [x V / S, (x + 1) V /
- * S), at least RN_TOP_CANDIDATES of them (rk_top_rows plans so) -- reduced
+ * S), at least RN_TOP_CANDIDATES of them (rk_top_rows launches it only so) -- reduced
  * as top_kernel reduces a row, into parts[row S + x].  A row's global
  * first RN_TOP_CANDIDATES are each among their slice's first that many, so
  * the merge loses none; the slices sum their exponentials on S SMs where
@@ -342,7 +342,7 @@ static __global__ void __launch_bounds__(TOP_THREADS)
     float temp = temperature[r];
     if (temp < 0.0f) /* not wanted: the merge says so */
         return;
-    int lo = (int)((long)sl * V / S), hi = (int)((long)(sl + 1) * V / S);
+    int lo = (int)((int64_t)sl * V / S), hi = (int)((int64_t)(sl + 1) * V / S);
     const float *row = logits + (size_t)r * (size_t)V + (size_t)lo;
     top_part *p = parts + (size_t)r * (size_t)S + (size_t)sl;
     top_select(ckey, cid, row, hi - lo, RN_TOP_CANDIDATES);

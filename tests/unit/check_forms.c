@@ -290,8 +290,8 @@ START_TEST(test_forms_top_row_rule)
     if (fixture_on_cuda()) {
         rn_row_top got[ROWS];
         char what[64];
-        /* one block a row, and in 4 and 16 slices merged */
-        static const int slices[] = {1, 4, 16};
+        /* one block a row, and in 4, 7 (uneven) and 16 slices merged */
+        static const int slices[] = {1, 4, 7, 16};
         for (size_t k = 0; k < sizeof slices / sizeof slices[0]; k++) {
             ck_assert_int_eq(rn_cuda_top_rows_host(l, ROWS, W, temps, slices[k], got), RN_OK);
             for (int r = 0; r < ROWS; r++) {

@@ -408,7 +408,8 @@ END_TEST
  * engine's decode graph: each step's reduced rows are what the host makes
  * of the logits the same step gives (rn_decode_rows: every row fetched),
  * at temperatures 1, 0.7, 0 and not wanted, over three steps of 3 rows
- * and one of 1. */
+ * and one of 1; the sliced path known to have run, at least once for each
+ * batch size (a graph counts its launch once, when captured). */
 START_TEST(test_synthetic_top_slices)
 {
     synth s;
@@ -428,6 +429,7 @@ START_TEST(test_synthetic_top_slices)
         ck_assert_int_eq(rn_prefill(s.e, slots[i], s.tok + 3 * i, 5 + i, NULL, NULL), RN_OK);
         next[i] = s.tok[40 + i];
     }
+    long sliced = rn_cuda_top_slice_launches();
     for (int step = 0; step < 4; step++) {
         int n = step == 3 ? 1 : NB;
         temps[2] = step == 1 ? -1.0f : 0.0f;
@@ -445,6 +447,7 @@ START_TEST(test_synthetic_top_slices)
             next[r] = top[r].id[0];
         }
     }
+    ck_assert_int_ge(rn_cuda_top_slice_launches() - sliced, 2);
     free(lg);
     synth_close(&s);
 }

@@ -22,7 +22,7 @@
 int rn_emu_top_rows(const float *logits, int rows, int V, const float *temps, int slices,
                     rn_row_top *out);
 
-enum { W = 9000, ROWS = 7 };
+enum { W = 9001, ROWS = 7 };
 
 static void top_rows_fill(float *l)
 {
@@ -38,11 +38,11 @@ static void top_rows_fill(float *l)
         l[5 * W + i] = i % 64 == 0 ? 3.0f : -2.0f;           /* 141 ties for 128 places */
         l[6 * W + i] = i < W / 2 ? -inf : -(float)i * 1e-3f; /* half the row -inf */
     }
-    l[4 * W + 17] = inf, l[4 * W + 8999] = inf, l[4 * W + 5] = NAN;
+    l[4 * W + 17] = inf, l[4 * W + 9000] = inf, l[4 * W + 5] = NAN;
 }
 
 /* slices, first row, rows: every row at one block a row and at 5 slices
- * (uneven: 1800 each); the rows whose rule meets the slices' edges most
+ * (uneven: 1800 and 1801); the rows whose rule meets the slices' edges most
  * (ties throughout, more ties than places, half the row -inf) at 16 (the
  * emulation spends about half a second a 1024-thread block) */
 static const int top_cases[][3] = {{1, 0, ROWS}, {5, 0, ROWS}, {16, 5, 2}, {16, 1, 1}};

@@ -23,7 +23,9 @@
  *   needs (else abort);
  * - __shfl_xor_sync, __shfl_up_sync, __shfl_down_sync, __ballot_sync,
  *   __any_sync and __match_any_sync exchange through the warp's slots
- *   between barriers; atomicAdd on unsigned is a host atomic;
+ *   between barriers, so all 32 lanes must call them (the masks are not
+ *   read: a partial warp would wait forever, where the device would run
+ *   the named lanes); atomicAdd on unsigned is a host atomic;
  * - the weight-streaming GEMVs of gemv_dev.cuh: their 16-byte streaming
  *   loads (__ldcs, alignment enforced) and 16-bit widenings.
  *

@@ -15,8 +15,9 @@ extern "C" {
 #include "cuda/top_dev.cuh"
 
 /* rows x V logits at temps reduced into out (rows), in slices slices where
- * slices > 1; 0, or -1 (out of memory, a launch refused, slices the
- * launcher would not take). */
+ * slices > 1; 0, or -1 (out of memory, a launch refused, or slices
+ * narrower than the candidates, where rk_top_rows would take one block a
+ * row instead). */
 extern "C" int rn_emu_top_rows(const float *logits, int rows, int V, const float *temps, int slices,
                                rn_row_top *out)
 {
