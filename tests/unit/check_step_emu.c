@@ -37,6 +37,21 @@ START_TEST(test_step_emu_matches_reference)
 }
 END_TEST
 
+/* Narrower column tiles (RETNET_CUDA_STEP_THREADS: lanes halved, the
+ * thread rows and row shares as they were) give the same bits: the 1.3B
+ * head's 32 lanes at 16 and 8, a bf16 pool's at 16, 16 lanes at 8. */
+START_TEST(test_step_emu_narrow_blocks_keep_bits)
+{
+    static const struct {
+        int which, lanes;
+    } pairs[] = {{0, 16}, {0, 8}, {5, 16}, {1, 8}};
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
+        ck_assert_msg(rn_emu_step_lanes_differ(&cases[pairs[i].which], pairs[i].lanes,
+                                               (uint32_t)(71 + i)) == 0,
+                      "case %d at %d lanes: other bits", pairs[i].which, pairs[i].lanes);
+}
+END_TEST
+
 /* Shapes rn_cuda_step_plan never makes are refused, not run: 4 values a
  * thread over a dv or a torchscale layer that would leave rows off 16
  * bytes, s in a bf16 pool. */
@@ -59,6 +74,7 @@ Suite *step_emu_suite(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_step_emu_matches_reference, 0, N_CASES);
+    tcase_add_test(tc, test_step_emu_narrow_blocks_keep_bits);
     tcase_add_test(tc, test_step_emu_refuses_other_shapes);
     suite_add_tcase(s, tc);
     return s;

@@ -36,6 +36,11 @@ typedef struct rn_emu_step_result {
  * shape the kernel does not take). */
 int rn_emu_step_check(const rn_emu_step_case *c, uint32_t seed, rn_emu_step_result *r);
 
+/* Case c from seed and the same case with lanes lanes a block (the
+ * narrower tiles of RETNET_CUDA_STEP_THREADS): 1 when their states or
+ * read-outs differ in any bit, 0 when not, -1 on error. */
+int rn_emu_step_lanes_differ(const rn_emu_step_case *c, int lanes, uint32_t seed);
+
 #ifdef __cplusplus
 }
 #endif
