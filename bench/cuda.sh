@@ -337,8 +337,10 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline-p512-retsplit "--batches 1 --prompts 512 --chunk 1024 --decode 2" \
         RETNET_CUDA_RET_SPLIT=1
     # batch 1 with the recurrent step's blocks at 128 threads: whether the
-    # step now ends sooner after the q/k/v/g GEMV (5.7 us a layer at 256)
-    timeline timeline-step128 "--batches 1 --prompts 512 --chunk 1024 --decode 4" \
+    # step now ends sooner after the q/k/v/g GEMV (5.7 us a layer at 256);
+    # its decode-b1-s8 against timeline.txt's (a short prompt: decode steps
+    # cost the same at any position)
+    timeline timeline-step128 "--batches 1 --prompts 512 --chunk 1024 --decode 8" \
         RETNET_CUDA_STEP_THREADS=128
     # the tensor-core GEMV's rate at 16 rows through its cp.async ring
     if [ "${BENCH_CUDA:-full}" != fast ]; then

@@ -165,7 +165,7 @@ typedef struct rn_cuda_step_shape {
  * to match, with d_split and row_split as they were: each thread the same
  * rows, each column's thread rows summed in the same order, the group norm
  * the same parts, so the same bits.  Smaller blocks fit an SM beside the
- * q/k/v/g GEMV's (two of 256 threads at 99 registers leave about 12K of
+ * q/k/v/g GEMV's (two of 256 threads at 99-101 registers leave about 12K of
  * 64K registers, a 256-thread step block at 61 needs 16K), so their early
  * state loads (RETNET_CUDA_STEP_EARLY) can go out under its tail. */
 #define RN_CUDA_STEP_THREADS 256
