@@ -211,52 +211,51 @@ static inline void pdl_trigger(void)
 unsigned rn_emu_lane_id(void);
 double *rn_emu_exchange(void); /* the calling thread's warp's 32 slots */
 
-/* Every lane of the warp (all 32 call it) gets lane ^ o's value: each
- * writes its own into the warp's slots, and after a barrier reads its
- * partner's; a second barrier before the slots are used again. */
-template <typename T> static inline T __shfl_xor_sync(unsigned, T v, int o)
+/* Every lane of the warp (all 32 call it) gets the value of lane src
+ * (its own where src names no lane): each writes its own into the warp's
+ * slots, and after a barrier reads its source's; a second barrier before
+ * the slots are used again.  The shuffles below are this with their own
+ * source lane. */
+template <typename T> static inline T emu_shfl(T v, unsigned src)
 {
     double *slot = rn_emu_exchange();
     unsigned lane = rn_emu_lane_id();
     slot[lane] = (double)v;
     __syncwarp();
-    T r = (T)slot[lane ^ (unsigned)o];
+    T r = src < 32u ? (T)slot[src] : v;
     __syncwarp();
     return r;
 }
-
-/* The other warp-wide exchanges, the same way: each lane's value into the
- * warp's slots, a barrier, the answer from all 32, a barrier. */
+template <typename T> static inline T __shfl_xor_sync(unsigned, T v, int o)
+{
+    return emu_shfl(v, rn_emu_lane_id() ^ (unsigned)o);
+}
 template <typename T> static inline T __shfl_up_sync(unsigned, T v, int o)
 {
-    double *slot = rn_emu_exchange();
     unsigned lane = rn_emu_lane_id();
-    slot[lane] = (double)v;
-    __syncwarp();
-    T r = lane >= (unsigned)o ? (T)slot[lane - (unsigned)o] : v;
-    __syncwarp();
-    return r;
+    return emu_shfl(v, lane >= (unsigned)o ? lane - (unsigned)o : 32u);
 }
 template <typename T> static inline T __shfl_down_sync(unsigned, T v, int o)
 {
+    return emu_shfl(v, rn_emu_lane_id() + (unsigned)o);
+}
+
+/* The votes the same way: each lane's value x into the slots, and the
+ * mask of the lanes whose value `keeps` says yes to. */
+template <typename F> static inline unsigned emu_lanes(double x, F keeps)
+{
     double *slot = rn_emu_exchange();
-    unsigned lane = rn_emu_lane_id();
-    slot[lane] = (double)v;
+    slot[rn_emu_lane_id()] = x;
     __syncwarp();
-    T r = lane + (unsigned)o < 32u ? (T)slot[lane + (unsigned)o] : v;
+    unsigned r = 0;
+    for (unsigned l = 0; l < 32; l++)
+        r |= keeps(slot[l]) ? 1u << l : 0u;
     __syncwarp();
     return r;
 }
 static inline unsigned __ballot_sync(unsigned, int pred)
 {
-    double *slot = rn_emu_exchange();
-    slot[rn_emu_lane_id()] = pred ? 1.0 : 0.0;
-    __syncwarp();
-    unsigned r = 0;
-    for (unsigned l = 0; l < 32; l++)
-        r |= slot[l] != 0.0 ? 1u << l : 0u;
-    __syncwarp();
-    return r;
+    return emu_lanes(pred ? 1.0 : 0.0, [](double y) { return y != 0.0; });
 }
 static inline int __any_sync(unsigned m, int pred)
 {
@@ -266,14 +265,7 @@ static inline int __any_sync(unsigned m, int pred)
  * the slots' doubles). */
 static inline unsigned __match_any_sync(unsigned, unsigned v)
 {
-    double *slot = rn_emu_exchange();
-    slot[rn_emu_lane_id()] = (double)v;
-    __syncwarp();
-    unsigned r = 0;
-    for (unsigned l = 0; l < 32; l++)
-        r |= slot[l] == (double)v ? 1u << l : 0u;
-    __syncwarp();
-    return r;
+    return emu_lanes((double)v, [v](double y) { return y == (double)v; });
 }
 static inline int __popc(unsigned v)
 {

@@ -35,8 +35,7 @@ extern "C" int rn_emu_top_rows(const float *logits, int rows, int V, const float
     memcpy(t, temps, sizeof(float) * (size_t)rows);
     memset(o, 0xff, sizeof(rn_row_top) * (size_t)rows); /* an unwritten field shows */
     if (slices > 1) {
-        for (size_t i = 0; i < (size_t)(rows * slices); i++)
-            memset(&parts[i], 0xff, sizeof(top_part));
+        memset(parts, 0xff, sizeof(top_part) * (size_t)(rows * slices));
         rc = rn_emu_launch(top_slice_kernel, dim3((unsigned)slices, (unsigned)rows),
                            dim3(TOP_THREADS), 0, parts, (const float *)l, (const float *)t, V,
                            slices);
