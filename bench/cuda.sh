@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-retsplit*,ours-gnblocks*,ours-topslices,ours-step128,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-retsplit*,ours-topslices,ours-step128,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -113,16 +113,6 @@ prefill_defaults() {
         --decode 32
 }
 
-# the pre-norm GEMV's instances held to the registers of 3 and 4 blocks an
-# SM (RETNET_CUDA_GEMV_NORM_BLOCKS; the kernel as it is holds 2) at 1 and 2
-# rows: gemv_norm_blocks
-gemv_norm_blocks() {
-    for g in 3 4; do
-        run "ours-gnblocks$g" RETNET_CUDA_GEMV_NORM_BLOCKS=$g -- --batches 1,2 --prompts 512 \
-            --chunk 1024 --decode 32
-    done
-}
-
 # the recurrent step's blocks narrowed to 128 threads (RETNET_CUDA_STEP_THREADS;
 # 256 otherwise), so they fit beside the q/k/v/g GEMV's: step_threads
 step_threads() {
@@ -144,7 +134,6 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     # a device lent for minutes
     run ours -- --batches 1,2,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
-    gemv_norm_blocks
     top_slices
     step_threads
     ret_split
@@ -170,7 +159,6 @@ else
         prefill_defaults
         ret_split
         decode_switches
-        gemv_norm_blocks
         top_slices
         step_threads
         tc_switches
@@ -224,7 +212,6 @@ else
         prefill ours-nohalfv RETNET_CUDA_V_HALF=0
         ret_split
         decode_switches
-        gemv_norm_blocks
         top_slices
         step_threads
         tc_switches

@@ -84,10 +84,7 @@ fail=0
 # tensor-core GEMV's deeper loads, RETNET_CUDA_TC_LOADS, and the recurrent
 # step's early state loads, RETNET_CUDA_STEP_EARLY, the GEMVs forming
 # their pre-norm themselves, RETNET_CUDA_GEMV_PRENORM (on by default; in
-# 64-column shares, so the fixtures' widths take it; and again through
-# its instances held to the registers of 3 and 4 blocks an SM,
-# RETNET_CUDA_GEMV_NORM_BLOCKS, the form suite at 4 and the synthetic
-# shapes at 3), and prefill's
+# 64-column shares, so the fixtures' widths take it), and prefill's
 # dependent launches, RETNET_CUDA_PREFILL_PDL (on by default), change no
 # bit; the synthetic shapes and parity's fixtures run without the last
 # too, the
@@ -164,8 +161,6 @@ synthetic-residgemm synthetic RETNET_CUDA_RESID_GEMM=1
 forms-residgemm forms RETNET_CUDA_RESID_GEMM=1
 forms-prenorm forms RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
 synthetic-prenorm synthetic RETNET_CUDA_GEMV_PRENORM=1 RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
-forms-gnblocks4 forms RETNET_CUDA_GEMV_NORM_BLOCKS=4 RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
-synthetic-gnblocks3 synthetic RETNET_CUDA_GEMV_NORM_BLOCKS=3 RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 parity-retbf16 parity RETNET_CUDA_RET_BF16=1
 synthetic-halfact synthetic RETNET_CUDA_HALF_ACT=1
 parity-lttune parity RETNET_CUDA_LT_TUNE=1

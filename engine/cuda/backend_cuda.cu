@@ -180,7 +180,6 @@ struct cuda_ctx {
      * a norm launch; pend: such a norm of the raw rows pend_rows, not yet
      * launched (block_input sets it, gemv_run or settle_rows takes it) */
     int prenorm;
-    int gn_blocks; /* gemv_norm_kernel's capped instance: blocks an SM (RETNET_CUDA_GEMV_NORM_BLOCKS) */
     int pend;
     const float *pend_rows;
     rk_gemv_norm pend_nm;
@@ -1006,7 +1005,7 @@ static const float *pre_norm(cuda_ctx *x, int n, const float *rows, const float 
     const rn_config *c = x->c;
     if (prenorm_fold(x, n, next, l)) {
         x->pend = 1, x->pend_rows = rows;
-        x->pend_nm = rk_gemv_norm{w, b, c->norm_eps, c->norm_kind == RN_NORM_LAYER, x->gn_blocks};
+        x->pend_nm = rk_gemv_norm{w, b, c->norm_eps, c->norm_kind == RN_NORM_LAYER};
         return rows;
     }
     rk_norm(x->st, x->hn, rows, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER, w, b, c->norm_eps,
@@ -1679,16 +1678,6 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     /* on an H100, batch 1: 721 tok/s against 689 with the norms launched
      * (docs/benchmarks.md) */
     x->prenorm = env_int("RETNET_CUDA_GEMV_PRENORM", 1, 0, 1);
-    /* off until measured: the pre-norm GEMV at one bf16 row holds two
-     * blocks of 8 warps an SM (101 registers), and under the timeline on an
-     * H100 its q/k/v/g and up/gate launches moved the weights at 72% and
-     * 61% of the copy kernel, where the LM head's, with 15 rounds to the
-     * others' 3-6, reached 93%; 3 or 4 launch an instance held to the
-     * registers of that many blocks */
-    {
-        int g = env_int("RETNET_CUDA_GEMV_NORM_BLOCKS", 0, 0, RK_GEMV_NORM_BLOCKS_MAX);
-        x->gn_blocks = g >= 3 ? g : 0;
-    }
     if (x->prenorm) { /* here, never inside a decode graph's capture */
         int t = (int)x->w->layers[0].q_w.dtype, th = (int)x->w->lm_head_w.dtype;
         rk_gemv_norm_prepare(t, RN_CUDA_GEMV_MAX, x->c->hidden_size);

@@ -420,12 +420,6 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
 #define GEMV_NORM_SLOTS 8
 /* Warps of gemv_norm_kernel's block, unless the norm's row needs more. */
 #define GEMV_NORM_WARPS 8
-/* Blocks an SM holds of the register-capped instances (MINB, for blocks
- * of GEMV_NORM_WARPS warps): the kernel as it is takes 101 registers for one
- * bf16 row, two blocks an SM, 16 warps of 4 KiB in flight each, where the
- * split GEMV's small blocks reach 64 warps. */
-#define GEMV_NORM_MINB_LO 3
-#define GEMV_NORM_MINB_HI 4
 /* Most threads a block may have: rows of up to 4096 values (the norm's
  * 8 a thread), and room for 128 registers a thread, which the kernel
  * needs (capped at 64 for 1024 threads, it spilled). */
@@ -468,12 +462,11 @@ __host__ __device__ static inline int gemv_norm_slots(int threads, int shares)
  * The blocks stay resident and each reads the rows once (n_items items in
  * all): a block per item would read them as often as the weights.  The
  * first item's weights are fetched before pdl_wait, as the other GEMVs do.
- * MINB > 1: the same code held to the registers MINB blocks of
- * GEMV_NORM_WARPS warps leave an SM (launched only with that many
- * threads), so more warps stream at once; the grid never changes a bit.
- * Dynamic shared memory: NB x in floats. */
-template <typename T, int NB, int MINB = 1>
-__global__ void __launch_bounds__(MINB > 1 ? 32 * GEMV_NORM_WARPS : GEMV_NORM_MAX_THREADS, MINB)
+ * Dynamic shared memory: NB x in floats.  The launch bounds name one block
+ * an SM: with that hint ptxas gives one bf16 row 101 registers, the
+ * allocation the H100 runs were measured with (99 without it). */
+template <typename T, int NB>
+__global__ void __launch_bounds__(GEMV_NORM_MAX_THREADS, 1)
     gemv_norm_kernel(rk_gemv_set set, const float *xraw, int in, int cols, rk_gemv_norm nm,
                      int n_items)
 {

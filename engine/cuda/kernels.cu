@@ -926,55 +926,29 @@ int rk_gemv_norm_fits(int t, int n, int in, int split)
  * answer in one word (0: not asked, or for another width).  Asked at engine
  * init, outside any graph capture, where the occupancy query would be
  * refused and spoil the capture. */
-template <typename T, int NB, int MINB> static std::atomic<long> &gemv_norm_occ()
+template <typename T, int NB> static std::atomic<long> &gemv_norm_occ()
 {
     static std::atomic<long> v{0};
     return v;
 }
 
-template <typename T, int NB, int MINB> static int gemv_norm_per_sm(int in)
+template <typename T, int NB> static int gemv_norm_per_sm(int in)
 {
-    long v = gemv_norm_occ<T, NB, MINB>().load(std::memory_order_relaxed);
+    long v = gemv_norm_occ<T, NB>().load(std::memory_order_relaxed);
     return v >> 16 == in ? (int)(v & 0xffff) : 0;
 }
 
-template <typename T, int NB, int MINB> static void gemv_norm_occupancy(int in)
+template <typename T, int NB> static void gemv_norm_occupancy(int in)
 {
     int per_sm = 0;
     size_t shm = sizeof(float) * (size_t)NB * (size_t)in;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_norm_kernel<T, NB, MINB>,
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_norm_kernel<T, NB>,
                                                       gemv_norm_threads(in), shm) != cudaSuccess ||
         per_sm < 0 || per_sm > 0xffff) {
         per_sm = 0;
         cudaGetLastError();
     }
-    gemv_norm_occ<T, NB, MINB>().store((long)in << 16 | per_sm, std::memory_order_relaxed);
-}
-
-static_assert(GEMV_NORM_MINB_HI == RK_GEMV_NORM_BLOCKS_MAX,
-              "the capped instances the engine asks for");
-
-/* Whether the register-capped instance (MINB blocks an SM) takes NB rows
- * of in values: only for one or two rows, in blocks of its threads. */
-static int gemv_norm_capped(int nb, int in)
-{
-    return nb <= 2 && gemv_norm_threads(in) == 32 * GEMV_NORM_WARPS;
-}
-
-/* f(std::integral_constant<int, MINB>()) for the instance per_sm asks
- * for: 1 (the kernel as it is) unless per_sm is one of the capped ones
- * and gemv_norm_capped holds. */
-template <int NB, typename F> static void with_minb(int per_sm, int in, F f)
-{
-    if constexpr (NB <= 2) {
-        if (gemv_norm_capped(NB, in)) {
-            if (per_sm == GEMV_NORM_MINB_LO)
-                return f(std::integral_constant<int, GEMV_NORM_MINB_LO>());
-            if (per_sm == GEMV_NORM_MINB_HI)
-                return f(std::integral_constant<int, GEMV_NORM_MINB_HI>());
-        }
-    }
-    f(std::integral_constant<int, 1>());
+    gemv_norm_occ<T, NB>().store((long)in << 16 | per_sm, std::memory_order_relaxed);
 }
 
 void rk_gemv_norm_prepare(int t, int max_n, int in)
@@ -982,13 +956,7 @@ void rk_gemv_norm_prepare(int t, int max_n, int in)
     with_dtype(t, [&](auto tag) {
         using T = std::remove_pointer_t<decltype(tag)>;
         for (int n = 1; n <= max_n && n <= RN_CUDA_GEMV_MAX; n++)
-            with_rows(n, [&](auto nb) {
-                constexpr int NB = decltype(nb)::value;
-                for (int m : {1, GEMV_NORM_MINB_LO, GEMV_NORM_MINB_HI})
-                    with_minb<NB>(m, in, [&](auto minb) {
-                        gemv_norm_occupancy<T, NB, decltype(minb)::value>(in);
-                    });
-            });
+            with_rows(n, [&](auto nb) { gemv_norm_occupancy<T, decltype(nb)::value>(in); });
     });
 }
 
@@ -998,17 +966,13 @@ static void gemv_norm_launch(cudaStream_t st, const rk_gemv_set *set, const floa
 {
     int cols = gemv_cols(split), shares = (in + cols - 1) / cols;
     int threads = gemv_norm_threads(in), slots = gemv_norm_slots(threads, shares);
-    int items = (int)set_items(set, NB);
+    int items = (int)set_items(set, NB), per_sm = gemv_norm_per_sm<T, NB>(in);
     size_t shm = sizeof(float) * (size_t)NB * (size_t)in;
-    with_minb<NB>(nm->per_sm, in, [&](auto minb) {
-        constexpr int MINB = decltype(minb)::value;
-        int per_sm = gemv_norm_per_sm<T, NB, MINB>(in);
-        /* one wave; unasked, one block an SM (more would only queue) */
-        long blocks = ((long)items + slots - 1) / slots;
-        long cap = (long)(per_sm > 0 ? per_sm : 1) * (n_sms > 0 ? n_sms : 1);
-        launch(gemv_norm_kernel<T, NB, MINB>, (unsigned)(blocks < cap ? blocks : cap),
-               (unsigned)threads, shm, st, *set, xraw, in, cols, *nm, items);
-    });
+    /* one wave; unasked, one block an SM (more would only queue) */
+    long blocks = ((long)items + slots - 1) / slots;
+    long cap = (long)(per_sm > 0 ? per_sm : 1) * (n_sms > 0 ? n_sms : 1);
+    launch(gemv_norm_kernel<T, NB>, (unsigned)(blocks < cap ? blocks : cap), (unsigned)threads, shm,
+           st, *set, xraw, in, cols, *nm, items);
 }
 
 void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const float *xraw, int n,

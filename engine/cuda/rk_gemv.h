@@ -46,17 +46,11 @@ struct rk_gemv_set {
 };
 
 /* The pre-norm gemv_norm_kernel forms of its input rows (rk_norm's
- * operands: LayerNorm when layer_kind, else RMSNorm; w, b may be NULL),
- * and, for the launch only, the blocks an SM should hold (per_sm: 0, the
- * kernel as it is; 3 or 4, RETNET_CUDA_GEMV_NORM_BLOCKS: an instance held
- * to the registers that many 256-thread blocks leave, for one or two
- * rows of up to 2048 values). */
-#define RK_GEMV_NORM_BLOCKS_MAX 4
+ * operands: LayerNorm when layer_kind, else RMSNorm; w, b may be NULL). */
 struct rk_gemv_norm {
     const float *w, *b;
     float eps;
     int layer_kind;
-    int per_sm;
 };
 
 #endif

@@ -14,7 +14,7 @@
 #include "suites.h"
 
 long rn_emu_gemv_norm_check(int t, int nb, int in, int cols, int grid, int kinds, int layer_kind,
-                            int affine, int per_sm, uint32_t seed, long *unset);
+                            int affine, uint32_t seed, long *unset);
 long rn_emu_gemv_tc_check(int t, int n, int in, const int *outs, int n_sms, int want,
                           size_t smem_sm, int at_issue, uint32_t seed, int *stages, long *unset,
                           long *wrong);
@@ -29,27 +29,24 @@ static const int shapes[][4] = {
 
 /* _i: a shape, a set of jobs' kinds (3) and a variant (dtype, norm: 4)
  * each, turning at different rates so that 20 cases meet every shape with
- * every kind and every variant; the second 20 again through the instance
- * capped to 4 blocks an SM's registers (RETNET_CUDA_GEMV_NORM_BLOCKS=4)
- * where it takes the rows (one or two) */
+ * every kind and every variant */
 #define N_CASES 20
 START_TEST(test_gemv_norm_emu_keeps_bits)
 {
     const int *s = shapes[_i % N_SHAPES];
-    int c = _i % N_CASES, kinds = c % 3, v = c % 4, per_sm = _i >= N_CASES && s[0] <= 2 ? 4 : 0;
+    int kinds = _i % 3, v = _i % 4;
     int t = v % 2 ? RN_DT_F32 : RN_DT_BF16, layer_kind = v / 2 % 2, affine = v / 2 != 1;
     long unset = -1;
     long differ = rn_emu_gemv_norm_check(t, s[0], s[1], s[2], s[3], kinds, layer_kind, affine,
-                                         per_sm, (uint32_t)(31 + c), &unset);
+                                         (uint32_t)(31 + _i), &unset);
     ck_assert_msg(differ >= 0, "the emulated launches failed");
     ck_assert_msg(unset == 0, "%d rows of %d, kinds %d: %ld outputs left unwritten", s[0], s[1],
                   kinds, unset);
     ck_assert_msg(differ == 0,
-                  "%d rows of %d in %d-column shares on %d blocks, kinds %d, %s, %s%s%s: %ld "
+                  "%d rows of %d in %d-column shares on %d blocks, kinds %d, %s, %s%s: %ld "
                   "outputs differ from the norm then the split GEMV",
                   s[0], s[1], s[2], s[3], kinds, t == RN_DT_F32 ? "f32" : "bf16",
-                  layer_kind ? "LayerNorm" : "RMSNorm", affine ? " with weights" : "",
-                  per_sm ? ", capped instance" : "", differ);
+                  layer_kind ? "LayerNorm" : "RMSNorm", affine ? " with weights" : "", differ);
 }
 END_TEST
 
@@ -98,7 +95,7 @@ Suite *gemv_emu_suite(void)
     Suite *s = suite_create("gemv_emu");
     TCase *tc = tcase_create("gemv_norm");
     tcase_set_timeout(tc, 300);
-    tcase_add_loop_test(tc, test_gemv_norm_emu_keeps_bits, 0, 2 * N_CASES);
+    tcase_add_loop_test(tc, test_gemv_norm_emu_keeps_bits, 0, N_CASES);
     suite_add_tcase(s, tc);
     tc = tcase_create("gemv_tc");
     tcase_set_timeout(tc, 300);

@@ -115,14 +115,6 @@ static int ge_run(const ge_bufs *g, int kinds, int out, int in, int cols, int gr
         rn_emu_launch(gemv_split_kernel<T, NB>, dim3((unsigned)items), dim3(32u * shares), 0, ref,
                       (const float *)g->hn, in, cols))
         return -1;
-    /* nm->per_sm: the register-capped instance, as kernels.cu launches it
-     * for one or two rows (the emulation has no registers to cap: this
-     * holds it to the same source) */
-    if constexpr (NB <= 2)
-        if (nm->per_sm == GEMV_NORM_MINB_HI)
-            return rn_emu_launch(gemv_norm_kernel<T, NB, GEMV_NORM_MINB_HI>, dim3((unsigned)grid),
-                                 dim3(threads), sizeof(float) * (size_t)NB * (size_t)in, fused,
-                                 (const float *)g->xraw, in, cols, *nm, items);
     return rn_emu_launch(gemv_norm_kernel<T, NB>, dim3((unsigned)grid), dim3(threads),
                          sizeof(float) * (size_t)NB * (size_t)in, fused, (const float *)g->xraw, in,
                          cols, *nm, items);
@@ -154,13 +146,11 @@ static long ge_differ(const void *a, const void *b, size_t n, size_t size)
 
 /* Runs case (dtype t: bf16 or f32; nb rows of in values; the split GEMV's
  * shares of cols columns; gemv_norm_kernel on grid blocks; the set of
- * `kinds`; LayerNorm or RMSNorm, with or without weights; per_sm as
- * rk_gemv_norm's, its capped instance for up to two rows) both ways and
+ * `kinds`; LayerNorm or RMSNorm, with or without weights) both ways and
  * returns the outputs whose bits differ, or -1 if a launch failed.  *unset:
  * outputs the fused path left as they were filled (NaN). */
 extern "C" long rn_emu_gemv_norm_check(int t, int nb, int in, int cols, int grid, int kinds,
-                                       int layer_kind, int affine, int per_sm, uint32_t seed,
-                                       long *unset)
+                                       int layer_kind, int affine, uint32_t seed, long *unset)
 {
     ge_bufs g = {};
     int out = 32; /* 2 rotary heads of 16; GLU and residual rows of 32 */
@@ -194,7 +184,7 @@ extern "C" long rn_emu_gemv_norm_check(int t, int nb, int in, int cols, int grid
     {
         float *nw = affine ? ge_floats((size_t)in, 0.5f, 1.5f, &seed) : NULL;
         float *nbias = affine ? ge_floats((size_t)in, -0.2f, 0.2f, &seed) : NULL;
-        rk_gemv_norm nm = {nw, nbias, 1e-5f, layer_kind, per_sm};
+        rk_gemv_norm nm = {nw, nbias, 1e-5f, layer_kind};
         int rc = t == RN_DT_F32
                      ? ge_dispatch<float>(&g, nb, kinds, out, in, cols, grid, &nm)
                      : ge_dispatch<__nv_bfloat16>(&g, nb, kinds, out, in, cols, grid, &nm);
