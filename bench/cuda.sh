@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-retsplit*,ours-topslices,ours-step128,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-retsplit*,ours-topslices,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -13,7 +13,7 @@
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
 # the defaults against the paths they replaced (RET_FUSED=0,
 # GEMV_PRENORM=0, STEP_EARLY=0 at 1-2, PREFILL_PDL=0, QK_HALF=0 and V_HALF=0,
-# LT_PAIRS=0), STEP_EARLY=1 at 16 and 64, LT_TUNE, RESID_GEMM, RET_SPLIT, TOP_SLICES, STEP_THREADS,
+# LT_PAIRS=0), STEP_EARLY=1 at 16 and 64, LT_TUNE, RESID_GEMM, RET_SPLIT, TOP_SLICES,
 # TC_ASYNC and the peer at batches 1 and 16: a few minutes instead of the
 # whole sweep.
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
@@ -113,13 +113,6 @@ prefill_defaults() {
         --decode 32
 }
 
-# the recurrent step's blocks narrowed to 128 threads (RETNET_CUDA_STEP_THREADS;
-# 256 otherwise), so they fit beside the q/k/v/g GEMV's: step_threads
-step_threads() {
-    run ours-step128 RETNET_CUDA_STEP_THREADS=128 -- --batches 1,2,16,64 --prompts 512 \
-        --chunk 1024 --decode 32
-}
-
 # rows reduced for sampling in slices over several SMs, then merged
 # (RETNET_CUDA_TOP_SLICES=16; one block a row otherwise): the decode
 # entries' tok_s_sampled_on_device at 1, 2 and 16 rows: top_slices
@@ -135,7 +128,6 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     run ours -- --batches 1,2,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
     top_slices
-    step_threads
     ret_split
     prefill_defaults
     run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64 --prompts 2048,8192 \
@@ -160,7 +152,6 @@ else
         ret_split
         decode_switches
         top_slices
-        step_threads
         tc_switches
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
     else
@@ -213,7 +204,6 @@ else
         ret_split
         decode_switches
         top_slices
-        step_threads
         tc_switches
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
         for c in 1024 4096; do
@@ -323,12 +313,6 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline-p512 "--batches 1 --prompts 512 --chunk 1024 --decode 2"
     timeline timeline-p512-retsplit "--batches 1 --prompts 512 --chunk 1024 --decode 2" \
         RETNET_CUDA_RET_SPLIT=1
-    # batch 1 with the recurrent step's blocks at 128 threads: whether the
-    # step now ends sooner after the q/k/v/g GEMV (5.7 us a layer at 256);
-    # its decode-b1-s8 against timeline.txt's (a short prompt: decode steps
-    # cost the same at any position)
-    timeline timeline-step128 "--batches 1 --prompts 512 --chunk 1024 --decode 8" \
-        RETNET_CUDA_STEP_THREADS=128
     # the tensor-core GEMV's rate at 16 rows through its cp.async ring
     if [ "${BENCH_CUDA:-full}" != fast ]; then
         timeline timeline-tcasync "$TL_ARGS" RETNET_CUDA_TC_ASYNC=1

@@ -107,9 +107,6 @@ fail=0
 # the cuBLAS products it replaced, and again
 # with cuBLASLt's algorithms timed for every shape outside a decode
 # graph, RETNET_CUDA_LT_TUNE=1, whose picks may sum in another order);
-# the recurrent step's narrower blocks (RETNET_CUDA_STEP_THREADS, off by
-# default) keep every bit in the form suite's check and run the synthetic
-# shapes (whose 32 lanes become 16) against the CPU;
 # the rows reduced for sampling in slices (RETNET_CUDA_TOP_SLICES, off by
 # default) are checked by the form suite's reduction rule at 1, 4 and 16
 # slices and by the synthetic suite's decode graph, which sets it itself.
@@ -144,7 +141,6 @@ synthetic-tcasync synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_
 synthetic-retbf16 synthetic RETNET_CUDA_RET_BF16=1
 synthetic-early synthetic RETNET_CUDA_STEP_EARLY=1
 synthetic-noearly synthetic RETNET_CUDA_STEP_EARLY=0
-synthetic-step128 synthetic RETNET_CUDA_STEP_THREADS=128
 parity-retcublas parity RETNET_CUDA_RET_FUSED=0
 parity-retsplit parity RETNET_CUDA_RET_SPLIT=4
 synthetic-retsplit synthetic RETNET_CUDA_RET_SPLIT=1

@@ -148,15 +148,14 @@ struct cuda_ctx {
     /* decode graphs: [step_tail][n], n in 1..max_batch; NULL until captured */
     cudaGraphExec_t *graphs[STEP_TAILS];
     int use_graphs;
-    int fuse;         /* fold the steps after projections into them (folding) */
-    int gemv_max;     /* largest row count the projections stream through rk_gemv_multi */
-    int tc_max;       /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
-    int gemv_split;   /* columns a warp of rk_gemv_multi takes, 0: whole rows */
-    rk_tc_opts tc;    /* how rk_gemv_tc streams (RETNET_CUDA_TC_LOADS, RETNET_CUDA_TC_ASYNC) */
-    int step_early;   /* rk_ret_step loads early up to these rows (RETNET_CUDA_STEP_EARLY) */
-    int step_threads; /* most threads of its blocks, 0: the plan's (RETNET_CUDA_STEP_THREADS) */
-    int norm_vec;     /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
-    int half_t;       /* common_half: the dtype producers may round their output to, or -1 */
+    int fuse;       /* fold the steps after projections into them (folding) */
+    int gemv_max;   /* largest row count the projections stream through rk_gemv_multi */
+    int tc_max;     /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
+    int gemv_split; /* columns a warp of rk_gemv_multi takes, 0: whole rows */
+    rk_tc_opts tc;  /* how rk_gemv_tc streams (RETNET_CUDA_TC_LOADS, RETNET_CUDA_TC_ASYNC) */
+    int step_early; /* rk_ret_step loads early up to these rows (RETNET_CUDA_STEP_EARLY) */
+    int norm_vec;   /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
+    int half_t;     /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
     int pdl;                 /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     int prefill_pdl;         /* and for prefill chunks' own kernels (RETNET_CUDA_PREFILL_PDL) */
@@ -1256,7 +1255,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     int parts = 1;
     size_t part_stride = (size_t)x->plan.max_batch * (size_t)c->value_dim;
     if (mode == FWD_DECODE) {
-        rn_cuda_step_shape sh = rn_cuda_step_plan(c, n, x->n_sms, x->step_threads);
+        rn_cuda_step_shape sh = rn_cuda_step_plan(c, n, x->n_sms);
         parts = sh.row_split;
         ro = parts > 1 ? x->part : x->o;
         rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->slots, x->q, x->k, x->v,
@@ -1669,12 +1668,6 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
         int e = env_int("RETNET_CUDA_STEP_EARLY", -1, -1, 1);
         x->step_early = e < 0 ? RN_CUDA_STEP_EARLY_ROWS : e ? INT_MAX : 0;
     }
-    /* off until measured: the step's blocks narrowed to 128 (or 64)
-     * threads, so they fit an SM beside the q/k/v/g GEMV's and their early
-     * loads go out under it; the same bits (rn_cuda_step_plan) */
-    x->step_threads = env_int("RETNET_CUDA_STEP_THREADS", 0, 0, RN_CUDA_STEP_THREADS);
-    if (x->step_threads && x->step_threads < 64)
-        x->step_threads = 64;
     /* on an H100, batch 1: 721 tok/s against 689 with the norms launched
      * (docs/benchmarks.md) */
     x->prenorm = env_int("RETNET_CUDA_GEMV_PRENORM", 1, 0, 1);

@@ -174,7 +174,7 @@ int rn_cuda_slots_for_device(size_t free_bytes, double fraction, size_t fixed_by
     return n > (double)(1 << 20) ? 1 << 20 : (int)n;
 }
 
-rn_cuda_step_shape rn_cuda_step_plan(const rn_config *c, int n, int n_sms, int max_threads)
+rn_cuda_step_shape rn_cuda_step_plan(const rn_config *c, int n, int n_sms)
 {
     int H = c->n_heads, dk = c->head_dim_k, dv = c->head_dim_v;
     /* a layer's values (H blocks of dk x dv, then torchscale's H values of s)
@@ -187,7 +187,7 @@ rn_cuda_step_shape rn_cuda_step_plan(const rn_config *c, int n, int n_sms, int m
     int cols = (dv + s.vec - 1) / s.vec; /* threads a full row of a head needs */
     while (s.lanes > 8 && s.lanes / 2 >= cols)
         s.lanes /= 2; /* narrow heads: fewer idle lanes */
-    s.d_split = RN_CUDA_STEP_THREADS / s.lanes;
+    s.d_split = 256 / s.lanes;
     while (s.d_split > 1 && s.d_split > dk)
         s.d_split /= 2; /* no idle thread rows for tiny heads */
     s.grid_y = (cols + s.lanes - 1) / s.lanes;
@@ -196,10 +196,6 @@ rn_cuda_step_shape rn_cuda_step_plan(const rn_config *c, int n, int n_sms, int m
     while (s.row_split < RN_CUDA_STEP_SPLIT_MAX && (long)H * s.grid_y * s.row_split < n_sms &&
            dk / (2 * s.row_split) >= 2 * s.d_split)
         s.row_split *= 2;
-    /* narrower blocks after the split is fixed: the sums keep their order */
-    while (max_threads > 0 && s.lanes > 8 && s.lanes * s.d_split > max_threads)
-        s.lanes /= 2;
-    s.grid_y = (cols + s.lanes - 1) / s.lanes;
     return s;
 }
 

@@ -159,17 +159,8 @@ typedef struct rn_cuda_step_shape {
  * multiprocessors.  Only grid_x depends on n: one sequence is enough to spread
  * the rows over the device, and every session's output is summed in the same
  * order, so its bits are the same in any batch.  vec is 4 only when every
- * head's block of state is 16-byte aligned.  max_threads (0: 256, the
- * shape's own; RETNET_CUDA_STEP_THREADS) narrows the blocks to at most
- * that many threads (never under 8 lanes) by halving lanes, grid_y growing
- * to match, with d_split and row_split as they were: each thread the same
- * rows, each column's thread rows summed in the same order, the group norm
- * the same parts, so the same bits.  Smaller blocks fit an SM beside the
- * q/k/v/g GEMV's (two of 256 threads at 99-101 registers leave about 12K of
- * 64K registers, a 256-thread step block at 61 needs 16K), so their early
- * state loads (RETNET_CUDA_STEP_EARLY) can go out under its tail. */
-#define RN_CUDA_STEP_THREADS 256
-rn_cuda_step_shape rn_cuda_step_plan(const rn_config *c, int n, int n_sms, int max_threads);
+ * head's block of state is 16-byte aligned. */
+rn_cuda_step_shape rn_cuda_step_plan(const rn_config *c, int n, int n_sms);
 
 /* The tensor-core GEMV's split of the input width among a block's warps:
  * k_per_warp each (whole RN_TC_KBLOCK blocks), no warp left empty, at most

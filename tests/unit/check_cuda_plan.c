@@ -147,7 +147,7 @@ START_TEST(test_cuda_step_plan_covers_every_column)
     for (size_t a = 0; a < sizeof dvs / sizeof dvs[0]; a++)
         for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++) {
             rn_config c = {.n_heads = 8, .head_dim_k = dvs[a], .head_dim_v = dvs[a]};
-            rn_cuda_step_shape s = rn_cuda_step_plan(&c, ns[b], 132, 0);
+            rn_cuda_step_shape s = rn_cuda_step_plan(&c, ns[b], 132);
             int tile = s.lanes * s.vec, rows = (dvs[a] + s.row_split - 1) / s.row_split;
             ck_assert_int_eq(s.grid_x, ns[b] * 8);
             ck_assert_int_ge(s.grid_y * tile, dvs[a]);       /* every column has a lane */
@@ -161,13 +161,13 @@ START_TEST(test_cuda_step_plan_covers_every_column)
     /* one sequence of the 1.3B shape (8 heads, dk 256, dv 512): 128-column
      * tiles, the rows split 8 ways so 256 blocks cover 132 SMs */
     rn_config big = {.n_heads = 8, .head_dim_k = 256, .head_dim_v = 512};
-    rn_cuda_step_shape one = rn_cuda_step_plan(&big, 1, 132, 0);
+    rn_cuda_step_shape one = rn_cuda_step_plan(&big, 1, 132);
     ck_assert_int_eq(one.vec * one.lanes, 128);
     ck_assert_int_eq(one.row_split, 8);
     ck_assert_int_eq(one.grid_y, 4);
     /* the same tile at every batch size (bitwise batch invariance) */
     for (int n = 1; n <= 256; n *= 2) {
-        rn_cuda_step_shape s = rn_cuda_step_plan(&big, n, 132, 0);
+        rn_cuda_step_shape s = rn_cuda_step_plan(&big, n, 132);
         ck_assert_int_eq(s.lanes, one.lanes);
         ck_assert_int_eq(s.d_split, one.d_split);
         ck_assert_int_eq(s.row_split, one.row_split);
@@ -176,48 +176,12 @@ START_TEST(test_cuda_step_plan_covers_every_column)
      * blocks of a slot's later layers lose 16-byte alignment: no float4 */
     rn_config ts = {
         .n_heads = 3, .head_dim_k = 64, .head_dim_v = 64, .retention_norm = RN_RETNORM_TORCHSCALE};
-    ck_assert_int_eq(rn_cuda_step_plan(&ts, 1, 132, 0).vec, 1);
+    ck_assert_int_eq(rn_cuda_step_plan(&ts, 1, 132).vec, 1);
     ts.n_heads = 4;
-    ck_assert_int_eq(rn_cuda_step_plan(&ts, 1, 132, 0).vec, 4);
+    ck_assert_int_eq(rn_cuda_step_plan(&ts, 1, 132).vec, 4);
     /* many heads fill the device on their own: no split */
     rn_config wide = {.n_heads = 64, .head_dim_k = 128, .head_dim_v = 256};
-    ck_assert_int_eq(rn_cuda_step_plan(&wide, 1, 100, 0).row_split, 1);
-}
-END_TEST
-
-/* RETNET_CUDA_STEP_THREADS: blocks of at most 128 (or 64) threads by
- * narrower column tiles only -- the thread rows, the row split and the
- * vector width those of the default shape, so every sum keeps its order
- * -- still covering every column; the 1.3B shape at 128 threads: 16 lanes,
- * 8 thread rows, 8 tiles, the 8-way split (512 blocks for one sequence). */
-START_TEST(test_cuda_step_plan_narrows_blocks_only)
-{
-    const int dvs[] = {8, 16, 36, 64, 128, 256, 512}, ns[] = {1, 7, 64}, caps[] = {64, 128, 256};
-    for (size_t a = 0; a < sizeof dvs / sizeof dvs[0]; a++)
-        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
-            for (size_t k = 0; k < sizeof caps / sizeof caps[0]; k++) {
-                rn_config c = {.n_heads = 8, .head_dim_k = 64, .head_dim_v = dvs[a]};
-                rn_cuda_step_shape d = rn_cuda_step_plan(&c, ns[b], 132, 0);
-                rn_cuda_step_shape s = rn_cuda_step_plan(&c, ns[b], 132, caps[k]);
-                int tile = s.lanes * s.vec;
-                ck_assert_int_eq(s.d_split, d.d_split);
-                ck_assert_int_eq(s.row_split, d.row_split);
-                ck_assert_int_eq(s.vec, d.vec);
-                ck_assert_int_eq(s.grid_x, d.grid_x);
-                ck_assert(s.lanes * s.d_split <= caps[k] || s.lanes == 8);
-                ck_assert(s.lanes <= d.lanes);
-                ck_assert_int_ge(s.grid_y * tile, dvs[a]);
-                ck_assert_int_lt((s.grid_y - 1) * tile, dvs[a]);
-            }
-    rn_config big = {.n_heads = 8, .head_dim_k = 256, .head_dim_v = 512};
-    rn_cuda_step_shape s = rn_cuda_step_plan(&big, 1, 132, 128);
-    ck_assert_int_eq(s.lanes, 16);
-    ck_assert_int_eq(s.d_split, 8);
-    ck_assert_int_eq(s.grid_y, 8);
-    ck_assert_int_eq(s.row_split, 8);
-    rn_cuda_step_shape full = rn_cuda_step_plan(&big, 1, 132, 256);
-    ck_assert_int_eq(full.lanes, 32);
-    ck_assert_int_eq(full.grid_y, 4);
+    ck_assert_int_eq(rn_cuda_step_plan(&wide, 1, 100).row_split, 1);
 }
 END_TEST
 
@@ -556,7 +520,6 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_tc_stages_fit);
     tcase_add_test(tc, test_cuda_ret_parts_fill_one_wave);
     tcase_add_test(tc, test_cuda_top_slices_fill_the_sms);
-    tcase_add_test(tc, test_cuda_step_plan_narrows_blocks_only);
     tcase_add_test(tc, test_cuda_tc_weights_fit_every_matrix);
     tcase_add_test(tc, test_cuda_tc_fragments_compute_dot_products);
     suite_add_tcase(s, tc);

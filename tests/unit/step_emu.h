@@ -36,12 +36,6 @@ typedef struct rn_emu_step_result {
  * shape the kernel does not take). */
 int rn_emu_step_check(const rn_emu_step_case *c, uint32_t seed, rn_emu_step_result *r);
 
-/* The same step (sizes, state dtype, s and row shares of c and d alike)
- * from seed launched in c's shape and in d's: 1 when their states or
- * read-outs differ in any bit, 0 when not, -1 on error or when c and d are
- * not the same step. */
-int rn_emu_step_cases_differ(const rn_emu_step_case *c, const rn_emu_step_case *d, uint32_t seed);
-
 #ifdef __cplusplus
 }
 #endif
