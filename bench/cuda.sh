@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-retsplit*,ours-topslices,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-retsplit*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -13,7 +13,7 @@
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
 # the defaults against the paths they replaced (RET_FUSED=0,
 # GEMV_PRENORM=0, STEP_EARLY=0 at 1-2, PREFILL_PDL=0, QK_HALF=0 and V_HALF=0,
-# LT_PAIRS=0), STEP_EARLY=1 at 16 and 64, LT_TUNE, RESID_GEMM, RET_SPLIT, TOP_SLICES,
+# LT_PAIRS=0), STEP_EARLY=1 at 16 and 64, LT_TUNE, RESID_GEMM, RET_SPLIT,
 # TC_ASYNC and the peer at batches 1 and 16: a few minutes instead of the
 # whole sweep.
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
@@ -113,21 +113,12 @@ prefill_defaults() {
         --decode 32
 }
 
-# rows reduced for sampling in slices over several SMs, then merged
-# (RETNET_CUDA_TOP_SLICES=16; one block a row otherwise): the decode
-# entries' tok_s_sampled_on_device at 1, 2 and 16 rows: top_slices
-top_slices() {
-    run ours-topslices RETNET_CUDA_TOP_SLICES=16 -- --batches 1,2,16 --prompts 512 --chunk 1024 \
-        --decode 32
-}
-
 if [ "${BENCH_CUDA:-full}" = fast ]; then
     # the targets' batches and prompts, the switches not yet measured, the
     # defaults of 27 Nov against what they replaced, and the timeline, for
     # a device lent for minutes
     run ours -- --batches 1,2,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
-    top_slices
     ret_split
     prefill_defaults
     run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64 --prompts 2048,8192 \
@@ -151,7 +142,6 @@ else
         prefill_defaults
         ret_split
         decode_switches
-        top_slices
         tc_switches
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
     else
@@ -203,7 +193,6 @@ else
         prefill ours-nohalfv RETNET_CUDA_V_HALF=0
         ret_split
         decode_switches
-        top_slices
         tc_switches
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
         for c in 1024 4096; do

@@ -40,8 +40,8 @@ def key_of(result):
 
 
 # A decode entry's rates besides its logits-to-host tok_s: greedy's picks
-# and the rows reduced for sampling, both made on the device (switches
-# such as RETNET_CUDA_TOP_SLICES change only these).
+# and the rows reduced for sampling, both made on the device (a change to
+# either kernel shows only in these).
 DEVICE_RATES = (("greedy", "tok_s_greedy_on_device"), ("sampled", "tok_s_sampled_on_device"))
 
 

@@ -106,10 +106,7 @@ fail=0
 # synthetic run as well); parity and synthetic run again without it, on
 # the cuBLAS products it replaced, and again
 # with cuBLASLt's algorithms timed for every shape outside a decode
-# graph, RETNET_CUDA_LT_TUNE=1, whose picks may sum in another order);
-# the rows reduced for sampling in slices (RETNET_CUDA_TOP_SLICES, off by
-# default) are checked by the form suite's reduction rule at 1, 4 and 16
-# slices and by the synthetic suite's decode graph, which sets it itself.
+# graph, RETNET_CUDA_LT_TUNE=1, whose picks may sum in another order).
 # The runs are small next to a device: CHECK_CUDA_JOBS (4) go at once, each
 # its own process; their lines come in the order they finish.
 cat >"$OUT/runs.txt" <<RUNS

@@ -127,8 +127,6 @@ struct cuda_ctx {
     float *A, *qd, *kd, *pw, *pw_tail, *sums;
     rn_row_top *top; /* decode_top's reduced rows (max_batch) */
     float *top_temp; /* and their temperatures, copied in before the step */
-    void *top_parts; /* rk_top_rows's scratch for n_sms slices (top_slices >= 2) */
-    int top_slices;  /* RETNET_CUDA_TOP_SLICES: rn_cuda_top_slices's want */
     int ret_chunk;   /* retention piece length in prefill chunks (ret_piece) */
     /* full pieces run together (retention_batched): each (piece, head)'s
      * entering state, and device arrays of its operands' addresses */
@@ -1429,8 +1427,8 @@ static void cuda_deinit(void *ctx)
                 cudaGraphExecDestroy(x->graphs[w][n]);
         free(x->graphs[w]);
     }
-    void *bufs[] = {x->wdev, x->states,    x->sscr, x->x, x->A,        x->part,
-                    x->top,  x->log_gamma, x->ws,   x->U, x->top_parts};
+    void *bufs[] = {x->wdev, x->states, x->sscr,      x->x,  x->A,
+                    x->part, x->top,    x->log_gamma, x->ws, x->U};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         cudaFree(bufs[i]);
     if (x->lt)
@@ -1526,8 +1524,6 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
         CU(cudaMalloc(&x->sscr, p->layer_scratch_bytes), "state scratch");
     CU(cudaMalloc(&x->part, p->step_bytes), "step scratch");
     CU(cudaMalloc(&x->top, p->top_bytes), "sampling rows");
-    if (x->top_slices >= 2)
-        CU(cudaMalloc(&x->top_parts, rk_top_scratch_bytes(x->n_sms)), "sampling scratch");
     x->top_temp = (float *)(x->top + p->max_batch);
     {
         size_t off[5];
@@ -1680,10 +1676,6 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);
-    /* off until measured: rows reduced for sampling in slices over several
-     * SMs, then merged (rn_cuda_top_slices), where one block a row took
-     * about 49 us of a batch-1 step on an H100; N: at most N slices */
-    x->top_slices = env_int("RETNET_CUDA_TOP_SLICES", 0, 0, RN_CUDA_TOP_SLICES_MAX);
     /* 16-bit models' batched pieces read out by one tensor-core kernel
      * (bf16 operands, as RETNET_CUDA_RET_BF16): on an H100 8k prompts in
      * 4096-token chunks prefill at 136k tok/s against 131k through the
@@ -1941,8 +1933,7 @@ static int decode_work(cuda_ctx *x, int n, step_tail tail)
     if (rc == RN_OK && tail == STEP_PICKS)
         rk_argmax_rows(x->st, x->tok, x->logits, n, x->c->vocab_size);
     if (rc == RN_OK && tail == STEP_TOP)
-        rk_top_rows(x->st, x->top, x->logits, x->top_temp, n, x->c->vocab_size, x->top_parts,
-                    rn_cuda_top_slices(n, x->c->vocab_size, x->n_sms, x->top_slices));
+        rk_top_rows(x->st, x->top, x->logits, x->top_temp, n, x->c->vocab_size);
     x->pend = 0; /* taken by its GEMV in every path that sets it */
     return rc;
 }

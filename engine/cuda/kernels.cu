@@ -681,31 +681,11 @@ void rk_argmax_rows(cudaStream_t st, int32_t *out, const float *logits, int rows
 /* ------------------------------------------------- rows reduced for sampling
  * (the kernels are in top_dev.cuh, which the CPU unit tests also run) */
 #include "top_dev.cuh"
-static_assert(RN_CUDA_TOP_SLICES_MAX <= TOP_SLICES_MAX, "the merge's shared candidates");
-
-static std::atomic<long> top_slice_launches;
-
-long rk_top_slice_launches(void)
-{
-    return top_slice_launches.load();
-}
-
-size_t rk_top_scratch_bytes(int slices)
-{
-    return sizeof(top_part) * (size_t)(slices > 0 ? slices : 0);
-}
 
 void rk_top_rows(cudaStream_t st, rn_row_top *out, const float *logits, const float *temperature,
-                 int rows, int V, void *scratch, int slices)
+                 int rows, int V)
 {
-    if (slices > 1 && slices <= TOP_SLICES_MAX && V / slices >= RN_TOP_CANDIDATES) {
-        launch(top_slice_kernel, dim3((unsigned)slices, (unsigned)rows), TOP_THREADS, 0, st,
-               (top_part *)scratch, logits, temperature, V, slices);
-        launch(top_merge_kernel, (unsigned)rows, TOP_THREADS, 0, st, out, (const top_part *)scratch,
-               temperature, slices);
-        top_slice_launches++;
-    } else
-        launch(top_kernel, (unsigned)rows, TOP_THREADS, 0, st, out, logits, temperature, V);
+    launch(top_kernel, (unsigned)rows, TOP_THREADS, 0, st, out, logits, temperature, V);
 }
 
 __global__ void glu_kernel(float *up, const float *gate, size_t n, int act, rk_half h)

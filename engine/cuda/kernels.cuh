@@ -153,17 +153,9 @@ void rk_argmax_rows(cudaStream_t st, int32_t *out, const float *logits, int rows
 /* out[r] = logits row r (rows x V) reduced as rn_row_top_fill reduces it
  * at temperature[r] (sampler.h): its RN_TOP_CANDIDATES first ids in the
  * sampler's order, the same set bit for bit, and its sums in double (their
- * order of addition differs); out[r].n = 0 where temperature[r] < 0.
- * slices > 1 (rn_cuda_top_slices: rows x slices blocks, each slice at
- * least RN_TOP_CANDIDATES entries): each row in that many slices, then
- * their candidates merged, through scratch (rk_top_scratch_bytes(rows x
- * slices)); else one block a row. */
+ * order of addition differs); out[r].n = 0 where temperature[r] < 0. */
 void rk_top_rows(cudaStream_t st, struct rn_row_top *out, const float *logits,
-                 const float *temperature, int rows, int V, void *scratch = NULL, int slices = 1);
-/* Bytes of rk_top_rows's scratch for slices slices in all (rows x slices). */
-size_t rk_top_scratch_bytes(int slices);
-/* rk_top_rows calls that reduced in slices, in this process. */
-long rk_top_slice_launches(void);
+                 const float *temperature, int rows, int V);
 /* x = alpha x + y over n values. */
 void rk_residual(cudaStream_t st, float *x, const float *y, size_t n, float alpha);
 /* y[r][c] += b[c] */

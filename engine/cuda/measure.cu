@@ -241,24 +241,22 @@ cleanup:
 }
 
 extern "C" int rn_cuda_top_rows_host(const float *logits, int rows, int V, const float *temps,
-                                     int slices, rn_row_top *out)
+                                     rn_row_top *out)
 {
     float *d_l = NULL, *d_t = NULL;
     rn_row_top *d_o = NULL;
-    void *d_s = NULL;
     size_t bytes = sizeof(float) * (size_t)rows * (size_t)V;
     int rc = RN_EDEVICE;
     if (rows < 1 || V < 1)
         return RN_EINVAL;
     if (cudaMalloc(&d_l, bytes) != cudaSuccess ||
         cudaMalloc(&d_t, sizeof(float) * (size_t)rows) != cudaSuccess ||
-        cudaMalloc(&d_o, sizeof(rn_row_top) * (size_t)rows) != cudaSuccess ||
-        (slices > 1 && cudaMalloc(&d_s, rk_top_scratch_bytes(rows * slices)) != cudaSuccess))
+        cudaMalloc(&d_o, sizeof(rn_row_top) * (size_t)rows) != cudaSuccess)
         goto cleanup;
     if (cudaMemcpy(d_l, logits, bytes, cudaMemcpyHostToDevice) != cudaSuccess ||
         cudaMemcpy(d_t, temps, sizeof(float) * (size_t)rows, cudaMemcpyHostToDevice) != cudaSuccess)
         goto cleanup;
-    rk_top_rows(0, d_o, d_l, d_t, rows, V, d_s, slices);
+    rk_top_rows(0, d_o, d_l, d_t, rows, V);
     if (cudaGetLastError() == cudaSuccess && cudaMemcpy(out, d_o, sizeof(rn_row_top) * (size_t)rows,
                                                         cudaMemcpyDeviceToHost) == cudaSuccess)
         rc = RN_OK;
@@ -266,13 +264,7 @@ cleanup:
     cudaFree(d_l);
     cudaFree(d_t);
     cudaFree(d_o);
-    cudaFree(d_s);
     return rc;
-}
-
-extern "C" long rn_cuda_top_slice_launches(void)
-{
-    return rk_top_slice_launches();
 }
 
 extern "C" long rn_cuda_qk_half_passes(void)

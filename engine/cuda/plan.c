@@ -255,17 +255,6 @@ int rn_cuda_ret_parts(long blocks, int dv, int n_sms, int want)
     return parts;
 }
 
-int rn_cuda_top_slices(int rows, int V, int n_sms, int want)
-{
-    if (rows < 1 || want < 2)
-        return 1;
-    int s = n_sms / rows;
-    s = s < want ? s : want;
-    s = s < RN_CUDA_TOP_SLICES_MAX ? s : RN_CUDA_TOP_SLICES_MAX;
-    s = s < V / RN_CUDA_TOP_SLICE_MIN ? s : V / RN_CUDA_TOP_SLICE_MIN;
-    return s >= 2 ? s : 1;
-}
-
 int rn_cuda_tc_groups(size_t pairs, int n_sms)
 {
     return pairs >= (size_t)16 * 2 * (size_t)(n_sms > 0 ? n_sms : 1) ? 2 : 1;

@@ -220,18 +220,6 @@ int rn_cuda_tc_loads(int want, int mtiles, int groups, int k_per_warp);
 #define RN_CUDA_RET_SPLIT_MIN_DV 128
 int rn_cuda_ret_parts(long blocks, int dv, int n_sms, int want);
 
-/* The slices rk_top_rows splits each of rows rows of V logits into when
- * it reduces them for sampling (RETNET_CUDA_TOP_SLICES as want: below 2,
- * one block a row): as many as leave a block an SM (rows x slices <=
- * n_sms), at most want and RN_CUDA_TOP_SLICES_MAX, each slice at least
- * RN_CUDA_TOP_SLICE_MIN entries (its own RN_TOP_CANDIDATES and more); 1
- * where that leaves fewer than 2.  One 1024-thread block a row makes four
- * radix passes and a pass of double-precision exponentials over the whole
- * row on one SM: at batch 1 about 49 us a step on an H100. */
-#define RN_CUDA_TOP_SLICES_MAX 16
-#define RN_CUDA_TOP_SLICE_MIN 1024
-int rn_cuda_top_slices(int rows, int V, int n_sms, int want);
-
 /* Whether a matrix of dtype t and input width in can go through the
  * tensor-core GEMV: bf16 or fp16, rows on 16 bytes (in % 8 == 0). */
 int rn_cuda_tc_fits(int t, int in);

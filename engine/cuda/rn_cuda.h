@@ -37,12 +37,10 @@ int rn_cuda_argmax_rows_host(const float *logits, int rows, int V, int32_t *out)
 
 /* The CUDA backend's reduction of rows for sampling (rk_top_rows) over
  * rows x V host logits at temps[rows], for tests that hand it ties, NaN,
- * zeros of both signs and infinities; each row in slices slices then
- * merged where slices > 1 (and V / slices >= RN_TOP_CANDIDATES), else one
- * block a row; out: rows reduced rows (sampler.h).  RN_OK, RN_EINVAL, or
- * RN_EDEVICE without a device. */
+ * zeros of both signs and infinities; out: rows reduced rows (sampler.h).
+ * RN_OK, RN_EINVAL, or RN_EDEVICE without a device. */
 struct rn_row_top;
-int rn_cuda_top_rows_host(const float *logits, int rows, int V, const float *temps, int slices,
+int rn_cuda_top_rows_host(const float *logits, int rows, int V, const float *temps,
                           struct rn_row_top *out);
 
 /* The tensor-core GEMV (rk_gemv_tc) over n <= 64 rows of in (a multiple of
@@ -78,9 +76,6 @@ long rn_cuda_ret_fused_launches(void);
 /* Those of them that split each head's value columns over several blocks
  * (RETNET_CUDA_RET_SPLIT). */
 long rn_cuda_ret_split_launches(void);
-/* Reductions for sampling so far in this process that ran in slices
- * (RETNET_CUDA_TOP_SLICES; a decode graph's counts once, when captured). */
-long rn_cuda_top_slice_launches(void);
 /* Rotary passes so far in this process that also wrote the fused
  * read-out's bf16 copies of q and k (RETNET_CUDA_QK_HALF). */
 long rn_cuda_qk_half_passes(void);

@@ -1,12 +1,10 @@
 /* Rows reduced for sampling on the device (sampler.h's rn_row_top):
- * top_kernel, one block a row, and for rows fewer than the SMs the same
- * selection in two stages, top_slice_kernel over slices of a row and
- * top_merge_kernel over the slices' candidates.
+ * top_kernel, one block a row.
  *
  * Included by kernels.cu after the CUDA headers, sampler.h and the
  * dependent-launch helpers, and by the unit tests' emulation of CUDA
- * (tests/unit/cuda_emu.h, RN_CUDA_EMU), which runs all three on the CPU in
- * every build against the host's reduction (tests/unit/top_emu.cc).
+ * (tests/unit/cuda_emu.h, RN_CUDA_EMU), which runs it on the CPU in every
+ * build against the host's reduction (tests/unit/top_emu.cc).
  *
  * One block per row finds the row's RN_TOP_CANDIDATES first entries in the
  * sampler's order (larger value, then lower id; NaN as -inf; -0 = +0) by a
@@ -310,98 +308,6 @@ static __global__ void __launch_bounds__(TOP_THREADS)
     top_sums(&o->z1, &o->zt, row, V, mx, top_inv_t(temp));
     if (threadIdx.x == 0) {
         o->n = (int32_t)n;
-        o->reserved = 0;
-    }
-}
-
-/* Most slices top_slice_kernel splits a row into. */
-#define TOP_SLICES_MAX 16
-
-/* One slice of a row, from top_slice_kernel to top_merge_kernel: its
- * RN_TOP_CANDIDATES first entries in the sampler's order (values NaN read
- * as -inf, ids in the row) and its sums from its own largest value m. */
-struct top_part {
-    double m, s1, st; /* st: at the row's temperature (s1 at 1, 0 at 0) */
-    float val[RN_TOP_CANDIDATES];
-    int32_t id[RN_TOP_CANDIDATES];
-};
-
-/* Slice blockIdx.x of S of row blockIdx.y -- entries [x V / S, (x + 1) V /
- * S), at least RN_TOP_CANDIDATES of them (rk_top_rows launches it only so) -- reduced
- * as top_kernel reduces a row, into parts[row S + x].  A row's global
- * first RN_TOP_CANDIDATES are each among their slice's first that many, so
- * the merge loses none; the slices sum their exponentials on S SMs where
- * one block a row ran them all on one, in double. */
-static __global__ void __launch_bounds__(TOP_THREADS)
-    top_slice_kernel(top_part *parts, const float *logits, const float *temperature, int V, int S)
-{
-    __shared__ unsigned ckey[RN_TOP_CANDIDATES];
-    __shared__ int cid[RN_TOP_CANDIDATES];
-    pdl_enter();
-    int r = (int)blockIdx.y, sl = (int)blockIdx.x;
-    float temp = temperature[r];
-    if (temp < 0.0f) /* not wanted: the merge says so */
-        return;
-    int lo = (int)((int64_t)sl * V / S), hi = (int)((int64_t)(sl + 1) * V / S);
-    const float *row = logits + (size_t)r * (size_t)V + (size_t)lo;
-    top_part *p = parts + (size_t)r * (size_t)S + (size_t)sl;
-    top_select(ckey, cid, row, hi - lo, RN_TOP_CANDIDATES);
-    if (threadIdx.x < RN_TOP_CANDIDATES) {
-        p->val[threadIdx.x] = top_value(row[cid[threadIdx.x]]);
-        p->id[threadIdx.x] = lo + cid[threadIdx.x];
-    }
-    double m = (double)top_value(row[cid[0]]);
-    top_sums(&p->s1, &p->st, row, hi - lo, m, top_inv_t(temp));
-    if (threadIdx.x == 0)
-        p->m = m;
-}
-
-/* Row blockIdx.x from its S slices' parts: the first RN_TOP_CANDIDATES of
- * their S x RN_TOP_CANDIDATES candidates by top_select over the candidates'
- * values, laid out slice after slice -- the slices cover the row in id
- * order and each lists its equal values by id, so among equal values a
- * lower place is a lower id and the lowest places are the lowest ids --
- * and the sums moved to the row's largest value: sum_s s1_s exp(m_s - mx)
- * (a slice with nothing above -inf adds nothing unless nothing in the row
- * is above -inf, which leaves NaN, as top_kernel's own sums do), in slice
- * order.  The candidates are top_kernel's; the sums agree to their
- * rounding. */
-static __global__ void __launch_bounds__(TOP_THREADS)
-    top_merge_kernel(struct rn_row_top *out, const top_part *parts, const float *temperature, int S)
-{
-    __shared__ unsigned ckey[RN_TOP_CANDIDATES];
-    __shared__ int cid[RN_TOP_CANDIDATES];
-    __shared__ float val[TOP_SLICES_MAX * RN_TOP_CANDIDATES];
-    pdl_enter();
-    int r = (int)blockIdx.x, L = S * RN_TOP_CANDIDATES;
-    rn_row_top *o = out + r;
-    const top_part *p = parts + (size_t)r * (size_t)S;
-    float temp = temperature[r];
-    if (temp < 0.0f) {
-        if (threadIdx.x == 0)
-            o->n = 0;
-        return;
-    }
-    for (int i = (int)threadIdx.x; i < L; i += TOP_THREADS)
-        val[i] = p[i / RN_TOP_CANDIDATES].val[i % RN_TOP_CANDIDATES];
-    __syncthreads();
-    top_select(ckey, cid, val, L, RN_TOP_CANDIDATES);
-    if (threadIdx.x < RN_TOP_CANDIDATES) {
-        int i = cid[threadIdx.x];
-        o->id[threadIdx.x] = p[i / RN_TOP_CANDIDATES].id[i % RN_TOP_CANDIDATES];
-        o->logit[threadIdx.x] = val[i];
-    }
-    if (threadIdx.x == 0) {
-        double mx = (double)val[cid[0]], inv_t = top_inv_t(temp), z1 = 0.0, zt = 0.0;
-        for (int s = 0; s < S; s++) {
-            if (p[s].m == -INFINITY && mx != -INFINITY)
-                continue;
-            z1 += p[s].s1 * exp(p[s].m - mx);
-            zt += p[s].st * exp((p[s].m - mx) * inv_t);
-        }
-        o->z1 = z1;
-        o->zt = inv_t == 0.0 ? 0.0 : inv_t == 1.0 ? z1 : zt;
-        o->n = RN_TOP_CANDIDATES;
         o->reserved = 0;
     }
 }

@@ -298,32 +298,6 @@ START_TEST(test_cuda_ret_parts_fill_one_wave)
 }
 END_TEST
 
-/* The sampling reduction's slices: one block a row unless asked; at batch
- * 1 of the 1.3B preset's 32,000 logits on an H100 (132 SMs) the 16 asked
- * for; fewer as rows take the SMs (8 at 16 rows, one block a row from 67);
- * never a slice under RN_CUDA_TOP_SLICE_MIN entries (the fixtures' small
- * vocabularies stay whole) nor more than RN_CUDA_TOP_SLICES_MAX; and the
- * grid never past the SMs. */
-START_TEST(test_cuda_top_slices_fill_the_sms)
-{
-    ck_assert_int_eq(rn_cuda_top_slices(1, 32000, 132, 0), 1);
-    ck_assert_int_eq(rn_cuda_top_slices(1, 32000, 132, 1), 1);
-    ck_assert_int_eq(rn_cuda_top_slices(1, 32000, 132, 16), 16);
-    ck_assert_int_eq(rn_cuda_top_slices(1, 32000, 132, 4), 4);
-    ck_assert_int_eq(rn_cuda_top_slices(16, 32000, 132, 16), 8);
-    ck_assert_int_eq(rn_cuda_top_slices(67, 32000, 132, 16), 1);
-    ck_assert_int_eq(rn_cuda_top_slices(1, 9001, 132, 16), 8);
-    ck_assert_int_eq(rn_cuda_top_slices(1, 1500, 132, 16), 1);
-    ck_assert_int_eq(rn_cuda_top_slices(0, 32000, 132, 16), 1);
-    for (int rows = 1; rows <= 256; rows += 3)
-        for (int V = 100; V <= 200000; V = V * 3 + 1) {
-            int s = rn_cuda_top_slices(rows, V, 132, RN_CUDA_TOP_SLICES_MAX);
-            ck_assert(s >= 1 && s <= RN_CUDA_TOP_SLICES_MAX);
-            ck_assert(s == 1 || (rows * s <= 132 && V / s >= RN_CUDA_TOP_SLICE_MIN));
-        }
-}
-END_TEST
-
 /* The cp.async ring's stages: none unless asked; 2 to 4, no more than
  * asked or than the warps' rounds need (2 at least); more than 2 only
  * where two blocks' rings fit an SM, any only where one fits a block; and
@@ -519,7 +493,6 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_tc_loads_apply);
     tcase_add_test(tc, test_cuda_tc_stages_fit);
     tcase_add_test(tc, test_cuda_ret_parts_fill_one_wave);
-    tcase_add_test(tc, test_cuda_top_slices_fill_the_sms);
     tcase_add_test(tc, test_cuda_tc_weights_fit_every_matrix);
     tcase_add_test(tc, test_cuda_tc_fragments_compute_dot_products);
     suite_add_tcase(s, tc);

@@ -253,8 +253,7 @@ END_TEST
  * nothing above -inf, a cut that falls exactly between values; rows wider
  * than one pass of the device's block and narrower than the candidates.
  * On the host the rule holds by construction (check_sampler); here the
- * device kernels must give the host's reduction, one block a row and in
- * slices merged (ties across slices too: rows 1 and 6 tie throughout). */
+ * device kernel must give the host's reduction. */
 START_TEST(test_forms_top_row_rule)
 {
     enum { W = 20000, ROWS = 8 };
@@ -290,20 +289,16 @@ START_TEST(test_forms_top_row_rule)
     if (fixture_on_cuda()) {
         rn_row_top got[ROWS];
         char what[64];
-        /* one block a row, and in 4, 7 (uneven) and 16 slices merged */
-        static const int slices[] = {1, 4, 7, 16};
-        for (size_t k = 0; k < sizeof slices / sizeof slices[0]; k++) {
-            ck_assert_int_eq(rn_cuda_top_rows_host(l, ROWS, W, temps, slices[k], got), RN_OK);
-            for (int r = 0; r < ROWS; r++) {
-                snprintf(what, sizeof what, "device row %d, %d slices", r, slices[k]);
-                fixture_check_same_top(&got[r], &want[r], W, what);
-            }
+        ck_assert_int_eq(rn_cuda_top_rows_host(l, ROWS, W, temps, got), RN_OK);
+        for (int r = 0; r < ROWS; r++) {
+            snprintf(what, sizeof what, "device row %d", r);
+            fixture_check_same_top(&got[r], &want[r], W, what);
         }
         /* rows of 100, fewer than the candidates; one row not wanted */
         float skip[ROWS];
         memcpy(skip, temps, sizeof skip);
         skip[3] = -1.0f;
-        ck_assert_int_eq(rn_cuda_top_rows_host(l, ROWS, 100, skip, 1, got), RN_OK);
+        ck_assert_int_eq(rn_cuda_top_rows_host(l, ROWS, 100, skip, got), RN_OK);
         for (int r = 0; r < ROWS; r++) {
             snprintf(what, sizeof what, "device row %d of 100", r);
             if (r == 3) {

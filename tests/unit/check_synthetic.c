@@ -30,7 +30,6 @@
 #include "cuda/rn_cuda.h"
 #endif
 #include "model.h"
-#include "sampler.h"
 #include "suites.h"
 
 #define TOL 1e-4
@@ -402,56 +401,6 @@ START_TEST(test_synthetic_ret_split_keeps_bits)
     check_switch_keeps_bits("RETNET_CUDA_RET_SPLIT", "0", "2", rn_cuda_ret_split_launches, 2 * 2);
 }
 END_TEST
-
-/* Rows reduced for sampling in slices merged (RETNET_CUDA_TOP_SLICES=16:
- * the vocabulary of 9001 takes 8 slices a row at these batches) inside the
- * engine's decode graph: each step's reduced rows are what the host makes
- * of the logits the same step gives (rn_decode_rows: every row fetched),
- * at temperatures 1, 0.7, 0 and not wanted, over three steps of 3 rows
- * and one of 1; the sliced path known to have run, at least once for each
- * batch size (a graph counts its launch once, when captured). */
-START_TEST(test_synthetic_top_slices)
-{
-    synth s;
-    static cuda_env env[] = {{"RETNET_CUDA_TOP_SLICES", "16"}};
-    char *saved[ENV_MAX];
-    enum { NB = 3 };
-    env_set(env, ENV_COUNT(env), saved);
-    synth_open_json(&s, configs[2].json, configs[2].dtype, CHUNK);
-    env_restore(env, ENV_COUNT(env), saved);
-    int V = s.vocab, slots[NB] = {2, 0, 1}, all[NB] = {0, 1, 2};
-    int32_t next[NB];
-    float temps[NB] = {1.0f, 0.7f, 0.0f};
-    rn_row_top top[NB], want;
-    float *lg = malloc(sizeof(float) * NB * (size_t)V);
-    ck_assert_ptr_nonnull(lg);
-    for (int i = 0; i < NB; i++) {
-        ck_assert_int_eq(rn_prefill(s.e, slots[i], s.tok + 3 * i, 5 + i, NULL, NULL), RN_OK);
-        next[i] = s.tok[40 + i];
-    }
-    long sliced = rn_cuda_top_slice_launches();
-    for (int step = 0; step < 4; step++) {
-        int n = step == 3 ? 1 : NB;
-        temps[2] = step == 1 ? -1.0f : 0.0f;
-        ck_assert_int_eq(rn_decode_top(s.e, slots, next, n, temps, top, NULL), RN_OK);
-        ck_assert_int_eq(rn_decode_rows(s.e, all, n, lg), RN_OK);
-        for (int r = 0; r < n; r++) {
-            char what[64];
-            if (temps[r] < 0.0f) {
-                ck_assert_int_eq(top[r].n, 0);
-                continue;
-            }
-            snprintf(what, sizeof what, "step %d row %d", step, r);
-            rn_row_top_fill(lg + (size_t)r * V, V, temps[r], &want);
-            fixture_check_same_top(&top[r], &want, V, what);
-            next[r] = top[r].id[0];
-        }
-    }
-    ck_assert_int_ge(rn_cuda_top_slice_launches() - sliced, 2);
-    free(lg);
-    synth_close(&s);
-}
-END_TEST
 #endif
 
 Suite *synthetic_suite(void)
@@ -467,7 +416,6 @@ Suite *synthetic_suite(void)
         tcase_add_test(tc, test_synthetic_fused_retention_prefill);
         tcase_add_test(tc, test_synthetic_qk_half_keeps_bits);
         tcase_add_test(tc, test_synthetic_ret_split_keeps_bits);
-        tcase_add_test(tc, test_synthetic_top_slices);
         tcase_add_test(tc, test_synthetic_v_half_prefill);
         tcase_add_test(tc, test_synthetic_lt_pairs_prefill);
         tcase_add_test(tc, test_synthetic_lt_tune_prefill);
