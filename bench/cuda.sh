@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-retsplit*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -13,9 +13,9 @@
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
 # the defaults against the paths they replaced (RET_FUSED=0,
 # GEMV_PRENORM=0, STEP_EARLY=0 at 1-2, PREFILL_PDL=0, QK_HALF=0 and V_HALF=0,
-# LT_PAIRS=0), STEP_EARLY=1 at 16 and 64, LT_TUNE, RESID_GEMM, RET_SPLIT,
-# TC_ASYNC and the peer at batches 1 and 16: a few minutes instead of the
-# whole sweep.
+# LT_PAIRS=0, RET_SPLIT=0), STEP_EARLY=1 at 16 and 64, LT_TUNE, RESID_GEMM,
+# RET_SPLIT=2, TC_ASYNC and the peer at batches 1 and 16: a few minutes
+# instead of the whole sweep.
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
 # 512, 2k and 8k, the switches not yet measured, the defaults of 27 Nov
 # against what they replaced, the peer at 1 and on 512 and 8k, twice) for a device
@@ -90,11 +90,12 @@ tc_switches() {
 }
 
 # the fused read-out's value columns split over blocks where a chunk
-# leaves SMs idle (RETNET_CUDA_RET_SPLIT=1; =2: always in two) on the short
-# prompts, where a chunk has few (piece, head)s: ret_split
+# leaves SMs idle (the default) against never (RETNET_CUDA_RET_SPLIT=0) and
+# always in two (=2) on the short prompts, where a chunk has few (piece,
+# head)s: ret_split
 ret_split() {
-    run ours-retsplit RETNET_CUDA_RET_SPLIT=1 -- --batches 1 --prompts 512,2048,8192 --chunk 1024 \
-        --decode 4
+    run ours-noretsplit RETNET_CUDA_RET_SPLIT=0 -- --batches 1 --prompts 512,2048,8192 \
+        --chunk 1024 --decode 4
     run ours-retsplit2 RETNET_CUDA_RET_SPLIT=2 -- --batches 1 --prompts 512,2048 --chunk 1024 \
         --decode 4
 }
@@ -298,10 +299,11 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline "$TL_ARGS"
     # a 512-token prompt in one chunk: how much of its time lies between
     # kernels (the target's shortest prompt, where a chunk's 480 launches
-    # weigh most), and with the fused read-out split over more blocks
+    # weigh most), and with the fused read-out in one block a head and
+    # query tile (the default splits it over more)
     timeline timeline-p512 "--batches 1 --prompts 512 --chunk 1024 --decode 2"
-    timeline timeline-p512-retsplit "--batches 1 --prompts 512 --chunk 1024 --decode 2" \
-        RETNET_CUDA_RET_SPLIT=1
+    timeline timeline-p512-noretsplit "--batches 1 --prompts 512 --chunk 1024 --decode 2" \
+        RETNET_CUDA_RET_SPLIT=0
     # the tensor-core GEMV's rate at 16 rows through its cp.async ring
     if [ "${BENCH_CUDA:-full}" != fast ]; then
         timeline timeline-tcasync "$TL_ARGS" RETNET_CUDA_TC_ASYNC=1

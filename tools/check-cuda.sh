@@ -102,8 +102,9 @@ fail=0
 # models), against a double-precision reference, and the synthetic suite
 # runs it inside the engine on a model whose heads fit it, with the switch
 # set by the test itself (and against itself with each head's value
-# columns split over blocks, RETNET_CUDA_RET_SPLIT, which parity and
-# synthetic run as well); parity and synthetic run again without it, on
+# columns split over blocks, RETNET_CUDA_RET_SPLIT, on by default where a
+# chunk's grid leaves SMs idle, which parity and synthetic run without
+# too); parity and synthetic run again without it, on
 # the cuBLAS products it replaced, and again
 # with cuBLASLt's algorithms timed for every shape outside a decode
 # graph, RETNET_CUDA_LT_TUNE=1, whose picks may sum in another order).
@@ -139,8 +140,8 @@ synthetic-retbf16 synthetic RETNET_CUDA_RET_BF16=1
 synthetic-early synthetic RETNET_CUDA_STEP_EARLY=1
 synthetic-noearly synthetic RETNET_CUDA_STEP_EARLY=0
 parity-retcublas parity RETNET_CUDA_RET_FUSED=0
-parity-retsplit parity RETNET_CUDA_RET_SPLIT=4
-synthetic-retsplit synthetic RETNET_CUDA_RET_SPLIT=1
+parity-noretsplit parity RETNET_CUDA_RET_SPLIT=0
+synthetic-noretsplit synthetic RETNET_CUDA_RET_SPLIT=0
 synthetic-retcublas synthetic RETNET_CUDA_RET_FUSED=0
 synthetic-noprenorm synthetic RETNET_CUDA_GEMV_PRENORM=0
 parity-noprefillpdl parity RETNET_CUDA_PREFILL_PDL=0

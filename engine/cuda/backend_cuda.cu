@@ -1684,12 +1684,15 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->ret_fused = major >= 8 && x->ret_compute != CUBLAS_COMPUTE_32F
                        ? env_int("RETNET_CUDA_RET_FUSED", 1, 0, 1)
                        : 0;
-    /* off until measured: a short prompt's chunk gives the fused read-out
-     * few blocks (512 tokens of the 1.3B shape: 64 on an H100's 132 SMs,
-     * 0.84 of its 6.7 ms); 1 splits each head's value columns while the
-     * grid stays within one block an SM, 2 or 4 always (where dv allows) */
+    /* a short prompt's chunk gives the fused read-out few blocks (512
+     * tokens of the 1.3B shape: 64 on an H100's 132 SMs), so each head's
+     * value columns are split while the grid stays within one block an SM:
+     * on an H100 that read-out took 862 against 1,051 us and a 512-token
+     * prompt prefilled 2.8% faster, 2k and 8k prompts as before (their
+     * chunks fill the SMs), the same bits (docs/benchmarks.md).  Unset or
+     * 1: so; 0: never; 2 or 4: always in that many (where dv allows) */
     {
-        int s = env_int("RETNET_CUDA_RET_SPLIT", 0, 0, RN_CUDA_RET_SPLIT_MAX);
+        int s = env_int("RETNET_CUDA_RET_SPLIT", 1, 0, RN_CUDA_RET_SPLIT_MAX);
         x->ret_split = s == 1 ? RN_CUDA_RET_SPLIT_AUTO : s;
     }
     /* the fused read-out's bf16 copies written by the passes that already

@@ -207,9 +207,10 @@ int rn_cuda_tc_loads(int want, int mtiles, int groups, int k_per_warp);
 
 /* The shares of a head's dv value columns the fused retention read-out
  * (ret_fused_kernel) gives a block each, for a launch of blocks blocks
- * with one share on n_sms SMs (RETNET_CUDA_RET_SPLIT as want: 0 or 1
- * share: one; RN_CUDA_RET_SPLIT_AUTO: doubled while the doubled grid
- * still fits one block an SM, the kernel's occupancy; 2 or 4: that many).
+ * with one share on n_sms SMs, by want: RN_CUDA_RET_SPLIT_AUTO (the
+ * engine's default, RETNET_CUDA_RET_SPLIT unset or 1): doubled while the
+ * doubled grid still fits one block an SM, the kernel's occupancy; 0 or 1
+ * share (RETNET_CUDA_RET_SPLIT=0): one; 2 or 4: that many.
  * Each share forms the scores again (dk a key) for its dv / shares
  * columns, so shares stay at least RN_CUDA_RET_SPLIT_MIN_DV wide and
  * whole 64-column multiples: fewer where dv does not allow want.  A short

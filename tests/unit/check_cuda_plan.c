@@ -264,8 +264,9 @@ START_TEST(test_cuda_tc_loads_apply)
 }
 END_TEST
 
-/* The fused read-out's value-column shares: one unless asked; asked for
- * (RN_CUDA_RET_SPLIT_AUTO), doubled only while the doubled grid stays
+/* The fused read-out's value-column shares: one where the split is off
+ * (0 or 1 share); as the plan sees fit (RN_CUDA_RET_SPLIT_AUTO, the
+ * engine's default), doubled only while the doubled grid stays
  * within one block an SM, and never into shares narrower than
  * RN_CUDA_RET_SPLIT_MIN_DV or off 64-column multiples; a count asked for
  * outright, as far as dv allows.  The 1.3B preset on an H100 (dv 512, 132

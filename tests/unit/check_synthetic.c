@@ -392,12 +392,15 @@ START_TEST(test_synthetic_qk_half_keeps_bits)
 END_TEST
 
 /* The fused read-out with each head's value columns split over two
- * blocks (RETNET_CUDA_RET_SPLIT=2; the small model's dv of 256 allows it)
- * against one without, bit for bit (each share forms the same scores and
- * sums its columns in the same order), the split known to have run (one
- * launch a layer for each prefill with full pieces). */
+ * blocks (the small model's dv of 256 allows two) against one without
+ * (RETNET_CUDA_RET_SPLIT=0), bit for bit (each share forms the same scores
+ * and sums its columns in the same order), the split known to have run
+ * (one launch a layer for each prefill with full pieces): as the plan sees
+ * fit (=1, the default; the small model's 4 blocks leave SMs idle), and
+ * always in two (=2). */
 START_TEST(test_synthetic_ret_split_keeps_bits)
 {
+    check_switch_keeps_bits("RETNET_CUDA_RET_SPLIT", "0", "1", rn_cuda_ret_split_launches, 2 * 2);
     check_switch_keeps_bits("RETNET_CUDA_RET_SPLIT", "0", "2", rn_cuda_ret_split_launches, 2 * 2);
 }
 END_TEST
