@@ -101,10 +101,6 @@ __device__ static inline void norm_row_stats(const float *xr, int d, int layer_k
 /* Values a thread of norm_vec_kernel holds: two adjacent 16-byte pieces. */
 #define NORM_VEC 8
 
-/* Partial rows (the recurrent step's row shares) a norm_vec_kernel thread
- * loads before it adds them. */
-#define NORM_PARTS_AT_ONCE 4
-
 /* Most rows a norm_vec_kernel block takes side by side (blockDim.y). */
 #define NORM_VEC_ROWS 8
 
@@ -227,25 +223,15 @@ __device__ static inline void norm_vec_row(size_t row, int live, int tid, int nt
         for (int j = 0; j < NORM_VEC; j++)
             v[j] = __fmaf_rn(a[j], alpha, r[j]); /* as gemv_store's */
     } else if (sink) {
-        /* NORM_PARTS_AT_ONCE parts' loads in flight before the first add:
-         * one trip to memory for each of them, where a part at a time made
-         * the recurrent step's 8 partial read-outs 8 trips in a row (the
-         * same adds in the same order, so the same bits) */
-        for (int p0 = 0; p0 < parts; p0 += NORM_PARTS_AT_ONCE) {
-            float a[NORM_PARTS_AT_ONCE][NORM_VEC] = {};
+        for (int p = 0; p < parts; p++) {
+            float a[NORM_VEC] = {};
 #pragma unroll
-            for (int u = 0; u < NORM_PARTS_AT_ONCE; u++)
+            for (int q = 0; q < NORM_VEC; q += 4)
+                if (q < m)
+                    load4(x + (size_t)p * part_stride + base + (size_t)(k0 + q), a + q);
 #pragma unroll
-                for (int q = 0; q < NORM_VEC; q += 4)
-                    if (p0 + u < parts && q < m)
-                        load4(x + (size_t)(p0 + u) * part_stride + base + (size_t)(k0 + q),
-                              a[u] + q);
-#pragma unroll
-            for (int u = 0; u < NORM_PARTS_AT_ONCE; u++)
-                if (p0 + u < parts)
-#pragma unroll
-                    for (int j = 0; j < NORM_VEC; j++)
-                        v[j] += a[u][j];
+            for (int j = 0; j < NORM_VEC; j++)
+                v[j] += a[j];
         }
     } else {
 #pragma unroll

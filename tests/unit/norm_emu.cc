@@ -105,8 +105,8 @@ cleanup:
 /* One norm_vec_kernel case: rows x d values, its mode (0: a plain norm; 1:
  * gated by swish of a gate; 2: the residual update x = alpha x + res first,
  * into x, the sink; 3: the sum of 3 partial rows first, into y, the sink;
- * 4: the sum of 6 partial rows, gated, as the decode step's group norm --
- * one batch of NORM_PARTS_AT_ONCE loads and part of another) and its output (0: fp32; 1: rounded to bf16; 2: to fp16).  The inputs
+ * 4: the sum of 6 partial rows, gated, as the decode step's group norm)
+ * and its output (0: fp32; 1: rounded to bf16; 2: to fp16).  The inputs
  * carry a row past the last, which nothing may write. */
 struct nv_case {
     int rows, d, mode, out, layer_kind, parts;
