@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-tckpw*,ours-tcgroups1*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -89,6 +89,20 @@ tc_switches() {
         --prompts 512 --chunk 1024 --decode 32
 }
 
+# the tensor-core GEMV's launch shape at 16 rows, where ncu found it
+# latency-bound (q/k/v/g's 384 blocks in 1.45 waves of 264, o's and down's
+# 128 one an SM): warps of 512 and 1024 k instead of 256 (fewer, longer-lived
+# warps, blocks small enough for more of them an SM), of 128 (more, shorter
+# ones), and one pair group a block (twice q/k/v/g's blocks, each input
+# piece serving half the weights): tc_shape
+tc_shape() {
+    for v in "kpw128 RETNET_CUDA_TC_KPW=128" "kpw512 RETNET_CUDA_TC_KPW=512" \
+        "kpw1024 RETNET_CUDA_TC_KPW=1024" "groups1 RETNET_CUDA_TC_GROUPS=1" \
+        "groups1-kpw512 RETNET_CUDA_TC_GROUPS=1 RETNET_CUDA_TC_KPW=512"; do
+        run "ours-tc${v%% *}" ${v#* } -- --batches 16 --prompts 512 --chunk 1024 --decode 32
+    done
+}
+
 # the fused read-out's value columns split over blocks where a chunk
 # leaves SMs idle (the default) against never (RETNET_CUDA_RET_SPLIT=0) and
 # always in two (=2) on the short prompts, where a chunk has few (piece,
@@ -121,6 +135,7 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     run ours -- --batches 1,2,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
     ret_split
+    tc_shape
     prefill_defaults
     run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64 --prompts 2048,8192 \
         --chunk 4096 --decode 32

@@ -1656,6 +1656,14 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->lt_tune = env_int("RETNET_CUDA_LT_TUNE", 0, 0, 1 << 30);
     x->gemv_split = env_int("RETNET_CUDA_GEMV_SPLIT", RN_CUDA_GEMV_SPLIT_DEFAULT, 0, 1 << 20);
     x->tc.loads = env_int("RETNET_CUDA_TC_LOADS", 8, 8, 16) > 8 ? 16 : 8;
+    /* the tensor-core GEMV's launch shape, for measuring others: each
+     * warp's share of the input width (RETNET_CUDA_TC_KPW, rounded up to 32;
+     * fewer, longer-lived warps a block) and the pair groups a block takes
+     * (RETNET_CUDA_TC_GROUPS=1|2; 1 doubles the blocks of q/k/v/g); 0: the
+     * plan's.  At 16 rows of the 1.3B preset ncu found q/k/v/g's 384 blocks
+     * in 1.45 waves of 264 and o's and down's 128 one an SM */
+    x->tc.k_per_warp = env_int("RETNET_CUDA_TC_KPW", 0, 0, 1 << 16);
+    x->tc.groups = env_int("RETNET_CUDA_TC_GROUPS", 0, 0, 2);
     /* the state loads ahead of the wait pay where the step is shortest: on
      * an H100 batch 1 / 2 at 727 / 1,149 tok/s against 714 / 1,112; on an
      * H200 batch 1 +2.5% but 16 and 64 1-3% slower (docs/benchmarks.md).

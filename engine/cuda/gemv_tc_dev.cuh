@@ -339,7 +339,8 @@ template <typename F> static void tc_with_shape(int n, int wide, F f)
 
 /* A launch of MT m-tiles and NT pair groups over pairs row pairs of in
  * columns on n_sms SMs: blocks of 8 NT pairs, the k split from
- * rn_cuda_tc_plan within tc_max_warps, the ring's stages for want
+ * rn_cuda_tc_plan within tc_max_warps (kpw: its want_kpw), the ring's
+ * stages for want
  * (rn_cuda_tc_stages; 0: the register kernel), and each kernel's dynamic
  * shared memory: the register kernel's tc_finish part (none for one warp),
  * the async kernel's ring. */
@@ -352,14 +353,14 @@ struct tc_shape {
 
 template <int MT, int NT>
 static tc_shape tc_shape_for(size_t pairs, int in, int n_sms, int want, size_t smem_block,
-                             size_t smem_sm)
+                             size_t smem_sm, int kpw)
 {
     constexpr int S = RN_TC_KBLOCK * (TC_LOADS / (2 * NT)); /* k a round */
     static_assert(MT * NT * 8 * 32 * sizeof(float) <= 2 * TC_STAGE_BYTES,
                   "tc_finish's part fits in the ring it overlays");
     tc_shape s;
     s.blocks = (long)((pairs + 8 * NT - 1) / (8 * NT));
-    s.sh = rn_cuda_tc_plan(in, s.blocks, n_sms, tc_max_warps(MT, NT));
+    s.sh = rn_cuda_tc_plan(in, s.blocks, n_sms, tc_max_warps(MT, NT), kpw);
     s.stages =
         rn_cuda_tc_stages(want, (s.sh.k_per_warp + S - 1) / S, s.sh.warps, smem_block, smem_sm);
     s.part_bytes = s.sh.warps > 1 ? (size_t)s.sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;

@@ -998,8 +998,8 @@ template <typename T, int MT, int NT>
 static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh, int n, int in,
                            const rk_tc_opts *o)
 {
-    tc_shape s =
-        tc_shape_for<MT, NT>(set_pairs(set), in, o->n_sms, o->stages, o->smem_block, o->smem_sm);
+    tc_shape s = tc_shape_for<MT, NT>(set_pairs(set), in, o->n_sms, o->stages, o->smem_block,
+                                      o->smem_sm, o->k_per_warp);
     unsigned blocks = (unsigned)s.blocks, threads = 32u * (unsigned)s.sh.warps;
     static_assert(TC_LOADS == 8, "rn_cuda_tc_loads picks 8 or 16");
     static_assert(TC_STAGE_BYTES == RN_CUDA_TC_STAGE_BYTES, "the plan sizes the ring");
@@ -1025,7 +1025,7 @@ static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh,
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
                 const rk_tc_opts *o)
 {
-    int wide = rn_cuda_tc_groups(set_pairs(set), o->n_sms) == 2;
+    int wide = rn_cuda_tc_groups(set_pairs(set), o->n_sms, o->groups) == 2;
     tc_with_shape(n, wide, [&](auto mt, auto nt) {
         constexpr int MT = decltype(mt)::value, NT = decltype(nt)::value;
         if (t == RN_DT_BF16)

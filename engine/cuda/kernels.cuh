@@ -199,10 +199,14 @@ void rk_gemv_norm_prepare(int t, int max_n, int in);
  * in flight per lane up to 16 rows, 8 or 16; stages, the most cp.async
  * stages of gemv_tc_async_kernel's ring (0: the register kernel), placed
  * within smem_block bytes of shared memory a block may have (after
- * rk_gemv_tc_prepare) and smem_sm an SM has (rn_cuda_tc_stages). */
+ * rk_gemv_tc_prepare) and smem_sm an SM has (rn_cuda_tc_stages);
+ * k_per_warp and groups: rn_cuda_tc_plan's want_kpw and rn_cuda_tc_groups's
+ * want (0: the plan's), which do change the bits: another k split adds the
+ * warps' parts in another order. */
 typedef struct rk_tc_opts {
     int n_sms, loads, stages;
     size_t smem_block, smem_sm;
+    int k_per_warp, groups;
 } rk_tc_opts;
 
 /* rk_gemv_multi on the tensor cores (gemv_tc_dev.cuh) for n <=

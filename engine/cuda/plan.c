@@ -205,17 +205,21 @@ static int tc_warps(int kb, int per)
     return (kb + per - 1) / per;
 }
 
-rn_cuda_tc_shape rn_cuda_tc_plan(int in, long blocks, int n_sms, int max_warps)
+rn_cuda_tc_shape rn_cuda_tc_plan(int in, long blocks, int n_sms, int max_warps, int want_kpw)
 {
     int kb = in > 0 ? (in + RN_TC_KBLOCK - 1) / RN_TC_KBLOCK : 1; /* k blocks */
-    int per = RN_CUDA_TC_K_PER_WARP / RN_TC_KBLOCK;               /* k blocks per warp */
+    int per = want_kpw > 0 ? (want_kpw + RN_TC_KBLOCK - 1) / RN_TC_KBLOCK
+                           : RN_CUDA_TC_K_PER_WARP / RN_TC_KBLOCK; /* k blocks per warp */
     int cap = max_warps < 1                      ? 1
               : max_warps > RN_CUDA_TC_WARPS_MAX ? RN_CUDA_TC_WARPS_MAX
                                                  : max_warps;
     long want = (long)RN_CUDA_TC_WARPS_PER_SM * (n_sms > 0 ? n_sms : 1);
+    if (want_kpw > 0 && per > kb) /* no share past the width */
+        per = kb;
     if (tc_warps(kb, per) > cap)
         per = (kb + cap - 1) / cap;
-    while (per > 2 && blocks * tc_warps(kb, per) < want && tc_warps(kb, per / 2) <= cap)
+    while (want_kpw <= 0 && per > 2 && blocks * tc_warps(kb, per) < want &&
+           tc_warps(kb, per / 2) <= cap)
         per /= 2;
     rn_cuda_tc_shape s = {tc_warps(kb, per), per * RN_TC_KBLOCK};
     return s;
@@ -255,8 +259,10 @@ int rn_cuda_ret_parts(long blocks, int dv, int n_sms, int want)
     return parts;
 }
 
-int rn_cuda_tc_groups(size_t pairs, int n_sms)
+int rn_cuda_tc_groups(size_t pairs, int n_sms, int want)
 {
+    if (want == 1 || want == 2)
+        return want;
     return pairs >= (size_t)16 * 2 * (size_t)(n_sms > 0 ? n_sms : 1) ? 2 : 1;
 }
 

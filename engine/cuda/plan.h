@@ -177,7 +177,9 @@ typedef struct rn_cuda_tc_shape {
     int k_per_warp;
 } rn_cuda_tc_shape;
 
-rn_cuda_tc_shape rn_cuda_tc_plan(int in, long blocks, int n_sms, int max_warps);
+/* want_kpw > 0 (RETNET_CUDA_TC_KPW) takes that share instead, in whole
+ * RN_TC_KBLOCK blocks, more where max_warps would not cover the width. */
+rn_cuda_tc_shape rn_cuda_tc_plan(int in, long blocks, int n_sms, int max_warps, int want_kpw);
 
 /* The ring of cp.async stages that gemv_tc_async_kernel streams the
  * weights through (RETNET_CUDA_TC_ASYNC): a stage is one round of a warp's
@@ -196,8 +198,9 @@ int rn_cuda_tc_stages(int want, int rounds, int warps, size_t smem_block, size_t
 
 /* Groups of 8 row pairs a block of the tensor-core GEMV takes for pairs row
  * pairs at up to 32 rows: 2 (each input piece loaded serves twice the
- * weights) while that still gives every SM two blocks, else 1. */
-int rn_cuda_tc_groups(size_t pairs, int n_sms);
+ * weights) while that still gives every SM two blocks, else 1; want 1 or 2
+ * (RETNET_CUDA_TC_GROUPS) takes that many instead. */
+int rn_cuda_tc_groups(size_t pairs, int n_sms, int want);
 
 /* 16-byte weight loads in flight per lane for a launch of mtiles m-tiles,
  * groups pair groups and k_per_warp: want (RETNET_CUDA_TC_LOADS) when it is

@@ -255,9 +255,9 @@ START_TEST(test_cuda_tc_loads_apply)
     ck_assert_int_eq(rn_cuda_tc_loads(8, 1, 1, 256), 8);
     for (int i = 0; i < FIXTURE_TC_LOADS_SHAPES; i++) {
         int in = fixture_tc_loads_shapes[i][0], pairs = (fixture_tc_loads_shapes[i][1] + 1) / 2;
-        int groups = rn_cuda_tc_groups((size_t)pairs, 1);
+        int groups = rn_cuda_tc_groups((size_t)pairs, 1, 0);
         long blocks = (pairs + 8 * groups - 1) / (8 * groups);
-        rn_cuda_tc_shape sh = rn_cuda_tc_plan(in, blocks, 1, RN_CUDA_TC_WARPS_MAX);
+        rn_cuda_tc_shape sh = rn_cuda_tc_plan(in, blocks, 1, RN_CUDA_TC_WARPS_MAX, 0);
         ck_assert_msg(rn_cuda_tc_loads(16, 1, groups, sh.k_per_warp) == 16,
                       "in %d, %d pairs: %d groups, %d k a warp", in, pairs, groups, sh.k_per_warp);
     }
@@ -347,7 +347,7 @@ START_TEST(test_cuda_tc_plan_covers_the_width)
         for (size_t b = 0; b < sizeof grids / sizeof grids[0]; b++)
             for (int cap = 1; cap <= RN_CUDA_TC_WARPS_MAX; cap *= 2) {
                 int in = widths[i];
-                rn_cuda_tc_shape s = rn_cuda_tc_plan(in, grids[b], 132, cap);
+                rn_cuda_tc_shape s = rn_cuda_tc_plan(in, grids[b], 132, cap, 0);
                 ck_assert_int_ge(s.warps, 1);
                 ck_assert_int_le(s.warps, cap);
                 ck_assert_int_eq(s.k_per_warp % RN_TC_KBLOCK, 0);
@@ -364,18 +364,52 @@ START_TEST(test_cuda_tc_plan_covers_the_width)
                                   grids[b], cap, s.warps, s.k_per_warp);
             }
     /* the 1.3B preset on 132 SMs: q/k/v/g at 16 rows, o, down, o at 64 rows */
-    rn_cuda_tc_shape q = rn_cuda_tc_plan(2048, 384, 132, 16);
+    rn_cuda_tc_shape q = rn_cuda_tc_plan(2048, 384, 132, 16, 0);
     ck_assert(q.warps == 8 && q.k_per_warp == 256);
-    rn_cuda_tc_shape o = rn_cuda_tc_plan(4096, 128, 132, 16);
+    rn_cuda_tc_shape o = rn_cuda_tc_plan(4096, 128, 132, 16, 0);
     ck_assert(o.warps == 16 && o.k_per_warp == 256);
-    ck_assert_int_eq(rn_cuda_tc_plan(2816, 128, 132, 16).warps, 11);
-    rn_cuda_tc_shape o64 = rn_cuda_tc_plan(4096, 128, 132, 8);
+    ck_assert_int_eq(rn_cuda_tc_plan(2816, 128, 132, 16, 0).warps, 11);
+    rn_cuda_tc_shape o64 = rn_cuda_tc_plan(4096, 128, 132, 8, 0);
     ck_assert(o64.warps == 8 && o64.k_per_warp == 512);
     /* a small grid takes more, shorter warps */
-    rn_cuda_tc_shape small = rn_cuda_tc_plan(2048, 16, 132, 16);
+    rn_cuda_tc_shape small = rn_cuda_tc_plan(2048, 16, 132, 16, 0);
     ck_assert(small.warps == 16 && small.k_per_warp == 128);
     ck_assert(rn_cuda_tc_fits(RN_DT_BF16, 2048) && rn_cuda_tc_fits(RN_DT_F16, 520));
     ck_assert(!rn_cuda_tc_fits(RN_DT_F32, 2048) && !rn_cuda_tc_fits(RN_DT_BF16, 130));
+}
+END_TEST
+
+/* A launch shape asked for (RETNET_CUDA_TC_KPW, RETNET_CUDA_TC_GROUPS) is
+ * the one given, rounded to whole 32-k blocks, cut at the width, widened
+ * where the warps' cap would leave part of it uncovered, and never halved
+ * for a small grid; groups of 1 or 2 are taken as asked, anything else
+ * leaves the plan's. */
+START_TEST(test_cuda_tc_plan_takes_a_shape_asked_for)
+{
+    rn_cuda_tc_shape q = rn_cuda_tc_plan(2048, 384, 132, 16, 512);
+    ck_assert(q.warps == 4 && q.k_per_warp == 512);
+    q = rn_cuda_tc_plan(2048, 384, 132, 16, 1000);
+    ck_assert(q.warps == 2 && q.k_per_warp == 1024);
+    q = rn_cuda_tc_plan(2048, 16, 132, 16, 256); /* the plan would halve it */
+    ck_assert(q.warps == 8 && q.k_per_warp == 256);
+    q = rn_cuda_tc_plan(4096, 128, 132, 8, 256); /* 8 warps cover 512 each */
+    ck_assert(q.warps == 8 && q.k_per_warp == 512);
+    q = rn_cuda_tc_plan(264, 128, 132, 16, 4096);
+    ck_assert(q.warps == 1 && q.k_per_warp == 288);
+    for (int in = 8; in <= 8192; in = in * 3 + 8)
+        for (int kpw = 1; kpw <= 5000; kpw = kpw * 5 + 3) {
+            rn_cuda_tc_shape s = rn_cuda_tc_plan(in, 64, 132, 16, kpw);
+            ck_assert_int_eq(s.k_per_warp % RN_TC_KBLOCK, 0);
+            ck_assert(s.warps >= 1 && s.warps <= 16);
+            ck_assert_msg((long)s.warps * s.k_per_warp >= in && (s.warps - 1) * s.k_per_warp < in,
+                          "in %d, kpw %d: %d warps of %d", in, kpw, s.warps, s.k_per_warp);
+        }
+    size_t many = (size_t)16 * 2 * 132, few = 100;
+    ck_assert_int_eq(rn_cuda_tc_groups(many, 132, 0), 2);
+    ck_assert_int_eq(rn_cuda_tc_groups(few, 132, 0), 1);
+    ck_assert_int_eq(rn_cuda_tc_groups(many, 132, 1), 1);
+    ck_assert_int_eq(rn_cuda_tc_groups(few, 132, 2), 2);
+    ck_assert_int_eq(rn_cuda_tc_groups(few, 132, 3), 1);
 }
 END_TEST
 
@@ -491,6 +525,7 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_plan_pieces_hold_their_states);
     tcase_add_test(tc, test_cuda_plan_default_pieces_batch_long_chunks);
     tcase_add_test(tc, test_cuda_tc_plan_covers_the_width);
+    tcase_add_test(tc, test_cuda_tc_plan_takes_a_shape_asked_for);
     tcase_add_test(tc, test_cuda_tc_loads_apply);
     tcase_add_test(tc, test_cuda_tc_stages_fit);
     tcase_add_test(tc, test_cuda_ret_parts_fill_one_wave);

@@ -16,8 +16,8 @@
 long rn_emu_gemv_norm_check(int t, int nb, int in, int cols, int grid, int kinds, int layer_kind,
                             int affine, uint32_t seed, long *unset);
 long rn_emu_gemv_tc_check(int t, int n, int in, const int *outs, int n_sms, int want,
-                          size_t smem_sm, int at_issue, uint32_t seed, int *stages, long *unset,
-                          long *wrong);
+                          size_t smem_sm, int kpw, int groups, int at_issue, uint32_t seed,
+                          int *stages, long *unset, long *wrong);
 
 /* rows, width, columns a share, blocks: 2 and 4 shares (and a last share
  * that is short), one round or several, a width whose norm takes more
@@ -58,13 +58,18 @@ END_TEST
  * of the device's window.  Planned for one SM, as kernels.cu plans them:
  * rows, input width, the two jobs' outputs, the stages asked for, the
  * stages the plan must give, and an SM's shared memory in KiB (an
- * H100's, or more: the only way to 4 stages that wrap).  One and two pair
- * groups a block, one, two and four m-tiles, warps with more rounds than
- * the ring has stages (2, 3 and 4 of them), a last warp with one short
- * round, and a last block with pairs missing. */
-static const int tc_cases[][7] = {
-    {5, 520, 33, 16, 2, 2, 228},  {16, 1024, 62, 8, 4, 4, 228}, {20, 1056, 33, 16, 3, 3, 228},
-    {40, 4096, 15, 4, 4, 3, 228}, {1, 264, 9, 2, 4, 2, 228},    {40, 5120, 15, 4, 4, 4, 1024},
+ * H100's, or more: the only way to 4 stages that wrap), then the launch
+ * shape's wants (RETNET_CUDA_TC_KPW, RETNET_CUDA_TC_GROUPS; 0: the plan's).
+ * One and two pair groups a block, one, two and four m-tiles, warps with
+ * more rounds than the ring has stages (2, 3 and 4 of them), a last warp
+ * with one short round, and a last block with pairs missing; a set wide
+ * enough for two groups held to one with two long warps, and a narrow one
+ * made to take two with warps of a round and a half. */
+static const int tc_cases[][9] = {
+    {5, 520, 33, 16, 2, 2, 228, 0, 0},      {16, 1024, 62, 8, 4, 4, 228, 0, 0},
+    {20, 1056, 33, 16, 3, 3, 228, 0, 0},    {40, 4096, 15, 4, 4, 3, 228, 0, 0},
+    {1, 264, 9, 2, 4, 2, 228, 0, 0},        {40, 5120, 15, 4, 4, 4, 1024, 0, 0},
+    {16, 2048, 62, 48, 4, 4, 228, 1024, 1}, {9, 1024, 21, 8, 2, 2, 228, 96, 2},
 };
 #define N_TC_CASES (int)(sizeof tc_cases / sizeof tc_cases[0])
 
@@ -73,8 +78,8 @@ START_TEST(test_gemv_tc_ring_keeps_bits)
     const int *c = tc_cases[_i / 2];
     int t = _i / 2 % 2 ? RN_DT_F16 : RN_DT_BF16, at_issue = _i % 2, stages = -1;
     long unset = -1, wrong = -1;
-    long differ = rn_emu_gemv_tc_check(t, c[0], c[1], c + 2, 1, c[4], (size_t)c[6] << 10, at_issue,
-                                       (uint32_t)(7 + _i), &stages, &unset, &wrong);
+    long differ = rn_emu_gemv_tc_check(t, c[0], c[1], c + 2, 1, c[4], (size_t)c[6] << 10, c[7],
+                                       c[8], at_issue, (uint32_t)(7 + _i), &stages, &unset, &wrong);
     ck_assert_msg(differ >= 0, "case %d: the emulated launches failed (%d stages)", _i / 2, stages);
     ck_assert_int_eq(stages, c[5]);
     ck_assert_msg(unset == 0,

@@ -74,14 +74,14 @@ static rk_gemv_set te_set(const te_bufs *b, int kk, const int *outs, int act)
 }
 
 /* Both kernels of dtype T, MT, NT on set (kernel 0: registers, 1: the
- * ring of `want` stages at most, for SMs of smem_sm bytes); *stages: what
- * the plan gave the ring. */
+ * ring of `want` stages at most, for SMs of smem_sm bytes; kpw: the plan's
+ * want_kpw); *stages: what the plan gave the ring. */
 template <typename T, int MT, int NT>
 static int te_launch(const te_bufs *b, const int *outs, int act, int n, int in, int n_sms, int want,
-                     size_t smem_sm, int *stages)
+                     size_t smem_sm, int kpw, int *stages)
 {
     size_t pairs = (size_t)(outs[0] + 1) / 2 + (size_t)outs[1];
-    tc_shape s = tc_shape_for<MT, NT>(pairs, in, n_sms, want, TE_SMEM_BLOCK, smem_sm);
+    tc_shape s = tc_shape_for<MT, NT>(pairs, in, n_sms, want, TE_SMEM_BLOCK, smem_sm, kpw);
     dim3 grid((unsigned)s.blocks), block(32u * (unsigned)s.sh.warps);
     const T *x = (const T *)b->x;
     *stages = s.stages;
@@ -109,11 +109,12 @@ static float te_expect(double *const *ref, const double *x, int j, int i, int r,
 
 /* See check_gemv_emu.c: the register kernel against the exact outputs
  * (*wrong, NaN: never stored, in *unset) and the ring, planned for SMs of
- * smem_sm bytes of shared memory, against the register kernel bit for bit
+ * smem_sm bytes of shared memory with the launch shape's wants kpw and
+ * groups (rk_tc_opts), against the register kernel bit for bit
  * (returned); -1 when the launches fail or the plan gives no ring. */
 extern "C" long rn_emu_gemv_tc_check(int t, int n, int in, const int *outs, int n_sms, int want,
-                                     size_t smem_sm, int at_issue, uint32_t seed, int *stages,
-                                     long *unset, long *wrong)
+                                     size_t smem_sm, int kpw, int groups, int at_issue,
+                                     uint32_t seed, int *stages, long *unset, long *wrong)
 {
     te_bufs b;
     memset(&b, 0, sizeof b);
@@ -140,14 +141,15 @@ extern "C" long rn_emu_gemv_tc_check(int t, int n, int in, const int *outs, int 
         goto cleanup;
     rn_emu_cp_async_at_issue = at_issue;
     {
-        int wide = rn_cuda_tc_groups((size_t)(outs[0] + 1) / 2 + (size_t)outs[1], n_sms) == 2;
+        size_t pairs = (size_t)(outs[0] + 1) / 2 + (size_t)outs[1];
+        int wide = rn_cuda_tc_groups(pairs, n_sms, groups) == 2;
         int rc = 0;
         tc_with_shape(n, wide, [&](auto mt, auto nt) {
             constexpr int MT = decltype(mt)::value, NT = decltype(nt)::value;
             rc = t == RN_DT_BF16 ? te_launch<__nv_bfloat16, MT, NT>(&b, outs, act, n, in, n_sms,
-                                                                    want, smem_sm, stages)
+                                                                    want, smem_sm, kpw, stages)
                                  : te_launch<__half, MT, NT>(&b, outs, act, n, in, n_sms, want,
-                                                             smem_sm, stages);
+                                                             smem_sm, kpw, stages);
         });
         if (rc)
             goto cleanup;
