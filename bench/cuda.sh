@@ -319,6 +319,10 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline-p512 "--batches 1 --prompts 512 --chunk 1024 --decode 2"
     timeline timeline-p512-noretsplit "--batches 1 --prompts 512 --chunk 1024 --decode 2" \
         RETNET_CUDA_RET_SPLIT=0
+    # the tensor-core GEMVs at 16 rows in warps of 512 k instead of 256
+    # (RETNET_CUDA_TC_KPW): against timeline.txt's decode-b16-s8
+    timeline timeline-b16-kpw512 "--batches 16 --prompts 512 --chunk 1024 --decode 8" \
+        RETNET_CUDA_TC_KPW=512
     # the tensor-core GEMV's rate at 16 rows through its cp.async ring
     if [ "${BENCH_CUDA:-full}" != fast ]; then
         timeline timeline-tcasync "$TL_ARGS" RETNET_CUDA_TC_ASYNC=1

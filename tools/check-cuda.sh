@@ -93,7 +93,11 @@ fail=0
 # default), run the form suite (which checks it keeps every bit, and
 # compares rings of 2 to 4 stages with the registers on shapes of its own),
 # parity (at most 2 stages: the ring wraps) and synthetic with every batch
-# up to 64 rows through that GEMV; parity, synthetic and the
+# up to 64 rows through that GEMV; the form and synthetic suites run that
+# GEMV in launch shapes other than the plan's (RETNET_CUDA_TC_KPW: warps
+# of 1024 k, one a block at the fixtures' widths, and of 96, a round and a
+# half; RETNET_CUDA_TC_GROUPS=2 where the plan takes one group for so few
+# rows); parity, synthetic and the
 # form suite run with the output projections adding themselves to the
 # residual stream in cuBLASLt's epilogue, RETNET_CUDA_RESID_GEMM, whose
 # rounding may differ from the norm's; and through GLU's rounded up
@@ -133,7 +137,7 @@ forms-split512 forms RETNET_CUDA_GEMV_SPLIT=512 RETNET_CUDA_GEMV_MAX=8
 parity-split parity RETNET_CUDA_GEMV_SPLIT=64
 synthetic-split synthetic RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 synthetic-tcl16 synthetic RETNET_CUDA_TC_LOADS=16
-forms-tcshape forms RETNET_CUDA_TC_KPW=1024 RETNET_CUDA_TC_GROUPS=1
+forms-tcshape forms RETNET_CUDA_TC_KPW=1024 RETNET_CUDA_TC_GROUPS=2
 synthetic-tcshape synthetic RETNET_CUDA_TC_KPW=96 RETNET_CUDA_TC_GROUPS=2
 forms-tcasync forms RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_ASYNC=1
 parity-tcasync parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_ASYNC=2

@@ -1663,7 +1663,9 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * plan's.  At 16 rows of the 1.3B preset ncu found q/k/v/g's 384 blocks
      * in 1.45 waves of 264 and o's and down's 128 one an SM */
     x->tc.k_per_warp = env_int("RETNET_CUDA_TC_KPW", 0, 0, 1 << 16);
-    x->tc.groups = env_int("RETNET_CUDA_TC_GROUPS", 0, 0, 2);
+    x->tc.groups = env_int("RETNET_CUDA_TC_GROUPS", 0, 0, 1 << 16);
+    if (x->tc.groups != 1 && x->tc.groups != 2)
+        x->tc.groups = 0;
     /* the state loads ahead of the wait pay where the step is shortest: on
      * an H100 batch 1 / 2 at 727 / 1,149 tok/s against 714 / 1,112; on an
      * H200 batch 1 +2.5% but 16 and 64 1-3% slower (docs/benchmarks.md).
@@ -1695,8 +1697,8 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     /* a short prompt's chunk gives the fused read-out few blocks (512
      * tokens of the 1.3B shape: 64 on an H100's 132 SMs), so each head's
      * value columns are split while the grid stays within one block an SM:
-     * on an H100 that read-out took 862 against 1,051 us and a 512-token
-     * prompt prefilled 2.8% faster, 2k and 8k prompts as before (their
+     * on an H100 that read-out took 621 against 812 us of a 512-token
+     * prompt's critical path and the prompt prefilled 2.8% faster, 2k and 8k prompts as before (their
      * chunks fill the SMs), the same bits (docs/benchmarks.md).  Unset or
      * 1: so; 0: never; 2 or 4: always in that many (where dv allows) */
     {

@@ -201,8 +201,8 @@ void rk_gemv_norm_prepare(int t, int max_n, int in);
  * within smem_block bytes of shared memory a block may have (after
  * rk_gemv_tc_prepare) and smem_sm an SM has (rn_cuda_tc_stages);
  * k_per_warp and groups: rn_cuda_tc_plan's want_kpw and rn_cuda_tc_groups's
- * want (0: the plan's), which do change the bits: another k split adds the
- * warps' parts in another order. */
+ * want (0: the plan's).  Another k split adds the warps' parts in another
+ * order, so other bits; another number of groups alone changes none. */
 typedef struct rk_tc_opts {
     int n_sms, loads, stages;
     size_t smem_block, smem_sm;

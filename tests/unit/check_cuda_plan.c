@@ -409,6 +409,7 @@ START_TEST(test_cuda_tc_plan_takes_a_shape_asked_for)
     ck_assert_int_eq(rn_cuda_tc_groups(few, 132, 0), 1);
     ck_assert_int_eq(rn_cuda_tc_groups(many, 132, 1), 1);
     ck_assert_int_eq(rn_cuda_tc_groups(few, 132, 2), 2);
+    ck_assert_int_eq(rn_cuda_tc_groups(many, 132, 3), 2);
     ck_assert_int_eq(rn_cuda_tc_groups(few, 132, 3), 1);
 }
 END_TEST
