@@ -41,14 +41,24 @@ __device__ static inline unsigned top_key(float v)
     return (b & 0x80000000u) ? ~b : b | 0x80000000u;
 }
 
-/* The TOP_LOADS entries of the row a thread takes from i0 on (0 past the
- * row's end), all loads issued before any value is used. */
-__device__ static inline void top_load(float *v, const float *row, int i0, int V)
+/* One pass of the block over the row: f(i, v, live) for each entry i the
+ * thread takes, TOP_LOADS at a time with all their loads issued before any
+ * value is used (v 0 and live false past the row's end, where f is still
+ * called, so that warp-wide votes in it see every lane). */
+template <typename F> __device__ static inline void top_each(const float *row, int V, F f)
 {
+    for (int i0 = 0; i0 < V; i0 += TOP_THREADS * TOP_LOADS) {
+        float v[TOP_LOADS];
 #pragma unroll
-    for (int u = 0; u < TOP_LOADS; u++) {
-        int i = i0 + u * TOP_THREADS + (int)threadIdx.x;
-        v[u] = i < V ? row[i] : 0.0f;
+        for (int u = 0; u < TOP_LOADS; u++) {
+            int i = i0 + u * TOP_THREADS + (int)threadIdx.x;
+            v[u] = i < V ? row[i] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < TOP_LOADS; u++) {
+            int i = i0 + u * TOP_THREADS + (int)threadIdx.x;
+            f(i, v[u], i < V);
+        }
     }
 }
 
@@ -60,21 +70,15 @@ __device__ static void top_count(unsigned *hist, const float *row, int V, unsign
                                  unsigned mask, int shift)
 {
     int lane = (int)threadIdx.x & 31;
-    for (int i0 = 0; i0 < V; i0 += TOP_THREADS * TOP_LOADS) {
-        float v[TOP_LOADS];
-        top_load(v, row, i0, V);
-#pragma unroll
-        for (int u = 0; u < TOP_LOADS; u++) {
-            int i = i0 + u * TOP_THREADS + (int)threadIdx.x;
-            unsigned k = top_key(v[u]);
-            unsigned d = i < V && (k & mask) == prefix ? (k >> shift) & 0xffu : TOP_NONE;
-            if (!__any_sync(0xffffffffu, d != TOP_NONE))
-                continue; /* after the first pass most warps hold none still running */
-            unsigned peers = __match_any_sync(0xffffffffu, d);
-            if (d != TOP_NONE && lane == __ffs(peers) - 1)
-                atomicAdd(&hist[d], (unsigned)__popc(peers));
-        }
-    }
+    top_each(row, V, [&](int, float v, bool live) {
+        unsigned k = top_key(v);
+        unsigned d = live && (k & mask) == prefix ? (k >> shift) & 0xffu : TOP_NONE;
+        if (!__any_sync(0xffffffffu, d != TOP_NONE))
+            return; /* after the first pass most warps hold none still running */
+        unsigned peers = __match_any_sync(0xffffffffu, d);
+        if (d != TOP_NONE && lane == __ffs(peers) - 1)
+            atomicAdd(&hist[d], (unsigned)__popc(peers));
+    });
 }
 
 /* Warp 0: the digit (from 255 down) where the counts from the top reach
@@ -115,20 +119,14 @@ __device__ static void top_pick_digit(const unsigned *hist, unsigned *need, unsi
 __device__ static void top_take_above(unsigned *ckey, int *cid, unsigned *count, const float *row,
                                       int V, unsigned kth, int all_eq)
 {
-    for (int i0 = 0; i0 < V; i0 += TOP_THREADS * TOP_LOADS) {
-        float v[TOP_LOADS];
-        top_load(v, row, i0, V);
-#pragma unroll
-        for (int u = 0; u < TOP_LOADS; u++) {
-            int i = i0 + u * TOP_THREADS + (int)threadIdx.x;
-            unsigned k = top_key(v[u]);
-            if (i < V && (k > kth || (all_eq && k == kth))) {
-                unsigned at = atomicAdd(count, 1u);
-                ckey[at] = k;
-                cid[at] = i;
-            }
+    top_each(row, V, [&](int i, float v, bool live) {
+        unsigned k = top_key(v);
+        if (live && (k > kth || (all_eq && k == kth))) {
+            unsigned at = atomicAdd(count, 1u);
+            ckey[at] = k;
+            cid[at] = i;
         }
-    }
+    });
 }
 
 /* The first `need` entries (by index) whose key equals kth into (ckey, cid)
@@ -201,19 +199,14 @@ __device__ static void top_sums(double *z1, double *zt, const float *row, int V,
 {
     __shared__ double part[2][TOP_WARPS];
     double s1 = 0.0, st = 0.0;
-    for (int i0 = 0; i0 < V; i0 += TOP_THREADS * TOP_LOADS) {
-        float v[TOP_LOADS];
-        top_load(v, row, i0, V);
-#pragma unroll
-        for (int u = 0; u < TOP_LOADS; u++) {
-            if (i0 + u * TOP_THREADS + (int)threadIdx.x < V) {
-                double d = (double)top_value(v[u]) - mx;
-                s1 += exp(d);
-                if (inv_t > 0.0 && inv_t != 1.0)
-                    st += exp(d * inv_t);
-            }
+    top_each(row, V, [&](int, float v, bool live) {
+        if (live) {
+            double d = (double)top_value(v) - mx;
+            s1 += exp(d);
+            if (inv_t > 0.0 && inv_t != 1.0)
+                st += exp(d * inv_t);
         }
-    }
+    });
     for (int off = 16; off > 0; off /= 2) {
         s1 += __shfl_down_sync(0xffffffffu, s1, off);
         st += __shfl_down_sync(0xffffffffu, st, off);
