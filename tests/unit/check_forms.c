@@ -260,14 +260,8 @@ START_TEST(test_forms_top_row_rule)
     const float inf = INFINITY;
     float *l = malloc(sizeof(float) * ROWS * W);
     ck_assert_ptr_nonnull(l);
-    uint32_t seed = 5u;
+    fixture_top_rows(l, W, 5u); /* rows 0-4; 2857 ties at the top of row 1 */
     for (int i = 0; i < W; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        l[0 * W + i] = (float)(seed >> 8) * 0x1p-20f - 8.0f;           /* spread */
-        l[1 * W + i] = (float)(i % 7);                                 /* 2857 ties at the top */
-        l[2 * W + i] = i % 3 ? -inf : NAN;                             /* nothing above -inf */
-        l[3 * W + i] = i % 3 == 0 ? 0.0f : i % 3 == 1 ? -0.0f : -1.0f; /* zeros of both signs */
-        l[4 * W + i] = (float)(i % 100) * 0.01f;
         l[5 * W + i] = 1.0f;                        /* the cut falls between values: */
         l[6 * W + i] = i % 150 == 0 ? 3.0f : -2.0f; /* 134 ties for 128 places */
         l[7 * W + i] = -(float)i * 1e-3f;           /* falling */

@@ -24,14 +24,8 @@ enum { W = 9001, ROWS = 7 };
 static void top_rows_fill(float *l)
 {
     const float inf = INFINITY;
-    uint32_t seed = 7u;
+    fixture_top_rows(l, W, 7u); /* rows 0-4; 1285 ties at the top of row 1 */
     for (int i = 0; i < W; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        l[0 * W + i] = (float)(seed >> 8) * 0x1p-20f - 8.0f;           /* spread */
-        l[1 * W + i] = (float)(i % 7);                                 /* 1285 ties at the top */
-        l[2 * W + i] = i % 3 ? -inf : NAN;                             /* nothing above -inf */
-        l[3 * W + i] = i % 3 == 0 ? 0.0f : i % 3 == 1 ? -0.0f : -1.0f; /* zeros of both signs */
-        l[4 * W + i] = (float)(i % 100) * 0.01f;
         l[5 * W + i] = i % 64 == 0 ? 3.0f : -2.0f;           /* 141 ties for 128 places */
         l[6 * W + i] = i < W / 2 ? -inf : -(float)i * 1e-3f; /* half the row -inf */
     }

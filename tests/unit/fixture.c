@@ -218,6 +218,19 @@ void fixture_check_batched_is_single(const fixture *f, const rn_engine_opts *o, 
     rn_engine_free(single);
 }
 
+void fixture_top_rows(float *l, int W, uint32_t seed)
+{
+    const float inf = INFINITY;
+    for (int i = 0; i < W; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        l[0 * W + i] = (float)(seed >> 8) * 0x1p-20f - 8.0f;
+        l[1 * W + i] = (float)(i % 7);
+        l[2 * W + i] = i % 3 ? -inf : NAN;
+        l[3 * W + i] = i % 3 == 0 ? 0.0f : i % 3 == 1 ? -0.0f : -1.0f;
+        l[4 * W + i] = (float)(i % 100) * 0.01f;
+    }
+}
+
 void fixture_check_same_top(const rn_row_top *got, const rn_row_top *want, int V, const char *what)
 {
     double tol = 4.0 * V * DBL_EPSILON > 1e-12 ? 4.0 * V * DBL_EPSILON : 1e-12;

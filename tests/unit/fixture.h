@@ -81,6 +81,11 @@ void test_dir_remove(const char *dir);
 struct rn_row_top;
 void fixture_check_same_top(const struct rn_row_top *got, const struct rn_row_top *want, int V,
                             const char *what);
+/* The first five rows of W logits each at l that the tests of
+ * the sampling reduction share: values spread by the generator from seed,
+ * W / 7 ties at the top, nothing above -inf (-inf and NaN), zeros of both
+ * signs, and a ramp of 100 steps; each test adds rows of its own. */
+void fixture_top_rows(float *l, int W, uint32_t seed);
 
 /* max |a - b| over n values; *worst = its index */
 double max_abs_diff(const float *a, const float *b, size_t n, size_t *worst);
