@@ -1698,9 +1698,10 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * tokens of the 1.3B shape: 64 on an H100's 132 SMs), so each head's
      * value columns are split while the grid stays within one block an SM:
      * on an H100 that read-out took 621 against 812 us of a 512-token
-     * prompt's critical path and the prompt prefilled 2.8% faster, 2k and 8k prompts as before (their
-     * chunks fill the SMs), the same bits (docs/benchmarks.md).  Unset or
-     * 1: so; 0: never; 2 or 4: always in that many (where dv allows) */
+     * prompt's critical path and the prompt prefilled 2.8% faster, 2k and
+     * 8k prompts as before (their chunks fill the SMs), the same bits
+     * (docs/benchmarks.md).  Unset or 1: so; 0: never; 2 or 4: always in
+     * that many (where dv allows) */
     {
         int s = env_int("RETNET_CUDA_RET_SPLIT", 1, 0, RN_CUDA_RET_SPLIT_MAX);
         x->ret_split = s == 1 ? RN_CUDA_RET_SPLIT_AUTO : s;
