@@ -70,8 +70,8 @@ extern "C" {
 #define LT_CANDIDATES 8 /* the heuristic's algorithms RETNET_CUDA_LT_TUNE times */
 
 /* What a decode step ends with: nothing (the layers only), the logits in
- * x->logits, also greedy's picks in x->tok, or also the rows reduced for
- * sampling in x->top. */
+ * x->logits, also greedy's picks (over the step's token ids), or also the
+ * rows reduced for sampling in x->top. */
 typedef enum { STEP_BARE = 0, STEP_LOGITS, STEP_PICKS, STEP_TOP, STEP_TAILS } step_tail;
 
 struct lt_entry {
@@ -103,6 +103,16 @@ struct dev_layer {
 enum { PP_K, PP_Q, PP_V, PP_O, PP_A, PP_KD, PP_QD, PP_U, PP_VH, PP_KDH, PP_COUNT };
 static_assert(PP_COUNT == RN_CUDA_PIECE_ARRAYS, "the plan counts the arrays alloc_pieces makes");
 
+/* The token ids, positions, slots and temperatures the pass being launched
+ * reads: a prefill chunk's arrays (no slots or temperatures), or a decode
+ * step's packed input block (step_in_at). */
+struct pass_in {
+    int32_t *tok;
+    int64_t *pos;
+    int *slots;
+    float *temps;
+};
+
 struct cuda_ctx {
     const rn_config *c;
     const rn_weights *w;
@@ -126,8 +136,14 @@ struct cuda_ctx {
     void *half[2]; /* cuBLASLt / tensor-core inputs in the weights' dtype; [1]: F wide */
     float *A, *qd, *kd, *pw, *pw_tail, *sums;
     rn_row_top *top; /* decode_top's reduced rows (max_batch) */
-    float *top_temp; /* and their temperatures, copied in before the step */
-    int ret_chunk;   /* retention piece length in prefill chunks (ret_piece) */
+    /* a decode step's inputs (rn_cuda_step_in): packed on the host into
+     * page-locked step_host, taken in by one copy at the start of the step
+     * (inside its graph), to step_dev just after x->top; step_back: the
+     * picks or reduced rows the step copies out at its end, likewise */
+    char *step_dev, *step_host;
+    void *step_back;
+    pass_in in;    /* what the kernels being launched read */
+    int ret_chunk; /* retention piece length in prefill chunks (ret_piece) */
     /* full pieces run together (retention_batched): each (piece, head)'s
      * entering state, and device arrays of its operands' addresses */
     float *U;
@@ -135,9 +151,8 @@ struct cuda_ctx {
     float *part; /* the recurrent step's partial read-outs (plan.step_bytes) */
     double *log_gamma;
     float *gamma, *freq;
-    int32_t *tok;
-    int *slots;
-    int64_t *rowpos;
+    int32_t *tok;    /* a prefill chunk's token ids (max_rows) */
+    int64_t *rowpos; /* and positions */
     void *ws;
     lt_entry cache[LT_CACHE];
     int n_cache; /* valid entries */
@@ -1229,7 +1244,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         for (int i = 0; i < 2; i++)
             set.job[i].kind = rotary ? RK_JOB_ROPE : RK_JOB_PLAIN;
         set.job[scale_k ? 1 : 0].scale = scale;
-        set.pos = x->rowpos, set.freq = x->freq, set.dk = c->head_dim_k;
+        set.pos = x->in.pos, set.freq = x->freq, set.dk = c->head_dim_k;
         set.interleaved = c->rope_layout == RN_ROPE_INTERLEAVED;
         gemv_run(x, &set, &lw->q_w, in, n);
     } else {
@@ -1246,7 +1261,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         x->v_rounded = v_rows > 0;
         rk_qk_copies cp = {h[1], h[2], x->kd, x->pw, P, x->qk_half ? rows_h : 0};
         x->qk_rounded =
-            rk_qk_prepare(x->st, x->q, x->k, n, c->n_heads, c->head_dim_k, x->rowpos, x->freq,
+            rk_qk_prepare(x->st, x->q, x->k, n, c->n_heads, c->head_dim_k, x->in.pos, x->freq,
                           rotary, c->rope_layout == RN_ROPE_INTERLEAVED, scale_k, scale, &cp);
     }
     const float *ro = x->o; /* the read-out the group norm starts from */
@@ -1256,8 +1271,9 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         rn_cuda_step_shape sh = rn_cuda_step_plan(c, n, x->n_sms);
         parts = sh.row_split;
         ro = parts > 1 ? x->part : x->o;
-        rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->slots, x->q, x->k, x->v,
-                    x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh, n <= x->step_early);
+        rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->in.slots, x->q, x->k,
+                    x->v, x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh,
+                    n <= x->step_early);
     } else {
         rc = retention_pieces(x, slot, l, n);
         x->qk_rounded = x->v_rounded = 0; /* the copies were this layer's */
@@ -1348,7 +1364,7 @@ static int sync_status(cuda_ctx *x)
     return RN_OK;
 }
 
-/* Runs n rows (a decode batch over x->slots, or one chunk of slot) through
+/* Runs n rows (a decode batch over x->in.slots, or one chunk of slot) through
  * every layer; positions and tokens are already on the device. */
 static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
 {
@@ -1363,7 +1379,7 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
         if (n % P)
             rk_decay_table(x->st, x->pw_tail, x->log_gamma, c->n_heads, n % P);
     }
-    rk_embed(x->st, x->x, x->embed, (int)x->w->embed.dtype, x->tok, n, c->hidden_size,
+    rk_embed(x->st, x->x, x->embed, (int)x->w->embed.dtype, x->in.tok, n, c->hidden_size,
              c->embed_scale);
     if (c->embed_norm)
         rk_norm(x->st, x->x, x->x, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER,
@@ -1383,13 +1399,14 @@ static int forward(cuda_ctx *x, fwd_mode mode, int slot, int n)
     return rc;
 }
 
-static int put_rows(cuda_ctx *x, const int32_t *tok, const int *slots, int n)
+/* A chunk's n token ids and positions (x->host_rowpos) into its arrays,
+ * which the chunk's pass then reads. */
+static int put_chunk_rows(cuda_ctx *x, const int32_t *tok, int n)
 {
+    x->in = pass_in{x->tok, x->rowpos, NULL, NULL};
     if (cudaMemcpyAsync(x->tok, tok, sizeof(int32_t) * (size_t)n, cudaMemcpyHostToDevice, x->st) ||
         cudaMemcpyAsync(x->rowpos, x->host_rowpos, sizeof(int64_t) * (size_t)n,
-                        cudaMemcpyHostToDevice, x->st) ||
-        (slots &&
-         cudaMemcpyAsync(x->slots, slots, sizeof(int) * (size_t)n, cudaMemcpyHostToDevice, x->st)))
+                        cudaMemcpyHostToDevice, x->st))
         return RN_EDEVICE;
     return RN_OK;
 }
@@ -1431,6 +1448,7 @@ static void cuda_deinit(void *ctx)
                     x->part, x->top,    x->log_gamma, x->ws, x->U};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         cudaFree(bufs[i]);
+    cudaFreeHost(x->step_host); /* step_back is in the same allocation */
     if (x->lt)
         cublasLtDestroy(x->lt);
     if (x->blas)
@@ -1524,20 +1542,27 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
         CU(cudaMalloc(&x->sscr, p->layer_scratch_bytes), "state scratch");
     CU(cudaMalloc(&x->part, p->step_bytes), "step scratch");
     CU(cudaMalloc(&x->top, p->top_bytes), "sampling rows");
-    x->top_temp = (float *)(x->top + p->max_batch);
+    x->step_dev = (char *)x->top + rn_cuda_top_rows_bytes(p->max_batch);
+    {
+        /* page-locked: a copy from it is a DMA the stream (and a graph)
+         * runs in order, with no staging through a driver buffer */
+        size_t in = align256(rn_cuda_step_in_layout(p->max_batch).bytes);
+        void *h = NULL;
+        CU(cudaMallocHost(&h, in + rn_cuda_top_rows_bytes(p->max_batch)), "step buffers");
+        x->step_host = (char *)h, x->step_back = x->step_host + in;
+    }
     {
         size_t off[5];
         rn_cuda_chunk_offsets(x->c, C, off);
         x->qd = x->A + off[0], x->kd = x->A + off[1], x->pw = x->A + off[2];
         x->sums = x->A + off[3]; /* the tables: pieces and tail */
     }
-    tables = H * sizeof(double) + H * 4 + dk * 4 + R * (4 + 4 + 8) + 256;
+    tables = H * sizeof(double) + H * 4 + dk * 4 + R * (4 + 8) + 256;
     CU(cudaMalloc(&x->log_gamma, tables), "tables");
     x->gamma = (float *)(x->log_gamma + H), x->freq = x->gamma + H;
-    /* positions (8-byte aligned), then slot indices, then token ids */
+    /* a chunk's positions (8-byte aligned), then its token ids */
     x->rowpos = (int64_t *)align256((size_t)(x->freq + dk));
-    x->slots = (int *)(x->rowpos + R);
-    x->tok = (int32_t *)(x->slots + R);
+    x->tok = (int32_t *)(x->rowpos + R);
     CU(cudaMalloc(&x->ws, RN_CUDA_LT_WORKSPACE), "cuBLASLt workspace");
     if (p->pieces)
         rc = alloc_pieces(x, err);
@@ -1930,7 +1955,7 @@ static int run_chunk(cuda_ctx *x, int slot, const int32_t *tok, int n, int all, 
     int rc, first = !logits ? n : all ? 0 : n - 1;
     for (int i = 0; i < n; i++)
         x->host_rowpos[i] = x->pos[slot] + i;
-    if ((rc = put_rows(x, tok, NULL, n)) || (rc = chunk_work(x, slot, n, first)))
+    if ((rc = put_chunk_rows(x, tok, n)) || (rc = chunk_work(x, slot, n, first)))
         return fail_step(x, rc);
     x->pos[slot] += n;
     if (logits && (rc = get_logits(x, logits, n - first)))
@@ -1938,16 +1963,64 @@ static int run_chunk(cuda_ctx *x, int slot, const int32_t *tok, int n, int all, 
     return sync_status(x);
 }
 
-/* The device work of one decode step of n rows, launched in stream order. */
+/* The device pointers of an n-row step's inputs in x->step_dev. */
+static pass_in step_in_at(const cuda_ctx *x, int n)
+{
+    rn_cuda_step_in L = rn_cuda_step_in_layout(n);
+    char *b = x->step_dev;
+    return pass_in{(int32_t *)(b + L.tok), (int64_t *)(b + L.pos), (int *)(b + L.slots),
+                   (float *)(b + L.temps)};
+}
+
+/* Packs an n-row step's inputs into x->step_host and points x->in at
+ * where the step's first copy puts them.  temps: NULL unless sampling
+ * rows are reduced (their room is copied all the same). */
+static void step_in_pack(cuda_ctx *x, const int *slots, const int32_t *tok, const float *temps,
+                         int n)
+{
+    rn_cuda_step_in L = rn_cuda_step_in_layout(n);
+    int64_t *pos = (int64_t *)(x->step_host + L.pos);
+    for (int i = 0; i < n; i++)
+        pos[i] = x->pos[slots[i]];
+    memcpy(x->step_host + L.tok, tok, sizeof(int32_t) * (size_t)n);
+    memcpy(x->step_host + L.slots, slots, sizeof(int) * (size_t)n);
+    if (temps)
+        memcpy(x->step_host + L.temps, temps, sizeof(float) * (size_t)n);
+    x->in = step_in_at(x, n);
+}
+
+/* What an n-row step ending in tail copies out to x->step_back at its
+ * end: greedy's picks or the reduced rows; 0 bytes for the others (the
+ * logits go straight to the caller's buffer). */
+static size_t step_back_bytes(int n, step_tail tail)
+{
+    return tail == STEP_TOP     ? sizeof(rn_row_top) * (size_t)n
+           : tail == STEP_PICKS ? sizeof(int32_t) * (size_t)n
+                                : 0;
+}
+
+/* The device work of one decode step of n rows, launched in stream order:
+ * the packed inputs in (step_in_pack), the layers and the tail, then the
+ * picks or reduced rows out to page-locked memory.  Both copies are part
+ * of the step, so a graph of it runs them with no call of the host's
+ * between them and the kernels. */
 static int decode_work(cuda_ctx *x, int n, step_tail tail)
 {
+    size_t back = step_back_bytes(n, tail);
+    if (cudaMemcpyAsync(x->step_dev, x->step_host, rn_cuda_step_in_layout(n).bytes,
+                        cudaMemcpyHostToDevice, x->st) != cudaSuccess)
+        return RN_EDEVICE;
     int rc = forward(x, FWD_DECODE, -1, n);
     if (rc == RN_OK && tail != STEP_BARE)
         rc = output_logits(x, 0, n);
     if (rc == RN_OK && tail == STEP_PICKS)
-        rk_argmax_rows(x->st, x->tok, x->logits, n, x->c->vocab_size);
+        rk_argmax_rows(x->st, x->in.tok, x->logits, n, x->c->vocab_size);
     if (rc == RN_OK && tail == STEP_TOP)
-        rk_top_rows(x->st, x->top, x->logits, x->top_temp, n, x->c->vocab_size);
+        rk_top_rows(x->st, x->top, x->logits, x->in.temps, n, x->c->vocab_size);
+    if (rc == RN_OK && back &&
+        cudaMemcpyAsync(x->step_back, tail == STEP_TOP ? (const void *)x->top : x->in.tok, back,
+                        cudaMemcpyDeviceToHost, x->st) != cudaSuccess)
+        rc = RN_EDEVICE;
     x->pend = 0; /* taken by its GEMV in every path that sets it */
     return rc;
 }
@@ -2012,43 +2085,29 @@ static step_tail step_out_tail(const step_out *o)
     return o->tops ? STEP_TOP : o->picks ? STEP_PICKS : o->logits ? STEP_LOGITS : STEP_BARE;
 }
 
-/* Copies what o asks for of an n-row step to the host, in stream order. */
-static int step_out_copy(cuda_ctx *x, const step_out *o, int n)
-{
-    cudaError_t e = cudaSuccess;
-    if (o->tops)
-        e = cudaMemcpyAsync(o->tops, x->top, sizeof(rn_row_top) * (size_t)n, cudaMemcpyDeviceToHost,
-                            x->st);
-    else if (o->picks)
-        e = cudaMemcpyAsync(o->picks, x->tok, sizeof(int32_t) * (size_t)n, cudaMemcpyDeviceToHost,
-                            x->st);
-    else if (o->logits)
-        return get_logits(x, o->logits, n);
-    return e == cudaSuccess ? RN_OK : RN_EDEVICE;
-}
-
 /* One decode step for n <= max_batch slots, handing back what o asks for.
- * Greedy's picks go to x->tok (max_rows ids), free once the step's
- * embedding has read it, and the next step's put_rows refills it after the
- * copy, in stream order; the temperatures go in before the step (the
- * graph reads them from x->top_temp). */
+ * Greedy's picks are written over the step's token ids, which its
+ * embedding has read by then; they and the reduced rows reach the caller
+ * through x->step_back once the step is done, the logits by a copy of
+ * their own. */
 static int run_decode(cuda_ctx *x, const int *slots, const int32_t *tok, int n, const step_out *o)
 {
+    step_tail tail = step_out_tail(o);
     int rc;
-    for (int i = 0; i < n; i++)
-        x->host_rowpos[i] = x->pos[slots[i]];
-    if ((rc = put_rows(x, tok, slots, n)))
-        return fail_step(x, rc);
-    if (o->tops && cudaMemcpyAsync(x->top_temp, o->temps, sizeof(float) * (size_t)n,
-                                   cudaMemcpyHostToDevice, x->st) != cudaSuccess)
-        return fail_step(x, RN_EDEVICE);
-    if ((rc = decode_step(x, n, step_out_tail(o))))
+    step_in_pack(x, slots, tok, o->tops ? o->temps : NULL, n);
+    if ((rc = decode_step(x, n, tail)))
         return fail_step(x, rc);
     for (int i = 0; i < n; i++)
         x->pos[slots[i]]++;
-    if ((rc = step_out_copy(x, o, n)))
+    if (tail == STEP_LOGITS && (rc = get_logits(x, o->logits, n)))
         return fail_step(x, rc);
-    return sync_status(x);
+    if ((rc = sync_status(x)))
+        return rc;
+    if (tail == STEP_TOP)
+        memcpy(o->tops, x->step_back, step_back_bytes(n, tail));
+    else if (tail == STEP_PICKS)
+        memcpy(o->picks, x->step_back, step_back_bytes(n, tail));
+    return RN_OK;
 }
 
 static int cuda_prefill(void *ctx, int slot, const int32_t *tok, int n, const rn_prefill_opts *o,

@@ -84,6 +84,24 @@ static size_t chunk_floats(const rn_config *c, size_t C, int *ovf)
     return off[4];
 }
 
+rn_cuda_step_in rn_cuda_step_in_layout(int n)
+{
+    size_t r = n > 0 ? (size_t)n : 0;
+    rn_cuda_step_in L;
+    L.pos = 0; /* first: the int64s stay 8-byte aligned for any n */
+    L.tok = L.pos + r * sizeof(int64_t);
+    L.slots = L.tok + r * sizeof(int32_t);
+    L.temps = L.slots + r * sizeof(int);
+    L.bytes = L.temps + r * sizeof(float);
+    return L;
+}
+
+size_t rn_cuda_top_rows_bytes(int max_batch)
+{
+    int ovf = 0;
+    return align256(mul((size_t)max_batch, sizeof(rn_row_top), &ovf), &ovf);
+}
+
 int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_chunk,
                       int state_bf16, rn_error *err)
 {
@@ -115,8 +133,8 @@ int rn_cuda_plan_make(rn_cuda_plan *p, const rn_config *c, int n_slots, int max_
                         (size_t)c->value_dim, &ovf);
     p->logits_bytes =
         mul(mul((size_t)p->max_rows, (size_t)c->vocab_size, &ovf), sizeof(float), &ovf);
-    p->top_bytes =
-        align256(mul((size_t)p->max_batch, sizeof(rn_row_top) + sizeof(float), &ovf), &ovf);
+    p->top_bytes = add(rn_cuda_top_rows_bytes(p->max_batch),
+                       align256(rn_cuda_step_in_layout(p->max_batch).bytes, &ovf), &ovf);
     p->pool_bytes = mul((size_t)n_slots, p->state_bytes, &ovf);
     size_t t = add(add(p->act_bytes, p->chunk_bytes, &ovf), p->step_bytes, &ovf);
     t = add(t, add(p->layer_scratch_bytes, p->top_bytes, &ovf), &ovf);

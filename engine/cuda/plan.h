@@ -72,7 +72,7 @@ typedef struct rn_cuda_plan {
     size_t pieces_bytes; /* their states (H dk dv floats each) and pointer arrays */
     size_t step_bytes;   /* partial read-outs of the recurrent step: SPLIT_MAX x max_batch x V */
     size_t logits_bytes;
-    size_t top_bytes;   /* a decode step's rows reduced for sampling, and their temperatures */
+    size_t top_bytes;   /* a decode step's rows reduced for sampling, then its input block */
     size_t pool_bytes;  /* n_slots * state_bytes */
     size_t total_bytes; /* everything but the weights */
 } rn_cuda_plan;
@@ -80,6 +80,25 @@ typedef struct rn_cuda_plan {
 /* The widest input a projection reads: max(hidden, value dim, FFN width);
  * the first half-precision input buffer holds that many values a row. */
 size_t rn_cuda_widest_input(const rn_config *c);
+
+/* A decode step's inputs, as the host packs them for n rows into one
+ * block that a single copy takes to the device (rn_cuda_step_in_layout):
+ * byte offsets of the positions (int64), the token ids (int32; greedy's
+ * picks are written back over them), the slots (int) and the sampling
+ * temperatures (float), each n long, and the block's length, 20 n bytes.
+ * Packed for n rather than at fixed room for max_batch, so the copy moves
+ * only what the step reads; a decode graph is made for one n, so the
+ * offsets it was captured with stay right for every launch of it. */
+typedef struct rn_cuda_step_in {
+    size_t pos, tok, slots, temps, bytes;
+} rn_cuda_step_in;
+
+rn_cuda_step_in rn_cuda_step_in_layout(int n);
+
+/* Bytes of a decode step's rows reduced for sampling (max_batch
+ * rn_row_top), 256-aligned: the input block (rn_cuda_step_in) follows them
+ * in the top_bytes allocation. */
+size_t rn_cuda_top_rows_bytes(int max_batch);
 
 /* Where the chunk scratch (chunk_bytes) puts its parts, in floats from its
  * start, for chunks of up to C tokens: the score matrix A at 0 (H C C),

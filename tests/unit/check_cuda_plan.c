@@ -84,8 +84,8 @@ START_TEST(test_cuda_plan_buffers_cover_chunk_and_batch)
     ck_assert_uint_eq(p.chunk_bytes, chunk * 4);
     /* the step's partial read-outs: SPLIT_MAX per row of V values */
     ck_assert_uint_eq(p.step_bytes, (size_t)RN_CUDA_STEP_SPLIT_MAX * 4 * 4 * 2048);
-    /* four reduced rows and their temperatures */
-    ck_assert_uint_eq(p.top_bytes, (4 * (sizeof(rn_row_top) + 4) + 255) / 256 * 256);
+    /* four reduced rows, then the input block of a four-row step (20 bytes a row) */
+    ck_assert_uint_eq(p.top_bytes, (4 * sizeof(rn_row_top) + 255) / 256 * 256 + 256);
     ck_assert_uint_eq(p.total_bytes, p.act_bytes + p.chunk_bytes + p.step_bytes + p.logits_bytes +
                                          p.top_bytes + p.pool_bytes + RN_CUDA_LT_WORKSPACE);
     /* odd sizes: each buffer is rounded up to 256 bytes on its own */
@@ -95,6 +95,34 @@ START_TEST(test_cuda_plan_buffers_cover_chunk_and_batch)
     size_t a1000 = (3 * 1000 * 4 + 255) / 256 * 256, a3000 = (3 * 3000 * 4 + 255) / 256 * 256;
     size_t h3000 = (3 * 3000 * 2 + 255) / 256 * 256;
     ck_assert_uint_eq(p.act_bytes, 8 * a1000 + 2 * a3000 + 2 * h3000);
+}
+END_TEST
+
+/* The step's inputs packed for n rows: each array n long, aligned for
+ * its type, none overlapping the next, the block exactly their sum; and
+ * the room the plan keeps holds the largest step's. */
+START_TEST(test_cuda_step_in_packs_each_batch)
+{
+    for (int n = 1; n <= RN_CUDA_MAX_BATCH; n++) {
+        rn_cuda_step_in L = rn_cuda_step_in_layout(n);
+        size_t N = (size_t)n;
+        ck_assert_uint_eq(L.pos % sizeof(int64_t), 0);
+        ck_assert_uint_eq(L.tok % sizeof(int32_t), 0);
+        ck_assert_uint_eq(L.slots % sizeof(int), 0);
+        ck_assert_uint_eq(L.temps % sizeof(float), 0);
+        ck_assert_uint_ge(L.tok, L.pos + N * sizeof(int64_t));
+        ck_assert_uint_ge(L.slots, L.tok + N * sizeof(int32_t));
+        ck_assert_uint_ge(L.temps, L.slots + N * sizeof(int));
+        ck_assert_uint_eq(L.bytes, L.temps + N * sizeof(float));
+        ck_assert_uint_eq(L.bytes, 20 * N); /* nothing but the step's own values is copied */
+    }
+    rn_config c = shape_1_3b();
+    rn_cuda_plan p;
+    ck_assert_int_eq(rn_cuda_plan_make(&p, &c, 1000, 64, 0, NULL), RN_OK);
+    ck_assert_uint_ge(p.top_bytes - rn_cuda_top_rows_bytes(p.max_batch),
+                      rn_cuda_step_in_layout(p.max_batch).bytes);
+    ck_assert_uint_eq(rn_cuda_top_rows_bytes(p.max_batch) % 256, 0);
+    ck_assert_uint_ge(rn_cuda_top_rows_bytes(p.max_batch), p.max_batch * sizeof(rn_row_top));
 }
 END_TEST
 
@@ -519,6 +547,7 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_plan_state_bytes_are_the_state);
     tcase_add_test(tc, test_cuda_plan_bf16_states_halve_the_pool);
     tcase_add_test(tc, test_cuda_plan_buffers_cover_chunk_and_batch);
+    tcase_add_test(tc, test_cuda_step_in_packs_each_batch);
     tcase_add_test(tc, test_cuda_plan_rejects_bad_sizes);
     tcase_add_test(tc, test_cuda_plan_slots_for_budget);
     tcase_add_test(tc, test_cuda_step_plan_covers_every_column);
