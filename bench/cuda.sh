@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-tckpw*,ours-tcgroups1*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnorm*,ours-tckpw*,ours-tcgroups1*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -114,6 +114,20 @@ ret_split() {
         --decode 4
 }
 
+# the fused read-out normalising and gating its rows itself
+# (RETNET_CUDA_RET_NORM=1) in the server's chunks and in 4096-token ones,
+# and at 512 tokens with whole heads (RETNET_CUDA_RET_SPLIT=0: the norm
+# needs a block to hold a head's every column) against the default's
+# split read-out and separate norm: ret_norm
+ret_norm() {
+    run ours-retnorm RETNET_CUDA_RET_NORM=1 -- --batches 1 --prompts 512,2048,8192 --chunk 1024 \
+        --decode 4
+    run ours-retnorm-c4096 RETNET_CUDA_RET_NORM=1 -- --batches 1 --prompts 2048,8192 \
+        --chunk 4096 --decode 4
+    run ours-retnorm-nosplit RETNET_CUDA_RET_NORM=1 RETNET_CUDA_RET_SPLIT=0 -- --batches 1 \
+        --prompts 512 --chunk 1024 --decode 4
+}
+
 # the prefill defaults of 27 Nov against what they replaced: without
 # dependent launch for prefill's own kernels (RETNET_CUDA_PREFILL_PDL=0),
 # with the fused read-out's bf16 copies in passes of their own
@@ -135,6 +149,7 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     run ours -- --batches 1,2,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
     ret_split
+    ret_norm
     tc_shape
     prefill_defaults
     run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64 --prompts 2048,8192 \
@@ -157,6 +172,7 @@ else
         prefill ours-residgemm RETNET_CUDA_RESID_GEMM=1
         prefill_defaults
         ret_split
+        ret_norm
         decode_switches
         tc_switches
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
@@ -208,6 +224,7 @@ else
         # 1024- and 4096-token chunks
         prefill ours-nohalfv RETNET_CUDA_V_HALF=0
         ret_split
+        ret_norm
         decode_switches
         tc_switches
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
@@ -319,6 +336,11 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline-p512 "--batches 1 --prompts 512 --chunk 1024 --decode 2"
     timeline timeline-p512-noretsplit "--batches 1 --prompts 512 --chunk 1024 --decode 2" \
         RETNET_CUDA_RET_SPLIT=0
+    # a 4096-token chunk with the fused read-out normalising its rows
+    # (RETNET_CUDA_RET_NORM=1): against timeline.txt's prefill, where the
+    # group norm took 86 us a layer
+    timeline timeline-retnorm "--batches 1 --prompts 4096 --chunk 4096 --decode 2" \
+        RETNET_CUDA_RET_NORM=1
     # the tensor-core GEMVs at 16 rows in warps of 512 k instead of 256
     # (RETNET_CUDA_TC_KPW): against timeline.txt's decode-b16-s8
     timeline timeline-b16-kpw512 "--batches 16 --prompts 512 --chunk 1024 --decode 8" \

@@ -108,7 +108,9 @@ fail=0
 # set by the test itself (and against itself with each head's value
 # columns split over blocks, RETNET_CUDA_RET_SPLIT, on by default where a
 # chunk's grid leaves SMs idle, which parity and synthetic run without
-# too); parity and synthetic run again without it, on
+# too; and with the read-out normalising and gating its own rows,
+# RETNET_CUDA_RET_NORM, off by default, which the synthetic suite also
+# runs by itself); parity and synthetic run again without it, on
 # the cuBLAS products it replaced, and again
 # with cuBLASLt's algorithms timed for every shape outside a decode
 # graph, RETNET_CUDA_LT_TUNE=1, whose picks may sum in another order).
@@ -148,6 +150,8 @@ synthetic-noearly synthetic RETNET_CUDA_STEP_EARLY=0
 parity-retcublas parity RETNET_CUDA_RET_FUSED=0
 parity-noretsplit parity RETNET_CUDA_RET_SPLIT=0
 synthetic-noretsplit synthetic RETNET_CUDA_RET_SPLIT=0
+parity-retnorm parity RETNET_CUDA_RET_NORM=1 RETNET_CUDA_RET_SPLIT=0
+synthetic-retnorm synthetic RETNET_CUDA_RET_NORM=1 RETNET_CUDA_RET_SPLIT=0
 synthetic-retcublas synthetic RETNET_CUDA_RET_FUSED=0
 synthetic-noprenorm synthetic RETNET_CUDA_GEMV_PRENORM=0
 parity-noprefillpdl parity RETNET_CUDA_PREFILL_PDL=0

@@ -175,16 +175,22 @@ struct cuda_ctx {
     int resid_gemm;  /* cuBLASLt adds the output projections to x (RETNET_CUDA_RESID_GEMM) */
     int resid_added; /* it just did: the next residual_into only normalises */
     cublasComputeType_t ret_compute; /* the chunkwise retention GEMMs */
-    int ret_fused;  /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
-    int ret_split;  /* rk_ret_fused's dv shares: rn_cuda_ret_parts's want (RETNET_CUDA_RET_SPLIT) */
-    int qk_half;    /* the rotary pass writes rk_ret_fused's q, k copies (RETNET_CUDA_QK_HALF) */
-    int qk_rounded; /* it just did, for this layer's retention_fused */
-    int v_half;     /* v's product writes rk_ret_fused's v copy (RETNET_CUDA_V_HALF) */
-    int lt_pairs;   /* q and k, v and g, up and gate as one cuBLASLt product (lt_pair) */
-    int lt_paired;  /* a paired product has run: a later failure is the device's */
-    int v_rounded;  /* it just did, for this layer's retention_fused */
-    int half_act;   /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
-    int lt_tune;    /* rows from which cuBLASLt's algorithm is timed per shape, 0: never
+    int ret_fused; /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
+    int ret_split; /* rk_ret_fused's dv shares: rn_cuda_ret_parts's want (RETNET_CUDA_RET_SPLIT) */
+    int ret_norm;  /* rk_ret_fused applies the group norm in its store (RETNET_CUDA_RET_NORM) */
+    /* while retention_pieces runs a chunk through a layer: the group norm
+     * rk_ret_fused may apply (NULL: none), and the first rows it applied
+     * it to (retention_block normalises the rest) */
+    const rk_group_norm *gn;
+    int gn_rows;
+    int qk_half;       /* the rotary pass writes rk_ret_fused's q, k copies (RETNET_CUDA_QK_HALF) */
+    int qk_rounded;    /* it just did, for this layer's retention_fused */
+    int v_half;        /* v's product writes rk_ret_fused's v copy (RETNET_CUDA_V_HALF) */
+    int lt_pairs;      /* q and k, v and g, up and gate as one cuBLASLt product (lt_pair) */
+    int lt_paired;     /* a paired product has run: a later failure is the device's */
+    int v_rounded;     /* it just did, for this layer's retention_fused */
+    int half_act;      /* cuBLASLt writes GLU's up and gate rounded (RETNET_CUDA_HALF_ACT) */
+    int lt_tune;       /* rows from which cuBLASLt's algorithm is timed per shape, 0: never
                           (RETNET_CUDA_LT_TUNE) */
     size_t smem_optin; /* shared memory a block may opt in to */
     /* RETNET_CUDA_GEMV_PRENORM: a pre-norm whose only reader is one
@@ -733,9 +739,11 @@ static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const floa
     }
     long blocks = (long)pieces * H * (P / RK_RET_FUSED_ROWS);
     int parts = rn_cuda_ret_parts(blocks, dv, x->n_sms, x->ret_split);
-    return rk_ret_fused(x->st, x->o, h[1], h[2], h[0], h[3], pw, pieces, H, P, dk, dv, parts)
-               ? RN_EDEVICE
-               : RN_OK;
+    const rk_group_norm *gn = parts == 1 ? x->gn : NULL; /* a block holds the whole head */
+    if (rk_ret_fused(x->st, x->o, h[1], h[2], h[0], h[3], pw, pieces, H, P, dk, dv, parts, gn))
+        return RN_EDEVICE;
+    x->gn_rows = gn ? (int)rows : 0;
+    return RN_OK;
 }
 
 /* Whether retention_batched reads pieces pieces of P tokens out through
@@ -1267,6 +1275,14 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     const float *ro = x->o; /* the read-out the group norm starts from */
     int parts = 1;
     size_t part_stride = (size_t)x->plan.max_batch * (size_t)c->value_dim;
+    rk_half oh = half_out(x, x->o, n); /* where the norm writes, for the output projection */
+    rk_group_norm gn = {x->g,
+                        c->group_norm_affine ? d->gn_w : NULL,
+                        oh.p,
+                        c->group_norm_eps,
+                        c->group_norm_kind == RN_NORM_LAYER,
+                        (int)c->gate_act};
+    x->gn_rows = 0;
     if (mode == FWD_DECODE) {
         rn_cuda_step_shape sh = rn_cuda_step_plan(c, n, x->n_sms);
         parts = sh.row_split;
@@ -1275,14 +1291,22 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
                     x->v, x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh,
                     n <= x->step_early);
     } else {
+        /* RETNET_CUDA_RET_NORM: the fused read-out normalises and gates the
+         * rows of its whole pieces itself, rounded into the output
+         * projection's bf16 input, and the norm below takes the tail */
+        x->gn = x->ret_norm && oh.p && oh.t == RN_DT_BF16 ? &gn : NULL;
         rc = retention_pieces(x, slot, l, n);
+        x->gn = NULL;
         x->qk_rounded = x->v_rounded = 0; /* the copies were this layer's */
         if (rc)
             return rc;
     }
-    rk_norm_parts(x->st, x->o, ro, parts, part_stride, n * c->n_heads, c->head_dim_v,
-                  c->group_norm_kind == RN_NORM_LAYER, c->group_norm_affine ? d->gn_w : NULL, NULL,
-                  c->group_norm_eps, x->g, (int)c->gate_act, half_out(x, x->o, n));
+    if (x->gn_rows < n) {
+        size_t at = (size_t)x->gn_rows * (size_t)c->value_dim;   /* 0 but after the fused norm */
+        rk_half h = {oh.p ? (char *)oh.p + at * 2 : NULL, oh.t}; /* bf16 or fp16 */
+        rk_norm_parts(x->st, x->o + at, ro + at, parts, part_stride, (n - x->gn_rows) * c->n_heads,
+                      c->head_dim_v, gn.layer_kind, gn.w, NULL, gn.eps, x->g + at, gn.act, h);
+    }
     return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b);
 }
 
@@ -1731,6 +1755,12 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
         int s = env_int("RETNET_CUDA_RET_SPLIT", 1, 0, RN_CUDA_RET_SPLIT_MAX);
         x->ret_split = s == 1 ? RN_CUDA_RET_SPLIT_AUTO : s;
     }
+    /* off until measured: the fused read-out normalising and gating its
+     * rows itself, where a block holds a whole head (not split), so the
+     * chunk's fp32 read-out is neither stored nor read again by the group
+     * norm (67 MB of a 4096-token chunk of the 1.3B shape, whose norm took
+     * 86 us a layer on an H100: docs/benchmarks.md) */
+    x->ret_norm = env_int("RETNET_CUDA_RET_NORM", 0, 0, 1);
     /* the fused read-out's bf16 copies written by the passes that already
      * hold the values (the rotary pass: q, k and the scaled keys; v's
      * product: v) instead of three passes of their own: on an H100 8k

@@ -467,7 +467,7 @@ int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max)
 static_assert(RF_ROWS == RK_RET_FUSED_ROWS, "the query tiles the host plans for");
 static_assert(RF_SPLIT_MIN_NC * 64 == RN_CUDA_RET_SPLIT_MIN_DV && 2 * RF_SPLIT_MAX_NC >= RF_MAX_NC,
               "an instance for every share rn_cuda_ret_parts gives");
-static std::atomic<long> rf_launches, rf_split_launches;
+static std::atomic<long> rf_launches, rf_split_launches, rf_normed_launches;
 
 int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin)
 {
@@ -496,15 +496,16 @@ int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin)
 
 int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const void *v,
                  const void *U, const float *pw, int pieces, int H, int P, int dk, int dv,
-                 int parts)
+                 int parts, const rk_group_norm *gn)
 {
     int share = parts >= 1 && dv % parts == 0 ? dv / parts : 0;
     size_t smem = share ? rk_ret_fused_smem(dk, share) : 0;
     typedef const __nv_bfloat16 *bp;
-    if (!smem || P % RF_ROWS || dk % RF_ROWS || pieces < 1 ||
+    rk_group_norm none = {}, norm = gn ? *gn : none;
+    if (!smem || P % RF_ROWS || dk % RF_ROWS || pieces < 1 || (norm.h && parts > 1) ||
         rf_with_kernel(share, parts > 1, [&](auto kern) {
             launch(kern, dim3((unsigned)(pieces * H * parts), (unsigned)(P / RF_ROWS)), RF_THREADS,
-                   smem, st, o, (bp)q, (bp)k, (bp)v, (bp)U, pw, H, P, dk, dv);
+                   smem, st, o, (bp)q, (bp)k, (bp)v, (bp)U, pw, H, P, dk, dv, norm);
             return 0;
         }))
         return -1;
@@ -512,6 +513,7 @@ int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const 
         return -1; /* e.g. the shared memory was not allowed: rk_ret_fused_prepare */
     rf_launches++;
     rf_split_launches += parts > 1;
+    rf_normed_launches += norm.h != NULL;
     return 0;
 }
 
@@ -523,6 +525,11 @@ long rk_ret_fused_launches(void)
 long rk_ret_fused_split_launches(void)
 {
     return rf_split_launches.load();
+}
+
+long rk_ret_fused_normed_launches(void)
+{
+    return rf_normed_launches.load();
 }
 
 __global__ void decay_state_kernel(float *Sl, const float *pw, int C, size_t hkv, size_t per_head)

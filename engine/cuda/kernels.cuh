@@ -125,13 +125,17 @@ int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin);
 long rk_ret_fused_launches(void);
 /* Those of them with dv in more than one share. */
 long rk_ret_fused_split_launches(void);
+/* Those of them that applied the group norm (gn). */
+long rk_ret_fused_normed_launches(void);
 /* parts: the shares of dv, a block each (rn_cuda_ret_parts; the bits do
  * not depend on it), for each of the (piece, head)s' RK_RET_FUSED_ROWS-row
- * query tiles. */
+ * query tiles.  gn (NULL, or gn->h NULL: none; with parts 1 only): the
+ * rows normalised and gated into gn->h instead of stored in o
+ * (rk_group_norm). */
 #define RK_RET_FUSED_ROWS 64
 int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const void *v,
                  const void *U, const float *pw, int pieces, int H, int P, int dk, int dv,
-                 int parts);
+                 int parts, const rk_group_norm *gn);
 /* The slot's layer state S[h] *= pw[h][C] (before adding the chunk's k v^T). */
 void rk_decay_state(cudaStream_t st, rk_states S, int slot, const float *pw, int H, int C,
                     size_t hkv);

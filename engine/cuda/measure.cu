@@ -282,6 +282,11 @@ extern "C" long rn_cuda_ret_split_launches(void)
     return rk_ret_fused_split_launches();
 }
 
+extern "C" long rn_cuda_ret_normed_launches(void)
+{
+    return rk_ret_fused_normed_launches();
+}
+
 /* The bf16 copies (rk_to_half's rounding) of problem p's q, k, v and
  * entering states in h, packed in that order into one host buffer of
  * p->o + (p->pw - p->S) values (q, k at their offsets, v at p->v, the
@@ -323,7 +328,7 @@ static int rf_device_check(const rf_problem *p, int zero_v, int parts, uint32_t 
         cudaMemcpy(db, hb, sizeof(uint16_t) * nb, cudaMemcpyHostToDevice) != cudaSuccess)
         goto cleanup;
     if (rk_ret_fused(0, d + p->o, db + p->q, db + p->k, db + p->v, db + p->o, d + p->pw, p->pieces,
-                     p->H, p->P, p->dk, p->dv, parts) ||
+                     p->H, p->P, p->dk, p->dv, parts, NULL) ||
         cudaDeviceSynchronize() != cudaSuccess ||
         cudaMemcpy(h + p->o, d + p->o, sizeof(float) * (p->S - p->o), cudaMemcpyDeviceToHost) !=
             cudaSuccess)

@@ -60,15 +60,23 @@ __device__ static inline void sum2_add(double &s, double &ss, float v)
 }
 
 /* The mean (LayerNorm; 0 for RMSNorm) and the factor of a row of d values
+ * from its sum s and sum of squares ss. */
+__device__ static inline void norm_stats_of(double s, double ss, int d, int layer_kind, float eps,
+                                            double &mu, float &r)
+{
+    mu = layer_kind ? s / d : 0.0;
+    double dev = layer_kind ? fmax(ss - s * mu, 0.0) : ss;
+    r = rn_norm_factor(dev, d, eps);
+}
+
+/* The mean (LayerNorm; 0 for RMSNorm) and the factor of a row of d values
  * from each thread's share of its sum s and sum of squares ss (block-wide:
  * every thread calls it, once per kernel; sh, tid, nthr as block_sum2's). */
 __device__ static inline void norm_stats(double s, double ss, double *sh, int d, int layer_kind,
                                          float eps, double &mu, float &r, int tid, int nthr)
 {
     block_sum2(s, ss, sh, tid, nthr);
-    mu = layer_kind ? s / d : 0.0;
-    double dev = layer_kind ? fmax(ss - s * mu, 0.0) : ss;
-    r = rn_norm_factor(dev, d, eps);
+    norm_stats_of(s, ss, d, layer_kind, eps, mu, r);
 }
 
 /* Value k of a row normalised: (x - mu) r, times w[k], plus b[k], times

@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "mma_dev.cuh"
+#include "norm_dev.cuh"
 
 /* A block owns 64 query rows of one (piece, head) and all dv value
  * columns, in 16 warps: warp (g, c) owns the 16 rows of row group g and
@@ -147,6 +148,62 @@ __device__ static void rf_score_tile(__nv_bfloat16 *ss, const __nv_bfloat16 *sq,
         }
 }
 
+/* The group norm and gate (gn) of the block's 64 rows applied to their
+ * read-outs in acc, rounded to bf16 into gn.h, in place of the fp32
+ * store: a row's dv values (the whole head's: no split) lie in the 4
+ * column-group warps of its row group, 8 NC of them in each of the 4
+ * lanes of a quad.  A row's sum and sum of squares in double, as the norm
+ * kernels take them (in another order, so the last bits of a mean may
+ * differ from the separate launch's): the thread's values, then its
+ * quad's, then the 4 warps' through red (RF_ROWS x RF_GROUPS pairs of
+ * doubles in shared memory no warp reads any more); each value then as
+ * norm_value forms it.  at: the element index of the thread's first value
+ * (row g 16 + lane / 4, column c cw + 2 (lane % 4) of the head) in rows of
+ * stride HV. */
+template <int NC>
+__device__ static void rf_store_normed(const float (*acc)[4], const rk_group_norm &gn, double *red,
+                                       size_t at, size_t HV, int dv, int g, int c)
+{
+    const int cw = 16 * NC;
+    int lane = (int)threadIdx.x % 32;
+    double s[2] = {}, ss[2] = {};
+#pragma unroll
+    for (int n = 0; n < 2 * NC; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) /* e / 2: row r or r + 8 */
+            sum2_add(s[e / 2], ss[e / 2], acc[n][e]);
+    for (int h = 0; h < 2; h++) {
+        for (int o = 1; o < 4; o <<= 1) {
+            s[h] += __shfl_xor_sync(0xffffffffu, s[h], o);
+            ss[h] += __shfl_xor_sync(0xffffffffu, ss[h], o);
+        }
+        int row = g * 16 + lane / 4 + 8 * h;
+        if (lane % 4 == 0)
+            red[2 * (row * RF_GROUPS + c)] = s[h], red[2 * (row * RF_GROUPS + c) + 1] = ss[h];
+    }
+    __syncthreads();
+    for (int h = 0; h < 2; h++) {
+        int row = g * 16 + lane / 4 + 8 * h;
+        double S = 0.0, SS = 0.0, mu;
+        float r;
+        for (int w = 0; w < RF_GROUPS; w++)
+            S += red[2 * (row * RF_GROUPS + w)], SS += red[2 * (row * RF_GROUPS + w) + 1];
+        norm_stats_of(S, SS, dv, gn.layer_kind, gn.eps, mu, r);
+#pragma unroll
+        for (int n = 0; n < 2 * NC; n++) {
+            size_t i = at + (size_t)(8 * h) * HV + (size_t)(8 * n);
+            int k = c * cw + 8 * n + 2 * (lane % 4);
+            float2 gv = gn.gate ? *(const float2 *)(gn.gate + i) : make_float2(0.0f, 0.0f);
+            float v0 =
+                norm_value(acc[n][2 * h], mu, r, gn.w, NULL, k, gn.gate ? &gv.x : NULL, gn.act);
+            float v1 = norm_value(acc[n][2 * h + 1], mu, r, gn.w, NULL, k + 1,
+                                  gn.gate ? &gv.y : NULL, gn.act);
+            uint32_t u = rn_pack_bf16(v0, v1);
+            memcpy((__nv_bfloat16 *)gn.h + i, &u, sizeof u);
+        }
+    }
+}
+
 /* Grid: (pieces x H x parts, P / 64 query tiles), RF_THREADS threads.
  * With SPLIT, a head's dvf value columns go in `parts` (gridDim.x /
  * (pieces H)) shares of dv = 64 NC, a block each, so a short chunk's few
@@ -158,12 +215,13 @@ __device__ static void rf_score_tile(__nv_bfloat16 *ss, const __nv_bfloat16 *sq,
  * the chunk's read-outs; q, k (row stride H dk) and v (H dvf): its rows
  * in bf16; U: the (piece, head)s' entering states in bf16, dk x dvf
  * row-major at (piece H + head) dk dvf; pw: the decay table for P, a row
- * of P + 1 a head. */
+ * of P + 1 a head.  gn.h set (whole heads only): the rows go through the
+ * group norm and gate into gn.h (rf_store_normed) and o is not written. */
 template <int NC, int SPLIT>
 __global__ void __launch_bounds__(RF_THREADS, 1)
     ret_fused_kernel(float *o, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                      const __nv_bfloat16 *v, const __nv_bfloat16 *U, const float *pw, int H, int P,
-                     int dk, int dv_head)
+                     int dk, int dv_head, rk_group_norm gn)
 {
     pdl_enter();
     RF_DYNAMIC_SMEM(rf_smem);
@@ -246,8 +304,15 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
         rn_cp_async_commit();
     }
     rn_cp_async_wait<0>(); /* the diagonal's empty groups */
-    float *ob = o + (row0 + (size_t)(i0 + g * 16 + lane / 4)) * (size_t)HV + (size_t)head * dvf +
+    size_t at = (row0 + (size_t)(i0 + g * 16 + lane / 4)) * (size_t)HV + (size_t)head * dvf +
                 (size_t)(col0 + c * cw + 2 * (lane % 4));
+    if (!SPLIT && gn.h) { /* the loop's last barrier freed ss */
+        static_assert(RF_ROWS * RF_GROUPS * 2 * sizeof(double) <= RF_ROWS * (RF_ROWS + RF_PAD) * 2,
+                      "the row sums fit where the scores were");
+        rf_store_normed<NC>(acc, gn, (double *)ss, at, (size_t)HV, dv, g, c);
+        return;
+    }
+    float *ob = o + at;
 #pragma unroll
     for (int n = 0; n < 2 * NC; n++) {
         *(float2 *)(ob + n * 8) = make_float2(acc[n][0], acc[n][1]);

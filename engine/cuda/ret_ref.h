@@ -10,6 +10,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "../rn_math.h"
+#include "../util.h" /* rn__f32_to_bf16 */
+#include "rk_half.h" /* rk_group_norm */
 
 /* pieces pieces of P rows and H heads of dk, dv values, in one buffer of
  * total floats: q, k (rows x H dk, rows = pieces P) | v, o (rows x H dv) |
@@ -158,6 +163,41 @@ static inline double rf_fused_worst(const rf_problem *p, const float *h)
     }
     free(sc);
     return w;
+}
+
+/* The fused read-out's group norm and gate (rk_group_norm, gn) against
+ * its definition, from the plain read-outs o (groups of dv values: a
+ * (row, head) each; the gate at the same places): each group's mean and
+ * factor from sums in double, each value as norm_value forms it, an
+ * operation at a time in float, rounded to bf16.  got: the kernel's
+ * values.  *differ: the values whose bits differ; *worst: the largest
+ * difference in units of the reference's last bf16 place (NaN where got
+ * is NaN). */
+static inline void rf_norm_compare(const float *o, const uint16_t *got, size_t groups, int dv,
+                                   const struct rk_group_norm *gn, long *differ, double *worst)
+{
+    *differ = 0, *worst = 0.0;
+    for (size_t g = 0; g < groups; g++) {
+        const float *x = o + g * (size_t)dv;
+        double s = 0.0, ss = 0.0;
+        for (int k = 0; k < dv; k++)
+            s += x[k], ss += (double)x[k] * x[k];
+        double mu = gn->layer_kind ? s / dv : 0.0;
+        float r = rn_norm_factor(gn->layer_kind ? fmax(ss - s * mu, 0.0) : ss, dv, gn->eps);
+        for (int k = 0; k < dv; k++) {
+            size_t i = g * (size_t)dv + (size_t)k;
+            float v = (float)((double)x[k] - mu) * r;
+            v = gn->w ? v * gn->w[k] : v;
+            v = gn->gate ? v * rn_act_apply(gn->act, gn->gate[i]) : v;
+            uint16_t want = rn__f32_to_bf16(v);
+            int e = 0;
+            frexp(rn__bf16_to_f32(want), &e);
+            double ulp = ldexp(1.0, e - 8),
+                   d = fabs(rn__bf16_to_f32(got[i]) - rn__bf16_to_f32(want));
+            *differ += got[i] != want;
+            *worst = d / ulp > *worst || d != d ? d / ulp : *worst;
+        }
+    }
 }
 
 #endif

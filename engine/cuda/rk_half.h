@@ -24,4 +24,18 @@ struct rk_qk_copies {
     int P, rows;
 };
 
+/* The group norm and gate the fused retention read-out (rk_ret_fused)
+ * applies to its rows in place of storing them in fp32
+ * (RETNET_CUDA_RET_NORM): each (row, head)'s dv values normalised as the
+ * group norm's launch does (norm_value: LayerNorm when layer_kind, else
+ * RMSNorm, with eps; w: dv weights or NULL), times act(gate) at the same
+ * place (gate: fp32, row stride H dv; NULL: none), rounded to bf16 into h
+ * (row stride H dv), the output projection's rounded input. */
+struct rk_group_norm {
+    const float *gate, *w;
+    void *h;
+    float eps;
+    int layer_kind, act;
+};
+
 #endif

@@ -76,6 +76,9 @@ long rn_cuda_ret_fused_launches(void);
 /* Those of them that split each head's value columns over several blocks
  * (RETNET_CUDA_RET_SPLIT). */
 long rn_cuda_ret_split_launches(void);
+/* Those of them that normalised and gated their rows themselves
+ * (RETNET_CUDA_RET_NORM). */
+long rn_cuda_ret_normed_launches(void);
 /* Rotary passes so far in this process that also wrote the fused
  * read-out's bf16 copies of q and k (RETNET_CUDA_QK_HALF). */
 long rn_cuda_qk_half_passes(void);

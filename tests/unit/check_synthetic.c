@@ -286,6 +286,27 @@ START_TEST(test_synthetic_fused_retention_prefill)
 }
 END_TEST
 
+/* The fused read-out normalising and gating its rows itself
+ * (RETNET_CUDA_RET_NORM=1; whole heads, RETNET_CUDA_RET_SPLIT=0), the
+ * group norm launch taking only the ragged tails: on the shapes of
+ * test_synthetic_fused_retention_prefill, logits and states against the
+ * CPU's recurrent form at the 16-bit tolerance, and the kernel known to
+ * have normalised (one launch a layer for each prefill with full pieces). */
+START_TEST(test_synthetic_ret_norm_prefill)
+{
+    synth s;
+    static cuda_env env[] = {{"RETNET_CUDA_RET_CHUNK", "64"},
+                             {"RETNET_CUDA_RET_FUSED", "1"},
+                             {"RETNET_CUDA_RET_NORM", "1"},
+                             {"RETNET_CUDA_RET_SPLIT", "0"}};
+    synth_open_small(&s, env, ENV_COUNT(env));
+    long normed = rn_cuda_ret_normed_launches();
+    check_prefill_whole_and_split(&s, 256, 20);
+    ck_assert_int_eq(rn_cuda_ret_normed_launches() - normed, 2 * 2);
+    synth_close(&s);
+}
+END_TEST
+
 /* v's product writing the fused read-out's bf16 copy of v itself
  * (RETNET_CUDA_V_HALF=1; with RETNET_CUDA_QK_HALF=1, so none of the three
  * copies takes a pass of its own): on the shapes of
@@ -418,6 +439,7 @@ Suite *synthetic_suite(void)
     if (fixture_on_cuda()) { /* on the CPU the switches mean nothing */
         tcase_add_test(tc, test_synthetic_fused_retention_prefill);
         tcase_add_test(tc, test_synthetic_qk_half_keeps_bits);
+        tcase_add_test(tc, test_synthetic_ret_norm_prefill);
         tcase_add_test(tc, test_synthetic_ret_split_keeps_bits);
         tcase_add_test(tc, test_synthetic_v_half_prefill);
         tcase_add_test(tc, test_synthetic_lt_pairs_prefill);

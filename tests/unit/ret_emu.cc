@@ -38,8 +38,9 @@ static __nv_bfloat16 *emu_bf16(const float *h, size_t n)
 
 /* rk_ret_fused's launch (kernels.cu) on problem p's values in h, each
  * head's dv columns in parts shares, emulated; the read-outs come back
- * into h's o.  0, or -1. */
-static int emu_ret_fused(const rf_problem *p, float *h, int parts)
+ * into h's o -- or with gn (gn->h: rows x H dv bf16 values, 256-aligned),
+ * normalised and gated into gn->h, h's o untouched.  0, or -1. */
+static int emu_ret_fused(const rf_problem *p, float *h, int parts, const rk_group_norm *gn = NULL)
 {
     __nv_bfloat16 *q = emu_bf16(h + p->q, p->k - p->q), *k = emu_bf16(h + p->k, p->v - p->k);
     __nv_bfloat16 *v = emu_bf16(h + p->v, p->o - p->v), *S = emu_bf16(h + p->S, p->pw - p->S);
@@ -54,7 +55,7 @@ static int emu_ret_fused(const rf_problem *p, float *h, int parts)
             return rn_emu_launch(kern, grid, dim3(RF_THREADS), smem, o, (const __nv_bfloat16 *)q,
                                  (const __nv_bfloat16 *)k, (const __nv_bfloat16 *)v,
                                  (const __nv_bfloat16 *)S, (const float *)pw, p->H, p->P, p->dk,
-                                 p->dv);
+                                 p->dv, gn ? *gn : rk_group_norm{});
         }) == 0) {
         memcpy(h + p->o, o, sizeof(float) * (p->S - p->o));
         rc = 0;
@@ -112,6 +113,50 @@ extern "C" long rn_emu_ret_split_check(int P, int pieces, int H, int dk, int dv,
     free(a);
     free(b);
     return differ;
+}
+
+/* The fused read-out on the same kind of problem with its rows through the
+ * group norm and gate (RETNET_CUDA_RET_NORM): LayerNorm or RMSNorm
+ * (layer_kind), weights or none (affine), a gate or none, swish or gelu
+ * (act); the reference normalises the plain launch's fp32 read-outs
+ * (rf_norm_compare).  *differ: the values whose bits differ from it,
+ * and any fp32 read-out it stored (there should be none); *worst: the largest difference in units of the reference's last bf16
+ * place.  0, or -1. */
+extern "C" int rn_emu_ret_norm_check(int P, int pieces, int H, int dk, int dv, int layer_kind,
+                                     int affine, int gated, int act, uint32_t seed, long *differ,
+                                     double *worst)
+{
+    rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
+    size_t n = p.S - p.o; /* rows x H dv */
+    float *h = (float *)malloc(sizeof(float) * p.total);
+    float *gate = (float *)rn_emu_alloc(n, sizeof(float));
+    float *w = (float *)rn_emu_alloc((size_t)dv, sizeof(float));
+    uint16_t *out = (uint16_t *)rn_emu_alloc(n, sizeof(uint16_t));
+    int rc = -1;
+    if (h && gate && w && out && P % RF_ROWS == 0 && dk % RF_ROWS == 0 && dv % 64 == 0 &&
+        dv / 64 <= RF_MAX_NC) {
+        rf_problem_fill(&p, h, 0, seed);
+        for (size_t i = 0; i < n; i++)
+            gate[i] = rf_uniform(&seed, -3.0f, 3.0f), out[i] = 0x7fc1; /* NaN: unwritten */
+        for (int i = 0; i < dv; i++)
+            w[i] = rf_uniform(&seed, 0.5f, 1.5f);
+        rk_group_norm gn = {gated ? gate : NULL, affine ? w : NULL, out, 1e-5f, layer_kind, act};
+        long wrote_o = 0;
+        if (emu_ret_fused(&p, h, 1, &gn) == 0) {
+            for (size_t i = p.o; i < p.S; i++)
+                wrote_o += h[i] == h[i]; /* still the fill's NaN: nothing stored in o */
+            if (emu_ret_fused(&p, h, 1) == 0) {
+                rf_norm_compare(h + p.o, out, n / (size_t)dv, dv, &gn, differ, worst);
+                *differ += wrote_o;
+                rc = 0;
+            }
+        }
+    }
+    free(h);
+    free(gate);
+    free(w);
+    free(out);
+    return rc;
 }
 
 /* scale_pieces_kernel<N, T> (as rk_scale_pieces launches it) on pieces
