@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnorm*,ours-tckpw*,ours-tcgroups1*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-lttune-p512,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnorm*,ours-tckpw*,ours-tcgroups1*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -128,6 +128,14 @@ ret_norm() {
         --prompts 512 --chunk 1024 --decode 4
 }
 
+# cuBLASLt's algorithms timed per shape (RETNET_CUDA_LT_TUNE=512) on the
+# 512-token prompt, whose 512-row products fill the SMs worst (their rate
+# alone: products_of_gemm in ours.json): lt_tune_short
+lt_tune_short() {
+    run ours-lttune-p512 RETNET_CUDA_LT_TUNE=512 -- --batches 1 --prompts 512 --chunk 1024 \
+        --decode 4
+}
+
 # the prefill defaults of 27 Nov against what they replaced: without
 # dependent launch for prefill's own kernels (RETNET_CUDA_PREFILL_PDL=0),
 # with the fused read-out's bf16 copies in passes of their own
@@ -150,6 +158,7 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
     ret_split
     ret_norm
+    lt_tune_short
     tc_shape
     prefill_defaults
     run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64 --prompts 2048,8192 \

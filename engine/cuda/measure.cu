@@ -105,22 +105,99 @@ static void fill_random_bf16(cudaStream_t st, void *p, size_t n, uint32_t seed)
     fill_random_bf16_kernel<<<1024, 256, 0, st>>>((uint16_t *)p, n, seed);
 }
 
+/* One cuBLASLt product as the prefill's projections run: batch weight
+ * matrices (k x m, transposed; stride m k) times the same activations (k x
+ * n), bf16 in, fp32 out (stride m n), the heuristic's first algorithm --
+ * what the backend's lt_entry_make picks for a chunk's projection or pair. */
+struct lt_prod {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+    int m, n, k, batch;
+};
+
+static void lt_prod_free(lt_prod *g)
+{
+    if (g->op)
+        cublasLtMatmulDescDestroy(g->op);
+    if (g->a)
+        cublasLtMatrixLayoutDestroy(g->a);
+    if (g->b)
+        cublasLtMatrixLayoutDestroy(g->b);
+    if (g->c)
+        cublasLtMatrixLayoutDestroy(g->c);
+    memset(g, 0, sizeof *g);
+}
+
+/* The batch attributes of g's layouts (the activations shared: stride 0). */
+static int lt_prod_batch(lt_prod *g)
+{
+    int32_t b = g->batch;
+    int64_t sw = (int64_t)g->m * g->k, sc = (int64_t)g->m * g->n, zero = 0;
+    cublasLtMatrixLayout_t lay[3] = {g->a, g->b, g->c};
+    int64_t stride[3] = {sw, zero, sc};
+    for (int i = 0; i < 3 && b > 1; i++)
+        if (cublasLtMatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b,
+                                             sizeof b) ||
+            cublasLtMatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                             &stride[i], sizeof stride[i]))
+            return -1;
+    return 0;
+}
+
+/* Makes g for batch products of m x n x k on lt; 0, or -1 (g freed) when
+ * cuBLASLt offers none. */
+static int lt_prod_make(cublasLtHandle_t lt, lt_prod *g, int m, int n, int k, int batch)
+{
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    size_t wsz = RN_CUDA_LT_WORKSPACE;
+    int found = 0, rc = -1;
+    memset(g, 0, sizeof *g);
+    g->m = m, g->n = n, g->k = k, g->batch = batch;
+    if (cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
+        cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
+        cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
+        cublasLtMatrixLayoutCreate(&g->a, CUDA_R_16BF, (uint64_t)k, (uint64_t)m, k) ||
+        cublasLtMatrixLayoutCreate(&g->b, CUDA_R_16BF, (uint64_t)k, (uint64_t)n, k) ||
+        cublasLtMatrixLayoutCreate(&g->c, CUDA_R_32F, (uint64_t)m, (uint64_t)n, m) ||
+        lt_prod_batch(g) || cublasLtMatmulPreferenceCreate(&pref) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsz,
+                                             sizeof wsz) ||
+        cublasLtMatmulAlgoGetHeuristic(lt, g->op, g->a, g->b, g->c, g->c, pref, 1, &res, &found) ||
+        !found)
+        goto cleanup;
+    g->algo = res.algo;
+    rc = 0;
+cleanup:
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (rc)
+        lt_prod_free(g);
+    return rc;
+}
+
+static void lt_prod_run(cublasLtHandle_t lt, const lt_prod *g, const void *A, const void *B,
+                        float *C, void *ws, cudaStream_t st)
+{
+    float one = 1.0f, zero = 0.0f;
+    cublasLtMatmul(lt, g->op, &one, A, g->a, B, g->b, &zero, C, g->c, C, g->c, &g->algo, ws,
+                   RN_CUDA_LT_WORKSPACE, st);
+}
+
 static int measure_gemm(rn_cuda_limits *l, cudaStream_t st, int m, int n, int k, rn_error *err)
 {
     cublasLtHandle_t lt = NULL;
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
-    cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res;
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    size_t wsz = RN_CUDA_LT_WORKSPACE;
-    void *A = NULL, *B = NULL, *C = NULL, *ws = NULL;
-    int found = 0, rc = RN_OK;
-    float one = 1.0f, zero = 0.0f;
+    lt_prod g = {};
+    void *A = NULL, *B = NULL, *ws = NULL;
+    float *C = NULL;
+    int rc = RN_OK;
     /* the prefill's shape: weights (k x m, transposed) times activations (k
      * x n), fp32 out */
     if (cudaMalloc(&A, (size_t)m * (size_t)k * 2) || cudaMalloc(&B, (size_t)k * (size_t)n * 2) ||
-        cudaMalloc(&C, (size_t)m * (size_t)n * 4) || cudaMalloc(&ws, wsz)) {
+        cudaMalloc((void **)&C, (size_t)m * (size_t)n * 4) ||
+        cudaMalloc(&ws, RN_CUDA_LT_WORKSPACE)) {
         rc = rn_error_set(err, RN_EDEVICE, "measure: cannot allocate the GEMM operands");
         goto cleanup;
     }
@@ -132,25 +209,14 @@ static int measure_gemm(rn_cuda_limits *l, cudaStream_t st, int m, int n, int k,
         rc = rn_error_set(err, RN_EDEVICE, "measure: cannot fill the GEMM operands");
         goto cleanup;
     }
-    if (cublasLtCreate(&lt) || cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
-        cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, (uint64_t)k, (uint64_t)m, k) ||
-        cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, (uint64_t)k, (uint64_t)n, k) ||
-        cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)m, (uint64_t)n, m) ||
-        cublasLtMatmulPreferenceCreate(&pref) ||
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsz,
-                                             sizeof wsz) ||
-        cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &res, &found) || !found) {
+    if (cublasLtCreate(&lt) || lt_prod_make(lt, &g, m, n, k, 1)) {
         rc = rn_error_set(err, RN_EDEVICE, "measure: cuBLASLt has no bf16 GEMM for %dx%dx%d", m, n,
                           k);
         goto cleanup;
     }
     {
         double flop = 2.0 * m * (double)n * k;
-        auto gemm = [&] {
-            cublasLtMatmul(lt, op, &one, A, la, B, lb, &zero, C, lc, C, lc, &res.algo, ws, wsz, st);
-        };
+        auto gemm = [&] { lt_prod_run(lt, &g, A, B, C, ws, st); };
         /* after 300 ms of the same products, the best of 5 runs of 20 */
         auto twenty = [&] {
             for (int i = 0; i < 20; i++)
@@ -169,21 +235,104 @@ static int measure_gemm(rn_cuda_limits *l, cudaStream_t st, int m, int n, int k,
         l->gemm_m = m, l->gemm_n = n, l->gemm_k = k;
     }
 cleanup:
-    if (pref)
-        cublasLtMatmulPreferenceDestroy(pref);
-    if (la)
-        cublasLtMatrixLayoutDestroy(la);
-    if (lb)
-        cublasLtMatrixLayoutDestroy(lb);
-    if (lc)
-        cublasLtMatrixLayoutDestroy(lc);
-    if (op)
-        cublasLtMatmulDescDestroy(op);
+    lt_prod_free(&g);
     if (lt)
         cublasLtDestroy(lt);
     cudaFree(A);
     cudaFree(B);
     cudaFree(C);
+    cudaFree(ws);
+    return rc;
+}
+
+/* The projections of a layer of c as a prefill chunk of rows rows runs
+ * them with paired products on (RETNET_CUDA_LT_PAIRS, the default): q and
+ * k, v and g, up and gate (GLU) as batches of two, o and down alone.
+ * Fills the LAYER_PRODUCTS products; returns how many, or -1 when cuBLASLt
+ * offers none for one (those made are freed). */
+#define LAYER_PRODUCTS 5
+static int layer_products(cublasLtHandle_t lt, const rn_config *c, int rows,
+                          lt_prod g[LAYER_PRODUCTS])
+{
+    int D = c->hidden_size, K = c->key_dim, V = c->value_dim, F = c->intermediate_size;
+    int glu = c->ffn_kind == RN_FFN_GLU;
+    /* out, in, batch */
+    int shape[LAYER_PRODUCTS][3] = {
+        {K, D, 2}, {V, D, 2}, {D, V, 1}, {F, D, glu ? 2 : 1}, {D, F, 1}};
+    int n = LAYER_PRODUCTS;
+    for (int i = 0; i < n; i++)
+        if (lt_prod_make(lt, &g[i], shape[i][0], rows, shape[i][1], shape[i][2])) {
+            while (i-- > 0)
+                lt_prod_free(&g[i]);
+            return -1;
+        }
+    return n;
+}
+
+extern "C" int rn_cuda_products_rate(const rn_config *c, int rows, double *TFLOPs, double *rows_s,
+                                     rn_error *err)
+{
+    cublasLtHandle_t lt = NULL;
+    cudaStream_t st = NULL;
+    lt_prod g[LAYER_PRODUCTS] = {};
+    size_t woff[LAYER_PRODUCTS] = {}, wtotal = 0, in_max = 0, out_max = 0;
+    char *W = NULL;
+    void *X = NULL, *ws = NULL;
+    float *Y = NULL;
+    double flop = 0.0;
+    int n = 0, rc = RN_OK;
+    *TFLOPs = 0.0, *rows_s = 0.0;
+    if (rows < 1)
+        return rn_error_set(err, RN_EINVAL, "measure: %d rows", rows);
+    if (cudaStreamCreate(&st) != cudaSuccess || cublasLtCreate(&lt) ||
+        (n = layer_products(lt, c, rows, g)) < 0) {
+        rc = rn_error_set(err, RN_EDEVICE, "measure: no cuBLASLt products for %d rows", rows);
+        goto cleanup;
+    }
+    for (int i = 0; i < n; i++) {
+        size_t w = (size_t)g[i].batch * (size_t)g[i].m * (size_t)g[i].k * 2;
+        woff[i] = wtotal, wtotal += (w + 255) / 256 * 256;
+        in_max = (size_t)g[i].k > in_max ? (size_t)g[i].k : in_max;
+        out_max = (size_t)g[i].batch * (size_t)g[i].m > out_max
+                      ? (size_t)g[i].batch * (size_t)g[i].m
+                      : out_max;
+        flop += 2.0 * g[i].batch * (double)g[i].m * (double)g[i].k * rows;
+    }
+    /* one layer's weights (over 100 MB for the 1.3B shape: more than L2, so
+     * each layer's pass streams them as the model's distinct layers do) */
+    if (cudaMalloc((void **)&W, wtotal) || cudaMalloc(&X, in_max * (size_t)rows * 2) ||
+        cudaMalloc((void **)&Y, out_max * (size_t)rows * 4) ||
+        cudaMalloc(&ws, RN_CUDA_LT_WORKSPACE)) {
+        rc = rn_error_set(err, RN_EDEVICE, "measure: cannot allocate the products' operands");
+        goto cleanup;
+    }
+    fill_random_bf16(st, W, wtotal / 2, 3u);
+    fill_random_bf16(st, X, in_max * (size_t)rows, 4u);
+    {
+        auto pass = [&] {
+            for (int l = 0; l < c->n_layers; l++)
+                for (int i = 0; i < n; i++)
+                    lt_prod_run(lt, &g[i], W + woff[i], X, Y, ws, st);
+        };
+        run_for(st, 100.0f, pass);
+        float ms = best_ms(st, 3, pass);
+        if (cudaGetLastError() != cudaSuccess || ms <= 0.0f) {
+            rc = rn_error_set(err, RN_EDEVICE, "measure: the products failed");
+            goto cleanup;
+        }
+        *TFLOPs = flop * c->n_layers / ((double)ms * 1e-3) / 1e12;
+        *rows_s = rows / ((double)ms * 1e-3);
+    }
+cleanup:
+    for (int i = 0; i < LAYER_PRODUCTS; i++)
+        lt_prod_free(&g[i]);
+    if (lt)
+        cublasLtDestroy(lt);
+    if (st)
+        cudaStreamDestroy(st);
+    cudaFree(W);
+    cudaFree(X);
+    cudaFree(Y);
     cudaFree(ws);
     return rc;
 }

@@ -30,6 +30,18 @@ typedef struct rn_cuda_limits {
  * sizes, best of 10 after a warm-up).  RN_ENODEV without a device. */
 int rn_cuda_measure(rn_cuda_limits *l, int m, int n, int k, rn_error *err);
 
+/* The projections alone of a prefill chunk of rows rows through every
+ * layer of a model of config c -- cuBLASLt's products of the shapes the
+ * backend runs (q and k, v and g, up and gate paired), on random bf16
+ * operands, one layer's weights reused for each layer -- the best of 3
+ * passes after 100 ms of them: their rate in *TFLOPs, and in *rows_s the
+ * rows a second they alone would let a prefill of such chunks take (the
+ * most it could, with these products and nothing else).  RN_EINVAL,
+ * RN_EDEVICE. */
+struct rn_config;
+int rn_cuda_products_rate(const struct rn_config *c, int rows, double *TFLOPs, double *rows_s,
+                          rn_error *err);
+
 /* The CUDA backend's greedy pick (rk_argmax_rows) over rows x V host
  * logits, for tests that hand it ties, NaN and infinities; out: rows ids.
  * RN_OK, RN_EINVAL, or RN_EDEVICE without a device. */

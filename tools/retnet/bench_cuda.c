@@ -9,7 +9,10 @@
  *   decode at batch B: B tokens per step over (weight bytes + B x 2 x state
  *     bytes) / copy bandwidth, the step's roofline;
  *   prefill of P tokens (chunkwise): 2 x matrix parameters FLOP per token
- *     over the GEMM rate;
+ *     over the GEMM rate; beside it the same chunks' projections alone
+ *     (rn_cuda_products_rate: cuBLASLt's own rate on those shapes, which
+ *     at a few hundred rows is far from the square GEMM's), and the
+ *     prefill's tokens/s over what they alone would allow;
  *   device memory per session (= state bytes) and sessions per GiB.
  * Timings are best-of-N wall clock around synchronous engine calls; nothing
  * here asserts on time.  Without CUDA in the build both commands say so and
@@ -479,9 +482,19 @@ int cli_bench_cuda(int argc, char **argv)
         double r = prefill_rate(e, tok, o.prompts[i], o.chunk, sb.logits);
         if (r < 0)
             goto failed;
-        double tf = r * flop_tok / 1e12;
-        printf("%s{\"prompt\":%d,\"tok_s\":%.1f,\"TFLOPs\":%.1f,\"of_gemm\":%.3f}",
-               i ? ",\n  " : "", o.prompts[i], r, tf, tf / l.gemm_TFLOPs);
+        double tf = r * flop_tok / 1e12, ptf = 0.0, prs = 0.0;
+        /* the same chunks' projections alone: how near the products let
+         * this prompt come to the GEMM rate, and how near we come to them */
+        int rows = o.prompts[i] < o.chunk ? o.prompts[i] : o.chunk;
+        if (rn_cuda_products_rate(c, rows, &ptf, &prs, &err) != RN_OK) {
+            fprintf(stderr, "retnet: %s\n", err.msg);
+            goto failed;
+        }
+        printf("%s{\"prompt\":%d,\"tok_s\":%.1f,\"TFLOPs\":%.1f,\"of_gemm\":%.3f,"
+               "\"products_TFLOPs\":%.1f,\"products_of_gemm\":%.3f,\"products_tok_s\":%.1f,"
+               "\"of_products\":%.3f}",
+               i ? ",\n  " : "", o.prompts[i], r, tf, tf / l.gemm_TFLOPs, ptf, ptf / l.gemm_TFLOPs,
+               prs, r / prs);
         fflush(stdout);
     }
     printf("]");
