@@ -1294,7 +1294,10 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         /* RETNET_CUDA_RET_NORM: the fused read-out normalises and gates the
          * rows of its whole pieces itself, rounded into the output
          * projection's bf16 input, and the norm below takes the tail */
-        x->gn = x->ret_norm && oh.p && oh.t == RN_DT_BF16 ? &gn : NULL;
+        x->gn = x->ret_norm && oh.p && oh.t == RN_DT_BF16 &&
+                        rk_ret_fused_norm_smem(c->head_dim_k, c->head_dim_v) <= x->smem_optin
+                    ? &gn
+                    : NULL;
         rc = retention_pieces(x, slot, l, n);
         x->gn = NULL;
         x->qk_rounded = x->v_rounded = 0; /* the copies were this layer's */
@@ -1306,6 +1309,12 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         rk_half h = {oh.p ? (char *)oh.p + at * 2 : NULL, oh.t}; /* bf16 or fp16 */
         rk_norm_parts(x->st, x->o + at, ro + at, parts, part_stride, (n - x->gn_rows) * c->n_heads,
                       c->head_dim_v, gn.layer_kind, gn.w, NULL, gn.eps, x->g + at, gn.act, h);
+    }
+    /* the fused norm's rows exist only rounded: the projection must find
+     * them there (lt_input), never read x->o's stale fp32 rows */
+    if (x->gn_rows && x->rounded[0] != x->o) {
+        fprintf(stderr, "cuda backend: the normalised read-out is not the next input\n");
+        return RN_EDEVICE;
     }
     return sublayer_out(x, x->o, n, d->o, &lw->o_w, d->o_b);
 }

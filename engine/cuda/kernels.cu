@@ -458,6 +458,11 @@ size_t rk_ret_fused_smem(int dk, int dv)
     return dv % 64 == 0 && dv / 64 <= RF_MAX_NC ? rf_layout_for(dk, dv).total : 0;
 }
 
+size_t rk_ret_fused_norm_smem(int dk, int dv)
+{
+    return rk_ret_fused_smem(dk, dv) ? rf_norm_smem(dk, dv) : 0;
+}
+
 int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max)
 {
     size_t need = rk_ret_fused_smem(dk, dv);
@@ -477,20 +482,24 @@ int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin)
      * the device's whole allowance, not this shape's need: it holds per
      * instance for the process, and an engine of other heads sharing an
      * instance must not lower it under one already running. */
+    auto allow = [&](auto kern) {
+        return cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, optin) ==
+                       cudaSuccess
+                   ? 0
+                   : -1;
+    };
     for (int parts = 1; parts <= RN_CUDA_RET_SPLIT_MAX; parts *= 2) {
         int share = dv / parts, smem = (int)rk_ret_fused_smem(dk, share);
         int ok = dv % parts == 0 && smem && smem <= optin &&
-                 rf_with_kernel(share, parts > 1, [&](auto kern) {
-                     return cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 optin) == cudaSuccess
-                                ? 0
-                                : -1;
-                 }) == 0;
+                 rf_with_kernel(share, parts > 1, 0, allow) == 0;
         if (parts == 1)
             rc = ok ? 0 : -1;
         if (!ok)
             cudaGetLastError(); /* a share that cannot be launched is never asked for */
     }
+    /* the normalising instance (whole heads), where its tile fits */
+    if (rc == 0 && rf_norm_smem(dk, dv) <= (size_t)optin && rf_with_kernel(dv, 0, 1, allow) != 0)
+        cudaGetLastError(); /* rk_ret_fused then fails: the caller checks the fit first */
     return rc;
 }
 
@@ -499,11 +508,13 @@ int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const 
                  int parts, const rk_group_norm *gn)
 {
     int share = parts >= 1 && dv % parts == 0 ? dv / parts : 0;
-    size_t smem = share ? rk_ret_fused_smem(dk, share) : 0;
-    typedef const __nv_bfloat16 *bp;
     rk_group_norm none = {}, norm = gn ? *gn : none;
+    size_t smem = !share   ? 0
+                  : norm.h ? rk_ret_fused_norm_smem(dk, share)
+                           : rk_ret_fused_smem(dk, share);
+    typedef const __nv_bfloat16 *bp;
     if (!smem || P % RF_ROWS || dk % RF_ROWS || pieces < 1 || (norm.h && parts > 1) ||
-        rf_with_kernel(share, parts > 1, [&](auto kern) {
+        rf_with_kernel(share, parts > 1, norm.h != NULL, [&](auto kern) {
             launch(kern, dim3((unsigned)(pieces * H * parts), (unsigned)(P / RF_ROWS)), RF_THREADS,
                    smem, st, o, (bp)q, (bp)k, (bp)v, (bp)U, pw, H, P, dk, dv, norm);
             return 0;

@@ -116,6 +116,9 @@ void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, void *Uh, const float 
  * block); returns -1 when the launch could not be set up. */
 int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max);
 size_t rk_ret_fused_smem(int dk, int dv);
+/* The same for the instance that normalises its rows (gn below): at least
+ * a 64-row fp32 tile of dv; 0 where the kernel has no instance. */
+size_t rk_ret_fused_norm_smem(int dk, int dv);
 /* Lets the kernel for these head widths take its shared memory on the
  * current device, whose opt-in allowance a block is smem_optin (a setting
  * of the device's context: once per engine); 0, or -1 when the device

@@ -148,58 +148,87 @@ __device__ static void rf_score_tile(__nv_bfloat16 *ss, const __nv_bfloat16 *sq,
         }
 }
 
-/* The group norm and gate (gn) of the block's 64 rows applied to their
- * read-outs in acc, rounded to bf16 into gn.h, in place of the fp32
- * store: a row's dv values (the whole head's: no split) lie in the 4
- * column-group warps of its row group, 8 NC of them in each of the 4
- * lanes of a quad.  A row's sum and sum of squares in double, as the norm
- * kernels take them (in another order, so the last bits of a mean may
- * differ from the separate launch's): the thread's values, then its
- * quad's, then the 4 warps' through red (RF_ROWS x RF_GROUPS pairs of
- * doubles in shared memory no warp reads any more); each value then as
- * norm_value forms it.  at: the element index of the thread's first value
- * (row g 16 + lane / 4, column c cw + 2 (lane % 4) of the head) in rows of
- * stride HV. */
-template <int NC>
-__device__ static void rf_store_normed(const float (*acc)[4], const rk_group_norm &gn, double *red,
-                                       size_t at, size_t HV, int dv, int g, int c)
+/* Row stride, in floats, of the fp32 tile the normalising instance stages
+ * its read-outs in: 8 past dv, so a warp's float2 stores of 8 rows by 4
+ * lanes spread over the banks. */
+__host__ __device__ static inline int rf_norm_ld(int dv)
 {
-    const int cw = 16 * NC;
-    int lane = (int)threadIdx.x % 32;
-    double s[2] = {}, ss[2] = {};
+    return dv + 8;
+}
+
+/* Dynamic shared memory of the normalising instance: the kernel's own, or
+ * the staged 64-row tile of fp32 read-outs where that is larger. */
+__host__ __device__ static inline size_t rf_norm_smem(int dk, int dv)
+{
+    size_t tile = (size_t)RF_ROWS * (size_t)rf_norm_ld(dv) * sizeof(float);
+    size_t own = rf_layout_for(dk, dv).total;
+    return tile > own ? tile : own;
+}
+
+/* The group norm and gate (gn) of the block's 64 rows, each a whole
+ * head's dv values, into gn.h in bf16 in place of the fp32 store: every
+ * thread first stages its accumulators (rows g 16 + lane / 4 and + 8, its
+ * columns of column group c) in an fp32 tile over the shared memory the
+ * products are done with; then each warp takes 4 rows, a lane 4 adjacent
+ * values per 128 columns: the row's sum and sum of squares in double, as
+ * the norm kernels take them (in another order: a lane's values, then a
+ * shuffle tree, so a mean's last bits may differ from the separate
+ * launch's), each value then as norm_value forms it, the gate read and
+ * the bf16 values stored 4 at a time, a warp's loads and stores
+ * contiguous.  row0: the element index of the block's first row, head's
+ * first column, in rows of stride HV. */
+template <int NC>
+__device__ static void rf_store_normed(const float (*acc)[4], const rk_group_norm &gn, float *tile,
+                                       size_t row0, size_t HV, int g, int c)
+{
+    const int dv = 64 * NC, cw = 16 * NC, ld = rf_norm_ld(dv);
+    int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
+    __syncthreads(); /* every warp past its last read of the products' operands */
 #pragma unroll
-    for (int n = 0; n < 2 * NC; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) /* e / 2: row r or r + 8 */
-            sum2_add(s[e / 2], ss[e / 2], acc[n][e]);
-    for (int h = 0; h < 2; h++) {
-        for (int o = 1; o < 4; o <<= 1) {
-            s[h] += __shfl_xor_sync(0xffffffffu, s[h], o);
-            ss[h] += __shfl_xor_sync(0xffffffffu, ss[h], o);
-        }
-        int row = g * 16 + lane / 4 + 8 * h;
-        if (lane % 4 == 0)
-            red[2 * (row * RF_GROUPS + c)] = s[h], red[2 * (row * RF_GROUPS + c) + 1] = ss[h];
+    for (int n = 0; n < 2 * NC; n++) {
+        float *t = tile + (size_t)(g * 16 + lane / 4) * ld + c * cw + 8 * n + 2 * (lane % 4);
+        *(float2 *)t = make_float2(acc[n][0], acc[n][1]);
+        *(float2 *)(t + 8 * ld) = make_float2(acc[n][2], acc[n][3]);
     }
     __syncthreads();
-    for (int h = 0; h < 2; h++) {
-        int row = g * 16 + lane / 4 + 8 * h;
-        double S = 0.0, SS = 0.0, mu;
-        float r;
-        for (int w = 0; w < RF_GROUPS; w++)
-            S += red[2 * (row * RF_GROUPS + w)], SS += red[2 * (row * RF_GROUPS + w) + 1];
-        norm_stats_of(S, SS, dv, gn.layer_kind, gn.eps, mu, r);
+    constexpr int J = (64 * NC + 127) / 128; /* a lane's 4-value pieces of a row */
+    for (int row = warp; row < RF_ROWS; row += RF_THREADS / 32) {
+        float v[J][4];
+        double s = 0.0, ss = 0.0;
 #pragma unroll
-        for (int n = 0; n < 2 * NC; n++) {
-            size_t i = at + (size_t)(8 * h) * HV + (size_t)(8 * n);
-            int k = c * cw + 8 * n + 2 * (lane % 4);
-            float2 gv = gn.gate ? *(const float2 *)(gn.gate + i) : make_float2(0.0f, 0.0f);
-            float v0 =
-                norm_value(acc[n][2 * h], mu, r, gn.w, NULL, k, gn.gate ? &gv.x : NULL, gn.act);
-            float v1 = norm_value(acc[n][2 * h + 1], mu, r, gn.w, NULL, k + 1,
-                                  gn.gate ? &gv.y : NULL, gn.act);
-            uint32_t u = rn_pack_bf16(v0, v1);
-            memcpy((__nv_bfloat16 *)gn.h + i, &u, sizeof u);
+        for (int j = 0; j < J; j++) {
+            int k = 128 * j + 4 * lane;
+            if (k < dv) {
+                float4 t = *(const float4 *)(tile + (size_t)row * ld + k);
+                v[j][0] = t.x, v[j][1] = t.y, v[j][2] = t.z, v[j][3] = t.w;
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    sum2_add(s, ss, v[j][e]);
+            }
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            s += __shfl_xor_sync(0xffffffffu, s, o);
+            ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        }
+        double mu;
+        float r;
+        norm_stats_of(s, ss, dv, gn.layer_kind, gn.eps, mu, r);
+        size_t at = row0 + (size_t)row * HV;
+#pragma unroll
+        for (int j = 0; j < J; j++) {
+            int k = 128 * j + 4 * lane;
+            if (k >= dv)
+                continue;
+            float gv[4] = {}, out[4];
+            if (gn.gate)
+                load4(gn.gate + at + (size_t)k, gv);
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                out[e] =
+                    norm_value(v[j][e], mu, r, gn.w, NULL, k + e, gn.gate ? gv + e : NULL, gn.act);
+            uint2 u;
+            u.x = rn_pack_bf16(out[0], out[1]), u.y = rn_pack_bf16(out[2], out[3]);
+            *(uint2 *)((__nv_bfloat16 *)gn.h + at + (size_t)k) = u;
         }
     }
 }
@@ -215,14 +244,17 @@ __device__ static void rf_store_normed(const float (*acc)[4], const rk_group_nor
  * the chunk's read-outs; q, k (row stride H dk) and v (H dvf): its rows
  * in bf16; U: the (piece, head)s' entering states in bf16, dk x dvf
  * row-major at (piece H + head) dk dvf; pw: the decay table for P, a row
- * of P + 1 a head.  gn.h set (whole heads only): the rows go through the
- * group norm and gate into gn.h (rf_store_normed) and o is not written. */
-template <int NC, int SPLIT>
+ * of P + 1 a head.  NORM (whole heads only, gn.h set): the rows go
+ * through the group norm and gate into gn.h (rf_store_normed, with
+ * rf_norm_smem bytes of shared memory) and o is not written; an instance
+ * of its own, so the others keep their registers. */
+template <int NC, int SPLIT, int NORM>
 __global__ void __launch_bounds__(RF_THREADS, 1)
     ret_fused_kernel(float *o, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                      const __nv_bfloat16 *v, const __nv_bfloat16 *U, const float *pw, int H, int P,
                      int dk, int dv_head, rk_group_norm gn)
 {
+    static_assert(!(SPLIT && NORM), "a split block holds part of a head");
     pdl_enter();
     RF_DYNAMIC_SMEM(rf_smem);
     const int dv = 64 * NC, cw = 16 * NC; /* the block's share; a column group's width */
@@ -304,15 +336,14 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
         rn_cp_async_commit();
     }
     rn_cp_async_wait<0>(); /* the diagonal's empty groups */
-    size_t at = (row0 + (size_t)(i0 + g * 16 + lane / 4)) * (size_t)HV + (size_t)head * dvf +
-                (size_t)(col0 + c * cw + 2 * (lane % 4));
-    if (!SPLIT && gn.h) { /* the loop's last barrier freed ss */
-        static_assert(RF_ROWS * RF_GROUPS * 2 * sizeof(double) <= RF_ROWS * (RF_ROWS + RF_PAD) * 2,
-                      "the row sums fit where the scores were");
-        rf_store_normed<NC>(acc, gn, (double *)ss, at, (size_t)HV, dv, g, c);
+    if constexpr (NORM) {
+        rf_store_normed<NC>(acc, gn, (float *)rf_smem,
+                            (row0 + (size_t)i0) * (size_t)HV + (size_t)head * dvf, (size_t)HV, g,
+                            c);
         return;
     }
-    float *ob = o + at;
+    float *ob = o + (row0 + (size_t)(i0 + g * 16 + lane / 4)) * (size_t)HV + (size_t)head * dvf +
+                (size_t)(col0 + c * cw + 2 * (lane % 4));
 #pragma unroll
     for (int n = 0; n < 2 * NC; n++) {
         *(float2 *)(ob + n * 8) = make_float2(acc[n][0], acc[n][1]);
@@ -345,17 +376,21 @@ template <typename F> static int rf_with_nc(int dv, F f)
 #define RF_SPLIT_MAX_NC (RF_MAX_NC / 2)
 
 /* f(kernel) with ret_fused_kernel's instance for blocks of share value
- * columns, a share of a split head's (split) or a whole head's; -1 where
- * there is none (a share outside RF_SPLIT_MIN_NC..RF_SPLIT_MAX_NC 64
- * columns). */
-template <typename F> static int rf_with_kernel(int share, int split, F f)
+ * columns, a share of a split head's (split) or a whole head's, normalising
+ * its rows (norm; whole heads only); -1 where there is none (a share
+ * outside RF_SPLIT_MIN_NC..RF_SPLIT_MAX_NC 64 columns, or norm with split). */
+template <typename F> static int rf_with_kernel(int share, int split, int norm, F f)
 {
+    if (split && norm)
+        return -1;
     return rf_with_nc(share, [&](auto nc) {
         constexpr int NC = decltype(nc)::value;
+        if (norm)
+            return f(ret_fused_kernel<NC, 0, 1>);
         if constexpr (NC >= RF_SPLIT_MIN_NC && NC <= RF_SPLIT_MAX_NC)
-            return split ? f(ret_fused_kernel<NC, 1>) : f(ret_fused_kernel<NC, 0>);
+            return split ? f(ret_fused_kernel<NC, 1, 0>) : f(ret_fused_kernel<NC, 0, 0>);
         else
-            return split ? -1 : f(ret_fused_kernel<NC, 0>);
+            return split ? -1 : f(ret_fused_kernel<NC, 0, 0>);
     });
 }
 

@@ -48,10 +48,10 @@ static int emu_ret_fused(const rf_problem *p, float *h, int parts, const rk_grou
     float *pw = (float *)emu_array(h + p->pw, p->total - p->pw, sizeof(float));
     int share = p->dv / parts;
     dim3 grid((unsigned)(p->count * parts), (unsigned)(p->P / RF_ROWS));
-    size_t smem = rf_layout_for(p->dk, share).total;
+    size_t smem = gn ? rf_norm_smem(p->dk, share) : rf_layout_for(p->dk, share).total;
     int rc = -1;
     if (q && k && v && S && o && pw && p->dv % parts == 0 &&
-        rf_with_kernel(share, parts > 1, [&](auto kern) {
+        rf_with_kernel(share, parts > 1, gn != NULL, [&](auto kern) {
             return rn_emu_launch(kern, grid, dim3(RF_THREADS), smem, o, (const __nv_bfloat16 *)q,
                                  (const __nv_bfloat16 *)k, (const __nv_bfloat16 *)v,
                                  (const __nv_bfloat16 *)S, (const float *)pw, p->H, p->P, p->dk,
