@@ -110,7 +110,10 @@ fail=0
 # chunk's grid leaves SMs idle, which parity and synthetic run without
 # too; and with the read-out normalising and gating its own rows,
 # RETNET_CUDA_RET_NORM, off by default, which the synthetic suite also
-# runs by itself); parity and synthetic run again without it, on
+# runs by itself; the form and synthetic suites with every decode step of
+# up to 64 rows asking L2 for its output projections' weights on a second
+# stream, RETNET_CUDA_L2_FORK, which the synthetic suite also holds to the
+# same bits by itself); parity and synthetic run again without it, on
 # the cuBLAS products it replaced, and again
 # with cuBLASLt's algorithms timed for every shape outside a decode
 # graph, RETNET_CUDA_LT_TUNE=1, whose picks may sum in another order).
@@ -152,6 +155,8 @@ parity-noretsplit parity RETNET_CUDA_RET_SPLIT=0
 synthetic-noretsplit synthetic RETNET_CUDA_RET_SPLIT=0
 parity-retnorm parity RETNET_CUDA_RET_NORM=1 RETNET_CUDA_RET_SPLIT=0
 synthetic-retnorm synthetic RETNET_CUDA_RET_NORM=1 RETNET_CUDA_RET_SPLIT=0
+synthetic-l2fork synthetic RETNET_CUDA_L2_FORK=64
+forms-l2fork forms RETNET_CUDA_L2_FORK=64
 synthetic-retcublas synthetic RETNET_CUDA_RET_FUSED=0
 synthetic-noprenorm synthetic RETNET_CUDA_GEMV_PRENORM=0
 parity-noprefillpdl parity RETNET_CUDA_PREFILL_PDL=0

@@ -178,6 +178,13 @@ struct cuda_ctx {
     int ret_fused; /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
     int ret_split; /* rk_ret_fused's dv shares: rn_cuda_ret_parts's want (RETNET_CUDA_RET_SPLIT) */
     int ret_norm;  /* rk_ret_fused applies the group norm in its store (RETNET_CUDA_RET_NORM) */
+    /* RETNET_CUDA_L2_FORK: decode steps of up to l2_fork rows ask L2 for
+     * each layer's output-projection weights on st2 while the recurrent
+     * step and group norm run on st (l2_fork_out); forked: st has yet to
+     * wait for the last such request (l2_join) */
+    int l2_fork, forked;
+    cudaStream_t st2;
+    cudaEvent_t ev_fork, ev_join;
     /* while retention_pieces runs a chunk through a layer: the group norm
      * rk_ret_fused may apply (NULL: none), and the first rows it applied
      * it to (retention_block normalises the rest) */
@@ -576,6 +583,38 @@ static rk_half half_out(cuda_ctx *x, const float *rows, int n)
 }
 
 /* ----------------------------------------------------------- retention */
+
+/* RETNET_CUDA_L2_FORK: the weights W of the projection that follows the
+ * recurrent step and the group norm -- latency-bound kernels under which
+ * the memory idles at small batches -- asked of L2 by a launch on x->st2
+ * that starts once everything before it on x->st is done and that nothing
+ * on x->st waits for until the step's end (l2_join), so the projection
+ * finds them there instead of in HBM.  A fork of the stream: inside a
+ * decode graph's capture it becomes a branch of the graph. */
+static int l2_fork_out(cuda_ctx *x, int n, const void *W, const rn_tensor *Wt)
+{
+    if (!x->l2_fork || n > x->l2_fork || !W)
+        return RN_OK;
+    if (cudaEventRecord(x->ev_fork, x->st) != cudaSuccess ||
+        cudaStreamWaitEvent(x->st2, x->ev_fork, 0) != cudaSuccess)
+        return RN_EDEVICE;
+    rk_l2_fetch(x->st2, W, tensor_bytes(Wt));
+    if (cudaEventRecord(x->ev_join, x->st2) != cudaSuccess)
+        return RN_EDEVICE;
+    x->forked = 1;
+    return RN_OK;
+}
+
+/* x->st waits for the requests l2_fork_out made (the stream's in order, so
+ * the last one's event covers them all): a capture must join its branches
+ * before it ends. */
+static int l2_join(cuda_ctx *x)
+{
+    if (!x->forked)
+        return RN_OK;
+    x->forked = 0;
+    return cudaStreamWaitEvent(x->st, x->ev_join, 0) == cudaSuccess ? RN_OK : RN_EDEVICE;
+}
 
 static rk_states layer_states(const cuda_ctx *x, int l)
 {
@@ -1285,6 +1324,8 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
     x->gn_rows = 0;
     if (mode == FWD_DECODE) {
         rn_cuda_step_shape sh = rn_cuda_step_plan(c, n, x->n_sms);
+        if ((rc = l2_fork_out(x, n, d->o, &lw->o_w)))
+            return rc;
         parts = sh.row_split;
         ro = parts > 1 ? x->part : x->o;
         rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->in.slots, x->q, x->k,
@@ -1488,6 +1529,12 @@ static void cuda_deinit(void *ctx)
         cublasDestroy(x->blas);
     if (x->st)
         cudaStreamDestroy(x->st);
+    if (x->st2)
+        cudaStreamDestroy(x->st2);
+    if (x->ev_fork)
+        cudaEventDestroy(x->ev_fork);
+    if (x->ev_join)
+        cudaEventDestroy(x->ev_join);
     free(x->layers);
     free(x->pos);
     free(x->host_rowpos);
@@ -1834,6 +1881,18 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * 48), 3.6 of 30.7 ms of norms on an H100 (docs/benchmarks.md) */
     x->resid_gemm = env_int("RETNET_CUDA_RESID_GEMM", 0, 0, 1);
     CU(cudaStreamCreateWithFlags(&x->st, cudaStreamNonBlocking), "stream");
+    /* off until measured: decode steps of up to N rows ask L2 for each
+     * layer's output-projection weights on a second stream while the
+     * recurrent step and the group norm run (l2_fork_out); the in-kernel
+     * prefetch tried on 27 Nov cost 28% at batch 1, every kernel of the
+     * chain waiting on its own requests, which a branch of its own does not
+     * (docs/benchmarks.md) */
+    x->l2_fork = major >= 9 ? env_int("RETNET_CUDA_L2_FORK", 0, 0, RN_CUDA_MAX_BATCH) : 0;
+    if (x->l2_fork) {
+        CU(cudaStreamCreateWithFlags(&x->st2, cudaStreamNonBlocking), "second stream");
+        CU(cudaEventCreateWithFlags(&x->ev_fork, cudaEventDisableTiming), "events");
+        CU(cudaEventCreateWithFlags(&x->ev_join, cudaEventDisableTiming), "events");
+    }
     if (cublasCreate(&x->blas) || cublasSetStream(x->blas, x->st) || cublasLtCreate(&x->lt)) {
         rc = rn_error_set(err, RN_EDEVICE, "cuda backend: cannot create cuBLAS handles");
         goto cleanup;
@@ -2056,6 +2115,8 @@ static int decode_work(cuda_ctx *x, int n, step_tail tail)
         rk_argmax_rows(x->st, x->in.tok, x->logits, n, x->c->vocab_size);
     if (rc == RN_OK && tail == STEP_TOP)
         rk_top_rows(x->st, x->top, x->logits, x->in.temps, n, x->c->vocab_size);
+    int joined = l2_join(x); /* whatever rc: a capture cannot end with a branch open */
+    rc = rc ? rc : joined;
     if (rc == RN_OK && back &&
         cudaMemcpyAsync(x->step_back, tail == STEP_TOP ? (const void *)x->top : x->in.tok, back,
                         cudaMemcpyDeviceToHost, x->st) != cudaSuccess)

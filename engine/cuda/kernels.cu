@@ -1081,6 +1081,43 @@ int rk_gemv_tc_prepare(size_t smem_block)
 
 /* ------------------------------------------------------------------ copy */
 
+/* Asks L2 for bytes bytes from p (both multiples of 16), RK_L2_PIECE
+ * bytes a thread, through the copy engine of its SM (bulk prefetch:
+ * nothing comes back to the thread); a no-op before sm_90. */
+#define RK_L2_PIECE ((size_t)16 << 10)
+#define RK_L2_THREADS 32
+__global__ void l2_fetch_kernel(const char *p, size_t bytes)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    size_t at = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * RK_L2_PIECE;
+    if (at < bytes) {
+        unsigned len = (unsigned)(bytes - at < RK_L2_PIECE ? bytes - at : RK_L2_PIECE);
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + at), "r"(len)
+                     : "memory");
+    }
+#else
+    (void)p, (void)bytes;
+#endif
+}
+
+static std::atomic<long> l2_fetches;
+
+void rk_l2_fetch(cudaStream_t st, const void *p, size_t bytes)
+{
+    bytes &= ~(size_t)15;
+    size_t per_block = RK_L2_PIECE * RK_L2_THREADS;
+    if (!bytes || (uintptr_t)p % 16)
+        return;
+    l2_fetch_kernel<<<(unsigned)((bytes + per_block - 1) / per_block), RK_L2_THREADS, 0, st>>>(
+        (const char *)p, bytes);
+    l2_fetches++;
+}
+
+long rk_l2_fetches(void)
+{
+    return l2_fetches.load();
+}
+
 __global__ void copy_kernel(uint4 *dst, const uint4 *src, size_t n)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;

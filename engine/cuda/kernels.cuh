@@ -233,4 +233,11 @@ long rk_gemv_tc_ring_launches(int p);
  * (reported as read + write bytes) */
 void rk_copy(cudaStream_t st, void *dst, const void *src, size_t n);
 
+/* Asks L2 for the bytes from p (16-byte aligned; the bytes rounded down to
+ * 16) in a small launch of its own (RETNET_CUDA_L2_FORK: on a second
+ * stream, beside the kernels that need them later); nothing before sm_90. */
+void rk_l2_fetch(cudaStream_t st, const void *p, size_t bytes);
+/* Launches of rk_l2_fetch so far in this process, for tests. */
+long rk_l2_fetches(void);
+
 #endif

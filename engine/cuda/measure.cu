@@ -436,6 +436,11 @@ extern "C" long rn_cuda_ret_normed_launches(void)
     return rk_ret_fused_normed_launches();
 }
 
+extern "C" long rn_cuda_l2_fetches(void)
+{
+    return rk_l2_fetches();
+}
+
 /* The bf16 copies (rk_to_half's rounding) of problem p's q, k, v and
  * entering states in h, packed in that order into one host buffer of
  * p->o + (p->pw - p->S) values (q, k at their offsets, v at p->v, the

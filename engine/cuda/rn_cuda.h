@@ -91,6 +91,10 @@ long rn_cuda_ret_split_launches(void);
 /* Those of them that normalised and gated their rows themselves
  * (RETNET_CUDA_RET_NORM). */
 long rn_cuda_ret_normed_launches(void);
+/* Launches asking L2 for a projection's weights on the second stream
+ * (RETNET_CUDA_L2_FORK) so far in this process; a decode graph makes its
+ * launches once, when it is captured. */
+long rn_cuda_l2_fetches(void);
 /* Rotary passes so far in this process that also wrote the fused
  * read-out's bf16 copies of q and k (RETNET_CUDA_QK_HALF). */
 long rn_cuda_qk_half_passes(void);

@@ -400,6 +400,56 @@ static void check_switch_keeps_bits(const char *name, const char *off, const cha
     synth_close(&s);
 }
 
+/* Decode steps with each layer's output-projection weights asked of L2 on
+ * a second stream (RETNET_CUDA_L2_FORK=2: steps of up to 2 rows) against
+ * an engine without: the small model's slots 0 and 1 prefilled with the
+ * same 20 tokens, then STEPS steps of both rows, the logits and the
+ * states the same bits (a request for bytes changes no value), and the
+ * requests known to have gone out (one a layer when the step's graph is
+ * captured; one a layer a step without graphs). */
+START_TEST(test_synthetic_l2_fork_keeps_bits)
+{
+    synth s;
+    rn_engine *e2 = NULL;
+    rn_error err = {0};
+    char *saved[ENV_MAX];
+    cuda_env off[] = {{"RETNET_CUDA_L2_FORK", "0"}}, on[] = {{"RETNET_CUDA_L2_FORK", "2"}};
+    synth_open_small(&s, off, 1);
+    env_set(on, 1, saved);
+    rn_engine_opts o = fixture_opts(SLOTS, 256);
+    int made = rn_engine_new(&e2, s.m, &o, &err);
+    env_restore(on, 1, saved); /* before any assert: a suite without fork goes on */
+    ck_assert_msg(made == RN_OK, "%s", err.msg);
+    size_t V = (size_t)s.vocab, sb = rn_engine_state_bytes(s.e);
+    float *a = malloc(sizeof(float) * V * 2), *b = malloc(sizeof(float) * V * 2);
+    ck_assert(a && b);
+    rn_prefill_opts po = {.form = RN_FORM_CHUNKWISE, .chunk = 256};
+    int slots[2] = {0, 1};
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(rn_prefill(s.e, i, s.tok, 20, &po, NULL), RN_OK);
+        ck_assert_int_eq(rn_prefill(e2, i, s.tok, 20, &po, NULL), RN_OK);
+    }
+    long before = rn_cuda_l2_fetches();
+    for (int step = 0; step < STEPS; step++) {
+        const int32_t *in = s.tok + 20 + 2 * step;
+        ck_assert_int_eq(rn_decode(s.e, slots, in, 2, a), RN_OK);
+        ck_assert_int_eq(rn_decode(e2, slots, in, 2, b), RN_OK);
+        ck_assert_msg(memcmp(a, b, sizeof(float) * V * 2) == 0, "step %d: the logits differ", step);
+    }
+    for (int i = 0; i < 2; i++) {
+        float *sa = fixture_state(s.e, i), *s2 = fixture_state(e2, i);
+        ck_assert_msg(memcmp(sa, s2, sb) == 0, "slot %d: the states differ", i);
+        free(sa);
+        free(s2);
+    }
+    ck_assert_int_ge(rn_cuda_l2_fetches() - before, rn_model_config(s.m)->n_layers);
+    free(a);
+    free(b);
+    rn_engine_free(e2);
+    synth_close(&s);
+}
+END_TEST
+
 /* The rotary pass writing the fused read-out's bf16 copies of q and k and
  * the decay-scaled keys (RETNET_CUDA_QK_HALF, on by default) instead of
  * three passes after it: an engine with it against one with
@@ -440,6 +490,7 @@ Suite *synthetic_suite(void)
         tcase_add_test(tc, test_synthetic_fused_retention_prefill);
         tcase_add_test(tc, test_synthetic_qk_half_keeps_bits);
         tcase_add_test(tc, test_synthetic_ret_norm_prefill);
+        tcase_add_test(tc, test_synthetic_l2_fork_keeps_bits);
         tcase_add_test(tc, test_synthetic_ret_split_keeps_bits);
         tcase_add_test(tc, test_synthetic_v_half_prefill);
         tcase_add_test(tc, test_synthetic_lt_pairs_prefill);
