@@ -599,10 +599,10 @@ static int l2_fork_out(cuda_ctx *x, int n, const void *W, const rn_tensor *Wt)
         cudaStreamWaitEvent(x->st2, x->ev_fork, 0) != cudaSuccess)
         return RN_EDEVICE;
     rk_l2_fetch(x->st2, W, tensor_bytes(Wt));
-    if (cudaEventRecord(x->ev_join, x->st2) != cudaSuccess)
-        return RN_EDEVICE;
+    /* joined at the step's end whatever happens from here: st2 is in the
+     * capture now, and a capture cannot end with it left out */
     x->forked = 1;
-    return RN_OK;
+    return cudaEventRecord(x->ev_join, x->st2) == cudaSuccess ? RN_OK : RN_EDEVICE;
 }
 
 /* x->st waits for the requests l2_fork_out made (the stream's in order, so
@@ -1335,10 +1335,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         /* RETNET_CUDA_RET_NORM: the fused read-out normalises and gates the
          * rows of its whole pieces itself, rounded into the output
          * projection's bf16 input, and the norm below takes the tail */
-        x->gn = x->ret_norm && oh.p && oh.t == RN_DT_BF16 &&
-                        rk_ret_fused_norm_smem(c->head_dim_k, c->head_dim_v) <= x->smem_optin
-                    ? &gn
-                    : NULL;
+        x->gn = x->ret_norm && oh.p && oh.t == RN_DT_BF16 ? &gn : NULL;
         rc = retention_pieces(x, slot, l, n);
         x->gn = NULL;
         x->qk_rounded = x->v_rounded = 0; /* the copies were this layer's */
@@ -1858,6 +1855,9 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
         x->ret_fused = 0;
         cudaGetLastError();
     }
+    /* the normalising instance wants a 64-row fp32 tile of shared memory */
+    x->ret_norm = x->ret_norm && x->ret_fused &&
+                  rk_ret_fused_prepare_norm(x->c->head_dim_k, x->c->head_dim_v, x->smem_optin) == 0;
     x->tc_max = major >= 8 && rn_cuda_tc_weights_fit(x->w, x->c->n_layers) /* mma, bf16 */
                     ? env_int("RETNET_CUDA_TC_MAX", RN_CUDA_TC_DEFAULT, 0, RN_CUDA_TC_MAX)
                     : 0;

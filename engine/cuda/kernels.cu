@@ -497,9 +497,6 @@ int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin)
         if (!ok)
             cudaGetLastError(); /* a share that cannot be launched is never asked for */
     }
-    /* the normalising instance (whole heads), where its tile fits */
-    if (rc == 0 && rf_norm_smem(dk, dv) <= (size_t)optin && rf_with_kernel(dv, 0, 1, allow) != 0)
-        cudaGetLastError(); /* rk_ret_fused then fails: the caller checks the fit first */
     return rc;
 }
 
@@ -526,6 +523,25 @@ int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const 
     rf_split_launches += parts > 1;
     rf_normed_launches += norm.h != NULL;
     return 0;
+}
+
+int rk_ret_fused_prepare_norm(int dk, int dv, size_t smem_optin)
+{
+    size_t need = rk_ret_fused_norm_smem(dk, dv);
+    int optin = smem_optin > (size_t)INT_MAX ? INT_MAX : (int)smem_optin;
+    int rc = need && need <= smem_optin
+                 ? rf_with_kernel(dv, 0, 1,
+                                  [&](auto kern) {
+                                      return cudaFuncSetAttribute(
+                                                 kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 optin) == cudaSuccess
+                                                 ? 0
+                                                 : -1;
+                                  })
+                 : -1;
+    if (rc)
+        cudaGetLastError(); /* refused: the caller keeps the separate norm */
+    return rc;
 }
 
 long rk_ret_fused_launches(void)

@@ -124,6 +124,10 @@ size_t rk_ret_fused_norm_smem(int dk, int dv);
  * of the device's context: once per engine); 0, or -1 when the device
  * refuses. */
 int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin);
+/* The same for the instance that normalises its rows (gn below, whole
+ * heads): 0, or -1 where its shared memory does not fit or the device
+ * refuses. */
+int rk_ret_fused_prepare_norm(int dk, int dv, size_t smem_optin);
 /* Launches of rk_ret_fused so far in this process, for tests. */
 long rk_ret_fused_launches(void);
 /* Those of them with dv in more than one share. */

@@ -441,6 +441,15 @@ extern "C" long rn_cuda_l2_fetches(void)
     return rk_l2_fetches();
 }
 
+extern "C" int rn_cuda_device_major(void)
+{
+    int dev = 0, major = -1;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+        return -1;
+    return major;
+}
+
 /* The bf16 copies (rk_to_half's rounding) of problem p's q, k, v and
  * entering states in h, packed in that order into one host buffer of
  * p->o + (p->pw - p->S) values (q, k at their offsets, v at p->v, the

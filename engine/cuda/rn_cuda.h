@@ -95,6 +95,8 @@ long rn_cuda_ret_normed_launches(void);
  * (RETNET_CUDA_L2_FORK) so far in this process; a decode graph makes its
  * launches once, when it is captured. */
 long rn_cuda_l2_fetches(void);
+/* The current device's compute capability major (9: Hopper), or -1. */
+int rn_cuda_device_major(void);
 /* Rotary passes so far in this process that also wrote the fused
  * read-out's bf16 copies of q and k (RETNET_CUDA_QK_HALF). */
 long rn_cuda_qk_half_passes(void);
