@@ -42,12 +42,16 @@ def summary(ours, peer):
         print('%-14d %12.1f %12.1f %8.0f%% %12s %8s %12s %12s' % (
             r['batch'], r['tok_s'], r['roofline_tok_s'], 100 * r['of_roofline'],
             '%.1f' % p if p else '-', '%.2fx' % (r['tok_s'] / p) if p else '-', dev[0], dev[1]))
-    print('%-14s %12s %12s %9s %12s %8s' % ('prefill', 'tok/s', 'TFLOP/s', 'of GEMM', 'peer tok/s', 'vs peer'))
+    print('%-14s %12s %12s %9s %12s %8s %14s %12s' % ('prefill', 'tok/s', 'TFLOP/s', 'of GEMM',
+                                                    'peer tok/s', 'vs peer', 'products/GEMM',
+                                                    'of products'))
     for r in ours['prefill']:
         p = pp.get(r['prompt'])
-        print('%-14d %12.1f %12.1f %8.0f%% %12s %8s' % (
+        # the chunks' projections timed alone (absent from results of older builds)
+        prod = ['%.0f%%' % (100 * r[k]) if k in r else '-' for k in ('products_of_gemm', 'of_products')]
+        print('%-14d %12.1f %12.1f %8.0f%% %12s %8s %14s %12s' % (
             r['prompt'], r['tok_s'], r['TFLOPs'], 100 * r['of_gemm'],
-            '%.1f' % p if p else '-', '%.2fx' % (r['tok_s'] / p) if p else '-'))
+            '%.1f' % p if p else '-', '%.2fx' % (r['tok_s'] / p) if p else '-', prod[0], prod[1]))
     if peer.get('peer'):
         print('peer: %s' % peer['peer'])
 

@@ -470,11 +470,16 @@ int cli_bench_cuda(int argc, char **argv)
         if (steps < 0 || bare < 0 || greedy < 0 || sampled < 0)
             goto failed;
         double roof = b * l.copy_GBps * 1e9 / (W + b * 2.0 * S);
+        /* tok_s: every row's logits to the host, as rn_decode hands them
+         * back (128 KiB a row of the 1.3B preset over the bus each step);
+         * the server's own steps pick or reduce rows on the device, so
+         * their shares of the same roofline are printed too */
         printf("%s{\"batch\":%d,\"tok_s\":%.1f,\"roofline_tok_s\":%.1f,\"of_roofline\":%.3f,"
                "\"tok_s_no_head\":%.1f,\"tok_s_greedy_on_device\":%.1f,"
-               "\"tok_s_sampled_on_device\":%.1f}",
+               "\"tok_s_sampled_on_device\":%.1f,\"of_roofline_greedy\":%.3f,"
+               "\"of_roofline_sampled\":%.3f}",
                i ? ",\n  " : "", b, steps * b, roof, steps * b / roof, bare * b, greedy * b,
-               sampled * b);
+               sampled * b, greedy * b / roof, sampled * b / roof);
         fflush(stdout);
     }
     printf("],\n \"prefill\":[");
