@@ -65,6 +65,7 @@ extern "C" {
 }
 #include "../rn_math.h"
 #include "kernels.cuh"
+#include "lt_desc.cuh"
 
 #define LT_CACHE 64
 #define LT_CANDIDATES 8 /* the heuristic's algorithms RETNET_CUDA_LT_TUNE times */
@@ -81,8 +82,7 @@ struct lt_entry {
      * one product */
     int batch;
     int64_t stride_w, stride_y;
-    cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t a, b, c;
+    lt_desc d;
     cublasLtMatmulAlgo_t algo;
     /* RETNET_CUDA_LT_TUNE: the heuristic's candidates, timed on the first
      * call outside a graph capture (lt_tune); 0 once timed, or untuned */
@@ -296,75 +296,30 @@ static cudaDataType_t cuda_type(int t)
 
 static void lt_entry_free(lt_entry *e)
 {
-    if (e->op)
-        cublasLtMatmulDescDestroy(e->op);
-    if (e->a)
-        cublasLtMatrixLayoutDestroy(e->a);
-    if (e->b)
-        cublasLtMatrixLayoutDestroy(e->b);
-    if (e->c)
-        cublasLtMatrixLayoutDestroy(e->c);
+    lt_desc_free(&e->d);
     memset(e, 0, sizeof *e);
 }
 
-/* The batch of e's layouts (lt_entry: the input shared, stride 0). */
-static int lt_entry_batch(lt_entry *e)
-{
-    int32_t b = e->batch;
-    int64_t zero = 0;
-    return e->batch > 1 &&
-           (cublasLtMatrixLayoutSetAttribute(e->a, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b,
-                                             sizeof b) ||
-            cublasLtMatrixLayoutSetAttribute(e->a, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
-                                             &e->stride_w, sizeof e->stride_w) ||
-            cublasLtMatrixLayoutSetAttribute(e->b, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b,
-                                             sizeof b) ||
-            cublasLtMatrixLayoutSetAttribute(e->b, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
-                                             &zero, sizeof zero) ||
-            cublasLtMatrixLayoutSetAttribute(e->c, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b,
-                                             sizeof b) ||
-            cublasLtMatrixLayoutSetAttribute(e->c, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
-                                             &e->stride_y, sizeof e->stride_y));
-}
-
-/* Column-major view: y^T (out x n) = W (stored in x out, transposed) . x^T
- * (in x n); fp32 accumulate, output in otype (fp32, or rounded to the
- * weights' 16-bit dtype); batch products as lt_entry says.  Fills e;
- * RN_EDEVICE if cuBLASLt offers no algorithm. */
+/* y^T (out x n) = W x^T as lt_desc says, output in otype (fp32, or rounded
+ * to the weights' 16-bit dtype); batch products as lt_entry says.  Fills
+ * e; RN_EDEVICE if cuBLASLt offers no algorithm. */
 static int lt_entry_make(cuda_ctx *x, lt_entry *e, int out, int in, int n, int dtype, int otype,
                          int batch, int64_t stride_w, int64_t stride_y)
 {
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    cudaDataType_t dt = cuda_type(dtype);
-    cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res[LT_CANDIDATES];
-    int found = 0, rc = RN_EDEVICE, want = x->lt_tune && n >= x->lt_tune ? LT_CANDIDATES : 1;
-    size_t ws = RN_CUDA_LT_WORKSPACE;
-    *e = (lt_entry){out,  in,   n,    dtype, otype, batch, stride_w, stride_y,
-                    NULL, NULL, NULL, NULL,  {},    {},    0};
-    if (cublasLtMatmulDescCreate(&e->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
-        cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
-        cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
-        cublasLtMatrixLayoutCreate(&e->a, dt, (uint64_t)in, (uint64_t)out, in) ||
-        cublasLtMatrixLayoutCreate(&e->b, dt, (uint64_t)in, (uint64_t)n, in) ||
-        cublasLtMatrixLayoutCreate(&e->c, cuda_type(otype), (uint64_t)out, (uint64_t)n, out) ||
-        lt_entry_batch(e) || cublasLtMatmulPreferenceCreate(&pref) ||
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                             sizeof ws) ||
-        cublasLtMatmulAlgoGetHeuristic(x->lt, e->op, e->a, e->b, e->c, e->c, pref, want, res,
-                                       &found) ||
-        found < 1)
-        goto cleanup;
+    int want = x->lt_tune && n >= x->lt_tune ? LT_CANDIDATES : 1, found;
+    *e = (lt_entry){out, in, n, dtype, otype, batch, stride_w, stride_y, {}, {}, {}, 0};
+    if (lt_desc_make(&e->d, out, in, n, cuda_type(dtype), cuda_type(otype), batch, stride_w,
+                     stride_y))
+        return RN_EDEVICE;
+    if ((found = lt_desc_algos(x->lt, &e->d, want, res)) < 1) {
+        lt_entry_free(e);
+        return RN_EDEVICE;
+    }
     e->algo = res[0].algo;
     for (int i = 0; found > 1 && i < found; i++)
         e->cand[e->n_cand++] = res[i].algo;
-    rc = RN_OK;
-cleanup:
-    if (pref)
-        cublasLtMatmulPreferenceDestroy(pref);
-    if (rc != RN_OK)
-        lt_entry_free(e);
-    return rc;
+    return RN_OK;
 }
 
 /* The cached plan for this shape, made on first use.  NULL on failure. */
@@ -402,8 +357,9 @@ static float lt_time(cuda_ctx *x, lt_entry *e, const cublasLtMatmulAlgo_t *a, vo
     for (int r = 0; r < 4; r++) {
         float ms = 0.0f;
         if (cudaEventRecord(t0, x->st) != cudaSuccess ||
-            cublasLtMatmul(x->lt, e->op, &one, W, e->a, in_rows, e->b, &zero, y, e->c, y, e->c, a,
-                           x->ws, RN_CUDA_LT_WORKSPACE, x->st) != CUBLAS_STATUS_SUCCESS ||
+            cublasLtMatmul(x->lt, e->d.op, &one, W, e->d.a, in_rows, e->d.b, &zero, y, e->d.c, y,
+                           e->d.c, a, x->ws, RN_CUDA_LT_WORKSPACE,
+                           x->st) != CUBLAS_STATUS_SUCCESS ||
             cudaEventRecord(t1, x->st) != cudaSuccess || cudaEventSynchronize(t1) != cudaSuccess ||
             cudaEventElapsedTime(&ms, t0, t1) != cudaSuccess)
             return -1.0f;
@@ -497,8 +453,9 @@ static int lt_run(cuda_ctx *x, lt_entry *e, void *y, void *probe, const void *W,
     float one = 1.0f;
     if (e->n_cand && lt_tune(x, e, probe ? probe : y, W, in_rows) != RN_OK)
         return RN_EDEVICE;
-    cublasStatus_t s = cublasLtMatmul(x->lt, e->op, &one, W, e->a, in_rows, e->b, &beta, y, e->c, y,
-                                      e->c, &e->algo, x->ws, RN_CUDA_LT_WORKSPACE, x->st);
+    cublasStatus_t s =
+        cublasLtMatmul(x->lt, e->d.op, &one, W, e->d.a, in_rows, e->d.b, &beta, y, e->d.c, y,
+                       e->d.c, &e->algo, x->ws, RN_CUDA_LT_WORKSPACE, x->st);
     return s == CUBLAS_STATUS_SUCCESS ? RN_OK : RN_EDEVICE;
 }
 

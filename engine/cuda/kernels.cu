@@ -474,24 +474,32 @@ static_assert(RF_SPLIT_MIN_NC * 64 == RN_CUDA_RET_SPLIT_MIN_DV && 2 * RF_SPLIT_M
               "an instance for every share rn_cuda_ret_parts gives");
 static std::atomic<long> rf_launches, rf_split_launches, rf_normed_launches;
 
-int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin)
+/* A callable that lets a ret_fused_kernel instance take the device's whole
+ * opt-in shared memory (smem_optin): 0, or -1 where it refuses.  The limit
+ * set is the whole allowance, not one shape's need: it holds per instance
+ * for the process, and an engine of other heads sharing an instance must
+ * not lower it under one already running. */
+static auto rf_allow(size_t smem_optin)
 {
-    int optin = smem_optin > (size_t)INT_MAX ? INT_MAX : (int)smem_optin, rc = -1;
-    /* each instance a split may launch (rn_cuda_ret_parts) too; the whole
-     * head's decides, the shares only ever need less.  The limit set is
-     * the device's whole allowance, not this shape's need: it holds per
-     * instance for the process, and an engine of other heads sharing an
-     * instance must not lower it under one already running. */
-    auto allow = [&](auto kern) {
+    int optin = smem_optin > (size_t)INT_MAX ? INT_MAX : (int)smem_optin;
+    return [optin](auto kern) {
         return cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, optin) ==
                        cudaSuccess
                    ? 0
                    : -1;
     };
+}
+
+int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin)
+{
+    int rc = -1;
+    /* each instance a split may launch (rn_cuda_ret_parts) too; the whole
+     * head's decides, the shares only ever need less */
     for (int parts = 1; parts <= RN_CUDA_RET_SPLIT_MAX; parts *= 2) {
-        int share = dv / parts, smem = (int)rk_ret_fused_smem(dk, share);
-        int ok = dv % parts == 0 && smem && smem <= optin &&
-                 rf_with_kernel(share, parts > 1, 0, allow) == 0;
+        int share = dv / parts;
+        size_t smem = rk_ret_fused_smem(dk, share);
+        int ok = dv % parts == 0 && smem && smem <= smem_optin &&
+                 rf_with_kernel(share, parts > 1, 0, rf_allow(smem_optin)) == 0;
         if (parts == 1)
             rc = ok ? 0 : -1;
         if (!ok)
@@ -528,17 +536,7 @@ int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const 
 int rk_ret_fused_prepare_norm(int dk, int dv, size_t smem_optin)
 {
     size_t need = rk_ret_fused_norm_smem(dk, dv);
-    int optin = smem_optin > (size_t)INT_MAX ? INT_MAX : (int)smem_optin;
-    int rc = need && need <= smem_optin
-                 ? rf_with_kernel(dv, 0, 1,
-                                  [&](auto kern) {
-                                      return cudaFuncSetAttribute(
-                                                 kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 optin) == cudaSuccess
-                                                 ? 0
-                                                 : -1;
-                                  })
-                 : -1;
+    int rc = need && need <= smem_optin ? rf_with_kernel(dv, 0, 1, rf_allow(smem_optin)) : -1;
     if (rc)
         cudaGetLastError(); /* refused: the caller keeps the separate norm */
     return rc;

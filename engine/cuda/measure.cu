@@ -20,6 +20,7 @@ extern "C" {
 #include "rn_cuda.h"
 }
 #include "kernels.cuh"
+#include "lt_desc.cuh"
 #include "ret_ref.h"
 
 /* fn() back to back on stream st for at least ms milliseconds, so the
@@ -110,80 +111,41 @@ static void fill_random_bf16(cudaStream_t st, void *p, size_t n, uint32_t seed)
  * n), bf16 in, fp32 out (stride m n), the heuristic's first algorithm --
  * what the backend's lt_entry_make picks for a chunk's projection or pair. */
 struct lt_prod {
-    cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t a, b, c;
+    lt_desc d;
     cublasLtMatmulAlgo_t algo;
     int m, n, k, batch;
 };
 
 static void lt_prod_free(lt_prod *g)
 {
-    if (g->op)
-        cublasLtMatmulDescDestroy(g->op);
-    if (g->a)
-        cublasLtMatrixLayoutDestroy(g->a);
-    if (g->b)
-        cublasLtMatrixLayoutDestroy(g->b);
-    if (g->c)
-        cublasLtMatrixLayoutDestroy(g->c);
+    lt_desc_free(&g->d);
     memset(g, 0, sizeof *g);
-}
-
-/* The batch attributes of g's layouts (the activations shared: stride 0). */
-static int lt_prod_batch(lt_prod *g)
-{
-    int32_t b = g->batch;
-    int64_t sw = (int64_t)g->m * g->k, sc = (int64_t)g->m * g->n, zero = 0;
-    cublasLtMatrixLayout_t lay[3] = {g->a, g->b, g->c};
-    int64_t stride[3] = {sw, zero, sc};
-    for (int i = 0; i < 3 && b > 1; i++)
-        if (cublasLtMatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b,
-                                             sizeof b) ||
-            cublasLtMatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
-                                             &stride[i], sizeof stride[i]))
-            return -1;
-    return 0;
 }
 
 /* Makes g for batch products of m x n x k on lt; 0, or -1 (g freed) when
  * cuBLASLt offers none. */
 static int lt_prod_make(cublasLtHandle_t lt, lt_prod *g, int m, int n, int k, int batch)
 {
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res;
-    size_t wsz = RN_CUDA_LT_WORKSPACE;
-    int found = 0, rc = -1;
     memset(g, 0, sizeof *g);
     g->m = m, g->n = n, g->k = k, g->batch = batch;
-    if (cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
-        cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
-        cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
-        cublasLtMatrixLayoutCreate(&g->a, CUDA_R_16BF, (uint64_t)k, (uint64_t)m, k) ||
-        cublasLtMatrixLayoutCreate(&g->b, CUDA_R_16BF, (uint64_t)k, (uint64_t)n, k) ||
-        cublasLtMatrixLayoutCreate(&g->c, CUDA_R_32F, (uint64_t)m, (uint64_t)n, m) ||
-        lt_prod_batch(g) || cublasLtMatmulPreferenceCreate(&pref) ||
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsz,
-                                             sizeof wsz) ||
-        cublasLtMatmulAlgoGetHeuristic(lt, g->op, g->a, g->b, g->c, g->c, pref, 1, &res, &found) ||
-        !found)
-        goto cleanup;
-    g->algo = res.algo;
-    rc = 0;
-cleanup:
-    if (pref)
-        cublasLtMatmulPreferenceDestroy(pref);
-    if (rc)
+    if (lt_desc_make(&g->d, m, k, n, CUDA_R_16BF, CUDA_R_32F, batch, (int64_t)m * k,
+                     (int64_t)m * n))
+        return -1;
+    if (lt_desc_algos(lt, &g->d, 1, &res) < 1) {
         lt_prod_free(g);
-    return rc;
+        return -1;
+    }
+    g->algo = res.algo;
+    return 0;
 }
 
 static void lt_prod_run(cublasLtHandle_t lt, const lt_prod *g, const void *A, const void *B,
                         float *C, void *ws, cudaStream_t st)
 {
     float one = 1.0f, zero = 0.0f;
-    cublasLtMatmul(lt, g->op, &one, A, g->a, B, g->b, &zero, C, g->c, C, g->c, &g->algo, ws,
-                   RN_CUDA_LT_WORKSPACE, st);
+    cublasLtMatmul(lt, g->d.op, &one, A, g->d.a, B, g->d.b, &zero, C, g->d.c, C, g->d.c, &g->algo,
+                   ws, RN_CUDA_LT_WORKSPACE, st);
 }
 
 static int measure_gemm(rn_cuda_limits *l, cudaStream_t st, int m, int n, int k, rn_error *err)
