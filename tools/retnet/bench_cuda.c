@@ -483,18 +483,26 @@ int cli_bench_cuda(int argc, char **argv)
         fflush(stdout);
     }
     printf("],\n \"prefill\":[");
+    int prod_rows[MAX_LIST];
+    double prod_tf[MAX_LIST], prod_rs[MAX_LIST];
     for (int i = 0; i < o.n_prompts; i++) {
         double r = prefill_rate(e, tok, o.prompts[i], o.chunk, sb.logits);
         if (r < 0)
             goto failed;
         double tf = r * flop_tok / 1e12, ptf = 0.0, prs = 0.0;
         /* the same chunks' projections alone: how near the products let
-         * this prompt come to the GEMM rate, and how near we come to them */
-        int rows = o.prompts[i] < o.chunk ? o.prompts[i] : o.chunk;
-        if (rn_cuda_products_rate(c, rows, &ptf, &prs, &err) != RN_OK) {
+         * this prompt come to the GEMM rate, and how near we come to them
+         * (timed once for each row count: prompts past the chunk share it) */
+        int rows = o.prompts[i] < o.chunk ? o.prompts[i] : o.chunk, j = 0;
+        while (j < i && prod_rows[j] != rows)
+            j++;
+        if (j < i) {
+            ptf = prod_tf[j], prs = prod_rs[j];
+        } else if (rn_cuda_products_rate(c, rows, &ptf, &prs, &err) != RN_OK) {
             fprintf(stderr, "retnet: %s\n", err.msg);
             goto failed;
         }
+        prod_rows[i] = rows, prod_tf[i] = ptf, prod_rs[i] = prs;
         printf("%s{\"prompt\":%d,\"tok_s\":%.1f,\"TFLOPs\":%.1f,\"of_gemm\":%.3f,"
                "\"products_TFLOPs\":%.1f,\"products_of_gemm\":%.3f,\"products_tok_s\":%.1f,"
                "\"of_products\":%.3f}",
