@@ -199,8 +199,7 @@ __device__ static void rf_store_normed(const float (*acc)[4], const rk_group_nor
         for (int j = 0; j < J; j++) {
             int k = 128 * j + 4 * lane;
             if (k < dv) {
-                float4 t = *(const float4 *)(tile + (size_t)row * ld + k);
-                v[j][0] = t.x, v[j][1] = t.y, v[j][2] = t.z, v[j][3] = t.w;
+                load4(tile + (size_t)row * ld + k, v[j]);
 #pragma unroll
                 for (int e = 0; e < 4; e++)
                     sum2_add(s, ss, v[j][e]);
@@ -226,9 +225,7 @@ __device__ static void rf_store_normed(const float (*acc)[4], const rk_group_nor
             for (int e = 0; e < 4; e++)
                 out[e] =
                     norm_value(v[j][e], mu, r, gn.w, NULL, k + e, gn.gate ? gv + e : NULL, gn.act);
-            uint2 u;
-            u.x = rn_pack_bf16(out[0], out[1]), u.y = rn_pack_bf16(out[2], out[3]);
-            *(uint2 *)((__nv_bfloat16 *)gn.h + at + (size_t)k) = u;
+            store4(NULL, rk_half{gn.h, RN_DT_BF16}, at + (size_t)k, out);
         }
     }
 }

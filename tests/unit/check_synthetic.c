@@ -359,24 +359,31 @@ END_TEST
  * and a tail), then 130 more from that state (two full pieces and a tail
  * of 2) -- to the same logits and states, bit for bit; and counter()
  * advanced by want over the four prefills (the path known to have run). */
+/* The small model with its engine under env_a (synth_open_small), and in
+ * *e2 a second engine of the same model under env_b (n settings each):
+ * the pair a switch's test compares.  Caller frees *e2 and closes s. */
+static void synth_open_pair(synth *s, rn_engine **e2, cuda_env *env_a, cuda_env *env_b, size_t n)
+{
+    rn_error err = {0};
+    char *saved[ENV_MAX];
+    synth_open_small(s, env_a, n);
+    env_set(env_b, n, saved);
+    rn_engine_opts o = fixture_opts(SLOTS, 256);
+    int made = rn_engine_new(e2, s->m, &o, &err);
+    env_restore(env_b, n, saved); /* before any assert: a suite without fork goes on */
+    ck_assert_msg(made == RN_OK, "%s", err.msg);
+}
+
 static void check_switch_keeps_bits(const char *name, const char *off, const char *on,
                                     long (*counter)(void), long want)
 {
     synth s;
     rn_engine *e2 = NULL;
-    rn_error err = {0};
-    char *saved[ENV_MAX];
     cuda_env env_a[] = {
         {"RETNET_CUDA_RET_CHUNK", "64"}, {"RETNET_CUDA_RET_FUSED", "1"}, {name, off}};
     cuda_env env_b[] = {
         {"RETNET_CUDA_RET_CHUNK", "64"}, {"RETNET_CUDA_RET_FUSED", "1"}, {name, on}};
-    size_t n = ENV_COUNT(env_a);
-    synth_open_small(&s, env_a, n);
-    env_set(env_b, n, saved);
-    rn_engine_opts o = fixture_opts(SLOTS, 256);
-    int made = rn_engine_new(&e2, s.m, &o, &err);
-    env_restore(env_b, n, saved); /* before any assert: a suite without fork goes on */
-    ck_assert_msg(made == RN_OK, "%s", err.msg);
+    synth_open_pair(&s, &e2, env_a, env_b, ENV_COUNT(env_a));
     size_t V = (size_t)s.vocab, sb = rn_engine_state_bytes(s.e);
     float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
     ck_assert(a && b);
@@ -411,15 +418,8 @@ START_TEST(test_synthetic_l2_fork_keeps_bits)
 {
     synth s;
     rn_engine *e2 = NULL;
-    rn_error err = {0};
-    char *saved[ENV_MAX];
     cuda_env off[] = {{"RETNET_CUDA_L2_FORK", "0"}}, on[] = {{"RETNET_CUDA_L2_FORK", "2"}};
-    synth_open_small(&s, off, 1);
-    env_set(on, 1, saved);
-    rn_engine_opts o = fixture_opts(SLOTS, 256);
-    int made = rn_engine_new(&e2, s.m, &o, &err);
-    env_restore(on, 1, saved); /* before any assert: a suite without fork goes on */
-    ck_assert_msg(made == RN_OK, "%s", err.msg);
+    synth_open_pair(&s, &e2, off, on, 1);
     size_t V = (size_t)s.vocab, sb = rn_engine_state_bytes(s.e);
     float *a = malloc(sizeof(float) * V * 2), *b = malloc(sizeof(float) * V * 2);
     ck_assert(a && b);
