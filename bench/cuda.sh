@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-lttune-p512,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnorm*,ours-l2fork*,ours-tckpw*,ours-tcgroups1*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-lttune-p512,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnorm*,ours-l2fork*,ours-gemvgn*,ours-tckpw*,ours-tcgroups1*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -137,6 +137,18 @@ l2_fork() {
         --decode 32
 }
 
+# the decode group norm formed by the output projection's GEMV
+# (RETNET_CUDA_GEMV_GROUPNORM=1; the 1.3B layer's rows fit it at 1 and 2
+# sessions) instead of its own launch between the recurrent step and that
+# GEMV, at 1 and 2, and with L2_FORK too, whose fetch the norm's launch
+# no longer covers: gemv_group_norm
+gemv_group_norm() {
+    run ours-gemvgn RETNET_CUDA_GEMV_GROUPNORM=1 -- --batches 1,2 --prompts 512 --chunk 1024 \
+        --decode 32
+    run ours-gemvgn-l2fork RETNET_CUDA_GEMV_GROUPNORM=1 RETNET_CUDA_L2_FORK=2 -- --batches 1,2 \
+        --prompts 512 --chunk 1024 --decode 32
+}
+
 # cuBLASLt's algorithms timed per shape (RETNET_CUDA_LT_TUNE=512) on the
 # 512-token prompt, whose 512-row products fill the SMs worst (their rate
 # alone: products_of_gemm in ours.json): lt_tune_short
@@ -169,6 +181,7 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     ret_norm
     lt_tune_short
     l2_fork
+    gemv_group_norm
     tc_shape
     prefill_defaults
     run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64 --prompts 2048,8192 \
@@ -193,6 +206,7 @@ else
         ret_split
         ret_norm
         l2_fork
+        gemv_group_norm
         decode_switches
         tc_switches
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
@@ -246,6 +260,7 @@ else
         ret_split
         ret_norm
         l2_fork
+        gemv_group_norm
         decode_switches
         tc_switches
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
@@ -366,6 +381,10 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     # second stream (RETNET_CUDA_L2_FORK): against timeline.txt's decode-b1-s8
     timeline timeline-b1-l2fork "--batches 1 --prompts 512 --chunk 1024 --decode 8" \
         RETNET_CUDA_L2_FORK=2
+    # batch-1 steps with the group norm formed by the output projection's
+    # GEMV (RETNET_CUDA_GEMV_GROUPNORM): against decode-b1-s8's group norms
+    timeline timeline-b1-gemvgn "--batches 1 --prompts 512 --chunk 1024 --decode 8" \
+        RETNET_CUDA_GEMV_GROUPNORM=1
     # the tensor-core GEMVs at 16 rows in warps of 512 k instead of 256
     # (RETNET_CUDA_TC_KPW): against timeline.txt's decode-b16-s8
     timeline timeline-b16-kpw512 "--batches 16 --prompts 512 --chunk 1024 --decode 8" \

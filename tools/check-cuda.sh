@@ -113,7 +113,11 @@ fail=0
 # runs by itself; the form and synthetic suites with every decode step of
 # up to 64 rows asking L2 for its output projections' weights on a second
 # stream, RETNET_CUDA_L2_FORK, which the synthetic suite also holds to the
-# same bits by itself); parity and synthetic run again without it, on
+# same bits by itself; and with the decode group norm formed by the output
+# projection's GEMV, RETNET_CUDA_GEMV_GROUPNORM, off by default, in 256-
+# column shares so that the synthetic models' rows fit it, which the
+# synthetic suite also holds to the same bits by itself); parity and
+# synthetic run again without it, on
 # the cuBLAS products it replaced, and again
 # with cuBLASLt's algorithms timed for every shape outside a decode
 # graph, RETNET_CUDA_LT_TUNE=1, whose picks may sum in another order).
@@ -157,6 +161,9 @@ parity-retnorm parity RETNET_CUDA_RET_NORM=1 RETNET_CUDA_RET_SPLIT=0
 synthetic-retnorm synthetic RETNET_CUDA_RET_NORM=1 RETNET_CUDA_RET_SPLIT=0
 synthetic-l2fork synthetic RETNET_CUDA_L2_FORK=64
 forms-l2fork forms RETNET_CUDA_L2_FORK=64
+synthetic-gemvgn synthetic RETNET_CUDA_GEMV_GROUPNORM=1 RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
+parity-gemvgn parity RETNET_CUDA_GEMV_GROUPNORM=1 RETNET_CUDA_GEMV_SPLIT=64
+forms-gemvgn forms RETNET_CUDA_GEMV_GROUPNORM=1 RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
 synthetic-retcublas synthetic RETNET_CUDA_RET_FUSED=0
 synthetic-noprenorm synthetic RETNET_CUDA_GEMV_PRENORM=0
 parity-noprefillpdl parity RETNET_CUDA_PREFILL_PDL=0

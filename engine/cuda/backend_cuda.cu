@@ -202,11 +202,16 @@ struct cuda_ctx {
     size_t smem_optin; /* shared memory a block may opt in to */
     /* RETNET_CUDA_GEMV_PRENORM: a pre-norm whose only reader is one
      * streaming GEMV is formed by that GEMV (rk_gemv_multi_norm) instead of
-     * a norm launch; pend: such a norm of the raw rows pend_rows, not yet
-     * launched (block_input sets it, gemv_run or settle_rows takes it) */
+     * a norm launch; RETNET_CUDA_GEMV_GROUPNORM (group_norm): a decode
+     * step's group norm too, by the output projection's GEMV.  pend: such a
+     * norm of the rows pend_rows, not yet launched, whose raw input is at
+     * pend_src (pend_rows itself for a pre-norm, the step's read-out for
+     * a group norm; pre_norm and retention_block set it, gemv_run or
+     * settle_rows takes it) */
     int prenorm;
+    int group_norm;
     int pend;
-    const float *pend_rows;
+    const float *pend_rows, *pend_src;
     rk_gemv_norm pend_nm;
 };
 
@@ -1009,7 +1014,8 @@ static int prenorm_fold(const cuda_ctx *x, int n, norm_reader next, int l)
             return 0;
         t0 = next == NEXT_QKVG ? &x->w->layers[l].q_w : &x->w->layers[l].up_w;
     }
-    return rk_gemv_norm_fits((int)t0->dtype, n, c->hidden_size, x->gemv_split);
+    rk_gemv_norm nm = {};
+    return rk_gemv_norm_fits((int)t0->dtype, n, c->hidden_size, x->gemv_split, &nm, NULL);
 }
 
 /* The pre-norm of the n rows at rows (w, b) into x->hn, or, with
@@ -1020,8 +1026,10 @@ static const float *pre_norm(cuda_ctx *x, int n, const float *rows, const float 
 {
     const rn_config *c = x->c;
     if (prenorm_fold(x, n, next, l)) {
-        x->pend = 1, x->pend_rows = rows;
-        x->pend_nm = rk_gemv_norm{w, b, c->norm_eps, c->norm_kind == RN_NORM_LAYER};
+        x->pend = 1, x->pend_rows = x->pend_src = rows;
+        x->pend_nm = rk_gemv_norm{};
+        x->pend_nm.w = w, x->pend_nm.b = b, x->pend_nm.eps = c->norm_eps;
+        x->pend_nm.layer_kind = c->norm_kind == RN_NORM_LAYER;
         return rows;
     }
     rk_norm(x->st, x->hn, rows, n, c->hidden_size, c->norm_kind == RN_NORM_LAYER, w, b, c->norm_eps,
@@ -1029,15 +1037,25 @@ static const float *pre_norm(cuda_ctx *x, int n, const float *rows, const float 
     return x->hn;
 }
 
-/* rows, or, where a pre-norm of them is pending (pre_norm) and their
- * reader is not the GEMV that forms it, that norm launched now into x->hn. */
+/* rows, or, where a norm of them is pending (pre_norm, group_norm_fold)
+ * and their reader is not the GEMV that forms it, that norm launched now:
+ * a pre-norm into x->hn, a group norm into rows (x->o) as retention_block
+ * would have launched it. */
 static const float *settle_rows(cuda_ctx *x, const float *rows, int n)
 {
     if (!x->pend || rows != x->pend_rows)
         return rows;
     x->pend = 0;
-    rk_norm(x->st, x->hn, rows, n, x->c->hidden_size, x->pend_nm.layer_kind, x->pend_nm.w,
-            x->pend_nm.b, x->pend_nm.eps, NULL, 0, half_out(x, x->hn, n));
+    const rk_gemv_norm *nm = &x->pend_nm;
+    if (nm->group > 0) {
+        int groups = x->c->value_dim / nm->group;
+        rk_norm_parts(x->st, (float *)rows, x->pend_src, nm->parts, nm->part_stride, n * groups,
+                      nm->group, nm->layer_kind, nm->w, nm->b, nm->eps, nm->gate, nm->act,
+                      rk_half());
+        return rows;
+    }
+    rk_norm(x->st, x->hn, rows, n, x->c->hidden_size, nm->layer_kind, nm->w, nm->b, nm->eps, NULL,
+            0, half_out(x, x->hn, n));
     return x->hn;
 }
 
@@ -1111,9 +1129,9 @@ static void gemv_run(cuda_ctx *x, const rk_gemv_set *set, const rn_tensor *Wt, c
 {
     int in = (int)Wt->shape[1], t = (int)Wt->dtype;
     if (x->pend && rows == x->pend_rows && n <= x->gemv_max &&
-        rk_gemv_norm_fits(t, n, in, x->gemv_split)) {
+        rk_gemv_norm_fits(t, n, in, x->gemv_split, &x->pend_nm, x->pend_src)) {
         x->pend = 0;
-        rk_gemv_multi_norm(x->st, set, t, rows, n, in, x->gemv_split, &x->pend_nm, x->n_sms);
+        rk_gemv_multi_norm(x->st, set, t, x->pend_src, n, in, x->gemv_split, &x->pend_nm, x->n_sms);
         return;
     }
     rows = settle_rows(x, rows, n);
@@ -1233,6 +1251,31 @@ static int qkvg_products(cuda_ctx *x, const float *in, int n, const proj_list *p
     return rc;
 }
 
+/* Whether the group norm gn of a decode step's n rows, from the step's
+ * `parts` partial read-outs at ro (part_stride floats apart), is left to
+ * the output projection's GEMV (RETNET_CUDA_GEMV_GROUPNORM): where that
+ * projection streams x->o through gemv_run (n <= gemv_max; sublayer_out
+ * takes no other path there), the norm writes fp32 (gn->h NULL: the GEMV
+ * reads fp32 rows) and rk_gemv_norm_fits takes it.  Then it is pending
+ * (settle_rows launches it if another reader comes first), and the GEMV
+ * forms the same values itself. */
+static int group_norm_fold(cuda_ctx *x, int n, int l, const float *ro, int parts,
+                           size_t part_stride, const rk_group_norm *gn)
+{
+    const rn_config *c = x->c;
+    const rn_tensor *Wt = &x->w->layers[l].o_w;
+    if (!x->group_norm || !streaming(x, n) || n > x->gemv_max || gn->h)
+        return 0;
+    rk_gemv_norm nm = {};
+    nm.w = gn->w, nm.eps = gn->eps, nm.layer_kind = gn->layer_kind;
+    nm.group = c->head_dim_v, nm.gate = gn->gate, nm.act = gn->act;
+    nm.parts = parts, nm.part_stride = part_stride;
+    if (!rk_gemv_norm_fits((int)Wt->dtype, n, c->value_dim, x->gemv_split, &nm, ro))
+        return 0;
+    x->pend = 1, x->pend_rows = x->o, x->pend_src = ro, x->pend_nm = nm;
+    return 1;
+}
+
 static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in, int n, int l)
 {
     const rn_config *c = x->c;
@@ -1279,6 +1322,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
                         c->group_norm_kind == RN_NORM_LAYER,
                         (int)c->gate_act};
     x->gn_rows = 0;
+    int folded = 0; /* the group norm left to the output projection */
     if (mode == FWD_DECODE) {
         rn_cuda_step_shape sh = rn_cuda_step_plan(c, n, x->n_sms);
         if ((rc = l2_fork_out(x, n, d->o, &lw->o_w)))
@@ -1288,6 +1332,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         rk_ret_step(x->st, (float *)ro, part_stride, layer_states(x, l), x->in.slots, x->q, x->k,
                     x->v, x->gamma, n, c->n_heads, c->head_dim_k, c->head_dim_v, &sh,
                     n <= x->step_early);
+        folded = group_norm_fold(x, n, l, ro, parts, part_stride, &gn);
     } else {
         /* RETNET_CUDA_RET_NORM: the fused read-out normalises and gates the
          * rows of its whole pieces itself, rounded into the output
@@ -1299,7 +1344,7 @@ static int retention_block(cuda_ctx *x, fwd_mode mode, int slot, const float *in
         if (rc)
             return rc;
     }
-    if (x->gn_rows < n) {
+    if (!folded && x->gn_rows < n) {
         size_t at = (size_t)x->gn_rows * (size_t)c->value_dim;   /* 0 but after the fused norm */
         rk_half h = {oh.p ? (char *)oh.p + at * 2 : NULL, oh.t}; /* bf16 or fp16 */
         rk_norm_parts(x->st, x->o + at, ro + at, parts, part_stride, (n - x->gn_rows) * c->n_heads,
@@ -1738,10 +1783,15 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     x->prenorm = env_int("RETNET_CUDA_GEMV_PRENORM", 1, 0, 1);
     if (x->prenorm) { /* here, never inside a decode graph's capture */
         int t = (int)x->w->layers[0].q_w.dtype, th = (int)x->w->lm_head_w.dtype;
-        rk_gemv_norm_prepare(t, RN_CUDA_GEMV_MAX, x->c->hidden_size);
+        rk_gemv_norm_prepare(t, RN_CUDA_GEMV_MAX, x->c->hidden_size, 0);
         if (th != t) /* an LM head of its own dtype */
-            rk_gemv_norm_prepare(th, RN_CUDA_GEMV_MAX, x->c->hidden_size);
+            rk_gemv_norm_prepare(th, RN_CUDA_GEMV_MAX, x->c->hidden_size, 0);
     }
+    /* the decode group norm formed by the output projection's GEMV
+     * (group_norm_fold); off until measured against its own launch */
+    x->group_norm = env_int("RETNET_CUDA_GEMV_GROUPNORM", 0, 0, 1);
+    if (x->group_norm)
+        rk_gemv_norm_prepare((int)x->w->layers[0].o_w.dtype, RN_CUDA_GEMV_MAX, x->c->value_dim, 1);
     /* registers over shared rows: on an H100 651 vs 567 tok/s at batch 1 and
      * 107k vs 100k tok/s of 8k prefill (docs/benchmarks.md) */
     x->norm_vec = env_int("RETNET_CUDA_NORM_VEC", 1, 0, 1);

@@ -425,11 +425,21 @@ __global__ void __launch_bounds__(32 * GEMV_SPLIT_WARPS)
  * needs (capped at 64 for 1024 threads, it spilled). */
 #define GEMV_NORM_MAX_THREADS 512
 
-/* Bytes of gemv_norm_kernel<*, NB>'s static shared memory (gn_sh, part),
- * which count with the dynamic rows against a block's limit. */
-__host__ __device__ static inline unsigned gemv_norm_static_smem(int nb)
+/* Rows of sums (64 doubles each, norm_vec_row's sh) gemv_norm_kernel
+ * keeps: one per input row for a pre-norm, one per group its threads
+ * normalise at once for a group norm (gemv_group_rows: at least a warp a
+ * group). */
+#define GEMV_NORM_GROUP_SH (GEMV_NORM_MAX_THREADS / 32)
+__host__ __device__ static constexpr int gemv_norm_sh_rows(int nb, bool group)
 {
-    return (unsigned)(nb * 64 * sizeof(double) +
+    return group ? GEMV_NORM_GROUP_SH : nb;
+}
+
+/* Bytes of gemv_norm_kernel<*, NB, GROUP>'s static shared memory (gn_sh,
+ * part), which count with the dynamic rows against a block's limit. */
+__host__ __device__ static inline unsigned gemv_norm_static_smem(int nb, bool group)
+{
+    return (unsigned)(gemv_norm_sh_rows(nb, group) * 64 * sizeof(double) +
                       GEMV_NORM_SLOTS * GEMV_SPLIT_WARPS * GEMV_PW(nb) * nb * 2 * sizeof(float));
 }
 
@@ -449,9 +459,38 @@ __host__ __device__ static inline int gemv_norm_slots(int threads, int shares)
     return s > GEMV_NORM_SLOTS ? GEMV_NORM_SLOTS : s;
 }
 
-/* gemv_split_kernel reading the pre-norm of its input rows, which it forms
+/* The group norm nm (group > 0) of the NB rows of in values whose parts
+ * are at xraw, into rows (shared memory): each group one row of
+ * norm_vec_kernel as rk_norm_parts launches it -- norm_vec_row with its
+ * thread layout, the parts summed into the output first -- so the same
+ * values.  The block's threads take threads / per groups at a time, each
+ * with its own sums sh[]; a barrier ends every round, so no group's sums
+ * are written while another round still reads them.  threads must be a
+ * multiple of per (rk_gemv_norm_fits). */
+template <int NB>
+__device__ static void gemv_group_rows(float *rows, const float *xraw, int in,
+                                       const rk_gemv_norm &nm, double (*sh)[64], int tid,
+                                       int threads)
+{
+    int per = norm_vec_threads(nm.group), at_once = threads / per, slot = tid / per;
+    int groups = NB * (in / nm.group), parts = nm.parts > 1 ? nm.parts : 1;
+    for (int g0 = 0; g0 < groups; g0 += at_once) {
+        int g = g0 + slot;
+        int live = g < groups;
+        float *sink = parts > 1 ? rows : NULL; /* the parts' sum, as rk_norm_parts writes it */
+        norm_vec_row((size_t)g, live, tid % per, per, rows, xraw, nm.group, nm.layer_kind, nm.w,
+                     nm.b, nm.eps, nm.gate, nm.act, parts, nm.part_stride, NULL, 1.0f, sink,
+                     rk_half(), sh[slot]);
+        __syncthreads();
+    }
+}
+
+/* gemv_split_kernel reading the norm of its input rows, which it forms
  * itself, so a decode step needs no norm launch before the q/k/v/g, the
- * up/gate and the LM head projections (RETNET_CUDA_GEMV_PRENORM).  Every
+ * up/gate and the LM head projections (RETNET_CUDA_GEMV_PRENORM), nor with
+ * GROUP between the recurrent step and the output projection
+ * (RETNET_CUDA_GEMV_GROUPNORM: the retention's group norm and gate, from
+ * the step's partial read-outs; gemv_group_rows).  Every
  * block normalises the NB raw rows xraw with norm_vec_row -- the thread
  * layout and operations of norm_vec_kernel, so the same values -- into
  * shared memory, then streams items (gemv_split_kernel's blocks: PW row
@@ -465,7 +504,7 @@ __host__ __device__ static inline int gemv_norm_slots(int threads, int shares)
  * Dynamic shared memory: NB x in floats.  The launch bounds name one block
  * an SM: with that hint ptxas gives one bf16 row 101 registers, the
  * allocation the H100 runs were measured with (99 without it). */
-template <typename T, int NB>
+template <typename T, int NB, bool GROUP>
 __global__ void __launch_bounds__(GEMV_NORM_MAX_THREADS, 1)
     gemv_norm_kernel(rk_gemv_set set, const float *xraw, int in, int cols, rk_gemv_norm nm,
                      int n_items)
@@ -476,7 +515,8 @@ __global__ void __launch_bounds__(GEMV_NORM_MAX_THREADS, 1)
 #else
     extern __shared__ float gn_rows[]; /* NB x in, normalised */
 #endif
-    __shared__ double gn_sh[NB][64]; /* gemv_norm_static_smem(NB) bytes with part */
+    __shared__ double gn_sh[gemv_norm_sh_rows(NB, GROUP)][64]; /* gemv_norm_static_smem bytes
+                                                                   * with part */
     __shared__ float part[GEMV_NORM_SLOTS][GEMV_SPLIT_WARPS][PW][NB][2];
     pdl_trigger();
     int tid = (int)threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -493,11 +533,15 @@ __global__ void __launch_bounds__(GEMV_NORM_MAX_THREADS, 1)
     if (have)
         gemv_fetch<T, RW, U>(f, w, k0 + lane * N, k1);
     pdl_wait();
-    int nthr = norm_vec_threads(in);
-    for (int b = 0; b < NB; b++)
-        norm_vec_row((size_t)b, tid < nthr, tid, nthr, gn_rows, xraw, in, nm.layer_kind, nm.w, nm.b,
-                     nm.eps, NULL, 0, 1, 0, NULL, 1.0f, NULL, rk_half(), gn_sh[b]);
-    __syncthreads();
+    if (GROUP) {
+        gemv_group_rows<NB>(gn_rows, xraw, in, nm, gn_sh, tid, (int)blockDim.x);
+    } else {
+        int nthr = norm_vec_threads(in);
+        for (int b = 0; b < NB; b++)
+            norm_vec_row((size_t)b, tid < nthr, tid, nthr, gn_rows, xraw, in, nm.layer_kind, nm.w,
+                         nm.b, nm.eps, NULL, 0, 1, 0, NULL, 1.0f, NULL, rk_half(), gn_sh[b]);
+        __syncthreads();
+    }
     for (int r = 0; r < rounds; r++) {
         float acc[RW][NB] = {};
         if (have)

@@ -925,66 +925,106 @@ static void gemv_launch(cudaStream_t st, const rk_gemv_set *set, const float *x,
         launch(gemv_kernel<T, NB, false>, blocks, GEMV_BLOCK, 0, st, *set, x, in);
 }
 
-int rk_gemv_norm_fits(int t, int n, int in, int split)
+/* Whether nm's group norm (group > 0) fits gemv_group_rows: whole groups
+ * in a row, the block's threads a multiple of a group's, and the operands
+ * norm_vec_kernel would take in rk_norm_parts (norm_vec_fits: the raw rows
+ * src, their parts and the gate on 16 bytes), so the launch it replaces
+ * had the same values. */
+static int gemv_group_fits(int in, const rk_gemv_norm *nm, const float *src)
 {
+    int g = nm->group, per = g > 0 ? norm_vec_threads(g) : 0;
+    size_t stride = nm->parts > 1 ? nm->part_stride : 0;
+    return g > 0 && in % g == 0 && gemv_norm_threads(in) % per == 0 &&
+           gemv_norm_threads(in) / per <= GEMV_NORM_GROUP_SH &&
+           norm_vec_fits(g, stride, src, src, NULL, NULL, nm->gate, rk_half());
+}
+
+int rk_gemv_norm_fits(int t, int n, int in, int split, const rk_gemv_norm *nm, const float *src)
+{
+    int group = nm->group > 0;
     return norm_vec_on && n >= 1 && n <= RN_CUDA_GEMV_MAX &&
            gemv_splits(t == RN_DT_F32 ? 4 : 8, in, split) &&
            gemv_norm_threads(in) <= GEMV_NORM_MAX_THREADS &&
-           (size_t)n * (size_t)in * sizeof(float) + gemv_norm_static_smem(n) <= RK_GEMV_NORM_SMEM;
+           (!group || gemv_group_fits(in, nm, src)) &&
+           (size_t)n * (size_t)in * sizeof(float) + gemv_norm_static_smem(n, group) <=
+               RK_GEMV_NORM_SMEM;
 }
 
-/* Blocks of gemv_norm_kernel<T, NB> an SM holds at once with rows of in
+/* Blocks of gemv_norm_kernel<T, NB, G> an SM holds at once with rows of in
  * values, as rk_gemv_norm_prepare found it: the width asked for and the
  * answer in one word (0: not asked, or for another width).  Asked at engine
  * init, outside any graph capture, where the occupancy query would be
  * refused and spoil the capture. */
-template <typename T, int NB> static std::atomic<long> &gemv_norm_occ()
+template <typename T, int NB, bool G> static std::atomic<long> &gemv_norm_occ()
 {
     static std::atomic<long> v{0};
     return v;
 }
 
-template <typename T, int NB> static int gemv_norm_per_sm(int in)
+template <typename T, int NB, bool G> static int gemv_norm_per_sm(int in)
 {
-    long v = gemv_norm_occ<T, NB>().load(std::memory_order_relaxed);
+    long v = gemv_norm_occ<T, NB, G>().load(std::memory_order_relaxed);
     return v >> 16 == in ? (int)(v & 0xffff) : 0;
 }
 
-template <typename T, int NB> static void gemv_norm_occupancy(int in)
+template <typename T, int NB, bool G> static void gemv_norm_occupancy(int in)
 {
     int per_sm = 0;
     size_t shm = sizeof(float) * (size_t)NB * (size_t)in;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_norm_kernel<T, NB>,
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_norm_kernel<T, NB, G>,
                                                       gemv_norm_threads(in), shm) != cudaSuccess ||
         per_sm < 0 || per_sm > 0xffff) {
         per_sm = 0;
         cudaGetLastError();
     }
-    gemv_norm_occ<T, NB>().store((long)in << 16 | per_sm, std::memory_order_relaxed);
+    gemv_norm_occ<T, NB, G>().store((long)in << 16 | per_sm, std::memory_order_relaxed);
 }
 
-void rk_gemv_norm_prepare(int t, int max_n, int in)
+/* f(std::integral_constant<bool, group>()) */
+template <typename F> static void with_group(int group, F f)
+{
+    if (group)
+        f(std::true_type());
+    else
+        f(std::false_type());
+}
+
+void rk_gemv_norm_prepare(int t, int max_n, int in, int group)
 {
     with_dtype(t, [&](auto tag) {
         using T = std::remove_pointer_t<decltype(tag)>;
-        for (int n = 1; n <= max_n && n <= RN_CUDA_GEMV_MAX; n++)
-            with_rows(n, [&](auto nb) { gemv_norm_occupancy<T, decltype(nb)::value>(in); });
+        with_group(group, [&](auto g) {
+            for (int n = 1; n <= max_n && n <= RN_CUDA_GEMV_MAX; n++)
+                with_rows(n, [&](auto nb) {
+                    gemv_norm_occupancy<T, decltype(nb)::value, decltype(g)::value>(in);
+                });
+        });
     });
 }
 
-template <typename T, int NB>
+/* Launches of gemv_norm_kernel with a group norm so far in this process. */
+static std::atomic<long> gemv_group_launches;
+
+long rk_gemv_group_launches(void)
+{
+    return gemv_group_launches.load();
+}
+
+template <typename T, int NB, bool G>
 static void gemv_norm_launch(cudaStream_t st, const rk_gemv_set *set, const float *xraw, int in,
                              int split, const rk_gemv_norm *nm, int n_sms)
 {
     int cols = gemv_cols(split), shares = (in + cols - 1) / cols;
     int threads = gemv_norm_threads(in), slots = gemv_norm_slots(threads, shares);
-    int items = (int)set_items(set, NB), per_sm = gemv_norm_per_sm<T, NB>(in);
+    int items = (int)set_items(set, NB), per_sm = gemv_norm_per_sm<T, NB, G>(in);
     size_t shm = sizeof(float) * (size_t)NB * (size_t)in;
     /* one wave; unasked, one block an SM (more would only queue) */
     long blocks = ((long)items + slots - 1) / slots;
     long cap = (long)(per_sm > 0 ? per_sm : 1) * (n_sms > 0 ? n_sms : 1);
-    launch(gemv_norm_kernel<T, NB>, (unsigned)(blocks < cap ? blocks : cap), (unsigned)threads, shm,
-           st, *set, xraw, in, cols, *nm, items);
+    launch(gemv_norm_kernel<T, NB, G>, (unsigned)(blocks < cap ? blocks : cap), (unsigned)threads,
+           shm, st, *set, xraw, in, cols, *nm, items);
+    if (G)
+        gemv_group_launches++;
 }
 
 void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const float *xraw, int n,
@@ -992,8 +1032,11 @@ void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const fl
 {
     with_dtype(t, [&](auto tag) {
         using T = std::remove_pointer_t<decltype(tag)>;
-        with_rows(n, [&](auto nb) {
-            gemv_norm_launch<T, decltype(nb)::value>(st, set, xraw, in, split, nm, n_sms);
+        with_group(nm->group > 0, [&](auto g) {
+            with_rows(n, [&](auto nb) {
+                gemv_norm_launch<T, decltype(nb)::value, decltype(g)::value>(st, set, xraw, in,
+                                                                             split, nm, n_sms);
+            });
         });
     });
 }

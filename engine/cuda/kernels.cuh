@@ -187,23 +187,31 @@ void rk_gemv_multi(cudaStream_t st, const rk_gemv_set *set, int t, const float *
  * in floats) and its static sums together: no opt-in needed. */
 #define RK_GEMV_NORM_SMEM (48u << 10)
 /* Whether rk_gemv_multi_norm takes n rows of in values of weights of dtype
- * t in shares of split columns: the shape rk_gemv_multi gives
- * gemv_split_kernel (2 to 8 shares, vector loads), this thread's norms on
- * norm_vec_kernel's path (rk_set_norm_vec), the rows and the kernel's own
- * shared memory within RK_GEMV_NORM_SMEM. */
-int rk_gemv_norm_fits(int t, int n, int in, int split);
-/* rk_gemv_multi on the pre-norm of the raw rows xraw (n x in), formed by
- * the GEMV's blocks themselves with nm's operands (gemv_norm_kernel): the
- * bits of rk_norm into a buffer, then rk_gemv_multi on it, without the norm
- * launch.  Only where rk_gemv_norm_fits; n_sms: the device's
- * multiprocessors (the blocks stay resident). */
+ * t in shares of split columns with nm's norm of the raw rows src: the
+ * shape rk_gemv_multi gives gemv_split_kernel (2 to 8 shares, vector
+ * loads), this thread's norms on norm_vec_kernel's path (rk_set_norm_vec),
+ * the rows and the kernel's own shared memory within RK_GEMV_NORM_SMEM;
+ * for a group norm also whole groups a row, the block's threads a multiple
+ * of a group's, and src, its parts and the gate on 16 bytes. */
+int rk_gemv_norm_fits(int t, int n, int in, int split, const struct rk_gemv_norm *nm,
+                      const float *src);
+/* rk_gemv_multi on nm's norm of the raw rows xraw (n x in; with a group
+ * norm, the first of its parts), formed by the GEMV's blocks themselves
+ * (gemv_norm_kernel): the bits of rk_norm (or rk_norm_parts) into a
+ * buffer, then rk_gemv_multi on it, without the norm launch.  Only where
+ * rk_gemv_norm_fits; n_sms: the device's multiprocessors (the blocks stay
+ * resident). */
 void rk_gemv_multi_norm(cudaStream_t st, const rk_gemv_set *set, int t, const float *xraw, int n,
                         int in, int split, const struct rk_gemv_norm *nm, int n_sms);
 /* Asks, outside any graph capture, how many blocks of
- * rk_gemv_multi_norm's kernels for dtype t, 1..max_n rows of in values, an
- * SM holds, so that its launches (inside a capture too) fill the device in
- * one wave; unasked, they take one block an SM. */
-void rk_gemv_norm_prepare(int t, int max_n, int in);
+ * rk_gemv_multi_norm's kernels for dtype t, 1..max_n rows of in values,
+ * with a group norm or a pre-norm, an SM holds, so that its launches
+ * (inside a capture too) fill the device in one wave; unasked, they take
+ * one block an SM. */
+void rk_gemv_norm_prepare(int t, int max_n, int in, int group);
+/* Launches of rk_gemv_multi_norm with a group norm so far in this
+ * process; a decode graph makes its launches once, when it is captured. */
+long rk_gemv_group_launches(void);
 
 /* How rk_gemv_tc streams the weights (never its bits): n_sms, the
  * device's multiprocessors (the launch shape); loads, 16-byte weight loads

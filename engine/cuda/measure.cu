@@ -403,6 +403,11 @@ extern "C" long rn_cuda_l2_fetches(void)
     return rk_l2_fetches();
 }
 
+extern "C" long rn_cuda_gemv_group_launches(void)
+{
+    return rk_gemv_group_launches();
+}
+
 extern "C" int rn_cuda_device_major(void)
 {
     int dev = 0, major = -1;

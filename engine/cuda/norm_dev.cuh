@@ -33,8 +33,10 @@ __device__ static inline void store_out(float *out, rk_half h, size_t i, float v
  * thread's index within the group; norm_vec_kernel puts several groups in
  * a block, each with its own sh) in double (the CPU backend's norms
  * accumulate in double too); every thread of the group gets both totals.
- * Every thread of the block calls it (a barrier).  Called once per kernel:
- * sh (64 doubles) is not reused afterwards. */
+ * Every thread of the block calls it (a barrier).  sh (64 doubles) may be
+ * written again only after a barrier that every thread reaches once it
+ * has read the totals: the norm kernels call it once, gemv_group_rows
+ * ends each round with one. */
 __device__ static void block_sum2(double &a, double &b, double *sh, int tid, int nthr)
 {
     for (int o = 16; o > 0; o >>= 1) {
@@ -71,7 +73,7 @@ __device__ static inline void norm_stats_of(double s, double ss, int d, int laye
 
 /* The mean (LayerNorm; 0 for RMSNorm) and the factor of a row of d values
  * from each thread's share of its sum s and sum of squares ss (block-wide:
- * every thread calls it, once per kernel; sh, tid, nthr as block_sum2's). */
+ * every thread calls it; sh, tid, nthr as block_sum2's). */
 __device__ static inline void norm_stats(double s, double ss, double *sh, int d, int layer_kind,
                                          float eps, double &mu, float &r, int tid, int nthr)
 {
@@ -96,7 +98,7 @@ __device__ static inline float norm_value(float x, double mu, float r, const flo
 
 /* The mean and factor (norm_stats) of the row of d values at xr, each
  * thread of the block summing its strided share (block-wide: every thread
- * calls it, once per kernel; sh as block_sum2's). */
+ * calls it; sh as block_sum2's). */
 __device__ static inline void norm_row_stats(const float *xr, int d, int layer_kind, float eps,
                                              double *sh, double &mu, float &r)
 {

@@ -5,6 +5,7 @@
 #ifndef RN_CUDA_RK_GEMV_H
 #define RN_CUDA_RK_GEMV_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "rk_half.h"
@@ -45,12 +46,22 @@ struct rk_gemv_set {
     float alpha; /* resid */
 };
 
-/* The pre-norm gemv_norm_kernel forms of its input rows (rk_norm's
- * operands: LayerNorm when layer_kind, else RMSNorm; w, b may be NULL). */
+/* The norm gemv_norm_kernel forms of its input rows: with group 0 a
+ * pre-norm of whole rows (rk_norm's operands: LayerNorm when layer_kind,
+ * else RMSNorm; w, b may be NULL); with group > 0 the retention's group
+ * norm (rk_norm_parts' operands): each row's groups of `group` values
+ * normalised on their own, w and b indexed within the group, from the sum
+ * of `parts` partial rows part_stride floats apart (0 or 1: the rows
+ * themselves), times act(gate) where gate is set (n x in, like the rows). */
 struct rk_gemv_norm {
     const float *w, *b;
     float eps;
     int layer_kind;
+    int group;
+    const float *gate;
+    int act;
+    int parts;
+    size_t part_stride;
 };
 
 #endif

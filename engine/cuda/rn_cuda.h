@@ -95,6 +95,10 @@ long rn_cuda_ret_normed_launches(void);
  * (RETNET_CUDA_L2_FORK) so far in this process; a decode graph makes its
  * launches once, when it is captured. */
 long rn_cuda_l2_fetches(void);
+/* Launches of the output projection's GEMV that formed a decode step's
+ * group norm itself (RETNET_CUDA_GEMV_GROUPNORM) so far in this process; a
+ * decode graph makes its launches once, when it is captured. */
+long rn_cuda_gemv_group_launches(void);
 /* The current device's compute capability major (9: Hopper), or -1. */
 int rn_cuda_device_major(void);
 /* Rotary passes so far in this process that also wrote the fused

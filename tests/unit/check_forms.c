@@ -508,9 +508,10 @@ END_TEST
  * kernels, the tensor-core GEMV's deeper loads and its cp.async ring only
  * change when the same k blocks arrive, and dependent launch, the step's early state loads,
  * and graphs only change when work starts;
- * the GEMVs that form their pre-norm themselves compute the norm's values
- * with its operations (under RETNET_CUDA_GEMV_SPLIT=64, check-cuda's
- * forms-prenorm, the fixtures' widths take that path).
+ * the GEMVs that form their pre-norm or the group norm themselves compute
+ * the norm's values with its operations (under RETNET_CUDA_GEMV_SPLIT=64,
+ * check-cuda's forms-prenorm and forms-gemvgn, the fixtures' widths take
+ * that path).
  * On the CPU backend the variables mean nothing and this checks that two
  * engines agree. */
 START_TEST(test_forms_launch_settings_keep_bits)
@@ -518,10 +519,11 @@ START_TEST(test_forms_launch_settings_keep_bits)
     /* each variable at two values, the default one of them (STEP_EARLY:
      * never and always, between which its default picks by batch) */
     static const char *const knobs[][3] = {
-        {"RETNET_CUDA_FUSE", "1", "0"},        {"RETNET_CUDA_PDL", "1", "0"},
-        {"RETNET_CUDA_GRAPHS", "1", "0"},      {"RETNET_CUDA_TC_LOADS", "8", "16"},
-        {"RETNET_CUDA_STEP_EARLY", "0", "1"},  {"RETNET_CUDA_GEMV_PRENORM", "1", "0"},
-        {"RETNET_CUDA_PREFILL_PDL", "0", "1"}, {"RETNET_CUDA_TC_ASYNC", "0", "1"}};
+        {"RETNET_CUDA_FUSE", "1", "0"},          {"RETNET_CUDA_PDL", "1", "0"},
+        {"RETNET_CUDA_GRAPHS", "1", "0"},        {"RETNET_CUDA_TC_LOADS", "8", "16"},
+        {"RETNET_CUDA_STEP_EARLY", "0", "1"},    {"RETNET_CUDA_GEMV_PRENORM", "1", "0"},
+        {"RETNET_CUDA_PREFILL_PDL", "0", "1"},   {"RETNET_CUDA_TC_ASYNC", "0", "1"},
+        {"RETNET_CUDA_GEMV_GROUPNORM", "0", "1"}};
     /* RETNET_CUDA_RESID_GEMM is not among them: cuBLASLt's epilogue may
      * round y + alpha x otherwise than the norm's fma (parity runs it) */
     fixture f;

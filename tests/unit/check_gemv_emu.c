@@ -15,6 +15,8 @@
 
 long rn_emu_gemv_norm_check(int t, int nb, int in, int cols, int grid, int kinds, int layer_kind,
                             int affine, uint32_t seed, long *unset);
+long rn_emu_gemv_group_check(int t, int nb, int heads, int group, int parts, int cols, int grid,
+                             int layer_kind, int affine, int gated, uint32_t seed, long *unset);
 long rn_emu_gemv_tc_check(int t, int n, int in, const int *outs, int n_sms, int want,
                           size_t smem_sm, int kpw, int groups, int at_issue, uint32_t seed,
                           int *stages, long *unset, long *wrong);
@@ -47,6 +49,45 @@ START_TEST(test_gemv_norm_emu_keeps_bits)
                   "outputs differ from the norm then the split GEMV",
                   s[0], s[1], s[2], s[3], kinds, t == RN_DT_F32 ? "f32" : "bf16",
                   layer_kind ? "LayerNorm" : "RMSNorm", affine ? " with weights" : "", differ);
+}
+END_TEST
+
+/* The retention's group norm formed by the output projection's GEMV
+ * (RETNET_CUDA_GEMV_GROUPNORM) against rk_norm_parts' launch then the split
+ * GEMV, bit for bit: dtype, rows, heads, a head's values, the step's
+ * partial read-outs, columns a share, blocks.  A head of 260 (the
+ * synthetic model's) with the groups taking two rounds of the block's
+ * threads, one full round, six rounds of 32-value heads, heads of 512
+ * four to a 256-thread block, the 1.3B preset's layer at batch 1 (8 heads
+ * of 512 on 512 threads, four parts), and 6 groups on the 8 a round
+ * holds, 2 of them idle. */
+static const int group_cases[][7] = {
+    {RN_DT_BF16, 2, 4, 260, 4, 512, 3},  {RN_DT_F32, 1, 8, 64, 1, 128, 64},
+    {RN_DT_BF16, 3, 16, 32, 3, 256, 2},  {RN_DT_F32, 2, 2, 512, 2, 256, 5},
+    {RN_DT_BF16, 1, 8, 512, 4, 1024, 4}, {RN_DT_F32, 1, 6, 64, 1, 128, 4},
+};
+#define N_GROUP_CASES (int)(sizeof group_cases / sizeof group_cases[0])
+
+/* _i: a case and a pass; each case meets the norm without weights in the
+ * first pass and with weights and a bias in the second, LayerNorm in one
+ * of them and RMSNorm in the other, the gate in the first pass and in
+ * every other case's second */
+START_TEST(test_gemv_group_norm_emu_keeps_bits)
+{
+    const int *c = group_cases[_i % N_GROUP_CASES];
+    int pass = _i / N_GROUP_CASES, layer_kind = (_i % N_GROUP_CASES + pass) % 2, affine = pass;
+    int gated = pass == 0 || _i % 2 == 0;
+    long unset = -1;
+    long differ = rn_emu_gemv_group_check(c[0], c[1], c[2], c[3], c[4], c[5], c[6], layer_kind,
+                                          affine, gated, (uint32_t)(97 + _i), &unset);
+    ck_assert_msg(differ >= 0, "case %d: the emulated launches failed", _i % N_GROUP_CASES);
+    ck_assert_msg(unset == 0, "case %d: %ld outputs left unwritten", _i % N_GROUP_CASES, unset);
+    ck_assert_msg(differ == 0,
+                  "%d rows of %d heads of %d from %d parts, %s, %s%s%s: %ld outputs differ from "
+                  "the group norm then the split GEMV",
+                  c[1], c[2], c[3], c[4], c[0] == RN_DT_F32 ? "f32" : "bf16",
+                  layer_kind ? "LayerNorm" : "RMSNorm", affine ? " with weights" : "",
+                  gated ? ", gated" : "", differ);
 }
 END_TEST
 
@@ -101,6 +142,10 @@ Suite *gemv_emu_suite(void)
     TCase *tc = tcase_create("gemv_norm");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, test_gemv_norm_emu_keeps_bits, 0, N_CASES);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("gemv_group_norm");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, test_gemv_group_norm_emu_keeps_bits, 0, 2 * N_GROUP_CASES);
     suite_add_tcase(s, tc);
     tc = tcase_create("gemv_tc");
     tcase_set_timeout(tc, 300);

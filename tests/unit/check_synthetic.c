@@ -407,19 +407,17 @@ static void check_switch_keeps_bits(const char *name, const char *off, const cha
     synth_close(&s);
 }
 
-/* Decode steps with each layer's output-projection weights asked of L2 on
- * a second stream (RETNET_CUDA_L2_FORK=2: steps of up to 2 rows) against
- * an engine without: the small model's slots 0 and 1 prefilled with the
- * same 20 tokens, then STEPS steps of both rows, the logits and the
- * states the same bits (a request for bytes changes no value), and the
- * requests known to have gone out, inside the step's graph where graphs
- * are on. */
-START_TEST(test_synthetic_l2_fork_keeps_bits)
+/* An engine opened with env_b against one with env_a (n variables each):
+ * the small model's slots 0 and 1 prefilled with the same 20 tokens, then
+ * STEPS decode steps of both rows, the logits and the states the same
+ * bits.  Returns how far counter moved meanwhile, and in *layers the
+ * model's layers. */
+static long check_decode_keeps_bits(cuda_env *env_a, cuda_env *env_b, size_t n,
+                                    long (*counter)(void), long *layers)
 {
     synth s;
     rn_engine *e2 = NULL;
-    cuda_env off[] = {{"RETNET_CUDA_L2_FORK", "0"}}, on[] = {{"RETNET_CUDA_L2_FORK", "2"}};
-    synth_open_pair(&s, &e2, off, on, 1);
+    synth_open_pair(&s, &e2, env_a, env_b, n);
     size_t V = (size_t)s.vocab, sb = rn_engine_state_bytes(s.e);
     float *a = malloc(sizeof(float) * V * 2), *b = malloc(sizeof(float) * V * 2);
     ck_assert(a && b);
@@ -429,31 +427,74 @@ START_TEST(test_synthetic_l2_fork_keeps_bits)
         ck_assert_int_eq(rn_prefill(s.e, i, s.tok, 20, &po, NULL), RN_OK);
         ck_assert_int_eq(rn_prefill(e2, i, s.tok, 20, &po, NULL), RN_OK);
     }
-    long before = rn_cuda_l2_fetches();
+    long before = counter();
     for (int step = 0; step < STEPS; step++) {
         const int32_t *in = s.tok + 20 + 2 * step;
         ck_assert_int_eq(rn_decode(s.e, slots, in, 2, a), RN_OK);
         ck_assert_int_eq(rn_decode(e2, slots, in, 2, b), RN_OK);
         ck_assert_msg(memcmp(a, b, sizeof(float) * V * 2) == 0, "step %d: the logits differ", step);
     }
+    long moved = counter() - before;
+    *layers = rn_model_config(s.m)->n_layers;
     for (int i = 0; i < 2; i++) {
         float *sa = fixture_state(s.e, i), *s2 = fixture_state(e2, i);
         ck_assert_msg(memcmp(sa, s2, sb) == 0, "slot %d: the states differ", i);
         free(sa);
         free(s2);
     }
-    /* one request a layer for each launch of the step's work: once, when
-     * its graph is captured (a capture the branch broke would fall back to
-     * launching every step), or every step without graphs; none before
-     * Hopper, where the switch stays off */
-    const char *g = getenv("RETNET_CUDA_GRAPHS");
-    long layers = rn_model_config(s.m)->n_layers;
-    long want = rn_cuda_device_major() < 9 ? 0 : g && !strcmp(g, "0") ? STEPS * layers : layers;
-    ck_assert_int_eq(rn_cuda_l2_fetches() - before, want);
     free(a);
     free(b);
     rn_engine_free(e2);
     synth_close(&s);
+    return moved;
+}
+
+/* Launches STEPS decode steps make of something done once a layer of
+ * `layers`: once a layer when the step's graph is captured (a capture the
+ * change broke would fall back to launching every step), or every step
+ * without graphs. */
+static long per_layer_launches(long layers)
+{
+    const char *g = getenv("RETNET_CUDA_GRAPHS");
+    return g && !strcmp(g, "0") ? STEPS * layers : layers;
+}
+
+/* Decode steps with each layer's output-projection weights asked of L2 on
+ * a second stream (RETNET_CUDA_L2_FORK=2: steps of up to 2 rows) against
+ * an engine without (check_decode_keeps_bits: a request for bytes changes
+ * no value), and the requests known to have gone out, one a layer, inside
+ * the step's graph where graphs are on; none before Hopper, where the
+ * switch stays off. */
+START_TEST(test_synthetic_l2_fork_keeps_bits)
+{
+    cuda_env off[] = {{"RETNET_CUDA_L2_FORK", "0"}}, on[] = {{"RETNET_CUDA_L2_FORK", "2"}};
+    long layers = 0, fetches = check_decode_keeps_bits(off, on, 1, rn_cuda_l2_fetches, &layers);
+    ck_assert_int_eq(fetches, rn_cuda_device_major() < 9 ? 0 : per_layer_launches(layers));
+}
+END_TEST
+
+/* The decode group norm formed by the output projection's GEMV
+ * (RETNET_CUDA_GEMV_GROUPNORM=1) against its own launch, bit for bit
+ * (check_decode_keeps_bits: the GEMV forms each value with norm_vec_row's
+ * operations and sums in the split GEMV's order), and the GEMV known to
+ * have formed it, once a layer.  Both engines stream 512-value rows in
+ * 256-column shares (RETNET_CUDA_GEMV_SPLIT), the split the fold needs (at
+ * the default 1024 columns the small model's rows are one share), through
+ * the GEMV with register-held norms whatever check-cuda's run sets
+ * (RETNET_CUDA_GEMV_MAX, RETNET_CUDA_NORM_VEC), so the fold applies. */
+START_TEST(test_synthetic_gemv_group_norm_keeps_bits)
+{
+    cuda_env off[] = {{"RETNET_CUDA_GEMV_SPLIT", "256"},
+                      {"RETNET_CUDA_GEMV_MAX", "8"},
+                      {"RETNET_CUDA_NORM_VEC", "1"},
+                      {"RETNET_CUDA_GEMV_GROUPNORM", "0"}};
+    cuda_env on[] = {{"RETNET_CUDA_GEMV_SPLIT", "256"},
+                     {"RETNET_CUDA_GEMV_MAX", "8"},
+                     {"RETNET_CUDA_NORM_VEC", "1"},
+                     {"RETNET_CUDA_GEMV_GROUPNORM", "1"}};
+    long layers = 0, launches = check_decode_keeps_bits(off, on, ENV_COUNT(off),
+                                                        rn_cuda_gemv_group_launches, &layers);
+    ck_assert_int_eq(launches, per_layer_launches(layers));
 }
 END_TEST
 
@@ -498,6 +539,7 @@ Suite *synthetic_suite(void)
         tcase_add_test(tc, test_synthetic_qk_half_keeps_bits);
         tcase_add_test(tc, test_synthetic_ret_norm_prefill);
         tcase_add_test(tc, test_synthetic_l2_fork_keeps_bits);
+        tcase_add_test(tc, test_synthetic_gemv_group_norm_keeps_bits);
         tcase_add_test(tc, test_synthetic_ret_split_keeps_bits);
         tcase_add_test(tc, test_synthetic_v_half_prefill);
         tcase_add_test(tc, test_synthetic_lt_pairs_prefill);

@@ -1,8 +1,9 @@
 /* The decode step's GEMVs of engine/cuda/gemv_dev.cuh on the CPU through
- * cuda_emu.h: gemv_norm_kernel, which forms its rows' pre-norm itself,
- * against what it replaces -- norm_vec_kernel into a buffer, then
- * gemv_split_kernel on it, each launched as kernels.cu launches them -- bit
- * for bit, on every kind of job; check_gemv_emu.c drives it. */
+ * cuda_emu.h: gemv_norm_kernel, which forms its rows' pre-norm or the
+ * retention's group norm itself, against what it replaces --
+ * norm_vec_kernel into a buffer, then gemv_split_kernel on it, each
+ * launched as kernels.cu launches them -- bit for bit, on every kind of
+ * job; check_gemv_emu.c drives it. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,9 +116,35 @@ static int ge_run(const ge_bufs *g, int kinds, int out, int in, int cols, int gr
         rn_emu_launch(gemv_split_kernel<T, NB>, dim3((unsigned)items), dim3(32u * shares), 0, ref,
                       (const float *)g->hn, in, cols))
         return -1;
-    return rn_emu_launch(gemv_norm_kernel<T, NB>, dim3((unsigned)grid), dim3(threads),
+    return rn_emu_launch(gemv_norm_kernel<T, NB, false>, dim3((unsigned)grid), dim3(threads),
                          sizeof(float) * (size_t)NB * (size_t)in, fused, (const float *)g->xraw, in,
                          cols, *nm, items);
+}
+
+/* The group norm's case: nb rows of in values, groups of nm->group, from
+ * nm->parts parts at xparts; the reference as rk_norm_parts launches it
+ * (norm_launch: rows of a group, several a block, the parts' sum written
+ * to the output first), then the split GEMV of the output projection (a
+ * job added to the residual rows). */
+template <typename T, int NB>
+static int ge_group_run(const ge_bufs *g, const float *xparts, int out, int in, int cols, int grid,
+                        const rk_gemv_norm *nm)
+{
+    rk_gemv_set ref = ge_set(g, 2, 0, out), fused = ge_set(g, 2, 1, out);
+    int items = (gemv_pairs(ref.job[0]) + GEMV_PW(NB) - 1) / GEMV_PW(NB);
+    int shares = (in + cols - 1) / cols, rows = NB * (in / nm->group);
+    int per = norm_vec_block_rows(nm->group, rows);
+    if (rn_emu_launch(norm_vec_kernel, dim3((unsigned)((rows + per - 1) / per)),
+                      dim3((unsigned)norm_vec_threads(nm->group), (unsigned)per), 0, g->hn, xparts,
+                      nm->group, nm->layer_kind, nm->w, nm->b, nm->eps, nm->gate, nm->act,
+                      nm->parts, nm->part_stride, (const float *)NULL, 1.0f,
+                      nm->parts > 1 ? g->hn : (float *)NULL, rk_half(), rows) ||
+        rn_emu_launch(gemv_split_kernel<T, NB>, dim3((unsigned)items), dim3(32u * shares), 0, ref,
+                      (const float *)g->hn, in, cols))
+        return -1;
+    return rn_emu_launch(
+        gemv_norm_kernel<T, NB, true>, dim3((unsigned)grid), dim3((unsigned)gemv_norm_threads(in)),
+        sizeof(float) * (size_t)NB * (size_t)in, fused, xparts, in, cols, *nm, items);
 }
 
 template <typename T>
@@ -184,7 +211,8 @@ extern "C" long rn_emu_gemv_norm_check(int t, int nb, int in, int cols, int grid
     {
         float *nw = affine ? ge_floats((size_t)in, 0.5f, 1.5f, &seed) : NULL;
         float *nbias = affine ? ge_floats((size_t)in, -0.2f, 0.2f, &seed) : NULL;
-        rk_gemv_norm nm = {nw, nbias, 1e-5f, layer_kind};
+        rk_gemv_norm nm = {};
+        nm.w = nw, nm.b = nbias, nm.eps = 1e-5f, nm.layer_kind = layer_kind;
         int rc = t == RN_DT_F32
                      ? ge_dispatch<float>(&g, nb, kinds, out, in, cols, grid, &nm)
                      : ge_dispatch<__nv_bfloat16>(&g, nb, kinds, out, in, cols, grid, &nm);
@@ -205,6 +233,71 @@ extern "C" long rn_emu_gemv_norm_check(int t, int nb, int in, int cols, int grid
             *unset += g.yh[1][i] == 0xffff;
     }
 cleanup:
+    ge_free(&g);
+    return differ;
+}
+
+template <typename T>
+static int ge_group_dispatch(const ge_bufs *g, int nb, const float *xparts, int out, int in,
+                             int cols, int grid, const rk_gemv_norm *nm)
+{
+    switch (nb) {
+    case 1:
+        return ge_group_run<T, 1>(g, xparts, out, in, cols, grid, nm);
+    case 2:
+        return ge_group_run<T, 2>(g, xparts, out, in, cols, grid, nm);
+    default:
+        return ge_group_run<T, 3>(g, xparts, out, in, cols, grid, nm);
+    }
+}
+
+/* The group norm's case both ways (dtype t; nb rows of `heads` groups of
+ * `group` values, summed from `parts` partial rows; the split GEMV's
+ * shares of cols columns; gemv_norm_kernel on grid blocks; LayerNorm or
+ * RMSNorm, with or without weights and a bias, with or without the gate):
+ * the outputs whose bits differ, or -1 if a launch failed; *unset as
+ * rn_emu_gemv_norm_check's. */
+extern "C" long rn_emu_gemv_group_check(int t, int nb, int heads, int group, int parts, int cols,
+                                        int grid, int layer_kind, int affine, int gated,
+                                        uint32_t seed, long *unset)
+{
+    ge_bufs g = {};
+    int out = 32, in = heads * group;
+    size_t rows = (size_t)nb, stride = rows * (size_t)in + 12; /* parts apart, not adjacent */
+    long differ = -1;
+    float *xparts = NULL, *gate = NULL, *nw = NULL, *nbias = NULL;
+    g.W[0] = ge_weights(t, (size_t)out * (size_t)in, 0.05f, &seed);
+    for (int w = 0; w < 2; w++)
+        g.y[w][0] = (float *)rn_emu_alloc(rows * (size_t)out, sizeof(float));
+    g.hn = (float *)rn_emu_alloc(rows * (size_t)in, sizeof(float));
+    xparts = ge_floats(stride * (size_t)parts, -1.0f, 1.5f, &seed); /* a mean far from 0 */
+    gate = gated ? ge_floats(rows * (size_t)in, -3.0f, 3.0f, &seed) : NULL;
+    nw = affine ? ge_floats((size_t)group, 0.5f, 1.5f, &seed) : NULL;
+    nbias = affine ? ge_floats((size_t)group, -0.2f, 0.2f, &seed) : NULL;
+    if (!g.W[0] || !g.y[0][0] || !g.y[1][0] || !g.hn || !xparts || (gated && !gate) ||
+        (affine && (!nw || !nbias)))
+        goto cleanup;
+    for (size_t i = 0; i < rows * (size_t)out; i++) /* the residual rows */
+        g.y[0][0][i] = g.y[1][0][i] = (float)i * 0.01f - 0.3f;
+    {
+        rk_gemv_norm nm = {};
+        nm.w = nw, nm.b = nbias, nm.eps = 1e-6f, nm.layer_kind = layer_kind, nm.group = group;
+        nm.gate = gate, nm.act = RN_ACT_SWISH, nm.parts = parts, nm.part_stride = stride;
+        int rc = t == RN_DT_F32
+                     ? ge_group_dispatch<float>(&g, nb, xparts, out, in, cols, grid, &nm)
+                     : ge_group_dispatch<__nv_bfloat16>(&g, nb, xparts, out, in, cols, grid, &nm);
+        if (rc)
+            goto cleanup;
+    }
+    differ = ge_differ(g.y[0][0], g.y[1][0], rows * (size_t)out, sizeof(float));
+    *unset = 0;
+    for (size_t i = 0; i < rows * (size_t)out; i++)
+        *unset += g.y[1][0][i] != g.y[1][0][i] || g.y[1][0][i] == (float)i * 0.01f - 0.3f;
+cleanup:
+    free(xparts);
+    free(gate);
+    free(nw);
+    free(nbias);
     ge_free(&g);
     return differ;
 }
