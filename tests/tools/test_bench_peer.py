@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """tools/bench_peer.py's merge of runs from separate processes (no GPU or
 peer needed): each point's best and every run's figure, points that only
-some runs have, and the command line's --merge."""
+some runs have, and the command line's --merge; and the prefill's
+arguments for the last position's logits only."""
 import json
 import os
 import subprocess
@@ -50,6 +51,19 @@ class Merge(unittest.TestCase):
         m = json.loads(out)
         self.assertEqual({r["prompt"]: r["tok_s"] for r in m["prefill"]},
                          {512: 90000.0, 8192: 179071.0, 2048: 150000.0})
+
+
+class PrefillLogits(unittest.TestCase):
+    def test_last_only_where_the_forward_takes_it(self):
+        def fwd(input_ids=None, use_cache=None, logits_to_keep=0, **kwargs):
+            return None
+        self.assertEqual(bench_peer.prefill_kwargs(fwd), ({"logits_to_keep": 1}, "last"))
+
+    def test_all_where_it_does_not(self):
+        def fwd(input_ids=None, use_cache=None, **kwargs):
+            return None
+        self.assertEqual(bench_peer.prefill_kwargs(fwd), ({}, "all"))
+        self.assertEqual(bench_peer.prefill_kwargs(len), ({}, "all"))
 
 
 if __name__ == "__main__":
