@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-lttune-p512,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnorm*,ours-l2fork*,ours-gemvgn*,ours-tckpw*,ours-tcgroups1*,ours-halfact-c*,ours-bf16-states,peer,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-lttune-p512,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnorm*,ours-l2fork*,ours-gemvgn*,ours-tckpw*,ours-tcgroups1*,ours-halfact-c*,ours-bf16-states,peer,peer-kernels,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -285,15 +285,24 @@ fi
 # and peer.json keeps each point's best, with every run's (tools/bench_peer.py --merge)
 if "$PY" -c "import fla, transformers" 2>/dev/null; then
     runs=
+    rm -f "$OUT/peer-kernels.json" # never an earlier run's
     for i in $(seq 1 "${PEER_RUNS:-2}"); do
         b=$([ "$i" = 1 ] && echo "$PEER_BATCHES" || echo "")
+        # the first run also profiles a 4096-token prefill, the timeline's
+        # prompt: the peer's device time per kernel class beside ours
+        k=$([ "$i" = 1 ] && echo "--kernels 4096 --kernels-out $OUT/peer-kernels.json" || echo "")
+        # shellcheck disable=SC2086 # k: several words or none
         if "$PY" tools/bench_peer.py "$MODEL" --batches "$b" --prompts "$PEER_PROMPTS" \
-            --decode 32 >"$OUT/peer-$i.json" 2>"$OUT/peer-$i.log"; then
+            --decode 32 $k >"$OUT/peer-$i.json" 2>"$OUT/peer-$i.log"; then
             runs="$runs $OUT/peer-$i.json"
         else
             echo "bench-cuda: peer run $i failed (see $OUT/peer-$i.log)"
         fi
     done
+    if [ -f "$OUT/peer-kernels.json" ]; then
+        echo "== the peer's 4096-token prefill by kernel class (ours: timeline.txt's prefill-4096-c4096)"
+        "$PY" tools/bench_peer.py --show-kernels "$OUT/peer-kernels.json" | tee "$OUT/peer-kernels.txt"
+    fi
     # shellcheck disable=SC2086 # runs: several files
     [ -n "$runs" ] && "$PY" tools/bench_peer.py --merge $runs >"$OUT/peer.json" ||
         echo '{}' >"$OUT/peer.json"

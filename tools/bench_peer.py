@@ -23,6 +23,15 @@ warm-up call, best of 3 (prefill: 5; torch.cuda.synchronize around each):
 One JSON object goes to stdout (and, with --out, to a file rewritten after every
 figure), progress to stderr.  --batches '' leaves decode out.
 
+    --kernels P --kernels-out FILE
+
+after the timings, records one more prefill of P tokens under the PyTorch
+profiler and writes where its device time went to FILE: each kernel's total
+time and launches, summed into classes (GEMM, retention, norm, rotary,
+activation, copy, elementwise, other) as tools/timeline_summary.py sums
+ours, so the two prefills can be laid side by side kernel class by kernel
+class.
+
     python3 tools/bench_peer.py --merge RUN.json RUN.json...
 
 merges runs of separate processes, point by point: each figure the best of
@@ -104,6 +113,94 @@ def prefill_kwargs(forward):
     return {}, 'all'
 
 
+# Kernel classes of the peer's prefill: the first pattern a name matches
+# (cuBLAS's and CUTLASS's GEMMs; FLA's chunk kernels and norms are Triton
+# kernels named after their Python functions).
+KERNEL_CLASSES = [
+    ("GEMM", r"gemm|nvjet|xmma|cutlass|cublas|sm\d+_"),
+    ("retention", r"chunk|retention|recurrent"),
+    ("norm", r"norm"),
+    ("rotary", r"rotary|rope"),
+    ("activation", r"swiglu|swish|silu|gelu|glu"),
+    ("copy", r"memcpy|memset|copy|cat_|index"),
+    ("elementwise", r"elementwise|reduce"),
+]
+
+
+def kernel_class(name):
+    import re
+    for label, pattern in KERNEL_CLASSES:
+        if re.search(pattern, name, re.IGNORECASE):
+            return label
+    return "other"
+
+
+def kernel_summary(trace, top=25):
+    """Where a Chrome trace's device time went (the PyTorch profiler's
+    export: events of category kernel, gpu_memcpy or gpu_memset, durations
+    in microseconds): the total, the span from the first start to the last
+    end, each class's time and launches, and the `top` kernels by time."""
+    per = {}
+    first, last = None, None
+    for ev in trace.get("traceEvents", []):
+        if ev.get("cat") not in ("kernel", "gpu_memcpy", "gpu_memset") or "dur" not in ev:
+            continue
+        name, dur, ts = ev.get("name", "?"), float(ev["dur"]), float(ev.get("ts", 0.0))
+        k = per.setdefault(name, [0.0, 0])
+        k[0] += dur
+        k[1] += 1
+        first = ts if first is None else min(first, ts)
+        last = ts + dur if last is None else max(last, ts + dur)
+    classes = {}
+    for name, (us, count) in per.items():
+        c = classes.setdefault(kernel_class(name), {"us": 0.0, "launches": 0})
+        c["us"] += us
+        c["launches"] += count
+    ranked = sorted(per.items(), key=lambda kv: -kv[1][0])[:top]
+    return {
+        "kernel_us": round(sum(us for us, _ in per.values()), 1),
+        "span_us": round(last - first, 1) if per else 0.0,
+        "launches": sum(n for _, n in per.values()),
+        "classes": {k: {"us": round(v["us"], 1), "launches": v["launches"]}
+                    for k, v in sorted(classes.items(), key=lambda kv: -kv[1]["us"])},
+        "top": [{"name": n, "us": round(us, 1), "launches": c, "class": kernel_class(n)}
+                for n, (us, c) in ranked],
+    }
+
+
+def kernel_table(summary):
+    """kernel_summary's classes as lines of text: each class's time, its
+    share of the kernels' time and its launches."""
+    total = summary.get("kernel_us", 0.0) or 1.0
+    lines = ["%-12s %10s %6s %8s" % ("class", "us", "share", "launches")]
+    for name, c in summary.get("classes", {}).items():
+        lines.append("%-12s %10.1f %5.1f%% %8d" % (name, c["us"], 100.0 * c["us"] / total,
+                                                   c["launches"]))
+    lines.append("%-12s %10.1f %6s %8d (span %.1f us)" % (
+        "all", summary.get("kernel_us", 0.0), "", summary.get("launches", 0),
+        summary.get("span_us", 0.0)))
+    return "\n".join(lines)
+
+
+def profile_prefill(fwd, path):
+    """One call of fwd (a warmed-up prefill) under the PyTorch profiler,
+    its device time summed by kernel_summary."""
+    import tempfile
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fwd()
+        torch.cuda.synchronize()
+    with tempfile.TemporaryDirectory() as d:
+        trace = os.path.join(d, "trace.json")
+        prof.export_chrome_trace(trace)
+        with open(trace) as f:
+            summary = kernel_summary(json.load(f))
+    save(path, summary)
+    return summary
+
+
 def best_of(fn, runs=3):
     import torch
     settle()
@@ -126,9 +223,18 @@ def main():
     ap.add_argument('--decode', type=int, default=32)
     ap.add_argument('--out', help='also rewrite this file after every figure, so a run cut short '
                     'keeps what it measured')
+    ap.add_argument('--kernels', type=int, default=0, metavar='P',
+                    help='then profile one prefill of P tokens (with --kernels-out)')
+    ap.add_argument('--kernels-out', help='where --kernels writes its summary (JSON)')
+    ap.add_argument('--show-kernels', metavar='KERNELS_JSON',
+                    help='print a --kernels-out summary as a table instead of measuring')
     ap.add_argument('--merge', nargs='+', metavar='RUN_JSON',
                     help='merge these runs\' outputs (best of each point) instead of measuring')
     args = ap.parse_args()
+    if args.show_kernels:
+        with open(args.show_kernels) as f:
+            print(kernel_table(json.load(f)))
+        return
     if args.merge:
         outs = []
         for path in args.merge:
@@ -185,6 +291,20 @@ def main():
         log('prefill %d: %.0f tok/s' % (p, p / t))
         out['prefill'].append({'prompt': p, 'tok_s': round(p / t, 1)})
         save(args.out, out)
+    if args.kernels > 0 and args.kernels_out:
+        ids = torch.randint(0, vocab, (1, args.kernels), device='cuda')
+
+        def fwd_k():
+            with torch.no_grad():
+                model(ids, use_cache=True, **keep)
+        try:
+            settle()
+            fwd_k()
+            k = profile_prefill(fwd_k, args.kernels_out)
+            log('prefill %d profiled: %.0f us of kernels, %d launches' % (
+                args.kernels, k['kernel_us'], k['launches']))
+        except Exception as e:
+            log('profiling prefill %d: %s: %s' % (args.kernels, type(e).__name__, e))
     print(json.dumps(out))
 
 

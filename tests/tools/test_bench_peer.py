@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """tools/bench_peer.py's merge of runs from separate processes (no GPU or
 peer needed): each point's best and every run's figure, points that only
-some runs have, and the command line's --merge; and the prefill's
-arguments for the last position's logits only."""
+some runs have, and the command line's --merge; the prefill's
+arguments for the last position's logits only; and the summary of a
+profiled prefill's kernels (a Chrome trace as the PyTorch profiler
+exports it)."""
 import json
 import os
 import subprocess
@@ -64,6 +66,44 @@ class PrefillLogits(unittest.TestCase):
             return None
         self.assertEqual(bench_peer.prefill_kwargs(fwd), ({}, "all"))
         self.assertEqual(bench_peer.prefill_kwargs(len), ({}, "all"))
+
+
+TRACE = {"traceEvents": [
+    {"cat": "kernel", "name": "nvjet_tst_128x256_64x4_2x1_v_bz_coopB_TNN", "ts": 100.0, "dur": 50.0},
+    {"cat": "kernel", "name": "chunk_retention_fwd_kernel_o", "ts": 160.0, "dur": 20.0},
+    {"cat": "kernel", "name": "nvjet_tst_128x256_64x4_2x1_v_bz_coopB_TNN", "ts": 190.0, "dur": 40.0},
+    {"cat": "kernel", "name": "layer_norm_gated_fwd_kernel", "ts": 240.0, "dur": 5.0},
+    {"cat": "gpu_memcpy", "name": "Memcpy DtoD (Device -> Device)", "ts": 250.0, "dur": 2.0},
+    {"cat": "kernel", "name": "triton_poi_fused_mul_0", "ts": 260.0, "dur": 3.0},
+    {"cat": "cpu_op", "name": "aten::mm", "ts": 90.0, "dur": 500.0},
+    {"cat": "kernel", "name": "no_duration"},
+]}
+
+
+class Kernels(unittest.TestCase):
+    def test_classes_and_totals(self):
+        k = bench_peer.kernel_summary(TRACE)
+        self.assertEqual(k["kernel_us"], 120.0)  # the CPU op and the event without a time left out
+        self.assertEqual(k["launches"], 6)
+        self.assertEqual(k["span_us"], 163.0)
+        self.assertEqual(k["classes"]["GEMM"], {"us": 90.0, "launches": 2})
+        self.assertEqual(k["classes"]["retention"], {"us": 20.0, "launches": 1})
+        self.assertEqual(k["classes"]["norm"], {"us": 5.0, "launches": 1})
+        self.assertEqual(k["classes"]["copy"], {"us": 2.0, "launches": 1})
+        self.assertEqual(k["classes"]["other"], {"us": 3.0, "launches": 1})
+        self.assertEqual(list(k["classes"])[0], "GEMM")  # largest first
+        self.assertEqual(k["top"][0]["us"], 90.0)
+        self.assertEqual(k["top"][0]["launches"], 2)
+
+    def test_table(self):
+        text = bench_peer.kernel_table(bench_peer.kernel_summary(TRACE))
+        self.assertIn("GEMM", text.splitlines()[1])
+        self.assertIn("75.0%", text.splitlines()[1])
+        self.assertIn("span 163.0 us", text.splitlines()[-1])
+
+    def test_empty_trace(self):
+        k = bench_peer.kernel_summary({"traceEvents": []})
+        self.assertEqual((k["kernel_us"], k["launches"], k["span_us"]), (0, 0, 0.0))
 
 
 if __name__ == "__main__":
