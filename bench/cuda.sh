@@ -381,6 +381,10 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     timeline timeline-p512 "--batches 1 --prompts 512 --chunk 1024 --decode 2"
     timeline timeline-p512-noretsplit "--batches 1 --prompts 512 --chunk 1024 --decode 2" \
         RETNET_CUDA_RET_SPLIT=0
+    # a 2048-token prompt in the server's 1024-token chunks: what a chunk of
+    # 1024 rows spends per kernel class and between its two chunks (8k
+    # prompts prefill 7% slower in 1024-token chunks than in 4096)
+    timeline timeline-p2048-c1024 "--batches 1 --prompts 2048 --chunk 1024 --decode 2"
     # a 4096-token chunk with the fused read-out normalising its rows
     # (RETNET_CUDA_RET_NORM=1): against timeline.txt's prefill, where the
     # group norm took 86 us a layer

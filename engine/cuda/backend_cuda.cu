@@ -1628,6 +1628,9 @@ static int alloc_buffers(cuda_ctx *x, rn_error *err)
         size_t in = align256(rn_cuda_step_in_layout(p->max_batch).bytes);
         void *h = NULL;
         CU(cudaMallocHost(&h, in + rn_cuda_top_rows_bytes(p->max_batch)), "step buffers");
+        /* a step without temperatures copies that part of the block in
+         * unread: defined bytes, never whatever the allocation held */
+        memset(h, 0, in + rn_cuda_top_rows_bytes(p->max_batch));
         x->step_host = (char *)h, x->step_back = x->step_host + in;
     }
     {
