@@ -111,6 +111,14 @@ __device__ static inline void norm_row_stats(const float *xr, int d, int layer_k
 /* Values a thread of norm_vec_kernel holds: two adjacent 16-byte pieces. */
 #define NORM_VEC 8
 
+/* Partial rows norm_vec_row has in flight at once when it sums a row's
+ * parts (a decode step's group norm sums RN_CUDA_STEP_SPLIT_MAX of them):
+ * a part's load then its add, part after part, waited out a round trip to
+ * L2 each. */
+#ifndef NORM_PARTS_AT_ONCE
+#define NORM_PARTS_AT_ONCE 4
+#endif
+
 /* Most rows a norm_vec_kernel block takes side by side (blockDim.y). */
 #define NORM_VEC_ROWS 8
 
@@ -233,15 +241,23 @@ __device__ static inline void norm_vec_row(size_t row, int live, int tid, int nt
         for (int j = 0; j < NORM_VEC; j++)
             v[j] = __fmaf_rn(a[j], alpha, r[j]); /* as gemv_store's */
     } else if (sink) {
-        for (int p = 0; p < parts; p++) {
-            float a[NORM_VEC] = {};
+        /* NORM_PARTS_AT_ONCE parts' loads in flight before any is added
+         * (in part order, as one at a time would) */
+        for (int p0 = 0; p0 < parts; p0 += NORM_PARTS_AT_ONCE) {
+            float a[NORM_PARTS_AT_ONCE][NORM_VEC] = {};
 #pragma unroll
-            for (int q = 0; q < NORM_VEC; q += 4)
-                if (q < m)
-                    load4(x + (size_t)p * part_stride + base + (size_t)(k0 + q), a + q);
+            for (int u = 0; u < NORM_PARTS_AT_ONCE; u++)
 #pragma unroll
-            for (int j = 0; j < NORM_VEC; j++)
-                v[j] += a[j];
+                for (int q = 0; q < NORM_VEC; q += 4)
+                    if (p0 + u < parts && q < m)
+                        load4(x + (size_t)(p0 + u) * part_stride + base + (size_t)(k0 + q),
+                              a[u] + q);
+#pragma unroll
+            for (int u = 0; u < NORM_PARTS_AT_ONCE; u++)
+                if (p0 + u < parts)
+#pragma unroll
+                    for (int j = 0; j < NORM_VEC; j++)
+                        v[j] += a[u][j];
         }
     } else {
 #pragma unroll
