@@ -8,7 +8,9 @@ predecessor runs and waits at its dependency point.  So each moment of a
 run is given to one kernel, the *oldest* one running then (the one the
 others wait on), and moments when none runs are idle.  Per kernel name:
 launches, owned time and the kernels' own durations (which count the
-waiting), per step for decode runs (tags decode-bB-sN), per run otherwise.
+waiting), per step for decode runs (tags decode-bB-sN, and decode-picks-bB-sN
+and decode-top-bB-sN for the server's greedy and sampled steps), per run
+otherwise.
 
     python3 tools/timeline_summary.py build/bench/cuda/timeline.csv \
         [--json build/bench/cuda/timeline.json] [--top 12]
@@ -118,7 +120,7 @@ def class_of(name):
 
 
 def steps_of(tag):
-    m = re.match(r"decode-b\d+-s(\d+)$", tag)
+    m = re.match(r"decode-(?:picks-|top-)?b\d+-s(\d+)$", tag)
     return int(m.group(1)) if m else 1
 
 

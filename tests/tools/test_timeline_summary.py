@@ -58,6 +58,9 @@ class Csv(unittest.TestCase):
         self.assertEqual(runs["decode-b1-s2"][0][2], "gemv_split_kernel<__nv_bfloat16, 1>")
         self.assertEqual(ts.steps_of("decode-b1-s2"), 2)
         self.assertEqual(ts.steps_of("prefill-512-c512"), 1)
+        self.assertEqual(ts.steps_of("decode-top-b1-s8"), 8)  # the server's sampled steps
+        self.assertEqual(ts.steps_of("decode-picks-b16-s4"), 4)
+        self.assertEqual(ts.steps_of("decode-other-b1-s8"), 1)
         bench = {"weight_bytes": 8e6, "copy_GBps": 4000.0}
         text = "\n".join(ts.summarize("decode-b1-s2", runs["decode-b1-s2"], 12, bench))
         # 10 us over 2 steps; 1 us idle in 1 gap; GEMVs own 8 us, 4 a step

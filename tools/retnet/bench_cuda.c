@@ -288,12 +288,48 @@ static int profile_once(rn_engine *e, const cuda_bench_opts *o, const int32_t *t
     return rc ? -1 : 0;
 }
 
+/* o->decode steps of b sessions of kind k after a warm-up (the graph for
+ * b and k captured, the caches warm), as CUPTI recorded them, into f
+ * tagged decode-bB-sN (every row's logits) or decode-picks-bB-sN and
+ * decode-top-bB-sN (the server's greedy and sampled steps); prints the
+ * run's wall time per step as a JSON object after sep.  RN_OK or the
+ * failure's code. */
+static int timeline_steps(rn_engine *e, const int *slots, const int32_t *tok, int b, step_kind k,
+                          const cuda_bench_opts *o, const step_bufs *sb, FILE *f, int header,
+                          const char *sep, rn_error *err)
+{
+    const char *kind = k == STEP_PICKS ? "picks-" : k == STEP_TOP ? "top-" : "";
+    char tag[64];
+    int rc;
+    for (int s = 0; s < 3; s++)
+        if ((rc = one_step(e, slots, tok, b, k, sb)) != RN_OK)
+            return rc;
+    rn_cuda_timeline_mark();
+    double t0 = rn__now();
+    for (int s = 0; s < o->decode; s++)
+        if ((rc = one_step(e, slots, tok, b, k, sb)) != RN_OK)
+            return rc;
+    double us = (rn__now() - t0) / o->decode * 1e6;
+    snprintf(tag, sizeof tag, "decode-%sb%d-s%d", kind, b, o->decode);
+    if ((rc = rn_cuda_timeline_write(f, tag, header, err)) != RN_OK)
+        return rc;
+    printf("%s{\"batch\":%d,\"steps\":%d,\"tail\":\"%s\",\"us_per_step\":%.1f}", sep, b, o->decode,
+           k == STEP_PICKS ? "picks"
+           : k == STEP_TOP ? "top"
+                           : "logits",
+           us);
+    return RN_OK;
+}
+
 /* --timeline: the kernels of `decode` decode steps at each batch size
- * and of one prefill of the first prompt length, each after a warm-up (the
- * graphs captured, the caches warm), as CUPTI recorded them on the device
- * (rn_cuda_timeline_write) into the CSV file path, tagged decode-bB-sN and
- * prefill-P-cC; tools/timeline_summary.py reads it.  Prints each run's
- * wall time per step or prompt, as JSON.  0 on success. */
+ * (and, at the first, the server's greedy and sampled steps too, which
+ * hand back picks or reduced rows instead of logits) and of one prefill of
+ * the first prompt length, each after a warm-up (the graphs captured, the
+ * caches warm), as CUPTI recorded them on the device
+ * (rn_cuda_timeline_write) into the CSV file path, tagged decode-bB-sN,
+ * decode-picks-bB-sN, decode-top-bB-sN and prefill-P-cC;
+ * tools/timeline_summary.py reads it.  Prints each run's wall time per
+ * step or prompt, as JSON.  0 on success. */
 static int timeline_run(rn_engine *e, const rn_model *m, const rn_cuda_limits *l,
                         const cuda_bench_opts *o, const int32_t *tok, const step_bufs *sb)
 {
@@ -314,20 +350,11 @@ static int timeline_run(rn_engine *e, const rn_model *m, const rn_cuda_limits *l
            (double)rn_engine_slot_bytes(e));
     for (int i = 0; i < o->n_batches; i++) {
         int b = o->batches[i];
-        for (int s = 0; s < 3; s++) /* the graph for b captured, then run warm */
-            if (one_step(e, slots, tok, b, STEP_LOGITS, sb) != RN_OK)
-                goto cleanup;
-        rn_cuda_timeline_mark();
-        double t0 = rn__now();
-        for (int s = 0; s < o->decode; s++)
-            if (one_step(e, slots, tok, b, STEP_LOGITS, sb) != RN_OK)
-                goto cleanup;
-        double us = (rn__now() - t0) / o->decode * 1e6;
-        snprintf(tag, sizeof tag, "decode-b%d-s%d", b, o->decode);
-        if (rn_cuda_timeline_write(f, tag, i == 0, &err) != RN_OK)
+        if (timeline_steps(e, slots, tok, b, STEP_LOGITS, o, sb, f, i == 0, i ? "," : "", &err))
             goto cleanup;
-        printf("%s{\"batch\":%d,\"steps\":%d,\"us_per_step\":%.1f}", i ? "," : "", b, o->decode,
-               us);
+        if (i == 0 && (timeline_steps(e, slots, tok, b, STEP_PICKS, o, sb, f, 0, ",", &err) ||
+                       timeline_steps(e, slots, tok, b, STEP_TOP, o, sb, f, 0, ",", &err)))
+            goto cleanup;
     }
     int P = o->prompts[0];
     if (rn_state_reset(e, 0) != RN_OK || rn_prefill(e, 0, tok, P, &po, sb->logits) != RN_OK ||
