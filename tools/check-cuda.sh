@@ -204,6 +204,7 @@ synthetic-tcasync synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_
 forms-pieces forms RETNET_CUDA_RET_CHUNK=5
 forms-split forms RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
 synthetic-normrow synthetic RETNET_CUDA_NORM_VEC=0
+synthetic-gemvgn synthetic RETNET_CUDA_GEMV_GROUPNORM=1 RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 MEMCHECK
 if [ "${CHECK_CUDA_MEMCHECK:-1}" = 0 ]; then
     echo "check-cuda: memcheck not run (CHECK_CUDA_MEMCHECK=0)"
@@ -220,26 +221,32 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
             fail=1
         fi
     done <"$OUT/memcheck.txt"
-    # the fused retention kernel's shared memory (cp.async copies, ldmatrix
-    # reads, the scores' stores) and barriers, watched alone: racecheck and
-    # synccheck over the form suite's ret_fused case; one that does not
-    # finish in its time proves nothing and fails the run (0: not run, said)
+    # shared memory and barriers watched alone, racecheck and synccheck over
+    # one test case each: the fused retention kernel's (cp.async copies,
+    # ldmatrix reads, the scores' stores; the form suite's ret_fused case)
+    # and the group norm the output projection's GEMV forms (its rounds of
+    # heads reusing their sums behind a barrier; the synthetic suite's
+    # gemv_group_norm case); one that does not finish in its time proves
+    # nothing and fails the run (0: not run, said)
     for tool in racecheck synccheck; do
-        echo "forms-$tool" | select_runs | grep -q . || continue
-        if [ "${CHECK_CUDA_RACE_TIME:-120}" = 0 ]; then
-            echo "check-cuda: $tool ret_fused not run (CHECK_CUDA_RACE_TIME=0)"
-            continue
-        fi
-        log=$OUT/$tool-ret_fused.log
-        if env RN_TEST_DEVICE=cuda CK_RUN_SUITE=forms CK_RUN_CASE=ret_fused CK_FORK=no \
-            CK_DEFAULT_TIMEOUT=1200 timeout "${CHECK_CUDA_RACE_TIME:-120}" \
-            compute-sanitizer --tool $tool --error-exitcode 9 "$TESTS" >"$log" 2>&1; then
-            echo "check-cuda: $tool ret_fused clean ($(grep -c . "$log") log lines)"
-        else
-            echo "check-cuda: $tool ret_fused FAILED or did not finish (log: $log)"
-            grep -E "=========" "$log" | head -n 20
-            fail=1
-        fi
+        for target in forms:ret_fused synthetic:gemv_group_norm; do
+            suite=${target%%:*} tcase=${target#*:}
+            echo "$suite-$tool" | select_runs | grep -q . || continue
+            if [ "${CHECK_CUDA_RACE_TIME:-120}" = 0 ]; then
+                echo "check-cuda: $tool $tcase not run (CHECK_CUDA_RACE_TIME=0)"
+                continue
+            fi
+            log=$OUT/$tool-$tcase.log
+            if env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_RUN_CASE=$tcase CK_FORK=no \
+                CK_DEFAULT_TIMEOUT=1200 timeout "${CHECK_CUDA_RACE_TIME:-120}" \
+                compute-sanitizer --tool $tool --error-exitcode 9 "$TESTS" >"$log" 2>&1; then
+                echo "check-cuda: $tool $tcase clean ($(grep -c . "$log") log lines)"
+            else
+                echo "check-cuda: $tool $tcase FAILED or did not finish (log: $log)"
+                grep -E "=========" "$log" | head -n 20
+                fail=1
+            fi
+        done
     done
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"

@@ -539,7 +539,6 @@ Suite *synthetic_suite(void)
         tcase_add_test(tc, test_synthetic_qk_half_keeps_bits);
         tcase_add_test(tc, test_synthetic_ret_norm_prefill);
         tcase_add_test(tc, test_synthetic_l2_fork_keeps_bits);
-        tcase_add_test(tc, test_synthetic_gemv_group_norm_keeps_bits);
         tcase_add_test(tc, test_synthetic_ret_split_keeps_bits);
         tcase_add_test(tc, test_synthetic_v_half_prefill);
         tcase_add_test(tc, test_synthetic_lt_pairs_prefill);
@@ -547,5 +546,15 @@ Suite *synthetic_suite(void)
     }
 #endif
     suite_add_tcase(s, tc);
+#ifdef RN_HAVE_CUDA
+    if (fixture_on_cuda()) {
+        /* a case of its own, which check-cuda's racecheck and synccheck
+         * run alone (CK_RUN_CASE=gemv_group_norm) */
+        TCase *gn = tcase_create("gemv_group_norm");
+        tcase_set_timeout(gn, 300);
+        tcase_add_test(gn, test_synthetic_gemv_group_norm_keeps_bits);
+        suite_add_tcase(s, gn);
+    }
+#endif
     return s;
 }
