@@ -17,9 +17,10 @@
 # RET_SPLIT=2, TC_ASYNC and the peer at batches 1 and 16: a few minutes
 # instead of the whole sweep.
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
-# 512, 2k and 8k, the switches not yet measured, the defaults of 27 Nov
-# against what they replaced, the peer at 1 and on 512 and 8k, twice) for a device
-# lent for a quarter of an hour.
+# 512, 2k and 8k, the switches not yet measured -- RET_SPLIT, RET_NORM,
+# LT_TUNE at 512, L2_FORK, GEMV_GROUPNORM, the tensor-core GEMV's shapes --,
+# the defaults of 27 Nov against what they replaced, the peer at 1 and on
+# 512 and 8k, twice) for a device lent for a quarter of an hour.
 set -eu
 RETNET=${1:-build/release/retnet}
 OUT=build/bench/cuda
@@ -285,7 +286,7 @@ fi
 # and peer.json keeps each point's best, with every run's (tools/bench_peer.py --merge)
 if "$PY" -c "import fla, transformers" 2>/dev/null; then
     runs=
-    rm -f "$OUT/peer-kernels.json" # never an earlier run's
+    rm -f "$OUT/peer-kernels.json" "$OUT/peer-kernels.txt" # never an earlier run's
     for i in $(seq 1 "${PEER_RUNS:-2}"); do
         b=$([ "$i" = 1 ] && echo "$PEER_BATCHES" || echo "")
         # the first run also profiles a 4096-token prefill, the timeline's
@@ -299,9 +300,13 @@ if "$PY" -c "import fla, transformers" 2>/dev/null; then
             echo "bench-cuda: peer run $i failed (see $OUT/peer-$i.log)"
         fi
     done
-    if [ -f "$OUT/peer-kernels.json" ]; then
+    if [ -f "$OUT/peer-kernels.json" ] &&
+        "$PY" tools/bench_peer.py --show-kernels "$OUT/peer-kernels.json" >"$OUT/peer-kernels.txt"; then
         echo "== the peer's 4096-token prefill by kernel class (ours: timeline.txt's prefill-4096-c4096)"
-        "$PY" tools/bench_peer.py --show-kernels "$OUT/peer-kernels.json" | tee "$OUT/peer-kernels.txt"
+        cat "$OUT/peer-kernels.txt"
+    else
+        echo "bench-cuda: no kernel profile of the peer's prefill (see $OUT/peer-1.log)"
+        failed="$failed peer-kernels"
     fi
     # shellcheck disable=SC2086 # runs: several files
     [ -n "$runs" ] && "$PY" tools/bench_peer.py --merge $runs >"$OUT/peer.json" ||

@@ -28,9 +28,11 @@ figure), progress to stderr.  --batches '' leaves decode out.
 after the timings, records one more prefill of P tokens under the PyTorch
 profiler and writes where its device time went to FILE: each kernel's total
 time and launches, summed into classes (GEMM, retention, norm, rotary,
-activation, copy, elementwise, other) as tools/timeline_summary.py sums
-ours, so the two prefills can be laid side by side kernel class by kernel
-class.
+activation, copy, elementwise, other), as tools/timeline_summary.py sums
+ours into its own (cuBLAS GEMM, retention (chunk), norm, rotary, copy, ...;
+ours also has GEMV, recurrent step and sampling, which a prefill does not
+run), so the two prefills can be laid side by side class by class.  No
+file is written when the profiler caught no kernels.
 
     python3 tools/bench_peer.py --merge RUN.json RUN.json...
 
@@ -189,7 +191,9 @@ def profile_prefill(fwd, path):
     import torch
     from torch.profiler import ProfilerActivity, profile
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    # the CPU activity too: with the CUDA one alone some PyTorch builds
+    # record no kernels (the CPU events are left out by kernel_summary)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         fwd()
         torch.cuda.synchronize()
     with tempfile.TemporaryDirectory() as d:
@@ -197,6 +201,8 @@ def profile_prefill(fwd, path):
         prof.export_chrome_trace(trace)
         with open(trace) as f:
             summary = kernel_summary(json.load(f))
+    if summary["launches"] == 0:
+        raise RuntimeError("the profiler recorded no kernels")
     save(path, summary)
     return summary
 

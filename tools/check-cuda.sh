@@ -15,7 +15,10 @@
 # CHECK_CUDA_ONLY=REGEX keeps the runs, memcheck runs and the server test
 # ("server") whose names match (an awk regular expression), e.g.
 # '^(forms|parity|synthetic)$' for a short check; the line "check-cuda: N of
-# M runs" says how many suite runs were left out.
+# M runs" says how many suite runs were left out.  The racecheck and
+# synccheck runs are named SUITE-CASE-TOOL: forms-ret_fused-racecheck,
+# forms-ret_fused-synccheck, synthetic-gemvgn-racecheck,
+# synthetic-gemvgn-synccheck.
 set -u
 OUT=build/cuda
 
@@ -191,9 +194,10 @@ echo "check-cuda: $(grep -c . "$OUT/runs-selected.txt") of $(grep -c . "$OUT/run
 xargs -r -L 1 -P "${CHECK_CUDA_JOBS:-4}" sh "$0" --run "$TESTS" <"$OUT/runs-selected.txt" || fail=1
 
 # memcheck: no fork, the sanitizer watches one process through a whole
-# suite (the last five: the synthetic shapes through the tensor-core GEMV,
+# suite (the last six: the synthetic shapes through the tensor-core GEMV,
 # in registers and through its cp.async ring, prefill retention in batched
-# pieces, the split GEMV, and the norms reading their rows twice)
+# pieces, the split GEMV, the norms reading their rows twice, and the group
+# norm formed by the output projection's GEMV)
 select_runs >"$OUT/memcheck.txt" <<MEMCHECK
 forms forms RETNET_CUDA_GRAPHS=1
 parity parity RETNET_CUDA_GRAPHS=1
@@ -226,12 +230,12 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
     # ldmatrix reads, the scores' stores; the form suite's ret_fused case)
     # and the group norm the output projection's GEMV forms (its rounds of
     # heads reusing their sums behind a barrier; the synthetic suite's
-    # gemv_group_norm case); one that does not finish in its time proves
-    # nothing and fails the run (0: not run, said)
+    # gemvgn case); one that does not finish in its time, or that ran no
+    # test, proves nothing and fails the run (0: not run, said)
     for tool in racecheck synccheck; do
-        for target in forms:ret_fused synthetic:gemv_group_norm; do
+        for target in forms:ret_fused synthetic:gemvgn; do
             suite=${target%%:*} tcase=${target#*:}
-            echo "$suite-$tool" | select_runs | grep -q . || continue
+            echo "$suite-$tcase-$tool" | select_runs | grep -q . || continue
             if [ "${CHECK_CUDA_RACE_TIME:-120}" = 0 ]; then
                 echo "check-cuda: $tool $tcase not run (CHECK_CUDA_RACE_TIME=0)"
                 continue
@@ -239,7 +243,8 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
             log=$OUT/$tool-$tcase.log
             if env RN_TEST_DEVICE=cuda CK_RUN_SUITE=$suite CK_RUN_CASE=$tcase CK_FORK=no \
                 CK_DEFAULT_TIMEOUT=1200 timeout "${CHECK_CUDA_RACE_TIME:-120}" \
-                compute-sanitizer --tool $tool --error-exitcode 9 "$TESTS" >"$log" 2>&1; then
+                compute-sanitizer --tool $tool --error-exitcode 9 "$TESTS" >"$log" 2>&1 &&
+                grep -q 'Checks: [1-9]' "$log"; then
                 echo "check-cuda: $tool $tcase clean ($(grep -c . "$log") log lines)"
             else
                 echo "check-cuda: $tool $tcase FAILED or did not finish (log: $log)"

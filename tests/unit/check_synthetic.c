@@ -549,8 +549,8 @@ Suite *synthetic_suite(void)
 #ifdef RN_HAVE_CUDA
     if (fixture_on_cuda()) {
         /* a case of its own, which check-cuda's racecheck and synccheck
-         * run alone (CK_RUN_CASE=gemv_group_norm) */
-        TCase *gn = tcase_create("gemv_group_norm");
+         * run alone (CK_RUN_CASE=gemvgn) */
+        TCase *gn = tcase_create("gemvgn");
         tcase_set_timeout(gn, 300);
         tcase_add_test(gn, test_synthetic_gemv_group_norm_keeps_bits);
         suite_add_tcase(s, gn);
