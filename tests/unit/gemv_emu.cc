@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "cuda_emu.h"
 
 #include "rn_math.h"
@@ -147,18 +149,22 @@ static int ge_group_run(const ge_bufs *g, const float *xparts, int out, int in, 
         sizeof(float) * (size_t)NB * (size_t)in, fused, xparts, in, cols, *nm, items);
 }
 
-template <typename T>
-static int ge_dispatch(const ge_bufs *g, int nb, int kinds, int out, int in, int cols, int grid,
-                       const rk_gemv_norm *nm)
+/* f((T *)NULL, std::integral_constant<int, NB>()) for weights of dtype t
+ * (f32, else bf16) and nb input rows (1, 2, else 3): the instances the
+ * cases run. */
+template <typename F> static int ge_with(int t, int nb, F f)
 {
-    switch (nb) {
-    case 1:
-        return ge_run<T, 1>(g, kinds, out, in, cols, grid, nm);
-    case 2:
-        return ge_run<T, 2>(g, kinds, out, in, cols, grid, nm);
-    default:
-        return ge_run<T, 3>(g, kinds, out, in, cols, grid, nm);
-    }
+    auto rows = [&](auto tag) {
+        switch (nb) {
+        case 1:
+            return f(tag, std::integral_constant<int, 1>());
+        case 2:
+            return f(tag, std::integral_constant<int, 2>());
+        default:
+            return f(tag, std::integral_constant<int, 3>());
+        }
+    };
+    return t == RN_DT_F32 ? rows((float *)NULL) : rows((__nv_bfloat16 *)NULL);
 }
 
 /* Bytes of outputs that differ between the two paths (n values of size
@@ -213,9 +219,10 @@ extern "C" long rn_emu_gemv_norm_check(int t, int nb, int in, int cols, int grid
         float *nbias = affine ? ge_floats((size_t)in, -0.2f, 0.2f, &seed) : NULL;
         rk_gemv_norm nm = {};
         nm.w = nw, nm.b = nbias, nm.eps = 1e-5f, nm.layer_kind = layer_kind;
-        int rc = t == RN_DT_F32
-                     ? ge_dispatch<float>(&g, nb, kinds, out, in, cols, grid, &nm)
-                     : ge_dispatch<__nv_bfloat16>(&g, nb, kinds, out, in, cols, grid, &nm);
+        int rc = ge_with(t, nb, [&](auto tag, auto nb_c) {
+            using T = std::remove_pointer_t<decltype(tag)>;
+            return ge_run<T, decltype(nb_c)::value>(&g, kinds, out, in, cols, grid, &nm);
+        });
         free(nw);
         free(nbias);
         if (rc)
@@ -235,20 +242,6 @@ extern "C" long rn_emu_gemv_norm_check(int t, int nb, int in, int cols, int grid
 cleanup:
     ge_free(&g);
     return differ;
-}
-
-template <typename T>
-static int ge_group_dispatch(const ge_bufs *g, int nb, const float *xparts, int out, int in,
-                             int cols, int grid, const rk_gemv_norm *nm)
-{
-    switch (nb) {
-    case 1:
-        return ge_group_run<T, 1>(g, xparts, out, in, cols, grid, nm);
-    case 2:
-        return ge_group_run<T, 2>(g, xparts, out, in, cols, grid, nm);
-    default:
-        return ge_group_run<T, 3>(g, xparts, out, in, cols, grid, nm);
-    }
 }
 
 /* The group norm's case both ways (dtype t; nb rows of `heads` groups of
@@ -283,9 +276,10 @@ extern "C" long rn_emu_gemv_group_check(int t, int nb, int heads, int group, int
         rk_gemv_norm nm = {};
         nm.w = nw, nm.b = nbias, nm.eps = 1e-6f, nm.layer_kind = layer_kind, nm.group = group;
         nm.gate = gate, nm.act = RN_ACT_SWISH, nm.parts = parts, nm.part_stride = stride;
-        int rc = t == RN_DT_F32
-                     ? ge_group_dispatch<float>(&g, nb, xparts, out, in, cols, grid, &nm)
-                     : ge_group_dispatch<__nv_bfloat16>(&g, nb, xparts, out, in, cols, grid, &nm);
+        int rc = ge_with(t, nb, [&](auto tag, auto nb_c) {
+            using T = std::remove_pointer_t<decltype(tag)>;
+            return ge_group_run<T, decltype(nb_c)::value>(&g, xparts, out, in, cols, grid, &nm);
+        });
         if (rc)
             goto cleanup;
     }

@@ -304,7 +304,6 @@ static int timeline_steps(rn_engine *e, const int *slots, const int32_t *tok, in
                           const cuda_bench_opts *o, const step_bufs *sb, FILE *f, int header,
                           const char *sep, rn_error *err)
 {
-    const char *kind = k == STEP_PICKS ? "picks-" : k == STEP_TOP ? "top-" : "";
     char tag[64];
     int rc;
     double t0 = 0.0;
@@ -320,7 +319,10 @@ static int timeline_steps(rn_engine *e, const int *slots, const int32_t *tok, in
         }
     }
     double us = (rn__now() - t0) / o->decode * 1e6;
-    snprintf(tag, sizeof tag, "decode-%sb%d-s%d", kind, b, o->decode);
+    if (k == STEP_LOGITS) /* the tag the timeline has always had */
+        snprintf(tag, sizeof tag, "decode-b%d-s%d", b, o->decode);
+    else
+        snprintf(tag, sizeof tag, "decode-%s-b%d-s%d", step_name(k), b, o->decode);
     if ((rc = rn_cuda_timeline_write(f, tag, header, err)) != RN_OK)
         return rc;
     printf("%s{\"batch\":%d,\"steps\":%d,\"tail\":\"%s\",\"us_per_step\":%.1f}", sep, b, o->decode,
