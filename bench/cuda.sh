@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-lttune-p512,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnorm*,ours-l2fork*,ours-gemvgn*,ours-tckpw*,ours-tcgroups1*,ours-halfact-c*,ours-bf16-states,peer,peer-kernels,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-lttune-p512,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnarrow*,ours-retnorm*,ours-l2fork*,ours-gemvgn*,ours-tckpw*,ours-tcgroups1*,ours-halfact-c*,ours-bf16-states,peer,peer-kernels,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -17,8 +17,9 @@
 # RET_SPLIT=2, TC_ASYNC and the peer at batches 1 and 16: a few minutes
 # instead of the whole sweep.
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
-# 512, 2k and 8k, the switches not yet measured -- RET_SPLIT, RET_NORM,
-# LT_TUNE at 512, L2_FORK, GEMV_GROUPNORM, the tensor-core GEMV's shapes --,
+# 512, 2k and 8k, the switches not yet measured -- RET_WIDE,
+# RET_SPLIT, RET_NORM, LT_TUNE at 512, L2_FORK, GEMV_GROUPNORM, the
+# tensor-core GEMV's shapes --,
 # the defaults of 27 Nov against what they replaced, the peer at 1 and on
 # 512 and 8k, twice) for a device lent for a quarter of an hour.
 set -eu
@@ -115,6 +116,18 @@ ret_split() {
         --decode 4
 }
 
+# the fused read-out in narrow warps (RETNET_CUDA_RET_WIDE=0, the tiling
+# before 28 Nov: products 16 rows by dv / 4, scores 16 by 16) against the
+# default's wide ones (32 by dv / 8, 16 by 32), which load about a third
+# fewer fragments from shared memory for the same sums, in the server's
+# chunks and in 4096-token ones: ret_wide
+ret_wide() {
+    run ours-retnarrow RETNET_CUDA_RET_WIDE=0 -- --batches 1 --prompts 512,2048,8192 \
+        --chunk 1024 --decode 4
+    run ours-retnarrow-c4096 RETNET_CUDA_RET_WIDE=0 -- --batches 1 --prompts 2048,8192 \
+        --chunk 4096 --decode 4
+}
+
 # the fused read-out normalising and gating its rows itself
 # (RETNET_CUDA_RET_NORM=1) in the server's chunks and in 4096-token ones,
 # and at 512 tokens with whole heads (RETNET_CUDA_RET_SPLIT=0: the norm
@@ -178,6 +191,7 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     # a device lent for minutes
     run ours -- --batches 1,2,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
+    ret_wide
     ret_split
     ret_norm
     lt_tune_short
@@ -204,6 +218,7 @@ else
         # epilogue (RETNET_CUDA_RESID_GEMM=1)
         prefill ours-residgemm RETNET_CUDA_RESID_GEMM=1
         prefill_defaults
+        ret_wide
         ret_split
         ret_norm
         l2_fork
@@ -258,6 +273,7 @@ else
         # the rotary pass's copies without v's (RETNET_CUDA_V_HALF=0), in
         # 1024- and 4096-token chunks
         prefill ours-nohalfv RETNET_CUDA_V_HALF=0
+        ret_wide
         ret_split
         ret_norm
         l2_fork
@@ -395,6 +411,11 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
     # group norm took 86 us a layer
     timeline timeline-retnorm "--batches 1 --prompts 4096 --chunk 4096 --decode 2" \
         RETNET_CUDA_RET_NORM=1
+    # the same chunk with the read-out in narrow warps
+    # (RETNET_CUDA_RET_WIDE=0), its own time against timeline.txt's (the
+    # night run of 27 Nov, narrow: 161 us a layer)
+    timeline timeline-retnarrow "--batches 1 --prompts 4096 --chunk 4096 --decode 2" \
+        RETNET_CUDA_RET_WIDE=0
     # batch-1 steps with the output projection's weights asked of L2 on a
     # second stream (RETNET_CUDA_L2_FORK): against timeline.txt's decode-b1-s8
     timeline timeline-b1-l2fork "--batches 1 --prompts 512 --chunk 1024 --decode 8" \

@@ -178,6 +178,7 @@ struct cuda_ctx {
     int ret_fused; /* batched pieces through rk_ret_fused (RETNET_CUDA_RET_FUSED) */
     int ret_split; /* rk_ret_fused's dv shares: rn_cuda_ret_parts's want (RETNET_CUDA_RET_SPLIT) */
     int ret_norm;  /* rk_ret_fused applies the group norm in its store (RETNET_CUDA_RET_NORM) */
+    int ret_wide;  /* rk_ret_fused's wide warp tiles (RETNET_CUDA_RET_WIDE) */
     /* RETNET_CUDA_L2_FORK: decode steps of up to l2_fork rows ask L2 for
      * each layer's output-projection weights on st2 while the recurrent
      * step and group norm run on st (l2_fork_out); forked: st has yet to
@@ -741,7 +742,8 @@ static int retention_fused(cuda_ctx *x, float *Sl, int pieces, int P, const floa
     long blocks = (long)pieces * H * (P / RK_RET_FUSED_ROWS);
     int parts = rn_cuda_ret_parts(blocks, dv, x->n_sms, x->ret_split);
     const rk_group_norm *gn = parts == 1 ? x->gn : NULL; /* a block holds the whole head */
-    if (rk_ret_fused(x->st, x->o, h[1], h[2], h[0], h[3], pw, pieces, H, P, dk, dv, parts, gn))
+    if (rk_ret_fused(x->st, x->o, h[1], h[2], h[0], h[3], pw, pieces, H, P, dk, dv, parts, gn,
+                     x->ret_wide))
         return RN_EDEVICE;
     x->gn_rows = gn ? (int)rows : 0;
     return RN_OK;
@@ -1824,6 +1826,13 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * norm (67 MB of a 4096-token chunk of the 1.3B shape, whose norm took
      * 86 us a layer on an H100: docs/benchmarks.md) */
     x->ret_norm = env_int("RETNET_CUDA_RET_NORM", 0, 0, 1);
+    /* the fused read-out in wide warps: its products in warps of 32 rows
+     * by dv / 8 columns (where dv / 64 is even) instead of 16 by dv / 4,
+     * its scores in warps of 16 rows by 32 keys instead of 16 by 16, so
+     * each fragment loaded from shared memory serves two tiles (about a
+     * third fewer ldmatrix a block) for the same sums in the same order
+     * (the same bits); =0 the tiling before 28 Nov */
+    x->ret_wide = env_int("RETNET_CUDA_RET_WIDE", 1, 0, 1);
     /* the fused read-out's bf16 copies written by the passes that already
      * hold the values (the rotary pass: q, k and the scaled keys; v's
      * product: v) instead of three passes of their own: on an H100 8k

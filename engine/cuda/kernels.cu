@@ -472,7 +472,7 @@ int rk_ret_fused_fits(int P, int dk, int dv, size_t smem_max)
 static_assert(RF_ROWS == RK_RET_FUSED_ROWS, "the query tiles the host plans for");
 static_assert(RF_SPLIT_MIN_NC * 64 == RN_CUDA_RET_SPLIT_MIN_DV && 2 * RF_SPLIT_MAX_NC >= RF_MAX_NC,
               "an instance for every share rn_cuda_ret_parts gives");
-static std::atomic<long> rf_launches, rf_split_launches, rf_normed_launches;
+static std::atomic<long> rf_launches, rf_split_launches, rf_normed_launches, rf_wide_launches;
 
 /* A callable that lets a ret_fused_kernel instance take the device's whole
  * opt-in shared memory (smem_optin): 0, or -1 where it refuses.  The limit
@@ -499,7 +499,8 @@ int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin)
         int share = dv / parts;
         size_t smem = rk_ret_fused_smem(dk, share);
         int ok = dv % parts == 0 && smem && smem <= smem_optin &&
-                 rf_with_kernel(share, parts > 1, 0, rf_allow(smem_optin)) == 0;
+                 rf_with_kernel(share, parts > 1, 0, 0, rf_allow(smem_optin)) == 0 &&
+                 rf_with_kernel(share, parts > 1, 0, 1, rf_allow(smem_optin)) == 0;
         if (parts == 1)
             rc = ok ? 0 : -1;
         if (!ok)
@@ -510,7 +511,7 @@ int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin)
 
 int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const void *v,
                  const void *U, const float *pw, int pieces, int H, int P, int dk, int dv,
-                 int parts, const rk_group_norm *gn)
+                 int parts, const rk_group_norm *gn, int wide)
 {
     int share = parts >= 1 && dv % parts == 0 ? dv / parts : 0;
     rk_group_norm none = {}, norm = gn ? *gn : none;
@@ -519,7 +520,7 @@ int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const 
                            : rk_ret_fused_smem(dk, share);
     typedef const __nv_bfloat16 *bp;
     if (!smem || P % RF_ROWS || dk % RF_ROWS || pieces < 1 || (norm.h && parts > 1) ||
-        rf_with_kernel(share, parts > 1, norm.h != NULL, [&](auto kern) {
+        rf_with_kernel(share, parts > 1, norm.h != NULL, wide, [&](auto kern) {
             launch(kern, dim3((unsigned)(pieces * H * parts), (unsigned)(P / RF_ROWS)), RF_THREADS,
                    smem, st, o, (bp)q, (bp)k, (bp)v, (bp)U, pw, H, P, dk, dv, norm);
             return 0;
@@ -530,13 +531,16 @@ int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const 
     rf_launches++;
     rf_split_launches += parts > 1;
     rf_normed_launches += norm.h != NULL;
+    rf_wide_launches += wide != 0;
     return 0;
 }
 
 int rk_ret_fused_prepare_norm(int dk, int dv, size_t smem_optin)
 {
     size_t need = rk_ret_fused_norm_smem(dk, dv);
-    int rc = need && need <= smem_optin ? rf_with_kernel(dv, 0, 1, rf_allow(smem_optin)) : -1;
+    int rc = need && need <= smem_optin && rf_with_kernel(dv, 0, 1, 0, rf_allow(smem_optin)) == 0
+                 ? rf_with_kernel(dv, 0, 1, 1, rf_allow(smem_optin))
+                 : -1;
     if (rc)
         cudaGetLastError(); /* refused: the caller keeps the separate norm */
     return rc;
@@ -555,6 +559,11 @@ long rk_ret_fused_split_launches(void)
 long rk_ret_fused_normed_launches(void)
 {
     return rf_normed_launches.load();
+}
+
+long rk_ret_fused_wide_launches(void)
+{
+    return rf_wide_launches.load();
 }
 
 __global__ void decay_state_kernel(float *Sl, const float *pw, int C, size_t hkv, size_t per_head)

@@ -398,6 +398,11 @@ extern "C" long rn_cuda_ret_normed_launches(void)
     return rk_ret_fused_normed_launches();
 }
 
+extern "C" long rn_cuda_ret_wide_launches(void)
+{
+    return rk_ret_fused_wide_launches();
+}
+
 extern "C" long rn_cuda_l2_fetches(void)
 {
     return rk_l2_fetches();
@@ -435,9 +440,10 @@ static uint16_t *rf_bf16_inputs(const rf_problem *p, const float *h)
 }
 
 /* Runs the fused read-out on problem p filled from seed, dv in parts
- * shares, and returns the worst error of its outputs (rf_fused_worst) in
- * *worst. */
-static int rf_device_check(const rf_problem *p, int zero_v, int parts, uint32_t seed, double *worst)
+ * shares, in wide warps or not, and returns the worst error of its
+ * outputs (rf_fused_worst) in *worst. */
+static int rf_device_check(const rf_problem *p, int zero_v, int parts, int wide, uint32_t seed,
+                           double *worst)
 {
     size_t ns = p->pw - p->S, nb = p->o + ns;
     float *h = (float *)malloc(sizeof(float) * p->total), *d = NULL;
@@ -458,7 +464,7 @@ static int rf_device_check(const rf_problem *p, int zero_v, int parts, uint32_t 
         cudaMemcpy(db, hb, sizeof(uint16_t) * nb, cudaMemcpyHostToDevice) != cudaSuccess)
         goto cleanup;
     if (rk_ret_fused(0, d + p->o, db + p->q, db + p->k, db + p->v, db + p->o, d + p->pw, p->pieces,
-                     p->H, p->P, p->dk, p->dv, parts, NULL) ||
+                     p->H, p->P, p->dk, p->dv, parts, NULL, wide) ||
         cudaDeviceSynchronize() != cudaSuccess ||
         cudaMemcpy(h + p->o, d + p->o, sizeof(float) * (p->S - p->o), cudaMemcpyDeviceToHost) !=
             cudaSuccess)
@@ -486,7 +492,7 @@ static int rf_device_ok(int *optin)
 }
 
 extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v,
-                                       int parts, uint32_t seed, double *worst)
+                                       int parts, int wide, uint32_t seed, double *worst)
 {
     int optin = 0, rc;
     *worst = -1.0;
@@ -500,7 +506,7 @@ extern "C" int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv,
     if (rk_ret_fused_prepare(dk, dv, (size_t)optin) != 0)
         return RN_EDEVICE;
     rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
-    return rf_device_check(&p, zero_v, parts, seed, worst);
+    return rf_device_check(&p, zero_v, parts, wide, seed, worst);
 }
 
 /* count random 16-bit values of dtype t into h, from *seed (advanced):

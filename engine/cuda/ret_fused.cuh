@@ -26,12 +26,16 @@
 #include "norm_dev.cuh"
 
 /* A block owns 64 query rows of one (piece, head) and all dv value
- * columns, in 16 warps: warp (g, c) owns the 16 rows of row group g and
- * the value columns of column group c (dv / 4 of them), and forms the
- * scores of its rows against the 16 keys of key group c of each 64-key
- * tile, so each score is formed once for all of dv (a block per column
- * tile would form it dv / 128 times); a barrier then lets every warp of a
- * row group read the group's masked scores.
+ * columns, in 16 warps.  Narrow (RETNET_CUDA_RET_WIDE=0): warp (g, c)
+ * owns the 16 rows of row group g and the value columns of column group c
+ * (dv / 4 of them), and forms the scores of its rows against the 16 keys
+ * of key group c of each 64-key tile, so each score is formed once for
+ * all of dv (a block per column tile would form it dv / 128 times); a
+ * barrier then lets every warp of a row group read the group's masked
+ * scores.  Wide (the default): a warp owns 32 rows by dv / 8 columns in
+ * the products where dv / 64 is even (rf_tiling), and the first 8 warps
+ * form the scores 16 rows by 32 keys (rf_score_tile), so fewer fragments
+ * are loaded from shared memory for the same sums.
  *
  * Order: first the inter-piece term, q_i S_b over dk in rounds of 32
  * state rows (double-buffered), each row of it then times g^(i+1) (the
@@ -90,62 +94,118 @@ __device__ static void rf_copy_rows(__nv_bfloat16 *dst, int ldd, const __nv_bflo
     }
 }
 
-/* acc (the warp's 16 rows x 8 NT columns, NT n8 tiles, NT even) += a (16
- * rows at sa, row stride lda, k wide) times b (k rows at sb, row stride
- * ldb, row-major: ldmatrix transposes it into the B fragments). */
-template <int NT>
+/* acc (the warp's MT row tiles of 16 rows, each x 8 NT columns: tile m's
+ * n8 tiles at acc[m NT..], NT even) += a (16 MT rows at sa, row stride
+ * lda, k wide) times b (k rows at sb, row stride ldb, row-major: ldmatrix
+ * transposes it into the B fragments).  With stair, row tile m stops
+ * 16 (MT - 1 - m) short of k: on the diagonal key tile the scores past a
+ * row tile's last row are masked out, never formed.  Each B fragment
+ * serves the MT row tiles, so a warp of 32 rows by 8 NT columns loads a
+ * third fewer fragments than two warps of 16 rows; every output still sums
+ * the same products in the same order of k, so the tiling changes no bit. */
+template <int MT, int NT>
 __device__ static void rf_mma_rows(float (*acc)[4], const __nv_bfloat16 *sa, int lda,
-                                   const __nv_bfloat16 *sb, int ldb, int k)
+                                   const __nv_bfloat16 *sb, int ldb, int k, int stair)
 {
     int lane = (int)threadIdx.x % 32;
     for (int kk = 0; kk < k; kk += 16) {
-        uint32_t a[4];
-        /* lanes 0-15: rows 0-15 at kk (a[0], a[1]); 16-31: at kk + 8 */
-        rn_ldsm_x4(a, sa + (size_t)(lane % 16) * (size_t)lda + kk + lane / 16 * 8);
+        uint32_t a[MT][4];
+        bool on[MT];
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            on[m] = !stair || kk + 16 * (MT - 1 - m) < k;
+            /* lanes 0-15: rows 0-15 at kk (a[0], a[1]); 16-31: at kk + 8 */
+            if (on[m])
+                rn_ldsm_x4(a[m],
+                           sa + (size_t)(16 * m + lane % 16) * (size_t)lda + kk + lane / 16 * 8);
+        }
         const __nv_bfloat16 *brow = sb + (size_t)(kk + lane / 8 % 2 * 8 + lane % 8) * (size_t)ldb;
 #pragma unroll
         for (int n = 0; n < NT; n += 2) {
             uint32_t b[4];
             /* matrices: k 0-7 and 8-15 of columns 8n.., then of 8n + 8.. */
             rn_ldsm_x4_t(b, brow + n * 8 + lane / 16 * 8);
-            rn_mma_bf16(acc[n], a, b);
-            rn_mma_bf16(acc[n + 1], a, b + 2);
+#pragma unroll
+            for (int m = 0; m < MT; m++)
+                if (on[m]) {
+                    rn_mma_bf16(acc[m * NT + n], a[m], b);
+                    rn_mma_bf16(acc[m * NT + n + 1], a[m], b + 2);
+                }
         }
     }
 }
 
-/* Warp (g, c)'s 16 x 16 piece of the tile's masked scores -- query rows
- * i0 + 16 g.., keys j0 + 16 c.. of the piece, q k^T over dk from sq and
- * sk -- times the decay mask (pw: the head's table), rounded to bf16 into
- * ss. */
+/* The products' row tiles a warp for blocks of 64 nc columns, wide
+ * (RETNET_CUDA_RET_WIDE) or not: 2 where wide and nc is even (a warp's
+ * dv / 8 columns then still come in pairs of n8 tiles), else 1. */
+__host__ __device__ static constexpr int rf_wide_mt(int nc, int wide)
+{
+    return wide && nc % 2 == 0 ? 2 : 1;
+}
+
+/* How a block's 16 warps tile its 64 rows by dv columns for the products
+ * into its accumulators: MT row tiles of 16 a warp, so RF_GROUPS / MT row
+ * groups by RF_GROUPS MT column groups of cw = dv / (RF_GROUPS MT)
+ * columns, nt = cw / 8 n8 tiles (even).  Warp w is (w % rg, w / rg); the
+ * scores have a tiling of their own (rf_score_tile). */
+template <int MT> struct rf_tiling {
+    static constexpr int rg = RF_GROUPS / MT, cg = RF_GROUPS * MT;
+};
+
+/* Warp (g, c)'s 16 x 16 KT piece of the tile's masked scores -- query
+ * rows i0 + 16 g.., keys j0 + 16 KT c.. of the piece, q k^T over dk from
+ * sq and sk -- times the decay mask (pw: the head's table), rounded to
+ * bf16 into ss.  On the diagonal tile (diag) the key groups of 16 past the
+ * row group are masked out entirely: never formed (nor read by the
+ * products).  With KT 2 each q fragment serves two key groups: 3 loads
+ * for 4 mma instead of 4, in half the warps; each score sums the same
+ * products in the same order either way. */
+template <int KT>
 __device__ static void rf_score_tile(__nv_bfloat16 *ss, const __nv_bfloat16 *sq,
                                      const __nv_bfloat16 *sk, const rf_layout &L, int dk,
-                                     const float *pw, int i0, int j0, int g, int c)
+                                     const float *pw, int i0, int j0, int g, int c, int diag)
 {
     int lane = (int)threadIdx.x % 32;
-    float s[2][4] = {};
+    bool on[KT];
+#pragma unroll
+    for (int t = 0; t < KT; t++)
+        on[t] = !diag || KT * c + t <= g;
+    if (!on[0])
+        return; /* the first key group is the warp's earliest */
+    float s[KT][2][4] = {};
     const __nv_bfloat16 *qrow = sq + (size_t)(g * 16 + lane % 16) * (size_t)L.ldq + lane / 16 * 8;
     /* matrices: keys 0-7 at k and k + 8, then keys 8-15 at k and k + 8 --
      * key rows hold k^T's columns, so no transposition */
     const __nv_bfloat16 *krow =
-        sk + (size_t)(c * 16 + lane / 16 * 8 + lane % 8) * (size_t)L.ldq + lane / 8 % 2 * 8;
+        sk + (size_t)(KT * c * 16 + lane / 16 * 8 + lane % 8) * (size_t)L.ldq + lane / 8 % 2 * 8;
     for (int kk = 0; kk < dk; kk += 16) {
-        uint32_t a[4], b[4];
+        uint32_t a[4];
         rn_ldsm_x4(a, qrow + kk);
-        rn_ldsm_x4(b, krow + kk);
-        rn_mma_bf16(s[0], a, b);
-        rn_mma_bf16(s[1], a, b + 2);
+#pragma unroll
+        for (int t = 0; t < KT; t++)
+            if (on[t]) {
+                uint32_t b[4];
+                rn_ldsm_x4(b, krow + (size_t)(16 * t) * (size_t)L.ldq + kk);
+                rn_mma_bf16(s[t][0], a, b);
+                rn_mma_bf16(s[t][1], a, b + 2);
+            }
     }
-    int r = g * 16 + lane / 4, col = c * 16 + 2 * (lane % 4);
+    int r = g * 16 + lane / 4;
 #pragma unroll
-    for (int n = 0; n < 2; n++)
+    for (int t = 0; t < KT; t++) {
+        if (!on[t])
+            continue;
+        int col = (KT * c + t) * 16 + 2 * (lane % 4);
 #pragma unroll
-        for (int h = 0; h < 2; h++) { /* rows r and r + 8 */
-            int row = r + 8 * h, key = col + 8 * n, i = i0 + row, j = j0 + key;
-            uint32_t p = rn_pack_bf16(s[n][2 * h] * rn_decay_mask(pw, i, j),
-                                      s[n][2 * h + 1] * rn_decay_mask(pw, i, j + 1));
-            memcpy(ss + (size_t)row * (size_t)L.lds + key, &p, sizeof p);
-        }
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) { /* rows r and r + 8 */
+                int row = r + 8 * h, key = col + 8 * n, i = i0 + row, j = j0 + key;
+                uint32_t p = rn_pack_bf16(s[t][n][2 * h] * rn_decay_mask(pw, i, j),
+                                          s[t][n][2 * h + 1] * rn_decay_mask(pw, i, j + 1));
+                memcpy(ss + (size_t)row * (size_t)L.lds + key, &p, sizeof p);
+            }
+    }
 }
 
 /* Row stride, in floats, of the fp32 tile the normalising instance stages
@@ -167,9 +227,10 @@ __host__ __device__ static inline size_t rf_norm_smem(int dk, int dv)
 
 /* The group norm and gate (gn) of the block's 64 rows, each a whole
  * head's dv values, into gn.h in bf16 in place of the fp32 store: every
- * thread first stages its accumulators (rows g 16 + lane / 4 and + 8, its
- * columns of column group c) in an fp32 tile over the shared memory the
- * products are done with; then each warp takes 4 rows, a lane 4 adjacent
+ * thread first stages its accumulators (rows (g MT + m) 16 + lane / 4 and
+ * + 8 of its row tiles m, its columns of column group c: rf_tiling) in an
+ * fp32 tile over the shared memory the products are done with; then each
+ * warp takes 4 rows, a lane 4 adjacent
  * values per 128 columns: the row's sum and sum of squares in double, as
  * the norm kernels take them (in another order: a lane's values, then a
  * shuffle tree, so a mean's last bits may differ from the separate
@@ -177,19 +238,23 @@ __host__ __device__ static inline size_t rf_norm_smem(int dk, int dv)
  * the bf16 values stored 4 at a time, a warp's loads and stores
  * contiguous.  row0: the element index of the block's first row, head's
  * first column, in rows of stride HV. */
-template <int NC>
+template <int NC, int MT>
 __device__ static void rf_store_normed(const float (*acc)[4], const rk_group_norm &gn, float *tile,
                                        size_t row0, size_t HV, int g, int c)
 {
-    const int dv = 64 * NC, cw = 16 * NC, ld = rf_norm_ld(dv);
+    const int dv = 64 * NC, cw = dv / rf_tiling<MT>::cg, nt = cw / 8, ld = rf_norm_ld(dv);
     int lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
     __syncthreads(); /* every warp past its last read of the products' operands */
 #pragma unroll
-    for (int n = 0; n < 2 * NC; n++) {
-        float *t = tile + (size_t)(g * 16 + lane / 4) * ld + c * cw + 8 * n + 2 * (lane % 4);
-        *(float2 *)t = make_float2(acc[n][0], acc[n][1]);
-        *(float2 *)(t + 8 * ld) = make_float2(acc[n][2], acc[n][3]);
-    }
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int n = 0; n < nt; n++) {
+            const float *a = acc[m * nt + n];
+            float *t = tile + (size_t)((g * MT + m) * 16 + lane / 4) * ld + c * cw + 8 * n +
+                       2 * (lane % 4);
+            *(float2 *)t = make_float2(a[0], a[1]);
+            *(float2 *)(t + 8 * ld) = make_float2(a[2], a[3]);
+        }
     __syncthreads();
     constexpr int J = (64 * NC + 127) / 128; /* a lane's 4-value pieces of a row */
     for (int row = warp; row < RF_ROWS; row += RF_THREADS / 32) {
@@ -244,17 +309,21 @@ __device__ static void rf_store_normed(const float (*acc)[4], const rk_group_nor
  * of P + 1 a head.  NORM (whole heads only, gn.h set): the rows go
  * through the group norm and gate into gn.h (rf_store_normed, with
  * rf_norm_smem bytes of shared memory) and o is not written; an instance
- * of its own, so the others keep their registers. */
-template <int NC, int SPLIT, int NORM>
+ * of its own, so the others keep their registers.  WIDE: warps of 32
+ * rows in the products where NC is even (rf_tiling with MT 2) and of 32
+ * keys in the scores (rf_score_tile with KT 2), the same bits either way. */
+template <int NC, int SPLIT, int NORM, int WIDE>
 __global__ void __launch_bounds__(RF_THREADS, 1)
     ret_fused_kernel(float *o, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                      const __nv_bfloat16 *v, const __nv_bfloat16 *U, const float *pw, int H, int P,
                      int dk, int dv_head, rk_group_norm gn)
 {
     static_assert(!(SPLIT && NORM), "a split block holds part of a head");
+    constexpr int MT = rf_wide_mt(NC, WIDE), KT = WIDE ? 2 : 1;
     pdl_enter();
     RF_DYNAMIC_SMEM(rf_smem);
-    const int dv = 64 * NC, cw = 16 * NC; /* the block's share; a column group's width */
+    /* the block's share; a product warp's columns and their n8 tiles */
+    const int dv = 64 * NC, cw = dv / rf_tiling<MT>::cg, nt = cw / 8;
     const int dvf = SPLIT ? dv_head : dv, parts = SPLIT ? dvf / dv : 1;
     const int HK = H * dk, HV = H * dvf;
     const rf_layout L = rf_layout_for(dk, dv);
@@ -265,15 +334,19 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
     int b = SPLIT ? (int)blockIdx.x / parts : (int)blockIdx.x;
     int col0 = SPLIT ? (int)blockIdx.x % parts * dv : 0;
     int qt = (int)(gridDim.y - 1 - blockIdx.y), i0 = qt * RF_ROWS;
-    int head = b % H, lane = (int)threadIdx.x % 32;
-    int warp = (int)threadIdx.x / 32, g = warp % RF_GROUPS, c = warp / RF_GROUPS;
+    int head = b % H, lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
+    /* (g, c): the warp's 16 x 16 KT tile of scores (the first 16 / KT
+     * warps); (pg, pc): its row group of 16 MT rows and its column group
+     * in the products */
+    int g = warp % RF_GROUPS, c = warp / RF_GROUPS;
+    int pg = warp % rf_tiling<MT>::rg, pc = warp / rf_tiling<MT>::rg, pr = pg * MT * 16;
     size_t row0 = (size_t)(b / H) * (size_t)P; /* the piece's first row in the chunk */
     const __nv_bfloat16 *qb = q + row0 * (size_t)HK + (size_t)head * (size_t)dk;
     const __nv_bfloat16 *kb = k + row0 * (size_t)HK + (size_t)head * (size_t)dk;
     const __nv_bfloat16 *vb = v + row0 * (size_t)HV + (size_t)head * (size_t)dvf + col0;
     const __nv_bfloat16 *Sb = U + (size_t)b * (size_t)dk * (size_t)dvf + col0;
     const float *p = pw + (size_t)head * (size_t)(P + 1);
-    float acc[2 * NC][4] = {};
+    float acc[2 * NC][4] = {}; /* MT row tiles of nt n8 tiles: 2 NC either way */
 
     /* q_i S_b over dk: the state's rows 32 at a time, through the two
      * halves of sv in turn, so each half fills while the other is used;
@@ -294,7 +367,8 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
         else
             rn_cp_async_wait<1>(); /* this round's rows (and key tile 0 by now) */
         __syncthreads();
-        rf_mma_rows<2 * NC>(acc, sq + (size_t)g * 16 * L.ldq + m0, L.ldq, half + c * cw, L.ldv, SR);
+        rf_mma_rows<MT, 2 * NC / MT>(acc, sq + (size_t)pr * L.ldq + m0, L.ldq, half + pc * cw,
+                                     L.ldv, SR, 0);
         __syncthreads(); /* before the half takes the rows two rounds on */
         if (m0 + 2 * SR < dk)
             rf_copy_rows(half, L.ldv, Sb + (size_t)(m0 + 2 * SR) * dvf, (size_t)dvf, SR, dv);
@@ -302,21 +376,22 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
             rf_copy_rows(sv, L.ldv, vb, (size_t)HV, RF_ROWS, dv);
         rn_cp_async_commit();
     }
-    {
-        int r = i0 + g * 16 + lane / 4;
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        int r = i0 + pr + 16 * m + lane / 4;
         float s0 = p[r + 1], s8 = p[r + 9];
 #pragma unroll
-        for (int n = 0; n < 2 * NC; n++)
-            acc[n][0] *= s0, acc[n][1] *= s0, acc[n][2] *= s8, acc[n][3] *= s8;
+        for (int n = 0; n < nt; n++) {
+            float *a = acc[m * nt + n];
+            a[0] *= s0, a[1] *= s0, a[2] *= s8, a[3] *= s8;
+        }
     }
     for (int j0 = 0; j0 <= i0; j0 += RF_ROWS) { /* the key tiles at or before the rows */
         int diag = j0 == i0;
         rn_cp_async_wait<1>(); /* key tile j0 (its value tile may still be coming) */
         __syncthreads();
-        /* on the diagonal tile the key groups past a row group are masked
-         * out entirely: never formed, never read */
-        if (!diag || c <= g)
-            rf_score_tile(ss, sq, sk, L, dk, p, i0, j0, g, c);
+        if (warp < RF_THREADS / 32 / KT) /* the others wait at the barrier */
+            rf_score_tile<KT>(ss, sq, sk, L, dk, p, i0, j0, g, c, diag);
         __syncthreads(); /* the row groups' scores; sk is free */
         if (!diag)
             rf_copy_rows(sk, L.ldq, kb + (size_t)(j0 + RF_ROWS) * (size_t)HK, (size_t)HK, RF_ROWS,
@@ -324,8 +399,10 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
         rn_cp_async_commit();
         rn_cp_async_wait<1>(); /* value tile j0 */
         __syncthreads();
-        rf_mma_rows<2 * NC>(acc, ss + (size_t)g * 16 * L.lds, L.lds, sv + c * cw, L.ldv,
-                            diag ? 16 * (g + 1) : RF_ROWS);
+        /* on the diagonal, row tile m of the warp's takes the keys up to
+         * its own last row (the stair) */
+        rf_mma_rows<MT, 2 * NC / MT>(acc, ss + (size_t)pr * L.lds, L.lds, sv + pc * cw, L.ldv,
+                                     diag ? pr + 16 * MT : RF_ROWS, diag);
         __syncthreads(); /* before sv and ss take the next tile's */
         if (!diag)
             rf_copy_rows(sv, L.ldv, vb + (size_t)(j0 + RF_ROWS) * (size_t)HV, (size_t)HV, RF_ROWS,
@@ -334,17 +411,21 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
     }
     rn_cp_async_wait<0>(); /* the diagonal's empty groups */
     if constexpr (NORM) {
-        rf_store_normed<NC>(acc, gn, (float *)rf_smem,
-                            (row0 + (size_t)i0) * (size_t)HV + (size_t)head * dvf, (size_t)HV, g,
-                            c);
-        return;
-    }
-    float *ob = o + (row0 + (size_t)(i0 + g * 16 + lane / 4)) * (size_t)HV + (size_t)head * dvf +
-                (size_t)(col0 + c * cw + 2 * (lane % 4));
+        rf_store_normed<NC, MT>(acc, gn, (float *)rf_smem,
+                                (row0 + (size_t)i0) * (size_t)HV + (size_t)head * dvf, (size_t)HV,
+                                pg, pc);
+    } else {
 #pragma unroll
-    for (int n = 0; n < 2 * NC; n++) {
-        *(float2 *)(ob + n * 8) = make_float2(acc[n][0], acc[n][1]);
-        *(float2 *)(ob + (size_t)8 * HV + n * 8) = make_float2(acc[n][2], acc[n][3]);
+        for (int m = 0; m < MT; m++) {
+            float *ob = o + (row0 + (size_t)(i0 + pr + 16 * m + lane / 4)) * (size_t)HV +
+                        (size_t)head * dvf + (size_t)(col0 + pc * cw + 2 * (lane % 4));
+#pragma unroll
+            for (int n = 0; n < nt; n++) {
+                const float *a = acc[m * nt + n];
+                *(float2 *)(ob + n * 8) = make_float2(a[0], a[1]);
+                *(float2 *)(ob + (size_t)8 * HV + n * 8) = make_float2(a[2], a[3]);
+            }
+        }
     }
 }
 
@@ -374,20 +455,26 @@ template <typename F> static int rf_with_nc(int dv, F f)
 
 /* f(kernel) with ret_fused_kernel's instance for blocks of share value
  * columns, a share of a split head's (split) or a whole head's, normalising
- * its rows (norm; whole heads only); -1 where there is none (a share
- * outside RF_SPLIT_MIN_NC..RF_SPLIT_MAX_NC 64 columns, or norm with split). */
-template <typename F> static int rf_with_kernel(int share, int split, int norm, F f)
+ * its rows (norm; whole heads only), its warps wide or not (WIDE); -1
+ * where there is none (a share outside RF_SPLIT_MIN_NC..RF_SPLIT_MAX_NC
+ * 64 columns, or norm with split). */
+template <typename F> static int rf_with_kernel(int share, int split, int norm, int wide, F f)
 {
     if (split && norm)
         return -1;
     return rf_with_nc(share, [&](auto nc) {
         constexpr int NC = decltype(nc)::value;
-        if (norm)
-            return f(ret_fused_kernel<NC, 0, 1>);
-        if constexpr (NC >= RF_SPLIT_MIN_NC && NC <= RF_SPLIT_MAX_NC)
-            return split ? f(ret_fused_kernel<NC, 1, 0>) : f(ret_fused_kernel<NC, 0, 0>);
-        else
-            return split ? -1 : f(ret_fused_kernel<NC, 0, 0>);
+        auto with = [&](auto w) {
+            constexpr int W = decltype(w)::value;
+            if (norm)
+                return f(ret_fused_kernel<NC, 0, 1, W>);
+            if constexpr (NC >= RF_SPLIT_MIN_NC && NC <= RF_SPLIT_MAX_NC)
+                return split ? f(ret_fused_kernel<NC, 1, 0, W>) : f(ret_fused_kernel<NC, 0, 0, W>);
+            else
+                return split ? -1 : f(ret_fused_kernel<NC, 0, 0, W>);
+        };
+        return wide ? with(std::integral_constant<int, 1>())
+                    : with(std::integral_constant<int, 0>());
     });
 }
 

@@ -69,7 +69,8 @@ int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int l
 
 /* The fused chunkwise retention read-out (rk_ret_fused, its operands
  * rounded to bf16 first, each head's dv columns in parts shares of a block
- * each: 1, or 2 or 4 where rn_cuda_ret_parts allows that many) on pieces
+ * each: 1, or 2 or 4 where rn_cuda_ret_parts allows that many; in wide
+ * warps or not: rk_ret_fused) on pieces
  * pieces of P rows and H heads of dk, dv random values (v all zero with
  * zero_v: the
  * inter-piece term alone, which the decays make small next to the rest in
@@ -82,7 +83,7 @@ int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int l
  * shared memory than the device lets a block have (sm_86 and sm_89: 99
  * KiB); RN_ENOMEM; RN_EDEVICE. */
 int rn_cuda_ret_fused_check(int P, int pieces, int H, int dk, int dv, int zero_v, int parts,
-                            uint32_t seed, double *worst);
+                            int wide, uint32_t seed, double *worst);
 /* Launches of the fused retention kernel so far in this process. */
 long rn_cuda_ret_fused_launches(void);
 /* Those of them that split each head's value columns over several blocks
@@ -91,6 +92,8 @@ long rn_cuda_ret_split_launches(void);
 /* Those of them that normalised and gated their rows themselves
  * (RETNET_CUDA_RET_NORM). */
 long rn_cuda_ret_normed_launches(void);
+/* Those of them in wide warps (RETNET_CUDA_RET_WIDE). */
+long rn_cuda_ret_wide_launches(void);
 /* Launches asking L2 for a projection's weights on the second stream
  * (RETNET_CUDA_L2_FORK) so far in this process; a decode graph makes its
  * launches once, when it is captured. */

@@ -414,6 +414,48 @@ static void check_tc_variant(const int sh[3], int loads, int stages, int exact, 
     }
 }
 
+/* One shape (P, pieces, H, dk, dv) of test_forms_ret_fused_matches_reference,
+ * v zero or not, whole then in each share count rn_cuda_ret_parts allows,
+ * each in narrow and in wide warps (only: 0 or 1, that tiling alone;
+ * -1 both): every run within the bound and with the first run's worst
+ * error.  0 where the device cannot take the shape, else 1 with *split
+ * the share counts past 1 that ran. */
+static int check_ret_fused_shape(const int *sh, int zero_v, uint32_t seed, int only, int *split)
+{
+    double whole = -1.0;
+    for (int parts = 1; parts <= RN_CUDA_RET_SPLIT_MAX; parts *= 2) {
+        if (rn_cuda_ret_parts(1, sh[4], 1, parts) != parts)
+            break; /* dv has no such shares */
+        for (int wide = 0; wide < 2; wide++) {
+            if (only >= 0 && only != wide)
+                continue;
+            double worst = -1.0;
+            int rc = rn_cuda_ret_fused_check(sh[0], sh[1], sh[2], sh[3], sh[4], zero_v, parts, wide,
+                                             seed, &worst);
+            /* more shared memory than this device gives a block: the
+             * engine takes the cuBLAS products there */
+            if (rc == RN_EUNSUPPORTED) {
+                printf("forms: fused retention, dk %d, dv %d: not on this device\n", sh[3], sh[4]);
+                return 0;
+            }
+            ck_assert_msg(rc == RN_OK, "dv %d in %d parts, wide %d: rn_cuda_ret_fused_check: %d",
+                          sh[4], parts, wide, rc);
+            ck_assert_msg(worst <= 1e-2,
+                          "P %d, %d pieces, %d heads, dk %d, dv %d in %d parts, wide %d%s: "
+                          "error %.3g",
+                          sh[0], sh[1], sh[2], sh[3], sh[4], parts, wide, zero_v ? ", v = 0" : "",
+                          worst);
+            if (whole < 0.0)
+                whole = worst;
+            ck_assert_msg(worst == whole,
+                          "dv %d in %d parts, wide %d: error %.17g, the first run's %.17g", sh[4],
+                          parts, wide, worst, whole);
+        }
+        *split += parts > 1;
+    }
+    return 1;
+}
+
 /* The fused chunkwise retention read-out against a double-precision
  * reference from the same values (rn_cuda_ret_fused_check): one to four
  * 64-row query tiles, value heads of 512 (the 1.3B preset's, the widest
@@ -431,7 +473,8 @@ static void check_tc_variant(const int sh[3], int loads, int stages, int exact, 
  * a wrong mask, a decay power off by one (decays of 0.55 to 0.9 here), a
  * fragment out of place or a missing tile moves them by far more.  Value
  * heads of 256 and 512 run again in the shares of 128 or more a block
- * that a short chunk's launch may split them into: the same sums in the
+ * that a short chunk's launch may split them into, and every launch in
+ * narrow and in wide warps (RETNET_CUDA_RET_WIDE): the same sums in the
  * same order, so exactly the same worst error (the emulation compares
  * every bit). */
 START_TEST(test_forms_ret_fused_matches_reference)
@@ -443,39 +486,13 @@ START_TEST(test_forms_ret_fused_matches_reference)
         {64, 2, 3, 64, 64},
         {128, 1, 2, 256, 512},
     };
-    int ran = 0, split = 0;
-    for (size_t i = 0; i < 2 * sizeof shapes / sizeof shapes[0]; i++) {
-        const int *sh = shapes[i / 2];
-        int zero_v = (int)(i % 2); /* then the inter-piece term alone */
-        double whole = -1.0;
-        /* dv whole, then in the shares a short chunk's split gives
-         * (RETNET_CUDA_RET_SPLIT): the same sums, so the same worst error */
-        for (int parts = 1; parts <= RN_CUDA_RET_SPLIT_MAX; parts *= 2) {
-            double worst = -1.0;
-            if (rn_cuda_ret_parts(1, sh[4], 1, parts) != parts)
-                break; /* dv has no such shares */
-            int rc = rn_cuda_ret_fused_check(sh[0], sh[1], sh[2], sh[3], sh[4], zero_v, parts,
-                                             (uint32_t)(7 + i), &worst);
-            /* more shared memory than this device gives a block: the
-             * engine takes the cuBLAS products there */
-            if (rc == RN_EUNSUPPORTED) {
-                printf("forms: fused retention, dk %d, dv %d: not on this device\n", sh[3], sh[4]);
-                break;
-            }
-            ck_assert_msg(rc == RN_OK, "shape %zu, %d parts: rn_cuda_ret_fused_check: %d", i / 2,
-                          parts, rc);
-            ck_assert_msg(worst <= 1e-2,
-                          "P %d, %d pieces, %d heads, dk %d, dv %d in %d parts%s: error %.3g",
-                          sh[0], sh[1], sh[2], sh[3], sh[4], parts, zero_v ? ", v = 0" : "", worst);
-            if (parts == 1) {
-                whole = worst, ran++;
-            } else {
-                ck_assert_msg(worst == whole, "dv %d in %d parts: error %.17g, whole %.17g", sh[4],
-                              parts, worst, whole);
-                split++;
-            }
-        }
-    }
+    /* RN_TEST_RET_WIDE=0 or 1: that tiling alone (check-cuda's racecheck
+     * and synccheck, where each launch costs time) */
+    const char *only = getenv("RN_TEST_RET_WIDE");
+    int ran = 0, split = 0, one = only && *only ? atoi(only) != 0 : -1;
+    for (size_t i = 0; i < 2 * sizeof shapes / sizeof shapes[0]; i++)
+        /* then with v = 0: the inter-piece term alone */
+        ran += check_ret_fused_shape(shapes[i / 2], (int)(i % 2), (uint32_t)(7 + i), one, &split);
     /* the two smaller shapes (76 and 36 KiB) fit every device from sm_80,
      * and the first splits in two */
     ck_assert_msg(ran >= 4 && split >= 2, "only %d of the shapes ran, %d split", ran, split);

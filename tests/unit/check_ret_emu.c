@@ -20,6 +20,8 @@ double rn_emu_ret_check(int P, int pieces, int H, int dk, int dv, int zero_v, in
 long rn_emu_ret_split_check(int P, int pieces, int H, int dk, int dv, int parts, uint32_t seed);
 int rn_emu_ret_norm_check(int P, int pieces, int H, int dk, int dv, int layer_kind, int affine,
                           int gated, int act, uint32_t seed, long *differ, double *worst);
+long rn_emu_ret_tiling_check(int P, int pieces, int H, int dk, int dv, int parts, int norm,
+                             uint32_t seed);
 long rn_emu_scale_check(int n, int P, int pieces, int H, int dk, int key, int bf16, uint32_t seed);
 long rn_emu_rope_check(int n, int H, int dk, int hpt, int interleaved, int scale_k, float scale,
                        uint32_t seed);
@@ -103,6 +105,38 @@ START_TEST(test_ret_emu_fused_split_keeps_bits)
     long differ = rn_emu_ret_split_check(s[0], s[1], s[2], s[3], s[4], s[5], (uint32_t)(11 + _i));
     ck_assert_msg(differ == 0, "dv %d in %d parts: %ld outputs differ from dv whole", s[4], s[5],
                   differ);
+}
+END_TEST
+
+/* The read-out in wide warps (RETNET_CUDA_RET_WIDE, the default: products
+ * in warps of 32 rows by dv / 8 columns, scores in warps of 16 rows by 32
+ * keys) against narrow ones (16 by dv / 4, 16 by 16), bit for bit: every
+ * score and output sums the same products in the same order of k, and on
+ * the diagonal key tile a wide warp's first row tile stops 16 keys before
+ * its second (the stair) and a scores warp forms only its key groups at or
+ * before its rows.  The shapes: the 1.3B preset's dv of 512 (two and four
+ * query tiles: the diagonal of either row group of a wide warp), 256, and
+ * several pieces and heads, whole, in shares of 128 columns (a wide
+ * warp's 16) and through the group norm (its staging of each warp's
+ * accumulators); with dv of 192 (an odd count of 64 columns) the products
+ * keep 16-row warps and only the scores are wide. */
+#define N_TILING 8
+START_TEST(test_ret_emu_fused_tiling_keeps_bits)
+{
+    static const int cases[N_TILING][7] = {
+        /* P, pieces, H, dk, dv, parts, norm */
+        {128, 1, 2, 256, 512, 1, 0}, {256, 1, 1, 64, 512, 1, 0},  {256, 2, 2, 128, 256, 1, 0},
+        {128, 1, 2, 256, 512, 4, 0}, {256, 1, 2, 128, 256, 2, 0}, {128, 1, 2, 256, 512, 1, 1},
+        {128, 2, 3, 64, 256, 1, 1},  {128, 2, 2, 256, 192, 1, 0},
+    };
+    const int *c = cases[_i];
+    long differ =
+        rn_emu_ret_tiling_check(c[0], c[1], c[2], c[3], c[4], c[5], c[6], (uint32_t)(41 + _i));
+    ck_assert_msg(differ >= 0, "the emulated launch failed");
+    ck_assert_msg(differ == 0,
+                  "P %d, %d pieces, %d heads, dk %d, dv %d in %d parts%s: %ld outputs differ "
+                  "between narrow and wide warps",
+                  c[0], c[1], c[2], c[3], c[4], c[5], c[6] ? ", normalised" : "", differ);
 }
 END_TEST
 
@@ -198,6 +232,7 @@ Suite *ret_emu_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_ret_emu_fused_matches_reference, 0, 2 * N_SHAPES);
     tcase_add_loop_test(tc, test_ret_emu_fused_split_keeps_bits, 0, 4);
+    tcase_add_loop_test(tc, test_ret_emu_fused_tiling_keeps_bits, 0, N_TILING);
     tcase_add_loop_test(tc, test_ret_emu_fused_norm, 0, N_SHAPES);
     tcase_add_loop_test(tc, test_ret_emu_scale_pieces, 0, 4 * N_SCALE);
     tcase_add_loop_test(tc, test_ret_emu_rope, 0, 6 * N_ROPE);

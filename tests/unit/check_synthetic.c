@@ -523,6 +523,17 @@ START_TEST(test_synthetic_ret_split_keeps_bits)
     check_switch_keeps_bits("RETNET_CUDA_RET_SPLIT", "0", "2", rn_cuda_ret_split_launches, 2 * 2);
 }
 END_TEST
+
+/* The fused read-out in wide warps (the default: products in warps of 32
+ * rows, the small model's dv / 64 being even, scores in warps of 32 keys)
+ * against narrow ones (RETNET_CUDA_RET_WIDE=0), bit for bit (each output
+ * sums the same products in the same order), the wide launch known to
+ * have run (one a layer for each prefill with full pieces). */
+START_TEST(test_synthetic_ret_wide_keeps_bits)
+{
+    check_switch_keeps_bits("RETNET_CUDA_RET_WIDE", "0", "1", rn_cuda_ret_wide_launches, 2 * 2);
+}
+END_TEST
 #endif
 
 Suite *synthetic_suite(void)
@@ -540,6 +551,7 @@ Suite *synthetic_suite(void)
         tcase_add_test(tc, test_synthetic_ret_norm_prefill);
         tcase_add_test(tc, test_synthetic_l2_fork_keeps_bits);
         tcase_add_test(tc, test_synthetic_ret_split_keeps_bits);
+        tcase_add_test(tc, test_synthetic_ret_wide_keeps_bits);
         tcase_add_test(tc, test_synthetic_v_half_prefill);
         tcase_add_test(tc, test_synthetic_lt_pairs_prefill);
         tcase_add_test(tc, test_synthetic_lt_tune_prefill);

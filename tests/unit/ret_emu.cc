@@ -37,10 +37,12 @@ static __nv_bfloat16 *emu_bf16(const float *h, size_t n)
 }
 
 /* rk_ret_fused's launch (kernels.cu) on problem p's values in h, each
- * head's dv columns in parts shares, emulated; the read-outs come back
+ * head's dv columns in parts shares, in wide warps (the engine's default)
+ * or not, emulated; the read-outs come back
  * into h's o -- or with gn (gn->h: rows x H dv bf16 values, 256-aligned),
  * normalised and gated into gn->h, h's o untouched.  0, or -1. */
-static int emu_ret_fused(const rf_problem *p, float *h, int parts, const rk_group_norm *gn = NULL)
+static int emu_ret_fused(const rf_problem *p, float *h, int parts, const rk_group_norm *gn = NULL,
+                         int wide = 1)
 {
     __nv_bfloat16 *q = emu_bf16(h + p->q, p->k - p->q), *k = emu_bf16(h + p->k, p->v - p->k);
     __nv_bfloat16 *v = emu_bf16(h + p->v, p->o - p->v), *S = emu_bf16(h + p->S, p->pw - p->S);
@@ -51,7 +53,7 @@ static int emu_ret_fused(const rf_problem *p, float *h, int parts, const rk_grou
     size_t smem = gn ? rf_norm_smem(p->dk, share) : rf_layout_for(p->dk, share).total;
     int rc = -1;
     if (q && k && v && S && o && pw && p->dv % parts == 0 &&
-        rf_with_kernel(share, parts > 1, gn != NULL, [&](auto kern) {
+        rf_with_kernel(share, parts > 1, gn != NULL, wide, [&](auto kern) {
             return rn_emu_launch(kern, grid, dim3(RF_THREADS), smem, o, (const __nv_bfloat16 *)q,
                                  (const __nv_bfloat16 *)k, (const __nv_bfloat16 *)v,
                                  (const __nv_bfloat16 *)S, (const float *)pw, p->H, p->P, p->dk,
@@ -112,6 +114,57 @@ extern "C" long rn_emu_ret_split_check(int P, int pieces, int H, int dk, int dv,
     }
     free(a);
     free(b);
+    return differ;
+}
+
+/* The fused read-out on the same problem as rn_emu_ret_check (v random),
+ * each head's dv columns in parts shares, in narrow and in wide warps,
+ * plain or (norm) through a group norm and gate: the outputs whose bits
+ * differ between the two (the fp32 read-outs, or the normalised bf16
+ * values), and any left unwritten, or -1. */
+extern "C" long rn_emu_ret_tiling_check(int P, int pieces, int H, int dk, int dv, int parts,
+                                        int norm, uint32_t seed)
+{
+    rf_problem p = rf_problem_make(P, pieces, H, dk, dv);
+    size_t n = p.S - p.o; /* rows x H dv */
+    float *a = (float *)malloc(sizeof(float) * p.total);
+    float *b = (float *)malloc(sizeof(float) * p.total);
+    float *gate = (float *)rn_emu_alloc(n, sizeof(float));
+    float *w = (float *)rn_emu_alloc((size_t)dv, sizeof(float));
+    uint16_t *out[2] = {(uint16_t *)rn_emu_alloc(n, sizeof(uint16_t)),
+                        (uint16_t *)rn_emu_alloc(n, sizeof(uint16_t))};
+    long differ = -1;
+    if (a && b && gate && w && out[0] && out[1] && P % RF_ROWS == 0 && dk % RF_ROWS == 0 &&
+        dv % (64 * parts) == 0 && dv / 64 <= RF_MAX_NC && !(norm && parts > 1)) {
+        rf_problem_fill(&p, a, 0, seed);
+        memcpy(b, a, sizeof(float) * p.total);
+        for (size_t i = 0; i < n; i++)
+            gate[i] = rf_uniform(&seed, -3.0f, 3.0f), out[0][i] = out[1][i] = 0x7fc1;
+        for (int i = 0; i < dv; i++)
+            w[i] = rf_uniform(&seed, 0.5f, 1.5f);
+        rk_group_norm narrow = {gate, w, out[0], 1e-5f, 1, 0}, wide = narrow;
+        wide.h = out[1];
+        /* the copies land at their issue: a tile overwritten while a warp
+         * of either tiling still reads it shows as a difference (the
+         * reference check runs the wide one so too) */
+        rn_emu_cp_async_at_issue = 1;
+        int ok = emu_ret_fused(&p, a, parts, norm ? &narrow : NULL, 0) == 0 &&
+                 emu_ret_fused(&p, b, parts, norm ? &wide : NULL, 1) == 0;
+        rn_emu_cp_async_at_issue = 0;
+        if (ok) {
+            differ = 0;
+            for (size_t i = 0; i < n; i++)
+                differ += norm ? out[0][i] != out[1][i] || out[0][i] == 0x7fc1
+                               : memcmp(a + p.o + i, b + p.o + i, sizeof(float)) != 0 ||
+                                     a[p.o + i] != a[p.o + i]; /* NaN: unwritten */
+        }
+    }
+    free(a);
+    free(b);
+    free(gate);
+    free(w);
+    free(out[0]);
+    free(out[1]);
     return differ;
 }
 
