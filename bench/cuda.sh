@@ -10,6 +10,9 @@
 # BENCH_CUDA_NCU=1 adds a per-kernel profile (ncu, tools/ncu_summary.py);
 # the kernels' timeline as they run in service (CUPTI) comes with every run
 # (BENCH_CUDA_TIMELINE=0: not).
+# BENCH_CUDA_PART=ours: retnetd's own measurements only; =rest: the peer,
+# the timelines and the comparison over what $OUT already holds; so a run
+# can go in two commands of a few minutes each on the same machine.
 # BENCH_CUDA=quick: the main table, prefill in 2048- and 4096-token chunks,
 # the defaults against the paths they replaced (RET_FUSED=0,
 # GEMV_PRENORM=0, STEP_EARLY=0 at 1-2, PREFILL_PDL=0, QK_HALF=0 and V_HALF=0,
@@ -44,6 +47,7 @@ run() {
         shift
     done
     shift
+    [ "${BENCH_CUDA_PART:-all}" != rest ] || return 0
     echo "bench-cuda: $name ($(date +%T))" >&2
     if env $vars "$RETNET" bench-cuda "$MODEL" "$@" >"$OUT/$name.json"; then
         cat "$OUT/$name.json"
@@ -300,7 +304,10 @@ fi
 # the peer's prefill moves by up to a third between processes (its kernels'
 # autotuning), so it runs PEER_RUNS times (2; the later runs prefill only)
 # and peer.json keeps each point's best, with every run's (tools/bench_peer.py --merge)
-if "$PY" -c "import fla, transformers" 2>/dev/null; then
+if [ "${BENCH_CUDA_PART:-all}" = ours ]; then
+    echo "bench-cuda: the peer left to BENCH_CUDA_PART=rest"
+    [ -f "$OUT/peer.json" ] || echo '{}' >"$OUT/peer.json"
+elif "$PY" -c "import fla, transformers" 2>/dev/null; then
     runs=
     rm -f "$OUT/peer-kernels.json" "$OUT/peer-kernels.txt" # never an earlier run's
     for i in $(seq 1 "${PEER_RUNS:-2}"); do
@@ -393,7 +400,7 @@ timeline() { # name bench-cuda-arguments [VAR=value ...]
         failed="$failed $name"
     fi
 }
-if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
+if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ] && [ "${BENCH_CUDA_PART:-all}" != ours ]; then
     timeline timeline "$TL_ARGS"
     # a 512-token prompt in one chunk: how much of its time lies between
     # kernels (the target's shortest prompt, where a chunk's 480 launches
@@ -433,7 +440,9 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ]; then
         timeline timeline-tcasync "$TL_ARGS" RETNET_CUDA_TC_ASYNC=1
     fi
 fi
-python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
+if [ -f "$OUT/ours.json" ]; then
+    python3 tools/plot_decode.py --summary "$OUT/ours.json" "$OUT/peer.json"
+fi
 # every switch against the defaults of this run (also in compare.txt)
 python3 tools/bench_compare.py "$OUT" | tee "$OUT/compare.txt"
 if [ -n "$failed" ]; then
