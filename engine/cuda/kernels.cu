@@ -531,7 +531,7 @@ int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const 
     rf_launches++;
     rf_split_launches += parts > 1;
     rf_normed_launches += norm.h != NULL;
-    rf_wide_launches += wide != 0;
+    rf_wide_launches += rf_wide_for(share / 64, wide);
     return 0;
 }
 

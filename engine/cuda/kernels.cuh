@@ -134,17 +134,17 @@ long rk_ret_fused_launches(void);
 long rk_ret_fused_split_launches(void);
 /* Those of them that applied the group norm (gn). */
 long rk_ret_fused_normed_launches(void);
-/* Those of them with wide warps (wide). */
+/* Those of them that ran in wide warps (wide, and a share that allows it). */
 long rk_ret_fused_wide_launches(void);
 /* parts: the shares of dv, a block each (rn_cuda_ret_parts; the bits do
  * not depend on it), for each of the (piece, head)s' RK_RET_FUSED_ROWS-row
  * query tiles.  gn (NULL, or gn->h NULL: none; with parts 1 only): the
  * rows normalised and gated into gn->h instead of stored in o
- * (rk_group_norm).  wide: the products' warps take 32 rows by dv / 8
- * columns where a share's 64-column count is even, and the scores' warps
- * 16 rows by 32 keys, instead of 16 by dv / 4 and 16 by 16 (about a third
- * fewer fragments loaded from shared memory); the bits do not depend on it
- * (RETNET_CUDA_RET_WIDE). */
+ * (rk_group_norm).  wide, where a share's 64-column count is even: the
+ * products' warps take 32 rows by dv / 8 columns and the scores' warps 16
+ * rows by 32 keys, instead of 16 by dv / 4 and 16 by 16 (about a third
+ * fewer fragments loaded from shared memory); the bits do not depend on
+ * it (RETNET_CUDA_RET_WIDE). */
 #define RK_RET_FUSED_ROWS 64
 int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const void *v,
                  const void *U, const float *pw, int pieces, int H, int P, int dk, int dv,

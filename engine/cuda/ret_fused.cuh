@@ -32,8 +32,8 @@
  * of key group c of each 64-key tile, so each score is formed once for
  * all of dv (a block per column tile would form it dv / 128 times); a
  * barrier then lets every warp of a row group read the group's masked
- * scores.  Wide (the default): a warp owns 32 rows by dv / 8 columns in
- * the products where dv / 64 is even (rf_tiling), and the first 8 warps
+ * scores.  Wide (the default, where dv / 64 is even): a warp owns 32 rows
+ * by dv / 8 columns in the products (rf_tiling), and the first 8 warps
  * form the scores 16 rows by 32 keys (rf_score_tile), so fewer fragments
  * are loaded from shared memory for the same sums.
  *
@@ -135,12 +135,14 @@ __device__ static void rf_mma_rows(float (*acc)[4], const __nv_bfloat16 *sa, int
     }
 }
 
-/* The products' row tiles a warp for blocks of 64 nc columns, wide
- * (RETNET_CUDA_RET_WIDE) or not: 2 where wide and nc is even (a warp's
- * dv / 8 columns then still come in pairs of n8 tiles), else 1. */
-__host__ __device__ static constexpr int rf_wide_mt(int nc, int wide)
+/* Whether blocks of 64 nc columns go in wide warps when wide
+ * (RETNET_CUDA_RET_WIDE) is asked for: where nc is even, so a product
+ * warp's dv / 8 columns still come in pairs of n8 tiles.  Odd counts (no
+ * preset has one) keep narrow warps: their wide instances would add to
+ * the build for no model we serve. */
+__host__ __device__ static constexpr int rf_wide_for(int nc, int wide)
 {
-    return wide && nc % 2 == 0 ? 2 : 1;
+    return wide && nc % 2 == 0;
 }
 
 /* How a block's 16 warps tile its 64 rows by dv columns for the products
@@ -309,9 +311,10 @@ __device__ static void rf_store_normed(const float (*acc)[4], const rk_group_nor
  * of P + 1 a head.  NORM (whole heads only, gn.h set): the rows go
  * through the group norm and gate into gn.h (rf_store_normed, with
  * rf_norm_smem bytes of shared memory) and o is not written; an instance
- * of its own, so the others keep their registers.  WIDE: warps of 32
- * rows in the products where NC is even (rf_tiling with MT 2) and of 32
- * keys in the scores (rf_score_tile with KT 2), the same bits either way. */
+ * of its own, so the others keep their registers.  WIDE (NC even:
+ * rf_wide_for): warps of 32 rows in the products (rf_tiling with MT 2)
+ * and of 32 keys in the scores (rf_score_tile with KT 2), the same bits
+ * either way. */
 template <int NC, int SPLIT, int NORM, int WIDE>
 __global__ void __launch_bounds__(RF_THREADS, 1)
     ret_fused_kernel(float *o, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
@@ -319,7 +322,8 @@ __global__ void __launch_bounds__(RF_THREADS, 1)
                      int dk, int dv_head, rk_group_norm gn)
 {
     static_assert(!(SPLIT && NORM), "a split block holds part of a head");
-    constexpr int MT = rf_wide_mt(NC, WIDE), KT = WIDE ? 2 : 1;
+    static_assert(!WIDE || rf_wide_for(NC, 1), "wide warps take an even count of 64 columns");
+    constexpr int MT = WIDE ? 2 : 1, KT = WIDE ? 2 : 1;
     pdl_enter();
     RF_DYNAMIC_SMEM(rf_smem);
     /* the block's share; a product warp's columns and their n8 tiles */
@@ -455,7 +459,8 @@ template <typename F> static int rf_with_nc(int dv, F f)
 
 /* f(kernel) with ret_fused_kernel's instance for blocks of share value
  * columns, a share of a split head's (split) or a whole head's, normalising
- * its rows (norm; whole heads only), its warps wide or not (WIDE); -1
+ * its rows (norm; whole heads only), its warps wide where asked and the
+ * share allows (rf_wide_for); -1
  * where there is none (a share outside RF_SPLIT_MIN_NC..RF_SPLIT_MAX_NC
  * 64 columns, or norm with split). */
 template <typename F> static int rf_with_kernel(int share, int split, int norm, int wide, F f)
@@ -473,8 +478,10 @@ template <typename F> static int rf_with_kernel(int share, int split, int norm, 
             else
                 return split ? -1 : f(ret_fused_kernel<NC, 0, 0, W>);
         };
-        return wide ? with(std::integral_constant<int, 1>())
-                    : with(std::integral_constant<int, 0>());
+        if constexpr (rf_wide_for(NC, 1))
+            if (wide)
+                return with(std::integral_constant<int, 1>());
+        return with(std::integral_constant<int, 0>());
     });
 }
 

@@ -118,8 +118,8 @@ END_TEST
  * query tiles: the diagonal of either row group of a wide warp), 256, and
  * several pieces and heads, whole, in shares of 128 columns (a wide
  * warp's 16) and through the group norm (its staging of each warp's
- * accumulators); with dv of 192 (an odd count of 64 columns) the products
- * keep 16-row warps and only the scores are wide. */
+ * accumulators); dv of 192 (an odd count of 64 columns) keeps narrow
+ * warps, so both give the same launch there. */
 #define N_TILING 8
 START_TEST(test_ret_emu_fused_tiling_keeps_bits)
 {
