@@ -490,6 +490,18 @@ static auto rf_allow(size_t smem_optin)
     };
 }
 
+/* rf_allow for the instances of both tilings (narrow and wide: the
+ * engine's RETNET_CUDA_RET_WIDE picks one, another engine may pick the
+ * other) of blocks of share columns, split or not, normalising or not:
+ * 0, or -1 where the device refuses either. */
+static int rf_allow_tilings(int share, int split, int norm, size_t smem_optin)
+{
+    for (int wide = 0; wide < 2; wide++)
+        if (rf_with_kernel(share, split, norm, wide, rf_allow(smem_optin)) != 0)
+            return -1;
+    return 0;
+}
+
 int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin)
 {
     int rc = -1;
@@ -499,8 +511,7 @@ int rk_ret_fused_prepare(int dk, int dv, size_t smem_optin)
         int share = dv / parts;
         size_t smem = rk_ret_fused_smem(dk, share);
         int ok = dv % parts == 0 && smem && smem <= smem_optin &&
-                 rf_with_kernel(share, parts > 1, 0, 0, rf_allow(smem_optin)) == 0 &&
-                 rf_with_kernel(share, parts > 1, 0, 1, rf_allow(smem_optin)) == 0;
+                 rf_allow_tilings(share, parts > 1, 0, smem_optin) == 0;
         if (parts == 1)
             rc = ok ? 0 : -1;
         if (!ok)
@@ -538,9 +549,7 @@ int rk_ret_fused(cudaStream_t st, float *o, const void *q, const void *k, const 
 int rk_ret_fused_prepare_norm(int dk, int dv, size_t smem_optin)
 {
     size_t need = rk_ret_fused_norm_smem(dk, dv);
-    int rc = need && need <= smem_optin && rf_with_kernel(dv, 0, 1, 0, rf_allow(smem_optin)) == 0
-                 ? rf_with_kernel(dv, 0, 1, 1, rf_allow(smem_optin))
-                 : -1;
+    int rc = need && need <= smem_optin ? rf_allow_tilings(dv, 0, 1, smem_optin) : -1;
     if (rc)
         cudaGetLastError(); /* refused: the caller keeps the separate norm */
     return rc;
