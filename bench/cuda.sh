@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-lttune-p512,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnarrow*,ours-retnorm*,ours-l2fork*,ours-gemvgn*,ours-tckpw*,ours-tcgroups1*,ours-halfact-c*,ours-bf16-states,peer,peer-kernels,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-lttune-p512,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnarrow*,ours-retnorm*,ours-l2fork*,ours-gemvgn*,ours-tckpw*,ours-tcgroups1*,ours-tcstream*,ours-halfact-c*,ours-bf16-states,peer,peer-kernels,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -22,7 +22,7 @@
 # BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
 # 512, 2k and 8k, the switches not yet measured -- RET_WIDE,
 # RET_SPLIT, RET_NORM, LT_TUNE at 512, L2_FORK, GEMV_GROUPNORM, the
-# tensor-core GEMV's shapes --,
+# tensor-core GEMV's shapes and its stream-K grid --,
 # the defaults of 27 Nov against what they replaced, the peer at 1 and on
 # 512 and 8k, twice) for a device lent for a quarter of an hour.
 set -eu
@@ -107,6 +107,21 @@ tc_shape() {
         "groups1-kpw512 RETNET_CUDA_TC_GROUPS=1 RETNET_CUDA_TC_KPW=512"; do
         run "ours-tc${v%% *}" ${v#* } -- --batches 16 --prompts 512 --chunk 1024 --decode 32
     done
+}
+
+# the tensor-core GEMV as a stream-K grid (RETNET_CUDA_TC_STREAM=1): as many
+# warps as the SMs hold, each an even run of the launch's units (a pair
+# group's rows by 32 k), where the plan's grid of whole groups leaves
+# q/k/v/g's 384 blocks at 16 rows in 1.45 waves; at 32 and 64 rows too
+# with that GEMV taking them (RETNET_CUDA_TC_MAX=64) outside the fast run:
+# tc_stream
+tc_stream() {
+    run ours-tcstream RETNET_CUDA_TC_STREAM=1 -- --batches 4,8,16 --prompts 512 --chunk 1024 \
+        --decode 32
+    if [ "${BENCH_CUDA:-full}" != fast ]; then
+        run ours-tcstream-tc64 RETNET_CUDA_TC_STREAM=1 RETNET_CUDA_TC_MAX=64 -- --batches 32,64 \
+            --prompts 512 --chunk 1024 --decode 32
+    fi
 }
 
 # the fused read-out's value columns split over blocks where a chunk
@@ -202,6 +217,7 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     l2_fork
     gemv_group_norm
     tc_shape
+    tc_stream
     prefill_defaults
     run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64 --prompts 2048,8192 \
         --chunk 4096 --decode 32
@@ -229,6 +245,7 @@ else
         gemv_group_norm
         decode_switches
         tc_switches
+        tc_stream
         PEER_BATCHES=1,16 PEER_PROMPTS=2048,8192
     else
         # the decode paths the default chose between: without the tensor-core GEMV
@@ -284,6 +301,7 @@ else
         gemv_group_norm
         decode_switches
         tc_switches
+        tc_stream
         # GLU's up and gate written rounded by cuBLASLt (RETNET_CUDA_HALF_ACT=1)
         for c in 1024 4096; do
             run "ours-halfact-c$c" RETNET_CUDA_HALF_ACT=1 -- --batches 64,256 --prompts 2048,8192 \
@@ -435,6 +453,10 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ] && [ "${BENCH_CUDA_PART:-all}" != ours ];
     # (RETNET_CUDA_TC_KPW): against timeline.txt's decode-b16-s8
     timeline timeline-b16-kpw512 "--batches 16 --prompts 512 --chunk 1024 --decode 8" \
         RETNET_CUDA_TC_KPW=512
+    # the tensor-core GEMVs at 16 rows as a stream-K grid
+    # (RETNET_CUDA_TC_STREAM): against timeline.txt's decode-b16-s8
+    timeline timeline-b16-tcstream "--batches 16 --prompts 512 --chunk 1024 --decode 8" \
+        RETNET_CUDA_TC_STREAM=1
     # the tensor-core GEMV's rate at 16 rows through its cp.async ring
     if [ "${BENCH_CUDA:-full}" != fast ]; then
         timeline timeline-tcasync "$TL_ARGS" RETNET_CUDA_TC_ASYNC=1

@@ -100,7 +100,11 @@ fail=0
 # GEMV in launch shapes other than the plan's (RETNET_CUDA_TC_KPW: warps
 # of 1024 k, one a block at the fixtures' widths, and of 96, a round and a
 # half; RETNET_CUDA_TC_GROUPS=2 where the plan takes one group for so few
-# rows); parity, synthetic and the
+# rows), and the form, parity and synthetic suites run every batch up to
+# 64 rows through its stream-K grid, RETNET_CUDA_TC_STREAM (off by
+# default; the form suite also holds it to the register kernel's sums and
+# to its own bits launch after launch, memcheck watches the synthetic
+# shapes through it); parity, synthetic and the
 # form suite run with the output projections adding themselves to the
 # residual stream in cuBLASLt's epilogue, RETNET_CUDA_RESID_GEMM, whose
 # rounding may differ from the norm's; and through GLU's rounded up
@@ -151,6 +155,9 @@ synthetic-split synthetic RETNET_CUDA_GEMV_SPLIT=256 RETNET_CUDA_GEMV_MAX=8
 synthetic-tcl16 synthetic RETNET_CUDA_TC_LOADS=16
 forms-tcshape forms RETNET_CUDA_TC_KPW=1024 RETNET_CUDA_TC_GROUPS=2
 synthetic-tcshape synthetic RETNET_CUDA_TC_KPW=96 RETNET_CUDA_TC_GROUPS=2
+forms-tcstream forms RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_STREAM=1
+parity-tcstream parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_STREAM=1
+synthetic-tcstream synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_STREAM=1
 forms-tcasync forms RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_ASYNC=1
 parity-tcasync parity RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_ASYNC=2
 synthetic-tcasync synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_ASYNC=1
@@ -194,10 +201,10 @@ echo "check-cuda: $(grep -c . "$OUT/runs-selected.txt") of $(grep -c . "$OUT/run
 xargs -r -L 1 -P "${CHECK_CUDA_JOBS:-4}" sh "$0" --run "$TESTS" <"$OUT/runs-selected.txt" || fail=1
 
 # memcheck: no fork, the sanitizer watches one process through a whole
-# suite (the last six: the synthetic shapes through the tensor-core GEMV,
-# in registers and through its cp.async ring, prefill retention in batched
-# pieces, the split GEMV, the norms reading their rows twice, and the group
-# norm formed by the output projection's GEMV)
+# suite (the last seven: the synthetic shapes through the tensor-core GEMV,
+# in registers, through its cp.async ring and in its stream-K grid, prefill
+# retention in batched pieces, the split GEMV, the norms reading their
+# rows twice, and the group norm formed by the output projection's GEMV)
 select_runs >"$OUT/memcheck.txt" <<MEMCHECK
 forms forms RETNET_CUDA_GRAPHS=1
 parity parity RETNET_CUDA_GRAPHS=1
@@ -205,6 +212,7 @@ state_bf16 state_bf16 RETNET_CUDA_GRAPHS=1
 synthetic synthetic RETNET_CUDA_GRAPHS=1
 synthetic-tc synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64
 synthetic-tcasync synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_ASYNC=1
+synthetic-tcstream synthetic RETNET_CUDA_GEMV_MAX=0 RETNET_CUDA_TC_MAX=64 RETNET_CUDA_TC_STREAM=1
 forms-pieces forms RETNET_CUDA_RET_CHUNK=5
 forms-split forms RETNET_CUDA_GEMV_SPLIT=64 RETNET_CUDA_GEMV_MAX=8
 synthetic-normrow synthetic RETNET_CUDA_NORM_VEC=0

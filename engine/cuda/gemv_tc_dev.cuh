@@ -3,7 +3,9 @@
  * which streams the same pieces through a ring of cp.async stages in
  * shared memory (RETNET_CUDA_TC_ASYNC) so more of them are in flight
  * without registers to hold them.  Both multiply the same fragments in the
- * same order, so their bits are the same.
+ * same order, so their bits are the same.  gemv_tc_stream_kernel
+ * (RETNET_CUDA_TC_STREAM) multiplies them too, in a stream-K grid: each
+ * warp an even run of the whole launch's work.
  *
  * Included by kernels.cu after the CUDA headers, rn_math.h, the
  * dependent-launch helpers and gemv_dev.cuh, and by the unit tests'
@@ -177,9 +179,28 @@ __device__ static inline void tc_round(float (*acc)[NT][2][4], WF wf, const T *x
     }
 }
 
+/* A warp's sums acc of the pair groups from pair first, stored by
+ * gemv_store: each lane its C positions, rows past n left alone. */
+template <int MT, int NT>
+__device__ static inline void tc_store(const rk_gemv_set &set, float (*acc)[NT][2][4], int lane,
+                                       int n, int first)
+{
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int row = 16 * mt + rn_tc_c_row(lane, j);
+                gemv_pair q;
+                if (row < n && gemv_pair_of(set, first + nt * 8 + rn_tc_c_col(lane, j), q))
+                    gemv_store(set, q, row, acc[mt][nt][0][j], acc[mt][nt][1][j]);
+            }
+}
+
 /* The end of both kernels: the warps' sums added in warp order through
  * part (warps x MT NT 8 x 32 floats, when warps > 1; warp 0 goes on alone)
- * and stored by gemv_store. */
+ * and stored by tc_store. */
 template <typename T, int MT, int NT>
 __device__ static inline void tc_finish(const rk_gemv_set &set, float (*acc)[NT][2][4], float *part,
                                         int warp, int warps, int lane, int n, int first)
@@ -201,17 +222,7 @@ __device__ static inline void tc_finish(const rk_gemv_set &set, float (*acc)[NT]
             acc[v / (8 * NT)][v / 8 % NT][v / 4 % 2][v % 4] = sum;
         }
     }
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                int row = 16 * mt + rn_tc_c_row(lane, j);
-                gemv_pair q;
-                if (row < n && gemv_pair_of(set, first + nt * 8 + rn_tc_c_col(lane, j), q))
-                    gemv_store(set, q, row, acc[mt][nt][0][j], acc[mt][nt][1][j]);
-            }
+    tc_store<MT, NT>(set, acc, lane, n, first);
 }
 
 /* rk_gemv_multi on the tensor cores.  A block owns 8 NT row pairs of the
@@ -308,6 +319,138 @@ __global__ void __launch_bounds__(32 * tc_max_warps(MT, NT))
     tc_finish<T, MT, NT>(set, acc, (float *)tc_smem, warp, warps, lane, n, first);
 }
 
+/* What gemv_tc_stream_kernel takes besides the set: its plan
+ * (rn_cuda_tc_stream_plan), the partial sums' slots (slots a warp, MT NT 8
+ * x 32 floats each) and a counter a pair group, zero between launches (a
+ * group's last warp puts its counter back). */
+struct tc_stream_args {
+    long long units;
+    int kb, warps, slots;
+    float *part;
+    unsigned *count;
+};
+
+/* Slot j of warp w: its sums of the j-th group its run touches. */
+template <int V>
+__device__ static inline float *tc_stream_slot(const tc_stream_args &a, int w, int j)
+{
+    return a.part + ((size_t)w * (size_t)a.slots + (size_t)j) * V * 32;
+}
+
+/* Warp w's sums acc of pair group g (the g - g0-th its run touches): stored
+ * at once where the group is the warp's alone; else left in the warp's
+ * slot, and the group's last warp to count itself adds every one of the
+ * group's slots in warp order -- the same order whichever warp comes last,
+ * so the same bits -- and stores the sums.  Each lane's fence orders its
+ * slot before the count, the last warp's orders the count before its reads
+ * (L2 reads: other SMs wrote them). */
+template <int MT, int NT>
+__device__ static inline void tc_stream_settle(const rk_gemv_set &set, float (*acc)[NT][2][4],
+                                               const tc_stream_args &a, int w, int g, int g0,
+                                               int lane, int n)
+{
+    constexpr int V = MT * NT * 8;
+    long long u0 = (long long)g * a.kb;
+    int wf = rn_tc_stream_warp_of(a.units, a.warps, u0);
+    int wl = rn_tc_stream_warp_of(a.units, a.warps, u0 + a.kb - 1);
+    if (wf == wl) {
+        tc_store<MT, NT>(set, acc, lane, n, g * 8 * NT);
+        return;
+    }
+    float *mine = tc_stream_slot<V>(a, w, g - g0);
+#pragma unroll
+    for (int v = 0; v < V; v++)
+        mine[v * 32 + lane] = acc[v / (8 * NT)][v / 8 % NT][v / 4 % 2][v % 4];
+    __threadfence();
+    __syncwarp();
+    unsigned arrived = 0;
+    if (lane == 0)
+        arrived = atomicAdd(&a.count[g], 1u);
+    arrived = __shfl_sync(0xffffffffu, arrived, 0);
+    if (arrived != (unsigned)(wl - wf))
+        return;
+    __threadfence();
+    for (int o = wf; o <= wl; o++) {
+        int j = g - (int)(rn_tc_stream_begin(a.units, a.warps, o) / a.kb);
+        const float *p = tc_stream_slot<V>(a, o, j);
+        float part[V];
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            part[v] = __ldcg(p + v * 32 + lane);
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+            float &sum = acc[v / (8 * NT)][v / 8 % NT][v / 4 % 2][v % 4];
+            sum = o == wf ? part[v] : sum + part[v];
+        }
+    }
+    if (lane == 0)
+        a.count[g] = 0; /* all of the group's warps have counted */
+    tc_store<MT, NT>(set, acc, lane, n, g * 8 * NT);
+}
+
+/* rk_gemv_multi on the tensor cores, stream-K (RETNET_CUDA_TC_STREAM): as
+ * many warps as the SMs hold (rn_cuda_tc_stream_plan), warp w streaming
+ * its run of units -- a pair group's rows by a 32-k block, group after
+ * group -- in gemv_tc_kernel's rounds and fragments, and settling each
+ * group's part (tc_stream_settle).  No block has a barrier and no warp
+ * waits on another, so every SM streams from the first unit to the last,
+ * where gemv_tc_kernel's grid of whole groups can leave a partial second
+ * wave (384 blocks on the 264 two an SM of an H100 hold, for the 1.3B
+ * q/k/v/g at 16 rows).  The next group's first round is in flight while a
+ * part settles, the first one before pdl_wait.  The runs split a group's k
+ * where the plan puts them, not evenly as gemv_tc_kernel's warps do: other
+ * bits than it, the same for every n up to 32 (one NT).  Two blocks an SM
+ * hold the plan's 16 warps: 125 registers a thread for one m-tile (sm_90a),
+ * 128 and 80 bytes of spill loads for two; four m-tiles (past 32 rows)
+ * would spill 800 bytes in the loop at that bound, so they take 218
+ * registers and run the plan's grid in two waves. */
+template <typename T, int MT, int NT>
+__global__ void __launch_bounds__(32 * RN_CUDA_TC_STREAM_BLOCK_WARPS, MT < 4 ? 2 : 1)
+    gemv_tc_stream_kernel(rk_gemv_set set, const T *xh, int n, int in, tc_stream_args a)
+{
+    constexpr int R = TC_LOADS / (2 * NT); /* 32-k blocks per round */
+    constexpr int S = RN_TC_KBLOCK * R;    /* k per round */
+    pdl_trigger();
+    int lane = (int)threadIdx.x % 32, g8 = lane / 4, lk = rn_tc_lane_k(lane);
+    int w = (int)blockIdx.x * ((int)blockDim.x / 32) + (int)threadIdx.x / 32;
+    if (w >= a.warps)
+        return;
+    long long end = rn_tc_stream_begin(a.units, a.warps, w + 1);
+    long long at = rn_tc_stream_begin(a.units, a.warps, w);
+    int g0 = (int)(at / a.kb), g = g0;
+    /* group g's part of the run: its units from `at` to `stop`, k0 to k1 */
+    long long stop = end < (long long)(g + 1) * a.kb ? end : (long long)(g + 1) * a.kb;
+    int k0 = (int)(at - (long long)g * a.kb) * RN_TC_KBLOCK;
+    int k1 = min(in, (int)(stop - (long long)g * a.kb) * RN_TC_KBLOCK);
+    const T *wr[NT][2];
+    uint4 f[NT][2][R];
+    tc_rows<T, NT>(wr, set, g * 8 * NT, g8, in);
+    tc_fetch<T, NT, R>(f, wr, k0, k1, lk);
+    pdl_wait();
+    for (;;) {
+        float acc[MT][NT][2][4] = {};
+        for (int kb = k0; kb < k1; kb += S) {
+            if (kb != k0)
+                tc_fetch<T, NT, R>(f, wr, kb, k1, lk);
+            tc_round<T, MT, NT, R>(
+                acc, [&](int nt, int tile, int u) { return f[nt][tile][u]; }, xh, n, in, kb, k1, lk,
+                g8);
+        }
+        int done = g;
+        bool more = stop < end;
+        if (more) { /* the next group's first round */
+            g++;
+            stop = end < (long long)(g + 1) * a.kb ? end : (long long)(g + 1) * a.kb;
+            k0 = 0, k1 = min(in, (int)(stop - (long long)g * a.kb) * RN_TC_KBLOCK);
+            tc_rows<T, NT>(wr, set, g * 8 * NT, g8, in);
+            tc_fetch<T, NT, R>(f, wr, k0, k1, lk);
+        }
+        tc_stream_settle<MT, NT>(set, acc, a, w, done, g0, lane, n);
+        if (!more)
+            break;
+    }
+}
+
 /* f(std::integral_constant<int, p>()) for the ring's stages p (2..4). */
 template <typename F> static void tc_with_stages(int p, F f)
 {
@@ -366,6 +509,37 @@ static tc_shape tc_shape_for(size_t pairs, int in, int n_sms, int want, size_t s
     s.part_bytes = s.sh.warps > 1 ? (size_t)s.sh.warps * MT * NT * 8 * 32 * sizeof(float) : 0;
     s.ring_bytes = (size_t)s.sh.warps * (size_t)s.stages * TC_STAGE_BYTES;
     return s;
+}
+
+/* The stream-K launch (gemv_tc_stream_kernel) of MT m-tiles and NT pair
+ * groups over pairs row pairs of in columns on n_sms SMs: its plan, and in
+ * *part_bytes the partial sums it needs; a ready tc_stream_args but for
+ * the buffers. */
+template <int MT, int NT>
+static tc_stream_args tc_stream_for(size_t pairs, int in, int n_sms, int *blocks,
+                                    size_t *part_bytes)
+{
+    long groups = (long)((pairs + 8 * NT - 1) / (8 * NT));
+    rn_cuda_tc_stream p = rn_cuda_tc_stream_plan(groups, in, n_sms);
+    tc_stream_args a = {p.units, p.kb, p.warps, p.slots, NULL, NULL};
+    *blocks = p.blocks;
+    *part_bytes = rn_cuda_tc_stream_part_bytes(&p, MT * NT * 8);
+    return a;
+}
+
+/* f(MT, NT) for the stream-K launch of n rows: two pair groups up to 32
+ * rows (its warps' runs balance whatever the groups, so each input piece
+ * can serve two), one from 33. */
+template <typename F> static void tc_stream_with_shape(int n, F f)
+{
+    typedef std::integral_constant<int, 1> one;
+    typedef std::integral_constant<int, 2> two;
+    if (n > 32)
+        f(std::integral_constant<int, 4>(), one());
+    else if (n > 16)
+        f(two(), two());
+    else
+        f(one(), two());
 }
 
 #endif

@@ -1115,9 +1115,60 @@ static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh,
            s.sh.k_per_warp);
 }
 
+static std::atomic<long> tc_stream_launches;
+
+long rk_gemv_tc_stream_launches(void)
+{
+    return tc_stream_launches.load();
+}
+
+/* The stream-K launch of MT, NT (gemv_tc_stream_kernel) where o's buffers
+ * hold what it needs; false where they do not (nothing launched). */
+template <typename T, int MT, int NT>
+static bool gemv_tc_stream_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh, int n,
+                                  int in, const rk_tc_opts *o)
+{
+    size_t pairs = set_pairs(set), bytes = 0;
+    int blocks = 0;
+    tc_stream_args a = tc_stream_for<MT, NT>(pairs, in, o->n_sms, &blocks, &bytes);
+    long groups = (long)((pairs + 8 * NT - 1) / (8 * NT));
+    if (a.warps < 1 || bytes > o->stream_part_bytes || groups > o->stream_groups)
+        return false;
+    a.part = o->stream_part, a.count = o->stream_count;
+    launch(gemv_tc_stream_kernel<T, MT, NT>, (unsigned)blocks, 32u * RN_CUDA_TC_STREAM_BLOCK_WARPS,
+           0, st, *set, xh, n, in, a);
+    tc_stream_launches++;
+    return true;
+}
+
+size_t rk_gemv_tc_stream_need(size_t pairs, int in, int n, int n_sms, long *groups)
+{
+    size_t bytes = 0;
+    tc_stream_with_shape(n, [&](auto mt, auto nt) {
+        constexpr int MT = decltype(mt)::value, NT = decltype(nt)::value;
+        int blocks = 0;
+        tc_stream_for<MT, NT>(pairs, in, n_sms, &blocks, &bytes);
+        *groups = (long)((pairs + 8 * NT - 1) / (8 * NT));
+    });
+    return bytes;
+}
+
 void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, int n, int in,
                 const rk_tc_opts *o)
 {
+    if (o->stream_part && o->stream_count) {
+        bool done = false;
+        tc_stream_with_shape(n, [&](auto mt, auto nt) {
+            constexpr int MT = decltype(mt)::value, NT = decltype(nt)::value;
+            done =
+                t == RN_DT_BF16
+                    ? gemv_tc_stream_launch<__nv_bfloat16, MT, NT>(
+                          st, set, (const __nv_bfloat16 *)xh, n, in, o)
+                    : gemv_tc_stream_launch<__half, MT, NT>(st, set, (const __half *)xh, n, in, o);
+        });
+        if (done)
+            return;
+    }
     int wide = rn_cuda_tc_groups(set_pairs(set), o->n_sms, o->groups) == 2;
     tc_with_shape(n, wide, [&](auto mt, auto nt) {
         constexpr int MT = decltype(mt)::value, NT = decltype(nt)::value;

@@ -232,6 +232,12 @@ typedef struct rk_tc_opts {
     int n_sms, loads, stages;
     size_t smem_block, smem_sm;
     int k_per_warp, groups;
+    /* RETNET_CUDA_TC_STREAM: the stream-K kernel's buffers
+     * (rn_cuda_tc_stream_bytes), the counters zero; NULL: the other kernels */
+    float *stream_part;
+    size_t stream_part_bytes;
+    unsigned *stream_count;
+    long stream_groups;
 } rk_tc_opts;
 
 /* rk_gemv_multi on the tensor cores (gemv_tc_dev.cuh) for n <=
@@ -246,6 +252,12 @@ void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, 
 int rk_gemv_tc_prepare(size_t smem_block);
 /* rk_gemv_tc launches through a ring of p stages so far in this process. */
 long rk_gemv_tc_ring_launches(int p);
+/* rk_gemv_tc launches of the stream-K kernel so far in this process. */
+long rk_gemv_tc_stream_launches(void);
+/* The partial sums' bytes (returned) and the counters (*groups) that the
+ * stream-K launch of a set of pairs row pairs of in columns over n rows on
+ * n_sms SMs needs: rk_tc_opts' stream buffers at least that large. */
+size_t rk_gemv_tc_stream_need(size_t pairs, int in, int n, int n_sms, long *groups);
 
 /* Device-side measurements for `retnet bench`: a copy kernel over n bytes
  * (reported as read + write bytes) */

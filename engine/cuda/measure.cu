@@ -403,6 +403,11 @@ extern "C" long rn_cuda_ret_wide_launches(void)
     return rk_ret_fused_wide_launches();
 }
 
+extern "C" long rn_cuda_tc_stream_launches(void)
+{
+    return rk_gemv_tc_stream_launches();
+}
+
 extern "C" long rn_cuda_l2_fetches(void)
 {
     return rk_l2_fetches();
@@ -596,5 +601,131 @@ cleanup:
     free(hx);
     free(hy[0]);
     free(hy[1]);
+    return rc;
+}
+
+/* count 16-bit values of dtype t in [-1, 1) with every mantissa bit
+ * drawn (a sum's order shows in its bits) into h, and as floats into f. */
+static void tc_rough_values(uint16_t *h, float *f, size_t count, int t, uint32_t *seed)
+{
+    for (size_t i = 0; i < count; i++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        float v = (float)(*seed >> 8) * 0x1p-23f - 1.0f;
+        h[i] = t == RN_DT_BF16 ? rn__f32_to_bf16(v) : rn__f32_to_f16(v);
+        f[i] = t == RN_DT_BF16 ? rn__bf16_to_f32(h[i]) : rn__f16_to_f32(h[i]);
+    }
+}
+
+/* The largest |a - b| over the sum of its products' magnitudes (out x n
+ * outputs of W x rows), INFINITY where either is NaN. */
+static double tc_worst_gap(const float *a, const float *b, const float *w, const float *x, int in,
+                           int out, int n)
+{
+    double worst = 0.0;
+    for (int i = 0; i < n; i++)
+        for (int r = 0; r < out; r++) {
+            size_t at = (size_t)i * (size_t)out + (size_t)r;
+            double mag = 0.0;
+            for (int k = 0; k < in; k++)
+                mag += fabs((double)w[(size_t)r * (size_t)in + (size_t)k] *
+                            (double)x[(size_t)i * (size_t)in + (size_t)k]);
+            double gap = a[at] != a[at] || b[at] != b[at] ? INFINITY : fabs((double)a[at] - b[at]);
+            gap = mag > 0.0 ? gap / mag : gap;
+            worst = gap > worst ? gap : worst;
+        }
+    return worst;
+}
+
+extern "C" int rn_cuda_tc_stream_check(int in, int out, int n, int t, int n_sms, uint32_t seed,
+                                       double *worst, long *differ, long *left)
+{
+    long launched = rk_gemv_tc_stream_launches(), groups = 0;
+    size_t wn = (size_t)out * (size_t)in, xn = (size_t)n * (size_t)in, yn = (size_t)n * out;
+    uint16_t *hw = (uint16_t *)malloc(wn * 2), *hx = (uint16_t *)malloc(xn * 2);
+    float *fw = (float *)malloc(wn * sizeof(float)), *fx = (float *)malloc(xn * sizeof(float));
+    float *hy[4] = {NULL, NULL, NULL, NULL};
+    unsigned *hc = NULL;
+    void *dw = NULL, *dx = NULL, *dbuf = NULL;
+    float *dy = NULL;
+    int rc = RN_EDEVICE, major = 0, sms = 0;
+    rk_tc_opts o[2] = {};
+    size_t part = 0, at = 0;
+    *worst = -1.0, *differ = *left = -1;
+    for (int v = 0; v < 4; v++)
+        hy[v] = (float *)malloc(yn * sizeof(float));
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess)
+        goto cleanup;
+    if (major < 8) { /* mma.m16n8k16 */
+        rc = RN_EUNSUPPORTED;
+        goto cleanup;
+    }
+    if (in < 8 || in % 8 || out < 2 || n < 1 || n > RN_CUDA_TC_MAX ||
+        (t != RN_DT_BF16 && t != RN_DT_F16)) {
+        rc = RN_EINVAL;
+        goto cleanup;
+    }
+    if (!hw || !hx || !fw || !fx || !hy[0] || !hy[1] || !hy[2] || !hy[3]) {
+        rc = RN_ENOMEM;
+        goto cleanup;
+    }
+    n_sms = n_sms > 0 ? n_sms : sms;
+    part = rk_gemv_tc_stream_need((size_t)(out + 1) / 2, in, n, n_sms, &groups);
+    at = (part + 255) / 256 * 256;
+    hc = (unsigned *)malloc((size_t)groups * sizeof(unsigned));
+    tc_rough_values(hw, fw, wn, t, &seed);
+    tc_rough_values(hx, fx, xn, t, &seed);
+    if (!hc || cudaMalloc(&dw, wn * 2) != cudaSuccess || cudaMalloc(&dx, xn * 2) != cudaSuccess ||
+        cudaMalloc((void **)&dy, yn * sizeof(float)) != cudaSuccess ||
+        cudaMalloc(&dbuf, at + (size_t)groups * sizeof(unsigned)) != cudaSuccess ||
+        cudaMemset((char *)dbuf + at, 0, (size_t)groups * sizeof(unsigned)) != cudaSuccess ||
+        cudaMemcpy(dw, hw, wn * 2, cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaMemcpy(dx, hx, xn * 2, cudaMemcpyHostToDevice) != cudaSuccess)
+        goto cleanup;
+    o[0].n_sms = o[1].n_sms = n_sms, o[0].loads = o[1].loads = 8;
+    o[1].stream_part = (float *)dbuf, o[1].stream_part_bytes = part;
+    o[1].stream_count = (unsigned *)((char *)dbuf + at), o[1].stream_groups = groups;
+    /* the register kernel, then the stream-K one three times: the same
+     * bits each time (its counters back at zero, its parts summed in one
+     * order whichever warp comes last) */
+    for (int v = 0; v < 4; v++) {
+        rk_gemv_set set;
+        memset(&set, 0, sizeof set);
+        set.count = 1;
+        set.job[0].W = dw, set.job[0].y = dy, set.job[0].out = out, set.job[0].kind = RK_JOB_PLAIN;
+        if (cudaMemset(dy, 0xff, yn * sizeof(float)) != cudaSuccess) /* NaN: never stored */
+            goto cleanup;
+        rk_gemv_tc(0, &set, t, dx, n, in, &o[v ? 1 : 0]);
+        if (cudaGetLastError() != cudaSuccess ||
+            cudaMemcpy(hy[v], dy, yn * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
+            goto cleanup;
+    }
+    if (cudaMemcpy(hc, (char *)dbuf + at, (size_t)groups * sizeof(unsigned),
+                   cudaMemcpyDeviceToHost) != cudaSuccess)
+        goto cleanup;
+    if (rk_gemv_tc_stream_launches() - launched != 3) {
+        rc = RN_EUNSUPPORTED; /* the stream-K launch did not run */
+        goto cleanup;
+    }
+    *worst = tc_worst_gap(hy[1], hy[0], fw, fx, in, out, n);
+    *differ = *left = 0;
+    for (size_t i = 0; i < yn; i++)
+        for (int v = 2; v < 4; v++)
+            *differ += memcmp(&hy[1][i], &hy[v][i], sizeof(float)) != 0;
+    for (long g = 0; g < groups; g++)
+        *left += hc[g] != 0;
+    rc = RN_OK;
+cleanup:
+    cudaFree(dw);
+    cudaFree(dx);
+    cudaFree(dy);
+    cudaFree(dbuf);
+    free(hw);
+    free(hx);
+    free(fw);
+    free(fx);
+    free(hc);
+    for (int v = 0; v < 4; v++)
+        free(hy[v]);
     return rc;
 }

@@ -284,6 +284,68 @@ int rn_cuda_tc_groups(size_t pairs, int n_sms, int want)
     return pairs >= (size_t)16 * 2 * (size_t)(n_sms > 0 ? n_sms : 1) ? 2 : 1;
 }
 
+rn_cuda_tc_stream rn_cuda_tc_stream_plan(long groups, int in, int n_sms)
+{
+    rn_cuda_tc_stream s = {0, 0, 0, 0, 0};
+    if (groups <= 0 || in <= 0)
+        return s;
+    s.kb = (in + RN_TC_KBLOCK - 1) / RN_TC_KBLOCK;
+    s.units = (long long)groups * s.kb;
+    long long want = (long long)RN_CUDA_TC_STREAM_WARPS_PER_SM * (n_sms > 0 ? n_sms : 1);
+    s.warps = (int)(want < s.units ? want : s.units);
+    s.blocks = (s.warps + RN_CUDA_TC_STREAM_BLOCK_WARPS - 1) / RN_CUDA_TC_STREAM_BLOCK_WARPS;
+    /* a run of up to `most` units starts anywhere in a group: it reaches
+     * (most - 1) / kb groups past its first */
+    long long most = (s.units + s.warps - 1) / s.warps;
+    long long touch = (most - 1) / s.kb + 2;
+    s.slots = (int)(touch < groups ? touch : groups);
+    return s;
+}
+
+size_t rn_cuda_tc_stream_part_bytes(const rn_cuda_tc_stream *s, int acc)
+{
+    return (size_t)s->warps * (size_t)s->slots * (size_t)acc * 32 * sizeof(float);
+}
+
+/* Rows of the matrices of m from first to last (absent ones: none). */
+static size_t tc_rows_of(const rn_tensor *const *m, int first, int last)
+{
+    size_t rows = 0;
+    for (int i = first; i <= last; i++)
+        rows += m[i]->data ? (size_t)m[i]->shape[0] : 0;
+    return rows;
+}
+
+size_t rn_cuda_tc_stream_bytes(const rn_weights *w, int n_layers, int n_sms, int tc_max,
+                               long *groups)
+{
+    /* the matrices of each launch (rn_cuda_layer_matrices' order) */
+    static const int sets[][2] = {{0, 3}, {4, 4}, {5, 6}, {7, 7}, {8, 8}};
+    /* (m-tiles, pair groups) of the launches up to 16, 32 and 64 rows */
+    static const int shapes[][2] = {{1, 2}, {2, 2}, {4, 1}};
+    size_t most = 0;
+    *groups = 0;
+    for (int l = 0; l < n_layers; l++) {
+        const rn_tensor *m[RN_CUDA_MATRICES];
+        rn_cuda_layer_matrices(w, l, m);
+        for (size_t k = 0; k < sizeof sets / sizeof sets[0]; k++) {
+            const rn_tensor *first = m[sets[k][0]];
+            size_t pairs = tc_rows_of(m, sets[k][0], sets[k][1]);
+            if (!first->data || !pairs)
+                continue;
+            for (int sh = 0; sh < 3 && (sh == 0 || tc_max > 16 * sh); sh++) {
+                int nt = shapes[sh][1], acc = shapes[sh][0] * nt * 8;
+                long g = (long)((pairs + 8 * (size_t)nt - 1) / (8 * (size_t)nt));
+                rn_cuda_tc_stream s = rn_cuda_tc_stream_plan(g, (int)first->shape[1], n_sms);
+                size_t bytes = rn_cuda_tc_stream_part_bytes(&s, acc);
+                most = bytes > most ? bytes : most;
+                *groups = g > *groups ? g : *groups;
+            }
+        }
+    }
+    return most;
+}
+
 int rn_cuda_tc_loads(int want, int mtiles, int groups, int k_per_warp)
 {
     int deep = want == 16 && mtiles == 1 && groups == 1 && k_per_warp >= RN_TC_KBLOCK * 8;

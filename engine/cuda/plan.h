@@ -221,6 +221,38 @@ int rn_cuda_tc_stages(int want, int rounds, int warps, size_t smem_block, size_t
  * (RETNET_CUDA_TC_GROUPS) takes that many instead. */
 int rn_cuda_tc_groups(size_t pairs, int n_sms, int want);
 
+/* The stream-K launch of the tensor-core GEMV (RETNET_CUDA_TC_STREAM,
+ * gemv_tc_stream_kernel): groups pair groups of in columns as units of one
+ * group by one RN_TC_KBLOCK block of k (kb of them a group), over a grid of
+ * RN_CUDA_TC_STREAM_WARPS_PER_SM warps an SM (never more warps than units)
+ * in blocks of RN_CUDA_TC_STREAM_BLOCK_WARPS, each warp a contiguous run of
+ * units (tc_layout.h, rn_tc_stream_begin).  A warp whose run covers only
+ * part of a group leaves that part's sums in a slot of its own, and the
+ * group's last warp to finish adds its parts in warp order: slots is the
+ * most groups one warp's run can touch.  The grid depends on the device's
+ * SMs and the set's shape, never on the rows, so neither do the sums'
+ * order and bits.  warps 0: nothing to do. */
+#define RN_CUDA_TC_STREAM_BLOCK_WARPS 8
+#define RN_CUDA_TC_STREAM_WARPS_PER_SM 16
+typedef struct rn_cuda_tc_stream {
+    long long units;
+    int kb, warps, blocks, slots;
+} rn_cuda_tc_stream;
+rn_cuda_tc_stream rn_cuda_tc_stream_plan(long groups, int in, int n_sms);
+/* Bytes of partial sums a launch of plan s needs at acc floats a lane (MT
+ * NT 8 in the kernel): slots for each warp, 32 lanes a slot. */
+size_t rn_cuda_tc_stream_part_bytes(const rn_cuda_tc_stream *s, int acc);
+
+/* The buffers the stream-K launches of n_layers layers' projections need
+ * on n_sms SMs for batches up to tc_max rows: the partial sums' bytes (the
+ * most any one launch needs), and in *groups the most pair groups of one
+ * launch (a counter each).  A launch's sets are q/k/v/g, o, up with the
+ * gate, down and the LM head, each taken as at most one pair a row (GLU's
+ * pairs; plain ones have half as many), in the shapes rk_gemv_tc gives
+ * those rows (tc_stream_with_shape). */
+size_t rn_cuda_tc_stream_bytes(const rn_weights *w, int n_layers, int n_sms, int tc_max,
+                               long *groups);
+
 /* 16-byte weight loads in flight per lane for a launch of mtiles m-tiles,
  * groups pair groups and k_per_warp: want (RETNET_CUDA_TC_LOADS) when it is
  * 16 and one m-tile and one group take a whole 16-load round (256 k), else

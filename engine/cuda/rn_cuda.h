@@ -66,6 +66,20 @@ int rn_cuda_top_rows_host(const float *logits, int rows, int V, const float *tem
  * or RN_EDEVICE without a device. */
 int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads, int stages,
                              int *ran, long *differ);
+/* The stream-K tensor-core GEMV (RETNET_CUDA_TC_STREAM) over n <= 64 rows
+ * of in (a multiple of 8) inputs and out 16-bit weights of dtype t, both
+ * with every mantissa bit drawn, planned for n_sms SMs (0: the device's):
+ * *worst, its largest gap to the register kernel over the sum of that
+ * output's products' magnitudes (the two sum in other orders; INFINITY
+ * where an output was left unwritten); *differ, the outputs whose bits
+ * moved over two more launches; *left, the counters not back at zero.
+ * RN_OK, RN_EINVAL, RN_ENOMEM, RN_EUNSUPPORTED before sm_80 or when the
+ * launch did not go through the stream-K kernel, RN_EDEVICE. */
+int rn_cuda_tc_stream_check(int in, int out, int n, int t, int n_sms, uint32_t seed, double *worst,
+                            long *differ, long *left);
+/* Launches of the stream-K GEMV so far in this process; a decode graph
+ * makes its launches once, when it is captured. */
+long rn_cuda_tc_stream_launches(void);
 
 /* The fused chunkwise retention read-out (rk_ret_fused, its operands
  * rounded to bf16 first, each head's dv columns in parts shares of a block

@@ -62,4 +62,22 @@ RN_HD int rn_tc_c_col(int lane, int j)
     return 2 * (lane % 4) + (j & 1);
 }
 
+/* The stream-K split of the tensor-core GEMV (gemv_tc_stream_kernel,
+ * RETNET_CUDA_TC_STREAM).  A launch's work is `units` units -- one pair
+ * group's weight rows over one RN_TC_KBLOCK block of k, group after group
+ * -- and warp w of `warps` (at most units) takes those from
+ * rn_tc_stream_begin(units, warps, w) to warp w + 1's: every warp the same
+ * count within one, so no warp of the grid waits on a second wave. */
+RN_HD long long rn_tc_stream_begin(long long units, int warps, long long w)
+{
+    return w * units / warps;
+}
+
+/* The warp whose units hold unit u: the last w with begin(w) <= u, that
+ * is the last w < (u + 1) warps / units. */
+RN_HD int rn_tc_stream_warp_of(long long units, int warps, long long u)
+{
+    return (int)(((u + 1) * warps + units - 1) / units - 1);
+}
+
 #endif

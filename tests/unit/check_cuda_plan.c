@@ -292,6 +292,109 @@ START_TEST(test_cuda_tc_loads_apply)
 }
 END_TEST
 
+/* The stream-K split (RETNET_CUDA_TC_STREAM): every unit to exactly one
+ * warp, every warp at least one and the same count within one;
+ * rn_tc_stream_warp_of names each unit's warp (the kernel finds a group's
+ * first and last warps with it); no warp's run touches more groups than
+ * its slots; the grid stays within RN_CUDA_TC_STREAM_WARPS_PER_SM warps an
+ * SM.  Shapes: the 1.3B preset's q/k/v/g (384 groups of 2048 columns), o
+ * (64 of 4096) and LM head on 132 SMs, and small ones where runs span
+ * several groups or fewer units than the SMs' warps. */
+START_TEST(test_cuda_tc_stream_splits_evenly)
+{
+    static const long shapes[][3] = {{384, 2048, 132}, {64, 4096, 132}, {1000, 2048, 132},
+                                     {5, 64, 1},       {3, 40, 2},      {1, 8, 132},
+                                     {7, 1024, 3},     {40, 96, 1}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        long groups = shapes[i][0];
+        int in = (int)shapes[i][1], n_sms = (int)shapes[i][2];
+        rn_cuda_tc_stream s = rn_cuda_tc_stream_plan(groups, in, n_sms);
+        ck_assert_int_eq(s.kb, (in + RN_TC_KBLOCK - 1) / RN_TC_KBLOCK);
+        ck_assert(s.units == (long long)groups * s.kb);
+        ck_assert(s.warps >= 1 && s.warps <= RN_CUDA_TC_STREAM_WARPS_PER_SM * n_sms &&
+                  s.warps <= s.units);
+        ck_assert(s.warps == RN_CUDA_TC_STREAM_WARPS_PER_SM * n_sms || s.warps == s.units);
+        ck_assert_int_eq(s.blocks, (s.warps + RN_CUDA_TC_STREAM_BLOCK_WARPS - 1) /
+                                       RN_CUDA_TC_STREAM_BLOCK_WARPS);
+        long long lo = s.units / s.warps, most_groups = 0;
+        ck_assert(rn_tc_stream_begin(s.units, s.warps, 0) == 0);
+        ck_assert(rn_tc_stream_begin(s.units, s.warps, s.warps) == s.units);
+        for (int w = 0; w < s.warps; w++) {
+            long long b = rn_tc_stream_begin(s.units, s.warps, w);
+            long long e = rn_tc_stream_begin(s.units, s.warps, w + 1);
+            ck_assert_msg(e - b == lo || e - b == lo + 1, "shape %zu warp %d: %lld units", i, w,
+                          e - b);
+            for (long long u = b; u < e; u++)
+                ck_assert_msg(rn_tc_stream_warp_of(s.units, s.warps, u) == w,
+                              "shape %zu: unit %lld of warp %d named %d", i, u, w,
+                              rn_tc_stream_warp_of(s.units, s.warps, u));
+            long long touched = (e - 1) / s.kb - b / s.kb + 1;
+            most_groups = touched > most_groups ? touched : most_groups;
+        }
+        ck_assert_msg(most_groups <= s.slots && s.slots <= groups,
+                      "shape %zu: a run touches %lld groups, %d slots", i, most_groups, s.slots);
+        ck_assert(rn_cuda_tc_stream_part_bytes(&s, 16) ==
+                  (size_t)s.warps * (size_t)s.slots * 16 * 32 * sizeof(float));
+    }
+    ck_assert_int_eq(rn_cuda_tc_stream_plan(0, 2048, 132).warps, 0);
+    ck_assert_int_eq(rn_cuda_tc_stream_plan(4, 0, 132).warps, 0);
+}
+END_TEST
+
+/* The stream-K buffers cover every launch a model's projections make:
+ * the 1.3B preset's shapes on 132 SMs (q/k/v/g as 6144 rotary pairs in 384
+ * groups of 16, o, GLU's 5461 pairs, down, a 32000-word LM head), more
+ * for batches past 16 rows (32 accumulators a lane), and none past what
+ * the largest launch asks. */
+START_TEST(test_cuda_tc_stream_bytes_cover_each_launch)
+{
+    static const char byte = 0;
+    rn_layer_weights layer;
+    rn_weights w;
+    memset(&layer, 0, sizeof layer);
+    memset(&w, 0, sizeof w);
+    w.layers = &layer;
+    struct {
+        rn_tensor *t;
+        int out, in;
+    } mats[] = {
+        {&layer.q_w, 2048, 2048},    {&layer.k_w, 2048, 2048},    {&layer.v_w, 4096, 2048},
+        {&layer.g_w, 4096, 2048},    {&layer.o_w, 2048, 4096},    {&layer.up_w, 5461, 2048},
+        {&layer.gate_w, 5461, 2048}, {&layer.down_w, 2048, 5464}, {&w.lm_head_w, 32000, 2048}};
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+        mats[i].t->data = &byte, mats[i].t->dtype = RN_DT_BF16, mats[i].t->ndim = 2;
+        mats[i].t->shape[0] = mats[i].out, mats[i].t->shape[1] = mats[i].in;
+    }
+    long groups = 0, groups64 = 0;
+    size_t bytes = rn_cuda_tc_stream_bytes(&w, 1, 132, 16, &groups);
+    size_t bytes64 = rn_cuda_tc_stream_bytes(&w, 1, 132, 64, &groups64);
+    /* (pairs, width) of each launch as the engine makes them */
+    static const long launches[][2] = {
+        {6144, 2048}, {1024, 4096}, {5461, 2048}, {1024, 5464}, {16000, 2048}};
+    size_t largest = 0;
+    for (size_t i = 0; i < sizeof launches / sizeof launches[0]; i++) {
+        long g = (launches[i][0] + 15) / 16;
+        rn_cuda_tc_stream st = rn_cuda_tc_stream_plan(g, (int)launches[i][1], 132);
+        size_t need = rn_cuda_tc_stream_part_bytes(&st, 16);
+        largest = need > largest ? need : largest;
+        ck_assert_msg(need <= bytes && g <= groups, "launch %zu: %zu bytes, %ld groups", i, need,
+                      g);
+        /* 33 to 64 rows: one pair group a block, 4 m-tiles */
+        long g1 = (launches[i][0] + 7) / 8;
+        st = rn_cuda_tc_stream_plan(g1, (int)launches[i][1], 132);
+        ck_assert(rn_cuda_tc_stream_part_bytes(&st, 32) <= bytes64 && g1 <= groups64);
+    }
+    /* bounded by twice the pairs (a plain row is half a pair): at most the
+     * LM head's launch taken at 32000 pairs */
+    rn_cuda_tc_stream lm = rn_cuda_tc_stream_plan(2000, 2048, 132);
+    ck_assert(bytes >= largest && bytes <= rn_cuda_tc_stream_part_bytes(&lm, 16));
+    ck_assert(bytes64 > bytes && groups64 > groups);
+    layer.gate_w.data = NULL; /* no GLU: the up launch alone */
+    ck_assert(rn_cuda_tc_stream_bytes(&w, 1, 132, 16, &groups) <= bytes);
+    ck_assert(rn_cuda_tc_stream_bytes(&w, 0, 132, 16, &groups) == 0 && groups == 0);
+}
+END_TEST
+
 /* The fused read-out's value-column shares: one where the split is off
  * (0 or 1 share); as the plan sees fit (RN_CUDA_RET_SPLIT_AUTO, the
  * engine's default), doubled only while the doubled grid stays
@@ -558,6 +661,8 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_tc_plan_takes_a_shape_asked_for);
     tcase_add_test(tc, test_cuda_tc_loads_apply);
     tcase_add_test(tc, test_cuda_tc_stages_fit);
+    tcase_add_test(tc, test_cuda_tc_stream_splits_evenly);
+    tcase_add_test(tc, test_cuda_tc_stream_bytes_cover_each_launch);
     tcase_add_test(tc, test_cuda_ret_parts_fill_one_wave);
     tcase_add_test(tc, test_cuda_tc_weights_fit_every_matrix);
     tcase_add_test(tc, test_cuda_tc_fragments_compute_dot_products);

@@ -414,6 +414,39 @@ static void check_tc_variant(const int sh[3], int loads, int stages, int exact, 
     }
 }
 
+/* The stream-K tensor-core GEMV (RETNET_CUDA_TC_STREAM) against the
+ * register kernel, on values with every mantissa bit drawn: within 2^-14
+ * of each output's sum of product magnitudes (two fp32 orders of up to
+ * 4096 bf16 products stay some twenty times inside: about 2^-24 sqrt(in)
+ * apart, measured on the sums' own scale), nothing left unwritten, the
+ * same bits over three launches (a group's parts added in warp order
+ * whichever warp comes last, in whatever order the SMs finish) and every
+ * counter back at zero.  Input width, outputs, rows, SMs planned for (0:
+ * the device's): 4 warps to a group, runs of 2 units, four m-tiles with
+ * runs across two groups, a width that ends inside a unit, and on the
+ * whole device a q/k/v/g-like set and an LM-head-like one of 2,000 groups. */
+START_TEST(test_forms_tc_stream_matches_registers)
+{
+    static const int shapes[][4] = {{2048, 100, 16, 1}, {1024, 62, 5, 2},    {4096, 96, 40, 1},
+                                    {520, 34, 3, 1},    {2048, 6000, 16, 0}, {256, 64000, 16, 0}};
+    static const int dtypes[] = {RN_DT_BF16, RN_DT_F16};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (size_t d = 0; d < 2; d++) {
+            const int *c = shapes[i];
+            double worst = -1.0;
+            long differ = -1, left = -1;
+            int rc = rn_cuda_tc_stream_check(c[0], c[1], c[2], dtypes[d], c[3],
+                                             (uint32_t)(41 + 2 * i + d), &worst, &differ, &left);
+            ck_assert_msg(rc == RN_OK, "shape %zu: rn_cuda_tc_stream_check: %d", i, rc);
+            ck_assert_msg(worst >= 0.0 && worst <= 0x1p-14,
+                          "in %d, out %d, %d rows, %d SMs, dtype %d: %g from the registers' sums",
+                          c[0], c[1], c[2], c[3], dtypes[d], worst);
+            ck_assert_msg(differ == 0, "shape %zu: %ld outputs moved between launches", i, differ);
+            ck_assert_msg(left == 0, "shape %zu: %ld counters left", i, left);
+        }
+}
+END_TEST
+
 /* One shape (P, pieces, H, dk, dv) of test_forms_ret_fused_matches_reference,
  * v zero or not, whole then in each share count rn_cuda_ret_parts allows,
  * each in narrow and in wide warps (only: 0 or 1, that tiling alone;
@@ -634,6 +667,10 @@ Suite *forms_suite(void)
         tcase_set_timeout(rf, 60);
         tcase_add_test(rf, test_forms_ret_fused_matches_reference);
         suite_add_tcase(s, rf);
+        TCase *ts = tcase_create("tc_stream");
+        tcase_set_timeout(ts, 60);
+        tcase_add_test(ts, test_forms_tc_stream_matches_registers);
+        suite_add_tcase(s, ts);
     }
 #endif
     return s;

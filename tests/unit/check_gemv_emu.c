@@ -20,6 +20,9 @@ long rn_emu_gemv_group_check(int t, int nb, int heads, int group, int parts, int
 long rn_emu_gemv_tc_check(int t, int n, int in, const int *outs, int n_sms, int want,
                           size_t smem_sm, int kpw, int groups, int at_issue, uint32_t seed,
                           int *stages, long *unset, long *wrong);
+long rn_emu_gemv_tc_stream_check(int t, int n, int in, const int *outs, int n_sms, int exact,
+                                 uint32_t seed, long *unset, long *wrong, long *split,
+                                 long *counts_left);
 
 /* rows, width, columns a share, blocks: 2 and 4 shares (and a last share
  * that is short), one round or several, a width whose norm takes more
@@ -136,6 +139,45 @@ START_TEST(test_gemv_tc_ring_keeps_bits)
 }
 END_TEST
 
+/* The stream-K tensor-core GEMV (RETNET_CUDA_TC_STREAM): rows, input
+ * width, the two jobs' outputs, SMs it is planned for, and the groups that
+ * must be split among warps.  Runs of two or three units in every group,
+ * of a unit each (four m-tiles, one pair group), one group of 128 units
+ * with pairs missing, a width that leaves the last unit short (520), runs
+ * across up to four groups with some groups a warp's alone, and one unit
+ * for a block of 8 warps (7 with nothing to do).  Each shape with small
+ * integers (every output its exact sum) and with values using every
+ * mantissa bit (the plain job within its bound), the blocks in order and
+ * in reverse giving the same bits: the parts of a group are added in the
+ * same order whichever warp comes last. */
+static const int stream_cases[][6] = {
+    {16, 256, 64, 48, 1, 5}, {3, 1024, 30, 20, 2, 3}, {20, 512, 32, 16, 1, 2},
+    {40, 128, 16, 8, 1, 2},  {16, 4096, 8, 4, 1, 1},  {8, 64, 1000, 200, 1, 8},
+    {5, 520, 33, 16, 1, 3},  {4, 32, 6, 2, 1, 0},
+};
+#define N_STREAM_CASES (int)(sizeof stream_cases / sizeof stream_cases[0])
+
+START_TEST(test_gemv_tc_stream_sums_in_one_order)
+{
+    const int *c = stream_cases[_i / 2];
+    int exact = _i % 2, t = _i / 2 % 2 ? RN_DT_F16 : RN_DT_BF16;
+    long unset = -1, wrong = -1, split = -1, left = -1;
+    long differ = rn_emu_gemv_tc_stream_check(t, c[0], c[1], c + 2, c[4], exact,
+                                              (uint32_t)(11 + _i), &unset, &wrong, &split, &left);
+    ck_assert_msg(differ >= 0, "case %d: the emulated launches failed", _i / 2);
+    ck_assert_msg(split >= c[5], "case %d: %ld groups split among warps, want %d or more", _i / 2,
+                  split, c[5]);
+    ck_assert_msg(c[5] > 0 || split == 0, "case %d: %ld groups split", _i / 2, split);
+    ck_assert_msg(left == 0, "case %d: the counters were left at %ld", _i / 2, left);
+    ck_assert_msg(unset == 0, "case %d: %ld outputs NaN (never stored, or a slot read unwritten)",
+                  _i / 2, unset);
+    ck_assert_msg(wrong == 0, "%d rows of %d, %s, %s values: %ld outputs wrong", c[0], c[1],
+                  t == RN_DT_F16 ? "fp16" : "bf16", exact ? "exact" : "rough", wrong);
+    ck_assert_msg(differ == 0, "%d rows of %d, %s: %ld outputs differ with the blocks reversed",
+                  c[0], c[1], t == RN_DT_F16 ? "fp16" : "bf16", differ);
+}
+END_TEST
+
 Suite *gemv_emu_suite(void)
 {
     Suite *s = suite_create("gemv_emu");
@@ -150,6 +192,10 @@ Suite *gemv_emu_suite(void)
     tc = tcase_create("gemv_tc");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, test_gemv_tc_ring_keeps_bits, 0, 2 * N_TC_CASES);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("gemv_tc_stream");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, test_gemv_tc_stream_sums_in_one_order, 0, 2 * N_STREAM_CASES);
     suite_add_tcase(s, tc);
     return s;
 }

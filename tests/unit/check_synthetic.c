@@ -162,10 +162,13 @@ START_TEST(test_synthetic_prefill_ragged_and_continued)
 }
 END_TEST
 
-START_TEST(test_synthetic_batched_decode_mixed_positions)
+/* Configuration config's engine: SLOTS sessions prefilled to mixed
+ * positions, then STEPS decode steps of all of them, logits and states
+ * against the CPU's recurrent form. */
+static void check_batched_decode(int config)
 {
     synth s;
-    synth_open(&s, _i);
+    synth_open(&s, config);
     size_t V = (size_t)s.vocab;
     float *got = malloc(sizeof(float) * V * SLOTS), *want = malloc(sizeof(float) * V);
     ck_assert(got && want);
@@ -194,6 +197,11 @@ START_TEST(test_synthetic_batched_decode_mixed_positions)
     free(got);
     free(want);
     synth_close(&s);
+}
+
+START_TEST(test_synthetic_batched_decode_mixed_positions)
+{
+    check_batched_decode(_i);
 }
 END_TEST
 
@@ -534,6 +542,27 @@ START_TEST(test_synthetic_ret_wide_keeps_bits)
     check_switch_keeps_bits("RETNET_CUDA_RET_WIDE", "0", "1", rn_cuda_ret_wide_launches, 2 * 2);
 }
 END_TEST
+
+/* The stream-K tensor-core GEMV (RETNET_CUDA_TC_STREAM) inside the
+ * engine: the mixed-position test's 40-row decode steps and its prefill
+ * chunks (64 rows and their tails) through it (RETNET_CUDA_TC_MAX=64,
+ * RETNET_CUDA_GEMV_MAX=0: every row count up to 64), against the CPU's
+ * recurrent form at the 16-bit tolerance (it sums in another order than
+ * the register kernel), and known to have run. */
+START_TEST(test_synthetic_tc_stream_decode)
+{
+    static cuda_env env[] = {{"RETNET_CUDA_TC_STREAM", "1"},
+                             {"RETNET_CUDA_GEMV_MAX", "0"},
+                             {"RETNET_CUDA_TC_MAX", "64"}};
+    char *saved[ENV_MAX];
+    long before = rn_cuda_tc_stream_launches();
+    env_set(env, ENV_COUNT(env), saved);
+    ck_assert_int_eq(configs[2].dtype, RN_DT_BF16);
+    check_batched_decode(2); /* the bf16 model: the tensor-core GEMV takes 16-bit weights */
+    env_restore(env, ENV_COUNT(env), saved);
+    ck_assert_int_gt(rn_cuda_tc_stream_launches() - before, 1);
+}
+END_TEST
 #endif
 
 Suite *synthetic_suite(void)
@@ -555,6 +584,7 @@ Suite *synthetic_suite(void)
         tcase_add_test(tc, test_synthetic_v_half_prefill);
         tcase_add_test(tc, test_synthetic_lt_pairs_prefill);
         tcase_add_test(tc, test_synthetic_lt_tune_prefill);
+        tcase_add_test(tc, test_synthetic_tc_stream_decode);
     }
 #endif
     suite_add_tcase(s, tc);

@@ -74,6 +74,7 @@ static thread_local int emu_n_copies;
 static thread_local long emu_groups;
 
 int rn_emu_cp_async_at_issue;
+int rn_emu_blocks_reversed;
 
 void rn_cp_async16_zfill(void *dst, const void *src, int n)
 {
@@ -170,7 +171,9 @@ int rn_emu_launch_impl(dim3 grid, dim3 block, size_t smem, void (*body)(void *),
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
-                blockIdx = dim3(x, y, z);
+                blockIdx = rn_emu_blocks_reversed
+                               ? dim3(grid.x - 1 - x, grid.y - 1 - y, grid.z - 1 - z)
+                               : dim3(x, y, z);
                 if (emu_smem) /* all ones: bf16 NaN, so a read before a write shows */
                     memset(emu_smem, 0xff, smem);
                 emu_block(n, ts, ids, &attr);

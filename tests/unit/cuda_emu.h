@@ -25,7 +25,9 @@
  *   __any_sync and __match_any_sync exchange through the warp's slots
  *   between barriers, so all 32 lanes must call them (the masks are not
  *   read: a partial warp would wait forever, where the device would run
- *   the named lanes); atomicAdd on unsigned is a host atomic;
+ *   the named lanes); atomicAdd on unsigned is a host atomic, and
+ *   __threadfence a host fence; blocks run in order or (a second mode,
+ *   rn_emu_blocks_reversed) in reverse;
  * - the weight-streaming GEMVs of gemv_dev.cuh: their 16-byte streaming
  *   loads (__ldcs, alignment enforced) and 16-bit widenings.
  *
@@ -226,6 +228,10 @@ template <typename T> static inline T emu_shfl(T v, unsigned src)
     __syncwarp();
     return r;
 }
+template <typename T> static inline T __shfl_sync(unsigned, T v, int src)
+{
+    return emu_shfl(v, (unsigned)src % 32u);
+}
 template <typename T> static inline T __shfl_xor_sync(unsigned, T v, int o)
 {
     return emu_shfl(v, rn_emu_lane_id() ^ (unsigned)o);
@@ -281,11 +287,26 @@ static inline unsigned __float_as_uint(float f)
     memcpy(&u, &f, 4);
     return u;
 }
-/* A block's threads are host threads: the atomic is a real one. */
+/* A block's threads are host threads: the atomic is a real one, and so
+ * is the fence. */
 static inline unsigned atomicAdd(unsigned *p, unsigned v)
 {
     return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
 }
+static inline void __threadfence(void)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+/* a load from L2 (another SM's stores): a plain load */
+static inline float __ldcg(const float *p)
+{
+    return *p;
+}
+
+/* Nonzero: a launch runs its grid's blocks from the last to the first,
+ * so work that a grid's later blocks finish first (a stream-K group's
+ * last warp) is finished by other ones. */
+extern int rn_emu_blocks_reversed;
 
 /* Runs body(ctx) as the kernel of a grid x block launch with smem bytes of
  * dynamic shared memory (rn_emu_launch: kernel(args...)); 0, or -1 when

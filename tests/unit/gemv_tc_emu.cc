@@ -173,3 +173,143 @@ cleanup:
     free(xr);
     return differ;
 }
+
+/* n 16-bit values of dtype t in [-1, 1) with every mantissa bit drawn, so
+ * the order of a dot product's sums shows in its bits; *ref as doubles. */
+static uint16_t *te_rough(int t, size_t n, double **ref, uint32_t *seed)
+{
+    uint16_t *p = (uint16_t *)rn_emu_alloc(n, 2);
+    *ref = (double *)malloc(n * sizeof(double));
+    if (!p || !*ref)
+        return p;
+    for (size_t i = 0; i < n; i++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        float v = (float)(*seed >> 8) * 0x1p-23f - 1.0f;
+        p[i] = t == RN_DT_BF16 ? rn__f32_to_bf16(v) : rn__f32_to_f16(v);
+        (*ref)[i] = t == RN_DT_BF16 ? (double)rn__bf16_to_f32(p[i]) : (double)rn__f16_to_f32(p[i]);
+    }
+    return p;
+}
+
+/* What one case's stream-K launches left: groups whose units several
+ * warps share (settled through the slots), and the counters' sum after
+ * the launches (each group's last warp puts its own back to 0). */
+struct te_stream_seen {
+    long split, counts_left;
+};
+
+/* gemv_tc_stream_kernel of dtype T, MT, NT on the buffers, planned for
+ * n_sms SMs as kernels.cu plans it: kernel slot 0 with the blocks in
+ * order, 1 in reverse (another warp of each split group comes last).  The
+ * slots start as NaN, so a slot read before its warp wrote it shows. */
+template <typename T, int MT, int NT>
+static int te_stream_launch(const te_bufs *b, const int *outs, int act, int n, int in, int n_sms,
+                            te_stream_seen *seen)
+{
+    size_t pairs = (size_t)(outs[0] + 1) / 2 + (size_t)outs[1], bytes = 0;
+    int blocks = 0, rc = -1;
+    tc_stream_args a = tc_stream_for<MT, NT>(pairs, in, n_sms, &blocks, &bytes);
+    long groups = (long)((pairs + 8 * NT - 1) / (8 * NT));
+    a.part = (float *)rn_emu_alloc(bytes / sizeof(float), sizeof(float));
+    a.count = (unsigned *)calloc((size_t)groups, sizeof(unsigned));
+    if (!a.part || !a.count || a.warps < 1)
+        goto cleanup;
+    rc = 0;
+    for (int k = 0; k < 2 && !rc; k++) {
+        memset(a.part, 0xff, bytes);
+        rn_emu_blocks_reversed = k;
+        rc = rn_emu_launch(gemv_tc_stream_kernel<T, MT, NT>, dim3((unsigned)blocks),
+                           dim3(32u * RN_CUDA_TC_STREAM_BLOCK_WARPS), 0, te_set(b, k, outs, act),
+                           (const T *)b->x, n, in, a);
+    }
+    rn_emu_blocks_reversed = 0;
+    seen->split = seen->counts_left = 0;
+    for (long g = 0; g < groups; g++) {
+        long long u0 = (long long)g * a.kb;
+        seen->split += rn_tc_stream_warp_of(a.units, a.warps, u0) !=
+                       rn_tc_stream_warp_of(a.units, a.warps, u0 + a.kb - 1);
+        seen->counts_left += a.count[g];
+    }
+cleanup:
+    free(a.part);
+    free(a.count);
+    return rc;
+}
+
+/* See check_gemv_emu.c: the stream-K kernel on n rows of in columns, the
+ * plain job and the GLU job of te_set, planned for n_sms SMs.  exact:
+ * small-integer values, each output held to its exact sum (*wrong);
+ * else values with every mantissa bit, the plain job's outputs held
+ * within 2^-16 of the sum of their products' magnitudes (fp32 sums of
+ * up to a few thousand terms stay far inside).  Returns the outputs whose
+ * bits differ between the blocks in order and in reverse, or -1 when the
+ * launches fail; *unset: outputs NaN (never stored, or a slot read
+ * unwritten). */
+extern "C" long rn_emu_gemv_tc_stream_check(int t, int n, int in, const int *outs, int n_sms,
+                                            int exact, uint32_t seed, long *unset, long *wrong,
+                                            long *split, long *counts_left)
+{
+    te_bufs b;
+    memset(&b, 0, sizeof b);
+    double *ref[3] = {NULL, NULL, NULL}, *xr = NULL;
+    long differ = -1;
+    int rows[3] = {outs[0], outs[1], outs[1]}, act = RN_ACT_SWISH;
+    te_stream_seen seen = {-1, -1};
+    *unset = *wrong = -1;
+    int ok = 1;
+    for (int i = 0; i < 3; i++) {
+        size_t c = (size_t)rows[i] * (size_t)in;
+        b.W[i] = exact ? te_values(t, c, &ref[i], &seed) : te_rough(t, c, &ref[i], &seed);
+        ok &= b.W[i] && ref[i];
+    }
+    b.x = exact ? te_values(t, (size_t)n * (size_t)in, &xr, &seed)
+                : te_rough(t, (size_t)n * (size_t)in, &xr, &seed);
+    ok &= b.x && xr;
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 2; j++) {
+            size_t yn = (size_t)n * (size_t)outs[j];
+            b.y[k][j] = (float *)rn_emu_alloc(yn, sizeof(float));
+            ok &= b.y[k][j] != NULL;
+            if (b.y[k][j])
+                memset(b.y[k][j], 0xff, yn * sizeof(float));
+        }
+    if (!ok)
+        goto cleanup;
+    {
+        int rc = -1;
+        tc_stream_with_shape(n, [&](auto mt, auto nt) {
+            constexpr int MT = decltype(mt)::value, NT = decltype(nt)::value;
+            rc = t == RN_DT_BF16
+                     ? te_stream_launch<__nv_bfloat16, MT, NT>(&b, outs, act, n, in, n_sms, &seen)
+                     : te_stream_launch<__half, MT, NT>(&b, outs, act, n, in, n_sms, &seen);
+        });
+        if (rc)
+            goto cleanup;
+    }
+    differ = *unset = *wrong = 0;
+    for (int j = 0; j < 2; j++)
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < outs[j]; r++) {
+                size_t at = (size_t)i * (size_t)outs[j] + (size_t)r;
+                float fwd = b.y[0][j][at], rev = b.y[1][j][at];
+                *unset += fwd != fwd || rev != rev;
+                differ += memcmp(&fwd, &rev, sizeof fwd) != 0;
+                if (exact) {
+                    float want_v = te_expect(ref, xr, j, i, r, in, act);
+                    *wrong += memcmp(&fwd, &want_v, sizeof fwd) != 0;
+                } else if (j == 0) {
+                    double mag = 0.0;
+                    for (int k = 0; k < in; k++)
+                        mag += fabs(ref[0][(size_t)r * (size_t)in + (size_t)k] *
+                                    xr[(size_t)i * (size_t)in + (size_t)k]);
+                    *wrong += fabs((double)fwd - te_dot(ref[0], xr, r, i, in)) > mag * 0x1p-16;
+                }
+            }
+cleanup:
+    *split = seen.split, *counts_left = seen.counts_left;
+    te_free(&b);
+    for (int i = 0; i < 3; i++)
+        free(ref[i]);
+    free(xr);
+    return differ;
+}
