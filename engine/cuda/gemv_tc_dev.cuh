@@ -370,17 +370,28 @@ __device__ static inline void tc_stream_settle(const rk_gemv_set &set, float (*a
     if (arrived != (unsigned)(wl - wf))
         return;
     __threadfence();
-    for (int o = wf; o <= wl; o++) {
-        int j = g - (int)(rn_tc_stream_begin(a.units, a.warps, o) / a.kb);
-        const float *p = tc_stream_slot<V>(a, o, j);
-        float part[V];
+    __syncwarp();                       /* lane 0 saw the count: the others read after it */
+    for (int o = wf; o <= wl; o += 2) { /* two slots' loads in flight, then their adds */
+        float part[2][V];
 #pragma unroll
-        for (int v = 0; v < V; v++)
-            part[v] = __ldcg(p + v * 32 + lane);
+        for (int h = 0; h < 2; h++) {
+            if (o + h > wl)
+                break;
+            int j = g - (int)(rn_tc_stream_begin(a.units, a.warps, o + h) / a.kb);
+            const float *p = tc_stream_slot<V>(a, o + h, j);
 #pragma unroll
-        for (int v = 0; v < V; v++) {
-            float &sum = acc[v / (8 * NT)][v / 8 % NT][v / 4 % 2][v % 4];
-            sum = o == wf ? part[v] : sum + part[v];
+            for (int v = 0; v < V; v++)
+                part[h][v] = __ldcg(p + v * 32 + lane);
+        }
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            if (o + h > wl)
+                break;
+#pragma unroll
+            for (int v = 0; v < V; v++) {
+                float &sum = acc[v / (8 * NT)][v / 8 % NT][v / 4 % 2][v % 4];
+                sum = o + h == wf ? part[h][v] : sum + part[h][v];
+            }
         }
     }
     if (lane == 0)

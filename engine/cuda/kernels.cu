@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "kernels.cuh"
@@ -1115,15 +1116,23 @@ static void gemv_tc_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh,
            s.sh.k_per_warp);
 }
 
-static std::atomic<long> tc_stream_launches;
+static std::atomic<long> tc_stream_launches, tc_stream_short;
 
 long rk_gemv_tc_stream_launches(void)
 {
     return tc_stream_launches.load();
 }
 
-/* The stream-K launch of MT, NT (gemv_tc_stream_kernel) where o's buffers
- * hold what it needs; false where they do not (nothing launched). */
+long rk_gemv_tc_stream_short(void)
+{
+    return tc_stream_short.load();
+}
+
+/* The stream-K launch of MT, NT (gemv_tc_stream_kernel) where the plan
+ * takes the set (its groups spread over few enough warps) and o's buffers
+ * hold what it needs; false where not (nothing launched).  Buffers too
+ * small mean rn_cuda_tc_stream_bytes missed a launch the backend makes:
+ * counted, and said once on stderr. */
 template <typename T, int MT, int NT>
 static bool gemv_tc_stream_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh, int n,
                                   int in, const rk_tc_opts *o)
@@ -1132,8 +1141,16 @@ static bool gemv_tc_stream_launch(cudaStream_t st, const rk_gemv_set *set, const
     int blocks = 0;
     tc_stream_args a = tc_stream_for<MT, NT>(pairs, in, o->n_sms, &blocks, &bytes);
     long groups = (long)((pairs + 8 * NT - 1) / (8 * NT));
-    if (a.warps < 1 || bytes > o->stream_part_bytes || groups > o->stream_groups)
+    if (a.warps < 1)
         return false;
+    if (bytes > o->stream_part_bytes || groups > o->stream_groups) {
+        if (tc_stream_short++ == 0)
+            fprintf(stderr,
+                    "cuda backend: a stream-K GEMV needs %zu bytes and %ld counters, more than "
+                    "its buffers: the register kernel instead\n",
+                    bytes, groups);
+        return false;
+    }
     a.part = o->stream_part, a.count = o->stream_count;
     launch(gemv_tc_stream_kernel<T, MT, NT>, (unsigned)blocks, 32u * RN_CUDA_TC_STREAM_BLOCK_WARPS,
            0, st, *set, xh, n, in, a);

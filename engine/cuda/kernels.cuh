@@ -252,8 +252,10 @@ void rk_gemv_tc(cudaStream_t st, const rk_gemv_set *set, int t, const void *xh, 
 int rk_gemv_tc_prepare(size_t smem_block);
 /* rk_gemv_tc launches through a ring of p stages so far in this process. */
 long rk_gemv_tc_ring_launches(int p);
-/* rk_gemv_tc launches of the stream-K kernel so far in this process. */
+/* rk_gemv_tc launches of the stream-K kernel so far in this process, and
+ * those it planned but found its buffers too small for. */
 long rk_gemv_tc_stream_launches(void);
+long rk_gemv_tc_stream_short(void);
 /* The partial sums' bytes (returned) and the counters (*groups) that the
  * stream-K launch of a set of pairs row pairs of in columns over n rows on
  * n_sms SMs needs: rk_tc_opts' stream buffers at least that large. */

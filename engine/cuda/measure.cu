@@ -408,6 +408,11 @@ extern "C" long rn_cuda_tc_stream_launches(void)
     return rk_gemv_tc_stream_launches();
 }
 
+extern "C" long rn_cuda_tc_stream_short(void)
+{
+    return rk_gemv_tc_stream_short();
+}
+
 extern "C" long rn_cuda_l2_fetches(void)
 {
     return rk_l2_fetches();

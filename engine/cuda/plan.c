@@ -286,7 +286,7 @@ int rn_cuda_tc_groups(size_t pairs, int n_sms, int want)
 
 rn_cuda_tc_stream rn_cuda_tc_stream_plan(long groups, int in, int n_sms)
 {
-    rn_cuda_tc_stream s = {0, 0, 0, 0, 0};
+    rn_cuda_tc_stream s = {0, 0, 0, 0, 0, 0};
     if (groups <= 0 || in <= 0)
         return s;
     s.kb = (in + RN_TC_KBLOCK - 1) / RN_TC_KBLOCK;
@@ -299,6 +299,13 @@ rn_cuda_tc_stream rn_cuda_tc_stream_plan(long groups, int in, int n_sms)
     long long most = (s.units + s.warps - 1) / s.warps;
     long long touch = (most - 1) / s.kb + 2;
     s.slots = (int)(touch < groups ? touch : groups);
+    /* runs of at least `least` units: a group's kb units meet at most
+     * (kb - 2) / least + 2 of them (one unit each at its two ends) */
+    long long least = s.units / s.warps;
+    long long spread = s.kb < 2 ? 1 : (s.kb - 2) / least + 2;
+    s.spread = (int)(spread < s.warps ? spread : s.warps);
+    if (s.spread > RN_CUDA_TC_STREAM_SPREAD_MAX)
+        s.warps = s.blocks = s.slots = 0;
     return s;
 }
 

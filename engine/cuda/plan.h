@@ -231,12 +231,20 @@ int rn_cuda_tc_groups(size_t pairs, int n_sms, int want);
  * group's last warp to finish adds its parts in warp order: slots is the
  * most groups one warp's run can touch.  The grid depends on the device's
  * SMs and the set's shape, never on the rows, so neither do the sums'
- * order and bits.  warps 0: nothing to do. */
+ * order and bits.  spread bounds the warps one group's units fall to, so
+ * the slots its last warp reads: a launch whose groups would spread over
+ * more than RN_CUDA_TC_STREAM_SPREAD_MAX warps -- few groups of a long
+ * input width, as the 1.3B o and down projections (64 groups of 128 and
+ * 171 units on 2,112 warps: about 33 each) -- is not planned (warps 0): its last
+ * warps would read dozens of slots one after another at the launch's end,
+ * and the register kernel's grid of whole groups is about one wave there
+ * anyway (128 blocks on 132 SMs).  warps 0: not this kernel. */
 #define RN_CUDA_TC_STREAM_BLOCK_WARPS 8
 #define RN_CUDA_TC_STREAM_WARPS_PER_SM 16
+#define RN_CUDA_TC_STREAM_SPREAD_MAX 8
 typedef struct rn_cuda_tc_stream {
     long long units;
-    int kb, warps, blocks, slots;
+    int kb, warps, blocks, slots, spread;
 } rn_cuda_tc_stream;
 rn_cuda_tc_stream rn_cuda_tc_stream_plan(long groups, int in, int n_sms);
 /* Bytes of partial sums a launch of plan s needs at acc floats a lane (MT

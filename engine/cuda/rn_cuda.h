@@ -78,8 +78,10 @@ int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int l
 int rn_cuda_tc_stream_check(int in, int out, int n, int t, int n_sms, uint32_t seed, double *worst,
                             long *differ, long *left);
 /* Launches of the stream-K GEMV so far in this process; a decode graph
- * makes its launches once, when it is captured. */
+ * makes its launches once, when it is captured.  _short: those it planned
+ * but whose buffers were too small (the register kernel ran instead). */
 long rn_cuda_tc_stream_launches(void);
+long rn_cuda_tc_stream_short(void);
 
 /* The fused chunkwise retention read-out (rk_ret_fused, its operands
  * rounded to bf16 first, each head's dv columns in parts shares of a block

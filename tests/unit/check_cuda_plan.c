@@ -296,21 +296,31 @@ END_TEST
  * warp, every warp at least one and the same count within one;
  * rn_tc_stream_warp_of names each unit's warp (the kernel finds a group's
  * first and last warps with it); no warp's run touches more groups than
- * its slots; the grid stays within RN_CUDA_TC_STREAM_WARPS_PER_SM warps an
- * SM.  Shapes: the 1.3B preset's q/k/v/g (384 groups of 2048 columns), o
- * (64 of 4096) and LM head on 132 SMs, and small ones where runs span
- * several groups or fewer units than the SMs' warps. */
+ * its slots, no group meets more warps than the spread; the grid stays
+ * within RN_CUDA_TC_STREAM_WARPS_PER_SM warps an SM; a launch whose groups
+ * would spread over more than RN_CUDA_TC_STREAM_SPREAD_MAX warps is not
+ * planned.  Shapes: the 1.3B preset's q/k/v/g (384 groups of 2048
+ * columns, planned), o and down (64 of 4096 and 5464: not) and LM head on
+ * 132 SMs, and small ones where runs span several groups or fewer units
+ * than the SMs' warps. */
 START_TEST(test_cuda_tc_stream_splits_evenly)
 {
-    static const long shapes[][3] = {{384, 2048, 132}, {64, 4096, 132}, {1000, 2048, 132},
-                                     {5, 64, 1},       {3, 40, 2},      {1, 8, 132},
-                                     {7, 1024, 3},     {40, 96, 1}};
+    static const long shapes[][3] = {
+        {384, 2048, 132}, {64, 4096, 132}, {1000, 2048, 132}, {5, 64, 1},      {3, 40, 2},
+        {1, 8, 132},      {7, 1024, 3},    {40, 96, 1},       {64, 5464, 132}, {25, 520, 1}};
+    int planned = 0, declined = 0;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         long groups = shapes[i][0];
         int in = (int)shapes[i][1], n_sms = (int)shapes[i][2];
         rn_cuda_tc_stream s = rn_cuda_tc_stream_plan(groups, in, n_sms);
         ck_assert_int_eq(s.kb, (in + RN_TC_KBLOCK - 1) / RN_TC_KBLOCK);
         ck_assert(s.units == (long long)groups * s.kb);
+        if (s.spread > RN_CUDA_TC_STREAM_SPREAD_MAX) {
+            ck_assert(s.warps == 0 && s.blocks == 0 && s.slots == 0);
+            declined++;
+            continue;
+        }
+        planned++;
         ck_assert(s.warps >= 1 && s.warps <= RN_CUDA_TC_STREAM_WARPS_PER_SM * n_sms &&
                   s.warps <= s.units);
         ck_assert(s.warps == RN_CUDA_TC_STREAM_WARPS_PER_SM * n_sms || s.warps == s.units);
@@ -331,13 +341,48 @@ START_TEST(test_cuda_tc_stream_splits_evenly)
             long long touched = (e - 1) / s.kb - b / s.kb + 1;
             most_groups = touched > most_groups ? touched : most_groups;
         }
+        for (long g = 0; g < groups; g++) {
+            long long u0 = (long long)g * s.kb;
+            int met = rn_tc_stream_warp_of(s.units, s.warps, u0 + s.kb - 1) -
+                      rn_tc_stream_warp_of(s.units, s.warps, u0) + 1;
+            ck_assert_msg(met <= s.spread, "shape %zu group %ld: %d warps, spread %d", i, g, met,
+                          s.spread);
+        }
         ck_assert_msg(most_groups <= s.slots && s.slots <= groups,
                       "shape %zu: a run touches %lld groups, %d slots", i, most_groups, s.slots);
         ck_assert(rn_cuda_tc_stream_part_bytes(&s, 16) ==
                   (size_t)s.warps * (size_t)s.slots * 16 * 32 * sizeof(float));
     }
+    ck_assert(planned >= 7 && declined >= 2);
+    ck_assert_int_gt(rn_cuda_tc_stream_plan(384, 2048, 132).warps, 0);
+    ck_assert_int_eq(rn_cuda_tc_stream_plan(64, 4096, 132).warps, 0);
     ck_assert_int_eq(rn_cuda_tc_stream_plan(0, 2048, 132).warps, 0);
     ck_assert_int_eq(rn_cuda_tc_stream_plan(4, 0, 132).warps, 0);
+}
+END_TEST
+
+/* What rn_cuda_tc_stream_bytes rests on: counting a set's groups high
+ * never asks less of the buffers.  With more groups a warp's run is no
+ * shorter, so a group spreads over no more warps (a set planned stays
+ * planned when counted high), and the launch's slots, warps x slots, never
+ * fewer. */
+START_TEST(test_cuda_tc_stream_needs_grow_with_groups)
+{
+    static const int widths[] = {64, 520, 2048, 4096, 5464};
+    static const int sms[] = {1, 3, 132};
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
+        for (size_t k = 0; k < sizeof sms / sizeof sms[0]; k++) {
+            rn_cuda_tc_stream a = rn_cuda_tc_stream_plan(1, widths[i], sms[k]);
+            for (long g = 2; g <= 3000; g++) {
+                rn_cuda_tc_stream b = rn_cuda_tc_stream_plan(g, widths[i], sms[k]);
+                ck_assert_msg(b.spread <= a.spread, "in %d, %d SMs, %ld groups: spread %d > %d",
+                              widths[i], sms[k], g, b.spread, a.spread);
+                ck_assert_msg(!a.warps ||
+                                  (long long)b.warps * b.slots >= (long long)a.warps * a.slots,
+                              "in %d, %d SMs, %ld groups: fewer slots", widths[i], sms[k], g);
+                a = b;
+            }
+        }
 }
 END_TEST
 
@@ -662,6 +707,7 @@ Suite *cuda_plan_suite(void)
     tcase_add_test(tc, test_cuda_tc_loads_apply);
     tcase_add_test(tc, test_cuda_tc_stages_fit);
     tcase_add_test(tc, test_cuda_tc_stream_splits_evenly);
+    tcase_add_test(tc, test_cuda_tc_stream_needs_grow_with_groups);
     tcase_add_test(tc, test_cuda_tc_stream_bytes_cover_each_launch);
     tcase_add_test(tc, test_cuda_ret_parts_fill_one_wave);
     tcase_add_test(tc, test_cuda_tc_weights_fit_every_matrix);

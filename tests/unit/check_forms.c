@@ -422,13 +422,16 @@ static void check_tc_variant(const int sh[3], int loads, int stages, int exact, 
  * same bits over three launches (a group's parts added in warp order
  * whichever warp comes last, in whatever order the SMs finish) and every
  * counter back at zero.  Input width, outputs, rows, SMs planned for (0:
- * the device's): 4 warps to a group, runs of 2 units, four m-tiles with
- * runs across two groups, a width that ends inside a unit, and on the
- * whole device a q/k/v/g-like set and an LM-head-like one of 2,000 groups. */
+ * the device's): 4 warps to a group, runs of 8 units, four m-tiles with
+ * runs across two groups, a width that ends inside a unit, runs across
+ * groups into their short last unit, and on the whole device the 1.3B
+ * q/k/v/g's shape (384 groups, each over up to 7 warps) and an
+ * LM-head-like one of 2,000 groups. */
 START_TEST(test_forms_tc_stream_matches_registers)
 {
-    static const int shapes[][4] = {{2048, 100, 16, 1}, {1024, 62, 5, 2},    {4096, 96, 40, 1},
-                                    {520, 34, 3, 1},    {2048, 6000, 16, 0}, {256, 64000, 16, 0}};
+    static const int shapes[][4] = {{2048, 100, 16, 1}, {1024, 124, 5, 1}, {4096, 96, 40, 1},
+                                    {520, 66, 3, 1},    {520, 1200, 6, 1}, {2048, 12288, 16, 0},
+                                    {256, 64000, 16, 0}};
     static const int dtypes[] = {RN_DT_BF16, RN_DT_F16};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (size_t d = 0; d < 2; d++) {

@@ -142,18 +142,20 @@ END_TEST
 /* The stream-K tensor-core GEMV (RETNET_CUDA_TC_STREAM): rows, input
  * width, the two jobs' outputs, SMs it is planned for, and the groups that
  * must be split among warps.  Runs of two or three units in every group,
- * of a unit each (four m-tiles, one pair group), one group of 128 units
- * with pairs missing, a width that leaves the last unit short (520), runs
- * across up to four groups with some groups a warp's alone, and one unit
- * for a block of 8 warps (7 with nothing to do).  Each shape with small
+ * of a unit each (four m-tiles, one pair group), three groups of 128 units
+ * with pairs missing from the last, a width that leaves a group's last
+ * unit short (520), with runs that cross into a group and reach its short
+ * unit (the next group's k clipped at the width), runs across up to four
+ * groups with some groups a warp's alone, and one unit for a block of 8
+ * warps (7 with nothing to do).  Each shape with small
  * integers (every output its exact sum) and with values using every
  * mantissa bit (the plain job within its bound), the blocks in order and
  * in reverse giving the same bits: the parts of a group are added in the
  * same order whichever warp comes last. */
 static const int stream_cases[][6] = {
-    {16, 256, 64, 48, 1, 5}, {3, 1024, 30, 20, 2, 3}, {20, 512, 32, 16, 1, 2},
-    {40, 128, 16, 8, 1, 2},  {16, 4096, 8, 4, 1, 1},  {8, 64, 1000, 200, 1, 8},
-    {5, 520, 33, 16, 1, 3},  {4, 32, 6, 2, 1, 0},
+    {16, 256, 64, 48, 1, 5}, {3, 1024, 30, 20, 1, 3},  {20, 512, 64, 32, 1, 4},
+    {40, 128, 16, 8, 1, 2},  {16, 4096, 40, 20, 1, 3}, {8, 64, 1000, 200, 1, 8},
+    {5, 520, 33, 16, 1, 3},  {6, 520, 400, 200, 1, 1}, {4, 32, 6, 2, 1, 0},
 };
 #define N_STREAM_CASES (int)(sizeof stream_cases / sizeof stream_cases[0])
 

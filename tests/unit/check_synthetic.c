@@ -545,22 +545,28 @@ END_TEST
 
 /* The stream-K tensor-core GEMV (RETNET_CUDA_TC_STREAM) inside the
  * engine: the mixed-position test's 40-row decode steps and its prefill
- * chunks (64 rows and their tails) through it (RETNET_CUDA_TC_MAX=64,
- * RETNET_CUDA_GEMV_MAX=0: every row count up to 64), against the CPU's
- * recurrent form at the 16-bit tolerance (it sums in another order than
- * the register kernel), and known to have run. */
+ * chunks (64 rows and their tails) through the tensor-core GEMV
+ * (RETNET_CUDA_TC_MAX=64, RETNET_CUDA_GEMV_MAX=0: every row count up to
+ * 64), against the CPU's recurrent form at the 16-bit tolerance (it sums
+ * in another order than the register kernel), stream-K launches known to
+ * have run and none short of buffers (the engine sized them for every
+ * launch it makes).  On an H100's 132 SMs the small model's projections
+ * would spread a group over more than RN_CUDA_TC_STREAM_SPREAD_MAX warps
+ * and keep the register kernel; its LM head (563 groups of 17 units)
+ * takes the stream-K grid. */
 START_TEST(test_synthetic_tc_stream_decode)
 {
     static cuda_env env[] = {{"RETNET_CUDA_TC_STREAM", "1"},
                              {"RETNET_CUDA_GEMV_MAX", "0"},
                              {"RETNET_CUDA_TC_MAX", "64"}};
     char *saved[ENV_MAX];
-    long before = rn_cuda_tc_stream_launches();
+    long before = rn_cuda_tc_stream_launches(), short_before = rn_cuda_tc_stream_short();
     env_set(env, ENV_COUNT(env), saved);
     ck_assert_int_eq(configs[2].dtype, RN_DT_BF16);
     check_batched_decode(2); /* the bf16 model: the tensor-core GEMV takes 16-bit weights */
     env_restore(env, ENV_COUNT(env), saved);
     ck_assert_int_gt(rn_cuda_tc_stream_launches() - before, 1);
+    ck_assert_int_eq(rn_cuda_tc_stream_short() - short_before, 0);
 }
 END_TEST
 #endif
