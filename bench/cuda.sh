@@ -19,7 +19,7 @@
 # LT_PAIRS=0, RET_SPLIT=0), STEP_EARLY=1 at 16 and 64, LT_TUNE, RESID_GEMM,
 # RET_SPLIT=2, TC_ASYNC and the peer at batches 1 and 16: a few minutes
 # instead of the whole sweep.
-# BENCH_CUDA=fast: less again (decode at 1, 2, 16, 64 and 256, prefill of
+# BENCH_CUDA=fast: less again (decode at 1, 2, 4, 8, 16, 64 and 256, prefill of
 # 512, 2k and 8k, the switches not yet measured -- RET_WIDE,
 # RET_SPLIT, RET_NORM, LT_TUNE at 512, L2_FORK, GEMV_GROUPNORM, the
 # tensor-core GEMV's shapes and its stream-K grid --,
@@ -208,7 +208,8 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     # the targets' batches and prompts, the switches not yet measured, the
     # defaults of 27 Nov against what they replaced, and the timeline, for
     # a device lent for minutes
-    run ours -- --batches 1,2,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
+    # (4 and 8: the stream-K GEMV's baseline; the tensor-core GEMV's range)
+    run ours -- --batches 1,2,4,8,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
     ret_wide
     ret_split
