@@ -18,6 +18,10 @@ otherwise.
 --json reads the bench's JSON (its copy_GBps and weight_bytes) to say at
 what rate the GEMVs' owned time moves the weights.
 
+The idle time is also split by what lies on either side of each gap: a
+cuBLAS product (launched in plain stream order), a copy, or one of ours
+(launched dependent on its predecessor where that is on).
+
 Copies (rows of kind "copy") are device work like kernels.  The runtime
 API's calls (kind "api", on the host, on the same clock) say what the host
 was doing while the device sat idle: each idle moment goes to the call
@@ -119,6 +123,29 @@ def class_of(name):
     return "other"
 
 
+def side_of(name):
+    """What a gap's neighbour is: a cuBLAS product, a copy, or one of ours."""
+    c = class_of(name)
+    return "GEMM" if c == "cuBLAS GEMM" else "copy" if c == "copy" else "ours"
+
+
+def idle_by_neighbours(kernels):
+    """{(before, after): [ns, gaps]}: each idle gap by the side (side_of)
+    of the kernel that ended last before it and of the one that starts it.
+    Our kernels launch dependent on their predecessor (they start early and
+    wait inside), cuBLAS's products in plain stream order, so the gaps
+    next to a GEMM are what dependent launch cannot reach."""
+    out, t, last = {}, None, None
+    for start, end, name in sorted(kernels):
+        if t is not None and start > t:
+            v = out.setdefault((side_of(last), side_of(name)), [0, 0])
+            v[0] += start - t
+            v[1] += 1
+        if t is None or end > t:
+            t, last = end, name
+    return out
+
+
 def steps_of(tag):
     m = re.match(r"decode-(?:picks-|top-)?b\d+-s(\d+)$", tag)
     return int(m.group(1)) if m else 1
@@ -162,6 +189,12 @@ def summarize(tag, kernels, top, bench=None, calls=None):
         f"{label} {v[0] * us:,.1f} us ({v[1] / per:g})"
         for label, v in sorted(by_class.items(), key=lambda e: -e[1][0]))
         + f", idle {idle * us:,.1f} us")
+    near = idle_by_neighbours(kernels)
+    if near:
+        out.append("  idle between: " + ", ".join(
+            f"{a}->{b} {v[0] * us:,.1f} us "
+            f"({v[1] / per:g} gaps, {v[0] / v[1] * 1e-3:,.2f} us each)"
+            for (a, b), v in sorted(near.items(), key=lambda e: (-e[1][0], e[0]))))
     if calls:
         by_call = idle_by_call(idle_gaps(kernels), calls)
         parts = sorted(((n, v) for n, v in by_call.items() if n), key=lambda e: (-e[1], e[0]))

@@ -46,6 +46,29 @@ class Attribute(unittest.TestCase):
         self.assertEqual(ts.attribute([]), ({}, 0, 0, 0))
 
 
+class Neighbours(unittest.TestCase):
+    def test_gaps_by_what_lies_either_side(self):
+        # ours, 5 ns, a GEMM, 3 ns, ours, 2 ns, ours; the GEMM outlasts a
+        # kernel that started under it, so it is the one before the 3 ns
+        ks = [(0, 10, "norm_vec_kernel"), (15, 30, "sm90_xmma_gemm_bf16"),
+              (16, 20, "qk_kernel<1>"), (33, 40, "ret_fused_kernel"),
+              (42, 50, "norm_vec_kernel")]
+        near = ts.idle_by_neighbours(ks)
+        self.assertEqual(near, {("ours", "GEMM"): [5, 1], ("GEMM", "ours"): [3, 1],
+                                ("ours", "ours"): [2, 1]})
+        self.assertEqual(sum(v[0] for v in near.values()), ts.attribute(ks)[1])
+
+    def test_copies_and_none(self):
+        self.assertEqual(ts.idle_by_neighbours([]), {})
+        ks = [(0, 4, "memcpy HtoD"), (6, 9, "gemv_split_kernel")]
+        self.assertEqual(ts.idle_by_neighbours(ks), {("copy", "ours"): [2, 1]})
+
+    def test_summary_line(self):
+        ks = [(0, 10_000, "norm_vec_kernel"), (12_000, 20_000, "nvjet_tst_gemm")]
+        text = "\n".join(ts.summarize("prefill-512-c1024", ks, 5))
+        self.assertIn("idle between: ours->GEMM 2.0 us (1 gaps, 2.00 us each)", text)
+
+
 class Csv(unittest.TestCase):
     def test_reads_the_bench_format_and_divides_by_steps(self):
         rows = ["tag,kernel,start_ns,end_ns,grid,block,regs,graph_node",
