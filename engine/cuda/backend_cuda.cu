@@ -166,11 +166,9 @@ struct cuda_ctx {
     int tc_max;     /* above gemv_max and up to this, through rk_gemv_tc (0: never) */
     int gemv_split; /* columns a warp of rk_gemv_multi takes, 0: whole rows */
     rk_tc_opts tc;  /* how rk_gemv_tc streams (RETNET_CUDA_TC_LOADS, RETNET_CUDA_TC_ASYNC) */
-    int tc_stream;  /* RETNET_CUDA_TC_STREAM: the stream-K kernel, tc's buffers in tc_buf */
-    void *tc_buf;
-    int step_early;          /* rk_ret_step loads early up to these rows (RETNET_CUDA_STEP_EARLY) */
-    int norm_vec;            /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
-    int half_t;              /* common_half: the dtype producers may round their output to, or -1 */
+    int step_early; /* rk_ret_step loads early up to these rows (RETNET_CUDA_STEP_EARLY) */
+    int norm_vec;   /* norms hold their rows in registers (RETNET_CUDA_NORM_VEC) */
+    int half_t;     /* common_half: the dtype producers may round their output to, or -1 */
     const float *rounded[2]; /* rows a producer wrote only rounded, into half[i] (half_out) */
     int pdl;                 /* dependent launch for decode steps on the GEMV path (rk_set_pdl) */
     int prefill_pdl;         /* and for prefill chunks' own kernels (RETNET_CUDA_PREFILL_PDL) */
@@ -1521,8 +1519,9 @@ static void cuda_deinit(void *ctx)
                 cudaGraphExecDestroy(x->graphs[w][n]);
         free(x->graphs[w]);
     }
-    void *bufs[] = {x->wdev, x->states,    x->sscr, x->x, x->A,     x->part,
-                    x->top,  x->log_gamma, x->ws,   x->U, x->tc_buf};
+    /* tc.stream_part starts the stream-K GEMV's one allocation */
+    void *bufs[] = {x->wdev, x->states, x->sscr,          x->x, x->A, x->part, x->top, x->log_gamma,
+                    x->ws,   x->U,      x->tc.stream_part};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         cudaFree(bufs[i]);
     cudaFreeHost(x->step_host); /* step_back is in the same allocation */
@@ -1656,34 +1655,6 @@ cleanup:
     return rc;
 }
 
-/* The stream-K GEMV's partial sums and counters (RETNET_CUDA_TC_STREAM)
- * into x->tc, sized for every launch the model makes
- * (rn_cuda_tc_stream_bytes): a few MiB, owned by x->tc_buf.  Where the
- * device refuses them the switch goes off with a line on stderr. */
-static void alloc_tc_stream(cuda_ctx *x)
-{
-    long groups = 0;
-    size_t part =
-        x->tc_max ? rn_cuda_tc_stream_bytes(x->w, x->c->n_layers, x->n_sms, x->tc_max, &groups) : 0;
-    size_t at = align256(part), bytes = at + (size_t)groups * sizeof(unsigned);
-    if (!x->tc_stream || !part)
-        return;
-    if (cudaMalloc(&x->tc_buf, bytes) != cudaSuccess ||
-        cudaMemset((char *)x->tc_buf + at, 0, bytes - at) != cudaSuccess) {
-        cudaGetLastError();
-        cudaFree(x->tc_buf);
-        x->tc_buf = NULL;
-        x->tc_stream = 0;
-        fprintf(stderr,
-                "cuda backend: no room for the stream-K GEMV's %zu bytes: "
-                "RETNET_CUDA_TC_STREAM off\n",
-                bytes);
-        return;
-    }
-    x->tc.stream_part = (float *)x->tc_buf, x->tc.stream_part_bytes = part;
-    x->tc.stream_count = (unsigned *)((char *)x->tc_buf + at), x->tc.stream_groups = groups;
-}
-
 static int init_tables(cuda_ctx *x, rn_error *err)
 {
     const rn_config *c = x->c;
@@ -1760,6 +1731,35 @@ static int env_int(const char *name, int def, int lo, int hi)
     return n < lo ? lo : n > hi ? hi : n;
 }
 
+/* The stream-K GEMV's partial sums and counters (RETNET_CUDA_TC_STREAM)
+ * into x->tc, sized for every launch the model makes
+ * (rn_cuda_tc_stream_bytes): a few MiB in one allocation, which
+ * x->tc.stream_part owns (NULL: the other kernels).  Where the device
+ * refuses them the switch stays off, with a line on stderr. */
+static void alloc_tc_stream(cuda_ctx *x)
+{
+    long groups = 0;
+    void *buf = NULL;
+    if (!x->tc_max || !env_int("RETNET_CUDA_TC_STREAM", 0, 0, 1))
+        return;
+    size_t part = rn_cuda_tc_stream_bytes(x->w, x->c->n_layers, x->n_sms, x->tc_max, &groups);
+    size_t at = align256(part), bytes = at + (size_t)groups * sizeof(unsigned);
+    if (!part)
+        return;
+    if (cudaMalloc(&buf, bytes) != cudaSuccess ||
+        cudaMemset((char *)buf + at, 0, bytes - at) != cudaSuccess) {
+        cudaGetLastError();
+        cudaFree(buf);
+        fprintf(stderr,
+                "cuda backend: no room for the stream-K GEMV's %zu bytes: "
+                "RETNET_CUDA_TC_STREAM off\n",
+                bytes);
+        return;
+    }
+    x->tc.stream_part = (float *)buf, x->tc.stream_part_bytes = part;
+    x->tc.stream_count = (unsigned *)((char *)buf + at), x->tc.stream_groups = groups;
+}
+
 static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_error *err)
 {
     int rc = RN_OK, dev = 0, major = 0;
@@ -1802,11 +1802,6 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
      * plan's.  At 16 rows of the 1.3B preset ncu found q/k/v/g's 384 blocks
      * in 1.45 waves of 264 and o's and down's 128 one an SM */
     x->tc.k_per_warp = env_int("RETNET_CUDA_TC_KPW", 0, 0, 1 << 16);
-    /* off until measured: the tensor-core GEMV as a stream-K grid, every
-     * warp of the SMs' an even run of the launch's work, where the whole
-     * groups of gemv_tc_kernel's grid leave a partial second wave (384
-     * blocks in 1.45 waves for q/k/v/g at 16 rows on an H100) */
-    x->tc_stream = env_int("RETNET_CUDA_TC_STREAM", 0, 0, 1);
     x->tc.groups = env_int("RETNET_CUDA_TC_GROUPS", 0, 0, 1 << 16);
     if (x->tc.groups != 1 && x->tc.groups != 2)
         x->tc.groups = 0;
@@ -1971,6 +1966,10 @@ static int cuda_init(void **out, const rn_model *m, const rn_engine_opts *o, rn_
     CU(cudaMemset(x->states, 0, x->plan.pool_bytes), "state pool");
     if ((rc = alloc_buffers(x, err)) || (rc = init_tables(x, err)))
         goto cleanup;
+    /* off until measured: the tensor-core GEMV as a stream-K grid, every
+     * warp of the SMs' an even run of the launch's work, where the whole
+     * groups of gemv_tc_kernel's grid leave a partial second wave (384
+     * blocks in 1.45 waves for q/k/v/g at 16 rows on an H100) */
     alloc_tc_stream(x);
     /* the memset and the pageable copies above may still be in flight, and
      * x->st does not wait for the legacy stream */

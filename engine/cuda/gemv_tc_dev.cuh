@@ -523,19 +523,27 @@ static tc_shape tc_shape_for(size_t pairs, int in, int n_sms, int want, size_t s
 }
 
 /* The stream-K launch (gemv_tc_stream_kernel) of MT m-tiles and NT pair
- * groups over pairs row pairs of in columns on n_sms SMs: its plan, and in
- * *part_bytes the partial sums it needs; a ready tc_stream_args but for
- * the buffers. */
+ * groups over pairs row pairs of in columns on n_sms SMs: the kernel's
+ * arguments but for the buffers (a.warps 0: the plan declines the set),
+ * its blocks, and what its buffers must hold: part_bytes of partial sums
+ * and a counter for each of its groups. */
+struct tc_stream_launch_plan {
+    tc_stream_args a;
+    int blocks;
+    size_t part_bytes;
+    long groups;
+};
+
 template <int MT, int NT>
-static tc_stream_args tc_stream_for(size_t pairs, int in, int n_sms, int *blocks,
-                                    size_t *part_bytes)
+static tc_stream_launch_plan tc_stream_for(size_t pairs, int in, int n_sms)
 {
     long groups = (long)((pairs + 8 * NT - 1) / (8 * NT));
     rn_cuda_tc_stream p = rn_cuda_tc_stream_plan(groups, in, n_sms);
-    tc_stream_args a = {p.units, p.kb, p.warps, p.slots, NULL, NULL};
-    *blocks = p.blocks;
-    *part_bytes = rn_cuda_tc_stream_part_bytes(&p, MT * NT * 8);
-    return a;
+    tc_stream_launch_plan l = {{p.units, p.kb, p.warps, p.slots, NULL, NULL},
+                               p.blocks,
+                               rn_cuda_tc_stream_part_bytes(&p, MT * NT * 8),
+                               groups};
+    return l;
 }
 
 /* f(MT, NT) for the stream-K launch of n rows: two pair groups up to 32

@@ -1137,23 +1137,21 @@ template <typename T, int MT, int NT>
 static bool gemv_tc_stream_launch(cudaStream_t st, const rk_gemv_set *set, const T *xh, int n,
                                   int in, const rk_tc_opts *o)
 {
-    size_t pairs = set_pairs(set), bytes = 0;
-    int blocks = 0;
-    tc_stream_args a = tc_stream_for<MT, NT>(pairs, in, o->n_sms, &blocks, &bytes);
-    long groups = (long)((pairs + 8 * NT - 1) / (8 * NT));
+    tc_stream_launch_plan l = tc_stream_for<MT, NT>(set_pairs(set), in, o->n_sms);
+    tc_stream_args a = l.a;
     if (a.warps < 1)
         return false;
-    if (bytes > o->stream_part_bytes || groups > o->stream_groups) {
+    if (l.part_bytes > o->stream_part_bytes || l.groups > o->stream_groups) {
         if (tc_stream_short++ == 0)
             fprintf(stderr,
                     "cuda backend: a stream-K GEMV needs %zu bytes and %ld counters, more than "
                     "its buffers: the register kernel instead\n",
-                    bytes, groups);
+                    l.part_bytes, l.groups);
         return false;
     }
     a.part = o->stream_part, a.count = o->stream_count;
-    launch(gemv_tc_stream_kernel<T, MT, NT>, (unsigned)blocks, 32u * RN_CUDA_TC_STREAM_BLOCK_WARPS,
-           0, st, *set, xh, n, in, a);
+    launch(gemv_tc_stream_kernel<T, MT, NT>, (unsigned)l.blocks,
+           32u * RN_CUDA_TC_STREAM_BLOCK_WARPS, 0, st, *set, xh, n, in, a);
     tc_stream_launches++;
     return true;
 }
@@ -1163,9 +1161,8 @@ size_t rk_gemv_tc_stream_need(size_t pairs, int in, int n, int n_sms, long *grou
     size_t bytes = 0;
     tc_stream_with_shape(n, [&](auto mt, auto nt) {
         constexpr int MT = decltype(mt)::value, NT = decltype(nt)::value;
-        int blocks = 0;
-        tc_stream_for<MT, NT>(pairs, in, n_sms, &blocks, &bytes);
-        *groups = (long)((pairs + 8 * NT - 1) / (8 * NT));
+        tc_stream_launch_plan l = tc_stream_for<MT, NT>(pairs, in, n_sms);
+        bytes = l.part_bytes, *groups = l.groups;
     });
     return bytes;
 }

@@ -530,6 +530,25 @@ static void tc_check_values(uint16_t *h, size_t count, int t, uint32_t *seed)
     }
 }
 
+/* One rk_gemv_tc launch (options o) of the plain job W (out x in, dtype t)
+ * over n input rows xh into y, and y's n x out values into host.  y
+ * starts as NaN each time, so a launch that stores nothing cannot match
+ * (nor pass as the reference).  false on a device error. */
+static bool tc_run_plain(const void *W, const void *xh, float *y, int t, int n, int in, int out,
+                         const rk_tc_opts *o, float *host)
+{
+    size_t yn = (size_t)n * (size_t)out;
+    rk_gemv_set set;
+    memset(&set, 0, sizeof set);
+    set.count = 1;
+    set.job[0].W = W, set.job[0].y = y, set.job[0].out = out, set.job[0].kind = RK_JOB_PLAIN;
+    if (cudaMemset(y, 0xff, yn * sizeof(float)) != cudaSuccess)
+        return false;
+    rk_gemv_tc(0, &set, t, xh, n, in, o);
+    return cudaGetLastError() == cudaSuccess &&
+           cudaMemcpy(host, y, yn * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess;
+}
+
 extern "C" int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t seed, int loads,
                                         int stages, int *ran, long *differ)
 {
@@ -577,20 +596,9 @@ extern "C" int rn_cuda_tc_variant_check(int in, int out, int n, int t, uint32_t 
         cudaMemcpy(dw, hw, wn * 2, cudaMemcpyHostToDevice) != cudaSuccess ||
         cudaMemcpy(dx, hx, xn * 2, cudaMemcpyHostToDevice) != cudaSuccess)
         goto cleanup;
-    for (int v = 0; v < 2; v++) {
-        rk_gemv_set set;
-        memset(&set, 0, sizeof set);
-        set.count = 1;
-        set.job[0].W = dw, set.job[0].y = dy, set.job[0].out = out, set.job[0].kind = RK_JOB_PLAIN;
-        /* the output starts as NaN each time, so a launch that stores
-         * nothing cannot match (nor pass as the reference) */
-        if (cudaMemset(dy, 0xff, yn * sizeof(float)) != cudaSuccess)
+    for (int v = 0; v < 2; v++)
+        if (!tc_run_plain(dw, dx, dy, t, n, in, out, &o[v], hy[v]))
             goto cleanup;
-        rk_gemv_tc(0, &set, t, dx, n, in, &o[v]);
-        if (cudaGetLastError() != cudaSuccess ||
-            cudaMemcpy(hy[v], dy, yn * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
-            goto cleanup;
-    }
     for (int p = 2; p <= RN_CUDA_TC_STAGES_MAX; p++)
         if (rk_gemv_tc_ring_launches(p) != before[p])
             *ran = p;
@@ -693,18 +701,9 @@ extern "C" int rn_cuda_tc_stream_check(int in, int out, int n, int t, int n_sms,
     /* the register kernel, then the stream-K one three times: the same
      * bits each time (its counters back at zero, its parts summed in one
      * order whichever warp comes last) */
-    for (int v = 0; v < 4; v++) {
-        rk_gemv_set set;
-        memset(&set, 0, sizeof set);
-        set.count = 1;
-        set.job[0].W = dw, set.job[0].y = dy, set.job[0].out = out, set.job[0].kind = RK_JOB_PLAIN;
-        if (cudaMemset(dy, 0xff, yn * sizeof(float)) != cudaSuccess) /* NaN: never stored */
+    for (int v = 0; v < 4; v++)
+        if (!tc_run_plain(dw, dx, dy, t, n, in, out, &o[v ? 1 : 0], hy[v]))
             goto cleanup;
-        rk_gemv_tc(0, &set, t, dx, n, in, &o[v ? 1 : 0]);
-        if (cudaGetLastError() != cudaSuccess ||
-            cudaMemcpy(hy[v], dy, yn * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
-            goto cleanup;
-    }
     if (cudaMemcpy(hc, (char *)dbuf + at, (size_t)groups * sizeof(unsigned),
                    cudaMemcpyDeviceToHost) != cudaSuccess)
         goto cleanup;
