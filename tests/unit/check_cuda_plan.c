@@ -386,6 +386,22 @@ START_TEST(test_cuda_tc_stream_needs_grow_with_groups)
 }
 END_TEST
 
+/* w as a model of one layer, layer (zeroed: every matrix absent). */
+static void one_layer_model(rn_weights *w, rn_layer_weights *layer)
+{
+    memset(layer, 0, sizeof *layer);
+    memset(w, 0, sizeof *w);
+    w->layers = layer;
+}
+
+/* t present as an out x in bf16 matrix (its data never read). */
+static void bf16_matrix(rn_tensor *t, int out, int in)
+{
+    static const char byte = 0;
+    t->data = &byte, t->dtype = RN_DT_BF16, t->ndim = 2;
+    t->shape[0] = out, t->shape[1] = in;
+}
+
 /* The stream-K buffers cover every launch a model's projections make:
  * the 1.3B preset's shapes on 132 SMs (q/k/v/g as 6144 rotary pairs in 384
  * groups of 16, o, GLU's 5461 pairs, down, a 32000-word LM head), more
@@ -393,12 +409,9 @@ END_TEST
  * the largest launch asks. */
 START_TEST(test_cuda_tc_stream_bytes_cover_each_launch)
 {
-    static const char byte = 0;
     rn_layer_weights layer;
     rn_weights w;
-    memset(&layer, 0, sizeof layer);
-    memset(&w, 0, sizeof w);
-    w.layers = &layer;
+    one_layer_model(&w, &layer);
     struct {
         rn_tensor *t;
         int out, in;
@@ -406,10 +419,8 @@ START_TEST(test_cuda_tc_stream_bytes_cover_each_launch)
         {&layer.q_w, 2048, 2048},    {&layer.k_w, 2048, 2048},    {&layer.v_w, 4096, 2048},
         {&layer.g_w, 4096, 2048},    {&layer.o_w, 2048, 4096},    {&layer.up_w, 5461, 2048},
         {&layer.gate_w, 5461, 2048}, {&layer.down_w, 2048, 5464}, {&w.lm_head_w, 32000, 2048}};
-    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
-        mats[i].t->data = &byte, mats[i].t->dtype = RN_DT_BF16, mats[i].t->ndim = 2;
-        mats[i].t->shape[0] = mats[i].out, mats[i].t->shape[1] = mats[i].in;
-    }
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+        bf16_matrix(mats[i].t, mats[i].out, mats[i].in);
     long groups = 0, groups64 = 0;
     size_t bytes = rn_cuda_tc_stream_bytes(&w, 1, 132, 16, &groups);
     size_t bytes64 = rn_cuda_tc_stream_bytes(&w, 1, 132, 64, &groups64);
@@ -595,18 +606,13 @@ END_TEST
  * count. */
 START_TEST(test_cuda_tc_weights_fit_every_matrix)
 {
-    static const char byte = 0;
     rn_layer_weights layer;
     rn_weights w;
-    memset(&layer, 0, sizeof layer);
-    memset(&w, 0, sizeof w);
-    w.layers = &layer;
+    one_layer_model(&w, &layer);
     rn_tensor *mats[] = {&layer.q_w, &layer.k_w,  &layer.v_w,    &layer.g_w,
                          &layer.o_w, &layer.up_w, &layer.down_w, &w.lm_head_w};
-    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
-        mats[i]->data = &byte, mats[i]->dtype = RN_DT_BF16, mats[i]->ndim = 2;
-        mats[i]->shape[0] = 16, mats[i]->shape[1] = 64;
-    }
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+        bf16_matrix(mats[i], 16, 64);
     ck_assert(rn_cuda_tc_weights_fit(&w, 1)); /* the gate is absent */
     const rn_tensor *m[RN_CUDA_MATRICES];
     rn_cuda_layer_matrices(&w, 0, m);

@@ -18,17 +18,22 @@
 #define TE_SMEM_BLOCK ((size_t)227 << 10)
 
 /* One case's device-side buffers (rn_emu_alloc: aligned as cudaMalloc's):
- * job 0 plain (W0), job 1 GLU (W1 up, W2 gate). */
+ * job 0 plain (W0), job 1 GLU (W1 up, W2 gate); and the values of the
+ * weights and inputs as doubles (ref, xr), for the expected outputs. */
 struct te_bufs {
     uint16_t *W[3], *x;
     float *y[2][2]; /* [kernel][job] */
+    double *ref[3], *xr;
 };
 
 static void te_free(te_bufs *b)
 {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
         free(b->W[i]);
+        free(b->ref[i]);
+    }
     free(b->x);
+    free(b->xr);
     for (int k = 0; k < 2; k++)
         for (int j = 0; j < 2; j++)
             free(b->y[k][j]);
@@ -49,6 +54,49 @@ static uint16_t *te_values(int t, size_t n, double **ref, uint32_t *seed)
         (*ref)[i] = (double)v;
     }
     return p;
+}
+
+/* n 16-bit values of dtype t in [-1, 1) with every mantissa bit drawn, so
+ * the order of a dot product's sums shows in its bits; *ref as doubles. */
+static uint16_t *te_rough(int t, size_t n, double **ref, uint32_t *seed)
+{
+    uint16_t *p = (uint16_t *)rn_emu_alloc(n, 2);
+    *ref = (double *)malloc(n * sizeof(double));
+    if (!p || !*ref)
+        return p;
+    for (size_t i = 0; i < n; i++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        float v = (float)(*seed >> 8) * 0x1p-23f - 1.0f;
+        p[i] = t == RN_DT_BF16 ? rn__f32_to_bf16(v) : rn__f32_to_f16(v);
+        (*ref)[i] = t == RN_DT_BF16 ? (double)rn__bf16_to_f32(p[i]) : (double)rn__f16_to_f32(p[i]);
+    }
+    return p;
+}
+
+/* b (zeroed) filled for a case of n rows of in values and the jobs'
+ * outputs outs: the weights and inputs small integers (te_values) when
+ * exact, else with every mantissa bit drawn (te_rough), both kernels'
+ * outputs NaN (a store that never came); false when out of memory. */
+static bool te_fill(te_bufs *b, int t, int n, int in, const int *outs, int exact, uint32_t *seed)
+{
+    int rows[3] = {outs[0], outs[1], outs[1]};
+    uint16_t *(*draw)(int, size_t, double **, uint32_t *) = exact ? te_values : te_rough;
+    bool ok = true;
+    for (int i = 0; i < 3; i++) {
+        b->W[i] = draw(t, (size_t)rows[i] * (size_t)in, &b->ref[i], seed);
+        ok &= b->W[i] && b->ref[i];
+    }
+    b->x = draw(t, (size_t)n * (size_t)in, &b->xr, seed);
+    ok &= b->x && b->xr;
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 2; j++) {
+            size_t yn = (size_t)n * (size_t)outs[j];
+            b->y[k][j] = (float *)rn_emu_alloc(yn, sizeof(float));
+            ok &= b->y[k][j] != NULL;
+            if (b->y[k][j])
+                memset(b->y[k][j], 0xff, yn * sizeof(float));
+        }
+    return ok;
 }
 
 /* Row r of W times input row i (in values), exactly. */
@@ -118,26 +166,10 @@ extern "C" long rn_emu_gemv_tc_check(int t, int n, int in, const int *outs, int 
 {
     te_bufs b;
     memset(&b, 0, sizeof b);
-    double *ref[3] = {NULL, NULL, NULL}, *xr = NULL;
     long differ = -1;
-    int rows[3] = {outs[0], outs[1], outs[1]}, act = RN_ACT_SWISH;
+    int act = RN_ACT_SWISH;
     *unset = *wrong = -1;
-    int ok = 1;
-    for (int i = 0; i < 3; i++) {
-        b.W[i] = te_values(t, (size_t)rows[i] * (size_t)in, &ref[i], &seed);
-        ok &= b.W[i] && ref[i];
-    }
-    b.x = te_values(t, (size_t)n * (size_t)in, &xr, &seed);
-    ok &= b.x && xr;
-    for (int k = 0; k < 2; k++)
-        for (int j = 0; j < 2; j++) {
-            size_t yn = (size_t)n * (size_t)outs[j];
-            b.y[k][j] = (float *)rn_emu_alloc(yn, sizeof(float));
-            ok &= b.y[k][j] != NULL;
-            if (b.y[k][j])
-                memset(b.y[k][j], 0xff, yn * sizeof(float)); /* NaN: a store that never came */
-        }
-    if (!ok)
+    if (!te_fill(&b, t, n, in, outs, 1, &seed))
         goto cleanup;
     rn_emu_cp_async_at_issue = at_issue;
     {
@@ -160,7 +192,7 @@ extern "C" long rn_emu_gemv_tc_check(int t, int n, int in, const int *outs, int 
             for (int r = 0; r < outs[j]; r++) {
                 size_t at = (size_t)i * (size_t)outs[j] + (size_t)r;
                 float reg = b.y[0][j][at], ring = b.y[1][j][at];
-                float want_v = te_expect(ref, xr, j, i, r, in, act);
+                float want_v = te_expect(b.ref, b.xr, j, i, r, in, act);
                 *unset += reg != reg || ring != ring;
                 *wrong += memcmp(&reg, &want_v, sizeof reg) != 0;
                 differ += memcmp(&reg, &ring, sizeof reg) != 0;
@@ -168,27 +200,7 @@ extern "C" long rn_emu_gemv_tc_check(int t, int n, int in, const int *outs, int 
 cleanup:
     rn_emu_cp_async_at_issue = 0;
     te_free(&b);
-    for (int i = 0; i < 3; i++)
-        free(ref[i]);
-    free(xr);
     return differ;
-}
-
-/* n 16-bit values of dtype t in [-1, 1) with every mantissa bit drawn, so
- * the order of a dot product's sums shows in its bits; *ref as doubles. */
-static uint16_t *te_rough(int t, size_t n, double **ref, uint32_t *seed)
-{
-    uint16_t *p = (uint16_t *)rn_emu_alloc(n, 2);
-    *ref = (double *)malloc(n * sizeof(double));
-    if (!p || !*ref)
-        return p;
-    for (size_t i = 0; i < n; i++) {
-        *seed = *seed * 1664525u + 1013904223u;
-        float v = (float)(*seed >> 8) * 0x1p-23f - 1.0f;
-        p[i] = t == RN_DT_BF16 ? rn__f32_to_bf16(v) : rn__f32_to_f16(v);
-        (*ref)[i] = t == RN_DT_BF16 ? (double)rn__bf16_to_f32(p[i]) : (double)rn__f16_to_f32(p[i]);
-    }
-    return p;
 }
 
 /* What one case's stream-K launches left: groups whose units several
@@ -206,10 +218,12 @@ template <typename T, int MT, int NT>
 static int te_stream_launch(const te_bufs *b, const int *outs, int act, int n, int in, int n_sms,
                             te_stream_seen *seen)
 {
-    size_t pairs = (size_t)(outs[0] + 1) / 2 + (size_t)outs[1], bytes = 0;
-    int blocks = 0, rc = -1;
-    tc_stream_args a = tc_stream_for<MT, NT>(pairs, in, n_sms, &blocks, &bytes);
-    long groups = (long)((pairs + 8 * NT - 1) / (8 * NT));
+    size_t pairs = (size_t)(outs[0] + 1) / 2 + (size_t)outs[1];
+    tc_stream_launch_plan l = tc_stream_for<MT, NT>(pairs, in, n_sms);
+    tc_stream_args a = l.a;
+    size_t bytes = l.part_bytes;
+    long groups = l.groups;
+    int rc = -1;
     a.part = (float *)rn_emu_alloc(bytes / sizeof(float), sizeof(float));
     a.count = (unsigned *)calloc((size_t)groups, sizeof(unsigned));
     if (!a.part || !a.count || a.warps < 1)
@@ -218,7 +232,7 @@ static int te_stream_launch(const te_bufs *b, const int *outs, int act, int n, i
     for (int k = 0; k < 2 && !rc; k++) {
         memset(a.part, 0xff, bytes);
         rn_emu_blocks_reversed = k;
-        rc = rn_emu_launch(gemv_tc_stream_kernel<T, MT, NT>, dim3((unsigned)blocks),
+        rc = rn_emu_launch(gemv_tc_stream_kernel<T, MT, NT>, dim3((unsigned)l.blocks),
                            dim3(32u * RN_CUDA_TC_STREAM_BLOCK_WARPS), 0, te_set(b, k, outs, act),
                            (const T *)b->x, n, in, a);
     }
@@ -251,29 +265,11 @@ extern "C" long rn_emu_gemv_tc_stream_check(int t, int n, int in, const int *out
 {
     te_bufs b;
     memset(&b, 0, sizeof b);
-    double *ref[3] = {NULL, NULL, NULL}, *xr = NULL;
     long differ = -1;
-    int rows[3] = {outs[0], outs[1], outs[1]}, act = RN_ACT_SWISH;
+    int act = RN_ACT_SWISH;
     te_stream_seen seen = {-1, -1};
     *unset = *wrong = -1;
-    int ok = 1;
-    for (int i = 0; i < 3; i++) {
-        size_t c = (size_t)rows[i] * (size_t)in;
-        b.W[i] = exact ? te_values(t, c, &ref[i], &seed) : te_rough(t, c, &ref[i], &seed);
-        ok &= b.W[i] && ref[i];
-    }
-    b.x = exact ? te_values(t, (size_t)n * (size_t)in, &xr, &seed)
-                : te_rough(t, (size_t)n * (size_t)in, &xr, &seed);
-    ok &= b.x && xr;
-    for (int k = 0; k < 2; k++)
-        for (int j = 0; j < 2; j++) {
-            size_t yn = (size_t)n * (size_t)outs[j];
-            b.y[k][j] = (float *)rn_emu_alloc(yn, sizeof(float));
-            ok &= b.y[k][j] != NULL;
-            if (b.y[k][j])
-                memset(b.y[k][j], 0xff, yn * sizeof(float));
-        }
-    if (!ok)
+    if (!te_fill(&b, t, n, in, outs, exact, &seed))
         goto cleanup;
     {
         int rc = -1;
@@ -295,21 +291,18 @@ extern "C" long rn_emu_gemv_tc_stream_check(int t, int n, int in, const int *out
                 *unset += fwd != fwd || rev != rev;
                 differ += memcmp(&fwd, &rev, sizeof fwd) != 0;
                 if (exact) {
-                    float want_v = te_expect(ref, xr, j, i, r, in, act);
+                    float want_v = te_expect(b.ref, b.xr, j, i, r, in, act);
                     *wrong += memcmp(&fwd, &want_v, sizeof fwd) != 0;
                 } else if (j == 0) {
                     double mag = 0.0;
                     for (int k = 0; k < in; k++)
-                        mag += fabs(ref[0][(size_t)r * (size_t)in + (size_t)k] *
-                                    xr[(size_t)i * (size_t)in + (size_t)k]);
-                    *wrong += fabs((double)fwd - te_dot(ref[0], xr, r, i, in)) > mag * 0x1p-16;
+                        mag += fabs(b.ref[0][(size_t)r * (size_t)in + (size_t)k] *
+                                    b.xr[(size_t)i * (size_t)in + (size_t)k]);
+                    *wrong += fabs((double)fwd - te_dot(b.ref[0], b.xr, r, i, in)) > mag * 0x1p-16;
                 }
             }
 cleanup:
     *split = seen.split, *counts_left = seen.counts_left;
     te_free(&b);
-    for (int i = 0; i < 3; i++)
-        free(ref[i]);
-    free(xr);
     return differ;
 }
