@@ -1,18 +1,118 @@
 /* The CUDA emulation's runtime (cuda_emu.h): launches, barriers, the
  * dynamic shared memory, the warps' exchange slots and each thread's
- * copies in flight. */
-#include <pthread.h>
+ * copies in flight.
+ *
+ * A block's threads are fibers (ucontext) on the launching host thread, run
+ * one at a time: a thread runs until it waits at a barrier or ends, then
+ * the next one runs.  A barrier with n threads costs n context switches in
+ * one process, where host threads cost a futex wake and a schedule each (on
+ * a 2-core machine the emulated read-out took minutes that way).  Threads
+ * that all wait at barriers no thread can fill stop the test with a message
+ * instead of hanging it. */
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
 
 #include "cuda_emu.h"
 
-thread_local dim3 threadIdx;
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMU_ASAN 1
+#endif
+#endif
+#ifdef EMU_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+dim3 threadIdx; /* the running thread's own: set at each switch */
 dim3 blockIdx, gridDim, blockDim;
 
-#define EMU_WARPS 32 /* 1024 threads */
-static pthread_barrier_t emu_block_barrier, emu_warp_barrier[EMU_WARPS];
+#define EMU_WARPS 32   /* 1024 threads */
+#define EMU_COPIES 256 /* cp.async copies a thread may have in flight */
+/* A thread's stack: the kernels' threads reached 5 KiB at most, with
+ * AddressSanitizer too; its swapcontext clears the shadow of the whole
+ * stack it switches to, so a larger one would cost every switch. */
+#define EMU_STACK (1 << 16)
+
+/* The calling thread's cp.async copies not yet landed: their bytes (taken
+ * at the issue), destination and group (committed groups count from 0;
+ * the open one is groups). */
+struct emu_copy {
+    unsigned char bytes[16];
+    void *dst;
+    long group;
+};
+
+/* One CUDA thread: its context and stack, and what the device keeps per
+ * thread. */
+struct emu_fiber {
+    ucontext_t ctx;
+    unsigned char *stack; /* EMU_STACK bytes above a guard page */
+    dim3 tid;
+    int done;
+    unsigned xturn; /* its warp-wide instructions so far */
+    int n_copies;
+    long groups;
+    emu_copy copies[EMU_COPIES];
+#ifdef EMU_ASAN
+    void *fake_stack;
+#endif
+};
+
+/* A barrier of `expected` threads; gen counts the times it filled. */
+struct emu_barrier {
+    unsigned arrived, expected;
+    unsigned long gen;
+};
+
+static emu_barrier emu_block_barrier, emu_warp_barrier[EMU_WARPS];
 static unsigned char *emu_smem;
+static emu_fiber *emu_fibers, *emu_cur; /* the block's threads; the running one */
+static ucontext_t emu_sched;            /* the launching thread, between threads */
+static unsigned long emu_progress;      /* arrivals and ends: a round without any is a deadlock */
+static void (*emu_body)(void *);
+static void *emu_ctx;
+#ifdef EMU_ASAN
+static const void *emu_sched_stack;
+static size_t emu_sched_stack_size;
+#endif
+
+/* Back to the launching thread's loop, which runs the next thread (not
+ * inlined: the callers' locals stay out of swapcontext's frame). */
+__attribute__((noinline)) static void emu_yield(void)
+{
+#ifdef EMU_ASAN
+    __sanitizer_start_switch_fiber(&emu_cur->fake_stack, emu_sched_stack, emu_sched_stack_size);
+#endif
+    swapcontext(&emu_cur->ctx, &emu_sched);
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(emu_cur->fake_stack, NULL, NULL);
+#endif
+}
+
+static void emu_barrier_wait(emu_barrier *b)
+{
+    unsigned long gen = b->gen;
+    emu_progress++;
+    if (++b->arrived == b->expected) {
+        b->arrived = 0;
+        b->gen++;
+        return;
+    }
+    while (b->gen == gen)
+        emu_yield();
+}
+
+static void emu_barrier_init(emu_barrier *b, unsigned expected)
+{
+    b->arrived = 0, b->expected = expected, b->gen = 0;
+}
 
 static unsigned emu_linear(const dim3 &t)
 {
@@ -21,12 +121,12 @@ static unsigned emu_linear(const dim3 &t)
 
 void __syncthreads(void)
 {
-    pthread_barrier_wait(&emu_block_barrier);
+    emu_barrier_wait(&emu_block_barrier);
 }
 
 void __syncwarp(void)
 {
-    pthread_barrier_wait(&emu_warp_barrier[emu_linear(threadIdx) / 32]);
+    emu_barrier_wait(&emu_warp_barrier[emu_linear(threadIdx) / 32]);
 }
 
 unsigned char *rn_emu_dynamic_smem(void)
@@ -53,38 +153,25 @@ double *rn_emu_exchange(void)
  * barrier of the instruction between, which every lane reaches after it
  * has read that set -- one barrier an instruction, not two. */
 static unsigned char emu_xbytes[EMU_WARPS][2][32][64];
-static thread_local unsigned emu_xturn; /* the calling thread's instructions so far */
 
 unsigned char *rn_emu_xbytes(void)
 {
-    return &emu_xbytes[emu_linear(threadIdx) / 32][emu_xturn++ & 1][0][0];
+    return &emu_xbytes[emu_linear(threadIdx) / 32][emu_cur->xturn++ & 1][0][0];
 }
-
-/* The calling thread's cp.async copies not yet landed: their bytes (taken
- * at the issue), destination and group (committed groups count from 0;
- * the open one is emu_groups). */
-#define EMU_COPIES 256
-struct emu_copy {
-    unsigned char bytes[16];
-    void *dst;
-    long group;
-};
-static thread_local emu_copy emu_copies[EMU_COPIES];
-static thread_local int emu_n_copies;
-static thread_local long emu_groups;
 
 int rn_emu_cp_async_at_issue;
 int rn_emu_blocks_reversed;
 
 void rn_cp_async16_zfill(void *dst, const void *src, int n)
 {
-    if ((uintptr_t)dst % 16 || (uintptr_t)src % 16 || emu_n_copies == EMU_COPIES ||
+    emu_fiber *f = emu_cur;
+    if ((uintptr_t)dst % 16 || (uintptr_t)src % 16 || f->n_copies == EMU_COPIES ||
         (n != 0 && n != 16))
         abort(); /* the device's alignment; a kernel that never waits */
-    emu_copy *c = &emu_copies[emu_n_copies++];
+    emu_copy *c = &f->copies[f->n_copies++];
     memset(c->bytes, 0, 16);
     memcpy(c->bytes, src, (size_t)n);
-    c->dst = dst, c->group = emu_groups;
+    c->dst = dst, c->group = f->groups;
     if (rn_emu_cp_async_at_issue)
         memcpy(dst, c->bytes, 16);
 }
@@ -96,78 +183,146 @@ void rn_cp_async16(void *dst, const void *src)
 
 void rn_cp_async_commit(void)
 {
-    emu_groups++;
+    emu_cur->groups++;
 }
 
 /* Lands the copies of every committed group but the newest n, in order
  * (those that landed at their issue are only forgotten). */
 void rn_emu_cp_async_wait(int n)
 {
+    emu_fiber *f = emu_cur;
     int kept = 0;
-    for (int i = 0; i < emu_n_copies; i++) {
-        emu_copy *c = &emu_copies[i];
-        if (c->group < emu_groups - n) {
+    for (int i = 0; i < f->n_copies; i++) {
+        emu_copy *c = &f->copies[i];
+        if (c->group < f->groups - n) {
             if (!rn_emu_cp_async_at_issue)
                 memcpy(c->dst, c->bytes, 16);
         } else {
-            emu_copies[kept++] = *c;
+            f->copies[kept++] = *c;
         }
     }
-    emu_n_copies = kept;
+    f->n_copies = kept;
 }
 
-struct emu_thread {
-    dim3 tid;
-    void (*body)(void *);
-    void *ctx;
-};
-
-static void *emu_thread_main(void *arg)
+/* A thread from its start to its end; its context's link returns to the
+ * launching thread's loop. */
+static void emu_fiber_main(void)
 {
-    emu_thread *t = (emu_thread *)arg;
-    threadIdx = t->tid;
-    emu_n_copies = 0, emu_groups = 0, emu_xturn = 0;
-    t->body(t->ctx);
-    if (emu_n_copies) /* copies issued and never waited for: lost on the device too */
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(NULL, &emu_sched_stack, &emu_sched_stack_size);
+#endif
+    emu_body(emu_ctx);
+    if (emu_cur->n_copies) /* copies issued and never waited for: lost on the device too */
         abort();
+    emu_cur->done = 1;
+    emu_progress++;
+#ifdef EMU_ASAN
+    __sanitizer_start_switch_fiber(NULL, emu_sched_stack, emu_sched_stack_size);
+#endif
+}
+
+/* Runs thread f until it waits or ends (not inlined, as emu_yield). */
+__attribute__((noinline)) static void emu_resume(emu_fiber *f)
+{
+    emu_cur = f;
+    threadIdx = f->tid;
+#ifdef EMU_ASAN
+    void *fake = NULL;
+    __sanitizer_start_switch_fiber(&fake, f->stack, EMU_STACK);
+#endif
+    swapcontext(&emu_sched, &f->ctx);
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+}
+
+/* Thread f ready to start the kernel afresh on its stack (not inlined, as
+ * emu_yield). */
+__attribute__((noinline)) static void emu_fiber_reset(emu_fiber *f)
+{
+    f->done = 0, f->xturn = 0, f->n_copies = 0, f->groups = 0;
+    if (getcontext(&f->ctx) != 0)
+        abort();
+    f->ctx.uc_stack.ss_sp = f->stack;
+    f->ctx.uc_stack.ss_size = EMU_STACK;
+    f->ctx.uc_link = &emu_sched;
+    makecontext(&f->ctx, emu_fiber_main, 0);
+}
+
+/* One block: its barriers, its n threads started afresh on their stacks,
+ * then rounds over the threads not yet ended until all have. */
+static void emu_block(unsigned n)
+{
+    emu_barrier_init(&emu_block_barrier, n);
+    for (unsigned w = 0; w * 32 < n; w++)
+        emu_barrier_init(&emu_warp_barrier[w], n - w * 32 < 32 ? n - w * 32 : 32);
+    for (unsigned i = 0; i < n; i++)
+        emu_fiber_reset(&emu_fibers[i]);
+    for (unsigned left = n; left > 0;) {
+        unsigned long before = emu_progress;
+        left = 0;
+        for (unsigned i = 0; i < n; i++) {
+            if (emu_fibers[i].done)
+                continue;
+            emu_resume(&emu_fibers[i]);
+            left += !emu_fibers[i].done;
+        }
+        if (left > 0 && emu_progress == before) {
+            fprintf(stderr,
+                    "cuda_emu: block (%u,%u,%u): %u threads wait at barriers "
+                    "that no thread can fill\n",
+                    blockIdx.x, blockIdx.y, blockIdx.z, left);
+            abort();
+        }
+    }
+}
+
+/* n threads' state and stacks, each stack over a guard page so an overflow
+ * faults; NULL when out of memory.  emu_free_fibers releases them. */
+static emu_fiber *emu_alloc_fibers(unsigned n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    emu_fiber *fs = (emu_fiber *)calloc(n, sizeof(emu_fiber));
+    if (!fs)
+        return NULL;
+    for (unsigned i = 0; i < n; i++) {
+        void *p = mmap(NULL, EMU_STACK + page, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED)
+            goto fail;
+        mprotect(p, page, PROT_NONE);
+        fs[i].stack = (unsigned char *)p + page;
+    }
+    return fs;
+fail:
+    for (unsigned i = 0; i < n && fs[i].stack; i++)
+        munmap(fs[i].stack - page, EMU_STACK + page);
+    free(fs);
     return NULL;
 }
 
-/* One block: its barriers, then a host thread per CUDA thread, joined.  A
- * thread that cannot be started aborts the test: the started ones would
- * wait at a barrier forever. */
-static void emu_block(unsigned n, emu_thread *ts, pthread_t *ids, const pthread_attr_t *attr)
+static void emu_free_fibers(emu_fiber *fs, unsigned n)
 {
-    pthread_barrier_init(&emu_block_barrier, NULL, n);
-    for (unsigned w = 0; w * 32 < n; w++)
-        pthread_barrier_init(&emu_warp_barrier[w], NULL, n - w * 32 < 32 ? n - w * 32 : 32);
-    for (unsigned i = 0; i < n; i++)
-        if (pthread_create(&ids[i], attr, emu_thread_main, &ts[i]) != 0)
-            abort();
-    for (unsigned i = 0; i < n; i++)
-        pthread_join(ids[i], NULL);
-    pthread_barrier_destroy(&emu_block_barrier);
-    for (unsigned w = 0; w * 32 < n; w++)
-        pthread_barrier_destroy(&emu_warp_barrier[w]);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (unsigned i = 0; fs && i < n; i++)
+        munmap(fs[i].stack - page, EMU_STACK + page);
+    free(fs);
 }
 
 int rn_emu_launch_impl(dim3 grid, dim3 block, size_t smem, void (*body)(void *), void *ctx)
 {
     unsigned n = block.x * block.y * block.z;
-    emu_thread *ts = (emu_thread *)calloc(n ? n : 1, sizeof(emu_thread));
-    pthread_t *ids = (pthread_t *)calloc(n ? n : 1, sizeof(pthread_t));
-    pthread_attr_t attr;
     int rc = -1;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, (size_t)1 << 20);
+    if (n == 0 || n > 32 * EMU_WARPS)
+        return -1;
+    emu_fibers = emu_alloc_fibers(n);
     emu_smem = smem ? (unsigned char *)rn_emu_alloc(smem, 1) : NULL;
-    if (!ts || !ids || n == 0 || n > 32 * EMU_WARPS || (smem && !emu_smem))
+    if (!emu_fibers || (smem && !emu_smem))
         goto cleanup;
     gridDim = grid, blockDim = block;
-    for (unsigned i = 0; i < n; i++) {
-        ts[i].tid = dim3(i % block.x, i / block.x % block.y, i / (block.x * block.y));
-        ts[i].body = body, ts[i].ctx = ctx;
-    }
+    emu_body = body, emu_ctx = ctx;
+    for (unsigned i = 0; i < n; i++)
+        emu_fibers[i].tid = dim3(i % block.x, i / block.x % block.y, i / (block.x * block.y));
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
@@ -176,14 +331,13 @@ int rn_emu_launch_impl(dim3 grid, dim3 block, size_t smem, void (*body)(void *),
                                : dim3(x, y, z);
                 if (emu_smem) /* all ones: bf16 NaN, so a read before a write shows */
                     memset(emu_smem, 0xff, smem);
-                emu_block(n, ts, ids, &attr);
+                emu_block(n);
             }
     rc = 0;
 cleanup:
-    pthread_attr_destroy(&attr);
     free(emu_smem);
     emu_smem = NULL;
-    free(ts);
-    free(ids);
+    emu_free_fibers(emu_fibers, n);
+    emu_fibers = emu_cur = NULL;
     return rc;
 }

@@ -8,8 +8,10 @@
  * the runtime is cuda_emu.cc):
  *
  * - a launch runs the grid's blocks one after another; a block's threads
- *   are host threads, so a thread's own loops run as written and
- *   __syncthreads / __syncwarp are real barriers (of the block, of the warp);
+ *   are fibers on the launching host thread (cuda_emu.cc), each running
+ *   until it waits at a barrier, so a thread's own loops run as written
+ *   and __syncthreads / __syncwarp are real barriers (of the block, of the
+ *   warp); threads that wait at barriers none can fill abort the test;
  * - __shared__ becomes static storage, which the threads of the one block
  *   running share; the dynamic shared memory is a buffer the launch gives;
  * - the warp-wide instructions of mma_dev.cuh (mma.m16n8k16 on bf16 and
@@ -26,7 +28,8 @@
  *   between barriers, so all 32 lanes must call them (the masks are not
  *   read: a partial warp would wait forever, where the device would run
  *   the named lanes); atomicAdd on unsigned is a host atomic, and
- *   __threadfence a host fence; blocks run in order or (a second mode,
+ *   __threadfence a host fence (one thread runs at a time, so both are
+ *   trivially ordered); blocks run in order or (a second mode,
  *   rn_emu_blocks_reversed) in reverse;
  * - the weight-streaming GEMVs of gemv_dev.cuh: their 16-byte streaming
  *   loads (__ldcs, alignment enforced) and 16-bit widenings.
@@ -41,7 +44,6 @@
 #ifndef RN_TESTS_CUDA_EMU_H
 #define RN_TESTS_CUDA_EMU_H
 
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,7 +187,7 @@ static inline uint4 __ldcs(const uint4 *p)
     return *p;
 }
 
-extern thread_local dim3 threadIdx;      /* each thread's own */
+extern dim3 threadIdx;                   /* the running thread's own */
 extern dim3 blockIdx, gridDim, blockDim; /* the one block running */
 
 void __syncthreads(void);
@@ -287,8 +289,8 @@ static inline unsigned __float_as_uint(float f)
     memcpy(&u, &f, 4);
     return u;
 }
-/* A block's threads are host threads: the atomic is a real one, and so
- * is the fence. */
+/* The atomic and the fence as the host's (a block's threads take turns on
+ * one host thread, so nothing else could reorder them). */
 static inline unsigned atomicAdd(unsigned *p, unsigned v)
 {
     return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);

@@ -23,5 +23,6 @@ Suite *norm_emu_suite(void);
 Suite *gemv_emu_suite(void);
 Suite *step_emu_suite(void);
 Suite *top_emu_suite(void);
+Suite *emu_runtime_suite(void);
 
 #endif
