@@ -2,19 +2,23 @@
  * dynamic shared memory, the warps' exchange slots and each thread's
  * copies in flight.
  *
- * A block's threads are fibers (ucontext) on the launching host thread, run
- * one at a time: a thread runs until it waits at a barrier or ends, then
- * the next one runs.  A barrier with n threads costs n context switches in
- * one process, where host threads cost a futex wake and a schedule each (on
- * a 2-core machine the emulated read-out took minutes that way).  Threads
+ * A block's threads are fibers on the launching host thread, run one at a
+ * time: a thread runs until it waits at a barrier or ends, then the next
+ * one runs.  A barrier with n threads costs n context switches in one
+ * process, where host threads cost a futex wake and a schedule each (on a
+ * 2-core machine the emulated read-out took minutes that way).  Threads
  * that all wait at barriers no thread can fill stop the test with a message
- * instead of hanging it. */
+ * instead of hanging it.
+ *
+ * On x86-64 a switch is a few instructions of its own (emu_switch below);
+ * elsewhere it is ucontext's swapcontext, which also saves the signal mask
+ * with a system call at every switch and which AddressSanitizer only
+ * partly supports (it warns once a process). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include "cuda_emu.h"
@@ -27,7 +31,14 @@
 #endif
 #endif
 #ifdef EMU_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
+#endif
+/* RN_EMU_UCONTEXT: the portable switch on x86-64 too (to test it) */
+#if defined(__x86_64__) && defined(__ELF__) && !defined(RN_EMU_UCONTEXT)
+#define EMU_SWITCH_ASM 1
+#else
+#include <ucontext.h>
 #endif
 
 dim3 threadIdx; /* the running thread's own: set at each switch */
@@ -36,8 +47,7 @@ dim3 blockIdx, gridDim, blockDim;
 #define EMU_WARPS 32   /* 1024 threads */
 #define EMU_COPIES 256 /* cp.async copies a thread may have in flight */
 /* A thread's stack: the kernels' threads reached 5 KiB at most, with
- * AddressSanitizer too; its swapcontext clears the shadow of the whole
- * stack it switches to, so a larger one would cost every switch. */
+ * AddressSanitizer too. */
 #define EMU_STACK (1 << 16)
 
 /* The calling thread's cp.async copies not yet landed: their bytes (taken
@@ -52,7 +62,11 @@ struct emu_copy {
 /* One CUDA thread: its context and stack, and what the device keeps per
  * thread. */
 struct emu_fiber {
+#ifdef EMU_SWITCH_ASM
+    void *sp; /* its stack pointer while it is not running */
+#else
     ucontext_t ctx;
+#endif
     unsigned char *stack; /* EMU_STACK bytes above a guard page */
     dim3 tid;
     int done;
@@ -74,7 +88,6 @@ struct emu_barrier {
 static emu_barrier emu_block_barrier, emu_warp_barrier[EMU_WARPS];
 static unsigned char *emu_smem;
 static emu_fiber *emu_fibers, *emu_cur; /* the block's threads; the running one */
-static ucontext_t emu_sched;            /* the launching thread, between threads */
 static unsigned long emu_progress;      /* arrivals and ends: a round without any is a deadlock */
 static void (*emu_body)(void *);
 static void *emu_ctx;
@@ -83,14 +96,108 @@ static const void *emu_sched_stack;
 static size_t emu_sched_stack_size;
 #endif
 
+static void emu_fiber_main(void);
+
+#ifdef EMU_SWITCH_ASM
+/* The launching thread's stack pointer while a thread runs. */
+static void *emu_sched_sp;
+
+/* emu_switch(save, to): pushes the registers the ABI has a callee keep
+ * (and the SSE and x87 control words), stores the stack pointer in *save,
+ * takes `to` as the stack pointer and pops the same from it.  A new
+ * thread's stack holds such a frame whose return address is its entry
+ * (emu_fiber_start_frame). */
+extern "C" void rn_emu_switch(void **save, void *to);
+__asm__(".text\n"
+        ".p2align 4\n"
+        ".globl rn_emu_switch\n"
+        ".hidden rn_emu_switch\n"
+        ".type rn_emu_switch,@function\n"
+        "rn_emu_switch:\n"
+        "    pushq %rbp\n"
+        "    pushq %rbx\n"
+        "    pushq %r12\n"
+        "    pushq %r13\n"
+        "    pushq %r14\n"
+        "    pushq %r15\n"
+        "    subq $8, %rsp\n"
+        "    stmxcsr (%rsp)\n"
+        "    fnstcw 4(%rsp)\n"
+        "    movq %rsp, (%rdi)\n"
+        "    movq %rsi, %rsp\n"
+        "    ldmxcsr (%rsp)\n"
+        "    fldcw 4(%rsp)\n"
+        "    addq $8, %rsp\n"
+        "    popq %r15\n"
+        "    popq %r14\n"
+        "    popq %r13\n"
+        "    popq %r12\n"
+        "    popq %rbx\n"
+        "    popq %rbp\n"
+        "    ret\n"
+        ".size rn_emu_switch, .-rn_emu_switch\n");
+
+static void emu_switch_to(emu_fiber *f)
+{
+    rn_emu_switch(&emu_sched_sp, f->sp);
+}
+
+static void emu_switch_back(emu_fiber *f)
+{
+    rn_emu_switch(&f->sp, emu_sched_sp);
+}
+
+/* f's stack as rn_emu_switch leaves a thread's: the control words as the
+ * launching thread has them, zeros for the registers, then emu_fiber_main
+ * as the return address, entered with the stack aligned as after a call
+ * (and a zero return address above it, where a backtrace ends). */
+static void emu_fiber_start_frame(emu_fiber *f)
+{
+    uint64_t *top = (uint64_t *)(f->stack + EMU_STACK), *sp = top - 9;
+    memset(sp, 0, 9 * sizeof(uint64_t));
+    __asm__ volatile("stmxcsr %0\n\tfnstcw %1"
+                     : "=m"(*(uint32_t *)sp), "=m"(*(uint16_t *)((char *)sp + 4)));
+    sp[7] = (uint64_t)(uintptr_t)emu_fiber_main;
+    f->sp = sp;
+}
+#else
+static ucontext_t emu_sched; /* the launching thread, between threads */
+
+static void emu_switch_to(emu_fiber *f)
+{
+    swapcontext(&emu_sched, &f->ctx);
+}
+
+static void emu_switch_back(emu_fiber *f)
+{
+    swapcontext(&f->ctx, &emu_sched);
+}
+
+static void emu_fiber_start_frame(emu_fiber *f)
+{
+    if (getcontext(&f->ctx) != 0)
+        abort();
+    f->ctx.uc_stack.ss_sp = f->stack;
+    f->ctx.uc_stack.ss_size = EMU_STACK;
+    f->ctx.uc_link = NULL; /* emu_fiber_main never returns */
+    makecontext(&f->ctx, emu_fiber_main, 0);
+    /* AddressSanitizer's swapcontext clears the shadow of the stack named
+     * here at every switch, which would erase the redzones of the frames a
+     * waiting thread keeps across its barriers; makecontext is done with
+     * it. */
+    f->ctx.uc_stack.ss_sp = NULL;
+    f->ctx.uc_stack.ss_size = 0;
+}
+#endif
+
 /* Back to the launching thread's loop, which runs the next thread (not
- * inlined: the callers' locals stay out of swapcontext's frame). */
+ * inlined: the callers' locals stay out of the switch's frame). */
 __attribute__((noinline)) static void emu_yield(void)
 {
 #ifdef EMU_ASAN
     __sanitizer_start_switch_fiber(&emu_cur->fake_stack, emu_sched_stack, emu_sched_stack_size);
 #endif
-    swapcontext(&emu_cur->ctx, &emu_sched);
+    emu_switch_back(emu_cur);
 #ifdef EMU_ASAN
     __sanitizer_finish_switch_fiber(emu_cur->fake_stack, NULL, NULL);
 #endif
@@ -204,8 +311,8 @@ void rn_emu_cp_async_wait(int n)
     f->n_copies = kept;
 }
 
-/* A thread from its start to its end; its context's link returns to the
- * launching thread's loop. */
+/* A thread from its start to its end, then back to the launching thread's
+ * loop for good (it is never resumed once done). */
 static void emu_fiber_main(void)
 {
 #ifdef EMU_ASAN
@@ -219,6 +326,8 @@ static void emu_fiber_main(void)
 #ifdef EMU_ASAN
     __sanitizer_start_switch_fiber(NULL, emu_sched_stack, emu_sched_stack_size);
 #endif
+    emu_switch_back(emu_cur);
+    abort(); /* unreachable: a done thread is not resumed */
 }
 
 /* Runs thread f until it waits or ends (not inlined, as emu_yield). */
@@ -230,7 +339,7 @@ __attribute__((noinline)) static void emu_resume(emu_fiber *f)
     void *fake = NULL;
     __sanitizer_start_switch_fiber(&fake, f->stack, EMU_STACK);
 #endif
-    swapcontext(&emu_sched, &f->ctx);
+    emu_switch_to(f);
 #ifdef EMU_ASAN
     __sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
@@ -241,12 +350,10 @@ __attribute__((noinline)) static void emu_resume(emu_fiber *f)
 __attribute__((noinline)) static void emu_fiber_reset(emu_fiber *f)
 {
     f->done = 0, f->xturn = 0, f->n_copies = 0, f->groups = 0;
-    if (getcontext(&f->ctx) != 0)
-        abort();
-    f->ctx.uc_stack.ss_sp = f->stack;
-    f->ctx.uc_stack.ss_size = EMU_STACK;
-    f->ctx.uc_link = &emu_sched;
-    makecontext(&f->ctx, emu_fiber_main, 0);
+    emu_fiber_start_frame(f);
+#ifdef EMU_ASAN /* the last block's frames' redzones, if any were left */
+    __asan_unpoison_memory_region(f->stack, EMU_STACK);
+#endif
 }
 
 /* One block: its barriers, its n threads started afresh on their stacks,
@@ -290,8 +397,9 @@ static emu_fiber *emu_alloc_fibers(unsigned n)
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED)
             goto fail;
-        mprotect(p, page, PROT_NONE);
         fs[i].stack = (unsigned char *)p + page;
+        if (mprotect(p, page, PROT_NONE) != 0)
+            goto fail;
     }
     return fs;
 fail:

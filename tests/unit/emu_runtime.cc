@@ -9,11 +9,17 @@
 
 /* Each thread writes its own index to shared memory, waits at the block's
  * barrier and reads its neighbour's: a barrier that let a thread through
- * early would have it read the NaN the launch filled in. */
+ * early would have it read the NaN the launch filled in.  The odd warps
+ * pass three warp barriers first, so the block's barrier sees its threads
+ * arrive over several turns and its first ones are let run again before
+ * it fills. */
 __global__ static void emu_rt_neighbour(unsigned *out)
 {
     unsigned *s = (unsigned *)rn_emu_dynamic_smem();
     unsigned n = blockDim.x * blockDim.y, t = threadIdx.x + blockDim.x * threadIdx.y;
+    if (t / 32 % 2)
+        for (int i = 0; i < 3; i++)
+            __syncwarp();
     s[t] = t + 1000u * blockIdx.x;
     __syncthreads();
     out[blockIdx.x * n + t] = s[(t + 1) % n];
