@@ -199,6 +199,7 @@ check-integration: $(RETNETD) $(RETNET)
 	$(Q)python3 tests/tools/test_timeline_summary.py
 	$(Q)python3 tests/tools/test_bench_compare.py
 	$(Q)python3 tests/tools/test_bench_peer.py
+	$(Q)python3 tests/tools/test_bench_cuda.py
 	$(Q)python3 tests/tools/test_plot_decode.py
 
 # The server through the official OpenAI Python SDK, pinned in $(SDK_REQ) and

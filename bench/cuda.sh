@@ -10,6 +10,7 @@
 # BENCH_CUDA_NCU=1 adds a per-kernel profile (ncu, tools/ncu_summary.py);
 # the kernels' timeline as they run in service (CUPTI) comes with every run
 # (BENCH_CUDA_TIMELINE=0: not).
+# BENCH_CUDA_OUT and BENCH_CUDA_MODEL move the results and the model.
 # BENCH_CUDA_PART=ours: retnetd's own measurements only; =rest: the peer,
 # the timelines and the comparison over what $OUT already holds; so a run
 # can go in two commands of a few minutes each on the same machine.
@@ -27,8 +28,8 @@
 # 512 and 8k, twice) for a device lent for a quarter of an hour.
 set -eu
 RETNET=${1:-build/release/retnet}
-OUT=build/bench/cuda
-MODEL=build/bench/r1.3b-bf16
+OUT=${BENCH_CUDA_OUT:-build/bench/cuda}
+MODEL=${BENCH_CUDA_MODEL:-build/bench/r1.3b-bf16}
 mkdir -p "$OUT"
 if ! "$RETNET" cuda-info >"$OUT/device.txt" 2>&1; then
     echo "SKIPPED: bench-cuda: $(cat "$OUT/device.txt")"
@@ -36,6 +37,20 @@ if ! "$RETNET" cuda-info >"$OUT/device.txt" 2>&1; then
 fi
 cat "$OUT/device.txt"
 [ -f "$MODEL/config.json" ] || "$RETNET" random --preset 1.3b --dtype bf16 "$MODEL"
+
+# BENCH_CUDA_BUDGET=SECONDS: no measurement starts once this command has
+# run that long; the ones left are listed as skipped (not failed), in the
+# order the run would have taken them, which puts what decides the most
+# first, so a short lease still ends with the comparison of what it did.
+started=$(date +%s)
+skipped=
+within_budget() { # name
+    [ -z "${BENCH_CUDA_BUDGET:-}" ] && return 0
+    [ $(($(date +%s) - started)) -lt "$BENCH_CUDA_BUDGET" ] && return 0
+    echo "bench-cuda: $1 skipped (the budget of $BENCH_CUDA_BUDGET s is spent)" >&2
+    skipped="$skipped $1"
+    return 1
+}
 
 # One measurement: run NAME [VAR=VALUE...] -- BENCH-CUDA-ARGUMENTS, with
 # those RETNET_CUDA_* settings, its JSON into $OUT/NAME.json.
@@ -48,6 +63,7 @@ run() {
     done
     shift
     [ "${BENCH_CUDA_PART:-all}" != rest ] || return 0
+    within_budget "$name" || return 0
     echo "bench-cuda: $name ($(date +%T))" >&2
     if env $vars "$RETNET" bench-cuda "$MODEL" "$@" >"$OUT/$name.json"; then
         cat "$OUT/$name.json"
@@ -209,16 +225,18 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     # defaults of 27 Nov against what they replaced, and the timeline, for
     # a device lent for minutes
     # (4 and 8: the stream-K GEMV's baseline; the tensor-core GEMV's range)
+    # in the order docs/benchmarks.md decides them, so a budget
+    # (BENCH_CUDA_BUDGET) cuts the least telling last
     run ours -- --batches 1,2,4,8,16,64,256 --prompts 512,2048,8192 --chunk 1024 --decode 32
     run ours-c4096 -- --batches 1 --prompts 2048,8192 --chunk 4096 --decode 4
-    ret_wide
-    ret_split
-    ret_norm
-    lt_tune_short
-    l2_fork
     gemv_group_norm
-    tc_shape
+    ret_wide
+    ret_norm
+    l2_fork
     tc_stream
+    tc_shape
+    ret_split
+    lt_tune_short
     prefill_defaults
     run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64 --prompts 2048,8192 \
         --chunk 4096 --decode 32
@@ -330,6 +348,7 @@ elif "$PY" -c "import fla, transformers" 2>/dev/null; then
     runs=
     rm -f "$OUT/peer-kernels.json" "$OUT/peer-kernels.txt" # never an earlier run's
     for i in $(seq 1 "${PEER_RUNS:-2}"); do
+        within_budget "peer-$i" || continue
         b=$([ "$i" = 1 ] && echo "$PEER_BATCHES" || echo "")
         # the first run also profiles a 4096-token prefill, the timeline's
         # prompt: the peer's device time per kernel class beside ours
@@ -346,7 +365,7 @@ elif "$PY" -c "import fla, transformers" 2>/dev/null; then
         "$PY" tools/bench_peer.py --show-kernels "$OUT/peer-kernels.json" >"$OUT/peer-kernels.txt"; then
         echo "== the peer's 4096-token prefill by kernel class (ours: timeline.txt's prefill-4096-c4096)"
         cat "$OUT/peer-kernels.txt"
-    else
+    elif [ "${skipped#* peer-1}" = "$skipped" ]; then # not for want of time
         echo "bench-cuda: no kernel profile of the peer's prefill (see $OUT/peer-1.log)"
         failed="$failed peer-kernels"
     fi
@@ -406,6 +425,7 @@ TL_ARGS="--batches 1,16,64 --prompts 4096 --chunk 4096 --decode 8"
 timeline() { # name bench-cuda-arguments [VAR=value ...]
     name=$1 args=$2
     shift 2
+    within_budget "$name" || return 0
     cupti=${RETNET_CUPTI:-$(cupti_lib)}
     echo "bench-cuda: $name $* ($(date +%T))" >&2
     # shellcheck disable=SC2086 # args: several words
@@ -420,44 +440,46 @@ timeline() { # name bench-cuda-arguments [VAR=value ...]
     fi
 }
 if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ] && [ "${BENCH_CUDA_PART:-all}" != ours ]; then
+    # in the order docs/benchmarks.md decides them (BENCH_CUDA_BUDGET cuts the last)
     timeline timeline "$TL_ARGS"
     # a 512-token prompt in one chunk: how much of its time lies between
     # kernels (the target's shortest prompt, where a chunk's 480 launches
-    # weigh most), and with the fused read-out in one block a head and
-    # query tile (the default splits it over more)
+    # weigh most)
     timeline timeline-p512 "--batches 1 --prompts 512 --chunk 1024 --decode 2"
+    # batch-1 steps with the group norm formed by the output projection's
+    # GEMV (RETNET_CUDA_GEMV_GROUPNORM): against decode-b1-s8's group norms
+    timeline timeline-b1-gemvgn "--batches 1 --prompts 512 --chunk 1024 --decode 8" \
+        RETNET_CUDA_GEMV_GROUPNORM=1
+    # a 4096-token chunk with the read-out in narrow warps
+    # (RETNET_CUDA_RET_WIDE=0), its own time against timeline.txt's (the
+    # night run of 27 Nov, narrow: 161 us a layer)
+    timeline timeline-retnarrow "--batches 1 --prompts 4096 --chunk 4096 --decode 2" \
+        RETNET_CUDA_RET_WIDE=0
+    # a 4096-token chunk with the fused read-out normalising its rows
+    # (RETNET_CUDA_RET_NORM=1): against timeline.txt's prefill, where the
+    # group norm took 86 us a layer
+    timeline timeline-retnorm "--batches 1 --prompts 4096 --chunk 4096 --decode 2" \
+        RETNET_CUDA_RET_NORM=1
+    # batch-1 steps with the output projection's weights asked of L2 on a
+    # second stream (RETNET_CUDA_L2_FORK): against timeline.txt's decode-b1-s8
+    timeline timeline-b1-l2fork "--batches 1 --prompts 512 --chunk 1024 --decode 8" \
+        RETNET_CUDA_L2_FORK=2
+    # the tensor-core GEMVs at 16 rows as a stream-K grid
+    # (RETNET_CUDA_TC_STREAM): against timeline.txt's decode-b16-s8
+    timeline timeline-b16-tcstream "--batches 16 --prompts 512 --chunk 1024 --decode 8" \
+        RETNET_CUDA_TC_STREAM=1
+    # the tensor-core GEMVs at 16 rows in warps of 512 k instead of 256
+    # (RETNET_CUDA_TC_KPW): against timeline.txt's decode-b16-s8
+    timeline timeline-b16-kpw512 "--batches 16 --prompts 512 --chunk 1024 --decode 8" \
+        RETNET_CUDA_TC_KPW=512
+    # the 512-token prompt with the fused read-out in one block a head and
+    # query tile (the default splits it over more)
     timeline timeline-p512-noretsplit "--batches 1 --prompts 512 --chunk 1024 --decode 2" \
         RETNET_CUDA_RET_SPLIT=0
     # a 2048-token prompt in the server's 1024-token chunks: what a chunk of
     # 1024 rows spends per kernel class and between its two chunks (8k
     # prompts prefill 7% slower in 1024-token chunks than in 4096)
     timeline timeline-p2048-c1024 "--batches 1 --prompts 2048 --chunk 1024 --decode 2"
-    # a 4096-token chunk with the fused read-out normalising its rows
-    # (RETNET_CUDA_RET_NORM=1): against timeline.txt's prefill, where the
-    # group norm took 86 us a layer
-    timeline timeline-retnorm "--batches 1 --prompts 4096 --chunk 4096 --decode 2" \
-        RETNET_CUDA_RET_NORM=1
-    # the same chunk with the read-out in narrow warps
-    # (RETNET_CUDA_RET_WIDE=0), its own time against timeline.txt's (the
-    # night run of 27 Nov, narrow: 161 us a layer)
-    timeline timeline-retnarrow "--batches 1 --prompts 4096 --chunk 4096 --decode 2" \
-        RETNET_CUDA_RET_WIDE=0
-    # batch-1 steps with the output projection's weights asked of L2 on a
-    # second stream (RETNET_CUDA_L2_FORK): against timeline.txt's decode-b1-s8
-    timeline timeline-b1-l2fork "--batches 1 --prompts 512 --chunk 1024 --decode 8" \
-        RETNET_CUDA_L2_FORK=2
-    # batch-1 steps with the group norm formed by the output projection's
-    # GEMV (RETNET_CUDA_GEMV_GROUPNORM): against decode-b1-s8's group norms
-    timeline timeline-b1-gemvgn "--batches 1 --prompts 512 --chunk 1024 --decode 8" \
-        RETNET_CUDA_GEMV_GROUPNORM=1
-    # the tensor-core GEMVs at 16 rows in warps of 512 k instead of 256
-    # (RETNET_CUDA_TC_KPW): against timeline.txt's decode-b16-s8
-    timeline timeline-b16-kpw512 "--batches 16 --prompts 512 --chunk 1024 --decode 8" \
-        RETNET_CUDA_TC_KPW=512
-    # the tensor-core GEMVs at 16 rows as a stream-K grid
-    # (RETNET_CUDA_TC_STREAM): against timeline.txt's decode-b16-s8
-    timeline timeline-b16-tcstream "--batches 16 --prompts 512 --chunk 1024 --decode 8" \
-        RETNET_CUDA_TC_STREAM=1
     # the tensor-core GEMV's rate at 16 rows through its cp.async ring
     if [ "${BENCH_CUDA:-full}" != fast ]; then
         timeline timeline-tcasync "$TL_ARGS" RETNET_CUDA_TC_ASYNC=1
@@ -468,6 +490,7 @@ if [ -f "$OUT/ours.json" ]; then
 fi
 # every switch against the defaults of this run (also in compare.txt)
 python3 tools/bench_compare.py "$OUT" | tee "$OUT/compare.txt"
+[ -z "$skipped" ] || echo "bench-cuda: skipped (BENCH_CUDA_BUDGET):$skipped"
 if [ -n "$failed" ]; then
     echo "bench-cuda: failed:$failed"
     exit 1
