@@ -27,6 +27,7 @@
 # the defaults of 27 Nov against what they replaced, the peer at 1 and on
 # 512 and 8k, twice) for a device lent for a quarter of an hour.
 set -eu
+started=$(date +%s) # BENCH_CUDA_BUDGET's clock
 RETNET=${1:-build/release/retnet}
 OUT=${BENCH_CUDA_OUT:-build/bench/cuda}
 MODEL=${BENCH_CUDA_MODEL:-build/bench/r1.3b-bf16}
@@ -42,7 +43,7 @@ cat "$OUT/device.txt"
 # run that long; the ones left are listed as skipped (not failed), in the
 # order the run would have taken them, which puts what decides the most
 # first, so a short lease still ends with the comparison of what it did.
-started=$(date +%s)
+
 skipped=
 within_budget() { # name
     [ -z "${BENCH_CUDA_BUDGET:-}" ] && return 0

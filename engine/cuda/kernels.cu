@@ -404,43 +404,9 @@ void rk_scale_pieces(cudaStream_t st, void *dst, const float *src, const float *
         scale_pieces_launch(st, (float *)dst, src, pw, H, P, dk, key, rows);
 }
 
-/* Pieces whose U values a thread loads before storing any: the loads of a
- * group are all in flight at once, instead of one load's latency per piece. */
-#define SCAN_GROUP 8
-
-/* Element e of the layer state walks the pieces in order: U[p] (piece p's
- * own k^T v) is swapped for the state entering piece p -- or, with Uh, that
- * state goes rounded to bf16 into Uh[p] (the fused read-out's operand) and
- * U keeps the own parts -- and the state moves on to g^P S + U[p].  Sl, U
- * and Uh do not overlap (__restrict__), so a group's loads may go out
- * ahead of the previous pieces' stores. */
-__global__ void scan_pieces_kernel(float *__restrict__ Sl, float *__restrict__ U,
-                                   __nv_bfloat16 *__restrict__ Uh, const float *pw, int P,
-                                   int pieces, size_t hkv, size_t per_head)
-{
-    pdl_enter();
-    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < hkv;
-         e += (size_t)gridDim.x * blockDim.x) {
-        float g = pw[(e / per_head) * (size_t)(P + 1) + (size_t)P], s = Sl[e];
-        for (int p0 = 0; p0 < pieces; p0 += SCAN_GROUP) {
-            float own[SCAN_GROUP];
-#pragma unroll
-            for (int j = 0; j < SCAN_GROUP; j++)
-                if (p0 + j < pieces)
-                    own[j] = U[(size_t)(p0 + j) * hkv + e];
-#pragma unroll
-            for (int j = 0; j < SCAN_GROUP; j++)
-                if (p0 + j < pieces) {
-                    if (Uh)
-                        Uh[(size_t)(p0 + j) * hkv + e] = __float2bfloat16_rn(s);
-                    else
-                        U[(size_t)(p0 + j) * hkv + e] = s;
-                    s = g * s + own[j];
-                }
-        }
-        Sl[e] = s;
-    }
-}
+/* scan_pieces_kernel is in scan_dev.cuh, which the CPU unit tests also
+ * run (tests/unit/cuda_emu.h) */
+#include "scan_dev.cuh"
 
 void rk_scan_pieces(cudaStream_t st, float *Sl, float *U, void *Uh, const float *pw, int H, int P,
                     int pieces, size_t hkv)
@@ -666,53 +632,8 @@ void rk_act(cudaStream_t st, float *x, size_t n, int act, rk_half h)
     launch(act_kernel, blocks_for(n), BLOCK, 0, st, x, n, act, h);
 }
 
-#define ARGMAX_THREADS 1024
-#define ARGMAX_LOADS 8
-
-/* One block per row: each thread keeps the best (value, index) of its
- * stride with NaN read as -inf, ARGMAX_LOADS loads in flight at a time (the
- * row was just written and sits in L2: one load at a time would pay its
- * latency ~30 times), then the block reduces in shared memory with
- * rn_argmax_beats, so the pick equals rn_argmax_row's on the host. */
-__global__ void __launch_bounds__(ARGMAX_THREADS)
-    argmax_kernel(int32_t *out, const float *logits, int V)
-{
-    pdl_enter();
-    __shared__ float best_v[ARGMAX_THREADS];
-    __shared__ int best_i[ARGMAX_THREADS];
-    const float *row = logits + (size_t)blockIdx.x * (size_t)V;
-    float bv = -INFINITY;
-    int bi = 0x7fffffff, T = (int)blockDim.x;
-    for (int i0 = (int)threadIdx.x; i0 < V; i0 += T * ARGMAX_LOADS) {
-        float v[ARGMAX_LOADS];
-#pragma unroll
-        for (int u = 0; u < ARGMAX_LOADS; u++)
-            v[u] = i0 + u * T < V ? row[i0 + u * T] : -INFINITY;
-#pragma unroll
-        for (int u = 0; u < ARGMAX_LOADS; u++) {
-            int i = i0 + u * T;
-            float t = isnan(v[u]) ? -INFINITY : v[u];
-            if (i < V && rn_argmax_beats(t, i, bv, bi)) {
-                bv = t;
-                bi = i;
-            }
-        }
-    }
-    best_v[threadIdx.x] = bv;
-    best_i[threadIdx.x] = bi;
-    __syncthreads();
-    for (int half = T / 2; half > 0; half /= 2) {
-        if ((int)threadIdx.x < half &&
-            rn_argmax_beats(best_v[threadIdx.x + half], best_i[threadIdx.x + half],
-                            best_v[threadIdx.x], best_i[threadIdx.x])) {
-            best_v[threadIdx.x] = best_v[threadIdx.x + half];
-            best_i[threadIdx.x] = best_i[threadIdx.x + half];
-        }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) /* nothing above -inf: index 0, as on the host */
-        out[blockIdx.x] = best_v[0] == -INFINITY ? 0 : best_i[0];
-}
+/* argmax_kernel is in argmax_dev.cuh, which the CPU unit tests also run */
+#include "argmax_dev.cuh"
 
 /* The kernels carry griddepcontrol only where they were compiled for sm_90
  * or later (pdl_wait): code JIT-compiled from older PTX must not be launched

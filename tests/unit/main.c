@@ -28,6 +28,7 @@ int main(void)
     srunner_add_suite(sr, step_emu_suite());
     srunner_add_suite(sr, top_emu_suite());
     srunner_add_suite(sr, emu_runtime_suite());
+    srunner_add_suite(sr, kernels_emu_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

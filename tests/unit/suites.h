@@ -24,5 +24,6 @@ Suite *gemv_emu_suite(void);
 Suite *step_emu_suite(void);
 Suite *top_emu_suite(void);
 Suite *emu_runtime_suite(void);
+Suite *kernels_emu_suite(void);
 
 #endif
