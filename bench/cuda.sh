@@ -28,6 +28,12 @@
 # 512 and 8k, twice) for a device lent for a quarter of an hour.
 set -eu
 started=$(date +%s) # BENCH_CUDA_BUDGET's clock
+case ${BENCH_CUDA_BUDGET:-1} in
+'' | *[!0-9]*)
+    echo "bench-cuda: BENCH_CUDA_BUDGET must be a whole number of seconds, not '$BENCH_CUDA_BUDGET'" >&2
+    exit 2
+    ;;
+esac
 RETNET=${1:-build/release/retnet}
 OUT=${BENCH_CUDA_OUT:-build/bench/cuda}
 MODEL=${BENCH_CUDA_MODEL:-build/bench/r1.3b-bf16}

@@ -100,6 +100,12 @@ class BenchCuda(unittest.TestCase):
         self.assertNotIn("ours", left)
         self.assertTrue(os.path.exists(os.path.join(self.out, "compare.txt")))
 
+    def test_budget_must_be_seconds(self):
+        r = self.bench(BENCH_CUDA_BUDGET="5m")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("whole number of seconds", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.out, "ours.json")))
+
 
 if __name__ == "__main__":
     unittest.main()
