@@ -115,17 +115,22 @@ $(OUT)/%.o: %.c
 # to keep a batched decode bit-identical to single decodes with any compiler.
 $(OUT)/engine/cpu/packed.o: FILE_CFLAGS := -ffp-contract=off
 
+# The unit tests' references and the emulated kernels (below) compute as
+# written, each multiply and add rounded, whatever -march a user's CFLAGS
+# or CXXFLAGS give: the emulated kernels are held to them bit for bit.
+TEST_FP := -ffp-contract=off
+
 $(OUT)/tests/unit/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(CPPFLAGS_ALL) $(CHECK_CFLAGS) $(CFLAGS_ALL) -c $< -o $@
+	$(Q)$(CC) $(CPPFLAGS_ALL) $(CHECK_CFLAGS) $(CFLAGS_ALL) $(TEST_FP) -c $< -o $@
 
 # The CUDA emulation that runs engine/cuda/ret_fused.cuh's kernels on the
 # CPU (tests/unit/cuda_emu.h): host C++, built with or without nvcc.
 $(OUT)/tests/unit/%.o: tests/unit/%.cc
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CXX     $<")
-	$(Q)$(CXX) -std=c++17 $(CPPFLAGS_ALL) $(OPT) $(CXXWARN) $(SANFLAGS) -pthread -MMD -MP $(CXXFLAGS) -c $< -o $@
+	$(Q)$(CXX) -std=c++17 $(CPPFLAGS_ALL) $(OPT) $(CXXWARN) $(SANFLAGS) -pthread -MMD -MP $(CXXFLAGS) $(TEST_FP) -c $< -o $@
 
 $(OUT)/server/%.o: server/%.c
 	@mkdir -p $(dir $@)

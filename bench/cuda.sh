@@ -29,7 +29,7 @@
 set -eu
 started=$(date +%s) # BENCH_CUDA_BUDGET's clock
 case ${BENCH_CUDA_BUDGET:-1} in
-'' | *[!0-9]*)
+'' | *[!0-9]* | ??????????*) # up to 9 digits: the shell's arithmetic holds them
     echo "bench-cuda: BENCH_CUDA_BUDGET must be a whole number of seconds, not '$BENCH_CUDA_BUDGET'" >&2
     exit 2
     ;;
@@ -56,6 +56,8 @@ within_budget() { # name
     [ $(($(date +%s) - started)) -lt "$BENCH_CUDA_BUDGET" ] && return 0
     echo "bench-cuda: $1 skipped (the budget of $BENCH_CUDA_BUDGET s is spent)" >&2
     skipped="$skipped $1"
+    # an earlier run's results would be compared as this run's
+    rm -f "$OUT/$1.json" "$OUT/$1.txt" "$OUT/$1.csv" "$OUT/$1.log"
     return 1
 }
 
@@ -341,84 +343,12 @@ else
 fi
 
 PY=${PYTHON:-python3}
-if [ -n "${PEER_WHEELS:-}" ]; then
-    "$PY" -m pip install -q --no-index --find-links "$PEER_WHEELS" flash-linear-attention \
-        >"$OUT/pip.log" 2>&1 || echo "bench-cuda: installing the peer from $PEER_WHEELS failed"
-fi
-# the peer's prefill moves by up to a third between processes (its kernels'
-# autotuning), so it runs PEER_RUNS times (2; the later runs prefill only)
-# and peer.json keeps each point's best, with every run's (tools/bench_peer.py --merge)
-if [ "${BENCH_CUDA_PART:-all}" = ours ]; then
-    echo "bench-cuda: the peer left to BENCH_CUDA_PART=rest"
-    [ -f "$OUT/peer.json" ] || echo '{}' >"$OUT/peer.json"
-elif "$PY" -c "import fla, transformers" 2>/dev/null; then
-    runs=
-    rm -f "$OUT/peer-kernels.json" "$OUT/peer-kernels.txt" # never an earlier run's
-    for i in $(seq 1 "${PEER_RUNS:-2}"); do
-        within_budget "peer-$i" || continue
-        b=$([ "$i" = 1 ] && echo "$PEER_BATCHES" || echo "")
-        # the first run also profiles a 4096-token prefill, the timeline's
-        # prompt: the peer's device time per kernel class beside ours
-        k=$([ "$i" = 1 ] && echo "--kernels 4096 --kernels-out $OUT/peer-kernels.json" || echo "")
-        # shellcheck disable=SC2086 # k: several words or none
-        if "$PY" tools/bench_peer.py "$MODEL" --batches "$b" --prompts "$PEER_PROMPTS" \
-            --decode 32 $k >"$OUT/peer-$i.json" 2>"$OUT/peer-$i.log"; then
-            runs="$runs $OUT/peer-$i.json"
-        else
-            echo "bench-cuda: peer run $i failed (see $OUT/peer-$i.log)"
-        fi
-    done
-    if [ -f "$OUT/peer-kernels.json" ] &&
-        "$PY" tools/bench_peer.py --show-kernels "$OUT/peer-kernels.json" >"$OUT/peer-kernels.txt"; then
-        echo "== the peer's 4096-token prefill by kernel class (ours: timeline.txt's prefill-4096-c4096)"
-        cat "$OUT/peer-kernels.txt"
-    elif [ "${skipped#* peer-1}" = "$skipped" ]; then # not for want of time
-        echo "bench-cuda: no kernel profile of the peer's prefill (see $OUT/peer-1.log)"
-        failed="$failed peer-kernels"
-    fi
-    # shellcheck disable=SC2086 # runs: several files
-    [ -n "$runs" ] && "$PY" tools/bench_peer.py --merge $runs >"$OUT/peer.json" ||
-        echo '{}' >"$OUT/peer.json"
-else
-    echo "bench-cuda: flash-linear-attention is not importable: peer not run"
-    echo '{}' >"$OUT/peer.json"
-fi
-# BENCH_CUDA_NCU=1: where a 4096-token prefill chunk and a batch-1 decode
-# step spend their time, per kernel (ncu; summary in $OUT/ncu.txt), and
-# the same with the retention read-outs through the cuBLAS products
-# instead of the fused kernel (ncu-cublas.txt);
-# BENCH_CUDA_NCU_BATCH=B adds a decode step of B sessions (ncu-bB.txt)
-ncu_profile() { # name batch prompt [VAR=value ...]
-    name=$1 batch=$2 prompt=$3
-    shift 3
-    if env "$@" ncu --profile-from-start off --metrics gpu__time_duration.sum --print-units base \
-        --csv "$RETNET" bench-cuda "$MODEL" --profile --batches "$batch" --prompts "$prompt" \
-        --chunk 4096 >"$OUT/$name.csv" 2>"$OUT/$name.log" &&
-        "$PY" tools/ncu_summary.py "$OUT/$name.csv" --launches >"$OUT/$name.txt"; then
-        echo "== $name $*"
-        cat "$OUT/$name.txt"
-    else
-        echo "bench-cuda: the profile $name failed (see $OUT/$name.log, $OUT/$name.txt)"
-        failed="$failed $name"
-    fi
-}
-if [ "${BENCH_CUDA_NCU:-0}" = 1 ]; then
-    if ! command -v ncu >/dev/null 2>&1; then
-        echo "bench-cuda: ncu is not on PATH: no profile"
-        failed="$failed ncu"
-    else
-        ncu_profile ncu 1 4096
-        ncu_profile ncu-cublas 1 4096 RETNET_CUDA_RET_FUSED=0
-        if [ -n "${BENCH_CUDA_NCU_BATCH:-}" ]; then
-            ncu_profile "ncu-b$BENCH_CUDA_NCU_BATCH" "$BENCH_CUDA_NCU_BATCH" 64
-        fi
-    fi
-fi
 # The kernels' timeline (CUPTI, in graphs with dependent launches, as they
 # run in service) of decode steps at batches 1, 16 and 64 and of one
 # 4096-token chunk: timeline.csv, summed per kernel in timeline.txt
 # (tools/timeline_summary.py).  BENCH_CUDA_TIMELINE=0 leaves it out;
 # RETNET_CUPTI names libcupti when it is not where the loader looks.
+# Before the peer, which the order of decisions puts last.
 cupti_lib() {
     for d in "${CUDA_HOME:-/usr/local/cuda}/extras/CUPTI/lib64" "${CUDA_HOME:-/usr/local/cuda}/lib64" \
         $("$PY" -c 'import nvidia, os; [print(os.path.join(p, d, "lib")) for p in nvidia.__path__ for d in os.listdir(p)]' 2>/dev/null); do
@@ -490,6 +420,84 @@ if [ "${BENCH_CUDA_TIMELINE:-1}" = 1 ] && [ "${BENCH_CUDA_PART:-all}" != ours ];
     # the tensor-core GEMV's rate at 16 rows through its cp.async ring
     if [ "${BENCH_CUDA:-full}" != fast ]; then
         timeline timeline-tcasync "$TL_ARGS" RETNET_CUDA_TC_ASYNC=1
+    fi
+fi
+if [ -n "${PEER_WHEELS:-}" ]; then
+    "$PY" -m pip install -q --no-index --find-links "$PEER_WHEELS" flash-linear-attention \
+        >"$OUT/pip.log" 2>&1 || echo "bench-cuda: installing the peer from $PEER_WHEELS failed"
+fi
+# the peer's prefill moves by up to a third between processes (its kernels'
+# autotuning), so it runs PEER_RUNS times (2; the later runs prefill only)
+# and peer.json keeps each point's best, with every run's (tools/bench_peer.py --merge)
+if [ "${BENCH_CUDA_PART:-all}" = ours ]; then
+    echo "bench-cuda: the peer left to BENCH_CUDA_PART=rest"
+    [ -f "$OUT/peer.json" ] || echo '{}' >"$OUT/peer.json"
+elif "$PY" -c "import fla, transformers" 2>/dev/null; then
+    runs=
+    rm -f "$OUT/peer-kernels.json" "$OUT/peer-kernels.txt" # never an earlier run's
+    for i in $(seq 1 "${PEER_RUNS:-2}"); do
+        within_budget "peer-$i" || continue
+        b=$([ "$i" = 1 ] && echo "$PEER_BATCHES" || echo "")
+        # the first run also profiles a 4096-token prefill, the timeline's
+        # prompt: the peer's device time per kernel class beside ours
+        k=$([ "$i" = 1 ] && echo "--kernels 4096 --kernels-out $OUT/peer-kernels.json" || echo "")
+        # shellcheck disable=SC2086 # k: several words or none
+        if "$PY" tools/bench_peer.py "$MODEL" --batches "$b" --prompts "$PEER_PROMPTS" \
+            --decode 32 $k >"$OUT/peer-$i.json" 2>"$OUT/peer-$i.log"; then
+            runs="$runs $OUT/peer-$i.json"
+        else
+            echo "bench-cuda: peer run $i failed (see $OUT/peer-$i.log)"
+        fi
+    done
+    if [ -f "$OUT/peer-kernels.json" ] &&
+        "$PY" tools/bench_peer.py --show-kernels "$OUT/peer-kernels.json" >"$OUT/peer-kernels.txt"; then
+        echo "== the peer's 4096-token prefill by kernel class (ours: timeline.txt's prefill-4096-c4096)"
+        cat "$OUT/peer-kernels.txt"
+    else
+        case "$skipped " in
+        *" peer-1 "*) ;; # for want of time: not a failure
+        *)
+            echo "bench-cuda: no kernel profile of the peer's prefill (see $OUT/peer-1.log)"
+            failed="$failed peer-kernels"
+            ;;
+        esac
+    fi
+    # shellcheck disable=SC2086 # runs: several files
+    [ -n "$runs" ] && "$PY" tools/bench_peer.py --merge $runs >"$OUT/peer.json" ||
+        echo '{}' >"$OUT/peer.json"
+else
+    echo "bench-cuda: flash-linear-attention is not importable: peer not run"
+    echo '{}' >"$OUT/peer.json"
+fi
+# BENCH_CUDA_NCU=1: where a 4096-token prefill chunk and a batch-1 decode
+# step spend their time, per kernel (ncu; summary in $OUT/ncu.txt), and
+# the same with the retention read-outs through the cuBLAS products
+# instead of the fused kernel (ncu-cublas.txt);
+# BENCH_CUDA_NCU_BATCH=B adds a decode step of B sessions (ncu-bB.txt)
+ncu_profile() { # name batch prompt [VAR=value ...]
+    name=$1 batch=$2 prompt=$3
+    shift 3
+    if env "$@" ncu --profile-from-start off --metrics gpu__time_duration.sum --print-units base \
+        --csv "$RETNET" bench-cuda "$MODEL" --profile --batches "$batch" --prompts "$prompt" \
+        --chunk 4096 >"$OUT/$name.csv" 2>"$OUT/$name.log" &&
+        "$PY" tools/ncu_summary.py "$OUT/$name.csv" --launches >"$OUT/$name.txt"; then
+        echo "== $name $*"
+        cat "$OUT/$name.txt"
+    else
+        echo "bench-cuda: the profile $name failed (see $OUT/$name.log, $OUT/$name.txt)"
+        failed="$failed $name"
+    fi
+}
+if [ "${BENCH_CUDA_NCU:-0}" = 1 ]; then
+    if ! command -v ncu >/dev/null 2>&1; then
+        echo "bench-cuda: ncu is not on PATH: no profile"
+        failed="$failed ncu"
+    else
+        ncu_profile ncu 1 4096
+        ncu_profile ncu-cublas 1 4096 RETNET_CUDA_RET_FUSED=0
+        if [ -n "${BENCH_CUDA_NCU_BATCH:-}" ]; then
+            ncu_profile "ncu-b$BENCH_CUDA_NCU_BATCH" "$BENCH_CUDA_NCU_BATCH" 64
+        fi
     fi
 fi
 if [ -f "$OUT/ours.json" ]; then

@@ -16,7 +16,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 # What `retnet` answers: cuda-info, random (a model directory), and
 # bench-cuda with a result shaped as the real one's, its tuning the
 # RETNET_CUDA_* variables it was given.  STUB_SLOW_BATCHES: the --batches
-# argument whose run sleeps 3 s.
+# argument whose run sleeps 6 s.
 STUB = r'''#!/usr/bin/env python3
 import json, os, sys, time
 cmd = sys.argv[1]
@@ -29,7 +29,7 @@ elif cmd == "bench-cuda":
     a = sys.argv[3:]
     arg = lambda k, d: a[a.index(k) + 1] if k in a else d
     if arg("--batches", "") == os.environ.get("STUB_SLOW_BATCHES"):
-        time.sleep(3)
+        time.sleep(6)
     tuning = {k: v for k, v in os.environ.items() if k.startswith("RETNET_CUDA_")}
     print(json.dumps({
         "tuning": tuning, "chunk": int(arg("--chunk", "1024")), "state_dtype": "f32",
@@ -42,6 +42,17 @@ elif cmd == "bench-cuda":
 else:
     sys.exit("stand-in retnet: unknown command " + cmd)
 '''
+
+
+# Every run of BENCH_CUDA=fast, in its order (docs/benchmarks.md).
+FAST_RUNS = [
+    "ours", "ours-c4096", "ours-gemvgn", "ours-gemvgn-l2fork", "ours-retnarrow",
+    "ours-retnarrow-c4096", "ours-retnorm", "ours-retnorm-c4096", "ours-retnorm-nosplit",
+    "ours-l2fork", "ours-tcstream", "ours-tckpw128", "ours-tckpw512", "ours-tckpw1024",
+    "ours-tcgroups1", "ours-tcgroups1-kpw512", "ours-noretsplit", "ours-retsplit2",
+    "ours-lttune-p512", "ours-noprefillpdl", "ours-nohalfcopies", "ours-noltpairs",
+    "ours-residgemm-c4096",
+]
 
 
 class BenchCuda(unittest.TestCase):
@@ -57,11 +68,11 @@ class BenchCuda(unittest.TestCase):
         shutil.rmtree(self.dir)
 
     def bench(self, **env):
-        e = dict(os.environ, BENCH_CUDA="fast", BENCH_CUDA_PART="ours", BENCH_CUDA_OUT=self.out,
+        # the caller's settings would reach every run
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith(("RETNET_CUDA_", "BENCH_CUDA", "PEER_"))}
+        e.update(BENCH_CUDA="fast", BENCH_CUDA_PART="ours", BENCH_CUDA_OUT=self.out,
                  BENCH_CUDA_MODEL=os.path.join(self.dir, "model"), PYTHON=sys.executable, **env)
-        for k in list(e):
-            if k.startswith("RETNET_CUDA_"):
-                del e[k]  # the caller's settings would reach every run
         return subprocess.run(["sh", "bench/cuda.sh", self.retnet], cwd=ROOT, env=e,
                               capture_output=True, text=True, timeout=300)
 
@@ -73,6 +84,8 @@ class BenchCuda(unittest.TestCase):
         r = self.bench()
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertNotIn("skipped", r.stdout)
+        ran = sorted(f[:-5] for f in os.listdir(self.out) if f.startswith("ours") and f.endswith(".json"))
+        self.assertEqual(ran, sorted(FAST_RUNS))
         self.assertEqual(self.result("ours")["tuning"], {})
         self.assertEqual(self.result("ours-c4096")["chunk"], 4096)
         for name, var, value in [("ours-gemvgn", "RETNET_CUDA_GEMV_GROUPNORM", "1"),
@@ -89,22 +102,27 @@ class BenchCuda(unittest.TestCase):
             self.assertIn("GEMV_GROUPNORM=1", f.read())
 
     def test_budget_leaves_the_rest_in_order(self):
-        r = self.bench(BENCH_CUDA_BUDGET="2", STUB_SLOW_BATCHES="1,2,4,8,16,64,256")
+        # an earlier run's result of a run this one skips: not to be compared
+        os.makedirs(self.out)
+        with open(os.path.join(self.out, "ours-gemvgn.json"), "w") as f:
+            f.write('{"tuning": {}, "decode": [], "prefill": []}')
+        # the first run starts well within 5 s and ends after them
+        r = self.bench(BENCH_CUDA_BUDGET="5", STUB_SLOW_BATCHES="1,2,4,8,16,64,256")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertTrue(os.path.exists(os.path.join(self.out, "ours.json")))
         self.assertFalse(os.path.exists(os.path.join(self.out, "ours-c4096.json")))
+        self.assertFalse(os.path.exists(os.path.join(self.out, "ours-gemvgn.json")))
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("bench-cuda: skipped")]
         self.assertEqual(len(line), 1, r.stdout)
-        left = line[0].split(":", 2)[2].split()
-        self.assertEqual(left[:3], ["ours-c4096", "ours-gemvgn", "ours-gemvgn-l2fork"])
-        self.assertNotIn("ours", left)
+        self.assertEqual(line[0].split(":", 2)[2].split(), FAST_RUNS[1:])
         self.assertTrue(os.path.exists(os.path.join(self.out, "compare.txt")))
 
     def test_budget_must_be_seconds(self):
-        r = self.bench(BENCH_CUDA_BUDGET="5m")
-        self.assertEqual(r.returncode, 2)
-        self.assertIn("whole number of seconds", r.stderr)
-        self.assertFalse(os.path.exists(os.path.join(self.out, "ours.json")))
+        for bad in ("5m", "-1", "1" * 10):
+            r = self.bench(BENCH_CUDA_BUDGET=bad)
+            self.assertEqual(r.returncode, 2, bad)
+            self.assertIn("whole number of seconds", r.stderr)
+            self.assertFalse(os.path.exists(os.path.join(self.out, "ours.json")))
 
 
 if __name__ == "__main__":
