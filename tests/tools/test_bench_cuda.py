@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """bench/cuda.sh against a stand-in for `retnet` (no GPU needed): every run
 of BENCH_CUDA=fast reaches bench-cuda with the settings its name says,
-and BENCH_CUDA_BUDGET starts nothing once spent, lists what it left in
-the run's order, and still ends with the comparison, exit status 0."""
+and BENCH_CUDA_BUDGET starts nothing once spent (runs, timelines), lists
+what it left in the run's order, and still ends with the comparison, exit
+status 0."""
 import json
 import os
 import shutil
@@ -54,6 +55,13 @@ FAST_RUNS = [
     "ours-residgemm-c4096",
 ]
 
+# The fast run's timelines, in their order, before the peer's processes.
+TIMELINES = [
+    "timeline", "timeline-p512", "timeline-b1-gemvgn", "timeline-retnarrow", "timeline-retnorm",
+    "timeline-b1-l2fork", "timeline-b16-tcstream", "timeline-b16-kpw512",
+    "timeline-p512-noretsplit", "timeline-p2048-c1024",
+]
+
 
 class BenchCuda(unittest.TestCase):
     def setUp(self):
@@ -72,7 +80,8 @@ class BenchCuda(unittest.TestCase):
         e = {k: v for k, v in os.environ.items()
              if not k.startswith(("RETNET_CUDA_", "BENCH_CUDA", "PEER_"))}
         e.update(BENCH_CUDA="fast", BENCH_CUDA_PART="ours", BENCH_CUDA_OUT=self.out,
-                 BENCH_CUDA_MODEL=os.path.join(self.dir, "model"), PYTHON=sys.executable, **env)
+                 BENCH_CUDA_MODEL=os.path.join(self.dir, "model"), PYTHON=sys.executable)
+        e.update(env)
         return subprocess.run(["sh", "bench/cuda.sh", self.retnet], cwd=ROOT, env=e,
                               capture_output=True, text=True, timeout=300)
 
@@ -115,6 +124,14 @@ class BenchCuda(unittest.TestCase):
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("bench-cuda: skipped")]
         self.assertEqual(len(line), 1, r.stdout)
         self.assertEqual(line[0].split(":", 2)[2].split(), FAST_RUNS[1:])
+        self.assertTrue(os.path.exists(os.path.join(self.out, "compare.txt")))
+
+    def test_rest_under_a_spent_budget(self):
+        r = self.bench(BENCH_CUDA_PART="rest", BENCH_CUDA_BUDGET="0")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        line = [ln for ln in r.stdout.splitlines() if ln.startswith("bench-cuda: skipped")]
+        self.assertEqual(len(line), 1, r.stdout)
+        self.assertEqual(line[0].split(":", 2)[2].split()[:len(TIMELINES)], TIMELINES)
         self.assertTrue(os.path.exists(os.path.join(self.out, "compare.txt")))
 
     def test_budget_must_be_seconds(self):
