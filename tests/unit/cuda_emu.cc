@@ -102,7 +102,7 @@ static void emu_fiber_main(void);
 /* The launching thread's stack pointer while a thread runs. */
 static void *emu_sched_sp;
 
-/* emu_switch(save, to): pushes the registers the ABI has a callee keep
+/* rn_emu_switch(save, to): pushes the registers the ABI has a callee keep
  * (and the SSE and x87 control words), stores the stack pointer in *save,
  * takes `to` as the stack pointer and pops the same from it.  A new
  * thread's stack holds such a frame whose return address is its entry

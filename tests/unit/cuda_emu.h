@@ -202,6 +202,16 @@ static inline void *rn_emu_alloc(size_t n, size_t size)
     return aligned_alloc(256, (n * size + 255) / 256 * 256);
 }
 
+/* rn_emu_alloc holding a copy of the n values at src; NULL when out of
+ * memory.  free() releases it. */
+static inline void *rn_emu_copy(const void *src, size_t n, size_t size)
+{
+    void *a = rn_emu_alloc(n, size);
+    if (a)
+        memcpy(a, src, n * size);
+    return a;
+}
+
 static inline void pdl_enter(void)
 {
 }

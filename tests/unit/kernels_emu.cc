@@ -17,12 +17,11 @@
 extern "C" int rn_emu_argmax_rows(const float *logits, int rows, int V, int32_t *out)
 {
     size_t n = (size_t)rows * (size_t)V;
-    float *l = (float *)rn_emu_alloc(n, sizeof(float));
+    float *l = (float *)rn_emu_copy(logits, n, sizeof(float));
     int32_t *o = (int32_t *)rn_emu_alloc((size_t)rows, sizeof(int32_t));
     int rc = -1;
     if (!l || !o)
         goto cleanup;
-    memcpy(l, logits, sizeof(float) * n);
     memset(o, 0xff, sizeof(int32_t) * (size_t)rows); /* -1: a row left unpicked shows */
     rc = rn_emu_launch(argmax_kernel, dim3((unsigned)rows), dim3(ARGMAX_THREADS), 0, o,
                        (const float *)l, V);
@@ -44,15 +43,12 @@ extern "C" int rn_emu_scan_pieces(float *Sl, float *U, uint16_t *Uh, const float
                                   int pieces, size_t per_head, unsigned blocks, unsigned threads)
 {
     size_t hkv = (size_t)H * per_head, nu = (size_t)pieces * hkv;
-    float *s = (float *)rn_emu_alloc(hkv, 4), *u = (float *)rn_emu_alloc(nu, 4);
-    float *p = (float *)rn_emu_alloc((size_t)H * (size_t)(P + 1), 4);
+    float *s = (float *)rn_emu_copy(Sl, hkv, 4), *u = (float *)rn_emu_copy(U, nu, 4);
+    float *p = (float *)rn_emu_copy(pw, (size_t)H * (size_t)(P + 1), 4);
     __nv_bfloat16 *uh = Uh ? (__nv_bfloat16 *)rn_emu_alloc(nu, 2) : NULL;
     int rc = -1;
     if (!s || !u || !p || (Uh && !uh))
         goto cleanup;
-    memcpy(s, Sl, 4 * hkv);
-    memcpy(u, U, 4 * nu);
-    memcpy(p, pw, 4 * (size_t)H * (size_t)(P + 1));
     if (uh)
         memset(uh, 0xff, 2 * nu); /* NaN: an entering state left unwritten shows */
     rc = rn_emu_launch(scan_pieces_kernel, dim3(blocks), dim3(threads), 0, s, u, uh,

@@ -15,17 +15,6 @@
 #include "cuda/ret_fused.cuh"
 #include "cuda/ret_ref.h"
 
-/* One array of n values of size bytes, 256-byte aligned as cudaMalloc's,
- * so the kernel's 16-byte copies and stores are aligned as on the device
- * and a read past an array's end is one the sanitizer build sees. */
-static void *emu_array(const void *src, size_t n, size_t size)
-{
-    void *a = rn_emu_alloc(n, size);
-    if (a)
-        memcpy(a, src, n * size);
-    return a;
-}
-
 /* n values of h rounded to bf16 (rk_to_half's rounding) in an array of
  * their own; NULL when out of memory. */
 static __nv_bfloat16 *emu_bf16(const float *h, size_t n)
@@ -46,8 +35,8 @@ static int emu_ret_fused(const rf_problem *p, float *h, int parts, const rk_grou
 {
     __nv_bfloat16 *q = emu_bf16(h + p->q, p->k - p->q), *k = emu_bf16(h + p->k, p->v - p->k);
     __nv_bfloat16 *v = emu_bf16(h + p->v, p->o - p->v), *S = emu_bf16(h + p->S, p->pw - p->S);
-    float *o = (float *)emu_array(h + p->o, p->S - p->o, sizeof(float));
-    float *pw = (float *)emu_array(h + p->pw, p->total - p->pw, sizeof(float));
+    float *o = (float *)rn_emu_copy(h + p->o, p->S - p->o, sizeof(float));
+    float *pw = (float *)rn_emu_copy(h + p->pw, p->total - p->pw, sizeof(float));
     int share = p->dv / parts;
     dim3 grid((unsigned)(p->count * parts), (unsigned)(p->P / RF_ROWS));
     size_t smem = gn ? rf_norm_smem(p->dk, share) : rf_layout_for(p->dk, share).total;

@@ -19,14 +19,12 @@ extern "C" int rn_emu_top_rows(const float *logits, int rows, int V, const float
                                rn_row_top *out)
 {
     size_t n = (size_t)rows * (size_t)V;
-    float *l = (float *)rn_emu_alloc(n, sizeof(float));
-    float *t = (float *)rn_emu_alloc((size_t)rows, sizeof(float));
+    float *l = (float *)rn_emu_copy(logits, n, sizeof(float));
+    float *t = (float *)rn_emu_copy(temps, (size_t)rows, sizeof(float));
     rn_row_top *o = (rn_row_top *)rn_emu_alloc((size_t)rows, sizeof(rn_row_top));
     int rc = -1;
     if (!l || !t || !o)
         goto cleanup;
-    memcpy(l, logits, sizeof(float) * n);
-    memcpy(t, temps, sizeof(float) * (size_t)rows);
     memset(o, 0xff, sizeof(rn_row_top) * (size_t)rows); /* an unwritten field shows */
     rc = rn_emu_launch(top_kernel, dim3((unsigned)rows), dim3(TOP_THREADS), 0, o, (const float *)l,
                        (const float *)t, V);
