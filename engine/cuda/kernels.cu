@@ -95,26 +95,17 @@ static void launch(void (*k)(P...), dim3 grid, dim3 block, size_t shm, cudaStrea
     cudaLaunchKernelEx(&cfg, k, ((P)a)...);
 }
 
-__device__ static inline float load_as_f32(const void *p, size_t i, int t)
-{
-    if (t == RN_DT_BF16)
-        return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    if (t == RN_DT_F16)
-        return __half2float(((const __half *)p)[i]);
-    return ((const float *)p)[i];
-}
+/* The kernels of the small launches below are in headers the CPU unit
+ * tests also run (tests/unit/cuda_emu.h): the norms' arithmetic, norm_kernel,
+ * norm_vec_kernel, load4, store4 and store_out in norm_dev.cuh; embedding,
+ * scaling, the bf16 state copies, activation, the GLUs, the residual update
+ * and the bias in elem_dev.cuh; the decay table and masks, the state's
+ * decay over a chunk and torchscale's normaliser in chunk_dev.cuh. */
+#include "norm_dev.cuh"
+#include "elem_dev.cuh"
+#include "chunk_dev.cuh"
 
 /* ------------------------------------------------------------- embedding */
-
-/* One block per row. */
-__global__ void embed_kernel(float *x, const void *E, int t, const int32_t *tok, int D, float scale)
-{
-    size_t row = blockIdx.x;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float v = load_as_f32(E, (size_t)tok[row] * (size_t)D + (size_t)d, t);
-        x[row * (size_t)D + (size_t)d] = scale != 1.0f ? v * scale : v;
-    }
-}
 
 void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *tok, int n, int D,
               float scale)
@@ -123,55 +114,6 @@ void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *to
 }
 
 /* ----------------------------------------------------------------- norms */
-
-/* block_sum2, sum2_add, norm_stats, norm_row_stats, norm_value, load4,
- * store4 and norm_vec_kernel are in norm_dev.cuh, which the CPU unit tests
- * also run (tests/unit/cuda_emu.h) */
-#include "norm_dev.cuh"
-
-/* One block per row.  The row's input is x, or, first written to sink:
- * the sum of parts partial read-outs (x + p * part_stride), or the residual
- * update alpha x + res.  Sum and sum of squares come from one pass (in
- * double, so the deviation sum ss - s mu loses nothing that matters for fp32
- * inputs); each thread later reads back only values it wrote itself. */
-__global__ void norm_kernel(float *y, const float *x, int d, int layer_kind, const float *w,
-                            const float *b, float eps, const float *gate, int act, int parts,
-                            size_t part_stride, const float *res, float alpha, float *sink,
-                            rk_half h)
-{
-    pdl_enter();
-    __shared__ double sh[64];
-    size_t row = blockIdx.x;
-    const float *xr = x + row * (size_t)d;
-    if (sink) {
-        float *sr = sink + row * (size_t)d;
-        const float *rr = res ? res + row * (size_t)d : NULL;
-        for (int k = threadIdx.x; k < d; k += blockDim.x) {
-            float t;
-            if (rr) {
-                t = __fmaf_rn(xr[k], alpha, rr[k]); /* as gemv_store's */
-            } else {
-                t = 0.0f;
-                for (int p = 0; p < parts; p++)
-                    t += xr[(size_t)p * part_stride + (size_t)k];
-            }
-            sr[k] = t;
-        }
-        xr = sr;
-    }
-    double mu;
-    float r;
-    norm_row_stats(xr, d, layer_kind, eps, sh, mu, r);
-    for (int k = threadIdx.x; k < d; k += blockDim.x) {
-        size_t i = row * (size_t)d + (size_t)k;
-        store_out(y, h, i, norm_value(xr[k], mu, r, w, b, k, gate ? gate + i : NULL, act));
-    }
-}
-
-static unsigned norm_threads(int d)
-{
-    return d >= 2048 ? 256u : d >= 256 ? 128u : 64u; /* 4-8 values per thread */
-}
 
 /* Whether this thread's norms launch norm_vec_kernel (rk_set_norm_vec):
  * set by the backend at the start of every forward pass, the only place
@@ -243,14 +185,6 @@ void rk_add_norm(cudaStream_t st, float *y, float *x, const float *res, float al
  * 64 Ki threads, a few hundred blocks, enough to keep the memory busy. */
 #define QK_ALL_HEADS_PAIRS ((size_t)1 << 16)
 
-__global__ void scale_kernel(float *x, size_t n, float scale)
-{
-    pdl_enter();
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
-         t += (size_t)gridDim.x * blockDim.x)
-        x[t] *= scale;
-}
-
 static std::atomic<long> qk_half_passes;
 
 long rk_qk_half_passes(void)
@@ -315,52 +249,10 @@ void rk_ret_step(cudaStream_t st, float *o, size_t part_stride, rk_states S, con
 
 /* --------------------------------------------------- chunkwise helpers */
 
-__global__ void decay_table_kernel(float *pw, const double *log_gamma, int H, int C)
-{
-    pdl_enter();
-    size_t total = (size_t)H * (size_t)(C + 1);
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
-         t += (size_t)gridDim.x * blockDim.x) {
-        int h = (int)(t / (size_t)(C + 1)), d = (int)(t % (size_t)(C + 1));
-        pw[t] = rn_decay_pow(log_gamma[h], (double)d);
-    }
-}
-
 void rk_decay_table(cudaStream_t st, float *pw, const double *log_gamma, int H, int C)
 {
     launch(decay_table_kernel, blocks_for((size_t)H * (size_t)(C + 1)), BLOCK, 0, st, pw, log_gamma,
            H, C);
-}
-
-/* Block b C + i: row i of matrix b (head b % H); a 1-D grid, since both
- * the matrices (pieces x heads) and the rows may pass a y dimension's
- * 65,535; no index divisions per element. */
-__global__ void decay_mask_kernel(float *A, const float *pw, int H, int C)
-{
-    pdl_enter();
-    int i = (int)(blockIdx.x % (unsigned)C), b = (int)(blockIdx.x / (unsigned)C);
-    const float *p = pw + (size_t)(b % H) * (size_t)(C + 1);
-    float *Ar = A + ((size_t)b * (size_t)C + (size_t)i) * (size_t)C;
-    for (int j = threadIdx.x; j < C; j += blockDim.x)
-        Ar[j] *= rn_decay_mask(p, i, j);
-}
-
-/* decay_mask_kernel with 16-byte loads and stores (C a multiple of 4, A on
- * 16 bytes): the same product per value. */
-__global__ void decay_mask4_kernel(float *A, const float *pw, int H, int C)
-{
-    pdl_enter();
-    int i = (int)(blockIdx.x % (unsigned)C), b = (int)(blockIdx.x / (unsigned)C);
-    const float *p = pw + (size_t)(b % H) * (size_t)(C + 1);
-    float *Ar = A + ((size_t)b * (size_t)C + (size_t)i) * (size_t)C;
-    for (int j = 4 * (int)threadIdx.x; j < C; j += 4 * (int)blockDim.x) {
-        float v[4];
-        load4(Ar + j, v);
-#pragma unroll
-        for (int q = 0; q < 4; q++)
-            v[q] *= rn_decay_mask(p, i, j + q);
-        store4(Ar, rk_half(), (size_t)j, v);
-    }
 }
 
 void rk_decay_mask(cudaStream_t st, float *A, const float *pw, int count, int H, int C)
@@ -542,44 +434,11 @@ long rk_ret_fused_wide_launches(void)
     return rf_wide_launches.load();
 }
 
-__global__ void decay_state_kernel(float *Sl, const float *pw, int C, size_t hkv, size_t per_head)
-{
-    pdl_enter();
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < hkv;
-         t += (size_t)gridDim.x * blockDim.x)
-        Sl[t] *= pw[(t / per_head) * (size_t)(C + 1) + (size_t)C];
-}
-
 void rk_decay_state(cudaStream_t st, rk_states S, int slot, const float *pw, int H, int C,
                     size_t hkv)
 {
     float *Sl = (float *)S.base + (size_t)slot * S.slot_stride + S.layer_off;
     launch(decay_state_kernel, blocks_for(hkv), BLOCK, 0, st, Sl, pw, C, hkv, hkv / (size_t)H);
-}
-
-/* One block per head: the running sums are a sequential recurrence (in
- * double, as on the CPU), computed by thread 0; every thread then scales. */
-__global__ void ts_chunk_kernel(float *o, float *s_layer, const float *pw, float *sums, int H,
-                                int C, int dv)
-{
-    pdl_enter();
-    int h = (int)blockIdx.x;
-    const float *p = pw + (size_t)h * (size_t)(C + 1);
-    float *sh = sums + (size_t)h * (size_t)C;
-    if (threadIdx.x == 0) {
-        double s0 = s_layer[h], cum = 0.0;
-        for (int i = 0; i < C; i++) {
-            cum += p[i];
-            sh[i] = (float)(s0 * p[i + 1] + cum);
-        }
-        s_layer[h] = sh[C - 1];
-    }
-    __syncthreads();
-    size_t total = (size_t)C * (size_t)dv;
-    for (size_t t = threadIdx.x; t < total; t += blockDim.x) {
-        int i = (int)(t / (size_t)dv), e = (int)(t % (size_t)dv);
-        o[((size_t)i * (size_t)H + (size_t)h) * (size_t)dv + (size_t)e] *= 1.0f / sqrtf(sh[i]);
-    }
 }
 
 void rk_ts_chunk(cudaStream_t st, float *o, rk_states S, int slot, const float *pw, float *sums,
@@ -590,22 +449,6 @@ void rk_ts_chunk(cudaStream_t st, float *o, rk_states S, int slot, const float *
 }
 
 /* ---------------------------------------------------------- bf16 states */
-
-__global__ void state_expand_kernel(float *dst, const __nv_bfloat16 *src, size_t n)
-{
-    pdl_enter();
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
-         t += (size_t)gridDim.x * blockDim.x)
-        dst[t] = __bfloat162float(src[t]);
-}
-
-__global__ void state_compress_kernel(__nv_bfloat16 *dst, const float *src, size_t n)
-{
-    pdl_enter();
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
-         t += (size_t)gridDim.x * blockDim.x)
-        dst[t] = __float2bfloat16_rn(src[t]);
-}
 
 void rk_state_expand(cudaStream_t st, float *dst, const void *src, size_t n)
 {
@@ -618,14 +461,6 @@ void rk_state_compress(cudaStream_t st, void *dst, const float *src, size_t n)
 }
 
 /* ---------------------------------------------------------- elementwise */
-
-__global__ void act_kernel(float *x, size_t n, int act, rk_half h)
-{
-    pdl_enter();
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
-         t += (size_t)gridDim.x * blockDim.x)
-        store_out(x, h, t, rn_act_apply(act, x[t]));
-}
 
 void rk_act(cudaStream_t st, float *x, size_t n, int act, rk_half h)
 {
@@ -660,32 +495,6 @@ void rk_top_rows(cudaStream_t st, rn_row_top *out, const float *logits, const fl
     launch(top_kernel, (unsigned)rows, TOP_THREADS, 0, st, out, logits, temperature, V);
 }
 
-__global__ void glu_kernel(float *up, const float *gate, size_t n, int act, rk_half h)
-{
-    pdl_enter();
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
-         t += (size_t)gridDim.x * blockDim.x)
-        store_out(up, h, t, up[t] * rn_act_apply(act, gate[t]));
-}
-
-/* glu_kernel four values a thread (16-byte loads, store4), for n a multiple
- * of 4 with up and gate on 16 bytes and h.p on 8: each value's same
- * product, rounded the same way. */
-__global__ void glu4_kernel(float *up, const float *gate, size_t n4, int act, rk_half h)
-{
-    pdl_enter();
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n4;
-         t += (size_t)gridDim.x * blockDim.x) {
-        float u[4], g[4];
-        load4(up + 4 * t, u);
-        load4(gate + 4 * t, g);
-#pragma unroll
-        for (int q = 0; q < 4; q++)
-            u[q] = u[q] * rn_act_apply(act, g[q]);
-        store4(up, h, 4 * t, u);
-    }
-}
-
 void rk_glu(cudaStream_t st, float *up, const float *gate, size_t n, int act, rk_half h)
 {
     if (n % 4 == 0 && ((uintptr_t)up | (uintptr_t)gate) % 16 == 0 && (uintptr_t)h.p % 8 == 0)
@@ -694,61 +503,15 @@ void rk_glu(cudaStream_t st, float *up, const float *gate, size_t n, int act, rk
         launch(glu_kernel, blocks_for(n), BLOCK, 0, st, up, gate, n, act, h);
 }
 
-/* The 16-bit value i of p (bf16 or fp16, t) as fp32. */
-__device__ static inline float half_at(const void *p, int t, size_t i)
-{
-    return t == RN_DT_BF16 ? __bfloat162float(((const __nv_bfloat16 *)p)[i])
-                           : __half2float(((const __half *)p)[i]);
-}
-
-/* rk_glu_halves, four values a thread (n4 groups) while n is a multiple of
- * 4 and the buffers are 8-byte aligned, else one (n4 = n, one = 1). */
-__global__ void glu_halves_kernel(rk_half h, const void *up, const void *gate, size_t n, int act,
-                                  int one)
-{
-    pdl_enter();
-    int w = one ? 1 : 4;
-    size_t groups = n / (size_t)w;
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < groups;
-         t += (size_t)gridDim.x * blockDim.x) {
-        float u[4];
-        for (int q = 0; q < w; q++) {
-            size_t i = t * (size_t)w + (size_t)q;
-            u[q] = half_at(up, h.t, i) * rn_act_apply(act, half_at(gate, h.t, i));
-        }
-        if (one)
-            store_out(NULL, h, t, u[0]);
-        else
-            store4(NULL, h, 4 * t, u);
-    }
-}
-
 void rk_glu_halves(cudaStream_t st, rk_half h, const void *up, const void *gate, size_t n, int act)
 {
     int one = n % 4 != 0 || ((uintptr_t)up | (uintptr_t)gate | (uintptr_t)h.p) % 8 != 0;
     launch(glu_halves_kernel, blocks_for(one ? n : n / 4), BLOCK, 0, st, h, up, gate, n, act, one);
 }
 
-__global__ void residual_kernel(float *x, const float *y, size_t n, float alpha)
-{
-    pdl_enter();
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n;
-         t += (size_t)gridDim.x * blockDim.x)
-        x[t] = __fmaf_rn(x[t], alpha, y[t]);
-}
-
 void rk_residual(cudaStream_t st, float *x, const float *y, size_t n, float alpha)
 {
     launch(residual_kernel, blocks_for(n), BLOCK, 0, st, x, y, n, alpha);
-}
-
-__global__ void add_bias_kernel(float *y, const float *b, int rows, int cols)
-{
-    pdl_enter();
-    size_t total = (size_t)rows * (size_t)cols;
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
-         t += (size_t)gridDim.x * blockDim.x)
-        y[t] += b[t % (size_t)cols];
 }
 
 void rk_add_bias(cudaStream_t st, float *y, const float *b, int rows, int cols)

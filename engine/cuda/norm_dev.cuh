@@ -315,4 +315,48 @@ static __global__ void __launch_bounds__(1024)
                  b, eps, gate, act, parts, part_stride, res, alpha, sink, h, sh[threadIdx.y]);
 }
 
+/* One block per row.  The row's input is x, or, first written to sink:
+ * the sum of parts partial read-outs (x + p * part_stride), or the residual
+ * update alpha x + res.  Sum and sum of squares come from one pass (in
+ * double, so the deviation sum ss - s mu loses nothing that matters for fp32
+ * inputs); each thread later reads back only values it wrote itself. */
+static __global__ void norm_kernel(float *y, const float *x, int d, int layer_kind, const float *w,
+                                   const float *b, float eps, const float *gate, int act, int parts,
+                                   size_t part_stride, const float *res, float alpha, float *sink,
+                                   rk_half h)
+{
+    pdl_enter();
+    __shared__ double sh[64];
+    size_t row = blockIdx.x;
+    const float *xr = x + row * (size_t)d;
+    if (sink) {
+        float *sr = sink + row * (size_t)d;
+        const float *rr = res ? res + row * (size_t)d : NULL;
+        for (int k = threadIdx.x; k < d; k += blockDim.x) {
+            float t;
+            if (rr) {
+                t = __fmaf_rn(xr[k], alpha, rr[k]); /* as gemv_store's */
+            } else {
+                t = 0.0f;
+                for (int p = 0; p < parts; p++)
+                    t += xr[(size_t)p * part_stride + (size_t)k];
+            }
+            sr[k] = t;
+        }
+        xr = sr;
+    }
+    double mu;
+    float r;
+    norm_row_stats(xr, d, layer_kind, eps, sh, mu, r);
+    for (int k = threadIdx.x; k < d; k += blockDim.x) {
+        size_t i = row * (size_t)d + (size_t)k;
+        store_out(y, h, i, norm_value(xr[k], mu, r, w, b, k, gate ? gate + i : NULL, act));
+    }
+}
+
+static inline unsigned norm_threads(int d)
+{
+    return d >= 2048 ? 256u : d >= 256 ? 128u : 64u; /* 4-8 values per thread */
+}
+
 #endif

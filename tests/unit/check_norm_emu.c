@@ -69,6 +69,30 @@ START_TEST(test_norm_emu_vec_matches_reference)
 }
 END_TEST
 
+double rn_emu_norm_kernel_check(int rows, int d, int mode, int out, uint32_t seed);
+
+/* norm_kernel, which takes the norms norm_vec_kernel cannot (kernels.cu:
+ * norm_vec_fits), in the same modes and outputs: widths under a block's
+ * threads (64 threads for 50 and 100), of several values a thread, odd
+ * (1037: not a multiple of 4, which only this kernel takes) and the 1.3B
+ * preset's 2048. */
+static const int row_shapes[][2] = {{3, 50}, {4, 100}, {2, 1037}, {3, 2048}};
+#define N_ROW (int)(sizeof row_shapes / sizeof row_shapes[0])
+
+START_TEST(test_norm_emu_kernel_matches_reference)
+{
+    const int *s = row_shapes[_i % N_ROW];
+    int mode = _i / N_ROW % 5, out = _i / (5 * N_ROW);
+    double worst = rn_emu_norm_kernel_check(s[0], s[1], mode, out, (uint32_t)(301 + _i));
+    ck_assert_msg(worst == worst, "a value is NaN: left unwritten");
+    ck_assert_msg(worst >= 0.0, "the emulated launch failed");
+    ck_assert_msg(
+        worst <= 1e-5,
+        "%d rows of %d, mode %d, output %d: error %.3g (1: a sink value or a write past the rows)",
+        s[0], s[1], mode, out, worst);
+}
+END_TEST
+
 void rn_emu_norm_vec_rows(int d, int rows, int *block_rows, int *most);
 
 /* How many rows a launch puts in a block: at least 1, at most what the
@@ -131,6 +155,7 @@ Suite *norm_emu_suite(void)
     TCase *tc = tcase_create("rows");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_norm_emu_matches_reference, 0, 4 * N_SHAPES);
+    tcase_add_loop_test(tc, test_norm_emu_kernel_matches_reference, 0, 15 * N_ROW);
     tcase_add_loop_test(tc, test_norm_emu_vec_matches_reference, 0, 15 * N_VEC);
     tcase_add_test(tc, test_norm_emu_block_rows);
     tcase_add_loop_test(tc, test_norm_emu_to_half_copies_every_value, 0, 12 * N_HALF_COUNTS);

@@ -129,7 +129,8 @@ static void nv_out_free(nv_out *o)
 }
 
 /* c through norm_vec_kernel as norm_launch (kernels.cu) launches it, per
- * rows a block (norm_vec_rows(d), or 1), into o; 0, or -1. */
+ * rows a block (norm_vec_rows(d), or 1), or with per 0 through norm_kernel
+ * (a block of norm_threads(d) a row), into o; 0, or -1. */
 static int nv_run(const nv_case *c, unsigned per, nv_out *o)
 {
     size_t xn = c->stride * (size_t)c->parts, yn = c->n + (size_t)c->d;
@@ -143,12 +144,17 @@ static int nv_run(const nv_case *c, unsigned per, nv_out *o)
         o->y[i] = NAN, o->yh[i] = 0x7fc0; /* NaN in bf16 and fp16 alike */
     rk_half h = {c->out ? (void *)o->yh : NULL, c->out == 2 ? RN_DT_F16 : RN_DT_BF16};
     float *sink = c->mode == 2 ? o->x : c->mode >= 3 ? o->y : NULL;
+    const float *gate = c->mode == 1 || c->mode == 4 ? c->gate : NULL;
+    const float *res = c->mode == 2 ? c->res : NULL;
+    if (!per)
+        return rn_emu_launch(norm_kernel, dim3((unsigned)c->rows), dim3(norm_threads(c->d)), 0,
+                             o->y, (const float *)o->x, c->d, c->layer_kind, (const float *)c->w,
+                             (const float *)c->b, EMU_EPS, gate, 0, c->parts, c->stride, res, 0.75f,
+                             sink, h);
     return rn_emu_launch(norm_vec_kernel, dim3(((unsigned)c->rows + per - 1) / per),
                          dim3((unsigned)norm_vec_threads(c->d), per), 0, o->y, (const float *)o->x,
                          c->d, c->layer_kind, (const float *)c->w, (const float *)c->b, EMU_EPS,
-                         (const float *)(c->mode == 1 || c->mode == 4 ? c->gate : NULL), 0,
-                         c->parts, c->stride, (const float *)(c->mode == 2 ? c->res : NULL), 0.75f,
-                         sink, h, c->rows);
+                         gate, 0, c->parts, c->stride, res, 0.75f, sink, h, c->rows);
 }
 
 /* The input row i as the kernel forms it (fp32). */
@@ -203,12 +209,13 @@ static double nv_worst(const nv_case *c, const nv_out *o)
     return worst;
 }
 
-/* norm_vec_kernel as rk_norm, rk_norm_parts and rk_add_norm launch it
- * (kernels.cu: norm_launch) on rows x d values in mode, to out (see
- * nv_case): the worst error against the definition (nv_worst; 1e-5 is the
- * bound), or 1 when the launch with one row a block gives other bits (a
- * row's bits must not depend on the rows beside it).  -1 on error. */
-extern "C" double rn_emu_norm_vec_check(int rows, int d, int mode, int out, uint32_t seed)
+/* norm_vec_kernel (vec set) or norm_kernel as rk_norm, rk_norm_parts and
+ * rk_add_norm launch them (kernels.cu: norm_launch) on rows x d values in
+ * mode, to out (see nv_case): the worst error against the definition
+ * (nv_worst; 1e-5 is the bound), or 1 when norm_vec_kernel's launch with
+ * one row a block gives other bits (a row's bits must not depend on the
+ * rows beside it).  -1 on error. */
+static double nv_check(int rows, int d, int mode, int out, uint32_t seed, int vec)
 {
     nv_case c = {};
     nv_out multi = {}, single = {};
@@ -220,7 +227,7 @@ extern "C" double rn_emu_norm_vec_check(int rows, int d, int mode, int out, uint
     c.res = (float *)rn_emu_alloc(c.stride, sizeof(float));
     c.gate = (float *)rn_emu_alloc(c.stride, sizeof(float));
     c.w = (float *)malloc(sizeof(float) * d), c.b = (float *)malloc(sizeof(float) * d);
-    if (!c.x || !c.res || !c.gate || !c.w || !c.b || d % 4)
+    if (!c.x || !c.res || !c.gate || !c.w || !c.b || (vec && d % 4))
         goto cleanup;
     for (int k = 0; k < d; k++)
         c.w[k] = rf_uniform(&seed, 0.5f, 1.5f), c.b[k] = rf_uniform(&seed, -0.5f, 0.5f);
@@ -228,10 +235,10 @@ extern "C" double rn_emu_norm_vec_check(int rows, int d, int mode, int out, uint
         c.x[i] = rf_uniform(&seed, -3.0f, 5.0f);
     for (size_t i = 0; i < c.stride; i++)
         c.res[i] = rf_uniform(&seed, -1.0f, 1.0f), c.gate[i] = rf_uniform(&seed, -4.0f, 4.0f);
-    if (nv_run(&c, (unsigned)norm_vec_rows(d), &multi) || nv_run(&c, 1, &single))
+    if (nv_run(&c, vec ? (unsigned)norm_vec_rows(d) : 0, &multi) || (vec && nv_run(&c, 1, &single)))
         goto cleanup;
     worst = nv_worst(&c, &multi);
-    {
+    if (vec) {
         size_t yn = c.n + (size_t)d, xn = c.stride * (size_t)c.parts;
         if (memcmp(multi.y, single.y, sizeof(float) * yn) ||
             memcmp(multi.yh, single.yh, sizeof(uint16_t) * yn) ||
@@ -247,6 +254,18 @@ cleanup:
     free(c.w);
     free(c.b);
     return worst;
+}
+
+extern "C" double rn_emu_norm_vec_check(int rows, int d, int mode, int out, uint32_t seed)
+{
+    return nv_check(rows, d, mode, out, seed, 1);
+}
+
+/* nv_check through norm_kernel, the norms' kernel where norm_vec_kernel
+ * does not fit (a width not a multiple of 4, rows off 16 bytes). */
+extern "C" double rn_emu_norm_kernel_check(int rows, int d, int mode, int out, uint32_t seed)
+{
+    return nv_check(rows, d, mode, out, seed, 0);
 }
 
 /* norm_vec_block_rows(d, rows) and norm_vec_rows(d), for the launch rule's
