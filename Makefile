@@ -61,6 +61,19 @@ CUDA_OBJ := $(CUDA_SRC:%.cu=$(OUT)/%.o)
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart
 endif
 
+# CUDA_EMU=1: the CUDA backend built as host C++ against the CPU emulation
+# of the CUDA runtime, cuBLAS(Lt) and the kernels (tests/emu/cuda_runtime.h),
+# into build/<flavour>-emu/, with no nvcc and no GPU: `make check-cuda-emu`.
+ifeq ($(CUDA_EMU),1)
+override OUT := $(OUT)-emu
+NVCC :=
+CPPFLAGS_ALL += -DRN_HAVE_CUDA -DRN_CUDA_EMULATED
+EMU_RT_OBJ := $(OUT)/tests/emu/cudart_emu.o $(OUT)/tests/emu/cublas_emu.o $(OUT)/tests/unit/cuda_emu.o
+CUDA_OBJ := $(CUDA_SRC:%.cu=$(OUT)/%.o) $(EMU_RT_OBJ)
+CUDA_LIBS :=
+EMU_TEST_OBJ := $(OUT)/tests/emu/check_cudart_emu.o
+endif
+
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(OUT)/%.o) $(CUDA_OBJ)
 LIB := $(OUT)/libretnet.a
 RETNET := $(OUT)/retnet
@@ -71,10 +84,11 @@ SERVER_OBJ := $(SERVER_SRC:%.c=$(OUT)/%.o)
 RETNETD := $(OUT)/retnetd
 TEST_SRC := $(wildcard tests/unit/*.c)
 TEST_CXX_SRC := $(wildcard tests/unit/*.cc)
-TEST_OBJ := $(TEST_SRC:%.c=$(OUT)/%.o) $(TEST_CXX_SRC:%.cc=$(OUT)/%.o)
+TEST_OBJ := $(filter-out $(EMU_RT_OBJ),$(TEST_SRC:%.c=$(OUT)/%.o) $(TEST_CXX_SRC:%.cc=$(OUT)/%.o)) \
+            $(EMU_TEST_OBJ)
 TEST_BIN := $(OUT)/tests/check_unit
 
-.PHONY: FORCE soak load-wrk check-valgrind check-image install uninstall all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
+.PHONY: FORCE check-cuda-emu cuda-emu-suites soak load-wrk check-valgrind check-image install uninstall all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
 
 all: $(RETNET) $(RETNETD) $(TEST_BIN)
 
@@ -88,6 +102,7 @@ help:
 	@echo "make check-asan the same tests under AddressSanitizer + UBSan"
 	@echo "make bench      engine benchmarks next to the PyTorch reference and machine limits"
 	@echo "make check-cuda the CUDA backend's parity suites and memcheck on a GPU (skips without one)"
+	@echo "make check-cuda-emu  the same suites through the CUDA backend on the CPU (emulated; no GPU)"
 	@echo "make bench-cuda GPU benchmark: 1.3B preset vs the device's limits and FLA's RetNet"
 	@echo "make bench-http HTTP/SSE latency and throughput next to the engine alone; /health with wrk"
 	@echo "make fixtures   regenerate tests/fixtures from the reference packages (needs PyPI)"
@@ -149,10 +164,24 @@ FORCE:
 
 # -MMD -MP as for the C sources: a kernel header (engine/cuda/*.cuh, *.h)
 # changed rebuilds the .cu files that include it.
+ifeq ($(CUDA_EMU),1)
+EMU_CXX = $(CXX) -std=c++17 -DRN_CUDA_EMU=1 -Itests/emu -Itests/unit $(CPPFLAGS_ALL) $(OPT) $(CXXWARN) $(SANFLAGS) \
+          -pthread -MMD -MP $(CXXFLAGS) $(TEST_FP)
+$(OUT)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CXX     $< (emulated CUDA)")
+	$(Q)$(EMU_CXX) -x c++ -c $< -o $@
+
+$(OUT)/tests/emu/%.o: tests/emu/%.cc
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CXX     $<")
+	$(Q)$(EMU_CXX) $(CHECK_CFLAGS) -c $< -o $@
+else
 $(OUT)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC    $<")
 	$(Q)$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
+endif
 
 $(LIB): $(ENGINE_OBJ)
 	@$(if $(Q),echo "  AR      $@")
@@ -178,10 +207,29 @@ $(TEST_BIN): $(TEST_OBJ) $(TEST_SERVER_OBJ) $(LIB)
 check: deps
 	$(Q)$(MAKE) --no-print-directory info
 	$(Q)$(MAKE) --no-print-directory check-unit
+	$(Q)$(MAKE) --no-print-directory check-cuda-emu CHECK_CUDA_EMU_ONLY='^parity$$'
 	$(Q)$(MAKE) --no-print-directory check-integration
 	$(Q)$(MAKE) --no-print-directory soak SOAK_TIME=120
 	$(Q)$(MAKE) --no-print-directory check-sdk
 	$(Q)$(MAKE) --no-print-directory lint
+
+# The CUDA backend on the CPU: its host code and every kernel it launches,
+# built against the emulated CUDA runtime and cuBLAS(Lt) (CUDA_EMU=1,
+# tests/emu/cuda_runtime.h) into build/<flavour>-emu/: the emulation's own
+# suite, then tools/check-cuda.sh's runs that CHECK_CUDA_EMU_ONLY names (an
+# awk regular expression over their names; the plain parity, form and
+# synthetic suites by default, '.' for every switch's runs), with
+# RN_TEST_DEVICE=cuda.  Needs neither nvcc nor a GPU.  The kernels run a
+# fiber per CUDA thread, so a suite takes minutes; `make check` runs
+# CHECK_CUDA_EMU_ONLY='^parity$'.  SAN=asan adds AddressSanitizer over the
+# device memory, which is host memory here.
+check-cuda-emu:
+	$(Q)$(MAKE) --no-print-directory CUDA_EMU=1 cuda-emu-suites
+
+cuda-emu-suites: $(TEST_BIN) $(RETNET)
+	$(Q)CK_RUN_SUITE=cudart_emu $(TEST_BIN) 2>/dev/null # its refusals are expected, and said on stderr
+	$(Q)CHECK_CUDA_EMULATED=1 CHECK_CUDA_ONLY="$${CHECK_CUDA_EMU_ONLY:-^(parity|forms|synthetic)$$}" \
+	    sh tools/check-cuda.sh $(RETNET) $(TEST_BIN)
 
 check-unit: $(TEST_BIN) $(RETNET)
 	$(Q)CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} RN_RETNET=$(RETNET) $(TEST_BIN)

@@ -12,6 +12,11 @@
 #      disconnects) serving on the GPU (RETNETD_TEST_DEVICE=cuda).
 # Without a CUDA build or a device it prints one SKIPPED line and exits 0:
 # that is a skip, never a pass.  Logs: build/cuda/.
+# CHECK_CUDA_EMULATED=1 runs the same list against the emulated build
+# (`make check-cuda-emu`: the backend on the CPU, tests/emu/): no device to
+# probe, no compute-sanitizer and no server test; each test's time limit
+# CK_TIMEOUT_MULTIPLIER (20) times longer, CHECK_CUDA_JOBS the cores.
+# Logs: build/cuda-emu/.
 # CHECK_CUDA_ONLY=REGEX keeps the runs, memcheck runs and the server test
 # ("server") whose names match (an awk regular expression), e.g.
 # '^(forms|parity|synthetic)$' for a short check; the line "check-cuda: N of
@@ -21,6 +26,9 @@
 # synthetic-gemvgn-synccheck.
 set -u
 OUT=build/cuda
+if [ "${CHECK_CUDA_EMULATED:-0}" = 1 ]; then
+    OUT=build/cuda-emu
+fi
 
 # One run (called by the script itself, CHECK_CUDA_JOBS at a time):
 # --run TESTS NAME SUITE ENV...; its result line, and exit 1 on failure.
@@ -43,11 +51,21 @@ TESTS=$2
 RETNETD=${3:-}
 mkdir -p "$OUT"
 
-if ! info=$("$RETNET" cuda-info 2>&1); then
+if [ "${CHECK_CUDA_EMULATED:-0}" = 1 ]; then
+    # the device's measurements would take the emulation hours; nothing to
+    # sanitize or serve on
+    echo "check-cuda: the CUDA backend on the CPU (emulated runtime, cuBLAS and kernels)" |
+        tee "$OUT/device.txt"
+    CHECK_CUDA_MEMCHECK=0 RETNETD=
+    CK_TIMEOUT_MULTIPLIER=${CK_TIMEOUT_MULTIPLIER:-20}
+    CHECK_CUDA_JOBS=${CHECK_CUDA_JOBS:-$(nproc 2>/dev/null || echo 2)}
+    export CK_TIMEOUT_MULTIPLIER
+elif ! info=$("$RETNET" cuda-info 2>&1); then
     echo "SKIPPED: check-cuda: $info"
     exit 0
+else
+    echo "check-cuda: $info" | tee "$OUT/device.txt"
 fi
-echo "check-cuda: $info" | tee "$OUT/device.txt"
 
 # The lines of stdin whose first field matches CHECK_CUDA_ONLY (all without it).
 select_runs() {

@@ -57,6 +57,7 @@ void rk_set_pdl(int on)
     pdl_on = on;
 }
 
+#ifndef RN_CUDA_EMU /* the emulation has its own no-ops (tests/emu/cuda_runtime.h) */
 __device__ static inline void pdl_trigger()
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -76,11 +77,13 @@ __device__ static inline void pdl_enter()
     pdl_trigger();
     pdl_wait();
 }
+#endif
 
 /* k<<<grid, block, shm, st>>>(args), with the dependent-launch attribute
- * while rk_set_pdl is on for this thread. */
+ * where pdl is set. */
 template <typename... P, typename... A>
-static void launch(void (*k)(P...), dim3 grid, dim3 block, size_t shm, cudaStream_t st, A... a)
+static void launch_as(int pdl, void (*k)(P...), dim3 grid, dim3 block, size_t shm, cudaStream_t st,
+                      A... a)
 {
     cudaLaunchAttribute attr;
     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -91,8 +94,24 @@ static void launch(void (*k)(P...), dim3 grid, dim3 block, size_t shm, cudaStrea
     cfg.dynamicSmemBytes = shm;
     cfg.stream = st;
     cfg.attrs = &attr;
-    cfg.numAttrs = pdl_on ? 1 : 0;
+    cfg.numAttrs = pdl ? 1 : 0;
     cudaLaunchKernelEx(&cfg, k, ((P)a)...);
+}
+
+/* k launched as dependent while rk_set_pdl is on for this thread. */
+template <typename... P, typename... A>
+static void launch(void (*k)(P...), dim3 grid, dim3 block, size_t shm, cudaStream_t st, A... a)
+{
+    launch_as(pdl_on, k, grid, block, shm, st, a...);
+}
+
+/* k launched in plain stream order, for the kernels that do not wait on
+ * their predecessor (pdl_wait) and so must not start before it ends. */
+template <typename... P, typename... A>
+static void launch_plain(void (*k)(P...), dim3 grid, dim3 block, size_t shm, cudaStream_t st,
+                         A... a)
+{
+    launch_as(0, k, grid, block, shm, st, a...);
 }
 
 /* The kernels of the small launches below are in headers the CPU unit
@@ -110,7 +129,7 @@ static void launch(void (*k)(P...), dim3 grid, dim3 block, size_t shm, cudaStrea
 void rk_embed(cudaStream_t st, float *x, const void *E, int t, const int32_t *tok, int n, int D,
               float scale)
 {
-    embed_kernel<<<(unsigned)n, BLOCK, 0, st>>>(x, E, t, tok, D, scale);
+    launch_plain(embed_kernel, (unsigned)n, BLOCK, 0, st, x, E, t, tok, D, scale);
 }
 
 /* ----------------------------------------------------------------- norms */
@@ -932,8 +951,8 @@ void rk_l2_fetch(cudaStream_t st, const void *p, size_t bytes)
     size_t per_block = RK_L2_PIECE * RK_L2_THREADS;
     if (!bytes || (uintptr_t)p % 16)
         return;
-    l2_fetch_kernel<<<(unsigned)((bytes + per_block - 1) / per_block), RK_L2_THREADS, 0, st>>>(
-        (const char *)p, bytes);
+    launch_plain(l2_fetch_kernel, (unsigned)((bytes + per_block - 1) / per_block), RK_L2_THREADS, 0,
+                 st, (const char *)p, bytes);
     l2_fetches++;
 }
 
@@ -952,5 +971,6 @@ __global__ void copy_kernel(uint4 *dst, const uint4 *src, size_t n)
 void rk_copy(cudaStream_t st, void *dst, const void *src, size_t n)
 {
     size_t v = n / sizeof(uint4);
-    copy_kernel<<<blocks_for(v, BLOCK * 8), BLOCK, 0, st>>>((uint4 *)dst, (const uint4 *)src, v);
+    launch_plain(copy_kernel, blocks_for(v, BLOCK * 8), BLOCK, 0, st, (uint4 *)dst,
+                 (const uint4 *)src, v);
 }

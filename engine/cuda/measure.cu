@@ -103,7 +103,11 @@ __global__ void fill_random_bf16_kernel(uint16_t *p, size_t n, uint32_t seed)
 
 static void fill_random_bf16(cudaStream_t st, void *p, size_t n, uint32_t seed)
 {
-    fill_random_bf16_kernel<<<1024, 256, 0, st>>>((uint16_t *)p, n, seed);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = 1024;
+    cfg.blockDim = 256;
+    cfg.stream = st;
+    cudaLaunchKernelEx(&cfg, fill_random_bf16_kernel, (uint16_t *)p, n, seed);
 }
 
 /* One cuBLASLt product as the prefill's projections run: batch weight

@@ -17,7 +17,7 @@
  * link it, and a machine without it gets RN_EUNSUPPORTED and a sentence
  * saying where it looked.  RETNET_CUPTI names the library's path.
  */
-#if __has_include(<cupti_activity.h>)
+#if __has_include(<cupti_activity.h>) && !defined(RN_CUDA_EMU) /* not in the emulated build */
 #include <cupti_activity.h>
 #include <cupti_version.h>
 #endif

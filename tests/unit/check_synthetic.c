@@ -565,7 +565,9 @@ START_TEST(test_synthetic_tc_stream_decode)
     ck_assert_int_eq(configs[2].dtype, RN_DT_BF16);
     check_batched_decode(2); /* the bf16 model: the tensor-core GEMV takes 16-bit weights */
     env_restore(env, ENV_COUNT(env), saved);
-    ck_assert_int_gt(rn_cuda_tc_stream_launches() - before, 1);
+    /* launched at least once: the decode step's graph is captured once for
+     * its batch size (the count is of launches made, not of replays) */
+    ck_assert_int_gt(rn_cuda_tc_stream_launches() - before, 0);
     ck_assert_int_eq(rn_cuda_tc_stream_short() - short_before, 0);
 }
 END_TEST

@@ -246,20 +246,20 @@ unsigned rn_emu_lane_id(void)
     return emu_linear(threadIdx) % 32;
 }
 
-/* A warp's lanes' values in a shuffle (doubles hold floats exactly). */
-static double emu_exchange[EMU_WARPS][32];
+/* A warp's lanes' values in a shuffle or vote (doubles hold floats and
+ * unsigned values exactly), and their operands of a warp-wide instruction
+ * (mma_dev.cuh), each in two sets that the warp's instructions take in
+ * turn (xturn counts them all): every lane of a warp runs the same
+ * instructions, so a lane writes a set again only after the barrier of
+ * the instruction between, which every lane reaches after it has read
+ * that set -- one barrier an instruction, not two. */
+static double emu_exchange[EMU_WARPS][2][32];
+static unsigned char emu_xbytes[EMU_WARPS][2][32][64];
 
 double *rn_emu_exchange(void)
 {
-    return emu_exchange[emu_linear(threadIdx) / 32];
+    return emu_exchange[emu_linear(threadIdx) / 32][emu_cur->xturn++ & 1];
 }
-
-/* A warp's lanes' operands of a warp-wide instruction (mma_dev.cuh), in
- * two sets that the warp's instructions take in turn: every lane of a warp
- * runs the same instructions, so a lane writes a set again only after the
- * barrier of the instruction between, which every lane reaches after it
- * has read that set -- one barrier an instruction, not two. */
-static unsigned char emu_xbytes[EMU_WARPS][2][32][64];
 
 unsigned char *rn_emu_xbytes(void)
 {
@@ -417,16 +417,33 @@ static void emu_free_fibers(emu_fiber *fs, unsigned n)
     free(fs);
 }
 
+/* The threads of the largest block launched so far, kept for the next
+ * launches: a backend's forward pass makes hundreds of small launches, and
+ * mapping their stacks afresh each time cost more than running them. */
+static emu_fiber *emu_pool;
+static unsigned emu_pool_n;
+
+/* emu_pool holding at least n threads; 0, or -1 when out of memory. */
+static int emu_pool_fit(unsigned n)
+{
+    if (n <= emu_pool_n)
+        return 0;
+    emu_free_fibers(emu_pool, emu_pool_n);
+    emu_pool = emu_alloc_fibers(n);
+    emu_pool_n = emu_pool ? n : 0;
+    return emu_pool ? 0 : -1;
+}
+
 int rn_emu_launch_impl(dim3 grid, dim3 block, size_t smem, void (*body)(void *), void *ctx)
 {
     unsigned n = block.x * block.y * block.z;
     int rc = -1;
     if (n == 0 || n > 32 * EMU_WARPS)
         return -1;
-    emu_fibers = emu_alloc_fibers(n);
     emu_smem = smem ? (unsigned char *)rn_emu_alloc(smem, 1) : NULL;
-    if (!emu_fibers || (smem && !emu_smem))
+    if (emu_pool_fit(n) != 0 || (smem && !emu_smem))
         goto cleanup;
+    emu_fibers = emu_pool;
     gridDim = grid, blockDim = block;
     emu_body = body, emu_ctx = ctx;
     for (unsigned i = 0; i < n; i++)
@@ -445,7 +462,6 @@ int rn_emu_launch_impl(dim3 grid, dim3 block, size_t smem, void (*body)(void *),
 cleanup:
     free(emu_smem);
     emu_smem = NULL;
-    emu_free_fibers(emu_fibers, n);
     emu_fibers = emu_cur = NULL;
     return rc;
 }

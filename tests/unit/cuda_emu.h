@@ -223,22 +223,21 @@ static inline void pdl_trigger(void)
 }
 
 unsigned rn_emu_lane_id(void);
-double *rn_emu_exchange(void); /* the calling thread's warp's 32 slots */
+double *rn_emu_exchange(void); /* the calling thread's warp's 32 slots, this instruction's set */
 
 /* Every lane of the warp (all 32 call it) gets the value of lane src
  * (its own where src names no lane): each writes its own into the warp's
- * slots, and after a barrier reads its source's; a second barrier before
- * the slots are used again.  The shuffles below are this with their own
- * source lane. */
+ * slots, and after a barrier reads its source's.  The slots alternate
+ * between two sets (rn_emu_exchange), so no second barrier is needed
+ * before they are written again.  The shuffles below are this with their
+ * own source lane. */
 template <typename T> static inline T emu_shfl(T v, unsigned src)
 {
     double *slot = rn_emu_exchange();
     unsigned lane = rn_emu_lane_id();
     slot[lane] = (double)v;
     __syncwarp();
-    T r = src < 32u ? (T)slot[src] : v;
-    __syncwarp();
-    return r;
+    return src < 32u ? (T)slot[src] : v;
 }
 template <typename T> static inline T __shfl_sync(unsigned, T v, int src)
 {
@@ -268,7 +267,6 @@ template <typename F> static inline unsigned emu_lanes(double x, F keeps)
     unsigned r = 0;
     for (unsigned l = 0; l < 32; l++)
         r |= keeps(slot[l]) ? 1u << l : 0u;
-    __syncwarp();
     return r;
 }
 static inline unsigned __ballot_sync(unsigned, int pred)

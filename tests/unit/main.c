@@ -29,6 +29,9 @@ int main(void)
     srunner_add_suite(sr, top_emu_suite());
     srunner_add_suite(sr, emu_runtime_suite());
     srunner_add_suite(sr, kernels_emu_suite());
+#ifdef RN_CUDA_EMULATED
+    srunner_add_suite(sr, cudart_emu_suite()); /* the emulated build's runtime (tests/emu/) */
+#endif
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

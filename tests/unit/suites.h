@@ -25,5 +25,6 @@ Suite *step_emu_suite(void);
 Suite *top_emu_suite(void);
 Suite *emu_runtime_suite(void);
 Suite *kernels_emu_suite(void);
+Suite *cudart_emu_suite(void); /* CUDA_EMU=1 builds only */
 
 #endif
