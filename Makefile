@@ -227,7 +227,10 @@ check-cuda-emu:
 	$(Q)$(MAKE) --no-print-directory CUDA_EMU=1 cuda-emu-suites
 
 cuda-emu-suites: $(TEST_BIN) $(RETNET)
-	$(Q)CK_RUN_SUITE=cudart_emu $(TEST_BIN) 2>/dev/null # its refusals are expected, and said on stderr
+	@mkdir -p $(OUT)/check-cuda
+	$(Q)CK_RUN_SUITE=cudart_emu $(TEST_BIN) >$(OUT)/check-cuda/cudart_emu.log 2>&1 || \
+	    { cat $(OUT)/check-cuda/cudart_emu.log; exit 1; } # the refusals it tests are said on stderr
+	@echo "check-cuda-emu: cudart_emu: $$(tail -n 1 $(OUT)/check-cuda/cudart_emu.log)"
 	$(Q)CHECK_CUDA_EMULATED=1 CHECK_CUDA_ONLY="$${CHECK_CUDA_EMU_ONLY:-^(parity|forms|synthetic)$$}" \
 	    sh tools/check-cuda.sh $(RETNET) $(TEST_BIN)
 
@@ -284,6 +287,9 @@ check-sdk: $(RETNETD) $(RETNET)
 check-asan: deps
 	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    CK_TIMEOUT_MULTIPLIER=4 $(MAKE) --no-print-directory SAN=asan check-unit
+	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	    CK_TIMEOUT_MULTIPLIER=60 $(MAKE) --no-print-directory SAN=asan check-cuda-emu \
+	    CHECK_CUDA_EMU_ONLY='^parity$$'
 	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    $(MAKE) --no-print-directory SAN=asan check-integration
 
@@ -427,6 +433,6 @@ uninstall:
 	@echo "uninstall: $(DESTDIR)$(SYSCONFDIR)/retnetd/retnetd.conf and $(STATEDIR) are left in place"
 
 clean:
-	rm -rf build/release build/asan
+	rm -rf build/release build/asan build/release-emu build/asan-emu
 
 -include $(ENGINE_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(SERVER_OBJ:.o=.d)

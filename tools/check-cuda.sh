@@ -16,7 +16,7 @@
 # (`make check-cuda-emu`: the backend on the CPU, tests/emu/): no device to
 # probe, no compute-sanitizer and no server test; each test's time limit
 # CK_TIMEOUT_MULTIPLIER (20) times longer, CHECK_CUDA_JOBS the cores.
-# Logs: build/cuda-emu/.
+# Logs: check-cuda/ beside the emulated test binary (build/release-emu/).
 # CHECK_CUDA_ONLY=REGEX keeps the runs, memcheck runs and the server test
 # ("server") whose names match (an awk regular expression), e.g.
 # '^(forms|parity|synthetic)$' for a short check; the line "check-cuda: N of
@@ -27,7 +27,7 @@
 set -u
 OUT=build/cuda
 if [ "${CHECK_CUDA_EMULATED:-0}" = 1 ]; then
-    OUT=build/cuda-emu
+    OUT=$(dirname "$(dirname "$2")")/check-cuda # beside the emulated build: build/<flavour>-emu/
 fi
 
 # One run (called by the script itself, CHECK_CUDA_JOBS at a time):

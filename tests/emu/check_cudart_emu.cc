@@ -61,6 +61,7 @@ START_TEST(test_cudart_emu_graph_runs_when_launched)
     ck_assert_int_eq(cudaMalloc(&d, sizeof(int)), cudaSuccess);
     ck_assert_int_eq(cudaMallocHost(&h, sizeof(int)), cudaSuccess);
     *h = 40;
+    ck_assert_int_eq(cudaMemset(d, 0, sizeof(int)), cudaSuccess);
     ck_assert_int_eq(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), cudaSuccess);
     ck_assert_int_eq(cudaMemcpyAsync(d, h, sizeof(int), cudaMemcpyHostToDevice, st), cudaSuccess);
     emu_count(st, d);
@@ -69,8 +70,8 @@ START_TEST(test_cudart_emu_graph_runs_when_launched)
     ck_assert_int_eq(cudaGraphInstantiate(&e, g, 0), cudaSuccess);
     ck_assert_int_eq(cudaGraphDestroy(g), cudaSuccess); /* the instance keeps its operations */
     ck_assert_int_eq(cudaMemcpy(&got, d, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
-    ck_assert_int_ne(got, 42); /* nothing ran while capturing */
-    *h = 1;                    /* the graph's copy reads the page-locked memory when it runs */
+    ck_assert_int_eq(got, 0); /* nothing ran while capturing (the memset before it did) */
+    *h = 1;                   /* the graph's copy reads the page-locked memory when it runs */
     ck_assert_int_eq(cudaGraphLaunch(e, st), cudaSuccess);
     ck_assert_int_eq(cudaMemcpy(&got, d, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
     ck_assert_int_eq(got, 3);
@@ -97,10 +98,25 @@ START_TEST(test_cudart_emu_capture_refuses_what_the_device_does)
                      cudaSuccess);
     ck_assert_int_ne(cudaStreamEndCapture(st, &g), cudaSuccess);
     ck_assert_ptr_null(g);
-    /* a synchronisation */
-    ck_assert_int_eq(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), cudaSuccess);
-    ck_assert_int_ne(cudaStreamSynchronize(st), cudaSuccess);
-    ck_assert_int_ne(cudaStreamEndCapture(st, &g), cudaSuccess);
+    /* a synchronisation, a synchronous copy, an allocation: each refused
+     * and the capture with it, whatever stream they name */
+    for (int call = 0; call < 3; call++) {
+        cudaStream_t other;
+        void *p = NULL;
+        ck_assert_int_eq(cudaStreamCreate(&other), cudaSuccess);
+        ck_assert_int_eq(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+        cudaError_t e = call == 0   ? cudaStreamSynchronize(other)
+                        : call == 1 ? cudaMemcpy(&pageable, d, sizeof(int), cudaMemcpyDeviceToHost)
+                                    : cudaMalloc(&p, 64);
+        ck_assert_int_eq(e, cudaErrorStreamCaptureUnsupported);
+        ck_assert_int_eq(cudaGetLastError(), cudaErrorStreamCaptureUnsupported);
+        ck_assert_int_ne(cudaStreamEndCapture(st, &g), cudaSuccess);
+        ck_assert_ptr_null(g);
+        ck_assert_int_eq(cudaStreamDestroy(other), cudaSuccess);
+    }
+    /* after the capture they are allowed again */
+    ck_assert_int_eq(cudaStreamSynchronize(st), cudaSuccess);
+    cudaGetLastError();
     cudaFree(d);
     cudaStreamDestroy(st);
 }
@@ -125,8 +141,6 @@ START_TEST(test_cudart_emu_fork_must_join)
     ck_assert_int_eq(cudaEventRecord(fork, st), cudaSuccess);
     ck_assert_int_eq(cudaStreamWaitEvent(st2, fork, 0), cudaSuccess);
     emu_count(st2, d); /* captured: the stream joined the capture */
-    ck_assert_int_eq(cudaMemcpy(&got, d, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
-    ck_assert_int_eq(got, 0);
     if (_i == 0) {
         ck_assert_int_eq(cudaEventRecord(join, st2), cudaSuccess);
         ck_assert_int_eq(cudaStreamWaitEvent(st, join, 0), cudaSuccess);
@@ -138,6 +152,8 @@ START_TEST(test_cudart_emu_fork_must_join)
         ck_assert_ptr_null(g);
     } else {
         ck_assert_int_eq(end, cudaSuccess);
+        ck_assert_int_eq(cudaMemcpy(&got, d, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+        ck_assert_int_eq(got, 0); /* nothing ran while capturing, on either stream */
         ck_assert_int_eq(cudaGraphInstantiate(&e, g, 0), cudaSuccess);
         ck_assert_int_eq(cudaGraphLaunch(e, st), cudaSuccess);
         ck_assert_int_eq(cudaMemcpy(&got, d, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
@@ -277,6 +293,38 @@ START_TEST(test_cudart_emu_strided_gemm_is_the_product)
 }
 END_TEST
 
+/* Launches are held to the device's limits when issued: an empty grid, a
+ * block of 1025 threads, and more dynamic shared memory than the kernel was
+ * allowed (48 KiB until cudaFuncSetAttribute raises it, at most 227 KiB)
+ * are refused, and each leaves its error for cudaGetLastError, the most
+ * recent winning. */
+START_TEST(test_cudart_emu_launches_keep_the_limits)
+{
+    int *d = NULL;
+    ck_assert_int_eq(cudaMalloc(&d, sizeof(int)), cudaSuccess);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = 0;
+    cfg.blockDim = 32;
+    ck_assert_int_eq(cudaLaunchKernelEx(&cfg, emu_count_kernel, d), cudaErrorInvalidConfiguration);
+    cfg.gridDim = 1;
+    cfg.blockDim = 1025;
+    ck_assert_int_eq(cudaLaunchKernelEx(&cfg, emu_count_kernel, d), cudaErrorInvalidConfiguration);
+    cfg.blockDim = 32;
+    cfg.dynamicSmemBytes = (48 << 10) + 16;
+    ck_assert_int_eq(cudaLaunchKernelEx(&cfg, emu_count_kernel, d), cudaErrorInvalidValue);
+    ck_assert_int_eq(cudaGetLastError(), cudaErrorInvalidValue);
+    ck_assert_int_eq(cudaGetLastError(), cudaSuccess);
+    ck_assert_int_ne(
+        cudaFuncSetAttribute(emu_count_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 232449),
+        cudaSuccess);
+    ck_assert_int_eq(cudaFuncSetAttribute(emu_count_kernel,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, 64 << 10),
+                     cudaSuccess);
+    ck_assert_int_eq(cudaLaunchKernelEx(&cfg, emu_count_kernel, d), cudaSuccess);
+    cudaFree(d);
+}
+END_TEST
+
 extern "C" Suite *cudart_emu_suite(void)
 {
     Suite *s = suite_create("cudart_emu");
@@ -285,6 +333,7 @@ extern "C" Suite *cudart_emu_suite(void)
     tcase_add_test(tc, test_cudart_emu_graph_runs_when_launched);
     tcase_add_test(tc, test_cudart_emu_capture_refuses_what_the_device_does);
     tcase_add_loop_test(tc, test_cudart_emu_fork_must_join, 0, 2);
+    tcase_add_test(tc, test_cudart_emu_launches_keep_the_limits);
     tcase_add_test(tc, test_cudart_emu_lt_matmul_is_the_product);
     tcase_add_test(tc, test_cudart_emu_strided_gemm_is_the_product);
     suite_add_tcase(s, tc);

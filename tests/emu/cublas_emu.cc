@@ -2,6 +2,7 @@
  * cublasLt.h), issued on their stream as the runtime's other operations
  * (cudart_emu.cc): run now, or recorded into a graph being captured. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,8 +72,12 @@ void rn_emu_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
     /* op(A)(i, l) and op(B)(l, j), column-major, taken once into rows of k
      * values (A's rows, B's columns) so each sum runs over contiguous values */
     float *a = (float *)malloc(sizeof(float) * ((size_t)m + (size_t)n) * (size_t)(k ? k : 1));
-    if (!a)
-        abort(); /* the device's product has no way to fail here either */
+    if (!a) {
+        /* out of host memory for a copy the device never makes: the test
+         * cannot go on, and must not pass */
+        fprintf(stderr, "cuda emulation: out of memory for a %d x %d x %d product\n", m, n, k);
+        abort();
+    }
     float *b = a + (size_t)m * (size_t)k;
     emu_rows(a, A, at, m, k, ta == CUBLAS_OP_N ? 1 : lda, ta == CUBLAS_OP_N ? lda : 1, compute);
     emu_rows(b, B, bt, n, k, tb == CUBLAS_OP_N ? ldb : 1, tb == CUBLAS_OP_N ? 1 : ldb, compute);
@@ -130,11 +135,16 @@ static cublasStatus_t emu_blas_status(cudaError_t e)
     return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }
 
-static bool emu_gemm_args_ok(int m, int n, int k, cudaDataType_t at, cudaDataType_t bt,
-                             cudaDataType_t ct, int count)
+/* What cuBLAS checks of a GEMM's arguments: sizes, types, and leading
+ * dimensions that hold op(A)'s m or k rows, op(B)'s k or n, and C's m. */
+static bool emu_gemm_args_ok(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                             cudaDataType_t at, int lda, cudaDataType_t bt, int ldb,
+                             cudaDataType_t ct, int ldc, int count)
 {
+    int need_a = ta == CUBLAS_OP_N ? m : k, need_b = tb == CUBLAS_OP_N ? k : n;
     return m >= 0 && n >= 0 && k >= 0 && count >= 0 && emu_type_ok(at) && emu_type_ok(bt) &&
-           emu_type_ok(ct);
+           emu_type_ok(ct) && lda >= (need_a > 1 ? need_a : 1) &&
+           ldb >= (need_b > 1 ? need_b : 1) && ldc >= (m > 1 ? m : 1);
 }
 
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta,
@@ -145,7 +155,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           cudaDataType_t ct, int ldc, long long sc, int count,
                                           cublasComputeType_t compute, cublasGemmAlgo_t)
 {
-    if (!h || !emu_gemm_args_ok(m, n, k, at, bt, ct, count))
+    if (!h || !emu_gemm_args_ok(ta, tb, m, n, k, at, lda, bt, ldb, ct, ldc, count))
         return CUBLAS_STATUS_INVALID_VALUE;
     float al = *(const float *)alpha, be = *(const float *)beta;
     return emu_blas_status(rn_emu_issue_op(h->st, [=]() {
@@ -164,7 +174,10 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
                                    cudaDataType_t ct, int ldc, int count,
                                    cublasComputeType_t compute, cublasGemmAlgo_t)
 {
-    if (!h || !emu_gemm_args_ok(m, n, k, at, bt, ct, count))
+    size_t arrays = sizeof(void *) * (size_t)count;
+    if (!h || !emu_gemm_args_ok(ta, tb, m, n, k, at, lda, bt, ldb, ct, ldc, count) ||
+        (count > 0 && (rn_emu_kind(A, arrays) != 1 || rn_emu_kind(B, arrays) != 1 ||
+                       rn_emu_kind(C, arrays) != 1)))
         return CUBLAS_STATUS_INVALID_VALUE;
     float al = *(const float *)alpha, be = *(const float *)beta;
     /* the address arrays are device memory, read when the product runs */
@@ -303,7 +316,7 @@ static bool emu_lt_shape(const emu_lt_desc *d, const emu_lt_layout *a, const emu
     uint64_t bn = d->tb == CUBLAS_OP_N ? b->cols : b->rows;
     *m = (int)c->rows, *n = (int)c->cols, *k = (int)ak;
     return am == c->rows && bn == c->cols && ak == bk && a->batch == c->batch &&
-           (b->batch == c->batch || b->batch == 1);
+           b->batch == c->batch && a->t == b->t;
 }
 
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d,
@@ -339,7 +352,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
 {
     int m, n, k;
     if (!h || !emu_lt_shape(d, al, bl, cl, &m, &n, &k) || dl->t != cl->t || dl->rows != cl->rows ||
-        dl->cols != cl->cols)
+        dl->cols != cl->cols || dl->batch != cl->batch)
         return CUBLAS_STATUS_INVALID_VALUE;
     float a0 = *(const float *)alpha, b0 = *(const float *)beta;
     emu_lt_desc op = *d;
@@ -347,8 +360,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     return emu_blas_status(rn_emu_issue_op(st, [=]() {
         for (int i = 0; i < lc.batch; i++) {
             const char *ai = (const char *)A + i * la.stride * (long)emu_type_size(la.t);
-            const char *bi =
-                (const char *)B + (lb.batch > 1 ? i * lb.stride : 0) * (long)emu_type_size(lb.t);
+            const char *bi = (const char *)B + i * lb.stride * (long)emu_type_size(lb.t);
             const char *ci = (const char *)C + i * lc.stride * (long)emu_type_size(lc.t);
             char *di = (char *)D + i * ld.stride * (long)emu_type_size(ld.t);
             if (b0 != 0.0f && ci != di)

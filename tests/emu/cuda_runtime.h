@@ -23,10 +23,19 @@
  *   recorded into the graph, and a stream that waits on an event recorded
  *   in a capture joins that capture, as on the device; a graph launch
  *   replays the recorded operations in their order;
- * - a synchronous copy, set or stream synchronisation on a stream being
- *   captured is an error, as on the device, and so is the end of a capture
- *   with a stream that joined it not joined back (its last operation an
- *   event record the capture waited on);
+ * - while a thread has a capture open, its calls that may synchronise or
+ *   allocate (cudaMemcpy, cudaMemset, cudaMalloc and cudaFree of either
+ *   kind, the synchronisations) are refused and invalidate the capture, as
+ *   on the device; so does any error, and the end of a capture with a
+ *   stream that joined it not joined back (its last operation an event
+ *   record the capture waited on); a wait that would merge two captures is
+ *   refused;
+ * - a launch is checked when it is issued: grid and block limits, and
+ *   dynamic shared memory within the kernel's allowance (48 KiB, or what
+ *   cudaFuncSetAttribute raised it to, at most the opt-in 227 KiB);
+ * - every failing call sets the thread's last error (the most recent
+ *   wins), for cudaGetLastError;
+ * - one operation runs at a time, whatever thread issues it;
  * - events keep the host's clock when they run, for cudaEventElapsedTime;
  * - one device: compute capability 9.0, RN_EMU_SMS multiprocessors (132),
  *   an H100's shared memory, RN_EMU_MEMORY bytes (8 GiB). */
@@ -51,6 +60,7 @@ typedef enum cudaError {
     cudaErrorLaunchFailure = 719,
     cudaErrorStreamCaptureUnsupported = 900,
     cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorStreamCaptureMerge = 902,
     cudaErrorStreamCaptureUnjoined = 904,
     cudaErrorIllegalAddress = 700,
 } cudaError_t;
@@ -202,8 +212,21 @@ cudaError_t cudaProfilerStop(void);
 typedef cudaError_t (*emu_op_fn)(void *);
 cudaError_t rn_emu_issue(cudaStream_t st, emu_op_fn fn, void *ctx, void (*drop)(void *));
 
-/* The last error a launch left, for cudaGetLastError. */
+/* e as the thread's last error (cudaGetLastError), the captures it has
+ * open invalidated. */
 void rn_emu_set_error(cudaError_t e);
+
+/* The kind of memory [p, p + n) lies in: 1 device, 0 page-locked host, -1
+ * neither (pageable, or leaving its allocation). */
+int rn_emu_kind(const void *p, size_t n);
+
+/* Kernel k's allowance of dynamic shared memory set to bytes (at most the
+ * opt-in); cudaSuccess or cudaErrorInvalidValue. */
+cudaError_t rn_emu_func_smem(const void *k, int bytes);
+
+/* Whether kernel k may be launched so (grid and block limits, its dynamic
+ * shared memory allowance); the error, recorded, if not. */
+cudaError_t rn_emu_launch_check(const void *k, dim3 grid, dim3 block, size_t smem);
 
 template <typename F> static cudaError_t emu_op_call(void *f)
 {
@@ -214,7 +237,9 @@ template <typename F> static void emu_op_drop(void *f)
     delete (F *)f;
 }
 
-/* op (a callable returning cudaError_t, copied) issued on st. */
+/* op (a callable returning cudaError_t) issued on st: a heap copy of it is
+ * run now and freed, or owned by the graph st is captured into and freed
+ * with the last of that graph and its instances (rn_emu_issue). */
 template <typename F> static cudaError_t rn_emu_issue_op(cudaStream_t st, F op)
 {
     F *held = new F(op);
@@ -228,22 +253,25 @@ static cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *cfg, void (*k)(P
 {
     dim3 g = cfg->gridDim, b = cfg->blockDim;
     size_t smem = cfg->dynamicSmemBytes;
+    cudaError_t bad = rn_emu_launch_check((const void *)k, g, b, smem);
+    if (bad != cudaSuccess)
+        return bad;
     auto op = [=, args = std::make_tuple((P)a...)]() -> cudaError_t {
         int rc = std::apply([&](auto... v) { return rn_emu_launch(k, g, b, smem, v...); }, args);
-        return rc == 0 ? cudaSuccess : cudaErrorInvalidConfiguration;
+        return rc == 0 ? cudaSuccess : cudaErrorLaunchFailure; /* out of host memory */
     };
-    cudaError_t e = rn_emu_issue_op(cfg->stream, op);
-    if (e != cudaSuccess)
-        rn_emu_set_error(e);
-    return e;
+    return rn_emu_issue_op(cfg->stream, op);
 }
 
-/* The function attributes: the emulation accepts any shared memory, and
- * every kernel is compiled for 9.0 (so dependent launch is taken, and
- * pdl_enter is the emulation's no-op). */
-template <typename K> static cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int v)
+/* The function attributes: each kernel's dynamic shared memory allowance
+ * (rn_emu_launch_check holds launches to it); every kernel is compiled for
+ * 9.0 (cudaFuncGetAttributes: so dependent launch is taken, and pdl_enter
+ * is the emulation's no-op). */
+template <typename K> static cudaError_t cudaFuncSetAttribute(K k, cudaFuncAttribute a, int v)
 {
-    return v >= 0 ? cudaSuccess : cudaErrorInvalidValue;
+    if (a != cudaFuncAttributeMaxDynamicSharedMemorySize)
+        return cudaErrorInvalidValue;
+    return rn_emu_func_smem((const void *)k, v);
 }
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *a, const void *k);
 

@@ -2,6 +2,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include <stdio.h>
@@ -10,6 +11,60 @@
 #include <time.h>
 
 #include "cuda_runtime.h"
+
+/* ---------------------------------------------------------- errors */
+
+struct emu_graph;
+
+/* The last error any call of this thread returned (the most recent wins,
+ * as the runtime's), for cudaGetLastError. */
+static thread_local cudaError_t emu_last;
+
+/* The captures this thread began (cudaStreamCaptureModeThreadLocal and
+ * Global alike): while one is open, the calls that may synchronise or
+ * allocate (emu_unsafe) are refused and end it, as on the device. */
+static thread_local std::vector<emu_graph *> emu_open;
+
+static void emu_invalidate_open(void);
+
+/* e, recorded as the thread's last error when it is one; an error while
+ * this thread captures invalidates its captures, as on the device. */
+static cudaError_t emu_err(cudaError_t e)
+{
+    if (e != cudaSuccess) {
+        emu_last = e;
+        emu_invalidate_open();
+    }
+    return e;
+}
+
+void rn_emu_set_error(cudaError_t e)
+{
+    emu_err(e);
+}
+
+cudaError_t cudaGetLastError(void)
+{
+    cudaError_t e = emu_last;
+    emu_last = cudaSuccess;
+    return e;
+}
+
+cudaError_t cudaPeekAtLastError(void)
+{
+    return emu_last;
+}
+
+/* A call that may synchronise with the device or allocate: refused while
+ * this thread has a capture open (cudaErrorStreamCaptureUnsupported, the
+ * capture invalidated), else cudaSuccess. */
+static cudaError_t emu_unsafe(const char *what)
+{
+    if (emu_open.empty())
+        return cudaSuccess;
+    fprintf(stderr, "cuda emulation: %s while this thread captures a graph\n", what);
+    return emu_err(cudaErrorStreamCaptureUnsupported);
+}
 
 /* ------------------------------------------------------------- memory */
 
@@ -20,7 +75,7 @@ struct emu_alloc {
     bool device;
 };
 
-static std::mutex emu_lock; /* the tables below; operations run on the caller's thread */
+static std::mutex emu_lock; /* the allocation and shared-memory tables */
 static std::map<uintptr_t, emu_alloc> emu_allocs;
 static size_t emu_device_bytes;
 
@@ -92,22 +147,31 @@ static cudaError_t emu_free(void *p, bool device)
 
 cudaError_t cudaMalloc(void **p, size_t n)
 {
-    return emu_malloc(p, n, true);
+    cudaError_t e = emu_unsafe("cudaMalloc");
+    return emu_err(e != cudaSuccess ? e : emu_malloc(p, n, true));
 }
 
 cudaError_t cudaFree(void *p)
 {
-    return emu_free(p, true);
+    cudaError_t e = emu_unsafe("cudaFree");
+    return emu_err(e != cudaSuccess ? e : emu_free(p, true));
 }
 
 cudaError_t cudaMallocHost(void **p, size_t n)
 {
-    return emu_malloc(p, n, false);
+    cudaError_t e = emu_unsafe("cudaMallocHost");
+    return emu_err(e != cudaSuccess ? e : emu_malloc(p, n, false));
 }
 
 cudaError_t cudaFreeHost(void *p)
 {
-    return emu_free(p, false);
+    cudaError_t e = emu_unsafe("cudaFreeHost");
+    return emu_err(e != cudaSuccess ? e : emu_free(p, false));
+}
+
+int rn_emu_kind(const void *p, size_t n)
+{
+    return emu_kind(p, n);
 }
 
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b)
@@ -116,28 +180,6 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b)
     *total_b = emu_memory();
     *free_b = *total_b - emu_device_bytes;
     return cudaSuccess;
-}
-
-/* ---------------------------------------------------------- errors */
-
-static thread_local cudaError_t emu_last;
-
-void rn_emu_set_error(cudaError_t e)
-{
-    if (e != cudaSuccess && emu_last == cudaSuccess)
-        emu_last = e;
-}
-
-cudaError_t cudaGetLastError(void)
-{
-    cudaError_t e = emu_last;
-    emu_last = cudaSuccess;
-    return e;
-}
-
-cudaError_t cudaPeekAtLastError(void)
-{
-    return emu_last;
 }
 
 const char *cudaGetErrorString(cudaError_t e)
@@ -157,6 +199,8 @@ const char *cudaGetErrorString(cudaError_t e)
         return "an illegal memory access was encountered";
     case cudaErrorStreamCaptureUnsupported:
         return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureMerge:
+        return "operation would have resulted in a merge of two independent captures";
     case cudaErrorStreamCaptureUnjoined:
         return "capture was not joined";
     case cudaErrorStreamCaptureInvalidated:
@@ -302,8 +346,20 @@ static emu_stream *emu_st(cudaStream_t st)
     return st ? st : &emu_default;
 }
 
+static void emu_invalidate_open(void)
+{
+    for (emu_graph *g : emu_open)
+        g->failed = true;
+}
+
+/* One operation at a time, whatever thread issues it: the kernels' fiber
+ * emulation and the streams' state are the process's (recursive: a graph
+ * launch captured into another graph replays from inside an operation). */
+static std::recursive_mutex emu_run;
+
 cudaError_t rn_emu_issue(cudaStream_t st, emu_op_fn fn, void *ctx, void (*drop)(void *))
 {
+    std::lock_guard<std::recursive_mutex> g(emu_run);
     emu_stream *s = emu_st(st);
     if (s->capture) {
         s->capture->ops->ops.push_back(emu_op{fn, ctx, drop});
@@ -312,7 +368,7 @@ cudaError_t rn_emu_issue(cudaStream_t st, emu_op_fn fn, void *ctx, void (*drop)(
     }
     cudaError_t e = fn(ctx);
     drop(ctx);
-    return e;
+    return emu_err(e);
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t *st)
@@ -329,41 +385,33 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned)
 cudaError_t cudaStreamDestroy(cudaStream_t st)
 {
     if (!st || st->capture)
-        return cudaErrorInvalidResourceHandle;
+        return emu_err(cudaErrorInvalidResourceHandle);
     delete st;
     return cudaSuccess;
 }
 
-/* A call that waits for the host on a stream being captured: an error,
- * and the capture invalidated, as the device's runtime does. */
-static cudaError_t emu_not_while_capturing(emu_stream *s)
+cudaError_t cudaStreamSynchronize(cudaStream_t)
 {
-    if (!s->capture)
-        return cudaSuccess;
-    s->capture->failed = true;
-    return cudaErrorStreamCaptureUnsupported;
-}
-
-cudaError_t cudaStreamSynchronize(cudaStream_t st)
-{
-    return emu_not_while_capturing(emu_st(st));
+    return emu_unsafe("cudaStreamSynchronize");
 }
 
 cudaError_t cudaDeviceSynchronize(void)
 {
-    return cudaSuccess;
+    return emu_unsafe("cudaDeviceSynchronize");
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t st, cudaStreamCaptureMode)
 {
     if (!st || st->capture)
-        return cudaErrorInvalidValue;
+        return emu_err(cudaErrorInvalidValue);
     st->capture = new emu_graph{std::make_shared<emu_ops>(), false};
     st->origin = st;
+    emu_open.push_back(st->capture);
     return cudaSuccess;
 }
 
 static std::vector<emu_stream *> emu_joined; /* streams that joined a capture */
+static std::set<emu_event *> emu_events;     /* every live event */
 
 /* Whether stream s, which joined a capture, was joined back into it: its
  * last operation an event record that a stream waited on after.  The
@@ -373,14 +421,11 @@ static bool emu_joined_back(const emu_stream *s)
     return s->since_record == 0 && s->last && s->last->waited;
 }
 
-cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *g)
+/* Graph's capture over: the streams that joined it leave it (true when one
+ * was not joined back), its events stop naming it, this thread no longer
+ * has it open. */
+static bool emu_capture_close(emu_graph *graph)
 {
-    *g = NULL;
-    if (!st || !st->capture || st->origin != st)
-        return cudaErrorInvalidValue;
-    emu_graph *graph = st->capture;
-    st->capture = NULL;
-    st->origin = NULL;
     bool unjoined = false;
     for (size_t i = 0; i < emu_joined.size();)
         if (emu_joined[i]->capture == graph) {
@@ -389,11 +434,35 @@ cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *g)
             emu_joined.erase(emu_joined.begin() + (long)i);
         } else
             i++;
+    for (emu_event *ev : emu_events)
+        if (ev->capture == graph)
+            ev->capture = NULL;
+    for (size_t i = 0; i < emu_open.size(); i++)
+        if (emu_open[i] == graph) {
+            emu_open.erase(emu_open.begin() + (long)i);
+            break;
+        }
+    return unjoined;
+}
+
+/* Ends st's capture: *g the graph (the caller's, for cudaGraphDestroy), or
+ * NULL and an error where the capture was invalidated or a forked stream
+ * was not joined back. */
+cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *g)
+{
+    *g = NULL;
+    if (!st || !st->capture || st->origin != st)
+        return emu_err(cudaErrorInvalidValue);
+    emu_graph *graph = st->capture;
+    st->capture = NULL;
+    st->origin = NULL;
+    bool unjoined = emu_capture_close(graph);
     if (unjoined)
         fprintf(stderr, "cuda emulation: a capture ended with a forked stream not joined back\n");
     if (graph->failed || unjoined) {
         cudaGraphDestroy(graph);
-        return unjoined ? cudaErrorStreamCaptureUnjoined : cudaErrorStreamCaptureInvalidated;
+        return emu_err(unjoined ? cudaErrorStreamCaptureUnjoined
+                                : cudaErrorStreamCaptureInvalidated);
     }
     *g = graph;
     return cudaSuccess;
@@ -401,7 +470,10 @@ cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *g)
 
 cudaError_t cudaStreamIsCapturing(cudaStream_t st, cudaStreamCaptureStatus *s)
 {
-    *s = emu_st(st)->capture ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
+    emu_graph *g = emu_st(st)->capture;
+    *s = !g          ? cudaStreamCaptureStatusNone
+         : g->failed ? cudaStreamCaptureStatusInvalidated
+                     : cudaStreamCaptureStatusActive;
     return cudaSuccess;
 }
 
@@ -415,6 +487,7 @@ static double emu_now(void)
 cudaError_t cudaEventCreate(cudaEvent_t *ev)
 {
     *ev = new emu_event{NULL, false, 0.0};
+    emu_events.insert(*ev);
     return cudaSuccess;
 }
 
@@ -425,6 +498,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned)
 
 cudaError_t cudaEventDestroy(cudaEvent_t ev)
 {
+    emu_events.erase(ev);
     delete ev;
     return cudaSuccess;
 }
@@ -450,6 +524,8 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t st)
 cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t ev, unsigned)
 {
     emu_stream *s = emu_st(st);
+    if (ev->capture && s->capture && ev->capture != s->capture)
+        return emu_err(cudaErrorStreamCaptureMerge); /* two captures would merge */
     ev->waited = true;
     if (ev->capture && !s->capture) {
         /* joins the capture the event was recorded in */
@@ -462,9 +538,9 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t ev, unsigned)
     return cudaSuccess;
 }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t ev)
+cudaError_t cudaEventSynchronize(cudaEvent_t)
 {
-    return ev->capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+    return emu_unsafe("cudaEventSynchronize");
 }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
@@ -476,20 +552,26 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long)
 {
     if (!g)
-        return cudaErrorInvalidValue;
+        return emu_err(cudaErrorInvalidValue);
     *e = new emu_graph_exec{g->ops};
     return cudaSuccess;
 }
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t st)
 {
+    std::lock_guard<std::recursive_mutex> g(emu_run);
     emu_stream *s = emu_st(st);
-    if (s->capture)
-        return rn_emu_issue_op(st, [e]() { return cudaGraphLaunch(e, NULL); });
+    if (s->capture) {
+        std::shared_ptr<emu_ops> ops = e->ops; /* the instance may go before the graph */
+        return rn_emu_issue_op(st, [ops]() {
+            emu_graph_exec held{ops};
+            return cudaGraphLaunch(&held, NULL);
+        });
+    }
     for (emu_op &op : e->ops->ops) {
         cudaError_t r = op.fn(op.ctx);
         if (r != cudaSuccess)
-            return r;
+            return emu_err(r);
     }
     return cudaSuccess;
 }
@@ -503,6 +585,47 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e)
 cudaError_t cudaGraphDestroy(cudaGraph_t g)
 {
     delete g;
+    return cudaSuccess;
+}
+
+/* ------------------------------------------------------------ launches */
+
+/* Each kernel's allowance of dynamic shared memory (cudaFuncSetAttribute):
+ * 48 KiB until it asks for more, at most the device's opt-in. */
+static std::map<const void *, size_t> emu_smem_allowed;
+static const size_t EMU_SMEM_DEFAULT = 48u << 10, EMU_SMEM_OPTIN = 232448;
+
+cudaError_t rn_emu_func_smem(const void *k, int bytes)
+{
+    if (!k || bytes < 0 || (size_t)bytes > EMU_SMEM_OPTIN)
+        return emu_err(cudaErrorInvalidValue);
+    std::lock_guard<std::mutex> g(emu_lock);
+    emu_smem_allowed[k] = (size_t)bytes;
+    return cudaSuccess;
+}
+
+cudaError_t rn_emu_launch_check(const void *k, dim3 grid, dim3 block, size_t smem)
+{
+    size_t allowed = EMU_SMEM_DEFAULT;
+    {
+        std::lock_guard<std::mutex> g(emu_lock);
+        auto it = emu_smem_allowed.find(k);
+        if (it != emu_smem_allowed.end() && it->second > allowed)
+            allowed = it->second;
+    }
+    unsigned threads = block.x * block.y * block.z;
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 ||
+        threads == 0 || threads > 1024 || block.z > 64) {
+        fprintf(stderr, "cuda emulation: a launch of (%u,%u,%u) blocks of (%u,%u,%u) threads\n",
+                grid.x, grid.y, grid.z, block.x, block.y, block.z);
+        return emu_err(cudaErrorInvalidConfiguration);
+    }
+    if (smem > allowed) {
+        fprintf(stderr,
+                "cuda emulation: a launch asks %zu bytes of dynamic shared memory, %zu allowed\n",
+                smem, allowed);
+        return emu_err(cudaErrorInvalidValue);
+    }
     return cudaSuccess;
 }
 
@@ -545,27 +668,28 @@ static cudaError_t emu_copy_check(void *dst, const void *src, size_t n, cudaMemc
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k)
 {
-    cudaError_t e = emu_not_while_capturing(&emu_default);
+    cudaError_t e = emu_unsafe("cudaMemcpy");
     if (e == cudaSuccess)
         e = emu_copy_check(dst, src, n, k);
     if (e == cudaSuccess && n)
         memmove(dst, src, n);
-    return e;
+    return emu_err(e);
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t st)
 {
     cudaError_t e = emu_copy_check(dst, src, n, k);
     if (e != cudaSuccess)
-        return e;
+        return emu_err(e);
     /* a captured copy from or to the host must use page-locked memory: the
      * graph replays it later, from wherever that memory then is */
     emu_stream *s = emu_st(st);
-    if (s->capture && ((k == cudaMemcpyHostToDevice && emu_kind(src, n) != 0) ||
-                       (k == cudaMemcpyDeviceToHost && emu_kind(dst, n) != 0))) {
+    if (s->capture && n &&
+        ((k == cudaMemcpyHostToDevice && emu_kind(src, n) != 0) ||
+         (k == cudaMemcpyDeviceToHost && emu_kind(dst, n) != 0))) {
         fprintf(stderr, "cuda emulation: a captured copy uses pageable host memory\n");
         s->capture->failed = true;
-        return cudaErrorStreamCaptureUnsupported;
+        return emu_err(cudaErrorStreamCaptureUnsupported);
     }
     return rn_emu_issue_op(st, [=]() {
         if (n)
@@ -576,8 +700,11 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
 
 cudaError_t cudaMemset(void *p, int v, size_t n)
 {
+    cudaError_t e = emu_unsafe("cudaMemset");
+    if (e != cudaSuccess)
+        return e;
     if (n && emu_kind(p, n) != 1)
-        return cudaErrorInvalidValue;
+        return emu_err(cudaErrorInvalidValue);
     memset(p, v, n);
     return cudaSuccess;
 }
@@ -585,7 +712,7 @@ cudaError_t cudaMemset(void *p, int v, size_t n)
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st)
 {
     if (n && emu_kind(p, n) != 1)
-        return cudaErrorInvalidValue;
+        return emu_err(cudaErrorInvalidValue);
     return rn_emu_issue_op(st, [=]() {
         memset(p, v, n);
         return cudaSuccess;

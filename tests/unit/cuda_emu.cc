@@ -350,10 +350,10 @@ __attribute__((noinline)) static void emu_resume(emu_fiber *f)
 __attribute__((noinline)) static void emu_fiber_reset(emu_fiber *f)
 {
     f->done = 0, f->xturn = 0, f->n_copies = 0, f->groups = 0;
-    emu_fiber_start_frame(f);
-#ifdef EMU_ASAN /* the last block's frames' redzones, if any were left */
+#ifdef EMU_ASAN /* the last block's frames' redzones, if any were left, before the new frame */
     __asan_unpoison_memory_region(f->stack, EMU_STACK);
 #endif
+    emu_fiber_start_frame(f);
 }
 
 /* One block: its barriers, its n threads started afresh on their stacks,
