@@ -212,10 +212,6 @@ cudaError_t cudaProfilerStop(void);
 typedef cudaError_t (*emu_op_fn)(void *);
 cudaError_t rn_emu_issue(cudaStream_t st, emu_op_fn fn, void *ctx, void (*drop)(void *));
 
-/* e as the thread's last error (cudaGetLastError), the captures it has
- * open invalidated. */
-void rn_emu_set_error(cudaError_t e);
-
 /* The kind of memory [p, p + n) lies in: 1 device, 0 page-locked host, -1
  * neither (pageable, or leaving its allocation). */
 int rn_emu_kind(const void *p, size_t n);

@@ -38,11 +38,6 @@ static cudaError_t emu_err(cudaError_t e)
     return e;
 }
 
-void rn_emu_set_error(cudaError_t e)
-{
-    emu_err(e);
-}
-
 cudaError_t cudaGetLastError(void)
 {
     cudaError_t e = emu_last;
@@ -94,7 +89,7 @@ static size_t emu_memory(void)
 
 /* The allocation holding [p, p + n) and its kind: 1 device, 0 page-locked,
  * -1 none (pageable host memory, or a range that leaves its allocation). */
-static int emu_kind(const void *p, size_t n)
+int rn_emu_kind(const void *p, size_t n)
 {
     std::lock_guard<std::mutex> g(emu_lock);
     uintptr_t a = (uintptr_t)p;
@@ -169,11 +164,6 @@ cudaError_t cudaFreeHost(void *p)
     return emu_err(e != cudaSuccess ? e : emu_free(p, false));
 }
 
-int rn_emu_kind(const void *p, size_t n)
-{
-    return emu_kind(p, n);
-}
-
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b)
 {
     std::lock_guard<std::mutex> g(emu_lock);
@@ -229,6 +219,9 @@ cudaError_t cudaSetDevice(int dev)
     return dev == 0 ? cudaSuccess : cudaErrorInvalidValue;
 }
 
+/* An H100's shared memory: a block's without opting in, with, and an SM's. */
+static const size_t EMU_SMEM_DEFAULT = 48u << 10, EMU_SMEM_OPTIN = 232448, EMU_SMEM_PER_SM = 233472;
+
 static int emu_sms(void)
 {
     return (int)env_size("RN_EMU_SMS", 132);
@@ -249,10 +242,10 @@ cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int dev)
         *v = 0;
         return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerMultiprocessor:
-        *v = 233472;
+        *v = (int)EMU_SMEM_PER_SM;
         return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin:
-        *v = 232448;
+        *v = (int)EMU_SMEM_OPTIN;
         return cudaSuccess;
     }
     return cudaErrorInvalidValue;
@@ -267,8 +260,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
     p->totalGlobalMem = emu_memory();
     p->multiProcessorCount = emu_sms();
     p->major = 9;
-    p->sharedMemPerBlockOptin = 232448;
-    p->sharedMemPerMultiprocessor = 233472;
+    p->sharedMemPerBlockOptin = EMU_SMEM_OPTIN;
+    p->sharedMemPerMultiprocessor = EMU_SMEM_PER_SM;
     p->l2CacheSize = 50 << 20;
     return cudaSuccess;
 }
@@ -593,7 +586,6 @@ cudaError_t cudaGraphDestroy(cudaGraph_t g)
 /* Each kernel's allowance of dynamic shared memory (cudaFuncSetAttribute):
  * 48 KiB until it asks for more, at most the device's opt-in. */
 static std::map<const void *, size_t> emu_smem_allowed;
-static const size_t EMU_SMEM_DEFAULT = 48u << 10, EMU_SMEM_OPTIN = 232448;
 
 cudaError_t rn_emu_func_smem(const void *k, int bytes)
 {
@@ -636,7 +628,7 @@ cudaError_t rn_emu_launch_check(const void *k, dim3 grid, dim3 block, size_t sme
  * not) where it names the host. */
 static bool emu_side_ok(const void *p, size_t n, bool device)
 {
-    int k = emu_kind(p, n);
+    int k = rn_emu_kind(p, n);
     return device ? k == 1 : k != 1;
 }
 
@@ -685,8 +677,8 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
      * graph replays it later, from wherever that memory then is */
     emu_stream *s = emu_st(st);
     if (s->capture && n &&
-        ((k == cudaMemcpyHostToDevice && emu_kind(src, n) != 0) ||
-         (k == cudaMemcpyDeviceToHost && emu_kind(dst, n) != 0))) {
+        ((k == cudaMemcpyHostToDevice && rn_emu_kind(src, n) != 0) ||
+         (k == cudaMemcpyDeviceToHost && rn_emu_kind(dst, n) != 0))) {
         fprintf(stderr, "cuda emulation: a captured copy uses pageable host memory\n");
         s->capture->failed = true;
         return emu_err(cudaErrorStreamCaptureUnsupported);
@@ -703,7 +695,7 @@ cudaError_t cudaMemset(void *p, int v, size_t n)
     cudaError_t e = emu_unsafe("cudaMemset");
     if (e != cudaSuccess)
         return e;
-    if (n && emu_kind(p, n) != 1)
+    if (n && rn_emu_kind(p, n) != 1)
         return emu_err(cudaErrorInvalidValue);
     memset(p, v, n);
     return cudaSuccess;
@@ -711,7 +703,7 @@ cudaError_t cudaMemset(void *p, int v, size_t n)
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st)
 {
-    if (n && emu_kind(p, n) != 1)
+    if (n && rn_emu_kind(p, n) != 1)
         return emu_err(cudaErrorInvalidValue);
     return rn_emu_issue_op(st, [=]() {
         memset(p, v, n);
