@@ -101,4 +101,16 @@ static inline uint16_t rn__f32_to_f16(float f)
     return (uint16_t)(sign | h);
 }
 
+/* A 16-bit value of either kind -- bf16 where bf16 is set, else IEEE half --
+ * as fp32, and fp32 rounded to it (to nearest even). */
+static inline float rn__half_to_f32(uint16_t h, int bf16)
+{
+    return bf16 ? rn__bf16_to_f32(h) : rn__f16_to_f32(h);
+}
+
+static inline uint16_t rn__f32_to_half(float f, int bf16)
+{
+    return bf16 ? rn__f32_to_bf16(f) : rn__f32_to_f16(f);
+}
+
 #endif

@@ -45,7 +45,7 @@ static inline __attribute__((always_inline)) v16f load_w(const void *row, int i,
 static inline float load_w1(const void *row, int i, rn_dtype t)
 {
     uint16_t h = ((const uint16_t *)row)[i];
-    return t == RN_DT_BF16 ? rn__bf16_to_f32(h) : rn__f16_to_f32(h);
+    return rn__half_to_f32(h, t == RN_DT_BF16);
 }
 
 /* dst[i] = fp32 of n half-precision weights */

@@ -530,7 +530,7 @@ static void tc_check_values(uint16_t *h, size_t count, int t, uint32_t *seed)
     for (size_t i = 0; i < count; i++) {
         *seed = *seed * 1664525u + 1013904223u;
         float v = (float)((int)(*seed >> 24) - 128) * 0x1p-7f;
-        h[i] = t == RN_DT_BF16 ? rn__f32_to_bf16(v) : rn__f32_to_f16(v);
+        h[i] = rn__f32_to_half(v, t == RN_DT_BF16);
     }
 }
 
@@ -628,8 +628,8 @@ static void tc_rough_values(uint16_t *h, float *f, size_t count, int t, uint32_t
     for (size_t i = 0; i < count; i++) {
         *seed = *seed * 1664525u + 1013904223u;
         float v = (float)(*seed >> 8) * 0x1p-23f - 1.0f;
-        h[i] = t == RN_DT_BF16 ? rn__f32_to_bf16(v) : rn__f32_to_f16(v);
-        f[i] = t == RN_DT_BF16 ? rn__bf16_to_f32(h[i]) : rn__f16_to_f32(h[i]);
+        h[i] = rn__f32_to_half(v, t == RN_DT_BF16);
+        f[i] = rn__half_to_f32(h[i], t == RN_DT_BF16);
     }
 }
 

@@ -190,17 +190,6 @@ static int same_bits(float a, float b)
     return memcmp(&a, &b, sizeof a) == 0;
 }
 
-/* The 16-bit value h of dtype t as fp32, and v rounded to t. */
-static float half_value(uint16_t h, int t)
-{
-    return t == RN_DT_BF16 ? rn__bf16_to_f32(h) : rn__f16_to_f32(h);
-}
-
-static uint16_t half_of(float v, int t)
-{
-    return t == RN_DT_BF16 ? rn__f32_to_bf16(v) : rn__f32_to_f16(v);
-}
-
 /* Each table dtype (fp32, bf16, fp16), rows narrower and wider than the
  * block, scaled and not: the embedding is the table's row of each token
  * (the first and last rows, repeats) as fp32, times the scale unless 1. */
@@ -216,14 +205,14 @@ START_TEST(test_kernels_emu_embed_takes_each_tokens_row)
     uint16_t *eh = malloc(2 * nv);
     ck_assert(x && eh);
     for (size_t i = 0; i < nv; i++)
-        eh[i] = half_of(ef[i], t);
+        eh[i] = rn__f32_to_half(ef[i], t == RN_DT_BF16);
     ck_assert_int_eq(
         rn_emu_embed(x, t == RN_DT_F32 ? (void *)ef : (void *)eh, t, es, V, tok, n, D, scale, 64),
         0);
     for (int r = 0; r < n; r++)
         for (int d = 0; d < D; d++) {
             size_t e = (size_t)tok[r] * (size_t)D + (size_t)d;
-            float v = t == RN_DT_F32 ? ef[e] : half_value(eh[e], t);
+            float v = t == RN_DT_F32 ? ef[e] : rn__half_to_f32(eh[e], t == RN_DT_BF16);
             float want = scale != 1.0f ? v * scale : v;
             ck_assert_msg(same_bits(x[(size_t)r * D + d], want),
                           "dtype %d row %d value %d: %g, not %g", t, r, d, x[(size_t)r * D + d],
@@ -305,7 +294,8 @@ START_TEST(test_kernels_emu_act_and_glu_apply_rn_act)
     for (size_t i = 0; i < n - 1; i++) {
         float a = rn_act_apply(act, x0[i]);
         if (out)
-            ck_assert_msg(h[i] == half_of(a, out), "act %d to %d, value %zu", act, out, i);
+            ck_assert_msg(h[i] == rn__f32_to_half(a, out == RN_DT_BF16), "act %d to %d, value %zu",
+                          act, out, i);
         else
             ck_assert_msg(same_bits(x[i], a), "act %d, value %zu: %g, not %g", act, i, x[i], a);
     }
@@ -317,8 +307,8 @@ START_TEST(test_kernels_emu_act_and_glu_apply_rn_act)
         ck_assert_int_eq(rn_emu_glu(x, g, out ? h : NULL, out, m, act, vec, 2, 32), 0);
         for (size_t i = 0; i < m; i++) {
             if (out)
-                ck_assert_msg(h[i] == half_of(want[i], out), "glu%s act %d to %d, value %zu",
-                              vec ? "4" : "", act, out, i);
+                ck_assert_msg(h[i] == rn__f32_to_half(want[i], out == RN_DT_BF16),
+                              "glu%s act %d to %d, value %zu", vec ? "4" : "", act, out, i);
             else
                 ck_assert_msg(same_bits(x[i], want[i]), "glu%s act %d, value %zu: %g, not %g",
                               vec ? "4" : "", act, i, x[i], want[i]);
@@ -339,14 +329,16 @@ START_TEST(test_kernels_emu_glu_halves_rounds_each_product)
     uint16_t *u = malloc(2 * n), *g = malloc(2 * n), *o = malloc(2 * n);
     ck_assert(u && g && o);
     for (size_t i = 0; i < n; i++) {
-        u[i] = half_of(ke_uniform(&seed, -4.0f, 4.0f), t);
-        g[i] = half_of(ke_uniform(&seed, -6.0f, 6.0f), t);
+        u[i] = rn__f32_to_half(ke_uniform(&seed, -4.0f, 4.0f), t == RN_DT_BF16);
+        g[i] = rn__f32_to_half(ke_uniform(&seed, -6.0f, 6.0f), t == RN_DT_BF16);
     }
     ck_assert_int_eq(rn_emu_glu_halves(o, u, g, t, n, act, one, 2, 32), 0);
     for (size_t i = 0; i < n; i++) {
-        float want = half_value(u[i], t) * rn_act_apply(act, half_value(g[i], t));
-        ck_assert_msg(o[i] == half_of(want, t), "dtype %d one %d act %d, value %zu: %#x, not %#x",
-                      t, one, act, i, o[i], half_of(want, t));
+        float want = rn__half_to_f32(u[i], t == RN_DT_BF16) *
+                     rn_act_apply(act, rn__half_to_f32(g[i], t == RN_DT_BF16));
+        ck_assert_msg(o[i] == rn__f32_to_half(want, t == RN_DT_BF16),
+                      "dtype %d one %d act %d, value %zu: %#x, not %#x", t, one, act, i, o[i],
+                      rn__f32_to_half(want, t == RN_DT_BF16));
     }
     free(u), free(g), free(o);
 }

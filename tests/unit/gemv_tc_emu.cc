@@ -50,7 +50,7 @@ static uint16_t *te_values(int t, size_t n, double **ref, uint32_t *seed)
     for (size_t i = 0; i < n; i++) {
         *seed = *seed * 1664525u + 1013904223u;
         float v = (float)((int)(*seed >> 28) - 8) * 0.125f;
-        p[i] = t == RN_DT_BF16 ? rn__f32_to_bf16(v) : rn__f32_to_f16(v);
+        p[i] = rn__f32_to_half(v, t == RN_DT_BF16);
         (*ref)[i] = (double)v;
     }
     return p;
@@ -67,7 +67,7 @@ static uint16_t *te_rough(int t, size_t n, double **ref, uint32_t *seed)
     for (size_t i = 0; i < n; i++) {
         *seed = *seed * 1664525u + 1013904223u;
         float v = (float)(*seed >> 8) * 0x1p-23f - 1.0f;
-        p[i] = t == RN_DT_BF16 ? rn__f32_to_bf16(v) : rn__f32_to_f16(v);
+        p[i] = rn__f32_to_half(v, t == RN_DT_BF16);
         (*ref)[i] = t == RN_DT_BF16 ? (double)rn__bf16_to_f32(p[i]) : (double)rn__f16_to_f32(p[i]);
     }
     return p;

@@ -308,7 +308,7 @@ extern "C" long rn_emu_to_half_check(size_t n, int skew, int skew_h, int t, unsi
             goto cleanup;
         bad = 0;
         for (size_t i = 0; i < n; i++) {
-            uint16_t want = t == RN_DT_BF16 ? rn__f32_to_bf16(s[i]) : rn__f32_to_f16(s[i]);
+            uint16_t want = rn__f32_to_half(s[i], t == RN_DT_BF16);
             bad += dst[(size_t)skew_h + i] != want;
         }
         for (size_t i = 0; i < (size_t)skew_h; i++)
