@@ -4,8 +4,10 @@
  * a captured copy from pageable memory, a synchronisation inside a
  * capture, a capture ended with a forked stream not joined back -- that a
  * captured graph runs nothing until it is launched and then runs its
- * operations in order each launch, after its graph is destroyed too, and
- * that the products are cuBLAS's on small operands against a host sum. */
+ * operations in order each launch, after its graph is destroyed too, that
+ * work waits in its stream until something needs it (so a missing wait
+ * shows), and that the products are cuBLAS's on small operands against a
+ * host sum. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -173,6 +175,96 @@ START_TEST(test_cudart_emu_fork_must_join)
 }
 END_TEST
 
+/* Deferred execution (RN_EMU_DEFER, on by default): work waits in its
+ * stream until something needs it, so what a missing synchronisation or
+ * wait leaves unordered has not happened yet when the host or another
+ * stream looks. */
+START_TEST(test_cudart_emu_work_waits_until_needed)
+{
+    cudaStream_t a, b;
+    cudaEvent_t ev;
+    int *d = NULL, *h = NULL, pageable = 5, got = 0;
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking), cudaSuccess);
+    ck_assert_int_eq(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking), cudaSuccess);
+    ck_assert_int_eq(cudaEventCreate(&ev), cudaSuccess);
+    ck_assert_int_eq(cudaMalloc(&d, 2 * sizeof(int)), cudaSuccess);
+    ck_assert_int_eq(cudaMallocHost(&h, 2 * sizeof(int)), cudaSuccess);
+    ck_assert_int_eq(cudaMemset(d, 0, 2 * sizeof(int)), cudaSuccess);
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+
+    /* a copy into page-locked memory: not there until its stream is synchronised */
+    h[0] = -1;
+    emu_count(a, d);
+    ck_assert_int_eq(cudaMemcpyAsync(h, d, sizeof(int), cudaMemcpyDeviceToHost, a), cudaSuccess);
+    ck_assert_int_eq(h[0], -1);
+    ck_assert_int_eq(cudaStreamSynchronize(a), cudaSuccess);
+    ck_assert_int_eq(h[0], 1);
+
+    /* a copy from page-locked memory reads it when it runs: the host's later
+     * write is what it copies; from pageable memory, what it held at the call */
+    h[1] = 7;
+    ck_assert_int_eq(cudaMemcpyAsync(d + 1, h + 1, sizeof(int), cudaMemcpyHostToDevice, a),
+                     cudaSuccess);
+    h[1] = 8;
+    ck_assert_int_eq(cudaStreamSynchronize(a), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(&got, d + 1, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_int_eq(got, 8);
+    ck_assert_int_eq(cudaMemcpyAsync(d + 1, &pageable, sizeof(int), cudaMemcpyHostToDevice, a),
+                     cudaSuccess);
+    pageable = 6;
+    ck_assert_int_eq(cudaStreamSynchronize(a), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(&got, d + 1, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_int_eq(got, 5);
+
+    /* into pageable memory the call returns once its stream got there */
+    emu_count(a, d);
+    ck_assert_int_eq(cudaMemcpyAsync(&got, d, sizeof(int), cudaMemcpyDeviceToHost, a), cudaSuccess);
+    ck_assert_int_eq(got, 2);
+
+    /* a non-blocking stream is not ordered with the legacy stream: the
+     * synchronous copy does not see its work ... */
+    emu_count(a, d);
+    ck_assert_int_eq(cudaMemcpy(&got, d, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_int_eq(got, 2);
+    /* ... and b, with no wait, copies what was there before a's count */
+    ck_assert_int_eq(cudaMemcpyAsync(h, d, sizeof(int), cudaMemcpyDeviceToHost, b), cudaSuccess);
+    ck_assert_int_eq(cudaStreamSynchronize(b), cudaSuccess);
+    ck_assert_int_eq(h[0], 2);
+    /* waiting on an event a recorded after it, b sees it */
+    ck_assert_int_eq(cudaEventRecord(ev, a), cudaSuccess);
+    emu_count(a, d); /* after the record: not waited for */
+    ck_assert_int_eq(cudaStreamWaitEvent(b, ev, 0), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpyAsync(h, d, sizeof(int), cudaMemcpyDeviceToHost, b), cudaSuccess);
+    ck_assert_int_eq(cudaStreamSynchronize(b), cudaSuccess);
+    ck_assert_int_eq(h[0], 3);
+    ck_assert_int_eq(cudaEventSynchronize(ev), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpyAsync(&got, d, sizeof(int), cudaMemcpyDeviceToHost, b), cudaSuccess);
+    ck_assert_int_eq(got, 3); /* the count after the record has still not run */
+    /* a device-wide synchronisation runs everything */
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(&got, d, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_int_eq(got, 4);
+
+    /* a blocking stream and the legacy stream are ordered both ways */
+    cudaStream_t c;
+    ck_assert_int_eq(cudaStreamCreate(&c), cudaSuccess);
+    ck_assert_int_eq(cudaMemset(d, 0, sizeof(int)), cudaSuccess);
+    emu_count(c, d);
+    ck_assert_int_eq(cudaMemcpy(&got, d, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_int_eq(got, 1);
+
+    /* freeing waits for all the work */
+    emu_count(a, d);
+    emu_count(b, d);
+    ck_assert_int_eq(cudaFreeHost(h), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(&got, d, sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+    ck_assert_int_eq(got, 3);
+    ck_assert_int_eq(cudaFree(d), cudaSuccess);
+    cudaEventDestroy(ev);
+    cudaStreamDestroy(a), cudaStreamDestroy(b), cudaStreamDestroy(c);
+}
+END_TEST
+
 /* y^T (out x n) = W (in x out, transposed) x^T (in x n) through cuBLASLt as
  * the backend's lt_desc describes it, batch 2 with the input shared, bf16
  * operands and a bf16 output; against the host's sum of the same bf16
@@ -334,6 +426,8 @@ extern "C" Suite *cudart_emu_suite(void)
     tcase_add_test(tc, test_cudart_emu_capture_refuses_what_the_device_does);
     tcase_add_loop_test(tc, test_cudart_emu_fork_must_join, 0, 2);
     tcase_add_test(tc, test_cudart_emu_launches_keep_the_limits);
+    if (!getenv("RN_EMU_DEFER") || strcmp(getenv("RN_EMU_DEFER"), "0") != 0)
+        tcase_add_test(tc, test_cudart_emu_work_waits_until_needed);
     tcase_add_test(tc, test_cudart_emu_lt_matmul_is_the_product);
     tcase_add_test(tc, test_cudart_emu_strided_gemm_is_the_product);
     suite_add_tcase(s, tc);

@@ -17,12 +17,20 @@
  *   kernel or copy that leaves its allocation), page-locked memory too;
  *   every allocation is recorded, and a copy must lie inside allocations
  *   of the kinds its direction names;
- * - every operation runs when it is issued, in issue order, whatever its
- *   stream (a valid order for any program that orders its streams with
- *   events), except while its stream is being captured: then it is
- *   recorded into the graph, and a stream that waits on an event recorded
- *   in a capture joins that capture, as on the device; a graph launch
- *   replays the recorded operations in their order;
+ * - every operation waits in its stream until something needs it, and then
+ *   runs after only what it must follow (RN_EMU_DEFER=0: it runs when
+ *   issued): a synchronisation of its stream, an event recorded after it
+ *   or the device; a free; a copy into pageable memory, which returns
+ *   once it has run; another stream's wait on an event recorded after it.
+ *   That is the latest order a device may choose, so a missing wait shows
+ *   as a value not yet written or already overwritten.  The legacy
+ *   stream (0) and the blocking streams are ordered with each other both
+ *   ways, the non-blocking ones with nothing; a copy from pageable memory
+ *   reads its source when issued (the runtime stages it);
+ * - while its stream is being captured, an operation is recorded into the
+ *   graph, and a stream that waits on an event recorded in a capture joins
+ *   that capture, as on the device; a graph launch replays the recorded
+ *   operations in their order, as one operation of its stream;
  * - while a thread has a capture open, its calls that may synchronise or
  *   allocate (cudaMemcpy, cudaMemset, cudaMalloc and cudaFree of either
  *   kind, the synchronisations) are refused and invalidate the capture, as

@@ -1,4 +1,5 @@
 /* The CUDA runtime on the CPU (cuda_runtime.h says what it models). */
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,7 @@ static thread_local cudaError_t emu_last;
 static thread_local std::vector<emu_graph *> emu_open;
 
 static void emu_invalidate_open(void);
+static cudaError_t emu_drain_all(void);
 
 /* e, recorded as the thread's last error when it is one; an error while
  * this thread captures invalidates its captures, as on the device. */
@@ -146,9 +148,12 @@ cudaError_t cudaMalloc(void **p, size_t n)
     return emu_err(e != cudaSuccess ? e : emu_malloc(p, n, true));
 }
 
+/* Both frees wait for all the device's work first, as the runtime's do. */
 cudaError_t cudaFree(void *p)
 {
     cudaError_t e = emu_unsafe("cudaFree");
+    if (e == cudaSuccess)
+        e = emu_drain_all();
     return emu_err(e != cudaSuccess ? e : emu_free(p, true));
 }
 
@@ -161,6 +166,8 @@ cudaError_t cudaMallocHost(void **p, size_t n)
 cudaError_t cudaFreeHost(void *p)
 {
     cudaError_t e = emu_unsafe("cudaFreeHost");
+    if (e == cudaSuccess)
+        e = emu_drain_all();
     return emu_err(e != cudaSuccess ? e : emu_free(p, false));
 }
 
@@ -316,23 +323,55 @@ struct emu_graph_exec {
     std::shared_ptr<emu_ops> ops;
 };
 
+struct emu_queue;
+
+/* A point in a stream's work: its first `ticket` operations. */
+struct emu_point {
+    std::shared_ptr<emu_queue> q;
+    long ticket = 0;
+};
+
+/* An operation waiting to run, and the points of other streams it must
+ * follow (an event it waits on; the legacy stream's implicit order). */
+struct emu_pending {
+    emu_op op;
+    std::vector<emu_point> after;
+};
+
+/* A stream's work not yet run (deferred execution).  Held by the stream,
+ * and by every event recorded and every wait issued on it, so a point in
+ * it outlives the stream. */
+struct emu_queue {
+    std::deque<emu_pending> ops;
+    long issued = 0, done = 0; /* operations issued to it, and run */
+    ~emu_queue()
+    {
+        for (emu_pending &p : ops) /* never reached: its stream went first */
+            p.op.drop(p.op.ctx);
+    }
+};
+
 struct emu_event;
 
 struct emu_stream {
-    emu_graph *capture; /* the graph this stream records into, or NULL */
-    emu_stream *origin; /* the stream whose capture it began, or NULL */
-    long since_record;  /* operations captured since its last event record */
-    emu_event *last;    /* that record's event */
+    emu_graph *capture = NULL; /* the graph this stream records into, or NULL */
+    emu_stream *origin = NULL; /* the stream whose capture it began, or NULL */
+    long since_record = 0;     /* operations captured since its last event record */
+    emu_event *last = NULL;    /* that record's event */
+    bool blocking = true;      /* ordered with the legacy stream (not cudaStreamNonBlocking) */
+    std::shared_ptr<emu_queue> q = std::make_shared<emu_queue>();
 };
 
 struct emu_event {
-    emu_graph *capture; /* recorded while capturing into this graph */
-    bool waited;        /* a stream waited on it since it was recorded */
-    double t;           /* the host's clock when it ran, seconds */
+    emu_graph *capture = NULL; /* recorded while capturing into this graph */
+    bool waited = false;       /* a stream waited on it since it was recorded */
+    double t = 0.0;            /* the host's clock when it ran, seconds */
+    emu_point at;              /* its last record outside a capture */
 };
 
 /* The legacy default stream (0) never captures. */
 static emu_stream emu_default;
+static std::set<emu_stream *> emu_streams; /* every stream created and not destroyed */
 
 static emu_stream *emu_st(cudaStream_t st)
 {
@@ -346,9 +385,79 @@ static void emu_invalidate_open(void)
 }
 
 /* One operation at a time, whatever thread issues it: the kernels' fiber
- * emulation and the streams' state are the process's (recursive: a graph
- * launch captured into another graph replays from inside an operation). */
+ * emulation and the streams' state are the process's (recursive: a sync
+ * runs operations that were issued under it). */
 static std::recursive_mutex emu_run;
+
+/* Whether operations wait in their stream until something needs them
+ * (RN_EMU_DEFER, on unless 0) or run when issued. */
+static bool emu_defer(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *v = getenv("RN_EMU_DEFER");
+        on = !(v && strcmp(v, "0") == 0);
+    }
+    return on == 1;
+}
+
+/* Runs q's operations until its first `ticket` have run, each after the
+ * points it must follow and nothing else: the latest order a device may
+ * choose, so work that a missing wait or synchronisation leaves unordered
+ * has not happened yet when the host or another stream looks.  The first
+ * error an operation gave, else cudaSuccess. */
+static cudaError_t emu_run_until(const emu_point &pt)
+{
+    cudaError_t first = cudaSuccess;
+    emu_queue *q = pt.q.get();
+    while (q && q->done < pt.ticket) {
+        emu_pending p = std::move(q->ops.front());
+        q->ops.pop_front();
+        for (const emu_point &a : p.after) {
+            cudaError_t e = emu_run_until(a);
+            first = first ? first : e;
+        }
+        cudaError_t e = p.op.fn(p.op.ctx);
+        p.op.drop(p.op.ctx);
+        q->done++;
+        first = first ? first : e;
+    }
+    return first;
+}
+
+/* The point at the end of s's work issued so far. */
+static emu_point emu_end(const emu_stream *s)
+{
+    return emu_point{s->q, s->q->issued};
+}
+
+/* Every stream's work run (a device-wide synchronisation). */
+static cudaError_t emu_drain_all(void)
+{
+    std::lock_guard<std::recursive_mutex> g(emu_run);
+    cudaError_t first = emu_run_until(emu_end(&emu_default));
+    for (emu_stream *s : emu_streams) {
+        cudaError_t e = emu_run_until(emu_end(s));
+        first = first ? first : e;
+    }
+    return first;
+}
+
+/* op queued on s after the points in `after`, and after what the legacy
+ * stream's implicit order puts before it: an operation of the legacy
+ * stream follows every blocking stream's work so far, and one of a
+ * blocking stream the legacy stream's. */
+static void emu_enqueue(emu_stream *s, emu_op op, std::vector<emu_point> after)
+{
+    if (s == &emu_default) {
+        for (emu_stream *b : emu_streams)
+            if (b->blocking)
+                after.push_back(emu_end(b));
+    } else if (s->blocking)
+        after.push_back(emu_end(&emu_default));
+    s->q->ops.push_back(emu_pending{op, std::move(after)});
+    s->q->issued++;
+}
 
 cudaError_t rn_emu_issue(cudaStream_t st, emu_op_fn fn, void *ctx, void (*drop)(void *))
 {
@@ -359,42 +468,66 @@ cudaError_t rn_emu_issue(cudaStream_t st, emu_op_fn fn, void *ctx, void (*drop)(
         s->since_record++;
         return cudaSuccess;
     }
+    if (emu_defer()) {
+        emu_enqueue(s, emu_op{fn, ctx, drop}, {});
+        return cudaSuccess;
+    }
     cudaError_t e = fn(ctx);
     drop(ctx);
     return emu_err(e);
 }
 
+/* The work st has been issued so far, run: what a call that returns only
+ * once it is done does first. */
+static cudaError_t emu_finish(cudaStream_t st)
+{
+    std::lock_guard<std::recursive_mutex> g(emu_run);
+    return emu_err(emu_run_until(emu_end(emu_st(st))));
+}
+
 cudaError_t cudaStreamCreate(cudaStream_t *st)
 {
-    *st = new emu_stream{NULL, NULL, 0, NULL};
+    std::lock_guard<std::recursive_mutex> g(emu_run);
+    *st = new emu_stream;
+    emu_streams.insert(*st);
     return cudaSuccess;
 }
 
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned)
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned flags)
 {
-    return cudaStreamCreate(st);
+    cudaError_t e = cudaStreamCreate(st);
+    if (e == cudaSuccess)
+        (*st)->blocking = !(flags & cudaStreamNonBlocking);
+    return e;
 }
 
+/* The stream's work still runs (the device finishes it), then it goes. */
 cudaError_t cudaStreamDestroy(cudaStream_t st)
 {
     if (!st || st->capture)
         return emu_err(cudaErrorInvalidResourceHandle);
+    std::lock_guard<std::recursive_mutex> g(emu_run);
+    cudaError_t e = emu_run_until(emu_end(st));
+    emu_streams.erase(st);
     delete st;
-    return cudaSuccess;
+    return emu_err(e);
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t)
+cudaError_t cudaStreamSynchronize(cudaStream_t st)
 {
-    return emu_unsafe("cudaStreamSynchronize");
+    cudaError_t e = emu_unsafe("cudaStreamSynchronize");
+    return e != cudaSuccess ? e : emu_finish(st);
 }
 
 cudaError_t cudaDeviceSynchronize(void)
 {
-    return emu_unsafe("cudaDeviceSynchronize");
+    cudaError_t e = emu_unsafe("cudaDeviceSynchronize");
+    return e != cudaSuccess ? e : emu_err(emu_drain_all());
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t st, cudaStreamCaptureMode)
 {
+    std::lock_guard<std::recursive_mutex> g(emu_run);
     if (!st || st->capture)
         return emu_err(cudaErrorInvalidValue);
     st->capture = new emu_graph{std::make_shared<emu_ops>(), false};
@@ -443,6 +576,7 @@ static bool emu_capture_close(emu_graph *graph)
  * was not joined back. */
 cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *g)
 {
+    std::lock_guard<std::recursive_mutex> held(emu_run);
     *g = NULL;
     if (!st || !st->capture || st->origin != st)
         return emu_err(cudaErrorInvalidValue);
@@ -479,7 +613,8 @@ static double emu_now(void)
 
 cudaError_t cudaEventCreate(cudaEvent_t *ev)
 {
-    *ev = new emu_event{NULL, false, 0.0};
+    std::lock_guard<std::recursive_mutex> g(emu_run);
+    *ev = new emu_event;
     emu_events.insert(*ev);
     return cudaSuccess;
 }
@@ -491,6 +626,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned)
 
 cudaError_t cudaEventDestroy(cudaEvent_t ev)
 {
+    std::lock_guard<std::recursive_mutex> g(emu_run);
     emu_events.erase(ev);
     delete ev;
     return cudaSuccess;
@@ -498,24 +634,25 @@ cudaError_t cudaEventDestroy(cudaEvent_t ev)
 
 cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t st)
 {
+    std::lock_guard<std::recursive_mutex> g(emu_run);
     emu_stream *s = emu_st(st);
     ev->capture = s->capture;
     ev->waited = false;
-    if (!s->capture) {
-        ev->t = emu_now();
-        return cudaSuccess;
-    }
     cudaError_t e = rn_emu_issue_op(st, [ev]() {
         ev->t = emu_now();
         return cudaSuccess;
     });
-    s->since_record = 0;
-    s->last = ev;
+    if (s->capture) {
+        s->since_record = 0;
+        s->last = ev;
+    } else
+        ev->at = emu_end(s);
     return e;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t ev, unsigned)
 {
+    std::lock_guard<std::recursive_mutex> g(emu_run);
     emu_stream *s = emu_st(st);
     if (ev->capture && s->capture && ev->capture != s->capture)
         return emu_err(cudaErrorStreamCaptureMerge); /* two captures would merge */
@@ -527,13 +664,18 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t ev, unsigned)
         s->since_record = 0;
         s->last = NULL;
         emu_joined.push_back(s);
-    }
+    } else if (!ev->capture && !s->capture && ev->at.q && emu_defer())
+        emu_enqueue(s, emu_op{[](void *) { return cudaSuccess; }, NULL, [](void *) {}}, {ev->at});
     return cudaSuccess;
 }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t)
+cudaError_t cudaEventSynchronize(cudaEvent_t ev)
 {
-    return emu_unsafe("cudaEventSynchronize");
+    cudaError_t e = emu_unsafe("cudaEventSynchronize");
+    if (e != cudaSuccess)
+        return e;
+    std::lock_guard<std::recursive_mutex> g(emu_run);
+    return emu_err(emu_run_until(ev->at));
 }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
@@ -550,23 +692,19 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned lon
     return cudaSuccess;
 }
 
+/* A graph's operations run in their recorded order, as one operation of
+ * the stream it was launched into (or recorded into a capture as one). */
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t st)
 {
-    std::lock_guard<std::recursive_mutex> g(emu_run);
-    emu_stream *s = emu_st(st);
-    if (s->capture) {
-        std::shared_ptr<emu_ops> ops = e->ops; /* the instance may go before the graph */
-        return rn_emu_issue_op(st, [ops]() {
-            emu_graph_exec held{ops};
-            return cudaGraphLaunch(&held, NULL);
-        });
-    }
-    for (emu_op &op : e->ops->ops) {
-        cudaError_t r = op.fn(op.ctx);
-        if (r != cudaSuccess)
-            return emu_err(r);
-    }
-    return cudaSuccess;
+    std::shared_ptr<emu_ops> ops = e->ops; /* the instance may go before the launch runs */
+    return rn_emu_issue_op(st, [ops]() {
+        for (emu_op &op : ops->ops) {
+            cudaError_t r = op.fn(op.ctx);
+            if (r != cudaSuccess)
+                return r;
+        }
+        return cudaSuccess;
+    });
 }
 
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e)
@@ -658,47 +796,58 @@ static cudaError_t emu_copy_check(void *dst, const void *src, size_t n, cudaMemc
     return ok ? cudaSuccess : cudaErrorInvalidValue;
 }
 
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k)
-{
-    cudaError_t e = emu_unsafe("cudaMemcpy");
-    if (e == cudaSuccess)
-        e = emu_copy_check(dst, src, n, k);
-    if (e == cudaSuccess && n)
-        memmove(dst, src, n);
-    return emu_err(e);
-}
-
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t st)
+/* A copy issued on st.  From pageable memory the source is read now (the
+ * runtime stages it before returning); into pageable memory the call
+ * returns once the copy has run, as the runtime's does.  A captured copy
+ * from or to the host must use page-locked memory: the graph replays it
+ * later, from wherever that memory then is. */
+static cudaError_t emu_copy(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t st)
 {
     cudaError_t e = emu_copy_check(dst, src, n, k);
-    if (e != cudaSuccess)
+    if (e != cudaSuccess || n == 0)
         return emu_err(e);
-    /* a captured copy from or to the host must use page-locked memory: the
-     * graph replays it later, from wherever that memory then is */
     emu_stream *s = emu_st(st);
-    if (s->capture && n &&
-        ((k == cudaMemcpyHostToDevice && rn_emu_kind(src, n) != 0) ||
-         (k == cudaMemcpyDeviceToHost && rn_emu_kind(dst, n) != 0))) {
+    bool from_pageable = k == cudaMemcpyHostToDevice && rn_emu_kind(src, n) != 0;
+    bool to_pageable = k == cudaMemcpyDeviceToHost && rn_emu_kind(dst, n) != 0;
+    if (s->capture && (from_pageable || to_pageable)) {
         fprintf(stderr, "cuda emulation: a captured copy uses pageable host memory\n");
         s->capture->failed = true;
         return emu_err(cudaErrorStreamCaptureUnsupported);
     }
-    return rn_emu_issue_op(st, [=]() {
-        if (n)
-            memmove(dst, src, n);
+    if (from_pageable) {
+        std::shared_ptr<std::vector<char>> staged =
+            std::make_shared<std::vector<char>>((const char *)src, (const char *)src + n);
+        return rn_emu_issue_op(st, [=]() {
+            memcpy(dst, staged->data(), n);
+            return cudaSuccess;
+        });
+    }
+    e = rn_emu_issue_op(st, [=]() {
+        memmove(dst, src, n);
         return cudaSuccess;
     });
+    return e == cudaSuccess && to_pageable ? emu_finish(st) : e;
 }
 
+/* On the legacy stream, returning once the copy has run. */
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k)
+{
+    cudaError_t e = emu_unsafe("cudaMemcpy");
+    if (e == cudaSuccess)
+        e = emu_copy(dst, src, n, k, NULL);
+    return e == cudaSuccess ? emu_finish(NULL) : e;
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t st)
+{
+    return emu_copy(dst, src, n, k, st);
+}
+
+/* On the legacy stream; it may return before the memory is set. */
 cudaError_t cudaMemset(void *p, int v, size_t n)
 {
     cudaError_t e = emu_unsafe("cudaMemset");
-    if (e != cudaSuccess)
-        return e;
-    if (n && rn_emu_kind(p, n) != 1)
-        return emu_err(cudaErrorInvalidValue);
-    memset(p, v, n);
-    return cudaSuccess;
+    return e != cudaSuccess ? e : cudaMemsetAsync(p, v, n, NULL);
 }
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st)
