@@ -88,7 +88,7 @@ TEST_OBJ := $(filter-out $(EMU_RT_OBJ),$(TEST_SRC:%.c=$(OUT)/%.o) $(TEST_CXX_SRC
             $(EMU_TEST_OBJ)
 TEST_BIN := $(OUT)/tests/check_unit
 
-.PHONY: FORCE check-cuda-emu cuda-emu-suites soak load-wrk check-valgrind check-image install uninstall all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
+.PHONY: FORCE check-cuda-emu cuda-emu-suites check-cuda-emu-integration cuda-emu-integration soak load-wrk check-valgrind check-image install uninstall all help deps check check-cuda bench-cuda check-unit check-integration check-sdk check-asan bench bench-http fuzz run format format-check lint clean fixtures info
 
 all: $(RETNET) $(RETNETD) $(TEST_BIN)
 
@@ -103,6 +103,7 @@ help:
 	@echo "make bench      engine benchmarks next to the PyTorch reference and machine limits"
 	@echo "make check-cuda the CUDA backend's parity suites and memcheck on a GPU (skips without one)"
 	@echo "make check-cuda-emu  the same suites through the CUDA backend on the CPU (emulated; no GPU)"
+	@echo "make check-cuda-emu-integration  retnetd's state and tier tests on that emulated backend"
 	@echo "make bench-cuda GPU benchmark: 1.3B preset vs the device's limits and FLA's RetNet"
 	@echo "make bench-http HTTP/SSE latency and throughput next to the engine alone; /health with wrk"
 	@echo "make fixtures   regenerate tests/fixtures from the reference packages (needs PyPI)"
@@ -233,6 +234,20 @@ cuda-emu-suites: $(TEST_BIN) $(RETNET)
 	@echo "check-cuda-emu: cudart_emu: $$(tail -n 1 $(OUT)/check-cuda/cudart_emu.log)"
 	$(Q)CHECK_CUDA_EMULATED=1 CHECK_CUDA_ONLY="$${CHECK_CUDA_EMU_ONLY:-^(parity|forms|synthetic)$$}" \
 	    sh tools/check-cuda.sh $(RETNET) $(TEST_BIN)
+
+# The daemon serving on the emulated CUDA backend: test_state.py (export,
+# import, persistence) and test_tiers.py (host and disk offload, the prefix
+# cache) with RETNETD_TEST_DEVICE=cuda, so the server's state paths run
+# through the backend's copies under the emulation's deferred execution,
+# and a kernel failing on the device (test_faults.py, RN_EMU_FAIL_LAUNCH):
+# the server must end the stream with an error and exit with status 1.
+# About ten minutes; not part of `make check`.
+check-cuda-emu-integration:
+	$(Q)$(MAKE) --no-print-directory CUDA_EMU=1 cuda-emu-integration
+
+cuda-emu-integration: $(RETNET) $(RETNETD)
+	$(Q)CHECK_CUDA_EMULATED=1 CHECK_CUDA_ONLY='^(state|tiers|kernelfault)$$' \
+	    sh tools/check-cuda.sh $(RETNET) $(TEST_BIN) $(RETNETD)
 
 check-unit: $(TEST_BIN) $(RETNET)
 	$(Q)CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} RN_RETNET=$(RETNET) $(TEST_BIN)

@@ -69,6 +69,10 @@ typedef struct rn_backend_ops {
      * backend has no device memory of its own. */
     int (*fit_slots)(const rn_model *m, int max_chunk, int state_bf16, double fraction, int *slots,
                      rn_error *err);
+    /* Whether a device error has left the backend unusable: every later
+     * call fails with RN_EDEVICE and only a new process recovers (a CUDA
+     * context's errors are sticky).  NULL: the backend never is. */
+    int (*lost)(void *ctx);
 } rn_backend_ops;
 
 extern const rn_backend_ops rn_cpu_backend;

@@ -118,6 +118,11 @@ const char *rn_engine_backend_name(const rn_engine *e)
     return e->ops->name;
 }
 
+int rn_engine_lost(const rn_engine *e)
+{
+    return e->ops->lost && e->ops->lost(e->ctx);
+}
+
 int rn_cpu_threads(int requested)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);

@@ -54,6 +54,10 @@ int rn_engine_new(rn_engine **out, const rn_model *m, const rn_engine_opts *opts
 void rn_engine_free(rn_engine *e);
 
 const char *rn_engine_backend_name(const rn_engine *e);
+/* 1 once a device error has left the engine unusable: every later call
+ * fails with RN_EDEVICE, and only a new process (a new device context)
+ * recovers.  An RN_EDEVICE with this 0 was the call's own failure. */
+int rn_engine_lost(const rn_engine *e);
 /* The device rn_engine_new would use for d: RN_DEVICE_CUDA for cuda (its
  * absence is rn_engine_new's error to report) and for auto when a GPU
  * answers, else RN_DEVICE_CPU.  Lets a caller size slots and chunks for the

@@ -36,6 +36,7 @@ typedef struct rd_app {
     uv_timer_t keepalive;
     uv_signal_t sigterm, sigint, sighup;
     int draining;
+    int engine_lost; /* the engine's device failed for good: draining to exit 1 */
     int64_t started;
     rd_keys *keys;        /* API keys; none: the API is open */
     rd_session *sessions; /* linked list */

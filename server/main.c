@@ -214,20 +214,47 @@ static void on_hangup(uv_signal_t *s, int signum)
     rd_log_reopen();
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+static void begin_drain(rd_app *app)
 {
-    rd_app *app = s->data;
-    if (app->draining)
-        return;
     notify("STOPPING=1");
-    rd_log(RD_LOG_INFO, "msg=\"signal %d: draining\" in_flight=%u", signum,
-           rd_http_in_flight(app->http));
     app->draining = 1;
     rd_http_quiesce(app->http);
     drain_started = uv_now(app->loop);
     uv_timer_init(app->loop, &drain_timer);
     drain_timer.data = app;
     uv_timer_start(&drain_timer, drain_tick, 0, 50);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    rd_app *app = s->data;
+    if (app->draining)
+        return;
+    rd_log(RD_LOG_INFO, "msg=\"signal %d: draining\" in_flight=%u", signum,
+           rd_http_in_flight(app->http));
+    begin_drain(app);
+}
+
+/* Before each poll of the loop: once the engine's device has failed for
+ * good (a CUDA context's errors are sticky), the server drains as on
+ * SIGTERM and exits with status 1, so the service manager (systemd's
+ * Restart=on-failure, a container's restart policy) starts a fresh
+ * process.  The drain stops accepting connections at once, so health
+ * checks fail from then on. */
+static uv_prepare_t lost_watch;
+
+static void watch_lost(uv_prepare_t *p)
+{
+    rd_app *app = p->data;
+    if (app->engine_lost || !app->sched || !rd_sched_lost(app->sched))
+        return;
+    app->engine_lost = 1;
+    rd_log(RD_LOG_ERROR,
+           "msg=\"engine device failed: every request fails from here; draining, then exit "
+           "status 1 to be restarted\" backend=%s in_flight=%u",
+           rn_engine_backend_name(app->engine), rd_http_in_flight(app->http));
+    if (!app->draining)
+        begin_drain(app);
 }
 
 static void keepalive_tick(uv_timer_t *t)
@@ -333,8 +360,11 @@ int main(int argc, char **argv)
     ask_loop_slice(app.opt.loop_slice_us);
     notify("READY=1");
     start_watchdog(&app);
+    uv_prepare_init(app.loop, &lost_watch);
+    lost_watch.data = &app;
+    uv_prepare_start(&lost_watch, watch_lost);
     uv_run(app.loop, UV_RUN_DEFAULT);
-    status = 0;
+    status = app.engine_lost ? 1 : 0;
     rd_log(RD_LOG_INFO, "msg=\"stopped\"");
 out:
     if (app.sched)

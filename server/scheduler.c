@@ -43,6 +43,8 @@ struct rd_sched {
     atomic_long tok_picked, tok_reduced, tok_row; /* rd_sched_stats */
     atomic_int last_batch;
     long decodes, fail_decode; /* fault injection (RETNETD_FAULT_DECODE): fail decode step n */
+    int fail_loses;            /* ... and that failure loses the device (RETNETD_FAULT_LOST) */
+    atomic_int lost;           /* the engine's device failed for good (rd_sched_lost) */
     double prefill_ns_tok;     /* recent prefill time per prompt token (0: none yet) */
     uint64_t iter_ns;          /* the last iteration's length: the next one's estimate */
 };
@@ -495,8 +497,11 @@ static void decode_step(rd_sched *s)
     atomic_store(&s->last_batch, nb);
     for (int g0 = 0; g0 < nb; g0 += group) {
         int m = nb - g0 < group ? nb - g0 : group;
-        if (rc == RN_OK && (rc = run_rows(s, g0, m, kind)) == RN_OK && fault)
+        if (rc == RN_OK && (rc = run_rows(s, g0, m, kind)) == RN_OK && fault) {
             rc = RN_EDEVICE; /* the test's injected engine failure */
+            if (s->fail_loses)
+                atomic_store(&s->lost, 1);
+        }
         for (int k = g0; k < g0 + m; k++) {
             rd_job *j = s->b_job[k];
             if (rc != RN_OK) {
@@ -753,6 +758,24 @@ static void prefill_step_timed(rd_sched *s)
     rd_queue_wake(s->q, 0, s->iter_ns);
 }
 
+/* After an iteration: once the engine says its device failed for good
+ * (rn_engine_lost), every later call of it fails, so the loop is told
+ * (rd_sched_lost) and the server stops to be restarted. */
+static void note_lost(rd_sched *s)
+{
+    if (atomic_load(&s->lost) == 0 && rn_engine_lost(s->e))
+        atomic_store(&s->lost, 1);
+    if (atomic_load(&s->lost) == 1) {
+        atomic_store(&s->lost, 2); /* the loop is woken once */
+        rd_queue_wake(s->q, 1, 0);
+    }
+}
+
+int rd_sched_lost(rd_sched *s)
+{
+    return atomic_load(&s->lost) != 0;
+}
+
 static void engine_main(void *arg)
 {
     rd_sched *s = arg;
@@ -770,6 +793,7 @@ static void engine_main(void *arg)
          * 3.1 / 10.7 ms before, 1.9 / 5.8 ms after, throughput unchanged) */
         prefill_step_timed(s);
         decode_step(s);
+        note_lost(s);
         drop_cancelled(s); /* also removes jobs that just finished */
         /* the next iteration is taken to be as long as this one */
         s->iter_ns = uv_hrtime() - t0;
@@ -817,6 +841,11 @@ int rd_sched_start(rd_sched **out, rn_engine *e, rd_queue *q, const rd_sched_opt
      * error. */
     const char *fault = getenv("RETNETD_FAULT_DECODE");
     s->fail_decode = fault ? atol(fault) : 0;
+    /* RETNETD_FAULT_LOST=1: that failure also loses the device for good, as
+     * a GPU fault does (the engine itself stays usable: only the server's
+     * reaction is tested) */
+    const char *lost = getenv("RETNETD_FAULT_LOST");
+    s->fail_loses = lost && !strcmp(lost, "1");
     if (s->o.prefill_budget < s->o.chunk)
         s->o.prefill_budget = s->o.chunk; /* prefill advances in whole chunks */
     size_t n = (size_t)o->n_slots;

@@ -52,5 +52,8 @@ typedef struct rd_sched_stats {
     int last_batch; /* sequences in the last decode step */
 } rd_sched_stats;
 void rd_sched_get_stats(rd_sched *s, rd_sched_stats *st);
+/* Thread-safe: 1 once the engine's device failed for good (rn_engine_lost):
+ * every later engine call fails, and only a new process recovers. */
+int rd_sched_lost(rd_sched *s);
 
 #endif

@@ -7,18 +7,21 @@
 #   2. compute-sanitizer memcheck over the form and parity suites (every
 #      kernel, every form, every reference flavour, batched decode), when
 #      compute-sanitizer is on PATH;
-#   3. with a third argument (retnetd), the daemon's integration test
-#      (tests/integration/test_server.py: batching, sessions, streaming,
-#      disconnects) serving on the GPU (RETNETD_TEST_DEVICE=cuda).
+#   3. with a third argument (retnetd), the daemon's integration tests
+#      serving on the GPU (RETNETD_TEST_DEVICE=cuda): test_server.py
+#      (batching, sessions, streaming, disconnects), test_state.py (state
+#      export, import and persistence) and test_tiers.py (host and disk
+#      offload, the prefix cache).
 # Without a CUDA build or a device it prints one SKIPPED line and exits 0:
 # that is a skip, never a pass.  Logs: build/cuda/.
 # CHECK_CUDA_EMULATED=1 runs the same list against the emulated build
 # (`make check-cuda-emu`: the backend on the CPU, tests/emu/): no device to
-# probe, no compute-sanitizer and no server test; each test's time limit
+# probe, no compute-sanitizer, of the integration tests state and tiers
+# only (`make check-cuda-emu-integration`); each test's time limit
 # CK_TIMEOUT_MULTIPLIER (20) times longer, CHECK_CUDA_JOBS the cores.
 # Logs: check-cuda/ beside the emulated test binary (build/release-emu/).
-# CHECK_CUDA_ONLY=REGEX keeps the runs, memcheck runs and the server test
-# ("server") whose names match (an awk regular expression), e.g.
+# CHECK_CUDA_ONLY=REGEX keeps the runs, memcheck runs and integration
+# tests ("server", "state", "tiers") whose names match (an awk regular expression), e.g.
 # '^(forms|parity|synthetic)$' for a short check; the line "check-cuda: N of
 # M runs" says how many suite runs were left out.  The racecheck and
 # synccheck runs are named SUITE-CASE-TOOL: forms-ret_fused-racecheck,
@@ -56,7 +59,7 @@ if [ "${CHECK_CUDA_EMULATED:-0}" = 1 ]; then
     # sanitize or serve on
     echo "check-cuda: the CUDA backend on the CPU (emulated runtime, cuBLAS and kernels)" |
         tee "$OUT/device.txt"
-    CHECK_CUDA_MEMCHECK=0 RETNETD=
+    CHECK_CUDA_MEMCHECK=0
     CK_TIMEOUT_MULTIPLIER=${CK_TIMEOUT_MULTIPLIER:-20}
     CHECK_CUDA_JOBS=${CHECK_CUDA_JOBS:-$(nproc 2>/dev/null || echo 2)}
     export CK_TIMEOUT_MULTIPLIER
@@ -286,14 +289,28 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"
 fi
-if [ -n "$RETNETD" ] && echo server | select_runs | grep -q .; then
-    if RETNETD_TEST_DEVICE=cuda RETNETD="$RETNETD" RETNET="$RETNET" \
-        python3 tests/integration/test_server.py >"$OUT/server.log" 2>&1; then
-        echo "check-cuda: server on the GPU: $(grep -E '^(OK|Ran)' "$OUT/server.log" | tr '\n' ' ')"
+# The daemon's integration tests serving on the device: "server"
+# (test_server.py), "state" (test_state.py: export, import, persistence)
+# and "tiers" (test_tiers.py: host and disk offload, the prefix cache),
+# each after the other.  The emulation offers those two, and "kernelfault"
+# (test_faults.py's kernel failing on the device, which only the emulation
+# can make fail): test_server.py's streaming-rate and drain cases assume a
+# device's speed.
+integration="server state tiers"
+[ "${CHECK_CUDA_EMULATED:-0}" = 1 ] && integration="state tiers kernelfault"
+for run in $integration; do
+    [ -n "$RETNETD" ] || break
+    echo $run | select_runs | grep -q . || continue
+    test=tests/integration/test_$run.py
+    [ $run = kernelfault ] && test="tests/integration/test_faults.py TestFaults.test_kernel_fault_stops_the_server"
+    # shellcheck disable=SC2086 # $test: the file and the case to run
+    if RETNETD_TEST_DEVICE=cuda RETNETD="$RETNETD" RETNET="$RETNET" RETNETD_TEST_KERNEL_FAULT=1 \
+        python3 $test >"$OUT/$run.log" 2>&1; then
+        echo "check-cuda: $run (retnetd on the CUDA backend): $(grep -E '^(OK|Ran)' "$OUT/$run.log" | tr '\n' ' ')"
     else
-        echo "check-cuda: server on the GPU FAILED (log: $OUT/server.log)"
-        grep -E "^(FAIL|ERROR):" "$OUT/server.log" | head -n 20
+        echo "check-cuda: $run (retnetd on the CUDA backend) FAILED (log: $OUT/$run.log)"
+        grep -E "^(FAIL|ERROR):" "$OUT/$run.log" | head -n 20
         fail=1
     fi
-fi
+done
 exit $fail

@@ -2427,11 +2427,16 @@ static void cuda_host_free(void *ctx, void *p)
     cudaFreeHost(p);
 }
 
+static int cuda_lost(void *ctx)
+{
+    return ((cuda_ctx *)ctx)->broken;
+}
+
 extern "C" const rn_backend_ops rn_cuda_backend = {
     "cuda",           cuda_probe,         cuda_init,         cuda_deinit,
     cuda_state_bytes, cuda_slot_bytes,    cuda_state_reset,  cuda_state_copy,
     cuda_state_pos,   cuda_state_export,  cuda_state_import, cuda_prefill,
     cuda_decode,      cuda_decode_argmax, cuda_decode_top,   cuda_top_batch,
     cuda_decode_rows, cuda_device_memory, cuda_host_alloc,   cuda_host_free,
-    cuda_fit_slots,
+    cuda_fit_slots,   cuda_lost,
 };

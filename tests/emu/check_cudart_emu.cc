@@ -16,6 +16,7 @@
 #include "cublasLt.h"
 
 extern "C" {
+#include "fixture.h"
 #include "suites.h"
 }
 
@@ -265,6 +266,38 @@ START_TEST(test_cudart_emu_work_waits_until_needed)
 }
 END_TEST
 
+/* A kernel that fails on the device (a fault's sticky error) leaves the
+ * CUDA backend lost: the call that meets it fails with RN_EDEVICE and
+ * rn_engine_lost says so from then on, every later call fails the same
+ * way, and the engine still frees everything.  A refused argument before
+ * it is not a loss. */
+START_TEST(test_cudart_emu_device_fault_loses_the_engine)
+{
+    fixture f;
+    fixture_load(&f, "demo");
+    rn_engine_opts o = fixture_opts(2, 64);
+    o.device = RN_DEVICE_CUDA;
+    rn_engine *e = fixture_engine_opts(&f, &o);
+    int slot = 0, V = f.cfg->vocab_size;
+    int32_t tok = 5, bad = V, pick = -1;
+    ck_assert_int_eq(rn_prefill(e, 0, f.tokens, 8, NULL, NULL), RN_OK);
+    ck_assert_int_eq(rn_decode_argmax(e, &slot, &tok, 1, &pick, NULL), RN_OK);
+    ck_assert_int_eq(rn_decode(e, &slot, &bad, 1, NULL), RN_EINVAL);
+    ck_assert_int_eq(rn_engine_lost(e), 0);
+    rn_emu_fail_launch(3); /* inside the next step's layers */
+    ck_assert_int_eq(rn_decode_argmax(e, &slot, &tok, 1, &pick, NULL), RN_EDEVICE);
+    ck_assert_int_eq(rn_engine_lost(e), 1);
+    ck_assert_int_eq(rn_decode_argmax(e, &slot, &tok, 1, &pick, NULL), RN_EDEVICE);
+    ck_assert_int_eq(rn_prefill(e, 1, f.tokens, 8, NULL, NULL), RN_EDEVICE);
+    float *st = (float *)malloc(rn_engine_state_bytes(e));
+    ck_assert_int_eq(rn_state_export(e, 0, st, rn_engine_state_bytes(e)), RN_EDEVICE);
+    free(st);
+    rn_engine_free(e);
+    rn_emu_device_reset();
+    fixture_free(&f);
+}
+END_TEST
+
 /* y^T (out x n) = W (in x out, transposed) x^T (in x n) through cuBLASLt as
  * the backend's lt_desc describes it, batch 2 with the input shared, bf16
  * operands and a bf16 output; against the host's sum of the same bf16
@@ -431,5 +464,9 @@ extern "C" Suite *cudart_emu_suite(void)
     tcase_add_test(tc, test_cudart_emu_lt_matmul_is_the_product);
     tcase_add_test(tc, test_cudart_emu_strided_gemm_is_the_product);
     suite_add_tcase(s, tc);
+    TCase *lost = tcase_create("device_fault");
+    tcase_set_timeout(lost, 60);
+    tcase_add_test(lost, test_cudart_emu_device_fault_loses_the_engine);
+    suite_add_tcase(s, lost);
     return s;
 }

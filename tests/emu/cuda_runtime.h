@@ -232,6 +232,19 @@ cudaError_t rn_emu_func_smem(const void *k, int bytes);
  * shared memory allowance); the error, recorded, if not. */
 cudaError_t rn_emu_launch_check(const void *k, dim3 grid, dim3 block, size_t smem);
 
+/* Whether the kernel about to run is to fail on the device
+ * (rn_emu_fail_launch, or RN_EMU_FAIL_LAUNCH=N: the N-th kernel the
+ * process runs, from 1, a graph's counted at every replay): it then runs
+ * nothing and returns cudaErrorLaunchFailure, and that error is sticky, as
+ * a device's: every later synchronisation, launch and cudaGetLastError
+ * returns it until rn_emu_device_reset. */
+bool rn_emu_launch_fails(void);
+/* The n-th kernel to run from now on (1: the next) fails so. */
+void rn_emu_fail_launch(long n);
+/* The sticky error cleared and no launch set to fail (cudaDeviceReset's
+ * part that the tests need). */
+void rn_emu_device_reset(void);
+
 template <typename F> static cudaError_t emu_op_call(void *f)
 {
     return (*(F *)f)();
@@ -261,6 +274,8 @@ static cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *cfg, void (*k)(P
     if (bad != cudaSuccess)
         return bad;
     auto op = [=, args = std::make_tuple((P)a...)]() -> cudaError_t {
+        if (rn_emu_launch_fails())
+            return cudaErrorLaunchFailure;
         int rc = std::apply([&](auto... v) { return rn_emu_launch(k, g, b, smem, v...); }, args);
         return rc == 0 ? cudaSuccess : cudaErrorLaunchFailure; /* out of host memory */
     };

@@ -40,16 +40,46 @@ static cudaError_t emu_err(cudaError_t e)
     return e;
 }
 
+/* A failed operation's error: sticky, as after a device fault (every
+ * later synchronisation, launch and cudaGetLastError returns it). */
+static cudaError_t emu_sticky;
+
 cudaError_t cudaGetLastError(void)
 {
-    cudaError_t e = emu_last;
+    cudaError_t e = emu_sticky ? emu_sticky : emu_last;
     emu_last = cudaSuccess;
     return e;
 }
 
 cudaError_t cudaPeekAtLastError(void)
 {
-    return emu_last;
+    return emu_sticky ? emu_sticky : emu_last;
+}
+
+static long emu_launches, emu_fail_at; /* kernels run; the one to fail (0: none) */
+
+bool rn_emu_launch_fails(void)
+{
+    static int from_env = 0;
+    if (!from_env) {
+        const char *v = getenv("RN_EMU_FAIL_LAUNCH");
+        from_env = 1;
+        if (v && atol(v) > 0)
+            emu_fail_at = emu_launches + atol(v);
+    }
+    return ++emu_launches == emu_fail_at;
+}
+
+void rn_emu_fail_launch(long n)
+{
+    emu_fail_at = n > 0 ? emu_launches + n : 0;
+}
+
+void rn_emu_device_reset(void)
+{
+    emu_sticky = cudaSuccess;
+    emu_last = cudaSuccess;
+    emu_fail_at = 0;
 }
 
 /* A call that may synchronise with the device or allocate: refused while
@@ -148,13 +178,21 @@ cudaError_t cudaMalloc(void **p, size_t n)
     return emu_err(e != cudaSuccess ? e : emu_malloc(p, n, true));
 }
 
-/* Both frees wait for all the device's work first, as the runtime's do. */
+/* Both frees wait for all the device's work first, as the runtime's do,
+ * and free even after a fault (whose error they return): the device's
+ * memory goes with its context. */
+static cudaError_t emu_free_after_work(void *p, bool device, const char *what)
+{
+    cudaError_t e = emu_unsafe(what);
+    if (e != cudaSuccess)
+        return e;
+    cudaError_t work = emu_drain_all(), freed = emu_free(p, device);
+    return emu_err(work != cudaSuccess ? work : freed);
+}
+
 cudaError_t cudaFree(void *p)
 {
-    cudaError_t e = emu_unsafe("cudaFree");
-    if (e == cudaSuccess)
-        e = emu_drain_all();
-    return emu_err(e != cudaSuccess ? e : emu_free(p, true));
+    return emu_free_after_work(p, true, "cudaFree");
 }
 
 cudaError_t cudaMallocHost(void **p, size_t n)
@@ -165,10 +203,7 @@ cudaError_t cudaMallocHost(void **p, size_t n)
 
 cudaError_t cudaFreeHost(void *p)
 {
-    cudaError_t e = emu_unsafe("cudaFreeHost");
-    if (e == cudaSuccess)
-        e = emu_drain_all();
-    return emu_err(e != cudaSuccess ? e : emu_free(p, false));
+    return emu_free_after_work(p, false, "cudaFreeHost");
 }
 
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b)
@@ -422,7 +457,9 @@ static cudaError_t emu_run_until(const emu_point &pt)
         q->done++;
         first = first ? first : e;
     }
-    return first;
+    if (first != cudaSuccess && !emu_sticky)
+        emu_sticky = first;
+    return emu_sticky ? emu_sticky : first;
 }
 
 /* The point at the end of s's work issued so far. */
@@ -468,12 +505,18 @@ cudaError_t rn_emu_issue(cudaStream_t st, emu_op_fn fn, void *ctx, void (*drop)(
         s->since_record++;
         return cudaSuccess;
     }
+    if (emu_sticky) {
+        drop(ctx);
+        return emu_err(emu_sticky);
+    }
     if (emu_defer()) {
         emu_enqueue(s, emu_op{fn, ctx, drop}, {});
         return cudaSuccess;
     }
     cudaError_t e = fn(ctx);
     drop(ctx);
+    if (e != cudaSuccess && !emu_sticky)
+        emu_sticky = e;
     return emu_err(e);
 }
 

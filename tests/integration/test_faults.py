@@ -10,7 +10,12 @@ records:
   right to mount, else this case says SKIPPED): writing sessions at stop
   fails with a log line per session, the previous files stay intact, the
   server still exits 0;
-- SIGTERM under load: every running stream finishes with [DONE], exit 0.
+- SIGTERM under load: every running stream finishes with [DONE], exit 0;
+- a device failure the engine cannot recover from (RETNETD_FAULT_LOST=1
+  with RETNETD_FAULT_DECODE): the requests in flight end with an error,
+  the server drains and exits with status 1, for its service manager to
+  restart it; on the emulated CUDA build, the same from a kernel that
+  fails on the device (RN_EMU_FAIL_LAUNCH).
 
 Uses test_server.py's model and server wrapper; standard library only.
 """
@@ -81,6 +86,59 @@ class TestFaults(unittest.TestCase):
             self.assertEqual(js["usage"]["completion_tokens"], 20)
         finally:
             srv.stop()
+
+    def test_device_lost_stops_the_server(self):
+        """A device failure the engine cannot recover from (RETNETD_FAULT_LOST:
+        the injected failure also loses the device, as a GPU fault's sticky
+        error does): the requests in flight end with an error, and the server
+        drains and exits with status 1 so its service manager restarts it."""
+        os.environ["RETNETD_FAULT_DECODE"] = "30"
+        os.environ["RETNETD_FAULT_LOST"] = "1"
+        try:
+            srv = ts.Server("--slots", "4").start()
+        finally:
+            del os.environ["RETNETD_FAULT_DECODE"]
+            del os.environ["RETNETD_FAULT_LOST"]
+        try:
+            self.check_lost_device_run(srv)
+        finally:
+            srv.kill()
+
+    def test_kernel_fault_stops_the_server(self):
+        """The same from a real fault of the CUDA backend: on the emulated
+        CUDA build (make check-cuda-emu-integration sets
+        RETNETD_TEST_KERNEL_FAULT=1), RN_EMU_FAIL_LAUNCH makes the 1000th
+        kernel fail on the device, within the stream's decode (the server's
+        start runs fewer than 300), with the device's sticky error."""
+        if os.environ.get("RETNETD_TEST_KERNEL_FAULT") != "1":
+            print("SKIPPED: test_kernel_fault_stops_the_server: needs the emulated CUDA build "
+                  "(make check-cuda-emu-integration)", file=sys.stderr)
+            return
+        os.environ["RN_EMU_FAIL_LAUNCH"] = "1000"
+        try:
+            srv = ts.Server("--slots", "4").start()
+        finally:
+            del os.environ["RN_EMU_FAIL_LAUNCH"]
+        try:
+            self.check_lost_device_run(srv)
+        finally:
+            srv.kill()
+
+    def check_lost_device_run(self, srv):
+        """One stream on srv meets the lost device: it ends with a
+        server_error, and the server exits with status 1 and says why."""
+        status, events = stream_events(srv.port, dict(prompt="s", max_tokens=400, ignore_eos=True))
+        self.assertEqual(status, 200)
+        self.assertEqual(events[-1], "data: [DONE]")
+        errs = [json.loads(e[6:]) for e in events if e.startswith('data: {"error"')]
+        self.assertEqual(len(errs), 1, events[-3:])
+        self.assertEqual(errs[0]["error"]["type"], "server_error")
+        rc = srv.wait_exit()
+        log = srv.log()
+        self.assertEqual(rc, 1, log[-3000:])
+        self.assertIn('msg="engine device failed', log)
+        for mark in ts.SANITIZER_MARKS:
+            self.assertNotIn(mark, log)
 
     def broken_model(self, how):
         d = tempfile.mkdtemp(prefix="broken-", dir=ts.TMP)
