@@ -111,9 +111,7 @@ class TestFaults(unittest.TestCase):
         kernel fail on the device, within the stream's decode (the server's
         start runs fewer than 300), with the device's sticky error."""
         if os.environ.get("RETNETD_TEST_KERNEL_FAULT") != "1":
-            print("SKIPPED: test_kernel_fault_stops_the_server: needs the emulated CUDA build "
-                  "(make check-cuda-emu-integration)", file=sys.stderr)
-            return
+            self.skipTest("needs the emulated CUDA build (make check-cuda-emu-integration)")
         os.environ["RN_EMU_FAIL_LAUNCH"] = "1000"
         try:
             srv = ts.Server("--slots", "4").start()
@@ -167,9 +165,7 @@ class TestFaults(unittest.TestCase):
         r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", d], capture_output=True,
                            text=True)
         if r.returncode != 0:
-            print("SKIPPED: test_state_dir_full: cannot mount a tmpfs here (%s)" % r.stderr.strip(),
-                  file=sys.stderr)
-            return
+            self.skipTest("cannot mount a tmpfs here (%s)" % r.stderr.strip())
         try:
             srv = ts.Server("--state-dir", d).start()
             ids = []
