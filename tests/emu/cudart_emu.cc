@@ -381,7 +381,9 @@ struct emu_queue {
     long issued = 0, done = 0; /* operations issued to it, and run */
     ~emu_queue()
     {
-        for (emu_pending &p : ops) /* never reached: its stream went first */
+        /* dropped, not run: a destroyed stream ran its own first, so only
+         * the legacy stream's can be left here, at exit */
+        for (emu_pending &p : ops)
             p.op.drop(p.op.ctx);
     }
 };
