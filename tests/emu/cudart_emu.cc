@@ -438,30 +438,32 @@ static bool emu_defer(void)
     return on == 1;
 }
 
+/* Runs op and lets it go: its failure becomes the sticky error. */
+static void emu_run_op(const emu_op &op)
+{
+    cudaError_t e = op.fn(op.ctx);
+    op.drop(op.ctx);
+    if (e != cudaSuccess && !emu_sticky)
+        emu_sticky = e;
+}
+
 /* Runs q's operations until its first `ticket` have run, each after the
  * points it must follow and nothing else: the latest order a device may
  * choose, so work that a missing wait or synchronisation leaves unordered
- * has not happened yet when the host or another stream looks.  The first
- * error an operation gave, else cudaSuccess. */
+ * has not happened yet when the host or another stream looks.  The sticky
+ * error, which the first failure of any operation set. */
 static cudaError_t emu_run_until(const emu_point &pt)
 {
-    cudaError_t first = cudaSuccess;
     emu_queue *q = pt.q.get();
     while (q && q->done < pt.ticket) {
         emu_pending p = std::move(q->ops.front());
         q->ops.pop_front();
-        for (const emu_point &a : p.after) {
-            cudaError_t e = emu_run_until(a);
-            first = first ? first : e;
-        }
-        cudaError_t e = p.op.fn(p.op.ctx);
-        p.op.drop(p.op.ctx);
+        for (const emu_point &a : p.after)
+            emu_run_until(a);
+        emu_run_op(p.op);
         q->done++;
-        first = first ? first : e;
     }
-    if (first != cudaSuccess && !emu_sticky)
-        emu_sticky = first;
-    return emu_sticky ? emu_sticky : first;
+    return emu_sticky;
 }
 
 /* The point at the end of s's work issued so far. */
@@ -474,12 +476,10 @@ static emu_point emu_end(const emu_stream *s)
 static cudaError_t emu_drain_all(void)
 {
     std::lock_guard<std::recursive_mutex> g(emu_run);
-    cudaError_t first = emu_run_until(emu_end(&emu_default));
-    for (emu_stream *s : emu_streams) {
-        cudaError_t e = emu_run_until(emu_end(s));
-        first = first ? first : e;
-    }
-    return first;
+    emu_run_until(emu_end(&emu_default));
+    for (emu_stream *s : emu_streams)
+        emu_run_until(emu_end(s));
+    return emu_sticky;
 }
 
 /* op queued on s after the points in `after`, and after what the legacy
@@ -515,11 +515,8 @@ cudaError_t rn_emu_issue(cudaStream_t st, emu_op_fn fn, void *ctx, void (*drop)(
         emu_enqueue(s, emu_op{fn, ctx, drop}, {});
         return cudaSuccess;
     }
-    cudaError_t e = fn(ctx);
-    drop(ctx);
-    if (e != cudaSuccess && !emu_sticky)
-        emu_sticky = e;
-    return emu_err(e);
+    emu_run_op(emu_op{fn, ctx, drop});
+    return emu_err(emu_sticky);
 }
 
 /* The work st has been issued so far, run: what a call that returns only

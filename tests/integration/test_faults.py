@@ -42,6 +42,21 @@ def tearDownModule():
     ts.tearDownModule()
 
 
+def server_with_env(env, *args):
+    """A started ts.Server whose process alone sees the variables env
+    (fault injection), restored in this one as they were."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return ts.Server(*args).start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
+
+
 def stream_events(port, body):
     s = ts.SSEStream(port, "/v1/completions", dict(body, stream=True))
     try:
@@ -54,11 +69,7 @@ def stream_events(port, body):
 
 class TestFaults(unittest.TestCase):
     def test_engine_failure_mid_batch(self):
-        os.environ["RETNETD_FAULT_DECODE"] = "30"
-        try:
-            srv = ts.Server("--slots", "4").start()
-        finally:
-            del os.environ["RETNETD_FAULT_DECODE"]
+        srv = server_with_env({"RETNETD_FAULT_DECODE": "30"}, "--slots", "4")
         try:
             results = {}
 
@@ -92,17 +103,7 @@ class TestFaults(unittest.TestCase):
         the injected failure also loses the device, as a GPU fault's sticky
         error does): the requests in flight end with an error, and the server
         drains and exits with status 1 so its service manager restarts it."""
-        os.environ["RETNETD_FAULT_DECODE"] = "30"
-        os.environ["RETNETD_FAULT_LOST"] = "1"
-        try:
-            srv = ts.Server("--slots", "4").start()
-        finally:
-            del os.environ["RETNETD_FAULT_DECODE"]
-            del os.environ["RETNETD_FAULT_LOST"]
-        try:
-            self.check_lost_device_run(srv)
-        finally:
-            srv.kill()
+        self.check_lost_device({"RETNETD_FAULT_DECODE": "30", "RETNETD_FAULT_LOST": "1"})
 
     def test_kernel_fault_stops_the_server(self):
         """The same from a real fault of the CUDA backend: on the emulated
@@ -112,31 +113,28 @@ class TestFaults(unittest.TestCase):
         start runs fewer than 300), with the device's sticky error."""
         if os.environ.get("RETNETD_TEST_KERNEL_FAULT") != "1":
             self.skipTest("needs the emulated CUDA build (make check-cuda-emu-integration)")
-        os.environ["RN_EMU_FAIL_LAUNCH"] = "1000"
+        self.check_lost_device({"RN_EMU_FAIL_LAUNCH": "1000"})
+
+    def check_lost_device(self, env):
+        """A server started with env (the fault) loses its device during one
+        stream: the stream ends with a server_error, and the server exits
+        with status 1 and says why."""
+        srv = server_with_env(env, "--slots", "4")
         try:
-            srv = ts.Server("--slots", "4").start()
-        finally:
-            del os.environ["RN_EMU_FAIL_LAUNCH"]
-        try:
-            self.check_lost_device_run(srv)
+            status, events = stream_events(srv.port, dict(prompt="s", max_tokens=400, ignore_eos=True))
+            self.assertEqual(status, 200)
+            self.assertEqual(events[-1], "data: [DONE]")
+            errs = [json.loads(e[6:]) for e in events if e.startswith('data: {"error"')]
+            self.assertEqual(len(errs), 1, events[-3:])
+            self.assertEqual(errs[0]["error"]["type"], "server_error")
+            rc = srv.wait_exit()
+            log = srv.log()
+            self.assertEqual(rc, 1, log[-3000:])
+            self.assertIn('msg="engine device failed', log)
+            for mark in ts.SANITIZER_MARKS:
+                self.assertNotIn(mark, log)
         finally:
             srv.kill()
-
-    def check_lost_device_run(self, srv):
-        """One stream on srv meets the lost device: it ends with a
-        server_error, and the server exits with status 1 and says why."""
-        status, events = stream_events(srv.port, dict(prompt="s", max_tokens=400, ignore_eos=True))
-        self.assertEqual(status, 200)
-        self.assertEqual(events[-1], "data: [DONE]")
-        errs = [json.loads(e[6:]) for e in events if e.startswith('data: {"error"')]
-        self.assertEqual(len(errs), 1, events[-3:])
-        self.assertEqual(errs[0]["error"]["type"], "server_error")
-        rc = srv.wait_exit()
-        log = srv.log()
-        self.assertEqual(rc, 1, log[-3000:])
-        self.assertIn('msg="engine device failed', log)
-        for mark in ts.SANITIZER_MARKS:
-            self.assertNotIn(mark, log)
 
     def broken_model(self, how):
         d = tempfile.mkdtemp(prefix="broken-", dir=ts.TMP)
