@@ -16,12 +16,12 @@
 # that is a skip, never a pass.  Logs: build/cuda/.
 # CHECK_CUDA_EMULATED=1 runs the same list against the emulated build
 # (`make check-cuda-emu`: the backend on the CPU, tests/emu/): no device to
-# probe, no compute-sanitizer, of the integration tests state and tiers
-# only (`make check-cuda-emu-integration`); each test's time limit
+# probe, no compute-sanitizer, and of the integration tests only state,
+# tiers and kernelfault (`make check-cuda-emu-integration`); each test's time limit
 # CK_TIMEOUT_MULTIPLIER (20) times longer, CHECK_CUDA_JOBS the cores.
 # Logs: check-cuda/ beside the emulated test binary (build/release-emu/).
 # CHECK_CUDA_ONLY=REGEX keeps the runs, memcheck runs and integration
-# tests ("server", "state", "tiers") whose names match (an awk regular expression), e.g.
+# tests ("server", "state", "tiers"; "kernelfault" emulated) whose names match (an awk regular expression), e.g.
 # '^(forms|parity|synthetic)$' for a short check; the line "check-cuda: N of
 # M runs" says how many suite runs were left out.  The racecheck and
 # synccheck runs are named SUITE-CASE-TOOL: forms-ret_fused-racecheck,
@@ -56,7 +56,7 @@ mkdir -p "$OUT"
 
 if [ "${CHECK_CUDA_EMULATED:-0}" = 1 ]; then
     # the device's measurements would take the emulation hours; nothing to
-    # sanitize or serve on
+    # sanitize
     echo "check-cuda: the CUDA backend on the CPU (emulated runtime, cuBLAS and kernels)" |
         tee "$OUT/device.txt"
     CHECK_CUDA_MEMCHECK=0
