@@ -506,10 +506,12 @@ void rd_api_resume(void *vapp, rd_conn *c)
         rd_session_set_busy(r->fork_src, 0);
         rd_session_set_busy(r->session, 0);
         r->fork_src = NULL;
-        if (r->jobs[0]->error_status) { /* the copy failed: the new session is nothing */
+        rd_job *j = r->jobs[0];
+        if (j->error_status) { /* the copy failed: the new session is nothing */
             rd_session_delete(app, r->session);
             r->session = NULL;
-            rd_json_error(c, 500, "server_error", NULL, NULL, "the state copy failed");
+            rd_json_error(c, (unsigned)j->error_status, rd_json_fail_type((unsigned)j->error_status),
+                          NULL, NULL, "the state copy failed: %s", j->error_msg);
             return;
         }
         reply_session(c, 200, r->session);

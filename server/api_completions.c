@@ -884,8 +884,9 @@ static void stream_error(rd_req *r, unsigned status, const char *msg)
     rd_jw_reset(w);
     rd_jw_lit(w, "data: {\"error\":{\"message\":");
     rd_jw_str(w, msg, strlen(msg));
-    rd_jw_lit(w, status == 503 ? ",\"type\":\"service_unavailable_error\""
-                               : ",\"type\":\"server_error\"");
+    rd_jw_lit(w, ",\"type\":");
+    const char *type = rd_json_fail_type(status);
+    rd_jw_str(w, type, strlen(type));
     rd_jw_lit(w, ",\"param\":null,\"code\":null}");
     chunk_send(r, w);
     stream_done(r);
@@ -960,10 +961,8 @@ static int reply_full(rd_req *r)
     sync_req(r);
     if (r->err_status)
         return rd_json_error(r->conn, (unsigned)r->err_status,
-                             r->err_status == 503   ? "service_unavailable_error"
-                             : r->err_status == 429 ? "rate_limit_error"
-                                                    : "server_error",
-                             NULL, NULL, "%s", r->err_msg);
+                             rd_json_fail_type((unsigned)r->err_status), NULL, NULL, "%s",
+                             r->err_msg);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", r->id);
     cJSON_AddStringToObject(o, "object", r->chat ? "chat.completion" : "text_completion");

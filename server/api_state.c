@@ -199,7 +199,8 @@ void rd_api_state_resume(rd_app *app, rd_conn *c)
             rd_session_delete(app, s);
             r->session = NULL;
         }
-        rd_json_error(c, 500, "server_error", NULL, NULL, "%s", j->error_msg);
+        rd_json_error(c, (unsigned)j->error_status, rd_json_fail_type((unsigned)j->error_status),
+                      NULL, NULL, "%s", j->error_msg);
         return;
     }
     if (r->kind == RD_REQ_EXPORT) {

@@ -180,6 +180,9 @@ unsigned char *rd_persist_read_files(const rd_app *app, const char *id, size_t *
 /* Sends {"error":{...}} with status; param may be NULL; code may be NULL. */
 int rd_json_error(rd_conn *c, unsigned status, const char *type, const char *param,
                   const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* The error type a failed job's status answers with: service_unavailable_error
+ * (503), rate_limit_error (429), else server_error. */
+const char *rd_json_fail_type(unsigned status);
 int rd_json_reply(rd_conn *c, unsigned status, void *cjson_obj); /* takes the object */
 /* Parses a request body that must be exactly one JSON object (whitespace
  * around it allowed): the cJSON object, or NULL with the reason in why. */

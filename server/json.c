@@ -63,6 +63,13 @@ static void add_text(cJSON *o, const char *key, const char *s)
     free(clean);
 }
 
+const char *rd_json_fail_type(unsigned status)
+{
+    return status == 503 ? "service_unavailable_error"
+           : status == 429 ? "rate_limit_error"
+                           : "server_error";
+}
+
 int rd_json_error(rd_conn *c, unsigned status, const char *type, const char *param,
                   const char *code, const char *fmt, ...)
 {

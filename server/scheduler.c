@@ -158,6 +158,27 @@ static void finish_job(rd_sched *s, rd_job *j, int status, const char *msg)
     }
 }
 
+/* Whether the engine's device failed for good: the test's injected loss
+ * (RETNETD_FAULT_LOST) or the engine's own word (rn_engine_lost). */
+static int engine_gone(rd_sched *s)
+{
+    return atomic_load(&s->lost) != 0 || rn_engine_lost(s->e);
+}
+
+/* The engine failed work of j `during` something: j ends with a 500, or,
+ * once its device is lost, a 503 (with Retry-After: the server exits to be
+ * restarted, and a retry there may succeed). */
+static void engine_failed_job(rd_sched *s, rd_job *j, const char *during)
+{
+    char msg[sizeof j->error_msg];
+    int gone = engine_gone(s);
+    snprintf(msg, sizeof msg,
+             gone ? "the engine's device failed during %s; the server is restarting"
+                  : "engine error during %s",
+             during);
+    finish_job(s, j, gone ? 503 : 500, msg);
+}
+
 static void remove_active(rd_sched *s, int idx)
 {
     s->active[idx] = s->active[--s->n_active];
@@ -194,7 +215,10 @@ static void run_state_op(rd_sched *s, rd_job *j)
         break;
     }
     j->ch[0].slot = -1;
-    finish_job(s, j, rc == RN_OK ? 0 : 500, "engine error in a session state operation");
+    if (rc == RN_OK)
+        finish_job(s, j, 0, "");
+    else
+        engine_failed_job(s, j, "a session state operation");
     rd_job_unref(j);
 }
 
@@ -324,11 +348,11 @@ static int push_token(rd_sched *s, rd_job *j, rd_choice *c, const rn_sample_resu
     return c->finish != RD_FIN_NONE;
 }
 
-/* The engine failed a step j had rows in: it ends with a 500 (once). */
+/* The engine failed a step j had rows in: it ends (once). */
 static void engine_failed(rd_sched *s, rd_job *j)
 {
     if (j->phase != RD_PHASE_DONE)
-        finish_job(s, j, 500, "engine error during decode");
+        engine_failed_job(s, j, "decode");
 }
 
 /* A token of j could not be sampled (the thread's working memory could not
@@ -695,7 +719,7 @@ static void prefill_step(rd_sched *s)
             int rc = rn_prefill(s->e, j->ch[0].slot, j->prompt + j->prefilled, m, &po,
                                 last ? s->logits : NULL);
             if (rc != RN_OK) {
-                finish_job(s, j, 500, "engine error during prefill");
+                engine_failed_job(s, j, "prefill");
                 break;
             }
             rd_queue_lock(s->q);

@@ -12,8 +12,8 @@ records:
   server still exits 0;
 - SIGTERM under load: every running stream finishes with [DONE], exit 0;
 - a device failure the engine cannot recover from (RETNETD_FAULT_LOST=1
-  with RETNETD_FAULT_DECODE): the requests in flight end with an error,
-  the server drains and exits with status 1, for its service manager to
+  with RETNETD_FAULT_DECODE): the requests in flight end with a 503 (a
+  stream with an error event), the server drains and exits with status 1, for its service manager to
   restart it; on the emulated CUDA build, the same from a kernel that
   fails on the device (RN_EMU_FAIL_LAUNCH).
 
@@ -116,17 +116,34 @@ class TestFaults(unittest.TestCase):
         self.check_lost_device({"RN_EMU_FAIL_LAUNCH": "1000"})
 
     def check_lost_device(self, env):
-        """A server started with env (the fault) loses its device during one
-        stream: the stream ends with a server_error, and the server exits
-        with status 1 and says why."""
+        """A server started with env (the fault) loses its device while it
+        decodes a stream and a plain request: the stream ends with an error
+        event and the request with a 503 (Retry-After: the restarted server
+        may serve it), both of type service_unavailable_error and saying the
+        device failed; the server exits with status 1 and says why."""
         srv = server_with_env(env, "--slots", "4")
         try:
+            results = {}
+
+            def plain():
+                results["plain"] = ts.http_request(srv.port, "POST", "/v1/completions",
+                                                   {"prompt": "p", "max_tokens": 400, "ignore_eos": True})
+            t = threading.Thread(target=plain)
+            t.start()
             status, events = stream_events(srv.port, dict(prompt="s", max_tokens=400, ignore_eos=True))
+            t.join(120)
             self.assertEqual(status, 200)
             self.assertEqual(events[-1], "data: [DONE]")
             errs = [json.loads(e[6:]) for e in events if e.startswith('data: {"error"')]
             self.assertEqual(len(errs), 1, events[-3:])
-            self.assertEqual(errs[0]["error"]["type"], "server_error")
+            self.assertEqual(errs[0]["error"]["type"], "service_unavailable_error")
+            self.assertIn("device failed", errs[0]["error"]["message"])
+            status, hdrs, body = results["plain"]
+            self.assertEqual(status, 503, body[:300])
+            self.assertEqual(hdrs.get("retry-after"), "1")
+            err = json.loads(body)["error"]
+            self.assertEqual(err["type"], "service_unavailable_error")
+            self.assertIn("device failed during", err["message"])
             rc = srv.wait_exit()
             log = srv.log()
             self.assertEqual(rc, 1, log[-3000:])
