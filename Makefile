@@ -103,7 +103,7 @@ help:
 	@echo "make bench      engine benchmarks next to the PyTorch reference and machine limits"
 	@echo "make check-cuda the CUDA backend's parity suites and memcheck on a GPU (skips without one)"
 	@echo "make check-cuda-emu  the same suites through the CUDA backend on the CPU (emulated; no GPU)"
-	@echo "make check-cuda-emu-integration  retnetd's state and tier tests on that emulated backend"
+	@echo "make check-cuda-emu-integration  retnetd's integration tests on that emulated backend"
 	@echo "make bench-cuda GPU benchmark: 1.3B preset vs the device's limits and FLA's RetNet"
 	@echo "make bench-http HTTP/SSE latency and throughput next to the engine alone; /health with wrk"
 	@echo "make fixtures   regenerate tests/fixtures from the reference packages (needs PyPI)"
@@ -235,18 +235,20 @@ cuda-emu-suites: $(TEST_BIN) $(RETNET)
 	$(Q)CHECK_CUDA_EMULATED=1 CHECK_CUDA_ONLY="$${CHECK_CUDA_EMU_ONLY:-^(parity|forms|synthetic)$$}" \
 	    sh tools/check-cuda.sh $(RETNET) $(TEST_BIN)
 
-# The daemon serving on the emulated CUDA backend: test_state.py (export,
-# import, persistence) and test_tiers.py (host and disk offload, the prefix
-# cache) with RETNETD_TEST_DEVICE=cuda, so the server's state paths run
-# through the backend's copies under the emulation's deferred execution,
-# and a kernel failing on the device (test_faults.py, RN_EMU_FAIL_LAUNCH):
-# the server must end the stream with an error and exit with status 1.
-# About ten minutes; not part of `make check`.
+# The daemon serving on the emulated CUDA backend: test_server.py (the
+# API, batching, sessions, streaming, disconnects, drain), test_state.py
+# (export, import, persistence), test_tiers.py (host and disk offload, the
+# prefix cache), test_faults.py, test_metrics.py and test_bad_input.py
+# with RETNETD_TEST_DEVICE=cuda, so the server's paths run through the
+# backend's copies and device-side sampling under the emulation's deferred
+# execution, and a kernel failing on the device (RN_EMU_FAIL_LAUNCH) must
+# end the requests in flight with a 503 and the server with status 1.
+# About half an hour; not part of `make check`.
 check-cuda-emu-integration:
 	$(Q)$(MAKE) --no-print-directory CUDA_EMU=1 cuda-emu-integration
 
 cuda-emu-integration: $(RETNET) $(RETNETD)
-	$(Q)CHECK_CUDA_EMULATED=1 CHECK_CUDA_ONLY='^(state|tiers|kernelfault)$$' \
+	$(Q)CHECK_CUDA_EMULATED=1 CHECK_CUDA_ONLY='^(server|state|tiers|faults|metrics|bad_input)$$' \
 	    sh tools/check-cuda.sh $(RETNET) $(TEST_BIN) $(RETNETD)
 
 check-unit: $(TEST_BIN) $(RETNET)

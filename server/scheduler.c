@@ -173,7 +173,7 @@ static void engine_failed_job(rd_sched *s, rd_job *j, const char *during)
     char msg[sizeof j->error_msg];
     int gone = engine_gone(s);
     snprintf(msg, sizeof msg,
-             gone ? "the engine's device failed during %s; the server is restarting"
+             gone ? "the engine's device failed during %s; the server stops to be restarted"
                   : "engine error during %s",
              during);
     finish_job(s, j, gone ? 503 : 500, msg);

@@ -10,18 +10,21 @@
 #   3. with a third argument (retnetd), the daemon's integration tests
 #      serving on the GPU (RETNETD_TEST_DEVICE=cuda): test_server.py
 #      (batching, sessions, streaming, disconnects), test_state.py (state
-#      export, import and persistence) and test_tiers.py (host and disk
-#      offload, the prefix cache).
+#      export, import and persistence), test_tiers.py (host and disk
+#      offload, the prefix cache), test_faults.py (engine failures, a
+#      lost device, SIGTERM under load), test_metrics.py and
+#      test_bad_input.py.
 # Without a CUDA build or a device it prints one SKIPPED line and exits 0:
 # that is a skip, never a pass.  Logs: build/cuda/.
 # CHECK_CUDA_EMULATED=1 runs the same list against the emulated build
 # (`make check-cuda-emu`: the backend on the CPU, tests/emu/): no device to
-# probe, no compute-sanitizer, and of the integration tests only state,
-# tiers and kernelfault (`make check-cuda-emu-integration`); each test's time limit
+# probe, no compute-sanitizer, the integration tests too (`make
+# check-cuda-emu-integration`; test_faults.py's kernel failing on the device,
+# RN_EMU_FAIL_LAUNCH, runs only there); each test's time limit
 # CK_TIMEOUT_MULTIPLIER (20) times longer, CHECK_CUDA_JOBS the cores.
 # Logs: check-cuda/ beside the emulated test binary (build/release-emu/).
 # CHECK_CUDA_ONLY=REGEX keeps the runs, memcheck runs and integration
-# tests ("server", "state", "tiers"; "kernelfault" emulated) whose names match (an awk regular expression), e.g.
+# tests ("server", "state", "tiers", "faults", "metrics", "bad_input") whose names match (an awk regular expression), e.g.
 # '^(forms|parity|synthetic)$' for a short check; the line "check-cuda: N of
 # M runs" says how many suite runs were left out.  The racecheck and
 # synccheck runs are named SUITE-CASE-TOOL: forms-ret_fused-racecheck,
@@ -289,23 +292,24 @@ elif command -v compute-sanitizer >/dev/null 2>&1; then
 else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"
 fi
-# The daemon's integration tests serving on the device: "server"
-# (test_server.py), "state" (test_state.py: export, import, persistence)
-# and "tiers" (test_tiers.py: host and disk offload, the prefix cache),
-# each after the other.  The emulation offers those two, and "kernelfault"
-# (test_faults.py's kernel failing on the device, which only the emulation
-# can make fail): test_server.py's streaming-rate and drain cases assume a
-# device's speed.
-integration="server state tiers"
-[ "${CHECK_CUDA_EMULATED:-0}" = 1 ] && integration="state tiers kernelfault"
-for run in $integration; do
+# The daemon's integration tests serving on the device, each after the
+# other: "server" (test_server.py), "state" (test_state.py: export,
+# import, persistence), "tiers" (test_tiers.py: host and disk offload, the
+# prefix cache), "faults" (test_faults.py), "metrics" (test_metrics.py:
+# among them where tokens were sampled, on the device or the host) and
+# "bad_input" (test_bad_input.py).  Their timing cases scale
+# by the engine's measured rate, or skip (said in the log) where the
+# emulation is too slow for their premise; the emulation alone can make a
+# kernel fail (RETNETD_TEST_KERNEL_FAULT: test_faults.py's kernel fault,
+# skipped on a device).
+kernel_fault=0
+[ "${CHECK_CUDA_EMULATED:-0}" = 1 ] && kernel_fault=1
+for run in server state tiers faults metrics bad_input; do
     [ -n "$RETNETD" ] || break
     echo $run | select_runs | grep -q . || continue
-    test=tests/integration/test_$run.py
-    [ $run = kernelfault ] && test="tests/integration/test_faults.py TestFaults.test_kernel_fault_stops_the_server"
-    # shellcheck disable=SC2086 # $test: the file and the case to run
-    if RETNETD_TEST_DEVICE=cuda RETNETD="$RETNETD" RETNET="$RETNET" RETNETD_TEST_KERNEL_FAULT=1 \
-        python3 $test >"$OUT/$run.log" 2>&1; then
+    if RETNETD_TEST_DEVICE=cuda RETNETD="$RETNETD" RETNET="$RETNET" \
+        RETNETD_TEST_KERNEL_FAULT=$kernel_fault python3 tests/integration/test_$run.py \
+        >"$OUT/$run.log" 2>&1; then
         echo "check-cuda: $run (retnetd on the CUDA backend): $(grep -E '^(OK|Ran)' "$OUT/$run.log" | tr '\n' ' ')"
     else
         echo "check-cuda: $run (retnetd on the CUDA backend) FAILED (log: $OUT/$run.log)"

@@ -103,9 +103,9 @@ class TestMetrics(ts.ServerTestCase):
         self.assertEqual(value(after, "retnetd_state_slots"), 4)
         self.assertGreater(value(after, "retnetd_state_bytes_per_slot"), 0)
         self.assertEqual(value(after, "retnetd_build_info",
-                               'version="%s",backend="cpu",model="%s"' % (
+                               'version="%s",backend="%s",model="%s"' % (
                                    re.search(r'retnetd_build_info\{version="([^"]*)"', after).group(1),
-                                   ts.MODEL_NAME)), 1)
+                                   ts.DEVICE, ts.MODEL_NAME)), 1)
         self.assertIn(sid, json.dumps(ts.http_json(self.port, "GET", "/v1/sessions")[2]))
 
     def test_sampled_tokens_by_where(self):
