@@ -238,17 +238,18 @@ cuda-emu-suites: $(TEST_BIN) $(RETNET)
 # The daemon serving on the emulated CUDA backend: test_server.py (the
 # API, batching, sessions, streaming, disconnects, drain), test_state.py
 # (export, import, persistence), test_tiers.py (host and disk offload, the
-# prefix cache), test_faults.py, test_metrics.py and test_bad_input.py
-# with RETNETD_TEST_DEVICE=cuda, so the server's paths run through the
+# prefix cache), test_faults.py and the others but the install's and the
+# SDK's, with RETNETD_TEST_DEVICE=cuda, so the server's paths run through the
 # backend's copies and device-side sampling under the emulation's deferred
 # execution, and a kernel failing on the device (RN_EMU_FAIL_LAUNCH) must
 # end the requests in flight with a 503 and the server with status 1.
 # About half an hour; not part of `make check`.
+CUDA_EMU_INTEGRATION = server|state|tiers|faults|metrics|bad_input|lifecycle|replicas|security|config
 check-cuda-emu-integration:
 	$(Q)$(MAKE) --no-print-directory CUDA_EMU=1 cuda-emu-integration
 
 cuda-emu-integration: $(RETNET) $(RETNETD)
-	$(Q)CHECK_CUDA_EMULATED=1 CHECK_CUDA_ONLY='^(server|state|tiers|faults|metrics|bad_input)$$' \
+	$(Q)CHECK_CUDA_EMULATED=1 CHECK_CUDA_ONLY='^($(CUDA_EMU_INTEGRATION))$$' \
 	    sh tools/check-cuda.sh $(RETNET) $(TEST_BIN) $(RETNETD)
 
 check-unit: $(TEST_BIN) $(RETNET)

@@ -12,8 +12,9 @@
 #      (batching, sessions, streaming, disconnects), test_state.py (state
 #      export, import and persistence), test_tiers.py (host and disk
 #      offload, the prefix cache), test_faults.py (engine failures, a
-#      lost device, SIGTERM under load), test_metrics.py and
-#      test_bad_input.py.
+#      lost device, SIGTERM under load), and the rest but the install's
+#      and the SDK's: metrics, bad input, lifecycle, sessions moved
+#      between replicas, API keys, configuration.
 # Without a CUDA build or a device it prints one SKIPPED line and exits 0:
 # that is a skip, never a pass.  Logs: build/cuda/.
 # CHECK_CUDA_EMULATED=1 runs the same list against the emulated build
@@ -24,7 +25,7 @@
 # CK_TIMEOUT_MULTIPLIER (20) times longer, CHECK_CUDA_JOBS the cores.
 # Logs: check-cuda/ beside the emulated test binary (build/release-emu/).
 # CHECK_CUDA_ONLY=REGEX keeps the runs, memcheck runs and integration
-# tests ("server", "state", "tiers", "faults", "metrics", "bad_input") whose names match (an awk regular expression), e.g.
+# tests ("server", "state", "tiers", "faults", "metrics", ...: test_NAME.py) whose names match (an awk regular expression), e.g.
 # '^(forms|parity|synthetic)$' for a short check; the line "check-cuda: N of
 # M runs" says how many suite runs were left out.  The racecheck and
 # synccheck runs are named SUITE-CASE-TOOL: forms-ret_fused-racecheck,
@@ -297,14 +298,15 @@ fi
 # import, persistence), "tiers" (test_tiers.py: host and disk offload, the
 # prefix cache), "faults" (test_faults.py), "metrics" (test_metrics.py:
 # among them where tokens were sampled, on the device or the host) and
-# "bad_input" (test_bad_input.py).  Their timing cases scale
+# "bad_input", "lifecycle", "replicas" (sessions moved between servers
+# through export and import), "security" and "config".  Their timing cases scale
 # by the engine's measured rate, or skip (said in the log) where the
 # emulation is too slow for their premise; the emulation alone can make a
 # kernel fail (RETNETD_TEST_KERNEL_FAULT: test_faults.py's kernel fault,
 # skipped on a device).
 kernel_fault=0
 [ "${CHECK_CUDA_EMULATED:-0}" = 1 ] && kernel_fault=1
-for run in server state tiers faults metrics bad_input; do
+for run in server state tiers faults metrics bad_input lifecycle replicas security config; do
     [ -n "$RETNETD" ] || break
     echo $run | select_runs | grep -q . || continue
     if RETNETD_TEST_DEVICE=cuda RETNETD="$RETNETD" RETNET="$RETNET" \
