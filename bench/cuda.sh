@@ -2,7 +2,7 @@
 # `make bench-cuda`: the CUDA backend on the 1.3B preset (random bf16
 # weights) next to the device's limits (copy kernel, cuBLASLt bf16 GEMM) and
 # next to flash-linear-attention's RetNet on the same GPU, in one run.
-# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-lttune-p512,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnarrow*,ours-retnorm*,ours-l2fork*,ours-gemvgn*,ours-tckpw*,ours-tcgroups1*,ours-tcstream*,ours-halfact-c*,ours-bf16-states,peer,peer-kernels,timeline}.json
+# Results: build/bench/cuda/{ours,ours-notc,ours-tc0,ours-nosplit,ours-gemv8,ours-split8,ours-tcloads16,ours-stepearly,ours-normrow,ours-pieces*-c*,ours-retbf16-c*,ours-retcublas-c*,ours-lttune-c*,ours-lttune-p512,ours-noprenorm,ours-nostepearly,ours-noprefillpdl*,ours-residgemm*,ours-tcasync*,ours-tc64*,ours-noqkhalf*,ours-nohalfcopies*,ours-noltpairs*,ours-noretsplit,ours-retsplit2,ours-retnarrow*,ours-retnorm*,ours-l2fork*,ours-gemvgn*,ours-tckpw*,ours-tcgroups1*,ours-tcstream*,ours-halfact-c*,ours-bf16-states,accuracy-bf16-states,peer,peer-kernels,timeline}.json
 # and a summary on stdout (each switch against the defaults of the same
 # run: compare.txt, tools/bench_compare.py); the
 # plot (docs/decode-vs-batch.png) comes from tools/plot_decode.py.
@@ -249,6 +249,9 @@ if [ "${BENCH_CUDA:-full}" = fast ]; then
     prefill_defaults
     run ours-residgemm-c4096 RETNET_CUDA_RESID_GEMM=1 -- --batches 64 --prompts 2048,8192 \
         --chunk 4096 --decode 32
+    # what bf16 states cost in accuracy on this model, against fp32 states
+    # (seconds; not an ours* result: bench_compare.py has no rates to compare)
+    run accuracy-bf16-states -- --bf16-accuracy --chunk 1024
     # the peer at batch 1 only (its batch-16 decode took a minute of a lease)
     PEER_BATCHES=1 PEER_PROMPTS=512,8192
 else

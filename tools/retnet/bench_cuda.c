@@ -40,6 +40,7 @@ typedef struct {
     int batches[MAX_LIST], n_batches;
     int prompts[MAX_LIST], n_prompts;
     int chunk, decode, json, profile, state_bf16;
+    int accuracy_only;    /* --bf16-accuracy: bf16_accuracy alone (no limits, no rates) */
     const char *timeline; /* --timeline FILE: the kernels' CUPTI timeline instead of the figures */
 } cuda_bench_opts;
 
@@ -71,6 +72,8 @@ static int parse_cuda_opts(cuda_bench_opts *o, int argc, char **argv)
             o->profile = 1;
         } else if (!strcmp(a, "--state-bf16")) {
             o->state_bf16 = 1;
+        } else if (!strcmp(a, "--bf16-accuracy")) {
+            o->state_bf16 = o->accuracy_only = 1;
         } else if (!strcmp(a, "--timeline") && v) {
             o->timeline = v;
             i++;
@@ -94,6 +97,8 @@ static int parse_cuda_opts(cuda_bench_opts *o, int argc, char **argv)
             return -1;
         }
     }
+    if (o->accuracy_only && (o->timeline || o->profile))
+        return -1; /* each is a run of its own */
     return o->dir ? 0 : -1;
 }
 
@@ -426,9 +431,9 @@ int cli_bench_cuda(int argc, char **argv)
 {
     cuda_bench_opts o;
     if (parse_cuda_opts(&o, argc, argv))
-        return cli_usage(
-            "bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
-            "[--chunk 256] [--decode 32] [--profile] [--state-bf16] [--timeline FILE]");
+        return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
+                         "[--chunk 256] [--decode 32] [--profile] [--state-bf16] [--bf16-accuracy] "
+                         "[--timeline FILE]");
     rn_cuda_limits l;
     rn_model *m = NULL;
     rn_engine *e = NULL;
@@ -436,7 +441,13 @@ int cli_bench_cuda(int argc, char **argv)
     step_bufs sb = {0};
     int32_t *tok = NULL;
     int rc = 1, B = max_of(o.batches, o.n_batches), P = max_of(o.prompts, o.n_prompts);
-    if (rn_cuda_measure(&l, 8192, 8192, 8192, &err) != RN_OK) {
+    if (o.accuracy_only) {
+        B = 1, P = ACC_PROMPT;
+        if (rn_cuda_device_major() < 0) {
+            printf("no usable CUDA device\n");
+            return EXIT_NO_DEVICE;
+        }
+    } else if (rn_cuda_measure(&l, 8192, 8192, 8192, &err) != RN_OK) {
         printf("no usable CUDA device: %s\n", err.msg);
         return EXIT_NO_DEVICE;
     }
@@ -471,6 +482,15 @@ int cli_bench_cuda(int argc, char **argv)
         tok[i] = (int32_t)((i * 2654435761u) % (unsigned)c->vocab_size);
     if (o.timeline) {
         rc = timeline_run(e, m, &l, &o, tok, &sb) ? 1 : 0;
+        goto cleanup;
+    }
+    if (o.accuracy_only) {
+        printf("{\"model\":\"%s\",\"dtype\":\"%s\",\"chunk\":%d", o.dir, rn_model_dtype_name(m),
+               o.chunk);
+        if (bf16_accuracy(m, e, tok, o.chunk) != 0)
+            goto failed;
+        printf("}\n");
+        rc = 0;
         goto cleanup;
     }
     if (o.profile) {
@@ -580,9 +600,9 @@ int cli_bench_cuda(int argc, char **argv)
 {
     cuda_bench_opts o;
     if (parse_cuda_opts(&o, argc, argv))
-        return cli_usage(
-            "bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
-            "[--chunk 256] [--decode 32] [--profile] [--state-bf16] [--timeline FILE]");
+        return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
+                         "[--chunk 256] [--decode 32] [--profile] [--state-bf16] [--bf16-accuracy] "
+                         "[--timeline FILE]");
     return cli_cuda_info(argc, argv);
 }
 #endif

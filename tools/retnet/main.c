@@ -34,6 +34,8 @@ static const char usage[] =
     "(JSON)\n"
     "           [--timeline FILE]            instead: each kernel's start and end (CUPTI), "
     "CSV\n"
+    "           [--bf16-accuracy]            instead: bf16 states against fp32 states "
+    "(logits, greedy picks)\n"
     "  random --preset tiny|1.3b|2.7b|6.7b [--dtype bf16|f16|f32] [--seed S] OUT_DIR\n"
     "                                       random weights in a preset's shape\n";
 
