@@ -218,6 +218,38 @@ static double rel_err(const float *a, const float *b, size_t n)
     return d / m;
 }
 
+/* What is left of bf16 states' error (a) against fp32's (b) once each
+ * head's S is scaled by its least-squares factor c = <a,b>/<a,a>: the worst
+ * max |c a - b| / max(1, max |b|) over heads, and the range of c, so a
+ * drift in a head's scale alone (which the group norm of its read-out
+ * divides out) is told apart from one in its direction.  The normaliser's
+ * values (torchscale) are left out. */
+static void head_scaled_err(const rn_config *c, const float *a, const float *b, double *err,
+                            double *cmin, double *cmax)
+{
+    size_t hv = (size_t)c->head_dim_k * (size_t)c->head_dim_v;
+    size_t per = (size_t)c->n_heads * hv +
+                 (c->retention_norm == RN_RETNORM_TORCHSCALE ? (size_t)c->n_heads : 0);
+    *err = 0.0, *cmin = 1e300, *cmax = -1e300;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int h = 0; h < c->n_heads; h++) {
+            const float *x = a + (size_t)l * per + (size_t)h * hv,
+                        *y = b + (size_t)l * per + (size_t)h * hv;
+            double ab = 0.0, aa = 0.0, d = 0.0, m = 1.0;
+            for (size_t i = 0; i < hv; i++)
+                ab += (double)x[i] * y[i], aa += (double)x[i] * x[i];
+            double k = aa > 0.0 ? ab / aa : 1.0;
+            for (size_t i = 0; i < hv; i++) {
+                double e = fabs(k * x[i] - y[i]);
+                d = e > d || e != e ? e : d;
+                m = fabs((double)y[i]) > m ? fabs((double)y[i]) : m;
+            }
+            *err = d / m > *err ? d / m : *err;
+            *cmin = k < *cmin ? k : *cmin;
+            *cmax = k > *cmax ? k : *cmax;
+        }
+}
+
 #define ACC_PROMPT 512
 #define ACC_STEPS 2048
 
@@ -226,7 +258,8 @@ static double rel_err(const float *a, const float *b, size_t n)
  * ACC_STEPS decode steps fed the fp32 engine's greedy picks.  Printed per
  * window of steps (up to 32, 256, 1024, 2048): the worst logits error
  * relative to max(1, max |logit|) and how often the two greedy picks agree;
- * then the states' relative error.  0 on success. */
+ * then the states' relative error, whole and per head once scaled
+ * (head_scaled_err).  0 on success. */
 static int bf16_accuracy(const rn_model *m, rn_engine *e, const int32_t *tok, int chunk)
 {
     static const int ends[] = {32, 256, 1024, ACC_STEPS};
@@ -264,7 +297,11 @@ static int bf16_accuracy(const rn_model *m, rn_engine *e, const int32_t *tok, in
     }
     if (rn_state_export(f, 0, sf, sb) != RN_OK || rn_state_export(e, 0, sbf, sb) != RN_OK)
         goto cleanup;
-    printf("],\"state_rel_err\":%.3g}", rel_err(sbf, sf, sb / sizeof(float)));
+    double serr, cmin, cmax;
+    head_scaled_err(rn_model_config(m), sbf, sf, &serr, &cmin, &cmax);
+    printf("],\"state_rel_err\":%.3g,\"state_rel_err_head_scaled\":%.3g,"
+           "\"head_scale_min\":%.4g,\"head_scale_max\":%.4g}",
+           rel_err(sbf, sf, sb / sizeof(float)), serr, cmin, cmax);
     rc = 0;
 cleanup:
     if (rc)
