@@ -31,6 +31,10 @@ elif cmd == "bench-cuda":
     arg = lambda k, d: a[a.index(k) + 1] if k in a else d
     if arg("--batches", "") == os.environ.get("STUB_SLOW_BATCHES"):
         time.sleep(6)
+    if "--bf16-accuracy" in a:
+        print(json.dumps({"model": sys.argv[2], "chunk": int(arg("--chunk", "256")),
+                          "bf16_accuracy": {"prompt": 512, "windows": []}}))
+        sys.exit(0)
     tuning = {k: v for k, v in os.environ.items() if k.startswith("RETNET_CUDA_")}
     print(json.dumps({
         "tuning": tuning, "chunk": int(arg("--chunk", "1024")), "state_dtype": "f32",
@@ -54,6 +58,8 @@ FAST_RUNS = [
     "ours-lttune-p512", "ours-noprefillpdl", "ours-nohalfcopies", "ours-noltpairs",
     "ours-residgemm-c4096",
 ]
+# Then, not a rate to compare (no ours* name): bf16 states' accuracy.
+FAST_AFTER = ["accuracy-bf16-states"]
 
 # The fast run's timelines, in their order, before the peer's processes.
 TIMELINES = [
@@ -95,6 +101,7 @@ class BenchCuda(unittest.TestCase):
         self.assertNotIn("skipped", r.stdout)
         ran = sorted(f[:-5] for f in os.listdir(self.out) if f.startswith("ours") and f.endswith(".json"))
         self.assertEqual(ran, sorted(FAST_RUNS))
+        self.assertIn("bf16_accuracy", self.result("accuracy-bf16-states"))
         self.assertEqual(self.result("ours")["tuning"], {})
         self.assertEqual(self.result("ours-c4096")["chunk"], 4096)
         for name, var, value in [("ours-gemvgn", "RETNET_CUDA_GEMV_GROUPNORM", "1"),
@@ -123,7 +130,7 @@ class BenchCuda(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.out, "ours-gemvgn.json")))
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("bench-cuda: skipped")]
         self.assertEqual(len(line), 1, r.stdout)
-        self.assertEqual(line[0].split(":", 2)[2].split(), FAST_RUNS[1:])
+        self.assertEqual(line[0].split(":", 2)[2].split(), FAST_RUNS[1:] + FAST_AFTER)
         self.assertTrue(os.path.exists(os.path.join(self.out, "compare.txt")))
 
     def test_rest_under_a_spent_budget(self):
