@@ -25,8 +25,9 @@
 # CK_TIMEOUT_MULTIPLIER (20) times longer, CHECK_CUDA_JOBS the cores.
 # Logs: check-cuda/ beside the emulated test binary (build/release-emu/).
 # CHECK_CUDA_ONLY=REGEX keeps the runs, memcheck runs and integration
-# tests ("server", "state", "tiers", "faults", "metrics", ...: test_NAME.py) whose names match (an awk regular expression), e.g.
-# '^(forms|parity|synthetic)$' for a short check; the line "check-cuda: N of
+# tests (named as their files: "test_server", "test_state", ...) whose names
+# match (an awk regular expression), e.g. '^(forms|parity|synthetic)$' for a
+# short check, '^test_' for the integration tests alone; the line "check-cuda: N of
 # M runs" says how many suite runs were left out.  The racecheck and
 # synccheck runs are named SUITE-CASE-TOOL: forms-ret_fused-racecheck,
 # forms-ret_fused-synccheck, synthetic-gemvgn-racecheck,
@@ -294,23 +295,23 @@ else
     echo "check-cuda: compute-sanitizer not on PATH: memcheck not run"
 fi
 # The daemon's integration tests serving on the device, each after the
-# other: "server" (test_server.py), "state" (test_state.py: export,
-# import, persistence), "tiers" (test_tiers.py: host and disk offload, the
-# prefix cache), "faults" (test_faults.py), "metrics" (test_metrics.py:
-# among them where tokens were sampled, on the device or the host) and
-# "bad_input", "lifecycle", "replicas" (sessions moved between servers
-# through export and import), "security" and "config".  Their timing cases scale
-# by the engine's measured rate, or skip (said in the log) where the
-# emulation is too slow for their premise; the emulation alone can make a
-# kernel fail (RETNETD_TEST_KERNEL_FAULT: test_faults.py's kernel fault,
-# skipped on a device).
+# other: test_server, test_state (export, import, persistence), test_tiers
+# (host and disk offload, the prefix cache), test_faults, test_metrics
+# (among them where tokens were sampled, on the device or the host) and
+# test_bad_input, test_lifecycle, test_replicas (sessions moved between
+# servers through export and import), test_security and test_config.
+# Their timing cases scale by the engine's measured rate, or skip (said in
+# the log) where the emulation is too slow for their premise; the emulation
+# alone can make a kernel fail (RETNETD_TEST_KERNEL_FAULT: test_faults.py's
+# kernel fault, skipped on a device).
 kernel_fault=0
 [ "${CHECK_CUDA_EMULATED:-0}" = 1 ] && kernel_fault=1
-for run in server state tiers faults metrics bad_input lifecycle replicas security config; do
+for run in test_server test_state test_tiers test_faults test_metrics test_bad_input \
+    test_lifecycle test_replicas test_security test_config; do
     [ -n "$RETNETD" ] || break
     echo $run | select_runs | grep -q . || continue
     if RETNETD_TEST_DEVICE=cuda RETNETD="$RETNETD" RETNET="$RETNET" \
-        RETNETD_TEST_KERNEL_FAULT=$kernel_fault python3 tests/integration/test_$run.py \
+        RETNETD_TEST_KERNEL_FAULT=$kernel_fault python3 tests/integration/$run.py \
         >"$OUT/$run.log" 2>&1; then
         echo "check-cuda: $run (retnetd on the CUDA backend): $(grep -E '^(OK|Ran)' "$OUT/$run.log" | tr '\n' ' ')"
     else
