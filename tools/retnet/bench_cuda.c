@@ -59,6 +59,10 @@ static int parse_list(const char *s, int *v, int *n)
     return *s ? -1 : 0;
 }
 
+static const char bench_cuda_usage[] =
+    "bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] [--chunk 256] "
+    "[--decode 32] [--profile] [--state-bf16] [--bf16-accuracy] [--timeline FILE]";
+
 static int parse_cuda_opts(cuda_bench_opts *o, int argc, char **argv)
 {
     *o = (cuda_bench_opts){.chunk = 256, .decode = 32};
@@ -228,8 +232,7 @@ static void head_scaled_err(const rn_config *c, const float *a, const float *b, 
                             double *cmin, double *cmax)
 {
     size_t hv = (size_t)c->head_dim_k * (size_t)c->head_dim_v;
-    size_t per = (size_t)c->n_heads * hv +
-                 (c->retention_norm == RN_RETNORM_TORCHSCALE ? (size_t)c->n_heads : 0);
+    size_t per = (size_t)(rn_state_values(c) / c->n_layers); /* a layer's S, then its s */
     *err = 0.0, *cmin = 1e300, *cmax = -1e300;
     for (int l = 0; l < c->n_layers; l++)
         for (int h = 0; h < c->n_heads; h++) {
@@ -468,9 +471,7 @@ int cli_bench_cuda(int argc, char **argv)
 {
     cuda_bench_opts o;
     if (parse_cuda_opts(&o, argc, argv))
-        return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
-                         "[--chunk 256] [--decode 32] [--profile] [--state-bf16] [--bf16-accuracy] "
-                         "[--timeline FILE]");
+        return cli_usage(bench_cuda_usage);
     rn_cuda_limits l;
     rn_model *m = NULL;
     rn_engine *e = NULL;
@@ -637,9 +638,7 @@ int cli_bench_cuda(int argc, char **argv)
 {
     cuda_bench_opts o;
     if (parse_cuda_opts(&o, argc, argv))
-        return cli_usage("bench-cuda MODEL_DIR [--batches 1,16,64,256] [--prompts 512,2048,8192] "
-                         "[--chunk 256] [--decode 32] [--profile] [--state-bf16] [--bf16-accuracy] "
-                         "[--timeline FILE]");
+        return cli_usage(bench_cuda_usage);
     return cli_cuda_info(argc, argv);
 }
 #endif
