@@ -13,9 +13,9 @@ records:
 - SIGTERM under load: every running stream finishes with [DONE], exit 0;
 - a device failure the engine cannot recover from (RETNETD_FAULT_LOST=1
   with RETNETD_FAULT_DECODE): the requests in flight end with a 503 (a
-  stream with an error event), the server drains and exits with status 1, for its service manager to
-  restart it; on the emulated CUDA build, the same from a kernel that
-  fails on the device (RN_EMU_FAIL_LAUNCH).
+  stream with an error event), the server drains and exits with status 1,
+  for its service manager to restart it; on the emulated CUDA build, the
+  same from a kernel that fails on the device (RN_EMU_FAIL_LAUNCH).
 
 Uses test_server.py's model and server wrapper; standard library only.
 """
